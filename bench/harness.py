@@ -1,0 +1,122 @@
+"""Benchmark harness: every bench/<op>.py exposes `cases(device, quick)` -> list of Bench and the
+harness times each side in one process, prints a table, writes JSON (DESIGN.md's schema) and a
+PNG chart. Op modules only measure; printing and plotting happen here."""
+from __future__ import annotations
+
+import importlib
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+OPS = ["max_unpool"]  # each op adds its module name here
+
+
+@dataclass
+class Bench:
+    op: str
+    case: str
+    pass_: str                      # "fwd" | "fwd+bwd" | "dgrad" | "wgrad" | "bwd"
+    ours: Callable[[], object]
+    theirs: Callable[[], object]
+    metric: str                     # "TB/s" | "GB/s" | "TFLOP/s" | "us/step"
+    amount: float                   # bytes, FLOPs or steps per call, for `metric`
+
+
+def time_ms(fn: Callable[[], object], device: str, quick: bool = False) -> float:
+    """Median wall time of one call in ms: CUDA events on GPU, perf_counter on CPU; warm-up first."""
+    warmup, reps = (2, 5) if quick else (5, 25)
+    if device == "cuda":
+        for _ in range(warmup):
+            fn()
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(reps):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        return statistics.median(times)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def metric_value(metric: str, amount: float, ms: float) -> float:
+    scale = {"TB/s": 1e12, "GB/s": 1e9, "TFLOP/s": 1e12}
+    if metric == "us/step":
+        return ms * 1e3 / amount
+    return amount / (ms * 1e-3) / scale[metric]
+
+
+def run(ops: Optional[list[str]] = None, device: Optional[str] = None, quick: bool = False,
+        json_path: Optional[str] = None, plot_path: Optional[str] = None) -> int:
+    import rnnkern
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        print("rnnkern bench: --device cuda but no GPU is visible")
+        return 2
+    rows = []
+    from tqdm import tqdm
+    for name in ops or OPS:
+        module = importlib.import_module(f"bench.{name}")
+        benches = module.cases(device, quick)
+        for b in tqdm(benches, desc=f"bench {name}", leave=False):
+            ms = time_ms(b.ours, device, quick)
+            torch_ms = time_ms(b.theirs, device, quick)
+            rows.append({"op": b.op, "case": b.case, "pass": b.pass_, "ms": round(ms, 4),
+                         "torch_ms": round(torch_ms, 4), "ratio": round(torch_ms / ms, 3),
+                         "metric": b.metric, "value": round(metric_value(b.metric, b.amount, ms), 3)})
+    dev_name = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    result = {"device": dev_name, "torch": torch.__version__,
+              "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+              "rnnkern": rnnkern.__version__, "rows": rows}
+    print_table(result)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(result, f, indent=1)
+        print(f"wrote {json_path}")
+    if plot_path and rows:
+        plot(result, plot_path)
+        print(f"wrote {plot_path}")
+    return 0
+
+
+def print_table(result: dict) -> None:
+    print(f"\n{result['device']}  torch {result['torch']}  cudnn {result['cudnn']}")
+    head = f"{'op':<14}{'case':<40}{'pass':<9}{'rnnkern ms':>11}{'torch ms':>11}{'ratio':>8}  value"
+    print(head)
+    print("-" * len(head))
+    for r in result["rows"]:
+        print(f"{r['op']:<14}{r['case']:<40}{r['pass']:<9}{r['ms']:>11.4f}{r['torch_ms']:>11.4f}"
+              f"{r['ratio']:>7.2f}x  {r['value']:.3g} {r['metric']}")
+
+
+def plot(result: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = result["rows"]
+    labels = [f"{r['op']} {r['case']} {r['pass']}" for r in rows]
+    ratios = [r["ratio"] for r in rows]
+    fig, ax = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.2))
+    ax.barh(range(len(rows)), ratios, color=["tab:green" if x >= 1 else "tab:red" for x in ratios])
+    ax.axvline(1.0, color="black", lw=0.8)
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("speed-up over torch (torch ms / rnnkern ms, >1 = rnnkern faster)")
+    ax.set_title(f"rnnkern vs torch on {result['device']} (torch {result['torch']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,187 @@
+// Max-unpooling (and its nearest / bed-of-nails relatives) on the CPU.
+//
+// Two formulations:
+//  * gather (kernel == stride, no padding): windows tile the output, so each window reads its
+//    value and index once and writes all of its output elements once; no zero-fill pass.
+//  * scatter (anything else, or indices that leave their window): zero the plane, then write
+//    input elements in input order. Duplicate indices: the LAST input element (highest flat
+//    input position in its plane) wins — the rule torch's CPU kernel follows and the CUDA
+//    kernel reproduces deterministically.
+#include <ATen/Parallel.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <atomic>
+
+#include "../unpool_common.h"
+
+namespace rnnkern {
+namespace {
+
+struct Strides4 {
+  int64_t n, c, h, w;
+  explicit Strides4(const at::Tensor& t) : n(t.stride(0)), c(t.stride(1)), h(t.stride(2)), w(t.stride(3)) {}
+  int64_t at(int64_t in, int64_t ic, int64_t ih, int64_t iw) const { return in * n + ic * c + ih * h + iw * w; }
+};
+
+// Visit (n, c, h, w) over an N x C x H x W grid in the memory order of `fmt`, in parallel over
+// the two outer loops, so the writes of each task stay contiguous.
+template <typename F>
+void for_each_nchw(at::MemoryFormat fmt, int64_t N, int64_t C, int64_t H, int64_t W, const F& fn) {
+  if (fmt == at::MemoryFormat::ChannelsLast) {
+    at::parallel_for(0, N * H, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t nh = begin; nh < end; ++nh)
+        for (int64_t w = 0; w < W; ++w)
+          for (int64_t c = 0; c < C; ++c) fn(nh / H, c, nh % H, w);
+    });
+  } else {
+    at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t nc = begin; nc < end; ++nc)
+        for (int64_t h = 0; h < H; ++h)
+          for (int64_t w = 0; w < W; ++w) fn(nc / C, nc % C, h, w);
+    });
+  }
+}
+
+// Returns the error flags seen (kUnpoolIndexOutOfRange / kUnpoolIndexOutsideWindow).
+template <typename scalar_t>
+int unpool_gather(const UnpoolGeometry& g, const at::Tensor& input, const int64_t* idx, const Strides4& is,
+                  at::Tensor& output, at::MemoryFormat fmt) {
+  const scalar_t* in = input.const_data_ptr<scalar_t>();
+  scalar_t* out = output.data_ptr<scalar_t>();
+  const Strides4 xs(input), os(output);
+  const int64_t plane = g.OH * g.OW;
+  const int64_t WH = (g.OH + g.sh - 1) / g.sh, WW = (g.OW + g.sw - 1) / g.sw;  // window grid
+  std::atomic<int> flags{0};
+  for_each_nchw(fmt, g.N, g.C, WH, WW, [&](int64_t n, int64_t c, int64_t wh, int64_t ww) {
+    const int64_t oh0 = wh * g.sh, ow0 = ww * g.sw;
+    const int64_t oh1 = std::min(oh0 + g.sh, g.OH), ow1 = std::min(ow0 + g.sw, g.OW);
+    scalar_t v = scalar_t(0);
+    int64_t th = -1, tw = -1;  // target inside the window; (-1, -1) = none, (-2, -2) = all
+    if (wh < g.H && ww < g.W) {
+      v = in[xs.at(n, c, wh, ww)];
+      if (g.mode == UnpoolMode::kIndices) {
+        const int64_t k = idx[is.at(n, c, wh, ww)];
+        if (k < 0 || k >= plane) {
+          flags.fetch_or(kUnpoolIndexOutOfRange, std::memory_order_relaxed);
+        } else {
+          th = k / g.OW;
+          tw = k % g.OW;
+          if (th < oh0 || th >= oh1 || tw < ow0 || tw >= ow1)
+            flags.fetch_or(kUnpoolIndexOutsideWindow, std::memory_order_relaxed);
+        }
+      } else if (g.mode == UnpoolMode::kBedOfNails) {
+        th = oh0;
+        tw = ow0;
+      } else {
+        th = tw = -2;
+      }
+    }
+    scalar_t* o = out + n * os.n + c * os.c;
+    for (int64_t oh = oh0; oh < oh1; ++oh)
+      for (int64_t ow = ow0; ow < ow1; ++ow)
+        o[oh * os.h + ow * os.w] = (th == -2 || (oh == th && ow == tw)) ? v : scalar_t(0);
+  });
+  return flags.load();
+}
+
+template <typename scalar_t>
+int unpool_scatter(const UnpoolGeometry& g, const at::Tensor& input, const int64_t* idx, const Strides4& is,
+                   at::Tensor& output) {
+  const scalar_t* in = input.const_data_ptr<scalar_t>();
+  scalar_t* out = output.data_ptr<scalar_t>();
+  const Strides4 xs(input), os(output);
+  const int64_t plane = g.OH * g.OW;
+  std::atomic<int> flags{0};
+  // One task per (n, c) plane: planes are disjoint, and inside a plane input order is kept.
+  at::parallel_for(0, g.N * g.C, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t nc = begin; nc < end; ++nc) {
+      const int64_t n = nc / g.C, c = nc % g.C;
+      scalar_t* o = out + n * os.n + c * os.c;
+      for (int64_t oh = 0; oh < g.OH; ++oh)
+        for (int64_t ow = 0; ow < g.OW; ++ow) o[oh * os.h + ow * os.w] = scalar_t(0);
+      for (int64_t h = 0; h < g.H; ++h)
+        for (int64_t w = 0; w < g.W; ++w) {
+          const int64_t k = idx[is.at(n, c, h, w)];
+          if (k < 0 || k >= plane) {
+            flags.fetch_or(kUnpoolIndexOutOfRange, std::memory_order_relaxed);
+            continue;
+          }
+          o[(k / g.OW) * os.h + (k % g.OW) * os.w] = in[xs.at(n, c, h, w)];
+        }
+    }
+  });
+  return flags.load();
+}
+
+void raise_out_of_range(const UnpoolGeometry& g) {
+  TORCH_CHECK_INDEX(false, "max_unpool: found an index out of range [0, ", g.OH * g.OW,
+                    ") for output size (", g.OH, ", ", g.OW, ")");
+}
+
+}  // namespace
+
+at::Tensor max_unpool_forward_cpu(const at::Tensor& input, const std::optional<at::Tensor>& indices,
+                                  int64_t mode, at::IntArrayRef kernel, at::IntArrayRef stride,
+                                  at::IntArrayRef padding, at::IntArrayRef output_size) {
+  const UnpoolGeometry g = check_unpool_args("max_unpool_forward", input.sizes(), input.device(), indices, mode, kernel, stride,
+                                             padding, output_size);
+  const at::MemoryFormat fmt = unpool_output_format(input);
+  at::Tensor output = at::empty({g.N, g.C, g.OH, g.OW}, input.options().memory_format(fmt));
+  if (output.numel() == 0) return output;
+  const int64_t* idx = g.mode == UnpoolMode::kIndices ? indices->const_data_ptr<int64_t>() : nullptr;
+  const Strides4 is(g.mode == UnpoolMode::kIndices ? *indices : input);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "max_unpool_forward_cpu", [&] {
+    int flags = 0;
+    if (g.windows_tile()) {
+      flags = unpool_gather<scalar_t>(g, input, idx, is, output, fmt);
+      if (flags & kUnpoolIndexOutOfRange) raise_out_of_range(g);
+      if (flags & kUnpoolIndexOutsideWindow) flags = unpool_scatter<scalar_t>(g, input, idx, is, output);
+    } else {
+      TORCH_CHECK(g.mode == UnpoolMode::kIndices, "max_unpool_forward: this mode needs kernel == stride");
+      flags = unpool_scatter<scalar_t>(g, input, idx, is, output);
+    }
+    if (flags & kUnpoolIndexOutOfRange) raise_out_of_range(g);
+  });
+  return output;
+}
+
+at::Tensor max_unpool_backward_cpu(const at::Tensor& grad_output, const std::optional<at::Tensor>& indices,
+                                   int64_t mode, at::IntArrayRef input_size, at::IntArrayRef kernel,
+                                   at::IntArrayRef stride, at::IntArrayRef padding) {
+  TORCH_CHECK(grad_output.dim() == 4, "max_unpool_backward: grad_output must be 4-D");
+  TORCH_CHECK(input_size.size() == 4, "max_unpool_backward: input_size must have 4 entries");
+  const UnpoolGeometry g = check_unpool_args("max_unpool_backward", input_size, grad_output.device(), indices, mode, kernel, stride, padding,
+                                       {grad_output.size(2), grad_output.size(3)});
+  TORCH_CHECK(grad_output.size(0) == g.N && grad_output.size(1) == g.C,
+              "max_unpool_backward: grad_output batch/channels do not match input_size");
+  const at::MemoryFormat fmt = unpool_output_format(grad_output);
+  at::Tensor grad_input = at::empty({g.N, g.C, g.H, g.W}, grad_output.options().memory_format(fmt));
+  if (grad_input.numel() == 0) return grad_input;
+  const int64_t* idx = g.mode == UnpoolMode::kIndices ? indices->const_data_ptr<int64_t>() : nullptr;
+  const Strides4 is(g.mode == UnpoolMode::kIndices ? *indices : grad_input);
+  const Strides4 gs(grad_output), os(grad_input);
+  const int64_t plane = g.OH * g.OW;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "max_unpool_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
+    scalar_t* gi = grad_input.data_ptr<scalar_t>();
+    for_each_nchw(fmt, g.N, g.C, g.H, g.W, [&](int64_t n, int64_t c, int64_t h, int64_t w) {
+      acc_t acc = 0;
+      if (g.mode == UnpoolMode::kIndices) {
+        const int64_t k = idx[is.at(n, c, h, w)];
+        // forward already rejected out-of-range indices; never read outside grad_output
+        if (k >= 0 && k < plane) acc = go[gs.at(n, c, k / g.OW, k % g.OW)];
+      } else {
+        const int64_t oh0 = h * g.sh, ow0 = w * g.sw;
+        const int64_t oh1 = g.mode == UnpoolMode::kNearest ? std::min(oh0 + g.sh, g.OH) : std::min(oh0 + 1, g.OH);
+        const int64_t ow1 = g.mode == UnpoolMode::kNearest ? std::min(ow0 + g.sw, g.OW) : std::min(ow0 + 1, g.OW);
+        for (int64_t oh = oh0; oh < oh1; ++oh)
+          for (int64_t ow = ow0; ow < ow1; ++ow) acc += go[gs.at(n, c, oh, ow)];
+      }
+      gi[os.at(n, c, h, w)] = static_cast<scalar_t>(acc);
+    });
+  });
+  return grad_input;
+}
+
+}  // namespace rnnkern

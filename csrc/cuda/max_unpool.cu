@@ -1,0 +1,226 @@
+// Max-unpooling (and nearest / bed-of-nails) on CUDA.
+//
+//  * gather (kernel == stride, no padding): one thread per window, reading its value and index
+//    once and writing all of the window's outputs once. Threads walk the windows in the
+//    output's memory order (w fastest for NCHW, c fastest for channels_last), so neighbouring
+//    threads store neighbouring addresses and no zero-fill pass is needed.
+//  * scatter (any other geometry, or an index that leaves its window): deterministic in two
+//    passes. Pass 1 picks, per output element, the LAST input element that targets it
+//    (integer atomicMax of the flat input position: order-independent, hence deterministic, and
+//    the same rule as the CPU kernel); pass 2 writes every output once from its winner.
+//
+// Bad indices never cause an out-of-bounds access: kernels bounds-check and raise flags that
+// the host reads once after the launch. Under CUDA-graph capture the host cannot read them, so
+// the scatter path (correct for any in-range index) runs and out-of-range indices are dropped.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAGraphsUtils.cuh>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "../unpool_common.h"
+
+namespace rnnkern {
+namespace {
+
+constexpr int kThreads = 256;
+
+struct Strides4 {
+  int64_t n, c, h, w;
+  __host__ __device__ int64_t at(int64_t in, int64_t ic, int64_t ih, int64_t iw) const {
+    return in * n + ic * c + ih * h + iw * w;
+  }
+};
+
+Strides4 strides_of(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
+
+// Linear thread index -> (n, c, h, w) on an N x C x H x W grid in the memory order of the output.
+__device__ __forceinline__ void decompose(int64_t i, bool channels_last, int64_t C, int64_t H, int64_t W,
+                                          int64_t& n, int64_t& c, int64_t& h, int64_t& w) {
+  if (channels_last) {
+    c = i % C; i /= C; w = i % W; i /= W; h = i % H; n = i / H;
+  } else {
+    w = i % W; i /= W; h = i % H; i /= H; c = i % C; n = i / C;
+  }
+}
+
+unsigned int blocks_for(int64_t n) {
+  return static_cast<unsigned int>(std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(1) << 30));
+}
+
+template <typename scalar_t>
+__global__ void unpool_gather_kernel(UnpoolGeometry g, bool channels_last, const scalar_t* __restrict__ in,
+                                     Strides4 xs, const int64_t* __restrict__ idx, Strides4 is,
+                                     scalar_t* __restrict__ out, Strides4 os, int* __restrict__ flags) {
+  const int64_t WH = (g.OH + g.sh - 1) / g.sh, WW = (g.OW + g.sw - 1) / g.sw;
+  const int64_t total = g.N * g.C * WH * WW;
+  const int64_t plane = g.OH * g.OW;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t n, c, wh, ww;
+    decompose(i, channels_last, g.C, WH, WW, n, c, wh, ww);
+    const int64_t oh0 = wh * g.sh, ow0 = ww * g.sw;
+    const int64_t oh1 = min(oh0 + g.sh, g.OH), ow1 = min(ow0 + g.sw, g.OW);
+    scalar_t v = scalar_t(0);
+    int64_t th = -1, tw = -1;  // target in the window; -1 = none, -2 = every element
+    if (wh < g.H && ww < g.W) {
+      v = in[xs.at(n, c, wh, ww)];
+      if (g.mode == UnpoolMode::kIndices) {
+        const int64_t k = idx[is.at(n, c, wh, ww)];
+        if (k < 0 || k >= plane) {
+          atomicOr(flags, kUnpoolIndexOutOfRange);
+        } else {
+          th = k / g.OW;
+          tw = k - th * g.OW;
+          if (th < oh0 || th >= oh1 || tw < ow0 || tw >= ow1) atomicOr(flags, kUnpoolIndexOutsideWindow);
+        }
+      } else if (g.mode == UnpoolMode::kBedOfNails) {
+        th = oh0;
+        tw = ow0;
+      } else {
+        th = tw = -2;
+      }
+    }
+    scalar_t* o = out + n * os.n + c * os.c;
+    for (int64_t oh = oh0; oh < oh1; ++oh)
+      for (int64_t ow = ow0; ow < ow1; ++ow)
+        o[oh * os.h + ow * os.w] = (th == -2 || (oh == th && ow == tw)) ? v : scalar_t(0);
+  }
+}
+
+// Pass 1 of the scatter: winner[n, c, k] = max flat input position h * W + w targeting k.
+__global__ void unpool_pick_winner_kernel(UnpoolGeometry g, const int64_t* __restrict__ idx, Strides4 is,
+                                          int* __restrict__ winner, int* __restrict__ flags) {
+  const int64_t total = g.N * g.C * g.H * g.W;
+  const int64_t plane = g.OH * g.OW;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t n, c, h, w;
+    decompose(i, false, g.C, g.H, g.W, n, c, h, w);
+    const int64_t k = idx[is.at(n, c, h, w)];
+    if (k < 0 || k >= plane) {
+      atomicOr(flags, kUnpoolIndexOutOfRange);
+      continue;
+    }
+    atomicMax(winner + (n * g.C + c) * plane + k, static_cast<int>(h * g.W + w));
+  }
+}
+
+// Pass 2: every output element written once, from its winner or zero.
+template <typename scalar_t>
+__global__ void unpool_write_winner_kernel(UnpoolGeometry g, bool channels_last, const scalar_t* __restrict__ in,
+                                           Strides4 xs, const int* __restrict__ winner,
+                                           scalar_t* __restrict__ out, Strides4 os) {
+  const int64_t total = g.N * g.C * g.OH * g.OW;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t n, c, oh, ow;
+    decompose(i, channels_last, g.C, g.OH, g.OW, n, c, oh, ow);
+    const int src = winner[((n * g.C + c) * g.OH + oh) * g.OW + ow];
+    out[os.at(n, c, oh, ow)] = src >= 0 ? in[xs.at(n, c, src / g.W, src % g.W)] : scalar_t(0);
+  }
+}
+
+template <typename scalar_t>
+__global__ void unpool_backward_kernel(UnpoolGeometry g, bool channels_last, const scalar_t* __restrict__ go,
+                                       Strides4 gs, const int64_t* __restrict__ idx, Strides4 is,
+                                       scalar_t* __restrict__ gi, Strides4 os) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t total = g.N * g.C * g.H * g.W;
+  const int64_t plane = g.OH * g.OW;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t n, c, h, w;
+    decompose(i, channels_last, g.C, g.H, g.W, n, c, h, w);
+    acc_t acc = 0;
+    if (g.mode == UnpoolMode::kIndices) {
+      const int64_t k = idx[is.at(n, c, h, w)];
+      if (k >= 0 && k < plane) acc = go[gs.at(n, c, k / g.OW, k % g.OW)];
+    } else {
+      const bool all = g.mode == UnpoolMode::kNearest;
+      const int64_t oh0 = h * g.sh, ow0 = w * g.sw;
+      const int64_t oh1 = min(oh0 + (all ? g.sh : 1), g.OH), ow1 = min(ow0 + (all ? g.sw : 1), g.OW);
+      for (int64_t oh = oh0; oh < oh1; ++oh)
+        for (int64_t ow = ow0; ow < ow1; ++ow) acc += static_cast<acc_t>(go[gs.at(n, c, oh, ow)]);
+    }
+    gi[os.at(n, c, h, w)] = static_cast<scalar_t>(acc);
+  }
+}
+
+void raise_out_of_range(const UnpoolGeometry& g) {
+  TORCH_CHECK_INDEX(false, "max_unpool: found an index out of range [0, ", g.OH * g.OW,
+                    ") for output size (", g.OH, ", ", g.OW, ")");
+}
+
+}  // namespace
+
+at::Tensor max_unpool_forward_cuda(const at::Tensor& input, const std::optional<at::Tensor>& indices,
+                                   int64_t mode, at::IntArrayRef kernel, at::IntArrayRef stride,
+                                   at::IntArrayRef padding, at::IntArrayRef output_size) {
+  const UnpoolGeometry g = check_unpool_args("max_unpool_forward", input.sizes(), input.device(), indices, mode,
+                                             kernel, stride, padding, output_size);
+  const at::cuda::OptionalCUDAGuard guard(device_of(input));
+  const at::MemoryFormat fmt = unpool_output_format(input);
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  at::Tensor output = at::empty({g.N, g.C, g.OH, g.OW}, input.options().memory_format(fmt));
+  if (output.numel() == 0) return output;
+  TORCH_CHECK(g.H * g.W < (int64_t(1) << 31), "max_unpool_forward: input planes above 2^31 elements");
+  const bool use_indices = g.mode == UnpoolMode::kIndices;
+  const int64_t* idx = use_indices ? indices->const_data_ptr<int64_t>() : nullptr;
+  const Strides4 is = strides_of(use_indices ? *indices : input);
+  const Strides4 xs = strides_of(input), os = strides_of(output);
+  const bool capturing = at::cuda::currentStreamCaptureStatusMayInitCtx() != at::cuda::CaptureStatus::None;
+  at::Tensor flags = at::zeros({1}, input.options().dtype(at::kInt));  // only read when use_indices
+  auto stream = at::cuda::getCurrentCUDAStream();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "max_unpool_forward_cuda", [&] {
+    auto scatter = [&] {
+      at::Tensor winner = at::full({g.N, g.C, g.OH, g.OW}, -1, input.options().dtype(at::kInt));
+      unpool_pick_winner_kernel<<<blocks_for(input.numel()), kThreads, 0, stream>>>(
+          g, idx, is, winner.data_ptr<int>(), flags.data_ptr<int>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      unpool_write_winner_kernel<scalar_t><<<blocks_for(output.numel()), kThreads, 0, stream>>>(
+          g, cl, input.const_data_ptr<scalar_t>(), xs, winner.const_data_ptr<int>(), output.data_ptr<scalar_t>(), os);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    };
+    if (!g.windows_tile() || (use_indices && capturing)) {
+      TORCH_CHECK(use_indices, "max_unpool_forward: this mode needs kernel == stride");
+      scatter();
+      if (!capturing && (flags.item<int>() & kUnpoolIndexOutOfRange)) raise_out_of_range(g);
+      return;
+    }
+    const int64_t windows = g.N * g.C * ((g.OH + g.sh - 1) / g.sh) * ((g.OW + g.sw - 1) / g.sw);
+    unpool_gather_kernel<scalar_t><<<blocks_for(windows), kThreads, 0, stream>>>(
+        g, cl, input.const_data_ptr<scalar_t>(), xs, idx, is, output.data_ptr<scalar_t>(), os,
+        flags.data_ptr<int>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (use_indices) {
+      const int f = flags.item<int>();
+      if (f & kUnpoolIndexOutOfRange) raise_out_of_range(g);
+      if (f & kUnpoolIndexOutsideWindow) scatter();  // rare: hand-built indices; same result rule
+    }
+  });
+  return output;
+}
+
+at::Tensor max_unpool_backward_cuda(const at::Tensor& grad_output, const std::optional<at::Tensor>& indices,
+                                    int64_t mode, at::IntArrayRef input_size, at::IntArrayRef kernel,
+                                    at::IntArrayRef stride, at::IntArrayRef padding) {
+  TORCH_CHECK(grad_output.dim() == 4, "max_unpool_backward: grad_output must be 4-D");
+  const UnpoolGeometry g = check_unpool_args("max_unpool_backward", input_size, grad_output.device(), indices, mode,
+                                             kernel, stride, padding, {grad_output.size(2), grad_output.size(3)});
+  TORCH_CHECK(grad_output.size(0) == g.N && grad_output.size(1) == g.C,
+              "max_unpool_backward: grad_output batch/channels do not match input_size");
+  const at::cuda::OptionalCUDAGuard guard(device_of(grad_output));
+  const at::MemoryFormat fmt = unpool_output_format(grad_output);
+  at::Tensor grad_input = at::empty({g.N, g.C, g.H, g.W}, grad_output.options().memory_format(fmt));
+  if (grad_input.numel() == 0) return grad_input;
+  const bool use_indices = g.mode == UnpoolMode::kIndices;
+  const int64_t* idx = use_indices ? indices->const_data_ptr<int64_t>() : nullptr;
+  const Strides4 is = strides_of(use_indices ? *indices : grad_input);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "max_unpool_backward_cuda", [&] {
+    unpool_backward_kernel<scalar_t><<<blocks_for(grad_input.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        g, fmt == at::MemoryFormat::ChannelsLast, grad_output.const_data_ptr<scalar_t>(), strides_of(grad_output),
+        idx, is, grad_input.data_ptr<scalar_t>(), strides_of(grad_input));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return grad_input;
+}
+
+}  // namespace rnnkern

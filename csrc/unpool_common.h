@@ -1,0 +1,59 @@
+// Shape/argument checks and the output layout rule shared by the CPU and CUDA unpool kernels.
+#pragma once
+#include <ATen/ATen.h>
+#include <optional>
+#include "ops.h"
+
+namespace rnnkern {
+
+// Output layout rule (mirrored by the Python fake): channels_last iff the input is
+// channels_last-contiguous and not plain-contiguous; otherwise contiguous.
+inline at::MemoryFormat unpool_output_format(const at::Tensor& t) {
+  return (t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast))
+             ? at::MemoryFormat::ChannelsLast
+             : at::MemoryFormat::Contiguous;
+}
+
+struct UnpoolGeometry {
+  int64_t N, C, H, W;          // input
+  int64_t OH, OW;              // output
+  int64_t kh, kw, sh, sw, ph, pw;
+  UnpoolMode mode;
+  // kernel == stride and no padding: windows tile the output, so each output element is
+  // produced by reading its own window once (gather) and written exactly once.
+  bool windows_tile() const { return kh == sh && kw == sw && ph == 0 && pw == 0; }
+};
+
+inline UnpoolGeometry check_unpool_args(const char* op, at::IntArrayRef in_sizes, at::Device device,
+                                        const std::optional<at::Tensor>& indices, int64_t mode,
+                                        at::IntArrayRef kernel, at::IntArrayRef stride,
+                                        at::IntArrayRef padding, at::IntArrayRef out_hw) {
+  TORCH_CHECK(in_sizes.size() == 4, op, ": input must be 4-D (N, C, H, W), got ", in_sizes.size(), "-D");
+  TORCH_CHECK(mode >= 0 && mode <= 2, op, ": mode must be 0, 1 or 2, got ", mode);
+  TORCH_CHECK(kernel.size() == 2 && stride.size() == 2 && padding.size() == 2 && out_hw.size() == 2,
+              op, ": kernel_size, stride, padding and output_size must have 2 entries");
+  UnpoolGeometry g{in_sizes[0], in_sizes[1], in_sizes[2], in_sizes[3], out_hw[0], out_hw[1],
+                   kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1],
+                   static_cast<UnpoolMode>(mode)};
+  TORCH_CHECK(g.kh > 0 && g.kw > 0 && g.sh > 0 && g.sw > 0, op, ": kernel_size and stride must be positive");
+  TORCH_CHECK(g.ph >= 0 && g.pw >= 0, op, ": padding must be non-negative");
+  TORCH_CHECK(g.OH >= 0 && g.OW >= 0, op, ": output_size must be non-negative");
+  if (g.mode == UnpoolMode::kIndices) {
+    TORCH_CHECK(indices.has_value(), op, ": indices are required for max-unpooling");
+    TORCH_CHECK(indices->scalar_type() == at::kLong, op, ": indices must be int64, got ",
+                indices->scalar_type());
+    TORCH_CHECK(indices->sizes() == in_sizes, op, ": indices shape ", indices->sizes(),
+                " must equal input shape ", in_sizes);
+    TORCH_CHECK(indices->device() == device, op, ": indices on ", indices->device(),
+                " but input on ", device);
+  } else {
+    TORCH_CHECK(g.windows_tile(), op, ": nearest and bed-of-nails unpooling need kernel == stride, no padding");
+  }
+  return g;
+}
+
+// Error flags a kernel raises (integer OR, deterministic); read once on the host.
+constexpr int kUnpoolIndexOutOfRange = 1;
+constexpr int kUnpoolIndexOutsideWindow = 2;  // gather path cannot place it: fall back to scatter
+
+}  // namespace rnnkern

@@ -1,0 +1,4 @@
+"""Custom ops over the compiled kernels. The only package that touches rnnkern._C."""
+from rnnkern.ops import max_unpool  # noqa: F401  (registers rnnkern::max_unpool_*)
+
+OPS = ["max_unpool"]

@@ -1,0 +1,60 @@
+"""Argument checks shared by the op wrappers: errors that name the op and the argument."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+def check_tensor(op: str, name: str, t, *, dims: Sequence[int] | None = None, floating: bool = False) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
+    if dims is not None and t.dim() not in dims:
+        want = " or ".join(f"{d}-D" for d in dims)
+        raise ValueError(f"{op}: {name} must be {want}, got a {t.dim()}-D tensor of shape {tuple(t.shape)}")
+    if floating and not t.is_floating_point():
+        raise TypeError(f"{op}: {name} must be a floating-point tensor, got {t.dtype}")
+
+
+def check_same(op: str, ref_name: str, ref: torch.Tensor, name: str, t: torch.Tensor | None, *,
+               dtype: bool = True) -> None:
+    if t is None:
+        return
+    if t.device != ref.device:
+        raise RuntimeError(f"{op}: {name} is on {t.device} but {ref_name} is on {ref.device}")
+    if dtype and t.dtype != ref.dtype:
+        raise TypeError(f"{op}: {name} has dtype {t.dtype} but {ref_name} has dtype {ref.dtype}")
+
+
+def check_supported_device(op: str, t: torch.Tensor) -> None:
+    from rnnkern.ops._ext import WITH_CUDA
+    if t.device.type == "cuda" and not WITH_CUDA:
+        raise RuntimeError(f"{op}: rnnkern was built without CUDA kernels; rebuild with a CUDA toolkit "
+                           "(see `rnnkern info`)")
+    if t.device.type not in ("cpu", "cuda", "meta"):
+        raise RuntimeError(f"{op}: unsupported device {t.device}")
+
+
+def ntuple(op: str, name: str, value, n: int, *, minimum: int | None = None) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        out = [value] * n
+    else:
+        try:
+            out = [int(v) for v in value]
+        except TypeError:
+            raise TypeError(f"{op}: {name} must be an int or a sequence of {n} ints, got {value!r}") from None
+        if len(out) != n:
+            raise ValueError(f"{op}: {name} must have {n} entries, got {len(out)}: {value!r}")
+    if minimum is not None and any(v < minimum for v in out):
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
+    return out
+
+
+def channels_last_output(t: torch.Tensor) -> bool:
+    """The layout rule every rnnkern 4-D kernel follows (and its C++ side mirrors)."""
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def empty_like_layout(like: torch.Tensor, size, dtype=None) -> torch.Tensor:
+    fmt = torch.channels_last if channels_last_output(like) else torch.contiguous_format
+    return torch.empty(size, dtype=dtype or like.dtype, device=like.device, memory_format=fmt)

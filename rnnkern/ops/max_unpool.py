@@ -1,0 +1,137 @@
+"""Unpooling ops: max-unpool (indices), bed-of-nails (implicit top-left index), nearest.
+
+Layers: `rnnkern::max_unpool_forward` / `rnnkern::max_unpool_backward` are torch.library custom
+ops over the pybind11 kernels, each with a fake (meta) implementation, so torch.compile and
+torch.export see opaque nodes. Autograd is registered on the ops themselves
+(`register_autograd`), which builds the autograd.Function; the backward op has one too, so
+double backward works (unpooling is linear: the backward of the backward is the forward).
+
+Duplicate indices (several inputs pointing at one output element, impossible for indices from
+max_pool with kernel <= stride): the input element with the highest flat position in its (n, c)
+plane wins, on CPU and CUDA alike, deterministically. As in torch, the backward gathers
+grad_output at every index, duplicates included.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from rnnkern.ops._ext import _C
+from rnnkern.ops._validate import (check_same, check_supported_device, check_tensor, empty_like_layout,
+                                   ntuple)
+
+MODE_INDICES, MODE_BED_OF_NAILS, MODE_NEAREST = 0, 1, 2
+
+
+@torch.library.custom_op("rnnkern::max_unpool_forward", mutates_args=())
+def max_unpool_forward(input: Tensor, indices: Optional[Tensor], mode: int, kernel: list[int],
+                       stride: list[int], padding: list[int], output_size: list[int]) -> Tensor:
+    return _C.max_unpool_forward(input, indices, mode, kernel, stride, padding, output_size)
+
+
+@max_unpool_forward.register_fake
+def _(input, indices, mode, kernel, stride, padding, output_size):
+    n, c = input.shape[:2]
+    return empty_like_layout(input, (n, c, *output_size))
+
+
+@torch.library.custom_op("rnnkern::max_unpool_backward", mutates_args=())
+def max_unpool_backward(grad_output: Tensor, indices: Optional[Tensor], mode: int, input_size: list[int],
+                        kernel: list[int], stride: list[int], padding: list[int]) -> Tensor:
+    return _C.max_unpool_backward(grad_output, indices, mode, input_size, kernel, stride, padding)
+
+
+@max_unpool_backward.register_fake
+def _(grad_output, indices, mode, input_size, kernel, stride, padding):
+    return empty_like_layout(grad_output, input_size)
+
+
+def _forward_setup(ctx, inputs, output):
+    input, indices, mode, kernel, stride, padding, output_size = inputs
+    ctx.save_for_backward(indices)
+    ctx.args = (mode, list(input.shape), kernel, stride, padding)
+
+
+def _forward_backward(ctx, grad_output):
+    (indices,) = ctx.saved_tensors
+    mode, input_size, kernel, stride, padding = ctx.args
+    grad_input = max_unpool_backward(grad_output, indices, mode, input_size, kernel, stride, padding)
+    return grad_input, None, None, None, None, None, None
+
+
+def _backward_setup(ctx, inputs, output):
+    grad_output, indices, mode, input_size, kernel, stride, padding = inputs
+    ctx.save_for_backward(indices)
+    ctx.args = (mode, kernel, stride, padding, list(grad_output.shape[2:]))
+
+
+def _backward_backward(ctx, grad_grad_input):
+    (indices,) = ctx.saved_tensors
+    mode, kernel, stride, padding, output_size = ctx.args
+    gg = max_unpool_forward(grad_grad_input, indices, mode, kernel, stride, padding, output_size)
+    return gg, None, None, None, None, None, None
+
+
+torch.library.register_autograd("rnnkern::max_unpool_forward", _forward_backward, setup_context=_forward_setup)
+torch.library.register_autograd("rnnkern::max_unpool_backward", _backward_backward, setup_context=_backward_setup)
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation + shape logic (torch's semantics), used by rnnkern.functional.
+
+def unpool_output_size(op: str, input: Tensor, kernel: list[int], stride: list[int], padding: list[int],
+                       output_size) -> list[int]:
+    """torch.nn.functional's rule: default (in - 1) * s - 2p + k; a given size must lie strictly
+    within (default - s, default + s)."""
+    nd = len(kernel)
+    default = [(input.shape[-nd + d] - 1) * stride[d] + kernel[d] - 2 * padding[d] for d in range(nd)]
+    if output_size is None:
+        size = default
+    else:
+        size = [int(s) for s in (output_size if not isinstance(output_size, int) else [output_size])]
+        if len(size) == nd + 2:
+            size = size[2:]
+        elif len(size) == nd + 1 and input.dim() == nd + 1:
+            size = size[1:]
+        if len(size) != nd:
+            raise ValueError(f"{op}: output_size should be a sequence containing {nd} or {nd + 2} elements, "
+                             f"but it has a length of '{len(size)}'")
+        for d in range(nd):
+            lo, hi = default[d] - stride[d], default[d] + stride[d]
+            if not lo < size[d] < hi:
+                raise ValueError(f'{op}: invalid output_size "{list(size)}" (dim {d} must be between {lo} and {hi})')
+    for d in range(nd):
+        if size[d] < 0:
+            raise ValueError(f"{op}: output_size must contain non-negative spatial dimensions, got {size}")
+    return size
+
+
+def max_unpool(op: str, input: Tensor, indices: Optional[Tensor], mode: int, kernel_size, stride, padding,
+               output_size, nd: int) -> Tensor:
+    """Validate, reshape to 4-D (N, C, H, W), call the op, restore the caller's rank."""
+    check_tensor(op, "input", input, dims=(nd + 1, nd + 2), floating=True)
+    check_supported_device(op, input)
+    kernel = ntuple(op, "kernel_size", kernel_size, nd, minimum=1)
+    stride = kernel if stride is None else ntuple(op, "stride", stride, nd, minimum=1)
+    padding = ntuple(op, "padding", padding, nd, minimum=0)
+    if indices is not None:
+        check_tensor(op, "indices", indices)
+        if indices.dtype != torch.int64:
+            raise TypeError(f"{op}: indices must be int64 (as returned by max_pool{nd}d), got {indices.dtype}")
+        if indices.shape != input.shape:
+            raise ValueError(f"{op}: indices shape {tuple(indices.shape)} must equal input shape {tuple(input.shape)}")
+        check_same(op, "input", input, "indices", indices, dtype=False)
+    size = unpool_output_size(op, input, kernel, stride, padding, output_size)
+
+    unbatched = input.dim() == nd + 1
+    x, idx = (input.unsqueeze(0), None if indices is None else indices.unsqueeze(0)) if unbatched else (input, indices)
+    if nd == 1:  # (N, C, L) -> (N, C, 1, L)
+        x = x.unsqueeze(2)
+        idx = None if idx is None else idx.unsqueeze(2)
+        kernel, stride, padding, size = [1] + kernel, [1] + stride, [0] + padding, [1] + size
+    out = max_unpool_forward(x, idx, mode, kernel, stride, padding, size)
+    if nd == 1:
+        out = out.squeeze(2)
+    return out.squeeze(0) if unbatched else out
