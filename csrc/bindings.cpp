@@ -34,6 +34,43 @@ at::Tensor max_unpool_backward(const at::Tensor& grad_output, const std::optiona
                           stride, padding);
 }
 
+std::tuple<at::Tensor, at::Tensor> rnn_forward(const at::Tensor& input, const at::Tensor& hx, const at::Tensor& w_ih,
+                                               const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih,
+                                               const std::optional<at::Tensor>& b_hh,
+                                               const std::optional<at::Tensor>& lengths, bool relu) {
+  return RNNKERN_DISPATCH(rnn_forward, input, input, hx, w_ih, w_hh, b_ih, b_hh, lengths, relu);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backward(
+    const at::Tensor& grad_output, const at::Tensor& grad_hn, const at::Tensor& input, const at::Tensor& hx,
+    const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& output,
+    const std::optional<at::Tensor>& lengths, bool relu, bool has_bias) {
+  return RNNKERN_DISPATCH(rnn_backward, input, grad_output, grad_hn, input, hx, w_ih, w_hh, output, lengths, relu,
+                          has_bias);
+}
+
+at::Tensor conv2d_forward(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                          std::vector<int64_t> stride, std::vector<int64_t> padding, std::vector<int64_t> dilation,
+                          int64_t groups) {
+  return RNNKERN_DISPATCH(conv2d_forward, input, input, weight, bias, stride, padding, dilation, groups);
+}
+
+at::Tensor conv2d_backward_input(const at::Tensor& grad_output, const at::Tensor& weight,
+                                 std::vector<int64_t> input_size, std::vector<int64_t> stride,
+                                 std::vector<int64_t> padding, std::vector<int64_t> dilation, int64_t groups) {
+  return RNNKERN_DISPATCH(conv2d_backward_input, grad_output, grad_output, weight, input_size, stride, padding,
+                          dilation, groups);
+}
+
+std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight(const at::Tensor& grad_output, const at::Tensor& input,
+                                                          std::vector<int64_t> weight_size,
+                                                          std::vector<int64_t> stride, std::vector<int64_t> padding,
+                                                          std::vector<int64_t> dilation, int64_t groups,
+                                                          bool bias_grad) {
+  return RNNKERN_DISPATCH(conv2d_backward_weight, grad_output, grad_output, input, weight_size, stride, padding,
+                          dilation, groups, bias_grad);
+}
+
 }  // namespace
 }  // namespace rnnkern
 
@@ -47,7 +84,23 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("max_unpool_forward", &rnnkern::max_unpool_forward, "max/nearest/bed-of-nails unpool, forward",
         py::arg("input"), py::arg("indices"), py::arg("mode"), py::arg("kernel"), py::arg("stride"),
         py::arg("padding"), py::arg("output_size"));
+  m.def("rnn_forward", &rnnkern::rnn_forward, "fused vanilla RNN over all steps: (output, h_n)",
+        py::arg("input"), py::arg("hx"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"),
+        py::arg("lengths"), py::arg("relu"));
+  m.def("rnn_backward", &rnnkern::rnn_backward, "fused BPTT: (dinput, dhx, dw_ih, dw_hh, dbias)",
+        py::arg("grad_output"), py::arg("grad_hn"), py::arg("input"), py::arg("hx"), py::arg("w_ih"),
+        py::arg("w_hh"), py::arg("output"), py::arg("lengths"), py::arg("relu"), py::arg("has_bias"));
   m.def("max_unpool_backward", &rnnkern::max_unpool_backward, "unpool backward (gather)",
         py::arg("grad_output"), py::arg("indices"), py::arg("mode"), py::arg("input_size"),
         py::arg("kernel"), py::arg("stride"), py::arg("padding"));
+  m.def("conv2d_forward", &rnnkern::conv2d_forward, "dilated/grouped 2-D convolution, forward",
+        py::arg("input"), py::arg("weight"), py::arg("bias"), py::arg("stride"), py::arg("padding"),
+        py::arg("dilation"), py::arg("groups"));
+  m.def("conv2d_backward_input", &rnnkern::conv2d_backward_input, "2-D convolution, grad of the input",
+        py::arg("grad_output"), py::arg("weight"), py::arg("input_size"), py::arg("stride"), py::arg("padding"),
+        py::arg("dilation"), py::arg("groups"));
+  m.def("conv2d_backward_weight", &rnnkern::conv2d_backward_weight,
+        "2-D convolution, grad of the weight (and bias)", py::arg("grad_output"), py::arg("input"),
+        py::arg("weight_size"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
+        py::arg("bias_grad"));
 }

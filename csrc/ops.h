@@ -2,6 +2,7 @@
 #pragma once
 #include <ATen/ATen.h>
 #include <optional>
+#include <tuple>
 
 namespace rnnkern {
 
@@ -28,6 +29,117 @@ at::Tensor max_unpool_forward_cuda(const at::Tensor& input, const std::optional<
 at::Tensor max_unpool_backward_cuda(const at::Tensor& grad_output, const std::optional<at::Tensor>& indices,
                                     int64_t mode, at::IntArrayRef input_size, at::IntArrayRef kernel,
                                     at::IntArrayRef stride, at::IntArrayRef padding);
+#endif
+
+// ---- fused vanilla RNN, one layer, one direction (csrc/cpu/rnn.cpp, csrc/cuda/rnn.cu) ----
+// input (T, B, I), hx (B, H), w_ih (H, I), w_hh (H, H), biases (H) or none, lengths: optional
+// int64 CPU (B), non-increasing. Returns output (T, B, H) (zero past each length) and h_n (B, H).
+std::tuple<at::Tensor, at::Tensor> rnn_forward_cpu(const at::Tensor& input, const at::Tensor& hx,
+                                                   const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                                   const std::optional<at::Tensor>& b_ih,
+                                                   const std::optional<at::Tensor>& b_hh,
+                                                   const std::optional<at::Tensor>& lengths, bool relu);
+// Returns grad_input, grad_hx, grad_w_ih, grad_w_hh, grad_bias (the same for b_ih and b_hh).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& grad_hn, const at::Tensor& input, const at::Tensor& hx,
+    const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& output,
+    const std::optional<at::Tensor>& lengths, bool relu, bool has_bias);
+#ifdef WITH_CUDA
+std::tuple<at::Tensor, at::Tensor> rnn_forward_cuda(const at::Tensor& input, const at::Tensor& hx,
+                                                    const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                                    const std::optional<at::Tensor>& b_ih,
+                                                    const std::optional<at::Tensor>& b_hh,
+                                                    const std::optional<at::Tensor>& lengths, bool relu);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backward_cuda(
+    const at::Tensor& grad_output, const at::Tensor& grad_hn, const at::Tensor& input, const at::Tensor& hx,
+    const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& output,
+    const std::optional<at::Tensor>& lengths, bool relu, bool has_bias);
+#endif
+
+// ---- dilated convolution (csrc/cpu/conv.cpp, csrc/cuda/conv.cu; checks in csrc/conv_common.h) ----
+// 2-D convolution with torch's semantics (cross-correlation); 1-D convolutions are views with H = 1.
+// These signatures are published (the transposed convolution reuses them): keep them stable.
+//   input    (N, C_in, H, W), any strides
+//   weight   (C_out, C_in / groups, KH, KW), any strides
+//   bias     (C_out) or none
+//   stride   {sh, sw} >= 1;  dilation {dh, dw} >= 1;  groups >= 1 dividing C_in and C_out
+//   padding  {ph, pw} (symmetric) or {top, left, bottom, right} (asymmetric, e.g. 'same' with an
+//            even effective kernel), all >= 0
+//   output   (N, C_out, OH, OW), OH = (H + top + bottom - dh * (KH - 1) - 1) / sh + 1 (same for W)
+// Layout rule (rnnkern.ops._validate.channels_last_output): the result is channels_last when the
+// first tensor argument (input / grad_output) is channels_last-contiguous and not contiguous,
+// else contiguous. grad_weight is always contiguous. All results are deterministic.
+//
+// conv2d_backward_input: grad_input of size input_size (N, C_in, H, W). input_size may exceed the
+// smallest input giving grad_output's size as long as the output-size formula above still maps
+// it to grad_output's (OH, OW) (a transposed convolution's output_padding); elements no window
+// reads get 0.
+// conv2d_backward_weight: (grad_weight of size weight_size, grad_bias (C_out)); grad_bias is an
+// empty tensor of size (0) when bias_grad is false.
+at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                              at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                              int64_t groups);
+at::Tensor conv2d_backward_input_cpu(const at::Tensor& grad_output, const at::Tensor& weight,
+                                     at::IntArrayRef input_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                                     at::IntArrayRef dilation, int64_t groups);
+std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                                                              at::IntArrayRef weight_size, at::IntArrayRef stride,
+                                                              at::IntArrayRef padding, at::IntArrayRef dilation,
+                                                              int64_t groups, bool bias_grad);
+#ifdef WITH_CUDA
+at::Tensor conv2d_forward_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                               at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                               int64_t groups);
+at::Tensor conv2d_backward_input_cuda(const at::Tensor& grad_output, const at::Tensor& weight,
+                                      at::IntArrayRef input_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                                      at::IntArrayRef dilation, int64_t groups);
+std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cuda(const at::Tensor& grad_output, const at::Tensor& input,
+                                                               at::IntArrayRef weight_size, at::IntArrayRef stride,
+                                                               at::IntArrayRef padding, at::IntArrayRef dilation,
+                                                               int64_t groups, bool bias_grad);
+#endif
+
+// ---- transposed convolution (csrc/cpu/conv_transpose.cpp, csrc/cuda/conv_transpose.cu) ----
+// torch's conv_transpose2d semantics; 1-D is the H == 1 view. input (N, C_in, H, W), weight
+// (C_in, C_out/groups, kH, kW), bias (C_out) or none; stride/padding/output_padding/dilation {h, w};
+// output (N, C_out, OH, OW), OH = (H - 1) sH - 2 pH + dH (kH - 1) + opH + 1. Layout rule as above
+// (channels_last result iff the first tensor argument is channels_last and not contiguous);
+// grad_weight contiguous; deterministic (no float atomics). backward_weight returns
+// (grad_weight, grad_bias), grad_bias of size (0) when bias_grad is false.
+struct ConvT2dGeometry {
+  int64_t N, Cin, H, W, Cout, G, kH, kW, sH, sW, pH, pW, opH, opW, dH, dW, OH, OW;
+  int64_t cin_g() const { return Cin / G; }
+  int64_t cout_g() const { return Cout / G; }
+};
+// Checks sizes and arguments (errors name the op and the argument); defined in the CPU file.
+ConvT2dGeometry conv_transpose2d_geometry(const char* op, at::IntArrayRef input_size, at::IntArrayRef weight_size,
+                                          at::IntArrayRef stride, at::IntArrayRef padding,
+                                          at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation);
+at::Tensor conv_transpose2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
+                                        const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                        at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
+                                        at::IntArrayRef dilation);
+at::Tensor conv_transpose2d_backward_input_cpu(const at::Tensor& grad_output, const at::Tensor& weight,
+                                               at::IntArrayRef input_size, at::IntArrayRef stride,
+                                               at::IntArrayRef padding, at::IntArrayRef output_padding,
+                                               int64_t groups, at::IntArrayRef dilation);
+std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cpu(
+    const at::Tensor& grad_output, const at::Tensor& input, at::IntArrayRef weight_size, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation,
+    bool bias_grad);
+#ifdef WITH_CUDA
+at::Tensor conv_transpose2d_forward_cuda(const at::Tensor& input, const at::Tensor& weight,
+                                         const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                         at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
+                                         at::IntArrayRef dilation);
+at::Tensor conv_transpose2d_backward_input_cuda(const at::Tensor& grad_output, const at::Tensor& weight,
+                                                at::IntArrayRef input_size, at::IntArrayRef stride,
+                                                at::IntArrayRef padding, at::IntArrayRef output_padding,
+                                                int64_t groups, at::IntArrayRef dilation);
+std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cuda(
+    const at::Tensor& grad_output, const at::Tensor& input, at::IntArrayRef weight_size, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation,
+    bool bias_grad);
 #endif
 
 }  // namespace rnnkern

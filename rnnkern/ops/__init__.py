@@ -1,4 +1,5 @@
 """Custom ops over the compiled kernels. The only package that touches rnnkern._C."""
 from rnnkern.ops import max_unpool  # noqa: F401  (registers rnnkern::max_unpool_*)
+from rnnkern.ops import rnn  # noqa: F401  (registers rnnkern::rnn_*)
 
-OPS = ["max_unpool"]
+OPS = ["max_unpool", "rnn"]

@@ -1,0 +1,152 @@
+// The general fused vanilla-RNN path, shared by csrc/cpu/rnn.cpp and csrc/cuda/rnn.cu:
+// the input projection for all T steps as ONE GEMM, then the recurrence in a C++ loop of one
+// GEMM + one in-place activation per step (no Python, no per-step autograd nodes); backward
+// runs the reverse recurrence the same way and the weight/input gradients as large GEMMs after it.
+//
+// Everything here is ATen ops, so each backend gets its own BLAS (MKL / cuBLAS) and vectorised
+// elementwise kernels; the CUDA file adds the persistent kernels and picks between them.
+//
+// Variable lengths follow PackedSequence's convention: lengths are sorted non-increasing, so
+// the sequences still running at step t are the prefix [0, bs[t]) of the batch — step t
+// computes only those rows, outputs past a sequence's end are zero and its state stops there.
+#pragma once
+#include <ATen/ATen.h>
+#include <optional>
+#include <tuple>
+#include <vector>
+
+namespace rnnkern {
+
+struct RnnShapes {
+  int64_t T, B, I, H;
+};
+
+inline RnnShapes check_rnn_args(const char* op, const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
+                                const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih,
+                                const std::optional<at::Tensor>& b_hh) {
+  TORCH_CHECK(x.dim() == 3, op, ": input must be 3-D (T, B, input_size), got ", x.dim(), "-D");
+  const RnnShapes s{x.size(0), x.size(1), x.size(2), w_hh.size(0)};
+  TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(1) == s.H, op, ": weight_hh must be (H, H), got ", w_hh.sizes());
+  TORCH_CHECK(w_ih.dim() == 2 && w_ih.size(0) == s.H && w_ih.size(1) == s.I, op, ": weight_ih must be (",
+              s.H, ", ", s.I, "), got ", w_ih.sizes());
+  TORCH_CHECK(h0.dim() == 2 && h0.size(0) == s.B && h0.size(1) == s.H, op, ": hx must be (", s.B, ", ", s.H,
+              "), got ", h0.sizes());
+  TORCH_CHECK(b_ih.has_value() == b_hh.has_value(), op, ": give both biases or neither");
+  for (const at::Tensor* t : {&h0, &w_ih, &w_hh}) {
+    TORCH_CHECK(t->scalar_type() == x.scalar_type(), op, ": all tensors must have the input's dtype ",
+                x.scalar_type(), ", got ", t->scalar_type());
+    TORCH_CHECK(t->device() == x.device(), op, ": all tensors must be on ", x.device(), ", got ", t->device());
+  }
+  if (b_ih.has_value()) {
+    for (const at::Tensor* t : {&*b_ih, &*b_hh}) {
+      TORCH_CHECK(t->dim() == 1 && t->size(0) == s.H, op, ": biases must be (", s.H, "), got ", t->sizes());
+      TORCH_CHECK(t->scalar_type() == x.scalar_type() && t->device() == x.device(), op,
+                  ": biases must match the input's dtype and device");
+    }
+  }
+  return s;
+}
+
+// bs[t] = number of sequences with length > t. Without lengths every sequence runs all T steps.
+inline std::vector<int64_t> batch_sizes(const char* op, const RnnShapes& s, const std::optional<at::Tensor>& lengths) {
+  std::vector<int64_t> bs(s.T, s.B);
+  if (!lengths.has_value()) return bs;
+  TORCH_CHECK(lengths->device().is_cpu() && lengths->scalar_type() == at::kLong && lengths->dim() == 1 &&
+                  lengths->size(0) == s.B,
+              op, ": lengths must be a 1-D int64 CPU tensor of size B=", s.B);
+  const at::Tensor len = lengths->contiguous();
+  const int64_t* l = len.const_data_ptr<int64_t>();
+  std::fill(bs.begin(), bs.end(), 0);
+  for (int64_t b = 0; b < s.B; ++b) {
+    TORCH_CHECK(l[b] >= 0 && l[b] <= s.T, op, ": lengths[", b, "] = ", l[b], " is outside [0, T=", s.T, "]");
+    TORCH_CHECK(b == 0 || l[b] <= l[b - 1], op, ": lengths must be sorted in non-increasing order");
+    for (int64_t t = 0; t < l[b]; ++t) ++bs[t];
+  }
+  return bs;
+}
+
+inline void activate_(at::Tensor& y, bool relu) { relu ? y.relu_() : y.tanh_(); }
+
+// d <- d * act'(h), written from the activation's OUTPUT h (tanh' = 1 - h^2, relu' = [h > 0]).
+inline void activation_grad_(at::Tensor& d, const at::Tensor& h, bool relu) {
+  relu ? at::threshold_backward_out(d, d, h, 0) : at::tanh_backward_out(d, d, h);
+}
+
+// Returns (output (T, B, H), h_n (B, H)).
+inline std::tuple<at::Tensor, at::Tensor> rnn_forward_general(const at::Tensor& x, const at::Tensor& h0,
+                                                              const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                                              const std::optional<at::Tensor>& b_ih,
+                                                              const std::optional<at::Tensor>& b_hh,
+                                                              const std::vector<int64_t>& bs,
+                                                              const std::optional<at::Tensor>& lengths,
+                                                              bool relu) {
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_hh.size(0);
+  at::Tensor out = at::empty({T, B, H}, x.options());
+  if (T == 0 || B == 0) return {out, h0.clone()};
+  at::Tensor out2 = out.view({T * B, H});
+  const at::Tensor x2 = x.reshape({T * B, I});
+  // Input projection of every step at once; both biases folded in here.
+  if (b_ih.has_value()) {
+    at::addmm_out(out2, *b_ih + *b_hh, x2, w_ih.t());
+  } else {
+    at::mm_out(out2, x2, w_ih.t());
+  }
+  const at::Tensor w_hh_t = w_hh.t();
+  for (int64_t t = 0; t < T; ++t) {
+    at::Tensor step = out.select(0, t);
+    if (bs[t] < B) step.narrow(0, bs[t], B - bs[t]).zero_();
+    if (bs[t] == 0) continue;
+    at::Tensor y = step.narrow(0, 0, bs[t]);
+    const at::Tensor h_prev = (t == 0 ? h0 : out.select(0, t - 1)).narrow(0, 0, bs[t]);
+    y.addmm_(h_prev, w_hh_t);
+    activate_(y, relu);
+  }
+  at::Tensor h_n;
+  if (!lengths.has_value()) {
+    h_n = out.select(0, T - 1).clone();
+  } else {
+    // h_n[b] = output[len_b - 1, b], or h0[b] for an empty sequence.
+    const at::Tensor len = lengths->to(x.device());
+    const at::Tensor rows = (len - 1).clamp_min(0) * B + at::arange(B, len.options());
+    h_n = at::where((len > 0).unsqueeze(1), out2.index_select(0, rows), h0);
+  }
+  return {out, h_n};
+}
+
+// Returns (grad_input, grad_hx, grad_w_ih, grad_w_hh, grad_bias); grad_bias is the gradient of
+// both b_ih and b_hh (they enter the sum identically); an empty tensor when has_bias is false.
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backward_general(
+    const at::Tensor& grad_out, const at::Tensor& grad_hn, const at::Tensor& x, const at::Tensor& h0,
+    const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& out, const std::vector<int64_t>& bs,
+    bool relu, bool has_bias) {
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_hh.size(0);
+  // dz[t] = dL/d(pre-activation at step t); rows of finished sequences stay zero.
+  at::Tensor dz = at::empty({T, B, H}, x.options());
+  for (int64_t t = T - 1; t >= 0; --t) {
+    at::Tensor d = dz.select(0, t);
+    const int64_t live = bs[t], live_next = t + 1 < T ? bs[t + 1] : 0;
+    d.copy_(grad_out.select(0, t));
+    if (live_next > 0) d.narrow(0, 0, live_next).addmm_(dz.select(0, t + 1).narrow(0, 0, live_next), w_hh);
+    // sequences whose last step is t receive dL/dh_n here
+    if (live > live_next) d.narrow(0, live_next, live - live_next).add_(grad_hn.narrow(0, live_next, live - live_next));
+    if (live < B) d.narrow(0, live, B - live).zero_();
+    if (live == 0) continue;
+    at::Tensor d_live = d.narrow(0, 0, live);
+    activation_grad_(d_live, out.select(0, t).narrow(0, 0, live), relu);
+  }
+  at::Tensor grad_h0 = grad_hn.clone();  // an empty sequence passes dL/dh_n straight to h0
+  if (T > 0 && bs[0] > 0) {
+    at::Tensor g = grad_h0.narrow(0, 0, bs[0]);
+    at::mm_out(g, dz.select(0, 0).narrow(0, 0, bs[0]), w_hh);
+  }
+  const at::Tensor dz2 = dz.view({T * B, H});
+  const at::Tensor x2 = x.reshape({T * B, I});
+  at::Tensor grad_x = at::mm(dz2, w_ih).view({T, B, I});
+  at::Tensor grad_w_ih = at::mm(dz2.t(), x2);
+  at::Tensor grad_w_hh = T > 0 ? at::mm(dz.select(0, 0).t(), h0) : at::zeros_like(w_hh);
+  if (T > 1) grad_w_hh.addmm_(dz.narrow(0, 1, T - 1).reshape({-1, H}).t(), out.narrow(0, 0, T - 1).reshape({-1, H}));
+  at::Tensor grad_b = has_bias ? dz2.sum(0) : at::empty({0}, x.options());
+  return {grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b};
+}
+
+}  // namespace rnnkern

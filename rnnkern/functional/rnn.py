@@ -1,0 +1,82 @@
+"""Vanilla RNN, functional form: multi-layer, bidirectional, variable lengths, on the fused op."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from rnnkern.ops import rnn as _ops
+from rnnkern.ops._validate import check_supported_device
+
+_NONLINEARITIES = ("tanh", "relu")
+
+
+def _reverse_within_lengths(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
+    """Reverse time (dim 0) of each sequence inside its own length; padding stays in place."""
+    if lengths is None:
+        return x.flip(0)
+    T, B = x.shape[:2]
+    t = torch.arange(T, device=x.device).unsqueeze(1)
+    lens = lengths.to(x.device).unsqueeze(0)
+    idx = torch.where(t < lens, lens - 1 - t, t)  # (T, B)
+    return x.gather(0, idx.unsqueeze(-1).expand_as(x))
+
+
+def rnn_layer(input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor] = None,
+              b_hh: Optional[Tensor] = None, nonlinearity: str = "tanh", lengths: Optional[Tensor] = None,
+              reverse: bool = False) -> tuple[Tensor, Tensor]:
+    """One layer, one direction. input (T, B, I) time-major, hx (B, H); lengths int64 (B,) on
+    the CPU, non-increasing. Returns output (T, B, H) (zeros past each length) and h_n (B, H)."""
+    if nonlinearity not in _NONLINEARITIES:
+        raise ValueError(f"rnn: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    check_supported_device("rnn", input)
+    relu = nonlinearity == "relu"
+    if reverse:
+        input = _reverse_within_lengths(input, lengths)
+    out, h_n = _ops.rnn_forward(input, hx, w_ih, w_hh, b_ih, b_hh, lengths, relu)
+    if reverse:
+        out = _reverse_within_lengths(out, lengths)
+    return out, h_n
+
+
+def rnn(input: Tensor, hx: Tensor, weights: Sequence[Sequence[Tensor]], nonlinearity: str = "tanh",
+        num_layers: int = 1, dropout: float = 0.0, training: bool = False, bidirectional: bool = False,
+        lengths: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """Multi-layer (bidirectional) Elman RNN over the fused kernel.
+
+    input (T, B, I) time-major; hx (num_layers * num_directions, B, H); weights: per layer and
+    direction (layer-major, forward first) a tuple (w_ih, w_hh) or (w_ih, w_hh, b_ih, b_hh), as
+    torch.nn.RNN orders its parameters. Returns output (T, B, num_directions * H) and
+    h_n (num_layers * num_directions, B, H)."""
+    dirs = 2 if bidirectional else 1
+    if len(weights) != num_layers * dirs:
+        raise ValueError(f"rnn: expected {num_layers * dirs} weight groups, got {len(weights)}")
+    layer_input = input
+    h_n = []
+    for layer in range(num_layers):
+        if layer > 0 and dropout > 0.0 and training:
+            layer_input = torch.nn.functional.dropout(layer_input, dropout, training=True)
+        outs = []
+        for d in range(dirs):
+            k = layer * dirs + d
+            w = weights[k]
+            b_ih, b_hh = (w[2], w[3]) if len(w) == 4 else (None, None)
+            out, h = rnn_layer(layer_input, hx[k], w[0], w[1], b_ih, b_hh, nonlinearity, lengths, reverse=d == 1)
+            outs.append(out)
+            h_n.append(h)
+        layer_input = outs[0] if dirs == 1 else torch.cat(outs, dim=2)
+    return layer_input, torch.stack(h_n, 0)
+
+
+def rnn_cell(input: Tensor, hx: Optional[Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor] = None,
+             b_hh: Optional[Tensor] = None, nonlinearity: str = "tanh") -> Tensor:
+    """One step: h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh). input (B, I) or (I,), hx (B, H) or (H,)."""
+    unbatched = input.dim() == 1
+    x = input.unsqueeze(0) if unbatched else input
+    if hx is None:
+        hx = x.new_zeros(x.shape[0], w_hh.shape[0])
+    elif unbatched:
+        hx = hx.unsqueeze(0)
+    _, h = rnn_layer(x.unsqueeze(0), hx, w_ih, w_hh, b_ih, b_hh, nonlinearity)
+    return h.squeeze(0) if unbatched else h

@@ -1,0 +1,65 @@
+"""Fused vanilla-RNN ops: one layer, one direction, all time steps in one call.
+
+`rnnkern::rnn_forward(input (T,B,I), hx (B,H), w_ih, w_hh, b_ih?, b_hh?, lengths?, relu)`
+returns (output (T,B,H), h_n (B,H)); `rnnkern::rnn_backward` is the full BPTT. Only the
+output sequence is saved for backward (plus the tensors the caller already holds), nothing per
+step. Lengths (int64, CPU, non-increasing — PackedSequence order) make finished sequences keep
+their state and emit zeros. Non-finite values propagate as in torch (no checks in the loop).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from rnnkern.ops._ext import _C
+
+
+@torch.library.custom_op("rnnkern::rnn_forward", mutates_args=())
+def rnn_forward(input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
+                b_hh: Optional[Tensor], lengths: Optional[Tensor], relu: bool) -> tuple[Tensor, Tensor]:
+    return tuple(_C.rnn_forward(input, hx, w_ih, w_hh, b_ih, b_hh, lengths, relu))
+
+
+@rnn_forward.register_fake
+def _(input, hx, w_ih, w_hh, b_ih, b_hh, lengths, relu):
+    T, B = input.shape[:2]
+    H = w_hh.shape[0]
+    return input.new_empty((T, B, H)), hx.new_empty((B, H))
+
+
+@torch.library.custom_op("rnnkern::rnn_backward", mutates_args=())
+def rnn_backward(grad_output: Tensor, grad_hn: Tensor, input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor,
+                 output: Tensor, lengths: Optional[Tensor], relu: bool,
+                 has_bias: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return tuple(_C.rnn_backward(grad_output, grad_hn, input, hx, w_ih, w_hh, output, lengths, relu, has_bias))
+
+
+@rnn_backward.register_fake
+def _(grad_output, grad_hn, input, hx, w_ih, w_hh, output, lengths, relu, has_bias):
+    grad_b = w_hh.new_empty((w_hh.shape[0],) if has_bias else (0,))
+    return torch.empty_like(input), torch.empty_like(hx), torch.empty_like(w_ih), torch.empty_like(w_hh), grad_b
+
+
+def _setup_context(ctx, inputs, output):
+    input, hx, w_ih, w_hh, b_ih, b_hh, lengths, relu = inputs
+    ctx.save_for_backward(input, hx, w_ih, w_hh, output[0], lengths)
+    ctx.relu = relu
+    ctx.has_bias = b_ih is not None
+
+
+def _backward(ctx, grad_output, grad_hn):
+    input, hx, w_ih, w_hh, output, lengths = ctx.saved_tensors
+    if grad_output is None:
+        grad_output = torch.zeros_like(output)
+    if grad_hn is None:
+        grad_hn = torch.zeros_like(hx)
+    dx, dh, dw_ih, dw_hh, db = rnn_backward(grad_output.contiguous(), grad_hn.contiguous(), input, hx, w_ih, w_hh,
+                                            output, lengths, ctx.relu, ctx.has_bias)
+    if not ctx.has_bias:
+        return dx, dh, dw_ih, dw_hh, None, None, None, None
+    return dx, dh, dw_ih, dw_hh, db, db.clone(), None, None  # two parameters never share a .grad
+
+
+torch.library.register_autograd("rnnkern::rnn_forward", _backward, setup_context=_setup_context)
