@@ -1,0 +1,136 @@
+"""`rnnkern seg train | eval | predict | models`: the segmentation command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _positive_int(v: str) -> int:
+    i = int(v)
+    if i < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return i
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from rnnkern.models.segmentation.train import TrainConfig, train
+    out = args.out or f"runs/seg-{args.model}-{args.dataset.rstrip('/').split('/')[-1]}"
+    cfg = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
+                      lr=args.lr, weight_decay=args.weight_decay, loss=args.loss, class_weights=args.class_weights,
+                      base_width=args.base_width, aux_loss=args.aux_loss, device=args.device, seed=args.seed, out=out,
+                      train_size=args.train_size, val_size=args.val_size, num_classes=args.num_classes,
+                      image_size=args.image_size, time_budget=args.time_budget, compile=args.compile,
+                      progress=not args.no_progress, overlays=args.overlays, resume=args.resume)
+    res = train(cfg)
+    import torch.distributed as dist
+    if not (dist.is_initialized() and dist.get_rank() != 0):
+        print(f"best val mIoU {res['best_miou']:.4f} (majority-class baseline {res['baseline_miou']:.4f}) after "
+              f"{res['steps']} steps / {res['seconds']:.0f} s; checkpoints, curves.png and val_overlay.png in "
+              f"{res['out']}")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from rnnkern.models.segmentation.train import evaluate
+    res = evaluate(args.checkpoint, args.dataset, args.split, args.device, args.batch_size)
+    if args.json:
+        print(json.dumps({k: v for k, v in res.items() if k != "confusion"}, indent=1))
+        return 0
+    print(f"{args.split}: mIoU {res['miou']:.4f}  pixel acc {res['pixel_acc']:.4f}  dice {res['dice']:.4f}  "
+          f"loss {res['loss']:.4f}  (majority-class mIoU {res['baseline_miou']:.4f})")
+    width = max(len(n) for n in res["class_names"])
+    for name, iou in zip(res["class_names"], res["iou"]):
+        print(f"  {name:<{width}}  IoU {iou:.4f}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from rnnkern.models.segmentation.train import predict
+    res = predict(args.checkpoint, args.image, args.output, args.device, args.mask)
+    shares = ", ".join(f"{k} {v:.1%}" for k, v in sorted(res["fractions"].items(), key=lambda kv: -kv[1]))
+    print(f"{args.image}: {shares}")
+    for label, path in (("overlay", args.output), ("label map", args.mask)):
+        if path:
+            print(f"{label} written to {path}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from rnnkern.models.segmentation import MODELS, build_model
+    for name in MODELS:
+        m = build_model(name, args.num_classes, args.in_channels, args.base_width)
+        print(f"{name:<14} {sum(p.numel() for p in m.parameters()) / 1e6:7.3f} M params")
+    return 0
+
+
+def _run(func):
+    """Bad input (missing files, unreadable data or checkpoints, wrong channels) -> one clear line."""
+    def wrapped(args: argparse.Namespace) -> int:
+        from rnnkern.models.segmentation.data import DataError
+        try:
+            return func(args)
+        except (DataError, FileNotFoundError) as e:  # CheckpointError is a DataError
+            print(f"rnnkern seg: error: {e}", file=sys.stderr)
+            return 2
+    return wrapped
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `seg` on rnnkern's top-level subparsers."""
+    from rnnkern.models.segmentation import MODELS
+    seg = subparsers.add_parser("seg", help="semantic segmentation: train / eval / predict (FCN, U-Net, SegNet, "
+                                            "DeepLab v3/v3+, PSPNet)")
+    sub = seg.add_subparsers(dest="seg_command", required=True)
+
+    p = sub.add_parser("train", help="train a segmentation net (torchrun for several processes)")
+    p.add_argument("--model", choices=list(MODELS), default="unet")
+    p.add_argument("--dataset", default="fashion", help="fashion (embedded composites), nuclei, or a folder of "
+                                                        "images/ + masks/ (default: fashion)")
+    p.add_argument("--epochs", type=_positive_int, default=10)
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="per process")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--loss", choices=["ce", "dice", "ce+dice"], default="ce")
+    p.add_argument("--class-weights", default=None, help="'auto' (inverse sqrt frequency) or w0,w1,...")
+    p.add_argument("--base-width", type=_positive_int, default=16, help="encoder width (channels of stage 1)")
+    p.add_argument("--aux-loss", action="store_true", help="add an auxiliary head (loss weight 0.4)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="run directory (default runs/seg-MODEL-DATASET)")
+    p.add_argument("--resume", metavar="CKPT", default=None, help="continue from a checkpoint (last.pt)")
+    p.add_argument("--train-size", type=_positive_int, default=None, help="training images (fashion, nuclei)")
+    p.add_argument("--val-size", type=_positive_int, default=None, help="val/test images (fashion)")
+    p.add_argument("--num-classes", type=_positive_int, default=None, help="folder datasets: number of classes")
+    p.add_argument("--image-size", type=_positive_int, default=None, help="folder datasets: resize to this size")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS", help="stop training after this long")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--overlays", type=int, default=6, help="val images in val_overlay.png")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    p.set_defaults(func=_run(_cmd_train))
+
+    p = sub.add_parser("eval", help="metrics of a checkpoint on its dataset's val or test split")
+    p.add_argument("checkpoint")
+    p.add_argument("--dataset", default=None, help="default: the checkpoint's")
+    p.add_argument("--split", choices=["train", "val", "test"], default="val")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run(_cmd_eval))
+
+    p = sub.add_parser("predict", help="segment an image file and write an overlay PNG")
+    p.add_argument("image")
+    p.add_argument("--checkpoint", "-c", required=True)
+    p.add_argument("-o", "--output", default="overlay.png", help="overlay PNG (default overlay.png)")
+    p.add_argument("--mask", default=None, help="also write the label map as a palette PNG")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_run(_cmd_predict))
+
+    p = sub.add_parser("models", help="list the models and their sizes")
+    p.add_argument("--num-classes", type=_positive_int, default=11)
+    p.add_argument("--in-channels", type=_positive_int, default=1)
+    p.add_argument("--base-width", type=_positive_int, default=16)
+    p.set_defaults(func=_run(_cmd_models))
+    return seg

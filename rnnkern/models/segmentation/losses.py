@@ -1,0 +1,133 @@
+"""Segmentation losses: pixel-wise cross-entropy, the lecture's soft Dice, and CE + Dice.
+
+Shapes: multiclass logits (N, C, H, W) with integer targets (N, H, W) in [0, C) or ignore_index;
+binary logits (N, 1, H, W) or (N, H, W) with targets in {0, 1} or ignore_index. Pixels equal to
+ignore_index (default 255, as in Pascal VOC) take no part in any loss.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+IGNORE_INDEX = 255
+
+
+def _check(logits: Tensor, target: Tensor, ignore_index: int, where: str) -> tuple[Tensor, bool]:
+    """Validate shapes/labels; returns (logits as (N, C, H, W), binary?)."""
+    if not logits.is_floating_point():
+        raise ValueError(f"{where}: logits must be floating point, got {logits.dtype}")
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise ValueError(f"{where}: target must be an integer label tensor, got {target.dtype}")
+    if logits.dim() == target.dim():  # binary, (N, H, W) logits
+        logits = logits.unsqueeze(1)
+    if logits.dim() != target.dim() + 1 or logits.shape[0] != target.shape[0] or logits.shape[2:] != target.shape[1:]:
+        raise ValueError(f"{where}: logits {tuple(logits.shape)} and target {tuple(target.shape)} do not match; "
+                         "expected (N, C, H, W) and (N, H, W)")
+    binary = logits.shape[1] == 1
+    num_classes = 2 if binary else logits.shape[1]
+    valid = target != ignore_index
+    if valid.any():
+        t = target[valid]
+        lo, hi = int(t.min()), int(t.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"{where}: target labels must be in [0, {num_classes}) or {ignore_index} (ignore); "
+                             f"found values in [{lo}, {hi}]")
+    return logits, binary
+
+
+def cross_entropy(logits: Tensor, target: Tensor, weight: Optional[Tensor] = None,
+                  ignore_index: int = IGNORE_INDEX, reduction: str = "mean") -> Tensor:
+    """Pixel-wise cross-entropy: -sum_i w_{y_i} log softmax(z_i)_{y_i} / sum_i w_{y_i} over the
+    non-ignored pixels (F.cross_entropy's definition). `weight`: (C,) class weights. Binary
+    (one-channel) logits use the sigmoid form, with weight[1] / weight[0] for the two classes."""
+    logits, binary = _check(logits, target, ignore_index, "cross_entropy")
+    if not binary:
+        return F.cross_entropy(logits, target.long(), weight=weight, ignore_index=ignore_index, reduction=reduction)
+    valid = target != ignore_index
+    z = logits[:, 0][valid]
+    y = target[valid].to(z.dtype)
+    w = None
+    if weight is not None:
+        w = torch.where(y > 0, weight[1].to(z.dtype), weight[0].to(z.dtype))
+    losses = F.binary_cross_entropy_with_logits(z, y, weight=w, reduction="none")
+    if reduction == "none":
+        out = torch.zeros(target.shape, dtype=z.dtype, device=z.device)
+        out[valid] = losses
+        return out
+    if reduction == "sum":
+        return losses.sum()
+    return losses.sum() / (w.sum() if w is not None else valid.sum())
+
+
+def soft_dice_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX, eps: float = 1e-12) -> Tensor:
+    """The lecture's soft Dice loss, per class c and averaged over the classes:
+
+        L = 1/C sum_c [1 - 2 sum_i y_ic p_ic / (sum_i y_ic^2 + sum_i p_ic^2)]
+
+    with p = softmax(logits) over the channels (multiclass) or sigmoid (binary: one channel, the
+    foreground class only, C = 1), y the one-hot target, sums over every non-ignored pixel of the
+    batch. `eps` only guards an all-zero denominator. Classes absent from the target contribute
+    1 - 0 = 1 (as the formula says)."""
+    logits, binary = _check(logits, target, ignore_index, "soft_dice_loss")
+    valid = target != ignore_index
+    if binary:
+        p = torch.sigmoid(logits[:, 0])
+        y = (target == 1).to(p.dtype)
+        p, y = p.unsqueeze(1), y.unsqueeze(1)
+    else:
+        p = torch.softmax(logits, dim=1)
+        y = F.one_hot(torch.where(valid, target, 0).long(), logits.shape[1]).movedim(-1, 1).to(p.dtype)
+    m = valid.unsqueeze(1).to(p.dtype)
+    p, y = p * m, y * m
+    dims = (0, 2, 3)
+    inter = (y * p).sum(dims)
+    den = (y * y).sum(dims) + (p * p).sum(dims)
+    return (1 - 2 * inter / den.clamp_min(eps)).mean()
+
+
+class CrossEntropyLoss(nn.Module):
+    def __init__(self, weight: Optional[Tensor] = None, ignore_index: int = IGNORE_INDEX) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight, persistent=False)
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return cross_entropy(logits, target, self.weight, self.ignore_index)
+
+
+class SoftDiceLoss(nn.Module):
+    def __init__(self, ignore_index: int = IGNORE_INDEX) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return soft_dice_loss(logits, target, self.ignore_index)
+
+
+class CEDiceLoss(nn.Module):
+    """ce_weight * cross_entropy + dice_weight * soft_dice_loss."""
+
+    def __init__(self, weight: Optional[Tensor] = None, ignore_index: int = IGNORE_INDEX, ce_weight: float = 1.0,
+                 dice_weight: float = 1.0) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight, persistent=False)
+        self.ignore_index = ignore_index
+        self.ce_weight, self.dice_weight = ce_weight, dice_weight
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return (self.ce_weight * cross_entropy(logits, target, self.weight, self.ignore_index)
+                + self.dice_weight * soft_dice_loss(logits, target, self.ignore_index))
+
+
+def build_loss(name: str, weight: Optional[Tensor] = None, ignore_index: int = IGNORE_INDEX) -> nn.Module:
+    """'ce' | 'dice' | 'ce+dice'."""
+    if name == "ce":
+        return CrossEntropyLoss(weight, ignore_index)
+    if name == "dice":
+        return SoftDiceLoss(ignore_index)
+    if name in ("ce+dice", "cedice"):
+        return CEDiceLoss(weight, ignore_index)
+    raise ValueError(f"unknown loss {name!r}; choose ce, dice or ce+dice")

@@ -1,0 +1,74 @@
+"""U-Net (Ronneberger, Fischer & Brox): contracting path of double 3x3 convs + 2x2 max-pool,
+expanding path of 2x2 stride-2 rnnkern transposed convs, skip concatenation, double convs.
+
+'Same' padding instead of the paper's valid convs; where a pooled size was odd the upsampled map
+is one pixel short of its skip, and is zero-padded to it (the paper crops the skip instead), so the
+output has the input's size for any H, W.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnkern.models.segmentation._blocks import ConvBNReLU, FCNHead, SegmentationModel, conv_transpose2d, upsample_to
+
+
+class DoubleConv(nn.Sequential):
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(ConvBNReLU(in_channels, out_channels, 3), ConvBNReLU(out_channels, out_channels, 3))
+
+
+class Up(nn.Module):
+    """2x2 stride-2 transposed conv (halves the channels), pad to the skip, concat, double conv."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.up = conv_transpose2d(in_channels, in_channels // 2, 2, stride=2)
+        self.conv = DoubleConv(in_channels // 2 + out_channels, out_channels)
+
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        x = self.up(x)
+        dh, dw = skip.shape[-2] - x.shape[-2], skip.shape[-1] - x.shape[-1]
+        if dh or dw:
+            x = F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2))
+        return self.conv(torch.cat([skip, x], dim=1))
+
+
+class UNet(SegmentationModel):
+    """U-Net with `depth` poolings and widths base_width * 2**level.
+    forward(x (N, C_in, H, W)) -> {"out": (N, num_classes, H, W)[, "aux"]}."""
+
+    name = "unet"
+
+    def __init__(self, num_classes: int, in_channels: int = 3, base_width: int = 16, depth: int = 4,
+                 aux_loss: bool = False) -> None:
+        super().__init__(num_classes, in_channels, aux_loss)
+        if depth < 1:
+            raise ValueError(f"unet: depth must be >= 1, got {depth}")
+        widths = [base_width * 2 ** i for i in range(depth + 1)]
+        self.inc = DoubleConv(in_channels, widths[0])
+        self.downs = nn.ModuleList(nn.Sequential(nn.MaxPool2d(2), DoubleConv(widths[i], widths[i + 1]))
+                                   for i in range(depth))
+        self.ups = nn.ModuleList(Up(widths[i + 1], widths[i]) for i in reversed(range(depth)))
+        self.outc = nn.Conv2d(widths[0], num_classes, 1)
+        self.aux_classifier = FCNHead(widths[-1], num_classes) if aux_loss else None
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        self.check_input(x)
+        skips = [self.inc(x)]
+        for down in self.downs:
+            skips.append(down(skips[-1]))
+        y = skips.pop()
+        bottleneck = y
+        for up in self.ups:
+            y = up(y, skips.pop())
+        result = {"out": self.outc(y)}
+        if self.aux_classifier is not None:
+            result["aux"] = upsample_to(self.aux_classifier(bottleneck), x.shape[-2:])
+        return result
+
+
+def unet(num_classes: int, in_channels: int = 3, base_width: int = 16, aux_loss: bool = False,
+         depth: int = 4) -> UNet:
+    return UNet(num_classes, in_channels, base_width, depth, aux_loss)
