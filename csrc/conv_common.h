@@ -1,0 +1,115 @@
+// Argument checks, geometry and the output layout rule shared by the CPU and CUDA convolution
+// kernels (csrc/cpu/conv.cpp, csrc/cuda/conv.cu).
+#pragma once
+#include <ATen/ATen.h>
+#include <optional>
+
+namespace rnnkern {
+
+// Floor / ceil division for a possibly negative numerator and a positive denominator.
+inline int64_t conv_div_floor(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+inline int64_t conv_div_ceil(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
+
+// Everything a convolution kernel needs to know about the problem, in one small struct.
+// "input" is the convolution's input (x) and "output" its output (y) for all three passes.
+struct ConvGeometry {
+  int64_t N, C, H, W;      // input
+  int64_t K, OH, OW;       // output channels and size
+  int64_t KH, KW;          // filter
+  int64_t sh, sw, dh, dw;  // stride, dilation
+  int64_t pt, pl, pb, pr;  // padding: top, left, bottom, right
+  int64_t G;               // groups
+  int64_t Cg() const { return C / G; }
+  int64_t Kg() const { return K / G; }
+  int64_t taps() const { return KH * KW; }
+  // Output positions [lo, hi) whose filter tap `r` (along H) reads a real input row; the rest read
+  // padding. The same rule along W with (KW, sw, dw, pl, W, OW).
+  static void valid_range(int64_t r, int64_t s, int64_t d, int64_t p, int64_t in, int64_t out, int64_t* lo,
+                          int64_t* hi) {
+    // in-position = o * s - p + r * d must lie in [0, in)
+    const int64_t off = r * d - p;
+    *lo = std::max<int64_t>(0, conv_div_ceil(-off, s));
+    *hi = std::min<int64_t>(out, conv_div_ceil(in - off, s));
+    if (*hi < *lo) *hi = *lo;
+  }
+  void valid_rows(int64_t r, int64_t* lo, int64_t* hi) const { valid_range(r, sh, dh, pt, H, OH, lo, hi); }
+  void valid_cols(int64_t s, int64_t* lo, int64_t* hi) const { valid_range(s, sw, dw, pl, W, OW, lo, hi); }
+};
+
+// Layout rule (mirrored by rnnkern.ops._validate.channels_last_output and the Python fakes):
+// channels_last iff the tensor is channels_last-contiguous and not plain-contiguous.
+inline bool conv_channels_last(const at::Tensor& t) {
+  return t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+inline at::MemoryFormat conv_output_format(const at::Tensor& t) {
+  return conv_channels_last(t) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+inline int64_t conv_out_size(int64_t in, int64_t k, int64_t s, int64_t d, int64_t p_lo, int64_t p_hi) {
+  const int64_t span = in + p_lo + p_hi - d * (k - 1) - 1;
+  return span < 0 ? -1 : span / s + 1;
+}
+
+// Validates the scalar arguments and the input / weight shapes; returns the geometry with the
+// output size computed by torch's formula.
+inline ConvGeometry check_conv_args(const char* op, at::IntArrayRef in_sizes, at::IntArrayRef w_sizes,
+                                    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                                    int64_t groups) {
+  TORCH_CHECK(in_sizes.size() == 4, op, ": input must be 4-D (N, C, H, W), got ", in_sizes.size(), "-D");
+  TORCH_CHECK(w_sizes.size() == 4, op, ": weight must be 4-D (C_out, C_in / groups, KH, KW), got ", w_sizes.size(),
+              "-D");
+  TORCH_CHECK(stride.size() == 2, op, ": stride must have 2 entries, got ", stride.size());
+  TORCH_CHECK(dilation.size() == 2, op, ": dilation must have 2 entries, got ", dilation.size());
+  TORCH_CHECK(padding.size() == 2 || padding.size() == 4, op,
+              ": padding must have 2 entries (symmetric) or 4 (top, left, bottom, right), got ", padding.size());
+  TORCH_CHECK(groups >= 1, op, ": groups must be positive, got ", groups);
+  ConvGeometry g{};
+  g.N = in_sizes[0];
+  g.C = in_sizes[1];
+  g.H = in_sizes[2];
+  g.W = in_sizes[3];
+  g.K = w_sizes[0];
+  g.KH = w_sizes[2];
+  g.KW = w_sizes[3];
+  g.sh = stride[0];
+  g.sw = stride[1];
+  g.dh = dilation[0];
+  g.dw = dilation[1];
+  g.pt = padding[0];
+  g.pl = padding[1];
+  g.pb = padding.size() == 4 ? padding[2] : padding[0];
+  g.pr = padding.size() == 4 ? padding[3] : padding[1];
+  g.G = groups;
+  TORCH_CHECK(g.sh >= 1 && g.sw >= 1, op, ": stride must be positive, got ", stride);
+  TORCH_CHECK(g.dh >= 1 && g.dw >= 1, op, ": dilation must be positive, got ", dilation);
+  TORCH_CHECK(g.pt >= 0 && g.pl >= 0 && g.pb >= 0 && g.pr >= 0, op, ": padding must be non-negative, got ", padding);
+  TORCH_CHECK(g.N >= 0 && g.C >= 1 && g.H >= 1 && g.W >= 1, op, ": input must have C, H, W >= 1, got ", in_sizes);
+  TORCH_CHECK(g.K >= 1 && g.KH >= 1 && g.KW >= 1, op, ": weight sizes must be positive, got ", w_sizes);
+  TORCH_CHECK(g.C % groups == 0, op, ": groups (", groups, ") must divide the input channels (", g.C, ")");
+  TORCH_CHECK(g.K % groups == 0, op, ": groups (", groups, ") must divide the output channels (", g.K, ")");
+  TORCH_CHECK(w_sizes[1] * groups == g.C, op, ": weight ", w_sizes, " with groups=", groups, " expects ",
+              w_sizes[1] * groups, " input channels, but input has ", g.C);
+  g.OH = conv_out_size(g.H, g.KH, g.sh, g.dh, g.pt, g.pb);
+  g.OW = conv_out_size(g.W, g.KW, g.sw, g.dw, g.pl, g.pr);
+  TORCH_CHECK(g.OH >= 1 && g.OW >= 1, op, ": padded input (", g.H + g.pt + g.pb, " x ", g.W + g.pl + g.pr,
+              ") is smaller than the dilated kernel (", g.dh * (g.KH - 1) + 1, " x ", g.dw * (g.KW - 1) + 1, ")");
+  return g;
+}
+
+inline void check_conv_grad_output(const char* op, const ConvGeometry& g, const at::Tensor& grad_output) {
+  TORCH_CHECK(grad_output.dim() == 4, op, ": grad_output must be 4-D, got ", grad_output.dim(), "-D");
+  TORCH_CHECK(grad_output.size(0) == g.N && grad_output.size(1) == g.K && grad_output.size(2) == g.OH &&
+                  grad_output.size(3) == g.OW,
+              op, ": grad_output has size ", grad_output.sizes(), " but the convolution's output is [", g.N, ", ",
+              g.K, ", ", g.OH, ", ", g.OW, "]");
+}
+
+inline void check_conv_tensors(const char* op, const at::Tensor& a, const char* a_name, const at::Tensor& b,
+                               const char* b_name) {
+  TORCH_CHECK(a.device() == b.device(), op, ": ", b_name, " is on ", b.device(), " but ", a_name, " is on ",
+              a.device());
+  TORCH_CHECK(a.scalar_type() == b.scalar_type(), op, ": ", b_name, " has dtype ", b.scalar_type(), " but ", a_name,
+              " has dtype ", a.scalar_type());
+}
+
+}  // namespace rnnkern
