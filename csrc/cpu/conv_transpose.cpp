@@ -1,0 +1,425 @@
+// Transposed 2-D convolution on the CPU (1-D is the H == 1 view of it).
+//
+// Weight (C_in, C_out/G, kH, kW), output (N, C_out, OH, OW) with
+//   OH = (H - 1) * sH - 2 pH + dH (kH - 1) + opH + 1,
+// and out[n, co, oh, ow] = bias[co] + sum x[n, ci, ih, iw] * w[ci, co', kh, kw] over the taps with
+//   oh = ih * sH - pH + kh * dH,  ow = iw * sW - pW + kw * dW.
+//
+// Formulation (only useful MACs; no zero-inserted input is ever built):
+//  * forward  = GEMM + col2im: cols = W_g^T x_g per group (one MKL GEMM), then every output row
+//               GATHERS its taps from cols into a row accumulator (bias included) and is written
+//               once. Which kernel rows hit output row oh depends only on (oh + pH) mod sH: the
+//               "phase" tap tables below, so no per-tap divisibility test runs in the inner loop.
+//  * dgrad    = an ordinary strided conv of grad_output: im2col(grad_output) + GEMM with W_g.
+//  * wgrad    = GEMM of x_g with im2col(grad_output) (K = the pixels of each sample).
+// NCHW: cols is [G, C_out/G, kH, kW, H*W]; channels_last: cols is [H*W, G, kH, kW, C_out/G] with
+// the weight permuted to (G, C_in/G, kH, kW, C_out/G) once, so the gathers read contiguous
+// channel vectors.
+//
+// Parallelism and determinism: samples are independent tasks of an at::parallel_for (each
+// output/grad-input element is produced by exactly one task, in a fixed order). Inside a task
+// the im2col/col2im loops are parallel_for's too: they run serially when nested and in parallel
+// when the batch offers a single task (N == 1), when MKL's GEMM also gets all threads. wgrad
+// reduces over samples: one partial per contiguous batch slot, summed in slot order, so the
+// result is reproducible run to run (for a given thread count).
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <numeric>
+#include <vector>
+
+#include "../ops.h"
+
+namespace rnnkern {
+
+namespace {
+
+int64_t div_floor(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+int64_t div_ceil(int64_t a, int64_t b) { return -div_floor(-a, b); }
+
+void check_pair(const char* op, const char* name, at::IntArrayRef v, int64_t minimum) {
+  TORCH_CHECK(v.size() == 2, op, ": ", name, " must have 2 entries, got ", v.size());
+  TORCH_CHECK(v[0] >= minimum && v[1] >= minimum, op, ": ", name, " must be >= ", minimum, ", got ", v);
+}
+
+}  // namespace
+
+ConvT2dGeometry conv_transpose2d_geometry(const char* op, at::IntArrayRef input_size, at::IntArrayRef weight_size,
+                                          at::IntArrayRef stride, at::IntArrayRef padding,
+                                          at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation) {
+  TORCH_CHECK(input_size.size() == 4, op, ": input must be 4-D (N, C_in, H, W), got ", input_size.size(), "-D");
+  TORCH_CHECK(weight_size.size() == 4, op, ": weight must be 4-D (C_in, C_out/groups, kH, kW), got ",
+              weight_size.size(), "-D");
+  check_pair(op, "stride", stride, 1);
+  check_pair(op, "padding", padding, 0);
+  check_pair(op, "output_padding", output_padding, 0);
+  check_pair(op, "dilation", dilation, 1);
+  TORCH_CHECK(groups >= 1, op, ": groups must be >= 1, got ", groups);
+  ConvT2dGeometry g;
+  g.N = input_size[0]; g.Cin = input_size[1]; g.H = input_size[2]; g.W = input_size[3];
+  g.G = groups;
+  g.kH = weight_size[2]; g.kW = weight_size[3];
+  g.sH = stride[0]; g.sW = stride[1];
+  g.pH = padding[0]; g.pW = padding[1];
+  g.opH = output_padding[0]; g.opW = output_padding[1];
+  g.dH = dilation[0]; g.dW = dilation[1];
+  TORCH_CHECK(weight_size[0] == g.Cin, op, ": weight.size(0) (", weight_size[0], ") must equal the input channels (",
+              g.Cin, ")");
+  TORCH_CHECK(g.Cin % groups == 0, op, ": input channels (", g.Cin, ") must be divisible by groups (", groups, ")");
+  TORCH_CHECK(g.kH >= 1 && g.kW >= 1, op, ": kernel size must be >= 1, got ", weight_size);
+  g.Cout = weight_size[1] * groups;
+  for (int d = 0; d < 2; ++d)
+    TORCH_CHECK(output_padding[d] < stride[d] || output_padding[d] < dilation[d], op,
+                ": output_padding must be smaller than either stride or dilation, got output_padding=",
+                output_padding, " stride=", stride, " dilation=", dilation);
+  g.OH = (g.H - 1) * g.sH - 2 * g.pH + g.dH * (g.kH - 1) + g.opH + 1;
+  g.OW = (g.W - 1) * g.sW - 2 * g.pW + g.dW * (g.kW - 1) + g.opW + 1;
+  TORCH_CHECK(g.H >= 1 && g.W >= 1, op, ": input spatial size must be >= 1, got ", input_size);
+  TORCH_CHECK(g.OH >= 1 && g.OW >= 1, op, ": output size (", g.OH, ", ", g.OW,
+              ") is too small for input ", input_size, " (padding too large)");
+  return g;
+}
+
+namespace {
+
+// For each output phase r = (o + p) mod s: the kernel taps k with k*d == r (mod s), ascending.
+// The input position of tap k is i = (o + p - k*d) / s (exact), valid when 0 <= i < In.
+std::vector<std::vector<int64_t>> phase_taps(int64_t k, int64_t s, int64_t d) {
+  std::vector<std::vector<int64_t>> taps(s);
+  for (int64_t t = 0; t < k; ++t) taps[(t * d) % s].push_back(t);
+  return taps;
+}
+
+struct Layout {
+  bool cl;  // channels_last
+};
+
+at::MemoryFormat format_of(bool cl) { return cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous; }
+
+bool channels_last_output(const at::Tensor& t) {
+  return t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// Weight (C_in, C_out/G, kH, kW) -> (G, C_in/G, kH*kW*C_out/G): the channels_last GEMM operand.
+at::Tensor permute_weight_cl(const at::Tensor& w, const ConvT2dGeometry& g) {
+  return w.view({g.G, g.cin_g(), g.cout_g(), g.kH, g.kW}).permute({0, 1, 3, 4, 2}).contiguous()
+      .view({g.G, g.cin_g(), g.kH * g.kW * g.cout_g()});
+}
+
+// ---------------------------------------------------------------- forward (GEMM + col2im) ----
+
+template <typename scalar_t>
+void forward_sample_nchw(const ConvT2dGeometry& g, const at::Tensor& x_n /* [C_in, HW] */, const at::Tensor& w,
+                         const scalar_t* bias, scalar_t* out /* [C_out, OH, OW] */,
+                         const std::vector<std::vector<int64_t>>& th, const std::vector<std::vector<int64_t>>& tw) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t HW = g.H * g.W, kk = g.kH * g.kW, M = g.cout_g() * kk;
+  at::Tensor cols = at::empty({g.G, M, HW}, x_n.options());
+  const at::Tensor wv = w.view({g.G, g.cin_g(), M});
+  const at::Tensor xv = x_n.view({g.G, g.cin_g(), HW});
+  for (int64_t gi = 0; gi < g.G; ++gi) {
+    at::Tensor c = cols.select(0, gi);
+    at::mm_out(c, wv.select(0, gi).t(), xv.select(0, gi));
+  }
+  const scalar_t* cp = cols.const_data_ptr<scalar_t>();
+  // iw range of each kernel column: ow = iw*sW - pW + kw*dW in [0, OW)
+  std::vector<int64_t> lo(g.kW), hi(g.kW);
+  for (int64_t kw = 0; kw < g.kW; ++kw) {
+    lo[kw] = std::max<int64_t>(0, div_ceil(g.pW - kw * g.dW, g.sW));
+    hi[kw] = std::min<int64_t>(g.W, div_floor(g.OW - 1 + g.pW - kw * g.dW, g.sW) + 1);
+  }
+  at::parallel_for(0, g.Cout, 1, [&](int64_t c0, int64_t c1) {
+    std::vector<acc_t> acc(g.OW);
+    for (int64_t co = c0; co < c1; ++co) {
+      const scalar_t* cc = cp + co * kk * HW;  // cols rows of channel co: [kH, kW, H, W]
+      const acc_t b = bias ? static_cast<acc_t>(bias[co]) : acc_t(0);
+      for (int64_t oh = 0; oh < g.OH; ++oh) {
+        std::fill(acc.begin(), acc.end(), b);
+        for (int64_t kh : th[(oh + g.pH) % g.sH]) {
+          const int64_t num = oh + g.pH - kh * g.dH;
+          if (num < 0) break;  // taps ascend: every later one is out too
+          const int64_t ih = num / g.sH;
+          if (ih >= g.H) continue;
+          for (int64_t kw = 0; kw < g.kW; ++kw) {
+            const scalar_t* row = cc + ((kh * g.kW + kw) * g.H + ih) * g.W;
+            acc_t* a = acc.data() + kw * g.dW - g.pW;
+            const int64_t s = g.sW;
+            for (int64_t iw = lo[kw]; iw < hi[kw]; ++iw) a[iw * s] += static_cast<acc_t>(row[iw]);
+          }
+        }
+        scalar_t* o = out + (co * g.OH + oh) * g.OW;
+        for (int64_t ow = 0; ow < g.OW; ++ow) o[ow] = static_cast<scalar_t>(acc[ow]);
+      }
+    }
+  });
+  (void)tw;
+}
+
+template <typename scalar_t>
+void forward_sample_cl(const ConvT2dGeometry& g, const at::Tensor& x_n /* [HW, C_in] */, const at::Tensor& wp,
+                       const scalar_t* bias, scalar_t* out /* [OH, OW, C_out] */,
+                       const std::vector<std::vector<int64_t>>& th, const std::vector<std::vector<int64_t>>& tw) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t HW = g.H * g.W, kk = g.kH * g.kW, Cg = g.cout_g(), M = kk * Cg;
+  at::Tensor cols = at::empty({HW, g.G, M}, x_n.options());
+  for (int64_t gi = 0; gi < g.G; ++gi) {
+    at::Tensor c = cols.select(1, gi);
+    if (g.G == 1) c = cols.view({HW, M});
+    at::mm_out(c, x_n.narrow(1, gi * g.cin_g(), g.cin_g()), wp.select(0, gi));
+  }
+  const scalar_t* cp = cols.const_data_ptr<scalar_t>();
+  at::parallel_for(0, g.OH, 1, [&](int64_t h0, int64_t h1) {
+    std::vector<acc_t> acc(g.Cout);
+    for (int64_t oh = h0; oh < h1; ++oh) {
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        for (int64_t c = 0; c < g.Cout; ++c) acc[c] = bias ? static_cast<acc_t>(bias[c]) : acc_t(0);
+        for (int64_t kh : th[(oh + g.pH) % g.sH]) {
+          const int64_t nh = oh + g.pH - kh * g.dH;
+          if (nh < 0) break;
+          const int64_t ih = nh / g.sH;
+          if (ih >= g.H) continue;
+          for (int64_t kw : tw[(ow + g.pW) % g.sW]) {
+            const int64_t nw = ow + g.pW - kw * g.dW;
+            if (nw < 0) break;
+            const int64_t iw = nw / g.sW;
+            if (iw >= g.W) continue;
+            const scalar_t* src = cp + (ih * g.W + iw) * g.G * M + (kh * g.kW + kw) * Cg;
+            for (int64_t gi = 0; gi < g.G; ++gi) {
+              const scalar_t* s = src + gi * M;
+              acc_t* a = acc.data() + gi * Cg;
+              for (int64_t c = 0; c < Cg; ++c) a[c] += static_cast<acc_t>(s[c]);
+            }
+          }
+        }
+        scalar_t* o = out + (oh * g.OW + ow) * g.Cout;
+        for (int64_t c = 0; c < g.Cout; ++c) o[c] = static_cast<scalar_t>(acc[c]);
+      }
+    }
+  });
+}
+
+// ------------------------------------------------------- im2col of grad_output (dgrad, wgrad) ----
+
+// NCHW: cols[co, kh, kw, ih, iw] = gy[co, ih*sH - pH + kh*dH, iw*sW - pW + kw*dW] (0 outside).
+template <typename scalar_t>
+void im2col_nchw(const ConvT2dGeometry& g, const scalar_t* gy /* [C_out, OH, OW] */, scalar_t* cols) {
+  const int64_t kk = g.kH * g.kW, HW = g.H * g.W;
+  at::parallel_for(0, g.Cout * kk, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t co = r / kk, kh = (r % kk) / g.kW, kw = r % g.kW;
+      const int64_t lo = std::max<int64_t>(0, div_ceil(g.pW - kw * g.dW, g.sW));
+      const int64_t hi = std::min<int64_t>(g.W, div_floor(g.OW - 1 + g.pW - kw * g.dW, g.sW) + 1);
+      scalar_t* c = cols + r * HW;
+      for (int64_t ih = 0; ih < g.H; ++ih, c += g.W) {
+        const int64_t oh = ih * g.sH - g.pH + kh * g.dH;
+        if (oh < 0 || oh >= g.OH || lo >= hi) {
+          std::fill(c, c + g.W, scalar_t(0));
+          continue;
+        }
+        const scalar_t* src = gy + (co * g.OH + oh) * g.OW + kw * g.dW - g.pW;
+        for (int64_t iw = 0; iw < lo; ++iw) c[iw] = scalar_t(0);
+        for (int64_t iw = lo; iw < hi; ++iw) c[iw] = src[iw * g.sW];
+        for (int64_t iw = hi; iw < g.W; ++iw) c[iw] = scalar_t(0);
+      }
+    }
+  });
+}
+
+// channels_last: cols[ih, iw, g, kh, kw, c] = gy[oh, ow, g*C_out/G + c] (0 outside).
+template <typename scalar_t>
+void im2col_cl(const ConvT2dGeometry& g, const scalar_t* gy /* [OH, OW, C_out] */, scalar_t* cols) {
+  const int64_t Cg = g.cout_g(), kk = g.kH * g.kW;
+  at::parallel_for(0, g.H, 1, [&](int64_t h0, int64_t h1) {
+    for (int64_t ih = h0; ih < h1; ++ih)
+      for (int64_t iw = 0; iw < g.W; ++iw) {
+        scalar_t* c = cols + (ih * g.W + iw) * g.G * kk * Cg;
+        for (int64_t gi = 0; gi < g.G; ++gi)
+          for (int64_t kh = 0; kh < g.kH; ++kh) {
+            const int64_t oh = ih * g.sH - g.pH + kh * g.dH;
+            for (int64_t kw = 0; kw < g.kW; ++kw, c += Cg) {
+              const int64_t ow = iw * g.sW - g.pW + kw * g.dW;
+              if (oh < 0 || oh >= g.OH || ow < 0 || ow >= g.OW) {
+                std::fill(c, c + Cg, scalar_t(0));
+              } else {
+                const scalar_t* s = gy + (oh * g.OW + ow) * g.Cout + gi * Cg;
+                std::copy(s, s + Cg, c);
+              }
+            }
+          }
+      }
+  });
+}
+
+bool use_cl(const at::Tensor& t) { return channels_last_output(t); }
+
+at::Tensor as_float_if_reduced(const at::Tensor& t) {
+  return (t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16) ? t.to(at::kFloat) : t;
+}
+
+bool reduced(const at::Tensor& t) { return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16; }
+
+}  // namespace
+
+at::Tensor conv_transpose2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
+                                        const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                        at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
+                                        at::IntArrayRef dilation) {
+  const char* op = "conv_transpose2d";
+  const ConvT2dGeometry g = conv_transpose2d_geometry(op, input.sizes(), weight.sizes(), stride, padding,
+                                                      output_padding, groups, dilation);
+  TORCH_CHECK(weight.scalar_type() == input.scalar_type(), op, ": weight dtype ", weight.scalar_type(),
+              " must match input dtype ", input.scalar_type());
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == g.Cout, op, ": bias must have shape (", g.Cout, "), got ",
+                bias->sizes());
+    TORCH_CHECK(bias->scalar_type() == input.scalar_type(), op, ": bias dtype must match input dtype");
+  }
+  const bool cl = use_cl(input);
+  if (reduced(input)) {  // bf16/fp16 on the CPU: compute in fp32, round once
+    std::optional<at::Tensor> b32;
+    if (bias.has_value()) b32 = bias->to(at::kFloat);
+    return conv_transpose2d_forward_cpu(input.to(at::kFloat), weight.to(at::kFloat), b32, stride, padding,
+                                        output_padding, groups, dilation)
+        .to(input.scalar_type());
+  }
+  at::Tensor output = at::empty({g.N, g.Cout, g.OH, g.OW}, input.options().memory_format(format_of(cl)));
+  if (output.numel() == 0) return output;
+  const at::Tensor x = input.contiguous(format_of(cl));
+  const at::Tensor w = cl ? permute_weight_cl(weight, g) : weight.contiguous();
+  const std::optional<at::Tensor> b = bias.has_value() ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
+  const auto th = phase_taps(g.kH, g.sH, g.dH), tw = phase_taps(g.kW, g.sW, g.dW);
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "conv_transpose2d_forward_cpu", [&] {
+    const scalar_t* bp = b.has_value() ? b->const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* out = output.data_ptr<scalar_t>();
+    const int64_t out_n = g.Cout * g.OH * g.OW;
+    at::parallel_for(0, g.N, 1, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) {
+        if (cl)
+          forward_sample_cl<scalar_t>(g, x[n].permute({1, 2, 0}).reshape({g.H * g.W, g.Cin}), w, bp,
+                                      out + n * out_n, th, tw);
+        else
+          forward_sample_nchw<scalar_t>(g, x[n].view({g.Cin, g.H * g.W}), w, bp, out + n * out_n, th, tw);
+      }
+    });
+  });
+  return output;
+}
+
+at::Tensor conv_transpose2d_backward_input_cpu(const at::Tensor& grad_output, const at::Tensor& weight,
+                                               at::IntArrayRef input_size, at::IntArrayRef stride,
+                                               at::IntArrayRef padding, at::IntArrayRef output_padding,
+                                               int64_t groups, at::IntArrayRef dilation) {
+  const char* op = "conv_transpose2d_backward_input";
+  const ConvT2dGeometry g = conv_transpose2d_geometry(op, input_size, weight.sizes(), stride, padding,
+                                                      output_padding, groups, dilation);
+  TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == g.N && grad_output.size(1) == g.Cout &&
+                  grad_output.size(2) == g.OH && grad_output.size(3) == g.OW,
+              op, ": grad_output must have shape (", g.N, ", ", g.Cout, ", ", g.OH, ", ", g.OW, "), got ",
+              grad_output.sizes());
+  TORCH_CHECK(weight.scalar_type() == grad_output.scalar_type(), op, ": weight dtype must match grad_output dtype");
+  if (reduced(grad_output))
+    return conv_transpose2d_backward_input_cpu(grad_output.to(at::kFloat), weight.to(at::kFloat), input_size, stride,
+                                               padding, output_padding, groups, dilation)
+        .to(grad_output.scalar_type());
+  const bool cl = use_cl(grad_output);
+  at::Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(format_of(cl)));
+  if (grad_input.numel() == 0) return grad_input;
+  if (g.Cout == 0) return grad_input.zero_();
+  const at::Tensor gy = grad_output.contiguous(format_of(cl));
+  const at::Tensor w = cl ? permute_weight_cl(weight, g) : weight.contiguous();
+  const int64_t HW = g.H * g.W, kk = g.kH * g.kW, Cg = g.cout_g(), M = kk * Cg;
+  AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "conv_transpose2d_backward_input_cpu", [&] {
+    const scalar_t* gp = gy.const_data_ptr<scalar_t>();
+    at::parallel_for(0, g.N, 1, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) {
+        const scalar_t* gyn = gp + n * g.Cout * g.OH * g.OW;
+        if (cl) {
+          at::Tensor cols = at::empty({HW, g.G, M}, gy.options());
+          im2col_cl<scalar_t>(g, gyn, cols.data_ptr<scalar_t>());
+          at::Tensor dx = grad_input[n].permute({1, 2, 0}).view({HW, g.Cin});  // channels_last sample
+          for (int64_t gi = 0; gi < g.G; ++gi) {
+            at::Tensor o = dx.narrow(1, gi * g.cin_g(), g.cin_g());
+            at::mm_out(o, cols.select(1, gi), w.select(0, gi).t());
+          }
+        } else {
+          at::Tensor cols = at::empty({g.G, M, HW}, gy.options());
+          im2col_nchw<scalar_t>(g, gyn, cols.data_ptr<scalar_t>());
+          at::Tensor dx = grad_input[n].view({g.G, g.cin_g(), HW});
+          const at::Tensor wv = w.view({g.G, g.cin_g(), M});
+          for (int64_t gi = 0; gi < g.G; ++gi) {
+            at::Tensor o = dx.select(0, gi);
+            at::mm_out(o, wv.select(0, gi), cols.select(0, gi));
+          }
+        }
+      }
+    });
+  });
+  return grad_input;
+}
+
+std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cpu(
+    const at::Tensor& grad_output, const at::Tensor& input, at::IntArrayRef weight_size, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation,
+    bool bias_grad) {
+  const char* op = "conv_transpose2d_backward_weight";
+  const ConvT2dGeometry g = conv_transpose2d_geometry(op, input.sizes(), weight_size, stride, padding,
+                                                      output_padding, groups, dilation);
+  TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == g.N && grad_output.size(1) == g.Cout &&
+                  grad_output.size(2) == g.OH && grad_output.size(3) == g.OW,
+              op, ": grad_output must have shape (", g.N, ", ", g.Cout, ", ", g.OH, ", ", g.OW, "), got ",
+              grad_output.sizes());
+  TORCH_CHECK(input.scalar_type() == grad_output.scalar_type(), op, ": input dtype must match grad_output dtype");
+  if (reduced(grad_output)) {
+    auto [gw, gb] = conv_transpose2d_backward_weight_cpu(grad_output.to(at::kFloat), input.to(at::kFloat),
+                                                         weight_size, stride, padding, output_padding, groups,
+                                                         dilation, bias_grad);
+    return {gw.to(grad_output.scalar_type()), gb.to(grad_output.scalar_type())};
+  }
+  const bool cl = use_cl(grad_output);
+  const int64_t HW = g.H * g.W, kk = g.kH * g.kW, Cg = g.cout_g(), M = kk * Cg;
+  at::Tensor grad_bias = bias_grad ? grad_output.sum({0, 2, 3}) : at::empty({0}, grad_output.options());
+  const int64_t slots = std::min<int64_t>(g.N, std::max<int64_t>(1, at::get_num_threads()));
+  // partial[slot] in the GEMM layout: NCHW (G, C_in/G, C_out/G*kk); channels_last (G, C_in/G, kk*C_out/G)
+  at::Tensor partial = at::zeros({std::max<int64_t>(slots, 1), g.G, g.cin_g(), M}, grad_output.options());
+  if (slots > 0 && M > 0 && g.cin_g() > 0 && HW > 0) {
+    const at::Tensor gy = grad_output.contiguous(format_of(cl));
+    const at::Tensor x = input.contiguous(format_of(cl));
+    AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "conv_transpose2d_backward_weight_cpu", [&] {
+      const scalar_t* gp = gy.const_data_ptr<scalar_t>();
+      at::parallel_for(0, slots, 1, [&](int64_t s0, int64_t s1) {
+        for (int64_t s = s0; s < s1; ++s) {
+          at::Tensor acc = partial[s];
+          const int64_t nb = s * g.N / slots, ne = (s + 1) * g.N / slots;
+          at::Tensor cols = cl ? at::empty({HW, g.G, M}, gy.options()) : at::empty({g.G, M, HW}, gy.options());
+          for (int64_t n = nb; n < ne; ++n) {
+            const scalar_t* gyn = gp + n * g.Cout * g.OH * g.OW;
+            if (cl) {
+              im2col_cl<scalar_t>(g, gyn, cols.data_ptr<scalar_t>());
+              const at::Tensor xn = x[n].permute({1, 2, 0}).view({HW, g.Cin});
+              for (int64_t gi = 0; gi < g.G; ++gi)
+                acc.select(0, gi).addmm_(xn.narrow(1, gi * g.cin_g(), g.cin_g()).t(), cols.select(1, gi));
+            } else {
+              im2col_nchw<scalar_t>(g, gyn, cols.data_ptr<scalar_t>());
+              const at::Tensor xn = x[n].view({g.G, g.cin_g(), HW});
+              for (int64_t gi = 0; gi < g.G; ++gi)
+                acc.select(0, gi).addmm_(xn.select(0, gi), cols.select(0, gi).t());
+            }
+          }
+        }
+      });
+    });
+  }
+  at::Tensor sum = partial[0];
+  for (int64_t s = 1; s < slots; ++s) sum = sum + partial[s];  // fixed slot order
+  at::Tensor grad_weight;
+  if (cl) {
+    grad_weight = sum.view({g.G, g.cin_g(), g.kH, g.kW, Cg}).permute({0, 1, 4, 2, 3}).reshape(weight_size)
+                      .contiguous();
+  } else {
+    grad_weight = sum.reshape(weight_size).contiguous();
+  }
+  return {grad_weight, grad_bias};
+}
+
+}  // namespace rnnkern
