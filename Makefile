@@ -18,9 +18,17 @@ $(VENV)/.deps:
 
 install: $(VENV)/.deps
 
+# CUDA kernels are built when a GPU is visible (or FORCE_CUDA=1); a CPU-only machine skips the
+# long nvcc compile here and checks it separately with `make cuda-check`.
 build: install
-	$(PIP) install -q --no-build-isolation -e . 2>&1 | grep -v "^$$" || true
-	$(VPY) -c "import rnnkern, json; print(json.dumps(rnnkern.info(), indent=1))"
+	@mkdir -p build
+	@gpu=$$($(VPY) -c "import torch; print(int(torch.cuda.is_available()))"); \
+	if [ "$$gpu" = 1 ] || [ "$(FORCE_CUDA)" = 1 ]; then env=""; else env="RNNKERN_BUILD_CUDA=0"; fi; \
+	echo "building rnnkern ($${env:-with CUDA kernels}); log: build/pip-build.log"; \
+	env $$env $(PIP) install -v --no-build-isolation -e . > build/pip-build.log 2>&1 \
+	  || { tail -n 80 build/pip-build.log; exit 1; }
+	@grep "rnnkern setup" build/pip-build.log || true
+	$(VPY) -m rnnkern.cli info
 
 demo: build
 	$(VPY) -m rnnkern.demo
@@ -29,12 +37,16 @@ test: build
 	$(VPY) -m pytest -q tests; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ] || exit $$rc
 
 bench: build
-	$(VPY) -m rnnkern.cli bench --json bench/results/latest.json --plot bench/results/latest.png
+	$(VPY) -m rnnkern.cli bench --json auto --plot bench/results/latest.png
 
 # Compile + link the CUDA kernels even without a GPU (torch must be a CUDA build).
+CUDA_CHECK_ARCHS ?= 8.0;9.0
 cuda-check: install
-	FORCE_CUDA=1 $(PIP) install -q --no-build-isolation -e .
-	$(VPY) -c "import rnnkern; i = rnnkern.info(); assert i['cuda_kernels_compiled'], i; print('CUDA kernels compiled for', i['cuda_archs'])"
+	@mkdir -p build
+	@echo "compiling + linking the CUDA kernels for $(CUDA_CHECK_ARCHS); log: build/pip-cuda.log"
+	@FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$(CUDA_CHECK_ARCHS)" $(PIP) install -v --no-build-isolation -e . \
+	  > build/pip-cuda.log 2>&1 || { grep -E "error" build/pip-cuda.log | head -n 40; tail -n 40 build/pip-cuda.log; exit 1; }
+	$(VPY) -c "import rnnkern; i = rnnkern.info(); assert i['cuda_kernels_compiled'], i; print('CUDA kernels compiled and linked for', i['cuda_archs'])"
 
 clean:
 	rm -rf build rnnkern/_C*.so rnnkern/_build_info.py *.egg-info

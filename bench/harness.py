@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 import torch
 
-OPS = ["max_unpool"]  # each op adds its module name here
+OPS = ["max_unpool", "rnn"]  # each op adds its module name here
 
 
 @dataclass
@@ -82,6 +82,9 @@ def run(ops: Optional[list[str]] = None, device: Optional[str] = None, quick: bo
               "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
               "rnnkern": rnnkern.__version__, "rows": rows}
     print_table(result)
+    if json_path == "auto":  # DESIGN.md's name: bench/results/<gpu-or-cpu>-<yyyymmdd>.json
+        slug = dev_name.replace("NVIDIA ", "").split(" (")[0].replace(" ", "-").lower()
+        json_path = f"bench/results/{slug}-{time.strftime('%Y%m%d')}.json"
     if json_path:
         with open(json_path, "w") as f:
             json.dump(result, f, indent=1)

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One run on a GPU machine: build with that machine's torch, run the CUDA tests, run
+# compute-sanitizer (memcheck + racecheck) over every CUDA kernel, run the benchmarks, and leave
+# logs + JSON in OUTDIR. Installs nothing (the GPU machine may have no network).
+#   scripts/gpu_check.sh [OUTDIR]        (default: $OUT, else ./gpu-out)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUTDIR=${1:-${OUT:-./gpu-out}}
+mkdir -p "$OUTDIR"
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+export MAX_JOBS=${MAX_JOBS:-$(nproc)}
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$($PY -c "import torch; print('.'.join(map(str, torch.cuda.get_device_capability())))")}
+declare -A status
+
+step() {  # step NAME LOGFILE CMD...
+  local name=$1 log=$2; shift 2
+  local t0=$(date +%s)
+  echo "=== $name: $*" | tee "$OUTDIR/$log"
+  "$@" >> "$OUTDIR/$log" 2>&1
+  local rc=$?
+  status[$name]="rc=$rc $(( $(date +%s) - t0 ))s"
+  tail -n 15 "$OUTDIR/$log"
+  return $rc
+}
+
+step build build.log env FORCE_CUDA=1 $PY setup.py build_ext --inplace || { echo "build failed"; exit 1; }
+$PY -m rnnkern.cli info --json > "$OUTDIR/info.json" 2>&1
+step tests tests.log $PY -m pytest -q -x -p no:cacheprovider tests --junitxml="$OUTDIR/junit.xml"
+if command -v compute-sanitizer >/dev/null; then
+  step memcheck memcheck.log compute-sanitizer --tool memcheck --error-exitcode 3 $PY scripts/sanitize_driver.py
+  step racecheck racecheck.log compute-sanitizer --tool racecheck --error-exitcode 3 $PY scripts/sanitize_driver.py
+else
+  status[memcheck]="compute-sanitizer not found"
+fi
+step bench bench.log $PY -m rnnkern.cli bench --device cuda --json "$OUTDIR/bench.json" --plot "$OUTDIR/bench.png"
+
+echo
+echo "== gpu_check summary ($($PY -c 'import torch; print(torch.cuda.get_device_name(0), torch.__version__)'))"
+for k in build tests memcheck racecheck bench; do printf '%-10s %s\n' "$k" "${status[$k]:-skipped}"; done | tee "$OUTDIR/summary.txt"
