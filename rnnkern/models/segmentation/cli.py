@@ -17,7 +17,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from rnnkern.models.segmentation.train import TrainConfig, train
     out = args.out or f"runs/seg-{args.model}-{args.dataset.rstrip('/').split('/')[-1]}"
     cfg = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
-                      lr=args.lr, weight_decay=args.weight_decay, loss=args.loss, class_weights=args.class_weights,
+                      lr=args.lr, lr_schedule=args.lr_schedule, weight_decay=args.weight_decay, loss=args.loss, class_weights=args.class_weights,
                       base_width=args.base_width, aux_loss=args.aux_loss, device=args.device, seed=args.seed, out=out,
                       train_size=args.train_size, val_size=args.val_size, num_classes=args.num_classes,
                       image_size=args.image_size, time_budget=args.time_budget, compile=args.compile,
@@ -92,6 +92,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, default=10)
     p.add_argument("--batch-size", type=_positive_int, default=16, help="per process")
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr-schedule", choices=["poly", "constant"], default="poly",
+                   help="poly: lr (1 - progress)^0.9, progress by steps or by --time-budget")
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--loss", choices=["ce", "dice", "ce+dice"], default="ce")
     p.add_argument("--class-weights", default=None, help="'auto' (inverse sqrt frequency) or w0,w1,...")

@@ -45,6 +45,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 16
     lr: float = 3e-3
+    lr_schedule: str = "poly"  # "poly" (DeepLab's (1 - progress)^0.9) or "constant"
     weight_decay: float = 1e-4
     loss: str = "ce"
     class_weights: Optional[str] = None  # None | "auto" | "w0,w1,..."
@@ -337,7 +338,7 @@ def train(cfg: TrainConfig, data: Optional[SegData] = None) -> dict:
             if cfg.time_budget:
                 frac = max(frac, (time.perf_counter() - t0) / cfg.time_budget)
             for group in opt.param_groups:  # poly schedule (DeepLab), by steps or by time
-                group["lr"] = cfg.lr * max(0.0, 1.0 - frac) ** 0.9
+                group["lr"] = cfg.lr * (max(0.0, 1.0 - frac) ** 0.9 if cfg.lr_schedule == "poly" else 1.0)
             j = perm[it * bs:(it + 1) * bs]
             x, y = _augment(images[j], masks[j], g, vflip)
             x, y = data.normalize(x).to(device, non_blocking=True), y.to(device, non_blocking=True)
