@@ -1,0 +1,454 @@
+"""The fused vanilla-RNN op (rnnkern::rnn_forward / rnn_backward) and rnnkern.functional.rnn*.
+
+The op is checked against a plain-PyTorch loop reference (autograd for its gradients), in fp64
+tightly and in fp32 against the fp64 reference by relative norm error (DESIGN.md). Module-level
+comparisons with torch.nn.RNN live in test_rnn_module.py.
+"""
+import random
+
+import pytest
+import torch
+
+from rnnkern import functional as RF
+from rnnkern.ops import rnn as rnn_ops
+from tests.utils import DEVICES, TOL, rel_err
+
+FWD = torch.ops.rnnkern.rnn_forward.default
+BWD = torch.ops.rnnkern.rnn_backward.default
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+def _rng():
+    return random.Random(torch.initial_seed())
+
+
+def _act(relu):
+    return torch.relu if relu else torch.tanh
+
+
+def ref_layer(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu):
+    """Step-by-step reference with the op's contract: finished sequences keep their state and
+    emit zeros. Differentiable, so autograd gives the reference gradients."""
+    T, B = x.shape[:2]
+    act = _act(relu)
+    lens = torch.full((B,), T, dtype=torch.long) if lengths is None else lengths
+    lens = lens.to(x.device)
+    h = h0
+    outs = []
+    for t in range(T):
+        pre = x[t] @ w_ih.t() + h @ w_hh.t()
+        if b_ih is not None:
+            pre = pre + b_ih + b_hh
+        hn = act(pre)
+        live = (lens > t).unsqueeze(1)
+        h = torch.where(live, hn, h)
+        outs.append(torch.where(live, hn, torch.zeros_like(hn)))
+    out = torch.stack(outs, 0) if T > 0 else x.new_zeros(0, B, w_hh.shape[0])
+    return out, h
+
+
+def ref_preacts(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu):
+    """All pre-activations the reference computes (to keep relu cases away from the kink)."""
+    T, B = x.shape[:2]
+    lens = torch.full((B,), T, dtype=torch.long) if lengths is None else lengths
+    h, pres = h0, []
+    for t in range(T):
+        pre = x[t] @ w_ih.t() + h @ w_hh.t()
+        if b_ih is not None:
+            pre = pre + b_ih + b_hh
+        live = (lens > t).unsqueeze(1)
+        pres.append(pre[lens > t])
+        h = torch.where(live, _act(relu)(pre), h)
+    return torch.cat([p.reshape(-1) for p in pres]) if pres else x.new_zeros(0)
+
+
+def rand_lengths(rng, B, T, *, allow_zero=True):
+    lo = 0 if allow_zero else 1
+    return torch.tensor(sorted((rng.randint(lo, T) for _ in range(B)), reverse=True), dtype=torch.long)
+
+
+def make_args(T, B, I, H, *, bias=True, dtype=torch.float64, device="cpu", scale=None):
+    s = scale if scale is not None else 1.0 / max(H, 1) ** 0.5
+    x = torch.randn(T, B, I, dtype=dtype, device=device)
+    h0 = torch.randn(B, H, dtype=dtype, device=device) * 0.5
+    w_ih = (torch.rand(H, I, dtype=dtype, device=device) * 2 - 1) * s
+    w_hh = (torch.rand(H, H, dtype=dtype, device=device) * 2 - 1) * s
+    if bias:
+        b_ih = (torch.rand(H, dtype=dtype, device=device) * 2 - 1) * s
+        b_hh = (torch.rand(H, dtype=dtype, device=device) * 2 - 1) * s
+    else:
+        b_ih = b_hh = None
+    return x, h0, w_ih, w_hh, b_ih, b_hh
+
+
+def _leaf(t, dtype=None, device=None):
+    if t is None:
+        return None
+    return t.detach().to(dtype=dtype or t.dtype, device=device or t.device).clone().requires_grad_(True)
+
+
+def _fwd_bwd(fn, tensors, lengths, relu, g_out, g_hn):
+    """Run fn(*tensors, lengths, relu) -> (out, h_n), backprop (g_out, g_hn); return
+    out, h_n and the grads of every non-None tensor."""
+    out, hn = fn(*tensors, lengths, relu)
+    loss = (out * g_out.to(out)).sum() + (hn * g_hn.to(hn)).sum()
+    live = [t for t in tensors if t is not None]
+    grads = torch.autograd.grad(loss, live, allow_unused=False)
+    return out.detach(), hn.detach(), [g.detach() for g in grads]
+
+
+def _cases(n):
+    return list(range(n))
+
+
+# ----------------------------------------------------------------------------------------------
+# op vs reference
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", _cases(10))
+def test_op_matches_reference(device, dtype, case):
+    rng = _rng()
+    T, B = rng.choice([1, 2, 5, 9]), rng.choice([1, 2, 3, 6])
+    I, H = rng.choice([1, 3, 5, 7]), rng.choice([1, 3, 5, 9])
+    bias, relu = rng.random() < 0.6, rng.random() < 0.5
+    lengths = rand_lengths(rng, B, T) if rng.random() < 0.5 else None
+    args64 = make_args(T, B, I, H, bias=bias)
+    g_out = torch.randn(T, B, H, dtype=torch.float64)
+    g_hn = torch.randn(B, H, dtype=torch.float64)
+
+    ref_out, ref_hn, ref_grads = _fwd_bwd(ref_layer, [_leaf(a) for a in args64], lengths, relu, g_out, g_hn)
+    ours = [_leaf(a, dtype, device) for a in args64]
+    out, hn, grads = _fwd_bwd(rnn_ops.rnn_forward, ours, lengths, relu, g_out.to(device), g_hn.to(device))
+
+    assert out.dtype == dtype and out.device.type == device and out.shape == (T, B, H)
+    assert hn.dtype == dtype and hn.shape == (B, H)
+    tol = TOL[dtype]
+    assert rel_err(out.cpu(), ref_out) < tol
+    assert rel_err(hn.cpu(), ref_hn) < tol
+    names = ["input", "hx", "w_ih", "w_hh", "b_ih", "b_hh"]
+    for name, g, r in zip(names, grads, ref_grads):
+        assert g.shape == r.shape, name
+        assert rel_err(g.cpu(), r) < tol, name
+
+
+def test_op_both_bias_grads_equal_and_distinct():
+    x, h0, w_ih, w_hh, b_ih, b_hh = (_leaf(a) for a in make_args(4, 3, 5, 7))
+    out, hn = rnn_ops.rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, None, False)
+    (out.sum() + hn.sum()).backward()
+    assert torch.equal(b_ih.grad, b_hh.grad)
+    assert b_ih.grad.data_ptr() != b_hh.grad.data_ptr()
+
+
+def test_op_only_hn_or_only_output_used():
+    """grad_output / grad_hn arriving as None (unused output) must be treated as zeros."""
+    args = make_args(5, 3, 4, 6)
+    lengths = torch.tensor([5, 3, 1])
+    for use in ("out", "hn"):
+        ref = [_leaf(a) for a in args]
+        ours = [_leaf(a) for a in args]
+        r_out, r_hn = ref_layer(*ref, lengths, False)
+        o_out, o_hn = rnn_ops.rnn_forward(*ours, lengths, False)
+        (r_out if use == "out" else r_hn).square().sum().backward()
+        (o_out if use == "out" else o_hn).square().sum().backward()
+        for a, b in zip(ours, ref):
+            assert rel_err(a.grad, b.grad) < 1e-12
+
+
+def test_op_time_zero():
+    x, h0, w_ih, w_hh, b_ih, b_hh = make_args(0, 3, 4, 5)
+    out, hn = rnn_ops.rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, None, False)
+    assert out.shape == (0, 3, 5)
+    assert torch.equal(hn, h0)
+
+
+# ----------------------------------------------------------------------------------------------
+# variable lengths
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_op_lengths_semantics(relu, dtype):
+    T, B, I, H = 7, 5, 3, 5
+    lengths = torch.tensor([7, 5, 5, 1, 0])
+    x, h0, w_ih, w_hh, b_ih, b_hh = make_args(T, B, I, H, dtype=dtype)
+    out, hn = rnn_ops.rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, relu)
+    for b, n in enumerate(lengths.tolist()):
+        # outputs past the length: exactly zero
+        assert torch.equal(out[n:, b], torch.zeros_like(out[n:, b]))
+        # h_n: exactly the state at the last valid step (h0 for an empty sequence)
+        assert torch.equal(hn[b], out[n - 1, b] if n > 0 else h0[b])
+        if n == 0:
+            continue
+        # the same as running the sequence alone
+        o1, h1 = rnn_ops.rnn_forward(x[:n, b:b + 1].contiguous(), h0[b:b + 1].contiguous(), w_ih, w_hh, b_ih,
+                                     b_hh, None, relu)
+        torch.testing.assert_close(out[:n, b], o1[:, 0], rtol=TOL[dtype] * 10, atol=TOL[dtype])
+        torch.testing.assert_close(hn[b], h1[0], rtol=TOL[dtype] * 10, atol=TOL[dtype])
+
+
+def test_op_lengths_padding_does_not_matter():
+    """Values of x past a sequence's length affect nothing; their gradient is exactly zero."""
+    T, B, I, H = 6, 4, 3, 5
+    lengths = torch.tensor([6, 4, 2, 0])
+    x, h0, w_ih, w_hh, b_ih, b_hh = make_args(T, B, I, H)
+    mask = (torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(-1)
+    x2 = torch.where(mask, x, torch.randn_like(x) * 100)
+    xa, xb = _leaf(x), _leaf(x2)
+    oa, ha = rnn_ops.rnn_forward(xa, h0, w_ih, w_hh, b_ih, b_hh, lengths, False)
+    ob, hb = rnn_ops.rnn_forward(xb, h0, w_ih, w_hh, b_ih, b_hh, lengths, False)
+    assert torch.equal(oa, ob) and torch.equal(ha, hb)
+    g = torch.randn_like(oa)
+    (oa * g).sum().backward()
+    (ob * g).sum().backward()
+    assert torch.equal(xa.grad, xb.grad)
+    assert torch.equal(xa.grad[~mask.expand_as(x)], torch.zeros_like(xa.grad[~mask.expand_as(x)]))
+
+
+def test_op_lengths_grads_match_separate_runs():
+    T, B, I, H = 6, 4, 3, 5
+    lengths = torch.tensor([6, 3, 3, 1])
+    args = make_args(T, B, I, H)
+    ours = [_leaf(a) for a in args]
+    out, hn = rnn_ops.rnn_forward(*ours, lengths, True)
+    (out.square().sum() + hn.sin().sum()).backward()
+    acc = [torch.zeros_like(a) for a in args]
+    for b, n in enumerate(lengths.tolist()):
+        x, h0, *ws = args
+        xb, hb = _leaf(x[:n, b:b + 1].contiguous()), _leaf(h0[b:b + 1].contiguous())
+        wsb = [_leaf(w) for w in ws]
+        o1, h1 = rnn_ops.rnn_forward(xb, hb, *wsb, None, True)
+        (o1.square().sum() + h1.sin().sum()).backward()
+        acc[0][:n, b] += xb.grad[:, 0]
+        acc[1][b] += hb.grad[0]
+        for k, w in enumerate(wsb):
+            acc[2 + k] += w.grad
+    for a, r in zip(ours, acc):
+        assert rel_err(a.grad, r) < 1e-12
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_rnn_layer_reverse_with_lengths(relu):
+    """reverse=True runs each sequence backwards inside its own length; padding stays zero."""
+    T, B, I, H = 6, 4, 3, 5
+    lengths = torch.tensor([6, 4, 4, 1])
+    x, h0, w_ih, w_hh, b_ih, b_hh = make_args(T, B, I, H)
+    nl = "relu" if relu else "tanh"
+    out, hn = RF.rnn_layer(x, h0, w_ih, w_hh, b_ih, b_hh, nl, lengths, reverse=True)
+    for b, n in enumerate(lengths.tolist()):
+        xr = x[:n, b:b + 1].flip(0)
+        o1, h1 = ref_layer(xr, h0[b:b + 1], w_ih, w_hh, b_ih, b_hh, None, relu)
+        torch.testing.assert_close(out[:n, b], o1.flip(0)[:, 0], rtol=1e-12, atol=1e-13)
+        torch.testing.assert_close(hn[b], h1[0], rtol=1e-12, atol=1e-13)
+        assert torch.equal(out[n:, b], torch.zeros_like(out[n:, b]))
+
+
+# ----------------------------------------------------------------------------------------------
+# gradcheck
+
+def _gradcheck_args(T, B, I, H, bias, relu, lengths):
+    """fp64 leaves; for relu, resample until no pre-activation is within 0.05 of the kink."""
+    for _ in range(200):
+        args = make_args(T, B, I, H, bias=bias, scale=0.8)
+        if not relu or ref_preacts(*args, lengths, relu).abs().min() > 0.05:
+            return [_leaf(a) for a in args]
+    raise AssertionError("could not draw relu inputs away from 0")
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("lengths", [None, [3, 2, 0], [3, 3, 1]])
+def test_op_gradcheck(relu, bias, lengths):
+    lengths = None if lengths is None else torch.tensor(lengths)
+    T, B, I, H = 3, 3, 2, 3
+    args = _gradcheck_args(T, B, I, H, bias, relu, lengths)
+    live = [a for a in args if a is not None]
+
+    def f(*ts):
+        full = list(ts) if bias else list(ts) + [None, None]
+        return rnn_ops.rnn_forward(*full, lengths, relu)
+
+    assert torch.autograd.gradcheck(f, live, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_op_gradcheck_hn_only():
+    lengths = torch.tensor([4, 2])
+    args = _gradcheck_args(4, 2, 3, 2, True, False, lengths)
+    assert torch.autograd.gradcheck(lambda *ts: rnn_ops.rnn_forward(*ts, lengths, False)[1], args)
+
+
+def test_functional_rnn_gradcheck_bidirectional_lengths():
+    T, B, I, H, L = 3, 3, 2, 2, 2
+    lengths = torch.tensor([3, 2, 1])
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    hx = torch.randn(2 * L, B, H, dtype=torch.float64, requires_grad=True)
+    ws = []
+    for layer in range(L):
+        for _ in range(2):
+            i = I if layer == 0 else 2 * H
+            ws += [torch.randn(H, i, dtype=torch.float64) * 0.5, torch.randn(H, H, dtype=torch.float64) * 0.5,
+                   torch.randn(H, dtype=torch.float64) * 0.5, torch.randn(H, dtype=torch.float64) * 0.5]
+    ws = [w.requires_grad_() for w in ws]
+
+    def f(x, hx, *flat):
+        groups = [flat[k:k + 4] for k in range(0, len(flat), 4)]
+        return RF.rnn(x, hx, groups, "tanh", L, bidirectional=True, lengths=lengths)
+
+    assert torch.autograd.gradcheck(f, [x, hx, *ws])
+
+
+# ----------------------------------------------------------------------------------------------
+# opcheck
+
+def _opcheck_samples():
+    rng = _rng()
+    samples = []
+    for bias, lengths, relu in [(True, None, False), (False, None, True), (True, [5, 3, 3, 0], False),
+                                (False, [5, 5, 2, 1], True)]:
+        T, B = 5, 4
+        I, H = rng.choice([3, 5]), rng.choice([3, 7])
+        args = [_leaf(a) for a in make_args(T, B, I, H, bias=bias)]
+        lens = None if lengths is None else torch.tensor(lengths)
+        samples.append((args, lens, relu, bias))
+    return samples
+
+
+def test_opcheck_forward():
+    for args, lens, relu, _ in _opcheck_samples():
+        torch.library.opcheck(FWD, (*args, lens, relu))
+
+
+def test_opcheck_backward():
+    for args, lens, relu, bias in _opcheck_samples():
+        x, h0, w_ih, w_hh = (a.detach() for a in args[:4])
+        out, hn = rnn_ops.rnn_forward(*[None if a is None else a.detach() for a in args], lens, relu)
+        torch.library.opcheck(BWD, (torch.randn_like(out), torch.randn_like(hn), x, h0, w_ih, w_hh, out, lens,
+                                    relu, bias))
+
+
+def test_opcheck_noncontiguous_input():
+    """A time-major view of a batch-first tensor (what nn.RNN(batch_first=True) passes to the op):
+    the fake kernels must report the strides the real kernels produce."""
+    T, B, I, H = 5, 3, 4, 6
+    x = torch.randn(B, T, I, dtype=torch.float64).transpose(0, 1)
+    _, h0, w_ih, w_hh, b_ih, b_hh = make_args(T, B, I, H)
+    torch.library.opcheck(FWD, (x.requires_grad_(), _leaf(h0), _leaf(w_ih), _leaf(w_hh), _leaf(b_ih), _leaf(b_hh),
+                                None, False))
+    out, hn = rnn_ops.rnn_forward(x.detach(), h0, w_ih, w_hh, b_ih, b_hh, None, False)
+    torch.library.opcheck(BWD, (torch.randn_like(out), torch.randn_like(hn), x.detach(), h0, w_ih, w_hh, out, None,
+                                False, True))
+
+
+# ----------------------------------------------------------------------------------------------
+# determinism
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_op_backward_bitwise_repeatable(device):
+    T, B, I, H = 24, 16, 33, 65
+    lengths = torch.tensor(sorted(torch.randint(1, T + 1, (B,)).tolist(), reverse=True))
+    args = make_args(T, B, I, H, dtype=torch.float32, device=device)
+    g_out = torch.randn(T, B, H, device=device)
+    g_hn = torch.randn(B, H, device=device)
+    runs = []
+    for _ in range(2):
+        out, hn, grads = _fwd_bwd(rnn_ops.rnn_forward, [_leaf(a) for a in args], lengths, False, g_out, g_hn)
+        runs.append([out, hn, *grads])
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+# ----------------------------------------------------------------------------------------------
+# functional API vs torch
+
+@pytest.mark.parametrize("case", _cases(4))
+def test_functional_rnn_matches_torch(case):
+    rng = _rng()
+    I, H, L = rng.choice([3, 5]), rng.choice([3, 7]), rng.randint(1, 3)
+    bidir, bias, nl = rng.random() < 0.5, rng.random() < 0.5, rng.choice(["tanh", "relu"])
+    m = torch.nn.RNN(I, H, L, nonlinearity=nl, bias=bias, bidirectional=bidir).double()
+    D = 2 if bidir else 1
+    x = torch.randn(6, 3, I, dtype=torch.float64)
+    hx = torch.randn(L * D, 3, H, dtype=torch.float64)
+    n = 4 if bias else 2
+    groups = [m._flat_weights[k:k + n] for k in range(0, len(m._flat_weights), n)]
+    out, hn = RF.rnn(x, hx, groups, nl, L, bidirectional=bidir)
+    r_out, r_hn = m(x, hx)
+    assert rel_err(out, r_out) < 1e-12 and rel_err(hn, r_hn) < 1e-12
+
+
+@pytest.mark.parametrize("nl", ["tanh", "relu"])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("batched", [False, True])
+def test_functional_rnn_cell_matches_torch(nl, bias, batched):
+    I, H = 5, 7
+    x = torch.randn(*([4] if batched else []), I, dtype=torch.float64)
+    hx = torch.randn(*([4] if batched else []), H, dtype=torch.float64)
+    w_ih, w_hh = torch.randn(H, I, dtype=torch.float64), torch.randn(H, H, dtype=torch.float64)
+    b_ih, b_hh = (torch.randn(H, dtype=torch.float64), torch.randn(H, dtype=torch.float64)) if bias else (None, None)
+    cell = torch.rnn_relu_cell if nl == "relu" else torch.rnn_tanh_cell
+    for h in (hx, None):
+        got = RF.rnn_cell(x, h, w_ih, w_hh, b_ih, b_hh, nl)
+        href = h if h is not None else torch.zeros_like(hx)
+        if batched:
+            want = cell(x, href, w_ih, w_hh, b_ih, b_hh)
+        else:
+            want = cell(x.unsqueeze(0), href.unsqueeze(0), w_ih, w_hh, b_ih, b_hh).squeeze(0)
+        assert got.shape == want.shape
+        assert rel_err(got, want) < 1e-12
+
+
+# ----------------------------------------------------------------------------------------------
+# bad inputs
+
+def _err(exc, match, fn):
+    with pytest.raises(exc, match=match):
+        fn()
+
+
+def test_op_bad_inputs():
+    T, B, I, H = 4, 3, 5, 6
+    x, h0, w_ih, w_hh, b_ih, b_hh = make_args(T, B, I, H)
+    f = rnn_ops.rnn_forward
+    RE = RuntimeError
+    _err(RE, "3-D", lambda: f(x[0], h0, w_ih, w_hh, b_ih, b_hh, None, False))
+    _err(RE, "weight_ih", lambda: f(x, h0, w_ih[:, :-1], w_hh, b_ih, b_hh, None, False))
+    _err(RE, "weight_ih", lambda: f(x[..., :-1], h0, w_ih, w_hh, b_ih, b_hh, None, False))
+    _err(RE, "weight_hh", lambda: f(x, h0, w_ih, w_hh[:, :-1], b_ih, b_hh, None, False))
+    _err(RE, "hx", lambda: f(x, h0[:-1], w_ih, w_hh, b_ih, b_hh, None, False))
+    _err(RE, "hx", lambda: f(x, h0[:, :-1], w_ih, w_hh, b_ih, b_hh, None, False))
+    _err(RE, "hx", lambda: f(x, h0.unsqueeze(0), w_ih, w_hh, b_ih, b_hh, None, False))
+    _err(RE, "both biases", lambda: f(x, h0, w_ih, w_hh, b_ih, None, None, False))
+    _err(RE, "biases", lambda: f(x, h0, w_ih, w_hh, b_ih[:-1], b_hh[:-1], None, False))
+    _err(RE, "dtype", lambda: f(x, h0.float(), w_ih, w_hh, b_ih, b_hh, None, False))
+    _err(RE, "dtype", lambda: f(x.float(), h0, w_ih, w_hh, b_ih, b_hh, None, False))
+    _err(RE, "dtype", lambda: f(x, h0, w_ih, w_hh, b_ih.float(), b_hh.float(), None, False))
+    # integer tensors throughout
+    xi, hi = torch.ones(T, B, I, dtype=torch.long), torch.ones(B, H, dtype=torch.long)
+    wi, wh = torch.ones(H, I, dtype=torch.long), torch.ones(H, H, dtype=torch.long)
+    for relu in (False, True):
+        _err(RE, "float32 and float64|Long", lambda: f(xi, hi, wi, wh, None, None, None, relu))
+    # integer input with float parameters
+    _err(RE, "dtype", lambda: f(x.long(), h0, w_ih, w_hh, None, None, None, False))
+
+
+def test_op_bad_lengths():
+    T, B, I, H = 4, 3, 5, 6
+    args = make_args(T, B, I, H)
+    f = rnn_ops.rnn_forward
+    _err(RuntimeError, "outside", lambda: f(*args, torch.tensor([5, 2, 1]), False))
+    _err(RuntimeError, "outside", lambda: f(*args, torch.tensor([4, 2, -1]), False))
+    _err(RuntimeError, "non-increasing", lambda: f(*args, torch.tensor([2, 4, 1]), False))
+    _err(RuntimeError, "non-increasing", lambda: f(*args, torch.tensor([4, 1, 2]), False))
+    _err(RuntimeError, "size B", lambda: f(*args, torch.tensor([4, 2]), False))
+    _err(RuntimeError, "int64", lambda: f(*args, torch.tensor([4, 2, 1], dtype=torch.int32), False))
+    _err(RuntimeError, "1-D", lambda: f(*args, torch.tensor([[4, 2, 1]]), False))
+
+
+def test_functional_bad_inputs():
+    x, h0, w_ih, w_hh, b_ih, b_hh = make_args(4, 3, 5, 6)
+    _err(ValueError, "nonlinearity", lambda: RF.rnn_layer(x, h0, w_ih, w_hh, b_ih, b_hh, "sigmoid"))
+    _err(ValueError, "nonlinearity", lambda: RF.rnn_cell(x[0], h0, w_ih, w_hh, b_ih, b_hh, "gelu"))
+    _err(ValueError, "nonlinearity", lambda: RF.rnn(x, h0.unsqueeze(0), [(w_ih, w_hh)], "Tanh"))
+    _err(ValueError, "weight groups", lambda: RF.rnn(x, h0.unsqueeze(0), [(w_ih, w_hh)], num_layers=2))
+    _err(ValueError, "weight groups", lambda: RF.rnn(x, h0.unsqueeze(0), [(w_ih, w_hh)], bidirectional=True))
