@@ -1,0 +1,866 @@
+"""Max-unpool (and nearest / bed-of-nails unpooling) against torch's ops and rnnkern.reference.
+
+Unpooling only moves values, so forward results (and the gather backward) are compared for exact
+equality; only the nearest backward (a window sum) uses a tolerance.
+"""
+import random
+
+import pytest
+import torch
+import torch.nn.functional as TF
+from torch import nn
+
+import rnnkern
+from rnnkern import functional as RF
+from rnnkern import reference
+from rnnkern.ops import max_unpool as unpool_ops
+from tests.utils import DEVICES
+
+FWD = torch.ops.rnnkern.max_unpool_forward.default
+BWD = torch.ops.rnnkern.max_unpool_backward.default
+MODE_INDICES, MODE_BED_OF_NAILS, MODE_NEAREST = (unpool_ops.MODE_INDICES, unpool_ops.MODE_BED_OF_NAILS,
+                                                 unpool_ops.MODE_NEAREST)
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+def _rng():
+    # conftest seeds torch per test node; derive Python's RNG from it so cases are reproducible
+    return random.Random(torch.initial_seed())
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _default_size(in_sizes, k, s, p):
+    return [(in_sizes[d] - 1) * s[d] + k[d] - 2 * p[d] for d in range(len(k))]
+
+
+def _pool(x, nd, k, s, p):
+    pool = TF.max_pool1d if nd == 1 else TF.max_pool2d
+    return pool(x, k, s, p, return_indices=True)
+
+
+def _torch_unpool(nd, v, i, k, s, p, out_size):
+    """torch's op; half types run in fp32 and are cast back (unpool only moves values)."""
+    f = TF.max_unpool1d if nd == 1 else TF.max_unpool2d
+    if v.dtype in (torch.float16, torch.bfloat16):
+        return f(v.float(), i, k, s, p, out_size).to(v.dtype)
+    return f(v, i, k, s, p, out_size)
+
+
+def _rand_cfg(nd, rng, *, kind="any"):
+    """Random (kernel, stride, padding, input spatial size) valid for max_pool{nd}d.
+    kind: 'tile' (kernel == stride, no padding: the gather path), 'overlap' (kernel > stride),
+    'sparse' (kernel < stride), 'any'."""
+    if kind == "any":
+        kind = rng.choice(["tile", "overlap", "sparse"])
+    k, s, p, size = [], [], [], []
+    for _ in range(nd):
+        if kind == "tile":
+            kk = rng.randint(1, 4)
+            ss, pp = kk, 0
+        elif kind == "overlap":
+            kk = rng.randint(2, 4)
+            ss = rng.randint(1, kk - 1)
+            pp = rng.randint(0, kk // 2)
+        else:  # sparse
+            kk = rng.randint(1, 3)
+            ss = rng.randint(kk + 1, kk + 2)
+            pp = rng.randint(0, kk // 2)
+        lo = max(1, kk - 2 * pp)
+        k.append(kk), s.append(ss), p.append(pp), size.append(rng.randint(lo, lo + 9))
+    return k, s, p, size
+
+
+def _unique_idx(batch_shape, spatial, plane, device="cpu"):
+    """(batch..., *spatial) int64 indices, unique per plane, drawn from [0, plane)."""
+    m = 1
+    for d in spatial:
+        m *= d
+    assert m <= plane
+    nplanes = 1
+    for d in batch_shape:
+        nplanes *= d
+    rows = [torch.randperm(plane)[:m] for _ in range(nplanes)]
+    idx = torch.stack(rows) if rows else torch.empty(0, m, dtype=torch.long)
+    return idx.reshape(*batch_shape, *spatial).to(device)
+
+
+# ----------------------------------------------------------------------------------------------
+# forward vs torch: indices from real max_pool
+
+FLOATS = [torch.float32, torch.float64]
+HALFS = [torch.bfloat16, torch.float16]
+
+FIXED_2D = [  # (N, C, H, W, kernel, stride, padding)
+    (2, 3, 8, 8, 2, 2, 0),            # tile, exact
+    (2, 3, 7, 9, 2, 2, 0),            # tile, odd sizes (output_size needed)
+    (1, 2, 9, 11, 3, 3, 0),
+    (2, 2, 7, 10, (2, 3), (2, 3), 0),  # tile, anisotropic
+    (1, 4, 1, 9, (1, 2), (1, 2), 0),   # H == 1
+    (2, 3, 9, 9, 3, 2, 1),            # overlapping, padded
+    (1, 2, 6, 7, 3, 1, 1),            # overlapping, stride 1
+    (2, 2, 10, 11, 2, 3, 0),          # kernel < stride
+    (1, 3, 9, 8, 1, 2, 0),            # kernel 1, stride 2
+    (3, 5, 5, 5, 5, 5, 0),            # single window
+    (2, 3, 8, 8, 2, 2, 1),            # kernel == stride with padding (scatter path)
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOATS + HALFS)
+@pytest.mark.parametrize("cfg", FIXED_2D, ids=lambda c: "x".join(map(str, c[:4])) + f"-k{c[4]}s{c[5]}p{c[6]}")
+def test_unpool2d_fixed_vs_torch(cfg, dtype, device):
+    n, c, h, w, k, s, p = cfg
+    x = torch.randn(n, c, h, w, device=device)
+    v, i = _pool(x, 2, k, s, p)
+    v = v.to(dtype)
+    for out_size in (x.shape, x.shape[-2:]):
+        out = RF.max_unpool2d(v, i, k, s, p, output_size=list(out_size))
+        exp = _torch_unpool(2, v, i, k, s, p, out_size)
+        assert out.dtype == dtype and out.shape == x.shape
+        assert torch.equal(out, exp)
+    # the unpooled tensor holds exactly the pooled maxima at their positions, zeros elsewhere
+    plane = out.flatten(2)
+    assert torch.equal(plane.gather(2, i.flatten(2)), v.flatten(2))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["tile", "overlap", "sparse"])
+@pytest.mark.parametrize("rep", range(4))
+def test_unpool2d_random_vs_torch(kind, rep, device):
+    rng = _rng()
+    k, s, p, (h, w) = _rand_cfg(2, rng, kind=kind)
+    n, c = rng.randint(1, 3), rng.randint(1, 5)
+    dtype = rng.choice(FLOATS + HALFS)
+    x = torch.randn(n, c, h, w, device=device)
+    v, i = _pool(x, 2, k, s, p)
+    v = v.to(dtype)
+    unbatched = rng.random() < 0.3
+    if unbatched:
+        v, i, x = v[0], i[0], x[0]
+    out_size = rng.choice([list(x.shape), list(x.shape[-2:])])
+    # torch takes 2 or 4 entries; rnnkern also takes the unbatched input's own 3-entry shape
+    torch_size = out_size if len(out_size) != 3 else out_size[-2:]
+    out = RF.max_unpool2d(v, i, k, s, p, output_size=out_size)
+    exp = _torch_unpool(2, v, i, k, s, p, torch_size)
+    assert out.shape == x.shape
+    assert torch.equal(out, exp)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["tile", "overlap", "sparse"])
+@pytest.mark.parametrize("rep", range(3))
+def test_unpool1d_random_vs_torch(kind, rep, device):
+    rng = _rng()
+    k, s, p, (l,) = _rand_cfg(1, rng, kind=kind)
+    n, c = rng.randint(1, 3), rng.randint(1, 5)
+    dtype = rng.choice(FLOATS + HALFS)
+    x = torch.randn(n, c, l, device=device)
+    v, i = _pool(x, 1, k, s, p)
+    v = v.to(dtype)
+    if rng.random() < 0.3:
+        v, i, x = v[0], i[0], x[0]
+    out_size = rng.choice([list(x.shape), list(x.shape[-1:])])
+    torch_size = out_size if len(out_size) != 2 else out_size[-1:]  # torch takes 1 or 3 entries
+    out = RF.max_unpool1d(v, i, k, s, p, output_size=out_size)
+    exp = _torch_unpool(1, v, i, k, s, p, torch_size)
+    assert out.shape == x.shape
+    assert torch.equal(out, exp)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOATS + HALFS)
+def test_unpool1d_fixed_vs_torch(dtype, device):
+    for (n, c, l, k, s, p) in [(2, 3, 11, 2, 2, 0), (1, 2, 10, 3, 2, 1), (2, 2, 13, 2, 3, 0), (1, 1, 1, 1, 1, 0)]:
+        x = torch.randn(n, c, l, device=device)
+        v, i = _pool(x, 1, k, s, p)
+        v = v.to(dtype)
+        for out_size in (list(x.shape), [l]):
+            out = RF.max_unpool1d(v, i, k, s, p, output_size=out_size)
+            assert torch.equal(out, _torch_unpool(1, v, i, k, s, p, out_size))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_default_output_size(device):
+    # no output_size: (in - 1) * s + k - 2p, same as torch
+    x = torch.randn(2, 3, 8, 12, device=device)
+    v, i = TF.max_pool2d(x, 2, return_indices=True)
+    out = RF.max_unpool2d(v, i, 2)
+    assert out.shape == (2, 3, 8, 12)
+    assert torch.equal(out, TF.max_unpool2d(v, i, 2))
+    # stride defaults to kernel_size
+    assert torch.equal(RF.max_unpool2d(v, i, (2, 2)), out)
+    x1 = torch.randn(2, 3, 12, device=device)
+    v1, i1 = TF.max_pool1d(x1, 3, return_indices=True)
+    assert torch.equal(RF.max_unpool1d(v1, i1, 3), TF.max_unpool1d(v1, i1, 3))
+    # output_size in the valid range other than the pooled input's size
+    v, i = TF.max_pool2d(torch.randn(1, 2, 6, 6, device=device), 2, return_indices=True)
+    for size in ([5, 7], [7, 5], [1, 2, 7, 7]):
+        assert torch.equal(RF.max_unpool2d(v, i, 2, output_size=size), TF.max_unpool2d(v, i, 2, output_size=size))
+
+
+# ----------------------------------------------------------------------------------------------
+# forward vs torch: hand-built unique indices (anywhere in the plane: the scatter fallback)
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["tile", "overlap", "sparse"])
+@pytest.mark.parametrize("rep", range(3))
+def test_unpool2d_handbuilt_unique_vs_torch(kind, rep, device):
+    rng = _rng()
+    k, s, p, (h, w) = _rand_cfg(2, rng, kind=kind)
+    hp = (h + 2 * p[0] - k[0]) // s[0] + 1
+    wp = (w + 2 * p[1] - k[1]) // s[1] + 1
+    oh, ow = h, w  # always a valid output_size for this pooling
+    if oh * ow < hp * wp:  # padded stride-1 pooling: fewer outputs than inputs; drop the padding
+        p = [0, 0]
+        oh, ow = _default_size([hp, wp], k, s, p)
+        oh, ow = oh + s[0] - 1, ow + s[1] - 1  # largest valid output_size
+    assert oh * ow >= hp * wp
+    n, c = rng.randint(1, 3), rng.randint(1, 4)
+    dtype = rng.choice(FLOATS + HALFS)
+    v = torch.randn(n, c, hp, wp, device=device).to(dtype)
+    i = _unique_idx((n, c), (hp, wp), oh * ow, device)
+    out = RF.max_unpool2d(v, i, k, s, p, output_size=[oh, ow])
+    assert torch.equal(out, _torch_unpool(2, v, i, k, s, p, [oh, ow]))
+    assert torch.equal(out, reference.max_unpool2d(v, i, (oh, ow)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_unpool2d_one_index_leaves_window(dtype, device):
+    # kernel == stride (gather path) with all indices from max_pool except one moved into an
+    # unused slot of another window: the kernel must notice and fall back to the scatter
+    x = torch.randn(2, 3, 8, 10, device=device, dtype=dtype)
+    v, i = TF.max_pool2d(x, 2, return_indices=True)
+    out0 = TF.max_unpool2d(v, i, 2)
+    used = set(i[1, 2].flatten().tolist())
+    free = next(t for t in range(80) if t not in used and (t // 10) // 2 != 0)  # not in window (0, 0)
+    i = i.clone()
+    i[1, 2, 0, 0] = free
+    out = RF.max_unpool2d(v, i, 2)
+    assert torch.equal(out, TF.max_unpool2d(v, i, 2))
+    assert not torch.equal(out, out0)
+    assert out[1, 2].flatten()[free] == v[1, 2, 0, 0]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_unpool1d_handbuilt_unique_vs_torch(device):
+    for (l_in, k, s, p, l_out) in [(5, 2, 2, 0, 10), (6, 3, 2, 1, 11), (4, 2, 3, 0, 11), (3, 1, 1, 0, 3)]:
+        v = torch.randn(2, 3, l_in, device=device, dtype=torch.float64)
+        i = _unique_idx((2, 3), (l_in,), l_out, device)
+        out = RF.max_unpool1d(v, i, k, s, p, output_size=[l_out])
+        assert torch.equal(out, TF.max_unpool1d(v, i, k, s, p, output_size=[l_out]))
+
+
+# ----------------------------------------------------------------------------------------------
+# duplicate indices: the last input element in flat (h, w) order of its (n, c) plane wins
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (2, 3, 0), (1, 1, 0)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_duplicate_indices_last_wins(k, s, p, channels_last, device):
+    n, c, h, w = 2, 3, 5, 6
+    oh, ow = _default_size([h, w], _pair(k), _pair(s), _pair(p))
+    v = torch.randn(n, c, h, w, device=device)
+    i = torch.randint(0, min(7, oh * ow), (n, c, h, w), device=device)  # many collisions
+    if channels_last:
+        v = v.to(memory_format=torch.channels_last)
+        i = i.to(memory_format=torch.channels_last)
+    out = RF.max_unpool2d(v, i, k, s, p)
+    exp = reference.max_unpool2d(v.cpu().contiguous(), i.cpu().contiguous(), (oh, ow))
+    assert torch.equal(out.cpu(), exp)
+    # explicit check of the rule for one plane
+    flat_v, flat_i = v[1, 2].flatten().cpu(), i[1, 2].flatten().cpu()
+    for t in set(flat_i.tolist()):
+        last = max(j for j in range(flat_i.numel()) if flat_i[j] == t)
+        assert out[1, 2].flatten()[t].item() == flat_v[last].item()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_duplicate_indices_tile_path(device):
+    # kernel == stride: a duplicate always leaves its window, so the gather must fall back
+    v = torch.arange(1, 1 + 2 * 9, dtype=torch.float32, device=device).reshape(1, 2, 3, 3)
+    i = torch.zeros(1, 2, 3, 3, dtype=torch.long, device=device)
+    i[0, 1] = 5
+    out = RF.max_unpool2d(v, i, 2)
+    exp = torch.zeros(1, 2, 36, device=device)
+    exp[0, 0, 0] = v[0, 0, 2, 2]
+    exp[0, 1, 5] = v[0, 1, 2, 2]
+    assert torch.equal(out, exp.reshape(1, 2, 6, 6))
+    assert torch.equal(out.cpu(), reference.max_unpool2d(v.cpu(), i.cpu(), (6, 6)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_duplicate_indices_1d_last_wins(device):
+    v = torch.randn(2, 3, 9, device=device, dtype=torch.float64)
+    i = torch.randint(0, 5, (2, 3, 9), device=device)
+    out = RF.max_unpool1d(v, i, 2, output_size=[18])
+    exp = reference.max_unpool2d(v.cpu().unsqueeze(2), i.cpu().unsqueeze(2), (1, 18)).squeeze(2)
+    assert torch.equal(out.cpu(), exp)
+
+
+# ----------------------------------------------------------------------------------------------
+# layouts, non-contiguous inputs, empty tensors
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (2, 3, 0)])
+def test_channels_last(k, s, p, dtype, device):
+    x = torch.randn(2, 5, 9, 7, device=device).to(memory_format=torch.channels_last)
+    v, i = TF.max_pool2d(x, k, s, p, return_indices=True)
+    v = v.to(dtype).contiguous(memory_format=torch.channels_last)
+    i = i.contiguous(memory_format=torch.channels_last)
+    assert not v.is_contiguous()
+    out = RF.max_unpool2d(v, i, k, s, p, output_size=x.shape)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    exp = _torch_unpool(2, v.contiguous(), i.contiguous(), k, s, p, x.shape)
+    assert torch.equal(out, exp)
+    # mixed layouts: channels_last input with contiguous indices, and the reverse
+    assert torch.equal(RF.max_unpool2d(v, i.contiguous(), k, s, p, output_size=x.shape), exp)
+    out2 = RF.max_unpool2d(v.contiguous(), i, k, s, p, output_size=x.shape)
+    assert out2.is_contiguous() and torch.equal(out2, exp)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_non_contiguous_inputs(device):
+    x = torch.randn(3, 8, 9, 11, device=device, dtype=torch.float64)
+    v, i = TF.max_pool2d(x, 3, 2, 1, return_indices=True)
+    exp = TF.max_unpool2d(v, i, 3, 2, 1, output_size=x.shape)
+    # transposed storage (same logical values)
+    vt = v.transpose(-1, -2).contiguous().transpose(-1, -2)
+    it = i.transpose(-1, -2).contiguous().transpose(-1, -2)
+    assert not vt.is_contiguous() and not it.is_contiguous()
+    assert torch.equal(RF.max_unpool2d(vt, it, 3, 2, 1, output_size=x.shape), exp)
+    assert torch.equal(RF.max_unpool2d(vt, i, 3, 2, 1, output_size=x.shape), exp)
+    # channel / batch slices
+    vs, is_ = v[1:, 1::3], i[1:, 1::3]
+    assert not vs.is_contiguous()
+    assert torch.equal(RF.max_unpool2d(vs, is_, 3, 2, 1, output_size=x.shape[-2:]), exp[1:, 1::3])
+    # permuted batch/channel dims
+    vp, ip = v.transpose(0, 1), i.transpose(0, 1)
+    expp = TF.max_unpool2d(vp.contiguous(), ip.contiguous(), 3, 2, 1, output_size=x.shape[-2:])
+    assert torch.equal(RF.max_unpool2d(vp, ip, 3, 2, 1, output_size=x.shape[-2:]), expp)
+    # expanded (stride-0) batch
+    ve, ie = v[:1].expand(4, -1, -1, -1), i[:1].expand(4, -1, -1, -1)
+    out = RF.max_unpool2d(ve, ie, 3, 2, 1, output_size=x.shape[-2:])
+    assert torch.equal(out, exp[:1].expand(4, -1, -1, -1))
+    # 1-D: transposed (N, L, C) storage
+    x1 = torch.randn(2, 13, 4, device=device).transpose(1, 2)
+    v1, i1 = TF.max_pool1d(x1.contiguous(), 2, return_indices=True)
+    v1t, i1t = v1.transpose(1, 2).contiguous().transpose(1, 2), i1.transpose(1, 2).contiguous().transpose(1, 2)
+    assert torch.equal(RF.max_unpool1d(v1t, i1t, 2, output_size=[13]), TF.max_unpool1d(v1, i1, 2, output_size=[13]))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(0, 3, 4, 5), (2, 0, 4, 5), (0, 0, 4, 5)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_empty(shape, channels_last, device):
+    v = torch.randn(shape, device=device, requires_grad=True)
+    i = torch.zeros(shape, dtype=torch.long, device=device)
+    if channels_last:
+        v = v.detach().to(memory_format=torch.channels_last).requires_grad_()
+    out = RF.max_unpool2d(v, i, 2)
+    assert out.shape == (shape[0], shape[1], 8, 10) and out.numel() == 0
+    assert out.device == v.device and out.dtype == v.dtype
+    out.sum().backward()
+    assert v.grad.shape == v.shape
+    out1 = RF.max_unpool1d(v.detach()[..., 0, :], i[..., 0, :], 3, output_size=[shape[-1] * 3])
+    assert out1.shape == (shape[0], shape[1], 15)
+    assert RF.unpool_nearest2d(v.detach(), 2).shape == (shape[0], shape[1], 8, 10)
+    assert RF.bed_of_nails2d(v.detach(), 3).shape == (shape[0], shape[1], 12, 15)
+
+
+# ----------------------------------------------------------------------------------------------
+# gradients
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["tile", "overlap", "sparse"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_grad_vs_torch(kind, channels_last, device):
+    rng = _rng()
+    k, s, p, (h, w) = _rand_cfg(2, rng, kind=kind)
+    x = torch.randn(2, 3, h, w, device=device, dtype=torch.float64)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    v, i = TF.max_pool2d(x, k, s, p, return_indices=True)
+    g = torch.randn(x.shape, device=device, dtype=torch.float64)
+    if channels_last:
+        g = g.to(memory_format=torch.channels_last)
+    grads = []
+    for f in (RF.max_unpool2d, TF.max_unpool2d):
+        vv = v.detach().clone().requires_grad_()
+        f(vv, i, k, s, p, output_size=x.shape).backward(g)
+        grads.append(vv.grad)
+    assert torch.equal(grads[0], grads[1])
+    # backward is a gather: grad at every index
+    assert torch.equal(grads[0], g.flatten(2).gather(2, i.flatten(2)).view_as(v))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_grad_duplicates_and_dtypes(dtype, device):
+    # duplicates: every input gets grad_output at its index (torch's rule too)
+    v = torch.randn(2, 3, 4, 5, device=device).to(dtype).requires_grad_()
+    i = torch.randint(0, 6, (2, 3, 4, 5), device=device)
+    g = torch.randn(2, 3, 8, 10, device=device).to(dtype)
+    RF.max_unpool2d(v, i, 2).backward(g)
+    vt = v.detach().float().requires_grad_()
+    TF.max_unpool2d(vt, i, 2).backward(g.float())
+    assert v.grad.dtype == dtype
+    assert torch.equal(v.grad, vt.grad.to(dtype))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_grad_1d_and_unbatched(device):
+    x = torch.randn(3, 11, device=device, dtype=torch.float64)
+    v, i = TF.max_pool1d(x, 3, 2, 1, return_indices=True)
+    g = torch.randn(3, 11, device=device, dtype=torch.float64)
+    grads = []
+    for f in (RF.max_unpool1d, TF.max_unpool1d):
+        vv = v.detach().clone().requires_grad_()
+        f(vv, i, 3, 2, 1, output_size=[11]).backward(g)
+        grads.append(vv.grad)
+    assert torch.equal(grads[0], grads[1])
+    x = torch.randn(4, 7, 6, device=device, dtype=torch.float64)
+    v, i = TF.max_pool2d(x, 2, return_indices=True)
+    vv = v.detach().clone().requires_grad_()
+    RF.max_unpool2d(vv, i, 2, output_size=[7, 6]).sum().backward()  # expanded (stride-0) grad_output
+    assert torch.equal(vv.grad, torch.ones_like(v))
+
+
+@pytest.mark.parametrize("k,s,p,hw,out_hw", [(2, 2, 0, (2, 3), (4, 6)), (3, 2, 1, (3, 2), (5, 4)),
+                                              (2, 3, 0, (2, 2), (5, 6))])
+def test_gradcheck_gradgradcheck(k, s, p, hw, out_hw):
+    v = torch.randn(1, 2, *hw, dtype=torch.float64, requires_grad=True)
+    i = _unique_idx((1, 2), hw, out_hw[0] * out_hw[1])
+    f = lambda t: RF.max_unpool2d(t, i, k, s, p, output_size=list(out_hw))  # noqa: E731
+    assert torch.autograd.gradcheck(f, (v,))
+    assert torch.autograd.gradgradcheck(f, (v,))
+
+
+def test_gradcheck_gradgradcheck_channels_last_and_1d():
+    # real max_pool indices (kernel == stride: unique), channels_last
+    x = torch.randn(1, 3, 4, 4, dtype=torch.float64).to(memory_format=torch.channels_last)
+    vp, ip = TF.max_pool2d(x, 2, return_indices=True)
+    vp = vp.detach().requires_grad_()
+    g = lambda t: RF.max_unpool2d(t, ip, 2)  # noqa: E731
+    assert torch.autograd.gradcheck(g, (vp,))
+    assert torch.autograd.gradgradcheck(g, (vp,))
+    # 1-D, unbatched
+    v1 = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    i1 = _unique_idx((2,), (3,), 7)
+    h = lambda t: RF.max_unpool1d(t, i1, 2, 2, 0, output_size=[7])  # noqa: E731
+    assert torch.autograd.gradcheck(h, (v1,))
+    assert torch.autograd.gradgradcheck(h, (v1,))
+
+
+def test_gradcheck_nearest_and_bed_of_nails():
+    for fn in (RF.unpool_nearest2d, RF.bed_of_nails2d):
+        for s in (2, (1, 3)):
+            x = torch.randn(1, 1, 2, 3, dtype=torch.float64, requires_grad=True)
+            f = lambda t: fn(t, s)  # noqa: E731
+            assert torch.autograd.gradcheck(f, (x,))
+            assert torch.autograd.gradgradcheck(f, (x,))
+
+
+def test_backward_op_double_backward_is_forward():
+    # the backward op's own autograd: d/d(grad_output) of a gather is the scatter (the forward)
+    x = torch.randn(1, 2, 4, 6, dtype=torch.float64)
+    v, i = TF.max_pool2d(x, 2, return_indices=True)
+    go = torch.randn(1, 2, 4, 6, dtype=torch.float64, requires_grad=True)
+    gi = BWD(go, i, MODE_INDICES, list(v.shape), [2, 2], [2, 2], [0, 0])
+    assert torch.equal(gi, go.detach().flatten(2).gather(2, i.flatten(2)).view_as(v))
+    ggi = torch.randn_like(gi)
+    (ggo,) = torch.autograd.grad(gi, go, ggi)
+    assert torch.equal(ggo, TF.max_unpool2d(ggi, i, 2))
+
+
+# ----------------------------------------------------------------------------------------------
+# opcheck (schema, fake, autograd registration, AOT dispatch)
+
+def _opcheck_fwd_samples():
+    samples = []
+    x = torch.randn(2, 3, 6, 7)
+    v, i = TF.max_pool2d(x, 2, return_indices=True)
+    samples.append((v.requires_grad_(), i, MODE_INDICES, [2, 2], [2, 2], [0, 0], [6, 7]))
+    xc = torch.randn(2, 4, 7, 5).to(memory_format=torch.channels_last)
+    vc, ic = TF.max_pool2d(xc, 3, 2, 1, return_indices=True)
+    vc, ic = vc.contiguous(memory_format=torch.channels_last), ic.contiguous(memory_format=torch.channels_last)
+    samples.append((vc.requires_grad_(), ic, MODE_INDICES, [3, 3], [2, 2], [1, 1], [7, 5]))
+    samples.append((torch.randn(1, 2, 3, 3, dtype=torch.float64), _unique_idx((1, 2), (3, 3), 20), MODE_INDICES,
+                    [2, 3], [2, 3], [0, 0], [4, 5]))
+    samples.append((torch.randn(2, 3, 3, 4, requires_grad=True), None, MODE_NEAREST, [2, 2], [2, 2], [0, 0], [6, 8]))
+    xb = torch.randn(1, 3, 2, 3).to(memory_format=torch.channels_last).requires_grad_()
+    samples.append((xb, None, MODE_BED_OF_NAILS, [3, 2], [3, 2], [0, 0], [6, 6]))
+    return samples
+
+
+def _opcheck_bwd_samples():
+    samples = []
+    x = torch.randn(2, 3, 6, 7)
+    v, i = TF.max_pool2d(x, 2, return_indices=True)
+    samples.append((torch.randn(2, 3, 6, 7, requires_grad=True), i, MODE_INDICES, list(v.shape), [2, 2], [2, 2],
+                    [0, 0]))
+    xc = torch.randn(2, 4, 7, 5).to(memory_format=torch.channels_last)
+    vc, ic = TF.max_pool2d(xc, 3, 2, 1, return_indices=True)
+    go = torch.randn(2, 4, 7, 5).to(memory_format=torch.channels_last).requires_grad_()
+    samples.append((go, ic.contiguous(memory_format=torch.channels_last), MODE_INDICES, list(vc.shape), [3, 3],
+                    [2, 2], [1, 1]))
+    samples.append((torch.randn(2, 3, 6, 8, requires_grad=True), None, MODE_NEAREST, [2, 3, 3, 4], [2, 2], [2, 2],
+                    [0, 0]))
+    samples.append((torch.randn(1, 3, 6, 6, dtype=torch.float64), None, MODE_BED_OF_NAILS, [1, 3, 2, 3], [3, 2],
+                    [3, 2], [0, 0]))
+    return samples
+
+
+@pytest.mark.parametrize("sample", range(5))
+def test_opcheck_forward(sample):
+    args = _opcheck_fwd_samples()[sample]
+    torch.library.opcheck(FWD, args)
+
+
+@pytest.mark.parametrize("sample", range(4))
+def test_opcheck_backward(sample):
+    args = _opcheck_bwd_samples()[sample]
+    torch.library.opcheck(BWD, args)
+
+
+def test_fake_layout_matches_real():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    for args in _opcheck_fwd_samples():
+        args = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
+        real = FWD(*args)
+        mode = FakeTensorMode()
+        fargs = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
+        with mode:
+            fake = FWD(*fargs)
+        assert fake.shape == real.shape and fake.stride() == real.stride() and fake.dtype == real.dtype
+
+
+# ----------------------------------------------------------------------------------------------
+# torch.compile over a SegNet-style block
+
+class _SegNetBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Conv2d(3, 4, 3, padding=1)
+        self.unpool = rnnkern.nn.MaxUnpool2d(2)
+        self.dec = nn.Conv2d(4, 2, 3, padding=1)
+
+    def forward(self, x):
+        y = torch.relu(self.enc(x))
+        v, i = TF.max_pool2d(y, 2, return_indices=True)
+        return self.dec(self.unpool(v, i, output_size=y.shape))
+
+
+def test_compile_segnet_block_fullgraph():
+    torch._dynamo.reset()
+    model = _SegNetBlock().double()
+    x = torch.randn(2, 3, 7, 9, dtype=torch.float64)
+    eager_out = model(x)
+    eager_out.square().sum().backward()
+    eager_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    # aot_eager: dynamo + fake tensors + AOT autograd (the parts the custom ops must support)
+    # without inductor's C++ codegen, which costs about a minute on 2 CPU cores
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    out = compiled(x)
+    torch.testing.assert_close(out, eager_out, rtol=1e-10, atol=1e-10)
+    out.square().sum().backward()
+    for g, ge in zip([p.grad for p in model.parameters()], eager_grads):
+        torch.testing.assert_close(g, ge, rtol=1e-10, atol=1e-10)
+
+
+def test_compile_graph_contains_custom_op():
+    torch._dynamo.reset()
+    from torch._dynamo.testing import CompileCounterWithBackend
+    cnt = CompileCounterWithBackend("eager")
+    x = torch.randn(1, 2, 6, 6)
+    v, i = TF.max_pool2d(x, 2, return_indices=True)
+    f = torch.compile(lambda a, b: RF.max_unpool2d(a, b, 2) * 2, backend=cnt, fullgraph=True)
+    assert torch.equal(f(v, i), TF.max_unpool2d(v, i, 2) * 2)
+    assert cnt.frame_count == 1
+    targets = [str(n.target) for g in cnt.graphs for n in g.graph.nodes]
+    assert any("max_unpool_forward" in t for t in targets)
+
+
+# ----------------------------------------------------------------------------------------------
+# nn modules
+
+@pytest.mark.parametrize("args", [(2,), (3, 2, 1), ((2, 3), (1, 2), (0, 1)), (3, None, 1)])
+def test_module2d_fields_and_outputs(args):
+    ours, theirs = rnnkern.nn.MaxUnpool2d(*args), nn.MaxUnpool2d(*args)
+    for name in ("kernel_size", "stride", "padding"):
+        assert tuple(getattr(ours, name)) == tuple(getattr(theirs, name))
+    assert ours.extra_repr() == theirs.extra_repr()
+    assert repr(ours) == repr(theirs)
+    k, s, p = theirs.kernel_size, theirs.stride, theirs.padding
+    x = torch.randn(2, 3, 9, 8)
+    v, i = TF.max_pool2d(x, k, s, p, return_indices=True)
+    for out_size in (x.shape, x.shape[-2:]):
+        assert torch.equal(ours(v, i, output_size=out_size), theirs(v, i, output_size=out_size))
+    assert torch.equal(ours(v[0], i[0], output_size=x.shape[-2:]), theirs(v[0], i[0], output_size=x.shape[-2:]))
+    assert list(ours.parameters()) == [] and ours.state_dict().keys() == theirs.state_dict().keys()
+
+
+@pytest.mark.parametrize("args", [(2,), (3, 2, 1), (2, 3), (3, None, 1)])
+def test_module1d_fields_and_outputs(args):
+    ours, theirs = rnnkern.nn.MaxUnpool1d(*args), nn.MaxUnpool1d(*args)
+    for name in ("kernel_size", "stride", "padding"):
+        assert tuple(getattr(ours, name)) == tuple(getattr(theirs, name))
+    assert ours.extra_repr() == theirs.extra_repr()
+    assert repr(ours) == repr(theirs)
+    k, s, p = theirs.kernel_size, theirs.stride, theirs.padding
+    x = torch.randn(2, 3, 13)
+    v, i = TF.max_pool1d(x, k, s, p, return_indices=True)
+    for out_size in (x.shape, x.shape[-1:]):
+        assert torch.equal(ours(v, i, output_size=out_size), theirs(v, i, output_size=out_size))
+    assert torch.equal(ours(v[0], i[0], output_size=[13]), theirs(v[0], i[0], output_size=[13]))
+
+
+# ----------------------------------------------------------------------------------------------
+# nearest and bed-of-nails unpooling
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOATS + HALFS)
+@pytest.mark.parametrize("s", [1, 2, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_nearest_and_bed_of_nails_values(s, dtype, channels_last, device):
+    x = torch.randn(2, 3, 5, 7, device=device).to(dtype)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    near = RF.unpool_nearest2d(x, s)
+    assert near.shape == (2, 3, 5 * s, 7 * s)
+    assert torch.equal(near, TF.interpolate(x.float(), scale_factor=s, mode="nearest").to(dtype))
+    assert torch.equal(near, reference.unpool_nearest2d(x, s))
+    bed = RF.bed_of_nails2d(x, s)
+    assert torch.equal(bed, reference.bed_of_nails2d(x, s))
+    if channels_last:
+        assert near.is_contiguous(memory_format=torch.channels_last)
+        assert bed.is_contiguous(memory_format=torch.channels_last)
+    # unbatched and non-contiguous inputs
+    assert torch.equal(RF.unpool_nearest2d(x[1], s), reference.unpool_nearest2d(x[1:2], s)[0])
+    assert torch.equal(RF.bed_of_nails2d(x[1], s), reference.bed_of_nails2d(x[1:2], s)[0])
+    xt = x.transpose(-1, -2)
+    assert torch.equal(RF.unpool_nearest2d(xt, s), reference.unpool_nearest2d(xt.contiguous(), s))
+    assert torch.equal(RF.bed_of_nails2d(xt, s), reference.bed_of_nails2d(xt.contiguous(), s))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_nearest_anisotropic(device):
+    x = torch.randn(1, 2, 3, 4, device=device)
+    out = RF.unpool_nearest2d(x, (2, 3))
+    assert torch.equal(out, TF.interpolate(x, scale_factor=(2, 3), mode="nearest"))
+    bed = RF.bed_of_nails2d(x, (2, 3))
+    exp = torch.zeros(1, 2, 6, 12, device=device)
+    exp[:, :, ::2, ::3] = x
+    assert torch.equal(bed, exp)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("s", [2, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_nearest_and_bed_of_nails_grads(s, channels_last, device):
+    x = torch.randn(2, 3, 4, 5, device=device, dtype=torch.float64)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    g = torch.randn(2, 3, 4 * s, 5 * s, device=device, dtype=torch.float64)
+    for ours, ref in ((RF.unpool_nearest2d, reference.unpool_nearest2d), (RF.bed_of_nails2d, reference.bed_of_nails2d)):
+        a = x.detach().clone().requires_grad_()
+        b = x.detach().clone().requires_grad_()
+        ours(a, s).backward(g)
+        ref(b, s).backward(g)
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-12, atol=1e-12)
+    # nearest: the grad is the window sum
+    a = x.detach().clone().requires_grad_()
+    RF.unpool_nearest2d(a, s).backward(g)
+    torch.testing.assert_close(a.grad, TF.avg_pool2d(g, s) * (s * s), rtol=1e-12, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# bad inputs
+
+def _pooled(device="cpu"):
+    x = torch.randn(2, 3, 6, 8, device=device)
+    return TF.max_pool2d(x, 2, return_indices=True)
+
+
+def _raises(exc, match, fn, *args, **kw):
+    with pytest.raises(exc, match=match):
+        fn(*args, **kw)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1)])
+@pytest.mark.parametrize("bad", [48, 10 ** 9, -1, -(10 ** 9)])
+def test_index_out_of_range(bad, k, s, p, device):
+    v, i = _pooled(device)
+    oh, ow = _default_size([3, 4], (k, k), (s, s), (p, p))
+    i = torch.randint(0, oh * ow, i.shape, device=device)  # valid for this geometry
+    assert RF.max_unpool2d(v, i, k, s, p).shape == (2, 3, oh, ow)
+    for cl in (False, True):
+        j = i.clone()
+        j[1, 2, 2, 3] = bad if bad != 48 else oh * ow  # first index past the plane
+        vv = v
+        if cl:
+            vv, j = v.contiguous(memory_format=torch.channels_last), j.contiguous(memory_format=torch.channels_last)
+        with pytest.raises((IndexError, RuntimeError), match="index"):
+            RF.max_unpool2d(vv, j, k, s, p)
+    j = i[:, :, 0].clone()
+    j[0, 0, 0] = bad if bad != 48 else 8
+    with pytest.raises((IndexError, RuntimeError), match="index"):
+        RF.max_unpool1d(v[:, :, 0], j, 2, output_size=[8])
+
+
+def test_index_error_type_and_message():
+    v, i = _pooled()
+    j = i.clone()
+    j[0, 0, 0, 0] = 1000
+    with pytest.raises(IndexError, match=r"out of range \[0, 48\)"):
+        RF.max_unpool2d(v, j, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.float32, torch.uint8])
+def test_indices_dtype(dtype):
+    v, i = _pooled()
+    _raises(TypeError, "indices.*int64", RF.max_unpool2d, v, i.to(dtype), 2)
+    _raises(TypeError, "indices.*int64", RF.max_unpool1d, v[:, :, 0], i[:, :, 0].to(dtype), 2)
+
+
+def test_indices_shape_mismatch():
+    v, i = _pooled()
+    _raises(ValueError, "indices shape", RF.max_unpool2d, v, i[:, :, :2], 2)
+    _raises(ValueError, "indices shape", RF.max_unpool2d, v, i[0], 2)
+    _raises(ValueError, "indices shape", RF.max_unpool2d, v, i.transpose(-1, -2), 2)
+    _raises(ValueError, "indices shape", RF.max_unpool1d, v[:, :, 0], i[:, :1, 0], 2)
+    _raises(TypeError, "indices", RF.max_unpool2d, v, i.tolist(), 2)
+
+
+def test_wrong_dims():
+    v, i = _pooled()
+    _raises(ValueError, "input must be 3-D or 4-D", RF.max_unpool2d, v[0, 0], i[0, 0], 2)
+    _raises(ValueError, "input must be 3-D or 4-D", RF.max_unpool2d, v[None], i[None], 2)
+    _raises(ValueError, "input must be 2-D or 3-D", RF.max_unpool1d, v, i, 2)
+    _raises(ValueError, "input must be 2-D or 3-D", RF.max_unpool1d, v[0, 0, 0], i[0, 0, 0], 2)
+    _raises(ValueError, "input must be 3-D or 4-D", RF.unpool_nearest2d, v[0, 0], 2)
+    _raises(ValueError, "input must be 3-D or 4-D", RF.bed_of_nails2d, v[None], 2)
+    _raises(TypeError, "input", RF.max_unpool2d, v.tolist(), i, 2)
+
+
+@pytest.mark.parametrize("size", [[2, 8], [6, 10], [3, 4, 7], [8], [1, 2, 3, 4, 5], [2, 3, 6, 2]])
+def test_invalid_output_size(size):
+    v, i = _pooled()
+    with pytest.raises(ValueError) as theirs:
+        TF.max_unpool2d(v, i, 2, output_size=size)
+    with pytest.raises(ValueError, match="output_size") as ours:
+        RF.max_unpool2d(v, i, 2, output_size=size)
+    assert str(theirs.value) in str(ours.value)  # same rule, same wording (ours adds the op name)
+
+
+@pytest.mark.parametrize("size", [[6], [14], [1, 2], [2, 3, 4, 5]])
+def test_invalid_output_size_1d(size):
+    v, i = TF.max_pool1d(torch.randn(2, 3, 10), 2, return_indices=True)
+    with pytest.raises(ValueError):
+        TF.max_unpool1d(v, i, 2, output_size=size)
+    with pytest.raises(ValueError, match="output_size"):
+        RF.max_unpool1d(v, i, 2, output_size=size)
+
+
+def test_valid_output_size_edges():
+    # strictly inside (default - s, default + s)
+    v = torch.randn(1, 2, 3, 3)
+    for size in ([5, 5], [7, 7], [5, 7]):
+        i = _unique_idx((1, 2), (3, 3), size[0] * size[1])
+        out = RF.max_unpool2d(v, i, 2, output_size=size)
+        assert out.shape[-2:] == tuple(size)
+        assert torch.equal(out, TF.max_unpool2d(v, i, 2, output_size=size))
+    i = _unique_idx((1, 2), (3, 3), 25)
+    for size in ([4, 6], [6, 8]):
+        with pytest.raises(ValueError, match="output_size"):
+            RF.max_unpool2d(v, i, 2, output_size=size)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool])
+def test_integer_input(dtype):
+    v, i = _pooled()
+    _raises(TypeError, "input must be a floating-point", RF.max_unpool2d, v.to(dtype), i, 2)
+    _raises(TypeError, "input must be a floating-point", RF.max_unpool1d, v[:, :, 0].to(dtype), i[:, :, 0], 2)
+    _raises(TypeError, "input must be a floating-point", RF.unpool_nearest2d, v.to(dtype), 2)
+    _raises(TypeError, "input must be a floating-point", RF.bed_of_nails2d, v.to(dtype), 2)
+
+
+def test_bad_kernel_stride_padding():
+    v, i = _pooled()
+    _raises(ValueError, "kernel_size", RF.max_unpool2d, v, i, 0)
+    _raises(ValueError, "kernel_size", RF.max_unpool2d, v, i, (2, 2, 2))
+    _raises(TypeError, "kernel_size", RF.max_unpool2d, v, i, None)
+    _raises(ValueError, "stride", RF.max_unpool2d, v, i, 2, 0)
+    _raises(ValueError, "stride", RF.max_unpool2d, v, i, 2, -1)
+    _raises(ValueError, "padding", RF.max_unpool2d, v, i, 2, 2, -1)
+    _raises(ValueError, "kernel_size", RF.unpool_nearest2d, v, 0)
+    _raises(ValueError, "kernel_size", RF.bed_of_nails2d, v, (2, 2, 2))
+    _raises(ValueError, "stride", RF.max_unpool1d, v[:, :, 0], i[:, :, 0], 2, 0)
+
+
+def test_op_level_checks():
+    # direct calls of the custom ops: C++ checks, clear messages, no crash
+    v, i = _pooled()
+    _raises(RuntimeError, "mode", FWD, v, i, 3, [2, 2], [2, 2], [0, 0], [6, 8])
+    _raises(RuntimeError, "indices are required", FWD, v, None, MODE_INDICES, [2, 2], [2, 2], [0, 0], [6, 8])
+    _raises(RuntimeError, "kernel == stride", FWD, v, None, MODE_NEAREST, [3, 3], [2, 2], [0, 0], [6, 8])
+    _raises(RuntimeError, "int64", FWD, v, i.int(), MODE_INDICES, [2, 2], [2, 2], [0, 0], [6, 8])
+    _raises(RuntimeError, "indices shape", FWD, v, i[:1], MODE_INDICES, [2, 2], [2, 2], [0, 0], [6, 8])
+    _raises(RuntimeError, "4-D", FWD, v[0], i[0], MODE_INDICES, [2, 2], [2, 2], [0, 0], [6, 8])
+    _raises(RuntimeError, "output_size", FWD, v, i, MODE_INDICES, [2, 2], [2, 2], [0, 0], [6, -1])
+    _raises(RuntimeError, "positive", FWD, v, i, MODE_INDICES, [0, 2], [2, 2], [0, 0], [6, 8])
+    _raises(IndexError, "out of range", FWD, v, i, MODE_INDICES, [2, 2], [2, 2], [0, 0], [5, 5])
+    go = torch.randn(2, 3, 6, 8)
+    _raises(RuntimeError, "grad_output", BWD, go[0], i, MODE_INDICES, list(v.shape), [2, 2], [2, 2], [0, 0])
+    _raises(RuntimeError, "batch/channels", BWD, go[:1], i, MODE_INDICES, list(v.shape), [2, 2], [2, 2], [0, 0])
+    _raises(RuntimeError, "input_size", BWD, go, i, MODE_INDICES, [2, 3, 3], [2, 2], [2, 2], [0, 0])
+
+
+@pytest.mark.cuda
+def test_cpu_cuda_mix():
+    v, i = _pooled("cuda")
+    _raises(RuntimeError, "indices is on cpu but input is on cuda", RF.max_unpool2d, v, i.cpu(), 2)
+    _raises(RuntimeError, "indices is on cuda.* but input is on cpu", RF.max_unpool2d, v.cpu(), i, 2)
+    _raises(RuntimeError, "indices", FWD, v, i.cpu(), MODE_INDICES, [2, 2], [2, 2], [0, 0], [6, 8])
+
+
+# ----------------------------------------------------------------------------------------------
+# CUDA-only
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1)])
+def test_cuda_forward_deterministic_with_duplicates(k, s, p, channels_last):
+    n, c, h, w = 4, 16, 33, 37
+    oh, ow = _default_size([h, w], (k, k), (s, s), (p, p))
+    v = torch.randn(n, c, h, w, device="cuda")
+    i = torch.randint(0, 97, (n, c, h, w), device="cuda")  # heavy collisions
+    if channels_last:
+        v, i = v.to(memory_format=torch.channels_last), i.to(memory_format=torch.channels_last)
+    first = RF.max_unpool2d(v, i, k, s, p)
+    for _ in range(5):
+        again = RF.max_unpool2d(v, i, k, s, p)
+        assert torch.equal(again.view(torch.int32), first.view(torch.int32))  # bitwise
+    exp = reference.max_unpool2d(v.cpu().contiguous(), i.cpu().contiguous(), (oh, ow))
+    assert torch.equal(first.cpu(), exp)
+    assert torch.equal(first.cpu(), RF.max_unpool2d(v.cpu(), i.cpu(), k, s, p))  # CPU == CUDA
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", FLOATS + HALFS)
+def test_cuda_matches_cpu(dtype):
+    x = torch.randn(3, 5, 17, 19)
+    for (k, s, p) in [(2, 2, 0), (3, 2, 1), (2, 3, 0)]:
+        v, i = TF.max_pool2d(x, k, s, p, return_indices=True)
+        v = v.to(dtype)
+        cpu = RF.max_unpool2d(v, i, k, s, p, output_size=x.shape)
+        gpu = RF.max_unpool2d(v.cuda(), i.cuda(), k, s, p, output_size=x.shape)
+        assert torch.equal(gpu.cpu(), cpu)
