@@ -82,7 +82,7 @@ inline std::tuple<at::Tensor, at::Tensor> rnn_forward_general(const at::Tensor& 
                                                               bool relu) {
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_hh.size(0);
   at::Tensor out = at::empty({T, B, H}, x.options());
-  if (T == 0 || B == 0) return {out, h0.clone()};
+  if (T == 0 || B == 0) return {out, h0.clone(at::MemoryFormat::Contiguous)};
   at::Tensor out2 = out.view({T * B, H});
   const at::Tensor x2 = x.reshape({T * B, I});
   // Input projection of every step at once; both biases folded in here.
@@ -134,7 +134,7 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rn
     at::Tensor d_live = d.narrow(0, 0, live);
     activation_grad_(d_live, out.select(0, t).narrow(0, 0, live), relu);
   }
-  at::Tensor grad_h0 = grad_hn.clone();  // an empty sequence passes dL/dh_n straight to h0
+  at::Tensor grad_h0 = grad_hn.clone(at::MemoryFormat::Contiguous);  // an empty sequence passes dL/dh_n straight to h0
   if (T > 0 && bs[0] > 0) {
     at::Tensor g = grad_h0.narrow(0, 0, bs[0]);
     at::mm_out(g, dz.select(0, 0).narrow(0, 0, bs[0]), w_hh);

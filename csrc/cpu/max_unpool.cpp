@@ -42,6 +42,68 @@ void for_each_nchw(at::MemoryFormat fmt, int64_t N, int64_t C, int64_t H, int64_
   }
 }
 
+// Gather into a contiguous (NCHW) output, one output row at a time so the innermost stores are
+// unit-stride. A window's index is compared against flat output positions, which needs no
+// division; it is checked against its own window once, on the window's first row.
+template <typename scalar_t>
+int unpool_gather_nchw(const UnpoolGeometry& g, const at::Tensor& input, const int64_t* idx, const Strides4& is,
+                       at::Tensor& output) {
+  const scalar_t* in = input.const_data_ptr<scalar_t>();
+  scalar_t* out = output.data_ptr<scalar_t>();
+  const Strides4 xs(input);
+  const int64_t plane = g.OH * g.OW;
+  const int64_t WW = (g.OW + g.sw - 1) / g.sw;
+  std::atomic<int> flags{0};
+  at::parallel_for(0, g.N * g.C, 1, [&](int64_t begin, int64_t end) {
+    int local = 0;
+    for (int64_t nc = begin; nc < end; ++nc) {
+      const int64_t n = nc / g.C, c = nc % g.C;
+      scalar_t* o = out + nc * plane;
+      for (int64_t oh = 0; oh < g.OH; ++oh) {
+        const int64_t wh = oh / g.sh, r = oh - wh * g.sh;
+        scalar_t* row = o + oh * g.OW;
+        if (wh >= g.H) {  // rows past the last window (output_size larger than the default)
+          std::fill(row, row + g.OW, scalar_t(0));
+          continue;
+        }
+        const scalar_t* xrow = in + n * xs.n + c * xs.c + wh * xs.h;
+        const int64_t* krow = idx ? idx + n * is.n + c * is.c + wh * is.h : nullptr;
+        const int64_t kh_eff = std::min(g.sh, g.OH - wh * g.sh);
+        for (int64_t ww = 0; ww < WW; ++ww) {
+          const int64_t ow0 = ww * g.sw, cols = std::min(g.sw, g.OW - ow0);
+          scalar_t* dst = row + ow0;
+          if (ww >= g.W) {
+            for (int64_t j = 0; j < cols; ++j) dst[j] = scalar_t(0);
+            continue;
+          }
+          const scalar_t v = xrow[ww * xs.w];
+          if (g.mode == UnpoolMode::kNearest) {
+            for (int64_t j = 0; j < cols; ++j) dst[j] = v;
+          } else if (g.mode == UnpoolMode::kBedOfNails) {
+            for (int64_t j = 0; j < cols; ++j) dst[j] = (r == 0 && j == 0) ? v : scalar_t(0);
+          } else {
+            const int64_t k = krow[ww * is.w];
+            const int64_t rel = k - (oh * g.OW + ow0);  // target column offset if k is on this row
+            for (int64_t j = 0; j < cols; ++j) dst[j] = rel == j ? v : scalar_t(0);
+            if (r == 0) {
+              if (k < 0 || k >= plane) {
+                local |= kUnpoolIndexOutOfRange;
+              } else {
+                bool inside = false;
+                for (int64_t dr = 0; dr < kh_eff; ++dr) inside |= (rel - dr * g.OW) >= 0 && (rel - dr * g.OW) < cols;
+                if (!inside) local |= kUnpoolIndexOutsideWindow;
+              }
+            }
+          }
+        }
+      }
+    }
+    if (local) flags.fetch_or(local, std::memory_order_relaxed);
+  });
+  return flags.load();
+}
+
+// Any output layout: visits windows in the output's memory order.
 // Returns the error flags seen (kUnpoolIndexOutOfRange / kUnpoolIndexOutsideWindow).
 template <typename scalar_t>
 int unpool_gather(const UnpoolGeometry& g, const at::Tensor& input, const int64_t* idx, const Strides4& is,
@@ -133,7 +195,8 @@ at::Tensor max_unpool_forward_cpu(const at::Tensor& input, const std::optional<a
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "max_unpool_forward_cpu", [&] {
     int flags = 0;
     if (g.windows_tile()) {
-      flags = unpool_gather<scalar_t>(g, input, idx, is, output, fmt);
+      flags = fmt == at::MemoryFormat::Contiguous ? unpool_gather_nchw<scalar_t>(g, input, idx, is, output)
+                                                  : unpool_gather<scalar_t>(g, input, idx, is, output, fmt);
       if (flags & kUnpoolIndexOutOfRange) raise_out_of_range(g);
       if (flags & kUnpoolIndexOutsideWindow) flags = unpool_scatter<scalar_t>(g, input, idx, is, output);
     } else {

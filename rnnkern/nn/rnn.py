@@ -1,11 +1,14 @@
 """Drop-in torch.nn.RNN / RNNCell on rnnkern's fused kernels.
 
-They subclass torch's modules for the constructor, parameters (weight_ih_l0, weight_hh_l0_reverse,
-...), initialisation, repr and state_dict, so a torch.nn.RNN state_dict loads unchanged in both
-directions; only forward differs: all time steps of a layer run in one fused op.
+Same constructors, parameter names and shapes (weight_ih_l0, weight_hh_l0_reverse, ...),
+initialisation, repr and state_dict as torch's, so a torch.nn.RNN state_dict loads unchanged in
+both directions; forward runs all time steps of a layer in one fused op.
 """
 from __future__ import annotations
 
+import math
+import numbers
+import warnings
 from typing import Optional
 
 import torch
@@ -24,25 +27,115 @@ def _packed_positions(batch_sizes: Tensor) -> tuple[Tensor, Tensor]:
     return rows, lengths
 
 
-class RNN(torch.nn.RNN):
-    r"""torch.nn.RNN with the same constructor, parameters and forward contract:
-    ``(input, hx=None) -> (output, h_n)``, for (L, N, H_in) / (N, L, H_in) with batch_first /
-    unbatched (L, H_in) / PackedSequence input. Each layer and direction is one fused kernel
-    call (rnnkern::rnn_forward); PackedSequence input runs with per-sequence lengths inside the
-    kernel instead of being unpacked per step."""
+class RNN(torch.nn.Module):
+    r"""Drop-in for torch.nn.RNN: same constructor (positional order included), parameters
+    (weight_ih_l0, weight_hh_l0_reverse, ...), initialisation U(-1/sqrt(H), 1/sqrt(H)), repr and
+    state_dict, and the same forward contract ``(input, hx=None) -> (output, h_n)`` for
+    (L, N, H_in) / batch_first (N, L, H_in) / unbatched (L, H_in) / PackedSequence input.
 
-    def forward(self, input, hx: Optional[Tensor] = None):  # noqa: C901  (torch's contract)
-        self._update_flat_weights()
+    Each layer and direction is one fused kernel call (rnnkern::rnn_forward); PackedSequence
+    input runs with per-sequence lengths inside the kernel instead of being unpacked per step.
+    (It does not subclass torch.nn.RNN: torch.compile refuses anything that is an RNNBase.)"""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 device=None, dtype=None) -> None:
+        super().__init__()
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+        if not isinstance(dropout, numbers.Number) or isinstance(dropout, bool) or not 0 <= dropout <= 1:
+            raise ValueError("dropout should be a number in range [0, 1] representing the probability of an "
+                             "element being zeroed")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn("dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
+                          f"expects num_layers greater than 1, but got dropout={dropout} and "
+                          f"num_layers={num_layers}", stacklevel=2)
+        for name, value in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+            if value <= 0:
+                raise ValueError(f"{name} must be greater than zero")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.nonlinearity, self.bias, self.batch_first = nonlinearity, bias, batch_first
+        self.dropout, self.bidirectional = float(dropout), bidirectional
+        factory = {"device": device, "dtype": dtype}
+        dirs = 2 if bidirectional else 1
+        self._flat_weights_names: list[str] = []
+        for layer in range(num_layers):
+            for direction in range(dirs):
+                layer_in = input_size if layer == 0 else hidden_size * dirs
+                suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+                shapes = [("weight_ih", (hidden_size, layer_in)), ("weight_hh", (hidden_size, hidden_size))]
+                if bias:
+                    shapes += [("bias_ih", (hidden_size,)), ("bias_hh", (hidden_size,))]
+                for name, shape in shapes:
+                    self.register_parameter(name + suffix, torch.nn.Parameter(torch.empty(shape, **factory)))
+                    self._flat_weights_names.append(name + suffix)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        stdv = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            torch.nn.init.uniform_(weight, -stdv, stdv)
+
+    @property
+    def _flat_weights(self) -> list[Tensor]:
+        return [getattr(self, name) for name in self._flat_weights_names]
+
+    @property
+    def all_weights(self) -> list[list[Tensor]]:
+        n = 4 if self.bias else 2
+        w = self._flat_weights
+        return [w[i:i + n] for i in range(0, len(w), n)]
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.nonlinearity != "tanh":
+            s += f", nonlinearity={self.nonlinearity!r}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        if self.batch_first is not False:
+            s += f", batch_first={self.batch_first}"
+        if self.dropout != 0:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional is not False:
+            s += f", bidirectional={self.bidirectional}"
+        return s
+
+    # torch.nn.RNNBase's argument checks, with its messages
+    def _check_forward_args(self, input: Tensor, hx: Tensor, packed: bool) -> None:
+        if input.dim() != (2 if packed else 3):
+            raise RuntimeError(f"input must have {2 if packed else 3} dimensions, got {input.dim()}")
+        if input.size(-1) != self.input_size:
+            raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
+                               f"got {input.size(-1)}")
+        if not packed and input.size(1 if self.batch_first else 0) == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+
+    def _check_hidden(self, hx: Tensor, batch: int) -> None:
+        expected = (self.num_layers * (2 if self.bidirectional else 1), batch, self.hidden_size)
+        if tuple(hx.shape) != expected:
+            raise RuntimeError(f"Expected hidden size {expected}, got {list(hx.shape)}")
+
+    @staticmethod
+    def _permute(hx: Tensor, permutation: Optional[Tensor]) -> Tensor:
+        return hx if permutation is None else hx.index_select(1, permutation)
+
+    def forward(self, input, hx: Optional[Tensor] = None):
         dirs = 2 if self.bidirectional else 1
         packed = isinstance(input, PackedSequence)
         if packed:
             data, batch_sizes, sorted_indices, unsorted_indices = input
+            self._check_forward_args(data, hx, packed=True)
             B = int(batch_sizes[0])
-            if hx is None:
-                hx = data.new_zeros(self.num_layers * dirs, B, self.hidden_size)
-            else:
-                hx = self.permute_hidden(hx, sorted_indices)
-            self.check_forward_args(data, hx, batch_sizes)
+            hx = data.new_zeros(self.num_layers * dirs, B, self.hidden_size) if hx is None \
+                else self._permute(hx, sorted_indices)
+            self._check_hidden(hx, B)
             rows, lengths = _packed_positions(batch_sizes)
             T = len(batch_sizes)
             x = data.new_zeros(T * B, data.shape[-1]).index_copy(0, rows.to(data.device), data).view(T, B, -1)
@@ -59,21 +152,20 @@ class RNN(torch.nn.RNN):
                     hx = hx.unsqueeze(1)
             elif hx is not None and hx.dim() != 3:
                 raise RuntimeError(f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor")
+            self._check_forward_args(input, hx, packed=False)
             B = input.size(batch_dim)
             if hx is None:
                 hx = input.new_zeros(self.num_layers * dirs, B, self.hidden_size)
-            self.check_forward_args(input, hx, None)
+            self._check_hidden(hx, B)
             x = input.transpose(0, 1) if self.batch_first else input
             lengths = None
         self._check_dtypes(x, hx)
-        n = 4 if self.bias else 2
-        weights = [self._flat_weights[i:i + n] for i in range(0, len(self._flat_weights), n)]
-        out, h_n = F.rnn(x, hx, weights, self.nonlinearity, self.num_layers, self.dropout, self.training,
+        out, h_n = F.rnn(x, hx, self.all_weights, self.nonlinearity, self.num_layers, self.dropout, self.training,
                          self.bidirectional, lengths)
         if packed:
             out = out.reshape(T * B, -1).index_select(0, rows.to(out.device))
             return PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices), \
-                self.permute_hidden(h_n, unsorted_indices)
+                self._permute(h_n, unsorted_indices)
         if self.batch_first:
             out = out.transpose(0, 1)
         if not batched:

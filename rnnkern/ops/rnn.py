@@ -38,8 +38,10 @@ def rnn_backward(grad_output: Tensor, grad_hn: Tensor, input: Tensor, hx: Tensor
 
 @rnn_backward.register_fake
 def _(grad_output, grad_hn, input, hx, w_ih, w_hh, output, lengths, relu, has_bias):
+    # the kernels return fresh contiguous tensors, whatever the inputs' strides
     grad_b = w_hh.new_empty((w_hh.shape[0],) if has_bias else (0,))
-    return torch.empty_like(input), torch.empty_like(hx), torch.empty_like(w_ih), torch.empty_like(w_hh), grad_b
+    return (input.new_empty(input.shape), hx.new_empty(hx.shape), w_ih.new_empty(w_ih.shape),
+            w_hh.new_empty(w_hh.shape), grad_b)
 
 
 def _setup_context(ctx, inputs, output):
