@@ -59,10 +59,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
+    import torch
+
     from rnnkern.models.segmentation import MODELS, build_model
-    for name in MODELS:
+    from rnnkern.models.segmentation.train import step_time
+    if args.time:
+        print(f"CPU step time: forward + backward + AdamW, batch {args.batch_size}, {args.in_channels} x {args.size} "
+              f"x {args.size}, {torch.get_num_threads()} threads, median of {args.steps}")
+    for name in args.only or MODELS:
         m = build_model(name, args.num_classes, args.in_channels, args.base_width)
-        print(f"{name:<14} {sum(p.numel() for p in m.parameters()) / 1e6:7.3f} M params")
+        line = f"{name:<14} {sum(p.numel() for p in m.parameters()) / 1e6:7.3f} M params"
+        if args.time:
+            t = step_time(name, args.num_classes, args.in_channels, args.base_width, args.batch_size, args.size,
+                          args.steps)
+            line += f"  {t * 1e3:8.1f} ms/step"
+        print(line, flush=True)
     return 0
 
 
@@ -134,5 +145,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=_positive_int, default=11)
     p.add_argument("--in-channels", type=_positive_int, default=1)
     p.add_argument("--base-width", type=_positive_int, default=16)
+    p.add_argument("--only", nargs="+", choices=list(MODELS), default=None)
+    p.add_argument("--time", action="store_true", help="also time a CPU training step")
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--size", type=_positive_int, default=64)
+    p.add_argument("--steps", type=_positive_int, default=5)
     p.set_defaults(func=_run(_cmd_models))
     return seg
