@@ -65,7 +65,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from rnnkern.models.segmentation.train import step_time
     if args.time:
         print(f"CPU step time: forward + backward + AdamW, batch {args.batch_size}, {args.in_channels} x {args.size} "
-              f"x {args.size}, {torch.get_num_threads()} threads, median of {args.steps}")
+              f"x {args.size}, {torch.get_num_threads()} threads, fastest of {args.steps}")
     for name in args.only or MODELS:
         m = build_model(name, args.num_classes, args.in_channels, args.base_width)
         line = f"{name:<14} {sum(p.numel() for p in m.parameters()) / 1e6:7.3f} M params"
