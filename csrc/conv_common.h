@@ -28,9 +28,8 @@ struct ConvGeometry {
                           int64_t* hi) {
     // in-position = o * s - p + r * d must lie in [0, in)
     const int64_t off = r * d - p;
-    *lo = std::max<int64_t>(0, conv_div_ceil(-off, s));
-    *hi = std::min<int64_t>(out, conv_div_ceil(in - off, s));
-    if (*hi < *lo) *hi = *lo;
+    *lo = std::min<int64_t>(out, std::max<int64_t>(0, conv_div_ceil(-off, s)));
+    *hi = std::max<int64_t>(*lo, std::min<int64_t>(out, conv_div_ceil(in - off, s)));
   }
   void valid_rows(int64_t r, int64_t* lo, int64_t* hi) const { valid_range(r, sh, dh, pt, H, OH, lo, hi); }
   void valid_cols(int64_t s, int64_t* lo, int64_t* hi) const { valid_range(s, sw, dw, pl, W, OW, lo, hi); }

@@ -1,5 +1,6 @@
 """Drop-in torch.nn modules on rnnkern's kernels (same constructors, parameters, state_dict)."""
+from rnnkern.nn.conv import Conv1d, Conv2d
 from rnnkern.nn.pooling import MaxUnpool1d, MaxUnpool2d
 from rnnkern.nn.rnn import RNN, RNNCell
 
-__all__ = ["MaxUnpool1d", "MaxUnpool2d", "RNN", "RNNCell"]
+__all__ = ["Conv1d", "Conv2d", "MaxUnpool1d", "MaxUnpool2d", "RNN", "RNNCell"]

@@ -1,5 +1,6 @@
 """Custom ops over the compiled kernels. The only package that touches rnnkern._C."""
 from rnnkern.ops import max_unpool  # noqa: F401  (registers rnnkern::max_unpool_*)
 from rnnkern.ops import rnn  # noqa: F401  (registers rnnkern::rnn_*)
+from rnnkern.ops import conv  # noqa: F401  (registers rnnkern::conv2d_*)
 
-OPS = ["max_unpool", "rnn"]
+OPS = ["max_unpool", "rnn", "conv"]

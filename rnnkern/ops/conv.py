@@ -1,0 +1,230 @@
+"""Dilated / strided / grouped convolution (1-D and 2-D; 1-D runs as 2-D with H = 1).
+
+Layers: `rnnkern::conv2d_forward`, `rnnkern::conv2d_backward_input` and
+`rnnkern::conv2d_backward_weight` are torch.library custom ops over the pybind11 kernels
+(csrc/cpu/conv.cpp, csrc/cuda/conv.cu), each with a fake (meta) implementation, so torch.compile
+and torch.export see opaque nodes. Autograd is registered on all three: the forward's backward
+calls the two backward ops, and the backward ops are linear in each argument, so their own
+backwards are convolutions again (double backward works).
+
+Padding is always passed to the ops as four entries (top, left, bottom, right), so 'same' with
+an even effective kernel (torch pads one extra row/column at the bottom/right) needs no F.pad:
+the kernels read the extra padding as zeros.
+
+Layout rule (rnnkern.ops._validate.channels_last_output): forward output and grad_input are
+channels_last when input / grad_output is; grad_weight is contiguous.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from rnnkern.ops._ext import _C
+from rnnkern.ops._validate import check_same, check_supported_device, check_tensor, empty_like_layout, ntuple
+
+
+def out_size(in_size: int, k: int, s: int, d: int, p_lo: int, p_hi: int) -> int:
+    """torch's output-size formula; < 1 when the dilated kernel does not fit the padded input."""
+    return (in_size + p_lo + p_hi - d * (k - 1) - 1) // s + 1
+
+
+@torch.library.custom_op("rnnkern::conv2d_forward", mutates_args=())
+def conv2d_forward(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: list[int], padding: list[int],
+                   dilation: list[int], groups: int) -> Tensor:
+    return _C.conv2d_forward(input, weight, bias, stride, padding, dilation, groups)
+
+
+@conv2d_forward.register_fake
+def _(input, weight, bias, stride, padding, dilation, groups):
+    pt, pl, pb, pr = _pad4(padding)
+    oh = out_size(input.shape[2], weight.shape[2], stride[0], dilation[0], pt, pb)
+    ow = out_size(input.shape[3], weight.shape[3], stride[1], dilation[1], pl, pr)
+    return empty_like_layout(input, (input.shape[0], weight.shape[0], oh, ow))
+
+
+@torch.library.custom_op("rnnkern::conv2d_backward_input", mutates_args=())
+def conv2d_backward_input(grad_output: Tensor, weight: Tensor, input_size: list[int], stride: list[int],
+                          padding: list[int], dilation: list[int], groups: int) -> Tensor:
+    return _C.conv2d_backward_input(grad_output, weight, input_size, stride, padding, dilation, groups)
+
+
+@conv2d_backward_input.register_fake
+def _(grad_output, weight, input_size, stride, padding, dilation, groups):
+    return empty_like_layout(grad_output, input_size)
+
+
+@torch.library.custom_op("rnnkern::conv2d_backward_weight", mutates_args=())
+def conv2d_backward_weight(grad_output: Tensor, input: Tensor, weight_size: list[int], stride: list[int],
+                           padding: list[int], dilation: list[int], groups: int,
+                           bias_grad: bool) -> tuple[Tensor, Tensor]:
+    return _C.conv2d_backward_weight(grad_output, input, weight_size, stride, padding, dilation, groups, bias_grad)
+
+
+@conv2d_backward_weight.register_fake
+def _(grad_output, input, weight_size, stride, padding, dilation, groups, bias_grad):
+    gw = input.new_empty(weight_size)
+    gb = input.new_empty((weight_size[0] if bias_grad else 0,))
+    return gw, gb
+
+
+def _pad4(padding: list[int]) -> list[int]:
+    return list(padding) if len(padding) == 4 else [padding[0], padding[1], padding[0], padding[1]]
+
+
+# ---- autograd --------------------------------------------------------------------------------
+
+def _forward_setup(ctx, inputs, output):
+    input, weight, bias, stride, padding, dilation, groups = inputs
+    ctx.save_for_backward(input, weight)
+    ctx.args = (stride, padding, dilation, groups)
+
+
+def _forward_backward(ctx, grad_output):
+    input, weight = ctx.saved_tensors
+    stride, padding, dilation, groups = ctx.args
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    gx = gw = gb = None
+    if need_x:
+        gx = conv2d_backward_input(grad_output, weight, list(input.shape), stride, padding, dilation, groups)
+    if need_w:
+        gw, gb = conv2d_backward_weight(grad_output, input, list(weight.shape), stride, padding, dilation, groups,
+                                        need_b)
+        gb = gb if need_b else None
+    elif need_b:
+        gb = grad_output.sum((0, 2, 3))
+    return gx, gw, gb, None, None, None, None
+
+
+def _backward_input_setup(ctx, inputs, output):
+    grad_output, weight, input_size, stride, padding, dilation, groups = inputs
+    ctx.save_for_backward(grad_output, weight)
+    ctx.args = (stride, padding, dilation, groups)
+
+
+def _backward_input_backward(ctx, gg_input):
+    # grad_input = D(grad_output, weight), bilinear: d/dgrad_output = conv(gg, w), d/dw = wgrad(gy, gg)
+    grad_output, weight = ctx.saved_tensors
+    stride, padding, dilation, groups = ctx.args
+    g_gy = g_w = None
+    if ctx.needs_input_grad[0]:
+        g_gy = conv2d_forward(gg_input, weight, None, stride, padding, dilation, groups)
+    if ctx.needs_input_grad[1]:
+        g_w, _ = conv2d_backward_weight(grad_output, gg_input, list(weight.shape), stride, padding, dilation, groups,
+                                        False)
+    return g_gy, g_w, None, None, None, None, None
+
+
+def _backward_weight_setup(ctx, inputs, output):
+    grad_output, input, weight_size, stride, padding, dilation, groups, bias_grad = inputs
+    ctx.save_for_backward(grad_output, input)
+    ctx.args = (stride, padding, dilation, groups, bias_grad)
+
+
+def _backward_weight_backward(ctx, gg_weight, gg_bias):
+    # grad_weight = Wg(grad_output, input) and grad_bias = sum(grad_output), both linear.
+    grad_output, input = ctx.saved_tensors
+    stride, padding, dilation, groups, bias_grad = ctx.args
+    g_gy = g_x = None
+    if ctx.needs_input_grad[0]:
+        g_gy = conv2d_forward(input, gg_weight, None, stride, padding, dilation, groups)
+        if bias_grad and gg_bias is not None and gg_bias.numel():
+            g_gy = g_gy + gg_bias.view(1, -1, 1, 1)
+    if ctx.needs_input_grad[1]:
+        g_x = conv2d_backward_input(grad_output, gg_weight, list(input.shape), stride, padding, dilation, groups)
+    return g_gy, g_x, None, None, None, None, None, None
+
+
+torch.library.register_autograd("rnnkern::conv2d_forward", _forward_backward, setup_context=_forward_setup)
+torch.library.register_autograd("rnnkern::conv2d_backward_input", _backward_input_backward,
+                                setup_context=_backward_input_setup)
+torch.library.register_autograd("rnnkern::conv2d_backward_weight", _backward_weight_backward,
+                                setup_context=_backward_weight_setup)
+
+
+# ---- validation + torch's argument conventions, used by rnnkern.functional ---------------------
+
+def resolve_padding(op: str, padding, kernel: list[int], stride: list[int], dilation: list[int]) -> list[int]:
+    """int / sequence / 'valid' / 'same' -> [lo_0, ..., lo_{nd-1}, hi_0, ..., hi_{nd-1}].
+
+    'same' follows torch: total = d * (k - 1) per dim, lo = total // 2, the odd one extra at the
+    end (hi)."""
+    nd = len(kernel)
+    if isinstance(padding, str):
+        if padding == "valid":
+            return [0] * (2 * nd)
+        if padding != "same":
+            raise ValueError(f"{op}: invalid padding string {padding!r}, should be one of {{'valid', 'same'}}")
+        if any(s != 1 for s in stride):
+            raise ValueError(f"{op}: padding='same' is not supported for strided convolutions (stride={stride})")
+        total = [dilation[i] * (kernel[i] - 1) for i in range(nd)]
+        lo = [t // 2 for t in total]
+        return lo + [t - l for t, l in zip(total, lo)]
+    p = ntuple(op, "padding", padding, nd)
+    if any(v < 0 for v in p):
+        raise ValueError(f"{op}: padding must be non-negative, got {padding!r}")
+    return p + p
+
+
+def conv(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding, dilation, groups,
+         nd: int) -> Tensor:
+    """Validate (torch's rules, errors naming the argument), reshape to 4-D, call the op, restore
+    the caller's rank. nd = 1 runs as a 2-D convolution with H = 1."""
+    check_tensor(op, "input", input, dims=(nd + 1, nd + 2), floating=True)
+    check_tensor(op, "weight", weight, dims=(nd + 2,), floating=True)
+    check_same(op, "input", input, "weight", weight)
+    if bias is not None:
+        check_tensor(op, "bias", bias, dims=(1,), floating=True)
+        check_same(op, "input", input, "bias", bias)
+    check_supported_device(op, input)
+    if not isinstance(groups, int) or isinstance(groups, bool):
+        raise TypeError(f"{op}: groups must be an int, got {groups!r}")
+    if groups < 1:
+        raise ValueError(f"{op}: groups must be a positive integer, got {groups}")
+    stride = ntuple(op, "stride", stride, nd)
+    if any(v < 1 for v in stride):
+        raise ValueError(f"{op}: stride must be positive (non-positive stride is not supported), got {stride}")
+    dilation = ntuple(op, "dilation", dilation, nd)
+    if any(v < 1 for v in dilation):
+        raise ValueError(f"{op}: dilation must be positive (non-positive dilation is not supported), got {dilation}")
+
+    unbatched = input.dim() == nd + 1
+    c_in = input.shape[0 if unbatched else 1]
+    c_out, cg = weight.shape[0], weight.shape[1]
+    kernel = list(weight.shape[2:])
+    if c_out == 0 or any(k < 1 for k in kernel) or cg < 1:
+        raise ValueError(f"{op}: weight must have non-zero sizes, got {tuple(weight.shape)}")
+    if c_in % groups:
+        raise ValueError(f"{op}: groups={groups} must divide the input channels ({c_in})")
+    if c_out % groups:
+        raise ValueError(f"{op}: groups={groups} must divide the output channels, weight.shape[0] ({c_out})")
+    if cg * groups != c_in:
+        raise ValueError(f"{op}: channel mismatch: weight of size {tuple(weight.shape)} with groups={groups} expects "
+                         f"input with {cg * groups} channels, but input of size {tuple(input.shape)} has {c_in}")
+    if bias is not None and bias.shape[0] != c_out:
+        raise ValueError(f"{op}: bias must have {c_out} elements (weight.shape[0]), got {tuple(bias.shape)}")
+    pad = resolve_padding(op, padding, kernel, stride, dilation)
+    spatial = list(input.shape[-nd:])
+    if any(s < 1 for s in spatial):
+        raise ValueError(f"{op}: input spatial size must be non-zero, got {tuple(input.shape)}")
+    for i in range(nd):
+        padded = spatial[i] + pad[i] + pad[nd + i]
+        eff = dilation[i] * (kernel[i] - 1) + 1
+        if eff > padded:
+            raise ValueError(f"{op}: kernel size can't be greater than the padded input size: padded input "
+                             f"{[spatial[j] + pad[j] + pad[nd + j] for j in range(nd)]}, dilated kernel "
+                             f"{[dilation[j] * (kernel[j] - 1) + 1 for j in range(nd)]} (dim {i})")
+
+    x = input.unsqueeze(0) if unbatched else input
+    w = weight
+    if nd == 1:  # (N, C, L) -> (N, C, 1, L)
+        x, w = x.unsqueeze(2), w.unsqueeze(2)
+        stride, dilation = [1] + stride, [1] + dilation
+        pad4 = [0, pad[0], 0, pad[1]]
+    else:
+        pad4 = pad  # [top, left, bottom, right]
+    out = conv2d_forward(x, w, bias, stride, pad4, dilation, groups)
+    if nd == 1:
+        out = out.squeeze(2)
+    return out.squeeze(0) if unbatched else out

@@ -1,0 +1,456 @@
+"""Dilated convolution (rnnkern.functional.conv1d/conv2d, rnnkern.nn.Conv1d/Conv2d) against
+torch's F.conv1d/F.conv2d in fp64: forward, grad-input, grad-weight, grad-bias."""
+import random
+
+import pytest
+import torch
+import torch.nn.functional as TF
+from torch import nn
+
+from rnnkern import functional as RF
+from rnnkern import nn as rnn
+from rnnkern.ops import conv as conv_ops
+from tests.utils import DEVICES, TOL, TOL_TF32, rel_err
+
+# torch's own 'same' with an even kernel warns that it pads a copy (the reference side only)
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
+
+FWD = torch.ops.rnnkern.conv2d_forward.default
+DGRAD = torch.ops.rnnkern.conv2d_backward_input.default
+WGRAD = torch.ops.rnnkern.conv2d_backward_weight.default
+
+
+def _rng():
+    # conftest seeds torch per test node; derive Python's RNG from it so cases are reproducible
+    return random.Random(torch.initial_seed())
+
+
+def _torch_conv(nd):
+    return TF.conv1d if nd == 1 else TF.conv2d
+
+
+def _rk_conv(nd):
+    return RF.conv1d if nd == 1 else RF.conv2d
+
+
+def _rand_case(rng, nd, *, max_dil=18):
+    """Random (shapes, kwargs) valid for F.conv{nd}d: odd sizes, dilation up to max_dil,
+    groups / depthwise, int or 'same' / 'valid' padding, strides."""
+    kind = rng.choice(["dense", "dense", "grouped", "depthwise"])
+    if kind == "dense":
+        groups, cin, cout = 1, rng.randint(1, 7), rng.randint(1, 7)
+    elif kind == "grouped":
+        groups = rng.randint(2, 3)
+        cin, cout = groups * rng.randint(1, 3), groups * rng.randint(1, 3)
+    else:
+        groups = cin = rng.randint(1, 6)
+        cout = cin * rng.randint(1, 2)
+    kernel = [rng.randint(1, 4) for _ in range(nd)]
+    dil = [rng.choice([1, 1, 2, 3, rng.randint(4, max_dil)]) for _ in range(nd)]
+    pmode = rng.choice(["int", "int", "same", "valid"])
+    stride = [1] * nd if pmode == "same" else [rng.choice([1, 1, 2, 3]) for _ in range(nd)]
+    if pmode == "int":
+        padding = [rng.randint(0, dil[i] * (kernel[i] - 1) // 2 + 1) for i in range(nd)]
+        pad_total = [2 * p for p in padding]
+    elif pmode == "same":
+        padding, pad_total = "same", [0] * nd
+    else:
+        padding, pad_total = "valid", [0] * nd
+    size = []
+    for i in range(nd):
+        eff = dil[i] * (kernel[i] - 1) + 1
+        lo = max(1, eff - pad_total[i]) if pmode != "same" else 1
+        size.append(lo + rng.randint(0, 9))
+    n = rng.choice([1, 2, 3])
+    return (n, cin, *size), (cout, cin // groups, *kernel), dict(stride=stride, padding=padding, dilation=dil,
+                                                                  groups=groups)
+
+
+def _run(nd, x, w, b, kw, gy, ours):
+    """Forward + all three gradients through autograd; returns (y, gx, gw, gb)."""
+    x, w = x.detach().requires_grad_(), w.detach().requires_grad_()
+    b = None if b is None else b.detach().requires_grad_()
+    y = (_rk_conv(nd) if ours else _torch_conv(nd))(x, w, b, **kw)
+    y.backward(gy)
+    return y, x.grad, w.grad, None if b is None else b.grad
+
+
+def _compare(nd, xs, ws, kw, device, dtype, *, bias=True, layout=torch.contiguous_format, tol=None):
+    x = torch.randn(xs, dtype=torch.float64)
+    w = torch.randn(ws, dtype=torch.float64)
+    b = torch.randn(ws[0], dtype=torch.float64) if bias else None
+    y_ref = _torch_conv(nd)(x, w, b, **kw)
+    gy = torch.randn_like(y_ref)
+    ref = _run(nd, x, w, b, kw, gy, ours=False)
+    cast = dict(device=device, dtype=dtype)
+    xd = x.to(**cast)
+    if layout == torch.channels_last:
+        xd = xd.contiguous(memory_format=torch.channels_last)
+    got = _run(nd, xd, w.to(**cast), None if b is None else b.to(**cast), kw, gy.to(**cast), ours=True)
+    tol = tol if tol is not None else TOL[dtype]
+    for name, o, r in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, ref):
+        if r is None:
+            assert o is None
+            continue
+        assert o.shape == r.shape, (name, o.shape, r.shape)
+        assert o.dtype == dtype and o.device.type == device
+        assert rel_err(o, r) < tol, (name, rel_err(o, r), xs, ws, kw)
+    return got
+
+
+# ----------------------------------------------------------------------------------------------
+# values and gradients vs torch
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("nd", [1, 2])
+def test_random_vs_torch(device, nd):
+    rng = _rng()
+    if device == "cuda":
+        torch.backends.cudnn.allow_tf32 = False  # strict fp32 path here; tf32 in test_cuda_dtypes
+    try:
+        for _ in range(40):
+            xs, ws, kw = _rand_case(rng, nd)
+            _compare(nd, xs, ws, kw, device, torch.float32, bias=rng.random() < 0.7)
+    finally:
+        torch.backends.cudnn.allow_tf32 = True
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("d", [1, 2, 6, 12, 18])
+def test_dilated_same_3x3(device, d):
+    """The DeepLab/ASPP shape family: 3x3, 'same', dilation up to 18 on maps smaller than the
+    dilation (most taps read padding)."""
+    for hw in [(13, 17), (32, 32)]:
+        _compare(2, (2, 5, *hw), (6, 5, 3, 3), dict(padding="same", dilation=d), device, torch.float64)
+        _compare(2, (2, 5, *hw), (6, 5, 3, 3), dict(padding=d, dilation=d), device, torch.float64,
+                 layout=torch.channels_last)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_same_even_kernel_is_asymmetric(device):
+    # total padding d*(k-1) odd: torch pads one extra at the bottom/right
+    for ks, d in [((2, 4), (1, 3)), ((4, 2), (3, 5)), ((2, 2), (1, 1))]:
+        _compare(2, (2, 3, 11, 9), (4, 3, *ks), dict(padding="same", dilation=d), device, torch.float64)
+    _compare(1, (2, 3, 10), (4, 3, 4), dict(padding="same", dilation=3), device, torch.float64)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_groups_and_depthwise(device):
+    _compare(2, (2, 8, 9, 10), (8, 1, 3, 3), dict(padding=2, dilation=2, groups=8), device, torch.float64)
+    _compare(2, (2, 8, 9, 10), (16, 1, 3, 3), dict(padding=1, groups=8), device, torch.float64,
+             layout=torch.channels_last)
+    _compare(2, (3, 6, 7, 8), (9, 2, 3, 2), dict(stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=3),
+             device, torch.float64)
+    _compare(1, (2, 4, 15), (4, 1, 5), dict(padding="same", dilation=3, groups=4), device, torch.float64)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_pointwise_and_strided(device):
+    _compare(2, (2, 7, 5, 6), (3, 7, 1, 1), {}, device, torch.float64)
+    _compare(2, (2, 7, 5, 6), (3, 7, 1, 1), {}, device, torch.float64, layout=torch.channels_last)
+    _compare(2, (2, 3, 11, 12), (4, 3, 3, 3), dict(stride=3, padding=1), device, torch.float64)
+    _compare(2, (2, 3, 11, 12), (4, 3, 1, 1), dict(stride=2), device, torch.float64, layout=torch.channels_last)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_cuda_half_types(dtype, layout):
+    """bf16/fp16: error vs the fp64 reference at most 2x torch's own same-dtype op error."""
+    for xs, ws, kw in [((2, 32, 20, 21), (48, 32, 3, 3), dict(padding="same", dilation=6)),
+                       ((2, 64, 16, 16), (64, 64, 3, 3), dict(padding=12, dilation=12)),
+                       ((3, 12, 13, 9), (12, 4, 3, 3), dict(padding=1, groups=3, stride=2)),
+                       ((2, 16, 9, 9), (16, 1, 3, 3), dict(padding=2, dilation=2, groups=16))]:
+        x, w, b = torch.randn(xs, dtype=torch.float64), torch.randn(ws, dtype=torch.float64), torch.randn(
+            ws[0], dtype=torch.float64)
+        gy = torch.randn_like(TF.conv2d(x, w, b, **kw))
+        ref = _run(2, x, w, b, kw, gy, ours=False)
+        cast = dict(device="cuda", dtype=dtype)
+        xd = x.to(**cast).contiguous(memory_format=layout)
+        got = _run(2, xd, w.to(**cast), b.to(**cast), kw, gy.to(**cast).contiguous(memory_format=layout), True)
+        theirs = _run(2, xd, w.to(**cast), b.to(**cast), kw, gy.to(**cast).contiguous(memory_format=layout), False)
+        for name, o, t, r in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, theirs, ref):
+            assert o.dtype == dtype
+            assert rel_err(o, r) <= 2 * rel_err(t, r) + 1e-3, (name, rel_err(o, r), rel_err(t, r), kw)
+        if layout == torch.channels_last:
+            assert got[0].is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_cuda_tf32(layout):
+    assert torch.backends.cudnn.allow_tf32
+    for xs, ws, kw in [((2, 32, 20, 21), (48, 32, 3, 3), dict(padding="same", dilation=6)),
+                       ((2, 40, 16, 16), (24, 40, 3, 3), dict(padding=18, dilation=18))]:
+        _compare(2, xs, ws, kw, "cuda", torch.float32, layout=layout, tol=TOL_TF32)
+
+
+@pytest.mark.cuda
+def test_cuda_large_tile_shapes():
+    """Shapes that span several tiles in every GEMM dimension (and the split-K wgrad)."""
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        for layout in (torch.contiguous_format, torch.channels_last):
+            _compare(2, (3, 72, 37, 41), (136, 72, 3, 3), dict(padding=6, dilation=6), "cuda", torch.float32,
+                     layout=layout)
+            _compare(2, (2, 130, 33, 35), (66, 130, 3, 3), dict(padding="same", dilation=18), "cuda",
+                     torch.float32, layout=layout)
+    finally:
+        torch.backends.cudnn.allow_tf32 = True
+
+
+# ----------------------------------------------------------------------------------------------
+# autograd checks, opcheck, compile
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradcheck_fp64(device):
+    opts = dict(device=device, dtype=torch.float64, requires_grad=True)
+    cases = [
+        (2, (2, 4, 4, 5), (4, 2, 2, 3), dict(stride=(1, 2), padding=(1, 0), dilation=(2, 1), groups=2)),
+        (2, (1, 2, 5, 4), (2, 2, 3, 3), dict(padding="same", dilation=2)),
+        (2, (1, 2, 3, 4), (2, 1, 2, 2), dict(padding="same", dilation=(1, 3), groups=2)),
+        (1, (2, 3, 9), (2, 3, 3), dict(stride=2, padding=2, dilation=3)),
+    ]
+    for nd, xs, ws, kw in cases:
+        x, w, b = torch.randn(xs, **opts), torch.randn(ws, **opts), torch.randn(ws[0], **opts)
+        f = lambda x, w, b: _rk_conv(nd)(x, w, b, **kw)  # noqa: E731
+        assert torch.autograd.gradcheck(f, (x, w, b))
+        # double backward runs through the backward ops' own autograd (bilinear: exact)
+        assert torch.autograd.gradgradcheck(f, (x, w, b), fast_mode=True)
+
+
+def _op_samples(device):
+    opts = dict(device=device, dtype=torch.float32)
+    out = []
+    for xs, ws, stride, pad, dil, groups, cl in [
+        ((2, 4, 7, 6), (6, 2, 3, 3), [1, 1], [2, 2, 2, 2], [2, 2], 2, False),
+        ((2, 3, 8, 9), (5, 3, 2, 3), [2, 1], [0, 1, 1, 1], [1, 3], 1, True),
+    ]:
+        x = torch.randn(xs, **opts)
+        if cl:
+            x = x.contiguous(memory_format=torch.channels_last)
+        w, b = torch.randn(ws, **opts), torch.randn(ws[0], **opts)
+        y = FWD(x, w, b, stride, pad, dil, groups)
+        gy = torch.randn_like(y)
+        out.append((x, w, b, gy, stride, pad, dil, groups))
+    return out
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    for i, (x, w, b, gy, stride, pad, dil, groups) in enumerate(_op_samples(device)):
+        rg = i == 0  # one sample with grads (autograd registration), one without
+        xr, wr, br, gyr = (t.detach().requires_grad_(rg) for t in (x, w, b, gy))
+        torch.library.opcheck(FWD, (xr, wr, br if rg else None, stride, pad, dil, groups))
+        torch.library.opcheck(DGRAD, (gyr, wr, list(x.shape), stride, pad, dil, groups))
+        torch.library.opcheck(WGRAD, (gyr, xr, list(w.shape), stride, pad, dil, groups, rg))
+
+
+class ASPP(nn.Module):
+    """DeepLab v3's atrous spatial pyramid pooling head, on rnnkern.nn.Conv2d."""
+
+    def __init__(self, cin, cout, rates=(6, 12, 18)):
+        super().__init__()
+        self.branches = nn.ModuleList([rnn.Conv2d(cin, cout, 1, bias=False)] + [
+            rnn.Conv2d(cin, cout, 3, padding=r, dilation=r, bias=False) for r in rates])
+        self.project = rnn.Conv2d(cout * (len(rates) + 1), cout, 1)
+
+    def forward(self, x):
+        return self.project(torch.cat([torch.relu(b(x)) for b in self.branches], dim=1))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_compile_aspp_fullgraph(device):
+    torch._dynamo.reset()
+    model = ASPP(8, 4).to(device)
+    x = torch.randn(2, 8, 13, 11, device=device, requires_grad=True)
+    y_eager = model(x)
+    gx_eager, = torch.autograd.grad(y_eager.sum(), x)
+    # CPU: aot_eager (dynamo fullgraph + the fakes + AOT autograd, without inductor's C++ compile
+    # time); CUDA: inductor
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager" if device == "cpu" else "inductor")
+    y = compiled(x)
+    gx, = torch.autograd.grad(y.sum(), x)
+    assert rel_err(y, y_eager) < 1e-5 and rel_err(gx, gx_eager) < 1e-5
+    # and torch's own module computes the same thing
+    tm = [nn.Conv2d(8, 4, 1, bias=False)] + [nn.Conv2d(8, 4, 3, padding=r, dilation=r, bias=False) for r in (6, 12, 18)]
+    for t, m in zip(tm, model.branches):
+        t.load_state_dict(m.state_dict())
+    tp = nn.Conv2d(16, 4, 1)
+    tp.load_state_dict(model.project.state_dict())
+    with torch.no_grad():
+        y_torch = tp.to(device)(torch.cat([torch.relu(t.to(device)(x)) for t in tm], dim=1))
+    assert rel_err(y, y_torch) < (1e-5 if device == "cpu" else TOL_TF32)
+
+
+# ----------------------------------------------------------------------------------------------
+# layouts, strides, edge cases
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_channels_last_in_channels_last_out(device):
+    x = torch.randn(2, 6, 9, 10, device=device).contiguous(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(4, 6, 3, 3, device=device, requires_grad=True)
+    y = RF.conv2d(x, w, None, padding=2, dilation=2)
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    y.backward(torch.randn_like(y))
+    assert x.grad.is_contiguous(memory_format=torch.channels_last)
+    # the fakes agree with the kernels on strides (torch.compile relies on it)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    mode = FakeTensorMode()
+    fx, fw = mode.from_tensor(x.detach()), mode.from_tensor(w.detach())
+    with mode:
+        fy = FWD(fx, fw, None, [1, 1], [2, 2, 2, 2], [2, 2], 1)
+    assert fy.stride() == y.stride()
+    # a channels_last module on channels_last data
+    m = rnn.Conv2d(6, 4, 3, padding="same", dilation=3).to(device).to(memory_format=torch.channels_last)
+    assert m(x).is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_noncontiguous_inputs(device):
+    base = torch.randn(3, 10, 14, 17, dtype=torch.float64, device=device)
+    x = base[::2, 1:7, ::2, 3:].transpose(2, 3)           # (2, 6, 7, 7) with odd strides
+    w = torch.randn(3, 4, 6, 2, dtype=torch.float64, device=device).permute(0, 3, 1, 2)  # (3, 2, 4, 6)
+    w = w[:, :, :3, ::2]                                   # (3, 2, 3, 3)
+    b = torch.randn(6, dtype=torch.float64, device=device)[::2]
+    kw = dict(padding=2, dilation=2, groups=3)
+    assert not x.is_contiguous() and not w.is_contiguous() and not b.is_contiguous()
+    y = RF.conv2d(x, w, b, **kw)
+    yr = TF.conv2d(x.contiguous(), w.contiguous(), b.contiguous(), **kw)
+    assert rel_err(y, yr) < TOL[torch.float64]
+    # a non-contiguous grad_output (expand) through autograd
+    xr, wr = x.detach().requires_grad_(), w.detach().requires_grad_()
+    out = RF.conv2d(xr, wr, None, **kw)
+    gy = torch.randn(1, out.shape[1], 1, out.shape[3], dtype=torch.float64, device=device).expand_as(out)
+    out.backward(gy)
+    xt, wt = x.detach().requires_grad_(), w.detach().requires_grad_()
+    TF.conv2d(xt, wt, None, **kw).backward(gy.contiguous())
+    assert rel_err(xr.grad, xt.grad) < TOL[torch.float64] and rel_err(wr.grad, wt.grad) < TOL[torch.float64]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_empty_batch_and_unbatched(device):
+    x = torch.randn(0, 4, 7, 8, device=device, requires_grad=True)
+    w = torch.randn(6, 4, 3, 3, device=device, requires_grad=True)
+    b = torch.randn(6, device=device, requires_grad=True)
+    y = RF.conv2d(x, w, b, padding=1, dilation=2)
+    assert y.shape == (0, 6, 5, 6)
+    y.sum().backward()
+    assert x.grad.shape == x.shape and torch.equal(w.grad, torch.zeros_like(w)) and torch.equal(b.grad,
+                                                                                                   torch.zeros_like(b))
+    x3 = torch.randn(4, 7, 8, device=device)
+    assert torch.allclose(RF.conv2d(x3, w, b, padding=1), TF.conv2d(x3, w, b, padding=1), atol=1e-5)
+    x2, w1 = torch.randn(4, 9, device=device), torch.randn(5, 4, 3, device=device)
+    assert torch.allclose(RF.conv1d(x2, w1, padding="same"), TF.conv1d(x2, w1, padding="same"), atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_deterministic(device):
+    x = torch.randn(5, 16, 19, 23, device=device)
+    w = torch.randn(24, 16, 3, 3, device=device)
+    y = RF.conv2d(x, w, None, padding=6, dilation=6)
+    gy = torch.randn_like(y)
+    runs = []
+    for _ in range(2):
+        runs.append((FWD(x, w, None, [1, 1], [6, 6, 6, 6], [6, 6], 1),
+                     DGRAD(gy, w, list(x.shape), [1, 1], [6, 6, 6, 6], [6, 6], 1),
+                     *WGRAD(gy, x, list(w.shape), [1, 1], [6, 6, 6, 6], [6, 6], 1, True)))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_backward_input_serves_transposed_conv(device):
+    """conv2d_backward_input with an input_size past the minimum is conv_transpose2d with
+    output_padding (the published contract the transposed convolution relies on)."""
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64, device=device)
+    w = torch.randn(6, 2, 3, 3, dtype=torch.float64, device=device)
+    for stride, pad, dil, opad in [((2, 2), (1, 1), (1, 1), (1, 1)), ((3, 2), (0, 2), (2, 1), (2, 0))]:
+        ref = TF.conv_transpose2d(x, w, None, stride, pad, opad, 3, dil)
+        got = DGRAD(x, w, list(ref.shape), list(stride), [pad[0], pad[1], pad[0], pad[1]], list(dil), 3)
+        assert rel_err(got, ref) < TOL[torch.float64]
+
+
+# ----------------------------------------------------------------------------------------------
+# modules
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
+def test_module_dropin(device, padding_mode):
+    for cls, tcls, xs, kw in [
+        (rnn.Conv2d, nn.Conv2d, (2, 4, 11, 12), dict(kernel_size=3, padding="same", dilation=2, groups=2)),
+        (rnn.Conv2d, nn.Conv2d, (2, 4, 11, 12), dict(kernel_size=(3, 2), stride=(2, 1), padding=(1, 2),
+                                                     bias=False)),
+        (rnn.Conv1d, nn.Conv1d, (2, 4, 13), dict(kernel_size=4, padding="same", dilation=3)),
+        (rnn.Conv1d, nn.Conv1d, (2, 4, 13), dict(kernel_size=3, stride=2, padding=2, groups=4)),
+    ]:
+        torch.manual_seed(0)
+        ours = cls(4, 8, padding_mode=padding_mode, device=device, dtype=torch.float64, **kw)
+        torch.manual_seed(0)
+        theirs = tcls(4, 8, padding_mode=padding_mode, device=device, dtype=torch.float64, **kw)
+        # same constructor, init (same RNG draws), parameter names, repr
+        assert repr(ours) == repr(theirs)
+        assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+        for p, q in zip(ours.parameters(), theirs.parameters()):
+            assert torch.equal(p, q)
+        # state_dicts load both ways
+        theirs.load_state_dict(ours.state_dict())
+        ours.load_state_dict(theirs.state_dict())
+        x = torch.randn(xs, dtype=torch.float64, device=device, requires_grad=True)
+        y, yt = ours(x), theirs(x)
+        assert rel_err(y, yt) < TOL[torch.float64]
+        g = torch.randn_like(y)
+        gx, gw = torch.autograd.grad(y, (x, ours.weight), g)
+        gxt, gwt = torch.autograd.grad(yt, (x, theirs.weight), g)
+        assert rel_err(gx, gxt) < TOL[torch.float64] and rel_err(gw, gwt) < TOL[torch.float64]
+
+
+# ----------------------------------------------------------------------------------------------
+# bad inputs
+
+def _bad_cases():
+    x, w = torch.randn(2, 4, 8, 8), torch.randn(6, 4, 3, 3)
+    return [
+        ("channel mismatch", lambda: RF.conv2d(torch.randn(2, 5, 8, 8), w), ValueError, "channel"),
+        ("groups not dividing in", lambda: RF.conv2d(x, torch.randn(6, 1, 3, 3), groups=3), ValueError,
+         "groups"),
+        ("groups not dividing out", lambda: RF.conv2d(x, torch.randn(5, 2, 3, 3), groups=2), ValueError, "groups"),
+        ("groups zero", lambda: RF.conv2d(x, w, groups=0), ValueError, "groups"),
+        ("kernel > padded input", lambda: RF.conv2d(torch.randn(1, 4, 4, 4), w, padding=1, dilation=3),
+         ValueError, "kernel size"),
+        ("zero stride", lambda: RF.conv2d(x, w, stride=0), ValueError, "stride"),
+        ("negative stride", lambda: RF.conv2d(x, w, stride=(1, -1)), ValueError, "stride"),
+        ("zero dilation", lambda: RF.conv2d(x, w, dilation=0), ValueError, "dilation"),
+        ("negative padding", lambda: RF.conv2d(x, w, padding=-1), ValueError, "padding"),
+        ("bad padding string", lambda: RF.conv2d(x, w, padding="full"), ValueError, "padding"),
+        ("same with stride", lambda: RF.conv2d(x, w, stride=2, padding="same"), ValueError, "same"),
+        ("wrong input dims", lambda: RF.conv2d(torch.randn(2, 2, 4, 8, 8), w), ValueError, "input"),
+        ("wrong weight dims", lambda: RF.conv2d(x, torch.randn(6, 4, 3)), ValueError, "weight"),
+        ("conv1d with 2-D weight", lambda: RF.conv1d(torch.randn(2, 4, 9), w), ValueError, "weight"),
+        ("bias size", lambda: RF.conv2d(x, w, torch.randn(5)), ValueError, "bias"),
+        ("mixed dtypes", lambda: RF.conv2d(x.double(), w), TypeError, "dtype"),
+        ("mixed bias dtype", lambda: RF.conv2d(x, w, torch.randn(6, dtype=torch.float64)), TypeError, "bias"),
+        ("integer input", lambda: RF.conv2d(x.long(), w.long()), TypeError, "floating"),
+        ("stride length", lambda: RF.conv2d(x, w, stride=(1, 1, 1)), ValueError, "stride"),
+        ("mixed devices", lambda: RF.conv2d(x, w.to("meta")), RuntimeError, "weight"),
+    ]
+
+
+@pytest.mark.parametrize("case", _bad_cases(), ids=lambda c: c[0])
+def test_bad_inputs(case):
+    _, fn, exc, match = case
+    with pytest.raises(exc, match=match):
+        fn()
+
+
+def test_kernel_boundary_checks():
+    """The C++ boundary validates too (direct callers such as the transposed convolution)."""
+    x, w = torch.randn(2, 4, 8, 8), torch.randn(6, 4, 3, 3)
+    with pytest.raises(RuntimeError, match="groups"):
+        FWD(x, torch.randn(6, 1, 3, 3), None, [1, 1], [0, 0, 0, 0], [1, 1], 3)
+    with pytest.raises(RuntimeError, match="grad_output"):
+        DGRAD(torch.randn(2, 6, 5, 5), w, list(x.shape), [1, 1], [0, 0, 0, 0], [1, 1], 1)
+    with pytest.raises(RuntimeError, match="smaller than the dilated kernel"):
+        FWD(x, w, None, [1, 1], [0, 0, 0, 0], [5, 5], 1)
+    with pytest.raises(RuntimeError, match="padding"):
+        FWD(x, w, None, [1, 1], [0, 0, 0], [1, 1], 1)
