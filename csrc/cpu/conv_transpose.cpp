@@ -38,6 +38,18 @@ namespace {
 int64_t div_floor(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 int64_t div_ceil(int64_t a, int64_t b) { return -div_floor(-a, b); }
 
+constexpr int64_t kGrain = 32768;  // ATen's at::internal::GRAIN_SIZE
+
+// Tasks of at::parallel_for carry at least kGrain units of work: tiny
+// problems stay on one thread (forking OpenMP for microseconds of work costs more than it saves,
+// and on a loaded machine a barrier can wait a whole time slice).
+int64_t grain(int64_t work_per_item) {
+  return std::max<int64_t>(1, kGrain / std::max<int64_t>(1, work_per_item));
+}
+
+// MACs of one sample: each input pixel meets C_out/G * kH * kW taps for each of its C_in channels.
+int64_t macs_per_sample(const ConvT2dGeometry& g) { return g.Cin * g.cout_g() * g.kH * g.kW * g.H * g.W; }
+
 void check_pair(const char* op, const char* name, at::IntArrayRef v, int64_t minimum) {
   TORCH_CHECK(v.size() == 2, op, ": ", name, " must have 2 entries, got ", v.size());
   TORCH_CHECK(v[0] >= minimum && v[1] >= minimum, op, ": ", name, " must be >= ", minimum, ", got ", v);
@@ -91,10 +103,6 @@ std::vector<std::vector<int64_t>> phase_taps(int64_t k, int64_t s, int64_t d) {
   return taps;
 }
 
-struct Layout {
-  bool cl;  // channels_last
-};
-
 at::MemoryFormat format_of(bool cl) { return cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous; }
 
 bool channels_last_output(const at::Tensor& t) {
@@ -129,7 +137,7 @@ void forward_sample_nchw(const ConvT2dGeometry& g, const at::Tensor& x_n /* [C_i
     lo[kw] = std::max<int64_t>(0, div_ceil(g.pW - kw * g.dW, g.sW));
     hi[kw] = std::min<int64_t>(g.W, div_floor(g.OW - 1 + g.pW - kw * g.dW, g.sW) + 1);
   }
-  at::parallel_for(0, g.Cout, 1, [&](int64_t c0, int64_t c1) {
+  at::parallel_for(0, g.Cout, grain(g.OH * g.OW + kk * HW), [&](int64_t c0, int64_t c1) {
     std::vector<acc_t> acc(g.OW);
     for (int64_t co = c0; co < c1; ++co) {
       const scalar_t* cc = cp + co * kk * HW;  // cols rows of channel co: [kH, kW, H, W]
@@ -169,7 +177,8 @@ void forward_sample_cl(const ConvT2dGeometry& g, const at::Tensor& x_n /* [HW, C
     at::mm_out(c, x_n.narrow(1, gi * g.cin_g(), g.cin_g()), wp.select(0, gi));
   }
   const scalar_t* cp = cols.const_data_ptr<scalar_t>();
-  at::parallel_for(0, g.OH, 1, [&](int64_t h0, int64_t h1) {
+  at::parallel_for(0, g.OH, grain(g.OW * g.Cout * std::max<int64_t>(1, kk / (g.sH * g.sW))),
+                   [&](int64_t h0, int64_t h1) {
     std::vector<acc_t> acc(g.Cout);
     for (int64_t oh = h0; oh < h1; ++oh) {
       for (int64_t ow = 0; ow < g.OW; ++ow) {
@@ -205,7 +214,7 @@ void forward_sample_cl(const ConvT2dGeometry& g, const at::Tensor& x_n /* [HW, C
 template <typename scalar_t>
 void im2col_nchw(const ConvT2dGeometry& g, const scalar_t* gy /* [C_out, OH, OW] */, scalar_t* cols) {
   const int64_t kk = g.kH * g.kW, HW = g.H * g.W;
-  at::parallel_for(0, g.Cout * kk, 1, [&](int64_t r0, int64_t r1) {
+  at::parallel_for(0, g.Cout * kk, grain(HW), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t co = r / kk, kh = (r % kk) / g.kW, kw = r % g.kW;
       const int64_t lo = std::max<int64_t>(0, div_ceil(g.pW - kw * g.dW, g.sW));
@@ -230,7 +239,7 @@ void im2col_nchw(const ConvT2dGeometry& g, const scalar_t* gy /* [C_out, OH, OW]
 template <typename scalar_t>
 void im2col_cl(const ConvT2dGeometry& g, const scalar_t* gy /* [OH, OW, C_out] */, scalar_t* cols) {
   const int64_t Cg = g.cout_g(), kk = g.kH * g.kW;
-  at::parallel_for(0, g.H, 1, [&](int64_t h0, int64_t h1) {
+  at::parallel_for(0, g.H, grain(g.W * g.G * kk * Cg), [&](int64_t h0, int64_t h1) {
     for (int64_t ih = h0; ih < h1; ++ih)
       for (int64_t iw = 0; iw < g.W; ++iw) {
         scalar_t* c = cols + (ih * g.W + iw) * g.G * kk * Cg;
@@ -252,10 +261,6 @@ void im2col_cl(const ConvT2dGeometry& g, const scalar_t* gy /* [OH, OW, C_out] *
 }
 
 bool use_cl(const at::Tensor& t) { return channels_last_output(t); }
-
-at::Tensor as_float_if_reduced(const at::Tensor& t) {
-  return (t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16) ? t.to(at::kFloat) : t;
-}
 
 bool reduced(const at::Tensor& t) { return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16; }
 
@@ -285,15 +290,18 @@ at::Tensor conv_transpose2d_forward_cpu(const at::Tensor& input, const at::Tenso
   }
   at::Tensor output = at::empty({g.N, g.Cout, g.OH, g.OW}, input.options().memory_format(format_of(cl)));
   if (output.numel() == 0) return output;
-  const at::Tensor x = input.contiguous(format_of(cl));
-  const at::Tensor w = cl ? permute_weight_cl(weight, g) : weight.contiguous();
-  const std::optional<at::Tensor> b = bias.has_value() ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
+  // detach: the GEMMs below are out= calls, which autograd refuses on tensors that require grad
+  // (the custom-op layer above owns differentiation).
+  const at::Tensor x = input.detach().contiguous(format_of(cl));
+  const at::Tensor w = cl ? permute_weight_cl(weight.detach(), g) : weight.detach().contiguous();
+  const std::optional<at::Tensor> b =
+      bias.has_value() ? std::optional<at::Tensor>(bias->detach().contiguous()) : std::nullopt;
   const auto th = phase_taps(g.kH, g.sH, g.dH), tw = phase_taps(g.kW, g.sW, g.dW);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "conv_transpose2d_forward_cpu", [&] {
     const scalar_t* bp = b.has_value() ? b->const_data_ptr<scalar_t>() : nullptr;
     scalar_t* out = output.data_ptr<scalar_t>();
     const int64_t out_n = g.Cout * g.OH * g.OW;
-    at::parallel_for(0, g.N, 1, [&](int64_t n0, int64_t n1) {
+    at::parallel_for(0, g.N, grain(macs_per_sample(g)), [&](int64_t n0, int64_t n1) {
       for (int64_t n = n0; n < n1; ++n) {
         if (cl)
           forward_sample_cl<scalar_t>(g, x[n].permute({1, 2, 0}).reshape({g.H * g.W, g.Cin}), w, bp,
@@ -326,12 +334,12 @@ at::Tensor conv_transpose2d_backward_input_cpu(const at::Tensor& grad_output, co
   at::Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(format_of(cl)));
   if (grad_input.numel() == 0) return grad_input;
   if (g.Cout == 0) return grad_input.zero_();
-  const at::Tensor gy = grad_output.contiguous(format_of(cl));
-  const at::Tensor w = cl ? permute_weight_cl(weight, g) : weight.contiguous();
+  const at::Tensor gy = grad_output.detach().contiguous(format_of(cl));
+  const at::Tensor w = cl ? permute_weight_cl(weight.detach(), g) : weight.detach().contiguous();
   const int64_t HW = g.H * g.W, kk = g.kH * g.kW, Cg = g.cout_g(), M = kk * Cg;
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "conv_transpose2d_backward_input_cpu", [&] {
     const scalar_t* gp = gy.const_data_ptr<scalar_t>();
-    at::parallel_for(0, g.N, 1, [&](int64_t n0, int64_t n1) {
+    at::parallel_for(0, g.N, grain(macs_per_sample(g)), [&](int64_t n0, int64_t n1) {
       for (int64_t n = n0; n < n1; ++n) {
         const scalar_t* gyn = gp + n * g.Cout * g.OH * g.OW;
         if (cl) {
@@ -378,13 +386,17 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cpu(
   }
   const bool cl = use_cl(grad_output);
   const int64_t HW = g.H * g.W, kk = g.kH * g.kW, Cg = g.cout_g(), M = kk * Cg;
-  at::Tensor grad_bias = bias_grad ? grad_output.sum({0, 2, 3}) : at::empty({0}, grad_output.options());
-  const int64_t slots = std::min<int64_t>(g.N, std::max<int64_t>(1, at::get_num_threads()));
+  at::Tensor grad_bias = bias_grad ? grad_output.detach().sum({0, 2, 3}) : at::empty({0}, grad_output.options());
+  // one partial per slot; a single slot when the whole reduction is small
+  const int64_t slots = g.N * macs_per_sample(g) < kGrain
+                            ? std::min<int64_t>(g.N, 1)
+                            : std::min<int64_t>(g.N, std::max<int64_t>(1, at::get_num_threads()));
   // partial[slot] in the GEMM layout: NCHW (G, C_in/G, C_out/G*kk); channels_last (G, C_in/G, kk*C_out/G)
-  at::Tensor partial = at::zeros({std::max<int64_t>(slots, 1), g.G, g.cin_g(), M}, grad_output.options());
+  at::Tensor partial =
+      at::zeros({std::max<int64_t>(slots, 1), g.G, g.cin_g(), M}, grad_output.options().requires_grad(false));
   if (slots > 0 && M > 0 && g.cin_g() > 0 && HW > 0) {
-    const at::Tensor gy = grad_output.contiguous(format_of(cl));
-    const at::Tensor x = input.contiguous(format_of(cl));
+    const at::Tensor gy = grad_output.detach().contiguous(format_of(cl));
+    const at::Tensor x = input.detach().contiguous(format_of(cl));
     AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "conv_transpose2d_backward_weight_cpu", [&] {
       const scalar_t* gp = gy.const_data_ptr<scalar_t>();
       at::parallel_for(0, slots, 1, [&](int64_t s0, int64_t s1) {

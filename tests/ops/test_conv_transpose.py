@@ -1,0 +1,342 @@
+"""rnnkern transposed convolution vs torch.nn.functional.conv_transpose1d/2d and fp64 references."""
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import rnnkern.functional as RF
+import rnnkern.nn as RN
+from rnnkern.ops import conv_transpose as ops
+from tests.utils import DEVICES, TOL, rel_err
+
+LAYOUTS = ["nchw", "channels_last"]
+
+
+def _layout(t, layout):
+    return t.contiguous(memory_format=torch.channels_last) if layout == "channels_last" and t.dim() == 4 else t
+
+
+def random_case(rng: random.Random, nd: int):
+    """Random geometry: checkerboard k % s != 0, output_padding, groups, dilation, odd sizes."""
+    while True:
+        g = rng.choice([1, 1, 2, 3])
+        cin, cout = g * rng.randint(1, 3), g * rng.randint(1, 3)
+        k = [rng.randint(1, 5) for _ in range(nd)]
+        s = [rng.randint(1, 3) for _ in range(nd)]
+        d = [rng.choice([1, 1, 2]) for _ in range(nd)]
+        p = [rng.randint(0, 2) for _ in range(nd)]
+        op = [rng.randint(0, max(s[i], d[i]) - 1) for i in range(nd)]
+        size = [rng.randint(1, 7) for _ in range(nd)]
+        out = [ops.output_size(size[i], k[i], s[i], p[i], op[i], d[i]) for i in range(nd)]
+        if min(out) >= 1:
+            return dict(n=rng.randint(1, 3), cin=cin, cout=cout, g=g, k=k, s=s, d=d, p=p, op=op, size=size)
+
+
+def make(c, nd, dtype, device, bias=True):
+    x = torch.randn(c["n"], c["cin"], *c["size"], dtype=dtype, device=device)
+    w = torch.randn(c["cin"], c["cout"] // c["g"], *c["k"], dtype=dtype, device=device)
+    b = torch.randn(c["cout"], dtype=dtype, device=device) if bias else None
+    return x, w, b
+
+
+def run_both(fn_ours, fn_ref, x, w, b, c, grad_seed_like=None):
+    """Forward + all gradients of ours (input dtype) and the fp64 torch reference."""
+    args = (c["s"], c["p"], c["op"], c["g"], c["d"])
+    leaves = [t.detach().clone().requires_grad_() for t in (x, w, b) if t is not None]
+    y = fn_ours(leaves[0], leaves[1], leaves[2] if b is not None else None, *args)
+    ref_leaves = [t.detach().double().requires_grad_() for t in (x, w, b) if t is not None]
+    y_ref = fn_ref(ref_leaves[0], ref_leaves[1], ref_leaves[2] if b is not None else None, *args)
+    gy = torch.randn_like(y_ref)
+    grads = torch.autograd.grad(y, leaves, gy.to(y.dtype))
+    grads_ref = torch.autograd.grad(y_ref, ref_leaves, gy)
+    return y, y_ref, grads, grads_ref
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("nd", [1, 2])
+def test_random_vs_torch(device, dtype, layout, nd):
+    rng = random.Random(torch.randint(0, 2**31, ()).item())
+    fn, ref = (RF.conv_transpose1d, F.conv_transpose1d) if nd == 1 else (RF.conv_transpose2d, F.conv_transpose2d)
+    for _ in range(12):
+        c = random_case(rng, nd)
+        x, w, b = make(c, nd, dtype, device, bias=rng.random() < 0.7)
+        x = _layout(x, layout)
+        y, y_ref, grads, grads_ref = run_both(fn, ref, x, w, b, c)
+        assert y.shape == y_ref.shape and y.dtype == dtype
+        assert rel_err(y, y_ref) < TOL[dtype], c
+        for g, gr, name in zip(grads, grads_ref, ["input", "weight", "bias"]):
+            assert g.shape == gr.shape
+            assert rel_err(g, gr) < TOL[dtype], (name, c)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("k,s,p,op", [(3, 2, 1, 1), (5, 3, 1, 2), (4, 2, 1, 0), (2, 2, 0, 0), (64, 32, 16, 0),
+                                      (3, 1, 1, 0), (1, 3, 0, 2)])
+def test_checkerboard_and_named_shapes(device, k, s, p, op):
+    """k not divisible by s (uneven overlap), U-Net k == s, FCN-style 2f/f/f/2, stride 1, 1x1."""
+    x = torch.randn(2, 5, 3, 4, device=device, dtype=torch.float64)
+    w = torch.randn(5, 3, k, k, device=device, dtype=torch.float64)
+    b = torch.randn(3, device=device, dtype=torch.float64)
+    c = dict(s=[s, s], p=[p, p], op=[op, op], g=1, d=[1, 1])
+    y, y_ref, grads, grads_ref = run_both(RF.conv_transpose2d, F.conv_transpose2d, x, w, b, c)
+    assert rel_err(y, y_ref) < 1e-12
+    for g, gr in zip(grads, grads_ref):
+        assert rel_err(g, gr) < 1e-12
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradcheck_fp64(device):
+    x = torch.randn(2, 4, 3, 2, dtype=torch.float64, device=device, requires_grad=True)
+    w = torch.randn(4, 3, 3, 2, dtype=torch.float64, device=device, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, device=device, requires_grad=True)
+    f = lambda x, w, b: RF.conv_transpose2d(x, w, b, (2, 3), (1, 0), (1, 2), 2, (1, 2))  # noqa: E731
+    assert torch.autograd.gradcheck(f, (x, w, b))
+    assert torch.autograd.gradgradcheck(f, (x, w, b))
+    x1 = torch.randn(1, 2, 4, dtype=torch.float64, device=device, requires_grad=True)
+    w1 = torch.randn(2, 2, 3, dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w: RF.conv_transpose1d(x, w, None, 2, 1, 1), (x1, w1))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    kw = dict(dtype=torch.float64, device=device)
+    x = torch.randn(2, 4, 3, 5, **kw, requires_grad=True)
+    w = torch.randn(4, 3, 3, 2, **kw, requires_grad=True)
+    b = torch.randn(6, **kw, requires_grad=True)
+    args = ([2, 1], [1, 0], [1, 0], 2, [1, 2])
+    y = ops.conv_transpose2d_forward(x, w, b, *args)
+    gy = torch.randn_like(y).requires_grad_()
+    torch.library.opcheck(ops.conv_transpose2d_forward, (x, w, b, *args))
+    torch.library.opcheck(ops.conv_transpose2d_forward, (x.contiguous(memory_format=torch.channels_last), w, None,
+                                                         *args))
+    torch.library.opcheck(ops.conv_transpose2d_backward_input, (gy, w, list(x.shape), *args))
+    torch.library.opcheck(ops.conv_transpose2d_backward_weight, (gy, x, list(w.shape), *args, True))
+    torch.library.opcheck(ops.conv_transpose2d_backward_weight, (gy, x, list(w.shape), *args, False))
+
+
+def test_lecture_1d_matrix_example():
+    """conv_transpose1d (k3 s2 p1) of a length-2 signal == C^T z, with C the matrix of the
+    conv1d (k3 s2 p1) that maps length 3 (or 4) to length 2."""
+    w = torch.randn(3, dtype=torch.float64)
+    z = torch.randn(2, dtype=torch.float64)
+    for length, op in [(3, 0), (4, 1)]:
+        C = torch.zeros(2, length, dtype=torch.float64)
+        for j in range(2):          # output position of the conv
+            for t in range(3):      # kernel tap: reads x[j*2 - 1 + t]
+                i = 2 * j - 1 + t
+                if 0 <= i < length:
+                    C[j, i] = w[t]
+        x = torch.randn(length, dtype=torch.float64)
+        assert torch.allclose(F.conv1d(x.view(1, 1, -1), w.view(1, 1, 3), stride=2, padding=1).view(-1), C @ x)
+        y = RF.conv_transpose1d(z.view(1, 1, 2), w.view(1, 1, 3), stride=2, padding=1, output_padding=op)
+        assert y.shape == (1, 1, length)
+        torch.testing.assert_close(y.view(-1), C.t() @ z, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_channels_last_layout_and_noncontiguous(device):
+    x = torch.randn(2, 6, 5, 7, device=device).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(6, 4, 3, 3, device=device)
+    y = RF.conv_transpose2d(x, w, None, 2, 1, 1)
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    assert rel_err(y, F.conv_transpose2d(x.double(), w.double(), None, 2, 1, 1)) < 1e-5
+    y2 = RF.conv_transpose2d(x.contiguous(), w, None, 2, 1, 1)
+    assert y2.is_contiguous()
+    xt = torch.randn(2, 7, 5, 6, device=device).transpose(1, 3)[:, :, ::1, 1:]  # odd strides
+    y3 = RF.conv_transpose2d(xt, w[:, :, :, :2], None, (1, 2))
+    assert rel_err(y3, F.conv_transpose2d(xt.double(), w[:, :, :, :2].double(), None, (1, 2))) < 1e-5
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_empty_batch_and_unbatched(device):
+    w = torch.randn(3, 2, 3, 3, device=device, requires_grad=True)
+    b = torch.randn(2, device=device, requires_grad=True)
+    x = torch.randn(0, 3, 4, 5, device=device, requires_grad=True)
+    y = RF.conv_transpose2d(x, w, b, 2, 1)
+    assert y.shape == F.conv_transpose2d(x, w, b, 2, 1).shape == (0, 2, 7, 9)
+    y.sum().backward()
+    assert x.grad.shape == x.shape and torch.equal(w.grad, torch.zeros_like(w)) and torch.equal(b.grad, torch.zeros_like(b))
+    xu = torch.randn(3, 4, 5, device=device)
+    torch.testing.assert_close(RF.conv_transpose2d(xu, w, b, 2), F.conv_transpose2d(xu, w, b, 2))
+    x1 = torch.randn(3, 6, device=device)
+    w1 = torch.randn(3, 4, 2, device=device)
+    torch.testing.assert_close(RF.conv_transpose1d(x1, w1, None, 2), F.conv_transpose1d(x1, w1, None, 2))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_deterministic(device):
+    x = torch.randn(5, 8, 9, 9, device=device, requires_grad=True)
+    w = torch.randn(8, 8, 4, 4, device=device, requires_grad=True)
+    outs = []
+    for _ in range(2):
+        y = RF.conv_transpose2d(x, w, None, 2, 1)
+        outs.append((y, *torch.autograd.grad(y, (x, w), torch.ones_like(y))))
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)
+
+
+def test_reduced_precision_cpu():
+    """bf16/fp16 on the CPU compute in fp32 and round once: no worse than 2x torch's error."""
+    for dtype in (torch.bfloat16, torch.float16):
+        x = torch.randn(2, 8, 6, 6)
+        w = torch.randn(8, 4, 3, 3) / 8
+        ref = F.conv_transpose2d(x.double(), w.double(), None, 2, 1)
+        ours = RF.conv_transpose2d(x.to(dtype), w.to(dtype), None, 2, 1)
+        theirs = F.conv_transpose2d(x.to(dtype), w.to(dtype), None, 2, 1)
+        assert ours.dtype == dtype
+        assert rel_err(ours, ref) <= 2 * rel_err(theirs, ref) + 1e-3
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_cuda_reduced_precision(dtype, layout):
+    x = _layout(torch.randn(4, 32, 9, 11, device="cuda"), layout)
+    w = torch.randn(32, 16, 4, 4, device="cuda") / 16
+    b = torch.randn(16, device="cuda")
+    xs, ws, bs = [t.to(dtype).requires_grad_() for t in (x, w, b)]
+    xr, wr, br = [t.double().requires_grad_() for t in (x, w, b)]
+    xt, wt, bt = [t.to(dtype).requires_grad_() for t in (x, w, b)]
+    ys = RF.conv_transpose2d(xs, ws, bs, 2, 1)
+    yr = F.conv_transpose2d(xr, wr, br, 2, 1)
+    yt = F.conv_transpose2d(xt, wt, bt, 2, 1)
+    assert ys.dtype == dtype
+    assert rel_err(ys, yr) <= 2 * rel_err(yt, yr) + 1e-4
+    gy = torch.randn_like(yr)
+    gs = torch.autograd.grad(ys, (xs, ws, bs), gy.to(dtype))
+    gr = torch.autograd.grad(yr, (xr, wr, br), gy)
+    gt = torch.autograd.grad(yt, (xt, wt, bt), gy.to(dtype))
+    for a, r, t in zip(gs, gr, gt):
+        assert rel_err(a, r) <= 2 * rel_err(t, r) + 1e-4
+
+
+@pytest.mark.cuda
+def test_cuda_fcn32_head_and_unet():
+    """The two special shapes of the CUDA engine: k64 s32 (long-K dgrad, split-K) and k == s."""
+    for cin, cout, k, s, hw in [(21, 21, 64, 32, 4), (64, 32, 2, 2, 8)]:
+        x = torch.randn(2, cin, hw, hw, device="cuda", dtype=torch.float64)
+        w = torch.randn(cin, cout, k, k, device="cuda", dtype=torch.float64)
+        c = dict(s=[s, s], p=[0, 0], op=[0, 0], g=1, d=[1, 1])
+        y, y_ref, grads, grads_ref = run_both(RF.conv_transpose2d, F.conv_transpose2d, x, w, None, c)
+        assert rel_err(y, y_ref) < 1e-12
+        for g, gr in zip(grads, grads_ref):
+            assert rel_err(g, gr) < 1e-12
+
+
+class UpBlock(torch.nn.Module):
+    """U-Net decoder step: 2x2/2 transposed conv, concat the skip, 3x3 conv + ReLU."""
+
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.up = RN.ConvTranspose2d(cin, cout, 2, stride=2)
+        self.conv = torch.nn.Conv2d(2 * cout, cout, 3, padding=1)
+
+    def forward(self, x, skip):
+        return torch.relu(self.conv(torch.cat([self.up(x), skip], 1)))
+
+
+def test_torch_compile_unet_up_block():
+    torch._dynamo.reset()
+    block = UpBlock(8, 4)
+    x = torch.randn(2, 8, 5, 6, requires_grad=True)
+    skip = torch.randn(2, 4, 10, 12)
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    y = compiled(x, skip)
+    y_ref = block(x, skip)
+    torch.testing.assert_close(y, y_ref)
+    g = torch.autograd.grad(y.sum(), (x, block.up.weight, block.up.bias))
+    g_ref = torch.autograd.grad(y_ref.sum(), (x, block.up.weight, block.up.bias))
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b)
+
+
+def test_modules_drop_in():
+    for torch_cls, our_cls, shape, kw in [
+        (torch.nn.ConvTranspose2d, RN.ConvTranspose2d, (2, 6, 5, 4),
+         dict(kernel_size=(3, 2), stride=(2, 3), padding=(1, 0), output_padding=(1, 0), groups=2, dilation=(1, 2))),
+        (torch.nn.ConvTranspose1d, RN.ConvTranspose1d, (2, 4, 7), dict(kernel_size=3, stride=2, padding=1, bias=False)),
+    ]:
+        ref = torch_cls(shape[1], 6, **kw)
+        ours = our_cls(shape[1], 6, **kw)
+        assert isinstance(ours, torch_cls)
+        assert repr(ours) == repr(ref)
+        assert [n for n, _ in ours.named_parameters()] == [n for n, _ in ref.named_parameters()]
+        ours.load_state_dict(ref.state_dict())
+        x = torch.randn(shape)
+        torch.testing.assert_close(ours(x), ref(x))
+        # output_size picks output_padding the way torch does (and rejects what torch rejects)
+        default = ref(x).shape[2:]
+        want = [d - op + s - 1 for d, op, s in zip(default, ours.output_padding, ours.stride)]  # op = s - 1
+        torch.testing.assert_close(ours(x, output_size=want), ref(x, output_size=want))
+        with pytest.raises(ValueError):
+            ours(x, output_size=[s + 10 for s in default])
+
+
+def test_bilinear_upsampling_weight():
+    """stride f, kernel 2f, padding f/2 with the bilinear weight == bilinear interpolation inside."""
+    f, c = 4, 3
+    w = RN.bilinear_upsampling_weight(c, c, 2 * f)
+    assert w.shape == (c, c, 2 * f, 2 * f) and w.dtype == torch.float32
+    assert torch.count_nonzero(w[0, 1]) == 0
+    x = torch.randn(1, c, 6, 7)
+    y = RF.conv_transpose2d(x, w, None, f, f // 2)
+    ref = F.interpolate(x, scale_factor=f, mode="bilinear", align_corners=False)
+    assert y.shape == ref.shape
+    torch.testing.assert_close(y[..., f:-f, f:-f], ref[..., f:-f, f:-f], rtol=1e-5, atol=1e-5)
+    m = RN.ConvTranspose2d(c, c, 2 * f, stride=f, padding=f // 2, bias=False)
+    RN.bilinear_(m.weight)
+    torch.testing.assert_close(m.weight.detach(), w)
+
+
+@pytest.mark.parametrize("fn", [RF.conv_transpose2d, F.conv_transpose2d])
+def test_bad_inputs_raise(fn):
+    x = torch.randn(2, 4, 5, 5)
+    w = torch.randn(4, 3, 3, 3)
+    with pytest.raises((RuntimeError, ValueError)):                 # output_padding >= stride and >= dilation
+        fn(x, w, None, 2, 1, 2)
+    with pytest.raises((RuntimeError, ValueError)):                 # channel mismatch (weight.size(0) != C_in)
+        fn(torch.randn(2, 5, 5, 5), w)
+    with pytest.raises((RuntimeError, ValueError)):                 # C_in not divisible by groups
+        fn(x, w, None, 1, 0, 0, 3)
+    with pytest.raises((RuntimeError, ValueError)):                 # wrong dims
+        fn(torch.randn(2, 4, 5, 5, 1), w)
+    with pytest.raises((RuntimeError, TypeError)):                  # mixed dtypes
+        fn(x, w.double())
+    with pytest.raises((RuntimeError, ValueError)):                 # bias of the wrong size
+        fn(x, w, torch.randn(4))
+
+
+def test_error_messages_name_the_argument():
+    x = torch.randn(2, 4, 5, 5)
+    w = torch.randn(4, 3, 3, 3)
+    with pytest.raises(ValueError, match="output_padding"):
+        RF.conv_transpose2d(x, w, None, 2, 1, 2)
+    with pytest.raises(ValueError, match="output_padding"):
+        RF.conv_transpose1d(torch.randn(2, 4, 5), w[..., 0], None, 1, 0, 1, 1, 1)
+    with pytest.raises(ValueError, match="weight.size\\(0\\)"):
+        RF.conv_transpose2d(torch.randn(2, 5, 5, 5), w)
+    with pytest.raises(ValueError, match="groups"):
+        RF.conv_transpose2d(x, w, None, 1, 0, 0, 3)
+    with pytest.raises(ValueError, match="input must be 3-D or 4-D"):
+        RF.conv_transpose2d(torch.randn(4, 5), w)
+    with pytest.raises(ValueError, match="weight must be 3-D"):
+        RF.conv_transpose1d(torch.randn(2, 4, 5), w)
+    with pytest.raises(TypeError, match="weight has dtype"):
+        RF.conv_transpose2d(x, w.double())
+    with pytest.raises(TypeError, match="bias has dtype"):
+        RF.conv_transpose2d(x, w, torch.randn(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="bias must have 3"):
+        RF.conv_transpose2d(x, w, torch.randn(4))
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        RF.conv_transpose2d(x, w, None, 0)
+    with pytest.raises(ValueError, match="too small"):
+        RF.conv_transpose2d(torch.randn(1, 4, 1, 1), w, None, 1, 2)
+    with pytest.raises(RuntimeError, match="meta"):
+        RF.conv_transpose2d(x, w.to("meta"))
+    with pytest.raises(ValueError, match="output size"):        # out of the reachable range (module)
+        RN.ConvTranspose2d(4, 3, 3, stride=2)(x, output_size=[20, 20])
+    with pytest.raises(TypeError, match="floating"):
+        RF.conv_transpose2d(x.long(), w)
