@@ -42,59 +42,59 @@ void for_each_nchw(at::MemoryFormat fmt, int64_t N, int64_t C, int64_t H, int64_
   }
 }
 
-// Gather into a contiguous (NCHW) output, one output row at a time so the innermost stores are
-// unit-stride. A window's index is compared against flat output positions, which needs no
-// division; it is checked against its own window once, on the window's first row.
+// Gather into a contiguous (NCHW) output: one pass over the windows of each plane, each window
+// read once and its kh x kw outputs written across kh output rows (unit-stride within a row).
+// The index is located inside its window by comparing flat positions, which needs no division.
 template <typename scalar_t>
 int unpool_gather_nchw(const UnpoolGeometry& g, const at::Tensor& input, const int64_t* idx, const Strides4& is,
                        at::Tensor& output) {
   const scalar_t* in = input.const_data_ptr<scalar_t>();
   scalar_t* out = output.data_ptr<scalar_t>();
   const Strides4 xs(input);
-  const int64_t plane = g.OH * g.OW;
-  const int64_t WW = (g.OW + g.sw - 1) / g.sw;
+  const int64_t plane = g.OH * g.OW, OW = g.OW, sh = g.sh, sw = g.sw;
+  const int64_t WH = (g.OH + sh - 1) / sh, WW = (OW + sw - 1) / sw;
+  const UnpoolMode mode = g.mode;
   std::atomic<int> flags{0};
   at::parallel_for(0, g.N * g.C, 1, [&](int64_t begin, int64_t end) {
     int local = 0;
     for (int64_t nc = begin; nc < end; ++nc) {
       const int64_t n = nc / g.C, c = nc % g.C;
-      scalar_t* o = out + nc * plane;
-      for (int64_t oh = 0; oh < g.OH; ++oh) {
-        const int64_t wh = oh / g.sh, r = oh - wh * g.sh;
-        scalar_t* row = o + oh * g.OW;
+      for (int64_t wh = 0; wh < WH; ++wh) {
+        const int64_t oh0 = wh * sh, rows = std::min(sh, g.OH - oh0);
+        scalar_t* o = out + nc * plane + oh0 * OW;
         if (wh >= g.H) {  // rows past the last window (output_size larger than the default)
-          std::fill(row, row + g.OW, scalar_t(0));
+          std::fill(o, o + rows * OW, scalar_t(0));
           continue;
         }
         const scalar_t* xrow = in + n * xs.n + c * xs.c + wh * xs.h;
         const int64_t* krow = idx ? idx + n * is.n + c * is.c + wh * is.h : nullptr;
-        const int64_t kh_eff = std::min(g.sh, g.OH - wh * g.sh);
         for (int64_t ww = 0; ww < WW; ++ww) {
-          const int64_t ow0 = ww * g.sw, cols = std::min(g.sw, g.OW - ow0);
-          scalar_t* dst = row + ow0;
-          if (ww >= g.W) {
-            for (int64_t j = 0; j < cols; ++j) dst[j] = scalar_t(0);
-            continue;
-          }
-          const scalar_t v = xrow[ww * xs.w];
-          if (g.mode == UnpoolMode::kNearest) {
-            for (int64_t j = 0; j < cols; ++j) dst[j] = v;
-          } else if (g.mode == UnpoolMode::kBedOfNails) {
-            for (int64_t j = 0; j < cols; ++j) dst[j] = (r == 0 && j == 0) ? v : scalar_t(0);
-          } else {
-            const int64_t k = krow[ww * is.w];
-            const int64_t rel = k - (oh * g.OW + ow0);  // target column offset if k is on this row
-            for (int64_t j = 0; j < cols; ++j) dst[j] = rel == j ? v : scalar_t(0);
-            if (r == 0) {
-              if (k < 0 || k >= plane) {
-                local |= kUnpoolIndexOutOfRange;
-              } else {
-                bool inside = false;
-                for (int64_t dr = 0; dr < kh_eff; ++dr) inside |= (rel - dr * g.OW) >= 0 && (rel - dr * g.OW) < cols;
-                if (!inside) local |= kUnpoolIndexOutsideWindow;
-              }
+          const int64_t ow0 = ww * sw, cols = std::min(sw, OW - ow0);
+          scalar_t* dst = o + ow0;
+          // Branch-free: every output compares its own window offset with the target offset, so
+          // a random argmax position costs no mispredicted branch.
+          scalar_t v = scalar_t(0);
+          int64_t rel = -1;  // target offset dr * OW + dc from the window's top-left; -1: none
+          const bool all = mode == UnpoolMode::kNearest && ww < g.W;
+          int64_t k = 0;
+          if (ww < g.W) {
+            v = xrow[ww * xs.w];
+            if (mode == UnpoolMode::kIndices) {
+              k = krow[ww * is.w];
+              rel = k - (oh0 * OW + ow0);
+            } else if (mode == UnpoolMode::kBedOfNails) {
+              rel = 0;
             }
           }
+          bool found = false;
+          for (int64_t dr = 0; dr < rows; ++dr)
+            for (int64_t j = 0; j < cols; ++j) {
+              const bool hit = all || rel == dr * OW + j;
+              dst[dr * OW + j] = hit ? v : scalar_t(0);
+              found |= hit;
+            }
+          if (mode == UnpoolMode::kIndices && ww < g.W && !found)
+            local |= (k < 0 || k >= plane) ? kUnpoolIndexOutOfRange : kUnpoolIndexOutsideWindow;
         }
       }
     }
