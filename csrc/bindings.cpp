@@ -71,6 +71,30 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight(const at::Tensor& grad
                           dilation, groups, bias_grad);
 }
 
+at::Tensor conv_transpose2d_forward(const at::Tensor& input, const at::Tensor& weight,
+                                    const std::optional<at::Tensor>& bias, std::vector<int64_t> stride,
+                                    std::vector<int64_t> padding, std::vector<int64_t> output_padding, int64_t groups,
+                                    std::vector<int64_t> dilation) {
+  return RNNKERN_DISPATCH(conv_transpose2d_forward, input, input, weight, bias, stride, padding, output_padding,
+                          groups, dilation);
+}
+
+at::Tensor conv_transpose2d_backward_input(const at::Tensor& grad_output, const at::Tensor& weight,
+                                           std::vector<int64_t> input_size, std::vector<int64_t> stride,
+                                           std::vector<int64_t> padding, std::vector<int64_t> output_padding,
+                                           int64_t groups, std::vector<int64_t> dilation) {
+  return RNNKERN_DISPATCH(conv_transpose2d_backward_input, grad_output, grad_output, weight, input_size, stride,
+                          padding, output_padding, groups, dilation);
+}
+
+std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight(
+    const at::Tensor& grad_output, const at::Tensor& input, std::vector<int64_t> weight_size,
+    std::vector<int64_t> stride, std::vector<int64_t> padding, std::vector<int64_t> output_padding, int64_t groups,
+    std::vector<int64_t> dilation, bool bias_grad) {
+  return RNNKERN_DISPATCH(conv_transpose2d_backward_weight, grad_output, grad_output, input, weight_size, stride,
+                          padding, output_padding, groups, dilation, bias_grad);
+}
+
 }  // namespace
 }  // namespace rnnkern
 
@@ -103,4 +127,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "2-D convolution, grad of the weight (and bias)", py::arg("grad_output"), py::arg("input"),
         py::arg("weight_size"), py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
         py::arg("bias_grad"));
+  m.def("conv_transpose2d_forward", &rnnkern::conv_transpose2d_forward, "transposed 2-D convolution, forward",
+        py::arg("input"), py::arg("weight"), py::arg("bias"), py::arg("stride"), py::arg("padding"),
+        py::arg("output_padding"), py::arg("groups"), py::arg("dilation"));
+  m.def("conv_transpose2d_backward_input", &rnnkern::conv_transpose2d_backward_input,
+        "transposed 2-D convolution, grad of the input", py::arg("grad_output"), py::arg("weight"),
+        py::arg("input_size"), py::arg("stride"), py::arg("padding"), py::arg("output_padding"), py::arg("groups"),
+        py::arg("dilation"));
+  m.def("conv_transpose2d_backward_weight", &rnnkern::conv_transpose2d_backward_weight,
+        "transposed 2-D convolution, grad of the weight (and bias)", py::arg("grad_output"), py::arg("input"),
+        py::arg("weight_size"), py::arg("stride"), py::arg("padding"), py::arg("output_padding"),
+        py::arg("groups"), py::arg("dilation"), py::arg("bias_grad"));
 }

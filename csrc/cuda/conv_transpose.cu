@@ -1,0 +1,598 @@
+// Transposed 2-D convolution on CUDA: one tiled implicit-GEMM kernel, four ways of feeding it.
+//
+//  kFwd      phase (stride) decomposition. Output rows with oh = ph (mod sH) are hit only by the
+//            kernel rows kh with kh*dH = ph + pH (mod sH): an arithmetic progression kh0 + j*tsH
+//            (tsH = sH / gcd(sH, dH)), about ceil(kH / sH) taps, whose input row is
+//            ih = ohq + b0H - j*eH for the phase-local row ohq = (oh - ph) / sH. So each of the
+//            sH*sW output phases is an ordinary convolution with a sub-kernel of the real taps:
+//            M = N*OHp*OWp (phase pixels), N = C_out/G, K = C_in/G * taps. No inserted zero is
+//            ever multiplied, every output element is written once (bias fused), phases land
+//            interleaved in the output. blockIdx.z = (group, phase).
+//  kShuffle  k == s, p == 0, d == 1, output_padding == 0 (U-Net's 2x2/2): every input pixel owns
+//            one disjoint kH x kW output patch, so the whole op is ONE GEMM
+//            [N*H*W, C_in/G] x [C_in/G, C_out/G*kH*kW] whose epilogue writes the pixel shuffle.
+//  kDgrad    grad_input is an ordinary strided conv of grad_output:
+//            M = N*H*W, N = C_in/G, K = C_out/G*kH*kW.
+//  kWgrad    M = C_in/G, N = C_out/G*kH*kW, K = N*H*W (x against im2col(grad_output), implicit).
+//
+// dgrad / wgrad have long K for the FCN-32s head (k64 s32: K = 21*64*64 = 86016 with only
+// 2048 x 21 outputs), so K is split over blockIdx.z; each split writes its own fp32/fp64 partial
+// tile to a workspace and a second kernel sums the splits in fixed order: deterministic, no float
+// atomics anywhere. grad_bias is a per-channel block reduction with a fixed tree.
+//
+// Tiles: BM x BN x 16, 256 threads, 4x4 outputs per thread, operands staged in shared memory in
+// the accumulation type (at::opmath_type: fp32 for fp32/bf16/fp16, fp64 for fp64), SIMT FMA
+// (no tensor cores yet: fp32 is true fp32, not tf32). Three tile shapes (64x64, 128x32, 32x128)
+// follow the GEMM's aspect ratio. Loads read any strides (NCHW, channels_last, or other); which
+// GEMM index runs fastest across a warp's loads is chosen per mode and layout so that
+// neighbouring threads read neighbouring addresses where the layout allows.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <numeric>
+
+#include "../ops.h"
+
+namespace rnnkern {
+namespace {
+
+enum Mode : int { kFwd = 0, kShuffle = 1, kDgrad = 2, kWgrad = 3 };
+
+constexpr int kThreads = 256;
+constexpr int kBK = 16;
+
+struct S4 {
+  int64_t n, c, h, w;
+};
+
+S4 strides_of(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
+
+struct Params {
+  int mode;
+  int N, Cin, H, W, Cout, G, kH, kW, sH, sW, pH, pW, dH, dW, OH, OW;
+  int cin_g, cout_g, kk;
+  int tsH, tsW, eH, eW;  // phase tap step (in kernel rows) and the input-row step it implies
+  bool a_m_fast, b_n_fast;  // which GEMM index runs fastest in the tile loads
+  bool k_cfast;             // dgrad: K ordered (kh, kw, c) (channels_last) instead of (c, kh, kw)
+  S4 xs, ys, os;            // strides: x (input), y (output / grad_output), result
+  int M, Nn, K;             // GEMM sizes (kFwd: computed per phase in the kernel; M here is the max)
+  int splits, k_chunk;      // split-K: split z covers K range [z*k_chunk, min(K, (z+1)*k_chunk))
+  const void* x;
+  const void* y;
+  const void* w;
+  const void* bias;
+  void* out;
+  void* ws;  // split-K partials [splits][G][M][Nn] in acc type
+};
+
+// Per-block view of the GEMM: sizes and, for kFwd, the phase's tap tables.
+struct Block {
+  int g, split, M, Nn, K, k0, k1;
+  int ph, pw, OHp, OWp, ntH, ntW, kh0, kw0, b0H, b0W;
+};
+
+__device__ __forceinline__ int first_tap(int k, int s, int d, int ts, int residue) {
+  // smallest t in [0, min(k, ts)) with t*d = residue (mod s); k if none
+  for (int t = 0; t < ts && t < k; ++t)
+    if ((t * d) % s == residue) return t;
+  return k;
+}
+
+__device__ __forceinline__ Block block_view(const Params& p) {
+  Block b;
+  b.ph = b.pw = b.OHp = b.OWp = b.ntH = b.ntW = b.kh0 = b.kw0 = b.b0H = b.b0W = 0;
+  if (p.mode == kFwd) {
+    const int phases = p.sH * p.sW;
+    b.g = blockIdx.z / phases;
+    const int phase = blockIdx.z % phases;
+    b.ph = phase / p.sW;
+    b.pw = phase % p.sW;
+    b.split = 0;
+    b.OHp = b.ph < p.OH ? (p.OH - b.ph + p.sH - 1) / p.sH : 0;
+    b.OWp = b.pw < p.OW ? (p.OW - b.pw + p.sW - 1) / p.sW : 0;
+    b.kh0 = first_tap(p.kH, p.sH, p.dH, p.tsH, (b.ph + p.pH) % p.sH);
+    b.kw0 = first_tap(p.kW, p.sW, p.dW, p.tsW, (b.pw + p.pW) % p.sW);
+    b.ntH = b.kh0 < p.kH ? (p.kH - 1 - b.kh0) / p.tsH + 1 : 0;
+    b.ntW = b.kw0 < p.kW ? (p.kW - 1 - b.kw0) / p.tsW + 1 : 0;
+    b.b0H = (b.ph + p.pH - b.kh0 * p.dH) / p.sH;  // exact by the choice of kh0
+    b.b0W = (b.pw + p.pW - b.kw0 * p.dW) / p.sW;
+    b.M = p.N * b.OHp * b.OWp;
+    b.Nn = p.cout_g;
+    b.K = p.cin_g * b.ntH * b.ntW;
+    b.k0 = 0;
+    b.k1 = b.K;
+  } else {
+    b.g = blockIdx.z / p.splits;
+    b.split = blockIdx.z % p.splits;
+    b.M = p.M;
+    b.Nn = p.Nn;
+    b.K = p.K;
+    b.k0 = b.split * p.k_chunk;
+    b.k1 = min(p.K, b.k0 + p.k_chunk);
+  }
+  return b;
+}
+
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ acc_t load_a(const Params& p, const Block& b, int m, int k) {
+  const scalar_t* x = static_cast<const scalar_t*>(p.x);
+  const scalar_t* y = static_cast<const scalar_t*>(p.y);
+  switch (p.mode) {
+    case kFwd: {
+      const int plane = b.OHp * b.OWp;
+      const int n = m / plane, r = m - n * plane;
+      const int ohq = r / b.OWp, owq = r - ohq * b.OWp;
+      const int tap = k / p.cin_g, ci = k - tap * p.cin_g;
+      const int jh = tap / b.ntW, jw = tap - jh * b.ntW;
+      const int ih = ohq + b.b0H - jh * p.eH, iw = owq + b.b0W - jw * p.eW;
+      if (ih < 0 || ih >= p.H || iw < 0 || iw >= p.W) return acc_t(0);
+      return static_cast<acc_t>(
+          x[n * p.xs.n + int64_t(b.g * p.cin_g + ci) * p.xs.c + int64_t(ih) * p.xs.h + int64_t(iw) * p.xs.w]);
+    }
+    case kShuffle: {
+      const int plane = p.H * p.W;
+      const int n = m / plane, r = m - n * plane;
+      const int ih = r / p.W, iw = r - ih * p.W;
+      return static_cast<acc_t>(
+          x[n * p.xs.n + int64_t(b.g * p.cin_g + k) * p.xs.c + int64_t(ih) * p.xs.h + int64_t(iw) * p.xs.w]);
+    }
+    case kDgrad: {
+      const int plane = p.H * p.W;
+      const int n = m / plane, r = m - n * plane;
+      const int ih = r / p.W, iw = r - ih * p.W;
+      int co, kh, kw;
+      if (p.k_cfast) {
+        const int t = k / p.cout_g;
+        co = k - t * p.cout_g;
+        kh = t / p.kW;
+        kw = t - kh * p.kW;
+      } else {
+        co = k / p.kk;
+        const int t = k - co * p.kk;
+        kh = t / p.kW;
+        kw = t - kh * p.kW;
+      }
+      const int oh = ih * p.sH - p.pH + kh * p.dH, ow = iw * p.sW - p.pW + kw * p.dW;
+      if (oh < 0 || oh >= p.OH || ow < 0 || ow >= p.OW) return acc_t(0);
+      return static_cast<acc_t>(
+          y[n * p.ys.n + int64_t(b.g * p.cout_g + co) * p.ys.c + int64_t(oh) * p.ys.h + int64_t(ow) * p.ys.w]);
+    }
+    default: {  // kWgrad: A[ci][k = (n, ih, iw)] = x
+      const int plane = p.H * p.W;
+      const int n = k / plane, r = k - n * plane;
+      const int ih = r / p.W, iw = r - ih * p.W;
+      return static_cast<acc_t>(
+          x[n * p.xs.n + int64_t(b.g * p.cin_g + m) * p.xs.c + int64_t(ih) * p.xs.h + int64_t(iw) * p.xs.w]);
+    }
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ acc_t load_b(const Params& p, const Block& b, int k, int j) {
+  const scalar_t* w = static_cast<const scalar_t*>(p.w);  // contiguous (C_in, C_out/G, kH, kW)
+  switch (p.mode) {
+    case kFwd: {
+      const int tap = k / p.cin_g, ci = k - tap * p.cin_g;
+      const int jh = tap / b.ntW, jw = tap - jh * b.ntW;
+      const int kh = b.kh0 + jh * p.tsH, kw = b.kw0 + jw * p.tsW;
+      return static_cast<acc_t>(w[(int64_t(b.g * p.cin_g + ci) * p.cout_g + j) * p.kk + kh * p.kW + kw]);
+    }
+    case kShuffle:
+      return static_cast<acc_t>(w[int64_t(b.g * p.cin_g + k) * p.cout_g * p.kk + j]);
+    case kDgrad: {
+      int co, t;
+      if (p.k_cfast) {
+        t = k / p.cout_g;
+        co = k - t * p.cout_g;
+      } else {
+        co = k / p.kk;
+        t = k - co * p.kk;
+      }
+      return static_cast<acc_t>(w[(int64_t(b.g * p.cin_g + j) * p.cout_g + co) * p.kk + t]);
+    }
+    default: {  // kWgrad: B[k = (n, ih, iw)][j = (co, kh, kw)] = grad_output (0 outside)
+      const scalar_t* y = static_cast<const scalar_t*>(p.y);
+      const int plane = p.H * p.W;
+      const int n = k / plane, r = k - n * plane;
+      const int ih = r / p.W, iw = r - ih * p.W;
+      const int co = j / p.kk, t = j - co * p.kk;
+      const int kh = t / p.kW, kw = t - kh * p.kW;
+      const int oh = ih * p.sH - p.pH + kh * p.dH, ow = iw * p.sW - p.pW + kw * p.dW;
+      if (oh < 0 || oh >= p.OH || ow < 0 || ow >= p.OW) return acc_t(0);
+      return static_cast<acc_t>(
+          y[n * p.ys.n + int64_t(b.g * p.cout_g + co) * p.ys.c + int64_t(oh) * p.ys.h + int64_t(ow) * p.ys.w]);
+    }
+  }
+}
+
+// Final store of GEMM element (m, j) of group g (bias added where the mode has one).
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ void store(const Params& p, const Block& b, int g, int m, int j, acc_t v) {
+  scalar_t* out = static_cast<scalar_t*>(p.out);
+  const scalar_t* bias = static_cast<const scalar_t*>(p.bias);
+  switch (p.mode) {
+    case kFwd: {
+      const int plane = b.OHp * b.OWp;
+      const int n = m / plane, r = m - n * plane;
+      const int ohq = r / b.OWp, owq = r - ohq * b.OWp;
+      const int oh = b.ph + ohq * p.sH, ow = b.pw + owq * p.sW;
+      const int co = g * p.cout_g + j;
+      if (bias) v += static_cast<acc_t>(bias[co]);
+      out[n * p.os.n + int64_t(co) * p.os.c + int64_t(oh) * p.os.h + int64_t(ow) * p.os.w] = static_cast<scalar_t>(v);
+      break;
+    }
+    case kShuffle: {
+      const int plane = p.H * p.W;
+      const int n = m / plane, r = m - n * plane;
+      const int ih = r / p.W, iw = r - ih * p.W;
+      const int co_l = j / p.kk, t = j - co_l * p.kk;
+      const int kh = t / p.kW, kw = t - kh * p.kW;
+      const int co = g * p.cout_g + co_l;
+      if (bias) v += static_cast<acc_t>(bias[co]);
+      out[n * p.os.n + int64_t(co) * p.os.c + int64_t(ih * p.sH + kh) * p.os.h + int64_t(iw * p.sW + kw) * p.os.w] =
+          static_cast<scalar_t>(v);
+      break;
+    }
+    case kDgrad: {
+      const int plane = p.H * p.W;
+      const int n = m / plane, r = m - n * plane;
+      const int ih = r / p.W, iw = r - ih * p.W;
+      out[n * p.os.n + int64_t(g * p.cin_g + j) * p.os.c + int64_t(ih) * p.os.h + int64_t(iw) * p.os.w] =
+          static_cast<scalar_t>(v);
+      break;
+    }
+    default:  // kWgrad: contiguous grad_weight (C_in, C_out/G, kH, kW)
+      out[(int64_t(g * p.cin_g + m) * p.cout_g) * p.kk + j] = static_cast<scalar_t>(v);
+  }
+}
+
+template <typename scalar_t, int BM, int BN>
+__global__ void __launch_bounds__(kThreads) conv_transpose_gemm_kernel(const Params p) {
+  using acc_t = at::opmath_type<scalar_t>;
+  constexpr int TM = 4, TN = 4;
+  constexpr int RM = BM / TM;  // threads along M
+  static_assert((BM / TM) * (BN / TN) == kThreads, "tile must give 4x4 outputs to each of 256 threads");
+  __shared__ acc_t As[kBK][BM + 1];
+  __shared__ acc_t Bs[kBK][BN + 1];
+
+  const Block b = block_view(p);
+  const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+  if (m0 >= b.M || n0 >= b.Nn) return;  // whole block (kFwd phases have different M)
+  const int tid = threadIdx.x;
+  const int ty = tid % RM, tx = tid / RM;  // M fastest across a warp: coalesced NCHW stores
+
+  acc_t acc[TM][TN];
+#pragma unroll
+  for (int i = 0; i < TM; ++i)
+#pragma unroll
+    for (int j = 0; j < TN; ++j) acc[i][j] = acc_t(0);
+
+  for (int k0 = b.k0; k0 < b.k1; k0 += kBK) {
+    for (int e = tid; e < BM * kBK; e += kThreads) {
+      int mm, kk;
+      if (p.a_m_fast) { mm = e % BM; kk = e / BM; } else { kk = e % kBK; mm = e / kBK; }
+      const int m = m0 + mm, k = k0 + kk;
+      As[kk][mm] = (m < b.M && k < b.k1) ? load_a<scalar_t, acc_t>(p, b, m, k) : acc_t(0);
+    }
+    for (int e = tid; e < BN * kBK; e += kThreads) {
+      int nn, kk;
+      if (p.b_n_fast) { nn = e % BN; kk = e / BN; } else { kk = e % kBK; nn = e / kBK; }
+      const int j = n0 + nn, k = k0 + kk;
+      Bs[kk][nn] = (j < b.Nn && k < b.k1) ? load_b<scalar_t, acc_t>(p, b, k, j) : acc_t(0);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kBK; ++kk) {
+      acc_t a[TM], bb[TN];
+#pragma unroll
+      for (int i = 0; i < TM; ++i) a[i] = As[kk][ty + i * RM];
+#pragma unroll
+      for (int j = 0; j < TN; ++j) bb[j] = Bs[kk][tx + j * (BN / TN)];
+#pragma unroll
+      for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * bb[j];
+    }
+    __syncthreads();
+  }
+
+  acc_t* ws = static_cast<acc_t*>(p.ws);
+#pragma unroll
+  for (int i = 0; i < TM; ++i) {
+    const int m = m0 + ty + i * RM;
+    if (m >= b.M) continue;
+#pragma unroll
+    for (int j = 0; j < TN; ++j) {
+      const int n = n0 + tx + j * (BN / TN);
+      if (n >= b.Nn) continue;
+      if (p.splits > 1)
+        ws[((int64_t(b.split) * p.G + b.g) * b.M + m) * b.Nn + n] = acc[i][j];
+      else
+        store<scalar_t, acc_t>(p, b, b.g, m, n, acc[i][j]);
+    }
+  }
+}
+
+// Sums the split-K partials in split order (deterministic) and stores (dgrad / wgrad only).
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads) splitk_reduce_kernel(const Params p) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const acc_t* ws = static_cast<const acc_t*>(p.ws);
+  const int64_t per_split = int64_t(p.G) * p.M * p.Nn;
+  Block b{};
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < per_split;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    acc_t v = acc_t(0);
+    for (int s = 0; s < p.splits; ++s) v += ws[s * per_split + i];
+    const int g = static_cast<int>(i / (int64_t(p.M) * p.Nn));
+    const int64_t r = i - int64_t(g) * p.M * p.Nn;
+    store<scalar_t, acc_t>(p, b, g, static_cast<int>(r / p.Nn), static_cast<int>(r % p.Nn), v);
+  }
+}
+
+// grad_bias[c] = sum over (n, oh, ow) of grad_output: one block per channel, fixed-order tree.
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads) bias_grad_kernel(const scalar_t* __restrict__ gy, S4 ys, int N, int OH,
+                                                             int OW, scalar_t* __restrict__ gb) {
+  using acc_t = at::opmath_type<scalar_t>;
+  __shared__ acc_t red[kThreads];
+  const int c = blockIdx.x;
+  const int64_t total = int64_t(N) * OH * OW;
+  acc_t v = acc_t(0);
+  for (int64_t i = threadIdx.x; i < total; i += kThreads) {
+    const int64_t n = i / (int64_t(OH) * OW), r = i - n * OH * OW;
+    const int64_t oh = r / OW, ow = r - oh * OW;
+    v += static_cast<acc_t>(gy[n * ys.n + c * ys.c + oh * ys.h + ow * ys.w]);
+  }
+  red[threadIdx.x] = v;
+  __syncthreads();
+  for (int s = kThreads / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) gb[c] = static_cast<scalar_t>(red[0]);
+}
+
+// ---------------------------------------------------------------------------------- host ----
+
+bool channels_last_output(const at::Tensor& t) {
+  return t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+at::MemoryFormat format_of(bool cl) { return cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous; }
+
+void check_int32(const char* op, int64_t v, const char* what) {
+  TORCH_CHECK(v < (int64_t(1) << 31), op, ": ", what, " (", v, ") exceeds the 32-bit index range of the CUDA kernel");
+}
+
+Params base_params(const char* op, const ConvT2dGeometry& g) {
+  for (int64_t v : {g.N * g.H * g.W, g.N * g.OH * g.OW, g.Cout * g.kH * g.kW, g.Cin * g.kH * g.kW})
+    check_int32(op, v, "a GEMM dimension");
+  Params p{};
+  p.N = g.N; p.Cin = g.Cin; p.H = g.H; p.W = g.W; p.Cout = g.Cout; p.G = g.G;
+  p.kH = g.kH; p.kW = g.kW; p.sH = g.sH; p.sW = g.sW; p.pH = g.pH; p.pW = g.pW;
+  p.dH = g.dH; p.dW = g.dW; p.OH = g.OH; p.OW = g.OW;
+  p.cin_g = g.cin_g(); p.cout_g = g.cout_g(); p.kk = g.kH * g.kW;
+  p.tsH = g.sH / std::gcd(g.sH, g.dH);
+  p.tsW = g.sW / std::gcd(g.sW, g.dW);
+  p.eH = p.tsH * g.dH / g.sH;  // lcm(s, d) / s
+  p.eW = p.tsW * g.dW / g.sW;
+  p.splits = 1;
+  p.k_chunk = 0;
+  return p;
+}
+
+// Tile shape from the GEMM's aspect ratio.
+enum class Tile { k64x64, k128x32, k32x128 };
+Tile pick_tile(int64_t M, int64_t Nn) {
+  if (Nn <= 32 && M >= 128) return Tile::k128x32;
+  if (M <= 32 && Nn >= 128) return Tile::k32x128;
+  return Tile::k64x64;
+}
+int tile_m(Tile t) { return t == Tile::k128x32 ? 128 : (t == Tile::k32x128 ? 32 : 64); }
+int tile_n(Tile t) { return t == Tile::k128x32 ? 32 : (t == Tile::k32x128 ? 128 : 64); }
+
+// Split K until the grid has about two waves of blocks, keeping >= 8 K-tiles per split.
+void choose_splits(Params& p, Tile t, int64_t groups_z) {
+  const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int64_t tiles = ((p.M + tile_m(t) - 1) / tile_m(t)) * ((p.Nn + tile_n(t) - 1) / tile_n(t)) * groups_z;
+  int64_t splits = 1;
+  const int64_t k_tiles = (p.K + kBK - 1) / kBK;
+  while (tiles * splits < 2 * sms && k_tiles / (splits * 2) >= 8 && splits < 64) splits *= 2;
+  p.splits = static_cast<int>(splits);
+  p.k_chunk = static_cast<int>(((k_tiles + splits - 1) / splits) * kBK);
+  if (p.k_chunk == 0) p.k_chunk = kBK;
+}
+
+template <typename scalar_t>
+void launch(Params& p, Tile t, int64_t grid_x_rows, int64_t grid_z, const at::Tensor& like) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int bm = tile_m(t), bn = tile_n(t);
+  TORCH_CHECK(grid_z <= 65535, "conv_transpose2d: too many groups x phases x splits for one launch (", grid_z, ")");
+  const int64_t gy = (p.Nn + bn - 1) / bn;
+  TORCH_CHECK(gy <= 65535, "conv_transpose2d: GEMM N dimension too large (", p.Nn, ")");
+  const dim3 grid(static_cast<unsigned>((grid_x_rows + bm - 1) / bm), static_cast<unsigned>(gy),
+                  static_cast<unsigned>(grid_z));
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;
+  at::Tensor ws;
+  if (p.splits > 1) {
+    ws = at::empty({int64_t(p.splits) * p.G * p.M * p.Nn},
+                   like.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+    p.ws = ws.data_ptr();
+  }
+  auto stream = at::cuda::getCurrentCUDAStream();
+  switch (t) {
+    case Tile::k64x64:
+      conv_transpose_gemm_kernel<scalar_t, 64, 64><<<grid, kThreads, 0, stream>>>(p);
+      break;
+    case Tile::k128x32:
+      conv_transpose_gemm_kernel<scalar_t, 128, 32><<<grid, kThreads, 0, stream>>>(p);
+      break;
+    case Tile::k32x128:
+      conv_transpose_gemm_kernel<scalar_t, 32, 128><<<grid, kThreads, 0, stream>>>(p);
+      break;
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (p.splits > 1) {
+    const int64_t total = int64_t(p.G) * p.M * p.Nn;
+    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + kThreads - 1) / kThreads, 1 << 20));
+    splitk_reduce_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(p);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+}
+
+void check_device(const char* op, const at::Tensor& ref, const char* name, const at::Tensor& t) {
+  TORCH_CHECK(t.is_cuda() && t.device() == ref.device(), op, ": ", name, " is on ", t.device(), " but expected ",
+              ref.device());
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " has dtype ", t.scalar_type(), " but expected ",
+              ref.scalar_type());
+}
+
+}  // namespace
+
+at::Tensor conv_transpose2d_forward_cuda(const at::Tensor& input, const at::Tensor& weight,
+                                         const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                         at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
+                                         at::IntArrayRef dilation) {
+  const char* op = "conv_transpose2d";
+  const ConvT2dGeometry g = conv_transpose2d_geometry(op, input.sizes(), weight.sizes(), stride, padding,
+                                                      output_padding, groups, dilation);
+  check_device(op, input, "weight", weight);
+  if (bias.has_value()) {
+    check_device(op, input, "bias", *bias);
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == g.Cout, op, ": bias must have shape (", g.Cout, "), got ",
+                bias->sizes());
+  }
+  const at::cuda::OptionalCUDAGuard guard(device_of(input));
+  const bool cl = channels_last_output(input);
+  at::Tensor output = at::empty({g.N, g.Cout, g.OH, g.OW}, input.options().memory_format(format_of(cl)));
+  if (output.numel() == 0) return output;
+  const at::Tensor w = weight.contiguous();
+  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
+  Params p = base_params(op, g);
+  p.xs = strides_of(input);
+  p.os = strides_of(output);
+  p.x = input.const_data_ptr();
+  p.w = w.const_data_ptr();
+  p.bias = b.defined() ? b.const_data_ptr() : nullptr;
+  p.out = output.data_ptr();
+  const bool shuffle = g.kH == g.sH && g.kW == g.sW && g.pH == 0 && g.pW == 0 && g.dH == 1 && g.dW == 1 &&
+                       g.opH == 0 && g.opW == 0;
+  int64_t rows, grid_z;
+  if (shuffle) {
+    p.mode = kShuffle;
+    p.M = g.N * g.H * g.W;
+    p.Nn = g.cout_g() * g.kH * g.kW;
+    p.K = g.cin_g();
+    p.a_m_fast = !cl;  // NCHW: pixels contiguous; channels_last: channels contiguous
+    p.b_n_fast = true;
+    rows = p.M;
+    grid_z = g.G;
+  } else {
+    p.mode = kFwd;
+    const int64_t ohp = (g.OH + g.sH - 1) / g.sH, owp = (g.OW + g.sW - 1) / g.sW;  // largest phase
+    p.M = static_cast<int>(g.N * ohp * owp);
+    p.Nn = g.cout_g();
+    p.K = 0;  // per phase, in the kernel
+    p.a_m_fast = !cl;
+    p.b_n_fast = true;
+    rows = p.M;
+    grid_z = g.G * g.sH * g.sW;
+  }
+  const Tile t = pick_tile(p.M, p.Nn);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "conv_transpose2d_forward_cuda",
+                                  [&] { launch<scalar_t>(p, t, rows, grid_z, output); });
+  return output;
+}
+
+at::Tensor conv_transpose2d_backward_input_cuda(const at::Tensor& grad_output, const at::Tensor& weight,
+                                                at::IntArrayRef input_size, at::IntArrayRef stride,
+                                                at::IntArrayRef padding, at::IntArrayRef output_padding,
+                                                int64_t groups, at::IntArrayRef dilation) {
+  const char* op = "conv_transpose2d_backward_input";
+  const ConvT2dGeometry g = conv_transpose2d_geometry(op, input_size, weight.sizes(), stride, padding,
+                                                      output_padding, groups, dilation);
+  TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == g.N && grad_output.size(1) == g.Cout &&
+                  grad_output.size(2) == g.OH && grad_output.size(3) == g.OW,
+              op, ": grad_output must have shape (", g.N, ", ", g.Cout, ", ", g.OH, ", ", g.OW, "), got ",
+              grad_output.sizes());
+  check_device(op, grad_output, "weight", weight);
+  const at::cuda::OptionalCUDAGuard guard(device_of(grad_output));
+  const bool cl = channels_last_output(grad_output);
+  at::Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(format_of(cl)));
+  if (grad_input.numel() == 0) return grad_input;
+  const at::Tensor w = weight.contiguous();
+  Params p = base_params(op, g);
+  p.mode = kDgrad;
+  p.ys = strides_of(grad_output);
+  p.os = strides_of(grad_input);
+  p.y = grad_output.const_data_ptr();
+  p.w = w.const_data_ptr();
+  p.out = grad_input.data_ptr();
+  p.M = static_cast<int>(g.N * g.H * g.W);
+  p.Nn = static_cast<int>(g.cin_g());
+  p.K = static_cast<int>(g.cout_g() * g.kH * g.kW);
+  p.k_cfast = cl;      // channels_last: consecutive K = consecutive channels
+  p.a_m_fast = false;  // NCHW: consecutive K = consecutive kw = neighbouring output columns
+  p.b_n_fast = false;
+  const Tile t = pick_tile(p.M, p.Nn);
+  choose_splits(p, t, g.G);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(),
+                                  "conv_transpose2d_backward_input_cuda",
+                                  [&] { launch<scalar_t>(p, t, p.M, int64_t(g.G) * p.splits, grad_input); });
+  return grad_input;
+}
+
+std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cuda(
+    const at::Tensor& grad_output, const at::Tensor& input, at::IntArrayRef weight_size, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation,
+    bool bias_grad) {
+  const char* op = "conv_transpose2d_backward_weight";
+  const ConvT2dGeometry g = conv_transpose2d_geometry(op, input.sizes(), weight_size, stride, padding,
+                                                      output_padding, groups, dilation);
+  TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == g.N && grad_output.size(1) == g.Cout &&
+                  grad_output.size(2) == g.OH && grad_output.size(3) == g.OW,
+              op, ": grad_output must have shape (", g.N, ", ", g.Cout, ", ", g.OH, ", ", g.OW, "), got ",
+              grad_output.sizes());
+  check_device(op, grad_output, "input", input);
+  const at::cuda::OptionalCUDAGuard guard(device_of(grad_output));
+  at::Tensor grad_weight = at::empty(weight_size, grad_output.options());
+  at::Tensor grad_bias = at::empty({bias_grad ? g.Cout : 0}, grad_output.options());
+  const bool cl = channels_last_output(grad_output);
+  auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(),
+                                  "conv_transpose2d_backward_weight_cuda", [&] {
+    if (grad_weight.numel() > 0) {
+      Params p = base_params(op, g);
+      p.mode = kWgrad;
+      p.xs = strides_of(input);
+      p.ys = strides_of(grad_output);
+      p.x = input.const_data_ptr();
+      p.y = grad_output.const_data_ptr();
+      p.out = grad_weight.data_ptr();
+      p.M = static_cast<int>(g.cin_g());
+      p.Nn = static_cast<int>(g.cout_g() * g.kH * g.kW);
+      p.K = static_cast<int>(g.N * g.H * g.W);
+      p.a_m_fast = cl;   // channels_last: channels contiguous; NCHW: pixels contiguous
+      p.b_n_fast = !cl;  // NCHW: consecutive j = consecutive kw = neighbouring output columns
+      const Tile t = pick_tile(p.M, p.Nn);
+      choose_splits(p, t, g.G);
+      launch<scalar_t>(p, t, p.M, int64_t(g.G) * p.splits, grad_weight);
+    }
+    if (bias_grad && g.Cout > 0) {
+      if (g.N * g.OH * g.OW == 0) {
+        grad_bias.zero_();
+      } else {
+        bias_grad_kernel<scalar_t><<<static_cast<unsigned>(g.Cout), kThreads, 0, stream>>>(
+            grad_output.const_data_ptr<scalar_t>(), strides_of(grad_output), static_cast<int>(g.N),
+            static_cast<int>(g.OH), static_cast<int>(g.OW), grad_bias.data_ptr<scalar_t>());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
+    }
+  });
+  return {grad_weight, grad_bias};
+}
+
+}  // namespace rnnkern
