@@ -39,6 +39,13 @@ class RNNLM(nn.Module):
         self.decoder = nn.Linear(hidden_size, vocab_size)
         if tie_weights:
             self.decoder.weight = self.embedding.weight
+        # small uniform init (as in PyTorch's word_language_model): with the default N(0, 1)
+        # embedding a tied decoder starts with logits of std ~sqrt(H) and the loss diverges
+        if self.embedding is not None:
+            nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        if not tie_weights:
+            nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+        nn.init.zeros_(self.decoder.bias)
 
     def init_hidden(self, batch_size: int, device=None, dtype=None) -> Tensor:
         p = self.decoder.weight

@@ -399,7 +399,8 @@ def train_neural(cfg: LMConfig, corpus: Corpus, resume: Optional[str] = None, lo
         out.mkdir(parents=True, exist_ok=True)
         n_params = sum(p.numel() for p in model.parameters())
         log(f"{tag}: V={V}, {n_params / 1e6:.2f}M parameters, train {corpus.train.numel()} tokens, "
-            f"{steps_per_epoch} steps/epoch, device {device}" + (f", {world} processes (DDP)" if world > 1 else ""))
+            f"{steps_per_epoch} steps/epoch, device {device}" + (f", {world} processes (DDP)" if world > 1 else "")
+            + (f"; periodic val on its first {cfg.eval_tokens} tokens, final on all" if cfg.eval_tokens else ""))
         old = sorted(out.glob(f"{tag}-best-val*.pt"))
         if resume and old:
             best_path = old[0]
