@@ -72,6 +72,17 @@ inline void activation_grad_(at::Tensor& d, const at::Tensor& h, bool relu) {
   relu ? at::threshold_backward_out(d, d, h, 0) : at::tanh_backward_out(d, d, h);
 }
 
+// out2 (T*B, H) <- x W_ih^T + b_ih + b_hh for every step at once (one GEMM).
+inline void rnn_input_projection(at::Tensor& out2, const at::Tensor& x, const at::Tensor& w_ih,
+                                 const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh) {
+  const at::Tensor x2 = x.reshape({x.size(0) * x.size(1), x.size(2)});
+  if (b_ih.has_value()) {
+    at::addmm_out(out2, *b_ih + *b_hh, x2, w_ih.t());
+  } else {
+    at::mm_out(out2, x2, w_ih.t());
+  }
+}
+
 // Returns (output (T, B, H), h_n (B, H)).
 inline std::tuple<at::Tensor, at::Tensor> rnn_forward_general(const at::Tensor& x, const at::Tensor& h0,
                                                               const at::Tensor& w_ih, const at::Tensor& w_hh,
@@ -80,17 +91,11 @@ inline std::tuple<at::Tensor, at::Tensor> rnn_forward_general(const at::Tensor& 
                                                               const std::vector<int64_t>& bs,
                                                               const std::optional<at::Tensor>& lengths,
                                                               bool relu) {
-  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_hh.size(0);
+  const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(0);
   at::Tensor out = at::empty({T, B, H}, x.options());
   if (T == 0 || B == 0) return {out, h0.clone(at::MemoryFormat::Contiguous)};
   at::Tensor out2 = out.view({T * B, H});
-  const at::Tensor x2 = x.reshape({T * B, I});
-  // Input projection of every step at once; both biases folded in here.
-  if (b_ih.has_value()) {
-    at::addmm_out(out2, *b_ih + *b_hh, x2, w_ih.t());
-  } else {
-    at::mm_out(out2, x2, w_ih.t());
-  }
+  rnn_input_projection(out2, x, w_ih, b_ih, b_hh);
   const at::Tensor w_hh_t = w_hh.t();
   for (int64_t t = 0; t < T; ++t) {
     at::Tensor step = out.select(0, t);
@@ -113,13 +118,35 @@ inline std::tuple<at::Tensor, at::Tensor> rnn_forward_general(const at::Tensor& 
   return {out, h_n};
 }
 
+// Everything after the reverse recurrence, as large GEMMs: given dz (T, B, H) = dL/d(pre-activation),
+// return (grad_input, grad_hx, grad_w_ih, grad_w_hh, grad_bias).
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_grads_from_dz(
+    const at::Tensor& dz, const at::Tensor& grad_hn, const at::Tensor& x, const at::Tensor& h0,
+    const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& out, const std::vector<int64_t>& bs,
+    bool has_bias) {
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_hh.size(0);
+  at::Tensor grad_h0 = grad_hn.clone(at::MemoryFormat::Contiguous);  // an empty sequence passes dL/dh_n straight to h0
+  if (T > 0 && bs[0] > 0) {
+    at::Tensor g = grad_h0.narrow(0, 0, bs[0]);
+    at::mm_out(g, dz.select(0, 0).narrow(0, 0, bs[0]), w_hh);
+  }
+  const at::Tensor dz2 = dz.view({T * B, H});
+  const at::Tensor x2 = x.reshape({T * B, I});
+  at::Tensor grad_x = at::mm(dz2, w_ih).view({T, B, I});
+  at::Tensor grad_w_ih = at::mm(dz2.t(), x2);
+  at::Tensor grad_w_hh = T > 0 ? at::mm(dz.select(0, 0).t(), h0) : at::zeros_like(w_hh);
+  if (T > 1) grad_w_hh.addmm_(dz.narrow(0, 1, T - 1).reshape({-1, H}).t(), out.narrow(0, 0, T - 1).reshape({-1, H}));
+  at::Tensor grad_b = has_bias ? dz2.sum(0) : at::empty({0}, x.options());
+  return {grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b};
+}
+
 // Returns (grad_input, grad_hx, grad_w_ih, grad_w_hh, grad_bias); grad_bias is the gradient of
 // both b_ih and b_hh (they enter the sum identically); an empty tensor when has_bias is false.
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backward_general(
     const at::Tensor& grad_out, const at::Tensor& grad_hn, const at::Tensor& x, const at::Tensor& h0,
     const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& out, const std::vector<int64_t>& bs,
     bool relu, bool has_bias) {
-  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_hh.size(0);
+  const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(0);
   // dz[t] = dL/d(pre-activation at step t); rows of finished sequences stay zero.
   at::Tensor dz = at::empty({T, B, H}, x.options());
   for (int64_t t = T - 1; t >= 0; --t) {
@@ -134,19 +161,7 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rn
     at::Tensor d_live = d.narrow(0, 0, live);
     activation_grad_(d_live, out.select(0, t).narrow(0, 0, live), relu);
   }
-  at::Tensor grad_h0 = grad_hn.clone(at::MemoryFormat::Contiguous);  // an empty sequence passes dL/dh_n straight to h0
-  if (T > 0 && bs[0] > 0) {
-    at::Tensor g = grad_h0.narrow(0, 0, bs[0]);
-    at::mm_out(g, dz.select(0, 0).narrow(0, 0, bs[0]), w_hh);
-  }
-  const at::Tensor dz2 = dz.view({T * B, H});
-  const at::Tensor x2 = x.reshape({T * B, I});
-  at::Tensor grad_x = at::mm(dz2, w_ih).view({T, B, I});
-  at::Tensor grad_w_ih = at::mm(dz2.t(), x2);
-  at::Tensor grad_w_hh = T > 0 ? at::mm(dz.select(0, 0).t(), h0) : at::zeros_like(w_hh);
-  if (T > 1) grad_w_hh.addmm_(dz.narrow(0, 1, T - 1).reshape({-1, H}).t(), out.narrow(0, 0, T - 1).reshape({-1, H}));
-  at::Tensor grad_b = has_bias ? dz2.sum(0) : at::empty({0}, x.options());
-  return {grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b};
+  return rnn_grads_from_dz(dz, grad_hn, x, h0, w_ih, w_hh, out, bs, has_bias);
 }
 
 }  // namespace rnnkern

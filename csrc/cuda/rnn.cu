@@ -1,16 +1,200 @@
-// Fused vanilla RNN (Elman) on CUDA.
+// Fused vanilla RNN (Elman) on CUDA: two paths, chosen in one place (choose_rnn_path).
 //
-// General path (any H, B, dtype): csrc/rnn_driver.h — one cuBLAS GEMM for the input projection
-// of all steps, then per step one cuBLAS GEMM + one in-place activation on the current stream;
-// backward likewise, with the weight/input gradients as large GEMMs at the end. Deterministic
-// (no atomics). rnn_path() is the one place that will route shapes to persistent kernels.
+// * Persistent (fp32/fp16/bf16, no per-sequence lengths, W_hh fits on chip, B <= 64): ONE
+//   cooperative launch runs every time step. Each CTA keeps a slice of `rows` rows of W_hh
+//   (W_hh^T in backward) in shared memory for the whole sequence; per step it reads the previous
+//   state from L2 (ld.global.cg: L1 is not coherent across SMs), computes its rows for the whole
+//   batch with fp32 accumulation, applies bias/activation in the epilogue, writes them, and the
+//   grid synchronises once (cooperative_groups grid.sync). The input projection (forward) and the
+//   weight/input gradients (backward) stay as large cuBLAS GEMMs around it. Each output is
+//   reduced by one warp in a fixed order: bitwise deterministic.
+// * General (any shape/dtype, lengths): csrc/rnn_driver.h — one cuBLAS GEMM + one activation
+//   per step on the current stream.
+//
+// Set RNNKERN_RNN_PATH=general|persistent to force a path (persistent falls back when it does
+// not fit), RNNKERN_DEBUG=1 to log the choice.
+#include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <cooperative_groups.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 #include "../ops.h"
 #include "../rnn_driver.h"
 
 namespace rnnkern {
+namespace {
+
+namespace cg = cooperative_groups;
+
+constexpr int kPersistThreads = 256;
+constexpr int kMaxRows = 16;    // rows of W per CTA held in registers as accumulators
+constexpr int64_t kMaxBatch = 64;  // above this the L2 traffic of re-reading h per CTA loses to GEMMs
+
+template <typename T>
+__device__ __forceinline__ T load_cg(const T* p) { return __ldcg(p); }
+template <>
+__device__ __forceinline__ c10::Half load_cg(const c10::Half* p) {
+  return c10::Half(__ldcg(reinterpret_cast<const unsigned short*>(p)), c10::Half::from_bits());
+}
+template <>
+__device__ __forceinline__ c10::BFloat16 load_cg(const c10::BFloat16* p) {
+  return c10::BFloat16(__ldcg(reinterpret_cast<const unsigned short*>(p)), c10::BFloat16::from_bits());
+}
+
+template <typename scalar_t>
+struct PersistentParams {
+  const scalar_t* weight;   // (H, H) row-major: row r produces unit r (W_hh fwd, W_hh^T bwd)
+  scalar_t* seq;            // (T, B, H): pre-activations / upstream grads in, results out, in place
+  const scalar_t* state0;   // (B, H) state before the first step; nullptr = zeros
+  const scalar_t* act_out;  // backward: forward outputs h_t for act'(.); forward: nullptr
+  int T, B, H, rows;
+  bool relu, backward;
+};
+
+// forward : seq[t] = act(seq[t] + h_{t-1} W^T),                 t = 0 .. T-1, h_{-1} = state0
+// backward: seq[t] = (seq[t] + dz_{t+1} W) * act'(h_t)           t = T-1 .. 0, dz_T = 0
+template <typename scalar_t>
+__global__ void __launch_bounds__(kPersistThreads) rnn_persistent_kernel(PersistentParams<scalar_t> p) {
+  using acc_t = at::opmath_type<scalar_t>;
+  extern __shared__ unsigned char smem_raw[];
+  scalar_t* w_s = reinterpret_cast<scalar_t*>(smem_raw);
+  cg::grid_group grid = cg::this_grid();
+  const int r0 = blockIdx.x * p.rows;
+  const int rows = min(p.rows, p.H - r0);
+  for (int i = threadIdx.x; i < rows * p.H; i += blockDim.x) w_s[i] = p.weight[static_cast<int64_t>(r0) * p.H + i];
+  __syncthreads();
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
+  const int64_t step = static_cast<int64_t>(p.B) * p.H;
+  for (int s = 0; s < p.T; ++s) {
+    const int t = p.backward ? p.T - 1 - s : s;
+    const scalar_t* prev = s == 0 ? p.state0 : p.seq + (p.backward ? t + 1 : t - 1) * step;
+    scalar_t* cur = p.seq + t * step;
+    for (int b = warp; b < p.B; b += nwarps) {
+      acc_t acc[kMaxRows];
+#pragma unroll
+      for (int r = 0; r < kMaxRows; ++r) acc[r] = acc_t(0);
+      if (prev != nullptr) {
+        const scalar_t* v = prev + static_cast<int64_t>(b) * p.H;
+        for (int c = lane; c < p.H; c += 32) {
+          const acc_t x = static_cast<acc_t>(load_cg(v + c));
+#pragma unroll
+          for (int r = 0; r < kMaxRows; ++r)
+            if (r < rows) acc[r] += static_cast<acc_t>(w_s[r * p.H + c]) * x;
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < kMaxRows; ++r) {
+        if (r < rows) {
+          acc_t sum = acc[r];
+#pragma unroll
+          for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+          if (lane == r) {
+            const int64_t i = static_cast<int64_t>(b) * p.H + r0 + r;
+            const acc_t z = static_cast<acc_t>(load_cg(cur + i)) + sum;
+            acc_t y;
+            if (!p.backward) {
+              y = p.relu ? (z > acc_t(0) ? z : acc_t(0)) : tanh(z);
+            } else {
+              const acc_t h = static_cast<acc_t>(p.act_out[t * step + i]);
+              y = p.relu ? (h > acc_t(0) ? z : acc_t(0)) : z * (acc_t(1) - h * h);
+            }
+            cur[i] = static_cast<scalar_t>(y);
+          }
+        }
+      }
+    }
+    grid.sync();  // step t complete everywhere (includes the memory fence) before step t +- 1 reads it
+  }
+}
+
+struct PersistentConfig {
+  bool use = false;
+  int grid = 0, rows = 0;
+  size_t smem = 0;
+  const char* why = "";
+};
+
+bool debug_enabled() {
+  const char* e = std::getenv("RNNKERN_DEBUG");
+  return e != nullptr && std::strcmp(e, "0") != 0;
+}
+
+// The one place that decides between the persistent kernel and the general path, from the
+// problem size and the device's SM count, shared memory and co-residency limits.
+PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H, bool has_lengths) {
+  PersistentConfig cfg;
+  const char* forced = std::getenv("RNNKERN_RNN_PATH");
+  const auto dtype = x.scalar_type();
+  if (forced != nullptr && std::strcmp(forced, "general") == 0) {
+    cfg.why = "RNNKERN_RNN_PATH=general";
+  } else if (has_lengths) {
+    cfg.why = "variable lengths";
+  } else if (dtype != at::kFloat && dtype != at::kHalf && dtype != at::kBFloat16) {
+    cfg.why = "dtype";
+  } else if (B < 1 || B > kMaxBatch) {
+    cfg.why = "batch > 64";
+  } else {
+    const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
+    const int sms = prop->multiProcessorCount;
+    const int rows = static_cast<int>((H + sms - 1) / sms);
+    const int grid = static_cast<int>((H + rows - 1) / rows);
+    const size_t smem = static_cast<size_t>(rows) * H * x.element_size();
+    if (!prop->cooperativeLaunch) {
+      cfg.why = "no cooperative launch";
+    } else if (rows > kMaxRows) {
+      cfg.why = "H too large for the grid";
+    } else if (smem > prop->sharedMemPerBlockOptin) {
+      cfg.why = "W_hh slice exceeds shared memory";
+    } else {
+      cfg = {true, grid, rows, smem, "fits"};
+    }
+  }
+  if (debug_enabled())
+    std::fprintf(stderr, "rnnkern: rnn B=%lld H=%lld %s -> %s path (%s)\n", static_cast<long long>(B),
+                 static_cast<long long>(H), c10::toString(dtype), cfg.use ? "persistent" : "general", cfg.why);
+  return cfg;
+}
+
+// Launches the persistent kernel; returns false (nothing launched) if the grid cannot be
+// co-resident, so the caller falls back to the general path.
+template <typename scalar_t>
+bool launch_persistent(const PersistentConfig& cfg, const PersistentParams<scalar_t>& params) {
+  auto kernel = rnn_persistent_kernel<scalar_t>;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(cfg.smem)));
+  int per_sm = 0;
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kPersistThreads, cfg.smem));
+  if (per_sm * at::cuda::getCurrentDeviceProperties()->multiProcessorCount < cfg.grid) return false;
+  void* args[] = {const_cast<PersistentParams<scalar_t>*>(&params)};
+  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), cfg.grid, kPersistThreads, args,
+                                             cfg.smem, at::cuda::getCurrentCUDAStream()));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return true;
+}
+
+template <typename scalar_t>
+PersistentParams<scalar_t> make_params(const at::Tensor& weight, at::Tensor& seq, const at::Tensor* state0,
+                                       const at::Tensor* act_out, const PersistentConfig& cfg, bool relu,
+                                       bool backward) {
+  PersistentParams<scalar_t> p;
+  p.weight = weight.const_data_ptr<scalar_t>();
+  p.seq = seq.data_ptr<scalar_t>();
+  p.state0 = state0 ? state0->const_data_ptr<scalar_t>() : nullptr;
+  p.act_out = act_out ? act_out->const_data_ptr<scalar_t>() : nullptr;
+  p.T = static_cast<int>(seq.size(0));
+  p.B = static_cast<int>(seq.size(1));
+  p.H = static_cast<int>(seq.size(2));
+  p.rows = cfg.rows;
+  p.relu = relu;
+  p.backward = backward;
+  return p;
+}
+
+}  // namespace
 
 std::tuple<at::Tensor, at::Tensor> rnn_forward_cuda(const at::Tensor& input, const at::Tensor& hx,
                                                     const at::Tensor& w_ih, const at::Tensor& w_hh,
@@ -19,8 +203,22 @@ std::tuple<at::Tensor, at::Tensor> rnn_forward_cuda(const at::Tensor& input, con
                                                     const std::optional<at::Tensor>& lengths, bool relu) {
   const RnnShapes s = check_rnn_args("rnn_forward", input, hx, w_ih, w_hh, b_ih, b_hh);
   const at::cuda::OptionalCUDAGuard guard(device_of(input));
-  return rnn_forward_general(input, hx, w_ih, w_hh, b_ih, b_hh, batch_sizes("rnn_forward", s, lengths), lengths,
-                             relu);
+  const std::vector<int64_t> bs = batch_sizes("rnn_forward", s, lengths);
+  if (s.T > 0 && s.T < (int64_t(1) << 31)) {
+    const PersistentConfig cfg = choose_rnn_path(input, s.B, s.H, lengths.has_value());
+    if (cfg.use) {
+      at::Tensor out = at::empty({s.T, s.B, s.H}, input.options());
+      at::Tensor out2 = out.view({s.T * s.B, s.H});
+      rnn_input_projection(out2, input, w_ih, b_ih, b_hh);
+      const at::Tensor w = w_hh.contiguous(), h0 = hx.contiguous();
+      bool launched = false;
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "rnn_forward_persistent", [&] {
+        launched = launch_persistent<scalar_t>(cfg, make_params<scalar_t>(w, out, &h0, nullptr, cfg, relu, false));
+      });
+      if (launched) return {out, out.select(0, s.T - 1).clone()};
+    }
+  }
+  return rnn_forward_general(input, hx, w_ih, w_hh, b_ih, b_hh, bs, lengths, relu);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backward_cuda(
@@ -32,8 +230,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
               "rnn_backward: grad_output and output must be (T, B, H)");
   TORCH_CHECK(grad_hn.sizes() == hx.sizes(), "rnn_backward: grad_hn must be (B, H)");
   const at::cuda::OptionalCUDAGuard guard(device_of(input));
-  return rnn_backward_general(grad_output, grad_hn, input, hx, w_ih, w_hh, output,
-                              batch_sizes("rnn_backward", s, lengths), relu, has_bias);
+  const std::vector<int64_t> bs = batch_sizes("rnn_backward", s, lengths);
+  if (s.T > 0 && s.T < (int64_t(1) << 31)) {
+    const PersistentConfig cfg = choose_rnn_path(input, s.B, s.H, lengths.has_value());
+    if (cfg.use) {
+      // dz starts as the upstream gradient of each step's output; dL/dh_n enters at the last step
+      at::Tensor dz = grad_output.clone(at::MemoryFormat::Contiguous);
+      dz.select(0, s.T - 1).add_(grad_hn);
+      const at::Tensor w_t = w_hh.t().contiguous(), out = output.contiguous();
+      bool launched = false;
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "rnn_backward_persistent", [&] {
+        launched = launch_persistent<scalar_t>(cfg, make_params<scalar_t>(w_t, dz, nullptr, &out, cfg, relu, true));
+      });
+      // dz[0] now holds dL/dz_0; every row was live (no lengths), so dh0 = dz_0 W_hh
+      if (launched) return rnn_grads_from_dz(dz, grad_hn, input, hx, w_ih, w_hh, out, bs, has_bias);
+    }
+  }
+  return rnn_backward_general(grad_output, grad_hn, input, hx, w_ih, w_hh, output, bs, relu, has_bias);
 }
 
 }  // namespace rnnkern

@@ -452,3 +452,38 @@ def test_functional_bad_inputs():
     _err(ValueError, "nonlinearity", lambda: RF.rnn(x, h0.unsqueeze(0), [(w_ih, w_hh)], "Tanh"))
     _err(ValueError, "weight groups", lambda: RF.rnn(x, h0.unsqueeze(0), [(w_ih, w_hh)], num_layers=2))
     _err(ValueError, "weight groups", lambda: RF.rnn(x, h0.unsqueeze(0), [(w_ih, w_hh)], bidirectional=True))
+
+
+# ----------------------------------------------------------------------------------------------
+# persistent CUDA kernel vs the general path (csrc/cuda/rnn.cu chooses; RNNKERN_RNN_PATH forces)
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("T,B,H", [(37, 5, 300), (64, 64, 1024), (16, 1, 2048), (8, 3, 7)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_persistent_matches_general_and_fp64(monkeypatch, dtype, T, B, H, relu):
+    from rnnkern.ops.rnn import rnn_forward
+    x = torch.randn(T, B, H, device="cuda", dtype=torch.float64)
+    h0 = torch.randn(B, H, device="cuda", dtype=torch.float64) * 0.5
+    w_ih = torch.randn(H, H, device="cuda", dtype=torch.float64) / H ** 0.5
+    w_hh = torch.randn(H, H, device="cuda", dtype=torch.float64) * (0.9 / H ** 0.5)
+    b_ih, b_hh = (torch.randn(H, device="cuda", dtype=torch.float64) * 0.1 for _ in range(2))
+    g, gh = torch.randn(T, B, H, device="cuda", dtype=torch.float64), torch.randn(B, H, device="cuda", dtype=torch.float64)
+
+    def run(args, path):
+        monkeypatch.setenv("RNNKERN_RNN_PATH", path)
+        args = [a.detach().requires_grad_() for a in args]
+        out, hn = rnn_forward(*args, None, relu)
+        grads = torch.autograd.grad((out * g.to(out.dtype)).sum() + (hn * gh.to(hn.dtype)).sum(), args)
+        return [out, hn, *grads]
+
+    args = [x, h0, w_ih, w_hh, b_ih, b_hh]
+    ref = run(args, "general")  # fp64 always takes the general path
+    low = [a.to(dtype) for a in args]
+    pers, pers2, gen = run(low, "persistent"), run(low, "persistent"), run(low, "general")
+    tol = 1e-5 if dtype == torch.float32 else 5e-2
+    for p, p2, q, r in zip(pers, pers2, gen, ref):
+        assert torch.equal(p, p2)  # bitwise repeatable
+        assert rel_err(p, r) < tol
+        # never more than 2x the general (cuBLAS) path's error, plus a floor for exact cases
+        assert rel_err(p, r) <= 2 * rel_err(q, r) + (1e-6 if dtype == torch.float32 else 1e-3)
