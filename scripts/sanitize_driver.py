@@ -37,7 +37,38 @@ def rnn(dev):
         m(packed)[0].data.float().sum().backward()
 
 
-CHECKS = [unpool, rnn]
+def conv(dev):
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+            x = torch.randn(2, 6, 13, 11, device=dev, dtype=dtype).contiguous(memory_format=fmt).requires_grad_()
+            for stride, pad, dil, groups in ((1, 1, 1, 1), (2, 3, 3, 2), (1, 12, 12, 1), (1, 1, 1, 6)):
+                w = torch.randn(6, 6 // groups, 3, 3, device=dev, dtype=dtype, requires_grad=True)
+                b = torch.randn(6, device=dev, dtype=dtype, requires_grad=True)
+                y = RF.conv2d(x, w, b, stride, pad, dil, groups)
+                y.backward(torch.randn_like(y))
+            w1 = torch.randn(4, 6, 5, device=dev, dtype=dtype, requires_grad=True)
+            RF.conv1d(x.detach()[:, :, 0], w1, None, 1, 4, 2).sum().backward()
+
+
+def conv_transpose(dev):
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+            x = torch.randn(2, 4, 7, 9, device=dev, dtype=dtype).contiguous(memory_format=fmt).requires_grad_()
+            for k, stride, pad, opad, dil, groups in ((4, 2, 1, 0, 1, 1), (3, 2, 1, 1, 1, 2), (2, 2, 0, 0, 1, 1),
+                                                      (5, 3, 2, 2, 1, 4), (3, 1, 2, 0, 2, 1)):
+                w = torch.randn(4, 6 // groups if 6 % groups == 0 else 2, k, k, device=dev, dtype=dtype,
+                                requires_grad=True)
+                y = RF.conv_transpose2d(x, w, None, stride, pad, opad, groups, dil)
+                y.backward(torch.randn_like(y))
+            w1 = torch.randn(4, 3, 3, device=dev, dtype=dtype, requires_grad=True)
+            RF.conv_transpose1d(x.detach()[:, :, 0], w1, None, 2, 1).sum().backward()
+    # the FCN-32s head shape, small batch
+    x = torch.randn(1, 21, 5, 6, device=dev, requires_grad=True)
+    w = torch.randn(21, 21, 64, 64, device=dev, requires_grad=True)
+    RF.conv_transpose2d(x, w, None, 32, 16).sum().backward()
+
+
+CHECKS = [unpool, rnn, conv, conv_transpose]
 
 if __name__ == "__main__":
     for check in CHECKS:
