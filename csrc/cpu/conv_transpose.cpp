@@ -164,99 +164,110 @@ void forward_sample_nchw(const ConvT2dGeometry& g, const at::Tensor& x_n /* [C_i
   (void)tw;
 }
 
+// Pixels per chunk: the im2col / GEMM operand of one chunk (chunk x C_out*kH*kW) stays in L2,
+// so it is produced and consumed from cache (a whole sample's columns can be megabytes).
+int64_t chunk_pixels(const ConvT2dGeometry& g) {
+  constexpr int64_t kColsBudget = 1 << 17;  // elements
+  const int64_t per_px = std::max<int64_t>(1, g.Cout * g.kH * g.kW);
+  return std::max<int64_t>(1, std::min<int64_t>(g.H * g.W, std::max<int64_t>(16, kColsBudget / per_px)));
+}
+
+// channels_last forward of one sample, chunk by chunk of input pixels: cols = x_chunk W'_g per
+// group, then each input pixel adds its contiguous C_out/G-vectors to the output pixels its taps
+// hit. The output (bias-initialised) is accumulated in a fixed order: deterministic.
 template <typename scalar_t>
 void forward_sample_cl(const ConvT2dGeometry& g, const at::Tensor& x_n /* [HW, C_in] */, const at::Tensor& wp,
-                       const scalar_t* bias, scalar_t* out /* [OH, OW, C_out] */,
-                       const std::vector<std::vector<int64_t>>& th, const std::vector<std::vector<int64_t>>& tw) {
-  using acc_t = at::opmath_type<scalar_t>;
+                       const scalar_t* bias, scalar_t* out /* [OH, OW, C_out] */) {
   const int64_t HW = g.H * g.W, kk = g.kH * g.kW, Cg = g.cout_g(), M = kk * Cg;
-  at::Tensor cols = at::empty({HW, g.G, M}, x_n.options());
-  for (int64_t gi = 0; gi < g.G; ++gi) {
-    at::Tensor c = cols.select(1, gi);
-    if (g.G == 1) c = cols.view({HW, M});
-    at::mm_out(c, x_n.narrow(1, gi * g.cin_g(), g.cin_g()), wp.select(0, gi));
-  }
-  const scalar_t* cp = cols.const_data_ptr<scalar_t>();
-  at::parallel_for(0, g.OH, grain(g.OW * g.Cout * std::max<int64_t>(1, kk / (g.sH * g.sW))),
-                   [&](int64_t h0, int64_t h1) {
-    std::vector<acc_t> acc(g.Cout);
-    for (int64_t oh = h0; oh < h1; ++oh) {
-      for (int64_t ow = 0; ow < g.OW; ++ow) {
-        for (int64_t c = 0; c < g.Cout; ++c) acc[c] = bias ? static_cast<acc_t>(bias[c]) : acc_t(0);
-        for (int64_t kh : th[(oh + g.pH) % g.sH]) {
-          const int64_t nh = oh + g.pH - kh * g.dH;
-          if (nh < 0) break;
-          const int64_t ih = nh / g.sH;
-          if (ih >= g.H) continue;
-          for (int64_t kw : tw[(ow + g.pW) % g.sW]) {
-            const int64_t nw = ow + g.pW - kw * g.dW;
-            if (nw < 0) break;
-            const int64_t iw = nw / g.sW;
-            if (iw >= g.W) continue;
-            const scalar_t* src = cp + (ih * g.W + iw) * g.G * M + (kh * g.kW + kw) * Cg;
-            for (int64_t gi = 0; gi < g.G; ++gi) {
-              const scalar_t* s = src + gi * M;
-              acc_t* a = acc.data() + gi * Cg;
-              for (int64_t c = 0; c < Cg; ++c) a[c] += static_cast<acc_t>(s[c]);
-            }
+  for (int64_t o = 0; o < g.OH * g.OW; ++o)
+    for (int64_t c = 0; c < g.Cout; ++c) out[o * g.Cout + c] = bias ? bias[c] : scalar_t(0);
+  const int64_t P = chunk_pixels(g);
+  at::Tensor cols = at::empty({P, g.G, M}, x_n.options());
+  for (int64_t p0 = 0; p0 < HW; p0 += P) {
+    const int64_t np = std::min(P, HW - p0);
+    at::Tensor c = cols.narrow(0, 0, np);
+    for (int64_t gi = 0; gi < g.G; ++gi) {
+      at::Tensor cg = c.select(1, gi);
+      at::mm_out(cg, x_n.narrow(0, p0, np).narrow(1, gi * g.cin_g(), g.cin_g()), wp.select(0, gi));
+    }
+    const scalar_t* cp = cols.const_data_ptr<scalar_t>();
+    for (int64_t q = 0; q < np; ++q) {
+      const int64_t ih = (p0 + q) / g.W, iw = (p0 + q) % g.W;
+      for (int64_t kh = 0; kh < g.kH; ++kh) {
+        const int64_t oh = ih * g.sH - g.pH + kh * g.dH;
+        if (oh < 0 || oh >= g.OH) continue;
+        for (int64_t kw = 0; kw < g.kW; ++kw) {
+          const int64_t ow = iw * g.sW - g.pW + kw * g.dW;
+          if (ow < 0 || ow >= g.OW) continue;
+          scalar_t* o = out + (oh * g.OW + ow) * g.Cout;
+          const scalar_t* src = cp + q * g.G * M + (kh * g.kW + kw) * Cg;
+          for (int64_t gi = 0; gi < g.G; ++gi) {
+            scalar_t* og = o + gi * Cg;
+            const scalar_t* sg = src + gi * M;
+            for (int64_t cc = 0; cc < Cg; ++cc) og[cc] += sg[cc];
           }
         }
-        scalar_t* o = out + (oh * g.OW + ow) * g.Cout;
-        for (int64_t c = 0; c < g.Cout; ++c) o[c] = static_cast<scalar_t>(acc[c]);
       }
     }
-  });
+  }
 }
 
 // ------------------------------------------------------- im2col of grad_output (dgrad, wgrad) ----
 
-// NCHW: cols[co, kh, kw, ih, iw] = gy[co, ih*sH - pH + kh*dH, iw*sW - pW + kw*dW] (0 outside).
+// NCHW, input pixels [p0, p0 + np): cols[(co, kh, kw)][q] = gy[co, oh, ow] for pixel p0 + q = (ih, iw),
+// oh = ih*sH - pH + kh*dH, ow = iw*sW - pW + kw*dW (0 outside).
 template <typename scalar_t>
-void im2col_nchw(const ConvT2dGeometry& g, const scalar_t* gy /* [C_out, OH, OW] */, scalar_t* cols) {
-  const int64_t kk = g.kH * g.kW, HW = g.H * g.W;
-  at::parallel_for(0, g.Cout * kk, grain(HW), [&](int64_t r0, int64_t r1) {
+void im2col_nchw(const ConvT2dGeometry& g, const scalar_t* gy /* [C_out, OH, OW] */, scalar_t* cols, int64_t p0,
+                 int64_t np) {
+  const int64_t kk = g.kH * g.kW;
+  at::parallel_for(0, g.Cout * kk, grain(np), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t co = r / kk, kh = (r % kk) / g.kW, kw = r % g.kW;
       const int64_t lo = std::max<int64_t>(0, div_ceil(g.pW - kw * g.dW, g.sW));
       const int64_t hi = std::min<int64_t>(g.W, div_floor(g.OW - 1 + g.pW - kw * g.dW, g.sW) + 1);
-      scalar_t* c = cols + r * HW;
-      for (int64_t ih = 0; ih < g.H; ++ih, c += g.W) {
+      scalar_t* c = cols + r * np;
+      for (int64_t p = p0; p < p0 + np;) {
+        const int64_t ih = p / g.W, iw0 = p % g.W, iw1 = std::min(g.W, iw0 + (p0 + np - p));
+        scalar_t* cr = c + (p - p0) - iw0;  // indexed by iw
         const int64_t oh = ih * g.sH - g.pH + kh * g.dH;
-        if (oh < 0 || oh >= g.OH || lo >= hi) {
-          std::fill(c, c + g.W, scalar_t(0));
-          continue;
+        if (oh < 0 || oh >= g.OH) {
+          for (int64_t iw = iw0; iw < iw1; ++iw) cr[iw] = scalar_t(0);
+        } else {
+          const scalar_t* src = gy + (co * g.OH + oh) * g.OW + kw * g.dW - g.pW;
+          const int64_t a = std::max(iw0, std::min(lo, iw1)), b = std::max(a, std::min(hi, iw1));
+          for (int64_t iw = iw0; iw < a; ++iw) cr[iw] = scalar_t(0);
+          for (int64_t iw = a; iw < b; ++iw) cr[iw] = src[iw * g.sW];
+          for (int64_t iw = b; iw < iw1; ++iw) cr[iw] = scalar_t(0);
         }
-        const scalar_t* src = gy + (co * g.OH + oh) * g.OW + kw * g.dW - g.pW;
-        for (int64_t iw = 0; iw < lo; ++iw) c[iw] = scalar_t(0);
-        for (int64_t iw = lo; iw < hi; ++iw) c[iw] = src[iw * g.sW];
-        for (int64_t iw = hi; iw < g.W; ++iw) c[iw] = scalar_t(0);
+        p += iw1 - iw0;
       }
     }
   });
 }
 
-// channels_last: cols[ih, iw, g, kh, kw, c] = gy[oh, ow, g*C_out/G + c] (0 outside).
+// channels_last, input pixels [p0, p0 + np): cols[q][g][kh][kw][c] = gy[oh, ow, g*C_out/G + c] (0 outside).
 template <typename scalar_t>
-void im2col_cl(const ConvT2dGeometry& g, const scalar_t* gy /* [OH, OW, C_out] */, scalar_t* cols) {
+void im2col_cl(const ConvT2dGeometry& g, const scalar_t* gy /* [OH, OW, C_out] */, scalar_t* cols, int64_t p0,
+               int64_t np) {
   const int64_t Cg = g.cout_g(), kk = g.kH * g.kW;
-  at::parallel_for(0, g.H, grain(g.W * g.G * kk * Cg), [&](int64_t h0, int64_t h1) {
-    for (int64_t ih = h0; ih < h1; ++ih)
-      for (int64_t iw = 0; iw < g.W; ++iw) {
-        scalar_t* c = cols + (ih * g.W + iw) * g.G * kk * Cg;
-        for (int64_t gi = 0; gi < g.G; ++gi)
-          for (int64_t kh = 0; kh < g.kH; ++kh) {
-            const int64_t oh = ih * g.sH - g.pH + kh * g.dH;
-            for (int64_t kw = 0; kw < g.kW; ++kw, c += Cg) {
-              const int64_t ow = iw * g.sW - g.pW + kw * g.dW;
-              if (oh < 0 || oh >= g.OH || ow < 0 || ow >= g.OW) {
-                std::fill(c, c + Cg, scalar_t(0));
-              } else {
-                const scalar_t* s = gy + (oh * g.OW + ow) * g.Cout + gi * Cg;
-                std::copy(s, s + Cg, c);
-              }
+  at::parallel_for(0, np, grain(g.G * kk * Cg), [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t ih = (p0 + q) / g.W, iw = (p0 + q) % g.W;
+      scalar_t* c = cols + q * g.G * kk * Cg;
+      for (int64_t gi = 0; gi < g.G; ++gi)
+        for (int64_t kh = 0; kh < g.kH; ++kh) {
+          const int64_t oh = ih * g.sH - g.pH + kh * g.dH;
+          for (int64_t kw = 0; kw < g.kW; ++kw, c += Cg) {
+            const int64_t ow = iw * g.sW - g.pW + kw * g.dW;
+            if (oh < 0 || oh >= g.OH || ow < 0 || ow >= g.OW) {
+              std::fill(c, c + Cg, scalar_t(0));
+            } else {
+              const scalar_t* src = gy + (oh * g.OW + ow) * g.Cout + gi * Cg;
+              std::copy(src, src + Cg, c);
             }
           }
-      }
+        }
+    }
   });
 }
 
@@ -305,7 +316,7 @@ at::Tensor conv_transpose2d_forward_cpu(const at::Tensor& input, const at::Tenso
       for (int64_t n = n0; n < n1; ++n) {
         if (cl)
           forward_sample_cl<scalar_t>(g, x[n].permute({1, 2, 0}).reshape({g.H * g.W, g.Cin}), w, bp,
-                                      out + n * out_n, th, tw);
+                                      out + n * out_n);
         else
           forward_sample_nchw<scalar_t>(g, x[n].view({g.Cin, g.H * g.W}), w, bp, out + n * out_n, th, tw);
       }
@@ -342,22 +353,30 @@ at::Tensor conv_transpose2d_backward_input_cpu(const at::Tensor& grad_output, co
     at::parallel_for(0, g.N, grain(macs_per_sample(g)), [&](int64_t n0, int64_t n1) {
       for (int64_t n = n0; n < n1; ++n) {
         const scalar_t* gyn = gp + n * g.Cout * g.OH * g.OW;
+        const int64_t P = chunk_pixels(g);
         if (cl) {
-          at::Tensor cols = at::empty({HW, g.G, M}, gy.options());
-          im2col_cl<scalar_t>(g, gyn, cols.data_ptr<scalar_t>());
+          at::Tensor cols = at::empty({P, g.G, M}, gy.options());
           at::Tensor dx = grad_input[n].permute({1, 2, 0}).view({HW, g.Cin});  // channels_last sample
-          for (int64_t gi = 0; gi < g.G; ++gi) {
-            at::Tensor o = dx.narrow(1, gi * g.cin_g(), g.cin_g());
-            at::mm_out(o, cols.select(1, gi), w.select(0, gi).t());
+          for (int64_t p0 = 0; p0 < HW; p0 += P) {
+            const int64_t np = std::min(P, HW - p0);
+            im2col_cl<scalar_t>(g, gyn, cols.data_ptr<scalar_t>(), p0, np);
+            for (int64_t gi = 0; gi < g.G; ++gi) {
+              at::Tensor o = dx.narrow(0, p0, np).narrow(1, gi * g.cin_g(), g.cin_g());
+              at::mm_out(o, cols.narrow(0, 0, np).select(1, gi), w.select(0, gi).t());
+            }
           }
         } else {
-          at::Tensor cols = at::empty({g.G, M, HW}, gy.options());
-          im2col_nchw<scalar_t>(g, gyn, cols.data_ptr<scalar_t>());
+          at::Tensor buf = at::empty({g.G * M * P}, gy.options());
           at::Tensor dx = grad_input[n].view({g.G, g.cin_g(), HW});
           const at::Tensor wv = w.view({g.G, g.cin_g(), M});
-          for (int64_t gi = 0; gi < g.G; ++gi) {
-            at::Tensor o = dx.select(0, gi);
-            at::mm_out(o, wv.select(0, gi), cols.select(0, gi));
+          for (int64_t p0 = 0; p0 < HW; p0 += P) {
+            const int64_t np = std::min(P, HW - p0);
+            at::Tensor cols = buf.narrow(0, 0, g.G * M * np).view({g.G, M, np});
+            im2col_nchw<scalar_t>(g, gyn, cols.data_ptr<scalar_t>(), p0, np);
+            for (int64_t gi = 0; gi < g.G; ++gi) {
+              at::Tensor o = dx.select(0, gi).narrow(1, p0, np);
+              at::mm_out(o, wv.select(0, gi), cols.select(0, gi));
+            }
           }
         }
       }
@@ -403,19 +422,25 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cpu(
         for (int64_t s = s0; s < s1; ++s) {
           at::Tensor acc = partial[s];
           const int64_t nb = s * g.N / slots, ne = (s + 1) * g.N / slots;
-          at::Tensor cols = cl ? at::empty({HW, g.G, M}, gy.options()) : at::empty({g.G, M, HW}, gy.options());
+          const int64_t P = chunk_pixels(g);
+          at::Tensor buf = at::empty({g.G * M * P}, gy.options());
           for (int64_t n = nb; n < ne; ++n) {
             const scalar_t* gyn = gp + n * g.Cout * g.OH * g.OW;
-            if (cl) {
-              im2col_cl<scalar_t>(g, gyn, cols.data_ptr<scalar_t>());
-              const at::Tensor xn = x[n].permute({1, 2, 0}).view({HW, g.Cin});
-              for (int64_t gi = 0; gi < g.G; ++gi)
-                acc.select(0, gi).addmm_(xn.narrow(1, gi * g.cin_g(), g.cin_g()).t(), cols.select(1, gi));
-            } else {
-              im2col_nchw<scalar_t>(g, gyn, cols.data_ptr<scalar_t>());
-              const at::Tensor xn = x[n].view({g.G, g.cin_g(), HW});
-              for (int64_t gi = 0; gi < g.G; ++gi)
-                acc.select(0, gi).addmm_(xn.select(0, gi), cols.select(0, gi).t());
+            for (int64_t p0 = 0; p0 < HW; p0 += P) {
+              const int64_t np = std::min(P, HW - p0);
+              if (cl) {
+                at::Tensor cols = buf.narrow(0, 0, g.G * M * np).view({np, g.G, M});
+                im2col_cl<scalar_t>(g, gyn, cols.data_ptr<scalar_t>(), p0, np);
+                const at::Tensor xn = x[n].permute({1, 2, 0}).view({HW, g.Cin}).narrow(0, p0, np);
+                for (int64_t gi = 0; gi < g.G; ++gi)
+                  acc.select(0, gi).addmm_(xn.narrow(1, gi * g.cin_g(), g.cin_g()).t(), cols.select(1, gi));
+              } else {
+                at::Tensor cols = buf.narrow(0, 0, g.G * M * np).view({g.G, M, np});
+                im2col_nchw<scalar_t>(g, gyn, cols.data_ptr<scalar_t>(), p0, np);
+                const at::Tensor xn = x[n].view({g.G, g.cin_g(), HW}).narrow(2, p0, np);
+                for (int64_t gi = 0; gi < g.G; ++gi)
+                  acc.select(0, gi).addmm_(xn.select(0, gi), cols.select(0, gi).t());
+              }
             }
           }
         }
