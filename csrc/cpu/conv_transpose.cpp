@@ -95,6 +95,9 @@ ConvT2dGeometry conv_transpose2d_geometry(const char* op, at::IntArrayRef input_
 
 namespace {
 
+// Elements of an im2col / col2im operand block, sized to stay in L2.
+constexpr int64_t chunk_pixels_budget() { return int64_t(1) << 17; }
+
 // For each output phase r = (o + p) mod s: the kernel taps k with k*d == r (mod s), ascending.
 // The input position of tap k is i = (o + p - k*d) / s (exact), valid when 0 <= i < In.
 std::vector<std::vector<int64_t>> phase_taps(int64_t k, int64_t s, int64_t d) {
@@ -117,57 +120,62 @@ at::Tensor permute_weight_cl(const at::Tensor& w, const ConvT2dGeometry& g) {
 
 // ---------------------------------------------------------------- forward (GEMM + col2im) ----
 
+// NCHW forward of one sample, block of output channels by block: cols = W_g^T x_g for the
+// block's (C_out-block * kH * kW) rows stays in L2, then the block's output rows gather from it.
 template <typename scalar_t>
 void forward_sample_nchw(const ConvT2dGeometry& g, const at::Tensor& x_n /* [C_in, HW] */, const at::Tensor& w,
                          const scalar_t* bias, scalar_t* out /* [C_out, OH, OW] */,
-                         const std::vector<std::vector<int64_t>>& th, const std::vector<std::vector<int64_t>>& tw) {
+                         const std::vector<std::vector<int64_t>>& th) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t HW = g.H * g.W, kk = g.kH * g.kW, M = g.cout_g() * kk;
-  at::Tensor cols = at::empty({g.G, M, HW}, x_n.options());
+  const int64_t HW = g.H * g.W, kk = g.kH * g.kW, Cg = g.cout_g(), M = Cg * kk;
+  const int64_t cb = std::max<int64_t>(1, std::min<int64_t>(Cg, chunk_pixels_budget() / std::max<int64_t>(1, kk * HW)));
+  at::Tensor cols = at::empty({cb * kk, HW}, x_n.options());
   const at::Tensor wv = w.view({g.G, g.cin_g(), M});
   const at::Tensor xv = x_n.view({g.G, g.cin_g(), HW});
-  for (int64_t gi = 0; gi < g.G; ++gi) {
-    at::Tensor c = cols.select(0, gi);
-    at::mm_out(c, wv.select(0, gi).t(), xv.select(0, gi));
-  }
-  const scalar_t* cp = cols.const_data_ptr<scalar_t>();
   // iw range of each kernel column: ow = iw*sW - pW + kw*dW in [0, OW)
   std::vector<int64_t> lo(g.kW), hi(g.kW);
   for (int64_t kw = 0; kw < g.kW; ++kw) {
     lo[kw] = std::max<int64_t>(0, div_ceil(g.pW - kw * g.dW, g.sW));
     hi[kw] = std::min<int64_t>(g.W, div_floor(g.OW - 1 + g.pW - kw * g.dW, g.sW) + 1);
   }
-  at::parallel_for(0, g.Cout, grain(g.OH * g.OW + kk * HW), [&](int64_t c0, int64_t c1) {
-    std::vector<acc_t> acc(g.OW);
-    for (int64_t co = c0; co < c1; ++co) {
-      const scalar_t* cc = cp + co * kk * HW;  // cols rows of channel co: [kH, kW, H, W]
-      const acc_t b = bias ? static_cast<acc_t>(bias[co]) : acc_t(0);
-      for (int64_t oh = 0; oh < g.OH; ++oh) {
-        std::fill(acc.begin(), acc.end(), b);
-        for (int64_t kh : th[(oh + g.pH) % g.sH]) {
-          const int64_t num = oh + g.pH - kh * g.dH;
-          if (num < 0) break;  // taps ascend: every later one is out too
-          const int64_t ih = num / g.sH;
-          if (ih >= g.H) continue;
-          for (int64_t kw = 0; kw < g.kW; ++kw) {
-            const scalar_t* row = cc + ((kh * g.kW + kw) * g.H + ih) * g.W;
-            acc_t* a = acc.data() + kw * g.dW - g.pW;
-            const int64_t s = g.sW;
-            for (int64_t iw = lo[kw]; iw < hi[kw]; ++iw) a[iw * s] += static_cast<acc_t>(row[iw]);
+  for (int64_t gi = 0; gi < g.G; ++gi)
+    for (int64_t c0 = 0; c0 < Cg; c0 += cb) {
+      const int64_t nc = std::min(cb, Cg - c0);
+      at::Tensor c = cols.narrow(0, 0, nc * kk);
+      at::mm_out(c, wv.select(0, gi).narrow(1, c0 * kk, nc * kk).t(), xv.select(0, gi));
+      const scalar_t* cp = cols.const_data_ptr<scalar_t>();
+      at::parallel_for(0, nc, grain(g.OH * g.OW + kk * HW), [&](int64_t j0, int64_t j1) {
+        std::vector<acc_t> acc(g.OW);
+        for (int64_t j = j0; j < j1; ++j) {
+          const int64_t co = gi * Cg + c0 + j;
+          const scalar_t* cc = cp + j * kk * HW;  // cols rows of channel co: [kH, kW, H, W]
+          const acc_t b = bias ? static_cast<acc_t>(bias[co]) : acc_t(0);
+          for (int64_t oh = 0; oh < g.OH; ++oh) {
+            std::fill(acc.begin(), acc.end(), b);
+            for (int64_t kh : th[(oh + g.pH) % g.sH]) {
+              const int64_t num = oh + g.pH - kh * g.dH;
+              if (num < 0) break;  // taps ascend: every later one is out too
+              const int64_t ih = num / g.sH;
+              if (ih >= g.H) continue;
+              for (int64_t kw = 0; kw < g.kW; ++kw) {
+                const scalar_t* __restrict__ row = cc + ((kh * g.kW + kw) * g.H + ih) * g.W;
+                acc_t* __restrict__ a = acc.data() + kw * g.dW - g.pW;
+                const int64_t s = g.sW;
+                for (int64_t iw = lo[kw]; iw < hi[kw]; ++iw) a[iw * s] += static_cast<acc_t>(row[iw]);
+              }
+            }
+            scalar_t* o = out + (co * g.OH + oh) * g.OW;
+            for (int64_t ow = 0; ow < g.OW; ++ow) o[ow] = static_cast<scalar_t>(acc[ow]);
           }
         }
-        scalar_t* o = out + (co * g.OH + oh) * g.OW;
-        for (int64_t ow = 0; ow < g.OW; ++ow) o[ow] = static_cast<scalar_t>(acc[ow]);
-      }
+      });
     }
-  });
-  (void)tw;
 }
 
 // Pixels per chunk: the im2col / GEMM operand of one chunk (chunk x C_out*kH*kW) stays in L2,
 // so it is produced and consumed from cache (a whole sample's columns can be megabytes).
 int64_t chunk_pixels(const ConvT2dGeometry& g) {
-  constexpr int64_t kColsBudget = 1 << 17;  // elements
+  const int64_t kColsBudget = chunk_pixels_budget();
   const int64_t per_px = std::max<int64_t>(1, g.Cout * g.kH * g.kW);
   return std::max<int64_t>(1, std::min<int64_t>(g.H * g.W, std::max<int64_t>(16, kColsBudget / per_px)));
 }
@@ -204,6 +212,7 @@ void forward_sample_cl(const ConvT2dGeometry& g, const at::Tensor& x_n /* [HW, C
           for (int64_t gi = 0; gi < g.G; ++gi) {
             scalar_t* og = o + gi * Cg;
             const scalar_t* sg = src + gi * M;
+#pragma omp simd
             for (int64_t cc = 0; cc < Cg; ++cc) og[cc] += sg[cc];
           }
         }
@@ -307,7 +316,7 @@ at::Tensor conv_transpose2d_forward_cpu(const at::Tensor& input, const at::Tenso
   const at::Tensor w = cl ? permute_weight_cl(weight.detach(), g) : weight.detach().contiguous();
   const std::optional<at::Tensor> b =
       bias.has_value() ? std::optional<at::Tensor>(bias->detach().contiguous()) : std::nullopt;
-  const auto th = phase_taps(g.kH, g.sH, g.dH), tw = phase_taps(g.kW, g.sW, g.dW);
+  const auto th = phase_taps(g.kH, g.sH, g.dH);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "conv_transpose2d_forward_cpu", [&] {
     const scalar_t* bp = b.has_value() ? b->const_data_ptr<scalar_t>() : nullptr;
     scalar_t* out = output.data_ptr<scalar_t>();
@@ -318,7 +327,7 @@ at::Tensor conv_transpose2d_forward_cpu(const at::Tensor& input, const at::Tenso
           forward_sample_cl<scalar_t>(g, x[n].permute({1, 2, 0}).reshape({g.H * g.W, g.Cin}), w, bp,
                                       out + n * out_n);
         else
-          forward_sample_nchw<scalar_t>(g, x[n].view({g.Cin, g.H * g.W}), w, bp, out + n * out_n, th, tw);
+          forward_sample_nchw<scalar_t>(g, x[n].view({g.Cin, g.H * g.W}), w, bp, out + n * out_n, th);
       }
     });
   });

@@ -88,6 +88,21 @@ def test_checkerboard_and_named_shapes(device, k, s, p, op):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_blocked_paths(device, layout):
+    """Sizes that split the CPU kernels' work into several pixel chunks (crossing image rows) and
+    output-channel blocks, and the CUDA kernels' work into several tiles and K splits."""
+    x = _layout(torch.randn(3, 8, 13, 12, device=device, dtype=torch.float64), layout)
+    w = torch.randn(8, 48, 5, 5, device=device, dtype=torch.float64)
+    b = torch.randn(96, device=device, dtype=torch.float64)
+    c = dict(s=[2, 3], p=[2, 1], op=[1, 0], g=2, d=[1, 1])
+    y, y_ref, grads, grads_ref = run_both(RF.conv_transpose2d, F.conv_transpose2d, x, w, b, c)
+    assert rel_err(y, y_ref) < 1e-12
+    for g, gr in zip(grads, grads_ref):
+        assert rel_err(g, gr) < 1e-12
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_gradcheck_fp64(device):
     x = torch.randn(2, 4, 3, 2, dtype=torch.float64, device=device, requires_grad=True)
     w = torch.randn(4, 3, 3, 2, dtype=torch.float64, device=device, requires_grad=True)
