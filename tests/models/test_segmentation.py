@@ -364,3 +364,15 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert proc.stdout.count("best val mIoU") == 1  # rank 0 alone reports
     ckpt = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)
     assert ckpt["step"] == 1  # 16 images, 2 ranks x batch 8 -> one step per epoch
+
+
+def test_demo_runs_within_budget(tmp_path, capsys):
+    import time
+
+    from rnnkern.models.segmentation.demo import run_demo
+    t = time.perf_counter()
+    res = run_demo(seconds=4.0, out_dir=str(tmp_path / "demo"), train_size=64, val_size=16, progress=False)
+    assert time.perf_counter() - t < 60
+    assert res["steps"] >= 1 and 0.0 <= res["val_miou"] <= 1.0 and 0.0 < res["baseline_miou"] < 1.0
+    assert Path(res["overlay"]).is_file() and Path(res["curves"]).is_file()
+    assert "majority-class baseline" in capsys.readouterr().out
