@@ -115,33 +115,72 @@ __device__ __forceinline__ Block block_view(const Params& p) {
   return b;
 }
 
-template <typename scalar_t, typename acc_t>
-__device__ __forceinline__ acc_t load_a(const Params& p, const Block& b, int m, int k) {
-  const scalar_t* x = static_cast<const scalar_t*>(p.x);
-  const scalar_t* y = static_cast<const scalar_t*>(p.y);
+// Operand gathers are split into a row-dependent and a column-dependent part, each tabulated once
+// in shared memory (the M / N parts once per block, the K parts once per K-tile), so a tile load
+// is two table reads, one bounds test and one global load, with no integer division in the
+// inner loop:  value = (r, c) in [0, R) x [0, C) ? src[e1.off + e2.off + r*sh + c*sw] : 0,
+// r = e1.r + e2.r, c = e1.c + e2.c. Weights use r = c = 0, sh = sw = 0 and no bounds.
+struct Ent {
+  int64_t off;
+  int r, c;
+};
+
+struct Operand {
+  const void* src;
+  int64_t sh, sw;
+  int R, C;
+  bool bounded;
+};
+
+__device__ __forceinline__ Operand operand_a(const Params& p) {
+  switch (p.mode) {
+    case kDgrad: return {p.y, p.ys.h, p.ys.w, p.OH, p.OW, true};
+    default: return {p.x, p.xs.h, p.xs.w, p.H, p.W, true};  // kFwd, kShuffle, kWgrad
+  }
+}
+
+__device__ __forceinline__ Operand operand_b(const Params& p) {
+  if (p.mode == kWgrad) return {p.y, p.ys.h, p.ys.w, p.OH, p.OW, true};
+  return {p.w, 0, 0, 1, 1, false};
+}
+
+// A's M-side entry for GEMM row m.
+__device__ __forceinline__ Ent ent_am(const Params& p, const Block& b, int m) {
   switch (p.mode) {
     case kFwd: {
       const int plane = b.OHp * b.OWp;
       const int n = m / plane, r = m - n * plane;
       const int ohq = r / b.OWp, owq = r - ohq * b.OWp;
-      const int tap = k / p.cin_g, ci = k - tap * p.cin_g;
-      const int jh = tap / b.ntW, jw = tap - jh * b.ntW;
-      const int ih = ohq + b.b0H - jh * p.eH, iw = owq + b.b0W - jw * p.eW;
-      if (ih < 0 || ih >= p.H || iw < 0 || iw >= p.W) return acc_t(0);
-      return static_cast<acc_t>(
-          x[n * p.xs.n + int64_t(b.g * p.cin_g + ci) * p.xs.c + int64_t(ih) * p.xs.h + int64_t(iw) * p.xs.w]);
+      return {n * p.xs.n, ohq + b.b0H, owq + b.b0W};
     }
     case kShuffle: {
       const int plane = p.H * p.W;
       const int n = m / plane, r = m - n * plane;
-      const int ih = r / p.W, iw = r - ih * p.W;
-      return static_cast<acc_t>(
-          x[n * p.xs.n + int64_t(b.g * p.cin_g + k) * p.xs.c + int64_t(ih) * p.xs.h + int64_t(iw) * p.xs.w]);
+      const int ih = r / p.W;
+      return {n * p.xs.n, ih, r - ih * p.W};
     }
     case kDgrad: {
       const int plane = p.H * p.W;
       const int n = m / plane, r = m - n * plane;
       const int ih = r / p.W, iw = r - ih * p.W;
+      return {n * p.ys.n, ih * p.sH - p.pH, iw * p.sW - p.pW};
+    }
+    default:  // kWgrad: m = input channel of the group
+      return {int64_t(b.g * p.cin_g + m) * p.xs.c, 0, 0};
+  }
+}
+
+// A's K-side entry for GEMM depth k.
+__device__ __forceinline__ Ent ent_ak(const Params& p, const Block& b, int k) {
+  switch (p.mode) {
+    case kFwd: {
+      const int tap = k / p.cin_g, ci = k - tap * p.cin_g;
+      const int jh = tap / b.ntW, jw = tap - jh * b.ntW;
+      return {int64_t(b.g * p.cin_g + ci) * p.xs.c, -jh * p.eH, -jw * p.eW};
+    }
+    case kShuffle:
+      return {int64_t(b.g * p.cin_g + k) * p.xs.c, 0, 0};
+    case kDgrad: {
       int co, kh, kw;
       if (p.k_cfast) {
         const int t = k / p.cout_g;
@@ -154,34 +193,29 @@ __device__ __forceinline__ acc_t load_a(const Params& p, const Block& b, int m, 
         kh = t / p.kW;
         kw = t - kh * p.kW;
       }
-      const int oh = ih * p.sH - p.pH + kh * p.dH, ow = iw * p.sW - p.pW + kw * p.dW;
-      if (oh < 0 || oh >= p.OH || ow < 0 || ow >= p.OW) return acc_t(0);
-      return static_cast<acc_t>(
-          y[n * p.ys.n + int64_t(b.g * p.cout_g + co) * p.ys.c + int64_t(oh) * p.ys.h + int64_t(ow) * p.ys.w]);
+      return {int64_t(b.g * p.cout_g + co) * p.ys.c, kh * p.dH, kw * p.dW};
     }
-    default: {  // kWgrad: A[ci][k = (n, ih, iw)] = x
+    default: {  // kWgrad: k = (n, ih, iw)
       const int plane = p.H * p.W;
       const int n = k / plane, r = k - n * plane;
-      const int ih = r / p.W, iw = r - ih * p.W;
-      return static_cast<acc_t>(
-          x[n * p.xs.n + int64_t(b.g * p.cin_g + m) * p.xs.c + int64_t(ih) * p.xs.h + int64_t(iw) * p.xs.w]);
+      const int ih = r / p.W;
+      return {n * p.xs.n, ih, r - ih * p.W};
     }
   }
 }
 
-template <typename scalar_t, typename acc_t>
-__device__ __forceinline__ acc_t load_b(const Params& p, const Block& b, int k, int j) {
-  const scalar_t* w = static_cast<const scalar_t*>(p.w);  // contiguous (C_in, C_out/G, kH, kW)
+// B's K-side entry for GEMM depth k.
+__device__ __forceinline__ Ent ent_bk(const Params& p, const Block& b, int k) {
   switch (p.mode) {
-    case kFwd: {
+    case kFwd: {  // w[((g*cin_g + ci)*cout_g + j)*kk + kh*kW + kw]
       const int tap = k / p.cin_g, ci = k - tap * p.cin_g;
       const int jh = tap / b.ntW, jw = tap - jh * b.ntW;
       const int kh = b.kh0 + jh * p.tsH, kw = b.kw0 + jw * p.tsW;
-      return static_cast<acc_t>(w[(int64_t(b.g * p.cin_g + ci) * p.cout_g + j) * p.kk + kh * p.kW + kw]);
+      return {int64_t(b.g * p.cin_g + ci) * p.cout_g * p.kk + kh * p.kW + kw, 0, 0};
     }
-    case kShuffle:
-      return static_cast<acc_t>(w[int64_t(b.g * p.cin_g + k) * p.cout_g * p.kk + j]);
-    case kDgrad: {
+    case kShuffle:  // w[(g*cin_g + k)*cout_g*kk + j]
+      return {int64_t(b.g * p.cin_g + k) * p.cout_g * p.kk, 0, 0};
+    case kDgrad: {  // w[((g*cin_g + j)*cout_g + co)*kk + kh*kW + kw]
       int co, t;
       if (p.k_cfast) {
         t = k / p.cout_g;
@@ -190,21 +224,36 @@ __device__ __forceinline__ acc_t load_b(const Params& p, const Block& b, int k, 
         co = k / p.kk;
         t = k - co * p.kk;
       }
-      return static_cast<acc_t>(w[(int64_t(b.g * p.cin_g + j) * p.cout_g + co) * p.kk + t]);
+      return {int64_t(co) * p.kk + t, 0, 0};
     }
-    default: {  // kWgrad: B[k = (n, ih, iw)][j = (co, kh, kw)] = grad_output (0 outside)
-      const scalar_t* y = static_cast<const scalar_t*>(p.y);
+    default: {  // kWgrad: grad_output at (n, ih*sH - pH + kh*dH, iw*sW - pW + kw*dW)
       const int plane = p.H * p.W;
       const int n = k / plane, r = k - n * plane;
       const int ih = r / p.W, iw = r - ih * p.W;
-      const int co = j / p.kk, t = j - co * p.kk;
-      const int kh = t / p.kW, kw = t - kh * p.kW;
-      const int oh = ih * p.sH - p.pH + kh * p.dH, ow = iw * p.sW - p.pW + kw * p.dW;
-      if (oh < 0 || oh >= p.OH || ow < 0 || ow >= p.OW) return acc_t(0);
-      return static_cast<acc_t>(
-          y[n * p.ys.n + int64_t(b.g * p.cout_g + co) * p.ys.c + int64_t(oh) * p.ys.h + int64_t(ow) * p.ys.w]);
+      return {n * p.ys.n, ih * p.sH - p.pH, iw * p.sW - p.pW};
     }
   }
+}
+
+// B's N-side entry for GEMM column j.
+__device__ __forceinline__ Ent ent_bj(const Params& p, const Block& b, int j) {
+  switch (p.mode) {
+    case kFwd: return {int64_t(j) * p.kk, 0, 0};
+    case kShuffle: return {int64_t(j), 0, 0};
+    case kDgrad: return {int64_t(b.g * p.cin_g + j) * p.cout_g * p.kk, 0, 0};
+    default: {  // kWgrad: j = (co, kh, kw)
+      const int co = j / p.kk, t = j - co * p.kk;
+      const int kh = t / p.kW, kw = t - kh * p.kW;
+      return {int64_t(b.g * p.cout_g + co) * p.ys.c, kh * p.dH, kw * p.dW};
+    }
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ acc_t gather(const Operand& o, const Ent& e1, const Ent& e2) {
+  const int r = e1.r + e2.r, c = e1.c + e2.c;
+  if (o.bounded && (r < 0 || r >= o.R || c < 0 || c >= o.C)) return acc_t(0);
+  return static_cast<acc_t>(static_cast<const scalar_t*>(o.src)[e1.off + e2.off + r * o.sh + c * o.sw]);
 }
 
 // Final store of GEMM element (m, j) of group g (bias added where the mode has one).
@@ -257,11 +306,16 @@ __global__ void __launch_bounds__(kThreads) conv_transpose_gemm_kernel(const Par
   __shared__ acc_t As[kBK][BM + 1];
   __shared__ acc_t Bs[kBK][BN + 1];
 
+  __shared__ Ent tm[BM], tj[BN], tka[kBK], tkb[kBK];
+
   const Block b = block_view(p);
   const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
   if (m0 >= b.M || n0 >= b.Nn) return;  // whole block (kFwd phases have different M)
   const int tid = threadIdx.x;
   const int ty = tid % RM, tx = tid / RM;  // M fastest across a warp: coalesced NCHW stores
+  const Operand oa = operand_a(p), ob = operand_b(p);
+  for (int i = tid; i < BM; i += kThreads) tm[i] = m0 + i < b.M ? ent_am(p, b, m0 + i) : Ent{0, 0, 0};
+  for (int i = tid; i < BN; i += kThreads) tj[i] = n0 + i < b.Nn ? ent_bj(p, b, n0 + i) : Ent{0, 0, 0};
 
   acc_t acc[TM][TN];
 #pragma unroll
@@ -270,17 +324,23 @@ __global__ void __launch_bounds__(kThreads) conv_transpose_gemm_kernel(const Par
     for (int j = 0; j < TN; ++j) acc[i][j] = acc_t(0);
 
   for (int k0 = b.k0; k0 < b.k1; k0 += kBK) {
+    if (tid < kBK) {
+      const int k = k0 + tid;
+      tka[tid] = k < b.k1 ? ent_ak(p, b, k) : Ent{0, 0, 0};
+    } else if (tid < 2 * kBK) {
+      const int k = k0 + tid - kBK;
+      tkb[tid - kBK] = k < b.k1 ? ent_bk(p, b, k) : Ent{0, 0, 0};
+    }
+    __syncthreads();  // K tables (and, on the first pass, the M / N tables) are ready
     for (int e = tid; e < BM * kBK; e += kThreads) {
       int mm, kk;
       if (p.a_m_fast) { mm = e % BM; kk = e / BM; } else { kk = e % kBK; mm = e / kBK; }
-      const int m = m0 + mm, k = k0 + kk;
-      As[kk][mm] = (m < b.M && k < b.k1) ? load_a<scalar_t, acc_t>(p, b, m, k) : acc_t(0);
+      As[kk][mm] = (m0 + mm < b.M && k0 + kk < b.k1) ? gather<scalar_t, acc_t>(oa, tm[mm], tka[kk]) : acc_t(0);
     }
     for (int e = tid; e < BN * kBK; e += kThreads) {
       int nn, kk;
       if (p.b_n_fast) { nn = e % BN; kk = e / BN; } else { kk = e % kBK; nn = e / kBK; }
-      const int j = n0 + nn, k = k0 + kk;
-      Bs[kk][nn] = (j < b.Nn && k < b.k1) ? load_b<scalar_t, acc_t>(p, b, k, j) : acc_t(0);
+      Bs[kk][nn] = (n0 + nn < b.Nn && k0 + kk < b.k1) ? gather<scalar_t, acc_t>(ob, tkb[kk], tj[nn]) : acc_t(0);
     }
     __syncthreads();
 #pragma unroll
