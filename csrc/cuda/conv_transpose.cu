@@ -56,6 +56,7 @@ struct Params {
   int tsH, tsW, eH, eW;  // phase tap step (in kernel rows) and the input-row step it implies
   bool a_m_fast, b_n_fast;  // which GEMM index runs fastest in the tile loads
   bool k_cfast;             // dgrad: K ordered (kh, kw, c) (channels_last) instead of (c, kh, kw)
+  bool j_cfast;             // wgrad: N ordered (kh, kw, c) (channels_last) instead of (c, kh, kw)
   S4 xs, ys, os;            // strides: x (input), y (output / grad_output), result
   int M, Nn, K;             // GEMM sizes (kFwd: computed per phase in the kernel; M here is the max)
   int splits, k_chunk;      // split-K: split z covers K range [z*k_chunk, min(K, (z+1)*k_chunk))
@@ -241,8 +242,15 @@ __device__ __forceinline__ Ent ent_bj(const Params& p, const Block& b, int j) {
     case kFwd: return {int64_t(j) * p.kk, 0, 0};
     case kShuffle: return {int64_t(j), 0, 0};
     case kDgrad: return {int64_t(b.g * p.cin_g + j) * p.cout_g * p.kk, 0, 0};
-    default: {  // kWgrad: j = (co, kh, kw)
-      const int co = j / p.kk, t = j - co * p.kk;
+    default: {  // kWgrad: j = (co, kh, kw), or (kh, kw, co) when j_cfast
+      int co, t;
+      if (p.j_cfast) {
+        t = j / p.cout_g;
+        co = j - t * p.cout_g;
+      } else {
+        co = j / p.kk;
+        t = j - co * p.kk;
+      }
       const int kh = t / p.kW, kw = t - kh * p.kW;
       return {int64_t(b.g * p.cout_g + co) * p.ys.c, kh * p.dH, kw * p.dW};
     }
@@ -292,8 +300,14 @@ __device__ __forceinline__ void store(const Params& p, const Block& b, int g, in
           static_cast<scalar_t>(v);
       break;
     }
-    default:  // kWgrad: contiguous grad_weight (C_in, C_out/G, kH, kW)
-      out[(int64_t(g * p.cin_g + m) * p.cout_g) * p.kk + j] = static_cast<scalar_t>(v);
+    default: {  // kWgrad: contiguous grad_weight (C_in, C_out/G, kH, kW)
+      int64_t jw = j;  // j in the weight's own (co, kh, kw) order
+      if (p.j_cfast) {
+        const int t = j / p.cout_g, co = j - t * p.cout_g;
+        jw = int64_t(co) * p.kk + t;
+      }
+      out[(int64_t(g * p.cin_g + m) * p.cout_g) * p.kk + jw] = static_cast<scalar_t>(v);
+    }
   }
 }
 
@@ -635,8 +649,9 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cuda(
       p.M = static_cast<int>(g.cin_g());
       p.Nn = static_cast<int>(g.cout_g() * g.kH * g.kW);
       p.K = static_cast<int>(g.N * g.H * g.W);
-      p.a_m_fast = cl;   // channels_last: channels contiguous; NCHW: pixels contiguous
-      p.b_n_fast = !cl;  // NCHW: consecutive j = consecutive kw = neighbouring output columns
+      p.a_m_fast = cl;  // channels_last: channels contiguous; NCHW: pixels contiguous
+      p.b_n_fast = true;  // NCHW: consecutive j = consecutive kw = neighbouring output columns;
+      p.j_cfast = cl;     // channels_last: consecutive j = consecutive channels
       const Tile t = pick_tile(p.M, p.Nn);
       choose_splits(p, t, g.G);
       launch<scalar_t>(p, t, p.M, int64_t(g.G) * p.splits, grad_weight);
