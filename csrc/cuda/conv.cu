@@ -1,24 +1,1035 @@
-// Dilated / strided / grouped 2-D convolution on the GPU (implicit GEMM). Work in progress:
-// the entry points exist so that the extension links; they raise until the kernels land.
-#include <ATen/ATen.h>
+// Dilated / strided / grouped 2-D convolution on CUDA: implicit GEMM (no im2col is ever
+// materialised), shared-memory tiles, tensor cores where the dtype allows.
+//
+// Two kernel families, both deterministic (no float atomics anywhere):
+//
+// * gather_conv_kernel: C[m, n] = sum_{tap, c} A[m, (tap, c)] * B[(tap, c), n] with m an output
+//   pixel (n, ho, wo), n an output channel of the group, and A read straight from the source
+//   tensor through the index mapping of the tap:
+//     forward     (kTrans = false): hs = ho * sh - pt + r * dh
+//     grad_input  (kTrans = true):  hs = (ho + pt - r * dh) / sh, only where that divides
+//   (the same along W), with B the weight permuted once to (G, taps, R, Nn). grad_input of a
+//   convolution is the transposed mapping on grad_output with the weight's (Kg, Cg) swapped,
+//   which is also the forward of a transposed convolution.
+//   Tap skipping: before the first k-step of a tap, the block builds the per-pixel source offsets
+//   of its BM pixels for that tap (one smem table, -1 = reads padding); __syncthreads_or over the
+//   pixels decides whether any pixel of the tile reads real data, and taps whose whole tile reads
+//   only padding are skipped with all their channel steps (at 32x32 with dilation 18 most of the
+//   off-centre taps of most tiles). The same table makes every A load one add.
+//
+// * wgrad_kernel: for each tap, grad_weight[k, c] = sum_p gy[p, k] * x[p shifted by the tap, c]
+//   over the output pixels p whose shifted read is real input: that set is a rectangle
+//   (rows [oh0, oh1) x cols [ow0, ow1) per image), so the reduction runs over it and nothing
+//   else (exact tap skipping). Split-K over the pixels, each split writing its own fp32 (fp64)
+//   partial tile to a workspace, then wgrad_reduce_kernel adds the splits in index order:
+//   bitwise reproducible.
+//
+// Tiles: BM = 128 x BN = 64, 256 threads, BK = 32 (16 on the SIMT paths). Tensor cores through
+// WMMA: bf16/fp16 (m16n16k16) and tf32 (m16n16k8, when torch.backends.cudnn.allow_tf32), fp32
+// accumulate; fp32 with TF32 disallowed and fp64 run a SIMT FMA path (8x4 outputs per thread).
+// Mainloop: one shared stage + register prefetch (the next step's global loads are in flight
+// while the tensor cores work on the current one). Epilogue: accumulators staged through shared
+// memory in the orientation that makes the global stores coalesced for the output's layout.
+// Layouts: NCHW and channels_last natively (template kCL); loads along the contiguous dimension
+// use 16-byte vectors where the channel counts and pointers allow it (runtime flag).
+// Groups with very few channels (depthwise) run direct kernels (one thread per output /
+// one block per weight element with a fixed-order reduction) instead of 97%-empty tiles.
+#include <ATen/Dispatch.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <mma.h>
+
+#include <limits>
+#include <type_traits>
 
 #include "../conv_common.h"
 #include "../ops.h"
 
-namespace rnnkern {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+#define RNNKERN_CONV_TC 1  // WMMA bf16 / tf32 need sm_80+
+#else
+#define RNNKERN_CONV_TC 0
+#endif
 
-at::Tensor conv2d_forward_cuda(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
-                               at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, int64_t) {
-  TORCH_CHECK(false, "conv2d_forward: CUDA kernel not implemented yet");
+namespace rnnkern {
+namespace {
+
+using namespace nvcuda;
+
+constexpr int kThreads = 256;
+constexpr int BM = 128, BN = 64;
+
+// ---- element types ----------------------------------------------------------------------------
+
+template <typename T> struct NativeOf { using type = T; };
+template <> struct NativeOf<at::Half> { using type = __half; };
+template <> struct NativeOf<at::BFloat16> { using type = __nv_bfloat16; };
+
+template <typename T> struct AccOf { using type = float; };
+template <> struct AccOf<double> { using type = double; };
+
+__device__ __forceinline__ float to_acc(float v) { return v; }
+__device__ __forceinline__ double to_acc(double v) { return v; }
+__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T, typename A> __device__ __forceinline__ T from_acc(A v) {
+  if constexpr (std::is_same_v<T, __half>) return __float2half_rn(static_cast<float>(v));
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16_rn(static_cast<float>(v));
+  else return static_cast<T>(v);
 }
-at::Tensor conv2d_backward_input_cuda(const at::Tensor&, const at::Tensor&, at::IntArrayRef, at::IntArrayRef,
-                                      at::IntArrayRef, at::IntArrayRef, int64_t) {
-  TORCH_CHECK(false, "conv2d_backward_input: CUDA kernel not implemented yet");
+
+template <typename T> __device__ __forceinline__ T zero_of() { return from_acc<T>(typename AccOf<T>::type(0)); }
+
+// 16-byte vector of T
+template <typename T> struct alignas(16) Vec16 {
+  static constexpr int N = 16 / sizeof(T);
+  T v[N];
+};
+
+enum class Path { kSimt, kTf32, kWmma16 };
+
+// Per-path tile constants. Shared tiles hold T (tf32 rounds when a fragment is loaded).
+template <typename T, Path P> struct Cfg {
+  static constexpr int BK = P == Path::kSimt ? 16 : 32;
+  static constexpr int PAD = 16 / sizeof(T);  // keeps rows 16-byte aligned, breaks bank strides
+  static constexpr int V = 16 / sizeof(T);    // elements per 16-byte global vector
+};
+
+// Shared-memory tile of R x Cc elements stored row-major with padding.
+template <int R, int Cc, int PAD> struct SmemTile {
+  static constexpr int LD = Cc + PAD;
+  static constexpr int SIZE = R * LD;
+};
+
+// ---- block-level MMA: SIMT ---------------------------------------------------------------------
+// A(m, k) lives in As as [m][k] (A_MK) or [k][m]; B(k, n) in Bs as [k][n] (B_KN) or [n][k].
+// Thread (tm, tn) owns rows tm + 16 i (i < 8) and columns tn + 16 j (j < 4); kMContig puts
+// neighbouring threads on neighbouring m (coalesced NCHW stores), else on neighbouring n.
+template <typename T, int BK, int LDA, int LDB, bool A_MK, bool B_KN, bool kMContig>
+struct SimtMma {
+  using Acc = typename AccOf<T>::type;
+  Acc acc[8][4];
+  int tm, tn;
+  __device__ void init(int tid) {
+    tm = kMContig ? tid % 16 : tid / 16;
+    tn = kMContig ? tid / 16 : tid % 16;
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) acc[i][j] = Acc(0);
+  }
+  __device__ void step(const T* As, const T* Bs) {
+#pragma unroll 4
+    for (int k = 0; k < BK; ++k) {
+      Acc a[8], b[4];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const int m = tm + 16 * i;
+        a[i] = to_acc(A_MK ? As[m * LDA + k] : As[k * LDA + m]);
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int n = tn + 16 * j;
+        b[j] = to_acc(B_KN ? Bs[k * LDB + n] : Bs[n * LDB + k]);
+      }
+#pragma unroll
+      for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = fma(a[i], b[j], acc[i][j]);
+    }
+  }
+  template <class Emit> __device__ void epilogue(unsigned char*, Emit&& emit) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) emit(tm + 16 * i, tn + 16 * j, acc[i][j]);
+  }
+};
+
+// ---- block-level MMA: tensor cores (WMMA) ------------------------------------------------------
+// 8 warps as 4 (m) x 2 (n), each a 32 x 32 warp tile of 2 x 2 16x16 fragments.
+#if RNNKERN_CONV_TC
+template <typename T> struct WmmaTypes {  // bf16 / fp16: m16n16k16
+  using Frag = T;
+  static constexpr int FK = 16;
+  static constexpr bool kTf32 = false;
+};
+template <> struct WmmaTypes<float> {  // tf32: m16n16k8 on fp32 shared tiles
+  using Frag = wmma::precision::tf32;
+  static constexpr int FK = 8;
+  static constexpr bool kTf32 = true;
+};
+
+template <typename T, int BK, int LDA, int LDB, bool A_MK, bool B_KN, bool kMContig>
+struct WmmaMma {
+  using W = WmmaTypes<T>;
+  static constexpr int FK = W::FK;
+  using ALayout = std::conditional_t<A_MK, wmma::row_major, wmma::col_major>;
+  using BLayout = std::conditional_t<B_KN, wmma::row_major, wmma::col_major>;
+  wmma::fragment<wmma::accumulator, 16, 16, FK, float> acc[2][2];
+  int wm, wn;
+  __device__ void init(int tid) {
+    const int warp = tid / 32;
+    wm = warp / 2;
+    wn = warp % 2;
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+  }
+  __device__ void step(const T* As, const T* Bs) {
+#pragma unroll
+    for (int kk = 0; kk < BK; kk += FK) {
+      wmma::fragment<wmma::matrix_a, 16, 16, FK, typename W::Frag, ALayout> a[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, FK, typename W::Frag, BLayout> b[2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const int m = wm * 32 + i * 16;
+        wmma::load_matrix_sync(a[i], A_MK ? As + m * LDA + kk : As + kk * LDA + m, LDA);
+        if constexpr (W::kTf32) {
+#pragma unroll
+          for (int t = 0; t < a[i].num_elements; ++t) a[i].x[t] = wmma::__float_to_tf32(a[i].x[t]);
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const int n = wn * 32 + j * 16;
+        wmma::load_matrix_sync(b[j], B_KN ? Bs + kk * LDB + n : Bs + n * LDB + kk, LDB);
+        if constexpr (W::kTf32) {
+#pragma unroll
+          for (int t = 0; t < b[j].num_elements; ++t) b[j].x[t] = wmma::__float_to_tf32(b[j].x[t]);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+    }
+  }
+  // Stages the tile through shared memory (float, [n][m] when kMContig else [m][n]) and emits
+  // it with neighbouring threads on neighbouring addresses of the output.
+  template <class Emit> __device__ void epilogue(unsigned char* smem, Emit&& emit) {
+    float* Cs = reinterpret_cast<float*>(smem);
+    constexpr int LDC = kMContig ? BM + 4 : BN + 4;
+    __syncthreads();  // the A/B tiles this aliases are no longer read
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const int m = wm * 32 + i * 16, n = wn * 32 + j * 16;
+        if (kMContig) wmma::store_matrix_sync(Cs + n * LDC + m, acc[i][j], LDC, wmma::mem_col_major);
+        else wmma::store_matrix_sync(Cs + m * LDC + n, acc[i][j], LDC, wmma::mem_row_major);
+      }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < BM * BN; idx += kThreads) {
+      const int m = kMContig ? idx % BM : idx / BN;
+      const int n = kMContig ? idx / BM : idx % BN;
+      emit(m, n, kMContig ? Cs[n * LDC + m] : Cs[m * LDC + n]);
+    }
+  }
+};
+#endif
+
+constexpr int epilogue_bytes(Path p) { return p == Path::kSimt ? 0 : (BM * (BN + 4) > BN * (BM + 4) ? BM * (BN + 4) : BN * (BM + 4)) * 4; }
+constexpr int cmax(int a, int b) { return a > b ? a : b; }
+
+// ---- gather (forward / grad_input) -------------------------------------------------------------
+
+struct GatherParams {
+  const void* src;   // (N, Cs, Hs, Ws) in the kernel's layout
+  const void* wt;    // (G, taps, R, Nn) contiguous
+  const void* bias;  // (Co) or nullptr
+  void* out;         // (N, Co, Ho, Wo) in the kernel's layout
+  int N, Cs, Hs, Ws, Co, Ho, Wo, G, R, Nn;
+  int KH, KW, sh, sw, dh, dw, pt, pl;
+  long long M;  // N * Ho * Wo
+  bool vec_a, vec_b;
+};
+
+template <bool kTrans>
+__device__ __forceinline__ bool map_in(int o, int k, int stride, int dil, int pad, int in, int* src) {
+  if (!kTrans) {
+    const int v = o * stride - pad + k * dil;
+    *src = v;
+    return v >= 0 && v < in;
+  }
+  const int t = o + pad - k * dil;
+  if (t < 0 || t % stride != 0) return false;
+  *src = t / stride;
+  return *src < in;
 }
-std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cuda(const at::Tensor&, const at::Tensor&, at::IntArrayRef,
-                                                               at::IntArrayRef, at::IntArrayRef, at::IntArrayRef,
-                                                               int64_t, bool) {
-  TORCH_CHECK(false, "conv2d_backward_weight: CUDA kernel not implemented yet");
+
+template <typename T, Path P, bool kCL, bool kTrans>
+__global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParams p) {
+  using C = Cfg<T, P>;
+  constexpr int BK = C::BK, V = C::V;
+  // A tile: [m][k] for channels_last (channels contiguous), [k][m] for NCHW (pixels contiguous)
+  using ATile = std::conditional_t<kCL, SmemTile<BM, BK, C::PAD>, SmemTile<BK, BM, C::PAD>>;
+  using BTile = SmemTile<BK, BN, C::PAD>;
+  constexpr int kTileBytes = (ATile::SIZE + BTile::SIZE) * sizeof(T);
+  __shared__ __align__(128) unsigned char smem[cmax(kTileBytes, epilogue_bytes(P))];
+  __shared__ long long s_off[BM];      // source offset of pixel m for the current tap, -1: padding
+  __shared__ long long s_out[BM];      // output offset of pixel m (channel 0), -1: past the end
+  T* As = reinterpret_cast<T*>(smem);
+  T* Bs = As + ATile::SIZE;
+
+#if !RNNKERN_CONV_TC
+  if constexpr (P != Path::kSimt) {
+    __trap();
+    return;
+  } else {
+#else
+  {
+#endif
+    using Mma = std::conditional_t<P == Path::kSimt, SimtMma<T, BK, ATile::LD, BTile::LD, kCL, true, !kCL>,
+#if RNNKERN_CONV_TC
+                                   WmmaMma<T, BK, ATile::LD, BTile::LD, kCL, true, !kCL>
+#else
+                                   SimtMma<T, BK, ATile::LD, BTile::LD, kCL, true, !kCL>
+#endif
+                                   >;
+    const int tid = threadIdx.x;
+    const long long m0 = static_cast<long long>(blockIdx.x) * BM;
+    const int n0 = blockIdx.y * BN, g = blockIdx.z;
+    const int taps = p.KH * p.KW;
+    const T* src = static_cast<const T*>(p.src);
+    const T* wt = static_cast<const T*>(p.wt);
+    const long long src_cstride = kCL ? 1 : static_cast<long long>(p.Hs) * p.Ws;
+
+    // This thread's pixel for the offset tables.
+    int pn = -1, pho = 0, pwo = 0;
+    if (tid < BM) {
+      const long long m = m0 + tid;
+      if (m < p.M) {
+        const long long hw = static_cast<long long>(p.Ho) * p.Wo;
+        pn = static_cast<int>(m / hw);
+        const int rem = static_cast<int>(m - pn * hw);
+        pho = rem / p.Wo;
+        pwo = rem % p.Wo;
+        s_out[tid] = kCL ? m * p.Co : (static_cast<long long>(pn) * p.Co * hw + rem);
+      } else {
+        s_out[tid] = -1;
+      }
+    }
+    // Builds the table for `tap`; true when this thread's pixel reads real data.
+    auto table = [&](int tap) -> bool {
+      bool ok = false;
+      if (tid < BM) {
+        long long off = -1;
+        if (pn >= 0) {
+          int hs, ws;
+          const int r = tap / p.KW, s = tap % p.KW;
+          if (map_in<kTrans>(pho, r, p.sh, p.dh, p.pt, p.Hs, &hs) && map_in<kTrans>(pwo, s, p.sw, p.dw, p.pl, p.Ws, &ws)) {
+            off = kCL ? ((static_cast<long long>(pn) * p.Hs + hs) * p.Ws + ws) * p.Cs + static_cast<long long>(g) * p.R
+                      : ((static_cast<long long>(pn) * p.Cs + static_cast<long long>(g) * p.R) * p.Hs + hs) * p.Ws + ws;
+            ok = true;
+          }
+        }
+        s_off[tid] = off;
+      }
+      return ok;
+    };
+    // First tap at or after `from` that some pixel of the tile reads real data for (block-uniform).
+    auto find_tap = [&](int from) -> int {
+      for (int t = from; t < taps; ++t) {
+        if (__syncthreads_or(table(t))) return t;
+      }
+      return taps;
+    };
+
+    // Register staging of one k-step: A (BM x BK) and B (BK x BN), BM*BK/256 and BK*BN/256 each.
+    constexpr int A_PER = BM * BK / kThreads, B_PER = BK * BN / kThreads;
+    T ra[A_PER], rb[B_PER];
+    // A mapping. channels_last: V-wide channel runs, (BK/V) threads per pixel row.
+    constexpr int A_TPR = BK / V, A_RPP = kThreads / A_TPR;  // threads per row, rows per pass
+    // NCHW: one pixel per thread (m = tid % BM), k = tid / BM + 2 i.
+    constexpr int A_KSTEP = kThreads / BM;
+    // B mapping: V-wide output-channel runs.
+    constexpr int B_TPR = BN / V, B_RPP = kThreads / B_TPR;
+    static_assert(A_PER % V == 0 && B_PER == (BK / B_RPP) * V, "tile mapping");
+
+    auto load = [&](int tap, int c0) {
+      if constexpr (kCL) {
+        const int kv = (tid % A_TPR) * V;
+#pragma unroll
+        for (int i = 0; i < A_PER / V; ++i) {
+          const int m = tid / A_TPR + i * A_RPP;
+          const long long off = s_off[m];
+          const int c = c0 + kv;
+          if (p.vec_a) {
+            Vec16<T> v;
+            if (off >= 0 && c < p.R) {
+              v = *reinterpret_cast<const Vec16<T>*>(src + off + c);
+            } else {
+#pragma unroll
+              for (int e = 0; e < V; ++e) v.v[e] = zero_of<T>();
+            }
+#pragma unroll
+            for (int e = 0; e < V; ++e) ra[i * V + e] = v.v[e];
+          } else {
+#pragma unroll
+            for (int e = 0; e < V; ++e) ra[i * V + e] = (off >= 0 && c + e < p.R) ? src[off + c + e] : zero_of<T>();
+          }
+        }
+      } else {
+        const long long off = s_off[tid % BM];
+#pragma unroll
+        for (int i = 0; i < A_PER; ++i) {
+          const int c = c0 + tid / BM + A_KSTEP * i;
+          ra[i] = (off >= 0 && c < p.R) ? src[off + c * src_cstride] : zero_of<T>();
+        }
+      }
+      const T* wrow = wt + (static_cast<long long>(g) * taps + tap) * p.R * p.Nn;
+      const int nv = (tid % B_TPR) * V, n = n0 + nv;
+#pragma unroll
+      for (int i = 0; i < BK / B_RPP; ++i) {
+        const int c = c0 + tid / B_TPR + i * B_RPP;
+        if (p.vec_b) {
+          Vec16<T> v;
+          if (c < p.R && n < p.Nn) {
+            v = *reinterpret_cast<const Vec16<T>*>(wrow + static_cast<long long>(c) * p.Nn + n);
+          } else {
+#pragma unroll
+            for (int e = 0; e < V; ++e) v.v[e] = zero_of<T>();
+          }
+#pragma unroll
+          for (int e = 0; e < V; ++e) rb[i * V + e] = v.v[e];
+        } else {
+#pragma unroll
+          for (int e = 0; e < V; ++e)
+            rb[i * V + e] = (c < p.R && n + e < p.Nn) ? wrow[static_cast<long long>(c) * p.Nn + n + e] : zero_of<T>();
+        }
+      }
+    };
+    auto store = [&]() {
+      if constexpr (kCL) {
+        const int kv = (tid % A_TPR) * V;
+#pragma unroll
+        for (int i = 0; i < A_PER / V; ++i) {
+          const int m = tid / A_TPR + i * A_RPP;
+#pragma unroll
+          for (int e = 0; e < V; ++e) As[m * ATile::LD + kv + e] = ra[i * V + e];
+        }
+      } else {
+        const int m = tid % BM;
+#pragma unroll
+        for (int i = 0; i < A_PER; ++i) As[(tid / BM + A_KSTEP * i) * ATile::LD + m] = ra[i];
+      }
+      const int nv = (tid % B_TPR) * V;
+#pragma unroll
+      for (int i = 0; i < BK / B_RPP; ++i) {
+        const int k = tid / B_TPR + i * B_RPP;
+#pragma unroll
+        for (int e = 0; e < V; ++e) Bs[k * BTile::LD + nv + e] = rb[i * V + e];
+      }
+    };
+
+    Mma mma;
+    mma.init(tid);
+    int tap = find_tap(0), c0 = 0;
+    if (tap < taps) load(tap, c0);
+    while (tap < taps) {
+      store();
+      int ntap = tap, nc0 = c0 + BK;
+      if (nc0 >= p.R) {
+        nc0 = 0;
+        ntap = find_tap(tap + 1);  // rewrites s_off: every read of it (this step's loads) is done
+      }
+      __syncthreads();
+      if (ntap < taps) load(ntap, nc0);
+      mma.step(As, Bs);
+      __syncthreads();
+      tap = ntap;
+      c0 = nc0;
+    }
+
+    const T* bias = static_cast<const T*>(p.bias);
+    T* out = static_cast<T*>(p.out);
+    const long long out_cstride = kCL ? 1 : static_cast<long long>(p.Ho) * p.Wo;
+    __syncthreads();  // s_out visible (the loop may have run no barrier)
+    mma.epilogue(smem, [&](int m, int n, auto v) {
+      const long long o = s_out[m];
+      const int nn = n0 + n;
+      if (o < 0 || nn >= p.Nn) return;
+      const int co = g * p.Nn + nn;
+      auto val = v;
+      if (bias != nullptr) val += to_acc(bias[co]);
+      out[o + co * out_cstride] = from_acc<T>(val);
+    });
+  }
+}
+
+// ---- grad_weight -----------------------------------------------------------------------------
+
+struct WgradParams {
+  const void* gy;  // (N, K, OH, OW) in the kernel's layout
+  const void* x;   // (N, C, H, W) in the kernel's layout
+  void* ws;        // (splits, G, taps, Kg, Cg) partial sums (fp32; fp64 for double)
+  int N, C, H, W, K, OH, OW, G, Kg, Cg;
+  int KH, KW, sh, sw, dh, dw, pt, pl;
+  int splits, tiles_n;
+  bool vec_a, vec_b;
+};
+
+__device__ __forceinline__ void valid_range_dev(int t, int s, int d, int p, int in, int out, int* lo, int* hi) {
+  const int off = t * d - p;  // in = o * s + off must lie in [0, in)
+  auto cdiv = [](int a, int b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); };
+  int l = cdiv(-off, s), h = cdiv(in - off, s);
+  l = l < 0 ? 0 : (l > out ? out : l);
+  h = h > out ? out : h;
+  *lo = l;
+  *hi = h < l ? l : h;
+}
+
+template <typename T, Path P, bool kCL>
+__global__ void __launch_bounds__(kThreads) wgrad_kernel(const WgradParams p) {
+  using C = Cfg<T, P>;
+  constexpr int BK = C::BK, V = C::V;
+  // A(m = k_out, p): NCHW [m][p] (pixels contiguous), channels_last [p][m];
+  // B(p, n = c_in):  NCHW [n][p], channels_last [p][n].
+  using ATile = std::conditional_t<kCL, SmemTile<BK, BM, C::PAD>, SmemTile<BM, BK, C::PAD>>;
+  using BTile = std::conditional_t<kCL, SmemTile<BK, BN, C::PAD>, SmemTile<BN, BK, C::PAD>>;
+  constexpr int kTileBytes = (ATile::SIZE + BTile::SIZE) * sizeof(T);
+  __shared__ __align__(128) unsigned char smem[cmax(kTileBytes, epilogue_bytes(P))];
+  __shared__ long long s_gy[2][BK], s_x[2][BK];  // pixel offsets (channel 0), double-buffered by step
+  T* As = reinterpret_cast<T*>(smem);
+  T* Bs = As + ATile::SIZE;
+
+#if !RNNKERN_CONV_TC
+  if constexpr (P != Path::kSimt) {
+    __trap();
+    return;
+  } else {
+#else
+  {
+#endif
+    using Mma = std::conditional_t<P == Path::kSimt, SimtMma<T, BK, ATile::LD, BTile::LD, !kCL, kCL, false>,
+#if RNNKERN_CONV_TC
+                                   WmmaMma<T, BK, ATile::LD, BTile::LD, !kCL, kCL, false>
+#else
+                                   SimtMma<T, BK, ATile::LD, BTile::LD, !kCL, kCL, false>
+#endif
+                                   >;
+    using Acc = typename AccOf<T>::type;
+    const int tid = threadIdx.x;
+    const int mt = blockIdx.x / p.tiles_n, nt = blockIdx.x % p.tiles_n;
+    const int taps = p.KH * p.KW;
+    const int tap = blockIdx.y % taps, sp = blockIdx.y / taps, g = blockIdx.z;
+    const int r = tap / p.KW, s = tap % p.KW;
+    const int k0 = mt * BM, c0 = nt * BN;
+    int oh0, oh1, ow0, ow1;
+    valid_range_dev(r, p.sh, p.dh, p.pt, p.H, p.OH, &oh0, &oh1);
+    valid_range_dev(s, p.sw, p.dw, p.pl, p.W, p.OW, &ow0, &ow1);
+    const int vh = oh1 - oh0, vw = ow1 - ow0;
+    const long long P_all = static_cast<long long>(p.N) * vh * vw;
+    const long long steps = (P_all + BK - 1) / BK;
+    const long long s_begin = steps * sp / p.splits, s_end = steps * (sp + 1) / p.splits;
+    const T* gy = static_cast<const T*>(p.gy);
+    const T* x = static_cast<const T*>(p.x);
+    const long long gy_cs = kCL ? 1 : static_cast<long long>(p.OH) * p.OW;
+    const long long x_cs = kCL ? 1 : static_cast<long long>(p.H) * p.W;
+
+    auto tables = [&](long long step, int buf) {
+      if (tid < BK) {
+        const long long q = step * BK + tid;
+        long long og = -1, ox = -1;
+        if (q < P_all) {
+          const long long per = static_cast<long long>(vh) * vw;
+          const int n = static_cast<int>(q / per);
+          const int rem = static_cast<int>(q - n * per);
+          const int oh = oh0 + rem / vw, ow = ow0 + rem % vw;
+          const int ih = oh * p.sh - p.pt + r * p.dh, iw = ow * p.sw - p.pl + s * p.dw;
+          og = kCL ? ((static_cast<long long>(n) * p.OH + oh) * p.OW + ow) * p.K + static_cast<long long>(g) * p.Kg
+                   : ((static_cast<long long>(n) * p.K + static_cast<long long>(g) * p.Kg) * p.OH + oh) * p.OW + ow;
+          ox = kCL ? ((static_cast<long long>(n) * p.H + ih) * p.W + iw) * p.C + static_cast<long long>(g) * p.Cg
+                   : ((static_cast<long long>(n) * p.C + static_cast<long long>(g) * p.Cg) * p.H + ih) * p.W + iw;
+        }
+        s_gy[buf][tid] = og;
+        s_x[buf][tid] = ox;
+      }
+    };
+
+    constexpr int A_PER = BM * BK / kThreads, B_PER = BK * BN / kThreads;
+    T ra[A_PER], rb[B_PER];
+    // channels_last: V-wide runs along k_out (A) / c_in (B), pixels across threads
+    constexpr int A_TPR = BM / V, A_RPP = kThreads / A_TPR;
+    constexpr int B_TPR = BN / V, B_RPP = kThreads / B_TPR;
+    // NCHW: lane = pixel (tid % BK), rows across the rest
+    constexpr int N_RPP = kThreads / BK;
+    static_assert(!kCL || (A_PER == (BK / A_RPP) * V && B_PER == (BK / B_RPP) * V), "tile mapping");
+
+    auto load = [&](int buf) {
+      if constexpr (kCL) {
+        const int mv = (tid % A_TPR) * V, k = k0 + mv;
+#pragma unroll
+        for (int i = 0; i < BK / A_RPP; ++i) {
+          const long long off = s_gy[buf][tid / A_TPR + i * A_RPP];
+          if (p.vec_a) {
+            Vec16<T> v;
+            if (off >= 0 && k < p.Kg) v = *reinterpret_cast<const Vec16<T>*>(gy + off + k);
+            else
+#pragma unroll
+              for (int e = 0; e < V; ++e) v.v[e] = zero_of<T>();
+#pragma unroll
+            for (int e = 0; e < V; ++e) ra[i * V + e] = v.v[e];
+          } else {
+#pragma unroll
+            for (int e = 0; e < V; ++e) ra[i * V + e] = (off >= 0 && k + e < p.Kg) ? gy[off + k + e] : zero_of<T>();
+          }
+        }
+        const int nv = (tid % B_TPR) * V, c = c0 + nv;
+#pragma unroll
+        for (int i = 0; i < BK / B_RPP; ++i) {
+          const long long off = s_x[buf][tid / B_TPR + i * B_RPP];
+          if (p.vec_b) {
+            Vec16<T> v;
+            if (off >= 0 && c < p.Cg) v = *reinterpret_cast<const Vec16<T>*>(x + off + c);
+            else
+#pragma unroll
+              for (int e = 0; e < V; ++e) v.v[e] = zero_of<T>();
+#pragma unroll
+            for (int e = 0; e < V; ++e) rb[i * V + e] = v.v[e];
+          } else {
+#pragma unroll
+            for (int e = 0; e < V; ++e) rb[i * V + e] = (off >= 0 && c + e < p.Cg) ? x[off + c + e] : zero_of<T>();
+          }
+        }
+      } else {
+        const int q = tid % BK;
+        const long long og = s_gy[buf][q], ox = s_x[buf][q];
+#pragma unroll
+        for (int i = 0; i < A_PER; ++i) {
+          const int k = k0 + tid / BK + i * N_RPP;
+          ra[i] = (og >= 0 && k < p.Kg) ? gy[og + k * gy_cs] : zero_of<T>();
+        }
+#pragma unroll
+        for (int i = 0; i < B_PER; ++i) {
+          const int c = c0 + tid / BK + i * N_RPP;
+          rb[i] = (ox >= 0 && c < p.Cg) ? x[ox + c * x_cs] : zero_of<T>();
+        }
+      }
+    };
+    auto store = [&]() {
+      if constexpr (kCL) {
+        const int mv = (tid % A_TPR) * V;
+#pragma unroll
+        for (int i = 0; i < BK / A_RPP; ++i) {
+          const int q = tid / A_TPR + i * A_RPP;
+#pragma unroll
+          for (int e = 0; e < V; ++e) As[q * ATile::LD + mv + e] = ra[i * V + e];
+        }
+        const int nv = (tid % B_TPR) * V;
+#pragma unroll
+        for (int i = 0; i < BK / B_RPP; ++i) {
+          const int q = tid / B_TPR + i * B_RPP;
+#pragma unroll
+          for (int e = 0; e < V; ++e) Bs[q * BTile::LD + nv + e] = rb[i * V + e];
+        }
+      } else {
+        const int q = tid % BK;
+#pragma unroll
+        for (int i = 0; i < A_PER; ++i) As[(tid / BK + i * N_RPP) * ATile::LD + q] = ra[i];
+#pragma unroll
+        for (int i = 0; i < B_PER; ++i) Bs[(tid / BK + i * N_RPP) * BTile::LD + q] = rb[i];
+      }
+    };
+
+    Mma mma;
+    mma.init(tid);
+    if (s_begin < s_end) tables(s_begin, 0);
+    __syncthreads();
+    if (s_begin < s_end) load(0);
+    int buf = 0;
+    for (long long step = s_begin; step < s_end; ++step) {
+      store();
+      if (step + 1 < s_end) tables(step + 1, buf ^ 1);
+      __syncthreads();
+      if (step + 1 < s_end) load(buf ^ 1);
+      mma.step(As, Bs);
+      __syncthreads();
+      buf ^= 1;
+    }
+
+    Acc* ws = static_cast<Acc*>(p.ws) + ((static_cast<long long>(sp) * p.G + g) * taps + tap) * p.Kg * p.Cg;
+    mma.epilogue(smem, [&](int m, int n, auto v) {
+      const int k = k0 + m, c = c0 + n;
+      if (k < p.Kg && c < p.Cg) ws[static_cast<long long>(k) * p.Cg + c] = static_cast<Acc>(v);
+    });
+  }
+}
+
+// grad_weight[(g Kg + k), c, r, s] = sum over splits, in split order, of the partial tiles.
+template <typename T>
+__global__ void wgrad_reduce_kernel(const typename AccOf<T>::type* ws, T* gw, int splits, int G, int taps, int Kg,
+                                    int Cg) {
+  const long long total = static_cast<long long>(G) * taps * Kg * Cg;
+  const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  // i enumerates the output (K, Cg, taps) contiguously
+  const int tap = static_cast<int>(i % taps);
+  const long long kc = i / taps;
+  const int c = static_cast<int>(kc % Cg);
+  const long long kk = kc / Cg;  // g * Kg + k
+  const int g = static_cast<int>(kk / Kg), k = static_cast<int>(kk % Kg);
+  typename AccOf<T>::type acc = 0;
+  for (int sp = 0; sp < splits; ++sp) {
+    acc += ws[(((static_cast<long long>(sp) * G + g) * taps + tap) * Kg + k) * Cg + c];
+  }
+  gw[i] = from_acc<T>(acc);
+}
+
+// ---- direct kernels for tiny channel groups (depthwise and friends) ----------------------------
+
+template <typename T, bool kTrans>
+__global__ void gather_direct_kernel(const GatherParams p, bool cl) {
+  using Acc = typename AccOf<T>::type;
+  const long long total = p.M * p.Co;
+  const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  int co, ho, wo, n;
+  if (cl) {
+    co = static_cast<int>(i % p.Co);
+    long long t = i / p.Co;
+    wo = static_cast<int>(t % p.Wo);
+    t /= p.Wo;
+    ho = static_cast<int>(t % p.Ho);
+    n = static_cast<int>(t / p.Ho);
+  } else {
+    wo = static_cast<int>(i % p.Wo);
+    long long t = i / p.Wo;
+    ho = static_cast<int>(t % p.Ho);
+    t /= p.Ho;
+    co = static_cast<int>(t % p.Co);
+    n = static_cast<int>(t / p.Co);
+  }
+  const int g = co / p.Nn, nn = co % p.Nn;
+  const T* src = static_cast<const T*>(p.src);
+  const T* wt = static_cast<const T*>(p.wt);
+  Acc acc = 0;
+  for (int r = 0; r < p.KH; ++r) {
+    int hs;
+    if (!map_in<kTrans>(ho, r, p.sh, p.dh, p.pt, p.Hs, &hs)) continue;
+    for (int s = 0; s < p.KW; ++s) {
+      int ws;
+      if (!map_in<kTrans>(wo, s, p.sw, p.dw, p.pl, p.Ws, &ws)) continue;
+      const T* wrow = wt + ((static_cast<long long>(g) * p.KH * p.KW + r * p.KW + s) * p.R) * p.Nn + nn;
+      for (int c = 0; c < p.R; ++c) {
+        const int cs = g * p.R + c;
+        const long long o = cl ? ((static_cast<long long>(n) * p.Hs + hs) * p.Ws + ws) * p.Cs + cs
+                               : ((static_cast<long long>(n) * p.Cs + cs) * p.Hs + hs) * p.Ws + ws;
+        acc += to_acc(src[o]) * to_acc(wrow[static_cast<long long>(c) * p.Nn]);
+      }
+    }
+  }
+  if (p.bias != nullptr) acc += to_acc(static_cast<const T*>(p.bias)[co]);
+  static_cast<T*>(p.out)[i] = from_acc<T>(acc);
+}
+
+// One block per grad_weight element (K, Cg, taps order); fixed-order tree reduction.
+template <typename T>
+__global__ void wgrad_direct_kernel(const WgradParams p, T* gw, bool cl) {
+  using Acc = typename AccOf<T>::type;
+  __shared__ Acc red[kThreads];
+  const long long i = blockIdx.x;
+  const int taps = p.KH * p.KW;
+  const int tap = static_cast<int>(i % taps);
+  const long long kc = i / taps;
+  const int c = static_cast<int>(kc % p.Cg);
+  const int kg = static_cast<int>(kc / p.Cg);  // global output channel
+  const int g = kg / p.Kg, ci = g * p.Cg + c;
+  const int r = tap / p.KW, s = tap % p.KW;
+  int oh0, oh1, ow0, ow1;
+  valid_range_dev(r, p.sh, p.dh, p.pt, p.H, p.OH, &oh0, &oh1);
+  valid_range_dev(s, p.sw, p.dw, p.pl, p.W, p.OW, &ow0, &ow1);
+  const int vh = oh1 - oh0, vw = ow1 - ow0;
+  const long long P_all = static_cast<long long>(p.N) * vh * vw;
+  const T* gy = static_cast<const T*>(p.gy);
+  const T* x = static_cast<const T*>(p.x);
+  Acc acc = 0;
+  for (long long q = threadIdx.x; q < P_all; q += kThreads) {
+    const long long per = static_cast<long long>(vh) * vw;
+    const int n = static_cast<int>(q / per), rem = static_cast<int>(q % per);
+    const int oh = oh0 + rem / vw, ow = ow0 + rem % vw;
+    const int ih = oh * p.sh - p.pt + r * p.dh, iw = ow * p.sw - p.pl + s * p.dw;
+    const long long og = cl ? ((static_cast<long long>(n) * p.OH + oh) * p.OW + ow) * p.K + kg
+                            : ((static_cast<long long>(n) * p.K + kg) * p.OH + oh) * p.OW + ow;
+    const long long ox = cl ? ((static_cast<long long>(n) * p.H + ih) * p.W + iw) * p.C + ci
+                            : ((static_cast<long long>(n) * p.C + ci) * p.H + ih) * p.W + iw;
+    acc += to_acc(gy[og]) * to_acc(x[ox]);
+  }
+  red[threadIdx.x] = acc;
+  __syncthreads();
+  for (int w = kThreads / 2; w > 0; w /= 2) {
+    if (threadIdx.x < w) red[threadIdx.x] += red[threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) gw[i] = from_acc<T>(red[0]);
+}
+
+// ---- host side -------------------------------------------------------------------------------
+
+bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+
+template <typename T>
+Path path_for(bool tf32) {
+  if (std::is_same_v<T, double>) return Path::kSimt;
+  if (std::is_same_v<T, float>) return tf32 ? Path::kTf32 : Path::kSimt;
+  return Path::kWmma16;
+}
+
+bool allow_tf32() { return at::globalContext().allowTF32CuDNN(at::Float32Op::CONV); }
+
+// The one place that picks the kernel and its launch configuration for the gather family.
+template <typename T>
+void launch_gather(GatherParams p, bool cl, bool trans, int64_t elem_size) {
+  auto stream = at::cuda::getCurrentCUDAStream();
+  if (p.M == 0) return;
+  // Tiles of 128 pixels x 64 channels x 32 reduction channels: groups narrower than 8 channels
+  // on either side would leave the tiles mostly empty.
+  if (p.R < 8 || p.Nn < 8) {
+    const long long total = p.M * p.Co;
+    const int blocks = static_cast<int>((total + kThreads - 1) / kThreads);
+    if (trans) gather_direct_kernel<T, true><<<blocks, kThreads, 0, stream>>>(p, cl);
+    else gather_direct_kernel<T, false><<<blocks, kThreads, 0, stream>>>(p, cl);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return;
+  }
+  const int V = static_cast<int>(16 / elem_size);
+  // channels_last A loads: V channels at once when every pixel's channel run starts aligned
+  p.vec_a = cl && p.Cs % V == 0 && p.R % V == 0 && aligned16(p.src);
+  p.vec_b = p.Nn % V == 0 && aligned16(p.wt);
+  const dim3 grid(static_cast<unsigned>((p.M + BM - 1) / BM), static_cast<unsigned>((p.Nn + BN - 1) / BN),
+                  static_cast<unsigned>(p.G));
+  TORCH_CHECK(grid.y <= 65535 && grid.z <= 65535, "conv2d: too many channels or groups for one launch");
+  const Path path = path_for<T>(allow_tf32());
+#define RNNKERN_GATHER(P, CL, TR) gather_conv_kernel<T, P, CL, TR><<<grid, kThreads, 0, stream>>>(p)
+#define RNNKERN_GATHER_P(P)                          \
+  if (cl) {                                          \
+    if (trans) RNNKERN_GATHER(P, true, true);        \
+    else RNNKERN_GATHER(P, true, false);             \
+  } else {                                           \
+    if (trans) RNNKERN_GATHER(P, false, true);       \
+    else RNNKERN_GATHER(P, false, false);            \
+  }
+  if constexpr (std::is_same_v<T, double>) {
+    RNNKERN_GATHER_P(Path::kSimt)
+  } else if constexpr (std::is_same_v<T, float>) {
+    if (path == Path::kTf32) {
+      RNNKERN_GATHER_P(Path::kTf32)
+    } else {
+      RNNKERN_GATHER_P(Path::kSimt)
+    }
+  } else {
+    RNNKERN_GATHER_P(Path::kWmma16)
+  }
+#undef RNNKERN_GATHER_P
+#undef RNNKERN_GATHER
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename T>
+void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::TensorOptions& opts) {
+  auto stream = at::cuda::getCurrentCUDAStream();
+  const int taps = p.KH * p.KW;
+  const int64_t outputs = static_cast<int64_t>(p.G) * p.Kg * p.Cg * taps;
+  if (p.Kg < 8 || p.Cg < 8) {
+    wgrad_direct_kernel<T><<<static_cast<unsigned>(outputs), kThreads, 0, stream>>>(p, gw, cl);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return;
+  }
+  const int V = static_cast<int>(16 / elem_size);
+  p.vec_a = cl && p.K % V == 0 && p.Kg % V == 0 && aligned16(p.gy);
+  p.vec_b = cl && p.C % V == 0 && p.Cg % V == 0 && aligned16(p.x);
+  const int tiles_m = (p.Kg + BM - 1) / BM;
+  p.tiles_n = (p.Cg + BN - 1) / BN;
+  // Split-K over the pixels: enough blocks for ~4 per SM, at least ~8 k-steps per split.
+  const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int64_t base = static_cast<int64_t>(tiles_m) * p.tiles_n * taps * p.G;
+  const int64_t steps = (static_cast<int64_t>(p.N) * p.OH * p.OW + 31) / 32;
+  int64_t splits = std::max<int64_t>(1, (4 * sms + base - 1) / base);
+  splits = std::min<int64_t>(splits, std::max<int64_t>(1, steps / 8));
+  splits = std::min<int64_t>(splits, std::max<int64_t>(1, 65535 / taps));
+  p.splits = static_cast<int>(splits);
+  using Acc = typename AccOf<T>::type;
+  at::Tensor ws = at::empty({splits * outputs}, opts.dtype(std::is_same_v<Acc, double> ? at::kDouble : at::kFloat));
+  p.ws = ws.data_ptr();
+  const dim3 grid(static_cast<unsigned>(tiles_m * p.tiles_n), static_cast<unsigned>(taps * splits),
+                  static_cast<unsigned>(p.G));
+  TORCH_CHECK(grid.z <= 65535, "conv2d_backward_weight: too many groups for one launch");
+  const Path path = path_for<T>(allow_tf32());
+#define RNNKERN_WGRAD(P)                                                              \
+  if (cl) wgrad_kernel<T, P, true><<<grid, kThreads, 0, stream>>>(p);                 \
+  else wgrad_kernel<T, P, false><<<grid, kThreads, 0, stream>>>(p);
+  if constexpr (std::is_same_v<T, double>) {
+    RNNKERN_WGRAD(Path::kSimt)
+  } else if constexpr (std::is_same_v<T, float>) {
+    if (path == Path::kTf32) {
+      RNNKERN_WGRAD(Path::kTf32)
+    } else {
+      RNNKERN_WGRAD(Path::kSimt)
+    }
+  } else {
+    RNNKERN_WGRAD(Path::kWmma16)
+  }
+#undef RNNKERN_WGRAD
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const int blocks = static_cast<int>((outputs + kThreads - 1) / kThreads);
+  wgrad_reduce_kernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<const Acc*>(p.ws), gw, p.splits, p.G, taps,
+                                                         p.Kg, p.Cg);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+int to_int(int64_t v, const char* what) {
+  TORCH_CHECK(v >= 0 && v <= std::numeric_limits<int>::max(), "conv2d: ", what, " too large (", v, ")");
+  return static_cast<int>(v);
+}
+
+void check_cuda(const char* op, const at::Tensor& t) {
+  TORCH_CHECK(t.is_cuda(), op, ": expected a CUDA tensor");
+  const auto st = t.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16, op,
+              ": CUDA kernels support float32, float64, float16 and bfloat16, got ", st);
+}
+
+GatherParams gather_params(const ConvGeometry& g, bool trans) {
+  GatherParams p{};
+  // forward: source x (N, C, H, W) -> y (N, K, OH, OW), reduce over Cg, produce Kg per group.
+  // grad_input: source gy (N, K, OH, OW) -> gx (N, C, H, W), reduce over Kg, produce Cg.
+  p.N = to_int(g.N, "batch");
+  p.Cs = to_int(trans ? g.K : g.C, "channels");
+  p.Hs = to_int(trans ? g.OH : g.H, "height");
+  p.Ws = to_int(trans ? g.OW : g.W, "width");
+  p.Co = to_int(trans ? g.C : g.K, "channels");
+  p.Ho = to_int(trans ? g.H : g.OH, "height");
+  p.Wo = to_int(trans ? g.W : g.OW, "width");
+  p.G = to_int(g.G, "groups");
+  p.R = to_int(trans ? g.Kg() : g.Cg(), "channels");
+  p.Nn = to_int(trans ? g.Cg() : g.Kg(), "channels");
+  p.KH = to_int(g.KH, "kernel");
+  p.KW = to_int(g.KW, "kernel");
+  p.sh = to_int(g.sh, "stride");
+  p.sw = to_int(g.sw, "stride");
+  p.dh = to_int(g.dh, "dilation");
+  p.dw = to_int(g.dw, "dilation");
+  p.pt = to_int(g.pt, "padding");
+  p.pl = to_int(g.pl, "padding");
+  p.M = static_cast<long long>(g.N) * p.Ho * p.Wo;
+  return p;
+}
+
+at::MemoryFormat fmt(bool cl) { return cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous; }
+
+}  // namespace
+
+at::Tensor conv2d_forward_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                               at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                               int64_t groups) {
+  constexpr const char* op = "conv2d_forward";
+  check_cuda(op, input);
+  check_conv_tensors(op, input, "input", weight, "weight");
+  if (bias) {
+    check_conv_tensors(op, input, "input", *bias, "bias");
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), op, ": bias must have shape [",
+                weight.size(0), "], got ", bias->sizes());
+  }
+  const ConvGeometry g = check_conv_args(op, input.sizes(), weight.sizes(), stride, padding, dilation, groups);
+  const at::cuda::OptionalCUDAGuard guard(device_of(input));
+  const bool cl = conv_channels_last(input);
+  at::Tensor y = at::empty({g.N, g.K, g.OH, g.OW}, input.options().memory_format(fmt(cl)));
+  if (g.N == 0) return y;
+  const at::Tensor x = input.contiguous(fmt(cl));
+  // (G, taps, Cg, Kg): B(tap, c; k) rows contiguous along the output channels
+  const at::Tensor wt = weight.reshape({g.G, g.Kg(), g.Cg(), g.KH, g.KW}).permute({0, 3, 4, 2, 1}).contiguous();
+  const at::Tensor b = bias ? bias->contiguous() : at::Tensor();
+  GatherParams p = gather_params(g, false);
+  p.src = x.data_ptr();
+  p.wt = wt.data_ptr();
+  p.bias = bias ? b.data_ptr() : nullptr;
+  p.out = y.data_ptr();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "conv2d_forward_cuda", [&] {
+    launch_gather<typename NativeOf<scalar_t>::type>(p, cl, false, sizeof(scalar_t));
+  });
+  return y;
+}
+
+at::Tensor conv2d_backward_input_cuda(const at::Tensor& grad_output, const at::Tensor& weight,
+                                      at::IntArrayRef input_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                                      at::IntArrayRef dilation, int64_t groups) {
+  constexpr const char* op = "conv2d_backward_input";
+  check_cuda(op, grad_output);
+  check_conv_tensors(op, grad_output, "grad_output", weight, "weight");
+  const ConvGeometry g = check_conv_args(op, input_size, weight.sizes(), stride, padding, dilation, groups);
+  check_conv_grad_output(op, g, grad_output);
+  const at::cuda::OptionalCUDAGuard guard(device_of(grad_output));
+  const bool cl = conv_channels_last(grad_output);
+  at::Tensor gx = at::empty(input_size, grad_output.options().memory_format(fmt(cl)));
+  if (g.N == 0) return gx;
+  const at::Tensor gy = grad_output.contiguous(fmt(cl));
+  // (G, taps, Kg, Cg): B(tap, k; c) rows contiguous along the input channels
+  const at::Tensor wt = weight.reshape({g.G, g.Kg(), g.Cg(), g.KH, g.KW}).permute({0, 3, 4, 1, 2}).contiguous();
+  GatherParams p = gather_params(g, true);
+  p.src = gy.data_ptr();
+  p.wt = wt.data_ptr();
+  p.bias = nullptr;
+  p.out = gx.data_ptr();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "conv2d_backward_input_cuda",
+                                  [&] { launch_gather<typename NativeOf<scalar_t>::type>(p, cl, true, sizeof(scalar_t)); });
+  return gx;
+}
+
+std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cuda(const at::Tensor& grad_output, const at::Tensor& input,
+                                                               at::IntArrayRef weight_size, at::IntArrayRef stride,
+                                                               at::IntArrayRef padding, at::IntArrayRef dilation,
+                                                               int64_t groups, bool bias_grad) {
+  constexpr const char* op = "conv2d_backward_weight";
+  check_cuda(op, input);
+  check_conv_tensors(op, grad_output, "grad_output", input, "input");
+  const ConvGeometry g = check_conv_args(op, input.sizes(), weight_size, stride, padding, dilation, groups);
+  check_conv_grad_output(op, g, grad_output);
+  const at::cuda::OptionalCUDAGuard guard(device_of(input));
+  const bool cl = conv_channels_last(input);
+  const at::Tensor x = input.contiguous(fmt(cl)), gy = grad_output.contiguous(fmt(cl));
+  at::Tensor gw = at::empty(weight_size, input.options());
+  if (g.N == 0) {
+    gw.zero_();
+  } else {
+    WgradParams p{};
+    p.gy = gy.data_ptr();
+    p.x = x.data_ptr();
+    p.N = to_int(g.N, "batch");
+    p.C = to_int(g.C, "channels");
+    p.H = to_int(g.H, "height");
+    p.W = to_int(g.W, "width");
+    p.K = to_int(g.K, "channels");
+    p.OH = to_int(g.OH, "height");
+    p.OW = to_int(g.OW, "width");
+    p.G = to_int(g.G, "groups");
+    p.Kg = to_int(g.Kg(), "channels");
+    p.Cg = to_int(g.Cg(), "channels");
+    p.KH = to_int(g.KH, "kernel");
+    p.KW = to_int(g.KW, "kernel");
+    p.sh = to_int(g.sh, "stride");
+    p.sw = to_int(g.sw, "stride");
+    p.dh = to_int(g.dh, "dilation");
+    p.dw = to_int(g.dw, "dilation");
+    p.pt = to_int(g.pt, "padding");
+    p.pl = to_int(g.pl, "padding");
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "conv2d_backward_weight_cuda", [&] {
+      using T = typename NativeOf<scalar_t>::type;
+      launch_wgrad<T>(p, cl, sizeof(scalar_t), reinterpret_cast<T*>(gw.data_ptr()), input.options());
+    });
+  }
+  at::Tensor gb;
+  if (bias_grad) {
+    const auto acc_t = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+    gb = gy.sum({0, 2, 3}, /*keepdim=*/false, acc_t).to(input.scalar_type());
+  } else {
+    gb = at::empty({0}, input.options());
+  }
+  return {gw, gb};
 }
 
 }  // namespace rnnkern

@@ -186,6 +186,44 @@ def test_cuda_tf32(layout):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_cuda_random_gemm_path(dtype, layout):
+    """Random geometry with channel groups wide enough (>= 8) for the tiled implicit-GEMM kernels
+    (narrower groups take the direct kernels, covered by test_random_vs_torch); channel counts
+    both multiples of the 16-byte vector width and not."""
+    rng = _rng()
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        for _ in range(12):
+            groups = rng.choice([1, 1, 2])
+            cin, cout = groups * rng.choice([8, 12, 16, 24, 40]), groups * rng.choice([8, 9, 16, 32, 72])
+            k = [rng.randint(1, 3), rng.randint(1, 3)]
+            dil = [rng.choice([1, 2, 6, 18]), rng.choice([1, 3, 12])]
+            stride = [1, 1] if rng.random() < 0.6 else [rng.randint(1, 3), rng.randint(1, 3)]
+            pad = [rng.randint(0, dil[i] * (k[i] - 1)) for i in range(2)]
+            hw = [max(1, dil[i] * (k[i] - 1) + 1 - 2 * pad[i]) + rng.randint(0, 20) for i in range(2)]
+            xs, ws = (rng.randint(1, 3), cin, *hw), (cout, cin // groups, *k)
+            kw = dict(stride=stride, padding=pad, dilation=dil, groups=groups)
+            x, w, b = torch.randn(xs, dtype=torch.float64), torch.randn(ws, dtype=torch.float64), torch.randn(
+                cout, dtype=torch.float64)
+            gy = torch.randn_like(TF.conv2d(x, w, b, **kw))
+            ref = _run(2, x, w, b, kw, gy, ours=False)
+            cast = dict(device="cuda", dtype=dtype)
+            xd, gyd = x.to(**cast).contiguous(memory_format=layout), gy.to(**cast).contiguous(memory_format=layout)
+            got = _run(2, xd, w.to(**cast), b.to(**cast), kw, gyd, True)
+            if dtype == torch.bfloat16:
+                theirs = _run(2, xd, w.to(**cast), b.to(**cast), kw, gyd, False)
+                tols = [2 * rel_err(t, r) + 1e-3 for t, r in zip(theirs, ref)]
+            else:
+                tols = [TOL[dtype]] * 4
+            for name, o, r, tol in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, ref, tols):
+                assert rel_err(o, r) < tol, (name, rel_err(o, r), tol, xs, ws, kw)
+    finally:
+        torch.backends.cudnn.allow_tf32 = True
+
+
+@pytest.mark.cuda
 def test_cuda_large_tile_shapes():
     """Shapes that span several tiles in every GEMM dimension (and the split-K wgrad)."""
     torch.backends.cudnn.allow_tf32 = False
