@@ -45,7 +45,7 @@ void for_each_nchw(at::MemoryFormat fmt, int64_t N, int64_t C, int64_t H, int64_
 // Gather into a contiguous (NCHW) output: one pass over the windows of each plane, each window
 // read once and its kh x kw outputs written across kh output rows (unit-stride within a row).
 // The index is located inside its window by comparing flat positions, which needs no division.
-template <typename scalar_t>
+template <typename scalar_t, int64_t K>  // K: compile-time square kernel (== stride), 0 = any
 int unpool_gather_nchw(const UnpoolGeometry& g, const at::Tensor& input, const int64_t* idx, const Strides4& is,
                        at::Tensor& output) {
   const scalar_t* in = input.const_data_ptr<scalar_t>();
@@ -87,12 +87,23 @@ int unpool_gather_nchw(const UnpoolGeometry& g, const at::Tensor& input, const i
             }
           }
           bool found = false;
-          for (int64_t dr = 0; dr < rows; ++dr)
-            for (int64_t j = 0; j < cols; ++j) {
-              const bool hit = all || rel == dr * OW + j;
-              dst[dr * OW + j] = hit ? v : scalar_t(0);
-              found |= hit;
-            }
+          if (K != 0 && rows == K && cols == K) {  // full window of the common 2x2 / 3x3 case: unrolled
+#pragma GCC unroll 4
+            for (int64_t dr = 0; dr < K; ++dr)
+#pragma GCC unroll 4
+              for (int64_t j = 0; j < K; ++j) {
+                const bool hit = all || rel == dr * OW + j;
+                dst[dr * OW + j] = hit ? v : scalar_t(0);
+                found |= hit;
+              }
+          } else {
+            for (int64_t dr = 0; dr < rows; ++dr)
+              for (int64_t j = 0; j < cols; ++j) {
+                const bool hit = all || rel == dr * OW + j;
+                dst[dr * OW + j] = hit ? v : scalar_t(0);
+                found |= hit;
+              }
+          }
           if (mode == UnpoolMode::kIndices && ww < g.W && !found)
             local |= (k < 0 || k >= plane) ? kUnpoolIndexOutOfRange : kUnpoolIndexOutsideWindow;
         }
@@ -195,8 +206,15 @@ at::Tensor max_unpool_forward_cpu(const at::Tensor& input, const std::optional<a
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "max_unpool_forward_cpu", [&] {
     int flags = 0;
     if (g.windows_tile()) {
-      flags = fmt == at::MemoryFormat::Contiguous ? unpool_gather_nchw<scalar_t>(g, input, idx, is, output)
-                                                  : unpool_gather<scalar_t>(g, input, idx, is, output, fmt);
+      if (fmt != at::MemoryFormat::Contiguous) {
+        flags = unpool_gather<scalar_t>(g, input, idx, is, output, fmt);
+      } else if (g.sh == 2 && g.sw == 2) {
+        flags = unpool_gather_nchw<scalar_t, 2>(g, input, idx, is, output);
+      } else if (g.sh == 3 && g.sw == 3) {
+        flags = unpool_gather_nchw<scalar_t, 3>(g, input, idx, is, output);
+      } else {
+        flags = unpool_gather_nchw<scalar_t, 0>(g, input, idx, is, output);
+      }
       if (flags & kUnpoolIndexOutOfRange) raise_out_of_range(g);
       if (flags & kUnpoolIndexOutsideWindow) flags = unpool_scatter<scalar_t>(g, input, idx, is, output);
     } else {
