@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 import torch
 
-OPS = ["max_unpool", "rnn", "conv_transpose"]  # each op adds its module name here
+OPS = ["max_unpool", "rnn", "conv_transpose", "conv"]  # each op adds its module name here
 
 
 @dataclass

@@ -1,0 +1,97 @@
+"""Dilated 3x3 convolution vs torch (cuDNN on GPU, oneDNN on CPU) at ANCHORS.md's shapes:
+forward, grad-input (dgrad) and grad-weight (wgrad) as separate passes, each side calling its
+own kernel for exactly that pass (torch: aten.convolution_backward with one output mask).
+
+FLOPs count useful MACs only: for every tap, the output pixels whose read lands on real input
+(not padding), x 2 x C_in/groups x C_out. At 32x32 with dilation 18 that is ~39% of the 3x3 work.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+import rnnkern.functional as RF
+from bench.harness import Bench
+
+FWD = torch.ops.rnnkern.conv2d_forward.default
+DGRAD = torch.ops.rnnkern.conv2d_backward_input.default
+WGRAD = torch.ops.rnnkern.conv2d_backward_weight.default
+
+
+@dataclass
+class Case:
+    dtype: torch.dtype
+    channels_last: bool
+    n: int
+    cin: int
+    cout: int
+    hw: int
+    dilation: int
+    no_cudnn: bool = False  # compare against torch with cuDNN disabled (its native CUDA path)
+
+
+GPU_CASES = (
+    [Case(torch.float32, False, 8, 256, 256, 64, d) for d in (1, 2, 6, 12, 18)]
+    + [Case(torch.bfloat16, True, 8, 256, 256, 64, d) for d in (1, 2, 6, 12, 18)]
+    + [Case(torch.float32, False, 8, 2048, 256, 32, d) for d in (6, 12, 18)]      # ASPP head
+    + [Case(torch.bfloat16, True, 8, 2048, 256, 32, d) for d in (6, 12, 18)]
+    + [Case(torch.float32, False, 8, 256, 256, 64, 6, no_cudnn=True)]
+)
+CPU_CASES = (
+    [Case(torch.float32, False, 2, 64, 64, 32, d) for d in (1, 2, 6, 12, 18)]
+    + [Case(torch.float32, True, 2, 64, 64, 32, d) for d in (1, 6, 18)]
+    + [Case(torch.float32, False, 1, 256, 64, 32, d) for d in (6, 12, 18)]         # small ASPP
+)
+
+
+def useful_flops(c: Case, k: int = 3) -> float:
+    """2 x MACs that read real input, 'same' padding (p = d), stride 1."""
+    def valid(t):  # output positions whose tap-t read is inside the input
+        off = t * c.dilation - c.dilation
+        return max(0, min(c.hw, c.hw - off) - max(0, -off))
+    per_img = sum(valid(r) * valid(s) for r in range(k) for s in range(k))
+    return 2.0 * c.n * per_img * c.cin * c.cout
+
+
+def _name(c: Case) -> str:
+    dt = {torch.float32: "tf32" if torch.cuda.is_available() else "fp32", torch.bfloat16: "bf16"}[c.dtype]
+    vs = " vs no-cuDNN" if c.no_cudnn else ""
+    return f"{dt} {'CL' if c.channels_last else 'NCHW'} N{c.n} {c.cin}->{c.cout} {c.hw}x{c.hw} d{c.dilation}{vs}"
+
+
+def _torch_backward(gy, x, w, d, mask, no_cudnn):
+    def run():
+        with torch.backends.cudnn.flags(enabled=not no_cudnn):
+            return torch.ops.aten.convolution_backward(gy, x, w, None, [1, 1], [d, d], [d, d], False, [0, 0], 1, mask)
+    return run
+
+
+def cases(device: str, quick: bool) -> list[Bench]:
+    out = []
+    table = GPU_CASES if device == "cuda" else CPU_CASES
+    if quick:
+        table = table[:: max(1, len(table) // 4)]
+    for c in table:
+        fmt = torch.channels_last if c.channels_last else torch.contiguous_format
+        x = torch.randn(c.n, c.cin, c.hw, c.hw, device=device, dtype=c.dtype).contiguous(memory_format=fmt)
+        w = (torch.randn(c.cout, c.cin, 3, 3, device=device, dtype=c.dtype) / (9 * c.cin) ** 0.5).contiguous(
+            memory_format=fmt)
+        d = c.dilation
+        gy = torch.randn(c.n, c.cout, c.hw, c.hw, device=device, dtype=c.dtype).contiguous(memory_format=fmt)
+        s, p4, dd = [1, 1], [d, d, d, d], [d, d]
+        flops, name = useful_flops(c), _name(c)
+
+        def theirs_fwd(x=x, w=w, d=d, nc=c.no_cudnn):
+            with torch.backends.cudnn.flags(enabled=not nc):
+                return F.conv2d(x, w, None, 1, d, d)
+
+        out.append(Bench("conv", name, "fwd", lambda x=x, w=w, d=d: RF.conv2d(x, w, None, 1, d, d), theirs_fwd,
+                         "TFLOP/s", flops))
+        out.append(Bench("conv", name, "dgrad", lambda gy=gy, w=w, xs=list(x.shape): DGRAD(gy, w, xs, s, p4, dd, 1),
+                         _torch_backward(gy, x, w, d, [True, False, False], c.no_cudnn), "TFLOP/s", flops))
+        out.append(Bench("conv", name, "wgrad",
+                         lambda gy=gy, x=x, ws=list(w.shape): WGRAD(gy, x, ws, s, p4, dd, 1, False),
+                         _torch_backward(gy, x, w, d, [False, True, False], c.no_cudnn), "TFLOP/s", flops))
+    return out
