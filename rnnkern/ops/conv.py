@@ -173,6 +173,12 @@ def conv(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride,
     the caller's rank. nd = 1 runs as a 2-D convolution with H = 1."""
     check_tensor(op, "input", input, dims=(nd + 1, nd + 2), floating=True)
     check_tensor(op, "weight", weight, dims=(nd + 2,), floating=True)
+    if input.device.type in ("cuda", "cpu") and torch.is_autocast_enabled(input.device.type):
+        # torch runs convolutions in the autocast dtype; so do we (the custom op has no autocast
+        # kernel of its own, so this is the one place that casts)
+        dt = torch.get_autocast_dtype(input.device.type)
+        input, weight = input.to(dt), weight.to(dt)
+        bias = None if bias is None else bias.to(dt)
     check_same(op, "input", input, "weight", weight)
     if bias is not None:
         check_tensor(op, "bias", bias, dims=(1,), floating=True)

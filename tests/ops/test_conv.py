@@ -383,6 +383,22 @@ def test_empty_batch_and_unbatched(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_autocast(device):
+    """Under autocast the convolution runs in the autocast dtype, as torch's does."""
+    dt = torch.bfloat16
+    m = rnn.Conv2d(8, 16, 3, padding=2, dilation=2).to(device)
+    t = nn.Conv2d(8, 16, 3, padding=2, dilation=2).to(device)
+    t.load_state_dict(m.state_dict())
+    x = torch.randn(2, 8, 9, 10, device=device, requires_grad=True)
+    with torch.autocast(device_type=device, dtype=dt):
+        y, yt = m(x), t(x)
+    assert y.dtype == yt.dtype == dt
+    assert rel_err(y, yt) < 2e-2
+    y.float().sum().backward()
+    assert x.grad.dtype == torch.float32 and m.weight.grad.dtype == torch.float32
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_deterministic(device):
     x = torch.randn(5, 16, 19, 23, device=device)
     w = torch.randn(24, 16, 3, 3, device=device)
