@@ -11,7 +11,7 @@ from typing import Callable
 from torch import nn
 
 from rnnkern.models.segmentation.deeplab import DeepLabV3, deeplabv3, deeplabv3plus
-from rnnkern.models.segmentation.fcn import FCN, bilinear_upsampling_weight, fcn8s, fcn16s, fcn32s
+from rnnkern.models.segmentation.fcn import FCN, fcn8s, fcn16s, fcn32s
 from rnnkern.models.segmentation.losses import CEDiceLoss, SoftDiceLoss, cross_entropy, soft_dice_loss
 from rnnkern.models.segmentation.metrics import (ConfusionMatrix, confusion_matrix, dice_per_class, iou_per_class,
                                                  mean_dice, mean_iou, pixel_accuracy)
@@ -35,6 +35,6 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, base_width: i
 
 __all__ = ["MODELS", "build_model", "FCN", "UNet", "SegNet", "DeepLabV3", "PSPNet",
            "fcn32s", "fcn16s", "fcn8s", "unet", "segnet", "deeplabv3", "deeplabv3plus", "pspnet",
-           "bilinear_upsampling_weight", "cross_entropy", "soft_dice_loss", "SoftDiceLoss", "CEDiceLoss",
+           "cross_entropy", "soft_dice_loss", "SoftDiceLoss", "CEDiceLoss",
            "ConfusionMatrix", "confusion_matrix", "iou_per_class", "mean_iou", "pixel_accuracy",
            "dice_per_class", "mean_dice"]

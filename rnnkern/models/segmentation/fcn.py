@@ -14,29 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+import rnnkern.nn as rnn
 from rnnkern.models.segmentation._blocks import ConvBNReLU, FCNHead, SegmentationModel, conv_transpose2d, upsample_to
-
-
-def bilinear_upsampling_weight(in_channels: int, out_channels: int, kernel_size: int) -> Tensor:
-    """FCN's bilinear-interpolation kernel for ConvTranspose2d, shape (in, out, k, k): channel i
-    upsamples into channel i only (cross-channel weights zero). With stride f, kernel 2f and
-    padding f/2 it reproduces F.interpolate(scale_factor=f, mode="bilinear", align_corners=False)
-    away from the border."""
-    factor = (kernel_size + 1) // 2
-    center = factor - 1 if kernel_size % 2 == 1 else factor - 0.5
-    og = torch.arange(kernel_size, dtype=torch.float64)
-    filt1d = 1 - (og - center).abs() / factor
-    filt = filt1d[:, None] * filt1d[None, :]
-    weight = torch.zeros(in_channels, out_channels, kernel_size, kernel_size, dtype=torch.float64)
-    for i in range(min(in_channels, out_channels)):
-        weight[i, i] = filt
-    return weight.float()
 
 
 def _bilinear_upsampler(channels: int, factor: int) -> nn.Module:
     layer = conv_transpose2d(channels, channels, 2 * factor, stride=factor, padding=factor // 2, bias=False)
-    with torch.no_grad():
-        layer.weight.copy_(bilinear_upsampling_weight(channels, channels, 2 * factor))
+    with torch.no_grad():  # FCN's bilinear kernel: F.interpolate(bilinear) away from the border
+        layer.weight.copy_(rnn.bilinear_upsampling_weight(channels, channels, 2 * factor))
     return layer
 
 
