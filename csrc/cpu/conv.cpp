@@ -499,10 +499,94 @@ void forward_pointwise(const ConvGeometry& g, bool cl, const at::Tensor& x, cons
   });
 }
 
+// Groups this narrow (depthwise and friends) make per-group GEMMs of a row or two: loop directly.
+bool narrow_groups(const ConvGeometry& g) { return g.G > 1 && g.Cg() * g.Kg() <= 16; }
+
+// Direct convolution for narrow groups. wt is the prepared (G, Kg, KH, KW, Cg) weight, so output
+// channel co's tap (r, s) for input channel c is wt[((co * KH + r) * KW + s) * Cg + c].
+// NCHW: one task per (image, output channel) plane, rows accumulated tap by tap (the inner loop
+// runs along a row). NHWC: one task per (image, output row), channels innermost.
+template <typename T>
+void forward_direct(const ConvGeometry& g, bool cl, const at::Tensor& x, const at::Tensor& wt,
+                    const std::optional<at::Tensor>& bias, at::Tensor& y) {
+  const int64_t Cg = g.Cg(), Kg = g.Kg(), K = g.K, KH = g.KH, KW = g.KW;
+  const T* xp = x.const_data_ptr<T>();
+  const T* w = wt.const_data_ptr<T>();
+  const T* b = bias ? bias->const_data_ptr<T>() : nullptr;
+  T* yp = y.mutable_data_ptr<T>();
+  const double macs = double(g.N) * g.OH * g.OW * K * Cg * g.taps();
+  if (!cl) {
+    at::parallel_for(0, g.N * K, macs < double(1 << 21) ? g.N * K : 1, [&](int64_t begin, int64_t end) {
+      for (int64_t nk = begin; nk < end; ++nk) {
+        const int64_t n = nk / K, co = nk % K, gi = co / Kg;
+        T* o = yp + nk * g.OH * g.OW;
+        std::fill(o, o + g.OH * g.OW, b ? b[co] : T(0));
+        for (int64_t c = 0; c < Cg; ++c) {
+          const T* plane = xp + (n * g.C + gi * Cg + c) * g.H * g.W;
+          for (int64_t r = 0; r < KH; ++r) {
+            int64_t oh0, oh1;
+            g.valid_rows(r, &oh0, &oh1);
+            for (int64_t s = 0; s < KW; ++s) {
+              int64_t ow0, ow1;
+              g.valid_cols(s, &ow0, &ow1);
+              const T wv = w[((co * KH + r) * KW + s) * Cg + c];
+              for (int64_t oh = oh0; oh < oh1; ++oh) {
+                const T* src = plane + (oh * g.sh - g.pt + r * g.dh) * g.W + (ow0 * g.sw - g.pl + s * g.dw);
+                T* dst = o + oh * g.OW + ow0;
+                const int64_t len = ow1 - ow0;
+                if (g.sw == 1) {
+                  for (int64_t i = 0; i < len; ++i) dst[i] += wv * src[i];
+                } else {
+                  for (int64_t i = 0; i < len; ++i) dst[i] += wv * src[i * g.sw];
+                }
+              }
+            }
+          }
+        }
+      }
+    });
+    return;
+  }
+  // NHWC: weight as (taps, Cg, K) so the innermost loop (output channels) reads it contiguously
+  std::vector<T> wd(static_cast<size_t>(g.taps() * Cg * K));
+  for (int64_t co = 0; co < K; ++co)
+    for (int64_t t = 0; t < g.taps(); ++t)
+      for (int64_t c = 0; c < Cg; ++c) wd[(t * Cg + c) * K + co] = w[(co * g.taps() + t) * Cg + c];
+  at::parallel_for(0, g.N * g.OH, macs < double(1 << 21) ? g.N * g.OH : 1, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / g.OH, oh = row % g.OH;
+      T* orow = yp + row * g.OW * K;
+      for (int64_t ow = 0; ow < g.OW; ++ow)
+        for (int64_t co = 0; co < K; ++co) orow[ow * K + co] = b ? b[co] : T(0);
+      for (int64_t r = 0; r < KH; ++r) {
+        const int64_t ih = oh * g.sh - g.pt + r * g.dh;
+        if (ih < 0 || ih >= g.H) continue;
+        for (int64_t s = 0; s < KW; ++s) {
+          int64_t ow0, ow1;
+          g.valid_cols(s, &ow0, &ow1);
+          for (int64_t c = 0; c < Cg; ++c) {
+            const T* wv = wd.data() + ((r * KW + s) * Cg + c) * K;
+            for (int64_t ow = ow0; ow < ow1; ++ow) {
+              const T* xq = xp + ((n * g.H + ih) * g.W + (ow * g.sw - g.pl + s * g.dw)) * g.C + c;
+              T* op = orow + ow * K;
+              if (Cg == 1 && Kg == 1) {
+                for (int64_t co = 0; co < K; ++co) op[co] += wv[co] * xq[co];
+              } else {
+                for (int64_t co = 0; co < K; ++co) op[co] += wv[co] * xq[(co / Kg) * Cg];
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
 template <typename T>
 void forward_impl(const ConvGeometry& g, bool cl, const at::Tensor& x, const at::Tensor& wt,
                   const std::optional<at::Tensor>& bias, at::Tensor& y) {
-  if (is_pointwise(g)) forward_pointwise<T>(g, cl, x, wt, bias, y);
+  if (narrow_groups(g)) forward_direct<T>(g, cl, x, wt, bias, y);
+  else if (is_pointwise(g)) forward_pointwise<T>(g, cl, x, wt, bias, y);
   else forward_tiled<T>(g, cl, x, wt, bias, y);
 }
 
@@ -565,9 +649,94 @@ void backward_input_impl(const ConvGeometry& g, bool cl, const at::Tensor& gy, c
   }
 }
 
+// Weight gradient for narrow groups, (K, Cg, KH, KW). NCHW: one task per output channel, each
+// weight a sum of row dot products over the tap's valid rectangle. NHWC: output rows cut into a
+// fixed number of parts, each accumulating (taps, Cg, K) partial sums with the output channels
+// innermost, the parts added in order (reproducible for a given thread count).
+template <typename T>
+at::Tensor backward_weight_direct(const ConvGeometry& g, bool cl, const at::Tensor& gy, const at::Tensor& x) {
+  const int64_t Cg = g.Cg(), Kg = g.Kg(), K = g.K, taps = g.taps();
+  const T* xp = x.const_data_ptr<T>();
+  const T* gp = gy.const_data_ptr<T>();
+  at::Tensor gw = at::empty({K, Cg, g.KH, g.KW}, x.options());
+  T* w = gw.mutable_data_ptr<T>();
+  const double macs = double(g.N) * g.OH * g.OW * K * Cg * taps;
+  if (!cl) {
+    at::parallel_for(0, K, macs < double(1 << 21) ? K : 1, [&](int64_t begin, int64_t end) {
+      for (int64_t co = begin; co < end; ++co) {
+        const int64_t gi = co / Kg;
+        for (int64_t c = 0; c < Cg; ++c)
+          for (int64_t r = 0; r < g.KH; ++r) {
+            int64_t oh0, oh1;
+            g.valid_rows(r, &oh0, &oh1);
+            for (int64_t s = 0; s < g.KW; ++s) {
+              int64_t ow0, ow1;
+              g.valid_cols(s, &ow0, &ow1);
+              T acc = T(0);
+              for (int64_t n = 0; n < g.N; ++n) {
+                const T* plane = xp + (n * g.C + gi * Cg + c) * g.H * g.W;
+                const T* grad = gp + (n * K + co) * g.OH * g.OW;
+                for (int64_t oh = oh0; oh < oh1; ++oh) {
+                  const T* xr = plane + (oh * g.sh - g.pt + r * g.dh) * g.W + (ow0 * g.sw - g.pl + s * g.dw);
+                  const T* gr = grad + oh * g.OW + ow0;
+                  T row = T(0);
+                  for (int64_t i = 0; i < ow1 - ow0; ++i) row += gr[i] * xr[i * g.sw];
+                  acc += row;
+                }
+              }
+              w[((co * Cg + c) * g.KH + r) * g.KW + s] = acc;
+            }
+          }
+      }
+    });
+    return gw;
+  }
+  const int64_t rows = g.N * g.OH;
+  const int64_t parts = macs < double(1 << 21) ? 1 : std::max<int64_t>(1, std::min<int64_t>(rows, at::get_num_threads()));
+  std::vector<T> partial(static_cast<size_t>(parts * taps * Cg * K), T(0));
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t part = begin; part < end; ++part) {
+      T* acc = partial.data() + part * taps * Cg * K;
+      for (int64_t row = part * rows / parts; row < (part + 1) * rows / parts; ++row) {
+        const int64_t n = row / g.OH, oh = row % g.OH;
+        const T* grow = gp + row * g.OW * K;
+        for (int64_t r = 0; r < g.KH; ++r) {
+          const int64_t ih = oh * g.sh - g.pt + r * g.dh;
+          if (ih < 0 || ih >= g.H) continue;
+          for (int64_t s = 0; s < g.KW; ++s) {
+            int64_t ow0, ow1;
+            g.valid_cols(s, &ow0, &ow1);
+            for (int64_t c = 0; c < Cg; ++c) {
+              T* a = acc + ((r * g.KW + s) * Cg + c) * K;
+              for (int64_t ow = ow0; ow < ow1; ++ow) {
+                const T* xq = xp + ((n * g.H + ih) * g.W + (ow * g.sw - g.pl + s * g.dw)) * g.C + c;
+                const T* gq = grow + ow * K;
+                if (Cg == 1 && Kg == 1) {
+                  for (int64_t co = 0; co < K; ++co) a[co] += gq[co] * xq[co];
+                } else {
+                  for (int64_t co = 0; co < K; ++co) a[co] += gq[co] * xq[(co / Kg) * Cg];
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+  for (int64_t co = 0; co < K; ++co)
+    for (int64_t c = 0; c < Cg; ++c)
+      for (int64_t t = 0; t < taps; ++t) {
+        T sum = T(0);
+        for (int64_t part = 0; part < parts; ++part) sum += partial[((part * taps + t) * Cg + c) * K + co];
+        w[(co * Cg + c) * taps + t] = sum;
+      }
+  return gw;
+}
+
 // Returns the weight gradient as (K, Cg, KH, KW) contiguous.
 template <typename T>
 at::Tensor backward_weight_impl(const ConvGeometry& g, bool cl, const at::Tensor& gy, const at::Tensor& x) {
+  if (narrow_groups(g)) return backward_weight_direct<T>(g, cl, gy, x);
   const int64_t G = g.G, Cg = g.Cg(), Kg = g.Kg();
   const bool pw = is_pointwise(g);
   Plan plan;
