@@ -64,14 +64,16 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from rnnkern.models.segmentation import MODELS, build_model
     from rnnkern.models.segmentation.train import step_time
     if args.time:
-        print(f"CPU step time: forward + backward + AdamW, batch {args.batch_size}, {args.in_channels} x {args.size} "
-              f"x {args.size}, {torch.get_num_threads()} threads, fastest of {args.steps}")
+        how = ("CPU time of one thread (time.thread_time; other load does not inflate it)" if args.cpu_time
+               else f"wall clock, {torch.get_num_threads()} threads")
+        print(f"step time: forward + backward + AdamW, batch {args.batch_size}, {args.in_channels} x {args.size} "
+              f"x {args.size}, fastest of {args.steps}, {how}")
     for name in args.only or MODELS:
         m = build_model(name, args.num_classes, args.in_channels, args.base_width)
         line = f"{name:<14} {sum(p.numel() for p in m.parameters()) / 1e6:7.3f} M params"
         if args.time:
             t = step_time(name, args.num_classes, args.in_channels, args.base_width, args.batch_size, args.size,
-                          args.steps)
+                          args.steps, cpu_time=args.cpu_time)
             line += f"  {t * 1e3:8.1f} ms/step"
         print(line, flush=True)
     return 0
@@ -150,5 +152,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=16)
     p.add_argument("--size", type=_positive_int, default=64)
     p.add_argument("--steps", type=_positive_int, default=5)
+    p.add_argument("--cpu-time", action="store_true", help="time one thread's CPU time instead of wall clock")
     p.set_defaults(func=_run(_cmd_models))
     return seg

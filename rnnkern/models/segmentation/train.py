@@ -474,21 +474,30 @@ def predict(checkpoint: str, image: str, out: Optional[str] = None, device: str 
 
 
 def step_time(name: str, num_classes: int = 11, in_channels: int = 1, base_width: int = 16, batch: int = 16,
-              size: int = 64, steps: int = 3) -> float:
-    """Fastest of `steps` timed forward + backward + AdamW steps (after one warm-up step), in seconds;
-    the minimum, not the median, because a shared machine only ever adds time."""
+              size: int = 64, steps: int = 3, cpu_time: bool = False) -> float:
+    """Fastest of `steps` timed forward + backward + AdamW steps (after one warm-up step), in
+    seconds; the minimum, not the median, because a shared machine only ever adds time.
+    cpu_time=True runs on one thread and counts that thread's CPU time (time.thread_time), which
+    other processes competing for the cores do not inflate."""
     torch.manual_seed(0)
-    model = build_model(name, num_classes, in_channels, base_width)
-    opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    x = torch.randn(batch, in_channels, size, size)
-    y = torch.randint(0, num_classes, (batch, size, size))
-    times = []
-    for i in range(steps + 1):
-        t = time.perf_counter()
-        loss = nn.functional.cross_entropy(model(x)["out"], y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if i:
-            times.append(time.perf_counter() - t)
+    threads = torch.get_num_threads()
+    if cpu_time:
+        torch.set_num_threads(1)
+    clock = time.thread_time if cpu_time else time.perf_counter
+    try:
+        model = build_model(name, num_classes, in_channels, base_width)
+        opt = torch.optim.AdamW(model.parameters(), 1e-3)
+        x = torch.randn(batch, in_channels, size, size)
+        y = torch.randint(0, num_classes, (batch, size, size))
+        times = []
+        for i in range(steps + 1):
+            t = clock()
+            loss = nn.functional.cross_entropy(model(x)["out"], y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i:
+                times.append(clock() - t)
+    finally:
+        torch.set_num_threads(threads)
     return float(min(times))
