@@ -32,6 +32,9 @@
 // sums, added in part order at the end, so every result is bitwise reproducible for a given
 // thread count. col2im accumulates each element in a fixed order (no atomics, no races).
 //
+// Narrow groups (G > 1, Cg * Kg <= 16: depthwise and friends) skip the GEMMs, which would be a
+// row or two each, for direct loops (forward_direct, backward_weight_direct).
+//
 // fp32 and fp64 natively; bf16/fp16 are computed in fp32 and rounded once at the end.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
