@@ -1,10 +1,11 @@
 // Max-unpooling (and its nearest / bed-of-nails relatives) on the CPU.
 //
 // Two formulations:
-//  * gather (kernel == stride, no padding): windows tile the output, so each window reads its
-//    value and index once and writes all of its output elements once; no zero-fill pass.
-//  * scatter (anything else, or indices that leave their window): zero the plane, then write
-//    input elements in input order. Duplicate indices: the LAST input element (highest flat
+//  * gather (kernel == stride, no padding; channels_last output, nearest, bed-of-nails): windows
+//    tile the output, so each window reads its value (and index) once and writes all of its
+//    output elements once; no zero-fill pass.
+//  * scatter (max-unpool into contiguous planes, other geometries, indices that leave their
+//    window): zero the plane — it stays in L2 — then write input elements in input order. Duplicate indices: the LAST input element (highest flat
 //    input position in its plane) wins — the rule torch's CPU kernel follows and the CUDA
 //    kernel reproduces deterministically.
 #include <ATen/Parallel.h>
@@ -68,7 +69,8 @@ int unpool_gather_nchw(const UnpoolGeometry& g, const at::Tensor& input, const i
         }
         const scalar_t* xrow = in + n * xs.n + c * xs.c + wh * xs.h;
         const int64_t* krow = idx ? idx + n * is.n + c * is.c + wh * is.h : nullptr;
-        for (int64_t ww = 0; ww < WW; ++ww) {
+        int64_t ww = 0;
+        for (; ww < WW; ++ww) {
           const int64_t ow0 = ww * sw, cols = std::min(sw, OW - ow0);
           scalar_t* dst = o + ow0;
           // Branch-free: every output compares its own window offset with the target offset, so
@@ -164,24 +166,40 @@ int unpool_scatter(const UnpoolGeometry& g, const at::Tensor& input, const int64
   scalar_t* out = output.data_ptr<scalar_t>();
   const Strides4 xs(input), os(output);
   const int64_t plane = g.OH * g.OW;
+  const bool contiguous_planes = os.w == 1 && os.h == g.OW;
   std::atomic<int> flags{0};
   // One task per (n, c) plane: planes are disjoint, and inside a plane input order is kept.
   at::parallel_for(0, g.N * g.C, 1, [&](int64_t begin, int64_t end) {
+    int local = 0;
     for (int64_t nc = begin; nc < end; ++nc) {
       const int64_t n = nc / g.C, c = nc % g.C;
       scalar_t* o = out + n * os.n + c * os.c;
+      if (contiguous_planes) {  // a plane is one flat block: memset, then flat-index stores (no division)
+        std::fill(o, o + plane, scalar_t(0));
+        for (int64_t h = 0; h < g.H; ++h)
+          for (int64_t w = 0; w < g.W; ++w) {
+            const int64_t k = idx[is.at(n, c, h, w)];
+            if (k < 0 || k >= plane) {
+              local |= kUnpoolIndexOutOfRange;
+              continue;
+            }
+            o[k] = in[xs.at(n, c, h, w)];
+          }
+        continue;
+      }
       for (int64_t oh = 0; oh < g.OH; ++oh)
         for (int64_t ow = 0; ow < g.OW; ++ow) o[oh * os.h + ow * os.w] = scalar_t(0);
       for (int64_t h = 0; h < g.H; ++h)
         for (int64_t w = 0; w < g.W; ++w) {
           const int64_t k = idx[is.at(n, c, h, w)];
           if (k < 0 || k >= plane) {
-            flags.fetch_or(kUnpoolIndexOutOfRange, std::memory_order_relaxed);
+            local |= kUnpoolIndexOutOfRange;
             continue;
           }
           o[(k / g.OW) * os.h + (k % g.OW) * os.w] = in[xs.at(n, c, h, w)];
         }
     }
+    if (local) flags.fetch_or(local, std::memory_order_relaxed);
   });
   return flags.load();
 }
@@ -208,6 +226,11 @@ at::Tensor max_unpool_forward_cpu(const at::Tensor& input, const std::optional<a
     if (g.windows_tile()) {
       if (fmt != at::MemoryFormat::Contiguous) {
         flags = unpool_gather<scalar_t>(g, input, idx, is, output, fmt);
+      } else if (g.mode == UnpoolMode::kIndices) {
+        // Measured (bench/NOTES.md): on the CPU a plane fits in L2, so memset + scatter into it
+        // costs fewer instructions than the branch-free gather; the gather's one-pass advantage
+        // is a GPU (DRAM-bound) one.
+        flags = unpool_scatter<scalar_t>(g, input, idx, is, output);
       } else if (g.sh == 2 && g.sw == 2) {
         flags = unpool_gather_nchw<scalar_t, 2>(g, input, idx, is, output);
       } else if (g.sh == 3 && g.sw == 3) {
