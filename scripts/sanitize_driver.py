@@ -38,16 +38,22 @@ def rnn(dev):
 
 
 def conv(dev):
-    for fmt in (torch.contiguous_format, torch.channels_last):
-        for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-            x = torch.randn(2, 6, 13, 11, device=dev, dtype=dtype).contiguous(memory_format=fmt).requires_grad_()
-            for stride, pad, dil, groups in ((1, 1, 1, 1), (2, 3, 3, 2), (1, 12, 12, 1), (1, 1, 1, 6)):
-                w = torch.randn(6, 6 // groups, 3, 3, device=dev, dtype=dtype, requires_grad=True)
-                b = torch.randn(6, device=dev, dtype=dtype, requires_grad=True)
-                y = RF.conv2d(x, w, b, stride, pad, dil, groups)
-                y.backward(torch.randn_like(y))
-            w1 = torch.randn(4, 6, 5, device=dev, dtype=dtype, requires_grad=True)
-            RF.conv1d(x.detach()[:, :, 0], w1, None, 1, 4, 2).sum().backward()
+    # >= 8 channels per group reaches the implicit-GEMM kernels (tf32 on and off); 6 groups of 1
+    # the direct depthwise kernels
+    for tf32 in (True, False):
+        torch.backends.cudnn.allow_tf32 = tf32
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+                x = torch.randn(2, 24, 13, 11, device=dev, dtype=dtype).contiguous(memory_format=fmt).requires_grad_()
+                for stride, pad, dil, groups in ((1, 1, 1, 1), (2, 3, 3, 3), (1, 12, 12, 1), (1, 1, 1, 24)):
+                    w = torch.randn(16 if groups != 24 else 24, 24 // groups, 3, 3, device=dev, dtype=dtype,
+                                    requires_grad=True)
+                    b = torch.randn(w.shape[0], device=dev, dtype=dtype, requires_grad=True)
+                    y = RF.conv2d(x, w, b, stride, pad, dil, groups)
+                    y.backward(torch.randn_like(y))
+                w1 = torch.randn(16, 24, 5, device=dev, dtype=dtype, requires_grad=True)
+                RF.conv1d(x.detach()[:, :, 0], w1, None, 1, 4, 2).sum().backward()
+    torch.backends.cudnn.allow_tf32 = True
 
 
 def conv_transpose(dev):
