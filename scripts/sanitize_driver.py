@@ -46,7 +46,7 @@ def conv(dev):
             for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
                 x = torch.randn(2, 24, 13, 11, device=dev, dtype=dtype).contiguous(memory_format=fmt).requires_grad_()
                 for stride, pad, dil, groups in ((1, 1, 1, 1), (2, 3, 3, 3), (1, 12, 12, 1), (1, 1, 1, 24)):
-                    w = torch.randn(16 if groups != 24 else 24, 24 // groups, 3, 3, device=dev, dtype=dtype,
+                    w = torch.randn(24, 24 // groups, 3, 3, device=dev, dtype=dtype,
                                     requires_grad=True)
                     b = torch.randn(w.shape[0], device=dev, dtype=dtype, requires_grad=True)
                     y = RF.conv2d(x, w, b, stride, pad, dil, groups)
