@@ -301,7 +301,7 @@ def _pairs(images_dir: Path, masks_dir: Path) -> list[tuple[Path, Path]]:
 
 
 def image_folder(root: str | os.PathLike, num_classes: Optional[int] = None, image_size: Optional[int] = None,
-                 class_names: Optional[list[str]] = None, seed: int = 0) -> SegData:
+                 class_names: Optional[list[str]] = None) -> SegData:
     """A folder of images + masks: root/images/NAME.{png,jpg,...} with root/masks/NAME.png, or the
     same under root/train/ and root/val/ (and optionally root/test/). Without train/val folders the
     pairs are split 80/20 (fixed shuffle). Masks hold class indices (palette or greyscale PNG, or
@@ -374,4 +374,4 @@ def load_dataset(spec: str, seed: int = 0, train_size: Optional[int] = None, val
         return fashion_composites(seed=seed, **kw)
     if spec == "nuclei":
         return nuclei(seed=seed, **({"train_size": train_size} if train_size is not None else {}))
-    return image_folder(spec, num_classes=num_classes, image_size=image_size, seed=seed)
+    return image_folder(spec, num_classes=num_classes, image_size=image_size)
