@@ -47,6 +47,16 @@ inline RnnShapes check_rnn_args(const char* op, const at::Tensor& x, const at::T
   return s;
 }
 
+inline RnnShapes check_rnn_backward_args(const at::Tensor& grad_output, const at::Tensor& grad_hn,
+                                         const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
+                                         const at::Tensor& w_hh, const at::Tensor& out) {
+  const RnnShapes s = check_rnn_args("rnn_backward", x, h0, w_ih, w_hh, std::nullopt, std::nullopt);
+  TORCH_CHECK(grad_output.sizes() == out.sizes() && out.sizes() == at::IntArrayRef({s.T, s.B, s.H}),
+              "rnn_backward: grad_output and output must be (T, B, H)");
+  TORCH_CHECK(grad_hn.sizes() == h0.sizes(), "rnn_backward: grad_hn must be (B, H)");
+  return s;
+}
+
 // bs[t] = number of sequences with length > t. Without lengths every sequence runs all T steps.
 inline std::vector<int64_t> batch_sizes(const char* op, const RnnShapes& s, const std::optional<at::Tensor>& lengths) {
   std::vector<int64_t> bs(s.T, s.B);

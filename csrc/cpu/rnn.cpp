@@ -21,10 +21,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
     const at::Tensor& grad_output, const at::Tensor& grad_hn, const at::Tensor& input, const at::Tensor& hx,
     const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& output,
     const std::optional<at::Tensor>& lengths, bool relu, bool has_bias) {
-  const RnnShapes s = check_rnn_args("rnn_backward", input, hx, w_ih, w_hh, std::nullopt, std::nullopt);
-  TORCH_CHECK(grad_output.sizes() == output.sizes() && output.sizes() == at::IntArrayRef({s.T, s.B, s.H}),
-              "rnn_backward: grad_output and output must be (T, B, H)");
-  TORCH_CHECK(grad_hn.sizes() == hx.sizes(), "rnn_backward: grad_hn must be (B, H)");
+  const RnnShapes s = check_rnn_backward_args(grad_output, grad_hn, input, hx, w_ih, w_hh, output);
   return rnn_backward_general(grad_output, grad_hn, input, hx, w_ih, w_hh, output,
                               batch_sizes("rnn_backward", s, lengths), relu, has_bias);
 }
