@@ -17,10 +17,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from rnnkern.models.segmentation.train import TrainConfig, train
     out = args.out or f"runs/seg-{args.model}-{args.dataset.rstrip('/').split('/')[-1]}"
     cfg = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
-                      lr=args.lr, lr_schedule=args.lr_schedule, weight_decay=args.weight_decay, loss=args.loss, class_weights=args.class_weights,
-                      base_width=args.base_width, aux_loss=args.aux_loss, device=args.device, seed=args.seed, out=out,
-                      train_size=args.train_size, val_size=args.val_size, num_classes=args.num_classes,
-                      image_size=args.image_size, time_budget=args.time_budget, compile=args.compile,
+                      lr=args.lr, lr_schedule=args.lr_schedule, weight_decay=args.weight_decay, loss=args.loss,
+                      class_weights=args.class_weights, base_width=args.base_width, aux_loss=args.aux_loss,
+                      device=args.device, seed=args.seed, out=out, train_size=args.train_size,
+                      val_size=args.val_size, num_classes=args.num_classes, image_size=args.image_size,
+                      time_budget=args.time_budget, compile=args.compile, threads=args.threads,
                       progress=not args.no_progress, overlays=args.overlays, resume=args.resume)
     res = train(cfg)
     import torch.distributed as dist
@@ -122,6 +123,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=_positive_int, default=None, help="folder datasets: resize to this size")
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS", help="stop training after this long")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch CPU threads (1 is much faster when the cores are busy with other work)")
     p.add_argument("--overlays", type=int, default=6, help="val images in val_overlay.png")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     p.set_defaults(func=_run(_cmd_train))

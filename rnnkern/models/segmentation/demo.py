@@ -14,10 +14,11 @@ import torch
 
 def run_demo(device: str = "cpu", seconds: float = 120.0, out_dir: str = "runs/demo-seg", model: str = "fcn8s",
              base_width: int = 8, train_size: int = 2000, val_size: int = 300, batch_size: int = 8,
-             progress: bool = True) -> dict:
+             progress: bool = True, threads: int | None = 1) -> dict:
     """Train `model` for about `seconds` (training stops at 85% of it; the rest is evaluation and
-    pictures), print val mIoU against the majority-class baseline, write val_overlay.png and
-    curves.png into out_dir. Returns {"model", "val_miou", "baseline_miou", "pixel_acc", "dice",
+    pictures) on `threads` CPU threads (1: OpenMP threads thrash when the cores are busy), print
+    val mIoU against the majority-class baseline, write val_overlay.png and curves.png into
+    out_dir. Returns {"model", "val_miou", "baseline_miou", "pixel_acc", "dice",
     "steps", "epochs", "seconds", "params", "overlay", "curves"}."""
     from rnnkern.models.segmentation.train import TrainConfig, train
 
@@ -27,7 +28,7 @@ def run_demo(device: str = "cpu", seconds: float = 120.0, out_dir: str = "runs/d
     # inverse-sqrt-frequency class weights: 85% of the pixels are background, and without them the
     # first few hundred steps learn little beyond foreground/background (measured: README)
     cfg = TrainConfig(model=model, dataset="fashion", epochs=1000, batch_size=batch_size, lr=3e-3,
-                      class_weights="auto", base_width=base_width,
+                      class_weights="auto", base_width=base_width, threads=threads,
                       device=device, seed=0, out=out_dir, train_size=train_size, val_size=val_size,
                       time_budget=0.85 * seconds, progress=progress, overlays=6)
     res = train(cfg)

@@ -59,6 +59,7 @@ class TrainConfig:
     image_size: Optional[int] = None
     time_budget: Optional[float] = None  # seconds of training in all (stops early)
     compile: bool = False
+    threads: Optional[int] = None  # torch intra-op threads (1 avoids OpenMP thrashing on a busy machine)
     progress: bool = True
     overlays: int = 6
     resume: Optional[str] = None
@@ -225,8 +226,8 @@ def _augment(x: Tensor, y: Tensor, g: torch.Generator, vflip: bool) -> tuple[Ten
 
 
 @torch.no_grad()
-def evaluate_model(model: nn.Module, data: SegData, split: str, device: torch.device, loss_fn: Optional[nn.Module] = None,
-                   batch_size: int = 64, max_items: Optional[int] = None) -> dict:
+def evaluate_model(model: nn.Module, data: SegData, split: str, device: torch.device,
+                   loss_fn: Optional[nn.Module] = None, batch_size: int = 64, max_items: Optional[int] = None) -> dict:
     """Metrics on one split (sharded over DDP ranks, confusion matrix summed)."""
     images, masks = data.split(split)
     rank, world = _dist_info()
@@ -269,6 +270,8 @@ def train(cfg: TrainConfig, data: Optional[SegData] = None) -> dict:
     from tqdm.auto import tqdm
 
     device = _setup_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     rank, world = _dist_info()
     out = Path(cfg.out)
     resume_ckpt = None
@@ -382,7 +385,8 @@ def train(cfg: TrainConfig, data: Optional[SegData] = None) -> dict:
              f"({seconds:.0f} s{', best' if improved else ''})")
         if rank == 0:
             state = {"format": CKPT_FORMAT, "config": dataclasses.asdict(cfg), "model_args": _model_args(cfg, data),
-                     "data": _data_info(data), "model": raw_model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "step": step,
+                     "data": _data_info(data), "model": raw_model.state_dict(), "optimizer": opt.state_dict(),
+                     "epoch": epoch, "step": step,
                      "best_miou": best, "history": history, "metrics": last_metrics, "elapsed": seconds,
                      "rng": torch.get_rng_state(), "baseline_miou": baseline}
             save_checkpoint(out / "last.pt", state)
