@@ -267,11 +267,19 @@ def _data_info(data: SegData) -> dict:
 
 def train(cfg: TrainConfig, data: Optional[SegData] = None) -> dict:
     """Train cfg.model on cfg.dataset; returns {"best_miou", "final", "baseline_miou", "out", ...}."""
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg, data)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: TrainConfig, data: Optional[SegData]) -> dict:
     from tqdm.auto import tqdm
 
     device = _setup_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     rank, world = _dist_info()
     out = Path(cfg.out)
     resume_ckpt = None
