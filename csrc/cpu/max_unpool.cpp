@@ -204,6 +204,68 @@ int unpool_scatter(const UnpoolGeometry& g, const at::Tensor& input, const int64
   return flags.load();
 }
 
+// True when all tensors are dense in `fmt` (NCHW- or channels_last-contiguous), so a flat plane
+// index k addresses element k (NCHW) or k * C (channels_last) of its plane directly.
+bool same_dense_layout(at::MemoryFormat fmt, const at::Tensor& a, const at::Tensor& b, const at::Tensor& c) {
+  return a.is_contiguous(fmt) && b.is_contiguous(fmt) && c.is_contiguous(fmt);
+}
+
+// grad_input[n, c, i] = grad_output[n, c, idx[n, c, i]] over dense tensors in `fmt`; indices out of
+// range (already rejected by the forward) read as zero.
+template <typename scalar_t>
+void gather_flat(at::MemoryFormat fmt, const UnpoolGeometry& g, const scalar_t* go, const int64_t* idx,
+                 scalar_t* gi) {
+  const int64_t P = g.H * g.W, OP = g.OH * g.OW, C = g.C;
+  if (fmt == at::MemoryFormat::ChannelsLast) {
+    at::parallel_for(0, g.N * P, 1024, [&](int64_t begin, int64_t end) {
+      for (int64_t ni = begin; ni < end; ++ni) {
+        const int64_t n = ni / P;
+        const scalar_t* gon = go + n * OP * C;
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t k = idx[ni * C + c];
+          gi[ni * C + c] = (k >= 0 && k < OP) ? gon[k * C + c] : scalar_t(0);
+        }
+      }
+    });
+    return;
+  }
+  at::parallel_for(0, g.N * C, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t nc = begin; nc < end; ++nc) {
+      const scalar_t* gop = go + nc * OP;
+      const int64_t* kp = idx + nc * P;
+      scalar_t* gip = gi + nc * P;
+      for (int64_t i = 0; i < P; ++i) gip[i] = (kp[i] >= 0 && kp[i] < OP) ? gop[kp[i]] : scalar_t(0);
+    }
+  });
+}
+
+// max-unpool into a channels_last output: zero it, then per image write input elements in input
+// order (within a channel that is the plane's flat order, so the last duplicate wins).
+template <typename scalar_t>
+int unpool_scatter_channels_last(const UnpoolGeometry& g, const scalar_t* in, const int64_t* idx, at::Tensor& output) {
+  output.zero_();
+  scalar_t* out = output.data_ptr<scalar_t>();
+  const int64_t P = g.H * g.W, OP = g.OH * g.OW, C = g.C;
+  std::atomic<int> flags{0};
+  at::parallel_for(0, g.N, 1, [&](int64_t begin, int64_t end) {
+    int local = 0;
+    for (int64_t n = begin; n < end; ++n) {
+      scalar_t* on = out + n * OP * C;
+      for (int64_t i = n * P; i < (n + 1) * P; ++i)
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t k = idx[i * C + c];
+          if (k < 0 || k >= OP) {
+            local |= kUnpoolIndexOutOfRange;
+            continue;
+          }
+          on[k * C + c] = in[i * C + c];
+        }
+    }
+    if (local) flags.fetch_or(local, std::memory_order_relaxed);
+  });
+  return flags.load();
+}
+
 void raise_out_of_range(const UnpoolGeometry& g) {
   TORCH_CHECK_INDEX(false, "max_unpool: found an index out of range [0, ", g.OH * g.OW,
                     ") for output size (", g.OH, ", ", g.OW, ")");
@@ -224,7 +286,10 @@ at::Tensor max_unpool_forward_cpu(const at::Tensor& input, const std::optional<a
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "max_unpool_forward_cpu", [&] {
     int flags = 0;
     if (g.windows_tile()) {
-      if (fmt != at::MemoryFormat::Contiguous) {
+      if (fmt == at::MemoryFormat::ChannelsLast && g.mode == UnpoolMode::kIndices &&
+          same_dense_layout(fmt, input, *indices, output)) {
+        flags = unpool_scatter_channels_last<scalar_t>(g, input.const_data_ptr<scalar_t>(), idx, output);
+      } else if (fmt != at::MemoryFormat::Contiguous) {
         flags = unpool_gather<scalar_t>(g, input, idx, is, output, fmt);
       } else if (g.mode == UnpoolMode::kIndices) {
         // Measured (bench/NOTES.md): on the CPU a plane fits in L2, so memset + scatter into it
@@ -269,6 +334,10 @@ at::Tensor max_unpool_backward_cpu(const at::Tensor& grad_output, const std::opt
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* go = grad_output.const_data_ptr<scalar_t>();
     scalar_t* gi = grad_input.data_ptr<scalar_t>();
+    if (g.mode == UnpoolMode::kIndices && same_dense_layout(fmt, *indices, grad_output, grad_input)) {
+      gather_flat(fmt, g, go, idx, gi);  // the common case: one flat gather, no index arithmetic
+      return;
+    }
     for_each_nchw(fmt, g.N, g.C, g.H, g.W, [&](int64_t n, int64_t c, int64_t h, int64_t w) {
       acc_t acc = 0;
       if (g.mode == UnpoolMode::kIndices) {
