@@ -162,8 +162,12 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rn
   for (int64_t t = T - 1; t >= 0; --t) {
     at::Tensor d = dz.select(0, t);
     const int64_t live = bs[t], live_next = t + 1 < T ? bs[t + 1] : 0;
-    d.copy_(grad_out.select(0, t));
-    if (live_next > 0) d.narrow(0, 0, live_next).addmm_(dz.select(0, t + 1).narrow(0, 0, live_next), w_hh);
+    const at::Tensor g = grad_out.select(0, t);
+    if (live_next > 0) {  // d = g + dz[t+1] W_hh in one GEMM (beta = 1 reads g), no separate copy
+      at::Tensor d_next = d.narrow(0, 0, live_next);
+      at::addmm_out(d_next, g.narrow(0, 0, live_next), dz.select(0, t + 1).narrow(0, 0, live_next), w_hh);
+    }
+    if (live_next < B) d.narrow(0, live_next, B - live_next).copy_(g.narrow(0, live_next, B - live_next));
     // sequences whose last step is t receive dL/dh_n here
     if (live > live_next) d.narrow(0, live_next, live - live_next).add_(grad_hn.narrow(0, live_next, live - live_next));
     if (live < B) d.narrow(0, live, B - live).zero_();
