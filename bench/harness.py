@@ -78,12 +78,16 @@ def run(ops: Optional[list[str]] = None, device: Optional[str] = None, quick: bo
                          "torch_ms": round(torch_ms, 4), "ratio": round(torch_ms / ms, 3),
                          "metric": b.metric, "value": round(metric_value(b.metric, b.amount, ms), 3)})
     dev_name = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    cpu_model = _cpu_model()
     result = {"device": dev_name, "torch": torch.__version__,
               "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-              "rnnkern": rnnkern.__version__, "rows": rows}
+              "rnnkern": rnnkern.__version__, "host_cpu": cpu_model, "threads": torch.get_num_threads(),
+              "rows": rows}
     print_table(result)
     if json_path == "auto":  # DESIGN.md's name: bench/results/<gpu-or-cpu>-<yyyymmdd>.json
         slug = dev_name.replace("NVIDIA ", "").split(" (")[0].replace(" ", "-").lower()
+        if device == "cpu":
+            slug += f"-{torch.get_num_threads()}t"
         json_path = f"bench/results/{slug}-{time.strftime('%Y%m%d')}.json"
     if json_path:
         with open(json_path, "w") as f:
@@ -95,13 +99,25 @@ def run(ops: Optional[list[str]] = None, device: Optional[str] = None, quick: bo
     return 0
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown"
+
+
 def print_table(result: dict) -> None:
     print(f"\n{result['device']}  torch {result['torch']}  cudnn {result['cudnn']}")
-    head = f"{'op':<14}{'case':<40}{'pass':<9}{'rnnkern ms':>11}{'torch ms':>11}{'ratio':>8}  value"
+    head = f"{'op':<16}{'case':<44}{'pass':<9}{'rnnkern ms':>11}{'torch ms':>11}{'ratio':>8}  value"
     print(head)
     print("-" * len(head))
     for r in result["rows"]:
-        print(f"{r['op']:<14}{r['case']:<40}{r['pass']:<9}{r['ms']:>11.4f}{r['torch_ms']:>11.4f}"
+        print(f"{r['op']:<16}{r['case']:<44}{r['pass']:<9}{r['ms']:>11.4f}{r['torch_ms']:>11.4f}"
               f"{r['ratio']:>7.2f}x  {r['value']:.3g} {r['metric']}")
 
 

@@ -28,6 +28,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return 2
     sys.path.insert(0, str(root))
     from bench.harness import run
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     return run(ops=args.ops, device=args.device, quick=args.quick, json_path=args.json, plot_path=args.plot)
 
 
@@ -43,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ops", nargs="+", default=None, help="ops to run (default: all)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if visible")
     p.add_argument("--quick", action="store_true", help="fewer repetitions and only the first cases")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for both sides (torch.set_num_threads); default: torch's")
     p.add_argument("--json", metavar="PATH", help="write rows in DESIGN.md's schema")
     p.add_argument("--plot", metavar="PATH", help="write a PNG chart of the ratios")
     p.set_defaults(func=_cmd_bench)
