@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n== 4/4  kernels vs torch (quick benchmark)")
         root = Path(__file__).resolve().parent.parent
         if (root / "bench" / "harness.py").is_file():
-            cli(["bench", "--quick", "--device", args.device])
+            # one thread on the CPU: on a busy 2-core machine two OpenMP threads can stall for
+            # seconds per call (bench/NOTES.md), on either side of the comparison
+            cli(["bench", "--quick", "--device", args.device] + (["--threads", "1"] if args.device == "cpu" else []))
         else:
             print("bench/ not found next to the package (installed from a wheel?); skipped")
     print(f"\ndemo finished in {time.time() - t0:.0f} s")
