@@ -3,6 +3,8 @@
 # compute-sanitizer (memcheck + racecheck) over every CUDA kernel, run the benchmarks, and leave
 # logs + JSON in OUTDIR. Installs nothing (the GPU machine may have no network).
 #   scripts/gpu_check.sh [OUTDIR]        (default: $OUT, else ./gpu-out)
+#   GPU_CHECK_STEPS="tests bench"        run a subset (the build always runs): tests memcheck racecheck bench
+#                                        (a device call is capped at 10 minutes; split the run if needed)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-${OUT:-./gpu-out}}
@@ -12,6 +14,7 @@ export PYTHONUNBUFFERED=1
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$($PY -c "import torch; print('.'.join(map(str, torch.cuda.get_device_capability())))")}
 declare -A status
+want() { [[ " ${GPU_CHECK_STEPS:-tests memcheck racecheck bench} " == *" $1 "* ]]; }
 
 step() {  # step NAME LOGFILE CMD...
   local name=$1 log=$2; shift 2
@@ -27,14 +30,14 @@ step() {  # step NAME LOGFILE CMD...
 step build build.log env FORCE_CUDA=1 $PY setup.py build_ext --inplace || { echo "build failed"; exit 1; }
 $PY -m rnnkern.cli info --json > "$OUTDIR/info.json" 2>&1
 # timeouts: a wrong co-residency assumption in a grid-synchronised kernel would hang, not fail
-step tests tests.log timeout 900 $PY -m pytest -q -p no:cacheprovider tests --junitxml="$OUTDIR/junit.xml"
+want tests && step tests tests.log timeout 420 $PY -m pytest -q -p no:cacheprovider tests --junitxml="$OUTDIR/junit.xml"
 if command -v compute-sanitizer >/dev/null; then
-  step memcheck memcheck.log timeout 600 compute-sanitizer --tool memcheck --error-exitcode 3 $PY scripts/sanitize_driver.py
-  step racecheck racecheck.log timeout 600 compute-sanitizer --tool racecheck --error-exitcode 3 $PY scripts/sanitize_driver.py
+  want memcheck && step memcheck memcheck.log timeout 300 compute-sanitizer --tool memcheck --error-exitcode 3 $PY scripts/sanitize_driver.py
+  want racecheck && step racecheck racecheck.log timeout 300 compute-sanitizer --tool racecheck --error-exitcode 3 $PY scripts/sanitize_driver.py
 else
   status[memcheck]="compute-sanitizer not found"
 fi
-step bench bench.log timeout 600 $PY -m rnnkern.cli bench --device cuda --json "$OUTDIR/bench.json" --plot "$OUTDIR/bench.png"
+want bench && step bench bench.log timeout 300 $PY -m rnnkern.cli bench --device cuda --json "$OUTDIR/bench.json" --plot "$OUTDIR/bench.png"
 
 echo
 echo "== gpu_check summary ($($PY -c 'import torch; print(torch.cuda.get_device_name(0), torch.__version__)'))"
