@@ -115,6 +115,8 @@ struct ConvT2dGeometry {
 ConvT2dGeometry conv_transpose2d_geometry(const char* op, at::IntArrayRef input_size, at::IntArrayRef weight_size,
                                           at::IntArrayRef stride, at::IntArrayRef padding,
                                           at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation);
+// grad_output must be (N, C_out, OH, OW) for geometry g; defined in the CPU file.
+void check_conv_transpose2d_grad_output(const char* op, const ConvT2dGeometry& g, const at::Tensor& grad_output);
 at::Tensor conv_transpose2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
                                         const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                                         at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,

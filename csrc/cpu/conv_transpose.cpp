@@ -57,6 +57,13 @@ void check_pair(const char* op, const char* name, at::IntArrayRef v, int64_t min
 
 }  // namespace
 
+void check_conv_transpose2d_grad_output(const char* op, const ConvT2dGeometry& g, const at::Tensor& grad_output) {
+  TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == g.N && grad_output.size(1) == g.Cout &&
+                  grad_output.size(2) == g.OH && grad_output.size(3) == g.OW,
+              op, ": grad_output must have shape (", g.N, ", ", g.Cout, ", ", g.OH, ", ", g.OW, "), got ",
+              grad_output.sizes());
+}
+
 ConvT2dGeometry conv_transpose2d_geometry(const char* op, at::IntArrayRef input_size, at::IntArrayRef weight_size,
                                           at::IntArrayRef stride, at::IntArrayRef padding,
                                           at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation) {
@@ -341,10 +348,7 @@ at::Tensor conv_transpose2d_backward_input_cpu(const at::Tensor& grad_output, co
   const char* op = "conv_transpose2d_backward_input";
   const ConvT2dGeometry g = conv_transpose2d_geometry(op, input_size, weight.sizes(), stride, padding,
                                                       output_padding, groups, dilation);
-  TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == g.N && grad_output.size(1) == g.Cout &&
-                  grad_output.size(2) == g.OH && grad_output.size(3) == g.OW,
-              op, ": grad_output must have shape (", g.N, ", ", g.Cout, ", ", g.OH, ", ", g.OW, "), got ",
-              grad_output.sizes());
+  check_conv_transpose2d_grad_output(op, g, grad_output);
   TORCH_CHECK(weight.scalar_type() == grad_output.scalar_type(), op, ": weight dtype must match grad_output dtype");
   if (reduced(grad_output))
     return conv_transpose2d_backward_input_cpu(grad_output.to(at::kFloat), weight.to(at::kFloat), input_size, stride,
@@ -401,10 +405,7 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cpu(
   const char* op = "conv_transpose2d_backward_weight";
   const ConvT2dGeometry g = conv_transpose2d_geometry(op, input.sizes(), weight_size, stride, padding,
                                                       output_padding, groups, dilation);
-  TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == g.N && grad_output.size(1) == g.Cout &&
-                  grad_output.size(2) == g.OH && grad_output.size(3) == g.OW,
-              op, ": grad_output must have shape (", g.N, ", ", g.Cout, ", ", g.OH, ", ", g.OW, "), got ",
-              grad_output.sizes());
+  check_conv_transpose2d_grad_output(op, g, grad_output);
   TORCH_CHECK(input.scalar_type() == grad_output.scalar_type(), op, ": input dtype must match grad_output dtype");
   if (reduced(grad_output)) {
     auto [gw, gb] = conv_transpose2d_backward_weight_cpu(grad_output.to(at::kFloat), input.to(at::kFloat),

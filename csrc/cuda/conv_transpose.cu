@@ -588,10 +588,7 @@ at::Tensor conv_transpose2d_backward_input_cuda(const at::Tensor& grad_output, c
   const char* op = "conv_transpose2d_backward_input";
   const ConvT2dGeometry g = conv_transpose2d_geometry(op, input_size, weight.sizes(), stride, padding,
                                                       output_padding, groups, dilation);
-  TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == g.N && grad_output.size(1) == g.Cout &&
-                  grad_output.size(2) == g.OH && grad_output.size(3) == g.OW,
-              op, ": grad_output must have shape (", g.N, ", ", g.Cout, ", ", g.OH, ", ", g.OW, "), got ",
-              grad_output.sizes());
+  check_conv_transpose2d_grad_output(op, g, grad_output);
   check_device(op, grad_output, "weight", weight);
   const at::cuda::OptionalCUDAGuard guard(device_of(grad_output));
   const bool cl = channels_last_output(grad_output);
@@ -626,10 +623,7 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cuda(
   const char* op = "conv_transpose2d_backward_weight";
   const ConvT2dGeometry g = conv_transpose2d_geometry(op, input.sizes(), weight_size, stride, padding,
                                                       output_padding, groups, dilation);
-  TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == g.N && grad_output.size(1) == g.Cout &&
-                  grad_output.size(2) == g.OH && grad_output.size(3) == g.OW,
-              op, ": grad_output must have shape (", g.N, ", ", g.Cout, ", ", g.OH, ", ", g.OW, "), got ",
-              grad_output.sizes());
+  check_conv_transpose2d_grad_output(op, g, grad_output);
   check_device(op, grad_output, "input", input);
   const at::cuda::OptionalCUDAGuard guard(device_of(grad_output));
   at::Tensor grad_weight = at::empty(weight_size, grad_output.options());
