@@ -93,6 +93,15 @@ inline void rnn_input_projection(at::Tensor& out2, const at::Tensor& x, const at
   }
 }
 
+// h_n[b] = output[len_b - 1, b], or h0[b] for an empty sequence.
+inline at::Tensor rnn_last_state(const at::Tensor& out, const at::Tensor& h0, const std::optional<at::Tensor>& lengths) {
+  if (!lengths.has_value()) return out.select(0, out.size(0) - 1).clone();
+  const int64_t B = out.size(1);
+  const at::Tensor len = lengths->to(out.device());
+  const at::Tensor rows = (len - 1).clamp_min(0) * B + at::arange(B, len.options());
+  return at::where((len > 0).unsqueeze(1), out.view({-1, out.size(2)}).index_select(0, rows), h0);
+}
+
 // Returns (output (T, B, H), h_n (B, H)).
 inline std::tuple<at::Tensor, at::Tensor> rnn_forward_general(const at::Tensor& x, const at::Tensor& h0,
                                                               const at::Tensor& w_ih, const at::Tensor& w_hh,
@@ -116,16 +125,7 @@ inline std::tuple<at::Tensor, at::Tensor> rnn_forward_general(const at::Tensor& 
     y.addmm_(h_prev, w_hh_t);
     activate_(y, relu);
   }
-  at::Tensor h_n;
-  if (!lengths.has_value()) {
-    h_n = out.select(0, T - 1).clone();
-  } else {
-    // h_n[b] = output[len_b - 1, b], or h0[b] for an empty sequence.
-    const at::Tensor len = lengths->to(x.device());
-    const at::Tensor rows = (len - 1).clamp_min(0) * B + at::arange(B, len.options());
-    h_n = at::where((len > 0).unsqueeze(1), out2.index_select(0, rows), h0);
-  }
-  return {out, h_n};
+  return {out, rnn_last_state(out, h0, lengths)};
 }
 
 // Everything after the reverse recurrence, as large GEMMs: given dz (T, B, H) = dL/d(pre-activation),

@@ -1,14 +1,16 @@
 // Fused vanilla RNN (Elman) on CUDA: two paths, chosen in one place (choose_rnn_path).
 //
-// * Persistent (fp32/fp16/bf16, no per-sequence lengths, W_hh fits on chip, B <= 64): ONE
+// * Persistent (fp32/fp16/bf16, W_hh fits on chip, B <= 64, lengths or not): ONE
 //   cooperative launch runs every time step. Each CTA keeps a slice of `rows` rows of W_hh
 //   (W_hh^T in backward) in shared memory for the whole sequence; per step it reads the previous
 //   state from L2 (ld.global.cg: L1 is not coherent across SMs), computes its rows for the whole
 //   batch with fp32 accumulation, applies bias/activation in the epilogue, writes them, and the
 //   grid synchronises once (cooperative_groups grid.sync). The input projection (forward) and the
 //   weight/input gradients (backward) stay as large cuBLAS GEMMs around it. Each output is
-//   reduced by one warp in a fixed order: bitwise deterministic.
-// * General (any shape/dtype, lengths): csrc/rnn_driver.h — one cuBLAS GEMM + one activation
+//   reduced by one warp in a fixed order: bitwise deterministic. Variable lengths: rows of
+//   finished sequences (b >= live[t], a prefix rule since lengths are sorted) are zeroed; their
+//   dz rows then contribute nothing to the next step, so no other special case is needed.
+// * General (any shape/dtype): csrc/rnn_driver.h — one cuBLAS GEMM + one activation
 //   per step on the current stream.
 //
 // Set RNNKERN_RNN_PATH=general|persistent to force a path (persistent falls back when it does
@@ -18,6 +20,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <cooperative_groups.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -51,6 +54,7 @@ struct PersistentParams {
   scalar_t* seq;            // (T, B, H): pre-activations / upstream grads in, results out, in place
   const scalar_t* state0;   // (B, H) state before the first step; nullptr = zeros
   const scalar_t* act_out;  // backward: forward outputs h_t for act'(.); forward: nullptr
+  const int* live;          // (T) sequences still running at step t (a prefix: lengths are sorted); nullptr = B
   int T, B, H, rows;
   bool relu, backward;
 };
@@ -74,7 +78,12 @@ __global__ void __launch_bounds__(kPersistThreads) rnn_persistent_kernel(Persist
     const int t = p.backward ? p.T - 1 - s : s;
     const scalar_t* prev = s == 0 ? p.state0 : p.seq + (p.backward ? t + 1 : t - 1) * step;
     scalar_t* cur = p.seq + t * step;
+    const int live = p.live ? p.live[t] : p.B;
     for (int b = warp; b < p.B; b += nwarps) {
+      if (b >= live) {  // finished sequence: output / gradient is zero from here on
+        if (lane < rows) cur[static_cast<int64_t>(b) * p.H + r0 + lane] = scalar_t(0);
+        continue;
+      }
       acc_t acc[kMaxRows];
 #pragma unroll
       for (int r = 0; r < kMaxRows; ++r) acc[r] = acc_t(0);
@@ -126,14 +135,12 @@ bool debug_enabled() {
 
 // The one place that decides between the persistent kernel and the general path, from the
 // problem size and the device's SM count, shared memory and co-residency limits.
-PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H, bool has_lengths) {
+PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H) {
   PersistentConfig cfg;
   const char* forced = std::getenv("RNNKERN_RNN_PATH");
   const auto dtype = x.scalar_type();
   if (forced != nullptr && std::strcmp(forced, "general") == 0) {
     cfg.why = "RNNKERN_RNN_PATH=general";
-  } else if (has_lengths) {
-    cfg.why = "variable lengths";
   } else if (dtype != at::kFloat && dtype != at::kHalf && dtype != at::kBFloat16) {
     cfg.why = "dtype";
   } else if (B < 1 || B > kMaxBatch) {
@@ -178,13 +185,14 @@ bool launch_persistent(const PersistentConfig& cfg, const PersistentParams<scala
 
 template <typename scalar_t>
 PersistentParams<scalar_t> make_params(const at::Tensor& weight, at::Tensor& seq, const at::Tensor* state0,
-                                       const at::Tensor* act_out, const PersistentConfig& cfg, bool relu,
-                                       bool backward) {
+                                       const at::Tensor* act_out, const at::Tensor& live,
+                                       const PersistentConfig& cfg, bool relu, bool backward) {
   PersistentParams<scalar_t> p;
   p.weight = weight.const_data_ptr<scalar_t>();
   p.seq = seq.data_ptr<scalar_t>();
   p.state0 = state0 ? state0->const_data_ptr<scalar_t>() : nullptr;
   p.act_out = act_out ? act_out->const_data_ptr<scalar_t>() : nullptr;
+  p.live = live.defined() ? live.const_data_ptr<int>() : nullptr;
   p.T = static_cast<int>(seq.size(0));
   p.B = static_cast<int>(seq.size(1));
   p.H = static_cast<int>(seq.size(2));
@@ -192,6 +200,13 @@ PersistentParams<scalar_t> make_params(const at::Tensor& weight, at::Tensor& seq
   p.relu = relu;
   p.backward = backward;
   return p;
+}
+
+// bs[t] on the device, or undefined when every sequence runs all T steps.
+at::Tensor live_rows(const std::vector<int64_t>& bs, int64_t B, const at::Tensor& like) {
+  if (std::all_of(bs.begin(), bs.end(), [B](int64_t n) { return n == B; })) return at::Tensor();
+  std::vector<int> live(bs.begin(), bs.end());
+  return at::tensor(live, at::TensorOptions().dtype(at::kInt)).to(like.device());
 }
 
 }  // namespace
@@ -205,17 +220,17 @@ std::tuple<at::Tensor, at::Tensor> rnn_forward_cuda(const at::Tensor& input, con
   const at::cuda::OptionalCUDAGuard guard(device_of(input));
   const std::vector<int64_t> bs = batch_sizes("rnn_forward", s, lengths);
   if (s.T > 0 && s.T < (int64_t(1) << 31)) {
-    const PersistentConfig cfg = choose_rnn_path(input, s.B, s.H, lengths.has_value());
+    const PersistentConfig cfg = choose_rnn_path(input, s.B, s.H);
     if (cfg.use) {
       at::Tensor out = at::empty({s.T, s.B, s.H}, input.options());
       at::Tensor out2 = out.view({s.T * s.B, s.H});
       rnn_input_projection(out2, input, w_ih, b_ih, b_hh);
-      const at::Tensor w = w_hh.contiguous(), h0 = hx.contiguous();
+      const at::Tensor w = w_hh.contiguous(), h0 = hx.contiguous(), live = live_rows(bs, s.B, input);
       bool launched = false;
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "rnn_forward_persistent", [&] {
-        launched = launch_persistent<scalar_t>(cfg, make_params<scalar_t>(w, out, &h0, nullptr, cfg, relu, false));
+        launched = launch_persistent<scalar_t>(cfg, make_params<scalar_t>(w, out, &h0, nullptr, live, cfg, relu, false));
       });
-      if (launched) return {out, out.select(0, s.T - 1).clone()};
+      if (launched) return {out, rnn_last_state(out, h0, lengths)};
     }
   }
   return rnn_forward_general(input, hx, w_ih, w_hh, b_ih, b_hh, bs, lengths, relu);
@@ -229,17 +244,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   const at::cuda::OptionalCUDAGuard guard(device_of(input));
   const std::vector<int64_t> bs = batch_sizes("rnn_backward", s, lengths);
   if (s.T > 0 && s.T < (int64_t(1) << 31)) {
-    const PersistentConfig cfg = choose_rnn_path(input, s.B, s.H, lengths.has_value());
+    const PersistentConfig cfg = choose_rnn_path(input, s.B, s.H);
     if (cfg.use) {
-      // dz starts as the upstream gradient of each step's output; dL/dh_n enters at the last step
+      // dz starts as the upstream gradient of each step's output; dL/dh_n enters at each
+      // sequence's last step. Lengths are sorted, so equal lengths form runs of rows: one add per
+      // run (no index_add_, which is atomic on CUDA and refused in deterministic mode).
       at::Tensor dz = grad_output.clone(at::MemoryFormat::Contiguous);
-      dz.select(0, s.T - 1).add_(grad_hn);
-      const at::Tensor w_t = w_hh.t().contiguous(), out = output.contiguous();
+      for (int64_t b0 = 0, b1; b0 < s.B; b0 = b1) {
+        const int64_t len = lengths.has_value() ? lengths->select(0, b0).item<int64_t>() : s.T;
+        for (b1 = b0 + 1; b1 < s.B && (lengths.has_value() ? lengths->select(0, b1).item<int64_t>() : s.T) == len;) ++b1;
+        if (len > 0) dz.select(0, len - 1).narrow(0, b0, b1 - b0).add_(grad_hn.narrow(0, b0, b1 - b0));
+      }
+      const at::Tensor w_t = w_hh.t().contiguous(), out = output.contiguous(), live = live_rows(bs, s.B, input);
       bool launched = false;
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "rnn_backward_persistent", [&] {
-        launched = launch_persistent<scalar_t>(cfg, make_params<scalar_t>(w_t, dz, nullptr, &out, cfg, relu, true));
+        launched = launch_persistent<scalar_t>(cfg, make_params<scalar_t>(w_t, dz, nullptr, &out, live, cfg, relu, true));
       });
-      // dz[0] now holds dL/dz_0; every row was live (no lengths), so dh0 = dz_0 W_hh
+      // dz now holds dL/d(pre-activation) for every step; the rest is large GEMMs
       if (launched) return rnn_grads_from_dz(dz, grad_hn, input, hx, w_ih, w_hh, out, bs, has_bias);
     }
   }

@@ -487,3 +487,33 @@ def test_persistent_matches_general_and_fp64(monkeypatch, dtype, T, B, H, relu):
         assert rel_err(p, r) < tol
         # never more than 2x the general (cuBLAS) path's error, plus a floor for exact cases
         assert rel_err(p, r) <= 2 * rel_err(q, r) + (1e-6 if dtype == torch.float32 else 1e-3)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_persistent_variable_lengths(monkeypatch, dtype):
+    """Lengths inside the persistent kernel: finished rows zeroed, dL/dh_n entering at each
+    sequence's last step; must equal the general path and the fp64 reference."""
+    from rnnkern.ops.rnn import rnn_forward
+    T, B, H = 23, 6, 257
+    lengths = torch.tensor([23, 20, 20, 7, 1, 0])
+    f64 = dict(device="cuda", dtype=torch.float64)
+    args = [torch.randn(T, B, H, **f64), torch.randn(B, H, **f64) * 0.5, torch.randn(H, H, **f64) / H ** 0.5,
+            torch.randn(H, H, **f64) * (0.9 / H ** 0.5), torch.randn(H, **f64) * 0.1, torch.randn(H, **f64) * 0.1]
+    g, gh = torch.randn(T, B, H, **f64), torch.randn(B, H, **f64)
+
+    def run(tensors, path):
+        monkeypatch.setenv("RNNKERN_RNN_PATH", path)
+        tensors = [a.detach().requires_grad_() for a in tensors]
+        out, hn = rnn_forward(*tensors, lengths, False)
+        grads = torch.autograd.grad((out * g.to(out.dtype)).sum() + (hn * gh.to(hn.dtype)).sum(), tensors)
+        return [out, hn, *grads]
+
+    ref = run(args, "general")
+    low = [a.to(dtype) for a in args]
+    pers, gen = run(low, "persistent"), run(low, "general")
+    assert torch.equal(pers[0][7:, 3:], torch.zeros_like(pers[0][7:, 3:]))  # past each length: zeros
+    tol = 1e-5 if dtype == torch.float32 else 5e-2
+    for p, q, r in zip(pers, gen, ref):
+        assert rel_err(p, r) < tol
+        assert rel_err(p, r) <= 2 * rel_err(q, r) + (1e-6 if dtype == torch.float32 else 1e-3)
