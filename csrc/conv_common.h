@@ -111,4 +111,13 @@ inline void check_conv_tensors(const char* op, const at::Tensor& a, const char* 
               " has dtype ", a.scalar_type());
 }
 
+// bias: (C_out) on the input's device and dtype, or none.
+inline void check_conv_bias(const char* op, const at::Tensor& input, const at::Tensor& weight,
+                            const std::optional<at::Tensor>& bias) {
+  if (!bias) return;
+  check_conv_tensors(op, input, "input", *bias, "bias");
+  TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), op, ": bias must have shape [",
+              weight.size(0), "], got ", bias->sizes());
+}
+
 }  // namespace rnnkern

@@ -848,11 +848,7 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
                               int64_t groups) {
   constexpr const char* op = "conv2d_forward";
   check_conv_tensors(op, input, "input", weight, "weight");
-  if (bias) {
-    check_conv_tensors(op, input, "input", *bias, "bias");
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == weight.size(0), op, ": bias must have shape [",
-                weight.size(0), "], got ", bias->sizes());
-  }
+  check_conv_bias(op, input, weight, bias);
   const ConvGeometry g = check_conv_args(op, input.sizes(), weight.sizes(), stride, padding, dilation, groups);
   const bool cl = conv_channels_last(input);
   const at::ScalarType ct = cpu_compute_type(op, input.scalar_type());
