@@ -43,21 +43,18 @@ void for_each_nchw(at::MemoryFormat fmt, int64_t N, int64_t C, int64_t H, int64_
   }
 }
 
-// Gather into a contiguous (NCHW) output: one pass over the windows of each plane, each window
-// read once and its kh x kw outputs written across kh output rows (unit-stride within a row).
-// The index is located inside its window by comparing flat positions, which needs no division.
+// Nearest / bed-of-nails into a contiguous (NCHW) output: one pass over the windows of each plane,
+// each window read once and its kh x kw outputs written across kh output rows (unit-stride
+// within a row). (Max-unpool into NCHW takes unpool_scatter: measured faster on the CPU.)
 template <typename scalar_t, int64_t K>  // K: compile-time square kernel (== stride), 0 = any
-int unpool_gather_nchw(const UnpoolGeometry& g, const at::Tensor& input, const int64_t* idx, const Strides4& is,
-                       at::Tensor& output) {
+void unpool_fill_nchw(const UnpoolGeometry& g, const at::Tensor& input, at::Tensor& output) {
   const scalar_t* in = input.const_data_ptr<scalar_t>();
   scalar_t* out = output.data_ptr<scalar_t>();
   const Strides4 xs(input);
   const int64_t plane = g.OH * g.OW, OW = g.OW, sh = g.sh, sw = g.sw;
   const int64_t WH = (g.OH + sh - 1) / sh, WW = (OW + sw - 1) / sw;
-  const UnpoolMode mode = g.mode;
-  std::atomic<int> flags{0};
+  const bool nearest = g.mode == UnpoolMode::kNearest;
   at::parallel_for(0, g.N * g.C, 1, [&](int64_t begin, int64_t end) {
-    int local = 0;
     for (int64_t nc = begin; nc < end; ++nc) {
       const int64_t n = nc / g.C, c = nc % g.C;
       for (int64_t wh = 0; wh < WH; ++wh) {
@@ -68,52 +65,24 @@ int unpool_gather_nchw(const UnpoolGeometry& g, const at::Tensor& input, const i
           continue;
         }
         const scalar_t* xrow = in + n * xs.n + c * xs.c + wh * xs.h;
-        const int64_t* krow = idx ? idx + n * is.n + c * is.c + wh * is.h : nullptr;
-        int64_t ww = 0;
-        for (; ww < WW; ++ww) {
-          const int64_t ow0 = ww * sw, cols = std::min(sw, OW - ow0);
-          scalar_t* dst = o + ow0;
-          // Branch-free: every output compares its own window offset with the target offset, so
-          // a random argmax position costs no mispredicted branch.
-          scalar_t v = scalar_t(0);
-          int64_t rel = -1;  // target offset dr * OW + dc from the window's top-left; -1: none
-          const bool all = mode == UnpoolMode::kNearest && ww < g.W;
-          int64_t k = 0;
-          if (ww < g.W) {
-            v = xrow[ww * xs.w];
-            if (mode == UnpoolMode::kIndices) {
-              k = krow[ww * is.w];
-              rel = k - (oh0 * OW + ow0);
-            } else if (mode == UnpoolMode::kBedOfNails) {
-              rel = 0;
-            }
-          }
-          bool found = false;
+        for (int64_t ww = 0; ww < WW; ++ww) {
+          const int64_t cols = std::min(sw, OW - ww * sw);
+          scalar_t* dst = o + ww * sw;
+          const scalar_t v = ww < g.W ? xrow[ww * xs.w] : scalar_t(0);
+          // branch-free: nearest fills the window, bed-of-nails only its top-left element
           if (K != 0 && rows == K && cols == K) {  // full window of the common 2x2 / 3x3 case: unrolled
 #pragma GCC unroll 4
             for (int64_t dr = 0; dr < K; ++dr)
 #pragma GCC unroll 4
-              for (int64_t j = 0; j < K; ++j) {
-                const bool hit = all || rel == dr * OW + j;
-                dst[dr * OW + j] = hit ? v : scalar_t(0);
-                found |= hit;
-              }
+              for (int64_t j = 0; j < K; ++j) dst[dr * OW + j] = (nearest || dr + j == 0) ? v : scalar_t(0);
           } else {
             for (int64_t dr = 0; dr < rows; ++dr)
-              for (int64_t j = 0; j < cols; ++j) {
-                const bool hit = all || rel == dr * OW + j;
-                dst[dr * OW + j] = hit ? v : scalar_t(0);
-                found |= hit;
-              }
+              for (int64_t j = 0; j < cols; ++j) dst[dr * OW + j] = (nearest || dr + j == 0) ? v : scalar_t(0);
           }
-          if (mode == UnpoolMode::kIndices && ww < g.W && !found)
-            local |= (k < 0 || k >= plane) ? kUnpoolIndexOutOfRange : kUnpoolIndexOutsideWindow;
         }
       }
     }
-    if (local) flags.fetch_or(local, std::memory_order_relaxed);
   });
-  return flags.load();
 }
 
 // Any output layout: visits windows in the output's memory order.
@@ -297,11 +266,11 @@ at::Tensor max_unpool_forward_cpu(const at::Tensor& input, const std::optional<a
         // is a GPU (DRAM-bound) one.
         flags = unpool_scatter<scalar_t>(g, input, idx, is, output);
       } else if (g.sh == 2 && g.sw == 2) {
-        flags = unpool_gather_nchw<scalar_t, 2>(g, input, idx, is, output);
+        unpool_fill_nchw<scalar_t, 2>(g, input, output);
       } else if (g.sh == 3 && g.sw == 3) {
-        flags = unpool_gather_nchw<scalar_t, 3>(g, input, idx, is, output);
+        unpool_fill_nchw<scalar_t, 3>(g, input, output);
       } else {
-        flags = unpool_gather_nchw<scalar_t, 0>(g, input, idx, is, output);
+        unpool_fill_nchw<scalar_t, 0>(g, input, output);
       }
       if (flags & kUnpoolIndexOutOfRange) raise_out_of_range(g);
       if (flags & kUnpoolIndexOutsideWindow) flags = unpool_scatter<scalar_t>(g, input, idx, is, output);
