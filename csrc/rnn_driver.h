@@ -4,7 +4,8 @@
 // runs the reverse recurrence the same way and the weight/input gradients as large GEMMs after it.
 //
 // Everything here is ATen ops, so each backend gets its own BLAS (MKL / cuBLAS) and vectorised
-// elementwise kernels; the CUDA file adds the persistent kernels and picks between them.
+// elementwise kernels. The loops take the per-step recurrence as a Step, so csrc/cpu/rnn.cpp
+// plugs in its register-blocked AVX-512 step; csrc/cuda/rnn.cu adds its persistent kernels.
 //
 // Variable lengths follow PackedSequence's convention: lengths are sorted non-increasing, so
 // the sequences still running at step t are the prefix [0, bs[t]) of the batch — step t
@@ -102,7 +103,50 @@ inline at::Tensor rnn_last_state(const at::Tensor& out, const at::Tensor& h0, co
   return at::where((len > 0).unsqueeze(1), out.view({-1, out.size(2)}).index_select(0, rows), h0);
 }
 
-// Returns (output (T, B, H), h_n (B, H)).
+// The recurrence step through ATen: one BLAS GEMM (MKL / cuBLAS) + one in-place activation.
+// csrc/cpu/rnn.cpp plugs a register-blocked kernel into the same loops (see the Step contract below).
+struct AtenRecurrence {
+  const at::Tensor& h0;
+  const at::Tensor& w_hh;
+  bool relu;
+
+  // out[t, :rows] <- act(out[t, :rows] + h_{t-1}[:rows] W_hh^T), h_{-1} = h0; out[t] holds the
+  // step's input projection (+ biases) on entry.
+  void forward(at::Tensor& out, int64_t t, int64_t rows) const {
+    at::Tensor y = out.select(0, t).narrow(0, 0, rows);
+    y.addmm_((t == 0 ? h0 : out.select(0, t - 1)).narrow(0, 0, rows), w_hh.t());
+    activate_(y, relu);
+  }
+
+  // dz[t, :rows] <- (grad_out[t, :rows] + dz[t+1, :rows] W_hh) * act'(out[t, :rows])
+  void backward(at::Tensor& dz, const at::Tensor& grad_out, const at::Tensor& out, int64_t t, int64_t rows) const {
+    at::Tensor d = dz.select(0, t).narrow(0, 0, rows);
+    // beta = 1 reads grad_out into the GEMM: no separate copy
+    at::addmm_out(d, grad_out.select(0, t).narrow(0, 0, rows), dz.select(0, t + 1).narrow(0, 0, rows), w_hh);
+    activation_grad_(d, out.select(0, t).narrow(0, 0, rows), relu);
+  }
+};
+
+// Forward over all steps with a recurrence Step (AtenRecurrence's contract). Returns
+// (output (T, B, H), h_n (B, H)).
+template <class Step>
+std::tuple<at::Tensor, at::Tensor> rnn_forward_loop(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
+                                                    const std::optional<at::Tensor>& b_ih,
+                                                    const std::optional<at::Tensor>& b_hh,
+                                                    const std::vector<int64_t>& bs,
+                                                    const std::optional<at::Tensor>& lengths, Step& step) {
+  const int64_t T = x.size(0), B = x.size(1), H = w_ih.size(0);
+  at::Tensor out = at::empty({T, B, H}, x.options());
+  if (T == 0 || B == 0) return {out, h0.clone(at::MemoryFormat::Contiguous)};
+  at::Tensor out2 = out.view({T * B, H});
+  rnn_input_projection(out2, x, w_ih, b_ih, b_hh);
+  for (int64_t t = 0; t < T; ++t) {
+    if (bs[t] < B) out.select(0, t).narrow(0, bs[t], B - bs[t]).zero_();
+    if (bs[t] > 0) step.forward(out, t, bs[t]);
+  }
+  return {out, rnn_last_state(out, h0, lengths)};
+}
+
 inline std::tuple<at::Tensor, at::Tensor> rnn_forward_general(const at::Tensor& x, const at::Tensor& h0,
                                                               const at::Tensor& w_ih, const at::Tensor& w_hh,
                                                               const std::optional<at::Tensor>& b_ih,
@@ -110,22 +154,8 @@ inline std::tuple<at::Tensor, at::Tensor> rnn_forward_general(const at::Tensor& 
                                                               const std::vector<int64_t>& bs,
                                                               const std::optional<at::Tensor>& lengths,
                                                               bool relu) {
-  const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(0);
-  at::Tensor out = at::empty({T, B, H}, x.options());
-  if (T == 0 || B == 0) return {out, h0.clone(at::MemoryFormat::Contiguous)};
-  at::Tensor out2 = out.view({T * B, H});
-  rnn_input_projection(out2, x, w_ih, b_ih, b_hh);
-  const at::Tensor w_hh_t = w_hh.t();
-  for (int64_t t = 0; t < T; ++t) {
-    at::Tensor step = out.select(0, t);
-    if (bs[t] < B) step.narrow(0, bs[t], B - bs[t]).zero_();
-    if (bs[t] == 0) continue;
-    at::Tensor y = step.narrow(0, 0, bs[t]);
-    const at::Tensor h_prev = (t == 0 ? h0 : out.select(0, t - 1)).narrow(0, 0, bs[t]);
-    y.addmm_(h_prev, w_hh_t);
-    activate_(y, relu);
-  }
-  return {out, rnn_last_state(out, h0, lengths)};
+  AtenRecurrence step{h0, w_hh, relu};
+  return rnn_forward_loop(x, h0, w_ih, b_ih, b_hh, bs, lengths, step);
 }
 
 // Everything after the reverse recurrence, as large GEMMs: given dz (T, B, H) = dL/d(pre-activation),
@@ -150,32 +180,38 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rn
   return {grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b};
 }
 
-// Returns (grad_input, grad_hx, grad_w_ih, grad_w_hh, grad_bias); grad_bias is the gradient of
-// both b_ih and b_hh (they enter the sum identically); an empty tensor when has_bias is false.
-inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backward_general(
+// Full BPTT with a recurrence Step (AtenRecurrence's contract). Returns (grad_input, grad_hx,
+// grad_w_ih, grad_w_hh, grad_bias); grad_bias is the gradient of both b_ih and b_hh (they enter
+// the sum identically); an empty tensor when has_bias is false.
+template <class Step>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backward_loop(
     const at::Tensor& grad_out, const at::Tensor& grad_hn, const at::Tensor& x, const at::Tensor& h0,
     const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& out, const std::vector<int64_t>& bs,
-    bool relu, bool has_bias) {
+    bool relu, bool has_bias, Step& step) {
   const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(0);
   // dz[t] = dL/d(pre-activation at step t); rows of finished sequences stay zero.
   at::Tensor dz = at::empty({T, B, H}, x.options());
   for (int64_t t = T - 1; t >= 0; --t) {
-    at::Tensor d = dz.select(0, t);
     const int64_t live = bs[t], live_next = t + 1 < T ? bs[t + 1] : 0;
-    const at::Tensor g = grad_out.select(0, t);
-    if (live_next > 0) {  // d = g + dz[t+1] W_hh in one GEMM (beta = 1 reads g), no separate copy
-      at::Tensor d_next = d.narrow(0, 0, live_next);
-      at::addmm_out(d_next, g.narrow(0, 0, live_next), dz.select(0, t + 1).narrow(0, 0, live_next), w_hh);
+    if (live_next > 0) step.backward(dz, grad_out, out, t, live_next);
+    at::Tensor d = dz.select(0, t);
+    if (live > live_next) {  // sequences whose last step is t: dL/dh_n enters here, nothing from t+1
+      at::Tensor d_end = d.narrow(0, live_next, live - live_next);
+      at::add_out(d_end, grad_out.select(0, t).narrow(0, live_next, live - live_next),
+                  grad_hn.narrow(0, live_next, live - live_next));
+      activation_grad_(d_end, out.select(0, t).narrow(0, live_next, live - live_next), relu);
     }
-    if (live_next < B) d.narrow(0, live_next, B - live_next).copy_(g.narrow(0, live_next, B - live_next));
-    // sequences whose last step is t receive dL/dh_n here
-    if (live > live_next) d.narrow(0, live_next, live - live_next).add_(grad_hn.narrow(0, live_next, live - live_next));
     if (live < B) d.narrow(0, live, B - live).zero_();
-    if (live == 0) continue;
-    at::Tensor d_live = d.narrow(0, 0, live);
-    activation_grad_(d_live, out.select(0, t).narrow(0, 0, live), relu);
   }
   return rnn_grads_from_dz(dz, grad_hn, x, h0, w_ih, w_hh, out, bs, has_bias);
+}
+
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backward_general(
+    const at::Tensor& grad_out, const at::Tensor& grad_hn, const at::Tensor& x, const at::Tensor& h0,
+    const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& out, const std::vector<int64_t>& bs,
+    bool relu, bool has_bias) {
+  AtenRecurrence step{h0, w_hh, relu};
+  return rnn_backward_loop(grad_out, grad_hn, x, h0, w_ih, w_hh, out, bs, relu, has_bias, step);
 }
 
 }  // namespace rnnkern

@@ -1,9 +1,231 @@
-// Fused vanilla RNN (Elman) on the CPU: the whole time loop in C++ over MKL GEMMs and ATen's
-// vectorised activations (see csrc/rnn_driver.h for the algorithm).
+// Fused vanilla RNN (Elman) on the CPU: the whole time loop in C++ (see csrc/rnn_driver.h).
+//
+// Two recurrence steps, chosen in choose_cpu_rnn_step:
+//  * ATen (rnn_driver.h's AtenRecurrence): one MKL GEMM + one activation per step; any dtype, any CPU.
+//  * AVX-512 (this file), fp32: the per-step product is B x H x H with B tiny (8x256x256 is ~1 MFLOP),
+//    where MKL reaches about half its large-GEMM rate (12.7 us, 82 GFLOP/s on one Sapphire Rapids
+//    core vs 156) and the separate activation pass re-reads the step. Here W_hh is packed once
+//    per call into 32-column panels that stay in L1/L2 for all T steps, an (up to) 8 x 32 register
+//    tile accumulates each output block in one pass over k, and the input projection, activation
+//    (forward) or upstream gradient and activation derivative (BPTT) are applied before the one
+//    store. Each output element is one sequential k-sum: deterministic and thread-count independent.
+//
+// RNNKERN_RNN_PATH=general forces the ATen step; RNNKERN_DEBUG=1 logs the choice.
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+
+#include <ATen/Parallel.h>
+
 #include "../ops.h"
 #include "../rnn_driver.h"
 
+#if defined(__GNUC__) && defined(__x86_64__)
+#define RNNKERN_CPU_AVX512 1
+#include <immintrin.h>
+#define AVX512_FN __attribute__((target("avx512f,fma")))
+#else
+#define RNNKERN_CPU_AVX512 0
+#endif
+
 namespace rnnkern {
+namespace {
+
+#if RNNKERN_CPU_AVX512
+// GCC 12's AVX-512 intrinsics self-initialise their "undefined" source operand and then warn about
+// it at every call (GCC bug 105593, fixed in 13).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+constexpr int64_t kPanel = 32;  // output columns per panel: two zmm accumulators per row
+constexpr int kTileRows = 8;    // batch rows per tile: 16 accumulators + 2 weight vectors + 1 broadcast
+
+// e^x for x in [0, 20]: 2^n * e^r with n = round(x / ln 2), |r| <= ln2 / 2 (Cody-Waite split of
+// ln 2), e^r by its Taylor series to r^7 (truncation < 1e-8 relative).
+AVX512_FN inline __m512 exp_ps(__m512 x) {
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.4426950408889634f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-6f), r);
+  __m512 p = _mm512_set1_ps(1.f / 5040);
+  for (float c : {1.f / 720, 1.f / 120, 1.f / 24, 1.f / 6, 0.5f, 1.f, 1.f}) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+  return _mm512_scalef_ps(p, n);
+}
+
+// tanh to a few ulp. |x| >= 0.5: 1 - 2 / (e^{2|x|} + 1) (no harmful cancellation there);
+// |x| < 0.5: the odd Taylor series to x^15 (next term < 1e-8 relative). Saturates at |x| = 10
+// (tanh(10) rounds to 1 in fp32, tanh(9) does not); NaN propagates (min returns its second
+// operand on NaN). Measured: within 1.6 ulp of the correctly rounded result.
+AVX512_FN inline __m512 tanh_ps(__m512 x) {
+  const __m512 ax = _mm512_min_ps(_mm512_set1_ps(10.f), _mm512_abs_ps(x));
+  const __m512 one = _mm512_set1_ps(1.f);
+  const __m512 e = exp_ps(_mm512_add_ps(ax, ax));
+  const __m512 large = _mm512_sub_ps(one, _mm512_div_ps(_mm512_set1_ps(2.f), _mm512_add_ps(e, one)));
+  const __m512 x2 = _mm512_mul_ps(ax, ax);
+  __m512 p = _mm512_set1_ps(-929569.f / 638512875);
+  for (float c : {21844.f / 6081075, -1382.f / 155925, 62.f / 2835, -17.f / 315, 2.f / 15, -1.f / 3})
+    p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(c));
+  const __m512 small = _mm512_fmadd_ps(_mm512_mul_ps(ax, x2), p, ax);
+  const __m512 mag = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(ax, _mm512_set1_ps(0.5f), _CMP_LT_OQ), large, small);
+  const __m512i sign = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(INT32_MIN));
+  return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(mag), sign));
+}
+
+enum class Epilogue { kForward, kBackward };
+
+// One register tile: rows [0, R) x the panel's 32 columns of  acc = a (R, K) . panel (K, 32).
+//  kForward:  dst = act(dst + acc)                 dst holds the step's input projection
+//  kBackward: dst = (addend + acc) * act'(h)       addend = upstream gradient, h = activation output
+// m0 / m1 mask the two 16-column halves at the ragged end of H.
+template <int R, Epilogue E, bool kRelu>
+AVX512_FN void rnn_tile(const float* a, const float* panel, int64_t K, int64_t ld, const float* addend,
+                        const float* h, float* dst, __mmask16 m0, __mmask16 m1) {
+  __m512 acc[R][2];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < K; ++k) {
+    const __m512 w0 = _mm512_loadu_ps(panel + k * kPanel), w1 = _mm512_loadu_ps(panel + k * kPanel + 16);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512 ar = _mm512_set1_ps(a[r * ld + k]);
+      acc[r][0] = _mm512_fmadd_ps(ar, w0, acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(ar, w1, acc[r][1]);
+    }
+  }
+  const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.f);
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 2
+    for (int half = 0; half < 2; ++half) {
+      const __mmask16 m = half ? m1 : m0;
+      const int64_t off = r * ld + half * 16;
+      __m512 v;
+      if constexpr (E == Epilogue::kForward) {
+        v = _mm512_add_ps(acc[r][half], _mm512_maskz_loadu_ps(m, dst + off));
+        v = kRelu ? _mm512_max_ps(zero, v) : tanh_ps(v);
+      } else {
+        v = _mm512_add_ps(acc[r][half], _mm512_maskz_loadu_ps(m, addend + off));
+        const __m512 y = _mm512_maskz_loadu_ps(m, h + off);
+        v = kRelu ? _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, zero, _CMP_GT_OQ), v)
+                  : _mm512_mul_ps(v, _mm512_fnmadd_ps(y, y, one));
+      }
+      _mm512_mask_storeu_ps(dst + off, m, v);
+    }
+  }
+}
+
+template <Epilogue E, bool kRelu>
+AVX512_FN void rnn_panel(int64_t rows, const float* a, const float* panel, int64_t K, int64_t ld,
+                         const float* addend, const float* h, float* dst, __mmask16 m0, __mmask16 m1) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kTileRows) {
+    const int64_t o = r0 * ld;
+    const float* ad = addend ? addend + o : nullptr;
+    const float* hh = h ? h + o : nullptr;
+    switch (std::min<int64_t>(kTileRows, rows - r0)) {
+#define RNNKERN_TILE(R) \
+  case R:               \
+    rnn_tile<R, E, kRelu>(a + o, panel, K, ld, ad, hh, dst + o, m0, m1); break;
+      RNNKERN_TILE(1) RNNKERN_TILE(2) RNNKERN_TILE(3) RNNKERN_TILE(4)
+      RNNKERN_TILE(5) RNNKERN_TILE(6) RNNKERN_TILE(7) RNNKERN_TILE(8)
+#undef RNNKERN_TILE
+    }
+  }
+}
+
+// Packs M (H, H) as (P, H, 32): panel p holds columns [32p, 32p + 32) of M for every k, zero-padded
+// past H, so a tile streams its weights contiguously. M = W_hh^T for the forward step (M[k][j] =
+// W_hh[j][k]), M = W_hh for the reverse one.
+at::Tensor pack_panels(const at::Tensor& m) {
+  const int64_t H = m.size(0), P = (H + kPanel - 1) / kPanel;
+  at::Tensor padded = at::zeros({H, P * kPanel}, m.options());
+  padded.narrow(1, 0, H).copy_(m);
+  return padded.view({H, P, kPanel}).permute({1, 0, 2}).contiguous();
+}
+
+// The Step of csrc/rnn_driver.h's loops on the AVX-512 kernels (fp32, contiguous (T, B, H) buffers).
+struct Avx512Recurrence {
+  at::Tensor h0, panels;  // h0 contiguous; panels of W_hh^T (forward) or W_hh (backward)
+  int64_t B, H;
+  bool relu;
+
+  // out[t, :rows] = act(out[t, :rows] + h_{t-1}[:rows] W_hh^T)
+  void forward(at::Tensor& out, int64_t t, int64_t rows) const {
+    float* y = out.data_ptr<float>() + t * B * H;
+    const float* prev = t == 0 ? h0.const_data_ptr<float>() : y - B * H;
+    run(rows, prev, nullptr, nullptr, y, /*backward=*/false);
+  }
+
+  // dz[t, :rows] = (grad_out[t, :rows] + dz[t+1, :rows] W_hh) * act'(out[t, :rows])
+  void backward(at::Tensor& dz, const at::Tensor& grad_out, const at::Tensor& out, int64_t t, int64_t rows) const {
+    float* d = dz.data_ptr<float>() + t * B * H;
+    run(rows, d + B * H, grad_out.const_data_ptr<float>() + t * B * H, out.const_data_ptr<float>() + t * B * H, d,
+        /*backward=*/true);
+  }
+
+  void run(int64_t rows, const float* a, const float* addend, const float* h, float* dst, bool backward) const {
+    const int64_t P = panels.size(0);
+    const float* w = panels.const_data_ptr<float>();
+    auto panel_range = [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t j0 = p * kPanel, n = std::min(kPanel, H - j0);
+        const __mmask16 m0 = n >= 16 ? 0xFFFF : (1u << n) - 1;
+        const __mmask16 m1 = n >= 32 ? 0xFFFF : n > 16 ? (1u << (n - 16)) - 1 : 0;
+        const float* wp = w + p * H * kPanel;
+        const float* ad = addend ? addend + j0 : nullptr;
+        const float* hh = h ? h + j0 : nullptr;
+        if (backward) {
+          (relu ? rnn_panel<Epilogue::kBackward, true> : rnn_panel<Epilogue::kBackward, false>)(
+              rows, a, wp, H, H, ad, hh, dst + j0, m0, m1);
+        } else {
+          (relu ? rnn_panel<Epilogue::kForward, true> : rnn_panel<Epilogue::kForward, false>)(
+              rows, a, wp, H, H, ad, hh, dst + j0, m0, m1);
+        }
+      }
+    };
+    // A parallel region costs a few us: split the panels over threads only for steps of >= 2M MACs.
+    if (rows * H * H >= (int64_t{1} << 21) && at::get_num_threads() > 1) {
+      at::parallel_for(0, P, 1, panel_range);
+    } else {
+      panel_range(0, P);
+    }
+  }
+};
+
+#pragma GCC diagnostic pop
+#endif  // RNNKERN_CPU_AVX512
+
+bool debug_log() {
+  const char* e = std::getenv("RNNKERN_DEBUG");
+  return e != nullptr && std::strcmp(e, "0") != 0;
+}
+
+// true: the AVX-512 step; false: the ATen step. One place, read per call so tests can force either.
+bool use_avx512_step(const char* op, const at::Tensor& input) {
+  const char* forced = std::getenv("RNNKERN_RNN_PATH");
+  const char* why = nullptr;
+  bool fast = false;
+#if RNNKERN_CPU_AVX512
+  static const bool has_avx512 = __builtin_cpu_supports("avx512f");
+  if (forced != nullptr && std::strcmp(forced, "general") == 0) {
+    why = "RNNKERN_RNN_PATH=general";
+  } else if (input.scalar_type() != at::kFloat) {
+    why = "dtype is not float32";
+  } else if (!has_avx512) {
+    why = "CPU has no AVX-512";
+  } else {
+    fast = true;
+    why = "float32 on an AVX-512 CPU";
+  }
+#else
+  why = "built without the x86-64 AVX-512 kernels";
+#endif
+  if (debug_log()) std::cerr << "[rnnkern] " << op << " (cpu): " << (fast ? "avx512" : "general") << " step (" << why << ")\n";
+  return fast;
+}
+
+}  // namespace
 
 std::tuple<at::Tensor, at::Tensor> rnn_forward_cpu(const at::Tensor& input, const at::Tensor& hx,
                                                    const at::Tensor& w_ih, const at::Tensor& w_hh,
@@ -13,8 +235,14 @@ std::tuple<at::Tensor, at::Tensor> rnn_forward_cpu(const at::Tensor& input, cons
   const RnnShapes s = check_rnn_args("rnn_forward", input, hx, w_ih, w_hh, b_ih, b_hh);
   TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
               "rnn_forward: CPU kernels support float32 and float64, got ", input.scalar_type());
-  return rnn_forward_general(input, hx, w_ih, w_hh, b_ih, b_hh, batch_sizes("rnn_forward", s, lengths), lengths,
-                             relu);
+  const std::vector<int64_t> bs = batch_sizes("rnn_forward", s, lengths);
+#if RNNKERN_CPU_AVX512
+  if (s.T > 0 && s.B > 0 && use_avx512_step("rnn_forward", input)) {
+    Avx512Recurrence step{hx.contiguous(), pack_panels(w_hh.t()), s.B, s.H, relu};
+    return rnn_forward_loop(input, hx, w_ih, b_ih, b_hh, bs, lengths, step);
+  }
+#endif
+  return rnn_forward_general(input, hx, w_ih, w_hh, b_ih, b_hh, bs, lengths, relu);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backward_cpu(
@@ -22,8 +250,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
     const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& output,
     const std::optional<at::Tensor>& lengths, bool relu, bool has_bias) {
   const RnnShapes s = check_rnn_backward_args(grad_output, grad_hn, input, hx, w_ih, w_hh, output);
-  return rnn_backward_general(grad_output, grad_hn, input, hx, w_ih, w_hh, output,
-                              batch_sizes("rnn_backward", s, lengths), relu, has_bias);
+  const std::vector<int64_t> bs = batch_sizes("rnn_backward", s, lengths);
+#if RNNKERN_CPU_AVX512
+  if (s.T > 0 && s.B > 0 && use_avx512_step("rnn_backward", input)) {
+    Avx512Recurrence step{hx, pack_panels(w_hh), s.B, s.H, relu};
+    return rnn_backward_loop(grad_output.contiguous(), grad_hn, input, hx, w_ih, w_hh, output.contiguous(), bs, relu,
+                             has_bias, step);
+  }
+#endif
+  return rnn_backward_general(grad_output, grad_hn, input, hx, w_ih, w_hh, output, bs, relu, has_bias);
 }
 
 }  // namespace rnnkern

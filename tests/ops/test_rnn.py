@@ -517,3 +517,101 @@ def test_persistent_variable_lengths(monkeypatch, dtype):
     for p, q, r in zip(pers, gen, ref):
         assert rel_err(p, r) < tol
         assert rel_err(p, r) <= 2 * rel_err(q, r) + (1e-6 if dtype == torch.float32 else 1e-3)
+
+
+# ----------------------------------------------------------------------------------------------
+# the CPU's register-blocked AVX-512 step (fp32) vs its ATen step (csrc/cpu/rnn.cpp chooses;
+# RNNKERN_RNN_PATH=general forces ATen). On a CPU without AVX-512 both runs take the ATen step and
+# the comparisons still hold.
+
+def _cpu_has_avx512():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " avx512f " in f.read().replace("\n", " ")
+    except OSError:
+        return False
+
+
+def _run_paths(monkeypatch, args, lengths, relu, g, gh, path):
+    monkeypatch.setenv("RNNKERN_RNN_PATH", path)
+    args = [a.detach().requires_grad_() for a in args]
+    out, hn = FWD(*args, lengths, relu)
+    loss = (out * g.to(out.dtype)).sum() + (hn * gh.to(hn.dtype)).sum()
+    return [out, hn, *torch.autograd.grad(loss, args)]
+
+
+# B covers the 8-row tile and its remainders, H the 32-column panel and ragged ends
+@pytest.mark.parametrize("T,B,H", [(9, 1, 7), (13, 8, 32), (11, 19, 33), (6, 16, 300), (5, 3, 96)])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_cpu_avx512_step_matches_general_and_fp64(monkeypatch, T, B, H, relu, with_lengths):
+    rng = _rng()
+    lengths = rand_lengths(rng, B, T) if with_lengths else None
+    args = [a for a in make_args(T, B, H + 3, H)]
+    g, gh = torch.randn(T, B, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64)
+    ref = _run_paths(monkeypatch, args, lengths, relu, g, gh, "general")
+    f32 = [a.float() for a in args]
+    fast, fast2 = (_run_paths(monkeypatch, f32, lengths, relu, g, gh, "auto") for _ in range(2))
+    gen = _run_paths(monkeypatch, f32, lengths, relu, g, gh, "general")
+    for p, p2, q, r in zip(fast, fast2, gen, ref):
+        assert torch.equal(p, p2)  # bitwise repeatable
+        assert rel_err(p, r) < TOL[torch.float32]
+        assert rel_err(p, r) <= 2 * rel_err(q, r) + 1e-6
+    if with_lengths:  # past each length: zeros
+        for b, n in enumerate(lengths.tolist()):
+            assert not fast[0][n:, b].any()
+
+
+def test_cpu_avx512_step_thread_count_independent(monkeypatch):
+    """Steps of >= 2M MACs split their panels over threads; every output element is still one
+    sequential k-sum, so 1 and 2 threads give identical bits."""
+    args = [a.float() for a in make_args(4, 9, 16, 512)]
+    g, gh = torch.randn(4, 9, 512), torch.randn(9, 512)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _run_paths(monkeypatch, args, None, False, g, gh, "auto")
+        torch.set_num_threads(2)
+        two = _run_paths(monkeypatch, args, None, False, g, gh, "auto")
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)
+
+
+def test_cpu_tanh_accuracy_and_special_values():
+    """The fused tanh against fp64 over 1e-10..30 (both signs): within 2 ulp of the fp32 result
+    (torch's is within 0.6); inf saturates to +-1 and NaN propagates."""
+    H = 64
+    v = torch.cat([torch.logspace(-10, 1.5, 3000), torch.linspace(0.3, 0.7, 2000), torch.rand(2000) * 10,
+                   torch.tensor([0.0, 8.9, 9.0, 9.1, 9.9, 10.0, 10.1, 30.0, 1e-30, 1e-40])])
+    v = torch.cat([v, -v])
+    x = torch.zeros((v.numel() + H - 1) // H * H)
+    x[: v.numel()] = v
+    x = x.view(-1, 1, H)
+    eye, zero = torch.eye(H), torch.zeros(H, H)
+    out, _ = FWD(x, torch.zeros(1, H), eye, zero, None, None, None, False)  # tanh(x I^T) = tanh(x)
+    ref = torch.tanh(x.double())
+    t32 = torch.tanh(x).abs()
+    ulp = (t32.nextafter(torch.tensor(float("inf"))) - t32).double()
+    assert ((out.double() - ref).abs() / ulp).max().item() <= 2.0
+    special = torch.zeros(H)
+    special[:3] = torch.tensor([float("inf"), -float("inf"), float("nan")])  # via the bias: no inf * 0 in a GEMM
+    out, _ = FWD(torch.zeros(1, 1, H), torch.zeros(1, H), eye, zero, special, torch.zeros(H), None, False)
+    assert out[0, 0, 0].item() == 1.0 and out[0, 0, 1].item() == -1.0 and out[0, 0, 2].isnan()
+    out, _ = FWD(torch.zeros(1, 1, H), torch.zeros(1, H), eye, zero, special, torch.zeros(H), None, True)
+    assert out[0, 0, 0].item() == float("inf") and out[0, 0, 1].item() == 0.0 and out[0, 0, 2].isnan()
+
+
+def test_cpu_step_choice_is_logged(monkeypatch, capfd):
+    x, h0, w_ih, w_hh, b_ih, b_hh = (a.float() for a in make_args(3, 2, 4, 5))
+    monkeypatch.setenv("RNNKERN_DEBUG", "1")
+    monkeypatch.setenv("RNNKERN_RNN_PATH", "auto")
+    FWD(x, h0, w_ih, w_hh, b_ih, b_hh, None, False)
+    expected = "avx512 step" if _cpu_has_avx512() else "general step"
+    assert expected in capfd.readouterr().err
+    monkeypatch.setenv("RNNKERN_RNN_PATH", "general")
+    FWD(x, h0, w_ih, w_hh, b_ih, b_hh, None, False)
+    assert "general step (RNNKERN_RNN_PATH=general)" in capfd.readouterr().err
+    FWD(x.double(), h0.double(), w_ih.double(), w_hh.double(), b_ih.double(), b_hh.double(), None, False)
+    assert "general step" in capfd.readouterr().err
