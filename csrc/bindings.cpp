@@ -114,6 +114,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rnn_backward", &rnnkern::rnn_backward, "fused BPTT: (dinput, dhx, dw_ih, dw_hh, dbias)",
         py::arg("grad_output"), py::arg("grad_hn"), py::arg("input"), py::arg("hx"), py::arg("w_ih"),
         py::arg("w_hh"), py::arg("output"), py::arg("lengths"), py::arg("relu"), py::arg("has_bias"));
+  m.def("rnn_cpu_step", &rnnkern::rnn_cpu_step, "the CPU recurrence step float32 runs on (for rnnkern info)");
   m.def("max_unpool_backward", &rnnkern::max_unpool_backward, "unpool backward (gather)",
         py::arg("grad_output"), py::arg("indices"), py::arg("mode"), py::arg("input_size"),
         py::arg("kernel"), py::arg("stride"), py::arg("padding"));

@@ -2,6 +2,7 @@
 #pragma once
 #include <ATen/ATen.h>
 #include <optional>
+#include <string>
 #include <tuple>
 
 namespace rnnkern {
@@ -44,6 +45,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
     const at::Tensor& grad_output, const at::Tensor& grad_hn, const at::Tensor& input, const at::Tensor& hx,
     const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& output,
     const std::optional<at::Tensor>& lengths, bool relu, bool has_bias);
+// Which recurrence step the CPU kernels use for float32 here ("avx512 ..." or "general (why)").
+std::string rnn_cpu_step();
 #ifdef WITH_CUDA
 std::tuple<at::Tensor, at::Tensor> rnn_forward_cuda(const at::Tensor& input, const at::Tensor& hx,
                                                     const at::Tensor& w_ih, const at::Tensor& w_hh,

@@ -29,5 +29,6 @@ def info() -> dict:
         "gpu_visible": gpu,
         "gpu": torch.cuda.get_device_name(0) if gpu else None,
         "cpu_threads": torch.get_num_threads(),
+        "cpu_rnn_step": ops.rnn.cpu_step(),
         "ops": list(ops.OPS),
     }

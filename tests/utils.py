@@ -5,6 +5,18 @@ import torch
 from rnnkern.ops._ext import WITH_CUDA
 
 HAS_CUDA = torch.cuda.is_available() and WITH_CUDA
+
+
+def _cpu_has_avx512() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " avx512f " in f.read().replace("\n", " ")
+    except OSError:
+        return False
+
+
+# csrc/cpu/rnn.cpp runs its register-blocked float32 step on such CPUs (its ATen step elsewhere)
+CPU_HAS_AVX512 = _cpu_has_avx512()
 # parametrize over these; CUDA cases carry the `cuda` mark and are skipped without a GPU
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 

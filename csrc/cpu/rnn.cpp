@@ -201,31 +201,36 @@ bool debug_log() {
   return e != nullptr && std::strcmp(e, "0") != 0;
 }
 
-// true: the AVX-512 step; false: the ATen step. One place, read per call so tests can force either.
-bool use_avx512_step(const char* op, const at::Tensor& input) {
+// Why the AVX-512 step cannot serve this dtype (nullptr when it can). Read per call, so tests
+// and users can force the ATen step with RNNKERN_RNN_PATH=general.
+const char* avx512_step_blocker(at::ScalarType dtype) {
   const char* forced = std::getenv("RNNKERN_RNN_PATH");
-  const char* why = nullptr;
-  bool fast = false;
+  if (forced != nullptr && std::strcmp(forced, "general") == 0) return "RNNKERN_RNN_PATH=general";
+  if (dtype != at::kFloat) return "dtype is not float32";
 #if RNNKERN_CPU_AVX512
   static const bool has_avx512 = __builtin_cpu_supports("avx512f");
-  if (forced != nullptr && std::strcmp(forced, "general") == 0) {
-    why = "RNNKERN_RNN_PATH=general";
-  } else if (input.scalar_type() != at::kFloat) {
-    why = "dtype is not float32";
-  } else if (!has_avx512) {
-    why = "CPU has no AVX-512";
-  } else {
-    fast = true;
-    why = "float32 on an AVX-512 CPU";
-  }
+  return has_avx512 ? nullptr : "CPU has no AVX-512";
 #else
-  why = "built without the x86-64 AVX-512 kernels";
+  return "built without the x86-64 AVX-512 kernels";
 #endif
-  if (debug_log()) std::cerr << "[rnnkern] " << op << " (cpu): " << (fast ? "avx512" : "general") << " step (" << why << ")\n";
-  return fast;
+}
+
+bool use_avx512_step(const char* op, const at::Tensor& input) {
+  const char* blocker = avx512_step_blocker(input.scalar_type());
+  if (debug_log()) {
+    std::cerr << "[rnnkern] " << op << " (cpu): "
+              << (blocker ? std::string("general step (") + blocker + ")" : "avx512 step (float32 on an AVX-512 CPU)")
+              << "\n";
+  }
+  return blocker == nullptr;
 }
 
 }  // namespace
+
+std::string rnn_cpu_step() {
+  const char* blocker = avx512_step_blocker(at::kFloat);
+  return blocker ? std::string("general (") + blocker + ")" : "avx512 (float32; float64 takes the general step)";
+}
 
 std::tuple<at::Tensor, at::Tensor> rnn_forward_cpu(const at::Tensor& input, const at::Tensor& hx,
                                                    const at::Tensor& w_ih, const at::Tensor& w_hh,

@@ -65,3 +65,9 @@ def _backward(ctx, grad_output, grad_hn):
 
 
 torch.library.register_autograd("rnnkern::rnn_forward", _backward, setup_context=_setup_context)
+
+
+def cpu_step() -> str:
+    """The recurrence step the CPU kernels run for float32 on this machine: "avx512 ..." (the
+    register-blocked kernel of csrc/cpu/rnn.cpp) or "general (<why not>)" (MKL GEMM + ATen activation)."""
+    return _C.rnn_cpu_step()

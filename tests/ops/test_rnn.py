@@ -11,7 +11,7 @@ import torch
 
 from rnnkern import functional as RF
 from rnnkern.ops import rnn as rnn_ops
-from tests.utils import DEVICES, TOL, rel_err
+from tests.utils import CPU_HAS_AVX512, DEVICES, TOL, rel_err
 
 FWD = torch.ops.rnnkern.rnn_forward.default
 BWD = torch.ops.rnnkern.rnn_backward.default
@@ -524,14 +524,6 @@ def test_persistent_variable_lengths(monkeypatch, dtype):
 # RNNKERN_RNN_PATH=general forces ATen). On a CPU without AVX-512 both runs take the ATen step and
 # the comparisons still hold.
 
-def _cpu_has_avx512():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return " avx512f " in f.read().replace("\n", " ")
-    except OSError:
-        return False
-
-
 def _run_paths(monkeypatch, args, lengths, relu, g, gh, path):
     monkeypatch.setenv("RNNKERN_RNN_PATH", path)
     args = [a.detach().requires_grad_() for a in args]
@@ -608,7 +600,7 @@ def test_cpu_step_choice_is_logged(monkeypatch, capfd):
     monkeypatch.setenv("RNNKERN_DEBUG", "1")
     monkeypatch.setenv("RNNKERN_RNN_PATH", "auto")
     FWD(x, h0, w_ih, w_hh, b_ih, b_hh, None, False)
-    expected = "avx512 step" if _cpu_has_avx512() else "general step"
+    expected = "avx512 step" if CPU_HAS_AVX512 else "general step"
     assert expected in capfd.readouterr().err
     monkeypatch.setenv("RNNKERN_RNN_PATH", "general")
     FWD(x, h0, w_ih, w_hh, b_ih, b_hh, None, False)
