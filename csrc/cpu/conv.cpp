@@ -39,9 +39,13 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
+#include <immintrin.h>
+
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "../conv_common.h"
@@ -61,9 +65,10 @@ void fill_zero(T* p, int64_t n) {
 // Per-thread scratch (column matrices, tile buffers), kept between calls: a fresh multi-MB buffer
 // per call costs an mmap and a page fault per 4 KB on first touch, which measured ~10% of a
 // 64-channel 32x32 convolution. Worker threads are the persistent OpenMP pool, so each keeps
-// at most the largest buffer it has needed (slot 0: columns, slot 1: tile buffer).
+// at most the largest buffer it has needed (slot 0: columns, slot 1: tile buffer, slot 2: packed
+// weight of the direct path).
 at::Tensor scratch(int slot, int64_t numel, const at::TensorOptions& opts) {
-  thread_local std::vector<unsigned char> bufs[2];
+  thread_local std::vector<unsigned char> bufs[3];
   std::vector<unsigned char>& b = bufs[slot];
   const size_t bytes = static_cast<size_t>(std::max<int64_t>(numel, 1)) * c10::elementSize(opts.dtype().toScalarType());
   if (b.size() < bytes) b.resize(bytes + 64);
@@ -585,6 +590,228 @@ void forward_direct(const ConvGeometry& g, bool cl, const at::Tensor& x, const a
   });
 }
 
+// ---- direct AVX-512 convolution (fp32) ---------------------------------------------------------
+//
+// Register-blocked direct convolution, the structure oneDNN's CPU kernels use: a block of PX
+// output pixels (along one output row) x KV vectors of 16 output channels is held in 24 zmm
+// accumulators across the whole reduction (taps x Cg); for every (tap, input channel) the KV
+// weight vectors are loaded once and each pixel's input value is broadcast against them. No
+// column matrix, no GEMM calls. The input is first copied to a zero-padded NHWC image (W padded
+// by pl / pr; rows are never padded: a tap whose input row lies in the padding is skipped for the
+// whole block, as is a tap whose columns all fall into padding), so blocks near the border need
+// no bounds tests and tap skipping at large dilation comes for free. Weights are repacked to
+// (G, taps, Cg, Kgp), Kgp = Kg rounded up to 16 with zero columns. Each block's outputs go to a
+// per-row buffer (pixel-major, Kgp apart) that is then written in the output's layout (NHWC:
+// runs of Kg; NCHW: transposed). Compiled for AVX-512 with a target attribute and taken only
+// when the CPU has it (the build has no -march). Each output row is produced by one task in a
+// fixed order: deterministic.
+
+bool cpu_has_avx512() {
+  static const bool ok = __builtin_cpu_supports("avx512f");
+  return ok;
+}
+
+// 16 floats p[idx[i]] (GCC 12's plain gather intrinsic warns about its own uninitialised source)
+__attribute__((target("avx512f"))) inline __m512 gather16(__m512i idx, const float* p, int) {
+  return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), 0xFFFF, idx, p, 4);
+}
+
+constexpr int64_t kDirectMaxPx = 24;  // widest pixel block (KV = 1)
+
+template <int PX, int KV>
+__attribute__((target("avx512f"))) void direct_block(const float* x, int64_t xs, const int64_t* toff,
+                                                      const float* const* tw, int64_t ntaps, int64_t Cg, int64_t wp,
+                                                      float* out, int64_t op, const float* init) {
+  __m512 acc[PX][KV];
+#pragma GCC unroll 32
+  for (int i = 0; i < PX; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < KV; ++v) acc[i][v] = init ? _mm512_loadu_ps(init + 16 * v) : _mm512_setzero_ps();
+  for (int64_t t = 0; t < ntaps; ++t) {
+    const float* xt = x + toff[t];
+    const float* wt = tw[t];
+    for (int64_t c = 0; c < Cg; ++c) {
+      __m512 w[KV];
+#pragma GCC unroll 4
+      for (int v = 0; v < KV; ++v) w[v] = _mm512_loadu_ps(wt + c * wp + 16 * v);
+#pragma GCC unroll 32
+      for (int i = 0; i < PX; ++i) {
+        const __m512 b = _mm512_set1_ps(xt[i * xs + c]);
+#pragma GCC unroll 4
+        for (int v = 0; v < KV; ++v) acc[i][v] = _mm512_fmadd_ps(b, w[v], acc[i][v]);
+      }
+    }
+  }
+#pragma GCC unroll 32
+  for (int i = 0; i < PX; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < KV; ++v) _mm512_storeu_ps(out + i * op + 16 * v, acc[i][v]);
+}
+
+using DirectBlockFn = void (*)(const float*, int64_t, const int64_t*, const float* const*, int64_t, int64_t, int64_t,
+                               float*, int64_t, const float*);
+template <int KV, int... PX>
+constexpr std::array<DirectBlockFn, sizeof...(PX)> direct_blocks(std::integer_sequence<int, PX...>) {
+  return {direct_block<PX + 1, KV>...};
+}
+// kDirectBlocksKV[px - 1]: the kernel for px pixels (1 <= px <= 24 / KV)
+constexpr auto kDirectBlocks1 = direct_blocks<1>(std::make_integer_sequence<int, 24>{});
+constexpr auto kDirectBlocks2 = direct_blocks<2>(std::make_integer_sequence<int, 12>{});
+constexpr auto kDirectBlocks3 = direct_blocks<3>(std::make_integer_sequence<int, 8>{});
+constexpr auto kDirectBlocks4 = direct_blocks<4>(std::make_integer_sequence<int, 6>{});
+DirectBlockFn direct_block_fn(int kv, int64_t px) {
+  switch (kv) {
+    case 1: return kDirectBlocks1[px - 1];
+    case 2: return kDirectBlocks2[px - 1];
+    case 3: return kDirectBlocks3[px - 1];
+    default: return kDirectBlocks4[px - 1];
+  }
+}
+
+// The direct path covers fp32 with at least one full vector of output channels per group
+// (narrower groups have their own direct loops; pointwise convolutions are one GEMM per image).
+bool direct_ok(const ConvGeometry& g, at::ScalarType t) {
+  return t == at::kFloat && cpu_has_avx512() && g.Kg() >= 16 && !narrow_groups(g) && !is_pointwise(g);
+}
+
+// The direct kernels' weight, (G, taps, Cg, Kgp) with zero columns k >= Kg, gathered straight
+// from the torch weight w (K, Cg, KH, KW), any strides (16 output channels per gather, contiguous
+// stores). flip_transpose: g is the grad_input-as-a-convolution geometry (its C / K are w's K /
+// Cg) and its weight is w with the taps reversed and the channels swapped. Returned as a
+// per-thread scratch tensor (slot 2; a fresh 0.5 MB vector per call cost page faults).
+__attribute__((target("avx512f"))) at::Tensor pack_direct_weight(const ConvGeometry& g, const at::Tensor& w,
+                                                                  bool flip_transpose, int64_t Kgp) {
+  const int64_t G = g.G, Cg = g.Cg(), Kg = g.Kg(), taps = g.taps();
+  at::Tensor out = scratch(2, G * taps * Cg * Kgp, w.options());
+  float* wd = out.mutable_data_ptr<float>();
+  const float* src = w.const_data_ptr<float>();
+  const int64_t sK = w.stride(flip_transpose ? 1 : 0), sC = w.stride(flip_transpose ? 0 : 1);
+  const bool gather = Kg * sK < (int64_t(1) << 31);
+  const __m512i idx = _mm512_mullo_epi32(_mm512_set1_epi32(static_cast<int>(gather ? sK : 0)),
+                                         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+  for (int64_t gi = 0; gi < G; ++gi)
+    for (int64_t t = 0; t < taps; ++t) {
+      const int64_t ts = flip_transpose ? taps - 1 - t : t;
+      const float* base = src + (flip_transpose ? gi * Cg * sC : gi * Kg * sK) + (ts / g.KW) * w.stride(2) +
+                          (ts % g.KW) * w.stride(3);
+      for (int64_t c = 0; c < Cg; ++c) {
+        const float* sp = base + c * sC;
+        float* dst = wd + ((gi * taps + t) * Cg + c) * Kgp;
+        int64_t k = 0;
+        if (gather)
+          for (; k + 16 <= Kg; k += 16) _mm512_storeu_ps(dst + k, gather16(idx, sp + k * sK, 4));
+        for (; k < Kg; ++k) dst[k] = sp[k * sK];
+        for (; k < Kgp; ++k) dst[k] = 0.f;
+      }
+    }
+  return out;
+}
+
+// NCHW -> NHWC for one input row (n, ih): d[iw * C + c] = s[c * HW + iw], 16 channels at a time
+// by gathers (pixel-major writes, row-contiguous reads).
+__attribute__((target("avx512f"))) void nchw_row_to_nhwc(const float* s, int64_t C, int64_t HW, int64_t W,
+                                                          float* d) {
+  const __m512i idx = _mm512_mullo_epi32(_mm512_set1_epi32(static_cast<int>(HW)),
+                                         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+  int64_t c = 0;
+  for (; c + 16 <= C && 16 * HW < (int64_t(1) << 31); c += 16)
+    for (int64_t iw = 0; iw < W; ++iw)
+      _mm512_storeu_ps(d + iw * C + c, gather16(idx, s + c * HW + iw, 4));
+  for (; c < C; ++c)
+    for (int64_t iw = 0; iw < W; ++iw) d[iw * C + c] = s[c * HW + iw];
+}
+
+// Row buffer (OW, Kgp) -> NCHW output rows o[k * OHW + ow] for k < Kg, by gathers.
+__attribute__((target("avx512f"))) void row_to_nchw(const float* rb, int64_t Kgp, int64_t Kg, int64_t OW,
+                                                     int64_t OHW, float* o) {
+  const __m512i idx = _mm512_mullo_epi32(_mm512_set1_epi32(static_cast<int>(Kgp)),
+                                         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+  for (int64_t k = 0; k < Kg; ++k) {
+    int64_t ow = 0;
+    for (; ow + 16 <= OW; ow += 16) _mm512_storeu_ps(o + k * OHW + ow, gather16(idx, rb + ow * Kgp + k, 4));
+    for (; ow < OW; ++ow) o[k * OHW + ow] = rb[ow * Kgp + k];
+  }
+}
+
+void forward_direct_avx512(const ConvGeometry& g, bool cl, const at::Tensor& x, const at::Tensor& w,
+                           bool flip_transpose, const std::optional<at::Tensor>& bias, at::Tensor& y) {
+  const int64_t G = g.G, Cg = g.Cg(), Kg = g.Kg(), C = g.C, K = g.K, taps = g.taps();
+  const int64_t Kgp = (Kg + 15) / 16 * 16, Wp = g.W + g.pl + g.pr;
+  // weights (G, taps, Cg, Kgp) and bias (G, Kgp), zero-padded
+  const at::Tensor wpack = pack_direct_weight(g, w, flip_transpose, Kgp);
+  const float* wd = wpack.const_data_ptr<float>();
+  std::vector<float> bd;
+  if (bias) {
+    bd.assign(static_cast<size_t>(G * Kgp), 0.f);
+    const float* b = bias->const_data_ptr<float>();
+    for (int64_t gi = 0; gi < G; ++gi) std::copy(b + gi * Kg, b + (gi + 1) * Kg, bd.begin() + gi * Kgp);
+  }
+  // zero-padded NHWC input, (N, H, Wp, C) + slack for the overhanging pixels of the last block
+  const int64_t xsz = g.N * g.H * Wp * C, slack = (kDirectMaxPx * g.sw + 1) * C + 16;
+  at::Tensor xbuf = scratch(0, xsz + slack, x.options());
+  float* xq = xbuf.mutable_data_ptr<float>();
+  const float* xs = x.const_data_ptr<float>();
+  fill_zero(xq + xsz, slack);
+  at::parallel_for(0, g.N * g.H, item_grain(g.N * g.H, double(xsz) * 4), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      float* d = xq + row * Wp * C;
+      fill_zero(d, g.pl * C);
+      fill_zero(d + (g.pl + g.W) * C, g.pr * C);
+      d += g.pl * C;
+      if (cl) {
+        std::memcpy(static_cast<void*>(d), xs + row * g.W * C, sizeof(float) * g.W * C);
+      } else {
+        const int64_t n = row / g.H, ih = row % g.H;
+        nchw_row_to_nhwc(xs + (n * C * g.H + ih) * g.W, C, g.H * g.W, g.W, d);
+      }
+    }
+  });
+  std::vector<int64_t> lo(g.KW), hi(g.KW);
+  for (int64_t s = 0; s < g.KW; ++s) g.valid_cols(s, &lo[s], &hi[s]);
+  float* yp = y.mutable_data_ptr<float>();
+  const double macs = double(g.N) * g.OH * g.OW * K * Cg * taps;
+  at::parallel_for(0, g.N * g.OH, item_grain(g.N * g.OH, macs), [&](int64_t begin, int64_t end) {
+    at::Tensor rbuf = scratch(1, (g.OW + kDirectMaxPx) * Kgp, x.options());
+    float* rb = rbuf.mutable_data_ptr<float>();
+    std::vector<int64_t> toff(static_cast<size_t>(taps));
+    std::vector<const float*> tw(static_cast<size_t>(taps));
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / g.OH, oh = row % g.OH;
+      for (int64_t gi = 0; gi < G; ++gi) {
+        for (int64_t k0 = 0; k0 < Kgp; k0 += 64) {
+          // the row in nb blocks of as even a size as the kernels allow (no wasted pixel slots)
+          const int kv = static_cast<int>(std::min<int64_t>(4, (Kgp - k0) / 16));
+          const int64_t nb = (g.OW + 24 / kv - 1) / (24 / kv);
+          for (int64_t b = 0; b < nb; ++b) {
+            const int64_t ow0 = b * g.OW / nb, ow1 = (b + 1) * g.OW / nb;
+            const DirectBlockFn fn = direct_block_fn(kv, ow1 - ow0);
+            int64_t nt = 0;
+            for (int64_t r = 0; r < g.KH; ++r) {
+              const int64_t ih = oh * g.sh - g.pt + r * g.dh;
+              if (ih < 0 || ih >= g.H) continue;
+              for (int64_t s = 0; s < g.KW; ++s) {
+                if (hi[s] <= ow0 || lo[s] >= ow1) continue;  // every pixel of the block reads padding
+                toff[nt] = ((n * g.H + ih) * Wp + ow0 * g.sw + s * g.dw) * C + gi * Cg;
+                tw[nt] = wd + ((gi * taps + r * g.KW + s) * Cg) * Kgp + k0;
+                ++nt;
+              }
+            }
+            fn(xq, g.sw * C, toff.data(), tw.data(), nt, Cg, Kgp, rb + ow0 * Kgp + k0, Kgp,
+               bias ? bd.data() + gi * Kgp + k0 : nullptr);
+          }
+        }
+        if (cl) {
+          float* o = yp + ((n * g.OH + oh) * g.OW) * K + gi * Kg;
+          for (int64_t ow = 0; ow < g.OW; ++ow)
+            std::memcpy(static_cast<void*>(o + ow * K), rb + ow * Kgp, sizeof(float) * Kg);
+        } else {
+          row_to_nchw(rb, Kgp, Kg, g.OW, g.OH * g.OW, yp + ((n * K + gi * Kg) * g.OH + oh) * g.OW);
+        }
+      }
+    }
+  });
+}
+
 template <typename T>
 void forward_impl(const ConvGeometry& g, bool cl, const at::Tensor& x, const at::Tensor& wt,
                   const std::optional<at::Tensor>& bias, at::Tensor& y) {
@@ -646,7 +873,8 @@ void backward_input_impl(const ConvGeometry& g, bool cl, const at::Tensor& gy, c
     t.pb = ext_h - g.pb;
     t.pl = ext_w - g.pl;
     t.pr = ext_w - g.pr;
-    forward_impl<T>(t, cl, gy, prepare_weight<T>(g, w, /*flip_transpose=*/true), std::nullopt, gx);
+    if (direct_ok(t, gy.scalar_type())) forward_direct_avx512(t, cl, gy, w, /*flip_transpose=*/true, std::nullopt, gx);
+    else forward_impl<T>(t, cl, gy, prepare_weight<T>(g, w, /*flip_transpose=*/true), std::nullopt, gx);
   } else {
     backward_input_col2im<T>(g, cl, gy, w, gx);
   }
@@ -854,11 +1082,16 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
   const at::ScalarType ct = cpu_compute_type(op, input.scalar_type());
   at::Tensor y = at::empty({g.N, g.K, g.OH, g.OW}, input.options().dtype(ct).memory_format(conv_output_format(input)));
   if (g.N > 0) {
-    const at::Tensor x = prep(input, ct, cl), w = prep(weight, ct, false);
+    const at::Tensor x = prep(input, ct, cl);
     std::optional<at::Tensor> b;
     if (bias) b = bias->detach().to(ct).contiguous();
-    AT_DISPATCH_FLOATING_TYPES(ct, "conv2d_forward_cpu",
-                               [&] { forward_impl<scalar_t>(g, cl, x, prepare_weight<scalar_t>(g, w, false), b, y); });
+    if (direct_ok(g, ct)) {  // reads the weight through its strides
+      forward_direct_avx512(g, cl, x, weight.detach().to(ct), /*flip_transpose=*/false, b, y);
+    } else {
+      const at::Tensor w = prep(weight, ct, false);
+      AT_DISPATCH_FLOATING_TYPES(ct, "conv2d_forward_cpu",
+                                 [&] { forward_impl<scalar_t>(g, cl, x, prepare_weight<scalar_t>(g, w, false), b, y); });
+    }
   }
   return ct == input.scalar_type() ? y : y.to(input.scalar_type());
 }
