@@ -431,6 +431,9 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
     mma.init(tid);
     int tap = find_tap(0), c0 = 0;
     if (tap < taps) load(tap, c0);
+    // The prologue load reads other threads' s_off entries; without this barrier a thread that
+    // reaches find_tap below (R <= BK) could rewrite its entry before they are read.
+    __syncthreads();
     while (tap < taps) {
       store();
       int ntap = tap, nc0 = c0 + BK;
