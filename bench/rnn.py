@@ -1,4 +1,4 @@
-"""Fused vanilla RNN vs torch.nn.RNN (cuDNN on GPU, ATen on CPU), T=256, input size = H,
+"""Fused vanilla RNN vs torch.nn.RNN (cuDNN on GPU, ATen on CPU), T=256 (one T=1024 row on GPU), input size = H,
 same weights, forward and forward+backward. Metric: us per time step."""
 from __future__ import annotations
 
@@ -7,18 +7,21 @@ import torch
 import rnnkern.nn
 from bench.harness import Bench
 
-T = 256
-GPU_CASES = [  # (dtype, B, H)
-    (torch.float32, 8, 256), (torch.float32, 8, 512), (torch.float32, 8, 1024), (torch.float32, 64, 512),
-    (torch.float32, 64, 1024), (torch.float32, 256, 1024),
-    (torch.bfloat16, 8, 512), (torch.bfloat16, 64, 1024), (torch.bfloat16, 256, 1024),
+# (dtype, B, H, T): issue 4's grid (fp32 and bf16, B in {8, 64}, H in {512, 1024}, T=256), cuDNN's
+# persistent small-H case (B8 H256), the GEMM-bound B256 H1024, H=2048 and a T=1024 row
+GPU_CASES = [
+    (torch.float32, 8, 256, 256), (torch.float32, 8, 512, 256), (torch.float32, 8, 1024, 256),
+    (torch.float32, 64, 512, 256), (torch.float32, 64, 1024, 256), (torch.float32, 256, 1024, 256),
+    (torch.float32, 8, 2048, 256), (torch.float32, 8, 1024, 1024),
+    (torch.bfloat16, 8, 512, 256), (torch.bfloat16, 8, 1024, 256), (torch.bfloat16, 64, 512, 256),
+    (torch.bfloat16, 64, 1024, 256), (torch.bfloat16, 256, 1024, 256), (torch.bfloat16, 8, 2048, 256),
 ]
-CPU_CASES = [(torch.float32, 8, 256), (torch.float32, 16, 512)]
+CPU_CASES = [(torch.float32, 8, 256, 256), (torch.float32, 16, 512, 256)]
 
 
 def cases(device: str, quick: bool) -> list[Bench]:
     out = []
-    for dtype, B, H in (GPU_CASES if device == "cuda" else CPU_CASES)[: 2 if quick else None]:
+    for dtype, B, H, T in (GPU_CASES if device == "cuda" else CPU_CASES)[: 2 if quick else None]:
         ref = torch.nn.RNN(H, H).to(device, dtype)
         ours = rnnkern.nn.RNN(H, H).to(device, dtype)
         ours.load_state_dict(ref.state_dict())
