@@ -35,6 +35,18 @@ def rnn(dev):
         lengths = torch.tensor([9, 6, 6, 2, 1])
         packed = torch.nn.utils.rnn.pack_padded_sequence(x.detach(), lengths)
         m(packed)[0].data.float().sum().backward()
+    # the op itself: several rows per CTA with a ragged last CTA (H=300), over 48 KB of dynamic
+    # shared memory (H=2049: 16 fp32 rows per CTA on 132 SMs), lengths with a zero
+    from rnnkern.ops.rnn import rnn_forward
+    for H in (300, 2049):
+        for dtype in (torch.float32, torch.bfloat16):
+            T, B, I = 3, 5, 8
+            args = [torch.randn(T, B, I), torch.randn(B, H), torch.randn(H, I) / I ** 0.5,
+                    torch.randn(H, H) / H ** 0.5, torch.randn(H), torch.randn(H)]
+            args = [a.to(dev, dtype).requires_grad_() for a in args]
+            for lengths in (None, torch.tensor([3, 2, 2, 1, 0])):
+                out, hn = rnn_forward(*args, lengths, False)
+                (out.float().sum() + hn.float().sum()).backward()
 
 
 def conv(dev):

@@ -144,7 +144,9 @@ PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H) {
   } else if (dtype != at::kFloat && dtype != at::kHalf && dtype != at::kBFloat16) {
     cfg.why = "dtype";
   } else if (B < 1 || B > kMaxBatch) {
-    cfg.why = "batch > 64";
+    cfg.why = "batch outside [1, 64]";
+  } else if (H < 1) {
+    cfg.why = "H = 0";  // rows would be 0 below (a division by zero on the host)
   } else {
     const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
     const int sms = prop->multiProcessorCount;
@@ -172,10 +174,20 @@ PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H) {
 template <typename scalar_t>
 bool launch_persistent(const PersistentConfig& cfg, const PersistentParams<scalar_t>& params) {
   auto kernel = rnn_persistent_kernel<scalar_t>;
-  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(cfg.smem)));
+  // The cap, not this call's size: one value for every call, so a launch on another host thread
+  // (autograd's device thread runs the backward) cannot lower it between our set and our launch.
+  // The kernel has no static shared memory, so the whole opt-in limit is available.
+  const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(prop->sharedMemPerBlockOptin)));
   int per_sm = 0;
   C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kPersistThreads, cfg.smem));
-  if (per_sm * at::cuda::getCurrentDeviceProperties()->multiProcessorCount < cfg.grid) return false;
+  if (per_sm * prop->multiProcessorCount < cfg.grid) {
+    if (debug_enabled())  // logged so tests can tell a silent fallback from a persistent run
+      std::fprintf(stderr, "rnnkern: rnn persistent grid of %d CTAs not co-resident (%d per SM) -> general path\n",
+                   cfg.grid, per_sm);
+    return false;
+  }
   void* args[] = {const_cast<PersistentParams<scalar_t>*>(&params)};
   C10_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), cfg.grid, kPersistThreads, args,
                                              cfg.smem, at::cuda::getCurrentCUDAStream()));

@@ -457,12 +457,22 @@ def test_functional_bad_inputs():
 # ----------------------------------------------------------------------------------------------
 # persistent CUDA kernel vs the general path (csrc/cuda/rnn.cu chooses; RNNKERN_RNN_PATH forces)
 
+def _assert_ran_persistent(err, H):
+    """A forced persistent run falls back to the general path when it does not fit, silently but
+    for the RNNKERN_DEBUG log; where choose_rnn_path's rule (at most 16 rows of W_hh per CTA, one
+    CTA per SM) says H fits, the comparisons below must really have run the persistent kernel."""
+    sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    if H <= 16 * sms:
+        assert "-> persistent path" in err and "general path" not in err, err
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("T,B,H", [(37, 5, 300), (64, 64, 1024), (16, 1, 2048), (8, 3, 7)])
 @pytest.mark.parametrize("relu", [False, True])
-def test_persistent_matches_general_and_fp64(monkeypatch, dtype, T, B, H, relu):
+def test_persistent_matches_general_and_fp64(monkeypatch, capfd, dtype, T, B, H, relu):
     from rnnkern.ops.rnn import rnn_forward
+    monkeypatch.setenv("RNNKERN_DEBUG", "1")
     x = torch.randn(T, B, H, device="cuda", dtype=torch.float64)
     h0 = torch.randn(B, H, device="cuda", dtype=torch.float64) * 0.5
     w_ih = torch.randn(H, H, device="cuda", dtype=torch.float64) / H ** 0.5
@@ -480,7 +490,10 @@ def test_persistent_matches_general_and_fp64(monkeypatch, dtype, T, B, H, relu):
     args = [x, h0, w_ih, w_hh, b_ih, b_hh]
     ref = run(args, "general")  # fp64 always takes the general path
     low = [a.to(dtype) for a in args]
-    pers, pers2, gen = run(low, "persistent"), run(low, "persistent"), run(low, "general")
+    capfd.readouterr()
+    pers, pers2 = run(low, "persistent"), run(low, "persistent")
+    _assert_ran_persistent(capfd.readouterr().err, H)
+    gen = run(low, "general")
     tol = 1e-5 if dtype == torch.float32 else 5e-2
     for p, p2, q, r in zip(pers, pers2, gen, ref):
         assert torch.equal(p, p2)  # bitwise repeatable
@@ -491,10 +504,11 @@ def test_persistent_matches_general_and_fp64(monkeypatch, dtype, T, B, H, relu):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_persistent_variable_lengths(monkeypatch, dtype):
+def test_persistent_variable_lengths(monkeypatch, capfd, dtype):
     """Lengths inside the persistent kernel: finished rows zeroed, dL/dh_n entering at each
     sequence's last step; must equal the general path and the fp64 reference."""
     from rnnkern.ops.rnn import rnn_forward
+    monkeypatch.setenv("RNNKERN_DEBUG", "1")
     T, B, H = 23, 6, 257
     lengths = torch.tensor([23, 20, 20, 7, 1, 0])
     f64 = dict(device="cuda", dtype=torch.float64)
@@ -511,7 +525,10 @@ def test_persistent_variable_lengths(monkeypatch, dtype):
 
     ref = run(args, "general")
     low = [a.to(dtype) for a in args]
-    pers, gen = run(low, "persistent"), run(low, "general")
+    capfd.readouterr()
+    pers = run(low, "persistent")
+    _assert_ran_persistent(capfd.readouterr().err, H)
+    gen = run(low, "general")
     assert torch.equal(pers[0][7:, 3:], torch.zeros_like(pers[0][7:, 3:]))  # past each length: zeros
     tol = 1e-5 if dtype == torch.float32 else 5e-2
     for p, q, r in zip(pers, gen, ref):
