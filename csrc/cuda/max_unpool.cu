@@ -172,14 +172,21 @@ at::Tensor max_unpool_forward_cuda(const at::Tensor& input, const std::optional<
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "max_unpool_forward_cuda", [&] {
     auto scatter = [&] {
       at::Tensor winner = at::full({g.N, g.C, g.OH, g.OW}, -1, input.options().dtype(at::kInt));
-      unpool_pick_winner_kernel<<<blocks_for(input.numel()), kThreads, 0, stream>>>(
-          g, idx, is, winner.data_ptr<int>(), flags.data_ptr<int>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      if (input.numel() > 0) {  // an empty input with a non-empty output would launch 0 blocks (an error)
+        unpool_pick_winner_kernel<<<blocks_for(input.numel()), kThreads, 0, stream>>>(
+            g, idx, is, winner.data_ptr<int>(), flags.data_ptr<int>());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
       unpool_write_winner_kernel<scalar_t><<<blocks_for(output.numel()), kThreads, 0, stream>>>(
           g, cl, input.const_data_ptr<scalar_t>(), xs, winner.const_data_ptr<int>(), output.data_ptr<scalar_t>(), os);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     };
-    if (!g.windows_tile() || (use_indices && capturing)) {
+    // The gather reads only inputs inside the window grid; an output_size smaller than
+    // H * sh or W * sw (possible when the op is called directly) leaves inputs whose indices
+    // it would never see: scatter then, as the CPU kernel does.
+    const bool grid_covers_input =
+        (g.OH + g.sh - 1) / g.sh >= g.H && (g.OW + g.sw - 1) / g.sw >= g.W;
+    if (!g.windows_tile() || (use_indices && (capturing || !grid_covers_input))) {
       TORCH_CHECK(use_indices, "max_unpool_forward: this mode needs kernel == stride");
       scatter();
       if (!capturing && (flags.item<int>() & kUnpoolIndexOutOfRange)) raise_out_of_range(g);

@@ -864,3 +864,25 @@ def test_cuda_matches_cpu(dtype):
         cpu = RF.max_unpool2d(v, i, k, s, p, output_size=x.shape)
         gpu = RF.max_unpool2d(v.cuda(), i.cuda(), k, s, p, output_size=x.shape)
         assert torch.equal(gpu.cpu(), cpu)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cuda_op_edge_geometries_match_cpu(channels_last):
+    # direct op calls that the functional layer refuses: an output smaller than the window grid
+    # of the input (kernel == stride; inputs past the grid still land, or raise when out of
+    # range), and an empty input plane with a non-empty output
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    v = torch.randn(2, 3, 4, 5).contiguous(memory_format=fmt)
+    i = _unique_idx((2, 3), (4, 5), 6 * 8).contiguous(memory_format=fmt)
+    args = (MODE_INDICES, [2, 2], [2, 2], [0, 0], [6, 8])
+    cpu = FWD(v, i, *args)
+    assert torch.equal(FWD(v.cuda(), i.cuda(), *args).cpu(), cpu)
+    assert torch.equal(cpu, reference.max_unpool2d(v.contiguous(), i.contiguous(), (6, 8)))
+    j = i.clone()
+    j[1, 2, 3, 4] = 48  # an input outside the 3 x 4 window grid, index one past the plane
+    with pytest.raises(IndexError, match="out of range"):
+        FWD(v.cuda(), j.cuda(), *args)
+    v0, i0 = torch.randn(2, 3, 0, 5, device="cuda"), torch.zeros(2, 3, 0, 5, dtype=torch.long, device="cuda")
+    out = FWD(v0, i0, MODE_INDICES, [3, 3], [2, 2], [0, 0], [1, 9])
+    assert out.shape == (2, 3, 1, 9) and not out.any()
