@@ -120,4 +120,12 @@ inline void check_conv_bias(const char* op, const at::Tensor& input, const at::T
               weight.size(0), "], got ", bias->sizes());
 }
 
+// CPU only (csrc/cpu/conv.cpp): the transposed convolution's forward on the conv engine's direct
+// AVX-512 kernels, by output phase. Writes `output` (allocated, (N, C_out, OH, OW), dense in the
+// layout of the result) and returns true; returns false (nothing written) where the direct path does
+// not apply (not fp32, no AVX-512, fewer than 16 output channels per group, stride product > 16).
+bool conv_transpose2d_forward_direct_cpu(const at::Tensor& input, const at::Tensor& weight,
+                                         const std::optional<at::Tensor>& bias, int64_t groups, at::IntArrayRef stride,
+                                         at::IntArrayRef padding, at::IntArrayRef dilation, at::Tensor& output);
+
 }  // namespace rnnkern

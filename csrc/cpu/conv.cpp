@@ -733,6 +733,54 @@ __attribute__((target("avx512f"))) void row_to_nchw(const float* rb, int64_t Kgp
   }
 }
 
+// The input as a zero-padded NHWC image (N, H, pl + W + pr, C) in per-thread scratch (slot 0),
+// followed by `slack` zeros; x is (N, C, H, W), dense NCHW or channels_last (cl).
+const float* pad_input_nhwc(const at::Tensor& x, bool cl, int64_t pl, int64_t pr, int64_t slack) {
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), Wp = W + pl + pr;
+  const int64_t xsz = N * H * Wp * C;
+  at::Tensor xbuf = scratch(0, xsz + slack, x.options());
+  float* xq = xbuf.mutable_data_ptr<float>();
+  const float* xs = x.const_data_ptr<float>();
+  fill_zero(xq + xsz, slack);
+  at::parallel_for(0, N * H, item_grain(N * H, double(xsz) * 4), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      float* d = xq + row * Wp * C;
+      fill_zero(d, pl * C);
+      fill_zero(d + (pl + W) * C, pr * C);
+      d += pl * C;
+      if (cl) {
+        std::memcpy(static_cast<void*>(d), xs + row * W * C, sizeof(float) * W * C);
+      } else {
+        const int64_t n = row / H, ih = row % H;
+        nchw_row_to_nhwc(xs + (n * C * H + ih) * W, C, H * W, W, d);
+      }
+    }
+  });
+  return xq;
+}
+
+// Writes a row buffer (OW, Kgp) to output row (n, oh), channels [gi*Kg, (gi+1)*Kg), of y (N, K, OH, OW).
+void store_row(const float* rb, int64_t Kgp, bool cl, at::Tensor& y, int64_t n, int64_t oh, int64_t gi, int64_t Kg) {
+  const int64_t K = y.size(1), OH = y.size(2), OW = y.size(3);
+  float* yp = y.mutable_data_ptr<float>();
+  if (cl) {
+    float* o = yp + ((n * OH + oh) * OW) * K + gi * Kg;
+    for (int64_t ow = 0; ow < OW; ++ow) std::memcpy(static_cast<void*>(o + ow * K), rb + ow * Kgp, sizeof(float) * Kg);
+  } else {
+    row_to_nchw(rb, Kgp, Kg, OW, OH * OW, yp + ((n * K + gi * Kg) * OH + oh) * OW);
+  }
+}
+
+// A zero-padded copy of the bias per group, (G, Kgp), or empty.
+std::vector<float> pack_direct_bias(const std::optional<at::Tensor>& bias, int64_t G, int64_t Kg, int64_t Kgp) {
+  std::vector<float> bd;
+  if (!bias) return bd;
+  bd.assign(static_cast<size_t>(G * Kgp), 0.f);
+  const float* b = bias->const_data_ptr<float>();
+  for (int64_t gi = 0; gi < G; ++gi) std::copy(b + gi * Kg, b + (gi + 1) * Kg, bd.begin() + gi * Kgp);
+  return bd;
+}
+
 void forward_direct_avx512(const ConvGeometry& g, bool cl, const at::Tensor& x, const at::Tensor& w,
                            bool flip_transpose, const std::optional<at::Tensor>& bias, at::Tensor& y) {
   const int64_t G = g.G, Cg = g.Cg(), Kg = g.Kg(), C = g.C, K = g.K, taps = g.taps();
@@ -740,35 +788,11 @@ void forward_direct_avx512(const ConvGeometry& g, bool cl, const at::Tensor& x, 
   // weights (G, taps, Cg, Kgp) and bias (G, Kgp), zero-padded
   const at::Tensor wpack = pack_direct_weight(g, w, flip_transpose, Kgp);
   const float* wd = wpack.const_data_ptr<float>();
-  std::vector<float> bd;
-  if (bias) {
-    bd.assign(static_cast<size_t>(G * Kgp), 0.f);
-    const float* b = bias->const_data_ptr<float>();
-    for (int64_t gi = 0; gi < G; ++gi) std::copy(b + gi * Kg, b + (gi + 1) * Kg, bd.begin() + gi * Kgp);
-  }
+  const std::vector<float> bd = pack_direct_bias(bias, G, Kg, Kgp);
   // zero-padded NHWC input, (N, H, Wp, C) + slack for the overhanging pixels of the last block
-  const int64_t xsz = g.N * g.H * Wp * C, slack = (kDirectMaxPx * g.sw + 1) * C + 16;
-  at::Tensor xbuf = scratch(0, xsz + slack, x.options());
-  float* xq = xbuf.mutable_data_ptr<float>();
-  const float* xs = x.const_data_ptr<float>();
-  fill_zero(xq + xsz, slack);
-  at::parallel_for(0, g.N * g.H, item_grain(g.N * g.H, double(xsz) * 4), [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      float* d = xq + row * Wp * C;
-      fill_zero(d, g.pl * C);
-      fill_zero(d + (g.pl + g.W) * C, g.pr * C);
-      d += g.pl * C;
-      if (cl) {
-        std::memcpy(static_cast<void*>(d), xs + row * g.W * C, sizeof(float) * g.W * C);
-      } else {
-        const int64_t n = row / g.H, ih = row % g.H;
-        nchw_row_to_nhwc(xs + (n * C * g.H + ih) * g.W, C, g.H * g.W, g.W, d);
-      }
-    }
-  });
+  const float* xq = pad_input_nhwc(x, cl, g.pl, g.pr, (kDirectMaxPx * g.sw + 1) * C + 16);
   std::vector<int64_t> lo(g.KW), hi(g.KW);
   for (int64_t s = 0; s < g.KW; ++s) g.valid_cols(s, &lo[s], &hi[s]);
-  float* yp = y.mutable_data_ptr<float>();
   const double macs = double(g.N) * g.OH * g.OW * K * Cg * taps;
   at::parallel_for(0, g.N * g.OH, item_grain(g.N * g.OH, macs), [&](int64_t begin, int64_t end) {
     at::Tensor rbuf = scratch(1, (g.OW + kDirectMaxPx) * Kgp, x.options());
@@ -800,13 +824,74 @@ void forward_direct_avx512(const ConvGeometry& g, bool cl, const at::Tensor& x, 
                bias ? bd.data() + gi * Kgp + k0 : nullptr);
           }
         }
-        if (cl) {
-          float* o = yp + ((n * g.OH + oh) * g.OW) * K + gi * Kg;
-          for (int64_t ow = 0; ow < g.OW; ++ow)
-            std::memcpy(static_cast<void*>(o + ow * K), rb + ow * Kgp, sizeof(float) * Kg);
-        } else {
-          row_to_nchw(rb, Kgp, Kg, g.OW, g.OH * g.OW, yp + ((n * K + gi * Kg) * g.OH + oh) * g.OW);
+        store_row(rb, Kgp, cl, y, n, oh, gi, Kg);
+      }
+    }
+  });
+}
+
+// Transposed convolution forward on the direct kernels, by output phase: output column ow
+// receives tap kw only when (ow + pW - kw*dW) is a multiple of sW, so the columns ow = pw + sW*j
+// of one phase form an ordinary stride-1 convolution over the input columns j + const (no inserted
+// zeros are multiplied), and likewise for rows. Each block is PX consecutive j of one phase,
+// written sW pixels apart into the row buffer. The weight (C_in, C_out/G, KH, KW) is packed with
+// the channel roles swapped (reduction over C_in/G, vectors over C_out/G).
+void conv_transpose_direct_avx512(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias,
+                                  int64_t G, int64_t sH, int64_t sW, int64_t pH, int64_t pW, int64_t dH, int64_t dW,
+                                  bool cl, at::Tensor& y) {
+  const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t Cout = y.size(1), OH = y.size(2), OW = y.size(3), KH = w.size(2), KW = w.size(3), taps = KH * KW;
+  const int64_t Cig = Cin / G, Cog = Cout / G, Kgp = (Cog + 15) / 16 * 16;
+  ConvGeometry pg{};  // the packing's view: reduction over C_in, outputs C_out, taps reversed
+  pg.C = Cin;
+  pg.K = Cout;
+  pg.KH = KH;
+  pg.KW = KW;
+  pg.G = G;
+  const at::Tensor wpack = pack_direct_weight(pg, w, /*flip_transpose=*/true, Kgp);
+  const float* wd = wpack.const_data_ptr<float>();
+  const std::vector<float> bd = pack_direct_bias(bias, G, Cog, Kgp);
+  // every read column iw = (ow + pW - kw*dW) / sW lies in [-PL, W + PR)
+  const int64_t PL = ((KW - 1) * dW) / sW + 2, PR = ((KW - 1) * dW + pW + sW) / sW + 2, Wp = W + PL + PR;
+  const float* xq = pad_input_nhwc(x, cl, PL, PR, 16);
+  const double macs = double(N) * H * W * Cin * Cog * taps;
+  at::parallel_for(0, N * OH, item_grain(N * OH, macs), [&](int64_t begin, int64_t end) {
+    at::Tensor rbuf = scratch(1, (OW + kDirectMaxPx) * Kgp, x.options());
+    float* rb = rbuf.mutable_data_ptr<float>();
+    std::vector<int64_t> toff(static_cast<size_t>(taps));
+    std::vector<const float*> tw(static_cast<size_t>(taps));
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / OH, oh = row % OH;
+      for (int64_t gi = 0; gi < G; ++gi) {
+        for (int64_t k0 = 0; k0 < Kgp; k0 += 64) {
+          const int kv = static_cast<int>(std::min<int64_t>(4, (Kgp - k0) / 16));
+          for (int64_t pw = 0; pw < std::min(sW, OW); ++pw) {
+            const int64_t J = (OW - pw + sW - 1) / sW, nb = (J + 24 / kv - 1) / (24 / kv);
+            for (int64_t b = 0; b < nb; ++b) {
+              const int64_t j0 = b * J / nb, j1 = (b + 1) * J / nb;
+              int64_t nt = 0;
+              for (int64_t kh = 0; kh < KH; ++kh) {
+                const int64_t th = oh + pH - kh * dH;
+                if (((th % sH) + sH) % sH != 0) continue;
+                const int64_t ih = th / sH;
+                if (ih < 0 || ih >= H) continue;
+                for (int64_t kw = 0; kw < KW; ++kw) {
+                  const int64_t tw0 = pw + pW - kw * dW;
+                  if (((tw0 % sW) + sW) % sW != 0) continue;
+                  const int64_t c0 = tw0 / sW;  // input column of j = 0
+                  if (j1 + c0 <= 0 || j0 + c0 >= W) continue;
+                  toff[nt] = ((n * H + ih) * Wp + PL + j0 + c0) * Cin + gi * Cig;
+                  tw[nt] = wd + ((gi * taps + (taps - 1 - (kh * KW + kw))) * Cig) * Kgp + k0;
+                  ++nt;
+                }
+              }
+              direct_block_fn(kv, j1 - j0)(xq, Cin, toff.data(), tw.data(), nt, Cig, Kgp,
+                                           rb + (pw + j0 * sW) * Kgp + k0, sW * Kgp,
+                                           bias ? bd.data() + gi * Kgp + k0 : nullptr);
+            }
+          }
         }
+        store_row(rb, Kgp, cl, y, n, oh, gi, Cog);
       }
     }
   });
@@ -1070,6 +1155,21 @@ at::Tensor prep(const at::Tensor& t, at::ScalarType dtype, bool cl) {
 }
 
 }  // namespace
+
+bool conv_transpose2d_forward_direct_cpu(const at::Tensor& input, const at::Tensor& weight,
+                                         const std::optional<at::Tensor>& bias, int64_t groups, at::IntArrayRef stride,
+                                         at::IntArrayRef padding, at::IntArrayRef dilation, at::Tensor& output) {
+  if (input.scalar_type() != at::kFloat || !cpu_has_avx512() || output.size(1) / groups < 16 ||
+      stride[0] * stride[1] > 16 || output.numel() == 0)
+    return false;
+  const bool cl = conv_channels_last(output);
+  const at::Tensor x = prep(input, at::kFloat, cl);
+  std::optional<at::Tensor> b;
+  if (bias) b = bias->detach().contiguous();
+  conv_transpose_direct_avx512(x, weight.detach(), b, groups, stride[0], stride[1], padding[0], padding[1],
+                               dilation[0], dilation[1], cl, output);
+  return true;
+}
 
 at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                               at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,

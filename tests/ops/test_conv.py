@@ -509,3 +509,26 @@ def test_kernel_boundary_checks():
         FWD(x, w, None, [1, 1], [0, 0, 0, 0], [5, 5], 1)
     with pytest.raises(RuntimeError, match="padding"):
         FWD(x, w, None, [1, 1], [0, 0, 0], [1, 1], 1)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_wide_channels_direct_path(layout):
+    """>= 16 output channels per group in fp32: the CPU's direct AVX-512 path (forward and the
+    stride-1 grad_input), over random stride / dilation / asymmetric 'same' padding / groups, with
+    partial channel vectors (17, 40) and rows wider than one pixel block."""
+    rng = _rng()
+    for _ in range(6):
+        groups = rng.choice([1, 1, 2])
+        cout = groups * rng.choice([16, 17, 40, 70])
+        cin = groups * rng.randint(1, 9)
+        kernel = [rng.randint(1, 4), rng.randint(1, 4)]
+        dil = [rng.choice([1, 2, 5]), rng.choice([1, 3, 7])]
+        if rng.random() < 0.5:
+            kw = dict(stride=[1, 1], padding="same", dilation=dil, groups=groups)
+        else:
+            kw = dict(stride=[rng.randint(1, 3), rng.randint(1, 3)], padding=[rng.randint(0, 3), rng.randint(0, 3)],
+                      dilation=dil, groups=groups)
+        size = [dil[i] * (kernel[i] - 1) + 1 + rng.randint(0, 12) for i in range(2)]
+        size[1] += 30
+        _compare(2, (rng.randint(1, 2), cin, *size), (cout, cin // groups, *kernel), kw, "cpu", torch.float32,
+                 bias=rng.random() < 0.5, layout=layout)

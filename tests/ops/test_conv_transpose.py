@@ -365,3 +365,26 @@ def test_error_messages_name_the_argument():
         RN.ConvTranspose2d(4, 3, 3, stride=2)(x, output_size=[20, 20])
     with pytest.raises(TypeError, match="floating"):
         RF.conv_transpose2d(x.long(), w)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_wide_channels_direct_path(layout):
+    """>= 16 output channels per group in fp32: the CPU's phase-decomposed direct forward and the
+    grad_input run on the conv engine, over random stride / dilation / output_padding / groups,
+    partial channel vectors and rows wider than one pixel block."""
+    rng = random.Random(torch.initial_seed())
+    for _ in range(6):
+        g = rng.choice([1, 1, 2])
+        c = dict(n=rng.randint(1, 2), cin=g * rng.randint(1, 9), cout=g * rng.choice([16, 21, 40]), g=g,
+                 k=[rng.randint(1, 5), rng.randint(1, 5)], s=[rng.randint(1, 3), rng.randint(1, 4)],
+                 d=[rng.choice([1, 2]), rng.choice([1, 3])], p=[rng.randint(0, 2), rng.randint(0, 2)],
+                 size=[rng.randint(1, 7), rng.randint(20, 40)])
+        c["op"] = [rng.randint(0, max(c["s"][i], c["d"][i]) - 1) for i in range(2)]
+        if min(ops.output_size(c["size"][i], c["k"][i], c["s"][i], c["p"][i], c["op"][i], c["d"][i])
+               for i in range(2)) < 1:
+            continue
+        x, w, b = make(c, 2, torch.float32, "cpu", bias=rng.random() < 0.5)
+        y, y_ref, grads, grads_ref = run_both(RF.conv_transpose2d, F.conv_transpose2d, _layout(x, layout), w, b, c)
+        assert y.shape == y_ref.shape and rel_err(y, y_ref) < TOL[torch.float32], c
+        for gr, rr in zip(grads, grads_ref):
+            assert rel_err(gr, rr) < TOL[torch.float32], c
