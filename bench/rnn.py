@@ -2,6 +2,8 @@
 same weights, forward and forward+backward. Metric: us per time step."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 import rnnkern.nn
@@ -17,6 +19,26 @@ GPU_CASES = [
     (torch.bfloat16, 64, 1024, 256), (torch.bfloat16, 256, 1024, 256), (torch.bfloat16, 8, 2048, 256),
 ]
 CPU_CASES = [(torch.float32, 8, 256, 256), (torch.float32, 16, 512, 256)]
+# GPU forward rows re-run with a forced step barrier (csrc/cuda/rnn.cu: the default is one cluster
+# where W_hh fits one, i.e. H <= 256 on sm_90, else grid.sync): grid.sync vs flag vs cluster
+BARRIER_CASES = {(torch.float32, 8, 256, 256): ("grid", "flag"), (torch.float32, 8, 1024, 256): ("flag",),
+                 (torch.bfloat16, 8, 512, 256): ("flag",)}
+
+
+def with_env(fn, **env):
+    """fn with environment variables set for the duration of each call (the op reads them per call)."""
+    def run():
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            return fn()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k)
+                else:
+                    os.environ[k] = v
+    return run
 
 
 def cases(device: str, quick: bool) -> list[Bench]:
@@ -44,4 +66,8 @@ def cases(device: str, quick: bool) -> list[Bench]:
 
         out.append(Bench("rnn", name, "fwd", fwd(ours), fwd(ref), "us/step", T))
         out.append(Bench("rnn", name, "fwd+bwd", fwd_bwd(ours), fwd_bwd(ref), "us/step", T))
+        if device == "cuda":
+            for barrier in BARRIER_CASES.get((dtype, B, H, T), ()):
+                out.append(Bench("rnn", f"{name} barrier={barrier}", "fwd",
+                                 with_env(fwd(ours), RNNKERN_RNN_BARRIER=barrier), fwd(ref), "us/step", T))
     return out

@@ -1,5 +1,7 @@
 """Calls every CUDA kernel once on small odd shapes, forward and backward, for compute-sanitizer
 (memcheck / racecheck) in scripts/gpu_check.sh. Each op family registers a function below."""
+import os
+
 import torch
 import torch.nn.functional as F
 
@@ -47,6 +49,15 @@ def rnn(dev):
             for lengths in (None, torch.tensor([3, 2, 2, 1, 0])):
                 out, hn = rnn_forward(*args, lengths, False)
                 (out.float().sum() + hn.float().sum()).backward()
+    # every step barrier: grid.sync, the flag barrier, one cluster (sm_90, H <= 256: the default there)
+    for barrier in ("grid", "flag", "auto"):
+        os.environ["RNNKERN_RNN_BARRIER"] = barrier
+        for H in (33, 256):
+            args = [a.to(dev).requires_grad_() for a in (torch.randn(4, 3, 5), torch.randn(3, H), torch.randn(H, 5),
+                                                         torch.randn(H, H) / H ** 0.5, torch.randn(H), torch.randn(H))]
+            out, hn = rnn_forward(*args, torch.tensor([4, 2, 0]), True)
+            (out.sum() + hn.sum()).backward()
+    os.environ.pop("RNNKERN_RNN_BARRIER")
 
 
 def conv(dev):
