@@ -175,7 +175,10 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rn
   at::Tensor grad_x = at::mm(dz2, w_ih).view({T, B, I});
   at::Tensor grad_w_ih = at::mm(dz2.t(), x2);
   at::Tensor grad_w_hh = T > 0 ? at::mm(dz.select(0, 0).t(), h0) : at::zeros_like(w_hh);
-  if (T > 1) grad_w_hh.addmm_(dz.narrow(0, 1, T - 1).reshape({-1, H}).t(), out.narrow(0, 0, T - 1).reshape({-1, H}));
+  if (T > 1) {  // explicit sizes: reshape cannot infer -1 when H = 0
+    grad_w_hh.addmm_(dz.narrow(0, 1, T - 1).reshape({(T - 1) * B, H}).t(),
+                     out.narrow(0, 0, T - 1).reshape({(T - 1) * B, H}));
+  }
   at::Tensor grad_b = has_bias ? dz2.sum(0) : at::empty({0}, x.options());
   return {grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b};
 }
