@@ -430,7 +430,10 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cpu(
                                                          dilation, bias_grad);
     return {gw.to(grad_output.scalar_type()), gb.to(grad_output.scalar_type())};
   }
-  const bool cl = use_cl(grad_output);
+  // Both operands in channels_last whatever their layout (the result is contiguous either way): the
+  // NHWC im2col reads contiguous channel vectors: on the NCHW k4s2p1 64->64 bench row this measured
+  // 5.4 ms (conversion of both operands included) against 6.6 ms with the NCHW columns.
+  const bool cl = true;
   const int64_t HW = g.H * g.W, kk = g.kH * g.kW, Cg = g.cout_g(), M = kk * Cg;
   at::Tensor grad_bias = bias_grad ? grad_output.detach().sum({0, 2, 3}) : at::empty({0}, grad_output.options());
   // one partial per slot; a single slot when the whole reduction is small
