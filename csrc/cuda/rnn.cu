@@ -7,9 +7,11 @@
 //   batch with fp32 accumulation, applies bias/activation in the epilogue, writes them, and the
 //   CTAs synchronise once (the step barrier, below). The input projection (forward) and the
 //   weight/input gradients (backward) stay as large cuBLAS GEMMs around it. Each output is
-//   reduced by one warp in a fixed order: bitwise deterministic. Variable lengths: rows of
-//   finished sequences (b >= live[t], a prefix rule since lengths are sorted) are zeroed; their
-//   dz rows then contribute nothing to the next step, so no other special case is needed.
+//   reduced by one warp in a fixed order: bitwise deterministic. A warp takes 1-8 sequences at
+//   a time so that at large B one shared-memory weight load feeds several FMAs. Variable
+//   lengths: rows of finished sequences (b >= live[t], a prefix rule since lengths are sorted)
+//   are zeroed; their dz rows then contribute nothing to the next step, so no other special
+//   case is needed.
 // * General (any shape/dtype): csrc/rnn_driver.h — one cuBLAS GEMM + one activation
 //   per step on the current stream.
 //
@@ -102,15 +104,29 @@ struct PersistentParams {
   bool relu, backward;
 };
 
+// Rows of W per lane held as accumulators for a batch tile of kBatchTile sequences: at most 64
+// fp32 accumulators per thread (16 rows x 4, 8 rows x 8), no spills under __launch_bounds__(256).
+template <int kBatchTile>
+constexpr int rows_for_tile() {
+  return 64 / kBatchTile < kMaxRows ? 64 / kBatchTile : kMaxRows;
+}
+
 // forward : seq[t] = act(seq[t] + h_{t-1} W^T),                 t = 0 .. T-1, h_{-1} = state0
 // backward: seq[t] = (seq[t] + dz_{t+1} W) * act'(h_t)           t = T-1 .. 0, dz_T = 0
-template <typename scalar_t, StepBarrier kBarrier>
+//
+// Each warp takes kBatchTile sequences at a time: a weight read from shared memory feeds
+// kBatchTile FMAs (at B=64 one per sequence would make shared-memory loads the bound), while
+// small batches keep kBatchTile = 1 so every warp has a sequence. Each output is one lane-strided
+// sum over k followed by a fixed xor-shuffle tree, whatever kBatchTile, grid size or barrier:
+// results are bitwise the same across them.
+template <typename scalar_t, StepBarrier kBarrier, int kBatchTile>
 __global__ void __launch_bounds__(kPersistThreads) rnn_persistent_kernel(PersistentParams<scalar_t> p) {
   using acc_t = at::opmath_type<scalar_t>;
+  constexpr int kRows = rows_for_tile<kBatchTile>();
   extern __shared__ unsigned char smem_raw[];
   scalar_t* w_s = reinterpret_cast<scalar_t*>(smem_raw);
   const int r0 = blockIdx.x * p.rows;
-  const int rows = min(p.rows, p.H - r0);
+  const int rows = min(p.rows, p.H - r0);  // <= kRows (choose_rnn_path)
   for (int i = threadIdx.x; i < rows * p.H; i += blockDim.x) w_s[i] = p.weight[static_cast<int64_t>(r0) * p.H + i];
   __syncthreads();
 
@@ -120,39 +136,49 @@ __global__ void __launch_bounds__(kPersistThreads) rnn_persistent_kernel(Persist
     const int t = p.backward ? p.T - 1 - s : s;
     const scalar_t* prev = s == 0 ? p.state0 : p.seq + (p.backward ? t + 1 : t - 1) * step;
     scalar_t* cur = p.seq + t * step;
-    const int live = p.live ? p.live[t] : p.B;
-    for (int b = warp; b < p.B; b += nwarps) {
-      if (b >= live) {  // finished sequence: output / gradient is zero from here on
-        if (lane < rows) cur[static_cast<int64_t>(b) * p.H + r0 + lane] = scalar_t(0);
-        continue;
-      }
-      acc_t acc[kMaxRows];
+    const int live = p.live ? p.live[t] : p.B;  // sequences b < live still run at step t
+    for (int b0 = warp * kBatchTile; b0 < p.B; b0 += nwarps * kBatchTile) {
+      acc_t acc[kRows][kBatchTile];
 #pragma unroll
-      for (int r = 0; r < kMaxRows; ++r) acc[r] = acc_t(0);
-      if (prev != nullptr) {
-        const scalar_t* v = prev + static_cast<int64_t>(b) * p.H;
+      for (int r = 0; r < kRows; ++r)
+#pragma unroll
+        for (int j = 0; j < kBatchTile; ++j) acc[r][j] = acc_t(0);
+      if (prev != nullptr && b0 < live) {
         for (int c = lane; c < p.H; c += 32) {
-          const acc_t x = static_cast<acc_t>(load_cg(v + c));
+          acc_t x[kBatchTile];
 #pragma unroll
-          for (int r = 0; r < kMaxRows; ++r)
-            if (r < rows) acc[r] += static_cast<acc_t>(w_s[r * p.H + c]) * x;
+          for (int j = 0; j < kBatchTile; ++j)
+            x[j] = b0 + j < live ? static_cast<acc_t>(load_cg(prev + static_cast<int64_t>(b0 + j) * p.H + c)) : acc_t(0);
+#pragma unroll
+          for (int r = 0; r < kRows; ++r) {
+            if (r < rows) {
+              const acc_t w = static_cast<acc_t>(w_s[r * p.H + c]);
+#pragma unroll
+              for (int j = 0; j < kBatchTile; ++j) acc[r][j] += w * x[j];
+            }
+          }
         }
       }
 #pragma unroll
-      for (int r = 0; r < kMaxRows; ++r) {
-        if (r < rows) {
-          acc_t sum = acc[r];
+      for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+        for (int j = 0; j < kBatchTile; ++j) {
+          if (r >= rows || b0 + j >= p.B) continue;  // uniform across the warp: the shuffles stay converged
+          acc_t sum = acc[r][j];
 #pragma unroll
           for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-          if (lane == r) {
+          if (lane == (r * kBatchTile + j) % 32) {
+            const int b = b0 + j;
             const int64_t i = static_cast<int64_t>(b) * p.H + r0 + r;
-            const acc_t z = static_cast<acc_t>(load_cg(cur + i)) + sum;
-            acc_t y;
-            if (!p.backward) {
-              y = p.relu ? (z > acc_t(0) ? z : acc_t(0)) : tanh(z);
-            } else {
-              const acc_t h = static_cast<acc_t>(p.act_out[t * step + i]);
-              y = p.relu ? (h > acc_t(0) ? z : acc_t(0)) : z * (acc_t(1) - h * h);
+            acc_t y = acc_t(0);  // finished sequence: output / gradient is zero from here on
+            if (b < live) {
+              const acc_t z = static_cast<acc_t>(load_cg(cur + i)) + sum;
+              if (!p.backward) {
+                y = p.relu ? (z > acc_t(0) ? z : acc_t(0)) : tanh(z);
+              } else {
+                const acc_t h = static_cast<acc_t>(p.act_out[t * step + i]);
+                y = p.relu ? (h > acc_t(0) ? z : acc_t(0)) : z * (acc_t(1) - h * h);
+              }
             }
             cur[i] = static_cast<scalar_t>(y);
           }
@@ -169,6 +195,7 @@ struct PersistentConfig {
   int grid = 0, rows = 0;
   size_t smem = 0;
   StepBarrier barrier = StepBarrier::kGrid;
+  int batch_tile = 1;  // sequences per warp at a time (rnn_persistent_kernel's kBatchTile)
   const char* why = "";
 };
 
@@ -221,13 +248,19 @@ PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H) {
     } else if (smem > prop->sharedMemPerBlockOptin) {
       cfg.why = "W_hh slice exceeds shared memory";
     } else {
-      cfg = {true, grid, rows, smem, barrier, "fits"};
+      // the widest batch tile that still gives each of the 8 warps a tile and keeps rows x tile
+      // accumulators within rows_for_tile's budget
+      const int64_t warps = kPersistThreads / 32;
+      int tile = 8;
+      while (tile > 1 && ((B + warps - 1) / warps < tile || rows * tile > 64)) tile /= 2;
+      cfg = {true, grid, rows, smem, barrier, tile, "fits"};
     }
   }
   if (debug_enabled())
-    std::fprintf(stderr, "rnnkern: rnn B=%lld H=%lld %s -> %s path (%s%s%s)\n", static_cast<long long>(B),
-                 static_cast<long long>(H), c10::toString(dtype), cfg.use ? "persistent" : "general", cfg.why,
-                 cfg.use ? ", barrier " : "", cfg.use ? barrier_name(cfg.barrier) : "");
+    std::fprintf(stderr, "rnnkern: rnn B=%lld H=%lld %s -> %s path (%s%s%s, batch tile %d)\n",
+                 static_cast<long long>(B), static_cast<long long>(H), c10::toString(dtype),
+                 cfg.use ? "persistent" : "general", cfg.why, cfg.use ? ", barrier " : "",
+                 cfg.use ? barrier_name(cfg.barrier) : "", cfg.batch_tile);
   return cfg;
 }
 
@@ -248,9 +281,9 @@ bool fall_back(const char* why, int grid) {
 
 // Cooperative launch (grid.sync and the flag barrier both need every CTA co-resident); returns
 // false (nothing launched) if the grid cannot be, so the caller falls back to the general path.
-template <typename scalar_t, StepBarrier kBarrier>
+template <typename scalar_t, StepBarrier kBarrier, int kBatchTile>
 bool launch_cooperative(const PersistentConfig& cfg, PersistentParams<scalar_t> params) {
-  auto kernel = rnn_persistent_kernel<scalar_t, kBarrier>;
+  auto kernel = rnn_persistent_kernel<scalar_t, kBarrier, kBatchTile>;
   allow_full_shared_memory(kernel);
   int per_sm = 0;
   C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kPersistThreads, cfg.smem));
@@ -259,7 +292,7 @@ bool launch_cooperative(const PersistentConfig& cfg, PersistentParams<scalar_t> 
   at::Tensor arrivals;
   if constexpr (kBarrier == StepBarrier::kFlag) {
     if (int64_t{params.T} * cfg.grid >= (int64_t{1} << 32))  // the arrival count would wrap
-      return launch_cooperative<scalar_t, StepBarrier::kGrid>(cfg, params);
+      return launch_cooperative<scalar_t, StepBarrier::kGrid, kBatchTile>(cfg, params);
     arrivals = at::zeros({1}, at::TensorOptions().dtype(at::kInt).device(at::kCUDA, at::cuda::current_device()));
     params.arrivals = reinterpret_cast<unsigned int*>(arrivals.data_ptr<int>());
   }
@@ -272,9 +305,9 @@ bool launch_cooperative(const PersistentConfig& cfg, PersistentParams<scalar_t> 
 
 // One thread-block cluster of cfg.grid CTAs; false when this build has no sm_90 code for the
 // kernel or the cluster cannot be resident.
-template <typename scalar_t>
+template <typename scalar_t, int kBatchTile>
 bool launch_cluster(const PersistentConfig& cfg, const PersistentParams<scalar_t>& params) {
-  auto kernel = rnn_persistent_kernel<scalar_t, StepBarrier::kCluster>;
+  auto kernel = rnn_persistent_kernel<scalar_t, StepBarrier::kCluster, kBatchTile>;
   cudaFuncAttributes attr;
   C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
   if (attr.ptxVersion < 90) return fall_back("has no sm_90 code in this build for a cluster", cfg.grid);
@@ -300,15 +333,44 @@ bool launch_cluster(const PersistentConfig& cfg, const PersistentParams<scalar_t
   return true;
 }
 
-template <typename scalar_t>
-bool launch_persistent(const PersistentConfig& cfg, const PersistentParams<scalar_t>& params) {
+template <typename scalar_t, int kBatchTile>
+bool launch_with_tile(const PersistentConfig& cfg, const PersistentParams<scalar_t>& params) {
   switch (cfg.barrier) {
     case StepBarrier::kCluster:
-      return launch_cluster<scalar_t>(cfg, params);
+      return launch_cluster<scalar_t, kBatchTile>(cfg, params);
     case StepBarrier::kFlag:
-      return launch_cooperative<scalar_t, StepBarrier::kFlag>(cfg, params);
+      return launch_cooperative<scalar_t, StepBarrier::kFlag, kBatchTile>(cfg, params);
     default:
-      return launch_cooperative<scalar_t, StepBarrier::kGrid>(cfg, params);
+      return launch_cooperative<scalar_t, StepBarrier::kGrid, kBatchTile>(cfg, params);
+  }
+}
+
+template <typename scalar_t>
+bool launch_persistent(const PersistentConfig& cfg, const PersistentParams<scalar_t>& params) {
+  switch (cfg.batch_tile) {
+    case 8:
+      return launch_with_tile<scalar_t, 8>(cfg, params);
+    case 4:
+      return launch_with_tile<scalar_t, 4>(cfg, params);
+    case 2:
+      return launch_with_tile<scalar_t, 2>(cfg, params);
+    default:
+      return launch_with_tile<scalar_t, 1>(cfg, params);
+  }
+}
+
+// The persistent kernels' dtypes (fp64 stays on the general path: choose_rnn_path).
+template <typename Fn>
+void dispatch_persistent_dtype(at::ScalarType dtype, Fn&& fn) {
+  switch (dtype) {
+    case at::kFloat:
+      return fn(float{});
+    case at::kHalf:
+      return fn(c10::Half{});
+    case at::kBFloat16:
+      return fn(c10::BFloat16{});
+    default:
+      TORCH_CHECK(false, "rnn persistent kernel: unsupported dtype ", dtype);
   }
 }
 
@@ -357,7 +419,8 @@ std::tuple<at::Tensor, at::Tensor> rnn_forward_cuda(const at::Tensor& input, con
       rnn_input_projection(out2, input, w_ih, b_ih, b_hh);
       const at::Tensor w = w_hh.contiguous(), h0 = hx.contiguous(), live = live_rows(bs, s.B, input);
       bool launched = false;
-      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "rnn_forward_persistent", [&] {
+      dispatch_persistent_dtype(input.scalar_type(), [&](auto zero) {
+        using scalar_t = decltype(zero);
         launched = launch_persistent<scalar_t>(cfg, make_params<scalar_t>(w, out, &h0, nullptr, live, cfg, relu, false));
       });
       if (launched) return {out, rnn_last_state(out, h0, lengths)};
@@ -387,7 +450,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
       }
       const at::Tensor w_t = w_hh.t().contiguous(), out = output.contiguous(), live = live_rows(bs, s.B, input);
       bool launched = false;
-      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "rnn_backward_persistent", [&] {
+      dispatch_persistent_dtype(input.scalar_type(), [&](auto zero) {
+        using scalar_t = decltype(zero);
         launched = launch_persistent<scalar_t>(cfg, make_params<scalar_t>(w_t, dz, nullptr, &out, live, cfg, relu, true));
       });
       // dz now holds dL/d(pre-activation) for every step; the rest is large GEMMs

@@ -595,9 +595,35 @@ def test_persistent_barriers_bitwise_equal(monkeypatch, capfd, dtype, H, with_le
         err = capfd.readouterr().err
         cluster = torch.cuda.get_device_capability()[0] >= 9 and H <= 256
         expected = {"grid": "grid", "flag": "flag", "auto": "cluster" if cluster else "grid"}[barrier]
-        assert f"-> persistent path (fits, barrier {expected})" in err and "general path" not in err, err
+        assert f"-> persistent path (fits, barrier {expected}," in err and "general path" not in err, err
     for a, b, c in zip(runs["grid"], runs["flag"], runs["auto"]):
         assert torch.equal(a, b) and torch.equal(a, c)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("H", [300, 1024])
+def test_persistent_batch_tiles_bitwise_equal(monkeypatch, capfd, dtype, H):
+    """B = 8, 16, 32, 64 run 1, 2, 4, 8 sequences per warp at a time (the log names the tile);
+    a sequence's outputs and dz must not depend on which tile or batch it ran in. W_ih = I keeps
+    the cuBLAS GEMMs around the kernel exact, so only the kernel's own arithmetic is compared."""
+    T = 11
+    args = _cuda_args(T, 64, H)
+    args[2] = torch.eye(H, device="cuda", dtype=torch.float64)  # input projection and dx exact in any GEMM algorithm
+    args = [a.to(dtype) for a in args]
+    g, gh = torch.randn(T, 64, H, device="cuda"), torch.randn(64, H, device="cuda")
+    monkeypatch.setenv("RNNKERN_DEBUG", "1")
+    full = _cuda_fwd_bwd(monkeypatch, args, None, True, g, gh, RNNKERN_RNN_PATH="persistent")
+    sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    rows = -(-H // sms)  # H > 256: the grid barrier's spread over every SM (choose_rnn_path)
+    tile = {B: max(t for t in (1, 2, 4, 8) if t <= -(-B // 8) and rows * t <= 64) for B in (8, 16, 32)}
+    for B in (8, 16, 32):
+        capfd.readouterr()
+        sub = [args[0][:, :B], args[1][:B], *args[2:]]
+        part = _cuda_fwd_bwd(monkeypatch, sub, None, True, g[:, :B], gh[:B], RNNKERN_RNN_PATH="persistent")
+        assert f"batch tile {tile[B]})" in capfd.readouterr().err
+        assert torch.equal(part[0], full[0][:, :B]) and torch.equal(part[1], full[1][:B])  # output, h_n
+        assert torch.equal(part[2], full[2][:, :B])  # d input = dz (W_ih = I): the kernel's own result
 
 
 @pytest.mark.cuda
