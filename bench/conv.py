@@ -80,7 +80,7 @@ def cases(device: str, quick: bool) -> list[Bench]:
             memory_format=fmt)
         d = c.dilation
         gy = torch.randn(c.n, c.cout, c.hw, c.hw, device=device, dtype=c.dtype).contiguous(memory_format=fmt)
-        s, p4, dd = [1, 1], [d, d, d, d], [d, d]
+        s, p4, dd = [1, 1], [d, d, d, d], [d, d]  # bound as lambda defaults below: each case its own
         flops, name = useful_flops(c), _name(c)
 
         def theirs_fwd(x=x, w=w, d=d, nc=c.no_cudnn):
@@ -89,9 +89,10 @@ def cases(device: str, quick: bool) -> list[Bench]:
 
         out.append(Bench("conv", name, "fwd", lambda x=x, w=w, d=d: RF.conv2d(x, w, None, 1, d, d), theirs_fwd,
                          "TFLOP/s", flops))
-        out.append(Bench("conv", name, "dgrad", lambda gy=gy, w=w, xs=list(x.shape): DGRAD(gy, w, xs, s, p4, dd, 1),
+        out.append(Bench("conv", name, "dgrad",
+                         lambda gy=gy, w=w, xs=list(x.shape), s=s, p4=p4, dd=dd: DGRAD(gy, w, xs, s, p4, dd, 1),
                          _torch_backward(gy, x, w, d, [True, False, False], c.no_cudnn), "TFLOP/s", flops))
         out.append(Bench("conv", name, "wgrad",
-                         lambda gy=gy, x=x, ws=list(w.shape): WGRAD(gy, x, ws, s, p4, dd, 1, False),
+                         lambda gy=gy, x=x, ws=list(w.shape), s=s, p4=p4, dd=dd: WGRAD(gy, x, ws, s, p4, dd, 1, False),
                          _torch_backward(gy, x, w, d, [False, True, False], c.no_cudnn), "TFLOP/s", flops))
     return out
