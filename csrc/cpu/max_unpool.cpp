@@ -14,6 +14,7 @@
 #include <atomic>
 
 #include "../unpool_common.h"
+#include "fresh_buffer.h"
 
 namespace rnnkern {
 namespace {
@@ -248,7 +249,7 @@ at::Tensor max_unpool_forward_cpu(const at::Tensor& input, const std::optional<a
   const UnpoolGeometry g = check_unpool_args("max_unpool_forward", input.sizes(), input.device(), indices, mode, kernel, stride,
                                              padding, output_size);
   const at::MemoryFormat fmt = unpool_output_format(input);
-  at::Tensor output = at::empty({g.N, g.C, g.OH, g.OW}, input.options().memory_format(fmt));
+  at::Tensor output = empty_for_full_write({g.N, g.C, g.OH, g.OW}, input.options().memory_format(fmt));
   if (output.numel() == 0) return output;
   const int64_t* idx = g.mode == UnpoolMode::kIndices ? indices->const_data_ptr<int64_t>() : nullptr;
   const Strides4 is(g.mode == UnpoolMode::kIndices ? *indices : input);
@@ -293,7 +294,7 @@ at::Tensor max_unpool_backward_cpu(const at::Tensor& grad_output, const std::opt
   TORCH_CHECK(grad_output.size(0) == g.N && grad_output.size(1) == g.C,
               "max_unpool_backward: grad_output batch/channels do not match input_size");
   const at::MemoryFormat fmt = unpool_output_format(grad_output);
-  at::Tensor grad_input = at::empty({g.N, g.C, g.H, g.W}, grad_output.options().memory_format(fmt));
+  at::Tensor grad_input = empty_for_full_write({g.N, g.C, g.H, g.W}, grad_output.options().memory_format(fmt));
   if (grad_input.numel() == 0) return grad_input;
   const int64_t* idx = g.mode == UnpoolMode::kIndices ? indices->const_data_ptr<int64_t>() : nullptr;
   const Strides4 is(g.mode == UnpoolMode::kIndices ? *indices : grad_input);
