@@ -1,6 +1,7 @@
 // Shape/argument checks and the output layout rule shared by the CPU and CUDA unpool kernels.
 #pragma once
 #include <ATen/ATen.h>
+#include <c10/macros/Macros.h>
 #include <optional>
 #include "ops.h"
 
@@ -55,5 +56,57 @@ inline UnpoolGeometry check_unpool_args(const char* op, at::IntArrayRef in_sizes
 // Error flags a kernel raises (integer OR, deterministic); read once on the host.
 constexpr int kUnpoolIndexOutOfRange = 1;
 constexpr int kUnpoolIndexOutsideWindow = 2;  // gather path cannot place it: fall back to scatter
+
+inline void raise_out_of_range(const UnpoolGeometry& g) {
+  TORCH_CHECK_INDEX(false, "max_unpool: found an index out of range [0, ", g.OH * g.OW,
+                    ") for output size (", g.OH, ", ", g.OW, ")");
+}
+
+// Element strides of a 4-D tensor, passed by value into the kernels.
+struct Strides4 {
+  int64_t n, c, h, w;
+  C10_HOST_DEVICE int64_t at(int64_t in, int64_t ic, int64_t ih, int64_t iw) const {
+    return in * n + ic * c + ih * h + iw * w;
+  }
+};
+
+inline Strides4 strides_of(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
+
+// The gather's unit of work (kernel == stride, so windows tile the output): window (wh, ww) of
+// plane (n, c) reads its value (and index) once and writes each of its output elements once.
+// Returns the error flags it saw, for the caller to OR together (atomically on its backend).
+template <typename scalar_t>
+C10_HOST_DEVICE int unpool_fill_window(const UnpoolGeometry& g, const scalar_t* in, const Strides4& xs,
+                                       const int64_t* idx, const Strides4& is, scalar_t* out, const Strides4& os,
+                                       int64_t n, int64_t c, int64_t wh, int64_t ww) {
+  const int64_t oh0 = wh * g.sh, ow0 = ww * g.sw;
+  const int64_t oh1 = oh0 + g.sh < g.OH ? oh0 + g.sh : g.OH, ow1 = ow0 + g.sw < g.OW ? ow0 + g.sw : g.OW;
+  int flags = 0;
+  scalar_t v = scalar_t(0);
+  int64_t th = -1, tw = -1;  // target inside the window; (-1, -1) = none, (-2, -2) = every element
+  if (wh < g.H && ww < g.W) {
+    v = in[xs.at(n, c, wh, ww)];
+    if (g.mode == UnpoolMode::kIndices) {
+      const int64_t k = idx[is.at(n, c, wh, ww)];
+      if (k < 0 || k >= g.OH * g.OW) {
+        flags |= kUnpoolIndexOutOfRange;
+      } else {
+        th = k / g.OW;
+        tw = k - th * g.OW;
+        if (th < oh0 || th >= oh1 || tw < ow0 || tw >= ow1) flags |= kUnpoolIndexOutsideWindow;
+      }
+    } else if (g.mode == UnpoolMode::kBedOfNails) {
+      th = oh0;
+      tw = ow0;
+    } else {
+      th = tw = -2;
+    }
+  }
+  scalar_t* o = out + n * os.n + c * os.c;
+  for (int64_t oh = oh0; oh < oh1; ++oh)
+    for (int64_t ow = ow0; ow < ow1; ++ow)
+      o[oh * os.h + ow * os.w] = (th == -2 || (oh == th && ow == tw)) ? v : scalar_t(0);
+  return flags;
+}
 
 }  // namespace rnnkern

@@ -5,9 +5,9 @@
 //    tile the output, so each window reads its value (and index) once and writes all of its
 //    output elements once; no zero-fill pass.
 //  * scatter (max-unpool into contiguous planes, other geometries, indices that leave their
-//    window): zero the plane — it stays in L2 — then write input elements in input order. Duplicate indices: the LAST input element (highest flat
-//    input position in its plane) wins — the rule torch's CPU kernel follows and the CUDA
-//    kernel reproduces deterministically.
+//    window): zero the plane — it stays in L2 — then write input elements in input order.
+//    Duplicate indices: the LAST input element (highest flat input position in its plane)
+//    wins — the rule torch's CPU kernel follows and the CUDA kernel reproduces deterministically.
 #include <ATen/Parallel.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -18,12 +18,6 @@
 
 namespace rnnkern {
 namespace {
-
-struct Strides4 {
-  int64_t n, c, h, w;
-  explicit Strides4(const at::Tensor& t) : n(t.stride(0)), c(t.stride(1)), h(t.stride(2)), w(t.stride(3)) {}
-  int64_t at(int64_t in, int64_t ic, int64_t ih, int64_t iw) const { return in * n + ic * c + ih * h + iw * w; }
-};
 
 // Visit (n, c, h, w) over an N x C x H x W grid in the memory order of `fmt`, in parallel over
 // the two outer loops, so the writes of each task stay contiguous.
@@ -51,7 +45,7 @@ template <typename scalar_t, int64_t K>  // K: compile-time square kernel (== st
 void unpool_fill_nchw(const UnpoolGeometry& g, const at::Tensor& input, at::Tensor& output) {
   const scalar_t* in = input.const_data_ptr<scalar_t>();
   scalar_t* out = output.data_ptr<scalar_t>();
-  const Strides4 xs(input);
+  const Strides4 xs = strides_of(input);
   const int64_t plane = g.OH * g.OW, OW = g.OW, sh = g.sh, sw = g.sw;
   const int64_t WH = (g.OH + sh - 1) / sh, WW = (OW + sw - 1) / sw;
   const bool nearest = g.mode == UnpoolMode::kNearest;
@@ -93,38 +87,12 @@ int unpool_gather(const UnpoolGeometry& g, const at::Tensor& input, const int64_
                   at::Tensor& output, at::MemoryFormat fmt) {
   const scalar_t* in = input.const_data_ptr<scalar_t>();
   scalar_t* out = output.data_ptr<scalar_t>();
-  const Strides4 xs(input), os(output);
-  const int64_t plane = g.OH * g.OW;
+  const Strides4 xs = strides_of(input), os = strides_of(output);
   const int64_t WH = (g.OH + g.sh - 1) / g.sh, WW = (g.OW + g.sw - 1) / g.sw;  // window grid
   std::atomic<int> flags{0};
   for_each_nchw(fmt, g.N, g.C, WH, WW, [&](int64_t n, int64_t c, int64_t wh, int64_t ww) {
-    const int64_t oh0 = wh * g.sh, ow0 = ww * g.sw;
-    const int64_t oh1 = std::min(oh0 + g.sh, g.OH), ow1 = std::min(ow0 + g.sw, g.OW);
-    scalar_t v = scalar_t(0);
-    int64_t th = -1, tw = -1;  // target inside the window; (-1, -1) = none, (-2, -2) = all
-    if (wh < g.H && ww < g.W) {
-      v = in[xs.at(n, c, wh, ww)];
-      if (g.mode == UnpoolMode::kIndices) {
-        const int64_t k = idx[is.at(n, c, wh, ww)];
-        if (k < 0 || k >= plane) {
-          flags.fetch_or(kUnpoolIndexOutOfRange, std::memory_order_relaxed);
-        } else {
-          th = k / g.OW;
-          tw = k % g.OW;
-          if (th < oh0 || th >= oh1 || tw < ow0 || tw >= ow1)
-            flags.fetch_or(kUnpoolIndexOutsideWindow, std::memory_order_relaxed);
-        }
-      } else if (g.mode == UnpoolMode::kBedOfNails) {
-        th = oh0;
-        tw = ow0;
-      } else {
-        th = tw = -2;
-      }
-    }
-    scalar_t* o = out + n * os.n + c * os.c;
-    for (int64_t oh = oh0; oh < oh1; ++oh)
-      for (int64_t ow = ow0; ow < ow1; ++ow)
-        o[oh * os.h + ow * os.w] = (th == -2 || (oh == th && ow == tw)) ? v : scalar_t(0);
+    if (const int f = unpool_fill_window(g, in, xs, idx, is, out, os, n, c, wh, ww))
+      flags.fetch_or(f, std::memory_order_relaxed);
   });
   return flags.load();
 }
@@ -134,7 +102,7 @@ int unpool_scatter(const UnpoolGeometry& g, const at::Tensor& input, const int64
                    at::Tensor& output) {
   const scalar_t* in = input.const_data_ptr<scalar_t>();
   scalar_t* out = output.data_ptr<scalar_t>();
-  const Strides4 xs(input), os(output);
+  const Strides4 xs = strides_of(input), os = strides_of(output);
   const int64_t plane = g.OH * g.OW;
   const bool contiguous_planes = os.w == 1 && os.h == g.OW;
   std::atomic<int> flags{0};
@@ -236,11 +204,6 @@ int unpool_scatter_channels_last(const UnpoolGeometry& g, const scalar_t* in, co
   return flags.load();
 }
 
-void raise_out_of_range(const UnpoolGeometry& g) {
-  TORCH_CHECK_INDEX(false, "max_unpool: found an index out of range [0, ", g.OH * g.OW,
-                    ") for output size (", g.OH, ", ", g.OW, ")");
-}
-
 }  // namespace
 
 at::Tensor max_unpool_forward_cpu(const at::Tensor& input, const std::optional<at::Tensor>& indices,
@@ -252,7 +215,7 @@ at::Tensor max_unpool_forward_cpu(const at::Tensor& input, const std::optional<a
   at::Tensor output = empty_for_full_write({g.N, g.C, g.OH, g.OW}, input.options().memory_format(fmt));
   if (output.numel() == 0) return output;
   const int64_t* idx = g.mode == UnpoolMode::kIndices ? indices->const_data_ptr<int64_t>() : nullptr;
-  const Strides4 is(g.mode == UnpoolMode::kIndices ? *indices : input);
+  const Strides4 is = strides_of(g.mode == UnpoolMode::kIndices ? *indices : input);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "max_unpool_forward_cpu", [&] {
     int flags = 0;
     if (g.windows_tile()) {
@@ -297,8 +260,8 @@ at::Tensor max_unpool_backward_cpu(const at::Tensor& grad_output, const std::opt
   at::Tensor grad_input = empty_for_full_write({g.N, g.C, g.H, g.W}, grad_output.options().memory_format(fmt));
   if (grad_input.numel() == 0) return grad_input;
   const int64_t* idx = g.mode == UnpoolMode::kIndices ? indices->const_data_ptr<int64_t>() : nullptr;
-  const Strides4 is(g.mode == UnpoolMode::kIndices ? *indices : grad_input);
-  const Strides4 gs(grad_output), os(grad_input);
+  const Strides4 is = strides_of(g.mode == UnpoolMode::kIndices ? *indices : grad_input);
+  const Strides4 gs = strides_of(grad_output), os = strides_of(grad_input);
   const int64_t plane = g.OH * g.OW;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "max_unpool_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;

@@ -25,15 +25,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-struct Strides4 {
-  int64_t n, c, h, w;
-  __host__ __device__ int64_t at(int64_t in, int64_t ic, int64_t ih, int64_t iw) const {
-    return in * n + ic * c + ih * h + iw * w;
-  }
-};
-
-Strides4 strides_of(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
-
 // Linear thread index -> (n, c, h, w) on an N x C x H x W grid in the memory order of the output.
 __device__ __forceinline__ void decompose(int64_t i, bool channels_last, int64_t C, int64_t H, int64_t W,
                                           int64_t& n, int64_t& c, int64_t& h, int64_t& w) {
@@ -54,36 +45,10 @@ __global__ void unpool_gather_kernel(UnpoolGeometry g, bool channels_last, const
                                      scalar_t* __restrict__ out, Strides4 os, int* __restrict__ flags) {
   const int64_t WH = (g.OH + g.sh - 1) / g.sh, WW = (g.OW + g.sw - 1) / g.sw;
   const int64_t total = g.N * g.C * WH * WW;
-  const int64_t plane = g.OH * g.OW;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t n, c, wh, ww;
     decompose(i, channels_last, g.C, WH, WW, n, c, wh, ww);
-    const int64_t oh0 = wh * g.sh, ow0 = ww * g.sw;
-    const int64_t oh1 = min(oh0 + g.sh, g.OH), ow1 = min(ow0 + g.sw, g.OW);
-    scalar_t v = scalar_t(0);
-    int64_t th = -1, tw = -1;  // target in the window; -1 = none, -2 = every element
-    if (wh < g.H && ww < g.W) {
-      v = in[xs.at(n, c, wh, ww)];
-      if (g.mode == UnpoolMode::kIndices) {
-        const int64_t k = idx[is.at(n, c, wh, ww)];
-        if (k < 0 || k >= plane) {
-          atomicOr(flags, kUnpoolIndexOutOfRange);
-        } else {
-          th = k / g.OW;
-          tw = k - th * g.OW;
-          if (th < oh0 || th >= oh1 || tw < ow0 || tw >= ow1) atomicOr(flags, kUnpoolIndexOutsideWindow);
-        }
-      } else if (g.mode == UnpoolMode::kBedOfNails) {
-        th = oh0;
-        tw = ow0;
-      } else {
-        th = tw = -2;
-      }
-    }
-    scalar_t* o = out + n * os.n + c * os.c;
-    for (int64_t oh = oh0; oh < oh1; ++oh)
-      for (int64_t ow = ow0; ow < ow1; ++ow)
-        o[oh * os.h + ow * os.w] = (th == -2 || (oh == th && ow == tw)) ? v : scalar_t(0);
+    if (const int f = unpool_fill_window(g, in, xs, idx, is, out, os, n, c, wh, ww)) atomicOr(flags, f);
   }
 }
 
@@ -141,11 +106,6 @@ __global__ void unpool_backward_kernel(UnpoolGeometry g, bool channels_last, con
     }
     gi[os.at(n, c, h, w)] = static_cast<scalar_t>(acc);
   }
-}
-
-void raise_out_of_range(const UnpoolGeometry& g) {
-  TORCH_CHECK_INDEX(false, "max_unpool: found an index out of range [0, ", g.OH * g.OW,
-                    ") for output size (", g.OH, ", ", g.OW, ")");
 }
 
 }  // namespace
