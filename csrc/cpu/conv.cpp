@@ -897,6 +897,238 @@ void conv_transpose_direct_avx512(const at::Tensor& x, const at::Tensor& w, cons
   });
 }
 
+// ---- direct AVX-512 weight gradient (fp32) -----------------------------------------------------
+//
+// dW[k, c, r, s] = sum over (n, oh, ow) of gy[n, k, oh, ow] * x[n, c, oh*sh - pt + r*dh, ow*sw - pl + s*dw]:
+// per tap, a (channels x channels) product reduced over the output pixels whose read of that tap
+// lands on real input (exact valid rectangle: padding is never multiplied). One operand, "A", is
+// read as vectors of 16 channels (a pixel-major copy with its channels per group padded to 16, or
+// the channels_last tensor itself when nothing needs padding); the other, "B", is broadcast one
+// channel at a time straight from the tensor in either layout (no copy: a broadcast is one load
+// wherever the value lives). A block of CB B-channels x KV A-vectors (CB * KV <= 24 zmm) is held
+// in registers across a chunk of ~kWgradChunk pixels (loaded from / stored to the tap's slice of
+// the result around the chunk), so the chunk's A vectors are reused from L1 by every B-block.
+// A = gy (vectors over output channels) unless x's channels pad to 16 with less waste.
+//
+// Determinism and accuracy: every result element is the sum, in chunk order, of per-chunk FMA
+// chains (each chunk's partial starts from zero: a two-level sum, not one chain over all N*OH*OW
+// pixels); the pixels run in a fixed order (image, row, column) and threads take disjoint
+// (group, tap, B-channel range) items. Bitwise identical run to run and for any thread count.
+
+constexpr int64_t kWgradChunk = 96;  // pixels per register-block pass
+
+struct WgradSeg {
+  const float* a;  // first pixel of A (group and block offsets added by the kernel call)
+  const float* b;
+  int64_t len;     // pixels; consecutive pixels are as / bs elements apart
+};
+
+template <int CB, int KV>
+__attribute__((target("avx512f"))) void wgrad_block(const WgradSeg* segs, int64_t nseg, int64_t as, int64_t bs,
+                                                     int64_t bcs, int64_t aoff, int64_t boff, float* acc,
+                                                     int64_t ldacc) {
+  __m512 s[CB][KV];
+#pragma GCC unroll 24
+  for (int j = 0; j < CB; ++j)
+#pragma GCC unroll 4
+    for (int v = 0; v < KV; ++v) s[j][v] = _mm512_setzero_ps();
+  for (int64_t q = 0; q < nseg; ++q) {
+    const float* a = segs[q].a + aoff;
+    const float* b = segs[q].b + boff;
+    const int64_t len = segs[q].len;
+    for (int64_t i = 0; i < len; ++i, a += as, b += bs) {
+      __m512 av[KV];
+#pragma GCC unroll 4
+      for (int v = 0; v < KV; ++v) av[v] = _mm512_loadu_ps(a + 16 * v);
+#pragma GCC unroll 24
+      for (int j = 0; j < CB; ++j) {
+        const __m512 bb = _mm512_set1_ps(b[j * bcs]);
+#pragma GCC unroll 4
+        for (int v = 0; v < KV; ++v) s[j][v] = _mm512_fmadd_ps(bb, av[v], s[j][v]);
+      }
+    }
+  }
+#pragma GCC unroll 24
+  for (int j = 0; j < CB; ++j)
+#pragma GCC unroll 4
+    for (int v = 0; v < KV; ++v)
+      _mm512_storeu_ps(acc + j * ldacc + 16 * v, _mm512_add_ps(_mm512_loadu_ps(acc + j * ldacc + 16 * v), s[j][v]));
+}
+
+using WgradBlockFn = void (*)(const WgradSeg*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float*, int64_t);
+template <int KV, int... CB>
+constexpr std::array<WgradBlockFn, sizeof...(CB)> wgrad_blocks(std::integer_sequence<int, CB...>) {
+  return {wgrad_block<CB + 1, KV>...};
+}
+constexpr auto kWgradBlocks1 = wgrad_blocks<1>(std::make_integer_sequence<int, 24>{});
+constexpr auto kWgradBlocks2 = wgrad_blocks<2>(std::make_integer_sequence<int, 12>{});
+constexpr auto kWgradBlocks3 = wgrad_blocks<3>(std::make_integer_sequence<int, 8>{});
+constexpr auto kWgradBlocks4 = wgrad_blocks<4>(std::make_integer_sequence<int, 6>{});
+WgradBlockFn wgrad_block_fn(int kv, int64_t cb) {
+  switch (kv) {
+    case 1: return kWgradBlocks1[cb - 1];
+    case 2: return kWgradBlocks2[cb - 1];
+    case 3: return kWgradBlocks3[cb - 1];
+    default: return kWgradBlocks4[cb - 1];
+  }
+}
+
+// A 4-D (N, C, R, S) dense tensor seen pixel by pixel: element (n, gi*Cg + c, y, x) at
+// p + n*img + y*row + x*pix + c*ch (+ the group offset goff * gi).
+struct PixelView {
+  const float* p;
+  int64_t img, row, pix, ch, goff;
+};
+
+PixelView pixel_view(const at::Tensor& t, bool cl, int64_t Cg) {
+  const int64_t C = t.size(1), H = t.size(2), W = t.size(3);
+  if (cl) return {t.const_data_ptr<float>(), H * W * C, W * C, C, 1, Cg};
+  return {t.const_data_ptr<float>(), C * H * W, W, 1, H * W, Cg * H * W};
+}
+
+// One (image, row) of the A operand: dp[(x * G + gi) * Cgp + c] = t[n, gi*Cg + c, y, x], zeros for c >= Cg.
+__attribute__((target("avx512f"))) void pack_a_row(const float* src, bool cl, int64_t n, int64_t y, int64_t C,
+                                                    int64_t R, int64_t S, int64_t G, int64_t Cg, int64_t Cgp,
+                                                    float* dp) {
+  const int64_t RS = R * S;
+  const __m512i idx = _mm512_mullo_epi32(_mm512_set1_epi32(static_cast<int>(RS)),
+                                         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+  const bool gather = !cl && 16 * RS < (int64_t(1) << 31);
+  for (int64_t xx = 0; xx < S; ++xx)
+    for (int64_t gi = 0; gi < G; ++gi, dp += Cgp) {
+      int64_t c = 0;
+      if (cl) {
+        std::memcpy(static_cast<void*>(dp), src + ((n * R + y) * S + xx) * C + gi * Cg, sizeof(float) * Cg);
+        c = Cg;
+      } else {
+        const float* sp = src + (n * C + gi * Cg) * RS + y * S + xx;
+        if (gather)
+          for (; c + 16 <= Cg; c += 16) _mm512_storeu_ps(dp + c, gather16(idx, sp + c * RS, 4));
+        for (; c < Cg; ++c) dp[c] = sp[c * RS];
+      }
+      for (; c < Cgp; ++c) dp[c] = 0.f;
+    }
+}
+
+// The A operand: t (N, G*Cg, R, S) as pixel-major (N*R*S, G, Cgp) with zero channels c >= Cg, in
+// per-thread scratch (slot 1); or t itself when it is channels_last with Cg == Cgp.
+PixelView pack_a_operand(const at::Tensor& t, bool cl, int64_t G, int64_t Cg, int64_t Cgp) {
+  const int64_t N = t.size(0), C = t.size(1), R = t.size(2), S = t.size(3), RS = R * S;
+  if (cl && Cg == Cgp) return pixel_view(t, true, Cg);
+  at::Tensor buf = scratch(1, N * RS * G * Cgp, t.options());
+  float* d = buf.mutable_data_ptr<float>();
+  const float* src = t.const_data_ptr<float>();
+  const int64_t rows = N * R;
+  at::parallel_for(0, rows, item_grain(rows, double(N * RS * C) * 4), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row)
+      pack_a_row(src, cl, row / R, row % R, C, R, S, G, Cg, Cgp, d + row * S * G * Cgp);
+  });
+  return {d, RS * G * Cgp, S * G * Cgp, G * Cgp, 1, Cgp};
+}
+
+// Which operand is read as vectors: gy (output channels) or x (input channels); none: the GEMM path.
+enum class WgradA { kNone, kGradOutput, kInput };
+
+WgradA wgrad_direct_choice(const ConvGeometry& g, at::ScalarType t) {
+  if (t != at::kFloat || !cpu_has_avx512() || narrow_groups(g) || is_pointwise(g)) return WgradA::kNone;
+  const int64_t Kg = g.Kg(), Cg = g.Cg();
+  const double ek = double(Kg) / double((Kg + 15) / 16 * 16), ec = double(Cg) / double((Cg + 15) / 16 * 16);
+  if (Kg >= 16 && (ek >= ec || Cg < 16)) return WgradA::kGradOutput;
+  if (Cg >= 16) return WgradA::kInput;
+  return WgradA::kNone;
+}
+
+// Returns the weight gradient (K, Cg, KH, KW); gy and x dense, each in its own layout.
+at::Tensor backward_weight_direct_avx512(const ConvGeometry& g, WgradA which,
+                                      const at::Tensor& gy, bool gy_cl,
+                                      const at::Tensor& x, bool x_cl) {
+  const int64_t G = g.G, Kg = g.Kg(), Cg = g.Cg(), taps = g.taps();
+  const bool a_is_gy = which == WgradA::kGradOutput;
+  const int64_t Ach = a_is_gy ? Kg : Cg, Bch = a_is_gy ? Cg : Kg, Ap = (Ach + 15) / 16 * 16;
+  // result (G, taps, Bch, Ap): row j of tap t holds B-channel j against all A-channels
+  // (per-thread scratch slot 0: a fresh buffer of this size per call costs page faults)
+  at::Tensor res = scratch(0, G * taps * Bch * Ap, x.options());
+  float* rp = res.mutable_data_ptr<float>();
+  fill_zero(rp, G * taps * Bch * Ap);
+  if (g.N > 0) {
+    const PixelView A = a_is_gy ? pack_a_operand(gy, gy_cl, G, Kg, Ap) : pack_a_operand(x, x_cl, G, Cg, Ap);
+    const PixelView B = a_is_gy ? pixel_view(x, x_cl, Cg) : pixel_view(gy, gy_cl, Kg);
+    const PixelView& Y = a_is_gy ? A : B;  // the gy side
+    const PixelView& X = a_is_gy ? B : A;  // the x side
+    const int64_t as = a_is_gy ? A.pix : A.pix * g.sw, bs = a_is_gy ? B.pix * g.sw : B.pix;
+    const int64_t cbmax = 24 / std::min<int64_t>(4, Ap / 16);
+    const int64_t nblocks = (Bch + cbmax - 1) / cbmax;
+    const int64_t threads = at::get_num_threads();
+    // B-channel ranges per (group, tap): enough items to balance the threads
+    const int64_t parts = std::min<int64_t>(nblocks, std::max<int64_t>(1, (4 * threads + G * taps - 1) / (G * taps)));
+    const int64_t items = G * taps * parts;
+    const double macs = double(g.N) * g.OH * g.OW * g.K * Cg * taps;
+    at::parallel_for(0, items, item_grain(items, macs), [&](int64_t begin, int64_t end) {
+      std::vector<WgradSeg> segs;
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t gi = item / (taps * parts), t = (item / parts) % taps, part = item % parts;
+        const int64_t r = t / g.KW, s = t % g.KW;
+        int64_t oh0, oh1, ow0, ow1;
+        g.valid_rows(r, &oh0, &oh1);
+        g.valid_cols(s, &ow0, &ow1);
+        if (oh0 >= oh1 || ow0 >= ow1) continue;
+        // this part's B blocks, as even as the kernels allow
+        const int64_t blk0 = part * nblocks / parts, blk1 = (part + 1) * nblocks / parts;
+        segs.clear();
+        const int64_t iw0 = ow0 * g.sw - g.pl + s * g.dw;
+        for (int64_t n = 0; n < g.N; ++n)
+          for (int64_t oh = oh0; oh < oh1; ++oh) {
+            const int64_t ih = oh * g.sh - g.pt + r * g.dh;
+            const float* yp = Y.p + n * Y.img + oh * Y.row + ow0 * Y.pix + gi * Y.goff;
+            const float* xp = X.p + n * X.img + ih * X.row + iw0 * X.pix + gi * X.goff;
+            for (int64_t o = 0; o < ow1 - ow0; o += kWgradChunk) {
+              const int64_t len = std::min(kWgradChunk, ow1 - ow0 - o);
+              const float* ya = yp + o * Y.pix;
+              const float* xa = xp + o * g.sw * X.pix;
+              segs.push_back(a_is_gy ? WgradSeg{ya, xa, len} : WgradSeg{xa, ya, len});
+            }
+          }
+        float* acc = rp + (gi * taps + t) * Bch * Ap;
+        // chunks of consecutive segments, ~kWgradChunk pixels each, in pixel order
+        for (size_t q0 = 0; q0 < segs.size();) {
+          size_t q1 = q0;
+          int64_t px = 0;
+          while (q1 < segs.size() && px < kWgradChunk) px += segs[q1++].len;
+          for (int64_t a0 = 0; a0 < Ap; a0 += 64) {
+            const int kv = static_cast<int>(std::min<int64_t>(4, (Ap - a0) / 16));
+            const int64_t cb = 24 / kv, nb = (Bch + cb - 1) / cb;
+            for (int64_t blk = blk0 * nb / nblocks; blk < blk1 * nb / nblocks; ++blk) {
+              const int64_t j0 = blk * Bch / nb, j1 = (blk + 1) * Bch / nb;
+              wgrad_block_fn(kv, j1 - j0)(segs.data() + q0, static_cast<int64_t>(q1 - q0), as, bs, B.ch, a0,
+                                          j0 * B.ch, acc + j0 * Ap + a0, Ap);
+            }
+          }
+          q0 = q1;
+        }
+      }
+    });
+  }
+  // (G, taps, Bch, Ap) -> (K, Cg, KH, KW), 16 output channels at a time: the 16 written rows
+  // stay in L1 while every read line is used whole (a plain k, c, t loop read one float per
+  // line, ~6% of a call)
+  at::Tensor gw = at::empty({g.K, Cg, g.KH, g.KW}, x.options());
+  float* w = gw.mutable_data_ptr<float>();
+  const int64_t sk = a_is_gy ? 1 : Ap, sc = a_is_gy ? Ap : 1, st = Bch * Ap, wk = Cg * taps;
+  for (int64_t gi = 0; gi < G; ++gi) {
+    const float* src = rp + gi * taps * st;
+    for (int64_t k0 = 0; k0 < Kg; k0 += 16) {
+      const int64_t kb = std::min<int64_t>(16, Kg - k0);
+      float* wb = w + (gi * Kg + k0) * wk;
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t t = 0; t < taps; ++t) {
+          const float* sp = src + t * st + c * sc + k0 * sk;
+          for (int64_t k = 0; k < kb; ++k) wb[k * wk + c * taps + t] = sp[k * sk];
+        }
+    }
+  }
+  return gw;
+}
+
 template <typename T>
 void forward_impl(const ConvGeometry& g, bool cl, const at::Tensor& x, const at::Tensor& wt,
                   const std::optional<at::Tensor>& bias, at::Tensor& y) {
@@ -1222,9 +1454,17 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cpu(const at::Tensor& 
   check_conv_tensors(op, grad_output, "grad_output", input, "input");
   const ConvGeometry g = check_conv_args(op, input.sizes(), weight_size, stride, padding, dilation, groups);
   check_conv_grad_output(op, g, grad_output);
+  const at::ScalarType ct = cpu_compute_type(op, input.scalar_type());
+  const WgradA which = wgrad_direct_choice(g, ct);
+  if (which != WgradA::kNone) {  // each operand read in its own layout
+    const bool x_cl = conv_channels_last(input), gy_cl = conv_channels_last(grad_output);
+    const at::Tensor x = prep(input, ct, x_cl), gy = prep(grad_output, ct, gy_cl);
+    at::Tensor gw = backward_weight_direct_avx512(g, which, gy, gy_cl, x, x_cl);
+    at::Tensor gb = bias_grad ? gy.sum({0, 2, 3}) : at::empty({0}, gy.options());
+    return {gw, gb};
+  }
   // Both operands in one layout: the input's (the larger one; the ASPP case has C_in = 2048).
   const bool cl = conv_channels_last(input);
-  const at::ScalarType ct = cpu_compute_type(op, input.scalar_type());
   const at::Tensor x = prep(input, ct, cl), gy = prep(grad_output, ct, cl);
   at::Tensor gw;
   AT_DISPATCH_FLOATING_TYPES(ct, "conv2d_backward_weight_cpu", [&] { gw = backward_weight_impl<scalar_t>(g, cl, gy, x); });
