@@ -907,13 +907,14 @@ void conv_transpose_direct_avx512(const at::Tensor& x, const at::Tensor& w, cons
 // channel at a time straight from the tensor in either layout (no copy: a broadcast is one load
 // wherever the value lives). A block of CB B-channels x KV A-vectors (CB * KV <= 24 zmm) is held
 // in registers across a chunk of ~kWgradChunk pixels (loaded from / stored to the tap's slice of
-// the result around the chunk), so the chunk's A vectors are reused from L1 by every B-block.
+// the result around the chunk), so the chunk's A vectors are reused from L1 by every B-block and
+// every tap.
 // A = gy (vectors over output channels) unless x's channels pad to 16 with less waste.
 //
 // Determinism and accuracy: every result element is the sum, in chunk order, of per-chunk FMA
 // chains (each chunk's partial starts from zero: a two-level sum, not one chain over all N*OH*OW
-// pixels); the pixels run in a fixed order (image, row, column) and threads take disjoint
-// (group, tap, B-channel range) items. Bitwise identical run to run and for any thread count.
+// pixels); the pixels run in a fixed order (image, row, column), the chunks (bands) are fixed by
+// the geometry alone, and threads take disjoint (group, B-channel range) items. Bitwise identical run to run and for any thread count.
 
 constexpr int64_t kWgradChunk = 96;  // pixels per register-block pass
 
@@ -1059,51 +1060,58 @@ at::Tensor backward_weight_direct_avx512(const ConvGeometry& g, WgradA which,
     const int64_t cbmax = 24 / std::min<int64_t>(4, Ap / 16);
     const int64_t nblocks = (Bch + cbmax - 1) / cbmax;
     const int64_t threads = at::get_num_threads();
-    // B-channel ranges per (group, tap): enough items to balance the threads
-    const int64_t parts = std::min<int64_t>(nblocks, std::max<int64_t>(1, (4 * threads + G * taps - 1) / (G * taps)));
-    const int64_t items = G * taps * parts;
+    // items: (group, range of B blocks); enough of them to balance the threads
+    const int64_t parts = threads == 1 ? 1 : std::min<int64_t>(nblocks, std::max<int64_t>(1, (4 * threads + G - 1) / G));
+    const int64_t items = G * parts;
+    // Bands of output pixels (a few rows, or a piece of one long row), all taps of a band in turn:
+    // the band's gy pixels and the x rows they read are reused from L1 / L2 by every tap (tap by
+    // tap over the whole problem re-streamed x once per tap: the transposed conv's 4 MB grad_output
+    // 16 times). Rows per band: ~kWgradChunk pixels at the taps' mean valid width.
+    std::vector<int64_t> vlo(g.KH), vhi(g.KH), ulo(g.KW), uhi(g.KW);
+    int64_t valid_w = 0;
+    for (int64_t r = 0; r < g.KH; ++r) g.valid_rows(r, &vlo[r], &vhi[r]);
+    for (int64_t s = 0; s < g.KW; ++s) {
+      g.valid_cols(s, &ulo[s], &uhi[s]);
+      valid_w += uhi[s] - ulo[s];
+    }
+    const int64_t pieces = (g.OW + kWgradChunk - 1) / kWgradChunk;
+    const int64_t band_rows = pieces > 1 ? 1 : std::max<int64_t>(1, kWgradChunk * g.KW / std::max<int64_t>(1, valid_w));
     const double macs = double(g.N) * g.OH * g.OW * g.K * Cg * taps;
     at::parallel_for(0, items, item_grain(items, macs), [&](int64_t begin, int64_t end) {
       std::vector<WgradSeg> segs;
       for (int64_t item = begin; item < end; ++item) {
-        const int64_t gi = item / (taps * parts), t = (item / parts) % taps, part = item % parts;
-        const int64_t r = t / g.KW, s = t % g.KW;
-        int64_t oh0, oh1, ow0, ow1;
-        g.valid_rows(r, &oh0, &oh1);
-        g.valid_cols(s, &ow0, &ow1);
-        if (oh0 >= oh1 || ow0 >= ow1) continue;
-        // this part's B blocks, as even as the kernels allow
+        const int64_t gi = item / parts, part = item % parts;
         const int64_t blk0 = part * nblocks / parts, blk1 = (part + 1) * nblocks / parts;
-        segs.clear();
-        const int64_t iw0 = ow0 * g.sw - g.pl + s * g.dw;
-        for (int64_t n = 0; n < g.N; ++n)
-          for (int64_t oh = oh0; oh < oh1; ++oh) {
-            const int64_t ih = oh * g.sh - g.pt + r * g.dh;
-            const float* yp = Y.p + n * Y.img + oh * Y.row + ow0 * Y.pix + gi * Y.goff;
-            const float* xp = X.p + n * X.img + ih * X.row + iw0 * X.pix + gi * X.goff;
-            for (int64_t o = 0; o < ow1 - ow0; o += kWgradChunk) {
-              const int64_t len = std::min(kWgradChunk, ow1 - ow0 - o);
-              const float* ya = yp + o * Y.pix;
-              const float* xa = xp + o * g.sw * X.pix;
-              segs.push_back(a_is_gy ? WgradSeg{ya, xa, len} : WgradSeg{xa, ya, len});
+        for (int64_t R0 = 0; R0 < g.N * g.OH; R0 += band_rows) {
+          const int64_t R1 = std::min(R0 + band_rows, g.N * g.OH);
+          for (int64_t pc = 0; pc < pieces; ++pc) {
+            const int64_t c0 = pc * g.OW / pieces, c1 = (pc + 1) * g.OW / pieces;
+            for (int64_t t = 0; t < taps; ++t) {
+              const int64_t r = t / g.KW, s = t % g.KW;
+              const int64_t ow0 = std::max(c0, ulo[s]), ow1 = std::min(c1, uhi[s]);
+              if (ow0 >= ow1) continue;
+              segs.clear();
+              for (int64_t row = R0; row < R1; ++row) {
+                const int64_t n = row / g.OH, oh = row % g.OH;
+                if (oh < vlo[r] || oh >= vhi[r]) continue;
+                const int64_t ih = oh * g.sh - g.pt + r * g.dh, iw0 = ow0 * g.sw - g.pl + s * g.dw;
+                const float* ya = Y.p + n * Y.img + oh * Y.row + ow0 * Y.pix + gi * Y.goff;
+                const float* xa = X.p + n * X.img + ih * X.row + iw0 * X.pix + gi * X.goff;
+                segs.push_back(a_is_gy ? WgradSeg{ya, xa, ow1 - ow0} : WgradSeg{xa, ya, ow1 - ow0});
+              }
+              if (segs.empty()) continue;
+              float* acc = rp + (gi * taps + t) * Bch * Ap;
+              for (int64_t a0 = 0; a0 < Ap; a0 += 64) {
+                const int kv = static_cast<int>(std::min<int64_t>(4, (Ap - a0) / 16));
+                const int64_t cb = 24 / kv, nb = (Bch + cb - 1) / cb;
+                for (int64_t blk = blk0 * nb / nblocks; blk < blk1 * nb / nblocks; ++blk) {
+                  const int64_t j0 = blk * Bch / nb, j1 = (blk + 1) * Bch / nb;
+                  wgrad_block_fn(kv, j1 - j0)(segs.data(), static_cast<int64_t>(segs.size()), as, bs, B.ch, a0,
+                                              j0 * B.ch, acc + j0 * Ap + a0, Ap);
+                }
+              }
             }
           }
-        float* acc = rp + (gi * taps + t) * Bch * Ap;
-        // chunks of consecutive segments, ~kWgradChunk pixels each, in pixel order
-        for (size_t q0 = 0; q0 < segs.size();) {
-          size_t q1 = q0;
-          int64_t px = 0;
-          while (q1 < segs.size() && px < kWgradChunk) px += segs[q1++].len;
-          for (int64_t a0 = 0; a0 < Ap; a0 += 64) {
-            const int kv = static_cast<int>(std::min<int64_t>(4, (Ap - a0) / 16));
-            const int64_t cb = 24 / kv, nb = (Bch + cb - 1) / cb;
-            for (int64_t blk = blk0 * nb / nblocks; blk < blk1 * nb / nblocks; ++blk) {
-              const int64_t j0 = blk * Bch / nb, j1 = (blk + 1) * Bch / nb;
-              wgrad_block_fn(kv, j1 - j0)(segs.data() + q0, static_cast<int64_t>(q1 - q0), as, bs, B.ch, a0,
-                                          j0 * B.ch, acc + j0 * Ap + a0, Ap);
-            }
-          }
-          q0 = q1;
         }
       }
     });
@@ -1400,6 +1408,23 @@ bool conv_transpose2d_forward_direct_cpu(const at::Tensor& input, const at::Tens
   if (bias) b = bias->detach().contiguous();
   conv_transpose_direct_avx512(x, weight.detach(), b, groups, stride[0], stride[1], padding[0], padding[1],
                                dilation[0], dilation[1], cl, output);
+  return true;
+}
+
+bool conv_transpose2d_backward_weight_direct_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                                                 at::IntArrayRef weight_size, int64_t groups, at::IntArrayRef stride,
+                                                 at::IntArrayRef padding, at::IntArrayRef dilation,
+                                                 at::Tensor& grad_weight) {
+  if (input.scalar_type() != at::kFloat || input.numel() == 0 || grad_output.numel() == 0) return false;
+  // the convolution of grad_output (its input, C_out channels) producing `input` (C_in channels)
+  const ConvGeometry g = check_conv_args("conv_transpose2d_backward_weight", grad_output.sizes(), weight_size, stride,
+                                         padding, dilation, groups);
+  if (g.OH != input.size(2) || g.OW != input.size(3)) return false;
+  const WgradA which = wgrad_direct_choice(g, at::kFloat);
+  if (which == WgradA::kNone) return false;
+  const bool x_cl = conv_channels_last(grad_output), gy_cl = conv_channels_last(input);
+  grad_weight = backward_weight_direct_avx512(g, which, prep(input, at::kFloat, gy_cl), gy_cl,
+                                              prep(grad_output, at::kFloat, x_cl), x_cl);
   return true;
 }
 

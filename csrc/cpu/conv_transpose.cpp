@@ -11,7 +11,11 @@
 //               once. Which kernel rows hit output row oh depends only on (oh + pH) mod sH: the
 //               "phase" tap tables below, so no per-tap divisibility test runs in the inner loop.
 //  * dgrad    = an ordinary strided conv of grad_output: im2col(grad_output) + GEMM with W_g.
-//  * wgrad    = GEMM of x_g with im2col(grad_output) (K = the pixels of each sample).
+//  * wgrad    = for fp32 with >= 16 channels per group on one side: the weight gradient of the
+//               ordinary strided convolution of grad_output that produces x, on the conv engine's
+//               direct AVX-512 wgrad kernel (conv_transpose2d_backward_weight_direct_cpu: only the
+//               (input pixel, tap) pairs that land inside the output are multiplied); otherwise
+//               GEMM of x_g with im2col(grad_output) (K = the pixels of each sample).
 // NCHW: cols is [G, C_out/G, kH, kW, H*W]; channels_last: cols is [H*W, G, kH, kW, C_out/G] with
 // the weight permuted to (G, C_in/G, kH, kW, C_out/G) once, so the gathers read contiguous
 // channel vectors.
@@ -430,6 +434,12 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cpu(
                                                          dilation, bias_grad);
     return {gw.to(grad_output.scalar_type()), gb.to(grad_output.scalar_type())};
   }
+  at::Tensor grad_weight;
+  if (conv_transpose2d_backward_weight_direct_cpu(grad_output.detach(), input.detach(), weight_size, groups, stride,
+                                                  padding, dilation, grad_weight)) {
+    at::Tensor grad_bias = bias_grad ? grad_output.detach().sum({0, 2, 3}) : at::empty({0}, grad_output.options());
+    return {grad_weight, grad_bias};
+  }
   // Both operands in channels_last whatever their layout (the result is contiguous either way): the
   // NHWC im2col reads contiguous channel vectors: on the NCHW k4s2p1 64->64 bench row this measured
   // 5.4 ms (conversion of both operands included) against 6.6 ms with the NCHW columns.
@@ -479,7 +489,6 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cpu(
   }
   at::Tensor sum = partial[0];
   for (int64_t s = 1; s < slots; ++s) sum = sum + partial[s];  // fixed slot order
-  at::Tensor grad_weight;
   if (cl) {
     grad_weight = sum.view({g.G, g.cin_g(), g.kH, g.kW, Cg}).permute({0, 1, 4, 2, 3}).reshape(weight_size)
                       .contiguous();
