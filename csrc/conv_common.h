@@ -132,10 +132,10 @@ bool conv_transpose2d_forward_direct_cpu(const at::Tensor& input, const at::Tens
 // direct AVX-512 wgrad kernel. dW[ci, co, kh, kw] = sum x[n, ci, ih, iw] gy[n, co, ih*s - p + kh*d, ...]
 // is the weight gradient of the ordinary convolution of grad_output (C_out channels, stride /
 // padding / dilation of the transposed conv) whose output is `input` (C_in channels), with the
-// same (C_in, C_out/G, kH, kW) weight shape. Sets grad_weight (contiguous) and returns true; returns
-// false (nothing set) where that convolution does not map grad_output's size back to the input's
-// (output_padding >= stride) or the direct kernel does not apply (not fp32, no AVX-512, fewer than
-// 16 channels per group on both sides, narrow groups, 1x1 stride-1).
+// same (C_in, C_out/G, kH, kW) weight shape, its output cut to x's size (with output_padding >=
+// stride it would be larger). Sets grad_weight (contiguous) and returns true; returns false
+// (nothing set) where the direct kernel does not apply (not fp32, no AVX-512, fewer than 16
+// channels per group on both sides, narrow groups, 1x1 stride-1).
 bool conv_transpose2d_backward_weight_direct_cpu(const at::Tensor& grad_output, const at::Tensor& input,
                                                  at::IntArrayRef weight_size, int64_t groups, at::IntArrayRef stride,
                                                  at::IntArrayRef padding, at::IntArrayRef dilation,

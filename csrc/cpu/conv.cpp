@@ -28,9 +28,10 @@
 //
 // Threads and determinism. Work items are (image, tile) pairs spread over at::parallel_for; each
 // GEMM runs on one thread. Forward / grad_input items write disjoint outputs. grad_weight cuts the
-// items into a fixed number of parts (min(items, threads)), each accumulating its own partial
-// sums, added in part order at the end, so every result is bitwise reproducible for a given
-// thread count. col2im accumulates each element in a fixed order (no atomics, no races).
+// items into a fixed number of parts (min(items, kWgradParts), not the thread count), each
+// accumulating its own partial sums, added in part order at the end, so every result is bitwise
+// reproducible for any thread count. (fp32 with >= 16 channels on one side takes the direct wgrad
+// kernel instead; see its comment.) col2im accumulates each element in a fixed order (no atomics, no races).
 //
 // Narrow groups (G > 1, Cg * Kg <= 16: depthwise and friends) skip the GEMMs, which would be a
 // row or two each, for direct loops (forward_direct, backward_weight_direct).
@@ -56,6 +57,9 @@ namespace {
 
 constexpr int64_t kTilePixels = 512;  // output pixels per tile (the N dimension of the tile GEMM)
 constexpr int64_t kMinSegment = 4;    // shorter tap-skipping segments are merged into a neighbour
+// The GEMM-path weight gradients reduce over a fixed number of parts (partial sums added in part
+// order), whatever the thread count: bits do not depend on it.
+constexpr int64_t kWgradParts = 4;
 
 template <typename T>
 void fill_zero(T* p, int64_t n) {
@@ -1208,7 +1212,7 @@ void backward_input_impl(const ConvGeometry& g, bool cl, const at::Tensor& gy, c
 // Weight gradient for narrow groups, (K, Cg, KH, KW). NCHW: one task per output channel, each
 // weight a sum of row dot products over the tap's valid rectangle. NHWC: output rows cut into a
 // fixed number of parts, each accumulating (taps, Cg, K) partial sums with the output channels
-// innermost, the parts added in order (reproducible for a given thread count).
+// innermost, the parts added in order (reproducible for any thread count).
 template <typename T>
 at::Tensor backward_weight_direct(const ConvGeometry& g, bool cl, const at::Tensor& gy, const at::Tensor& x) {
   const int64_t Cg = g.Cg(), Kg = g.Kg(), K = g.K, taps = g.taps();
@@ -1248,7 +1252,7 @@ at::Tensor backward_weight_direct(const ConvGeometry& g, bool cl, const at::Tens
     return gw;
   }
   const int64_t rows = g.N * g.OH;
-  const int64_t parts = macs < double(1 << 21) ? 1 : std::max<int64_t>(1, std::min<int64_t>(rows, at::get_num_threads()));
+  const int64_t parts = macs < double(1 << 21) ? 1 : std::max<int64_t>(1, std::min<int64_t>(rows, kWgradParts));
   std::vector<T> partial(static_cast<size_t>(parts * taps * Cg * K), T(0));
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t part = begin; part < end; ++part) {
@@ -1307,7 +1311,7 @@ at::Tensor backward_weight_impl(const ConvGeometry& g, bool cl, const at::Tensor
   const int64_t ntiles = static_cast<int64_t>(plan.tiles.size()), items = g.N * ntiles;
   const double macs = double(g.N) * g.OH * g.OW * g.K * Cg * g.taps();
   const int64_t parts =
-      macs < double(1 << 21) ? 1 : std::max<int64_t>(1, std::min<int64_t>(items, at::get_num_threads()));
+      macs < double(1 << 21) ? 1 : std::max<int64_t>(1, std::min<int64_t>(items, kWgradParts));
   // acc[p][rect]: (G, Kg, Cg * taps of rect), in the layout's column order
   std::vector<std::vector<at::Tensor>> acc(parts, std::vector<at::Tensor>(plan.rects.size()));
   const T* xp = x.const_data_ptr<T>();
@@ -1417,9 +1421,12 @@ bool conv_transpose2d_backward_weight_direct_cpu(const at::Tensor& grad_output, 
                                                  at::Tensor& grad_weight) {
   if (input.scalar_type() != at::kFloat || input.numel() == 0 || grad_output.numel() == 0) return false;
   // the convolution of grad_output (its input, C_out channels) producing `input` (C_in channels)
-  const ConvGeometry g = check_conv_args("conv_transpose2d_backward_weight", grad_output.sizes(), weight_size, stride,
-                                         padding, dilation, groups);
-  if (g.OH != input.size(2) || g.OW != input.size(3)) return false;
+  ConvGeometry g = check_conv_args("conv_transpose2d_backward_weight", grad_output.sizes(), weight_size, stride,
+                                   padding, dilation, groups);
+  // With output_padding >= stride (allowed below the dilation) that convolution's output is larger
+  // than x: its extra rows / columns would meet x = 0, so the reduction stops at x's size.
+  g.OH = input.size(2);
+  g.OW = input.size(3);
   const WgradA which = wgrad_direct_choice(g, at::kFloat);
   if (which == WgradA::kNone) return false;
   const bool x_cl = conv_channels_last(grad_output), gy_cl = conv_channels_last(input);

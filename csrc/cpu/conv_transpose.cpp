@@ -24,8 +24,9 @@
 // output/grad-input element is produced by exactly one task, in a fixed order). Inside a task
 // the im2col/col2im loops are parallel_for's too: they run serially when nested and in parallel
 // when the batch offers a single task (N == 1), when MKL's GEMM also gets all threads. wgrad
-// reduces over samples: one partial per contiguous batch slot, summed in slot order, so the
-// result is reproducible run to run (for a given thread count).
+// (GEMM path) reduces over samples: one partial per contiguous batch slot (kWgradSlots of them,
+// whatever the thread count), summed in slot order, so the result is reproducible run to run and
+// for any thread count.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -44,6 +45,9 @@ int64_t div_floor(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1)
 int64_t div_ceil(int64_t a, int64_t b) { return -div_floor(-a, b); }
 
 constexpr int64_t kGrain = 32768;  // ATen's at::internal::GRAIN_SIZE
+// wgrad partial sums (GEMM path): a fixed number of batch slots, not the thread count, so the
+// bits do not depend on it
+constexpr int64_t kWgradSlots = 4;
 
 // Tasks of at::parallel_for carry at least kGrain units of work: tiny
 // problems stay on one thread (forking OpenMP for microseconds of work costs more than it saves,
@@ -449,7 +453,7 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cpu(
   // one partial per slot; a single slot when the whole reduction is small
   const int64_t slots = g.N * macs_per_sample(g) < kGrain
                             ? std::min<int64_t>(g.N, 1)
-                            : std::min<int64_t>(g.N, std::max<int64_t>(1, at::get_num_threads()));
+                            : std::min<int64_t>(g.N, kWgradSlots);
   // partial[slot] in the GEMM layout: NCHW (G, C_in/G, C_out/G*kk); channels_last (G, C_in/G, kk*C_out/G)
   at::Tensor partial =
       at::zeros({std::max<int64_t>(slots, 1), g.G, g.cin_g(), M}, grad_output.options().requires_grad(false));

@@ -532,3 +532,69 @@ def test_wide_channels_direct_path(layout):
         size[1] += 30
         _compare(2, (rng.randint(1, 2), cin, *size), (cout, cin // groups, *kernel), kw, "cpu", torch.float32,
                  bias=rng.random() < 0.5, layout=layout)
+
+
+def _wgrad_direct_case(rng):
+    """Random fp32 weight-gradient geometry for the CPU's direct AVX-512 wgrad: >= 16 channels per
+    group on the output side, the input side or both (partial vectors: 17, 20, 40, 70), groups,
+    stride, dilation, asymmetric padding, mixed operand layouts, sometimes rows longer than one
+    pixel band."""
+    groups = rng.choice([1, 1, 2])
+    side = rng.choice(["k", "c", "both"])
+    kg = rng.choice([16, 17, 20, 40, 70]) if side != "c" else rng.randint(1, 9)
+    cg = rng.choice([16, 17, 20, 40, 70]) if side != "k" else rng.randint(1, 9)
+    kernel = [rng.randint(1, 4), rng.randint(1, 4)]
+    dil = [rng.choice([1, 2, 5]), rng.choice([1, 3, 7])]
+    stride = [rng.randint(1, 3), rng.randint(1, 3)]
+    pad = [rng.randint(0, 4) for _ in range(4)]  # top, left, bottom, right
+    eff = [dil[i] * (kernel[i] - 1) + 1 for i in range(2)]
+    size = [max(1, eff[0] - pad[0] - pad[2]) + rng.randint(0, 10), max(1, eff[1] - pad[1] - pad[3]) + rng.randint(0, 10)]
+    if rng.random() < 0.3:
+        size[1] += 100 * stride[1]  # output rows longer than one band
+    return dict(n=rng.randint(1, 3), groups=groups, cin=groups * cg, cout=groups * kg, kernel=kernel, dil=dil,
+                stride=stride, pad=pad, size=size, x_cl=rng.random() < 0.5, gy_cl=rng.random() < 0.5)
+
+
+def _wgrad_ref(c, x, gy):
+    """fp64 torch reference for the asymmetric padding: the padded input with padding 0."""
+    pt, pl, pb, pr = c["pad"]
+    w = torch.zeros(c["cout"], c["cin"] // c["groups"], *c["kernel"], dtype=torch.float64)
+    return torch.ops.aten.convolution_backward(gy, TF.pad(x, (pl, pr, pt, pb)), w, None, c["stride"], [0, 0], c["dil"],
+                                               False, [0, 0], c["groups"], [False, True, False])[1]
+
+
+def test_wide_channels_direct_wgrad():
+    """fp32 weight gradient on the direct AVX-512 kernel (either channel side vectorised) against
+    fp64 torch, random geometry, both layouts of each operand independently; bias grad too."""
+    rng = _rng()
+    for _ in range(10):
+        c = _wgrad_direct_case(rng)
+        x = torch.randn(c["n"], c["cin"], *c["size"], dtype=torch.float64)
+        pt, pl, pb, pr = c["pad"]
+        oh = (c["size"][0] + pt + pb - c["dil"][0] * (c["kernel"][0] - 1) - 1) // c["stride"][0] + 1
+        ow = (c["size"][1] + pl + pr - c["dil"][1] * (c["kernel"][1] - 1) - 1) // c["stride"][1] + 1
+        gy = torch.randn(c["n"], c["cout"], oh, ow, dtype=torch.float64)
+        ref = _wgrad_ref(c, x, gy)
+        xs = x.float().contiguous(memory_format=torch.channels_last if c["x_cl"] else torch.contiguous_format)
+        gys = gy.float().contiguous(memory_format=torch.channels_last if c["gy_cl"] else torch.contiguous_format)
+        gw, gb = WGRAD(gys, xs, list(ref.shape), c["stride"], c["pad"], c["dil"], c["groups"], True)
+        assert gw.shape == ref.shape and gw.is_contiguous() and gw.dtype == torch.float32
+        assert rel_err(gw, ref) < TOL[torch.float32], c
+        assert rel_err(gb, gy.sum((0, 2, 3))) < TOL[torch.float32], c
+
+
+def test_direct_wgrad_thread_count_independent():
+    """The direct wgrad splits work over threads by channel blocks only: 1 and 2 threads give the
+    same bits (both channel sides, a ragged one, and d = 18 with most taps partly in padding)."""
+    threads = torch.get_num_threads()
+    try:
+        for cin, cout, d, groups in [(64, 64, 18, 1), (70, 20, 2, 1), (40, 34, 1, 2), (9, 48, 3, 1)]:
+            x = torch.randn(2, cin, 21, 30)
+            gy = torch.randn(2, cout, 21, 30)
+            outs = []
+            for t in (1, 2):
+                torch.set_num_threads(t)
+                outs.append(WGRAD(gy, x, [cout, cin // groups, 3, 3], [1, 1], [d] * 4, [d, d], groups, False)[0])
+            assert torch.equal(outs[0], outs[1]), (cin, cout, d, groups)
+    finally:
+        torch.set_num_threads(threads)

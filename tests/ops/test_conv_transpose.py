@@ -388,3 +388,39 @@ def test_wide_channels_direct_path(layout):
         assert y.shape == y_ref.shape and rel_err(y, y_ref) < TOL[torch.float32], c
         for gr, rr in zip(grads, grads_ref):
             assert rel_err(gr, rr) < TOL[torch.float32], c
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_wide_input_channels_direct_wgrad(layout):
+    """fp32 grad_weight on the conv engine's direct wgrad kernel (the strided convolution of
+    grad_output that produces x) with >= 16 input channels per group (the vectorised side; the
+    test above covers wide output channels), ragged counts, stride / dilation / output_padding /
+    groups, against fp64 torch; and the same bits with 1 and 2 threads."""
+    rng = random.Random(torch.initial_seed())
+    threads = torch.get_num_threads()
+    try:
+        for _ in range(6):
+            g = rng.choice([1, 1, 2])
+            c = dict(n=rng.randint(1, 3), cin=g * rng.choice([16, 17, 40, 64]), cout=g * rng.choice([3, 16, 21]), g=g,
+                     k=[rng.randint(1, 5), rng.randint(1, 5)], s=[rng.randint(1, 3), rng.randint(1, 4)],
+                     d=[rng.choice([1, 2]), rng.choice([1, 3])], p=[rng.randint(0, 2), rng.randint(0, 2)],
+                     size=[rng.randint(1, 9), rng.randint(10, 40)])
+            c["op"] = [rng.randint(0, max(c["s"][i], c["d"][i]) - 1) for i in range(2)]
+            if min(ops.output_size(c["size"][i], c["k"][i], c["s"][i], c["p"][i], c["op"][i], c["d"][i])
+                   for i in range(2)) < 1:
+                continue
+            x, w, _ = make(c, 2, torch.float64, "cpu", bias=False)
+            y = F.conv_transpose2d(x, w, None, c["s"], c["p"], c["op"], c["g"], c["d"])
+            gy = torch.randn_like(y)
+            ref = torch.ops.aten.convolution_backward(gy, x, w, None, c["s"], c["p"], c["d"], True, c["op"], c["g"],
+                                                      [False, True, False])[1]
+            outs = []
+            for t in (1, 2):
+                torch.set_num_threads(t)
+                outs.append(ops.conv_transpose2d_backward_weight(_layout(gy.float(), layout), _layout(x.float(), layout),
+                                                                 list(w.shape), c["s"], c["p"], c["op"], c["g"], c["d"],
+                                                                 False)[0])
+            assert rel_err(outs[0], ref) < TOL[torch.float32], c
+            assert torch.equal(outs[0], outs[1]), c
+    finally:
+        torch.set_num_threads(threads)
