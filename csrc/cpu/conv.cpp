@@ -600,13 +600,16 @@ void forward_direct(const ConvGeometry& g, bool cl, const at::Tensor& x, const a
 // output pixels (along one output row) x KV vectors of 16 output channels is held in 24 zmm
 // accumulators across the whole reduction (taps x Cg); for every (tap, input channel) the KV
 // weight vectors are loaded once and each pixel's input value is broadcast against them. No
-// column matrix, no GEMM calls. The input is first copied to a zero-padded NHWC image (W padded
-// by pl / pr; rows are never padded: a tap whose input row lies in the padding is skipped for the
-// whole block, as is a tap whose columns all fall into padding), so blocks near the border need
-// no bounds tests and tap skipping at large dilation comes for free. Weights are repacked to
+// column matrix, no GEMM calls. The input is read as NHWC (in place when channels_last, else a
+// copy). Convolution (forward_direct_avx512): the output row is cut at every tap's valid-range
+// ends before it is cut into blocks, so a tap reads real input for all pixels of a block or for
+// none; rows likewise (a tap whose input row lies in the padding is skipped), so the input needs
+// no padding, blocks no bounds tests, and tap skipping at large dilation is exact. (The
+// transposed convolution's phase blocks read a zero-padded copy instead.) Weights are repacked to
 // (G, taps, Cg, Kgp), Kgp = Kg rounded up to 16 with zero columns. Each block's outputs go to a
 // per-row buffer (pixel-major, Kgp apart) that is then written in the output's layout (NHWC:
-// runs of Kg; NCHW: transposed). Compiled for AVX-512 with a target attribute and taken only
+// runs of Kg; NCHW: transposed), or straight into a channels_last output whose groups hold
+// whole vectors. Compiled for AVX-512 with a target attribute and taken only
 // when the CPU has it (the build has no -march). Each output row is produced by one task in a
 // fixed order: deterministic.
 
@@ -788,30 +791,46 @@ std::vector<float> pack_direct_bias(const std::optional<at::Tensor>& bias, int64
 void forward_direct_avx512(const ConvGeometry& g, bool cl, const at::Tensor& x, const at::Tensor& w,
                            bool flip_transpose, const std::optional<at::Tensor>& bias, at::Tensor& y) {
   const int64_t G = g.G, Cg = g.Cg(), Kg = g.Kg(), C = g.C, K = g.K, taps = g.taps();
-  const int64_t Kgp = (Kg + 15) / 16 * 16, Wp = g.W + g.pl + g.pr;
+  const int64_t Kgp = (Kg + 15) / 16 * 16;
   // weights (G, taps, Cg, Kgp) and bias (G, Kgp), zero-padded
   const at::Tensor wpack = pack_direct_weight(g, w, flip_transpose, Kgp);
   const float* wd = wpack.const_data_ptr<float>();
   const std::vector<float> bd = pack_direct_bias(bias, G, Kg, Kgp);
-  // zero-padded NHWC input, (N, H, Wp, C) + slack for the overhanging pixels of the last block
-  const float* xq = pad_input_nhwc(x, cl, g.pl, g.pr, (kDirectMaxPx * g.sw + 1) * C + 16);
-  std::vector<int64_t> lo(g.KW), hi(g.KW);
-  for (int64_t s = 0; s < g.KW; ++s) g.valid_cols(s, &lo[s], &hi[s]);
+  // Blocks never straddle a column where some tap's reads enter or leave the input (the row is
+  // cut at every tap's valid-range ends first, then each segment into blocks as even as the
+  // kernels allow): each tap reads real data for all pixels of a block or for none, so the input
+  // needs no padding. It is read in place when channels_last, else from an NHWC copy.
+  const float* xq = cl ? x.const_data_ptr<float>() : pad_input_nhwc(x, false, 0, 0, 0);
+  std::vector<int64_t> lo(g.KW), hi(g.KW), cuts{0, g.OW};
+  for (int64_t s = 0; s < g.KW; ++s) {
+    g.valid_cols(s, &lo[s], &hi[s]);
+    cuts.push_back(lo[s]);
+    cuts.push_back(hi[s]);
+  }
+  std::sort(cuts.begin(), cuts.end());
+  cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
+  std::array<std::vector<std::pair<int64_t, int64_t>>, 5> blocks;  // [kv]: the row's [ow0, ow1) blocks
+  for (int kv = 1; kv <= 4; ++kv)
+    for (size_t i = 0; i + 1 < cuts.size(); ++i) {
+      const int64_t a = cuts[i], len = cuts[i + 1] - a, nb = (len + 24 / kv - 1) / (24 / kv);
+      for (int64_t b = 0; b < nb; ++b) blocks[kv].emplace_back(a + b * len / nb, a + (b + 1) * len / nb);
+    }
+  // channels_last output with whole vectors per group: the kernels store into it directly
+  const bool in_place = cl && Kg == Kgp;
+  float* yp = y.mutable_data_ptr<float>();
   const double macs = double(g.N) * g.OH * g.OW * K * Cg * taps;
   at::parallel_for(0, g.N * g.OH, item_grain(g.N * g.OH, macs), [&](int64_t begin, int64_t end) {
     at::Tensor rbuf = scratch(1, (g.OW + kDirectMaxPx) * Kgp, x.options());
-    float* rb = rbuf.mutable_data_ptr<float>();
     std::vector<int64_t> toff(static_cast<size_t>(taps));
     std::vector<const float*> tw(static_cast<size_t>(taps));
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / g.OH, oh = row % g.OH;
       for (int64_t gi = 0; gi < G; ++gi) {
+        float* rb = in_place ? yp + row * g.OW * K + gi * Kg : rbuf.mutable_data_ptr<float>();
+        const int64_t rp = in_place ? K : Kgp;  // pixel pitch of rb
         for (int64_t k0 = 0; k0 < Kgp; k0 += 64) {
-          // the row in nb blocks of as even a size as the kernels allow (no wasted pixel slots)
           const int kv = static_cast<int>(std::min<int64_t>(4, (Kgp - k0) / 16));
-          const int64_t nb = (g.OW + 24 / kv - 1) / (24 / kv);
-          for (int64_t b = 0; b < nb; ++b) {
-            const int64_t ow0 = b * g.OW / nb, ow1 = (b + 1) * g.OW / nb;
+          for (const auto& [ow0, ow1] : blocks[kv]) {
             const DirectBlockFn fn = direct_block_fn(kv, ow1 - ow0);
             int64_t nt = 0;
             for (int64_t r = 0; r < g.KH; ++r) {
@@ -819,16 +838,16 @@ void forward_direct_avx512(const ConvGeometry& g, bool cl, const at::Tensor& x, 
               if (ih < 0 || ih >= g.H) continue;
               for (int64_t s = 0; s < g.KW; ++s) {
                 if (hi[s] <= ow0 || lo[s] >= ow1) continue;  // every pixel of the block reads padding
-                toff[nt] = ((n * g.H + ih) * Wp + ow0 * g.sw + s * g.dw) * C + gi * Cg;
+                toff[nt] = ((n * g.H + ih) * g.W + ow0 * g.sw - g.pl + s * g.dw) * C + gi * Cg;
                 tw[nt] = wd + ((gi * taps + r * g.KW + s) * Cg) * Kgp + k0;
                 ++nt;
               }
             }
-            fn(xq, g.sw * C, toff.data(), tw.data(), nt, Cg, Kgp, rb + ow0 * Kgp + k0, Kgp,
+            fn(xq, g.sw * C, toff.data(), tw.data(), nt, Cg, Kgp, rb + ow0 * rp + k0, rp,
                bias ? bd.data() + gi * Kgp + k0 : nullptr);
           }
         }
-        store_row(rb, Kgp, cl, y, n, oh, gi, Kg);
+        if (!in_place) store_row(rb, Kgp, cl, y, n, oh, gi, Kg);
       }
     }
   });
