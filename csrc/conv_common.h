@@ -135,7 +135,7 @@ bool conv_transpose2d_forward_direct_cpu(const at::Tensor& input, const at::Tens
 // same (C_in, C_out/G, kH, kW) weight shape, its output cut to x's size (with output_padding >=
 // stride it would be larger). Sets grad_weight (contiguous) and returns true; returns false
 // (nothing set) where the direct kernel does not apply (not fp32, no AVX-512, fewer than 16
-// channels per group on both sides, narrow groups, 1x1 stride-1).
+// channels per group on both sides, narrow groups, 1x1 stride-1, stride product > 16).
 bool conv_transpose2d_backward_weight_direct_cpu(const at::Tensor& grad_output, const at::Tensor& input,
                                                  at::IntArrayRef weight_size, int64_t groups, at::IntArrayRef stride,
                                                  at::IntArrayRef padding, at::IntArrayRef dilation,

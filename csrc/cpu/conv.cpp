@@ -1438,7 +1438,12 @@ bool conv_transpose2d_backward_weight_direct_cpu(const at::Tensor& grad_output, 
                                                  at::IntArrayRef weight_size, int64_t groups, at::IntArrayRef stride,
                                                  at::IntArrayRef padding, at::IntArrayRef dilation,
                                                  at::Tensor& grad_weight) {
-  if (input.scalar_type() != at::kFloat || input.numel() == 0 || grad_output.numel() == 0) return false;
+  // Stride product > 16 (the FCN-32s head, k64 s32) keeps the GEMM path, as the forward does:
+  // there every pixel step of the strided grad_output operand is a new cache line per channel
+  // (measured 14.4 ms direct vs 12.1 ms GEMM on the bench row).
+  if (input.scalar_type() != at::kFloat || input.numel() == 0 || grad_output.numel() == 0 ||
+      stride[0] * stride[1] > 16)
+    return false;
   // the convolution of grad_output (its input, C_out channels) producing `input` (C_in channels)
   ConvGeometry g = check_conv_args("conv_transpose2d_backward_weight", grad_output.sizes(), weight_size, stride,
                                    padding, dilation, groups);

@@ -11,11 +11,12 @@
 //               once. Which kernel rows hit output row oh depends only on (oh + pH) mod sH: the
 //               "phase" tap tables below, so no per-tap divisibility test runs in the inner loop.
 //  * dgrad    = an ordinary strided conv of grad_output: im2col(grad_output) + GEMM with W_g.
-//  * wgrad    = for fp32 with >= 16 channels per group on one side: the weight gradient of the
-//               ordinary strided convolution of grad_output that produces x, on the conv engine's
-//               direct AVX-512 wgrad kernel (conv_transpose2d_backward_weight_direct_cpu: only the
-//               (input pixel, tap) pairs that land inside the output are multiplied); otherwise
-//               GEMM of x_g with im2col(grad_output) (K = the pixels of each sample).
+//  * wgrad    = for fp32 with >= 16 channels per group on one side and stride product <= 16: the
+//               weight gradient of the ordinary strided convolution of grad_output that produces
+//               x, on the conv engine's direct AVX-512 wgrad kernel
+//               (conv_transpose2d_backward_weight_direct_cpu: only the (input pixel, tap) pairs
+//               that land inside the output are multiplied); otherwise GEMM of x_g with
+//               im2col(grad_output) (K = the pixels of each sample).
 // NCHW: cols is [G, C_out/G, kH, kW, H*W]; channels_last: cols is [H*W, G, kH, kW, C_out/G] with
 // the weight permuted to (G, C_in/G, kH, kW, C_out/G) once, so the gathers read contiguous
 // channel vectors.
@@ -25,8 +26,9 @@
 // the im2col/col2im loops are parallel_for's too: they run serially when nested and in parallel
 // when the batch offers a single task (N == 1), when MKL's GEMM also gets all threads. wgrad
 // (GEMM path) reduces over samples: one partial per contiguous batch slot (kWgradSlots of them,
-// whatever the thread count), summed in slot order, so the result is reproducible run to run and
-// for any thread count.
+// or one for samples of few pixels, whatever the thread count), summed in slot order, so the
+// result is reproducible run to run and does not depend on at::get_num_threads() (a single-slot
+// GEMM runs outside a parallel region, where MKL's own threading decides its split).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -48,6 +50,7 @@ constexpr int64_t kGrain = 32768;  // ATen's at::internal::GRAIN_SIZE
 // wgrad partial sums (GEMM path): a fixed number of batch slots, not the thread count, so the
 // bits do not depend on it
 constexpr int64_t kWgradSlots = 4;
+constexpr int64_t kWgradSlotMinPixels = 256;  // input pixels per sample below which one slot is used
 
 // Tasks of at::parallel_for carry at least kGrain units of work: tiny
 // problems stay on one thread (forking OpenMP for microseconds of work costs more than it saves,
@@ -451,7 +454,9 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cpu(
   const int64_t HW = g.H * g.W, kk = g.kH * g.kW, Cg = g.cout_g(), M = kk * Cg;
   at::Tensor grad_bias = bias_grad ? grad_output.detach().sum({0, 2, 3}) : at::empty({0}, grad_output.options());
   // one partial per slot; a single slot when the whole reduction is small
-  const int64_t slots = g.N * macs_per_sample(g) < kGrain
+  // (one slot when a sample has few pixels: each extra slot costs a weight-sized partial to zero
+  // and add, 7 MB on the FCN-32s head, where 2 slots measured 14 vs 11.5 ms)
+  const int64_t slots = g.N * macs_per_sample(g) < kGrain || HW < kWgradSlotMinPixels
                             ? std::min<int64_t>(g.N, 1)
                             : std::min<int64_t>(g.N, kWgradSlots);
   // partial[slot] in the GEMM layout: NCHW (G, C_in/G, C_out/G*kk); channels_last (G, C_in/G, kk*C_out/G)
