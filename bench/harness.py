@@ -77,7 +77,8 @@ def run(ops: Optional[list[str]] = None, device: Optional[str] = None, quick: bo
             rows.append({"op": b.op, "case": b.case, "pass": b.pass_, "ms": round(ms, 4),
                          "torch_ms": round(torch_ms, 4), "ratio": round(torch_ms / ms, 3),
                          "metric": b.metric, "value": round(metric_value(b.metric, b.amount, ms), 3)})
-    dev_name = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    dev_name = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({n} thread{'s' if n != 1 else ''})"
     cpu_model = _cpu_model()
     result = {"device": dev_name, "torch": torch.__version__,
               "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
