@@ -1517,7 +1517,7 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cpu(const at::Tensor& 
     const at::Tensor x = prep(input, ct, x_cl), gy = prep(grad_output, ct, gy_cl);
     at::Tensor gw = backward_weight_direct_avx512(g, which, gy, gy_cl, x, x_cl);
     at::Tensor gb = bias_grad ? gy.sum({0, 2, 3}) : at::empty({0}, gy.options());
-    return {gw, gb};
+    return {gw.to(input.scalar_type()), gb.to(input.scalar_type())};
   }
   // Both operands in one layout: the input's (the larger one; the ASPP case has C_in = 2048).
   const bool cl = conv_channels_last(input);

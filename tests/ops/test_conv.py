@@ -598,3 +598,19 @@ def test_direct_wgrad_thread_count_independent():
             assert torch.equal(outs[0], outs[1]), (cin, cout, d, groups)
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_reduced_precision_direct_wgrad_cpu(dtype):
+    """bf16 / fp16 operands take the fp32 direct wgrad (computed in fp32, rounded once): the
+    results come back in the operands' dtype, within 2x torch's own error vs fp64."""
+    x = torch.randn(2, 24, 11, 13, dtype=torch.float64)
+    gy = torch.randn(2, 32, 11, 13, dtype=torch.float64)
+    w = torch.zeros(32, 24, 3, 3, dtype=torch.float64)
+    args = ([1, 1], [2, 2], [2, 2], False, [0, 0], 1, [False, True, True])
+    _, ref_w, ref_b = torch.ops.aten.convolution_backward(gy, x, w, [32], *args)
+    _, th_w, th_b = torch.ops.aten.convolution_backward(gy.to(dtype), x.to(dtype), w.to(dtype), [32], *args)
+    gw, gb = WGRAD(gy.to(dtype), x.to(dtype), [32, 24, 3, 3], [1, 1], [2, 2, 2, 2], [2, 2], 1, True)
+    assert gw.dtype == gb.dtype == dtype
+    assert rel_err(gw, ref_w) <= 2 * rel_err(th_w, ref_w)
+    assert rel_err(gb, ref_b) <= 2 * rel_err(th_b, ref_b) + 1e-3
