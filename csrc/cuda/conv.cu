@@ -89,6 +89,28 @@ template <typename T> struct alignas(16) Vec16 {
   T v[N];
 };
 
+// One run of Vec16<T>::N consecutive elements base[off + j + e] into r[e]: a single 16-byte load
+// when `vec` (the caller guarantees alignment and that `limit` is a multiple of the run),
+// element-wise otherwise. Zeros for a padding position (off < 0) and past `limit` in j.
+template <typename T>
+__device__ __forceinline__ void load_run(T* r, const T* base, long long off, int j, int limit, bool vec) {
+  constexpr int V = Vec16<T>::N;
+  if (vec) {
+    Vec16<T> v;
+    if (off >= 0 && j < limit) {
+      v = *reinterpret_cast<const Vec16<T>*>(base + off + j);
+    } else {
+#pragma unroll
+      for (int e = 0; e < V; ++e) v.v[e] = zero_of<T>();
+    }
+#pragma unroll
+    for (int e = 0; e < V; ++e) r[e] = v.v[e];
+  } else {
+#pragma unroll
+    for (int e = 0; e < V; ++e) r[e] = (off >= 0 && j + e < limit) ? base[off + j + e] : zero_of<T>();
+  }
+}
+
 enum class Path { kSimt, kTf32, kWmma16 };
 
 // Per-path tile constants. Shared tiles hold T (tf32 rounds when a fragment is loaded).
@@ -357,22 +379,7 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
 #pragma unroll
         for (int i = 0; i < A_PER / V; ++i) {
           const int m = tid / A_TPR + i * A_RPP;
-          const long long off = s_off[m];
-          const int c = c0 + kv;
-          if (p.vec_a) {
-            Vec16<T> v;
-            if (off >= 0 && c < p.R) {
-              v = *reinterpret_cast<const Vec16<T>*>(src + off + c);
-            } else {
-#pragma unroll
-              for (int e = 0; e < V; ++e) v.v[e] = zero_of<T>();
-            }
-#pragma unroll
-            for (int e = 0; e < V; ++e) ra[i * V + e] = v.v[e];
-          } else {
-#pragma unroll
-            for (int e = 0; e < V; ++e) ra[i * V + e] = (off >= 0 && c + e < p.R) ? src[off + c + e] : zero_of<T>();
-          }
+          load_run(ra + i * V, src, s_off[m], c0 + kv, p.R, p.vec_a);
         }
       } else {
         const long long off = s_off[tid % BM];
@@ -387,21 +394,7 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
 #pragma unroll
       for (int i = 0; i < BK / B_RPP; ++i) {
         const int c = c0 + tid / B_TPR + i * B_RPP;
-        if (p.vec_b) {
-          Vec16<T> v;
-          if (c < p.R && n < p.Nn) {
-            v = *reinterpret_cast<const Vec16<T>*>(wrow + static_cast<long long>(c) * p.Nn + n);
-          } else {
-#pragma unroll
-            for (int e = 0; e < V; ++e) v.v[e] = zero_of<T>();
-          }
-#pragma unroll
-          for (int e = 0; e < V; ++e) rb[i * V + e] = v.v[e];
-        } else {
-#pragma unroll
-          for (int e = 0; e < V; ++e)
-            rb[i * V + e] = (c < p.R && n + e < p.Nn) ? wrow[static_cast<long long>(c) * p.Nn + n + e] : zero_of<T>();
-        }
+        load_run(rb + i * V, wrow, c < p.R ? static_cast<long long>(c) * p.Nn : -1, n, p.Nn, p.vec_b);
       }
     };
     auto store = [&]() {
@@ -569,36 +562,12 @@ __global__ void __launch_bounds__(kThreads) wgrad_kernel(const WgradParams p) {
         const int mv = (tid % A_TPR) * V, k = k0 + mv;
 #pragma unroll
         for (int i = 0; i < BK / A_RPP; ++i) {
-          const long long off = s_gy[buf][tid / A_TPR + i * A_RPP];
-          if (p.vec_a) {
-            Vec16<T> v;
-            if (off >= 0 && k < p.Kg) v = *reinterpret_cast<const Vec16<T>*>(gy + off + k);
-            else
-#pragma unroll
-              for (int e = 0; e < V; ++e) v.v[e] = zero_of<T>();
-#pragma unroll
-            for (int e = 0; e < V; ++e) ra[i * V + e] = v.v[e];
-          } else {
-#pragma unroll
-            for (int e = 0; e < V; ++e) ra[i * V + e] = (off >= 0 && k + e < p.Kg) ? gy[off + k + e] : zero_of<T>();
-          }
+          load_run(ra + i * V, gy, s_gy[buf][tid / A_TPR + i * A_RPP], k, p.Kg, p.vec_a);
         }
         const int nv = (tid % B_TPR) * V, c = c0 + nv;
 #pragma unroll
         for (int i = 0; i < BK / B_RPP; ++i) {
-          const long long off = s_x[buf][tid / B_TPR + i * B_RPP];
-          if (p.vec_b) {
-            Vec16<T> v;
-            if (off >= 0 && c < p.Cg) v = *reinterpret_cast<const Vec16<T>*>(x + off + c);
-            else
-#pragma unroll
-              for (int e = 0; e < V; ++e) v.v[e] = zero_of<T>();
-#pragma unroll
-            for (int e = 0; e < V; ++e) rb[i * V + e] = v.v[e];
-          } else {
-#pragma unroll
-            for (int e = 0; e < V; ++e) rb[i * V + e] = (off >= 0 && c + e < p.Cg) ? x[off + c + e] : zero_of<T>();
-          }
+          load_run(rb + i * V, x, s_x[buf][tid / B_TPR + i * B_RPP], c, p.Cg, p.vec_b);
         }
       } else {
         const int q = tid % BK;
@@ -776,14 +745,22 @@ __global__ void wgrad_direct_kernel(const WgradParams p, T* gw, bool cl) {
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
-template <typename T>
-Path path_for(bool tf32) {
-  if (std::is_same_v<T, double>) return Path::kSimt;
-  if (std::is_same_v<T, float>) return tf32 ? Path::kTf32 : Path::kSimt;
-  return Path::kWmma16;
-}
-
 bool allow_tf32() { return at::globalContext().allowTF32CuDNN(at::Float32Op::CONV); }
+
+// Calls fn(std::integral_constant<Path, P>{}) with T's compute path: fp64 on SIMT, fp32 on tf32
+// tensor cores when torch allows TF32 for convolutions (else true-fp32 SIMT), 16-bit types on WMMA.
+// Only the paths T can take are instantiated.
+template <typename T, typename Fn>
+void with_path(Fn&& fn) {
+  if constexpr (std::is_same_v<T, double>) {
+    fn(std::integral_constant<Path, Path::kSimt>{});
+  } else if constexpr (std::is_same_v<T, float>) {
+    if (allow_tf32()) fn(std::integral_constant<Path, Path::kTf32>{});
+    else fn(std::integral_constant<Path, Path::kSimt>{});
+  } else {
+    fn(std::integral_constant<Path, Path::kWmma16>{});
+  }
+}
 
 // The one place that picks the kernel and its launch configuration for the gather family.
 template <typename T>
@@ -807,29 +784,16 @@ void launch_gather(GatherParams p, bool cl, bool trans, int64_t elem_size) {
   const dim3 grid(static_cast<unsigned>((p.M + BM - 1) / BM), static_cast<unsigned>((p.Nn + BN - 1) / BN),
                   static_cast<unsigned>(p.G));
   TORCH_CHECK(grid.y <= 65535 && grid.z <= 65535, "conv2d: too many channels or groups for one launch");
-  const Path path = path_for<T>(allow_tf32());
-#define RNNKERN_GATHER(P, CL, TR) gather_conv_kernel<T, P, CL, TR><<<grid, kThreads, 0, stream>>>(p)
-#define RNNKERN_GATHER_P(P)                          \
-  if (cl) {                                          \
-    if (trans) RNNKERN_GATHER(P, true, true);        \
-    else RNNKERN_GATHER(P, true, false);             \
-  } else {                                           \
-    if (trans) RNNKERN_GATHER(P, false, true);       \
-    else RNNKERN_GATHER(P, false, false);            \
-  }
-  if constexpr (std::is_same_v<T, double>) {
-    RNNKERN_GATHER_P(Path::kSimt)
-  } else if constexpr (std::is_same_v<T, float>) {
-    if (path == Path::kTf32) {
-      RNNKERN_GATHER_P(Path::kTf32)
+  with_path<T>([&](auto path) {
+    constexpr Path P = decltype(path)::value;
+    if (cl) {
+      if (trans) gather_conv_kernel<T, P, true, true><<<grid, kThreads, 0, stream>>>(p);
+      else gather_conv_kernel<T, P, true, false><<<grid, kThreads, 0, stream>>>(p);
     } else {
-      RNNKERN_GATHER_P(Path::kSimt)
+      if (trans) gather_conv_kernel<T, P, false, true><<<grid, kThreads, 0, stream>>>(p);
+      else gather_conv_kernel<T, P, false, false><<<grid, kThreads, 0, stream>>>(p);
     }
-  } else {
-    RNNKERN_GATHER_P(Path::kWmma16)
-  }
-#undef RNNKERN_GATHER_P
-#undef RNNKERN_GATHER
+  });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -862,22 +826,11 @@ void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::Te
   const dim3 grid(static_cast<unsigned>(tiles_m * p.tiles_n), static_cast<unsigned>(taps * splits),
                   static_cast<unsigned>(p.G));
   TORCH_CHECK(grid.z <= 65535, "conv2d_backward_weight: too many groups for one launch");
-  const Path path = path_for<T>(allow_tf32());
-#define RNNKERN_WGRAD(P)                                                              \
-  if (cl) wgrad_kernel<T, P, true><<<grid, kThreads, 0, stream>>>(p);                 \
-  else wgrad_kernel<T, P, false><<<grid, kThreads, 0, stream>>>(p);
-  if constexpr (std::is_same_v<T, double>) {
-    RNNKERN_WGRAD(Path::kSimt)
-  } else if constexpr (std::is_same_v<T, float>) {
-    if (path == Path::kTf32) {
-      RNNKERN_WGRAD(Path::kTf32)
-    } else {
-      RNNKERN_WGRAD(Path::kSimt)
-    }
-  } else {
-    RNNKERN_WGRAD(Path::kWmma16)
-  }
-#undef RNNKERN_WGRAD
+  with_path<T>([&](auto path) {
+    constexpr Path P = decltype(path)::value;
+    if (cl) wgrad_kernel<T, P, true><<<grid, kThreads, 0, stream>>>(p);
+    else wgrad_kernel<T, P, false><<<grid, kThreads, 0, stream>>>(p);
+  });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   const int blocks = static_cast<int>((outputs + kThreads - 1) / kThreads);
   wgrad_reduce_kernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<const Acc*>(p.ws), gw, p.splits, p.G, taps,
