@@ -42,6 +42,7 @@
 #include <mma.h>
 
 #include <limits>
+#include <string>
 #include <type_traits>
 
 #include "../conv_common.h"
@@ -745,7 +746,23 @@ __global__ void wgrad_direct_kernel(const WgradParams p, T* gw, bool cl) {
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
-bool allow_tf32() { return at::globalContext().allowTF32CuDNN(at::Float32Op::CONV); }
+// torch.backends.cudnn's TF32 switch for convolutions, across the C++ API's generations:
+// allowTF32CuDNN() (<= 2.8), allowTF32CuDNN("conv") (2.9), allowTF32CuDNN(at::Float32Op::CONV)
+// (later; its no-argument form throws when conv and RNN flags differ). The parameter type of
+// the member picks the form, so this builds against the GPU machine's torch as well as ours.
+template <typename F> struct first_param;
+template <typename C, typename R> struct first_param<R (C::*)() const> { using type = void; };
+template <typename C, typename R, typename A> struct first_param<R (C::*)(A) const> { using type = std::decay_t<A>; };
+
+template <typename Ctx>
+bool conv_tf32_allowed(const Ctx& ctx) {
+  using Arg = typename first_param<decltype(&Ctx::allowTF32CuDNN)>::type;
+  if constexpr (std::is_void_v<Arg>) return ctx.allowTF32CuDNN();
+  else if constexpr (std::is_same_v<Arg, std::string>) return ctx.allowTF32CuDNN("conv");
+  else return ctx.allowTF32CuDNN(Arg::value_type::CONV);
+}
+
+bool allow_tf32() { return conv_tf32_allowed(at::globalContext()); }
 
 // Calls fn(std::integral_constant<Path, P>{}) with T's compute path: fp64 on SIMT, fp32 on tf32
 // tensor cores when torch allows TF32 for convolutions (else true-fp32 SIMT), 16-bit types on WMMA.
