@@ -932,7 +932,7 @@ void conv_transpose_direct_avx512(const at::Tensor& x, const at::Tensor& w, cons
 // in registers across a chunk of ~kWgradChunk pixels (loaded from / stored to the tap's slice of
 // the result around the chunk), so the chunk's A vectors are reused from L1 by every B-block and
 // every tap.
-// A = gy (vectors over output channels) unless x's channels pad to 16 with less waste.
+// A = gy (vectors over output channels) or x, whichever wgrad_direct_choice estimates cheaper.
 //
 // Determinism and accuracy: every result element is the sum, in chunk order, of per-chunk FMA
 // chains (each chunk's partial starts from zero: a two-level sum, not one chain over all N*OH*OW
@@ -1010,28 +1010,68 @@ PixelView pixel_view(const at::Tensor& t, bool cl, int64_t Cg) {
   return {t.const_data_ptr<float>(), C * H * W, W, 1, H * W, Cg * H * W};
 }
 
-// One (image, row) of the A operand: dp[(x * G + gi) * Cgp + c] = t[n, gi*Cg + c, y, x], zeros for c >= Cg.
+// In-register transpose of a 16 x 16 block: r[i] (row i) -> r[j] (column j). (GCC 12's headers
+// build these shuffles on _mm512_undefined_ps and warn about it: silenced here.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+__attribute__((target("avx512f"))) inline void transpose16x16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {  // per 128-bit lane L: rows 2i, 2i+1 interleaved
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // r[4i + k], lane L: rows 4i..4i+3 of column 4L + k
+    r[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int k = 0; k < 4; ++k) {  // column 4L + k gathers lane L of r[k], r[4+k], r[8+k], r[12+k]
+    const __m512 t1 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88), t2 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xDD);
+    const __m512 t3 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88),
+                 t4 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xDD);
+    t[k] = _mm512_shuffle_f32x4(t1, t3, 0x88);
+    t[8 + k] = _mm512_shuffle_f32x4(t1, t3, 0xDD);
+    t[4 + k] = _mm512_shuffle_f32x4(t2, t4, 0x88);
+    t[12 + k] = _mm512_shuffle_f32x4(t2, t4, 0xDD);
+  }
+  for (int j = 0; j < 16; ++j) r[j] = t[j];
+}
+#pragma GCC diagnostic pop
+
+// One (image, row) of the A operand: dp[(x * G + gi) * Cgp + c] = t[n, gi*Cg + c, y, x], zeros for
+// c >= Cg. From NCHW by 16 x 16 blocks (16 channel rows loaded whole, transposed in registers):
+// one 16-channel gather per pixel touched 16 planes H*W apart, which alias in L1 and miss (the
+// pack of a 128-channel 64x64 gy was ~40% of its wgrad call).
 __attribute__((target("avx512f"))) void pack_a_row(const float* src, bool cl, int64_t n, int64_t y, int64_t C,
                                                     int64_t R, int64_t S, int64_t G, int64_t Cg, int64_t Cgp,
                                                     float* dp) {
-  const int64_t RS = R * S;
-  const __m512i idx = _mm512_mullo_epi32(_mm512_set1_epi32(static_cast<int>(RS)),
-                                         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-  const bool gather = !cl && 16 * RS < (int64_t(1) << 31);
-  for (int64_t xx = 0; xx < S; ++xx)
-    for (int64_t gi = 0; gi < G; ++gi, dp += Cgp) {
-      int64_t c = 0;
-      if (cl) {
-        std::memcpy(static_cast<void*>(dp), src + ((n * R + y) * S + xx) * C + gi * Cg, sizeof(float) * Cg);
-        c = Cg;
-      } else {
-        const float* sp = src + (n * C + gi * Cg) * RS + y * S + xx;
-        if (gather)
-          for (; c + 16 <= Cg; c += 16) _mm512_storeu_ps(dp + c, gather16(idx, sp + c * RS, 4));
-        for (; c < Cg; ++c) dp[c] = sp[c * RS];
+  const int64_t RS = R * S, pitch = G * Cgp;
+  for (int64_t gi = 0; gi < G; ++gi) {
+    float* dg = dp + gi * Cgp;
+    if (cl) {
+      for (int64_t xx = 0; xx < S; ++xx)
+        std::memcpy(static_cast<void*>(dg + xx * pitch), src + ((n * R + y) * S + xx) * C + gi * Cg,
+                    sizeof(float) * Cg);
+    } else {
+      const float* sp = src + (n * C + gi * Cg) * RS + y * S;  // channel c, pixel xx at sp[c * RS + xx]
+      const int64_t c16 = Cg / 16 * 16, x16 = S / 16 * 16;
+      for (int64_t c0 = 0; c0 < c16; c0 += 16) {
+        for (int64_t x0 = 0; x0 < x16; x0 += 16) {
+          __m512 r[16];
+          for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(sp + (c0 + i) * RS + x0);
+          transpose16x16(r);
+          for (int j = 0; j < 16; ++j) _mm512_storeu_ps(dg + (x0 + j) * pitch + c0, r[j]);
+        }
+        for (int64_t xx = x16; xx < S; ++xx)
+          for (int64_t c = c0; c < c0 + 16; ++c) dg[xx * pitch + c] = sp[c * RS + xx];
       }
-      for (; c < Cgp; ++c) dp[c] = 0.f;
+      for (int64_t c = c16; c < Cg; ++c)
+        for (int64_t xx = 0; xx < S; ++xx) dg[xx * pitch + c] = sp[c * RS + xx];
     }
+    for (int64_t xx = 0; xx < S; ++xx)
+      for (int64_t c = Cg; c < Cgp; ++c) dg[xx * pitch + c] = 0.f;
+  }
 }
 
 // The A operand: t (N, G*Cg, R, S) as pixel-major (N*R*S, G, Cgp) with zero channels c >= Cg, in
@@ -1053,13 +1093,27 @@ PixelView pack_a_operand(const at::Tensor& t, bool cl, int64_t G, int64_t Cg, in
 // Which operand is read as vectors: gy (output channels) or x (input channels); none: the GEMM path.
 enum class WgradA { kNone, kGradOutput, kInput };
 
-WgradA wgrad_direct_choice(const ConvGeometry& g, at::ScalarType t) {
+// A side qualifies with >= 16 channels per group. Between two that qualify, the smaller estimated
+// cost in cycles: the FMAs at the side's lane fill (Ach / Ap; one vector per pixel, KV = 1,
+// issues 25 loads per 24 FMAs: ~10% more; against an NCHW B, a block of 12-24 B channels is that
+// many broadcast streams H*W apart, which alias in the L1 sets: 16 -> 128 channels NCHW 64x64
+// measured 0.70x torch with x vectorised, 0.98x with gy), plus ~0.25 cycle per element to pack
+// the side pixel-major (16 x 16 register transposes) unless it is read in place (channels_last,
+// whole vectors). Ties go to gy.
+WgradA wgrad_direct_choice(const ConvGeometry& g, at::ScalarType t, bool gy_cl, bool x_cl) {
   if (t != at::kFloat || !cpu_has_avx512() || narrow_groups(g) || is_pointwise(g)) return WgradA::kNone;
   const int64_t Kg = g.Kg(), Cg = g.Cg();
-  const double ek = double(Kg) / double((Kg + 15) / 16 * 16), ec = double(Cg) / double((Cg + 15) / 16 * 16);
-  if (Kg >= 16 && (ek >= ec || Cg < 16)) return WgradA::kGradOutput;
-  if (Cg >= 16) return WgradA::kInput;
-  return WgradA::kNone;
+  const double macs = double(g.N) * g.OH * g.OW * Kg * Cg * g.taps();
+  const double gy_px = double(g.N) * g.OH * g.OW, x_px = double(g.N) * g.H * g.W;
+  auto cost = [&](int64_t ch, bool cl, double pixels, bool b_cl) {
+    const int64_t cp = (ch + 15) / 16 * 16;
+    const double fma = macs * double(cp) / double(ch) * (cp == 16 ? 1.1 : 1.0) * (!b_cl && cp <= 32 ? 1.5 : 1.0) / 32.0;
+    return fma + (cl && cp == ch ? 0.0 : 0.25 * pixels * double(g.G * cp));
+  };
+  if (Kg < 16 && Cg < 16) return WgradA::kNone;
+  if (Cg < 16) return WgradA::kGradOutput;
+  if (Kg < 16) return WgradA::kInput;
+  return cost(Kg, gy_cl, gy_px, x_cl) <= cost(Cg, x_cl, x_px, gy_cl) ? WgradA::kGradOutput : WgradA::kInput;
 }
 
 // Returns the weight gradient (K, Cg, KH, KW); gy and x dense, each in its own layout.
@@ -1451,9 +1505,9 @@ bool conv_transpose2d_backward_weight_direct_cpu(const at::Tensor& grad_output, 
   // than x: its extra rows / columns would meet x = 0, so the reduction stops at x's size.
   g.OH = input.size(2);
   g.OW = input.size(3);
-  const WgradA which = wgrad_direct_choice(g, at::kFloat);
-  if (which == WgradA::kNone) return false;
   const bool x_cl = conv_channels_last(grad_output), gy_cl = conv_channels_last(input);
+  const WgradA which = wgrad_direct_choice(g, at::kFloat, gy_cl, x_cl);
+  if (which == WgradA::kNone) return false;
   grad_weight = backward_weight_direct_avx512(g, which, prep(input, at::kFloat, gy_cl), gy_cl,
                                               prep(grad_output, at::kFloat, x_cl), x_cl);
   return true;
@@ -1511,9 +1565,9 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cpu(const at::Tensor& 
   const ConvGeometry g = check_conv_args(op, input.sizes(), weight_size, stride, padding, dilation, groups);
   check_conv_grad_output(op, g, grad_output);
   const at::ScalarType ct = cpu_compute_type(op, input.scalar_type());
-  const WgradA which = wgrad_direct_choice(g, ct);
+  const bool x_cl = conv_channels_last(input), gy_cl = conv_channels_last(grad_output);
+  const WgradA which = wgrad_direct_choice(g, ct, gy_cl, x_cl);
   if (which != WgradA::kNone) {  // each operand read in its own layout
-    const bool x_cl = conv_channels_last(input), gy_cl = conv_channels_last(grad_output);
     const at::Tensor x = prep(input, ct, x_cl), gy = prep(grad_output, ct, gy_cl);
     at::Tensor gw = backward_weight_direct_avx512(g, which, gy, gy_cl, x, x_cl);
     at::Tensor gb = bias_grad ? gy.sum({0, 2, 3}) : at::empty({0}, gy.options());
