@@ -145,6 +145,14 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cuda(
     const at::Tensor& grad_output, const at::Tensor& input, at::IntArrayRef weight_size, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation,
     bool bias_grad);
+// Defined in csrc/cuda/conv.cu: the transposed convolution's forward on the conv engine's
+// implicit-GEMM gather kernel (conv2d's grad_input mapping with `input` as grad_output, output
+// pixels enumerated by stride phase so only each phase's real taps are multiplied; tf32 / bf16 /
+// fp16 tensor cores like conv2d), bias fused. Writes `output`, already allocated as (N, C_out, OH,
+// OW) for geometry g in the layout rule's format; the caller has checked the arguments against g.
+void conv_transpose2d_forward_gather_cuda(const at::Tensor& input, const at::Tensor& weight,
+                                          const std::optional<at::Tensor>& bias, const ConvT2dGeometry& g,
+                                          at::Tensor& output);
 #endif
 
 }  // namespace rnnkern

@@ -10,7 +10,17 @@
 //     grad_input  (kTrans = true):  hs = (ho + pt - r * dh) / sh, only where that divides
 //   (the same along W), with B the weight permuted once to (G, taps, R, Nn). grad_input of a
 //   convolution is the transposed mapping on grad_output with the weight's (Kg, Cg) swapped,
-//   which is also the forward of a transposed convolution.
+//   which is also the forward of a transposed convolution (conv_transpose2d_forward_gather_cuda,
+//   called by csrc/cuda/conv_transpose.cu).
+//   Stride phases (transposed mapping only): with s > 1 an output row ho is reached only by the
+//   taps r with (ho + pt - r * dh) % sh == 0, which depend on ho's phase ho % sh alone. So the
+//   pixels are enumerated phase-major: blockIdx.z = g * (sh * sw) + (ph * sw + pw), block pixels
+//   m in [0, N * Hq * Wq) (Hq = ceil(Ho / sh)) at ho = hq * sh + ph, wo = wq * sw + pw (ragged
+//   positions past Ho / Wo are masked), and the tap loop runs over a compressed index t over
+//   only the phase's taps r = r0 + j * (sh / gcd(sh, dh)) (r0 found per block, likewise along W)
+//   mapped back to the real tap r * KW + s for the weight rows and the source mapping. No
+//   inserted zero is multiplied (without this, (1 - 1/(sh sw)) of the MACs were zeros) and the
+//   k64 s32 FCN-32s head visits 2 x 2 of its 4096 taps per phase. Forward: one phase, all taps.
 //   Tap skipping: before the first k-step of a tap, the block builds the per-pixel source offsets
 //   of its BM pixels for that tap (one smem table, -1 = reads padding); __syncthreads_or over the
 //   pixels decides whether any pixel of the tile reads real data, and taps whose whole tile reads
@@ -41,7 +51,9 @@
 #include <cuda_fp16.h>
 #include <mma.h>
 
+#include <cstdlib>
 #include <limits>
+#include <numeric>
 #include <string>
 #include <type_traits>
 
@@ -269,8 +281,24 @@ struct GatherParams {
   int N, Cs, Hs, Ws, Co, Ho, Wo, G, R, Nn;
   int KH, KW, sh, sw, dh, dw, pt, pl;
   long long M;  // N * Ho * Wo
+  // Tiled kernel's pixel enumeration. Forward: Mt = M, one phase. Transposed mapping: phase-major,
+  // blockIdx.z = g * (sh * sw) + phase, Mt = N * Hq * Wq pixels per phase (Hq = ceil(Ho / sh),
+  // Wq = ceil(Wo / sw)); th / tw = s / gcd(s, d), the step between the taps that hit one phase.
+  long long Mt;
+  int Hq, Wq, th, tw;
   bool vec_a, vec_b;
 };
+
+// Transposed mapping: the taps r with (o + pad - r * dil) % stride == 0 are r0, r0 + step, ...
+// (step = stride / gcd(stride, dil)), the same for every output position o of one stride phase.
+// Returns their count (0 when there is none below k) and the first one in *r0.
+__device__ __forceinline__ int trans_taps(int o, int stride, int dil, int pad, int k, int step, int* r0) {
+  const int res = (o + pad) % stride;
+  int r = 0;
+  while (r < step && r < k && (r * dil) % stride != res) ++r;
+  *r0 = r;
+  return (r < step && r < k) ? (k - 1 - r) / step + 1 : 0;
+}
 
 template <bool kTrans>
 __device__ __forceinline__ bool map_in(int o, int k, int stride, int dil, int pad, int in, int* src) {
@@ -316,35 +344,77 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
                                    >;
     const int tid = threadIdx.x;
     const long long m0 = static_cast<long long>(blockIdx.x) * BM;
-    const int n0 = blockIdx.y * BN, g = blockIdx.z;
+    const int n0 = blockIdx.y * BN;
     const int taps = p.KH * p.KW;
     const T* src = static_cast<const T*>(p.src);
     const T* wt = static_cast<const T*>(p.wt);
     const long long src_cstride = kCL ? 1 : static_cast<long long>(p.Hs) * p.Ws;
+    // Transposed mapping: the block's stride phase (ph, pw) and its taps, r = r0 + jr * th,
+    // s = s0 + js * tw (jr < nr, js < ns); the tap loop below runs over t = jr * ns + js only, so
+    // no tap that divides for none of the phase's pixels (an inserted zero) is ever visited.
+    // Forward: all taps, t = r * KW + s.
+    const int phases = kTrans ? p.sh * p.sw : 1;
+    const int g = kTrans ? static_cast<int>(blockIdx.z) / phases : static_cast<int>(blockIdx.z);
+    int ph = 0, pw = 0, r0 = 0, s0 = 0, nr = p.KH, ns = p.KW;
+    if constexpr (kTrans) {
+      const int phase = static_cast<int>(blockIdx.z) - g * phases;
+      ph = phase / p.sw;
+      pw = phase - ph * p.sw;
+      nr = trans_taps(ph, p.sh, p.dh, p.pt, p.KH, p.th, &r0);
+      ns = trans_taps(pw, p.sw, p.dw, p.pl, p.KW, p.tw, &s0);
+    }
+    const int ntaps = nr * ns;
+    // compressed tap index -> (r, s)
+    auto tap_rs = [&](int t, int* r, int* s) {
+      if constexpr (kTrans) {
+        const int jr = t / ns;
+        *r = r0 + jr * p.th;
+        *s = s0 + (t - jr * ns) * p.tw;
+      } else {
+        *r = t / p.KW;
+        *s = t % p.KW;
+      }
+    };
 
     // This thread's pixel for the offset tables.
     int pn = -1, pho = 0, pwo = 0;
     if (tid < BM) {
       const long long m = m0 + tid;
-      if (m < p.M) {
+      s_out[tid] = -1;
+      if (m < p.Mt) {
         const long long hw = static_cast<long long>(p.Ho) * p.Wo;
-        pn = static_cast<int>(m / hw);
-        const int rem = static_cast<int>(m - pn * hw);
-        pho = rem / p.Wo;
-        pwo = rem % p.Wo;
-        s_out[tid] = kCL ? m * p.Co : (static_cast<long long>(pn) * p.Co * hw + rem);
-      } else {
-        s_out[tid] = -1;
+        if constexpr (kTrans) {
+          // phase-major: m = (n, hq, wq), (ho, wo) = (hq * sh + ph, wq * sw + pw)
+          const long long hwq = static_cast<long long>(p.Hq) * p.Wq;
+          const int n = static_cast<int>(m / hwq);
+          const int remq = static_cast<int>(m - n * hwq);
+          const int hq = remq / p.Wq;
+          const int ho = hq * p.sh + ph, wo = (remq - hq * p.Wq) * p.sw + pw;
+          if (ho < p.Ho && wo < p.Wo) {
+            pn = n;
+            pho = ho;
+            pwo = wo;
+            const long long pix = static_cast<long long>(ho) * p.Wo + wo;
+            s_out[tid] = kCL ? (static_cast<long long>(n) * hw + pix) * p.Co
+                             : static_cast<long long>(n) * p.Co * hw + pix;
+          }
+        } else {
+          pn = static_cast<int>(m / hw);
+          const int rem = static_cast<int>(m - pn * hw);
+          pho = rem / p.Wo;
+          pwo = rem % p.Wo;
+          s_out[tid] = kCL ? m * p.Co : (static_cast<long long>(pn) * p.Co * hw + rem);
+        }
       }
     }
-    // Builds the table for `tap`; true when this thread's pixel reads real data.
+    // Builds the table for compressed tap `tap`; true when this thread's pixel reads real data.
     auto table = [&](int tap) -> bool {
       bool ok = false;
       if (tid < BM) {
         long long off = -1;
         if (pn >= 0) {
-          int hs, ws;
-          const int r = tap / p.KW, s = tap % p.KW;
+          int hs, ws, r, s;
+          tap_rs(tap, &r, &s);
           if (map_in<kTrans>(pho, r, p.sh, p.dh, p.pt, p.Hs, &hs) && map_in<kTrans>(pwo, s, p.sw, p.dw, p.pl, p.Ws, &ws)) {
             off = kCL ? ((static_cast<long long>(pn) * p.Hs + hs) * p.Ws + ws) * p.Cs + static_cast<long long>(g) * p.R
                       : ((static_cast<long long>(pn) * p.Cs + static_cast<long long>(g) * p.R) * p.Hs + hs) * p.Ws + ws;
@@ -357,10 +427,10 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
     };
     // First tap at or after `from` that some pixel of the tile reads real data for (block-uniform).
     auto find_tap = [&](int from) -> int {
-      for (int t = from; t < taps; ++t) {
+      for (int t = from; t < ntaps; ++t) {
         if (__syncthreads_or(table(t))) return t;
       }
-      return taps;
+      return ntaps;
     };
 
     // Register staging of one k-step: A (BM x BK) and B (BK x BN), BM*BK/256 and BK*BN/256 each.
@@ -390,7 +460,9 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
           ra[i] = (off >= 0 && c < p.R) ? src[off + c * src_cstride] : zero_of<T>();
         }
       }
-      const T* wrow = wt + (static_cast<long long>(g) * taps + tap) * p.R * p.Nn;
+      int r, s;
+      tap_rs(tap, &r, &s);
+      const T* wrow = wt + (static_cast<long long>(g) * taps + r * p.KW + s) * p.R * p.Nn;
       const int nv = (tid % B_TPR) * V, n = n0 + nv;
 #pragma unroll
       for (int i = 0; i < BK / B_RPP; ++i) {
@@ -423,12 +495,12 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
 
     Mma mma;
     mma.init(tid);
-    int tap = find_tap(0), c0 = 0;
-    if (tap < taps) load(tap, c0);
+    int tap = find_tap(0), c0 = 0;  // compressed tap index
+    if (tap < ntaps) load(tap, c0);
     // The prologue load reads other threads' s_off entries; without this barrier a thread that
     // reaches find_tap below (R <= BK) could rewrite its entry before they are read.
     __syncthreads();
-    while (tap < taps) {
+    while (tap < ntaps) {
       store();
       int ntap = tap, nc0 = c0 + BK;
       if (nc0 >= p.R) {
@@ -436,7 +508,7 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
         ntap = find_tap(tap + 1);  // rewrites s_off: every read of it (this step's loads) is done
       }
       __syncthreads();
-      if (ntap < taps) load(ntap, nc0);
+      if (ntap < ntaps) load(ntap, nc0);
       mma.step(As, Bs);
       __syncthreads();
       tap = ntap;
@@ -682,10 +754,20 @@ __global__ void gather_direct_kernel(const GatherParams p, bool cl) {
   const T* src = static_cast<const T*>(p.src);
   const T* wt = static_cast<const T*>(p.wt);
   Acc acc = 0;
-  for (int r = 0; r < p.KH; ++r) {
+  // transposed mapping: only the taps that divide for this output position (see trans_taps)
+  int r0 = 0, s0 = 0, rstep = 1, sstep = 1, nr = p.KH, ns = p.KW;
+  if constexpr (kTrans) {
+    nr = trans_taps(ho, p.sh, p.dh, p.pt, p.KH, p.th, &r0);
+    ns = trans_taps(wo, p.sw, p.dw, p.pl, p.KW, p.tw, &s0);
+    rstep = p.th;
+    sstep = p.tw;
+  }
+  for (int jr = 0; jr < nr; ++jr) {
+    const int r = r0 + jr * rstep;
     int hs;
     if (!map_in<kTrans>(ho, r, p.sh, p.dh, p.pt, p.Hs, &hs)) continue;
-    for (int s = 0; s < p.KW; ++s) {
+    for (int js = 0; js < ns; ++js) {
+      const int s = s0 + js * sstep;
       int ws;
       if (!map_in<kTrans>(wo, s, p.sw, p.dw, p.pl, p.Ws, &ws)) continue;
       const T* wrow = wt + ((static_cast<long long>(g) * p.KH * p.KW + r * p.KW + s) * p.R) * p.Nn + nn;
@@ -798,9 +880,11 @@ void launch_gather(GatherParams p, bool cl, bool trans, int64_t elem_size) {
   // channels_last A loads: V channels at once when every pixel's channel run starts aligned
   p.vec_a = cl && p.Cs % V == 0 && p.R % V == 0 && aligned16(p.src);
   p.vec_b = p.Nn % V == 0 && aligned16(p.wt);
-  const dim3 grid(static_cast<unsigned>((p.M + BM - 1) / BM), static_cast<unsigned>((p.Nn + BN - 1) / BN),
-                  static_cast<unsigned>(p.G));
-  TORCH_CHECK(grid.y <= 65535 && grid.z <= 65535, "conv2d: too many channels or groups for one launch");
+  // transposed mapping: one grid z-slice per (group, stride phase), see GatherParams::Mt
+  const long long zs = static_cast<long long>(p.G) * (trans ? static_cast<long long>(p.sh) * p.sw : 1);
+  const dim3 grid(static_cast<unsigned>((p.Mt + BM - 1) / BM), static_cast<unsigned>((p.Nn + BN - 1) / BN),
+                  static_cast<unsigned>(zs));
+  TORCH_CHECK(grid.y <= 65535 && zs <= 65535, "conv2d: too many channels, groups or stride phases for one launch");
   with_path<T>([&](auto path) {
     constexpr Path P = decltype(path)::value;
     if (cl) {
@@ -890,6 +974,18 @@ GatherParams gather_params(const ConvGeometry& g, bool trans) {
   p.pt = to_int(g.pt, "padding");
   p.pl = to_int(g.pl, "padding");
   p.M = static_cast<long long>(g.N) * p.Ho * p.Wo;
+  if (trans) {  // phase-major pixel enumeration (GatherParams::Mt)
+    p.Hq = (p.Ho + p.sh - 1) / p.sh;
+    p.Wq = (p.Wo + p.sw - 1) / p.sw;
+    p.th = p.sh / std::gcd(p.sh, p.dh);
+    p.tw = p.sw / std::gcd(p.sw, p.dw);
+    p.Mt = static_cast<long long>(g.N) * p.Hq * p.Wq;
+  } else {
+    p.Hq = p.Ho;
+    p.Wq = p.Wo;
+    p.th = p.tw = 1;
+    p.Mt = p.M;
+  }
   return p;
 }
 
@@ -947,6 +1043,55 @@ at::Tensor conv2d_backward_input_cuda(const at::Tensor& grad_output, const at::T
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "conv2d_backward_input_cuda",
                                   [&] { launch_gather<typename NativeOf<scalar_t>::type>(p, cl, true, sizeof(scalar_t)); });
   return gx;
+}
+
+void conv_transpose2d_forward_gather_cuda(const at::Tensor& input, const at::Tensor& weight,
+                                          const std::optional<at::Tensor>& bias, const ConvT2dGeometry& t,
+                                          at::Tensor& output) {
+  constexpr const char* op = "conv_transpose2d";
+  check_cuda(op, input);
+  check_conv_tensors(op, input, "input", weight, "weight");
+  if (bias) check_conv_tensors(op, input, "input", *bias, "bias");
+  // The convolution whose grad_input this is: its input is our output (C_out channels, OH x OW),
+  // its output our input (C_in channels, H x W), its weight (K, Cg, KH, KW) = (C_in, C_out/G, kH, kW)
+  // is ours as it is.
+  ConvGeometry g{};
+  g.N = t.N;
+  g.C = t.Cout;
+  g.H = t.OH;
+  g.W = t.OW;
+  g.K = t.Cin;
+  g.OH = t.H;
+  g.OW = t.W;
+  g.KH = t.kH;
+  g.KW = t.kW;
+  g.sh = t.sH;
+  g.sw = t.sW;
+  g.dh = t.dH;
+  g.dw = t.dW;
+  g.pt = g.pb = t.pH;
+  g.pl = g.pr = t.pW;
+  g.G = t.G;
+  const bool cl = conv_channels_last(input);
+  TORCH_INTERNAL_ASSERT(output.is_cuda() && output.scalar_type() == input.scalar_type() && output.dim() == 4 &&
+                            output.size(0) == t.N && output.size(1) == t.Cout && output.size(2) == t.OH &&
+                            output.size(3) == t.OW && output.is_contiguous(fmt(cl)),
+                        op, ": gather forward got an output tensor of the wrong shape or layout");
+  if (output.numel() == 0) return;
+  const at::cuda::OptionalCUDAGuard guard(device_of(input));
+  const at::Tensor x = input.contiguous(fmt(cl));
+  // (G, taps, C_in/G, C_out/G): B(tap, ci; co) rows contiguous along the output channels
+  const at::Tensor wt = weight.reshape({g.G, g.Kg(), g.Cg(), g.KH, g.KW}).permute({0, 3, 4, 1, 2}).contiguous();
+  const at::Tensor b = bias ? bias->contiguous() : at::Tensor();
+  GatherParams p = gather_params(g, true);
+  p.src = x.data_ptr();
+  p.wt = wt.data_ptr();
+  p.bias = bias ? b.data_ptr() : nullptr;
+  p.out = output.data_ptr();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
+                                  "conv_transpose2d_forward_gather_cuda", [&] {
+                                    launch_gather<typename NativeOf<scalar_t>::type>(p, cl, true, sizeof(scalar_t));
+                                  });
 }
 
 std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cuda(const at::Tensor& grad_output, const at::Tensor& input,

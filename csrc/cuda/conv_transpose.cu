@@ -1,8 +1,20 @@
-// Transposed 2-D convolution on CUDA: one tiled implicit-GEMM kernel, four ways of feeding it.
+// Transposed 2-D convolution on CUDA.
 //
-//  kFwd      phase (stride) decomposition. Output rows with oh = ph (mod sH) are hit only by the
-//            kernel rows kh with kh*dH = ph + pH (mod sH): an arithmetic progression kh0 + j*tsH
-//            (tsH = sH / gcd(sH, dH)), about ceil(kH / sH) taps, whose input row is
+// Forward: every case except the pixel shuffle (kShuffle below) runs on the convolution engine's
+// implicit-GEMM gather kernel (csrc/cuda/conv.cu, conv_transpose2d_forward_gather_cuda): the
+// transposed conv is conv2d's grad_input with x as grad_output and the weight as it is, and that
+// kernel enumerates the output pixels phase-major (blockIdx.z = (group, stride phase)) and visits
+// only the taps of the block's phase, so no inserted zero is multiplied; it has the tf32 (when
+// torch allows TF32 for convolutions) and bf16/fp16 WMMA tensor-core paths, bias fused.
+// RNNKERN_CONVT_FWD=simt (read per call) sends those cases back to this file's kFwd SIMT kernel,
+// for comparison or as a fall-back; "gather" or unset: the engine.
+//
+// This file: one tiled implicit-GEMM kernel, four ways of feeding it.
+//
+//  kFwd      (RNNKERN_CONVT_FWD=simt only) phase (stride) decomposition. Output rows with
+//            oh = ph (mod sH) are hit only by the kernel rows kh with kh*dH = ph + pH (mod sH):
+//            an arithmetic progression kh0 + j*tsH (tsH = sH / gcd(sH, dH)), about
+//            ceil(kH / sH) taps, whose input row is
 //            ih = ohq + b0H - j*eH for the phase-local row ohq = (oh - ph) / sH. So each of the
 //            sH*sW output phases is an ordinary convolution with a sub-kernel of the real taps:
 //            M = N*OHp*OWp (phase pixels), N = C_out/G, K = C_in/G * taps. No inserted zero is
@@ -22,16 +34,19 @@
 //
 // Tiles: BM x BN x 16, 256 threads, 4x4 outputs per thread, operands staged in shared memory in
 // the accumulation type (at::opmath_type: fp32 for fp32/bf16/fp16, fp64 for fp64), SIMT FMA
-// (no tensor cores yet: fp32 is true fp32, not tf32). Three tile shapes (64x64, 128x32, 32x128)
-// follow the GEMM's aspect ratio. Loads read any strides (NCHW, channels_last, or other); which
-// GEMM index runs fastest across a warp's loads is chosen per mode and layout so that
-// neighbouring threads read neighbouring addresses where the layout allows.
+// (this file's kernel has no tensor cores: fp32 is true fp32, not tf32; the forward's gather path
+// above has them). Three tile shapes (64x64, 128x32, 32x128) follow the GEMM's aspect ratio.
+// Loads read any strides (NCHW, channels_last, or other); which GEMM index runs fastest across a
+// warp's loads is chosen per mode and layout so that neighbouring threads read neighbouring
+// addresses where the layout allows.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <cstdlib>
 #include <numeric>
+#include <string>
 
 #include "../ops.h"
 
@@ -517,6 +532,16 @@ void launch(Params& p, Tile t, int64_t grid_x_rows, int64_t grid_z, const at::Te
   }
 }
 
+// RNNKERN_CONVT_FWD=simt: the forward's non-shuffle cases on this file's kFwd kernel instead of
+// conv.cu's gather engine (read per call, so a test can switch it). Unset or "gather": the engine.
+bool simt_forward_requested() {
+  const char* e = std::getenv("RNNKERN_CONVT_FWD");
+  if (e == nullptr || e[0] == '\0') return false;
+  const std::string v(e);
+  TORCH_CHECK(v == "simt" || v == "gather", "RNNKERN_CONVT_FWD must be 'simt' or 'gather', got '", v, "'");
+  return v == "simt";
+}
+
 void check_device(const char* op, const at::Tensor& ref, const char* name, const at::Tensor& t) {
   TORCH_CHECK(t.is_cuda() && t.device() == ref.device(), op, ": ", name, " is on ", t.device(), " but expected ",
               ref.device());
@@ -554,6 +579,10 @@ at::Tensor conv_transpose2d_forward_cuda(const at::Tensor& input, const at::Tens
   p.out = output.data_ptr();
   const bool shuffle = g.kH == g.sH && g.kW == g.sW && g.pH == 0 && g.pW == 0 && g.dH == 1 && g.dW == 1 &&
                        g.opH == 0 && g.opW == 0;
+  if (!shuffle && !simt_forward_requested()) {
+    conv_transpose2d_forward_gather_cuda(input, weight, bias, g, output);
+    return output;
+  }
   int64_t rows, grid_z;
   if (shuffle) {
     p.mode = kShuffle;

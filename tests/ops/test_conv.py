@@ -185,6 +185,22 @@ def test_cuda_tf32(layout):
         _compare(2, xs, ws, kw, "cuda", torch.float32, layout=layout, tol=TOL_TF32)
 
 
+def _cuda_vs_fp64(xs, ws, kw, dtype, layout):
+    """(y, gx, gw, gb) on CUDA in dtype, the fp64 CPU reference, and per-result tolerances: TOL for
+    fp32 / fp64, 2x torch's own same-dtype error (+1e-3) for bf16."""
+    x, w, b = torch.randn(xs, dtype=torch.float64), torch.randn(ws, dtype=torch.float64), torch.randn(
+        ws[0], dtype=torch.float64)
+    gy = torch.randn_like(TF.conv2d(x, w, b, **kw))
+    ref = _run(2, x, w, b, kw, gy, ours=False)
+    cast = dict(device="cuda", dtype=dtype)
+    xd, gyd = x.to(**cast).contiguous(memory_format=layout), gy.to(**cast).contiguous(memory_format=layout)
+    got = _run(2, xd, w.to(**cast), b.to(**cast), kw, gyd, True)
+    if dtype == torch.bfloat16:
+        theirs = _run(2, xd, w.to(**cast), b.to(**cast), kw, gyd, False)
+        return got, ref, [2 * rel_err(t, r) + 1e-3 for t, r in zip(theirs, ref)]
+    return got, ref, [TOL[dtype]] * 4
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
@@ -205,20 +221,34 @@ def test_cuda_random_gemm_path(dtype, layout):
             hw = [max(1, dil[i] * (k[i] - 1) + 1 - 2 * pad[i]) + rng.randint(0, 20) for i in range(2)]
             xs, ws = (rng.randint(1, 3), cin, *hw), (cout, cin // groups, *k)
             kw = dict(stride=stride, padding=pad, dilation=dil, groups=groups)
-            x, w, b = torch.randn(xs, dtype=torch.float64), torch.randn(ws, dtype=torch.float64), torch.randn(
-                cout, dtype=torch.float64)
-            gy = torch.randn_like(TF.conv2d(x, w, b, **kw))
-            ref = _run(2, x, w, b, kw, gy, ours=False)
-            cast = dict(device="cuda", dtype=dtype)
-            xd, gyd = x.to(**cast).contiguous(memory_format=layout), gy.to(**cast).contiguous(memory_format=layout)
-            got = _run(2, xd, w.to(**cast), b.to(**cast), kw, gyd, True)
-            if dtype == torch.bfloat16:
-                theirs = _run(2, xd, w.to(**cast), b.to(**cast), kw, gyd, False)
-                tols = [2 * rel_err(t, r) + 1e-3 for t, r in zip(theirs, ref)]
-            else:
-                tols = [TOL[dtype]] * 4
+            got, ref, tols = _cuda_vs_fp64(xs, ws, kw, dtype, layout)
             for name, o, r, tol in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, ref, tols):
                 assert rel_err(o, r) < tol, (name, rel_err(o, r), tol, xs, ws, kw)
+    finally:
+        torch.backends.cudnn.allow_tf32 = True
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_cuda_strided_grad_input_phases(dtype, layout):
+    """Strided grad_input on the tiled kernel's phase-major pixel order (only each stride phase's
+    own taps are visited): k < s (phases no tap reaches, which must come out 0), k % s != 0, stride
+    and dilation sharing a factor, groups, ragged sizes with input rows no window reads. fp32 with
+    TF32 off against TOL; bf16 at most 2x torch's own error."""
+    cases = [((2, 16, 11, 13), (24, 16, 1, 1), dict(stride=2)),
+             ((2, 24, 17, 10), (16, 24, 3, 3), dict(stride=3, padding=1)),
+             ((1, 16, 15, 14), (32, 16, 3, 2), dict(stride=[2, 3], dilation=[2, 3], padding=[2, 0])),
+             ((2, 40, 9, 12), (40, 20, 4, 4), dict(stride=2, padding=1, groups=2)),
+             ((1, 8, 70, 66), (8, 8, 5, 5), dict(stride=3, dilation=2)),
+             ((2, 12, 21, 20), (9, 12, 4, 3), dict(stride=[3, 2], dilation=[3, 1], padding=[1, 2]))]
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        for xs, ws, kw in cases:
+            got, ref, tols = _cuda_vs_fp64(xs, ws, kw, dtype, layout)
+            assert rel_err(got[1], ref[1]) < tols[1], (rel_err(got[1], ref[1]), tols[1], xs, ws, kw)
+            if ws[2:] == (1, 1) and kw["stride"] == 2:  # odd rows / columns: no tap reaches them
+                assert torch.all(got[1][:, :, 1::2] == 0) and torch.all(got[1][:, :, :, 1::2] == 0)
     finally:
         torch.backends.cudnn.allow_tf32 = True
 

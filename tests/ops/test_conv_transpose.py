@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import rnnkern.functional as RF
 import rnnkern.nn as RN
 from rnnkern.ops import conv_transpose as ops
-from tests.utils import DEVICES, TOL, rel_err
+from tests.utils import DEVICES, TOL, TOL_TF32, rel_err
 
 LAYOUTS = ["nchw", "channels_last"]
 
@@ -249,6 +249,101 @@ def test_cuda_fcn32_head_and_unet():
         w1, _ = ops.conv_transpose2d_backward_weight(gy, x, list(w.shape), *args, False)
         w2, _ = ops.conv_transpose2d_backward_weight(gy, x, list(w.shape), *args, False)
         assert torch.equal(d1, d2) and torch.equal(w1, w2)
+
+
+def _gather_case(rng: random.Random):
+    """Random geometry for the CUDA forward's gather engine: strides 1-3 (k % s != 0 included),
+    dilation, output_padding, groups, ragged sizes; channel groups mostly wide enough (>= 8) for
+    the tiled tensor-core kernel, sometimes narrow (its direct kernel), counts off the vector width."""
+    while True:
+        g = rng.choice([1, 1, 2])
+        cin, cout = g * rng.choice([3, 8, 12, 16, 40]), g * rng.choice([5, 8, 9, 16, 24, 72])
+        k = [rng.randint(1, 5), rng.randint(1, 5)]
+        s = [rng.randint(1, 3), rng.randint(1, 3)]
+        d = [rng.choice([1, 1, 2, 3]), rng.choice([1, 2])]
+        p = [rng.randint(0, 2), rng.randint(0, 2)]
+        op = [rng.randint(0, max(s[i], d[i]) - 1) for i in range(2)]
+        size = [rng.randint(1, 12), rng.randint(1, 12)]
+        if min(ops.output_size(size[i], k[i], s[i], p[i], op[i], d[i]) for i in range(2)) >= 1:
+            return dict(n=rng.randint(1, 3), cin=cin, cout=cout, g=g, k=k, s=s, d=d, p=p, op=op, size=size)
+
+
+# named forward shapes: FCN-32s head (k64 s32, 21 channels, with and without its p16), FCN
+# upscore k4 s2 21->21, the k4s2p1 of ANCHORS.md (narrowed), a 3x3/2 checkerboard with
+# output_padding, and U-Net's 2x2/2 (the kShuffle kernel, which stays SIMT)
+_NAMED = [dict(n=2, cin=21, cout=21, g=1, k=[64, 64], s=[32, 32], d=[1, 1], p=[16, 16], op=[0, 0], size=[5, 6]),
+          dict(n=1, cin=21, cout=21, g=1, k=[64, 64], s=[32, 32], d=[1, 1], p=[0, 0], op=[3, 0], size=[3, 2]),
+          dict(n=2, cin=21, cout=21, g=1, k=[4, 4], s=[2, 2], d=[1, 1], p=[0, 0], op=[0, 0], size=[9, 11]),
+          dict(n=2, cin=64, cout=48, g=1, k=[4, 4], s=[2, 2], d=[1, 1], p=[1, 1], op=[0, 0], size=[16, 13]),
+          dict(n=2, cin=32, cout=24, g=2, k=[3, 3], s=[2, 2], d=[1, 1], p=[1, 1], op=[1, 1], size=[7, 9]),
+          dict(n=2, cin=32, cout=16, g=1, k=[2, 2], s=[2, 2], d=[1, 1], p=[0, 0], op=[0, 0], size=[6, 5])]
+
+
+def _fwd_args(c):
+    return c["s"], c["p"], c["op"], c["g"], c["d"]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("mode", ["fp32", "tf32", "bf16", "fp16", "fp64"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_cuda_gather_forward(mode, layout):
+    """The CUDA forward on conv.cu's phase-major gather engine vs F.conv_transpose2d: fp32 with TF32
+    off (tight), tf32 (TOL_TF32), bf16 / fp16 (at most 2x torch's own error vs fp64), fp64."""
+    dtype = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+             "fp64": torch.float64}[mode]
+    rng = random.Random(torch.initial_seed())
+    cases = [_gather_case(rng) for _ in range(10)] + _NAMED
+    torch.backends.cudnn.allow_tf32 = mode == "tf32"
+    try:
+        for c in cases:
+            x, w, b = make(c, 2, torch.float32, "cuda", bias=rng.random() < 0.7)
+            w = w / (c["cin"] // c["g"] * c["k"][0] * c["k"][1] / (c["s"][0] * c["s"][1])) ** 0.5
+            ref = F.conv_transpose2d(x.double(), w.double(), None if b is None else b.double(), *_fwd_args(c))
+            cast = [None if t is None else t.to(dtype) for t in (x, w, b)]
+            y = RF.conv_transpose2d(_layout(cast[0], layout), cast[1], cast[2], *_fwd_args(c))
+            assert y.shape == ref.shape and y.dtype == dtype, c
+            assert y.is_contiguous(memory_format=torch.channels_last if layout == "channels_last" else
+                                   torch.contiguous_format), c
+            if mode in ("bf16", "fp16"):
+                theirs = F.conv_transpose2d(_layout(cast[0], layout), cast[1], cast[2], *_fwd_args(c))
+                tol = 2 * rel_err(theirs, ref) + 1e-4
+            else:
+                tol = {"fp32": TOL[torch.float32], "tf32": TOL_TF32, "fp64": TOL[torch.float64]}[mode]
+            assert rel_err(y, ref) < tol, (mode, rel_err(y, ref), tol, c)
+    finally:
+        torch.backends.cudnn.allow_tf32 = True
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_cuda_forward_simt_fallback(monkeypatch, dtype, layout):
+    """RNNKERN_CONVT_FWD=simt (the kFwd SIMT kernel of conv_transpose.cu) and the default gather
+    engine agree (TF32 off; bf16 both within 2x torch's error), and a bad value is rejected."""
+    rng = random.Random(torch.initial_seed())
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        for c in [_gather_case(rng) for _ in range(6)] + _NAMED[:2]:
+            x, w, b = make(c, 2, dtype, "cuda")
+            x = _layout(x, layout)
+            monkeypatch.delenv("RNNKERN_CONVT_FWD", raising=False)
+            y_gather = RF.conv_transpose2d(x, w, b, *_fwd_args(c))
+            monkeypatch.setenv("RNNKERN_CONVT_FWD", "simt")
+            y_simt = RF.conv_transpose2d(x, w, b, *_fwd_args(c))
+            monkeypatch.setenv("RNNKERN_CONVT_FWD", "gather")
+            assert torch.equal(RF.conv_transpose2d(x, w, b, *_fwd_args(c)), y_gather)
+            assert y_simt.shape == y_gather.shape and y_simt.stride() == y_gather.stride()
+            if dtype == torch.bfloat16:
+                ref = F.conv_transpose2d(x.double(), w.double(), b.double(), *_fwd_args(c))
+                tol = 2 * rel_err(F.conv_transpose2d(x, w, b, *_fwd_args(c)), ref) + 1e-4
+                assert rel_err(y_simt, ref) < tol and rel_err(y_gather, ref) < tol, c
+            else:
+                assert rel_err(y_gather, y_simt) < TOL[dtype], c
+        monkeypatch.setenv("RNNKERN_CONVT_FWD", "fast")
+        with pytest.raises(RuntimeError, match="RNNKERN_CONVT_FWD"):
+            RF.conv_transpose2d(x, w, b, *_fwd_args(c))
+    finally:
+        torch.backends.cudnn.allow_tf32 = True
 
 
 class UpBlock(torch.nn.Module):
