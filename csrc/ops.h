@@ -113,6 +113,12 @@ struct ConvT2dGeometry {
   int64_t N, Cin, H, W, Cout, G, kH, kW, sH, sW, pH, pW, opH, opW, dH, dW, OH, OW;
   int64_t cin_g() const { return Cin / G; }
   int64_t cout_g() const { return Cout / G; }
+  // The convolution with this stride / padding / dilation maps the output size back to the input
+  // size exactly, so grad_input / grad_weight are ordinary conv passes (false when
+  // output_padding >= stride, which torch allows while it is below the dilation).
+  bool conv_maps_back() const {
+    return (OH + 2 * pH - dH * (kH - 1) - 1) / sH + 1 == H && (OW + 2 * pW - dW * (kW - 1) - 1) / sW + 1 == W;
+  }
 };
 // Checks sizes and arguments (errors name the op and the argument); defined in the CPU file.
 ConvT2dGeometry conv_transpose2d_geometry(const char* op, at::IntArrayRef input_size, at::IntArrayRef weight_size,

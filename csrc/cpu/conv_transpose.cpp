@@ -301,14 +301,6 @@ void im2col_cl(const ConvT2dGeometry& g, const scalar_t* gy /* [OH, OW, C_out] *
 
 bool use_cl(const at::Tensor& t) { return channels_last_output(t); }
 
-// The convolution with this stride / padding / dilation maps the transposed conv's output size
-// back to its input size exactly (output_padding below the stride; with output_padding >= stride,
-// allowed when it is below the dilation, it does not: those keep the im2col path).
-bool conv_maps_back(const ConvT2dGeometry& g) {
-  return (g.OH + 2 * g.pH - g.dH * (g.kH - 1) - 1) / g.sH + 1 == g.H &&
-         (g.OW + 2 * g.pW - g.dW * (g.kW - 1) - 1) / g.sW + 1 == g.W;
-}
-
 bool reduced(const at::Tensor& t) { return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16; }
 
 }  // namespace
@@ -377,7 +369,7 @@ at::Tensor conv_transpose2d_backward_input_cpu(const at::Tensor& grad_output, co
                                                padding, output_padding, groups, dilation)
         .to(grad_output.scalar_type());
   const bool cl = use_cl(grad_output);
-  if (g.N > 0 && conv_maps_back(g)) {
+  if (g.N > 0 && g.conv_maps_back()) {
     // grad_input is the ordinary convolution of grad_output with this weight read as a conv
     // weight (C_out = C_in of the transposed conv): the conv engine (direct AVX-512 kernel or
     // tiled GEMM), same layout rule (channels_last in -> channels_last out).

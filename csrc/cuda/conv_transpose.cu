@@ -6,12 +6,19 @@
 // kernel enumerates the output pixels phase-major (blockIdx.z = (group, stride phase)) and visits
 // only the taps of the block's phase, so no inserted zero is multiplied; it has the tf32 (when
 // torch allows TF32 for convolutions) and bf16/fp16 WMMA tensor-core paths, bias fused.
-// RNNKERN_CONVT_FWD=simt (read per call) sends those cases back to this file's kFwd SIMT kernel,
-// for comparison or as a fall-back; "gather" or unset: the engine.
+// grad_input and grad_weight likewise run on the engine where the stride product is <= 16:
+// grad_input is the conv2d forward of grad_output (conv2d_forward_cuda), grad_weight the conv2d
+// grad_weight with x as grad_output and grad_output as input (conv2d_backward_weight_cuda), both
+// tensor cores and tap skipping. Larger strides (the FCN-32s head, k64 s32: K = 86016 against
+// 2048 x 21 outputs) keep this file's split-K kDgrad / kWgrad, which the engine (no split-K in
+// its gather) would run on a handful of blocks; so does output_padding >= stride (possible when
+// dilation > stride), where the strided conv would not reproduce x's size.
+// RNNKERN_CONVT_PATH=simt (read per call) sends every pass back to this file's SIMT kernels, for
+// comparison or as a fall-back; "gather" or unset: the engine.
 //
 // This file: one tiled implicit-GEMM kernel, four ways of feeding it.
 //
-//  kFwd      (RNNKERN_CONVT_FWD=simt only) phase (stride) decomposition. Output rows with
+//  kFwd      (RNNKERN_CONVT_PATH=simt only) phase (stride) decomposition. Output rows with
 //            oh = ph (mod sH) are hit only by the kernel rows kh with kh*dH = ph + pH (mod sH):
 //            an arithmetic progression kh0 + j*tsH (tsH = sH / gcd(sH, dH)), about
 //            ceil(kH / sH) taps, whose input row is
@@ -532,14 +539,19 @@ void launch(Params& p, Tile t, int64_t grid_x_rows, int64_t grid_z, const at::Te
   }
 }
 
-// RNNKERN_CONVT_FWD=simt: the forward's non-shuffle cases on this file's kFwd kernel instead of
-// conv.cu's gather engine (read per call, so a test can switch it). Unset or "gather": the engine.
-bool simt_forward_requested() {
-  const char* e = std::getenv("RNNKERN_CONVT_FWD");
+// RNNKERN_CONVT_PATH=simt: every pass on this file's SIMT kernels instead of conv.cu's engine
+// (read per call, so a test can switch it). Unset or "gather": the engine where it applies.
+bool simt_requested() {
+  const char* e = std::getenv("RNNKERN_CONVT_PATH");
   if (e == nullptr || e[0] == '\0') return false;
   const std::string v(e);
-  TORCH_CHECK(v == "simt" || v == "gather", "RNNKERN_CONVT_FWD must be 'simt' or 'gather', got '", v, "'");
+  TORCH_CHECK(v == "simt" || v == "gather", "RNNKERN_CONVT_PATH must be 'simt' or 'gather', got '", v, "'");
   return v == "simt";
+}
+
+// grad_input / grad_weight through the convolution engine (see the top of the file).
+bool backward_on_engine(const ConvT2dGeometry& g) {
+  return !simt_requested() && g.sH * g.sW <= 16 && g.conv_maps_back() && g.N > 0 && g.Cin > 0 && g.Cout > 0;
 }
 
 void check_device(const char* op, const at::Tensor& ref, const char* name, const at::Tensor& t) {
@@ -579,7 +591,7 @@ at::Tensor conv_transpose2d_forward_cuda(const at::Tensor& input, const at::Tens
   p.out = output.data_ptr();
   const bool shuffle = g.kH == g.sH && g.kW == g.sW && g.pH == 0 && g.pW == 0 && g.dH == 1 && g.dW == 1 &&
                        g.opH == 0 && g.opW == 0;
-  if (!shuffle && !simt_forward_requested()) {
+  if (!shuffle && !simt_requested()) {
     conv_transpose2d_forward_gather_cuda(input, weight, bias, g, output);
     return output;
   }
@@ -620,6 +632,9 @@ at::Tensor conv_transpose2d_backward_input_cuda(const at::Tensor& grad_output, c
   check_conv_transpose2d_grad_output(op, g, grad_output);
   check_device(op, grad_output, "weight", weight);
   const at::cuda::OptionalCUDAGuard guard(device_of(grad_output));
+  if (backward_on_engine(g)) {
+    return conv2d_forward_cuda(grad_output, weight, std::nullopt, stride, padding, dilation, groups);
+  }
   const bool cl = channels_last_output(grad_output);
   at::Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(format_of(cl)));
   if (grad_input.numel() == 0) return grad_input;
@@ -655,13 +670,17 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cuda(
   check_conv_transpose2d_grad_output(op, g, grad_output);
   check_device(op, grad_output, "input", input);
   const at::cuda::OptionalCUDAGuard guard(device_of(grad_output));
-  at::Tensor grad_weight = at::empty(weight_size, grad_output.options());
+  const bool engine = backward_on_engine(g) && g.H * g.W > 0;
+  at::Tensor grad_weight =
+      engine ? std::get<0>(conv2d_backward_weight_cuda(input, grad_output, weight_size, stride, padding, dilation,
+                                                       groups, /*bias_grad=*/false))
+             : at::empty(weight_size, grad_output.options());
   at::Tensor grad_bias = at::empty({bias_grad ? g.Cout : 0}, grad_output.options());
   const bool cl = channels_last_output(grad_output);
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(),
                                   "conv_transpose2d_backward_weight_cuda", [&] {
-    if (grad_weight.numel() > 0) {
+    if (!engine && grad_weight.numel() > 0) {
       Params p = base_params(op, g);
       p.mode = kWgrad;
       p.xs = strides_of(input);

@@ -318,7 +318,7 @@ def test_cuda_gather_forward(mode, layout):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_cuda_forward_simt_fallback(monkeypatch, dtype, layout):
-    """RNNKERN_CONVT_FWD=simt (the kFwd SIMT kernel of conv_transpose.cu) and the default gather
+    """RNNKERN_CONVT_PATH=simt (the kFwd SIMT kernel of conv_transpose.cu) and the default gather
     engine agree (TF32 off; bf16 both within 2x torch's error), and a bad value is rejected."""
     rng = random.Random(torch.initial_seed())
     torch.backends.cudnn.allow_tf32 = False
@@ -326,11 +326,11 @@ def test_cuda_forward_simt_fallback(monkeypatch, dtype, layout):
         for c in [_gather_case(rng) for _ in range(6)] + _NAMED[:2]:
             x, w, b = make(c, 2, dtype, "cuda")
             x = _layout(x, layout)
-            monkeypatch.delenv("RNNKERN_CONVT_FWD", raising=False)
+            monkeypatch.delenv("RNNKERN_CONVT_PATH", raising=False)
             y_gather = RF.conv_transpose2d(x, w, b, *_fwd_args(c))
-            monkeypatch.setenv("RNNKERN_CONVT_FWD", "simt")
+            monkeypatch.setenv("RNNKERN_CONVT_PATH", "simt")
             y_simt = RF.conv_transpose2d(x, w, b, *_fwd_args(c))
-            monkeypatch.setenv("RNNKERN_CONVT_FWD", "gather")
+            monkeypatch.setenv("RNNKERN_CONVT_PATH", "gather")
             assert torch.equal(RF.conv_transpose2d(x, w, b, *_fwd_args(c)), y_gather)
             assert y_simt.shape == y_gather.shape and y_simt.stride() == y_gather.stride()
             if dtype == torch.bfloat16:
@@ -339,9 +339,45 @@ def test_cuda_forward_simt_fallback(monkeypatch, dtype, layout):
                 assert rel_err(y_simt, ref) < tol and rel_err(y_gather, ref) < tol, c
             else:
                 assert rel_err(y_gather, y_simt) < TOL[dtype], c
-        monkeypatch.setenv("RNNKERN_CONVT_FWD", "fast")
-        with pytest.raises(RuntimeError, match="RNNKERN_CONVT_FWD"):
+        monkeypatch.setenv("RNNKERN_CONVT_PATH", "fast")
+        with pytest.raises(RuntimeError, match="RNNKERN_CONVT_PATH"):
             RF.conv_transpose2d(x, w, b, *_fwd_args(c))
+    finally:
+        torch.backends.cudnn.allow_tf32 = True
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_cuda_backward_engine_and_simt_agree(monkeypatch, dtype, layout):
+    """grad_input / grad_weight run on conv.cu's engine (the conv forward of grad_output and the
+    conv grad_weight) where the stride product is <= 16 and the strided conv maps back to x's
+    size, else on conv_transpose.cu's split-K SIMT kernels (the FCN-32s head, output_padding >=
+    stride); RNNKERN_CONVT_PATH=simt forces the latter everywhere. Both must match fp64 torch
+    (bf16: within 2x torch's own error) and give the same layouts."""
+    rng = random.Random(torch.initial_seed())
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        for c in [_gather_case(rng) for _ in range(6)] + _NAMED:
+            x, w, b = make(c, 2, dtype, "cuda")
+            x = _layout(x, layout)
+            gy = _layout(torch.randn_like(F.conv_transpose2d(x, w, b, *_fwd_args(c))), layout)
+            grads = {}
+            for path in ("gather", "simt"):
+                monkeypatch.setenv("RNNKERN_CONVT_PATH", path)
+                leaves = [t.detach().requires_grad_() for t in (x, w, b)]
+                y = RF.conv_transpose2d(*leaves, *_fwd_args(c))
+                grads[path] = torch.autograd.grad(y, leaves, gy)
+            ref_leaves = [t.detach().double().requires_grad_() for t in (x, w, b)]
+            ref = torch.autograd.grad(F.conv_transpose2d(*ref_leaves, *_fwd_args(c)), ref_leaves, gy.double())
+            if dtype == torch.bfloat16:
+                tl = [t.detach().requires_grad_() for t in (x, w, b)]
+                torch_grads = torch.autograd.grad(F.conv_transpose2d(*tl, *_fwd_args(c)), tl, gy)
+            for i, r in enumerate(ref):
+                tol = 2 * rel_err(torch_grads[i], r) + 1e-4 if dtype == torch.bfloat16 else TOL[dtype]
+                for path in ("gather", "simt"):
+                    assert rel_err(grads[path][i], r) < tol, (path, i, c)
+                assert grads["gather"][i].stride() == grads["simt"][i].stride(), (i, c)
     finally:
         torch.backends.cudnn.allow_tf32 = True
 
