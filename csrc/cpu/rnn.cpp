@@ -1,10 +1,10 @@
 // Fused vanilla RNN (Elman) on the CPU: the whole time loop in C++ (see csrc/rnn_driver.h).
 //
-// Two recurrence steps, chosen in choose_cpu_rnn_step:
+// Two recurrence steps, chosen per call in use_avx512_step:
 //  * ATen (rnn_driver.h's AtenRecurrence): one MKL GEMM + one activation per step; any dtype, any CPU.
 //  * AVX-512 (this file), fp32: the per-step product is B x H x H with B tiny (8x256x256 is ~1 MFLOP),
 //    where MKL reaches about half its large-GEMM rate (12.7 us, 82 GFLOP/s on one Sapphire Rapids
-//    core vs 156) and the separate activation pass re-reads the step. Here W_hh is packed once
+//    core vs 156-200 for 1024^3) and the separate activation pass re-reads the step. Here W_hh is packed once
 //    per call into 32-column panels that stay in L1/L2 for all T steps, an (up to) 8 x 32 register
 //    tile accumulates each output block in one pass over k, and the input projection, activation
 //    (forward) or upstream gradient and activation derivative (BPTT) are applied before the one
