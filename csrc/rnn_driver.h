@@ -103,27 +103,34 @@ inline at::Tensor rnn_last_state(const at::Tensor& out, const at::Tensor& h0, co
   return at::where((len > 0).unsqueeze(1), out.view({-1, out.size(2)}).index_select(0, rows), h0);
 }
 
-// The recurrence step through ATen: one BLAS GEMM (MKL / cuBLAS) + one in-place activation.
-// csrc/cpu/rnn.cpp plugs a register-blocked kernel into the same loops (see the Step contract below).
+// The recurrence through ATen: one BLAS GEMM (MKL / cuBLAS) + one in-place activation per step.
+// csrc/cpu/rnn.cpp plugs a register-blocked kernel into the same loops. A Step runs a run of
+// consecutive steps that all have the same number of live rows (the loops below cut the sequence
+// into such runs), so an implementation may keep its threads across the run.
 struct AtenRecurrence {
   const at::Tensor& h0;
   const at::Tensor& w_hh;
   bool relu;
 
-  // out[t, :rows] <- act(out[t, :rows] + h_{t-1}[:rows] W_hh^T), h_{-1} = h0; out[t] holds the
-  // step's input projection (+ biases) on entry.
-  void forward(at::Tensor& out, int64_t t, int64_t rows) const {
-    at::Tensor y = out.select(0, t).narrow(0, 0, rows);
-    y.addmm_((t == 0 ? h0 : out.select(0, t - 1)).narrow(0, 0, rows), w_hh.t());
-    activate_(y, relu);
+  // For t in [t0, t1): out[t, :rows] <- act(out[t, :rows] + h_{t-1}[:rows] W_hh^T), h_{-1} = h0;
+  // out[t] holds the step's input projection (+ biases) on entry.
+  void forward(at::Tensor& out, int64_t t0, int64_t t1, int64_t rows) const {
+    for (int64_t t = t0; t < t1; ++t) {
+      at::Tensor y = out.select(0, t).narrow(0, 0, rows);
+      y.addmm_((t == 0 ? h0 : out.select(0, t - 1)).narrow(0, 0, rows), w_hh.t());
+      activate_(y, relu);
+    }
   }
 
-  // dz[t, :rows] <- (grad_out[t, :rows] + dz[t+1, :rows] W_hh) * act'(out[t, :rows])
-  void backward(at::Tensor& dz, const at::Tensor& grad_out, const at::Tensor& out, int64_t t, int64_t rows) const {
-    at::Tensor d = dz.select(0, t).narrow(0, 0, rows);
-    // beta = 1 reads grad_out into the GEMM: no separate copy
-    at::addmm_out(d, grad_out.select(0, t).narrow(0, 0, rows), dz.select(0, t + 1).narrow(0, 0, rows), w_hh);
-    activation_grad_(d, out.select(0, t).narrow(0, 0, rows), relu);
+  // For t = t1 - 1 down to t0: dz[t, :rows] <- (grad_out[t, :rows] + dz[t+1, :rows] W_hh) * act'(out[t, :rows])
+  void backward(at::Tensor& dz, const at::Tensor& grad_out, const at::Tensor& out, int64_t t0, int64_t t1,
+                int64_t rows) const {
+    for (int64_t t = t1 - 1; t >= t0; --t) {
+      at::Tensor d = dz.select(0, t).narrow(0, 0, rows);
+      // beta = 1 reads grad_out into the GEMM: no separate copy
+      at::addmm_out(d, grad_out.select(0, t).narrow(0, 0, rows), dz.select(0, t + 1).narrow(0, 0, rows), w_hh);
+      activation_grad_(d, out.select(0, t).narrow(0, 0, rows), relu);
+    }
   }
 };
 
@@ -140,9 +147,10 @@ std::tuple<at::Tensor, at::Tensor> rnn_forward_loop(const at::Tensor& x, const a
   if (T == 0 || B == 0) return {out, h0.clone(at::MemoryFormat::Contiguous)};
   at::Tensor out2 = out.view({T * B, H});
   rnn_input_projection(out2, x, w_ih, b_ih, b_hh);
-  for (int64_t t = 0; t < T; ++t) {
-    if (bs[t] < B) out.select(0, t).narrow(0, bs[t], B - bs[t]).zero_();
-    if (bs[t] > 0) step.forward(out, t, bs[t]);
+  for (int64_t t0 = 0, t1; t0 < T; t0 = t1) {  // runs of steps with the same live rows
+    for (t1 = t0 + 1; t1 < T && bs[t1] == bs[t0];) ++t1;
+    if (bs[t0] < B) out.narrow(0, t0, t1 - t0).narrow(1, bs[t0], B - bs[t0]).zero_();
+    if (bs[t0] > 0) step.forward(out, t0, t1, bs[t0]);
   }
   return {out, rnn_last_state(out, h0, lengths)};
 }
@@ -194,17 +202,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(0);
   // dz[t] = dL/d(pre-activation at step t); rows of finished sequences stay zero.
   at::Tensor dz = at::empty({T, B, H}, x.options());
+  // First the rows that do not depend on step t+1, for every t: the sequences whose last step is
+  // t (rows [live_next, live): dL/dh_n enters there) and the finished ones (zeros).
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t live = bs[t], live_next = t + 1 < T ? bs[t + 1] : 0;
-    if (live_next > 0) step.backward(dz, grad_out, out, t, live_next);
     at::Tensor d = dz.select(0, t);
-    if (live > live_next) {  // sequences whose last step is t: dL/dh_n enters here, nothing from t+1
+    if (live > live_next) {
       at::Tensor d_end = d.narrow(0, live_next, live - live_next);
       at::add_out(d_end, grad_out.select(0, t).narrow(0, live_next, live - live_next),
                   grad_hn.narrow(0, live_next, live - live_next));
       activation_grad_(d_end, out.select(0, t).narrow(0, live_next, live - live_next), relu);
     }
     if (live < B) d.narrow(0, live, B - live).zero_();
+  }
+  // Then the reverse recurrence on rows [0, bs[t+1]) of step t, in runs with the same row count.
+  for (int64_t t1 = T - 1, t0; t1 > 0; t1 = t0) {  // steps t0 <= t < t1
+    const int64_t rows = bs[t1];
+    for (t0 = t1 - 1; t0 > 0 && bs[t0] == rows;) --t0;
+    if (rows > 0) step.backward(dz, grad_out, out, t0, t1, rows);
   }
   return rnn_grads_from_dz(dz, grad_hn, x, h0, w_ih, w_hh, out, bs, has_bias);
 }

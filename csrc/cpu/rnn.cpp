@@ -16,6 +16,7 @@
 #include <iostream>
 
 #include <ATen/Parallel.h>
+#include <omp.h>
 
 #include "../ops.h"
 #include "../rnn_driver.h"
@@ -145,50 +146,89 @@ at::Tensor pack_panels(const at::Tensor& m) {
 }
 
 // The Step of csrc/rnn_driver.h's loops on the AVX-512 kernels (fp32, contiguous (T, B, H) buffers).
+//
+// Threads: step t + 1 needs all of step t, so threads can only split a step's panels and must meet
+// once per step. A parallel region per step costs a few us (at::parallel_for), as much as a whole
+// 8 x 256 x 256 step; so one OpenMP region spans the run of steps, each thread owns a fixed range
+// of panels for all of them, and the threads meet at one barrier per step. Every output element
+// is still one tile's sequential k-sum: the bits do not depend on the thread count.
+// One step's operands: a (rows of h_{t-1} or dz_{t+1}), the upstream gradient and activation
+// outputs (backward only) and the destination rows.
+struct StepOperands {
+  const float* a;
+  const float* addend;
+  const float* h;
+  float* dst;
+};
+
 struct Avx512Recurrence {
   at::Tensor h0, panels;  // h0 contiguous; panels of W_hh^T (forward) or W_hh (backward)
   int64_t B, H;
   bool relu;
 
-  // out[t, :rows] = act(out[t, :rows] + h_{t-1}[:rows] W_hh^T)
-  void forward(at::Tensor& out, int64_t t, int64_t rows) const {
-    float* y = out.data_ptr<float>() + t * B * H;
-    const float* prev = t == 0 ? h0.const_data_ptr<float>() : y - B * H;
-    run(rows, prev, nullptr, nullptr, y, /*backward=*/false);
+  // For t in [t0, t1): out[t, :rows] = act(out[t, :rows] + h_{t-1}[:rows] W_hh^T)
+  void forward(at::Tensor& out, int64_t t0, int64_t t1, int64_t rows) const {
+    float* o = out.data_ptr<float>();
+    const float* h_init = h0.const_data_ptr<float>();
+    run(t0, t1, rows, /*backward=*/false, [&](int64_t t) {
+      float* y = o + t * B * H;
+      return StepOperands{t == 0 ? h_init : y - B * H, nullptr, nullptr, y};
+    });
   }
 
-  // dz[t, :rows] = (grad_out[t, :rows] + dz[t+1, :rows] W_hh) * act'(out[t, :rows])
-  void backward(at::Tensor& dz, const at::Tensor& grad_out, const at::Tensor& out, int64_t t, int64_t rows) const {
-    float* d = dz.data_ptr<float>() + t * B * H;
-    run(rows, d + B * H, grad_out.const_data_ptr<float>() + t * B * H, out.const_data_ptr<float>() + t * B * H, d,
-        /*backward=*/true);
+  // For t = t1 - 1 down to t0: dz[t, :rows] = (grad_out[t, :rows] + dz[t+1, :rows] W_hh) * act'(out[t, :rows])
+  void backward(at::Tensor& dz, const at::Tensor& grad_out, const at::Tensor& out, int64_t t0, int64_t t1,
+                int64_t rows) const {
+    float* d = dz.data_ptr<float>();
+    const float* g = grad_out.const_data_ptr<float>();
+    const float* y = out.const_data_ptr<float>();
+    run(t0, t1, rows, /*backward=*/true, [&](int64_t t) {
+      float* dt = d + t * B * H;
+      return StepOperands{dt + B * H, g + t * B * H, y + t * B * H, dt};
+    });
   }
 
-  void run(int64_t rows, const float* a, const float* addend, const float* h, float* dst, bool backward) const {
-    const int64_t P = panels.size(0);
+  // Panels [p0, p1) of one step.
+  void panels_of_step(int64_t p0, int64_t p1, int64_t rows, bool backward, const StepOperands& op) const {
+    const float *a = op.a, *addend = op.addend, *h = op.h;
+    float* dst = op.dst;
     const float* w = panels.const_data_ptr<float>();
-    auto panel_range = [&](int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; ++p) {
-        const int64_t j0 = p * kPanel, n = std::min(kPanel, H - j0);
-        const __mmask16 m0 = n >= 16 ? 0xFFFF : (1u << n) - 1;
-        const __mmask16 m1 = n >= 32 ? 0xFFFF : n > 16 ? (1u << (n - 16)) - 1 : 0;
-        const float* wp = w + p * H * kPanel;
-        const float* ad = addend ? addend + j0 : nullptr;
-        const float* hh = h ? h + j0 : nullptr;
-        if (backward) {
-          (relu ? rnn_panel<Epilogue::kBackward, true> : rnn_panel<Epilogue::kBackward, false>)(
-              rows, a, wp, H, H, ad, hh, dst + j0, m0, m1);
-        } else {
-          (relu ? rnn_panel<Epilogue::kForward, true> : rnn_panel<Epilogue::kForward, false>)(
-              rows, a, wp, H, H, ad, hh, dst + j0, m0, m1);
-        }
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t j0 = p * kPanel, n = std::min(kPanel, H - j0);
+      const __mmask16 m0 = n >= 16 ? 0xFFFF : (1u << n) - 1;
+      const __mmask16 m1 = n >= 32 ? 0xFFFF : n > 16 ? (1u << (n - 16)) - 1 : 0;
+      const float* wp = w + p * H * kPanel;
+      const float* ad = addend ? addend + j0 : nullptr;
+      const float* hh = h ? h + j0 : nullptr;
+      if (backward) {
+        (relu ? rnn_panel<Epilogue::kBackward, true> : rnn_panel<Epilogue::kBackward, false>)(
+            rows, a, wp, H, H, ad, hh, dst + j0, m0, m1);
+      } else {
+        (relu ? rnn_panel<Epilogue::kForward, true> : rnn_panel<Epilogue::kForward, false>)(
+            rows, a, wp, H, H, ad, hh, dst + j0, m0, m1);
       }
-    };
-    // A parallel region costs a few us: split the panels over threads only for steps of >= 2M MACs.
-    if (rows * H * H >= (int64_t{1} << 21) && at::get_num_threads() > 1) {
-      at::parallel_for(0, P, 1, panel_range);
-    } else {
-      panel_range(0, P);
+    }
+  }
+
+  // Steps [t0, t1) in order (descending for backward); operands(t) gives step t's StepOperands.
+  template <class Operands>
+  void run(int64_t t0, int64_t t1, int64_t rows, bool backward, const Operands& operands) const {
+    const int64_t P = panels.size(0);
+    auto step_at = [&](int64_t i) { return backward ? t1 - 1 - i : t0 + i; };
+    // Below ~64k MACs a step is too short to share: a barrier round trip would be a large part of it.
+    const int threads = static_cast<int>(std::min<int64_t>(at::get_num_threads(), P));
+    if (threads < 2 || rows * H * H < (int64_t{1} << 16) || at::in_parallel_region()) {
+      for (int64_t i = 0; i < t1 - t0; ++i) panels_of_step(0, P, rows, backward, operands(step_at(i)));
+      return;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+      const int id = omp_get_thread_num(), n = omp_get_num_threads();
+      const int64_t p0 = P * id / n, p1 = P * (id + 1) / n;
+      for (int64_t i = 0; i < t1 - t0; ++i) {
+        panels_of_step(p0, p1, rows, backward, operands(step_at(i)));
+#pragma omp barrier  // step t complete in every panel before any thread starts the next
+      }
     }
   }
 };

@@ -702,17 +702,22 @@ def test_cpu_avx512_step_noncontiguous_operands(monkeypatch):
         assert same(a, b)
 
 
-def test_cpu_avx512_step_thread_count_independent(monkeypatch):
-    """Steps of >= 2M MACs split their panels over threads; every output element is still one
-    sequential k-sum, so 1 and 2 threads give identical bits."""
-    args = [a.float() for a in make_args(4, 9, 16, 512)]
-    g, gh = torch.randn(4, 9, 512), torch.randn(9, 512)
+@pytest.mark.parametrize("H", [96, 512])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_cpu_avx512_step_thread_count_independent(monkeypatch, H, with_lengths):
+    """With several threads one OpenMP region spans each run of steps with equal live rows, the
+    threads splitting the panels and meeting once per step; every output element is still one
+    tile's sequential k-sum, so 1 and 2 threads give identical bits (lengths cut the runs)."""
+    T, B = 7, 9
+    args = [a.float() for a in make_args(T, B, 16, H)]
+    lengths = torch.tensor([7, 7, 6, 6, 6, 3, 2, 2, 0]) if with_lengths else None
+    g, gh = torch.randn(T, B, H), torch.randn(B, H)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = _run_paths(monkeypatch, args, None, False, g, gh, "auto")
+        one = _run_paths(monkeypatch, args, lengths, False, g, gh, "auto")
         torch.set_num_threads(2)
-        two = _run_paths(monkeypatch, args, None, False, g, gh, "auto")
+        two = _run_paths(monkeypatch, args, lengths, False, g, gh, "auto")
     finally:
         torch.set_num_threads(before)
     for a, b in zip(one, two):
