@@ -268,6 +268,17 @@ struct WmmaMma {
 };
 #endif
 
+// The block MMA of path P: SIMT FMA, or WMMA where this arch has it (without it, kernels of the
+// tensor-core paths trap and are never launched; the SIMT type keeps them compiling).
+template <typename T, Path P, int BK, int LDA, int LDB, bool A_MK, bool B_KN, bool kMContig>
+using BlockMma = std::conditional_t<P == Path::kSimt, SimtMma<T, BK, LDA, LDB, A_MK, B_KN, kMContig>,
+#if RNNKERN_CONV_TC
+                                    WmmaMma<T, BK, LDA, LDB, A_MK, B_KN, kMContig>
+#else
+                                    SimtMma<T, BK, LDA, LDB, A_MK, B_KN, kMContig>
+#endif
+                                    >;
+
 constexpr int epilogue_bytes(Path p) { return p == Path::kSimt ? 0 : (BM * (BN + 4) > BN * (BM + 4) ? BM * (BN + 4) : BN * (BM + 4)) * 4; }
 constexpr int cmax(int a, int b) { return a > b ? a : b; }
 
@@ -335,13 +346,7 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
 #else
   {
 #endif
-    using Mma = std::conditional_t<P == Path::kSimt, SimtMma<T, BK, ATile::LD, BTile::LD, kCL, true, !kCL>,
-#if RNNKERN_CONV_TC
-                                   WmmaMma<T, BK, ATile::LD, BTile::LD, kCL, true, !kCL>
-#else
-                                   SimtMma<T, BK, ATile::LD, BTile::LD, kCL, true, !kCL>
-#endif
-                                   >;
+    using Mma = BlockMma<T, P, BK, ATile::LD, BTile::LD, kCL, true, !kCL>;
     const int tid = threadIdx.x;
     const long long m0 = static_cast<long long>(blockIdx.x) * BM;
     const int n0 = blockIdx.y * BN;
@@ -575,13 +580,7 @@ __global__ void __launch_bounds__(kThreads) wgrad_kernel(const WgradParams p) {
 #else
   {
 #endif
-    using Mma = std::conditional_t<P == Path::kSimt, SimtMma<T, BK, ATile::LD, BTile::LD, !kCL, kCL, false>,
-#if RNNKERN_CONV_TC
-                                   WmmaMma<T, BK, ATile::LD, BTile::LD, !kCL, kCL, false>
-#else
-                                   SimtMma<T, BK, ATile::LD, BTile::LD, !kCL, kCL, false>
-#endif
-                                   >;
+    using Mma = BlockMma<T, P, BK, ATile::LD, BTile::LD, !kCL, kCL, false>;
     using Acc = typename AccOf<T>::type;
     const int tid = threadIdx.x;
     const int mt = blockIdx.x / p.tiles_n, nt = blockIdx.x % p.tiles_n;

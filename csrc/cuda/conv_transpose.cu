@@ -227,6 +227,18 @@ __device__ __forceinline__ Ent ent_ak(const Params& p, const Block& b, int k) {
   }
 }
 
+// A GEMM index over (output channel co of the group, tap t) pairs: (t, co) with co fastest when
+// channels are the contiguous dimension (channels_last), else (co, t) with the taps fastest.
+__device__ __forceinline__ void split_channel_tap(int i, bool channels_fast, int cout_g, int kk, int* co, int* t) {
+  if (channels_fast) {
+    *t = i / cout_g;
+    *co = i - *t * cout_g;
+  } else {
+    *co = i / kk;
+    *t = i - *co * kk;
+  }
+}
+
 // B's K-side entry for GEMM depth k.
 __device__ __forceinline__ Ent ent_bk(const Params& p, const Block& b, int k) {
   switch (p.mode) {
@@ -240,13 +252,7 @@ __device__ __forceinline__ Ent ent_bk(const Params& p, const Block& b, int k) {
       return {int64_t(b.g * p.cin_g + k) * p.cout_g * p.kk, 0, 0};
     case kDgrad: {  // w[((g*cin_g + j)*cout_g + co)*kk + kh*kW + kw]
       int co, t;
-      if (p.k_cfast) {
-        t = k / p.cout_g;
-        co = k - t * p.cout_g;
-      } else {
-        co = k / p.kk;
-        t = k - co * p.kk;
-      }
+      split_channel_tap(k, p.k_cfast, p.cout_g, p.kk, &co, &t);
       return {int64_t(co) * p.kk + t, 0, 0};
     }
     default: {  // kWgrad: grad_output at (n, ih*sH - pH + kh*dH, iw*sW - pW + kw*dW)
@@ -266,13 +272,7 @@ __device__ __forceinline__ Ent ent_bj(const Params& p, const Block& b, int j) {
     case kDgrad: return {int64_t(b.g * p.cin_g + j) * p.cout_g * p.kk, 0, 0};
     default: {  // kWgrad: j = (co, kh, kw), or (kh, kw, co) when j_cfast
       int co, t;
-      if (p.j_cfast) {
-        t = j / p.cout_g;
-        co = j - t * p.cout_g;
-      } else {
-        co = j / p.kk;
-        t = j - co * p.kk;
-      }
+      split_channel_tap(j, p.j_cfast, p.cout_g, p.kk, &co, &t);
       const int kh = t / p.kW, kw = t - kh * p.kW;
       return {int64_t(b.g * p.cout_g + co) * p.ys.c, kh * p.dH, kw * p.dW};
     }
