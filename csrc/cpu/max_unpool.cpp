@@ -114,19 +114,10 @@ int unpool_scatter(const UnpoolGeometry& g, const at::Tensor& input, const int64
       scalar_t* o = out + n * os.n + c * os.c;
       if (contiguous_planes) {  // a plane is one flat block: memset, then flat-index stores (no division)
         std::fill(o, o + plane, scalar_t(0));
-        for (int64_t h = 0; h < g.H; ++h)
-          for (int64_t w = 0; w < g.W; ++w) {
-            const int64_t k = idx[is.at(n, c, h, w)];
-            if (k < 0 || k >= plane) {
-              local |= kUnpoolIndexOutOfRange;
-              continue;
-            }
-            o[k] = in[xs.at(n, c, h, w)];
-          }
-        continue;
+      } else {
+        for (int64_t oh = 0; oh < g.OH; ++oh)
+          for (int64_t ow = 0; ow < g.OW; ++ow) o[oh * os.h + ow * os.w] = scalar_t(0);
       }
-      for (int64_t oh = 0; oh < g.OH; ++oh)
-        for (int64_t ow = 0; ow < g.OW; ++ow) o[oh * os.h + ow * os.w] = scalar_t(0);
       for (int64_t h = 0; h < g.H; ++h)
         for (int64_t w = 0; w < g.W; ++w) {
           const int64_t k = idx[is.at(n, c, h, w)];
@@ -134,7 +125,7 @@ int unpool_scatter(const UnpoolGeometry& g, const at::Tensor& input, const int64
             local |= kUnpoolIndexOutOfRange;
             continue;
           }
-          o[(k / g.OW) * os.h + (k % g.OW) * os.w] = in[xs.at(n, c, h, w)];
+          o[contiguous_planes ? k : (k / g.OW) * os.h + (k % g.OW) * os.w] = in[xs.at(n, c, h, w)];
         }
     }
     if (local) flags.fetch_or(local, std::memory_order_relaxed);
