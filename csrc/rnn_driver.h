@@ -12,11 +12,19 @@
 // computes only those rows, outputs past a sequence's end are zero and its state stops there.
 #pragma once
 #include <ATen/ATen.h>
+#include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <tuple>
 #include <vector>
 
 namespace rnnkern {
+
+// RNNKERN_DEBUG=1: both backends log which RNN path / step each call takes (stderr).
+inline bool rnn_debug_log_enabled() {
+  const char* e = std::getenv("RNNKERN_DEBUG");
+  return e != nullptr && std::strcmp(e, "0") != 0;
+}
 
 struct RnnShapes {
   int64_t T, B, I, H;

@@ -236,11 +236,6 @@ struct Avx512Recurrence {
 #pragma GCC diagnostic pop
 #endif  // RNNKERN_CPU_AVX512
 
-bool debug_log() {
-  const char* e = std::getenv("RNNKERN_DEBUG");
-  return e != nullptr && std::strcmp(e, "0") != 0;
-}
-
 // Why the AVX-512 step cannot serve this dtype (nullptr when it can). Read per call, so tests
 // and users can force the ATen step with RNNKERN_RNN_PATH=general.
 const char* avx512_step_blocker(at::ScalarType dtype) {
@@ -257,7 +252,7 @@ const char* avx512_step_blocker(at::ScalarType dtype) {
 
 bool use_avx512_step(const char* op, const at::Tensor& input) {
   const char* blocker = avx512_step_blocker(input.scalar_type());
-  if (debug_log()) {
+  if (rnn_debug_log_enabled()) {
     std::cerr << "[rnnkern] " << op << " (cpu): "
               << (blocker ? std::string("general step (") + blocker + ")" : "avx512 step (float32 on an AVX-512 CPU)")
               << "\n";

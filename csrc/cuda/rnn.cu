@@ -199,11 +199,6 @@ struct PersistentConfig {
   const char* why = "";
 };
 
-bool debug_enabled() {
-  const char* e = std::getenv("RNNKERN_DEBUG");
-  return e != nullptr && std::strcmp(e, "0") != 0;
-}
-
 const char* barrier_name(StepBarrier b) {
   return b == StepBarrier::kCluster ? "cluster" : b == StepBarrier::kFlag ? "flag" : "grid";
 }
@@ -256,7 +251,7 @@ PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H) {
       cfg = {true, grid, rows, smem, barrier, tile, "fits"};
     }
   }
-  if (debug_enabled())
+  if (rnn_debug_log_enabled())
     std::fprintf(stderr, "rnnkern: rnn B=%lld H=%lld %s -> %s path (%s%s%s, batch tile %d)\n",
                  static_cast<long long>(B), static_cast<long long>(H), c10::toString(dtype),
                  cfg.use ? "persistent" : "general", cfg.why, cfg.use ? ", barrier " : "",
@@ -275,7 +270,8 @@ void allow_full_shared_memory(Kernel kernel) {
 
 // Logged so tests can tell a silent fallback from a persistent run.
 bool fall_back(const char* why, int grid) {
-  if (debug_enabled()) std::fprintf(stderr, "rnnkern: rnn persistent grid of %d CTAs %s -> general path\n", grid, why);
+  if (rnn_debug_log_enabled())
+    std::fprintf(stderr, "rnnkern: rnn persistent grid of %d CTAs %s -> general path\n", grid, why);
   return false;
 }
 
