@@ -9,7 +9,6 @@ from torch import nn
 
 from rnnkern import functional as RF
 from rnnkern import nn as rnn
-from rnnkern.ops import conv as conv_ops
 from tests.utils import DEVICES, TOL, TOL_TF32, rel_err
 
 # torch's own 'same' with an even kernel warns that it pads a copy (the reference side only)

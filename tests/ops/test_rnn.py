@@ -478,6 +478,24 @@ def test_functional_bad_inputs():
 # ----------------------------------------------------------------------------------------------
 # persistent CUDA kernel vs the general path (csrc/cuda/rnn.cu chooses; RNNKERN_RNN_PATH forces)
 
+def _cuda_args(T, B, H, seed_scale=0.9):
+    f64 = dict(device="cuda", dtype=torch.float64)
+    return [torch.randn(T, B, H, **f64), torch.randn(B, H, **f64) * 0.5, torch.randn(H, H, **f64) / H ** 0.5,
+            torch.randn(H, H, **f64) * (seed_scale / H ** 0.5), torch.randn(H, **f64) * 0.1,
+            torch.randn(H, **f64) * 0.1]
+
+
+def _run_with_env(monkeypatch, tensors, lengths, relu, g, gh, **env):
+    """The op's forward and all gradients (for upstream g, gh) with the environment variables
+    `env` set (the kernels read RNNKERN_RNN_PATH / RNNKERN_RNN_BARRIER per call)."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    tensors = [a.detach().requires_grad_() for a in tensors]
+    out, hn = FWD(*tensors, lengths, relu)
+    grads = torch.autograd.grad((out * g.to(out.dtype)).sum() + (hn * gh.to(hn.dtype)).sum(), tensors)
+    return [out, hn, *grads]
+
+
 def _assert_ran_persistent(err, H):
     """A forced persistent run falls back to the general path when it does not fit, silently but
     for the RNNKERN_DEBUG log; where choose_rnn_path's rule (at most 16 rows of W_hh per CTA, one
@@ -492,23 +510,14 @@ def _assert_ran_persistent(err, H):
 @pytest.mark.parametrize("T,B,H", [(37, 5, 300), (64, 64, 1024), (16, 1, 2048), (8, 3, 7)])
 @pytest.mark.parametrize("relu", [False, True])
 def test_persistent_matches_general_and_fp64(monkeypatch, capfd, dtype, T, B, H, relu):
-    from rnnkern.ops.rnn import rnn_forward
     monkeypatch.setenv("RNNKERN_DEBUG", "1")
-    x = torch.randn(T, B, H, device="cuda", dtype=torch.float64)
-    h0 = torch.randn(B, H, device="cuda", dtype=torch.float64) * 0.5
-    w_ih = torch.randn(H, H, device="cuda", dtype=torch.float64) / H ** 0.5
-    w_hh = torch.randn(H, H, device="cuda", dtype=torch.float64) * (0.9 / H ** 0.5)
-    b_ih, b_hh = (torch.randn(H, device="cuda", dtype=torch.float64) * 0.1 for _ in range(2))
-    g, gh = torch.randn(T, B, H, device="cuda", dtype=torch.float64), torch.randn(B, H, device="cuda", dtype=torch.float64)
+    args = _cuda_args(T, B, H)
+    g = torch.randn(T, B, H, device="cuda", dtype=torch.float64)
+    gh = torch.randn(B, H, device="cuda", dtype=torch.float64)
 
-    def run(args, path):
-        monkeypatch.setenv("RNNKERN_RNN_PATH", path)
-        args = [a.detach().requires_grad_() for a in args]
-        out, hn = rnn_forward(*args, None, relu)
-        grads = torch.autograd.grad((out * g.to(out.dtype)).sum() + (hn * gh.to(hn.dtype)).sum(), args)
-        return [out, hn, *grads]
+    def run(tensors, path):
+        return _run_with_env(monkeypatch, tensors, None, relu, g, gh, RNNKERN_RNN_PATH=path)
 
-    args = [x, h0, w_ih, w_hh, b_ih, b_hh]
     ref = run(args, "general")  # fp64 always takes the general path
     low = [a.to(dtype) for a in args]
     capfd.readouterr()
@@ -528,21 +537,15 @@ def test_persistent_matches_general_and_fp64(monkeypatch, capfd, dtype, T, B, H,
 def test_persistent_variable_lengths(monkeypatch, capfd, dtype):
     """Lengths inside the persistent kernel: finished rows zeroed, dL/dh_n entering at each
     sequence's last step; must equal the general path and the fp64 reference."""
-    from rnnkern.ops.rnn import rnn_forward
     monkeypatch.setenv("RNNKERN_DEBUG", "1")
     T, B, H = 23, 6, 257
     lengths = torch.tensor([23, 20, 20, 7, 1, 0])
-    f64 = dict(device="cuda", dtype=torch.float64)
-    args = [torch.randn(T, B, H, **f64), torch.randn(B, H, **f64) * 0.5, torch.randn(H, H, **f64) / H ** 0.5,
-            torch.randn(H, H, **f64) * (0.9 / H ** 0.5), torch.randn(H, **f64) * 0.1, torch.randn(H, **f64) * 0.1]
-    g, gh = torch.randn(T, B, H, **f64), torch.randn(B, H, **f64)
+    args = _cuda_args(T, B, H)
+    g = torch.randn(T, B, H, device="cuda", dtype=torch.float64)
+    gh = torch.randn(B, H, device="cuda", dtype=torch.float64)
 
     def run(tensors, path):
-        monkeypatch.setenv("RNNKERN_RNN_PATH", path)
-        tensors = [a.detach().requires_grad_() for a in tensors]
-        out, hn = rnn_forward(*tensors, lengths, False)
-        grads = torch.autograd.grad((out * g.to(out.dtype)).sum() + (hn * gh.to(hn.dtype)).sum(), tensors)
-        return [out, hn, *grads]
+        return _run_with_env(monkeypatch, tensors, lengths, False, g, gh, RNNKERN_RNN_PATH=path)
 
     ref = run(args, "general")
     low = [a.to(dtype) for a in args]
@@ -555,23 +558,6 @@ def test_persistent_variable_lengths(monkeypatch, capfd, dtype):
     for p, q, r in zip(pers, gen, ref):
         assert rel_err(p, r) < tol
         assert rel_err(p, r) <= 2 * rel_err(q, r) + (1e-6 if dtype == torch.float32 else 1e-3)
-
-
-def _cuda_args(T, B, H, seed_scale=0.9):
-    f64 = dict(device="cuda", dtype=torch.float64)
-    return [torch.randn(T, B, H, **f64), torch.randn(B, H, **f64) * 0.5, torch.randn(H, H, **f64) / H ** 0.5,
-            torch.randn(H, H, **f64) * (seed_scale / H ** 0.5), torch.randn(H, **f64) * 0.1,
-            torch.randn(H, **f64) * 0.1]
-
-
-def _cuda_fwd_bwd(monkeypatch, tensors, lengths, relu, g, gh, **env):
-    from rnnkern.ops.rnn import rnn_forward
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    tensors = [a.detach().requires_grad_() for a in tensors]
-    out, hn = rnn_forward(*tensors, lengths, relu)
-    grads = torch.autograd.grad((out * g.to(out.dtype)).sum() + (hn * gh.to(hn.dtype)).sum(), tensors)
-    return [out, hn, *grads]
 
 
 @pytest.mark.cuda
@@ -590,7 +576,7 @@ def test_persistent_barriers_bitwise_equal(monkeypatch, capfd, dtype, H, with_le
     runs = {}
     for barrier in ["grid", "flag", "auto"]:
         capfd.readouterr()
-        runs[barrier] = _cuda_fwd_bwd(monkeypatch, args, lengths, False, g, gh, RNNKERN_RNN_PATH="persistent",
+        runs[barrier] = _run_with_env(monkeypatch, args, lengths, False, g, gh, RNNKERN_RNN_PATH="persistent",
                                       RNNKERN_RNN_BARRIER=barrier)
         err = capfd.readouterr().err
         cluster = torch.cuda.get_device_capability()[0] >= 9 and H <= 256
@@ -613,14 +599,14 @@ def test_persistent_batch_tiles_bitwise_equal(monkeypatch, capfd, dtype, H):
     args = [a.to(dtype) for a in args]
     g, gh = torch.randn(T, 64, H, device="cuda"), torch.randn(64, H, device="cuda")
     monkeypatch.setenv("RNNKERN_DEBUG", "1")
-    full = _cuda_fwd_bwd(monkeypatch, args, None, True, g, gh, RNNKERN_RNN_PATH="persistent")
+    full = _run_with_env(monkeypatch, args, None, True, g, gh, RNNKERN_RNN_PATH="persistent")
     sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
     rows = -(-H // sms)  # H > 256: the grid barrier's spread over every SM (choose_rnn_path)
     tile = {B: max(t for t in (1, 2, 4, 8) if t <= -(-B // 8) and rows * t <= 64) for B in (8, 16, 32)}
     for B in (8, 16, 32):
         capfd.readouterr()
         sub = [args[0][:, :B], args[1][:B], *args[2:]]
-        part = _cuda_fwd_bwd(monkeypatch, sub, None, True, g[:, :B], gh[:B], RNNKERN_RNN_PATH="persistent")
+        part = _run_with_env(monkeypatch, sub, None, True, g[:, :B], gh[:B], RNNKERN_RNN_PATH="persistent")
         assert f"batch tile {tile[B]})" in capfd.readouterr().err
         assert torch.equal(part[0], full[0][:, :B]) and torch.equal(part[1], full[1][:B])  # output, h_n
         assert torch.equal(part[2], full[2][:, :B])  # d input = dz (W_ih = I): the kernel's own result
@@ -633,11 +619,12 @@ def test_persistent_long_sequence_accuracy(monkeypatch, dtype):
     bf16 no worse than twice the general (cuBLAS) path's own error."""
     T, B, H = 1024, 8, 512
     args = _cuda_args(T, B, H)
-    g, gh = torch.randn(T, B, H, device="cuda", dtype=torch.float64), torch.randn(B, H, device="cuda", dtype=torch.float64)
-    ref = _cuda_fwd_bwd(monkeypatch, args, None, False, g, gh, RNNKERN_RNN_PATH="general")
+    g = torch.randn(T, B, H, device="cuda", dtype=torch.float64)
+    gh = torch.randn(B, H, device="cuda", dtype=torch.float64)
+    ref = _run_with_env(monkeypatch, args, None, False, g, gh, RNNKERN_RNN_PATH="general")
     low = [a.to(dtype) for a in args]
-    pers = _cuda_fwd_bwd(monkeypatch, low, None, False, g, gh, RNNKERN_RNN_PATH="persistent")
-    gen = _cuda_fwd_bwd(monkeypatch, low, None, False, g, gh, RNNKERN_RNN_PATH="general")
+    pers = _run_with_env(monkeypatch, low, None, False, g, gh, RNNKERN_RNN_PATH="persistent")
+    gen = _run_with_env(monkeypatch, low, None, False, g, gh, RNNKERN_RNN_PATH="general")
     for p, q, r in zip(pers, gen, ref):
         if dtype == torch.float32:
             assert rel_err(p, r) < TOL[torch.float32]
@@ -649,14 +636,6 @@ def test_persistent_long_sequence_accuracy(monkeypatch, dtype):
 # RNNKERN_RNN_PATH=general forces ATen). On a CPU without AVX-512 both runs take the ATen step and
 # the comparisons still hold.
 
-def _run_paths(monkeypatch, args, lengths, relu, g, gh, path):
-    monkeypatch.setenv("RNNKERN_RNN_PATH", path)
-    args = [a.detach().requires_grad_() for a in args]
-    out, hn = FWD(*args, lengths, relu)
-    loss = (out * g.to(out.dtype)).sum() + (hn * gh.to(hn.dtype)).sum()
-    return [out, hn, *torch.autograd.grad(loss, args)]
-
-
 # B covers the 8-row tile and its remainders, H the 32-column panel and ragged ends
 @pytest.mark.parametrize("T,B,H", [(9, 1, 7), (13, 8, 32), (11, 19, 33), (6, 16, 300), (5, 3, 96)])
 @pytest.mark.parametrize("relu", [False, True])
@@ -666,10 +645,10 @@ def test_cpu_avx512_step_matches_general_and_fp64(monkeypatch, T, B, H, relu, wi
     lengths = rand_lengths(rng, B, T) if with_lengths else None
     args = [a for a in make_args(T, B, H + 3, H)]
     g, gh = torch.randn(T, B, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64)
-    ref = _run_paths(monkeypatch, args, lengths, relu, g, gh, "general")
+    ref = _run_with_env(monkeypatch, args, lengths, relu, g, gh, RNNKERN_RNN_PATH="general")
     f32 = [a.float() for a in args]
-    fast, fast2 = (_run_paths(monkeypatch, f32, lengths, relu, g, gh, "auto") for _ in range(2))
-    gen = _run_paths(monkeypatch, f32, lengths, relu, g, gh, "general")
+    fast, fast2 = (_run_with_env(monkeypatch, f32, lengths, relu, g, gh, RNNKERN_RNN_PATH="auto") for _ in range(2))
+    gen = _run_with_env(monkeypatch, f32, lengths, relu, g, gh, RNNKERN_RNN_PATH="general")
     for p, p2, q, r in zip(fast, fast2, gen, ref):
         assert torch.equal(p, p2)  # bitwise repeatable
         assert rel_err(p, r) < TOL[torch.float32]
@@ -715,9 +694,9 @@ def test_cpu_avx512_step_thread_count_independent(monkeypatch, H, with_lengths):
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = _run_paths(monkeypatch, args, lengths, False, g, gh, "auto")
+        one = _run_with_env(monkeypatch, args, lengths, False, g, gh, RNNKERN_RNN_PATH="auto")
         torch.set_num_threads(2)
-        two = _run_paths(monkeypatch, args, lengths, False, g, gh, "auto")
+        two = _run_with_env(monkeypatch, args, lengths, False, g, gh, RNNKERN_RNN_PATH="auto")
     finally:
         torch.set_num_threads(before)
     for a, b in zip(one, two):
