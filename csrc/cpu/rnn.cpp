@@ -145,13 +145,6 @@ at::Tensor pack_panels(const at::Tensor& m) {
   return padded.view({H, P, kPanel}).permute({1, 0, 2}).contiguous();
 }
 
-// The Step of csrc/rnn_driver.h's loops on the AVX-512 kernels (fp32, contiguous (T, B, H) buffers).
-//
-// Threads: step t + 1 needs all of step t, so threads can only split a step's panels and must meet
-// once per step. A parallel region per step costs a few us (at::parallel_for), as much as a whole
-// 8 x 256 x 256 step; so one OpenMP region spans the run of steps, each thread owns a fixed range
-// of panels for all of them, and the threads meet at one barrier per step. Every output element
-// is still one tile's sequential k-sum: the bits do not depend on the thread count.
 // One step's operands: a (rows of h_{t-1} or dz_{t+1}), the upstream gradient and activation
 // outputs (backward only) and the destination rows.
 struct StepOperands {
@@ -161,6 +154,13 @@ struct StepOperands {
   float* dst;
 };
 
+// The Step of csrc/rnn_driver.h's loops on the AVX-512 kernels (fp32, contiguous (T, B, H) buffers).
+//
+// Threads: step t + 1 needs all of step t, so threads can only split a step's panels and must meet
+// once per step. A parallel region per step costs a few us (at::parallel_for), as much as a whole
+// 8 x 256 x 256 step; so one OpenMP region spans the run of steps, each thread owns a fixed range
+// of panels for all of them, and the threads meet at one barrier per step. Every output element
+// is still one tile's sequential k-sum: the bits do not depend on the thread count.
 struct Avx512Recurrence {
   at::Tensor h0, panels;  // h0 contiguous; panels of W_hh^T (forward) or W_hh (backward)
   int64_t B, H;
