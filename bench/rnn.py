@@ -19,11 +19,19 @@ GPU_CASES = [
     (torch.bfloat16, 64, 1024, 256), (torch.bfloat16, 256, 1024, 256), (torch.bfloat16, 8, 2048, 256),
 ]
 CPU_CASES = [(torch.float32, 8, 256, 256), (torch.float32, 16, 512, 256)]
-# GPU forward rows re-run with a forced step barrier (csrc/cuda/rnn.cu: the default is one cluster
-# where W_hh fits one, i.e. H <= 256 on sm_90, else grid.sync): grid.sync vs flag vs cluster
-BARRIER_CASES = {(torch.float32, 8, 256, 256): ("grid", "flag"), (torch.float32, 8, 1024, 256): ("flag",),
-                 (torch.bfloat16, 8, 512, 256): ("flag",)}
-
+# GPU forward rows re-run under forced settings (csrc/cuda/rnn.cu), to measure each choice against
+# the default: the FMA kernel's step barrier (default: one cluster where W_hh fits one, i.e.
+# H <= 256 on sm_90, else grid.sync) and the arithmetic (default: tensor cores at B >= 16 in
+# bf16/fp16 and in fp32 when cudnn.allow_tf32, as here; the FMA kernel below that)
+ENV_CASES = {
+    (torch.float32, 8, 256, 256): [{"RNNKERN_RNN_BARRIER": "grid"}, {"RNNKERN_RNN_BARRIER": "flag"},
+                                   {"RNNKERN_RNN_MATH": "mma"}],
+    (torch.float32, 8, 1024, 256): [{"RNNKERN_RNN_BARRIER": "flag"}, {"RNNKERN_RNN_MATH": "mma"}],
+    (torch.float32, 64, 1024, 256): [{"RNNKERN_RNN_MATH": "fma"}],
+    (torch.float32, 64, 512, 256): [{"RNNKERN_RNN_MATH": "fma"}],
+    (torch.bfloat16, 8, 512, 256): [{"RNNKERN_RNN_BARRIER": "flag"}, {"RNNKERN_RNN_MATH": "mma"}],
+    (torch.bfloat16, 64, 1024, 256): [{"RNNKERN_RNN_MATH": "fma"}],
+}
 
 def with_env(fn, **env):
     """fn with environment variables set for the duration of each call (the op reads them per call)."""
@@ -67,7 +75,9 @@ def cases(device: str, quick: bool) -> list[Bench]:
         out.append(Bench("rnn", name, "fwd", fwd(ours), fwd(ref), "us/step", T))
         out.append(Bench("rnn", name, "fwd+bwd", fwd_bwd(ours), fwd_bwd(ref), "us/step", T))
         if device == "cuda":
-            for barrier in BARRIER_CASES.get((dtype, B, H, T), ()):
-                out.append(Bench("rnn", f"{name} barrier={barrier}", "fwd",
-                                 with_env(fwd(ours), RNNKERN_RNN_BARRIER=barrier), fwd(ref), "us/step", T))
+            for env in ENV_CASES.get((dtype, B, H, T), ()):
+                label = " ".join(f"{k.removeprefix('RNNKERN_RNN_').lower()}={v}" for k, v in env.items())
+                out.append(Bench("rnn", f"{name} {label}", "fwd", with_env(fwd(ours), **env), fwd(ref), "us/step", T))
+                out.append(Bench("rnn", f"{name} {label}", "fwd+bwd", with_env(fwd_bwd(ours), **env), fwd_bwd(ref),
+                                 "us/step", T))
     return out

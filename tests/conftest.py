@@ -20,3 +20,10 @@ def pytest_collection_modifyitems(config, items):
 def _fresh_seed(request):
     # a different, reproducible seed per test case
     torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture
+def strict_fp32(monkeypatch):
+    """True fp32 on the GPU: torch.backends.cudnn.allow_tf32 (on by default) lets rnnkern's
+    convolution and RNN kernels use TF32 tensor cores, as it lets cuDNN's."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)

@@ -59,12 +59,8 @@
 
 #include "../conv_common.h"
 #include "../ops.h"
+#include "tensor_core.cuh"
 
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-#define RNNKERN_CONV_TC 1  // WMMA bf16 / tf32 need sm_80+
-#else
-#define RNNKERN_CONV_TC 0
-#endif
 
 namespace rnnkern {
 namespace {
@@ -75,10 +71,6 @@ constexpr int kThreads = 256;
 constexpr int BM = 128, BN = 64;
 
 // ---- element types ----------------------------------------------------------------------------
-
-template <typename T> struct NativeOf { using type = T; };
-template <> struct NativeOf<at::Half> { using type = __half; };
-template <> struct NativeOf<at::BFloat16> { using type = __nv_bfloat16; };
 
 template <typename T> struct AccOf { using type = float; };
 template <> struct AccOf<double> { using type = double; };
@@ -186,18 +178,7 @@ struct SimtMma {
 
 // ---- block-level MMA: tensor cores (WMMA) ------------------------------------------------------
 // 8 warps as 4 (m) x 2 (n), each a 32 x 32 warp tile of 2 x 2 16x16 fragments.
-#if RNNKERN_CONV_TC
-template <typename T> struct WmmaTypes {  // bf16 / fp16: m16n16k16
-  using Frag = T;
-  static constexpr int FK = 16;
-  static constexpr bool kTf32 = false;
-};
-template <> struct WmmaTypes<float> {  // tf32: m16n16k8 on fp32 shared tiles
-  using Frag = wmma::precision::tf32;
-  static constexpr int FK = 8;
-  static constexpr bool kTf32 = true;
-};
-
+#if RNNKERN_HAS_WMMA
 template <typename T, int BK, int LDA, int LDB, bool A_MK, bool B_KN, bool kMContig>
 struct WmmaMma {
   using W = WmmaTypes<T>;
@@ -272,7 +253,7 @@ struct WmmaMma {
 // tensor-core paths trap and are never launched; the SIMT type keeps them compiling).
 template <typename T, Path P, int BK, int LDA, int LDB, bool A_MK, bool B_KN, bool kMContig>
 using BlockMma = std::conditional_t<P == Path::kSimt, SimtMma<T, BK, LDA, LDB, A_MK, B_KN, kMContig>,
-#if RNNKERN_CONV_TC
+#if RNNKERN_HAS_WMMA
                                     WmmaMma<T, BK, LDA, LDB, A_MK, B_KN, kMContig>
 #else
                                     SimtMma<T, BK, LDA, LDB, A_MK, B_KN, kMContig>
@@ -338,7 +319,7 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
   T* As = reinterpret_cast<T*>(smem);
   T* Bs = As + ATile::SIZE;
 
-#if !RNNKERN_CONV_TC
+#if !RNNKERN_HAS_WMMA
   if constexpr (P != Path::kSimt) {
     __trap();
     return;
@@ -572,7 +553,7 @@ __global__ void __launch_bounds__(kThreads) wgrad_kernel(const WgradParams p) {
   T* As = reinterpret_cast<T*>(smem);
   T* Bs = As + ATile::SIZE;
 
-#if !RNNKERN_CONV_TC
+#if !RNNKERN_HAS_WMMA
   if constexpr (P != Path::kSimt) {
     __trap();
     return;
@@ -827,23 +808,7 @@ __global__ void wgrad_direct_kernel(const WgradParams p, T* gw, bool cl) {
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
-// torch.backends.cudnn's TF32 switch for convolutions, across the C++ API's generations:
-// allowTF32CuDNN() (<= 2.8), allowTF32CuDNN("conv") (2.9), allowTF32CuDNN(at::Float32Op::CONV)
-// (later; its no-argument form throws when conv and RNN flags differ). The parameter type of
-// the member picks the form, so this builds against the GPU machine's torch as well as ours.
-template <typename F> struct first_param;
-template <typename C, typename R> struct first_param<R (C::*)() const> { using type = void; };
-template <typename C, typename R, typename A> struct first_param<R (C::*)(A) const> { using type = std::decay_t<A>; };
-
-template <typename Ctx>
-bool conv_tf32_allowed(const Ctx& ctx) {
-  using Arg = typename first_param<decltype(&Ctx::allowTF32CuDNN)>::type;
-  if constexpr (std::is_void_v<Arg>) return ctx.allowTF32CuDNN();
-  else if constexpr (std::is_same_v<Arg, std::string>) return ctx.allowTF32CuDNN("conv");
-  else return ctx.allowTF32CuDNN(Arg::value_type::CONV);
-}
-
-bool allow_tf32() { return conv_tf32_allowed(at::globalContext()); }
+bool allow_tf32() { return cudnn_tf32_allowed(CudnnOp::kConv); }
 
 // Calls fn(std::integral_constant<Path, P>{}) with T's compute path: fp64 on SIMT, fp32 on tf32
 // tensor cores when torch allows TF32 for convolutions (else true-fp32 SIMT), 16-bit types on WMMA.

@@ -12,6 +12,14 @@
 //   lengths: rows of finished sequences (b >= live[t], a prefix rule since lengths are sorted)
 //   are zeroed; their dz rows then contribute nothing to the next step, so no other special
 //   case is needed.
+// * Persistent on tensor cores (bf16/fp16, and fp32 as tf32 when torch.backends.cudnn.allow_tf32,
+//   the flag that governs the cuDNN RNN this replaces; sm_90, B >= 16 by default): at large B the
+//   kernel above is bound by every CTA re-reading all of h_{t-1} from L2 and by FMA issue. Here
+//   W_hh is split along k as well: a cluster of 8 CTAs owns `units` rows, CTA j of it holds those
+//   rows x the j-th eighth of the columns, reads only that eighth of h_{t-1}, multiplies on WMMA
+//   tiles, and the 8 partial sums of each output are added through distributed shared memory in
+//   rank order (deterministic) by the CTA that owns the output. One cluster (H <= 256) needs only
+//   the cluster barrier per step; more take the flag barrier across clusters.
 // * General (any shape/dtype): csrc/rnn_driver.h — one cuBLAS GEMM + one activation
 //   per step on the current stream.
 //
@@ -22,8 +30,9 @@
 // barrier (one arrival counter, monotonically increasing, so it never needs resetting).
 //
 // Set RNNKERN_RNN_PATH=general|persistent to force a path (persistent falls back when it does
-// not fit), RNNKERN_RNN_BARRIER=grid|flag|cluster to force a barrier where it can run,
-// RNNKERN_DEBUG=1 to log the choice.
+// not fit), RNNKERN_RNN_MATH=fma|mma to force the persistent kernel's arithmetic (mma only where
+// the dtype and flags allow tensor cores), RNNKERN_RNN_BARRIER=grid|flag to force the FMA
+// kernel's barrier, RNNKERN_DEBUG=1 to log the choice.
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -36,6 +45,7 @@
 
 #include "../ops.h"
 #include "../rnn_driver.h"
+#include "tensor_core.cuh"
 
 namespace rnnkern {
 namespace {
@@ -104,6 +114,15 @@ struct PersistentParams {
   bool relu, backward;
 };
 
+// z = pre-activation (forward) or dL/dh_t (backward) of one output, at flat index i of step t.
+// forward: act(z); backward: z * act'(.) from the forward output h_t.
+template <typename acc_t, typename Params>
+__device__ __forceinline__ acc_t step_epilogue(acc_t z, const Params& p, int64_t i) {
+  if (!p.backward) return p.relu ? (z > acc_t(0) ? z : acc_t(0)) : tanh(z);
+  const acc_t h = static_cast<acc_t>(p.act_out[i]);
+  return p.relu ? (h > acc_t(0) ? z : acc_t(0)) : z * (acc_t(1) - h * h);
+}
+
 // Rows of W per lane held as accumulators for a batch tile of kBatchTile sequences: at most 64
 // fp32 accumulators per thread (16 rows x 4, 8 rows x 8), no spills under __launch_bounds__(256).
 template <int kBatchTile>
@@ -170,16 +189,8 @@ __global__ void __launch_bounds__(kPersistThreads) rnn_persistent_kernel(Persist
           if (lane == (r * kBatchTile + j) % 32) {
             const int b = b0 + j;
             const int64_t i = static_cast<int64_t>(b) * p.H + r0 + r;
-            acc_t y = acc_t(0);  // finished sequence: output / gradient is zero from here on
-            if (b < live) {
-              const acc_t z = static_cast<acc_t>(load_cg(cur + i)) + sum;
-              if (!p.backward) {
-                y = p.relu ? (z > acc_t(0) ? z : acc_t(0)) : tanh(z);
-              } else {
-                const acc_t h = static_cast<acc_t>(p.act_out[t * step + i]);
-                y = p.relu ? (h > acc_t(0) ? z : acc_t(0)) : z * (acc_t(1) - h * h);
-              }
-            }
+            // finished sequence: output / gradient is zero from here on
+            const acc_t y = b < live ? step_epilogue(static_cast<acc_t>(load_cg(cur + i)) + sum, p, t * step + i) : acc_t(0);
             cur[i] = static_cast<scalar_t>(y);
           }
         }
@@ -190,6 +201,136 @@ __global__ void __launch_bounds__(kPersistThreads) rnn_persistent_kernel(Persist
   }
 }
 
+// ---- the tensor-core persistent kernel -----------------------------------------------------------
+
+constexpr int kMmaClusterCtas = 8;      // the k-split: portable cluster size, each CTA 1/8 of W's columns
+constexpr int64_t kMmaMinBatch = 16;    // below one 16-row tile the FMA kernel wastes nothing and needs no reduction
+constexpr int64_t kMmaOneClusterMaxH = 256;  // one cluster (no grid barrier) up to this H
+
+// PersistentParams (its `rows` unused) plus the tensor-core kernel's partition of W.
+template <typename scalar_t>
+struct MmaParams : PersistentParams<scalar_t> {
+  int units;   // rows of W per cluster (a multiple of 16, so of kMmaClusterCtas too)
+  int kslice;  // columns of W / h per CTA (a multiple of the fragment's k)
+};
+
+// Operands are stored in shared memory already in the tensor cores' format (fp32 rounded to tf32
+// once, when staged), so the fragments are loaded as they are.
+template <typename scalar_t>
+__device__ __forceinline__ scalar_t mma_operand(scalar_t v) {
+#if RNNKERN_HAS_WMMA
+  if constexpr (std::is_same_v<scalar_t, float>) return nvcuda::wmma::__float_to_tf32(v);
+#endif
+  return v;
+}
+
+// Shared-memory row strides (elements): 16 bytes of padding keeps WMMA's 32-byte tile alignment
+// (rows start at multiples of 16) and moves consecutive rows to other banks.
+__host__ __device__ constexpr int mma_ldk(int kslice, int elem_size) { return kslice + 16 / elem_size; }
+__host__ __device__ constexpr int mma_ldu(int units) { return units + 4; }
+__host__ __device__ constexpr int round_up16(int n) { return (n + 15) / 16 * 16; }
+
+// Per step, in CTA j of cluster q (units u0 = q * units ..., columns k0 = j * kslice ...):
+//   stage h_{t-1}[b, k0 : k0 + kslice] for the live b (zeros elsewhere)       -> h_s  (B16 x kslice)
+//   partial[b, n] = sum_k h_s[b, k] W[u0 + n, k0 + k]  on WMMA tiles             -> part_s (B16 x units)
+//   cluster barrier
+//   for the outputs this CTA owns (units j * units/8 ...): z = seq[t] + sum over ranks 0..7 of
+//   their partial (distributed shared memory, fixed order), epilogue, store
+//   step barrier (cluster barrier with one cluster, flag barrier across clusters)
+template <typename scalar_t, bool kOneCluster>
+__global__ void __launch_bounds__(kPersistThreads) rnn_persistent_mma_kernel(MmaParams<scalar_t> p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  namespace wmma = nvcuda::wmma;
+  using Native = typename NativeOf<scalar_t>::type;  // same bits, the type WMMA takes
+  using Wt = WmmaTypes<Native>;
+  using FragA = wmma::fragment<wmma::matrix_a, 16, 16, Wt::FK, typename Wt::Frag, wmma::row_major>;
+  using FragB = wmma::fragment<wmma::matrix_b, 16, 16, Wt::FK, typename Wt::Frag, wmma::col_major>;
+  using FragC = wmma::fragment<wmma::accumulator, 16, 16, Wt::FK, float>;
+  cg::cluster_group cluster = cg::this_cluster();
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int u0 = static_cast<int>(blockIdx.x) / kMmaClusterCtas * p.units;
+  const int k0 = rank * p.kslice;
+  const int ldk = mma_ldk(p.kslice, sizeof(scalar_t)), ldu = mma_ldu(p.units);
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  scalar_t* w_s = reinterpret_cast<scalar_t*>(smem_raw);                    // units x ldk: W[u0 + n, k0 + c]
+  scalar_t* h_s = w_s + p.units * ldk;                                        // B16 x ldk: h_{t-1}[b, k0 + c]
+  float* part_s = reinterpret_cast<float*>(h_s + round_up16(p.B) * ldk);      // B16 x ldu: partial z[b, u0 + n]
+  for (int i = threadIdx.x; i < p.units * ldk; i += blockDim.x) {
+    const int n = i / ldk, c = i % ldk, u = u0 + n, k = k0 + c;
+    w_s[i] = c < p.kslice && u < p.H && k < p.H ? mma_operand(p.weight[static_cast<int64_t>(u) * p.H + k]) : scalar_t(0);
+  }
+  float* parts[kMmaClusterCtas];  // every rank's partial sums, in rank order
+#pragma unroll
+  for (int c = 0; c < kMmaClusterCtas; ++c) parts[c] = cluster.map_shared_rank(part_s, c);
+  __syncthreads();
+
+  const int warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
+  const int n_tiles = p.units / 16;
+  const int own = p.units / kMmaClusterCtas;  // outputs per sequence this CTA reduces and writes
+  const int64_t step = static_cast<int64_t>(p.B) * p.H;
+  for (int s = 0; s < p.T; ++s) {
+    const int t = p.backward ? p.T - 1 - s : s;
+    const scalar_t* prev = s == 0 ? p.state0 : p.seq + (p.backward ? t + 1 : t - 1) * step;
+    scalar_t* cur = p.seq + t * step;
+    const int live = p.live ? p.live[t] : p.B;
+    const bool has_prev = prev != nullptr && live > 0;  // uniform over the cluster
+    if (has_prev) {
+      const int m16 = round_up16(live);  // finished sequences' rows are not multiplied
+      for (int i = threadIdx.x; i < m16 * p.kslice; i += blockDim.x) {
+        const int b = i / p.kslice, c = i % p.kslice, k = k0 + c;
+        h_s[b * ldk + c] = b < live && k < p.H ? mma_operand(load_cg(prev + static_cast<int64_t>(b) * p.H + k)) : scalar_t(0);
+      }
+      __syncthreads();
+      for (int tile = warp; tile < m16 / 16 * n_tiles; tile += nwarps) {
+        const int m = tile / n_tiles * 16, n = tile % n_tiles * 16;
+        FragC acc;
+        wmma::fill_fragment(acc, 0.0f);
+        for (int kk = 0; kk < p.kslice; kk += Wt::FK) {
+          FragA a;
+          FragB b;  // B(k, n) = W[u0 + n, k0 + k]: W's rows are B's columns
+          wmma::load_matrix_sync(a, reinterpret_cast<const Native*>(h_s) + m * ldk + kk, ldk);
+          wmma::load_matrix_sync(b, reinterpret_cast<const Native*>(w_s) + n * ldk + kk, ldk);
+          wmma::mma_sync(acc, a, b, acc);
+        }
+        wmma::store_matrix_sync(part_s + m * ldu + n, acc, ldu, wmma::mem_row_major);
+      }
+    }
+    cluster.sync();  // every rank's partial sums are in its shared memory (release / acquire)
+    for (int i = threadIdx.x; i < p.B * own; i += blockDim.x) {
+      const int b = i / own, n = rank * own + i % own, u = u0 + n;
+      if (u >= p.H) continue;
+      const int64_t o = static_cast<int64_t>(b) * p.H + u;
+      float y = 0.f;  // finished sequence: output / gradient is zero from here on
+      if (b < live) {
+        float sum = 0.f;
+        if (has_prev) {
+#pragma unroll
+          for (int c = 0; c < kMmaClusterCtas; ++c) sum += parts[c][b * ldu + n];
+        }
+        y = step_epilogue(static_cast<float>(load_cg(cur + o)) + sum, p, t * step + o);
+      }
+      cur[o] = static_cast<scalar_t>(y);
+    }
+    // step t complete everywhere before step t +- 1 reads it, and no rank overwrites its partial
+    // sums while another still reads them
+    if constexpr (kOneCluster) cluster.sync();
+    else step_barrier<StepBarrier::kFlag>(p.arrivals, static_cast<unsigned int>(s + 1) * gridDim.x);
+  }
+#else
+  __trap();  // launched only from sm_90 code (launch_mma checks the binary's version)
+#endif
+}
+
+// The tensor-core kernel's partition: `clusters` clusters of kMmaClusterCtas CTAs.
+struct MmaConfig {
+  bool use = false;
+  int clusters = 0, units = 0, kslice = 0;
+  size_t smem = 0;
+  const char* why = "";  // what it runs in ("tf32", ...) or why it does not run
+};
+
+// `use`: the FMA kernel (rnn_persistent_kernel) fits; `mma.use`: the tensor-core kernel is tried
+// first. Neither: the general path.
 struct PersistentConfig {
   bool use = false;
   int grid = 0, rows = 0;
@@ -197,6 +338,7 @@ struct PersistentConfig {
   StepBarrier barrier = StepBarrier::kGrid;
   int batch_tile = 1;  // sequences per warp at a time (rnn_persistent_kernel's kBatchTile)
   const char* why = "";
+  MmaConfig mma;
 };
 
 const char* barrier_name(StepBarrier b) {
@@ -214,7 +356,53 @@ StepBarrier choose_barrier(int64_t H, const cudaDeviceProp& prop) {
   return cluster_fits ? StepBarrier::kCluster : StepBarrier::kGrid;
 }
 
-// The one place that decides between the persistent kernel and the general path, from the
+// W_hh over at most `most` clusters: `units` rows each (a multiple of 16), and each CTA of a
+// cluster 1/8 of the columns rounded up to the fragment's k.
+MmaConfig mma_partition(at::ScalarType dtype, int64_t B, int64_t H, int64_t most, const cudaDeviceProp& prop) {
+  MmaConfig m;
+  const int elem = dtype == at::kFloat ? 4 : 2, fk = dtype == at::kFloat ? 8 : 16;  // WmmaTypes' k
+  const int64_t per_rank = (H + kMmaClusterCtas - 1) / kMmaClusterCtas;
+  const int kslice = static_cast<int>((per_rank + fk - 1) / fk * fk);
+  const int units = round_up16(static_cast<int>((H + most - 1) / most));
+  const int clusters = static_cast<int>((H + units - 1) / units);
+  const int b16 = round_up16(static_cast<int>(B));
+  const size_t smem = static_cast<size_t>(units + b16) * mma_ldk(kslice, elem) * elem +
+                      static_cast<size_t>(b16) * mma_ldu(units) * sizeof(float);
+  if (smem > prop.sharedMemPerBlockOptin) {
+    m.why = "W_hh slice exceeds shared memory";
+  } else {
+    m = {true, clusters, units, kslice, smem, ""};
+  }
+  return m;
+}
+
+// Tensor cores where the dtype and torch's flags allow them (fp32 only as tf32, and only when
+// torch.backends.cudnn.allow_tf32 lets cuDNN's RNN do the same) and the batch fills a 16-row
+// tile; RNNKERN_RNN_MATH=fma|mma overrides the batch rule, never the precision rule.
+MmaConfig choose_mma(at::ScalarType dtype, int64_t B, int64_t H, const cudaDeviceProp& prop) {
+  MmaConfig m;
+  const char* forced = std::getenv("RNNKERN_RNN_MATH");
+  const bool force_fma = forced != nullptr && std::strcmp(forced, "fma") == 0;
+  const bool force_mma = forced != nullptr && std::strcmp(forced, "mma") == 0;
+  const bool tf32 = dtype == at::kFloat && cudnn_tf32_allowed(CudnnOp::kRnn);
+  if (force_fma) {
+    m.why = "RNNKERN_RNN_MATH=fma";
+  } else if (dtype == at::kFloat && !tf32) {
+    m.why = "fp32 with TF32 off";
+  } else if (prop.major < 9) {
+    m.why = "needs sm_90 clusters";
+  } else if (B < kMmaMinBatch && !force_mma) {
+    m.why = "batch < 16";
+  } else {
+    // one cluster for small H (no grid barrier); else as many as the SMs hold
+    const int64_t most = H <= kMmaOneClusterMaxH ? 1 : std::max(1, prop.multiProcessorCount / kMmaClusterCtas);
+    m = mma_partition(dtype, B, H, most, prop);
+    if (m.use) m.why = tf32 ? "tf32" : dtype == at::kHalf ? "fp16" : "bf16";
+  }
+  return m;
+}
+
+// The one place that decides between the persistent kernels and the general path, from the
 // problem size and the device's SM count, shared memory and co-residency limits.
 PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H) {
   PersistentConfig cfg;
@@ -250,12 +438,21 @@ PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H) {
       while (tile > 1 && ((B + warps - 1) / warps < tile || rows * tile > 64)) tile /= 2;
       cfg = {true, grid, rows, smem, barrier, tile, "fits"};
     }
+    cfg.mma = choose_mma(dtype, B, H, *prop);
   }
-  if (rnn_debug_log_enabled())
-    std::fprintf(stderr, "rnnkern: rnn B=%lld H=%lld %s -> %s path (%s%s%s, batch tile %d)\n",
+  if (!rnn_debug_log_enabled()) return cfg;
+  if (cfg.mma.use)
+    std::fprintf(stderr,
+                 "rnnkern: rnn B=%lld H=%lld %s -> persistent path (fits, tensor cores %s, %d cluster(s) of %d CTAs, "
+                 "%d units x %d k per CTA, barrier %s)\n",
+                 static_cast<long long>(B), static_cast<long long>(H), c10::toString(dtype), cfg.mma.why,
+                 cfg.mma.clusters, kMmaClusterCtas, cfg.mma.units, cfg.mma.kslice,
+                 cfg.mma.clusters == 1 ? "cluster" : "flag");
+  else
+    std::fprintf(stderr, "rnnkern: rnn B=%lld H=%lld %s -> %s path (%s%s%s, batch tile %d) [tensor cores: %s]\n",
                  static_cast<long long>(B), static_cast<long long>(H), c10::toString(dtype),
                  cfg.use ? "persistent" : "general", cfg.why, cfg.use ? ", barrier " : "",
-                 cfg.use ? barrier_name(cfg.barrier) : "", cfg.batch_tile);
+                 cfg.use ? barrier_name(cfg.barrier) : "", cfg.batch_tile, cfg.mma.why[0] ? cfg.mma.why : "no");
   return cfg;
 }
 
@@ -269,11 +466,35 @@ void allow_full_shared_memory(Kernel kernel) {
 }
 
 // Logged so tests can tell a silent fallback from a persistent run.
-bool fall_back(const char* why, int grid) {
+bool fall_back(const char* why, int grid, const char* kernel = "persistent", const char* to = "general path") {
   if (rnn_debug_log_enabled())
-    std::fprintf(stderr, "rnnkern: rnn persistent grid of %d CTAs %s -> general path\n", grid, why);
+    std::fprintf(stderr, "rnnkern: rnn %s grid of %d CTAs %s -> %s\n", kernel, grid, why, to);
   return false;
 }
+
+// Launch configuration for `grid` CTAs in clusters of `cluster_ctas`; cooperative() adds the
+// cooperative attribute (every cluster co-resident, which a barrier across clusters needs).
+struct ClusterLaunch {
+  cudaLaunchAttribute attrs[2] = {};
+  cudaLaunchConfig_t config = {};
+  ClusterLaunch(int grid, int cluster_ctas, size_t smem) {
+    attrs[0].id = cudaLaunchAttributeClusterDimension;
+    attrs[0].val.clusterDim.x = cluster_ctas;
+    attrs[0].val.clusterDim.y = 1;
+    attrs[0].val.clusterDim.z = 1;
+    attrs[1].id = cudaLaunchAttributeCooperative;
+    attrs[1].val.cooperative = 1;
+    config.gridDim = dim3(grid);
+    config.blockDim = dim3(kPersistThreads);
+    config.dynamicSmemBytes = smem;
+    config.stream = at::cuda::getCurrentCUDAStream();
+    config.attrs = attrs;
+    config.numAttrs = 1;
+  }
+  ClusterLaunch(const ClusterLaunch&) = delete;  // config.attrs points into this object
+  ClusterLaunch& operator=(const ClusterLaunch&) = delete;
+  void cooperative() { config.numAttrs = 2; }
+};
 
 // Cooperative launch (grid.sync and the flag barrier both need every CTA co-resident); returns
 // false (nothing launched) if the grid cannot be, so the caller falls back to the general path.
@@ -309,24 +530,62 @@ bool launch_cluster(const PersistentConfig& cfg, const PersistentParams<scalar_t
   if (attr.ptxVersion < 90) return fall_back("has no sm_90 code in this build for a cluster", cfg.grid);
   allow_full_shared_memory(kernel);
   if (cfg.grid > 8) C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
-  cudaLaunchAttribute cluster_dim;
-  cluster_dim.id = cudaLaunchAttributeClusterDimension;
-  cluster_dim.val.clusterDim.x = cfg.grid;
-  cluster_dim.val.clusterDim.y = 1;
-  cluster_dim.val.clusterDim.z = 1;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(cfg.grid);
-  config.blockDim = dim3(kPersistThreads);
-  config.dynamicSmemBytes = cfg.smem;
-  config.stream = at::cuda::getCurrentCUDAStream();
-  config.attrs = &cluster_dim;
-  config.numAttrs = 1;
+  ClusterLaunch launch(cfg.grid, cfg.grid, cfg.smem);
   int clusters = 0;
-  C10_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &config));
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &launch.config));
   if (clusters < 1) return fall_back("cannot be one resident cluster", cfg.grid);
-  C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, params));
+  C10_CUDA_CHECK(cudaLaunchKernelEx(&launch.config, kernel, params));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return true;
+}
+
+// The tensor-core kernel; false (nothing launched, logged with where the caller goes `to`) when
+// it cannot run here.
+template <typename scalar_t, bool kOneCluster>
+bool launch_mma(MmaConfig m, const PersistentParams<scalar_t>& base, const char* to) {
+  auto kernel = rnn_persistent_mma_kernel<scalar_t, kOneCluster>;
+  const char* name = "tensor-core";
+  cudaFuncAttributes attr;
+  C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+  if (attr.ptxVersion < 90) return fall_back("has no sm_90 code in this build", m.clusters * kMmaClusterCtas, name, to);
+  allow_full_shared_memory(kernel);
+  const auto resident_clusters = [&](const MmaConfig& c) {
+    int n = 0;
+    ClusterLaunch probe(c.clusters * kMmaClusterCtas, kMmaClusterCtas, c.smem);
+    C10_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&n, kernel, &probe.config));
+    return n;
+  };
+  int resident = resident_clusters(m);
+  if (!kOneCluster && resident >= 1 && resident < m.clusters) {
+    // the GPCs hold fewer 8-CTA clusters than SMs / 8: wider clusters, fewer of them (more shared memory each)
+    m = mma_partition(c10::CppTypeToScalarType<scalar_t>::value, base.B, base.H, resident,
+                      *at::cuda::getCurrentDeviceProperties());
+    if (rnn_debug_log_enabled())
+      std::fprintf(stderr, "rnnkern: rnn tensor-core kernel: %d resident clusters -> %d clusters of %d units\n",
+                   resident, m.clusters, m.units);
+    if (!m.use) return fall_back(m.why, resident * kMmaClusterCtas, name, to);
+    resident = resident_clusters(m);
+  }
+  const int grid = m.clusters * kMmaClusterCtas;
+  if (resident < m.clusters) return fall_back("cannot be co-resident", grid, name, to);
+  ClusterLaunch launch(grid, kMmaClusterCtas, m.smem);
+  MmaParams<scalar_t> params;
+  static_cast<PersistentParams<scalar_t>&>(params) = base;
+  params.units = m.units;
+  params.kslice = m.kslice;
+  at::Tensor arrivals;
+  if constexpr (!kOneCluster) {
+    if (int64_t{params.T} * grid >= (int64_t{1} << 32)) return fall_back("would wrap its arrival count", grid, name, to);
+    arrivals = at::zeros({1}, at::TensorOptions().dtype(at::kInt).device(at::kCUDA, at::cuda::current_device()));
+    params.arrivals = reinterpret_cast<unsigned int*>(arrivals.data_ptr<int>());
+    launch.cooperative();
+  }
+  const cudaError_t err = cudaLaunchKernelEx(&launch.config, kernel, params);
+  if (err != cudaSuccess) {  // e.g. a driver that refuses cooperative + cluster: not sticky, clear it
+    (void)cudaGetLastError();
+    return fall_back(cudaGetErrorString(err), grid, name, to);
+  }
+  return true;  // `arrivals` is freed stream-ordered, as in launch_cooperative
 }
 
 template <typename scalar_t, int kBatchTile>
@@ -341,8 +600,16 @@ bool launch_with_tile(const PersistentConfig& cfg, const PersistentParams<scalar
   }
 }
 
+// The tensor-core kernel when chosen, else (or when it cannot launch) the FMA kernel when it fits.
 template <typename scalar_t>
 bool launch_persistent(const PersistentConfig& cfg, const PersistentParams<scalar_t>& params) {
+  if (cfg.mma.use) {
+    const char* to = cfg.use ? "FMA kernel" : "general path";
+    const bool launched = cfg.mma.clusters == 1 ? launch_mma<scalar_t, true>(cfg.mma, params, to)
+                                                : launch_mma<scalar_t, false>(cfg.mma, params, to);
+    if (launched) return true;
+  }
+  if (!cfg.use) return false;
   switch (cfg.batch_tile) {
     case 8:
       return launch_with_tile<scalar_t, 8>(cfg, params);
@@ -390,11 +657,13 @@ PersistentParams<scalar_t> make_params(const at::Tensor& weight, at::Tensor& seq
   return p;
 }
 
-// bs[t] on the device, or undefined when every sequence runs all T steps.
+// bs[t] on the device, or undefined when every sequence runs all T steps. Staged in pinned memory
+// so the copy is asynchronous (the caching host allocator keeps the block until the copy is done).
 at::Tensor live_rows(const std::vector<int64_t>& bs, int64_t B, const at::Tensor& like) {
   if (std::all_of(bs.begin(), bs.end(), [B](int64_t n) { return n == B; })) return at::Tensor();
-  std::vector<int> live(bs.begin(), bs.end());
-  return at::tensor(live, at::TensorOptions().dtype(at::kInt)).to(like.device());
+  at::Tensor host = at::empty({static_cast<int64_t>(bs.size())}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
+  std::copy(bs.begin(), bs.end(), host.data_ptr<int>());
+  return host.to(like.device(), /*non_blocking=*/true);
 }
 
 }  // namespace
@@ -409,7 +678,7 @@ std::tuple<at::Tensor, at::Tensor> rnn_forward_cuda(const at::Tensor& input, con
   const std::vector<int64_t> bs = batch_sizes("rnn_forward", s, lengths);
   if (s.T > 0 && s.T < (int64_t(1) << 31)) {
     const PersistentConfig cfg = choose_rnn_path(input, s.B, s.H);
-    if (cfg.use) {
+    if (cfg.use || cfg.mma.use) {
       at::Tensor out = at::empty({s.T, s.B, s.H}, input.options());
       at::Tensor out2 = out.view({s.T * s.B, s.H});
       rnn_input_projection(out2, input, w_ih, b_ih, b_hh);
@@ -434,7 +703,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   const std::vector<int64_t> bs = batch_sizes("rnn_backward", s, lengths);
   if (s.T > 0 && s.T < (int64_t(1) << 31)) {
     const PersistentConfig cfg = choose_rnn_path(input, s.B, s.H);
-    if (cfg.use) {
+    if (cfg.use || cfg.mma.use) {
       // dz starts as the upstream gradient of each step's output; dL/dh_n enters at each
       // sequence's last step. Lengths are sorted, so equal lengths form runs of rows: one add per
       // run (no index_add_, which is atomic on CUDA and refused in deterministic mode).

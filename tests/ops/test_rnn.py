@@ -11,10 +11,13 @@ import torch
 
 from rnnkern import functional as RF
 from rnnkern.ops import rnn as rnn_ops
-from tests.utils import CPU_HAS_AVX512, DEVICES, TOL, rel_err
+from tests.utils import CPU_HAS_AVX512, DEVICES, TOL, TOL_TF32, rel_err
 
 FWD = torch.ops.rnnkern.rnn_forward.default
 BWD = torch.ops.rnnkern.rnn_backward.default
+
+# fp32 means true fp32 here unless a test turns TF32 on (the tensor-core kernel's tests)
+pytestmark = pytest.mark.usefixtures("strict_fp32")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -510,7 +513,10 @@ def _assert_ran_persistent(err, H):
 @pytest.mark.parametrize("T,B,H", [(37, 5, 300), (64, 64, 1024), (16, 1, 2048), (8, 3, 7)])
 @pytest.mark.parametrize("relu", [False, True])
 def test_persistent_matches_general_and_fp64(monkeypatch, capfd, dtype, T, B, H, relu):
+    """The FMA kernel (true fp32; bf16/fp16 with fp32 accumulation) against the general path
+    and fp64; the tensor-core kernel has its own tests below."""
     monkeypatch.setenv("RNNKERN_DEBUG", "1")
+    monkeypatch.setenv("RNNKERN_RNN_MATH", "fma")
     args = _cuda_args(T, B, H)
     g = torch.randn(T, B, H, device="cuda", dtype=torch.float64)
     gh = torch.randn(B, H, device="cuda", dtype=torch.float64)
@@ -535,9 +541,10 @@ def test_persistent_matches_general_and_fp64(monkeypatch, capfd, dtype, T, B, H,
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_persistent_variable_lengths(monkeypatch, capfd, dtype):
-    """Lengths inside the persistent kernel: finished rows zeroed, dL/dh_n entering at each
+    """Lengths inside the FMA kernel: finished rows zeroed, dL/dh_n entering at each
     sequence's last step; must equal the general path and the fp64 reference."""
     monkeypatch.setenv("RNNKERN_DEBUG", "1")
+    monkeypatch.setenv("RNNKERN_RNN_MATH", "fma")
     T, B, H = 23, 6, 257
     lengths = torch.tensor([23, 20, 20, 7, 1, 0])
     args = _cuda_args(T, B, H)
@@ -577,7 +584,7 @@ def test_persistent_barriers_bitwise_equal(monkeypatch, capfd, dtype, H, with_le
     for barrier in ["grid", "flag", "auto"]:
         capfd.readouterr()
         runs[barrier] = _run_with_env(monkeypatch, args, lengths, False, g, gh, RNNKERN_RNN_PATH="persistent",
-                                      RNNKERN_RNN_BARRIER=barrier)
+                                      RNNKERN_RNN_MATH="fma", RNNKERN_RNN_BARRIER=barrier)
         err = capfd.readouterr().err
         cluster = torch.cuda.get_device_capability()[0] >= 9 and H <= 256
         expected = {"grid": "grid", "flag": "flag", "auto": "cluster" if cluster else "grid"}[barrier]
@@ -590,7 +597,7 @@ def test_persistent_barriers_bitwise_equal(monkeypatch, capfd, dtype, H, with_le
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("H", [300, 1024])
 def test_persistent_batch_tiles_bitwise_equal(monkeypatch, capfd, dtype, H):
-    """B = 8, 16, 32, 64 run 1, 2, 4, 8 sequences per warp at a time (the log names the tile);
+    """FMA kernel: B = 8, 16, 32, 64 run 1, 2, 4, 8 sequences per warp at a time (the log names the tile);
     a sequence's outputs and dz must not depend on which tile or batch it ran in. W_ih = I keeps
     the cuBLAS GEMMs around the kernel exact, so only the kernel's own arithmetic is compared."""
     T = 11
@@ -599,6 +606,7 @@ def test_persistent_batch_tiles_bitwise_equal(monkeypatch, capfd, dtype, H):
     args = [a.to(dtype) for a in args]
     g, gh = torch.randn(T, 64, H, device="cuda"), torch.randn(64, H, device="cuda")
     monkeypatch.setenv("RNNKERN_DEBUG", "1")
+    monkeypatch.setenv("RNNKERN_RNN_MATH", "fma")  # the tensor-core kernel has no batch tiles
     full = _run_with_env(monkeypatch, args, None, True, g, gh, RNNKERN_RNN_PATH="persistent")
     sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
     rows = -(-H // sms)  # H > 256: the grid barrier's spread over every SM (choose_rnn_path)
@@ -612,23 +620,124 @@ def test_persistent_batch_tiles_bitwise_equal(monkeypatch, capfd, dtype, H):
         assert torch.equal(part[2], full[2][:, :B])  # d input = dz (W_ih = I): the kernel's own result
 
 
+def _cudnn_rnn(tensors, g, gh):
+    """torch.nn.RNN (cuDNN) on the op's arguments: output, h_n and the gradients in the op's
+    argument order, for upstream g, gh."""
+    x, h0, w_ih, w_hh, b_ih, b_hh = (a.detach() for a in tensors)
+    rnn = torch.nn.RNN(x.shape[2], h0.shape[1], device=x.device, dtype=x.dtype)
+    with torch.no_grad():
+        for p, v in zip((rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0), (w_ih, w_hh, b_ih, b_hh)):
+            p.copy_(v)
+    x, h0 = x.requires_grad_(), h0.requires_grad_()
+    out, hn = rnn(x, h0.unsqueeze(0))
+    loss = (out * g.to(out.dtype)).sum() + (hn[0] * gh.to(hn.dtype)).sum()
+    grads = torch.autograd.grad(loss, [x, h0, rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0])
+    return [out, hn[0], *grads]
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_persistent_long_sequence_accuracy(monkeypatch, dtype):
-    """T=1024 (issue 4): within DESIGN.md's tolerance of an fp64 reference, fp32 plainly and
-    bf16 no worse than twice the general (cuBLAS) path's own error."""
-    T, B, H = 1024, 8, 512
+@pytest.mark.parametrize("math", ["fma", "mma"])
+def test_persistent_long_sequence_accuracy(monkeypatch, dtype, math):
+    """T=1024 (issue 4), both persistent kernels, against an fp64 reference. True fp32: within
+    DESIGN.md's 1e-5. TF32 (the tensor-core kernel with cudnn.allow_tf32, as cuDNN's RNN runs by
+    default): no worse than twice cuDNN's own TF32 error on the same problem. bf16: no worse than
+    twice the general (cuBLAS) path's error."""
+    T, B, H = 1024, 16, 512
+    tf32 = dtype == torch.float32 and math == "mma"
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
     args = _cuda_args(T, B, H)
     g = torch.randn(T, B, H, device="cuda", dtype=torch.float64)
     gh = torch.randn(B, H, device="cuda", dtype=torch.float64)
     ref = _run_with_env(monkeypatch, args, None, False, g, gh, RNNKERN_RNN_PATH="general")
     low = [a.to(dtype) for a in args]
-    pers = _run_with_env(monkeypatch, low, None, False, g, gh, RNNKERN_RNN_PATH="persistent")
-    gen = _run_with_env(monkeypatch, low, None, False, g, gh, RNNKERN_RNN_PATH="general")
-    for p, q, r in zip(pers, gen, ref):
-        if dtype == torch.float32:
+    pers = _run_with_env(monkeypatch, low, None, False, g, gh, RNNKERN_RNN_PATH="persistent", RNNKERN_RNN_MATH=math)
+    other = _cudnn_rnn(low, g, gh) if tf32 else _run_with_env(monkeypatch, low, None, False, g, gh,
+                                                              RNNKERN_RNN_PATH="general")
+    for p, q, r in zip(pers, other, ref):
+        if dtype == torch.float32 and not tf32:
             assert rel_err(p, r) < TOL[torch.float32]
         assert rel_err(p, r) <= 2 * rel_err(q, r) + (1e-6 if dtype == torch.float32 else 1e-3)
+
+
+def _mma_expected(dtype, B, H):
+    """Whether choose_rnn_path must pick the tensor-core kernel under RNNKERN_RNN_MATH=mma with
+    TF32 allowed: sm_90 and the shared-memory budget of csrc/cuda/rnn.cu's mma_partition."""
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    if torch.cuda.get_device_capability()[0] < 9 or B > 64:
+        return False
+    elem, fk = (4, 8) if dtype == torch.float32 else (2, 16)
+    kslice = -(-(-(-H // 8)) // fk) * fk
+    most = 1 if H <= 256 else max(1, props.multi_processor_count // 8)
+    units = -(-(-(-H // most)) // 16) * 16
+    b16 = -(-B // 16) * 16
+    smem = (units + b16) * (kslice + 16 // elem) * elem + b16 * (units + 4) * 4
+    optin = getattr(props, "shared_memory_per_block_optin", 227 * 1024)
+    return smem <= optin
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("T,B,H", [(37, 16, 300), (20, 64, 1024), (9, 3, 7), (12, 33, 256), (6, 16, 2048), (23, 20, 100)])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_persistent_tensor_cores(monkeypatch, capfd, dtype, T, B, H, relu, with_lengths):
+    """The tensor-core kernel (k split over a cluster of 8 CTAs, partial sums added through
+    distributed shared memory; one cluster for H <= 256, the flag barrier across several above):
+    bitwise repeatable; fp32 runs it as TF32 (cudnn.allow_tf32 on) within DESIGN.md's 5e-3 of
+    fp64; bf16/fp16 within twice the general path's error. With lengths (sorted, T and 0 among
+    them) outputs past each length are zero. The log must show it ran, without falling back,
+    where it fits."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    monkeypatch.setenv("RNNKERN_DEBUG", "1")
+    lengths = None
+    if with_lengths:
+        lengths = torch.sort(torch.randint(0, T + 1, (B,)), descending=True).values
+        lengths[0], lengths[-1] = T, 0
+    args = _cuda_args(T, B, H)
+    g = torch.randn(T, B, H, device="cuda", dtype=torch.float64)
+    gh = torch.randn(B, H, device="cuda", dtype=torch.float64)
+    ref = _run_with_env(monkeypatch, args, lengths, relu, g, gh, RNNKERN_RNN_PATH="general")
+    low = [a.to(dtype) for a in args]
+    capfd.readouterr()
+    runs = [_run_with_env(monkeypatch, low, lengths, relu, g, gh, RNNKERN_RNN_PATH="persistent",
+                          RNNKERN_RNN_MATH="mma") for _ in range(2)]
+    err = capfd.readouterr().err
+    if _mma_expected(dtype, B, H):
+        precision = {torch.float32: "tf32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+        assert f"-> persistent path (fits, tensor cores {precision}," in err, err
+        assert "-> FMA kernel" not in err and "general path" not in err, err
+    gen = _run_with_env(monkeypatch, low, lengths, relu, g, gh, RNNKERN_RNN_PATH="general")
+    if lengths is not None:
+        for b, n in enumerate(lengths.tolist()):
+            assert torch.equal(runs[0][0][n:, b], torch.zeros_like(runs[0][0][n:, b]))
+    for p, p2, q, r in zip(*runs, gen, ref):
+        assert torch.equal(p, p2)  # bitwise repeatable
+        if dtype == torch.float32:
+            assert rel_err(p, r) < TOL_TF32
+        else:
+            assert rel_err(p, r) <= 2 * rel_err(q, r) + 1e-3
+
+
+@pytest.mark.cuda
+def test_fp32_tensor_cores_follow_cudnn_allow_tf32(monkeypatch, capfd):
+    """fp32 takes tensor cores only as TF32 and only when torch.backends.cudnn.allow_tf32 allows
+    it (the flag that governs cuDNN's RNN), even when RNNKERN_RNN_MATH=mma asks for them."""
+    T, B, H = 7, 64, 512
+    args = [a.float() for a in _cuda_args(T, B, H)]
+    g, gh = torch.randn(T, B, H, device="cuda"), torch.randn(B, H, device="cuda")
+    ref = _run_with_env(monkeypatch, [a.double() for a in args], None, False, g, gh, RNNKERN_RNN_PATH="general")
+    monkeypatch.setenv("RNNKERN_DEBUG", "1")
+    for allow in (False, True):
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", allow)
+        capfd.readouterr()
+        out = _run_with_env(monkeypatch, args, None, False, g, gh, RNNKERN_RNN_PATH="persistent", RNNKERN_RNN_MATH="mma")
+        err = capfd.readouterr().err
+        if not allow:
+            assert "[tensor cores: fp32 with TF32 off]" in err, err
+            assert max(rel_err(p, r) for p, r in zip(out, ref)) < TOL[torch.float32]
+        elif torch.cuda.get_device_capability()[0] >= 9:
+            assert "tensor cores tf32" in err, err
 
 
 # ----------------------------------------------------------------------------------------------

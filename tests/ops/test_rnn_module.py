@@ -14,6 +14,9 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import rnnkern
 from tests.utils import DEVICES, TOL, rel_err
 
+# fp32 is compared at true-fp32 tolerances: TF32 off for rnnkern's kernels and cuDNN alike
+pytestmark = pytest.mark.usefixtures("strict_fp32")
+
 F64 = torch.float64
 
 
