@@ -867,6 +867,9 @@ void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::Te
   auto stream = at::cuda::getCurrentCUDAStream();
   const int taps = p.KH * p.KW;
   const int64_t outputs = static_cast<int64_t>(p.G) * p.Kg * p.Cg * taps;
+  // grid.y holds taps x splits (grid.x one block per weight in the direct kernel): limits of one launch
+  TORCH_CHECK(taps <= 65535 && outputs < (int64_t{1} << 31), "conv2d_backward_weight: weight of ", outputs,
+              " elements with a ", p.KH, "x", p.KW, " kernel exceeds one launch (at most 65535 taps)");
   if (p.Kg < 8 || p.Cg < 8) {
     wgrad_direct_kernel<T><<<static_cast<unsigned>(outputs), kThreads, 0, stream>>>(p, gw, cl);
     C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -102,16 +102,11 @@ def _compare(nd, xs, ws, kw, device, dtype, *, bias=True, layout=torch.contiguou
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("nd", [1, 2])
-def test_random_vs_torch(device, nd):
+def test_random_vs_torch(strict_fp32, device, nd):
     rng = _rng()
-    if device == "cuda":
-        torch.backends.cudnn.allow_tf32 = False  # strict fp32 path here; tf32 in test_cuda_dtypes
-    try:
-        for _ in range(40):
-            xs, ws, kw = _rand_case(rng, nd)
-            _compare(nd, xs, ws, kw, device, torch.float32, bias=rng.random() < 0.7)
-    finally:
-        torch.backends.cudnn.allow_tf32 = True
+    for _ in range(40):
+        xs, ws, kw = _rand_case(rng, nd)
+        _compare(nd, xs, ws, kw, device, torch.float32, bias=rng.random() < 0.7)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -203,34 +198,30 @@ def _cuda_vs_fp64(xs, ws, kw, dtype, layout):
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-def test_cuda_random_gemm_path(dtype, layout):
+def test_cuda_random_gemm_path(strict_fp32, dtype, layout):
     """Random geometry with channel groups wide enough (>= 8) for the tiled implicit-GEMM kernels
     (narrower groups take the direct kernels, covered by test_random_vs_torch); channel counts
     both multiples of the 16-byte vector width and not."""
     rng = _rng()
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        for _ in range(12):
-            groups = rng.choice([1, 1, 2])
-            cin, cout = groups * rng.choice([8, 12, 16, 24, 40]), groups * rng.choice([8, 9, 16, 32, 72])
-            k = [rng.randint(1, 3), rng.randint(1, 3)]
-            dil = [rng.choice([1, 2, 6, 18]), rng.choice([1, 3, 12])]
-            stride = [1, 1] if rng.random() < 0.6 else [rng.randint(1, 3), rng.randint(1, 3)]
-            pad = [rng.randint(0, dil[i] * (k[i] - 1)) for i in range(2)]
-            hw = [max(1, dil[i] * (k[i] - 1) + 1 - 2 * pad[i]) + rng.randint(0, 20) for i in range(2)]
-            xs, ws = (rng.randint(1, 3), cin, *hw), (cout, cin // groups, *k)
-            kw = dict(stride=stride, padding=pad, dilation=dil, groups=groups)
-            got, ref, tols = _cuda_vs_fp64(xs, ws, kw, dtype, layout)
-            for name, o, r, tol in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, ref, tols):
-                assert rel_err(o, r) < tol, (name, rel_err(o, r), tol, xs, ws, kw)
-    finally:
-        torch.backends.cudnn.allow_tf32 = True
+    for _ in range(12):
+        groups = rng.choice([1, 1, 2])
+        cin, cout = groups * rng.choice([8, 12, 16, 24, 40]), groups * rng.choice([8, 9, 16, 32, 72])
+        k = [rng.randint(1, 3), rng.randint(1, 3)]
+        dil = [rng.choice([1, 2, 6, 18]), rng.choice([1, 3, 12])]
+        stride = [1, 1] if rng.random() < 0.6 else [rng.randint(1, 3), rng.randint(1, 3)]
+        pad = [rng.randint(0, dil[i] * (k[i] - 1)) for i in range(2)]
+        hw = [max(1, dil[i] * (k[i] - 1) + 1 - 2 * pad[i]) + rng.randint(0, 20) for i in range(2)]
+        xs, ws = (rng.randint(1, 3), cin, *hw), (cout, cin // groups, *k)
+        kw = dict(stride=stride, padding=pad, dilation=dil, groups=groups)
+        got, ref, tols = _cuda_vs_fp64(xs, ws, kw, dtype, layout)
+        for name, o, r, tol in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, ref, tols):
+            assert rel_err(o, r) < tol, (name, rel_err(o, r), tol, xs, ws, kw)
 
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-def test_cuda_strided_grad_input_phases(dtype, layout):
+def test_cuda_strided_grad_input_phases(strict_fp32, dtype, layout):
     """Strided grad_input on the tiled kernel's phase-major pixel order (only each stride phase's
     own taps are visited): k < s (phases no tap reaches, which must come out 0), k % s != 0, stride
     and dilation sharing a factor, groups, ragged sizes with input rows no window reads. fp32 with
@@ -241,29 +232,21 @@ def test_cuda_strided_grad_input_phases(dtype, layout):
              ((2, 40, 9, 12), (40, 20, 4, 4), dict(stride=2, padding=1, groups=2)),
              ((1, 8, 70, 66), (8, 8, 5, 5), dict(stride=3, dilation=2)),
              ((2, 12, 21, 20), (9, 12, 4, 3), dict(stride=[3, 2], dilation=[3, 1], padding=[1, 2]))]
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        for xs, ws, kw in cases:
-            got, ref, tols = _cuda_vs_fp64(xs, ws, kw, dtype, layout)
-            assert rel_err(got[1], ref[1]) < tols[1], (rel_err(got[1], ref[1]), tols[1], xs, ws, kw)
-            if ws[2:] == (1, 1) and kw["stride"] == 2:  # odd rows / columns: no tap reaches them
-                assert torch.all(got[1][:, :, 1::2] == 0) and torch.all(got[1][:, :, :, 1::2] == 0)
-    finally:
-        torch.backends.cudnn.allow_tf32 = True
+    for xs, ws, kw in cases:
+        got, ref, tols = _cuda_vs_fp64(xs, ws, kw, dtype, layout)
+        assert rel_err(got[1], ref[1]) < tols[1], (rel_err(got[1], ref[1]), tols[1], xs, ws, kw)
+        if ws[2:] == (1, 1) and kw["stride"] == 2:  # odd rows / columns: no tap reaches them
+            assert torch.all(got[1][:, :, 1::2] == 0) and torch.all(got[1][:, :, :, 1::2] == 0)
 
 
 @pytest.mark.cuda
-def test_cuda_large_tile_shapes():
+def test_cuda_large_tile_shapes(strict_fp32):
     """Shapes that span several tiles in every GEMM dimension (and the split-K wgrad)."""
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        for layout in (torch.contiguous_format, torch.channels_last):
-            _compare(2, (3, 72, 37, 41), (136, 72, 3, 3), dict(padding=6, dilation=6), "cuda", torch.float32,
-                     layout=layout)
-            _compare(2, (2, 130, 33, 35), (66, 130, 3, 3), dict(padding="same", dilation=18), "cuda",
-                     torch.float32, layout=layout)
-    finally:
-        torch.backends.cudnn.allow_tf32 = True
+    for layout in (torch.contiguous_format, torch.channels_last):
+        _compare(2, (3, 72, 37, 41), (136, 72, 3, 3), dict(padding=6, dilation=6), "cuda", torch.float32,
+                 layout=layout)
+        _compare(2, (2, 130, 33, 35), (66, 130, 3, 3), dict(padding="same", dilation=18), "cuda",
+                 torch.float32, layout=layout)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -643,3 +626,13 @@ def test_reduced_precision_direct_wgrad_cpu(dtype):
     assert gw.dtype == gb.dtype == dtype
     assert rel_err(gw, ref_w) <= 2 * rel_err(th_w, ref_w)
     assert rel_err(gb, ref_b) <= 2 * rel_err(th_b, ref_b) + 1e-3
+
+
+@pytest.mark.cuda
+def test_cuda_wgrad_too_many_taps_is_an_error():
+    """A kernel of more than 65535 taps does not fit one wgrad launch's grid: a clear error, not
+    a raw launch failure."""
+    x = torch.randn(1, 1, 256, 257, device="cuda")
+    w = torch.randn(1, 1, 256, 257, device="cuda", requires_grad=True)
+    with pytest.raises(RuntimeError, match="exceeds one launch"):
+        RF.conv2d(x, w).sum().backward()

@@ -286,100 +286,89 @@ def _fwd_args(c):
 @pytest.mark.cuda
 @pytest.mark.parametrize("mode", ["fp32", "tf32", "bf16", "fp16", "fp64"])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_cuda_gather_forward(mode, layout):
+def test_cuda_gather_forward(monkeypatch, mode, layout):
     """The CUDA forward on conv.cu's phase-major gather engine vs F.conv_transpose2d: fp32 with TF32
     off (tight), tf32 (TOL_TF32), bf16 / fp16 (at most 2x torch's own error vs fp64), fp64."""
     dtype = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
              "fp64": torch.float64}[mode]
     rng = random.Random(torch.initial_seed())
     cases = [_gather_case(rng) for _ in range(10)] + _NAMED
-    torch.backends.cudnn.allow_tf32 = mode == "tf32"
-    try:
-        for c in cases:
-            x, w, b = make(c, 2, torch.float32, "cuda", bias=rng.random() < 0.7)
-            w = w / (c["cin"] // c["g"] * c["k"][0] * c["k"][1] / (c["s"][0] * c["s"][1])) ** 0.5
-            ref = F.conv_transpose2d(x.double(), w.double(), None if b is None else b.double(), *_fwd_args(c))
-            cast = [None if t is None else t.to(dtype) for t in (x, w, b)]
-            y = RF.conv_transpose2d(_layout(cast[0], layout), cast[1], cast[2], *_fwd_args(c))
-            assert y.shape == ref.shape and y.dtype == dtype, c
-            assert y.is_contiguous(memory_format=torch.channels_last if layout == "channels_last" else
-                                   torch.contiguous_format), c
-            if mode in ("bf16", "fp16"):
-                theirs = F.conv_transpose2d(_layout(cast[0], layout), cast[1], cast[2], *_fwd_args(c))
-                tol = 2 * rel_err(theirs, ref) + 1e-4
-            else:
-                tol = {"fp32": TOL[torch.float32], "tf32": TOL_TF32, "fp64": TOL[torch.float64]}[mode]
-            assert rel_err(y, ref) < tol, (mode, rel_err(y, ref), tol, c)
-    finally:
-        torch.backends.cudnn.allow_tf32 = True
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", mode == "tf32")
+    for c in cases:
+        x, w, b = make(c, 2, torch.float32, "cuda", bias=rng.random() < 0.7)
+        w = w / (c["cin"] // c["g"] * c["k"][0] * c["k"][1] / (c["s"][0] * c["s"][1])) ** 0.5
+        ref = F.conv_transpose2d(x.double(), w.double(), None if b is None else b.double(), *_fwd_args(c))
+        cast = [None if t is None else t.to(dtype) for t in (x, w, b)]
+        y = RF.conv_transpose2d(_layout(cast[0], layout), cast[1], cast[2], *_fwd_args(c))
+        assert y.shape == ref.shape and y.dtype == dtype, c
+        assert y.is_contiguous(memory_format=torch.channels_last if layout == "channels_last" else
+                               torch.contiguous_format), c
+        if mode in ("bf16", "fp16"):
+            theirs = F.conv_transpose2d(_layout(cast[0], layout), cast[1], cast[2], *_fwd_args(c))
+            tol = 2 * rel_err(theirs, ref) + 1e-4
+        else:
+            tol = {"fp32": TOL[torch.float32], "tf32": TOL_TF32, "fp64": TOL[torch.float64]}[mode]
+        assert rel_err(y, ref) < tol, (mode, rel_err(y, ref), tol, c)
 
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_cuda_forward_simt_fallback(monkeypatch, dtype, layout):
+def test_cuda_forward_simt_fallback(strict_fp32, monkeypatch, dtype, layout):
     """RNNKERN_CONVT_PATH=simt (the kFwd SIMT kernel of conv_transpose.cu) and the default gather
     engine agree (TF32 off; bf16 both within 2x torch's error), and a bad value is rejected."""
     rng = random.Random(torch.initial_seed())
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        for c in [_gather_case(rng) for _ in range(6)] + _NAMED[:2]:
-            x, w, b = make(c, 2, dtype, "cuda")
-            x = _layout(x, layout)
-            monkeypatch.delenv("RNNKERN_CONVT_PATH", raising=False)
-            y_gather = RF.conv_transpose2d(x, w, b, *_fwd_args(c))
-            monkeypatch.setenv("RNNKERN_CONVT_PATH", "simt")
-            y_simt = RF.conv_transpose2d(x, w, b, *_fwd_args(c))
-            monkeypatch.setenv("RNNKERN_CONVT_PATH", "gather")
-            assert torch.equal(RF.conv_transpose2d(x, w, b, *_fwd_args(c)), y_gather)
-            assert y_simt.shape == y_gather.shape and y_simt.stride() == y_gather.stride()
-            if dtype == torch.bfloat16:
-                ref = F.conv_transpose2d(x.double(), w.double(), b.double(), *_fwd_args(c))
-                tol = 2 * rel_err(F.conv_transpose2d(x, w, b, *_fwd_args(c)), ref) + 1e-4
-                assert rel_err(y_simt, ref) < tol and rel_err(y_gather, ref) < tol, c
-            else:
-                assert rel_err(y_gather, y_simt) < TOL[dtype], c
-        monkeypatch.setenv("RNNKERN_CONVT_PATH", "fast")
-        with pytest.raises(RuntimeError, match="RNNKERN_CONVT_PATH"):
-            RF.conv_transpose2d(x, w, b, *_fwd_args(c))
-    finally:
-        torch.backends.cudnn.allow_tf32 = True
+    for c in [_gather_case(rng) for _ in range(6)] + _NAMED[:2]:
+        x, w, b = make(c, 2, dtype, "cuda")
+        x = _layout(x, layout)
+        monkeypatch.delenv("RNNKERN_CONVT_PATH", raising=False)
+        y_gather = RF.conv_transpose2d(x, w, b, *_fwd_args(c))
+        monkeypatch.setenv("RNNKERN_CONVT_PATH", "simt")
+        y_simt = RF.conv_transpose2d(x, w, b, *_fwd_args(c))
+        monkeypatch.setenv("RNNKERN_CONVT_PATH", "gather")
+        assert torch.equal(RF.conv_transpose2d(x, w, b, *_fwd_args(c)), y_gather)
+        assert y_simt.shape == y_gather.shape and y_simt.stride() == y_gather.stride()
+        if dtype == torch.bfloat16:
+            ref = F.conv_transpose2d(x.double(), w.double(), b.double(), *_fwd_args(c))
+            tol = 2 * rel_err(F.conv_transpose2d(x, w, b, *_fwd_args(c)), ref) + 1e-4
+            assert rel_err(y_simt, ref) < tol and rel_err(y_gather, ref) < tol, c
+        else:
+            assert rel_err(y_gather, y_simt) < TOL[dtype], c
+    monkeypatch.setenv("RNNKERN_CONVT_PATH", "fast")
+    with pytest.raises(RuntimeError, match="RNNKERN_CONVT_PATH"):
+        RF.conv_transpose2d(x, w, b, *_fwd_args(c))
 
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_cuda_backward_engine_and_simt_agree(monkeypatch, dtype, layout):
+def test_cuda_backward_engine_and_simt_agree(strict_fp32, monkeypatch, dtype, layout):
     """grad_input / grad_weight run on conv.cu's engine (the conv forward of grad_output and the
     conv grad_weight) where the stride product is <= 16 and the strided conv maps back to x's
     size, else on conv_transpose.cu's split-K SIMT kernels (the FCN-32s head, output_padding >=
     stride); RNNKERN_CONVT_PATH=simt forces the latter everywhere. Both must match fp64 torch
     (bf16: within 2x torch's own error) and give the same layouts."""
     rng = random.Random(torch.initial_seed())
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        for c in [_gather_case(rng) for _ in range(6)] + _NAMED:
-            x, w, b = make(c, 2, dtype, "cuda")
-            x = _layout(x, layout)
-            gy = _layout(torch.randn_like(F.conv_transpose2d(x, w, b, *_fwd_args(c))), layout)
-            grads = {}
+    for c in [_gather_case(rng) for _ in range(6)] + _NAMED:
+        x, w, b = make(c, 2, dtype, "cuda")
+        x = _layout(x, layout)
+        gy = _layout(torch.randn_like(F.conv_transpose2d(x, w, b, *_fwd_args(c))), layout)
+        grads = {}
+        for path in ("gather", "simt"):
+            monkeypatch.setenv("RNNKERN_CONVT_PATH", path)
+            leaves = [t.detach().requires_grad_() for t in (x, w, b)]
+            y = RF.conv_transpose2d(*leaves, *_fwd_args(c))
+            grads[path] = torch.autograd.grad(y, leaves, gy)
+        ref_leaves = [t.detach().double().requires_grad_() for t in (x, w, b)]
+        ref = torch.autograd.grad(F.conv_transpose2d(*ref_leaves, *_fwd_args(c)), ref_leaves, gy.double())
+        if dtype == torch.bfloat16:
+            tl = [t.detach().requires_grad_() for t in (x, w, b)]
+            torch_grads = torch.autograd.grad(F.conv_transpose2d(*tl, *_fwd_args(c)), tl, gy)
+        for i, r in enumerate(ref):
+            tol = 2 * rel_err(torch_grads[i], r) + 1e-4 if dtype == torch.bfloat16 else TOL[dtype]
             for path in ("gather", "simt"):
-                monkeypatch.setenv("RNNKERN_CONVT_PATH", path)
-                leaves = [t.detach().requires_grad_() for t in (x, w, b)]
-                y = RF.conv_transpose2d(*leaves, *_fwd_args(c))
-                grads[path] = torch.autograd.grad(y, leaves, gy)
-            ref_leaves = [t.detach().double().requires_grad_() for t in (x, w, b)]
-            ref = torch.autograd.grad(F.conv_transpose2d(*ref_leaves, *_fwd_args(c)), ref_leaves, gy.double())
-            if dtype == torch.bfloat16:
-                tl = [t.detach().requires_grad_() for t in (x, w, b)]
-                torch_grads = torch.autograd.grad(F.conv_transpose2d(*tl, *_fwd_args(c)), tl, gy)
-            for i, r in enumerate(ref):
-                tol = 2 * rel_err(torch_grads[i], r) + 1e-4 if dtype == torch.bfloat16 else TOL[dtype]
-                for path in ("gather", "simt"):
-                    assert rel_err(grads[path][i], r) < tol, (path, i, c)
-                assert grads["gather"][i].stride() == grads["simt"][i].stride(), (i, c)
-    finally:
-        torch.backends.cudnn.allow_tf32 = True
+                assert rel_err(grads[path][i], r) < tol, (path, i, c)
+            assert grads["gather"][i].stride() == grads["simt"][i].stride(), (i, c)
 
 
 class UpBlock(torch.nn.Module):
