@@ -91,15 +91,30 @@ inline void activation_grad_(at::Tensor& d, const at::Tensor& h, bool relu) {
   relu ? at::threshold_backward_out(d, d, h, 0) : at::tanh_backward_out(d, d, h);
 }
 
-// out2 (T*B, H) <- x W_ih^T + b_ih + b_hh for every step at once (one GEMM).
-inline void rnn_input_projection(at::Tensor& out2, const at::Tensor& x, const at::Tensor& w_ih,
-                                 const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh) {
-  const at::Tensor x2 = x.reshape({x.size(0) * x.size(1), x.size(2)});
-  if (b_ih.has_value()) {
-    at::addmm_out(out2, *b_ih + *b_hh, x2, w_ih.t());
-  } else {
-    at::mm_out(out2, x2, w_ih.t());
+// The driver's matrix products, through ATen (MKL / cuBLAS under torch's matmul flags).
+// csrc/cuda/rnn.cu substitutes TF32 cuBLAS products when cudnn.allow_tf32 lets the RNN use TF32.
+struct AtenGemm {
+  // out = A B (+ add: a (cols) vector broadcast over the rows, or a matrix of out's shape)
+  void operator()(at::Tensor& out, const at::Tensor& A, const at::Tensor& B, const at::Tensor& add = {}) const {
+    if (add.defined()) {
+      at::addmm_out(out, add, A, B);
+    } else {
+      at::mm_out(out, A, B);
+    }
   }
+  // out += A B
+  void accumulate(at::Tensor& out, const at::Tensor& A, const at::Tensor& B) const { out.addmm_(A, B); }
+  // A new tensor A B
+  at::Tensor operator()(const at::Tensor& A, const at::Tensor& B) const { return at::mm(A, B); }
+};
+
+// out2 (T*B, H) <- x W_ih^T + b_ih + b_hh for every step at once (one GEMM).
+template <class Gemm = AtenGemm>
+void rnn_input_projection(at::Tensor& out2, const at::Tensor& x, const at::Tensor& w_ih,
+                          const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
+                          const Gemm& gemm = Gemm{}) {
+  const at::Tensor x2 = x.reshape({x.size(0) * x.size(1), x.size(2)});
+  gemm(out2, x2, w_ih.t(), b_ih.has_value() ? *b_ih + *b_hh : at::Tensor());
 }
 
 // h_n[b] = output[len_b - 1, b], or h0[b] for an empty sequence.
@@ -115,17 +130,19 @@ inline at::Tensor rnn_last_state(const at::Tensor& out, const at::Tensor& h0, co
 // csrc/cpu/rnn.cpp plugs a register-blocked kernel into the same loops. A Step runs a run of
 // consecutive steps that all have the same number of live rows (the loops below cut the sequence
 // into such runs), so an implementation may keep its threads across the run.
+template <class Gemm = AtenGemm>
 struct AtenRecurrence {
   const at::Tensor& h0;
   const at::Tensor& w_hh;
   bool relu;
+  Gemm gemm = {};
 
   // For t in [t0, t1): out[t, :rows] <- act(out[t, :rows] + h_{t-1}[:rows] W_hh^T), h_{-1} = h0;
   // out[t] holds the step's input projection (+ biases) on entry.
   void forward(at::Tensor& out, int64_t t0, int64_t t1, int64_t rows) const {
     for (int64_t t = t0; t < t1; ++t) {
       at::Tensor y = out.select(0, t).narrow(0, 0, rows);
-      y.addmm_((t == 0 ? h0 : out.select(0, t - 1)).narrow(0, 0, rows), w_hh.t());
+      gemm.accumulate(y, (t == 0 ? h0 : out.select(0, t - 1)).narrow(0, 0, rows), w_hh.t());
       activate_(y, relu);
     }
   }
@@ -135,8 +152,8 @@ struct AtenRecurrence {
                 int64_t rows) const {
     for (int64_t t = t1 - 1; t >= t0; --t) {
       at::Tensor d = dz.select(0, t).narrow(0, 0, rows);
-      // beta = 1 reads grad_out into the GEMM: no separate copy
-      at::addmm_out(d, grad_out.select(0, t).narrow(0, 0, rows), dz.select(0, t + 1).narrow(0, 0, rows), w_hh);
+      // grad_out enters as the GEMM's addend (beta = 1 in ATen): no separate copy
+      gemm(d, dz.select(0, t + 1).narrow(0, 0, rows), w_hh, grad_out.select(0, t).narrow(0, 0, rows));
       activation_grad_(d, out.select(0, t).narrow(0, 0, rows), relu);
     }
   }
@@ -144,17 +161,18 @@ struct AtenRecurrence {
 
 // Forward over all steps with a recurrence Step (AtenRecurrence's contract). Returns
 // (output (T, B, H), h_n (B, H)).
-template <class Step>
+template <class Step, class Gemm = AtenGemm>
 std::tuple<at::Tensor, at::Tensor> rnn_forward_loop(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
                                                     const std::optional<at::Tensor>& b_ih,
                                                     const std::optional<at::Tensor>& b_hh,
                                                     const std::vector<int64_t>& bs,
-                                                    const std::optional<at::Tensor>& lengths, Step& step) {
+                                                    const std::optional<at::Tensor>& lengths, Step& step,
+                                                    const Gemm& gemm = Gemm{}) {
   const int64_t T = x.size(0), B = x.size(1), H = w_ih.size(0);
   at::Tensor out = at::empty({T, B, H}, x.options());
   if (T == 0 || B == 0) return {out, h0.clone(at::MemoryFormat::Contiguous)};
   at::Tensor out2 = out.view({T * B, H});
-  rnn_input_projection(out2, x, w_ih, b_ih, b_hh);
+  rnn_input_projection(out2, x, w_ih, b_ih, b_hh, gemm);
   for (int64_t t0 = 0, t1; t0 < T; t0 = t1) {  // runs of steps with the same live rows
     for (t1 = t0 + 1; t1 < T && bs[t1] == bs[t0];) ++t1;
     if (bs[t0] < B) out.narrow(0, t0, t1 - t0).narrow(1, bs[t0], B - bs[t0]).zero_();
@@ -163,37 +181,39 @@ std::tuple<at::Tensor, at::Tensor> rnn_forward_loop(const at::Tensor& x, const a
   return {out, rnn_last_state(out, h0, lengths)};
 }
 
-inline std::tuple<at::Tensor, at::Tensor> rnn_forward_general(const at::Tensor& x, const at::Tensor& h0,
-                                                              const at::Tensor& w_ih, const at::Tensor& w_hh,
-                                                              const std::optional<at::Tensor>& b_ih,
-                                                              const std::optional<at::Tensor>& b_hh,
-                                                              const std::vector<int64_t>& bs,
-                                                              const std::optional<at::Tensor>& lengths,
-                                                              bool relu) {
-  AtenRecurrence step{h0, w_hh, relu};
-  return rnn_forward_loop(x, h0, w_ih, b_ih, b_hh, bs, lengths, step);
+template <class Gemm = AtenGemm>
+std::tuple<at::Tensor, at::Tensor> rnn_forward_general(const at::Tensor& x, const at::Tensor& h0,
+                                                       const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                                       const std::optional<at::Tensor>& b_ih,
+                                                       const std::optional<at::Tensor>& b_hh,
+                                                       const std::vector<int64_t>& bs,
+                                                       const std::optional<at::Tensor>& lengths, bool relu,
+                                                       const Gemm& gemm = Gemm{}) {
+  AtenRecurrence<Gemm> step{h0, w_hh, relu, gemm};
+  return rnn_forward_loop(x, h0, w_ih, b_ih, b_hh, bs, lengths, step, gemm);
 }
 
 // Everything after the reverse recurrence, as large GEMMs: given dz (T, B, H) = dL/d(pre-activation),
 // return (grad_input, grad_hx, grad_w_ih, grad_w_hh, grad_bias).
-inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_grads_from_dz(
+template <class Gemm = AtenGemm>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_grads_from_dz(
     const at::Tensor& dz, const at::Tensor& grad_hn, const at::Tensor& x, const at::Tensor& h0,
     const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& out, const std::vector<int64_t>& bs,
-    bool has_bias) {
+    bool has_bias, const Gemm& gemm = Gemm{}) {
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = w_hh.size(0);
   at::Tensor grad_h0 = grad_hn.clone(at::MemoryFormat::Contiguous);  // an empty sequence passes dL/dh_n straight to h0
   if (T > 0 && bs[0] > 0) {
     at::Tensor g = grad_h0.narrow(0, 0, bs[0]);
-    at::mm_out(g, dz.select(0, 0).narrow(0, 0, bs[0]), w_hh);
+    gemm(g, dz.select(0, 0).narrow(0, 0, bs[0]), w_hh);
   }
   const at::Tensor dz2 = dz.view({T * B, H});
   const at::Tensor x2 = x.reshape({T * B, I});
-  at::Tensor grad_x = at::mm(dz2, w_ih).view({T, B, I});
-  at::Tensor grad_w_ih = at::mm(dz2.t(), x2);
-  at::Tensor grad_w_hh = T > 0 ? at::mm(dz.select(0, 0).t(), h0) : at::zeros_like(w_hh);
+  at::Tensor grad_x = gemm(dz2, w_ih).view({T, B, I});
+  at::Tensor grad_w_ih = gemm(dz2.t(), x2);
+  at::Tensor grad_w_hh = T > 0 ? gemm(dz.select(0, 0).t(), h0) : at::zeros_like(w_hh);
   if (T > 1) {  // explicit sizes: reshape cannot infer -1 when H = 0
-    grad_w_hh.addmm_(dz.narrow(0, 1, T - 1).reshape({(T - 1) * B, H}).t(),
-                     out.narrow(0, 0, T - 1).reshape({(T - 1) * B, H}));
+    gemm.accumulate(grad_w_hh, dz.narrow(0, 1, T - 1).reshape({(T - 1) * B, H}).t(),
+                    out.narrow(0, 0, T - 1).reshape({(T - 1) * B, H}));
   }
   at::Tensor grad_b = has_bias ? dz2.sum(0) : at::empty({0}, x.options());
   return {grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b};
@@ -202,11 +222,11 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rn
 // Full BPTT with a recurrence Step (AtenRecurrence's contract). Returns (grad_input, grad_hx,
 // grad_w_ih, grad_w_hh, grad_bias); grad_bias is the gradient of both b_ih and b_hh (they enter
 // the sum identically); an empty tensor when has_bias is false.
-template <class Step>
+template <class Step, class Gemm = AtenGemm>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backward_loop(
     const at::Tensor& grad_out, const at::Tensor& grad_hn, const at::Tensor& x, const at::Tensor& h0,
     const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& out, const std::vector<int64_t>& bs,
-    bool relu, bool has_bias, Step& step) {
+    bool relu, bool has_bias, Step& step, const Gemm& gemm = Gemm{}) {
   const int64_t T = x.size(0), B = x.size(1), H = w_hh.size(0);
   // dz[t] = dL/d(pre-activation at step t); rows of finished sequences stay zero.
   at::Tensor dz = at::empty({T, B, H}, x.options());
@@ -229,15 +249,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
     for (t0 = t1 - 1; t0 > 0 && bs[t0] == rows;) --t0;
     if (rows > 0) step.backward(dz, grad_out, out, t0, t1, rows);
   }
-  return rnn_grads_from_dz(dz, grad_hn, x, h0, w_ih, w_hh, out, bs, has_bias);
+  return rnn_grads_from_dz(dz, grad_hn, x, h0, w_ih, w_hh, out, bs, has_bias, gemm);
 }
 
-inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backward_general(
+template <class Gemm = AtenGemm>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backward_general(
     const at::Tensor& grad_out, const at::Tensor& grad_hn, const at::Tensor& x, const at::Tensor& h0,
     const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& out, const std::vector<int64_t>& bs,
-    bool relu, bool has_bias) {
-  AtenRecurrence step{h0, w_hh, relu};
-  return rnn_backward_loop(grad_out, grad_hn, x, h0, w_ih, w_hh, out, bs, relu, has_bias, step);
+    bool relu, bool has_bias, const Gemm& gemm = Gemm{}) {
+  AtenRecurrence<Gemm> step{h0, w_hh, relu, gemm};
+  return rnn_backward_loop(grad_out, grad_hn, x, h0, w_ih, w_hh, out, bs, relu, has_bias, step, gemm);
 }
 
 }  // namespace rnnkern

@@ -35,6 +35,7 @@
 // kernel's barrier, RNNKERN_DEBUG=1 to log the choice.
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/Exceptions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <cooperative_groups.h>
 
@@ -42,6 +43,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 
 #include "../ops.h"
 #include "../rnn_driver.h"
@@ -657,6 +659,84 @@ PersistentParams<scalar_t> make_params(const at::Tensor& weight, at::Tensor& seq
   return p;
 }
 
+// ---- the large GEMMs in TF32 ------------------------------------------------------------------
+// cudnn.allow_tf32 lets cuDNN's RNN run all of its products in TF32; torch's matmul flag (off by
+// default) keeps at::mm in true fp32. So with the RNN flag on, the input projection, the general
+// path's per-step products and the weight/input gradients go to cuBLAS with
+// CUBLAS_COMPUTE_32F_FAST_TF32 directly (fp32 in and out). rnn_driver.h's AtenGemm interface.
+
+// X (r x c, row-major indexing) as a cuBLAS column-major operand: rows contiguous -> memory is X^T
+// column-major (op N); columns contiguous -> memory is X column-major (op T). False: neither.
+bool blas_view(const at::Tensor& X, cublasOperation_t* op, int64_t* ld) {
+  const int64_t r = X.size(0), c = X.size(1);
+  if (c <= 1 || X.stride(1) == 1) {
+    const int64_t s = r <= 1 ? std::max<int64_t>(1, c) : X.stride(0);
+    if (s >= std::max<int64_t>(1, c)) {
+      *op = CUBLAS_OP_N;
+      *ld = s;
+      return true;
+    }
+  }
+  if (r <= 1 || X.stride(0) == 1) {
+    const int64_t s = c <= 1 ? std::max<int64_t>(1, r) : X.stride(1);
+    if (s >= std::max<int64_t>(1, r)) {
+      *op = CUBLAS_OP_T;
+      *ld = s;
+      return true;
+    }
+  }
+  return false;
+}
+
+struct Tf32Gemm {
+  // C (m x n) = A (m x k) B (k x n) + beta C, as C^T = B^T A^T in cuBLAS's column-major terms.
+  static void gemm(at::Tensor& C, const at::Tensor& A, const at::Tensor& B, float beta) {
+    const int64_t m = C.size(0), n = C.size(1), k = A.size(1);
+    if (m == 0 || n == 0) return;
+    cublasOperation_t op_c, op_a, op_b;
+    int64_t ldc, lda, ldb;
+    if (!blas_view(C, &op_c, &ldc) || op_c != CUBLAS_OP_N) {  // the driver's outputs are row-major; be safe anyway
+      at::Tensor tmp = C.contiguous();
+      gemm(tmp, A, B, beta);
+      C.copy_(tmp);
+      return;
+    }
+    const at::Tensor a = blas_view(A, &op_a, &lda) ? A : A.contiguous();
+    const at::Tensor b = blas_view(B, &op_b, &ldb) ? B : B.contiguous();
+    if (!a.is_same(A)) blas_view(a, &op_a, &lda);
+    if (!b.is_same(B)) blas_view(b, &op_b, &ldb);
+    constexpr int64_t kMax = std::numeric_limits<int>::max();
+    TORCH_CHECK(m <= kMax && n <= kMax && k <= kMax && lda <= kMax && ldb <= kMax && ldc <= kMax,
+                "rnn: a matrix product exceeds cuBLAS's 32-bit sizes");
+    const float alpha = 1.f;
+    TORCH_CUDABLAS_CHECK(cublasGemmEx(at::cuda::getCurrentCUDABlasHandle(), op_b, op_a, static_cast<int>(n),
+                                      static_cast<int>(m), static_cast<int>(k), &alpha, b.const_data_ptr<float>(),
+                                      CUDA_R_32F, static_cast<int>(ldb), a.const_data_ptr<float>(), CUDA_R_32F,
+                                      static_cast<int>(lda), &beta, C.data_ptr<float>(), CUDA_R_32F,
+                                      static_cast<int>(ldc), CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT));
+  }
+  void operator()(at::Tensor& out, const at::Tensor& A, const at::Tensor& B, const at::Tensor& add = {}) const {
+    if (add.defined()) out.copy_(add);  // a bias row broadcasts over out's rows
+    gemm(out, A, B, add.defined() ? 1.f : 0.f);
+  }
+  void accumulate(at::Tensor& out, const at::Tensor& A, const at::Tensor& B) const { gemm(out, A, B, 1.f); }
+  at::Tensor operator()(const at::Tensor& A, const at::Tensor& B) const {
+    at::Tensor out = at::empty({A.size(0), B.size(1)}, A.options());
+    gemm(out, A, B, 0.f);
+    return out;
+  }
+};
+
+// fn(gemm) with Tf32Gemm for fp32 when cudnn.allow_tf32 lets the RNN use TF32, AtenGemm otherwise.
+template <typename Fn>
+auto with_rnn_gemm(at::ScalarType dtype, Fn&& fn) {
+  if (dtype == at::kFloat && cudnn_tf32_allowed(CudnnOp::kRnn)) {
+    if (rnn_debug_log_enabled()) std::fprintf(stderr, "rnnkern: rnn GEMMs in TF32 (cudnn.allow_tf32)\n");
+    return fn(Tf32Gemm{});
+  }
+  return fn(AtenGemm{});
+}
+
 // bs[t] on the device, or undefined when every sequence runs all T steps. Staged in pinned memory
 // so the copy is asynchronous (the caching host allocator keeps the block until the copy is done).
 at::Tensor live_rows(const std::vector<int64_t>& bs, int64_t B, const at::Tensor& like) {
@@ -676,22 +756,25 @@ std::tuple<at::Tensor, at::Tensor> rnn_forward_cuda(const at::Tensor& input, con
   const RnnShapes s = check_rnn_args("rnn_forward", input, hx, w_ih, w_hh, b_ih, b_hh);
   const at::cuda::OptionalCUDAGuard guard(device_of(input));
   const std::vector<int64_t> bs = batch_sizes("rnn_forward", s, lengths);
-  if (s.T > 0 && s.T < (int64_t(1) << 31)) {
-    const PersistentConfig cfg = choose_rnn_path(input, s.B, s.H);
-    if (cfg.use || cfg.mma.use) {
-      at::Tensor out = at::empty({s.T, s.B, s.H}, input.options());
-      at::Tensor out2 = out.view({s.T * s.B, s.H});
-      rnn_input_projection(out2, input, w_ih, b_ih, b_hh);
-      const at::Tensor w = w_hh.contiguous(), h0 = hx.contiguous(), live = live_rows(bs, s.B, input);
-      bool launched = false;
-      dispatch_persistent_dtype(input.scalar_type(), [&](auto zero) {
-        using scalar_t = decltype(zero);
-        launched = launch_persistent<scalar_t>(cfg, make_params<scalar_t>(w, out, &h0, nullptr, live, cfg, relu, false));
-      });
-      if (launched) return {out, rnn_last_state(out, h0, lengths)};
+  return with_rnn_gemm(input.scalar_type(), [&](const auto& gemm) -> std::tuple<at::Tensor, at::Tensor> {
+    if (s.T > 0 && s.T < (int64_t(1) << 31)) {
+      const PersistentConfig cfg = choose_rnn_path(input, s.B, s.H);
+      if (cfg.use || cfg.mma.use) {
+        at::Tensor out = at::empty({s.T, s.B, s.H}, input.options());
+        at::Tensor out2 = out.view({s.T * s.B, s.H});
+        rnn_input_projection(out2, input, w_ih, b_ih, b_hh, gemm);
+        const at::Tensor w = w_hh.contiguous(), h0 = hx.contiguous(), live = live_rows(bs, s.B, input);
+        bool launched = false;
+        dispatch_persistent_dtype(input.scalar_type(), [&](auto zero) {
+          using scalar_t = decltype(zero);
+          launched =
+              launch_persistent<scalar_t>(cfg, make_params<scalar_t>(w, out, &h0, nullptr, live, cfg, relu, false));
+        });
+        if (launched) return {out, rnn_last_state(out, h0, lengths)};
+      }
     }
-  }
-  return rnn_forward_general(input, hx, w_ih, w_hh, b_ih, b_hh, bs, lengths, relu);
+    return rnn_forward_general(input, hx, w_ih, w_hh, b_ih, b_hh, bs, lengths, relu, gemm);
+  });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backward_cuda(
@@ -701,29 +784,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   const RnnShapes s = check_rnn_backward_args(grad_output, grad_hn, input, hx, w_ih, w_hh, output);
   const at::cuda::OptionalCUDAGuard guard(device_of(input));
   const std::vector<int64_t> bs = batch_sizes("rnn_backward", s, lengths);
-  if (s.T > 0 && s.T < (int64_t(1) << 31)) {
-    const PersistentConfig cfg = choose_rnn_path(input, s.B, s.H);
-    if (cfg.use || cfg.mma.use) {
-      // dz starts as the upstream gradient of each step's output; dL/dh_n enters at each
-      // sequence's last step. Lengths are sorted, so equal lengths form runs of rows: one add per
-      // run (no index_add_, which is atomic on CUDA and refused in deterministic mode).
-      at::Tensor dz = grad_output.clone(at::MemoryFormat::Contiguous);
-      for (int64_t b0 = 0, b1; b0 < s.B; b0 = b1) {
-        const int64_t len = lengths.has_value() ? lengths->select(0, b0).item<int64_t>() : s.T;
-        for (b1 = b0 + 1; b1 < s.B && (lengths.has_value() ? lengths->select(0, b1).item<int64_t>() : s.T) == len;) ++b1;
-        if (len > 0) dz.select(0, len - 1).narrow(0, b0, b1 - b0).add_(grad_hn.narrow(0, b0, b1 - b0));
+  using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+  return with_rnn_gemm(input.scalar_type(), [&](const auto& gemm) -> Grads {
+    if (s.T > 0 && s.T < (int64_t(1) << 31)) {
+      const PersistentConfig cfg = choose_rnn_path(input, s.B, s.H);
+      if (cfg.use || cfg.mma.use) {
+        // dz starts as the upstream gradient of each step's output; dL/dh_n enters at each
+        // sequence's last step. Lengths are sorted, so equal lengths form runs of rows: one add per
+        // run (no index_add_, which is atomic on CUDA and refused in deterministic mode).
+        at::Tensor dz = grad_output.clone(at::MemoryFormat::Contiguous);
+        for (int64_t b0 = 0, b1; b0 < s.B; b0 = b1) {
+          const int64_t len = lengths.has_value() ? lengths->select(0, b0).item<int64_t>() : s.T;
+          for (b1 = b0 + 1; b1 < s.B && (lengths.has_value() ? lengths->select(0, b1).item<int64_t>() : s.T) == len;) ++b1;
+          if (len > 0) dz.select(0, len - 1).narrow(0, b0, b1 - b0).add_(grad_hn.narrow(0, b0, b1 - b0));
+        }
+        const at::Tensor w_t = w_hh.t().contiguous(), out = output.contiguous(), live = live_rows(bs, s.B, input);
+        bool launched = false;
+        dispatch_persistent_dtype(input.scalar_type(), [&](auto zero) {
+          using scalar_t = decltype(zero);
+          launched =
+              launch_persistent<scalar_t>(cfg, make_params<scalar_t>(w_t, dz, nullptr, &out, live, cfg, relu, true));
+        });
+        // dz now holds dL/d(pre-activation) for every step; the rest is large GEMMs
+        if (launched) return rnn_grads_from_dz(dz, grad_hn, input, hx, w_ih, w_hh, out, bs, has_bias, gemm);
       }
-      const at::Tensor w_t = w_hh.t().contiguous(), out = output.contiguous(), live = live_rows(bs, s.B, input);
-      bool launched = false;
-      dispatch_persistent_dtype(input.scalar_type(), [&](auto zero) {
-        using scalar_t = decltype(zero);
-        launched = launch_persistent<scalar_t>(cfg, make_params<scalar_t>(w_t, dz, nullptr, &out, live, cfg, relu, true));
-      });
-      // dz now holds dL/d(pre-activation) for every step; the rest is large GEMMs
-      if (launched) return rnn_grads_from_dz(dz, grad_hn, input, hx, w_ih, w_hh, out, bs, has_bias);
     }
-  }
-  return rnn_backward_general(grad_output, grad_hn, input, hx, w_ih, w_hh, output, bs, relu, has_bias);
+    return rnn_backward_general(grad_output, grad_hn, input, hx, w_ih, w_hh, output, bs, relu, has_bias, gemm);
+  });
 }
 
 }  // namespace rnnkern

@@ -740,6 +740,32 @@ def test_fp32_tensor_cores_follow_cudnn_allow_tf32(monkeypatch, capfd):
             assert "tensor cores tf32" in err, err
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("path", ["general", "persistent"])
+def test_fp32_gemms_follow_cudnn_allow_tf32(monkeypatch, capfd, path):
+    """The input projection, the general path's per-step products and the gradient GEMMs run in
+    TF32 exactly when cudnn.allow_tf32 is on (logged; within DESIGN.md's 5e-3 of fp64), in true
+    fp32 otherwise (1e-5). x and W_ih arrive as transposed views and I != H, so the cuBLAS calls
+    see every operand layout."""
+    T, B, I, H = 13, 24, 37, 200
+    args = _cuda_args(T, B, H)
+    args[0] = torch.randn(B, T, I, device="cuda", dtype=torch.float64).transpose(0, 1)
+    args[2] = torch.randn(I, H, device="cuda", dtype=torch.float64).t() / I ** 0.5
+    g = torch.randn(T, B, H, device="cuda", dtype=torch.float64)
+    gh = torch.randn(B, H, device="cuda", dtype=torch.float64)
+    ref = _run_with_env(monkeypatch, args, None, False, g, gh, RNNKERN_RNN_PATH="general")
+    low = [a.float() for a in args]
+    monkeypatch.setenv("RNNKERN_DEBUG", "1")
+    for allow in (False, True):
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", allow)
+        capfd.readouterr()
+        got = _run_with_env(monkeypatch, low, None, False, g, gh, RNNKERN_RNN_PATH=path)
+        assert ("rnn GEMMs in TF32" in capfd.readouterr().err) == allow
+        tol = TOL_TF32 if allow else TOL[torch.float32]
+        for p, r in zip(got, ref):
+            assert rel_err(p, r) < tol
+
+
 # ----------------------------------------------------------------------------------------------
 # the CPU's register-blocked AVX-512 step (fp32) vs its ATen step (csrc/cpu/rnn.cpp chooses;
 # RNNKERN_RNN_PATH=general forces ATen). On a CPU without AVX-512 both runs take the ATen step and
