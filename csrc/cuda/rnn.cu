@@ -116,13 +116,12 @@ struct PersistentParams {
   bool relu, backward;
 };
 
-// z = pre-activation (forward) or dL/dh_t (backward) of one output, at flat index i of step t.
-// forward: act(z); backward: z * act'(.) from the forward output h_t.
-template <typename acc_t, typename Params>
-__device__ __forceinline__ acc_t step_epilogue(acc_t z, const Params& p, int64_t i) {
-  if (!p.backward) return p.relu ? (z > acc_t(0) ? z : acc_t(0)) : tanh(z);
-  const acc_t h = static_cast<acc_t>(p.act_out[i]);
-  return p.relu ? (h > acc_t(0) ? z : acc_t(0)) : z * (acc_t(1) - h * h);
+// z = pre-activation (forward) or dL/dh_t (backward) of one output; h = its forward output h_t
+// (backward only). forward: act(z); backward: z * act'(.).
+template <typename acc_t>
+__device__ __forceinline__ acc_t step_epilogue(acc_t z, acc_t h, bool relu, bool backward) {
+  if (!backward) return relu ? (z > acc_t(0) ? z : acc_t(0)) : tanh(z);
+  return relu ? (h > acc_t(0) ? z : acc_t(0)) : z * (acc_t(1) - h * h);
 }
 
 // Rows of W per lane held as accumulators for a batch tile of kBatchTile sequences: at most 64
@@ -159,23 +158,53 @@ __global__ void __launch_bounds__(kPersistThreads) rnn_persistent_kernel(Persist
     scalar_t* cur = p.seq + t * step;
     const int live = p.live ? p.live[t] : p.B;  // sequences b < live still run at step t
     for (int b0 = warp * kBatchTile; b0 < p.B; b0 += nwarps * kBatchTile) {
+      // This lane's outputs, (r, j) = divmod(idx, kBatchTile) for idx = lane, lane + 32: their
+      // pre-activations (and forward outputs, backward) are loaded first, so those L2 round trips
+      // overlap the k-loop instead of following it one by one.
+      constexpr int kOwned = (kRows * kBatchTile + 31) / 32;
+      acc_t pre[kOwned], h_fwd[kOwned];
+#pragma unroll
+      for (int o = 0; o < kOwned; ++o) {
+        const int idx = lane + 32 * o, r = idx / kBatchTile, b = b0 + idx % kBatchTile;
+        pre[o] = h_fwd[o] = acc_t(0);
+        if (idx < kRows * kBatchTile && r < rows && b < live) {
+          const int64_t i = static_cast<int64_t>(b) * p.H + r0 + r;
+          pre[o] = static_cast<acc_t>(load_cg(cur + i));
+          if (p.backward) h_fwd[o] = static_cast<acc_t>(p.act_out[t * step + i]);
+        }
+      }
       acc_t acc[kRows][kBatchTile];
 #pragma unroll
       for (int r = 0; r < kRows; ++r)
 #pragma unroll
         for (int j = 0; j < kBatchTile; ++j) acc[r][j] = acc_t(0);
       if (prev != nullptr && b0 < live) {
-        for (int c = lane; c < p.H; c += 32) {
-          acc_t x[kBatchTile];
+        // kUnroll columns per lane per pass, all their h_{t-1} loads issued before the FMAs: 16
+        // L2 loads in flight per lane rather than one round trip per column. Each accumulator
+        // still sums its columns in increasing order (lane, lane + 32, ...).
+        constexpr int kUnroll = kBatchTile >= 8 ? 2 : 16 / kBatchTile;
+        for (int c0 = lane; c0 < p.H; c0 += 32 * kUnroll) {
+          acc_t x[kUnroll][kBatchTile];
 #pragma unroll
-          for (int j = 0; j < kBatchTile; ++j)
-            x[j] = b0 + j < live ? static_cast<acc_t>(load_cg(prev + static_cast<int64_t>(b0 + j) * p.H + c)) : acc_t(0);
+          for (int u = 0; u < kUnroll; ++u) {
+            const int c = c0 + 32 * u;
 #pragma unroll
-          for (int r = 0; r < kRows; ++r) {
-            if (r < rows) {
-              const acc_t w = static_cast<acc_t>(w_s[r * p.H + c]);
+            for (int j = 0; j < kBatchTile; ++j)
+              x[u][j] = c < p.H && b0 + j < live
+                            ? static_cast<acc_t>(load_cg(prev + static_cast<int64_t>(b0 + j) * p.H + c))
+                            : acc_t(0);
+          }
 #pragma unroll
-              for (int j = 0; j < kBatchTile; ++j) acc[r][j] += w * x[j];
+          for (int u = 0; u < kUnroll; ++u) {
+            const int c = c0 + 32 * u;
+            if (c >= p.H) break;
+#pragma unroll
+            for (int r = 0; r < kRows; ++r) {
+              if (r < rows) {
+                const acc_t w = static_cast<acc_t>(w_s[r * p.H + c]);
+#pragma unroll
+                for (int j = 0; j < kBatchTile; ++j) acc[r][j] += w * x[u][j];
+              }
             }
           }
         }
@@ -188,12 +217,12 @@ __global__ void __launch_bounds__(kPersistThreads) rnn_persistent_kernel(Persist
           acc_t sum = acc[r][j];
 #pragma unroll
           for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-          if (lane == (r * kBatchTile + j) % 32) {
-            const int b = b0 + j;
-            const int64_t i = static_cast<int64_t>(b) * p.H + r0 + r;
+          constexpr int kLanes = 32;
+          if (lane == (r * kBatchTile + j) % kLanes) {
+            const int b = b0 + j, o = (r * kBatchTile + j) / kLanes;
             // finished sequence: output / gradient is zero from here on
-            const acc_t y = b < live ? step_epilogue(static_cast<acc_t>(load_cg(cur + i)) + sum, p, t * step + i) : acc_t(0);
-            cur[i] = static_cast<scalar_t>(y);
+            const acc_t y = b < live ? step_epilogue(pre[o] + sum, h_fwd[o], p.relu, p.backward) : acc_t(0);
+            cur[static_cast<int64_t>(b) * p.H + r0 + r] = static_cast<scalar_t>(y);
           }
         }
       }
@@ -249,6 +278,7 @@ __global__ void __launch_bounds__(kPersistThreads) rnn_persistent_mma_kernel(Mma
   using FragB = wmma::fragment<wmma::matrix_b, 16, 16, Wt::FK, typename Wt::Frag, wmma::col_major>;
   using FragC = wmma::fragment<wmma::accumulator, 16, 16, Wt::FK, float>;
   cg::cluster_group cluster = cg::this_cluster();
+  if (cluster.num_blocks() != kMmaClusterCtas) __trap();  // every index below assumes 8 ranks
   const int rank = static_cast<int>(cluster.block_rank());
   const int u0 = static_cast<int>(blockIdx.x) / kMmaClusterCtas * p.units;
   const int k0 = rank * p.kslice;
@@ -268,6 +298,17 @@ __global__ void __launch_bounds__(kPersistThreads) rnn_persistent_mma_kernel(Mma
 
   const int warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
   const int n_tiles = p.units / 16;
+  // staging h: thread tid takes elements tid, tid + blockDim.x, ... of the (b, c < kslice) grid
+  const int b_first = threadIdx.x / p.kslice, c_first = threadIdx.x % p.kslice;
+  const int step_b = blockDim.x / p.kslice, step_c = blockDim.x % p.kslice;
+  const auto stage_step = [&](int& b, int& c) {
+    b += step_b;
+    c += step_c;
+    if (c >= p.kslice) {
+      c -= p.kslice;
+      ++b;
+    }
+  };
   const int own = p.units / kMmaClusterCtas;  // outputs per sequence this CTA reduces and writes
   const int64_t step = static_cast<int64_t>(p.B) * p.H;
   for (int s = 0; s < p.T; ++s) {
@@ -278,9 +319,22 @@ __global__ void __launch_bounds__(kPersistThreads) rnn_persistent_mma_kernel(Mma
     const bool has_prev = prev != nullptr && live > 0;  // uniform over the cluster
     if (has_prev) {
       const int m16 = round_up16(live);  // finished sequences' rows are not multiplied
-      for (int i = threadIdx.x; i < m16 * p.kslice; i += blockDim.x) {
-        const int b = i / p.kslice, c = i % p.kslice, k = k0 + c;
-        h_s[b * ldk + c] = b < live && k < p.H ? mma_operand(load_cg(prev + static_cast<int64_t>(b) * p.H + k)) : scalar_t(0);
+      // kStage loads in flight per thread before their stores (one L2 round trip per kStage
+      // elements, not per element); the (b, c) walk steps by blockDim.x elements without a division
+      constexpr int kStage = 16;
+      for (int b = b_first, c = c_first; b < m16;) {
+        scalar_t v[kStage];
+        int bl = b, cl = c;
+#pragma unroll
+        for (int u = 0; u < kStage; ++u) {
+          v[u] = bl < live && k0 + cl < p.H ? load_cg(prev + static_cast<int64_t>(bl) * p.H + k0 + cl) : scalar_t(0);
+          stage_step(bl, cl);
+        }
+#pragma unroll
+        for (int u = 0; u < kStage; ++u) {
+          if (b < m16) h_s[b * ldk + c] = mma_operand(v[u]);
+          stage_step(b, c);
+        }
       }
       __syncthreads();
       for (int tile = warp; tile < m16 / 16 * n_tiles; tile += nwarps) {
@@ -309,7 +363,8 @@ __global__ void __launch_bounds__(kPersistThreads) rnn_persistent_mma_kernel(Mma
 #pragma unroll
           for (int c = 0; c < kMmaClusterCtas; ++c) sum += parts[c][b * ldu + n];
         }
-        y = step_epilogue(static_cast<float>(load_cg(cur + o)) + sum, p, t * step + o);
+        const float h = p.backward ? static_cast<float>(p.act_out[t * step + o]) : 0.f;
+        y = step_epilogue(static_cast<float>(load_cg(cur + o)) + sum, h, p.relu, p.backward);
       }
       cur[o] = static_cast<scalar_t>(y);
     }
@@ -396,8 +451,10 @@ MmaConfig choose_mma(at::ScalarType dtype, int64_t B, int64_t H, const cudaDevic
   } else if (B < kMmaMinBatch && !force_mma) {
     m.why = "batch < 16";
   } else {
-    // one cluster for small H (no grid barrier); else as many as the SMs hold
-    const int64_t most = H <= kMmaOneClusterMaxH ? 1 : std::max(1, prop.multiProcessorCount / kMmaClusterCtas);
+    // one cluster for small H (no grid barrier); else as many as the SMs hold, which the flag
+    // barrier across clusters needs co-resident (a cooperative launch)
+    const int64_t most = H <= kMmaOneClusterMaxH || !prop.cooperativeLaunch
+                             ? 1 : std::max(1, prop.multiProcessorCount / kMmaClusterCtas);
     m = mma_partition(dtype, B, H, most, prop);
     if (m.use) m.why = tf32 ? "tf32" : dtype == at::kHalf ? "fp16" : "bf16";
   }
@@ -541,31 +598,44 @@ bool launch_cluster(const PersistentConfig& cfg, const PersistentParams<scalar_t
   return true;
 }
 
+// Errors a launch configuration can be refused with (not sticky): the caller falls back. Anything
+// else is a real failure and is raised.
+bool launch_refused(cudaError_t err) {
+  return err == cudaErrorInvalidValue || err == cudaErrorNotSupported || err == cudaErrorInvalidConfiguration ||
+         err == cudaErrorCooperativeLaunchTooLarge || err == cudaErrorInvalidClusterSize;
+}
+
 // The tensor-core kernel; false (nothing launched, logged with where the caller goes `to`) when
 // it cannot run here.
-template <typename scalar_t, bool kOneCluster>
+template <typename scalar_t>
 bool launch_mma(MmaConfig m, const PersistentParams<scalar_t>& base, const char* to) {
-  auto kernel = rnn_persistent_mma_kernel<scalar_t, kOneCluster>;
+  auto one_cluster = rnn_persistent_mma_kernel<scalar_t, true>;
+  auto clusters = rnn_persistent_mma_kernel<scalar_t, false>;
   const char* name = "tensor-core";
   cudaFuncAttributes attr;
-  C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+  C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, clusters));
   if (attr.ptxVersion < 90) return fall_back("has no sm_90 code in this build", m.clusters * kMmaClusterCtas, name, to);
-  allow_full_shared_memory(kernel);
+  allow_full_shared_memory(one_cluster);
+  allow_full_shared_memory(clusters);
+  // co-resident clusters for c (both variants use the same resources); 0 if the driver refuses the shape
   const auto resident_clusters = [&](const MmaConfig& c) {
     int n = 0;
     ClusterLaunch probe(c.clusters * kMmaClusterCtas, kMmaClusterCtas, c.smem);
-    C10_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&n, kernel, &probe.config));
-    return n;
+    const cudaError_t err = cudaOccupancyMaxActiveClusters(&n, clusters, &probe.config);
+    if (err == cudaSuccess) return n;
+    if (!launch_refused(err)) C10_CUDA_CHECK(err);
+    (void)cudaGetLastError();
+    return 0;
   };
   int resident = resident_clusters(m);
-  if (!kOneCluster && resident >= 1 && resident < m.clusters) {
+  if (m.clusters > 1 && resident >= 1 && resident < m.clusters) {
     // the GPCs hold fewer 8-CTA clusters than SMs / 8: wider clusters, fewer of them (more shared memory each)
     m = mma_partition(c10::CppTypeToScalarType<scalar_t>::value, base.B, base.H, resident,
                       *at::cuda::getCurrentDeviceProperties());
-    if (rnn_debug_log_enabled())
-      std::fprintf(stderr, "rnnkern: rnn tensor-core kernel: %d resident clusters -> %d clusters of %d units\n",
-                   resident, m.clusters, m.units);
     if (!m.use) return fall_back(m.why, resident * kMmaClusterCtas, name, to);
+    if (rnn_debug_log_enabled())
+      std::fprintf(stderr, "rnnkern: rnn tensor-core kernel: %d resident clusters -> %d cluster(s) of %d units\n",
+                   resident, m.clusters, m.units);
     resident = resident_clusters(m);
   }
   const int grid = m.clusters * kMmaClusterCtas;
@@ -576,15 +646,16 @@ bool launch_mma(MmaConfig m, const PersistentParams<scalar_t>& base, const char*
   params.units = m.units;
   params.kslice = m.kslice;
   at::Tensor arrivals;
-  if constexpr (!kOneCluster) {
+  if (m.clusters > 1) {
     if (int64_t{params.T} * grid >= (int64_t{1} << 32)) return fall_back("would wrap its arrival count", grid, name, to);
     arrivals = at::zeros({1}, at::TensorOptions().dtype(at::kInt).device(at::kCUDA, at::cuda::current_device()));
     params.arrivals = reinterpret_cast<unsigned int*>(arrivals.data_ptr<int>());
-    launch.cooperative();
+    launch.cooperative();  // the flag barrier across clusters needs them all resident
   }
-  const cudaError_t err = cudaLaunchKernelEx(&launch.config, kernel, params);
-  if (err != cudaSuccess) {  // e.g. a driver that refuses cooperative + cluster: not sticky, clear it
-    (void)cudaGetLastError();
+  const cudaError_t err = cudaLaunchKernelEx(&launch.config, m.clusters > 1 ? clusters : one_cluster, params);
+  if (err != cudaSuccess) {
+    if (!launch_refused(err)) C10_CUDA_CHECK(err);
+    (void)cudaGetLastError();  // e.g. a driver that refuses cooperative + cluster together
     return fall_back(cudaGetErrorString(err), grid, name, to);
   }
   return true;  // `arrivals` is freed stream-ordered, as in launch_cooperative
@@ -607,9 +678,7 @@ template <typename scalar_t>
 bool launch_persistent(const PersistentConfig& cfg, const PersistentParams<scalar_t>& params) {
   if (cfg.mma.use) {
     const char* to = cfg.use ? "FMA kernel" : "general path";
-    const bool launched = cfg.mma.clusters == 1 ? launch_mma<scalar_t, true>(cfg.mma, params, to)
-                                                : launch_mma<scalar_t, false>(cfg.mma, params, to);
-    if (launched) return true;
+    if (launch_mma<scalar_t>(cfg.mma, params, to)) return true;
   }
   if (!cfg.use) return false;
   switch (cfg.batch_tile) {
