@@ -4,6 +4,10 @@
 //    once and writing all of the window's outputs once. Threads walk the windows in the
 //    output's memory order (w fastest for NCHW, c fastest for channels_last), so neighbouring
 //    threads store neighbouring addresses and no zero-fill pass is needed.
+//    The common SegNet case (2x2 windows, output exactly 2H x 2W, every tensor dense in the
+//    output's layout) has its own kernel with 32-bit multiply-shift index math: the general
+//    one's int64 divisions cost more instructions per window than the memory system needs
+//    to move the window's 28 bytes (fp32) at full bandwidth.
 //  * scatter (any other geometry, or an index that leaves its window): deterministic in two
 //    passes. Pass 1 picks, per output element, the LAST input element that targets it
 //    (integer atomicMax of the flat input position: order-independent, hence deterministic, and
@@ -16,6 +20,7 @@
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAGraphsUtils.cuh>
+#include <ATen/cuda/detail/IntegerDivider.cuh>
 #include <c10/cuda/CUDAGuard.h>
 
 #include "../unpool_common.h"
@@ -49,6 +54,87 @@ __global__ void unpool_gather_kernel(UnpoolGeometry g, bool channels_last, const
     int64_t n, c, wh, ww;
     decompose(i, channels_last, g.C, WH, WW, n, c, wh, ww);
     if (const int f = unpool_fill_window(g, in, xs, idx, is, out, os, n, c, wh, ww)) atomicOr(flags, f);
+  }
+}
+
+using Div32 = at::cuda::detail::IntDivider<unsigned int>;
+
+// Two adjacent elements stored at once (8 bytes in fp32, 4 in 16-bit types).
+template <typename T>
+struct alignas(2 * sizeof(T)) Pair {
+  T first, second;
+};
+
+// unpool_gather_kernel for 2x2 windows on dense tensors with OH = 2H, OW = 2W and fewer than 2^31
+// output elements. Thread i takes input element i (so value and index are read at i):
+// NCHW i = row * W + w with row = plane * H + h, channels_last i = (row * W + w) * C + c with
+// row = n * H + h; the window's top-left output is then (2 row) * OW + 2 w (times C, plus c).
+// NCHW stores each window row as one Pair. Same values and error flags as the general kernel.
+template <typename scalar_t, bool kCL>
+__global__ void unpool_gather2x2_kernel(UnpoolMode mode, unsigned int total, Div32 div_c, Div32 div_w, Div32 div_h,
+                                        const scalar_t* __restrict__ in, const int64_t* __restrict__ idx,
+                                        scalar_t* __restrict__ out, int* __restrict__ flags) {
+  const unsigned int C = div_c.divisor, W = div_w.divisor, OW = 2 * W;
+  const int64_t plane = int64_t{4} * div_h.divisor * W;
+  for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+    unsigned int c = 0, q = i;
+    if constexpr (kCL) {
+      const auto qc = div_c.divmod(i);
+      q = qc.div;
+      c = qc.mod;
+    }
+    const auto rw = div_w.divmod(q);
+    const unsigned int row = rw.div, w = rw.mod, h = div_h.mod(row);
+    const scalar_t v = in[i];
+    int th = -1, tw = -1;  // target inside the window; -1: none, -2: every element (nearest)
+    if (mode == UnpoolMode::kIndices) {
+      const int64_t k = idx[i];
+      const int64_t d = k - (int64_t{2} * h * OW + 2 * w);  // offset from the window's top-left
+      if (k < 0 || k >= plane) {
+        atomicOr(flags, kUnpoolIndexOutOfRange);
+      } else if (d == 0 || d == 1 || d == OW || d == OW + 1) {
+        th = d >= OW;
+        tw = static_cast<int>(d - th * OW);
+      } else {
+        atomicOr(flags, kUnpoolIndexOutsideWindow);
+      }
+    } else {
+      th = tw = mode == UnpoolMode::kBedOfNails ? 0 : -2;
+    }
+    const scalar_t zero = scalar_t(0);
+    const auto at = [&](int r, int s) { return th == -2 || (th == r && tw == s) ? v : zero; };
+    if constexpr (kCL) {
+      const unsigned int o = (2 * row * OW + 2 * w) * C + c;
+      out[o] = at(0, 0);
+      out[o + C] = at(0, 1);
+      out[o + OW * C] = at(1, 0);
+      out[o + OW * C + C] = at(1, 1);
+    } else {
+      const unsigned int o = 2 * row * OW + 2 * w;
+      *reinterpret_cast<Pair<scalar_t>*>(out + o) = {at(0, 0), at(0, 1)};
+      *reinterpret_cast<Pair<scalar_t>*>(out + o + OW) = {at(1, 0), at(1, 1)};
+    }
+  }
+}
+
+// The backward with indices on dense tensors (fewer than 2^31 elements): grad_input[i] =
+// grad_output at its index within i's plane; one multiply-shift division (two channels_last).
+template <typename scalar_t, bool kCL>
+__global__ void unpool_backward_dense_kernel(unsigned int total, Div32 div_plane, Div32 div_c, int64_t out_plane,
+                                             const scalar_t* __restrict__ go, const int64_t* __restrict__ idx,
+                                             scalar_t* __restrict__ gi) {
+  for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+    const int64_t k = idx[i];
+    scalar_t g = scalar_t(0);
+    if (k >= 0 && k < out_plane) {
+      if constexpr (kCL) {  // i = (n * H*W + hw) * C + c; div_plane divides by H*W*C
+        const unsigned int n = div_plane.div(i), c = div_c.mod(i);
+        g = go[(n * out_plane + k) * div_c.divisor + c];
+      } else {  // i = p * H*W + hw
+        g = go[div_plane.div(i) * out_plane + k];
+      }
+    }
+    gi[i] = g;
   }
 }
 
@@ -152,10 +238,21 @@ at::Tensor max_unpool_forward_cuda(const at::Tensor& input, const std::optional<
       if (!capturing && (flags.item<int>() & kUnpoolIndexOutOfRange)) raise_out_of_range(g);
       return;
     }
-    const int64_t windows = g.N * g.C * ((g.OH + g.sh - 1) / g.sh) * ((g.OW + g.sw - 1) / g.sw);
-    unpool_gather_kernel<scalar_t><<<blocks_for(windows), kThreads, 0, stream>>>(
-        g, cl, input.const_data_ptr<scalar_t>(), xs, idx, is, output.data_ptr<scalar_t>(), os,
-        flags.data_ptr<int>());
+    const bool dense = input.is_contiguous(fmt) && (!use_indices || indices->is_contiguous(fmt));
+    if (dense && g.kh == 2 && g.kw == 2 && g.OH == 2 * g.H && g.OW == 2 * g.W && output.numel() < (int64_t{1} << 31)) {
+      const auto total = static_cast<unsigned int>(input.numel());
+      const Div32 div_c(static_cast<unsigned int>(cl ? g.C : 1)), div_w(static_cast<unsigned int>(g.W)),
+          div_h(static_cast<unsigned int>(g.H));
+      auto kernel = cl ? unpool_gather2x2_kernel<scalar_t, true> : unpool_gather2x2_kernel<scalar_t, false>;
+      kernel<<<blocks_for(input.numel()), kThreads, 0, stream>>>(g.mode, total, div_c, div_w, div_h,
+                                                                  input.const_data_ptr<scalar_t>(), idx,
+                                                                  output.data_ptr<scalar_t>(), flags.data_ptr<int>());
+    } else {
+      const int64_t windows = g.N * g.C * ((g.OH + g.sh - 1) / g.sh) * ((g.OW + g.sw - 1) / g.sw);
+      unpool_gather_kernel<scalar_t><<<blocks_for(windows), kThreads, 0, stream>>>(
+          g, cl, input.const_data_ptr<scalar_t>(), xs, idx, is, output.data_ptr<scalar_t>(), os,
+          flags.data_ptr<int>());
+    }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (use_indices) {
       const int f = flags.item<int>();
@@ -181,7 +278,20 @@ at::Tensor max_unpool_backward_cuda(const at::Tensor& grad_output, const std::op
   const bool use_indices = g.mode == UnpoolMode::kIndices;
   const int64_t* idx = use_indices ? indices->const_data_ptr<int64_t>() : nullptr;
   const Strides4 is = strides_of(use_indices ? *indices : grad_input);
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  const bool dense = use_indices && grad_output.is_contiguous(fmt) && indices->is_contiguous(fmt) &&
+                     grad_output.numel() < (int64_t{1} << 31) && grad_input.numel() < (int64_t{1} << 31);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "max_unpool_backward_cuda", [&] {
+    if (dense) {
+      const Div32 div_plane(static_cast<unsigned int>(g.H * g.W * (cl ? g.C : 1))),
+          div_c(static_cast<unsigned int>(cl ? g.C : 1));
+      auto kernel = cl ? unpool_backward_dense_kernel<scalar_t, true> : unpool_backward_dense_kernel<scalar_t, false>;
+      kernel<<<blocks_for(grad_input.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+          static_cast<unsigned int>(grad_input.numel()), div_plane, div_c, g.OH * g.OW,
+          grad_output.const_data_ptr<scalar_t>(), idx, grad_input.data_ptr<scalar_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return;
+    }
     unpool_backward_kernel<scalar_t><<<blocks_for(grad_input.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
         g, fmt == at::MemoryFormat::ChannelsLast, grad_output.const_data_ptr<scalar_t>(), strides_of(grad_output),
         idx, is, grad_input.data_ptr<scalar_t>(), strides_of(grad_input));

@@ -886,3 +886,33 @@ def test_cuda_op_edge_geometries_match_cpu(channels_last):
     v0, i0 = torch.randn(2, 3, 0, 5, device="cuda"), torch.zeros(2, 3, 0, 5, dtype=torch.long, device="cuda")
     out = FWD(v0, i0, MODE_INDICES, [3, 3], [2, 2], [0, 0], [1, 9])
     assert out.shape == (2, 3, 1, 9) and not out.any()
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", FLOATS + HALFS)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cuda_dense_2x2_path(dtype, channels_last):
+    """The dense 2x2 kernels (even sizes, output exactly 2H x 2W, tensors dense in the output's
+    layout; 32-bit index math) against the CPU op and torch, forward and backward, all three
+    unpooling forms; an index that leaves its window still takes the scatter, one out of range
+    still raises."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(3, 6, 34, 22).contiguous(memory_format=fmt)
+    v, i = TF.max_pool2d(x, 2, 2, return_indices=True)
+    v, i = v.to(dtype).contiguous(memory_format=fmt), i.contiguous(memory_format=fmt)
+    vc, ic = v.cuda(), i.cuda()
+    out = RF.max_unpool2d(vc, ic, 2)
+    assert out.is_contiguous(memory_format=fmt)
+    assert torch.equal(out.cpu(), RF.max_unpool2d(v, i, 2))
+    assert torch.equal(out, TF.max_unpool2d(vc.contiguous(), ic.contiguous(), 2))
+    g = torch.randn(out.shape, dtype=dtype, device="cuda").contiguous(memory_format=fmt)
+    gi = BWD(g, ic, MODE_INDICES, list(v.shape), [2, 2], [2, 2], [0, 0])
+    assert torch.equal(gi.cpu(), BWD(g.cpu(), i, MODE_INDICES, list(v.shape), [2, 2], [2, 2], [0, 0]))
+    for form in (RF.unpool_nearest2d, RF.bed_of_nails2d):
+        assert torch.equal(form(vc, 2).cpu(), form(v, 2))
+    j = i.clone()
+    j[2, 5, 16, 10] = 0  # far outside its window: the scatter (last writer wins), as on the CPU
+    assert torch.equal(RF.max_unpool2d(vc, j.cuda(), 2).cpu(), RF.max_unpool2d(v, j, 2))
+    j[0, 0, 0, 0] = 34 * 22  # one past the plane
+    with pytest.raises(IndexError, match="out of range"):
+        RF.max_unpool2d(vc, j.cuda(), 2)
