@@ -1,6 +1,7 @@
-// Fused vanilla RNN (Elman) on CUDA: two paths, chosen in one place (choose_rnn_path).
+// Fused vanilla RNN (Elman) on CUDA: two persistent kernels and the general path, chosen in one
+// place (choose_rnn_path).
 //
-// * Persistent (fp32/fp16/bf16, W_hh fits on chip, B <= 64, lengths or not): ONE
+// * Persistent FMA kernel (fp32/fp16/bf16, W_hh fits on chip, B <= 64, lengths or not): ONE
 //   cooperative launch runs every time step. Each CTA keeps a slice of `rows` rows of W_hh
 //   (W_hh^T in backward) in shared memory for the whole sequence; per step it reads the previous
 //   state from L2 (ld.global.cg: L1 is not coherent across SMs), computes its rows for the whole
@@ -22,6 +23,8 @@
 //   the cluster barrier per step; more take the flag barrier across clusters.
 // * General (any shape/dtype): csrc/rnn_driver.h — one cuBLAS GEMM + one activation
 //   per step on the current stream.
+// The large GEMMs around the recurrence (and the general path's per-step products) run in TF32
+// for fp32 under the same cudnn.allow_tf32 flag (Tf32Gemm below), in true fp32 otherwise.
 //
 // Step barriers (measured on an H200 for 132 CTAs: grid.sync 0.98 us, flag barrier 0.92 us): a
 // whole-grid barrier floors a step near 1 us, so when W_hh's rows fit one thread-block cluster
