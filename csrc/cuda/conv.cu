@@ -14,7 +14,7 @@
 //   called by csrc/cuda/conv_transpose.cu).
 //   Stride phases (transposed mapping only): with s > 1 an output row ho is reached only by the
 //   taps r with (ho + pt - r * dh) % sh == 0, which depend on ho's phase ho % sh alone. So the
-//   pixels are enumerated phase-major: blockIdx.z = g * (sh * sw) + (ph * sw + pw), block pixels
+//   pixels are enumerated phase-major: blockIdx.x = m_tile * (sh * sw) + (ph * sw + pw), block pixels
 //   m in [0, N * Hq * Wq) (Hq = ceil(Ho / sh)) at ho = hq * sh + ph, wo = wq * sw + pw (ragged
 //   positions past Ho / Wo are masked), and the tap loop runs over a compressed index t over
 //   only the phase's taps r = r0 + j * (sh / gcd(sh, dh)) (r0 found per block, likewise along W)
@@ -274,7 +274,9 @@ struct GatherParams {
   int KH, KW, sh, sw, dh, dw, pt, pl;
   long long M;  // N * Ho * Wo
   // Tiled kernel's pixel enumeration. Forward: Mt = M, one phase. Transposed mapping: phase-major,
-  // blockIdx.z = g * (sh * sw) + phase, Mt = N * Hq * Wq pixels per phase (Hq = ceil(Ho / sh),
+  // blockIdx.x = m_tile * (sh * sw) + phase (the phases of one pixel tile are neighbouring blocks,
+  // so their interleaved, partial-sector stores meet in L2 instead of each phase streaming a
+  // half-written output to DRAM), Mt = N * Hq * Wq pixels per phase (Hq = ceil(Ho / sh),
   // Wq = ceil(Wo / sw)); th / tw = s / gcd(s, d), the step between the taps that hit one phase.
   long long Mt;
   int Hq, Wq, th, tw;
@@ -329,7 +331,9 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
 #endif
     using Mma = BlockMma<T, P, BK, ATile::LD, BTile::LD, kCL, true, !kCL>;
     const int tid = threadIdx.x;
-    const long long m0 = static_cast<long long>(blockIdx.x) * BM;
+    const int phases = kTrans ? p.sh * p.sw : 1;
+    const int g = static_cast<int>(blockIdx.z);
+    const long long m0 = static_cast<long long>(blockIdx.x / phases) * BM;
     const int n0 = blockIdx.y * BN;
     const int taps = p.KH * p.KW;
     const T* src = static_cast<const T*>(p.src);
@@ -339,11 +343,9 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
     // s = s0 + js * tw (jr < nr, js < ns); the tap loop below runs over t = jr * ns + js only, so
     // no tap that divides for none of the phase's pixels (an inserted zero) is ever visited.
     // Forward: all taps, t = r * KW + s.
-    const int phases = kTrans ? p.sh * p.sw : 1;
-    const int g = kTrans ? static_cast<int>(blockIdx.z) / phases : static_cast<int>(blockIdx.z);
     int ph = 0, pw = 0, r0 = 0, s0 = 0, nr = p.KH, ns = p.KW;
     if constexpr (kTrans) {
-      const int phase = static_cast<int>(blockIdx.z) - g * phases;
+      const int phase = static_cast<int>(blockIdx.x % phases);
       ph = phase / p.sw;
       pw = phase - ph * p.sw;
       nr = trans_taps(ph, p.sh, p.dh, p.pt, p.KH, p.th, &r0);
@@ -844,11 +846,12 @@ void launch_gather(GatherParams p, bool cl, bool trans, int64_t elem_size) {
   // channels_last A loads: V channels at once when every pixel's channel run starts aligned
   p.vec_a = cl && p.Cs % V == 0 && p.R % V == 0 && aligned16(p.src);
   p.vec_b = p.Nn % V == 0 && aligned16(p.wt);
-  // transposed mapping: one grid z-slice per (group, stride phase), see GatherParams::Mt
-  const long long zs = static_cast<long long>(p.G) * (trans ? static_cast<long long>(p.sh) * p.sw : 1);
-  const dim3 grid(static_cast<unsigned>((p.Mt + BM - 1) / BM), static_cast<unsigned>((p.Nn + BN - 1) / BN),
-                  static_cast<unsigned>(zs));
-  TORCH_CHECK(grid.y <= 65535 && zs <= 65535, "conv2d: too many channels, groups or stride phases for one launch");
+  // transposed mapping: the stride phases of one pixel tile in neighbouring x blocks, see GatherParams::Mt
+  const long long gx = (p.Mt + BM - 1) / BM * (trans ? static_cast<long long>(p.sh) * p.sw : 1);
+  const long long gy = (p.Nn + BN - 1) / BN;
+  TORCH_CHECK(gx < (int64_t{1} << 31) && gy <= 65535 && p.G <= 65535,
+              "conv2d: too many pixels x stride phases, channels or groups for one launch");
+  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(p.G));
   with_path<T>([&](auto path) {
     constexpr Path P = decltype(path)::value;
     if (cl) {
