@@ -88,42 +88,62 @@ template <typename T, typename A> __device__ __forceinline__ T from_acc(A v) {
 
 template <typename T> __device__ __forceinline__ T zero_of() { return from_acc<T>(typename AccOf<T>::type(0)); }
 
-// 16-byte vector of T
+// 16 bytes of T kept as four 32-bit words, so 16-bit elements stay two to a register (an array
+// of T would give each element its own register and unpack the load at once).
 template <typename T> struct alignas(16) Vec16 {
   static constexpr int N = 16 / sizeof(T);
-  T v[N];
+  uint4 bits;
+  __device__ __forceinline__ T get(int e) const { return reinterpret_cast<const T*>(&bits)[e]; }
+  __device__ __forceinline__ void set(int e, T x) { reinterpret_cast<T*>(&bits)[e] = x; }
 };
 
-// One run of Vec16<T>::N consecutive elements base[off + j + e] into r[e]: a single 16-byte load
-// when `vec` (the caller guarantees alignment and that `limit` is a multiple of the run),
-// element-wise otherwise. Zeros for a padding position (off < 0) and past `limit` in j.
+// One run of Vec16<T>::N consecutive elements base[off + j + e] into r: a single 16-byte
+// load when `vec` (the caller guarantees alignment and that `limit` is a multiple of the run),
+// element-wise otherwise. Zeros for a padding position (off < 0) and past `limit` in j. The run
+// stays packed in registers until store_run: unpacking 16-bit elements right after the load
+// would make the thread wait for it there, before the tile's MMA, instead of at the store.
 template <typename T>
-__device__ __forceinline__ void load_run(T* r, const T* base, long long off, int j, int limit, bool vec) {
+__device__ __forceinline__ void load_run(Vec16<T>& r, const T* base, long long off, int j, int limit, bool vec) {
   constexpr int V = Vec16<T>::N;
   if (vec) {
-    Vec16<T> v;
-    if (off >= 0 && j < limit) {
-      v = *reinterpret_cast<const Vec16<T>*>(base + off + j);
-    } else {
-#pragma unroll
-      for (int e = 0; e < V; ++e) v.v[e] = zero_of<T>();
-    }
-#pragma unroll
-    for (int e = 0; e < V; ++e) r[e] = v.v[e];
+    r.bits = off >= 0 && j < limit ? *reinterpret_cast<const uint4*>(base + off + j) : make_uint4(0, 0, 0, 0);
   } else {
 #pragma unroll
-    for (int e = 0; e < V; ++e) r[e] = (off >= 0 && j + e < limit) ? base[off + j + e] : zero_of<T>();
+    for (int e = 0; e < V; ++e) r.set(e, (off >= 0 && j + e < limit) ? base[off + j + e] : zero_of<T>());
   }
 }
 
 enum class Path { kSimt, kTf32, kWmma16 };
 
-// Per-path tile constants. Shared tiles hold T (tf32 rounds when a fragment is loaded).
+// Per-path tile constants. Shared tiles hold T, already rounded to tf32 on the tf32 path (to_smem).
 template <typename T, Path P> struct Cfg {
   static constexpr int BK = P == Path::kSimt ? 16 : 32;
   static constexpr int PAD = 16 / sizeof(T);  // keeps rows 16-byte aligned, breaks bank strides
+  // Tiles whose rows are k (rows of BM or BN elements): a tf32 fragment reads k = t and t + 4 of
+  // 8 columns, so a row stride of 4 (mod 32) words puts two lanes on one bank; 8 does not.
+  static constexpr int PAD_K = P == Path::kTf32 ? 8 : PAD;
   static constexpr int V = 16 / sizeof(T);    // elements per 16-byte global vector
 };
+
+// A value as it is kept in a shared tile: rounded to tf32 once here on the tf32 path, so the
+// fragments are loaded as they are (instead of every warp rounding every fragment it loads).
+template <Path P, typename T>
+__device__ __forceinline__ T to_smem(T v) {
+#if RNNKERN_HAS_WMMA
+  if constexpr (P == Path::kTf32) return wmma::__float_to_tf32(v);
+#endif
+  return v;
+}
+
+// A run from load_run into a shared tile at dst (16-byte aligned: tile rows are), one 16-byte store.
+template <Path P, typename T>
+__device__ __forceinline__ void store_run(T* dst, Vec16<T> r) {
+  if constexpr (P == Path::kTf32) {
+#pragma unroll
+    for (int e = 0; e < Vec16<T>::N; ++e) r.set(e, to_smem<P>(r.get(e)));
+  }
+  *reinterpret_cast<uint4*>(dst) = r.bits;
+}
 
 // Shared-memory tile of R x Cc elements stored row-major with padding.
 template <int R, int Cc, int PAD> struct SmemTile {
@@ -204,20 +224,12 @@ struct WmmaMma {
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         const int m = wm * 32 + i * 16;
-        wmma::load_matrix_sync(a[i], A_MK ? As + m * LDA + kk : As + kk * LDA + m, LDA);
-        if constexpr (W::kTf32) {
-#pragma unroll
-          for (int t = 0; t < a[i].num_elements; ++t) a[i].x[t] = wmma::__float_to_tf32(a[i].x[t]);
-        }
+        wmma::load_matrix_sync(a[i], A_MK ? As + m * LDA + kk : As + kk * LDA + m, LDA);  // tf32 already (to_smem)
       }
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
         const int n = wn * 32 + j * 16;
         wmma::load_matrix_sync(b[j], B_KN ? Bs + kk * LDB + n : Bs + n * LDB + kk, LDB);
-        if constexpr (W::kTf32) {
-#pragma unroll
-          for (int t = 0; t < b[j].num_elements; ++t) b[j].x[t] = wmma::__float_to_tf32(b[j].x[t]);
-        }
       }
 #pragma unroll
       for (int i = 0; i < 2; ++i)
@@ -312,8 +324,8 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
   using C = Cfg<T, P>;
   constexpr int BK = C::BK, V = C::V;
   // A tile: [m][k] for channels_last (channels contiguous), [k][m] for NCHW (pixels contiguous)
-  using ATile = std::conditional_t<kCL, SmemTile<BM, BK, C::PAD>, SmemTile<BK, BM, C::PAD>>;
-  using BTile = SmemTile<BK, BN, C::PAD>;
+  using ATile = std::conditional_t<kCL, SmemTile<BM, BK, C::PAD>, SmemTile<BK, BM, C::PAD_K>>;
+  using BTile = SmemTile<BK, BN, C::PAD_K>;
   constexpr int kTileBytes = (ATile::SIZE + BTile::SIZE) * sizeof(T);
   __shared__ __align__(128) unsigned char smem[cmax(kTileBytes, epilogue_bytes(P))];
   __shared__ long long s_off[BM];      // source offset of pixel m for the current tap, -1: padding
@@ -423,7 +435,8 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
 
     // Register staging of one k-step: A (BM x BK) and B (BK x BN), BM*BK/256 and BK*BN/256 each.
     constexpr int A_PER = BM * BK / kThreads, B_PER = BK * BN / kThreads;
-    T ra[A_PER], rb[B_PER];
+    T ra[A_PER];                               // NCHW A: one element per (pixel, k)
+    Vec16<T> va[A_PER / V], vb[B_PER / V];     // channels_last A and all of B: V-wide runs
     // A mapping. channels_last: V-wide channel runs, (BK/V) threads per pixel row.
     constexpr int A_TPR = BK / V, A_RPP = kThreads / A_TPR;  // threads per row, rows per pass
     // NCHW: one pixel per thread (m = tid % BM), k = tid / BM + 2 i.
@@ -438,7 +451,7 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
 #pragma unroll
         for (int i = 0; i < A_PER / V; ++i) {
           const int m = tid / A_TPR + i * A_RPP;
-          load_run(ra + i * V, src, s_off[m], c0 + kv, p.R, p.vec_a);
+          load_run(va[i], src, s_off[m], c0 + kv, p.R, p.vec_a);
         }
       } else {
         const long long off = s_off[tid % BM];
@@ -455,7 +468,7 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
 #pragma unroll
       for (int i = 0; i < BK / B_RPP; ++i) {
         const int c = c0 + tid / B_TPR + i * B_RPP;
-        load_run(rb + i * V, wrow, c < p.R ? static_cast<long long>(c) * p.Nn : -1, n, p.Nn, p.vec_b);
+        load_run(vb[i], wrow, c < p.R ? static_cast<long long>(c) * p.Nn : -1, n, p.Nn, p.vec_b);
       }
     };
     auto store = [&]() {
@@ -463,21 +476,17 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
         const int kv = (tid % A_TPR) * V;
 #pragma unroll
         for (int i = 0; i < A_PER / V; ++i) {
-          const int m = tid / A_TPR + i * A_RPP;
-#pragma unroll
-          for (int e = 0; e < V; ++e) As[m * ATile::LD + kv + e] = ra[i * V + e];
+          store_run<P>(As + (tid / A_TPR + i * A_RPP) * ATile::LD + kv, va[i]);
         }
       } else {
         const int m = tid % BM;
 #pragma unroll
-        for (int i = 0; i < A_PER; ++i) As[(tid / BM + A_KSTEP * i) * ATile::LD + m] = ra[i];
+        for (int i = 0; i < A_PER; ++i) As[(tid / BM + A_KSTEP * i) * ATile::LD + m] = to_smem<P>(ra[i]);
       }
       const int nv = (tid % B_TPR) * V;
 #pragma unroll
       for (int i = 0; i < BK / B_RPP; ++i) {
-        const int k = tid / B_TPR + i * B_RPP;
-#pragma unroll
-        for (int e = 0; e < V; ++e) Bs[k * BTile::LD + nv + e] = rb[i * V + e];
+        store_run<P>(Bs + (tid / B_TPR + i * B_RPP) * BTile::LD + nv, vb[i]);
       }
     };
 
@@ -547,8 +556,8 @@ __global__ void __launch_bounds__(kThreads) wgrad_kernel(const WgradParams p) {
   constexpr int BK = C::BK, V = C::V;
   // A(m = k_out, p): NCHW [m][p] (pixels contiguous), channels_last [p][m];
   // B(p, n = c_in):  NCHW [n][p], channels_last [p][n].
-  using ATile = std::conditional_t<kCL, SmemTile<BK, BM, C::PAD>, SmemTile<BM, BK, C::PAD>>;
-  using BTile = std::conditional_t<kCL, SmemTile<BK, BN, C::PAD>, SmemTile<BN, BK, C::PAD>>;
+  using ATile = std::conditional_t<kCL, SmemTile<BK, BM, C::PAD_K>, SmemTile<BM, BK, C::PAD>>;
+  using BTile = std::conditional_t<kCL, SmemTile<BK, BN, C::PAD_K>, SmemTile<BN, BK, C::PAD>>;
   constexpr int kTileBytes = (ATile::SIZE + BTile::SIZE) * sizeof(T);
   __shared__ __align__(128) unsigned char smem[cmax(kTileBytes, epilogue_bytes(P))];
   __shared__ long long s_gy[2][BK], s_x[2][BK];  // pixel offsets (channel 0), double-buffered by step
@@ -604,7 +613,8 @@ __global__ void __launch_bounds__(kThreads) wgrad_kernel(const WgradParams p) {
     };
 
     constexpr int A_PER = BM * BK / kThreads, B_PER = BK * BN / kThreads;
-    T ra[A_PER], rb[B_PER];
+    T ra[A_PER], rb[B_PER];                    // NCHW: one element per (pixel, channel)
+    Vec16<T> va[A_PER / V], vb[B_PER / V];     // channels_last: V-wide runs
     // channels_last: V-wide runs along k_out (A) / c_in (B), pixels across threads
     constexpr int A_TPR = BM / V, A_RPP = kThreads / A_TPR;
     constexpr int B_TPR = BN / V, B_RPP = kThreads / B_TPR;
@@ -617,12 +627,12 @@ __global__ void __launch_bounds__(kThreads) wgrad_kernel(const WgradParams p) {
         const int mv = (tid % A_TPR) * V, k = k0 + mv;
 #pragma unroll
         for (int i = 0; i < BK / A_RPP; ++i) {
-          load_run(ra + i * V, gy, s_gy[buf][tid / A_TPR + i * A_RPP], k, p.Kg, p.vec_a);
+          load_run(va[i], gy, s_gy[buf][tid / A_TPR + i * A_RPP], k, p.Kg, p.vec_a);
         }
         const int nv = (tid % B_TPR) * V, c = c0 + nv;
 #pragma unroll
         for (int i = 0; i < BK / B_RPP; ++i) {
-          load_run(rb + i * V, x, s_x[buf][tid / B_TPR + i * B_RPP], c, p.Cg, p.vec_b);
+          load_run(vb[i], x, s_x[buf][tid / B_TPR + i * B_RPP], c, p.Cg, p.vec_b);
         }
       } else {
         const int q = tid % BK;
@@ -644,23 +654,19 @@ __global__ void __launch_bounds__(kThreads) wgrad_kernel(const WgradParams p) {
         const int mv = (tid % A_TPR) * V;
 #pragma unroll
         for (int i = 0; i < BK / A_RPP; ++i) {
-          const int q = tid / A_TPR + i * A_RPP;
-#pragma unroll
-          for (int e = 0; e < V; ++e) As[q * ATile::LD + mv + e] = ra[i * V + e];
+          store_run<P>(As + (tid / A_TPR + i * A_RPP) * ATile::LD + mv, va[i]);
         }
         const int nv = (tid % B_TPR) * V;
 #pragma unroll
         for (int i = 0; i < BK / B_RPP; ++i) {
-          const int q = tid / B_TPR + i * B_RPP;
-#pragma unroll
-          for (int e = 0; e < V; ++e) Bs[q * BTile::LD + nv + e] = rb[i * V + e];
+          store_run<P>(Bs + (tid / B_TPR + i * B_RPP) * BTile::LD + nv, vb[i]);
         }
       } else {
         const int q = tid % BK;
 #pragma unroll
-        for (int i = 0; i < A_PER; ++i) As[(tid / BK + i * N_RPP) * ATile::LD + q] = ra[i];
+        for (int i = 0; i < A_PER; ++i) As[(tid / BK + i * N_RPP) * ATile::LD + q] = to_smem<P>(ra[i]);
 #pragma unroll
-        for (int i = 0; i < B_PER; ++i) Bs[(tid / BK + i * N_RPP) * BTile::LD + q] = rb[i];
+        for (int i = 0; i < B_PER; ++i) Bs[(tid / BK + i * N_RPP) * BTile::LD + q] = to_smem<P>(rb[i]);
       }
     };
 
