@@ -292,6 +292,10 @@ struct GatherParams {
   // Wq = ceil(Wo / sw)); th / tw = s / gcd(s, d), the step between the taps that hit one phase.
   long long Mt;
   int Hq, Wq, th, tw;
+  // Forward only: tile_w > 0 enumerates pixels in two-dimensional tiles of BM / tile_w rows x
+  // tile_w columns (tiles_h x tiles_w per image; Mt counts their slots, ragged ones masked) so
+  // that a large dilation's taps can miss a whole tile along W as well as along H; 0: row order.
+  int tile_w, tiles_h, tiles_w;
   bool vec_a, vec_b;
 };
 
@@ -397,6 +401,19 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
             const long long pix = static_cast<long long>(ho) * p.Wo + wo;
             s_out[tid] = kCL ? (static_cast<long long>(n) * hw + pix) * p.Co
                              : static_cast<long long>(n) * p.Co * hw + pix;
+          }
+        } else if (p.tile_w > 0) {
+          const long long tile = m0 / BM;
+          const int per_image = p.tiles_h * p.tiles_w;
+          const int n = static_cast<int>(tile / per_image), t = static_cast<int>(tile - static_cast<long long>(n) * per_image);
+          const int ho = t / p.tiles_w * (BM / p.tile_w) + tid / p.tile_w;
+          const int wo = t % p.tiles_w * p.tile_w + tid % p.tile_w;
+          if (ho < p.Ho && wo < p.Wo) {
+            pn = n;
+            pho = ho;
+            pwo = wo;
+            const long long pix = static_cast<long long>(ho) * p.Wo + wo;
+            s_out[tid] = kCL ? (static_cast<long long>(n) * hw + pix) * p.Co : static_cast<long long>(n) * p.Co * hw + pix;
           }
         } else {
           pn = static_cast<int>(m / hw);
@@ -961,6 +978,18 @@ GatherParams gather_params(const ConvGeometry& g, bool trans) {
     p.Wq = p.Wo;
     p.th = p.tw = 1;
     p.Mt = p.M;
+    // 8 x 16 pixel tiles where a tap can read only padding for a whole 16-column tile (the
+    // padding or the reach on the other side is >= 16 columns; 3x3 'same' at d >= 16): at 32x32
+    // d=18 a block then visits 4 of the 9 taps instead of 6 (a BM-pixel row-order tile spans
+    // every column, so no tap is skipped along W).
+    constexpr int kTileW = 16;
+    const int reach_w = std::max(p.pl, p.dw * (p.KW - 1) - p.pl);
+    if (reach_w >= kTileW && p.Wo >= 2 * kTileW && p.Ho >= BM / kTileW) {
+      p.tile_w = kTileW;
+      p.tiles_h = (p.Ho + BM / kTileW - 1) / (BM / kTileW);
+      p.tiles_w = (p.Wo + kTileW - 1) / kTileW;
+      p.Mt = static_cast<long long>(g.N) * p.tiles_h * p.tiles_w * BM;
+    }
   }
   return p;
 }
