@@ -241,11 +241,17 @@ def test_cuda_strided_grad_input_phases(strict_fp32, dtype, layout):
 
 @pytest.mark.cuda
 def test_cuda_large_tile_shapes(strict_fp32):
-    """Shapes that span several tiles in every GEMM dimension (and the split-K wgrad)."""
+    """Shapes that span several tiles in every GEMM dimension (and the split-K wgrad), and the
+    forward's two-dimensional pixel tiles at large dilation."""
     for layout in (torch.contiguous_format, torch.channels_last):
         _compare(2, (3, 72, 37, 41), (136, 72, 3, 3), dict(padding=6, dilation=6), "cuda", torch.float32,
                  layout=layout)
         _compare(2, (2, 130, 33, 35), (66, 130, 3, 3), dict(padding="same", dilation=18), "cuda",
+                 torch.float32, layout=layout)
+        # 8 x 16 pixel tiles (padding >= 16 columns): an exact 32x32 map and a ragged 19x35 output
+        _compare(2, (2, 16, 32, 32), (24, 16, 3, 3), dict(padding="same", dilation=18), "cuda",
+                 torch.float32, layout=layout)
+        _compare(2, (1, 8, 19, 70), (9, 8, 3, 3), dict(padding=20, dilation=20, stride=(1, 2)), "cuda",
                  torch.float32, layout=layout)
 
 
