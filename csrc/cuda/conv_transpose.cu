@@ -37,7 +37,7 @@
 // dgrad / wgrad have long K for the FCN-32s head (k64 s32: K = 21*64*64 = 86016 with only
 // 2048 x 21 outputs), so K is split over blockIdx.z; each split writes its own fp32/fp64 partial
 // tile to a workspace and a second kernel sums the splits in fixed order: deterministic, no float
-// atomics anywhere. grad_bias is a per-channel block reduction with a fixed tree.
+// atomics anywhere. grad_bias is ATen's sum over (N, H, W) in fp32/fp64, as in conv.cu.
 //
 // Tiles: BM x BN x 16, 256 threads, 4x4 outputs per thread, operands staged in shared memory in
 // the accumulation type (at::opmath_type: fp32 for fp32/bf16/fp16, fp64 for fp64), SIMT FMA
@@ -428,29 +428,6 @@ __global__ void __launch_bounds__(kThreads) splitk_reduce_kernel(const Params p)
   }
 }
 
-// grad_bias[c] = sum over (n, oh, ow) of grad_output: one block per channel, fixed-order tree.
-template <typename scalar_t>
-__global__ void __launch_bounds__(kThreads) bias_grad_kernel(const scalar_t* __restrict__ gy, S4 ys, int N, int OH,
-                                                             int OW, scalar_t* __restrict__ gb) {
-  using acc_t = at::opmath_type<scalar_t>;
-  __shared__ acc_t red[kThreads];
-  const int c = blockIdx.x;
-  const int64_t total = int64_t(N) * OH * OW;
-  acc_t v = acc_t(0);
-  for (int64_t i = threadIdx.x; i < total; i += kThreads) {
-    const int64_t n = i / (int64_t(OH) * OW), r = i - n * OH * OW;
-    const int64_t oh = r / OW, ow = r - oh * OW;
-    v += static_cast<acc_t>(gy[n * ys.n + c * ys.c + oh * ys.h + ow * ys.w]);
-  }
-  red[threadIdx.x] = v;
-  __syncthreads();
-  for (int s = kThreads / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) gb[c] = static_cast<scalar_t>(red[0]);
-}
-
 // ---------------------------------------------------------------------------------- host ----
 
 bool channels_last_output(const at::Tensor& t) {
@@ -675,7 +652,11 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cuda(
       engine ? std::get<0>(conv2d_backward_weight_cuda(input, grad_output, weight_size, stride, padding, dilation,
                                                        groups, /*bias_grad=*/false))
              : at::empty(weight_size, grad_output.options());
-  at::Tensor grad_bias = at::empty({bias_grad ? g.Cout : 0}, grad_output.options());
+  // ATen's reduction: deterministic, coalesced in either layout (a block per channel walking a
+  // channels_last tensor with int64 index math was neither fast nor needed)
+  const auto acc_t = grad_output.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor grad_bias = bias_grad ? grad_output.sum({0, 2, 3}, /*keepdim=*/false, acc_t).to(grad_output.scalar_type())
+                                   : at::empty({0}, grad_output.options());
   const bool cl = channels_last_output(grad_output);
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(),
@@ -697,16 +678,6 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cuda(
       const Tile t = pick_tile(p.M, p.Nn);
       choose_splits(p, t, g.G);
       launch<scalar_t>(p, t, p.M, int64_t(g.G) * p.splits, grad_weight);
-    }
-    if (bias_grad && g.Cout > 0) {
-      if (g.N * g.OH * g.OW == 0) {
-        grad_bias.zero_();
-      } else {
-        bias_grad_kernel<scalar_t><<<static_cast<unsigned>(g.Cout), kThreads, 0, stream>>>(
-            grad_output.const_data_ptr<scalar_t>(), strides_of(grad_output), static_cast<int>(g.N),
-            static_cast<int>(g.OH), static_cast<int>(g.OW), grad_bias.data_ptr<scalar_t>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      }
     }
   });
   return {grad_weight, grad_bias};
