@@ -110,6 +110,11 @@ def conv_transpose(dev):
                 y.backward(torch.randn_like(y))
             w1 = torch.randn(4, 3, 3, device=dev, dtype=dtype, requires_grad=True)
             RF.conv_transpose1d(x.detach()[:, :, 0], w1, None, 2, 1).sum().backward()
+    # k = J * s without padding (the sub-pixel convolution path), groups, channels_last
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(2, 8, 5, 3, device=dev).contiguous(memory_format=fmt).requires_grad_()
+        w = torch.randn(8, 5, 16, 24, device=dev, requires_grad=True)
+        RF.conv_transpose2d(x, w, torch.randn(10, device=dev), 8, 0, 0, 2).sum().backward()
     # the FCN-32s head shape, small batch
     x = torch.randn(1, 21, 5, 6, device=dev, requires_grad=True)
     w = torch.randn(21, 21, 64, 64, device=dev, requires_grad=True)

@@ -540,6 +540,34 @@ void check_device(const char* op, const at::Tensor& ref, const char* name, const
 
 }  // namespace
 
+// The FCN upsampling layers (k = J * s, J >= 2 along one dim at least, one stride s >= 4 for both dims, no padding,
+// dilation 1, no output_padding: k16 s8, k64 s32): the output is the pixel shuffle of a stride-1
+// "full" convolution of x with J x J kernels and C_out * s * s output channels,
+//   y[n, co, hq*s + ph, wq*s + pw] = sum_{ci, jr, jc} x[n, ci, hq - jr, wq - jc] w[ci, co, ph + s*jr, pw + s*jc],
+// so it runs as conv2d on the engine with dense tiles (N = C_out * s^2 = 21504 for the FCN-32s
+// head) where the phase-major mapping gives each of the s^2 phases a sliver of a tile (N = 21)
+// and stores every element s apart, then one copy places the channels (the shuffle).
+bool subpixel_forward(const ConvT2dGeometry& g) {
+  return g.sH == g.sW && g.sH >= 4 && g.kH % g.sH == 0 && g.kW % g.sW == 0 && (g.kH > g.sH || g.kW > g.sW) &&
+         g.pH == 0 && g.pW == 0 && g.dH == 1 && g.dW == 1 && g.opH == 0 && g.opW == 0;
+}
+
+void subpixel_forward_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                           const ConvT2dGeometry& g, at::Tensor& output) {
+  const int64_t s = g.sH, jh = g.kH / s, jw = g.kW / s;
+  // (G, cin_g, cout_g, jr, ph, jc, pw) -> (G, cout_g, ph, pw, cin_g, jh - 1 - jr, jw - 1 - jc): a
+  // convolution weight whose output channel (g, co, ph, pw) is pixel_shuffle's channel order
+  const at::Tensor w2 = weight.reshape({g.G, g.cin_g(), g.cout_g(), jh, s, jw, s})
+                            .flip({3, 5})
+                            .permute({0, 2, 4, 6, 1, 3, 5})
+                            .reshape({g.Cout * s * s, g.cin_g(), jh, jw});
+  const std::optional<at::Tensor> b2 =
+      bias.has_value() ? std::optional<at::Tensor>(bias->repeat_interleave(s * s)) : std::nullopt;
+  const at::Tensor sub = conv2d_forward_cuda(input, w2, b2, {1, 1}, {jh - 1, jw - 1}, {1, 1}, g.G);
+  const int64_t hq = g.H + jh - 1, wq = g.W + jw - 1;  // OH = hq * s, OW = wq * s
+  output.view({g.N, g.Cout, hq, s, wq, s}).copy_(sub.view({g.N, g.Cout, s, s, hq, wq}).permute({0, 1, 4, 2, 5, 3}));
+}
+
 at::Tensor conv_transpose2d_forward_cuda(const at::Tensor& input, const at::Tensor& weight,
                                          const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                                          at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
@@ -569,7 +597,11 @@ at::Tensor conv_transpose2d_forward_cuda(const at::Tensor& input, const at::Tens
   const bool shuffle = g.kH == g.sH && g.kW == g.sW && g.pH == 0 && g.pW == 0 && g.dH == 1 && g.dW == 1 &&
                        g.opH == 0 && g.opW == 0;
   if (!shuffle && !simt_requested()) {
-    conv_transpose2d_forward_gather_cuda(input, weight, bias, g, output);
+    if (subpixel_forward(g)) {
+      subpixel_forward_cuda(input, weight, bias, g, output);
+    } else {
+      conv_transpose2d_forward_gather_cuda(input, weight, bias, g, output);
+    }
     return output;
   }
   int64_t rows, grid_z;

@@ -276,7 +276,11 @@ _NAMED = [dict(n=2, cin=21, cout=21, g=1, k=[64, 64], s=[32, 32], d=[1, 1], p=[1
           dict(n=2, cin=21, cout=21, g=1, k=[4, 4], s=[2, 2], d=[1, 1], p=[0, 0], op=[0, 0], size=[9, 11]),
           dict(n=2, cin=64, cout=48, g=1, k=[4, 4], s=[2, 2], d=[1, 1], p=[1, 1], op=[0, 0], size=[16, 13]),
           dict(n=2, cin=32, cout=24, g=2, k=[3, 3], s=[2, 2], d=[1, 1], p=[1, 1], op=[1, 1], size=[7, 9]),
-          dict(n=2, cin=32, cout=16, g=1, k=[2, 2], s=[2, 2], d=[1, 1], p=[0, 0], op=[0, 0], size=[6, 5])]
+          dict(n=2, cin=32, cout=16, g=1, k=[2, 2], s=[2, 2], d=[1, 1], p=[0, 0], op=[0, 0], size=[6, 5]),
+          # k = J * s, no padding (the FCN upsampling layers): the CUDA forward's sub-pixel convolution
+          dict(n=2, cin=21, cout=21, g=1, k=[64, 64], s=[32, 32], d=[1, 1], p=[0, 0], op=[0, 0], size=[3, 4]),
+          dict(n=2, cin=16, cout=12, g=2, k=[16, 24], s=[8, 8], d=[1, 1], p=[0, 0], op=[0, 0], size=[5, 3]),
+          dict(n=1, cin=8, cout=10, g=1, k=[12, 4], s=[4, 4], d=[1, 1], p=[0, 0], op=[0, 0], size=[3, 1])]
 
 
 def _fwd_args(c):
@@ -287,8 +291,9 @@ def _fwd_args(c):
 @pytest.mark.parametrize("mode", ["fp32", "tf32", "bf16", "fp16", "fp64"])
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_cuda_gather_forward(monkeypatch, mode, layout):
-    """The CUDA forward on conv.cu's phase-major gather engine vs F.conv_transpose2d: fp32 with TF32
-    off (tight), tf32 (TOL_TF32), bf16 / fp16 (at most 2x torch's own error vs fp64), fp64."""
+    """The CUDA forward on conv.cu's engine (phase-major gather; k = J * s without padding as a
+    sub-pixel convolution + shuffle) vs F.conv_transpose2d: fp32 with TF32 off (tight), tf32
+    (TOL_TF32), bf16 / fp16 (at most 2x torch's own error vs fp64), fp64."""
     dtype = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
              "fp64": torch.float64}[mode]
     rng = random.Random(torch.initial_seed())
