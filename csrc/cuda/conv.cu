@@ -188,7 +188,7 @@ struct SimtMma {
         for (int j = 0; j < 4; ++j) acc[i][j] = fma(a[i], b[j], acc[i][j]);
     }
   }
-  template <class Emit> __device__ void epilogue(unsigned char*, Emit&& emit) {
+  template <class Emit> __device__ void epilogue(unsigned char*, Emit&& emit, bool /*m_contig*/ = kMContig) {
 #pragma unroll
     for (int i = 0; i < 8; ++i)
 #pragma unroll
@@ -237,25 +237,25 @@ struct WmmaMma {
         for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
     }
   }
-  // Stages the tile through shared memory (float, [n][m] when kMContig else [m][n]) and emits
-  // it with neighbouring threads on neighbouring addresses of the output.
-  template <class Emit> __device__ void epilogue(unsigned char* smem, Emit&& emit) {
+  // Stages the tile through shared memory (float, [n][m] when m_contig else [m][n]) and emits
+  // it with neighbouring threads on neighbouring addresses of the output (m_contig: along m).
+  template <class Emit> __device__ void epilogue(unsigned char* smem, Emit&& emit, bool m_contig = kMContig) {
     float* Cs = reinterpret_cast<float*>(smem);
-    constexpr int LDC = kMContig ? BM + 4 : BN + 4;
+    const int LDC = m_contig ? BM + 4 : BN + 4;  // epilogue_bytes covers both
     __syncthreads();  // the A/B tiles this aliases are no longer read
 #pragma unroll
     for (int i = 0; i < 2; ++i)
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
         const int m = wm * 32 + i * 16, n = wn * 32 + j * 16;
-        if (kMContig) wmma::store_matrix_sync(Cs + n * LDC + m, acc[i][j], LDC, wmma::mem_col_major);
+        if (m_contig) wmma::store_matrix_sync(Cs + n * LDC + m, acc[i][j], LDC, wmma::mem_col_major);
         else wmma::store_matrix_sync(Cs + m * LDC + n, acc[i][j], LDC, wmma::mem_row_major);
       }
     __syncthreads();
     for (int idx = threadIdx.x; idx < BM * BN; idx += kThreads) {
-      const int m = kMContig ? idx % BM : idx / BN;
-      const int n = kMContig ? idx / BM : idx % BN;
-      emit(m, n, kMContig ? Cs[n * LDC + m] : Cs[m * LDC + n]);
+      const int m = m_contig ? idx % BM : idx / BN;
+      const int n = m_contig ? idx / BM : idx % BN;
+      emit(m, n, m_contig ? Cs[n * LDC + m] : Cs[m * LDC + n]);
     }
   }
 };
@@ -292,6 +292,11 @@ struct GatherParams {
   // Wq = ceil(Wo / sw)); th / tw = s / gcd(s, d), the step between the taps that hit one phase.
   long long Mt;
   int Hq, Wq, th, tw;
+  // Forward only: ps > 1 writes output channel c' of pixel (ho, wo) pixel-shuffled into an
+  // (N, Co / ps^2, Ho * ps, Wo * ps) tensor at (ho*ps + ph, wo*ps + pw), c' = (c, ph, pw) for NCHW
+  // and (group, ph, pw, c within the group) for channels_last: the fastest channel part lands
+  // on neighbouring addresses in either layout.
+  int ps;
   // Forward only: tile_w > 0 enumerates pixels in two-dimensional tiles of BM / tile_w rows x
   // tile_w columns (tiles_h x tiles_w per image; Mt counts their slots, ragged ones masked) so
   // that a large dilation's taps can miss a whole tile along W as well as along H; 0: row order.
@@ -402,6 +407,15 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
             s_out[tid] = kCL ? (static_cast<long long>(n) * hw + pix) * p.Co
                              : static_cast<long long>(n) * p.Co * hw + pix;
           }
+        } else if (p.ps > 1) {  // row order over the (Ho, Wo) grid, outputs ps x ps apart
+          pn = static_cast<int>(m / hw);
+          const int rem = static_cast<int>(m - pn * hw);
+          pho = rem / p.Wo;
+          pwo = rem % p.Wo;
+          const long long ow = static_cast<long long>(p.Wo) * p.ps, cr = p.Co / (p.ps * p.ps);
+          const long long pix = static_cast<long long>(pho) * p.ps * ow + static_cast<long long>(pwo) * p.ps;
+          s_out[tid] = kCL ? (static_cast<long long>(pn) * hw * p.ps * p.ps + pix) * cr
+                           : static_cast<long long>(pn) * p.Co * hw + pix;
         } else if (p.tile_w > 0) {
           const long long tile = m0 / BM;
           const int per_image = p.tiles_h * p.tiles_w;
@@ -533,15 +547,35 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
     T* out = static_cast<T*>(p.out);
     const long long out_cstride = kCL ? 1 : static_cast<long long>(p.Ho) * p.Wo;
     __syncthreads();  // s_out visible (the loop may have run no barrier)
-    mma.epilogue(smem, [&](int m, int n, auto v) {
-      const long long o = s_out[m];
-      const int nn = n0 + n;
-      if (o < 0 || nn >= p.Nn) return;
-      const int co = g * p.Nn + nn;
-      auto val = v;
-      if (bias != nullptr) val += to_acc(bias[co]);
-      out[o + co * out_cstride] = from_acc<T>(val);
-    });
+    // pixel-shuffled output: channel co = (c, ph, pw) (NCHW) / (group, ph, pw, c in group)
+    // (channels_last) is stored at c's plane / slot, ph rows and pw columns from the pixel (p.ps)
+    const long long ow_ps = static_cast<long long>(p.Wo) * p.ps, plane_ps = static_cast<long long>(p.Ho) * p.ps * ow_ps;
+    const int ps2 = p.ps * p.ps, cr = p.ps > 1 ? p.Co / ps2 : p.Co, cg = p.ps > 1 ? p.Nn / ps2 : p.Nn;
+    const auto channel_offset = [&](int co) -> long long {
+      if (p.ps <= 1) return co * out_cstride;
+      if constexpr (kCL) {
+        const int grp = co / p.Nn, nn = co - grp * p.Nn, q = nn / cg, ph = q / p.ps;
+        return (ph * ow_ps + (q - ph * p.ps)) * cr + grp * cg + (nn - q * cg);
+      } else {
+        const int c = co / ps2, r = co - c * ps2, ph = r / p.ps;
+        return c * plane_ps + ph * ow_ps + (r - ph * p.ps);
+      }
+    };
+    // NCHW emits along m (neighbouring pixels) unless the pixels land ps apart; then along the
+    // channels, whose fastest part (pw) is contiguous
+    const bool m_contig = !kCL && p.ps <= 1;
+    mma.epilogue(
+        smem,
+        [&](int m, int n, auto v) {
+          const long long o = s_out[m];
+          const int nn = n0 + n;
+          if (o < 0 || nn >= p.Nn) return;
+          const int co = g * p.Nn + nn;
+          auto val = v;
+          if (bias != nullptr) val += to_acc(bias[co]);
+          out[o + channel_offset(co)] = from_acc<T>(val);
+        },
+        m_contig);
   }
 }
 
@@ -998,6 +1032,32 @@ at::MemoryFormat fmt(bool cl) { return cl ? at::MemoryFormat::ChannelsLast : at:
 
 }  // namespace
 
+namespace {
+// The forward on the engine into y (N, K, OH, OW), or with shuffle > 1 into the pixel-shuffled
+// y (N, K / shuffle^2, OH * shuffle, OW * shuffle) (GatherParams::ps), in the input's layout.
+void conv2d_forward_into(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                         const ConvGeometry& g, int64_t shuffle, at::Tensor& y) {
+  const bool cl = conv_channels_last(input);
+  const at::Tensor x = input.contiguous(fmt(cl));
+  // (G, taps, Cg, Kg): B(tap, c; k) rows contiguous along the output channels
+  const at::Tensor wt = weight.reshape({g.G, g.Kg(), g.Cg(), g.KH, g.KW}).permute({0, 3, 4, 2, 1}).contiguous();
+  const at::Tensor b = bias ? bias->contiguous() : at::Tensor();
+  GatherParams p = gather_params(g, false);
+  if (shuffle > 1) {
+    p.ps = static_cast<int>(shuffle);
+    p.tile_w = 0;  // the shuffled offsets assume row order
+    p.Mt = p.M;
+  }
+  p.src = x.data_ptr();
+  p.wt = wt.data_ptr();
+  p.bias = bias ? b.data_ptr() : nullptr;
+  p.out = y.data_ptr();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "conv2d_forward_cuda", [&] {
+    launch_gather<typename NativeOf<scalar_t>::type>(p, cl, false, sizeof(scalar_t));
+  });
+}
+}  // namespace
+
 at::Tensor conv2d_forward_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                                at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                                int64_t groups) {
@@ -1007,22 +1067,25 @@ at::Tensor conv2d_forward_cuda(const at::Tensor& input, const at::Tensor& weight
   check_conv_bias(op, input, weight, bias);
   const ConvGeometry g = check_conv_args(op, input.sizes(), weight.sizes(), stride, padding, dilation, groups);
   const at::cuda::OptionalCUDAGuard guard(device_of(input));
-  const bool cl = conv_channels_last(input);
-  at::Tensor y = at::empty({g.N, g.K, g.OH, g.OW}, input.options().memory_format(fmt(cl)));
-  if (g.N == 0) return y;
-  const at::Tensor x = input.contiguous(fmt(cl));
-  // (G, taps, Cg, Kg): B(tap, c; k) rows contiguous along the output channels
-  const at::Tensor wt = weight.reshape({g.G, g.Kg(), g.Cg(), g.KH, g.KW}).permute({0, 3, 4, 2, 1}).contiguous();
-  const at::Tensor b = bias ? bias->contiguous() : at::Tensor();
-  GatherParams p = gather_params(g, false);
-  p.src = x.data_ptr();
-  p.wt = wt.data_ptr();
-  p.bias = bias ? b.data_ptr() : nullptr;
-  p.out = y.data_ptr();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "conv2d_forward_cuda", [&] {
-    launch_gather<typename NativeOf<scalar_t>::type>(p, cl, false, sizeof(scalar_t));
-  });
+  at::Tensor y = at::empty({g.N, g.K, g.OH, g.OW}, input.options().memory_format(conv_output_format(input)));
+  if (g.N > 0) conv2d_forward_into(input, weight, bias, g, 1, y);
   return y;
+}
+
+void conv2d_forward_shuffled_cuda(const at::Tensor& input, const at::Tensor& weight,
+                                  const std::optional<at::Tensor>& bias, at::IntArrayRef padding, int64_t groups,
+                                  int64_t shuffle, at::Tensor& output) {
+  constexpr const char* op = "conv2d_forward_shuffled";
+  check_cuda(op, input);
+  check_conv_tensors(op, input, "input", weight, "weight");
+  check_conv_bias(op, input, weight, bias);
+  const ConvGeometry g = check_conv_args(op, input.sizes(), weight.sizes(), {1, 1}, padding, {1, 1}, groups);
+  TORCH_CHECK(shuffle > 1 && g.K % (shuffle * shuffle) == 0 &&
+                  output.sizes() == at::IntArrayRef({g.N, g.K / (shuffle * shuffle), g.OH * shuffle, g.OW * shuffle}) &&
+                  output.is_contiguous(conv_output_format(input)),
+              op, ": output must be the pixel shuffle of the convolution's output, in the input's layout");
+  const at::cuda::OptionalCUDAGuard guard(device_of(input));
+  if (g.N > 0) conv2d_forward_into(input, weight, bias, g, shuffle, output);
 }
 
 at::Tensor conv2d_backward_input_cuda(const at::Tensor& grad_output, const at::Tensor& weight,

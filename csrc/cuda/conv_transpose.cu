@@ -546,7 +546,7 @@ void check_device(const char* op, const at::Tensor& ref, const char* name, const
 //   y[n, co, hq*s + ph, wq*s + pw] = sum_{ci, jr, jc} x[n, ci, hq - jr, wq - jc] w[ci, co, ph + s*jr, pw + s*jc],
 // so it runs as conv2d on the engine with dense tiles (N = C_out * s^2 = 21504 for the FCN-32s
 // head) where the phase-major mapping gives each of the s^2 phases a sliver of a tile (N = 21)
-// and stores every element s apart, then one copy places the channels (the shuffle).
+// and stores every element s apart; its epilogue stores each channel at its shuffled position.
 bool subpixel_forward(const ConvT2dGeometry& g) {
   return g.sH == g.sW && g.sH >= 4 && g.kH % g.sH == 0 && g.kW % g.sW == 0 && (g.kH > g.sH || g.kW > g.sW) &&
          g.pH == 0 && g.pW == 0 && g.dH == 1 && g.dW == 1 && g.opH == 0 && g.opW == 0;
@@ -554,18 +554,21 @@ bool subpixel_forward(const ConvT2dGeometry& g) {
 
 void subpixel_forward_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                            const ConvT2dGeometry& g, at::Tensor& output) {
-  const int64_t s = g.sH, jh = g.kH / s, jw = g.kW / s;
-  // (G, cin_g, cout_g, jr, ph, jc, pw) -> (G, cout_g, ph, pw, cin_g, jh - 1 - jr, jw - 1 - jc): a
-  // convolution weight whose output channel (g, co, ph, pw) is pixel_shuffle's channel order
-  const at::Tensor w2 = weight.reshape({g.G, g.cin_g(), g.cout_g(), jh, s, jw, s})
-                            .flip({3, 5})
-                            .permute({0, 2, 4, 6, 1, 3, 5})
+  const int64_t s = g.sH, jh = g.kH / s, jw = g.kW / s, cg = g.cout_g();
+  // w viewed as (G, cin_g, cout_g, jr, ph, jc, pw), kernel rows and columns flipped (the "full"
+  // convolution reads x[hq - jr]), permuted to conv2d's (channel, cin_g, jh, jw) with the
+  // channel order conv2d_forward_shuffled_cuda stores for the output's layout
+  const bool cl = channels_last_output(input);
+  const at::Tensor w = weight.reshape({g.G, g.cin_g(), cg, jh, s, jw, s}).flip({3, 5});
+  const at::Tensor w2 = (cl ? w.permute({0, 4, 6, 2, 1, 3, 5}) : w.permute({0, 2, 4, 6, 1, 3, 5}))
                             .reshape({g.Cout * s * s, g.cin_g(), jh, jw});
-  const std::optional<at::Tensor> b2 =
-      bias.has_value() ? std::optional<at::Tensor>(bias->repeat_interleave(s * s)) : std::nullopt;
-  const at::Tensor sub = conv2d_forward_cuda(input, w2, b2, {1, 1}, {jh - 1, jw - 1}, {1, 1}, g.G);
-  const int64_t hq = g.H + jh - 1, wq = g.W + jw - 1;  // OH = hq * s, OW = wq * s
-  output.view({g.N, g.Cout, hq, s, wq, s}).copy_(sub.view({g.N, g.Cout, s, s, hq, wq}).permute({0, 1, 4, 2, 5, 3}));
+  std::optional<at::Tensor> b2;
+  if (bias.has_value()) {
+    const at::Tensor b = bias->view({g.G, cg});
+    b2 = (cl ? b.view({g.G, 1, cg}).expand({g.G, s * s, cg}) : b.view({g.G, cg, 1}).expand({g.G, cg, s * s}))
+             .reshape({g.Cout * s * s});
+  }
+  conv2d_forward_shuffled_cuda(input, w2, b2, {jh - 1, jw - 1}, g.G, s, output);
 }
 
 at::Tensor conv_transpose2d_forward_cuda(const at::Tensor& input, const at::Tensor& weight,
