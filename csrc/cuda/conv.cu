@@ -752,17 +752,16 @@ __global__ void wgrad_reduce_kernel(const typename AccOf<T>::type* ws, T* gw, in
   const long long total = static_cast<long long>(G) * taps * Kg * Cg;
   const long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= total) return;
-  // i enumerates the output (K, Cg, taps) contiguously
-  const int tap = static_cast<int>(i % taps);
-  const long long kc = i / taps;
-  const int c = static_cast<int>(kc % Cg);
-  const long long kk = kc / Cg;  // g * Kg + k
-  const int g = static_cast<int>(kk / Kg), k = static_cast<int>(kk % Kg);
+  // i enumerates one split's workspace slice (g, tap, k, c) contiguously: the `splits` reads per
+  // output are coalesced, the one write per output (to (g * Kg + k, c, tap)) is strided by taps
+  const int c = static_cast<int>(i % Cg);
+  const long long r = i / Cg;
+  const int k = static_cast<int>(r % Kg);
+  const long long gt = r / Kg;  // g * taps + tap
+  const int tap = static_cast<int>(gt % taps), g = static_cast<int>(gt / taps);
   typename AccOf<T>::type acc = 0;
-  for (int sp = 0; sp < splits; ++sp) {
-    acc += ws[(((static_cast<long long>(sp) * G + g) * taps + tap) * Kg + k) * Cg + c];
-  }
-  gw[i] = from_acc<T>(acc);
+  for (int sp = 0; sp < splits; ++sp) acc += ws[sp * total + i];
+  gw[((static_cast<long long>(g) * Kg + k) * Cg + c) * taps + tap] = from_acc<T>(acc);
 }
 
 // ---- direct kernels for tiny channel groups (depthwise and friends) ----------------------------
