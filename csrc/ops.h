@@ -156,15 +156,16 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cuda(
 // pixels enumerated by stride phase so only each phase's real taps are multiplied; tf32 / bf16 /
 // fp16 tensor cores like conv2d), bias fused. Writes `output`, already allocated as (N, C_out, OH,
 // OW) for geometry g in the layout rule's format; the caller has checked the arguments against g.
-// conv2d (stride 1, dilation 1) whose output channel c' is stored pixel-shuffled by `shuffle` into
-// output (N, K / shuffle^2, OH * shuffle, OW * shuffle), in the input's layout; c' = (c, ph, pw)
-// for NCHW, (group, ph, pw, c within the group) for channels_last. Defined in csrc/cuda/conv.cu.
-void conv2d_forward_shuffled_cuda(const at::Tensor& input, const at::Tensor& weight,
-                                  const std::optional<at::Tensor>& bias, at::IntArrayRef padding, int64_t groups,
-                                  int64_t shuffle, at::Tensor& output);
 void conv_transpose2d_forward_gather_cuda(const at::Tensor& input, const at::Tensor& weight,
                                           const std::optional<at::Tensor>& bias, const ConvT2dGeometry& g,
                                           at::Tensor& output);
+// conv2d (stride 1, dilation 1) whose output channel c' is stored pixel-shuffled by `shuffle` into
+// output (N, K / shuffle^2, OH * shuffle, OW * shuffle), in the input's layout; c' = (c, ph, pw)
+// for NCHW, (group, ph, pw, c within the group) for channels_last; >= 8 input channels per group
+// (the tiled kernel). Defined in csrc/cuda/conv.cu.
+void conv2d_forward_shuffled_cuda(const at::Tensor& input, const at::Tensor& weight,
+                                  const std::optional<at::Tensor>& bias, at::IntArrayRef padding, int64_t groups,
+                                  int64_t shuffle, at::Tensor& output);
 #endif
 
 }  // namespace rnnkern

@@ -153,16 +153,17 @@ template <int R, int Cc, int PAD> struct SmemTile {
 
 // ---- block-level MMA: SIMT ---------------------------------------------------------------------
 // A(m, k) lives in As as [m][k] (A_MK) or [k][m]; B(k, n) in Bs as [k][n] (B_KN) or [n][k].
-// Thread (tm, tn) owns rows tm + 16 i (i < 8) and columns tn + 16 j (j < 4); kMContig puts
-// neighbouring threads on neighbouring m (coalesced NCHW stores), else on neighbouring n.
+// Thread (tm, tn) owns rows tm + 16 i (i < 8) and columns tn + 16 j (j < 4); m_contig (default
+// kMContig) puts neighbouring threads on neighbouring m (coalesced NCHW stores), else on
+// neighbouring n. The epilogue emits straight from the registers in that order.
 template <typename T, int BK, int LDA, int LDB, bool A_MK, bool B_KN, bool kMContig>
 struct SimtMma {
   using Acc = typename AccOf<T>::type;
   Acc acc[8][4];
   int tm, tn;
-  __device__ void init(int tid) {
-    tm = kMContig ? tid % 16 : tid / 16;
-    tn = kMContig ? tid / 16 : tid % 16;
+  __device__ void init(int tid, bool m_contig = kMContig) {
+    tm = m_contig ? tid % 16 : tid / 16;
+    tn = m_contig ? tid / 16 : tid % 16;
 #pragma unroll
     for (int i = 0; i < 8; ++i)
 #pragma unroll
@@ -188,7 +189,7 @@ struct SimtMma {
         for (int j = 0; j < 4; ++j) acc[i][j] = fma(a[i], b[j], acc[i][j]);
     }
   }
-  template <class Emit> __device__ void epilogue(unsigned char*, Emit&& emit, bool /*m_contig*/ = kMContig) {
+  template <class Emit> __device__ void epilogue(unsigned char*, Emit&& emit, bool /*m_contig: set in init*/ = kMContig) {
 #pragma unroll
     for (int i = 0; i < 8; ++i)
 #pragma unroll
@@ -207,7 +208,7 @@ struct WmmaMma {
   using BLayout = std::conditional_t<B_KN, wmma::row_major, wmma::col_major>;
   wmma::fragment<wmma::accumulator, 16, 16, FK, float> acc[2][2];
   int wm, wn;
-  __device__ void init(int tid) {
+  __device__ void init(int tid, bool /*m_contig: the epilogue's*/ = kMContig) {
     const int warp = tid / 32;
     wm = warp / 2;
     wn = warp % 2;
@@ -521,8 +522,11 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
       }
     };
 
+    // NCHW emits along m (neighbouring pixels) unless the pixels land ps apart (pixel-shuffled
+    // output); then along the channels, whose fastest part (pw) is contiguous
+    const bool m_contig = !kCL && p.ps <= 1;
     Mma mma;
-    mma.init(tid);
+    mma.init(tid, m_contig);
     int tap = find_tap(0), c0 = 0;  // compressed tap index
     if (tap < ntaps) load(tap, c0);
     // The prologue load reads other threads' s_off entries; without this barrier a thread that
@@ -561,9 +565,6 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
         return c * plane_ps + ph * ow_ps + (r - ph * p.ps);
       }
     };
-    // NCHW emits along m (neighbouring pixels) unless the pixels land ps apart; then along the
-    // channels, whose fastest part (pw) is contiguous
-    const bool m_contig = !kCL && p.ps <= 1;
     mma.epilogue(
         smem,
         [&](int m, int n, auto v) {
@@ -891,6 +892,7 @@ void launch_gather(GatherParams p, bool cl, bool trans, int64_t elem_size) {
   // Tiles of 128 pixels x 64 channels x 32 reduction channels: groups narrower than 8 channels
   // on either side would leave the tiles mostly empty.
   if (p.R < 8 || p.Nn < 8) {
+    TORCH_INTERNAL_ASSERT(p.ps <= 1, "the direct kernel has no pixel-shuffled output (conv2d_forward_shuffled_cuda needs >= 8 channels per group)");
     const long long total = p.M * p.Co;
     const int blocks = static_cast<int>((total + kThreads - 1) / kThreads);
     if (trans) gather_direct_kernel<T, true><<<blocks, kThreads, 0, stream>>>(p, cl);

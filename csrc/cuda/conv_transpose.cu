@@ -548,8 +548,10 @@ void check_device(const char* op, const at::Tensor& ref, const char* name, const
 // head) where the phase-major mapping gives each of the s^2 phases a sliver of a tile (N = 21)
 // and stores every element s apart; its epilogue stores each channel at its shuffled position.
 bool subpixel_forward(const ConvT2dGeometry& g) {
+  // >= 8 input channels per group: narrower groups run conv.cu's direct kernel, which has no
+  // shuffled epilogue (the depthwise bilinear upsampler stays on the phase path)
   return g.sH == g.sW && g.sH >= 4 && g.kH % g.sH == 0 && g.kW % g.sW == 0 && (g.kH > g.sH || g.kW > g.sW) &&
-         g.pH == 0 && g.pW == 0 && g.dH == 1 && g.dW == 1 && g.opH == 0 && g.opW == 0;
+         g.pH == 0 && g.pW == 0 && g.dH == 1 && g.dW == 1 && g.opH == 0 && g.opW == 0 && g.cin_g() >= 8;
 }
 
 void subpixel_forward_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
@@ -693,7 +695,6 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cuda(
   at::Tensor grad_bias = bias_grad ? grad_output.sum({0, 2, 3}, /*keepdim=*/false, acc_t).to(grad_output.scalar_type())
                                    : at::empty({0}, grad_output.options());
   const bool cl = channels_last_output(grad_output);
-  auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(),
                                   "conv_transpose2d_backward_weight_cuda", [&] {
     if (!engine && grad_weight.numel() > 0) {

@@ -280,7 +280,10 @@ _NAMED = [dict(n=2, cin=21, cout=21, g=1, k=[64, 64], s=[32, 32], d=[1, 1], p=[1
           # k = J * s, no padding (the FCN upsampling layers): the CUDA forward's sub-pixel convolution
           dict(n=2, cin=21, cout=21, g=1, k=[64, 64], s=[32, 32], d=[1, 1], p=[0, 0], op=[0, 0], size=[3, 4]),
           dict(n=2, cin=16, cout=12, g=2, k=[16, 24], s=[8, 8], d=[1, 1], p=[0, 0], op=[0, 0], size=[5, 3]),
-          dict(n=1, cin=8, cout=10, g=1, k=[12, 4], s=[4, 4], d=[1, 1], p=[0, 0], op=[0, 0], size=[3, 1])]
+          dict(n=1, cin=8, cout=10, g=1, k=[12, 4], s=[4, 4], d=[1, 1], p=[0, 0], op=[0, 0], size=[3, 1]),
+          # ... except with < 8 input channels per group (the depthwise bilinear upsampler): phase path
+          dict(n=1, cin=3, cout=3, g=1, k=[16, 16], s=[8, 8], d=[1, 1], p=[0, 0], op=[0, 0], size=[3, 2]),
+          dict(n=1, cin=21, cout=21, g=21, k=[64, 64], s=[32, 32], d=[1, 1], p=[0, 0], op=[0, 0], size=[2, 3])]
 
 
 def _fwd_args(c):
