@@ -35,6 +35,7 @@ GPU_CASES = [
     Case("bf16 CL U-Net 1024->512 k2s2 N8 32->64", torch.bfloat16, 8, 1024, 512, 32, 2, 2, 0, True),
     Case("fp32 FCN-32s head 21->21 k64s32 N8 16->544", torch.float32, 8, 21, 21, 16, 64, 32, 0),
     Case("fp32 FCN upscore 21->21 k4s2 N8 64->130", torch.float32, 8, 21, 21, 64, 4, 2, 0),
+    Case("fp32 FCN-8s upscore8 21->21 k16s8 N8 64->520", torch.float32, 8, 21, 21, 64, 16, 8, 0),
 ]
 # CPU (2 cores here): the same families, scaled to run in seconds
 CPU_CASES = [
