@@ -143,7 +143,7 @@ constexpr int rows_for_tile() {
 // sum over k followed by a fixed xor-shuffle tree, whatever kBatchTile, grid size or barrier:
 // results are bitwise the same across them.
 template <typename scalar_t, StepBarrier kBarrier, int kBatchTile>
-__global__ void __launch_bounds__(kPersistThreads) rnn_persistent_kernel(PersistentParams<scalar_t> p) {
+__global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_kernel(PersistentParams<scalar_t> p) {
   using acc_t = at::opmath_type<scalar_t>;
   constexpr int kRows = rows_for_tile<kBatchTile>();
   extern __shared__ unsigned char smem_raw[];
@@ -272,7 +272,7 @@ __host__ __device__ constexpr int round_up16(int n) { return (n + 15) / 16 * 16;
 //   their partial (distributed shared memory, fixed order), epilogue, store
 //   step barrier (cluster barrier with one cluster, flag barrier across clusters)
 template <typename scalar_t, bool kOneCluster>
-__global__ void __launch_bounds__(kPersistThreads) rnn_persistent_mma_kernel(MmaParams<scalar_t> p) {
+__global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(MmaParams<scalar_t> p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   namespace wmma = nvcuda::wmma;
   using Native = typename NativeOf<scalar_t>::type;  // same bits, the type WMMA takes
@@ -620,7 +620,8 @@ bool launch_mma(MmaConfig m, const PersistentParams<scalar_t>& base, const char*
   if (attr.ptxVersion < 90) return fall_back("has no sm_90 code in this build", m.clusters * kMmaClusterCtas, name, to);
   allow_full_shared_memory(one_cluster);
   allow_full_shared_memory(clusters);
-  // co-resident clusters for c (both variants use the same resources); 0 if the driver refuses the shape
+  // co-resident clusters for c, probed with the multi-cluster variant (the one-cluster one differs
+  // in registers only, and shared memory holds either to one CTA per SM); 0 if the shape is refused
   const auto resident_clusters = [&](const MmaConfig& c) {
     int n = 0;
     ClusterLaunch probe(c.clusters * kMmaClusterCtas, kMmaClusterCtas, c.smem);
@@ -765,6 +766,10 @@ struct Tf32Gemm {
   static void gemm(at::Tensor& C, const at::Tensor& A, const at::Tensor& B, float beta) {
     const int64_t m = C.size(0), n = C.size(1), k = A.size(1);
     if (m == 0 || n == 0) return;
+    if (k == 0) {  // C = beta C without relying on cuBLAS for an empty sum (nor on an empty operand's layout)
+      if (beta == 0.f) C.zero_();
+      return;
+    }
     cublasOperation_t op_c, op_a, op_b;
     int64_t ldc, lda, ldb;
     if (!blas_view(C, &op_c, &ldc) || op_c != CUBLAS_OP_N) {  // the driver's outputs are row-major; be safe anyway
