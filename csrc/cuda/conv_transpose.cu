@@ -368,15 +368,41 @@ __global__ void __launch_bounds__(kThreads) conv_transpose_gemm_kernel(const Par
       tkb[tid - kBK] = k < b.k1 ? ent_bk(p, b, k) : Ent{0, 0, 0};
     }
     __syncthreads();  // K tables (and, on the first pass, the M / N tables) are ready
-    for (int e = tid; e < BM * kBK; e += kThreads) {
+    // Every element of this thread's share is loaded before any is stored: the loads are then in
+    // flight together (a load followed by its shared store per element waited out one global
+    // round trip per element).
+    constexpr int kAPer = BM * kBK / kThreads, kBPer = BN * kBK / kThreads;
+    static_assert(kAPer * kThreads == BM * kBK && kBPer * kThreads == BN * kBK, "tile / thread count");
+    const auto a_at = [&](int e, int* mm, int* kk) {
+      if (p.a_m_fast) { *mm = e % BM; *kk = e / BM; } else { *kk = e % kBK; *mm = e / kBK; }
+    };
+    const auto b_at = [&](int e, int* nn, int* kk) {
+      if (p.b_n_fast) { *nn = e % BN; *kk = e / BN; } else { *kk = e % kBK; *nn = e / kBK; }
+    };
+    acc_t va[kAPer], vb[kBPer];
+#pragma unroll
+    for (int i = 0; i < kAPer; ++i) {
       int mm, kk;
-      if (p.a_m_fast) { mm = e % BM; kk = e / BM; } else { kk = e % kBK; mm = e / kBK; }
-      As[kk][mm] = (m0 + mm < b.M && k0 + kk < b.k1) ? gather<scalar_t, acc_t>(oa, tm[mm], tka[kk]) : acc_t(0);
+      a_at(tid + i * kThreads, &mm, &kk);
+      va[i] = (m0 + mm < b.M && k0 + kk < b.k1) ? gather<scalar_t, acc_t>(oa, tm[mm], tka[kk]) : acc_t(0);
     }
-    for (int e = tid; e < BN * kBK; e += kThreads) {
+#pragma unroll
+    for (int i = 0; i < kBPer; ++i) {
       int nn, kk;
-      if (p.b_n_fast) { nn = e % BN; kk = e / BN; } else { kk = e % kBK; nn = e / kBK; }
-      Bs[kk][nn] = (n0 + nn < b.Nn && k0 + kk < b.k1) ? gather<scalar_t, acc_t>(ob, tkb[kk], tj[nn]) : acc_t(0);
+      b_at(tid + i * kThreads, &nn, &kk);
+      vb[i] = (n0 + nn < b.Nn && k0 + kk < b.k1) ? gather<scalar_t, acc_t>(ob, tkb[kk], tj[nn]) : acc_t(0);
+    }
+#pragma unroll
+    for (int i = 0; i < kAPer; ++i) {
+      int mm, kk;
+      a_at(tid + i * kThreads, &mm, &kk);
+      As[kk][mm] = va[i];
+    }
+#pragma unroll
+    for (int i = 0; i < kBPer; ++i) {
+      int nn, kk;
+      b_at(tid + i * kThreads, &nn, &kk);
+      Bs[kk][nn] = vb[i];
     }
     __syncthreads();
 #pragma unroll
