@@ -93,6 +93,10 @@ def conv(dev):
                     b = torch.randn(w.shape[0], device=dev, dtype=dtype, requires_grad=True)
                     y = RF.conv2d(x, w, b, stride, pad, dil, groups)
                     y.backward(torch.randn_like(y))
+                # 8 x 16 pixel tiles of the forward (padding >= 16 columns, output >= 32 wide)
+                xw = torch.randn(1, 8, 12, 40, device=dev, dtype=dtype).contiguous(memory_format=fmt).requires_grad_()
+                ww = torch.randn(9, 8, 3, 3, device=dev, dtype=dtype, requires_grad=True)
+                RF.conv2d(xw, ww, None, 1, 18, 18).sum().backward()
                 w1 = torch.randn(16, 24, 5, device=dev, dtype=dtype, requires_grad=True)
                 RF.conv1d(x.detach()[:, :, 0], w1, None, 1, 4, 2).sum().backward()
     torch.backends.cudnn.allow_tf32 = True
@@ -110,11 +114,13 @@ def conv_transpose(dev):
                 y.backward(torch.randn_like(y))
             w1 = torch.randn(4, 3, 3, device=dev, dtype=dtype, requires_grad=True)
             RF.conv_transpose1d(x.detach()[:, :, 0], w1, None, 2, 1).sum().backward()
-    # k = J * s without padding (the sub-pixel convolution path), groups, channels_last
+    # k = J * s without padding: the sub-pixel convolution (>= 8 input channels per group; groups,
+    # channels_last) and, with 4 per group, the phase path it leaves to conv.cu's direct kernel
     for fmt in (torch.contiguous_format, torch.channels_last):
-        x = torch.randn(2, 8, 5, 3, device=dev).contiguous(memory_format=fmt).requires_grad_()
-        w = torch.randn(8, 5, 16, 24, device=dev, requires_grad=True)
-        RF.conv_transpose2d(x, w, torch.randn(10, device=dev), 8, 0, 0, 2).sum().backward()
+        for cin in (16, 8):
+            x = torch.randn(2, cin, 5, 3, device=dev).contiguous(memory_format=fmt).requires_grad_()
+            w = torch.randn(cin, 5, 16, 24, device=dev, requires_grad=True)
+            RF.conv_transpose2d(x, w, torch.randn(10, device=dev), 8, 0, 0, 2).sum().backward()
     # the FCN-32s head shape, small batch
     x = torch.randn(1, 21, 5, 6, device=dev, requires_grad=True)
     w = torch.randn(21, 21, 64, 64, device=dev, requires_grad=True)
