@@ -393,49 +393,39 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
       s_out[tid] = -1;
       if (m < p.Mt) {
         const long long hw = static_cast<long long>(p.Ho) * p.Wo;
+        int n, ho, wo;  // this thread's pixel (past Ho / Wo in a ragged phase or tile: masked)
         if constexpr (kTrans) {
           // phase-major: m = (n, hq, wq), (ho, wo) = (hq * sh + ph, wq * sw + pw)
           const long long hwq = static_cast<long long>(p.Hq) * p.Wq;
-          const int n = static_cast<int>(m / hwq);
+          n = static_cast<int>(m / hwq);
           const int remq = static_cast<int>(m - n * hwq);
           const int hq = remq / p.Wq;
-          const int ho = hq * p.sh + ph, wo = (remq - hq * p.Wq) * p.sw + pw;
-          if (ho < p.Ho && wo < p.Wo) {
-            pn = n;
-            pho = ho;
-            pwo = wo;
-            const long long pix = static_cast<long long>(ho) * p.Wo + wo;
-            s_out[tid] = kCL ? (static_cast<long long>(n) * hw + pix) * p.Co
-                             : static_cast<long long>(n) * p.Co * hw + pix;
-          }
-        } else if (p.ps > 1) {  // row order over the (Ho, Wo) grid, outputs ps x ps apart
-          pn = static_cast<int>(m / hw);
-          const int rem = static_cast<int>(m - pn * hw);
-          pho = rem / p.Wo;
-          pwo = rem % p.Wo;
-          const long long ow = static_cast<long long>(p.Wo) * p.ps, cr = p.Co / (p.ps * p.ps);
-          const long long pix = static_cast<long long>(pho) * p.ps * ow + static_cast<long long>(pwo) * p.ps;
-          s_out[tid] = kCL ? (static_cast<long long>(pn) * hw * p.ps * p.ps + pix) * cr
-                           : static_cast<long long>(pn) * p.Co * hw + pix;
+          ho = hq * p.sh + ph;
+          wo = (remq - hq * p.Wq) * p.sw + pw;
         } else if (p.tile_w > 0) {
           const long long tile = m0 / BM;
           const int per_image = p.tiles_h * p.tiles_w;
-          const int n = static_cast<int>(tile / per_image), t = static_cast<int>(tile - static_cast<long long>(n) * per_image);
-          const int ho = t / p.tiles_w * (BM / p.tile_w) + tid / p.tile_w;
-          const int wo = t % p.tiles_w * p.tile_w + tid % p.tile_w;
-          if (ho < p.Ho && wo < p.Wo) {
-            pn = n;
-            pho = ho;
-            pwo = wo;
-            const long long pix = static_cast<long long>(ho) * p.Wo + wo;
-            s_out[tid] = kCL ? (static_cast<long long>(n) * hw + pix) * p.Co : static_cast<long long>(n) * p.Co * hw + pix;
-          }
-        } else {
-          pn = static_cast<int>(m / hw);
-          const int rem = static_cast<int>(m - pn * hw);
-          pho = rem / p.Wo;
-          pwo = rem % p.Wo;
-          s_out[tid] = kCL ? m * p.Co : (static_cast<long long>(pn) * p.Co * hw + rem);
+          n = static_cast<int>(tile / per_image);
+          const int t = static_cast<int>(tile - static_cast<long long>(n) * per_image);
+          ho = t / p.tiles_w * (BM / p.tile_w) + tid / p.tile_w;
+          wo = t % p.tiles_w * p.tile_w + tid % p.tile_w;
+        } else {  // row order
+          n = static_cast<int>(m / hw);
+          const int rem = static_cast<int>(m - n * hw);
+          ho = rem / p.Wo;
+          wo = rem % p.Wo;
+        }
+        if (ho < p.Ho && wo < p.Wo) {
+          pn = n;
+          pho = ho;
+          pwo = wo;
+          // channel 0's output offset; with ps > 1, the top-left of the pixel's ps x ps cell in
+          // the shuffled (N, Co / ps^2, Ho * ps, Wo * ps) output
+          const int ps = p.ps > 1 ? p.ps : 1;
+          const long long ow = static_cast<long long>(p.Wo) * ps, cr = p.Co / (ps * ps);
+          const long long pix = static_cast<long long>(ho) * ps * ow + static_cast<long long>(wo) * ps;
+          s_out[tid] = kCL ? (static_cast<long long>(n) * hw * ps * ps + pix) * cr
+                           : static_cast<long long>(n) * p.Co * hw + pix;
         }
       }
     }
