@@ -17,6 +17,15 @@ def _layout(t, layout):
     return t.contiguous(memory_format=torch.channels_last) if layout == "channels_last" and t.dim() == 4 else t
 
 
+def _draw_output_padding(rng: random.Random, s, d):
+    """A random output_padding torch accepts: below max(stride, dilation) in each dimension."""
+    return [rng.randint(0, max(s[i], d[i]) - 1) for i in range(len(s))]
+
+
+def _output_nonempty(size, k, s, p, op, d):
+    return min(ops.output_size(size[i], k[i], s[i], p[i], op[i], d[i]) for i in range(len(size))) >= 1
+
+
 def random_case(rng: random.Random, nd: int):
     """Random geometry: checkerboard k % s != 0, output_padding, groups, dilation, odd sizes."""
     while True:
@@ -26,10 +35,9 @@ def random_case(rng: random.Random, nd: int):
         s = [rng.randint(1, 3) for _ in range(nd)]
         d = [rng.choice([1, 1, 2]) for _ in range(nd)]
         p = [rng.randint(0, 2) for _ in range(nd)]
-        op = [rng.randint(0, max(s[i], d[i]) - 1) for i in range(nd)]
+        op = _draw_output_padding(rng, s, d)
         size = [rng.randint(1, 7) for _ in range(nd)]
-        out = [ops.output_size(size[i], k[i], s[i], p[i], op[i], d[i]) for i in range(nd)]
-        if min(out) >= 1:
+        if _output_nonempty(size, k, s, p, op, d):
             return dict(n=rng.randint(1, 3), cin=cin, cout=cout, g=g, k=k, s=s, d=d, p=p, op=op, size=size)
 
 
@@ -262,9 +270,9 @@ def _gather_case(rng: random.Random):
         s = [rng.randint(1, 3), rng.randint(1, 3)]
         d = [rng.choice([1, 1, 2, 3]), rng.choice([1, 2])]
         p = [rng.randint(0, 2), rng.randint(0, 2)]
-        op = [rng.randint(0, max(s[i], d[i]) - 1) for i in range(2)]
+        op = _draw_output_padding(rng, s, d)
         size = [rng.randint(1, 12), rng.randint(1, 12)]
-        if min(ops.output_size(size[i], k[i], s[i], p[i], op[i], d[i]) for i in range(2)) >= 1:
+        if _output_nonempty(size, k, s, p, op, d):
             return dict(n=rng.randint(1, 3), cin=cin, cout=cout, g=g, k=k, s=s, d=d, p=p, op=op, size=size)
 
 
@@ -507,9 +515,8 @@ def test_wide_channels_direct_path(layout):
                  k=[rng.randint(1, 5), rng.randint(1, 5)], s=[rng.randint(1, 3), rng.randint(1, 4)],
                  d=[rng.choice([1, 2]), rng.choice([1, 3])], p=[rng.randint(0, 2), rng.randint(0, 2)],
                  size=[rng.randint(1, 7), rng.randint(20, 40)])
-        c["op"] = [rng.randint(0, max(c["s"][i], c["d"][i]) - 1) for i in range(2)]
-        if min(ops.output_size(c["size"][i], c["k"][i], c["s"][i], c["p"][i], c["op"][i], c["d"][i])
-               for i in range(2)) < 1:
+        c["op"] = _draw_output_padding(rng, c["s"], c["d"])
+        if not _output_nonempty(c["size"], c["k"], c["s"], c["p"], c["op"], c["d"]):
             continue
         x, w, b = make(c, 2, torch.float32, "cpu", bias=rng.random() < 0.5)
         y, y_ref, grads, grads_ref = run_both(RF.conv_transpose2d, F.conv_transpose2d, _layout(x, layout), w, b, c)
@@ -533,9 +540,8 @@ def test_wide_input_channels_direct_wgrad(layout):
                      k=[rng.randint(1, 5), rng.randint(1, 5)], s=[rng.randint(1, 3), rng.randint(1, 4)],
                      d=[rng.choice([1, 2]), rng.choice([1, 3])], p=[rng.randint(0, 2), rng.randint(0, 2)],
                      size=[rng.randint(1, 9), rng.randint(10, 40)])
-            c["op"] = [rng.randint(0, max(c["s"][i], c["d"][i]) - 1) for i in range(2)]
-            if min(ops.output_size(c["size"][i], c["k"][i], c["s"][i], c["p"][i], c["op"][i], c["d"][i])
-                   for i in range(2)) < 1:
+            c["op"] = _draw_output_padding(rng, c["s"], c["d"])
+            if not _output_nonempty(c["size"], c["k"], c["s"], c["p"], c["op"], c["d"]):
                 continue
             x, w, _ = make(c, 2, torch.float64, "cpu", bias=False)
             y = F.conv_transpose2d(x, w, None, c["s"], c["p"], c["op"], c["g"], c["d"])
