@@ -29,12 +29,10 @@ template <> struct NativeOf<at::BFloat16> { using type = __nv_bfloat16; };
 template <typename T> struct WmmaTypes {  // bf16 / fp16: m16n16k16
   using Frag = T;
   static constexpr int FK = 16;
-  static constexpr bool kTf32 = false;
 };
 template <> struct WmmaTypes<float> {  // tf32: m16n16k8 on fp32 values (rounded with __float_to_tf32)
   using Frag = nvcuda::wmma::precision::tf32;
   static constexpr int FK = 8;
-  static constexpr bool kTf32 = true;
 };
 #endif
 
