@@ -5,6 +5,9 @@
 #   scripts/gpu_check.sh [OUTDIR]        (default: $OUT, else ./gpu-out)
 #   GPU_CHECK_STEPS="tests bench"        run a subset (the build always runs): tests memcheck racecheck bench
 #                                        (a device call is capped at 10 minutes; split the run if needed)
+#   GPU_CHECK_PREBUILT=1                 use an rnnkern/_C*.so carried in (built elsewhere against the
+#                                        same torch) when it imports with CUDA kernels; else build here
+# tests, memcheck and racecheck run side by side (they only check correctness); bench runs alone.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-${OUT:-./gpu-out}}
@@ -13,21 +16,27 @@ PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$($PY -c "import torch; print('.'.join(map(str, torch.cuda.get_device_capability())))")}
-declare -A status
 want() { [[ " ${GPU_CHECK_STEPS:-tests memcheck racecheck bench} " == *" $1 "* ]]; }
 
-step() {  # step NAME LOGFILE CMD...
-  local name=$1 log=$2; shift 2
+step() {  # step NAME CMD...   (log: OUTDIR/NAME.log, status line: OUTDIR/NAME.status)
+  local name=$1; shift
   local t0=$(date +%s)
-  echo "=== $name: $*" | tee "$OUTDIR/$log"
-  "$@" >> "$OUTDIR/$log" 2>&1
+  echo "=== $name: $*" > "$OUTDIR/$name.log"
+  "$@" >> "$OUTDIR/$name.log" 2>&1
   local rc=$?
-  status[$name]="rc=$rc $(( $(date +%s) - t0 ))s"
-  tail -n 15 "$OUTDIR/$log"
+  echo "rc=$rc $(( $(date +%s) - t0 ))s" > "$OUTDIR/$name.status"
+  echo "=== $name: rc=$rc"; tail -n 12 "$OUTDIR/$name.log"
   return $rc
 }
 
-step build build.log env FORCE_CUDA=1 $PY setup.py build_ext --inplace || { echo "build failed"; exit 1; }
+has_cuda_kernels() {  # the carried build imports here, has CUDA kernels and was built against this torch
+  $PY -c "import rnnkern, sys, torch; i = rnnkern.info()
+sys.exit(0 if i['cuda_kernels_compiled'] and i['built_with_torch'] == torch.__version__ else 1)"; }
+if [ "${GPU_CHECK_PREBUILT:-0}" = 1 ] && has_cuda_kernels; then
+  echo "using the carried rnnkern/_C build" | tee "$OUTDIR/build.log"; echo "prebuilt" > "$OUTDIR/build.status"
+else
+  step build env FORCE_CUDA=1 $PY setup.py build_ext --inplace || { echo "build failed"; exit 1; }
+fi
 $PY -m rnnkern.cli info --json > "$OUTDIR/info.json" 2>&1
 # timeouts: a wrong co-residency assumption in a grid-synchronised kernel would hang, not fail
 # (-k: SIGKILL if a process stuck in a CUDA call ignores the TERM)
@@ -36,21 +45,27 @@ TO="timeout -k 10"
 # GPU_CHECK_PYTEST_ARGS="" runs the whole suite. A per-test limit (thread method: it works while
 # the main thread is stuck in a CUDA call) dumps the stacks of a hung test into the log.
 PYTEST_ARGS=${GPU_CHECK_PYTEST_ARGS--m cuda}
-$PY -c "import pytest_timeout" 2>/dev/null && PYTEST_ARGS="$PYTEST_ARGS --timeout 240 --timeout-method thread"
-want tests && step tests tests.log $TO 420 $PY -m pytest -q -p no:cacheprovider $PYTEST_ARGS tests --junitxml="$OUTDIR/junit.xml"
-SAN=$(command -v compute-sanitizer || ls "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer" 2>/dev/null || true)
+$PY -c "import pytest_timeout" 2>/dev/null && PYTEST_ARGS="$PYTEST_ARGS --timeout ${GPU_CHECK_TEST_TIMEOUT:-240} --timeout-method thread"
+# xdist workers share the one GPU: the suite is many small launches, so this is mostly host time
+$PY -c "import xdist" 2>/dev/null && PYTEST_ARGS="$PYTEST_ARGS -n ${GPU_CHECK_WORKERS:-6}"
+want tests && step tests $TO ${GPU_CHECK_TESTS_TIMEOUT:-420} $PY -m pytest -v -rfE -p no:cacheprovider $PYTEST_ARGS tests --junitxml="$OUTDIR/junit.xml" &
+SAN=$(command -v compute-sanitizer || ls "${CUDA_HOME:-/usr/local/cuda}"/bin/compute-sanitizer \
+      /usr/local/cuda*/bin/compute-sanitizer /opt/nvidia/*/compute-sanitizer 2>/dev/null | head -n 1)
 if [ -n "$SAN" ]; then
   # instrument rnnkern's own kernels only (torch's and cuBLAS's are not ours to check, and
   # instrumenting them all is slow), where this compute-sanitizer has the filter
   SAN_ARGS="--error-exitcode 3"
   [[ $("$SAN" --help 2>&1) == *--kernel-name* ]] && SAN_ARGS="$SAN_ARGS --kernel-name kns=rnnkern"
-  want memcheck && step memcheck memcheck.log $TO 300 "$SAN" --tool memcheck $SAN_ARGS $PY scripts/sanitize_driver.py
-  want racecheck && step racecheck racecheck.log $TO 300 "$SAN" --tool racecheck $SAN_ARGS $PY scripts/sanitize_driver.py
+  SAN_TO=${GPU_CHECK_SANITIZER_TIMEOUT:-300}
+  want memcheck && step memcheck $TO $SAN_TO "$SAN" --tool memcheck $SAN_ARGS $PY scripts/sanitize_driver.py &
+  want racecheck && step racecheck $TO $SAN_TO "$SAN" --tool racecheck $SAN_ARGS $PY scripts/sanitize_driver.py &
 else
-  status[memcheck]="compute-sanitizer not found"
+  echo "compute-sanitizer not found" > "$OUTDIR/memcheck.status"
 fi
-want bench && step bench bench.log $TO 300 $PY -m rnnkern.cli bench --device cuda --json "$OUTDIR/bench.json" --plot "$OUTDIR/bench.png"
+wait
+want bench && step bench $TO ${GPU_CHECK_BENCH_TIMEOUT:-300} $PY -m rnnkern.cli bench --device cuda --json "$OUTDIR/bench.json" --plot "$OUTDIR/bench.png"
 
 echo
 echo "== gpu_check summary ($($PY -c 'import torch; print(torch.cuda.get_device_name(0), torch.__version__)'))"
-for k in build tests memcheck racecheck bench; do printf '%-10s %s\n' "$k" "${status[$k]:-skipped}"; done | tee "$OUTDIR/summary.txt"
+for k in build tests memcheck racecheck bench; do
+  printf '%-10s %s\n' "$k" "$(cat "$OUTDIR/$k.status" 2>/dev/null || echo skipped)"; done | tee "$OUTDIR/summary.txt"
