@@ -20,11 +20,11 @@ GPU_CASES = [
 ]
 CPU_CASES = [(torch.float32, 8, 256, 256), (torch.float32, 16, 512, 256)]
 # GPU forward rows re-run under forced settings (csrc/cuda/rnn.cu), to measure each choice against
-# the default: the FMA kernel's step barrier (default: one cluster where W_hh fits one, i.e.
-# H <= 256 on sm_90, else grid.sync) and the arithmetic (default: tensor cores at B >= 16 in
+# the default: the FMA kernel's step barrier (default grid.sync; one cluster where W_hh fits
+# one, i.e. H <= 256 on sm_90, when forced) and the arithmetic (default: tensor cores at B >= 16 in
 # bf16/fp16 and in fp32 when cudnn.allow_tf32, as here; the FMA kernel below that)
 ENV_CASES = {
-    (torch.float32, 8, 256, 256): [{"RNNKERN_RNN_BARRIER": "grid"}, {"RNNKERN_RNN_BARRIER": "flag"},
+    (torch.float32, 8, 256, 256): [{"RNNKERN_RNN_BARRIER": "cluster"}, {"RNNKERN_RNN_BARRIER": "flag"},
                                    {"RNNKERN_RNN_MATH": "mma"}],
     (torch.float32, 8, 1024, 256): [{"RNNKERN_RNN_BARRIER": "flag"}, {"RNNKERN_RNN_MATH": "mma"}],
     (torch.float32, 64, 1024, 256): [{"RNNKERN_RNN_MATH": "fma"}],

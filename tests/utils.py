@@ -26,8 +26,8 @@ TOL_TF32 = 5e-3
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """||out - ref|| / ||ref||, computed in fp64."""
-    ref = ref.double()
+    """||out - ref|| / ||ref||, computed in fp64 on out's device (the reference may live elsewhere)."""
+    ref = ref.detach().double().to(out.device)
     den = ref.norm().item()
     num = (out.double() - ref).norm().item()
     return num / den if den > 0 else num

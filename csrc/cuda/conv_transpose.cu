@@ -1,6 +1,9 @@
 // Transposed 2-D convolution on CUDA.
 //
-// Forward: every case except the pixel shuffle (kShuffle below) runs on the convolution engine's
+// Forward: k = J * s without padding (the FCN upsamplers, and k == s like the U-Net's 2x2/2) is a
+// stride-1 convolution with C_out * s^2 channels whose epilogue stores the pixel shuffle
+// (subpixel_forward below); with fewer than 8 input channels per group, k == s takes the SIMT
+// kernel's one-GEMM pixel shuffle (kShuffle below); everything else runs on the convolution engine's
 // implicit-GEMM gather kernel (csrc/cuda/conv.cu, conv_transpose2d_forward_gather_cuda): the
 // transposed conv is conv2d's grad_input with x as grad_output and the weight as it is, and that
 // kernel enumerates the output pixels phase-major (blockIdx.z = (group, stride phase)) and visits
@@ -27,7 +30,8 @@
 //            M = N*OHp*OWp (phase pixels), N = C_out/G, K = C_in/G * taps. No inserted zero is
 //            ever multiplied, every output element is written once (bias fused), phases land
 //            interleaved in the output. blockIdx.z = (group, phase).
-//  kShuffle  k == s, p == 0, d == 1, output_padding == 0 (U-Net's 2x2/2): every input pixel owns
+//  kShuffle  k == s, p == 0, d == 1, output_padding == 0, < 8 input channels per group or unequal
+//            strides (the wider ones take subpixel_forward's tensor cores): every input pixel owns
 //            one disjoint kH x kW output patch, so the whole op is ONE GEMM
 //            [N*H*W, C_in/G] x [C_in/G, C_out/G*kH*kW] whose epilogue writes the pixel shuffle.
 //  kDgrad    grad_input is an ordinary strided conv of grad_output:
@@ -573,11 +577,15 @@ void check_device(const char* op, const at::Tensor& ref, const char* name, const
 // so it runs as conv2d on the engine with dense tiles (N = C_out * s^2 = 21504 for the FCN-32s
 // head) where the phase-major mapping gives each of the s^2 phases a sliver of a tile (N = 21)
 // and stores every element s apart; its epilogue stores each channel at its shuffled position.
+// k == s (J = 1, the U-Net's k2 s2) is the same with a 1x1 kernel: one GEMM on the engine's
+// tensor cores instead of the SIMT shuffle kernel (on an H200, bf16 CL 1024->512 at 32x32: the
+// SIMT kernel ran 3.0 ms against cuDNN's 0.08).
 bool subpixel_forward(const ConvT2dGeometry& g) {
   // >= 8 input channels per group: narrower groups run conv.cu's direct kernel, which has no
   // shuffled epilogue (the depthwise bilinear upsampler stays on the phase path)
-  return g.sH == g.sW && g.sH >= 4 && g.kH % g.sH == 0 && g.kW % g.sW == 0 && (g.kH > g.sH || g.kW > g.sW) &&
-         g.pH == 0 && g.pW == 0 && g.dH == 1 && g.dW == 1 && g.opH == 0 && g.opW == 0 && g.cin_g() >= 8;
+  const bool one_tap = g.kH == g.sH && g.kW == g.sW;
+  return g.sH == g.sW && (g.sH >= 4 || one_tap) && g.kH % g.sH == 0 && g.kW % g.sW == 0 && g.pH == 0 &&
+         g.pW == 0 && g.dH == 1 && g.dW == 1 && g.opH == 0 && g.opW == 0 && g.cin_g() >= 8;
 }
 
 void subpixel_forward_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
@@ -627,12 +635,12 @@ at::Tensor conv_transpose2d_forward_cuda(const at::Tensor& input, const at::Tens
   p.out = output.data_ptr();
   const bool shuffle = g.kH == g.sH && g.kW == g.sW && g.pH == 0 && g.pW == 0 && g.dH == 1 && g.dW == 1 &&
                        g.opH == 0 && g.opW == 0;
+  if (!simt_requested() && subpixel_forward(g)) {
+    subpixel_forward_cuda(input, weight, bias, g, output);
+    return output;
+  }
   if (!shuffle && !simt_requested()) {
-    if (subpixel_forward(g)) {
-      subpixel_forward_cuda(input, weight, bias, g, output);
-    } else {
-      conv_transpose2d_forward_gather_cuda(input, weight, bias, g, output);
-    }
+    conv_transpose2d_forward_gather_cuda(input, weight, bias, g, output);
     return output;
   }
   int64_t rows, grid_z;
@@ -641,6 +649,7 @@ at::Tensor conv_transpose2d_forward_cuda(const at::Tensor& input, const at::Tens
     p.M = g.N * g.H * g.W;
     p.Nn = g.cout_g() * g.kH * g.kW;
     p.K = g.cin_g();
+    p.k_chunk = p.K;   // one split: block_view reads K range [0, k_chunk)
     p.a_m_fast = !cl;  // NCHW: pixels contiguous; channels_last: channels contiguous
     p.b_n_fast = true;
     rows = p.M;

@@ -14,8 +14,8 @@
 //   are zeroed; their dz rows then contribute nothing to the next step, so no other special
 //   case is needed.
 // * Persistent on tensor cores (bf16/fp16, and fp32 as tf32 when torch.backends.cudnn.allow_tf32,
-//   the flag that governs the cuDNN RNN this replaces; sm_90, B >= 16 by default): at large B the
-//   kernel above is bound by every CTA re-reading all of h_{t-1} from L2 and by FMA issue. Here
+//   the flag that governs the cuDNN RNN this replaces; sm_90, B >= 16, or B >= 8 at H >= 512, by
+//   default): at large B the kernel above is bound by every CTA re-reading all of h_{t-1} from L2 and by FMA issue. Here
 //   W_hh is split along k as well: a cluster of 8 CTAs owns `units` rows, CTA j of it holds those
 //   rows x the j-th eighth of the columns, reads only that eighth of h_{t-1}, multiplies on WMMA
 //   tiles, and the 8 partial sums of each output are added through distributed shared memory in
@@ -27,15 +27,16 @@
 // for fp32 under the same cudnn.allow_tf32 flag (Tf32Gemm below), in true fp32 otherwise.
 //
 // Step barriers (measured on an H200 for 132 CTAs: grid.sync 0.98 us, flag barrier 0.92 us): a
-// whole-grid barrier floors a step near 1 us, so when W_hh's rows fit one thread-block cluster
-// (<= 16 CTAs on sm_90, i.e. H <= 256 at 16 rows per CTA) the launch is one cluster and steps
-// end with the cluster's hardware barrier; otherwise cooperative groups' grid.sync, or a flag
-// barrier (one arrival counter, monotonically increasing, so it never needs resetting).
+// whole-grid barrier costs about a microsecond a step. Steps end with cooperative groups'
+// grid.sync, a flag barrier (one arrival counter, monotonically increasing, so it never needs
+// resetting) or, where W_hh's rows fit one thread-block cluster (<= 16 CTAs on sm_90, i.e.
+// H <= 256 at 16 rows per CTA), the cluster's hardware barrier. grid.sync is the default: on an
+// H200 the cluster's cheaper barrier did not pay for its 8x rows per CTA (bench/NOTES.md).
 //
 // Set RNNKERN_RNN_PATH=general|persistent to force a path (persistent falls back when it does
 // not fit), RNNKERN_RNN_MATH=fma|mma to force the persistent kernel's arithmetic (mma only where
-// the dtype and flags allow tensor cores), RNNKERN_RNN_BARRIER=grid|flag to force the FMA
-// kernel's barrier, RNNKERN_DEBUG=1 to log the choice.
+// the dtype and flags allow tensor cores), RNNKERN_RNN_BARRIER=grid|flag|cluster to force the
+// FMA kernel's barrier, RNNKERN_DEBUG=1 to log the choice.
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/Exceptions.h>
@@ -238,7 +239,12 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_kernel(Pers
 // ---- the tensor-core persistent kernel -----------------------------------------------------------
 
 constexpr int kMmaClusterCtas = 8;      // the k-split: portable cluster size, each CTA 1/8 of W's columns
-constexpr int64_t kMmaMinBatch = 16;    // below one 16-row tile the FMA kernel wastes nothing and needs no reduction
+// Tensor cores from one full 16-row tile, or from 8 rows where H >= 512: below that the FMA
+// kernel wastes nothing and needs no reduction. On an H200 at B8 the tensor-core kernel ran
+// 1.53 ms against 1.87 (fp32 as TF32, H1024) and 1.30 against 1.52 (bf16, H512), but 1.11
+// against 0.98 at H256 (bench/NOTES.md).
+constexpr int64_t kMmaMinBatch = 16;
+constexpr int64_t kMmaMinBatchLargeH = 8, kMmaLargeH = 512;
 constexpr int64_t kMmaOneClusterMaxH = 256;  // one cluster (no grid barrier) up to this H
 
 // PersistentParams (its `rows` unused) plus the tensor-core kernel's partition of W.
@@ -376,6 +382,10 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
     if constexpr (kOneCluster) cluster.sync();
     else step_barrier<StepBarrier::kFlag>(p.arrivals, static_cast<unsigned int>(s + 1) * gridDim.x);
   }
+  // No CTA may exit while a cluster peer can still read its shared memory. The last flag barrier
+  // already orders every read before every exit, but through global memory, which the
+  // distributed-shared-memory rules (and compute-sanitizer's racecheck) do not count.
+  if constexpr (!kOneCluster) cluster.sync();
 #else
   __trap();  // launched only from sm_90 code (launch_mma checks the binary's version)
 #endif
@@ -405,15 +415,16 @@ const char* barrier_name(StepBarrier b) {
   return b == StepBarrier::kCluster ? "cluster" : b == StepBarrier::kFlag ? "flag" : "grid";
 }
 
-// One cluster when the device has clusters and W_hh's rows fit one (kMaxRows rows on each of at
-// most kMaxClusterCtas CTAs); otherwise grid.sync. RNNKERN_RNN_BARRIER=grid|flag forces a
-// whole-grid barrier (to measure the two against each other and against the cluster).
+// grid.sync over every SM by default. One cluster (RNNKERN_RNN_BARRIER=cluster, where the
+// device has clusters and W_hh's rows fit kMaxRows on each of kMaxClusterCtas CTAs) waits less
+// per step but gives each CTA 8x the rows: on an H200 at B8 H256 it ran 1.27 ms against grid's
+// 0.98 (bench/NOTES.md). RNNKERN_RNN_BARRIER=flag forces the flag barrier.
 StepBarrier choose_barrier(int64_t H, const cudaDeviceProp& prop) {
   const char* forced = std::getenv("RNNKERN_RNN_BARRIER");
-  if (forced != nullptr && std::strcmp(forced, "grid") == 0) return StepBarrier::kGrid;
   if (forced != nullptr && std::strcmp(forced, "flag") == 0) return StepBarrier::kFlag;
   const bool cluster_fits = prop.major >= 9 && H <= int64_t{kMaxClusterCtas} * kMaxRows;
-  return cluster_fits ? StepBarrier::kCluster : StepBarrier::kGrid;
+  if (forced != nullptr && std::strcmp(forced, "cluster") == 0 && cluster_fits) return StepBarrier::kCluster;
+  return StepBarrier::kGrid;
 }
 
 // W_hh over at most `most` clusters: `units` rows each (a multiple of 16), and each CTA of a
@@ -451,8 +462,8 @@ MmaConfig choose_mma(at::ScalarType dtype, int64_t B, int64_t H, const cudaDevic
     m.why = "fp32 with TF32 off";
   } else if (prop.major < 9) {
     m.why = "needs sm_90 clusters";
-  } else if (B < kMmaMinBatch && !force_mma) {
-    m.why = "batch < 16";
+  } else if (!force_mma && B < (H >= kMmaLargeH ? kMmaMinBatchLargeH : kMmaMinBatch)) {
+    m.why = H >= kMmaLargeH ? "batch < 8" : "batch < 16 at H < 512";
   } else {
     // one cluster for small H (no grid barrier); else as many as the SMs hold, which the flag
     // barrier across clusters needs co-resident (a cooperative launch)

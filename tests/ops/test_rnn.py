@@ -503,6 +503,24 @@ def _run_with_env(monkeypatch, tensors, lengths, relu, g, gh, **env):
     return [out, hn, *grads]
 
 
+# ReLU's derivative jumps at 0: in low precision (bf16, fp16, TF32) a pre-activation within rounding
+# of 0 can take the other branch, an O(1) change of that element's gradient, and the relative norm
+# error then grows as the square root of the fraction of elements flipped (seen on an H200: 0.02 to
+# 0.07 where tanh gives 1e-3). Forward outputs stay continuous; ReLU gradients in low precision get
+# this allowance on top of the rule (the general path flips other elements than the kernel does).
+# True fp32 flips too once there are millions of pre-activations: at T64 B64 H1024 (4M of them,
+# about 1.6e-6 of which lie within fp32 rounding of 0) dx was off by 4.4e-4 on an H200.
+RELU_GRAD_SLACK, RELU_GRAD_SLACK_FP32 = 0.05, 5e-3
+
+
+def _slack(relu, dtype, i, tf32=False):
+    """Extra tolerance for result i of _run_with_env (0 out, 1 h_n, 2.. gradients); fp32 that ran
+    as TF32 counts as low precision."""
+    if not relu or i < 2 or dtype == torch.float64:
+        return 0.0
+    return RELU_GRAD_SLACK_FP32 if dtype == torch.float32 and not tf32 else RELU_GRAD_SLACK
+
+
 def _assert_ran_persistent(err, H):
     """A forced persistent run falls back to the general path when it does not fit, silently but
     for the RNNKERN_DEBUG log; where choose_rnn_path's rule (at most 16 rows of W_hh per CTA, one
@@ -516,9 +534,10 @@ def _assert_ran_persistent(err, H):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("T,B,H", [(37, 5, 300), (64, 64, 1024), (16, 1, 2048), (8, 3, 7)])
 @pytest.mark.parametrize("relu", [False, True])
-def test_persistent_matches_general_and_fp64(monkeypatch, capfd, dtype, T, B, H, relu):
+def test_persistent_matches_general_and_fp64(strict_fp32, monkeypatch, capfd, dtype, T, B, H, relu):
     """The FMA kernel (true fp32; bf16/fp16 with fp32 accumulation) against the general path
-    and fp64; the tensor-core kernel has its own tests below."""
+    and fp64; the tensor-core kernel has its own tests below. TF32 off: with it on, the GEMMs
+    around the recurrence would be TF32 (cuDNN's rule) and fp32 could not be held to 1e-5."""
     monkeypatch.setenv("RNNKERN_DEBUG", "1")
     monkeypatch.setenv("RNNKERN_RNN_MATH", "fma")
     args = _cuda_args(T, B, H)
@@ -535,11 +554,12 @@ def test_persistent_matches_general_and_fp64(monkeypatch, capfd, dtype, T, B, H,
     _assert_ran_persistent(capfd.readouterr().err, H)
     gen = run(low, "general")
     tol = 1e-5 if dtype == torch.float32 else 5e-2
-    for p, p2, q, r in zip(pers, pers2, gen, ref):
+    for i, (p, p2, q, r) in enumerate(zip(pers, pers2, gen, ref)):
+        slack = _slack(relu, dtype, i)
         assert torch.equal(p, p2)  # bitwise repeatable
-        assert rel_err(p, r) < tol
+        assert rel_err(p, r) < tol + slack, i
         # never more than 2x the general (cuBLAS) path's error, plus a floor for exact cases
-        assert rel_err(p, r) <= 2 * rel_err(q, r) + (1e-6 if dtype == torch.float32 else 1e-3)
+        assert rel_err(p, r) <= 2 * rel_err(q, r) + (1e-6 if dtype == torch.float32 else 1e-3) + slack, i
 
 
 @pytest.mark.cuda
@@ -576,8 +596,9 @@ def test_persistent_variable_lengths(monkeypatch, capfd, dtype):
 @pytest.mark.parametrize("H", [7, 256, 300, 1024])
 @pytest.mark.parametrize("with_lengths", [False, True])
 def test_persistent_barriers_bitwise_equal(monkeypatch, capfd, dtype, H, with_lengths):
-    """grid.sync, the flag barrier and (sm_90, H <= 256) the one-cluster launch only change how
-    CTAs wait: each output is still one warp's fixed-order sum, so all three give the same bits.
+    """grid.sync (the default), the flag barrier and (RNNKERN_RNN_BARRIER=cluster, sm_90, H <= 256)
+    the one-cluster launch only change how CTAs wait: each output is still one warp's fixed-order
+    sum, so all of them give the same bits.
     The log must name the barrier that ran."""
     T, B = 19, 5
     lengths = torch.tensor([19, 19, 11, 4, 0]) if with_lengths else None
@@ -585,16 +606,16 @@ def test_persistent_barriers_bitwise_equal(monkeypatch, capfd, dtype, H, with_le
     g, gh = torch.randn(T, B, H, device="cuda"), torch.randn(B, H, device="cuda")
     monkeypatch.setenv("RNNKERN_DEBUG", "1")
     runs = {}
-    for barrier in ["grid", "flag", "auto"]:
+    for barrier in ["grid", "flag", "cluster", "auto"]:
         capfd.readouterr()
         runs[barrier] = _run_with_env(monkeypatch, args, lengths, False, g, gh, RNNKERN_RNN_PATH="persistent",
                                       RNNKERN_RNN_MATH="fma", RNNKERN_RNN_BARRIER=barrier)
         err = capfd.readouterr().err
         cluster = torch.cuda.get_device_capability()[0] >= 9 and H <= 256
-        expected = {"grid": "grid", "flag": "flag", "auto": "cluster" if cluster else "grid"}[barrier]
+        expected = {"grid": "grid", "flag": "flag", "cluster": "cluster" if cluster else "grid", "auto": "grid"}[barrier]
         assert f"-> persistent path (fits, barrier {expected}," in err and "general path" not in err, err
-    for a, b, c in zip(runs["grid"], runs["flag"], runs["auto"]):
-        assert torch.equal(a, b) and torch.equal(a, c)
+    for a, b, c, d in zip(runs["grid"], runs["flag"], runs["cluster"], runs["auto"]):
+        assert torch.equal(a, b) and torch.equal(a, c) and torch.equal(a, d)
 
 
 @pytest.mark.cuda
@@ -714,12 +735,13 @@ def test_persistent_tensor_cores(monkeypatch, capfd, dtype, T, B, H, relu, with_
     if lengths is not None:
         for b, n in enumerate(lengths.tolist()):
             assert torch.equal(runs[0][0][n:, b], torch.zeros_like(runs[0][0][n:, b]))
-    for p, p2, q, r in zip(*runs, gen, ref):
+    for i, (p, p2, q, r) in enumerate(zip(*runs, gen, ref)):
+        slack = _slack(relu, dtype, i, tf32=True)
         assert torch.equal(p, p2)  # bitwise repeatable
         if dtype == torch.float32:
-            assert rel_err(p, r) < TOL_TF32
+            assert rel_err(p, r) < TOL_TF32 + slack, i
         else:
-            assert rel_err(p, r) <= 2 * rel_err(q, r) + 1e-3
+            assert rel_err(p, r) <= 2 * rel_err(q, r) + 1e-3 + slack, i
 
 
 @pytest.mark.cuda
