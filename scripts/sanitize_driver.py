@@ -55,8 +55,8 @@ def rnn(dev):
             for lengths in (None, torch.tensor([3, 2, 2, 1, 0])):
                 out, hn = rnn_forward(*args, lengths, False)
                 (out.float().sum() + hn.float().sum()).backward()
-    # every step barrier: grid.sync, the flag barrier, one cluster (sm_90, H <= 256: the default there)
-    for barrier in ("grid", "flag", "auto"):
+    # every step barrier: grid.sync (the default), the flag barrier, one cluster (sm_90, H <= 256)
+    for barrier in ("grid", "flag", "cluster"):
         os.environ["RNNKERN_RNN_BARRIER"] = barrier
         for H in (33, 256):
             args = [a.to(dev).requires_grad_() for a in (torch.randn(4, 3, 5), torch.randn(3, H), torch.randn(H, 5),
@@ -77,6 +77,14 @@ def rnn(dev):
                 out, hn = rnn_forward(*args, lengths, False)
                 (out.float().sum() + hn.float().sum()).backward()
     os.environ.pop("RNNKERN_RNN_MATH")
+    # B > 64: the general path's raw steps (one cuBLAS product + one kernel each), lengths with
+    # runs of equal row counts and a zero, stride-0 upstream gradients
+    for dtype in (torch.float32, torch.bfloat16):
+        args = [a.to(dev, dtype).requires_grad_() for a in (torch.randn(5, 67, 6), torch.randn(67, 33),
+                                                            torch.randn(33, 6), torch.randn(33, 33) / 33 ** 0.5,
+                                                            torch.randn(33), torch.randn(33))]
+        out, hn = rnn_forward(*args, torch.tensor([5] * 20 + [3] * 30 + [1] * 16 + [0]), True)
+        (out.float().sum() + hn.float().sum()).backward()
 
 
 def conv(dev):

@@ -825,6 +825,118 @@ auto with_rnn_gemm(at::ScalarType dtype, Fn&& fn) {
   return fn(AtenGemm{});
 }
 
+// ---- the general path's recurrence on raw pointers ---------------------------------------------
+// Where no persistent kernel runs (B > 64, W_hh too large for the grid), each step is one cuBLAS
+// product and one elementwise kernel. Through ATen (AtenRecurrence: tensor views, the dispatcher,
+// addmm_ and tanh_) a step cost more host time than GPU time: on an H200, fp32 B256 H1024 took
+// 22-36 us a step, moving with the host (5.6 and 9.2 ms on two calls), against cuDNN's 20. Here a
+// step is one cublasGemmEx and one launch on raw pointers. fp64 keeps AtenRecurrence.
+
+template <typename scalar_t>
+struct CudaTypeOf;
+template <>
+struct CudaTypeOf<float> {
+  static constexpr cudaDataType_t value = CUDA_R_32F;
+};
+template <>
+struct CudaTypeOf<c10::Half> {
+  static constexpr cudaDataType_t value = CUDA_R_16F;
+};
+template <>
+struct CudaTypeOf<c10::BFloat16> {
+  static constexpr cudaDataType_t value = CUDA_R_16BF;
+};
+
+// y[i] <- step_epilogue(y[i], h[i]) in place: act(y) forward, y * act'(h) backward.
+template <typename scalar_t>
+__global__ void rnn_step_epilogue_kernel(scalar_t* __restrict__ y, const scalar_t* __restrict__ h, int64_t n,
+                                         bool relu, bool backward) {
+  using acc_t = at::opmath_type<scalar_t>;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    const acc_t hv = backward ? static_cast<acc_t>(h[i]) : acc_t(0);
+    y[i] = static_cast<scalar_t>(step_epilogue(static_cast<acc_t>(y[i]), hv, relu, backward));
+  }
+}
+
+// AtenRecurrence's contract (csrc/rnn_driver.h) for contiguous (T, B, H) buffers.
+template <typename scalar_t>
+struct CudaRecurrence {
+  at::Tensor h0, w_hh;  // contiguous
+  bool relu;
+  cublasComputeType_t compute;
+
+  CudaRecurrence(const at::Tensor& h0_, const at::Tensor& w_hh_, bool relu_, bool tf32)
+      : h0(h0_.contiguous()), w_hh(w_hh_.contiguous()), relu(relu_),
+        compute(tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F) {}
+
+  // C (rows x H, row-major) = A (rows x H) op(W) + beta C, op(W) = W^T (forward) or W (backward).
+  // Column-major, C^T = op'(W) A^T, and W's row-major storage reads as W^T column-major.
+  void gemm(scalar_t* C, const scalar_t* A, bool forward, float beta, int64_t rows) const {
+    const int H = static_cast<int>(w_hh.size(0));
+    const float alpha = 1.f;
+    constexpr cudaDataType_t type = CudaTypeOf<scalar_t>::value;
+    TORCH_CUDABLAS_CHECK(cublasGemmEx(at::cuda::getCurrentCUDABlasHandle(), forward ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                      CUBLAS_OP_N, H, static_cast<int>(rows), H, &alpha, w_hh.const_data_ptr<scalar_t>(),
+                                      type, H, A, type, H, &beta, C, type, H, compute, CUBLAS_GEMM_DEFAULT));
+  }
+
+  void epilogue(scalar_t* y, const scalar_t* h, int64_t n, bool backward) const {
+    constexpr int kThreads = 256;
+    const int64_t most = int64_t{at::cuda::getCurrentDeviceProperties()->multiProcessorCount} * 8;
+    const auto blocks = static_cast<unsigned int>(std::min((n + kThreads - 1) / kThreads, most));
+    rnn_step_epilogue_kernel<scalar_t><<<blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(y, h, n, relu,
+                                                                                                    backward);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+
+  void forward(at::Tensor& out, int64_t t0, int64_t t1, int64_t rows) const {
+    const int64_t H = out.size(2), step = out.size(1) * H;
+    if (H == 0) return;
+    scalar_t* base = out.data_ptr<scalar_t>();
+    for (int64_t t = t0; t < t1; ++t) {
+      scalar_t* y = base + t * step;  // holds the step's input projection on entry
+      gemm(y, t == 0 ? h0.const_data_ptr<scalar_t>() : base + (t - 1) * step, true, 1.f, rows);
+      epilogue(y, nullptr, rows * H, false);
+    }
+  }
+
+  void backward(at::Tensor& dz, const at::Tensor& grad_out, const at::Tensor& out, int64_t t0, int64_t t1,
+                int64_t rows) const {
+    const int64_t H = dz.size(2), step = dz.size(1) * H;
+    if (H == 0) return;
+    const at::Tensor g = grad_out.contiguous(), o = out.contiguous();
+    scalar_t* d = dz.data_ptr<scalar_t>();
+    // grad_out[t, :rows] for the whole run in one strided copy; each product then adds onto it
+    // (beta = 1: one rounding, as AtenRecurrence's addmm)
+    const size_t pitch = step * sizeof(scalar_t);
+    C10_CUDA_CHECK(cudaMemcpy2DAsync(d + t0 * step, pitch, g.const_data_ptr<scalar_t>() + t0 * step, pitch,
+                                     rows * H * sizeof(scalar_t), t1 - t0, cudaMemcpyDeviceToDevice,
+                                     at::cuda::getCurrentCUDAStream()));
+    for (int64_t t = t1 - 1; t >= t0; --t) {
+      gemm(d + t * step, d + (t + 1) * step, false, 1.f, rows);
+      epilogue(d + t * step, o.const_data_ptr<scalar_t>() + t * step, rows * H, true);
+    }
+  }
+};
+
+// fn(step) with CudaRecurrence for fp32 / fp16 / bf16 (TF32 exactly when gemm is Tf32Gemm),
+// AtenRecurrence for fp64.
+template <typename Gemm, typename Fn>
+auto with_recurrence(const at::Tensor& h0, const at::Tensor& w_hh, bool relu, const Gemm& gemm, Fn&& fn) {
+  if (h0.scalar_type() == at::kDouble) {
+    AtenRecurrence<Gemm> step{h0, w_hh, relu, gemm};
+    return fn(step);
+  }
+  using Result = decltype(fn(std::declval<CudaRecurrence<float>&>()));
+  Result result;
+  dispatch_persistent_dtype(h0.scalar_type(), [&](auto zero) {
+    using scalar_t = decltype(zero);
+    CudaRecurrence<scalar_t> step(h0, w_hh, relu, std::is_same_v<Gemm, Tf32Gemm>);
+    result = fn(step);
+  });
+  return result;
+}
+
 // bs[t] on the device, or undefined when every sequence runs all T steps. Staged in pinned memory
 // so the copy is asynchronous (the caching host allocator keeps the block until the copy is done).
 at::Tensor live_rows(const std::vector<int64_t>& bs, int64_t B, const at::Tensor& like) {
@@ -861,7 +973,9 @@ std::tuple<at::Tensor, at::Tensor> rnn_forward_cuda(const at::Tensor& input, con
         if (launched) return {out, rnn_last_state(out, h0, lengths)};
       }
     }
-    return rnn_forward_general(input, hx, w_ih, w_hh, b_ih, b_hh, bs, lengths, relu, gemm);
+    return with_recurrence(hx, w_hh, relu, gemm, [&](auto& step) {
+      return rnn_forward_loop(input, hx, w_ih, b_ih, b_hh, bs, lengths, step, gemm);
+    });
   });
 }
 
@@ -897,7 +1011,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
         if (launched) return rnn_grads_from_dz(dz, grad_hn, input, hx, w_ih, w_hh, out, bs, has_bias, gemm);
       }
     }
-    return rnn_backward_general(grad_output, grad_hn, input, hx, w_ih, w_hh, output, bs, relu, has_bias, gemm);
+    return with_recurrence(hx, w_hh, relu, gemm, [&](auto& step) {
+      return rnn_backward_loop(grad_output, grad_hn, input, hx, w_ih, w_hh, output, bs, relu, has_bias, step, gemm);
+    });
   });
 }
 

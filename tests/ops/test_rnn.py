@@ -563,6 +563,40 @@ def test_persistent_matches_general_and_fp64(strict_fp32, monkeypatch, capfd, dt
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("relu", [False, True])
+def test_cuda_general_path_raw_steps(strict_fp32, monkeypatch, dtype, relu):
+    """B > 64 takes the general path, whose CUDA steps are one cuBLAS product and one kernel on
+    raw pointers (csrc/cuda/rnn.cu, CudaRecurrence): against fp64 (the ATen steps), with sorted
+    lengths (runs of equal row counts, T and 0 among them), and with the stride-0 grad_output
+    that out.sum() gives."""
+    T, B, H = 13, 70, 48
+    lengths = torch.sort(torch.randint(0, T + 1, (B,)), descending=True).values
+    lengths[0], lengths[-1] = T, 0
+    args = _cuda_args(T, B, H)
+    g = torch.randn(T, B, H, device="cuda", dtype=torch.float64)
+    gh = torch.randn(B, H, device="cuda", dtype=torch.float64)
+    monkeypatch.setenv("RNNKERN_DEBUG", "1")
+    ref = _run_with_env(monkeypatch, args, lengths, relu, g, gh)
+    ours = _run_with_env(monkeypatch, [a.to(dtype) for a in args], lengths, relu, g, gh)
+    tol = {torch.float32: 1e-5, torch.bfloat16: 5e-2, torch.float16: 5e-3}[dtype]  # bf16: as the other general-path tests
+    for i, (p, r) in enumerate(zip(ours, ref)):
+        assert p.dtype == dtype
+        assert rel_err(p, r) < tol + _slack(relu, dtype, i), i
+    for b, n in enumerate(lengths.tolist()):
+        assert torch.equal(ours[0][n:, b], torch.zeros_like(ours[0][n:, b]))
+    # stride-0 upstream gradients
+    low = [a.to(dtype).detach().requires_grad_() for a in args]
+    out, hn = FWD(*low, lengths, relu)
+    (out.sum() + hn.sum()).backward()
+    high = [a.detach().requires_grad_() for a in args]
+    out64, hn64 = FWD(*high, lengths, relu)
+    (out64.sum() + hn64.sum()).backward()
+    for i, (a, b) in enumerate(zip(low, high)):
+        assert rel_err(a.grad, b.grad) < tol + _slack(relu, dtype, i + 2), i
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_persistent_variable_lengths(monkeypatch, capfd, dtype):
     """Lengths inside the FMA kernel: finished rows zeroed, dL/dh_n entering at each
