@@ -14,6 +14,8 @@ OUTDIR=${1:-${OUT:-./gpu-out}}
 mkdir -p "$OUTDIR"
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
+# the in-place build is imported from the repo root (pytest adds it itself; the sanitizer runs do not)
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$($PY -c "import torch; print('.'.join(map(str, torch.cuda.get_device_capability())))")}
 want() { [[ " ${GPU_CHECK_STEPS:-tests memcheck racecheck bench} " == *" $1 "* ]]; }
