@@ -1,5 +1,5 @@
 """Benchmark harness: every bench/<op>.py exposes `cases(device, quick)` -> list of Bench and the
-harness times each side in one process, prints a table, writes JSON (DESIGN.md's schema) and a
+harness times both sides in one process, alternately, prints a table, writes JSON (DESIGN.md's schema) and a
 PNG chart. Op modules only measure; printing and plotting happen here."""
 from __future__ import annotations
 
@@ -26,30 +26,47 @@ class Bench:
     amount: float                   # bytes, FLOPs or steps per call, for `metric`
 
 
-def time_ms(fn: Callable[[], object], device: str, quick: bool = False) -> float:
-    """Median wall time of one call in ms: CUDA events on GPU, perf_counter on CPU; warm-up first."""
-    warmup, reps = (2, 5) if quick else (5, 25)
+def _time_once(fn: Callable[[], object], device: str) -> float:
+    """One call in ms: CUDA events on GPU, perf_counter on CPU."""
     if device == "cuda":
-        for _ in range(warmup):
-            fn()
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(reps):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        return statistics.median(times)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def time_pair(ours: Callable[[], object], theirs: Callable[[], object], device: str,
+              quick: bool = False) -> tuple[float, float]:
+    """Median ms of one call of each side, measured alternately (ours, theirs, ours, ...) after a
+    warm-up of both. Whatever drifts during the measurement then moves both sides alike: on an
+    H200 the same code's absolute times moved by up to 30-50% between runs (bench/NOTES.md)."""
+    warmup, reps = (2, 5) if quick else (5, 25)
     for _ in range(warmup):
-        fn()
-    times = []
+        ours()
+        theirs()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    times: tuple[list, list] = ([], [])
     for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        times[0].append(_time_once(ours, device))
+        times[1].append(_time_once(theirs, device))
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def warm_up_gpu(seconds: float = 0.5) -> None:
+    """Run large matrix products for a moment, so the first rows are not timed while the GPU's
+    clocks ramp up from idle."""
+    a = torch.randn(4096, 4096, device="cuda")
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(10):
+            a @ a
+        torch.cuda.synchronize()
 
 
 def metric_value(metric: str, amount: float, ms: float) -> float:
@@ -68,12 +85,13 @@ def run(ops: Optional[list[str]] = None, device: Optional[str] = None, quick: bo
         return 2
     rows = []
     from tqdm import tqdm
+    if device == "cuda":
+        warm_up_gpu()
     for name in ops or OPS:
         module = importlib.import_module(f"bench.{name}")
         benches = module.cases(device, quick)
         for b in tqdm(benches, desc=f"bench {name}", leave=False):
-            ms = time_ms(b.ours, device, quick)
-            torch_ms = time_ms(b.theirs, device, quick)
+            ms, torch_ms = time_pair(b.ours, b.theirs, device, quick)
             rows.append({"op": b.op, "case": b.case, "pass": b.pass_, "ms": round(ms, 4),
                          "torch_ms": round(torch_ms, 4), "ratio": round(torch_ms / ms, 3),
                          "metric": b.metric, "value": round(metric_value(b.metric, b.amount, ms), 3)})
