@@ -21,16 +21,22 @@ GPU_CASES = [
 CPU_CASES = [(torch.float32, 8, 256, 256), (torch.float32, 16, 512, 256)]
 # GPU forward rows re-run under forced settings (csrc/cuda/rnn.cu), to measure each choice against
 # the default: the FMA kernel's step barrier (default grid.sync; one cluster where W_hh fits
-# one, i.e. H <= 256 on sm_90, when forced) and the arithmetic (default: tensor cores at B >= 16 in
-# bf16/fp16 and in fp32 when cudnn.allow_tf32, as here; the FMA kernel below that)
+# one, i.e. H <= 256 on sm_90, when forced) and the arithmetic (default: tensor cores at B >= 16,
+# or B >= 8 where H >= 512, in bf16/fp16 and in fp32 when cudnn.allow_tf32, as here; the FMA
+# kernel below that)
 ENV_CASES = {
     (torch.float32, 8, 256, 256): [{"RNNKERN_RNN_BARRIER": "cluster"}, {"RNNKERN_RNN_BARRIER": "flag"},
                                    {"RNNKERN_RNN_MATH": "mma"}],
-    (torch.float32, 8, 1024, 256): [{"RNNKERN_RNN_BARRIER": "flag"}, {"RNNKERN_RNN_MATH": "mma"}],
+    (torch.float32, 8, 1024, 256): [{"RNNKERN_RNN_MATH": "fma"},
+                                    {"RNNKERN_RNN_MATH": "fma", "RNNKERN_RNN_BARRIER": "flag"}],
     (torch.float32, 64, 1024, 256): [{"RNNKERN_RNN_MATH": "fma"}],
     (torch.float32, 64, 512, 256): [{"RNNKERN_RNN_MATH": "fma"}],
-    (torch.bfloat16, 8, 512, 256): [{"RNNKERN_RNN_BARRIER": "flag"}, {"RNNKERN_RNN_MATH": "mma"}],
+    (torch.bfloat16, 8, 512, 256): [{"RNNKERN_RNN_MATH": "fma"},
+                                    {"RNNKERN_RNN_MATH": "fma", "RNNKERN_RNN_BARRIER": "flag"}],
     (torch.bfloat16, 64, 1024, 256): [{"RNNKERN_RNN_MATH": "fma"}],
+    # above B = 64 the tensor-core kernel runs only when forced (csrc/cuda/rnn.cu, kMmaMaxBatch);
+    # fp32 B256 H1024 does not fit its shared memory, bf16 does
+    (torch.bfloat16, 256, 1024, 256): [{"RNNKERN_RNN_MATH": "mma"}],
 }
 
 def with_env(fn, **env):

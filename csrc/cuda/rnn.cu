@@ -61,6 +61,10 @@ namespace cg = cooperative_groups;
 constexpr int kPersistThreads = 256;
 constexpr int kMaxRows = 16;    // rows of W per CTA held in registers as accumulators
 constexpr int64_t kMaxBatch = 64;  // above this the L2 traffic of re-reading h per CTA loses to GEMMs
+// The tensor-core kernel reads only its k-slice of h, so larger batches fit it where shared memory
+// allows (bf16 B256 H1024: 157 KB a CTA). Unmeasured: only RNNKERN_RNN_MATH=mma takes it above
+// kMaxBatch, until a benchmark shows it beating the general path there.
+constexpr int64_t kMmaMaxBatch = 256;
 constexpr int kMaxClusterCtas = 16;  // Hopper's largest (non-portable) thread-block cluster
 
 template <typename T>
@@ -447,6 +451,11 @@ MmaConfig mma_partition(at::ScalarType dtype, int64_t B, int64_t H, int64_t most
   return m;
 }
 
+bool mma_forced() {
+  const char* forced = std::getenv("RNNKERN_RNN_MATH");
+  return forced != nullptr && std::strcmp(forced, "mma") == 0;
+}
+
 // Tensor cores where the dtype and torch's flags allow them (fp32 only as tf32, and only when
 // torch.backends.cudnn.allow_tf32 lets cuDNN's RNN do the same) and the batch fills a 16-row
 // tile; RNNKERN_RNN_MATH=fma|mma overrides the batch rule, never the precision rule.
@@ -454,7 +463,7 @@ MmaConfig choose_mma(at::ScalarType dtype, int64_t B, int64_t H, const cudaDevic
   MmaConfig m;
   const char* forced = std::getenv("RNNKERN_RNN_MATH");
   const bool force_fma = forced != nullptr && std::strcmp(forced, "fma") == 0;
-  const bool force_mma = forced != nullptr && std::strcmp(forced, "mma") == 0;
+  const bool force_mma = mma_forced();
   const bool tf32 = dtype == at::kFloat && cudnn_tf32_allowed(CudnnOp::kRnn);
   if (force_fma) {
     m.why = "RNNKERN_RNN_MATH=fma";
@@ -485,7 +494,9 @@ PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H) {
     cfg.why = "RNNKERN_RNN_PATH=general";
   } else if (dtype != at::kFloat && dtype != at::kHalf && dtype != at::kBFloat16) {
     cfg.why = "dtype";
-  } else if (B < 1 || B > kMaxBatch) {
+  } else if (B < 1 || B > kMmaMaxBatch) {
+    cfg.why = "batch outside [1, 256]";
+  } else if (B > kMaxBatch && !mma_forced()) {
     cfg.why = "batch outside [1, 64]";
   } else if (H < 1) {
     cfg.why = "H = 0";  // rows would be 0 below (a division by zero on the host)
@@ -497,7 +508,9 @@ PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H) {
     const int rows = static_cast<int>((H + ctas - 1) / ctas);
     const int grid = static_cast<int>((H + rows - 1) / rows);
     const size_t smem = static_cast<size_t>(rows) * H * x.element_size();
-    if (!prop->cooperativeLaunch && barrier != StepBarrier::kCluster) {
+    if (B > kMaxBatch) {
+      cfg.why = "batch outside [1, 64] for the FMA kernel";
+    } else if (!prop->cooperativeLaunch && barrier != StepBarrier::kCluster) {
       cfg.why = "no cooperative launch";
     } else if (rows > kMaxRows) {
       cfg.why = "H too large for the grid";

@@ -723,7 +723,7 @@ def _mma_expected(dtype, B, H):
     """Whether choose_rnn_path must pick the tensor-core kernel under RNNKERN_RNN_MATH=mma with
     TF32 allowed: sm_90 and the shared-memory budget of csrc/cuda/rnn.cu's mma_partition."""
     props = torch.cuda.get_device_properties(torch.cuda.current_device())
-    if torch.cuda.get_device_capability()[0] < 9 or B > 64:
+    if torch.cuda.get_device_capability()[0] < 9 or B > 256:
         return False
     elem, fk = (4, 8) if dtype == torch.float32 else (2, 16)
     kslice = -(-(-(-H // 8)) // fk) * fk
@@ -737,7 +737,9 @@ def _mma_expected(dtype, B, H):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("T,B,H", [(37, 16, 300), (20, 64, 1024), (9, 3, 7), (12, 33, 256), (6, 16, 2048), (23, 20, 100)])
+# B > 64 (up to 256) reaches the tensor-core kernel only when forced, as here
+@pytest.mark.parametrize("T,B,H", [(37, 16, 300), (20, 64, 1024), (9, 3, 7), (12, 33, 256), (6, 16, 2048), (23, 20, 100),
+                                   (7, 100, 256), (5, 200, 512)])
 @pytest.mark.parametrize("relu,with_lengths", [(False, False), (True, True)])
 def test_persistent_tensor_cores(monkeypatch, capfd, dtype, T, B, H, relu, with_lengths):
     """The tensor-core kernel (k split over a cluster of 8 CTAs, partial sums added through
