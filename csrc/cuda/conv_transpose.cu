@@ -584,7 +584,8 @@ bool subpixel_forward(const ConvT2dGeometry& g) {
   // >= 8 input channels per group: narrower groups run conv.cu's direct kernel, which has no
   // shuffled epilogue (the depthwise bilinear upsampler stays on the phase path)
   const bool one_tap = g.kH == g.sH && g.kW == g.sW;
-  return g.sH == g.sW && (g.sH >= 4 || one_tap) && g.kH % g.sH == 0 && g.kW % g.sW == 0 && g.pH == 0 &&
+  // (s = 1 with k = 1 is no shuffle at all: the shuffled epilogue needs a factor >= 2)
+  return g.sH == g.sW && (g.sH >= 4 || (one_tap && g.sH >= 2)) && g.kH % g.sH == 0 && g.kW % g.sW == 0 && g.pH == 0 &&
          g.pW == 0 && g.dH == 1 && g.dW == 1 && g.opH == 0 && g.opW == 0 && g.cin_g() >= 8;
 }
 

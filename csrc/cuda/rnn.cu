@@ -917,7 +917,10 @@ struct CudaRecurrence {
                 int64_t rows) const {
     const int64_t H = dz.size(2), step = dz.size(1) * H;
     if (H == 0) return;
-    const at::Tensor g = grad_out.contiguous(), o = out.contiguous();
+    // rnn_backward_cuda hands these in contiguous (raw pointer arithmetic below)
+    TORCH_INTERNAL_ASSERT(grad_out.is_contiguous() && out.is_contiguous());
+    const at::Tensor& g = grad_out;
+    const at::Tensor& o = out;
     scalar_t* d = dz.data_ptr<scalar_t>();
     // grad_out[t, :rows] for the whole run in one strided copy; each product then adds onto it
     // (beta = 1: one rounding, as AtenRecurrence's addmm)
@@ -1024,8 +1027,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
         if (launched) return rnn_grads_from_dz(dz, grad_hn, input, hx, w_ih, w_hh, out, bs, has_bias, gemm);
       }
     }
+    // contiguous once here, not once per run of steps (CudaRecurrence reads them as raw buffers)
+    const at::Tensor go = grad_output.contiguous(), out = output.contiguous();
     return with_recurrence(hx, w_hh, relu, gemm, [&](auto& step) {
-      return rnn_backward_loop(grad_output, grad_hn, input, hx, w_ih, w_hh, output, bs, relu, has_bias, step, gemm);
+      return rnn_backward_loop(go, grad_hn, input, hx, w_ih, w_hh, out, bs, relu, has_bias, step, gemm);
     });
   });
 }

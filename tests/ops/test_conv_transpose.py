@@ -286,6 +286,8 @@ _NAMED = [dict(n=2, cin=21, cout=21, g=1, k=[64, 64], s=[32, 32], d=[1, 1], p=[1
           dict(n=2, cin=64, cout=48, g=1, k=[4, 4], s=[2, 2], d=[1, 1], p=[1, 1], op=[0, 0], size=[16, 13]),
           dict(n=2, cin=32, cout=24, g=2, k=[3, 3], s=[2, 2], d=[1, 1], p=[1, 1], op=[1, 1], size=[7, 9]),
           dict(n=2, cin=32, cout=16, g=1, k=[2, 2], s=[2, 2], d=[1, 1], p=[0, 0], op=[0, 0], size=[6, 5]),
+          # k = s = 1 with >= 8 channels: no shuffle at all (not the sub-pixel path, which needs s >= 2)
+          dict(n=2, cin=8, cout=12, g=1, k=[1, 1], s=[1, 1], d=[1, 1], p=[0, 0], op=[0, 0], size=[5, 7]),
           # k = J * s, no padding (the FCN upsampling layers): the CUDA forward's sub-pixel convolution
           dict(n=2, cin=21, cout=21, g=1, k=[64, 64], s=[32, 32], d=[1, 1], p=[0, 0], op=[0, 0], size=[3, 4]),
           dict(n=2, cin=16, cout=12, g=2, k=[16, 24], s=[8, 8], d=[1, 1], p=[0, 0], op=[0, 0], size=[5, 3]),

@@ -565,27 +565,33 @@ def test_persistent_matches_general_and_fp64(strict_fp32, monkeypatch, capfd, dt
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("relu", [False, True])
-def test_cuda_general_path_raw_steps(strict_fp32, monkeypatch, dtype, relu):
+def test_cuda_general_path_raw_steps(strict_fp32, monkeypatch, capfd, dtype, relu):
     """B > 64 takes the general path, whose CUDA steps are one cuBLAS product and one kernel on
     raw pointers (csrc/cuda/rnn.cu, CudaRecurrence): against fp64 (the ATen steps), with sorted
-    lengths (runs of equal row counts, T and 0 among them), and with the stride-0 grad_output
-    that out.sum() gives."""
+    lengths that form multi-step runs of equal row counts with fewer rows than B (the backward's
+    strided grad_output copy has height > 1 there), T and 0 among them; then an out.sum()
+    upstream gradient."""
     T, B, H = 13, 70, 48
-    lengths = torch.sort(torch.randint(0, T + 1, (B,)), descending=True).values
-    lengths[0], lengths[-1] = T, 0
+    lengths = torch.tensor([13] * 10 + [9] * 20 + [4] * 25 + [1] * 14 + [0])
     args = _cuda_args(T, B, H)
     g = torch.randn(T, B, H, device="cuda", dtype=torch.float64)
     gh = torch.randn(B, H, device="cuda", dtype=torch.float64)
     monkeypatch.setenv("RNNKERN_DEBUG", "1")
     ref = _run_with_env(monkeypatch, args, lengths, relu, g, gh)
+    capfd.readouterr()
     ours = _run_with_env(monkeypatch, [a.to(dtype) for a in args], lengths, relu, g, gh)
+    err = capfd.readouterr().err
+    assert "-> general path (batch outside [1, 64]" in err, err
     tol = {torch.float32: 1e-5, torch.bfloat16: 5e-2, torch.float16: 5e-3}[dtype]  # bf16: as the other general-path tests
+
+    def slack(i):  # fp32 at 43k pre-activations: a flip is unlikely enough to hold it to 1e-5
+        return 0.0 if dtype == torch.float32 else _slack(relu, dtype, i)
+
     for i, (p, r) in enumerate(zip(ours, ref)):
         assert p.dtype == dtype
-        assert rel_err(p, r) < tol + _slack(relu, dtype, i), i
+        assert rel_err(p, r) < tol + slack(i), i
     for b, n in enumerate(lengths.tolist()):
         assert torch.equal(ours[0][n:, b], torch.zeros_like(ours[0][n:, b]))
-    # stride-0 upstream gradients
     low = [a.to(dtype).detach().requires_grad_() for a in args]
     out, hn = FWD(*low, lengths, relu)
     (out.sum() + hn.sum()).backward()
@@ -593,7 +599,7 @@ def test_cuda_general_path_raw_steps(strict_fp32, monkeypatch, dtype, relu):
     out64, hn64 = FWD(*high, lengths, relu)
     (out64.sum() + hn64.sum()).backward()
     for i, (a, b) in enumerate(zip(low, high)):
-        assert rel_err(a.grad, b.grad) < tol + _slack(relu, dtype, i + 2), i
+        assert rel_err(a.grad, b.grad) < tol + slack(i + 2), i
 
 
 @pytest.mark.cuda
@@ -740,7 +746,7 @@ def _mma_expected(dtype, B, H):
 # B > 64 (up to 256) reaches the tensor-core kernel only when forced, as here
 @pytest.mark.parametrize("T,B,H", [(37, 16, 300), (20, 64, 1024), (9, 3, 7), (12, 33, 256), (6, 16, 2048), (23, 20, 100),
                                    (7, 100, 256), (5, 200, 512)])
-@pytest.mark.parametrize("relu,with_lengths", [(False, False), (True, True)])
+@pytest.mark.parametrize("relu,with_lengths", [(False, False), (False, True), (True, True)])
 def test_persistent_tensor_cores(monkeypatch, capfd, dtype, T, B, H, relu, with_lengths):
     """The tensor-core kernel (k split over a cluster of 8 CTAs, partial sums added through
     distributed shared memory; one cluster for H <= 256, the flag barrier across several above):
