@@ -5,7 +5,7 @@
 # sm_90 in place (the dev builds' .so for this machine's Python stays beside it) and strips host
 # debug info (the carried tree is capped at 64 MiB). Then, in the device call:
 #   carry: rnnkern/_C.cpython-312-x86_64-linux-gnu.so, rnnkern/_build_info.py
-#   command: GPU_CHECK_PREBUILT=1 PYTHON=python3 scripts/gpu_check.sh
+#   command: GPU_CHECK_PREBUILT=1 GPU_CHECK_PACK=$OUT/gpu-check.tgz scripts/gpu_check.sh /tmp/gc
 # (gpu_check.sh builds there anyway if the carried module does not import or names another torch.)
 # rnnkern/_build_info.py then describes this build until the next dev build rewrites it.
 #   scripts/build_for_device.sh            env: DEVICE_TORCH (2.11.0), DEVICE_PYTHON (python3.12), VENV
