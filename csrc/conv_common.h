@@ -44,6 +44,15 @@ inline at::MemoryFormat conv_output_format(const at::Tensor& t) {
   return conv_channels_last(t) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
+// grad_bias of a CUDA convolution or transposed convolution: grad_output (N, C, H, W) summed over
+// (N, H, W) by ATen's deterministic reduction, accumulated in fp32 (fp64 for fp64); (0) when the
+// op has no bias.
+inline at::Tensor conv_grad_bias_cuda(const at::Tensor& grad_output, bool bias_grad) {
+  if (!bias_grad) return at::empty({0}, grad_output.options());
+  const auto acc_t = grad_output.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  return grad_output.sum({0, 2, 3}, /*keepdim=*/false, acc_t).to(grad_output.scalar_type());
+}
+
 inline int64_t conv_out_size(int64_t in, int64_t k, int64_t s, int64_t d, int64_t p_lo, int64_t p_hi) {
   const int64_t span = in + p_lo + p_hi - d * (k - 1) - 1;
   return span < 0 ? -1 : span / s + 1;

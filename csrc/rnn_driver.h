@@ -20,6 +20,13 @@
 
 namespace rnnkern {
 
+// Whether environment variable `name` is set to exactly `value` (the RNNKERN_RNN_* overrides;
+// read per call, so tests and users can switch them between calls).
+inline bool env_equals(const char* name, const char* value) {
+  const char* e = std::getenv(name);
+  return e != nullptr && std::strcmp(e, value) == 0;
+}
+
 // RNNKERN_DEBUG=1: both backends log which RNN path / step each call takes (stderr).
 inline bool rnn_debug_log_enabled() {
   const char* e = std::getenv("RNNKERN_DEBUG");
@@ -130,19 +137,17 @@ inline at::Tensor rnn_last_state(const at::Tensor& out, const at::Tensor& h0, co
 // csrc/cpu/rnn.cpp plugs a register-blocked kernel into the same loops. A Step runs a run of
 // consecutive steps that all have the same number of live rows (the loops below cut the sequence
 // into such runs), so an implementation may keep its threads across the run.
-template <class Gemm = AtenGemm>
 struct AtenRecurrence {
   const at::Tensor& h0;
   const at::Tensor& w_hh;
   bool relu;
-  Gemm gemm = {};
 
   // For t in [t0, t1): out[t, :rows] <- act(out[t, :rows] + h_{t-1}[:rows] W_hh^T), h_{-1} = h0;
   // out[t] holds the step's input projection (+ biases) on entry.
   void forward(at::Tensor& out, int64_t t0, int64_t t1, int64_t rows) const {
     for (int64_t t = t0; t < t1; ++t) {
       at::Tensor y = out.select(0, t).narrow(0, 0, rows);
-      gemm.accumulate(y, (t == 0 ? h0 : out.select(0, t - 1)).narrow(0, 0, rows), w_hh.t());
+      y.addmm_((t == 0 ? h0 : out.select(0, t - 1)).narrow(0, 0, rows), w_hh.t());
       activate_(y, relu);
     }
   }
@@ -152,8 +157,8 @@ struct AtenRecurrence {
                 int64_t rows) const {
     for (int64_t t = t1 - 1; t >= t0; --t) {
       at::Tensor d = dz.select(0, t).narrow(0, 0, rows);
-      // grad_out enters as the GEMM's addend (beta = 1 in ATen): no separate copy
-      gemm(d, dz.select(0, t + 1).narrow(0, 0, rows), w_hh, grad_out.select(0, t).narrow(0, 0, rows));
+      // beta = 1 reads grad_out into the GEMM: no separate copy
+      at::addmm_out(d, grad_out.select(0, t).narrow(0, 0, rows), dz.select(0, t + 1).narrow(0, 0, rows), w_hh);
       activation_grad_(d, out.select(0, t).narrow(0, 0, rows), relu);
     }
   }
@@ -181,16 +186,15 @@ std::tuple<at::Tensor, at::Tensor> rnn_forward_loop(const at::Tensor& x, const a
   return {out, rnn_last_state(out, h0, lengths)};
 }
 
-template <class Gemm = AtenGemm>
-std::tuple<at::Tensor, at::Tensor> rnn_forward_general(const at::Tensor& x, const at::Tensor& h0,
-                                                       const at::Tensor& w_ih, const at::Tensor& w_hh,
-                                                       const std::optional<at::Tensor>& b_ih,
-                                                       const std::optional<at::Tensor>& b_hh,
-                                                       const std::vector<int64_t>& bs,
-                                                       const std::optional<at::Tensor>& lengths, bool relu,
-                                                       const Gemm& gemm = Gemm{}) {
-  AtenRecurrence<Gemm> step{h0, w_hh, relu, gemm};
-  return rnn_forward_loop(x, h0, w_ih, b_ih, b_hh, bs, lengths, step, gemm);
+inline std::tuple<at::Tensor, at::Tensor> rnn_forward_general(const at::Tensor& x, const at::Tensor& h0,
+                                                              const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                                              const std::optional<at::Tensor>& b_ih,
+                                                              const std::optional<at::Tensor>& b_hh,
+                                                              const std::vector<int64_t>& bs,
+                                                              const std::optional<at::Tensor>& lengths,
+                                                              bool relu) {
+  AtenRecurrence step{h0, w_hh, relu};
+  return rnn_forward_loop(x, h0, w_ih, b_ih, b_hh, bs, lengths, step);
 }
 
 // Everything after the reverse recurrence, as large GEMMs: given dz (T, B, H) = dL/d(pre-activation),
@@ -252,13 +256,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   return rnn_grads_from_dz(dz, grad_hn, x, h0, w_ih, w_hh, out, bs, has_bias, gemm);
 }
 
-template <class Gemm = AtenGemm>
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backward_general(
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backward_general(
     const at::Tensor& grad_out, const at::Tensor& grad_hn, const at::Tensor& x, const at::Tensor& h0,
     const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& out, const std::vector<int64_t>& bs,
-    bool relu, bool has_bias, const Gemm& gemm = Gemm{}) {
-  AtenRecurrence<Gemm> step{h0, w_hh, relu, gemm};
-  return rnn_backward_loop(grad_out, grad_hn, x, h0, w_ih, w_hh, out, bs, relu, has_bias, step, gemm);
+    bool relu, bool has_bias) {
+  AtenRecurrence step{h0, w_hh, relu};
+  return rnn_backward_loop(grad_out, grad_hn, x, h0, w_ih, w_hh, out, bs, relu, has_bias, step);
 }
 
 }  // namespace rnnkern

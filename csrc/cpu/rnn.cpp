@@ -239,8 +239,7 @@ struct Avx512Recurrence {
 // Why the AVX-512 step cannot serve this dtype (nullptr when it can). Read per call, so tests
 // and users can force the ATen step with RNNKERN_RNN_PATH=general.
 const char* avx512_step_blocker(at::ScalarType dtype) {
-  const char* forced = std::getenv("RNNKERN_RNN_PATH");
-  if (forced != nullptr && std::strcmp(forced, "general") == 0) return "RNNKERN_RNN_PATH=general";
+  if (env_equals("RNNKERN_RNN_PATH", "general")) return "RNNKERN_RNN_PATH=general";
   if (dtype != at::kFloat) return "dtype is not float32";
 #if RNNKERN_CPU_AVX512
   static const bool has_avx512 = __builtin_cpu_supports("avx512f");

@@ -1195,14 +1195,7 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cuda(const at::Tensor&
       launch_wgrad<T>(p, cl, sizeof(scalar_t), reinterpret_cast<T*>(gw.data_ptr()), input.options());
     });
   }
-  at::Tensor gb;
-  if (bias_grad) {
-    const auto acc_t = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-    gb = gy.sum({0, 2, 3}, /*keepdim=*/false, acc_t).to(input.scalar_type());
-  } else {
-    gb = at::empty({0}, input.options());
-  }
-  return {gw, gb};
+  return {gw, conv_grad_bias_cuda(gy, bias_grad)};
 }
 
 }  // namespace rnnkern

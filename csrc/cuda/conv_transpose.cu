@@ -59,6 +59,7 @@
 #include <numeric>
 #include <string>
 
+#include "../conv_common.h"
 #include "../ops.h"
 
 namespace rnnkern {
@@ -460,12 +461,6 @@ __global__ void __launch_bounds__(kThreads) splitk_reduce_kernel(const Params p)
 
 // ---------------------------------------------------------------------------------- host ----
 
-bool channels_last_output(const at::Tensor& t) {
-  return t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast);
-}
-
-at::MemoryFormat format_of(bool cl) { return cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous; }
-
 void check_int32(const char* op, int64_t v, const char* what) {
   TORCH_CHECK(v < (int64_t(1) << 31), op, ": ", what, " (", v, ") exceeds the 32-bit index range of the CUDA kernel");
 }
@@ -570,8 +565,8 @@ void check_device(const char* op, const at::Tensor& ref, const char* name, const
 
 }  // namespace
 
-// The FCN upsampling layers (k = J * s, J >= 2 along one dim at least, one stride s >= 4 for both dims, no padding,
-// dilation 1, no output_padding: k16 s8, k64 s32): the output is the pixel shuffle of a stride-1
+// The FCN upsampling layers (k = J * s, one stride s >= 4 for both dims, no padding, dilation 1,
+// no output_padding: k16 s8, k64 s32): the output is the pixel shuffle of a stride-1
 // "full" convolution of x with J x J kernels and C_out * s * s output channels,
 //   y[n, co, hq*s + ph, wq*s + pw] = sum_{ci, jr, jc} x[n, ci, hq - jr, wq - jc] w[ci, co, ph + s*jr, pw + s*jc],
 // so it runs as conv2d on the engine with dense tiles (N = C_out * s^2 = 21504 for the FCN-32s
@@ -595,7 +590,7 @@ void subpixel_forward_cuda(const at::Tensor& input, const at::Tensor& weight, co
   // w viewed as (G, cin_g, cout_g, jr, ph, jc, pw), kernel rows and columns flipped (the "full"
   // convolution reads x[hq - jr]), permuted to conv2d's (channel, cin_g, jh, jw) with the
   // channel order conv2d_forward_shuffled_cuda stores for the output's layout
-  const bool cl = channels_last_output(input);
+  const bool cl = conv_channels_last(input);
   const at::Tensor w = weight.reshape({g.G, g.cin_g(), cg, jh, s, jw, s}).flip({3, 5});
   const at::Tensor w2 = (cl ? w.permute({0, 4, 6, 2, 1, 3, 5}) : w.permute({0, 2, 4, 6, 1, 3, 5}))
                             .reshape({g.Cout * s * s, g.cin_g(), jh, jw});
@@ -622,8 +617,8 @@ at::Tensor conv_transpose2d_forward_cuda(const at::Tensor& input, const at::Tens
                 bias->sizes());
   }
   const at::cuda::OptionalCUDAGuard guard(device_of(input));
-  const bool cl = channels_last_output(input);
-  at::Tensor output = at::empty({g.N, g.Cout, g.OH, g.OW}, input.options().memory_format(format_of(cl)));
+  const bool cl = conv_channels_last(input);
+  at::Tensor output = at::empty({g.N, g.Cout, g.OH, g.OW}, input.options().memory_format(conv_output_format(input)));
   if (output.numel() == 0) return output;
   const at::Tensor w = weight.contiguous();
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
@@ -685,8 +680,8 @@ at::Tensor conv_transpose2d_backward_input_cuda(const at::Tensor& grad_output, c
   if (backward_on_engine(g)) {
     return conv2d_forward_cuda(grad_output, weight, std::nullopt, stride, padding, dilation, groups);
   }
-  const bool cl = channels_last_output(grad_output);
-  at::Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(format_of(cl)));
+  const bool cl = conv_channels_last(grad_output);
+  at::Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(conv_output_format(grad_output)));
   if (grad_input.numel() == 0) return grad_input;
   const at::Tensor w = weight.contiguous();
   Params p = base_params(op, g);
@@ -725,12 +720,9 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cuda(
       engine ? std::get<0>(conv2d_backward_weight_cuda(input, grad_output, weight_size, stride, padding, dilation,
                                                        groups, /*bias_grad=*/false))
              : at::empty(weight_size, grad_output.options());
-  // ATen's reduction: deterministic, coalesced in either layout (a block per channel walking a
-  // channels_last tensor with int64 index math was neither fast nor needed)
-  const auto acc_t = grad_output.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor grad_bias = bias_grad ? grad_output.sum({0, 2, 3}, /*keepdim=*/false, acc_t).to(grad_output.scalar_type())
-                                   : at::empty({0}, grad_output.options());
-  const bool cl = channels_last_output(grad_output);
+  // ATen's reduction, as conv.cu's: deterministic, coalesced in either layout
+  at::Tensor grad_bias = conv_grad_bias_cuda(grad_output, bias_grad);
+  const bool cl = conv_channels_last(grad_output);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(),
                                   "conv_transpose2d_backward_weight_cuda", [&] {
     if (!engine && grad_weight.numel() > 0) {

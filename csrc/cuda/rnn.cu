@@ -424,10 +424,9 @@ const char* barrier_name(StepBarrier b) {
 // per step but gives each CTA 8x the rows: on an H200 at B8 H256 it ran 1.27 ms against grid's
 // 0.98 (bench/NOTES.md). RNNKERN_RNN_BARRIER=flag forces the flag barrier.
 StepBarrier choose_barrier(int64_t H, const cudaDeviceProp& prop) {
-  const char* forced = std::getenv("RNNKERN_RNN_BARRIER");
-  if (forced != nullptr && std::strcmp(forced, "flag") == 0) return StepBarrier::kFlag;
+  if (env_equals("RNNKERN_RNN_BARRIER", "flag")) return StepBarrier::kFlag;
   const bool cluster_fits = prop.major >= 9 && H <= int64_t{kMaxClusterCtas} * kMaxRows;
-  if (forced != nullptr && std::strcmp(forced, "cluster") == 0 && cluster_fits) return StepBarrier::kCluster;
+  if (env_equals("RNNKERN_RNN_BARRIER", "cluster") && cluster_fits) return StepBarrier::kCluster;
   return StepBarrier::kGrid;
 }
 
@@ -451,19 +450,13 @@ MmaConfig mma_partition(at::ScalarType dtype, int64_t B, int64_t H, int64_t most
   return m;
 }
 
-bool mma_forced() {
-  const char* forced = std::getenv("RNNKERN_RNN_MATH");
-  return forced != nullptr && std::strcmp(forced, "mma") == 0;
-}
-
 // Tensor cores where the dtype and torch's flags allow them (fp32 only as tf32, and only when
 // torch.backends.cudnn.allow_tf32 lets cuDNN's RNN do the same) and the batch fills a 16-row
 // tile; RNNKERN_RNN_MATH=fma|mma overrides the batch rule, never the precision rule.
 MmaConfig choose_mma(at::ScalarType dtype, int64_t B, int64_t H, const cudaDeviceProp& prop) {
   MmaConfig m;
-  const char* forced = std::getenv("RNNKERN_RNN_MATH");
-  const bool force_fma = forced != nullptr && std::strcmp(forced, "fma") == 0;
-  const bool force_mma = mma_forced();
+  const bool force_fma = env_equals("RNNKERN_RNN_MATH", "fma");
+  const bool force_mma = env_equals("RNNKERN_RNN_MATH", "mma");
   const bool tf32 = dtype == at::kFloat && cudnn_tf32_allowed(CudnnOp::kRnn);
   if (force_fma) {
     m.why = "RNNKERN_RNN_MATH=fma";
@@ -488,15 +481,14 @@ MmaConfig choose_mma(at::ScalarType dtype, int64_t B, int64_t H, const cudaDevic
 // problem size and the device's SM count, shared memory and co-residency limits.
 PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H) {
   PersistentConfig cfg;
-  const char* forced = std::getenv("RNNKERN_RNN_PATH");
   const auto dtype = x.scalar_type();
-  if (forced != nullptr && std::strcmp(forced, "general") == 0) {
+  if (env_equals("RNNKERN_RNN_PATH", "general")) {
     cfg.why = "RNNKERN_RNN_PATH=general";
   } else if (dtype != at::kFloat && dtype != at::kHalf && dtype != at::kBFloat16) {
     cfg.why = "dtype";
   } else if (B < 1 || B > kMmaMaxBatch) {
     cfg.why = "batch outside [1, 256]";
-  } else if (B > kMaxBatch && !mma_forced()) {
+  } else if (B > kMaxBatch && !env_equals("RNNKERN_RNN_MATH", "mma")) {
     cfg.why = "batch outside [1, 64]";
   } else if (H < 1) {
     cfg.why = "H = 0";  // rows would be 0 below (a division by zero on the host)
@@ -582,6 +574,16 @@ struct ClusterLaunch {
   void cooperative() { config.numAttrs = 2; }
 };
 
+// The flag barrier's arrival counter, zeroed on the current stream, into *ptr. The caller keeps the
+// returned tensor until after the launch; it is then freed stream-ordered, so no later work on
+// the stream reuses it early.
+at::Tensor arrival_counter(unsigned int** ptr) {
+  at::Tensor arrivals =
+      at::zeros({1}, at::TensorOptions().dtype(at::kInt).device(at::kCUDA, at::cuda::current_device()));
+  *ptr = reinterpret_cast<unsigned int*>(arrivals.data_ptr<int>());
+  return arrivals;
+}
+
 // Cooperative launch (grid.sync and the flag barrier both need every CTA co-resident); returns
 // false (nothing launched) if the grid cannot be, so the caller falls back to the general path.
 template <typename scalar_t, StepBarrier kBarrier, int kBatchTile>
@@ -596,8 +598,7 @@ bool launch_cooperative(const PersistentConfig& cfg, PersistentParams<scalar_t> 
   if constexpr (kBarrier == StepBarrier::kFlag) {
     if (int64_t{params.T} * cfg.grid >= (int64_t{1} << 32))  // the arrival count would wrap
       return launch_cooperative<scalar_t, StepBarrier::kGrid, kBatchTile>(cfg, params);
-    arrivals = at::zeros({1}, at::TensorOptions().dtype(at::kInt).device(at::kCUDA, at::cuda::current_device()));
-    params.arrivals = reinterpret_cast<unsigned int*>(arrivals.data_ptr<int>());
+    arrivals = arrival_counter(&params.arrivals);
   }
   void* args[] = {&params};
   C10_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), cfg.grid, kPersistThreads, args,
@@ -676,8 +677,7 @@ bool launch_mma(MmaConfig m, const PersistentParams<scalar_t>& base, const char*
   at::Tensor arrivals;
   if (m.clusters > 1) {
     if (int64_t{params.T} * grid >= (int64_t{1} << 32)) return fall_back("would wrap its arrival count", grid, name, to);
-    arrivals = at::zeros({1}, at::TensorOptions().dtype(at::kInt).device(at::kCUDA, at::cuda::current_device()));
-    params.arrivals = reinterpret_cast<unsigned int*>(arrivals.data_ptr<int>());
+    arrivals = arrival_counter(&params.arrivals);
     launch.cooperative();  // the flag barrier across clusters needs them all resident
   }
   const cudaError_t err = cudaLaunchKernelEx(&launch.config, m.clusters > 1 ? clusters : one_cluster, params);
@@ -940,7 +940,7 @@ struct CudaRecurrence {
 template <typename Gemm, typename Fn>
 auto with_recurrence(const at::Tensor& h0, const at::Tensor& w_hh, bool relu, const Gemm& gemm, Fn&& fn) {
   if (h0.scalar_type() == at::kDouble) {
-    AtenRecurrence<Gemm> step{h0, w_hh, relu, gemm};
+    AtenRecurrence step{h0, w_hh, relu};
     return fn(step);
   }
   using Result = decltype(fn(std::declval<CudaRecurrence<float>&>()));
