@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import rnnkern.functional as RF
-from bench.harness import Bench
+from bench.harness import Bench, with_env
 
 FWD = torch.ops.rnnkern.conv2d_forward.default
 DGRAD = torch.ops.rnnkern.conv2d_backward_input.default
@@ -30,7 +30,12 @@ class Case:
     hw: int
     dilation: int
     no_cudnn: bool = False  # compare against torch with cuDNN disabled (its native CUDA path)
+    variant: str = ""       # ours in another form of the same kernels (VARIANTS), for comparison
 
+
+# csrc/cuda/conv.cu's tensor-core forms other than the default (mma.sync + ldmatrix, one shared
+# stage behind a register prefetch), selected per call by environment variables
+VARIANTS = {"wmma": {"RNNKERN_CONV_MMA": "wmma"}, "cp.async": {"RNNKERN_CONV_PIPELINE": "1"}}
 
 GPU_CASES = (
     [Case(torch.float32, False, 8, 256, 256, 64, d) for d in (1, 2, 6, 12, 18)]
@@ -38,6 +43,9 @@ GPU_CASES = (
     + [Case(torch.float32, False, 8, 2048, 256, 32, d) for d in (6, 12, 18)]      # ASPP head
     + [Case(torch.bfloat16, True, 8, 2048, 256, 32, d) for d in (6, 12, 18)]
     + [Case(torch.float32, False, 8, 256, 256, 64, 6, no_cudnn=True)]
+    + [Case(dt, cl, 8, cin, 256, hw, d, variant=v) for v in VARIANTS
+       for dt, cl, cin, hw, d in ((torch.float32, False, 256, 64, 1), (torch.bfloat16, True, 256, 64, 1),
+                                  (torch.float32, False, 2048, 32, 18), (torch.bfloat16, True, 2048, 32, 18))]
 )
 CPU_CASES = (
     [Case(torch.float32, False, 2, 64, 64, 32, d) for d in (1, 2, 6, 12, 18)]
@@ -57,7 +65,7 @@ def useful_flops(c: Case, k: int = 3) -> float:
 
 def _name(c: Case) -> str:
     dt = {torch.float32: "tf32" if torch.cuda.is_available() else "fp32", torch.bfloat16: "bf16"}[c.dtype]
-    vs = " vs no-cuDNN" if c.no_cudnn else ""
+    vs = (" vs no-cuDNN" if c.no_cudnn else "") + (f" {c.variant}" if c.variant else "")
     return f"{dt} {'CL' if c.channels_last else 'NCHW'} N{c.n} {c.cin}->{c.cout} {c.hw}x{c.hw} d{c.dilation}{vs}"
 
 
@@ -87,12 +95,15 @@ def cases(device: str, quick: bool) -> list[Bench]:
             with torch.backends.cudnn.flags(enabled=not nc):
                 return F.conv2d(x, w, None, 1, d, d)
 
-        out.append(Bench("conv", name, "fwd", lambda x=x, w=w, d=d: RF.conv2d(x, w, None, 1, d, d), theirs_fwd,
-                         "TFLOP/s", flops))
+        env = VARIANTS.get(c.variant, {})
+        out.append(Bench("conv", name, "fwd", with_env(lambda x=x, w=w, d=d: RF.conv2d(x, w, None, 1, d, d), **env),
+                         theirs_fwd, "TFLOP/s", flops))
         out.append(Bench("conv", name, "dgrad",
-                         lambda gy=gy, w=w, xs=list(x.shape), s=s, p4=p4, dd=dd: DGRAD(gy, w, xs, s, p4, dd, 1),
+                         with_env(lambda gy=gy, w=w, xs=list(x.shape), s=s, p4=p4, dd=dd: DGRAD(gy, w, xs, s, p4, dd, 1),
+                                  **env),
                          _torch_backward(gy, x, w, d, [True, False, False], c.no_cudnn), "TFLOP/s", flops))
         out.append(Bench("conv", name, "wgrad",
-                         lambda gy=gy, x=x, ws=list(w.shape), s=s, p4=p4, dd=dd: WGRAD(gy, x, ws, s, p4, dd, 1, False),
+                         with_env(lambda gy=gy, x=x, ws=list(w.shape), s=s, p4=p4, dd=dd:
+                                  WGRAD(gy, x, ws, s, p4, dd, 1, False), **env),
                          _torch_backward(gy, x, w, d, [False, True, False], c.no_cudnn), "TFLOP/s", flops))
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -24,6 +25,25 @@ class Bench:
     theirs: Callable[[], object]
     metric: str                     # "TB/s" | "GB/s" | "TFLOP/s" | "us/step"
     amount: float                   # bytes, FLOPs or steps per call, for `metric`
+
+
+def with_env(fn, **env):
+    """fn with environment variables set for the duration of each call (the op reads them per call)."""
+    if not env:
+        return fn
+
+    def run():
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            return fn()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k)
+                else:
+                    os.environ[k] = v
+    return run
 
 
 def _time_once(fn: Callable[[], object], device: str) -> float:

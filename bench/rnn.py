@@ -2,12 +2,10 @@
 same weights, forward and forward+backward. Metric: us per time step."""
 from __future__ import annotations
 
-import os
-
 import torch
 
 import rnnkern.nn
-from bench.harness import Bench
+from bench.harness import Bench, with_env
 
 # (dtype, B, H, T): issue 4's grid (fp32 and bf16, B in {8, 64}, H in {512, 1024}, T=256), cuDNN's
 # persistent small-H case (B8 H256), the GEMM-bound B256 H1024, H=2048 and a T=1024 row
@@ -38,22 +36,6 @@ ENV_CASES = {
     # fp32 B256 H1024 does not fit its shared memory, bf16 does
     (torch.bfloat16, 256, 1024, 256): [{"RNNKERN_RNN_MATH": "mma"}],
 }
-
-def with_env(fn, **env):
-    """fn with environment variables set for the duration of each call (the op reads them per call)."""
-    def run():
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            return fn()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k)
-                else:
-                    os.environ[k] = v
-    return run
-
 
 def cases(device: str, quick: bool) -> list[Bench]:
     out = []

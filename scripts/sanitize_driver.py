@@ -108,6 +108,21 @@ def conv(dev):
                 w1 = torch.randn(16, 24, 5, device=dev, dtype=dtype, requires_grad=True)
                 RF.conv1d(x.detach()[:, :, 0], w1, None, 1, 4, 2).sum().backward()
     torch.backends.cudnn.allow_tf32 = True
+    # the other tensor-core forms: WMMA fragments, and the cp.async pipeline (tf32 in both layouts,
+    # bf16 channels_last with 16-byte channel runs; 18 channels break the runs: 4-byte copies)
+    for env in ({"RNNKERN_CONV_MMA": "wmma"}, {"RNNKERN_CONV_PIPELINE": "1"}):
+        os.environ.update(env)
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            for dtype in (torch.float32, torch.bfloat16):
+                for cin in (24, 18):
+                    x = torch.randn(2, cin, 13, 11, device=dev, dtype=dtype).contiguous(memory_format=fmt)
+                    x.requires_grad_()
+                    for stride, pad, dil in ((1, 1, 1), (2, 3, 3), (1, 12, 12)):
+                        w = torch.randn(20, cin, 3, 3, device=dev, dtype=dtype, requires_grad=True)
+                        y = RF.conv2d(x, w, None, stride, pad, dil)
+                        y.backward(torch.randn_like(y))
+        for k in env:
+            del os.environ[k]
 
 
 def conv_transpose(dev):

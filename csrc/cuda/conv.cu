@@ -35,8 +35,9 @@
 //   bitwise reproducible.
 //
 // Tiles: BM = 128 x BN = 64, 256 threads, BK = 32 (16 on the SIMT paths). Tensor cores through
-// WMMA: bf16/fp16 (m16n16k16) and tf32 (m16n16k8, when torch.backends.cudnn.allow_tf32), fp32
-// accumulate; fp32 with TF32 disallowed and fp64 run a SIMT FMA path (8x4 outputs per thread).
+// mma.sync with ldmatrix fragment loads: bf16/fp16 (m16n8k16) and tf32 (m16n8k8, when
+// torch.backends.cudnn.allow_tf32), fp32 accumulate (RNNKERN_CONV_MMA=wmma: the earlier WMMA
+// form); fp32 with TF32 disallowed and fp64 run a SIMT FMA path (8x4 outputs per thread).
 // Mainloop: one shared stage + register prefetch (the next step's global loads are in flight
 // while the tensor cores work on the current one). Epilogue: accumulators staged through shared
 // memory in the orientation that makes the global stores coalesced for the output's layout.
@@ -113,7 +114,13 @@ __device__ __forceinline__ void load_run(Vec16<T>& r, const T* base, long long o
   }
 }
 
-enum class Path { kSimt, kTf32, kWmma16 };
+// The arithmetic of a kernel instance: SIMT FMA, or tensor cores in tf32 / 16-bit. The tensor-core
+// paths run mma.sync on fragments loaded with ldmatrix (MmaSyncMma); the *Wmma ones are the
+// earlier WMMA form of the same tiles (RNNKERN_CONV_MMA=wmma), kept for comparison until the
+// mma.sync form has been measured on a GPU.
+enum class Path { kSimt, kTf32, k16, kTf32Wmma, k16Wmma };
+constexpr bool is_tf32(Path p) { return p == Path::kTf32 || p == Path::kTf32Wmma; }
+constexpr bool is_wmma(Path p) { return p == Path::kTf32Wmma || p == Path::k16Wmma; }
 
 // Per-path tile constants. Shared tiles hold T, already rounded to tf32 on the tf32 path (to_smem).
 template <typename T, Path P> struct Cfg {
@@ -121,7 +128,7 @@ template <typename T, Path P> struct Cfg {
   static constexpr int PAD = 16 / sizeof(T);  // keeps rows 16-byte aligned, breaks bank strides
   // Tiles whose rows are k (rows of BM or BN elements): a tf32 fragment reads k = t and t + 4 of
   // 8 columns, so a row stride of 4 (mod 32) words puts two lanes on one bank; 8 does not.
-  static constexpr int PAD_K = P == Path::kTf32 ? 8 : PAD;
+  static constexpr int PAD_K = is_tf32(P) ? 8 : PAD;
   static constexpr int V = 16 / sizeof(T);    // elements per 16-byte global vector
 };
 
@@ -130,7 +137,7 @@ template <typename T, Path P> struct Cfg {
 template <Path P, typename T>
 __device__ __forceinline__ T to_smem(T v) {
 #if RNNKERN_HAS_WMMA
-  if constexpr (P == Path::kTf32) return wmma::__float_to_tf32(v);
+  if constexpr (is_tf32(P)) return wmma::__float_to_tf32(v);
 #endif
   return v;
 }
@@ -138,7 +145,7 @@ __device__ __forceinline__ T to_smem(T v) {
 // A run from load_run into a shared tile at dst (16-byte aligned: tile rows are), one 16-byte store.
 template <Path P, typename T>
 __device__ __forceinline__ void store_run(T* dst, Vec16<T> r) {
-  if constexpr (P == Path::kTf32) {
+  if constexpr (is_tf32(P)) {
 #pragma unroll
     for (int e = 0; e < Vec16<T>::N; ++e) r.set(e, to_smem<P>(r.get(e)));
   }
@@ -197,6 +204,18 @@ struct SimtMma {
   }
 };
 
+// The tensor-core epilogues' second half: a BM x BN fp32 tile staged in Cs ([n][m] with row stride
+// LDC when m_contig, else [m][n]) is handed to emit(m, n, value), consecutive threads on
+// consecutive m (m_contig) or n.
+template <class Emit>
+__device__ __forceinline__ void emit_staged(const float* Cs, int LDC, bool m_contig, Emit&& emit) {
+  for (int idx = threadIdx.x; idx < BM * BN; idx += kThreads) {
+    const int m = m_contig ? idx % BM : idx / BN;
+    const int n = m_contig ? idx / BM : idx % BN;
+    emit(m, n, m_contig ? Cs[n * LDC + m] : Cs[m * LDC + n]);
+  }
+}
+
 // ---- block-level MMA: tensor cores (WMMA) ------------------------------------------------------
 // 8 warps as 4 (m) x 2 (n), each a 32 x 32 warp tile of 2 x 2 16x16 fragments.
 #if RNNKERN_HAS_WMMA
@@ -253,11 +272,186 @@ struct WmmaMma {
         else wmma::store_matrix_sync(Cs + m * LDC + n, acc[i][j], LDC, wmma::mem_row_major);
       }
     __syncthreads();
-    for (int idx = threadIdx.x; idx < BM * BN; idx += kThreads) {
-      const int m = m_contig ? idx % BM : idx / BN;
-      const int n = m_contig ? idx / BM : idx % BN;
-      emit(m, n, m_contig ? Cs[n * LDC + m] : Cs[m * LDC + n]);
+    emit_staged(Cs, LDC, m_contig, emit);
+  }
+};
+
+// ---- block-level MMA: tensor cores (mma.sync) --------------------------------------------------
+// The same 4 x 2 warps of 32 x 32 as WmmaMma, each as 2 (m16) x 4 (n8) tiles of
+// mma.sync.m16n8k16 (bf16 / fp16) or m16n8k8 (tf32), fp32 accumulators in registers. Fragments
+// come from shared memory through 32-bit shared addresses: ldmatrix.x4 (one instruction for four
+// 8 x 8 pieces; .trans where the tile's rows are k) wherever the fragment's layout allows, and for
+// tf32 tiles whose rows are k (ldmatrix transposes 16-bit elements, not 32-bit ones) one
+// ld.shared.b32 per register, conflict-free with PAD_K = 8. WMMA compiled its fragment loads to
+// generic 64-bit-addressed loads, one per register, each with its own address arithmetic (sm_90
+// SASS), which cost more issue slots per k-step than the MMAs themselves.
+// Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16 / m16n8k8"), g = lane / 4,
+// t = lane % 4: accumulators c0 c1 at (row g, cols 2t, 2t + 1), c2 c3 at row g + 8; 16-bit A
+// registers a0..a3 = (g, 2t..2t+1), (g + 8, 2t..), (g, 2t + 8..), (g + 8, 2t + 8..), B b0, b1 =
+// (k 2t..2t+1, n g), (k 2t + 8.., n g); tf32 A a0..a3 = (g, t), (g + 8, t), (g, t + 4),
+// (g + 8, t + 4), B b0, b1 = (k t, n g), (k t + 4, n g). ldmatrix gives lane l the (l / 4)-th row,
+// (l % 4)-th 32-bit word of each 8 x 8 piece (its transpose with .trans), lanes 8i..8i+7
+// supplying the row addresses of piece i; scripts/check_mma_fragments.py replays this mapping in
+// numpy against a plain matrix product for all four tile layouts.
+__device__ __forceinline__ uint32_t smem_u32(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+
+template <bool kTrans>
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+  if constexpr (kTrans)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+
+// cp.async (sm_80+): src_bytes = 0 copies nothing and zero-fills the destination (padding).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+// cp.async counterpart of load_run: the run base[off + j ...] into shared memory at dst, one
+// 16-byte copy when `vec`, else 4-byte copies per element (fp32 only: cp.async has no 2-byte
+// form, so 16-bit callers run only with `vec`); zeros for off < 0 and past `limit` in j.
+template <typename T>
+__device__ __forceinline__ void copy_run_async(uint32_t dst, const T* base, long long off, int j, int limit, bool vec) {
+  if (vec) {
+    const bool ok = off >= 0 && j < limit;
+    cp_async16(dst, ok ? base + off + j : base, ok);
+  } else if constexpr (sizeof(T) == 4) {
+#pragma unroll
+    for (int e = 0; e < Vec16<T>::N; ++e) {
+      const bool ok = off >= 0 && j + e < limit;
+      cp_async4(dst + 4 * e, ok ? base + off + j + e : base, ok);
     }
+  } else {
+    __trap();
+  }
+}
+
+__device__ __forceinline__ uint32_t lds_u32(uint32_t addr) {
+  uint32_t v;
+  asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(v) : "r"(addr));
+  return v;
+}
+
+// d += a * b on one m16 x n8 tile (k16 for 16-bit types, k8 for tf32)
+template <typename T>
+__device__ __forceinline__ void mma_tile(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  if constexpr (std::is_same_v<T, float>) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else {
+    static_assert(std::is_same_v<T, __half>, "mma_tile: tf32 (float), bf16 or fp16");
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+}
+
+template <typename T, int BK, int LDA, int LDB, bool A_MK, bool B_KN, bool kMContig>
+struct MmaSyncMma {
+  static constexpr bool kTf32 = std::is_same_v<T, float>;
+  static constexpr int FK = kTf32 ? 8 : 16;  // k of one mma.sync; an 8 x 8 ldmatrix piece (16 bytes a row) holds FK / 2
+  static constexpr int E = sizeof(T);
+  float acc[2][4][4];  // [m16 tile][n8 tile][register]
+  int wm, wn, lane;
+  __device__ void init(int tid, bool /*m_contig: the epilogue's*/ = kMContig) {
+    const int warp = tid / 32;
+    wm = warp / 2;
+    wn = warp % 2;
+    lane = tid % 32;
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.f;
+  }
+  __device__ void step(const T* As, const T* Bs) {
+    const uint32_t a_base = smem_u32(As), b_base = smem_u32(Bs);
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int kk = 0; kk < BK; kk += FK) {
+      uint32_t a[2][4], b[4][2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const int m0 = wm * 32 + i * 16;
+        if constexpr (A_MK) {  // rows are m: pieces (m0-7, k lo), (m8-15, k lo), (m0-7, k hi), (m8-15, k hi)
+          ldmatrix_x4<false>(a[i], a_base + ((m0 + lane % 16) * LDA + kk + lane / 16 * (FK / 2)) * E);
+        } else if constexpr (!kTf32) {  // rows are k: the same pieces, transposed
+          ldmatrix_x4<true>(a[i], a_base + ((kk + lane % 8 + lane / 16 * 8) * LDA + m0 + lane / 8 % 2 * 8) * E);
+        } else {
+          a[i][0] = lds_u32(a_base + ((kk + t) * LDA + m0 + g) * E);
+          a[i][1] = lds_u32(a_base + ((kk + t) * LDA + m0 + g + 8) * E);
+          a[i][2] = lds_u32(a_base + ((kk + t + 4) * LDA + m0 + g) * E);
+          a[i][3] = lds_u32(a_base + ((kk + t + 4) * LDA + m0 + g + 8) * E);
+        }
+      }
+#pragma unroll
+      for (int jj = 0; jj < 2; ++jj) {  // two n8 tiles per ldmatrix.x4
+        const int n0 = wn * 32 + jj * 16;
+        if constexpr (!B_KN || !kTf32) {
+          uint32_t r[4];
+          if constexpr (!B_KN)  // rows are n: pieces (n0-7, k lo), (n0-7, k hi), (n8-15, k lo), (n8-15, k hi)
+            ldmatrix_x4<false>(r, b_base + ((n0 + lane % 8 + lane / 16 * 8) * LDB + kk + lane / 8 % 2 * (FK / 2)) * E);
+          else  // rows are k: the same pieces, transposed
+            ldmatrix_x4<true>(r, b_base + ((kk + lane % 8 + lane / 8 % 2 * 8) * LDB + n0 + lane / 16 * 8) * E);
+          b[2 * jj][0] = r[0];
+          b[2 * jj][1] = r[1];
+          b[2 * jj + 1][0] = r[2];
+          b[2 * jj + 1][1] = r[3];
+        } else {
+#pragma unroll
+          for (int j = 0; j < 2; ++j) {
+            b[2 * jj + j][0] = lds_u32(b_base + ((kk + t) * LDB + n0 + j * 8 + g) * E);
+            b[2 * jj + j][1] = lds_u32(b_base + ((kk + t + 4) * LDB + n0 + j * 8 + g) * E);
+          }
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) mma_tile<T>(acc[i][j], a[i], b[j]);
+    }
+  }
+  // As WmmaMma's: staged through shared memory (float, [n][m] when m_contig else [m][n]) and
+  // emitted with neighbouring threads on neighbouring output addresses.
+  template <class Emit> __device__ void epilogue(unsigned char* smem, Emit&& emit, bool m_contig = kMContig) {
+    float* Cs = reinterpret_cast<float*>(smem);
+    const int LDC = m_contig ? BM + 4 : BN + 4;
+    const int g = lane / 4, t = lane % 4;
+    __syncthreads();  // the A/B tiles this aliases are no longer read
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {  // rows g and g + 8
+          const int m = wm * 32 + i * 16 + g + 8 * h, n = wn * 32 + j * 8 + 2 * t;
+          if (m_contig) {
+            Cs[n * LDC + m] = acc[i][j][2 * h];
+            Cs[(n + 1) * LDC + m] = acc[i][j][2 * h + 1];
+          } else {
+            *reinterpret_cast<float2*>(Cs + m * LDC + n) = make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+          }
+        }
+    __syncthreads();
+    emit_staged(Cs, LDC, m_contig, emit);
   }
 };
 #endif
@@ -267,7 +461,8 @@ struct WmmaMma {
 template <typename T, Path P, int BK, int LDA, int LDB, bool A_MK, bool B_KN, bool kMContig>
 using BlockMma = std::conditional_t<P == Path::kSimt, SimtMma<T, BK, LDA, LDB, A_MK, B_KN, kMContig>,
 #if RNNKERN_HAS_WMMA
-                                    WmmaMma<T, BK, LDA, LDB, A_MK, B_KN, kMContig>
+                                    std::conditional_t<is_wmma(P), WmmaMma<T, BK, LDA, LDB, A_MK, B_KN, kMContig>,
+                                                       MmaSyncMma<T, BK, LDA, LDB, A_MK, B_KN, kMContig>>
 #else
                                     SimtMma<T, BK, LDA, LDB, A_MK, B_KN, kMContig>
 #endif
@@ -329,15 +524,32 @@ __device__ __forceinline__ bool map_in(int o, int k, int stride, int dil, int pa
   return *src < in;
 }
 
-template <typename T, Path P, bool kCL, bool kTrans>
+// Shared tiles of the gather kernel: A (BM pixels x BK reduction channels) is [m][k] for
+// channels_last (channels contiguous), [k][m] for NCHW (pixels contiguous); B (BK x BN) is [k][n].
+template <typename T, Path P, bool kCL>
+struct GatherTiles {
+  using C = Cfg<T, P>;
+  using A = std::conditional_t<kCL, SmemTile<BM, C::BK, C::PAD>, SmemTile<C::BK, BM, C::PAD_K>>;
+  using B = SmemTile<C::BK, BN, C::PAD_K>;
+  static constexpr int kStageBytes = (A::SIZE + B::SIZE) * sizeof(T);
+  // bytes of shared memory for `stages` stages (the epilogue's staging tile reuses them)
+  static constexpr int bytes(int stages) { return cmax(stages * kStageBytes, epilogue_bytes(P)); }
+};
+
+// kStages == 1: one shared stage, the next k-step's loads held in registers while the tensor
+// cores work (static shared memory). kStages > 1 (mma.sync paths, gather_pipelined): a ring of
+// kStages shared stages filled by cp.async, kStages - 1 k-steps of loads in flight while one is
+// multiplied (dynamic shared memory, GatherTiles::bytes(kStages)).
+template <typename T, Path P, bool kCL, bool kTrans, int kStages = 1>
 __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParams p) {
   using C = Cfg<T, P>;
   constexpr int BK = C::BK, V = C::V;
-  // A tile: [m][k] for channels_last (channels contiguous), [k][m] for NCHW (pixels contiguous)
-  using ATile = std::conditional_t<kCL, SmemTile<BM, BK, C::PAD>, SmemTile<BK, BM, C::PAD_K>>;
-  using BTile = SmemTile<BK, BN, C::PAD_K>;
-  constexpr int kTileBytes = (ATile::SIZE + BTile::SIZE) * sizeof(T);
-  __shared__ __align__(128) unsigned char smem[cmax(kTileBytes, epilogue_bytes(P))];
+  using Tiles = GatherTiles<T, P, kCL>;
+  using ATile = typename Tiles::A;
+  using BTile = typename Tiles::B;
+  __shared__ __align__(128) unsigned char smem_static[kStages == 1 ? Tiles::bytes(1) : 16];
+  extern __shared__ __align__(128) unsigned char smem_stages[];
+  unsigned char* smem = kStages == 1 ? smem_static : smem_stages;
   __shared__ long long s_off[BM];      // source offset of pixel m for the current tap, -1: padding
   __shared__ long long s_out[BM];      // output offset of pixel m (channel 0), -1: past the end
   T* As = reinterpret_cast<T*>(smem);
@@ -517,24 +729,97 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
     const bool m_contig = !kCL && p.ps <= 1;
     Mma mma;
     mma.init(tid, m_contig);
-    int tap = find_tap(0), c0 = 0;  // compressed tap index
-    if (tap < ntaps) load(tap, c0);
-    // The prologue load reads other threads' s_off entries; without this barrier a thread that
-    // reaches find_tap below (R <= BK) could rewrite its entry before they are read.
-    __syncthreads();
-    while (tap < ntaps) {
-      store();
-      int ntap = tap, nc0 = c0 + BK;
-      if (nc0 >= p.R) {
-        nc0 = 0;
-        ntap = find_tap(tap + 1);  // rewrites s_off: every read of it (this step's loads) is done
+    if constexpr (kStages == 1) {
+      int tap = find_tap(0), c0 = 0;  // compressed tap index
+      if (tap < ntaps) load(tap, c0);
+      // The prologue load reads other threads' s_off entries; without this barrier a thread that
+      // reaches find_tap below (R <= BK) could rewrite its entry before they are read.
+      __syncthreads();
+      while (tap < ntaps) {
+        store();
+        int ntap = tap, nc0 = c0 + BK;
+        if (nc0 >= p.R) {
+          nc0 = 0;
+          ntap = find_tap(tap + 1);  // rewrites s_off: every read of it (this step's loads) is done
+        }
+        __syncthreads();
+        if (ntap < ntaps) load(ntap, nc0);
+        mma.step(As, Bs);
+        __syncthreads();
+        tap = ntap;
+        c0 = nc0;
       }
-      __syncthreads();
-      if (ntap < ntaps) load(ntap, nc0);
-      mma.step(As, Bs);
-      __syncthreads();
-      tap = ntap;
-      c0 = nc0;
+    } else {
+#if RNNKERN_HAS_WMMA
+      // Copies one k-step (tap, c0) into stage st straight from global memory (cp.async: no
+      // registers, zero-filled where the load_run above would give zeros). fp32 keeps its full
+      // bits in the tile: the tf32 tensor cores use the top 19 (as cuBLAS / cuDNN feed them).
+      const auto issue = [&](int tap, int c0, int st) {
+        T* as = reinterpret_cast<T*>(smem + st * Tiles::kStageBytes);
+        T* bs = as + ATile::SIZE;
+        if constexpr (kCL) {  // (16-bit only with 16-byte runs: gather_pipelined)
+          const int kv = (tid % A_TPR) * V;
+#pragma unroll
+          for (int i = 0; i < A_PER / V; ++i) {
+            const int m = tid / A_TPR + i * A_RPP;
+            copy_run_async(smem_u32(as + m * ATile::LD + kv), src, s_off[m], c0 + kv, p.R, p.vec_a);
+          }
+        } else if constexpr (sizeof(T) == 4) {
+          const long long off = s_off[tid % BM];
+#pragma unroll
+          for (int i = 0; i < A_PER; ++i) {
+            const int k = tid / BM + A_KSTEP * i, c = c0 + k;
+            const bool ok = off >= 0 && c < p.R;
+            cp_async4(smem_u32(as + k * ATile::LD + tid % BM), ok ? src + off + c * src_cstride : src, ok);
+          }
+        } else {
+          __trap();  // 16-bit NCHW stays on kStages == 1 (no 2-byte cp.async)
+        }
+        int r, s;
+        tap_rs(tap, &r, &s);
+        const T* wrow = wt + (static_cast<long long>(g) * taps + r * p.KW + s) * p.R * p.Nn;
+        const int nv = (tid % B_TPR) * V;
+#pragma unroll
+        for (int i = 0; i < BK / B_RPP; ++i) {
+          const int k = tid / B_TPR + i * B_RPP, c = c0 + k;
+          copy_run_async(smem_u32(bs + k * BTile::LD + nv), wrow, c < p.R ? static_cast<long long>(c) * p.Nn : -1,
+                         n0 + nv, p.Nn, p.vec_b);
+        }
+      };
+      // Iteration i copies the next k-step (ltap, lc0), if any, into stage `fill` and, from
+      // i = kStages - 1 on, multiplies the k-step copied kStages - 1 iterations earlier (stage
+      // `stage`). Every iteration commits one cp.async group, empty or not, so that
+      // wait_group<kStages - 2> always means "the oldest uncomputed k-step has landed".
+      int ltap = find_tap(0), lc0 = 0;
+      int pending = 0, fill = 0, stage = 0;  // k-steps copied but not yet multiplied; ring positions
+#pragma unroll 1
+      for (int i = 0; ltap < ntaps || pending > 0; ++i) {
+        const bool multiply = i >= kStages - 1;
+        if (multiply) {
+          cp_async_wait<kStages - 2>();  // this thread's copies of the oldest k-step have landed ...
+          __syncthreads();  // ... everyone's have, and no warp still multiplies the stage filled next
+        }
+        if (ltap < ntaps) {
+          issue(ltap, lc0, fill);
+          fill = fill + 1 == kStages ? 0 : fill + 1;
+          ++pending;
+          lc0 += BK;
+          if (lc0 >= p.R) {  // past the tap's last channels: the next tap with real data
+            lc0 = 0;
+            __syncthreads();  // every thread has read s_off for its copies before find_tap rewrites it
+            ltap = find_tap(ltap + 1);
+          }
+        }
+        cp_async_commit();
+        if (multiply) {
+          T* as = reinterpret_cast<T*>(smem + stage * Tiles::kStageBytes);
+          mma.step(as, as + ATile::SIZE);
+          --pending;
+          stage = stage + 1 == kStages ? 0 : stage + 1;
+        }
+      }
+      cp_async_wait<0>();  // (only empty groups can remain) nothing lands in the epilogue's tile
+#endif
     }
 
     const T* bias = static_cast<const T*>(p.bias);
@@ -592,17 +877,35 @@ __device__ __forceinline__ void valid_range_dev(int t, int s, int d, int p, int 
   *hi = h < l ? l : h;
 }
 
+// Shared tiles of the grad-weight kernel: A(m = k_out, p) is [m][p] for NCHW (pixels contiguous),
+// [p][m] for channels_last; B(p, n = c_in) is [n][p] / [p][n].
 template <typename T, Path P, bool kCL>
-__global__ void __launch_bounds__(kThreads) wgrad_kernel(const WgradParams p) {
+struct WgradTiles {
+  using C = Cfg<T, P>;
+  using A = std::conditional_t<kCL, SmemTile<C::BK, BM, C::PAD_K>, SmemTile<BM, C::BK, C::PAD>>;
+  using B = std::conditional_t<kCL, SmemTile<C::BK, BN, C::PAD_K>, SmemTile<BN, C::BK, C::PAD>>;
+  static constexpr int kStageBytes = (A::SIZE + B::SIZE) * sizeof(T);
+  static constexpr int bytes(int stages) { return cmax(stages * kStageBytes, epilogue_bytes(P)); }
+};
+
+// kStages as in gather_conv_kernel: 1 = one shared stage behind a register prefetch; > 1 = a ring
+// of cp.async stages (RNNKERN_CONV_PIPELINE), each with its own pixel-offset tables. Pipelined
+// channels_last instances fit 128 registers (two blocks an SM); NCHW ones keep ~200 (its 24
+// element-wise copies' 64-bit offsets stay live across the loop; capped at 128 they spill).
+template <typename T, Path P, bool kCL, int kStages = 1>
+__global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_kernel(const WgradParams p) {
   using C = Cfg<T, P>;
   constexpr int BK = C::BK, V = C::V;
-  // A(m = k_out, p): NCHW [m][p] (pixels contiguous), channels_last [p][m];
-  // B(p, n = c_in):  NCHW [n][p], channels_last [p][n].
-  using ATile = std::conditional_t<kCL, SmemTile<BK, BM, C::PAD_K>, SmemTile<BM, BK, C::PAD>>;
-  using BTile = std::conditional_t<kCL, SmemTile<BK, BN, C::PAD_K>, SmemTile<BN, BK, C::PAD>>;
-  constexpr int kTileBytes = (ATile::SIZE + BTile::SIZE) * sizeof(T);
-  __shared__ __align__(128) unsigned char smem[cmax(kTileBytes, epilogue_bytes(P))];
-  __shared__ long long s_gy[2][BK], s_x[2][BK];  // pixel offsets (channel 0), double-buffered by step
+  using Tiles = WgradTiles<T, P, kCL>;
+  using ATile = typename Tiles::A;
+  using BTile = typename Tiles::B;
+  constexpr int kTables = kStages > 1 ? kStages : 2;
+  __shared__ __align__(128) unsigned char smem_static[kStages == 1 ? Tiles::bytes(1) : 16];
+  extern __shared__ __align__(128) unsigned char smem_stages[];
+  unsigned char* smem = kStages == 1 ? smem_static : smem_stages;
+  // pixel offsets (channel 0) of each k-step's BK pixels: double-buffered by step (kStages == 1),
+  // one set per stage otherwise
+  __shared__ long long s_gy[kTables][BK], s_x[kTables][BK];
   T* As = reinterpret_cast<T*>(smem);
   T* Bs = As + ATile::SIZE;
 
@@ -714,18 +1017,81 @@ __global__ void __launch_bounds__(kThreads) wgrad_kernel(const WgradParams p) {
 
     Mma mma;
     mma.init(tid);
-    if (s_begin < s_end) tables(s_begin, 0);
-    __syncthreads();
-    if (s_begin < s_end) load(0);
-    int buf = 0;
-    for (long long step = s_begin; step < s_end; ++step) {
-      store();
-      if (step + 1 < s_end) tables(step + 1, buf ^ 1);
+    if constexpr (kStages == 1) {
+      if (s_begin < s_end) tables(s_begin, 0);
       __syncthreads();
-      if (step + 1 < s_end) load(buf ^ 1);
-      mma.step(As, Bs);
-      __syncthreads();
-      buf ^= 1;
+      if (s_begin < s_end) load(0);
+      int buf = 0;
+      for (long long step = s_begin; step < s_end; ++step) {
+        store();
+        if (step + 1 < s_end) tables(step + 1, buf ^ 1);
+        __syncthreads();
+        if (step + 1 < s_end) load(buf ^ 1);
+        mma.step(As, Bs);
+        __syncthreads();
+        buf ^= 1;
+      }
+    } else if (s_begin < s_end) {
+#if RNNKERN_HAS_WMMA
+      // Copies k-step j (its pixels' offsets in tables j % kStages) into stage j % kStages straight
+      // from global memory, zero-filled where load() above gives zeros; fp32 unrounded, as in
+      // gather_conv_kernel.
+      const auto issue = [&](int st) {
+        T* as = reinterpret_cast<T*>(smem + st * Tiles::kStageBytes);
+        T* bs = as + ATile::SIZE;
+        if constexpr (kCL) {  // (16-bit only with 16-byte runs: launch_wgrad)
+          const int mv = (tid % A_TPR) * V;
+#pragma unroll
+          for (int i = 0; i < BK / A_RPP; ++i) {
+            const int row = tid / A_TPR + i * A_RPP;
+            copy_run_async(smem_u32(as + row * ATile::LD + mv), gy, s_gy[st][row], k0 + mv, p.Kg, p.vec_a);
+          }
+          const int nv = (tid % B_TPR) * V;
+#pragma unroll
+          for (int i = 0; i < BK / B_RPP; ++i) {
+            const int row = tid / B_TPR + i * B_RPP;
+            copy_run_async(smem_u32(bs + row * BTile::LD + nv), x, s_x[st][row], c0 + nv, p.Cg, p.vec_b);
+          }
+        } else if constexpr (sizeof(T) == 4) {
+          const int q = tid % BK;
+          const long long og = s_gy[st][q], ox = s_x[st][q];
+#pragma unroll
+          for (int i = 0; i < A_PER; ++i) {
+            const int row = tid / BK + i * N_RPP, k = k0 + row;
+            const bool ok = og >= 0 && k < p.Kg;
+            cp_async4(smem_u32(as + row * ATile::LD + q), ok ? gy + og + k * gy_cs : gy, ok);
+          }
+#pragma unroll
+          for (int i = 0; i < B_PER; ++i) {
+            const int row = tid / BK + i * N_RPP, c = c0 + row;
+            const bool ok = ox >= 0 && c < p.Cg;
+            cp_async4(smem_u32(bs + row * BTile::LD + q), ok ? x + ox + c * x_cs : x, ok);
+          }
+        } else {
+          __trap();  // 16-bit NCHW stays on kStages == 1 (no 2-byte cp.async)
+        }
+      };
+      // Iteration i copies k-step s_begin + i (if any) and, from i = kStages - 1 on, multiplies
+      // k-step s_begin + i - (kStages - 1); one cp.async group per iteration, as in the gather
+      // kernel. The tables of the next k-step to copy are built one iteration ahead, into a set
+      // last read kStages - 1 iterations earlier, so the loop's one barrier orders every use.
+      const int n_steps = static_cast<int>(s_end - s_begin);
+      tables(s_begin, 0);
+#pragma unroll 1
+      for (int i = 0; i < n_steps + kStages - 1; ++i) {
+        const int mul = i - (kStages - 1);  // k-step (from s_begin) multiplied here, if >= 0
+        if (mul >= 0) cp_async_wait<kStages - 2>();
+        __syncthreads();  // tables of k-step i visible; k-step mul landed; stage i % kStages free
+        if (i < n_steps) issue(i % kStages);
+        cp_async_commit();
+        if (i + 1 < n_steps) tables(s_begin + i + 1, (i + 1) % kStages);
+        if (mul >= 0) {
+          T* as = reinterpret_cast<T*>(smem + (mul % kStages) * Tiles::kStageBytes);
+          mma.step(as, as + ATile::SIZE);
+        }
+      }
+      cp_async_wait<0>();
+#endif
     }
 
     Acc* ws = static_cast<Acc*>(p.ws) + ((static_cast<long long>(sp) * p.G + g) * taps + tap) * p.Kg * p.Cg;
@@ -859,18 +1225,72 @@ bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 
 bool allow_tf32() { return cudnn_tf32_allowed(CudnnOp::kConv); }
 
+// RNNKERN_CONV_MMA=wmma (read per call): the tensor-core paths on WMMA instead of mma.sync.
+bool use_wmma() {
+  const char* e = std::getenv("RNNKERN_CONV_MMA");
+  if (e == nullptr || *e == '\0') return false;
+  const std::string v(e);
+  TORCH_CHECK(v == "mma" || v == "wmma", "RNNKERN_CONV_MMA must be 'mma' or 'wmma', got '", v, "'");
+  return v == "wmma";
+}
+
+// Shared stages of the cp.async pipeline: tf32 3 x 27 KB, 16-bit 4 x 15 KB (two blocks an SM).
+template <typename T> constexpr int kPipelineStages = sizeof(T) == 4 ? 3 : 4;
+
+// RNNKERN_CONV_PIPELINE=1 (read per call; opt-in until measured on a GPU): the gather and
+// grad-weight kernels' mma.sync paths fill a ring of shared stages with cp.async (kStages > 1)
+// instead of one stage behind a register prefetch, on sm_80+, where the loads allow it: fp32 any
+// layout (4- or 16-byte copies), 16-bit channels_last with 16-byte channel runs (16-bit NCHW
+// would need 2-byte copies, which cp.async does not have).
+bool conv_pipeline_enabled() {
+  const char* e = std::getenv("RNNKERN_CONV_PIPELINE");
+  if (e == nullptr || *e == '\0') return false;
+  const std::string v(e);
+  TORCH_CHECK(v == "0" || v == "1", "RNNKERN_CONV_PIPELINE must be '0' or '1', got '", v, "'");
+  return v == "1" && at::cuda::getCurrentDeviceProperties()->major >= 8;
+}
+
+bool gather_pipelined(size_t elem_size, bool cl, const GatherParams& p) {
+  return conv_pipeline_enabled() && (elem_size == 4 || (cl && p.vec_a && p.vec_b));
+}
+
 // Calls fn(std::integral_constant<Path, P>{}) with T's compute path: fp64 on SIMT, fp32 on tf32
-// tensor cores when torch allows TF32 for convolutions (else true-fp32 SIMT), 16-bit types on WMMA.
-// Only the paths T can take are instantiated.
+// tensor cores when torch allows TF32 for convolutions (else true-fp32 SIMT), 16-bit types on
+// tensor cores. Only the paths T can take are instantiated.
 template <typename T, typename Fn>
 void with_path(Fn&& fn) {
   if constexpr (std::is_same_v<T, double>) {
     fn(std::integral_constant<Path, Path::kSimt>{});
   } else if constexpr (std::is_same_v<T, float>) {
-    if (allow_tf32()) fn(std::integral_constant<Path, Path::kTf32>{});
-    else fn(std::integral_constant<Path, Path::kSimt>{});
+    if (!allow_tf32()) fn(std::integral_constant<Path, Path::kSimt>{});
+    else if (use_wmma()) fn(std::integral_constant<Path, Path::kTf32Wmma>{});
+    else fn(std::integral_constant<Path, Path::kTf32>{});
   } else {
-    fn(std::integral_constant<Path, Path::kWmma16>{});
+    if (use_wmma()) fn(std::integral_constant<Path, Path::k16Wmma>{});
+    else fn(std::integral_constant<Path, Path::k16>{});
+  }
+}
+
+// gather_conv_kernel with kPipelineStages<T> cp.async stages (gather_pipelined chose it); 16-bit
+// runs only channels_last, so only those variants are instantiated for it.
+template <typename T, Path P>
+void launch_gather_pipelined(const GatherParams& p, bool cl, bool trans, dim3 grid, cudaStream_t stream) {
+  constexpr int S = kPipelineStages<T>;
+  const auto run = [&](auto kernel, int bytes) {
+    // above the default 48 KB of dynamic shared memory a kernel must opt in
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    kernel<<<grid, kThreads, bytes, stream>>>(p);
+  };
+  if (cl) {
+    const int bytes = GatherTiles<T, P, true>::bytes(S);
+    if (trans) run(gather_conv_kernel<T, P, true, true, S>, bytes);
+    else run(gather_conv_kernel<T, P, true, false, S>, bytes);
+  } else if constexpr (sizeof(T) == 4) {
+    const int bytes = GatherTiles<T, P, false>::bytes(S);
+    if (trans) run(gather_conv_kernel<T, P, false, true, S>, bytes);
+    else run(gather_conv_kernel<T, P, false, false, S>, bytes);
+  } else {
+    TORCH_INTERNAL_ASSERT(false, "16-bit NCHW has no pipelined gather kernel");
   }
 }
 
@@ -902,6 +1322,12 @@ void launch_gather(GatherParams p, bool cl, bool trans, int64_t elem_size) {
   const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(p.G));
   with_path<T>([&](auto path) {
     constexpr Path P = decltype(path)::value;
+    if constexpr (P == Path::kTf32 || P == Path::k16) {
+      if (gather_pipelined(sizeof(T), cl, p)) {
+        launch_gather_pipelined<T, P>(p, cl, trans, grid, stream);
+        return;
+      }
+    }
     if (cl) {
       if (trans) gather_conv_kernel<T, P, true, true><<<grid, kThreads, 0, stream>>>(p);
       else gather_conv_kernel<T, P, true, false><<<grid, kThreads, 0, stream>>>(p);
@@ -947,6 +1373,18 @@ void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::Te
   TORCH_CHECK(grid.z <= 65535, "conv2d_backward_weight: too many groups for one launch");
   with_path<T>([&](auto path) {
     constexpr Path P = decltype(path)::value;
+    if constexpr (P == Path::kTf32 || P == Path::k16) {
+      if (conv_pipeline_enabled() && (sizeof(T) == 4 || (cl && p.vec_a && p.vec_b))) {
+        constexpr int S = kPipelineStages<T>;
+        const auto run = [&](auto kernel, int bytes) {
+          C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+          kernel<<<grid, kThreads, bytes, stream>>>(p);
+        };
+        if (cl) run(wgrad_kernel<T, P, true, S>, WgradTiles<T, P, true>::bytes(S));
+        else if constexpr (sizeof(T) == 4) run(wgrad_kernel<T, P, false, S>, WgradTiles<T, P, false>::bytes(S));
+        return;
+      }
+    }
     if (cl) wgrad_kernel<T, P, true><<<grid, kThreads, 0, stream>>>(p);
     else wgrad_kernel<T, P, false><<<grid, kThreads, 0, stream>>>(p);
   });

@@ -255,6 +255,52 @@ def test_cuda_large_tile_shapes(strict_fp32):
                  torch.float32, layout=layout)
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("form", ["mma", "wmma", "mma-pipelined"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_cuda_tensor_core_forms(monkeypatch, form, dtype, layout):
+    """Every form of the tensor-core tiles: mma.sync + ldmatrix (the default), WMMA
+    (RNNKERN_CONV_MMA=wmma) and the cp.async pipeline (RNNKERN_CONV_PIPELINE=1; fp32 in any
+    layout, 16-bit channels_last with 16-byte channel runs, the rest as without it), in tf32
+    (torch's default cudnn.allow_tf32) and 16-bit, NCHW and channels_last. Forward / grad_input /
+    grad_weight between them stage every shared-tile layout the fragment loads handle (A as
+    [m][k] or [k][m], B as [k][n] or [n][k]). Shapes span several tiles in every GEMM dimension,
+    with ragged edges, a large dilation (skipped taps), a strided grad_input (stride phases) and
+    channel counts that break the 16-byte runs (element-wise copies)."""
+    assert torch.backends.cudnn.allow_tf32
+    monkeypatch.setenv("RNNKERN_CONV_MMA", form.removesuffix("-pipelined"))
+    monkeypatch.setenv("RNNKERN_CONV_PIPELINE", "1" if form.endswith("-pipelined") else "0")
+    cases = [((3, 72, 37, 41), (136, 72, 3, 3), dict(padding=6, dilation=6)),
+             ((2, 40, 32, 32), (24, 40, 3, 3), dict(padding="same", dilation=18)),
+             ((2, 24, 17, 10), (16, 24, 3, 3), dict(stride=3, padding=1)),
+             ((2, 18, 15, 13), (20, 18, 3, 3), dict(padding=2, dilation=2)),
+             ((1, 16, 12, 12), (18, 16, 3, 3), dict(padding=1))]
+    for xs, ws, kw in cases:
+        x, w, b = (torch.randn(s, dtype=torch.float64) for s in (xs, ws, ws[:1]))
+        gy = torch.randn_like(TF.conv2d(x, w, b, **kw))
+        ref = _run(2, x, w, b, kw, gy, ours=False)
+        cast = dict(device="cuda", dtype=dtype)
+        args = (x.to(**cast).contiguous(memory_format=layout), w.to(**cast), b.to(**cast), kw,
+                gy.to(**cast).contiguous(memory_format=layout))
+        got = _run(2, *args, ours=True)
+        theirs = _run(2, *args, ours=False)  # cuDNN in the same precision (tf32 for float32)
+        for name, o, t, r in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, theirs, ref):
+            tol = TOL_TF32 if dtype == torch.float32 else 2 * rel_err(t, r) + 1e-3
+            assert rel_err(o, r) < tol, (form, name, rel_err(o, r), tol, xs, ws, kw)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("var,value,message", [("RNNKERN_CONV_MMA", "wgmma", "must be 'mma' or 'wmma'"),
+                                               ("RNNKERN_CONV_PIPELINE", "yes", "must be '0' or '1'")])
+def test_cuda_tensor_core_form_env_is_checked(monkeypatch, var, value, message):
+    monkeypatch.setenv(var, value)
+    x, w = torch.randn(1, 8, 6, 6, device="cuda", dtype=torch.bfloat16), torch.randn(8, 8, 3, 3, device="cuda",
+                                                                                      dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match=f"{var} {message}"):
+        RF.conv2d(x.contiguous(memory_format=torch.channels_last), w)
+
+
 # ----------------------------------------------------------------------------------------------
 # autograd checks, opcheck, compile
 
