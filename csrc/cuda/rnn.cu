@@ -41,6 +41,7 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/Exceptions.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/util/FunctionRef.h>
 #include <cooperative_groups.h>
 
 #include <algorithm>
@@ -48,6 +49,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <mutex>
+#include <tuple>
 
 #include "../ops.h"
 #include "../rnn_driver.h"
@@ -275,6 +279,7 @@ __host__ __device__ constexpr int mma_ldu(int units) { return units + 4; }
 __host__ __device__ constexpr int round_up16(int n) { return (n + 15) / 16 * 16; }
 
 // Per step, in CTA j of cluster q (units u0 = q * units ..., columns k0 = j * kslice ...):
+//   load seq[t] (and act_out[t], backward) of the outputs this thread writes  -> registers
 //   stage h_{t-1}[b, k0 : k0 + kslice] for the live b (zeros elsewhere)       -> h_s  (B16 x kslice)
 //   partial[b, n] = sum_k h_s[b, k] W[u0 + n, k0 + k]  on WMMA tiles             -> part_s (B16 x units)
 //   cluster barrier
@@ -323,6 +328,7 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
     }
   };
   const int own = p.units / kMmaClusterCtas;  // outputs per sequence this CTA reduces and writes
+  const int outputs = p.B * own;              // this CTA's: output i is (b, n) = divmod(i, own), n in rank's units
   const int64_t step = static_cast<int64_t>(p.B) * p.H;
   for (int s = 0; s < p.T; ++s) {
     const int t = p.backward ? p.T - 1 - s : s;
@@ -330,6 +336,24 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
     scalar_t* cur = p.seq + t * step;
     const int live = p.live ? p.live[t] : p.B;
     const bool has_prev = prev != nullptr && live > 0;  // uniform over the cluster
+    // Output i's pre-activation seq[t] (z) and, backward, its forward output h_t (h): zeros where
+    // the output is not written from them (finished sequence, u >= H, i past the end).
+    const auto load_inputs = [&](int i, float& z, float& h) {
+      const int b = i / own, u = u0 + rank * own + i % own;
+      z = h = 0.f;
+      if (i < outputs && b < live && u < p.H) {
+        const int64_t o = static_cast<int64_t>(b) * p.H + u;
+        z = static_cast<float>(load_cg(cur + o));  // output o of seq[t] is written only below, by this thread
+        if (p.backward) h = static_cast<float>(p.act_out[t * step + o]);
+      }
+    };
+    // Neither depends on the recurrence, so this thread's first kEarly outputs load them now: their
+    // L2 round trip overlaps the staging and the MMA instead of following the cluster barrier.
+    // Outputs past kEarly per thread (B x units/8 > 8 x 256) load them after it, as before.
+    constexpr int kEarly = 8;
+    float z_early[kEarly], h_early[kEarly];
+#pragma unroll
+    for (int e = 0; e < kEarly; ++e) load_inputs(threadIdx.x + e * blockDim.x, z_early[e], h_early[e]);
     if (has_prev) {
       const int m16 = round_up16(live);  // finished sequences' rows are not multiplied
       // kStage loads in flight per thread before their stores (one L2 round trip per kStage
@@ -365,10 +389,9 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
       }
     }
     cluster.sync();  // every rank's partial sums are in its shared memory (release / acquire)
-    for (int i = threadIdx.x; i < p.B * own; i += blockDim.x) {
+    const auto write_output = [&](int i, float z, float h) {
       const int b = i / own, n = rank * own + i % own, u = u0 + n;
-      if (u >= p.H) continue;
-      const int64_t o = static_cast<int64_t>(b) * p.H + u;
+      if (u >= p.H) return;
       float y = 0.f;  // finished sequence: output / gradient is zero from here on
       if (b < live) {
         float sum = 0.f;
@@ -376,10 +399,19 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
 #pragma unroll
           for (int c = 0; c < kMmaClusterCtas; ++c) sum += parts[c][b * ldu + n];
         }
-        const float h = p.backward ? static_cast<float>(p.act_out[t * step + o]) : 0.f;
-        y = step_epilogue(static_cast<float>(load_cg(cur + o)) + sum, h, p.relu, p.backward);
+        y = step_epilogue(z + sum, h, p.relu, p.backward);
       }
-      cur[o] = static_cast<scalar_t>(y);
+      cur[static_cast<int64_t>(b) * p.H + u] = static_cast<scalar_t>(y);
+    };
+#pragma unroll
+    for (int e = 0; e < kEarly; ++e) {
+      const int i = threadIdx.x + e * blockDim.x;
+      if (i < outputs) write_output(i, z_early[e], h_early[e]);
+    }
+    for (int i = threadIdx.x + kEarly * blockDim.x; i < outputs; i += blockDim.x) {
+      float z, h;
+      load_inputs(i, z, h);
+      write_output(i, z, h);
     }
     // step t complete everywhere before step t +- 1 reads it, and no rank overwrites its partial
     // sums while another still reads them
@@ -534,13 +566,63 @@ PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H) {
   return cfg;
 }
 
+// ---- host: the runtime queries before a launch, each asked once ------------------------------
+// Benchmarks time each call alone, so host time before the persistent kernel launches is exposed,
+// and every call used to repeat the same attribute sets and occupancy probes (several us). Their
+// answers depend only on the device, the kernel and the launch shape, so cached_query asks each
+// once per process and remembers the answer.
+enum class QueryKind { kSharedMemoryCap, kNonPortableClusters, kPtxVersion, kBlocksPerSm, kResidentClusters };
+
+// One query about one kernel and the launch shape its answer depends on (0 where it does not);
+// brace-initialised in member order (the device build is C++17: no designated initialisers).
+struct KernelQuery {
+  QueryKind kind;
+  const void* kernel;
+  int block = 0, grid = 0, cluster = 0;
+  size_t smem = 0;
+};
+
+template <typename Kernel>
+const void* kernel_id(Kernel kernel) {
+  return reinterpret_cast<const void*>(kernel);
+}
+
+// ask() the first time q is seen on the current device, its stored answer after. The lock is held
+// through ask(), so first calls on two threads (autograd's device thread runs the backward) ask
+// once; an ask() that throws stores nothing.
+int cached_query(const KernelQuery& q, c10::function_ref<int()> ask) {
+  using Key = std::tuple<int, QueryKind, const void*, int, int, int, size_t>;
+  static std::mutex mutex;
+  static std::map<Key, int> answers;
+  const Key key{at::cuda::current_device(), q.kind, q.kernel, q.block, q.grid, q.cluster, q.smem};
+  const std::lock_guard<std::mutex> lock(mutex);
+  auto it = answers.find(key);
+  if (it == answers.end()) it = answers.emplace(key, ask()).first;
+  return it->second;
+}
+
 // The dynamic shared-memory cap, not this call's size: one value for every call, so a launch on
 // another host thread (autograd's device thread runs the backward) cannot lower it between our
 // set and our launch. The kernel has no static shared memory, so the whole opt-in limit is available.
+// Being the same value every time, and kept by the kernel on that device once set, it is set once
+// per device and kernel; the occupancy probes below count on it and run after it.
 template <typename Kernel>
 void allow_full_shared_memory(Kernel kernel) {
-  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin)));
+  cached_query({QueryKind::kSharedMemoryCap, kernel_id(kernel)}, [&] {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin)));
+    return 1;
+  });
+}
+
+// The PTX version the kernel was built from on this device (< 90: no sm_90 code, so no clusters).
+template <typename Kernel>
+int ptx_version(Kernel kernel) {
+  return cached_query({QueryKind::kPtxVersion, kernel_id(kernel)}, [&] {
+    cudaFuncAttributes attr;
+    C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+    return attr.ptxVersion;
+  });
 }
 
 // Logged so tests can tell a silent fallback from a persistent run.
@@ -590,8 +672,12 @@ template <typename scalar_t, StepBarrier kBarrier, int kBatchTile>
 bool launch_cooperative(const PersistentConfig& cfg, PersistentParams<scalar_t> params) {
   auto kernel = rnn_persistent_kernel<scalar_t, kBarrier, kBatchTile>;
   allow_full_shared_memory(kernel);
-  int per_sm = 0;
-  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kPersistThreads, cfg.smem));
+  const int per_sm = cached_query(
+      {QueryKind::kBlocksPerSm, kernel_id(kernel), kPersistThreads, 0, 0, cfg.smem}, [&] {
+        int n = 0;
+        C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kPersistThreads, cfg.smem));
+        return n;
+      });
   if (per_sm * at::cuda::getCurrentDeviceProperties()->multiProcessorCount < cfg.grid)
     return fall_back("not co-resident", cfg.grid);
   at::Tensor arrivals;
@@ -612,14 +698,22 @@ bool launch_cooperative(const PersistentConfig& cfg, PersistentParams<scalar_t> 
 template <typename scalar_t, int kBatchTile>
 bool launch_cluster(const PersistentConfig& cfg, const PersistentParams<scalar_t>& params) {
   auto kernel = rnn_persistent_kernel<scalar_t, StepBarrier::kCluster, kBatchTile>;
-  cudaFuncAttributes attr;
-  C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
-  if (attr.ptxVersion < 90) return fall_back("has no sm_90 code in this build for a cluster", cfg.grid);
+  if (ptx_version(kernel) < 90) return fall_back("has no sm_90 code in this build for a cluster", cfg.grid);
   allow_full_shared_memory(kernel);
-  if (cfg.grid > 8) C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+  if (cfg.grid > 8) {  // like the shared-memory cap: set once, kept, and before the probe that needs it
+    cached_query({QueryKind::kNonPortableClusters, kernel_id(kernel)}, [&] {
+      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+      return 1;
+    });
+  }
   ClusterLaunch launch(cfg.grid, cfg.grid, cfg.smem);
-  int clusters = 0;
-  C10_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &launch.config));
+  const int clusters = cached_query({QueryKind::kResidentClusters, kernel_id(kernel), kPersistThreads,
+                                     cfg.grid, cfg.grid, cfg.smem},
+                                    [&] {
+                                      int n = 0;
+                                      C10_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&n, kernel, &launch.config));
+                                      return n;
+                                    });
   if (clusters < 1) return fall_back("cannot be one resident cluster", cfg.grid);
   C10_CUDA_CHECK(cudaLaunchKernelEx(&launch.config, kernel, params));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -640,21 +734,24 @@ bool launch_mma(MmaConfig m, const PersistentParams<scalar_t>& base, const char*
   auto one_cluster = rnn_persistent_mma_kernel<scalar_t, true>;
   auto clusters = rnn_persistent_mma_kernel<scalar_t, false>;
   const char* name = "tensor-core";
-  cudaFuncAttributes attr;
-  C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, clusters));
-  if (attr.ptxVersion < 90) return fall_back("has no sm_90 code in this build", m.clusters * kMmaClusterCtas, name, to);
+  if (ptx_version(clusters) < 90) return fall_back("has no sm_90 code in this build", m.clusters * kMmaClusterCtas, name, to);
   allow_full_shared_memory(one_cluster);
   allow_full_shared_memory(clusters);
   // co-resident clusters for c, probed with the multi-cluster variant (the one-cluster one differs
   // in registers only, and shared memory holds either to one CTA per SM); 0 if the shape is refused
   const auto resident_clusters = [&](const MmaConfig& c) {
-    int n = 0;
-    ClusterLaunch probe(c.clusters * kMmaClusterCtas, kMmaClusterCtas, c.smem);
-    const cudaError_t err = cudaOccupancyMaxActiveClusters(&n, clusters, &probe.config);
-    if (err == cudaSuccess) return n;
-    if (!launch_refused(err)) C10_CUDA_CHECK(err);
-    (void)cudaGetLastError();
-    return 0;
+    const int grid = c.clusters * kMmaClusterCtas;
+    return cached_query({QueryKind::kResidentClusters, kernel_id(clusters), kPersistThreads, grid,
+                         kMmaClusterCtas, c.smem},
+                        [&] {
+                          int n = 0;
+                          ClusterLaunch probe(grid, kMmaClusterCtas, c.smem);
+                          const cudaError_t err = cudaOccupancyMaxActiveClusters(&n, clusters, &probe.config);
+                          if (err == cudaSuccess) return n;
+                          if (!launch_refused(err)) C10_CUDA_CHECK(err);
+                          (void)cudaGetLastError();
+                          return 0;
+                        });
   };
   int resident = resident_clusters(m);
   if (m.clusters > 1 && resident >= 1 && resident < m.clusters) {
