@@ -83,13 +83,20 @@ class RNN(torch.nn.Module):
 
     @property
     def _flat_weights(self) -> list[Tensor]:
-        return [getattr(self, name) for name in self._flat_weights_names]
+        # Read on every forward, so never stale. A plain parameter is looked up in _parameters, as
+        # Module.__getattr__ would after the normal lookup fails (that failure costs ~1 us each);
+        # anything else (e.g. a parametrized weight, which is a property) goes through getattr.
+        params = self._parameters
+        return [params[name] if name in params else getattr(self, name) for name in self._flat_weights_names]
 
     @property
     def all_weights(self) -> list[list[Tensor]]:
+        return self._group_weights(self._flat_weights)
+
+    def _group_weights(self, flat: list[Tensor]) -> list[list[Tensor]]:
+        """[w_ih, w_hh(, b_ih, b_hh)] per layer and direction, from the flat list."""
         n = 4 if self.bias else 2
-        w = self._flat_weights
-        return [w[i:i + n] for i in range(0, len(w), n)]
+        return [flat[i:i + n] for i in range(0, len(flat), n)]
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -159,9 +166,12 @@ class RNN(torch.nn.Module):
             self._check_hidden(hx, B)
             x = input.transpose(0, 1) if self.batch_first else input
             lengths = None
-        self._check_dtypes(x, hx)
-        out, h_n = F.rnn(x, hx, self.all_weights, self.nonlinearity, self.num_layers, self.dropout, self.training,
-                         self.bidirectional, lengths)
+        # the parameters are read once per call (each module getattr costs about a microsecond) and
+        # never cached across calls, so .to(), parameter replacement and load_state_dict are seen
+        flat = self._flat_weights
+        self._check_dtypes(x, hx, flat[0])
+        out, h_n = F.rnn(x, hx, self._group_weights(flat), self.nonlinearity, self.num_layers, self.dropout,
+                         self.training, self.bidirectional, lengths)
         if packed:
             out = out.reshape(T * B, -1).index_select(0, rows.to(out.device))
             return PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices), \
@@ -173,8 +183,8 @@ class RNN(torch.nn.Module):
             h_n = h_n.squeeze(1)
         return out, h_n
 
-    def _check_dtypes(self, x: Tensor, hx: Tensor) -> None:
-        w = self._flat_weights[0]
+    @staticmethod
+    def _check_dtypes(x: Tensor, hx: Tensor, w: Tensor) -> None:
         if x.dtype != w.dtype or hx.dtype != w.dtype:
             raise TypeError(f"RNN: input ({x.dtype}), hx ({hx.dtype}) and parameters ({w.dtype}) must share one "
                             "dtype; convert the module with .to(dtype) or the input")

@@ -5,6 +5,8 @@ from typing import Sequence
 
 import torch
 
+from rnnkern.ops import _ext
+
 
 def check_tensor(op: str, name: str, t, *, dims: Sequence[int] | None = None, floating: bool = False) -> None:
     if not isinstance(t, torch.Tensor):
@@ -27,12 +29,13 @@ def check_same(op: str, ref_name: str, ref: torch.Tensor, name: str, t: torch.Te
 
 
 def check_supported_device(op: str, t: torch.Tensor) -> None:
-    from rnnkern.ops._ext import WITH_CUDA
-    if t.device.type == "cuda" and not WITH_CUDA:
+    # runs on every op call: the is_cpu / is_cuda flags are cheaper than building t.device.type
+    if t.is_cpu or (t.is_cuda and _ext.WITH_CUDA) or t.is_meta:
+        return
+    if t.is_cuda:
         raise RuntimeError(f"{op}: rnnkern was built without CUDA kernels; rebuild with a CUDA toolkit "
                            "(see `rnnkern info`)")
-    if t.device.type not in ("cpu", "cuda", "meta"):
-        raise RuntimeError(f"{op}: unsupported device {t.device}")
+    raise RuntimeError(f"{op}: unsupported device {t.device}")
 
 
 def ntuple(op: str, name: str, value, n: int, *, minimum: int | None = None) -> list[int]:
@@ -45,7 +48,7 @@ def ntuple(op: str, name: str, value, n: int, *, minimum: int | None = None) -> 
             raise TypeError(f"{op}: {name} must be an int or a sequence of {n} ints, got {value!r}") from None
         if len(out) != n:
             raise ValueError(f"{op}: {name} must have {n} entries, got {len(out)}: {value!r}")
-    if minimum is not None and any(v < minimum for v in out):
+    if minimum is not None and min(out) < minimum:
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
     return out
 

@@ -162,7 +162,7 @@ def resolve_padding(op: str, padding, kernel: list[int], stride: list[int], dila
         lo = [t // 2 for t in total]
         return lo + [t - l for t, l in zip(total, lo)]
     p = ntuple(op, "padding", padding, nd)
-    if any(v < 0 for v in p):
+    if min(p) < 0:
         raise ValueError(f"{op}: padding must be non-negative, got {padding!r}")
     return p + p
 
@@ -173,10 +173,11 @@ def conv(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride,
     the caller's rank. nd = 1 runs as a 2-D convolution with H = 1."""
     check_tensor(op, "input", input, dims=(nd + 1, nd + 2), floating=True)
     check_tensor(op, "weight", weight, dims=(nd + 2,), floating=True)
-    if input.device.type in ("cuda", "cpu") and torch.is_autocast_enabled(input.device.type):
+    autocast_device = "cuda" if input.is_cuda else "cpu" if input.is_cpu else None  # cheaper than device.type
+    if autocast_device is not None and torch.is_autocast_enabled(autocast_device):
         # torch runs convolutions in the autocast dtype; so do we (the custom op has no autocast
         # kernel of its own, so this is the one place that casts)
-        dt = torch.get_autocast_dtype(input.device.type)
+        dt = torch.get_autocast_dtype(autocast_device)
         input, weight = input.to(dt), weight.to(dt)
         bias = None if bias is None else bias.to(dt)
     check_same(op, "input", input, "weight", weight)
@@ -189,17 +190,18 @@ def conv(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride,
     if groups < 1:
         raise ValueError(f"{op}: groups must be a positive integer, got {groups}")
     stride = ntuple(op, "stride", stride, nd)
-    if any(v < 1 for v in stride):
+    if min(stride) < 1:
         raise ValueError(f"{op}: stride must be positive (non-positive stride is not supported), got {stride}")
     dilation = ntuple(op, "dilation", dilation, nd)
-    if any(v < 1 for v in dilation):
+    if min(dilation) < 1:
         raise ValueError(f"{op}: dilation must be positive (non-positive dilation is not supported), got {dilation}")
 
-    unbatched = input.dim() == nd + 1
-    c_in = input.shape[0 if unbatched else 1]
-    c_out, cg = weight.shape[0], weight.shape[1]
-    kernel = list(weight.shape[2:])
-    if c_out == 0 or any(k < 1 for k in kernel) or cg < 1:
+    x_shape, w_shape = input.shape, weight.shape  # each .shape read builds a new torch.Size
+    unbatched = len(x_shape) == nd + 1
+    c_in = x_shape[0 if unbatched else 1]
+    c_out, cg = w_shape[0], w_shape[1]
+    kernel = list(w_shape[2:])
+    if c_out == 0 or min(kernel) < 1 or cg < 1:
         raise ValueError(f"{op}: weight must have non-zero sizes, got {tuple(weight.shape)}")
     if c_in % groups:
         raise ValueError(f"{op}: groups={groups} must divide the input channels ({c_in})")
@@ -211,8 +213,8 @@ def conv(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride,
     if bias is not None and bias.shape[0] != c_out:
         raise ValueError(f"{op}: bias must have {c_out} elements (weight.shape[0]), got {tuple(bias.shape)}")
     pad = resolve_padding(op, padding, kernel, stride, dilation)
-    spatial = list(input.shape[-nd:])
-    if any(s < 1 for s in spatial):
+    spatial = list(x_shape[-nd:])
+    if min(spatial) < 1:
         raise ValueError(f"{op}: input spatial size must be non-zero, got {tuple(input.shape)}")
     for i in range(nd):
         padded = spatial[i] + pad[i] + pad[nd + i]

@@ -171,33 +171,34 @@ def conv_transpose(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor
     output_padding = ntuple(op, "output_padding", output_padding, nd, minimum=0)
     dilation = ntuple(op, "dilation", dilation, nd, minimum=1)
 
-    c_in = input.shape[-nd - 1]
-    if weight.shape[0] != c_in:
+    x_shape, w_shape = input.shape, weight.shape  # each .shape read builds a new torch.Size
+    c_in = x_shape[-nd - 1]
+    if w_shape[0] != c_in:
         raise ValueError(f"{op}: input has {c_in} channels but weight.size(0) is {weight.shape[0]} "
                          f"(weight layout is (C_in, C_out/groups, *kernel), input shape {tuple(input.shape)}, "
                          f"weight shape {tuple(weight.shape)})")
     if c_in % groups != 0:
         raise ValueError(f"{op}: input channels ({c_in}) must be divisible by groups ({groups})")
-    c_out = weight.shape[1] * groups
+    c_out = w_shape[1] * groups
     if bias is not None and bias.shape[0] != c_out:
         raise ValueError(f"{op}: bias must have {c_out} elements (weight.size(1) * groups), got {bias.shape[0]}")
-    kernel = list(weight.shape[2:])
-    if any(k < 1 for k in kernel):
+    kernel = list(w_shape[2:])
+    if min(kernel) < 1:
         raise ValueError(f"{op}: kernel size must be >= 1, got weight shape {tuple(weight.shape)}")
     for d in range(nd):
         if not (output_padding[d] < stride[d] or output_padding[d] < dilation[d]):
             raise ValueError(f"{op}: output_padding must be smaller than either stride or dilation, got "
                              f"output_padding={output_padding}, stride={stride}, dilation={dilation}")
-    spatial = list(input.shape[-nd:])
-    if any(s < 1 for s in spatial):
+    spatial = list(x_shape[-nd:])
+    if min(spatial) < 1:
         raise ValueError(f"{op}: input spatial size must be >= 1, got input shape {tuple(input.shape)}")
     out = [output_size(spatial[d], kernel[d], stride[d], padding[d], output_padding[d], dilation[d])
            for d in range(nd)]
-    if any(o < 1 for o in out):
+    if min(out) < 1:
         raise ValueError(f"{op}: computed output size {out} is too small (input {spatial}, kernel {kernel}, "
                          f"stride {stride}, padding {padding}, dilation {dilation})")
 
-    unbatched = input.dim() == nd + 1
+    unbatched = len(x_shape) == nd + 1
     x = input.unsqueeze(0) if unbatched else input
     w = weight
     if nd == 1:  # (N, C, L) -> (N, C, 1, L); weight (C_in, C_out/g, k) -> (C_in, C_out/g, 1, k)

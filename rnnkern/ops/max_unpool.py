@@ -86,7 +86,8 @@ def unpool_output_size(op: str, input: Tensor, kernel: list[int], stride: list[i
     """torch.nn.functional's rule: default (in - 1) * s - 2p + k; a given size must lie strictly
     within (default - s, default + s)."""
     nd = len(kernel)
-    default = [(input.shape[-nd + d] - 1) * stride[d] + kernel[d] - 2 * padding[d] for d in range(nd)]
+    spatial = input.shape[-nd:]  # read once: each .shape read builds a new torch.Size
+    default = [(spatial[d] - 1) * stride[d] + kernel[d] - 2 * padding[d] for d in range(nd)]
     if output_size is None:
         size = default
     else:
@@ -102,9 +103,8 @@ def unpool_output_size(op: str, input: Tensor, kernel: list[int], stride: list[i
             lo, hi = default[d] - stride[d], default[d] + stride[d]
             if not lo < size[d] < hi:
                 raise ValueError(f'{op}: invalid output_size "{list(size)}" (dim {d} must be between {lo} and {hi})')
-    for d in range(nd):
-        if size[d] < 0:
-            raise ValueError(f"{op}: output_size must contain non-negative spatial dimensions, got {size}")
+    if min(size) < 0:
+        raise ValueError(f"{op}: output_size must contain non-negative spatial dimensions, got {size}")
     return size
 
 
