@@ -4,12 +4,20 @@
 # logs + JSON in OUTDIR. Installs nothing (the GPU machine may have no network).
 #   scripts/gpu_check.sh [OUTDIR]        (default: $OUT, else ./gpu-out)
 #   GPU_CHECK_STEPS="tests bench"        run a subset (the build always runs): tests memcheck racecheck bench
+#                                        (the default), and profile (never by default): Nsight Compute
+#                                        on the kernels that miss their models, scripts/gpu_profile.sh,
+#                                        into OUTDIR/profile, after the rest, alone (~2-3.5 min alone)
 #                                        (a device call is capped at 10 minutes; split the run if needed)
 #   GPU_CHECK_PREBUILT=1                 use an rnnkern/_C*.so carried in (built elsewhere against the
 #                                        same torch) when it imports with CUDA kernels; else build here
 #   GPU_CHECK_PACK=$OUT/gpu-check.tgz   write the logs to OUTDIR outside $OUT and pack them into this one
 #                                        file after each phase (a device call returns at most 8 files, and
 #                                        what is packed survives a call that runs out of time)
+#   GPU_PROFILE_PACK=$OUT/gpu-profile.tgz  the profile step's own pack (reports and text pages, after each
+#                                        case); OUTDIR/profile then stays out of GPU_CHECK_PACK
+# The profile step alone, on a carried build:
+#   GPU_CHECK_PREBUILT=1 GPU_CHECK_STEPS=profile GPU_CHECK_PACK=$OUT/gpu-check.tgz \
+#     GPU_PROFILE_PACK=$OUT/gpu-profile.tgz scripts/gpu_check.sh /tmp/gc
 # tests, memcheck and racecheck run side by side (they only check correctness); bench runs alone.
 # A whole check (prebuilt, 16 CPU cores) took 172 s on an H200.
 set -uo pipefail
@@ -22,9 +30,11 @@ export PYTHONUNBUFFERED=1
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$($PY -c "import torch; print('.'.join(map(str, torch.cuda.get_device_capability())))")}
-pack() {  # OUTDIR -> GPU_CHECK_PACK, replaced atomically
+pack() {  # OUTDIR -> GPU_CHECK_PACK, replaced atomically (OUTDIR/profile travels in its own pack, if any)
   [ -n "${GPU_CHECK_PACK:-}" ] || return 0
-  tar czf "$GPU_CHECK_PACK.tmp" -C "$OUTDIR" . && mv "$GPU_CHECK_PACK.tmp" "$GPU_CHECK_PACK"
+  local skip=()
+  [ -n "${GPU_PROFILE_PACK:-}" ] && skip=(--exclude=./profile)
+  tar czf "$GPU_CHECK_PACK.tmp" -C "$OUTDIR" "${skip[@]}" . && mv "$GPU_CHECK_PACK.tmp" "$GPU_CHECK_PACK"
 }
 want() { [[ " ${GPU_CHECK_STEPS:-tests memcheck racecheck bench} " == *" $1 "* ]]; }
 
@@ -75,9 +85,13 @@ fi
 wait
 pack
 want bench && step bench $TO ${GPU_CHECK_BENCH_TIMEOUT:-300} $PY -m rnnkern.cli bench --device cuda --json "$OUTDIR/bench.json" --plot "$OUTDIR/bench.png"
+pack
+# alone on the GPU (ncu serialises and replays kernels); each case packs GPU_PROFILE_PACK as it ends
+want profile && step profile $TO ${GPU_CHECK_PROFILE_TIMEOUT:-420} env PYTHON="$PY" scripts/gpu_profile.sh "$OUTDIR/profile"
 
 echo
 echo "== gpu_check summary ($($PY -c 'import torch; print(torch.cuda.get_device_name(0), torch.__version__)'))"
-for k in build tests memcheck racecheck bench; do
+for k in build tests memcheck racecheck bench profile; do
   printf '%-10s %s\n' "$k" "$(cat "$OUTDIR/$k.status" 2>/dev/null || echo skipped)"; done | tee "$OUTDIR/summary.txt"
+[ -f "$OUTDIR/profile/summary.txt" ] && { echo; cat "$OUTDIR/profile/summary.txt"; }
 pack
