@@ -7,7 +7,8 @@
 //    The common SegNet case (2x2 windows, output exactly 2H x 2W, every tensor dense in the
 //    output's layout) has its own kernel with 32-bit multiply-shift index math: the general
 //    one's int64 divisions cost more instructions per window than the memory system needs
-//    to move the window's 28 bytes (fp32) at full bandwidth.
+//    to move the window's 28 bytes (fp32) at full bandwidth. In NCHW with an even width a
+//    thread takes two neighbouring windows (wider loads and stores; so does the backward).
 //  * scatter (any other geometry, or an index that leaves its window): deterministic in two
 //    passes. Pass 1 picks, per output element, the LAST input element that targets it
 //    (integer atomicMax of the flat input position: order-independent, hence deterministic, and
@@ -40,6 +41,8 @@ __device__ __forceinline__ void decompose(int64_t i, bool channels_last, int64_t
   }
 }
 
+bool aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
 unsigned int blocks_for(int64_t n) {
   return static_cast<unsigned int>(std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(1) << 30));
 }
@@ -59,11 +62,36 @@ __global__ void unpool_gather_kernel(UnpoolGeometry g, bool channels_last, const
 
 using Div32 = at::cuda::detail::IntDivider<unsigned int>;
 
-// Two adjacent elements stored at once (8 bytes in fp32, 4 in 16-bit types).
+// Two / four adjacent elements loaded or stored at once.
 template <typename T>
 struct alignas(2 * sizeof(T)) Pair {
   T first, second;
 };
+template <typename T>
+struct alignas(4 * sizeof(T)) Quad {
+  T v[4];
+};
+
+// Where a 2x2 window's value goes: (th, tw) in {0, 1}^2; -1 nowhere, -2 every element
+// (nearest). k is the max-pool index in its output plane (of `plane` elements, rows of OW), the
+// window's top-left is (2h, 2w); an index outside the window or the plane raises its flag.
+__device__ __forceinline__ void window_target(UnpoolMode mode, int64_t k, unsigned int h, unsigned int w,
+                                              unsigned int OW, int64_t plane, int* flags, int& th, int& tw) {
+  th = tw = -1;
+  if (mode == UnpoolMode::kIndices) {
+    const int64_t d = k - (int64_t{2} * h * OW + 2 * w);  // offset from the window's top-left
+    if (k < 0 || k >= plane) {
+      atomicOr(flags, kUnpoolIndexOutOfRange);
+    } else if (d == 0 || d == 1 || d == OW || d == OW + 1) {
+      th = d >= OW;
+      tw = static_cast<int>(d - th * OW);
+    } else {
+      atomicOr(flags, kUnpoolIndexOutsideWindow);
+    }
+  } else {
+    th = tw = mode == UnpoolMode::kBedOfNails ? 0 : -2;
+  }
+}
 
 // unpool_gather_kernel for 2x2 windows on dense tensors with OH = 2H, OW = 2W and fewer than 2^31
 // output elements. Thread i takes input element i (so value and index are read at i):
@@ -86,21 +114,8 @@ __global__ void unpool_gather2x2_kernel(UnpoolMode mode, unsigned int total, Div
     const auto rw = div_w.divmod(q);
     const unsigned int row = rw.div, w = rw.mod, h = div_h.mod(row);
     const scalar_t v = in[i];
-    int th = -1, tw = -1;  // target inside the window; -1: none, -2: every element (nearest)
-    if (mode == UnpoolMode::kIndices) {
-      const int64_t k = idx[i];
-      const int64_t d = k - (int64_t{2} * h * OW + 2 * w);  // offset from the window's top-left
-      if (k < 0 || k >= plane) {
-        atomicOr(flags, kUnpoolIndexOutOfRange);
-      } else if (d == 0 || d == 1 || d == OW || d == OW + 1) {
-        th = d >= OW;
-        tw = static_cast<int>(d - th * OW);
-      } else {
-        atomicOr(flags, kUnpoolIndexOutsideWindow);
-      }
-    } else {
-      th = tw = mode == UnpoolMode::kBedOfNails ? 0 : -2;
-    }
+    int th, tw;
+    window_target(mode, mode == UnpoolMode::kIndices ? idx[i] : 0, h, w, OW, plane, flags, th, tw);
     const scalar_t zero = scalar_t(0);
     const auto at = [&](int r, int s) { return th == -2 || (th == r && tw == s) ? v : zero; };
     if constexpr (kCL) {
@@ -113,6 +128,42 @@ __global__ void unpool_gather2x2_kernel(UnpoolMode mode, unsigned int total, Div
       const unsigned int o = 2 * row * OW + 2 * w;
       *reinterpret_cast<Pair<scalar_t>*>(out + o) = {at(0, 0), at(0, 1)};
       *reinterpret_cast<Pair<scalar_t>*>(out + o + OW) = {at(1, 0), at(1, 1)};
+    }
+  }
+}
+
+// unpool_gather2x2_kernel's NCHW case for even W, two horizontally neighbouring windows per
+// thread: their values and indices in one 8- / 16-byte load each, each output row of the pair's
+// four elements in one store (16 bytes in fp32). Half the memory instructions per window, twice
+// the bytes in flight per thread. Same values and flags.
+template <typename scalar_t>
+__global__ void unpool_gather2x2_pairs_kernel(UnpoolMode mode, unsigned int pairs, Div32 div_w, Div32 div_h,
+                                              const scalar_t* __restrict__ in, const int64_t* __restrict__ idx,
+                                              scalar_t* __restrict__ out, int* __restrict__ flags) {
+  const unsigned int W = div_w.divisor, OW = 2 * W;
+  const int64_t plane = int64_t{4} * div_h.divisor * W;
+  for (unsigned int j = blockIdx.x * blockDim.x + threadIdx.x; j < pairs; j += gridDim.x * blockDim.x) {
+    const unsigned int i = 2 * j;  // windows i, i + 1: one row (W even), columns w, w + 1
+    const auto rw = div_w.divmod(i);
+    const unsigned int row = rw.div, w = rw.mod, h = div_h.mod(row);
+    const Pair<scalar_t> v = *reinterpret_cast<const Pair<scalar_t>*>(in + i);
+    int64_t k0 = 0, k1 = 0;
+    if (mode == UnpoolMode::kIndices) {
+      const longlong2 k = *reinterpret_cast<const longlong2*>(idx + i);
+      k0 = k.x;
+      k1 = k.y;
+    }
+    int th0, tw0, th1, tw1;
+    window_target(mode, k0, h, w, OW, plane, flags, th0, tw0);
+    window_target(mode, k1, h, w + 1, OW, plane, flags, th1, tw1);
+    const scalar_t zero = scalar_t(0);
+    const auto at = [&](scalar_t x, int th, int tw, int r, int c) { return th == -2 || (th == r && tw == c) ? x : zero; };
+    const unsigned int o = 2 * row * OW + 2 * w;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      *reinterpret_cast<Quad<scalar_t>*>(out + o + r * OW) = {
+          {at(v.first, th0, tw0, r, 0), at(v.first, th0, tw0, r, 1), at(v.second, th1, tw1, r, 0),
+           at(v.second, th1, tw1, r, 1)}};
     }
   }
 }
@@ -135,6 +186,23 @@ __global__ void unpool_backward_dense_kernel(unsigned int total, Div32 div_plane
       }
     }
     gi[i] = g;
+  }
+}
+
+// unpool_backward_dense_kernel's NCHW case, two elements per thread (an even count): both indices
+// in one 16-byte load, both gradients in one store; the two gathers are independent, so each
+// thread keeps twice the reads in flight.
+template <typename scalar_t>
+__global__ void unpool_backward_dense_pairs_kernel(unsigned int pairs, Div32 div_plane, int64_t out_plane,
+                                                   const scalar_t* __restrict__ go, const int64_t* __restrict__ idx,
+                                                   scalar_t* __restrict__ gi) {
+  for (unsigned int j = blockIdx.x * blockDim.x + threadIdx.x; j < pairs; j += gridDim.x * blockDim.x) {
+    const unsigned int i = 2 * j;
+    const longlong2 k = *reinterpret_cast<const longlong2*>(idx + i);
+    scalar_t g0 = scalar_t(0), g1 = scalar_t(0);
+    if (k.x >= 0 && k.x < out_plane) g0 = go[div_plane.div(i) * out_plane + k.x];
+    if (k.y >= 0 && k.y < out_plane) g1 = go[div_plane.div(i + 1) * out_plane + k.y];
+    *reinterpret_cast<Pair<scalar_t>*>(gi + i) = {g0, g1};
   }
 }
 
@@ -243,10 +311,16 @@ at::Tensor max_unpool_forward_cuda(const at::Tensor& input, const std::optional<
       const auto total = static_cast<unsigned int>(input.numel());
       const Div32 div_c(static_cast<unsigned int>(cl ? g.C : 1)), div_w(static_cast<unsigned int>(g.W)),
           div_h(static_cast<unsigned int>(g.H));
-      auto kernel = cl ? unpool_gather2x2_kernel<scalar_t, true> : unpool_gather2x2_kernel<scalar_t, false>;
-      kernel<<<blocks_for(input.numel()), kThreads, 0, stream>>>(g.mode, total, div_c, div_w, div_h,
-                                                                  input.const_data_ptr<scalar_t>(), idx,
-                                                                  output.data_ptr<scalar_t>(), flags.data_ptr<int>());
+      const scalar_t* in = input.const_data_ptr<scalar_t>();
+      // two windows a thread where they share a row and their loads and stores are aligned
+      if (!cl && g.W % 2 == 0 && aligned(in, 2 * sizeof(scalar_t)) && (idx == nullptr || aligned(idx, 16))) {
+        unpool_gather2x2_pairs_kernel<scalar_t><<<blocks_for(total / 2), kThreads, 0, stream>>>(
+            g.mode, total / 2, div_w, div_h, in, idx, output.data_ptr<scalar_t>(), flags.data_ptr<int>());
+      } else {
+        auto kernel = cl ? unpool_gather2x2_kernel<scalar_t, true> : unpool_gather2x2_kernel<scalar_t, false>;
+        kernel<<<blocks_for(input.numel()), kThreads, 0, stream>>>(g.mode, total, div_c, div_w, div_h, in, idx,
+                                                                    output.data_ptr<scalar_t>(), flags.data_ptr<int>());
+      }
     } else {
       const int64_t windows = g.N * g.C * ((g.OH + g.sh - 1) / g.sh) * ((g.OW + g.sw - 1) / g.sw);
       unpool_gather_kernel<scalar_t><<<blocks_for(windows), kThreads, 0, stream>>>(
@@ -285,6 +359,14 @@ at::Tensor max_unpool_backward_cuda(const at::Tensor& grad_output, const std::op
     if (dense) {
       const Div32 div_plane(static_cast<unsigned int>(g.H * g.W * (cl ? g.C : 1))),
           div_c(static_cast<unsigned int>(cl ? g.C : 1));
+      const auto total = static_cast<unsigned int>(grad_input.numel());
+      if (!cl && total % 2 == 0 && aligned(idx, 16)) {  // two elements a thread (grad_input is fresh: aligned)
+        unpool_backward_dense_pairs_kernel<scalar_t><<<blocks_for(total / 2), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+            total / 2, div_plane, g.OH * g.OW, grad_output.const_data_ptr<scalar_t>(), idx,
+            grad_input.data_ptr<scalar_t>());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        return;
+      }
       auto kernel = cl ? unpool_backward_dense_kernel<scalar_t, true> : unpool_backward_dense_kernel<scalar_t, false>;
       kernel<<<blocks_for(grad_input.numel()), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
           static_cast<unsigned int>(grad_input.numel()), div_plane, div_c, g.OH * g.OW,
