@@ -78,6 +78,27 @@ def time_pair(ours: Callable[[], object], theirs: Callable[[], object], device: 
     return statistics.median(times[0]), statistics.median(times[1])
 
 
+def time_queued(ours: Callable[[], object], theirs: Callable[[], object], calls: int = 5,
+                reps: int = 3) -> tuple[float, float]:
+    """GPU only: median ms per call when `calls` calls are queued back to back between two events
+    (alternating sides, `reps` times). Once the host runs ahead of the GPU, its own time per call
+    (Python, dispatch, launch) hides behind the GPU's, so this is close to the device time; the
+    isolated time of time_pair minus this is the host overhead a lone call exposes."""
+    def once(fn):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / calls
+    times: tuple[list, list] = ([], [])
+    for _ in range(reps):
+        times[0].append(once(ours))
+        times[1].append(once(theirs))
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
 def warm_up_gpu(seconds: float = 0.5) -> None:
     """Run large matrix products for a moment, so the first rows are not timed while the GPU's
     clocks ramp up from idle."""
@@ -112,9 +133,13 @@ def run(ops: Optional[list[str]] = None, device: Optional[str] = None, quick: bo
         benches = module.cases(device, quick)
         for b in tqdm(benches, desc=f"bench {name}", leave=False):
             ms, torch_ms = time_pair(b.ours, b.theirs, device, quick)
-            rows.append({"op": b.op, "case": b.case, "pass": b.pass_, "ms": round(ms, 4),
-                         "torch_ms": round(torch_ms, 4), "ratio": round(torch_ms / ms, 3),
-                         "metric": b.metric, "value": round(metric_value(b.metric, b.amount, ms), 3)})
+            row = {"op": b.op, "case": b.case, "pass": b.pass_, "ms": round(ms, 4),
+                   "torch_ms": round(torch_ms, 4), "ratio": round(torch_ms / ms, 3),
+                   "metric": b.metric, "value": round(metric_value(b.metric, b.amount, ms), 3)}
+            if device == "cuda":  # device time per call, for telling host overhead from kernel time
+                q, torch_q = time_queued(b.ours, b.theirs)
+                row.update(ms_queued=round(q, 4), torch_ms_queued=round(torch_q, 4))
+            rows.append(row)
     n = torch.get_num_threads()
     dev_name = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({n} thread{'s' if n != 1 else ''})"
     cpu_model = _cpu_model()
@@ -152,12 +177,16 @@ def _cpu_model() -> str:
 
 def print_table(result: dict) -> None:
     print(f"\n{result['device']}  torch {result['torch']}  cudnn {result['cudnn']}")
-    head = f"{'op':<16}{'case':<44}{'pass':<9}{'rnnkern ms':>11}{'torch ms':>11}{'ratio':>8}  value"
+    queued = any("ms_queued" in r for r in result["rows"])
+    # queued: ms per call with calls back to back (time_queued), ours / torch's
+    head = (f"{'op':<16}{'case':<44}{'pass':<9}{'rnnkern ms':>11}{'torch ms':>11}{'ratio':>8}"
+            + (f"{'queued ms':>20}" if queued else "") + "  value")
     print(head)
     print("-" * len(head))
     for r in result["rows"]:
+        q = f"{r['ms_queued']:>10.4f}/{r['torch_ms_queued']:<9.4f}" if "ms_queued" in r else " " * 20 * queued
         print(f"{r['op']:<16}{r['case']:<44}{r['pass']:<9}{r['ms']:>11.4f}{r['torch_ms']:>11.4f}"
-              f"{r['ratio']:>7.2f}x  {r['value']:.3g} {r['metric']}")
+              f"{r['ratio']:>7.2f}x{q}  {r['value']:.3g} {r['metric']}")
 
 
 def plot(result: dict, path: str) -> None:
