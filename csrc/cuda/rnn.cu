@@ -30,8 +30,10 @@
 // whole-grid barrier costs about a microsecond a step. Steps end with cooperative groups'
 // grid.sync, a flag barrier (one arrival counter, monotonically increasing, so it never needs
 // resetting) or, where W_hh's rows fit one thread-block cluster (<= 16 CTAs on sm_90, i.e.
-// H <= 256 at 16 rows per CTA), the cluster's hardware barrier. grid.sync is the default: on an
-// H200 the cluster's cheaper barrier did not pay for its 8x rows per CTA (bench/NOTES.md).
+// H <= 256 at 16 rows per CTA), the cluster's hardware barrier; there each CTA also receives every
+// output of the step into its own shared memory (distributed shared memory), so the next step
+// reads h_{t-1} there instead of from L2. grid.sync is the default: on an H200 the cluster
+// variant (then exchanging h through L2) lost to it (bench/NOTES.md).
 //
 // Set RNNKERN_RNN_PATH=general|persistent to force a path (persistent falls back when it does
 // not fit), RNNKERN_RNN_MATH=fma|mma to force the persistent kernel's arithmetic (mma only where
@@ -157,6 +159,11 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_kernel(Pers
   constexpr int kRows = rows_for_tile<kBatchTile>();
   extern __shared__ unsigned char smem_raw[];
   scalar_t* w_s = reinterpret_cast<scalar_t*>(smem_raw);
+  // One cluster (kCluster): besides its rows of W, each CTA holds the whole previous step's
+  // output, B x H, in two buffers (step s writes buffer s % 2, step s + 1 reads it). Every CTA
+  // writes each output it computes into all of them through distributed shared memory, so a step
+  // reads h_{t-1} from its own shared memory instead of L2 (choose_rnn_path sizes them).
+  scalar_t* h_s = w_s + p.rows * p.H;
   const int r0 = blockIdx.x * p.rows;
   const int rows = min(p.rows, p.H - r0);  // <= kRows (choose_rnn_path)
   for (int i = threadIdx.x; i < rows * p.H; i += blockDim.x) w_s[i] = p.weight[static_cast<int64_t>(r0) * p.H + i];
@@ -167,6 +174,9 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_kernel(Pers
   for (int s = 0; s < p.T; ++s) {
     const int t = p.backward ? p.T - 1 - s : s;
     const scalar_t* prev = s == 0 ? p.state0 : p.seq + (p.backward ? t + 1 : t - 1) * step;
+    // where this step reads h_{t-1}: L2 (ld.global.cg), or with one cluster after the first step
+    // its own shared copy
+    const scalar_t* prev_s = kBarrier == StepBarrier::kCluster && s > 0 ? h_s + ((s - 1) % 2) * step : nullptr;
     scalar_t* cur = p.seq + t * step;
     const int live = p.live ? p.live[t] : p.B;  // sequences b < live still run at step t
     for (int b0 = warp * kBatchTile; b0 < p.B; b0 += nwarps * kBatchTile) {
@@ -203,7 +213,8 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_kernel(Pers
 #pragma unroll
             for (int j = 0; j < kBatchTile; ++j)
               x[u][j] = c < p.H && b0 + j < live
-                            ? static_cast<acc_t>(load_cg(prev + static_cast<int64_t>(b0 + j) * p.H + c))
+                            ? static_cast<acc_t>(prev_s != nullptr ? prev_s[(b0 + j) * p.H + c]
+                                                                   : load_cg(prev + static_cast<int64_t>(b0 + j) * p.H + c))
                             : acc_t(0);
           }
 #pragma unroll
@@ -235,6 +246,14 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_kernel(Pers
             // finished sequence: output / gradient is zero from here on
             const acc_t y = b < live ? step_epilogue(pre[o] + sum, h_fwd[o], p.relu, p.backward) : acc_t(0);
             cur[static_cast<int64_t>(b) * p.H + r0 + r] = static_cast<scalar_t>(y);
+            if constexpr (kBarrier == StepBarrier::kCluster) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+              // into every rank's copy (its own included); the step's cluster barrier publishes them
+              cg::cluster_group cluster = cg::this_cluster();
+              scalar_t* dst = h_s + (s % 2) * step + b * p.H + r0 + r;
+              for (unsigned int q = 0; q < cluster.num_blocks(); ++q) *cluster.map_shared_rank(dst, q) = static_cast<scalar_t>(y);
+#endif
+            }
           }
         }
       }
@@ -531,7 +550,9 @@ PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H) {
     const int ctas = barrier == StepBarrier::kCluster ? kMaxClusterCtas : prop->multiProcessorCount;
     const int rows = static_cast<int>((H + ctas - 1) / ctas);
     const int grid = static_cast<int>((H + rows - 1) / rows);
-    const size_t smem = static_cast<size_t>(rows) * H * x.element_size();
+    // W's rows; one cluster also keeps two copies of the previous step's B x H output (the kernel's h_s)
+    const size_t smem = (static_cast<size_t>(rows) * H + (barrier == StepBarrier::kCluster ? 2 * B * H : 0)) *
+                        x.element_size();
     if (B > kMaxBatch) {
       cfg.why = "batch outside [1, 64] for the FMA kernel";
     } else if (!prop->cooperativeLaunch && barrier != StepBarrier::kCluster) {
@@ -539,7 +560,8 @@ PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H) {
     } else if (rows > kMaxRows) {
       cfg.why = "H too large for the grid";
     } else if (smem > prop->sharedMemPerBlockOptin) {
-      cfg.why = "W_hh slice exceeds shared memory";
+      cfg.why = barrier == StepBarrier::kCluster ? "W_hh slice and two B x H steps exceed shared memory"
+                                                 : "W_hh slice exceeds shared memory";
     } else {
       // the widest batch tile that still gives each of the 8 warps a tile and keeps rows x tile
       // accumulators within rows_for_tile's budget

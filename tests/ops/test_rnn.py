@@ -633,15 +633,16 @@ def test_persistent_variable_lengths(monkeypatch, capfd, dtype):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("H", [7, 256, 300, 1024])
+@pytest.mark.parametrize("H,B", [(7, 5), (256, 5), (256, 40), (300, 5), (1024, 5)])
 @pytest.mark.parametrize("with_lengths", [False, True])
-def test_persistent_barriers_bitwise_equal(monkeypatch, capfd, dtype, H, with_lengths):
+def test_persistent_barriers_bitwise_equal(monkeypatch, capfd, dtype, H, B, with_lengths):
     """grid.sync (the default), the flag barrier and (RNNKERN_RNN_BARRIER=cluster, sm_90, H <= 256)
-    the one-cluster launch only change how CTAs wait: each output is still one warp's fixed-order
-    sum, so all of them give the same bits.
-    The log must name the barrier that ran."""
-    T, B = 19, 5
-    lengths = torch.tensor([19, 19, 11, 4, 0]) if with_lengths else None
+    the one-cluster launch only change how CTAs wait, and (one cluster) where h_{t-1} is read
+    from (each CTA's own copy in shared memory, filled through distributed shared memory, instead
+    of L2): each output is still one warp's fixed-order sum, so all of them give the same bits.
+    B = 40 takes 4 sequences per warp. The log must name the barrier that ran."""
+    T = 19
+    lengths = torch.linspace(19, 0, B).round().long() if with_lengths else None
     args = [a.to(dtype) for a in _cuda_args(T, B, H)]
     g, gh = torch.randn(T, B, H, device="cuda"), torch.randn(B, H, device="cuda")
     monkeypatch.setenv("RNNKERN_DEBUG", "1")
