@@ -131,6 +131,11 @@ CASES = {
     "rnn-fp32-B8-H256": Case(
         "FMA persistent kernel (B < 16 at H < 512: no tensor cores), its default step barrier", rnn,
         dict(dtype="float32", B=8, H=256, T=256), "rnn_persistent", per_iter=2, count=2, env=RNN_DEBUG),
+    # the same shape on one 16-CTA cluster, h exchanged through distributed shared memory
+    "rnn-fp32-B8-H256-cluster": Case(
+        "FMA persistent kernel on one cluster (RNNKERN_RNN_BARRIER=cluster)", rnn,
+        dict(dtype="float32", B=8, H=256, T=256), "rnn_persistent", per_iter=2, count=2,
+        env={**RNN_DEBUG, "RNNKERN_RNN_BARRIER": "cluster"}),
     "rnn-fp32-B64-H1024": Case(
         "tensor-core persistent kernel, tf32 (cudnn.allow_tf32), flag barrier across clusters", rnn,
         dict(dtype="float32", B=64, H=1024, T=256), "rnn_persistent", per_iter=2, count=2, env=RNN_DEBUG),
@@ -176,12 +181,13 @@ CASES = {
         dict(dtype="float32", n=8, cin=21, cout=21, hw=16, k=64, s=32, p=0),
         "gather_conv_kernel|conv_transpose_gemm_kernel", per_iter=2, count=2),
     # max_unpool (csrc/cuda/max_unpool.cu): dense 2x2 with OH = 2H, OW = 2W: the forward launches
-    # ONE unpool_gather2x2_kernel (then reads its flags: no scatter for max_pool's indices), the
-    # backward ONE unpool_backward_dense_kernel. 2 an iteration.
+    # ONE unpool_gather2x2[_pairs]_kernel (then reads its flags: no scatter for max_pool's
+    # indices), the backward ONE unpool_backward_dense[_pairs]_kernel (the pair kernels: NCHW, even
+    # width, as here). 2 an iteration.
     "unpool-fp32-NCHW-8x64x256x256": Case(
         "max_unpool 2x2 fp32 NCHW (8,64,256,256)->512x512: forward + backward", max_unpool,
         dict(dtype="float32", n=8, c=64, h=256, w=256),
-        "unpool_gather2x2_kernel|unpool_backward_dense_kernel", per_iter=2, count=2),
+        "unpool_gather2x2|unpool_backward_dense", per_iter=2, count=2),
 }
 
 
