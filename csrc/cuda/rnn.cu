@@ -167,7 +167,14 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_kernel(Pers
   const int r0 = blockIdx.x * p.rows;
   const int rows = min(p.rows, p.H - r0);  // <= kRows (choose_rnn_path)
   for (int i = threadIdx.x; i < rows * p.H; i += blockDim.x) w_s[i] = p.weight[static_cast<int64_t>(r0) * p.H + i];
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // one cluster: every CTA must be running before any writes into its shared memory (step 0's
+  // outputs go to every rank's copy)
+  if constexpr (kBarrier == StepBarrier::kCluster) cg::this_cluster().sync();
+  else __syncthreads();
+#else
   __syncthreads();
+#endif
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
   const int64_t step = static_cast<int64_t>(p.B) * p.H;
