@@ -130,6 +130,30 @@ def test_ours_state_dict_into_torch_same_outputs():
     assert rel_err(o1, o2) < 1e-12 and rel_err(h1, h2) < 1e-12
 
 
+def test_weights_read_fresh_each_call():
+    """forward reads the parameters on every call (nothing cached): a parametrized weight, a
+    replaced parameter and an in-place update are all seen, as torch.nn.RNN sees them."""
+    from torch.nn.utils import parametrize
+
+    class Scale(torch.nn.Module):
+        def forward(self, w):
+            return 0.5 * w
+
+    cfg = dict(input_size=3, hidden_size=5, num_layers=2)
+    ours, ref = rnnkern.nn.RNN(**cfg).double(), torch.nn.RNN(**cfg).double()
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(4, 2, 3, dtype=F64)
+    for m in (ours, ref):
+        parametrize.register_parametrization(m, "weight_hh_l1", Scale())
+    assert rel_err(ours(x)[0], ref(x)[0]) < 1e-12
+    for m in (ours, ref):
+        parametrize.remove_parametrizations(m, "weight_hh_l1")
+        m.weight_ih_l0 = torch.nn.Parameter(torch.ones(5, 3, dtype=F64))
+        with torch.no_grad():
+            m.bias_hh_l1.add_(1.0)
+    assert rel_err(ours(x)[0], ref(x)[0]) < 1e-12
+
+
 # ----------------------------------------------------------------------------------------------
 # random configs vs torch.nn.RNN
 
