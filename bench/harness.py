@@ -46,18 +46,30 @@ def with_env(fn, **env):
     return run
 
 
-def _time_once(fn: Callable[[], object], device: str) -> float:
-    """One call in ms: CUDA events on GPU, perf_counter on CPU."""
+def _time_once(fn: Callable[[], object], device: str, calls: int = 1) -> float:
+    """ms per call of `calls` calls in a row: CUDA events on GPU, perf_counter on CPU."""
     if device == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        fn()
+        for _ in range(calls):
+            fn()
         end.record()
         end.synchronize()
-        return start.elapsed_time(end)
+        return start.elapsed_time(end) / calls
     t0 = time.perf_counter()
-    fn()
-    return (time.perf_counter() - t0) * 1e3
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - t0) * 1e3 / calls
+
+
+def _alternate(ours: Callable[[], object], theirs: Callable[[], object], reps: int,
+               measure: Callable[[Callable[[], object]], float]) -> tuple[float, float]:
+    """Median of `reps` measurements of each side, taken alternately (ours, theirs, ours, ...)."""
+    times: tuple[list, list] = ([], [])
+    for _ in range(reps):
+        times[0].append(measure(ours))
+        times[1].append(measure(theirs))
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def time_pair(ours: Callable[[], object], theirs: Callable[[], object], device: str,
@@ -71,11 +83,7 @@ def time_pair(ours: Callable[[], object], theirs: Callable[[], object], device: 
         theirs()
     if device == "cuda":
         torch.cuda.synchronize()
-    times: tuple[list, list] = ([], [])
-    for _ in range(reps):
-        times[0].append(_time_once(ours, device))
-        times[1].append(_time_once(theirs, device))
-    return statistics.median(times[0]), statistics.median(times[1])
+    return _alternate(ours, theirs, reps, lambda fn: _time_once(fn, device))
 
 
 def time_queued(ours: Callable[[], object], theirs: Callable[[], object], calls: int = 5,
@@ -84,19 +92,7 @@ def time_queued(ours: Callable[[], object], theirs: Callable[[], object], calls:
     (alternating sides, `reps` times). Once the host runs ahead of the GPU, its own time per call
     (Python, dispatch, launch) hides behind the GPU's, so this is close to the device time; the
     isolated time of time_pair minus this is the host overhead a lone call exposes."""
-    def once(fn):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(calls):
-            fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / calls
-    times: tuple[list, list] = ([], [])
-    for _ in range(reps):
-        times[0].append(once(ours))
-        times[1].append(once(theirs))
-    return statistics.median(times[0]), statistics.median(times[1])
+    return _alternate(ours, theirs, reps, lambda fn: _time_once(fn, "cuda", calls))
 
 
 def warm_up_gpu(seconds: float = 0.5) -> None:

@@ -2,7 +2,9 @@
 // kernels (csrc/cpu/conv.cpp, csrc/cuda/conv.cu).
 #pragma once
 #include <ATen/ATen.h>
+#include <cstdlib>
 #include <optional>
+#include <string>
 
 namespace rnnkern {
 
@@ -51,6 +53,17 @@ inline at::Tensor conv_grad_bias_cuda(const at::Tensor& grad_output, bool bias_g
   if (!bias_grad) return at::empty({0}, grad_output.options());
   const auto acc_t = grad_output.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   return grad_output.sum({0, 2, 3}, /*keepdim=*/false, acc_t).to(grad_output.scalar_type());
+}
+
+// A two-valued override of the CUDA convolution kernels (RNNKERN_CONV_MMA, RNNKERN_CONV_PIPELINE,
+// RNNKERN_CONVT_PATH), read per call so tests and benchmarks can switch it: true when set to `on`,
+// false when unset, empty or `off`, an error naming both values otherwise.
+inline bool env_switch(const char* name, const char* off, const char* on) {
+  const char* e = std::getenv(name);
+  if (e == nullptr || *e == '\0') return false;
+  const std::string v(e);
+  TORCH_CHECK(v == off || v == on, name, " must be '", off, "' or '", on, "', got '", v, "'");
+  return v == on;
 }
 
 inline int64_t conv_out_size(int64_t in, int64_t k, int64_t s, int64_t d, int64_t p_lo, int64_t p_hi) {

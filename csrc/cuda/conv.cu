@@ -39,7 +39,8 @@
 // torch.backends.cudnn.allow_tf32), fp32 accumulate (RNNKERN_CONV_MMA=wmma: the earlier WMMA
 // form); fp32 with TF32 disallowed and fp64 run a SIMT FMA path (8x4 outputs per thread).
 // Mainloop: one shared stage + register prefetch (the next step's global loads are in flight
-// while the tensor cores work on the current one). Epilogue: accumulators staged through shared
+// while the tensor cores work on the current one), or with RNNKERN_CONV_PIPELINE=1 a ring of
+// cp.async stages (kStages > 1). Epilogue: accumulators staged through shared
 // memory in the orientation that makes the global stores coalesced for the output's layout.
 // Layouts: NCHW and channels_last natively (template kCL); loads along the contiguous dimension
 // use 16-byte vectors where the channel counts and pointers allow it (runtime flag).
@@ -524,20 +525,27 @@ __device__ __forceinline__ bool map_in(int o, int k, int stride, int dil, int pa
   return *src < in;
 }
 
-// Shared tiles of the gather kernel: A (BM pixels x BK reduction channels) is [m][k] for
-// channels_last (channels contiguous), [k][m] for NCHW (pixels contiguous); B (BK x BN) is [k][n].
-template <typename T, Path P, bool kCL>
-struct GatherTiles {
-  using C = Cfg<T, P>;
-  using A = std::conditional_t<kCL, SmemTile<BM, C::BK, C::PAD>, SmemTile<C::BK, BM, C::PAD_K>>;
-  using B = SmemTile<C::BK, BN, C::PAD_K>;
+// A kernel's shared tiles, A then B, one stage after another (kStages of them with the cp.async
+// pipeline); the epilogue's staging tile reuses the same bytes.
+template <typename T, Path P, typename ATile, typename BTile>
+struct StagedTiles {
+  using A = ATile;
+  using B = BTile;
   static constexpr int kStageBytes = (A::SIZE + B::SIZE) * sizeof(T);
-  // bytes of shared memory for `stages` stages (the epilogue's staging tile reuses them)
+  // bytes of shared memory for `stages` stages
   static constexpr int bytes(int stages) { return cmax(stages * kStageBytes, epilogue_bytes(P)); }
+  // stage st's A tile (its B tile follows at + A::SIZE)
+  __device__ static T* stage(unsigned char* smem, int st) { return reinterpret_cast<T*>(smem + st * kStageBytes); }
 };
 
+// Shared tiles of the gather kernel: A (BM pixels x BK reduction channels) is [m][k] for
+// channels_last (channels contiguous), [k][m] for NCHW (pixels contiguous); B (BK x BN) is [k][n].
+template <typename T, Path P, bool kCL, typename C = Cfg<T, P>>
+using GatherTiles = StagedTiles<T, P, std::conditional_t<kCL, SmemTile<BM, C::BK, C::PAD>, SmemTile<C::BK, BM, C::PAD_K>>,
+                                SmemTile<C::BK, BN, C::PAD_K>>;
+
 // kStages == 1: one shared stage, the next k-step's loads held in registers while the tensor
-// cores work (static shared memory). kStages > 1 (mma.sync paths, gather_pipelined): a ring of
+// cores work (static shared memory). kStages > 1 (mma.sync paths, use_pipeline): a ring of
 // kStages shared stages filled by cp.async, kStages - 1 k-steps of loads in flight while one is
 // multiplied (dynamic shared memory, GatherTiles::bytes(kStages)).
 template <typename T, Path P, bool kCL, bool kTrans, int kStages = 1>
@@ -755,9 +763,9 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
       // registers, zero-filled where the load_run above would give zeros). fp32 keeps its full
       // bits in the tile: the tf32 tensor cores use the top 19 (as cuBLAS / cuDNN feed them).
       const auto issue = [&](int tap, int c0, int st) {
-        T* as = reinterpret_cast<T*>(smem + st * Tiles::kStageBytes);
+        T* as = Tiles::stage(smem, st);
         T* bs = as + ATile::SIZE;
-        if constexpr (kCL) {  // (16-bit only with 16-byte runs: gather_pipelined)
+        if constexpr (kCL) {  // (16-bit only with 16-byte runs: use_pipeline)
           const int kv = (tid % A_TPR) * V;
 #pragma unroll
           for (int i = 0; i < A_PER / V; ++i) {
@@ -812,7 +820,7 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
         }
         cp_async_commit();
         if (multiply) {
-          T* as = reinterpret_cast<T*>(smem + stage * Tiles::kStageBytes);
+          T* as = Tiles::stage(smem, stage);
           mma.step(as, as + ATile::SIZE);
           --pending;
           stage = stage + 1 == kStages ? 0 : stage + 1;
@@ -879,14 +887,9 @@ __device__ __forceinline__ void valid_range_dev(int t, int s, int d, int p, int 
 
 // Shared tiles of the grad-weight kernel: A(m = k_out, p) is [m][p] for NCHW (pixels contiguous),
 // [p][m] for channels_last; B(p, n = c_in) is [n][p] / [p][n].
-template <typename T, Path P, bool kCL>
-struct WgradTiles {
-  using C = Cfg<T, P>;
-  using A = std::conditional_t<kCL, SmemTile<C::BK, BM, C::PAD_K>, SmemTile<BM, C::BK, C::PAD>>;
-  using B = std::conditional_t<kCL, SmemTile<C::BK, BN, C::PAD_K>, SmemTile<BN, C::BK, C::PAD>>;
-  static constexpr int kStageBytes = (A::SIZE + B::SIZE) * sizeof(T);
-  static constexpr int bytes(int stages) { return cmax(stages * kStageBytes, epilogue_bytes(P)); }
-};
+template <typename T, Path P, bool kCL, typename C = Cfg<T, P>>
+using WgradTiles = StagedTiles<T, P, std::conditional_t<kCL, SmemTile<C::BK, BM, C::PAD_K>, SmemTile<BM, C::BK, C::PAD>>,
+                               std::conditional_t<kCL, SmemTile<C::BK, BN, C::PAD_K>, SmemTile<BN, C::BK, C::PAD>>>;
 
 // kStages as in gather_conv_kernel: 1 = one shared stage behind a register prefetch; > 1 = a ring
 // of cp.async stages (RNNKERN_CONV_PIPELINE), each with its own pixel-offset tables. Pipelined
@@ -1037,9 +1040,9 @@ __global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_ke
       // from global memory, zero-filled where load() above gives zeros; fp32 unrounded, as in
       // gather_conv_kernel.
       const auto issue = [&](int st) {
-        T* as = reinterpret_cast<T*>(smem + st * Tiles::kStageBytes);
+        T* as = Tiles::stage(smem, st);
         T* bs = as + ATile::SIZE;
-        if constexpr (kCL) {  // (16-bit only with 16-byte runs: launch_wgrad)
+        if constexpr (kCL) {  // (16-bit only with 16-byte runs: use_pipeline)
           const int mv = (tid % A_TPR) * V;
 #pragma unroll
           for (int i = 0; i < BK / A_RPP; ++i) {
@@ -1086,7 +1089,7 @@ __global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_ke
         cp_async_commit();
         if (i + 1 < n_steps) tables(s_begin + i + 1, (i + 1) % kStages);
         if (mul >= 0) {
-          T* as = reinterpret_cast<T*>(smem + (mul % kStages) * Tiles::kStageBytes);
+          T* as = Tiles::stage(smem, mul % kStages);
           mma.step(as, as + ATile::SIZE);
         }
       }
@@ -1226,13 +1229,7 @@ bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 bool allow_tf32() { return cudnn_tf32_allowed(CudnnOp::kConv); }
 
 // RNNKERN_CONV_MMA=wmma (read per call): the tensor-core paths on WMMA instead of mma.sync.
-bool use_wmma() {
-  const char* e = std::getenv("RNNKERN_CONV_MMA");
-  if (e == nullptr || *e == '\0') return false;
-  const std::string v(e);
-  TORCH_CHECK(v == "mma" || v == "wmma", "RNNKERN_CONV_MMA must be 'mma' or 'wmma', got '", v, "'");
-  return v == "wmma";
-}
+bool use_wmma() { return env_switch("RNNKERN_CONV_MMA", "mma", "wmma"); }
 
 // Shared stages of the cp.async pipeline: tf32 3 x 27 KB, 16-bit 4 x 15 KB (two blocks an SM).
 template <typename T> constexpr int kPipelineStages = sizeof(T) == 4 ? 3 : 4;
@@ -1242,16 +1239,10 @@ template <typename T> constexpr int kPipelineStages = sizeof(T) == 4 ? 3 : 4;
 // instead of one stage behind a register prefetch, on sm_80+, where the loads allow it: fp32 any
 // layout (4- or 16-byte copies), 16-bit channels_last with 16-byte channel runs (16-bit NCHW
 // would need 2-byte copies, which cp.async does not have).
-bool conv_pipeline_enabled() {
-  const char* e = std::getenv("RNNKERN_CONV_PIPELINE");
-  if (e == nullptr || *e == '\0') return false;
-  const std::string v(e);
-  TORCH_CHECK(v == "0" || v == "1", "RNNKERN_CONV_PIPELINE must be '0' or '1', got '", v, "'");
-  return v == "1" && at::cuda::getCurrentDeviceProperties()->major >= 8;
-}
-
-bool gather_pipelined(size_t elem_size, bool cl, const GatherParams& p) {
-  return conv_pipeline_enabled() && (elem_size == 4 || (cl && p.vec_a && p.vec_b));
+// vec_a / vec_b: the kernel's A / B loads are 16-byte runs (the flags of its Params).
+bool use_pipeline(size_t elem_size, bool cl, bool vec_a, bool vec_b) {
+  return env_switch("RNNKERN_CONV_PIPELINE", "0", "1") && at::cuda::getCurrentDeviceProperties()->major >= 8 &&
+         (elem_size == 4 || (cl && vec_a && vec_b));
 }
 
 // Calls fn(std::integral_constant<Path, P>{}) with T's compute path: fp64 on SIMT, fp32 on tf32
@@ -1271,16 +1262,20 @@ void with_path(Fn&& fn) {
   }
 }
 
-// gather_conv_kernel with kPipelineStages<T> cp.async stages (gather_pipelined chose it); 16-bit
+// A pipelined kernel (kStages > 1) with `bytes` of dynamic shared memory: above the default 48 KB
+// a kernel must opt in first.
+template <typename Kernel, typename Params>
+void launch_with_dynamic_smem(Kernel kernel, dim3 grid, int bytes, cudaStream_t stream, const Params& p) {
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  kernel<<<grid, kThreads, bytes, stream>>>(p);
+}
+
+// gather_conv_kernel with kPipelineStages<T> cp.async stages (use_pipeline chose it); 16-bit
 // runs only channels_last, so only those variants are instantiated for it.
 template <typename T, Path P>
 void launch_gather_pipelined(const GatherParams& p, bool cl, bool trans, dim3 grid, cudaStream_t stream) {
   constexpr int S = kPipelineStages<T>;
-  const auto run = [&](auto kernel, int bytes) {
-    // above the default 48 KB of dynamic shared memory a kernel must opt in
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-    kernel<<<grid, kThreads, bytes, stream>>>(p);
-  };
+  const auto run = [&](auto kernel, int bytes) { launch_with_dynamic_smem(kernel, grid, bytes, stream, p); };
   if (cl) {
     const int bytes = GatherTiles<T, P, true>::bytes(S);
     if (trans) run(gather_conv_kernel<T, P, true, true, S>, bytes);
@@ -1323,7 +1318,7 @@ void launch_gather(GatherParams p, bool cl, bool trans, int64_t elem_size) {
   with_path<T>([&](auto path) {
     constexpr Path P = decltype(path)::value;
     if constexpr (P == Path::kTf32 || P == Path::k16) {
-      if (gather_pipelined(sizeof(T), cl, p)) {
+      if (use_pipeline(sizeof(T), cl, p.vec_a, p.vec_b)) {
         launch_gather_pipelined<T, P>(p, cl, trans, grid, stream);
         return;
       }
@@ -1374,12 +1369,9 @@ void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::Te
   with_path<T>([&](auto path) {
     constexpr Path P = decltype(path)::value;
     if constexpr (P == Path::kTf32 || P == Path::k16) {
-      if (conv_pipeline_enabled() && (sizeof(T) == 4 || (cl && p.vec_a && p.vec_b))) {
+      if (use_pipeline(sizeof(T), cl, p.vec_a, p.vec_b)) {
         constexpr int S = kPipelineStages<T>;
-        const auto run = [&](auto kernel, int bytes) {
-          C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-          kernel<<<grid, kThreads, bytes, stream>>>(p);
-        };
+        const auto run = [&](auto kernel, int bytes) { launch_with_dynamic_smem(kernel, grid, bytes, stream, p); };
         if (cl) run(wgrad_kernel<T, P, true, S>, WgradTiles<T, P, true>::bytes(S));
         else if constexpr (sizeof(T) == 4) run(wgrad_kernel<T, P, false, S>, WgradTiles<T, P, false>::bytes(S));
         return;

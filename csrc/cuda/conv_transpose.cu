@@ -543,13 +543,7 @@ void launch(Params& p, Tile t, int64_t grid_x_rows, int64_t grid_z, const at::Te
 
 // RNNKERN_CONVT_PATH=simt: every pass on this file's SIMT kernels instead of conv.cu's engine
 // (read per call, so a test can switch it). Unset or "gather": the engine where it applies.
-bool simt_requested() {
-  const char* e = std::getenv("RNNKERN_CONVT_PATH");
-  if (e == nullptr || e[0] == '\0') return false;
-  const std::string v(e);
-  TORCH_CHECK(v == "simt" || v == "gather", "RNNKERN_CONVT_PATH must be 'simt' or 'gather', got '", v, "'");
-  return v == "simt";
-}
+bool simt_requested() { return env_switch("RNNKERN_CONVT_PATH", "gather", "simt"); }
 
 // grad_input / grad_weight through the convolution engine (see the top of the file).
 bool backward_on_engine(const ConvT2dGeometry& g) {

@@ -93,6 +93,12 @@ __device__ __forceinline__ void window_target(UnpoolMode mode, int64_t k, unsign
   }
 }
 
+// The window's output element (r, c): its value where window_target put it, else zero.
+template <typename scalar_t>
+__device__ __forceinline__ scalar_t window_element(scalar_t v, int th, int tw, int r, int c) {
+  return th == -2 || (th == r && tw == c) ? v : scalar_t(0);
+}
+
 // unpool_gather_kernel for 2x2 windows on dense tensors with OH = 2H, OW = 2W and fewer than 2^31
 // output elements. Thread i takes input element i (so value and index are read at i):
 // NCHW i = row * W + w with row = plane * H + h, channels_last i = (row * W + w) * C + c with
@@ -116,8 +122,7 @@ __global__ void unpool_gather2x2_kernel(UnpoolMode mode, unsigned int total, Div
     const scalar_t v = in[i];
     int th, tw;
     window_target(mode, mode == UnpoolMode::kIndices ? idx[i] : 0, h, w, OW, plane, flags, th, tw);
-    const scalar_t zero = scalar_t(0);
-    const auto at = [&](int r, int s) { return th == -2 || (th == r && tw == s) ? v : zero; };
+    const auto at = [&](int r, int c) { return window_element(v, th, tw, r, c); };
     if constexpr (kCL) {
       const unsigned int o = (2 * row * OW + 2 * w) * C + c;
       out[o] = at(0, 0);
@@ -156,14 +161,12 @@ __global__ void unpool_gather2x2_pairs_kernel(UnpoolMode mode, unsigned int pair
     int th0, tw0, th1, tw1;
     window_target(mode, k0, h, w, OW, plane, flags, th0, tw0);
     window_target(mode, k1, h, w + 1, OW, plane, flags, th1, tw1);
-    const scalar_t zero = scalar_t(0);
-    const auto at = [&](scalar_t x, int th, int tw, int r, int c) { return th == -2 || (th == r && tw == c) ? x : zero; };
     const unsigned int o = 2 * row * OW + 2 * w;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       *reinterpret_cast<Quad<scalar_t>*>(out + o + r * OW) = {
-          {at(v.first, th0, tw0, r, 0), at(v.first, th0, tw0, r, 1), at(v.second, th1, tw1, r, 0),
-           at(v.second, th1, tw1, r, 1)}};
+          {window_element(v.first, th0, tw0, r, 0), window_element(v.first, th0, tw0, r, 1),
+           window_element(v.second, th1, tw1, r, 0), window_element(v.second, th1, tw1, r, 1)}};
     }
   }
 }

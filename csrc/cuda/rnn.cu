@@ -41,6 +41,7 @@
 // FMA kernel's barrier, RNNKERN_DEBUG=1 to log the choice.
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDADataType.h>
 #include <ATen/cuda/Exceptions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/util/FunctionRef.h>
@@ -971,21 +972,6 @@ auto with_rnn_gemm(at::ScalarType dtype, Fn&& fn) {
 // 22-36 us a step, moving with the host (5.6 and 9.2 ms on two calls), against cuDNN's 20. Here a
 // step is one cublasGemmEx and one launch on raw pointers. fp64 keeps AtenRecurrence.
 
-template <typename scalar_t>
-struct CudaTypeOf;
-template <>
-struct CudaTypeOf<float> {
-  static constexpr cudaDataType_t value = CUDA_R_32F;
-};
-template <>
-struct CudaTypeOf<c10::Half> {
-  static constexpr cudaDataType_t value = CUDA_R_16F;
-};
-template <>
-struct CudaTypeOf<c10::BFloat16> {
-  static constexpr cudaDataType_t value = CUDA_R_16BF;
-};
-
 // y[i] <- step_epilogue(y[i], h[i]) in place: act(y) forward, y * act'(h) backward.
 template <typename scalar_t>
 __global__ void rnn_step_epilogue_kernel(scalar_t* __restrict__ y, const scalar_t* __restrict__ h, int64_t n,
@@ -1013,7 +999,7 @@ struct CudaRecurrence {
   void gemm(scalar_t* C, const scalar_t* A, bool forward, float beta, int64_t rows) const {
     const int H = static_cast<int>(w_hh.size(0));
     const float alpha = 1.f;
-    constexpr cudaDataType_t type = CudaTypeOf<scalar_t>::value;
+    const cudaDataType_t type = at::cuda::getCudaDataType<scalar_t>();
     TORCH_CUDABLAS_CHECK(cublasGemmEx(at::cuda::getCurrentCUDABlasHandle(), forward ? CUBLAS_OP_T : CUBLAS_OP_N,
                                       CUBLAS_OP_N, H, static_cast<int>(rows), H, &alpha, w_hh.const_data_ptr<scalar_t>(),
                                       type, H, A, type, H, &beta, C, type, H, compute, CUBLAS_GEMM_DEFAULT));
@@ -1045,18 +1031,16 @@ struct CudaRecurrence {
     if (H == 0) return;
     // rnn_backward_cuda hands these in contiguous (raw pointer arithmetic below)
     TORCH_INTERNAL_ASSERT(grad_out.is_contiguous() && out.is_contiguous());
-    const at::Tensor& g = grad_out;
-    const at::Tensor& o = out;
     scalar_t* d = dz.data_ptr<scalar_t>();
     // grad_out[t, :rows] for the whole run in one strided copy; each product then adds onto it
     // (beta = 1: one rounding, as AtenRecurrence's addmm)
     const size_t pitch = step * sizeof(scalar_t);
-    C10_CUDA_CHECK(cudaMemcpy2DAsync(d + t0 * step, pitch, g.const_data_ptr<scalar_t>() + t0 * step, pitch,
+    C10_CUDA_CHECK(cudaMemcpy2DAsync(d + t0 * step, pitch, grad_out.const_data_ptr<scalar_t>() + t0 * step, pitch,
                                      rows * H * sizeof(scalar_t), t1 - t0, cudaMemcpyDeviceToDevice,
                                      at::cuda::getCurrentCUDAStream()));
     for (int64_t t = t1 - 1; t >= t0; --t) {
       gemm(d + t * step, d + (t + 1) * step, false, 1.f, rows);
-      epilogue(d + t * step, o.const_data_ptr<scalar_t>() + t * step, rows * H, true);
+      epilogue(d + t * step, out.const_data_ptr<scalar_t>() + t * step, rows * H, true);
     }
   }
 };

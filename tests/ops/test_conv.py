@@ -181,7 +181,8 @@ def test_cuda_tf32(layout):
 
 def _cuda_vs_fp64(xs, ws, kw, dtype, layout):
     """(y, gx, gw, gb) on CUDA in dtype, the fp64 CPU reference, and per-result tolerances: TOL for
-    fp32 / fp64, 2x torch's own same-dtype error (+1e-3) for bf16."""
+    fp64 and true fp32, TOL_TF32 for fp32 under cudnn.allow_tf32, 2x torch's own same-dtype error
+    (+1e-3) for bf16 / fp16."""
     x, w, b = torch.randn(xs, dtype=torch.float64), torch.randn(ws, dtype=torch.float64), torch.randn(
         ws[0], dtype=torch.float64)
     gy = torch.randn_like(TF.conv2d(x, w, b, **kw))
@@ -189,10 +190,11 @@ def _cuda_vs_fp64(xs, ws, kw, dtype, layout):
     cast = dict(device="cuda", dtype=dtype)
     xd, gyd = x.to(**cast).contiguous(memory_format=layout), gy.to(**cast).contiguous(memory_format=layout)
     got = _run(2, xd, w.to(**cast), b.to(**cast), kw, gyd, True)
-    if dtype == torch.bfloat16:
+    if dtype in (torch.bfloat16, torch.float16):
         theirs = _run(2, xd, w.to(**cast), b.to(**cast), kw, gyd, False)
         return got, ref, [2 * rel_err(t, r) + 1e-3 for t, r in zip(theirs, ref)]
-    return got, ref, [TOL[dtype]] * 4
+    tf32 = dtype == torch.float32 and torch.backends.cudnn.allow_tf32
+    return got, ref, [TOL_TF32 if tf32 else TOL[dtype]] * 4
 
 
 @pytest.mark.cuda
@@ -277,16 +279,8 @@ def test_cuda_tensor_core_forms(monkeypatch, form, dtype, layout):
              ((2, 18, 15, 13), (20, 18, 3, 3), dict(padding=2, dilation=2)),
              ((1, 16, 12, 12), (18, 16, 3, 3), dict(padding=1))]
     for xs, ws, kw in cases:
-        x, w, b = (torch.randn(s, dtype=torch.float64) for s in (xs, ws, ws[:1]))
-        gy = torch.randn_like(TF.conv2d(x, w, b, **kw))
-        ref = _run(2, x, w, b, kw, gy, ours=False)
-        cast = dict(device="cuda", dtype=dtype)
-        args = (x.to(**cast).contiguous(memory_format=layout), w.to(**cast), b.to(**cast), kw,
-                gy.to(**cast).contiguous(memory_format=layout))
-        got = _run(2, *args, ours=True)
-        theirs = _run(2, *args, ours=False)  # cuDNN in the same precision (tf32 for float32)
-        for name, o, t, r in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, theirs, ref):
-            tol = TOL_TF32 if dtype == torch.float32 else 2 * rel_err(t, r) + 1e-3
+        got, ref, tols = _cuda_vs_fp64(xs, ws, kw, dtype, layout)
+        for name, o, r, tol in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, ref, tols):
             assert rel_err(o, r) < tol, (form, name, rel_err(o, r), tol, xs, ws, kw)
 
 
