@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from bench.harness import Bench
+from bench.harness import Bench, with_env
 from rnnkern.ops import conv_transpose as ops
 
 
@@ -66,7 +66,7 @@ def _benches(c: Case, device: str) -> list[Bench]:
     def torch_bwd(mask):
         return torch.ops.aten.convolution_backward(gy, x, w, None, st, pd, dl, True, op, 1, mask)
 
-    return [
+    out = [
         Bench("conv_transpose", c.name, "fwd", lambda: ops.conv_transpose2d_forward(x, w, None, st, pd, op, 1, dl),
               lambda: F.conv_transpose2d(x, w, None, c.s, c.p), "TFLOP/s", flops),
         Bench("conv_transpose", c.name, "dgrad",
@@ -76,6 +76,13 @@ def _benches(c: Case, device: str) -> list[Bench]:
               lambda: ops.conv_transpose2d_backward_weight(gy, x, list(w.shape), st, pd, op, 1, dl, False),
               lambda: torch_bwd([False, True, False]), "TFLOP/s", flops),
     ]
+    if device == "cuda" and c.p == 0 and c.k % c.s == 0 and c.s >= 8:
+        # the FCN grad_input's block GEMM against the split-K SIMT kernel it replaced
+        out.append(Bench("conv_transpose", c.name + " simt", "dgrad",
+                         with_env(lambda: ops.conv_transpose2d_backward_input(gy, w, list(x.shape), st, pd, op, 1, dl),
+                                  RNNKERN_CONVT_PATH="simt"),
+                         lambda: torch_bwd([True, False, False]), "TFLOP/s", flops))
+    return out
 
 
 def cases(device: str, quick: bool) -> list[Bench]:

@@ -148,6 +148,13 @@ def conv_transpose(dev):
     x = torch.randn(1, 21, 5, 6, device=dev, requires_grad=True)
     w = torch.randn(21, 21, 64, 64, device=dev, requires_grad=True)
     RF.conv_transpose2d(x, w, None, 32, 16).sum().backward()
+    # without padding its grad_input is the block GEMM (fcn_dgrad_block_kernel, fp32 under TF32):
+    # the head itself, and Q = 9 * 40 over four tiles with M = 2 * 13 * 14 past one tile
+    torch.backends.cudnn.allow_tf32 = True
+    RF.conv_transpose2d(x, w, None, 32).sum().backward()
+    x = torch.randn(2, 40, 11, 12, device=dev, requires_grad=True)
+    w = torch.randn(40, 3, 24, 24, device=dev, requires_grad=True)
+    RF.conv_transpose2d(x, w, None, 8).sum().backward()
 
 
 CHECKS = [unpool, rnn, conv, conv_transpose]

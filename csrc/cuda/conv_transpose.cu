@@ -15,7 +15,9 @@
 // tensor cores and tap skipping. Larger strides (the FCN-32s head, k64 s32: K = 86016 against
 // 2048 x 21 outputs) keep this file's split-K kDgrad / kWgrad, which the engine (no split-K in
 // its gather) would run on a handful of blocks; so does output_padding >= stride (possible when
-// dilation > stride), where the strided conv would not reproduce x's size.
+// dilation > stride), where the strided conv would not reproduce x's size. The FCN upsamplers'
+// grad_input in fp32 under TF32 (k = J * s, no padding) is instead one block GEMM on tensor cores
+// that reads grad_output once in 16-byte runs (fcn_dgrad_block_kernel, below).
 // RNNKERN_CONVT_PATH=simt (read per call) sends every pass back to this file's SIMT kernels, for
 // comparison or as a fall-back; "gather" or unset: the engine.
 //
@@ -61,6 +63,7 @@
 
 #include "../conv_common.h"
 #include "../ops.h"
+#include "tensor_core.cuh"
 
 namespace rnnkern {
 namespace {
@@ -459,6 +462,168 @@ __global__ void __launch_bounds__(kThreads) splitk_reduce_kernel(const Params p)
   }
 }
 
+// ---- FCN upsampler grad_input: one block GEMM on tensor cores ----------------------------------
+// With k = J * s, no padding, dilation 1 and no output_padding (the FCN upsamplers: k64 s32,
+// k32 s16, k16 s8), grad_output tiles exactly into s x s blocks, one per (n, I, J) with
+// I < H + Jh - 1, J < W + Jw - 1, and
+//   grad_input[n, ci, i, j] = sum_{jr < Jh, jc < Jw} P[(n, i + jr, j + jc), (jr, jc, ci)]
+//   P[(n, I, J), (jr, jc, ci)] = sum_{co, ph, pw} gy[n, co, I s + ph, J s + pw] w[ci, co, jr s + ph, jc s + pw]
+// P is one GEMM: M = N (H + Jh - 1)(W + Jw - 1) blocks, Q = Jh Jw C_in, K = C_out sH sW. Every
+// grad_output element is read once (the split-K SIMT kernel above reads it Jh Jw times, an element
+// at a time through index tables), and both operands arrive as 16-byte runs: a k-step is 32
+// consecutive (co, ph, pw), runs of 4 pw along a grad_output row and along a weight row. For the
+// FCN-32s head (N8, 21 -> 21, 544 x 544 grad_output) that is 199 MB streamed once from HBM, 46 us at
+// 4.3 TB/s, for 3.7 GMAC (19 us of tf32 tensor-core peak); cuDNN takes 2.85 ms.
+// cp.async ring of kBlkStages stages, mma.sync m16n8k8 tf32 (fp32 only, under cudnn.allow_tf32;
+// operands unrounded, as cuBLAS feeds them), K split over blockIdx.z with fp32 partials in a
+// workspace; fcn_dgrad_finish_kernel adds the splits and the Jh x Jw overlaps in a fixed order
+// (deterministic, no atomics).
+constexpr int kBlkM = 128, kBlkQ = 96, kBlkK = 32, kBlkStages = 3;
+constexpr int kBlkLd = kBlkK + 4;  // row stride in floats: 16-byte rows, fragment reads on 32 banks
+constexpr int kBlkStageFloats = (kBlkM + kBlkQ) * kBlkLd;
+constexpr int kBlkSmemBytes = kBlkStages * kBlkStageFloats * 4;
+
+struct BlockDgrad {
+  const float* gy;  // (N, C_out, OH, OW), contiguous
+  const float* w;   // (C_in, C_out, kH, kW), contiguous
+  float* ws;        // P partials [splits][M][Q]
+  float* gx;        // grad_input, strides gxs
+  S4 gxs;
+  int N, Cin, Cout, H, W, sH, sW, kH, kW, Jh, Jw, OW, Hb, Wb;
+  int M, Q, K, steps_per_split, splits;
+  int64_t gy_n, gy_c;
+};
+
+__global__ void __launch_bounds__(kThreads, 2) fcn_dgrad_block_kernel(const BlockDgrad p) {
+#if RNNKERN_HAS_WMMA
+  extern __shared__ __align__(16) float blk_smem[];
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int m0 = blockIdx.x * kBlkM, q0 = blockIdx.y * kBlkQ, split = blockIdx.z;
+  const int step0 = split * p.steps_per_split;
+  const int steps = min(p.K / kBlkK, step0 + p.steps_per_split) - step0;
+
+  // Loads: thread tid copies 16-byte chunk ch = tid % 8 (k = 4 ch .. 4 ch + 3 of the step) of
+  // rows tid / 8 + 32 i: 4 rows of the A tile (blocks), 3 of the B tile (Q columns).
+  const int ch = tid % 8, row = tid / 8;
+  int64_t a_off[4], b_off[3];
+  bool a_ok[4], b_ok[3];
+  const int plane = p.Hb * p.Wb;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int m = m0 + row + 32 * i;
+    a_ok[i] = m < p.M;
+    const int n = m / plane, r = m - n * plane, I = r / p.Wb, J = r - I * p.Wb;
+    a_off[i] = a_ok[i] ? n * p.gy_n + int64_t(I) * p.sH * p.OW + int64_t(J) * p.sW : 0;
+  }
+  const int kk_w = p.kH * p.kW;
+#pragma unroll
+  for (int i = 0; i < 3; ++i) {
+    const int q = q0 + row + 32 * i;
+    b_ok[i] = q < p.Q;
+    const int tap = q / p.Cin, ci = q - tap * p.Cin, jr = tap / p.Jw, jc = tap - jr * p.Jw;
+    b_off[i] = b_ok[i] ? int64_t(ci) * p.Cout * kk_w + int64_t(jr) * p.sH * p.kW + int64_t(jc) * p.sW : 0;
+  }
+  const int blk = p.sH * p.sW;
+  const auto issue = [&](int step, int stage) {
+    if (step < steps) {
+      const int k = (step0 + step) * kBlkK + 4 * ch;
+      const int co = k / blk, rem = k - co * blk, ph = rem / p.sW, pw = rem - ph * p.sW;
+      const int64_t ak = co * p.gy_c + int64_t(ph) * p.OW + pw, bk = int64_t(co) * kk_w + int64_t(ph) * p.kW + pw;
+      float* st = blk_smem + stage * kBlkStageFloats;
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        cp_async16(smem_u32(st + (row + 32 * i) * kBlkLd + 4 * ch), p.gy + a_off[i] + ak, a_ok[i]);
+#pragma unroll
+      for (int i = 0; i < 3; ++i)
+        cp_async16(smem_u32(st + (kBlkM + row + 32 * i) * kBlkLd + 4 * ch), p.w + b_off[i] + bk, b_ok[i]);
+    }
+    cp_async_commit();  // an empty group past the end keeps the wait counts uniform
+  };
+
+  // Warps as 4 (M) x 2 (Q), a 32 x 48 warp tile: 2 (m16) x 6 (n8) mma tiles. Fragment layouts
+  // (g = lane / 4, t = lane % 4) as beside conv.cu's MmaSyncMma: a0..a3 = (g, t), (g + 8, t),
+  // (g, t + 4), (g + 8, t + 4); b0, b1 = (k t, n g), (k t + 4, n g); c = (g, 2t..), (g + 8, 2t..).
+  const int wm = warp / 2, wn = warp % 2, g = lane / 4, t = lane % 4;
+  float acc[2][6][4];
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int j = 0; j < 6; ++j)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.f;
+
+#pragma unroll
+  for (int s = 0; s < kBlkStages - 1; ++s) issue(s, s);
+  for (int step = 0; step < steps; ++step) {
+    cp_async_wait<kBlkStages - 2>();  // this step's group has landed (for this thread) ...
+    __syncthreads();                  // ... for every thread; and step - 1's stage is free
+    issue(step + kBlkStages - 1, (step + kBlkStages - 1) % kBlkStages);
+    const float* As = blk_smem + (step % kBlkStages) * kBlkStageFloats;
+    const float* Bs = As + kBlkM * kBlkLd;
+#pragma unroll
+    for (int kk = 0; kk < kBlkK; kk += 8) {
+      uint32_t a[2][4], b[6][2];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const float* r0 = As + (wm * 32 + i * 16 + g) * kBlkLd + kk + t;
+        a[i][0] = __float_as_uint(r0[0]);
+        a[i][1] = __float_as_uint(r0[8 * kBlkLd]);
+        a[i][2] = __float_as_uint(r0[4]);
+        a[i][3] = __float_as_uint(r0[8 * kBlkLd + 4]);
+      }
+#pragma unroll
+      for (int j = 0; j < 6; ++j) {
+        const float* c0 = Bs + (wn * 48 + j * 8 + g) * kBlkLd + kk + t;
+        b[j][0] = __float_as_uint(c0[0]);
+        b[j][1] = __float_as_uint(c0[4]);
+      }
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 6; ++j) mma_tile<float>(acc[i][j], a[i], b[j]);
+    }
+  }
+  cp_async_wait<0>();  // no copy may still target shared memory when the block exits
+
+  float* ws = p.ws + int64_t(split) * p.M * p.Q;
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int m = m0 + wm * 32 + i * 16 + g + 8 * h;
+      if (m >= p.M) continue;
+#pragma unroll
+      for (int j = 0; j < 6; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int q = q0 + wn * 48 + j * 8 + 2 * t + e;
+          if (q < p.Q) ws[int64_t(m) * p.Q + q] = acc[i][j][2 * h + e];
+        }
+    }
+#else
+  __trap();  // launched only on sm_80+
+#endif
+}
+
+// grad_input[n, ci, i, j] = sum over (jr, jc), then splits, of P; one thread per element with ci
+// fastest, so a warp's reads of a P row are contiguous.
+__global__ void __launch_bounds__(kThreads) fcn_dgrad_finish_kernel(const BlockDgrad p) {
+  const int64_t total = int64_t(p.N) * p.H * p.W * p.Cin;
+  const int64_t per_split = int64_t(p.M) * p.Q;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int ci = static_cast<int>(e % p.Cin);
+    const int64_t pix = e / p.Cin;
+    const int j = static_cast<int>(pix % p.W), i = static_cast<int>(pix / p.W % p.H), n = static_cast<int>(pix / (int64_t(p.W) * p.H));
+    float v = 0.f;
+    for (int jr = 0; jr < p.Jh; ++jr)
+      for (int jc = 0; jc < p.Jw; ++jc) {
+        const int64_t at = (int64_t(n * p.Hb + i + jr) * p.Wb + j + jc) * p.Q + (jr * p.Jw + jc) * p.Cin + ci;
+        for (int s = 0; s < p.splits; ++s) v += p.ws[s * per_split + at];
+      }
+    p.gx[n * p.gxs.n + ci * p.gxs.c + i * p.gxs.h + j * p.gxs.w] = v;
+  }
+}
+
 // ---------------------------------------------------------------------------------- host ----
 
 void check_int32(const char* op, int64_t v, const char* what) {
@@ -544,6 +709,75 @@ void launch(Params& p, Tile t, int64_t grid_x_rows, int64_t grid_z, const at::Te
 // RNNKERN_CONVT_PATH=simt: every pass on this file's SIMT kernels instead of conv.cu's engine
 // (read per call, so a test can switch it). Unset or "gather": the engine where it applies.
 bool simt_requested() { return env_switch("RNNKERN_CONVT_PATH", "gather", "simt"); }
+
+// The block GEMM above serves grad_input where: fp32 under cudnn.allow_tf32 (fp32 without it,
+// fp64 and 16-bit keep the split-K kernel), sm_80+, one group, k = J s, no padding / dilation /
+// output_padding, s x s blocks whose k-steps of 32 hold whole 16-byte runs ((sH sW) % 32 == 0,
+// sW % 4 == 0), and a contiguous 16-byte-aligned grad_output.
+bool fcn_block_dgrad(const ConvT2dGeometry& g, const at::Tensor& grad_output) {
+  return !simt_requested() && grad_output.scalar_type() == at::kFloat && cudnn_tf32_allowed(CudnnOp::kConv) &&
+         at::cuda::getCurrentDeviceProperties()->major >= 8 && g.G == 1 && g.pH == 0 && g.pW == 0 && g.dH == 1 &&
+         g.dW == 1 && g.opH == 0 && g.opW == 0 && g.kH % g.sH == 0 && g.kW % g.sW == 0 && (g.sH * g.sW) % kBlkK == 0 &&
+         g.sW % 4 == 0 && grad_output.is_contiguous() &&
+         reinterpret_cast<uintptr_t>(grad_output.const_data_ptr()) % 16 == 0 && g.N * g.H * g.W > 0 && g.Cin > 0 &&
+         g.Cout > 0;
+}
+
+void fcn_block_dgrad_cuda(const at::Tensor& grad_output, const at::Tensor& weight, const ConvT2dGeometry& g,
+                          at::Tensor& grad_input) {
+  const char* op = "conv_transpose2d_backward_input";
+  const at::Tensor w = weight.contiguous();
+  BlockDgrad p{};
+  p.gy = grad_output.const_data_ptr<float>();
+  p.w = w.const_data_ptr<float>();
+  p.gx = grad_input.data_ptr<float>();
+  p.gxs = strides_of(grad_input);
+  p.N = static_cast<int>(g.N);
+  p.Cin = static_cast<int>(g.Cin);
+  p.Cout = static_cast<int>(g.Cout);
+  p.H = static_cast<int>(g.H);
+  p.W = static_cast<int>(g.W);
+  p.sH = static_cast<int>(g.sH);
+  p.sW = static_cast<int>(g.sW);
+  p.kH = static_cast<int>(g.kH);
+  p.kW = static_cast<int>(g.kW);
+  p.Jh = p.kH / p.sH;
+  p.Jw = p.kW / p.sW;
+  p.OW = static_cast<int>(g.OW);
+  p.Hb = p.H + p.Jh - 1;
+  p.Wb = p.W + p.Jw - 1;
+  const int64_t M = g.N * p.Hb * p.Wb, Q = int64_t(p.Jh) * p.Jw * g.Cin, K = g.Cout * g.sH * g.sW;
+  check_int32(op, M + kBlkM, "N * (H + kH / sH - 1) * (W + kW / sW - 1)");
+  check_int32(op, Q, "C_in * (kH / sH) * (kW / sW)");
+  check_int32(op, K, "C_out * sH * sW");
+  p.M = static_cast<int>(M);
+  p.Q = static_cast<int>(Q);
+  p.K = static_cast<int>(K);
+  p.gy_n = grad_output.stride(0);
+  p.gy_c = grad_output.stride(1);
+  // Split K until about two blocks per SM (two fit: 97 KB of shared memory, <= 128 registers),
+  // keeping >= 8 k-steps per split so the ring fills.
+  const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int64_t tiles = ((M + kBlkM - 1) / kBlkM) * ((Q + kBlkQ - 1) / kBlkQ), k_steps = K / kBlkK;
+  const int64_t want = std::max<int64_t>(1, std::min<int64_t>((2 * sms + tiles - 1) / tiles, k_steps / 8));
+  p.steps_per_split = static_cast<int>((k_steps + want - 1) / want);
+  p.splits = static_cast<int>((k_steps + p.steps_per_split - 1) / p.steps_per_split);
+  TORCH_CHECK(p.splits <= 65535 && (Q + kBlkQ - 1) / kBlkQ <= 65535, op, ": grad_output too large for one launch");
+  at::Tensor ws = at::empty({int64_t(p.splits) * M * Q}, grad_output.options());
+  p.ws = ws.data_ptr<float>();
+  auto stream = at::cuda::getCurrentCUDAStream();
+  // per call, as conv.cu's launch_with_dynamic_smem: the attribute is per device
+  C10_CUDA_CHECK(
+      cudaFuncSetAttribute(fcn_dgrad_block_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBlkSmemBytes));
+  const dim3 grid(static_cast<unsigned>((M + kBlkM - 1) / kBlkM), static_cast<unsigned>((Q + kBlkQ - 1) / kBlkQ),
+                  static_cast<unsigned>(p.splits));
+  fcn_dgrad_block_kernel<<<grid, kThreads, kBlkSmemBytes, stream>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const int64_t total = g.N * g.H * g.W * g.Cin;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + kThreads - 1) / kThreads, 1 << 20));
+  fcn_dgrad_finish_kernel<<<blocks, kThreads, 0, stream>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
 
 // grad_input / grad_weight through the convolution engine (see the top of the file).
 bool backward_on_engine(const ConvT2dGeometry& g) {
@@ -677,6 +911,10 @@ at::Tensor conv_transpose2d_backward_input_cuda(const at::Tensor& grad_output, c
   const bool cl = conv_channels_last(grad_output);
   at::Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(conv_output_format(grad_output)));
   if (grad_input.numel() == 0) return grad_input;
+  if (fcn_block_dgrad(g, grad_output)) {
+    fcn_block_dgrad_cuda(grad_output, weight, g, grad_input);
+    return grad_input;
+  }
   const at::Tensor w = weight.contiguous();
   Params p = base_params(op, g);
   p.mode = kDgrad;

@@ -260,6 +260,55 @@ def test_cuda_fcn32_head_and_unet():
         assert torch.equal(d1, d2) and torch.equal(w1, w2)
 
 
+# FCN upsamplers' grad_input shapes (k = J s, no padding): (n, cin, cout, k, s, size). FCN-32s /
+# 16s / 8s heads; J = 1; J = 3 with Q = J^2 C_in over several 96-wide tiles; a non-square kernel;
+# M past one 128-block tile; unequal strides (sH sW = 32).
+_FCN_DGRAD = [(2, 21, 21, (64, 64), (32, 32), (4, 5)), (2, 21, 21, (32, 32), (16, 16), (6, 3)),
+              (2, 21, 21, (16, 16), (8, 8), (9, 7)), (3, 40, 5, (8, 8), (8, 8), (5, 1)),
+              (1, 40, 3, (24, 24), (8, 8), (2, 3)), (2, 16, 12, (16, 24), (8, 8), (5, 3)),
+              (2, 8, 4, (16, 16), (8, 8), (11, 12)), (2, 6, 5, (8, 16), (4, 8), (5, 4))]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("case", _FCN_DGRAD)
+def test_cuda_fcn_block_dgrad(monkeypatch, case):
+    """grad_input of the FCN upsamplers as one block GEMM on TF32 tensor cores
+    (fcn_dgrad_block_kernel, fp32 under cudnn.allow_tf32; scripts/check_fcn_dgrad_block.py replays
+    its index math): within TOL_TF32 of fp64 torch and of the split-K SIMT kernel
+    (RNNKERN_CONVT_PATH=simt), bitwise repeatable; a non-contiguous grad_output takes the SIMT
+    kernel and agrees."""
+    n, cin, cout, k, s, size = case
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    x = torch.randn(n, cin, *size, device="cuda", dtype=torch.float64, requires_grad=True)
+    w = torch.randn(cin, cout, *k, device="cuda", dtype=torch.float64) / (cout * k[0] * k[1] / (s[0] * s[1])) ** 0.5
+    y = F.conv_transpose2d(x, w, None, s)
+    gy = torch.randn_like(y)
+    (ref,) = torch.autograd.grad(y, x, gy)
+    args = (list(s), [0, 0], [0, 0], 1, [1, 1])
+    gy32, w32 = gy.float(), w.float()
+    got = ops.conv_transpose2d_backward_input(gy32, w32, list(x.shape), *args)
+    assert got.shape == x.shape and got.dtype == torch.float32 and got.is_contiguous()
+    assert rel_err(got, ref) < TOL_TF32, rel_err(got, ref)
+    assert torch.equal(got, ops.conv_transpose2d_backward_input(gy32, w32, list(x.shape), *args))
+    strided = torch.empty(gy32.shape[:-1] + (gy32.shape[-1] + 4,), device="cuda")[..., 2:-2].copy_(gy32)
+    assert rel_err(ops.conv_transpose2d_backward_input(strided, w32, list(x.shape), *args), ref) < TOL_TF32
+    monkeypatch.setenv("RNNKERN_CONVT_PATH", "simt")
+    simt = ops.conv_transpose2d_backward_input(gy32, w32, list(x.shape), *args)
+    assert rel_err(simt, ref) < TOL_TF32 and rel_err(got, simt) < TOL_TF32
+
+
+def test_fcn_block_dgrad_replay():
+    """The numpy replay of fcn_dgrad_block_kernel's copies, fragments, split-K and finishing sum
+    matches torch's grad_input (runs without a GPU: it checks the index arithmetic, not the kernel)."""
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "check_fcn_dgrad_block.py"
+    spec = importlib.util.spec_from_file_location("check_fcn_dgrad_block", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main()
+
+
 def _gather_case(rng: random.Random):
     """Random geometry for the CUDA forward's gather engine: strides 1-3 (k % s != 0 included),
     dilation, output_padding, groups, ragged sizes; channel groups mostly wide enough (>= 8) for
