@@ -478,6 +478,56 @@ __global__ void __launch_bounds__(kThreads) splitk_reduce_kernel(const Params p)
 // operands unrounded, as cuBLAS feeds them), K split over blockIdx.z with fp32 partials in a
 // workspace; fcn_dgrad_finish_kernel adds the splits and the Jh x Jw overlaps in a fixed order
 // (deterministic, no atomics).
+// The two block GEMMs' shared parts. cp_async_ring: kStages - 1 k-steps of copies in flight
+// while the block computes on the oldest (issue(step, stage) must commit exactly one group, empty
+// past the end, so the wait counts stay uniform). warp_mma_tf32: one BK-deep slice on a warp's
+// 32 x 8NJ tile of a 4 (M) x 2 (N) warp grid, A as [m][k] (stride LDA), B as [n][k] (kBnk,
+// stride LDB) or [k][n]. Fragments (g = lane / 4, t = lane % 4; PTX "Matrix Fragments for
+// mma.m16n8k8", as beside conv.cu's MmaSyncMma): a0..a3 = (g, t), (g + 8, t), (g, t + 4),
+// (g + 8, t + 4); b0, b1 = (k t, n g), (k t + 4, n g); c = (g, 2t..2t+1), (g + 8, 2t..2t+1).
+template <int kStages, class Issue, class Compute>
+__device__ __forceinline__ void cp_async_ring(int steps, Issue&& issue, Compute&& compute) {
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) issue(s, s);
+  for (int step = 0; step < steps; ++step) {
+    cp_async_wait<kStages - 2>();  // this step's group has landed (for this thread) ...
+    __syncthreads();               // ... for every thread; and step - 1's stage is free again
+    issue(step + kStages - 1, (step + kStages - 1) % kStages);
+    compute(step % kStages);
+  }
+  cp_async_wait<0>();  // no copy may still target shared memory when the block exits
+}
+
+#if RNNKERN_HAS_WMMA
+template <int NJ, int BK, int LDA, int LDB, bool kBnk>
+__device__ __forceinline__ void warp_mma_tf32(float (&acc)[2][NJ][4], const float* As, const float* Bs, int wm,
+                                              int wn, int lane) {
+  const int g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int kk = 0; kk < BK; kk += 8) {
+    uint32_t a[2][4], b[NJ][2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const float* r0 = As + (wm * 32 + i * 16 + g) * LDA + kk + t;
+      a[i][0] = __float_as_uint(r0[0]);
+      a[i][1] = __float_as_uint(r0[8 * LDA]);
+      a[i][2] = __float_as_uint(r0[4]);
+      a[i][3] = __float_as_uint(r0[8 * LDA + 4]);
+    }
+#pragma unroll
+    for (int j = 0; j < NJ; ++j) {
+      const int n = wn * 8 * NJ + j * 8 + g;
+      b[j][0] = __float_as_uint(kBnk ? Bs[n * LDB + kk + t] : Bs[(kk + t) * LDB + n]);
+      b[j][1] = __float_as_uint(kBnk ? Bs[n * LDB + kk + t + 4] : Bs[(kk + t + 4) * LDB + n]);
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int j = 0; j < NJ; ++j) mma_tile<float>(acc[i][j], a[i], b[j]);
+  }
+}
+#endif
+
 constexpr int kBlkM = 128, kBlkQ = 96, kBlkK = 32, kBlkStages = 3;
 constexpr int kBlkLd = kBlkK + 4;  // row stride in floats: 16-byte rows, fragment reads on 32 banks
 constexpr int kBlkStageFloats = (kBlkM + kBlkQ) * kBlkLd;
@@ -489,7 +539,7 @@ struct BlockDgrad {
   float* ws;        // P partials [splits][M][Q]
   float* gx;        // grad_input, strides gxs
   S4 gxs;
-  int N, Cin, Cout, H, W, sH, sW, kH, kW, Jh, Jw, OW, Hb, Wb;
+  int N, Cin, Cout, H, W, sH, sW, kH, kW, Jh, Jw, OH, OW, Hb, Wb;
   int M, Q, K, steps_per_split, splits;
   int64_t gy_n, gy_c;
 };
@@ -537,53 +587,16 @@ __global__ void __launch_bounds__(kThreads, 2) fcn_dgrad_block_kernel(const Bloc
       for (int i = 0; i < 3; ++i)
         cp_async16(smem_u32(st + (kBlkM + row + 32 * i) * kBlkLd + 4 * ch), p.w + b_off[i] + bk, b_ok[i]);
     }
-    cp_async_commit();  // an empty group past the end keeps the wait counts uniform
+    cp_async_commit();  // an empty group past the end: see cp_async_ring
   };
 
-  // Warps as 4 (M) x 2 (Q), a 32 x 48 warp tile: 2 (m16) x 6 (n8) mma tiles. Fragment layouts
-  // (g = lane / 4, t = lane % 4) as beside conv.cu's MmaSyncMma: a0..a3 = (g, t), (g + 8, t),
-  // (g, t + 4), (g + 8, t + 4); b0, b1 = (k t, n g), (k t + 4, n g); c = (g, 2t..), (g + 8, 2t..).
+  // Warps as 4 (M) x 2 (Q), a 32 x 48 warp tile: 2 (m16) x 6 (n8) mma tiles.
   const int wm = warp / 2, wn = warp % 2, g = lane / 4, t = lane % 4;
-  float acc[2][6][4];
-#pragma unroll
-  for (int i = 0; i < 2; ++i)
-#pragma unroll
-    for (int j = 0; j < 6; ++j)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.f;
-
-#pragma unroll
-  for (int s = 0; s < kBlkStages - 1; ++s) issue(s, s);
-  for (int step = 0; step < steps; ++step) {
-    cp_async_wait<kBlkStages - 2>();  // this step's group has landed (for this thread) ...
-    __syncthreads();                  // ... for every thread; and step - 1's stage is free
-    issue(step + kBlkStages - 1, (step + kBlkStages - 1) % kBlkStages);
-    const float* As = blk_smem + (step % kBlkStages) * kBlkStageFloats;
-    const float* Bs = As + kBlkM * kBlkLd;
-#pragma unroll
-    for (int kk = 0; kk < kBlkK; kk += 8) {
-      uint32_t a[2][4], b[6][2];
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        const float* r0 = As + (wm * 32 + i * 16 + g) * kBlkLd + kk + t;
-        a[i][0] = __float_as_uint(r0[0]);
-        a[i][1] = __float_as_uint(r0[8 * kBlkLd]);
-        a[i][2] = __float_as_uint(r0[4]);
-        a[i][3] = __float_as_uint(r0[8 * kBlkLd + 4]);
-      }
-#pragma unroll
-      for (int j = 0; j < 6; ++j) {
-        const float* c0 = Bs + (wn * 48 + j * 8 + g) * kBlkLd + kk + t;
-        b[j][0] = __float_as_uint(c0[0]);
-        b[j][1] = __float_as_uint(c0[4]);
-      }
-#pragma unroll
-      for (int i = 0; i < 2; ++i)
-#pragma unroll
-        for (int j = 0; j < 6; ++j) mma_tile<float>(acc[i][j], a[i], b[j]);
-    }
-  }
-  cp_async_wait<0>();  // no copy may still target shared memory when the block exits
+  float acc[2][6][4] = {};
+  cp_async_ring<kBlkStages>(steps, issue, [&](int stage) {
+    const float* As = blk_smem + stage * kBlkStageFloats;
+    warp_mma_tf32<6, kBlkK, kBlkLd, kBlkLd, true>(acc, As, As + kBlkM * kBlkLd, wm, wn, lane);
+  });
 
   float* ws = p.ws + int64_t(split) * p.M * p.Q;
 #pragma unroll
@@ -613,7 +626,8 @@ __global__ void __launch_bounds__(kThreads) fcn_dgrad_finish_kernel(const BlockD
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     const int ci = static_cast<int>(e % p.Cin);
     const int64_t pix = e / p.Cin;
-    const int j = static_cast<int>(pix % p.W), i = static_cast<int>(pix / p.W % p.H), n = static_cast<int>(pix / (int64_t(p.W) * p.H));
+    const int j = static_cast<int>(pix % p.W), i = static_cast<int>(pix / p.W % p.H);
+    const int n = static_cast<int>(pix / (int64_t(p.W) * p.H));
     float v = 0.f;
     for (int jr = 0; jr < p.Jh; ++jr)
       for (int jc = 0; jc < p.Jw; ++jc) {
@@ -622,6 +636,135 @@ __global__ void __launch_bounds__(kThreads) fcn_dgrad_finish_kernel(const BlockD
       }
     p.gx[n * p.gxs.n + ci * p.gxs.c + i * p.gxs.h + j * p.gxs.w] = v;
   }
+}
+
+// The forward of the same upsamplers as one block GEMM: with rows m = (n, I, J) over the
+// (H + Jh - 1) x (W + Jw - 1) output blocks, columns c = (co, ph, pw) and k = (jr, jc, ci),
+//   y[n, co, I sH + ph, J sW + pw] = b[co] + sum_k x[n, ci, I - jr, J - jc] w[ci, co, jr sH + ph, jc sW + pw]
+// (x is zero outside its H x W). K = Jh Jw C_in is short (84 for the FCN-32s head) and the
+// output long (N C_out OH OW: 199 MB for the head at N8), so a block stages its 128 x 32 slice of
+// x (4-byte cp.async, zero-filled off the image) and of w (16-byte runs along pw) per k-step,
+// runs mma.sync m16n8k8 tf32 and stores its 128 x 128 outputs straight from the accumulators,
+// two neighbouring pw per store, bias added. The engine's sub-pixel form of this GEMM
+// (subpixel_forward) stages its outputs through shared memory to store them shuffled.
+constexpr int kFwdM = 128, kFwdN = 128, kFwdK = 32, kFwdStages = 3;
+constexpr int kFwdLdA = kFwdK + 4;  // A as [m][k]: fragment reads (4g + t) on 32 banks
+constexpr int kFwdLdB = kFwdN + 8;  // B as [k][c]: fragment reads (8t + g) on 32 banks; 16-byte rows
+constexpr int kFwdStageFloats = kFwdM * kFwdLdA + kFwdK * kFwdLdB;
+constexpr int kFwdSmemBytes = kFwdStages * kFwdStageFloats * 4;
+
+struct BlockFwd {
+  const float* x;  // (N, C_in, H, W), strides xs
+  const float* w;  // (C_in, C_out, kH, kW), contiguous
+  const float* bias;
+  float* y;        // (N, C_out, OH, OW), contiguous
+  S4 xs;
+  int N, Cin, Cout, H, W, sH, sW, kH, kW, Jh, Jw, OH, OW, Hb, Wb;
+  int M, Ncols, K;
+};
+
+__global__ void __launch_bounds__(kThreads, 2) fcn_forward_block_kernel(const BlockFwd p) {
+#if RNNKERN_HAS_WMMA
+  extern __shared__ __align__(16) float blk_smem[];
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int m0 = blockIdx.x * kFwdM, c0 = blockIdx.y * kFwdN;
+  const int steps = (p.K + kFwdK - 1) / kFwdK;
+  const int blk = p.sH * p.sW;
+
+  // A copies: thread tid owns row m0 + tid % 128 (consecutive threads: neighbouring J, so
+  // neighbouring x columns) and k = tid / 128 + 2 i of each step, i < 16.
+  const int am = tid % kFwdM, ak0 = tid / kFwdM;
+  const int m = m0 + am;
+  const bool m_ok = m < p.M;
+  const int plane = p.Hb * p.Wb;
+  const int an = m / plane, ar = m - an * plane, aI = ar / p.Wb, aJ = ar - aI * p.Wb;
+  const float* x_n = p.x + an * p.xs.n;
+  // B copies: thread tid owns the 4 columns c0 + 4 (tid % 32) .. + 3 (one pw run) of k-rows
+  // tid / 32 + 8 i of each step, i < 4.
+  const int bc = c0 + 4 * (tid % 32), bk0 = tid / 32;
+  const bool c_ok = bc < p.Ncols;
+  const int bco = bc / blk, brem = bc - bco * blk, bph = brem / p.sW, bpw = brem - bph * p.sW;
+  const int64_t w_col = (int64_t(bco) * p.kH + bph) * p.kW + bpw;
+  const int64_t w_ci = int64_t(p.Cout) * p.kH * p.kW;
+
+  // k -> (jr, jc, ci) once per run of a thread's k's, then stepped (no division per element)
+  const auto split_k = [&](int k, int& jr, int& jc, int& ci) {
+    const int tap = k / p.Cin;
+    ci = k - tap * p.Cin;
+    jr = tap / p.Jw;
+    jc = tap - jr * p.Jw;
+  };
+  const auto advance_k = [&](int by, int& jr, int& jc, int& ci) {
+    for (ci += by; ci >= p.Cin; ci -= p.Cin)
+      if (++jc == p.Jw) {
+        jc = 0;
+        ++jr;
+      }
+  };
+  const auto issue = [&](int step, int stage) {
+    if (step < steps) {
+      float* As = blk_smem + stage * kFwdStageFloats;
+      float* Bs = As + kFwdM * kFwdLdA;
+      int jr, jc, ci;
+      split_k(step * kFwdK + ak0, jr, jc, ci);
+#pragma unroll 4
+      for (int i = 0; i < kFwdK / 2; ++i) {
+        const int kl = ak0 + 2 * i;
+        const int ih = aI - jr, iw = aJ - jc;
+        const bool ok = m_ok && step * kFwdK + kl < p.K && ih >= 0 && ih < p.H && iw >= 0 && iw < p.W;
+        const float* src = ok ? x_n + ci * p.xs.c + ih * p.xs.h + iw * p.xs.w : p.x;
+        cp_async4(smem_u32(As + am * kFwdLdA + kl), src, ok);
+        advance_k(2, jr, jc, ci);
+      }
+      split_k(step * kFwdK + bk0, jr, jc, ci);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int kl = bk0 + 8 * i;
+        const bool ok = c_ok && step * kFwdK + kl < p.K;
+        const float* src = ok ? p.w + ci * w_ci + (int64_t(jr) * p.sH * p.kW + int64_t(jc) * p.sW) + w_col : p.w;
+        cp_async16(smem_u32(Bs + kl * kFwdLdB + 4 * (tid % 32)), src, ok);
+        advance_k(8, jr, jc, ci);
+      }
+    }
+    cp_async_commit();
+  };
+
+  // Warps as 4 (M) x 2 (N), a 32 x 64 warp tile: 2 (m16) x 8 (n8) mma tiles; B is [k][c].
+  const int wm = warp / 2, wn = warp % 2, g = lane / 4, t = lane % 4;
+  float acc[2][8][4] = {};
+  cp_async_ring<kFwdStages>(steps, issue, [&](int stage) {
+    const float* As = blk_smem + stage * kFwdStageFloats;
+    warp_mma_tf32<8, kFwdK, kFwdLdA, kFwdLdB, false>(acc, As, As + kFwdM * kFwdLdA, wm, wn, lane);
+  });
+
+  // c0 c1 of a tile are columns c, c + 1 with c even: neighbouring pw of one output row (sW is a
+  // multiple of 4), stored as one float2. c -> (co, ph, pw) once per row, then stepped by 8.
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int mm = m0 + wm * 32 + i * 16 + g + 8 * h;
+      if (mm >= p.M) continue;
+      const int n = mm / plane, r = mm - n * plane, I = r / p.Wb, J = r - I * p.Wb;
+      float* y_blk = p.y + (int64_t(n) * p.Cout * p.OH + int64_t(I) * p.sH) * p.OW + int64_t(J) * p.sW;
+      const int cs = c0 + wn * 64 + 2 * t;
+      int co = cs / blk, ph = (cs - co * blk) / p.sW, pw = cs - co * blk - ph * p.sW;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        if (cs + j * 8 >= p.Ncols) break;
+        const float bv = p.bias ? p.bias[co] : 0.f;
+        *reinterpret_cast<float2*>(y_blk + (int64_t(co) * p.OH + ph) * p.OW + pw) =
+            make_float2(acc[i][j][2 * h] + bv, acc[i][j][2 * h + 1] + bv);
+        for (pw += 8; pw >= p.sW; pw -= p.sW)
+          if (++ph == p.sH) {
+            ph = 0;
+            ++co;
+          }
+      }
+    }
+#else
+  __trap();  // launched only on sm_80+
+#endif
 }
 
 // ---------------------------------------------------------------------------------- host ----
@@ -710,15 +853,40 @@ void launch(Params& p, Tile t, int64_t grid_x_rows, int64_t grid_z, const at::Te
 // (read per call, so a test can switch it). Unset or "gather": the engine where it applies.
 bool simt_requested() { return env_switch("RNNKERN_CONVT_PATH", "gather", "simt"); }
 
+// RNNKERN_CONVT_FCN=general (read per call): the FCN upsamplers take the general kernels (the
+// engine's sub-pixel forward, the split-K grad_input) instead of the block GEMMs, for comparison.
+bool fcn_general_requested() { return env_switch("RNNKERN_CONVT_FCN", "block", "general"); }
+
+// The sizes both block GEMMs take (BlockDgrad and BlockFwd name them alike); the caller has
+// checked they fit in int.
+template <class P>
+void block_geometry(const ConvT2dGeometry& g, P& p) {
+  p.N = static_cast<int>(g.N);
+  p.Cin = static_cast<int>(g.Cin);
+  p.Cout = static_cast<int>(g.Cout);
+  p.H = static_cast<int>(g.H);
+  p.W = static_cast<int>(g.W);
+  p.sH = static_cast<int>(g.sH);
+  p.sW = static_cast<int>(g.sW);
+  p.kH = static_cast<int>(g.kH);
+  p.kW = static_cast<int>(g.kW);
+  p.Jh = p.kH / p.sH;
+  p.Jw = p.kW / p.sW;
+  p.OH = static_cast<int>(g.OH);
+  p.OW = static_cast<int>(g.OW);
+  p.Hb = p.H + p.Jh - 1;
+  p.Wb = p.W + p.Jw - 1;
+}
+
 // The block GEMM above serves grad_input where: fp32 under cudnn.allow_tf32 (fp32 without it,
 // fp64 and 16-bit keep the split-K kernel), sm_80+, one group, k = J s, no padding / dilation /
 // output_padding, s x s blocks whose k-steps of 32 hold whole 16-byte runs ((sH sW) % 32 == 0,
 // sW % 4 == 0), and a contiguous 16-byte-aligned grad_output.
 bool fcn_block_dgrad(const ConvT2dGeometry& g, const at::Tensor& grad_output) {
-  return !simt_requested() && grad_output.scalar_type() == at::kFloat && cudnn_tf32_allowed(CudnnOp::kConv) &&
-         at::cuda::getCurrentDeviceProperties()->major >= 8 && g.G == 1 && g.pH == 0 && g.pW == 0 && g.dH == 1 &&
-         g.dW == 1 && g.opH == 0 && g.opW == 0 && g.kH % g.sH == 0 && g.kW % g.sW == 0 && (g.sH * g.sW) % kBlkK == 0 &&
-         g.sW % 4 == 0 && grad_output.is_contiguous() &&
+  return !simt_requested() && !fcn_general_requested() && grad_output.scalar_type() == at::kFloat &&
+         cudnn_tf32_allowed(CudnnOp::kConv) && at::cuda::getCurrentDeviceProperties()->major >= 8 && g.G == 1 &&
+         g.pH == 0 && g.pW == 0 && g.dH == 1 && g.dW == 1 && g.opH == 0 && g.opW == 0 && g.kH % g.sH == 0 &&
+         g.kW % g.sW == 0 && (g.sH * g.sW) % kBlkK == 0 && g.sW % 4 == 0 && grad_output.is_contiguous() &&
          reinterpret_cast<uintptr_t>(grad_output.const_data_ptr()) % 16 == 0 && g.N * g.H * g.W > 0 && g.Cin > 0 &&
          g.Cout > 0;
 }
@@ -732,20 +900,7 @@ void fcn_block_dgrad_cuda(const at::Tensor& grad_output, const at::Tensor& weigh
   p.w = w.const_data_ptr<float>();
   p.gx = grad_input.data_ptr<float>();
   p.gxs = strides_of(grad_input);
-  p.N = static_cast<int>(g.N);
-  p.Cin = static_cast<int>(g.Cin);
-  p.Cout = static_cast<int>(g.Cout);
-  p.H = static_cast<int>(g.H);
-  p.W = static_cast<int>(g.W);
-  p.sH = static_cast<int>(g.sH);
-  p.sW = static_cast<int>(g.sW);
-  p.kH = static_cast<int>(g.kH);
-  p.kW = static_cast<int>(g.kW);
-  p.Jh = p.kH / p.sH;
-  p.Jw = p.kW / p.sW;
-  p.OW = static_cast<int>(g.OW);
-  p.Hb = p.H + p.Jh - 1;
-  p.Wb = p.W + p.Jw - 1;
+  block_geometry(g, p);
   const int64_t M = g.N * p.Hb * p.Wb, Q = int64_t(p.Jh) * p.Jw * g.Cin, K = g.Cout * g.sH * g.sW;
   check_int32(op, M + kBlkM, "N * (H + kH / sH - 1) * (W + kW / sW - 1)");
   check_int32(op, Q, "C_in * (kH / sH) * (kW / sW)");
@@ -792,6 +947,46 @@ void check_device(const char* op, const at::Tensor& ref, const char* name, const
 }
 
 }  // namespace
+
+// The upsamplers' forward on fcn_forward_block_kernel: fp32 under cudnn.allow_tf32, sm_80+, one
+// group, k = J s, no padding / dilation / output_padding, sW % 4 == 0 (16-byte runs of w, float2
+// stores), and an NCHW result (an input that is not channels_last). Everything else of that
+// family keeps subpixel_forward.
+bool fcn_block_forward(const ConvT2dGeometry& g, const at::Tensor& input) {
+  return !simt_requested() && !fcn_general_requested() && input.scalar_type() == at::kFloat &&
+         cudnn_tf32_allowed(CudnnOp::kConv) && at::cuda::getCurrentDeviceProperties()->major >= 8 && g.G == 1 &&
+         g.pH == 0 && g.pW == 0 && g.dH == 1 && g.dW == 1 && g.opH == 0 && g.opW == 0 && g.kH % g.sH == 0 &&
+         g.kW % g.sW == 0 && g.sW % 4 == 0 && !conv_channels_last(input) && g.Cin > 0;
+}
+
+void fcn_block_forward_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                            const ConvT2dGeometry& g, at::Tensor& output) {
+  const char* op = "conv_transpose2d";
+  TORCH_CHECK(output.is_contiguous(), op, ": internal: the block forward writes a contiguous output");
+  const at::Tensor w = weight.contiguous();
+  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
+  BlockFwd p{};
+  p.x = input.const_data_ptr<float>();
+  p.w = w.const_data_ptr<float>();
+  p.bias = b.defined() ? b.const_data_ptr<float>() : nullptr;
+  p.y = output.data_ptr<float>();
+  p.xs = strides_of(input);
+  block_geometry(g, p);
+  const int64_t M = g.N * p.Hb * p.Wb, Ncols = g.Cout * g.sH * g.sW, K = int64_t(p.Jh) * p.Jw * g.Cin;
+  check_int32(op, M + kFwdM, "N * (H + kH / sH - 1) * (W + kW / sW - 1)");
+  check_int32(op, Ncols + kFwdN, "C_out * sH * sW");
+  check_int32(op, K + kFwdK, "C_in * (kH / sH) * (kW / sW)");
+  p.M = static_cast<int>(M);
+  p.Ncols = static_cast<int>(Ncols);
+  p.K = static_cast<int>(K);
+  const int64_t gy = (Ncols + kFwdN - 1) / kFwdN;
+  TORCH_CHECK(gy <= 65535, op, ": C_out * sH * sW (", Ncols, ") too large for one launch");
+  C10_CUDA_CHECK(
+      cudaFuncSetAttribute(fcn_forward_block_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kFwdSmemBytes));
+  const dim3 grid(static_cast<unsigned>((M + kFwdM - 1) / kFwdM), static_cast<unsigned>(gy));
+  fcn_forward_block_kernel<<<grid, kThreads, kFwdSmemBytes, at::cuda::getCurrentCUDAStream()>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
 
 // The FCN upsampling layers (k = J * s, one stride s >= 4 for both dims, no padding, dilation 1,
 // no output_padding: k16 s8, k64 s32): the output is the pixel shuffle of a stride-1
@@ -859,6 +1054,10 @@ at::Tensor conv_transpose2d_forward_cuda(const at::Tensor& input, const at::Tens
   p.out = output.data_ptr();
   const bool shuffle = g.kH == g.sH && g.kW == g.sW && g.pH == 0 && g.pW == 0 && g.dH == 1 && g.dW == 1 &&
                        g.opH == 0 && g.opW == 0;
+  if (fcn_block_forward(g, input)) {
+    fcn_block_forward_cuda(input, weight, bias, g, output);
+    return output;
+  }
   if (!simt_requested() && subpixel_forward(g)) {
     subpixel_forward_cuda(input, weight, bias, g, output);
     return output;

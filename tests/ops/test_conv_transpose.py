@@ -260,23 +260,23 @@ def test_cuda_fcn32_head_and_unet():
         assert torch.equal(d1, d2) and torch.equal(w1, w2)
 
 
-# FCN upsamplers' grad_input shapes (k = J s, no padding): (n, cin, cout, k, s, size). FCN-32s /
-# 16s / 8s heads; J = 1; J = 3 with Q = J^2 C_in over several 96-wide tiles; a non-square kernel;
-# M past one 128-block tile; unequal strides (sH sW = 32).
-_FCN_DGRAD = [(2, 21, 21, (64, 64), (32, 32), (4, 5)), (2, 21, 21, (32, 32), (16, 16), (6, 3)),
+# FCN upsampler shapes (k = J s, no padding): (n, cin, cout, k, s, size). FCN-32s / 16s / 8s
+# heads; J = 1; J = 3 with J^2 C_in over several tiles; a non-square kernel; M past one 128-block
+# tile; unequal strides (sH sW = 32).
+_FCN_CASES = [(2, 21, 21, (64, 64), (32, 32), (4, 5)), (2, 21, 21, (32, 32), (16, 16), (6, 3)),
               (2, 21, 21, (16, 16), (8, 8), (9, 7)), (3, 40, 5, (8, 8), (8, 8), (5, 1)),
               (1, 40, 3, (24, 24), (8, 8), (2, 3)), (2, 16, 12, (16, 24), (8, 8), (5, 3)),
               (2, 8, 4, (16, 16), (8, 8), (11, 12)), (2, 6, 5, (8, 16), (4, 8), (5, 4))]
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("case", _FCN_DGRAD)
+@pytest.mark.parametrize("case", _FCN_CASES)
 def test_cuda_fcn_block_dgrad(monkeypatch, case):
     """grad_input of the FCN upsamplers as one block GEMM on TF32 tensor cores
-    (fcn_dgrad_block_kernel, fp32 under cudnn.allow_tf32; scripts/check_fcn_dgrad_block.py replays
+    (fcn_dgrad_block_kernel, fp32 under cudnn.allow_tf32; scripts/check_fcn_block_gemms.py replays
     its index math): within TOL_TF32 of fp64 torch and of the split-K SIMT kernel
-    (RNNKERN_CONVT_PATH=simt), bitwise repeatable; a non-contiguous grad_output takes the SIMT
-    kernel and agrees."""
+    (RNNKERN_CONVT_FCN=general, RNNKERN_CONVT_PATH=simt), bitwise repeatable; a non-contiguous
+    grad_output takes the SIMT kernel and agrees; a bad RNNKERN_CONVT_FCN is rejected."""
     n, cin, cout, k, s, size = case
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     x = torch.randn(n, cin, *size, device="cuda", dtype=torch.float64, requires_grad=True)
@@ -292,18 +292,57 @@ def test_cuda_fcn_block_dgrad(monkeypatch, case):
     assert torch.equal(got, ops.conv_transpose2d_backward_input(gy32, w32, list(x.shape), *args))
     strided = torch.empty(gy32.shape[:-1] + (gy32.shape[-1] + 4,), device="cuda")[..., 2:-2].copy_(gy32)
     assert rel_err(ops.conv_transpose2d_backward_input(strided, w32, list(x.shape), *args), ref) < TOL_TF32
+    monkeypatch.setenv("RNNKERN_CONVT_FCN", "general")
+    general = ops.conv_transpose2d_backward_input(gy32, w32, list(x.shape), *args)
+    assert rel_err(general, ref) < TOL_TF32 and rel_err(got, general) < TOL_TF32
+    monkeypatch.setenv("RNNKERN_CONVT_FCN", "fast")
+    with pytest.raises(RuntimeError, match="RNNKERN_CONVT_FCN"):
+        ops.conv_transpose2d_backward_input(gy32, w32, list(x.shape), *args)
+    monkeypatch.delenv("RNNKERN_CONVT_FCN")
     monkeypatch.setenv("RNNKERN_CONVT_PATH", "simt")
     simt = ops.conv_transpose2d_backward_input(gy32, w32, list(x.shape), *args)
     assert rel_err(simt, ref) < TOL_TF32 and rel_err(got, simt) < TOL_TF32
 
 
-def test_fcn_block_dgrad_replay():
-    """The numpy replay of fcn_dgrad_block_kernel's copies, fragments, split-K and finishing sum
-    matches torch's grad_input (runs without a GPU: it checks the index arithmetic, not the kernel)."""
+@pytest.mark.cuda
+@pytest.mark.parametrize("case", _FCN_CASES)
+def test_cuda_fcn_block_forward(monkeypatch, case):
+    """The FCN upsamplers' forward as one block GEMM on TF32 tensor cores
+    (fcn_forward_block_kernel, fp32 NCHW under cudnn.allow_tf32), with and without bias and on a
+    strided input: within TOL_TF32 of fp64 torch, of the engine's sub-pixel form (channels_last
+    input; RNNKERN_CONVT_FCN=general) and of the SIMT kernel (RNNKERN_CONVT_PATH=simt); bitwise
+    repeatable."""
+    n, cin, cout, k, s, size = case
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    x = torch.randn(n, cin, *size, device="cuda", dtype=torch.float64)
+    w = torch.randn(cin, cout, *k, device="cuda", dtype=torch.float64) / (cin * k[0] * k[1] / (s[0] * s[1])) ** 0.5
+    b = torch.randn(cout, device="cuda", dtype=torch.float64)
+    for bias in (b, None):
+        ref = F.conv_transpose2d(x, w, bias, s)
+        args = (w.float(), None if bias is None else bias.float(), list(s), [0, 0], [0, 0], 1, [1, 1])
+        got = ops.conv_transpose2d_forward(x.float(), *args)
+        assert got.shape == ref.shape and got.is_contiguous()
+        assert rel_err(got, ref) < TOL_TF32, rel_err(got, ref)
+        assert torch.equal(got, ops.conv_transpose2d_forward(x.float(), *args))
+        strided = torch.empty(n, cin, size[0], size[1] + 3, device="cuda")[..., 1:-2].copy_(x)
+        assert rel_err(ops.conv_transpose2d_forward(strided, *args), ref) < TOL_TF32
+        cl = ops.conv_transpose2d_forward(x.float().contiguous(memory_format=torch.channels_last), *args)
+        assert rel_err(cl, ref) < TOL_TF32
+    monkeypatch.setenv("RNNKERN_CONVT_FCN", "general")
+    assert rel_err(ops.conv_transpose2d_forward(x.float(), *args), ref) < TOL_TF32
+    monkeypatch.delenv("RNNKERN_CONVT_FCN")
+    monkeypatch.setenv("RNNKERN_CONVT_PATH", "simt")
+    assert rel_err(ops.conv_transpose2d_forward(x.float(), *args), ref) < TOL_TF32
+
+
+def test_fcn_block_gemms_replay():
+    """The numpy replay of the two FCN block GEMMs (copies, fragments, split-K, finishing sum,
+    float2 stores) matches torch's conv_transpose2d and its grad_input (runs without a GPU: it
+    checks the index arithmetic, not the kernels)."""
     import importlib.util
     import pathlib
-    path = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "check_fcn_dgrad_block.py"
-    spec = importlib.util.spec_from_file_location("check_fcn_dgrad_block", path)
+    path = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "check_fcn_block_gemms.py"
+    spec = importlib.util.spec_from_file_location("check_fcn_block_gemms", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.main()

@@ -1,0 +1,271 @@
+"""Replays csrc/cuda/conv_transpose.cu's two FCN block GEMMs in numpy.
+
+grad_input (fcn_dgrad_block_kernel + fcn_dgrad_finish_kernel): every thread's 16-byte copies into
+the shared tiles (offsets, zero-filled rows, the k-step decomposition into (co, ph, pw)), every
+warp's tf32 fragment reads, the partial-tile epilogue, the host's split-K bookkeeping
+(fcn_block_dgrad_cuda) and the finishing sum over splits and Jh x Jw overlaps.
+forward (fcn_forward_block_kernel): the 4-byte copies of x (zero off the image and past K), the
+16-byte runs of w, the fragments of a [k][c] B tile, and the float2 stores with the bias.
+Fragments follow the mma.sync m16n8k8 tf32 layouts (PTX ISA, "Matrix Fragments for mma.m16n8k8").
+Results must equal torch's F.conv_transpose2d (and its grad_input) in float64; every output must
+be written. No GPU needed; the CUDA tests on a GPU are what verify the kernels.
+
+    python scripts/check_fcn_block_gemms.py
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+BM, BQ, BK, THREADS, LD = 128, 96, 32, 256, 32 + 4
+
+
+def host_splits(M, Q, K, sms):
+    tiles = -(-M // BM) * -(-Q // BQ)
+    k_steps = K // BK
+    want = max(1, min(-(-2 * sms // tiles), k_steps // 8))
+    per = -(-k_steps // want)
+    return per, -(-k_steps // per)
+
+
+def mma_m16n8k8(a_regs, b_regs, c_regs):
+    """a_regs[lane][4], b_regs[lane][2], c_regs[lane][4] (floats): D = A B + C with the PTX layouts."""
+    A, B = np.zeros((16, 8)), np.zeros((8, 8))
+    for lane in range(32):
+        g, t = lane // 4, lane % 4
+        A[g, t], A[g + 8, t], A[g, t + 4], A[g + 8, t + 4] = a_regs[lane]
+        B[t, g], B[t + 4, g] = b_regs[lane]
+    D = A @ B
+    out = []
+    for lane in range(32):
+        g, t = lane // 4, lane % 4
+        c = c_regs[lane]
+        out.append([c[0] + D[g, 2 * t], c[1] + D[g, 2 * t + 1], c[2] + D[g + 8, 2 * t], c[3] + D[g + 8, 2 * t + 1]])
+    return out
+
+
+def warp_mma(acc, nj, bk, a_at, b_at):
+    """warp_mma_tf32 for all 8 warps of a block: a_at(row, k) / b_at(col, k) read the shared tiles;
+    acc[tid][i][j] are the lanes' accumulator registers of the 2 x nj mma tiles."""
+    for warp in range(8):
+        wm, wn = warp // 2, warp % 2
+        for kk in range(0, bk, 8):
+            a_regs, b_regs = [], []
+            for i in range(2):
+                r0s = [wm * 32 + i * 16 + lane // 4 for lane in range(32)]
+                a_regs.append([[a_at(r0, kk + lane % 4), a_at(r0 + 8, kk + lane % 4), a_at(r0, kk + lane % 4 + 4),
+                                a_at(r0 + 8, kk + lane % 4 + 4)] for lane, r0 in enumerate(r0s)])
+            for j in range(nj):
+                b_regs.append([[b_at(wn * 8 * nj + j * 8 + lane // 4, kk + lane % 4),
+                                b_at(wn * 8 * nj + j * 8 + lane // 4, kk + lane % 4 + 4)] for lane in range(32)])
+            for i in range(2):
+                for j in range(nj):
+                    c = [acc[warp * 32 + lane][i][j] for lane in range(32)]
+                    d = mma_m16n8k8(a_regs[i], b_regs[j], c)
+                    for lane in range(32):
+                        acc[warp * 32 + lane][i][j] = d[lane]
+
+
+def accumulator_cells(acc, nj):
+    """(row, col, value) of every accumulator register of a block, by the c-fragment layout."""
+    for tid in range(THREADS):
+        warp, lane = tid // 32, tid % 32
+        wm, wn, g, t = warp // 2, warp % 2, lane // 4, lane % 4
+        for i in range(2):
+            for h in range(2):
+                for j in range(nj):
+                    for e in range(2):
+                        yield wm * 32 + i * 16 + g + 8 * h, wn * 8 * nj + j * 8 + 2 * t + e, acc[tid][i][j][2 * h + e]
+
+
+def replay(gy, w, N, Cin, Cout, H, W, s, J, sms):
+    kH = kW = J * s
+    OW = (W + J - 1) * s
+    Hb, Wb = H + J - 1, W + J - 1
+    M, Q, K = N * Hb * Wb, J * J * Cin, Cout * s * s
+    per, splits = host_splits(M, Q, K, sms)
+    gy_flat, w_flat = gy.reshape(-1), w.reshape(-1)
+    gy_n, gy_c = Cout * gy.shape[2] * gy.shape[3], gy.shape[2] * gy.shape[3]
+    ws = np.full((splits, M, Q), np.nan)
+    plane = Hb * Wb
+    for bz in range(splits):
+        for bx in range(-(-M // BM)):
+            for by in range(-(-Q // BQ)):
+                m0, q0, step0 = bx * BM, by * BQ, bz * per
+                steps = min(K // BK, step0 + per) - step0
+                acc = [[[[0.0] * 4 for _ in range(6)] for _ in range(2)] for _ in range(THREADS)]
+                for step in range(steps):
+                    smem = np.full(((BM + BQ), LD), np.nan)  # padding columns must never be read
+                    for tid in range(THREADS):
+                        ch, row = tid % 8, tid // 8
+                        k = (step0 + step) * BK + 4 * ch
+                        co, rem = divmod(k, s * s)
+                        ph, pw = divmod(rem, s)
+                        ak, bk = co * gy_c + ph * OW + pw, co * kH * kW + ph * kW + pw
+                        for i in range(4):
+                            m = m0 + row + 32 * i
+                            if m < M:
+                                n, r = divmod(m, plane)
+                                I, Jj = divmod(r, Wb)
+                                off = n * gy_n + I * s * OW + Jj * s
+                                smem[row + 32 * i, 4 * ch:4 * ch + 4] = gy_flat[off + ak:off + ak + 4]
+                            else:
+                                smem[row + 32 * i, 4 * ch:4 * ch + 4] = 0
+                        for i in range(3):
+                            q = q0 + row + 32 * i
+                            if q < Q:
+                                tap, ci = divmod(q, Cin)
+                                jr, jc = divmod(tap, J)
+                                off = ci * Cout * kH * kW + jr * s * kW + jc * s
+                                smem[BM + row + 32 * i, 4 * ch:4 * ch + 4] = w_flat[off + bk:off + bk + 4]
+                            else:
+                                smem[BM + row + 32 * i, 4 * ch:4 * ch + 4] = 0
+                    warp_mma(acc, 6, BK, lambda r, k: smem[r, k], lambda n, k: smem[BM + n, k])
+                for r, c, v in accumulator_cells(acc, 6):
+                    if m0 + r < M and q0 + c < Q:
+                        ws[bz, m0 + r, q0 + c] = v
+    assert not np.isnan(ws).any(), "a partial was never written"
+    gx = np.zeros((N, Cin, H, W))
+    for n in range(N):
+        for ci in range(Cin):
+            for i in range(H):
+                for j in range(W):
+                    v = 0.0
+                    for jr in range(J):
+                        for jc in range(J):
+                            at_m, at_q = (n * Hb + i + jr) * Wb + j + jc, (jr * J + jc) * Cin + ci
+                            for sp in range(splits):
+                                v += ws[sp, at_m, at_q]
+                    gx[n, ci, i, j] = v
+    return gx, splits
+
+
+FM, FN, FK, LDA, LDB = 128, 128, 32, 32 + 4, 128 + 8
+
+
+def split_k(k, Cin, J):
+    """fcn_forward_block_kernel's split_k: k -> (jr, jc, ci)."""
+    tap, ci = divmod(k, Cin)
+    jr, jc = divmod(tap, J)
+    return jr, jc, ci
+
+
+def advance_k(by, jr, jc, ci, Cin, J):
+    """fcn_forward_block_kernel's advance_k: k += by without a division."""
+    ci += by
+    while ci >= Cin:
+        jc += 1
+        if jc == J:
+            jc, jr = 0, jr + 1
+        ci -= Cin
+    return jr, jc, ci
+
+
+def replay_forward(x, w, b, N, Cin, Cout, H, W, s, J):
+    kH = kW = J * s
+    OH, OW = (H + J - 1) * s, (W + J - 1) * s
+    Hb, Wb = H + J - 1, W + J - 1
+    M, Ncols, K = N * Hb * Wb, Cout * s * s, J * J * Cin
+    plane, blk = Hb * Wb, s * s
+    x_flat, w_flat = x.reshape(-1), w.reshape(-1)
+    xs = (Cin * H * W, H * W, W, 1)
+    y = np.full(N * Cout * OH * OW, np.nan)
+    steps = -(-K // FK)
+    for bx in range(-(-M // FM)):
+        for by in range(-(-Ncols // FN)):
+            m0, c0 = bx * FM, by * FN
+            acc = [[[[0.0] * 4 for _ in range(8)] for _ in range(2)] for _ in range(THREADS)]
+            for step in range(steps):
+                A = np.full((FM, LDA), np.nan)
+                B = np.full((FK, LDB), np.nan)
+                for tid in range(THREADS):
+                    am, ak0 = tid % FM, tid // FM
+                    m = m0 + am
+                    an, ar = divmod(m, plane)
+                    aI, aJ = divmod(ar, Wb)
+                    jr, jc, ci = split_k(step * FK + ak0, Cin, J)
+                    for i in range(FK // 2):
+                        kl = ak0 + 2 * i
+                        k = step * FK + kl
+                        ih, iw = aI - jr, aJ - jc
+                        ok = m < M and k < K and 0 <= ih < H and 0 <= iw < W
+                        A[am, kl] = x_flat[an * xs[0] + ci * xs[1] + ih * xs[2] + iw * xs[3]] if ok else 0.0
+                        jr, jc, ci = advance_k(2, jr, jc, ci, Cin, J)
+                    bc, bk0 = c0 + 4 * (tid % 32), tid // 32
+                    bco, brem = divmod(bc, blk)
+                    bph, bpw = divmod(brem, s)
+                    w_col = (bco * kH + bph) * kW + bpw
+                    jr, jc, ci = split_k(step * FK + bk0, Cin, J)
+                    for i in range(4):
+                        kl = bk0 + 8 * i
+                        k = step * FK + kl
+                        ok = bc < Ncols and k < K
+                        off = ci * Cout * kH * kW + jr * s * kW + jc * s + w_col
+                        B[kl, 4 * (tid % 32):4 * (tid % 32) + 4] = w_flat[off:off + 4] if ok else 0.0
+                        jr, jc, ci = advance_k(8, jr, jc, ci, Cin, J)
+                warp_mma(acc, 8, FK, lambda r, k: A[r, k], lambda n, k: B[k, n])
+            for tid in range(THREADS):
+                warp, lane = tid // 32, tid % 32
+                wm, wn, g, t = warp // 2, warp % 2, lane // 4, lane % 4
+                for i in range(2):
+                    for h in range(2):
+                        mm = m0 + wm * 32 + i * 16 + g + 8 * h
+                        if mm >= M:
+                            continue
+                        n, r = divmod(mm, plane)
+                        I, Jj = divmod(r, Wb)
+                        base = (n * Cout * OH + I * s) * OW + Jj * s
+                        cs = c0 + wn * 64 + 2 * t
+                        co, rem = divmod(cs, blk)
+                        ph, pw = divmod(rem, s)
+                        for j in range(8):
+                            if cs + j * 8 >= Ncols:
+                                break
+                            bv = b[co] if b is not None else 0.0
+                            at = base + (co * OH + ph) * OW + pw
+                            assert at % 2 == 0, "float2 store misaligned"
+                            y[at] = acc[tid][i][j][2 * h] + bv
+                            y[at + 1] = acc[tid][i][j][2 * h + 1] + bv
+                            pw += 8
+                            while pw >= s:
+                                pw -= s
+                                ph += 1
+                                if ph == s:
+                                    ph, co = 0, co + 1
+    assert not np.isnan(y).any(), "an output was never written"
+    return y.reshape(N, Cout, OH, OW)
+
+
+def main():
+    rng = np.random.default_rng(0)
+    # (N, Cin, Cout, H, W, s, J, SMs): several M tiles, Q past one tile, several splits, J = 1..3
+    for N, Cin, Cout, H, W, s, J, sms in [(2, 5, 3, 3, 2, 8, 2, 4), (1, 3, 1, 2, 3, 8, 3, 1),
+                                          (1, 50, 1, 1, 1, 8, 2, 132), (2, 3, 1, 8, 9, 8, 2, 2),
+                                          (3, 4, 2, 5, 6, 16, 2, 8), (1, 3, 22, 2, 2, 8, 2, 132)]:
+        x = torch.from_numpy(rng.standard_normal((N, Cin, H, W))).requires_grad_()
+        w = torch.from_numpy(rng.standard_normal((Cin, Cout, J * s, J * s)))
+        y = F.conv_transpose2d(x, w, None, s)
+        gy = torch.from_numpy(rng.standard_normal(tuple(y.shape)))
+        (ref,) = torch.autograd.grad(y, x, gy)
+        got, splits = replay(gy.numpy(), w.numpy(), N, Cin, Cout, H, W, s, J, sms)
+        err = np.abs(got - ref.numpy()).max() / np.abs(ref.numpy()).max()
+        print(f"N{N} Cin{Cin} Cout{Cout} {H}x{W} s{s} J{J}: {splits} splits, max rel err {err:.2e}")
+        assert err < 1e-12, (N, Cin, Cout, H, W, s, J)
+    print("fcn_dgrad_block replay: all cases match F.conv_transpose2d's grad_input")
+    # forward: several M tiles, a partial N tile (C_out s^2 = 192), K past one step with a
+    # partial last step (J^2 C_in = 36), J = 1 and 3, bias and none
+    for N, Cin, Cout, H, W, s, J, bias in [(2, 9, 3, 4, 5, 8, 2, True), (1, 4, 1, 2, 3, 8, 3, False),
+                                          (3, 5, 2, 8, 9, 8, 1, True), (1, 21, 1, 2, 2, 16, 2, True),
+                                          (2, 3, 5, 3, 4, 4, 3, True)]:
+        x = torch.from_numpy(rng.standard_normal((N, Cin, H, W)))
+        w = torch.from_numpy(rng.standard_normal((Cin, Cout, J * s, J * s)))
+        b = torch.from_numpy(rng.standard_normal(Cout)) if bias else None
+        ref = F.conv_transpose2d(x, w, b, s).numpy()
+        got = replay_forward(x.numpy(), w.numpy(), None if b is None else b.numpy(), N, Cin, Cout, H, W, s, J)
+        err = np.abs(got - ref).max() / np.abs(ref).max()
+        print(f"forward N{N} Cin{Cin} Cout{Cout} {H}x{W} s{s} J{J} bias={bias}: max rel err {err:.2e}")
+        assert err < 1e-12, (N, Cin, Cout, H, W, s, J)
+    print("fcn_forward_block replay: all cases match F.conv_transpose2d")
+
+
+if __name__ == "__main__":
+    main()
