@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -35,3 +37,48 @@ def test_from_torch_rnn_and_unpool(train):
     assert torch.allclose(ours.eval()(x)[0], ref, rtol=1e-12, atol=1e-12)
     unpool = rnnkern.nn.from_torch(nn.MaxUnpool2d(3, 2, 1))
     assert type(unpool) is rnnkern.nn.MaxUnpool2d and unpool.kernel_size == (3, 3) and unpool.padding == (1, 1)
+
+
+def test_from_torch_keeps_parameter_objects_and_sharing():
+    """The converted modules hold the very Parameters: frozen stays frozen, an optimizer built
+    before the conversion still updates the model, and a module used twice stays one module."""
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(4, 4, 3, padding=2, dilation=2)
+            self.b = self.a
+            self.up = nn.ConvTranspose2d(4, 4, 2, 2)
+
+        def forward(self, x):
+            return self.up(self.b(self.a(x)))
+
+    model = Tied()
+    model.up.weight.requires_grad_(False)
+    params = {n: p for n, p in model.named_parameters()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = model.a.weight.detach().clone()
+    out = rnnkern.nn.from_torch(model)
+    assert type(out.a) is rnnkern.nn.Conv2d and out.a is out.b
+    assert type(out.up) is rnnkern.nn.ConvTranspose2d
+    assert {n: p for n, p in out.named_parameters()} == params  # same objects, same names
+    assert not out.up.weight.requires_grad
+    out(torch.randn(2, 4, 8, 8)).sum().backward()
+    opt.step()
+    assert not torch.equal(out.a.weight, before) and out.up.weight.grad is None
+
+
+def test_from_torch_keeps_hooked_modules():
+    """A module with hooks (legacy weight_norm is one) would lose them: it stays torch's, with a
+    warning; its un-hooked neighbours are still converted."""
+    calls = []
+    hooked = nn.Conv2d(3, 3, 3, padding=2, dilation=2)
+    hooked.register_forward_hook(lambda *args: calls.append(1))
+    with warnings.catch_warnings():  # torch deprecates the hook form of weight_norm, which is the point here
+        warnings.simplefilter("ignore", FutureWarning)
+        normed = nn.utils.weight_norm(nn.ConvTranspose2d(3, 3, 2, 2))
+    model = nn.Sequential(hooked, normed, nn.ConvTranspose2d(3, 3, 2, 2))
+    with pytest.warns(UserWarning, match="from_torch: kept"):
+        out = rnnkern.nn.from_torch(model)
+    assert out[0] is hooked and out[1] is normed and type(out[2]) is rnnkern.nn.ConvTranspose2d
+    out(torch.randn(1, 3, 5, 5))
+    assert calls == [1]

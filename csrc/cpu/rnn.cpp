@@ -266,14 +266,25 @@ std::string rnn_cpu_step() {
   return blocker ? std::string("general (") + blocker + ")" : "avx512 (float32; float64 takes the general step)";
 }
 
+namespace {
+std::optional<at::Tensor> to_float(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? std::optional<at::Tensor>(t->to(at::kFloat)) : std::nullopt;
+}
+}  // namespace
+
 std::tuple<at::Tensor, at::Tensor> rnn_forward_cpu(const at::Tensor& input, const at::Tensor& hx,
                                                    const at::Tensor& w_ih, const at::Tensor& w_hh,
                                                    const std::optional<at::Tensor>& b_ih,
                                                    const std::optional<at::Tensor>& b_hh,
                                                    const std::optional<at::Tensor>& lengths, bool relu) {
   const RnnShapes s = check_rnn_args("rnn_forward", input, hx, w_ih, w_hh, b_ih, b_hh);
-  TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
-              "rnn_forward: CPU kernels support float32 and float64, got ", input.scalar_type());
+  const at::ScalarType dtype = input.scalar_type();
+  TORCH_CHECK(at::isFloatingType(dtype), "rnn_forward: CPU kernels support floating-point inputs, got ", dtype);
+  if (dtype != at::kFloat && dtype != at::kDouble) {  // bf16 / fp16: the recurrence in fp32, rounded once
+    auto [out, h_n] = rnn_forward_cpu(input.to(at::kFloat), hx.to(at::kFloat), w_ih.to(at::kFloat),
+                                      w_hh.to(at::kFloat), to_float(b_ih), to_float(b_hh), lengths, relu);
+    return {out.to(dtype), h_n.to(dtype)};
+  }
   const std::vector<int64_t> bs = batch_sizes("rnn_forward", s, lengths);
 #if RNNKERN_CPU_AVX512
   if (s.T > 0 && s.B > 0 && use_avx512_step("rnn_forward", input)) {
@@ -289,6 +300,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
     const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& output,
     const std::optional<at::Tensor>& lengths, bool relu, bool has_bias) {
   const RnnShapes s = check_rnn_backward_args(grad_output, grad_hn, input, hx, w_ih, w_hh, output);
+  const at::ScalarType dtype = input.scalar_type();
+  if (dtype != at::kFloat && dtype != at::kDouble) {  // as the forward: fp32 inside, results rounded once
+    const auto f = [](const at::Tensor& t) { return t.to(at::kFloat); };
+    auto [dx, dh, dw_ih, dw_hh, db] = rnn_backward_cpu(f(grad_output), f(grad_hn), f(input), f(hx), f(w_ih), f(w_hh),
+                                                       f(output), lengths, relu, has_bias);
+    return {dx.to(dtype), dh.to(dtype), dw_ih.to(dtype), dw_hh.to(dtype), db.to(dtype)};
+  }
   const std::vector<int64_t> bs = batch_sizes("rnn_backward", s, lengths);
 #if RNNKERN_CPU_AVX512
   if (s.T > 0 && s.B > 0 && use_avx512_step("rnn_backward", input)) {

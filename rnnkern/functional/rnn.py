@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from rnnkern.ops import rnn as _ops
-from rnnkern.ops._validate import check_supported_device
+from rnnkern.ops._validate import ArgumentTypeError, ArgumentValueError, autocast_dtype, check_supported_device
 
 _NONLINEARITIES = ("tanh", "relu")
 
@@ -29,7 +29,7 @@ def rnn_layer(input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optio
     """One layer, one direction. input (T, B, I) time-major, hx (B, H); lengths int64 (B,) on
     the CPU, non-increasing. Returns output (T, B, H) (zeros past each length) and h_n (B, H)."""
     if nonlinearity not in _NONLINEARITIES:
-        raise ValueError(f"rnn: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        raise ArgumentValueError(f"rnn: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
     check_supported_device("rnn", input)
     relu = nonlinearity == "relu"
     if reverse:
@@ -38,6 +38,15 @@ def rnn_layer(input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optio
     if reverse:
         out = _reverse_within_lengths(out, lengths)
     return out, h_n
+
+
+def _check_dtypes(x: Tensor, hx: Tensor, w: Tensor) -> None:
+    if x.dtype != w.dtype or hx.dtype != w.dtype:
+        raise ArgumentTypeError(f"RNN: input ({x.dtype}), hx ({hx.dtype}) and parameters ({w.dtype}) must share one "
+                                "dtype; convert the module with .to(dtype) or the input")
+    if x.device != w.device or hx.device != w.device:
+        raise RuntimeError(f"RNN: input ({x.device}), hx ({hx.device}) and parameters ({w.device}) must be "
+                           "on one device")
 
 
 def rnn(input: Tensor, hx: Tensor, weights: Sequence[Sequence[Tensor]], nonlinearity: str = "tanh",
@@ -51,7 +60,12 @@ def rnn(input: Tensor, hx: Tensor, weights: Sequence[Sequence[Tensor]], nonlinea
     h_n (num_layers * num_directions, B, H)."""
     dirs = 2 if bidirectional else 1
     if len(weights) != num_layers * dirs:
-        raise ValueError(f"rnn: expected {num_layers * dirs} weight groups, got {len(weights)}")
+        raise ArgumentValueError(f"rnn: expected {num_layers * dirs} weight groups, got {len(weights)}")
+    dt = autocast_dtype(input)
+    if dt is not None:  # torch runs RNNs in the autocast dtype; so do we
+        input, hx = input.to(dt), hx.to(dt)
+        weights = [[w.to(dt) for w in group] for group in weights]
+    _check_dtypes(input, hx, weights[0][0])
     layer_input = input
     h_n = []
     for layer in range(num_layers):
@@ -72,6 +86,11 @@ def rnn(input: Tensor, hx: Tensor, weights: Sequence[Sequence[Tensor]], nonlinea
 def rnn_cell(input: Tensor, hx: Optional[Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor] = None,
              b_hh: Optional[Tensor] = None, nonlinearity: str = "tanh") -> Tensor:
     """One step: h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh). input (B, I) or (I,), hx (B, H) or (H,)."""
+    dt = autocast_dtype(input)
+    if dt is not None:  # as torch's cell under autocast
+        input, hx = input.to(dt), None if hx is None else hx.to(dt)
+        w_ih, w_hh = w_ih.to(dt), w_hh.to(dt)
+        b_ih, b_hh = (None, None) if b_ih is None else (b_ih.to(dt), b_hh.to(dt))
     unbatched = input.dim() == 1
     x = input.unsqueeze(0) if unbatched else input
     if hx is None:

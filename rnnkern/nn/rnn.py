@@ -76,6 +76,17 @@ class RNN(torch.nn.Module):
                     self._flat_weights_names.append(name + suffix)
         self.reset_parameters()
 
+    # torch.nn.RNN's read-only facts, for code that inspects them
+    proj_size = 0
+
+    @property
+    def mode(self) -> str:
+        return "RNN_RELU" if self.nonlinearity == "relu" else "RNN_TANH"
+
+    def flatten_parameters(self) -> None:
+        """A no-op kept for torch.nn.RNN compatibility: cuDNN wants one contiguous weight buffer,
+        the fused kernels read each parameter where it is."""
+
     def reset_parameters(self) -> None:
         stdv = 1.0 / math.sqrt(self.hidden_size)
         for weight in self.parameters():
@@ -102,8 +113,6 @@ class RNN(torch.nn.Module):
         s = f"{self.input_size}, {self.hidden_size}"
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
-        if self.nonlinearity != "tanh":
-            s += f", nonlinearity={self.nonlinearity!r}"
         if self.bias is not True:
             s += f", bias={self.bias}"
         if self.batch_first is not False:
@@ -169,7 +178,6 @@ class RNN(torch.nn.Module):
         # the parameters are read once per call (each module getattr costs about a microsecond) and
         # never cached across calls, so .to(), parameter replacement and load_state_dict are seen
         flat = self._flat_weights
-        self._check_dtypes(x, hx, flat[0])
         out, h_n = F.rnn(x, hx, self._group_weights(flat), self.nonlinearity, self.num_layers, self.dropout,
                          self.training, self.bidirectional, lengths)
         if packed:
@@ -182,16 +190,6 @@ class RNN(torch.nn.Module):
             out = out.squeeze(batch_dim)
             h_n = h_n.squeeze(1)
         return out, h_n
-
-    @staticmethod
-    def _check_dtypes(x: Tensor, hx: Tensor, w: Tensor) -> None:
-        if x.dtype != w.dtype or hx.dtype != w.dtype:
-            raise TypeError(f"RNN: input ({x.dtype}), hx ({hx.dtype}) and parameters ({w.dtype}) must share one "
-                            "dtype; convert the module with .to(dtype) or the input")
-        if x.device != w.device or hx.device != w.device:
-            raise RuntimeError(f"RNN: input ({x.device}), hx ({hx.device}) and parameters ({w.device}) must be "
-                               "on one device")
-
 
 class RNNCell(torch.nn.RNNCell):
     """torch.nn.RNNCell on the fused kernel (T = 1): (input (N, H_in) or (H_in), hx) -> h'."""

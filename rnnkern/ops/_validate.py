@@ -1,6 +1,7 @@
 """Argument checks shared by the op wrappers: errors that name the op and the argument."""
 from __future__ import annotations
 
+import operator
 from typing import Sequence
 
 import torch
@@ -8,14 +9,29 @@ import torch
 from rnnkern.ops import _ext
 
 
+# Bad arguments raise these: the Python exception that names the kind of mistake, which is also
+# a RuntimeError, as torch raises for the same input (so `except RuntimeError` written against
+# torch.nn still catches them).
+class ArgumentValueError(ValueError, RuntimeError):
+    pass
+
+
+class ArgumentTypeError(TypeError, RuntimeError):
+    pass
+
+
+class ArgumentIndexError(IndexError, RuntimeError):
+    pass
+
+
 def check_tensor(op: str, name: str, t, *, dims: Sequence[int] | None = None, floating: bool = False) -> None:
     if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
+        raise ArgumentTypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
     if dims is not None and t.dim() not in dims:
         want = " or ".join(f"{d}-D" for d in dims)
-        raise ValueError(f"{op}: {name} must be {want}, got a {t.dim()}-D tensor of shape {tuple(t.shape)}")
+        raise ArgumentValueError(f"{op}: {name} must be {want}, got a {t.dim()}-D tensor of shape {tuple(t.shape)}")
     if floating and not t.is_floating_point():
-        raise TypeError(f"{op}: {name} must be a floating-point tensor, got {t.dtype}")
+        raise ArgumentTypeError(f"{op}: {name} must be a floating-point tensor, got {t.dtype}")
 
 
 def check_same(op: str, ref_name: str, ref: torch.Tensor, name: str, t: torch.Tensor | None, *,
@@ -25,7 +41,7 @@ def check_same(op: str, ref_name: str, ref: torch.Tensor, name: str, t: torch.Te
     if t.device != ref.device:
         raise RuntimeError(f"{op}: {name} is on {t.device} but {ref_name} is on {ref.device}")
     if dtype and t.dtype != ref.dtype:
-        raise TypeError(f"{op}: {name} has dtype {t.dtype} but {ref_name} has dtype {ref.dtype}")
+        raise ArgumentTypeError(f"{op}: {name} has dtype {t.dtype} but {ref_name} has dtype {ref.dtype}")
 
 
 def check_supported_device(op: str, t: torch.Tensor) -> None:
@@ -38,18 +54,27 @@ def check_supported_device(op: str, t: torch.Tensor) -> None:
     raise RuntimeError(f"{op}: unsupported device {t.device}")
 
 
+def autocast_dtype(t: torch.Tensor) -> torch.dtype | None:
+    """The dtype torch's autocast runs convolutions and RNNs in for t's device, or None when autocast
+    is off there. The custom ops have no autocast kernel of their own, so the op wrappers cast."""
+    device = "cuda" if t.is_cuda else "cpu" if t.is_cpu else None  # cheaper than t.device.type
+    if device is None or not torch.is_autocast_enabled(device):
+        return None
+    return torch.get_autocast_dtype(device)
+
+
 def ntuple(op: str, name: str, value, n: int, *, minimum: int | None = None) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool):
         out = [value] * n
     else:
-        try:
-            out = [int(v) for v in value]
+        try:  # operator.index: ints and numpy integers, not floats (which torch rejects too)
+            out = [value.__index__()] * n if hasattr(value, "__index__") else [operator.index(v) for v in value]
         except TypeError:
-            raise TypeError(f"{op}: {name} must be an int or a sequence of {n} ints, got {value!r}") from None
+            raise ArgumentTypeError(f"{op}: {name} must be an int or a sequence of {n} ints, got {value!r}") from None
         if len(out) != n:
-            raise ValueError(f"{op}: {name} must have {n} entries, got {len(out)}: {value!r}")
+            raise ArgumentValueError(f"{op}: {name} must have {n} entries, got {len(out)}: {value!r}")
     if minimum is not None and min(out) < minimum:
-        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
+        raise ArgumentValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
     return out
 
 

@@ -22,7 +22,8 @@ import torch
 from torch import Tensor
 
 from rnnkern.ops._ext import _C
-from rnnkern.ops._validate import check_same, check_supported_device, check_tensor, empty_like_layout, ntuple
+from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, autocast_dtype, check_same,
+                                   check_supported_device, check_tensor, empty_like_layout, ntuple)
 
 
 def out_size(in_size: int, k: int, s: int, d: int, p_lo: int, p_hi: int) -> int:
@@ -155,15 +156,16 @@ def resolve_padding(op: str, padding, kernel: list[int], stride: list[int], dila
         if padding == "valid":
             return [0] * (2 * nd)
         if padding != "same":
-            raise ValueError(f"{op}: invalid padding string {padding!r}, should be one of {{'valid', 'same'}}")
+            raise ArgumentValueError(f"{op}: invalid padding string {padding!r}, should be one of {{'valid', 'same'}}")
         if any(s != 1 for s in stride):
-            raise ValueError(f"{op}: padding='same' is not supported for strided convolutions (stride={stride})")
+            raise ArgumentValueError(f"{op}: padding='same' is not supported for strided convolutions "
+                                     f"(stride={stride})")
         total = [dilation[i] * (kernel[i] - 1) for i in range(nd)]
         lo = [t // 2 for t in total]
         return lo + [t - l for t, l in zip(total, lo)]
     p = ntuple(op, "padding", padding, nd)
     if min(p) < 0:
-        raise ValueError(f"{op}: padding must be non-negative, got {padding!r}")
+        raise ArgumentValueError(f"{op}: padding must be non-negative, got {padding!r}")
     return p + p
 
 
@@ -173,11 +175,8 @@ def conv(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride,
     the caller's rank. nd = 1 runs as a 2-D convolution with H = 1."""
     check_tensor(op, "input", input, dims=(nd + 1, nd + 2), floating=True)
     check_tensor(op, "weight", weight, dims=(nd + 2,), floating=True)
-    autocast_device = "cuda" if input.is_cuda else "cpu" if input.is_cpu else None  # cheaper than device.type
-    if autocast_device is not None and torch.is_autocast_enabled(autocast_device):
-        # torch runs convolutions in the autocast dtype; so do we (the custom op has no autocast
-        # kernel of its own, so this is the one place that casts)
-        dt = torch.get_autocast_dtype(autocast_device)
+    dt = autocast_dtype(input)
+    if dt is not None:  # torch runs convolutions in the autocast dtype; so do we
         input, weight = input.to(dt), weight.to(dt)
         bias = None if bias is None else bias.to(dt)
     check_same(op, "input", input, "weight", weight)
@@ -186,15 +185,16 @@ def conv(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride,
         check_same(op, "input", input, "bias", bias)
     check_supported_device(op, input)
     if not isinstance(groups, int) or isinstance(groups, bool):
-        raise TypeError(f"{op}: groups must be an int, got {groups!r}")
+        raise ArgumentTypeError(f"{op}: groups must be an int, got {groups!r}")
     if groups < 1:
-        raise ValueError(f"{op}: groups must be a positive integer, got {groups}")
+        raise ArgumentValueError(f"{op}: groups must be a positive integer, got {groups}")
     stride = ntuple(op, "stride", stride, nd)
     if min(stride) < 1:
-        raise ValueError(f"{op}: stride must be positive (non-positive stride is not supported), got {stride}")
+        raise ArgumentValueError(f"{op}: stride must be positive (non-positive stride is not supported), got {stride}")
     dilation = ntuple(op, "dilation", dilation, nd)
     if min(dilation) < 1:
-        raise ValueError(f"{op}: dilation must be positive (non-positive dilation is not supported), got {dilation}")
+        raise ArgumentValueError(f"{op}: dilation must be positive (non-positive dilation is not supported), "
+                                 f"got {dilation}")
 
     x_shape, w_shape = input.shape, weight.shape  # each .shape read builds a new torch.Size
     unbatched = len(x_shape) == nd + 1
@@ -202,27 +202,28 @@ def conv(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride,
     c_out, cg = w_shape[0], w_shape[1]
     kernel = list(w_shape[2:])
     if c_out == 0 or min(kernel) < 1 or cg < 1:
-        raise ValueError(f"{op}: weight must have non-zero sizes, got {tuple(weight.shape)}")
+        raise ArgumentValueError(f"{op}: weight must have non-zero sizes, got {tuple(weight.shape)}")
     if c_in % groups:
-        raise ValueError(f"{op}: groups={groups} must divide the input channels ({c_in})")
+        raise ArgumentValueError(f"{op}: groups={groups} must divide the input channels ({c_in})")
     if c_out % groups:
-        raise ValueError(f"{op}: groups={groups} must divide the output channels, weight.shape[0] ({c_out})")
+        raise ArgumentValueError(f"{op}: groups={groups} must divide the output channels, weight.shape[0] ({c_out})")
     if cg * groups != c_in:
-        raise ValueError(f"{op}: channel mismatch: weight of size {tuple(weight.shape)} with groups={groups} expects "
-                         f"input with {cg * groups} channels, but input of size {tuple(input.shape)} has {c_in}")
+        raise ArgumentValueError(f"{op}: channel mismatch: weight of size {tuple(weight.shape)} with groups={groups} "
+                                 f"expects input with {cg * groups} channels, but input of size "
+                                 f"{tuple(input.shape)} has {c_in}")
     if bias is not None and bias.shape[0] != c_out:
-        raise ValueError(f"{op}: bias must have {c_out} elements (weight.shape[0]), got {tuple(bias.shape)}")
+        raise ArgumentValueError(f"{op}: bias must have {c_out} elements (weight.shape[0]), got {tuple(bias.shape)}")
     pad = resolve_padding(op, padding, kernel, stride, dilation)
     spatial = list(x_shape[-nd:])
     if min(spatial) < 1:
-        raise ValueError(f"{op}: input spatial size must be non-zero, got {tuple(input.shape)}")
+        raise ArgumentValueError(f"{op}: input spatial size must be non-zero, got {tuple(input.shape)}")
     for i in range(nd):
         padded = spatial[i] + pad[i] + pad[nd + i]
         eff = dilation[i] * (kernel[i] - 1) + 1
         if eff > padded:
-            raise ValueError(f"{op}: kernel size can't be greater than the padded input size: padded input "
-                             f"{[spatial[j] + pad[j] + pad[nd + j] for j in range(nd)]}, dilated kernel "
-                             f"{[dilation[j] * (kernel[j] - 1) + 1 for j in range(nd)]} (dim {i})")
+            raise ArgumentValueError(f"{op}: kernel size can't be greater than the padded input size: padded input "
+                                     f"{[spatial[j] + pad[j] + pad[nd + j] for j in range(nd)]}, dilated kernel "
+                                     f"{[dilation[j] * (kernel[j] - 1) + 1 for j in range(nd)]} (dim {i})")
 
     x = input.unsqueeze(0) if unbatched else input
     w = weight

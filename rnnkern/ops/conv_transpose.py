@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from rnnkern.ops._ext import _C
-from rnnkern.ops._validate import check_same, check_supported_device, check_tensor, empty_like_layout, ntuple
+from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, autocast_dtype, check_same,
+                                   check_supported_device, check_tensor, empty_like_layout, ntuple)
 
 
 def output_size(in_size: int, k: int, s: int, p: int, op: int, d: int) -> int:
@@ -146,7 +147,7 @@ torch.library.register_autograd("rnnkern::conv_transpose2d_backward_weight", _bw
 
 def _int(op: str, name: str, v) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"{op}: {name} must be an int, got {v!r}")
+        raise ArgumentTypeError(f"{op}: {name} must be an int, got {v!r}")
     return v
 
 
@@ -156,17 +157,21 @@ def conv_transpose(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor
     check_tensor(op, "input", input, dims=(nd + 1, nd + 2), floating=True)
     check_tensor(op, "weight", weight, dims=(nd + 2,), floating=True)
     check_supported_device(op, input)
+    dt = autocast_dtype(input)
+    if dt is not None:  # torch runs transposed convolutions in the autocast dtype; so do we
+        input, weight = input.to(dt), weight.to(dt)
+        bias = None if bias is None else bias.to(dt)
     check_same(op, "input", input, "weight", weight)
     if bias is not None:
         check_tensor(op, "bias", bias, dims=(1,), floating=True)
         check_same(op, "input", input, "bias", bias)
     groups = _int(op, "groups", groups)
     if groups < 1:
-        raise ValueError(f"{op}: groups must be >= 1, got {groups}")
+        raise ArgumentValueError(f"{op}: groups must be >= 1, got {groups}")
     stride = ntuple(op, "stride", stride, nd, minimum=1)
     if isinstance(padding, str):
-        raise ValueError(f"{op}: padding must be an int or a tuple of ints (string padding such as "
-                         f"{padding!r} is not supported by transposed convolutions), got {padding!r}")
+        raise ArgumentValueError(f"{op}: padding must be an int or a tuple of ints (string padding such as "
+                                 f"{padding!r} is not supported by transposed convolutions), got {padding!r}")
     padding = ntuple(op, "padding", padding, nd, minimum=0)
     output_padding = ntuple(op, "output_padding", output_padding, nd, minimum=0)
     dilation = ntuple(op, "dilation", dilation, nd, minimum=1)
@@ -174,29 +179,30 @@ def conv_transpose(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor
     x_shape, w_shape = input.shape, weight.shape  # each .shape read builds a new torch.Size
     c_in = x_shape[-nd - 1]
     if w_shape[0] != c_in:
-        raise ValueError(f"{op}: input has {c_in} channels but weight.size(0) is {weight.shape[0]} "
-                         f"(weight layout is (C_in, C_out/groups, *kernel), input shape {tuple(input.shape)}, "
-                         f"weight shape {tuple(weight.shape)})")
+        raise ArgumentValueError(f"{op}: input has {c_in} channels but weight.size(0) is {weight.shape[0]} "
+                                 f"(weight layout is (C_in, C_out/groups, *kernel), input shape {tuple(input.shape)}, "
+                                 f"weight shape {tuple(weight.shape)})")
     if c_in % groups != 0:
-        raise ValueError(f"{op}: input channels ({c_in}) must be divisible by groups ({groups})")
+        raise ArgumentValueError(f"{op}: input channels ({c_in}) must be divisible by groups ({groups})")
     c_out = w_shape[1] * groups
     if bias is not None and bias.shape[0] != c_out:
-        raise ValueError(f"{op}: bias must have {c_out} elements (weight.size(1) * groups), got {bias.shape[0]}")
+        raise ArgumentValueError(f"{op}: bias must have {c_out} elements (weight.size(1) * groups), "
+                                 f"got {bias.shape[0]}")
     kernel = list(w_shape[2:])
     if min(kernel) < 1:
-        raise ValueError(f"{op}: kernel size must be >= 1, got weight shape {tuple(weight.shape)}")
+        raise ArgumentValueError(f"{op}: kernel size must be >= 1, got weight shape {tuple(weight.shape)}")
     for d in range(nd):
         if not (output_padding[d] < stride[d] or output_padding[d] < dilation[d]):
-            raise ValueError(f"{op}: output_padding must be smaller than either stride or dilation, got "
-                             f"output_padding={output_padding}, stride={stride}, dilation={dilation}")
+            raise ArgumentValueError(f"{op}: output_padding must be smaller than either stride or dilation, got "
+                                     f"output_padding={output_padding}, stride={stride}, dilation={dilation}")
     spatial = list(x_shape[-nd:])
     if min(spatial) < 1:
-        raise ValueError(f"{op}: input spatial size must be >= 1, got input shape {tuple(input.shape)}")
+        raise ArgumentValueError(f"{op}: input spatial size must be >= 1, got input shape {tuple(input.shape)}")
     out = [output_size(spatial[d], kernel[d], stride[d], padding[d], output_padding[d], dilation[d])
            for d in range(nd)]
     if min(out) < 1:
-        raise ValueError(f"{op}: computed output size {out} is too small (input {spatial}, kernel {kernel}, "
-                         f"stride {stride}, padding {padding}, dilation {dilation})")
+        raise ArgumentValueError(f"{op}: computed output size {out} is too small (input {spatial}, kernel {kernel}, "
+                                 f"stride {stride}, padding {padding}, dilation {dilation})")
 
     unbatched = len(x_shape) == nd + 1
     x = input.unsqueeze(0) if unbatched else input

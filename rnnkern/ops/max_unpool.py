@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from rnnkern.ops._ext import _C
-from rnnkern.ops._validate import (check_same, check_supported_device, check_tensor, empty_like_layout,
-                                   ntuple)
+from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, check_same, check_supported_device,
+                                   check_tensor, empty_like_layout, ntuple)
 
 MODE_INDICES, MODE_BED_OF_NAILS, MODE_NEAREST = 0, 1, 2
 
@@ -97,14 +97,15 @@ def unpool_output_size(op: str, input: Tensor, kernel: list[int], stride: list[i
         elif len(size) == nd + 1 and input.dim() == nd + 1:
             size = size[1:]
         if len(size) != nd:
-            raise ValueError(f"{op}: output_size should be a sequence containing {nd} or {nd + 2} elements, "
-                             f"but it has a length of '{len(size)}'")
+            raise ArgumentValueError(f"{op}: output_size should be a sequence containing {nd} or {nd + 2} elements, "
+                                     f"but it has a length of '{len(size)}'")
         for d in range(nd):
             lo, hi = default[d] - stride[d], default[d] + stride[d]
             if not lo < size[d] < hi:
-                raise ValueError(f'{op}: invalid output_size "{list(size)}" (dim {d} must be between {lo} and {hi})')
+                raise ArgumentValueError(f'{op}: invalid output_size "{list(size)}" '
+                                         f'(dim {d} must be between {lo} and {hi})')
     if min(size) < 0:
-        raise ValueError(f"{op}: output_size must contain non-negative spatial dimensions, got {size}")
+        raise ArgumentValueError(f"{op}: output_size must contain non-negative spatial dimensions, got {size}")
     return size
 
 
@@ -119,9 +120,10 @@ def max_unpool(op: str, input: Tensor, indices: Optional[Tensor], mode: int, ker
     if indices is not None:
         check_tensor(op, "indices", indices)
         if indices.dtype != torch.int64:
-            raise TypeError(f"{op}: indices must be int64 (as returned by max_pool{nd}d), got {indices.dtype}")
+            raise ArgumentTypeError(f"{op}: indices must be int64 (as returned by max_pool{nd}d), got {indices.dtype}")
         if indices.shape != input.shape:
-            raise ValueError(f"{op}: indices shape {tuple(indices.shape)} must equal input shape {tuple(input.shape)}")
+            raise ArgumentValueError(f"{op}: indices shape {tuple(indices.shape)} must equal input shape "
+                                     f"{tuple(input.shape)}")
         check_same(op, "input", input, "indices", indices, dtype=False)
     size = unpool_output_size(op, input, kernel, stride, padding, output_size)
 

@@ -682,3 +682,20 @@ def test_cuda_wgrad_too_many_taps_is_an_error():
     w = torch.randn(1, 1, 256, 257, device="cuda", requires_grad=True)
     with pytest.raises(RuntimeError, match="exceeds one launch"):
         RF.conv2d(x, w).sum().backward()
+
+
+def test_integer_arguments_like_torch():
+    """stride / padding / dilation take ints and numpy integers, never floats (torch raises a
+    TypeError; a silent int() would run stride 1.5 as 1); argument errors are ValueError /
+    TypeError and also RuntimeError, as torch raises for the same input."""
+    import numpy as np
+    x, w = torch.randn(1, 2, 9, 9), torch.randn(3, 2, 3, 3)
+    torch.testing.assert_close(RF.conv2d(x, w, stride=np.int64(2), dilation=(np.int32(2), 1)),
+                               TF.conv2d(x, w, stride=2, dilation=(2, 1)))
+    for bad in (dict(stride=(1.5, 1.5)), dict(padding=(1.5, 1)), dict(dilation=2.0)):
+        with pytest.raises(TypeError, match="must be an int"):
+            RF.conv2d(x, w, **bad)
+    with pytest.raises(RuntimeError, match="channel"):  # torch: RuntimeError; ours is also a ValueError
+        rnn.Conv2d(4, 6, 3)(torch.randn(2, 5, 8, 8))
+    with pytest.raises(ValueError, match="channel"):
+        rnn.Conv2d(4, 6, 3)(torch.randn(2, 5, 8, 8))

@@ -651,3 +651,18 @@ def test_wide_input_channels_direct_wgrad(layout):
             assert torch.equal(outs[0], outs[1]), c
     finally:
         torch.set_num_threads(threads)
+
+
+def test_autocast_cpu_bf16():
+    """Under CPU autocast torch's transposed convolution runs in bf16 (fp32 weights included); so
+    does ours, so a bf16 activation from a torch Conv2d feeds it (the U-Net decoder pattern)."""
+    torch.manual_seed(0)
+    conv, up = torch.nn.Conv2d(4, 6, 3), RN.ConvTranspose2d(6, 4, 2, 2)
+    ref = torch.nn.ConvTranspose2d(6, 4, 2, 2)
+    ref.load_state_dict(up.state_dict())
+    x = torch.randn(2, 4, 9, 9)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, y_ref = up(conv(x)), ref(conv(x))
+        y1 = RF.conv_transpose1d(torch.randn(1, 4, 5), torch.randn(4, 2, 3))
+    assert y.dtype == y_ref.dtype == y1.dtype == torch.bfloat16
+    assert rel_err(y, y_ref) < 2e-2

@@ -601,3 +601,60 @@ def test_rnn_cuda_half_packed_deterministic(dtype):
         res.append([out.data.detach(), hn.detach(), xl.grad] + [p.grad.clone() for p in mod.parameters()])
     for a, b in zip(*res):
         assert torch.equal(a, b)
+
+
+# ----------------------------------------------------------------------------------------------
+# torch.nn.RNN's other surface: reduced precision on the CPU, autocast, attributes
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_rnn_reduced_precision_cpu(dtype):
+    """bf16 / fp16 on the CPU run the recurrence in fp32 and round once (torch's nn.RNN runs them
+    too): outputs and every gradient within 2x torch's own error against fp64, plus a little."""
+    cfg = dict(input_size=6, hidden_size=10, num_layers=2, nonlinearity="tanh", bias=True, batch_first=False,
+               bidirectional=True, dropout=0.0)
+    ref, ours = pair(cfg, dtype=dtype)
+    theirs = torch.nn.RNN(**cfg).to(dtype)
+    theirs.load_state_dict(ref.state_dict())
+    x, hx, g_out, g_hn = make_inputs(cfg, 7, 3)
+    r = run(ref, x, hx, g_out, g_hn)
+    o = run(ours, x, hx, g_out, g_hn, dtype=dtype)
+    t = run(theirs, x, hx, g_out, g_hn, dtype=dtype)
+    assert o[0].dtype == dtype and o[2]["weight_hh_l1_reverse"].dtype == dtype
+    pairs = {"output": (o[0], r[0], t[0]), "h_n": (o[1], r[1], t[1])}
+    pairs.update({f"grad {k}": (o[2][k], r[2][k], t[2][k]) for k in r[2]})
+    for name, (got, want, torch_got) in pairs.items():
+        assert rel_err(got, want) <= 2 * rel_err(torch_got, want) + 1e-3, name
+
+
+def test_rnn_and_cell_follow_autocast():
+    """Under CPU autocast (bf16) torch's RNN and RNNCell run in bf16 whatever the dtype of their
+    parameters and of hx; so do ours, and a bf16 activation from a torch layer feeds them."""
+    torch.manual_seed(0)
+    rnn, cell = rnnkern.nn.RNN(8, 12, 2), rnnkern.nn.RNNCell(8, 12)
+    t_rnn, t_cell = torch.nn.RNN(8, 12, 2), torch.nn.RNNCell(8, 12)
+    t_rnn.load_state_dict(rnn.state_dict())
+    t_cell.load_state_dict(cell.state_dict())
+    lin = torch.nn.Linear(8, 8)
+    x = torch.randn(5, 3, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, h_n = rnn(lin(x), torch.zeros(2, 3, 12))
+        t_out, _ = t_rnn(lin(x), torch.zeros(2, 3, 12))
+        h = cell(lin(x[0]))
+        t_h = t_cell(lin(x[0]))
+    assert out.dtype == h_n.dtype == h.dtype == torch.bfloat16 == t_out.dtype == t_h.dtype
+    assert rel_err(out, t_out) < 3e-2 and rel_err(h, t_h) < 3e-2
+    out.float().sum().backward()
+    assert rnn.weight_ih_l0.grad.dtype == torch.float32  # the parameters stay fp32, as torch's
+
+
+def test_rnn_attributes_like_torch():
+    """flatten_parameters (a no-op here), mode, proj_size and repr as torch.nn.RNN has them."""
+    for cfg in (dict(input_size=4, hidden_size=8), dict(input_size=4, hidden_size=8, nonlinearity="relu",
+                                                        num_layers=2, batch_first=True, bidirectional=True)):
+        ours, theirs = rnnkern.nn.RNN(**cfg), torch.nn.RNN(**cfg)
+        assert repr(ours) == repr(theirs)
+        assert ours.mode == theirs.mode and ours.proj_size == theirs.proj_size == 0
+        theirs.load_state_dict(ours.state_dict())
+        ours.flatten_parameters()
+        x = torch.randn(3, 2, 4)
+        torch.testing.assert_close(ours(x)[0], theirs(x)[0])
