@@ -82,3 +82,16 @@ def test_from_torch_keeps_hooked_modules():
     assert out[0] is hooked and out[1] is normed and type(out[2]) is rnnkern.nn.ConvTranspose2d
     out(torch.randn(1, 3, 5, 5))
     assert calls == [1]
+
+
+def test_drop_ins_are_instances_of_torch_classes():
+    """Code that walks a model with isinstance(m, nn.Conv2d) (weight init, surgery) sees rnnkern's
+    layers as torch's, with torch's repr and state_dict keys."""
+    for name, args in [("Conv1d", (2, 3, 3, 1, 2, 2)), ("Conv2d", (2, 3, 3, 1, 2, 2)), ("ConvTranspose1d", (2, 3, 3, 2)),
+                       ("ConvTranspose2d", (2, 3, 3, 2, 1)), ("MaxUnpool1d", (2,)), ("MaxUnpool2d", (2, 2, 1)),
+                       ("RNNCell", (2, 3))]:
+        ours, theirs = getattr(rnnkern.nn, name)(*args), getattr(nn, name)(*args)
+        assert isinstance(ours, type(theirs)), name
+        assert repr(ours) == repr(theirs) and list(ours.state_dict()) == list(theirs.state_dict()), name
+    # rnnkern.nn.RNN is the exception: torch.compile refuses anything that is an RNNBase
+    assert not isinstance(rnnkern.nn.RNN(2, 3), nn.RNNBase)

@@ -46,17 +46,47 @@ def _(grad_output, grad_hn, input, hx, w_ih, w_hh, output, lengths, relu, has_bi
 
 def _setup_context(ctx, inputs, output):
     input, hx, w_ih, w_hh, b_ih, b_hh, lengths, relu = inputs
-    ctx.save_for_backward(input, hx, w_ih, w_hh, output[0], lengths)
+    ctx.save_for_backward(input, hx, w_ih, w_hh, output[0], lengths, b_ih, b_hh)
     ctx.relu = relu
     ctx.has_bias = b_ih is not None
 
 
+def _recurrence_in_aten(input, hx, w_ih, w_hh, b_ih, b_hh, lengths, relu):
+    """The op's forward as ATen ops, one autograd node per step: what double backward (a
+    backward run with create_graph=True) differentiates. Correct, not fast."""
+    act = torch.relu if relu else torch.tanh
+    pre = input @ w_ih.t()
+    if b_ih is not None:
+        pre = pre + (b_ih + b_hh)
+    live = None if lengths is None else \
+        torch.arange(input.shape[0]).unsqueeze(1).lt(lengths.unsqueeze(0)).unsqueeze(2).to(input.device)
+    h, outs = hx, []
+    for t in range(input.shape[0]):
+        h_new = act(pre[t] + h @ w_hh.t())
+        if live is None:
+            h = h_new
+            outs.append(h)
+        else:  # finished sequences keep their state and emit zeros
+            h = torch.where(live[t], h_new, h)
+            outs.append(torch.where(live[t], h_new, torch.zeros_like(h_new)))
+    return (torch.stack(outs) if outs else input.new_zeros(0, *hx.shape)), h
+
+
 def _backward(ctx, grad_output, grad_hn):
-    input, hx, w_ih, w_hh, output, lengths = ctx.saved_tensors
+    input, hx, w_ih, w_hh, output, lengths, b_ih, b_hh = ctx.saved_tensors
     if grad_output is None:
         grad_output = torch.zeros_like(output)
     if grad_hn is None:
         grad_hn = torch.zeros_like(hx)
+    if torch.is_grad_enabled():  # create_graph=True: gradients that are themselves differentiable
+        with torch.enable_grad():
+            leaves = (input, hx, w_ih, w_hh) + ((b_ih, b_hh) if ctx.has_bias else ())
+            wanted = [t for t, need in zip(leaves, ctx.needs_input_grad) if need]
+            out, h_n = _recurrence_in_aten(input, hx, w_ih, w_hh, b_ih, b_hh, lengths, ctx.relu)
+            got = iter(torch.autograd.grad((out, h_n), wanted, (grad_output, grad_hn), create_graph=True,
+                                           allow_unused=True))
+            grads = [next(got) if need else None for need in ctx.needs_input_grad[:len(leaves)]]
+        return (*grads, *([None] * (8 - len(grads))))
     dx, dh, dw_ih, dw_hh, db = rnn_backward(grad_output.contiguous(), grad_hn.contiguous(), input, hx, w_ih, w_hh,
                                             output, lengths, ctx.relu, ctx.has_bias)
     if not ctx.has_bias:
