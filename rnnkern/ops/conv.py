@@ -200,7 +200,7 @@ def conv(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride,
     unbatched = len(x_shape) == nd + 1
     c_in = x_shape[0 if unbatched else 1]
     c_out, cg = w_shape[0], w_shape[1]
-    kernel = list(w_shape[2:])
+    kernel = [int(k) for k in w_shape[2:]]  # int(): plain ints even under torch.jit.trace (sizes are traced there)
     if c_out == 0 or min(kernel) < 1 or cg < 1:
         raise ArgumentValueError(f"{op}: weight must have non-zero sizes, got {tuple(weight.shape)}")
     if c_in % groups:

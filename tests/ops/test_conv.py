@@ -699,3 +699,15 @@ def test_integer_arguments_like_torch():
         rnn.Conv2d(4, 6, 3)(torch.randn(2, 5, 8, 8))
     with pytest.raises(ValueError, match="channel"):
         rnn.Conv2d(4, 6, 3)(torch.randn(2, 5, 8, 8))
+
+
+def test_jit_trace_same_padding():
+    """torch.jit.trace records sizes as tensors; padding='same' still resolves to ints, and the
+    trace runs other input sizes like the module."""
+    import warnings
+    m = rnn.Conv2d(4, 6, 3, padding="same", dilation=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(m, torch.randn(1, 4, 8, 8))
+    x = torch.randn(2, 4, 5, 7)
+    torch.testing.assert_close(traced(x), m(x))
