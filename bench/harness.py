@@ -1,19 +1,23 @@
 """Benchmark harness: every bench/<op>.py exposes `cases(device, quick)` -> list of Bench and the
-harness times both sides in one process, alternately, prints a table, writes JSON (DESIGN.md's schema) and a
-PNG chart. Op modules only measure; printing and plotting happen here."""
+harness times both sides in one process, alternately, prints a table, writes JSON (device, versions,
+threads and one row per case: see `run`) and a PNG chart. Op modules only measure; printing and
+plotting happen here."""
 from __future__ import annotations
 
 import importlib
 import json
 import os
 import statistics
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 
 OPS = ["max_unpool", "rnn", "conv_transpose", "conv"]  # each op adds its module name here
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 @dataclass
@@ -113,13 +117,34 @@ def metric_value(metric: str, amount: float, ms: float) -> float:
     return amount / (ms * 1e-3) / scale[metric]
 
 
+def _device_name(device: str) -> str:
+    n = torch.get_num_threads()
+    return torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({n} thread{'s' if n != 1 else ''})"
+
+
+def auto_json_path(device: str) -> Path:
+    """--json auto: bench/results/<gpu-or-cpu>[-<threads>t]-<yyyymmdd>.json in this repository,
+    whatever the working directory."""
+    slug = _device_name(device).replace("NVIDIA ", "").split(" (")[0].replace(" ", "-").lower()
+    if device == "cpu":
+        slug += f"-{torch.get_num_threads()}t"
+    return RESULTS / f"{slug}-{time.strftime('%Y%m%d')}.json"
+
+
 def run(ops: Optional[list[str]] = None, device: Optional[str] = None, quick: bool = False,
         json_path: Optional[str] = None, plot_path: Optional[str] = None) -> int:
     import rnnkern
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        print("rnnkern bench: --device cuda but no GPU is visible")
+        print("rnnkern bench: --device cuda but no GPU is visible", file=sys.stderr)
         return 2
+    unknown = [name for name in ops or [] if name not in OPS]
+    if unknown:
+        print(f"rnnkern bench: unknown op(s) {', '.join(unknown)}; choose from {', '.join(OPS)}", file=sys.stderr)
+        return 2
+    if json_path == "auto":
+        json_path = str(auto_json_path(device))
+        RESULTS.mkdir(parents=True, exist_ok=True)
     rows = []
     from tqdm import tqdm
     if device == "cuda":
@@ -136,19 +161,13 @@ def run(ops: Optional[list[str]] = None, device: Optional[str] = None, quick: bo
                 q, torch_q = time_queued(b.ours, b.theirs)
                 row.update(ms_queued=round(q, 4), torch_ms_queued=round(torch_q, 4))
             rows.append(row)
-    n = torch.get_num_threads()
-    dev_name = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({n} thread{'s' if n != 1 else ''})"
+    dev_name = _device_name(device)
     cpu_model = _cpu_model()
     result = {"device": dev_name, "torch": torch.__version__,
               "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
               "rnnkern": rnnkern.__version__, "host_cpu": cpu_model, "threads": torch.get_num_threads(),
               "rows": rows}
     print_table(result)
-    if json_path == "auto":  # DESIGN.md's name: bench/results/<gpu-or-cpu>-<yyyymmdd>.json
-        slug = dev_name.replace("NVIDIA ", "").split(" (")[0].replace(" ", "-").lower()
-        if device == "cpu":
-            slug += f"-{torch.get_num_threads()}t"
-        json_path = f"bench/results/{slug}-{time.strftime('%Y%m%d')}.json"
     if json_path:
         with open(json_path, "w") as f:
             json.dump(result, f, indent=1)
@@ -183,6 +202,8 @@ def print_table(result: dict) -> None:
         q = f"{r['ms_queued']:>10.4f}/{r['torch_ms_queued']:<9.4f}" if "ms_queued" in r else " " * 20 * queued
         print(f"{r['op']:<16}{r['case']:<44}{r['pass']:<9}{r['ms']:>11.4f}{r['torch_ms']:>11.4f}"
               f"{r['ratio']:>7.2f}x{q}  {r['value']:.3g} {r['metric']}")
+    print("ratio = torch ms / rnnkern ms (> 1: rnnkern is faster); value: rnnkern's, in the unit shown"
+          + ("; queued ms: rnnkern / torch per call with calls back to back" if queued else ""))
 
 
 def plot(result: dict, path: str) -> None:

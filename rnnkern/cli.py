@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import json
+import os
 import sys
+from pathlib import Path
+
+from rnnkern._argtypes import positive_int
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -18,20 +23,57 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# The benchmarks live in the repository's bench/ (next to tests/), not in the wheel.
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def _bench_ops() -> list[str] | None:
+    """bench/harness.py's OPS, read from its source (importing the harness imports torch and
+    needs the repository on sys.path); None when there is no bench/."""
+    try:
+        tree = ast.parse((_REPO / "bench" / "harness.py").read_text())
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "OPS" for t in node.targets):
+                return list(ast.literal_eval(node.value))
+    except (OSError, SyntaxError, ValueError):
+        pass
+    return None
+
+
+def _check_output(parser: argparse.ArgumentParser, option: str, path: Path) -> None:
+    """Fail before the benchmark runs (minutes) rather than when it writes its results."""
+    if path.is_dir():
+        parser.error(f"{option} {path}: is a directory")
+    parent = path.parent
+    if not parent.is_dir():
+        parser.error(f"{option} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        parser.error(f"{option} {path}: not writable")
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
-    # The benchmarks live in the repository's bench/ (next to tests/), not in the wheel.
-    from pathlib import Path
-    root = Path(__file__).resolve().parent.parent
-    if not (root / "bench" / "harness.py").is_file():
-        print(f"rnnkern bench: no bench/ directory next to the package ({root}); run from a source "
+    parser = args.parser
+    if _bench_ops() is None:
+        print(f"rnnkern bench: no bench/ directory next to the package ({_REPO}); run from a source "
               "checkout installed with `pip install -e .`", file=sys.stderr)
         return 2
-    sys.path.insert(0, str(root))
-    from bench.harness import run
+    import torch
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is visible to torch")
+    sys.path.insert(0, str(_REPO))
+    from bench.harness import auto_json_path, run
     if args.threads:
-        import torch
         torch.set_num_threads(args.threads)
-    return run(ops=args.ops, device=args.device, quick=args.quick, json_path=args.json, plot_path=args.plot)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    json_path = args.json
+    if json_path == "auto":  # named after the device and thread count set above, in <repo>/bench/results
+        json_path = str(auto_json_path(device))
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+    if json_path:
+        _check_output(parser, "--json", Path(json_path))
+    if args.plot:
+        _check_output(parser, "--plot", Path(args.plot))
+    return run(ops=args.ops, device=device, quick=args.quick, json_path=json_path, plot_path=args.plot)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,15 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("bench", help="time rnnkern's kernels against torch's ops side by side")
-    p.add_argument("--ops", nargs="+", default=None, help="ops to run (default: all)")
+    ops = _bench_ops()
+    p = sub.add_parser("bench", help="time rnnkern's kernels against torch's ops side by side",
+                       description="Time rnnkern's kernels against torch's ops, alternately in one process. "
+                                   "ratio = torch ms / rnnkern ms: > 1 means rnnkern is faster. "
+                                   "Notes on the cases and results: bench/NOTES.md.")
+    p.add_argument("--ops", nargs="+", default=None, choices=ops, metavar="OP",
+                   help=f"ops to run: {', '.join(ops)} (default: all)" if ops else "ops to run (default: all)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if visible")
     p.add_argument("--quick", action="store_true", help="fewer repetitions and only the first cases")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for both sides (torch.set_num_threads); default: torch's")
-    p.add_argument("--json", metavar="PATH", help="write rows in DESIGN.md's schema")
+    p.add_argument("--json", metavar="PATH",
+                   help="write the results as JSON ({device, torch, threads, ..., rows: [{op, case, pass, ms, "
+                        "torch_ms, ratio, metric, value}]}); 'auto': "
+                        "<repo>/bench/results/<device>[-<threads>t]-<yyyymmdd>.json")
     p.add_argument("--plot", metavar="PATH", help="write a PNG chart of the ratios")
-    p.set_defaults(func=_cmd_bench)
+    p.set_defaults(func=_cmd_bench, parser=p)
 
     # The model CLIs register themselves; each lives beside its models.
     for modname in ("rnnkern.models.language.cli", "rnnkern.models.segmentation.cli"):

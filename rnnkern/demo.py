@@ -12,15 +12,19 @@ from pathlib import Path
 
 import torch
 
+from rnnkern._argtypes import positive_float
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rnnkern.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--lm-seconds", type=float, default=150.0, help="char-RNN training budget")
-    p.add_argument("--seg-seconds", type=float, default=120.0, help="segmentation training budget")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--lm-seconds", type=positive_float, default=150.0, help="char-RNN training budget (default: 150)")
+    p.add_argument("--seg-seconds", type=positive_float, default=120.0, help="segmentation training budget (default: 120)")
     p.add_argument("--skip", nargs="*", default=[], choices=["lm", "seg", "bench"])
     args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is visible to torch")
     t0 = time.time()
 
     from rnnkern.cli import main as cli

@@ -19,10 +19,11 @@ import torch.nn.functional as F
 BM, BQ, BK, THREADS, LD = 128, 96, 32, 256, 32 + 4
 
 
-def host_splits(M, Q, K, sms):
+def host_splits(M, Q, K, slots):
+    """fcn_block_dgrad_cuda's split choice; slots = SMs x resident blocks an SM."""
     tiles = -(-M // BM) * -(-Q // BQ)
     k_steps = K // BK
-    want = max(1, min(-(-2 * sms // tiles), k_steps // 8))
+    want = max(1, min(slots // tiles, k_steps // 8))
     per = -(-k_steps // want)
     return per, -(-k_steps // per)
 
@@ -77,12 +78,12 @@ def accumulator_cells(acc, nj):
                         yield wm * 32 + i * 16 + g + 8 * h, wn * 8 * nj + j * 8 + 2 * t + e, acc[tid][i][j][2 * h + e]
 
 
-def replay(gy, w, N, Cin, Cout, H, W, s, J, sms):
+def replay(gy, w, N, Cin, Cout, H, W, s, J, slots):
     kH = kW = J * s
     OW = (W + J - 1) * s
     Hb, Wb = H + J - 1, W + J - 1
     M, Q, K = N * Hb * Wb, J * J * Cin, Cout * s * s
-    per, splits = host_splits(M, Q, K, sms)
+    per, splits = host_splits(M, Q, K, slots)
     gy_flat, w_flat = gy.reshape(-1), w.reshape(-1)
     gy_n, gy_c = Cout * gy.shape[2] * gy.shape[3], gy.shape[2] * gy.shape[3]
     ws = np.full((splits, M, Q), np.nan)
@@ -139,7 +140,7 @@ def replay(gy, w, N, Cin, Cout, H, W, s, J, sms):
     return gx, splits
 
 
-FM, FN, FK, LDA, LDB = 128, 128, 32, 32 + 4, 128 + 8
+FM, FN, FK, LDA, LDB = 128, 128, 32, 128 + 8, 128 + 8
 
 
 def split_k(k, Cin, J):
@@ -175,7 +176,7 @@ def replay_forward(x, w, b, N, Cin, Cout, H, W, s, J):
             m0, c0 = bx * FM, by * FN
             acc = [[[[0.0] * 4 for _ in range(8)] for _ in range(2)] for _ in range(THREADS)]
             for step in range(steps):
-                A = np.full((FM, LDA), np.nan)
+                A = np.full((FK, LDA), np.nan)  # [k][m]
                 B = np.full((FK, LDB), np.nan)
                 for tid in range(THREADS):
                     am, ak0 = tid % FM, tid // FM
@@ -188,7 +189,7 @@ def replay_forward(x, w, b, N, Cin, Cout, H, W, s, J):
                         k = step * FK + kl
                         ih, iw = aI - jr, aJ - jc
                         ok = m < M and k < K and 0 <= ih < H and 0 <= iw < W
-                        A[am, kl] = x_flat[an * xs[0] + ci * xs[1] + ih * xs[2] + iw * xs[3]] if ok else 0.0
+                        A[kl, am] = x_flat[an * xs[0] + ci * xs[1] + ih * xs[2] + iw * xs[3]] if ok else 0.0
                         jr, jc, ci = advance_k(2, jr, jc, ci, Cin, J)
                     bc, bk0 = c0 + 4 * (tid % 32), tid // 32
                     bco, brem = divmod(bc, blk)
@@ -202,7 +203,7 @@ def replay_forward(x, w, b, N, Cin, Cout, H, W, s, J):
                         off = ci * Cout * kH * kW + jr * s * kW + jc * s + w_col
                         B[kl, 4 * (tid % 32):4 * (tid % 32) + 4] = w_flat[off:off + 4] if ok else 0.0
                         jr, jc, ci = advance_k(8, jr, jc, ci, Cin, J)
-                warp_mma(acc, 8, FK, lambda r, k: A[r, k], lambda n, k: B[k, n])
+                warp_mma(acc, 8, FK, lambda r, k: A[k, r], lambda n, k: B[k, n])
             for tid in range(THREADS):
                 warp, lane = tid // 32, tid % 32
                 wm, wn, g, t = warp // 2, warp % 2, lane // 4, lane % 4
@@ -238,7 +239,7 @@ def replay_forward(x, w, b, N, Cin, Cout, H, W, s, J):
 def main():
     rng = np.random.default_rng(0)
     # (N, Cin, Cout, H, W, s, J, SMs): several M tiles, Q past one tile, several splits, J = 1..3
-    for N, Cin, Cout, H, W, s, J, sms in [(2, 5, 3, 3, 2, 8, 2, 4), (1, 3, 1, 2, 3, 8, 3, 1),
+    for N, Cin, Cout, H, W, s, J, slots in [(2, 5, 3, 3, 2, 8, 2, 4), (1, 3, 1, 2, 3, 8, 3, 1),
                                           (1, 50, 1, 1, 1, 8, 2, 132), (2, 3, 1, 8, 9, 8, 2, 2),
                                           (3, 4, 2, 5, 6, 16, 2, 8), (1, 3, 22, 2, 2, 8, 2, 132)]:
         x = torch.from_numpy(rng.standard_normal((N, Cin, H, W))).requires_grad_()
@@ -246,7 +247,7 @@ def main():
         y = F.conv_transpose2d(x, w, None, s)
         gy = torch.from_numpy(rng.standard_normal(tuple(y.shape)))
         (ref,) = torch.autograd.grad(y, x, gy)
-        got, splits = replay(gy.numpy(), w.numpy(), N, Cin, Cout, H, W, s, J, sms)
+        got, splits = replay(gy.numpy(), w.numpy(), N, Cin, Cout, H, W, s, J, slots)
         err = np.abs(got - ref.numpy()).max() / np.abs(ref.numpy()).max()
         print(f"N{N} Cin{Cin} Cout{Cout} {H}x{W} s{s} J{J}: {splits} splits, max rel err {err:.2e}")
         assert err < 1e-12, (N, Cin, Cout, H, W, s, J)

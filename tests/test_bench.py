@@ -25,3 +25,59 @@ def test_bench_cases_compare_like_with_like(module):
             continue
         assert ours.shape == theirs.shape, (b.case, b.pass_)
         assert rel_err(ours, theirs) < 1e-4, (b.case, b.pass_)
+
+
+# ---------------------------------------------------------------------------------- `rnnkern bench` CLI
+def _bench_cli(capsys, monkeypatch, *argv):
+    """Run `rnnkern bench` with the timing replaced by a stub; returns (the stub's kwargs or None, rc,
+    stderr). Threads set by --threads are restored."""
+    from bench import harness
+    from rnnkern.cli import main as cli_main
+    seen = {}
+    monkeypatch.setattr(harness, "run", lambda **kw: seen.update(kw) or 0)
+    threads = torch.get_num_threads()
+    try:
+        rc = cli_main(["bench", *argv])
+    except SystemExit as e:
+        rc = e.code
+    finally:
+        torch.set_num_threads(threads)
+    return seen or None, rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ops", "foo"], "invalid choice: 'foo' (choose from 'max_unpool', 'rnn', 'conv_transpose', 'conv')"),
+    (["--threads", "0"], "argument --threads: must be >= 1"),
+    (["--threads", "-1"], "argument --threads: must be >= 1"),
+    (["--json", "/nonexistent-dir/x.json"], "x.json: directory /nonexistent-dir does not exist"),
+    (["--plot", "."], "--plot .: is a directory"),
+])
+def test_bench_cli_rejects_bad_options_before_timing(capsys, monkeypatch, argv, message):
+    ran, rc, err = _bench_cli(capsys, monkeypatch, "--device", "cpu", *argv)
+    assert rc == 2 and message in err and "Traceback" not in err
+    assert ran is None  # nothing was timed
+
+
+def test_bench_cli_json_auto_is_in_the_repository_from_any_directory(tmp_path, capsys, monkeypatch):
+    import time
+
+    from bench import harness
+    results = tmp_path / "repo-results"
+    results.mkdir()
+    monkeypatch.setattr(harness, "RESULTS", results)  # not the real bench/results: it holds today's files
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    ran, rc, _ = _bench_cli(capsys, monkeypatch, "--device", "cpu", "--threads", "1", "--ops", "rnn", "conv",
+                            "--json", "auto")
+    assert rc == 0 and ran["ops"] == ["rnn", "conv"] and ran["device"] == "cpu"
+    assert ran["json_path"] == str(results / f"cpu-1t-{time.strftime('%Y%m%d')}.json")
+
+
+def test_bench_harness_checks_ops_and_prints_a_legend(capsys):
+    from bench import harness
+    assert harness.run(ops=["foo"], device="cpu") == 2
+    assert "unknown op(s) foo; choose from max_unpool, rnn" in capsys.readouterr().err
+    row = {"op": "rnn", "case": "c", "pass": "fwd", "ms": 1.0, "torch_ms": 2.0, "ratio": 2.0, "metric": "us/step",
+           "value": 3.0}
+    harness.print_table({"device": "CPU", "torch": "x", "cudnn": None, "rows": [row]})
+    assert "ratio = torch ms / rnnkern ms (> 1: rnnkern is faster)" in capsys.readouterr().out

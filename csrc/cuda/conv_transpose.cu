@@ -481,8 +481,8 @@ __global__ void __launch_bounds__(kThreads) splitk_reduce_kernel(const Params p)
 // The two block GEMMs' shared parts. cp_async_ring: kStages - 1 k-steps of copies in flight
 // while the block computes on the oldest (issue(step, stage) must commit exactly one group, empty
 // past the end, so the wait counts stay uniform). warp_mma_tf32: one BK-deep slice on a warp's
-// 32 x 8NJ tile of a 4 (M) x 2 (N) warp grid, A as [m][k] (stride LDA), B as [n][k] (kBnk,
-// stride LDB) or [k][n]. Fragments (g = lane / 4, t = lane % 4; PTX "Matrix Fragments for
+// 32 x 8NJ tile of a 4 (M) x 2 (N) warp grid, A as [m][k] (kAmk) or [k][m] (row stride LDA),
+// B as [n][k] (kBnk) or [k][n] (row stride LDB). Fragments (g = lane / 4, t = lane % 4; PTX "Matrix Fragments for
 // mma.m16n8k8", as beside conv.cu's MmaSyncMma): a0..a3 = (g, t), (g + 8, t), (g, t + 4),
 // (g + 8, t + 4); b0, b1 = (k t, n g), (k t + 4, n g); c = (g, 2t..2t+1), (g + 8, 2t..2t+1).
 template <int kStages, class Issue, class Compute>
@@ -499,26 +499,28 @@ __device__ __forceinline__ void cp_async_ring(int steps, Issue&& issue, Compute&
 }
 
 #if RNNKERN_HAS_WMMA
-template <int NJ, int BK, int LDA, int LDB, bool kBnk>
+template <int NJ, int BK, int LDA, int LDB, bool kAmk, bool kBnk>
 __device__ __forceinline__ void warp_mma_tf32(float (&acc)[2][NJ][4], const float* As, const float* Bs, int wm,
                                               int wn, int lane) {
   const int g = lane / 4, t = lane % 4;
+  // element (row r, depth k) of a tile stored [r][k] (kRk) or [k][r], row stride LD
+  const auto at = [](const float* tile, int ld, bool rk, int r, int k) { return rk ? tile[r * ld + k] : tile[k * ld + r]; };
 #pragma unroll
   for (int kk = 0; kk < BK; kk += 8) {
     uint32_t a[2][4], b[NJ][2];
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-      const float* r0 = As + (wm * 32 + i * 16 + g) * LDA + kk + t;
-      a[i][0] = __float_as_uint(r0[0]);
-      a[i][1] = __float_as_uint(r0[8 * LDA]);
-      a[i][2] = __float_as_uint(r0[4]);
-      a[i][3] = __float_as_uint(r0[8 * LDA + 4]);
+      const int m = wm * 32 + i * 16 + g;
+      a[i][0] = __float_as_uint(at(As, LDA, kAmk, m, kk + t));
+      a[i][1] = __float_as_uint(at(As, LDA, kAmk, m + 8, kk + t));
+      a[i][2] = __float_as_uint(at(As, LDA, kAmk, m, kk + t + 4));
+      a[i][3] = __float_as_uint(at(As, LDA, kAmk, m + 8, kk + t + 4));
     }
 #pragma unroll
     for (int j = 0; j < NJ; ++j) {
       const int n = wn * 8 * NJ + j * 8 + g;
-      b[j][0] = __float_as_uint(kBnk ? Bs[n * LDB + kk + t] : Bs[(kk + t) * LDB + n]);
-      b[j][1] = __float_as_uint(kBnk ? Bs[n * LDB + kk + t + 4] : Bs[(kk + t + 4) * LDB + n]);
+      b[j][0] = __float_as_uint(at(Bs, LDB, kBnk, n, kk + t));
+      b[j][1] = __float_as_uint(at(Bs, LDB, kBnk, n, kk + t + 4));
     }
 #pragma unroll
     for (int i = 0; i < 2; ++i)
@@ -580,12 +582,14 @@ __global__ void __launch_bounds__(kThreads, 2) fcn_dgrad_block_kernel(const Bloc
       const int co = k / blk, rem = k - co * blk, ph = rem / p.sW, pw = rem - ph * p.sW;
       const int64_t ak = co * p.gy_c + int64_t(ph) * p.OW + pw, bk = int64_t(co) * kk_w + int64_t(ph) * p.kW + pw;
       float* st = blk_smem + stage * kBlkStageFloats;
+      // rows past M / Q zero-fill; their source is the tensor's base (no byte is read from it)
 #pragma unroll
       for (int i = 0; i < 4; ++i)
-        cp_async16(smem_u32(st + (row + 32 * i) * kBlkLd + 4 * ch), p.gy + a_off[i] + ak, a_ok[i]);
+        cp_async16(smem_u32(st + (row + 32 * i) * kBlkLd + 4 * ch), a_ok[i] ? p.gy + a_off[i] + ak : p.gy, a_ok[i]);
 #pragma unroll
       for (int i = 0; i < 3; ++i)
-        cp_async16(smem_u32(st + (kBlkM + row + 32 * i) * kBlkLd + 4 * ch), p.w + b_off[i] + bk, b_ok[i]);
+        cp_async16(smem_u32(st + (kBlkM + row + 32 * i) * kBlkLd + 4 * ch), b_ok[i] ? p.w + b_off[i] + bk : p.w,
+                   b_ok[i]);
     }
     cp_async_commit();  // an empty group past the end: see cp_async_ring
   };
@@ -595,7 +599,7 @@ __global__ void __launch_bounds__(kThreads, 2) fcn_dgrad_block_kernel(const Bloc
   float acc[2][6][4] = {};
   cp_async_ring<kBlkStages>(steps, issue, [&](int stage) {
     const float* As = blk_smem + stage * kBlkStageFloats;
-    warp_mma_tf32<6, kBlkK, kBlkLd, kBlkLd, true>(acc, As, As + kBlkM * kBlkLd, wm, wn, lane);
+    warp_mma_tf32<6, kBlkK, kBlkLd, kBlkLd, true, true>(acc, As, As + kBlkM * kBlkLd, wm, wn, lane);
   });
 
   float* ws = p.ws + int64_t(split) * p.M * p.Q;
@@ -647,10 +651,12 @@ __global__ void __launch_bounds__(kThreads) fcn_dgrad_finish_kernel(const BlockD
 // runs mma.sync m16n8k8 tf32 and stores its 128 x 128 outputs straight from the accumulators,
 // two neighbouring pw per store, bias added. The engine's sub-pixel form of this GEMM
 // (subpixel_forward) stages its outputs through shared memory to store them shuffled.
-constexpr int kFwdM = 128, kFwdN = 128, kFwdK = 32, kFwdStages = 3;
-constexpr int kFwdLdA = kFwdK + 4;  // A as [m][k]: fragment reads (4g + t) on 32 banks
+// Two stages: the FCN shapes have K of 1-3 k-steps, and 70 KB a block fits two blocks an SM
+// on sm_80 / sm_90 and the 99 KB a block of sm_86 / sm_89 / sm_120.
+constexpr int kFwdM = 128, kFwdN = 128, kFwdK = 32, kFwdStages = 2;
+constexpr int kFwdLdA = kFwdM + 8;  // A as [k][m]: 4-byte copies of 32 consecutive m hit 32 banks;
 constexpr int kFwdLdB = kFwdN + 8;  // B as [k][c]: fragment reads (8t + g) on 32 banks; 16-byte rows
-constexpr int kFwdStageFloats = kFwdM * kFwdLdA + kFwdK * kFwdLdB;
+constexpr int kFwdStageFloats = kFwdK * kFwdLdA + kFwdK * kFwdLdB;
 constexpr int kFwdSmemBytes = kFwdStages * kFwdStageFloats * 4;
 
 struct BlockFwd {
@@ -704,7 +710,7 @@ __global__ void __launch_bounds__(kThreads, 2) fcn_forward_block_kernel(const Bl
   const auto issue = [&](int step, int stage) {
     if (step < steps) {
       float* As = blk_smem + stage * kFwdStageFloats;
-      float* Bs = As + kFwdM * kFwdLdA;
+      float* Bs = As + kFwdK * kFwdLdA;
       int jr, jc, ci;
       split_k(step * kFwdK + ak0, jr, jc, ci);
 #pragma unroll 4
@@ -713,7 +719,7 @@ __global__ void __launch_bounds__(kThreads, 2) fcn_forward_block_kernel(const Bl
         const int ih = aI - jr, iw = aJ - jc;
         const bool ok = m_ok && step * kFwdK + kl < p.K && ih >= 0 && ih < p.H && iw >= 0 && iw < p.W;
         const float* src = ok ? x_n + ci * p.xs.c + ih * p.xs.h + iw * p.xs.w : p.x;
-        cp_async4(smem_u32(As + am * kFwdLdA + kl), src, ok);
+        cp_async4(smem_u32(As + kl * kFwdLdA + am), src, ok);
         advance_k(2, jr, jc, ci);
       }
       split_k(step * kFwdK + bk0, jr, jc, ci);
@@ -734,7 +740,7 @@ __global__ void __launch_bounds__(kThreads, 2) fcn_forward_block_kernel(const Bl
   float acc[2][8][4] = {};
   cp_async_ring<kFwdStages>(steps, issue, [&](int stage) {
     const float* As = blk_smem + stage * kFwdStageFloats;
-    warp_mma_tf32<8, kFwdK, kFwdLdA, kFwdLdB, false>(acc, As, As + kFwdM * kFwdLdA, wm, wn, lane);
+    warp_mma_tf32<8, kFwdK, kFwdLdA, kFwdLdB, false, false>(acc, As, As + kFwdK * kFwdLdA, wm, wn, lane);
   });
 
   // c0 c1 of a tile are columns c, c + 1 with c even: neighbouring pw of one output row (sW is a
@@ -753,8 +759,9 @@ __global__ void __launch_bounds__(kThreads, 2) fcn_forward_block_kernel(const Bl
       for (int j = 0; j < 8; ++j) {
         if (cs + j * 8 >= p.Ncols) break;
         const float bv = p.bias ? p.bias[co] : 0.f;
-        *reinterpret_cast<float2*>(y_blk + (int64_t(co) * p.OH + ph) * p.OW + pw) =
-            make_float2(acc[i][j][2 * h] + bv, acc[i][j][2 * h + 1] + bv);
+        // streaming store: the output (199 MB for the FCN-32s head) is not read back here
+        __stcs(reinterpret_cast<float2*>(y_blk + (int64_t(co) * p.OH + ph) * p.OW + pw),
+               make_float2(acc[i][j][2 * h] + bv, acc[i][j][2 * h + 1] + bv));
         for (pw += 8; pw >= p.sW; pw -= p.sW)
           if (++ph == p.sH) {
             ph = 0;
@@ -878,17 +885,27 @@ void block_geometry(const ConvT2dGeometry& g, P& p) {
   p.Wb = p.W + p.Jw - 1;
 }
 
+// sm_80+ (cp.async, mma.sync) with room for the block's dynamic shared memory (sm_86 / sm_89 /
+// sm_120 allow 99 KB a block, sm_80 163 KB, sm_90 227 KB).
+bool block_gemm_fits(int smem_bytes) {
+  const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
+  return prop->major >= 8 && prop->sharedMemPerBlockOptin >= static_cast<size_t>(smem_bytes);
+}
+
+// 16-byte cp.async sources need 16-byte aligned bases (a weight may be a view into a flat buffer).
+bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 == 0; }
+
 // The block GEMM above serves grad_input where: fp32 under cudnn.allow_tf32 (fp32 without it,
 // fp64 and 16-bit keep the split-K kernel), sm_80+, one group, k = J s, no padding / dilation /
 // output_padding, s x s blocks whose k-steps of 32 hold whole 16-byte runs ((sH sW) % 32 == 0,
-// sW % 4 == 0), and a contiguous 16-byte-aligned grad_output.
-bool fcn_block_dgrad(const ConvT2dGeometry& g, const at::Tensor& grad_output) {
+// sW % 4 == 0), a contiguous 16-byte-aligned grad_output and a 16-byte-aligned weight.
+bool fcn_block_dgrad(const ConvT2dGeometry& g, const at::Tensor& grad_output, const at::Tensor& weight) {
   return !simt_requested() && !fcn_general_requested() && grad_output.scalar_type() == at::kFloat &&
-         cudnn_tf32_allowed(CudnnOp::kConv) && at::cuda::getCurrentDeviceProperties()->major >= 8 && g.G == 1 &&
+         cudnn_tf32_allowed(CudnnOp::kConv) && block_gemm_fits(kBlkSmemBytes) && aligned16(weight) && g.G == 1 &&
          g.pH == 0 && g.pW == 0 && g.dH == 1 && g.dW == 1 && g.opH == 0 && g.opW == 0 && g.kH % g.sH == 0 &&
          g.kW % g.sW == 0 && (g.sH * g.sW) % kBlkK == 0 && g.sW % 4 == 0 && grad_output.is_contiguous() &&
-         reinterpret_cast<uintptr_t>(grad_output.const_data_ptr()) % 16 == 0 && g.N * g.H * g.W > 0 && g.Cin > 0 &&
-         g.Cout > 0;
+         aligned16(grad_output) && g.N * g.H * g.W > 0 && g.Cin > 0 && g.Cout > 0 &&
+         (int64_t(g.kH / g.sH) * (g.kW / g.sW) * g.Cin + kBlkQ - 1) / kBlkQ <= 65535;
 }
 
 void fcn_block_dgrad_cuda(const at::Tensor& grad_output, const at::Tensor& weight, const ConvT2dGeometry& g,
@@ -910,20 +927,24 @@ void fcn_block_dgrad_cuda(const at::Tensor& grad_output, const at::Tensor& weigh
   p.K = static_cast<int>(K);
   p.gy_n = grad_output.stride(0);
   p.gy_c = grad_output.stride(1);
-  // Split K until about two blocks per SM (two fit: 97 KB of shared memory, <= 128 registers),
-  // keeping >= 8 k-steps per split so the ring fills.
-  const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  // per call, as conv.cu's launch_with_dynamic_smem (the attribute is per device), and before the
+  // occupancy query, which depends on it
+  C10_CUDA_CHECK(
+      cudaFuncSetAttribute(fcn_dgrad_block_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBlkSmemBytes));
+  // Split K so that the blocks fill the GPU once, rounding down (a second wave of a few blocks
+  // would double the time), keeping >= 8 k-steps per split so the ring fills.
+  int per_sm = 0;
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fcn_dgrad_block_kernel, kThreads,
+                                                               kBlkSmemBytes));
+  const int64_t slots = int64_t(std::max(per_sm, 1)) * at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int64_t tiles = ((M + kBlkM - 1) / kBlkM) * ((Q + kBlkQ - 1) / kBlkQ), k_steps = K / kBlkK;
-  const int64_t want = std::max<int64_t>(1, std::min<int64_t>((2 * sms + tiles - 1) / tiles, k_steps / 8));
+  const int64_t want = std::max<int64_t>(1, std::min<int64_t>(slots / tiles, k_steps / 8));
   p.steps_per_split = static_cast<int>((k_steps + want - 1) / want);
   p.splits = static_cast<int>((k_steps + p.steps_per_split - 1) / p.steps_per_split);
   TORCH_CHECK(p.splits <= 65535 && (Q + kBlkQ - 1) / kBlkQ <= 65535, op, ": grad_output too large for one launch");
   at::Tensor ws = at::empty({int64_t(p.splits) * M * Q}, grad_output.options());
   p.ws = ws.data_ptr<float>();
   auto stream = at::cuda::getCurrentCUDAStream();
-  // per call, as conv.cu's launch_with_dynamic_smem: the attribute is per device
-  C10_CUDA_CHECK(
-      cudaFuncSetAttribute(fcn_dgrad_block_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBlkSmemBytes));
   const dim3 grid(static_cast<unsigned>((M + kBlkM - 1) / kBlkM), static_cast<unsigned>((Q + kBlkQ - 1) / kBlkQ),
                   static_cast<unsigned>(p.splits));
   fcn_dgrad_block_kernel<<<grid, kThreads, kBlkSmemBytes, stream>>>(p);
@@ -952,11 +973,12 @@ void check_device(const char* op, const at::Tensor& ref, const char* name, const
 // group, k = J s, no padding / dilation / output_padding, sW % 4 == 0 (16-byte runs of w, float2
 // stores), and an NCHW result (an input that is not channels_last). Everything else of that
 // family keeps subpixel_forward.
-bool fcn_block_forward(const ConvT2dGeometry& g, const at::Tensor& input) {
+bool fcn_block_forward(const ConvT2dGeometry& g, const at::Tensor& input, const at::Tensor& weight) {
   return !simt_requested() && !fcn_general_requested() && input.scalar_type() == at::kFloat &&
-         cudnn_tf32_allowed(CudnnOp::kConv) && at::cuda::getCurrentDeviceProperties()->major >= 8 && g.G == 1 &&
+         cudnn_tf32_allowed(CudnnOp::kConv) && block_gemm_fits(kFwdSmemBytes) && aligned16(weight) && g.G == 1 &&
          g.pH == 0 && g.pW == 0 && g.dH == 1 && g.dW == 1 && g.opH == 0 && g.opW == 0 && g.kH % g.sH == 0 &&
-         g.kW % g.sW == 0 && g.sW % 4 == 0 && !conv_channels_last(input) && g.Cin > 0;
+         g.kW % g.sW == 0 && g.sW % 4 == 0 && !conv_channels_last(input) && g.Cin > 0 &&
+         (g.Cout * g.sH * g.sW + kFwdN - 1) / kFwdN <= 65535;
 }
 
 void fcn_block_forward_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
@@ -1054,7 +1076,7 @@ at::Tensor conv_transpose2d_forward_cuda(const at::Tensor& input, const at::Tens
   p.out = output.data_ptr();
   const bool shuffle = g.kH == g.sH && g.kW == g.sW && g.pH == 0 && g.pW == 0 && g.dH == 1 && g.dW == 1 &&
                        g.opH == 0 && g.opW == 0;
-  if (fcn_block_forward(g, input)) {
+  if (fcn_block_forward(g, input, weight.contiguous())) {
     fcn_block_forward_cuda(input, weight, bias, g, output);
     return output;
   }
@@ -1110,7 +1132,7 @@ at::Tensor conv_transpose2d_backward_input_cuda(const at::Tensor& grad_output, c
   const bool cl = conv_channels_last(grad_output);
   at::Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(conv_output_format(grad_output)));
   if (grad_input.numel() == 0) return grad_input;
-  if (fcn_block_dgrad(g, grad_output)) {
+  if (fcn_block_dgrad(g, grad_output, weight.contiguous())) {
     fcn_block_dgrad_cuda(grad_output, weight, g, grad_input);
     return grad_input;
   }

@@ -359,6 +359,76 @@ def test_cli_train_sample_eval_resume(tmp_path, capsys):
     assert cli_main(["lm", "sample", str(fx), "--prime", "ab", "--length", "10", "--temperature", "0.8"]) == 0
 
 
+_NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without a GPU")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--bptt", "0"], "argument --bptt: must be >= 1, got 0"),
+    (["train", "--eval-every", "0"], "argument --eval-every: must be >= 1"),
+    (["train", "--threads", "-1"], "argument --threads: must be >= 1"),
+    (["train", "--steps", "-5"], "argument --steps: must be >= 1"),
+    (["train", "--time-budget", "-5"], "argument --time-budget: must be > 0"),
+    (["train", "--epochs", "0"], "argument --epochs: must be > 0"),
+    (["train", "--batch-size", "0"], "argument --batch-size: must be >= 1"),
+    pytest.param(["train", "--steps", "3", "--device", "cuda"], "--device cuda: no CUDA device", marks=_NO_CUDA),
+    (["sample", "x.pt", "--temperature", "-1"], "argument --temperature: must be >= 0"),
+    (["sample", "x.pt", "--top-k", "0"], "argument --top-k: must be >= 1"),
+    (["sample", "x.pt", "--length", "-3"], "argument --length: must be >= 0"),
+    pytest.param(["sample", "x.pt", "--device", "cuda"], "--device cuda: no CUDA device", marks=_NO_CUDA),
+    pytest.param(["eval", "x.pt", "--device", "cuda"], "--device cuda: no CUDA device", marks=_NO_CUDA),
+])
+def test_cli_bad_options_are_usage_errors(tmp_path, capsys, argv, message):
+    extra = ["--out", str(tmp_path / "o")] if argv[0] == "train" else []
+    with pytest.raises(SystemExit) as e:
+        cli_main(["lm", *argv, *extra])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"rnnkern lm {argv[0]}: error: {message}" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_lmconfig_rejects_nonpositive_budgets():
+    for field_, value in (("steps", -5), ("time_budget", -5.0), ("epochs", 0.0), ("bptt", 0), ("eval_every", 0)):
+        with pytest.raises(ValueError, match=f"{field_} must be > 0"):
+            LMConfig(**{field_: value}).resolve()
+
+
+def test_cli_bad_checkpoints_are_one_line_errors(tmp_path, capsys):
+    (tmp_path / "junk.pt").write_text("hello\n")
+    torch.save({"format": "rnnkern.segmentation/1", "config": {}}, tmp_path / "seg.pt")
+    cases = [("junk.pt", "corrupt, truncated, or not a torch file"),
+             ("seg.pt", "is not an rnnkern language-model checkpoint"),
+             ("absent.pt", "no checkpoint at")]
+    for name, message in cases:
+        ck = str(tmp_path / name)
+        for argv in (["sample", ck], ["eval", ck], ["train", "--resume", ck, "--out", str(tmp_path / "o")]):
+            rc = cli_main(["lm", *argv])
+            err = capsys.readouterr().err
+            assert rc == 2 and message in err and "Traceback" not in err, (argv, err)
+
+
+def test_cli_resume_takes_the_run_from_the_checkpoint(tmp_path, capsys, monkeypatch):
+    corpus = _tiny_corpus(tmp_path, 3)
+    run = tmp_path / "run"
+    assert cli_main(["lm", "train", "--model", "rnn", "--hidden", "24", "--embed-dim", "8", "--batch-size", "4",
+                     "--bptt", "8", "--steps", "4", "--eval-every", "2", "--corpus", str(corpus), "--split",
+                     "0.8", "0.1", "0.1", "--out", str(run), "--threads", "1", "--no-progress", "--no-plot"]) == 0
+    capsys.readouterr()
+    # from another directory, asking for another size and level: the checkpoint's architecture,
+    # corpus, batch size and folder are kept, and the step count continues
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert cli_main(["lm", "train", "--resume", str(run / "rnn-char-last.pt"), "--steps", "6", "--hidden", "64",
+                     "--level", "word", "--no-progress", "--no-plot"]) == 0
+    out = capsys.readouterr().out
+    assert "taking hidden=24 from the checkpoint (asked 64)" in out and "taking level='char'" in out
+    assert not (tmp_path / "elsewhere" / "runs").exists()
+    ck = torch.load(run / "rnn-char-last.pt", weights_only=True)
+    assert ck["step"] == 6 and [h["step"] for h in ck["history"]] == [2, 4, 6]
+    c = ck["config"]
+    assert (c["hidden"], c["embed_dim"], c["level"], c["batch_size"], c["bptt"], c["corpus"]) == \
+        (24, 8, "char", 4, 8, str(corpus))
+
+
 def _env():
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OMP_NUM_THREADS="1")

@@ -69,6 +69,26 @@ def test_model_forward_backward_odd_sizes(name):
     assert set(out) == {"out"} and out["out"].shape == (1, classes, h, w)
 
 
+@pytest.mark.parametrize("name", ["unet", "segnet"])
+def test_pooling_nets_take_small_sizes(name):
+    # U-Net pools 4 times, SegNet 5: below 16 / 32 px a pooled map used to reach size 0
+    model = build_model(name, 3, in_channels=1, base_width=4, aux_loss=True)
+    for h, w in [(1, 1), (7, 5), (15, 64), (31, 33), (2, 40)]:
+        x = torch.randn(2, 1, h, w, requires_grad=True)
+        out = model(x)
+        assert out["out"].shape == (2, 3, h, w) and out["aux"].shape == (2, 3, h, w), (h, w)
+        out["out"].sum().backward()
+        assert torch.isfinite(x.grad).all()
+    # the padding is zeros at the bottom/right, cropped off again: same as padding by hand
+    model.eval()
+    m = 2 ** (4 if name == "unet" else 5)
+    x = torch.randn(1, 1, 13, 21)
+    with torch.no_grad():
+        got = model(x)["out"]
+        want = model(F.pad(x, (0, m - 21 % m, 0, m - 13 % m)))["out"][:, :, :13, :21]
+    torch.testing.assert_close(got, want)
+
+
 @pytest.mark.parametrize("name", ["unet", "fcn8s"])
 def test_model_rejects_wrong_channels(name):
     model = build_model(name, 4, in_channels=3, base_width=4)
@@ -328,6 +348,12 @@ def test_cli_train_eval_predict_resume(tmp_path, capsys):
     assert rc == 0 and (tmp_path / "ov.png").is_file()
     labels = D.read_mask(tmp_path / "mask.png")
     assert labels.shape == (64, 64) and labels.max() <= 10
+    # an image smaller than U-Net's 16 px of pooling still segments (no traceback)
+    D.write_png(tmp_path / "small.png", (x[0, 0, :7, :5].numpy() * 255).astype(np.uint8))
+    rc, out, err = _cli(capsys, "predict", str(tmp_path / "small.png"), "-c", str(run / "best.pt"), "-o",
+                        str(tmp_path / "ov_small.png"), "--mask", str(tmp_path / "mask_small.png"))
+    assert rc == 0 and "Traceback" not in err
+    assert D.read_mask(tmp_path / "mask_small.png").shape == (7, 5)
 
     # bad inputs -> one clear line, exit code 2
     D.write_png(tmp_path / "rgb.png", np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8))
@@ -344,6 +370,48 @@ def test_cli_train_eval_predict_resume(tmp_path, capsys):
         load_checkpoint(tmp_path / "other.pt")
     rc, _, err = _cli(capsys, "eval", str(tmp_path / "nothing.pt"))
     assert rc == 2 and "checkpoint not found" in err
+
+
+def test_cli_resume_keeps_the_runs_settings_and_folder(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    rc, _, _ = _cli(capsys, "train", *TINY, "--class-weights", "auto", "--epochs", "1", "--out", str(run))
+    assert rc == 0
+    first = torch.load(run / "last.pt", weights_only=True)["config"]
+    # resumed from another directory with nothing but --epochs: TINY's batch size 8 (default 16),
+    # class weights and val size 8 (default: all 500) carry over, and the run stays in its folder
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    rc, out, _ = _cli(capsys, "train", "--resume", str(run / "last.pt"), "--epochs", "2", "--no-progress",
+                      "--threads", "1")
+    assert rc == 0 and str(run) in out and "8 val images" in out
+    assert not (tmp_path / "elsewhere" / "runs").exists()
+    ck = torch.load(run / "last.pt", weights_only=True)
+    assert ck["epoch"] == 2 and ck["history"]["epoch"] == [1, 2]
+    for key in ("model", "batch_size", "class_weights", "val_size", "lr", "loss", "base_width", "train_size"):
+        assert ck["config"][key] == first[key], key
+    assert ck["config"]["batch_size"] == 8 and ck["config"]["class_weights"] == "auto"
+    # an option given again overrides the run's setting, and says so; the model cannot change
+    rc, out, _ = _cli(capsys, "train", "--resume", str(run / "last.pt"), "--epochs", "3", "--batch-size", "4",
+                      "--model", "fcn8s", "--no-progress", "--threads", "1")
+    assert rc == 0 and "batch_size=4 instead of the run's 8" in out and "taking model='unet'" in out
+    ck = torch.load(run / "last.pt", weights_only=True)
+    assert ck["epoch"] == 3 and ck["config"]["batch_size"] == 4 and ck["config"]["model"] == "unet"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lr", "-1"], "argument --lr: must be > 0"),
+    (["--weight-decay", "-1"], "argument --weight-decay: must be >= 0"),
+    (["--batch-size", "1"], "argument --batch-size: must be >= 2"),
+    (["--time-budget", "-5"], "argument --time-budget: must be > 0"),
+    (["--time-budget", "0"], "argument --time-budget: must be > 0"),
+    (["--overlays", "-3"], "argument --overlays: must be >= 0"),
+])
+def test_cli_train_rejects_bad_numbers(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        cli_main(["seg", "train", *TINY, "--out", str(tmp_path / "r"), *argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
 
 
 def test_cli_dataset_errors(tmp_path, capsys):
@@ -371,8 +439,11 @@ def test_demo_runs_within_budget(tmp_path, capsys):
 
     from rnnkern.models.segmentation.demo import run_demo
     t = time.perf_counter()
-    res = run_demo(seconds=4.0, out_dir=str(tmp_path / "demo"), train_size=64, val_size=16, progress=False)
+    res = run_demo(seconds=4.0, out_dir=str(tmp_path / "demo"), train_size=64, val_size=16, progress=True)
     assert time.perf_counter() - t < 60
     assert res["steps"] >= 1 and 0.0 <= res["val_miou"] <= 1.0 and 0.0 < res["baseline_miou"] < 1.0
     assert Path(res["overlay"]).is_file() and Path(res["curves"]).is_file()
-    assert "majority-class baseline" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "majority-class baseline" in out.out
+    # the bar shows the time budget, not the demo's nominal 1000 epochs
+    assert "epoch 1 (" in out.err and "/1000" not in out.err

@@ -335,6 +335,25 @@ def test_cuda_fcn_block_forward(monkeypatch, case):
     assert rel_err(ops.conv_transpose2d_forward(x.float(), *args), ref) < TOL_TF32
 
 
+@pytest.mark.cuda
+def test_cuda_fcn_block_misaligned_weight(monkeypatch):
+    """A weight that is a view 4 bytes into a flat buffer cannot feed the block GEMMs' 16-byte
+    copies: both passes take the general kernels and still agree with torch."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    x = torch.randn(2, 21, 3, 4, device="cuda")
+    flat = torch.randn(21 * 21 * 64 * 64 + 1, device="cuda")
+    w = flat[1:].view(21, 21, 64, 64) / 64
+    assert w.is_contiguous() and w.data_ptr() % 16 != 0
+    args = ([32, 32], [0, 0], [0, 0], 1, [1, 1])
+    y = ops.conv_transpose2d_forward(x, w, None, *args)
+    assert rel_err(y, F.conv_transpose2d(x.double(), w.double(), None, 32)) < TOL_TF32
+    gy = torch.randn_like(y)
+    gx = ops.conv_transpose2d_backward_input(gy, w, list(x.shape), *args)
+    xd = x.double().requires_grad_()
+    (want,) = torch.autograd.grad(F.conv_transpose2d(xd, w.double(), None, 32), xd, gy.double())
+    assert rel_err(gx, want) < TOL_TF32
+
+
 def test_fcn_block_gemms_replay():
     """The numpy replay of the two FCN block GEMMs (copies, fragments, split-K, finishing sum,
     float2 stores) matches torch's conv_transpose2d and its grad_input (runs without a GPU: it

@@ -5,7 +5,9 @@ import argparse
 import json
 import sys
 
-from rnnkern.models.language.data import EMBEDDED, CorpusError
+from rnnkern._argtypes import nonnegative_float, nonnegative_int, positive_float, positive_int
+from rnnkern.models.language.data import CorpusError
+
 
 _DEFAULTS = None
 
@@ -19,71 +21,102 @@ def _defaults():
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
+    # Every option defaults to None here, so a resumed run can tell what the user passed from what
+    # it should take from the checkpoint; the help states LMConfig's defaults.
     d = _defaults()
+
+    def dflt(name: str, text: str = "") -> str:
+        return f"{text} (default: {getattr(d, name)})".strip()
+
     g = p.add_argument_group("model and data")
-    g.add_argument("--model", choices=["ngram", "fixed", "rnn"], default=d.model)
-    g.add_argument("--level", choices=["char", "word"], default=d.level)
-    g.add_argument("--corpus", default=EMBEDDED, metavar="PATH",
-                   help="UTF-8 text file (.xz/.gz decompressed); default: the embedded King James Bible")
-    g.add_argument("--replace-bad-bytes", action="store_true",
+    g.add_argument("--model", choices=["ngram", "fixed", "rnn"], default=None, help=dflt("model"))
+    g.add_argument("--level", choices=["char", "word"], default=None, help=dflt("level"))
+    g.add_argument("--corpus", default=None, metavar="PATH",
+                   help="UTF-8 text file (.xz/.gz decompressed) (default: the embedded King James Bible)")
+    g.add_argument("--replace-bad-bytes", action="store_true", default=None,
                    help="replace bytes that are not UTF-8 with U+FFFD instead of stopping")
-    g.add_argument("--split", type=float, nargs=3, default=d.split, metavar=("TRAIN", "VAL", "TEST"),
+    g.add_argument("--split", type=nonnegative_float, nargs=3, default=None, metavar=("TRAIN", "VAL", "TEST"),
                    help="contiguous split fractions by line (default: 0.9 0.05 0.05)")
-    g.add_argument("--lower", action="store_true", help="lower-case the text")
-    g.add_argument("--min-freq", type=int, default=None, help="rarer tokens become <unk> (default: char 1, word 2)")
-    g.add_argument("--max-vocab", type=int, default=None, help="vocabulary size cap, <unk>/<eos> included")
+    g.add_argument("--lower", action="store_true", default=None, help="lower-case the text")
+    g.add_argument("--min-freq", type=positive_int, default=None,
+                   help="rarer tokens become <unk> (default: char 1, word 2)")
+    g.add_argument("--max-vocab", type=positive_int, default=None,
+                   help="vocabulary size cap, <unk>/<eos> included (default: none)")
     g = p.add_argument_group("n-gram")
-    g.add_argument("--order", type=int, default=d.order)
-    g.add_argument("--smoothing", choices=["kn", "addk"], default=d.smoothing)
-    g.add_argument("--k", type=float, default=None, help="add-k constant (default: best of a grid on val)")
+    g.add_argument("--order", type=positive_int, default=None, help=dflt("order"))
+    g.add_argument("--smoothing", choices=["kn", "addk"], default=None, help=dflt("smoothing"))
+    g.add_argument("--k", type=positive_float, default=None, help="add-k constant (default: best of a grid on val)")
     g.add_argument("--discount", type=float, default=None, help="fixed KN discount (default: n1/(n1+2 n2) per order)")
-    g = p.add_argument_group("neural models")
-    g.add_argument("--context", type=int, default=d.context, help="fixed-context window K")
-    g.add_argument("--embed-dim", type=int, default=None, help="default: char 32, word 128 (= hidden when tied)")
-    g.add_argument("--hidden", type=int, default=d.hidden)
-    g.add_argument("--layers", type=int, default=d.layers)
-    g.add_argument("--dropout", type=float, default=d.dropout)
-    g.add_argument("--nonlinearity", choices=["tanh", "relu"], default=d.nonlinearity)
-    g.add_argument("--tie-weights", action="store_true")
-    g.add_argument("--one-hot", action="store_true", help="one-hot RNN input instead of an embedding")
-    g = p.add_argument_group("training")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="RNN: number of streams; fixed: windows")
-    g.add_argument("--bptt", type=int, default=d.bptt, help="truncated-BPTT chunk length")
-    g.add_argument("--lr", type=float, default=d.lr)
-    g.add_argument("--clip", type=float, default=d.clip, help="gradient-norm clip (0: off)")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    g.add_argument("--steps", type=int, default=None)
-    g.add_argument("--epochs", type=float, default=None, help="default 1 when no --steps/--time-budget")
-    g.add_argument("--time-budget", type=float, default=None, metavar="SECONDS")
-    g.add_argument("--eval-every", type=int, default=d.eval_every, metavar="STEPS")
-    g.add_argument("--eval-seconds", type=float, default=None, help="also evaluate this often (wall clock)")
-    g.add_argument("--eval-tokens", type=int, default=d.eval_tokens,
-                   help="val tokens for periodic evaluation (the final one uses all); 0: all")
-    g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument("--device", choices=["cpu", "cuda"], default=d.device)
-    g.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+    g = p.add_argument_group("neural models (with --resume the architecture comes from the checkpoint)")
+    g.add_argument("--context", type=positive_int, default=None, help=dflt("context", "fixed-context window K"))
+    g.add_argument("--embed-dim", type=positive_int, default=None,
+                   help="(default: char 32, word 128, = hidden when tied)")
+    g.add_argument("--hidden", type=positive_int, default=None, help=dflt("hidden"))
+    g.add_argument("--layers", type=positive_int, default=None, help=dflt("layers"))
+    g.add_argument("--dropout", type=nonnegative_float, default=None, help=dflt("dropout"))
+    g.add_argument("--nonlinearity", choices=["tanh", "relu"], default=None, help=dflt("nonlinearity"))
+    g.add_argument("--tie-weights", action="store_true", default=None)
+    g.add_argument("--one-hot", action="store_true", default=None, help="one-hot RNN input instead of an embedding")
+    g = p.add_argument_group("training (with --resume, the checkpoint's settings unless given)")
+    g.add_argument("--batch-size", type=positive_int, default=None,
+                   help=dflt("batch_size", "RNN: number of streams; fixed: windows"))
+    g.add_argument("--bptt", type=positive_int, default=None, help=dflt("bptt", "truncated-BPTT chunk length"))
+    g.add_argument("--lr", type=positive_float, default=None, help=dflt("lr"))
+    g.add_argument("--clip", type=nonnegative_float, default=None, help=dflt("clip", "gradient-norm clip (0: off)"))
+    g.add_argument("--weight-decay", type=nonnegative_float, default=None, help=dflt("weight_decay"))
+    g.add_argument("--steps", type=positive_int, default=None, help="stop after this many steps in all")
+    g.add_argument("--epochs", type=positive_float, default=None, help="default 1 when no --steps/--time-budget")
+    g.add_argument("--time-budget", type=positive_float, default=None, metavar="SECONDS",
+                   help="stop after this long (this invocation)")
+    g.add_argument("--eval-every", type=positive_int, default=None, metavar="STEPS", help=dflt("eval_every"))
+    g.add_argument("--eval-seconds", type=positive_float, default=None, help="also evaluate this often (wall clock)")
+    g.add_argument("--eval-tokens", type=nonnegative_int, default=None,
+                   help=dflt("eval_tokens", "val tokens for periodic evaluation (the final one uses all); 0: all"))
+    g.add_argument("--seed", type=int, default=None, help=dflt("seed"))
+    g.add_argument("--device", choices=["cpu", "cuda"], default=None, help=dflt("device"))
+    g.add_argument("--threads", type=positive_int, default=None, help="CPU threads (torch.set_num_threads)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model for training")
-    g.add_argument("--out", default=d.out, help="checkpoint / plot directory")
-    g.add_argument("--resume", metavar="CKPT", default=None, help="continue from a checkpoint")
+    g.add_argument("--out", default=None,
+                   help=f"checkpoint / plot directory (default: {d.out}; with --resume, the checkpoint's folder)")
+    g.add_argument("--resume", metavar="CKPT", default=None,
+                   help="continue the run of a checkpoint: its architecture, vocabulary and settings")
     g.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     g.add_argument("--no-plot", action="store_true", help="no loss-curve PNG")
     g.add_argument("--json", metavar="PATH", help="write the final metrics as JSON")
 
 
+# options of `lm train` that map one to one onto LMConfig fields
+_CONFIG_OPTIONS = ("model", "level", "corpus", "replace_bad_bytes", "split", "lower", "min_freq", "max_vocab",
+                   "order", "smoothing", "k", "discount", "context", "embed_dim", "hidden", "layers", "dropout",
+                   "nonlinearity", "tie_weights", "one_hot", "batch_size", "bptt", "lr", "clip", "weight_decay",
+                   "steps", "epochs", "time_budget", "eval_every", "eval_seconds", "seed", "device", "threads",
+                   "out")
+
+
+def _check_device(args: argparse.Namespace) -> None:
+    if args.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            args.parser.error("--device cuda: no CUDA device is visible to torch")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
-    from rnnkern.models.language.train import LMConfig, train
-    cfg = LMConfig(model=args.model, level=args.level, corpus=args.corpus, replace_bad_bytes=args.replace_bad_bytes,
-                   split=list(args.split), lower=args.lower, min_freq=args.min_freq, max_vocab=args.max_vocab,
-                   order=args.order, smoothing=args.smoothing, k=args.k, discount=args.discount,
-                   context=args.context, embed_dim=args.embed_dim, hidden=args.hidden, layers=args.layers,
-                   dropout=args.dropout, nonlinearity=args.nonlinearity, tie_weights=args.tie_weights,
-                   one_hot=args.one_hot, batch_size=args.batch_size, bptt=args.bptt, lr=args.lr, clip=args.clip,
-                   weight_decay=args.weight_decay, steps=args.steps, epochs=args.epochs,
-                   time_budget=args.time_budget, eval_every=args.eval_every, eval_seconds=args.eval_seconds,
-                   eval_tokens=args.eval_tokens or None, seed=args.seed, device=args.device, threads=args.threads,
-                   compile=args.compile,
-                   out=args.out, progress=not args.no_progress, plot=not args.no_plot)
+    import os
+
+    from rnnkern.models.language.train import LMConfig, resume_config, train
+    _check_device(args)
+    given = {k: getattr(args, k) for k in _CONFIG_OPTIONS if getattr(args, k) is not None}
+    if "split" in given:
+        given["split"] = list(given["split"])
+    if args.eval_tokens is not None:
+        given["eval_tokens"] = args.eval_tokens or None  # 0: all
+    given.update(compile=args.compile, progress=not args.no_progress, plot=not args.no_plot)
     try:
+        if args.resume:
+            quiet = int(os.environ.get("RANK", "0")) != 0  # under torchrun, rank 0 alone reports
+            cfg = resume_config(args.resume, given, log=(lambda *a: None) if quiet else print)
+        else:
+            cfg = LMConfig(**given)
         res = train(cfg, resume=args.resume)
     except (CorpusError, ValueError, FileNotFoundError) as e:
         print(f"rnnkern lm train: error: {e}", file=sys.stderr)
@@ -100,6 +133,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     import torch
     from rnnkern.models.language.sampling import FixedStepper, NGramStepper, RNNStepper, generate
     from rnnkern.models.language.train import load_checkpoint
+    _check_device(args)
     device = "cuda" if args.device == "cuda" else "cpu"
     try:
         cfg, vocab, model, _ = load_checkpoint(args.ckpt, device)
@@ -124,6 +158,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     import math
     from rnnkern.models.language.train import evaluate, fmt_metrics, load_checkpoint, load_corpus, metrics, _device
+    _check_device(args)
     try:
         cfg, vocab, model, _ = load_checkpoint(args.ckpt, args.device)
         corpus = load_corpus(cfg, vocab, args.corpus)
@@ -152,21 +187,20 @@ def add_parser(subparsers) -> None:
                                description="Language models on the embedded King James Bible or any UTF-8 text.")
     sub = lm.add_subparsers(dest="lm_command", required=True)
 
-    p = sub.add_parser("train", help="train an n-gram, fixed-context or RNN LM",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("train", help="train an n-gram, fixed-context or RNN LM")
     _add_train_args(p)
-    p.set_defaults(func=_cmd_train)
+    p.set_defaults(func=_cmd_train, parser=p)
 
     p = sub.add_parser("sample", help="generate text from a checkpoint")
     p.add_argument("ckpt", metavar="CKPT")
     p.add_argument("--prime", default="", help="text to start from")
-    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--length", type=int, default=500, help="tokens to generate")
+    p.add_argument("--temperature", type=nonnegative_float, default=1.0, help="0 = greedy (default: 1.0)")
+    p.add_argument("--top-k", type=positive_int, default=None, help="sample from the k likeliest tokens only")
+    p.add_argument("--length", type=nonnegative_int, default=500, help="tokens to generate (default: 500)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.set_defaults(func=_cmd_sample)
+    p.set_defaults(func=_cmd_sample, parser=p)
 
     p = sub.add_parser("eval", help="perplexity (and bits/char) of a checkpoint on its val/test split")
     p.add_argument("ckpt", metavar="CKPT")
@@ -174,4 +208,4 @@ def add_parser(subparsers) -> None:
     p.add_argument("--corpus", default=None, metavar="PATH", help="another corpus, split the same way")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--json", metavar="PATH")
-    p.set_defaults(func=_cmd_eval)
+    p.set_defaults(func=_cmd_eval, parser=p)

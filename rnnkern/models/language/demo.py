@@ -50,9 +50,10 @@ def run_demo(device: str = "cpu", seconds: float = 150.0, out_dir: str = "runs/d
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rnnkern.models.language.demo", description=__doc__)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--seconds", type=float, default=150.0)
+    from rnnkern._argtypes import positive_float, positive_int
+    p.add_argument("--seconds", type=positive_float, default=150.0)
     p.add_argument("--out", default="runs/demo-lm")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=positive_int, default=1)
     a = p.parse_args(argv)
     run_demo(a.device, a.seconds, a.out, a.threads)
     return 0

@@ -101,6 +101,10 @@ class LMConfig:
         if c.embed_dim is None:
             c.embed_dim = c.hidden if c.tie_weights else (32 if c.level == "char" else 128)
         c.split = [float(f) for f in c.split]
+        for name in ("batch_size", "bptt", "eval_every", "steps", "epochs", "time_budget"):
+            v = getattr(c, name)
+            if v is not None and not v > 0:  # 0 would divide by zero; negative budgets "train" 0 steps
+                raise ValueError(f"{name} must be > 0, got {v}")
         if c.model != "ngram" and c.steps is None and c.epochs is None and c.time_budget is None:
             c.epochs = 1.0
         return c
@@ -248,23 +252,81 @@ def save_checkpoint(path: str | Path, cfg: LMConfig, vocab: Vocab, state: dict, 
     return path
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
-    """-> (cfg, vocab, model, ckpt). `model` is an NGramLM or an nn.Module in eval mode."""
+def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict:
+    """The checkpoint's dict, checked to be an LM checkpoint; FileNotFoundError or ValueError
+    (unreadable, not a torch file, another kind of checkpoint) with the reason otherwise."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no checkpoint at {path}") from None
+    except Exception as e:  # torch.load raises anything from UnpicklingError to KeyError on junk
+        raise ValueError(f"cannot read checkpoint {path} (corrupt, truncated, or not a torch file): "
+                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
-        raise ValueError(f"{path} is not an rnnkern language-model checkpoint")
+        raise ValueError(f"{path} is not an rnnkern language-model checkpoint (format {CKPT_FORMAT!r})")
+    for key in ("config", "vocab"):
+        if key not in ckpt:
+            raise ValueError(f"checkpoint {path} lacks {key!r}")
+    return ckpt
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
+    """-> (cfg, vocab, model, ckpt). `model` is an NGramLM or an nn.Module in eval mode."""
+    ckpt = read_checkpoint(path, device)
     cfg = LMConfig.from_dict(ckpt["config"])
     vocab = Vocab.from_dict(ckpt["vocab"])
-    if cfg.model == "ngram":
-        model = NGramLM.from_state_dict(ckpt["ngram"])
-    else:
-        model = build_model(cfg, len(vocab)).to(device)
-        model.load_state_dict(ckpt["model"])
-        model.eval()
+    try:
+        if cfg.model == "ngram":
+            model = NGramLM.from_state_dict(ckpt["ngram"])
+        else:
+            model = build_model(cfg, len(vocab)).to(device)
+            model.load_state_dict(ckpt["model"])
+            model.eval()
+    except (KeyError, RuntimeError) as e:
+        raise ValueError(f"checkpoint {path}: weights do not fit its config: "
+                         f"{type(e).__name__}: {str(e).splitlines()[0]}") from e
     return cfg, vocab, model, ckpt
+
+
+# What `--resume` keeps from the checkpoint: the architecture and vocabulary always (the weights
+# depend on them), the other run settings unless given again (RESUME_DEFAULTS); the stopping
+# rule (steps / epochs / time budget) as a whole unless any of them is given.
+RESUME_FIXED = ("model", "level", "lower", "min_freq", "max_vocab", "order", "smoothing", "context", "embed_dim",
+                "hidden", "layers", "nonlinearity", "tie_weights", "one_hot")
+RESUME_DEFAULTS = ("corpus", "replace_bad_bytes", "split", "k", "discount", "dropout", "batch_size", "bptt", "lr",
+                   "clip", "weight_decay", "eval_every", "eval_seconds", "eval_tokens", "seed")
+RESUME_STOP = ("steps", "epochs", "time_budget")
+
+
+def _take_fixed(cfg: LMConfig, old: dict, log, asked: Optional[dict] = None) -> None:
+    """RESUME_FIXED from the checkpoint's config `old` into cfg; logs those in `asked` (all when
+    None) that differ."""
+    for key in RESUME_FIXED:
+        if key in old and old[key] != getattr(cfg, key):
+            if asked is None or key in asked:
+                log(f"resume: taking {key}={old[key]!r} from the checkpoint (asked {getattr(cfg, key)!r})")
+            setattr(cfg, key, old[key])
+
+
+def resume_config(path: str, given: dict, log=print) -> LMConfig:
+    """The config that continues the run of checkpoint `path`, `given` being the options the user
+    passed: RESUME_FIXED from the checkpoint, RESUME_DEFAULTS and RESUME_STOP from it unless
+    given, the output folder = the checkpoint's folder unless given; device, threads etc. from
+    `given` or LMConfig's defaults. Differences are logged."""
+    old = read_checkpoint(path)["config"]
+    cfg = LMConfig(**given)
+    _take_fixed(cfg, old, log, asked=given)
+    for key in RESUME_DEFAULTS:
+        if key not in given:
+            setattr(cfg, key, old.get(key, getattr(cfg, key)))
+        elif given[key] != old.get(key):
+            log(f"resume: {key}={given[key]!r} instead of the run's {old.get(key)!r}")
+    if not any(k in given for k in RESUME_STOP):
+        for key in RESUME_STOP:
+            setattr(cfg, key, old.get(key))
+    if "out" not in given:
+        cfg.out = str(Path(path).parent)
+    return cfg
 
 
 def plot_history(history: list[dict], path: str | Path, title: str) -> None:
@@ -583,7 +645,9 @@ def train(cfg: LMConfig, resume: Optional[str] = None, log=print) -> dict:
         log = lambda *a, **k: None  # noqa: E731
     vocab = None
     if resume:
-        vocab = Vocab.from_dict(torch.load(resume, map_location="cpu", weights_only=True)["vocab"])
+        ck = read_checkpoint(resume)
+        _take_fixed(cfg, ck["config"], log)  # the CLI's resume_config did this already; API callers
+        vocab = Vocab.from_dict(ck["vocab"])
     corpus = load_corpus(cfg, vocab)
     if cfg.model == "ngram":
         res = train_ngram(cfg, corpus, log) if rank == 0 else {}

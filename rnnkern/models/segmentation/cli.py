@@ -5,24 +5,33 @@ import argparse
 import json
 import sys
 
+from rnnkern._argtypes import int_at_least, nonnegative_float, nonnegative_int, positive_float, positive_int
 
-def _positive_int(v: str) -> int:
-    i = int(v)
-    if i < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return i
+
+_batch_size = int_at_least(2, "BatchNorm needs 2+ images per batch")
+
+# `seg train` options that are TrainConfig fields and default to None, so a resumed run can tell
+# which of them the user gave again
+_RUN_OPTIONS = ("model", "dataset", "epochs", "batch_size", "lr", "lr_schedule", "weight_decay", "loss",
+                "class_weights", "base_width", "seed", "out", "train_size", "val_size", "num_classes", "image_size",
+                "time_budget", "threads", "overlays")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from rnnkern.models.segmentation.train import TrainConfig, train
-    out = args.out or f"runs/seg-{args.model}-{args.dataset.rstrip('/').split('/')[-1]}"
-    cfg = TrainConfig(model=args.model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
-                      lr=args.lr, lr_schedule=args.lr_schedule, weight_decay=args.weight_decay, loss=args.loss,
-                      class_weights=args.class_weights, base_width=args.base_width, aux_loss=args.aux_loss,
-                      device=args.device, seed=args.seed, out=out, train_size=args.train_size,
-                      val_size=args.val_size, num_classes=args.num_classes, image_size=args.image_size,
-                      time_budget=args.time_budget, compile=args.compile, threads=args.threads,
-                      progress=not args.no_progress, overlays=args.overlays, resume=args.resume)
+    import os
+
+    from rnnkern.models.segmentation.train import TrainConfig, resume_config, train
+    given = {k: getattr(args, k) for k in _RUN_OPTIONS if getattr(args, k) is not None}
+    if args.aux_loss:
+        given["aux_loss"] = True
+    given.update(device=args.device, compile=args.compile, progress=not args.no_progress)
+    if args.resume:
+        quiet = int(os.environ.get("RANK", "0")) != 0  # under torchrun, rank 0 alone reports
+        cfg = resume_config(args.resume, given, log=(lambda *a: None) if quiet else print)
+    else:
+        cfg = TrainConfig(**given)
+        if "out" not in given:
+            cfg.out = f"runs/seg-{cfg.model}-{cfg.dataset.rstrip('/').split('/')[-1]}"
     res = train(cfg)
     import torch.distributed as dist
     if not (dist.is_initialized() and dist.get_rank() != 0):
@@ -99,33 +108,44 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                             "DeepLab v3/v3+, PSPNet)")
     sub = seg.add_subparsers(dest="seg_command", required=True)
 
-    p = sub.add_parser("train", help="train a segmentation net (torchrun for several processes)")
-    p.add_argument("--model", choices=list(MODELS), default="unet")
-    p.add_argument("--dataset", default="fashion", help="fashion (embedded composites), nuclei, or a folder of "
-                                                        "images/ + masks/ (default: fashion)")
-    p.add_argument("--epochs", type=_positive_int, default=10)
-    p.add_argument("--batch-size", type=_positive_int, default=16, help="per process")
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--lr-schedule", choices=["poly", "constant"], default="poly",
-                   help="poly: lr (1 - progress)^0.9, progress by steps or by --time-budget")
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--loss", choices=["ce", "dice", "ce+dice"], default="ce")
-    p.add_argument("--class-weights", default=None, help="'auto' (inverse sqrt frequency) or w0,w1,...")
-    p.add_argument("--base-width", type=_positive_int, default=16, help="encoder width (channels of stage 1)")
+    from rnnkern.models.segmentation.train import TrainConfig
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a segmentation net (torchrun for several processes)",
+                       description="Train a segmentation net. With --resume, the run's model, data and settings "
+                                   "come from its checkpoint and it continues in the checkpoint's folder; options "
+                                   "given again (--epochs, --batch-size, --lr, ...) override the settings.")
+    p.add_argument("--model", choices=list(MODELS), default=None, help=f"(default: {d.model})")
+    p.add_argument("--dataset", default=None, help="fashion (embedded composites), nuclei, or a folder of "
+                                                   f"images/ + masks/ (default: {d.dataset})")
+    p.add_argument("--epochs", type=positive_int, default=None, help=f"(default: {d.epochs})")
+    p.add_argument("--batch-size", type=_batch_size, default=None, help=f"per process (default: {d.batch_size})")
+    p.add_argument("--lr", type=positive_float, default=None, help=f"(default: {d.lr})")
+    p.add_argument("--lr-schedule", choices=["poly", "constant"], default=None,
+                   help="poly: lr (1 - progress)^0.9, progress by steps or by --time-budget "
+                        f"(default: {d.lr_schedule})")
+    p.add_argument("--weight-decay", type=nonnegative_float, default=None, help=f"(default: {d.weight_decay})")
+    p.add_argument("--loss", choices=["ce", "dice", "ce+dice"], default=None, help=f"(default: {d.loss})")
+    p.add_argument("--class-weights", default=None, help="'auto' (inverse sqrt frequency) or w0,w1,... "
+                                                         "(default: none)")
+    p.add_argument("--base-width", type=positive_int, default=None,
+                   help=f"encoder width (channels of stage 1) (default: {d.base_width})")
     p.add_argument("--aux-loss", action="store_true", help="add an auxiliary head (loss weight 0.4)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="run directory (default runs/seg-MODEL-DATASET)")
-    p.add_argument("--resume", metavar="CKPT", default=None, help="continue from a checkpoint (last.pt)")
-    p.add_argument("--train-size", type=_positive_int, default=None, help="training images (fashion, nuclei)")
-    p.add_argument("--val-size", type=_positive_int, default=None, help="val/test images (fashion)")
-    p.add_argument("--num-classes", type=_positive_int, default=None, help="folder datasets: number of classes")
-    p.add_argument("--image-size", type=_positive_int, default=None, help="folder datasets: resize to this size")
-    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS", help="stop training after this long")
+    p.add_argument("--seed", type=int, default=None, help=f"(default: {d.seed})")
+    p.add_argument("--out", default=None, help="run directory (default runs/seg-MODEL-DATASET; with --resume, "
+                                               "the checkpoint's folder)")
+    p.add_argument("--resume", metavar="CKPT", default=None, help="continue the run of a checkpoint (last.pt)")
+    p.add_argument("--train-size", type=positive_int, default=None, help="training images (fashion, nuclei)")
+    p.add_argument("--val-size", type=positive_int, default=None, help="val/test images (fashion)")
+    p.add_argument("--num-classes", type=positive_int, default=None, help="folder datasets: number of classes")
+    p.add_argument("--image-size", type=positive_int, default=None, help="folder datasets: resize to this size")
+    p.add_argument("--time-budget", type=positive_float, default=None, metavar="SECONDS",
+                   help="stop training once the run (a resumed run's earlier epochs included) took this long")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--threads", type=_positive_int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (1 is much faster when the cores are busy with other work)")
-    p.add_argument("--overlays", type=int, default=6, help="val images in val_overlay.png")
+    p.add_argument("--overlays", type=nonnegative_int, default=None,
+                   help=f"val images in val_overlay.png (default: {d.overlays})")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     p.set_defaults(func=_run(_cmd_train))
 
@@ -134,7 +154,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help="default: the checkpoint's")
     p.add_argument("--split", choices=["train", "val", "test"], default="val")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_run(_cmd_eval))
 
@@ -147,14 +167,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.set_defaults(func=_run(_cmd_predict))
 
     p = sub.add_parser("models", help="list the models and their sizes")
-    p.add_argument("--num-classes", type=_positive_int, default=11)
-    p.add_argument("--in-channels", type=_positive_int, default=1)
-    p.add_argument("--base-width", type=_positive_int, default=16)
+    p.add_argument("--num-classes", type=positive_int, default=11)
+    p.add_argument("--in-channels", type=positive_int, default=1)
+    p.add_argument("--base-width", type=positive_int, default=16)
     p.add_argument("--only", nargs="+", choices=list(MODELS), default=None)
     p.add_argument("--time", action="store_true", help="also time a CPU training step")
-    p.add_argument("--batch-size", type=_positive_int, default=16)
-    p.add_argument("--size", type=_positive_int, default=64)
-    p.add_argument("--steps", type=_positive_int, default=5)
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--size", type=positive_int, default=64)
+    p.add_argument("--steps", type=positive_int, default=5)
     p.add_argument("--cpu-time", action="store_true", help="time one thread's CPU time instead of wall clock")
     p.set_defaults(func=_run(_cmd_models))
     return seg

@@ -44,11 +44,14 @@ def run_demo(device: str = "cpu", seconds: float = 120.0, out_dir: str = "runs/d
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from rnnkern.models.segmentation import MODELS
+    from rnnkern._argtypes import positive_float, positive_int
+    p = argparse.ArgumentParser(prog="python -m rnnkern.models.segmentation.demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--seconds", type=float, default=120.0)
-    p.add_argument("--model", default="fcn8s")
-    p.add_argument("--base-width", type=int, default=8)
+    p.add_argument("--seconds", type=positive_float, default=120.0)
+    p.add_argument("--model", choices=list(MODELS), default="fcn8s")
+    p.add_argument("--base-width", type=positive_int, default=8)
     p.add_argument("--out", default="runs/demo-seg")
     a = p.parse_args()
     run_demo(a.device, a.seconds, a.out, a.model, a.base_width)

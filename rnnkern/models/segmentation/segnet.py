@@ -1,7 +1,8 @@
 """SegNet (Badrinarayanan, Kendall & Cipolla): a VGG-style encoder whose 2x2 max-pools keep their
 argmax indices, and a mirrored decoder that upsamples with rnnkern.nn.MaxUnpool2d at exactly those
-indices (sparse maps, densified by the following convs). Unpooling to the pre-pool size makes the
-output the input's size for any H, W.
+indices (sparse maps, densified by the following convs). The input is zero-padded (bottom/right)
+to a multiple of 2**depth, so no pooling drops a row or column and even a 1x1 input reaches the
+bottleneck; the output is cropped back to the input's H x W.
 """
 from __future__ import annotations
 
@@ -44,8 +45,12 @@ class SegNet(SegmentationModel):
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         self.check_input(x)
+        h, w = x.shape[-2:]
+        m = 2 ** len(self.enc)
+        ph, pw = (-h) % m, (-w) % m
+        xp = F.pad(x, (0, pw, 0, ph)) if ph or pw else x
         stack = []
-        y = x
+        y = xp
         for stage in self.enc:
             y = stage(y)
             size = y.shape[-2:]
@@ -55,9 +60,9 @@ class SegNet(SegmentationModel):
         for stage in self.dec:
             idx, size = stack.pop()
             y = stage(self.unpool(y, idx, output_size=size))
-        result = {"out": self.classifier(y)}
+        result = {"out": self.classifier(y)[:, :, :h, :w]}
         if self.aux_classifier is not None:
-            result["aux"] = upsample_to(self.aux_classifier(bottleneck), x.shape[-2:])
+            result["aux"] = upsample_to(self.aux_classifier(bottleneck), xp.shape[-2:])[:, :, :h, :w]
         return result
 
 

@@ -265,6 +265,34 @@ def _data_info(data: SegData) -> dict:
             "class_names": list(data.class_names), "mean": list(data.mean), "std": list(data.std)}
 
 
+# what a resumed run keeps from its checkpoint: the model and data always (the weights and the
+# training set depend on them), the other run settings unless given again (RESUME_DEFAULTS)
+RESUME_FIXED = ("model", "dataset", "base_width", "aux_loss", "seed", "train_size", "num_classes", "image_size")
+RESUME_DEFAULTS = ("epochs", "batch_size", "lr", "lr_schedule", "weight_decay", "loss", "class_weights", "val_size")
+
+
+def resume_config(path: str, given: dict, log=print) -> TrainConfig:
+    """The config that continues the run whose checkpoint is `path`: RESUME_FIXED from the
+    checkpoint, RESUME_DEFAULTS from it unless in `given` (the options the user passed), the run
+    directory = the checkpoint's folder unless `given` has "out"; the rest (device, threads, time
+    budget, ...) from `given` or TrainConfig's defaults. Differences are logged."""
+    old = load_checkpoint(path)["config"]
+    cfg = TrainConfig(**{k: v for k, v in given.items() if k not in RESUME_FIXED})
+    cfg.resume = str(path)
+    for key in RESUME_FIXED:
+        if key in given and given[key] != old.get(key):
+            log(f"resume: taking {key}={old.get(key)!r} from the checkpoint (asked {given[key]!r})")
+        setattr(cfg, key, old.get(key))
+    for key in RESUME_DEFAULTS:
+        if key not in given:
+            setattr(cfg, key, old.get(key, getattr(cfg, key)))
+        elif given[key] != old.get(key):
+            log(f"resume: {key}={given[key]!r} instead of the run's {old.get(key)!r}")
+    if "out" not in given:
+        cfg.out = str(Path(path).parent)
+    return cfg
+
+
 def train(cfg: TrainConfig, data: Optional[SegData] = None) -> dict:
     """Train cfg.model on cfg.dataset; returns {"best_miou", "final", "baseline_miou", "out", ...}."""
     threads = torch.get_num_threads()
@@ -286,7 +314,7 @@ def _train(cfg: TrainConfig, data: Optional[SegData]) -> dict:
     if cfg.resume:
         resume_ckpt = load_checkpoint(cfg.resume)
         old = resume_ckpt["config"]
-        for key in ("model", "dataset", "base_width", "aux_loss", "seed", "train_size", "num_classes", "image_size"):
+        for key in RESUME_FIXED:
             if old.get(key) != getattr(cfg, key):
                 _log(f"resume: taking {key}={old.get(key)!r} from the checkpoint (asked {getattr(cfg, key)!r})")
                 setattr(cfg, key, old.get(key))
@@ -319,6 +347,8 @@ def _train(cfg: TrainConfig, data: Optional[SegData]) -> dict:
     images, masks = data.split("train")
     n = images.shape[0]
     per_rank = n // world
+    if cfg.batch_size < 2:  # BatchNorm in training needs more than one value per channel (pooled branches)
+        raise DataError(f"batch size must be >= 2, got {cfg.batch_size}")
     bs = min(cfg.batch_size, per_rank)
     if bs < 2:
         raise DataError(f"training split has {n} images for {world} process(es); need >= 2 per process")
@@ -341,7 +371,10 @@ def _train(cfg: TrainConfig, data: Optional[SegData]) -> dict:
         perm = torch.randperm(n, generator=g)[rank::world][:steps_per_epoch * bs]
         model.train()
         run_loss, seen = 0.0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{cfg.epochs}", disable=not cfg.progress or rank != 0,
+        # under a time budget the epoch count is only a cap (the demo's 1000): show the budget instead
+        desc = (f"epoch {epoch} ({time.perf_counter() - t0:.0f}/{cfg.time_budget:.0f} s)" if cfg.time_budget
+                else f"epoch {epoch}/{cfg.epochs}")
+        bar = tqdm(range(steps_per_epoch), desc=desc, disable=not cfg.progress or rank != 0,
                    leave=False, file=sys.stderr, dynamic_ncols=True)
         for it in bar:
             frac = step / total_steps
@@ -475,7 +508,10 @@ def predict(checkpoint: str, image: str, out: Optional[str] = None, device: str 
     x = torch.from_numpy(np.ascontiguousarray(img))[None]
     mean = torch.tensor(info["mean"]).view(1, -1, 1, 1)
     std = torch.tensor(info["std"]).view(1, -1, 1, 1)
-    labels = model(((x - mean) / std).to(dev))["out"].argmax(1)[0].cpu()
+    try:
+        labels = model(((x - mean) / std).to(dev))["out"].argmax(1)[0].cpu()
+    except ValueError as e:  # the model's input checks: a user error, not a bug
+        raise DataError(f"image {image}: {e}") from e
     if out:
         write_png(out, overlay_grid(x, None, labels[None]))
     if mask_out:

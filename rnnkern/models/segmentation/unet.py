@@ -1,9 +1,9 @@
 """U-Net (Ronneberger, Fischer & Brox): contracting path of double 3x3 convs + 2x2 max-pool,
 expanding path of 2x2 stride-2 rnnkern transposed convs, skip concatenation, double convs.
 
-'Same' padding instead of the paper's valid convs; where a pooled size was odd the upsampled map
-is one pixel short of its skip, and is zero-padded to it (the paper crops the skip instead), so the
-output has the input's size for any H, W.
+'Same' padding instead of the paper's valid convs. The input is zero-padded (bottom/right) to a
+multiple of 2**depth, as FCN pads to 32, so every pooled map is exactly half the previous one and
+even a 1x1 input reaches the bottleneck; the output is cropped back to the input's H x W.
 """
 from __future__ import annotations
 
@@ -56,16 +56,20 @@ class UNet(SegmentationModel):
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         self.check_input(x)
-        skips = [self.inc(x)]
+        h, w = x.shape[-2:]
+        m = 2 ** len(self.downs)
+        ph, pw = (-h) % m, (-w) % m
+        xp = F.pad(x, (0, pw, 0, ph)) if ph or pw else x
+        skips = [self.inc(xp)]
         for down in self.downs:
             skips.append(down(skips[-1]))
         y = skips.pop()
         bottleneck = y
         for up in self.ups:
             y = up(y, skips.pop())
-        result = {"out": self.outc(y)}
+        result = {"out": self.outc(y)[:, :, :h, :w]}
         if self.aux_classifier is not None:
-            result["aux"] = upsample_to(self.aux_classifier(bottleneck), x.shape[-2:])
+            result["aux"] = upsample_to(self.aux_classifier(bottleneck), xp.shape[-2:])[:, :, :h, :w]
         return result
 
 

@@ -1,0 +1,29 @@
+"""argparse `type=` parsers with bounds, shared by every command line (rnnkern.cli, lm, seg and
+the demos): a bad value becomes a usage error naming the option, never a traceback."""
+from __future__ import annotations
+
+import argparse
+
+
+def int_at_least(lo: int, why: str = ""):
+    def parse(v: str) -> int:
+        i = int(v)
+        if i < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}{f' ({why})' if why else ''}, got {v}")
+        return i
+    parse.__name__ = "int"  # argparse names the type in "invalid int value"
+    return parse
+
+
+def float_above(lo: float, inclusive: bool = False):
+    def parse(v: str) -> float:
+        f = float(v)
+        if not (f >= lo if inclusive else f > lo):  # written so that NaN fails too
+            raise argparse.ArgumentTypeError(f"must be {'>=' if inclusive else '>'} {lo:g}, got {v}")
+        return f
+    parse.__name__ = "float"
+    return parse
+
+
+positive_int, nonnegative_int = int_at_least(1), int_at_least(0)
+positive_float, nonnegative_float = float_above(0.0), float_above(0.0, inclusive=True)
