@@ -462,29 +462,15 @@ __global__ void __launch_bounds__(kThreads) splitk_reduce_kernel(const Params p)
   }
 }
 
-// ---- FCN upsampler grad_input: one block GEMM on tensor cores ----------------------------------
-// With k = J * s, no padding, dilation 1 and no output_padding (the FCN upsamplers: k64 s32,
-// k32 s16, k16 s8), grad_output tiles exactly into s x s blocks, one per (n, I, J) with
-// I < H + Jh - 1, J < W + Jw - 1, and
-//   grad_input[n, ci, i, j] = sum_{jr < Jh, jc < Jw} P[(n, i + jr, j + jc), (jr, jc, ci)]
-//   P[(n, I, J), (jr, jc, ci)] = sum_{co, ph, pw} gy[n, co, I s + ph, J s + pw] w[ci, co, jr s + ph, jc s + pw]
-// P is one GEMM: M = N (H + Jh - 1)(W + Jw - 1) blocks, Q = Jh Jw C_in, K = C_out sH sW. Every
-// grad_output element is read once (the split-K SIMT kernel above reads it Jh Jw times, an element
-// at a time through index tables), and both operands arrive as 16-byte runs: a k-step is 32
-// consecutive (co, ph, pw), runs of 4 pw along a grad_output row and along a weight row. For the
-// FCN-32s head (N8, 21 -> 21, 544 x 544 grad_output) that is 199 MB streamed once from HBM, 46 us at
-// 4.3 TB/s, for 3.7 GMAC (19 us of tf32 tensor-core peak); cuDNN takes 2.85 ms.
-// cp.async ring of kBlkStages stages, mma.sync m16n8k8 tf32 (fp32 only, under cudnn.allow_tf32;
-// operands unrounded, as cuBLAS feeds them), K split over blockIdx.z with fp32 partials in a
-// workspace; fcn_dgrad_finish_kernel adds the splits and the Jh x Jw overlaps in a fixed order
-// (deterministic, no atomics).
+// ---- The FCN upsamplers (k = J s, no padding) as block GEMMs ----------------------------------
 // The two block GEMMs' shared parts. cp_async_ring: kStages - 1 k-steps of copies in flight
 // while the block computes on the oldest (issue(step, stage) must commit exactly one group, empty
 // past the end, so the wait counts stay uniform). warp_mma_tf32: one BK-deep slice on a warp's
 // 32 x 8NJ tile of a 4 (M) x 2 (N) warp grid, A as [m][k] (kAmk) or [k][m] (row stride LDA),
-// B as [n][k] (kBnk) or [k][n] (row stride LDB). Fragments (g = lane / 4, t = lane % 4; PTX "Matrix Fragments for
-// mma.m16n8k8", as beside conv.cu's MmaSyncMma): a0..a3 = (g, t), (g + 8, t), (g, t + 4),
-// (g + 8, t + 4); b0, b1 = (k t, n g), (k t + 4, n g); c = (g, 2t..2t+1), (g + 8, 2t..2t+1).
+// B as [n][k] (kBnk) or [k][n] (row stride LDB). Fragments (g = lane / 4, t = lane % 4; PTX
+// "Matrix Fragments for mma.m16n8k8", as beside conv.cu's MmaSyncMma): a0..a3 = (g, t),
+// (g + 8, t), (g, t + 4), (g + 8, t + 4); b0, b1 = (k t, n g), (k t + 4, n g);
+// c = (g, 2t..2t+1), (g + 8, 2t..2t+1).
 template <int kStages, class Issue, class Compute>
 __device__ __forceinline__ void cp_async_ring(int steps, Issue&& issue, Compute&& compute) {
 #pragma unroll
@@ -503,8 +489,10 @@ template <int NJ, int BK, int LDA, int LDB, bool kAmk, bool kBnk>
 __device__ __forceinline__ void warp_mma_tf32(float (&acc)[2][NJ][4], const float* As, const float* Bs, int wm,
                                               int wn, int lane) {
   const int g = lane / 4, t = lane % 4;
-  // element (row r, depth k) of a tile stored [r][k] (kRk) or [k][r], row stride LD
-  const auto at = [](const float* tile, int ld, bool rk, int r, int k) { return rk ? tile[r * ld + k] : tile[k * ld + r]; };
+  // element (row r, depth k) of a tile stored [r][k] (rk) or [k][r], row stride ld
+  const auto at = [](const float* tile, int ld, bool rk, int r, int k) {
+    return rk ? tile[r * ld + k] : tile[k * ld + r];
+  };
 #pragma unroll
   for (int kk = 0; kk < BK; kk += 8) {
     uint32_t a[2][4], b[NJ][2];
@@ -530,6 +518,23 @@ __device__ __forceinline__ void warp_mma_tf32(float (&acc)[2][NJ][4], const floa
 }
 #endif
 
+
+// FCN upsampler grad_input: one block GEMM on tensor cores.
+// With k = J * s, no padding, dilation 1 and no output_padding (the FCN upsamplers: k64 s32,
+// k32 s16, k16 s8), grad_output tiles exactly into s x s blocks, one per (n, I, J) with
+// I < H + Jh - 1, J < W + Jw - 1, and
+//   grad_input[n, ci, i, j] = sum_{jr < Jh, jc < Jw} P[(n, i + jr, j + jc), (jr, jc, ci)]
+//   P[(n, I, J), (jr, jc, ci)] = sum_{co, ph, pw} gy[n, co, I s + ph, J s + pw] w[ci, co, jr s + ph, jc s + pw]
+// P is one GEMM: M = N (H + Jh - 1)(W + Jw - 1) blocks, Q = Jh Jw C_in, K = C_out sH sW. Every
+// grad_output element is read once (the split-K SIMT kernel above reads it Jh Jw times, an element
+// at a time through index tables), and both operands arrive as 16-byte runs: a k-step is 32
+// consecutive (co, ph, pw), runs of 4 pw along a grad_output row and along a weight row. For the
+// FCN-32s head (N8, 21 -> 21, 544 x 544 grad_output) that is 199 MB streamed once from HBM, 46 us at
+// 4.3 TB/s, for 3.7 GMAC (19 us of tf32 tensor-core peak); cuDNN takes 2.85 ms.
+// cp.async ring of kBlkStages stages, mma.sync m16n8k8 tf32 (fp32 only, under cudnn.allow_tf32;
+// operands unrounded, as cuBLAS feeds them), K split over blockIdx.z with fp32 partials in a
+// workspace; fcn_dgrad_finish_kernel adds the splits and the Jh x Jw overlaps in a fixed order
+// (deterministic, no atomics).
 constexpr int kBlkM = 128, kBlkQ = 96, kBlkK = 32, kBlkStages = 3;
 constexpr int kBlkLd = kBlkK + 4;  // row stride in floats: 16-byte rows, fragment reads on 32 banks
 constexpr int kBlkStageFloats = (kBlkM + kBlkQ) * kBlkLd;
