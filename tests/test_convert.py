@@ -95,3 +95,16 @@ def test_drop_ins_are_instances_of_torch_classes():
         assert repr(ours) == repr(theirs) and list(ours.state_dict()) == list(theirs.state_dict()), name
     # rnnkern.nn.RNN is the exception: torch.compile refuses anything that is an RNNBase
     assert not isinstance(rnnkern.nn.RNN(2, 3), nn.RNNBase)
+
+
+@pytest.mark.parametrize("name, args", [("Conv2d", (4, 6, 3, 1, 2, 2)), ("ConvTranspose2d", (4, 6, 3, 2))])
+def test_channels_last_module_gives_channels_last_output(name, args):
+    """A module moved to channels_last gives a channels_last result for an NCHW input, as torch's
+    does (cuDNN's and oneDNN's rule: either operand channels_last), with the same values."""
+    ours = getattr(rnnkern.nn, name)(*args).to(memory_format=torch.channels_last)
+    theirs = getattr(nn, name)(*args).to(memory_format=torch.channels_last)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 4, 9, 9)
+    y, want = ours(x), theirs(x)
+    assert y.is_contiguous(memory_format=torch.channels_last) and want.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y, want)

@@ -78,6 +78,16 @@ def ntuple(op: str, name: str, value, n: int, *, minimum: int | None = None) -> 
     return out
 
 
+def follow_weight_layout(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """x in channels_last when the 4-D weight is channels_last and x is not: torch's convolutions
+    then compute and return channels_last (cuDNN's and oneDNN's memory-format rule), and ours
+    decide by the input alone."""
+    if (x.dim() == 4 and not channels_last_output(x) and w.dim() == 4 and not w.is_contiguous()
+            and w.is_contiguous(memory_format=torch.channels_last)):
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 def channels_last_output(t: torch.Tensor) -> bool:
     """The layout rule every rnnkern 4-D kernel follows (and its C++ side mirrors)."""
     return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)

@@ -23,7 +23,8 @@ from torch import Tensor
 
 from rnnkern.ops._ext import _C
 from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, autocast_dtype, check_same,
-                                   check_supported_device, check_tensor, empty_like_layout, ntuple)
+                                   check_supported_device, check_tensor, empty_like_layout, follow_weight_layout,
+                                   ntuple)
 
 
 def out_size(in_size: int, k: int, s: int, d: int, p_lo: int, p_hi: int) -> int:
@@ -233,7 +234,7 @@ def conv(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride,
         pad4 = [0, pad[0], 0, pad[1]]
     else:
         pad4 = pad  # [top, left, bottom, right]
-    out = conv2d_forward(x, w, bias, stride, pad4, dilation, groups)
+    out = conv2d_forward(follow_weight_layout(x, w), w, bias, stride, pad4, dilation, groups)
     if nd == 1:
         out = out.squeeze(2)
     return out.squeeze(0) if unbatched else out

@@ -22,7 +22,8 @@ from torch import Tensor
 
 from rnnkern.ops._ext import _C
 from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, autocast_dtype, check_same,
-                                   check_supported_device, check_tensor, empty_like_layout, ntuple)
+                                   check_supported_device, check_tensor, empty_like_layout, follow_weight_layout,
+                                   ntuple)
 
 
 def output_size(in_size: int, k: int, s: int, p: int, op: int, d: int) -> int:
@@ -210,7 +211,8 @@ def conv_transpose(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor
     if nd == 1:  # (N, C, L) -> (N, C, 1, L); weight (C_in, C_out/g, k) -> (C_in, C_out/g, 1, k)
         x, w = x.unsqueeze(2), w.unsqueeze(2)
         stride, padding, output_padding, dilation = [1] + stride, [0] + padding, [0] + output_padding, [1] + dilation
-    y = conv_transpose2d_forward(x, w, bias, stride, padding, output_padding, groups, dilation)
+    y = conv_transpose2d_forward(follow_weight_layout(x, w), w, bias, stride, padding, output_padding, groups,
+                                 dilation)
     if nd == 1:
         y = y.squeeze(2)
     return y.squeeze(0) if unbatched else y
