@@ -913,10 +913,10 @@ bool fcn_block_dgrad(const ConvT2dGeometry& g, const at::Tensor& grad_output, co
          (int64_t(g.kH / g.sH) * (g.kW / g.sW) * g.Cin + kBlkQ - 1) / kBlkQ <= 65535;
 }
 
-void fcn_block_dgrad_cuda(const at::Tensor& grad_output, const at::Tensor& weight, const ConvT2dGeometry& g,
+// w: the weight, contiguous (the caller's copy, which fcn_block_dgrad checked)
+void fcn_block_dgrad_cuda(const at::Tensor& grad_output, const at::Tensor& w, const ConvT2dGeometry& g,
                           at::Tensor& grad_input) {
   const char* op = "conv_transpose2d_backward_input";
-  const at::Tensor w = weight.contiguous();
   BlockDgrad p{};
   p.gy = grad_output.const_data_ptr<float>();
   p.w = w.const_data_ptr<float>();
@@ -986,12 +986,11 @@ bool fcn_block_forward(const ConvT2dGeometry& g, const at::Tensor& input, const 
          (g.Cout * g.sH * g.sW + kFwdN - 1) / kFwdN <= 65535;
 }
 
-void fcn_block_forward_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                            const ConvT2dGeometry& g, at::Tensor& output) {
+// w, b: the weight and (undefined or) bias, contiguous (the caller's copies, which fcn_block_forward checked)
+void fcn_block_forward_cuda(const at::Tensor& input, const at::Tensor& w, const at::Tensor& b, const ConvT2dGeometry& g,
+                            at::Tensor& output) {
   const char* op = "conv_transpose2d";
   TORCH_CHECK(output.is_contiguous(), op, ": internal: the block forward writes a contiguous output");
-  const at::Tensor w = weight.contiguous();
-  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
   BlockFwd p{};
   p.x = input.const_data_ptr<float>();
   p.w = w.const_data_ptr<float>();
@@ -1081,8 +1080,8 @@ at::Tensor conv_transpose2d_forward_cuda(const at::Tensor& input, const at::Tens
   p.out = output.data_ptr();
   const bool shuffle = g.kH == g.sH && g.kW == g.sW && g.pH == 0 && g.pW == 0 && g.dH == 1 && g.dW == 1 &&
                        g.opH == 0 && g.opW == 0;
-  if (fcn_block_forward(g, input, weight.contiguous())) {
-    fcn_block_forward_cuda(input, weight, bias, g, output);
+  if (fcn_block_forward(g, input, w)) {
+    fcn_block_forward_cuda(input, w, b, g, output);
     return output;
   }
   if (!simt_requested() && subpixel_forward(g)) {
@@ -1137,11 +1136,11 @@ at::Tensor conv_transpose2d_backward_input_cuda(const at::Tensor& grad_output, c
   const bool cl = conv_channels_last(grad_output);
   at::Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(conv_output_format(grad_output)));
   if (grad_input.numel() == 0) return grad_input;
-  if (fcn_block_dgrad(g, grad_output, weight.contiguous())) {
-    fcn_block_dgrad_cuda(grad_output, weight, g, grad_input);
+  const at::Tensor w = weight.contiguous();
+  if (fcn_block_dgrad(g, grad_output, w)) {
+    fcn_block_dgrad_cuda(grad_output, w, g, grad_input);
     return grad_input;
   }
-  const at::Tensor w = weight.contiguous();
   Params p = base_params(op, g);
   p.mode = kDgrad;
   p.ys = strides_of(grad_output);
