@@ -7,7 +7,8 @@ import torch
 from torch import Tensor
 
 from rnnkern.ops import rnn as _ops
-from rnnkern.ops._validate import ArgumentTypeError, ArgumentValueError, autocast_dtype, check_supported_device
+from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, autocast_cast, autocast_dtype,
+                                   check_supported_device)
 
 _NONLINEARITIES = ("tanh", "relu")
 
@@ -86,11 +87,7 @@ def rnn(input: Tensor, hx: Tensor, weights: Sequence[Sequence[Tensor]], nonlinea
 def rnn_cell(input: Tensor, hx: Optional[Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor] = None,
              b_hh: Optional[Tensor] = None, nonlinearity: str = "tanh") -> Tensor:
     """One step: h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh). input (B, I) or (I,), hx (B, H) or (H,)."""
-    dt = autocast_dtype(input)
-    if dt is not None:  # as torch's cell under autocast
-        input, hx = input.to(dt), None if hx is None else hx.to(dt)
-        w_ih, w_hh = w_ih.to(dt), w_hh.to(dt)
-        b_ih, b_hh = (None, None) if b_ih is None else (b_ih.to(dt), b_hh.to(dt))
+    input, hx, w_ih, w_hh, b_ih, b_hh = autocast_cast(input, hx, w_ih, w_hh, b_ih, b_hh)  # as torch's cell
     unbatched = input.dim() == 1
     x = input.unsqueeze(0) if unbatched else input
     if hx is None:

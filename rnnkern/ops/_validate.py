@@ -63,6 +63,15 @@ def autocast_dtype(t: torch.Tensor) -> torch.dtype | None:
     return torch.get_autocast_dtype(device)
 
 
+def autocast_cast(*tensors: torch.Tensor | None) -> tuple:
+    """The tensors in autocast's dtype for the first one's device (None stays None), or as they
+    are when autocast is off there: what torch's convolutions and RNN cells run on."""
+    dt = autocast_dtype(tensors[0])
+    if dt is None:
+        return tensors
+    return tuple(None if t is None else t.to(dt) for t in tensors)
+
+
 def ntuple(op: str, name: str, value, n: int, *, minimum: int | None = None) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool):
         out = [value] * n

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from rnnkern.ops._ext import _C
-from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, autocast_dtype, check_same,
+from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, autocast_cast, check_same,
                                    check_supported_device, check_tensor, empty_like_layout, follow_weight_layout,
                                    ntuple)
 
@@ -176,10 +176,8 @@ def conv(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride,
     the caller's rank. nd = 1 runs as a 2-D convolution with H = 1."""
     check_tensor(op, "input", input, dims=(nd + 1, nd + 2), floating=True)
     check_tensor(op, "weight", weight, dims=(nd + 2,), floating=True)
-    dt = autocast_dtype(input)
-    if dt is not None:  # torch runs convolutions in the autocast dtype; so do we
-        input, weight = input.to(dt), weight.to(dt)
-        bias = None if bias is None else bias.to(dt)
+    # torch runs convolutions in the autocast dtype; so do we
+    input, weight, bias = autocast_cast(input, weight, bias)
     check_same(op, "input", input, "weight", weight)
     if bias is not None:
         check_tensor(op, "bias", bias, dims=(1,), floating=True)

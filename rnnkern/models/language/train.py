@@ -39,6 +39,7 @@ from rnnkern.models.language.fixed_context import FixedContextLM, context_window
 from rnnkern.models.language.ngram import NGramLM
 from rnnkern.models.language.rnn_lm import RNNLM
 from rnnkern.models.language.vocab import Vocab
+from rnnkern.models._resume import resume_settings, take_from_checkpoint
 
 CKPT_FORMAT = "rnnkern-lm/1"
 LN2 = math.log(2.0)
@@ -298,16 +299,6 @@ RESUME_DEFAULTS = ("corpus", "replace_bad_bytes", "split", "k", "discount", "dro
 RESUME_STOP = ("steps", "epochs", "time_budget")
 
 
-def _take_fixed(cfg: LMConfig, old: dict, log, asked: Optional[dict] = None) -> None:
-    """RESUME_FIXED from the checkpoint's config `old` into cfg; logs those in `asked` (all when
-    None) that differ."""
-    for key in RESUME_FIXED:
-        if key in old and old[key] != getattr(cfg, key):
-            if asked is None or key in asked:
-                log(f"resume: taking {key}={old[key]!r} from the checkpoint (asked {getattr(cfg, key)!r})")
-            setattr(cfg, key, old[key])
-
-
 def resume_config(path: str, given: dict, log=print) -> LMConfig:
     """The config that continues the run of checkpoint `path`, `given` being the options the user
     passed: RESUME_FIXED from the checkpoint, RESUME_DEFAULTS and RESUME_STOP from it unless
@@ -315,17 +306,10 @@ def resume_config(path: str, given: dict, log=print) -> LMConfig:
     `given` or LMConfig's defaults. Differences are logged."""
     old = read_checkpoint(path)["config"]
     cfg = LMConfig(**given)
-    _take_fixed(cfg, old, log, asked=given)
-    for key in RESUME_DEFAULTS:
-        if key not in given:
-            setattr(cfg, key, old.get(key, getattr(cfg, key)))
-        elif given[key] != old.get(key):
-            log(f"resume: {key}={given[key]!r} instead of the run's {old.get(key)!r}")
+    resume_settings(cfg, old, path, given, RESUME_FIXED, RESUME_DEFAULTS, log)
     if not any(k in given for k in RESUME_STOP):
         for key in RESUME_STOP:
             setattr(cfg, key, old.get(key))
-    if "out" not in given:
-        cfg.out = str(Path(path).parent)
     return cfg
 
 
@@ -646,7 +630,8 @@ def train(cfg: LMConfig, resume: Optional[str] = None, log=print) -> dict:
     vocab = None
     if resume:
         ck = read_checkpoint(resume)
-        _take_fixed(cfg, ck["config"], log)  # the CLI's resume_config did this already; API callers
+        # the architecture from the checkpoint: the CLI's resume_config did this already, API callers need it
+        take_from_checkpoint(cfg, ck["config"], RESUME_FIXED, log)
         vocab = Vocab.from_dict(ck["vocab"])
     corpus = load_corpus(cfg, vocab)
     if cfg.model == "ngram":

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from rnnkern.models._resume import resume_settings, take_from_checkpoint
 from rnnkern.models.segmentation import build_model
 from rnnkern.models.segmentation.data import (IGNORE_INDEX, VOC_PALETTE, DataError, SegData, load_dataset,
                                               read_image, write_label_png, write_png)
@@ -277,19 +278,9 @@ def resume_config(path: str, given: dict, log=print) -> TrainConfig:
     directory = the checkpoint's folder unless `given` has "out"; the rest (device, threads, time
     budget, ...) from `given` or TrainConfig's defaults. Differences are logged."""
     old = load_checkpoint(path)["config"]
-    cfg = TrainConfig(**{k: v for k, v in given.items() if k not in RESUME_FIXED})
+    cfg = TrainConfig(**given)
     cfg.resume = str(path)
-    for key in RESUME_FIXED:
-        if key in given and given[key] != old.get(key):
-            log(f"resume: taking {key}={old.get(key)!r} from the checkpoint (asked {given[key]!r})")
-        setattr(cfg, key, old.get(key))
-    for key in RESUME_DEFAULTS:
-        if key not in given:
-            setattr(cfg, key, old.get(key, getattr(cfg, key)))
-        elif given[key] != old.get(key):
-            log(f"resume: {key}={given[key]!r} instead of the run's {old.get(key)!r}")
-    if "out" not in given:
-        cfg.out = str(Path(path).parent)
+    resume_settings(cfg, old, path, given, RESUME_FIXED, RESUME_DEFAULTS, log)
     return cfg
 
 
@@ -313,11 +304,7 @@ def _train(cfg: TrainConfig, data: Optional[SegData]) -> dict:
     resume_ckpt = None
     if cfg.resume:
         resume_ckpt = load_checkpoint(cfg.resume)
-        old = resume_ckpt["config"]
-        for key in RESUME_FIXED:
-            if old.get(key) != getattr(cfg, key):
-                _log(f"resume: taking {key}={old.get(key)!r} from the checkpoint (asked {getattr(cfg, key)!r})")
-                setattr(cfg, key, old.get(key))
+        take_from_checkpoint(cfg, resume_ckpt["config"], RESUME_FIXED, _log)
     torch.manual_seed(cfg.seed)
     if data is None:
         data = load_dataset(cfg.dataset, seed=cfg.seed, train_size=cfg.train_size, val_size=cfg.val_size,
