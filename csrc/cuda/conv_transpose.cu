@@ -63,6 +63,7 @@
 
 #include "../conv_common.h"
 #include "../ops.h"
+#include "kernel_queries.cuh"
 #include "tensor_core.cuh"
 
 namespace rnnkern {
@@ -932,15 +933,10 @@ void fcn_block_dgrad_cuda(const at::Tensor& grad_output, const at::Tensor& w, co
   p.K = static_cast<int>(K);
   p.gy_n = grad_output.stride(0);
   p.gy_c = grad_output.stride(1);
-  // per call, as conv.cu's launch_with_dynamic_smem (the attribute is per device), and before the
-  // occupancy query, which depends on it
-  C10_CUDA_CHECK(
-      cudaFuncSetAttribute(fcn_dgrad_block_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBlkSmemBytes));
+  allow_full_shared_memory(fcn_dgrad_block_kernel);  // before the occupancy query, which counts on it
   // Split K so that the blocks fill the GPU once, rounding down (a second wave of a few blocks
   // would double the time), keeping >= 8 k-steps per split so the ring fills.
-  int per_sm = 0;
-  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fcn_dgrad_block_kernel, kThreads,
-                                                               kBlkSmemBytes));
+  const int per_sm = blocks_per_sm(fcn_dgrad_block_kernel, kThreads, kBlkSmemBytes);
   const int64_t slots = int64_t(std::max(per_sm, 1)) * at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int64_t tiles = ((M + kBlkM - 1) / kBlkM) * ((Q + kBlkQ - 1) / kBlkQ), k_steps = K / kBlkK;
   const int64_t want = std::max<int64_t>(1, std::min<int64_t>(slots / tiles, k_steps / 8));
@@ -1007,8 +1003,7 @@ void fcn_block_forward_cuda(const at::Tensor& input, const at::Tensor& w, const 
   p.K = static_cast<int>(K);
   const int64_t gy = (Ncols + kFwdN - 1) / kFwdN;
   TORCH_CHECK(gy <= 65535, op, ": C_out * sH * sW (", Ncols, ") too large for one launch");
-  C10_CUDA_CHECK(
-      cudaFuncSetAttribute(fcn_forward_block_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kFwdSmemBytes));
+  allow_full_shared_memory(fcn_forward_block_kernel);
   const dim3 grid(static_cast<unsigned>((M + kFwdM - 1) / kFwdM), static_cast<unsigned>(gy));
   fcn_forward_block_kernel<<<grid, kThreads, kFwdSmemBytes, at::cuda::getCurrentCUDAStream()>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -44,7 +44,6 @@
 #include <ATen/cuda/CUDADataType.h>
 #include <ATen/cuda/Exceptions.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/util/FunctionRef.h>
 #include <cooperative_groups.h>
 
 #include <algorithm>
@@ -52,12 +51,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
-#include <map>
-#include <mutex>
 #include <tuple>
 
 #include "../ops.h"
 #include "../rnn_driver.h"
+#include "kernel_queries.cuh"
 #include "tensor_core.cuh"
 
 namespace rnnkern {
@@ -596,55 +594,7 @@ PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H) {
   return cfg;
 }
 
-// ---- host: the runtime queries before a launch, each asked once ------------------------------
-// Benchmarks time each call alone, so host time before the persistent kernel launches is exposed,
-// and every call used to repeat the same attribute sets and occupancy probes (several us). Their
-// answers depend only on the device, the kernel and the launch shape, so cached_query asks each
-// once per process and remembers the answer.
-enum class QueryKind { kSharedMemoryCap, kNonPortableClusters, kPtxVersion, kBlocksPerSm, kResidentClusters };
-
-// One query about one kernel and the launch shape its answer depends on (0 where it does not);
-// brace-initialised in member order (the device build is C++17: no designated initialisers).
-struct KernelQuery {
-  QueryKind kind;
-  const void* kernel;
-  int block = 0, grid = 0, cluster = 0;
-  size_t smem = 0;
-};
-
-template <typename Kernel>
-const void* kernel_id(Kernel kernel) {
-  return reinterpret_cast<const void*>(kernel);
-}
-
-// ask() the first time q is seen on the current device, its stored answer after. The lock is held
-// through ask(), so first calls on two threads (autograd's device thread runs the backward) ask
-// once; an ask() that throws stores nothing.
-int cached_query(const KernelQuery& q, c10::function_ref<int()> ask) {
-  using Key = std::tuple<int, QueryKind, const void*, int, int, int, size_t>;
-  static std::mutex mutex;
-  static std::map<Key, int> answers;
-  const Key key{at::cuda::current_device(), q.kind, q.kernel, q.block, q.grid, q.cluster, q.smem};
-  const std::lock_guard<std::mutex> lock(mutex);
-  auto it = answers.find(key);
-  if (it == answers.end()) it = answers.emplace(key, ask()).first;
-  return it->second;
-}
-
-// The dynamic shared-memory cap, not this call's size: one value for every call, so a launch on
-// another host thread (autograd's device thread runs the backward) cannot lower it between our
-// set and our launch. The kernel has no static shared memory, so the whole opt-in limit is available.
-// Being the same value every time, and kept by the kernel on that device once set, it is set once
-// per device and kernel; the occupancy probes below count on it and run after it.
-template <typename Kernel>
-void allow_full_shared_memory(Kernel kernel) {
-  cached_query({QueryKind::kSharedMemoryCap, kernel_id(kernel)}, [&] {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin)));
-    return 1;
-  });
-}
-
+// ---- host: the runtime queries before a launch (cached_query: kernel_queries.cuh) -----------
 // The PTX version the kernel was built from on this device (< 90: no sm_90 code, so no clusters).
 template <typename Kernel>
 int ptx_version(Kernel kernel) {
@@ -702,12 +652,7 @@ template <typename scalar_t, StepBarrier kBarrier, int kBatchTile>
 bool launch_cooperative(const PersistentConfig& cfg, PersistentParams<scalar_t> params) {
   auto kernel = rnn_persistent_kernel<scalar_t, kBarrier, kBatchTile>;
   allow_full_shared_memory(kernel);
-  const int per_sm = cached_query(
-      {QueryKind::kBlocksPerSm, kernel_id(kernel), kPersistThreads, 0, 0, cfg.smem}, [&] {
-        int n = 0;
-        C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kPersistThreads, cfg.smem));
-        return n;
-      });
+  const int per_sm = blocks_per_sm(kernel, kPersistThreads, cfg.smem);
   if (per_sm * at::cuda::getCurrentDeviceProperties()->multiProcessorCount < cfg.grid)
     return fall_back("not co-resident", cfg.grid);
   at::Tensor arrivals;

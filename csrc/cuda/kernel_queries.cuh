@@ -1,0 +1,73 @@
+// CUDA runtime queries about a kernel, asked once per process and device. Benchmarks time each
+// call alone, so host time before a launch is exposed, and every call used to repeat the same
+// attribute sets and occupancy probes (several us). Their answers depend only on the device, the
+// kernel and the launch shape, so cached_query asks each once and remembers the answer. Used by
+// rnn.cu's persistent launches and conv_transpose.cu's block GEMMs.
+#pragma once
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/util/FunctionRef.h>
+
+#include <map>
+#include <mutex>
+#include <tuple>
+
+namespace rnnkern {
+
+// What a query asks (part of the cache key).
+enum class QueryKind { kSharedMemoryCap, kNonPortableClusters, kPtxVersion, kBlocksPerSm, kResidentClusters };
+
+// One query about one kernel and the launch shape its answer depends on (0 where it does not);
+// brace-initialised in member order (the device build is C++17: no designated initialisers).
+struct KernelQuery {
+  QueryKind kind;
+  const void* kernel;
+  int block = 0, grid = 0, cluster = 0;
+  size_t smem = 0;
+};
+
+template <typename Kernel>
+const void* kernel_id(Kernel kernel) {
+  return reinterpret_cast<const void*>(kernel);
+}
+
+// ask() the first time q is seen on the current device, its stored answer after. The lock is held
+// through ask(), so first calls on two threads (autograd's device thread runs the backward) ask
+// once; an ask() that throws stores nothing.
+inline int cached_query(const KernelQuery& q, c10::function_ref<int()> ask) {
+  using Key = std::tuple<int, QueryKind, const void*, int, int, int, size_t>;
+  static std::mutex mutex;
+  static std::map<Key, int> answers;
+  const Key key{at::cuda::current_device(), q.kind, q.kernel, q.block, q.grid, q.cluster, q.smem};
+  const std::lock_guard<std::mutex> lock(mutex);
+  auto it = answers.find(key);
+  if (it == answers.end()) it = answers.emplace(key, ask()).first;
+  return it->second;
+}
+
+// The dynamic shared-memory cap, not this call's size: one value for every call, so a launch on
+// another host thread (autograd's device thread runs the backward) cannot lower it between our
+// set and our launch. For kernels without static shared memory (the whole opt-in limit is then
+// available). Being the same value every time, and kept by the kernel on that device once set,
+// it is set once per device and kernel; occupancy probes count on it and run after it.
+template <typename Kernel>
+void allow_full_shared_memory(Kernel kernel) {
+  cached_query({QueryKind::kSharedMemoryCap, kernel_id(kernel)}, [&] {
+    const int cap = static_cast<int>(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin);
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, cap));
+    return 1;
+  });
+}
+
+// Resident blocks of `kernel` an SM with `threads` threads and `smem` bytes of dynamic shared
+// memory (after allow_full_shared_memory where smem exceeds the default 48 KB).
+template <typename Kernel>
+int blocks_per_sm(Kernel kernel, int threads, size_t smem) {
+  return cached_query({QueryKind::kBlocksPerSm, kernel_id(kernel), threads, 0, 0, smem}, [&] {
+    int n = 0;
+    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem));
+    return n;
+  });
+}
+
+}  // namespace rnnkern
