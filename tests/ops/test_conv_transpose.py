@@ -341,8 +341,8 @@ def test_cuda_fcn_block_misaligned_weight(monkeypatch):
     copies: both passes take the general kernels and still agree with torch."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     x = torch.randn(2, 21, 3, 4, device="cuda")
-    flat = torch.randn(21 * 21 * 64 * 64 + 1, device="cuda")
-    w = flat[1:].view(21, 21, 64, 64) / 64
+    flat = torch.randn(21 * 21 * 64 * 64 + 1, device="cuda") / 64
+    w = flat[1:].view(21, 21, 64, 64)  # (a view: dividing it would copy into an aligned tensor)
     assert w.is_contiguous() and w.data_ptr() % 16 != 0
     args = ([32, 32], [0, 0], [0, 0], 1, [1, 1])
     y = ops.conv_transpose2d_forward(x, w, None, *args)
