@@ -4,8 +4,10 @@ grad_input (fcn_dgrad_block_kernel + fcn_dgrad_finish_kernel): every thread's 16
 the shared tiles (offsets, zero-filled rows, the k-step decomposition into (co, ph, pw)), every
 warp's tf32 fragment reads, the partial-tile epilogue, the host's split-K bookkeeping
 (fcn_block_dgrad_cuda) and the finishing sum over splits and Jh x Jw overlaps.
-forward (fcn_forward_block_kernel): the 4-byte copies of x (zero off the image and past K), the
-16-byte runs of w, the fragments of a [k][c] B tile, and the float2 stores with the bias.
+forward (fcn_forward_block_kernel): the block's k tables, its run of tiles over one wave of
+blocks (A reloaded where a run crosses row tiles), the 4-byte copies of x (zero off the image and
+past K), the 16-byte runs of w, the fragments of [k][m] A and [k][c] B tiles, the column tables
+and the float2 stores with the bias.
 Fragments follow the mma.sync m16n8k8 tf32 layouts (PTX ISA, "Matrix Fragments for mma.m16n8k8").
 Results must equal torch's F.conv_transpose2d (and its grad_input) in float64; every output must
 be written. No GPU needed; the CUDA tests on a GPU are what verify the kernels.
@@ -140,98 +142,120 @@ def replay(gy, w, N, Cin, Cout, H, W, s, J, slots):
     return gx, splits
 
 
-FM, FN, FK, LDA, LDB = 128, 128, 32, 128 + 8, 128 + 8
+FM, FN, FKMAX = 128, 128, 96
 
 
-def split_k(k, Cin, J):
-    """fcn_forward_block_kernel's split_k: k -> (jr, jc, ci)."""
-    tap, ci = divmod(k, Cin)
-    jr, jc = divmod(tap, J)
-    return jr, jc, ci
-
-
-def advance_k(by, jr, jc, ci, Cin, J):
-    """fcn_forward_block_kernel's advance_k: k += by without a division."""
-    ci += by
-    while ci >= Cin:
-        jc += 1
-        if jc == J:
-            jc, jr = 0, jr + 1
-        ci -= Cin
-    return jr, jc, ci
-
-
-def replay_forward(x, w, b, N, Cin, Cout, H, W, s, J):
+def replay_forward(x, w, b, N, Cin, Cout, H, W, s, J, blocks):
+    """fcn_forward_block_kernel on `blocks` blocks (the host's one wave): the block's k tables,
+    its run of (row tile, column tile) units, A reloaded where a run crosses into the next row
+    tile, the column tables and the float2 stores."""
     kH = kW = J * s
     OH, OW = (H + J - 1) * s, (W + J - 1) * s
     Hb, Wb = H + J - 1, W + J - 1
     M, Ncols, K = N * Hb * Wb, Cout * s * s, J * J * Cin
+    Kp = -(-K // 8) * 8
+    assert Kp <= FKMAX
     plane, blk = Hb * Wb, s * s
     x_flat, w_flat = x.reshape(-1), w.reshape(-1)
     xs = (Cin * H * W, H * W, W, 1)
     y = np.full(N * Cout * OH * OW, np.nan)
-    steps = -(-K // FK)
-    for bx in range(-(-M // FM)):
-        for by in range(-(-Ncols // FN)):
-            m0, c0 = bx * FM, by * FN
-            acc = [[[[0.0] * 4 for _ in range(8)] for _ in range(2)] for _ in range(THREADS)]
-            for step in range(steps):
-                A = np.full((FK, LDA), np.nan)  # [k][m]
-                B = np.full((FK, LDB), np.nan)
-                for tid in range(THREADS):
-                    am, ak0 = tid % FM, tid // FM
-                    m = m0 + am
-                    an, ar = divmod(m, plane)
-                    aI, aJ = divmod(ar, Wb)
-                    jr, jc, ci = split_k(step * FK + ak0, Cin, J)
-                    for i in range(FK // 2):
-                        kl = ak0 + 2 * i
-                        k = step * FK + kl
-                        ih, iw = aI - jr, aJ - jc
-                        ok = m < M and k < K and 0 <= ih < H and 0 <= iw < W
-                        A[kl, am] = x_flat[an * xs[0] + ci * xs[1] + ih * xs[2] + iw * xs[3]] if ok else 0.0
-                        jr, jc, ci = advance_k(2, jr, jc, ci, Cin, J)
-                    bc, bk0 = c0 + 4 * (tid % 32), tid // 32
-                    bco, brem = divmod(bc, blk)
-                    bph, bpw = divmod(brem, s)
-                    w_col = (bco * kH + bph) * kW + bpw
-                    jr, jc, ci = split_k(step * FK + bk0, Cin, J)
-                    for i in range(4):
-                        kl = bk0 + 8 * i
-                        k = step * FK + kl
-                        ok = bc < Ncols and k < K
-                        off = ci * Cout * kH * kW + jr * s * kW + jc * s + w_col
-                        B[kl, 4 * (tid % 32):4 * (tid % 32) + 4] = w_flat[off:off + 4] if ok else 0.0
-                        jr, jc, ci = advance_k(8, jr, jc, ci, Cin, J)
-                warp_mma(acc, 8, FK, lambda r, k: A[k, r], lambda n, k: B[k, n])
+    col_tiles = -(-Ncols // FN)
+    units = -(-M // FM) * col_tiles
+    blocks = min(units, blocks)
+    for bx in range(blocks):
+        u_begin, u_end = units * bx // blocks, units * (bx + 1) // blocks
+        # k tables (x_k, w_k, tap_k)
+        x_k, w_k, tap_k = [], [], []
+        for k in range(Kp):
+            tap, ci = divmod(k, Cin)
+            jr, jc = divmod(tap, J)
+            ok = k < K
+            x_k.append(ci * xs[1] if ok else 0)
+            w_k.append((ci * Cout * kH + jr * s) * kW + jc * s if ok else -1)
+            tap_k.append((jr << 16) | jc if ok else -1)
+        A = np.full((Kp, FM), np.nan)  # [k][m]
+
+        def load_a(mt):
+            for tid in range(THREADS):
+                am = tid % FM
+                m = mt * FM + am
+                n, r = divmod(m, plane)
+                I, Jj = divmod(r, Wb)
+                for k in range(tid // FM, Kp, THREADS // FM):
+                    tap = tap_k[k]
+                    ih, iw = I - (tap >> 16), Jj - (tap & 0xFFFF)
+                    ok = m < M and tap >= 0 and 0 <= ih < H and 0 <= iw < W
+                    A[k, am] = x_flat[n * xs[0] + x_k[k] + ih * xs[2] + iw * xs[3]] if ok else 0.0
+
+        def load_b(ct):
+            B = np.full((Kp, FN), np.nan)  # [k][c]
+            for tid in range(THREADS):
+                c = ct * FN + 4 * (tid % 32)
+                co, rem = divmod(c, blk)
+                ph, pw = divmod(rem, s)
+                w_c = (co * kH + ph) * kW + pw
+                for k in range(tid // 32, Kp, THREADS // 32):
+                    ok = c < Ncols and w_k[k] >= 0
+                    B[k, 4 * (tid % 32):4 * (tid % 32) + 4] = w_flat[w_c + w_k[k]:w_c + w_k[k] + 4] if ok else 0.0
+            return B
+
+        def columns(ct):
+            off, bias = [], []
+            for tid in range(FN):
+                c = ct * FN + tid
+                co, rem = divmod(c, blk)
+                ph, pw = divmod(rem, s)
+                ok = c < Ncols
+                off.append((co * OH + ph) * OW + pw if ok else -1)
+                bias.append(b[co] if ok and b is not None else 0.0)
+            return off, bias
+
+        def rows(mt):
+            out = {}
             for tid in range(THREADS):
                 warp, lane = tid // 32, tid % 32
-                wm, wn, g, t = warp // 2, warp % 2, lane // 4, lane % 4
+                wm, g = warp // 2, lane // 4
                 for i in range(2):
                     for h in range(2):
-                        mm = m0 + wm * 32 + i * 16 + g + 8 * h
-                        if mm >= M:
-                            continue
-                        n, r = divmod(mm, plane)
+                        m = mt * FM + wm * 32 + i * 16 + g + 8 * h
+                        n, r = divmod(m, plane)
                         I, Jj = divmod(r, Wb)
-                        base = (n * Cout * OH + I * s) * OW + Jj * s
-                        cs = c0 + wn * 64 + 2 * t
-                        co, rem = divmod(cs, blk)
-                        ph, pw = divmod(rem, s)
-                        for j in range(8):
-                            if cs + j * 8 >= Ncols:
-                                break
-                            bv = b[co] if b is not None else 0.0
-                            at = base + (co * OH + ph) * OW + pw
+                        out[tid, i, h] = (n * Cout * OH + I * s) * OW + Jj * s if m < M else -1
+            return out
+
+        if u_begin >= u_end:
+            continue
+        mt = u_begin // col_tiles
+        load_a(mt)
+        B = load_b(u_begin % col_tiles)
+        y_row = rows(mt)
+        for u in range(u_begin, u_end):
+            off, bias = columns(u % col_tiles)
+            more = u + 1 < u_end
+            next_mt = (u + 1) // col_tiles if more else mt
+            acc = [[[[0.0] * 4 for _ in range(8)] for _ in range(2)] for _ in range(THREADS)]
+            warp_mma(acc, 8, Kp, lambda r, k: A[k, r], lambda n, k: B[k, n])
+            for tid in range(THREADS):
+                warp, lane = tid // 32, tid % 32
+                wn, t = warp % 2, lane % 4
+                for j in range(8):
+                    col = wn * 64 + j * 8 + 2 * t
+                    if off[col] < 0:
+                        continue
+                    for i in range(2):
+                        for h in range(2):
+                            if y_row[tid, i, h] < 0:
+                                continue
+                            at = y_row[tid, i, h] + off[col]
                             assert at % 2 == 0, "float2 store misaligned"
-                            y[at] = acc[tid][i][j][2 * h] + bv
-                            y[at + 1] = acc[tid][i][j][2 * h + 1] + bv
-                            pw += 8
-                            while pw >= s:
-                                pw -= s
-                                ph += 1
-                                if ph == s:
-                                    ph, co = 0, co + 1
+                            y[at] = acc[tid][i][j][2 * h] + bias[col]
+                            y[at + 1] = acc[tid][i][j][2 * h + 1] + bias[col]
+            if more:
+                if next_mt != mt:
+                    mt = next_mt
+                    load_a(mt)
+                    y_row = rows(mt)
+                B = load_b((u + 1) % col_tiles)
     assert not np.isnan(y).any(), "an output was never written"
     return y.reshape(N, Cout, OH, OW)
 
@@ -252,18 +276,20 @@ def main():
         print(f"N{N} Cin{Cin} Cout{Cout} {H}x{W} s{s} J{J}: {splits} splits, max rel err {err:.2e}")
         assert err < 1e-12, (N, Cin, Cout, H, W, s, J)
     print("fcn_dgrad_block replay: all cases match F.conv_transpose2d's grad_input")
-    # forward: several M tiles, a partial N tile (C_out s^2 = 192), K past one step with a
-    # partial last step (J^2 C_in = 36), J = 1 and 3, bias and none
-    for N, Cin, Cout, H, W, s, J, bias in [(2, 9, 3, 4, 5, 8, 2, True), (1, 4, 1, 2, 3, 8, 3, False),
-                                          (3, 5, 2, 8, 9, 8, 1, True), (1, 21, 1, 2, 2, 16, 2, True),
-                                          (2, 3, 5, 3, 4, 4, 3, True)]:
+    # forward: several row tiles with runs that cross them (few blocks: A reloads), a partial
+    # column tile (C_out s^2 = 192), K not a multiple of 8 (36, 4: zero rows), K = 96, J = 1 and 3,
+    # bias and none, more blocks than tiles
+    for N, Cin, Cout, H, W, s, J, bias, blocks in [(2, 9, 3, 4, 5, 8, 2, True, 3), (1, 4, 1, 2, 3, 8, 3, False, 132),
+                                                  (3, 5, 3, 8, 9, 8, 1, True, 2), (1, 21, 1, 2, 2, 16, 2, True, 2),
+                                                  (2, 3, 5, 3, 4, 4, 3, True, 4), (1, 24, 1, 9, 7, 8, 2, False, 5)]:
         x = torch.from_numpy(rng.standard_normal((N, Cin, H, W)))
         w = torch.from_numpy(rng.standard_normal((Cin, Cout, J * s, J * s)))
         b = torch.from_numpy(rng.standard_normal(Cout)) if bias else None
         ref = F.conv_transpose2d(x, w, b, s).numpy()
-        got = replay_forward(x.numpy(), w.numpy(), None if b is None else b.numpy(), N, Cin, Cout, H, W, s, J)
+        got = replay_forward(x.numpy(), w.numpy(), None if b is None else b.numpy(), N, Cin, Cout, H, W, s, J,
+                             blocks)
         err = np.abs(got - ref).max() / np.abs(ref).max()
-        print(f"forward N{N} Cin{Cin} Cout{Cout} {H}x{W} s{s} J{J} bias={bias}: max rel err {err:.2e}")
+        print(f"forward N{N} Cin{Cin} Cout{Cout} {H}x{W} s{s} J{J} bias={bias} blocks={blocks}: max rel err {err:.2e}")
         assert err < 1e-12, (N, Cin, Cout, H, W, s, J)
     print("fcn_forward_block replay: all cases match F.conv_transpose2d")
 

@@ -172,13 +172,13 @@ CASES = {
         dict(dtype="float32", channels_last=False, n=8, cin=2048, cout=256, hw=32, d=18),
         "gather_conv_kernel", per_iter=1, count=1),
     # FCN-32s head, k64 s32 p0 (csrc/cuda/conv_transpose.cu), fp32 under TF32: the forward is ONE
-    # fcn_forward_block_kernel, the grad-input ONE fcn_dgrad_block_kernel, then
-    # fcn_dgrad_finish_kernel (no match). 2 an iteration.
+    # fcn_forward_block_kernel, the grad-input ONE fcn_dgrad_block_kernel, then ONE
+    # fcn_dgrad_finish_kernel. 3 an iteration.
     "convt-fp32-FCN32s-head": Case(
         "FCN-32s head fp32 NCHW 21->21 k64 s32 N8 16x16->544: forward (fcn_forward_block_kernel) + grad-input "
-        "(fcn_dgrad_block_kernel, split-K)", conv_transpose,
+        "(fcn_dgrad_block_kernel, split-K, and fcn_dgrad_finish_kernel)", conv_transpose,
         dict(dtype="float32", n=8, cin=21, cout=21, hw=16, k=64, s=32, p=0),
-        "fcn_forward_block_kernel|fcn_dgrad_block_kernel", per_iter=2, count=2),
+        "fcn_forward_block_kernel|fcn_dgrad_block_kernel|fcn_dgrad_finish_kernel", per_iter=3, count=3),
     # max_unpool (csrc/cuda/max_unpool.cu): dense 2x2 with OH = 2H, OW = 2W: the forward launches
     # ONE unpool_gather2x2[_pairs]_kernel (then reads its flags: no scatter for max_pool's
     # indices), the backward ONE unpool_backward_dense[_pairs]_kernel (the pair kernels: NCHW, even

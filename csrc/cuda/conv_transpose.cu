@@ -652,18 +652,30 @@ __global__ void __launch_bounds__(kThreads) fcn_dgrad_finish_kernel(const BlockD
 // (H + Jh - 1) x (W + Jw - 1) output blocks, columns c = (co, ph, pw) and k = (jr, jc, ci),
 //   y[n, co, I sH + ph, J sW + pw] = b[co] + sum_k x[n, ci, I - jr, J - jc] w[ci, co, jr sH + ph, jc sW + pw]
 // (x is zero outside its H x W). K = Jh Jw C_in is short (84 for the FCN-32s head) and the
-// output long (N C_out OH OW: 199 MB for the head at N8), so a block stages its 128 x 32 slice of
-// x (4-byte cp.async, zero-filled off the image) and of w (16-byte runs along pw) per k-step,
-// runs mma.sync m16n8k8 tf32 and stores its 128 x 128 outputs straight from the accumulators,
-// two neighbouring pw per store, bias added. The engine's sub-pixel form of this GEMM
-// (subpixel_forward) stages its outputs through shared memory to store them shuffled.
-// Two stages: the FCN shapes have K of 1-3 k-steps, and 70 KB a block fits two blocks an SM
-// on sm_80 / sm_90 and the 99 KB a block of sm_86 / sm_89 / sm_120.
-constexpr int kFwdM = 128, kFwdN = 128, kFwdK = 32, kFwdStages = 2;
-constexpr int kFwdLdA = kFwdM + 8;  // A as [k][m]: 4-byte copies of 32 consecutive m hit 32 banks;
-constexpr int kFwdLdB = kFwdN + 8;  // B as [k][c]: fragment reads (8t + g) on 32 banks; 16-byte rows
-constexpr int kFwdStageFloats = kFwdK * kFwdLdA + kFwdK * kFwdLdB;
-constexpr int kFwdSmemBytes = kFwdStages * kFwdStageFloats * 4;
+// output long (N C_out OH OW: 199 MB for the head at N8), so a block keeps its 128-row slice of A
+// (x over all of K, 4-byte cp.async, zero off the image) in shared memory and walks a run of
+// 128-column tiles: it multiplies one tile (mma.sync m16n8k8 tf32) and stores it straight from
+// the accumulators, two neighbouring pw per streaming store with the bias, while the next tile's
+// B (w in 16-byte runs along pw) lands in the other half of a double buffer. The runs split the
+// (row tile, column tile) grid evenly over one wave of blocks; a run that crosses into the next
+// row tile reloads A. Every index that does not change along a run is computed once into shared
+// tables (k -> offsets and taps per block; column -> output offset and bias per tile). The first
+// version (one tile a block, A re-staged and every index re-derived per tile) issued 20 integer
+// instructions per mma: 245 us on an H200 for the FCN-32s head against a ~46 us store floor.
+// For K <= 96 (the FCN upsamplers of up to 24 classes); wider K runs subpixel_forward.
+constexpr int kFwdM = 128, kFwdN = 128, kFwdKMax = 96;
+constexpr int kFwdLd = 128 + 8;  // A [k][m] and B [k][c]: fragment reads (8t + g) hit 32 banks; 16-byte rows
+
+struct FwdTables {
+  int64_t x_k[kFwdKMax];  // ci * x's channel stride
+  int w_k[kFwdKMax];      // (ci C_out kH + jr sH) kW + jc sW, -1 for k >= K (zero rows)
+  int tap_k[kFwdKMax];    // jr << 16 | jc, -1 for k >= K
+  int col_off[2][kFwdN];  // (co OH + ph) OW + pw of a tile's columns, -1 past C_out sH sW
+  float col_bias[2][kFwdN];
+};
+
+// tables, A (kp rows) and two B buffers (kp rows each); kp = K rounded up to the mma's k of 8
+size_t fwd_smem_bytes(int kp) { return sizeof(FwdTables) + size_t(3) * kp * kFwdLd * sizeof(float); }
 
 struct BlockFwd {
   const float* x;  // (N, C_in, H, W), strides xs
@@ -672,109 +684,130 @@ struct BlockFwd {
   float* y;        // (N, C_out, OH, OW), contiguous
   S4 xs;
   int N, Cin, Cout, H, W, sH, sW, kH, kW, Jh, Jw, OH, OW, Hb, Wb;
-  int M, Ncols, K;
+  int M, Ncols, K, Kp, col_tiles;
+  int64_t units;  // row tiles x column tiles, tile u = (u / col_tiles, u % col_tiles)
 };
 
 __global__ void __launch_bounds__(kThreads, 2) fcn_forward_block_kernel(const BlockFwd p) {
 #if RNNKERN_HAS_WMMA
   extern __shared__ __align__(16) float blk_smem[];
+  FwdTables& tab = *reinterpret_cast<FwdTables*>(blk_smem);
+  float* const As = blk_smem + sizeof(FwdTables) / sizeof(float);
+  float* const Bs = As + p.Kp * kFwdLd;  // two buffers of p.Kp x kFwdLd
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int m0 = blockIdx.x * kFwdM, c0 = blockIdx.y * kFwdN;
-  const int steps = (p.K + kFwdK - 1) / kFwdK;
-  const int blk = p.sH * p.sW;
+  const int64_t u_begin = p.units * blockIdx.x / gridDim.x, u_end = p.units * (blockIdx.x + 1) / gridDim.x;
+  const int plane = p.Hb * p.Wb, blk = p.sH * p.sW;
 
-  // A copies: thread tid owns row m0 + tid % 128 (consecutive threads: neighbouring J, so
-  // neighbouring x columns) and k = tid / 128 + 2 i of each step, i < 16.
-  const int am = tid % kFwdM, ak0 = tid / kFwdM;
-  const int m = m0 + am;
-  const bool m_ok = m < p.M;
-  const int plane = p.Hb * p.Wb;
-  const int an = m / plane, ar = m - an * plane, aI = ar / p.Wb, aJ = ar - aI * p.Wb;
-  const float* x_n = p.x + an * p.xs.n;
-  // B copies: thread tid owns the 4 columns c0 + 4 (tid % 32) .. + 3 (one pw run) of k-rows
-  // tid / 32 + 8 i of each step, i < 4.
-  const int bc = c0 + 4 * (tid % 32), bk0 = tid / 32;
-  const bool c_ok = bc < p.Ncols;
-  const int bco = bc / blk, brem = bc - bco * blk, bph = brem / p.sW, bpw = brem - bph * p.sW;
-  const int64_t w_col = (int64_t(bco) * p.kH + bph) * p.kW + bpw;
-  const int64_t w_ci = int64_t(p.Cout) * p.kH * p.kW;
+  for (int k = tid; k < p.Kp; k += kThreads) {
+    const bool ok = k < p.K;
+    const int tap = k / p.Cin, ci = k - tap * p.Cin, jr = tap / p.Jw, jc = tap - jr * p.Jw;
+    tab.x_k[k] = ok ? ci * p.xs.c : 0;
+    tab.w_k[k] = ok ? (ci * p.Cout * p.kH + jr * p.sH) * p.kW + jc * p.sW : -1;
+    tab.tap_k[k] = ok ? (jr << 16) | jc : -1;
+  }
+  __syncthreads();
+  if (u_begin >= u_end) return;  // (a whole block: more blocks than tiles)
 
-  // k -> (jr, jc, ci) once per run of a thread's k's, then stepped (no division per element)
-  const auto split_k = [&](int k, int& jr, int& jc, int& ci) {
-    const int tap = k / p.Cin;
-    ci = k - tap * p.Cin;
-    jr = tap / p.Jw;
-    jc = tap - jr * p.Jw;
+  // A: thread tid fills column am = tid % 128 (neighbouring J: neighbouring x columns) at
+  // k = tid / 128 + 2 i.
+  const int am = tid % kFwdM;
+  const auto load_a = [&](int mt) {
+    const int m = mt * kFwdM + am;
+    const int n = m / plane, r = m - n * plane, I = r / p.Wb, J = r - I * p.Wb;
+    for (int k = tid / kFwdM; k < p.Kp; k += kThreads / kFwdM) {
+      const int tap = tab.tap_k[k], ih = I - (tap >> 16), iw = J - (tap & 0xffff);
+      const bool ok = m < p.M && tap >= 0 && ih >= 0 && ih < p.H && iw >= 0 && iw < p.W;
+      const float* src = ok ? p.x + n * p.xs.n + tab.x_k[k] + ih * p.xs.h + iw * p.xs.w : p.x;
+      cp_async4(smem_u32(As + k * kFwdLd + am), src, ok);
+    }
   };
-  const auto advance_k = [&](int by, int& jr, int& jc, int& ci) {
-    for (ci += by; ci >= p.Cin; ci -= p.Cin)
-      if (++jc == p.Jw) {
-        jc = 0;
-        ++jr;
-      }
-  };
-  const auto issue = [&](int step, int stage) {
-    if (step < steps) {
-      float* As = blk_smem + stage * kFwdStageFloats;
-      float* Bs = As + kFwdK * kFwdLdA;
-      int jr, jc, ci;
-      split_k(step * kFwdK + ak0, jr, jc, ci);
-#pragma unroll 4
-      for (int i = 0; i < kFwdK / 2; ++i) {
-        const int kl = ak0 + 2 * i;
-        const int ih = aI - jr, iw = aJ - jc;
-        const bool ok = m_ok && step * kFwdK + kl < p.K && ih >= 0 && ih < p.H && iw >= 0 && iw < p.W;
-        const float* src = ok ? x_n + ci * p.xs.c + ih * p.xs.h + iw * p.xs.w : p.x;
-        cp_async4(smem_u32(As + kl * kFwdLdA + am), src, ok);
-        advance_k(2, jr, jc, ci);
-      }
-      split_k(step * kFwdK + bk0, jr, jc, ci);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int kl = bk0 + 8 * i;
-        const bool ok = c_ok && step * kFwdK + kl < p.K;
-        const float* src = ok ? p.w + ci * w_ci + (int64_t(jr) * p.sH * p.kW + int64_t(jc) * p.sW) + w_col : p.w;
-        cp_async16(smem_u32(Bs + kl * kFwdLdB + 4 * (tid % 32)), src, ok);
-        advance_k(8, jr, jc, ci);
-      }
+  // B of column tile ct: thread tid copies the 16-byte run of columns 4 (tid % 32) .. + 3 (one
+  // output row's pw run: sW % 4 == 0) of k-rows tid / 32 + 8 i. Commits the group (with any A).
+  const auto issue_b = [&](int ct, int buf) {
+    const int c = ct * kFwdN + 4 * (tid % 32);
+    const int co = c / blk, rem = c - co * blk, ph = rem / p.sW, pw = rem - ph * p.sW;
+    const bool c_ok = c < p.Ncols;
+    const float* w_c = p.w + (co * p.kH + ph) * p.kW + pw;
+    float* dst = Bs + buf * p.Kp * kFwdLd + 4 * (tid % 32);
+    for (int k = tid / 32; k < p.Kp; k += kThreads / 32) {
+      const int wk = tab.w_k[k];
+      const bool ok = c_ok && wk >= 0;
+      cp_async16(smem_u32(dst + k * kFwdLd), ok ? w_c + wk : p.w, ok);
     }
     cp_async_commit();
   };
-
-  // Warps as 4 (M) x 2 (N), a 32 x 64 warp tile: 2 (m16) x 8 (n8) mma tiles; B is [k][c].
-  const int wm = warp / 2, wn = warp % 2, g = lane / 4, t = lane % 4;
-  float acc[2][8][4] = {};
-  cp_async_ring<kFwdStages>(steps, issue, [&](int stage) {
-    const float* As = blk_smem + stage * kFwdStageFloats;
-    warp_mma_tf32<8, kFwdK, kFwdLdA, kFwdLdB, false, false>(acc, As, As + kFwdK * kFwdLdA, wm, wn, lane);
-  });
-
-  // c0 c1 of a tile are columns c, c + 1 with c even: neighbouring pw of one output row (sW is a
-  // multiple of 4), stored as one float2. c -> (co, ph, pw) once per row, then stepped by 8.
-#pragma unroll
-  for (int i = 0; i < 2; ++i)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int mm = m0 + wm * 32 + i * 16 + g + 8 * h;
-      if (mm >= p.M) continue;
-      const int n = mm / plane, r = mm - n * plane, I = r / p.Wb, J = r - I * p.Wb;
-      float* y_blk = p.y + (int64_t(n) * p.Cout * p.OH + int64_t(I) * p.sH) * p.OW + int64_t(J) * p.sW;
-      const int cs = c0 + wn * 64 + 2 * t;
-      int co = cs / blk, ph = (cs - co * blk) / p.sW, pw = cs - co * blk - ph * p.sW;
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        if (cs + j * 8 >= p.Ncols) break;
-        const float bv = p.bias ? p.bias[co] : 0.f;
-        // streaming store: the output (199 MB for the FCN-32s head) is not read back here
-        __stcs(reinterpret_cast<float2*>(y_blk + (int64_t(co) * p.OH + ph) * p.OW + pw),
-               make_float2(acc[i][j][2 * h] + bv, acc[i][j][2 * h + 1] + bv));
-        for (pw += 8; pw >= p.sW; pw -= p.sW)
-          if (++ph == p.sH) {
-            ph = 0;
-            ++co;
-          }
-      }
+  // the output offset (within image n) and bias of each column of tile ct
+  const auto set_columns = [&](int ct, int buf) {
+    if (tid < kFwdN) {
+      const int c = ct * kFwdN + tid;
+      const int co = c / blk, rem = c - co * blk, ph = rem / p.sW, pw = rem - ph * p.sW;
+      const bool ok = c < p.Ncols;
+      tab.col_off[buf][tid] = ok ? (co * p.OH + ph) * p.OW + pw : -1;
+      tab.col_bias[buf][tid] = ok && p.bias ? p.bias[co] : 0.f;
     }
+  };
+  // Warps as 4 (M) x 2 (N), a 32 x 64 warp tile: 2 (m16) x 8 (n8) mma tiles. Output offsets of
+  // the thread's four accumulator rows (-1 past M), per row tile.
+  const int wm = warp / 2, wn = warp % 2, g = lane / 4, t = lane % 4;
+  int64_t y_row[2][2];
+  const auto set_rows = [&](int mt) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int m = mt * kFwdM + wm * 32 + i * 16 + g + 8 * h;
+        const int n = m / plane, r = m - n * plane, I = r / p.Wb, J = r - I * p.Wb;
+        y_row[i][h] = m < p.M ? (int64_t(n) * p.Cout * p.OH + int64_t(I) * p.sH) * p.OW + int64_t(J) * p.sW : -1;
+      }
+  };
+
+  int mt = static_cast<int>(u_begin / p.col_tiles);
+  load_a(mt);
+  issue_b(static_cast<int>(u_begin % p.col_tiles), 0);
+  set_rows(mt);
+  for (int64_t u = u_begin; u < u_end; ++u) {
+    const int buf = static_cast<int>((u - u_begin) & 1);
+    set_columns(static_cast<int>(u % p.col_tiles), buf);
+    cp_async_wait<0>();
+    // tile u's A, B and columns are in for every thread, and every warp is done with tile u - 1
+    // (B buffer buf ^ 1; the column tables of tile u - 2 were freed one barrier earlier)
+    __syncthreads();
+    const bool more = u + 1 < u_end;
+    const int next_mt = more ? static_cast<int>((u + 1) / p.col_tiles) : mt;
+    if (more && next_mt == mt) issue_b(static_cast<int>((u + 1) % p.col_tiles), buf ^ 1);
+
+    float acc[2][8][4] = {};
+    const float* B = Bs + buf * p.Kp * kFwdLd;
+#pragma unroll 2
+    for (int kk = 0; kk < p.Kp; kk += 8)
+      warp_mma_tf32<8, 8, kFwdLd, kFwdLd, false, false>(acc, As + kk * kFwdLd, B + kk * kFwdLd, wm, wn, lane);
+
+    // c0 c1 of an mma tile are columns c, c + 1 with c even: neighbouring pw of one output row
+    // (sW % 4 == 0), one float2 store; the output is not read back here (streaming stores).
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const int col = wn * 64 + j * 8 + 2 * t;
+      const int off = tab.col_off[buf][col];
+      if (off < 0) continue;
+      const float bv = tab.col_bias[buf][col];
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          if (y_row[i][h] >= 0)
+            __stcs(reinterpret_cast<float2*>(p.y + y_row[i][h] + off),
+                   make_float2(acc[i][j][2 * h] + bv, acc[i][j][2 * h + 1] + bv));
+    }
+    if (more && next_mt != mt) {
+      __syncthreads();  // every warp is done reading A
+      mt = next_mt;
+      load_a(mt);
+      issue_b(static_cast<int>((u + 1) % p.col_tiles), buf ^ 1);
+      set_rows(mt);
+    }
+  }
+  // (no copy is in flight here: each group is waited for at the top of the next tile, and the
+  // last tile issues none)
 #else
   __trap();  // launched only on sm_80+
 #endif
@@ -972,14 +1005,18 @@ void check_device(const char* op, const at::Tensor& ref, const char* name, const
 
 // The upsamplers' forward on fcn_forward_block_kernel: fp32 under cudnn.allow_tf32, sm_80+, one
 // group, k = J s, no padding / dilation / output_padding, sW % 4 == 0 (16-byte runs of w, float2
-// stores), and an NCHW result (an input that is not channels_last). Everything else of that
-// family keeps subpixel_forward.
+// stores), K = Jh Jw C_in <= 96 (A stays in shared memory), room for the kernel's shared memory,
+// 32-bit output and weight offsets, and an NCHW result (an input that is not channels_last).
+// Everything else of that family keeps subpixel_forward.
 bool fcn_block_forward(const ConvT2dGeometry& g, const at::Tensor& input, const at::Tensor& weight) {
-  return !simt_requested() && !fcn_general_requested() && input.scalar_type() == at::kFloat &&
-         cudnn_tf32_allowed(CudnnOp::kConv) && block_gemm_fits(kFwdSmemBytes) && aligned16(weight) && g.G == 1 &&
-         g.pH == 0 && g.pW == 0 && g.dH == 1 && g.dW == 1 && g.opH == 0 && g.opW == 0 && g.kH % g.sH == 0 &&
-         g.kW % g.sW == 0 && g.sW % 4 == 0 && !conv_channels_last(input) && g.Cin > 0 &&
-         (g.Cout * g.sH * g.sW + kFwdN - 1) / kFwdN <= 65535;
+  if (simt_requested() || fcn_general_requested() || input.scalar_type() != at::kFloat ||
+      !cudnn_tf32_allowed(CudnnOp::kConv) || !aligned16(weight) || g.G != 1 || g.pH != 0 || g.pW != 0 || g.dH != 1 ||
+      g.dW != 1 || g.opH != 0 || g.opW != 0 || g.kH % g.sH != 0 || g.kW % g.sW != 0 || g.sW % 4 != 0 ||
+      conv_channels_last(input) || g.Cin <= 0)
+    return false;
+  const int64_t K = (g.kH / g.sH) * (g.kW / g.sW) * g.Cin;
+  return K <= kFwdKMax && block_gemm_fits(static_cast<int>(fwd_smem_bytes(static_cast<int>((K + 7) / 8 * 8)))) &&
+         g.Cout * g.OH * g.OW < (int64_t(1) << 31) && weight.numel() < (int64_t(1) << 31);
 }
 
 // w, b: the weight and (undefined or) bias, contiguous (the caller's copies, which fcn_block_forward checked)
@@ -994,18 +1031,22 @@ void fcn_block_forward_cuda(const at::Tensor& input, const at::Tensor& w, const 
   p.y = output.data_ptr<float>();
   p.xs = strides_of(input);
   block_geometry(g, p);
-  const int64_t M = g.N * p.Hb * p.Wb, Ncols = g.Cout * g.sH * g.sW, K = int64_t(p.Jh) * p.Jw * g.Cin;
+  const int64_t M = g.N * p.Hb * p.Wb, Ncols = g.Cout * g.sH * g.sW;
   check_int32(op, M + kFwdM, "N * (H + kH / sH - 1) * (W + kW / sW - 1)");
   check_int32(op, Ncols + kFwdN, "C_out * sH * sW");
-  check_int32(op, K + kFwdK, "C_in * (kH / sH) * (kW / sW)");
   p.M = static_cast<int>(M);
   p.Ncols = static_cast<int>(Ncols);
-  p.K = static_cast<int>(K);
-  const int64_t gy = (Ncols + kFwdN - 1) / kFwdN;
-  TORCH_CHECK(gy <= 65535, op, ": C_out * sH * sW (", Ncols, ") too large for one launch");
-  allow_full_shared_memory(fcn_forward_block_kernel);
-  const dim3 grid(static_cast<unsigned>((M + kFwdM - 1) / kFwdM), static_cast<unsigned>(gy));
-  fcn_forward_block_kernel<<<grid, kThreads, kFwdSmemBytes, at::cuda::getCurrentCUDAStream()>>>(p);
+  p.K = p.Jh * p.Jw * p.Cin;
+  p.Kp = (p.K + 7) / 8 * 8;
+  p.col_tiles = static_cast<int>((Ncols + kFwdN - 1) / kFwdN);
+  p.units = (M + kFwdM - 1) / kFwdM * p.col_tiles;
+  const size_t smem = fwd_smem_bytes(p.Kp);
+  allow_full_shared_memory(fcn_forward_block_kernel);  // before the occupancy query, which counts on it
+  // one wave: the runs of tiles are even, so a second, partial wave would only add its length
+  const int per_sm = blocks_per_sm(fcn_forward_block_kernel, kThreads, smem);
+  const int64_t slots = int64_t(std::max(per_sm, 1)) * at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const auto blocks = static_cast<unsigned>(std::min(p.units, slots));
+  fcn_forward_block_kernel<<<blocks, kThreads, smem, at::cuda::getCurrentCUDAStream()>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

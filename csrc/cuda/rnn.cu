@@ -30,10 +30,11 @@
 // whole-grid barrier costs about a microsecond a step. Steps end with cooperative groups'
 // grid.sync, a flag barrier (one arrival counter, monotonically increasing, so it never needs
 // resetting) or, where W_hh's rows fit one thread-block cluster (<= 16 CTAs on sm_90, i.e.
-// H <= 256 at 16 rows per CTA), the cluster's hardware barrier; there each CTA also receives every
-// output of the step into its own shared memory (distributed shared memory), so the next step
-// reads h_{t-1} there instead of from L2. grid.sync is the default: on an H200 the cluster
-// variant (then exchanging h through L2) lost to it (bench/NOTES.md).
+// H <= 256 at 16 rows per CTA), the cluster's hardware barrier; there each CTA keeps the outputs
+// it computes in its own shared memory and the next step reads h_{t-1} from the owning CTAs'
+// shared memory (distributed shared memory) instead of L2. grid.sync is the default: on an H200
+// the cluster variant lost to it, first exchanging h through L2, then pushing every output into
+// every CTA (16 scalar remote stores an output: 10.9 us a step, bench/NOTES.md).
 //
 // Set RNNKERN_RNN_PATH=general|persistent to force a path (persistent falls back when it does
 // not fit), RNNKERN_RNN_MATH=fma|mma to force the persistent kernel's arithmetic (mma only where
@@ -81,6 +82,19 @@ __device__ __forceinline__ c10::Half load_cg(const c10::Half* p) {
 template <>
 __device__ __forceinline__ c10::BFloat16 load_cg(const c10::BFloat16* p) {
   return c10::BFloat16(__ldcg(reinterpret_cast<const unsigned short*>(p)), c10::BFloat16::from_bits());
+}
+
+__device__ __forceinline__ void prefetch_l1(const void* p) { asm volatile("prefetch.global.L1 [%0];" ::"l"(p)); }
+
+// One cluster: element `local` of CTA `rank`'s shared memory (the same offset as in this CTA's).
+template <typename T>
+__device__ __forceinline__ T load_cluster_peer(const T* local, int rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  return *cg::this_cluster().map_shared_rank(local, rank);
+#else
+  __trap();  // the host launches cluster kernels only from sm_90 code (see launch_persistent)
+  return *local;
+#endif
 }
 
 // How the CTAs of one persistent launch wait for each other at the end of every step. Each must
@@ -158,17 +172,17 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_kernel(Pers
   constexpr int kRows = rows_for_tile<kBatchTile>();
   extern __shared__ unsigned char smem_raw[];
   scalar_t* w_s = reinterpret_cast<scalar_t*>(smem_raw);
-  // One cluster (kCluster): besides its rows of W, each CTA holds the whole previous step's
-  // output, B x H, in two buffers (step s writes buffer s % 2, step s + 1 reads it). Every CTA
-  // writes each output it computes into all of them through distributed shared memory, so a step
-  // reads h_{t-1} from its own shared memory instead of L2 (choose_rnn_path sizes them).
+  // One cluster (kCluster): besides its rows of W, each CTA keeps the outputs it computes in a
+  // B x H array laid out alike in every CTA, two of them (step s writes buffer s % 2, step s + 1
+  // reads it), and a step reads h_{t-1}[b, c] from CTA c / rows's copy through distributed shared
+  // memory instead of L2 (choose_rnn_path sizes them). Pulling 8 loads a lane in flight replaced
+  // pushing each output into all 16 CTAs' copies, 16 scalar remote stores one after another.
   scalar_t* h_s = w_s + p.rows * p.H;
   const int r0 = blockIdx.x * p.rows;
   const int rows = min(p.rows, p.H - r0);  // <= kRows (choose_rnn_path)
   for (int i = threadIdx.x; i < rows * p.H; i += blockDim.x) w_s[i] = p.weight[static_cast<int64_t>(r0) * p.H + i];
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  // one cluster: every CTA must be running before any writes into its shared memory (step 0's
-  // outputs go to every rank's copy)
+  // one cluster: every CTA must be running before another reads its shared memory
   if constexpr (kBarrier == StepBarrier::kCluster) cg::this_cluster().sync();
   else __syncthreads();
 #else
@@ -197,7 +211,9 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_kernel(Pers
         pre[o] = h_fwd[o] = acc_t(0);
         if (idx < kRows * kBatchTile && r < rows && b < live) {
           const int64_t i = static_cast<int64_t>(b) * p.H + r0 + r;
-          pre[o] = static_cast<acc_t>(load_cg(cur + i));
+          // (one cluster: prefetched into L1 during the previous step, see below; only this lane
+          // reads and then overwrites cur[i])
+          pre[o] = static_cast<acc_t>(kBarrier == StepBarrier::kCluster ? cur[i] : load_cg(cur + i));
           if (p.backward) h_fwd[o] = static_cast<acc_t>(p.act_out[t * step + i]);
         }
       }
@@ -219,8 +235,9 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_kernel(Pers
 #pragma unroll
             for (int j = 0; j < kBatchTile; ++j)
               x[u][j] = c < p.H && b0 + j < live
-                            ? static_cast<acc_t>(prev_s != nullptr ? prev_s[(b0 + j) * p.H + c]
-                                                                   : load_cg(prev + static_cast<int64_t>(b0 + j) * p.H + c))
+                            ? static_cast<acc_t>(prev_s != nullptr
+                                                     ? load_cluster_peer(prev_s + (b0 + j) * p.H + c, c / p.rows)
+                                                     : load_cg(prev + static_cast<int64_t>(b0 + j) * p.H + c))
                             : acc_t(0);
           }
 #pragma unroll
@@ -252,13 +269,23 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_kernel(Pers
             // finished sequence: output / gradient is zero from here on
             const acc_t y = b < live ? step_epilogue(pre[o] + sum, h_fwd[o], p.relu, p.backward) : acc_t(0);
             cur[static_cast<int64_t>(b) * p.H + r0 + r] = static_cast<scalar_t>(y);
-            if constexpr (kBarrier == StepBarrier::kCluster) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-              // into every rank's copy (its own included); the step's cluster barrier publishes them
-              cg::cluster_group cluster = cg::this_cluster();
-              scalar_t* dst = h_s + (s % 2) * step + b * p.H + r0 + r;
-              for (unsigned int q = 0; q < cluster.num_blocks(); ++q) *cluster.map_shared_rank(dst, q) = static_cast<scalar_t>(y);
-#endif
+            // into this CTA's copy; the step's cluster barrier publishes it to the others
+            if constexpr (kBarrier == StepBarrier::kCluster) h_s[(s % 2) * step + b * p.H + r0 + r] = static_cast<scalar_t>(y);
+          }
+        }
+      }
+      if constexpr (kBarrier == StepBarrier::kCluster) {
+        // The next step's pre-activations (and forward outputs) into L1 now: after the cluster
+        // barrier its other loads come from shared memory, and an L2 round trip would lead.
+        if (s + 1 < p.T) {
+          const int64_t next = (p.backward ? t - 1 : t + 1) * step;
+#pragma unroll
+          for (int o = 0; o < kOwned; ++o) {
+            const int idx = lane + 32 * o, r = idx / kBatchTile, b = b0 + idx % kBatchTile;
+            if (idx < kRows * kBatchTile && r < rows && b < p.B) {
+              const int64_t i = next + static_cast<int64_t>(b) * p.H + r0 + r;
+              prefetch_l1(p.seq + i);
+              if (p.backward) prefetch_l1(p.act_out + i);
             }
           }
         }

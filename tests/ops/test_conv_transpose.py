@@ -336,6 +336,21 @@ def test_cuda_fcn_block_forward(monkeypatch, case):
 
 
 @pytest.mark.cuda
+def test_cuda_fcn_block_forward_runs(monkeypatch):
+    """The FCN-32s head at the benchmark's size (N8, 16x16 -> 544x544): 19 row tiles x 168 column
+    tiles over one wave of blocks, so most blocks' runs cross a row tile (A reloaded mid-run), and
+    the columns end on a partial tile at k16 s8 (C_out s^2 = 1344). Both against fp64 torch."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    for n, size, k, s in [(8, 16, 64, 32), (2, 40, 16, 8)]:
+        x = torch.randn(n, 21, size, size, device="cuda", dtype=torch.float64)
+        w = torch.randn(21, 21, k, k, device="cuda", dtype=torch.float64) / (21 * 4) ** 0.5
+        b = torch.randn(21, device="cuda", dtype=torch.float64)
+        ref = F.conv_transpose2d(x, w, b, s)
+        got = ops.conv_transpose2d_forward(x.float(), w.float(), b.float(), [s, s], [0, 0], [0, 0], 1, [1, 1])
+        assert rel_err(got, ref) < TOL_TF32, (n, size, k, s, rel_err(got, ref))
+
+
+@pytest.mark.cuda
 def test_cuda_fcn_block_misaligned_weight(monkeypatch):
     """A weight that is a view 4 bytes into a flat buffer cannot feed the block GEMMs' 16-byte
     copies: both passes take the general kernels and still agree with torch."""

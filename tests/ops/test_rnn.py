@@ -639,8 +639,9 @@ def test_persistent_variable_lengths(monkeypatch, capfd, dtype):
 def test_persistent_barriers_bitwise_equal(monkeypatch, capfd, dtype, H, B, with_lengths):
     """grid.sync (the default), the flag barrier and (RNNKERN_RNN_BARRIER=cluster, sm_90, H <= 256)
     the one-cluster launch only change how CTAs wait, and (one cluster) where h_{t-1} is read
-    from (each CTA's own copy in shared memory, filled through distributed shared memory, instead
-    of L2): each output is still one warp's fixed-order sum, so all of them give the same bits.
+    from (the shared memory of the CTA that computed it, through distributed shared memory,
+    instead of L2): each output is still one warp's fixed-order sum, so all of them give the same
+    bits.
     B = 40 takes 4 sequences per warp. The log must name the barrier that ran."""
     T = 19
     lengths = torch.linspace(19, 0, B).round().long() if with_lengths else None
