@@ -8,6 +8,8 @@
 #                                        on the kernels that miss their models, scripts/gpu_profile.sh,
 #                                        into OUTDIR/profile, after the rest, alone (~2-3.5 min alone)
 #                                        (a device call is capped at 10 minutes; split the run if needed)
+#   GPU_CHECK_SANITIZE_OPS="rnn conv_transpose"  sanitizer runs over these families only (default: all)
+#   GPU_CHECK_BENCH_OPS="conv_transpose rnn"     bench these ops only (default: all)
 #   GPU_CHECK_PREBUILT=1                 use an rnnkern/_C*.so carried in (built elsewhere against the
 #                                        same torch) when it imports with CUDA kernels; else build here
 #   GPU_CHECK_PACK=$OUT/gpu-check.tgz   write the logs to OUTDIR outside $OUT and pack them into this one
@@ -77,14 +79,14 @@ if [ -n "$SAN" ]; then
   SAN_ARGS="--error-exitcode 3"
   [[ $("$SAN" --help 2>&1) == *--kernel-name* ]] && SAN_ARGS="$SAN_ARGS --kernel-name kns=rnnkern"
   SAN_TO=${GPU_CHECK_SANITIZER_TIMEOUT:-300}
-  want memcheck && step memcheck $TO $SAN_TO "$SAN" --tool memcheck $SAN_ARGS $PY scripts/sanitize_driver.py &
-  want racecheck && step racecheck $TO $SAN_TO "$SAN" --tool racecheck $SAN_ARGS $PY scripts/sanitize_driver.py &
+  want memcheck && step memcheck $TO $SAN_TO "$SAN" --tool memcheck $SAN_ARGS $PY scripts/sanitize_driver.py ${GPU_CHECK_SANITIZE_OPS:-} &
+  want racecheck && step racecheck $TO $SAN_TO "$SAN" --tool racecheck $SAN_ARGS $PY scripts/sanitize_driver.py ${GPU_CHECK_SANITIZE_OPS:-} &
 else
   echo "compute-sanitizer not found" > "$OUTDIR/memcheck.status"
 fi
 wait
 pack
-want bench && step bench $TO ${GPU_CHECK_BENCH_TIMEOUT:-300} $PY -m rnnkern.cli bench --device cuda --json "$OUTDIR/bench.json" --plot "$OUTDIR/bench.png"
+want bench && step bench $TO ${GPU_CHECK_BENCH_TIMEOUT:-300} $PY -m rnnkern.cli bench --device cuda --json "$OUTDIR/bench.json" --plot "$OUTDIR/bench.png" ${GPU_CHECK_BENCH_OPS:+--ops $GPU_CHECK_BENCH_OPS}
 pack
 # alone on the GPU (ncu serialises and replays kernels); each case packs GPU_PROFILE_PACK as it ends
 want profile && step profile $TO ${GPU_CHECK_PROFILE_TIMEOUT:-420} env PYTHON="$PY" scripts/gpu_profile.sh "$OUTDIR/profile"

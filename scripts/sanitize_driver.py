@@ -1,6 +1,8 @@
 """Calls every CUDA kernel once on small odd shapes, forward and backward, for compute-sanitizer
-(memcheck / racecheck) in scripts/gpu_check.sh. Each op family registers a function below."""
+(memcheck / racecheck) in scripts/gpu_check.sh. Each op family registers a function below.
+    python scripts/sanitize_driver.py [unpool|rnn|conv|conv_transpose ...]   (default: all)"""
 import os
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -155,12 +157,21 @@ def conv_transpose(dev):
     x = torch.randn(2, 40, 11, 12, device=dev, requires_grad=True)
     w = torch.randn(40, 3, 24, 24, device=dev, requires_grad=True)
     RF.conv_transpose2d(x, w, None, 8).sum().backward()
+    # the block forward with runs of two tiles, some crossing into the next row tile (A reloaded):
+    # 32 row tiles x 11 column tiles (the last one partial) over one wave of blocks
+    x = torch.randn(4, 4, 30, 30, device=dev)
+    RF.conv_transpose2d(x, torch.randn(4, 21, 16, 16, device=dev), torch.randn(21, device=dev), 8)
 
 
 CHECKS = [unpool, rnn, conv, conv_transpose]
 
 if __name__ == "__main__":
-    for check in CHECKS:
+    # `sanitize_driver.py [NAME ...]`: only those families (default: all)
+    wanted = sys.argv[1:] or [c.__name__ for c in CHECKS]
+    unknown = set(wanted) - {c.__name__ for c in CHECKS}
+    if unknown:
+        sys.exit(f"unknown check(s) {sorted(unknown)}; choose from {[c.__name__ for c in CHECKS]}")
+    for check in (c for c in CHECKS if c.__name__ in wanted):
         check("cuda")
         torch.cuda.synchronize()
         print(f"sanitize: {check.__name__} ok")

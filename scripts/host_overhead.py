@@ -1,0 +1,94 @@
+"""Host time of one call, rnnkern's layers against torch's, on the GPU.
+
+The benchmark's per-call times include the host's time before the first kernel starts; on an
+H200 host that was ~180 us for the FCN head's grad_input against ~95 us for its forward, and ~70
+us more than torch for max_unpool (bench/NOTES.md, seventh session). This times the host side
+alone, layer by layer: the compiled function (`_C`), the torch.library custom op over it, and
+(max_unpool) the user's functional + autograd path, with torch's own op beside each. The GPU
+is kept busy first, so launches queue and the host's time is not the GPU's (except where an op
+reads a result back: max_unpool's forward checks its index flags).
+
+    python scripts/host_overhead.py            (GPU; --device cpu for the layers alone)
+"""
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+import rnnkern.functional as RF
+from rnnkern import _C  # the layer below the custom ops, timed on its own here
+from rnnkern.ops import conv_transpose as ct
+from rnnkern.ops import max_unpool as mu
+
+
+def host_us(fn, device, calls=40, reps=7):
+    """Median over reps of the host's microseconds per call, `calls` calls in a row."""
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(reps):
+        if device == "cuda":
+            torch.cuda.synchronize()
+            busy = torch.randn(4096, 4096, device=device)
+            for _ in range(20):  # ~tens of ms of queued GPU work: the calls below only enqueue
+                busy = busy @ busy
+                busy = busy / busy.norm()
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        times.append((time.perf_counter() - t0) / calls * 1e6)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return statistics.median(times)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    dev = ap.parse_args().device
+    torch.backends.cudnn.allow_tf32 = True
+    rows = []
+    # FCN-32s head (k64 s32, 21 -> 21), the benchmark's size
+    x = torch.randn(8, 21, 16, 16, device=dev)
+    w = torch.randn(21, 21, 64, 64, device=dev) / 64
+    args = ([32, 32], [0, 0], [0, 0], 1, [1, 1])
+    gy = torch.randn(8, 21, 544, 544, device=dev)
+    rows += [("convT head fwd", "_C", host_us(lambda: _C.conv_transpose2d_forward(x, w, None, *args), dev)),
+             ("convT head fwd", "custom op", host_us(lambda: ct.conv_transpose2d_forward(x, w, None, *args), dev)),
+             ("convT head fwd", "torch F", host_us(lambda: F.conv_transpose2d(x, w, None, 32), dev)),
+             ("convT head dgrad", "_C", host_us(lambda: _C.conv_transpose2d_backward_input(gy, w, list(x.shape), *args),
+                                                dev)),
+             ("convT head dgrad", "custom op",
+              host_us(lambda: ct.conv_transpose2d_backward_input(gy, w, list(x.shape), *args), dev)),
+             ("convT head dgrad", "torch aten", host_us(lambda: torch.ops.aten.convolution_backward(
+                 gy, x, w, None, [32, 32], [0, 0], [1, 1], True, [0, 0], 1, [True, False, False]), dev))]
+    # max_unpool 2x2, fp32 NCHW (8, 64, 180, 240)
+    a = torch.randn(8, 64, 360, 480, device=dev)
+    pooled, idx = F.max_pool2d(a, 2, return_indices=True)
+    p = pooled.detach().requires_grad_()
+    y_ours, y_torch = RF.max_unpool2d(p, idx, 2), F.max_unpool2d(p, idx, 2)
+    g = torch.randn_like(y_ours)
+    mode, size = mu.MODE_INDICES, list(pooled.shape)
+    rows += [("unpool fwd", "_C", host_us(lambda: _C.max_unpool_forward(pooled, idx, mode, [2, 2], [2, 2], [0, 0],
+                                                                         [360, 480]), dev)),
+             ("unpool fwd", "custom op", host_us(lambda: mu.max_unpool_forward(pooled, idx, mode, [2, 2], [2, 2],
+                                                                                [0, 0], [360, 480]), dev)),
+             ("unpool fwd", "functional", host_us(lambda: RF.max_unpool2d(p, idx, 2), dev)),
+             ("unpool fwd", "torch F", host_us(lambda: F.max_unpool2d(p, idx, 2), dev)),
+             ("unpool bwd", "_C", host_us(lambda: _C.max_unpool_backward(g, idx, mode, size, [2, 2], [2, 2], [0, 0]),
+                                          dev)),
+             ("unpool bwd", "custom op", host_us(lambda: mu.max_unpool_backward(g, idx, mode, size, [2, 2], [2, 2],
+                                                                                 [0, 0]), dev)),
+             ("unpool bwd", "autograd", host_us(lambda: torch.autograd.grad(y_ours, p, g, retain_graph=True), dev)),
+             ("unpool bwd", "torch autograd",
+              host_us(lambda: torch.autograd.grad(y_torch, p, g, retain_graph=True), dev))]
+    name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
+    print(f"host us per call ({name}, torch {torch.__version__})")
+    for op, layer, us in rows:
+        print(f"  {op:18} {layer:15} {us:8.1f}")
+
+
+if __name__ == "__main__":
+    main()
