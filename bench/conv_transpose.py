@@ -77,7 +77,7 @@ def _benches(c: Case, device: str) -> list[Bench]:
               lambda: torch_bwd([False, True, False]), "TFLOP/s", flops),
     ]
     if device == "cuda" and c.p == 0 and c.k % c.s == 0 and c.s % 4 == 0 and not c.channels_last:
-        # the FCN upsamplers' block GEMMs against the general kernels they replaced
+        # the FCN upsamplers' block GEMMs against the general kernels they replaced (fwd, dgrad, wgrad)
         general = {"RNNKERN_CONVT_FCN": "general"}
         out += [Bench("conv_transpose", c.name + " general", "fwd",
                       with_env(lambda: ops.conv_transpose2d_forward(x, w, None, st, pd, op, 1, dl), **general),
@@ -85,7 +85,11 @@ def _benches(c: Case, device: str) -> list[Bench]:
                 Bench("conv_transpose", c.name + " general", "dgrad",
                       with_env(lambda: ops.conv_transpose2d_backward_input(gy, w, list(x.shape), st, pd, op, 1, dl),
                                **general),
-                      lambda: torch_bwd([True, False, False]), "TFLOP/s", flops)]
+                      lambda: torch_bwd([True, False, False]), "TFLOP/s", flops),
+                Bench("conv_transpose", c.name + " general", "wgrad",
+                      with_env(lambda: ops.conv_transpose2d_backward_weight(gy, x, list(w.shape), st, pd, op, 1, dl,
+                                                                            False), **general),
+                      lambda: torch_bwd([False, True, False]), "TFLOP/s", flops)]
     return out
 
 

@@ -1,4 +1,4 @@
-"""Replays csrc/cuda/conv_transpose.cu's two FCN block GEMMs in numpy.
+"""Replays csrc/cuda/conv_transpose.cu's three FCN block GEMMs in numpy.
 
 grad_input (fcn_dgrad_block_kernel + fcn_dgrad_finish_kernel): every thread's 16-byte copies into
 the shared tiles (offsets, zero-filled rows, the k-step decomposition into (co, ph, pw)), every
@@ -8,6 +8,8 @@ forward (fcn_forward_block_kernel): the block's k tables, its run of tiles over 
 blocks (A reloaded where a run crosses row tiles), the 4-byte copies of x (zero off the image and
 past K), the 16-byte runs of w, the fragments of [k][m] A and [k][c] B tiles, the column tables
 and the float2 stores with the bias.
+grad_weight (fcn_wgrad_block_kernel + fcn_wgrad_finish_kernel): the q tables, the copies of x and
+grad_output, the fragments of a [q][m] A tile, the split choice and the finishing sum in order.
 Fragments follow the mma.sync m16n8k8 tf32 layouts (PTX ISA, "Matrix Fragments for mma.m16n8k8").
 Results must equal torch's F.conv_transpose2d (and its grad_input) in float64; every output must
 be written. No GPU needed; the CUDA tests on a GPU are what verify the kernels.
@@ -260,6 +262,89 @@ def replay_forward(x, w, b, N, Cin, Cout, H, W, s, J, blocks):
     return y.reshape(N, Cout, OH, OW)
 
 
+WQ, WN, WK, WLDA, WLDB = 128, 128, 32, 32 + 4, 128 + 8
+
+
+def replay_wgrad(x, gy, N, Cin, Cout, H, W, s, J, slots):
+    """fcn_wgrad_block_kernel + fcn_wgrad_finish_kernel: the q tables, the copies of x (lane = m,
+    q = warp + 8 i) into a [q][m] tile and of grad_output (16-byte runs) into an [m][c] tile, the
+    fragments (A read [r][k]), the partial sums in the workspace and the finishing sum in split
+    order; the host's split choice with `slots` = SMs x resident blocks."""
+    kH = kW = J * s
+    OH, OW = (H + J - 1) * s, (W + J - 1) * s
+    Hb, Wb = H + J - 1, W + J - 1
+    M, Q, Ncols = N * Hb * Wb, J * J * Cin, Cout * s * s
+    assert Q <= WQ
+    plane, blk = Hb * Wb, s * s
+    x_flat, gy_flat = x.reshape(-1), gy.reshape(-1)
+    xs = (Cin * H * W, H * W, W, 1)
+    gy_n, gy_c = Cout * OH * OW, OH * OW
+    col_tiles, m_steps = -(-Ncols // WN), -(-M // WK)
+    want = max(1, min(slots // col_tiles, m_steps // 4))
+    per = -(-m_steps // want)
+    splits = -(-m_steps // per)
+    ws = np.full((splits, Q, Ncols), np.nan)
+    x_q, tap_q = [], []
+    for q in range(WQ):
+        tap, ci = divmod(q, Cin)
+        jr, jc = divmod(tap, J)
+        x_q.append(ci * xs[1] if q < Q else 0)
+        tap_q.append((jr << 16) | jc if q < Q else -1)
+    for bx in range(col_tiles):
+        c0 = bx * WN
+        for split in range(splits):
+            step0 = split * per
+            steps = min(m_steps, step0 + per) - step0
+            acc = [[[[0.0] * 4 for _ in range(8)] for _ in range(2)] for _ in range(THREADS)]
+            for step in range(steps):
+                A = np.full((WQ, WLDA), np.nan)  # [q][m]
+                G = np.full((WK, WLDB), np.nan)  # [m][c]
+                mb = (step0 + step) * WK
+                for tid in range(THREADS):
+                    lane, warp = tid % 32, tid // 32
+                    m = mb + lane
+                    n, r = divmod(m, plane)
+                    I, Jj = divmod(r, Wb)
+                    for q in range(warp, WQ, THREADS // 32):
+                        tap = tap_q[q]
+                        ih, iw = I - (tap >> 16), Jj - (tap & 0xFFFF)
+                        ok = m < M and tap >= 0 and 0 <= ih < H and 0 <= iw < W
+                        A[q, lane] = x_flat[n * xs[0] + x_q[q] + ih * xs[2] + iw * xs[3]] if ok else 0.0
+                    gm, gq = tid // 8, tid % 8
+                    m = mb + gm
+                    n, r = divmod(m, plane)
+                    I, Jj = divmod(r, Wb)
+                    for j in range(4):
+                        c = c0 + 4 * (gq + 8 * j)
+                        co, rem = divmod(c, blk)
+                        ph, pw = divmod(rem, s)
+                        ok = m < M and c < Ncols
+                        off = n * gy_n + I * s * OW + Jj * s + co * gy_c + ph * OW + pw
+                        G[gm, 4 * (gq + 8 * j):4 * (gq + 8 * j) + 4] = gy_flat[off:off + 4] if ok else 0.0
+                for warp in range(8):  # warps whose rows are all past Q skip the arithmetic
+                    if (warp // 2) * 32 >= Q:
+                        for lane in range(32):
+                            acc[warp * 32 + lane] = [[[np.nan] * 4 for _ in range(8)] for _ in range(2)]
+                warp_mma(acc, 8, WK, lambda r, k: A[r, k], lambda n_, k: G[k, n_])
+            for q, c, v in accumulator_cells(acc, 8):
+                cc = c0 + c
+                if q < Q and cc < Ncols:
+                    ws[split, q, cc] = v
+    gw = np.full(Cin * Cout * kH * kW, np.nan)
+    for q in range(Q):
+        tap, ci = divmod(q, Cin)
+        jr, jc = divmod(tap, J)
+        for c in range(Ncols):
+            co, rem = divmod(c, blk)
+            ph, pw = divmod(rem, s)
+            v = 0.0
+            for sp in range(splits):
+                v += ws[sp, q, c]
+            gw[((ci * Cout + co) * kH + jr * s + ph) * kW + jc * s + pw] = v
+    assert not np.isnan(gw).any(), "a grad_weight element was never written"
+    return gw.reshape(Cin, Cout, kH, kW), splits
+
+
 def main():
     rng = np.random.default_rng(0)
     # (N, Cin, Cout, H, W, s, J, SMs): several M tiles, Q past one tile, several splits, J = 1..3
@@ -292,6 +377,20 @@ def main():
         print(f"forward N{N} Cin{Cin} Cout{Cout} {H}x{W} s{s} J{J} bias={bias} blocks={blocks}: max rel err {err:.2e}")
         assert err < 1e-12, (N, Cin, Cout, H, W, s, J)
     print("fcn_forward_block replay: all cases match F.conv_transpose2d")
+    # grad_weight: several column tiles (C_out s^2 = 192, 320) with a partial last one, m over
+    # several steps and splits with a partial last step, Q = 9 .. 96, J = 1..3
+    for N, Cin, Cout, H, W, s, J, slots in [(3, 4, 2, 8, 8, 8, 2, 8), (1, 3, 5, 7, 6, 8, 3, 132),
+                                          (2, 24, 1, 4, 5, 16, 2, 2), (2, 3, 1, 12, 11, 4, 3, 30)]:
+        x = torch.from_numpy(rng.standard_normal((N, Cin, H, W)))
+        w = torch.from_numpy(rng.standard_normal((Cin, Cout, J * s, J * s))).requires_grad_()
+        y = F.conv_transpose2d(x, w, None, s)
+        gy = torch.from_numpy(rng.standard_normal(tuple(y.shape)))
+        (ref,) = torch.autograd.grad(y, w, gy)
+        got, splits = replay_wgrad(x.numpy(), gy.numpy(), N, Cin, Cout, H, W, s, J, slots)
+        err = np.abs(got - ref.numpy()).max() / np.abs(ref.numpy()).max()
+        print(f"wgrad N{N} Cin{Cin} Cout{Cout} {H}x{W} s{s} J{J}: {splits} splits, max rel err {err:.2e}")
+        assert err < 1e-12, (N, Cin, Cout, H, W, s, J)
+    print("fcn_wgrad_block replay: all cases match F.conv_transpose2d's grad_weight")
 
 
 if __name__ == "__main__":

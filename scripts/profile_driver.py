@@ -74,8 +74,9 @@ def conv(device, dtype, channels_last, n, cin, cout, hw, d, passes=("fwd",)):
     return [calls[p] for p in passes]
 
 
-def conv_transpose(device, dtype, n, cin, cout, hw, k, s, p, passes=("fwd", "dgrad")):
-    """conv_transpose2d as bench/conv_transpose.py calls it: the forward op and the grad-input op."""
+def conv_transpose(device, dtype, n, cin, cout, hw, k, s, p, passes=("fwd", "dgrad", "wgrad")):
+    """conv_transpose2d as bench/conv_transpose.py calls it: the forward, grad-input and
+    grad-weight ops."""
     import torch
     from rnnkern.ops import conv_transpose as ops
     dt = getattr(torch, dtype)
@@ -85,7 +86,8 @@ def conv_transpose(device, dtype, n, cin, cout, hw, k, s, p, passes=("fwd", "dgr
     gy = torch.randn(n, cout, out, out, device=device, dtype=dt)  # (not through F.conv_transpose2d: no cuDNN launch)
     st, pd, op, dl = [s, s], [p, p], [0, 0], [1, 1]
     calls = {"fwd": lambda: ops.conv_transpose2d_forward(x, w, None, st, pd, op, 1, dl),
-             "dgrad": lambda: ops.conv_transpose2d_backward_input(gy, w, list(x.shape), st, pd, op, 1, dl)}
+             "dgrad": lambda: ops.conv_transpose2d_backward_input(gy, w, list(x.shape), st, pd, op, 1, dl),
+             "wgrad": lambda: ops.conv_transpose2d_backward_weight(gy, x, list(w.shape), st, pd, op, 1, dl, False)}
     return [calls[q] for q in passes]
 
 
@@ -172,13 +174,16 @@ CASES = {
         dict(dtype="float32", channels_last=False, n=8, cin=2048, cout=256, hw=32, d=18),
         "gather_conv_kernel", per_iter=1, count=1),
     # FCN-32s head, k64 s32 p0 (csrc/cuda/conv_transpose.cu), fp32 under TF32: the forward is ONE
-    # fcn_forward_block_kernel, the grad-input ONE fcn_dgrad_block_kernel, then ONE
-    # fcn_dgrad_finish_kernel. 3 an iteration.
+    # fcn_forward_block_kernel, the grad-input ONE fcn_dgrad_block_kernel then ONE
+    # fcn_dgrad_finish_kernel, the grad-weight ONE fcn_wgrad_block_kernel then ONE
+    # fcn_wgrad_finish_kernel. 5 an iteration.
     "convt-fp32-FCN32s-head": Case(
         "FCN-32s head fp32 NCHW 21->21 k64 s32 N8 16x16->544: forward (fcn_forward_block_kernel) + grad-input "
-        "(fcn_dgrad_block_kernel, split-K, and fcn_dgrad_finish_kernel)", conv_transpose,
+        "(fcn_dgrad_block_kernel, split-K, and fcn_dgrad_finish_kernel) + grad-weight (fcn_wgrad_block_kernel and "
+        "fcn_wgrad_finish_kernel)", conv_transpose,
         dict(dtype="float32", n=8, cin=21, cout=21, hw=16, k=64, s=32, p=0),
-        "fcn_forward_block_kernel|fcn_dgrad_block_kernel|fcn_dgrad_finish_kernel", per_iter=3, count=3),
+        "fcn_forward_block_kernel|fcn_dgrad_block_kernel|fcn_dgrad_finish_kernel|fcn_wgrad_block_kernel|"
+        "fcn_wgrad_finish_kernel", per_iter=5, count=5),
     # max_unpool (csrc/cuda/max_unpool.cu): dense 2x2 with OH = 2H, OW = 2W: the forward launches
     # ONE unpool_gather2x2[_pairs]_kernel (then reads its flags: no scatter for max_pool's
     # indices), the backward ONE unpool_backward_dense[_pairs]_kernel (the pair kernels: NCHW, even

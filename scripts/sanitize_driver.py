@@ -158,9 +158,11 @@ def conv_transpose(dev):
     w = torch.randn(40, 3, 24, 24, device=dev, requires_grad=True)
     RF.conv_transpose2d(x, w, None, 8).sum().backward()
     # the block forward with runs of two tiles, some crossing into the next row tile (A reloaded):
-    # 32 row tiles x 11 column tiles (the last one partial) over one wave of blocks
+    # 32 row tiles x 11 column tiles (the last one partial) over one wave of blocks; its
+    # grad_weight (fcn_wgrad_block_kernel) over 11 column tiles x ~24 splits of m
     x = torch.randn(4, 4, 30, 30, device=dev)
-    RF.conv_transpose2d(x, torch.randn(4, 21, 16, 16, device=dev), torch.randn(21, device=dev), 8)
+    w = torch.randn(4, 21, 16, 16, device=dev, requires_grad=True)
+    RF.conv_transpose2d(x, w, torch.randn(21, device=dev), 8).sum().backward()
 
 
 CHECKS = [unpool, rnn, conv, conv_transpose]

@@ -813,6 +813,140 @@ __global__ void __launch_bounds__(kThreads, 2) fcn_forward_block_kernel(const Bl
 #endif
 }
 
+// The same upsamplers' grad_weight as one block GEMM: with P[q, c] over q = (jr, jc, ci) and
+// c = (co, ph, pw),
+//   grad_w[ci, co, jr sH + ph, jc sW + pw] = P[q, c] = sum_m A[m, q] G[m, c]
+//   A[m, q] = x[n, ci, I - jr, J - jc] (zero off the image),  G[m, c] = gy[n, co, I sH + ph, J sW + pw]
+// over the m = (n, I, J) blocks of the forward. Q = Jh Jw C_in <= 128 is one tile of rows, so a
+// block owns a 128-column tile and a range of m (split over blockIdx.y so that one wave fills the
+// GPU), and every grad_output element is read once, in 16-byte runs; x arrives by 4-byte copies,
+// a warp's 32 consecutive m (neighbouring x columns) at a time. 3-stage cp.async ring, mma.sync
+// m16n8k8 tf32; partial sums go to a [split][Q][C_out sH sW] workspace that
+// fcn_wgrad_finish_kernel adds in split order into grad_w (deterministic, no atomics). The SIMT
+// kernel it replaces took 1.9 ms for the FCN-32s head and for FCN-8s's k16 s8 (cuDNN: 15 / 0.6 ms).
+constexpr int kWgQ = 128, kWgN = 128, kWgK = 32, kWgStages = 3;
+constexpr int kWgLdA = kWgK + 4;   // A as [q][m]: fragment reads (4g + t) and copies of 32 m hit 32 banks
+constexpr int kWgLdB = kWgN + 8;   // G as [m][c]: fragment reads (8t + g) on 32 banks; 16-byte rows
+constexpr int kWgStageFloats = kWgQ * kWgLdA + kWgK * kWgLdB;
+constexpr int kWgSmemBytes = kWgStages * kWgStageFloats * 4 + kWgQ * (8 + 4);  // + the q tables
+
+struct BlockWgrad {
+  const float* x;   // (N, C_in, H, W), strides xs
+  const float* gy;  // (N, C_out, OH, OW), contiguous
+  float* ws;        // P partials [splits][Q][Ncols]
+  float* gw;        // grad_weight (C_in, C_out, kH, kW), contiguous
+  S4 xs;
+  int N, Cin, Cout, H, W, sH, sW, kH, kW, Jh, Jw, OH, OW, Hb, Wb;
+  int M, Q, Ncols, steps_per_split, splits;
+  int64_t gy_n, gy_c;
+};
+
+__global__ void __launch_bounds__(kThreads, 2) fcn_wgrad_block_kernel(const BlockWgrad p) {
+#if RNNKERN_HAS_WMMA
+  extern __shared__ __align__(16) float blk_smem[];
+  int64_t* const x_q = reinterpret_cast<int64_t*>(blk_smem + kWgStages * kWgStageFloats);  // ci * x stride c
+  int* const tap_q = reinterpret_cast<int*>(x_q + kWgQ);                                  // jr << 16 | jc, -1 past Q
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int c0 = blockIdx.x * kWgN, split = blockIdx.y;
+  const int step0 = split * p.steps_per_split;
+  const int steps = min((p.M + kWgK - 1) / kWgK, step0 + p.steps_per_split) - step0;
+  const int plane = p.Hb * p.Wb, blk = p.sH * p.sW;
+
+  for (int q = tid; q < kWgQ; q += kThreads) {
+    const int tap = q / p.Cin, ci = q - tap * p.Cin, jr = tap / p.Jw, jc = tap - jr * p.Jw;
+    x_q[q] = q < p.Q ? ci * p.xs.c : 0;
+    tap_q[q] = q < p.Q ? (jr << 16) | jc : -1;
+  }
+  __syncthreads();
+
+  // A copies: lane = the m of the step (a warp: 32 consecutive blocks, mostly neighbouring x
+  // columns), q = warp + 8 i. G copies: thread tid owns m = tid / 8 of the step and the 16-byte
+  // runs of columns 4 (tid % 8 + 8 j), j < 4: their (co, ph, pw) offsets are fixed for the block.
+  const int gm = tid / 8, gq = tid % 8;
+  int64_t g_col[4];
+  bool g_ok[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int c = c0 + 4 * (gq + 8 * j);
+    const int co = c / blk, rem = c - co * blk, ph = rem / p.sW, pw = rem - ph * p.sW;
+    g_ok[j] = c < p.Ncols;
+    g_col[j] = g_ok[j] ? co * p.gy_c + int64_t(ph) * p.OW + pw : 0;
+  }
+  const auto issue = [&](int step, int stage) {
+    if (step < steps) {
+      float* As = blk_smem + stage * kWgStageFloats;
+      float* Gs = As + kWgQ * kWgLdA;
+      const int mb = (step0 + step) * kWgK;
+      {  // A
+        const int m = mb + lane;
+        const int n = m / plane, r = m - n * plane, I = r / p.Wb, J = r - I * p.Wb;
+        const bool m_ok = m < p.M;
+        const float* x_n = p.x + n * p.xs.n;
+        for (int q = warp; q < kWgQ; q += kThreads / 32) {
+          const int tap = tap_q[q], ih = I - (tap >> 16), iw = J - (tap & 0xffff);
+          const bool ok = m_ok && tap >= 0 && ih >= 0 && ih < p.H && iw >= 0 && iw < p.W;
+          cp_async4(smem_u32(As + q * kWgLdA + lane), ok ? x_n + x_q[q] + ih * p.xs.h + iw * p.xs.w : p.x, ok);
+        }
+      }
+      {  // G
+        const int m = mb + gm;
+        const int n = m / plane, r = m - n * plane, I = r / p.Wb, J = r - I * p.Wb;
+        const bool m_ok = m < p.M;
+        const float* gy_m = p.gy + n * p.gy_n + int64_t(I) * p.sH * p.OW + int64_t(J) * p.sW;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const bool ok = m_ok && g_ok[j];
+          cp_async16(smem_u32(Gs + gm * kWgLdB + 4 * (gq + 8 * j)), ok ? gy_m + g_col[j] : p.gy, ok);
+        }
+      }
+    }
+    cp_async_commit();  // an empty group past the end: see cp_async_ring
+  };
+
+  // Warps as 4 (q) x 2 (c), a 32 x 64 warp tile: 2 (m16) x 8 (n8) mma tiles. Warps whose rows are
+  // all past Q (q tile 128 against the FCN heads' 84) skip the arithmetic, not the barriers.
+  const int wm = warp / 2, wn = warp % 2, g = lane / 4, t = lane % 4;
+  const bool rows_live = wm * 32 < p.Q;
+  float acc[2][8][4] = {};
+  cp_async_ring<kWgStages>(steps, issue, [&](int stage) {
+    const float* As = blk_smem + stage * kWgStageFloats;
+    if (rows_live) warp_mma_tf32<8, kWgK, kWgLdA, kWgLdB, true, false>(acc, As, As + kWgQ * kWgLdA, wm, wn, lane);
+  });
+
+  float* ws = p.ws + int64_t(split) * p.Q * p.Ncols;
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int q = wm * 32 + i * 16 + g + 8 * h;
+      if (q >= p.Q) continue;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const int c = c0 + wn * 64 + j * 8 + 2 * t;  // c, c + 1 < Ncols together (Ncols % 4 == 0)
+        if (c < p.Ncols)
+          *reinterpret_cast<float2*>(ws + int64_t(q) * p.Ncols + c) = make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+      }
+    }
+#else
+  __trap();  // launched only on sm_80+
+#endif
+}
+
+// grad_w[ci, co, jr sH + ph, jc sW + pw] = sum over splits (in order) of P[(jr, jc, ci), (co, ph, pw)];
+// one thread per P element, c fastest (coalesced reads; writes along pw).
+__global__ void __launch_bounds__(kThreads) fcn_wgrad_finish_kernel(const BlockWgrad p) {
+  const int64_t total = int64_t(p.Q) * p.Ncols, per_split = total;
+  const int blk = p.sH * p.sW;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int q = static_cast<int>(e / p.Ncols), c = static_cast<int>(e - int64_t(q) * p.Ncols);
+    const int tap = q / p.Cin, ci = q - tap * p.Cin, jr = tap / p.Jw, jc = tap - jr * p.Jw;
+    const int co = c / blk, rem = c - co * blk, ph = rem / p.sW, pw = rem - ph * p.sW;
+    float v = 0.f;
+    for (int s = 0; s < p.splits; ++s) v += p.ws[s * per_split + e];
+    p.gw[((int64_t(ci) * p.Cout + co) * p.kH + jr * p.sH + ph) * p.kW + jc * p.sW + pw] = v;
+  }
+}
+
 // ---------------------------------------------------------------------------------- host ----
 
 void check_int32(const char* op, int64_t v, const char* what) {
@@ -934,17 +1068,43 @@ bool block_gemm_fits(int smem_bytes) {
 // 16-byte cp.async sources need 16-byte aligned bases (a weight may be a view into a flat buffer).
 bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 == 0; }
 
+// Blocks of `kernel` (kThreads threads, `smem` bytes of dynamic shared memory) the GPU holds at
+// once: one wave. Raises the kernel's shared-memory cap first (the occupancy query counts on it).
+template <typename Kernel>
+int64_t wave_slots(Kernel kernel, size_t smem) {
+  allow_full_shared_memory(kernel);
+  const int per_sm = blocks_per_sm(kernel, kThreads, smem);
+  return int64_t(std::max(per_sm, 1)) * at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+}
+
+// A grid-stride finishing kernel's blocks for `total` elements.
+unsigned finish_blocks(int64_t total) {
+  return static_cast<unsigned>(std::min<int64_t>((total + kThreads - 1) / kThreads, 1 << 20));
+}
+
+// Split a reduction of `steps` steps over blockIdx so that `tiles` x splits blocks fill one wave
+// of `slots`, rounding down (a second wave of a few blocks would double the time), with at least
+// `min_steps` steps a split so the copy ring fills. Sets p.steps_per_split and p.splits.
+template <class P>
+void split_over_wave(P& p, int64_t slots, int64_t tiles, int64_t steps, int64_t min_steps) {
+  const int64_t want = std::max<int64_t>(1, std::min<int64_t>(slots / tiles, steps / min_steps));
+  p.steps_per_split = static_cast<int>((steps + want - 1) / want);
+  p.splits = static_cast<int>((steps + p.steps_per_split - 1) / p.steps_per_split);
+}
+
 // The block GEMM above serves grad_input where: fp32 under cudnn.allow_tf32 (fp32 without it,
 // fp64 and 16-bit keep the split-K kernel), sm_80+, one group, k = J s, no padding / dilation /
 // output_padding, s x s blocks whose k-steps of 32 hold whole 16-byte runs ((sH sW) % 32 == 0,
-// sW % 4 == 0), a contiguous 16-byte-aligned grad_output and a 16-byte-aligned weight.
+// sW % 4 == 0), a contiguous 16-byte-aligned grad_output and a 16-byte-aligned weight, and
+// N OH OW < 2^31 (block_geometry keeps OH, OW, kH, kW as int).
 bool fcn_block_dgrad(const ConvT2dGeometry& g, const at::Tensor& grad_output, const at::Tensor& weight) {
   return !simt_requested() && !fcn_general_requested() && grad_output.scalar_type() == at::kFloat &&
          cudnn_tf32_allowed(CudnnOp::kConv) && block_gemm_fits(kBlkSmemBytes) && aligned16(weight) && g.G == 1 &&
          g.pH == 0 && g.pW == 0 && g.dH == 1 && g.dW == 1 && g.opH == 0 && g.opW == 0 && g.kH % g.sH == 0 &&
          g.kW % g.sW == 0 && (g.sH * g.sW) % kBlkK == 0 && g.sW % 4 == 0 && grad_output.is_contiguous() &&
          aligned16(grad_output) && g.N * g.H * g.W > 0 && g.Cin > 0 && g.Cout > 0 &&
-         (int64_t(g.kH / g.sH) * (g.kW / g.sW) * g.Cin + kBlkQ - 1) / kBlkQ <= 65535;
+         (int64_t(g.kH / g.sH) * (g.kW / g.sW) * g.Cin + kBlkQ - 1) / kBlkQ <= 65535 &&
+         g.N * g.OH * g.OW < (int64_t(1) << 31);
 }
 
 // w: the weight, contiguous (the caller's copy, which fcn_block_dgrad checked)
@@ -966,15 +1126,8 @@ void fcn_block_dgrad_cuda(const at::Tensor& grad_output, const at::Tensor& w, co
   p.K = static_cast<int>(K);
   p.gy_n = grad_output.stride(0);
   p.gy_c = grad_output.stride(1);
-  allow_full_shared_memory(fcn_dgrad_block_kernel);  // before the occupancy query, which counts on it
-  // Split K so that the blocks fill the GPU once, rounding down (a second wave of a few blocks
-  // would double the time), keeping >= 8 k-steps per split so the ring fills.
-  const int per_sm = blocks_per_sm(fcn_dgrad_block_kernel, kThreads, kBlkSmemBytes);
-  const int64_t slots = int64_t(std::max(per_sm, 1)) * at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  const int64_t tiles = ((M + kBlkM - 1) / kBlkM) * ((Q + kBlkQ - 1) / kBlkQ), k_steps = K / kBlkK;
-  const int64_t want = std::max<int64_t>(1, std::min<int64_t>(slots / tiles, k_steps / 8));
-  p.steps_per_split = static_cast<int>((k_steps + want - 1) / want);
-  p.splits = static_cast<int>((k_steps + p.steps_per_split - 1) / p.steps_per_split);
+  const int64_t tiles = ((M + kBlkM - 1) / kBlkM) * ((Q + kBlkQ - 1) / kBlkQ);
+  split_over_wave(p, wave_slots(fcn_dgrad_block_kernel, kBlkSmemBytes), tiles, K / kBlkK, 8);
   TORCH_CHECK(p.splits <= 65535 && (Q + kBlkQ - 1) / kBlkQ <= 65535, op, ": grad_output too large for one launch");
   at::Tensor ws = at::empty({int64_t(p.splits) * M * Q}, grad_output.options());
   p.ws = ws.data_ptr<float>();
@@ -983,9 +1136,51 @@ void fcn_block_dgrad_cuda(const at::Tensor& grad_output, const at::Tensor& w, co
                   static_cast<unsigned>(p.splits));
   fcn_dgrad_block_kernel<<<grid, kThreads, kBlkSmemBytes, stream>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  const int64_t total = g.N * g.H * g.W * g.Cin;
-  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + kThreads - 1) / kThreads, 1 << 20));
-  fcn_dgrad_finish_kernel<<<blocks, kThreads, 0, stream>>>(p);
+  fcn_dgrad_finish_kernel<<<finish_blocks(g.N * g.H * g.W * g.Cin), kThreads, 0, stream>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// The block GEMM above serves grad_weight where: fp32 under cudnn.allow_tf32, sm_80+, one group,
+// k = J s, no padding / dilation / output_padding, sW % 4 == 0 (16-byte runs of grad_output), Q =
+// Jh Jw C_in <= 128 (one tile of rows), a contiguous 16-byte-aligned grad_output, and 32-bit
+// sizes (block_geometry keeps OH, OW, kH, kW as int; N OH OW < 2^31 bounds them all, as the SIMT
+// kernel's own limit does).
+bool fcn_block_wgrad(const ConvT2dGeometry& g, const at::Tensor& grad_output, const at::Tensor& input) {
+  return !simt_requested() && !fcn_general_requested() && grad_output.scalar_type() == at::kFloat &&
+         cudnn_tf32_allowed(CudnnOp::kConv) && block_gemm_fits(kWgSmemBytes) && g.G == 1 && g.pH == 0 && g.pW == 0 &&
+         g.dH == 1 && g.dW == 1 && g.opH == 0 && g.opW == 0 && g.kH % g.sH == 0 && g.kW % g.sW == 0 &&
+         g.sW % 4 == 0 && grad_output.is_contiguous() && aligned16(grad_output) && g.N * g.H * g.W > 0 &&
+         g.Cin > 0 && g.Cout > 0 && (g.kH / g.sH) * (g.kW / g.sW) * g.Cin <= kWgQ &&
+         g.Cout * g.sH * g.sW < (int64_t(1) << 31) - kWgN && g.N * g.OH * g.OW < (int64_t(1) << 31);
+}
+
+void fcn_block_wgrad_cuda(const at::Tensor& grad_output, const at::Tensor& input, const ConvT2dGeometry& g,
+                          at::Tensor& grad_weight) {
+  const char* op = "conv_transpose2d_backward_weight";
+  TORCH_CHECK(grad_weight.is_contiguous(), op, ": internal: the block grad_weight writes a contiguous tensor");
+  BlockWgrad p{};
+  p.x = input.const_data_ptr<float>();
+  p.gy = grad_output.const_data_ptr<float>();
+  p.gw = grad_weight.data_ptr<float>();
+  p.xs = strides_of(input);
+  block_geometry(g, p);
+  const int64_t M = g.N * p.Hb * p.Wb, Ncols = g.Cout * g.sH * g.sW;
+  check_int32(op, M + kWgK, "N * (H + kH / sH - 1) * (W + kW / sW - 1)");
+  p.M = static_cast<int>(M);
+  p.Q = p.Jh * p.Jw * p.Cin;
+  p.Ncols = static_cast<int>(Ncols);
+  p.gy_n = grad_output.stride(0);
+  p.gy_c = grad_output.stride(1);
+  const int64_t col_tiles = (Ncols + kWgN - 1) / kWgN;
+  split_over_wave(p, wave_slots(fcn_wgrad_block_kernel, kWgSmemBytes), col_tiles, (M + kWgK - 1) / kWgK, 4);
+  TORCH_CHECK(p.splits <= 65535 && col_tiles < (int64_t(1) << 31), op, ": grad_output too large for one launch");
+  at::Tensor ws = at::empty({int64_t(p.splits) * p.Q * Ncols}, grad_output.options());
+  p.ws = ws.data_ptr<float>();
+  auto stream = at::cuda::getCurrentCUDAStream();
+  fcn_wgrad_block_kernel<<<dim3(static_cast<unsigned>(col_tiles), static_cast<unsigned>(p.splits)), kThreads,
+                           kWgSmemBytes, stream>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  fcn_wgrad_finish_kernel<<<finish_blocks(int64_t(p.Q) * Ncols), kThreads, 0, stream>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -1041,11 +1236,8 @@ void fcn_block_forward_cuda(const at::Tensor& input, const at::Tensor& w, const 
   p.col_tiles = static_cast<int>((Ncols + kFwdN - 1) / kFwdN);
   p.units = (M + kFwdM - 1) / kFwdM * p.col_tiles;
   const size_t smem = fwd_smem_bytes(p.Kp);
-  allow_full_shared_memory(fcn_forward_block_kernel);  // before the occupancy query, which counts on it
   // one wave: the runs of tiles are even, so a second, partial wave would only add its length
-  const int per_sm = blocks_per_sm(fcn_forward_block_kernel, kThreads, smem);
-  const int64_t slots = int64_t(std::max(per_sm, 1)) * at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  const auto blocks = static_cast<unsigned>(std::min(p.units, slots));
+  const auto blocks = static_cast<unsigned>(std::min(p.units, wave_slots(fcn_forward_block_kernel, smem)));
   fcn_forward_block_kernel<<<blocks, kThreads, smem, at::cuda::getCurrentCUDAStream()>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -1215,6 +1407,10 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cuda(
              : at::empty(weight_size, grad_output.options());
   // ATen's reduction, as conv.cu's: deterministic, coalesced in either layout
   at::Tensor grad_bias = conv_grad_bias_cuda(grad_output, bias_grad);
+  if (!engine && grad_weight.numel() > 0 && fcn_block_wgrad(g, grad_output, input)) {
+    fcn_block_wgrad_cuda(grad_output, input, g, grad_weight);
+    return {grad_weight, grad_bias};
+  }
   const bool cl = conv_channels_last(grad_output);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(),
                                   "conv_transpose2d_backward_weight_cuda", [&] {

@@ -336,6 +336,39 @@ def test_cuda_fcn_block_forward(monkeypatch, case):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("case", _FCN_CASES)
+def test_cuda_fcn_block_wgrad(monkeypatch, case):
+    """grad_weight of the FCN upsamplers as one block GEMM on TF32 tensor cores
+    (fcn_wgrad_block_kernel + fcn_wgrad_finish_kernel, fp32 under cudnn.allow_tf32, J^2 C_in <= 128:
+    (40, J = 3) keeps the SIMT kernel; scripts/check_fcn_block_gemms.py replays its index math):
+    within TOL_TF32 of fp64 torch and of the SIMT kernel (RNNKERN_CONVT_FCN=general), bitwise
+    repeatable, on a strided input too; a non-contiguous grad_output takes the SIMT kernel and
+    agrees; grad_bias alongside."""
+    n, cin, cout, k, s, size = case
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    x = torch.randn(n, cin, *size, device="cuda", dtype=torch.float64)
+    w = torch.randn(cin, cout, *k, device="cuda", dtype=torch.float64, requires_grad=True)
+    b = torch.randn(cout, device="cuda", dtype=torch.float64, requires_grad=True)
+    y = F.conv_transpose2d(x, w, b, s)
+    gy = torch.randn_like(y)
+    ref_w, ref_b = torch.autograd.grad(y, (w, b), gy)
+    args = (list(s), [0, 0], [0, 0], 1, [1, 1])
+    x32, gy32, shape = x.float(), gy.float(), list(w.shape)
+    gw, gb = ops.conv_transpose2d_backward_weight(gy32, x32, shape, *args, True)
+    assert gw.shape == w.shape and gw.dtype == torch.float32 and gw.is_contiguous()
+    assert rel_err(gw, ref_w) < TOL_TF32, rel_err(gw, ref_w)
+    assert rel_err(gb, ref_b) < TOL[torch.float32]
+    assert torch.equal(gw, ops.conv_transpose2d_backward_weight(gy32, x32, shape, *args, False)[0])
+    strided = torch.empty(n, cin, size[0], size[1] + 3, device="cuda")[..., 1:-2].copy_(x32)
+    assert rel_err(ops.conv_transpose2d_backward_weight(gy32, strided, shape, *args, False)[0], ref_w) < TOL_TF32
+    gy_strided = torch.empty(gy32.shape[:-1] + (gy32.shape[-1] + 4,), device="cuda")[..., 2:-2].copy_(gy32)
+    assert rel_err(ops.conv_transpose2d_backward_weight(gy_strided, x32, shape, *args, False)[0], ref_w) < TOL_TF32
+    monkeypatch.setenv("RNNKERN_CONVT_FCN", "general")
+    general = ops.conv_transpose2d_backward_weight(gy32, x32, shape, *args, False)[0]
+    assert rel_err(general, ref_w) < TOL_TF32 and rel_err(gw, general) < TOL_TF32
+
+
+@pytest.mark.cuda
 def test_cuda_fcn_block_forward_runs(monkeypatch):
     """The FCN-32s head at the benchmark's size (N8, 16x16 -> 544x544): 19 row tiles x 168 column
     tiles over one wave of blocks, so most blocks' runs cross a row tile (A reloaded mid-run), and
