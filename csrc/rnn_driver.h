@@ -27,6 +27,17 @@ inline bool env_equals(const char* name, const char* value) {
   return e != nullptr && std::strcmp(e, value) == 0;
 }
 
+// A positive integer from environment variable `name`, or `fallback` when it is unset; any other
+// value is an error naming the variable (read per call, as env_equals).
+inline int env_positive_int(const char* name, int fallback) {
+  const char* e = std::getenv(name);
+  if (e == nullptr || *e == '\0') return fallback;
+  char* end = nullptr;
+  const long v = std::strtol(e, &end, 10);
+  TORCH_CHECK(*end == '\0' && v > 0 && v <= (1L << 30), name, " must be a positive integer, got '", e, "'");
+  return static_cast<int>(v);
+}
+
 // RNNKERN_DEBUG=1: both backends log which RNN path / step each call takes (stderr).
 inline bool rnn_debug_log_enabled() {
   const char* e = std::getenv("RNNKERN_DEBUG");

@@ -39,7 +39,7 @@
 // Set RNNKERN_RNN_PATH=general|persistent to force a path (persistent falls back when it does
 // not fit), RNNKERN_RNN_MATH=fma|mma to force the persistent kernel's arithmetic (mma only where
 // the dtype and flags allow tensor cores), RNNKERN_RNN_BARRIER=grid|flag|cluster to force the
-// FMA kernel's barrier, RNNKERN_DEBUG=1 to log the choice.
+// FMA kernel's barrier, RNNKERN_RNN_CTAS=n to cap its grid at n CTAs, RNNKERN_DEBUG=1 to log the choice.
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDADataType.h>
@@ -579,8 +579,12 @@ PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H) {
   } else {
     const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
     const StepBarrier barrier = choose_barrier(H, *prop);
-    // rows spread over every SM for a grid barrier, over at most one cluster otherwise
-    const int ctas = barrier == StepBarrier::kCluster ? kMaxClusterCtas : prop->multiProcessorCount;
+    // rows spread over every SM for a grid barrier, over at most one cluster otherwise;
+    // RNNKERN_RNN_CTAS=n caps the grid and flag launches at n CTAs (more rows each, fewer arrivals
+    // a barrier), to measure that trade
+    const int ctas = barrier == StepBarrier::kCluster
+                         ? kMaxClusterCtas
+                         : std::min(prop->multiProcessorCount, env_positive_int("RNNKERN_RNN_CTAS", prop->multiProcessorCount));
     const int rows = static_cast<int>((H + ctas - 1) / ctas);
     const int grid = static_cast<int>((H + rows - 1) / rows);
     // W's rows; one cluster also keeps two copies of the previous step's B x H output (the kernel's h_s)

@@ -662,6 +662,32 @@ def test_persistent_barriers_bitwise_equal(monkeypatch, capfd, dtype, H, B, with
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("barrier", ["grid", "flag"])
+def test_persistent_cta_cap_bitwise_equal(monkeypatch, capfd, barrier):
+    """RNNKERN_RNN_CTAS=n caps the FMA kernel's grid (more rows a CTA, fewer barrier arrivals):
+    each output is still one warp's fixed-order sum, so the bits do not change; a cap that leaves
+    more than 16 rows a CTA takes the general path (logged); a bad value is an error naming it."""
+    T, B, H = 11, 5, 256
+    args = [a.float() for a in _cuda_args(T, B, H)]
+    g, gh = torch.randn(T, B, H, device="cuda"), torch.randn(B, H, device="cuda")
+    env = dict(RNNKERN_RNN_PATH="persistent", RNNKERN_RNN_MATH="fma", RNNKERN_RNN_BARRIER=barrier)
+    base = _run_with_env(monkeypatch, args, None, False, g, gh, **env)
+    monkeypatch.setenv("RNNKERN_DEBUG", "1")
+    for ctas in ("64", "16"):
+        capfd.readouterr()
+        got = _run_with_env(monkeypatch, args, None, False, g, gh, RNNKERN_RNN_CTAS=ctas, **env)
+        assert "-> persistent path (fits" in capfd.readouterr().err
+        assert all(torch.equal(a, b) for a, b in zip(base, got))
+    capfd.readouterr()
+    got = _run_with_env(monkeypatch, args, None, False, g, gh, RNNKERN_RNN_CTAS="8", **env)
+    assert "general path" in capfd.readouterr().err
+    assert all(rel_err(b, a) < TOL_TF32 for a, b in zip(base, got))  # (its products may run in TF32)
+    monkeypatch.setenv("RNNKERN_RNN_CTAS", "lots")
+    with pytest.raises(RuntimeError, match="RNNKERN_RNN_CTAS"):
+        _run_with_env(monkeypatch, args, None, False, g, gh, **env)
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("H", [300, 1024])
 def test_persistent_batch_tiles_bitwise_equal(monkeypatch, capfd, dtype, H):
