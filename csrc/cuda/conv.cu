@@ -38,9 +38,9 @@
 // mma.sync with ldmatrix fragment loads: bf16/fp16 (m16n8k16) and tf32 (m16n8k8, when
 // torch.backends.cudnn.allow_tf32), fp32 accumulate (RNNKERN_CONV_MMA=wmma: the earlier WMMA
 // form); fp32 with TF32 disallowed and fp64 run a SIMT FMA path (8x4 outputs per thread).
-// Mainloop: one shared stage + register prefetch (the next step's global loads are in flight
-// while the tensor cores work on the current one), or with RNNKERN_CONV_PIPELINE=1 a ring of
-// cp.async stages (kStages > 1). Epilogue: accumulators staged through shared
+// Mainloop: a ring of cp.async stages (kStages > 1; use_pipeline says where), else one shared
+// stage + register prefetch (the next step's global loads in flight while the tensor cores work
+// on the current one; RNNKERN_CONV_PIPELINE=0 forces it). Epilogue: accumulators staged through shared
 // memory in the orientation that makes the global stores coalesced for the output's layout.
 // Layouts: NCHW and channels_last natively (template kCL); loads along the contiguous dimension
 // use 16-byte vectors where the channel counts and pointers allow it (runtime flag).
@@ -1185,15 +1185,19 @@ bool use_wmma() { return env_switch("RNNKERN_CONV_MMA", "mma", "wmma"); }
 // Shared stages of the cp.async pipeline: tf32 3 x 27 KB, 16-bit 4 x 15 KB (two blocks an SM).
 template <typename T> constexpr int kPipelineStages = sizeof(T) == 4 ? 3 : 4;
 
-// RNNKERN_CONV_PIPELINE=1 (read per call; opt-in until measured on a GPU): the gather and
-// grad-weight kernels' mma.sync paths fill a ring of shared stages with cp.async (kStages > 1)
-// instead of one stage behind a register prefetch, on sm_80+, where the loads allow it: fp32 any
-// layout (4- or 16-byte copies), 16-bit channels_last with 16-byte channel runs (16-bit NCHW
-// would need 2-byte copies, which cp.async does not have).
+// The gather and grad-weight kernels' mma.sync paths fill a ring of shared stages with cp.async
+// (kStages > 1) instead of one stage behind a register prefetch, on sm_80+, where the loads allow
+// it: fp32 any layout (4- or 16-byte copies), 16-bit channels_last with 16-byte channel runs
+// (16-bit NCHW would need 2-byte copies, which cp.async does not have). On by default: on an H200
+// it was 2-26% faster on all twelve benchmark rows (bench/NOTES.md, seventh session). The
+// pixel-shuffled epilogue (`shuffled`: the transposed convolution's sub-pixel forward) has not
+// run pipelined on a GPU, so there only RNNKERN_CONV_PIPELINE=1 turns it on; =0 turns it off
+// everywhere (read per call).
 // vec_a / vec_b: the kernel's A / B loads are 16-byte runs (the flags of its Params).
-bool use_pipeline(size_t elem_size, bool cl, bool vec_a, bool vec_b) {
-  return env_switch("RNNKERN_CONV_PIPELINE", "0", "1") && at::cuda::getCurrentDeviceProperties()->major >= 8 &&
-         (elem_size == 4 || (cl && vec_a && vec_b));
+bool use_pipeline(size_t elem_size, bool cl, bool vec_a, bool vec_b, bool shuffled) {
+  const char* e = std::getenv("RNNKERN_CONV_PIPELINE");
+  const bool on = e == nullptr || *e == '\0' ? !shuffled : env_switch("RNNKERN_CONV_PIPELINE", "0", "1");
+  return on && at::cuda::getCurrentDeviceProperties()->major >= 8 && (elem_size == 4 || (cl && vec_a && vec_b));
 }
 
 // Calls fn(std::integral_constant<Path, P>{}) with T's compute path: fp64 on SIMT, fp32 on tf32
@@ -1269,7 +1273,7 @@ void launch_gather(GatherParams p, bool cl, bool trans, int64_t elem_size) {
   with_path<T>([&](auto path) {
     constexpr Path P = decltype(path)::value;
     if constexpr (P == Path::kTf32 || P == Path::k16) {
-      if (use_pipeline(sizeof(T), cl, p.vec_a, p.vec_b)) {
+      if (use_pipeline(sizeof(T), cl, p.vec_a, p.vec_b, p.ps > 1)) {
         launch_gather_pipelined<T, P>(p, cl, trans, grid, stream);
         return;
       }
@@ -1320,7 +1324,7 @@ void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::Te
   with_path<T>([&](auto path) {
     constexpr Path P = decltype(path)::value;
     if constexpr (P == Path::kTf32 || P == Path::k16) {
-      if (use_pipeline(sizeof(T), cl, p.vec_a, p.vec_b)) {
+      if (use_pipeline(sizeof(T), cl, p.vec_a, p.vec_b, false)) {
         constexpr int S = kPipelineStages<T>;
         const auto run = [&](auto kernel, int bytes) { launch_with_dynamic_smem(kernel, grid, bytes, stream, p); };
         if (cl) run(wgrad_kernel<T, P, true, S>, WgradTiles<T, P, true>::bytes(S));

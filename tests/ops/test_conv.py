@@ -262,9 +262,9 @@ def test_cuda_large_tile_shapes(strict_fp32):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_cuda_tensor_core_forms(monkeypatch, form, dtype, layout):
-    """Every form of the tensor-core tiles: mma.sync + ldmatrix (the default), WMMA
-    (RNNKERN_CONV_MMA=wmma) and the cp.async pipeline (RNNKERN_CONV_PIPELINE=1; fp32 in any
-    layout, 16-bit channels_last with 16-byte channel runs, the rest as without it), in tf32
+    """Every form of the tensor-core tiles: mma.sync + ldmatrix fed by the cp.async pipeline (the
+    default; fp32 in any layout, 16-bit channels_last with 16-byte channel runs, the rest as
+    without it), the same without it (RNNKERN_CONV_PIPELINE=0) and WMMA (RNNKERN_CONV_MMA=wmma), in tf32
     (torch's default cudnn.allow_tf32) and 16-bit, NCHW and channels_last. Forward / grad_input /
     grad_weight between them stage every shared-tile layout the fragment loads handle (A as
     [m][k] or [k][m], B as [k][n] or [n][k]). Shapes span several tiles in every GEMM dimension,
