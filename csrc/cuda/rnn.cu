@@ -33,8 +33,8 @@
 // H <= 256 at 16 rows per CTA), the cluster's hardware barrier; there each CTA keeps the outputs
 // it computes in its own shared memory and the next step reads h_{t-1} from the owning CTAs'
 // shared memory (distributed shared memory) instead of L2. grid.sync is the default: on an H200
-// the cluster variant lost to it, first exchanging h through L2, then pushing every output into
-// every CTA (16 scalar remote stores an output: 10.9 us a step, bench/NOTES.md).
+// at B8 H256 it takes 3.5 us a step, the cluster variant 6.7-7.0 (10.9 while it pushed every
+// output into every CTA, 16 scalar remote stores an output; bench/NOTES.md).
 //
 // Set RNNKERN_RNN_PATH=general|persistent to force a path (persistent falls back when it does
 // not fit), RNNKERN_RNN_MATH=fma|mma to force the persistent kernel's arithmetic (mma only where
@@ -505,8 +505,8 @@ const char* barrier_name(StepBarrier b) {
 
 // grid.sync over every SM by default. One cluster (RNNKERN_RNN_BARRIER=cluster, where the
 // device has clusters and W_hh's rows fit kMaxRows on each of kMaxClusterCtas CTAs) waits less
-// per step but gives each CTA 8x the rows: on an H200 at B8 H256 it ran 1.27 ms against grid's
-// 0.98 (bench/NOTES.md). RNNKERN_RNN_BARRIER=flag forces the flag barrier.
+// per step but gives each CTA 8x the rows: on an H200 at B8 H256 it runs 6.7-7.0 us a step
+// against grid's 3.5 (bench/NOTES.md). RNNKERN_RNN_BARRIER=flag forces the flag barrier.
 StepBarrier choose_barrier(int64_t H, const cudaDeviceProp& prop) {
   if (env_equals("RNNKERN_RNN_BARRIER", "flag")) return StepBarrier::kFlag;
   const bool cluster_fits = prop.major >= 9 && H <= int64_t{kMaxClusterCtas} * kMaxRows;
