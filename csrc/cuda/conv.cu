@@ -1189,7 +1189,7 @@ template <typename T> constexpr int kPipelineStages = sizeof(T) == 4 ? 3 : 4;
 // (kStages > 1) instead of one stage behind a register prefetch, on sm_80+, where the loads allow
 // it: fp32 any layout (4- or 16-byte copies), 16-bit channels_last with 16-byte channel runs
 // (16-bit NCHW would need 2-byte copies, which cp.async does not have). On by default: on an H200
-// it was 2-26% faster on all twelve benchmark rows (bench/NOTES.md, seventh session). The
+// it was faster on all twelve benchmark rows (by 0.1-26%) (bench/NOTES.md, seventh session). The
 // pixel-shuffled epilogue (`shuffled`: the transposed convolution's sub-pixel forward) has not
 // run pipelined on a GPU, so there only RNNKERN_CONV_PIPELINE=1 turns it on; =0 turns it off
 // everywhere (read per call).
