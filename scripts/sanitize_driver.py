@@ -110,9 +110,10 @@ def conv(dev):
                 w1 = torch.randn(16, 24, 5, device=dev, dtype=dtype, requires_grad=True)
                 RF.conv1d(x.detach()[:, :, 0], w1, None, 1, 4, 2).sum().backward()
     torch.backends.cudnn.allow_tf32 = True
-    # the other tensor-core forms: WMMA fragments, and the cp.async pipeline (tf32 in both layouts,
-    # bf16 channels_last with 16-byte channel runs; 18 channels break the runs: 4-byte copies)
-    for env in ({"RNNKERN_CONV_MMA": "wmma"}, {"RNNKERN_CONV_PIPELINE": "1"}):
+    # the tensor-core forms: WMMA fragments, the single stage behind a register prefetch
+    # (RNNKERN_CONV_PIPELINE=0), and the cp.async ring forced on (the default's; tf32 in both
+    # layouts, bf16 channels_last with 16-byte channel runs; 18 channels break the runs: 4-byte copies)
+    for env in ({"RNNKERN_CONV_MMA": "wmma"}, {"RNNKERN_CONV_PIPELINE": "0"}, {"RNNKERN_CONV_PIPELINE": "1"}):
         os.environ.update(env)
         for fmt in (torch.contiguous_format, torch.channels_last):
             for dtype in (torch.float32, torch.bfloat16):
@@ -146,6 +147,14 @@ def conv_transpose(dev):
             x = torch.randn(2, cin, 5, 3, device=dev).contiguous(memory_format=fmt).requires_grad_()
             w = torch.randn(cin, 5, 16, 24, device=dev, requires_grad=True)
             RF.conv_transpose2d(x, w, torch.randn(10, device=dev), 8, 0, 0, 2).sum().backward()
+    # the sub-pixel forward on the engine's cp.async ring (opt-in there: RNNKERN_CONV_PIPELINE=1),
+    # tf32 and bf16 channels_last
+    os.environ["RNNKERN_CONV_PIPELINE"] = "1"
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(2, 16, 5, 7, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        RF.conv_transpose2d(x, torch.randn(16, 8, 16, 16, device=dev, dtype=dtype), None, 8)
+        RF.conv_transpose2d(x, torch.randn(16, 8, 2, 2, device=dev, dtype=dtype), None, 2)
+    del os.environ["RNNKERN_CONV_PIPELINE"]
     # the FCN-32s head shape, small batch
     x = torch.randn(1, 21, 5, 6, device=dev, requires_grad=True)
     w = torch.randn(21, 21, 64, 64, device=dev, requires_grad=True)

@@ -217,6 +217,27 @@ def test_reduced_precision_cpu():
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("pipeline", ["0", "1"])
+@pytest.mark.parametrize("dtype,k,s", [(torch.bfloat16, 2, 2), (torch.bfloat16, 16, 8), (torch.float32, 16, 8)])
+def test_cuda_subpixel_forward_engine_forms(monkeypatch, pipeline, dtype, k, s):
+    """The sub-pixel forward (k = J s: a stride-1 convolution on the engine whose epilogue stores
+    each value pixel-shuffled; channels_last, so the FCN block forward does not take it) with the
+    engine's single stage (RNNKERN_CONV_PIPELINE=0, its default here) and its cp.async ring (=1:
+    the pairing that had not run on a GPU when the ring became the engine's default elsewhere):
+    no worse than 2x torch's error (TF32's for fp32)."""
+    monkeypatch.setenv("RNNKERN_CONV_PIPELINE", pipeline)
+    x = torch.randn(2, 32, 9, 11, device="cuda").contiguous(memory_format=torch.channels_last)
+    w = torch.randn(32, 12, k, k, device="cuda") / (32 * (k // s) ** 2) ** 0.5
+    b = torch.randn(12, device="cuda")
+    ref = F.conv_transpose2d(x.double(), w.double(), b.double(), s)
+    ours = RF.conv_transpose2d(x.to(dtype), w.to(dtype), b.to(dtype), s)
+    theirs = F.conv_transpose2d(x.to(dtype), w.to(dtype), b.to(dtype), s)
+    assert ours.dtype == dtype and ours.is_contiguous(memory_format=torch.channels_last)
+    floor = TOL_TF32 if dtype == torch.float32 else 0.0
+    assert rel_err(ours, ref) <= max(2 * rel_err(theirs, ref), floor) + 1e-4, rel_err(ours, ref)
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_cuda_reduced_precision(dtype, layout):
