@@ -142,9 +142,6 @@ def run(ops: Optional[list[str]] = None, device: Optional[str] = None, quick: bo
     if unknown:
         print(f"rnnkern bench: unknown op(s) {', '.join(unknown)}; choose from {', '.join(OPS)}", file=sys.stderr)
         return 2
-    if json_path == "auto":
-        json_path = str(auto_json_path(device))
-        RESULTS.mkdir(parents=True, exist_ok=True)
     rows = []
     from tqdm import tqdm
     if device == "cuda":

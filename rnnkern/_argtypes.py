@@ -25,5 +25,13 @@ def float_above(lo: float, inclusive: bool = False):
     return parse
 
 
+def require_visible_device(parser: argparse.ArgumentParser, device: str | None) -> None:
+    """A usage error when `--device cuda` asks for a GPU that torch cannot see."""
+    if device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            parser.error("--device cuda: no CUDA device is visible to torch")
+
+
 positive_int, nonnegative_int = int_at_least(1), int_at_least(0)
 positive_float, nonnegative_float = float_above(0.0), float_above(0.0, inclusive=True)

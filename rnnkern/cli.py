@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from rnnkern._argtypes import positive_int
+from rnnkern._argtypes import positive_int, require_visible_device
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -57,9 +57,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(f"rnnkern bench: no bench/ directory next to the package ({_REPO}); run from a source "
               "checkout installed with `pip install -e .`", file=sys.stderr)
         return 2
+    require_visible_device(parser, args.device)
     import torch
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is visible to torch")
     sys.path.insert(0, str(_REPO))
     from bench.harness import auto_json_path, run
     if args.threads:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from rnnkern._argtypes import positive_float
+from rnnkern._argtypes import positive_float, require_visible_device
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,8 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seg-seconds", type=positive_float, default=120.0, help="segmentation training budget (default: 120)")
     p.add_argument("--skip", nargs="*", default=[], choices=["lm", "seg", "bench"])
     args = p.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda: no CUDA device is visible to torch")
+    require_visible_device(p, args.device)
     t0 = time.time()
 
     from rnnkern.cli import main as cli

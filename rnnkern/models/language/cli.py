@@ -5,7 +5,8 @@ import argparse
 import json
 import sys
 
-from rnnkern._argtypes import nonnegative_float, nonnegative_int, positive_float, positive_int
+from rnnkern._argtypes import (nonnegative_float, nonnegative_int, positive_float, positive_int,
+                               require_visible_device)
 from rnnkern.models.language.data import CorpusError
 
 
@@ -93,18 +94,11 @@ _CONFIG_OPTIONS = ("model", "level", "corpus", "replace_bad_bytes", "split", "lo
                    "out")
 
 
-def _check_device(args: argparse.Namespace) -> None:
-    if args.device == "cuda":
-        import torch
-        if not torch.cuda.is_available():
-            args.parser.error("--device cuda: no CUDA device is visible to torch")
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     import os
 
     from rnnkern.models.language.train import LMConfig, resume_config, train
-    _check_device(args)
+    require_visible_device(args.parser, args.device)
     given = {k: getattr(args, k) for k in _CONFIG_OPTIONS if getattr(args, k) is not None}
     if "split" in given:
         given["split"] = list(given["split"])
@@ -133,7 +127,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     import torch
     from rnnkern.models.language.sampling import FixedStepper, NGramStepper, RNNStepper, generate
     from rnnkern.models.language.train import load_checkpoint
-    _check_device(args)
+    require_visible_device(args.parser, args.device)
     device = "cuda" if args.device == "cuda" else "cpu"
     try:
         cfg, vocab, model, _ = load_checkpoint(args.ckpt, device)
@@ -158,7 +152,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     import math
     from rnnkern.models.language.train import evaluate, fmt_metrics, load_checkpoint, load_corpus, metrics, _device
-    _check_device(args)
+    require_visible_device(args.parser, args.device)
     try:
         cfg, vocab, model, _ = load_checkpoint(args.ckpt, args.device)
         corpus = load_corpus(cfg, vocab, args.corpus)
