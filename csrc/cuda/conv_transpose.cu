@@ -536,18 +536,46 @@ __device__ __forceinline__ void warp_mma_tf32(float (&acc)[2][NJ][4], const floa
 // operands unrounded, as cuBLAS feeds them), K split over blockIdx.z with fp32 partials in a
 // workspace; fcn_dgrad_finish_kernel adds the splits and the Jh x Jw overlaps in a fixed order
 // (deterministic, no atomics).
+// The FCN upsamplers' sizes, as int (block_geometry fills them; the routing predicates bound
+// them), and the three index decompositions every FCN kernel makes: an output block
+// m = (n, I, J) over N x Hb x Wb, a tap and channel q = (jr, jc, ci) over Jh x Jw x C_in, a column
+// c = (co, ph, pw) over C_out x sH x sW.
+struct FcnGeometry {
+  int N, Cin, Cout, H, W, sH, sW, kH, kW, Jh, Jw, OH, OW, Hb, Wb;
+
+  __device__ __forceinline__ void block(int m, int& n, int& I, int& J) const {
+    const int plane = Hb * Wb;
+    n = m / plane;
+    const int r = m - n * plane;
+    I = r / Wb;
+    J = r - I * Wb;
+  }
+  __device__ __forceinline__ void tap(int q, int& jr, int& jc, int& ci) const {
+    const int t = q / Cin;
+    ci = q - t * Cin;
+    jr = t / Jw;
+    jc = t - jr * Jw;
+  }
+  __device__ __forceinline__ void column(int c, int& co, int& ph, int& pw) const {
+    const int blk = sH * sW;
+    co = c / blk;
+    const int rem = c - co * blk;
+    ph = rem / sW;
+    pw = rem - ph * sW;
+  }
+};
+
 constexpr int kBlkM = 128, kBlkQ = 96, kBlkK = 32, kBlkStages = 3;
 constexpr int kBlkLd = kBlkK + 4;  // row stride in floats: 16-byte rows, fragment reads on 32 banks
 constexpr int kBlkStageFloats = (kBlkM + kBlkQ) * kBlkLd;
 constexpr int kBlkSmemBytes = kBlkStages * kBlkStageFloats * 4;
 
-struct BlockDgrad {
+struct BlockDgrad : FcnGeometry {
   const float* gy;  // (N, C_out, OH, OW), contiguous
   const float* w;   // (C_in, C_out, kH, kW), contiguous
   float* ws;        // P partials [splits][M][Q]
   float* gx;        // grad_input, strides gxs
   S4 gxs;
-  int N, Cin, Cout, H, W, sH, sW, kH, kW, Jh, Jw, OH, OW, Hb, Wb;
   int M, Q, K, steps_per_split, splits;
   int64_t gy_n, gy_c;
 };
@@ -565,12 +593,12 @@ __global__ void __launch_bounds__(kThreads, 2) fcn_dgrad_block_kernel(const Bloc
   const int ch = tid % 8, row = tid / 8;
   int64_t a_off[4], b_off[3];
   bool a_ok[4], b_ok[3];
-  const int plane = p.Hb * p.Wb;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     const int m = m0 + row + 32 * i;
     a_ok[i] = m < p.M;
-    const int n = m / plane, r = m - n * plane, I = r / p.Wb, J = r - I * p.Wb;
+    int n, I, J;
+    p.block(m, n, I, J);
     a_off[i] = a_ok[i] ? n * p.gy_n + int64_t(I) * p.sH * p.OW + int64_t(J) * p.sW : 0;
   }
   const int kk_w = p.kH * p.kW;
@@ -578,14 +606,15 @@ __global__ void __launch_bounds__(kThreads, 2) fcn_dgrad_block_kernel(const Bloc
   for (int i = 0; i < 3; ++i) {
     const int q = q0 + row + 32 * i;
     b_ok[i] = q < p.Q;
-    const int tap = q / p.Cin, ci = q - tap * p.Cin, jr = tap / p.Jw, jc = tap - jr * p.Jw;
+    int jr, jc, ci;
+    p.tap(q, jr, jc, ci);
     b_off[i] = b_ok[i] ? int64_t(ci) * p.Cout * kk_w + int64_t(jr) * p.sH * p.kW + int64_t(jc) * p.sW : 0;
   }
-  const int blk = p.sH * p.sW;
   const auto issue = [&](int step, int stage) {
     if (step < steps) {
       const int k = (step0 + step) * kBlkK + 4 * ch;
-      const int co = k / blk, rem = k - co * blk, ph = rem / p.sW, pw = rem - ph * p.sW;
+      int co, ph, pw;
+      p.column(k, co, ph, pw);
       const int64_t ak = co * p.gy_c + int64_t(ph) * p.OW + pw, bk = int64_t(co) * kk_w + int64_t(ph) * p.kW + pw;
       float* st = blk_smem + stage * kBlkStageFloats;
       // rows past M / Q zero-fill; their source is the tensor's base (no byte is read from it)
@@ -677,13 +706,12 @@ struct FwdTables {
 // tables, A (kp rows) and two B buffers (kp rows each); kp = K rounded up to the mma's k of 8
 size_t fwd_smem_bytes(int kp) { return sizeof(FwdTables) + size_t(3) * kp * kFwdLd * sizeof(float); }
 
-struct BlockFwd {
+struct BlockFwd : FcnGeometry {
   const float* x;  // (N, C_in, H, W), strides xs
   const float* w;  // (C_in, C_out, kH, kW), contiguous
   const float* bias;
   float* y;        // (N, C_out, OH, OW), contiguous
   S4 xs;
-  int N, Cin, Cout, H, W, sH, sW, kH, kW, Jh, Jw, OH, OW, Hb, Wb;
   int M, Ncols, K, Kp, col_tiles;
   int64_t units;  // row tiles x column tiles, tile u = (u / col_tiles, u % col_tiles)
 };
@@ -696,11 +724,11 @@ __global__ void __launch_bounds__(kThreads, 2) fcn_forward_block_kernel(const Bl
   float* const Bs = As + p.Kp * kFwdLd;  // two buffers of p.Kp x kFwdLd
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int64_t u_begin = p.units * blockIdx.x / gridDim.x, u_end = p.units * (blockIdx.x + 1) / gridDim.x;
-  const int plane = p.Hb * p.Wb, blk = p.sH * p.sW;
 
   for (int k = tid; k < p.Kp; k += kThreads) {
     const bool ok = k < p.K;
-    const int tap = k / p.Cin, ci = k - tap * p.Cin, jr = tap / p.Jw, jc = tap - jr * p.Jw;
+    int jr, jc, ci;
+    p.tap(k, jr, jc, ci);
     tab.x_k[k] = ok ? ci * p.xs.c : 0;
     tab.w_k[k] = ok ? (ci * p.Cout * p.kH + jr * p.sH) * p.kW + jc * p.sW : -1;
     tab.tap_k[k] = ok ? (jr << 16) | jc : -1;
@@ -713,7 +741,8 @@ __global__ void __launch_bounds__(kThreads, 2) fcn_forward_block_kernel(const Bl
   const int am = tid % kFwdM;
   const auto load_a = [&](int mt) {
     const int m = mt * kFwdM + am;
-    const int n = m / plane, r = m - n * plane, I = r / p.Wb, J = r - I * p.Wb;
+    int n, I, J;
+    p.block(m, n, I, J);
     for (int k = tid / kFwdM; k < p.Kp; k += kThreads / kFwdM) {
       const int tap = tab.tap_k[k], ih = I - (tap >> 16), iw = J - (tap & 0xffff);
       const bool ok = m < p.M && tap >= 0 && ih >= 0 && ih < p.H && iw >= 0 && iw < p.W;
@@ -725,7 +754,8 @@ __global__ void __launch_bounds__(kThreads, 2) fcn_forward_block_kernel(const Bl
   // output row's pw run: sW % 4 == 0) of k-rows tid / 32 + 8 i. Commits the group (with any A).
   const auto issue_b = [&](int ct, int buf) {
     const int c = ct * kFwdN + 4 * (tid % 32);
-    const int co = c / blk, rem = c - co * blk, ph = rem / p.sW, pw = rem - ph * p.sW;
+    int co, ph, pw;
+    p.column(c, co, ph, pw);
     const bool c_ok = c < p.Ncols;
     const float* w_c = p.w + (co * p.kH + ph) * p.kW + pw;
     float* dst = Bs + buf * p.Kp * kFwdLd + 4 * (tid % 32);
@@ -740,7 +770,8 @@ __global__ void __launch_bounds__(kThreads, 2) fcn_forward_block_kernel(const Bl
   const auto set_columns = [&](int ct, int buf) {
     if (tid < kFwdN) {
       const int c = ct * kFwdN + tid;
-      const int co = c / blk, rem = c - co * blk, ph = rem / p.sW, pw = rem - ph * p.sW;
+      int co, ph, pw;
+      p.column(c, co, ph, pw);
       const bool ok = c < p.Ncols;
       tab.col_off[buf][tid] = ok ? (co * p.OH + ph) * p.OW + pw : -1;
       tab.col_bias[buf][tid] = ok && p.bias ? p.bias[co] : 0.f;
@@ -756,7 +787,8 @@ __global__ void __launch_bounds__(kThreads, 2) fcn_forward_block_kernel(const Bl
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int m = mt * kFwdM + wm * 32 + i * 16 + g + 8 * h;
-        const int n = m / plane, r = m - n * plane, I = r / p.Wb, J = r - I * p.Wb;
+        int n, I, J;
+        p.block(m, n, I, J);
         y_row[i][h] = m < p.M ? (int64_t(n) * p.Cout * p.OH + int64_t(I) * p.sH) * p.OW + int64_t(J) * p.sW : -1;
       }
   };
@@ -830,13 +862,12 @@ constexpr int kWgLdB = kWgN + 8;   // G as [m][c]: fragment reads (8t + g) on 32
 constexpr int kWgStageFloats = kWgQ * kWgLdA + kWgK * kWgLdB;
 constexpr int kWgSmemBytes = kWgStages * kWgStageFloats * 4 + kWgQ * (8 + 4);  // + the q tables
 
-struct BlockWgrad {
+struct BlockWgrad : FcnGeometry {
   const float* x;   // (N, C_in, H, W), strides xs
   const float* gy;  // (N, C_out, OH, OW), contiguous
   float* ws;        // P partials [splits][Q][Ncols]
   float* gw;        // grad_weight (C_in, C_out, kH, kW), contiguous
   S4 xs;
-  int N, Cin, Cout, H, W, sH, sW, kH, kW, Jh, Jw, OH, OW, Hb, Wb;
   int M, Q, Ncols, steps_per_split, splits;
   int64_t gy_n, gy_c;
 };
@@ -850,10 +881,10 @@ __global__ void __launch_bounds__(kThreads, 2) fcn_wgrad_block_kernel(const Bloc
   const int c0 = blockIdx.x * kWgN, split = blockIdx.y;
   const int step0 = split * p.steps_per_split;
   const int steps = min((p.M + kWgK - 1) / kWgK, step0 + p.steps_per_split) - step0;
-  const int plane = p.Hb * p.Wb, blk = p.sH * p.sW;
 
   for (int q = tid; q < kWgQ; q += kThreads) {
-    const int tap = q / p.Cin, ci = q - tap * p.Cin, jr = tap / p.Jw, jc = tap - jr * p.Jw;
+    int jr, jc, ci;
+    p.tap(q, jr, jc, ci);
     x_q[q] = q < p.Q ? ci * p.xs.c : 0;
     tap_q[q] = q < p.Q ? (jr << 16) | jc : -1;
   }
@@ -868,7 +899,8 @@ __global__ void __launch_bounds__(kThreads, 2) fcn_wgrad_block_kernel(const Bloc
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     const int c = c0 + 4 * (gq + 8 * j);
-    const int co = c / blk, rem = c - co * blk, ph = rem / p.sW, pw = rem - ph * p.sW;
+    int co, ph, pw;
+    p.column(c, co, ph, pw);
     g_ok[j] = c < p.Ncols;
     g_col[j] = g_ok[j] ? co * p.gy_c + int64_t(ph) * p.OW + pw : 0;
   }
@@ -879,7 +911,8 @@ __global__ void __launch_bounds__(kThreads, 2) fcn_wgrad_block_kernel(const Bloc
       const int mb = (step0 + step) * kWgK;
       {  // A
         const int m = mb + lane;
-        const int n = m / plane, r = m - n * plane, I = r / p.Wb, J = r - I * p.Wb;
+        int n, I, J;
+        p.block(m, n, I, J);
         const bool m_ok = m < p.M;
         const float* x_n = p.x + n * p.xs.n;
         for (int q = warp; q < kWgQ; q += kThreads / 32) {
@@ -890,7 +923,8 @@ __global__ void __launch_bounds__(kThreads, 2) fcn_wgrad_block_kernel(const Bloc
       }
       {  // G
         const int m = mb + gm;
-        const int n = m / plane, r = m - n * plane, I = r / p.Wb, J = r - I * p.Wb;
+        int n, I, J;
+        p.block(m, n, I, J);
         const bool m_ok = m < p.M;
         const float* gy_m = p.gy + n * p.gy_n + int64_t(I) * p.sH * p.OW + int64_t(J) * p.sW;
 #pragma unroll
@@ -936,11 +970,12 @@ __global__ void __launch_bounds__(kThreads, 2) fcn_wgrad_block_kernel(const Bloc
 // one thread per P element, c fastest (coalesced reads; writes along pw).
 __global__ void __launch_bounds__(kThreads) fcn_wgrad_finish_kernel(const BlockWgrad p) {
   const int64_t total = int64_t(p.Q) * p.Ncols, per_split = total;
-  const int blk = p.sH * p.sW;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     const int q = static_cast<int>(e / p.Ncols), c = static_cast<int>(e - int64_t(q) * p.Ncols);
-    const int tap = q / p.Cin, ci = q - tap * p.Cin, jr = tap / p.Jw, jc = tap - jr * p.Jw;
-    const int co = c / blk, rem = c - co * blk, ph = rem / p.sW, pw = rem - ph * p.sW;
+    int jr, jc, ci;
+    p.tap(q, jr, jc, ci);
+    int co, ph, pw;
+    p.column(c, co, ph, pw);
     float v = 0.f;
     for (int s = 0; s < p.splits; ++s) v += p.ws[s * per_split + e];
     p.gw[((int64_t(ci) * p.Cout + co) * p.kH + jr * p.sH + ph) * p.kW + jc * p.sW + pw] = v;
@@ -1037,10 +1072,8 @@ bool simt_requested() { return env_switch("RNNKERN_CONVT_PATH", "gather", "simt"
 // engine's sub-pixel forward, the split-K grad_input) instead of the block GEMMs, for comparison.
 bool fcn_general_requested() { return env_switch("RNNKERN_CONVT_FCN", "block", "general"); }
 
-// The sizes both block GEMMs take (BlockDgrad and BlockFwd name them alike); the caller has
-// checked they fit in int.
-template <class P>
-void block_geometry(const ConvT2dGeometry& g, P& p) {
+// The sizes every FCN block GEMM takes; the caller has checked they fit in int.
+void block_geometry(const ConvT2dGeometry& g, FcnGeometry& p) {
   p.N = static_cast<int>(g.N);
   p.Cin = static_cast<int>(g.Cin);
   p.Cout = static_cast<int>(g.Cout);
@@ -1092,17 +1125,24 @@ void split_over_wave(P& p, int64_t slots, int64_t tiles, int64_t steps, int64_t 
   p.splits = static_cast<int>((steps + p.steps_per_split - 1) / p.steps_per_split);
 }
 
-// The block GEMM above serves grad_input where: fp32 under cudnn.allow_tf32 (fp32 without it,
-// fp64 and 16-bit keep the split-K kernel), sm_80+, one group, k = J s, no padding / dilation /
-// output_padding, s x s blocks whose k-steps of 32 hold whole 16-byte runs ((sH sW) % 32 == 0,
-// sW % 4 == 0), a contiguous 16-byte-aligned grad_output and a 16-byte-aligned weight, and
-// N OH OW < 2^31 (block_geometry keeps OH, OW, kH, kW as int).
+// What the three FCN block GEMMs all need: no override (RNNKERN_CONVT_PATH=simt,
+// RNNKERN_CONVT_FCN=general), fp32 under cudnn.allow_tf32, one group, k = J s with no padding,
+// dilation or output_padding, and sW % 4 == 0 (pw runs of 4: 16-byte copies, float2 stores).
+bool fcn_block_shape(const ConvT2dGeometry& g, at::ScalarType dtype) {
+  return !simt_requested() && !fcn_general_requested() && dtype == at::kFloat && cudnn_tf32_allowed(CudnnOp::kConv) &&
+         g.G == 1 && g.pH == 0 && g.pW == 0 && g.dH == 1 && g.dW == 1 && g.opH == 0 && g.opW == 0 &&
+         g.kH % g.sH == 0 && g.kW % g.sW == 0 && g.sW % 4 == 0;
+}
+
+// The block GEMM above serves grad_input where: fcn_block_shape (fp32 without TF32, fp64 and
+// 16-bit keep the split-K kernel), sm_80+ with room for its shared memory, s x s blocks whose
+// k-steps of 32 hold whole 16-byte runs ((sH sW) % 32 == 0), a contiguous 16-byte-aligned
+// grad_output and a 16-byte-aligned weight, and N OH OW < 2^31 (block_geometry keeps OH, OW, kH,
+// kW as int).
 bool fcn_block_dgrad(const ConvT2dGeometry& g, const at::Tensor& grad_output, const at::Tensor& weight) {
-  return !simt_requested() && !fcn_general_requested() && grad_output.scalar_type() == at::kFloat &&
-         cudnn_tf32_allowed(CudnnOp::kConv) && block_gemm_fits(kBlkSmemBytes) && aligned16(weight) && g.G == 1 &&
-         g.pH == 0 && g.pW == 0 && g.dH == 1 && g.dW == 1 && g.opH == 0 && g.opW == 0 && g.kH % g.sH == 0 &&
-         g.kW % g.sW == 0 && (g.sH * g.sW) % kBlkK == 0 && g.sW % 4 == 0 && grad_output.is_contiguous() &&
-         aligned16(grad_output) && g.N * g.H * g.W > 0 && g.Cin > 0 && g.Cout > 0 &&
+  return fcn_block_shape(g, grad_output.scalar_type()) && block_gemm_fits(kBlkSmemBytes) && aligned16(weight) &&
+         (g.sH * g.sW) % kBlkK == 0 && grad_output.is_contiguous() && aligned16(grad_output) &&
+         g.N * g.H * g.W > 0 && g.Cin > 0 && g.Cout > 0 &&
          (int64_t(g.kH / g.sH) * (g.kW / g.sW) * g.Cin + kBlkQ - 1) / kBlkQ <= 65535 &&
          g.N * g.OH * g.OW < (int64_t(1) << 31);
 }
@@ -1140,18 +1180,15 @@ void fcn_block_dgrad_cuda(const at::Tensor& grad_output, const at::Tensor& w, co
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// The block GEMM above serves grad_weight where: fp32 under cudnn.allow_tf32, sm_80+, one group,
-// k = J s, no padding / dilation / output_padding, sW % 4 == 0 (16-byte runs of grad_output), Q =
-// Jh Jw C_in <= 128 (one tile of rows), a contiguous 16-byte-aligned grad_output, and 32-bit
-// sizes (block_geometry keeps OH, OW, kH, kW as int; N OH OW < 2^31 bounds them all, as the SIMT
-// kernel's own limit does).
+// The block GEMM above serves grad_weight where: fcn_block_shape, sm_80+ with room for its shared
+// memory, Q = Jh Jw C_in <= 128 (one tile of rows), a contiguous 16-byte-aligned grad_output,
+// and 32-bit sizes (block_geometry keeps OH, OW, kH, kW as int; N OH OW < 2^31 bounds them all,
+// as the SIMT kernel's own limit does).
 bool fcn_block_wgrad(const ConvT2dGeometry& g, const at::Tensor& grad_output, const at::Tensor& input) {
-  return !simt_requested() && !fcn_general_requested() && grad_output.scalar_type() == at::kFloat &&
-         cudnn_tf32_allowed(CudnnOp::kConv) && block_gemm_fits(kWgSmemBytes) && g.G == 1 && g.pH == 0 && g.pW == 0 &&
-         g.dH == 1 && g.dW == 1 && g.opH == 0 && g.opW == 0 && g.kH % g.sH == 0 && g.kW % g.sW == 0 &&
-         g.sW % 4 == 0 && grad_output.is_contiguous() && aligned16(grad_output) && g.N * g.H * g.W > 0 &&
-         g.Cin > 0 && g.Cout > 0 && (g.kH / g.sH) * (g.kW / g.sW) * g.Cin <= kWgQ &&
-         g.Cout * g.sH * g.sW < (int64_t(1) << 31) - kWgN && g.N * g.OH * g.OW < (int64_t(1) << 31);
+  return fcn_block_shape(g, grad_output.scalar_type()) && block_gemm_fits(kWgSmemBytes) &&
+         grad_output.is_contiguous() && aligned16(grad_output) && g.N * g.H * g.W > 0 && g.Cin > 0 && g.Cout > 0 &&
+         (g.kH / g.sH) * (g.kW / g.sW) * g.Cin <= kWgQ && g.Cout * g.sH * g.sW < (int64_t(1) << 31) - kWgN &&
+         g.N * g.OH * g.OW < (int64_t(1) << 31);
 }
 
 void fcn_block_wgrad_cuda(const at::Tensor& grad_output, const at::Tensor& input, const ConvT2dGeometry& g,
@@ -1198,16 +1235,12 @@ void check_device(const char* op, const at::Tensor& ref, const char* name, const
 
 }  // namespace
 
-// The upsamplers' forward on fcn_forward_block_kernel: fp32 under cudnn.allow_tf32, sm_80+, one
-// group, k = J s, no padding / dilation / output_padding, sW % 4 == 0 (16-byte runs of w, float2
-// stores), K = Jh Jw C_in <= 96 (A stays in shared memory), room for the kernel's shared memory,
-// 32-bit output and weight offsets, and an NCHW result (an input that is not channels_last).
-// Everything else of that family keeps subpixel_forward.
+// The upsamplers' forward on fcn_forward_block_kernel: fcn_block_shape, a 16-byte-aligned
+// weight, K = Jh Jw C_in <= 96 (A stays in shared memory), sm_80+ with room for the kernel's
+// shared memory, 32-bit output and weight offsets, and an NCHW result (an input that is not
+// channels_last). Everything else of that family keeps subpixel_forward.
 bool fcn_block_forward(const ConvT2dGeometry& g, const at::Tensor& input, const at::Tensor& weight) {
-  if (simt_requested() || fcn_general_requested() || input.scalar_type() != at::kFloat ||
-      !cudnn_tf32_allowed(CudnnOp::kConv) || !aligned16(weight) || g.G != 1 || g.pH != 0 || g.pW != 0 || g.dH != 1 ||
-      g.dW != 1 || g.opH != 0 || g.opW != 0 || g.kH % g.sH != 0 || g.kW % g.sW != 0 || g.sW % 4 != 0 ||
-      conv_channels_last(input) || g.Cin <= 0)
+  if (!fcn_block_shape(g, input.scalar_type()) || !aligned16(weight) || conv_channels_last(input) || g.Cin <= 0)
     return false;
   const int64_t K = (g.kH / g.sH) * (g.kW / g.sW) * g.Cin;
   return K <= kFwdKMax && block_gemm_fits(static_cast<int>(fwd_smem_bytes(static_cast<int>((K + 7) / 8 * 8)))) &&
