@@ -56,11 +56,12 @@ inline at::Tensor conv_grad_bias_cuda(const at::Tensor& grad_output, bool bias_g
 }
 
 // A two-valued override of the CUDA convolution kernels (RNNKERN_CONV_MMA, RNNKERN_CONV_PIPELINE,
-// RNNKERN_CONVT_PATH, RNNKERN_CONVT_FCN), read per call so tests and benchmarks can switch it: true when set to `on`,
-// false when unset, empty or `off`, an error naming both values otherwise.
-inline bool env_switch(const char* name, const char* off, const char* on) {
+// RNNKERN_CONVT_PATH, RNNKERN_CONVT_FCN), read per call so tests and benchmarks can switch it: true
+// when set to `on`, false when set to `off`, `unset` when unset or empty, an error naming both
+// values otherwise.
+inline bool env_switch(const char* name, const char* off, const char* on, bool unset = false) {
   const char* e = std::getenv(name);
-  if (e == nullptr || *e == '\0') return false;
+  if (e == nullptr || *e == '\0') return unset;
   const std::string v(e);
   TORCH_CHECK(v == off || v == on, name, " must be '", off, "' or '", on, "', got '", v, "'");
   return v == on;

@@ -1195,9 +1195,8 @@ template <typename T> constexpr int kPipelineStages = sizeof(T) == 4 ? 3 : 4;
 // everywhere (read per call).
 // vec_a / vec_b: the kernel's A / B loads are 16-byte runs (the flags of its Params).
 bool use_pipeline(size_t elem_size, bool cl, bool vec_a, bool vec_b, bool shuffled) {
-  const char* e = std::getenv("RNNKERN_CONV_PIPELINE");
-  const bool on = e == nullptr || *e == '\0' ? !shuffled : env_switch("RNNKERN_CONV_PIPELINE", "0", "1");
-  return on && at::cuda::getCurrentDeviceProperties()->major >= 8 && (elem_size == 4 || (cl && vec_a && vec_b));
+  return env_switch("RNNKERN_CONV_PIPELINE", "0", "1", /*unset=*/!shuffled) &&
+         at::cuda::getCurrentDeviceProperties()->major >= 8 && (elem_size == 4 || (cl && vec_a && vec_b));
 }
 
 // Calls fn(std::integral_constant<Path, P>{}) with T's compute path: fp64 on SIMT, fp32 on tf32
