@@ -23,13 +23,35 @@ import torch.nn.functional as F
 BM, BQ, BK, THREADS, LD = 128, 96, 32, 256, 32 + 4
 
 
-def host_splits(M, Q, K, slots):
-    """fcn_block_dgrad_cuda's split choice; slots = SMs x resident blocks an SM."""
-    tiles = -(-M // BM) * -(-Q // BQ)
-    k_steps = K // BK
-    want = max(1, min(slots // tiles, k_steps // 8))
-    per = -(-k_steps // want)
-    return per, -(-k_steps // per)
+def split_over_wave(slots, tiles, steps, min_steps):
+    """The host's split_over_wave: (steps a split, splits); slots = SMs x resident blocks an SM."""
+    want = max(1, min(slots // tiles, steps // min_steps))
+    per = -(-steps // want)
+    return per, -(-steps // per)
+
+
+def block_of(m, Hb, Wb):
+    """FcnGeometry::block: output block m -> (n, I, J)."""
+    n, r = divmod(m, Hb * Wb)
+    return (n, *divmod(r, Wb))
+
+
+def tap_of(q, J, Cin):
+    """FcnGeometry::tap: q -> (jr, jc, ci)."""
+    t, ci = divmod(q, Cin)
+    return (*divmod(t, J), ci)
+
+
+def column_of(c, s):
+    """FcnGeometry::column: c -> (co, ph, pw)."""
+    co, rem = divmod(c, s * s)
+    return (co, *divmod(rem, s))
+
+
+def assert_matches(label, got, ref):
+    err = np.abs(got - ref).max() / np.abs(ref).max()
+    print(f"{label}: max rel err {err:.2e}")
+    assert err < 1e-12, label
 
 
 def mma_m16n8k8(a_regs, b_regs, c_regs):
@@ -87,11 +109,10 @@ def replay(gy, w, N, Cin, Cout, H, W, s, J, slots):
     OW = (W + J - 1) * s
     Hb, Wb = H + J - 1, W + J - 1
     M, Q, K = N * Hb * Wb, J * J * Cin, Cout * s * s
-    per, splits = host_splits(M, Q, K, slots)
+    per, splits = split_over_wave(slots, -(-M // BM) * -(-Q // BQ), K // BK, 8)
     gy_flat, w_flat = gy.reshape(-1), w.reshape(-1)
     gy_n, gy_c = Cout * gy.shape[2] * gy.shape[3], gy.shape[2] * gy.shape[3]
     ws = np.full((splits, M, Q), np.nan)
-    plane = Hb * Wb
     for bz in range(splits):
         for bx in range(-(-M // BM)):
             for by in range(-(-Q // BQ)):
@@ -103,14 +124,12 @@ def replay(gy, w, N, Cin, Cout, H, W, s, J, slots):
                     for tid in range(THREADS):
                         ch, row = tid % 8, tid // 8
                         k = (step0 + step) * BK + 4 * ch
-                        co, rem = divmod(k, s * s)
-                        ph, pw = divmod(rem, s)
+                        co, ph, pw = column_of(k, s)
                         ak, bk = co * gy_c + ph * OW + pw, co * kH * kW + ph * kW + pw
                         for i in range(4):
                             m = m0 + row + 32 * i
                             if m < M:
-                                n, r = divmod(m, plane)
-                                I, Jj = divmod(r, Wb)
+                                n, I, Jj = block_of(m, Hb, Wb)
                                 off = n * gy_n + I * s * OW + Jj * s
                                 smem[row + 32 * i, 4 * ch:4 * ch + 4] = gy_flat[off + ak:off + ak + 4]
                             else:
@@ -118,8 +137,7 @@ def replay(gy, w, N, Cin, Cout, H, W, s, J, slots):
                         for i in range(3):
                             q = q0 + row + 32 * i
                             if q < Q:
-                                tap, ci = divmod(q, Cin)
-                                jr, jc = divmod(tap, J)
+                                jr, jc, ci = tap_of(q, J, Cin)
                                 off = ci * Cout * kH * kW + jr * s * kW + jc * s
                                 smem[BM + row + 32 * i, 4 * ch:4 * ch + 4] = w_flat[off + bk:off + bk + 4]
                             else:
@@ -157,7 +175,6 @@ def replay_forward(x, w, b, N, Cin, Cout, H, W, s, J, blocks):
     M, Ncols, K = N * Hb * Wb, Cout * s * s, J * J * Cin
     Kp = -(-K // 8) * 8
     assert Kp <= FKMAX
-    plane, blk = Hb * Wb, s * s
     x_flat, w_flat = x.reshape(-1), w.reshape(-1)
     xs = (Cin * H * W, H * W, W, 1)
     y = np.full(N * Cout * OH * OW, np.nan)
@@ -169,8 +186,7 @@ def replay_forward(x, w, b, N, Cin, Cout, H, W, s, J, blocks):
         # k tables (x_k, w_k, tap_k)
         x_k, w_k, tap_k = [], [], []
         for k in range(Kp):
-            tap, ci = divmod(k, Cin)
-            jr, jc = divmod(tap, J)
+            jr, jc, ci = tap_of(k, J, Cin)
             ok = k < K
             x_k.append(ci * xs[1] if ok else 0)
             w_k.append((ci * Cout * kH + jr * s) * kW + jc * s if ok else -1)
@@ -181,8 +197,7 @@ def replay_forward(x, w, b, N, Cin, Cout, H, W, s, J, blocks):
             for tid in range(THREADS):
                 am = tid % FM
                 m = mt * FM + am
-                n, r = divmod(m, plane)
-                I, Jj = divmod(r, Wb)
+                n, I, Jj = block_of(m, Hb, Wb)
                 for k in range(tid // FM, Kp, THREADS // FM):
                     tap = tap_k[k]
                     ih, iw = I - (tap >> 16), Jj - (tap & 0xFFFF)
@@ -193,8 +208,7 @@ def replay_forward(x, w, b, N, Cin, Cout, H, W, s, J, blocks):
             B = np.full((Kp, FN), np.nan)  # [k][c]
             for tid in range(THREADS):
                 c = ct * FN + 4 * (tid % 32)
-                co, rem = divmod(c, blk)
-                ph, pw = divmod(rem, s)
+                co, ph, pw = column_of(c, s)
                 w_c = (co * kH + ph) * kW + pw
                 for k in range(tid // 32, Kp, THREADS // 32):
                     ok = c < Ncols and w_k[k] >= 0
@@ -205,8 +219,7 @@ def replay_forward(x, w, b, N, Cin, Cout, H, W, s, J, blocks):
             off, bias = [], []
             for tid in range(FN):
                 c = ct * FN + tid
-                co, rem = divmod(c, blk)
-                ph, pw = divmod(rem, s)
+                co, ph, pw = column_of(c, s)
                 ok = c < Ncols
                 off.append((co * OH + ph) * OW + pw if ok else -1)
                 bias.append(b[co] if ok and b is not None else 0.0)
@@ -220,8 +233,7 @@ def replay_forward(x, w, b, N, Cin, Cout, H, W, s, J, blocks):
                 for i in range(2):
                     for h in range(2):
                         m = mt * FM + wm * 32 + i * 16 + g + 8 * h
-                        n, r = divmod(m, plane)
-                        I, Jj = divmod(r, Wb)
+                        n, I, Jj = block_of(m, Hb, Wb)
                         out[tid, i, h] = (n * Cout * OH + I * s) * OW + Jj * s if m < M else -1
             return out
 
@@ -275,19 +287,15 @@ def replay_wgrad(x, gy, N, Cin, Cout, H, W, s, J, slots):
     Hb, Wb = H + J - 1, W + J - 1
     M, Q, Ncols = N * Hb * Wb, J * J * Cin, Cout * s * s
     assert Q <= WQ
-    plane, blk = Hb * Wb, s * s
     x_flat, gy_flat = x.reshape(-1), gy.reshape(-1)
     xs = (Cin * H * W, H * W, W, 1)
     gy_n, gy_c = Cout * OH * OW, OH * OW
     col_tiles, m_steps = -(-Ncols // WN), -(-M // WK)
-    want = max(1, min(slots // col_tiles, m_steps // 4))
-    per = -(-m_steps // want)
-    splits = -(-m_steps // per)
+    per, splits = split_over_wave(slots, col_tiles, m_steps, 4)
     ws = np.full((splits, Q, Ncols), np.nan)
     x_q, tap_q = [], []
     for q in range(WQ):
-        tap, ci = divmod(q, Cin)
-        jr, jc = divmod(tap, J)
+        jr, jc, ci = tap_of(q, J, Cin)
         x_q.append(ci * xs[1] if q < Q else 0)
         tap_q.append((jr << 16) | jc if q < Q else -1)
     for bx in range(col_tiles):
@@ -303,8 +311,7 @@ def replay_wgrad(x, gy, N, Cin, Cout, H, W, s, J, slots):
                 for tid in range(THREADS):
                     lane, warp = tid % 32, tid // 32
                     m = mb + lane
-                    n, r = divmod(m, plane)
-                    I, Jj = divmod(r, Wb)
+                    n, I, Jj = block_of(m, Hb, Wb)
                     for q in range(warp, WQ, THREADS // 32):
                         tap = tap_q[q]
                         ih, iw = I - (tap >> 16), Jj - (tap & 0xFFFF)
@@ -312,12 +319,10 @@ def replay_wgrad(x, gy, N, Cin, Cout, H, W, s, J, slots):
                         A[q, lane] = x_flat[n * xs[0] + x_q[q] + ih * xs[2] + iw * xs[3]] if ok else 0.0
                     gm, gq = tid // 8, tid % 8
                     m = mb + gm
-                    n, r = divmod(m, plane)
-                    I, Jj = divmod(r, Wb)
+                    n, I, Jj = block_of(m, Hb, Wb)
                     for j in range(4):
                         c = c0 + 4 * (gq + 8 * j)
-                        co, rem = divmod(c, blk)
-                        ph, pw = divmod(rem, s)
+                        co, ph, pw = column_of(c, s)
                         ok = m < M and c < Ncols
                         off = n * gy_n + I * s * OW + Jj * s + co * gy_c + ph * OW + pw
                         G[gm, 4 * (gq + 8 * j):4 * (gq + 8 * j) + 4] = gy_flat[off:off + 4] if ok else 0.0
@@ -332,11 +337,9 @@ def replay_wgrad(x, gy, N, Cin, Cout, H, W, s, J, slots):
                     ws[split, q, cc] = v
     gw = np.full(Cin * Cout * kH * kW, np.nan)
     for q in range(Q):
-        tap, ci = divmod(q, Cin)
-        jr, jc = divmod(tap, J)
+        jr, jc, ci = tap_of(q, J, Cin)
         for c in range(Ncols):
-            co, rem = divmod(c, blk)
-            ph, pw = divmod(rem, s)
+            co, ph, pw = column_of(c, s)
             v = 0.0
             for sp in range(splits):
                 v += ws[sp, q, c]
@@ -357,9 +360,7 @@ def main():
         gy = torch.from_numpy(rng.standard_normal(tuple(y.shape)))
         (ref,) = torch.autograd.grad(y, x, gy)
         got, splits = replay(gy.numpy(), w.numpy(), N, Cin, Cout, H, W, s, J, slots)
-        err = np.abs(got - ref.numpy()).max() / np.abs(ref.numpy()).max()
-        print(f"N{N} Cin{Cin} Cout{Cout} {H}x{W} s{s} J{J}: {splits} splits, max rel err {err:.2e}")
-        assert err < 1e-12, (N, Cin, Cout, H, W, s, J)
+        assert_matches(f"N{N} Cin{Cin} Cout{Cout} {H}x{W} s{s} J{J}: {splits} splits", got, ref.numpy())
     print("fcn_dgrad_block replay: all cases match F.conv_transpose2d's grad_input")
     # forward: several row tiles with runs that cross them (few blocks: A reloads), a partial
     # column tile (C_out s^2 = 192), K not a multiple of 8 (36, 4: zero rows), K = 96, J = 1 and 3,
@@ -373,9 +374,7 @@ def main():
         ref = F.conv_transpose2d(x, w, b, s).numpy()
         got = replay_forward(x.numpy(), w.numpy(), None if b is None else b.numpy(), N, Cin, Cout, H, W, s, J,
                              blocks)
-        err = np.abs(got - ref).max() / np.abs(ref).max()
-        print(f"forward N{N} Cin{Cin} Cout{Cout} {H}x{W} s{s} J{J} bias={bias} blocks={blocks}: max rel err {err:.2e}")
-        assert err < 1e-12, (N, Cin, Cout, H, W, s, J)
+        assert_matches(f"forward N{N} Cin{Cin} Cout{Cout} {H}x{W} s{s} J{J} bias={bias} blocks={blocks}", got, ref)
     print("fcn_forward_block replay: all cases match F.conv_transpose2d")
     # grad_weight: several column tiles (C_out s^2 = 192, 320) with a partial last one, m over
     # several steps and splits with a partial last step, Q = 9 .. 96, J = 1..3
@@ -387,9 +386,7 @@ def main():
         gy = torch.from_numpy(rng.standard_normal(tuple(y.shape)))
         (ref,) = torch.autograd.grad(y, w, gy)
         got, splits = replay_wgrad(x.numpy(), gy.numpy(), N, Cin, Cout, H, W, s, J, slots)
-        err = np.abs(got - ref.numpy()).max() / np.abs(ref.numpy()).max()
-        print(f"wgrad N{N} Cin{Cin} Cout{Cout} {H}x{W} s{s} J{J}: {splits} splits, max rel err {err:.2e}")
-        assert err < 1e-12, (N, Cin, Cout, H, W, s, J)
+        assert_matches(f"wgrad N{N} Cin{Cin} Cout{Cout} {H}x{W} s{s} J{J}: {splits} splits", got, ref.numpy())
     print("fcn_wgrad_block replay: all cases match F.conv_transpose2d's grad_weight")
 
 
