@@ -111,6 +111,13 @@ class FCNHead(nn.Sequential):
         super().__init__(ConvBNReLU(in_channels, mid, 3), nn.Dropout(0.1), nn.Conv2d(mid, num_classes, 1))
 
 
+def pad_to_multiple(x: Tensor, m: int) -> Tensor:
+    """x zero-padded at the bottom and right to H and W multiples of m (the nets' total stride), so
+    no pooling drops a row or column; the caller crops its output back to x's H x W."""
+    ph, pw = (-x.shape[-2]) % m, (-x.shape[-1]) % m
+    return F.pad(x, (0, pw, 0, ph)) if ph or pw else x
+
+
 def upsample_to(x: Tensor, size: Sequence[int]) -> Tensor:
     """Bilinear resize to `size` (H, W), align_corners=False (as DeepLab/PSPNet in torchvision)."""
     if tuple(x.shape[-2:]) == tuple(size):

@@ -11,11 +11,11 @@ exactly f times, then crop back to H x W: output size == input size for any inpu
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 import rnnkern.nn as rnn
-from rnnkern.models.segmentation._blocks import ConvBNReLU, FCNHead, SegmentationModel, conv_transpose2d, upsample_to
+from rnnkern.models.segmentation._blocks import (ConvBNReLU, FCNHead, SegmentationModel, conv_transpose2d,
+                                                 pad_to_multiple, upsample_to)
 
 
 def _bilinear_upsampler(channels: int, factor: int) -> nn.Module:
@@ -85,8 +85,7 @@ class FCN(SegmentationModel):
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         self.check_input(x)
         h, w = x.shape[-2:]
-        ph, pw = (-h) % 32, (-w) % 32
-        xp = F.pad(x, (0, pw, 0, ph)) if ph or pw else x
+        xp = pad_to_multiple(x, 32)
         _, _, pool3, pool4, pool5 = self.encoder(xp)
         score = self.score_fr(self.fc(pool5))
         if self.variant == 32:
@@ -101,7 +100,7 @@ class FCN(SegmentationModel):
         result = {"out": score[:, :, :h, :w]}
         if self.aux_classifier is not None:
             aux = self.aux_classifier(pool4)
-            result["aux"] = upsample_to(aux, (h + ph, w + pw))[:, :, :h, :w]
+            result["aux"] = upsample_to(aux, xp.shape[-2:])[:, :, :h, :w]
         return result
 
 

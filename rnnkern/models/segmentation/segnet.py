@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import rnnkern.nn as rnn
-from rnnkern.models.segmentation._blocks import ConvBNReLU, FCNHead, SegmentationModel, upsample_to
+from rnnkern.models.segmentation._blocks import ConvBNReLU, FCNHead, SegmentationModel, pad_to_multiple, upsample_to
 
 
 class SegNet(SegmentationModel):
@@ -46,9 +46,7 @@ class SegNet(SegmentationModel):
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         self.check_input(x)
         h, w = x.shape[-2:]
-        m = 2 ** len(self.enc)
-        ph, pw = (-h) % m, (-w) % m
-        xp = F.pad(x, (0, pw, 0, ph)) if ph or pw else x
+        xp = pad_to_multiple(x, 2 ** len(self.enc))
         stack = []
         y = xp
         for stage in self.enc:

@@ -8,10 +8,10 @@ even a 1x1 input reaches the bottleneck; the output is cropped back to the input
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkern.models.segmentation._blocks import ConvBNReLU, FCNHead, SegmentationModel, conv_transpose2d, upsample_to
+from rnnkern.models.segmentation._blocks import (ConvBNReLU, FCNHead, SegmentationModel, conv_transpose2d,
+                                                 pad_to_multiple, upsample_to)
 
 
 class DoubleConv(nn.Sequential):
@@ -20,7 +20,8 @@ class DoubleConv(nn.Sequential):
 
 
 class Up(nn.Module):
-    """2x2 stride-2 transposed conv (halves the channels), pad to the skip, concat, double conv."""
+    """2x2 stride-2 transposed conv (halves the channels), concat with the skip, double conv. UNet
+    pads its input to a multiple of 2**depth, so the upsampled map is exactly the skip's size."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
@@ -28,11 +29,7 @@ class Up(nn.Module):
         self.conv = DoubleConv(in_channels // 2 + out_channels, out_channels)
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
-        x = self.up(x)
-        dh, dw = skip.shape[-2] - x.shape[-2], skip.shape[-1] - x.shape[-1]
-        if dh or dw:
-            x = F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2))
-        return self.conv(torch.cat([skip, x], dim=1))
+        return self.conv(torch.cat([skip, self.up(x)], dim=1))
 
 
 class UNet(SegmentationModel):
@@ -57,9 +54,7 @@ class UNet(SegmentationModel):
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         self.check_input(x)
         h, w = x.shape[-2:]
-        m = 2 ** len(self.downs)
-        ph, pw = (-h) % m, (-w) % m
-        xp = F.pad(x, (0, pw, 0, ph)) if ph or pw else x
+        xp = pad_to_multiple(x, 2 ** len(self.downs))
         skips = [self.inc(xp)]
         for down in self.downs:
             skips.append(down(skips[-1]))
