@@ -116,7 +116,7 @@ def library_headers():
 
 def extension():
     cpu_sources = sorted(glob.glob("csrc/cpu/*.cpp"))
-    sources = ["csrc/bindings.cpp"] + cpu_sources
+    sources = ["csrc/bindings.cpp"] + sorted(glob.glob("csrc/autograd/*.cpp")) + cpu_sources
     cxx = ["-O3", "-fopenmp"]  # the C++ standard is torch's own choice (C++17 or C++20)
     define_macros = []
     if BUILD_CUDA:

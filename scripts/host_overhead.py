@@ -1,14 +1,16 @@
-"""Host time of one call, rnnkern's layers against torch's, on the GPU.
+"""Host time of one call, rnnkern's layers against torch's (the GPU's host side, or the CPU).
 
 The benchmark's per-call times include the host's time before the first kernel starts; on an
 H200 host that was ~180 us for the FCN head's grad_input against ~95 us for its forward, and ~70
 us more than torch for max_unpool (bench/NOTES.md, seventh session). This times the host side
-alone, layer by layer: the compiled function (`_C`), the torch.library custom op over it, and
+alone, layer by layer: the registered operator (`torch.ops.rnnkern.*`, through torch's
+dispatcher and the C++ autograd kernel, what the functional layer and autograd call), and
 (max_unpool) the user's functional + autograd path, with torch's own op beside each. The GPU
 is kept busy first, so launches queue and the host's time is not the GPU's (except where an op
-reads a result back: max_unpool's forward checks its index flags).
+reads a result back: max_unpool's forward checks its index flags). On the CPU the shapes are
+tiny, so that the kernels' own time does not hide the layers'.
 
-    python scripts/host_overhead.py            (GPU; --device cpu for the layers alone)
+    python scripts/host_overhead.py            (GPU if visible; --device cpu for the CPU)
 """
 import argparse
 import statistics
@@ -18,7 +20,6 @@ import torch
 import torch.nn.functional as F
 
 import rnnkern.functional as RF
-from rnnkern import _C  # the layer below the custom ops, timed on its own here
 from rnnkern.ops import conv_transpose as ct
 from rnnkern.ops import max_unpool as mu
 
@@ -49,42 +50,39 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     dev = ap.parse_args().device
     torch.backends.cudnn.allow_tf32 = True
+    gpu = dev == "cuda"
     rows = []
-    # FCN-32s head (k64 s32, 21 -> 21), the benchmark's size
-    x = torch.randn(8, 21, 16, 16, device=dev)
-    w = torch.randn(21, 21, 64, 64, device=dev) / 64
-    args = ([32, 32], [0, 0], [0, 0], 1, [1, 1])
-    gy = torch.randn(8, 21, 544, 544, device=dev)
-    rows += [("convT head fwd", "_C", host_us(lambda: _C.conv_transpose2d_forward(x, w, None, *args), dev)),
-             ("convT head fwd", "custom op", host_us(lambda: ct.conv_transpose2d_forward(x, w, None, *args), dev)),
-             ("convT head fwd", "torch F", host_us(lambda: F.conv_transpose2d(x, w, None, 32), dev)),
-             ("convT head dgrad", "_C", host_us(lambda: _C.conv_transpose2d_backward_input(gy, w, list(x.shape), *args),
-                                                dev)),
-             ("convT head dgrad", "custom op",
+    # transposed conv: the FCN-32s head (k64 s32, 21 -> 21) on the GPU, a k4 s2 p1 toy on the CPU
+    if gpu:
+        x, w, stride, pad = torch.randn(8, 21, 16, 16, device=dev), torch.randn(21, 21, 64, 64, device=dev) / 64, 32, 0
+    else:
+        x, w, stride, pad = torch.randn(1, 4, 4, 4), torch.randn(4, 4, 4, 4), 2, 1
+    args = ([stride] * 2, [pad] * 2, [0, 0], 1, [1, 1])
+    gy = torch.randn_like(F.conv_transpose2d(x, w, None, stride, pad))
+    convt = f"convT {'head' if gpu else 'k4s2'}"
+    rows += [(f"{convt} fwd", "op", host_us(lambda: ct.conv_transpose2d_forward(x, w, None, *args), dev)),
+             (f"{convt} fwd", "torch F", host_us(lambda: F.conv_transpose2d(x, w, None, stride, pad), dev)),
+             (f"{convt} dgrad", "op",
               host_us(lambda: ct.conv_transpose2d_backward_input(gy, w, list(x.shape), *args), dev)),
-             ("convT head dgrad", "torch aten", host_us(lambda: torch.ops.aten.convolution_backward(
-                 gy, x, w, None, [32, 32], [0, 0], [1, 1], True, [0, 0], 1, [True, False, False]), dev))]
-    # max_unpool 2x2, fp32 NCHW (8, 64, 180, 240)
-    a = torch.randn(8, 64, 360, 480, device=dev)
+             (f"{convt} dgrad", "torch aten", host_us(lambda: torch.ops.aten.convolution_backward(
+                 gy, x, w, None, [stride] * 2, [pad] * 2, [1, 1], True, [0, 0], 1, [True, False, False]), dev))]
+    # max_unpool 2x2, fp32 NCHW: (8, 64, 180, 240) on the GPU, (1, 2, 4, 4) on the CPU
+    a = torch.randn(8, 64, 360, 480, device=dev) if gpu else torch.randn(1, 2, 8, 8)
     pooled, idx = F.max_pool2d(a, 2, return_indices=True)
     p = pooled.detach().requires_grad_()
     y_ours, y_torch = RF.max_unpool2d(p, idx, 2), F.max_unpool2d(p, idx, 2)
     g = torch.randn_like(y_ours)
-    mode, size = mu.MODE_INDICES, list(pooled.shape)
-    rows += [("unpool fwd", "_C", host_us(lambda: _C.max_unpool_forward(pooled, idx, mode, [2, 2], [2, 2], [0, 0],
-                                                                         [360, 480]), dev)),
-             ("unpool fwd", "custom op", host_us(lambda: mu.max_unpool_forward(pooled, idx, mode, [2, 2], [2, 2],
-                                                                                [0, 0], [360, 480]), dev)),
+    mode, size, out_hw = mu.MODE_INDICES, list(pooled.shape), list(a.shape[2:])
+    rows += [("unpool fwd", "op", host_us(lambda: mu.max_unpool_forward(pooled, idx, mode, [2, 2], [2, 2], [0, 0],
+                                                                         out_hw), dev)),
              ("unpool fwd", "functional", host_us(lambda: RF.max_unpool2d(p, idx, 2), dev)),
              ("unpool fwd", "torch F", host_us(lambda: F.max_unpool2d(p, idx, 2), dev)),
-             ("unpool bwd", "_C", host_us(lambda: _C.max_unpool_backward(g, idx, mode, size, [2, 2], [2, 2], [0, 0]),
+             ("unpool bwd", "op", host_us(lambda: mu.max_unpool_backward(g, idx, mode, size, [2, 2], [2, 2], [0, 0]),
                                           dev)),
-             ("unpool bwd", "custom op", host_us(lambda: mu.max_unpool_backward(g, idx, mode, size, [2, 2], [2, 2],
-                                                                                 [0, 0]), dev)),
              ("unpool bwd", "autograd", host_us(lambda: torch.autograd.grad(y_ours, p, g, retain_graph=True), dev)),
              ("unpool bwd", "torch autograd",
               host_us(lambda: torch.autograd.grad(y_torch, p, g, retain_graph=True), dev))]
-    name = torch.cuda.get_device_name() if dev == "cuda" else "cpu"
+    name = torch.cuda.get_device_name() if gpu else "cpu"
     print(f"host us per call ({name}, torch {torch.__version__})")
     for op, layer, us in rows:
         print(f"  {op:18} {layer:15} {us:8.1f}")

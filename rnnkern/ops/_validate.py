@@ -56,7 +56,7 @@ def check_supported_device(op: str, t: torch.Tensor) -> None:
 
 def autocast_dtype(t: torch.Tensor) -> torch.dtype | None:
     """The dtype torch's autocast runs convolutions and RNNs in for t's device, or None when autocast
-    is off there. The custom ops have no autocast kernel of their own, so the op wrappers cast."""
+    is off there. The ops have no autocast kernel of their own, so the op wrappers cast."""
     device = "cuda" if t.is_cuda else "cpu" if t.is_cpu else None  # cheaper than t.device.type
     if device is None or not torch.is_autocast_enabled(device):
         return None

@@ -1,11 +1,11 @@
 """Dilated / strided / grouped convolution (1-D and 2-D; 1-D runs as 2-D with H = 1).
 
 Layers: `rnnkern::conv2d_forward`, `rnnkern::conv2d_backward_input` and
-`rnnkern::conv2d_backward_weight` are torch.library custom ops over the pybind11 kernels
-(csrc/cpu/conv.cpp, csrc/cuda/conv.cu), each with a fake (meta) implementation, so torch.compile
-and torch.export see opaque nodes. Autograd is registered on all three: the forward's backward
-calls the two backward ops, and the backward ops are linear in each argument, so their own
-backwards are convolutions again (double backward works).
+`rnnkern::conv2d_backward_weight` are operators registered in C++ (csrc/bindings.cpp) over the
+kernels (csrc/cpu/conv.cpp, csrc/cuda/conv.cu), each given a fake (meta) implementation here, so
+torch.compile and torch.export see opaque nodes. Autograd is registered in C++ on all three
+(csrc/autograd/conv.cpp): the forward's backward calls the two backward ops, and the backward ops
+are linear in each argument, so their own backwards are convolutions again (double backward works).
 
 Padding is always passed to the ops as four entries (top, left, bottom, right), so 'same' with
 an even effective kernel (torch pads one extra row/column at the bottom/right) needs no F.pad:
@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from rnnkern.ops._ext import _C
+from rnnkern.ops import _ext  # noqa: F401  (loads _C, which registers torch.ops.rnnkern.*)
 from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, autocast_cast, check_same,
                                    check_supported_device, check_tensor, empty_like_layout, follow_weight_layout,
                                    ntuple)
@@ -32,13 +32,10 @@ def out_size(in_size: int, k: int, s: int, d: int, p_lo: int, p_hi: int) -> int:
     return (in_size + p_lo + p_hi - d * (k - 1) - 1) // s + 1
 
 
-@torch.library.custom_op("rnnkern::conv2d_forward", mutates_args=())
-def conv2d_forward(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: list[int], padding: list[int],
-                   dilation: list[int], groups: int) -> Tensor:
-    return _C.conv2d_forward(input, weight, bias, stride, padding, dilation, groups)
+conv2d_forward = torch.ops.rnnkern.conv2d_forward.default
 
 
-@conv2d_forward.register_fake
+@torch.library.register_fake("rnnkern::conv2d_forward")
 def _(input, weight, bias, stride, padding, dilation, groups):
     pt, pl, pb, pr = _pad4(padding)
     oh = out_size(input.shape[2], weight.shape[2], stride[0], dilation[0], pt, pb)
@@ -46,25 +43,18 @@ def _(input, weight, bias, stride, padding, dilation, groups):
     return empty_like_layout(input, (input.shape[0], weight.shape[0], oh, ow))
 
 
-@torch.library.custom_op("rnnkern::conv2d_backward_input", mutates_args=())
-def conv2d_backward_input(grad_output: Tensor, weight: Tensor, input_size: list[int], stride: list[int],
-                          padding: list[int], dilation: list[int], groups: int) -> Tensor:
-    return _C.conv2d_backward_input(grad_output, weight, input_size, stride, padding, dilation, groups)
+conv2d_backward_input = torch.ops.rnnkern.conv2d_backward_input.default
 
 
-@conv2d_backward_input.register_fake
+@torch.library.register_fake("rnnkern::conv2d_backward_input")
 def _(grad_output, weight, input_size, stride, padding, dilation, groups):
     return empty_like_layout(grad_output, input_size)
 
 
-@torch.library.custom_op("rnnkern::conv2d_backward_weight", mutates_args=())
-def conv2d_backward_weight(grad_output: Tensor, input: Tensor, weight_size: list[int], stride: list[int],
-                           padding: list[int], dilation: list[int], groups: int,
-                           bias_grad: bool) -> tuple[Tensor, Tensor]:
-    return _C.conv2d_backward_weight(grad_output, input, weight_size, stride, padding, dilation, groups, bias_grad)
+conv2d_backward_weight = torch.ops.rnnkern.conv2d_backward_weight.default
 
 
-@conv2d_backward_weight.register_fake
+@torch.library.register_fake("rnnkern::conv2d_backward_weight")
 def _(grad_output, input, weight_size, stride, padding, dilation, groups, bias_grad):
     gw = input.new_empty(weight_size)
     gb = input.new_empty((weight_size[0] if bias_grad else 0,))
@@ -73,76 +63,6 @@ def _(grad_output, input, weight_size, stride, padding, dilation, groups, bias_g
 
 def _pad4(padding: list[int]) -> list[int]:
     return list(padding) if len(padding) == 4 else [padding[0], padding[1], padding[0], padding[1]]
-
-
-# ---- autograd --------------------------------------------------------------------------------
-
-def _forward_setup(ctx, inputs, output):
-    input, weight, bias, stride, padding, dilation, groups = inputs
-    ctx.save_for_backward(input, weight)
-    ctx.args = (stride, padding, dilation, groups)
-
-
-def _forward_backward(ctx, grad_output):
-    input, weight = ctx.saved_tensors
-    stride, padding, dilation, groups = ctx.args
-    need_x, need_w, need_b = ctx.needs_input_grad[:3]
-    gx = gw = gb = None
-    if need_x:
-        gx = conv2d_backward_input(grad_output, weight, list(input.shape), stride, padding, dilation, groups)
-    if need_w:
-        gw, gb = conv2d_backward_weight(grad_output, input, list(weight.shape), stride, padding, dilation, groups,
-                                        need_b)
-        gb = gb if need_b else None
-    elif need_b:
-        gb = grad_output.sum((0, 2, 3))
-    return gx, gw, gb, None, None, None, None
-
-
-def _backward_input_setup(ctx, inputs, output):
-    grad_output, weight, input_size, stride, padding, dilation, groups = inputs
-    ctx.save_for_backward(grad_output, weight)
-    ctx.args = (stride, padding, dilation, groups)
-
-
-def _backward_input_backward(ctx, gg_input):
-    # grad_input = D(grad_output, weight), bilinear: d/dgrad_output = conv(gg, w), d/dw = wgrad(gy, gg)
-    grad_output, weight = ctx.saved_tensors
-    stride, padding, dilation, groups = ctx.args
-    g_gy = g_w = None
-    if ctx.needs_input_grad[0]:
-        g_gy = conv2d_forward(gg_input, weight, None, stride, padding, dilation, groups)
-    if ctx.needs_input_grad[1]:
-        g_w, _ = conv2d_backward_weight(grad_output, gg_input, list(weight.shape), stride, padding, dilation, groups,
-                                        False)
-    return g_gy, g_w, None, None, None, None, None
-
-
-def _backward_weight_setup(ctx, inputs, output):
-    grad_output, input, weight_size, stride, padding, dilation, groups, bias_grad = inputs
-    ctx.save_for_backward(grad_output, input)
-    ctx.args = (stride, padding, dilation, groups, bias_grad)
-
-
-def _backward_weight_backward(ctx, gg_weight, gg_bias):
-    # grad_weight = Wg(grad_output, input) and grad_bias = sum(grad_output), both linear.
-    grad_output, input = ctx.saved_tensors
-    stride, padding, dilation, groups, bias_grad = ctx.args
-    g_gy = g_x = None
-    if ctx.needs_input_grad[0]:
-        g_gy = conv2d_forward(input, gg_weight, None, stride, padding, dilation, groups)
-        if bias_grad and gg_bias is not None and gg_bias.numel():
-            g_gy = g_gy + gg_bias.view(1, -1, 1, 1)
-    if ctx.needs_input_grad[1]:
-        g_x = conv2d_backward_input(grad_output, gg_weight, list(input.shape), stride, padding, dilation, groups)
-    return g_gy, g_x, None, None, None, None, None, None
-
-
-torch.library.register_autograd("rnnkern::conv2d_forward", _forward_backward, setup_context=_forward_setup)
-torch.library.register_autograd("rnnkern::conv2d_backward_input", _backward_input_backward,
-                                setup_context=_backward_input_setup)
-torch.library.register_autograd("rnnkern::conv2d_backward_weight", _backward_weight_backward,
-                                setup_context=_backward_weight_setup)
 
 
 # ---- validation + torch's argument conventions, used by rnnkern.functional ---------------------

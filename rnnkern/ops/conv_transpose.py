@@ -1,13 +1,11 @@
 """Transposed convolution (1-D and 2-D; 1-D runs as 2-D with H = 1), torch's exact semantics.
 
 Layers: `rnnkern::conv_transpose2d_forward`, `rnnkern::conv_transpose2d_backward_input` and
-`rnnkern::conv_transpose2d_backward_weight` are torch.library custom ops over the pybind11
-kernels (csrc/cpu/conv_transpose.cpp, csrc/cuda/conv_transpose.cu), each with a fake (meta)
-implementation, so torch.compile and torch.export see opaque nodes. Autograd is registered on all
-three. The forward's backward calls the two backward ops; the backward ops are bilinear in their
-two tensor arguments, so their own backwards are the three ops again (double backward works):
-  backward_input(gy, W) = conv2d(gy, W):           d/dgy = forward(ggx, W),  d/dW = backward_weight(gy, ggx)
-  backward_weight(gy, x) = (gW, gb):                d/dgy = forward(x, ggW, ggb),  d/dx = backward_input(gy, ggW)
+`rnnkern::conv_transpose2d_backward_weight` are operators registered in C++ (csrc/bindings.cpp)
+over the kernels (csrc/cpu/conv_transpose.cpp, csrc/cuda/conv_transpose.cu), each given a fake
+(meta) implementation here, so torch.compile and torch.export see opaque nodes. Autograd is
+registered in C++ on all three (csrc/autograd/conv_transpose.cpp, which writes out the formulas);
+double backward works.
 
 Weight layout (C_in, C_out / groups, kH, kW), as torch. Layout rule
 (rnnkern.ops._validate.channels_last_output): the forward output and grad_input are channels_last
@@ -20,7 +18,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from rnnkern.ops._ext import _C
+from rnnkern.ops import _ext  # noqa: F401  (loads _C, which registers torch.ops.rnnkern.*)
 from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, autocast_cast, check_same,
                                    check_supported_device, check_tensor, empty_like_layout, follow_weight_layout,
                                    ntuple)
@@ -31,116 +29,32 @@ def output_size(in_size: int, k: int, s: int, p: int, op: int, d: int) -> int:
     return (in_size - 1) * s - 2 * p + d * (k - 1) + op + 1
 
 
-@torch.library.custom_op("rnnkern::conv_transpose2d_forward", mutates_args=())
-def conv_transpose2d_forward(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: list[int],
-                             padding: list[int], output_padding: list[int], groups: int,
-                             dilation: list[int]) -> Tensor:
-    return _C.conv_transpose2d_forward(input, weight, bias, stride, padding, output_padding, groups, dilation)
+conv_transpose2d_forward = torch.ops.rnnkern.conv_transpose2d_forward.default
 
 
-@conv_transpose2d_forward.register_fake
+@torch.library.register_fake("rnnkern::conv_transpose2d_forward")
 def _(input, weight, bias, stride, padding, output_padding, groups, dilation):
     oh = output_size(input.shape[2], weight.shape[2], stride[0], padding[0], output_padding[0], dilation[0])
     ow = output_size(input.shape[3], weight.shape[3], stride[1], padding[1], output_padding[1], dilation[1])
     return empty_like_layout(input, (input.shape[0], weight.shape[1] * groups, oh, ow))
 
 
-@torch.library.custom_op("rnnkern::conv_transpose2d_backward_input", mutates_args=())
-def conv_transpose2d_backward_input(grad_output: Tensor, weight: Tensor, input_size: list[int], stride: list[int],
-                                    padding: list[int], output_padding: list[int], groups: int,
-                                    dilation: list[int]) -> Tensor:
-    return _C.conv_transpose2d_backward_input(grad_output, weight, input_size, stride, padding, output_padding,
-                                              groups, dilation)
+conv_transpose2d_backward_input = torch.ops.rnnkern.conv_transpose2d_backward_input.default
 
 
-@conv_transpose2d_backward_input.register_fake
+@torch.library.register_fake("rnnkern::conv_transpose2d_backward_input")
 def _(grad_output, weight, input_size, stride, padding, output_padding, groups, dilation):
     return empty_like_layout(grad_output, input_size)
 
 
-@torch.library.custom_op("rnnkern::conv_transpose2d_backward_weight", mutates_args=())
-def conv_transpose2d_backward_weight(grad_output: Tensor, input: Tensor, weight_size: list[int],
-                                     stride: list[int], padding: list[int], output_padding: list[int],
-                                     groups: int, dilation: list[int], bias_grad: bool) -> tuple[Tensor, Tensor]:
-    return _C.conv_transpose2d_backward_weight(grad_output, input, weight_size, stride, padding, output_padding,
-                                               groups, dilation, bias_grad)
+conv_transpose2d_backward_weight = torch.ops.rnnkern.conv_transpose2d_backward_weight.default
 
 
-@conv_transpose2d_backward_weight.register_fake
+@torch.library.register_fake("rnnkern::conv_transpose2d_backward_weight")
 def _(grad_output, input, weight_size, stride, padding, output_padding, groups, dilation, bias_grad):
     gw = input.new_empty(weight_size)
     gb = input.new_empty((weight_size[1] * groups if bias_grad else 0,))
     return gw, gb
-
-
-# ---- autograd --------------------------------------------------------------------------------
-
-def _forward_setup(ctx, inputs, output):
-    input, weight, bias, stride, padding, output_padding, groups, dilation = inputs
-    ctx.save_for_backward(input, weight)
-    ctx.args = (stride, padding, output_padding, groups, dilation)
-    ctx.has_bias = bias is not None
-
-
-def _forward_backward(ctx, grad_output):
-    input, weight = ctx.saved_tensors
-    args = ctx.args
-    need_x, need_w, need_b = ctx.needs_input_grad[:3]
-    gx = gw = gb = None
-    if need_x:
-        gx = conv_transpose2d_backward_input(grad_output, weight, list(input.shape), *args)
-    if need_w or (need_b and ctx.has_bias):
-        gw, gb = conv_transpose2d_backward_weight(grad_output, input, list(weight.shape), *args,
-                                                  bool(need_b and ctx.has_bias))
-        gw = gw if need_w else None
-        gb = gb if (need_b and ctx.has_bias) else None
-    return gx, gw, gb, None, None, None, None, None
-
-
-def _bwd_input_setup(ctx, inputs, output):
-    grad_output, weight, input_size, stride, padding, output_padding, groups, dilation = inputs
-    ctx.save_for_backward(grad_output, weight)
-    ctx.args = (stride, padding, output_padding, groups, dilation)
-
-
-def _bwd_input_backward(ctx, ggx):
-    grad_output, weight = ctx.saved_tensors
-    args = ctx.args
-    d_gy = d_w = None
-    if ctx.needs_input_grad[0]:
-        d_gy = conv_transpose2d_forward(ggx, weight, None, *args)
-    if ctx.needs_input_grad[1]:
-        d_w, _ = conv_transpose2d_backward_weight(grad_output, ggx, list(weight.shape), *args, False)
-    return d_gy, d_w, None, None, None, None, None, None
-
-
-def _bwd_weight_setup(ctx, inputs, output):
-    grad_output, input, weight_size, stride, padding, output_padding, groups, dilation, bias_grad = inputs
-    ctx.save_for_backward(grad_output, input)
-    ctx.args = (stride, padding, output_padding, groups, dilation)
-    ctx.bias_grad = bias_grad
-    ctx.weight_size = list(weight_size)
-
-
-def _bwd_weight_backward(ctx, ggw, ggb):
-    grad_output, input = ctx.saved_tensors
-    args = ctx.args
-    d_gy = d_x = None
-    if ctx.needs_input_grad[0]:
-        bias = ggb if (ctx.bias_grad and ggb is not None and ggb.numel() > 0) else None
-        w = ggw if ggw is not None else input.new_zeros(ctx.weight_size)
-        d_gy = conv_transpose2d_forward(input, w, bias, *args)
-    if ctx.needs_input_grad[1] and ggw is not None:
-        d_x = conv_transpose2d_backward_input(grad_output, ggw, list(input.shape), *args)
-    return d_gy, d_x, None, None, None, None, None, None, None
-
-
-torch.library.register_autograd("rnnkern::conv_transpose2d_forward", _forward_backward,
-                                setup_context=_forward_setup)
-torch.library.register_autograd("rnnkern::conv_transpose2d_backward_input", _bwd_input_backward,
-                                setup_context=_bwd_input_setup)
-torch.library.register_autograd("rnnkern::conv_transpose2d_backward_weight", _bwd_weight_backward,
-                                setup_context=_bwd_weight_setup)
 
 
 # ----------------------------------------------------------------------------------------------

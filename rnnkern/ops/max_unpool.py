@@ -1,10 +1,10 @@
 """Unpooling ops: max-unpool (indices), bed-of-nails (implicit top-left index), nearest.
 
-Layers: `rnnkern::max_unpool_forward` / `rnnkern::max_unpool_backward` are torch.library custom
-ops over the pybind11 kernels, each with a fake (meta) implementation, so torch.compile and
-torch.export see opaque nodes. Autograd is registered on the ops themselves
-(`register_autograd`), which builds the autograd.Function; the backward op has one too, so
-double backward works (unpooling is linear: the backward of the backward is the forward).
+Layers: `rnnkern::max_unpool_forward` / `rnnkern::max_unpool_backward` are operators registered
+in C++ (csrc/bindings.cpp) over the kernels, each given a fake (meta) implementation here, so
+torch.compile and torch.export see opaque nodes. Their autograd formulas are in C++
+(csrc/autograd/max_unpool.cpp); the backward op has one too, so double backward works (unpooling
+is linear: the backward of the backward is the forward).
 
 Duplicate indices (several inputs pointing at one output element, impossible for indices from
 max_pool with kernel <= stride): the input element with the highest flat position in its (n, c)
@@ -18,64 +18,26 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from rnnkern.ops._ext import _C
+from rnnkern.ops import _ext  # noqa: F401  (loads _C, which registers torch.ops.rnnkern.*)
 from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, check_same, check_supported_device,
                                    check_tensor, empty_like_layout, ntuple)
 
 MODE_INDICES, MODE_BED_OF_NAILS, MODE_NEAREST = 0, 1, 2
 
 
-@torch.library.custom_op("rnnkern::max_unpool_forward", mutates_args=())
-def max_unpool_forward(input: Tensor, indices: Optional[Tensor], mode: int, kernel: list[int],
-                       stride: list[int], padding: list[int], output_size: list[int]) -> Tensor:
-    return _C.max_unpool_forward(input, indices, mode, kernel, stride, padding, output_size)
+max_unpool_forward = torch.ops.rnnkern.max_unpool_forward.default
+max_unpool_backward = torch.ops.rnnkern.max_unpool_backward.default
 
 
-@max_unpool_forward.register_fake
+@torch.library.register_fake("rnnkern::max_unpool_forward")
 def _(input, indices, mode, kernel, stride, padding, output_size):
     n, c = input.shape[:2]
     return empty_like_layout(input, (n, c, *output_size))
 
 
-@torch.library.custom_op("rnnkern::max_unpool_backward", mutates_args=())
-def max_unpool_backward(grad_output: Tensor, indices: Optional[Tensor], mode: int, input_size: list[int],
-                        kernel: list[int], stride: list[int], padding: list[int]) -> Tensor:
-    return _C.max_unpool_backward(grad_output, indices, mode, input_size, kernel, stride, padding)
-
-
-@max_unpool_backward.register_fake
+@torch.library.register_fake("rnnkern::max_unpool_backward")
 def _(grad_output, indices, mode, input_size, kernel, stride, padding):
     return empty_like_layout(grad_output, input_size)
-
-
-def _forward_setup(ctx, inputs, output):
-    input, indices, mode, kernel, stride, padding, output_size = inputs
-    ctx.save_for_backward(indices)
-    ctx.args = (mode, list(input.shape), kernel, stride, padding)
-
-
-def _forward_backward(ctx, grad_output):
-    (indices,) = ctx.saved_tensors
-    mode, input_size, kernel, stride, padding = ctx.args
-    grad_input = max_unpool_backward(grad_output, indices, mode, input_size, kernel, stride, padding)
-    return grad_input, None, None, None, None, None, None
-
-
-def _backward_setup(ctx, inputs, output):
-    grad_output, indices, mode, input_size, kernel, stride, padding = inputs
-    ctx.save_for_backward(indices)
-    ctx.args = (mode, kernel, stride, padding, list(grad_output.shape[2:]))
-
-
-def _backward_backward(ctx, grad_grad_input):
-    (indices,) = ctx.saved_tensors
-    mode, kernel, stride, padding, output_size = ctx.args
-    gg = max_unpool_forward(grad_grad_input, indices, mode, kernel, stride, padding, output_size)
-    return gg, None, None, None, None, None, None
-
-
-torch.library.register_autograd("rnnkern::max_unpool_forward", _forward_backward, setup_context=_forward_setup)
-torch.library.register_autograd("rnnkern::max_unpool_backward", _backward_backward, setup_context=_backward_setup)
 
 
 # ----------------------------------------------------------------------------------------------
