@@ -89,13 +89,15 @@ fi
 wait
 pack
 want bench && step bench $TO ${GPU_CHECK_BENCH_TIMEOUT:-300} $PY -m rnnkern.cli bench --device cuda --json "$OUTDIR/bench.json" --plot "$OUTDIR/bench.png" ${GPU_CHECK_BENCH_OPS:+--ops $GPU_CHECK_BENCH_OPS}
+# host time a call, layer by layer (~10 s): what the lone-call bench rows include before a launch
+want bench && step host_overhead $TO 120 $PY scripts/host_overhead.py --device cuda
 pack
 # alone on the GPU (ncu serialises and replays kernels); each case packs GPU_PROFILE_PACK as it ends
 want profile && step profile $TO ${GPU_CHECK_PROFILE_TIMEOUT:-420} env PYTHON="$PY" scripts/gpu_profile.sh "$OUTDIR/profile"
 
 echo
 echo "== gpu_check summary ($($PY -c 'import torch; print(torch.cuda.get_device_name(0), torch.__version__)'))"
-for k in build tests memcheck racecheck bench profile; do
+for k in build tests memcheck racecheck bench host_overhead profile; do
   printf '%-10s %s\n' "$k" "$(cat "$OUTDIR/$k.status" 2>/dev/null || echo skipped)"; done | tee "$OUTDIR/summary.txt"
 [ -f "$OUTDIR/profile/summary.txt" ] && { echo; cat "$OUTDIR/profile/summary.txt"; }
 pack
