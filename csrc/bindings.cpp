@@ -2,38 +2,41 @@
 // per dispatch key, the csrc/cpu/<op>.cpp or csrc/cuda/<op>.cu function that runs each. torch's
 // dispatcher routes by device, so a call from Python (`torch.ops.rnnkern.<name>`) reaches the
 // kernel in a few microseconds; a Python-defined torch.library.custom_op spent ~20 us per call
-// in its own wrapper (bench/NOTES.md, host overhead). The fake (meta) implementations and the
-// autograd formulas are registered in Python, in the module set_python_module names.
+// in its own wrapper (bench/NOTES.md, host overhead). The autograd formulas are in
+// csrc/autograd/<op>.cpp; the fake (meta) implementations are registered in Python, in the
+// module set_python_module names. Every op is tagged pt2_compliant (as torch.library.custom_op
+// tags its ops): opcheck passes on each, so torch.compile may trust them in strict mode too.
 #include <torch/extension.h>
 #include <torch/library.h>
 
 #include "ops.h"
 
 TORCH_LIBRARY(rnnkern, m) {
+  const std::vector<at::Tag> pt2 = {at::Tag::pt2_compliant_tag};
   m.set_python_module("rnnkern.ops.max_unpool");
   m.def("max_unpool_forward(Tensor input, Tensor? indices, int mode, int[] kernel, int[] stride, int[] padding, "
-        "SymInt[] output_size) -> Tensor");
+        "SymInt[] output_size) -> Tensor", pt2);
   m.def("max_unpool_backward(Tensor grad_output, Tensor? indices, int mode, SymInt[] input_size, int[] kernel, "
-        "int[] stride, int[] padding) -> Tensor");
+        "int[] stride, int[] padding) -> Tensor", pt2);
   m.set_python_module("rnnkern.ops.rnn");
   m.def("rnn_forward(Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
-        "Tensor? lengths, bool relu) -> (Tensor, Tensor)");
+        "Tensor? lengths, bool relu) -> (Tensor, Tensor)", pt2);
   m.def("rnn_backward(Tensor grad_output, Tensor grad_hn, Tensor input, Tensor hx, Tensor w_ih, Tensor w_hh, "
-        "Tensor output, Tensor? lengths, bool relu, bool has_bias) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+        "Tensor output, Tensor? lengths, bool relu, bool has_bias) -> (Tensor, Tensor, Tensor, Tensor, Tensor)", pt2);
   m.set_python_module("rnnkern.ops.conv");
   m.def("conv2d_forward(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[] padding, int[] dilation, "
-        "int groups) -> Tensor");
+        "int groups) -> Tensor", pt2);
   m.def("conv2d_backward_input(Tensor grad_output, Tensor weight, SymInt[] input_size, int[] stride, int[] padding, "
-        "int[] dilation, int groups) -> Tensor");
+        "int[] dilation, int groups) -> Tensor", pt2);
   m.def("conv2d_backward_weight(Tensor grad_output, Tensor input, SymInt[] weight_size, int[] stride, int[] padding, "
-        "int[] dilation, int groups, bool bias_grad) -> (Tensor, Tensor)");
+        "int[] dilation, int groups, bool bias_grad) -> (Tensor, Tensor)", pt2);
   m.set_python_module("rnnkern.ops.conv_transpose");
   m.def("conv_transpose2d_forward(Tensor input, Tensor weight, Tensor? bias, int[] stride, int[] padding, "
-        "int[] output_padding, int groups, int[] dilation) -> Tensor");
+        "int[] output_padding, int groups, int[] dilation) -> Tensor", pt2);
   m.def("conv_transpose2d_backward_input(Tensor grad_output, Tensor weight, SymInt[] input_size, int[] stride, "
-        "int[] padding, int[] output_padding, int groups, int[] dilation) -> Tensor");
+        "int[] padding, int[] output_padding, int groups, int[] dilation) -> Tensor", pt2);
   m.def("conv_transpose2d_backward_weight(Tensor grad_output, Tensor input, SymInt[] weight_size, int[] stride, "
-        "int[] padding, int[] output_padding, int groups, int[] dilation, bool bias_grad) -> (Tensor, Tensor)");
+        "int[] padding, int[] output_padding, int groups, int[] dilation, bool bias_grad) -> (Tensor, Tensor)", pt2);
 }
 
 // Registers every op's kernel for one backend: <op>_cpu under CPU, <op>_cuda under CUDA.

@@ -23,6 +23,31 @@ inline std::optional<at::Tensor> optional_tensor(const at::Tensor& t) {
   return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
 }
 
+// Whether a call must go through its autograd Function: grad mode is on and a tensor argument
+// requires grad, or an argument carries a forward-mode tangent (which the C++ Function then
+// refuses with a clear error, as before). Otherwise the Autograd kernels call the op directly
+// (`without_graph`): Function::apply would still build a node and fill its saved data, ~2-3 us
+// of a ~7 us call.
+inline const at::Tensor* defined_or_null(const at::Tensor& t) { return t.defined() ? &t : nullptr; }
+inline const at::Tensor* defined_or_null(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? defined_or_null(*t) : nullptr;
+}
+template <typename... Ts>
+bool records_graph(const Ts&... tensors) {
+  const at::Tensor* ts[] = {defined_or_null(tensors)...};
+  const bool grad_mode = at::GradMode::is_enabled();
+  for (const at::Tensor* t : ts)
+    if (t != nullptr && ((grad_mode && t->requires_grad()) || t->_fw_grad(/*level=*/0).defined())) return true;
+  return false;
+}
+
+// op(args...) below the Autograd key: what an Autograd kernel runs when records_graph is false.
+template <typename Op, typename... Args>
+auto without_graph(Op op, Args&&... args) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  return op(std::forward<Args>(args)...);
+}
+
 // Note on `ctx->needs_input_grad(i)`: i counts only the tensor arguments that were present (an
 // absent optional tensor has no edge), so the formulas index past an absent bias accordingly.
 

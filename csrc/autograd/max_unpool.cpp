@@ -59,12 +59,16 @@ class MaxUnpoolBackward : public torch::autograd::Function<MaxUnpoolBackward> {
 at::Tensor max_unpool_forward_autograd(const at::Tensor& input, const std::optional<at::Tensor>& indices,
                                        int64_t mode, at::IntArrayRef kernel, at::IntArrayRef stride,
                                        at::IntArrayRef padding, c10::SymIntArrayRef output_size) {
+  if (!records_graph(input))
+    return without_graph(call::max_unpool_forward, input, indices, mode, kernel, stride, padding, output_size);
   return MaxUnpoolForward::apply(input, indices, mode, kernel, stride, padding, output_size);
 }
 
 at::Tensor max_unpool_backward_autograd(const at::Tensor& grad_output, const std::optional<at::Tensor>& indices,
                                         int64_t mode, c10::SymIntArrayRef input_size, at::IntArrayRef kernel,
                                         at::IntArrayRef stride, at::IntArrayRef padding) {
+  if (!records_graph(grad_output))
+    return without_graph(call::max_unpool_backward, grad_output, indices, mode, input_size, kernel, stride, padding);
   return MaxUnpoolBackward::apply(grad_output, indices, mode, input_size, kernel, stride, padding);
 }
 

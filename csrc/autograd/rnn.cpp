@@ -1,5 +1,7 @@
 // Autograd for rnnkern::rnn_forward: the fused BPTT (rnn_backward) for the usual backward. Only
 // the output sequence is saved beyond the tensors the caller already holds, nothing per step.
+#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
+
 #include "autograd_common.h"
 
 namespace rnnkern {
@@ -81,6 +83,8 @@ std::tuple<at::Tensor, at::Tensor> rnn_forward_autograd(const at::Tensor& input,
                                                         const std::optional<at::Tensor>& b_ih,
                                                         const std::optional<at::Tensor>& b_hh,
                                                         const std::optional<at::Tensor>& lengths, bool relu) {
+  if (!records_graph(input, hx, w_ih, w_hh, b_ih, b_hh))
+    return without_graph(call::rnn_forward, input, hx, w_ih, w_hh, b_ih, b_hh, lengths, relu);
   const variable_list out = RnnForward::apply(input, hx, w_ih, w_hh, b_ih, b_hh, lengths, relu);
   return {out[0], out[1]};
 }
@@ -88,5 +92,9 @@ std::tuple<at::Tensor, at::Tensor> rnn_forward_autograd(const at::Tensor& input,
 }  // namespace
 }  // namespace rnnkern
 
-// rnn_backward has no formula of its own: a double backward differentiates recurrence_in_aten.
-TORCH_LIBRARY_IMPL(rnnkern, Autograd, m) { m.impl("rnn_forward", &rnnkern::rnn_forward_autograd); }
+// rnn_backward has no formula of its own (a double backward differentiates recurrence_in_aten
+// instead): differentiating a direct call of it raises, rather than silently giving no gradient.
+TORCH_LIBRARY_IMPL(rnnkern, Autograd, m) {
+  m.impl("rnn_forward", &rnnkern::rnn_forward_autograd);
+  m.impl("rnn_backward", torch::autograd::autogradNotImplementedFallback());
+}

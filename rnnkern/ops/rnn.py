@@ -9,10 +9,7 @@ their state and emit zeros. Non-finite values propagate as in torch (no checks i
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
-from torch import Tensor
 
 from rnnkern.ops import _ext  # loads _C, which registers torch.ops.rnnkern.*
 
