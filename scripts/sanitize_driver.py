@@ -87,6 +87,16 @@ def rnn(dev):
                                                             torch.randn(33), torch.randn(33))]
         out, hn = rnn_forward(*args, torch.tensor([5] * 20 + [3] * 30 + [1] * 16 + [0]), True)
         (out.float().sum() + hn.float().sum()).backward()
+    # the same steps as CUDA graphs (RNNKERN_RNN_GRAPH=1): runs of >= 8 steps, captured on the
+    # second call with the same buffers, replayed on the third
+    os.environ["RNNKERN_RNN_GRAPH"] = "1"
+    args = [a.to(dev).requires_grad_() for a in (torch.randn(12, 67, 6), torch.randn(67, 33), torch.randn(33, 6),
+                                                 torch.randn(33, 33) / 33 ** 0.5, torch.randn(33), torch.randn(33))]
+    for _ in range(3):
+        out, hn = rnn_forward(*args, None, False)
+        (out.sum() + hn.sum()).backward()
+        del out, hn
+    os.environ.pop("RNNKERN_RNN_GRAPH")
 
 
 def conv(dev):

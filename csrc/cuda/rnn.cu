@@ -39,12 +39,15 @@
 // Set RNNKERN_RNN_PATH=general|persistent to force a path (persistent falls back when it does
 // not fit), RNNKERN_RNN_MATH=fma|mma to force the persistent kernel's arithmetic (mma only where
 // the dtype and flags allow tensor cores), RNNKERN_RNN_BARRIER=grid|flag|cluster to force the
-// FMA kernel's barrier, RNNKERN_RNN_CTAS=n to cap its grid at n CTAs, RNNKERN_DEBUG=1 to log the choice.
+// FMA kernel's barrier, RNNKERN_RNN_CTAS=n to cap its grid at n CTAs, RNNKERN_RNN_GRAPH=1 to replay
+// the general path's steps as CUDA graphs (opt-in, unmeasured), RNNKERN_DEBUG=1 to log the choice.
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDADataType.h>
+#include <ATen/cuda/CUDAGraphsUtils.cuh>
 #include <ATen/cuda/Exceptions.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <cooperative_groups.h>
 
 #include <algorithm>
@@ -52,7 +55,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <tuple>
+#include <vector>
 
 #include "../ops.h"
 #include "../rnn_driver.h"
@@ -959,6 +965,139 @@ __global__ void rnn_step_epilogue_kernel(scalar_t* __restrict__ y, const scalar_
   }
 }
 
+// ---- the general path's steps as one CUDA graph (opt-in: RNNKERN_RNN_GRAPH=1) -----------------
+// On an H200 a raw step (fp32 B256 H1024) still took 24.6 us a call against ~12 us of GPU time
+// (Nsight: an 8.7 us cuBLAS product and a 3.3 us epilogue, at profiling clocks): the host's two
+// launches a step remain the bound. A run of steps captured once as a CUDA graph is one launch a
+// call. A graph bakes in its pointers, so it is keyed on them; in a training or benchmark loop the
+// caching allocator hands the same blocks back call after call. A run is captured the second time
+// its key is seen (a one-off call pays nothing) and replayed from then on. Capture happens on a
+// stream of its own (capture is illegal on the legacy default stream; nothing executes while
+// capturing) and the graph is launched on the caller's stream, which it is keyed on. cuBLAS runs
+// inside the graph on a workspace owned here, one per (device, stream), of torch's size: the same
+// algorithm as the plain loop, so the same bits; graphs of one stream replay in that stream's
+// order, so they never share the workspace at once.
+
+struct StepGraphKey {
+  int device;
+  cudaStream_t stream;
+  int dtype;
+  int compute;
+  bool relu, forward;
+  int64_t H, stride, rows, t0, t1;  // the run: steps [t0, t1) of rows x H, `stride` elements apart
+  const void* base;                 // out (forward) / dz (backward)
+  const void* aux;                  // the forward output the backward reads, else null
+  const void* w;                    // W_hh
+  bool operator==(const StepGraphKey& o) const {
+    return std::tie(device, stream, dtype, compute, relu, forward, H, stride, rows, t0, t1, base, aux, w) ==
+           std::tie(o.device, o.stream, o.dtype, o.compute, o.relu, o.forward, o.H, o.stride, o.rows, o.t0, o.t1,
+                    o.base, o.aux, o.w);
+  }
+};
+
+class StepGraphCache {
+ public:
+  static StepGraphCache& get() {
+    static StepGraphCache* cache = new StepGraphCache();  // never destroyed: no CUDA calls at exit
+    return *cache;
+  }
+
+  // Issues the run through `steps(handle)` as a graph launch on key.stream and returns true, or
+  // returns false (nothing issued) for the caller to run the steps itself: the key's first sight,
+  // or a capture that failed.
+  template <typename Steps>
+  bool run(const StepGraphKey& key, Steps&& steps) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = std::find_if(entries_.begin(), entries_.end(), [&](const Entry& e) { return e.key == key; });
+    if (it == entries_.end()) {
+      if (entries_.size() == kMaxGraphs) {  // the least recently used goes
+        if (entries_.front().exec != nullptr) cudaGraphExecDestroy(entries_.front().exec);
+        entries_.erase(entries_.begin());
+      }
+      entries_.push_back({key, nullptr, false});
+      return false;
+    }
+    Entry e = *it;  // most recently used to the back
+    entries_.erase(it);
+    if (e.exec == nullptr && !e.failed) {
+      e.exec = capture(key, steps);
+      e.failed = e.exec == nullptr;
+    }
+    entries_.push_back(e);
+    if (e.exec == nullptr) return false;
+    C10_CUDA_CHECK(cudaGraphLaunch(e.exec, key.stream));
+    return true;
+  }
+
+ private:
+  static constexpr size_t kMaxGraphs = 16;
+  struct Entry {
+    StepGraphKey key;
+    cudaGraphExec_t exec;
+    bool failed;
+  };
+
+  template <typename Steps>
+  cudaGraphExec_t capture(const StepGraphKey& key, Steps& steps) {
+    const size_t ws_bytes = at::cuda::getChosenWorkspaceSize();  // fixed for the process
+    at::Tensor& ws = workspaces_[{key.device, key.stream}];  // never freed: graphs hold its address
+    if (!ws.defined())
+      ws = at::empty({static_cast<int64_t>(ws_bytes)}, at::TensorOptions().dtype(at::kByte).device(at::kCUDA, key.device));
+    // A stream of our own per device, used only to capture on (nothing ever executes on it): a
+    // shared pool stream could receive another thread's work in the middle of the capture.
+    cudaStream_t& raw = capture_streams_[key.device];
+    if (raw == nullptr) C10_CUDA_CHECK(cudaStreamCreateWithFlags(&raw, cudaStreamNonBlocking));
+    const c10::cuda::CUDAStream side = c10::cuda::getStreamFromExternal(raw, static_cast<c10::DeviceIndex>(key.device));
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    {
+      const c10::cuda::CUDAStreamGuard on_side(side);
+      // fetched before the capture (torch may allocate its own workspace for this stream here);
+      // torch sets stream and workspace again at every later fetch
+      cublasHandle_t handle = at::cuda::getCurrentCUDABlasHandle();
+      TORCH_CUDABLAS_CHECK(cublasSetWorkspace(handle, ws.data_ptr(), ws_bytes));
+      C10_CUDA_CHECK(cudaStreamBeginCapture(side.stream(), cudaStreamCaptureModeThreadLocal));
+      try {
+        steps(handle);
+      } catch (const std::exception& err) {
+        cudaStreamEndCapture(side.stream(), &graph);  // leaves the stream usable; the run falls back
+        if (graph != nullptr) cudaGraphDestroy(graph);
+        (void)cudaGetLastError();
+        TORCH_WARN_ONCE("rnnkern: capturing the RNN steps as a CUDA graph failed (", err.what(),
+                        "); these steps run without a graph");
+        return nullptr;
+      }
+      C10_CUDA_CHECK(cudaStreamEndCapture(side.stream(), &graph));
+    }
+    const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (instantiated != cudaSuccess) {
+      (void)cudaGetLastError();
+      TORCH_WARN_ONCE("rnnkern: instantiating the RNN steps' CUDA graph failed (", cudaGetErrorString(instantiated),
+                      "); these steps run without a graph");
+      return nullptr;
+    }
+    if (rnn_debug_log_enabled())
+      std::fprintf(stderr, "rnnkern: rnn %s steps [%lld, %lld) captured as a CUDA graph\n",
+                   key.forward ? "forward" : "backward", static_cast<long long>(key.t0),
+                   static_cast<long long>(key.t1));
+    return exec;
+  }
+
+  std::mutex mutex_;
+  std::vector<Entry> entries_;  // least recently used first
+  std::map<std::pair<int, cudaStream_t>, at::Tensor> workspaces_;
+  std::map<int, cudaStream_t> capture_streams_;
+};
+
+// Runs of fewer steps gain too little from a graph to pay for its capture.
+constexpr int64_t kMinGraphSteps = 8;
+
+bool use_step_graphs(int64_t steps) {
+  return steps >= kMinGraphSteps && env_equals("RNNKERN_RNN_GRAPH", "1") &&
+         at::cuda::currentStreamCaptureStatusMayInitCtx() == at::cuda::CaptureStatus::None;  // no nested capture
+}
+
 // AtenRecurrence's contract (csrc/rnn_driver.h) for contiguous (T, B, H) buffers.
 template <typename scalar_t>
 struct CudaRecurrence {
@@ -972,13 +1111,13 @@ struct CudaRecurrence {
 
   // C (rows x H, row-major) = A (rows x H) op(W) + beta C, op(W) = W^T (forward) or W (backward).
   // Column-major, C^T = op'(W) A^T, and W's row-major storage reads as W^T column-major.
-  void gemm(scalar_t* C, const scalar_t* A, bool forward, float beta, int64_t rows) const {
+  void gemm(cublasHandle_t handle, scalar_t* C, const scalar_t* A, bool forward, float beta, int64_t rows) const {
     const int H = static_cast<int>(w_hh.size(0));
     const float alpha = 1.f;
     const cudaDataType_t type = at::cuda::getCudaDataType<scalar_t>();
-    TORCH_CUDABLAS_CHECK(cublasGemmEx(at::cuda::getCurrentCUDABlasHandle(), forward ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                      CUBLAS_OP_N, H, static_cast<int>(rows), H, &alpha, w_hh.const_data_ptr<scalar_t>(),
-                                      type, H, A, type, H, &beta, C, type, H, compute, CUBLAS_GEMM_DEFAULT));
+    TORCH_CUDABLAS_CHECK(cublasGemmEx(handle, forward ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, H,
+                                      static_cast<int>(rows), H, &alpha, w_hh.const_data_ptr<scalar_t>(), type, H, A,
+                                      type, H, &beta, C, type, H, compute, CUBLAS_GEMM_DEFAULT));
   }
 
   void epilogue(scalar_t* y, const scalar_t* h, int64_t n, bool backward) const {
@@ -990,15 +1129,36 @@ struct CudaRecurrence {
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 
+  StepGraphKey graph_key(bool forward, int64_t H, int64_t stride, int64_t rows, int64_t t0, int64_t t1,
+                         const void* base, const void* aux) const {
+    return {w_hh.get_device(), at::cuda::getCurrentCUDAStream().stream(), static_cast<int>(w_hh.scalar_type()),
+            static_cast<int>(compute), relu, forward, H, stride, rows, t0, t1, base, aux,
+            w_hh.const_data_ptr()};
+  }
+
   void forward(at::Tensor& out, int64_t t0, int64_t t1, int64_t rows) const {
     const int64_t H = out.size(2), step = out.size(1) * H;
     if (H == 0) return;
     scalar_t* base = out.data_ptr<scalar_t>();
-    for (int64_t t = t0; t < t1; ++t) {
-      scalar_t* y = base + t * step;  // holds the step's input projection on entry
-      gemm(y, t == 0 ? h0.const_data_ptr<scalar_t>() : base + (t - 1) * step, true, 1.f, rows);
-      epilogue(y, nullptr, rows * H, false);
+    // steps [from, to): out[t] holds the step's input projection on entry
+    auto steps = [&](cublasHandle_t handle, int64_t from, int64_t to) {
+      for (int64_t t = from; t < to; ++t) {
+        scalar_t* y = base + t * step;
+        gemm(handle, y, t == 0 ? h0.const_data_ptr<scalar_t>() : base + (t - 1) * step, true, 1.f, rows);
+        epilogue(y, nullptr, rows * H, false);
+      }
+    };
+    int64_t from = t0;
+    if (use_step_graphs(t1 - t0)) {
+      if (from == 0) {  // step 0 reads the caller's h0: outside the graph
+        steps(at::cuda::getCurrentCUDABlasHandle(), 0, 1);
+        from = 1;
+      }
+      const StepGraphKey key = graph_key(true, H, step, rows, from, t1, base, nullptr);
+      if (StepGraphCache::get().run(key, [&](cublasHandle_t h) { steps(h, from, t1); })) return;
     }
+    // fetched here, after any capture: a capture leaves the thread's handle set to its stream
+    steps(at::cuda::getCurrentCUDABlasHandle(), from, t1);
   }
 
   void backward(at::Tensor& dz, const at::Tensor& grad_out, const at::Tensor& out, int64_t t0, int64_t t1,
@@ -1008,16 +1168,23 @@ struct CudaRecurrence {
     // rnn_backward_cuda hands these in contiguous (raw pointer arithmetic below)
     TORCH_INTERNAL_ASSERT(grad_out.is_contiguous() && out.is_contiguous());
     scalar_t* d = dz.data_ptr<scalar_t>();
+    const scalar_t* h = out.const_data_ptr<scalar_t>();
     // grad_out[t, :rows] for the whole run in one strided copy; each product then adds onto it
     // (beta = 1: one rounding, as AtenRecurrence's addmm)
     const size_t pitch = step * sizeof(scalar_t);
     C10_CUDA_CHECK(cudaMemcpy2DAsync(d + t0 * step, pitch, grad_out.const_data_ptr<scalar_t>() + t0 * step, pitch,
                                      rows * H * sizeof(scalar_t), t1 - t0, cudaMemcpyDeviceToDevice,
                                      at::cuda::getCurrentCUDAStream()));
-    for (int64_t t = t1 - 1; t >= t0; --t) {
-      gemm(d + t * step, d + (t + 1) * step, false, 1.f, rows);
-      epilogue(d + t * step, out.const_data_ptr<scalar_t>() + t * step, rows * H, true);
-    }
+    auto steps = [&](cublasHandle_t handle) {
+      for (int64_t t = t1 - 1; t >= t0; --t) {
+        gemm(handle, d + t * step, d + (t + 1) * step, false, 1.f, rows);
+        epilogue(d + t * step, h + t * step, rows * H, true);
+      }
+    };
+    if (use_step_graphs(t1 - t0) &&
+        StepGraphCache::get().run(graph_key(false, H, step, rows, t0, t1, d, h), steps))
+      return;
+    steps(at::cuda::getCurrentCUDABlasHandle());
   }
 };
 

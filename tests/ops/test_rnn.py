@@ -605,6 +605,58 @@ def test_cuda_general_path_raw_steps(strict_fp32, monkeypatch, capfd, dtype, rel
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("tf32", [False, True])
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_cuda_general_path_step_graphs_bitwise(monkeypatch, capfd, dtype, tf32, with_lengths):
+    """RNNKERN_RNN_GRAPH=1: the general path's runs of steps are captured as a CUDA graph the
+    second time their buffers recur and replayed after that (csrc/cuda/rnn.cu, StepGraphCache).
+    Same kernels, same cuBLAS workspace size: every call, plain, capturing or replaying, gives the
+    plain loop's bits, forward and all gradients; the log shows captures in both directions."""
+    if tf32 and dtype != torch.float32:
+        pytest.skip("TF32 applies to fp32 only")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
+    T, B, H = 20, 72, 40  # B > 64: the general path; runs of >= 8 steps (kMinGraphSteps)
+    lengths = torch.tensor([20] * 30 + [11] * 40 + [3] * 2) if with_lengths else None
+    args = [a.to(dtype) for a in _cuda_args(T, B, H)]
+    g = torch.randn(T, B, H, device="cuda", dtype=torch.float64)
+    gh = torch.randn(B, H, device="cuda", dtype=torch.float64)
+    plain = _run_with_env(monkeypatch, args, lengths, False, g, gh)
+    monkeypatch.setenv("RNNKERN_RNN_GRAPH", "1")
+    monkeypatch.setenv("RNNKERN_DEBUG", "1")
+    capfd.readouterr()
+    for call in range(4):  # plain (first sight), capture, replay, replay
+        got = _run_with_env(monkeypatch, args, lengths, False, g, gh)
+        for i, (a, b) in enumerate(zip(got, plain)):
+            assert torch.equal(a, b), (call, i)
+        del got
+    err = capfd.readouterr().err
+    assert "rnn forward steps" in err and "rnn backward steps" in err, err  # captured both ways
+
+
+@pytest.mark.cuda
+def test_cuda_step_graphs_inside_a_users_graph_capture(monkeypatch):
+    """Under the user's own CUDA graph capture (torch.cuda.graph, torch.compile's reduce-overhead)
+    the step graphs stand aside (no nested capture): the captured forward replays correctly."""
+    monkeypatch.setenv("RNNKERN_RNN_GRAPH", "1")
+    T, B, H = 16, 70, 32
+    args = [a.float() for a in _cuda_args(T, B, H)]
+    expected = FWD(*args, None, False)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm-up on a side stream, as torch.cuda.graph asks
+        for _ in range(3):
+            FWD(*args, None, False)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out, hn = FWD(*args, None, False)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, expected[0]) and torch.equal(hn, expected[1])
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_persistent_variable_lengths(monkeypatch, capfd, dtype):
     """Lengths inside the FMA kernel: finished rows zeroed, dL/dh_n entering at each
     sequence's last step; must equal the general path and the fp64 reference."""
