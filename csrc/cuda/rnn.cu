@@ -974,24 +974,27 @@ __global__ void rnn_step_epilogue_kernel(scalar_t* __restrict__ y, const scalar_
 // its key is seen (a one-off call pays nothing) and replayed from then on. Capture happens on a
 // stream of its own (capture is illegal on the legacy default stream; nothing executes while
 // capturing) and the graph is launched on the caller's stream, which it is keyed on. cuBLAS runs
-// inside the graph on a workspace owned here, one per (device, stream), of torch's size: the same
-// algorithm as the plain loop, so the same bits; graphs of one stream replay in that stream's
-// order, so they never share the workspace at once.
+// inside the graph on a workspace owned here, one per (device, stream, size), of torch's size and
+// under the handle's math mode (both in the key): the same algorithm as the plain loop, so the
+// same bits. Graphs of one stream replay in that stream's order, so they never share a workspace
+// at once.
 
 struct StepGraphKey {
   int device;
   cudaStream_t stream;
   int dtype;
   int compute;
+  int math_mode;     // the handle's, from torch's matmul TF32 flag: cuBLAS may use TF32 under it
+  size_t ws_bytes;   // torch's cuBLAS workspace size (settable at run time): it steers the algorithm
   bool relu, forward;
   int64_t H, stride, rows, t0, t1;  // the run: steps [t0, t1) of rows x H, `stride` elements apart
   const void* base;                 // out (forward) / dz (backward)
   const void* aux;                  // the forward output the backward reads, else null
   const void* w;                    // W_hh
   bool operator==(const StepGraphKey& o) const {
-    return std::tie(device, stream, dtype, compute, relu, forward, H, stride, rows, t0, t1, base, aux, w) ==
-           std::tie(o.device, o.stream, o.dtype, o.compute, o.relu, o.forward, o.H, o.stride, o.rows, o.t0, o.t1,
-                    o.base, o.aux, o.w);
+    return std::tie(device, stream, dtype, compute, math_mode, ws_bytes, relu, forward, H, stride, rows, t0, t1, base,
+                    aux, w) == std::tie(o.device, o.stream, o.dtype, o.compute, o.math_mode, o.ws_bytes, o.relu,
+                                        o.forward, o.H, o.stride, o.rows, o.t0, o.t1, o.base, o.aux, o.w);
   }
 };
 
@@ -1008,41 +1011,46 @@ class StepGraphCache {
   template <typename Steps>
   bool run(const StepGraphKey& key, Steps&& steps) {
     std::lock_guard<std::mutex> lock(mutex_);
-    auto it = std::find_if(entries_.begin(), entries_.end(), [&](const Entry& e) { return e.key == key; });
-    if (it == entries_.end()) {
-      if (entries_.size() == kMaxGraphs) {  // the least recently used goes
-        if (entries_.front().exec != nullptr) cudaGraphExecDestroy(entries_.front().exec);
-        entries_.erase(entries_.begin());
+    auto it = std::find_if(graphs_.begin(), graphs_.end(), [&](const Entry& e) { return e.key == key; });
+    if (it == graphs_.end()) {
+      // First sightings are kept apart from the graphs, so keys that never recur cannot push
+      // captured graphs out.
+      auto seen = std::find(seen_.begin(), seen_.end(), key);
+      if (seen == seen_.end()) {
+        if (seen_.size() == kMaxSeen) seen_.erase(seen_.begin());
+        seen_.push_back(key);
+        return false;
       }
-      entries_.push_back({key, nullptr, false});
-      return false;
+      seen_.erase(seen);
+      if (graphs_.size() == kMaxGraphs) {  // the least recently used goes (freed once it has run)
+        if (graphs_.front().exec != nullptr) cudaGraphExecDestroy(graphs_.front().exec);
+        graphs_.erase(graphs_.begin());
+      }
+      graphs_.push_back({key, capture(key, steps)});  // a failed capture stays, as nullptr: not retried
+      it = graphs_.end() - 1;
+    } else {  // most recently used to the back
+      std::rotate(it, it + 1, graphs_.end());
+      it = graphs_.end() - 1;
     }
-    Entry e = *it;  // most recently used to the back
-    entries_.erase(it);
-    if (e.exec == nullptr && !e.failed) {
-      e.exec = capture(key, steps);
-      e.failed = e.exec == nullptr;
-    }
-    entries_.push_back(e);
-    if (e.exec == nullptr) return false;
-    C10_CUDA_CHECK(cudaGraphLaunch(e.exec, key.stream));
+    if (it->exec == nullptr) return false;
+    C10_CUDA_CHECK(cudaGraphLaunch(it->exec, key.stream));
     return true;
   }
 
  private:
-  static constexpr size_t kMaxGraphs = 16;
+  static constexpr size_t kMaxGraphs = 32, kMaxSeen = 64;
   struct Entry {
     StepGraphKey key;
-    cudaGraphExec_t exec;
-    bool failed;
+    cudaGraphExec_t exec;  // nullptr: the capture failed
   };
 
   template <typename Steps>
   cudaGraphExec_t capture(const StepGraphKey& key, Steps& steps) {
-    const size_t ws_bytes = at::cuda::getChosenWorkspaceSize();  // fixed for the process
-    at::Tensor& ws = workspaces_[{key.device, key.stream}];  // never freed: graphs hold its address
+    // never freed (graphs hold its address); a new size gets a new buffer
+    at::Tensor& ws = workspaces_[std::make_tuple(key.device, key.stream, key.ws_bytes)];
     if (!ws.defined())
-      ws = at::empty({static_cast<int64_t>(ws_bytes)}, at::TensorOptions().dtype(at::kByte).device(at::kCUDA, key.device));
+      ws = at::empty({static_cast<int64_t>(key.ws_bytes)},
+                     at::TensorOptions().dtype(at::kByte).device(at::kCUDA, key.device));
     // A stream of our own per device, used only to capture on (nothing ever executes on it): a
     // shared pool stream could receive another thread's work in the middle of the capture.
     cudaStream_t& raw = capture_streams_[key.device];
@@ -1050,31 +1058,34 @@ class StepGraphCache {
     const c10::cuda::CUDAStream side = c10::cuda::getStreamFromExternal(raw, static_cast<c10::DeviceIndex>(key.device));
     cudaGraph_t graph = nullptr;
     cudaGraphExec_t exec = nullptr;
+    // The thread's handle, set up by torch for the caller's stream (math mode included), then
+    // pointed at the capture stream and our workspace (cublasSetStream resets the workspace, so it
+    // goes first); torch sets stream and workspace again at its next fetch.
+    cublasHandle_t handle = at::cuda::getCurrentCUDABlasHandle();
+    TORCH_CUDABLAS_CHECK(cublasSetStream(handle, side.stream()));
+    TORCH_CUDABLAS_CHECK(cublasSetWorkspace(handle, ws.data_ptr(), key.ws_bytes));
+    cudaError_t status = cudaSuccess;
     {
-      const c10::cuda::CUDAStreamGuard on_side(side);
-      // fetched before the capture (torch may allocate its own workspace for this stream here);
-      // torch sets stream and workspace again at every later fetch
-      cublasHandle_t handle = at::cuda::getCurrentCUDABlasHandle();
-      TORCH_CUDABLAS_CHECK(cublasSetWorkspace(handle, ws.data_ptr(), ws_bytes));
-      C10_CUDA_CHECK(cudaStreamBeginCapture(side.stream(), cudaStreamCaptureModeThreadLocal));
-      try {
-        steps(handle);
-      } catch (const std::exception& err) {
-        cudaStreamEndCapture(side.stream(), &graph);  // leaves the stream usable; the run falls back
-        if (graph != nullptr) cudaGraphDestroy(graph);
-        (void)cudaGetLastError();
-        TORCH_WARN_ONCE("rnnkern: capturing the RNN steps as a CUDA graph failed (", err.what(),
-                        "); these steps run without a graph");
-        return nullptr;
+      const c10::cuda::CUDAStreamGuard on_side(side);  // the epilogue launches on the current stream
+      status = cudaStreamBeginCapture(side.stream(), cudaStreamCaptureModeThreadLocal);
+      if (status == cudaSuccess) {
+        try {
+          steps(handle);
+        } catch (const std::exception& err) {
+          TORCH_WARN_ONCE("rnnkern: capturing the RNN steps as a CUDA graph failed (", err.what(), ")");
+          status = cudaErrorUnknown;
+        }
+        // ends the capture whatever happened, leaving the stream usable
+        const cudaError_t ended = cudaStreamEndCapture(side.stream(), &graph);
+        if (status == cudaSuccess) status = ended;
       }
-      C10_CUDA_CHECK(cudaStreamEndCapture(side.stream(), &graph));
     }
-    const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
-    cudaGraphDestroy(graph);
-    if (instantiated != cudaSuccess) {
-      (void)cudaGetLastError();
-      TORCH_WARN_ONCE("rnnkern: instantiating the RNN steps' CUDA graph failed (", cudaGetErrorString(instantiated),
-                      "); these steps run without a graph");
+    if (status == cudaSuccess) status = cudaGraphInstantiate(&exec, graph, 0);
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    if (status != cudaSuccess) {
+      (void)cudaGetLastError();  // not sticky: clear it
+      TORCH_WARN_ONCE("rnnkern: the RNN steps could not be captured as a CUDA graph (", cudaGetErrorString(status),
+                      "); such steps run without a graph");
       return nullptr;
     }
     if (rnn_debug_log_enabled())
@@ -1085,8 +1096,9 @@ class StepGraphCache {
   }
 
   std::mutex mutex_;
-  std::vector<Entry> entries_;  // least recently used first
-  std::map<std::pair<int, cudaStream_t>, at::Tensor> workspaces_;
+  std::vector<Entry> graphs_;        // least recently used first
+  std::vector<StepGraphKey> seen_;   // keys seen once, oldest first
+  std::map<std::tuple<int, cudaStream_t, size_t>, at::Tensor> workspaces_;
   std::map<int, cudaStream_t> capture_streams_;
 };
 
@@ -1129,11 +1141,15 @@ struct CudaRecurrence {
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 
+  // What a captured run bakes in. The math mode is read from the handle as torch sets it up for
+  // the caller's stream now (it follows torch's matmul TF32 flag, which may change between calls).
   StepGraphKey graph_key(bool forward, int64_t H, int64_t stride, int64_t rows, int64_t t0, int64_t t1,
                          const void* base, const void* aux) const {
+    cublasMath_t math_mode = CUBLAS_DEFAULT_MATH;
+    TORCH_CUDABLAS_CHECK(cublasGetMathMode(at::cuda::getCurrentCUDABlasHandle(), &math_mode));
     return {w_hh.get_device(), at::cuda::getCurrentCUDAStream().stream(), static_cast<int>(w_hh.scalar_type()),
-            static_cast<int>(compute), relu, forward, H, stride, rows, t0, t1, base, aux,
-            w_hh.const_data_ptr()};
+            static_cast<int>(compute), static_cast<int>(math_mode), at::cuda::getChosenWorkspaceSize(), relu,
+            forward, H, stride, rows, t0, t1, base, aux, w_hh.const_data_ptr()};
   }
 
   void forward(at::Tensor& out, int64_t t0, int64_t t1, int64_t rows) const {

@@ -636,7 +636,9 @@ def test_cuda_general_path_step_graphs_bitwise(monkeypatch, capfd, dtype, tf32, 
 @pytest.mark.cuda
 def test_cuda_step_graphs_inside_a_users_graph_capture(monkeypatch):
     """Under the user's own CUDA graph capture (torch.cuda.graph, torch.compile's reduce-overhead)
-    the step graphs stand aside (no nested capture): the captured forward replays correctly."""
+    the step graphs stand aside (no nested capture). Two captures share a memory pool, so the
+    second sees the first one's buffers again (a recurring key, which would otherwise start a
+    capture of our own inside the user's); both replay correctly."""
     monkeypatch.setenv("RNNKERN_RNN_GRAPH", "1")
     T, B, H = 16, 70, 32
     args = [a.float() for a in _cuda_args(T, B, H)]
@@ -647,12 +649,18 @@ def test_cuda_step_graphs_inside_a_users_graph_capture(monkeypatch):
         for _ in range(3):
             FWD(*args, None, False)
     torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out, hn = FWD(*args, None, False)
-    graph.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(out, expected[0]) and torch.equal(hn, expected[1])
+    pool, ptrs, graphs = torch.cuda.graph_pool_handle(), [], []
+    for _ in range(2):
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool):
+            out, hn = FWD(*args, None, False)
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, expected[0]) and torch.equal(hn, expected[1])
+        ptrs.append(out.data_ptr())
+        graphs.append(graph)
+        del out, hn
+    assert ptrs[0] == ptrs[1]  # the recurring key this test is about
 
 
 @pytest.mark.cuda
