@@ -23,12 +23,14 @@ def unpool(dev):
             z = x.requires_grad_()
             RF.unpool_nearest2d(z, 2).sum().backward()
             RF.bed_of_nails2d(z, 3).sum().backward()
-            # even sizes, output exactly 2H x 2W: the dense 2x2 kernels (forward and backward)
-            xe = torch.randn(2, 3, 10, 12, device=dev, dtype=dtype).contiguous(memory_format=fmt)
-            pooled, idx = F.max_pool2d(xe, 2, return_indices=True)
-            pooled = pooled.contiguous(memory_format=fmt).requires_grad_()
-            RF.max_unpool2d(pooled, idx.contiguous(memory_format=fmt), 2).backward(torch.randn_like(xe))
-            RF.unpool_nearest2d(pooled.detach(), 2)
+            # even sizes, output exactly 2H x 2W: the dense 2x2 kernels (forward and backward);
+            # 4 channels take the channels_last pairs kernels, 3 the one-channel ones
+            for channels in (3, 4):
+                xe = torch.randn(2, channels, 10, 12, device=dev, dtype=dtype).contiguous(memory_format=fmt)
+                pooled, idx = F.max_pool2d(xe, 2, return_indices=True)
+                pooled = pooled.contiguous(memory_format=fmt).requires_grad_()
+                RF.max_unpool2d(pooled, idx.contiguous(memory_format=fmt), 2).backward(torch.randn_like(xe))
+                RF.unpool_nearest2d(pooled.detach(), 2)
             # hand-built indices outside their window: the scatter fallback
             pooled = torch.randn(2, 3, 4, 5, device=dev, dtype=dtype)
             idx = torch.randperm(8 * 10, device=dev)[:20].view(4, 5).expand(2, 3, 4, 5).contiguous()

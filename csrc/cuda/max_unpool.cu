@@ -99,6 +99,25 @@ __device__ __forceinline__ scalar_t window_element(scalar_t v, int th, int tw, i
   return th == -2 || (th == r && tw == c) ? v : scalar_t(0);
 }
 
+// Input elements i, i + 1 (i even, loads aligned) of the pairs kernels: both values in one load,
+// both indices in one 16-byte load, and where each goes in its window (window_target), the
+// windows' top-left columns being w0 and w1 on row h.
+template <typename scalar_t>
+__device__ __forceinline__ Pair<scalar_t> load_pair(UnpoolMode mode, const scalar_t* __restrict__ in,
+                                                    const int64_t* __restrict__ idx, unsigned int i, unsigned int h,
+                                                    unsigned int w0, unsigned int w1, unsigned int OW, int64_t plane,
+                                                    int* flags, int& th0, int& tw0, int& th1, int& tw1) {
+  int64_t k0 = 0, k1 = 0;
+  if (mode == UnpoolMode::kIndices) {
+    const longlong2 k = *reinterpret_cast<const longlong2*>(idx + i);
+    k0 = k.x;
+    k1 = k.y;
+  }
+  window_target(mode, k0, h, w0, OW, plane, flags, th0, tw0);
+  window_target(mode, k1, h, w1, OW, plane, flags, th1, tw1);
+  return *reinterpret_cast<const Pair<scalar_t>*>(in + i);
+}
+
 // unpool_gather_kernel for 2x2 windows on dense tensors with OH = 2H, OW = 2W and fewer than 2^31
 // output elements. Thread i takes input element i (so value and index are read at i):
 // NCHW i = row * W + w with row = plane * H + h, channels_last i = (row * W + w) * C + c with
@@ -151,22 +170,44 @@ __global__ void unpool_gather2x2_pairs_kernel(UnpoolMode mode, unsigned int pair
     const unsigned int i = 2 * j;  // windows i, i + 1: one row (W even), columns w, w + 1
     const auto rw = div_w.divmod(i);
     const unsigned int row = rw.div, w = rw.mod, h = div_h.mod(row);
-    const Pair<scalar_t> v = *reinterpret_cast<const Pair<scalar_t>*>(in + i);
-    int64_t k0 = 0, k1 = 0;
-    if (mode == UnpoolMode::kIndices) {
-      const longlong2 k = *reinterpret_cast<const longlong2*>(idx + i);
-      k0 = k.x;
-      k1 = k.y;
-    }
     int th0, tw0, th1, tw1;
-    window_target(mode, k0, h, w, OW, plane, flags, th0, tw0);
-    window_target(mode, k1, h, w + 1, OW, plane, flags, th1, tw1);
+    const Pair<scalar_t> v = load_pair(mode, in, idx, i, h, w, w + 1, OW, plane, flags, th0, tw0, th1, tw1);
     const unsigned int o = 2 * row * OW + 2 * w;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       *reinterpret_cast<Quad<scalar_t>*>(out + o + r * OW) = {
           {window_element(v.first, th0, tw0, r, 0), window_element(v.first, th0, tw0, r, 1),
            window_element(v.second, th1, tw1, r, 0), window_element(v.second, th1, tw1, r, 1)}};
+    }
+  }
+}
+
+// unpool_gather2x2_kernel's channels_last case for an even C, two neighbouring channels of one
+// window per thread: values in one 4- / 8-byte load, both indices in one 16-byte load, each of
+// the window's four output positions as one Pair store. A warp then moves 64 channels per
+// instruction (the one-channel kernel: 32), as the NCHW pairs kernel does. Same values and flags.
+template <typename scalar_t>
+__global__ void unpool_gather2x2_cl_pairs_kernel(UnpoolMode mode, unsigned int pairs, Div32 div_c, Div32 div_w,
+                                                 Div32 div_h, const scalar_t* __restrict__ in,
+                                                 const int64_t* __restrict__ idx, scalar_t* __restrict__ out,
+                                                 int* __restrict__ flags) {
+  const unsigned int C = div_c.divisor, W = div_w.divisor, OW = 2 * W;
+  const int64_t plane = int64_t{4} * div_h.divisor * W;
+  for (unsigned int j = blockIdx.x * blockDim.x + threadIdx.x; j < pairs; j += gridDim.x * blockDim.x) {
+    const unsigned int i = 2 * j;  // channels c, c + 1 of one window (C even, so c is even)
+    const auto qc = div_c.divmod(i);
+    const auto rw = div_w.divmod(qc.div);
+    const unsigned int c = qc.mod, row = rw.div, w = rw.mod, h = div_h.mod(row);
+    int th0, tw0, th1, tw1;
+    const Pair<scalar_t> v = load_pair(mode, in, idx, i, h, w, w, OW, plane, flags, th0, tw0, th1, tw1);
+    const unsigned int o = (2 * row * OW + 2 * w) * C + c;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+#pragma unroll
+      for (int s = 0; s < 2; ++s) {
+        *reinterpret_cast<Pair<scalar_t>*>(out + o + (r * OW + s) * C) = {
+            window_element(v.first, th0, tw0, r, s), window_element(v.second, th1, tw1, r, s)};
+      }
     }
   }
 }
@@ -189,6 +230,26 @@ __global__ void unpool_backward_dense_kernel(unsigned int total, Div32 div_plane
       }
     }
     gi[i] = g;
+  }
+}
+
+// unpool_backward_dense_kernel's channels_last case for an even C, two neighbouring channels per
+// thread: both indices in one 16-byte load, both gradients in one Pair store; the two gathers
+// are independent.
+template <typename scalar_t>
+__global__ void unpool_backward_dense_cl_pairs_kernel(unsigned int pairs, Div32 div_plane, Div32 div_c,
+                                                      int64_t out_plane, const scalar_t* __restrict__ go,
+                                                      const int64_t* __restrict__ idx, scalar_t* __restrict__ gi) {
+  const unsigned int C = div_c.divisor;
+  for (unsigned int j = blockIdx.x * blockDim.x + threadIdx.x; j < pairs; j += gridDim.x * blockDim.x) {
+    const unsigned int i = 2 * j;  // i = (n * H*W + hw) * C + c, c even; div_plane divides by H*W*C
+    const longlong2 k = *reinterpret_cast<const longlong2*>(idx + i);
+    const int64_t base = int64_t{div_plane.div(i)} * out_plane;
+    const unsigned int c = div_c.mod(i);
+    scalar_t g0 = scalar_t(0), g1 = scalar_t(0);
+    if (k.x >= 0 && k.x < out_plane) g0 = go[(base + k.x) * C + c];
+    if (k.y >= 0 && k.y < out_plane) g1 = go[(base + k.y) * C + c + 1];
+    *reinterpret_cast<Pair<scalar_t>*>(gi + i) = {g0, g1};
   }
 }
 
@@ -315,10 +376,15 @@ at::Tensor max_unpool_forward_cuda(const at::Tensor& input, const std::optional<
       const Div32 div_c(static_cast<unsigned int>(cl ? g.C : 1)), div_w(static_cast<unsigned int>(g.W)),
           div_h(static_cast<unsigned int>(g.H));
       const scalar_t* in = input.const_data_ptr<scalar_t>();
-      // two windows a thread where they share a row and their loads and stores are aligned
-      if (!cl && g.W % 2 == 0 && aligned(in, 2 * sizeof(scalar_t)) && (idx == nullptr || aligned(idx, 16))) {
+      // two windows (NCHW, sharing a row) or two channels of one window (channels_last) a thread,
+      // where their loads and stores are aligned
+      const bool pairs_aligned = aligned(in, 2 * sizeof(scalar_t)) && (idx == nullptr || aligned(idx, 16));
+      if (!cl && g.W % 2 == 0 && pairs_aligned) {
         unpool_gather2x2_pairs_kernel<scalar_t><<<blocks_for(total / 2), kThreads, 0, stream>>>(
             g.mode, total / 2, div_w, div_h, in, idx, output.data_ptr<scalar_t>(), flags.data_ptr<int>());
+      } else if (cl && g.C % 2 == 0 && pairs_aligned) {
+        unpool_gather2x2_cl_pairs_kernel<scalar_t><<<blocks_for(total / 2), kThreads, 0, stream>>>(
+            g.mode, total / 2, div_c, div_w, div_h, in, idx, output.data_ptr<scalar_t>(), flags.data_ptr<int>());
       } else {
         auto kernel = cl ? unpool_gather2x2_kernel<scalar_t, true> : unpool_gather2x2_kernel<scalar_t, false>;
         kernel<<<blocks_for(input.numel()), kThreads, 0, stream>>>(g.mode, total, div_c, div_w, div_h, in, idx,
@@ -366,6 +432,13 @@ at::Tensor max_unpool_backward_cuda(const at::Tensor& grad_output, const std::op
       if (!cl && total % 2 == 0 && aligned(idx, 16)) {  // two elements a thread (grad_input is fresh: aligned)
         unpool_backward_dense_pairs_kernel<scalar_t><<<blocks_for(total / 2), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
             total / 2, div_plane, g.OH * g.OW, grad_output.const_data_ptr<scalar_t>(), idx,
+            grad_input.data_ptr<scalar_t>());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        return;
+      }
+      if (cl && g.C % 2 == 0 && aligned(idx, 16)) {  // two channels a thread
+        unpool_backward_dense_cl_pairs_kernel<scalar_t><<<blocks_for(total / 2), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+            total / 2, div_plane, div_c, g.OH * g.OW, grad_output.const_data_ptr<scalar_t>(), idx,
             grad_input.data_ptr<scalar_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         return;

@@ -892,13 +892,15 @@ def test_cuda_op_edge_geometries_match_cpu(channels_last):
 @pytest.mark.parametrize("dtype", FLOATS + HALFS)
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("width", [22, 24])
-def test_cuda_dense_2x2_path(dtype, channels_last, width):
+@pytest.mark.parametrize("channels", [5, 6])
+def test_cuda_dense_2x2_path(dtype, channels_last, width, channels):
     """The dense 2x2 kernels (even sizes, output exactly 2H x 2W, tensors dense in the output's
     layout; 32-bit index math) against the CPU op and torch, forward and backward, all three
     unpooling forms; an index that leaves its window still takes the scatter, one out of range
-    still raises. Pooled width 11 (odd) and 12 (even: NCHW takes two windows a thread)."""
+    still raises. Pooled width 11 (odd) and 12 (even: NCHW takes two windows a thread); 5 and 6
+    channels (even: channels_last takes two channels of a window a thread)."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.randn(3, 6, 34, width).contiguous(memory_format=fmt)
+    x = torch.randn(3, channels, 34, width).contiguous(memory_format=fmt)
     v, i = TF.max_pool2d(x, 2, 2, return_indices=True)
     v, i = v.to(dtype).contiguous(memory_format=fmt), i.contiguous(memory_format=fmt)
     vc, ic = v.cuda(), i.cuda()
@@ -912,7 +914,7 @@ def test_cuda_dense_2x2_path(dtype, channels_last, width):
     for form in (RF.unpool_nearest2d, RF.bed_of_nails2d):
         assert torch.equal(form(vc, 2).cpu(), form(v, 2))
     j = i.clone()
-    j[2, 5, 16, 10] = 0  # far outside its window: the scatter (last writer wins), as on the CPU
+    j[2, 4, 16, 10] = 0  # far outside its window: the scatter (last writer wins), as on the CPU
     assert torch.equal(RF.max_unpool2d(vc, j.cuda(), 2).cpu(), RF.max_unpool2d(v, j, 2))
     j[0, 0, 0, 0] = 34 * width  # one past the plane
     with pytest.raises(IndexError, match="out of range"):
