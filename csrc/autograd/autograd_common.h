@@ -12,6 +12,7 @@
 #include <torch/library.h>
 
 #include <optional>
+#include <type_traits>
 
 namespace rnnkern {
 
@@ -25,27 +26,40 @@ inline std::optional<at::Tensor> optional_tensor(const at::Tensor& t) {
 
 // Whether a call must go through its autograd Function: grad mode is on and a tensor argument
 // requires grad, or an argument carries a forward-mode tangent (which the C++ Function then
-// refuses with a clear error, as before). Otherwise the Autograd kernels call the op directly
-// (`without_graph`): Function::apply would still build a node and fill its saved data, ~2-3 us
-// of a ~7 us call.
+// refuses with a clear error, as before). Arguments that are not tensors are ignored.
 inline const at::Tensor* defined_or_null(const at::Tensor& t) { return t.defined() ? &t : nullptr; }
 inline const at::Tensor* defined_or_null(const std::optional<at::Tensor>& t) {
   return t.has_value() ? defined_or_null(*t) : nullptr;
 }
-template <typename... Ts>
-bool records_graph(const Ts&... tensors) {
-  const at::Tensor* ts[] = {defined_or_null(tensors)...};
+template <typename T>
+const at::Tensor* defined_or_null(const T&) {  // sizes, flags, modes
+  return nullptr;
+}
+template <typename... Args>
+bool records_graph(const Args&... args) {
+  const at::Tensor* ts[] = {defined_or_null(args)...};
   const bool grad_mode = at::GradMode::is_enabled();
   for (const at::Tensor* t : ts)
     if (t != nullptr && ((grad_mode && t->requires_grad()) || t->_fw_grad(/*level=*/0).defined())) return true;
   return false;
 }
 
-// op(args...) below the Autograd key: what an Autograd kernel runs when records_graph is false.
-template <typename Op, typename... Args>
-auto without_graph(Op op, Args&&... args) {
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  return op(std::forward<Args>(args)...);
+// The body of every Autograd kernel: Function::apply (the op's autograd Function) when the call
+// records a graph, else `op` itself below the Autograd key, since Function::apply would still
+// build a node and fill its saved data (~2-3 us of a ~7 us call). A two-output Function's
+// variable_list becomes the op's tuple.
+template <typename Function, typename Op, typename... Args>
+auto apply_or_call(Op op, const Args&... args) -> decltype(op(args...)) {
+  if (!records_graph(args...)) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return op(args...);
+  }
+  if constexpr (std::is_same_v<decltype(op(args...)), at::Tensor>) {
+    return Function::apply(args...);
+  } else {
+    const variable_list out = Function::apply(args...);
+    return {out[0], out[1]};
+  }
 }
 
 // Note on `ctx->needs_input_grad(i)`: i counts only the tensor arguments that were present (an

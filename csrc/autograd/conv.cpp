@@ -116,18 +116,14 @@ class Conv2dBackwardWeight : public torch::autograd::Function<Conv2dBackwardWeig
 at::Tensor conv2d_forward_autograd(const at::Tensor& input, const at::Tensor& weight,
                                    const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                                    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
-  if (!records_graph(input, weight, bias))
-    return without_graph(call::conv2d_forward, input, weight, bias, stride, padding, dilation, groups);
-  return Conv2dForward::apply(input, weight, bias, stride, padding, dilation, groups);
+  return apply_or_call<Conv2dForward>(call::conv2d_forward, input, weight, bias, stride, padding, dilation, groups);
 }
 
 at::Tensor conv2d_backward_input_autograd(const at::Tensor& grad_output, const at::Tensor& weight,
                                           c10::SymIntArrayRef input_size, at::IntArrayRef stride,
                                           at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
-  if (!records_graph(grad_output, weight))
-    return without_graph(call::conv2d_backward_input, grad_output, weight, input_size, stride, padding, dilation,
-                         groups);
-  return Conv2dBackwardInput::apply(grad_output, weight, input_size, stride, padding, dilation, groups);
+  return apply_or_call<Conv2dBackwardInput>(call::conv2d_backward_input,
+                                            grad_output, weight, input_size, stride, padding, dilation, groups);
 }
 
 std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_autograd(const at::Tensor& grad_output,
@@ -136,12 +132,8 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_autograd(const at::Ten
                                                                    at::IntArrayRef stride, at::IntArrayRef padding,
                                                                    at::IntArrayRef dilation, int64_t groups,
                                                                    bool bias_grad) {
-  if (!records_graph(grad_output, input))
-    return without_graph(call::conv2d_backward_weight, grad_output, input, weight_size, stride, padding, dilation,
-                         groups, bias_grad);
-  const variable_list out =
-      Conv2dBackwardWeight::apply(grad_output, input, weight_size, stride, padding, dilation, groups, bias_grad);
-  return {out[0], out[1]};
+  return apply_or_call<Conv2dBackwardWeight>(call::conv2d_backward_weight, grad_output, input, weight_size, stride,
+                                             padding, dilation, groups, bias_grad);
 }
 
 }  // namespace

@@ -124,33 +124,25 @@ at::Tensor conv_transpose2d_forward_autograd(const at::Tensor& input, const at::
                                              const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                                              at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
                                              at::IntArrayRef dilation) {
-  if (!records_graph(input, weight, bias))
-    return without_graph(call::conv_transpose2d_forward, input, weight, bias, stride, padding, output_padding, groups,
-                         dilation);
-  return ConvT2dForward::apply(input, weight, bias, stride, padding, output_padding, groups, dilation);
+  return apply_or_call<ConvT2dForward>(call::conv_transpose2d_forward,
+                                       input, weight, bias, stride, padding, output_padding, groups, dilation);
 }
 
 at::Tensor conv_transpose2d_backward_input_autograd(const at::Tensor& grad_output, const at::Tensor& weight,
                                                     c10::SymIntArrayRef input_size, at::IntArrayRef stride,
                                                     at::IntArrayRef padding, at::IntArrayRef output_padding,
                                                     int64_t groups, at::IntArrayRef dilation) {
-  if (!records_graph(grad_output, weight))
-    return without_graph(call::conv_transpose2d_backward_input, grad_output, weight, input_size, stride, padding,
-                         output_padding, groups, dilation);
-  return ConvT2dBackwardInput::apply(grad_output, weight, input_size, stride, padding, output_padding, groups,
-                                     dilation);
+  return apply_or_call<ConvT2dBackwardInput>(call::conv_transpose2d_backward_input, grad_output, weight,
+                                             input_size, stride, padding, output_padding, groups, dilation);
 }
 
 std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_autograd(
     const at::Tensor& grad_output, const at::Tensor& input, c10::SymIntArrayRef weight_size, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation,
     bool bias_grad) {
-  if (!records_graph(grad_output, input))
-    return without_graph(call::conv_transpose2d_backward_weight, grad_output, input, weight_size, stride, padding,
-                         output_padding, groups, dilation, bias_grad);
-  const variable_list out = ConvT2dBackwardWeight::apply(grad_output, input, weight_size, stride, padding,
-                                                         output_padding, groups, dilation, bias_grad);
-  return {out[0], out[1]};
+  return apply_or_call<ConvT2dBackwardWeight>(call::conv_transpose2d_backward_weight, grad_output, input,
+                                              weight_size, stride, padding, output_padding, groups, dilation,
+                                              bias_grad);
 }
 
 }  // namespace

@@ -6,27 +6,40 @@
 namespace rnnkern {
 namespace {
 
+// mode / kernel / stride / padding, as saved by both formulas.
+struct UnpoolArgs {
+  int64_t mode;
+  std::vector<int64_t> kernel, stride, padding;
+  void save(AutogradContext* ctx) const {
+    ctx->saved_data["mode"] = mode;
+    ctx->saved_data["kernel"] = kernel;
+    ctx->saved_data["stride"] = stride;
+    ctx->saved_data["padding"] = padding;
+  }
+  static UnpoolArgs load(AutogradContext* ctx) {
+    const auto& d = ctx->saved_data;
+    return {d.at("mode").toInt(), d.at("kernel").toIntVector(), d.at("stride").toIntVector(),
+            d.at("padding").toIntVector()};
+  }
+};
+
 class MaxUnpoolForward : public torch::autograd::Function<MaxUnpoolForward> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const std::optional<at::Tensor>& indices,
                             int64_t mode, at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding,
                             c10::SymIntArrayRef output_size) {
     ctx->save_for_backward({indices.value_or(at::Tensor())});
-    ctx->saved_data["mode"] = mode;
+    UnpoolArgs{mode, kernel.vec(), stride.vec(), padding.vec()}.save(ctx);
     ctx->saved_data["input_size"] = input.sym_sizes().vec();
-    ctx->saved_data["kernel"] = kernel.vec();
-    ctx->saved_data["stride"] = stride.vec();
-    ctx->saved_data["padding"] = padding.vec();
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return call::max_unpool_forward(input, indices, mode, kernel, stride, padding, output_size);
   }
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grads) {
-    const auto& d = ctx->saved_data;
-    const at::Tensor grad_input = call::max_unpool_backward(
-        grads[0], optional_tensor(ctx->get_saved_variables()[0]), d.at("mode").toInt(),
-        d.at("input_size").toSymIntVector(), d.at("kernel").toIntVector(), d.at("stride").toIntVector(),
-        d.at("padding").toIntVector());
+    const UnpoolArgs a = UnpoolArgs::load(ctx);
+    const at::Tensor grad_input =
+        call::max_unpool_backward(grads[0], optional_tensor(ctx->get_saved_variables()[0]), a.mode,
+                                  ctx->saved_data.at("input_size").toSymIntVector(), a.kernel, a.stride, a.padding);
     return {grad_input, {}, {}, {}, {}, {}, {}};
   }
 };
@@ -37,21 +50,17 @@ class MaxUnpoolBackward : public torch::autograd::Function<MaxUnpoolBackward> {
                             const std::optional<at::Tensor>& indices, int64_t mode, c10::SymIntArrayRef input_size,
                             at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding) {
     ctx->save_for_backward({indices.value_or(at::Tensor())});
-    ctx->saved_data["mode"] = mode;
-    ctx->saved_data["kernel"] = kernel.vec();
-    ctx->saved_data["stride"] = stride.vec();
-    ctx->saved_data["padding"] = padding.vec();
+    UnpoolArgs{mode, kernel.vec(), stride.vec(), padding.vec()}.save(ctx);
     ctx->saved_data["output_size"] = grad_output.sym_sizes().slice(2).vec();
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return call::max_unpool_backward(grad_output, indices, mode, input_size, kernel, stride, padding);
   }
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grads) {
-    const auto& d = ctx->saved_data;
-    const at::Tensor grad_grad_output = call::max_unpool_forward(
-        grads[0], optional_tensor(ctx->get_saved_variables()[0]), d.at("mode").toInt(),
-        d.at("kernel").toIntVector(), d.at("stride").toIntVector(), d.at("padding").toIntVector(),
-        d.at("output_size").toSymIntVector());
+    const UnpoolArgs a = UnpoolArgs::load(ctx);
+    const at::Tensor grad_grad_output =
+        call::max_unpool_forward(grads[0], optional_tensor(ctx->get_saved_variables()[0]), a.mode, a.kernel, a.stride,
+                                 a.padding, ctx->saved_data.at("output_size").toSymIntVector());
     return {grad_grad_output, {}, {}, {}, {}, {}, {}};
   }
 };
@@ -59,17 +68,15 @@ class MaxUnpoolBackward : public torch::autograd::Function<MaxUnpoolBackward> {
 at::Tensor max_unpool_forward_autograd(const at::Tensor& input, const std::optional<at::Tensor>& indices,
                                        int64_t mode, at::IntArrayRef kernel, at::IntArrayRef stride,
                                        at::IntArrayRef padding, c10::SymIntArrayRef output_size) {
-  if (!records_graph(input))
-    return without_graph(call::max_unpool_forward, input, indices, mode, kernel, stride, padding, output_size);
-  return MaxUnpoolForward::apply(input, indices, mode, kernel, stride, padding, output_size);
+  return apply_or_call<MaxUnpoolForward>(call::max_unpool_forward,
+                                         input, indices, mode, kernel, stride, padding, output_size);
 }
 
 at::Tensor max_unpool_backward_autograd(const at::Tensor& grad_output, const std::optional<at::Tensor>& indices,
                                         int64_t mode, c10::SymIntArrayRef input_size, at::IntArrayRef kernel,
                                         at::IntArrayRef stride, at::IntArrayRef padding) {
-  if (!records_graph(grad_output))
-    return without_graph(call::max_unpool_backward, grad_output, indices, mode, input_size, kernel, stride, padding);
-  return MaxUnpoolBackward::apply(grad_output, indices, mode, input_size, kernel, stride, padding);
+  return apply_or_call<MaxUnpoolBackward>(call::max_unpool_backward,
+                                          grad_output, indices, mode, input_size, kernel, stride, padding);
 }
 
 }  // namespace

@@ -17,7 +17,8 @@ std::tuple<at::Tensor, at::Tensor> recurrence_in_aten(const at::Tensor& input, c
   at::Tensor pre = at::matmul(input, w_ih.t());
   if (b_ih.defined()) pre = pre + (b_ih + b_hh);
   at::Tensor live;  // live[t][b]: step t is within sequence b's length
-  if (lengths.defined()) live = at::arange(T, lengths.options()).unsqueeze(1).lt(lengths.unsqueeze(0)).unsqueeze(2).to(input.device());
+  if (lengths.defined())
+    live = at::arange(T, lengths.options()).unsqueeze(1).lt(lengths.unsqueeze(0)).unsqueeze(2).to(input.device());
   at::Tensor h = hx;
   std::vector<at::Tensor> outs;
   for (int64_t t = 0; t < T; ++t) {
@@ -83,10 +84,7 @@ std::tuple<at::Tensor, at::Tensor> rnn_forward_autograd(const at::Tensor& input,
                                                         const std::optional<at::Tensor>& b_ih,
                                                         const std::optional<at::Tensor>& b_hh,
                                                         const std::optional<at::Tensor>& lengths, bool relu) {
-  if (!records_graph(input, hx, w_ih, w_hh, b_ih, b_hh))
-    return without_graph(call::rnn_forward, input, hx, w_ih, w_hh, b_ih, b_hh, lengths, relu);
-  const variable_list out = RnnForward::apply(input, hx, w_ih, w_hh, b_ih, b_hh, lengths, relu);
-  return {out[0], out[1]};
+  return apply_or_call<RnnForward>(call::rnn_forward, input, hx, w_ih, w_hh, b_ih, b_hh, lengths, relu);
 }
 
 }  // namespace

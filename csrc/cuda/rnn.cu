@@ -1141,12 +1141,12 @@ struct CudaRecurrence {
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 
-  // What a captured run bakes in. The math mode is read from the handle as torch sets it up for
-  // the caller's stream now (it follows torch's matmul TF32 flag, which may change between calls).
-  StepGraphKey graph_key(bool forward, int64_t H, int64_t stride, int64_t rows, int64_t t0, int64_t t1,
-                         const void* base, const void* aux) const {
+  // What a captured run bakes in. The math mode is read from `handle` as torch set it up for the
+  // caller's stream (it follows torch's matmul TF32 flag, which may change between calls).
+  StepGraphKey graph_key(cublasHandle_t handle, bool forward, int64_t H, int64_t stride, int64_t rows, int64_t t0,
+                         int64_t t1, const void* base, const void* aux) const {
     cublasMath_t math_mode = CUBLAS_DEFAULT_MATH;
-    TORCH_CUDABLAS_CHECK(cublasGetMathMode(at::cuda::getCurrentCUDABlasHandle(), &math_mode));
+    TORCH_CUDABLAS_CHECK(cublasGetMathMode(handle, &math_mode));
     return {w_hh.get_device(), at::cuda::getCurrentCUDAStream().stream(), static_cast<int>(w_hh.scalar_type()),
             static_cast<int>(compute), static_cast<int>(math_mode), at::cuda::getChosenWorkspaceSize(), relu,
             forward, H, stride, rows, t0, t1, base, aux, w_hh.const_data_ptr()};
@@ -1166,11 +1166,12 @@ struct CudaRecurrence {
     };
     int64_t from = t0;
     if (use_step_graphs(t1 - t0)) {
+      const cublasHandle_t handle = at::cuda::getCurrentCUDABlasHandle();
       if (from == 0) {  // step 0 reads the caller's h0: outside the graph
-        steps(at::cuda::getCurrentCUDABlasHandle(), 0, 1);
+        steps(handle, 0, 1);
         from = 1;
       }
-      const StepGraphKey key = graph_key(true, H, step, rows, from, t1, base, nullptr);
+      const StepGraphKey key = graph_key(handle, true, H, step, rows, from, t1, base, nullptr);
       if (StepGraphCache::get().run(key, [&](cublasHandle_t h) { steps(h, from, t1); })) return;
     }
     // fetched here, after any capture: a capture leaves the thread's handle set to its stream
@@ -1198,7 +1199,8 @@ struct CudaRecurrence {
       }
     };
     if (use_step_graphs(t1 - t0) &&
-        StepGraphCache::get().run(graph_key(false, H, step, rows, t0, t1, d, h), steps))
+        StepGraphCache::get().run(graph_key(at::cuda::getCurrentCUDABlasHandle(), false, H, step, rows, t0, t1, d, h),
+                                  steps))
       return;
     steps(at::cuda::getCurrentCUDABlasHandle());
   }
