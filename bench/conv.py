@@ -1,4 +1,4 @@
-"""Dilated 3x3 convolution vs torch (cuDNN on GPU, oneDNN on CPU) at ANCHORS.md's shapes:
+"""Dilated 3x3 (and 1x1) convolution vs torch (cuDNN on GPU, oneDNN on CPU) at ANCHORS.md's shapes:
 forward, grad-input (dgrad) and grad-weight (wgrad) as separate passes, each side calling its
 own kernel for exactly that pass (torch: aten.convolution_backward with one output mask).
 
@@ -31,11 +31,13 @@ class Case:
     dilation: int
     no_cudnn: bool = False  # compare against torch with cuDNN disabled (its native CUDA path)
     variant: str = ""       # ours in another form of the same kernels (VARIANTS), for comparison
+    k: int = 3              # square kernel, 'same' padding d (k - 1) / 2
 
 
 # csrc/cuda/conv.cu's tensor-core forms other than the default (mma.sync + ldmatrix, one shared
 # stage behind a register prefetch), selected per call by environment variables
-VARIANTS = {"wmma": {"RNNKERN_CONV_MMA": "wmma"}, "cp.async": {"RNNKERN_CONV_PIPELINE": "1"}}
+VARIANTS = {"wmma": {"RNNKERN_CONV_MMA": "wmma"}, "cp.async": {"RNNKERN_CONV_PIPELINE": "1"},
+            "engine": {"RNNKERN_CONV_GEMM": "0"}}  # 1x1 on the implicit-GEMM engine instead of cuBLAS
 
 GPU_CASES = (
     [Case(torch.float32, False, 8, 256, 256, 64, d) for d in (1, 2, 6, 12, 18)]
@@ -45,7 +47,11 @@ GPU_CASES = (
     + [Case(torch.float32, False, 8, 256, 256, 64, 6, no_cudnn=True)]
     + [Case(dt, cl, 8, cin, 256, hw, d, variant=v) for v in VARIANTS
        for dt, cl, cin, hw, d in ((torch.float32, False, 256, 64, 1), (torch.bfloat16, True, 256, 64, 1),
-                                  (torch.float32, False, 2048, 32, 18), (torch.bfloat16, True, 2048, 32, 18))]
+                                  (torch.float32, False, 2048, 32, 18), (torch.bfloat16, True, 2048, 32, 18))
+       if v != "engine"]
+    # the ASPP head's 1x1 branch: one GEMM (cuBLAS, csrc/conv_gemm.h), and the same on the engine
+    + [Case(dt, cl, 8, 2048, 256, 32, 1, variant=v, k=1) for v in ("", "engine")
+       for dt, cl in ((torch.float32, False), (torch.bfloat16, True))]
 )
 CPU_CASES = (
     [Case(torch.float32, False, 2, 64, 64, 32, d) for d in (1, 2, 6, 12, 18)]
@@ -54,10 +60,12 @@ CPU_CASES = (
 )
 
 
-def useful_flops(c: Case, k: int = 3) -> float:
-    """2 x MACs that read real input, 'same' padding (p = d), stride 1."""
+def useful_flops(c: Case) -> float:
+    """2 x MACs that read real input, 'same' padding (p = d (k - 1) / 2), stride 1."""
+    k = c.k
+
     def valid(t):  # output positions whose tap-t read is inside the input
-        off = t * c.dilation - c.dilation
+        off = t * c.dilation - c.dilation * (k - 1) // 2
         return max(0, min(c.hw, c.hw - off) - max(0, -off))
     per_img = sum(valid(r) * valid(s) for r in range(k) for s in range(k))
     return 2.0 * c.n * per_img * c.cin * c.cout
@@ -66,13 +74,14 @@ def useful_flops(c: Case, k: int = 3) -> float:
 def _name(c: Case) -> str:
     dt = {torch.float32: "tf32" if torch.cuda.is_available() else "fp32", torch.bfloat16: "bf16"}[c.dtype]
     vs = (" vs no-cuDNN" if c.no_cudnn else "") + (f" {c.variant}" if c.variant else "")
-    return f"{dt} {'CL' if c.channels_last else 'NCHW'} N{c.n} {c.cin}->{c.cout} {c.hw}x{c.hw} d{c.dilation}{vs}"
+    kind = "1x1" if c.k == 1 else f"d{c.dilation}"
+    return f"{dt} {'CL' if c.channels_last else 'NCHW'} N{c.n} {c.cin}->{c.cout} {c.hw}x{c.hw} {kind}{vs}"
 
 
-def _torch_backward(gy, x, w, d, mask, no_cudnn):
+def _torch_backward(gy, x, w, d, p, mask, no_cudnn):
     def run():
         with torch.backends.cudnn.flags(enabled=not no_cudnn):
-            return torch.ops.aten.convolution_backward(gy, x, w, None, [1, 1], [d, d], [d, d], False, [0, 0], 1, mask)
+            return torch.ops.aten.convolution_backward(gy, x, w, None, [1, 1], [p, p], [d, d], False, [0, 0], 1, mask)
     return run
 
 
@@ -84,26 +93,26 @@ def cases(device: str, quick: bool) -> list[Bench]:
     for c in table:
         fmt = torch.channels_last if c.channels_last else torch.contiguous_format
         x = torch.randn(c.n, c.cin, c.hw, c.hw, device=device, dtype=c.dtype).contiguous(memory_format=fmt)
-        w = (torch.randn(c.cout, c.cin, 3, 3, device=device, dtype=c.dtype) / (9 * c.cin) ** 0.5).contiguous(
+        w = (torch.randn(c.cout, c.cin, c.k, c.k, device=device, dtype=c.dtype) / (c.k * c.k * c.cin) ** 0.5).contiguous(
             memory_format=fmt)
-        d = c.dilation
+        d, p = c.dilation, c.dilation * (c.k - 1) // 2
         gy = torch.randn(c.n, c.cout, c.hw, c.hw, device=device, dtype=c.dtype).contiguous(memory_format=fmt)
-        s, p4, dd = [1, 1], [d, d, d, d], [d, d]  # bound as lambda defaults below: each case its own
+        s, p4, dd = [1, 1], [p, p, p, p], [d, d]  # bound as lambda defaults below: each case its own
         flops, name = useful_flops(c), _name(c)
 
-        def theirs_fwd(x=x, w=w, d=d, nc=c.no_cudnn):
+        def theirs_fwd(x=x, w=w, d=d, p=p, nc=c.no_cudnn):
             with torch.backends.cudnn.flags(enabled=not nc):
-                return F.conv2d(x, w, None, 1, d, d)
+                return F.conv2d(x, w, None, 1, p, d)
 
         env = VARIANTS.get(c.variant, {})
-        out.append(Bench("conv", name, "fwd", with_env(lambda x=x, w=w, d=d: RF.conv2d(x, w, None, 1, d, d), **env),
+        out.append(Bench("conv", name, "fwd", with_env(lambda x=x, w=w, d=d, p=p: RF.conv2d(x, w, None, 1, p, d), **env),
                          theirs_fwd, "TFLOP/s", flops))
         out.append(Bench("conv", name, "dgrad",
                          with_env(lambda gy=gy, w=w, xs=list(x.shape), s=s, p4=p4, dd=dd: DGRAD(gy, w, xs, s, p4, dd, 1),
                                   **env),
-                         _torch_backward(gy, x, w, d, [True, False, False], c.no_cudnn), "TFLOP/s", flops))
+                         _torch_backward(gy, x, w, d, p, [True, False, False], c.no_cudnn), "TFLOP/s", flops))
         out.append(Bench("conv", name, "wgrad",
                          with_env(lambda gy=gy, x=x, ws=list(w.shape), s=s, p4=p4, dd=dd:
                                   WGRAD(gy, x, ws, s, p4, dd, 1, False), **env),
-                         _torch_backward(gy, x, w, d, [False, True, False], c.no_cudnn), "TFLOP/s", flops))
+                         _torch_backward(gy, x, w, d, p, [False, True, False], c.no_cudnn), "TFLOP/s", flops))
     return out

@@ -66,30 +66,28 @@ def _benches(c: Case, device: str) -> list[Bench]:
     def torch_bwd(mask):
         return torch.ops.aten.convolution_backward(gy, x, w, None, st, pd, dl, True, op, 1, mask)
 
-    out = [
-        Bench("conv_transpose", c.name, "fwd", lambda: ops.conv_transpose2d_forward(x, w, None, st, pd, op, 1, dl),
-              lambda: F.conv_transpose2d(x, w, None, c.s, c.p), "TFLOP/s", flops),
-        Bench("conv_transpose", c.name, "dgrad",
-              lambda: ops.conv_transpose2d_backward_input(gy, w, list(x.shape), st, pd, op, 1, dl),
-              lambda: torch_bwd([True, False, False]), "TFLOP/s", flops),
-        Bench("conv_transpose", c.name, "wgrad",
-              lambda: ops.conv_transpose2d_backward_weight(gy, x, list(w.shape), st, pd, op, 1, dl, False),
-              lambda: torch_bwd([False, True, False]), "TFLOP/s", flops),
-    ]
+    def passes(suffix: str = "", **env) -> list[Bench]:
+        """The three passes, ours under `env` (another form of the same op, named by `suffix`)."""
+        return [
+            Bench("conv_transpose", c.name + suffix, "fwd",
+                  with_env(lambda: ops.conv_transpose2d_forward(x, w, None, st, pd, op, 1, dl), **env),
+                  lambda: F.conv_transpose2d(x, w, None, c.s, c.p), "TFLOP/s", flops),
+            Bench("conv_transpose", c.name + suffix, "dgrad",
+                  with_env(lambda: ops.conv_transpose2d_backward_input(gy, w, list(x.shape), st, pd, op, 1, dl), **env),
+                  lambda: torch_bwd([True, False, False]), "TFLOP/s", flops),
+            Bench("conv_transpose", c.name + suffix, "wgrad",
+                  with_env(lambda: ops.conv_transpose2d_backward_weight(gy, x, list(w.shape), st, pd, op, 1, dl, False),
+                           **env),
+                  lambda: torch_bwd([False, True, False]), "TFLOP/s", flops),
+        ]
+
+    out = passes()
+    if device == "cuda" and c.k == c.s and c.p == 0:
+        # kernel == stride is one GEMM on cuBLAS (csrc/conv_gemm.h): the same passes on the engine
+        out += passes(" engine", RNNKERN_CONV_GEMM="0")
     if device == "cuda" and c.p == 0 and c.k % c.s == 0 and c.s % 4 == 0 and not c.channels_last:
         # the FCN upsamplers' block GEMMs against the general kernels they replaced (fwd, dgrad, wgrad)
-        general = {"RNNKERN_CONVT_FCN": "general"}
-        out += [Bench("conv_transpose", c.name + " general", "fwd",
-                      with_env(lambda: ops.conv_transpose2d_forward(x, w, None, st, pd, op, 1, dl), **general),
-                      lambda: F.conv_transpose2d(x, w, None, c.s, c.p), "TFLOP/s", flops),
-                Bench("conv_transpose", c.name + " general", "dgrad",
-                      with_env(lambda: ops.conv_transpose2d_backward_input(gy, w, list(x.shape), st, pd, op, 1, dl),
-                               **general),
-                      lambda: torch_bwd([True, False, False]), "TFLOP/s", flops),
-                Bench("conv_transpose", c.name + " general", "wgrad",
-                      with_env(lambda: ops.conv_transpose2d_backward_weight(gy, x, list(w.shape), st, pd, op, 1, dl,
-                                                                            False), **general),
-                      lambda: torch_bwd([False, True, False]), "TFLOP/s", flops)]
+        out += passes(" general", RNNKERN_CONVT_FCN="general")
     return out
 
 

@@ -161,13 +161,24 @@ def conv_transpose(dev):
             w = torch.randn(cin, 5, 16, 24, device=dev, requires_grad=True)
             RF.conv_transpose2d(x, w, torch.randn(10, device=dev), 8, 0, 0, 2).sum().backward()
     # the sub-pixel forward on the engine's cp.async ring (opt-in there: RNNKERN_CONV_PIPELINE=1),
-    # tf32 and bf16 channels_last
-    os.environ["RNNKERN_CONV_PIPELINE"] = "1"
+    # tf32 and bf16 channels_last; k == s on the engine too (RNNKERN_CONV_GEMM=0), not cuBLAS
+    os.environ.update(RNNKERN_CONV_PIPELINE="1", RNNKERN_CONV_GEMM="0")
     for dtype in (torch.float32, torch.bfloat16):
         x = torch.randn(2, 16, 5, 7, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
         RF.conv_transpose2d(x, torch.randn(16, 8, 16, 16, device=dev, dtype=dtype), None, 8)
         RF.conv_transpose2d(x, torch.randn(16, 8, 2, 2, device=dev, dtype=dtype), None, 2)
-    del os.environ["RNNKERN_CONV_PIPELINE"]
+    del os.environ["RNNKERN_CONV_PIPELINE"], os.environ["RNNKERN_CONV_GEMM"]
+    # kernel == stride on cuBLAS (csrc/conv_gemm.h): every dtype and layout, patches with a
+    # leftover row / column, 1x1, and the transposed convolution with and without a bias
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+            x = torch.randn(2, 12, 7, 9, device=dev, dtype=dtype).contiguous(memory_format=fmt).requires_grad_()
+            for k in (1, 2, 3):
+                w = torch.randn(10, 12, k, k, device=dev, dtype=dtype, requires_grad=True)
+                b = torch.randn(10, device=dev, dtype=dtype, requires_grad=True)
+                RF.conv2d(x, w, b, k).sum().backward()
+                wt = torch.randn(12, 5, k, k, device=dev, dtype=dtype, requires_grad=True)
+                RF.conv_transpose2d(x, wt, b[:5] if k != 2 else None, k).sum().backward()
     # the FCN-32s head shape, small batch
     x = torch.randn(1, 21, 5, 6, device=dev, requires_grad=True)
     w = torch.randn(21, 21, 64, 64, device=dev, requires_grad=True)

@@ -50,6 +50,7 @@
 #include <vector>
 
 #include "../conv_common.h"
+#include "../conv_gemm.h"
 #include "../ops.h"
 
 namespace rnnkern {
@@ -1527,7 +1528,9 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
     const at::Tensor x = prep(input, ct, cl);
     std::optional<at::Tensor> b;
     if (bias) b = bias->detach().to(ct).contiguous();
-    if (direct_ok(g, ct)) {  // reads the weight through its strides
+    if (conv_gemm_requested(false) && conv2d_is_gemm(g)) {
+      conv2d_forward_gemm(x, prep(weight, ct, false), b, g, cl, y, AtenMatmul{});
+    } else if (direct_ok(g, ct)) {  // reads the weight through its strides
       forward_direct_avx512(g, cl, x, weight.detach().to(ct), /*flip_transpose=*/false, b, y);
     } else {
       const at::Tensor w = prep(weight, ct, false);
@@ -1550,8 +1553,12 @@ at::Tensor conv2d_backward_input_cpu(const at::Tensor& grad_output, const at::Te
   at::Tensor gx = at::empty(input_size, grad_output.options().dtype(ct).memory_format(conv_output_format(grad_output)));
   if (g.N > 0) {
     const at::Tensor gy = prep(grad_output, ct, cl), w = prep(weight, ct, false);
-    AT_DISPATCH_FLOATING_TYPES(ct, "conv2d_backward_input_cpu",
-                               [&] { backward_input_impl<scalar_t>(g, cl, gy, w, gx); });
+    if (conv_gemm_requested(false) && conv2d_is_gemm(g)) {
+      conv2d_backward_input_gemm(gy, w, g, cl, gx, AtenMatmul{});
+    } else {
+      AT_DISPATCH_FLOATING_TYPES(ct, "conv2d_backward_input_cpu",
+                                 [&] { backward_input_impl<scalar_t>(g, cl, gy, w, gx); });
+    }
   }
   return ct == grad_output.scalar_type() ? gx : gx.to(grad_output.scalar_type());
 }
@@ -1565,6 +1572,14 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cpu(const at::Tensor& 
   const ConvGeometry g = check_conv_args(op, input.sizes(), weight_size, stride, padding, dilation, groups);
   check_conv_grad_output(op, g, grad_output);
   const at::ScalarType ct = cpu_compute_type(op, input.scalar_type());
+  if (conv_gemm_requested(false) && conv2d_is_gemm(g) && g.N > 0) {
+    const bool cl = conv_channels_last(input);
+    const at::Tensor x = prep(input, ct, cl), gy = prep(grad_output, ct, cl);
+    at::Tensor gw = at::empty(weight_size, x.options().memory_format(at::MemoryFormat::Contiguous));
+    conv2d_backward_weight_gemm(gy, x, g, cl, gw, AtenMatmul{});
+    at::Tensor gb = bias_grad ? gy.sum({0, 2, 3}) : at::empty({0}, gy.options());
+    return {gw.to(input.scalar_type()), gb.to(input.scalar_type())};
+  }
   const bool x_cl = conv_channels_last(input), gy_cl = conv_channels_last(grad_output);
   const WgradA which = wgrad_direct_choice(g, ct, gy_cl, x_cl);
   if (which != WgradA::kNone) {  // each operand read in its own layout

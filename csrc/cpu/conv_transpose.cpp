@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "../conv_common.h"
+#include "../conv_gemm.h"
 #include "../ops.h"
 
 namespace rnnkern {
@@ -329,6 +330,13 @@ at::Tensor conv_transpose2d_forward_cpu(const at::Tensor& input, const at::Tenso
   }
   at::Tensor output = at::empty({g.N, g.Cout, g.OH, g.OW}, input.options().memory_format(format_of(cl)));
   if (output.numel() == 0) return output;
+  if (conv_gemm_requested(false) && g.is_gemm()) {
+    const std::optional<at::Tensor> b =
+        bias.has_value() ? std::optional<at::Tensor>(bias->detach().contiguous()) : std::nullopt;
+    conv_transpose2d_forward_gemm(input.detach().contiguous(format_of(cl)), weight.detach(), b, cl, output,
+                                  AtenMatmul{});
+    return output;
+  }
   if (conv_transpose2d_forward_direct_cpu(input, weight, bias, groups, stride, padding, dilation, output))
     return output;
   // detach: the GEMMs below are out= calls, which autograd refuses on tensors that require grad

@@ -60,7 +60,9 @@
 #include <type_traits>
 
 #include "../conv_common.h"
+#include "../conv_gemm.h"
 #include "../ops.h"
+#include "blas.cuh"
 #include "tensor_core.cuh"
 
 
@@ -1405,6 +1407,24 @@ GatherParams gather_params(const ConvGeometry& g, bool trans) {
 
 at::MemoryFormat fmt(bool cl) { return cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous; }
 
+// conv_gemm.h's products on cuBLAS, fp32 in TF32 exactly where the engine would use it.
+struct CublasConvGemm {
+  bool tf32 = allow_tf32();
+  void operator()(at::Tensor& C, const at::Tensor& A, const at::Tensor& B, float beta) const {
+    cublas_gemm(C, A, B, beta, tf32);
+  }
+};
+
+// GEMM-shaped convolutions go to cuBLAS unless RNNKERN_CONV_GEMM=0, where its 32-bit sizes hold
+// every matrix.
+bool gemm_sizes_fit(int64_t pixels, int64_t entries, int64_t channels) {
+  constexpr int64_t kMax = std::numeric_limits<int>::max();
+  return pixels <= kMax && entries <= kMax && channels <= kMax;
+}
+bool gemm_route(const ConvGeometry& g) {
+  return conv2d_is_gemm(g) && conv_gemm_requested(true) && gemm_sizes_fit(g.N * g.OH * g.OW, g.C * g.KH * g.KW, g.K);
+}
+
 }  // namespace
 
 namespace {
@@ -1443,7 +1463,13 @@ at::Tensor conv2d_forward_cuda(const at::Tensor& input, const at::Tensor& weight
   const ConvGeometry g = check_conv_args(op, input.sizes(), weight.sizes(), stride, padding, dilation, groups);
   const at::cuda::OptionalCUDAGuard guard(device_of(input));
   at::Tensor y = at::empty({g.N, g.K, g.OH, g.OW}, input.options().memory_format(conv_output_format(input)));
-  if (g.N > 0) conv2d_forward_into(input, weight, bias, g, 1, y);
+  if (g.N == 0) return y;
+  if (gemm_route(g)) {
+    const bool cl = conv_channels_last(input);
+    conv2d_forward_gemm(input.contiguous(fmt(cl)), weight, bias, g, cl, y, CublasConvGemm{});
+  } else {
+    conv2d_forward_into(input, weight, bias, g, 1, y);
+  }
   return y;
 }
 
@@ -1476,6 +1502,10 @@ at::Tensor conv2d_backward_input_cuda(const at::Tensor& grad_output, const at::T
   at::Tensor gx = at::empty(input_size, grad_output.options().memory_format(fmt(cl)));
   if (g.N == 0) return gx;
   const at::Tensor gy = grad_output.contiguous(fmt(cl));
+  if (gemm_route(g)) {
+    conv2d_backward_input_gemm(gy, weight, g, cl, gx, CublasConvGemm{});
+    return gx;
+  }
   // (G, taps, Kg, Cg): B(tap, k; c) rows contiguous along the input channels
   const at::Tensor wt = weight.reshape({g.G, g.Kg(), g.Cg(), g.KH, g.KW}).permute({0, 3, 4, 1, 2}).contiguous();
   GatherParams p = gather_params(g, true);
@@ -1537,6 +1567,17 @@ void conv_transpose2d_forward_gather_cuda(const at::Tensor& input, const at::Ten
                                   });
 }
 
+bool conv_transpose2d_forward_gemm_cuda(const at::Tensor& input, const at::Tensor& weight,
+                                        const std::optional<at::Tensor>& bias, const ConvT2dGeometry& t,
+                                        at::Tensor& output) {
+  if (!t.is_gemm() || !conv_gemm_requested(true) || !gemm_sizes_fit(t.N * t.H * t.W, t.Cout * t.kH * t.kW, t.Cin))
+    return false;
+  const at::cuda::OptionalCUDAGuard guard(device_of(input));
+  const bool cl = conv_channels_last(input);
+  if (output.numel() > 0) conv_transpose2d_forward_gemm(input.contiguous(fmt(cl)), weight, bias, cl, output, CublasConvGemm{});
+  return true;
+}
+
 std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cuda(const at::Tensor& grad_output, const at::Tensor& input,
                                                                at::IntArrayRef weight_size, at::IntArrayRef stride,
                                                                at::IntArrayRef padding, at::IntArrayRef dilation,
@@ -1552,6 +1593,8 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cuda(const at::Tensor&
   at::Tensor gw = at::empty(weight_size, input.options());
   if (g.N == 0) {
     gw.zero_();
+  } else if (gemm_route(g)) {
+    conv2d_backward_weight_gemm(gy, x, g, cl, gw, CublasConvGemm{});
   } else {
     WgradParams p{};
     p.gy = gy.data_ptr();

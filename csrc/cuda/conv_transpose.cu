@@ -1345,6 +1345,7 @@ at::Tensor conv_transpose2d_forward_cuda(const at::Tensor& input, const at::Tens
     fcn_block_forward_cuda(input, w, b, g, output);
     return output;
   }
+  if (!simt_requested() && conv_transpose2d_forward_gemm_cuda(input, weight, bias, g, output)) return output;
   if (!simt_requested() && subpixel_forward(g)) {
     subpixel_forward_cuda(input, weight, bias, g, output);
     return output;

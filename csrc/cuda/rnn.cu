@@ -62,6 +62,7 @@
 
 #include "../ops.h"
 #include "../rnn_driver.h"
+#include "blas.cuh"
 #include "kernel_queries.cuh"
 #include "tensor_core.cuh"
 
@@ -871,59 +872,10 @@ PersistentParams<scalar_t> make_params(const at::Tensor& weight, at::Tensor& seq
 // path's per-step products and the weight/input gradients go to cuBLAS with
 // CUBLAS_COMPUTE_32F_FAST_TF32 directly (fp32 in and out). rnn_driver.h's AtenGemm interface.
 
-// X (r x c, row-major indexing) as a cuBLAS column-major operand: rows contiguous -> memory is X^T
-// column-major (op N); columns contiguous -> memory is X column-major (op T). False: neither.
-bool blas_view(const at::Tensor& X, cublasOperation_t* op, int64_t* ld) {
-  const int64_t r = X.size(0), c = X.size(1);
-  if (c <= 1 || X.stride(1) == 1) {
-    const int64_t s = r <= 1 ? std::max<int64_t>(1, c) : X.stride(0);
-    if (s >= std::max<int64_t>(1, c)) {
-      *op = CUBLAS_OP_N;
-      *ld = s;
-      return true;
-    }
-  }
-  if (r <= 1 || X.stride(0) == 1) {
-    const int64_t s = c <= 1 ? std::max<int64_t>(1, r) : X.stride(1);
-    if (s >= std::max<int64_t>(1, r)) {
-      *op = CUBLAS_OP_T;
-      *ld = s;
-      return true;
-    }
-  }
-  return false;
-}
-
 struct Tf32Gemm {
-  // C (m x n) = A (m x k) B (k x n) + beta C, as C^T = B^T A^T in cuBLAS's column-major terms.
+  // C (m x n) = A (m x k) B (k x n) + beta C (blas.cuh)
   static void gemm(at::Tensor& C, const at::Tensor& A, const at::Tensor& B, float beta) {
-    const int64_t m = C.size(0), n = C.size(1), k = A.size(1);
-    if (m == 0 || n == 0) return;
-    if (k == 0) {  // C = beta C without relying on cuBLAS for an empty sum (nor on an empty operand's layout)
-      if (beta == 0.f) C.zero_();
-      return;
-    }
-    cublasOperation_t op_c, op_a, op_b;
-    int64_t ldc, lda, ldb;
-    if (!blas_view(C, &op_c, &ldc) || op_c != CUBLAS_OP_N) {  // the driver's outputs are row-major; be safe anyway
-      at::Tensor tmp = C.contiguous();
-      gemm(tmp, A, B, beta);
-      C.copy_(tmp);
-      return;
-    }
-    const at::Tensor a = blas_view(A, &op_a, &lda) ? A : A.contiguous();
-    const at::Tensor b = blas_view(B, &op_b, &ldb) ? B : B.contiguous();
-    if (!a.is_same(A)) blas_view(a, &op_a, &lda);
-    if (!b.is_same(B)) blas_view(b, &op_b, &ldb);
-    constexpr int64_t kMax = std::numeric_limits<int>::max();
-    TORCH_CHECK(m <= kMax && n <= kMax && k <= kMax && lda <= kMax && ldb <= kMax && ldc <= kMax,
-                "rnn: a matrix product exceeds cuBLAS's 32-bit sizes");
-    const float alpha = 1.f;
-    TORCH_CUDABLAS_CHECK(cublasGemmEx(at::cuda::getCurrentCUDABlasHandle(), op_b, op_a, static_cast<int>(n),
-                                      static_cast<int>(m), static_cast<int>(k), &alpha, b.const_data_ptr<float>(),
-                                      CUDA_R_32F, static_cast<int>(ldb), a.const_data_ptr<float>(), CUDA_R_32F,
-                                      static_cast<int>(lda), &beta, C.data_ptr<float>(), CUDA_R_32F,
-                                      static_cast<int>(ldc), CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT));
+    cublas_gemm(C, A, B, beta, /*tf32=*/true);
   }
   void operator()(at::Tensor& out, const at::Tensor& A, const at::Tensor& B, const at::Tensor& add = {}) const {
     if (add.defined()) out.copy_(add);  // a bias row broadcasts over out's rows

@@ -224,8 +224,10 @@ def test_cuda_subpixel_forward_engine_forms(monkeypatch, pipeline, dtype, k, s):
     each value pixel-shuffled; channels_last, so the FCN block forward does not take it) with the
     engine's single stage (RNNKERN_CONV_PIPELINE=0, its default here) and its cp.async ring (=1:
     the pairing that had not run on a GPU when the ring became the engine's default elsewhere):
-    no worse than 2x torch's error (TF32's for fp32)."""
+    no worse than 2x torch's error (TF32's for fp32). k == s would go to cuBLAS (conv_gemm.h):
+    RNNKERN_CONV_GEMM=0 keeps it on the engine."""
     monkeypatch.setenv("RNNKERN_CONV_PIPELINE", pipeline)
+    monkeypatch.setenv("RNNKERN_CONV_GEMM", "0")
     x = torch.randn(2, 32, 9, 11, device="cuda").contiguous(memory_format=torch.channels_last)
     w = torch.randn(32, 12, k, k, device="cuda") / (32 * (k // s) ** 2) ** 0.5
     b = torch.randn(12, device="cuda")
@@ -455,7 +457,8 @@ def _gather_case(rng: random.Random):
 
 # named forward shapes: FCN-32s head (k64 s32, 21 channels, with and without its p16), FCN
 # upscore k4 s2 21->21, the k4s2p1 of ANCHORS.md (narrowed), a 3x3/2 checkerboard with
-# output_padding, and U-Net's 2x2/2 (the kShuffle kernel, which stays SIMT)
+# output_padding, and U-Net's 2x2/2 (one GEMM: cuBLAS on CUDA, csrc/conv_gemm.h; the kShuffle kernel
+# under RNNKERN_CONVT_PATH=simt)
 _NAMED = [dict(n=2, cin=21, cout=21, g=1, k=[64, 64], s=[32, 32], d=[1, 1], p=[16, 16], op=[0, 0], size=[5, 6]),
           dict(n=1, cin=21, cout=21, g=1, k=[64, 64], s=[32, 32], d=[1, 1], p=[0, 0], op=[3, 0], size=[3, 2]),
           dict(n=2, cin=21, cout=21, g=1, k=[4, 4], s=[2, 2], d=[1, 1], p=[0, 0], op=[0, 0], size=[9, 11]),

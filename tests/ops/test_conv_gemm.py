@@ -1,0 +1,149 @@
+"""GEMM-shaped convolutions (kernel == stride, no padding, one group: 1x1 and "patchify" convolutions,
+the U-Net's k2 s2 transposed convolution) on the BLAS route of csrc/conv_gemm.h, against torch in
+fp64: forward, grad_input, grad_weight, grad_bias, both layouts.
+
+On CUDA the route is the default (RNNKERN_CONV_GEMM unset); on CPU it runs only with
+RNNKERN_CONV_GEMM=1, which these tests set, so the layout code is checked without a GPU."""
+import pytest
+import torch
+import torch.nn.functional as TF
+
+from rnnkern import functional as RF
+from tests.utils import DEVICES, TOL, rel_err
+
+LAYOUTS = [torch.contiguous_format, torch.channels_last]
+
+# (input size, weight size, stride, kwargs): conv2d cases the route takes
+CONV_CASES = [
+    ((2, 7, 5, 6), (3, 7, 1, 1), 1, {}),                       # 1x1
+    ((3, 5, 8, 6), (4, 5, 2, 2), 2, {}),                       # patchify, exact cover
+    ((2, 4, 7, 9), (6, 4, 2, 2), 2, {}),                       # a last row / column no patch covers
+    ((2, 3, 10, 11), (5, 3, 3, 3), 3, {}),                     # k3 s3, leftovers on both sides
+    ((1, 6, 6, 10), (2, 6, 2, 5), (2, 5), {}),                 # rectangular kernel == stride
+    ((2, 3, 4, 9), (4, 3, 1, 3), (1, 3), dict(dilation=(7, 1))),  # dilation along a 1-tap side
+    ((0, 3, 4, 4), (2, 3, 2, 2), 2, {}),                       # empty batch
+]
+# (input size, weight size (C_in, C_out, k, k), stride): conv_transpose2d cases the route takes
+CONVT_CASES = [
+    ((2, 6, 4, 5), (6, 3, 2, 2), 2),
+    ((1, 4, 3, 3), (4, 5, 3, 3), 3),
+    ((2, 5, 4, 3), (5, 2, 1, 1), 1),
+]
+
+
+@pytest.fixture
+def gemm_route(monkeypatch, request):
+    """The BLAS route on: explicit on CPU, torch's default (unset) on CUDA."""
+    if request.node.callspec.params.get("device") == "cpu":
+        monkeypatch.setenv("RNNKERN_CONV_GEMM", "1")
+    else:
+        monkeypatch.delenv("RNNKERN_CONV_GEMM", raising=False)
+
+
+def _grads(fn, x, w, b, gy):
+    x, w, b = (t.detach().requires_grad_() for t in (x, w, b))
+    y = fn(x, w, b)
+    y.backward(gy)
+    return y, x.grad, w.grad, b.grad
+
+
+def _check(ours, ref, device, layout, xs, ws, bias_size, dtype=torch.float64):
+    x = torch.randn(xs, dtype=torch.float64)
+    w = torch.randn(ws, dtype=torch.float64)
+    b = torch.randn(bias_size, dtype=torch.float64)
+    gy = torch.randn_like(ref(x, w, b))
+    expect = _grads(ref, x, w, b, gy)
+    cast = dict(device=device, dtype=dtype)
+    xd, gyd = x.to(**cast), gy.to(**cast)
+    if layout == torch.channels_last:
+        xd, gyd = xd.contiguous(memory_format=torch.channels_last), gyd.contiguous(memory_format=torch.channels_last)
+    got = _grads(ours, xd, w.to(**cast), b.to(**cast), gyd)
+    for name, o, r in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, expect):
+        assert o.shape == r.shape and o.dtype == dtype, (name, o.shape, r.shape)
+        if r.numel():
+            assert rel_err(o, r) < TOL[dtype], (name, rel_err(o, r), xs, ws)
+    if layout == torch.channels_last and x.shape[0] > 0:  # the layout rule: channels_last in, channels_last out
+        assert got[0].is_contiguous(memory_format=torch.channels_last)
+        assert got[1].is_contiguous(memory_format=torch.channels_last)
+    return got
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[0]}x{c[1]}")
+def test_conv2d_gemm_route(gemm_route, device, layout, case):
+    xs, ws, stride, kw = case
+    _check(lambda x, w, b: RF.conv2d(x, w, b, stride, **kw), lambda x, w, b: TF.conv2d(x, w, b, stride, **kw),
+           device, layout, xs, ws, ws[0])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("case", CONVT_CASES, ids=lambda c: f"{c[0]}x{c[1]}")
+def test_conv_transpose2d_gemm_route(gemm_route, device, layout, case):
+    xs, ws, s = case
+    _check(lambda x, w, b: RF.conv_transpose2d(x, w, b, s), lambda x, w, b: TF.conv_transpose2d(x, w, b, s),
+           device, layout, xs, ws, ws[1])
+    # and without a bias
+    x = torch.randn(xs, dtype=torch.float64, device=device)
+    w = torch.randn(ws, dtype=torch.float64, device=device)
+    if layout == torch.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    assert rel_err(RF.conv_transpose2d(x, w, None, s), TF.conv_transpose2d(x.cpu(), w.cpu(), None, s)) < TOL[x.dtype]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_conv1d_patchify(gemm_route, device):
+    x = torch.randn(2, 5, 13, dtype=torch.float64, device=device)
+    w = torch.randn(4, 5, 3, dtype=torch.float64, device=device)
+    assert rel_err(RF.conv1d(x, w, None, 3), TF.conv1d(x.cpu(), w.cpu(), None, 3)) < TOL[x.dtype]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_noncontiguous_operands(gemm_route, device):
+    # a strided input, a transposed weight view: the route makes its own dense copies
+    x = torch.randn(2, 6, 8, 10, dtype=torch.float64, device=device)[:, ::2, :, :]
+    w = torch.randn(4, 3, 2, 2, dtype=torch.float64, device=device).transpose(2, 3)
+    assert rel_err(RF.conv2d(x, w, None, 2), TF.conv2d(x.cpu(), w.cpu(), None, 2)) < TOL[x.dtype]
+
+
+def test_cpu_route_is_taken_only_when_requested(monkeypatch):
+    """The NCHW forward on the route is one batched product (aten::bmm); the CPU kernels never call bmm."""
+    x, w = torch.randn(2, 8, 6, 6), torch.randn(4, 8, 2, 2)
+
+    def bmm_calls():
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            y = RF.conv2d(x, w, None, 2)
+        assert rel_err(y, TF.conv2d(x, w, None, 2)) < 1e-5
+        return sum(e.count for e in prof.key_averages() if e.key == "aten::bmm")
+
+    monkeypatch.setenv("RNNKERN_CONV_GEMM", "1")
+    assert bmm_calls() == 1
+    monkeypatch.delenv("RNNKERN_CONV_GEMM")
+    assert bmm_calls() == 0
+    monkeypatch.setenv("RNNKERN_CONV_GEMM", "yes")
+    with pytest.raises(RuntimeError, match="RNNKERN_CONV_GEMM must be '0' or '1'"):
+        RF.conv2d(x, w, None, 2)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_cuda_gemm_route_matches_the_engine(monkeypatch, dtype, layout):
+    """The U-Net up block (k2 s2 transposed convolution) and a 1x1 convolution, route on and off:
+    both within tolerance of fp64 torch, the route's results bitwise repeatable."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 64, 9, 7, device="cuda", dtype=dtype).contiguous(memory_format=layout)
+    wt = torch.randn(64, 32, 2, 2, device="cuda", dtype=dtype) / 16
+    w1 = torch.randn(48, 64, 1, 1, device="cuda", dtype=dtype) / 8
+    b = torch.randn(32, device="cuda", dtype=dtype)
+    tol = {torch.float32: 5e-3, torch.bfloat16: 2e-2, torch.float16: 5e-3}[dtype]  # TF32 / 16-bit inputs
+    ref_t = TF.conv_transpose2d(x.double().cpu(), wt.double().cpu(), b.double().cpu(), 2)
+    ref_1 = TF.conv2d(x.double().cpu(), w1.double().cpu())
+    for env in ("0", "1"):
+        monkeypatch.setenv("RNNKERN_CONV_GEMM", env)
+        yt, y1 = RF.conv_transpose2d(x, wt, b, 2), RF.conv2d(x, w1)
+        assert rel_err(yt, ref_t) < tol and rel_err(y1, ref_1) < tol, (env, rel_err(yt, ref_t), rel_err(y1, ref_1))
+        assert yt.is_contiguous(memory_format=layout) and y1.is_contiguous(memory_format=layout)
+        if env == "1":
+            assert torch.equal(RF.conv_transpose2d(x, wt, b, 2), yt)
