@@ -4,7 +4,7 @@ Environment:
   RNNKERN_BUILD_CUDA=0   CPU-only build even where CUDA is available
   FORCE_CUDA=1           build the CUDA kernels even with no GPU visible (compile check)
   CUDA_HOME / CUDA_PATH  toolkit location (else /usr/local/cuda, else torch's guess)
-  TORCH_CUDA_ARCH_LIST   GPU archs (default: the visible GPU's, else "8.0;9.0")
+  TORCH_CUDA_ARCH_LIST   GPU archs (default: the visible GPU's, else "8.0;9.0"); 9.0 builds as 9.0a
   MAX_JOBS               parallel compile jobs (honoured by torch's ninja builder)
 """
 import glob
@@ -81,13 +81,15 @@ if BUILD_CUDA and torch.version.cuda is None:
 
 
 def cuda_arch_list():
+    """The archs to build, with sm_90 as sm_90a: Hopper's arch-specific features (wgmma, used by the
+    convolution engine's opt-in wgmma form) compile only for sm_90a, whose code runs on every sm_90
+    GPU (H100 / H200, the only ones)."""
     archs = os.environ.get("TORCH_CUDA_ARCH_LIST")
-    if archs:
-        return archs
-    if torch.cuda.is_available():
+    if not archs and torch.cuda.is_available():
         caps = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
-        return ";".join(f"{a}.{b}" for a, b in caps)
-    return "8.0;9.0"
+        archs = ";".join(f"{a}.{b}" for a, b in caps)
+    entries = (archs or "8.0;9.0").replace(",", ";").replace(" ", ";").split(";")
+    return ";".join("9.0a" if e in ("9.0", "90") else e for e in entries if e)
 
 
 def write_build_info(cuda, archs):
@@ -124,6 +126,8 @@ def extension():
         cuda_sources = sorted(glob.glob("csrc/cuda/*.cu"))
         sources += cuda_sources
         define_macros.append(("WITH_CUDA", None))
+        if "9.0a" in os.environ["TORCH_CUDA_ARCH_LIST"].split(";"):
+            define_macros.append(("RNNKERN_WITH_SM90A", None))  # the host may launch sm_90a-only kernels
         nvcc = ["-O3", "-lineinfo", "--expt-relaxed-constexpr",
                 "-U__CUDA_NO_HALF_OPERATORS__", "-U__CUDA_NO_HALF_CONVERSIONS__",
                 "-U__CUDA_NO_BFLOAT16_CONVERSIONS__", "-U__CUDA_NO_HALF2_OPERATORS__"]

@@ -37,6 +37,7 @@ class Case:
 # csrc/cuda/conv.cu's tensor-core forms other than the default (mma.sync + ldmatrix, one shared
 # stage behind a register prefetch), selected per call by environment variables
 VARIANTS = {"wmma": {"RNNKERN_CONV_MMA": "wmma"}, "cp.async": {"RNNKERN_CONV_PIPELINE": "1"},
+            "wgmma": {"RNNKERN_CONV_MMA": "wgmma"},  # forward / grad_input on Hopper's warpgroup MMA
             "engine": {"RNNKERN_CONV_GEMM": "0"}}  # 1x1 on the implicit-GEMM engine instead of cuBLAS
 
 GPU_CASES = (

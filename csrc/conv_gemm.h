@@ -59,10 +59,20 @@ inline at::Tensor patches(const at::Tensor& x, const ConvGeometry& g, bool cl, b
                     : p.permute({0, 1, 3, 5, 2, 4}).reshape({g.N, J, g.OH * g.OW});
 }
 
+// m itself where one of its strides is 1, else a contiguous copy: a matrix the BLAS reads as it is
+// (an expand()ed batch of it then stays one matrix, not N copies).
+inline at::Tensor unit_stride(const at::Tensor& m) {
+  return m.stride(0) == 1 || m.stride(1) == 1 ? m : m.contiguous();
+}
+
 // The weight (C_out, C, KH, KW) as (C_out, patch entries) in the layout's entry order.
 inline at::Tensor weight_matrix(const at::Tensor& w, const ConvGeometry& g, bool cl) {
-  return (cl ? w.permute({0, 2, 3, 1}) : w).reshape({g.K, g.C * g.KH * g.KW});
+  return unit_stride((cl ? w.permute({0, 2, 3, 1}) : w).reshape({g.K, g.C * g.KH * g.KW}));
 }
+
+// One pixel in, one pixel out (the ASPP head's image-pooling branch): NCHW and channels_last hold
+// the same bytes, and channels_last's one product beats NCHW's N matrix-vector products.
+inline bool one_pixel(const ConvGeometry& g) { return g.H == 1 && g.W == 1 && g.OH == 1 && g.OW == 1; }
 
 // `out` (a row-major matrix or batch of them) = bias broadcast along `dim`, so that a product with
 // beta = 1 adds to it; false (nothing written) without a bias.
@@ -95,6 +105,7 @@ template <class Gemm>
 void conv2d_forward_gemm(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias,
                          const ConvGeometry& g, bool cl, at::Tensor& y, Gemm&& gemm) {
   using namespace conv_gemm;
+  cl = cl || one_pixel(g);
   const at::Tensor A = patches(x, g, cl, /*pixel_rows=*/false), wm = weight_matrix(w, g, cl);
   if (cl) {  // (pixels, K) = A (pixels, J) Wm^T
     at::Tensor out = y.permute({0, 2, 3, 1}).view({g.N * g.OH * g.OW, g.K});
@@ -110,6 +121,7 @@ template <class Gemm>
 void conv2d_backward_input_gemm(const at::Tensor& gy, const at::Tensor& w, const ConvGeometry& g, bool cl,
                                 at::Tensor& gx, Gemm&& gemm) {
   using namespace conv_gemm;
+  cl = cl || one_pixel(g);
   const at::Tensor wm = weight_matrix(w, g, cl);
   const int64_t M = g.N * g.OH * g.OW, J = g.C * g.KH * g.KW, P = g.OH * g.OW;
   // 1x1 (then OH == H, OW == W): the product's rows are gx's own
@@ -145,6 +157,7 @@ template <class Gemm>
 void conv2d_backward_weight_gemm(const at::Tensor& gy, const at::Tensor& x, const ConvGeometry& g, bool cl,
                                  at::Tensor& gw, Gemm&& gemm) {
   using namespace conv_gemm;
+  cl = cl || one_pixel(g);
   const int64_t M = g.N * g.OH * g.OW, J = g.C * g.KH * g.KW;
   // (pixels, K): a view for channels_last, a transposing copy for NCHW
   const at::Tensor gy2 = cl ? gy.permute({0, 2, 3, 1}).reshape({M, g.K})
@@ -166,26 +179,24 @@ void conv_transpose2d_forward_gemm(const at::Tensor& x, const at::Tensor& w, con
   const int64_t N = x.size(0), Ci = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t Co = w.size(1), KH = w.size(2), KW = w.size(3), M = N * H * W, J = Co * KH * KW;
   const bool direct = KH == 1 && KW == 1;  // y's pixels are x's
+  // the bias goes into the product (beta = 1), once per (kh, kw) entry, so 16-bit outputs round once
+  std::optional<at::Tensor> bias_j;
+  if (bias) bias_j = cl ? bias->repeat({KH * KW}) : bias->repeat_interleave(KH * KW);
   if (cl) {  // (pixels, (kh, kw, co)) = x (pixels, C_in) Wt (C_in, (kh, kw, co))
     const at::Tensor wt = w.permute({0, 2, 3, 1}).reshape({Ci, J});
     at::Tensor cols = direct ? y.permute({0, 2, 3, 1}).view({M, Co}) : at::empty({M, J}, x.options());
-    const bool biased = direct && conv_gemm::fill_bias(cols, bias, 1);
-    gemm(cols, x.permute({0, 2, 3, 1}).reshape({M, Ci}), wt, biased ? 1.f : 0.f);
-    if (direct) return;
-    at::Tensor dst = y.permute({0, 2, 3, 1}).view({N, H, KH, W, KW, Co});
-    const at::Tensor src = cols.view({N, H, W, KH, KW, Co}).permute({0, 1, 3, 2, 4, 5});
-    if (bias) at::add_out(dst, src, bias->view({1, 1, 1, 1, 1, Co}));
-    else dst.copy_(src);
+    gemm(cols, x.permute({0, 2, 3, 1}).reshape({M, Ci}), wt, conv_gemm::fill_bias(cols, bias_j, 1) ? 1.f : 0.f);
+    if (!direct)
+      y.permute({0, 2, 3, 1})
+          .view({N, H, KH, W, KW, Co})
+          .copy_(cols.view({N, H, W, KH, KW, Co}).permute({0, 1, 3, 2, 4, 5}));
   } else {  // per image ((co, kh, kw), pixels) = Wt^T (J, C_in) x_n (C_in, pixels)
-    const at::Tensor wt = w.reshape({Ci, J});
+    const at::Tensor wt = conv_gemm::unit_stride(w.reshape({Ci, J}));
     at::Tensor cols = direct ? y.view({N, Co, H * W}) : at::empty({N, J, H * W}, x.options());
-    const bool biased = direct && conv_gemm::fill_bias(cols, bias, 1);
-    gemm(cols, wt.t().unsqueeze(0).expand({N, J, Ci}), x.view({N, Ci, H * W}), biased ? 1.f : 0.f);
-    if (direct) return;
-    at::Tensor dst = y.view({N, Co, H, KH, W, KW});
-    const at::Tensor src = cols.view({N, Co, KH, KW, H, W}).permute({0, 1, 4, 2, 5, 3});
-    if (bias) at::add_out(dst, src, bias->view({1, Co, 1, 1, 1, 1}));
-    else dst.copy_(src);
+    gemm(cols, wt.t().unsqueeze(0).expand({N, J, Ci}), x.view({N, Ci, H * W}),
+         conv_gemm::fill_bias(cols, bias_j, 1) ? 1.f : 0.f);
+    if (!direct)
+      y.view({N, Co, H, KH, W, KW}).copy_(cols.view({N, Co, KH, KW, H, W}).permute({0, 1, 4, 2, 5, 3}));
   }
 }
 

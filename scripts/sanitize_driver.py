@@ -124,9 +124,10 @@ def conv(dev):
                 RF.conv1d(x.detach()[:, :, 0], w1, None, 1, 4, 2).sum().backward()
     torch.backends.cudnn.allow_tf32 = True
     # the tensor-core forms: WMMA fragments, the single stage behind a register prefetch
-    # (RNNKERN_CONV_PIPELINE=0), and the cp.async ring forced on (the default's; tf32 in both
+    # (RNNKERN_CONV_PIPELINE=0), wgmma, and the cp.async ring forced on (the default's; tf32 in both
     # layouts, bf16 channels_last with 16-byte channel runs; 18 channels break the runs: 4-byte copies)
-    for env in ({"RNNKERN_CONV_MMA": "wmma"}, {"RNNKERN_CONV_PIPELINE": "0"}, {"RNNKERN_CONV_PIPELINE": "1"}):
+    for env in ({"RNNKERN_CONV_MMA": "wmma"}, {"RNNKERN_CONV_PIPELINE": "0"}, {"RNNKERN_CONV_PIPELINE": "1"},
+                {"RNNKERN_CONV_MMA": "wgmma"}):  # wgmma: the gather kernel on Hopper's warpgroup MMA (sm_90a)
         os.environ.update(env)
         for fmt in (torch.contiguous_format, torch.channels_last):
             for dtype in (torch.float32, torch.bfloat16):

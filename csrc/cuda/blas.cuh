@@ -4,7 +4,8 @@
 // ops they replace) rather than the matmul flag, and they are deterministic on one stream, so they
 // must not trip at::mm's "cuBLAS is not deterministic without CUBLAS_WORKSPACE_CONFIG" alert under
 // torch.use_deterministic_algorithms (torch's own cuDNN convolutions do not). 16-bit inputs
-// accumulate in fp32 (CUBLAS_COMPUTE_32F: no reduced-precision split-K reductions).
+// accumulate in fp32 (CUBLAS_COMPUTE_32F). fp32 without TF32 is CUBLAS_COMPUTE_32F_PEDANTIC: torch
+// sets its handle's math mode from the matmul TF32 flag, which plain 32F would follow.
 #pragma once
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -82,7 +83,7 @@ inline void cublas_gemm(at::Tensor& C, const at::Tensor& A, const at::Tensor& B,
   cudaDataType_t type;
   cublasComputeType_t compute;
   switch (C.scalar_type()) {
-    case at::kFloat: type = CUDA_R_32F; compute = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F; break;
+    case at::kFloat: type = CUDA_R_32F; compute = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F_PEDANTIC; break;
     case at::kDouble: type = CUDA_R_64F; compute = CUBLAS_COMPUTE_64F; break;
     case at::kHalf: type = CUDA_R_16F; compute = CUBLAS_COMPUTE_32F; break;
     case at::kBFloat16: type = CUDA_R_16BF; compute = CUBLAS_COMPUTE_32F; break;

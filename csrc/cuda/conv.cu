@@ -219,6 +219,27 @@ __device__ __forceinline__ void emit_staged(const float* Cs, int LDC, bool m_con
   }
 }
 
+// The mma.sync / wgmma epilogues, whose accumulators come in pairs (row m, columns n and n + 1):
+// for_pairs(put) calls put(m, n, v0, v1) for each pair this thread holds; they are staged in
+// shared memory (aliasing the A/B tiles) and emitted as above.
+template <class ForPairs, class Emit>
+__device__ __forceinline__ void epilogue_from_pairs(unsigned char* smem, bool m_contig, ForPairs&& for_pairs,
+                                                    Emit&& emit) {
+  float* Cs = reinterpret_cast<float*>(smem);
+  const int LDC = m_contig ? BM + 4 : BN + 4;
+  __syncthreads();  // the A/B tiles this aliases are no longer read
+  for_pairs([&](int m, int n, float v0, float v1) {
+    if (m_contig) {
+      Cs[n * LDC + m] = v0;
+      Cs[(n + 1) * LDC + m] = v1;
+    } else {
+      *reinterpret_cast<float2*>(Cs + m * LDC + n) = make_float2(v0, v1);
+    }
+  });
+  __syncthreads();
+  emit_staged(Cs, LDC, m_contig, emit);
+}
+
 // ---- block-level MMA: tensor cores (WMMA) ------------------------------------------------------
 // 8 warps as 4 (m) x 2 (n), each a 32 x 32 warp tile of 2 x 2 16x16 fragments.
 #if RNNKERN_HAS_WMMA
@@ -386,26 +407,16 @@ struct MmaSyncMma {
   // As WmmaMma's: staged through shared memory (float, [n][m] when m_contig else [m][n]) and
   // emitted with neighbouring threads on neighbouring output addresses.
   template <class Emit> __device__ void epilogue(unsigned char* smem, Emit&& emit, bool m_contig = kMContig) {
-    float* Cs = reinterpret_cast<float*>(smem);
-    const int LDC = m_contig ? BM + 4 : BN + 4;
     const int g = lane / 4, t = lane % 4;
-    __syncthreads();  // the A/B tiles this aliases are no longer read
+    epilogue_from_pairs(smem, m_contig, [&](auto&& put) {
 #pragma unroll
-    for (int i = 0; i < 2; ++i)
+      for (int i = 0; i < 2; ++i)
 #pragma unroll
-      for (int j = 0; j < 4; ++j)
+        for (int j = 0; j < 4; ++j)
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {  // rows g and g + 8
-          const int m = wm * 32 + i * 16 + g + 8 * h, n = wn * 32 + j * 8 + 2 * t;
-          if (m_contig) {
-            Cs[n * LDC + m] = acc[i][j][2 * h];
-            Cs[(n + 1) * LDC + m] = acc[i][j][2 * h + 1];
-          } else {
-            *reinterpret_cast<float2*>(Cs + m * LDC + n) = make_float2(acc[i][j][2 * h], acc[i][j][2 * h + 1]);
-          }
-        }
-    __syncthreads();
-    emit_staged(Cs, LDC, m_contig, emit);
+          for (int h = 0; h < 2; ++h)  // rows g and g + 8
+            put(wm * 32 + i * 16 + g + 8 * h, wn * 32 + j * 8 + 2 * t, acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+    }, emit);
   }
 };
 #endif
@@ -497,15 +508,90 @@ template <typename T, Path P, bool kCL, typename C = Cfg<T, P>>
 using GatherTiles = StagedTiles<T, P, std::conditional_t<kCL, SmemTile<BM, C::BK, C::PAD>, SmemTile<C::BK, BM, C::PAD_K>>,
                                 SmemTile<C::BK, BN, C::PAD_K>>;
 
+// ---- block-level MMA: Hopper's warpgroup MMA (sm_90a; RNNKERN_CONV_MMA=wgmma, opt-in) -----------
+// The two warpgroups of the block take rows 0-63 and 64-127 of the BM x BN tile, each one
+// wgmma.m64n64 per k16 (bf16 / fp16) or k8 (tf32) straight from shared memory: no fragment loads,
+// no register tiles of A and B. The tiles are stored K-major in core matrices (8 rows x 16 bytes,
+// 128 contiguous bytes, wgmma's unswizzled layout): element (row, k) of a tile at byte
+//   (row / 8) * kSbo + (k * E / 16) * 128 + (row % 8) * 16 + (k * E) % 16,   kSbo = BK * E * 8,
+// A's rows are the pixels m, B's the output channels n (the host passes the weight as
+// (G, taps, Nn, R), k contiguous). Each 16-byte run a cp.async copies is one core-matrix row.
+template <typename T, int BK>
+struct WgmmaLayout {
+  static constexpr int E = sizeof(T);
+  static constexpr uint32_t kLbo = 128;              // core matrices adjacent along k
+  static constexpr uint32_t kSbo = BK * E * 8;        // groups of 8 rows
+  static constexpr int kSteps = BK * E / 32;          // wgmma instructions per k-step (32 bytes of k each)
+  // element offset of (row, k) in a tile
+  __host__ __device__ static constexpr int at(int row, int k) {
+    return static_cast<int>(((row / 8) * kSbo + (k * E / 16) * 128 + (row % 8) * 16 + (k * E) % 16) / E);
+  }
+};
+
+template <typename T, int BK, int LDA, int LDB, bool A_MK, bool B_KN, bool kMContig>
+struct WgmmaMma {
+  using L = WgmmaLayout<T, BK>;
+  float acc[32];
+  int wg, warp, lane;  // warpgroup (rows 64 wg ...), warp within it, lane
+  __device__ void init(int tid, bool /*m_contig: the epilogue's*/ = kMContig) {
+    wg = tid / 128;
+    warp = tid / 32 % 4;
+    lane = tid % 32;
+#pragma unroll
+    for (int i = 0; i < 32; ++i) acc[i] = 0.f;
+  }
+  // As: BM x BK, Bs: BN x BK, both in L's layout; every thread's copies into them have landed and
+  // been fenced for the async proxy (the caller's fence_proxy_async_shared + barrier).
+  __device__ void step(const T* As, const T* Bs) {
+#if RNNKERN_HAS_WGMMA
+    const uint32_t a0 = smem_u32(As) + wg * 8 * L::kSbo, b0 = smem_u32(Bs);
+    wgmma_pin(acc);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < L::kSteps; ++ks)
+      wgmma_m64n64<T>(acc, wgmma_desc(a0 + ks * 256, L::kLbo, L::kSbo), wgmma_desc(b0 + ks * 256, L::kLbo, L::kSbo));
+    wgmma_commit();
+    wgmma_wait<0>();  // the stage may be refilled after the next barrier
+    wgmma_pin(acc);
+#else
+    __trap();  // the host launches this form only on sm_90 with an sm_90a build
+#endif
+  }
+  // As MmaSyncMma's: staged through shared memory and emitted coalesced for the output layout.
+  template <class Emit> __device__ void epilogue(unsigned char* smem, Emit&& emit, bool m_contig = kMContig) {
+    const int g = lane / 4, t = lane % 4;
+    epilogue_from_pairs(smem, m_contig, [&](auto&& put) {
+#pragma unroll
+      for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)  // rows g and g + 8
+          put(wg * 64 + warp * 16 + g + 8 * h, j * 8 + 2 * t, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
+    }, emit);
+  }
+};
+
+// The wgmma form's stages: A (BM x BK) then B (BN x BK), unpadded, in WgmmaLayout.
+template <typename T, Path P, typename C = Cfg<T, P>>
+struct WgmmaTiles {
+  // (LD: only for the register-staged path's code, which the ring-only wgmma form never runs)
+  struct A { static constexpr int SIZE = BM * C::BK, LD = C::BK; };
+  struct B { static constexpr int SIZE = BN * C::BK, LD = C::BK; };
+  static constexpr int kStageBytes = (A::SIZE + B::SIZE) * sizeof(T);
+  static constexpr int bytes(int stages) { return cmax(stages * kStageBytes, epilogue_bytes(P)); }
+  __device__ static T* stage(unsigned char* smem, int st) { return reinterpret_cast<T*>(smem + st * kStageBytes); }
+};
+
 // kStages == 1: one shared stage, the next k-step's loads held in registers while the tensor
 // cores work (static shared memory). kStages > 1 (mma.sync paths, use_pipeline): a ring of
 // kStages shared stages filled by cp.async, kStages - 1 k-steps of loads in flight while one is
 // multiplied (dynamic shared memory, GatherTiles::bytes(kStages)).
-template <typename T, Path P, bool kCL, bool kTrans, int kStages = 1>
+// kWg (with kStages > 1): the block MMA on wgmma (WgmmaMma, WgmmaTiles), p.wt K-major.
+template <typename T, Path P, bool kCL, bool kTrans, int kStages = 1, bool kWg = false>
 __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParams p) {
+  static_assert(!kWg || kStages > 1, "the wgmma form runs on the cp.async ring");
   using C = Cfg<T, P>;
   constexpr int BK = C::BK, V = C::V;
-  using Tiles = GatherTiles<T, P, kCL>;
+  using Tiles = std::conditional_t<kWg, WgmmaTiles<T, P>, GatherTiles<T, P, kCL>>;
   using ATile = typename Tiles::A;
   using BTile = typename Tiles::B;
   __shared__ __align__(128) unsigned char smem_static[kStages == 1 ? Tiles::bytes(1) : 16];
@@ -524,7 +610,8 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
 #else
   {
 #endif
-    using Mma = BlockMma<T, P, BK, ATile::LD, BTile::LD, kCL, true, !kCL>;
+    using Mma = std::conditional_t<kWg, WgmmaMma<T, BK, ATile::LD, BTile::LD, kCL, true, !kCL>,
+                                   BlockMma<T, P, BK, ATile::LD, BTile::LD, kCL, true, !kCL>>;
     const int tid = threadIdx.x;
     const int phases = kTrans ? p.sh * p.sw : 1;
     const int g = static_cast<int>(blockIdx.z);
@@ -718,12 +805,18 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
       const auto issue = [&](int tap, int c0, int st) {
         T* as = Tiles::stage(smem, st);
         T* bs = as + ATile::SIZE;
+        // element (m, k) of the A tile: [m][k] channels_last, [k][m] NCHW, core matrices for wgmma
+        const auto a_at = [](int m, int k) {
+          if constexpr (kWg) return WgmmaLayout<T, BK>::at(m, k);
+          else if constexpr (kCL) return m * ATile::LD + k;
+          else return k * ATile::LD + m;
+        };
         if constexpr (kCL) {  // (16-bit only with 16-byte runs: use_pipeline)
           const int kv = (tid % A_TPR) * V;
 #pragma unroll
           for (int i = 0; i < A_PER / V; ++i) {
             const int m = tid / A_TPR + i * A_RPP;
-            copy_run_async(smem_u32(as + m * ATile::LD + kv), src, s_off[m], c0 + kv, p.R, p.vec_a);
+            copy_run_async(smem_u32(as + a_at(m, kv)), src, s_off[m], c0 + kv, p.R, p.vec_a);
           }
         } else if constexpr (sizeof(T) == 4) {
           const long long off = s_off[tid % BM];
@@ -731,20 +824,33 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
           for (int i = 0; i < A_PER; ++i) {
             const int k = tid / BM + A_KSTEP * i, c = c0 + k;
             const bool ok = off >= 0 && c < p.R;
-            cp_async4(smem_u32(as + k * ATile::LD + tid % BM), ok ? src + off + c * src_cstride : src, ok);
+            cp_async4(smem_u32(as + a_at(tid % BM, k)), ok ? src + off + c * src_cstride : src, ok);
           }
         } else {
           __trap();  // 16-bit NCHW stays on kStages == 1 (no 2-byte cp.async)
         }
         int r, s;
         tap_rs(tap, &r, &s);
-        const T* wrow = wt + (static_cast<long long>(g) * taps + r * p.KW + s) * p.R * p.Nn;
-        const int nv = (tid % B_TPR) * V;
+        if constexpr (kWg) {
+          // K-major weight (G, taps, Nn, R): row n of the tap's slice, 16-byte runs along k
+          const T* wslice = wt + (static_cast<long long>(g) * taps + r * p.KW + s) * p.Nn * p.R;
+          constexpr int KV = BK / V;  // runs per row
+          static_assert((BN * KV) % kThreads == 0, "B runs per thread");
 #pragma unroll
-        for (int i = 0; i < BK / B_RPP; ++i) {
-          const int k = tid / B_TPR + i * B_RPP, c = c0 + k;
-          copy_run_async(smem_u32(bs + k * BTile::LD + nv), wrow, c < p.R ? static_cast<long long>(c) * p.Nn : -1,
-                         n0 + nv, p.Nn, p.vec_b);
+          for (int i = 0; i < BN * KV / kThreads; ++i) {
+            const int idx = tid + i * kThreads, n = idx / KV, kv = (idx % KV) * V;
+            copy_run_async(smem_u32(bs + WgmmaLayout<T, BK>::at(n, kv)), wslice,
+                           n0 + n < p.Nn ? static_cast<long long>(n0 + n) * p.R : -1, c0 + kv, p.R, p.vec_b);
+          }
+        } else {
+          const T* wrow = wt + (static_cast<long long>(g) * taps + r * p.KW + s) * p.R * p.Nn;
+          const int nv = (tid % B_TPR) * V;
+#pragma unroll
+          for (int i = 0; i < BK / B_RPP; ++i) {
+            const int k = tid / B_TPR + i * B_RPP, c = c0 + k;
+            copy_run_async(smem_u32(bs + k * BTile::LD + nv), wrow, c < p.R ? static_cast<long long>(c) * p.Nn : -1,
+                           n0 + nv, p.Nn, p.vec_b);
+          }
         }
       };
       // Iteration i copies the next k-step (ltap, lc0), if any, into stage `fill` and, from
@@ -758,6 +864,9 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
         const bool multiply = i >= kStages - 1;
         if (multiply) {
           cp_async_wait<kStages - 2>();  // this thread's copies of the oldest k-step have landed ...
+#if RNNKERN_HAS_WGMMA
+          if constexpr (kWg) fence_proxy_async_shared();  // ... are visible to wgmma's reads ...
+#endif
           __syncthreads();  // ... everyone's have, and no warp still multiplies the stage filled next
         }
         if (ltap < ntaps) {
@@ -1181,8 +1290,21 @@ bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 
 bool allow_tf32() { return cudnn_tf32_allowed(CudnnOp::kConv); }
 
-// RNNKERN_CONV_MMA=wmma (read per call): the tensor-core paths on WMMA instead of mma.sync.
-bool use_wmma() { return env_switch("RNNKERN_CONV_MMA", "mma", "wmma"); }
+// RNNKERN_CONV_MMA (read per call): the tensor-core form. mma (default): mma.sync + ldmatrix;
+// wmma: the earlier WMMA tiles; wgmma: Hopper's warpgroup MMA for the forward / grad_input
+// gather kernel where it runs (sm_90 with an sm_90a build, the cp.async ring's layouts; grad_weight
+// and the rest stay on mma.sync). wgmma is opt-in until it has been measured on a GPU.
+enum class MmaForm { kMma, kWmma, kWgmma };
+MmaForm conv_mma_form() {
+  const char* e = std::getenv("RNNKERN_CONV_MMA");
+  if (e == nullptr || *e == '\0') return MmaForm::kMma;
+  const std::string v(e);
+  if (v == "mma") return MmaForm::kMma;
+  if (v == "wmma") return MmaForm::kWmma;
+  if (v == "wgmma") return MmaForm::kWgmma;
+  TORCH_CHECK(false, "RNNKERN_CONV_MMA must be 'mma', 'wmma' or 'wgmma', got '", v, "'");
+}
+bool use_wmma() { return conv_mma_form() == MmaForm::kWmma; }
 
 // Shared stages of the cp.async pipeline: tf32 3 x 27 KB, 16-bit 4 x 15 KB (two blocks an SM).
 template <typename T> constexpr int kPipelineStages = sizeof(T) == 4 ? 3 : 4;
@@ -1245,9 +1367,41 @@ void launch_gather_pipelined(const GatherParams& p, bool cl, bool trans, dim3 gr
   }
 }
 
+// The wgmma form of the gather kernel (RNNKERN_CONV_MMA=wgmma) where it can run: an sm_90a build
+// on an sm_90 device, and the cp.async ring's loads (fp32 any layout; 16-bit channels_last with
+// 16-byte runs of the input's channels and of the K-major weight's rows, vec_bk).
+bool use_wgmma(size_t elem_size, bool cl, bool vec_a, bool vec_bk) {
+#ifdef RNNKERN_WITH_SM90A
+  return conv_mma_form() == MmaForm::kWgmma && at::cuda::getCurrentDeviceProperties()->major == 9 &&
+         (elem_size == 4 || (cl && vec_a && vec_bk));
+#else
+  (void)elem_size, (void)cl, (void)vec_a, (void)vec_bk;
+  return false;
+#endif
+}
+
+// gather_conv_kernel's wgmma form, kPipelineStages<T> stages; p.wt is the weight K-major
+// (G, taps, Nn, R) and p.vec_b says its rows run in 16-byte copies.
+template <typename T, Path P>
+void launch_gather_wgmma(const GatherParams& p, bool cl, bool trans, dim3 grid, cudaStream_t stream) {
+  constexpr int S = kPipelineStages<T>;
+  const int bytes = WgmmaTiles<T, P>::bytes(S);
+  const auto run = [&](auto kernel) { launch_with_dynamic_smem(kernel, grid, bytes, stream, p); };
+  if (cl) {
+    if (trans) run(gather_conv_kernel<T, P, true, true, S, true>);
+    else run(gather_conv_kernel<T, P, true, false, S, true>);
+  } else if constexpr (sizeof(T) == 4) {
+    if (trans) run(gather_conv_kernel<T, P, false, true, S, true>);
+    else run(gather_conv_kernel<T, P, false, false, S, true>);
+  } else {
+    TORCH_INTERNAL_ASSERT(false, "16-bit NCHW has no wgmma gather kernel");
+  }
+}
+
 // The one place that picks the kernel and its launch configuration for the gather family.
+// wt: the weight as p.wt points to it, (G, taps, R, Nn) contiguous (the wgmma form transposes it).
 template <typename T>
-void launch_gather(GatherParams p, bool cl, bool trans, int64_t elem_size) {
+void launch_gather(GatherParams p, const at::Tensor& wt, bool cl, bool trans, int64_t elem_size) {
   auto stream = at::cuda::getCurrentCUDAStream();
   if (p.M == 0) return;
   // Tiles of 128 pixels x 64 channels x 32 reduction channels: groups narrower than 8 channels
@@ -1274,6 +1428,15 @@ void launch_gather(GatherParams p, bool cl, bool trans, int64_t elem_size) {
   with_path<T>([&](auto path) {
     constexpr Path P = decltype(path)::value;
     if constexpr (P == Path::kTf32 || P == Path::k16) {
+      const bool vec_bk = p.R % V == 0;  // K-major weight rows of R elements (a fresh tensor: aligned)
+      if (use_wgmma(sizeof(T), cl, p.vec_a, vec_bk)) {
+        const at::Tensor wt_k = wt.transpose(-1, -2).contiguous();  // (G, taps, Nn, R); freed stream-ordered
+        GatherParams pk = p;
+        pk.wt = wt_k.data_ptr();
+        pk.vec_b = vec_bk;
+        launch_gather_wgmma<T, P>(pk, cl, trans, grid, stream);
+        return;
+      }
       if (use_pipeline(sizeof(T), cl, p.vec_a, p.vec_b, p.ps > 1)) {
         launch_gather_pipelined<T, P>(p, cl, trans, grid, stream);
         return;
@@ -1448,7 +1611,7 @@ void conv2d_forward_into(const at::Tensor& input, const at::Tensor& weight, cons
   p.bias = bias ? b.data_ptr() : nullptr;
   p.out = y.data_ptr();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "conv2d_forward_cuda", [&] {
-    launch_gather<typename NativeOf<scalar_t>::type>(p, cl, false, sizeof(scalar_t));
+    launch_gather<typename NativeOf<scalar_t>::type>(p, wt, cl, false, sizeof(scalar_t));
   });
 }
 }  // namespace
@@ -1514,7 +1677,7 @@ at::Tensor conv2d_backward_input_cuda(const at::Tensor& grad_output, const at::T
   p.bias = nullptr;
   p.out = gx.data_ptr();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "conv2d_backward_input_cuda",
-                                  [&] { launch_gather<typename NativeOf<scalar_t>::type>(p, cl, true, sizeof(scalar_t)); });
+                                  [&] { launch_gather<typename NativeOf<scalar_t>::type>(p, wt, cl, true, sizeof(scalar_t)); });
   return gx;
 }
 
@@ -1563,7 +1726,7 @@ void conv_transpose2d_forward_gather_cuda(const at::Tensor& input, const at::Ten
   p.out = output.data_ptr();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "conv_transpose2d_forward_gather_cuda", [&] {
-                                    launch_gather<typename NativeOf<scalar_t>::type>(p, cl, true, sizeof(scalar_t));
+                                    launch_gather<typename NativeOf<scalar_t>::type>(p, wt, cl, true, sizeof(scalar_t));
                                   });
 }
 

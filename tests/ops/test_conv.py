@@ -1,5 +1,6 @@
 """Dilated convolution (rnnkern.functional.conv1d/conv2d, rnnkern.nn.Conv1d/Conv2d) against
 torch's F.conv1d/F.conv2d in fp64: forward, grad-input, grad-weight, grad-bias."""
+import pathlib
 import random
 
 import pytest
@@ -258,13 +259,14 @@ def test_cuda_large_tile_shapes(strict_fp32):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("form", ["mma", "wmma", "mma-pipelined"])
+@pytest.mark.parametrize("form", ["mma", "wmma", "mma-pipelined", "wgmma-pipelined"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_cuda_tensor_core_forms(monkeypatch, form, dtype, layout):
     """Every form of the tensor-core tiles: mma.sync + ldmatrix fed by the cp.async pipeline (the
     default; fp32 in any layout, 16-bit channels_last with 16-byte channel runs, the rest as
-    without it), the same without it (RNNKERN_CONV_PIPELINE=0) and WMMA (RNNKERN_CONV_MMA=wmma), in tf32
+    without it), the same without it (RNNKERN_CONV_PIPELINE=0), WMMA (RNNKERN_CONV_MMA=wmma) and
+    Hopper's wgmma for the gather kernel (RNNKERN_CONV_MMA=wgmma, on the ring; elsewhere mma.sync), in tf32
     (torch's default cudnn.allow_tf32) and 16-bit, NCHW and channels_last. Forward / grad_input /
     grad_weight between them stage every shared-tile layout the fragment loads handle (A as
     [m][k] or [k][m], B as [k][n] or [n][k]). Shapes span several tiles in every GEMM dimension,
@@ -285,7 +287,7 @@ def test_cuda_tensor_core_forms(monkeypatch, form, dtype, layout):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("var,value,message", [("RNNKERN_CONV_MMA", "wgmma", "must be 'mma' or 'wmma'"),
+@pytest.mark.parametrize("var,value,message", [("RNNKERN_CONV_MMA", "tcgen05", "must be 'mma', 'wmma' or 'wgmma'"),
                                                ("RNNKERN_CONV_PIPELINE", "yes", "must be '0' or '1'")])
 def test_cuda_tensor_core_form_env_is_checked(monkeypatch, var, value, message):
     monkeypatch.setenv(var, value)
@@ -293,6 +295,42 @@ def test_cuda_tensor_core_form_env_is_checked(monkeypatch, var, value, message):
                                                                                       dtype=torch.bfloat16)
     with pytest.raises(RuntimeError, match=f"{var} {message}"):
         RF.conv2d(x.contiguous(memory_format=torch.channels_last), w)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype,layout", [(torch.bfloat16, torch.channels_last), (torch.float32, torch.contiguous_format)])
+def test_cuda_wgmma_form_is_the_one_that_runs(monkeypatch, dtype, layout):
+    """On an H100 / H200 with an sm_90a build, RNNKERN_CONV_MMA=wgmma launches the gather kernel's
+    wgmma instance (its template ends in `<..., stages, true>`) for the forward and grad_input, so
+    test_cuda_tensor_core_forms' wgmma rows test what they name."""
+    from rnnkern import _build_info
+    if torch.cuda.get_device_capability() != (9, 0) or "9.0a" not in _build_info.CUDA_ARCHS.split(";"):
+        pytest.skip("wgmma needs an sm_90 GPU and an sm_90a build")
+    monkeypatch.setenv("RNNKERN_CONV_MMA", "wgmma")
+    x = torch.randn(2, 64, 20, 20, device="cuda", dtype=dtype).contiguous(memory_format=layout).requires_grad_()
+    w = torch.randn(96, 64, 3, 3, device="cuda", dtype=dtype, requires_grad=True)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        RF.conv2d(x, w, None, 1, 1).sum().backward()
+        torch.cuda.synchronize()
+    names = [e.key for e in prof.key_averages() if "gather_conv_kernel" in e.key]
+    assert sum(n.replace(" ", "").endswith(("4,true>(rnnkern::(anonymousnamespace)::GatherParams)",
+                                            "3,true>(rnnkern::(anonymousnamespace)::GatherParams)"))
+               for n in names) == 2, names  # forward and grad_input
+
+
+@pytest.mark.parametrize("script", ["check_mma_fragments", "check_wgmma_layout"])
+def test_tensor_core_index_replays(script, capsys):
+    """The numpy replays of the engine's mma.sync fragments and of its wgmma form's tiles,
+    descriptors and accumulators (runs without a GPU: they check the index arithmetic against the
+    documented layouts, not the kernels)."""
+    import runpy
+    try:
+        runpy.run_path(str(pathlib.Path(__file__).resolve().parents[2] / "scripts" / f"{script}.py"),
+                       run_name="__main__")
+    except SystemExit as e:  # check_mma_fragments exits with its verdict
+        assert e.code in (0, None), capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ok" in out and "MISMATCH" not in out, out
 
 
 # ----------------------------------------------------------------------------------------------

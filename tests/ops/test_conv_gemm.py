@@ -21,6 +21,7 @@ CONV_CASES = [
     ((2, 3, 10, 11), (5, 3, 3, 3), 3, {}),                     # k3 s3, leftovers on both sides
     ((1, 6, 6, 10), (2, 6, 2, 5), (2, 5), {}),                 # rectangular kernel == stride
     ((2, 3, 4, 9), (4, 3, 1, 3), (1, 3), dict(dilation=(7, 1))),  # dilation along a 1-tap side
+    ((3, 8, 1, 1), (5, 8, 1, 1), 1, {}),                       # one pixel (ASPP image pooling)
     ((0, 3, 4, 4), (2, 3, 2, 2), 2, {}),                       # empty batch
 ]
 # (input size, weight size (C_in, C_out, k, k), stride): conv_transpose2d cases the route takes

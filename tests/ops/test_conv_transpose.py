@@ -516,9 +516,10 @@ def test_cuda_gather_forward(monkeypatch, mode, layout):
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_cuda_forward_simt_fallback(strict_fp32, monkeypatch, dtype, layout):
     """RNNKERN_CONVT_PATH=simt (the kFwd SIMT kernel of conv_transpose.cu) and the default gather
-    engine agree (TF32 off; bf16 both within 2x torch's error), and a bad value is rejected."""
+    engine agree (TF32 off; bf16 both within 2x torch's error), and a bad value is rejected. _NAMED[5]
+    is the U-Net's k2 s2: the kShuffle SIMT kernel against the cuBLAS route."""
     rng = random.Random(torch.initial_seed())
-    for c in [_gather_case(rng) for _ in range(6)] + _NAMED[:2]:
+    for c in [_gather_case(rng) for _ in range(6)] + _NAMED[:2] + [_NAMED[5]]:
         x, w, b = make(c, 2, dtype, "cuda")
         x = _layout(x, layout)
         monkeypatch.delenv("RNNKERN_CONVT_PATH", raising=False)

@@ -1,0 +1,88 @@
+"""Replays the index arithmetic of csrc/cuda/conv.cu's wgmma form (RNNKERN_CONV_MMA=wgmma) in
+numpy: the cp.async destinations of gather_conv_kernel's issue() for the A tile (channels_last
+16-byte runs, NCHW fp32 element copies) and the K-major B tile land every element of the
+WgmmaLayout tiles exactly once; a model of wgmma reading its operands through our descriptors
+(the canonical K-major unswizzled layout, CuTe's ((8,m),(T,2)):((1T,SBO),(1,LBO)) in 16-byte
+units, T = 16 / element size) multiplies what was written; and WgmmaMma's epilogue lands every
+accumulator of the 128 x 64 block tile once. Both element sizes (16-bit, fp32 as tf32). No GPU
+needed; a mismatch names the case.
+
+    python scripts/check_wgmma_layout.py
+
+This checks our arithmetic against the documented layout, not the hardware: the CUDA tests
+(test_cuda_tensor_core_forms' wgmma rows, test_cuda_wgmma_form_is_the_one_that_runs) on an
+H100 / H200 are what verify the kernel."""
+import numpy as np
+
+BM, BN, BK, THREADS = 128, 64, 32, 256
+
+
+def check(elem: int, channels_last: bool) -> None:
+    V = 16 // elem                       # elements per 16-byte run
+    SBO, LBO = BK * elem * 8, 128        # WgmmaLayout::kSbo / kLbo
+    steps = BK * elem // 32              # WgmmaLayout::kSteps: 32 bytes of k per instruction
+
+    def at(row, k):                      # WgmmaLayout::at, in elements
+        return ((row // 8) * SBO + (k * elem // 16) * 128 + (row % 8) * 16 + (k * elem) % 16) // elem
+
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal((BM, BK)), rng.standard_normal((BK, BN))
+    sa, hits_a = np.full(BM * BK, np.nan), np.zeros(BM * BK, int)
+    a_per = BM * BK // THREADS
+    for tid in range(THREADS):           # issue(): the A copies
+        if channels_last:                # 16-byte channel runs, BK / V threads a pixel row
+            tpr = BK // V
+            for i in range(a_per // V):
+                m, kv = tid // tpr + i * (THREADS // tpr), (tid % tpr) * V
+                for e in range(V):
+                    sa[at(m, kv) + e] = A[m, kv + e]
+                    hits_a[at(m, kv) + e] += 1
+        else:                            # fp32 NCHW: one pixel a thread, 4-byte copies
+            for i in range(a_per):
+                m, k = tid % BM, tid // BM + (THREADS // BM) * i
+                sa[at(m, k)] = A[m, k]
+                hits_a[at(m, k)] += 1
+    assert (hits_a == 1).all(), ("A coverage", elem, channels_last)
+    sb, hits_b = np.full(BN * BK, np.nan), np.zeros(BN * BK, int)
+    kv_runs = BK // V
+    for tid in range(THREADS):           # issue(): the K-major B rows, 16-byte runs along k
+        for i in range(BN * kv_runs // THREADS):
+            idx = tid + i * THREADS
+            n, kv = idx // kv_runs, (idx % kv_runs) * V
+            for e in range(V):
+                sb[at(n, kv) + e] = B[kv + e, n]
+                hits_b[at(n, kv) + e] += 1
+    assert (hits_b == 1).all(), ("B coverage", elem)
+
+    def operand(buf, start, rows):       # wgmma's read of a rows x (32 bytes of k) K-major operand
+        T = 16 // elem
+        out = np.empty((rows, 2 * T))
+        for r in range(rows):
+            for kc in range(2):
+                for t in range(T):
+                    out[r, kc * T + t] = buf[(start + (r // 8) * SBO + kc * LBO + (r % 8) * 16 + t * elem) // elem]
+        return out
+
+    D = np.zeros((BM, BN))
+    for wg in range(2):                  # WgmmaMma::step: warpgroup wg takes rows 64 wg ...
+        for ks in range(steps):
+            a = operand(sa, wg * 8 * SBO + ks * 256, 64)
+            b = operand(sb, ks * 256, BN)
+            D[wg * 64:(wg + 1) * 64] += a @ b.T
+    assert np.allclose(D, A @ B), ("product", elem, channels_last)
+
+    seen = np.zeros((BM, BN), int)       # WgmmaMma::epilogue: register 4j + 2h (+1) -> (m, n (+1))
+    for tid in range(THREADS):
+        wg, warp, lane = tid // 128, tid // 32 % 4, tid % 32
+        for j in range(BN // 8):
+            for h in range(2):
+                m, n = wg * 64 + warp * 16 + lane // 4 + 8 * h, j * 8 + 2 * (lane % 4)
+                seen[m, n] += 1
+                seen[m, n + 1] += 1
+    assert (seen == 1).all(), ("epilogue", elem)
+
+
+if __name__ == "__main__":
+    for elem, cl in ((2, True), (4, True), (4, False)):  # 16-bit NCHW has no cp.async form
+        check(elem, cl)
+        print(f"ok: {8 * elem}-bit {'channels_last' if cl else 'NCHW'}")
