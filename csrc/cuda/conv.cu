@@ -799,10 +799,18 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
       }
     } else {
 #if RNNKERN_HAS_WMMA
-      // Copies one k-step (tap, c0) into stage st straight from global memory (cp.async: no
-      // registers, zero-filled where the load_run above would give zeros). fp32 keeps its full
-      // bits in the tile: the tf32 tensor cores use the top 19 (as cuBLAS / cuDNN feed them).
-      const auto issue = [&](int tap, int c0, int st) {
+      // The weights of compressed tap t: (R, Nn), or (Nn, R) for wgmma (found once per tap, not
+      // once per k-step: tap_rs divides)
+      const auto tap_weights = [&](int t) -> const T* {
+        int r, s;
+        tap_rs(t, &r, &s);
+        return wt + (static_cast<long long>(g) * taps + r * p.KW + s) * p.R * p.Nn;
+      };
+      // Copies one k-step (the tap whose weights are wtap, channels c0 ...) into stage st straight
+      // from global memory (cp.async: no registers, zero-filled where the load_run above would give
+      // zeros). fp32 keeps its full bits in the tile: the tf32 tensor cores use the top 19 (as
+      // cuBLAS / cuDNN feed them).
+      const auto issue = [&](const T* wtap, int c0, int st) {
         T* as = Tiles::stage(smem, st);
         T* bs = as + ATile::SIZE;
         // element (m, k) of the A tile: [m][k] channels_last, [k][m] NCHW, core matrices for wgmma
@@ -829,26 +837,22 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
         } else {
           __trap();  // 16-bit NCHW stays on kStages == 1 (no 2-byte cp.async)
         }
-        int r, s;
-        tap_rs(tap, &r, &s);
         if constexpr (kWg) {
           // K-major weight (G, taps, Nn, R): row n of the tap's slice, 16-byte runs along k
-          const T* wslice = wt + (static_cast<long long>(g) * taps + r * p.KW + s) * p.Nn * p.R;
           constexpr int KV = BK / V;  // runs per row
           static_assert((BN * KV) % kThreads == 0, "B runs per thread");
 #pragma unroll
           for (int i = 0; i < BN * KV / kThreads; ++i) {
             const int idx = tid + i * kThreads, n = idx / KV, kv = (idx % KV) * V;
-            copy_run_async(smem_u32(bs + WgmmaLayout<T, BK>::at(n, kv)), wslice,
+            copy_run_async(smem_u32(bs + WgmmaLayout<T, BK>::at(n, kv)), wtap,
                            n0 + n < p.Nn ? static_cast<long long>(n0 + n) * p.R : -1, c0 + kv, p.R, p.vec_b);
           }
         } else {
-          const T* wrow = wt + (static_cast<long long>(g) * taps + r * p.KW + s) * p.R * p.Nn;
           const int nv = (tid % B_TPR) * V;
 #pragma unroll
           for (int i = 0; i < BK / B_RPP; ++i) {
             const int k = tid / B_TPR + i * B_RPP, c = c0 + k;
-            copy_run_async(smem_u32(bs + k * BTile::LD + nv), wrow, c < p.R ? static_cast<long long>(c) * p.Nn : -1,
+            copy_run_async(smem_u32(bs + k * BTile::LD + nv), wtap, c < p.R ? static_cast<long long>(c) * p.Nn : -1,
                            n0 + nv, p.Nn, p.vec_b);
           }
         }
@@ -858,6 +862,7 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
       // `stage`). Every iteration commits one cp.async group, empty or not, so that
       // wait_group<kStages - 2> always means "the oldest uncomputed k-step has landed".
       int ltap = find_tap(0), lc0 = 0;
+      const T* wtap = ltap < ntaps ? tap_weights(ltap) : wt;  // the weights of tap ltap
       int pending = 0, fill = 0, stage = 0;  // k-steps copied but not yet multiplied; ring positions
 #pragma unroll 1
       for (int i = 0; ltap < ntaps || pending > 0; ++i) {
@@ -870,7 +875,7 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
           __syncthreads();  // ... everyone's have, and no warp still multiplies the stage filled next
         }
         if (ltap < ntaps) {
-          issue(ltap, lc0, fill);
+          issue(wtap, lc0, fill);
           fill = fill + 1 == kStages ? 0 : fill + 1;
           ++pending;
           lc0 += BK;
@@ -878,6 +883,7 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
             lc0 = 0;
             __syncthreads();  // every thread has read s_off for its copies before find_tap rewrites it
             ltap = find_tap(ltap + 1);
+            if (ltap < ntaps) wtap = tap_weights(ltap);
           }
         }
         cp_async_commit();
