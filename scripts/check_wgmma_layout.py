@@ -1,7 +1,7 @@
 """Replays the index arithmetic of csrc/cuda/conv.cu's wgmma form (RNNKERN_CONV_MMA=wgmma) in
 numpy: the cp.async destinations of gather_conv_kernel's issue() for the A tile (channels_last
 16-byte runs, NCHW fp32 element copies) and the K-major B tile land every element of the
-WgmmaLayout tiles exactly once; a model of wgmma reading its operands through our descriptors
+WgmmaLayout tiles exactly once, eight consecutive threads' 16-byte runs on all 32 banks; a model of wgmma reading its operands through our descriptors
 (the canonical K-major unswizzled layout, CuTe's ((8,m),(T,2)):((1T,SBO),(1,LBO)) in 16-byte
 units, T = 16 / element size) multiplies what was written; and WgmmaMma's epilogue lands every
 accumulator of the 128 x 64 block tile once. Both element sizes (16-bit, fp32 as tf32). No GPU
@@ -25,15 +25,23 @@ def check(elem: int, channels_last: bool) -> None:
     def at(row, k):                      # WgmmaLayout::at, in elements
         return ((row // 8) * SBO + (k * elem // 16) * 128 + (row % 8) * 16 + (k * elem) % 16) // elem
 
+    def run(q):                          # WgmmaLayout::run: the q-th 16-byte run's (row, first k)
+        runs = BK * elem // 16
+        return q // (8 * runs) * 8 + q % 8, q // 8 % runs * (16 // elem)
+
+    def banks_ok(starts):                # eight 16-byte stores a wavefront: all 32 banks once
+        for w in range(0, len(starts), 8):
+            banks = sorted((b * elem // 4 + j) % 32 for b in starts[w:w + 8] for j in range(4))
+            assert banks == list(range(32)), ("bank conflict", elem, starts[w:w + 8])
+
     rng = np.random.default_rng(0)
     A, B = rng.standard_normal((BM, BK)), rng.standard_normal((BK, BN))
     sa, hits_a = np.full(BM * BK, np.nan), np.zeros(BM * BK, int)
     a_per = BM * BK // THREADS
     for tid in range(THREADS):           # issue(): the A copies
-        if channels_last:                # 16-byte channel runs, BK / V threads a pixel row
-            tpr = BK // V
+        if channels_last:                # 16-byte channel runs in core-matrix order
             for i in range(a_per // V):
-                m, kv = tid // tpr + i * (THREADS // tpr), (tid % tpr) * V
+                m, kv = run(tid + i * THREADS)
                 for e in range(V):
                     sa[at(m, kv) + e] = A[m, kv + e]
                     hits_a[at(m, kv) + e] += 1
@@ -47,12 +55,16 @@ def check(elem: int, channels_last: bool) -> None:
     kv_runs = BK // V
     for tid in range(THREADS):           # issue(): the K-major B rows, 16-byte runs along k
         for i in range(BN * kv_runs // THREADS):
-            idx = tid + i * THREADS
-            n, kv = idx // kv_runs, (idx % kv_runs) * V
+            n, kv = run(tid + i * THREADS)
             for e in range(V):
                 sb[at(n, kv) + e] = B[kv + e, n]
                 hits_b[at(n, kv) + e] += 1
     assert (hits_b == 1).all(), ("B coverage", elem)
+    for i in range(BN * kv_runs // THREADS):  # a warp's stores, eight threads a wavefront
+        banks_ok([at(*run(tid + i * THREADS)) for tid in range(THREADS)])
+    if channels_last:
+        for i in range(a_per // V):
+            banks_ok([at(*run(tid + i * THREADS)) for tid in range(THREADS)])
 
     def operand(buf, start, rows):       # wgmma's read of a rows x (32 bytes of k) K-major operand
         T = 16 // elem

@@ -526,6 +526,13 @@ struct WgmmaLayout {
   __host__ __device__ static constexpr int at(int row, int k) {
     return static_cast<int>(((row / 8) * kSbo + (k * E / 16) * 128 + (row % 8) * 16 + (k * E) % 16) / E);
   }
+  // The q-th 16-byte run of a tile, (row, first k): eight consecutive q fill one core matrix (128
+  // contiguous bytes, no bank conflict among the eight), a warp's 32 four of them along k.
+  __host__ __device__ static constexpr void run(int q, int* row, int* k) {
+    constexpr int kRuns = BK * E / 16;  // runs per row
+    *row = q / (8 * kRuns) * 8 + q % 8;
+    *k = q / 8 % kRuns * (16 / E);
+  }
 };
 
 template <typename T, int BK, int LDA, int LDB, bool A_MK, bool B_KN, bool kMContig>
@@ -820,10 +827,10 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
           else return k * ATile::LD + m;
         };
         if constexpr (kCL) {  // (16-bit only with 16-byte runs: use_pipeline)
-          const int kv = (tid % A_TPR) * V;
 #pragma unroll
           for (int i = 0; i < A_PER / V; ++i) {
-            const int m = tid / A_TPR + i * A_RPP;
+            int m = tid / A_TPR + i * A_RPP, kv = (tid % A_TPR) * V;
+            if constexpr (kWg) WgmmaLayout<T, BK>::run(tid + i * kThreads, &m, &kv);
             copy_run_async(smem_u32(as + a_at(m, kv)), src, s_off[m], c0 + kv, p.R, p.vec_a);
           }
         } else if constexpr (sizeof(T) == 4) {
@@ -843,7 +850,8 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
           static_assert((BN * KV) % kThreads == 0, "B runs per thread");
 #pragma unroll
           for (int i = 0; i < BN * KV / kThreads; ++i) {
-            const int idx = tid + i * kThreads, n = idx / KV, kv = (idx % KV) * V;
+            int n, kv;
+            WgmmaLayout<T, BK>::run(tid + i * kThreads, &n, &kv);
             copy_run_async(smem_u32(bs + WgmmaLayout<T, BK>::at(n, kv)), wtap,
                            n0 + n < p.Nn ? static_cast<long long>(n0 + n) * p.R : -1, c0 + kv, p.R, p.vec_b);
           }
@@ -1376,12 +1384,14 @@ void launch_gather_pipelined(const GatherParams& p, bool cl, bool trans, dim3 gr
 // The wgmma form of the gather kernel (RNNKERN_CONV_MMA=wgmma) where it can run: an sm_90a build
 // on an sm_90 device, and the cp.async ring's loads (fp32 any layout; 16-bit channels_last with
 // 16-byte runs of the input's channels and of the K-major weight's rows, vec_bk).
-bool use_wgmma(size_t elem_size, bool cl, bool vec_a, bool vec_bk) {
+// Like the ring it runs on (use_pipeline), RNNKERN_CONV_PIPELINE=0 turns it off and the pixel-shuffled
+// epilogue (`shuffled`) takes it only with RNNKERN_CONV_PIPELINE=1.
+bool use_wgmma(size_t elem_size, bool cl, bool vec_a, bool vec_bk, bool shuffled) {
 #ifdef RNNKERN_WITH_SM90A
-  return conv_mma_form() == MmaForm::kWgmma && at::cuda::getCurrentDeviceProperties()->major == 9 &&
-         (elem_size == 4 || (cl && vec_a && vec_bk));
+  return conv_mma_form() == MmaForm::kWgmma && env_switch("RNNKERN_CONV_PIPELINE", "0", "1", /*unset=*/!shuffled) &&
+         at::cuda::getCurrentDeviceProperties()->major == 9 && (elem_size == 4 || (cl && vec_a && vec_bk));
 #else
-  (void)elem_size, (void)cl, (void)vec_a, (void)vec_bk;
+  (void)elem_size, (void)cl, (void)vec_a, (void)vec_bk, (void)shuffled;
   return false;
 #endif
 }
@@ -1435,7 +1445,7 @@ void launch_gather(GatherParams p, const at::Tensor& wt, bool cl, bool trans, in
     constexpr Path P = decltype(path)::value;
     if constexpr (P == Path::kTf32 || P == Path::k16) {
       const bool vec_bk = p.R % V == 0;  // K-major weight rows of R elements (a fresh tensor: aligned)
-      if (use_wgmma(sizeof(T), cl, p.vec_a, vec_bk)) {
+      if (use_wgmma(sizeof(T), cl, p.vec_a, vec_bk, p.ps > 1)) {
         const at::Tensor wt_k = wt.transpose(-1, -2).contiguous();  // (G, taps, Nn, R); freed stream-ordered
         GatherParams pk = p;
         pk.wt = wt_k.data_ptr();
