@@ -3,17 +3,18 @@
 // ATen views and copies around a `gemm(C, A, B, beta)` the backend supplies (C = A B + beta C, 2-D,
 // or 3-D batched where A may repeat one matrix over the batch).
 //
-// kernel == stride, no padding, one group (1x1 convolutions, and "patchify" ones such as the
-// U-Net's 2x2/2 transposed convolution): every output pixel reads its own KH x KW patch and no
-// two patches overlap, so with A the patches of x as a matrix (x itself when 1x1),
+// kernel <= stride, no padding, one group (1x1 convolutions of any stride, and "patchify" ones
+// such as the U-Net's 2x2/2 transposed convolution): every output pixel reads its own KH x KW patch
+// and no two patches overlap, so with A the patches of x as a matrix (x itself when 1x1, stride 1),
 //   forward      y  = A Wm^T                 (pixels x C_out)
-//   grad_input   gA = gy Wm, written back to the patches (rows / columns no patch covers: zero)
+//   grad_input   gA = gy Wm, written back to the patches (what no patch covers: zero)
 //   grad_weight  gW = gy^T A
-//   transposed-convolution forward, kernel == stride: y = patches^-1(x Wt), the same product read
-//   the other way.
+//   transposed-convolution forward, kernel <= stride: y = patches^-1(x Wt), the same product read
+//   the other way (what no patch covers: the bias).
 // Why: these are plain GEMMs, where the implicit-GEMM engine (csrc/cuda/conv.cu) ran at 0.2-0.3x of
 // cuDNN (bf16 channels_last U-Net up-convolution on an H200, bench/NOTES.md) and a tuned GEMM library
-// does not. At most one layout copy a side (none for 1x1 channels_last, or the 1x1 forward in NCHW).
+// does not. At most one layout copy a side (none for 1x1 stride-1 channels_last, or the 1x1 stride-1
+// forward in NCHW).
 //
 // Layouts: channels_last works on (pixels, channels) matrices, patch entries ordered (kh, kw, c);
 // NCHW per image on (channels, pixels) ones, patch entries (c, kh, kw) (weight order).
@@ -32,31 +33,39 @@ namespace rnnkern {
 // a GPU; the CPU kernels measured as fast there). Unset: `default_on` (CUDA: on).
 inline bool conv_gemm_requested(bool default_on) { return env_switch("RNNKERN_CONV_GEMM", "0", "1", default_on); }
 
-// A convolution this file computes: kernel == stride, no padding, one group. Dilation is allowed
-// only where it changes nothing (a 1-tap dimension).
+// A convolution this file computes: kernel <= stride (patches that do not overlap), no padding, one
+// group. Dilation is allowed only where it changes nothing (a 1-tap dimension).
 inline bool conv2d_is_gemm(const ConvGeometry& g) {
-  return g.G == 1 && g.KH == g.sh && g.KW == g.sw && g.pt == 0 && g.pl == 0 && g.pb == 0 && g.pr == 0 &&
+  return g.G == 1 && g.KH <= g.sh && g.KW <= g.sw && g.pt == 0 && g.pl == 0 && g.pb == 0 && g.pr == 0 &&
          (g.dh == 1 || g.KH == 1) && (g.dw == 1 || g.KW == 1);
 }
 
 namespace conv_gemm {
 
+// t (N, C, H, W), any strides, as its patches (N, C, PH, KH, PW, KW): patch (ph, pw) is the KH x KW
+// window at (ph * sh, pw * sw). A view (the patches do not overlap: KH <= sh, KW <= sw).
+inline at::Tensor patch_view(const at::Tensor& t, int64_t PH, int64_t PW, int64_t KH, int64_t KW, int64_t sh,
+                             int64_t sw) {
+  return t.as_strided({t.size(0), t.size(1), PH, KH, PW, KW},
+                      {t.stride(0), t.stride(1), sh * t.stride(2), t.stride(2), sw * t.stride(3), t.stride(3)},
+                      t.storage_offset());
+}
+
+// Orders of patch_view's dims: channels_last matrices (pixels, (kh, kw, c)); NCHW per image
+// ((c, kh, kw), pixels); NCHW (pixels, (c, kh, kw)).
+constexpr int64_t kPixelsKhKwC[] = {0, 2, 4, 3, 5, 1};
+constexpr int64_t kCKhKwPixels[] = {0, 1, 3, 5, 2, 4};
+constexpr int64_t kPixelsCKhKw[] = {0, 2, 4, 1, 3, 5};
+
 // x's patches as a matrix. channels_last: (N*OH*OW, KH*KW*C), entries (kh, kw, c). NCHW: per
 // image (N, C*KH*KW, OH*OW) when !pixel_rows, else (N*OH*OW, C*KH*KW); entries (c, kh, kw). A view
-// of x where the layout allows (1x1 channels_last, 1x1 NCHW per image), else one copy. Rows /
-// columns past OH*KH / OW*KW belong to no patch. x: contiguous in its layout.
+// of x where the layout allows (1x1 stride 1: channels_last, NCHW per image), else one copy.
+// x: contiguous in its layout.
 inline at::Tensor patches(const at::Tensor& x, const ConvGeometry& g, bool cl, bool pixel_rows) {
-  const at::Tensor xc = x.narrow(2, 0, g.OH * g.KH).narrow(3, 0, g.OW * g.KW);
+  const at::Tensor v = patch_view(x, g.OH, g.OW, g.KH, g.KW, g.sh, g.sw);
   const int64_t M = g.N * g.OH * g.OW, J = g.C * g.KH * g.KW;
-  if (cl) {
-    return xc.permute({0, 2, 3, 1})
-        .reshape({g.N, g.OH, g.KH, g.OW, g.KW, g.C})
-        .permute({0, 1, 3, 2, 4, 5})
-        .reshape({M, J});
-  }
-  const at::Tensor p = xc.reshape({g.N, g.C, g.OH, g.KH, g.OW, g.KW});
-  return pixel_rows ? p.permute({0, 2, 4, 1, 3, 5}).reshape({M, J})
-                    : p.permute({0, 1, 3, 5, 2, 4}).reshape({g.N, J, g.OH * g.OW});
+  if (cl) return v.permute(kPixelsKhKwC).reshape({M, J});
+  return pixel_rows ? v.permute(kPixelsCKhKw).reshape({M, J}) : v.permute(kCKhKwPixels).reshape({g.N, J, g.OH * g.OW});
 }
 
 // m itself where one of its strides is 1, else a contiguous copy: a matrix the BLAS reads as it is
@@ -124,30 +133,22 @@ void conv2d_backward_input_gemm(const at::Tensor& gy, const at::Tensor& w, const
   cl = cl || one_pixel(g);
   const at::Tensor wm = weight_matrix(w, g, cl);
   const int64_t M = g.N * g.OH * g.OW, J = g.C * g.KH * g.KW, P = g.OH * g.OW;
-  // 1x1 (then OH == H, OW == W): the product's rows are gx's own
-  const bool direct = g.KH == 1 && g.KW == 1;
+  // 1x1 stride 1 (then OH == H, OW == W): the product's rows are gx's own
+  const bool direct = g.KH * g.KW * g.sh * g.sw == 1;
+  at::Tensor cols;
   if (cl) {  // (pixels, J) = gy (pixels, K) Wm (K, J)
-    const at::Tensor gy2 = gy.permute({0, 2, 3, 1}).reshape({M, g.K});
-    at::Tensor cols = direct ? gx.permute({0, 2, 3, 1}).view({M, g.C}) : at::empty({M, J}, gy.options());
-    gemm(cols, gy2, wm, 0.f);
-    if (direct) return;
-    if (g.OH * g.KH != g.H || g.OW * g.KW != g.W) gx.zero_();  // rows / columns no patch covers
-    gx.permute({0, 2, 3, 1})
-        .narrow(1, 0, g.OH * g.KH)
-        .narrow(2, 0, g.OW * g.KW)
-        .view({g.N, g.OH, g.KH, g.OW, g.KW, g.C})
-        .copy_(cols.view({g.N, g.OH, g.OW, g.KH, g.KW, g.C}).permute({0, 1, 3, 2, 4, 5}));
+    cols = direct ? gx.permute({0, 2, 3, 1}).view({M, g.C}) : at::empty({M, J}, gy.options());
+    gemm(cols, gy.permute({0, 2, 3, 1}).reshape({M, g.K}), wm, 0.f);
   } else {  // per image (J, pixels) = Wm^T (J, K) gy_n (K, pixels)
-    const at::Tensor gy3 = gy.view({g.N, g.K, P});
-    at::Tensor cols = direct ? gx.view({g.N, g.C, P}) : at::empty({g.N, J, P}, gy.options());
-    gemm(cols, wm.t().unsqueeze(0).expand({g.N, J, g.K}), gy3, 0.f);
-    if (direct) return;
-    if (g.OH * g.KH != g.H || g.OW * g.KW != g.W) gx.zero_();
-    gx.narrow(2, 0, g.OH * g.KH)
-        .narrow(3, 0, g.OW * g.KW)
-        .view({g.N, g.C, g.OH, g.KH, g.OW, g.KW})
-        .copy_(cols.view({g.N, g.C, g.KH, g.KW, g.OH, g.OW}).permute({0, 1, 4, 2, 5, 3}));
+    cols = direct ? gx.view({g.N, g.C, P}) : at::empty({g.N, J, P}, gy.options());
+    gemm(cols, wm.t().unsqueeze(0).expand({g.N, J, g.K}), gy.view({g.N, g.K, P}), 0.f);
   }
+  if (direct) return;
+  // the patches tile gx exactly, or what none covers (gaps, the last rows / columns) is zero
+  if (g.KH != g.sh || g.KW != g.sw || g.OH * g.sh != g.H || g.OW * g.sw != g.W) gx.zero_();
+  const at::Tensor dst = patch_view(gx, g.OH, g.OW, g.KH, g.KW, g.sh, g.sw);
+  if (cl) dst.permute(kPixelsKhKwC).copy_(cols.view({g.N, g.OH, g.OW, g.KH, g.KW, g.C}));
+  else dst.permute(kCKhKwPixels).copy_(cols.view({g.N, g.C, g.KH, g.KW, g.OH, g.OW}));
 }
 
 // gw (K, C, KH, KW), allocated contiguous, = conv2d's grad_weight: one product whose reduction runs
@@ -170,34 +171,39 @@ void conv2d_backward_weight_gemm(const at::Tensor& gy, const at::Tensor& x, cons
   if (!direct) gw.copy_(out.view({g.K, g.KH, g.KW, g.C}).permute({0, 3, 1, 2}));
 }
 
-// The transposed convolution with kernel == stride, no padding, output_padding or groups (the
-// conv2d of this file read the other way): y (N, C_out, H*KH, W*KW), allocated in the layout `cl`,
-// = conv_transpose2d(x, w, bias) with w (C_in, C_out, KH, KW). x contiguous in that layout.
+// The transposed convolution with kernel <= stride, no padding, one group (the conv2d of this file
+// read the other way): y (N, C_out, OH, OW), allocated in the layout `cl`, = conv_transpose2d(x, w,
+// bias, stride (sh, sw), output_padding OH - ((H - 1) sh + KH) ...) with w (C_in, C_out, KH, KW).
+// x contiguous in that layout.
 template <class Gemm>
 void conv_transpose2d_forward_gemm(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias,
-                                   bool cl, at::Tensor& y, Gemm&& gemm) {
+                                   int64_t sh, int64_t sw, bool cl, at::Tensor& y, Gemm&& gemm) {
+  using namespace conv_gemm;
   const int64_t N = x.size(0), Ci = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t Co = w.size(1), KH = w.size(2), KW = w.size(3), M = N * H * W, J = Co * KH * KW;
-  const bool direct = KH == 1 && KW == 1;  // y's pixels are x's
+  const bool direct = KH * KW * sh * sw == 1 && y.size(2) == H && y.size(3) == W;  // y's pixels are x's
   // the bias goes into the product (beta = 1), once per (kh, kw) entry, so 16-bit outputs round once
   std::optional<at::Tensor> bias_j;
   if (bias) bias_j = cl ? bias->repeat({KH * KW}) : bias->repeat_interleave(KH * KW);
+  at::Tensor cols;
   if (cl) {  // (pixels, (kh, kw, co)) = x (pixels, C_in) Wt (C_in, (kh, kw, co))
-    const at::Tensor wt = w.permute({0, 2, 3, 1}).reshape({Ci, J});
-    at::Tensor cols = direct ? y.permute({0, 2, 3, 1}).view({M, Co}) : at::empty({M, J}, x.options());
-    gemm(cols, x.permute({0, 2, 3, 1}).reshape({M, Ci}), wt, conv_gemm::fill_bias(cols, bias_j, 1) ? 1.f : 0.f);
-    if (!direct)
-      y.permute({0, 2, 3, 1})
-          .view({N, H, KH, W, KW, Co})
-          .copy_(cols.view({N, H, W, KH, KW, Co}).permute({0, 1, 3, 2, 4, 5}));
+    cols = direct ? y.permute({0, 2, 3, 1}).view({M, Co}) : at::empty({M, J}, x.options());
+    gemm(cols, x.permute({0, 2, 3, 1}).reshape({M, Ci}), w.permute({0, 2, 3, 1}).reshape({Ci, J}),
+         fill_bias(cols, bias_j, 1) ? 1.f : 0.f);
   } else {  // per image ((co, kh, kw), pixels) = Wt^T (J, C_in) x_n (C_in, pixels)
-    const at::Tensor wt = conv_gemm::unit_stride(w.reshape({Ci, J}));
-    at::Tensor cols = direct ? y.view({N, Co, H * W}) : at::empty({N, J, H * W}, x.options());
-    gemm(cols, wt.t().unsqueeze(0).expand({N, J, Ci}), x.view({N, Ci, H * W}),
-         conv_gemm::fill_bias(cols, bias_j, 1) ? 1.f : 0.f);
-    if (!direct)
-      y.view({N, Co, H, KH, W, KW}).copy_(cols.view({N, Co, KH, KW, H, W}).permute({0, 1, 4, 2, 5, 3}));
+    cols = direct ? y.view({N, Co, H * W}) : at::empty({N, J, H * W}, x.options());
+    gemm(cols, unit_stride(w.reshape({Ci, J})).t().unsqueeze(0).expand({N, J, Ci}), x.view({N, Ci, H * W}),
+         fill_bias(cols, bias_j, 1) ? 1.f : 0.f);
   }
+  if (direct) return;
+  // what no patch covers (gaps between them, output_padding's rows / columns) is the bias alone
+  if (KH != sh || KW != sw || y.size(2) != H * sh || y.size(3) != W * sw) {
+    if (bias) y.copy_(bias->view({1, Co, 1, 1}).expand_as(y));
+    else y.zero_();
+  }
+  const at::Tensor dst = patch_view(y, H, W, KH, KW, sh, sw);
+  if (cl) dst.permute(kPixelsKhKwC).copy_(cols.view({N, H, W, KH, KW, Co}));
+  else dst.permute(kCKhKwPixels).copy_(cols.view({N, Co, KH, KW, H, W}));
 }
 
 }  // namespace rnnkern

@@ -119,10 +119,10 @@ struct ConvT2dGeometry {
   bool conv_maps_back() const {
     return (OH + 2 * pH - dH * (kH - 1) - 1) / sH + 1 == H && (OW + 2 * pW - dW * (kW - 1) - 1) / sW + 1 == W;
   }
-  // kernel == stride, no padding or output padding, one group: one matrix product (conv_gemm.h)
+  // kernel <= stride (patches that do not overlap), no padding, one group: one matrix product
+  // (conv_gemm.h)
   bool is_gemm() const {
-    return G == 1 && kH == sH && kW == sW && pH == 0 && pW == 0 && opH == 0 && opW == 0 && (dH == 1 || kH == 1) &&
-           (dW == 1 || kW == 1);
+    return G == 1 && kH <= sH && kW <= sW && pH == 0 && pW == 0 && (dH == 1 || kH == 1) && (dW == 1 || kW == 1);
   }
 };
 // Checks sizes and arguments (errors name the op and the argument); defined in the CPU file.

@@ -333,8 +333,8 @@ at::Tensor conv_transpose2d_forward_cpu(const at::Tensor& input, const at::Tenso
   if (conv_gemm_requested(false) && g.is_gemm()) {
     const std::optional<at::Tensor> b =
         bias.has_value() ? std::optional<at::Tensor>(bias->detach().contiguous()) : std::nullopt;
-    conv_transpose2d_forward_gemm(input.detach().contiguous(format_of(cl)), weight.detach(), b, cl, output,
-                                  AtenMatmul{});
+    conv_transpose2d_forward_gemm(input.detach().contiguous(format_of(cl)), weight.detach(), b, g.sH, g.sW, cl,
+                                  output, AtenMatmul{});
     return output;
   }
   if (conv_transpose2d_forward_direct_cpu(input, weight, bias, groups, stride, padding, dilation, output))

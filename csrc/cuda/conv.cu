@@ -1753,7 +1753,8 @@ bool conv_transpose2d_forward_gemm_cuda(const at::Tensor& input, const at::Tenso
     return false;
   const at::cuda::OptionalCUDAGuard guard(device_of(input));
   const bool cl = conv_channels_last(input);
-  if (output.numel() > 0) conv_transpose2d_forward_gemm(input.contiguous(fmt(cl)), weight, bias, cl, output, CublasConvGemm{});
+  if (output.numel() > 0)
+    conv_transpose2d_forward_gemm(input.contiguous(fmt(cl)), weight, bias, t.sH, t.sW, cl, output, CublasConvGemm{});
   return true;
 }
 

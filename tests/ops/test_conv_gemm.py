@@ -1,4 +1,4 @@
-"""GEMM-shaped convolutions (kernel == stride, no padding, one group: 1x1 and "patchify" convolutions,
+"""GEMM-shaped convolutions (kernel <= stride, no padding, one group: 1x1 and "patchify" convolutions,
 the U-Net's k2 s2 transposed convolution) on the BLAS route of csrc/conv_gemm.h, against torch in
 fp64: forward, grad_input, grad_weight, grad_bias, both layouts.
 
@@ -22,13 +22,20 @@ CONV_CASES = [
     ((1, 6, 6, 10), (2, 6, 2, 5), (2, 5), {}),                 # rectangular kernel == stride
     ((2, 3, 4, 9), (4, 3, 1, 3), (1, 3), dict(dilation=(7, 1))),  # dilation along a 1-tap side
     ((3, 8, 1, 1), (5, 8, 1, 1), 1, {}),                       # one pixel (ASPP image pooling)
+    ((2, 6, 9, 8), (4, 6, 1, 1), 2, {}),                       # 1x1 stride 2 (a ResNet shortcut)
+    ((2, 5, 11, 10), (3, 5, 2, 2), 3, {}),                     # kernel < stride: gaps between patches
+    ((1, 4, 7, 12), (6, 4, 1, 2), (2, 3), {}),                 # both, rectangular
     ((0, 3, 4, 4), (2, 3, 2, 2), 2, {}),                       # empty batch
 ]
-# (input size, weight size (C_in, C_out, k, k), stride): conv_transpose2d cases the route takes
+# (input size, weight size (C_in, C_out, k, k), stride, output_padding): conv_transpose2d cases the
+# route takes
 CONVT_CASES = [
-    ((2, 6, 4, 5), (6, 3, 2, 2), 2),
-    ((1, 4, 3, 3), (4, 5, 3, 3), 3),
-    ((2, 5, 4, 3), (5, 2, 1, 1), 1),
+    ((2, 6, 4, 5), (6, 3, 2, 2), 2, 0),
+    ((1, 4, 3, 3), (4, 5, 3, 3), 3, 0),
+    ((2, 5, 4, 3), (5, 2, 1, 1), 1, 0),
+    ((2, 6, 4, 5), (6, 3, 2, 2), 2, 1),                         # output_padding: a last row / column of bias
+    ((2, 4, 3, 5), (4, 3, 1, 1), 2, 0),                         # kernel < stride: gaps of bias
+    ((1, 5, 4, 2), (5, 2, 2, 2), 3, 2),
 ]
 
 
@@ -82,15 +89,16 @@ def test_conv2d_gemm_route(gemm_route, device, layout, case):
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("case", CONVT_CASES, ids=lambda c: f"{c[0]}x{c[1]}")
 def test_conv_transpose2d_gemm_route(gemm_route, device, layout, case):
-    xs, ws, s = case
-    _check(lambda x, w, b: RF.conv_transpose2d(x, w, b, s), lambda x, w, b: TF.conv_transpose2d(x, w, b, s),
-           device, layout, xs, ws, ws[1])
+    xs, ws, s, op = case
+    _check(lambda x, w, b: RF.conv_transpose2d(x, w, b, s, 0, op),
+           lambda x, w, b: TF.conv_transpose2d(x, w, b, s, 0, op), device, layout, xs, ws, ws[1])
     # and without a bias
     x = torch.randn(xs, dtype=torch.float64, device=device)
     w = torch.randn(ws, dtype=torch.float64, device=device)
     if layout == torch.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    assert rel_err(RF.conv_transpose2d(x, w, None, s), TF.conv_transpose2d(x.cpu(), w.cpu(), None, s)) < TOL[x.dtype]
+    ref = TF.conv_transpose2d(x.cpu(), w.cpu(), None, s, 0, op)
+    assert rel_err(RF.conv_transpose2d(x, w, None, s, 0, op), ref) < TOL[x.dtype]
 
 
 @pytest.mark.parametrize("device", DEVICES)
