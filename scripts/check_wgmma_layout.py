@@ -29,6 +29,9 @@ def check(elem: int, channels_last: bool) -> None:
         runs = BK * elem // 16
         return q // (8 * runs) * 8 + q % 8, q // 8 % runs * (16 // elem)
 
+    def nchw_elem(tid, i):               # the fp32 NCHW A copy of thread tid, iteration i
+        return tid % 8 + 8 * ((tid // 32 + 8 * i) % 16), tid // 8 % 4 + 4 * (i // 2)
+
     def banks_ok(starts):                # eight 16-byte stores a wavefront: all 32 banks once
         for w in range(0, len(starts), 8):
             banks = sorted((b * elem // 4 + j) % 32 for b in starts[w:w + 8] for j in range(4))
@@ -45,9 +48,9 @@ def check(elem: int, channels_last: bool) -> None:
                 for e in range(V):
                     sa[at(m, kv) + e] = A[m, kv + e]
                     hits_a[at(m, kv) + e] += 1
-        else:                            # fp32 NCHW: one pixel a thread, 4-byte copies
+        else:                            # fp32 NCHW: 4-byte copies, a warp 8 pixels x 4 channels
             for i in range(a_per):
-                m, k = tid % BM, tid // BM + (THREADS // BM) * i
+                m, k = nchw_elem(tid, i)
                 sa[at(m, k)] = A[m, k]
                 hits_a[at(m, k)] += 1
     assert (hits_a == 1).all(), ("A coverage", elem, channels_last)
@@ -65,6 +68,11 @@ def check(elem: int, channels_last: bool) -> None:
     if channels_last:
         for i in range(a_per // V):
             banks_ok([at(*run(tid + i * THREADS)) for tid in range(THREADS)])
+    else:                                # a warp's 32 four-byte copies: 32 distinct banks
+        for i in range(a_per):
+            for w in range(0, THREADS, 32):
+                banks = sorted(at(*nchw_elem(tid, i)) % 32 for tid in range(w, w + 32))
+                assert banks == list(range(32)), ("bank conflict, NCHW", i, w)
 
     def operand(buf, start, rows):       # wgmma's read of a rows x (32 bytes of k) K-major operand
         T = 16 // elem

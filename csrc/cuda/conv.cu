@@ -833,6 +833,18 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
             if constexpr (kWg) WgmmaLayout<T, BK>::run(tid + i * kThreads, &m, &kv);
             copy_run_async(smem_u32(as + a_at(m, kv)), src, s_off[m], c0 + kv, p.R, p.vec_a);
           }
+        } else if constexpr (sizeof(T) == 4 && kWg) {
+          // fp32 NCHW into core matrices: a warp's 32 copies are 8 pixels x 4 channels, one 16-byte
+          // row of each of 8 core-matrix rows (all 32 banks; one pixel a thread would put 4 threads
+          // on each bank), each channel's 8 pixels one 32-byte sector
+          static_assert(BM == 128 && BK == 32 && kThreads == 256, "fp32 NCHW wgmma copy mapping");
+#pragma unroll
+          for (int i = 0; i < A_PER; ++i) {
+            const int m = tid % 8 + 8 * ((tid / 32 + 8 * i) % 16), k = tid / 8 % 4 + 4 * (i / 2), c = c0 + k;
+            const long long off = s_off[m];
+            const bool ok = off >= 0 && c < p.R;
+            cp_async4(smem_u32(as + a_at(m, k)), ok ? src + off + c * src_cstride : src, ok);
+          }
         } else if constexpr (sizeof(T) == 4) {
           const long long off = s_off[tid % BM];
 #pragma unroll
