@@ -1,11 +1,13 @@
 """Replays the index arithmetic of csrc/cuda/conv.cu's wgmma form (RNNKERN_CONV_MMA=wgmma) in
-numpy: the cp.async destinations of gather_conv_kernel's issue() for the A tile (channels_last
-16-byte runs, NCHW fp32 element copies) and the K-major B tile land every element of the
-WgmmaLayout tiles exactly once, eight consecutive threads' 16-byte runs on all 32 banks; a model of wgmma reading its operands through our descriptors
-(the canonical K-major unswizzled layout, CuTe's ((8,m),(T,2)):((1T,SBO),(1,LBO)) in 16-byte
-units, T = 16 / element size) multiplies what was written; and WgmmaMma's epilogue lands every
-accumulator of the 128 x 64 block tile once. Both element sizes (16-bit, fp32 as tf32). No GPU
-needed; a mismatch names the case.
+numpy:
+- the cp.async destinations of gather_conv_kernel's issue() (channels_last 16-byte runs, fp32 NCHW
+  element copies, the K-major B rows) and of the fp32 NCHW wgrad_kernel land every element of the
+  WgmmaLayout tiles exactly once, and a warp's stores spread over all 32 banks;
+- a model of wgmma reading its operands through our descriptors (the canonical K-major unswizzled
+  layout, CuTe's ((8,m),(T,2)):((1T,SBO),(1,LBO)) in 16-byte units, T = 16 / element size)
+  multiplies what was written;
+- WgmmaMma's epilogue lands every accumulator of the 128 x 64 block tile once.
+Both element sizes (16-bit, fp32 as tf32). No GPU needed; a mismatch names the case.
 
     python scripts/check_wgmma_layout.py
 
@@ -82,6 +84,17 @@ def check(elem: int, channels_last: bool) -> None:
                 for t in range(T):
                     out[r, kc * T + t] = buf[(start + (r // 8) * SBO + kc * LBO + (r % 8) * 16 + t * elem) // elem]
         return out
+
+    if not channels_last:                # the fp32 NCHW grad_weight's copies: A (BM rows) and B (BN rows)
+        for rows in (BM, BN):             # of 32 pixels; a warp 8 rows x 4 pixels, a thread one pixel
+            hits = np.zeros(rows * BK, int)
+            for w in range(0, THREADS, 32):
+                for i in range(rows // 8):
+                    starts = [at(tid // 4 % 8 + 8 * i, tid % 4 + 4 * (tid // 32 % 8)) for tid in range(w, w + 32)]
+                    assert sorted(b % 32 for b in starts) == list(range(32)), ("bank conflict, wgrad", rows, i)
+                    for b in starts:
+                        hits[b] += 1
+            assert (hits == 1).all(), ("wgrad coverage", rows)
 
     D = np.zeros((BM, BN))
     for wg in range(2):                  # WgmmaMma::step: warpgroup wg takes rows 64 wg ...

@@ -983,11 +983,14 @@ using WgradTiles = StagedTiles<T, P, std::conditional_t<kCL, SmemTile<C::BK, BM,
 // of cp.async stages (RNNKERN_CONV_PIPELINE), each with its own pixel-offset tables. Pipelined
 // channels_last instances fit 128 registers (two blocks an SM); NCHW ones keep ~200 (its 24
 // element-wise copies' 64-bit offsets stay live across the loop; capped at 128 they spill).
-template <typename T, Path P, bool kCL, int kStages = 1>
+// kWg (fp32 NCHW on the ring only, where both operands are K-major: A [m][p], B [n][p]): the block
+// MMA on wgmma, as gather_conv_kernel's.
+template <typename T, Path P, bool kCL, int kStages = 1, bool kWg = false>
 __global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_kernel(const WgradParams p) {
+  static_assert(!kWg || (kStages > 1 && !kCL && sizeof(T) == 4), "the wgmma grad_weight: fp32 NCHW on the ring");
   using C = Cfg<T, P>;
   constexpr int BK = C::BK, V = C::V;
-  using Tiles = WgradTiles<T, P, kCL>;
+  using Tiles = std::conditional_t<kWg, WgmmaTiles<T, P>, WgradTiles<T, P, kCL>>;
   using ATile = typename Tiles::A;
   using BTile = typename Tiles::B;
   constexpr int kTables = kStages > 1 ? kStages : 2;
@@ -1008,7 +1011,8 @@ __global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_ke
 #else
   {
 #endif
-    using Mma = BlockMma<T, P, BK, ATile::LD, BTile::LD, !kCL, kCL, false>;
+    using Mma = std::conditional_t<kWg, WgmmaMma<T, BK, ATile::LD, BTile::LD, !kCL, kCL, false>,
+                                   BlockMma<T, P, BK, ATile::LD, BTile::LD, !kCL, kCL, false>>;
     using Acc = typename AccOf<T>::type;
     const int tid = threadIdx.x;
     const int mt = blockIdx.x / p.tiles_n, nt = blockIdx.x % p.tiles_n;
@@ -1144,19 +1148,28 @@ __global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_ke
             copy_run_async(smem_u32(bs + row * BTile::LD + nv), x, s_x[st][row], c0 + nv, p.Cg, p.vec_b);
           }
         } else if constexpr (sizeof(T) == 4) {
-          const int q = tid % BK;
+          // [row][q] tiles, or core matrices (wgmma): there a warp's 32 copies are 8 rows x 4 pixels,
+          // one 16-byte row of each of 8 core-matrix rows (all 32 banks; 32 pixels of one row would
+          // put 8 threads on each bank), and each thread keeps one pixel
+          const int q = kWg ? tid % 4 + 4 * (tid / 32 % 8) : tid % BK;
+          const int row0 = kWg ? tid / 4 % 8 : tid / BK, row_step = kWg ? 8 : N_RPP;
+          const auto at = [](int row, int k) {
+            if constexpr (kWg) return WgmmaLayout<T, BK>::at(row, k);
+            else return row * ATile::LD + k;  // (A and B rows have one stride: BK + PAD)
+          };
+          static_assert(kWg || ATile::LD == BTile::LD, "one row stride");
           const long long og = s_gy[st][q], ox = s_x[st][q];
 #pragma unroll
           for (int i = 0; i < A_PER; ++i) {
-            const int row = tid / BK + i * N_RPP, k = k0 + row;
+            const int row = row0 + i * row_step, k = k0 + row;
             const bool ok = og >= 0 && k < p.Kg;
-            cp_async4(smem_u32(as + row * ATile::LD + q), ok ? gy + og + k * gy_cs : gy, ok);
+            cp_async4(smem_u32(as + at(row, q)), ok ? gy + og + k * gy_cs : gy, ok);
           }
 #pragma unroll
           for (int i = 0; i < B_PER; ++i) {
-            const int row = tid / BK + i * N_RPP, c = c0 + row;
+            const int row = row0 + i * row_step, c = c0 + row;
             const bool ok = ox >= 0 && c < p.Cg;
-            cp_async4(smem_u32(bs + row * BTile::LD + q), ok ? x + ox + c * x_cs : x, ok);
+            cp_async4(smem_u32(bs + at(row, q)), ok ? x + ox + c * x_cs : x, ok);
           }
         } else {
           __trap();  // 16-bit NCHW stays on kStages == 1 (no 2-byte cp.async)
@@ -1172,6 +1185,9 @@ __global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_ke
       for (int i = 0; i < n_steps + kStages - 1; ++i) {
         const int mul = i - (kStages - 1);  // k-step (from s_begin) multiplied here, if >= 0
         if (mul >= 0) cp_async_wait<kStages - 2>();
+#if RNNKERN_HAS_WGMMA
+        if constexpr (kWg) fence_proxy_async_shared();  // the landed copies visible to wgmma's reads
+#endif
         __syncthreads();  // tables of k-step i visible; k-step mul landed; stage i % kStages free
         if (i < n_steps) issue(i % kStages);
         cp_async_commit();
@@ -1318,8 +1334,9 @@ bool allow_tf32() { return cudnn_tf32_allowed(CudnnOp::kConv); }
 
 // RNNKERN_CONV_MMA (read per call): the tensor-core form. mma (default): mma.sync + ldmatrix;
 // wmma: the earlier WMMA tiles; wgmma: Hopper's warpgroup MMA for the forward / grad_input
-// gather kernel where it runs (sm_90 with an sm_90a build, the cp.async ring's layouts; grad_weight
-// and the rest stay on mma.sync). wgmma is opt-in until it has been measured on a GPU.
+// gather kernel and the fp32 NCHW grad_weight where they run (sm_90 with an sm_90a build, the
+// cp.async ring's layouts; the rest stays on mma.sync). wgmma is opt-in until it has been
+// measured on a GPU.
 enum class MmaForm { kMma, kWmma, kWgmma };
 MmaForm conv_mma_form() {
   const char* e = std::getenv("RNNKERN_CONV_MMA");
@@ -1520,7 +1537,13 @@ void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::Te
         constexpr int S = kPipelineStages<T>;
         const auto run = [&](auto kernel, int bytes) { launch_with_dynamic_smem(kernel, grid, bytes, stream, p); };
         if (cl) run(wgrad_kernel<T, P, true, S>, WgradTiles<T, P, true>::bytes(S));
-        else if constexpr (sizeof(T) == 4) run(wgrad_kernel<T, P, false, S>, WgradTiles<T, P, false>::bytes(S));
+        else if constexpr (sizeof(T) == 4) {
+          // fp32 NCHW: both operands K-major, so the wgmma form can take it (RNNKERN_CONV_MMA=wgmma)
+          if (use_wgmma(sizeof(T), cl, p.vec_a, p.vec_b, false))
+            run(wgrad_kernel<T, P, false, S, true>, WgmmaTiles<T, P>::bytes(S));
+          else
+            run(wgrad_kernel<T, P, false, S>, WgradTiles<T, P, false>::bytes(S));
+        }
         return;
       }
     }
