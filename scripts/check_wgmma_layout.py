@@ -6,7 +6,9 @@ numpy:
 - a model of wgmma reading its operands through our descriptors (the canonical K-major unswizzled
   layout, CuTe's ((8,m),(T,2)):((1T,SBO),(1,LBO)) in 16-byte units, T = 16 / element size)
   multiplies what was written;
-- WgmmaMma's epilogue lands every accumulator of the 128 x 64 block tile once.
+- WgmmaMma's epilogue lands every accumulator of the 128 x 64 block tile once;
+- the 16-bit channels_last grad_weight's MN-major tiles (wgmma's transposed operands, CuTe's
+  ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO))) likewise: copies, banks, product.
 Both element sizes (16-bit, fp32 as tf32). No GPU needed; a mismatch names the case.
 
     python scripts/check_wgmma_layout.py
@@ -115,7 +117,53 @@ def check(elem: int, channels_last: bool) -> None:
     assert (seen == 1).all(), ("epilogue", elem)
 
 
+def check_mn_major() -> None:
+    """The 16-bit channels_last grad_weight: A (k_out x pixels) and B (pixels x c_in) both MN-major
+    (WgmmaLayout::at_mn / run_mn, wgmma's transposed operands): copies, banks, product."""
+    elem, SBO, LBO = 2, BK * 2 * 8, 128
+    at_mn = lambda mn, k: ((mn // 8) * SBO + (k // 8) * 128 + (k % 8) * 16 + (mn % 8) * elem) // elem
+
+    def run_mn(q):
+        blocks = BK // 8
+        return (q // (32 * blocks) * 4 + q // 8 % 4) * 8, q // 32 % blocks * 8 + q % 8
+
+    rng = np.random.default_rng(1)
+    A, B = rng.standard_normal((BM, BK)), rng.standard_normal((BK, BN))  # A[k_out, pixel], B[pixel, c_in]
+    tiles = {}
+    for name, rows, value in (("A", BM, lambda mn, k: A[mn, k]), ("B", BN, lambda mn, k: B[k, mn])):
+        buf, hits = np.full(rows * BK, np.nan), np.zeros(rows * BK, int)
+        for i in range(rows * BK // 8 // THREADS):
+            starts = [at_mn(*run_mn(tid + i * THREADS)) for tid in range(THREADS)]
+            for w in range(0, THREADS, 8):  # eight 16-byte stores a wavefront: all 32 banks
+                banks = sorted((b * elem // 4 + j) % 32 for b in starts[w:w + 8] for j in range(4))
+                assert banks == list(range(32)), ("bank conflict, MN-major", name)
+            for tid in range(THREADS):
+                mn, k = run_mn(tid + i * THREADS)
+                for e in range(8):  # one run: 8 consecutive mn of one k
+                    buf[at_mn(mn + e, k)] = value(mn + e, k)
+                    hits[at_mn(mn + e, k)] += 1
+        assert (hits == 1).all(), ("MN-major coverage", name)
+        tiles[name] = buf
+
+    def operand(buf, start, rows):  # wgmma's read of an MN-major operand (CuTe ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO)))
+        out = np.empty((rows, 16))
+        for mn in range(rows):
+            for k in range(16):
+                out[mn, k] = buf[(start + (mn % 8) * elem + (mn // 8) * SBO + (k % 8) * 16 + (k // 8) * LBO) // elem]
+        return out
+
+    D = np.zeros((BM, BN))
+    for wg in range(2):
+        for ks in range(BK * elem // 32):
+            a = operand(tiles["A"], wg * 8 * SBO + ks * 256, 64)
+            b = operand(tiles["B"], ks * 256, BN)
+            D[wg * 64:(wg + 1) * 64] += a @ b.T
+    assert np.allclose(D, A @ B), "MN-major product"
+
+
 if __name__ == "__main__":
     for elem, cl in ((2, True), (4, True), (4, False)):  # 16-bit NCHW has no cp.async form
         check(elem, cl)
         print(f"ok: {8 * elem}-bit {'channels_last' if cl else 'NCHW'}")
+    check_mn_major()
+    print("ok: 16-bit channels_last grad_weight (MN-major operands)")

@@ -533,9 +533,26 @@ struct WgmmaLayout {
     *row = q / (8 * kRuns) * 8 + q % 8;
     *k = q / 8 % kRuns * (16 / E);
   }
+  // MN-major tiles (16-bit; wgmma's transposed operands): core matrices of 8 k-rows x 8 m / n
+  // elements; element (mn, k) at byte (mn / 8) * kSbo + (k / 8) * 128 + (k % 8) * 16 + (mn % 8) * E,
+  // so the descriptor's SBO (kSbo) steps 8 m / n and its LBO (128) 8 k, as for K-major tiles.
+  __host__ __device__ static constexpr int at_mn(int mn, int k) {
+    static_assert(E == 2, "MN-major operands: 16-bit only");
+    return static_cast<int>(((mn / 8) * kSbo + (k / 8) * 128 + (k % 8) * 16 + (mn % 8) * E) / E);
+  }
+  // The q-th 16-byte run (8 m / n of one k) of an MN-major tile, (first mn, k): eight consecutive q
+  // fill one core matrix; a warp's 32 are 8 k x 4 blocks of 8 mn (for a channels_last source: 8
+  // pixels' 64 contiguous bytes each). Tiles of a multiple of 32 mn.
+  __host__ __device__ static constexpr void run_mn(int q, int* mn, int* k) {
+    constexpr int kBlocks = BK / 8;  // blocks of 8 k
+    *mn = (q / (32 * kBlocks) * 4 + q / 8 % 4) * 8;
+    *k = q / 32 % kBlocks * 8 + q % 8;
+  }
 };
 
-template <typename T, int BK, int LDA, int LDB, bool A_MK, bool B_KN, bool kMContig>
+// kTransA / kTransB: that tile is MN-major (WgmmaLayout::at_mn; 16-bit), else K-major.
+template <typename T, int BK, int LDA, int LDB, bool A_MK, bool B_KN, bool kMContig, bool kTransA = false,
+          bool kTransB = false>
 struct WgmmaMma {
   using L = WgmmaLayout<T, BK>;
   float acc[32];
@@ -556,7 +573,8 @@ struct WgmmaMma {
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < L::kSteps; ++ks)
-      wgmma_m64n64<T>(acc, wgmma_desc(a0 + ks * 256, L::kLbo, L::kSbo), wgmma_desc(b0 + ks * 256, L::kLbo, L::kSbo));
+      wgmma_m64n64<T, kTransA, kTransB>(acc, wgmma_desc(a0 + ks * 256, L::kLbo, L::kSbo),
+                                        wgmma_desc(b0 + ks * 256, L::kLbo, L::kSbo));
     wgmma_commit();
     wgmma_wait<0>();  // the stage may be refilled after the next barrier
     wgmma_pin(acc);
@@ -983,11 +1001,13 @@ using WgradTiles = StagedTiles<T, P, std::conditional_t<kCL, SmemTile<C::BK, BM,
 // of cp.async stages (RNNKERN_CONV_PIPELINE), each with its own pixel-offset tables. Pipelined
 // channels_last instances fit 128 registers (two blocks an SM); NCHW ones keep ~200 (its 24
 // element-wise copies' 64-bit offsets stay live across the loop; capped at 128 they spill).
-// kWg (fp32 NCHW on the ring only, where both operands are K-major: A [m][p], B [n][p]): the block
-// MMA on wgmma, as gather_conv_kernel's.
+// kWg (on the ring only): the block MMA on wgmma, as gather_conv_kernel's. fp32 NCHW: both operands
+// K-major (A [m][p], B [n][p]); 16-bit channels_last: both MN-major (A [p][m], B [p][n]: wgmma's
+// transposed operands, WgmmaLayout::at_mn).
 template <typename T, Path P, bool kCL, int kStages = 1, bool kWg = false>
 __global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_kernel(const WgradParams p) {
-  static_assert(!kWg || (kStages > 1 && !kCL && sizeof(T) == 4), "the wgmma grad_weight: fp32 NCHW on the ring");
+  static_assert(!kWg || (kStages > 1 && (kCL ? sizeof(T) == 2 : sizeof(T) == 4)),
+                "the wgmma grad_weight: fp32 NCHW or 16-bit channels_last, on the ring");
   using C = Cfg<T, P>;
   constexpr int BK = C::BK, V = C::V;
   using Tiles = std::conditional_t<kWg, WgmmaTiles<T, P>, WgradTiles<T, P, kCL>>;
@@ -1011,7 +1031,7 @@ __global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_ke
 #else
   {
 #endif
-    using Mma = std::conditional_t<kWg, WgmmaMma<T, BK, ATile::LD, BTile::LD, !kCL, kCL, false>,
+    using Mma = std::conditional_t<kWg, WgmmaMma<T, BK, ATile::LD, BTile::LD, !kCL, kCL, false, kCL, kCL>,
                                    BlockMma<T, P, BK, ATile::LD, BTile::LD, !kCL, kCL, false>>;
     using Acc = typename AccOf<T>::type;
     const int tid = threadIdx.x;
@@ -1134,7 +1154,21 @@ __global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_ke
       const auto issue = [&](int st) {
         T* as = Tiles::stage(smem, st);
         T* bs = as + ATile::SIZE;
-        if constexpr (kCL) {  // (16-bit only with 16-byte runs: use_pipeline)
+        if constexpr (kCL && kWg) {  // MN-major core matrices (16-bit, 16-byte runs: use_wgmma)
+          using L = WgmmaLayout<T, BK>;
+#pragma unroll
+          for (int i = 0; i < BM * BK / V / kThreads; ++i) {
+            int m, q;  // channels m ... m + 7 of pixel q
+            L::run_mn(tid + i * kThreads, &m, &q);
+            copy_run_async(smem_u32(as + L::at_mn(m, q)), gy, s_gy[st][q], k0 + m, p.Kg, p.vec_a);
+          }
+#pragma unroll
+          for (int i = 0; i < BN * BK / V / kThreads; ++i) {
+            int n, q;
+            L::run_mn(tid + i * kThreads, &n, &q);
+            copy_run_async(smem_u32(bs + L::at_mn(n, q)), x, s_x[st][q], c0 + n, p.Cg, p.vec_b);
+          }
+        } else if constexpr (kCL) {  // (16-bit only with 16-byte runs: use_pipeline)
           const int mv = (tid % A_TPR) * V;
 #pragma unroll
           for (int i = 0; i < BK / A_RPP; ++i) {
@@ -1334,8 +1368,8 @@ bool allow_tf32() { return cudnn_tf32_allowed(CudnnOp::kConv); }
 
 // RNNKERN_CONV_MMA (read per call): the tensor-core form. mma (default): mma.sync + ldmatrix;
 // wmma: the earlier WMMA tiles; wgmma: Hopper's warpgroup MMA for the forward / grad_input
-// gather kernel and the fp32 NCHW grad_weight where they run (sm_90 with an sm_90a build, the
-// cp.async ring's layouts; the rest stays on mma.sync). wgmma is opt-in until it has been
+// gather kernel and the grad_weight where they run (sm_90 with an sm_90a build, the cp.async
+// ring's layouts: fp32 any layout, 16-bit channels_last; the rest stays on mma.sync). wgmma is opt-in until it has been
 // measured on a GPU.
 enum class MmaForm { kMma, kWmma, kWgmma };
 MmaForm conv_mma_form() {
@@ -1536,8 +1570,16 @@ void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::Te
       if (use_pipeline(sizeof(T), cl, p.vec_a, p.vec_b, false)) {
         constexpr int S = kPipelineStages<T>;
         const auto run = [&](auto kernel, int bytes) { launch_with_dynamic_smem(kernel, grid, bytes, stream, p); };
-        if (cl) run(wgrad_kernel<T, P, true, S>, WgradTiles<T, P, true>::bytes(S));
-        else if constexpr (sizeof(T) == 4) {
+        if (cl) {
+          // 16-bit channels_last: both operands MN-major, wgmma's transposed form (RNNKERN_CONV_MMA=wgmma)
+          if constexpr (sizeof(T) == 2) {
+            if (use_wgmma(sizeof(T), cl, p.vec_a, p.vec_b, false)) {
+              run(wgrad_kernel<T, P, true, S, true>, WgmmaTiles<T, P>::bytes(S));
+              return;
+            }
+          }
+          run(wgrad_kernel<T, P, true, S>, WgradTiles<T, P, true>::bytes(S));
+        } else if constexpr (sizeof(T) == 4) {
           // fp32 NCHW: both operands K-major, so the wgmma form can take it (RNNKERN_CONV_MMA=wgmma)
           if (use_wgmma(sizeof(T), cl, p.vec_a, p.vec_b, false))
             run(wgrad_kernel<T, P, false, S, true>, WgmmaTiles<T, P>::bytes(S));

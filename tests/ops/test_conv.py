@@ -301,8 +301,8 @@ def test_cuda_tensor_core_form_env_is_checked(monkeypatch, var, value, message):
 @pytest.mark.parametrize("dtype,layout", [(torch.bfloat16, torch.channels_last), (torch.float32, torch.contiguous_format)])
 def test_cuda_wgmma_form_is_the_one_that_runs(monkeypatch, dtype, layout):
     """On an H100 / H200 with an sm_90a build, RNNKERN_CONV_MMA=wgmma launches the gather kernel's
-    wgmma instances (their templates end in `<..., stages, true>`) for the forward and grad_input,
-    and for fp32 NCHW the grad_weight, so test_cuda_tensor_core_forms' wgmma rows test what they name."""
+    wgmma instances (their templates end in `<..., stages, true>`) for the forward, grad_input and
+    grad_weight, so test_cuda_tensor_core_forms' wgmma rows test what they name."""
     from rnnkern import _build_info
     if torch.cuda.get_device_capability() != (9, 0) or "9.0a" not in _build_info.CUDA_ARCHS.split(";"):
         pytest.skip("wgmma needs an sm_90 GPU and an sm_90a build")
@@ -316,10 +316,10 @@ def test_cuda_wgmma_form_is_the_one_that_runs(monkeypatch, dtype, layout):
     gather = [n for n in names if "gather_conv_kernel" in n]
     assert sum(n.endswith(("4,true>(rnnkern::(anonymousnamespace)::GatherParams)",
                            "3,true>(rnnkern::(anonymousnamespace)::GatherParams)")) for n in gather) == 2, gather
-    # grad_weight: fp32 NCHW only (channels_last's operands are not K-major)
+    # grad_weight: K-major operands (fp32 NCHW) or MN-major ones (16-bit channels_last)
     wgrad = [n for n in names if "wgrad_kernel<" in n]
-    expect = 1 if dtype == torch.float32 and layout == torch.contiguous_format else 0
-    assert sum(n.endswith("3,true>(rnnkern::(anonymousnamespace)::WgradParams)") for n in wgrad) == expect, wgrad
+    assert sum(n.endswith(("3,true>(rnnkern::(anonymousnamespace)::WgradParams)",
+                           "4,true>(rnnkern::(anonymousnamespace)::WgradParams)")) for n in wgrad) == 1, wgrad
 
 
 @pytest.mark.parametrize("script", ["check_mma_fragments", "check_wgmma_layout"])
