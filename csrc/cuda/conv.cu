@@ -564,8 +564,9 @@ struct WgmmaMma {
 #pragma unroll
     for (int i = 0; i < 32; ++i) acc[i] = 0.f;
   }
-  // As: BM x BK, Bs: BN x BK, both in L's layout; every thread's copies into them have landed and
-  // been fenced for the async proxy (the caller's fence_proxy_async_shared + barrier).
+  // As: BM x BK, Bs: BN x BK, in L's layout (L::at, or L::at_mn where kTransA / kTransB); every
+  // thread's copies into them have landed and been fenced for the async proxy (the caller's
+  // fence_proxy_async_shared + barrier).
   __device__ void step(const T* As, const T* Bs) {
 #if RNNKERN_HAS_WGMMA
     const uint32_t a0 = smem_u32(As) + wg * 8 * L::kSbo, b0 = smem_u32(Bs);
@@ -1156,6 +1157,8 @@ __global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_ke
         T* bs = as + ATile::SIZE;
         if constexpr (kCL && kWg) {  // MN-major core matrices (16-bit, 16-byte runs: use_wgmma)
           using L = WgmmaLayout<T, BK>;
+          static_assert(BM % 32 == 0 && BN % 32 == 0 && (BM * BK / V) % kThreads == 0 && (BN * BK / V) % kThreads == 0,
+                        "run_mn: tiles of 32-row multiples, whole runs per thread");
 #pragma unroll
           for (int i = 0; i < BM * BK / V / kThreads; ++i) {
             int m, q;  // channels m ... m + 7 of pixel q
@@ -1367,9 +1370,10 @@ bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 bool allow_tf32() { return cudnn_tf32_allowed(CudnnOp::kConv); }
 
 // RNNKERN_CONV_MMA (read per call): the tensor-core form. mma (default): mma.sync + ldmatrix;
-// wmma: the earlier WMMA tiles; wgmma: Hopper's warpgroup MMA for the forward / grad_input
-// gather kernel and the grad_weight where they run (sm_90 with an sm_90a build, the cp.async
-// ring's layouts: fp32 any layout, 16-bit channels_last; the rest stays on mma.sync). wgmma is opt-in until it has been
+// wmma: the earlier WMMA tiles; wgmma: Hopper's warpgroup MMA where it runs (sm_90 with an sm_90a
+// build, on the cp.async ring): the forward / grad_input gather kernel for fp32 in any layout and
+// 16-bit channels_last, the grad_weight for fp32 NCHW and 16-bit channels_last (tf32 wgmma has no
+// transposed operands for fp32 channels_last); the rest stays on mma.sync. wgmma is opt-in until it has been
 // measured on a GPU.
 enum class MmaForm { kMma, kWmma, kWgmma };
 MmaForm conv_mma_form() {
