@@ -81,15 +81,32 @@ if BUILD_CUDA and torch.version.cuda is None:
 
 
 def cuda_arch_list():
-    """The archs to build, with sm_90 as sm_90a: Hopper's arch-specific features (wgmma, used by the
-    convolution engine's opt-in wgmma form) compile only for sm_90a, whose code runs on every sm_90
-    GPU (H100 / H200, the only ones)."""
-    archs = os.environ.get("TORCH_CUDA_ARCH_LIST")
-    if not archs and torch.cuda.is_available():
+    """(archs, ptx): the archs to build, sm_90 as sm_90a, and the extra nvcc flags for PTX.
+
+    Hopper's arch-specific features (wgmma, used by the convolution engine's opt-in wgmma form)
+    compile only for sm_90a, whose code runs on every sm_90 GPU (H100 / H200, the only ones). An
+    sm_90 cubin beside it would hold the same kernels without wgmma, so 9.0 is replaced, not
+    added to; "9.0+PTX" keeps its PTX (plain compute_90, for GPUs after Hopper) as an extra
+    -gencode. Entries are normalised as torch wants them ("90" -> "9.0"); named archs ("Hopper")
+    pass through to torch unchanged (then no sm_90a: the wgmma form is not built)."""
+    archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "")
+    if (not archs or archs == "native") and torch.cuda.is_available():
         caps = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
         archs = ";".join(f"{a}.{b}" for a, b in caps)
-    entries = (archs or "8.0;9.0").replace(",", ";").replace(" ", ";").split(";")
-    return ";".join("9.0a" if e in ("9.0", "90") else e for e in entries if e)
+    out, ptx = [], []
+    for entry in (archs or "8.0;9.0").replace(",", ";").replace(" ", ";").split(";"):
+        base, _, suffix = entry.partition("+")
+        if len(base) == 2 and base.isdigit():
+            base = f"{base[0]}.{base[1]}"
+        if base in ("9.0", "9.0a"):
+            if suffix:  # "+PTX"
+                ptx.append("-gencode=arch=compute_90,code=compute_90")
+            entry = "9.0a"
+        elif base:
+            entry = base + ("+" + suffix if suffix else "")
+        if entry and entry not in out:
+            out.append(entry)
+    return ";".join(out), ptx
 
 
 def write_build_info(cuda, archs):
@@ -122,13 +139,15 @@ def extension():
     cxx = ["-O3", "-fopenmp"]  # the C++ standard is torch's own choice (C++17 or C++20)
     define_macros = []
     if BUILD_CUDA:
-        os.environ["TORCH_CUDA_ARCH_LIST"] = cuda_arch_list()
+        os.environ["TORCH_CUDA_ARCH_LIST"], ptx = cuda_arch_list()
         cuda_sources = sorted(glob.glob("csrc/cuda/*.cu"))
         sources += cuda_sources
         define_macros.append(("WITH_CUDA", None))
         if "9.0a" in os.environ["TORCH_CUDA_ARCH_LIST"].split(";"):
             define_macros.append(("RNNKERN_WITH_SM90A", None))  # the host may launch sm_90a-only kernels
-        nvcc = ["-O3", "-lineinfo", "--expt-relaxed-constexpr",
+        else:
+            print("rnnkern setup: no sm_90a in the arch list: the convolution engine's wgmma form is not built")
+        nvcc = ptx + ["-O3", "-lineinfo", "--expt-relaxed-constexpr",
                 "-U__CUDA_NO_HALF_OPERATORS__", "-U__CUDA_NO_HALF_CONVERSIONS__",
                 "-U__CUDA_NO_BFLOAT16_CONVERSIONS__", "-U__CUDA_NO_HALF2_OPERATORS__"]
         write_build_info(True, os.environ["TORCH_CUDA_ARCH_LIST"])

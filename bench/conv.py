@@ -34,11 +34,12 @@ class Case:
     k: int = 3              # square kernel, 'same' padding d (k - 1) / 2
 
 
-# csrc/cuda/conv.cu's tensor-core forms other than the default (mma.sync + ldmatrix, one shared
-# stage behind a register prefetch), selected per call by environment variables
-VARIANTS = {"wmma": {"RNNKERN_CONV_MMA": "wmma"}, "cp.async": {"RNNKERN_CONV_PIPELINE": "1"},
-            "wgmma": {"RNNKERN_CONV_MMA": "wgmma"},  # forward / grad_input on Hopper's warpgroup MMA
-            "engine": {"RNNKERN_CONV_GEMM": "0"}}  # 1x1 on the implicit-GEMM engine instead of cuBLAS
+# Other forms of the same op, selected per call by environment variables (the default: mma.sync +
+# ldmatrix on the cp.async ring; GEMM-shaped convolutions on cuBLAS):
+VARIANTS = {"wmma": {"RNNKERN_CONV_MMA": "wmma"},         # the earlier WMMA tiles
+            "cp.async": {"RNNKERN_CONV_PIPELINE": "1"},   # the ring forced on (the default where it applies)
+            "wgmma": {"RNNKERN_CONV_MMA": "wgmma"},       # Hopper's warpgroup MMA on the ring (opt-in, sm_90a)
+            "engine": {"RNNKERN_CONV_GEMM": "0"}}         # a 1x1 convolution on the engine instead of cuBLAS
 
 GPU_CASES = (
     [Case(torch.float32, False, 8, 256, 256, 64, d) for d in (1, 2, 6, 12, 18)]
@@ -94,8 +95,8 @@ def cases(device: str, quick: bool) -> list[Bench]:
     for c in table:
         fmt = torch.channels_last if c.channels_last else torch.contiguous_format
         x = torch.randn(c.n, c.cin, c.hw, c.hw, device=device, dtype=c.dtype).contiguous(memory_format=fmt)
-        w = (torch.randn(c.cout, c.cin, c.k, c.k, device=device, dtype=c.dtype) / (c.k * c.k * c.cin) ** 0.5).contiguous(
-            memory_format=fmt)
+        w = torch.randn(c.cout, c.cin, c.k, c.k, device=device, dtype=c.dtype) / (c.k * c.k * c.cin) ** 0.5
+        w = w.contiguous(memory_format=fmt)
         d, p = c.dilation, c.dilation * (c.k - 1) // 2
         gy = torch.randn(c.n, c.cout, c.hw, c.hw, device=device, dtype=c.dtype).contiguous(memory_format=fmt)
         s, p4, dd = [1, 1], [p, p, p, p], [d, d]  # bound as lambda defaults below: each case its own

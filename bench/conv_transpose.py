@@ -83,10 +83,10 @@ def _benches(c: Case, device: str) -> list[Bench]:
 
     out = passes()
     if device == "cuda" and c.k == c.s and c.p == 0:
-        # kernel == stride is one GEMM on cuBLAS (csrc/conv_gemm.h): the same passes on the engine
+        # kernel <= stride, no padding: one GEMM on cuBLAS (csrc/conv_gemm.h); the same passes on the engine
         out += passes(" engine", RNNKERN_CONV_GEMM="0")
     if device == "cuda" and (c.k, c.s, c.p) == (4, 2, 1):
-        # forward / dgrad on the engine's gather kernel with Hopper's wgmma (opt-in, sm_90a)
+        # the three passes on the engine with Hopper's wgmma (opt-in, sm_90a)
         out += passes(" wgmma", RNNKERN_CONV_MMA="wgmma")
     if device == "cuda" and c.p == 0 and c.k % c.s == 0 and c.s % 4 == 0 and not c.channels_last:
         # the FCN upsamplers' block GEMMs against the general kernels they replaced (fwd, dgrad, wgrad)

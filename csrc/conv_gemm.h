@@ -134,16 +134,16 @@ void conv2d_backward_input_gemm(const at::Tensor& gy, const at::Tensor& w, const
   const at::Tensor wm = weight_matrix(w, g, cl);
   const int64_t M = g.N * g.OH * g.OW, J = g.C * g.KH * g.KW, P = g.OH * g.OW;
   // 1x1 stride 1 (then OH == H, OW == W): the product's rows are gx's own
-  const bool direct = g.KH * g.KW * g.sh * g.sw == 1;
+  const bool in_place = g.KH * g.KW * g.sh * g.sw == 1;
   at::Tensor cols;
   if (cl) {  // (pixels, J) = gy (pixels, K) Wm (K, J)
-    cols = direct ? gx.permute({0, 2, 3, 1}).view({M, g.C}) : at::empty({M, J}, gy.options());
+    cols = in_place ? gx.permute({0, 2, 3, 1}).view({M, g.C}) : at::empty({M, J}, gy.options());
     gemm(cols, gy.permute({0, 2, 3, 1}).reshape({M, g.K}), wm, 0.f);
   } else {  // per image (J, pixels) = Wm^T (J, K) gy_n (K, pixels)
-    cols = direct ? gx.view({g.N, g.C, P}) : at::empty({g.N, J, P}, gy.options());
+    cols = in_place ? gx.view({g.N, g.C, P}) : at::empty({g.N, J, P}, gy.options());
     gemm(cols, wm.t().unsqueeze(0).expand({g.N, J, g.K}), gy.view({g.N, g.K, P}), 0.f);
   }
-  if (direct) return;
+  if (in_place) return;
   // the patches tile gx exactly, or what none covers (gaps, the last rows / columns) is zero
   if (g.KH != g.sh || g.KW != g.sw || g.OH * g.sh != g.H || g.OW * g.sw != g.W) gx.zero_();
   const at::Tensor dst = patch_view(gx, g.OH, g.OW, g.KH, g.KW, g.sh, g.sw);
@@ -165,10 +165,10 @@ void conv2d_backward_weight_gemm(const at::Tensor& gy, const at::Tensor& x, cons
                             : gy.view({g.N, g.K, g.OH * g.OW}).permute({0, 2, 1}).reshape({M, g.K});
   const at::Tensor A = patches(x, g, cl, /*pixel_rows=*/true);  // (pixels, J)
   // entries (c, kh, kw) are the weight's own order; channels_last's (kh, kw, c) are permuted after
-  const bool direct = !cl || (g.KH == 1 && g.KW == 1);
-  at::Tensor out = direct ? gw.view({g.K, J}) : at::empty({g.K, J}, gw.options());
+  const bool in_place = !cl || (g.KH == 1 && g.KW == 1);
+  at::Tensor out = in_place ? gw.view({g.K, J}) : at::empty({g.K, J}, gw.options());
   gemm(out, gy2.t(), A, 0.f);
-  if (!direct) gw.copy_(out.view({g.K, g.KH, g.KW, g.C}).permute({0, 3, 1, 2}));
+  if (!in_place) gw.copy_(out.view({g.K, g.KH, g.KW, g.C}).permute({0, 3, 1, 2}));
 }
 
 // The transposed convolution with kernel <= stride, no padding, one group (the conv2d of this file
@@ -181,21 +181,21 @@ void conv_transpose2d_forward_gemm(const at::Tensor& x, const at::Tensor& w, con
   using namespace conv_gemm;
   const int64_t N = x.size(0), Ci = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t Co = w.size(1), KH = w.size(2), KW = w.size(3), M = N * H * W, J = Co * KH * KW;
-  const bool direct = KH * KW * sh * sw == 1 && y.size(2) == H && y.size(3) == W;  // y's pixels are x's
+  const bool in_place = KH * KW * sh * sw == 1 && y.size(2) == H && y.size(3) == W;  // y's pixels are x's
   // the bias goes into the product (beta = 1), once per (kh, kw) entry, so 16-bit outputs round once
   std::optional<at::Tensor> bias_j;
   if (bias) bias_j = cl ? bias->repeat({KH * KW}) : bias->repeat_interleave(KH * KW);
   at::Tensor cols;
   if (cl) {  // (pixels, (kh, kw, co)) = x (pixels, C_in) Wt (C_in, (kh, kw, co))
-    cols = direct ? y.permute({0, 2, 3, 1}).view({M, Co}) : at::empty({M, J}, x.options());
+    cols = in_place ? y.permute({0, 2, 3, 1}).view({M, Co}) : at::empty({M, J}, x.options());
     gemm(cols, x.permute({0, 2, 3, 1}).reshape({M, Ci}), w.permute({0, 2, 3, 1}).reshape({Ci, J}),
          fill_bias(cols, bias_j, 1) ? 1.f : 0.f);
   } else {  // per image ((co, kh, kw), pixels) = Wt^T (J, C_in) x_n (C_in, pixels)
-    cols = direct ? y.view({N, Co, H * W}) : at::empty({N, J, H * W}, x.options());
+    cols = in_place ? y.view({N, Co, H * W}) : at::empty({N, J, H * W}, x.options());
     gemm(cols, unit_stride(w.reshape({Ci, J})).t().unsqueeze(0).expand({N, J, Ci}), x.view({N, Ci, H * W}),
          fill_bias(cols, bias_j, 1) ? 1.f : 0.f);
   }
-  if (direct) return;
+  if (in_place) return;
   // what no patch covers (gaps between them, output_padding's rows / columns) is the bias alone
   if (KH != sh || KW != sw || y.size(2) != H * sh || y.size(3) != W * sw) {
     if (bias) y.copy_(bias->view({1, Co, 1, 1}).expand_as(y));

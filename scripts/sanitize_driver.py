@@ -169,7 +169,7 @@ def conv_transpose(dev):
         RF.conv_transpose2d(x, torch.randn(16, 8, 16, 16, device=dev, dtype=dtype), None, 8)
         RF.conv_transpose2d(x, torch.randn(16, 8, 2, 2, device=dev, dtype=dtype), None, 2)
     del os.environ["RNNKERN_CONV_PIPELINE"], os.environ["RNNKERN_CONV_GEMM"]
-    # kernel == stride on cuBLAS (csrc/conv_gemm.h): every dtype and layout, patches with a
+    # kernel <= stride on cuBLAS (csrc/conv_gemm.h): every dtype and layout, patches with a
     # leftover row / column, 1x1, and the transposed convolution with and without a bias
     for fmt in (torch.contiguous_format, torch.channels_last):
         for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):

@@ -83,7 +83,10 @@ inline void cublas_gemm(at::Tensor& C, const at::Tensor& A, const at::Tensor& B,
   cudaDataType_t type;
   cublasComputeType_t compute;
   switch (C.scalar_type()) {
-    case at::kFloat: type = CUDA_R_32F; compute = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F_PEDANTIC; break;
+    case at::kFloat:
+      type = CUDA_R_32F;
+      compute = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F_PEDANTIC;
+      break;
     case at::kDouble: type = CUDA_R_64F; compute = CUBLAS_COMPUTE_64F; break;
     case at::kHalf: type = CUDA_R_16F; compute = CUBLAS_COMPUTE_32F; break;
     case at::kBFloat16: type = CUDA_R_16BF; compute = CUBLAS_COMPUTE_32F; break;

@@ -1774,7 +1774,9 @@ at::Tensor conv2d_backward_input_cuda(const at::Tensor& grad_output, const at::T
   p.bias = nullptr;
   p.out = gx.data_ptr();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "conv2d_backward_input_cuda",
-                                  [&] { launch_gather<typename NativeOf<scalar_t>::type>(p, wt, cl, true, sizeof(scalar_t)); });
+                                  [&] {
+                                    launch_gather<typename NativeOf<scalar_t>::type>(p, wt, cl, true, sizeof(scalar_t));
+                                  });
   return gx;
 }
 

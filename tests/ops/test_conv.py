@@ -258,6 +258,12 @@ def test_cuda_large_tile_shapes(strict_fp32):
                  torch.float32, layout=layout)
 
 
+def _wgmma_runs() -> bool:
+    """RNNKERN_CONV_MMA=wgmma takes effect: an sm_90 GPU and an sm_90a build (setup.py)."""
+    from rnnkern import _build_info
+    return torch.cuda.get_device_capability() == (9, 0) and "9.0a" in (_build_info.CUDA_ARCHS or "").split(";")
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("form", ["mma", "wmma", "mma-pipelined", "wgmma-pipelined"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
@@ -266,13 +272,16 @@ def test_cuda_tensor_core_forms(monkeypatch, form, dtype, layout):
     """Every form of the tensor-core tiles: mma.sync + ldmatrix fed by the cp.async pipeline (the
     default; fp32 in any layout, 16-bit channels_last with 16-byte channel runs, the rest as
     without it), the same without it (RNNKERN_CONV_PIPELINE=0), WMMA (RNNKERN_CONV_MMA=wmma) and
-    Hopper's wgmma for the gather kernel (RNNKERN_CONV_MMA=wgmma, on the ring; elsewhere mma.sync), in tf32
+    Hopper's wgmma (RNNKERN_CONV_MMA=wgmma, on the ring: forward / grad_input, and grad_weight for fp32
+    NCHW and 16-bit channels_last; skipped without an sm_90 GPU and an sm_90a build), in tf32
     (torch's default cudnn.allow_tf32) and 16-bit, NCHW and channels_last. Forward / grad_input /
     grad_weight between them stage every shared-tile layout the fragment loads handle (A as
     [m][k] or [k][m], B as [k][n] or [n][k]). Shapes span several tiles in every GEMM dimension,
     with ragged edges, a large dilation (skipped taps), a strided grad_input (stride phases) and
     channel counts that break the 16-byte runs (element-wise copies)."""
     assert torch.backends.cudnn.allow_tf32
+    if form.startswith("wgmma") and not _wgmma_runs():
+        pytest.skip("wgmma needs an sm_90 GPU and an sm_90a build (elsewhere the rows would re-run mma.sync)")
     monkeypatch.setenv("RNNKERN_CONV_MMA", form.removesuffix("-pipelined"))
     monkeypatch.setenv("RNNKERN_CONV_PIPELINE", "1" if form.endswith("-pipelined") else "0")
     cases = [((3, 72, 37, 41), (136, 72, 3, 3), dict(padding=6, dilation=6)),
@@ -303,8 +312,7 @@ def test_cuda_wgmma_form_is_the_one_that_runs(monkeypatch, dtype, layout):
     """On an H100 / H200 with an sm_90a build, RNNKERN_CONV_MMA=wgmma launches the gather kernel's
     wgmma instances (their templates end in `<..., stages, true>`) for the forward, grad_input and
     grad_weight, so test_cuda_tensor_core_forms' wgmma rows test what they name."""
-    from rnnkern import _build_info
-    if torch.cuda.get_device_capability() != (9, 0) or "9.0a" not in _build_info.CUDA_ARCHS.split(";"):
+    if not _wgmma_runs():
         pytest.skip("wgmma needs an sm_90 GPU and an sm_90a build")
     monkeypatch.setenv("RNNKERN_CONV_MMA", "wgmma")
     x = torch.randn(2, 64, 20, 20, device="cuda", dtype=dtype).contiguous(memory_format=layout).requires_grad_()
