@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "conv_common.h"
+#include "ops.h"
 
 namespace rnnkern {
 
@@ -35,9 +36,17 @@ inline bool conv_gemm_requested(bool default_on) { return env_switch("RNNKERN_CO
 
 // A convolution this file computes: kernel <= stride (patches that do not overlap), no padding, one
 // group. Dilation is allowed only where it changes nothing (a 1-tap dimension).
+inline bool gemm_shaped(int64_t groups, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t dh, int64_t dw,
+                        bool padded) {
+  return groups == 1 && kh <= sh && kw <= sw && !padded && (dh == 1 || kh == 1) && (dw == 1 || kw == 1);
+}
 inline bool conv2d_is_gemm(const ConvGeometry& g) {
-  return g.G == 1 && g.KH <= g.sh && g.KW <= g.sw && g.pt == 0 && g.pl == 0 && g.pb == 0 && g.pr == 0 &&
-         (g.dh == 1 || g.KH == 1) && (g.dw == 1 || g.KW == 1);
+  return gemm_shaped(g.G, g.KH, g.KW, g.sh, g.sw, g.dh, g.dw, g.pt || g.pl || g.pb || g.pr);
+}
+// The transposed convolution read the same way (output_padding only adds rows / columns no patch
+// covers).
+inline bool conv_transpose2d_is_gemm(const ConvT2dGeometry& g) {
+  return gemm_shaped(g.G, g.kH, g.kW, g.sH, g.sW, g.dH, g.dW, g.pH || g.pW);
 }
 
 namespace conv_gemm {

@@ -119,11 +119,6 @@ struct ConvT2dGeometry {
   bool conv_maps_back() const {
     return (OH + 2 * pH - dH * (kH - 1) - 1) / sH + 1 == H && (OW + 2 * pW - dW * (kW - 1) - 1) / sW + 1 == W;
   }
-  // kernel <= stride (patches that do not overlap), no padding, one group: one matrix product
-  // (conv_gemm.h)
-  bool is_gemm() const {
-    return G == 1 && kH <= sH && kW <= sW && pH == 0 && pW == 0 && (dH == 1 || kH == 1) && (dW == 1 || kW == 1);
-  }
 };
 // Checks sizes and arguments (errors name the op and the argument); defined in the CPU file.
 ConvT2dGeometry conv_transpose2d_geometry(const char* op, at::IntArrayRef input_size, at::IntArrayRef weight_size,
@@ -157,7 +152,7 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cuda(
     at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation,
     bool bias_grad);
 // Defined in csrc/cuda/conv.cu: the transposed convolution's forward as one cuBLAS product where it
-// is one (ConvT2dGeometry::is_gemm, conv_gemm.h) and RNNKERN_CONV_GEMM allows: writes `output`
+// is one (conv_transpose2d_is_gemm, conv_gemm.h) and RNNKERN_CONV_GEMM allows: writes `output`
 // (allocated, (N, C_out, OH, OW), dense in the input's layout) and returns true; false (nothing
 // written) otherwise.
 bool conv_transpose2d_forward_gemm_cuda(const at::Tensor& input, const at::Tensor& weight,

@@ -330,7 +330,7 @@ at::Tensor conv_transpose2d_forward_cpu(const at::Tensor& input, const at::Tenso
   }
   at::Tensor output = at::empty({g.N, g.Cout, g.OH, g.OW}, input.options().memory_format(format_of(cl)));
   if (output.numel() == 0) return output;
-  if (conv_gemm_requested(false) && g.is_gemm()) {
+  if (conv_gemm_requested(false) && conv_transpose2d_is_gemm(g)) {
     const std::optional<at::Tensor> b =
         bias.has_value() ? std::optional<at::Tensor>(bias->detach().contiguous()) : std::nullopt;
     conv_transpose2d_forward_gemm(input.detach().contiguous(format_of(cl)), weight.detach(), b, g.sH, g.sW, cl,

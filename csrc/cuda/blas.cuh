@@ -16,10 +16,11 @@
 
 namespace rnnkern {
 
-// A matrix of r x c (row-major indexing) with strides (sr, sc) as a cuBLAS column-major operand:
-// rows contiguous -> the memory is X^T column-major (op N); columns contiguous -> X column-major
-// (op T). False: neither (the caller makes it contiguous).
-inline bool blas_view(int64_t r, int64_t c, int64_t sr, int64_t sc, cublasOperation_t* op, int64_t* ld) {
+// The last two dims of X, a matrix of r x c (row-major indexing), as a cuBLAS column-major
+// operand: rows contiguous -> the memory is X^T column-major (op N); columns contiguous -> X
+// column-major (op T). False: neither (the caller makes it contiguous).
+inline bool blas_view(const at::Tensor& X, cublasOperation_t* op, int64_t* ld) {
+  const int64_t d = X.dim(), r = X.size(d - 2), c = X.size(d - 1), sr = X.stride(d - 2), sc = X.stride(d - 1);
   if (c <= 1 || sc == 1) {
     const int64_t s = r <= 1 ? std::max<int64_t>(1, c) : sr;
     if (s >= std::max<int64_t>(1, c)) {
@@ -37,10 +38,6 @@ inline bool blas_view(int64_t r, int64_t c, int64_t sr, int64_t sc, cublasOperat
     }
   }
   return false;
-}
-inline bool blas_view(const at::Tensor& X, cublasOperation_t* op, int64_t* ld) {
-  const int64_t d = X.dim();
-  return blas_view(X.size(d - 2), X.size(d - 1), X.stride(d - 2), X.stride(d - 1), op, ld);
 }
 
 // C = A B + beta C for 2-D operands (m x k, k x n, m x n), or 3-D ones with one batch size: a

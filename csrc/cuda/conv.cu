@@ -1682,7 +1682,8 @@ bool gemm_sizes_fit(int64_t pixels, int64_t entries, int64_t channels) {
   return pixels <= kMax && entries <= kMax && channels <= kMax;
 }
 bool gemm_route(const ConvGeometry& g) {
-  return conv2d_is_gemm(g) && conv_gemm_requested(true) && gemm_sizes_fit(g.N * g.OH * g.OW, g.C * g.KH * g.KW, g.K);
+  return conv2d_is_gemm(g) && conv_gemm_requested(true) &&
+         gemm_sizes_fit(g.N * g.OH * g.OW, g.C * g.KH * g.KW, g.K);
 }
 
 }  // namespace
@@ -1832,7 +1833,8 @@ void conv_transpose2d_forward_gather_cuda(const at::Tensor& input, const at::Ten
 bool conv_transpose2d_forward_gemm_cuda(const at::Tensor& input, const at::Tensor& weight,
                                         const std::optional<at::Tensor>& bias, const ConvT2dGeometry& t,
                                         at::Tensor& output) {
-  if (!t.is_gemm() || !conv_gemm_requested(true) || !gemm_sizes_fit(t.N * t.H * t.W, t.Cout * t.kH * t.kW, t.Cin))
+  if (!conv_transpose2d_is_gemm(t) || !conv_gemm_requested(true) ||
+      !gemm_sizes_fit(t.N * t.H * t.W, t.Cout * t.kH * t.kW, t.Cin))
     return false;
   const at::cuda::OptionalCUDAGuard guard(device_of(input));
   const bool cl = conv_channels_last(input);
