@@ -44,9 +44,10 @@ CUDA_CHECK_ARCHS ?= 8.0;9.0
 cuda-check: install
 	@mkdir -p build
 	@echo "compiling + linking the CUDA kernels for $(CUDA_CHECK_ARCHS); log: build/pip-cuda.log"
-	@FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$(CUDA_CHECK_ARCHS)" $(PIP) install -v --no-build-isolation -e . \
+	@FORCE_CUDA=1 RNNKERN_PTXAS_REPORT=1 TORCH_CUDA_ARCH_LIST="$(CUDA_CHECK_ARCHS)" $(PIP) install -v --no-build-isolation -e . \
 	  > build/pip-cuda.log 2>&1 || { grep -E "error" build/pip-cuda.log | head -n 40; tail -n 40 build/pip-cuda.log; exit 1; }
 	$(VPY) -c "import rnnkern; i = rnnkern.info(); assert i['cuda_kernels_compiled'], i; print('CUDA kernels compiled and linked for', i['cuda_archs'])"
+	$(VPY) scripts/check_ptxas_report.py build/pip-cuda.log
 
 clean:
 	rm -rf build rnnkern/_C*.so rnnkern/_build_info.py *.egg-info

@@ -150,6 +150,8 @@ def extension():
         nvcc = ptx + ["-O3", "-lineinfo", "--expt-relaxed-constexpr",
                 "-U__CUDA_NO_HALF_OPERATORS__", "-U__CUDA_NO_HALF_CONVERSIONS__",
                 "-U__CUDA_NO_BFLOAT16_CONVERSIONS__", "-U__CUDA_NO_HALF2_OPERATORS__"]
+        if os.environ.get("RNNKERN_PTXAS_REPORT") == "1":  # registers, spills, wgmma serialisation
+            nvcc.append("-Xptxas=-v")  # (make cuda-check: scripts/check_ptxas_report.py reads it)
         write_build_info(True, os.environ["TORCH_CUDA_ARCH_LIST"])
         print(f"rnnkern setup: building CPU + CUDA kernels for archs {os.environ['TORCH_CUDA_ARCH_LIST']} "
               f"({len(cpu_sources)} .cpp, {len(cuda_sources)} .cu), MAX_JOBS={os.environ.get('MAX_JOBS', 'auto')}")

@@ -321,20 +321,20 @@ struct WmmaMma {
 
 // cp.async counterpart of load_run: the run base[off + j ...] into shared memory at dst, one
 // 16-byte copy when `vec`, else 4-byte copies per element (fp32 only: cp.async has no 2-byte
-// form, so 16-bit callers run only with `vec`); zeros for off < 0 and past `limit` in j.
+// form, so the host runs 16-bit ring kernels only with `vec`: use_pipeline, use_wgmma); zeros for
+// off < 0 and past `limit` in j. 16-bit copies 16 bytes whatever `vec` says: a __trap() on the
+// other branch, a divergent exit, made ptxas serialise every wgmma of the kernels (C7518).
 template <typename T>
 __device__ __forceinline__ void copy_run_async(uint32_t dst, const T* base, long long off, int j, int limit, bool vec) {
-  if (vec) {
+  if (sizeof(T) != 4 || vec) {
     const bool ok = off >= 0 && j < limit;
     cp_async16(dst, ok ? base + off + j : base, ok);
-  } else if constexpr (sizeof(T) == 4) {
+  } else {
 #pragma unroll
     for (int e = 0; e < Vec16<T>::N; ++e) {
       const bool ok = off >= 0 && j + e < limit;
       cp_async4(dst + 4 * e, ok ? base + off + j + e : base, ok);
     }
-  } else {
-    __trap();
   }
 }
 
@@ -550,6 +550,11 @@ struct WgmmaLayout {
   }
 };
 
+// k-steps whose wgmma may still run when WgmmaMma::step returns: the kernels keep that many ring
+// stages beyond their copies' untouched (kWgmmaStages), so the tensor cores multiply one k-step
+// while the warpgroup issues the next instead of idling through each one's latency.
+constexpr int kWgmmaInFlight = 1;
+
 // kTransA / kTransB: that tile is MN-major (WgmmaLayout::at_mn; 16-bit), else K-major.
 template <typename T, int BK, int LDA, int LDB, bool A_MK, bool B_KN, bool kMContig, bool kTransA = false,
           bool kTransB = false>
@@ -577,7 +582,7 @@ struct WgmmaMma {
       wgmma_m64n64<T, kTransA, kTransB>(acc, wgmma_desc(a0 + ks * 256, L::kLbo, L::kSbo),
                                         wgmma_desc(b0 + ks * 256, L::kLbo, L::kSbo));
     wgmma_commit();
-    wgmma_wait<0>();  // the stage may be refilled after the next barrier
+    wgmma_wait<kWgmmaInFlight>();  // the previous k-step's stage is read: refillable after the next barrier
     wgmma_pin(acc);
 #else
     __trap();  // the host launches this form only on sm_90 with an sm_90a build
@@ -585,6 +590,10 @@ struct WgmmaMma {
   }
   // As MmaSyncMma's: staged through shared memory and emitted coalesced for the output layout.
   template <class Emit> __device__ void epilogue(unsigned char* smem, Emit&& emit, bool m_contig = kMContig) {
+#if RNNKERN_HAS_WGMMA
+    wgmma_wait<0>();  // the last k-steps' products are in acc (and their stages, which Cs aliases, read)
+    wgmma_pin(acc);
+#endif
     const int g = lane / 4, t = lane % 4;
     epilogue_from_pairs(smem, m_contig, [&](auto&& put) {
 #pragma unroll
@@ -615,6 +624,11 @@ struct WgmmaTiles {
 template <typename T, Path P, bool kCL, bool kTrans, int kStages = 1, bool kWg = false>
 __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParams p) {
   static_assert(!kWg || kStages > 1, "the wgmma form runs on the cp.async ring");
+  // The ring: kAhead k-steps of copies in flight, kLag of MMAs (wgmma's asynchronous k-step),
+  // one stage being multiplied.
+  constexpr int kLag = kWg ? kWgmmaInFlight : 0;
+  constexpr int kAhead = kStages - 1 - kLag;
+  static_assert(kStages == 1 || kAhead >= 1, "too few stages for the MMAs in flight");
   using C = Cfg<T, P>;
   constexpr int BK = C::BK, V = C::V;
   using Tiles = std::conditional_t<kWg, WgmmaTiles<T, P>, GatherTiles<T, P, kCL>>;
@@ -897,17 +911,19 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
         }
       };
       // Iteration i copies the next k-step (ltap, lc0), if any, into stage `fill` and, from
-      // i = kStages - 1 on, multiplies the k-step copied kStages - 1 iterations earlier (stage
-      // `stage`). Every iteration commits one cp.async group, empty or not, so that
-      // wait_group<kStages - 2> always means "the oldest uncomputed k-step has landed".
+      // i = kAhead on, multiplies the k-step copied kAhead iterations earlier (stage `stage`).
+      // Every iteration commits one cp.async group, empty or not, so that wait_group<kAhead - 1>
+      // always means "the oldest uncomputed k-step has landed". The stage filled in iteration i
+      // was last multiplied in iteration i - 1 - kLag, which mma.step has waited for by the end
+      // of iteration i - 1 (wgmma: in its own warpgroup; the barrier covers the other one).
       int ltap = find_tap(0), lc0 = 0;
       const T* wtap = ltap < ntaps ? tap_weights(ltap) : wt;  // the weights of tap ltap
       int pending = 0, fill = 0, stage = 0;  // k-steps copied but not yet multiplied; ring positions
 #pragma unroll 1
       for (int i = 0; ltap < ntaps || pending > 0; ++i) {
-        const bool multiply = i >= kStages - 1;
+        const bool multiply = i >= kAhead;
         if (multiply) {
-          cp_async_wait<kStages - 2>();  // this thread's copies of the oldest k-step have landed ...
+          cp_async_wait<kAhead - 1>();  // this thread's copies of the oldest k-step have landed ...
 #if RNNKERN_HAS_WGMMA
           if constexpr (kWg) fence_proxy_async_shared();  // ... are visible to wgmma's reads ...
 #endif
@@ -1009,6 +1025,10 @@ template <typename T, Path P, bool kCL, int kStages = 1, bool kWg = false>
 __global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_kernel(const WgradParams p) {
   static_assert(!kWg || (kStages > 1 && (kCL ? sizeof(T) == 2 : sizeof(T) == 4)),
                 "the wgmma grad_weight: fp32 NCHW or 16-bit channels_last, on the ring");
+  // the ring as gather_conv_kernel's: kAhead k-steps of copies and kLag of MMAs in flight
+  constexpr int kLag = kWg ? kWgmmaInFlight : 0;
+  constexpr int kAhead = kStages - 1 - kLag;
+  static_assert(kStages == 1 || kAhead >= 1, "too few stages for the MMAs in flight");
   using C = Cfg<T, P>;
   constexpr int BK = C::BK, V = C::V;
   using Tiles = std::conditional_t<kWg, WgmmaTiles<T, P>, WgradTiles<T, P, kCL>>;
@@ -1212,16 +1232,17 @@ __global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_ke
           __trap();  // 16-bit NCHW stays on kStages == 1 (no 2-byte cp.async)
         }
       };
-      // Iteration i copies k-step s_begin + i (if any) and, from i = kStages - 1 on, multiplies
-      // k-step s_begin + i - (kStages - 1); one cp.async group per iteration, as in the gather
-      // kernel. The tables of the next k-step to copy are built one iteration ahead, into a set
-      // last read kStages - 1 iterations earlier, so the loop's one barrier orders every use.
+      // Iteration i copies k-step s_begin + i (if any) and, from i = kAhead on, multiplies k-step
+      // s_begin + i - kAhead; one cp.async group per iteration, as in the gather kernel (stage
+      // i % kStages was last multiplied in iteration i - 1 - kLag). The tables of the next k-step
+      // to copy are built one iteration ahead, into a set last read kStages - 1 iterations
+      // earlier, so the loop's one barrier orders every use.
       const int n_steps = static_cast<int>(s_end - s_begin);
       tables(s_begin, 0);
 #pragma unroll 1
-      for (int i = 0; i < n_steps + kStages - 1; ++i) {
-        const int mul = i - (kStages - 1);  // k-step (from s_begin) multiplied here, if >= 0
-        if (mul >= 0) cp_async_wait<kStages - 2>();
+      for (int i = 0; i < n_steps + kAhead; ++i) {
+        const int mul = i - kAhead;  // k-step (from s_begin) multiplied here, if >= 0
+        if (mul >= 0) cp_async_wait<kAhead - 1>();
 #if RNNKERN_HAS_WGMMA
         if constexpr (kWg) fence_proxy_async_shared();  // the landed copies visible to wgmma's reads
 #endif
@@ -1389,6 +1410,9 @@ bool use_wmma() { return conv_mma_form() == MmaForm::kWmma; }
 
 // Shared stages of the cp.async pipeline: tf32 3 x 27 KB, 16-bit 4 x 15 KB (two blocks an SM).
 template <typename T> constexpr int kPipelineStages = sizeof(T) == 4 ? 3 : 4;
+// The wgmma form's ring: one stage more, held by the k-step whose wgmma is still running
+// (kWgmmaInFlight), at the same copy distance. fp32 4 x 24 KB, 16-bit 5 x 12 KB.
+template <typename T> constexpr int kWgmmaStages = kPipelineStages<T> + kWgmmaInFlight;
 
 // The gather and grad-weight kernels' mma.sync paths fill a ring of shared stages with cp.async
 // (kStages > 1) instead of one stage behind a register prefetch, on sm_80+, where the loads allow
@@ -1463,11 +1487,11 @@ bool use_wgmma(size_t elem_size, bool cl, bool vec_a, bool vec_bk, bool shuffled
 #endif
 }
 
-// gather_conv_kernel's wgmma form, kPipelineStages<T> stages; p.wt is the weight K-major
+// gather_conv_kernel's wgmma form, kWgmmaStages<T> stages; p.wt is the weight K-major
 // (G, taps, Nn, R) and p.vec_b says its rows run in 16-byte copies.
 template <typename T, Path P>
 void launch_gather_wgmma(const GatherParams& p, bool cl, bool trans, dim3 grid, cudaStream_t stream) {
-  constexpr int S = kPipelineStages<T>;
+  constexpr int S = kWgmmaStages<T>;
   const int bytes = WgmmaTiles<T, P>::bytes(S);
   const auto run = [&](auto kernel) { launch_with_dynamic_smem(kernel, grid, bytes, stream, p); };
   if (cl) {
@@ -1578,7 +1602,8 @@ void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::Te
           // 16-bit channels_last: both operands MN-major, wgmma's transposed form (RNNKERN_CONV_MMA=wgmma)
           if constexpr (sizeof(T) == 2) {
             if (use_wgmma(sizeof(T), cl, p.vec_a, p.vec_b, false)) {
-              run(wgrad_kernel<T, P, true, S, true>, WgmmaTiles<T, P>::bytes(S));
+              constexpr int SW = kWgmmaStages<T>;
+              run(wgrad_kernel<T, P, true, SW, true>, WgmmaTiles<T, P>::bytes(SW));
               return;
             }
           }
@@ -1586,7 +1611,7 @@ void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::Te
         } else if constexpr (sizeof(T) == 4) {
           // fp32 NCHW: both operands K-major, so the wgmma form can take it (RNNKERN_CONV_MMA=wgmma)
           if (use_wgmma(sizeof(T), cl, p.vec_a, p.vec_b, false))
-            run(wgrad_kernel<T, P, false, S, true>, WgmmaTiles<T, P>::bytes(S));
+            run(wgrad_kernel<T, P, false, kWgmmaStages<T>, true>, WgmmaTiles<T, P>::bytes(kWgmmaStages<T>));
           else
             run(wgrad_kernel<T, P, false, S>, WgradTiles<T, P, false>::bytes(S));
         }
