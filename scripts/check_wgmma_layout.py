@@ -6,7 +6,7 @@ numpy:
 - a model of wgmma reading its operands through our descriptors (the canonical K-major unswizzled
   layout, CuTe's ((8,m),(T,2)):((1T,SBO),(1,LBO)) in 16-byte units, T = 16 / element size)
   multiplies what was written;
-- WgmmaMma's epilogue lands every accumulator of the 128 x 64 block tile once;
+- WgmmaMma's epilogue lands every accumulator of the 128 x 64 or 128 x 128 block tile once;
 - the 16-bit channels_last grad_weight's MN-major tiles (wgmma's transposed operands, CuTe's
   ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO))) likewise: copies, banks, product.
 Both element sizes (16-bit, fp32 as tf32). No GPU needed; a mismatch names the case.
@@ -21,7 +21,8 @@ import numpy as np
 BM, BN, BK, THREADS = 128, 64, 32, 256
 
 
-def check(elem: int, channels_last: bool) -> None:
+def check(elem: int, channels_last: bool, tn: int) -> None:
+    """The gather kernel's tiles at BM x tn (gather_wgmma_n: 64 or 128), and the fp32 NCHW grad_weight's."""
     V = 16 // elem                       # elements per 16-byte run
     SBO, LBO = BK * elem * 8, 128        # WgmmaLayout::kSbo / kLbo
     steps = BK * elem // 32              # WgmmaLayout::kSteps: 32 bytes of k per instruction
@@ -42,7 +43,7 @@ def check(elem: int, channels_last: bool) -> None:
             assert banks == list(range(32)), ("bank conflict", elem, starts[w:w + 8])
 
     rng = np.random.default_rng(0)
-    A, B = rng.standard_normal((BM, BK)), rng.standard_normal((BK, BN))
+    A, B = rng.standard_normal((BM, BK)), rng.standard_normal((BK, tn))
     sa, hits_a = np.full(BM * BK, np.nan), np.zeros(BM * BK, int)
     a_per = BM * BK // THREADS
     for tid in range(THREADS):           # issue(): the A copies
@@ -58,16 +59,16 @@ def check(elem: int, channels_last: bool) -> None:
                 sa[at(m, k)] = A[m, k]
                 hits_a[at(m, k)] += 1
     assert (hits_a == 1).all(), ("A coverage", elem, channels_last)
-    sb, hits_b = np.full(BN * BK, np.nan), np.zeros(BN * BK, int)
+    sb, hits_b = np.full(tn * BK, np.nan), np.zeros(tn * BK, int)
     kv_runs = BK // V
     for tid in range(THREADS):           # issue(): the K-major B rows, 16-byte runs along k
-        for i in range(BN * kv_runs // THREADS):
+        for i in range(tn * kv_runs // THREADS):
             n, kv = run(tid + i * THREADS)
             for e in range(V):
                 sb[at(n, kv) + e] = B[kv + e, n]
                 hits_b[at(n, kv) + e] += 1
     assert (hits_b == 1).all(), ("B coverage", elem)
-    for i in range(BN * kv_runs // THREADS):  # a warp's stores, eight threads a wavefront
+    for i in range(tn * kv_runs // THREADS):  # a warp's stores, eight threads a wavefront
         banks_ok([at(*run(tid + i * THREADS)) for tid in range(THREADS)])
     if channels_last:
         for i in range(a_per // V):
@@ -98,23 +99,23 @@ def check(elem: int, channels_last: bool) -> None:
                         hits[b] += 1
             assert (hits == 1).all(), ("wgrad coverage", rows)
 
-    D = np.zeros((BM, BN))
+    D = np.zeros((BM, tn))
     for wg in range(2):                  # WgmmaMma::step: warpgroup wg takes rows 64 wg ...
         for ks in range(steps):
             a = operand(sa, wg * 8 * SBO + ks * 256, 64)
-            b = operand(sb, ks * 256, BN)
+            b = operand(sb, ks * 256, tn)
             D[wg * 64:(wg + 1) * 64] += a @ b.T
-    assert np.allclose(D, A @ B), ("product", elem, channels_last)
+    assert np.allclose(D, A @ B), ("product", elem, channels_last, tn)
 
-    seen = np.zeros((BM, BN), int)       # WgmmaMma::epilogue: register 4j + 2h (+1) -> (m, n (+1))
+    seen = np.zeros((BM, tn), int)       # WgmmaMma::epilogue: register 4j + 2h (+1) -> (m, n (+1))
     for tid in range(THREADS):
         wg, warp, lane = tid // 128, tid // 32 % 4, tid % 32
-        for j in range(BN // 8):
+        for j in range(tn // 8):
             for h in range(2):
                 m, n = wg * 64 + warp * 16 + lane // 4 + 8 * h, j * 8 + 2 * (lane % 4)
                 seen[m, n] += 1
                 seen[m, n + 1] += 1
-    assert (seen == 1).all(), ("epilogue", elem)
+    assert (seen == 1).all(), ("epilogue", elem, tn)
 
 
 def check_mn_major() -> None:
@@ -163,7 +164,8 @@ def check_mn_major() -> None:
 
 if __name__ == "__main__":
     for elem, cl in ((2, True), (4, True), (4, False)):  # 16-bit NCHW has no cp.async form
-        check(elem, cl)
-        print(f"ok: {8 * elem}-bit {'channels_last' if cl else 'NCHW'}")
+        for tn in (64, 128):
+            check(elem, cl, tn)
+            print(f"ok: {8 * elem}-bit {'channels_last' if cl else 'NCHW'}, {BM} x {tn} tiles")
     check_mn_major()
     print("ok: 16-bit channels_last grad_weight (MN-major operands)")

@@ -127,7 +127,8 @@ def conv(dev):
     # (RNNKERN_CONV_PIPELINE=0), wgmma, and the cp.async ring forced on (the default's; tf32 in both
     # layouts, bf16 channels_last with 16-byte channel runs; 18 channels break the runs: 4-byte copies)
     for env in ({"RNNKERN_CONV_MMA": "wmma"}, {"RNNKERN_CONV_PIPELINE": "0"}, {"RNNKERN_CONV_PIPELINE": "1"},
-                {"RNNKERN_CONV_MMA": "wgmma"}):  # wgmma: the gather kernel on Hopper's warpgroup MMA (sm_90a)
+                {"RNNKERN_CONV_MMA": "wgmma"},  # wgmma: the gather kernel on Hopper's warpgroup MMA (sm_90a) ...
+                {"RNNKERN_CONV_MMA": "wgmma", "RNNKERN_CONV_WGMMA_N": "64"}):  # ... on 128 x 128 and 128 x 64 tiles
         os.environ.update(env)
         for fmt in (torch.contiguous_format, torch.channels_last):
             for dtype in (torch.float32, torch.bfloat16):

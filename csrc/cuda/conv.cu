@@ -207,14 +207,14 @@ struct SimtMma {
   }
 };
 
-// The tensor-core epilogues' second half: a BM x BN fp32 tile staged in Cs ([n][m] with row stride
-// LDC when m_contig, else [m][n]) is handed to emit(m, n, value), consecutive threads on
-// consecutive m (m_contig) or n.
-template <class Emit>
+// The tensor-core epilogues' second half: a BM x TN fp32 tile (TN: the block's columns, BN but for
+// the wgmma gather's) staged in Cs ([n][m] with row stride LDC when m_contig, else [m][n]) is
+// handed to emit(m, n, value), consecutive threads on consecutive m (m_contig) or n.
+template <int TN = BN, class Emit>
 __device__ __forceinline__ void emit_staged(const float* Cs, int LDC, bool m_contig, Emit&& emit) {
-  for (int idx = threadIdx.x; idx < BM * BN; idx += kThreads) {
-    const int m = m_contig ? idx % BM : idx / BN;
-    const int n = m_contig ? idx / BM : idx % BN;
+  for (int idx = threadIdx.x; idx < BM * TN; idx += kThreads) {
+    const int m = m_contig ? idx % BM : idx / TN;
+    const int n = m_contig ? idx / BM : idx % TN;
     emit(m, n, m_contig ? Cs[n * LDC + m] : Cs[m * LDC + n]);
   }
 }
@@ -222,11 +222,11 @@ __device__ __forceinline__ void emit_staged(const float* Cs, int LDC, bool m_con
 // The mma.sync / wgmma epilogues, whose accumulators come in pairs (row m, columns n and n + 1):
 // for_pairs(put) calls put(m, n, v0, v1) for each pair this thread holds; they are staged in
 // shared memory (aliasing the A/B tiles) and emitted as above.
-template <class ForPairs, class Emit>
+template <int TN = BN, class ForPairs, class Emit>
 __device__ __forceinline__ void epilogue_from_pairs(unsigned char* smem, bool m_contig, ForPairs&& for_pairs,
                                                     Emit&& emit) {
   float* Cs = reinterpret_cast<float*>(smem);
-  const int LDC = m_contig ? BM + 4 : BN + 4;
+  const int LDC = m_contig ? BM + 4 : TN + 4;  // (epilogue_bytes(P, TN) covers both)
   __syncthreads();  // the A/B tiles this aliases are no longer read
   for_pairs([&](int m, int n, float v0, float v1) {
     if (m_contig) {
@@ -237,7 +237,7 @@ __device__ __forceinline__ void epilogue_from_pairs(unsigned char* smem, bool m_
     }
   });
   __syncthreads();
-  emit_staged(Cs, LDC, m_contig, emit);
+  emit_staged<TN>(Cs, LDC, m_contig, emit);
 }
 
 // ---- block-level MMA: tensor cores (WMMA) ------------------------------------------------------
@@ -433,7 +433,9 @@ using BlockMma = std::conditional_t<P == Path::kSimt, SimtMma<T, BK, LDA, LDB, A
 #endif
                                     >;
 
-constexpr int epilogue_bytes(Path p) { return p == Path::kSimt ? 0 : (BM * (BN + 4) > BN * (BM + 4) ? BM * (BN + 4) : BN * (BM + 4)) * 4; }
+constexpr int epilogue_bytes(Path p, int tn = BN) {
+  return p == Path::kSimt ? 0 : (BM * (tn + 4) > tn * (BM + 4) ? BM * (tn + 4) : tn * (BM + 4)) * 4;
+}
 constexpr int cmax(int a, int b) { return a > b ? a : b; }
 
 // ---- gather (forward / grad_input) -------------------------------------------------------------
@@ -555,21 +557,22 @@ struct WgmmaLayout {
 // while the warpgroup issues the next instead of idling through each one's latency.
 constexpr int kWgmmaInFlight = 1;
 
-// kTransA / kTransB: that tile is MN-major (WgmmaLayout::at_mn; 16-bit), else K-major.
+// kTransA / kTransB: that tile is MN-major (WgmmaLayout::at_mn; 16-bit), else K-major. TN: the
+// block tile's columns, 64 or 128 (one wgmma.m64nTN per warpgroup and 32 bytes of k).
 template <typename T, int BK, int LDA, int LDB, bool A_MK, bool B_KN, bool kMContig, bool kTransA = false,
-          bool kTransB = false>
+          bool kTransB = false, int TN = BN>
 struct WgmmaMma {
   using L = WgmmaLayout<T, BK>;
-  float acc[32];
+  float acc[TN / 2];
   int wg, warp, lane;  // warpgroup (rows 64 wg ...), warp within it, lane
   __device__ void init(int tid, bool /*m_contig: the epilogue's*/ = kMContig) {
     wg = tid / 128;
     warp = tid / 32 % 4;
     lane = tid % 32;
 #pragma unroll
-    for (int i = 0; i < 32; ++i) acc[i] = 0.f;
+    for (int i = 0; i < TN / 2; ++i) acc[i] = 0.f;
   }
-  // As: BM x BK, Bs: BN x BK, in L's layout (L::at, or L::at_mn where kTransA / kTransB); every
+  // As: BM x BK, Bs: TN x BK, in L's layout (L::at, or L::at_mn where kTransA / kTransB); every
   // thread's copies into them have landed and been fenced for the async proxy (the caller's
   // fence_proxy_async_shared + barrier).
   __device__ void step(const T* As, const T* Bs) {
@@ -579,8 +582,8 @@ struct WgmmaMma {
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < L::kSteps; ++ks)
-      wgmma_m64n64<T, kTransA, kTransB>(acc, wgmma_desc(a0 + ks * 256, L::kLbo, L::kSbo),
-                                        wgmma_desc(b0 + ks * 256, L::kLbo, L::kSbo));
+      wgmma_m64n<T, TN, kTransA, kTransB>(acc, wgmma_desc(a0 + ks * 256, L::kLbo, L::kSbo),
+                                          wgmma_desc(b0 + ks * 256, L::kLbo, L::kSbo));
     wgmma_commit();
     wgmma_wait<kWgmmaInFlight>();  // the previous k-step's stage is read: refillable after the next barrier
     wgmma_pin(acc);
@@ -595,9 +598,9 @@ struct WgmmaMma {
     wgmma_pin(acc);
 #endif
     const int g = lane / 4, t = lane % 4;
-    epilogue_from_pairs(smem, m_contig, [&](auto&& put) {
+    epilogue_from_pairs<TN>(smem, m_contig, [&](auto&& put) {
 #pragma unroll
-      for (int j = 0; j < BN / 8; ++j)
+      for (int j = 0; j < TN / 8; ++j)
 #pragma unroll
         for (int h = 0; h < 2; ++h)  // rows g and g + 8
           put(wg * 64 + warp * 16 + g + 8 * h, j * 8 + 2 * t, acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
@@ -605,14 +608,14 @@ struct WgmmaMma {
   }
 };
 
-// The wgmma form's stages: A (BM x BK) then B (BN x BK), unpadded, in WgmmaLayout.
-template <typename T, Path P, typename C = Cfg<T, P>>
+// The wgmma form's stages: A (BM x BK) then B (TN x BK), unpadded, in WgmmaLayout.
+template <typename T, Path P, int TN = BN, typename C = Cfg<T, P>>
 struct WgmmaTiles {
   // (LD: only for the register-staged path's code, which the ring-only wgmma form never runs)
   struct A { static constexpr int SIZE = BM * C::BK, LD = C::BK; };
-  struct B { static constexpr int SIZE = BN * C::BK, LD = C::BK; };
+  struct B { static constexpr int SIZE = TN * C::BK, LD = C::BK; };
   static constexpr int kStageBytes = (A::SIZE + B::SIZE) * sizeof(T);
-  static constexpr int bytes(int stages) { return cmax(stages * kStageBytes, epilogue_bytes(P)); }
+  static constexpr int bytes(int stages) { return cmax(stages * kStageBytes, epilogue_bytes(P, TN)); }
   __device__ static T* stage(unsigned char* smem, int st) { return reinterpret_cast<T*>(smem + st * kStageBytes); }
 };
 
@@ -620,10 +623,12 @@ struct WgmmaTiles {
 // cores work (static shared memory). kStages > 1 (mma.sync paths, use_pipeline): a ring of
 // kStages shared stages filled by cp.async, kStages - 1 k-steps of loads in flight while one is
 // multiplied (dynamic shared memory, GatherTiles::bytes(kStages)).
-// kWg (with kStages > 1): the block MMA on wgmma (WgmmaMma, WgmmaTiles), p.wt K-major.
-template <typename T, Path P, bool kCL, bool kTrans, int kStages = 1, bool kWg = false>
+// kWg (with kStages > 1): the block MMA on wgmma (WgmmaMma, WgmmaTiles), p.wt K-major, on block
+// tiles of BM x TN (TN = 64 or 128: gather_wgmma_n); the other forms take BM x BN.
+template <typename T, Path P, bool kCL, bool kTrans, int kStages = 1, bool kWg = false, int TN = BN>
 __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParams p) {
   static_assert(!kWg || kStages > 1, "the wgmma form runs on the cp.async ring");
+  static_assert(TN == BN || (kWg && TN == 128), "BM x 128 tiles: the wgmma form only");
   // The ring: kAhead k-steps of copies in flight, kLag of MMAs (wgmma's asynchronous k-step),
   // one stage being multiplied.
   constexpr int kLag = kWg ? kWgmmaInFlight : 0;
@@ -631,7 +636,7 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
   static_assert(kStages == 1 || kAhead >= 1, "too few stages for the MMAs in flight");
   using C = Cfg<T, P>;
   constexpr int BK = C::BK, V = C::V;
-  using Tiles = std::conditional_t<kWg, WgmmaTiles<T, P>, GatherTiles<T, P, kCL>>;
+  using Tiles = std::conditional_t<kWg, WgmmaTiles<T, P, TN>, GatherTiles<T, P, kCL>>;
   using ATile = typename Tiles::A;
   using BTile = typename Tiles::B;
   __shared__ __align__(128) unsigned char smem_static[kStages == 1 ? Tiles::bytes(1) : 16];
@@ -650,13 +655,13 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
 #else
   {
 #endif
-    using Mma = std::conditional_t<kWg, WgmmaMma<T, BK, ATile::LD, BTile::LD, kCL, true, !kCL>,
+    using Mma = std::conditional_t<kWg, WgmmaMma<T, BK, ATile::LD, BTile::LD, kCL, true, !kCL, false, false, TN>,
                                    BlockMma<T, P, BK, ATile::LD, BTile::LD, kCL, true, !kCL>>;
     const int tid = threadIdx.x;
     const int phases = kTrans ? p.sh * p.sw : 1;
     const int g = static_cast<int>(blockIdx.z);
     const long long m0 = static_cast<long long>(blockIdx.x / phases) * BM;
-    const int n0 = blockIdx.y * BN;
+    const int n0 = blockIdx.y * TN;
     const int taps = p.KH * p.KW;
     const T* src = static_cast<const T*>(p.src);
     const T* wt = static_cast<const T*>(p.wt);
@@ -892,9 +897,9 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
         if constexpr (kWg) {
           // K-major weight (G, taps, Nn, R): row n of the tap's slice, 16-byte runs along k
           constexpr int KV = BK / V;  // runs per row
-          static_assert((BN * KV) % kThreads == 0, "B runs per thread");
+          static_assert((TN * KV) % kThreads == 0, "B runs per thread");
 #pragma unroll
-          for (int i = 0; i < BN * KV / kThreads; ++i) {
+          for (int i = 0; i < TN * KV / kThreads; ++i) {
             int n, kv;
             WgmmaLayout<T, BK>::run(tid + i * kThreads, &n, &kv);
             copy_run_async(smem_u32(bs + WgmmaLayout<T, BK>::at(n, kv)), wtap,
@@ -1487,22 +1492,40 @@ bool use_wgmma(size_t elem_size, bool cl, bool vec_a, bool vec_bk, bool shuffled
 #endif
 }
 
-// gather_conv_kernel's wgmma form, kWgmmaStages<T> stages; p.wt is the weight K-major
-// (G, taps, Nn, R) and p.vec_b says its rows run in 16-byte copies.
-template <typename T, Path P>
-void launch_gather_wgmma(const GatherParams& p, bool cl, bool trans, dim3 grid, cudaStream_t stream) {
+// RNNKERN_CONV_WGMMA_N (read per call): the columns (output channels) of the wgmma gather's block
+// tile. 128 (default): each gathered pixel tile, the large operand, feeds twice the channels of
+// the mma.sync form's 64, so it crosses L2 half as often (bf16 d1 256 -> 256: 906 -> 604 MB a
+// forward), one wgmma.m64n128 a warpgroup and k-step. 64: the mma.sync form's tile.
+int gather_wgmma_n() {
+  const char* e = std::getenv("RNNKERN_CONV_WGMMA_N");
+  if (e == nullptr || *e == '\0' || std::string(e) == "128") return 128;
+  TORCH_CHECK(std::string(e) == "64", "RNNKERN_CONV_WGMMA_N must be '64' or '128', got '", e, "'");
+  return 64;
+}
+
+// gather_conv_kernel's wgmma form on BM x TN tiles, kWgmmaStages<T> stages; p.wt is the weight
+// K-major (G, taps, Nn, R) and p.vec_b says its rows run in 16-byte copies.
+template <typename T, Path P, int TN>
+void launch_gather_wgmma_tn(const GatherParams& p, bool cl, bool trans, dim3 grid, cudaStream_t stream) {
   constexpr int S = kWgmmaStages<T>;
-  const int bytes = WgmmaTiles<T, P>::bytes(S);
+  const int bytes = WgmmaTiles<T, P, TN>::bytes(S);
+  grid.y = static_cast<unsigned>((p.Nn + TN - 1) / TN);
   const auto run = [&](auto kernel) { launch_with_dynamic_smem(kernel, grid, bytes, stream, p); };
   if (cl) {
-    if (trans) run(gather_conv_kernel<T, P, true, true, S, true>);
-    else run(gather_conv_kernel<T, P, true, false, S, true>);
+    if (trans) run(gather_conv_kernel<T, P, true, true, S, true, TN>);
+    else run(gather_conv_kernel<T, P, true, false, S, true, TN>);
   } else if constexpr (sizeof(T) == 4) {
-    if (trans) run(gather_conv_kernel<T, P, false, true, S, true>);
-    else run(gather_conv_kernel<T, P, false, false, S, true>);
+    if (trans) run(gather_conv_kernel<T, P, false, true, S, true, TN>);
+    else run(gather_conv_kernel<T, P, false, false, S, true, TN>);
   } else {
     TORCH_INTERNAL_ASSERT(false, "16-bit NCHW has no wgmma gather kernel");
   }
+}
+
+template <typename T, Path P>
+void launch_gather_wgmma(const GatherParams& p, bool cl, bool trans, dim3 grid, cudaStream_t stream) {
+  if (gather_wgmma_n() == 128) launch_gather_wgmma_tn<T, P, 128>(p, cl, trans, grid, stream);
+  else launch_gather_wgmma_tn<T, P, 64>(p, cl, trans, grid, stream);
 }
 
 // The one place that picks the kernel and its launch configuration for the gather family.

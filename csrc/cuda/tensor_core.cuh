@@ -122,36 +122,63 @@ __device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sy
 __device__ __forceinline__ void fence_proxy_async_shared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 // Pins the accumulators at this point of the program: the compiler must not move their uses
 // across a wgmma fence / wait (it cannot see that the asynchronous MMA writes them).
-__device__ __forceinline__ void wgmma_pin(float (&d)[32]) {
+template <int R>
+__device__ __forceinline__ void wgmma_pin(float (&d)[R]) {
 #pragma unroll
-  for (int i = 0; i < 32; ++i) asm volatile("" : "+f"(d[i])::"memory");
+  for (int i = 0; i < R; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-// d (64 x 64 fp32 accumulators of the warpgroup; this thread's 32) += A (64 x k) B (k x 64), A and
+// The accumulator operands of one wgmma: this thread's N / 2 fp32 registers, read and written.
+#define RNNKERN_ACC8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
+                        "+f"(d[i + 6]), "+f"(d[i + 7])
+#define RNNKERN_ACC32 RNNKERN_ACC8(0), RNNKERN_ACC8(8), RNNKERN_ACC8(16), RNNKERN_ACC8(24)
+#define RNNKERN_ACC64 RNNKERN_ACC32, RNNKERN_ACC8(32), RNNKERN_ACC8(40), RNNKERN_ACC8(48), RNNKERN_ACC8(56)
+#define RNNKERN_REGS32 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+#define RNNKERN_REGS64 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+// Operand numbers after the R accumulators: the descriptors, the scale-d predicate's source, the
+// transpose immediates.
+#define RNNKERN_DESC32 "%32, %33"
+#define RNNKERN_DESC64 "%64, %65"
+#define RNNKERN_PRED32 "%34"
+#define RNNKERN_PRED64 "%66"
+#define RNNKERN_TRANS32 "%35, %36"
+#define RNNKERN_TRANS64 "%67, %68"
+// One wgmma.mma_async of shape SHAPE ("m64n64k16", ...) and types TYPES ("f32.bf16.bf16", ...) on
+// R accumulators (R = N / 2: 32 or 64) and the descriptors da, db; D accumulated (scale-d 1), A and
+// B unscaled; _T adds the transpose immediates of the 16-bit types.
+#define RNNKERN_WGMMA_ASYNC(R, SHAPE, TYPES)                                                       \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " RNNKERN_PRED##R ", 0;\n"                        \
+               "wgmma.mma_async.sync.aligned." SHAPE "." TYPES " " RNNKERN_REGS##R ", " RNNKERN_DESC##R \
+               ", p, 1, 1;\n}\n"                                                                    \
+               : RNNKERN_ACC##R                                                                     \
+               : "l"(da), "l"(db), "r"(1))
+#define RNNKERN_WGMMA_ASYNC_T(R, SHAPE, TYPES)                                                     \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " RNNKERN_PRED##R ", 0;\n"                        \
+               "wgmma.mma_async.sync.aligned." SHAPE "." TYPES " " RNNKERN_REGS##R ", " RNNKERN_DESC##R \
+               ", p, 1, 1, " RNNKERN_TRANS##R ";\n}\n"                                               \
+               : RNNKERN_ACC##R                                                                     \
+               : "l"(da), "l"(db), "r"(1), "n"(int(kTransA)), "n"(int(kTransB)))
+
+// d (64 x N fp32 accumulators of the warpgroup; this thread's N / 2) += A (64 x k) B (k x N), A and
 // B K-major in shared memory (descriptors da, db): k = 16 for bf16 / fp16, 8 for tf32 (fp32 bits,
-// the top 19 used). Accumulator layout: warp w of the group rows 16 w + lane / 4 (+ 8 for d[4j+2],
-// d[4j+3]), columns 8 j + 2 (lane % 4) (+ 1 for odd registers).
+// the top 19 used); N = 64 or 128. Accumulator layout: warp w of the group rows 16 w + lane / 4
+// (+ 8 for d[4j+2], d[4j+3]), columns 8 j + 2 (lane % 4) (+ 1 for odd registers).
 // kTransA / kTransB (16-bit only): that operand is MN-major instead (rows of 8 m / n elements per k;
 // the descriptor's SBO then steps 8 m / n, its LBO 8 k).
-template <typename T, bool kTransA = false, bool kTransB = false>
-__device__ __forceinline__ void wgmma_m64n64(float (&d)[32], uint64_t da, uint64_t db) {
+template <typename T, int N, bool kTransA = false, bool kTransB = false>
+__device__ __forceinline__ void wgmma_m64n(float (&d)[N / 2], uint64_t da, uint64_t db) {
+  static_assert(N == 64 || N == 128, "wgmma_m64n: N = 64 or 128");
   static_assert(!std::is_same_v<T, float> || (!kTransA && !kTransB), "tf32 wgmma takes K-major operands only");
   if constexpr (std::is_same_v<T, float>) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k8.f32.tf32.tf32 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-                 : "l"(da), "l"(db), "r"(1));
+    if constexpr (N == 64) RNNKERN_WGMMA_ASYNC(32, "m64n64k8", "f32.tf32.tf32");
+    else RNNKERN_WGMMA_ASYNC(64, "m64n128k8", "f32.tf32.tf32");
   } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, %35, %36;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-                 : "l"(da), "l"(db), "r"(1), "n"(int(kTransA)), "n"(int(kTransB)));
+    if constexpr (N == 64) RNNKERN_WGMMA_ASYNC_T(32, "m64n64k16", "f32.bf16.bf16");
+    else RNNKERN_WGMMA_ASYNC_T(64, "m64n128k16", "f32.bf16.bf16");
   } else {
-    static_assert(std::is_same_v<T, __half>, "wgmma_m64n64: tf32 (float), bf16 or fp16");
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, %35, %36;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-                 : "l"(da), "l"(db), "r"(1), "n"(int(kTransA)), "n"(int(kTransB)));
+    static_assert(std::is_same_v<T, __half>, "wgmma_m64n: tf32 (float), bf16 or fp16");
+    if constexpr (N == 64) RNNKERN_WGMMA_ASYNC_T(32, "m64n64k16", "f32.f16.f16");
+    else RNNKERN_WGMMA_ASYNC_T(64, "m64n128k16", "f32.f16.f16");
   }
 }
 #endif

@@ -265,15 +265,16 @@ def _wgmma_runs() -> bool:
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("form", ["mma", "wmma", "mma-pipelined", "wgmma-pipelined"])
+@pytest.mark.parametrize("form", ["mma", "wmma", "mma-pipelined", "wgmma-pipelined", "wgmma-n64-pipelined"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_cuda_tensor_core_forms(monkeypatch, form, dtype, layout):
     """Every form of the tensor-core tiles: mma.sync + ldmatrix fed by the cp.async pipeline (the
     default; fp32 in any layout, 16-bit channels_last with 16-byte channel runs, the rest as
     without it), the same without it (RNNKERN_CONV_PIPELINE=0), WMMA (RNNKERN_CONV_MMA=wmma) and
-    Hopper's wgmma (RNNKERN_CONV_MMA=wgmma, on the ring: forward / grad_input, and grad_weight for fp32
-    NCHW and 16-bit channels_last; skipped without an sm_90 GPU and an sm_90a build), in tf32
+    Hopper's wgmma (RNNKERN_CONV_MMA=wgmma, on the ring: forward / grad_input on 128 x 128 tiles, or
+    128 x 64 with RNNKERN_CONV_WGMMA_N=64, and grad_weight for fp32 NCHW and 16-bit channels_last;
+    skipped without an sm_90 GPU and an sm_90a build), in tf32
     (torch's default cudnn.allow_tf32) and 16-bit, NCHW and channels_last. Forward / grad_input /
     grad_weight between them stage every shared-tile layout the fragment loads handle (A as
     [m][k] or [k][m], B as [k][n] or [n][k]). Shapes span several tiles in every GEMM dimension,
@@ -282,8 +283,9 @@ def test_cuda_tensor_core_forms(monkeypatch, form, dtype, layout):
     assert torch.backends.cudnn.allow_tf32
     if form.startswith("wgmma") and not _wgmma_runs():
         pytest.skip("wgmma needs an sm_90 GPU and an sm_90a build (elsewhere the rows would re-run mma.sync)")
-    monkeypatch.setenv("RNNKERN_CONV_MMA", form.removesuffix("-pipelined"))
+    monkeypatch.setenv("RNNKERN_CONV_MMA", form.split("-")[0])
     monkeypatch.setenv("RNNKERN_CONV_PIPELINE", "1" if form.endswith("-pipelined") else "0")
+    monkeypatch.setenv("RNNKERN_CONV_WGMMA_N", "64" if "-n64" in form else "128")
     cases = [((3, 72, 37, 41), (136, 72, 3, 3), dict(padding=6, dilation=6)),
              ((2, 40, 32, 32), (24, 40, 3, 3), dict(padding="same", dilation=18)),
              ((2, 24, 17, 10), (16, 24, 3, 3), dict(stride=3, padding=1)),
@@ -307,14 +309,18 @@ def test_cuda_tensor_core_form_env_is_checked(monkeypatch, var, value, message):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("tile_n", [128, 64])
 @pytest.mark.parametrize("dtype,layout", [(torch.bfloat16, torch.channels_last), (torch.float32, torch.contiguous_format)])
-def test_cuda_wgmma_form_is_the_one_that_runs(monkeypatch, dtype, layout):
+def test_cuda_wgmma_form_is_the_one_that_runs(monkeypatch, dtype, layout, tile_n):
     """On an H100 / H200 with an sm_90a build, RNNKERN_CONV_MMA=wgmma launches the gather kernel's
-    wgmma instances (their templates end in `<..., stages, true>`) for the forward, grad_input and
-    grad_weight, so test_cuda_tensor_core_forms' wgmma rows test what they name."""
+    wgmma instances (templates ending in `<..., stages, true, tile columns>`) for the forward and
+    grad_input and the grad_weight kernel's (`<..., stages, true>`), so test_cuda_tensor_core_forms'
+    wgmma rows test what they name; RNNKERN_CONV_WGMMA_N picks the gather's tile columns."""
     if not _wgmma_runs():
         pytest.skip("wgmma needs an sm_90 GPU and an sm_90a build")
     monkeypatch.setenv("RNNKERN_CONV_MMA", "wgmma")
+    monkeypatch.setenv("RNNKERN_CONV_WGMMA_N", str(tile_n))
+    stages = 4 if dtype == torch.float32 else 5  # conv.cu's kWgmmaStages
     x = torch.randn(2, 64, 20, 20, device="cuda", dtype=dtype).contiguous(memory_format=layout).requires_grad_()
     w = torch.randn(96, 64, 3, 3, device="cuda", dtype=dtype, requires_grad=True)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
@@ -322,12 +328,22 @@ def test_cuda_wgmma_form_is_the_one_that_runs(monkeypatch, dtype, layout):
         torch.cuda.synchronize()
     names = [e.key.replace(" ", "") for e in prof.key_averages()]
     gather = [n for n in names if "gather_conv_kernel" in n]
-    assert sum(n.endswith(("4,true>(rnnkern::(anonymousnamespace)::GatherParams)",
-                           "3,true>(rnnkern::(anonymousnamespace)::GatherParams)")) for n in gather) == 2, gather
+    assert sum(n.endswith(f",{stages},true,{tile_n}>(rnnkern::(anonymousnamespace)::GatherParams)")
+               for n in gather) == 2, gather
     # grad_weight: K-major operands (fp32 NCHW) or MN-major ones (16-bit channels_last)
     wgrad = [n for n in names if "wgrad_kernel<" in n]
-    assert sum(n.endswith(("3,true>(rnnkern::(anonymousnamespace)::WgradParams)",
-                           "4,true>(rnnkern::(anonymousnamespace)::WgradParams)")) for n in wgrad) == 1, wgrad
+    assert sum(n.endswith(f",{stages},true>(rnnkern::(anonymousnamespace)::WgradParams)") for n in wgrad) == 1, wgrad
+
+
+@pytest.mark.cuda
+def test_cuda_wgmma_tile_env_is_checked(monkeypatch):
+    if not _wgmma_runs():
+        pytest.skip("RNNKERN_CONV_WGMMA_N is read where the wgmma form runs: an sm_90 GPU and an sm_90a build")
+    monkeypatch.setenv("RNNKERN_CONV_MMA", "wgmma")
+    monkeypatch.setenv("RNNKERN_CONV_WGMMA_N", "256")
+    x, w = torch.randn(1, 8, 6, 6, device="cuda"), torch.randn(8, 8, 3, 3, device="cuda")
+    with pytest.raises(RuntimeError, match="RNNKERN_CONV_WGMMA_N must be '64' or '128'"):
+        RF.conv2d(x, w)
 
 
 @pytest.mark.parametrize("script", ["check_mma_fragments", "check_wgmma_layout"])
