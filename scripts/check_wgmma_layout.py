@@ -118,9 +118,9 @@ def check(elem: int, channels_last: bool, tn: int) -> None:
     assert (seen == 1).all(), ("epilogue", elem, tn)
 
 
-def check_mn_major() -> None:
+def check_mn_major(tn: int) -> None:
     """The 16-bit channels_last grad_weight: A (k_out x pixels) and B (pixels x c_in) both MN-major
-    (WgmmaLayout::at_mn / run_mn, wgmma's transposed operands): copies, banks, product."""
+    (WgmmaLayout::at_mn / run_mn, wgmma's transposed operands), BM x tn tiles: copies, banks, product."""
     elem, SBO, LBO = 2, BK * 2 * 8, 128
     at_mn = lambda mn, k: ((mn // 8) * SBO + (k // 8) * 128 + (k % 8) * 16 + (mn % 8) * elem) // elem
 
@@ -129,9 +129,9 @@ def check_mn_major() -> None:
         return (q // (32 * blocks) * 4 + q // 8 % 4) * 8, q // 32 % blocks * 8 + q % 8
 
     rng = np.random.default_rng(1)
-    A, B = rng.standard_normal((BM, BK)), rng.standard_normal((BK, BN))  # A[k_out, pixel], B[pixel, c_in]
+    A, B = rng.standard_normal((BM, BK)), rng.standard_normal((BK, tn))  # A[k_out, pixel], B[pixel, c_in]
     tiles = {}
-    for name, rows, value in (("A", BM, lambda mn, k: A[mn, k]), ("B", BN, lambda mn, k: B[k, mn])):
+    for name, rows, value in (("A", BM, lambda mn, k: A[mn, k]), ("B", tn, lambda mn, k: B[k, mn])):
         buf, hits = np.full(rows * BK, np.nan), np.zeros(rows * BK, int)
         for i in range(rows * BK // 8 // THREADS):
             starts = [at_mn(*run_mn(tid + i * THREADS)) for tid in range(THREADS)]
@@ -153,13 +153,13 @@ def check_mn_major() -> None:
                 out[mn, k] = buf[(start + (mn % 8) * elem + (mn // 8) * SBO + (k % 8) * 16 + (k // 8) * LBO) // elem]
         return out
 
-    D = np.zeros((BM, BN))
+    D = np.zeros((BM, tn))
     for wg in range(2):
         for ks in range(BK * elem // 32):
             a = operand(tiles["A"], wg * 8 * SBO + ks * 256, 64)
-            b = operand(tiles["B"], ks * 256, BN)
+            b = operand(tiles["B"], ks * 256, tn)
             D[wg * 64:(wg + 1) * 64] += a @ b.T
-    assert np.allclose(D, A @ B), "MN-major product"
+    assert np.allclose(D, A @ B), ("MN-major product", tn)
 
 
 if __name__ == "__main__":
@@ -167,5 +167,6 @@ if __name__ == "__main__":
         for tn in (64, 128):
             check(elem, cl, tn)
             print(f"ok: {8 * elem}-bit {'channels_last' if cl else 'NCHW'}, {BM} x {tn} tiles")
-    check_mn_major()
-    print("ok: 16-bit channels_last grad_weight (MN-major operands)")
+    for tn in (64, 128):
+        check_mn_major(tn)
+        print(f"ok: 16-bit channels_last grad_weight (MN-major operands), {BM} x {tn} tiles")

@@ -624,7 +624,7 @@ struct WgmmaTiles {
 // kStages shared stages filled by cp.async, kStages - 1 k-steps of loads in flight while one is
 // multiplied (dynamic shared memory, GatherTiles::bytes(kStages)).
 // kWg (with kStages > 1): the block MMA on wgmma (WgmmaMma, WgmmaTiles), p.wt K-major, on block
-// tiles of BM x TN (TN = 64 or 128: gather_wgmma_n); the other forms take BM x BN.
+// tiles of BM x TN (TN = 64 or 128: wgmma_tile_n); the other forms take BM x BN.
 template <typename T, Path P, bool kCL, bool kTrans, int kStages = 1, bool kWg = false, int TN = BN>
 __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParams p) {
   static_assert(!kWg || kStages > 1, "the wgmma form runs on the cp.async ring");
@@ -1026,17 +1026,20 @@ using WgradTiles = StagedTiles<T, P, std::conditional_t<kCL, SmemTile<C::BK, BM,
 // kWg (on the ring only): the block MMA on wgmma, as gather_conv_kernel's. fp32 NCHW: both operands
 // K-major (A [m][p], B [n][p]); 16-bit channels_last: both MN-major (A [p][m], B [p][n]: wgmma's
 // transposed operands, WgmmaLayout::at_mn).
-template <typename T, Path P, bool kCL, int kStages = 1, bool kWg = false>
+// TN: the block tile's columns (input channels), 128 only for the 16-bit channels_last wgmma form
+// (wgmma_tile_n); the fp32 NCHW one already holds ~210 registers at 64.
+template <typename T, Path P, bool kCL, int kStages = 1, bool kWg = false, int TN = BN>
 __global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_kernel(const WgradParams p) {
   static_assert(!kWg || (kStages > 1 && (kCL ? sizeof(T) == 2 : sizeof(T) == 4)),
                 "the wgmma grad_weight: fp32 NCHW or 16-bit channels_last, on the ring");
+  static_assert(TN == BN || (kWg && kCL && TN == 128), "BM x 128 grad_weight tiles: the 16-bit wgmma form only");
   // the ring as gather_conv_kernel's: kAhead k-steps of copies and kLag of MMAs in flight
   constexpr int kLag = kWg ? kWgmmaInFlight : 0;
   constexpr int kAhead = kStages - 1 - kLag;
   static_assert(kStages == 1 || kAhead >= 1, "too few stages for the MMAs in flight");
   using C = Cfg<T, P>;
   constexpr int BK = C::BK, V = C::V;
-  using Tiles = std::conditional_t<kWg, WgmmaTiles<T, P>, WgradTiles<T, P, kCL>>;
+  using Tiles = std::conditional_t<kWg, WgmmaTiles<T, P, TN>, WgradTiles<T, P, kCL>>;
   using ATile = typename Tiles::A;
   using BTile = typename Tiles::B;
   constexpr int kTables = kStages > 1 ? kStages : 2;
@@ -1057,7 +1060,7 @@ __global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_ke
 #else
   {
 #endif
-    using Mma = std::conditional_t<kWg, WgmmaMma<T, BK, ATile::LD, BTile::LD, !kCL, kCL, false, kCL, kCL>,
+    using Mma = std::conditional_t<kWg, WgmmaMma<T, BK, ATile::LD, BTile::LD, !kCL, kCL, false, kCL, kCL, TN>,
                                    BlockMma<T, P, BK, ATile::LD, BTile::LD, !kCL, kCL, false>>;
     using Acc = typename AccOf<T>::type;
     const int tid = threadIdx.x;
@@ -1065,7 +1068,7 @@ __global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_ke
     const int taps = p.KH * p.KW;
     const int tap = blockIdx.y % taps, sp = blockIdx.y / taps, g = blockIdx.z;
     const int r = tap / p.KW, s = tap % p.KW;
-    const int k0 = mt * BM, c0 = nt * BN;
+    const int k0 = mt * BM, c0 = nt * TN;
     int oh0, oh1, ow0, ow1;
     valid_range_dev(r, p.sh, p.dh, p.pt, p.H, p.OH, &oh0, &oh1);
     valid_range_dev(s, p.sw, p.dw, p.pl, p.W, p.OW, &ow0, &ow1);
@@ -1182,7 +1185,7 @@ __global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_ke
         T* bs = as + ATile::SIZE;
         if constexpr (kCL && kWg) {  // MN-major core matrices (16-bit, 16-byte runs: use_wgmma)
           using L = WgmmaLayout<T, BK>;
-          static_assert(BM % 32 == 0 && BN % 32 == 0 && (BM * BK / V) % kThreads == 0 && (BN * BK / V) % kThreads == 0,
+          static_assert(BM % 32 == 0 && TN % 32 == 0 && (BM * BK / V) % kThreads == 0 && (TN * BK / V) % kThreads == 0,
                         "run_mn: tiles of 32-row multiples, whole runs per thread");
 #pragma unroll
           for (int i = 0; i < BM * BK / V / kThreads; ++i) {
@@ -1191,7 +1194,7 @@ __global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_ke
             copy_run_async(smem_u32(as + L::at_mn(m, q)), gy, s_gy[st][q], k0 + m, p.Kg, p.vec_a);
           }
 #pragma unroll
-          for (int i = 0; i < BN * BK / V / kThreads; ++i) {
+          for (int i = 0; i < TN * BK / V / kThreads; ++i) {
             int n, q;
             L::run_mn(tid + i * kThreads, &n, &q);
             copy_run_async(smem_u32(bs + L::at_mn(n, q)), x, s_x[st][q], c0 + n, p.Cg, p.vec_b);
@@ -1492,11 +1495,12 @@ bool use_wgmma(size_t elem_size, bool cl, bool vec_a, bool vec_bk, bool shuffled
 #endif
 }
 
-// RNNKERN_CONV_WGMMA_N (read per call): the columns (output channels) of the wgmma gather's block
-// tile. 128 (default): each gathered pixel tile, the large operand, feeds twice the channels of
-// the mma.sync form's 64, so it crosses L2 half as often (bf16 d1 256 -> 256: 906 -> 604 MB a
-// forward), one wgmma.m64n128 a warpgroup and k-step. 64: the mma.sync form's tile.
-int gather_wgmma_n() {
+// RNNKERN_CONV_WGMMA_N (read per call): the columns of the wgmma form's block tiles (the gather's
+// output channels; the 16-bit channels_last grad_weight's input channels). 128 (default): each
+// pixel tile, the large operand, feeds twice the channels of the mma.sync form's 64, so it crosses
+// L2 half as often (bf16 d1 256 -> 256: 906 -> 604 MB a forward), one wgmma.m64n128 a warpgroup
+// and k-step. 64: the mma.sync form's tile.
+int wgmma_tile_n() {
   const char* e = std::getenv("RNNKERN_CONV_WGMMA_N");
   if (e == nullptr || *e == '\0' || std::string(e) == "128") return 128;
   TORCH_CHECK(std::string(e) == "64", "RNNKERN_CONV_WGMMA_N must be '64' or '128', got '", e, "'");
@@ -1524,7 +1528,7 @@ void launch_gather_wgmma_tn(const GatherParams& p, bool cl, bool trans, dim3 gri
 
 template <typename T, Path P>
 void launch_gather_wgmma(const GatherParams& p, bool cl, bool trans, dim3 grid, cudaStream_t stream) {
-  if (gather_wgmma_n() == 128) launch_gather_wgmma_tn<T, P, 128>(p, cl, trans, grid, stream);
+  if (wgmma_tile_n() == 128) launch_gather_wgmma_tn<T, P, 128>(p, cl, trans, grid, stream);
   else launch_gather_wgmma_tn<T, P, 64>(p, cl, trans, grid, stream);
 }
 
@@ -1599,8 +1603,13 @@ void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::Te
   const int V = static_cast<int>(16 / elem_size);
   p.vec_a = cl && p.K % V == 0 && p.Kg % V == 0 && aligned16(p.gy);
   p.vec_b = cl && p.C % V == 0 && p.Cg % V == 0 && aligned16(p.x);
+  // 16-bit channels_last on wgmma (the ring and wgmma where they run; with_path below gives 16-bit
+  // types Path::k16 whenever the form is wgmma) takes its tile width from wgmma_tile_n
+  const bool wgmma_cl16 = elem_size == 2 && cl && use_pipeline(elem_size, cl, p.vec_a, p.vec_b, false) &&
+                          use_wgmma(elem_size, cl, p.vec_a, p.vec_b, false);
+  const int tn = wgmma_cl16 ? wgmma_tile_n() : BN;
   const int tiles_m = (p.Kg + BM - 1) / BM;
-  p.tiles_n = (p.Cg + BN - 1) / BN;
+  p.tiles_n = (p.Cg + tn - 1) / tn;
   // Split-K over the pixels: enough blocks for ~4 per SM, at least ~8 k-steps per split.
   const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int64_t base = static_cast<int64_t>(tiles_m) * p.tiles_n * taps * p.G;
@@ -1624,9 +1633,10 @@ void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::Te
         if (cl) {
           // 16-bit channels_last: both operands MN-major, wgmma's transposed form (RNNKERN_CONV_MMA=wgmma)
           if constexpr (sizeof(T) == 2) {
-            if (use_wgmma(sizeof(T), cl, p.vec_a, p.vec_b, false)) {
+            if (wgmma_cl16) {
               constexpr int SW = kWgmmaStages<T>;
-              run(wgrad_kernel<T, P, true, SW, true>, WgmmaTiles<T, P>::bytes(SW));
+              if (tn == 128) run(wgrad_kernel<T, P, true, SW, true, 128>, WgmmaTiles<T, P, 128>::bytes(SW));
+              else run(wgrad_kernel<T, P, true, SW, true>, WgmmaTiles<T, P>::bytes(SW));
               return;
             }
           }

@@ -312,10 +312,11 @@ def test_cuda_tensor_core_form_env_is_checked(monkeypatch, var, value, message):
 @pytest.mark.parametrize("tile_n", [128, 64])
 @pytest.mark.parametrize("dtype,layout", [(torch.bfloat16, torch.channels_last), (torch.float32, torch.contiguous_format)])
 def test_cuda_wgmma_form_is_the_one_that_runs(monkeypatch, dtype, layout, tile_n):
-    """On an H100 / H200 with an sm_90a build, RNNKERN_CONV_MMA=wgmma launches the gather kernel's
-    wgmma instances (templates ending in `<..., stages, true, tile columns>`) for the forward and
-    grad_input and the grad_weight kernel's (`<..., stages, true>`), so test_cuda_tensor_core_forms'
-    wgmma rows test what they name; RNNKERN_CONV_WGMMA_N picks the gather's tile columns."""
+    """On an H100 / H200 with an sm_90a build, RNNKERN_CONV_MMA=wgmma launches the gather and
+    grad_weight kernels' wgmma instances (templates ending in `<..., stages, true, tile columns>`)
+    for the forward, grad_input and grad_weight, so test_cuda_tensor_core_forms' wgmma rows test
+    what they name; RNNKERN_CONV_WGMMA_N picks the tile columns of the gather and of the 16-bit
+    channels_last grad_weight (the fp32 NCHW grad_weight keeps 64)."""
     if not _wgmma_runs():
         pytest.skip("wgmma needs an sm_90 GPU and an sm_90a build")
     monkeypatch.setenv("RNNKERN_CONV_MMA", "wgmma")
@@ -332,7 +333,9 @@ def test_cuda_wgmma_form_is_the_one_that_runs(monkeypatch, dtype, layout, tile_n
                for n in gather) == 2, gather
     # grad_weight: K-major operands (fp32 NCHW) or MN-major ones (16-bit channels_last)
     wgrad = [n for n in names if "wgrad_kernel<" in n]
-    assert sum(n.endswith(f",{stages},true>(rnnkern::(anonymousnamespace)::WgradParams)") for n in wgrad) == 1, wgrad
+    wgrad_n = tile_n if dtype != torch.float32 else 64
+    assert sum(n.endswith(f",{stages},true,{wgrad_n}>(rnnkern::(anonymousnamespace)::WgradParams)")
+               for n in wgrad) == 1, wgrad
 
 
 @pytest.mark.cuda
