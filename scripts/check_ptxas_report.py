@@ -2,10 +2,10 @@
 
 `make cuda-check` builds with RNNKERN_PTXAS_REPORT=1 (nvcc -Xptxas=-v) and passes its log here:
 
-  * C7518 "wgmma.mma_async instructions are serialized": ptxas waits for every wgmma right after
-    issuing it, so the tensor cores idle through each one's latency. It happens silently (an info
-    line, no warning), e.g. when a __trap() sits in a divergent branch of the kernel (conv.cu's
-    copy_run_async once did).
+  * "wgmma.mma_async instructions are serialized due to ..." (C7518, C7515 and their kin, one code
+    per reason): ptxas waits for every wgmma right after issuing it, so the tensor cores idle
+    through each one's latency. It happens silently (an info line, no warning), e.g. when a
+    __trap() sits in a divergent branch of the kernel (conv.cu's copy_run_async once did: C7518).
   * register spills (local-memory stores / loads) in any kernel.
 
 Usage: python scripts/check_ptxas_report.py build/pip-cuda.log
@@ -16,7 +16,8 @@ import shutil
 import subprocess
 import sys
 
-SERIALIZED = re.compile(r"\(C7518\).*serialized due to (?P<why>.*?) in the function '(?P<fn>[^']+)'")
+SERIALIZED = re.compile(r"\((?P<code>C\d+)\).*wgmma\.mma_async instructions are serialized due to (?P<why>.*?)"
+                        r"(?: in the function '(?P<fn>[^']+)')?\.?\s*$")
 PROPERTIES = re.compile(r"Function properties for (?P<fn>\S+)")
 SPILLS = re.compile(r"(?P<stores>\d+) bytes spill stores, (?P<loads>\d+) bytes spill loads")
 COMPILING = re.compile(r"Compiling entry function '(?P<fn>[^']+)' for '(?P<arch>[^']+)'")
@@ -37,7 +38,7 @@ def scan(lines):
         if COMPILING.search(line):
             entries += 1
         if m := SERIALIZED.search(line):
-            serialized.append((m["fn"], m["why"]))
+            serialized.append((m["fn"] or "(function not named)", f"{m['code']}: {m['why']}"))
         if m := PROPERTIES.search(line):
             props_of = m["fn"]
             continue

@@ -22,6 +22,12 @@ ptxas info    : Compiling entry function '_Z6kernelILi2EEvv' for 'sm_90a'
 ptxas info    : Function properties for _Z6kernelILi2EEvv
     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
 """
+SERIALISED_C7515 = """\
+ptxas info    : (C7515) Potential Performance Loss: wgmma.mma_async instructions are serialized due to \
+non wgmma instructions defining accumulator registers of a wgmma between start and end of the pipeline \
+stage in the function '_Z6kernelILi4EEvv'
+ptxas info    : Compiling entry function '_Z6kernelILi4EEvv' for 'sm_90a'
+"""
 SPILLING = """\
 ptxas info    : Compiling entry function '_Z6kernelILi3EEvv' for 'sm_80'
 ptxas info    : Function properties for _Z6kernelILi3EEvv
@@ -44,7 +50,9 @@ def test_clean_report_passes(tmp_path, monkeypatch, capsys):
     assert "1 kernel compilations, 0 with serialised wgmma, 0 with spills" in out
 
 
-@pytest.mark.parametrize("text, what", [(SERIALISED, "serialises wgmma"), (SPILLING, "register spills (40 B")])
+@pytest.mark.parametrize("text, what", [(SERIALISED, "serialises wgmma (C7518: program dependence"),
+                                        (SERIALISED_C7515, "serialises wgmma (C7515: non wgmma instructions"),
+                                        (SPILLING, "register spills (40 B")])
 def test_lost_pipelining_or_spills_fail(tmp_path, monkeypatch, capsys, text, what):
     code, out = run(tmp_path, monkeypatch, capsys, CLEAN + text)
     assert code == 1

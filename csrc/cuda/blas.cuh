@@ -4,7 +4,9 @@
 // ops they replace) rather than the matmul flag, and they are deterministic on one stream, so they
 // must not trip at::mm's "cuBLAS is not deterministic without CUBLAS_WORKSPACE_CONFIG" alert under
 // torch.use_deterministic_algorithms (torch's own cuDNN convolutions do not). 16-bit inputs
-// accumulate in fp32 (CUBLAS_COMPUTE_32F). fp32 without TF32 is CUBLAS_COMPUTE_32F_PEDANTIC: torch
+// accumulate in fp32 (CUBLAS_COMPUTE_32F), split-K partial sums included
+// (CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION, which torch's handle leaves off by default:
+// a grad_weight reduces over every pixel). fp32 without TF32 is CUBLAS_COMPUTE_32F_PEDANTIC: torch
 // sets its handle's math mode from the matmul TF32 flag, which plain 32F would follow.
 #pragma once
 #include <ATen/ATen.h>
@@ -15,6 +17,26 @@
 #include <limits>
 
 namespace rnnkern {
+
+// The handle's math mode with `extra` added for one scope, then restored (torch's handle is shared).
+class ScopedMathMode {
+ public:
+  ScopedMathMode(cublasHandle_t handle, bool on, cublasMath_t extra) : handle_(handle), on_(on) {
+    if (!on_) return;
+    TORCH_CUDABLAS_CHECK(cublasGetMathMode(handle_, &saved_));
+    TORCH_CUDABLAS_CHECK(cublasSetMathMode(handle_, static_cast<cublasMath_t>(saved_ | extra)));
+  }
+  ~ScopedMathMode() {
+    if (on_) cublasSetMathMode(handle_, saved_);  // (no throwing from a destructor)
+  }
+  ScopedMathMode(const ScopedMathMode&) = delete;
+  ScopedMathMode& operator=(const ScopedMathMode&) = delete;
+
+ private:
+  cublasHandle_t handle_;
+  bool on_;
+  cublasMath_t saved_ = CUBLAS_DEFAULT_MATH;
+};
 
 // The last two dims of X, a matrix of r x c (row-major indexing), as a cuBLAS column-major
 // operand: rows contiguous -> the memory is X^T column-major (op N); columns contiguous -> X
@@ -95,6 +117,8 @@ inline void cublas_gemm(at::Tensor& C, const at::Tensor& A, const at::Tensor& B,
   const void* alpha = compute == CUBLAS_COMPUTE_64F ? static_cast<const void*>(&alpha64) : &alpha32;
   const void* beta_p = compute == CUBLAS_COMPUTE_64F ? static_cast<const void*>(&beta64) : &beta32;
   cublasHandle_t handle = at::cuda::getCurrentCUDABlasHandle();
+  const ScopedMathMode fp32_partials(handle, type == CUDA_R_16F || type == CUDA_R_16BF,
+                                     CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION);
   // row-major C (m x n) = A B  <=>  column-major C^T (n x m) = B^T A^T
   if (d == 2 || batch == 1) {
     TORCH_CUDABLAS_CHECK(cublasGemmEx(handle, op_b, op_a, static_cast<int>(n), static_cast<int>(m), static_cast<int>(k),

@@ -37,7 +37,9 @@
 // Tiles: BM = 128 x BN = 64, 256 threads, BK = 32 (16 on the SIMT paths). Tensor cores through
 // mma.sync with ldmatrix fragment loads: bf16/fp16 (m16n8k16) and tf32 (m16n8k8, when
 // torch.backends.cudnn.allow_tf32), fp32 accumulate (RNNKERN_CONV_MMA=wmma: the earlier WMMA
-// form); fp32 with TF32 disallowed and fp64 run a SIMT FMA path (8x4 outputs per thread).
+// form); fp32 with TF32 disallowed and fp64 run a SIMT FMA path (8x4 outputs per thread). On
+// Hopper, sm_90a builds add Hopper's asynchronous warpgroup MMA on 128 x 128 tiles
+// (RNNKERN_CONV_MMA=wgmma, opt-in until measured).
 // Mainloop: a ring of cp.async stages (kStages > 1; use_pipeline says where), else one shared
 // stage + register prefetch (the next step's global loads in flight while the tensor cores work
 // on the current one; RNNKERN_CONV_PIPELINE=0 forces it). Epilogue: accumulators staged through shared
@@ -511,9 +513,10 @@ using GatherTiles = StagedTiles<T, P, std::conditional_t<kCL, SmemTile<BM, C::BK
                                 SmemTile<C::BK, BN, C::PAD_K>>;
 
 // ---- block-level MMA: Hopper's warpgroup MMA (sm_90a; RNNKERN_CONV_MMA=wgmma, opt-in) -----------
-// The two warpgroups of the block take rows 0-63 and 64-127 of the BM x BN tile, each one
-// wgmma.m64n64 per k16 (bf16 / fp16) or k8 (tf32) straight from shared memory: no fragment loads,
-// no register tiles of A and B. The tiles are stored K-major in core matrices (8 rows x 16 bytes,
+// The two warpgroups of the block take rows 0-63 and 64-127 of the BM x TN tile (TN = 64 or 128
+// columns), each one wgmma.m64nTN per k16 (bf16 / fp16) or k8 (tf32) straight from shared memory,
+// asynchronously (one k-step in flight, kWgmmaInFlight): no fragment loads, no register tiles of A
+// and B. The tiles are stored K-major in core matrices (8 rows x 16 bytes,
 // 128 contiguous bytes, wgmma's unswizzled layout): element (row, k) of a tile at byte
 //   (row / 8) * kSbo + (k * E / 16) * 128 + (row % 8) * 16 + (k * E) % 16,   kSbo = BK * E * 8,
 // A's rows are the pixels m, B's the output channels n (the host passes the weight as
@@ -620,9 +623,10 @@ struct WgmmaTiles {
 };
 
 // kStages == 1: one shared stage, the next k-step's loads held in registers while the tensor
-// cores work (static shared memory). kStages > 1 (mma.sync paths, use_pipeline): a ring of
-// kStages shared stages filled by cp.async, kStages - 1 k-steps of loads in flight while one is
-// multiplied (dynamic shared memory, GatherTiles::bytes(kStages)).
+// cores work (static shared memory). kStages > 1 (use_pipeline): a ring of kStages shared stages
+// filled by cp.async, kAhead k-steps of loads in flight while one is multiplied (kStages - 1 on
+// mma.sync; kStages - 2 on wgmma, whose previous k-step may still be running) (dynamic shared
+// memory, GatherTiles / WgmmaTiles::bytes(kStages)).
 // kWg (with kStages > 1): the block MMA on wgmma (WgmmaMma, WgmmaTiles), p.wt K-major, on block
 // tiles of BM x TN (TN = 64 or 128: wgmma_tile_n); the other forms take BM x BN.
 template <typename T, Path P, bool kCL, bool kTrans, int kStages = 1, bool kWg = false, int TN = BN>
@@ -1402,8 +1406,8 @@ bool allow_tf32() { return cudnn_tf32_allowed(CudnnOp::kConv); }
 // wmma: the earlier WMMA tiles; wgmma: Hopper's warpgroup MMA where it runs (sm_90 with an sm_90a
 // build, on the cp.async ring): the forward / grad_input gather kernel for fp32 in any layout and
 // 16-bit channels_last, the grad_weight for fp32 NCHW and 16-bit channels_last (tf32 wgmma has no
-// transposed operands for fp32 channels_last); the rest stays on mma.sync. wgmma is opt-in until it has been
-// measured on a GPU.
+// transposed operands for fp32 channels_last), on 128- or 64-column tiles (wgmma_tile_n); the rest
+// stays on mma.sync. wgmma is opt-in until it has been measured on a GPU.
 enum class MmaForm { kMma, kWmma, kWgmma };
 MmaForm conv_mma_form() {
   const char* e = std::getenv("RNNKERN_CONV_MMA");
@@ -1466,6 +1470,7 @@ void launch_with_dynamic_smem(Kernel kernel, dim3 grid, int bytes, cudaStream_t 
 template <typename T, Path P>
 void launch_gather_pipelined(const GatherParams& p, bool cl, bool trans, dim3 grid, cudaStream_t stream) {
   constexpr int S = kPipelineStages<T>;
+  TORCH_INTERNAL_ASSERT(sizeof(T) == 4 || (p.vec_a && p.vec_b), "16-bit ring kernels copy 16-byte runs only");
   const auto run = [&](auto kernel, int bytes) { launch_with_dynamic_smem(kernel, grid, bytes, stream, p); };
   if (cl) {
     const int bytes = GatherTiles<T, P, true>::bytes(S);
@@ -1495,16 +1500,18 @@ bool use_wgmma(size_t elem_size, bool cl, bool vec_a, bool vec_bk, bool shuffled
 #endif
 }
 
-// RNNKERN_CONV_WGMMA_N (read per call): the columns of the wgmma form's block tiles (the gather's
-// output channels; the 16-bit channels_last grad_weight's input channels). 128 (default): each
-// pixel tile, the large operand, feeds twice the channels of the mma.sync form's 64, so it crosses
-// L2 half as often (bf16 d1 256 -> 256: 906 -> 604 MB a forward), one wgmma.m64n128 a warpgroup
-// and k-step. 64: the mma.sync form's tile.
-int wgmma_tile_n() {
+// The columns of the wgmma form's block tiles for `n` of them (the gather's output channels, the
+// 16-bit channels_last grad_weight's input channels). 128 where n > 64: each pixel tile, the large
+// operand, feeds twice the channels of the mma.sync form's 64, so it crosses L2 half as often (bf16
+// d1 256 -> 256: 906 -> 604 MB a forward), one wgmma.m64n128 a warpgroup and k-step; 64 for 64
+// channels or fewer, which half of a 128-column tile would multiply as zeros.
+// RNNKERN_CONV_WGMMA_N=64|128 (read per call) forces one.
+int wgmma_tile_n(int64_t n) {
   const char* e = std::getenv("RNNKERN_CONV_WGMMA_N");
-  if (e == nullptr || *e == '\0' || std::string(e) == "128") return 128;
-  TORCH_CHECK(std::string(e) == "64", "RNNKERN_CONV_WGMMA_N must be '64' or '128', got '", e, "'");
-  return 64;
+  if (e == nullptr || *e == '\0') return n > 64 ? 128 : 64;
+  const std::string v(e);
+  TORCH_CHECK(v == "64" || v == "128", "RNNKERN_CONV_WGMMA_N must be '64' or '128', got '", v, "'");
+  return v == "128" ? 128 : 64;
 }
 
 // gather_conv_kernel's wgmma form on BM x TN tiles, kWgmmaStages<T> stages; p.wt is the weight
@@ -1512,6 +1519,7 @@ int wgmma_tile_n() {
 template <typename T, Path P, int TN>
 void launch_gather_wgmma_tn(const GatherParams& p, bool cl, bool trans, dim3 grid, cudaStream_t stream) {
   constexpr int S = kWgmmaStages<T>;
+  TORCH_INTERNAL_ASSERT(sizeof(T) == 4 || (p.vec_a && p.vec_b), "16-bit ring kernels copy 16-byte runs only");
   const int bytes = WgmmaTiles<T, P, TN>::bytes(S);
   grid.y = static_cast<unsigned>((p.Nn + TN - 1) / TN);
   const auto run = [&](auto kernel) { launch_with_dynamic_smem(kernel, grid, bytes, stream, p); };
@@ -1528,7 +1536,7 @@ void launch_gather_wgmma_tn(const GatherParams& p, bool cl, bool trans, dim3 gri
 
 template <typename T, Path P>
 void launch_gather_wgmma(const GatherParams& p, bool cl, bool trans, dim3 grid, cudaStream_t stream) {
-  if (wgmma_tile_n() == 128) launch_gather_wgmma_tn<T, P, 128>(p, cl, trans, grid, stream);
+  if (wgmma_tile_n(p.Nn) == 128) launch_gather_wgmma_tn<T, P, 128>(p, cl, trans, grid, stream);
   else launch_gather_wgmma_tn<T, P, 64>(p, cl, trans, grid, stream);
 }
 
@@ -1607,7 +1615,7 @@ void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::Te
   // types Path::k16 whenever the form is wgmma) takes its tile width from wgmma_tile_n
   const bool wgmma_cl16 = elem_size == 2 && cl && use_pipeline(elem_size, cl, p.vec_a, p.vec_b, false) &&
                           use_wgmma(elem_size, cl, p.vec_a, p.vec_b, false);
-  const int tn = wgmma_cl16 ? wgmma_tile_n() : BN;
+  const int tn = wgmma_cl16 ? wgmma_tile_n(p.Cg) : BN;
   const int tiles_m = (p.Kg + BM - 1) / BM;
   p.tiles_n = (p.Cg + tn - 1) / tn;
   // Split-K over the pixels: enough blocks for ~4 per SM, at least ~8 k-steps per split.
@@ -1629,6 +1637,7 @@ void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::Te
     if constexpr (P == Path::kTf32 || P == Path::k16) {
       if (use_pipeline(sizeof(T), cl, p.vec_a, p.vec_b, false)) {
         constexpr int S = kPipelineStages<T>;
+        TORCH_INTERNAL_ASSERT(sizeof(T) == 4 || (p.vec_a && p.vec_b), "16-bit ring kernels copy 16-byte runs only");
         const auto run = [&](auto kernel, int bytes) { launch_with_dynamic_smem(kernel, grid, bytes, stream, p); };
         if (cl) {
           // 16-bit channels_last: both operands MN-major, wgmma's transposed form (RNNKERN_CONV_MMA=wgmma)

@@ -1332,6 +1332,12 @@ at::Tensor conv_transpose2d_forward_cuda(const at::Tensor& input, const at::Tens
   if (output.numel() == 0) return output;
   const at::Tensor w = weight.contiguous();
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
+  const bool shuffle = g.kH == g.sH && g.kW == g.sW && g.pH == 0 && g.pW == 0 && g.dH == 1 && g.dW == 1 &&
+                       g.opH == 0 && g.opW == 0;
+  const bool fcn_block = fcn_block_forward(g, input, w);
+  // the cuBLAS route first: it has its own size limits, not base_params' 32-bit ones
+  if (!fcn_block && !simt_requested() && conv_transpose2d_forward_gemm_cuda(input, weight, bias, g, output))
+    return output;
   Params p = base_params(op, g);
   p.xs = strides_of(input);
   p.os = strides_of(output);
@@ -1339,13 +1345,10 @@ at::Tensor conv_transpose2d_forward_cuda(const at::Tensor& input, const at::Tens
   p.w = w.const_data_ptr();
   p.bias = b.defined() ? b.const_data_ptr() : nullptr;
   p.out = output.data_ptr();
-  const bool shuffle = g.kH == g.sH && g.kW == g.sW && g.pH == 0 && g.pW == 0 && g.dH == 1 && g.dW == 1 &&
-                       g.opH == 0 && g.opW == 0;
-  if (fcn_block_forward(g, input, w)) {
+  if (fcn_block) {
     fcn_block_forward_cuda(input, w, b, g, output);
     return output;
   }
-  if (!simt_requested() && conv_transpose2d_forward_gemm_cuda(input, weight, bias, g, output)) return output;
   if (!simt_requested() && subpixel_forward(g)) {
     subpixel_forward_cuda(input, weight, bias, g, output);
     return output;

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from rnnkern.ops import rnn as _ops
 from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, autocast_cast, autocast_dtype,
-                                   check_supported_device)
+                                   check_same, check_supported_device)
 
 _NONLINEARITIES = ("tanh", "relu")
 
@@ -32,6 +32,11 @@ def rnn_layer(input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optio
     if nonlinearity not in _NONLINEARITIES:
         raise ArgumentValueError(f"rnn: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
     check_supported_device("rnn", input)
+    for name, t in (("hx", hx), ("w_ih", w_ih), ("w_hh", w_hh), ("b_ih", b_ih), ("b_hh", b_hh)):
+        check_same("rnn", "input", input, name, t, dtype=False)  # (the op's dtype checks name them too)
+    if lengths is not None and not (lengths.is_cpu or lengths.is_meta):
+        raise ArgumentValueError(f"rnn: lengths must be a CPU tensor (as PackedSequence's batch sizes), "
+                                 f"got one on {lengths.device}")
     relu = nonlinearity == "relu"
     if reverse:
         input = _reverse_within_lengths(input, lengths)

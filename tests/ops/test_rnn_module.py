@@ -12,6 +12,7 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkern
+from rnnkern import functional as RF
 from tests.utils import DEVICES, TOL, rel_err
 
 # fp32 is compared at true-fp32 tolerances: TF32 off for rnnkern's kernels and cuDNN alike
@@ -366,6 +367,22 @@ def test_rnn_cell_bad_inputs():
         c(torch.randn(3, 4, dtype=F64))
     with pytest.raises(RuntimeError, match="dtype"):
         c(torch.randint(0, 3, (3, 4)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_rnn_layer_devices_are_checked(device):
+    """Every tensor argument on the input's device, named when it is not; lengths on the CPU."""
+    other = "meta" if device == "cpu" else "cpu"
+    x, h = torch.randn(5, 2, 4, device=device), torch.zeros(2, 3, device=device)
+    w_ih, w_hh, b = torch.randn(3, 4, device=device), torch.randn(3, 3, device=device), torch.zeros(3, device=device)
+    args = dict(hx=h, w_ih=w_ih, w_hh=w_hh, b_ih=b, b_hh=b)
+    for name in args:
+        bad = dict(args, **{name: args[name].to(other)})
+        with pytest.raises(RuntimeError, match=f"rnn: {name} is on {other}"):
+            RF.rnn_layer(x, **bad)
+    if device != "cpu":
+        with pytest.raises(ValueError, match="lengths must be a CPU tensor"):
+            RF.rnn_layer(x, **args, lengths=torch.tensor([5, 3], device=device))
 
 
 # ----------------------------------------------------------------------------------------------
