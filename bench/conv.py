@@ -49,6 +49,9 @@ GPU_CASES = (
     + [Case(torch.float32, False, 8, 2048, 256, 32, d) for d in (6, 12, 18)]      # ASPP head
     + [Case(torch.bfloat16, True, 8, 2048, 256, 32, d) for d in (6, 12, 18)]
     + [Case(torch.float32, False, 8, 256, 256, 64, 6, no_cudnn=True)]
+    # fp32 channels_last: how far the engine's 16-byte channel runs beat NCHW's 4-byte copies (a
+    # transpose to channels_last in front of the NCHW kernels would cost ~20 us here)
+    + [Case(torch.float32, True, 8, 256, 256, 64, 1, variant=v) for v in ("", "wgmma")]
     + [Case(dt, cl, 8, cin, 256, hw, d, variant=v) for v in VARIANTS
        for dt, cl, cin, hw, d in ((torch.float32, False, 256, 64, 1), (torch.bfloat16, True, 256, 64, 1),
                                   (torch.float32, False, 2048, 32, 18), (torch.bfloat16, True, 2048, 32, 18))

@@ -67,4 +67,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("with_cuda") = false;
 #endif
   m.def("rnn_cpu_step", &rnnkern::rnn_cpu_step, "the CPU recurrence step float32 runs on (for rnnkern info)");
+#ifdef WITH_CUDA
+  m.def("rnn_step_trace", &rnnkern::rnn_step_trace,
+        "(kernel, stamps) of the last persistent RNN launch under RNNKERN_RNN_TRACE=1 (a diagnostic)");
+#endif
 }

@@ -57,6 +57,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
     const at::Tensor& grad_output, const at::Tensor& grad_hn, const at::Tensor& input, const at::Tensor& hx,
     const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& output,
     const std::optional<at::Tensor>& lengths, bool relu, bool has_bias);
+// The last persistent-kernel launch made with RNNKERN_RNN_TRACE=1: which kernel ran ("" if none
+// did) and its step stamps, (2 CTAs, steps, slots) int64 on the CPU (csrc/cuda/rnn.cu, trace_stamp).
+std::tuple<std::string, at::Tensor> rnn_step_trace();
 #endif
 
 // ---- dilated convolution (csrc/cpu/conv.cpp, csrc/cuda/conv.cu; checks in csrc/conv_common.h) ----

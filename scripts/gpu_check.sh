@@ -4,7 +4,7 @@
 # logs + JSON in OUTDIR. Installs nothing (the GPU machine may have no network).
 #   scripts/gpu_check.sh [OUTDIR]        (default: $OUT, else ./gpu-out)
 #   GPU_CHECK_STEPS="tests bench"        run a subset (the build always runs): tests memcheck racecheck bench
-#                                        (the default), and profile (never by default): Nsight Compute
+#                                        (the default; bench includes host_overhead and rnn_trace), and profile (never by default): Nsight Compute
 #                                        on the kernels that miss their models, scripts/gpu_profile.sh,
 #                                        into OUTDIR/profile, after the rest, alone (~2-3.5 min alone)
 #                                        (a device call is capped at 10 minutes; split the run if needed)
@@ -91,13 +91,15 @@ pack
 want bench && step bench $TO ${GPU_CHECK_BENCH_TIMEOUT:-300} $PY -m rnnkern.cli bench --device cuda --json "$OUTDIR/bench.json" --plot "$OUTDIR/bench.png" ${GPU_CHECK_BENCH_OPS:+--ops $GPU_CHECK_BENCH_OPS}
 # host time a call, layer by layer (~10 s): what the lone-call bench rows include before a launch
 want bench && step host_overhead $TO 120 $PY scripts/host_overhead.py --device cuda
+# where a persistent RNN step's time goes, phase by phase (~10 s; ncu cannot replay these kernels)
+want bench && step rnn_trace $TO 120 $PY scripts/rnn_step_trace.py --backward --json "$OUTDIR/rnn_trace.json"
 pack
 # alone on the GPU (ncu serialises and replays kernels); each case packs GPU_PROFILE_PACK as it ends
 want profile && step profile $TO ${GPU_CHECK_PROFILE_TIMEOUT:-420} env PYTHON="$PY" scripts/gpu_profile.sh "$OUTDIR/profile"
 
 echo
 echo "== gpu_check summary ($($PY -c 'import torch; print(torch.cuda.get_device_name(0), torch.__version__)'))"
-for k in build tests memcheck racecheck bench host_overhead profile; do
+for k in build tests memcheck racecheck bench host_overhead rnn_trace profile; do
   printf '%-10s %s\n' "$k" "$(cat "$OUTDIR/$k.status" 2>/dev/null || echo skipped)"; done | tee "$OUTDIR/summary.txt"
 [ -f "$OUTDIR/profile/summary.txt" ] && { echo; cat "$OUTDIR/profile/summary.txt"; }
 pack

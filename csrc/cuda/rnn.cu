@@ -114,6 +114,14 @@ __device__ __forceinline__ unsigned int load_acquire_gpu(const unsigned int* p) 
   return v;
 }
 
+// One arrival with release semantics at GPU scope: this CTA's writes before it (its other threads'
+// ones ordered before this thread by the CTA barrier) are visible to whoever acquires the count.
+// red.release rather than __threadfence() + atomicAdd: __threadfence is a fence.sc (sequentially
+// consistent, the heaviest fence), where a release needs acq_rel, as in CUTLASS's generic barrier.
+__device__ __forceinline__ void arrive_release_gpu(unsigned int* p) {
+  asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(p) : "memory");
+}
+
 // `arrivals` counts CTA arrivals over the whole launch: step s is complete everywhere once it
 // reaches (s + 1) * gridDim.x, so the counter never needs resetting inside the kernel.
 template <StepBarrier kBarrier>
@@ -127,14 +135,13 @@ __device__ __forceinline__ void step_barrier(unsigned int* arrivals, unsigned in
     __trap();  // the host launches cluster kernels only from sm_90 code (see launch_persistent)
 #endif
   } else {
-    __syncthreads();  // every thread of this CTA has written its part of the step
+    __syncthreads();  // every thread of this CTA has written its part of the step ...
     if (threadIdx.x == 0) {
-      __threadfence();  // ... and those writes are visible device-wide before we arrive
-      atomicAdd(arrivals, 1u);
+      arrive_release_gpu(arrivals);  // ... and they are visible device-wide before the arrival is
       while (load_acquire_gpu(arrivals) < target) {
       }
     }
-    __syncthreads();
+    __syncthreads();  // (the acquire above orders every thread's next reads after the others' writes)
   }
 }
 
@@ -146,9 +153,34 @@ struct PersistentParams {
   const scalar_t* act_out;  // backward: forward outputs h_t for act'(.); forward: nullptr
   const int* live;          // (T) sequences still running at step t (a prefix: lengths are sorted); nullptr = B
   unsigned int* arrivals;   // flag barrier's counter, zeroed before the launch; unused otherwise
+  long long* trace;         // step stamps (RNNKERN_RNN_TRACE=1, see trace_stamp); nullptr = off
   int T, B, H, rows;
   bool relu, backward;
 };
+
+// ---- step trace (RNNKERN_RNN_TRACE=1: a diagnostic, off by default) ----------------------------
+// The persistent kernels miss their per-step models by several microseconds (bench/NOTES.md) and
+// Nsight Compute cannot replay them (their barriers need every CTA resident). So thread 0 of the
+// first and of the last CTA stamps the first kTraceSteps steps where a phase ends: stamp 0 is a
+// step's start (the global timer in ns, then the SM's clock64), stamp k >= 1 the clock64 at the
+// end of phase k. rnn_step_trace() returns the last traced launch; scripts/rnn_step_trace.py
+// turns it into nanoseconds per phase. One predicated branch per stamp when off.
+constexpr int kTraceSteps = 64, kTraceSlots = 8;  // per (CTA, step): timer, clock, then phases 1..6
+
+__device__ __forceinline__ void trace_stamp(long long* trace, int s, int phase) {
+  if (trace == nullptr || threadIdx.x != 0 || s >= kTraceSteps) return;
+  const bool last = blockIdx.x + 1 == gridDim.x && gridDim.x > 1;
+  if (blockIdx.x != 0 && !last) return;
+  long long* row = trace + (static_cast<long long>(last) * kTraceSteps + s) * kTraceSlots;
+  if (phase == 0) {
+    unsigned long long ns;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns));
+    row[0] = static_cast<long long>(ns);
+    row[1] = clock64();
+  } else {
+    row[phase + 1] = clock64();
+  }
+}
 
 // z = pre-activation (forward) or dL/dh_t (backward) of one output; h = its forward output h_t
 // (backward only). forward: act(z); backward: z * act'(.).
@@ -199,6 +231,7 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_kernel(Pers
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
   const int64_t step = static_cast<int64_t>(p.B) * p.H;
   for (int s = 0; s < p.T; ++s) {
+    trace_stamp(p.trace, s, 0);
     const int t = p.backward ? p.T - 1 - s : s;
     const scalar_t* prev = s == 0 ? p.state0 : p.seq + (p.backward ? t + 1 : t - 1) * step;
     // where this step reads h_{t-1}: L2 (ld.global.cg), or with one cluster after the first step
@@ -298,8 +331,10 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_kernel(Pers
         }
       }
     }
+    trace_stamp(p.trace, s, 1);  // phase 1: loads, products, epilogue and stores (thread 0's warp)
     // step t complete everywhere (writes visible) before step t +- 1 reads it
     step_barrier<kBarrier>(p.arrivals, static_cast<unsigned int>(s + 1) * gridDim.x);
+    trace_stamp(p.trace, s, 2);  // phase 2: the step barrier
   }
 }
 
@@ -390,6 +425,7 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
   const int outputs = p.B * own;              // this CTA's: output i is (b, n) = divmod(i, own), n in rank's units
   const int64_t step = static_cast<int64_t>(p.B) * p.H;
   for (int s = 0; s < p.T; ++s) {
+    trace_stamp(p.trace, s, 0);
     const int t = p.backward ? p.T - 1 - s : s;
     const scalar_t* prev = s == 0 ? p.state0 : p.seq + (p.backward ? t + 1 : t - 1) * step;
     scalar_t* cur = p.seq + t * step;
@@ -433,6 +469,7 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
         }
       }
       __syncthreads();
+      trace_stamp(p.trace, s, 1);  // phase 1: early loads issued, h_{t-1}'s slice staged
       for (int tile = warp; tile < m16 / 16 * n_tiles; tile += nwarps) {
         const int m = tile / n_tiles * 16, n = tile % n_tiles * 16;
         FragC acc;
@@ -446,8 +483,10 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
         }
         wmma::store_matrix_sync(part_s + m * ldu + n, acc, ldu, wmma::mem_row_major);
       }
+      trace_stamp(p.trace, s, 2);  // phase 2: thread 0's warp's tiles multiplied
     }
     cluster.sync();  // every rank's partial sums are in its shared memory (release / acquire)
+    trace_stamp(p.trace, s, 3);    // phase 3: the cluster barrier
     const auto write_output = [&](int i, float z, float h) {
       const int b = i / own, n = rank * own + i % own, u = u0 + n;
       if (u >= p.H) return;
@@ -472,10 +511,12 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
       load_inputs(i, z, h);
       write_output(i, z, h);
     }
+    trace_stamp(p.trace, s, 4);  // phase 4: partial sums reduced, outputs written
     // step t complete everywhere before step t +- 1 reads it, and no rank overwrites its partial
     // sums while another still reads them
     if constexpr (kOneCluster) cluster.sync();
     else step_barrier<StepBarrier::kFlag>(p.arrivals, static_cast<unsigned int>(s + 1) * gridDim.x);
+    trace_stamp(p.trace, s, 5);  // phase 5: the step barrier
   }
   // No CTA may exit while a cluster peer can still read its shared memory. The last flag barrier
   // already orders every read before every exit, but through global memory, which the
@@ -643,6 +684,42 @@ int ptx_version(Kernel kernel) {
   });
 }
 
+// The last traced launch (RNNKERN_RNN_TRACE=1): its stamps, on the GPU, and which kernel made them
+// (set once it has launched). A diagnostic: one thread at a time.
+struct StepTrace {
+  at::Tensor stamps;  // (2, kTraceSteps, kTraceSlots) int64: the first CTA, the last CTA
+  std::string kernel;
+};
+StepTrace& last_step_trace() {
+  static StepTrace trace;
+  return trace;
+}
+
+bool step_trace_requested() {
+  const char* e = std::getenv("RNNKERN_RNN_TRACE");
+  return e != nullptr && std::strcmp(e, "1") == 0;
+}
+
+// Each traced call starts with no trace: one that takes the general path leaves none.
+void clear_step_trace() {
+  if (step_trace_requested()) last_step_trace() = StepTrace{};
+}
+
+// A zeroed stamp buffer for the next launch when RNNKERN_RNN_TRACE=1 (read per call), else nullptr.
+long long* arm_step_trace() {
+  if (!step_trace_requested()) return nullptr;
+  StepTrace& t = last_step_trace();
+  t.stamps = at::zeros({2, kTraceSteps, kTraceSlots},
+                       at::TensorOptions().dtype(at::kLong).device(at::kCUDA, at::cuda::current_device()));
+  t.kernel.clear();
+  return reinterpret_cast<long long*>(t.stamps.data_ptr<int64_t>());
+}
+
+// Names the kernel a traced launch ran.
+void traced(const long long* trace, const std::string& kernel, int grid) {
+  if (trace != nullptr) last_step_trace().kernel = kernel + ", " + std::to_string(grid) + " CTAs";
+}
+
 // Logged so tests can tell a silent fallback from a persistent run.
 bool fall_back(const char* why, int grid, const char* kernel = "persistent", const char* to = "general path") {
   if (rnn_debug_log_enabled())
@@ -703,6 +780,9 @@ bool launch_cooperative(const PersistentConfig& cfg, PersistentParams<scalar_t> 
   C10_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), cfg.grid, kPersistThreads, args,
                                              cfg.smem, at::cuda::getCurrentCUDAStream()));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+  traced(params.trace, std::string("FMA kernel, ") + (kBarrier == StepBarrier::kFlag ? "flag barrier" : "grid.sync") +
+                           ", batch tile " + std::to_string(kBatchTile),
+         cfg.grid);
   return true;  // `arrivals` is freed stream-ordered: no later work on this stream reuses it early
 }
 
@@ -730,6 +810,7 @@ bool launch_cluster(const PersistentConfig& cfg, const PersistentParams<scalar_t
   if (clusters < 1) return fall_back("cannot be one resident cluster", cfg.grid);
   C10_CUDA_CHECK(cudaLaunchKernelEx(&launch.config, kernel, params));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+  traced(params.trace, "FMA kernel, one cluster, batch tile " + std::to_string(kBatchTile), cfg.grid);
   return true;
 }
 
@@ -796,6 +877,8 @@ bool launch_mma(MmaConfig m, const PersistentParams<scalar_t>& base, const char*
     (void)cudaGetLastError();  // e.g. a driver that refuses cooperative + cluster together
     return fall_back(cudaGetErrorString(err), grid, name, to);
   }
+  traced(params.trace, m.clusters > 1 ? "tensor-core kernel, clusters of 8, flag barrier" : "tensor-core kernel, one cluster",
+         grid);
   return true;  // `arrivals` is freed stream-ordered, as in launch_cooperative
 }
 
@@ -857,6 +940,7 @@ PersistentParams<scalar_t> make_params(const at::Tensor& weight, at::Tensor& seq
   p.act_out = act_out ? act_out->const_data_ptr<scalar_t>() : nullptr;
   p.live = live.defined() ? live.const_data_ptr<int>() : nullptr;
   p.arrivals = nullptr;
+  p.trace = arm_step_trace();
   p.T = static_cast<int>(seq.size(0));
   p.B = static_cast<int>(seq.size(1));
   p.H = static_cast<int>(seq.size(2));
@@ -1187,6 +1271,12 @@ at::Tensor live_rows(const std::vector<int64_t>& bs, int64_t B, const at::Tensor
 
 }  // namespace
 
+std::tuple<std::string, at::Tensor> rnn_step_trace() {
+  const StepTrace& t = last_step_trace();
+  if (!t.stamps.defined()) return {"", at::empty({0, kTraceSteps, kTraceSlots}, at::kLong)};
+  return {t.kernel, t.stamps.cpu()};  // (a device-to-host copy: waits for the traced launch)
+}
+
 std::tuple<at::Tensor, at::Tensor> rnn_forward_cuda(const at::Tensor& input, const at::Tensor& hx,
                                                     const at::Tensor& w_ih, const at::Tensor& w_hh,
                                                     const std::optional<at::Tensor>& b_ih,
@@ -1194,6 +1284,7 @@ std::tuple<at::Tensor, at::Tensor> rnn_forward_cuda(const at::Tensor& input, con
                                                     const std::optional<at::Tensor>& lengths, bool relu) {
   const RnnShapes s = check_rnn_args("rnn_forward", input, hx, w_ih, w_hh, b_ih, b_hh);
   const at::cuda::OptionalCUDAGuard guard(device_of(input));
+  clear_step_trace();
   const std::vector<int64_t> bs = batch_sizes("rnn_forward", s, lengths);
   return with_rnn_gemm(input.scalar_type(), [&](const auto& gemm) -> std::tuple<at::Tensor, at::Tensor> {
     if (s.T > 0 && s.T < (int64_t(1) << 31)) {
@@ -1224,6 +1315,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
     const std::optional<at::Tensor>& lengths, bool relu, bool has_bias) {
   const RnnShapes s = check_rnn_backward_args(grad_output, grad_hn, input, hx, w_ih, w_hh, output);
   const at::cuda::OptionalCUDAGuard guard(device_of(input));
+  clear_step_trace();
   const std::vector<int64_t> bs = batch_sizes("rnn_backward", s, lengths);
   using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
   return with_rnn_gemm(input.scalar_type(), [&](const auto& gemm) -> Grads {

@@ -39,3 +39,14 @@ def cpu_step() -> str:
     """The recurrence step the CPU kernels run for float32 on this machine: "avx512 ..." (the
     register-blocked kernel of csrc/cpu/rnn.cpp) or "general (<why not>)" (MKL GEMM + ATen activation)."""
     return _ext._C.rnn_cpu_step()
+
+
+def step_trace() -> tuple[str, torch.Tensor]:
+    """(kernel, stamps) of the last persistent CUDA RNN launch made with RNNKERN_RNN_TRACE=1: which
+    kernel ran ("" if none did: the general path) and its step stamps, a (2, 64, 8) int64 CPU
+    tensor: the first and the last CTA, the first 64 steps; per step the global timer (ns) and the
+    SM clock at its start, then the clock where each phase ended (csrc/cuda/rnn.cu, trace_stamp).
+    A diagnostic of per-step time (scripts/rnn_step_trace.py); CUDA builds only."""
+    if not getattr(_ext._C, "with_cuda", False):
+        raise RuntimeError("rnnkern.ops.rnn.step_trace: this build has no CUDA kernels")
+    return _ext._C.rnn_step_trace()

@@ -1054,3 +1054,34 @@ def test_double_backward(relu):
         second.append(torch.autograd.grad(g.square().sum(), [x, *m.parameters()]))
     for a, b in zip(*second):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("math,dtype,B,H", [("fma", torch.float32, 8, 256), ("mma", torch.bfloat16, 16, 512)])
+def test_cuda_step_trace(monkeypatch, math, dtype, B, H):
+    """RNNKERN_RNN_TRACE=1 (scripts/rnn_step_trace.py): the persistent kernels stamp every step of
+    the first and the last CTA, in order, with the kernel named; tracing changes no bit of the
+    results; without a persistent launch (the general path) the kernel is ""."""
+    if math == "mma" and torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("the tensor-core kernel needs sm_90 (thread-block clusters)")
+    T = 20
+    args = [a.to(dtype) for a in _cuda_args(T, B, H)]
+    g, gh = torch.randn(T, B, H, device="cuda"), torch.randn(B, H, device="cuda")
+    env = dict(RNNKERN_RNN_PATH="persistent", RNNKERN_RNN_MATH=math)
+    plain = _run_with_env(monkeypatch, args, None, False, g, gh, **env)
+    monkeypatch.setenv("RNNKERN_RNN_TRACE", "1")
+    traced = _run_with_env(monkeypatch, args, None, False, g, gh, **env)
+    assert all(torch.equal(a, b) for a, b in zip(plain, traced))
+    kernel, stamps = rnn_ops.step_trace()  # the backward's launch, the last one
+    assert kernel.startswith("FMA kernel" if math == "fma" else "tensor-core kernel"), kernel
+    assert stamps.shape == (2, 64, 8) and stamps.dtype == torch.int64
+    phases = 2 if math == "fma" else 5
+    for cta in stamps:
+        used = cta[:T, : 2 + phases]
+        assert (used[1:] > 0).all(), used  # (step 0 of the tensor-core kernel skips its MMA phases)
+        clocks = used[1:, 1:]
+        assert (clocks[:, 1:] >= clocks[:, :-1]).all()  # phases end in order within a step ...
+        assert (used[2:, 0] > used[1:-1, 0]).all() and (used[2:, 1] > used[1:-1, -1]).all()  # ... and steps follow
+        assert (cta[T:] == 0).all()
+    _run_with_env(monkeypatch, args, None, False, g, gh, RNNKERN_RNN_PATH="general")
+    assert rnn_ops.step_trace()[0] == ""

@@ -1,0 +1,119 @@
+"""Where a persistent RNN step's time goes, on the GPU: runs the issue-4 shapes (T=256) with
+RNNKERN_RNN_TRACE=1 and prints, per shape, the kernel that ran and the median nanoseconds of
+each phase of a step for the first and the last CTA (csrc/cuda/rnn.cu: trace_stamp).
+
+    python3 scripts/rnn_step_trace.py [--json PATH] [--backward]
+
+Nsight Compute cannot replay these kernels (their barriers need every CTA resident), and the
+bench's per-call times hide the split between the step's own work and its barrier: this is the
+number the per-step models in bench/NOTES.md are checked against. Clock cycles become ns through
+the global timer over the same steps (so the SM's actual clock, not its nominal one)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+
+PHASES = {  # the stamps each kernel makes after a step's start, in order
+    "FMA kernel": ["work (h loads, FMAs, epilogue, stores)", "step barrier"],
+    "tensor-core kernel": ["stage h slice", "MMA", "cluster barrier", "reduce + store", "step barrier"],
+}
+
+
+NEXT = "to the next step"
+
+
+def phase_names(kernel: str) -> list[str]:
+    for prefix, names in PHASES.items():
+        if kernel.startswith(prefix):
+            return names
+    raise ValueError(f"no phase names for kernel {kernel!r}")
+
+
+def summarize(kernel: str, stamps) -> list[dict]:
+    """Per traced CTA: median step time (ns), the SM clock (GHz) and each phase's median ns.
+    stamps: (CTAs, steps, 8) nested lists or a tensor; slot 0 the global timer at the step's start,
+    slot 1 the clock there, slot k + 1 the clock at the end of phase k. Step 0 is left out (its
+    first phases have no previous state), as is any step without the next one's start."""
+    names = phase_names(kernel)
+    rows = stamps.tolist() if hasattr(stamps, "tolist") else stamps
+    out = []
+    for cta, steps in zip(("first", "last"), rows):
+        per_phase = {n: [] for n in names + [NEXT]}
+        step_ns, ghz = [], []
+        for s in range(1, len(steps) - 1):
+            cur, nxt = steps[s], steps[s + 1]
+            if cur[0] == 0 or nxt[0] == 0 or nxt[0] <= cur[0]:
+                continue
+            ns, cycles = nxt[0] - cur[0], nxt[1] - cur[1]
+            step_ns.append(ns)
+            ghz.append(cycles / ns)
+            prev = cur[1]
+            for k, n in enumerate(names, start=1):
+                if cur[k + 1] == 0:  # not stamped this step (e.g. no state to multiply)
+                    continue
+                per_phase[n].append(cur[k + 1] - prev)
+                prev = cur[k + 1]
+            per_phase[NEXT].append(nxt[1] - prev)  # from the last phase's end to the next step's start
+        if not step_ns:
+            continue
+        clock = statistics.median(ghz)
+        phases = {n: statistics.median(v) / clock for n, v in per_phase.items() if v}
+        out.append({"cta": cta, "steps": len(step_ns), "step_ns": statistics.median(step_ns), "ghz": clock,
+                    "phases_ns": phases})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", help="write the summaries here")
+    ap.add_argument("--backward", action="store_true", help="trace the backward's reverse recurrence too")
+    args = ap.parse_args()
+    os.environ["RNNKERN_RNN_TRACE"] = "1"
+    import torch
+    import rnnkern.functional as RF  # noqa: F401  (loads the ops)
+    from rnnkern.ops import rnn as rnn_ops
+
+    torch.backends.cudnn.allow_tf32 = True  # the bench's setting (tf32 allowed on both sides)
+    cases = [(torch.float32, 8, 256)] + [(dt, b, h) for dt in (torch.float32, torch.bfloat16)
+                                         for b in (8, 64) for h in (512, 1024)]
+    results = []
+    for dtype, B, H in cases:
+        T = 256
+        g = torch.Generator(device="cuda").manual_seed(0)
+        x = torch.randn(T, B, H, device="cuda", dtype=dtype, generator=g)
+        h0 = torch.zeros(B, H, device="cuda", dtype=dtype)
+        w_ih = (torch.randn(H, H, device="cuda", generator=g) / H ** 0.5).to(dtype)
+        w_hh = (torch.randn(H, H, device="cuda", generator=g) / H ** 0.5).to(dtype)
+        passes = ["forward"] + (["backward"] if args.backward else [])
+        for which in passes:
+            def run():
+                if which == "forward":
+                    return rnn_ops.rnn_forward(x, h0, w_ih, w_hh, None, None, None, False)
+                out, _ = rnn_ops.rnn_forward(x, h0, w_ih, w_hh, None, None, None, False)
+                return rnn_ops.rnn_backward(torch.ones_like(out), torch.zeros_like(h0), x, h0, w_ih, w_hh, out,
+                                            None, False, False)
+            run()  # warm-up (first-launch set-up, cached queries)
+            run()
+            torch.cuda.synchronize()
+            kernel, stamps = rnn_ops.step_trace()
+            case = f"{str(dtype).removeprefix('torch.')} T{T} B{B} H{H} {which}"
+            if not kernel:
+                print(f"{case}: no persistent kernel ran (general path)")
+                results.append({"case": case, "kernel": ""})
+                continue
+            summary = summarize(kernel, stamps)
+            results.append({"case": case, "kernel": kernel, "ctas": summary})
+            for s in summary:
+                phases = ", ".join(f"{n} {v / 1000:.2f}" for n, v in s["phases_ns"].items())
+                print(f"{case} | {kernel} | {s['cta']} CTA: step {s['step_ns'] / 1000:.2f} us "
+                      f"({s['ghz']:.2f} GHz) = {phases} us")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "results": results}, f,
+                      indent=1)
+
+
+if __name__ == "__main__":
+    main()
