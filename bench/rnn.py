@@ -23,15 +23,20 @@ CPU_CASES = [(torch.float32, 8, 256, 256), (torch.float32, 16, 512, 256)]
 # or B >= 8 where H >= 512, in bf16/fp16 and in fp32 when cudnn.allow_tf32, as here; the FMA
 # kernel below that), and the FMA kernel's grid capped at fewer CTAs (RNNKERN_RNN_CTAS)
 ENV_CASES = {
-    (torch.float32, 8, 256, 256): [{"RNNKERN_RNN_BARRIER": "cluster"}, {"RNNKERN_RNN_BARRIER": "flag"},
+    (torch.float32, 8, 256, 256): [{"RNNKERN_RNN_BARRIER": "exchange"},
+                                   {"RNNKERN_RNN_BARRIER": "cluster"}, {"RNNKERN_RNN_BARRIER": "flag"},
                                    {"RNNKERN_RNN_MATH": "mma"}, {"RNNKERN_RNN_CTAS": "64"},
                                    {"RNNKERN_RNN_CTAS": "32"}, {"RNNKERN_RNN_CTAS": "32", "RNNKERN_RNN_BARRIER": "flag"}],
+    (torch.float32, 8, 512, 256): [{"RNNKERN_RNN_MATH": "fma", "RNNKERN_RNN_BARRIER": "exchange"}],
     (torch.float32, 8, 1024, 256): [{"RNNKERN_RNN_MATH": "fma"},
-                                    {"RNNKERN_RNN_MATH": "fma", "RNNKERN_RNN_BARRIER": "flag"}],
+                                    {"RNNKERN_RNN_MATH": "fma", "RNNKERN_RNN_BARRIER": "flag"},
+                                    {"RNNKERN_RNN_MATH": "fma", "RNNKERN_RNN_BARRIER": "exchange"}],
     (torch.float32, 64, 1024, 256): [{"RNNKERN_RNN_MATH": "fma"}],
     (torch.float32, 64, 512, 256): [{"RNNKERN_RNN_MATH": "fma"}],
     (torch.bfloat16, 8, 512, 256): [{"RNNKERN_RNN_MATH": "fma"},
-                                    {"RNNKERN_RNN_MATH": "fma", "RNNKERN_RNN_BARRIER": "flag"}],
+                                    {"RNNKERN_RNN_MATH": "fma", "RNNKERN_RNN_BARRIER": "flag"},
+                                    {"RNNKERN_RNN_MATH": "fma", "RNNKERN_RNN_BARRIER": "exchange"}],
+    (torch.bfloat16, 8, 1024, 256): [{"RNNKERN_RNN_MATH": "fma", "RNNKERN_RNN_BARRIER": "exchange"}],
     (torch.bfloat16, 64, 1024, 256): [{"RNNKERN_RNN_MATH": "fma"}],
     # above B = 64 the tensor-core kernel runs only when forced (csrc/cuda/rnn.cu, kMmaMaxBatch);
     # fp32 B256 H1024 does not fit its shared memory, bf16 does. RNNKERN_RNN_GRAPH=1: the general

@@ -76,10 +76,18 @@ def main() -> None:
     from rnnkern.ops import rnn as rnn_ops
 
     torch.backends.cudnn.allow_tf32 = True  # the bench's setting (tf32 allowed on both sides)
-    cases = [(torch.float32, 8, 256)] + [(dt, b, h) for dt in (torch.float32, torch.bfloat16)
-                                         for b in (8, 64) for h in (512, 1024)]
+    # the issue-4 shapes with the default choice, and the barriers against each other where the FMA
+    # kernel runs (B8 H256) or can be forced to (B8 H1024)
+    fma_exchange = {"RNNKERN_RNN_MATH": "fma", "RNNKERN_RNN_BARRIER": "exchange"}
+    cases = ([(torch.float32, 8, 256, env) for env in ({}, {"RNNKERN_RNN_BARRIER": "flag"},
+                                                        {"RNNKERN_RNN_BARRIER": "exchange"})]
+             + [(dt, b, h, {}) for dt in (torch.float32, torch.bfloat16) for b in (8, 64) for h in (512, 1024)]
+             + [(torch.float32, 8, 1024, fma_exchange), (torch.bfloat16, 8, 512, fma_exchange)])
     results = []
-    for dtype, B, H in cases:
+    for dtype, B, H, env in cases:
+        for k in ("RNNKERN_RNN_MATH", "RNNKERN_RNN_BARRIER"):
+            os.environ.pop(k, None)
+        os.environ.update(env)
         T = 256
         g = torch.Generator(device="cuda").manual_seed(0)
         x = torch.randn(T, B, H, device="cuda", dtype=dtype, generator=g)
@@ -98,7 +106,8 @@ def main() -> None:
             run()
             torch.cuda.synchronize()
             kernel, stamps = rnn_ops.step_trace()
-            case = f"{str(dtype).removeprefix('torch.')} T{T} B{B} H{H} {which}"
+            case = " ".join([f"{str(dtype).removeprefix('torch.')} T{T} B{B} H{H} {which}"]
+                            + [f"{k.removeprefix('RNNKERN_RNN_').lower()}={v}" for k, v in env.items()])
             if not kernel:
                 print(f"{case}: no persistent kernel ran (general path)")
                 results.append({"case": case, "kernel": ""})

@@ -59,8 +59,9 @@ def rnn(dev):
             for lengths in (None, torch.tensor([3, 2, 2, 1, 0])):
                 out, hn = rnn_forward(*args, lengths, False)
                 (out.float().sum() + hn.float().sum()).backward()
-    # every step barrier: grid.sync (the default), the flag barrier, one cluster (sm_90, H <= 256)
-    for barrier in ("grid", "flag", "cluster"):
+    # every step barrier: grid.sync (the default), the flag barrier, one cluster (sm_90, H <= 256),
+    # none (the step-tagged exchange words)
+    for barrier in ("grid", "flag", "cluster", "exchange"):
         os.environ["RNNKERN_RNN_BARRIER"] = barrier
         for H in (33, 256):
             args = [a.to(dev).requires_grad_() for a in (torch.randn(4, 3, 5), torch.randn(3, H), torch.randn(H, 5),

@@ -34,11 +34,13 @@
 // it computes in its own shared memory and the next step reads h_{t-1} from the owning CTAs'
 // shared memory (distributed shared memory) instead of L2. grid.sync is the default: on an H200
 // at B8 H256 it takes 3.5 us a step, the cluster variant 6.7-7.0 (10.9 while it pushed every
-// output into every CTA, 16 scalar remote stores an output; bench/NOTES.md).
+// output into every CTA, 16 scalar remote stores an output; bench/NOTES.md). The FMA kernel can
+// also run with no barrier (RNNKERN_RNN_BARRIER=exchange; opt-in, not yet run on a GPU): its
+// outputs travel as step-tagged words that the next step's readers wait on (exchange_read).
 //
 // Set RNNKERN_RNN_PATH=general|persistent to force a path (persistent falls back when it does
 // not fit), RNNKERN_RNN_MATH=fma|mma to force the persistent kernel's arithmetic (mma only where
-// the dtype and flags allow tensor cores), RNNKERN_RNN_BARRIER=grid|flag|cluster to force the
+// the dtype and flags allow tensor cores), RNNKERN_RNN_BARRIER=grid|flag|cluster|exchange to force the
 // FMA kernel's barrier, RNNKERN_RNN_CTAS=n to cap its grid at n CTAs, RNNKERN_RNN_GRAPH=1 to replay
 // the general path's steps as CUDA graphs (opt-in, unmeasured), RNNKERN_DEBUG=1 to log the choice.
 #include <ATen/OpMathType.h>
@@ -106,7 +108,79 @@ __device__ __forceinline__ T load_cluster_peer(const T* local, int rank) {
 
 // How the CTAs of one persistent launch wait for each other at the end of every step. Each must
 // also make the step's global writes visible to the other CTAs (their reads go to L2: ld.global.cg).
-enum class StepBarrier { kGrid, kFlag, kCluster };
+// kExchange: no barrier at all; the step's outputs also go to an exchange buffer as 8-byte words
+// that carry their step (see exchange_store), and readers wait on the words themselves.
+enum class StepBarrier { kGrid, kFlag, kCluster, kExchange };
+
+// ---- the barrier-free exchange (RNNKERN_RNN_BARRIER=exchange, the FMA kernel) ----------------------
+// A step's critical path through a barrier is: outputs stored, the arrival's release fence waits for
+// them, the arrival travels to L2, the waiters' polls see the count, then every CTA loads h_{t-1}
+// from L2: four or five L2 round trips a step for a few hundred ns of arithmetic. Here each output
+// is also stored as one 8-byte word {value as fp32, step + 1} (single-copy atomic: a reader never
+// sees a value with another step's tag), and the next step's readers load those words and reload
+// the ones whose tag is not yet theirs: about two round trips a step (NCCL's LL protocol does the
+// same for small messages). Two buffers alternate by step. Reuse is safe without a barrier: the
+// writer of step s into buffer s % 2 has read every CTA's step s - 1 outputs, each computed only
+// after that CTA had read all its words of step s - 2 from the same buffer. Every CTA must be
+// resident (readers spin on writers): launched cooperatively, like grid.sync.
+constexpr long long kExchangeMaxPolls = 1ll << 24;  // a reader that waits longer traps instead of hanging
+
+__device__ __forceinline__ void exchange_store(unsigned long long* word, float v, unsigned int tag) {
+  const unsigned long long w = (static_cast<unsigned long long>(tag) << 32) | __float_as_uint(v);
+  asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(word), "l"(w) : "memory");
+}
+
+__device__ __forceinline__ unsigned long long exchange_load(const unsigned long long* word) {
+  unsigned long long w;
+  asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(w) : "l"(word) : "memory");
+  return w;
+}
+
+__device__ __forceinline__ bool exchange_ready(unsigned long long w, unsigned int tag) {
+  return static_cast<unsigned int>(w >> 32) == tag;
+}
+
+// x[u][j] = h_{t-1}[b0 + j, c0 + 32 u] from step s - 1's exchange words `words` (tag s), zeros
+// past H and for finished sequences (b >= live). All loads go out together; only the words not yet
+// tagged s are reloaded, again together, until none is left.
+template <int kUnroll, int kBatchTile, typename acc_t>
+__device__ __forceinline__ void exchange_read(acc_t (&x)[kUnroll][kBatchTile], const unsigned long long* words, int s,
+                                              int b0, int c0, int live, int H) {
+  static_assert(kUnroll * kBatchTile <= 32, "one pending bit a word");
+  const unsigned int tag = static_cast<unsigned int>(s);
+  const unsigned long long zero = static_cast<unsigned long long>(tag) << 32;  // a ready 0.0f
+  unsigned long long w[kUnroll][kBatchTile];
+  const auto word = [&](int u, int j) { return words + static_cast<int64_t>(b0 + j) * H + c0 + 32 * u; };
+  const auto wanted = [&](int u, int j) { return c0 + 32 * u < H && b0 + j < live; };
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+    for (int j = 0; j < kBatchTile; ++j) w[u][j] = wanted(u, j) ? exchange_load(word(u, j)) : zero;
+  unsigned int pending = 0;
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+    for (int j = 0; j < kBatchTile; ++j)
+      if (!exchange_ready(w[u][j], tag)) pending |= 1u << (u * kBatchTile + j);
+  for (long long polls = 0; pending != 0; ++polls) {
+    if (polls == kExchangeMaxPolls) __trap();  // a writer that never came: an error, not a hang
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+      for (int j = 0; j < kBatchTile; ++j)
+        if (pending & (1u << (u * kBatchTile + j))) w[u][j] = exchange_load(word(u, j));
+    pending = 0;
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+      for (int j = 0; j < kBatchTile; ++j)
+        if (!exchange_ready(w[u][j], tag)) pending |= 1u << (u * kBatchTile + j);
+  }
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+    for (int j = 0; j < kBatchTile; ++j) x[u][j] = static_cast<acc_t>(__uint_as_float(static_cast<unsigned int>(w[u][j])));
+}
 
 __device__ __forceinline__ unsigned int load_acquire_gpu(const unsigned int* p) {
   unsigned int v;
@@ -126,7 +200,9 @@ __device__ __forceinline__ void arrive_release_gpu(unsigned int* p) {
 // reaches (s + 1) * gridDim.x, so the counter never needs resetting inside the kernel.
 template <StepBarrier kBarrier>
 __device__ __forceinline__ void step_barrier(unsigned int* arrivals, unsigned int target) {
-  if constexpr (kBarrier == StepBarrier::kGrid) {
+  if constexpr (kBarrier == StepBarrier::kExchange) {
+    // nothing to wait for: the next step's reads wait on the exchanged words themselves
+  } else if constexpr (kBarrier == StepBarrier::kGrid) {
     cg::this_grid().sync();
   } else if constexpr (kBarrier == StepBarrier::kCluster) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -153,6 +229,7 @@ struct PersistentParams {
   const scalar_t* act_out;  // backward: forward outputs h_t for act'(.); forward: nullptr
   const int* live;          // (T) sequences still running at step t (a prefix: lengths are sorted); nullptr = B
   unsigned int* arrivals;   // flag barrier's counter, zeroed before the launch; unused otherwise
+  unsigned long long* exchange;  // kExchange: 2 x (B, H) words {fp32 value, step + 1}, zeroed before the launch
   long long* trace;         // step stamps (RNNKERN_RNN_TRACE=1, see trace_stamp); nullptr = off
   int T, B, H, rows;
   bool relu, backward;
@@ -269,16 +346,20 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_kernel(Pers
         constexpr int kUnroll = kBatchTile >= 8 ? 2 : 16 / kBatchTile;
         for (int c0 = lane; c0 < p.H; c0 += 32 * kUnroll) {
           acc_t x[kUnroll][kBatchTile];
+          if (kBarrier == StepBarrier::kExchange && s > 0) {
+            exchange_read<kUnroll, kBatchTile>(x, p.exchange + ((s - 1) % 2) * step, s, b0, c0, live, p.H);
+          } else {
 #pragma unroll
-          for (int u = 0; u < kUnroll; ++u) {
-            const int c = c0 + 32 * u;
+            for (int u = 0; u < kUnroll; ++u) {
+              const int c = c0 + 32 * u;
 #pragma unroll
-            for (int j = 0; j < kBatchTile; ++j)
-              x[u][j] = c < p.H && b0 + j < live
-                            ? static_cast<acc_t>(prev_s != nullptr
-                                                     ? load_cluster_peer(prev_s + (b0 + j) * p.H + c, c / p.rows)
-                                                     : load_cg(prev + static_cast<int64_t>(b0 + j) * p.H + c))
-                            : acc_t(0);
+              for (int j = 0; j < kBatchTile; ++j)
+                x[u][j] = c < p.H && b0 + j < live
+                              ? static_cast<acc_t>(prev_s != nullptr
+                                                       ? load_cluster_peer(prev_s + (b0 + j) * p.H + c, c / p.rows)
+                                                       : load_cg(prev + static_cast<int64_t>(b0 + j) * p.H + c))
+                              : acc_t(0);
+            }
           }
 #pragma unroll
           for (int u = 0; u < kUnroll; ++u) {
@@ -309,6 +390,10 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_kernel(Pers
             // finished sequence: output / gradient is zero from here on
             const acc_t y = b < live ? step_epilogue(pre[o] + sum, h_fwd[o], p.relu, p.backward) : acc_t(0);
             cur[static_cast<int64_t>(b) * p.H + r0 + r] = static_cast<scalar_t>(y);
+            // the next step's readers take it from here (the value as stored, in fp32)
+            if constexpr (kBarrier == StepBarrier::kExchange)
+              exchange_store(p.exchange + (s % 2) * step + static_cast<int64_t>(b) * p.H + r0 + r,
+                             static_cast<float>(static_cast<scalar_t>(y)), static_cast<unsigned int>(s + 1));
             // into this CTA's copy; the step's cluster barrier publishes it to the others
             if constexpr (kBarrier == StepBarrier::kCluster) h_s[(s % 2) * step + b * p.H + r0 + r] = static_cast<scalar_t>(y);
           }
@@ -548,15 +633,22 @@ struct PersistentConfig {
 };
 
 const char* barrier_name(StepBarrier b) {
-  return b == StepBarrier::kCluster ? "cluster" : b == StepBarrier::kFlag ? "flag" : "grid";
+  switch (b) {
+    case StepBarrier::kCluster: return "cluster";
+    case StepBarrier::kFlag: return "flag";
+    case StepBarrier::kExchange: return "exchange";
+    default: return "grid";
+  }
 }
 
 // grid.sync over every SM by default. One cluster (RNNKERN_RNN_BARRIER=cluster, where the
 // device has clusters and W_hh's rows fit kMaxRows on each of kMaxClusterCtas CTAs) waits less
 // per step but gives each CTA 8x the rows: on an H200 at B8 H256 it runs 6.7-7.0 us a step
-// against grid's 3.5 (bench/NOTES.md). RNNKERN_RNN_BARRIER=flag forces the flag barrier.
+// against grid's 3.5 (bench/NOTES.md). RNNKERN_RNN_BARRIER=flag forces the flag barrier,
+// RNNKERN_RNN_BARRIER=exchange no barrier (the step-tagged exchange words; not yet run on a GPU).
 StepBarrier choose_barrier(int64_t H, const cudaDeviceProp& prop) {
   if (env_equals("RNNKERN_RNN_BARRIER", "flag")) return StepBarrier::kFlag;
+  if (env_equals("RNNKERN_RNN_BARRIER", "exchange")) return StepBarrier::kExchange;
   const bool cluster_fits = prop.major >= 9 && H <= int64_t{kMaxClusterCtas} * kMaxRows;
   if (env_equals("RNNKERN_RNN_BARRIER", "cluster") && cluster_fits) return StepBarrier::kCluster;
   return StepBarrier::kGrid;
@@ -770,17 +862,26 @@ bool launch_cooperative(const PersistentConfig& cfg, PersistentParams<scalar_t> 
   const int per_sm = blocks_per_sm(kernel, kPersistThreads, cfg.smem);
   if (per_sm * at::cuda::getCurrentDeviceProperties()->multiProcessorCount < cfg.grid)
     return fall_back("not co-resident", cfg.grid);
-  at::Tensor arrivals;
+  at::Tensor arrivals, exchange;
   if constexpr (kBarrier == StepBarrier::kFlag) {
     if (int64_t{params.T} * cfg.grid >= (int64_t{1} << 32))  // the arrival count would wrap
       return launch_cooperative<scalar_t, StepBarrier::kGrid, kBatchTile>(cfg, params);
     arrivals = arrival_counter(&params.arrivals);
   }
+  if constexpr (kBarrier == StepBarrier::kExchange) {
+    // zeroed: tag 0 is no step's (step s's words carry s + 1 <= T < 2^31); freed stream-ordered
+    // like `arrivals`
+    exchange = at::zeros({2 * int64_t{params.B} * params.H},
+                         at::TensorOptions().dtype(at::kLong).device(at::kCUDA, at::cuda::current_device()));
+    params.exchange = reinterpret_cast<unsigned long long*>(exchange.data_ptr<int64_t>());
+  }
   void* args[] = {&params};
   C10_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), cfg.grid, kPersistThreads, args,
                                              cfg.smem, at::cuda::getCurrentCUDAStream()));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  traced(params.trace, std::string("FMA kernel, ") + (kBarrier == StepBarrier::kFlag ? "flag barrier" : "grid.sync") +
+  traced(params.trace, std::string("FMA kernel, ") + (kBarrier == StepBarrier::kFlag       ? "flag barrier"
+                                                     : kBarrier == StepBarrier::kExchange ? "exchange"
+                                                                                          : "grid.sync") +
                            ", batch tile " + std::to_string(kBatchTile),
          cfg.grid);
   return true;  // `arrivals` is freed stream-ordered: no later work on this stream reuses it early
@@ -889,6 +990,8 @@ bool launch_with_tile(const PersistentConfig& cfg, const PersistentParams<scalar
       return launch_cluster<scalar_t, kBatchTile>(cfg, params);
     case StepBarrier::kFlag:
       return launch_cooperative<scalar_t, StepBarrier::kFlag, kBatchTile>(cfg, params);
+    case StepBarrier::kExchange:
+      return launch_cooperative<scalar_t, StepBarrier::kExchange, kBatchTile>(cfg, params);
     default:
       return launch_cooperative<scalar_t, StepBarrier::kGrid, kBatchTile>(cfg, params);
   }
@@ -940,6 +1043,7 @@ PersistentParams<scalar_t> make_params(const at::Tensor& weight, at::Tensor& seq
   p.act_out = act_out ? act_out->const_data_ptr<scalar_t>() : nullptr;
   p.live = live.defined() ? live.const_data_ptr<int>() : nullptr;
   p.arrivals = nullptr;
+  p.exchange = nullptr;
   p.trace = arm_step_trace();
   p.T = static_cast<int>(seq.size(0));
   p.B = static_cast<int>(seq.size(1));

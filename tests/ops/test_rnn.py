@@ -697,11 +697,11 @@ def test_persistent_variable_lengths(monkeypatch, capfd, dtype):
 @pytest.mark.parametrize("H,B", [(7, 5), (256, 5), (256, 40), (300, 5), (1024, 5)])
 @pytest.mark.parametrize("with_lengths", [False, True])
 def test_persistent_barriers_bitwise_equal(monkeypatch, capfd, dtype, H, B, with_lengths):
-    """grid.sync (the default), the flag barrier and (RNNKERN_RNN_BARRIER=cluster, sm_90, H <= 256)
-    the one-cluster launch only change how CTAs wait, and (one cluster) where h_{t-1} is read
-    from (the shared memory of the CTA that computed it, through distributed shared memory,
-    instead of L2): each output is still one warp's fixed-order sum, so all of them give the same
-    bits.
+    """grid.sync (the default), the flag barrier, (RNNKERN_RNN_BARRIER=cluster, sm_90, H <= 256)
+    the one-cluster launch and (exchange) no barrier only change how CTAs wait, and where h_{t-1}
+    is read from (one cluster: the shared memory of the CTA that computed it, through distributed
+    shared memory; exchange: step-tagged fp32 words): each output is still one warp's fixed-order
+    sum, so all of them give the same bits.
     B = 40 takes 4 sequences per warp. The log must name the barrier that ran."""
     T = 19
     lengths = torch.linspace(19, 0, B).round().long() if with_lengths else None
@@ -709,20 +709,21 @@ def test_persistent_barriers_bitwise_equal(monkeypatch, capfd, dtype, H, B, with
     g, gh = torch.randn(T, B, H, device="cuda"), torch.randn(B, H, device="cuda")
     monkeypatch.setenv("RNNKERN_DEBUG", "1")
     runs = {}
-    for barrier in ["grid", "flag", "cluster", "auto"]:
+    for barrier in ["grid", "flag", "cluster", "exchange", "auto"]:
         capfd.readouterr()
         runs[barrier] = _run_with_env(monkeypatch, args, lengths, False, g, gh, RNNKERN_RNN_PATH="persistent",
                                       RNNKERN_RNN_MATH="fma", RNNKERN_RNN_BARRIER=barrier)
         err = capfd.readouterr().err
         cluster = torch.cuda.get_device_capability()[0] >= 9 and H <= 256
-        expected = {"grid": "grid", "flag": "flag", "cluster": "cluster" if cluster else "grid", "auto": "grid"}[barrier]
+        expected = {"grid": "grid", "flag": "flag", "cluster": "cluster" if cluster else "grid",
+                    "exchange": "exchange", "auto": "grid"}[barrier]
         assert f"-> persistent path (fits, barrier {expected}," in err and "general path" not in err, err
-    for a, b, c, d in zip(runs["grid"], runs["flag"], runs["cluster"], runs["auto"]):
-        assert torch.equal(a, b) and torch.equal(a, c) and torch.equal(a, d)
+    for barrier, run in runs.items():
+        assert all(torch.equal(a, b) for a, b in zip(runs["grid"], run)), barrier
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("barrier", ["grid", "flag"])
+@pytest.mark.parametrize("barrier", ["grid", "flag", "exchange"])
 def test_persistent_cta_cap_bitwise_equal(monkeypatch, capfd, barrier):
     """RNNKERN_RNN_CTAS=n caps the FMA kernel's grid (more rows a CTA, fewer barrier arrivals):
     each output is still one warp's fixed-order sum, so the bits do not change; a cap that leaves
