@@ -18,6 +18,7 @@ import statistics
 PHASES = {  # the stamps each kernel makes after a step's start, in order
     "FMA kernel": ["work (h loads, FMAs, epilogue, stores)", "step barrier"],
     "tensor-core kernel": ["stage h slice", "MMA", "cluster barrier", "reduce + store", "step barrier"],
+    # (with exchange words the last phase is a second cluster barrier, and the staging waits for the words)
 }
 
 
@@ -82,7 +83,9 @@ def main() -> None:
     cases = ([(torch.float32, 8, 256, env) for env in ({}, {"RNNKERN_RNN_BARRIER": "flag"},
                                                         {"RNNKERN_RNN_BARRIER": "exchange"})]
              + [(dt, b, h, {}) for dt in (torch.float32, torch.bfloat16) for b in (8, 64) for h in (512, 1024)]
-             + [(torch.float32, 8, 1024, fma_exchange), (torch.bfloat16, 8, 512, fma_exchange)])
+             + [(torch.float32, 8, 1024, fma_exchange), (torch.bfloat16, 8, 512, fma_exchange)]
+             + [(dt, b, 1024, {"RNNKERN_RNN_BARRIER": "exchange"})  # the tensor-core kernel without its flag barrier
+                for dt in (torch.float32, torch.bfloat16) for b in (8, 64)])
     results = []
     for dtype, B, H, env in cases:
         for k in ("RNNKERN_RNN_MATH", "RNNKERN_RNN_BARRIER"):

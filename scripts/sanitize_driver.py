@@ -69,11 +69,12 @@ def rnn(dev):
             out, hn = rnn_forward(*args, torch.tensor([4, 2, 0]), True)
             (out.sum() + hn.sum()).backward()
     os.environ.pop("RNNKERN_RNN_BARRIER")
-    # the tensor-core kernel (sm_90): one cluster (H=100) and several with the flag barrier
-    # (H=300), tf32 / bf16 / fp16, B of 17 (a ragged 16-row tile), lengths with a zero
+    # the tensor-core kernel (sm_90): one cluster (H=100) and several with the flag barrier or the
+    # exchange words (H=300), tf32 / bf16 / fp16, B of 17 (a ragged 16-row tile), lengths with a zero
     torch.backends.cudnn.allow_tf32 = True
     os.environ["RNNKERN_RNN_MATH"] = "mma"
-    for H in (100, 300):
+    for H, barrier in ((100, "grid"), (300, "grid"), (300, "exchange")):
+        os.environ["RNNKERN_RNN_BARRIER"] = barrier
         for dtype in (torch.float32, torch.bfloat16, torch.float16):
             args = [a.to(dev, dtype).requires_grad_() for a in (torch.randn(4, 17, 6), torch.randn(17, H),
                                                                 torch.randn(H, 6), torch.randn(H, H) / H ** 0.5,
@@ -82,6 +83,7 @@ def rnn(dev):
                 out, hn = rnn_forward(*args, lengths, False)
                 (out.float().sum() + hn.float().sum()).backward()
     os.environ.pop("RNNKERN_RNN_MATH")
+    os.environ.pop("RNNKERN_RNN_BARRIER")
     # B > 64: the general path's raw steps (one cuBLAS product + one kernel each), lengths with
     # runs of equal row counts and a zero, stride-0 upstream gradients
     for dtype in (torch.float32, torch.bfloat16):

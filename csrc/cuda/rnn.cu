@@ -119,11 +119,13 @@ enum class StepBarrier { kGrid, kFlag, kCluster, kExchange };
 // is also stored as one 8-byte word {value as fp32, step + 1} (single-copy atomic: a reader never
 // sees a value with another step's tag), and the next step's readers load those words and reload
 // the ones whose tag is not yet theirs: about two round trips a step (NCCL's LL protocol does the
-// same for small messages). Two buffers alternate by step. Reuse is safe without a barrier: the
-// writer of step s into buffer s % 2 has read every CTA's step s - 1 outputs, each computed only
-// after that CTA had read all its words of step s - 2 from the same buffer. Every CTA must be
-// resident (readers spin on writers): launched cooperatively, like grid.sync.
-constexpr long long kExchangeMaxPolls = 1ll << 24;  // a reader that waits longer traps instead of hanging
+// same for small messages). Two buffers alternate by step. Reuse is safe without a barrier, row by
+// row (each batch row's words are read and written by the same warp of each CTA at every step, in
+// the FMA kernel; by whole clusters in the tensor-core one): the writer of row b of step s into
+// buffer s % 2 has read row b of every CTA's step s - 1 outputs, each computed only after that CTA
+// had read its row-b words of step s - 2 from the same buffer (exchange_rows says which rows are
+// written). Every CTA must be resident (readers spin on writers): launched cooperatively.
+constexpr long long kExchangeMaxPolls = 1ll << 22;  // (~2 s) a reader that waits longer traps instead of hanging
 
 __device__ __forceinline__ void exchange_store(unsigned long long* word, float v, unsigned int tag) {
   const unsigned long long w = (static_cast<unsigned long long>(tag) << 32) | __float_as_uint(v);
@@ -138,6 +140,19 @@ __device__ __forceinline__ unsigned long long exchange_load(const unsigned long 
 
 __device__ __forceinline__ bool exchange_ready(unsigned long long w, unsigned int tag) {
   return static_cast<unsigned int>(w >> 32) == tag;
+}
+
+// Rows b < exchange_rows(p, s) of step s's outputs go out as exchange words: the rows the next
+// step reads (its live sequences; none after the last step). Not the others: forward, a finished
+// row's zero written at step s could overwrite a word that a slower reader of that row still
+// expects from step s - 2 (the writer read nothing of that row at step s, so nothing orders it
+// after those reads). A row that is written was read by its writer at step s (forward: the next
+// step's live rows are this step's), or, backward, was read by no one at step s - 1.
+template <typename Params>
+__device__ __forceinline__ int exchange_rows(const Params& p, int s) {
+  if (s + 1 >= p.T) return 0;
+  const int t_next = p.backward ? p.T - 2 - s : s + 1;
+  return p.live ? p.live[t_next] : p.B;
 }
 
 // x[u][j] = h_{t-1}[b0 + j, c0 + 32 u] from step s - 1's exchange words `words` (tag s), zeros
@@ -316,6 +331,7 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_kernel(Pers
     const scalar_t* prev_s = kBarrier == StepBarrier::kCluster && s > 0 ? h_s + ((s - 1) % 2) * step : nullptr;
     scalar_t* cur = p.seq + t * step;
     const int live = p.live ? p.live[t] : p.B;  // sequences b < live still run at step t
+    const int live_next = kBarrier == StepBarrier::kExchange ? exchange_rows(p, s) : 0;
     for (int b0 = warp * kBatchTile; b0 < p.B; b0 += nwarps * kBatchTile) {
       // This lane's outputs, (r, j) = divmod(idx, kBatchTile) for idx = lane, lane + 32: their
       // pre-activations (and forward outputs, backward) are loaded first, so those L2 round trips
@@ -391,7 +407,7 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_kernel(Pers
             const acc_t y = b < live ? step_epilogue(pre[o] + sum, h_fwd[o], p.relu, p.backward) : acc_t(0);
             cur[static_cast<int64_t>(b) * p.H + r0 + r] = static_cast<scalar_t>(y);
             // the next step's readers take it from here (the value as stored, in fp32)
-            if constexpr (kBarrier == StepBarrier::kExchange)
+            if (kBarrier == StepBarrier::kExchange && b < live_next)
               exchange_store(p.exchange + (s % 2) * step + static_cast<int64_t>(b) * p.H + r0 + r,
                              static_cast<float>(static_cast<scalar_t>(y)), static_cast<unsigned int>(s + 1));
             // into this CTA's copy; the step's cluster barrier publishes it to the others
@@ -465,8 +481,13 @@ __host__ __device__ constexpr int round_up16(int n) { return (n + 15) / 16 * 16;
 //   for the outputs this CTA owns (units j * units/8 ...): z = seq[t] + sum over ranks 0..7 of
 //   their partial (distributed shared memory, fixed order), epilogue, store
 //   step barrier (cluster barrier with one cluster, flag barrier across clusters)
-template <typename scalar_t, bool kOneCluster>
+// kExchange (several clusters, RNNKERN_RNN_BARRIER=exchange): no flag barrier. The outputs also
+// go out as step-tagged exchange words (exchange_store) and the next step stages h_{t-1} from them,
+// waiting on the words themselves (as the FMA kernel's exchange_read); the step ends with the
+// cluster barrier only, which keeps a rank from overwriting its partial sums while a peer reads them.
+template <typename scalar_t, bool kOneCluster, bool kExchange = false>
 __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(MmaParams<scalar_t> p) {
+  static_assert(!(kOneCluster && kExchange), "one cluster has no step barrier across clusters to replace");
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   namespace wmma = nvcuda::wmma;
   using Native = typename NativeOf<scalar_t>::type;  // same bits, the type WMMA takes
@@ -515,6 +536,7 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
     const scalar_t* prev = s == 0 ? p.state0 : p.seq + (p.backward ? t + 1 : t - 1) * step;
     scalar_t* cur = p.seq + t * step;
     const int live = p.live ? p.live[t] : p.B;
+    const int live_next = kExchange ? exchange_rows(p, s) : 0;
     const bool has_prev = prev != nullptr && live > 0;  // uniform over the cluster
     // Output i's pre-activation seq[t] (z) and, backward, its forward output h_t (h): zeros where
     // the output is not written from them (finished sequence, u >= H, i past the end).
@@ -542,10 +564,39 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
       for (int b = b_first, c = c_first; b < m16;) {
         scalar_t v[kStage];
         int bl = b, cl = c;
+        if (kExchange && s > 0) {  // h_{t-1} from step s - 1's exchange words (tag s), all loads together
+          const unsigned long long* words = p.exchange + ((s - 1) % 2) * step;
+          const unsigned int tag = static_cast<unsigned int>(s);
+          unsigned long long w[kStage];
+          int64_t at[kStage];  // word index, -1: not wanted (a zero)
 #pragma unroll
-        for (int u = 0; u < kStage; ++u) {
-          v[u] = bl < live && k0 + cl < p.H ? load_cg(prev + static_cast<int64_t>(bl) * p.H + k0 + cl) : scalar_t(0);
-          stage_step(bl, cl);
+          for (int u = 0; u < kStage; ++u) {
+            at[u] = bl < live && k0 + cl < p.H ? static_cast<int64_t>(bl) * p.H + k0 + cl : -1;
+            w[u] = at[u] >= 0 ? exchange_load(words + at[u]) : static_cast<unsigned long long>(tag) << 32;
+            stage_step(bl, cl);
+          }
+          unsigned int pending = 0;
+#pragma unroll
+          for (int u = 0; u < kStage; ++u)
+            if (!exchange_ready(w[u], tag)) pending |= 1u << u;
+          for (long long polls = 0; pending != 0; ++polls) {
+            if (polls == kExchangeMaxPolls) __trap();  // a writer that never came: an error, not a hang
+#pragma unroll
+            for (int u = 0; u < kStage; ++u)
+              if (pending & (1u << u)) w[u] = exchange_load(words + at[u]);
+            pending = 0;
+#pragma unroll
+            for (int u = 0; u < kStage; ++u)
+              if (!exchange_ready(w[u], tag)) pending |= 1u << u;
+          }
+#pragma unroll
+          for (int u = 0; u < kStage; ++u) v[u] = static_cast<scalar_t>(__uint_as_float(static_cast<unsigned int>(w[u])));
+        } else {
+#pragma unroll
+          for (int u = 0; u < kStage; ++u) {
+            v[u] = bl < live && k0 + cl < p.H ? load_cg(prev + static_cast<int64_t>(bl) * p.H + k0 + cl) : scalar_t(0);
+            stage_step(bl, cl);
+          }
         }
 #pragma unroll
         for (int u = 0; u < kStage; ++u) {
@@ -585,6 +636,9 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
         y = step_epilogue(z + sum, h, p.relu, p.backward);
       }
       cur[static_cast<int64_t>(b) * p.H + u] = static_cast<scalar_t>(y);
+      if (kExchange && b < live_next)  // the next step stages it from here (the value as stored, in fp32)
+        exchange_store(p.exchange + (s % 2) * step + static_cast<int64_t>(b) * p.H + u,
+                       static_cast<float>(static_cast<scalar_t>(y)), static_cast<unsigned int>(s + 1));
     };
 #pragma unroll
     for (int e = 0; e < kEarly; ++e) {
@@ -599,7 +653,7 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
     trace_stamp(p.trace, s, 4);  // phase 4: partial sums reduced, outputs written
     // step t complete everywhere before step t +- 1 reads it, and no rank overwrites its partial
     // sums while another still reads them
-    if constexpr (kOneCluster) cluster.sync();
+    if constexpr (kOneCluster || kExchange) cluster.sync();
     else step_barrier<StepBarrier::kFlag>(p.arrivals, static_cast<unsigned int>(s + 1) * gridDim.x);
     trace_stamp(p.trace, s, 5);  // phase 5: the step barrier
   }
@@ -645,7 +699,8 @@ const char* barrier_name(StepBarrier b) {
 // device has clusters and W_hh's rows fit kMaxRows on each of kMaxClusterCtas CTAs) waits less
 // per step but gives each CTA 8x the rows: on an H200 at B8 H256 it runs 6.7-7.0 us a step
 // against grid's 3.5 (bench/NOTES.md). RNNKERN_RNN_BARRIER=flag forces the flag barrier,
-// RNNKERN_RNN_BARRIER=exchange no barrier (the step-tagged exchange words; not yet run on a GPU).
+// RNNKERN_RNN_BARRIER=exchange no barrier (the step-tagged exchange words; not yet run on a GPU;
+// it also replaces the tensor-core kernel's flag barrier across clusters).
 StepBarrier choose_barrier(int64_t H, const cudaDeviceProp& prop) {
   if (env_equals("RNNKERN_RNN_BARRIER", "flag")) return StepBarrier::kFlag;
   if (env_equals("RNNKERN_RNN_BARRIER", "exchange")) return StepBarrier::kExchange;
@@ -756,7 +811,9 @@ PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H) {
                  "%d units x %d k per CTA, barrier %s)\n",
                  static_cast<long long>(B), static_cast<long long>(H), c10::toString(dtype), cfg.mma.why,
                  cfg.mma.clusters, kMmaClusterCtas, cfg.mma.units, cfg.mma.kslice,
-                 cfg.mma.clusters == 1 ? "cluster" : "flag");
+                 cfg.mma.clusters == 1                          ? "cluster"
+                 : env_equals("RNNKERN_RNN_BARRIER", "exchange") ? "exchange"
+                                                                 : "flag");
   else
     std::fprintf(stderr, "rnnkern: rnn B=%lld H=%lld %s -> %s path (%s%s%s, batch tile %d) [tensor cores: %s]\n",
                  static_cast<long long>(B), static_cast<long long>(H), c10::toString(dtype),
@@ -928,10 +985,12 @@ template <typename scalar_t>
 bool launch_mma(MmaConfig m, const PersistentParams<scalar_t>& base, const char* to) {
   auto one_cluster = rnn_persistent_mma_kernel<scalar_t, true>;
   auto clusters = rnn_persistent_mma_kernel<scalar_t, false>;
+  auto clusters_exchange = rnn_persistent_mma_kernel<scalar_t, false, true>;  // RNNKERN_RNN_BARRIER=exchange
   const char* name = "tensor-core";
   if (ptx_version(clusters) < 90) return fall_back("has no sm_90 code in this build", m.clusters * kMmaClusterCtas, name, to);
   allow_full_shared_memory(one_cluster);
   allow_full_shared_memory(clusters);
+  allow_full_shared_memory(clusters_exchange);
   // co-resident clusters for c, probed with the multi-cluster variant (the one-cluster one differs
   // in registers only, and shared memory holds either to one CTA per SM); 0 if the shape is refused
   const auto resident_clusters = [&](const MmaConfig& c) {
@@ -966,19 +1025,30 @@ bool launch_mma(MmaConfig m, const PersistentParams<scalar_t>& base, const char*
   static_cast<PersistentParams<scalar_t>&>(params) = base;
   params.units = m.units;
   params.kslice = m.kslice;
-  at::Tensor arrivals;
-  if (m.clusters > 1) {
+  at::Tensor arrivals, exchange;
+  // across clusters: the flag barrier, or (RNNKERN_RNN_BARRIER=exchange) step-tagged exchange words
+  const bool exchanged = m.clusters > 1 && env_equals("RNNKERN_RNN_BARRIER", "exchange");
+  if (exchanged) {
+    exchange = at::zeros({2 * int64_t{params.B} * params.H},  // tag 0 is no step's, as in launch_cooperative
+                         at::TensorOptions().dtype(at::kLong).device(at::kCUDA, at::cuda::current_device()));
+    params.exchange = reinterpret_cast<unsigned long long*>(exchange.data_ptr<int64_t>());
+    launch.cooperative();  // readers spin on other clusters' words: all of them resident
+  } else if (m.clusters > 1) {
     if (int64_t{params.T} * grid >= (int64_t{1} << 32)) return fall_back("would wrap its arrival count", grid, name, to);
     arrivals = arrival_counter(&params.arrivals);
     launch.cooperative();  // the flag barrier across clusters needs them all resident
   }
-  const cudaError_t err = cudaLaunchKernelEx(&launch.config, m.clusters > 1 ? clusters : one_cluster, params);
+  const cudaError_t err = cudaLaunchKernelEx(&launch.config,
+                                             exchanged ? clusters_exchange : m.clusters > 1 ? clusters : one_cluster, params);
   if (err != cudaSuccess) {
     if (!launch_refused(err)) C10_CUDA_CHECK(err);
     (void)cudaGetLastError();  // e.g. a driver that refuses cooperative + cluster together
     return fall_back(cudaGetErrorString(err), grid, name, to);
   }
-  traced(params.trace, m.clusters > 1 ? "tensor-core kernel, clusters of 8, flag barrier" : "tensor-core kernel, one cluster",
+  traced(params.trace,
+         exchanged        ? "tensor-core kernel, clusters of 8, exchange"
+         : m.clusters > 1 ? "tensor-core kernel, clusters of 8, flag barrier"
+                          : "tensor-core kernel, one cluster",
          grid);
   return true;  // `arrivals` is freed stream-ordered, as in launch_cooperative
 }

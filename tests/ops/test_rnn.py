@@ -1082,7 +1082,50 @@ def test_cuda_step_trace(monkeypatch, math, dtype, B, H):
         assert (used[1:] > 0).all(), used  # (step 0 of the tensor-core kernel skips its MMA phases)
         clocks = used[1:, 1:]
         assert (clocks[:, 1:] >= clocks[:, :-1]).all()  # phases end in order within a step ...
-        assert (used[2:, 0] > used[1:-1, 0]).all() and (used[2:, 1] > used[1:-1, -1]).all()  # ... and steps follow
+        assert (used[2:, 0] >= used[1:-1, 0]).all() and (used[2:, 1] > used[1:-1, -1]).all()  # ... and steps follow
         assert (cta[T:] == 0).all()
     _run_with_env(monkeypatch, args, None, False, g, gh, RNNKERN_RNN_PATH="general")
     assert rnn_ops.step_trace()[0] == ""
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("T,B,H,with_lengths", [(37, 16, 300, False), (20, 64, 1024, True), (6, 8, 2048, True)])
+def test_persistent_tensor_cores_exchange_bitwise_equal(monkeypatch, capfd, dtype, T, B, H, with_lengths):
+    """The tensor-core kernel across clusters with RNNKERN_RNN_BARRIER=exchange (no flag barrier:
+    h_{t-1} staged from step-tagged words) gives the flag barrier's bits, forward and backward."""
+    if not _mma_expected(dtype, B, H):
+        pytest.skip("the tensor-core kernel does not run this shape here (sm_90 and its shared memory)")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    monkeypatch.setenv("RNNKERN_DEBUG", "1")
+    lengths = torch.linspace(T, 0, B).round().long() if with_lengths else None
+    args = [a.to(dtype) for a in _cuda_args(T, B, H)]
+    g, gh = torch.randn(T, B, H, device="cuda"), torch.randn(B, H, device="cuda")
+    runs = {}
+    for barrier in ("flag", "exchange"):
+        capfd.readouterr()
+        runs[barrier] = _run_with_env(monkeypatch, args, lengths, False, g, gh, RNNKERN_RNN_PATH="persistent",
+                                      RNNKERN_RNN_MATH="mma", RNNKERN_RNN_BARRIER=barrier)
+        err = capfd.readouterr().err
+        assert f"barrier {barrier})" in err and "general path" not in err and "-> FMA kernel" not in err, err
+    assert all(torch.equal(a, b) for a, b in zip(runs["flag"], runs["exchange"]))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("math,dtype,B,H", [("fma", torch.float32, 12, 256), ("fma", torch.bfloat16, 40, 300),
+                                            ("mma", torch.float32, 16, 300), ("mma", torch.bfloat16, 20, 1024)])
+def test_exchange_with_sequences_ending_early(monkeypatch, math, dtype, B, H):
+    """RNNKERN_RNN_BARRIER=exchange where sequences finish at different steps and all before T (live
+    rows drop to 0): finished rows are not exchanged (a finished row's zero must not overwrite a word
+    a slower reader still waits for), and the results keep the default barrier's bits."""
+    if math == "mma" and not _mma_expected(dtype, B, H):
+        pytest.skip("the tensor-core kernel does not run this shape here")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    T = 30
+    lengths = torch.linspace(T - 6, 0, B).round().long()
+    args = [a.to(dtype) for a in _cuda_args(T, B, H)]
+    g, gh = torch.randn(T, B, H, device="cuda"), torch.randn(B, H, device="cuda")
+    env = dict(RNNKERN_RNN_PATH="persistent", RNNKERN_RNN_MATH=math)
+    base = _run_with_env(monkeypatch, args, lengths, False, g, gh, RNNKERN_RNN_BARRIER="flag", **env)
+    got = _run_with_env(monkeypatch, args, lengths, False, g, gh, RNNKERN_RNN_BARRIER="exchange", **env)
+    assert all(torch.equal(a, b) for a, b in zip(base, got))
