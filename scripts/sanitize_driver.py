@@ -59,9 +59,9 @@ def rnn(dev):
             for lengths in (None, torch.tensor([3, 2, 2, 1, 0])):
                 out, hn = rnn_forward(*args, lengths, False)
                 (out.float().sum() + hn.float().sum()).backward()
-    # every step barrier: grid.sync (the default), the flag barrier, one cluster (sm_90, H <= 256),
-    # none (the step-tagged exchange words)
-    for barrier in ("grid", "flag", "cluster", "exchange"):
+    # every step barrier: grid.sync (the default), the flag barrier, one cluster (sm_90, H <= 256)
+    # (no barrier, the exchange words: rnn_exchange below)
+    for barrier in ("grid", "flag", "cluster"):
         os.environ["RNNKERN_RNN_BARRIER"] = barrier
         for H in (33, 256):
             args = [a.to(dev).requires_grad_() for a in (torch.randn(4, 3, 5), torch.randn(3, H), torch.randn(H, 5),
@@ -69,21 +69,13 @@ def rnn(dev):
             out, hn = rnn_forward(*args, torch.tensor([4, 2, 0]), True)
             (out.sum() + hn.sum()).backward()
     os.environ.pop("RNNKERN_RNN_BARRIER")
-    # the tensor-core kernel (sm_90): one cluster (H=100) and several with the flag barrier or the
-    # exchange words (H=300), tf32 / bf16 / fp16, B of 17 (a ragged 16-row tile), lengths with a zero
+    # the tensor-core kernel (sm_90): one cluster (H=100) and several with the flag barrier
+    # (H=300), tf32 / bf16 / fp16, B of 17 (a ragged 16-row tile), lengths with a zero
     torch.backends.cudnn.allow_tf32 = True
     os.environ["RNNKERN_RNN_MATH"] = "mma"
-    for H, barrier in ((100, "grid"), (300, "grid"), (300, "exchange")):
-        os.environ["RNNKERN_RNN_BARRIER"] = barrier
-        for dtype in (torch.float32, torch.bfloat16, torch.float16):
-            args = [a.to(dev, dtype).requires_grad_() for a in (torch.randn(4, 17, 6), torch.randn(17, H),
-                                                                torch.randn(H, 6), torch.randn(H, H) / H ** 0.5,
-                                                                torch.randn(H), torch.randn(H))]
-            for lengths in (None, torch.tensor([4] * 5 + [3] * 6 + [1] * 5 + [0])):
-                out, hn = rnn_forward(*args, lengths, False)
-                (out.float().sum() + hn.float().sum()).backward()
+    for H in (100, 300):
+        _rnn_tensor_cores(dev, H)
     os.environ.pop("RNNKERN_RNN_MATH")
-    os.environ.pop("RNNKERN_RNN_BARRIER")
     # B > 64: the general path's raw steps (one cuBLAS product + one kernel each), lengths with
     # runs of equal row counts and a zero, stride-0 upstream gradients
     for dtype in (torch.float32, torch.bfloat16):
@@ -203,7 +195,35 @@ def conv_transpose(dev):
     RF.conv_transpose2d(x, w, torch.randn(21, device=dev), 8).sum().backward()
 
 
-CHECKS = [unpool, rnn, conv, conv_transpose]
+def _rnn_tensor_cores(dev, H):
+    from rnnkern.ops.rnn import rnn_forward
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        args = [a.to(dev, dtype).requires_grad_() for a in (torch.randn(4, 17, 6), torch.randn(17, H),
+                                                            torch.randn(H, 6), torch.randn(H, H) / H ** 0.5,
+                                                            torch.randn(H), torch.randn(H))]
+        for lengths in (None, torch.tensor([4] * 5 + [3] * 6 + [1] * 5 + [0])):
+            out, hn = rnn_forward(*args, lengths, False)
+            (out.float().sum() + hn.float().sum()).backward()
+
+
+def rnn_exchange(dev):
+    """RNNKERN_RNN_BARRIER=exchange (no step barrier: step-tagged words), last and on its own: a
+    reader that waits too long traps, which would end the run before the other families."""
+    from rnnkern.ops.rnn import rnn_forward
+    os.environ["RNNKERN_RNN_BARRIER"] = "exchange"
+    for H in (33, 256):  # the FMA kernel, lengths ending before T
+        args = [a.to(dev).requires_grad_() for a in (torch.randn(4, 3, 5), torch.randn(3, H), torch.randn(H, 5),
+                                                     torch.randn(H, H) / H ** 0.5, torch.randn(H), torch.randn(H))]
+        out, hn = rnn_forward(*args, torch.tensor([3, 2, 0]), True)
+        (out.sum() + hn.sum()).backward()
+    torch.backends.cudnn.allow_tf32 = True
+    os.environ["RNNKERN_RNN_MATH"] = "mma"  # the tensor-core kernel across clusters
+    _rnn_tensor_cores(dev, 300)
+    os.environ.pop("RNNKERN_RNN_MATH")
+    os.environ.pop("RNNKERN_RNN_BARRIER")
+
+
+CHECKS = [unpool, rnn, conv, conv_transpose, rnn_exchange]
 
 if __name__ == "__main__":
     # `sanitize_driver.py [NAME ...]`: only those families (default: all)

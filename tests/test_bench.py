@@ -46,7 +46,7 @@ def _bench_cli(capsys, monkeypatch, *argv):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--ops", "foo"], "invalid choice: 'foo' (choose from 'max_unpool', 'rnn', 'conv_transpose', 'conv')"),
+    (["--ops", "foo"], "invalid choice: 'foo' (choose from 'max_unpool', 'conv_transpose', 'conv', 'rnn')"),
     (["--threads", "0"], "argument --threads: must be >= 1"),
     (["--threads", "-1"], "argument --threads: must be >= 1"),
     (["--json", "/nonexistent-dir/x.json"], "x.json: directory /nonexistent-dir does not exist"),
@@ -76,8 +76,38 @@ def test_bench_cli_json_auto_is_in_the_repository_from_any_directory(tmp_path, c
 def test_bench_harness_checks_ops_and_prints_a_legend(capsys):
     from bench import harness
     assert harness.run(ops=["foo"], device="cpu") == 2
-    assert "unknown op(s) foo; choose from max_unpool, rnn" in capsys.readouterr().err
+    assert "unknown op(s) foo; choose from max_unpool, conv_transpose, conv, rnn" in capsys.readouterr().err
     row = {"op": "rnn", "case": "c", "pass": "fwd", "ms": 1.0, "torch_ms": 2.0, "ratio": 2.0, "metric": "us/step",
            "value": 3.0}
     harness.print_table({"device": "CPU", "torch": "x", "cudnn": None, "rows": [row]})
     assert "ratio = torch ms / rnnkern ms (> 1: rnnkern is faster)" in capsys.readouterr().out
+
+
+def test_a_failing_case_is_recorded_and_the_rest_measured(tmp_path, monkeypatch, capsys):
+    """An opt-in variant that raises does not cost the other rows: it becomes an "error" row, the
+    JSON (written after every op) keeps everything measured, the chart leaves it out, rc is 1."""
+    import json
+    import sys
+    import types
+
+    from bench import harness
+
+    def boom():
+        raise RuntimeError("variant X is broken")
+
+    fake = types.ModuleType("bench.fake")
+    fake.cases = lambda device, quick: [
+        harness.Bench("fake", "good", "fwd", lambda: torch.ones(4), lambda: torch.ones(4), "GB/s", 16.0),
+        harness.Bench("fake", "bad", "fwd", boom, lambda: torch.ones(4), "GB/s", 16.0),
+        harness.Bench("fake", "good too", "fwd", lambda: torch.ones(4), lambda: torch.ones(4), "GB/s", 16.0)]
+    monkeypatch.setitem(sys.modules, "bench.fake", fake)
+    monkeypatch.setattr(harness, "OPS", ["fake"])
+    out, png = tmp_path / "b.json", tmp_path / "b.png"
+    rc = harness.run(device="cpu", quick=True, json_path=str(out), plot_path=str(png))
+    assert rc == 1
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["case"] for r in rows] == ["good", "bad", "good too"]
+    assert rows[1]["error"] == "RuntimeError: variant X is broken" and "ms" in rows[0] and "ms" in rows[2]
+    assert png.exists() and not (tmp_path / "b.json.tmp").exists()
+    captured = capsys.readouterr()
+    assert "FAILED: RuntimeError: variant X is broken" in captured.out and "fake bad fwd failed" in captured.err
