@@ -444,7 +444,7 @@ constexpr int cmax(int a, int b) { return a > b ? a : b; }
 
 struct GatherParams {
   const void* src;   // (N, Cs, Hs, Ws) in the kernel's layout
-  const void* wt;    // (G, taps, R, Nn) contiguous
+  const void* wt;    // (G, taps, R, Nn) contiguous, or (G, taps, Nn, R) for the wgmma form (launch_gather)
   const void* bias;  // (Co) or nullptr
   void* out;         // (N, Co, Ho, Wo) in the kernel's layout
   int N, Cs, Hs, Ws, Co, Ho, Wo, G, R, Nn;
@@ -1541,15 +1541,20 @@ void launch_gather_wgmma(const GatherParams& p, bool cl, bool trans, dim3 grid, 
 }
 
 // The one place that picks the kernel and its launch configuration for the gather family.
-// wt: the weight as p.wt points to it, (G, taps, R, Nn) contiguous (the wgmma form transposes it).
+// w: the weight as (G, taps, R, Nn), any strides (the callers' permuted view), copied here once in
+// the layout of the kernel that runs: (G, taps, R, Nn) contiguous, or K-major (G, taps, Nn, R) for
+// the wgmma form. Sets p.wt and p.vec_b.
 template <typename T>
-void launch_gather(GatherParams p, const at::Tensor& wt, bool cl, bool trans, int64_t elem_size) {
+void launch_gather(GatherParams p, const at::Tensor& w, bool cl, bool trans, int64_t elem_size) {
   auto stream = at::cuda::getCurrentCUDAStream();
   if (p.M == 0) return;
+  const int V = static_cast<int>(16 / elem_size);
   // Tiles of 128 pixels x 64 channels x 32 reduction channels: groups narrower than 8 channels
   // on either side would leave the tiles mostly empty.
   if (p.R < 8 || p.Nn < 8) {
     TORCH_INTERNAL_ASSERT(p.ps <= 1, "the direct kernel has no pixel-shuffled output (conv2d_forward_shuffled_cuda needs >= 8 channels per group)");
+    const at::Tensor wt = w.contiguous();  // freed stream-ordered after the launch
+    p.wt = wt.data_ptr();
     const long long total = p.M * p.Co;
     const int blocks = static_cast<int>((total + kThreads - 1) / kThreads);
     if (trans) gather_direct_kernel<T, true><<<blocks, kThreads, 0, stream>>>(p, cl);
@@ -1557,10 +1562,8 @@ void launch_gather(GatherParams p, const at::Tensor& wt, bool cl, bool trans, in
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }
-  const int V = static_cast<int>(16 / elem_size);
   // channels_last A loads: V channels at once when every pixel's channel run starts aligned
   p.vec_a = cl && p.Cs % V == 0 && p.R % V == 0 && aligned16(p.src);
-  p.vec_b = p.Nn % V == 0 && aligned16(p.wt);
   // transposed mapping: the stride phases of one pixel tile in neighbouring x blocks, see GatherParams::Mt
   const long long gx = (p.Mt + BM - 1) / BM * (trans ? static_cast<long long>(p.sh) * p.sw : 1);
   const long long gy = (p.Nn + BN - 1) / BN;
@@ -1572,13 +1575,19 @@ void launch_gather(GatherParams p, const at::Tensor& wt, bool cl, bool trans, in
     if constexpr (P == Path::kTf32 || P == Path::k16) {
       const bool vec_bk = p.R % V == 0;  // K-major weight rows of R elements (a fresh tensor: aligned)
       if (use_wgmma(sizeof(T), cl, p.vec_a, vec_bk, p.ps > 1)) {
-        const at::Tensor wt_k = wt.transpose(-1, -2).contiguous();  // (G, taps, Nn, R); freed stream-ordered
-        GatherParams pk = p;
-        pk.wt = wt_k.data_ptr();
-        pk.vec_b = vec_bk;
-        launch_gather_wgmma<T, P>(pk, cl, trans, grid, stream);
+        // (G, taps, Nn, R), always a fresh copy (contiguous() could hand back the caller's storage at
+        // any offset, e.g. for 1x1 kernels); freed stream-ordered
+        const at::Tensor wt_k = w.transpose(-1, -2).clone(at::MemoryFormat::Contiguous);
+        p.wt = wt_k.data_ptr();
+        p.vec_b = vec_bk;
+        launch_gather_wgmma<T, P>(p, cl, trans, grid, stream);
         return;
       }
+    }
+    const at::Tensor wt = w.contiguous();  // (G, taps, R, Nn); freed stream-ordered
+    p.wt = wt.data_ptr();
+    p.vec_b = p.Nn % V == 0 && aligned16(p.wt);
+    if constexpr (P == Path::kTf32 || P == Path::k16) {
       if (use_pipeline(sizeof(T), cl, p.vec_a, p.vec_b, p.ps > 1)) {
         launch_gather_pipelined<T, P>(p, cl, trans, grid, stream);
         return;
@@ -1762,8 +1771,8 @@ void conv2d_forward_into(const at::Tensor& input, const at::Tensor& weight, cons
                          const ConvGeometry& g, int64_t shuffle, at::Tensor& y) {
   const bool cl = conv_channels_last(input);
   const at::Tensor x = input.contiguous(fmt(cl));
-  // (G, taps, Cg, Kg): B(tap, c; k) rows contiguous along the output channels
-  const at::Tensor wt = weight.reshape({g.G, g.Kg(), g.Cg(), g.KH, g.KW}).permute({0, 3, 4, 2, 1}).contiguous();
+  // (G, taps, Cg, Kg): B(tap, c; k) rows along the output channels (launch_gather copies it)
+  const at::Tensor wt = weight.reshape({g.G, g.Kg(), g.Cg(), g.KH, g.KW}).permute({0, 3, 4, 2, 1});
   const at::Tensor b = bias ? bias->contiguous() : at::Tensor();
   GatherParams p = gather_params(g, false);
   if (shuffle > 1) {
@@ -1772,7 +1781,6 @@ void conv2d_forward_into(const at::Tensor& input, const at::Tensor& weight, cons
     p.Mt = p.M;
   }
   p.src = x.data_ptr();
-  p.wt = wt.data_ptr();
   p.bias = bias ? b.data_ptr() : nullptr;
   p.out = y.data_ptr();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "conv2d_forward_cuda", [&] {
@@ -1834,11 +1842,10 @@ at::Tensor conv2d_backward_input_cuda(const at::Tensor& grad_output, const at::T
     conv2d_backward_input_gemm(gy, weight, g, cl, gx, CublasConvGemm{});
     return gx;
   }
-  // (G, taps, Kg, Cg): B(tap, k; c) rows contiguous along the input channels
-  const at::Tensor wt = weight.reshape({g.G, g.Kg(), g.Cg(), g.KH, g.KW}).permute({0, 3, 4, 1, 2}).contiguous();
+  // (G, taps, Kg, Cg): B(tap, k; c) rows along the input channels (launch_gather copies it)
+  const at::Tensor wt = weight.reshape({g.G, g.Kg(), g.Cg(), g.KH, g.KW}).permute({0, 3, 4, 1, 2});
   GatherParams p = gather_params(g, true);
   p.src = gy.data_ptr();
-  p.wt = wt.data_ptr();
   p.bias = nullptr;
   p.out = gx.data_ptr();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "conv2d_backward_input_cuda",
@@ -1883,12 +1890,11 @@ void conv_transpose2d_forward_gather_cuda(const at::Tensor& input, const at::Ten
   if (output.numel() == 0) return;
   const at::cuda::OptionalCUDAGuard guard(device_of(input));
   const at::Tensor x = input.contiguous(fmt(cl));
-  // (G, taps, C_in/G, C_out/G): B(tap, ci; co) rows contiguous along the output channels
-  const at::Tensor wt = weight.reshape({g.G, g.Kg(), g.Cg(), g.KH, g.KW}).permute({0, 3, 4, 1, 2}).contiguous();
+  // (G, taps, C_in/G, C_out/G): B(tap, ci; co) rows along the output channels (launch_gather copies it)
+  const at::Tensor wt = weight.reshape({g.G, g.Kg(), g.Cg(), g.KH, g.KW}).permute({0, 3, 4, 1, 2});
   const at::Tensor b = bias ? bias->contiguous() : at::Tensor();
   GatherParams p = gather_params(g, true);
   p.src = x.data_ptr();
-  p.wt = wt.data_ptr();
   p.bias = bias ? b.data_ptr() : nullptr;
   p.out = output.data_ptr();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
