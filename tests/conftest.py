@@ -1,3 +1,4 @@
+import os
 import zlib
 
 import pytest
@@ -8,6 +9,14 @@ from tests.utils import HAS_CUDA
 
 
 def pytest_collection_modifyitems(config, items):
+    # RNNKERN_TEST_EXCHANGE=skip|only: leave out / keep only the tests marked `exchange`
+    # (scripts/gpu_check.sh runs them in a process of their own: a kernel that traps there loses
+    # the CUDA context of every test after it in the same process)
+    mode = os.environ.get("RNNKERN_TEST_EXCHANGE", "")
+    if mode in ("skip", "only"):
+        keep = [item for item in items if ("exchange" in item.keywords) == (mode == "only")]
+        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        items[:] = keep
     if HAS_CUDA:
         return
     skip = pytest.mark.skip(reason="needs a CUDA device and rnnkern built with CUDA kernels")
