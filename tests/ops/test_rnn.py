@@ -696,52 +696,31 @@ def test_persistent_variable_lengths(monkeypatch, capfd, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("H,B", [(7, 5), (256, 5), (256, 40), (300, 5), (1024, 5)])
 @pytest.mark.parametrize("with_lengths", [False, True])
-def test_persistent_barriers_bitwise_equal(monkeypatch, capfd, dtype, H, B, with_lengths):
+@pytest.mark.parametrize("barriers", ["waiting", pytest.param("exchange", marks=pytest.mark.exchange)])
+def test_persistent_barriers_bitwise_equal(monkeypatch, capfd, dtype, H, B, with_lengths, barriers):
     """grid.sync (the default), the flag barrier and (RNNKERN_RNN_BARRIER=cluster, sm_90, H <= 256)
     the one-cluster launch only change how CTAs wait, and (one cluster) where h_{t-1} is read
     from (the shared memory of the CTA that computed it, through distributed shared memory,
-    instead of L2): each output is still one warp's fixed-order sum, so all of them give the same
-    bits (the exchange: test_persistent_exchange_bitwise_equal).
-    B = 40 takes 4 sequences per warp. The log must name the barrier that ran."""
+    instead of L2); the exchange (its own parameter, marked) waits on step-tagged fp32 words
+    instead of a barrier. Each output is still one warp's fixed-order sum, so all of them give the
+    same bits. B = 40 takes 4 sequences per warp. The log must name the barrier that ran."""
     T = 19
     lengths = torch.linspace(19, 0, B).round().long() if with_lengths else None
     args = [a.to(dtype) for a in _cuda_args(T, B, H)]
     g, gh = torch.randn(T, B, H, device="cuda"), torch.randn(B, H, device="cuda")
     monkeypatch.setenv("RNNKERN_DEBUG", "1")
+    cluster = "cluster" if torch.cuda.get_device_capability()[0] >= 9 and H <= 256 else "grid"
+    expected = ({"grid": "grid", "flag": "flag", "cluster": cluster, "auto": "grid"} if barriers == "waiting"
+                else {"grid": "grid", "exchange": "exchange"})  # RNNKERN_RNN_BARRIER -> the barrier logged
     runs = {}
-    for barrier in ["grid", "flag", "cluster", "auto"]:
+    for barrier, logged in expected.items():
         capfd.readouterr()
         runs[barrier] = _run_with_env(monkeypatch, args, lengths, False, g, gh, RNNKERN_RNN_PATH="persistent",
                                       RNNKERN_RNN_MATH="fma", RNNKERN_RNN_BARRIER=barrier)
         err = capfd.readouterr().err
-        cluster = torch.cuda.get_device_capability()[0] >= 9 and H <= 256
-        expected = {"grid": "grid", "flag": "flag", "cluster": "cluster" if cluster else "grid", "auto": "grid"}[barrier]
-        assert f"-> persistent path (fits, barrier {expected}," in err and "general path" not in err, err
+        assert f"-> persistent path (fits, barrier {logged}," in err and "general path" not in err, err
     for barrier, run in runs.items():
         assert all(torch.equal(a, b) for a, b in zip(runs["grid"], run)), barrier
-
-
-@pytest.mark.cuda
-@pytest.mark.exchange
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("H,B", [(7, 5), (256, 5), (256, 40), (300, 5), (1024, 5)])
-@pytest.mark.parametrize("with_lengths", [False, True])
-def test_persistent_exchange_bitwise_equal(monkeypatch, capfd, dtype, H, B, with_lengths):
-    """RNNKERN_RNN_BARRIER=exchange: the FMA kernel with no step barrier, h_{t-1} read from
-    step-tagged fp32 words, gives grid.sync's bits (B = 40: 4 sequences a warp). The log names it."""
-    T = 19
-    lengths = torch.linspace(19, 0, B).round().long() if with_lengths else None
-    args = [a.to(dtype) for a in _cuda_args(T, B, H)]
-    g, gh = torch.randn(T, B, H, device="cuda"), torch.randn(B, H, device="cuda")
-    monkeypatch.setenv("RNNKERN_DEBUG", "1")
-    runs = {}
-    for barrier in ["grid", "exchange"]:
-        capfd.readouterr()
-        runs[barrier] = _run_with_env(monkeypatch, args, lengths, False, g, gh, RNNKERN_RNN_PATH="persistent",
-                                      RNNKERN_RNN_MATH="fma", RNNKERN_RNN_BARRIER=barrier)
-        err = capfd.readouterr().err
-        assert f"-> persistent path (fits, barrier {barrier}," in err and "general path" not in err, err
-    assert all(torch.equal(a, b) for a, b in zip(runs["grid"], runs["exchange"]))
 
 
 @pytest.mark.cuda
