@@ -16,9 +16,10 @@ from typing import Callable, Optional
 
 import torch
 
-# each op adds its module name here; rnn last, its opt-in exchange rows last of all (a variant that
-# traps loses the CUDA context: the rows after it)
-OPS = ["max_unpool", "conv_transpose", "conv", "rnn"]
+OPS = ["max_unpool", "rnn", "conv_transpose", "conv"]  # each op adds its module name here
+# Opt-in forms that have not yet run on a GPU: their rows are benched after every other op's (a
+# kernel that faults loses the CUDA context, and with it every row after it).
+UNTRIED = {"RNNKERN_CONV_MMA": "wgmma", "RNNKERN_RNN_BARRIER": "exchange"}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -49,7 +50,13 @@ def with_env(fn, **env):
                     os.environ.pop(k)
                 else:
                     os.environ[k] = v
+    run.env = dict(env)  # (read by _untried)
     return run
+
+
+def _untried(b: Bench) -> bool:
+    env = getattr(b.ours, "env", {})
+    return any(env.get(k) == v for k, v in UNTRIED.items())
 
 
 def _time_once(fn: Callable[[], object], device: str, calls: int = 1) -> float:
@@ -144,50 +151,44 @@ def run(ops: Optional[list[str]] = None, device: Optional[str] = None, quick: bo
     if unknown:
         print(f"rnnkern bench: unknown op(s) {', '.join(unknown)}; choose from {', '.join(OPS)}", file=sys.stderr)
         return 2
-    rows = []
     from tqdm import tqdm
     if device == "cuda":
         warm_up_gpu()
+    benches = [b for name in ops or OPS for b in importlib.import_module(f"bench.{name}").cases(device, quick)]
+    benches = [b for b in benches if not _untried(b)] + [b for b in benches if _untried(b)]
+    rows, errors = [], []  # errors: rows that raised (an opt-in form that fails), kept apart from the measured
     result = {"device": _device_name(device), "torch": torch.__version__,
               "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
               "rnnkern": rnnkern.__version__, "host_cpu": _cpu_model(), "threads": torch.get_num_threads(),
               "rows": rows}
-    failed = False
-    for name in ops or OPS:
-        module = importlib.import_module(f"bench.{name}")
-        benches = module.cases(device, quick)
-        for b in tqdm(benches, desc=f"bench {name}", leave=False):
-            try:
-                ms, torch_ms = time_pair(b.ours, b.theirs, device, quick)
-                row = {"op": b.op, "case": b.case, "pass": b.pass_, "ms": round(ms, 4),
-                       "torch_ms": round(torch_ms, 4), "ratio": round(torch_ms / ms, 3),
-                       "metric": b.metric, "value": round(metric_value(b.metric, b.amount, ms), 3)}
-                if device == "cuda":  # device time per call, for telling host overhead from kernel time
-                    q, torch_q = time_queued(b.ours, b.theirs)
-                    row.update(ms_queued=round(q, 4), torch_ms_queued=round(torch_q, 4))
-            except Exception as e:  # an opt-in variant that fails: keep the other rows, say which
-                failed = True
-                rows.append({"op": b.op, "case": b.case, "pass": b.pass_, "error": f"{type(e).__name__}: {e}"[:400]})
-                print(f"rnnkern bench: {b.op} {b.case} {b.pass_} failed: {rows[-1]['error']}", file=sys.stderr)
-                if device == "cuda" and not _cuda_usable():
-                    print("rnnkern bench: the CUDA context is broken; stopping here", file=sys.stderr)
-                    break
-                continue
+    for i, b in enumerate(tqdm(benches, desc="bench", leave=False)):
+        try:
+            ms, torch_ms = time_pair(b.ours, b.theirs, device, quick)
+            row = {"op": b.op, "case": b.case, "pass": b.pass_, "ms": round(ms, 4),
+                   "torch_ms": round(torch_ms, 4), "ratio": round(torch_ms / ms, 3),
+                   "metric": b.metric, "value": round(metric_value(b.metric, b.amount, ms), 3)}
+            if device == "cuda":  # device time per call, for telling host overhead from kernel time
+                q, torch_q = time_queued(b.ours, b.theirs)
+                row.update(ms_queued=round(q, 4), torch_ms_queued=round(torch_q, 4))
             rows.append(row)
-        else:
-            if json_path:  # after every op, so a crash later keeps what was measured
-                _write_json(result, json_path)
-            continue
-        break  # (the CUDA context broke)
+        except Exception as e:
+            errors.append({"op": b.op, "case": b.case, "pass": b.pass_, "error": f"{type(e).__name__}: {e}"[:400]})
+            result["errors"] = errors
+            print(f"rnnkern bench: {b.op} {b.case} {b.pass_} failed: {errors[-1]['error']}", file=sys.stderr)
+            if not _context_usable(device):
+                result["incomplete"] = f"the CUDA context broke at this row; {len(benches) - i - 1} rows not run"
+                print(f"rnnkern bench: {result['incomplete']}", file=sys.stderr)
+                break
+        if json_path:  # after every row, so a crash keeps what was measured
+            _write_json(result, json_path)
     print_table(result)
     if json_path:
         _write_json(result, json_path)
         print(f"wrote {json_path}")
-    measured = [r for r in rows if "error" not in r]
-    if plot_path and measured:
-        plot(dict(result, rows=measured), plot_path)
+    if plot_path and rows:
+        plot(result, plot_path)
         print(f"wrote {plot_path}")
-    return 1 if failed else 0
+    return 1 if errors else 0
 
 
 def _write_json(result: dict, path: str) -> None:
@@ -197,8 +198,10 @@ def _write_json(result: dict, path: str) -> None:
     os.replace(tmp, path)
 
 
-def _cuda_usable() -> bool:
+def _context_usable(device: str) -> bool:
     """False once a kernel fault (a trap, an illegal address) has made the CUDA context unusable."""
+    if device != "cuda":
+        return True
     try:
         torch.zeros(1, device="cuda").add_(1).item()
         return True
@@ -227,14 +230,15 @@ def print_table(result: dict) -> None:
     print(head)
     print("-" * len(head))
     for r in result["rows"]:
-        if "error" in r:
-            print(f"{r['op']:<16}{r['case']:<44}{r['pass']:<9}  FAILED: {r['error'][:120]}")
-            continue
         q = f"{r['ms_queued']:>10.4f}/{r['torch_ms_queued']:<9.4f}" if "ms_queued" in r else " " * 20 * queued
         print(f"{r['op']:<16}{r['case']:<44}{r['pass']:<9}{r['ms']:>11.4f}{r['torch_ms']:>11.4f}"
               f"{r['ratio']:>7.2f}x{q}  {r['value']:.3g} {r['metric']}")
     print("ratio = torch ms / rnnkern ms (> 1: rnnkern is faster); value: rnnkern's, in the unit shown"
           + ("; queued ms: rnnkern / torch per call with calls back to back" if queued else ""))
+    for e in result.get("errors", []):
+        print(f"FAILED {e['op']} {e['case']} {e['pass']}: {e['error'][:160]}")
+    if "incomplete" in result:
+        print(f"INCOMPLETE: {result['incomplete']}")
 
 
 def plot(result: dict, path: str) -> None:

@@ -49,7 +49,7 @@ ENV_CASES = {
 }
 
 def cases(device: str, quick: bool) -> list[Bench]:
-    out, last = [], []  # last: the opt-in exchange rows (a variant that traps ends the bench: after the rest)
+    out = []
     for dtype, B, H, T in (GPU_CASES if device == "cuda" else CPU_CASES)[: 2 if quick else None]:
         ref = torch.nn.RNN(H, H).to(device, dtype)
         ours = rnnkern.nn.RNN(H, H).to(device, dtype)
@@ -76,8 +76,7 @@ def cases(device: str, quick: bool) -> list[Bench]:
         if device == "cuda":
             for env in ENV_CASES.get((dtype, B, H, T), ()):
                 label = " ".join(f"{k.removeprefix('RNNKERN_RNN_').lower()}={v}" for k, v in env.items())
-                to = last if env.get("RNNKERN_RNN_BARRIER") == "exchange" else out
-                to.append(Bench("rnn", f"{name} {label}", "fwd", with_env(fwd(ours), **env), fwd(ref), "us/step", T))
-                to.append(Bench("rnn", f"{name} {label}", "fwd+bwd", with_env(fwd_bwd(ours), **env), fwd_bwd(ref),
-                                "us/step", T))
-    return out + last
+                out.append(Bench("rnn", f"{name} {label}", "fwd", with_env(fwd(ours), **env), fwd(ref), "us/step", T))
+                out.append(Bench("rnn", f"{name} {label}", "fwd+bwd", with_env(fwd_bwd(ours), **env), fwd_bwd(ref),
+                                 "us/step", T))
+    return out

@@ -22,7 +22,7 @@ BM, BN, BK, THREADS = 128, 64, 32, 256
 
 
 def check(elem: int, channels_last: bool, tn: int) -> None:
-    """The gather kernel's tiles at BM x tn (gather_wgmma_n: 64 or 128), and the fp32 NCHW grad_weight's."""
+    """The gather kernel's tiles at BM x tn (wgmma_tile_n: 64 or 128), and the fp32 NCHW grad_weight's."""
     V = 16 // elem                       # elements per 16-byte run
     SBO, LBO = BK * elem * 8, 128        # WgmmaLayout::kSbo / kLbo
     steps = BK * elem // 32              # WgmmaLayout::kSteps: 32 bytes of k per instruction

@@ -8,7 +8,8 @@
 #                                        on the kernels that miss their models, scripts/gpu_profile.sh,
 #                                        into OUTDIR/profile, after the rest, alone (~2-3.5 min alone)
 #                                        (a device call is capped at 10 minutes; split the run if needed)
-#   GPU_CHECK_SANITIZE_OPS="rnn conv_transpose"  sanitizer runs over these families only (default: all)
+#   GPU_CHECK_SANITIZE_OPS="rnn conv_transpose"  sanitizer runs over these families only (default: all:
+#                                        unpool rnn conv conv_transpose conv_wgmma rnn_exchange)
 #   GPU_CHECK_BENCH_OPS="conv_transpose rnn"     bench these ops only (default: all)
 #   GPU_CHECK_PREBUILT=1                 use an rnnkern/_C*.so carried in (built elsewhere against the
 #                                        same torch) when it imports with CUDA kernels; else build here
@@ -21,7 +22,7 @@
 #   GPU_CHECK_PREBUILT=1 GPU_CHECK_STEPS=profile GPU_CHECK_PACK=$OUT/gpu-check.tgz \
 #     GPU_PROFILE_PACK=$OUT/gpu-profile.tgz scripts/gpu_check.sh /tmp/gc
 # tests, memcheck and racecheck run side by side (they only check correctness); then the tests
-# marked `exchange` alone (tests_exchange, part of `tests`); bench runs alone.
+# marked `untried` alone (tests_untried, part of `tests`); bench runs alone (the untried forms' rows last).
 # Times on an H200 (prebuilt, 16 CPU cores, 2026-11-26): tests 74-81 s (-n 12), memcheck 23 s,
 # racecheck 163 s over every family (89 s over rnn + conv_transpose), bench 54 s (all ops); the
 # three checks overlap, so tests + sanitizers + bench take ~220 s, plus ~35-55 s to start a machine.
@@ -73,9 +74,9 @@ PYTEST_ARGS=${GPU_CHECK_PYTEST_ARGS--m cuda}
 $PY -c "import pytest_timeout" 2>/dev/null && PYTEST_ARGS="$PYTEST_ARGS --timeout ${GPU_CHECK_TEST_TIMEOUT:-240} --timeout-method thread"
 # xdist workers share the one GPU: the suite is many small launches, so this is mostly host time
 $PY -c "import xdist" 2>/dev/null && PYTEST_ARGS="$PYTEST_ARGS -n ${GPU_CHECK_WORKERS:-6}"
-# the opt-in barrier-free RNN kernels' tests (marked `exchange`) run after everything else, alone:
-# one that traps would take the CUDA context of the tests after it in the same process
-want tests && step tests $TO ${GPU_CHECK_TESTS_TIMEOUT:-420} env RNNKERN_TEST_EXCHANGE=skip $PY -m pytest -v -rfE -p no:cacheprovider $PYTEST_ARGS tests --junitxml="$OUTDIR/junit.xml" &
+# the tests of opt-in kernels not yet run on a GPU (marked `untried`) run after everything else,
+# alone: one that faults would take the CUDA context of the tests after it in the same process
+want tests && step tests $TO ${GPU_CHECK_TESTS_TIMEOUT:-420} env RNNKERN_TEST_UNTRIED=skip $PY -m pytest -v -rfE -p no:cacheprovider $PYTEST_ARGS tests --junitxml="$OUTDIR/junit.xml" &
 SAN=$(command -v compute-sanitizer || ls "${CUDA_HOME:-/usr/local/cuda}"/bin/compute-sanitizer \
       /usr/local/cuda*/bin/compute-sanitizer /opt/nvidia/*/compute-sanitizer 2>/dev/null | head -n 1)
 if [ -n "$SAN" ]; then
@@ -91,7 +92,7 @@ else
 fi
 wait
 pack
-want tests && step tests_exchange $TO ${GPU_CHECK_EXCHANGE_TIMEOUT:-240} env RNNKERN_TEST_EXCHANGE=only $PY -m pytest -v -rfE -p no:cacheprovider -m cuda tests --junitxml="$OUTDIR/junit_exchange.xml"
+want tests && step tests_untried $TO ${GPU_CHECK_UNTRIED_TIMEOUT:-300} env RNNKERN_TEST_UNTRIED=only $PY -m pytest -v -rfE -p no:cacheprovider $PYTEST_ARGS tests --junitxml="$OUTDIR/junit_untried.xml"
 want bench && step bench $TO ${GPU_CHECK_BENCH_TIMEOUT:-300} $PY -m rnnkern.cli bench --device cuda --json "$OUTDIR/bench.json" --plot "$OUTDIR/bench.png" ${GPU_CHECK_BENCH_OPS:+--ops $GPU_CHECK_BENCH_OPS}
 # host time a call, layer by layer (~10 s): what the lone-call bench rows include before a launch
 want bench && step host_overhead $TO 120 $PY scripts/host_overhead.py --device cuda
@@ -103,7 +104,7 @@ want profile && step profile $TO ${GPU_CHECK_PROFILE_TIMEOUT:-420} env PYTHON="$
 
 echo
 echo "== gpu_check summary ($($PY -c 'import torch; print(torch.cuda.get_device_name(0), torch.__version__)'))"
-for k in build tests memcheck racecheck tests_exchange bench host_overhead rnn_trace profile; do
+for k in build tests memcheck racecheck tests_untried bench host_overhead rnn_trace profile; do
   printf '%-10s %s\n' "$k" "$(cat "$OUTDIR/$k.status" 2>/dev/null || echo skipped)"; done | tee "$OUTDIR/summary.txt"
 [ -f "$OUTDIR/profile/summary.txt" ] && { echo; cat "$OUTDIR/profile/summary.txt"; }
 pack

@@ -18,7 +18,12 @@ import statistics
 PHASES = {  # the stamps each kernel makes after a step's start, in order
     "FMA kernel": ["work (h loads, FMAs, epilogue, stores)", "step barrier"],
     "tensor-core kernel": ["stage h slice", "MMA", "cluster barrier", "reduce + store", "step barrier"],
-    # (with exchange words the last phase is a second cluster barrier, and the staging waits for the words)
+}
+# RNNKERN_RNN_BARRIER=exchange: the waits move into the loads, and the step ends without a grid barrier
+EXCHANGE_PHASES = {
+    "FMA kernel": ["work (waits on the exchange words, FMAs, epilogue, stores)", "(no barrier)"],
+    "tensor-core kernel": ["stage h slice (waits on the exchange words)", "MMA", "cluster barrier",
+                           "reduce + store", "cluster barrier (ends the step)"],
 }
 
 
@@ -26,7 +31,8 @@ NEXT = "to the next step"
 
 
 def phase_names(kernel: str) -> list[str]:
-    for prefix, names in PHASES.items():
+    table = EXCHANGE_PHASES if ", exchange," in kernel else PHASES
+    for prefix, names in table.items():
         if kernel.startswith(prefix):
             return names
     raise ValueError(f"no phase names for kernel {kernel!r}")
@@ -73,23 +79,23 @@ def main() -> None:
     args = ap.parse_args()
     os.environ["RNNKERN_RNN_TRACE"] = "1"
     import torch
-    import rnnkern.functional as RF  # noqa: F401  (loads the ops)
-    from rnnkern.ops import rnn as rnn_ops
+    from rnnkern.ops import rnn as rnn_ops  # (loads the ops)
 
     torch.backends.cudnn.allow_tf32 = True  # the bench's setting (tf32 allowed on both sides)
     # the issue-4 shapes with the default choice, and the barriers against each other where the FMA
-    # kernel runs (B8 H256) or can be forced to (B8 H1024)
+    # kernel runs (B8 H256) or can be forced to (fp32 B8 H1024, bf16 B8 H512)
     # (the opt-in exchange last: a variant that traps ends the run, the CUDA context being lost)
-    fma_exchange = {"RNNKERN_RNN_MATH": "fma", "RNNKERN_RNN_BARRIER": "exchange"}
+    fma, fma_exchange = {"RNNKERN_RNN_MATH": "fma"}, {"RNNKERN_RNN_MATH": "fma", "RNNKERN_RNN_BARRIER": "exchange"}
     cases = ([(torch.float32, 8, 256, env) for env in ({}, {"RNNKERN_RNN_BARRIER": "flag"})]
              + [(dt, b, h, {}) for dt in (torch.float32, torch.bfloat16) for b in (8, 64) for h in (512, 1024)]
+             + [(torch.float32, 8, 1024, fma), (torch.bfloat16, 8, 512, fma)]
              + [(torch.float32, 8, 256, {"RNNKERN_RNN_BARRIER": "exchange"})]
              + [(torch.float32, 8, 1024, fma_exchange), (torch.bfloat16, 8, 512, fma_exchange)]
              + [(dt, b, 1024, {"RNNKERN_RNN_BARRIER": "exchange"})  # the tensor-core kernel without its flag barrier
                 for dt in (torch.float32, torch.bfloat16) for b in (8, 64)])
-    results = []
+    results, failed = [], False
 
-    def write(results):
+    def write():
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "results": results},
@@ -119,11 +125,16 @@ def main() -> None:
                 run()  # warm-up (first-launch set-up, cached queries)
                 run()
                 torch.cuda.synchronize()
-            except RuntimeError as e:  # keep what was traced so far
+            except RuntimeError as e:  # record it and go on, unless the CUDA context is lost
                 print(f"{case}: failed: {e}")
                 results.append({"case": case, "error": str(e)[:400]})
-                write(results)
-                raise SystemExit(1)
+                write()
+                failed = True
+                try:
+                    torch.zeros(1, device="cuda").add_(1).item()
+                except RuntimeError:
+                    raise SystemExit(1)
+                continue
             kernel, stamps = rnn_ops.step_trace()
             if not kernel:
                 print(f"{case}: no persistent kernel ran (general path)")
@@ -131,11 +142,14 @@ def main() -> None:
                 continue
             summary = summarize(kernel, stamps)
             results.append({"case": case, "kernel": kernel, "ctas": summary})
+            write()  # after every case: a run cut short keeps what it traced
             for s in summary:
                 phases = ", ".join(f"{n} {v / 1000:.2f}" for n, v in s["phases_ns"].items())
                 print(f"{case} | {kernel} | {s['cta']} CTA: step {s['step_ns'] / 1000:.2f} us "
                       f"({s['ghz']:.2f} GHz) = {phases} us")
-    write(results)
+    write()
+    if failed:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -117,13 +117,17 @@ def conv(dev):
                 RF.conv2d(xw, ww, None, 1, 18, 18).sum().backward()
                 w1 = torch.randn(16, 24, 5, device=dev, dtype=dtype, requires_grad=True)
                 RF.conv1d(x.detach()[:, :, 0], w1, None, 1, 4, 2).sum().backward()
-    torch.backends.cudnn.allow_tf32 = True
     # the tensor-core forms: WMMA fragments, the single stage behind a register prefetch
-    # (RNNKERN_CONV_PIPELINE=0), wgmma, and the cp.async ring forced on (the default's; tf32 in both
-    # layouts, bf16 channels_last with 16-byte channel runs; 18 channels break the runs: 4-byte copies)
-    for env in ({"RNNKERN_CONV_MMA": "wmma"}, {"RNNKERN_CONV_PIPELINE": "0"}, {"RNNKERN_CONV_PIPELINE": "1"},
-                {"RNNKERN_CONV_MMA": "wgmma"},  # wgmma: the gather kernel on Hopper's warpgroup MMA (sm_90a) ...
-                {"RNNKERN_CONV_MMA": "wgmma", "RNNKERN_CONV_WGMMA_N": "64"}):  # ... on 128 x 128 and 128 x 64 tiles
+    # (RNNKERN_CONV_PIPELINE=0) and the cp.async ring forced on (the default's) (wgmma: conv_wgmma)
+    _conv_tensor_core_forms(dev, ({"RNNKERN_CONV_MMA": "wmma"}, {"RNNKERN_CONV_PIPELINE": "0"},
+                                  {"RNNKERN_CONV_PIPELINE": "1"}))
+
+
+def _conv_tensor_core_forms(dev, envs):
+    """tf32 in both layouts, bf16 channels_last with 16-byte channel runs (18 channels break the
+    runs: 4-byte copies), strides, dilation, under each environment of `envs`."""
+    torch.backends.cudnn.allow_tf32 = True
+    for env in envs:
         os.environ.update(env)
         for fmt in (torch.contiguous_format, torch.channels_last):
             for dtype in (torch.float32, torch.bfloat16):
@@ -223,7 +227,15 @@ def rnn_exchange(dev):
     os.environ.pop("RNNKERN_RNN_BARRIER")
 
 
-CHECKS = [unpool, rnn, conv, conv_transpose, rnn_exchange]
+def conv_wgmma(dev):
+    """The gather and grad_weight kernels on Hopper's warpgroup MMA (RNNKERN_CONV_MMA=wgmma, sm_90a;
+    elsewhere these run mma.sync again) on 128 x 128 and 128 x 64 tiles (forced: these shapes have
+    <= 64 channels, which would pick 64), last and on their own as rnn_exchange."""
+    _conv_tensor_core_forms(dev, ({"RNNKERN_CONV_MMA": "wgmma", "RNNKERN_CONV_WGMMA_N": "128"},
+                                  {"RNNKERN_CONV_MMA": "wgmma", "RNNKERN_CONV_WGMMA_N": "64"}))
+
+
+CHECKS = [unpool, rnn, conv, conv_transpose, conv_wgmma, rnn_exchange]
 
 if __name__ == "__main__":
     # `sanitize_driver.py [NAME ...]`: only those families (default: all)

@@ -46,7 +46,7 @@ def _bench_cli(capsys, monkeypatch, *argv):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--ops", "foo"], "invalid choice: 'foo' (choose from 'max_unpool', 'conv_transpose', 'conv', 'rnn')"),
+    (["--ops", "foo"], "invalid choice: 'foo' (choose from 'max_unpool', 'rnn', 'conv_transpose', 'conv')"),
     (["--threads", "0"], "argument --threads: must be >= 1"),
     (["--threads", "-1"], "argument --threads: must be >= 1"),
     (["--json", "/nonexistent-dir/x.json"], "x.json: directory /nonexistent-dir does not exist"),
@@ -76,7 +76,7 @@ def test_bench_cli_json_auto_is_in_the_repository_from_any_directory(tmp_path, c
 def test_bench_harness_checks_ops_and_prints_a_legend(capsys):
     from bench import harness
     assert harness.run(ops=["foo"], device="cpu") == 2
-    assert "unknown op(s) foo; choose from max_unpool, conv_transpose, conv, rnn" in capsys.readouterr().err
+    assert "unknown op(s) foo; choose from max_unpool, rnn" in capsys.readouterr().err
     row = {"op": "rnn", "case": "c", "pass": "fwd", "ms": 1.0, "torch_ms": 2.0, "ratio": 2.0, "metric": "us/step",
            "value": 3.0}
     harness.print_table({"device": "CPU", "torch": "x", "cudnn": None, "rows": [row]})
@@ -84,8 +84,10 @@ def test_bench_harness_checks_ops_and_prints_a_legend(capsys):
 
 
 def test_a_failing_case_is_recorded_and_the_rest_measured(tmp_path, monkeypatch, capsys):
-    """An opt-in variant that raises does not cost the other rows: it becomes an "error" row, the
-    JSON (written after every op) keeps everything measured, the chart leaves it out, rc is 1."""
+    """A row that raises (an opt-in form that fails) does not cost the others: it goes to "errors",
+    the measured rows stay in "rows" (the JSON is rewritten after every row), rc is 1; rows of forms
+    not yet run on a GPU (harness.UNTRIED) run after all the others; once the CUDA context is
+    unusable the run stops and says how many rows it left out."""
     import json
     import sys
     import types
@@ -95,19 +97,25 @@ def test_a_failing_case_is_recorded_and_the_rest_measured(tmp_path, monkeypatch,
     def boom():
         raise RuntimeError("variant X is broken")
 
+    def bench(case, fn=lambda: torch.ones(4), **env):
+        return harness.Bench("fake", case, "fwd", harness.with_env(fn, **env), lambda: torch.ones(4), "GB/s", 16.0)
+
     fake = types.ModuleType("bench.fake")
-    fake.cases = lambda device, quick: [
-        harness.Bench("fake", "good", "fwd", lambda: torch.ones(4), lambda: torch.ones(4), "GB/s", 16.0),
-        harness.Bench("fake", "bad", "fwd", boom, lambda: torch.ones(4), "GB/s", 16.0),
-        harness.Bench("fake", "good too", "fwd", lambda: torch.ones(4), lambda: torch.ones(4), "GB/s", 16.0)]
+    fake.cases = lambda device, quick: [bench("untried", RNNKERN_RNN_BARRIER="exchange"), bench("good"),
+                                        bench("bad", boom), bench("good too")]
     monkeypatch.setitem(sys.modules, "bench.fake", fake)
     monkeypatch.setattr(harness, "OPS", ["fake"])
     out, png = tmp_path / "b.json", tmp_path / "b.png"
-    rc = harness.run(device="cpu", quick=True, json_path=str(out), plot_path=str(png))
-    assert rc == 1
-    rows = json.loads(out.read_text())["rows"]
-    assert [r["case"] for r in rows] == ["good", "bad", "good too"]
-    assert rows[1]["error"] == "RuntimeError: variant X is broken" and "ms" in rows[0] and "ms" in rows[2]
-    assert png.exists() and not (tmp_path / "b.json.tmp").exists()
+    assert harness.run(device="cpu", quick=True, json_path=str(out), plot_path=str(png)) == 1
+    result = json.loads(out.read_text())
+    assert [r["case"] for r in result["rows"]] == ["good", "good too", "untried"]
+    assert result["errors"] == [{"op": "fake", "case": "bad", "pass": "fwd", "error": "RuntimeError: variant X is broken"}]
+    assert "incomplete" not in result and png.exists() and not (tmp_path / "b.json.tmp").exists()
     captured = capsys.readouterr()
-    assert "FAILED: RuntimeError: variant X is broken" in captured.out and "fake bad fwd failed" in captured.err
+    assert "FAILED fake bad fwd: RuntimeError: variant X is broken" in captured.out and "fake bad fwd failed" in captured.err
+
+    monkeypatch.setattr(harness, "_context_usable", lambda device: False)  # as after a kernel fault on a GPU
+    assert harness.run(device="cpu", quick=True, json_path=str(out)) == 1
+    result = json.loads(out.read_text())
+    assert [r["case"] for r in result["rows"]] == ["good"]
+    assert result["incomplete"] == "the CUDA context broke at this row; 2 rows not run"

@@ -24,7 +24,7 @@ def fake_stamps(phase_cycles, steps=64, ctas=2, ghz=2.0, step_ns=1000):
 
 
 def test_fma_kernel_phases_in_ns():
-    got = rnn_step_trace.summarize("FMA kernel, grid.sync, batch tile 1, 132 CTAs", fake_stamps([600, 1900]))
+    got = rnn_step_trace.summarize("FMA kernel, grid, batch tile 1, 132 CTAs", fake_stamps([600, 1900]))
     assert [s["cta"] for s in got] == ["first", "last"]
     for s in got:
         assert s["steps"] == 62 and s["step_ns"] == 1000 and s["ghz"] == pytest.approx(2.0)
@@ -35,10 +35,18 @@ def test_fma_kernel_phases_in_ns():
 def test_tensor_core_kernel_and_unstamped_steps():
     stamps = fake_stamps([100, 300, 700, 900, 1800])
     stamps[0][10] = [0] * 8  # a step that was never stamped: it and the one before are left out
-    got = rnn_step_trace.summarize("tensor-core kernel, clusters of 8, flag barrier, 128 CTAs", stamps)
+    got = rnn_step_trace.summarize("tensor-core kernel, flag, 128 CTAs", stamps)
     assert got[0]["steps"] == 60 and got[1]["steps"] == 62
     assert got[0]["phases_ns"] == pytest.approx({"stage h slice": 50, "MMA": 100, "cluster barrier": 200,
                                                  "reduce + store": 100, "step barrier": 450, "to the next step": 100})
+
+
+def test_exchange_kernels_name_their_phases():
+    got = rnn_step_trace.summarize("FMA kernel, exchange, batch tile 1, 132 CTAs", fake_stamps([600, 610]))
+    assert set(got[0]["phases_ns"]) == {"work (waits on the exchange words, FMAs, epilogue, stores)", "(no barrier)",
+                                        "to the next step"}
+    names = rnn_step_trace.phase_names("tensor-core kernel, exchange, 128 CTAs")
+    assert names[0] == "stage h slice (waits on the exchange words)" and names[-1] == "cluster barrier (ends the step)"
 
 
 def test_unknown_kernel_is_an_error():

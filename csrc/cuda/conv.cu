@@ -38,8 +38,8 @@
 // mma.sync with ldmatrix fragment loads: bf16/fp16 (m16n8k16) and tf32 (m16n8k8, when
 // torch.backends.cudnn.allow_tf32), fp32 accumulate (RNNKERN_CONV_MMA=wmma: the earlier WMMA
 // form); fp32 with TF32 disallowed and fp64 run a SIMT FMA path (8x4 outputs per thread). On
-// Hopper, sm_90a builds add Hopper's asynchronous warpgroup MMA on 128 x 128 tiles
-// (RNNKERN_CONV_MMA=wgmma, opt-in until measured).
+// Hopper, sm_90a builds add Hopper's asynchronous warpgroup MMA on 128 x 128 or 128 x 64 tiles
+// (RNNKERN_CONV_MMA=wgmma, opt-in until measured; wgmma_tile_n).
 // Mainloop: a ring of cp.async stages (kStages > 1; use_pipeline says where), else one shared
 // stage + register prefetch (the next step's global loads in flight while the tensor cores work
 // on the current one; RNNKERN_CONV_PIPELINE=0 forces it). Epilogue: accumulators staged through shared
@@ -326,6 +326,12 @@ struct WmmaMma {
 // form, so the host runs 16-bit ring kernels only with `vec`: use_pipeline, use_wgmma); zeros for
 // off < 0 and past `limit` in j. 16-bit copies 16 bytes whatever `vec` says: a __trap() on the
 // other branch, a divergent exit, made ptxas serialise every wgmma of the kernels (C7518).
+// The host's side of that precondition, before launching a ring kernel (p: GatherParams, WgradParams).
+template <typename T, typename Params>
+void check_ring_runs(const Params& p) {
+  TORCH_INTERNAL_ASSERT(sizeof(T) == 4 || (p.vec_a && p.vec_b), "16-bit ring kernels copy 16-byte runs only");
+}
+
 template <typename T>
 __device__ __forceinline__ void copy_run_async(uint32_t dst, const T* base, long long off, int j, int limit, bool vec) {
   if (sizeof(T) != 4 || vec) {
@@ -1470,7 +1476,7 @@ void launch_with_dynamic_smem(Kernel kernel, dim3 grid, int bytes, cudaStream_t 
 template <typename T, Path P>
 void launch_gather_pipelined(const GatherParams& p, bool cl, bool trans, dim3 grid, cudaStream_t stream) {
   constexpr int S = kPipelineStages<T>;
-  TORCH_INTERNAL_ASSERT(sizeof(T) == 4 || (p.vec_a && p.vec_b), "16-bit ring kernels copy 16-byte runs only");
+  check_ring_runs<T>(p);
   const auto run = [&](auto kernel, int bytes) { launch_with_dynamic_smem(kernel, grid, bytes, stream, p); };
   if (cl) {
     const int bytes = GatherTiles<T, P, true>::bytes(S);
@@ -1519,9 +1525,8 @@ int wgmma_tile_n(int64_t n) {
 template <typename T, Path P, int TN>
 void launch_gather_wgmma_tn(const GatherParams& p, bool cl, bool trans, dim3 grid, cudaStream_t stream) {
   constexpr int S = kWgmmaStages<T>;
-  TORCH_INTERNAL_ASSERT(sizeof(T) == 4 || (p.vec_a && p.vec_b), "16-bit ring kernels copy 16-byte runs only");
+  check_ring_runs<T>(p);
   const int bytes = WgmmaTiles<T, P, TN>::bytes(S);
-  grid.y = static_cast<unsigned>((p.Nn + TN - 1) / TN);
   const auto run = [&](auto kernel) { launch_with_dynamic_smem(kernel, grid, bytes, stream, p); };
   if (cl) {
     if (trans) run(gather_conv_kernel<T, P, true, true, S, true, TN>);
@@ -1534,10 +1539,11 @@ void launch_gather_wgmma_tn(const GatherParams& p, bool cl, bool trans, dim3 gri
   }
 }
 
-template <typename T, Path P>
-void launch_gather_wgmma(const GatherParams& p, bool cl, bool trans, dim3 grid, cudaStream_t stream) {
-  if (wgmma_tile_n(p.Nn) == 128) launch_gather_wgmma_tn<T, P, 128>(p, cl, trans, grid, stream);
-  else launch_gather_wgmma_tn<T, P, 64>(p, cl, trans, grid, stream);
+// grid_for(columns): the launch grid for block tiles of that many columns.
+template <typename T, Path P, typename GridFor>
+void launch_gather_wgmma(const GatherParams& p, bool cl, bool trans, GridFor&& grid_for, cudaStream_t stream) {
+  if (wgmma_tile_n(p.Nn) == 128) launch_gather_wgmma_tn<T, P, 128>(p, cl, trans, grid_for(128), stream);
+  else launch_gather_wgmma_tn<T, P, 64>(p, cl, trans, grid_for(64), stream);
 }
 
 // The one place that picks the kernel and its launch configuration for the gather family.
@@ -1549,8 +1555,8 @@ void launch_gather(GatherParams p, const at::Tensor& w, bool cl, bool trans, int
   auto stream = at::cuda::getCurrentCUDAStream();
   if (p.M == 0) return;
   const int V = static_cast<int>(16 / elem_size);
-  // Tiles of 128 pixels x 64 channels x 32 reduction channels: groups narrower than 8 channels
-  // on either side would leave the tiles mostly empty.
+  // Tiles of 128 pixels x 64 (or 128) channels x 32 reduction channels: groups narrower than 8
+  // channels on either side would leave the tiles mostly empty.
   if (p.R < 8 || p.Nn < 8) {
     TORCH_INTERNAL_ASSERT(p.ps <= 1, "the direct kernel has no pixel-shuffled output (conv2d_forward_shuffled_cuda needs >= 8 channels per group)");
     const at::Tensor wt = w.contiguous();  // freed stream-ordered after the launch
@@ -1564,12 +1570,15 @@ void launch_gather(GatherParams p, const at::Tensor& w, bool cl, bool trans, int
   }
   // channels_last A loads: V channels at once when every pixel's channel run starts aligned
   p.vec_a = cl && p.Cs % V == 0 && p.R % V == 0 && aligned16(p.src);
-  // transposed mapping: the stride phases of one pixel tile in neighbouring x blocks, see GatherParams::Mt
-  const long long gx = (p.Mt + BM - 1) / BM * (trans ? static_cast<long long>(p.sh) * p.sw : 1);
-  const long long gy = (p.Nn + BN - 1) / BN;
-  TORCH_CHECK(gx < (int64_t{1} << 31) && gy <= 65535 && p.G <= 65535,
-              "conv2d: too many pixels x stride phases, channels or groups for one launch");
-  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(p.G));
+  // the grid for tiles of `columns` output channels (BN but for the wgmma form's); the transposed
+  // mapping puts the stride phases of one pixel tile in neighbouring x blocks, see GatherParams::Mt
+  const auto grid_for = [&](int columns) {
+    const long long gx = (p.Mt + BM - 1) / BM * (trans ? static_cast<long long>(p.sh) * p.sw : 1);
+    const long long gy = (p.Nn + columns - 1) / columns;
+    TORCH_CHECK(gx < (int64_t{1} << 31) && gy <= 65535 && p.G <= 65535,
+                "conv2d: too many pixels x stride phases, channels or groups for one launch");
+    return dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(p.G));
+  };
   with_path<T>([&](auto path) {
     constexpr Path P = decltype(path)::value;
     if constexpr (P == Path::kTf32 || P == Path::k16) {
@@ -1580,13 +1589,14 @@ void launch_gather(GatherParams p, const at::Tensor& w, bool cl, bool trans, int
         const at::Tensor wt_k = w.transpose(-1, -2).clone(at::MemoryFormat::Contiguous);
         p.wt = wt_k.data_ptr();
         p.vec_b = vec_bk;
-        launch_gather_wgmma<T, P>(p, cl, trans, grid, stream);
+        launch_gather_wgmma<T, P>(p, cl, trans, grid_for, stream);
         return;
       }
     }
     const at::Tensor wt = w.contiguous();  // (G, taps, R, Nn); freed stream-ordered
     p.wt = wt.data_ptr();
     p.vec_b = p.Nn % V == 0 && aligned16(p.wt);
+    const dim3 grid = grid_for(BN);
     if constexpr (P == Path::kTf32 || P == Path::k16) {
       if (use_pipeline(sizeof(T), cl, p.vec_a, p.vec_b, p.ps > 1)) {
         launch_gather_pipelined<T, P>(p, cl, trans, grid, stream);
@@ -1622,8 +1632,7 @@ void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::Te
   p.vec_b = cl && p.C % V == 0 && p.Cg % V == 0 && aligned16(p.x);
   // 16-bit channels_last on wgmma (the ring and wgmma where they run; with_path below gives 16-bit
   // types Path::k16 whenever the form is wgmma) takes its tile width from wgmma_tile_n
-  const bool wgmma_cl16 = elem_size == 2 && cl && use_pipeline(elem_size, cl, p.vec_a, p.vec_b, false) &&
-                          use_wgmma(elem_size, cl, p.vec_a, p.vec_b, false);
+  const bool wgmma_cl16 = elem_size == 2 && use_wgmma(elem_size, cl, p.vec_a, p.vec_b, false);  // (implies the ring)
   const int tn = wgmma_cl16 ? wgmma_tile_n(p.Cg) : BN;
   const int tiles_m = (p.Kg + BM - 1) / BM;
   p.tiles_n = (p.Cg + tn - 1) / tn;
@@ -1646,7 +1655,7 @@ void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::Te
     if constexpr (P == Path::kTf32 || P == Path::k16) {
       if (use_pipeline(sizeof(T), cl, p.vec_a, p.vec_b, false)) {
         constexpr int S = kPipelineStages<T>;
-        TORCH_INTERNAL_ASSERT(sizeof(T) == 4 || (p.vec_a && p.vec_b), "16-bit ring kernels copy 16-byte runs only");
+        check_ring_runs<T>(p);
         const auto run = [&](auto kernel, int bytes) { launch_with_dynamic_smem(kernel, grid, bytes, stream, p); };
         if (cl) {
           // 16-bit channels_last: both operands MN-major, wgmma's transposed form (RNNKERN_CONV_MMA=wgmma)
@@ -1654,7 +1663,7 @@ void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::Te
             if (wgmma_cl16) {
               constexpr int SW = kWgmmaStages<T>;
               if (tn == 128) run(wgrad_kernel<T, P, true, SW, true, 128>, WgmmaTiles<T, P, 128>::bytes(SW));
-              else run(wgrad_kernel<T, P, true, SW, true>, WgmmaTiles<T, P>::bytes(SW));
+              else run(wgrad_kernel<T, P, true, SW, true, 64>, WgmmaTiles<T, P, 64>::bytes(SW));
               return;
             }
           }

@@ -34,15 +34,18 @@
 // it computes in its own shared memory and the next step reads h_{t-1} from the owning CTAs'
 // shared memory (distributed shared memory) instead of L2. grid.sync is the default: on an H200
 // at B8 H256 it takes 3.5 us a step, the cluster variant 6.7-7.0 (10.9 while it pushed every
-// output into every CTA, 16 scalar remote stores an output; bench/NOTES.md). The FMA kernel can
-// also run with no barrier (RNNKERN_RNN_BARRIER=exchange; opt-in, not yet run on a GPU): its
-// outputs travel as step-tagged words that the next step's readers wait on (exchange_read).
+// output into every CTA, 16 scalar remote stores an output; bench/NOTES.md). With
+// RNNKERN_RNN_BARRIER=exchange (opt-in, not yet run on a GPU) no barrier spans the grid: the
+// outputs travel as step-tagged words that the next step's readers wait on (exchange_wait); the FMA
+// kernel then has no step barrier at all, the tensor-core kernel keeps its cluster barrier.
 //
 // Set RNNKERN_RNN_PATH=general|persistent to force a path (persistent falls back when it does
 // not fit), RNNKERN_RNN_MATH=fma|mma to force the persistent kernel's arithmetic (mma only where
 // the dtype and flags allow tensor cores), RNNKERN_RNN_BARRIER=grid|flag|cluster|exchange to force the
-// FMA kernel's barrier, RNNKERN_RNN_CTAS=n to cap its grid at n CTAs, RNNKERN_RNN_GRAPH=1 to replay
-// the general path's steps as CUDA graphs (opt-in, unmeasured), RNNKERN_DEBUG=1 to log the choice.
+// FMA kernel's barrier (exchange: the tensor-core kernel's across clusters too), RNNKERN_RNN_CTAS=n to
+// cap its grid at n CTAs, RNNKERN_RNN_GRAPH=1 to replay the general path's steps as CUDA graphs
+// (opt-in, unmeasured), RNNKERN_RNN_TRACE=1 to stamp the persistent kernels' steps (trace_stamp),
+// RNNKERN_DEBUG=1 to log the choice.
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDADataType.h>
@@ -108,15 +111,15 @@ __device__ __forceinline__ T load_cluster_peer(const T* local, int rank) {
 
 // How the CTAs of one persistent launch wait for each other at the end of every step. Each must
 // also make the step's global writes visible to the other CTAs (their reads go to L2: ld.global.cg).
-// kExchange: no barrier at all; the step's outputs also go to an exchange buffer as 8-byte words
-// that carry their step (see exchange_store), and readers wait on the words themselves.
+// kExchange: no barrier at all; the step's outputs also go to an exchange buffer as words that
+// carry their step (ExchangeWord), and readers wait on the words themselves.
 enum class StepBarrier { kGrid, kFlag, kCluster, kExchange };
 
-// ---- the barrier-free exchange (RNNKERN_RNN_BARRIER=exchange, the FMA kernel) ----------------------
+// ---- the exchange (RNNKERN_RNN_BARRIER=exchange): no barrier across the grid -----------------------
 // A step's critical path through a barrier is: outputs stored, the arrival's release fence waits for
 // them, the arrival travels to L2, the waiters' polls see the count, then every CTA loads h_{t-1}
 // from L2: four or five L2 round trips a step for a few hundred ns of arithmetic. Here each output
-// is also stored as one 8-byte word {value as fp32, step + 1} (single-copy atomic: a reader never
+// is also stored as one word {value, step tag} (ExchangeWord; single-copy atomic: a reader never
 // sees a value with another step's tag), and the next step's readers load those words and reload
 // the ones whose tag is not yet theirs: about two round trips a step (NCCL's LL protocol does the
 // same for small messages). Two buffers alternate by step. Reuse is safe without a barrier, row by
@@ -127,19 +130,48 @@ enum class StepBarrier { kGrid, kFlag, kCluster, kExchange };
 // written). Every CTA must be resident (readers spin on writers): launched cooperatively.
 constexpr long long kExchangeMaxPolls = 1ll << 22;  // (~2 s) a reader that waits longer traps instead of hanging
 
-__device__ __forceinline__ void exchange_store(unsigned long long* word, float v, unsigned int tag) {
-  const unsigned long long w = (static_cast<unsigned long long>(tag) << 32) | __float_as_uint(v);
+// One exchanged output of step `step` (the writer's): fp32 {value, step + 1} in 8 bytes; fp16 /
+// bf16 {value's bits, step % 65535 + 1} in 4, half the traffic (a 16-bit tag never equals the one
+// two steps back, which is what a word being rewritten holds, nor the zeroed buffer's 0).
+template <typename scalar_t>
+struct ExchangeWord {
+  using type = unsigned long long;
+  __device__ static type pack(scalar_t v, int step) {
+    return (static_cast<type>(static_cast<unsigned int>(step) + 1u) << 32) | __float_as_uint(static_cast<float>(v));
+  }
+  __device__ static bool ready(type w, int step) {
+    return static_cast<unsigned int>(w >> 32) == static_cast<unsigned int>(step) + 1u;
+  }
+  __device__ static float value(type w) { return __uint_as_float(static_cast<unsigned int>(w)); }
+};
+template <typename scalar_t>
+struct ExchangeWord16 {
+  using type = unsigned int;
+  __device__ static unsigned int tag(int step) { return static_cast<unsigned int>(step) % 65535u + 1u; }
+  __device__ static type pack(scalar_t v, int step) { return tag(step) << 16 | v.x; }
+  __device__ static bool ready(type w, int step) { return w >> 16 == tag(step); }
+  __device__ static float value(type w) {
+    return static_cast<float>(scalar_t(static_cast<uint16_t>(w & 0xffffu), scalar_t::from_bits()));
+  }
+};
+template <> struct ExchangeWord<c10::Half> : ExchangeWord16<c10::Half> {};
+template <> struct ExchangeWord<c10::BFloat16> : ExchangeWord16<c10::BFloat16> {};
+
+__device__ __forceinline__ void exchange_store(unsigned long long* word, unsigned long long w) {
   asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(word), "l"(w) : "memory");
 }
-
+__device__ __forceinline__ void exchange_store(unsigned int* word, unsigned int w) {
+  asm volatile("st.relaxed.gpu.global.u32 [%0], %1;" ::"l"(word), "r"(w) : "memory");
+}
 __device__ __forceinline__ unsigned long long exchange_load(const unsigned long long* word) {
   unsigned long long w;
   asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(w) : "l"(word) : "memory");
   return w;
 }
-
-__device__ __forceinline__ bool exchange_ready(unsigned long long w, unsigned int tag) {
-  return static_cast<unsigned int>(w >> 32) == tag;
+__device__ __forceinline__ unsigned int exchange_load(const unsigned int* word) {
+  unsigned int w;
+  asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(w) : "l"(word) : "memory");
+  return w;
 }
 
 // Rows b < exchange_rows(p, s) of step s's outputs go out as exchange words: the rows the next
@@ -155,46 +187,52 @@ __device__ __forceinline__ int exchange_rows(const Params& p, int s) {
   return p.live ? p.live[t_next] : p.B;
 }
 
-// x[u][j] = h_{t-1}[b0 + j, c0 + 32 u] from step s - 1's exchange words `words` (tag s), zeros
-// past H and for finished sequences (b >= live). All loads go out together; only the words not yet
-// tagged s are reloaded, again together, until none is left.
-template <int kUnroll, int kBatchTile, typename acc_t>
-__device__ __forceinline__ void exchange_read(acc_t (&x)[kUnroll][kBatchTile], const unsigned long long* words, int s,
-                                              int b0, int c0, int live, int H) {
-  static_assert(kUnroll * kBatchTile <= 32, "one pending bit a word");
-  const unsigned int tag = static_cast<unsigned int>(s);
-  const unsigned long long zero = static_cast<unsigned long long>(tag) << 32;  // a ready 0.0f
-  unsigned long long w[kUnroll][kBatchTile];
-  const auto word = [&](int u, int j) { return words + static_cast<int64_t>(b0 + j) * H + c0 + 32 * u; };
-  const auto wanted = [&](int u, int j) { return c0 + 32 * u < H && b0 + j < live; };
+// w[i] = the word at index at[i] (< 0: not wanted, a ready zero) of `words`, written at step
+// `from`: all loads go out together, then only the words not yet of step `from` are reloaded,
+// again together, until none is left. A writer that never comes traps (an error, not a hang).
+template <typename scalar_t, int N>
+__device__ __forceinline__ void exchange_wait(typename ExchangeWord<scalar_t>::type (&w)[N],
+                                              const typename ExchangeWord<scalar_t>::type* words,
+                                              const int64_t (&at)[N], int from) {
+  static_assert(N <= 32, "one pending bit a word");
+  using Word = ExchangeWord<scalar_t>;
 #pragma unroll
-  for (int u = 0; u < kUnroll; ++u)
-#pragma unroll
-    for (int j = 0; j < kBatchTile; ++j) w[u][j] = wanted(u, j) ? exchange_load(word(u, j)) : zero;
+  for (int i = 0; i < N; ++i) w[i] = at[i] >= 0 ? exchange_load(words + at[i]) : Word::pack(scalar_t(0), from);
   unsigned int pending = 0;
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+    if (!Word::ready(w[i], from)) pending |= 1u << i;
+  for (long long polls = 0; pending != 0; ++polls) {
+    if (polls == kExchangeMaxPolls) __trap();
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+      if (pending & (1u << i)) w[i] = exchange_load(words + at[i]);
+    pending = 0;
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+      if (!Word::ready(w[i], from)) pending |= 1u << i;
+  }
+}
+
+// x[u][j] = h_{t-1}[b0 + j, c0 + 32 u] from step s - 1's exchange words `words`, zeros past H
+// and for finished sequences (b >= live).
+template <typename scalar_t, int kUnroll, int kBatchTile, typename acc_t>
+__device__ __forceinline__ void exchange_read(acc_t (&x)[kUnroll][kBatchTile],
+                                              const typename ExchangeWord<scalar_t>::type* words, int s, int b0, int c0,
+                                              int live, int H) {
+  constexpr int N = kUnroll * kBatchTile;
+  int64_t at[N];
+  typename ExchangeWord<scalar_t>::type w[N];
 #pragma unroll
   for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
     for (int j = 0; j < kBatchTile; ++j)
-      if (!exchange_ready(w[u][j], tag)) pending |= 1u << (u * kBatchTile + j);
-  for (long long polls = 0; pending != 0; ++polls) {
-    if (polls == kExchangeMaxPolls) __trap();  // a writer that never came: an error, not a hang
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u)
-#pragma unroll
-      for (int j = 0; j < kBatchTile; ++j)
-        if (pending & (1u << (u * kBatchTile + j))) w[u][j] = exchange_load(word(u, j));
-    pending = 0;
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u)
-#pragma unroll
-      for (int j = 0; j < kBatchTile; ++j)
-        if (!exchange_ready(w[u][j], tag)) pending |= 1u << (u * kBatchTile + j);
-  }
+      at[u * kBatchTile + j] = c0 + 32 * u < H && b0 + j < live ? static_cast<int64_t>(b0 + j) * H + c0 + 32 * u : -1;
+  exchange_wait<scalar_t>(w, words, at, s - 1);
 #pragma unroll
   for (int u = 0; u < kUnroll; ++u)
 #pragma unroll
-    for (int j = 0; j < kBatchTile; ++j) x[u][j] = static_cast<acc_t>(__uint_as_float(static_cast<unsigned int>(w[u][j])));
+    for (int j = 0; j < kBatchTile; ++j) x[u][j] = static_cast<acc_t>(ExchangeWord<scalar_t>::value(w[u * kBatchTile + j]));
 }
 
 __device__ __forceinline__ unsigned int load_acquire_gpu(const unsigned int* p) {
@@ -244,7 +282,7 @@ struct PersistentParams {
   const scalar_t* act_out;  // backward: forward outputs h_t for act'(.); forward: nullptr
   const int* live;          // (T) sequences still running at step t (a prefix: lengths are sorted); nullptr = B
   unsigned int* arrivals;   // flag barrier's counter, zeroed before the launch; unused otherwise
-  unsigned long long* exchange;  // kExchange: 2 x (B, H) words {fp32 value, step + 1}, zeroed before the launch
+  void* exchange;            // kExchange: 2 x (B, H) ExchangeWord<scalar_t>, zeroed before the launch
   long long* trace;         // step stamps (RNNKERN_RNN_TRACE=1, see trace_stamp); nullptr = off
   int T, B, H, rows;
   bool relu, backward;
@@ -322,6 +360,7 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_kernel(Pers
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
   const int64_t step = static_cast<int64_t>(p.B) * p.H;
+  auto* exchange_words = static_cast<typename ExchangeWord<scalar_t>::type*>(p.exchange);  // (kExchange)
   for (int s = 0; s < p.T; ++s) {
     trace_stamp(p.trace, s, 0);
     const int t = p.backward ? p.T - 1 - s : s;
@@ -363,7 +402,7 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_kernel(Pers
         for (int c0 = lane; c0 < p.H; c0 += 32 * kUnroll) {
           acc_t x[kUnroll][kBatchTile];
           if (kBarrier == StepBarrier::kExchange && s > 0) {
-            exchange_read<kUnroll, kBatchTile>(x, p.exchange + ((s - 1) % 2) * step, s, b0, c0, live, p.H);
+            exchange_read<scalar_t, kUnroll, kBatchTile>(x, exchange_words + ((s - 1) % 2) * step, s, b0, c0, live, p.H);
           } else {
 #pragma unroll
             for (int u = 0; u < kUnroll; ++u) {
@@ -408,8 +447,8 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_kernel(Pers
             cur[static_cast<int64_t>(b) * p.H + r0 + r] = static_cast<scalar_t>(y);
             // the next step's readers take it from here (the value as stored, in fp32)
             if (kBarrier == StepBarrier::kExchange && b < live_next)
-              exchange_store(p.exchange + (s % 2) * step + static_cast<int64_t>(b) * p.H + r0 + r,
-                             static_cast<float>(static_cast<scalar_t>(y)), static_cast<unsigned int>(s + 1));
+              exchange_store(exchange_words + (s % 2) * step + static_cast<int64_t>(b) * p.H + r0 + r,
+                             ExchangeWord<scalar_t>::pack(static_cast<scalar_t>(y), s));
             // into this CTA's copy; the step's cluster barrier publishes it to the others
             if constexpr (kBarrier == StepBarrier::kCluster) h_s[(s % 2) * step + b * p.H + r0 + r] = static_cast<scalar_t>(y);
           }
@@ -564,33 +603,19 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
       for (int b = b_first, c = c_first; b < m16;) {
         scalar_t v[kStage];
         int bl = b, cl = c;
-        if (kExchange && s > 0) {  // h_{t-1} from step s - 1's exchange words (tag s), all loads together
-          const unsigned long long* words = p.exchange + ((s - 1) % 2) * step;
-          const unsigned int tag = static_cast<unsigned int>(s);
-          unsigned long long w[kStage];
+        if (kExchange && s > 0) {  // h_{t-1} from step s - 1's exchange words
+          using Word = ExchangeWord<scalar_t>;
+          typename Word::type w[kStage];
           int64_t at[kStage];  // word index, -1: not wanted (a zero)
 #pragma unroll
           for (int u = 0; u < kStage; ++u) {
             at[u] = bl < live && k0 + cl < p.H ? static_cast<int64_t>(bl) * p.H + k0 + cl : -1;
-            w[u] = at[u] >= 0 ? exchange_load(words + at[u]) : static_cast<unsigned long long>(tag) << 32;
             stage_step(bl, cl);
           }
-          unsigned int pending = 0;
+          exchange_wait<scalar_t>(w, static_cast<const typename Word::type*>(p.exchange) + ((s - 1) % 2) * step, at,
+                                  s - 1);
 #pragma unroll
-          for (int u = 0; u < kStage; ++u)
-            if (!exchange_ready(w[u], tag)) pending |= 1u << u;
-          for (long long polls = 0; pending != 0; ++polls) {
-            if (polls == kExchangeMaxPolls) __trap();  // a writer that never came: an error, not a hang
-#pragma unroll
-            for (int u = 0; u < kStage; ++u)
-              if (pending & (1u << u)) w[u] = exchange_load(words + at[u]);
-            pending = 0;
-#pragma unroll
-            for (int u = 0; u < kStage; ++u)
-              if (!exchange_ready(w[u], tag)) pending |= 1u << u;
-          }
-#pragma unroll
-          for (int u = 0; u < kStage; ++u) v[u] = static_cast<scalar_t>(__uint_as_float(static_cast<unsigned int>(w[u])));
+          for (int u = 0; u < kStage; ++u) v[u] = static_cast<scalar_t>(Word::value(w[u]));
         } else {
 #pragma unroll
           for (int u = 0; u < kStage; ++u) {
@@ -637,8 +662,9 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
       }
       cur[static_cast<int64_t>(b) * p.H + u] = static_cast<scalar_t>(y);
       if (kExchange && b < live_next)  // the next step stages it from here (the value as stored, in fp32)
-        exchange_store(p.exchange + (s % 2) * step + static_cast<int64_t>(b) * p.H + u,
-                       static_cast<float>(static_cast<scalar_t>(y)), static_cast<unsigned int>(s + 1));
+        exchange_store(static_cast<typename ExchangeWord<scalar_t>::type*>(p.exchange) + (s % 2) * step +
+                           static_cast<int64_t>(b) * p.H + u,
+                       ExchangeWord<scalar_t>::pack(static_cast<scalar_t>(y), s));
     };
 #pragma unroll
     for (int e = 0; e < kEarly; ++e) {
@@ -659,8 +685,9 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
   }
   // No CTA may exit while a cluster peer can still read its shared memory. The last flag barrier
   // already orders every read before every exit, but through global memory, which the
-  // distributed-shared-memory rules (and compute-sanitizer's racecheck) do not count.
-  if constexpr (!kOneCluster) cluster.sync();
+  // distributed-shared-memory rules (and compute-sanitizer's racecheck) do not count. (One cluster
+  // and the exchange end every step with the cluster barrier already.)
+  if constexpr (!kOneCluster && !kExchange) cluster.sync();
 #else
   __trap();  // launched only from sm_90 code (launch_mma checks the binary's version)
 #endif
@@ -700,7 +727,7 @@ const char* barrier_name(StepBarrier b) {
 // per step but gives each CTA 8x the rows: on an H200 at B8 H256 it runs 6.7-7.0 us a step
 // against grid's 3.5 (bench/NOTES.md). RNNKERN_RNN_BARRIER=flag forces the flag barrier,
 // RNNKERN_RNN_BARRIER=exchange no barrier (the step-tagged exchange words; not yet run on a GPU;
-// it also replaces the tensor-core kernel's flag barrier across clusters).
+// it also replaces the tensor-core kernel's flag barrier across clusters, launch_mma).
 StepBarrier choose_barrier(int64_t H, const cudaDeviceProp& prop) {
   if (env_equals("RNNKERN_RNN_BARRIER", "flag")) return StepBarrier::kFlag;
   if (env_equals("RNNKERN_RNN_BARRIER", "exchange")) return StepBarrier::kExchange;
@@ -900,6 +927,15 @@ struct ClusterLaunch {
   void cooperative() { config.numAttrs = 2; }
 };
 
+// The exchange's two (B, H) buffers of ExchangeWord<scalar_t>, zeroed (tag 0 is no step's) on the
+// current stream; the caller keeps the tensor until after the launch (freed stream-ordered).
+template <typename scalar_t>
+at::Tensor exchange_buffer(int B, int H) {
+  constexpr bool wide = sizeof(typename ExchangeWord<scalar_t>::type) == 8;
+  return at::zeros({2 * int64_t{B} * H},
+                   at::TensorOptions().dtype(wide ? at::kLong : at::kInt).device(at::kCUDA, at::cuda::current_device()));
+}
+
 // The flag barrier's arrival counter, zeroed on the current stream, into *ptr. The caller keeps the
 // returned tensor until after the launch; it is then freed stream-ordered, so no later work on
 // the stream reuses it early.
@@ -926,20 +962,14 @@ bool launch_cooperative(const PersistentConfig& cfg, PersistentParams<scalar_t> 
     arrivals = arrival_counter(&params.arrivals);
   }
   if constexpr (kBarrier == StepBarrier::kExchange) {
-    // zeroed: tag 0 is no step's (step s's words carry s + 1 <= T < 2^31); freed stream-ordered
-    // like `arrivals`
-    exchange = at::zeros({2 * int64_t{params.B} * params.H},
-                         at::TensorOptions().dtype(at::kLong).device(at::kCUDA, at::cuda::current_device()));
-    params.exchange = reinterpret_cast<unsigned long long*>(exchange.data_ptr<int64_t>());
+    exchange = exchange_buffer<scalar_t>(params.B, params.H);  // freed stream-ordered, like `arrivals`
+    params.exchange = exchange.data_ptr();
   }
   void* args[] = {&params};
   C10_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), cfg.grid, kPersistThreads, args,
                                              cfg.smem, at::cuda::getCurrentCUDAStream()));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  traced(params.trace, std::string("FMA kernel, ") + (kBarrier == StepBarrier::kFlag       ? "flag barrier"
-                                                     : kBarrier == StepBarrier::kExchange ? "exchange"
-                                                                                          : "grid.sync") +
-                           ", batch tile " + std::to_string(kBatchTile),
+  traced(params.trace, std::string("FMA kernel, ") + barrier_name(kBarrier) + ", batch tile " + std::to_string(kBatchTile),
          cfg.grid);
   return true;  // `arrivals` is freed stream-ordered: no later work on this stream reuses it early
 }
@@ -968,7 +998,9 @@ bool launch_cluster(const PersistentConfig& cfg, const PersistentParams<scalar_t
   if (clusters < 1) return fall_back("cannot be one resident cluster", cfg.grid);
   C10_CUDA_CHECK(cudaLaunchKernelEx(&launch.config, kernel, params));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  traced(params.trace, "FMA kernel, one cluster, batch tile " + std::to_string(kBatchTile), cfg.grid);
+  traced(params.trace, std::string("FMA kernel, ") + barrier_name(StepBarrier::kCluster) + ", batch tile " +
+                           std::to_string(kBatchTile),
+         cfg.grid);
   return true;
 }
 
@@ -1029,9 +1061,8 @@ bool launch_mma(MmaConfig m, const PersistentParams<scalar_t>& base, const char*
   // across clusters: the flag barrier, or (RNNKERN_RNN_BARRIER=exchange) step-tagged exchange words
   const bool exchanged = m.clusters > 1 && env_equals("RNNKERN_RNN_BARRIER", "exchange");
   if (exchanged) {
-    exchange = at::zeros({2 * int64_t{params.B} * params.H},  // tag 0 is no step's, as in launch_cooperative
-                         at::TensorOptions().dtype(at::kLong).device(at::kCUDA, at::cuda::current_device()));
-    params.exchange = reinterpret_cast<unsigned long long*>(exchange.data_ptr<int64_t>());
+    exchange = exchange_buffer<scalar_t>(params.B, params.H);
+    params.exchange = exchange.data_ptr();
     launch.cooperative();  // readers spin on other clusters' words: all of them resident
   } else if (m.clusters > 1) {
     if (int64_t{params.T} * grid >= (int64_t{1} << 32)) return fall_back("would wrap its arrival count", grid, name, to);
@@ -1046,9 +1077,8 @@ bool launch_mma(MmaConfig m, const PersistentParams<scalar_t>& base, const char*
     return fall_back(cudaGetErrorString(err), grid, name, to);
   }
   traced(params.trace,
-         exchanged        ? "tensor-core kernel, clusters of 8, exchange"
-         : m.clusters > 1 ? "tensor-core kernel, clusters of 8, flag barrier"
-                          : "tensor-core kernel, one cluster",
+         std::string("tensor-core kernel, ") +
+             barrier_name(exchanged ? StepBarrier::kExchange : m.clusters > 1 ? StepBarrier::kFlag : StepBarrier::kCluster),
          grid);
   return true;  // `arrivals` is freed stream-ordered, as in launch_cooperative
 }

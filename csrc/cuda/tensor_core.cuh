@@ -181,6 +181,19 @@ __device__ __forceinline__ void wgmma_m64n(float (&d)[N / 2], uint64_t da, uint6
     else RNNKERN_WGMMA_ASYNC_T(64, "m64n128k16", "f32.f16.f16");
   }
 }
+#undef RNNKERN_WGMMA_ASYNC_T
+#undef RNNKERN_WGMMA_ASYNC
+#undef RNNKERN_TRANS64
+#undef RNNKERN_TRANS32
+#undef RNNKERN_PRED64
+#undef RNNKERN_PRED32
+#undef RNNKERN_DESC64
+#undef RNNKERN_DESC32
+#undef RNNKERN_REGS64
+#undef RNNKERN_REGS32
+#undef RNNKERN_ACC64
+#undef RNNKERN_ACC32
+#undef RNNKERN_ACC8
 #endif
 
 // torch.backends.cudnn.allow_tf32 for one kind of op, across the C++ API's generations:
