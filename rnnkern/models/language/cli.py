@@ -106,21 +106,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
         given["eval_tokens"] = args.eval_tokens or None  # 0: all
     given.update(compile=args.compile, progress=not args.no_progress, plot=not args.no_plot)
     try:
-        if args.resume:
-            quiet = int(os.environ.get("RANK", "0")) != 0  # under torchrun, rank 0 alone reports
-            cfg = resume_config(args.resume, given, log=(lambda *a: None) if quiet else print)
-        else:
-            cfg = LMConfig(**given)
-        res = train(cfg, resume=args.resume)
-    except (CorpusError, ValueError, FileNotFoundError) as e:
-        print(f"rnnkern lm train: error: {e}", file=sys.stderr)
-        return 2
-    if args.json and res.get("vocab") is not None and "val_loss" in res:
-        from rnnkern.models.language.train import dist_info
-        if dist_info()[0] == 0:
-            with open(args.json, "w") as f:
-                json.dump({k: v for k, v in res.items() if k not in ("model_obj", "last_model", "vocab")}, f, indent=1)
-    return 0
+        try:
+            if args.resume:
+                quiet = int(os.environ.get("RANK", "0")) != 0  # under torchrun, rank 0 alone reports
+                cfg = resume_config(args.resume, given, log=(lambda *a: None) if quiet else print)
+            else:
+                cfg = LMConfig(**given)
+            res = train(cfg, resume=args.resume)
+        except (CorpusError, ValueError, FileNotFoundError) as e:
+            print(f"rnnkern lm train: error: {e}", file=sys.stderr)
+            return 2
+        if args.json and res.get("vocab") is not None and "val_loss" in res:
+            from rnnkern.models.language.train import dist_info
+            if dist_info()[0] == 0:
+                with open(args.json, "w") as f:
+                    json.dump({k: v for k, v in res.items() if k not in ("model_obj", "last_model", "vocab")}, f,
+                              indent=1)
+        return 0
+    finally:
+        # under torchrun: leave the process group before exit, as `rnnkern seg train` does (left to
+        # interpreter teardown, gloo's threads can abort the process: "terminate called without an
+        # active exception", seen once in CI after a run had finished)
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
