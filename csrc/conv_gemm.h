@@ -43,6 +43,11 @@ inline bool gemm_shaped(int64_t groups, int64_t kh, int64_t kw, int64_t sh, int6
 inline bool conv2d_is_gemm(const ConvGeometry& g) {
   return gemm_shaped(g.G, g.KH, g.KW, g.sh, g.sw, g.dh, g.dw, g.pt || g.pl || g.pb || g.pr);
 }
+// conv2d on this file's route: GEMM-shaped and not turned off (default_on: the backend's default,
+// see conv_gemm_requested).
+inline bool conv2d_takes_gemm(const ConvGeometry& g, bool default_on) {
+  return conv2d_is_gemm(g) && conv_gemm_requested(default_on);
+}
 // The transposed convolution read the same way (output_padding only adds rows / columns no patch
 // covers).
 inline bool conv_transpose2d_is_gemm(const ConvT2dGeometry& g) {

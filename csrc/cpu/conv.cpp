@@ -1528,7 +1528,7 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
     const at::Tensor x = prep(input, ct, cl);
     std::optional<at::Tensor> b;
     if (bias) b = bias->detach().to(ct).contiguous();
-    if (conv_gemm_requested(false) && conv2d_is_gemm(g)) {
+    if (conv2d_takes_gemm(g, /*default_on=*/false)) {
       conv2d_forward_gemm(x, prep(weight, ct, false), b, g, cl, y, AtenMatmul{});
     } else if (direct_ok(g, ct)) {  // reads the weight through its strides
       forward_direct_avx512(g, cl, x, weight.detach().to(ct), /*flip_transpose=*/false, b, y);
@@ -1553,7 +1553,7 @@ at::Tensor conv2d_backward_input_cpu(const at::Tensor& grad_output, const at::Te
   at::Tensor gx = at::empty(input_size, grad_output.options().dtype(ct).memory_format(conv_output_format(grad_output)));
   if (g.N > 0) {
     const at::Tensor gy = prep(grad_output, ct, cl), w = prep(weight, ct, false);
-    if (conv_gemm_requested(false) && conv2d_is_gemm(g)) {
+    if (conv2d_takes_gemm(g, /*default_on=*/false)) {
       conv2d_backward_input_gemm(gy, w, g, cl, gx, AtenMatmul{});
     } else {
       AT_DISPATCH_FLOATING_TYPES(ct, "conv2d_backward_input_cpu",
@@ -1572,7 +1572,7 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cpu(const at::Tensor& 
   const ConvGeometry g = check_conv_args(op, input.sizes(), weight_size, stride, padding, dilation, groups);
   check_conv_grad_output(op, g, grad_output);
   const at::ScalarType ct = cpu_compute_type(op, input.scalar_type());
-  if (conv_gemm_requested(false) && conv2d_is_gemm(g) && g.N > 0) {
+  if (conv2d_takes_gemm(g, /*default_on=*/false) && g.N > 0) {
     const bool cl = conv_channels_last(input);
     const at::Tensor x = prep(input, ct, cl), gy = prep(grad_output, ct, cl);
     at::Tensor gw = at::empty(weight_size, x.options().memory_format(at::MemoryFormat::Contiguous));

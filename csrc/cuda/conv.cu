@@ -326,12 +326,6 @@ struct WmmaMma {
 // form, so the host runs 16-bit ring kernels only with `vec`: use_pipeline, use_wgmma); zeros for
 // off < 0 and past `limit` in j. 16-bit copies 16 bytes whatever `vec` says: a __trap() on the
 // other branch, a divergent exit, made ptxas serialise every wgmma of the kernels (C7518).
-// The host's side of that precondition, before launching a ring kernel (p: GatherParams, WgradParams).
-template <typename T, typename Params>
-void check_ring_runs(const Params& p) {
-  TORCH_INTERNAL_ASSERT(sizeof(T) == 4 || (p.vec_a && p.vec_b), "16-bit ring kernels copy 16-byte runs only");
-}
-
 template <typename T>
 __device__ __forceinline__ void copy_run_async(uint32_t dst, const T* base, long long off, int j, int limit, bool vec) {
   if (sizeof(T) != 4 || vec) {
@@ -344,6 +338,12 @@ __device__ __forceinline__ void copy_run_async(uint32_t dst, const T* base, long
       cp_async4(dst + 4 * e, ok ? base + off + j + e : base, ok);
     }
   }
+}
+
+// The host's side of that precondition, before launching a ring kernel (p: GatherParams, WgradParams).
+template <typename T, typename Params>
+void check_ring_runs(const Params& p) {
+  TORCH_INTERNAL_ASSERT(sizeof(T) == 4 || (p.vec_a && p.vec_b), "16-bit ring kernels copy 16-byte runs only");
 }
 
 template <typename T, int BK, int LDA, int LDB, bool A_MK, bool B_KN, bool kMContig>
@@ -566,6 +566,16 @@ struct WgmmaLayout {
 // while the warpgroup issues the next instead of idling through each one's latency.
 constexpr int kWgmmaInFlight = 1;
 
+// The cp.async ring of the gather and grad_weight kernels: of its kStages stages, kAhead hold
+// k-steps of copies in flight, kLag k-steps whose MMA may still run (wgmma's asynchronous k-step),
+// and one is being multiplied.
+template <int kStages, bool kWg>
+struct RingDepth {
+  static constexpr int kLag = kWg ? kWgmmaInFlight : 0;
+  static constexpr int kAhead = kStages - 1 - kLag;
+  static_assert(kStages == 1 || kAhead >= 1, "too few stages for the MMAs in flight");
+};
+
 // kTransA / kTransB: that tile is MN-major (WgmmaLayout::at_mn; 16-bit), else K-major. TN: the
 // block tile's columns, 64 or 128 (one wgmma.m64nTN per warpgroup and 32 bytes of k).
 template <typename T, int BK, int LDA, int LDB, bool A_MK, bool B_KN, bool kMContig, bool kTransA = false,
@@ -639,11 +649,7 @@ template <typename T, Path P, bool kCL, bool kTrans, int kStages = 1, bool kWg =
 __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParams p) {
   static_assert(!kWg || kStages > 1, "the wgmma form runs on the cp.async ring");
   static_assert(TN == BN || (kWg && TN == 128), "BM x 128 tiles: the wgmma form only");
-  // The ring: kAhead k-steps of copies in flight, kLag of MMAs (wgmma's asynchronous k-step),
-  // one stage being multiplied.
-  constexpr int kLag = kWg ? kWgmmaInFlight : 0;
-  constexpr int kAhead = kStages - 1 - kLag;
-  static_assert(kStages == 1 || kAhead >= 1, "too few stages for the MMAs in flight");
+  constexpr int kAhead = RingDepth<kStages, kWg>::kAhead;
   using C = Cfg<T, P>;
   constexpr int BK = C::BK, V = C::V;
   using Tiles = std::conditional_t<kWg, WgmmaTiles<T, P, TN>, GatherTiles<T, P, kCL>>;
@@ -1043,10 +1049,7 @@ __global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_ke
   static_assert(!kWg || (kStages > 1 && (kCL ? sizeof(T) == 2 : sizeof(T) == 4)),
                 "the wgmma grad_weight: fp32 NCHW or 16-bit channels_last, on the ring");
   static_assert(TN == BN || (kWg && kCL && TN == 128), "BM x 128 grad_weight tiles: the 16-bit wgmma form only");
-  // the ring as gather_conv_kernel's: kAhead k-steps of copies and kLag of MMAs in flight
-  constexpr int kLag = kWg ? kWgmmaInFlight : 0;
-  constexpr int kAhead = kStages - 1 - kLag;
-  static_assert(kStages == 1 || kAhead >= 1, "too few stages for the MMAs in flight");
+  constexpr int kAhead = RingDepth<kStages, kWg>::kAhead;
   using C = Cfg<T, P>;
   constexpr int BK = C::BK, V = C::V;
   using Tiles = std::conditional_t<kWg, WgmmaTiles<T, P, TN>, WgradTiles<T, P, kCL>>;
@@ -1498,8 +1501,8 @@ void launch_gather_pipelined(const GatherParams& p, bool cl, bool trans, dim3 gr
 // epilogue (`shuffled`) takes it only with RNNKERN_CONV_PIPELINE=1.
 bool use_wgmma(size_t elem_size, bool cl, bool vec_a, bool vec_bk, bool shuffled) {
 #ifdef RNNKERN_WITH_SM90A
-  return conv_mma_form() == MmaForm::kWgmma && env_switch("RNNKERN_CONV_PIPELINE", "0", "1", /*unset=*/!shuffled) &&
-         at::cuda::getCurrentDeviceProperties()->major == 9 && (elem_size == 4 || (cl && vec_a && vec_bk));
+  return conv_mma_form() == MmaForm::kWgmma && use_pipeline(elem_size, cl, vec_a, vec_bk, shuffled) &&
+         at::cuda::getCurrentDeviceProperties()->major == 9;
 #else
   (void)elem_size, (void)cl, (void)vec_a, (void)vec_bk, (void)shuffled;
   return false;
@@ -1767,8 +1770,7 @@ bool gemm_sizes_fit(int64_t pixels, int64_t entries, int64_t channels) {
   return pixels <= kMax && entries <= kMax && channels <= kMax;
 }
 bool gemm_route(const ConvGeometry& g) {
-  return conv2d_is_gemm(g) && conv_gemm_requested(true) &&
-         gemm_sizes_fit(g.N * g.OH * g.OW, g.C * g.KH * g.KW, g.K);
+  return conv2d_takes_gemm(g, /*default_on=*/true) && gemm_sizes_fit(g.N * g.OH * g.OW, g.C * g.KH * g.KW, g.K);
 }
 
 }  // namespace

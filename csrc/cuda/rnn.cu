@@ -445,7 +445,7 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_kernel(Pers
             // finished sequence: output / gradient is zero from here on
             const acc_t y = b < live ? step_epilogue(pre[o] + sum, h_fwd[o], p.relu, p.backward) : acc_t(0);
             cur[static_cast<int64_t>(b) * p.H + r0 + r] = static_cast<scalar_t>(y);
-            // the next step's readers take it from here (the value as stored, in fp32)
+            // the next step's readers take it from here (the value as stored)
             if (kBarrier == StepBarrier::kExchange && b < live_next)
               exchange_store(exchange_words + (s % 2) * step + static_cast<int64_t>(b) * p.H + r0 + r,
                              ExchangeWord<scalar_t>::pack(static_cast<scalar_t>(y), s));
@@ -569,6 +569,7 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
   const int own = p.units / kMmaClusterCtas;  // outputs per sequence this CTA reduces and writes
   const int outputs = p.B * own;              // this CTA's: output i is (b, n) = divmod(i, own), n in rank's units
   const int64_t step = static_cast<int64_t>(p.B) * p.H;
+  auto* exchange_words = static_cast<typename ExchangeWord<scalar_t>::type*>(p.exchange);  // (kExchange)
   for (int s = 0; s < p.T; ++s) {
     trace_stamp(p.trace, s, 0);
     const int t = p.backward ? p.T - 1 - s : s;
@@ -612,8 +613,7 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
             at[u] = bl < live && k0 + cl < p.H ? static_cast<int64_t>(bl) * p.H + k0 + cl : -1;
             stage_step(bl, cl);
           }
-          exchange_wait<scalar_t>(w, static_cast<const typename Word::type*>(p.exchange) + ((s - 1) % 2) * step, at,
-                                  s - 1);
+          exchange_wait<scalar_t>(w, exchange_words + ((s - 1) % 2) * step, at, s - 1);
 #pragma unroll
           for (int u = 0; u < kStage; ++u) v[u] = static_cast<scalar_t>(Word::value(w[u]));
         } else {
@@ -661,9 +661,8 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
         y = step_epilogue(z + sum, h, p.relu, p.backward);
       }
       cur[static_cast<int64_t>(b) * p.H + u] = static_cast<scalar_t>(y);
-      if (kExchange && b < live_next)  // the next step stages it from here (the value as stored, in fp32)
-        exchange_store(static_cast<typename ExchangeWord<scalar_t>::type*>(p.exchange) + (s % 2) * step +
-                           static_cast<int64_t>(b) * p.H + u,
+      if (kExchange && b < live_next)  // the next step stages it from here (the value as stored)
+        exchange_store(exchange_words + (s % 2) * step + static_cast<int64_t>(b) * p.H + u,
                        ExchangeWord<scalar_t>::pack(static_cast<scalar_t>(y), s));
     };
 #pragma unroll
@@ -728,9 +727,11 @@ const char* barrier_name(StepBarrier b) {
 // against grid's 3.5 (bench/NOTES.md). RNNKERN_RNN_BARRIER=flag forces the flag barrier,
 // RNNKERN_RNN_BARRIER=exchange no barrier (the step-tagged exchange words; not yet run on a GPU;
 // it also replaces the tensor-core kernel's flag barrier across clusters, launch_mma).
+bool exchange_requested() { return env_equals("RNNKERN_RNN_BARRIER", "exchange"); }
+
 StepBarrier choose_barrier(int64_t H, const cudaDeviceProp& prop) {
   if (env_equals("RNNKERN_RNN_BARRIER", "flag")) return StepBarrier::kFlag;
-  if (env_equals("RNNKERN_RNN_BARRIER", "exchange")) return StepBarrier::kExchange;
+  if (exchange_requested()) return StepBarrier::kExchange;
   const bool cluster_fits = prop.major >= 9 && H <= int64_t{kMaxClusterCtas} * kMaxRows;
   if (env_equals("RNNKERN_RNN_BARRIER", "cluster") && cluster_fits) return StepBarrier::kCluster;
   return StepBarrier::kGrid;
@@ -838,9 +839,9 @@ PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H) {
                  "%d units x %d k per CTA, barrier %s)\n",
                  static_cast<long long>(B), static_cast<long long>(H), c10::toString(dtype), cfg.mma.why,
                  cfg.mma.clusters, kMmaClusterCtas, cfg.mma.units, cfg.mma.kslice,
-                 cfg.mma.clusters == 1                          ? "cluster"
-                 : env_equals("RNNKERN_RNN_BARRIER", "exchange") ? "exchange"
-                                                                 : "flag");
+                 barrier_name(cfg.mma.clusters == 1   ? StepBarrier::kCluster
+                              : exchange_requested() ? StepBarrier::kExchange
+                                                     : StepBarrier::kFlag));
   else
     std::fprintf(stderr, "rnnkern: rnn B=%lld H=%lld %s -> %s path (%s%s%s, batch tile %d) [tensor cores: %s]\n",
                  static_cast<long long>(B), static_cast<long long>(H), c10::toString(dtype),
@@ -871,10 +872,7 @@ StepTrace& last_step_trace() {
   return trace;
 }
 
-bool step_trace_requested() {
-  const char* e = std::getenv("RNNKERN_RNN_TRACE");
-  return e != nullptr && std::strcmp(e, "1") == 0;
-}
+bool step_trace_requested() { return env_equals("RNNKERN_RNN_TRACE", "1"); }
 
 // Each traced call starts with no trace: one that takes the general path leaves none.
 void clear_step_trace() {
@@ -1059,7 +1057,7 @@ bool launch_mma(MmaConfig m, const PersistentParams<scalar_t>& base, const char*
   params.kslice = m.kslice;
   at::Tensor arrivals, exchange;
   // across clusters: the flag barrier, or (RNNKERN_RNN_BARRIER=exchange) step-tagged exchange words
-  const bool exchanged = m.clusters > 1 && env_equals("RNNKERN_RNN_BARRIER", "exchange");
+  const bool exchanged = m.clusters > 1 && exchange_requested();
   if (exchanged) {
     exchange = exchange_buffer<scalar_t>(params.B, params.H);
     params.exchange = exchange.data_ptr();

@@ -44,9 +44,10 @@ def cpu_step() -> str:
 def step_trace() -> tuple[str, torch.Tensor]:
     """(kernel, stamps) of the last persistent CUDA RNN launch made with RNNKERN_RNN_TRACE=1: which
     kernel ran ("" if none did: the general path) and its step stamps, a (2, 64, 8) int64 CPU
-    tensor ((0, 64, 8) before any traced launch): the first and the last CTA, the first 64 steps; per step the global timer (ns) and the
-    SM clock at its start, then the clock where each phase ended (csrc/cuda/rnn.cu, trace_stamp).
-    A diagnostic of per-step time (scripts/rnn_step_trace.py); CUDA builds only."""
+    tensor ((0, 64, 8) before any traced launch): the first and the last CTA, the first 64 steps;
+    per step the global timer (ns) and the SM clock at its start, then the clock where each phase
+    ended (csrc/cuda/rnn.cu, trace_stamp). A diagnostic of per-step time
+    (scripts/rnn_step_trace.py); CUDA builds only."""
     if not getattr(_ext._C, "with_cuda", False):
         raise RuntimeError("rnnkern.ops.rnn.step_trace: this build has no CUDA kernels")
     return _ext._C.rnn_step_trace()
