@@ -41,7 +41,12 @@ VARIANTS = {"wmma": {"RNNKERN_CONV_MMA": "wmma"},         # the earlier WMMA til
             "wgmma": {"RNNKERN_CONV_MMA": "wgmma"},       # Hopper's warpgroup MMA on the ring (opt-in, sm_90a) ...
             "wgmma n64": {"RNNKERN_CONV_MMA": "wgmma",    # ... on the mma.sync form's 128 x 64 tiles
                           "RNNKERN_CONV_WGMMA_N": "64"},
-            "engine": {"RNNKERN_CONV_GEMM": "0"}}         # a 1x1 convolution on the engine instead of cuBLAS
+            "engine": {"RNNKERN_CONV_GEMM": "0"},         # a 1x1 convolution on the engine instead of cuBLAS
+            # NCHW operands through channels_last copies on the channels_last kernels (opt-in) ...
+            "via CL": {"RNNKERN_CONV_NCHW": "transpose"},
+            "via CL wgmma": {"RNNKERN_CONV_NCHW": "transpose",  # ... and those on wgmma
+                             "RNNKERN_CONV_MMA": "wgmma"}}
+NCHW_ONLY = ("via CL", "via CL wgmma")  # variants that change nothing for channels_last operands
 
 GPU_CASES = (
     [Case(torch.float32, False, 8, 256, 256, 64, d) for d in (1, 2, 6, 12, 18)]
@@ -55,7 +60,9 @@ GPU_CASES = (
     + [Case(dt, cl, 8, cin, 256, hw, d, variant=v) for v in VARIANTS
        for dt, cl, cin, hw, d in ((torch.float32, False, 256, 64, 1), (torch.bfloat16, True, 256, 64, 1),
                                   (torch.float32, False, 2048, 32, 18), (torch.bfloat16, True, 2048, 32, 18))
-       if v != "engine"]
+       if v != "engine" and not (cl and v in NCHW_ONLY)]
+    # bf16 NCHW: no 2-byte cp.async, so its NCHW tiles take the single-stage form
+    + [Case(torch.bfloat16, False, 8, 256, 256, 64, 1, variant=v) for v in ("", "via CL")]
     # the ASPP head's 1x1 branch: one GEMM (cuBLAS, csrc/conv_gemm.h), and the same on the engine
     + [Case(dt, cl, 8, 2048, 256, 32, 1, variant=v, k=1) for v in ("", "engine")
        for dt, cl in ((torch.float32, False), (torch.bfloat16, True))]

@@ -167,6 +167,8 @@ def run(ops: Optional[list[str]] = None, device: Optional[str] = None, quick: bo
             row = {"op": b.op, "case": b.case, "pass": b.pass_, "ms": round(ms, 4),
                    "torch_ms": round(torch_ms, 4), "ratio": round(torch_ms / ms, 3),
                    "metric": b.metric, "value": round(metric_value(b.metric, b.amount, ms), 3)}
+            if getattr(b.ours, "env", None):  # an opt-in form of ours (scripts/bench_variants.py)
+                row["env"] = b.ours.env
             if device == "cuda":  # device time per call, for telling host overhead from kernel time
                 q, torch_q = time_queued(b.ours, b.theirs)
                 row.update(ms_queued=round(q, 4), torch_ms_queued=round(torch_q, 4))

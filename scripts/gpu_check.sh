@@ -11,6 +11,8 @@
 #   GPU_CHECK_SANITIZE_OPS="rnn conv_transpose"  sanitizer runs over these families only (default: all:
 #                                        unpool rnn conv conv_transpose conv_wgmma rnn_exchange)
 #   GPU_CHECK_BENCH_OPS="conv_transpose rnn"     bench these ops only (default: all)
+#   GPU_CHECK_PROFILE_CASES="conv-bf16-CL-256-64x64-d1 ..."  profile these cases of
+#                                        scripts/profile_driver.py only (default: all, ~4 min)
 #   GPU_CHECK_PREBUILT=1                 use an rnnkern/_C*.so carried in (built elsewhere against the
 #                                        same torch) when it imports with CUDA kernels; else build here
 #   GPU_CHECK_PACK=$OUT/gpu-check.tgz   write the logs to OUTDIR outside $OUT and pack them into this one
@@ -94,13 +96,15 @@ wait
 pack
 want tests && step tests_untried $TO ${GPU_CHECK_UNTRIED_TIMEOUT:-300} env RNNKERN_TEST_UNTRIED=only $PY -m pytest -v -rfE -p no:cacheprovider $PYTEST_ARGS tests --junitxml="$OUTDIR/junit_untried.xml"
 want bench && step bench $TO ${GPU_CHECK_BENCH_TIMEOUT:-300} $PY -m rnnkern.cli bench --device cuda --json "$OUTDIR/bench.json" --plot "$OUTDIR/bench.png" ${GPU_CHECK_BENCH_OPS:+--ops $GPU_CHECK_BENCH_OPS}
+# the opt-in forms' rows against the default's (which switches win, and where)
+want bench && [ -f "$OUTDIR/bench.json" ] && $PY scripts/bench_variants.py "$OUTDIR/bench.json" > "$OUTDIR/bench_variants.txt" 2>&1
 # host time a call, layer by layer (~10 s): what the lone-call bench rows include before a launch
 want bench && step host_overhead $TO 120 $PY scripts/host_overhead.py --device cuda
 # where a persistent RNN step's time goes, phase by phase (~10 s; ncu cannot replay these kernels)
 want bench && step rnn_trace $TO 120 $PY scripts/rnn_step_trace.py --backward --json "$OUTDIR/rnn_trace.json"
 pack
 # alone on the GPU (ncu serialises and replays kernels); each case packs GPU_PROFILE_PACK as it ends
-want profile && step profile $TO ${GPU_CHECK_PROFILE_TIMEOUT:-420} env PYTHON="$PY" scripts/gpu_profile.sh "$OUTDIR/profile"
+want profile && step profile $TO ${GPU_CHECK_PROFILE_TIMEOUT:-420} env PYTHON="$PY" scripts/gpu_profile.sh "$OUTDIR/profile" ${GPU_CHECK_PROFILE_CASES:-}
 
 echo
 echo "== gpu_check summary ($($PY -c 'import torch; print(torch.cuda.get_device_name(0), torch.__version__)'))"

@@ -169,6 +169,18 @@ CASES = {
         "gather_conv_kernel forward, bf16 channels_last N8 256->256 64x64 3x3 d1", conv,
         dict(dtype="bfloat16", channels_last=True, n=8, cin=256, cout=256, hw=64, d=1),
         "gather_conv_kernel", per_iter=1, count=1),
+    # the same two d1 shapes on Hopper's warpgroup MMA (opt-in until measured; sm_90a builds): its
+    # issue rate, stalls and L2 traffic against the mma.sync form's
+    "conv-bf16-CL-256-64x64-d1-wgmma": Case(
+        "gather_conv_kernel forward on wgmma (RNNKERN_CONV_MMA=wgmma: 128 x 128 tiles), bf16 channels_last N8 "
+        "256->256 64x64 3x3 d1", conv,
+        dict(dtype="bfloat16", channels_last=True, n=8, cin=256, cout=256, hw=64, d=1),
+        "gather_conv_kernel", per_iter=1, count=1, env={"RNNKERN_CONV_MMA": "wgmma"}),
+    "conv-tf32-NCHW-256-64x64-d1-wgmma": Case(
+        "gather_conv_kernel forward on wgmma (RNNKERN_CONV_MMA=wgmma: 128 x 128 tiles), tf32 NCHW N8 "
+        "256->256 64x64 3x3 d1", conv,
+        dict(dtype="float32", channels_last=False, n=8, cin=256, cout=256, hw=64, d=1),
+        "gather_conv_kernel", per_iter=1, count=1, env={"RNNKERN_CONV_MMA": "wgmma"}),
     "conv-tf32-NCHW-2048-32x32-d18": Case(
         "gather_conv_kernel forward, ASPP-like tf32 NCHW N8 2048->256 32x32 3x3 d18 (8x16 pixel tiles)", conv,
         dict(dtype="float32", channels_last=False, n=8, cin=2048, cout=256, hw=32, d=18),

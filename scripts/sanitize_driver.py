@@ -121,6 +121,12 @@ def conv(dev):
     # (RNNKERN_CONV_PIPELINE=0) and the cp.async ring forced on (the default's) (wgmma: conv_wgmma)
     _conv_tensor_core_forms(dev, ({"RNNKERN_CONV_MMA": "wmma"}, {"RNNKERN_CONV_PIPELINE": "0"},
                                   {"RNNKERN_CONV_PIPELINE": "1"}))
+    # NCHW through channels_last copies (RNNKERN_CONV_NCHW=transpose), and a transposed
+    # convolution's gather forward that way
+    _conv_tensor_core_forms(dev, ({"RNNKERN_CONV_NCHW": "transpose"},))
+    os.environ["RNNKERN_CONV_NCHW"] = "transpose"
+    RF.conv_transpose2d(torch.randn(2, 16, 5, 7, device=dev), torch.randn(16, 8, 3, 3, device=dev), None, 2, 1)
+    del os.environ["RNNKERN_CONV_NCHW"]
 
 
 def _conv_tensor_core_forms(dev, envs):

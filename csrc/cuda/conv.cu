@@ -46,6 +46,8 @@
 // memory in the orientation that makes the global stores coalesced for the output's layout.
 // Layouts: NCHW and channels_last natively (template kCL); loads along the contiguous dimension
 // use 16-byte vectors where the channel counts and pointers allow it (runtime flag).
+// RNNKERN_CONV_NCHW=transpose (opt-in) runs NCHW on the channels_last kernels through copies
+// (nchw_via_channels_last).
 // Groups with very few channels (depthwise) run direct kernels (one thread per output /
 // one block per weight element with a fixed-order reduction) instead of 97%-empty tiles.
 #include <ATen/Dispatch.h>
@@ -1776,11 +1778,22 @@ bool gemm_route(const ConvGeometry& g) {
 }  // namespace
 
 namespace {
+// RNNKERN_CONV_NCHW=transpose (read per call; opt-in until a GPU has measured it): NCHW tensors
+// run on the engine's channels_last kernels, through channels_last copies of the operands and of
+// the result. The NCHW tiles gather A an element at a time (fp32: 4-byte cp.async, 16 of them a
+// thread a k-step; 16-bit: no cp.async at all, so no ring; wgmma's tf32 operands must be K-major),
+// the channels_last tiles in 16-byte runs along the channels; the copies cost a read and a write of
+// the input and of the output (N8 256->256 64x64 fp32: 4 x 33.5 MB, ~40 us on an H200).
+// =native (or unset): the NCHW kernels.
+bool nchw_via_channels_last(bool cl) { return !cl && env_switch("RNNKERN_CONV_NCHW", "native", "transpose"); }
+
+constexpr at::MemoryFormat kChannelsLast = at::MemoryFormat::ChannelsLast;
+
 // The forward on the engine into y (N, K, OH, OW), or with shuffle > 1 into the pixel-shuffled
-// y (N, K / shuffle^2, OH * shuffle, OW * shuffle) (GatherParams::ps), in the input's layout.
+// y (N, K / shuffle^2, OH * shuffle, OW * shuffle) (GatherParams::ps); y is contiguous in the
+// layout `cl` says, which the input is made contiguous in.
 void conv2d_forward_into(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                         const ConvGeometry& g, int64_t shuffle, at::Tensor& y) {
-  const bool cl = conv_channels_last(input);
+                         const ConvGeometry& g, int64_t shuffle, bool cl, at::Tensor& y) {
   const at::Tensor x = input.contiguous(fmt(cl));
   // (G, taps, Cg, Kg): B(tap, c; k) rows along the output channels (launch_gather copies it)
   const at::Tensor wt = weight.reshape({g.G, g.Kg(), g.Cg(), g.KH, g.KW}).permute({0, 3, 4, 2, 1});
@@ -1811,11 +1824,15 @@ at::Tensor conv2d_forward_cuda(const at::Tensor& input, const at::Tensor& weight
   const at::cuda::OptionalCUDAGuard guard(device_of(input));
   at::Tensor y = at::empty({g.N, g.K, g.OH, g.OW}, input.options().memory_format(conv_output_format(input)));
   if (g.N == 0) return y;
+  const bool cl = conv_channels_last(input);
   if (gemm_route(g)) {
-    const bool cl = conv_channels_last(input);
     conv2d_forward_gemm(input.contiguous(fmt(cl)), weight, bias, g, cl, y, CublasConvGemm{});
+  } else if (nchw_via_channels_last(cl)) {
+    at::Tensor y_cl = at::empty_like(y, kChannelsLast);
+    conv2d_forward_into(input, weight, bias, g, 1, true, y_cl);
+    y.copy_(y_cl);
   } else {
-    conv2d_forward_into(input, weight, bias, g, 1, y);
+    conv2d_forward_into(input, weight, bias, g, 1, cl, y);
   }
   return y;
 }
@@ -1833,7 +1850,7 @@ void conv2d_forward_shuffled_cuda(const at::Tensor& input, const at::Tensor& wei
                   output.is_contiguous(conv_output_format(input)),
               op, ": output must be the pixel shuffle of the convolution's output, in the input's layout");
   const at::cuda::OptionalCUDAGuard guard(device_of(input));
-  if (g.N > 0) conv2d_forward_into(input, weight, bias, g, shuffle, output);
+  if (g.N > 0) conv2d_forward_into(input, weight, bias, g, shuffle, conv_channels_last(input), output);
 }
 
 at::Tensor conv2d_backward_input_cuda(const at::Tensor& grad_output, const at::Tensor& weight,
@@ -1848,21 +1865,24 @@ at::Tensor conv2d_backward_input_cuda(const at::Tensor& grad_output, const at::T
   const bool cl = conv_channels_last(grad_output);
   at::Tensor gx = at::empty(input_size, grad_output.options().memory_format(fmt(cl)));
   if (g.N == 0) return gx;
-  const at::Tensor gy = grad_output.contiguous(fmt(cl));
   if (gemm_route(g)) {
-    conv2d_backward_input_gemm(gy, weight, g, cl, gx, CublasConvGemm{});
+    conv2d_backward_input_gemm(grad_output.contiguous(fmt(cl)), weight, g, cl, gx, CublasConvGemm{});
     return gx;
   }
+  const bool via_cl = nchw_via_channels_last(cl), kcl = cl || via_cl;  // kcl: the kernels' layout
+  const at::Tensor gy = grad_output.contiguous(fmt(kcl));
+  at::Tensor out = via_cl ? at::empty(input_size, grad_output.options().memory_format(kChannelsLast)) : gx;
   // (G, taps, Kg, Cg): B(tap, k; c) rows along the input channels (launch_gather copies it)
   const at::Tensor wt = weight.reshape({g.G, g.Kg(), g.Cg(), g.KH, g.KW}).permute({0, 3, 4, 1, 2});
   GatherParams p = gather_params(g, true);
   p.src = gy.data_ptr();
   p.bias = nullptr;
-  p.out = gx.data_ptr();
+  p.out = out.data_ptr();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "conv2d_backward_input_cuda",
                                   [&] {
-                                    launch_gather<typename NativeOf<scalar_t>::type>(p, wt, cl, true, sizeof(scalar_t));
+                                    launch_gather<typename NativeOf<scalar_t>::type>(p, wt, kcl, true, sizeof(scalar_t));
                                   });
+  if (via_cl) gx.copy_(out);
   return gx;
 }
 
@@ -1900,18 +1920,21 @@ void conv_transpose2d_forward_gather_cuda(const at::Tensor& input, const at::Ten
                         op, ": gather forward got an output tensor of the wrong shape or layout");
   if (output.numel() == 0) return;
   const at::cuda::OptionalCUDAGuard guard(device_of(input));
-  const at::Tensor x = input.contiguous(fmt(cl));
+  const bool via_cl = nchw_via_channels_last(cl), kcl = cl || via_cl;  // kcl: the kernel's layout
+  const at::Tensor x = input.contiguous(fmt(kcl));
+  at::Tensor out = via_cl ? at::empty_like(output, kChannelsLast) : output;
   // (G, taps, C_in/G, C_out/G): B(tap, ci; co) rows along the output channels (launch_gather copies it)
   const at::Tensor wt = weight.reshape({g.G, g.Kg(), g.Cg(), g.KH, g.KW}).permute({0, 3, 4, 1, 2});
   const at::Tensor b = bias ? bias->contiguous() : at::Tensor();
   GatherParams p = gather_params(g, true);
   p.src = x.data_ptr();
   p.bias = bias ? b.data_ptr() : nullptr;
-  p.out = output.data_ptr();
+  p.out = out.data_ptr();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "conv_transpose2d_forward_gather_cuda", [&] {
-                                    launch_gather<typename NativeOf<scalar_t>::type>(p, wt, cl, true, sizeof(scalar_t));
+                                    launch_gather<typename NativeOf<scalar_t>::type>(p, wt, kcl, true, sizeof(scalar_t));
                                   });
+  if (via_cl) output.copy_(out);
 }
 
 bool conv_transpose2d_forward_gemm_cuda(const at::Tensor& input, const at::Tensor& weight,
@@ -1938,13 +1961,15 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cuda(const at::Tensor&
   check_conv_grad_output(op, g, grad_output);
   const at::cuda::OptionalCUDAGuard guard(device_of(input));
   const bool cl = conv_channels_last(input);
-  const at::Tensor x = input.contiguous(fmt(cl)), gy = grad_output.contiguous(fmt(cl));
   at::Tensor gw = at::empty(weight_size, input.options());
   if (g.N == 0) {
     gw.zero_();
   } else if (gemm_route(g)) {
-    conv2d_backward_weight_gemm(gy, x, g, cl, gw, CublasConvGemm{});
+    conv2d_backward_weight_gemm(grad_output.contiguous(fmt(cl)), input.contiguous(fmt(cl)), g, cl, gw,
+                                CublasConvGemm{});
   } else {
+    const bool kcl = cl || nchw_via_channels_last(cl);  // the kernel's layout
+    const at::Tensor x = input.contiguous(fmt(kcl)), gy = grad_output.contiguous(fmt(kcl));
     WgradParams p{};
     p.gy = gy.data_ptr();
     p.x = x.data_ptr();
@@ -1968,10 +1993,10 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cuda(const at::Tensor&
     p.pl = to_int(g.pl, "padding");
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "conv2d_backward_weight_cuda", [&] {
       using T = typename NativeOf<scalar_t>::type;
-      launch_wgrad<T>(p, cl, sizeof(scalar_t), reinterpret_cast<T*>(gw.data_ptr()), input.options());
+      launch_wgrad<T>(p, kcl, sizeof(scalar_t), reinterpret_cast<T*>(gw.data_ptr()), input.options());
     });
   }
-  return {gw, conv_grad_bias_cuda(gy, bias_grad)};
+  return {gw, conv_grad_bias_cuda(grad_output, bias_grad)};
 }
 
 }  // namespace rnnkern

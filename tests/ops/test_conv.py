@@ -299,6 +299,43 @@ def test_cuda_tensor_core_forms(monkeypatch, form, dtype, layout):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("form", ["mma", pytest.param("wgmma", marks=pytest.mark.untried)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_nchw_via_channels_last(monkeypatch, form, dtype):
+    """RNNKERN_CONV_NCHW=transpose: NCHW operands run on the channels_last kernels through
+    channels_last copies (forward, grad_input, grad_weight, and the transposed convolution's gather
+    forward); results as the NCHW kernels' tolerances, returned NCHW."""
+    assert torch.backends.cudnn.allow_tf32
+    if form == "wgmma" and not _wgmma_runs():
+        pytest.skip("wgmma needs an sm_90 GPU and an sm_90a build")
+    monkeypatch.setenv("RNNKERN_CONV_NCHW", "transpose")
+    monkeypatch.setenv("RNNKERN_CONV_MMA", form)
+    for xs, ws, kw in [((3, 72, 37, 41), (136, 72, 3, 3), dict(padding=6, dilation=6)),
+                       ((2, 24, 17, 10), (16, 24, 3, 3), dict(stride=3, padding=1)),
+                       ((2, 16, 9, 9), (16, 1, 3, 3), dict(padding=2, dilation=2, groups=16))]:
+        got, ref, tols = _cuda_vs_fp64(xs, ws, kw, dtype, torch.contiguous_format)
+        for name, o, r, tol in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, ref, tols):
+            assert rel_err(o, r) < tol, (form, name, rel_err(o, r), tol, xs, ws, kw)
+        assert got[0].is_contiguous() and got[1].is_contiguous()
+    # the transposed convolution's forward on the engine's gather (k not divisible by s)
+    x, w = torch.randn(2, 40, 9, 11, dtype=torch.float64), torch.randn(40, 24, 3, 3, dtype=torch.float64)
+    ref = TF.conv_transpose2d(x, w, stride=2, padding=1)
+    cast = dict(device="cuda", dtype=dtype)
+    y = RF.conv_transpose2d(x.to(**cast), w.to(**cast), stride=2, padding=1)
+    theirs = TF.conv_transpose2d(x.to(**cast), w.to(**cast), stride=2, padding=1)
+    tol = TOL_TF32 if dtype == torch.float32 else 2 * rel_err(theirs, ref) + 1e-3
+    assert y.is_contiguous() and rel_err(y, ref) < tol, (rel_err(y, ref), tol)
+
+
+@pytest.mark.cuda
+def test_cuda_nchw_env_is_checked(monkeypatch):
+    monkeypatch.setenv("RNNKERN_CONV_NCHW", "cl")
+    x, w = torch.randn(1, 8, 6, 6, device="cuda"), torch.randn(8, 8, 3, 3, device="cuda")
+    with pytest.raises(RuntimeError, match="RNNKERN_CONV_NCHW must be 'native' or 'transpose'"):
+        RF.conv2d(x, w)
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize("var,value,message", [("RNNKERN_CONV_MMA", "tcgen05", "must be 'mma', 'wmma' or 'wgmma'"),
                                                ("RNNKERN_CONV_PIPELINE", "yes", "must be '0' or '1'")])
 def test_cuda_tensor_core_form_env_is_checked(monkeypatch, var, value, message):
