@@ -89,6 +89,10 @@ def _benches(c: Case, device: str) -> list[Bench]:
         # the three passes on the engine with Hopper's wgmma (opt-in, sm_90a)
         out += passes(" wgmma", RNNKERN_CONV_MMA="wgmma")
         out += passes(" wgmma n64", RNNKERN_CONV_MMA="wgmma", RNNKERN_CONV_WGMMA_N="64")
+    if device == "cuda" and (c.k, c.s, c.p) == (4, 2, 1) and not c.channels_last:
+        # NCHW on the channels_last kernels through copies (opt-in), and those on wgmma
+        out += passes(" via CL", RNNKERN_CONV_NCHW="transpose")
+        out += passes(" via CL wgmma", RNNKERN_CONV_NCHW="transpose", RNNKERN_CONV_MMA="wgmma")
     if device == "cuda" and c.p == 0 and c.k % c.s == 0 and c.s % 4 == 0 and not c.channels_last:
         # the FCN upsamplers' block GEMMs against the general kernels they replaced (fwd, dgrad, wgrad)
         out += passes(" general", RNNKERN_CONVT_FCN="general")

@@ -8,7 +8,12 @@ numpy:
   multiplies what was written;
 - WgmmaMma's epilogue lands every accumulator of the 128 x 64 or 128 x 128 block tile once;
 - the 16-bit channels_last grad_weight's MN-major tiles (wgmma's transposed operands, CuTe's
-  ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO))) likewise: copies, banks, product.
+  ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO))) likewise: copies, banks, product;
+- the ring loop's k order (gather_conv_kernel's build_group and its loop, kTapGroup taps a group
+  on wgmma, one elsewhere): every (live tap, channel chunk) is copied once, the tables are rebuilt
+  only once their group's copies are all issued, and one tap a group is the tap-by-tap order; and
+  how many distinct 16-byte lines of the gathered operand a chunk of a group touches against the
+  copies it issues (the L1 reuse the group order is for).
 Both element sizes (16-bit, fp32 as tf32). No GPU needed; a mismatch names the case.
 
     python scripts/check_wgmma_layout.py
@@ -162,7 +167,78 @@ def check_mn_major(tn: int) -> None:
     assert np.allclose(D, A @ B), ("MN-major product", tn)
 
 
+def ring_order(live: list[bool], chunks: int, group_cap: int) -> list[tuple[int, int]]:
+    """gather_conv_kernel's ring loop, its k-steps in issue order as (tap, chunk): build_group
+    tabulates up to group_cap taps that read real data (live[t]); each group runs chunk-major."""
+    order, next_tap, issued_in_group = [], 0, 0
+
+    def build_group():
+        nonlocal next_tap
+        taps = []
+        while next_tap < len(live) and len(taps) < group_cap:
+            if live[next_tap]:
+                taps.append(next_tap)
+            next_tap += 1
+        return taps
+
+    taps, slot, c = build_group(), 0, 0
+    while taps:
+        order.append((taps[slot], c))
+        issued_in_group += 1
+        slot += 1
+        if slot == len(taps):
+            slot, c = 0, c + 1
+            if c == chunks:  # tables rewritten: only after every k-step of the group was issued
+                assert issued_in_group == len(taps) * chunks
+                c, issued_in_group = 0, 0
+                taps = build_group()
+    return order
+
+
+def check_ring_order(rng) -> None:
+    for _ in range(300):
+        ntaps, chunks, cap = int(rng.integers(1, 30)), int(rng.integers(1, 9)), int(rng.choice([1, 9]))
+        live = list(rng.random(ntaps) < 0.7)
+        order = ring_order(live, chunks, cap)
+        want = {(t, c) for t in range(ntaps) if live[t] for c in range(chunks)}
+        assert len(order) == len(want) and set(order) == want, (ntaps, chunks, cap)
+        if cap == 1:  # tap by tap, all chunks of a tap first: the other forms' order
+            assert order == sorted(want)
+
+
+def gather_lines(hw: int, d: int, group_cap: int, channels: int = 256, chunk_bytes: int = 64) -> tuple[int, int]:
+    """(16-byte runs copied, distinct 16-byte lines among them, summed over chunks and groups) for
+    one BM-pixel block of a 3x3 'same' forward at dilation d on hw x hw channels_last bf16 maps
+    (row-order pixels, rows of hw). A group's chunk re-reading a line another of its taps copied is
+    an L1 hit when the lines stay resident (cp.async.ca)."""
+    runs_per_px = chunk_bytes // 16
+    pixels = [(m // hw, m % hw) for m in range(BM)]
+    taps = [(r, c) for r in range(3) for c in range(3)]
+    live = []
+    for r, c in taps:
+        src = [(h + (r - 1) * d, w + (c - 1) * d) for h, w in pixels]
+        live.append([p for p in src if 0 <= p[0] < hw and 0 <= p[1] < hw])
+    chunks = channels * 2 // chunk_bytes
+    copies = distinct = 0
+    for g in range(0, len(taps), group_cap):
+        members = [t for t in range(g, min(g + group_cap, len(taps))) if live[t]]
+        for _ in range(chunks):
+            seen = set()
+            for t in members:
+                copies += runs_per_px * len(live[t])
+                seen.update(live[t])
+            distinct += runs_per_px * len(seen)
+    return copies, distinct
+
+
 if __name__ == "__main__":
+    check_ring_order(np.random.default_rng(0))
+    print("ok: ring k order (every live tap x chunk once; tables rebuilt after their group; 1 tap a group = tap by tap)")
+    for d in (1, 6):
+        copies, lines = gather_lines(64, d, 9)
+        _, lines1 = gather_lines(64, d, 1)
+        print(f"   gathered A, bf16 3x3 d{d} 64x64, one 128-pixel block: {copies} 16-byte copies, distinct lines "
+              f"{lines} a chunk across a 9-tap group ({copies / lines:.1f}x reuse; tap by tap {copies / lines1:.1f}x)")
     for elem, cl in ((2, True), (4, True), (4, False)):  # 16-bit NCHW has no cp.async form
         for tn in (64, 128):
             check(elem, cl, tn)

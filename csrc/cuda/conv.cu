@@ -328,11 +328,14 @@ struct WmmaMma {
 // form, so the host runs 16-bit ring kernels only with `vec`: use_pipeline, use_wgmma); zeros for
 // off < 0 and past `limit` in j. 16-bit copies 16 bytes whatever `vec` says: a __trap() on the
 // other branch, a divergent exit, made ptxas serialise every wgmma of the kernels (C7518).
-template <typename T>
+// kL1: the 16-byte copies allocate in L1 as well (cp.async.ca), for an operand that other k-steps of
+// the block read again (the wgmma form's gathered pixels, kTapGroup); else L2 only (.cg).
+template <typename T, bool kL1 = false>
 __device__ __forceinline__ void copy_run_async(uint32_t dst, const T* base, long long off, int j, int limit, bool vec) {
   if (sizeof(T) != 4 || vec) {
     const bool ok = off >= 0 && j < limit;
-    cp_async16(dst, ok ? base + off + j : base, ok);
+    if constexpr (kL1) cp_async16_ca(dst, ok ? base + off + j : base, ok);
+    else cp_async16(dst, ok ? base + off + j : base, ok);
   } else {
 #pragma unroll
     for (int e = 0; e < Vec16<T>::N; ++e) {
@@ -640,6 +643,17 @@ struct WgmmaTiles {
   __device__ static T* stage(unsigned char* smem, int st) { return reinterpret_cast<T*>(smem + st * kStageBytes); }
 };
 
+// The wgmma form's k order: taps in groups of up to kTapGroup (all of a 3x3 kernel's), and within a
+// group, channel chunk by chunk, each chunk's BK channels for every tap of the group before the next
+// chunk (the other forms: tap by tap, all channels of a tap before the next tap). A 3x3 kernel's
+// taps read the block's pixels shifted by one to two rows / columns: 128 pixels of two 64-wide rows
+// (d1) touch ~4 x 66 distinct pixels over 9 taps, so a chunk's ~9 x 8 KB (bf16) of gathered A is
+// ~17 KB of distinct lines, which stay in L1 from one tap's copy to the next's (cp.async.ca) where
+// all 256 channels of a tap (64 KB) did not. Prediction in bench/NOTES.md: the gathered operand's L2
+// traffic, the larger one at 128-column tiles, ~4x smaller at d1. Costs one offset table per tap of
+// the group (kTapGroup x BM x 8 bytes of shared memory) instead of one.
+constexpr int kTapGroup = 9;
+
 // kStages == 1: one shared stage, the next k-step's loads held in registers while the tensor
 // cores work (static shared memory). kStages > 1 (use_pipeline): a ring of kStages shared stages
 // filled by cp.async, kAhead k-steps of loads in flight while one is multiplied (kStages - 1 on
@@ -660,7 +674,10 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
   __shared__ __align__(128) unsigned char smem_static[kStages == 1 ? Tiles::bytes(1) : 16];
   extern __shared__ __align__(128) unsigned char smem_stages[];
   unsigned char* smem = kStages == 1 ? smem_static : smem_stages;
-  __shared__ long long s_off[BM];      // source offset of pixel m for the current tap, -1: padding
+  // source offset of pixel m for the current tap, -1: padding (wgmma: for each tap of the group,
+  // kTapGroup tables of BM), and the wgmma form's weight offset of each of the group's taps
+  __shared__ long long s_off[kWg ? kTapGroup * BM : BM];
+  __shared__ long long s_tap_wt[kWg ? kTapGroup : 1];
   __shared__ long long s_out[BM];      // output offset of pixel m (channel 0), -1: past the end
   T* As = reinterpret_cast<T*>(smem);
   T* Bs = As + ATile::SIZE;
@@ -752,8 +769,9 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
         }
       }
     }
-    // Builds the table for compressed tap `tap`; true when this thread's pixel reads real data.
-    auto table = [&](int tap) -> bool {
+    // Builds the table for compressed tap `tap` in `offs` (BM entries); true when this thread's
+    // pixel reads real data.
+    auto table = [&](int tap, long long* offs) -> bool {
       bool ok = false;
       if (tid < BM) {
         long long off = -1;
@@ -766,14 +784,14 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
             ok = true;
           }
         }
-        s_off[tid] = off;
+        offs[tid] = off;
       }
       return ok;
     };
     // First tap at or after `from` that some pixel of the tile reads real data for (block-uniform).
     auto find_tap = [&](int from) -> int {
       for (int t = from; t < ntaps; ++t) {
-        if (__syncthreads_or(table(t))) return t;
+        if (__syncthreads_or(table(t, s_off))) return t;
       }
       return ntaps;
     };
@@ -873,7 +891,7 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
       // from global memory (cp.async: no registers, zero-filled where the load_run above would give
       // zeros). fp32 keeps its full bits in the tile: the tf32 tensor cores use the top 19 (as
       // cuBLAS / cuDNN feed them).
-      const auto issue = [&](const T* wtap, int c0, int st) {
+      const auto issue = [&](const T* wtap, int c0, int st, const long long* offs) {
         T* as = Tiles::stage(smem, st);
         T* bs = as + ATile::SIZE;
         // element (m, k) of the A tile: [m][k] channels_last, [k][m] NCHW, core matrices for wgmma
@@ -887,7 +905,7 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
           for (int i = 0; i < A_PER / V; ++i) {
             int m = tid / A_TPR + i * A_RPP, kv = (tid % A_TPR) * V;
             if constexpr (kWg) WgmmaLayout<T, BK>::run(tid + i * kThreads, &m, &kv);
-            copy_run_async(smem_u32(as + a_at(m, kv)), src, s_off[m], c0 + kv, p.R, p.vec_a);
+            copy_run_async<T, kWg>(smem_u32(as + a_at(m, kv)), src, offs[m], c0 + kv, p.R, p.vec_a);
           }
         } else if constexpr (sizeof(T) == 4 && kWg) {
           // fp32 NCHW into core matrices: a warp's 32 copies are 8 pixels x 4 channels, one 16-byte
@@ -897,12 +915,12 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
 #pragma unroll
           for (int i = 0; i < A_PER; ++i) {
             const int m = tid % 8 + 8 * ((tid / 32 + 8 * i) % 16), k = tid / 8 % 4 + 4 * (i / 2), c = c0 + k;
-            const long long off = s_off[m];
+            const long long off = offs[m];
             const bool ok = off >= 0 && c < p.R;
             cp_async4(smem_u32(as + a_at(m, k)), ok ? src + off + c * src_cstride : src, ok);
           }
         } else if constexpr (sizeof(T) == 4) {
-          const long long off = s_off[tid % BM];
+          const long long off = offs[tid % BM];
 #pragma unroll
           for (int i = 0; i < A_PER; ++i) {
             const int k = tid / BM + A_KSTEP * i, c = c0 + k;
@@ -933,17 +951,34 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
           }
         }
       };
-      // Iteration i copies the next k-step (ltap, lc0), if any, into stage `fill` and, from
+      // Taps in groups of up to kGroup (kTapGroup on wgmma, else 1: tap by tap), each group's k-steps
+      // chunk-major: (c0, slot) for c0 = 0, BK, ... and every slot of the group (kTapGroup above).
+      // build_group tabulates the next group: the taps from next_tap on that some pixel of the tile
+      // reads real data for (a block-uniform count; the others are skipped), their pixel offsets in
+      // s_off's slots and their weights' offsets in s_tap_wt.
+      constexpr int kGroup = kWg ? kTapGroup : 1;
+      int next_tap = 0, group = 0;  // (group: taps in the current group; 0 once all are done)
+      const auto build_group = [&]() {
+        group = 0;
+        for (; next_tap < ntaps && group < kGroup; ++next_tap) {
+          if (__syncthreads_or(table(next_tap, s_off + group * BM))) {
+            if (tid == 0) s_tap_wt[group] = tap_weights(next_tap) - wt;
+            ++group;
+          }
+        }
+        __syncthreads();  // s_tap_wt visible (the tables are, through the last __syncthreads_or)
+      };
+      // Iteration i copies the next k-step (slot, lc0), if any, into stage `fill` and, from
       // i = kAhead on, multiplies the k-step copied kAhead iterations earlier (stage `stage`).
       // Every iteration commits one cp.async group, empty or not, so that wait_group<kAhead - 1>
       // always means "the oldest uncomputed k-step has landed". The stage filled in iteration i
       // was last multiplied in iteration i - 1 - kLag, which mma.step has waited for by the end
       // of iteration i - 1 (wgmma: in its own warpgroup; the barrier covers the other one).
-      int ltap = find_tap(0), lc0 = 0;
-      const T* wtap = ltap < ntaps ? tap_weights(ltap) : wt;  // the weights of tap ltap
+      build_group();
+      int slot = 0, lc0 = 0;
       int pending = 0, fill = 0, stage = 0;  // k-steps copied but not yet multiplied; ring positions
 #pragma unroll 1
-      for (int i = 0; ltap < ntaps || pending > 0; ++i) {
+      for (int i = 0; group > 0 || pending > 0; ++i) {
         const bool multiply = i >= kAhead;
         if (multiply) {
           cp_async_wait<kAhead - 1>();  // this thread's copies of the oldest k-step have landed ...
@@ -952,16 +987,18 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
 #endif
           __syncthreads();  // ... everyone's have, and no warp still multiplies the stage filled next
         }
-        if (ltap < ntaps) {
-          issue(wtap, lc0, fill);
+        if (group > 0) {
+          issue(wt + s_tap_wt[slot], lc0, fill, s_off + slot * BM);
           fill = fill + 1 == kStages ? 0 : fill + 1;
           ++pending;
-          lc0 += BK;
-          if (lc0 >= p.R) {  // past the tap's last channels: the next tap with real data
-            lc0 = 0;
-            __syncthreads();  // every thread has read s_off for its copies before find_tap rewrites it
-            ltap = find_tap(ltap + 1);
-            if (ltap < ntaps) wtap = tap_weights(ltap);
+          if (++slot == group) {  // the chunk's last tap of the group: the next chunk
+            slot = 0;
+            lc0 += BK;
+            if (lc0 >= p.R) {  // past the group's last channels: the next group
+              lc0 = 0;
+              __syncthreads();  // every thread has read the tables for its copies before build_group rewrites them
+              build_group();
+            }
           }
         }
         cp_async_commit();
