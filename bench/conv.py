@@ -41,6 +41,10 @@ VARIANTS = {"wmma": {"RNNKERN_CONV_MMA": "wmma"},         # the earlier WMMA til
             "wgmma": {"RNNKERN_CONV_MMA": "wgmma"},       # Hopper's warpgroup MMA on the ring (opt-in, sm_90a) ...
             "wgmma n64": {"RNNKERN_CONV_MMA": "wgmma",    # ... on the mma.sync form's 128 x 64 tiles
                           "RNNKERN_CONV_WGMMA_N": "64"},
+            # the ring's k order in groups of 9 taps (gathered pixels reused through L1; wgmma's default) on
+            # mma.sync, and wgmma tap by tap (the mma.sync default's order)
+            "taps 9": {"RNNKERN_CONV_TAP_GROUP": "9"},
+            "wgmma taps 1": {"RNNKERN_CONV_MMA": "wgmma", "RNNKERN_CONV_TAP_GROUP": "1"},
             "engine": {"RNNKERN_CONV_GEMM": "0"},         # a 1x1 convolution on the engine instead of cuBLAS
             # NCHW operands through channels_last copies on the channels_last kernels (opt-in) ...
             "via CL": {"RNNKERN_CONV_NCHW": "transpose"},

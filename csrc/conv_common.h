@@ -55,8 +55,8 @@ inline at::Tensor conv_grad_bias_cuda(const at::Tensor& grad_output, bool bias_g
   return grad_output.sum({0, 2, 3}, /*keepdim=*/false, acc_t).to(grad_output.scalar_type());
 }
 
-// A two-valued override of the CUDA convolution kernels (RNNKERN_CONV_MMA, RNNKERN_CONV_PIPELINE,
-// RNNKERN_CONVT_PATH, RNNKERN_CONVT_FCN), read per call so tests and benchmarks can switch it: true
+// A two-valued override of the CUDA convolution kernels (RNNKERN_CONV_PIPELINE, RNNKERN_CONV_GEMM,
+// RNNKERN_CONV_NCHW, RNNKERN_CONVT_PATH, RNNKERN_CONVT_FCN), read per call so tests and benchmarks can switch it: true
 // when set to `on`, false when set to `off`, `unset` when unset or empty, an error naming both
 // values otherwise.
 inline bool env_switch(const char* name, const char* off, const char* on, bool unset = false) {

@@ -9,11 +9,11 @@ numpy:
 - WgmmaMma's epilogue lands every accumulator of the 128 x 64 or 128 x 128 block tile once;
 - the 16-bit channels_last grad_weight's MN-major tiles (wgmma's transposed operands, CuTe's
   ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO))) likewise: copies, banks, product;
-- the ring loop's k order (gather_conv_kernel's build_group and its loop, kTapGroup taps a group
-  on wgmma, one elsewhere): every (live tap, channel chunk) is copied once, the tables are rebuilt
-  only once their group's copies are all issued, and one tap a group is the tap-by-tap order; and
-  how many distinct 16-byte lines of the gathered operand a chunk of a group touches against the
-  copies it issues (the L1 reuse the group order is for).
+- the ring loop's k order (gather_conv_kernel's build_group and its loop, GatherParams::tap_group
+  taps a group: 9 on wgmma, one elsewhere by default): every (live tap, channel chunk) is copied
+  once, and one tap a group is the tap-by-tap order (the order only: the barriers around the
+  tables are the C++'s); and how many distinct 16-byte lines of the gathered operand a chunk of a
+  group touches against the copies it issues (the L1 reuse the group order is for).
 Both element sizes (16-bit, fp32 as tf32). No GPU needed; a mismatch names the case.
 
     python scripts/check_wgmma_layout.py
@@ -170,7 +170,7 @@ def check_mn_major(tn: int) -> None:
 def ring_order(live: list[bool], chunks: int, group_cap: int) -> list[tuple[int, int]]:
     """gather_conv_kernel's ring loop, its k-steps in issue order as (tap, chunk): build_group
     tabulates up to group_cap taps that read real data (live[t]); each group runs chunk-major."""
-    order, next_tap, issued_in_group = [], 0, 0
+    order, next_tap = [], 0
 
     def build_group():
         nonlocal next_tap
@@ -184,20 +184,18 @@ def ring_order(live: list[bool], chunks: int, group_cap: int) -> list[tuple[int,
     taps, slot, c = build_group(), 0, 0
     while taps:
         order.append((taps[slot], c))
-        issued_in_group += 1
         slot += 1
         if slot == len(taps):
             slot, c = 0, c + 1
-            if c == chunks:  # tables rewritten: only after every k-step of the group was issued
-                assert issued_in_group == len(taps) * chunks
-                c, issued_in_group = 0, 0
+            if c == chunks:  # the next group (the C++ puts a barrier before build_group rewrites the tables)
+                c = 0
                 taps = build_group()
     return order
 
 
 def check_ring_order(rng) -> None:
     for _ in range(300):
-        ntaps, chunks, cap = int(rng.integers(1, 30)), int(rng.integers(1, 9)), int(rng.choice([1, 9]))
+        ntaps, chunks, cap = int(rng.integers(1, 30)), int(rng.integers(1, 9)), int(rng.integers(1, 10))
         live = list(rng.random(ntaps) < 0.7)
         order = ring_order(live, chunks, cap)
         want = {(t, c) for t in range(ntaps) if live[t] for c in range(chunks)}
@@ -220,8 +218,9 @@ def gather_lines(hw: int, d: int, group_cap: int, channels: int = 256, chunk_byt
         live.append([p for p in src if 0 <= p[0] < hw and 0 <= p[1] < hw])
     chunks = channels * 2 // chunk_bytes
     copies = distinct = 0
-    for g in range(0, len(taps), group_cap):
-        members = [t for t in range(g, min(g + group_cap, len(taps))) if live[t]]
+    live_taps = [t for t in range(len(taps)) if live[t]]  # build_group: groups of live taps
+    for g in range(0, len(live_taps), group_cap):
+        members = live_taps[g:g + group_cap]
         for _ in range(chunks):
             seen = set()
             for t in members:
@@ -233,7 +232,7 @@ def gather_lines(hw: int, d: int, group_cap: int, channels: int = 256, chunk_byt
 
 if __name__ == "__main__":
     check_ring_order(np.random.default_rng(0))
-    print("ok: ring k order (every live tap x chunk once; tables rebuilt after their group; 1 tap a group = tap by tap)")
+    print("ok: ring k order (every live tap x chunk once; 1 tap a group = tap by tap)")
     for d in (1, 6):
         copies, lines = gather_lines(64, d, 9)
         _, lines1 = gather_lines(64, d, 1)

@@ -236,9 +236,11 @@ def rnn_exchange(dev):
 def conv_wgmma(dev):
     """The gather and grad_weight kernels on Hopper's warpgroup MMA (RNNKERN_CONV_MMA=wgmma, sm_90a;
     elsewhere these run mma.sync again) on 128 x 128 and 128 x 64 tiles (forced: these shapes have
-    <= 64 channels, which would pick 64), last and on their own as rnn_exchange."""
+    <= 64 channels, which would pick 64), and the mma.sync ring in wgmma's k order (taps in groups
+    of 9), last and on their own as rnn_exchange."""
     _conv_tensor_core_forms(dev, ({"RNNKERN_CONV_MMA": "wgmma", "RNNKERN_CONV_WGMMA_N": "128"},
-                                  {"RNNKERN_CONV_MMA": "wgmma", "RNNKERN_CONV_WGMMA_N": "64"}))
+                                  {"RNNKERN_CONV_MMA": "wgmma", "RNNKERN_CONV_WGMMA_N": "64"},
+                                  {"RNNKERN_CONV_PIPELINE": "1", "RNNKERN_CONV_TAP_GROUP": "9"}))
 
 
 CHECKS = [unpool, rnn, conv, conv_transpose, conv_wgmma, rnn_exchange]

@@ -328,13 +328,15 @@ struct WmmaMma {
 // form, so the host runs 16-bit ring kernels only with `vec`: use_pipeline, use_wgmma); zeros for
 // off < 0 and past `limit` in j. 16-bit copies 16 bytes whatever `vec` says: a __trap() on the
 // other branch, a divergent exit, made ptxas serialise every wgmma of the kernels (C7518).
-// kL1: the 16-byte copies allocate in L1 as well (cp.async.ca), for an operand that other k-steps of
-// the block read again (the wgmma form's gathered pixels, kTapGroup); else L2 only (.cg).
-template <typename T, bool kL1 = false>
-__device__ __forceinline__ void copy_run_async(uint32_t dst, const T* base, long long off, int j, int limit, bool vec) {
+// l1: the 16-byte copies allocate in L1 as well (cp.async.ca), for an operand that other k-steps of
+// the block read again (the gathered pixels under tap groups, GatherParams::tap_group); else L2
+// only (.cg).
+template <typename T>
+__device__ __forceinline__ void copy_run_async(uint32_t dst, const T* base, long long off, int j, int limit, bool vec,
+                                               bool l1 = false) {
   if (sizeof(T) != 4 || vec) {
     const bool ok = off >= 0 && j < limit;
-    if constexpr (kL1) cp_async16_ca(dst, ok ? base + off + j : base, ok);
+    if (l1) cp_async16_ca(dst, ok ? base + off + j : base, ok);
     else cp_async16(dst, ok ? base + off + j : base, ok);
   } else {
 #pragma unroll
@@ -477,6 +479,9 @@ struct GatherParams {
   // tile_w columns (tiles_h x tiles_w per image; Mt counts their slots, ragged ones masked) so
   // that a large dilation's taps can miss a whole tile along W as well as along H; 0: row order.
   int tile_w, tiles_h, tiles_w;
+  // The ring forms' k order (kStages > 1): taps in groups of tap_group (1..kTapGroup; tap_group_for),
+  // chunk-major within a group, the gathered operand copied through L1 when > 1; 1: tap by tap.
+  int tap_group;
   bool vec_a, vec_b;
 };
 
@@ -643,16 +648,19 @@ struct WgmmaTiles {
   __device__ static T* stage(unsigned char* smem, int st) { return reinterpret_cast<T*>(smem + st * kStageBytes); }
 };
 
-// The wgmma form's k order: taps in groups of up to kTapGroup (all of a 3x3 kernel's), and within a
-// group, channel chunk by chunk, each chunk's BK channels for every tap of the group before the next
-// chunk (the other forms: tap by tap, all channels of a tap before the next tap). A 3x3 kernel's
+// The ring forms' k order (GatherParams::tap_group, tap_group_for: 9 on wgmma, else 1 unless
+// RNNKERN_CONV_TAP_GROUP says): taps in groups of up to kTapGroup (all of a 3x3 kernel's), and
+// within a group, channel chunk by chunk, each chunk's BK channels for every tap of the group before
+// the next chunk (a group of one: tap by tap, all channels of a tap before the next tap). A 3x3 kernel's
 // taps read the block's pixels shifted by one to two rows / columns: 128 pixels of two 64-wide rows
 // (d1) touch ~4 x 66 distinct pixels over 9 taps, so a chunk's ~9 x 8 KB (bf16) of gathered A is
 // ~17 KB of distinct lines, which stay in L1 from one tap's copy to the next's (cp.async.ca) where
 // all 256 channels of a tap (64 KB) did not. Prediction in bench/NOTES.md: the gathered operand's L2
 // traffic, the larger one at 128-column tiles, ~4x smaller at d1. Costs one offset table per tap of
-// the group (kTapGroup x BM x 8 bytes of shared memory) instead of one.
+// the group (tap_group x BM x 8 bytes of dynamic shared memory after the stages: ring_table_bytes)
+// instead of one, so a group of one costs what the single table did.
 constexpr int kTapGroup = 9;
+constexpr int ring_table_bytes(int tap_group) { return tap_group * BM * static_cast<int>(sizeof(long long)); }
 
 // kStages == 1: one shared stage, the next k-step's loads held in registers while the tensor
 // cores work (static shared memory). kStages > 1 (use_pipeline): a ring of kStages shared stages
@@ -674,10 +682,14 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
   __shared__ __align__(128) unsigned char smem_static[kStages == 1 ? Tiles::bytes(1) : 16];
   extern __shared__ __align__(128) unsigned char smem_stages[];
   unsigned char* smem = kStages == 1 ? smem_static : smem_stages;
-  // source offset of pixel m for the current tap, -1: padding (wgmma: for each tap of the group,
-  // kTapGroup tables of BM), and the wgmma form's weight offset of each of the group's taps
-  __shared__ long long s_off[kWg ? kTapGroup * BM : BM];
-  __shared__ long long s_tap_wt[kWg ? kTapGroup : 1];
+  // source offset of pixel m for the current tap, -1: padding; the ring forms: one table of BM for
+  // each tap of the group (p.tap_group of them), after the stages (ring_table_bytes); and the
+  // ring's weight offset of each of the group's taps
+  static_assert(kStages == 1 || Tiles::bytes(kStages) % 16 == 0, "the ring's tables follow its stages, aligned");
+  __shared__ long long s_off_single[kStages == 1 ? BM : 1];
+  long long* const s_off =
+      kStages == 1 ? s_off_single : reinterpret_cast<long long*>(smem_stages + Tiles::bytes(kStages));
+  __shared__ long long s_tap_wt[kStages > 1 ? kTapGroup : 1];
   __shared__ long long s_out[BM];      // output offset of pixel m (channel 0), -1: past the end
   T* As = reinterpret_cast<T*>(smem);
   T* Bs = As + ATile::SIZE;
@@ -905,7 +917,7 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
           for (int i = 0; i < A_PER / V; ++i) {
             int m = tid / A_TPR + i * A_RPP, kv = (tid % A_TPR) * V;
             if constexpr (kWg) WgmmaLayout<T, BK>::run(tid + i * kThreads, &m, &kv);
-            copy_run_async<T, kWg>(smem_u32(as + a_at(m, kv)), src, offs[m], c0 + kv, p.R, p.vec_a);
+            copy_run_async(smem_u32(as + a_at(m, kv)), src, offs[m], c0 + kv, p.R, p.vec_a, p.tap_group > 1);
           }
         } else if constexpr (sizeof(T) == 4 && kWg) {
           // fp32 NCHW into core matrices: a warp's 32 copies are 8 pixels x 4 channels, one 16-byte
@@ -951,16 +963,15 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
           }
         }
       };
-      // Taps in groups of up to kGroup (kTapGroup on wgmma, else 1: tap by tap), each group's k-steps
+      // Taps in groups of up to p.tap_group (1..kTapGroup; 1: tap by tap), each group's k-steps
       // chunk-major: (c0, slot) for c0 = 0, BK, ... and every slot of the group (kTapGroup above).
       // build_group tabulates the next group: the taps from next_tap on that some pixel of the tile
       // reads real data for (a block-uniform count; the others are skipped), their pixel offsets in
       // s_off's slots and their weights' offsets in s_tap_wt.
-      constexpr int kGroup = kWg ? kTapGroup : 1;
       int next_tap = 0, group = 0;  // (group: taps in the current group; 0 once all are done)
       const auto build_group = [&]() {
         group = 0;
-        for (; next_tap < ntaps && group < kGroup; ++next_tap) {
+        for (; next_tap < ntaps && group < p.tap_group; ++next_tap) {
           if (__syncthreads_or(table(next_tap, s_off + group * BM))) {
             if (tid == 0) s_tap_wt[group] = tap_weights(next_tap) - wt;
             ++group;
@@ -1519,13 +1530,14 @@ template <typename T, Path P>
 void launch_gather_pipelined(const GatherParams& p, bool cl, bool trans, dim3 grid, cudaStream_t stream) {
   constexpr int S = kPipelineStages<T>;
   check_ring_runs<T>(p);
+  TORCH_INTERNAL_ASSERT(p.tap_group >= 1 && p.tap_group <= kTapGroup, "gather ring: tap_group unset");
   const auto run = [&](auto kernel, int bytes) { launch_with_dynamic_smem(kernel, grid, bytes, stream, p); };
   if (cl) {
-    const int bytes = GatherTiles<T, P, true>::bytes(S);
+    const int bytes = GatherTiles<T, P, true>::bytes(S) + ring_table_bytes(p.tap_group);
     if (trans) run(gather_conv_kernel<T, P, true, true, S>, bytes);
     else run(gather_conv_kernel<T, P, true, false, S>, bytes);
   } else if constexpr (sizeof(T) == 4) {
-    const int bytes = GatherTiles<T, P, false>::bytes(S);
+    const int bytes = GatherTiles<T, P, false>::bytes(S) + ring_table_bytes(p.tap_group);
     if (trans) run(gather_conv_kernel<T, P, false, true, S>, bytes);
     else run(gather_conv_kernel<T, P, false, false, S>, bytes);
   } else {
@@ -1562,13 +1574,26 @@ int wgmma_tile_n(int64_t n) {
   return v == "128" ? 128 : 64;
 }
 
+// Taps per group of the ring forms' k order (GatherParams::tap_group): kTapGroup on wgmma, whose
+// floor is the gathered operand's L2 traffic (bench/NOTES.md), 1 (tap by tap) on mma.sync until a
+// GPU has compared them; RNNKERN_CONV_TAP_GROUP=1..9 (read per call) forces one.
+int tap_group_for(bool wgmma) {
+  const char* e = std::getenv("RNNKERN_CONV_TAP_GROUP");
+  if (e == nullptr || *e == '\0') return wgmma ? kTapGroup : 1;
+  const std::string v(e);
+  TORCH_CHECK(v.size() == 1 && v[0] >= '1' && v[0] <= '0' + kTapGroup,
+              "RNNKERN_CONV_TAP_GROUP must be an integer from 1 to ", kTapGroup, ", got '", v, "'");
+  return v[0] - '0';
+}
+
 // gather_conv_kernel's wgmma form on BM x TN tiles, kWgmmaStages<T> stages; p.wt is the weight
 // K-major (G, taps, Nn, R) and p.vec_b says its rows run in 16-byte copies.
 template <typename T, Path P, int TN>
 void launch_gather_wgmma_tn(const GatherParams& p, bool cl, bool trans, dim3 grid, cudaStream_t stream) {
   constexpr int S = kWgmmaStages<T>;
   check_ring_runs<T>(p);
-  const int bytes = WgmmaTiles<T, P, TN>::bytes(S);
+  TORCH_INTERNAL_ASSERT(p.tap_group >= 1 && p.tap_group <= kTapGroup, "gather ring: tap_group unset");
+  const int bytes = WgmmaTiles<T, P, TN>::bytes(S) + ring_table_bytes(p.tap_group);
   const auto run = [&](auto kernel) { launch_with_dynamic_smem(kernel, grid, bytes, stream, p); };
   if (cl) {
     if (trans) run(gather_conv_kernel<T, P, true, true, S, true, TN>);
@@ -1631,6 +1656,7 @@ void launch_gather(GatherParams p, const at::Tensor& w, bool cl, bool trans, int
         const at::Tensor wt_k = w.transpose(-1, -2).clone(at::MemoryFormat::Contiguous);
         p.wt = wt_k.data_ptr();
         p.vec_b = vec_bk;
+        p.tap_group = tap_group_for(true);
         launch_gather_wgmma<T, P>(p, cl, trans, grid_for, stream);
         return;
       }
@@ -1641,6 +1667,7 @@ void launch_gather(GatherParams p, const at::Tensor& w, bool cl, bool trans, int
     const dim3 grid = grid_for(BN);
     if constexpr (P == Path::kTf32 || P == Path::k16) {
       if (use_pipeline(sizeof(T), cl, p.vec_a, p.vec_b, p.ps > 1)) {
+        p.tap_group = tap_group_for(false);
         launch_gather_pipelined<T, P>(p, cl, trans, grid, stream);
         return;
       }
@@ -1821,8 +1848,15 @@ namespace {
 // thread a k-step; 16-bit: no cp.async at all, so no ring; wgmma's tf32 operands must be K-major),
 // the channels_last tiles in 16-byte runs along the channels; the copies cost a read and a write of
 // the input and of the output (N8 256->256 64x64 fp32: 4 x 33.5 MB, ~40 us on an H200).
-// =native (or unset): the NCHW kernels.
-bool nchw_via_channels_last(bool cl) { return !cl && env_switch("RNNKERN_CONV_NCHW", "native", "transpose"); }
+// Only where the tiles run on tensor cores (tf32, 16-bit; >= 8 channels a group on both sides, else
+// direct kernels run): true fp32 and fp64 gather element by element either way. Covers the
+// transposed convolution too (its gather forward here; its gradients are conv2d's forward and
+// grad_weight). =native (or unset): the NCHW kernels.
+bool nchw_via_channels_last(bool cl, at::ScalarType dtype, const ConvGeometry& g) {
+  if (cl || g.Cg() < 8 || g.Kg() < 8) return false;
+  const bool tensor_cores = dtype == at::kHalf || dtype == at::kBFloat16 || (dtype == at::kFloat && allow_tf32());
+  return tensor_cores && env_switch("RNNKERN_CONV_NCHW", "native", "transpose");
+}
 
 constexpr at::MemoryFormat kChannelsLast = at::MemoryFormat::ChannelsLast;
 
@@ -1864,7 +1898,7 @@ at::Tensor conv2d_forward_cuda(const at::Tensor& input, const at::Tensor& weight
   const bool cl = conv_channels_last(input);
   if (gemm_route(g)) {
     conv2d_forward_gemm(input.contiguous(fmt(cl)), weight, bias, g, cl, y, CublasConvGemm{});
-  } else if (nchw_via_channels_last(cl)) {
+  } else if (nchw_via_channels_last(cl, input.scalar_type(), g)) {
     at::Tensor y_cl = at::empty_like(y, kChannelsLast);
     conv2d_forward_into(input, weight, bias, g, 1, true, y_cl);
     y.copy_(y_cl);
@@ -1906,7 +1940,7 @@ at::Tensor conv2d_backward_input_cuda(const at::Tensor& grad_output, const at::T
     conv2d_backward_input_gemm(grad_output.contiguous(fmt(cl)), weight, g, cl, gx, CublasConvGemm{});
     return gx;
   }
-  const bool via_cl = nchw_via_channels_last(cl), kcl = cl || via_cl;  // kcl: the kernels' layout
+  const bool via_cl = nchw_via_channels_last(cl, grad_output.scalar_type(), g), kcl = cl || via_cl;  // the kernels' layout
   const at::Tensor gy = grad_output.contiguous(fmt(kcl));
   at::Tensor out = via_cl ? at::empty(input_size, grad_output.options().memory_format(kChannelsLast)) : gx;
   // (G, taps, Kg, Cg): B(tap, k; c) rows along the input channels (launch_gather copies it)
@@ -1957,7 +1991,7 @@ void conv_transpose2d_forward_gather_cuda(const at::Tensor& input, const at::Ten
                         op, ": gather forward got an output tensor of the wrong shape or layout");
   if (output.numel() == 0) return;
   const at::cuda::OptionalCUDAGuard guard(device_of(input));
-  const bool via_cl = nchw_via_channels_last(cl), kcl = cl || via_cl;  // kcl: the kernel's layout
+  const bool via_cl = nchw_via_channels_last(cl, input.scalar_type(), g), kcl = cl || via_cl;  // the kernel's layout
   const at::Tensor x = input.contiguous(fmt(kcl));
   at::Tensor out = via_cl ? at::empty_like(output, kChannelsLast) : output;
   // (G, taps, C_in/G, C_out/G): B(tap, ci; co) rows along the output channels (launch_gather copies it)
@@ -2005,7 +2039,7 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cuda(const at::Tensor&
     conv2d_backward_weight_gemm(grad_output.contiguous(fmt(cl)), input.contiguous(fmt(cl)), g, cl, gw,
                                 CublasConvGemm{});
   } else {
-    const bool kcl = cl || nchw_via_channels_last(cl);  // the kernel's layout
+    const bool kcl = cl || nchw_via_channels_last(cl, input.scalar_type(), g);  // the kernel's layout
     const at::Tensor x = input.contiguous(fmt(kcl)), gy = grad_output.contiguous(fmt(kcl));
     WgradParams p{};
     p.gy = gy.data_ptr();

@@ -266,7 +266,9 @@ def _wgmma_runs() -> bool:
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("form", ["mma", "wmma", "mma-pipelined", pytest.param("wgmma-pipelined", marks=pytest.mark.untried),
-                                  pytest.param("wgmma-n64-pipelined", marks=pytest.mark.untried)])
+                                  pytest.param("wgmma-n64-pipelined", marks=pytest.mark.untried),
+                                  pytest.param("mma-taps9-pipelined", marks=pytest.mark.untried),
+                                  pytest.param("wgmma-taps1-pipelined", marks=pytest.mark.untried)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_cuda_tensor_core_forms(monkeypatch, form, dtype, layout):
@@ -280,14 +282,21 @@ def test_cuda_tensor_core_forms(monkeypatch, form, dtype, layout):
     grad_weight between them stage every shared-tile layout the fragment loads handle (A as
     [m][k] or [k][m], B as [k][n] or [n][k]). Shapes span several tiles in every GEMM dimension,
     with ragged edges, a large dilation (skipped taps), a strided grad_input (stride phases) and
-    channel counts that break the 16-byte runs (element-wise copies)."""
+    channel counts that break the 16-byte runs (element-wise copies). The ring's k order in tap
+    groups (RNNKERN_CONV_TAP_GROUP; 9 on wgmma, 1 elsewhere unless -tapsN says): a 5 x 3 kernel's
+    15 taps make a group of 9 and one of 6."""
     assert torch.backends.cudnn.allow_tf32
     if form.startswith("wgmma") and not _wgmma_runs():
         pytest.skip("wgmma needs an sm_90 GPU and an sm_90a build (elsewhere the rows would re-run mma.sync)")
     monkeypatch.setenv("RNNKERN_CONV_MMA", form.split("-")[0])
     monkeypatch.setenv("RNNKERN_CONV_PIPELINE", "1" if form.endswith("-pipelined") else "0")
     monkeypatch.setenv("RNNKERN_CONV_WGMMA_N", "64" if "-n64" in form else "128")
-    cases = [((3, 72, 37, 41), (136, 72, 3, 3), dict(padding=6, dilation=6)),
+    if "-taps" in form:
+        monkeypatch.setenv("RNNKERN_CONV_TAP_GROUP", form.split("-taps")[1].split("-")[0])
+    else:
+        monkeypatch.delenv("RNNKERN_CONV_TAP_GROUP", raising=False)
+    cases = [((2, 16, 14, 15), (24, 16, 5, 3), dict(padding=(2, 2), dilation=(1, 2))),
+             ((3, 72, 37, 41), (136, 72, 3, 3), dict(padding=6, dilation=6)),
              ((2, 40, 32, 32), (24, 40, 3, 3), dict(padding="same", dilation=18)),
              ((2, 24, 17, 10), (16, 24, 3, 3), dict(stride=3, padding=1)),
              ((2, 18, 15, 13), (20, 18, 3, 3), dict(padding=2, dilation=2)),
@@ -304,7 +313,9 @@ def test_cuda_tensor_core_forms(monkeypatch, form, dtype, layout):
 def test_cuda_nchw_via_channels_last(monkeypatch, form, dtype):
     """RNNKERN_CONV_NCHW=transpose: NCHW operands run on the channels_last kernels through
     channels_last copies (forward, grad_input, grad_weight, and the transposed convolution's gather
-    forward); results as the NCHW kernels' tolerances, returned NCHW."""
+    forward) where the tiles run on tensor cores (a depthwise case stays on its direct kernels);
+    results as the NCHW kernels' tolerances, returned NCHW, also for a tensor that is contiguous
+    in both layouts."""
     assert torch.backends.cudnn.allow_tf32
     if form == "wgmma" and not _wgmma_runs():
         pytest.skip("wgmma needs an sm_90 GPU and an sm_90a build")
@@ -312,7 +323,8 @@ def test_cuda_nchw_via_channels_last(monkeypatch, form, dtype):
     monkeypatch.setenv("RNNKERN_CONV_MMA", form)
     for xs, ws, kw in [((3, 72, 37, 41), (136, 72, 3, 3), dict(padding=6, dilation=6)),
                        ((2, 24, 17, 10), (16, 24, 3, 3), dict(stride=3, padding=1)),
-                       ((2, 16, 9, 9), (16, 1, 3, 3), dict(padding=2, dilation=2, groups=16))]:
+                       ((2, 16, 9, 9), (16, 1, 3, 3), dict(padding=2, dilation=2, groups=16)),
+                       ((2, 16, 1, 1), (24, 16, 3, 3), dict(padding=1))]:  # both NCHW- and CL-contiguous
         got, ref, tols = _cuda_vs_fp64(xs, ws, kw, dtype, torch.contiguous_format)
         for name, o, r, tol in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, ref, tols):
             assert rel_err(o, r) < tol, (form, name, rel_err(o, r), tol, xs, ws, kw)
@@ -337,6 +349,7 @@ def test_cuda_nchw_env_is_checked(monkeypatch):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("var,value,message", [("RNNKERN_CONV_MMA", "tcgen05", "must be 'mma', 'wmma' or 'wgmma'"),
+                                               ("RNNKERN_CONV_TAP_GROUP", "10", "must be an integer from 1 to 9"),
                                                ("RNNKERN_CONV_PIPELINE", "yes", "must be '0' or '1'")])
 def test_cuda_tensor_core_form_env_is_checked(monkeypatch, var, value, message):
     monkeypatch.setenv(var, value)
