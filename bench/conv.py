@@ -51,6 +51,7 @@ VARIANTS = {"wmma": {"RNNKERN_CONV_MMA": "wmma"},         # the earlier WMMA til
             "via CL wgmma": {"RNNKERN_CONV_NCHW": "transpose",  # ... and those on wgmma
                              "RNNKERN_CONV_MMA": "wgmma"}}
 NCHW_ONLY = ("via CL", "via CL wgmma")  # variants that change nothing for channels_last operands
+GATHER_ONLY = ("taps 9", "wgmma taps 1")  # the gather's k order: forward and dgrad, not wgrad
 
 GPU_CASES = (
     [Case(torch.float32, False, 8, 256, 256, 64, d) for d in (1, 2, 6, 12, 18)]
@@ -129,6 +130,8 @@ def cases(device: str, quick: bool) -> list[Bench]:
                          with_env(lambda gy=gy, w=w, xs=list(x.shape), s=s, p4=p4, dd=dd: DGRAD(gy, w, xs, s, p4, dd, 1),
                                   **env),
                          _torch_backward(gy, x, w, d, p, [True, False, False], c.no_cudnn), "TFLOP/s", flops))
+        if c.variant in GATHER_ONLY:
+            continue
         out.append(Bench("conv", name, "wgrad",
                          with_env(lambda gy=gy, x=x, ws=list(w.shape), s=s, p4=p4, dd=dd:
                                   WGRAD(gy, x, ws, s, p4, dd, 1, False), **env),

@@ -18,8 +18,9 @@ import torch
 
 OPS = ["max_unpool", "rnn", "conv_transpose", "conv"]  # each op adds its module name here
 # Opt-in forms that have not yet run on a GPU: their rows are benched after every other op's (a
-# kernel that faults loses the CUDA context, and with it every row after it).
-UNTRIED = {"RNNKERN_CONV_MMA": "wgmma", "RNNKERN_RNN_BARRIER": "exchange", "RNNKERN_CONV_TAP_GROUP": "9"}
+# kernel that faults loses the CUDA context, and with it every row after it), in this order: the
+# RNN exchange last, since a reader that waits in vain traps by design (rnn.cu: kExchangeMaxPolls).
+UNTRIED = {"RNNKERN_CONV_TAP_GROUP": "9", "RNNKERN_CONV_MMA": "wgmma", "RNNKERN_RNN_BARRIER": "exchange"}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -55,8 +56,13 @@ def with_env(fn, **env):
 
 
 def _untried(b: Bench) -> bool:
+    return _run_order(b) > 0
+
+
+def _run_order(b: Bench) -> int:
+    """0 for forms run on a GPU before; else 1 + the position in UNTRIED of the last form it uses."""
     env = getattr(b.ours, "env", {})
-    return any(env.get(k) == v for k, v in UNTRIED.items())
+    return max((1 + i for i, (k, v) in enumerate(UNTRIED.items()) if env.get(k) == v), default=0)
 
 
 def _time_once(fn: Callable[[], object], device: str, calls: int = 1) -> float:
@@ -155,12 +161,14 @@ def run(ops: Optional[list[str]] = None, device: Optional[str] = None, quick: bo
     if device == "cuda":
         warm_up_gpu()
     benches = [b for name in ops or OPS for b in importlib.import_module(f"bench.{name}").cases(device, quick)]
-    benches = [b for b in benches if not _untried(b)] + [b for b in benches if _untried(b)]
+    benches = sorted(benches, key=_run_order)  # (stable: each group in the ops' own order)
     rows, errors = [], []  # errors: rows that raised (an opt-in form that fails), kept apart from the measured
     result = {"device": _device_name(device), "torch": torch.__version__,
               "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
               "rnnkern": rnnkern.__version__, "host_cpu": _cpu_model(), "threads": torch.get_num_threads(),
-              "rows": rows}
+              "rows": rows,
+              # until the last row: a file left by a run that was stopped (a timeout) says so
+              "incomplete": f"the run stopped before its end ({len(benches)} rows planned)"}
     for i, b in enumerate(tqdm(benches, desc="bench", leave=False)):
         try:
             ms, torch_ms = time_pair(b.ours, b.theirs, device, quick)
@@ -183,6 +191,8 @@ def run(ops: Optional[list[str]] = None, device: Optional[str] = None, quick: bo
                 break
         if json_path:  # after every row, so a crash keeps what was measured
             _write_json(result, json_path)
+    else:  # every row ran
+        del result["incomplete"]
     print_table(result)
     if json_path:
         _write_json(result, json_path)

@@ -21,6 +21,10 @@ import sys
 from collections import defaultdict
 
 
+def label_of(env: dict) -> str:
+    return " ".join(f"{k.removeprefix('RNNKERN_')}={v}" for k, v in sorted(env.items()))
+
+
 def pairs(rows: list[dict]) -> list[tuple[dict, dict, str]]:
     """(default row, variant row, variant label) for every variant row that has a default."""
     defaults = defaultdict(list)  # (op, pass) -> rows without env
@@ -39,7 +43,7 @@ def pairs(rows: list[dict]) -> list[tuple[dict, dict, str]]:
         base = max(cands, key=lambda d: len(d["case"]))
         label = r["case"][len(base["case"]):].strip()
         if r.get("env"):
-            label = " ".join(f"{k.removeprefix('RNNKERN_')}={v}" for k, v in sorted(r["env"].items()))
+            label = label_of(r["env"])
         out.append((base, r, label))
     return out
 
@@ -54,7 +58,7 @@ def summarize(result: dict, markdown: bool = False) -> str:
         lines.append(f"{'op':<15}{'case':<46}{'pass':<8}{'variant':<38}{'default ms':>11}{'variant ms':>11}{'speedup':>9}")
     by_variant = defaultdict(list)
     for d, v, label in ps:
-        sp = d["ms"] / v["ms"]
+        sp = d["ms"] / v["ms"] if v["ms"] > 0 else float("inf")
         by_variant[label].append(sp)
         cells = [d["op"], d["case"], d["pass"], label, f"{d['ms']:.4f}", f"{v['ms']:.4f}", f"{sp:.2f}x"]
         if markdown:
@@ -68,6 +72,10 @@ def summarize(result: dict, markdown: bool = False) -> str:
         gm = math.prod(sps) ** (1 / len(sps))
         win, lose = sum(s > 1.05 for s in sps), sum(s < 1 / 1.05 for s in sps)
         lines.append(f"  {label:<44} {gm:5.2f}x over {len(sps):>2} rows: {win} faster, {lose} slower")
+    paired = {id(v) for _, v, _ in ps}
+    for r in result["rows"]:
+        if r.get("env") and id(r) not in paired:
+            lines.append(f"  no default row for {r['op']} {r['case']} {r['pass']} (failed, or not benched)")
     for e in result.get("errors", []):
         lines.append(f"FAILED {e['op']} {e['case']} {e['pass']}: {e['error'][:160]}")
     if "incomplete" in result:

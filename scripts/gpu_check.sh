@@ -6,13 +6,13 @@
 #   GPU_CHECK_STEPS="tests bench"        run a subset (the build always runs): tests memcheck racecheck bench
 #                                        (the default; bench includes host_overhead and rnn_trace), and profile (never by default): Nsight Compute
 #                                        on the kernels that miss their models, scripts/gpu_profile.sh,
-#                                        into OUTDIR/profile, after the rest, alone (~2-3.5 min alone)
+#                                        into OUTDIR/profile, after the rest, alone (~3-5.5 min for all cases)
 #                                        (a device call is capped at 10 minutes; split the run if needed)
 #   GPU_CHECK_SANITIZE_OPS="rnn conv_transpose"  sanitizer runs over these families only (default: all:
 #                                        unpool rnn conv conv_transpose conv_wgmma rnn_exchange)
 #   GPU_CHECK_BENCH_OPS="conv_transpose rnn"     bench these ops only (default: all)
 #   GPU_CHECK_PROFILE_CASES="conv-bf16-CL-256-64x64-d1 ..."  profile these cases of
-#                                        scripts/profile_driver.py only (default: all, ~4 min)
+#                                        scripts/profile_driver.py only (default: all; 14-27 s a case)
 #   GPU_CHECK_PREBUILT=1                 use an rnnkern/_C*.so carried in (built elsewhere against the
 #                                        same torch) when it imports with CUDA kernels; else build here
 #   GPU_CHECK_PACK=$OUT/gpu-check.tgz   write the logs to OUTDIR outside $OUT and pack them into this one

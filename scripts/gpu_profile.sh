@@ -20,8 +20,8 @@
 # how many passes, each iteration's time); CASE.txt (the details page: every section's metrics and
 # ncu's findings); CASE.sass.csv (the source page: per SASS instruction, stall samples and counts);
 # CASE.raw.csv (every metric). summary.txt: each case's status, then one line per profiled kernel.
-# Time on an H200 (2026-11-26, ncu 2025.3): 14-27 s a case (34 replay passes a kernel); the ten
-# cases take ~4 minutes. The text pages are written in the background while the next case runs.
+# Time on an H200 (2026-11-26, ncu 2025.3): 14-27 s a case (34 replay passes a kernel); the twelve
+# cases should take ~3-5.5 minutes (ten took ~4). The text pages are written in the background while the next case runs.
 # The tensor-core RNN kernel fails under ncu's kernel replay (LaunchFailed: its barriers need every
 # CTA resident), so its cases end with rc=9; every other case profiles.
 # Leaves the GPU's clocks alone (--clock-control none), as the lent machines require.

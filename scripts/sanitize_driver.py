@@ -123,21 +123,24 @@ def conv(dev):
                                   {"RNNKERN_CONV_PIPELINE": "1"}))
     # NCHW through channels_last copies (RNNKERN_CONV_NCHW=transpose), and a transposed
     # convolution's gather forward that way
-    _conv_tensor_core_forms(dev, ({"RNNKERN_CONV_NCHW": "transpose"},))
+    _conv_tensor_core_forms(dev, ({"RNNKERN_CONV_NCHW": "transpose"},), fmts=(torch.contiguous_format,))
     os.environ["RNNKERN_CONV_NCHW"] = "transpose"
     RF.conv_transpose2d(torch.randn(2, 16, 5, 7, device=dev), torch.randn(16, 8, 3, 3, device=dev), None, 2, 1)
     del os.environ["RNNKERN_CONV_NCHW"]
 
 
-def _conv_tensor_core_forms(dev, envs):
+def _conv_tensor_core_forms(dev, envs, fmts=(torch.contiguous_format, torch.channels_last), ring_only=False):
     """tf32 in both layouts, bf16 channels_last with 16-byte channel runs (18 channels break the
-    runs: 4-byte copies), strides, dilation, under each environment of `envs`."""
+    runs: 4-byte copies), strides, dilation, under each environment of `envs` (ring_only: leave out
+    what runs no cp.async ring, 16-bit NCHW and 16-bit without 16-byte runs)."""
     torch.backends.cudnn.allow_tf32 = True
     for env in envs:
         os.environ.update(env)
-        for fmt in (torch.contiguous_format, torch.channels_last):
+        for fmt in fmts:
             for dtype in (torch.float32, torch.bfloat16):
                 for cin in (24, 18):
+                    if ring_only and dtype != torch.float32 and (fmt != torch.channels_last or cin % 8):
+                        continue
                     x = torch.randn(2, cin, 13, 11, device=dev, dtype=dtype).contiguous(memory_format=fmt)
                     x.requires_grad_()
                     for stride, pad, dil in ((1, 1, 1), (2, 3, 3), (1, 12, 12)):
@@ -236,11 +239,13 @@ def rnn_exchange(dev):
 def conv_wgmma(dev):
     """The gather and grad_weight kernels on Hopper's warpgroup MMA (RNNKERN_CONV_MMA=wgmma, sm_90a;
     elsewhere these run mma.sync again) on 128 x 128 and 128 x 64 tiles (forced: these shapes have
-    <= 64 channels, which would pick 64), and the mma.sync ring in wgmma's k order (taps in groups
-    of 9), last and on their own as rnn_exchange."""
+    <= 64 channels, which would pick 64), and the ring's k order in tap groups (4 of a 3x3
+    kernel's 9 taps a group: the tables rebuilt between groups, on wgmma and mma.sync), last and
+    on their own as rnn_exchange."""
     _conv_tensor_core_forms(dev, ({"RNNKERN_CONV_MMA": "wgmma", "RNNKERN_CONV_WGMMA_N": "128"},
-                                  {"RNNKERN_CONV_MMA": "wgmma", "RNNKERN_CONV_WGMMA_N": "64"},
-                                  {"RNNKERN_CONV_PIPELINE": "1", "RNNKERN_CONV_TAP_GROUP": "9"}))
+                                  {"RNNKERN_CONV_MMA": "wgmma", "RNNKERN_CONV_WGMMA_N": "64",
+                                   "RNNKERN_CONV_TAP_GROUP": "4"},
+                                  {"RNNKERN_CONV_PIPELINE": "1", "RNNKERN_CONV_TAP_GROUP": "4"}), ring_only=True)
 
 
 CHECKS = [unpool, rnn, conv, conv_transpose, conv_wgmma, rnn_exchange]

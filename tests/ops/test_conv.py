@@ -2,6 +2,7 @@
 torch's F.conv1d/F.conv2d in fp64: forward, grad-input, grad-weight, grad-bias."""
 import pathlib
 import random
+import re
 
 import pytest
 import torch
@@ -321,6 +322,16 @@ def test_cuda_nchw_via_channels_last(monkeypatch, form, dtype):
         pytest.skip("wgmma needs an sm_90 GPU and an sm_90a build")
     monkeypatch.setenv("RNNKERN_CONV_NCHW", "transpose")
     monkeypatch.setenv("RNNKERN_CONV_MMA", form)
+    # the channels_last instances are the ones that run (template argument kCL after the path)
+    x = torch.randn(2, 16, 12, 12, device="cuda", dtype=dtype, requires_grad=True)
+    w = torch.randn(24, 16, 3, 3, device="cuda", dtype=dtype, requires_grad=True)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        RF.conv2d(x, w, None, 1, 2, 2).sum().backward()
+        torch.cuda.synchronize()
+    names = [e.key.replace(" ", "") for e in prof.key_averages()]
+    layouts = [re.search(r"(?:gather_conv_kernel|wgrad_kernel)<[^,]+,\(rnnkern::\(anonymousnamespace\)::Path\)\d,(\w+),", n)
+               for n in names]
+    assert sorted(m.group(1) for m in layouts if m) == ["true"] * 3, names  # forward, grad_input, grad_weight
     for xs, ws, kw in [((3, 72, 37, 41), (136, 72, 3, 3), dict(padding=6, dilation=6)),
                        ((2, 24, 17, 10), (16, 24, 3, 3), dict(stride=3, padding=1)),
                        ((2, 16, 9, 9), (16, 1, 3, 3), dict(padding=2, dilation=2, groups=16)),
@@ -341,6 +352,7 @@ def test_cuda_nchw_via_channels_last(monkeypatch, form, dtype):
 
 @pytest.mark.cuda
 def test_cuda_nchw_env_is_checked(monkeypatch):
+    assert torch.backends.cudnn.allow_tf32  # (read where the tiles run on tensor cores)
     monkeypatch.setenv("RNNKERN_CONV_NCHW", "cl")
     x, w = torch.randn(1, 8, 6, 6, device="cuda"), torch.randn(8, 8, 3, 3, device="cuda")
     with pytest.raises(RuntimeError, match="RNNKERN_CONV_NCHW must be 'native' or 'transpose'"):
