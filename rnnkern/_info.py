@@ -1,6 +1,7 @@
 """What this build of rnnkern contains, for `rnnkern info` and bug reports."""
 from __future__ import annotations
 
+import os
 import platform
 
 import torch
@@ -31,4 +32,7 @@ def info() -> dict:
         "cpu_threads": torch.get_num_threads(),
         "cpu_rnn_step": ops.rnn.cpu_step(),
         "ops": list(ops.OPS),
+        # the RNNKERN_* switches set in this process (paths forced, opt-in forms: README), since
+        # they change which kernels run
+        "overrides": {k: v for k, v in sorted(os.environ.items()) if k.startswith("RNNKERN_") and v} or None,
     }

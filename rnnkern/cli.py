@@ -19,6 +19,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     else:
         width = max(map(len, info))
         for k, v in info.items():
+            if isinstance(v, dict):
+                v = " ".join(f"{name}={value}" for name, value in v.items())
             print(f"{k:<{width}}  {', '.join(v) if isinstance(v, list) else v}")
     return 0
 

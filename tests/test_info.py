@@ -27,3 +27,12 @@ def test_cli_info_json(capsys):
     assert main(["info", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["ops"] == rnnkern.info()["ops"]
+
+
+def test_info_lists_the_switches_set(monkeypatch):
+    for k in [k for k in __import__("os").environ if k.startswith("RNNKERN_")]:
+        monkeypatch.delenv(k)
+    assert rnnkern.info()["overrides"] is None
+    monkeypatch.setenv("RNNKERN_CONV_MMA", "wgmma")
+    monkeypatch.setenv("RNNKERN_DEBUG", "")  # set but empty: not a switch
+    assert rnnkern.info()["overrides"] == {"RNNKERN_CONV_MMA": "wgmma"}
