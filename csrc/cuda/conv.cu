@@ -653,8 +653,8 @@ struct WgmmaTiles {
 // within a group, channel chunk by chunk, each chunk's BK channels for every tap of the group before
 // the next chunk (a group of one: tap by tap, all channels of a tap before the next tap). A 3x3 kernel's
 // taps read the block's pixels shifted by one to two rows / columns: 128 pixels of two 64-wide rows
-// (d1) touch ~4 x 66 distinct pixels over 9 taps, so a chunk's ~9 x 8 KB (bf16) of gathered A is
-// ~17 KB of distinct lines, which stay in L1 from one tap's copy to the next's (cp.async.ca) where
+// (d1) touch ~4 x 64 distinct pixels over 9 taps, so a chunk's ~9 x 8 KB (bf16) of gathered A is
+// ~12-16 KB of distinct lines, which stay in L1 from one tap's copy to the next's (cp.async.ca) where
 // all 256 channels of a tap (64 KB) did not. Prediction in bench/NOTES.md: the gathered operand's L2
 // traffic, the larger one at 128-column tiles, ~4x smaller at d1. Costs one offset table per tap of
 // the group (tap_group x BM x 8 bytes of dynamic shared memory after the stages: ring_table_bytes)
