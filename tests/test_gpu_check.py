@@ -39,3 +39,26 @@ def test_sanitizer_families_run_on_cpu():
             assert {k: v for k, v in os.environ.items() if k.startswith("RNNKERN_")} == before, check.__name__
     finally:
         torch.backends.cudnn.allow_tf32 = tf32
+
+
+def test_profile_cases_run_on_cpu():
+    """Every Nsight case of scripts/profile_driver.py builds and runs its calls (dry run on the
+    CPU ops at small sizes), so a broken case shows here rather than in a device run's profile."""
+    import importlib.util
+    import os
+    import sys
+
+    spec = importlib.util.spec_from_file_location("profile_driver", ROOT / "scripts" / "profile_driver.py")
+    driver = importlib.util.module_from_spec(spec)
+    sys.modules["profile_driver"] = driver  # (its dataclasses look their module up)
+    small = {"rnn": dict(B=3, H=16, T=4), "conv": dict(n=1, cin=8, cout=8, hw=8),
+             "conv_transpose": dict(n=1, hw=2, cin=4, cout=4), "max_unpool": dict(n=1, c=2, h=4, w=4)}
+    saved = dict(os.environ)
+    try:
+        spec.loader.exec_module(driver)
+        for name, case in driver.CASES.items():
+            driver.run(name, device="cpu", overrides=small[case.setup.__name__])
+    finally:  # run() drops RNNKERN_* and sets the case's own
+        os.environ.clear()
+        os.environ.update(saved)
+        sys.modules.pop("profile_driver", None)
