@@ -4,6 +4,7 @@ threads and one row per case: see `run`) and a PNG chart. Op modules only measur
 plotting happen here."""
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -35,28 +36,32 @@ class Bench:
     amount: float                   # bytes, FLOPs or steps per call, for `metric`
 
 
+@contextlib.contextmanager
+def switches(**env):
+    """Environment variables set for the block (the ops read their RNNKERN_* switches per call),
+    then as they were. Also scripts/sanitize_driver.py's."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k)
+            else:
+                os.environ[k] = v
+
+
 def with_env(fn, **env):
-    """fn with environment variables set for the duration of each call (the op reads them per call)."""
+    """fn with environment variables set for the duration of each call (switches)."""
     if not env:
         return fn
 
     def run():
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
+        with switches(**env):
             return fn()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k)
-                else:
-                    os.environ[k] = v
-    run.env = dict(env)  # (read by _untried)
+    run.env = dict(env)  # (read by _run_order and recorded in the rows)
     return run
-
-
-def _untried(b: Bench) -> bool:
-    return _run_order(b) > 0
 
 
 def _run_order(b: Bench) -> int:

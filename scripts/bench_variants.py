@@ -41,9 +41,7 @@ def pairs(rows: list[dict]) -> list[tuple[dict, dict, str]]:
         if not cands:
             continue
         base = max(cands, key=lambda d: len(d["case"]))
-        label = r["case"][len(base["case"]):].strip()
-        if r.get("env"):
-            label = label_of(r["env"])
+        label = label_of(r["env"]) if r.get("env") else r["case"][len(base["case"]):].strip()
         out.append((base, r, label))
     return out
 
@@ -68,8 +66,9 @@ def summarize(result: dict, markdown: bool = False) -> str:
                          f"{cells[6]:>9}")
     lines.append("")
     lines.append("per variant: geometric mean speedup over its rows, rows faster / slower by more than 5%")
-    for label, sps in sorted(by_variant.items(), key=lambda kv: -math.prod(kv[1]) ** (1 / len(kv[1]))):
-        gm = math.prod(sps) ** (1 / len(sps))
+    means = {label: math.prod(sps) ** (1 / len(sps)) for label, sps in by_variant.items()}
+    for label in sorted(means, key=means.get, reverse=True):
+        sps, gm = by_variant[label], means[label]
         win, lose = sum(s > 1.05 for s in sps), sum(s < 1 / 1.05 for s in sps)
         lines.append(f"  {label:<44} {gm:5.2f}x over {len(sps):>2} rows: {win} faster, {lose} slower")
     paired = {id(v) for _, v, _ in ps}

@@ -1,7 +1,8 @@
 """Calls every CUDA kernel once on small odd shapes, forward and backward, for compute-sanitizer
 (memcheck / racecheck) in scripts/gpu_check.sh. Each op family registers a function below.
     python scripts/sanitize_driver.py [unpool|rnn|conv|conv_transpose ...]   (default: all)"""
-import os
+import itertools
+import pathlib
 import sys
 
 import torch
@@ -9,6 +10,10 @@ import torch.nn.functional as F
 
 import rnnkern
 import rnnkern.functional as RF
+from rnnkern.ops.rnn import rnn_forward
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the repository, for bench/
+from bench.harness import switches  # noqa: E402  (RNNKERN_* switches for a block)
 
 
 def unpool(dev):
@@ -49,7 +54,6 @@ def rnn(dev):
         m(packed)[0].data.float().sum().backward()
     # the op itself: several rows per CTA with a ragged last CTA (H=300), over 48 KB of dynamic
     # shared memory (H=2049: 16 fp32 rows per CTA on 132 SMs), lengths with a zero
-    from rnnkern.ops.rnn import rnn_forward
     for H in (300, 2049):
         for dtype in (torch.float32, torch.bfloat16):
             T, B, I = 3, 5, 8
@@ -62,20 +66,14 @@ def rnn(dev):
     # every step barrier: grid.sync (the default), the flag barrier, one cluster (sm_90, H <= 256)
     # (no barrier, the exchange words: rnn_exchange below)
     for barrier in ("grid", "flag", "cluster"):
-        os.environ["RNNKERN_RNN_BARRIER"] = barrier
-        for H in (33, 256):
-            args = [a.to(dev).requires_grad_() for a in (torch.randn(4, 3, 5), torch.randn(3, H), torch.randn(H, 5),
-                                                         torch.randn(H, H) / H ** 0.5, torch.randn(H), torch.randn(H))]
-            out, hn = rnn_forward(*args, torch.tensor([4, 2, 0]), True)
-            (out.sum() + hn.sum()).backward()
-    os.environ.pop("RNNKERN_RNN_BARRIER")
+        with switches(RNNKERN_RNN_BARRIER=barrier):
+            _rnn_fma(dev, torch.tensor([4, 2, 0]))
     # the tensor-core kernel (sm_90): one cluster (H=100) and several with the flag barrier
     # (H=300), tf32 / bf16 / fp16, B of 17 (a ragged 16-row tile), lengths with a zero
     torch.backends.cudnn.allow_tf32 = True
-    os.environ["RNNKERN_RNN_MATH"] = "mma"
-    for H in (100, 300):
-        _rnn_tensor_cores(dev, H)
-    os.environ.pop("RNNKERN_RNN_MATH")
+    with switches(RNNKERN_RNN_MATH="mma"):
+        for H in (100, 300):
+            _rnn_tensor_cores(dev, H)
     # B > 64: the general path's raw steps (one cuBLAS product + one kernel each), lengths with
     # runs of equal row counts and a zero, stride-0 upstream gradients
     for dtype in (torch.float32, torch.bfloat16):
@@ -87,14 +85,13 @@ def rnn(dev):
     # the same steps as CUDA graphs (RNNKERN_RNN_GRAPH=1): runs of >= 8 steps, captured on the
     # second call with the same buffers, replayed after (grads cleared each call, so the
     # allocator hands the same blocks back)
-    os.environ["RNNKERN_RNN_GRAPH"] = "1"
     args = [a.to(dev).requires_grad_() for a in (torch.randn(12, 67, 6), torch.randn(67, 33), torch.randn(33, 6),
                                                  torch.randn(33, 33) / 33 ** 0.5, torch.randn(33), torch.randn(33))]
-    for _ in range(5):
-        out, hn = rnn_forward(*args, None, False)
-        torch.autograd.grad(out.sum() + hn.sum(), args)
-        del out, hn
-    os.environ.pop("RNNKERN_RNN_GRAPH")
+    with switches(RNNKERN_RNN_GRAPH="1"):
+        for _ in range(5):
+            out, hn = rnn_forward(*args, None, False)
+            torch.autograd.grad(out.sum() + hn.sum(), args)
+            del out, hn
 
 
 def conv(dev):
@@ -124,9 +121,8 @@ def conv(dev):
     # NCHW through channels_last copies (RNNKERN_CONV_NCHW=transpose), and a transposed
     # convolution's gather forward that way
     _conv_tensor_core_forms(dev, ({"RNNKERN_CONV_NCHW": "transpose"},), fmts=(torch.contiguous_format,))
-    os.environ["RNNKERN_CONV_NCHW"] = "transpose"
-    RF.conv_transpose2d(torch.randn(2, 16, 5, 7, device=dev), torch.randn(16, 8, 3, 3, device=dev), None, 2, 1)
-    del os.environ["RNNKERN_CONV_NCHW"]
+    with switches(RNNKERN_CONV_NCHW="transpose"):
+        RF.conv_transpose2d(torch.randn(2, 16, 5, 7, device=dev), torch.randn(16, 8, 3, 3, device=dev), None, 2, 1)
 
 
 def _conv_tensor_core_forms(dev, envs, fmts=(torch.contiguous_format, torch.channels_last), ring_only=False):
@@ -135,20 +131,16 @@ def _conv_tensor_core_forms(dev, envs, fmts=(torch.contiguous_format, torch.chan
     what runs no cp.async ring, 16-bit NCHW and 16-bit without 16-byte runs)."""
     torch.backends.cudnn.allow_tf32 = True
     for env in envs:
-        os.environ.update(env)
-        for fmt in fmts:
-            for dtype in (torch.float32, torch.bfloat16):
-                for cin in (24, 18):
-                    if ring_only and dtype != torch.float32 and (fmt != torch.channels_last or cin % 8):
-                        continue
-                    x = torch.randn(2, cin, 13, 11, device=dev, dtype=dtype).contiguous(memory_format=fmt)
-                    x.requires_grad_()
-                    for stride, pad, dil in ((1, 1, 1), (2, 3, 3), (1, 12, 12)):
-                        w = torch.randn(20, cin, 3, 3, device=dev, dtype=dtype, requires_grad=True)
-                        y = RF.conv2d(x, w, None, stride, pad, dil)
-                        y.backward(torch.randn_like(y))
-        for k in env:
-            del os.environ[k]
+        with switches(**env):
+            for fmt, dtype, cin in itertools.product(fmts, (torch.float32, torch.bfloat16), (24, 18)):
+                if ring_only and dtype != torch.float32 and (fmt != torch.channels_last or cin % 8):
+                    continue
+                x = torch.randn(2, cin, 13, 11, device=dev, dtype=dtype).contiguous(memory_format=fmt)
+                x.requires_grad_()
+                for stride, pad, dil in ((1, 1, 1), (2, 3, 3), (1, 12, 12)):
+                    w = torch.randn(20, cin, 3, 3, device=dev, dtype=dtype, requires_grad=True)
+                    y = RF.conv2d(x, w, None, stride, pad, dil)
+                    y.backward(torch.randn_like(y))
 
 
 def conv_transpose(dev):
@@ -172,12 +164,11 @@ def conv_transpose(dev):
             RF.conv_transpose2d(x, w, torch.randn(10, device=dev), 8, 0, 0, 2).sum().backward()
     # the sub-pixel forward on the engine's cp.async ring (opt-in there: RNNKERN_CONV_PIPELINE=1),
     # tf32 and bf16 channels_last; k == s on the engine too (RNNKERN_CONV_GEMM=0), not cuBLAS
-    os.environ.update(RNNKERN_CONV_PIPELINE="1", RNNKERN_CONV_GEMM="0")
-    for dtype in (torch.float32, torch.bfloat16):
-        x = torch.randn(2, 16, 5, 7, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
-        RF.conv_transpose2d(x, torch.randn(16, 8, 16, 16, device=dev, dtype=dtype), None, 8)
-        RF.conv_transpose2d(x, torch.randn(16, 8, 2, 2, device=dev, dtype=dtype), None, 2)
-    del os.environ["RNNKERN_CONV_PIPELINE"], os.environ["RNNKERN_CONV_GEMM"]
+    with switches(RNNKERN_CONV_PIPELINE="1", RNNKERN_CONV_GEMM="0"):
+        for dtype in (torch.float32, torch.bfloat16):
+            x = torch.randn(2, 16, 5, 7, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
+            RF.conv_transpose2d(x, torch.randn(16, 8, 16, 16, device=dev, dtype=dtype), None, 8)
+            RF.conv_transpose2d(x, torch.randn(16, 8, 2, 2, device=dev, dtype=dtype), None, 2)
     # kernel <= stride on cuBLAS (csrc/conv_gemm.h): every dtype and layout, patches with a
     # leftover row / column, 1x1, and the transposed convolution with and without a bias
     for fmt in (torch.contiguous_format, torch.channels_last):
@@ -208,8 +199,16 @@ def conv_transpose(dev):
     RF.conv_transpose2d(x, w, torch.randn(21, device=dev), 8).sum().backward()
 
 
+def _rnn_fma(dev, lengths):
+    """The FMA persistent kernel (H 33 and 256: one CTA's rows and many), forward and backward."""
+    for H in (33, 256):
+        args = [a.to(dev).requires_grad_() for a in (torch.randn(4, 3, 5), torch.randn(3, H), torch.randn(H, 5),
+                                                     torch.randn(H, H) / H ** 0.5, torch.randn(H), torch.randn(H))]
+        out, hn = rnn_forward(*args, lengths, True)
+        (out.sum() + hn.sum()).backward()
+
+
 def _rnn_tensor_cores(dev, H):
-    from rnnkern.ops.rnn import rnn_forward
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         args = [a.to(dev, dtype).requires_grad_() for a in (torch.randn(4, 17, 6), torch.randn(17, H),
                                                             torch.randn(H, 6), torch.randn(H, H) / H ** 0.5,
@@ -222,18 +221,11 @@ def _rnn_tensor_cores(dev, H):
 def rnn_exchange(dev):
     """RNNKERN_RNN_BARRIER=exchange (no step barrier: step-tagged words), last and on its own: a
     reader that waits too long traps, which would end the run before the other families."""
-    from rnnkern.ops.rnn import rnn_forward
-    os.environ["RNNKERN_RNN_BARRIER"] = "exchange"
-    for H in (33, 256):  # the FMA kernel, lengths ending before T
-        args = [a.to(dev).requires_grad_() for a in (torch.randn(4, 3, 5), torch.randn(3, H), torch.randn(H, 5),
-                                                     torch.randn(H, H) / H ** 0.5, torch.randn(H), torch.randn(H))]
-        out, hn = rnn_forward(*args, torch.tensor([3, 2, 0]), True)
-        (out.sum() + hn.sum()).backward()
-    torch.backends.cudnn.allow_tf32 = True
-    os.environ["RNNKERN_RNN_MATH"] = "mma"  # the tensor-core kernel across clusters
-    _rnn_tensor_cores(dev, 300)
-    os.environ.pop("RNNKERN_RNN_MATH")
-    os.environ.pop("RNNKERN_RNN_BARRIER")
+    with switches(RNNKERN_RNN_BARRIER="exchange"):
+        _rnn_fma(dev, torch.tensor([3, 2, 0]))  # lengths ending before T
+        torch.backends.cudnn.allow_tf32 = True
+        with switches(RNNKERN_RNN_MATH="mma"):  # the tensor-core kernel across clusters
+            _rnn_tensor_cores(dev, 300)
 
 
 def conv_wgmma(dev):

@@ -479,8 +479,9 @@ struct GatherParams {
   // tile_w columns (tiles_h x tiles_w per image; Mt counts their slots, ragged ones masked) so
   // that a large dilation's taps can miss a whole tile along W as well as along H; 0: row order.
   int tile_w, tiles_h, tiles_w;
-  // The ring forms' k order (kStages > 1): taps in groups of tap_group (1..kTapGroup; tap_group_for),
-  // chunk-major within a group, the gathered operand copied through L1 when > 1; 1: tap by tap.
+  // The ring forms' k order (kStages > 1): taps in groups of tap_group (1..kTapGroup, set by the
+  // ring's launchers: tap_group_for), chunk-major within a group, the gathered operand copied
+  // through L1 when > 1; 1: tap by tap.
   int tap_group;
   bool vec_a, vec_b;
 };
@@ -1524,13 +1525,25 @@ void launch_with_dynamic_smem(Kernel kernel, dim3 grid, int bytes, cudaStream_t 
   kernel<<<grid, kThreads, bytes, stream>>>(p);
 }
 
+// Taps per group of the ring forms' k order (GatherParams::tap_group): kTapGroup on wgmma, whose
+// floor is the gathered operand's L2 traffic (bench/NOTES.md), 1 (tap by tap) on mma.sync until a
+// GPU has compared them; RNNKERN_CONV_TAP_GROUP=1..9 (read per call) forces one.
+int tap_group_for(bool wgmma) {
+  const char* e = std::getenv("RNNKERN_CONV_TAP_GROUP");
+  if (e == nullptr || *e == '\0') return wgmma ? kTapGroup : 1;
+  const std::string v(e);
+  TORCH_CHECK(v.size() == 1 && v[0] >= '1' && v[0] <= '0' + kTapGroup,
+              "RNNKERN_CONV_TAP_GROUP must be an integer from 1 to ", kTapGroup, ", got '", v, "'");
+  return v[0] - '0';
+}
+
 // gather_conv_kernel with kPipelineStages<T> cp.async stages (use_pipeline chose it); 16-bit
 // runs only channels_last, so only those variants are instantiated for it.
 template <typename T, Path P>
-void launch_gather_pipelined(const GatherParams& p, bool cl, bool trans, dim3 grid, cudaStream_t stream) {
+void launch_gather_pipelined(GatherParams p, bool cl, bool trans, dim3 grid, cudaStream_t stream) {
   constexpr int S = kPipelineStages<T>;
   check_ring_runs<T>(p);
-  TORCH_INTERNAL_ASSERT(p.tap_group >= 1 && p.tap_group <= kTapGroup, "gather ring: tap_group unset");
+  p.tap_group = tap_group_for(false);
   const auto run = [&](auto kernel, int bytes) { launch_with_dynamic_smem(kernel, grid, bytes, stream, p); };
   if (cl) {
     const int bytes = GatherTiles<T, P, true>::bytes(S) + ring_table_bytes(p.tap_group);
@@ -1574,25 +1587,12 @@ int wgmma_tile_n(int64_t n) {
   return v == "128" ? 128 : 64;
 }
 
-// Taps per group of the ring forms' k order (GatherParams::tap_group): kTapGroup on wgmma, whose
-// floor is the gathered operand's L2 traffic (bench/NOTES.md), 1 (tap by tap) on mma.sync until a
-// GPU has compared them; RNNKERN_CONV_TAP_GROUP=1..9 (read per call) forces one.
-int tap_group_for(bool wgmma) {
-  const char* e = std::getenv("RNNKERN_CONV_TAP_GROUP");
-  if (e == nullptr || *e == '\0') return wgmma ? kTapGroup : 1;
-  const std::string v(e);
-  TORCH_CHECK(v.size() == 1 && v[0] >= '1' && v[0] <= '0' + kTapGroup,
-              "RNNKERN_CONV_TAP_GROUP must be an integer from 1 to ", kTapGroup, ", got '", v, "'");
-  return v[0] - '0';
-}
-
 // gather_conv_kernel's wgmma form on BM x TN tiles, kWgmmaStages<T> stages; p.wt is the weight
 // K-major (G, taps, Nn, R) and p.vec_b says its rows run in 16-byte copies.
 template <typename T, Path P, int TN>
 void launch_gather_wgmma_tn(const GatherParams& p, bool cl, bool trans, dim3 grid, cudaStream_t stream) {
   constexpr int S = kWgmmaStages<T>;
   check_ring_runs<T>(p);
-  TORCH_INTERNAL_ASSERT(p.tap_group >= 1 && p.tap_group <= kTapGroup, "gather ring: tap_group unset");
   const int bytes = WgmmaTiles<T, P, TN>::bytes(S) + ring_table_bytes(p.tap_group);
   const auto run = [&](auto kernel) { launch_with_dynamic_smem(kernel, grid, bytes, stream, p); };
   if (cl) {
@@ -1608,7 +1608,8 @@ void launch_gather_wgmma_tn(const GatherParams& p, bool cl, bool trans, dim3 gri
 
 // grid_for(columns): the launch grid for block tiles of that many columns.
 template <typename T, Path P, typename GridFor>
-void launch_gather_wgmma(const GatherParams& p, bool cl, bool trans, GridFor&& grid_for, cudaStream_t stream) {
+void launch_gather_wgmma(GatherParams p, bool cl, bool trans, GridFor&& grid_for, cudaStream_t stream) {
+  p.tap_group = tap_group_for(true);
   if (wgmma_tile_n(p.Nn) == 128) launch_gather_wgmma_tn<T, P, 128>(p, cl, trans, grid_for(128), stream);
   else launch_gather_wgmma_tn<T, P, 64>(p, cl, trans, grid_for(64), stream);
 }
@@ -1656,7 +1657,6 @@ void launch_gather(GatherParams p, const at::Tensor& w, bool cl, bool trans, int
         const at::Tensor wt_k = w.transpose(-1, -2).clone(at::MemoryFormat::Contiguous);
         p.wt = wt_k.data_ptr();
         p.vec_b = vec_bk;
-        p.tap_group = tap_group_for(true);
         launch_gather_wgmma<T, P>(p, cl, trans, grid_for, stream);
         return;
       }
@@ -1667,7 +1667,6 @@ void launch_gather(GatherParams p, const at::Tensor& w, bool cl, bool trans, int
     const dim3 grid = grid_for(BN);
     if constexpr (P == Path::kTf32 || P == Path::k16) {
       if (use_pipeline(sizeof(T), cl, p.vec_a, p.vec_b, p.ps > 1)) {
-        p.tap_group = tap_group_for(false);
         launch_gather_pipelined<T, P>(p, cl, trans, grid, stream);
         return;
       }
@@ -1858,8 +1857,6 @@ bool nchw_via_channels_last(bool cl, at::ScalarType dtype, const ConvGeometry& g
   return tensor_cores && env_switch("RNNKERN_CONV_NCHW", "native", "transpose");
 }
 
-constexpr at::MemoryFormat kChannelsLast = at::MemoryFormat::ChannelsLast;
-
 // The forward on the engine into y (N, K, OH, OW), or with shuffle > 1 into the pixel-shuffled
 // y (N, K / shuffle^2, OH * shuffle, OW * shuffle) (GatherParams::ps); y is contiguous in the
 // layout `cl` says, which the input is made contiguous in.
@@ -1899,7 +1896,7 @@ at::Tensor conv2d_forward_cuda(const at::Tensor& input, const at::Tensor& weight
   if (gemm_route(g)) {
     conv2d_forward_gemm(input.contiguous(fmt(cl)), weight, bias, g, cl, y, CublasConvGemm{});
   } else if (nchw_via_channels_last(cl, input.scalar_type(), g)) {
-    at::Tensor y_cl = at::empty_like(y, kChannelsLast);
+    at::Tensor y_cl = at::empty_like(y, fmt(true));
     conv2d_forward_into(input, weight, bias, g, 1, true, y_cl);
     y.copy_(y_cl);
   } else {
@@ -1942,7 +1939,7 @@ at::Tensor conv2d_backward_input_cuda(const at::Tensor& grad_output, const at::T
   }
   const bool via_cl = nchw_via_channels_last(cl, grad_output.scalar_type(), g), kcl = cl || via_cl;  // the kernels' layout
   const at::Tensor gy = grad_output.contiguous(fmt(kcl));
-  at::Tensor out = via_cl ? at::empty(input_size, grad_output.options().memory_format(kChannelsLast)) : gx;
+  at::Tensor out = via_cl ? at::empty(input_size, grad_output.options().memory_format(fmt(true))) : gx;
   // (G, taps, Kg, Cg): B(tap, k; c) rows along the input channels (launch_gather copies it)
   const at::Tensor wt = weight.reshape({g.G, g.Kg(), g.Cg(), g.KH, g.KW}).permute({0, 3, 4, 1, 2});
   GatherParams p = gather_params(g, true);
@@ -1993,7 +1990,7 @@ void conv_transpose2d_forward_gather_cuda(const at::Tensor& input, const at::Ten
   const at::cuda::OptionalCUDAGuard guard(device_of(input));
   const bool via_cl = nchw_via_channels_last(cl, input.scalar_type(), g), kcl = cl || via_cl;  // the kernel's layout
   const at::Tensor x = input.contiguous(fmt(kcl));
-  at::Tensor out = via_cl ? at::empty_like(output, kChannelsLast) : output;
+  at::Tensor out = via_cl ? at::empty_like(output, fmt(true)) : output;
   // (G, taps, C_in/G, C_out/G): B(tap, ci; co) rows along the output channels (launch_gather copies it)
   const at::Tensor wt = weight.reshape({g.G, g.Kg(), g.Cg(), g.KH, g.KW}).permute({0, 3, 4, 1, 2});
   const at::Tensor b = bias ? bias->contiguous() : at::Tensor();

@@ -259,6 +259,14 @@ def test_cuda_large_tile_shapes(strict_fp32):
                  torch.float32, layout=layout)
 
 
+def _launched_kernels(fn) -> list[str]:
+    """The names of the CUDA kernels fn launches, without spaces, each once."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return [e.key.replace(" ", "") for e in prof.key_averages()]
+
+
 def _wgmma_runs() -> bool:
     """RNNKERN_CONV_MMA=wgmma takes effect: an sm_90 GPU and an sm_90a build (setup.py)."""
     from rnnkern import _build_info
@@ -325,10 +333,7 @@ def test_cuda_nchw_via_channels_last(monkeypatch, form, dtype):
     # the channels_last instances are the ones that run (template argument kCL after the path)
     x = torch.randn(2, 16, 12, 12, device="cuda", dtype=dtype, requires_grad=True)
     w = torch.randn(24, 16, 3, 3, device="cuda", dtype=dtype, requires_grad=True)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        RF.conv2d(x, w, None, 1, 2, 2).sum().backward()
-        torch.cuda.synchronize()
-    names = [e.key.replace(" ", "") for e in prof.key_averages()]
+    names = _launched_kernels(lambda: RF.conv2d(x, w, None, 1, 2, 2).sum().backward())
     layouts = [re.search(r"(?:gather_conv_kernel|wgrad_kernel)<[^,]+,\(rnnkern::\(anonymousnamespace\)::Path\)\d,(\w+),", n)
                for n in names]
     assert sorted(m.group(1) for m in layouts if m) == ["true"] * 3, names  # forward, grad_input, grad_weight
@@ -393,10 +398,7 @@ def test_cuda_wgmma_form_is_the_one_that_runs(monkeypatch, dtype, layout, tile_n
     stages = 4 if dtype == torch.float32 else 5  # conv.cu's kWgmmaStages
     x = torch.randn(2, 64, 20, 20, device="cuda", dtype=dtype).contiguous(memory_format=layout).requires_grad_()
     w = torch.randn(96, 64, 3, 3, device="cuda", dtype=dtype, requires_grad=True)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        RF.conv2d(x, w, None, 1, 1).sum().backward()
-        torch.cuda.synchronize()
-    names = [e.key.replace(" ", "") for e in prof.key_averages()]
+    names = _launched_kernels(lambda: RF.conv2d(x, w, None, 1, 1).sum().backward())
     gather = [n for n in names if "gather_conv_kernel" in n]
     for n_cols in {fwd_n, dgrad_n}:
         want = (fwd_n, dgrad_n).count(n_cols)
