@@ -9,6 +9,7 @@
 #include <torch/extension.h>
 #include <torch/library.h>
 
+#include "cpu/blas_emulation.h"
 #include "ops.h"
 
 TORCH_LIBRARY(rnnkern, m) {
@@ -67,6 +68,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("with_cuda") = false;
 #endif
   m.def("rnn_cpu_step", &rnnkern::rnn_cpu_step, "the CPU recurrence step float32 runs on (for rnnkern info)");
+  m.def(
+      "blas_gemm_emulated",
+      [](at::Tensor C, const at::Tensor& A, const at::Tensor& B, float beta) {
+        rnnkern::blas_gemm(C, A, B, beta, rnnkern::column_major_gemm);
+      },
+      "C = A B + beta C (CPU tensors, in place) through the cuBLAS call the CUDA build would make, emulated "
+      "(csrc/cpu/blas_emulation.h; for the tests)");
 #ifdef WITH_CUDA
   m.def("rnn_step_trace", &rnnkern::rnn_step_trace,
         "(kernel, stamps) of the last persistent RNN launch under RNNKERN_RNN_TRACE=1 (a diagnostic)");

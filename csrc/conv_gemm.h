@@ -31,7 +31,8 @@ namespace rnnkern {
 
 // RNNKERN_CONV_GEMM=0|1 (read per call): =0 keeps every convolution on the kernels, =1 sends the
 // GEMM-shaped ones to the BLAS route on CPU too (tests use it to check this file's layouts without
-// a GPU; the CPU kernels measured as fast there). Unset: `default_on` (CUDA: on).
+// a GPU, with RNNKERN_EMULATE_CUBLAS=1 also the cuBLAS arguments they lead to, see
+// csrc/cpu/blas_emulation.h; the CPU kernels measured as fast there). Unset: `default_on` (CUDA: on).
 inline bool conv_gemm_requested(bool default_on) { return env_switch("RNNKERN_CONV_GEMM", "0", "1", default_on); }
 
 // A convolution this file computes: kernel <= stride (patches that do not overlap), no padding, one

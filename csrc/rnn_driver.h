@@ -126,6 +126,23 @@ struct AtenGemm {
   at::Tensor operator()(const at::Tensor& A, const at::Tensor& B) const { return at::mm(A, B); }
 };
 
+// The driver's products on one BLAS call C = A B + beta C (`Core`, a blas_plan.h gemm):
+// csrc/cuda/rnn.cu's TF32 cuBLAS products, and their emulation in the CPU tests
+// (csrc/cpu/blas_emulation.h).
+template <class Core>
+struct BetaGemm {
+  void operator()(at::Tensor& out, const at::Tensor& A, const at::Tensor& B, const at::Tensor& add = {}) const {
+    if (add.defined()) out.copy_(add);  // a bias row broadcasts over out's rows
+    Core{}(out, A, B, add.defined() ? 1.f : 0.f);
+  }
+  void accumulate(at::Tensor& out, const at::Tensor& A, const at::Tensor& B) const { Core{}(out, A, B, 1.f); }
+  at::Tensor operator()(const at::Tensor& A, const at::Tensor& B) const {
+    at::Tensor out = at::empty({A.size(0), B.size(1)}, A.options());
+    Core{}(out, A, B, 0.f);
+    return out;
+  }
+};
+
 // out2 (T*B, H) <- x W_ih^T + b_ih + b_hh for every step at once (one GEMM).
 template <class Gemm = AtenGemm>
 void rnn_input_projection(at::Tensor& out2, const at::Tensor& x, const at::Tensor& w_ih,
@@ -197,15 +214,16 @@ std::tuple<at::Tensor, at::Tensor> rnn_forward_loop(const at::Tensor& x, const a
   return {out, rnn_last_state(out, h0, lengths)};
 }
 
-inline std::tuple<at::Tensor, at::Tensor> rnn_forward_general(const at::Tensor& x, const at::Tensor& h0,
-                                                              const at::Tensor& w_ih, const at::Tensor& w_hh,
-                                                              const std::optional<at::Tensor>& b_ih,
-                                                              const std::optional<at::Tensor>& b_hh,
-                                                              const std::vector<int64_t>& bs,
-                                                              const std::optional<at::Tensor>& lengths,
-                                                              bool relu) {
+template <class Gemm = AtenGemm>
+std::tuple<at::Tensor, at::Tensor> rnn_forward_general(const at::Tensor& x, const at::Tensor& h0,
+                                                       const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                                       const std::optional<at::Tensor>& b_ih,
+                                                       const std::optional<at::Tensor>& b_hh,
+                                                       const std::vector<int64_t>& bs,
+                                                       const std::optional<at::Tensor>& lengths, bool relu,
+                                                       const Gemm& gemm = Gemm{}) {
   AtenRecurrence step{h0, w_hh, relu};
-  return rnn_forward_loop(x, h0, w_ih, b_ih, b_hh, bs, lengths, step);
+  return rnn_forward_loop(x, h0, w_ih, b_ih, b_hh, bs, lengths, step, gemm);
 }
 
 // Everything after the reverse recurrence, as large GEMMs: given dz (T, B, H) = dL/d(pre-activation),
@@ -267,12 +285,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   return rnn_grads_from_dz(dz, grad_hn, x, h0, w_ih, w_hh, out, bs, has_bias, gemm);
 }
 
-inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backward_general(
+template <class Gemm = AtenGemm>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backward_general(
     const at::Tensor& grad_out, const at::Tensor& grad_hn, const at::Tensor& x, const at::Tensor& h0,
     const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& out, const std::vector<int64_t>& bs,
-    bool relu, bool has_bias) {
+    bool relu, bool has_bias, const Gemm& gemm = Gemm{}) {
   AtenRecurrence step{h0, w_hh, relu};
-  return rnn_backward_loop(grad_out, grad_hn, x, h0, w_ih, w_hh, out, bs, relu, has_bias, step);
+  return rnn_backward_loop(grad_out, grad_hn, x, h0, w_ih, w_hh, out, bs, relu, has_bias, step, gemm);
 }
 
 }  // namespace rnnkern

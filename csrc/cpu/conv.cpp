@@ -51,6 +51,7 @@
 
 #include "../conv_common.h"
 #include "../conv_gemm.h"
+#include "blas_emulation.h"
 #include "../ops.h"
 
 namespace rnnkern {
@@ -1529,7 +1530,7 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
     std::optional<at::Tensor> b;
     if (bias) b = bias->detach().to(ct).contiguous();
     if (conv2d_takes_gemm(g, /*default_on=*/false)) {
-      conv2d_forward_gemm(x, prep(weight, ct, false), b, g, cl, y, AtenMatmul{});
+      conv2d_forward_gemm(x, prep(weight, ct, false), b, g, cl, y, CpuGemm{});
     } else if (direct_ok(g, ct)) {  // reads the weight through its strides
       forward_direct_avx512(g, cl, x, weight.detach().to(ct), /*flip_transpose=*/false, b, y);
     } else {
@@ -1554,7 +1555,7 @@ at::Tensor conv2d_backward_input_cpu(const at::Tensor& grad_output, const at::Te
   if (g.N > 0) {
     const at::Tensor gy = prep(grad_output, ct, cl), w = prep(weight, ct, false);
     if (conv2d_takes_gemm(g, /*default_on=*/false)) {
-      conv2d_backward_input_gemm(gy, w, g, cl, gx, AtenMatmul{});
+      conv2d_backward_input_gemm(gy, w, g, cl, gx, CpuGemm{});
     } else {
       AT_DISPATCH_FLOATING_TYPES(ct, "conv2d_backward_input_cpu",
                                  [&] { backward_input_impl<scalar_t>(g, cl, gy, w, gx); });
@@ -1576,7 +1577,7 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cpu(const at::Tensor& 
     const bool cl = conv_channels_last(input);
     const at::Tensor x = prep(input, ct, cl), gy = prep(grad_output, ct, cl);
     at::Tensor gw = at::empty(weight_size, x.options().memory_format(at::MemoryFormat::Contiguous));
-    conv2d_backward_weight_gemm(gy, x, g, cl, gw, AtenMatmul{});
+    conv2d_backward_weight_gemm(gy, x, g, cl, gw, CpuGemm{});
     at::Tensor gb = bias_grad ? gy.sum({0, 2, 3}) : at::empty({0}, gy.options());
     return {gw.to(input.scalar_type()), gb.to(input.scalar_type())};
   }

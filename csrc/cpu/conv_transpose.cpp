@@ -38,6 +38,7 @@
 
 #include "../conv_common.h"
 #include "../conv_gemm.h"
+#include "blas_emulation.h"
 #include "../ops.h"
 
 namespace rnnkern {
@@ -334,7 +335,7 @@ at::Tensor conv_transpose2d_forward_cpu(const at::Tensor& input, const at::Tenso
     const std::optional<at::Tensor> b =
         bias.has_value() ? std::optional<at::Tensor>(bias->detach().contiguous()) : std::nullopt;
     conv_transpose2d_forward_gemm(input.detach().contiguous(format_of(cl)), weight.detach(), b, g.sH, g.sW, cl,
-                                  output, AtenMatmul{});
+                                  output, CpuGemm{});
     return output;
   }
   if (conv_transpose2d_forward_direct_cpu(input, weight, bias, groups, stride, padding, dilation, output))

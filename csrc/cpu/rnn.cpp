@@ -20,6 +20,7 @@
 
 #include "../ops.h"
 #include "../rnn_driver.h"
+#include "blas_emulation.h"
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define RNNKERN_CPU_AVX512 1
@@ -267,6 +268,18 @@ std::string rnn_cpu_step() {
 }
 
 namespace {
+// fn(gemm) with the products through ATen, or (RNNKERN_EMULATE_CUBLAS=1, tests) through the
+// cuBLAS call the CUDA build makes for them in TF32 (rnn.cu's Tf32Gemm), emulated.
+template <typename Fn>
+auto with_cpu_rnn_gemm(Fn&& fn) {
+  struct EmulatedCublas {
+    void operator()(at::Tensor& C, const at::Tensor& A, const at::Tensor& B, float beta) const {
+      blas_gemm(C, A, B, beta, column_major_gemm);
+    }
+  };
+  return emulate_cublas() ? fn(BetaGemm<EmulatedCublas>{}) : fn(AtenGemm{});
+}
+
 std::optional<at::Tensor> to_float(const std::optional<at::Tensor>& t) {
   return t.has_value() ? std::optional<at::Tensor>(t->to(at::kFloat)) : std::nullopt;
 }
@@ -289,10 +302,13 @@ std::tuple<at::Tensor, at::Tensor> rnn_forward_cpu(const at::Tensor& input, cons
 #if RNNKERN_CPU_AVX512
   if (s.T > 0 && s.B > 0 && use_avx512_step("rnn_forward", input)) {
     Avx512Recurrence step{hx.contiguous(), pack_panels(w_hh.t()), s.B, s.H, relu};
-    return rnn_forward_loop(input, hx, w_ih, b_ih, b_hh, bs, lengths, step);
+    return with_cpu_rnn_gemm([&](const auto& gemm) {
+      return rnn_forward_loop(input, hx, w_ih, b_ih, b_hh, bs, lengths, step, gemm);
+    });
   }
 #endif
-  return rnn_forward_general(input, hx, w_ih, w_hh, b_ih, b_hh, bs, lengths, relu);
+  return with_cpu_rnn_gemm(
+      [&](const auto& gemm) { return rnn_forward_general(input, hx, w_ih, w_hh, b_ih, b_hh, bs, lengths, relu, gemm); });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backward_cpu(
@@ -311,11 +327,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
 #if RNNKERN_CPU_AVX512
   if (s.T > 0 && s.B > 0 && use_avx512_step("rnn_backward", input)) {
     Avx512Recurrence step{hx, pack_panels(w_hh), s.B, s.H, relu};
-    return rnn_backward_loop(grad_output.contiguous(), grad_hn, input, hx, w_ih, w_hh, output.contiguous(), bs, relu,
-                             has_bias, step);
+    return with_cpu_rnn_gemm([&](const auto& gemm) {
+      return rnn_backward_loop(grad_output.contiguous(), grad_hn, input, hx, w_ih, w_hh, output.contiguous(), bs,
+                               relu, has_bias, step, gemm);
+    });
   }
 #endif
-  return rnn_backward_general(grad_output, grad_hn, input, hx, w_ih, w_hh, output, bs, relu, has_bias);
+  return with_cpu_rnn_gemm([&](const auto& gemm) {
+    return rnn_backward_general(grad_output, grad_hn, input, hx, w_ih, w_hh, output, bs, relu, has_bias, gemm);
+  });
 }
 
 }  // namespace rnnkern

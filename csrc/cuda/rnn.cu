@@ -1158,22 +1158,12 @@ PersistentParams<scalar_t> make_params(const at::Tensor& weight, at::Tensor& seq
 // path's per-step products and the weight/input gradients go to cuBLAS with
 // CUBLAS_COMPUTE_32F_FAST_TF32 directly (fp32 in and out). rnn_driver.h's AtenGemm interface.
 
-struct Tf32Gemm {
-  // C (m x n) = A (m x k) B (k x n) + beta C (blas.cuh)
-  static void gemm(at::Tensor& C, const at::Tensor& A, const at::Tensor& B, float beta) {
+struct Tf32Cublas {
+  void operator()(at::Tensor& C, const at::Tensor& A, const at::Tensor& B, float beta) const {
     cublas_gemm(C, A, B, beta, /*tf32=*/true);
   }
-  void operator()(at::Tensor& out, const at::Tensor& A, const at::Tensor& B, const at::Tensor& add = {}) const {
-    if (add.defined()) out.copy_(add);  // a bias row broadcasts over out's rows
-    gemm(out, A, B, add.defined() ? 1.f : 0.f);
-  }
-  void accumulate(at::Tensor& out, const at::Tensor& A, const at::Tensor& B) const { gemm(out, A, B, 1.f); }
-  at::Tensor operator()(const at::Tensor& A, const at::Tensor& B) const {
-    at::Tensor out = at::empty({A.size(0), B.size(1)}, A.options());
-    gemm(out, A, B, 0.f);
-    return out;
-  }
 };
+using Tf32Gemm = BetaGemm<Tf32Cublas>;
 
 // fn(gemm) with Tf32Gemm for fp32 when cudnn.allow_tf32 lets the RNN use TF32, AtenGemm otherwise.
 template <typename Fn>

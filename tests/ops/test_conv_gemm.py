@@ -4,7 +4,8 @@ fp64: forward, grad_input, grad_weight, grad_bias, both layouts; on CUDA also th
 what runs, and TF32 / 16-bit within 2x torch's own error.
 
 On CUDA the route is the default (RNNKERN_CONV_GEMM unset); on CPU it runs only with
-RNNKERN_CONV_GEMM=1, which these tests set, so the layout code is checked without a GPU."""
+RNNKERN_CONV_GEMM=1, which these tests set, so the layout code is checked without a GPU, once on
+ATen's BLAS and once through the cuBLAS calls the CUDA build makes, emulated."""
 import pytest
 import torch
 import torch.nn.functional as TF
@@ -40,11 +41,16 @@ CONVT_CASES = [
 ]
 
 
-@pytest.fixture
+@pytest.fixture(params=["blas", "cublas-emulated"])
 def gemm_route(monkeypatch, request):
-    """The BLAS route on: explicit on CPU, torch's default (unset) on CUDA."""
+    """The BLAS route on: explicit on CPU, torch's default (unset) on CUDA. On CPU twice: through
+    ATen's BLAS, and through the cuBLAS calls the CUDA build makes for the same operands, emulated
+    (RNNKERN_EMULATE_CUBLAS=1, tests/ops/test_blas_plan.py), so their arguments are checked here."""
     if request.node.callspec.params.get("device") == "cpu":
         monkeypatch.setenv("RNNKERN_CONV_GEMM", "1")
+        monkeypatch.setenv("RNNKERN_EMULATE_CUBLAS", "1" if request.param == "cublas-emulated" else "0")
+    elif request.param == "cublas-emulated":
+        pytest.skip("on CUDA the route runs on cuBLAS itself")
     else:
         monkeypatch.delenv("RNNKERN_CONV_GEMM", raising=False)
 
