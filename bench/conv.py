@@ -36,8 +36,7 @@ class Case:
 
 # Other forms of the same op, selected per call by environment variables (the default: mma.sync +
 # ldmatrix on the cp.async ring; GEMM-shaped convolutions on cuBLAS):
-VARIANTS = {"wmma": {"RNNKERN_CONV_MMA": "wmma"},         # the earlier WMMA tiles
-            "cp.async": {"RNNKERN_CONV_PIPELINE": "1"},   # the ring forced on (the default where it applies)
+VARIANTS = {"cp.async": {"RNNKERN_CONV_PIPELINE": "1"},   # the ring forced on (the default where it applies)
             "wgmma": {"RNNKERN_CONV_MMA": "wgmma"},       # Hopper's warpgroup MMA on the ring (opt-in, sm_90a) ...
             "wgmma n64": {"RNNKERN_CONV_MMA": "wgmma",    # ... on the mma.sync form's 128 x 64 tiles
                           "RNNKERN_CONV_WGMMA_N": "64"},

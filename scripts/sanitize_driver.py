@@ -114,10 +114,9 @@ def conv(dev):
                 RF.conv2d(xw, ww, None, 1, 18, 18).sum().backward()
                 w1 = torch.randn(16, 24, 5, device=dev, dtype=dtype, requires_grad=True)
                 RF.conv1d(x.detach()[:, :, 0], w1, None, 1, 4, 2).sum().backward()
-    # the tensor-core forms: WMMA fragments, the single stage behind a register prefetch
-    # (RNNKERN_CONV_PIPELINE=0) and the cp.async ring forced on (the default's) (wgmma: conv_wgmma)
-    _conv_tensor_core_forms(dev, ({"RNNKERN_CONV_MMA": "wmma"}, {"RNNKERN_CONV_PIPELINE": "0"},
-                                  {"RNNKERN_CONV_PIPELINE": "1"}))
+    # the tensor-core forms: the single stage behind a register prefetch (RNNKERN_CONV_PIPELINE=0)
+    # and the cp.async ring forced on (the default's) (wgmma: conv_wgmma)
+    _conv_tensor_core_forms(dev, ({"RNNKERN_CONV_PIPELINE": "0"}, {"RNNKERN_CONV_PIPELINE": "1"}))
     # NCHW through channels_last copies (RNNKERN_CONV_NCHW=transpose), and a transposed
     # convolution's gather forward that way
     _conv_tensor_core_forms(dev, ({"RNNKERN_CONV_NCHW": "transpose"},), fmts=(torch.contiguous_format,))

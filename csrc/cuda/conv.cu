@@ -36,9 +36,8 @@
 //
 // Tiles: BM = 128 x BN = 64, 256 threads, BK = 32 (16 on the SIMT paths). Tensor cores through
 // mma.sync with ldmatrix fragment loads: bf16/fp16 (m16n8k16) and tf32 (m16n8k8, when
-// torch.backends.cudnn.allow_tf32), fp32 accumulate (RNNKERN_CONV_MMA=wmma: the earlier WMMA
-// form); fp32 with TF32 disallowed and fp64 run a SIMT FMA path (8x4 outputs per thread). On
-// Hopper, sm_90a builds add Hopper's asynchronous warpgroup MMA on 128 x 128 or 128 x 64 tiles
+// torch.backends.cudnn.allow_tf32), fp32 accumulate; fp32 with TF32 disallowed and fp64 run a
+// SIMT FMA path (8x4 outputs per thread). On Hopper, sm_90a builds add Hopper's asynchronous warpgroup MMA on 128 x 128 or 128 x 64 tiles
 // (RNNKERN_CONV_MMA=wgmma, opt-in until measured; wgmma_tile_n).
 // Mainloop: a ring of cp.async stages (kStages > 1; use_pipeline says where), else one shared
 // stage + register prefetch (the next step's global loads in flight while the tensor cores work
@@ -121,13 +120,12 @@ __device__ __forceinline__ void load_run(Vec16<T>& r, const T* base, long long o
   }
 }
 
-// The arithmetic of a kernel instance: SIMT FMA, or tensor cores in tf32 / 16-bit. The tensor-core
-// paths run mma.sync on fragments loaded with ldmatrix (MmaSyncMma); the *Wmma ones are the
-// earlier WMMA form of the same tiles (RNNKERN_CONV_MMA=wmma), kept for comparison until the
-// mma.sync form has been measured on a GPU.
-enum class Path { kSimt, kTf32, k16, kTf32Wmma, k16Wmma };
-constexpr bool is_tf32(Path p) { return p == Path::kTf32 || p == Path::kTf32Wmma; }
-constexpr bool is_wmma(Path p) { return p == Path::kTf32Wmma || p == Path::k16Wmma; }
+// The arithmetic of a kernel instance: SIMT FMA, or tensor cores in tf32 / 16-bit, which run
+// mma.sync on fragments loaded with ldmatrix (MmaSyncMma; on sm_90a optionally Hopper's wgmma,
+// WgmmaMma). (An earlier WMMA form of the same tiles measured 10-30% slower on an H200 and was
+// removed, bench/NOTES.md.)
+enum class Path { kSimt, kTf32, k16 };
+constexpr bool is_tf32(Path p) { return p == Path::kTf32; }
 
 // Per-path tile constants. Shared tiles hold T, already rounded to tf32 on the tf32 path (to_smem).
 template <typename T, Path P> struct Cfg {
@@ -244,68 +242,9 @@ __device__ __forceinline__ void epilogue_from_pairs(unsigned char* smem, bool m_
   emit_staged<TN>(Cs, LDC, m_contig, emit);
 }
 
-// ---- block-level MMA: tensor cores (WMMA) ------------------------------------------------------
-// 8 warps as 4 (m) x 2 (n), each a 32 x 32 warp tile of 2 x 2 16x16 fragments.
 #if RNNKERN_HAS_WMMA
-template <typename T, int BK, int LDA, int LDB, bool A_MK, bool B_KN, bool kMContig>
-struct WmmaMma {
-  using W = WmmaTypes<T>;
-  static constexpr int FK = W::FK;
-  using ALayout = std::conditional_t<A_MK, wmma::row_major, wmma::col_major>;
-  using BLayout = std::conditional_t<B_KN, wmma::row_major, wmma::col_major>;
-  wmma::fragment<wmma::accumulator, 16, 16, FK, float> acc[2][2];
-  int wm, wn;
-  __device__ void init(int tid, bool /*m_contig: the epilogue's*/ = kMContig) {
-    const int warp = tid / 32;
-    wm = warp / 2;
-    wn = warp % 2;
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-      for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
-  }
-  __device__ void step(const T* As, const T* Bs) {
-#pragma unroll
-    for (int kk = 0; kk < BK; kk += FK) {
-      wmma::fragment<wmma::matrix_a, 16, 16, FK, typename W::Frag, ALayout> a[2];
-      wmma::fragment<wmma::matrix_b, 16, 16, FK, typename W::Frag, BLayout> b[2];
-#pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        const int m = wm * 32 + i * 16;
-        wmma::load_matrix_sync(a[i], A_MK ? As + m * LDA + kk : As + kk * LDA + m, LDA);  // tf32 already (to_smem)
-      }
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const int n = wn * 32 + j * 16;
-        wmma::load_matrix_sync(b[j], B_KN ? Bs + kk * LDB + n : Bs + n * LDB + kk, LDB);
-      }
-#pragma unroll
-      for (int i = 0; i < 2; ++i)
-#pragma unroll
-        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
-    }
-  }
-  // Stages the tile through shared memory (float, [n][m] when m_contig else [m][n]) and emits
-  // it with neighbouring threads on neighbouring addresses of the output (m_contig: along m).
-  template <class Emit> __device__ void epilogue(unsigned char* smem, Emit&& emit, bool m_contig = kMContig) {
-    float* Cs = reinterpret_cast<float*>(smem);
-    const int LDC = m_contig ? BM + 4 : BN + 4;  // epilogue_bytes covers both
-    __syncthreads();  // the A/B tiles this aliases are no longer read
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const int m = wm * 32 + i * 16, n = wn * 32 + j * 16;
-        if (m_contig) wmma::store_matrix_sync(Cs + n * LDC + m, acc[i][j], LDC, wmma::mem_col_major);
-        else wmma::store_matrix_sync(Cs + m * LDC + n, acc[i][j], LDC, wmma::mem_row_major);
-      }
-    __syncthreads();
-    emit_staged(Cs, LDC, m_contig, emit);
-  }
-};
-
 // ---- block-level MMA: tensor cores (mma.sync) --------------------------------------------------
-// The same 4 x 2 warps of 32 x 32 as WmmaMma, each as 2 (m16) x 4 (n8) tiles of
+// 8 warps as 4 (m) x 2 (n), each a 32 x 32 warp tile as 2 (m16) x 4 (n8) tiles of
 // mma.sync.m16n8k16 (bf16 / fp16) or m16n8k8 (tf32), fp32 accumulators in registers. Fragments
 // come from shared memory through 32-bit shared addresses: ldmatrix.x4 (one instruction for four
 // 8 x 8 pieces; .trans where the tile's rows are k) wherever the fragment's layout allows, and for
@@ -419,7 +358,7 @@ struct MmaSyncMma {
         for (int j = 0; j < 4; ++j) mma_tile<T>(acc[i][j], a[i], b[j]);
     }
   }
-  // As WmmaMma's: staged through shared memory (float, [n][m] when m_contig else [m][n]) and
+  // Staged through shared memory (float, [n][m] when m_contig else [m][n]) and
   // emitted with neighbouring threads on neighbouring output addresses.
   template <class Emit> __device__ void epilogue(unsigned char* smem, Emit&& emit, bool m_contig = kMContig) {
     const int g = lane / 4, t = lane % 4;
@@ -436,13 +375,12 @@ struct MmaSyncMma {
 };
 #endif
 
-// The block MMA of path P: SIMT FMA, or WMMA where this arch has it (without it, kernels of the
-// tensor-core paths trap and are never launched; the SIMT type keeps them compiling).
+// The block MMA of path P: SIMT FMA, or mma.sync where this arch has tensor cores (without them,
+// kernels of the tensor-core paths trap and are never launched; the SIMT type keeps them compiling).
 template <typename T, Path P, int BK, int LDA, int LDB, bool A_MK, bool B_KN, bool kMContig>
 using BlockMma = std::conditional_t<P == Path::kSimt, SimtMma<T, BK, LDA, LDB, A_MK, B_KN, kMContig>,
 #if RNNKERN_HAS_WMMA
-                                    std::conditional_t<is_wmma(P), WmmaMma<T, BK, LDA, LDB, A_MK, B_KN, kMContig>,
-                                                       MmaSyncMma<T, BK, LDA, LDB, A_MK, B_KN, kMContig>>
+                                    MmaSyncMma<T, BK, LDA, LDB, A_MK, B_KN, kMContig>
 #else
                                     SimtMma<T, BK, LDA, LDB, A_MK, B_KN, kMContig>
 #endif
@@ -1463,22 +1401,20 @@ bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 bool allow_tf32() { return cudnn_tf32_allowed(CudnnOp::kConv); }
 
 // RNNKERN_CONV_MMA (read per call): the tensor-core form. mma (default): mma.sync + ldmatrix;
-// wmma: the earlier WMMA tiles; wgmma: Hopper's warpgroup MMA where it runs (sm_90 with an sm_90a
+// wgmma: Hopper's warpgroup MMA where it runs (sm_90 with an sm_90a
 // build, on the cp.async ring): the forward / grad_input gather kernel for fp32 in any layout and
 // 16-bit channels_last, the grad_weight for fp32 NCHW and 16-bit channels_last (tf32 wgmma has no
 // transposed operands for fp32 channels_last), on 128- or 64-column tiles (wgmma_tile_n); the rest
 // stays on mma.sync. wgmma is opt-in until it has been measured on a GPU.
-enum class MmaForm { kMma, kWmma, kWgmma };
+enum class MmaForm { kMma, kWgmma };
 MmaForm conv_mma_form() {
   const char* e = std::getenv("RNNKERN_CONV_MMA");
   if (e == nullptr || *e == '\0') return MmaForm::kMma;
   const std::string v(e);
   if (v == "mma") return MmaForm::kMma;
-  if (v == "wmma") return MmaForm::kWmma;
   if (v == "wgmma") return MmaForm::kWgmma;
-  TORCH_CHECK(false, "RNNKERN_CONV_MMA must be 'mma', 'wmma' or 'wgmma', got '", v, "'");
+  TORCH_CHECK(false, "RNNKERN_CONV_MMA must be 'mma' or 'wgmma', got '", v, "'");
 }
-bool use_wmma() { return conv_mma_form() == MmaForm::kWmma; }
 
 // Shared stages of the cp.async pipeline: tf32 3 x 27 KB, 16-bit 4 x 15 KB (two blocks an SM).
 template <typename T> constexpr int kPipelineStages = sizeof(T) == 4 ? 3 : 4;
@@ -1509,11 +1445,9 @@ void with_path(Fn&& fn) {
     fn(std::integral_constant<Path, Path::kSimt>{});
   } else if constexpr (std::is_same_v<T, float>) {
     if (!allow_tf32()) fn(std::integral_constant<Path, Path::kSimt>{});
-    else if (use_wmma()) fn(std::integral_constant<Path, Path::kTf32Wmma>{});
     else fn(std::integral_constant<Path, Path::kTf32>{});
   } else {
-    if (use_wmma()) fn(std::integral_constant<Path, Path::k16Wmma>{});
-    else fn(std::integral_constant<Path, Path::k16>{});
+    fn(std::integral_constant<Path, Path::k16>{});
   }
 }
 
@@ -1649,7 +1583,7 @@ void launch_gather(GatherParams p, const at::Tensor& w, bool cl, bool trans, int
   };
   with_path<T>([&](auto path) {
     constexpr Path P = decltype(path)::value;
-    if constexpr (P == Path::kTf32 || P == Path::k16) {
+    if constexpr (P != Path::kSimt) {
       const bool vec_bk = p.R % V == 0;  // K-major weight rows of R elements (a fresh tensor: aligned)
       if (use_wgmma(sizeof(T), cl, p.vec_a, vec_bk, p.ps > 1)) {
         // (G, taps, Nn, R), always a fresh copy (contiguous() could hand back the caller's storage at
@@ -1665,7 +1599,7 @@ void launch_gather(GatherParams p, const at::Tensor& w, bool cl, bool trans, int
     p.wt = wt.data_ptr();
     p.vec_b = p.Nn % V == 0 && aligned16(p.wt);
     const dim3 grid = grid_for(BN);
-    if constexpr (P == Path::kTf32 || P == Path::k16) {
+    if constexpr (P != Path::kSimt) {
       if (use_pipeline(sizeof(T), cl, p.vec_a, p.vec_b, p.ps > 1)) {
         launch_gather_pipelined<T, P>(p, cl, trans, grid, stream);
         return;
@@ -1720,7 +1654,7 @@ void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::Te
   TORCH_CHECK(grid.z <= 65535, "conv2d_backward_weight: too many groups for one launch");
   with_path<T>([&](auto path) {
     constexpr Path P = decltype(path)::value;
-    if constexpr (P == Path::kTf32 || P == Path::k16) {
+    if constexpr (P != Path::kSimt) {
       if (use_pipeline(sizeof(T), cl, p.vec_a, p.vec_b, false)) {
         constexpr int S = kPipelineStages<T>;
         check_ring_runs<T>(p);

@@ -274,7 +274,7 @@ def _wgmma_runs() -> bool:
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("form", ["mma", "wmma", "mma-pipelined", pytest.param("wgmma-pipelined", marks=pytest.mark.untried),
+@pytest.mark.parametrize("form", ["mma", "mma-pipelined", pytest.param("wgmma-pipelined", marks=pytest.mark.untried),
                                   pytest.param("wgmma-n64-pipelined", marks=pytest.mark.untried),
                                   pytest.param("mma-taps9-pipelined", marks=pytest.mark.untried),
                                   pytest.param("wgmma-taps1-pipelined", marks=pytest.mark.untried)])
@@ -283,8 +283,7 @@ def _wgmma_runs() -> bool:
 def test_cuda_tensor_core_forms(monkeypatch, form, dtype, layout):
     """Every form of the tensor-core tiles: mma.sync + ldmatrix fed by the cp.async pipeline (the
     default; fp32 in any layout, 16-bit channels_last with 16-byte channel runs, the rest as
-    without it), the same without it (RNNKERN_CONV_PIPELINE=0), WMMA (RNNKERN_CONV_MMA=wmma) and
-    Hopper's wgmma (RNNKERN_CONV_MMA=wgmma, on the ring: forward / grad_input, and grad_weight for
+    without it), the same without it (RNNKERN_CONV_PIPELINE=0) and Hopper's wgmma (RNNKERN_CONV_MMA=wgmma, on the ring: forward / grad_input, and grad_weight for
     fp32 NCHW and 16-bit channels_last; tiles of 128 columns forced even where the channels are
     fewer, or 64 (-n64); skipped without an sm_90 GPU and an sm_90a build), in tf32
     (torch's default cudnn.allow_tf32) and 16-bit, NCHW and channels_last. Forward / grad_input /
@@ -365,7 +364,7 @@ def test_cuda_nchw_env_is_checked(monkeypatch):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("var,value,message", [("RNNKERN_CONV_MMA", "tcgen05", "must be 'mma', 'wmma' or 'wgmma'"),
+@pytest.mark.parametrize("var,value,message", [("RNNKERN_CONV_MMA", "tcgen05", "must be 'mma' or 'wgmma'"),
                                                ("RNNKERN_CONV_TAP_GROUP", "10", "must be an integer from 1 to 9"),
                                                ("RNNKERN_CONV_PIPELINE", "yes", "must be '0' or '1'")])
 def test_cuda_tensor_core_form_env_is_checked(monkeypatch, var, value, message):
