@@ -27,7 +27,8 @@ ENV_CASES = {
                                    {"RNNKERN_RNN_BARRIER": "cluster"}, {"RNNKERN_RNN_BARRIER": "flag"},
                                    {"RNNKERN_RNN_MATH": "mma"}, {"RNNKERN_RNN_CTAS": "64"},
                                    {"RNNKERN_RNN_CTAS": "32"}, {"RNNKERN_RNN_CTAS": "32", "RNNKERN_RNN_BARRIER": "flag"}],
-    # exchange: no step barrier (step-tagged words; the tensor-core kernel keeps its cluster barrier)
+    # exchange: no step barrier (step-tagged words; the tensor-core kernel keeps only its
+    # cluster barrier before the reduce)
     (torch.float32, 8, 512, 256): [{"RNNKERN_RNN_BARRIER": "exchange"},
                                    {"RNNKERN_RNN_MATH": "fma", "RNNKERN_RNN_BARRIER": "exchange"}],
     (torch.float32, 8, 1024, 256): [{"RNNKERN_RNN_MATH": "fma"},

@@ -37,7 +37,8 @@
 // output into every CTA, 16 scalar remote stores an output; bench/NOTES.md). With
 // RNNKERN_RNN_BARRIER=exchange (opt-in, not yet run on a GPU) no barrier spans the grid: the
 // outputs travel as step-tagged words that the next step's readers wait on (exchange_wait); the FMA
-// kernel then has no step barrier at all, the tensor-core kernel keeps its cluster barrier.
+// kernel then has no step barrier at all, the tensor-core kernel only the cluster barrier between its
+// MMA and its reduce (its partial sums double-buffered).
 //
 // Set RNNKERN_RNN_PATH=general|persistent to force a path (persistent falls back when it does
 // not fit), RNNKERN_RNN_MATH=fma|mma to force the persistent kernel's arithmetic (mma only where
@@ -522,8 +523,10 @@ __host__ __device__ constexpr int round_up16(int n) { return (n + 15) / 16 * 16;
 //   step barrier (cluster barrier with one cluster, flag barrier across clusters)
 // kExchange (several clusters, RNNKERN_RNN_BARRIER=exchange): no flag barrier. The outputs also
 // go out as step-tagged exchange words (exchange_store) and the next step stages h_{t-1} from them,
-// waiting on the words themselves (as the FMA kernel's exchange_read); the step ends with the
-// cluster barrier only, which keeps a rank from overwriting its partial sums while a peer reads them.
+// waiting on the words themselves (as the FMA kernel's exchange_read). No barrier ends the step
+// either: the partial sums alternate between two buffers by step, so a rank that moves on writes
+// step s + 1's into the buffer no peer reads any more, and step s + 2's, into step s's buffer, only
+// after the next cluster barrier, which every peer reaches after its step-s reduce.
 template <typename scalar_t, bool kOneCluster, bool kExchange = false>
 __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(MmaParams<scalar_t> p) {
   static_assert(!(kOneCluster && kExchange), "one cluster has no step barrier across clusters to replace");
@@ -544,6 +547,7 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
   scalar_t* w_s = reinterpret_cast<scalar_t*>(smem_raw);                    // units x ldk: W[u0 + n, k0 + c]
   scalar_t* h_s = w_s + p.units * ldk;                                        // B16 x ldk: h_{t-1}[b, k0 + c]
   float* part_s = reinterpret_cast<float*>(h_s + round_up16(p.B) * ldk);      // B16 x ldu: partial z[b, u0 + n]
+  const int part_elems = round_up16(p.B) * ldu;  // kExchange: two such buffers, step s in s % 2's
   for (int i = threadIdx.x; i < p.units * ldk; i += blockDim.x) {
     const int n = i / ldk, c = i % ldk, u = u0 + n, k = k0 + c;
     w_s[i] = c < p.kslice && u < p.H && k < p.H ? mma_operand(p.weight[static_cast<int64_t>(u) * p.H + k]) : scalar_t(0);
@@ -578,6 +582,7 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
     const int live = p.live ? p.live[t] : p.B;
     const int live_next = kExchange ? exchange_rows(p, s) : 0;
     const bool has_prev = prev != nullptr && live > 0;  // uniform over the cluster
+    const int part_offset = kExchange ? (s % 2) * part_elems : 0;  // this step's partial sums
     // Output i's pre-activation seq[t] (z) and, backward, its forward output h_t (h): zeros where
     // the output is not written from them (finished sequence, u >= H, i past the end).
     const auto load_inputs = [&](int i, float& z, float& h) {
@@ -642,7 +647,7 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
           wmma::load_matrix_sync(b, reinterpret_cast<const Native*>(w_s) + n * ldk + kk, ldk);
           wmma::mma_sync(acc, a, b, acc);
         }
-        wmma::store_matrix_sync(part_s + m * ldu + n, acc, ldu, wmma::mem_row_major);
+        wmma::store_matrix_sync(part_s + part_offset + m * ldu + n, acc, ldu, wmma::mem_row_major);
       }
       trace_stamp(p.trace, s, 2);  // phase 2: thread 0's warp's tiles multiplied
     }
@@ -656,7 +661,7 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
         float sum = 0.f;
         if (has_prev) {
 #pragma unroll
-          for (int c = 0; c < kMmaClusterCtas; ++c) sum += parts[c][b * ldu + n];
+          for (int c = 0; c < kMmaClusterCtas; ++c) sum += parts[c][part_offset + b * ldu + n];
         }
         y = step_epilogue(z + sum, h, p.relu, p.backward);
       }
@@ -677,16 +682,16 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
     }
     trace_stamp(p.trace, s, 4);  // phase 4: partial sums reduced, outputs written
     // step t complete everywhere before step t +- 1 reads it, and no rank overwrites its partial
-    // sums while another still reads them
-    if constexpr (kOneCluster || kExchange) cluster.sync();
-    else step_barrier<StepBarrier::kFlag>(p.arrivals, static_cast<unsigned int>(s + 1) * gridDim.x);
+    // sums while another still reads them (kExchange: neither needs a barrier, see above)
+    if constexpr (kOneCluster) cluster.sync();
+    else if constexpr (!kExchange) step_barrier<StepBarrier::kFlag>(p.arrivals, static_cast<unsigned int>(s + 1) * gridDim.x);
     trace_stamp(p.trace, s, 5);  // phase 5: the step barrier
   }
   // No CTA may exit while a cluster peer can still read its shared memory. The last flag barrier
   // already orders every read before every exit, but through global memory, which the
-  // distributed-shared-memory rules (and compute-sanitizer's racecheck) do not count. (One cluster
-  // and the exchange end every step with the cluster barrier already.)
-  if constexpr (!kOneCluster && !kExchange) cluster.sync();
+  // distributed-shared-memory rules (and compute-sanitizer's racecheck) do not count; the exchange
+  // has no barrier after its last reduce. (One cluster ends every step with the cluster barrier.)
+  if constexpr (!kOneCluster) cluster.sync();
 #else
   __trap();  // launched only from sm_90 code (launch_mma checks the binary's version)
 #endif
@@ -747,8 +752,10 @@ MmaConfig mma_partition(at::ScalarType dtype, int64_t B, int64_t H, int64_t most
   const int units = round_up16(static_cast<int>((H + most - 1) / most));
   const int clusters = static_cast<int>((H + units - 1) / units);
   const int b16 = round_up16(static_cast<int>(B));
+  // the partial sums: two buffers with the exchange across clusters (rnn_persistent_mma_kernel)
+  const int part_buffers = clusters > 1 && exchange_requested() ? 2 : 1;
   const size_t smem = static_cast<size_t>(units + b16) * mma_ldk(kslice, elem) * elem +
-                      static_cast<size_t>(b16) * mma_ldu(units) * sizeof(float);
+                      static_cast<size_t>(part_buffers) * b16 * mma_ldu(units) * sizeof(float);
   if (smem > prop.sharedMemPerBlockOptin) {
     m.why = "W_hh slice exceeds shared memory";
   } else {
