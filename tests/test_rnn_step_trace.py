@@ -46,7 +46,7 @@ def test_exchange_kernels_name_their_phases():
     assert set(got[0]["phases_ns"]) == {"work (waits on the exchange words, FMAs, epilogue, stores)", "(no barrier)",
                                         "to the next step"}
     names = rnn_step_trace.phase_names("tensor-core kernel, exchange, 128 CTAs")
-    assert names[0] == "stage h slice (waits on the exchange words)" and names[-1] == "cluster barrier (ends the step)"
+    assert names[0] == "stage h slice (waits on the exchange words)" and names[-1] == "(no barrier: partial sums double-buffered)"
 
 
 def test_unknown_kernel_is_an_error():
