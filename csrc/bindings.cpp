@@ -71,7 +71,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def(
       "blas_gemm_emulated",
       [](at::Tensor C, const at::Tensor& A, const at::Tensor& B, float beta) {
-        rnnkern::blas_gemm(C, A, B, beta, rnnkern::column_major_gemm);
+        rnnkern::EmulatedCublasGemm{}(C, A, B, beta);
       },
       "C = A B + beta C (CPU tensors, in place) through the cuBLAS call the CUDA build would make, emulated "
       "(csrc/cpu/blas_emulation.h; for the tests)");

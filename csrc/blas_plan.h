@@ -49,9 +49,44 @@ struct BlasGemm {
   int64_t stride_a = 0, stride_b = 0, stride_c = 0;
 };
 
+// A plan as the arguments of cublasGemmEx / cublasGemmStridedBatchedEx, in cuBLAS's own terms:
+// column-major C (m x n, ldc) = op(A) (m x k) op(B) (k x n) + beta C, A stored k x m when transa
+// (else m x k) with leading dimension lda, B stored n x k when transb (else k x n) with ldb; `batch`
+// products, the operands stride* elements apart. A plan's row-major product is the column-major
+// C^T = B^T A^T, so cuBLAS's A is the plan's b and its m the plan's n. csrc/cuda/blas.cuh passes
+// these through unchanged; csrc/cpu/blas_emulation.h executes them as cuBLAS defines them.
+struct CublasGemmArgs {
+  bool transa = false, transb = false;
+  int64_t m = 0, n = 0, k = 0;
+  const at::Tensor* A = nullptr;
+  int64_t lda = 0, strideA = 0;
+  const at::Tensor* B = nullptr;
+  int64_t ldb = 0, strideB = 0;
+  int64_t ldc = 0, strideC = 0, batch = 1;
+};
+
+inline CublasGemmArgs cublas_args(const BlasGemm& g) {
+  CublasGemmArgs c;
+  c.transa = g.op_b.transposed;
+  c.transb = g.op_a.transposed;
+  c.m = g.n;
+  c.n = g.m;
+  c.k = g.k;
+  c.A = &g.b;
+  c.lda = g.op_b.ld;
+  c.strideA = g.stride_b;
+  c.B = &g.a;
+  c.ldb = g.op_a.ld;
+  c.strideB = g.stride_a;
+  c.ldc = g.ldc;
+  c.strideC = g.stride_c;
+  c.batch = g.batch;
+  return c;
+}
+
 // C = A B + beta C for 2-D operands (m x k, k x n, m x n), or 3-D ones with one batch size (A or B
 // may repeat one matrix over the batch: an expand()ed operand, batch stride 0), through
-// `run(const BlasGemm&, at::Tensor& C, float beta)`, which makes the one BLAS call. All three of
+// `run(const CublasGemmArgs&, at::Tensor& C, float beta)`, which makes the one BLAS call. All three of
 // one dtype. C is written where it is when its rows are contiguous and its batches do not overlap,
 // else through a contiguous copy; A and B are read where they are when the BLAS can, else copied.
 template <class Run>
@@ -106,7 +141,7 @@ void blas_gemm(at::Tensor& C, const at::Tensor& A, const at::Tensor& B, float be
   TORCH_CHECK(g.m <= kMax && g.n <= kMax && g.k <= kMax && g.op_a.ld <= kMax && g.op_b.ld <= kMax && g.ldc <= kMax &&
                   g.batch <= kMax,
               "a matrix product exceeds cuBLAS's 32-bit sizes");
-  run(g, C, beta);
+  run(cublas_args(g), C, beta);
 }
 
 }  // namespace rnnkern

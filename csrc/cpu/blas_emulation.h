@@ -10,6 +10,7 @@
 // build.
 #pragma once
 #include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
 
 #include "../blas_plan.h"
 #include "../conv_gemm.h"  // AtenMatmul, env_switch
@@ -18,36 +19,50 @@ namespace rnnkern {
 
 inline bool emulate_cublas() { return env_switch("RNNKERN_EMULATE_CUBLAS", "0", "1"); }
 
-// op(stored) of a column-major operand, as a (batch, rows, cols) tensor: the stored matrix is
-// rows x cols (op N) or cols x rows (op T) at X's data pointer with leading dimension op.ld.
-inline at::Tensor blas_read(const at::Tensor& X, const BlasOperand& op, int64_t rows, int64_t cols, int64_t batch,
-                            int64_t batch_stride, const char* name) {
-  const int64_t stored_rows = op.transposed ? cols : rows, stored_cols = op.transposed ? rows : cols;
-  TORCH_CHECK(op.ld >= std::max<int64_t>(1, stored_rows), "cuBLAS would reject ld", name, " = ", op.ld,
+// op(X) of a column-major operand as a (batch, rows, cols) tensor: X's storage read from its data
+// pointer as a matrix of rows x cols (cols x rows when transposed: then transposed back) with
+// leading dimension ld, `batch` of them batch_stride elements apart; ld checked as cuBLAS does.
+inline at::Tensor blas_read(const at::Tensor& X, bool transposed, int64_t rows, int64_t cols, int64_t ld,
+                            int64_t batch, int64_t batch_stride, const char* name) {
+  const int64_t stored_rows = transposed ? cols : rows, stored_cols = transposed ? rows : cols;
+  TORCH_CHECK(ld >= std::max<int64_t>(1, stored_rows), "cuBLAS would reject ld", name, " = ", ld,
               " for a stored matrix of ", stored_rows, " rows");
-  const at::Tensor stored = X.as_strided({batch, stored_rows, stored_cols}, {batch_stride, 1, op.ld}, X.storage_offset());
-  return op.transposed ? stored.transpose(1, 2) : stored;
+  const at::Tensor stored = X.as_strided({batch, stored_rows, stored_cols}, {batch_stride, 1, ld}, X.storage_offset());
+  return transposed ? stored.transpose(1, 2) : stored;
 }
 
-// blas_gemm's `run` on the CPU: cublasGemmEx / cublasGemmStridedBatchedEx(op_b, op_a, n, m, k,
-// b, ldb, a, lda, C, ldc) as cuBLAS defines it, C^T (n x m) = op(b) op(a) + beta C^T.
-inline void column_major_gemm(const BlasGemm& g, at::Tensor& C, float beta) {
-  TORCH_CHECK(g.batch == 1 || g.stride_c >= g.m * g.ldc, "cuBLAS batches of C would overlap");
-  const at::Tensor b = blas_read(g.b, g.op_b, g.n, g.k, g.batch, g.stride_b, "b");  // n x k
-  const at::Tensor a = blas_read(g.a, g.op_a, g.k, g.m, g.batch, g.stride_a, "a");  // k x m
-  TORCH_CHECK(g.ldc >= std::max<int64_t>(1, g.n), "cuBLAS would reject ldc = ", g.ldc);
-  at::Tensor c = C.as_strided({g.batch, g.n, g.m}, {g.stride_c, 1, g.ldc}, C.storage_offset());
-  at::Tensor sum = at::matmul(b.to(at::kDouble), a.to(at::kDouble));
+// blas_gemm's `run` on the CPU: cublasGemmEx / cublasGemmStridedBatchedEx with these arguments as
+// cuBLAS defines the call, C (m x n, column-major) = op(A) op(B) + beta C.
+inline void column_major_gemm(const CublasGemmArgs& g, at::Tensor& C, float beta) {
+  for (const at::Tensor* X : {g.A, g.B}) {  // cuBLAS's result is undefined when C overlaps an operand
+    const at::MemOverlapStatus overlap = at::get_overlap_status(C, *X);
+    TORCH_CHECK(overlap != at::MemOverlapStatus::Full && overlap != at::MemOverlapStatus::Partial,
+                "cuBLAS would write C over one of its operands");
+  }
+  TORCH_CHECK(g.batch == 1 || g.strideC >= g.n * g.ldc, "cuBLAS batches of C would overlap");
+  const at::Tensor a = blas_read(*g.A, g.transa, g.m, g.k, g.lda, g.batch, g.strideA, "a");  // m x k
+  const at::Tensor b = blas_read(*g.B, g.transb, g.k, g.n, g.ldb, g.batch, g.strideB, "b");  // k x n
+  TORCH_CHECK(g.ldc >= std::max<int64_t>(1, g.m), "cuBLAS would reject ldc = ", g.ldc);
+  at::Tensor c = C.as_strided({g.batch, g.m, g.n}, {g.strideC, 1, g.ldc}, C.storage_offset());
+  at::Tensor sum = at::matmul(a.to(at::kDouble), b.to(at::kDouble));
   if (beta != 0.f) sum.add_(c.to(at::kDouble), beta);  // beta == 0: C is not read (it may hold NaN)
   c.copy_(sum);
 }
+
+// C = A B + beta C through the cuBLAS call the CUDA build would make, emulated (CPU tensors).
+struct EmulatedCublasGemm {
+  void operator()(at::Tensor& C, const at::Tensor& A, const at::Tensor& B, float beta) const {
+    TORCH_CHECK(C.is_cpu() && A.is_cpu() && B.is_cpu(), "the cuBLAS emulation takes CPU tensors");
+    blas_gemm(C, A, B, beta, column_major_gemm);
+  }
+};
 
 // conv_gemm.h's gemm on the CPU: ATen's BLAS, or the emulated cuBLAS call.
 struct CpuGemm {
   bool emulate = emulate_cublas();
   void operator()(at::Tensor& C, const at::Tensor& A, const at::Tensor& B, float beta) const {
     if (emulate) {
-      blas_gemm(C, A, B, beta, column_major_gemm);
+      EmulatedCublasGemm{}(C, A, B, beta);
     } else {
       AtenMatmul{}(C, A, B, beta);
     }

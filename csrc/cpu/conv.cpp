@@ -1530,7 +1530,8 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
     std::optional<at::Tensor> b;
     if (bias) b = bias->detach().to(ct).contiguous();
     if (conv2d_takes_gemm(g, /*default_on=*/false)) {
-      conv2d_forward_gemm(x, prep(weight, ct, false), b, g, cl, y, CpuGemm{});
+      // the weight as it comes, as the CUDA route takes it (weight_matrix copies what a BLAS cannot read)
+      conv2d_forward_gemm(x, weight.detach().to(ct), b, g, cl, y, CpuGemm{});
     } else if (direct_ok(g, ct)) {  // reads the weight through its strides
       forward_direct_avx512(g, cl, x, weight.detach().to(ct), /*flip_transpose=*/false, b, y);
     } else {
@@ -1553,10 +1554,11 @@ at::Tensor conv2d_backward_input_cpu(const at::Tensor& grad_output, const at::Te
   const at::ScalarType ct = cpu_compute_type(op, grad_output.scalar_type());
   at::Tensor gx = at::empty(input_size, grad_output.options().dtype(ct).memory_format(conv_output_format(grad_output)));
   if (g.N > 0) {
-    const at::Tensor gy = prep(grad_output, ct, cl), w = prep(weight, ct, false);
+    const at::Tensor gy = prep(grad_output, ct, cl);
     if (conv2d_takes_gemm(g, /*default_on=*/false)) {
-      conv2d_backward_input_gemm(gy, w, g, cl, gx, CpuGemm{});
+      conv2d_backward_input_gemm(gy, weight.detach().to(ct), g, cl, gx, CpuGemm{});  // (as the forward's)
     } else {
+      const at::Tensor w = prep(weight, ct, false);
       AT_DISPATCH_FLOATING_TYPES(ct, "conv2d_backward_input_cpu",
                                  [&] { backward_input_impl<scalar_t>(g, cl, gy, w, gx); });
     }

@@ -272,12 +272,7 @@ namespace {
 // cuBLAS call the CUDA build makes for them in TF32 (rnn.cu's Tf32Gemm), emulated.
 template <typename Fn>
 auto with_cpu_rnn_gemm(Fn&& fn) {
-  struct EmulatedCublas {
-    void operator()(at::Tensor& C, const at::Tensor& A, const at::Tensor& B, float beta) const {
-      blas_gemm(C, A, B, beta, column_major_gemm);
-    }
-  };
-  return emulate_cublas() ? fn(BetaGemm<EmulatedCublas>{}) : fn(AtenGemm{});
+  return emulate_cublas() ? fn(BetaGemm<EmulatedCublasGemm>{}) : fn(AtenGemm{});
 }
 
 std::optional<at::Tensor> to_float(const std::optional<at::Tensor>& t) {

@@ -41,7 +41,7 @@ class ScopedMathMode {
 // matrix; C row-major or copied) as one cublasGemmEx / cublasGemmStridedBatchedEx call on the
 // current stream. fp32 / fp64 / fp16 / bf16, all three of one dtype; fp32 in TF32 when `tf32`.
 inline void cublas_gemm(at::Tensor& C, const at::Tensor& A, const at::Tensor& B, float beta, bool tf32) {
-  blas_gemm(C, A, B, beta, [tf32](const BlasGemm& g, at::Tensor& C, float beta) {
+  blas_gemm(C, A, B, beta, [tf32](const CublasGemmArgs& g, at::Tensor& C, float beta) {
     cudaDataType_t type;
     cublasComputeType_t compute;
     switch (C.scalar_type()) {
@@ -62,18 +62,18 @@ inline void cublas_gemm(at::Tensor& C, const at::Tensor& A, const at::Tensor& B,
     cublasHandle_t handle = at::cuda::getCurrentCUDABlasHandle();
     const ScopedMathMode fp32_partials(handle, type == CUDA_R_16F || type == CUDA_R_16BF,
                                        CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION);
-    const auto op = [](const BlasOperand& o) { return o.transposed ? CUBLAS_OP_T : CUBLAS_OP_N; };
+    const cublasOperation_t transa = g.transa ? CUBLAS_OP_T : CUBLAS_OP_N, transb = g.transb ? CUBLAS_OP_T : CUBLAS_OP_N;
     const int m = static_cast<int>(g.m), n = static_cast<int>(g.n), k = static_cast<int>(g.k);
-    const int lda = static_cast<int>(g.op_a.ld), ldb = static_cast<int>(g.op_b.ld), ldc = static_cast<int>(g.ldc);
+    const int lda = static_cast<int>(g.lda), ldb = static_cast<int>(g.ldb), ldc = static_cast<int>(g.ldc);
     if (g.batch == 1) {
-      TORCH_CUDABLAS_CHECK(cublasGemmEx(handle, op(g.op_b), op(g.op_a), n, m, k, alpha, g.b.const_data_ptr(), type,
-                                        ldb, g.a.const_data_ptr(), type, lda, beta_p, C.data_ptr(), type, ldc, compute,
+      TORCH_CUDABLAS_CHECK(cublasGemmEx(handle, transa, transb, m, n, k, alpha, g.A->const_data_ptr(), type, lda,
+                                        g.B->const_data_ptr(), type, ldb, beta_p, C.data_ptr(), type, ldc, compute,
                                         CUBLAS_GEMM_DEFAULT));
     } else {
-      TORCH_CUDABLAS_CHECK(cublasGemmStridedBatchedEx(
-          handle, op(g.op_b), op(g.op_a), n, m, k, alpha, g.b.const_data_ptr(), type, ldb, g.stride_b,
-          g.a.const_data_ptr(), type, lda, g.stride_a, beta_p, C.data_ptr(), type, ldc, g.stride_c,
-          static_cast<int>(g.batch), compute, CUBLAS_GEMM_DEFAULT));
+      TORCH_CUDABLAS_CHECK(cublasGemmStridedBatchedEx(handle, transa, transb, m, n, k, alpha, g.A->const_data_ptr(),
+                                                      type, lda, g.strideA, g.B->const_data_ptr(), type, ldb,
+                                                      g.strideB, beta_p, C.data_ptr(), type, ldc, g.strideC,
+                                                      static_cast<int>(g.batch), compute, CUBLAS_GEMM_DEFAULT));
     }
   });
 }

@@ -37,8 +37,9 @@
 // Tiles: BM = 128 x BN = 64, 256 threads, BK = 32 (16 on the SIMT paths). Tensor cores through
 // mma.sync with ldmatrix fragment loads: bf16/fp16 (m16n8k16) and tf32 (m16n8k8, when
 // torch.backends.cudnn.allow_tf32), fp32 accumulate; fp32 with TF32 disallowed and fp64 run a
-// SIMT FMA path (8x4 outputs per thread). On Hopper, sm_90a builds add Hopper's asynchronous warpgroup MMA on 128 x 128 or 128 x 64 tiles
-// (RNNKERN_CONV_MMA=wgmma, opt-in until measured; wgmma_tile_n).
+// SIMT FMA path (8x4 outputs per thread). On Hopper, sm_90a builds add Hopper's asynchronous
+// warpgroup MMA on 128 x 128 or 128 x 64 tiles (RNNKERN_CONV_MMA=wgmma, opt-in until measured;
+// wgmma_tile_n).
 // Mainloop: a ring of cp.async stages (kStages > 1; use_pipeline says where), else one shared
 // stage + register prefetch (the next step's global loads in flight while the tensor cores work
 // on the current one; RNNKERN_CONV_PIPELINE=0 forces it). Epilogue: accumulators staged through shared
@@ -1632,9 +1633,11 @@ void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::Te
   const int V = static_cast<int>(16 / elem_size);
   p.vec_a = cl && p.K % V == 0 && p.Kg % V == 0 && aligned16(p.gy);
   p.vec_b = cl && p.C % V == 0 && p.Cg % V == 0 && aligned16(p.x);
-  // 16-bit channels_last on wgmma (the ring and wgmma where they run; with_path below gives 16-bit
-  // types Path::k16 whenever the form is wgmma) takes its tile width from wgmma_tile_n
-  const bool wgmma_cl16 = elem_size == 2 && use_wgmma(elem_size, cl, p.vec_a, p.vec_b, false);  // (implies the ring)
+  // the wgmma form requested and its ring able to run (with_path below gives 16-bit types Path::k16
+  // whenever the form is wgmma); taken by fp32 NCHW and 16-bit channels_last (fp32 channels_last
+  // stays on mma.sync: tf32 wgmma has no transposed operands), the latter with wgmma_tile_n's width
+  const bool wgmma = use_wgmma(elem_size, cl, p.vec_a, p.vec_b, false);
+  const bool wgmma_cl16 = elem_size == 2 && wgmma;
   const int tn = wgmma_cl16 ? wgmma_tile_n(p.Cg) : BN;
   const int tiles_m = (p.Kg + BM - 1) / BM;
   p.tiles_n = (p.Cg + tn - 1) / tn;
@@ -1672,7 +1675,7 @@ void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::Te
           run(wgrad_kernel<T, P, true, S>, WgradTiles<T, P, true>::bytes(S));
         } else if constexpr (sizeof(T) == 4) {
           // fp32 NCHW: both operands K-major, so the wgmma form can take it (RNNKERN_CONV_MMA=wgmma)
-          if (use_wgmma(sizeof(T), cl, p.vec_a, p.vec_b, false))
+          if (wgmma)
             run(wgrad_kernel<T, P, false, kWgmmaStages<T>, true>, WgmmaTiles<T, P>::bytes(kWgmmaStages<T>));
           else
             run(wgrad_kernel<T, P, false, S>, WgradTiles<T, P, false>::bytes(S));

@@ -757,7 +757,8 @@ MmaConfig mma_partition(at::ScalarType dtype, int64_t B, int64_t H, int64_t most
   const size_t smem = static_cast<size_t>(units + b16) * mma_ldk(kslice, elem) * elem +
                       static_cast<size_t>(part_buffers) * b16 * mma_ldu(units) * sizeof(float);
   if (smem > prop.sharedMemPerBlockOptin) {
-    m.why = "W_hh slice exceeds shared memory";
+    m.why = part_buffers == 2 ? "W_hh slice and two steps' partial sums exceed shared memory"
+                              : "W_hh slice exceeds shared memory";
   } else {
     m = {true, clusters, units, kslice, smem, ""};
   }

@@ -39,14 +39,21 @@ def _matrix(rng, rows, cols, dtype):
 
 
 def _batched(rng, batch, rows, cols, dtype):
-    """A batch of matrices: independent ones, or one repeated (expand: batch stride 0), as the
-    conv route's NCHW weight is."""
-    if rng.random() < 0.3:
-        m, kind = _matrix(rng, rows, cols, dtype)
-        return m.unsqueeze(0).expand(batch, rows, cols), "repeated " + kind
-    if rng.random() < 0.5:
-        return torch.randn(batch, cols, rows, dtype=dtype).transpose(1, 2), "transposed"
-    return torch.randn(batch, rows, cols, dtype=dtype), "contiguous"
+    """A batch of matrices: independent ones (contiguous, transposed, interleaved: the batch
+    dimension inside a matrix's rows, so matrices overlap in extent; padded: rows sliced from taller
+    matrices, batch stride > rows x ld), or one repeated (expand: batch stride 0), as the conv
+    route's NCHW weight is."""
+    kind = rng.choice(["contiguous", "transposed", "interleaved", "padded", "repeated"])
+    if kind == "repeated":
+        m, inner = _matrix(rng, rows, cols, dtype)
+        return m.unsqueeze(0).expand(batch, rows, cols), "repeated " + inner
+    if kind == "transposed":
+        return torch.randn(batch, cols, rows, dtype=dtype).transpose(1, 2), kind
+    if kind == "interleaved":
+        return torch.randn(rows, batch, cols, dtype=dtype).transpose(0, 1), kind
+    if kind == "padded":
+        return torch.randn(batch, rows + 2, cols, dtype=dtype)[:, :rows], kind
+    return torch.randn(batch, rows, cols, dtype=dtype), kind
 
 
 @pytest.mark.parametrize("case", range(300))
@@ -88,12 +95,23 @@ def test_emulation_reads_memory_as_cublas():
     assert torch.equal(C, A.t())
 
 
-def test_emulation_switch_is_validated(monkeypatch):
+def test_emulation_switch_is_read_on_both_paths(monkeypatch):
+    """The switch is read where the conv route and the RNN pick their products (a bad value raises
+    there), so the emulated cases above really run the emulation."""
     from rnnkern import functional as RF
     monkeypatch.setenv("RNNKERN_CONV_GEMM", "1")
     monkeypatch.setenv("RNNKERN_EMULATE_CUBLAS", "yes")
     with pytest.raises(RuntimeError, match="RNNKERN_EMULATE_CUBLAS must be '0' or '1'"):
         RF.conv2d(torch.randn(1, 2, 4, 4), torch.randn(3, 2, 2, 2), None, 2)
+    with pytest.raises(RuntimeError, match="RNNKERN_EMULATE_CUBLAS must be '0' or '1'"):
+        rnn_ops.rnn_forward(*make_args(3, 2, 4, 5, dtype=torch.float32), None, False)
+
+
+def test_emulation_refuses_what_cublas_would_get_wrong():
+    """An output that overlaps an operand (cuBLAS leaves the result undefined)."""
+    A = torch.randn(4, 4, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="write C over one of its operands"):
+        _C.blas_gemm_emulated(A, A, torch.eye(4, dtype=torch.float64), 0.0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

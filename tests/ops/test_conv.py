@@ -283,9 +283,10 @@ def _wgmma_runs() -> bool:
 def test_cuda_tensor_core_forms(monkeypatch, form, dtype, layout):
     """Every form of the tensor-core tiles: mma.sync + ldmatrix fed by the cp.async pipeline (the
     default; fp32 in any layout, 16-bit channels_last with 16-byte channel runs, the rest as
-    without it), the same without it (RNNKERN_CONV_PIPELINE=0) and Hopper's wgmma (RNNKERN_CONV_MMA=wgmma, on the ring: forward / grad_input, and grad_weight for
-    fp32 NCHW and 16-bit channels_last; tiles of 128 columns forced even where the channels are
-    fewer, or 64 (-n64); skipped without an sm_90 GPU and an sm_90a build), in tf32
+    without it), the same without it (RNNKERN_CONV_PIPELINE=0) and Hopper's wgmma
+    (RNNKERN_CONV_MMA=wgmma, on the ring: forward / grad_input, and grad_weight for fp32 NCHW and
+    16-bit channels_last; tiles of 128 columns forced even where the channels are fewer, or 64
+    (-n64); skipped without an sm_90 GPU and an sm_90a build), in tf32
     (torch's default cudnn.allow_tf32) and 16-bit, NCHW and channels_last. Forward / grad_input /
     grad_weight between them stage every shared-tile layout the fragment loads handle (A as
     [m][k] or [k][m], B as [k][n] or [n][k]). Shapes span several tiles in every GEMM dimension,
