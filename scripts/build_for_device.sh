@@ -8,7 +8,10 @@
 #   command: GPU_CHECK_PREBUILT=1 GPU_CHECK_PACK=$OUT/gpu-check.tgz scripts/gpu_check.sh /tmp/gc
 # (gpu_check.sh builds there anyway if the carried module does not import or names another torch.)
 # rnnkern/_build_info.py then describes this build until the next dev build rewrites it.
-#   scripts/build_for_device.sh            env: DEVICE_TORCH (2.11.0), DEVICE_PYTHON (python3.12), VENV
+# DEVICE_TESTS=1 then runs the CPU test suite here under that torch and Python (the device's
+# versions; the suite's CUDA tests skip), so a Python-side incompatibility shows before device time.
+#   scripts/build_for_device.sh            env: DEVICE_TORCH (2.11.0), DEVICE_PYTHON (python3.12), VENV,
+#                                               DEVICE_TESTS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 torch_version=${DEVICE_TORCH:-2.11.0}
@@ -25,3 +28,7 @@ so=$(ls rnnkern/_C.cpython-312-*.so)
 strip --strip-debug "$so"
 "$venv/bin/python" -c "import rnnkern; i = rnnkern.info(); print('built', i['built_with_torch'], 'archs', i['cuda_archs'])"
 echo "carry: $so rnnkern/_build_info.py ($(du -h "$so" | cut -f1))"
+if [ "${DEVICE_TESTS:-0}" = 1 ]; then
+  "$venv/bin/pip" install -q pytest tqdm matplotlib expecttest
+  "$venv/bin/python" -m pytest -q -p no:cacheprovider tests
+fi
