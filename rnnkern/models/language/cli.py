@@ -7,6 +7,7 @@ import sys
 
 from rnnkern._argtypes import (nonnegative_float, nonnegative_int, positive_float, positive_int,
                                require_visible_device)
+from rnnkern.models._dist import leave_process_group
 from rnnkern.models.language.data import CorpusError
 
 
@@ -124,12 +125,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                               indent=1)
         return 0
     finally:
-        # under torchrun: leave the process group before exit, as `rnnkern seg train` does (left to
-        # interpreter teardown, gloo's threads can abort the process: "terminate called without an
-        # active exception", seen once in CI after a run had finished)
-        import torch.distributed as dist
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        leave_process_group()  # under torchrun
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import json
 import sys
 
 from rnnkern._argtypes import int_at_least, nonnegative_float, nonnegative_int, positive_float, positive_int
+from rnnkern.models._dist import leave_process_group
 
 
 _batch_size = int_at_least(2, "BatchNorm needs 2+ images per batch")
@@ -32,14 +33,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = TrainConfig(**given)
         if "out" not in given:
             cfg.out = f"runs/seg-{cfg.model}-{cfg.dataset.rstrip('/').split('/')[-1]}"
-    res = train(cfg)
-    import torch.distributed as dist
-    if not (dist.is_initialized() and dist.get_rank() != 0):
-        print(f"best val mIoU {res['best_miou']:.4f} (majority-class baseline {res['baseline_miou']:.4f}) after "
-              f"{res['steps']} steps / {res['seconds']:.0f} s; checkpoints, curves.png and val_overlay.png in "
-              f"{res['out']}")
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    try:
+        res = train(cfg)
+        import torch.distributed as dist
+        if not (dist.is_initialized() and dist.get_rank() != 0):
+            print(f"best val mIoU {res['best_miou']:.4f} (majority-class baseline {res['baseline_miou']:.4f}) "
+                  f"after {res['steps']} steps / {res['seconds']:.0f} s; checkpoints, curves.png and "
+                  f"val_overlay.png in {res['out']}")
+    finally:
+        leave_process_group()  # under torchrun
     return 0
 
 
