@@ -142,7 +142,7 @@ template <typename T, Path P> struct Cfg {
 // fragments are loaded as they are (instead of every warp rounding every fragment it loads).
 template <Path P, typename T>
 __device__ __forceinline__ T to_smem(T v) {
-#if RNNKERN_HAS_WMMA
+#if RNNKERN_HAS_SM80_TENSOR_CORES
   if constexpr (is_tf32(P)) return wmma::__float_to_tf32(v);
 #endif
   return v;
@@ -243,7 +243,7 @@ __device__ __forceinline__ void epilogue_from_pairs(unsigned char* smem, bool m_
   emit_staged<TN>(Cs, LDC, m_contig, emit);
 }
 
-#if RNNKERN_HAS_WMMA
+#if RNNKERN_HAS_SM80_TENSOR_CORES
 // ---- block-level MMA: tensor cores (mma.sync) --------------------------------------------------
 // 8 warps as 4 (m) x 2 (n), each a 32 x 32 warp tile as 2 (m16) x 4 (n8) tiles of
 // mma.sync.m16n8k16 (bf16 / fp16) or m16n8k8 (tf32), fp32 accumulators in registers. Fragments
@@ -380,7 +380,7 @@ struct MmaSyncMma {
 // kernels of the tensor-core paths trap and are never launched; the SIMT type keeps them compiling).
 template <typename T, Path P, int BK, int LDA, int LDB, bool A_MK, bool B_KN, bool kMContig>
 using BlockMma = std::conditional_t<P == Path::kSimt, SimtMma<T, BK, LDA, LDB, A_MK, B_KN, kMContig>,
-#if RNNKERN_HAS_WMMA
+#if RNNKERN_HAS_SM80_TENSOR_CORES
                                     MmaSyncMma<T, BK, LDA, LDB, A_MK, B_KN, kMContig>
 #else
                                     SimtMma<T, BK, LDA, LDB, A_MK, B_KN, kMContig>
@@ -634,7 +634,7 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
   T* As = reinterpret_cast<T*>(smem);
   T* Bs = As + ATile::SIZE;
 
-#if !RNNKERN_HAS_WMMA
+#if !RNNKERN_HAS_SM80_TENSOR_CORES
   if constexpr (P != Path::kSimt) {
     __trap();
     return;
@@ -831,7 +831,7 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
         c0 = nc0;
       }
     } else {
-#if RNNKERN_HAS_WMMA
+#if RNNKERN_HAS_SM80_TENSOR_CORES
       // The weights of compressed tap t: (R, Nn), or (Nn, R) for wgmma (found once per tap, not
       // once per k-step: tap_rs divides)
       const auto tap_weights = [&](int t) -> const T* {
@@ -1055,7 +1055,7 @@ __global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_ke
   T* As = reinterpret_cast<T*>(smem);
   T* Bs = As + ATile::SIZE;
 
-#if !RNNKERN_HAS_WMMA
+#if !RNNKERN_HAS_SM80_TENSOR_CORES
   if constexpr (P != Path::kSimt) {
     __trap();
     return;
@@ -1179,7 +1179,7 @@ __global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_ke
         buf ^= 1;
       }
     } else if (s_begin < s_end) {
-#if RNNKERN_HAS_WMMA
+#if RNNKERN_HAS_SM80_TENSOR_CORES
       // Copies k-step j (its pixels' offsets in tables j % kStages) into stage j % kStages straight
       // from global memory, zero-filled where load() above gives zeros; fp32 unrounded, as in
       // gather_conv_kernel.

@@ -485,7 +485,7 @@ __device__ __forceinline__ void cp_async_ring(int steps, Issue&& issue, Compute&
   cp_async_wait<0>();  // no copy may still target shared memory when the block exits
 }
 
-#if RNNKERN_HAS_WMMA
+#if RNNKERN_HAS_SM80_TENSOR_CORES
 template <int NJ, int BK, int LDA, int LDB, bool kAmk, bool kBnk>
 __device__ __forceinline__ void warp_mma_tf32(float (&acc)[2][NJ][4], const float* As, const float* Bs, int wm,
                                               int wn, int lane) {
@@ -581,7 +581,7 @@ struct BlockDgrad : FcnGeometry {
 };
 
 __global__ void __launch_bounds__(kThreads, 2) fcn_dgrad_block_kernel(const BlockDgrad p) {
-#if RNNKERN_HAS_WMMA
+#if RNNKERN_HAS_SM80_TENSOR_CORES
   extern __shared__ __align__(16) float blk_smem[];
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int m0 = blockIdx.x * kBlkM, q0 = blockIdx.y * kBlkQ, split = blockIdx.z;
@@ -717,7 +717,7 @@ struct BlockFwd : FcnGeometry {
 };
 
 __global__ void __launch_bounds__(kThreads, 2) fcn_forward_block_kernel(const BlockFwd p) {
-#if RNNKERN_HAS_WMMA
+#if RNNKERN_HAS_SM80_TENSOR_CORES
   extern __shared__ __align__(16) float blk_smem[];
   FwdTables& tab = *reinterpret_cast<FwdTables*>(blk_smem);
   float* const As = blk_smem + sizeof(FwdTables) / sizeof(float);
@@ -873,7 +873,7 @@ struct BlockWgrad : FcnGeometry {
 };
 
 __global__ void __launch_bounds__(kThreads, 2) fcn_wgrad_block_kernel(const BlockWgrad p) {
-#if RNNKERN_HAS_WMMA
+#if RNNKERN_HAS_SM80_TENSOR_CORES
   extern __shared__ __align__(16) float blk_smem[];
   int64_t* const x_q = reinterpret_cast<int64_t*>(blk_smem + kWgStages * kWgStageFloats);  // ci * x stride c
   int* const tap_q = reinterpret_cast<int*>(x_q + kWgQ);                                  // jr << 16 | jc, -1 past Q

@@ -501,7 +501,7 @@ struct MmaParams : PersistentParams<scalar_t> {
 // once, when staged), so the fragments are loaded as they are.
 template <typename scalar_t>
 __device__ __forceinline__ scalar_t mma_operand(scalar_t v) {
-#if RNNKERN_HAS_WMMA
+#if RNNKERN_HAS_SM80_TENSOR_CORES
   if constexpr (std::is_same_v<scalar_t, float>) return nvcuda::wmma::__float_to_tf32(v);
 #endif
   return v;

@@ -15,9 +15,11 @@
 #include <type_traits>
 
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-#define RNNKERN_HAS_WMMA 1  // WMMA bf16 / tf32 need sm_80+ (the host pass sees the declarations)
+// WMMA bf16 / tf32 and the mma.sync / ldmatrix / cp.async forms need sm_80+ (the host pass sees
+// the declarations)
+#define RNNKERN_HAS_SM80_TENSOR_CORES 1
 #else
-#define RNNKERN_HAS_WMMA 0
+#define RNNKERN_HAS_SM80_TENSOR_CORES 0
 #endif
 
 namespace rnnkern {
@@ -27,7 +29,7 @@ template <typename T> struct NativeOf { using type = T; };
 template <> struct NativeOf<at::Half> { using type = __half; };
 template <> struct NativeOf<at::BFloat16> { using type = __nv_bfloat16; };
 
-#if RNNKERN_HAS_WMMA
+#if RNNKERN_HAS_SM80_TENSOR_CORES
 template <typename T> struct WmmaTypes {  // bf16 / fp16: m16n16k16
   using Frag = T;
   static constexpr int FK = 16;
@@ -41,7 +43,7 @@ template <> struct WmmaTypes<float> {  // tf32: m16n16k8 on fp32 values (rounded
 // ---- PTX building blocks (sm_80+): shared addresses, ldmatrix, cp.async, mma.sync -------------
 // Used by conv.cu's engine and conv_transpose.cu's block kernel; fragment layouts are described
 // beside conv.cu's MmaSyncMma.
-#if RNNKERN_HAS_WMMA
+#if RNNKERN_HAS_SM80_TENSOR_CORES
 __device__ __forceinline__ uint32_t smem_u32(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
 
 template <bool kTrans>
