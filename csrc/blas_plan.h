@@ -37,24 +37,13 @@ inline std::optional<BlasOperand> blas_operand(const at::Tensor& X) {
   return std::nullopt;
 }
 
-// One product in the BLAS's column-major terms. Row-major C (m x n) = A B is column-major
-// C^T (n x m) = op(b) (n x k) op(a) (k x m), so b comes first:
-//   gemm(op_b, op_a, n, m, k, b, op_b.ld, a, op_a.ld, C, ldc), `batch` times, the operands
-//   `stride_*` elements apart (0: one matrix repeated; batch == 1: a plain, unbatched call).
-struct BlasGemm {
-  at::Tensor a, b;  // A and B as the BLAS reads them: views of A and B, or contiguous copies
-  BlasOperand op_a, op_b;
-  int64_t ldc = 0;
-  int64_t m = 0, n = 0, k = 0, batch = 1;
-  int64_t stride_a = 0, stride_b = 0, stride_c = 0;
-};
-
-// A plan as the arguments of cublasGemmEx / cublasGemmStridedBatchedEx, in cuBLAS's own terms:
+// A product as the arguments of cublasGemmEx / cublasGemmStridedBatchedEx, in cuBLAS's own terms:
 // column-major C (m x n, ldc) = op(A) (m x k) op(B) (k x n) + beta C, A stored k x m when transa
 // (else m x k) with leading dimension lda, B stored n x k when transb (else k x n) with ldb; `batch`
-// products, the operands stride* elements apart. A plan's row-major product is the column-major
-// C^T = B^T A^T, so cuBLAS's A is the plan's b and its m the plan's n. csrc/cuda/blas.cuh passes
-// these through unchanged; csrc/cpu/blas_emulation.h executes them as cuBLAS defines them.
+// products, the operands stride* elements apart (0: one matrix repeated; batch == 1: a plain,
+// unbatched call). A row-major product C = A B is the column-major C^T = B^T A^T, so cuBLAS's A is
+// the row-major B and its m the row-major n. csrc/cuda/blas.cuh passes these through unchanged;
+// csrc/cpu/blas_emulation.h executes them as cuBLAS defines them.
 struct CublasGemmArgs {
   bool transa = false, transb = false;
   int64_t m = 0, n = 0, k = 0;
@@ -64,25 +53,6 @@ struct CublasGemmArgs {
   int64_t ldb = 0, strideB = 0;
   int64_t ldc = 0, strideC = 0, batch = 1;
 };
-
-inline CublasGemmArgs cublas_args(const BlasGemm& g) {
-  CublasGemmArgs c;
-  c.transa = g.op_b.transposed;
-  c.transb = g.op_a.transposed;
-  c.m = g.n;
-  c.n = g.m;
-  c.k = g.k;
-  c.A = &g.b;
-  c.lda = g.op_b.ld;
-  c.strideA = g.stride_b;
-  c.B = &g.a;
-  c.ldb = g.op_a.ld;
-  c.strideB = g.stride_a;
-  c.ldc = g.ldc;
-  c.strideC = g.stride_c;
-  c.batch = g.batch;
-  return c;
-}
 
 // C = A B + beta C for 2-D operands (m x k, k x n, m x n), or 3-D ones with one batch size (A or B
 // may repeat one matrix over the batch: an expand()ed operand, batch stride 0), through
@@ -95,16 +65,12 @@ void blas_gemm(at::Tensor& C, const at::Tensor& A, const at::Tensor& B, float be
   TORCH_INTERNAL_ASSERT((d == 2 || d == 3) && A.dim() == d && B.dim() == d, "blas_gemm: 2-D or 3-D operands");
   TORCH_INTERNAL_ASSERT(A.scalar_type() == C.scalar_type() && B.scalar_type() == C.scalar_type(),
                         "blas_gemm: one dtype");
-  BlasGemm g;
-  g.m = C.size(d - 2);
-  g.n = C.size(d - 1);
-  g.k = A.size(d - 1);
-  g.batch = d == 3 ? C.size(0) : 1;
-  TORCH_INTERNAL_ASSERT(A.size(d - 2) == g.m && B.size(d - 2) == g.k && B.size(d - 1) == g.n &&
-                            (d == 2 || (A.size(0) == g.batch && B.size(0) == g.batch)),
+  const int64_t m = C.size(d - 2), n = C.size(d - 1), k = A.size(d - 1), batch = d == 3 ? C.size(0) : 1;
+  TORCH_INTERNAL_ASSERT(A.size(d - 2) == m && B.size(d - 2) == k && B.size(d - 1) == n &&
+                            (d == 2 || (A.size(0) == batch && B.size(0) == batch)),
                         "blas_gemm: shapes ", A.sizes(), " x ", B.sizes(), " -> ", C.sizes());
-  if (g.m == 0 || g.n == 0 || g.batch == 0) return;
-  if (g.k == 0) {  // C = beta C without relying on the BLAS for an empty sum (nor on an empty operand's layout)
+  if (m == 0 || n == 0 || batch == 0) return;
+  if (k == 0) {  // C = beta C without relying on the BLAS for an empty sum (nor on an empty operand's layout)
     if (beta == 0.f) {
       C.zero_();
     } else if (beta != 1.f) {
@@ -113,13 +79,12 @@ void blas_gemm(at::Tensor& C, const at::Tensor& A, const at::Tensor& B, float be
     return;
   }
   const std::optional<BlasOperand> c_view = blas_operand(C);
-  if (!c_view || c_view->transposed || (d == 3 && g.batch > 1 && C.stride(0) < g.m * c_view->ld)) {
+  if (!c_view || c_view->transposed || (d == 3 && batch > 1 && C.stride(0) < m * c_view->ld)) {
     at::Tensor tmp = C.contiguous();
     blas_gemm(tmp, A, B, beta, run);
     C.copy_(tmp);
     return;
   }
-  g.ldc = c_view->ld;
   // a repeated (stride-0) operand stays a view; anything else the BLAS cannot read is made contiguous
   auto readable = [](const at::Tensor& X, BlasOperand& op) {
     if (const auto v = blas_operand(X)) {
@@ -130,18 +95,29 @@ void blas_gemm(at::Tensor& C, const at::Tensor& A, const at::Tensor& B, float be
     op = *blas_operand(copy);
     return copy;
   };
-  g.a = readable(A, g.op_a);
-  g.b = readable(B, g.op_b);
-  if (d == 3 && g.batch > 1) {
-    g.stride_a = g.a.stride(0);
-    g.stride_b = g.b.stride(0);
-    g.stride_c = C.stride(0);
+  BlasOperand op_a, op_b;
+  const at::Tensor a = readable(A, op_a), b = readable(B, op_b);
+  CublasGemmArgs g;  // column-major C^T (n x m) = op(b) (n x k) op(a) (k x m)
+  g.transa = op_b.transposed;
+  g.transb = op_a.transposed;
+  g.m = n;
+  g.n = m;
+  g.k = k;
+  g.A = &b;
+  g.lda = op_b.ld;
+  g.B = &a;
+  g.ldb = op_a.ld;
+  g.ldc = c_view->ld;
+  g.batch = batch;
+  if (batch > 1) {
+    g.strideA = b.stride(0);
+    g.strideB = a.stride(0);
+    g.strideC = C.stride(0);
   }
   constexpr int64_t kMax = std::numeric_limits<int>::max();
-  TORCH_CHECK(g.m <= kMax && g.n <= kMax && g.k <= kMax && g.op_a.ld <= kMax && g.op_b.ld <= kMax && g.ldc <= kMax &&
-                  g.batch <= kMax,
+  TORCH_CHECK(m <= kMax && n <= kMax && k <= kMax && g.lda <= kMax && g.ldb <= kMax && g.ldc <= kMax && batch <= kMax,
               "a matrix product exceeds cuBLAS's 32-bit sizes");
-  run(cublas_args(g), C, beta);
+  run(g, C, beta);
 }
 
 }  // namespace rnnkern
