@@ -40,7 +40,7 @@ def rnn_layer(input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optio
     relu = nonlinearity == "relu"
     if reverse:
         input = _reverse_within_lengths(input, lengths)
-    out, h_n = _ops.rnn_forward(input, hx, w_ih, w_hh, b_ih, b_hh, lengths, relu)
+    out, h_n = _ops.fused_rnn(input, hx, w_ih, w_hh, b_ih, b_hh, lengths, relu)
     if reverse:
         out = _reverse_within_lengths(out, lengths)
     return out, h_n

@@ -6,6 +6,8 @@ kernels (csrc/cpu/conv.cpp, csrc/cuda/conv.cu), each given a fake (meta) impleme
 torch.compile and torch.export see opaque nodes. Autograd is registered in C++ on all three
 (csrc/autograd/conv.cpp): the forward's backward calls the two backward ops, and the backward ops
 are linear in each argument, so their own backwards are convolutions again (double backward works).
+Inside torch.func transforms and forward-mode AD the same formulas run as Python autograd.Functions
+(rnnkern.ops._transforms), which torch.func accepts and which add a jvp.
 
 Padding is always passed to the ops as four entries (top, left, bottom, right), so 'same' with
 an even effective kernel (torch pads one extra row/column at the bottom/right) needs no F.pad:
@@ -22,6 +24,7 @@ import torch
 from torch import Tensor
 
 from rnnkern.ops import _ext  # noqa: F401  (loads _C, which registers torch.ops.rnnkern.*)
+from rnnkern.ops._transforms import conv_family_functions, transform_active
 from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, autocast_cast, check_same,
                                    check_supported_device, check_tensor, empty_like_layout, follow_weight_layout,
                                    ntuple)
@@ -59,6 +62,12 @@ def _(grad_output, input, weight_size, stride, padding, dilation, groups, bias_g
     gw = input.new_empty(weight_size)
     gb = input.new_empty((weight_size[0] if bias_grad else 0,))
     return gw, gb
+
+
+# The same formulas as Python autograd.Functions, for torch.func transforms and forward-mode AD
+# (rnnkern.ops._transforms says why both exist).
+conv2d_forward_for_transforms, _, _ = conv_family_functions(
+    conv2d_forward, conv2d_backward_input, conv2d_backward_weight)
 
 
 def _pad4(padding: list[int]) -> list[int]:
@@ -152,7 +161,9 @@ def conv(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride,
         pad4 = [0, pad[0], 0, pad[1]]
     else:
         pad4 = pad  # [top, left, bottom, right]
-    out = conv2d_forward(follow_weight_layout(x, w), w, bias, stride, pad4, dilation, groups)
+    x = follow_weight_layout(x, w)
+    args = (stride, pad4, dilation, groups)
+    out = conv2d_forward_for_transforms(x, w, bias, args) if transform_active() else conv2d_forward(x, w, bias, *args)
     if nd == 1:
         out = out.squeeze(2)
     return out.squeeze(0) if unbatched else out

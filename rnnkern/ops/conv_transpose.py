@@ -5,7 +5,8 @@ Layers: `rnnkern::conv_transpose2d_forward`, `rnnkern::conv_transpose2d_backward
 over the kernels (csrc/cpu/conv_transpose.cpp, csrc/cuda/conv_transpose.cu), each given a fake
 (meta) implementation here, so torch.compile and torch.export see opaque nodes. Autograd is
 registered in C++ on all three (csrc/autograd/conv_transpose.cpp, which writes out the formulas);
-double backward works.
+double backward works. Inside torch.func transforms and forward-mode AD the same formulas run as
+Python autograd.Functions (rnnkern.ops._transforms), which torch.func accepts and which add a jvp.
 
 Weight layout (C_in, C_out / groups, kH, kW), as torch. Layout rule
 (rnnkern.ops._validate.channels_last_output): the forward output and grad_input are channels_last
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor
 
 from rnnkern.ops import _ext  # noqa: F401  (loads _C, which registers torch.ops.rnnkern.*)
+from rnnkern.ops._transforms import conv_family_functions, transform_active
 from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, autocast_cast, check_same,
                                    check_supported_device, check_tensor, empty_like_layout, follow_weight_layout,
                                    ntuple)
@@ -55,6 +57,12 @@ def _(grad_output, input, weight_size, stride, padding, output_padding, groups, 
     gw = input.new_empty(weight_size)
     gb = input.new_empty((weight_size[1] * groups if bias_grad else 0,))
     return gw, gb
+
+
+# The same formulas as Python autograd.Functions, for torch.func transforms and forward-mode AD
+# (rnnkern.ops._transforms says why both exist).
+conv_transpose2d_forward_for_transforms, _, _ = conv_family_functions(
+    conv_transpose2d_forward, conv_transpose2d_backward_input, conv_transpose2d_backward_weight)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -123,8 +131,10 @@ def conv_transpose(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor
     if nd == 1:  # (N, C, L) -> (N, C, 1, L); weight (C_in, C_out/g, k) -> (C_in, C_out/g, 1, k)
         x, w = x.unsqueeze(2), w.unsqueeze(2)
         stride, padding, output_padding, dilation = [1] + stride, [0] + padding, [0] + output_padding, [1] + dilation
-    y = conv_transpose2d_forward(follow_weight_layout(x, w), w, bias, stride, padding, output_padding, groups,
-                                 dilation)
+    x = follow_weight_layout(x, w)
+    args = (stride, padding, output_padding, groups, dilation)
+    y = (conv_transpose2d_forward_for_transforms(x, w, bias, args) if transform_active()
+         else conv_transpose2d_forward(x, w, bias, *args))
     if nd == 1:
         y = y.squeeze(2)
     return y.squeeze(0) if unbatched else y

@@ -4,7 +4,9 @@ Layers: `rnnkern::max_unpool_forward` / `rnnkern::max_unpool_backward` are opera
 in C++ (csrc/bindings.cpp) over the kernels, each given a fake (meta) implementation here, so
 torch.compile and torch.export see opaque nodes. Their autograd formulas are in C++
 (csrc/autograd/max_unpool.cpp); the backward op has one too, so double backward works (unpooling
-is linear: the backward of the backward is the forward).
+is linear: the backward of the backward is the forward). Inside torch.func transforms and
+forward-mode AD the same formulas run as the Python autograd.Functions below
+(rnnkern.ops._transforms says why both exist); being linear, each op's jvp is the op itself.
 
 Duplicate indices (several inputs pointing at one output element, impossible for indices from
 max_pool with kernel <= stride): the input element with the highest flat position in its (n, c)
@@ -19,6 +21,7 @@ import torch
 from torch import Tensor
 
 from rnnkern.ops import _ext  # noqa: F401  (loads _C, which registers torch.ops.rnnkern.*)
+from rnnkern.ops._transforms import Static, call_below_autograd, transform_active
 from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, check_same, check_supported_device,
                                    check_tensor, empty_like_layout, ntuple)
 
@@ -38,6 +41,62 @@ def _(input, indices, mode, kernel, stride, padding, output_size):
 @torch.library.register_fake("rnnkern::max_unpool_backward")
 def _(grad_output, indices, mode, input_size, kernel, stride, padding):
     return empty_like_layout(grad_output, input_size)
+
+
+class _UnpoolFunction(torch.autograd.Function):
+    """max_unpool_forward(input, indices, *Static(mode, kernel, stride, padding, output_size))."""
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(input, indices, static):
+        return call_below_autograd(max_unpool_forward, input, indices, *static.args)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, indices, static = inputs
+        ctx.save_for_backward(indices)
+        ctx.save_for_forward(indices)
+        ctx.args, ctx.input_size = static.args, list(input.shape)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        mode, kernel, stride, padding, _ = ctx.args
+        indices, = ctx.saved_tensors
+        return _UnpoolGradFunction.apply(grad_output, indices,
+                                         Static(mode, ctx.input_size, kernel, stride, padding)), None, None
+
+    @staticmethod
+    def jvp(ctx, d_input, _, __):
+        indices, = ctx.saved_tensors
+        return _UnpoolFunction.apply(d_input, indices, Static(*ctx.args))
+
+
+class _UnpoolGradFunction(torch.autograd.Function):
+    """max_unpool_backward(grad_output, indices, *Static(mode, input_size, kernel, stride, padding))."""
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(grad_output, indices, static):
+        return call_below_autograd(max_unpool_backward, grad_output, indices, *static.args)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        grad_output, indices, static = inputs
+        ctx.save_for_backward(indices)
+        ctx.save_for_forward(indices)
+        ctx.args, ctx.output_size = static.args, list(grad_output.shape[2:])
+
+    @staticmethod
+    def backward(ctx, grad_grad_input):
+        mode, _, kernel, stride, padding = ctx.args
+        indices, = ctx.saved_tensors
+        return _UnpoolFunction.apply(grad_grad_input, indices,
+                                     Static(mode, kernel, stride, padding, ctx.output_size)), None, None
+
+    @staticmethod
+    def jvp(ctx, d_grad_output, _, __):
+        indices, = ctx.saved_tensors
+        return _UnpoolGradFunction.apply(d_grad_output, indices, Static(*ctx.args))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -95,7 +154,8 @@ def max_unpool(op: str, input: Tensor, indices: Optional[Tensor], mode: int, ker
         x = x.unsqueeze(2)
         idx = None if idx is None else idx.unsqueeze(2)
         kernel, stride, padding, size = [1] + kernel, [1] + stride, [0] + padding, [1] + size
-    out = max_unpool_forward(x, idx, mode, kernel, stride, padding, size)
+    args = (mode, kernel, stride, padding, size)
+    out = _UnpoolFunction.apply(x, idx, Static(*args)) if transform_active() else max_unpool_forward(x, idx, *args)
     if nd == 1:
         out = out.squeeze(2)
     return out.squeeze(0) if unbatched else out

@@ -6,12 +6,18 @@ registered in C++ (csrc/bindings.cpp), with the autograd formula in csrc/autogra
 fake (meta) implementations are here. Only the output sequence is saved for backward (plus the
 tensors the caller already holds), nothing per step. Lengths (int64, CPU, non-increasing — PackedSequence order) make finished sequences keep
 their state and emit zeros. Non-finite values propagate as in torch (no checks in the loop).
+
+Inside torch.func transforms and forward-mode AD, `fused_rnn` runs the op through the Python
+autograd.Function below instead (rnnkern.ops._transforms says why both exist): the fused BPTT for
+first derivatives, as in C++, and an ATen recurrence for the rest (jvp, and the derivatives of the
+BPTT itself), as C++'s double backward does.
 """
 from __future__ import annotations
 
 import torch
 
 from rnnkern.ops import _ext  # loads _C, which registers torch.ops.rnnkern.*
+from rnnkern.ops._transforms import Static, call_below_autograd, jvp_by_reverse_mode, transform_active
 
 
 rnn_forward = torch.ops.rnnkern.rnn_forward.default
@@ -33,6 +39,130 @@ def _(grad_output, grad_hn, input, hx, w_ih, w_hh, output, lengths, relu, has_bi
     grad_b = w_hh.new_empty((w_hh.shape[0],) if has_bias else (0,))
     return (input.new_empty(input.shape), hx.new_empty(hx.shape), w_ih.new_empty(w_ih.shape),
             w_hh.new_empty(w_hh.shape), grad_b)
+
+
+def fused_rnn(input, hx, w_ih, w_hh, b_ih, b_hh, lengths, relu):
+    """rnnkern::rnn_forward; inside torch.func transforms and forward-mode AD through _RnnFunction."""
+    if transform_active():
+        return _RnnFunction.apply(input, hx, w_ih, w_hh, b_ih, b_hh, lengths, Static(relu))
+    return rnn_forward(input, hx, w_ih, w_hh, b_ih, b_hh, lengths, relu)
+
+
+def _recurrence_in_aten(input, hx, w_ih, w_hh, b_ih, b_hh, lengths, relu):
+    """The op's forward as ATen ops, one step at a time (csrc/autograd/rnn.cpp's recurrence_in_aten):
+    what the derivatives beyond the fused BPTT differentiate. Correct, not fast."""
+    pre = input @ w_ih.t()
+    if b_ih is not None:
+        pre = pre + (b_ih + b_hh)
+    live = None  # live[t][b]: step t is within sequence b's length
+    if lengths is not None:
+        T = input.shape[0]
+        live = (torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(2).to(input.device)
+    h, outs = hx, []
+    for t in range(input.shape[0]):
+        z = pre[t] + h @ w_hh.t()
+        h_new = torch.relu(z) if relu else torch.tanh(z)
+        if live is None:
+            h = h_new
+            outs.append(h)
+        else:  # finished sequences keep their state and emit zeros
+            h = torch.where(live[t], h_new, h)
+            outs.append(torch.where(live[t], h_new, torch.zeros_like(h_new)))
+    out = torch.stack(outs) if outs else input.new_zeros((0, hx.shape[0], hx.shape[1]))
+    return out, h
+
+
+class _RnnFunction(torch.autograd.Function):
+    """rnn_forward(input, hx, w_ih, w_hh, b_ih, b_hh, lengths, *Static(relu))."""
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(input, hx, w_ih, w_hh, b_ih, b_hh, lengths, static):
+        return call_below_autograd(rnn_forward, input, hx, w_ih, w_hh, b_ih, b_hh, lengths, *static.args)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        *tensors, lengths, static = inputs
+        ctx.save_for_backward(*tensors, lengths, output[0])
+        ctx.save_for_forward(*tensors, lengths)
+        ctx.relu, = static.args
+
+    @staticmethod
+    def backward(ctx, grad_output, grad_hn):
+        input, hx, w_ih, w_hh, b_ih, b_hh, lengths, output = ctx.saved_tensors
+        dx, dh, dw_ih, dw_hh, db = _RnnGradFunction.apply(grad_output, grad_hn, input, hx, w_ih, w_hh, b_ih, b_hh,
+                                                          output, lengths, Static(ctx.relu))
+        if b_ih is None:
+            return dx, dh, dw_ih, dw_hh, None, None, None, None
+        return dx, dh, dw_ih, dw_hh, db, db.clone(), None, None  # two parameters never share a .grad
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        *primals, lengths = ctx.saved_tensors
+        relu = ctx.relu
+        live = [i for i, p in enumerate(primals) if p is not None]
+        tangents = [tangents[i] if tangents[i] is not None else torch.zeros_like(primals[i]) for i in live]
+
+        def recurrence(*ps):
+            full = list(primals)
+            for i, p in zip(live, ps):
+                full[i] = p
+            return _recurrence_in_aten(*full, lengths, relu)
+
+        return jvp_by_reverse_mode(recurrence, [primals[i] for i in live], tangents)
+
+
+class _RnnGradFunction(torch.autograd.Function):
+    """rnn_backward(grad_output, grad_hn, input, hx, w_ih, w_hh, output, lengths, *Static(relu)), with
+    b_ih and b_hh as arguments too: the gradients do not read them, but their derivatives depend on them."""
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(grad_output, grad_hn, input, hx, w_ih, w_hh, b_ih, b_hh, output, lengths, static):
+        relu, = static.args
+        return call_below_autograd(rnn_backward, grad_output.contiguous(), grad_hn.contiguous(), input, hx, w_ih,
+                                   w_hh, output, lengths, relu, b_ih is not None)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        *tensors, _, lengths, static = inputs  # (output is a function of the others)
+        ctx.save_for_backward(*tensors, lengths)
+        ctx.save_for_forward(*tensors, lengths)
+        ctx.relu, = static.args
+        if tensors[6] is None:
+            ctx.mark_non_differentiable(output[4])  # the empty bias-gradient placeholder
+
+    @staticmethod
+    def _first_order(ctx):
+        """(the arguments that are tensors, their positions, the BPTT as a function of them in ATen ops)"""
+        *args, lengths = ctx.saved_tensors  # grad_output, grad_hn, input, hx, w_ih, w_hh, b_ih, b_hh
+        relu = ctx.relu
+        live = [i for i, a in enumerate(args) if a is not None]
+
+        def bptt(*ts):
+            full = list(args)
+            for i, t in zip(live, ts):
+                full[i] = t
+            g_out, g_hn, *params = full
+            n = 6 if params[4] is not None else 4
+            _, vjp_fn = torch.func.vjp(lambda *p: _recurrence_in_aten(*p, *params[n:], lengths, relu), *params[:n])
+            grads = vjp_fn((g_out, g_hn))
+            return (*grads[:4], grads[4] if n == 6 else g_out.new_zeros(0))  # (dx, dh, dw_ih, dw_hh, db)
+
+        return [args[i] for i in live], live, bptt
+
+    @staticmethod
+    def backward(ctx, *cotangents):
+        primals, live, bptt = _RnnGradFunction._first_order(ctx)
+        _, vjp_fn = torch.func.vjp(bptt, *primals)
+        grads = dict(zip(live, vjp_fn(cotangents)))
+        return tuple(grads.get(i) for i in range(8)) + (None, None, None)
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        primals, live, bptt = _RnnGradFunction._first_order(ctx)
+        ts = [tangents[i] if tangents[i] is not None else torch.zeros_like(p) for i, p in zip(live, primals)]
+        return jvp_by_reverse_mode(bptt, primals, ts)
 
 
 def cpu_step() -> str:

@@ -104,17 +104,3 @@ def test_differentiating_rnn_backward_directly_raises():
                                            False, False)
     with pytest.raises(RuntimeError, match="not implemented"):
         torch.autograd.grad(grads[2].sum(), w_ih)
-
-
-def test_forward_mode_ad_refused_clearly():
-    import torch.autograd.forward_ad as fwAD
-    x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
-    with fwAD.dual_level(), torch.no_grad():  # a tangent counts even where no graph is recorded
-        with pytest.raises(RuntimeError, match="jvp is not implemented"):
-            RF.conv2d(fwAD.make_dual(x, torch.randn_like(x)), w)
-
-
-def test_autograd_refuses_functorch_clearly():
-    # C++ autograd Functions are not functorch-transformable; torch says so (no silent wrong grad)
-    with pytest.raises(RuntimeError, match="functorch"):
-        torch.func.grad(lambda x: RF.conv2d(x, torch.ones(1, 1, 3, 3)).sum())(torch.randn(1, 1, 5, 5))

@@ -1,0 +1,181 @@
+"""The ops' autograd as Python autograd.Functions, for torch.func transforms and forward-mode AD.
+
+The ops' autograd formulas live in C++ (csrc/autograd/<op>.cpp): a C++ node costs ~2-3 us a call
+where a Python autograd.Function costs ~30 us (bench/NOTES.md, host overhead). But torch.func
+refuses C++ autograd Functions, and they have no forward-mode (jvp) formula. So inside a torch.func
+transform (grad, vjp, jacrev, jvp, jacfwd, hessian, vmap) or a torch.autograd.forward_ad dual
+level, the op wrappers call the Functions built here instead: the same formulas over the same
+ops, plus a jvp for each, and `generate_vmap_rule` so that vmap composes with them.
+
+Each Function's forward calls its op below the Autograd key (the C++ formula must not run, it
+would refuse a tangent or a functorch level), and its backward and jvp call the Functions again,
+so second derivatives (hessian = jacfwd(jacrev), grad of grad) go through the same formulas.
+"""
+from __future__ import annotations
+
+import torch
+import torch.autograd.forward_ad as fwAD
+from torch._C._functorch import maybe_current_level
+
+
+def transform_active() -> bool:
+    """Whether the op wrappers must call the Python Functions: a torch.func transform or a
+    forward-mode dual level is active. Under torch.compile the ops go in as opaque nodes, as always."""
+    if torch.compiler.is_compiling():
+        return False
+    return maybe_current_level() is not None or fwAD._current_level >= 0
+
+
+def call_below_autograd(op, *args):
+    """op(*args) without its C++ autograd formula: the Function around it is the formula."""
+    with torch._C._AutoDispatchBelowADInplaceOrView():
+        return op(*args)
+
+
+class Static:
+    """A call's non-tensor arguments as one opaque value. torch.func pairs every input of an
+    autograd.Function with a tangent after flattening it as a pytree, and a list argument (stride,
+    padding, sizes) would flatten into several."""
+    __slots__ = ("args",)
+
+    def __init__(self, *args):
+        self.args = args
+
+
+def jvp_by_reverse_mode(f, primals, tangents):
+    """The jvp of f (a function of tensors) at primals, from two reverse passes: u -> J^T u is linear,
+    so its own vjp with cotangent v is J v. For formulas written as an ATen recurrence (the RNN's),
+    where torch.func.jvp cannot serve: inside a torch.autograd.forward_ad level it would nest a
+    second one, which torch refuses."""
+    out, vjp_fn = torch.func.vjp(f, *primals)
+    u = torch.utils._pytree.tree_map(torch.zeros_like, out)
+    _, vjp_of_vjp = torch.func.vjp(vjp_fn, u)
+    return vjp_of_vjp(tuple(tangents))[0]
+
+
+def _add(a, b):
+    return b if a is None else a if b is None else a + b
+
+
+def conv_family_functions(forward_op, input_grad_op, weight_grad_op):
+    """The Functions of a convolution-like op family: rnnkern::conv2d_* or rnnkern::conv_transpose2d_*.
+
+    Both families share one shape, with `args` their non-tensor arguments (stride, padding, ...):
+      forward_op(x, w, b, *args)                      y = x (*) w + b
+      input_grad_op(gy, w, input_size, *args)         bilinear in (gy, w)
+      weight_grad_op(gy, x, weight_size, *args, bias_grad) -> (gw, gb), bilinear in (gy, x), gb = sum(gy)
+    so each pass's derivatives are the three ops again (as csrc/autograd/conv.cpp and
+    conv_transpose.cpp spell out), and each jvp is the op applied to one tangent at a time.
+    The Functions take the tensors, then Static(*args) (Forward), Static(input_size, *args)
+    (InputGrad) or Static(weight_size, *args, bias_grad) (WeightGrad)."""
+
+    def forward_call(x, w, b, args):
+        return Forward.apply(x, w, b, Static(*args))
+
+    def input_grad_call(gy, w, input_size, args):
+        return InputGrad.apply(gy, w, Static(list(input_size), *args))
+
+    def weight_grad_call(gy, x, weight_size, args, bias_grad):
+        return WeightGrad.apply(gy, x, Static(list(weight_size), *args, bias_grad))
+
+    class Forward(torch.autograd.Function):
+        generate_vmap_rule = True
+
+        @staticmethod
+        def forward(x, w, b, static):
+            return call_below_autograd(forward_op, x, w, b, *static.args)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            x, w, b, static = inputs
+            ctx.save_for_backward(x, w)
+            ctx.save_for_forward(x, w)
+            ctx.args, ctx.has_bias = static.args, b is not None
+
+        @staticmethod
+        def backward(ctx, gy):
+            x, w = ctx.saved_tensors
+            need_x, need_w = ctx.needs_input_grad[:2]
+            need_b = ctx.has_bias and ctx.needs_input_grad[2]
+            gx = input_grad_call(gy, w, x.shape, ctx.args) if need_x else None
+            gw = gb = None
+            if need_w:
+                gw, gb = weight_grad_call(gy, x, w.shape, ctx.args, need_b)
+            elif need_b:
+                gb = gy.sum(dim=(0, 2, 3))
+            return gx, gw, (gb if need_b else None), None
+
+        @staticmethod
+        def jvp(ctx, dx, dw, db, _):
+            x, w = ctx.saved_tensors
+            t = forward_call(dx, w, None, ctx.args) if dx is not None else None
+            if dw is not None:
+                t = _add(t, forward_call(x, dw, None, ctx.args))
+            if db is not None:
+                t = _add(t, db.view(1, -1, 1, 1))
+            return t
+
+    class InputGrad(torch.autograd.Function):
+        generate_vmap_rule = True
+
+        @staticmethod
+        def forward(gy, w, static):
+            return call_below_autograd(input_grad_op, gy, w, *static.args)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            gy, w, static = inputs
+            ctx.save_for_backward(gy, w)
+            ctx.save_for_forward(gy, w)
+            ctx.input_size, *ctx.args = static.args
+
+        @staticmethod
+        def backward(ctx, ggx):
+            gy, w = ctx.saved_tensors
+            g_gy = forward_call(ggx, w, None, ctx.args) if ctx.needs_input_grad[0] else None
+            g_w = weight_grad_call(gy, ggx, w.shape, ctx.args, False)[0] if ctx.needs_input_grad[1] else None
+            return g_gy, g_w, None
+
+        @staticmethod
+        def jvp(ctx, dgy, dw, _):
+            gy, w = ctx.saved_tensors
+            t = input_grad_call(dgy, w, ctx.input_size, ctx.args) if dgy is not None else None
+            if dw is not None:
+                t = _add(t, input_grad_call(gy, dw, ctx.input_size, ctx.args))
+            return t
+
+    class WeightGrad(torch.autograd.Function):
+        generate_vmap_rule = True
+
+        @staticmethod
+        def forward(gy, x, static):
+            return call_below_autograd(weight_grad_op, gy, x, *static.args)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            gy, x, static = inputs
+            ctx.save_for_backward(gy, x)
+            ctx.save_for_forward(gy, x)
+            ctx.weight_size, *ctx.args, ctx.bias_grad = static.args
+
+        @staticmethod
+        def backward(ctx, ggw, ggb):
+            gy, x = ctx.saved_tensors
+            bias = ggb if ctx.bias_grad else None
+            g_gy = forward_call(x, ggw, bias, ctx.args) if ctx.needs_input_grad[0] else None
+            g_x = input_grad_call(gy, ggw, x.shape, ctx.args) if ctx.needs_input_grad[1] else None
+            return g_gy, g_x, None
+
+        @staticmethod
+        def jvp(ctx, dgy, dx, _):
+            gy, x = ctx.saved_tensors
+            tw = tb = None
+            if dgy is not None:
+                tw, tb = weight_grad_call(dgy, x, ctx.weight_size, ctx.args, ctx.bias_grad)
+            if dx is not None:
+                tw = _add(tw, weight_grad_call(gy, dx, ctx.weight_size, ctx.args, False)[0])
+            if tb is None:  # gb = sum(gy) does not move with x; without bias_grad gb is an empty placeholder
+                tb = gy.new_zeros(gy.shape[1] if ctx.bias_grad else 0)
+            return tw, tb
+
+    return forward_call, input_grad_call, weight_grad_call
