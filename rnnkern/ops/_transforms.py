@@ -10,6 +10,9 @@ ops, plus a jvp for each, and `generate_vmap_rule` so that vmap composes with th
 Each Function's forward calls its op below the Autograd key (the C++ formula must not run, it
 would refuse a tangent or a functorch level), and its backward and jvp call the Functions again,
 so second derivatives (hessian = jacfwd(jacrev), grad of grad) go through the same formulas.
+
+The batching rules (torch.vmap) of the convolution family are here too; max-unpool's and the
+RNN's sit in their op files.
 """
 from __future__ import annotations
 
@@ -179,3 +182,80 @@ def conv_family_functions(forward_op, input_grad_op, weight_grad_op):
             return tw, tb
 
     return forward_call, input_grad_call, weight_grad_call
+
+
+# ---- batching rules (torch.vmap) ---------------------------------------------------------------
+# Without them vmap runs an op once per batch entry (torch's fallback, with a warning). Per-sample
+# gradients (vmap over grad) are the case that matters: the forward folds the vmapped dimension
+# into N, and the weight gradient becomes one grouped call, each batch entry's channels a group of
+# their own (as torch's own convolution batching rule does).
+
+def loop_vmap_dim(op, batch, in_dims, args):
+    """The batching rule of last resort, what torch's fallback does (without its warning, for ops
+    that cannot do better): op once per batch entry, the outputs stacked on dim 0."""
+    outs = [op(*[a if d is None else a.select(d, i) for a, d in zip(args, in_dims)]) for i in range(batch)]
+    return tuple(torch.stack(o) for o in zip(*outs)), 0
+
+
+def fold_vmap_dim(t, dim, batch, into, entry_major=True):
+    """t with its vmapped dim `dim` (None: not vmapped, so repeated) merged into dim `into` (counted
+    without the vmapped dim): index entry * size + i when entry_major, else i * batch + entry."""
+    at = into if entry_major else into + 1
+    if dim is None:
+        t = t.unsqueeze(at).expand(*t.shape[:at], batch, *t.shape[at:])
+    else:
+        t = t.movedim(dim, at)
+    return t.flatten(into, into + 1)
+
+
+def register_conv_family_vmap(forward_name, input_grad_name, weight_grad_name, forward_op, input_grad_op,
+                              weight_grad_op):
+    """Batching rules for a convolution-like family (the shape conv_family_functions describes).
+    `groups` is args[3] in both families; weight dim 0 is the one groups split (C_out for a
+    convolution, C_in for a transposed one), so B batch entries of one call are B * groups groups."""
+
+    def with_groups(args, batch):
+        return (*args[:3], args[3] * batch, *args[4:])
+
+    @torch.library.register_vmap(forward_name)
+    def _(info, in_dims, x, w, b, *args):
+        B, (xd, wd, bd) = info.batch_size, in_dims[:3]
+        if wd is None and xd is None:  # only the bias: one call, the biases broadcast below
+            y = forward_op(x, w, None, *args).unsqueeze(0)
+            out_dim = 0
+        elif wd is None:  # one weight: the batch entries are more images
+            x = x.movedim(xd, 0)
+            y = forward_op(x.flatten(0, 1), w, b if bd is None else None, *args).unflatten(0, x.shape[:2])
+            out_dim = 0
+        else:  # a weight per batch entry: one call with B * groups groups
+            bias = b.repeat(B) if b is not None and bd is None else None
+            w = w.movedim(wd, 0).flatten(0, 1)
+            y = forward_op(fold_vmap_dim(x, xd, B, 1), w, bias, *with_groups(args, B))
+            y = y.unflatten(1, (B, -1))
+            out_dim = 1
+        if b is not None and bd is not None:
+            b = b.movedim(bd, 0)
+            y = y + (b.view(B, 1, -1, 1, 1) if out_dim == 0 else b.view(1, B, -1, 1, 1))
+        return y, out_dim
+
+    @torch.library.register_vmap(input_grad_name)
+    def _(info, in_dims, gy, w, input_size, *args):
+        B, (gd, wd) = info.batch_size, in_dims[:2]
+        if wd is None:
+            gy = gy.movedim(gd, 0)
+            size = [B * input_size[0], *input_size[1:]]
+            return input_grad_op(gy.flatten(0, 1), w, size, *args).unflatten(0, (B, input_size[0])), 0
+        size = [input_size[0], B * input_size[1], *input_size[2:]]
+        w = w.movedim(wd, 0).flatten(0, 1)
+        gx = input_grad_op(fold_vmap_dim(gy, gd, B, 1), w, size, *with_groups(args, B))
+        return gx.unflatten(1, (B, input_size[1])), 1
+
+    @torch.library.register_vmap(weight_grad_name)
+    def _(info, in_dims, gy, x, weight_size, *args_and_bias_grad):
+        B, (gd, xd) = info.batch_size, in_dims[:2]
+        *args, bias_grad = args_and_bias_grad
+        size = [B * weight_size[0], *weight_size[1:]]
+        gy, x = fold_vmap_dim(gy, gd, B, 1), fold_vmap_dim(x, xd, B, 1)
+        gw, gb = weight_grad_op(gy, x, size, *with_groups(args, B), bias_grad)
+        gw = gw.unflatten(0, (B, weight_size[0]))
+        return ((gw, gb.unflatten(0, (B, -1))), (0, 0)) if bias_grad else ((gw, gb), (0, None))

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from rnnkern.ops import _ext  # noqa: F401  (loads _C, which registers torch.ops.rnnkern.*)
-from rnnkern.ops._transforms import conv_family_functions, transform_active
+from rnnkern.ops._transforms import conv_family_functions, register_conv_family_vmap, transform_active
 from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, autocast_cast, check_same,
                                    check_supported_device, check_tensor, empty_like_layout, follow_weight_layout,
                                    ntuple)
@@ -63,6 +63,9 @@ def _(grad_output, input, weight_size, stride, padding, output_padding, groups, 
 # (rnnkern.ops._transforms says why both exist).
 conv_transpose2d_forward_for_transforms, _, _ = conv_family_functions(
     conv_transpose2d_forward, conv_transpose2d_backward_input, conv_transpose2d_backward_weight)
+register_conv_family_vmap("rnnkern::conv_transpose2d_forward", "rnnkern::conv_transpose2d_backward_input",
+                          "rnnkern::conv_transpose2d_backward_weight", conv_transpose2d_forward, conv_transpose2d_backward_input,
+                          conv_transpose2d_backward_weight)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from rnnkern.ops import _ext  # noqa: F401  (loads _C, which registers torch.ops.rnnkern.*)
-from rnnkern.ops._transforms import Static, call_below_autograd, transform_active
+from rnnkern.ops._transforms import Static, call_below_autograd, fold_vmap_dim, transform_active
 from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, check_same, check_supported_device,
                                    check_tensor, empty_like_layout, ntuple)
 
@@ -97,6 +97,25 @@ class _UnpoolGradFunction(torch.autograd.Function):
     def jvp(ctx, d_grad_output, _, __):
         indices, = ctx.saved_tensors
         return _UnpoolGradFunction.apply(d_grad_output, indices, Static(*ctx.args))
+
+
+# vmap: the batch entries are more images (values and indices folded into N)
+@torch.library.register_vmap("rnnkern::max_unpool_forward")
+def _(info, in_dims, input, indices, mode, kernel, stride, padding, output_size):
+    B, (xd, id_) = info.batch_size, in_dims[:2]
+    x = fold_vmap_dim(input, xd, B, 0)
+    idx = None if indices is None else fold_vmap_dim(indices, id_, B, 0)
+    out = max_unpool_forward(x, idx, mode, kernel, stride, padding, output_size)
+    return out.unflatten(0, (B, x.shape[0] // B)), 0
+
+
+@torch.library.register_vmap("rnnkern::max_unpool_backward")
+def _(info, in_dims, grad_output, indices, mode, input_size, kernel, stride, padding):
+    B, (gd, id_) = info.batch_size, in_dims[:2]
+    idx = None if indices is None else fold_vmap_dim(indices, id_, B, 0)
+    size = [B * input_size[0], *input_size[1:]]
+    gx = max_unpool_backward(fold_vmap_dim(grad_output, gd, B, 0), idx, mode, size, kernel, stride, padding)
+    return gx.unflatten(0, (B, input_size[0])), 0
 
 
 # ----------------------------------------------------------------------------------------------

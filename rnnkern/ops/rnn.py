@@ -17,7 +17,8 @@ from __future__ import annotations
 import torch
 
 from rnnkern.ops import _ext  # loads _C, which registers torch.ops.rnnkern.*
-from rnnkern.ops._transforms import Static, call_below_autograd, jvp_by_reverse_mode, transform_active
+from rnnkern.ops._transforms import (Static, call_below_autograd, fold_vmap_dim, jvp_by_reverse_mode, loop_vmap_dim,
+                                     transform_active)
 
 
 rnn_forward = torch.ops.rnnkern.rnn_forward.default
@@ -163,6 +164,29 @@ class _RnnGradFunction(torch.autograd.Function):
         primals, live, bptt = _RnnGradFunction._first_order(ctx)
         ts = [tangents[i] if tangents[i] is not None else torch.zeros_like(p) for i, p in zip(live, primals)]
         return jvp_by_reverse_mode(bptt, primals, ts)
+
+
+# vmap. With one set of weights the batch entries are more sequences: folded into B entry-minor,
+# (b, entry) -> b * batch + entry, so lengths stay non-increasing. With a weight per entry, once
+# per entry. The BPTT returns weight gradients summed over B, so it cannot fold: once per entry.
+@torch.library.register_vmap("rnnkern::rnn_forward")
+def _(info, in_dims, input, hx, w_ih, w_hh, b_ih, b_hh, lengths, relu):
+    B = info.batch_size
+    if any(d is not None for d in in_dims[2:]):
+        return loop_vmap_dim(lambda *a: rnn_forward(*a, relu), B, in_dims[:7],
+                             (input, hx, w_ih, w_hh, b_ih, b_hh, lengths))
+    x = fold_vmap_dim(input, in_dims[0], B, 1, entry_major=False)
+    h = fold_vmap_dim(hx, in_dims[1], B, 0, entry_major=False)
+    lens = None if lengths is None else lengths.repeat_interleave(B)
+    out, h_n = rnn_forward(x, h, w_ih, w_hh, b_ih, b_hh, lens, relu)
+    n = h.shape[0] // B
+    return (out.unflatten(1, (n, B)), h_n.unflatten(0, (n, B))), (2, 1)
+
+
+@torch.library.register_vmap("rnnkern::rnn_backward")
+def _(info, in_dims, grad_output, grad_hn, input, hx, w_ih, w_hh, output, lengths, relu, has_bias):
+    return loop_vmap_dim(lambda *a: rnn_backward(*a, relu, has_bias), info.batch_size, in_dims[:8],
+                         (grad_output, grad_hn, input, hx, w_ih, w_hh, output, lengths))
 
 
 def cpu_step() -> str:

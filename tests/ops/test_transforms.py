@@ -305,3 +305,89 @@ def test_compiled_module_under_grad_matches_eager():
     compiled = torch.compile(m, fullgraph=True, backend="eager")
     compiled(x).sin().sum().backward()
     assert_close_trees(g_eager, {k: p.grad for k, p in m.named_parameters()})
+
+
+# ---- batching rules: vmap of each operator against a loop over the batch entries -----------------
+
+def _vmap_vs_loop(f, in_dims, args, batch):
+    got = vmap(f, in_dims=in_dims)(*args)
+    rows = [f(*[a if d is None else a.select(d, i) for a, d in zip(args, in_dims)]) for i in range(batch)]
+    want = tuple(torch.stack(r) for r in zip(*rows)) if isinstance(rows[0], tuple) else torch.stack(rows)
+    assert_close_trees(got, want, tol=1e-12)
+
+
+def _batched(t, d, batch):
+    """t with a batch dimension of size `batch` inserted at d (None: t as it is)."""
+    return t if d is None else torch.stack([torch.randn_like(t) for _ in range(batch)], d)
+
+
+CONV_IN_DIMS = [(0, None, None), (1, None, None), (None, 0, None), (0, 0, None), (2, 1, 0), (None, None, 0),
+                (0, None, 0)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("in_dims", CONV_IN_DIMS, ids=str)
+@pytest.mark.parametrize("transposed", [False, True], ids=["conv", "convT"])
+def test_conv_family_batching_rules(transposed, in_dims, device):
+    r = random.Random(torch.initial_seed())
+    B, N, g = 3, r.choice([0, 2]), r.choice([1, 2])
+    c_in, c_out = 2 * g, 3 * g
+    args = ([2, 1], [1, 0, 1, 0], [1, 2], g) if not transposed else ([2, 1], [1, 0], [1, 0], g, [1, 2])
+    name = "conv_transpose2d" if transposed else "conv2d"
+    ops = [getattr(torch.ops.rnnkern, f"{name}_{p}").default for p in ("forward", "backward_input", "backward_weight")]
+    w_shape = (c_in, c_out // g, 3, 2) if transposed else (c_out, c_in // g, 3, 2)
+    x = torch.randn(N, c_in, 5, 6, dtype=D, device=device)
+    if r.random() < 0.5:
+        x = x.to(memory_format=torch.channels_last)
+    w = torch.randn(w_shape, dtype=D, device=device)
+    b = torch.randn(c_out, dtype=D, device=device)
+    y = ops[0](x, w, b, *args)
+    xd, wd, bd = in_dims
+    bx, bw, bb = _batched(x, xd, B), _batched(w, wd, B), _batched(b, bd, B)
+    _vmap_vs_loop(lambda x, w, b: ops[0](x, w, b, *args), in_dims, (bx, bw, bb), B)
+    # the gradient ops: (grad_output, weight) vmapped as (input, weight) were, (grad_output, input) as
+    # (bias or weight, input)
+    if (xd, wd) != (None, None):
+        gy = _batched(torch.randn_like(y), xd, B)
+        _vmap_vs_loop(lambda gy, w: ops[1](gy, w, list(x.shape), *args), (xd, wd), (gy, bw), B)
+    gd = bd if wd is None else wd
+    for bias_grad in (False, True):
+        gyw = _batched(torch.randn_like(y), gd, B)
+        _vmap_vs_loop(lambda gy, x: ops[2](gy, x, list(w.shape), *args, bias_grad), (gd, xd), (gyw, bx), B)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("in_dims", [(0, 0), (1, 1), (0, None), (None, 0)], ids=str)
+def test_max_unpool_batching_rules(in_dims, device):
+    B = 3
+    x = torch.randn(2, 3, 6, 6, dtype=D, device=device)
+    v, idx = F.max_pool2d(x, 2, return_indices=True)
+    vs = _batched(v, in_dims[0], B)
+    idxs = idx if in_dims[1] is None else torch.stack(
+        [F.max_pool2d(torch.randn_like(x), 2, return_indices=True)[1] for _ in range(B)], in_dims[1])
+    fwd, bwd = torch.ops.rnnkern.max_unpool_forward.default, torch.ops.rnnkern.max_unpool_backward.default
+    k = ([2, 2], [2, 2], [0, 0])
+    _vmap_vs_loop(lambda v, i: fwd(v, i, 0, *k, [6, 6]), in_dims, (vs, idxs), B)
+    gy = _batched(torch.randn_like(x), in_dims[0], B)
+    _vmap_vs_loop(lambda g, i: bwd(g, i, 0, list(v.shape), *k), in_dims, (gy, idxs), B)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", ["input", "input_hx", "input_lengths", "hx_only", "weights"])
+def test_rnn_batching_rules(case, device):
+    B, T, N, I, H = 3, 4, 3, 2, 5
+    x = torch.randn(T, N, I, dtype=D, device=device)
+    hx = torch.randn(N, H, dtype=D, device=device)
+    ws = [torch.randn(H, I, dtype=D, device=device), torch.randn(H, H, dtype=D, device=device),
+          torch.randn(H, dtype=D, device=device), torch.randn(H, dtype=D, device=device)]
+    lengths = torch.tensor([4, 3, 1]) if case == "input_lengths" else None
+    dims = {"input": (1, None), "input_hx": (0, 1), "input_lengths": (2, None), "hx_only": (None, 0),
+            "weights": (0, None)}[case]
+    w_dims = (0, 1, None, 0) if case == "weights" else (None,) * 4
+    args = (_batched(x, dims[0], B), _batched(hx, dims[1], B), *[_batched(w, d, B) for w, d in zip(ws, w_dims)])
+    fwd = torch.ops.rnnkern.rnn_forward.default
+    _vmap_vs_loop(lambda *a: fwd(*a, lengths, False), dims + w_dims, args, B)
+    out, _ = fwd(x, hx, *ws, lengths, False)
+    g = (_batched(torch.randn_like(out), 1, B), _batched(torch.randn_like(hx), 0, B))
+    bwd = torch.ops.rnnkern.rnn_backward.default
+    _vmap_vs_loop(lambda go, gh: bwd(go, gh, x, hx, ws[0], ws[1], out, lengths, False, True), (1, 0), g, B)
