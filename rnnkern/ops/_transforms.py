@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import torch
 import torch.autograd.forward_ad as fwAD
-from torch._C._functorch import maybe_current_level
+from torch._C._functorch import TransformType, maybe_current_level
+from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
 
 def transform_active() -> bool:
@@ -26,7 +27,22 @@ def transform_active() -> bool:
     forward-mode dual level is active. Under torch.compile the ops go in as opaque nodes, as always."""
     if torch.compiler.is_compiling():
         return False
-    return maybe_current_level() is not None or fwAD._current_level >= 0
+    if maybe_current_level() is not None:
+        _refuse_nested_forward_mode()
+        return True
+    return fwAD._current_level >= 0
+
+
+def _refuse_nested_forward_mode() -> None:
+    # torch drops the outer tangent of a Python autograd.Function's jvp when two forward-mode
+    # levels nest (pytorch/pytorch#197867: jacfwd(jacfwd(f)) comes out wrong, silently)
+    # (torch refuses a torch.func.jvp inside a forward_ad dual level by itself)
+    if sum(i.key() == TransformType.Jvp for i in retrieve_all_functorch_interpreters()) >= 2:
+        raise NotImplementedError(
+            "rnnkern: nested forward-mode differentiation (jvp of jvp, jacfwd of jacfwd) is not "
+            "supported: torch's support for Python autograd.Functions "
+            "returns wrong higher derivatives there (pytorch/pytorch#197867). Use torch.func.hessian "
+            "(jacfwd over jacrev), nested jacrev, or forward over reverse instead.")
 
 
 def call_below_autograd(op, *args):
@@ -208,6 +224,27 @@ def fold_vmap_dim(t, dim, batch, into, entry_major=True):
     return t.flatten(into, into + 1)
 
 
+# The CUDA kernels put groups on gridDim.z; a grouped call of more entries runs in chunks.
+MAX_GROUPS_PER_CALL = 65535
+
+
+def _in_chunks(rule, batch, in_dims, tensors, rest, groups):
+    """rule(batch, in_dims, *tensors, *rest) -> (outputs, out_dims), over chunks of the batch
+    entries when one call would need more than MAX_GROUPS_PER_CALL groups, concatenated."""
+    step = max(1, MAX_GROUPS_PER_CALL // groups)
+    if batch <= step:
+        return rule(batch, in_dims, *tensors, *rest)
+    parts = []
+    for s in range(0, batch, step):
+        n = min(step, batch - s)
+        parts.append(rule(n, in_dims, *[t if d is None else t.narrow(d, s, n) for t, d in zip(tensors, in_dims)],
+                          *rest))
+    outs, dims = [p[0] for p in parts], parts[0][1]
+    if isinstance(dims, tuple):  # an output without the vmapped dim (None) is the same in every chunk
+        return tuple(o[0] if d is None else torch.cat(o, d) for o, d in zip(zip(*outs), dims)), dims
+    return torch.cat(outs, dims), dims
+
+
 def register_conv_family_vmap(forward_name, input_grad_name, weight_grad_name, forward_op, input_grad_op,
                               weight_grad_op):
     """Batching rules for a convolution-like family (the shape conv_family_functions describes).
@@ -217,9 +254,8 @@ def register_conv_family_vmap(forward_name, input_grad_name, weight_grad_name, f
     def with_groups(args, batch):
         return (*args[:3], args[3] * batch, *args[4:])
 
-    @torch.library.register_vmap(forward_name)
-    def _(info, in_dims, x, w, b, *args):
-        B, (xd, wd, bd) = info.batch_size, in_dims[:3]
+    def forward_rule(B, in_dims, x, w, b, *args):
+        xd, wd, bd = in_dims
         if wd is None and xd is None:  # only the bias: one call, the biases broadcast below
             y = forward_op(x, w, None, *args).unsqueeze(0)
             out_dim = 0
@@ -238,9 +274,8 @@ def register_conv_family_vmap(forward_name, input_grad_name, weight_grad_name, f
             y = y + (b.view(B, 1, -1, 1, 1) if out_dim == 0 else b.view(1, B, -1, 1, 1))
         return y, out_dim
 
-    @torch.library.register_vmap(input_grad_name)
-    def _(info, in_dims, gy, w, input_size, *args):
-        B, (gd, wd) = info.batch_size, in_dims[:2]
+    def input_grad_rule(B, in_dims, gy, w, input_size, *args):
+        gd, wd = in_dims
         if wd is None:
             gy = gy.movedim(gd, 0)
             size = [B * input_size[0], *input_size[1:]]
@@ -250,12 +285,18 @@ def register_conv_family_vmap(forward_name, input_grad_name, weight_grad_name, f
         gx = input_grad_op(fold_vmap_dim(gy, gd, B, 1), w, size, *with_groups(args, B))
         return gx.unflatten(1, (B, input_size[1])), 1
 
-    @torch.library.register_vmap(weight_grad_name)
-    def _(info, in_dims, gy, x, weight_size, *args_and_bias_grad):
-        B, (gd, xd) = info.batch_size, in_dims[:2]
+    def weight_grad_rule(B, in_dims, gy, x, weight_size, *args_and_bias_grad):
+        gd, xd = in_dims
         *args, bias_grad = args_and_bias_grad
         size = [B * weight_size[0], *weight_size[1:]]
         gy, x = fold_vmap_dim(gy, gd, B, 1), fold_vmap_dim(x, xd, B, 1)
         gw, gb = weight_grad_op(gy, x, size, *with_groups(args, B), bias_grad)
         gw = gw.unflatten(0, (B, weight_size[0]))
         return ((gw, gb.unflatten(0, (B, -1))), (0, 0)) if bias_grad else ((gw, gb), (0, None))
+
+    torch.library.register_vmap(forward_name, lambda info, in_dims, x, w, b, *args: _in_chunks(
+        forward_rule, info.batch_size, in_dims[:3], (x, w, b), args, args[3]))
+    torch.library.register_vmap(input_grad_name, lambda info, in_dims, gy, w, *rest: _in_chunks(
+        input_grad_rule, info.batch_size, in_dims[:2], (gy, w), rest, rest[4]))
+    torch.library.register_vmap(weight_grad_name, lambda info, in_dims, gy, x, *rest: _in_chunks(
+        weight_grad_rule, info.batch_size, in_dims[:2], (gy, x), rest, rest[4]))

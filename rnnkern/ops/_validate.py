@@ -6,6 +6,8 @@ from typing import Sequence
 
 import torch
 
+from torch._C._functorch import is_batchedtensor
+
 from rnnkern.ops import _ext
 
 
@@ -90,7 +92,10 @@ def ntuple(op: str, name: str, value, n: int, *, minimum: int | None = None) -> 
 def follow_weight_layout(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """x in channels_last when the 4-D weight is channels_last and x is not: torch's convolutions
     then compute and return channels_last (cuDNN's and oneDNN's memory-format rule), and ours
-    decide by the input alone."""
+    decide by the input alone. Under vmap the batching rule's call decides (a batched tensor has
+    no channels_last query)."""
+    if is_batchedtensor(x) or is_batchedtensor(w):
+        return x
     if (x.dim() == 4 and not channels_last_output(x) and w.dim() == 4 and not w.is_contiguous()
             and w.is_contiguous(memory_format=torch.channels_last)):
         return x.contiguous(memory_format=torch.channels_last)

@@ -84,8 +84,9 @@ class _RnnFunction(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         *tensors, lengths, static = inputs
+        # one list for both: vmap's generated rule keeps the batch dims of the last save only
         ctx.save_for_backward(*tensors, lengths, output[0])
-        ctx.save_for_forward(*tensors, lengths)
+        ctx.save_for_forward(*tensors, lengths, output[0])
         ctx.relu, = static.args
 
     @staticmethod
@@ -99,7 +100,7 @@ class _RnnFunction(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, *tangents):
-        *primals, lengths = ctx.saved_tensors
+        *primals, lengths, _ = ctx.saved_tensors
         relu = ctx.relu
         live = [i for i, p in enumerate(primals) if p is not None]
         tangents = [tangents[i] if tangents[i] is not None else torch.zeros_like(primals[i]) for i in live]
@@ -129,9 +130,7 @@ class _RnnGradFunction(torch.autograd.Function):
         *tensors, _, lengths, static = inputs  # (output is a function of the others)
         ctx.save_for_backward(*tensors, lengths)
         ctx.save_for_forward(*tensors, lengths)
-        ctx.relu, = static.args
-        if tensors[6] is None:
-            ctx.mark_non_differentiable(output[4])  # the empty bias-gradient placeholder
+        ctx.relu, = static.args  # (without biases the bias gradient is an empty placeholder, tangent and all)
 
     @staticmethod
     def _first_order(ctx):

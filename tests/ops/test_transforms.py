@@ -17,6 +17,7 @@ from torch.utils._pytree import tree_leaves
 
 import rnnkern.functional as RF
 import rnnkern.nn as RNN_NN
+from rnnkern.ops import _transforms
 from tests.utils import DEVICES
 
 D = torch.float64
@@ -174,10 +175,11 @@ def _rnn_pair(device, **kw):
     return ours, ref
 
 
-def _random_rnn_kwargs():
+def _random_rnn_kwargs(**fixed):
     r = random.Random(torch.initial_seed())
-    return dict(num_layers=r.choice([1, 2]), nonlinearity=r.choice(["tanh", "relu"]), bias=r.random() < 0.7,
-                bidirectional=r.random() < 0.5)
+    kw = dict(num_layers=r.choice([1, 2]), nonlinearity=r.choice(["tanh", "relu"]), bias=r.random() < 0.7,
+              bidirectional=r.random() < 0.5, batch_first=r.random() < 0.5)
+    return {**kw, **fixed}
 
 
 RNN_TRANSFORMS = ["grad", "jacrev", "jvp", "hessian_w_hh", "hessian_input", "grad_of_grad", "forward_ad",
@@ -185,31 +187,36 @@ RNN_TRANSFORMS = ["grad", "jacrev", "jvp", "hessian_w_hh", "hessian_input", "gra
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
 @pytest.mark.parametrize("transform", RNN_TRANSFORMS)
-def test_rnn_under_transforms(transform, device):
-    kw = _random_rnn_kwargs()
+def test_rnn_under_transforms(transform, bias, device):
+    kw = _random_rnn_kwargs(bias=bias)
     ours, ref = _rnn_pair(device, **kw)
     params = dict(ours.named_parameters())
-    x = torch.randn(4, 2, 3, dtype=D, device=device)
+    T, B = 4, 2
+    x = torch.randn(*((B, T) if kw["batch_first"] else (T, B)), 3, dtype=D, device=device)
+    dirs = 2 if kw["bidirectional"] else 1
+    with_hx = random.Random(torch.initial_seed() + 1).random() < 0.5  # an initial state, or zeros
+    hx = torch.randn(kw["num_layers"] * dirs, B, 4, dtype=D, device=device) if with_hx else None
     last_hh = "weight_hh_l0" + ("_reverse" if kw["bidirectional"] else "")
 
     def run(module):
         def out(p, x):
-            return functional_call(module, p, (x,))[0]
+            return functional_call(module, p, (x, hx))[0]
         if transform == "grad":
             return grad(_loss(out), argnums=(0, 1))(params, x)
         if transform == "jacrev":
             return jacrev(lambda p: out(p, x).sin().sum(dim=(0, 1)))(params)
         if transform == "jvp":
-            return jvp(lambda x: functional_call(module, params, (x,)), (x,), (x.cos(),))
+            return jvp(lambda x: functional_call(module, params, (x, hx)), (x,), (x.cos(),))
         if transform == "hessian_w_hh":
             return hessian(lambda w: _loss(out)({**params, last_hh: w}, x))(params[last_hh])
         if transform == "hessian_input":
-            return hessian(lambda x: _loss(out)(params, x))(x[:2, :1])
+            return hessian(lambda x: _loss(out)(params, x))(x)
         if transform == "grad_of_grad":
             return grad(lambda p: sum(g.square().sum() for g in grad(_loss(out))(p, x).values()))(params)
         if transform == "forward_ad":
-            return _fw_tangent(lambda x: module(x)[0], (x,), (x.cos(),))
+            return _fw_tangent(lambda x: module(x, hx)[0], (x,), (x.cos(),))
         w = params[last_hh]
         return _forward_over_reverse(lambda x, w: out({**params, last_hh: w}, x), (x, w), (x.cos(), w.cos()))
 
@@ -326,11 +333,14 @@ CONV_IN_DIMS = [(0, None, None), (1, None, None), (None, 0, None), (0, 0, None),
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("chunked", [False, True], ids=["one_call", "chunked"])
 @pytest.mark.parametrize("in_dims", CONV_IN_DIMS, ids=str)
 @pytest.mark.parametrize("transposed", [False, True], ids=["conv", "convT"])
-def test_conv_family_batching_rules(transposed, in_dims, device):
+def test_conv_family_batching_rules(transposed, in_dims, chunked, device, monkeypatch):
     r = random.Random(torch.initial_seed())
     B, N, g = 3, r.choice([0, 2]), r.choice([1, 2])
+    if chunked:  # (CUDA caps a call at 65535 groups) two entries a call: chunks of 2 and 1
+        monkeypatch.setattr(_transforms, "MAX_GROUPS_PER_CALL", 2 * g)
     c_in, c_out = 2 * g, 3 * g
     args = ([2, 1], [1, 0, 1, 0], [1, 2], g) if not transposed else ([2, 1], [1, 0], [1, 0], g, [1, 2])
     name = "conv_transpose2d" if transposed else "conv2d"
@@ -391,3 +401,76 @@ def test_rnn_batching_rules(case, device):
     g = (_batched(torch.randn_like(out), 1, B), _batched(torch.randn_like(hx), 0, B))
     bwd = torch.ops.rnnkern.rnn_backward.default
     _vmap_vs_loop(lambda go, gh: bwd(go, gh, x, hx, ws[0], ws[1], out, lengths, False, True), (1, 0), g, B)
+
+
+# ---- vmap through the modules, and reverse mode over vmap ----------------------------------------
+
+def _segmenter(nn, device):
+    """conv -> relu -> transposed conv, a weight each: an ensemble's member."""
+    return torch.nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                               nn.ConvTranspose2d(4, 2, 4, stride=2, padding=1)).to(device, D)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_model_ensemble_under_vmap(device):
+    # torch.func.stack_module_state: a weight per member, the second layer's input vmapped off dim 0
+    ours = [_segmenter(RNN_NN, device) for _ in range(3)]
+    refs = [_segmenter(torch.nn, device) for _ in range(3)]
+    for o, r in zip(ours, refs):
+        r.load_state_dict(o.state_dict())
+    x = torch.randn(2, 3, 6, 6, dtype=D, device=device)
+
+    def ensemble(members):
+        params, buffers = torch.func.stack_module_state(members)
+        base = members[0]
+        return vmap(lambda p, b: functional_call(base, (p, b), (x,)), in_dims=(0, 0))(params, buffers)
+
+    assert_close_trees(ensemble(ours), ensemble(refs))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_vmap_over_a_non_leading_dim(device):
+    # inside vmap the per-entry tensors are not contiguous; the layout rule must not ask them
+    x = torch.randn(2, 3, 2, 6, 6, dtype=D, device=device)
+    w = torch.randn(4, 2, 3, 3, dtype=D, device=device)
+    assert_close_trees(vmap(lambda x: RF.conv2d(x, w, padding=1), in_dims=1)(x),
+                       vmap(lambda x: F.conv2d(x, w, padding=1), in_dims=1)(x))
+    wt = w.transpose(0, 1)  # (C_in 2, C_out 4): a transposed convolution's layout, and a strided one
+    assert_close_trees(vmap(lambda x: RF.conv_transpose2d(x, wt, stride=2), in_dims=1)(x),
+                       vmap(lambda x: F.conv_transpose2d(x, wt, stride=2), in_dims=1)(x))
+    v, idx = F.max_pool2d(x.flatten(0, 1), 2, return_indices=True)
+    v, idx = v.unflatten(0, (2, 3)), idx.unflatten(0, (2, 3))
+    assert_close_trees(vmap(lambda v, i: RF.max_unpool2d(v, i, 2), in_dims=1)(v, idx),
+                       vmap(lambda v, i: F.max_unpool2d(v, i, 2), in_dims=1)(v, idx))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_reverse_mode_over_vmap(device):
+    # grad(vmap(f)) and .backward() after vmap: the generated rules' backward, against a loop
+    m = RNN_NN.RNN(3, 4, num_layers=2).to(device, D)
+    params = {k: v.detach() for k, v in m.named_parameters()}
+    xs = torch.randn(3, 5, 2, 3, dtype=D, device=device)  # 3 entries of (T=5, B=2, I=3)
+
+    def loss(p, f):
+        return f(lambda x: functional_call(m, p, (x,))[0])(xs).sin().sum()
+
+    got = grad(loss)(params, vmap)
+    want = grad(loss)(params, lambda g: (lambda xs: torch.stack([g(x) for x in xs])))
+    assert_close_trees(got, want)
+    conv = RNN_NN.Conv2d(2, 3, 3).to(device, D)
+    y = vmap(conv)(torch.randn(4, 1, 2, 5, 5, dtype=D, device=device))
+    y.sin().sum().backward()
+    assert conv.weight.grad is not None and conv.weight.grad.shape == conv.weight.shape
+
+
+def test_nested_forward_mode_refused():
+    # torch returns wrong higher derivatives for Python autograd.Functions under nested forward
+    # mode (pytorch/pytorch#197867); rnnkern refuses instead of returning them
+    w = torch.randn(2, 2, 3, 3, dtype=D)
+    x = torch.randn(1, 2, 5, 5, dtype=D)
+    f = lambda x: RF.conv2d(RF.conv2d(x, w, padding=1).tanh(), w, padding=1).sum()
+    with pytest.raises(NotImplementedError, match="nested forward-mode"):
+        jacfwd(jacfwd(f))(x)
+    with pytest.raises(NotImplementedError, match="nested forward-mode"):
+        jvp(lambda x: jvp(f, (x,), (x,))[1], (x,), (x,))
+    hessian(f)(x)  # jacfwd over jacrev: one forward level, supported
