@@ -10,10 +10,12 @@
 //    (forward) or upstream gradient and activation derivative (BPTT) are applied before the one
 //    store. Each output element is one sequential k-sum: deterministic and thread-count independent.
 //
-// RNNKERN_RNN_PATH=general forces the ATen step; RNNKERN_DEBUG=1 logs the choice.
+// The AVX-512 step packs W_hh each call, so short sequences (avx512_step_pays) take the ATen one.
+// RNNKERN_RNN_PATH=general / avx512 forces a step; RNNKERN_DEBUG=1 logs the choice.
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <vector>
 
 #include <ATen/Parallel.h>
 #include <omp.h>
@@ -139,11 +141,44 @@ AVX512_FN void rnn_panel(int64_t rows, const float* a, const float* panel, int64
 // Packs M (H, H) as (P, H, 32): panel p holds columns [32p, 32p + 32) of M for every k, zero-padded
 // past H, so a tile streams its weights contiguously. M = W_hh^T for the forward step (M[k][j] =
 // W_hh[j][k]), M = W_hh for the reverse one.
+//
+// One pass, in 32 x 32 tiles: W_hh^T is a transposed view, and reading it column by column (as a
+// strided copy_ into a zeroed buffer and a permute().contiguous() after it did) cost ~0.7 ms at
+// H = 512 and ~2.7 ms at H = 1024 on one core, 10-100x a step at small batches (a one-token call
+// while sampling a language model paid it every token).
+//
+// The panels live in a per-thread buffer that grows and is reused across calls (never shared: a call
+// packs into it once and reads it until it returns): a fresh allocation of this size is an mmap
+// whose pages fault in on every call, which cost more than the packing (~2 ms of 4 MB at H = 1024).
 at::Tensor pack_panels(const at::Tensor& m) {
   const int64_t H = m.size(0), P = (H + kPanel - 1) / kPanel;
-  at::Tensor padded = at::zeros({H, P * kPanel}, m.options());
-  padded.narrow(1, 0, H).copy_(m);
-  return padded.view({H, P, kPanel}).permute({1, 0, 2}).contiguous();
+  thread_local std::vector<float> buffer;
+  const size_t elements = static_cast<size_t>(P * H * kPanel);
+  if (buffer.size() < elements) buffer.resize(elements);
+  at::Tensor packed = at::from_blob(buffer.data(), {P, H, kPanel}, m.options());
+  const float* src = m.const_data_ptr<float>();
+  float* dst = packed.data_ptr<float>();
+  const int64_t sk = m.stride(0), sj = m.stride(1);
+  float tile[kPanel][kPanel];  // [k][j], L1-resident
+  for (int64_t p = 0; p < P; ++p) {
+    const int64_t j0 = p * kPanel, n = std::min(kPanel, H - j0);
+    for (int64_t k0 = 0; k0 < H; k0 += kPanel) {
+      const int64_t kn = std::min(kPanel, H - k0);
+      if (sj == 1) {  // rows of M are contiguous
+        for (int64_t k = 0; k < kn; ++k)
+          for (int64_t j = 0; j < n; ++j) tile[k][j] = src[(k0 + k) * sk + j0 + j];
+      } else {  // columns are (M = W_hh^T): read each source row j in a contiguous run of k
+        for (int64_t j = 0; j < n; ++j)
+          for (int64_t k = 0; k < kn; ++k) tile[k][j] = src[(k0 + k) * sk + (j0 + j) * sj];
+      }
+      for (int64_t k = 0; k < kn; ++k) {
+        float* out = dst + (p * H + k0 + k) * kPanel;
+        std::memcpy(out, tile[k], n * sizeof(float));
+        std::fill(out + n, out + kPanel, 0.f);
+      }
+    }
+  }
+  return packed;
 }
 
 // One step's operands: a (rows of h_{t-1} or dz_{t+1}), the upstream gradient and activation
@@ -250,11 +285,31 @@ const char* avx512_step_blocker(at::ScalarType dtype) {
 #endif
 }
 
-bool use_avx512_step(const char* op, const at::Tensor& input) {
+// Whether the AVX-512 step repays packing W_hh over T steps of B rows, from a cost model fitted on
+// one core of the Sapphire Rapids VM (bench/NOTES.md, thirteenth session): packing costs ~0.7 ns per
+// W_hh element; a forward step saves ~2 us + (0.02 + 0.0035 B) ns per element against the ATen step
+// (break-even ~22 steps at B = 1 and H = 512, ~13 at B = 8, ~5 at B = 32), a backward step only
+// ~4 us (break-even ~12 steps at H = 256, ~46 at H = 512). A one-token call while sampling a language
+// model is far below either; the benchmark shapes (T = 256) far above.
+bool avx512_step_pays(bool backward, int64_t T, int64_t B, int64_t H) {
+  const double elements = static_cast<double>(H) * static_cast<double>(H);
+  const double pack_us = 0.7e-3 * elements;
+  const double saved_us_per_step =
+      backward ? 4.0 : 2.0 + (0.02 + 0.0035 * static_cast<double>(B)) * 1e-3 * elements;
+  return static_cast<double>(T) * saved_us_per_step >= pack_us;
+}
+
+// The step for this call: AVX-512 where it can run and pays for its packing (RNNKERN_RNN_PATH=avx512
+// skips the second question: tests of the kernel on small shapes), else ATen's.
+bool use_avx512_step(const char* op, bool backward, const at::Tensor& input, int64_t T, int64_t B, int64_t H) {
   const char* blocker = avx512_step_blocker(input.scalar_type());
+  const bool forced = blocker == nullptr && env_equals("RNNKERN_RNN_PATH", "avx512");
+  if (blocker == nullptr && !forced && !avx512_step_pays(backward, T, B, H))
+    blocker = "too few steps to repay packing W_hh";
   if (rnn_debug_log_enabled()) {
     std::cerr << "[rnnkern] " << op << " (cpu): "
-              << (blocker ? std::string("general step (") + blocker + ")" : "avx512 step (float32 on an AVX-512 CPU)")
+              << (blocker ? std::string("general step (") + blocker + ")"
+                          : std::string("avx512 step (float32 on an AVX-512 CPU") + (forced ? ", forced)" : ")"))
               << "\n";
   }
   return blocker == nullptr;
@@ -264,7 +319,8 @@ bool use_avx512_step(const char* op, const at::Tensor& input) {
 
 std::string rnn_cpu_step() {
   const char* blocker = avx512_step_blocker(at::kFloat);
-  return blocker ? std::string("general (") + blocker + ")" : "avx512 (float32; float64 takes the general step)";
+  return blocker ? std::string("general (") + blocker + ")"
+                 : "avx512 (float32 sequences long enough to repay packing W_hh; float64 takes the general step)";
 }
 
 namespace {
@@ -295,7 +351,7 @@ std::tuple<at::Tensor, at::Tensor> rnn_forward_cpu(const at::Tensor& input, cons
   }
   const std::vector<int64_t> bs = batch_sizes("rnn_forward", s, lengths);
 #if RNNKERN_CPU_AVX512
-  if (s.T > 0 && s.B > 0 && use_avx512_step("rnn_forward", input)) {
+  if (s.T > 0 && s.B > 0 && use_avx512_step("rnn_forward", false, input, s.T, s.B, s.H)) {
     Avx512Recurrence step{hx.contiguous(), pack_panels(w_hh.t()), s.B, s.H, relu};
     return with_cpu_rnn_gemm([&](const auto& gemm) {
       return rnn_forward_loop(input, hx, w_ih, b_ih, b_hh, bs, lengths, step, gemm);
@@ -320,7 +376,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   }
   const std::vector<int64_t> bs = batch_sizes("rnn_backward", s, lengths);
 #if RNNKERN_CPU_AVX512
-  if (s.T > 0 && s.B > 0 && use_avx512_step("rnn_backward", input)) {
+  if (s.T > 0 && s.B > 0 && use_avx512_step("rnn_backward", true, input, s.T, s.B, s.H)) {
     Avx512Recurrence step{hx, pack_panels(w_hh), s.B, s.H, relu};
     return with_cpu_rnn_gemm([&](const auto& gemm) {
       return rnn_backward_loop(grad_output.contiguous(), grad_hn, input, hx, w_ih, w_hh, output.contiguous(), bs,

@@ -925,9 +925,10 @@ def test_fp32_gemms_follow_cudnn_allow_tf32(monkeypatch, capfd, path):
 
 
 # ----------------------------------------------------------------------------------------------
-# the CPU's register-blocked AVX-512 step (fp32) vs its ATen step (csrc/cpu/rnn.cpp chooses;
-# RNNKERN_RNN_PATH=general forces ATen). On a CPU without AVX-512 both runs take the ATen step and
-# the comparisons still hold.
+# the CPU's register-blocked AVX-512 step (fp32) vs its ATen step (csrc/cpu/rnn.cpp chooses: the
+# AVX-512 step where its packing pays; RNNKERN_RNN_PATH=avx512 / general forces one, and these small
+# shapes force it). On a CPU without AVX-512 both runs take the ATen step and the comparisons still
+# hold.
 
 # B covers the 8-row tile and its remainders, H the 32-column panel and ragged ends
 @pytest.mark.parametrize("T,B,H", [(9, 1, 7), (13, 8, 32), (11, 19, 33), (6, 16, 300), (5, 3, 96)])
@@ -940,7 +941,7 @@ def test_cpu_avx512_step_matches_general_and_fp64(monkeypatch, T, B, H, relu, wi
     g, gh = torch.randn(T, B, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64)
     ref = _run_with_env(monkeypatch, args, lengths, relu, g, gh, RNNKERN_RNN_PATH="general")
     f32 = [a.float() for a in args]
-    fast, fast2 = (_run_with_env(monkeypatch, f32, lengths, relu, g, gh, RNNKERN_RNN_PATH="auto") for _ in range(2))
+    fast, fast2 = (_run_with_env(monkeypatch, f32, lengths, relu, g, gh, RNNKERN_RNN_PATH="avx512") for _ in range(2))
     gen = _run_with_env(monkeypatch, f32, lengths, relu, g, gh, RNNKERN_RNN_PATH="general")
     for p, p2, q, r in zip(fast, fast2, gen, ref):
         assert torch.equal(p, p2)  # bitwise repeatable
@@ -949,6 +950,20 @@ def test_cpu_avx512_step_matches_general_and_fp64(monkeypatch, T, B, H, relu, wi
     if with_lengths:  # past each length: zeros
         for b, n in enumerate(lengths.tolist()):
             assert not fast[0][n:, b].any()
+
+
+@pytest.mark.skipif(not CPU_HAS_AVX512, reason="the choice exists on AVX-512 CPUs only")
+@pytest.mark.parametrize("T,B,H,step", [(1, 1, 512, "general"), (4, 8, 256, "general"), (64, 8, 256, "avx512"),
+                                        (16, 32, 128, "avx512")])
+def test_cpu_step_choice_repays_packing(monkeypatch, capfd, T, B, H, step):
+    # a one-token call (sampling) must not pay ~0.2 ms packing W_hh for one step; long runs do
+    args = [a.float() for a in make_args(T, B, 16, H)]
+    monkeypatch.setenv("RNNKERN_DEBUG", "1")
+    capfd.readouterr()
+    out, hn = FWD(*args, None, False)
+    BWD(torch.randn_like(out), torch.randn_like(hn), *args[:4], out, None, False, True)
+    log = capfd.readouterr().err
+    assert log.count(f"{step} step") == 2, log
 
 
 def test_cpu_avx512_step_noncontiguous_operands(monkeypatch):
@@ -961,7 +976,7 @@ def test_cpu_avx512_step_noncontiguous_operands(monkeypatch):
     assert not any(v.is_contiguous() for v in views)
     g = torch.randn(B, T, H).transpose(0, 1)
     gh = torch.randn(H, B).t()
-    monkeypatch.setenv("RNNKERN_RNN_PATH", "auto")
+    monkeypatch.setenv("RNNKERN_RNN_PATH", "avx512")
     # bitwise on the AVX-512 step; MKL (the general step) may pick other kernels for strided operands
     same = torch.equal if CPU_HAS_AVX512 else (lambda a, b: rel_err(a, b) < 1e-6)
     out, hn = FWD(*views, None, False)
@@ -987,9 +1002,9 @@ def test_cpu_avx512_step_thread_count_independent(monkeypatch, H, with_lengths):
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = _run_with_env(monkeypatch, args, lengths, False, g, gh, RNNKERN_RNN_PATH="auto")
+        one = _run_with_env(monkeypatch, args, lengths, False, g, gh, RNNKERN_RNN_PATH="avx512")
         torch.set_num_threads(2)
-        two = _run_with_env(monkeypatch, args, lengths, False, g, gh, RNNKERN_RNN_PATH="auto")
+        two = _run_with_env(monkeypatch, args, lengths, False, g, gh, RNNKERN_RNN_PATH="avx512")
     finally:
         torch.set_num_threads(before)
     for a, b in zip(one, two):
@@ -1023,7 +1038,7 @@ def test_cpu_tanh_accuracy_and_special_values():
 def test_cpu_step_choice_is_logged(monkeypatch, capfd):
     x, h0, w_ih, w_hh, b_ih, b_hh = (a.float() for a in make_args(3, 2, 4, 5))
     monkeypatch.setenv("RNNKERN_DEBUG", "1")
-    monkeypatch.setenv("RNNKERN_RNN_PATH", "auto")
+    monkeypatch.setenv("RNNKERN_RNN_PATH", "avx512")
     FWD(x, h0, w_ih, w_hh, b_ih, b_hh, None, False)
     expected = "avx512 step" if CPU_HAS_AVX512 else "general step"
     assert expected in capfd.readouterr().err
