@@ -46,6 +46,7 @@
 #include <array>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -197,22 +198,12 @@ Plan make_plan(const ConvGeometry& g) {
 // The weight in tap-major order, (G, Kg, KH, KW, Cg) contiguous: the column order of every column
 // matrix below. flip_transpose: the weight of grad_input-as-a-convolution, (G, Cg, KH, KW, Kg)
 // with the taps reversed (see backward_input_impl).
-template <typename T>
 at::Tensor prepare_weight(const ConvGeometry& g, const at::Tensor& w, bool flip_transpose) {
-  const int64_t G = g.G, Kg = g.Kg(), Cg = g.Cg(), KH = g.KH, KW = g.KW;
-  at::Tensor out = flip_transpose ? at::empty({G, Cg, KH, KW, Kg}, w.options()) : at::empty({G, Kg, KH, KW, Cg}, w.options());
-  const T* src = w.const_data_ptr<T>();  // (K, Cg, KH, KW) contiguous
-  T* dst = out.mutable_data_ptr<T>();
-  for (int64_t gi = 0; gi < G; ++gi)
-    for (int64_t k = 0; k < Kg; ++k)
-      for (int64_t c = 0; c < Cg; ++c)
-        for (int64_t r = 0; r < KH; ++r)
-          for (int64_t sx = 0; sx < KW; ++sx) {
-            const T v = src[(((gi * Kg + k) * Cg + c) * KH + r) * KW + sx];
-            if (flip_transpose) dst[(((gi * Cg + c) * KH + (KH - 1 - r)) * KW + (KW - 1 - sx)) * Kg + k] = v;
-            else dst[(((gi * Kg + k) * KH + r) * KW + sx) * Cg + c] = v;
-          }
-  return out;
+  // ATen's strided copy (a 1x1 kernel's is no copy at all): an element-by-element loop here took
+  // ~0.5 ms for a 512 x 512 pointwise weight, twice the GEMM it feeds
+  const at::Tensor w5 = w.view({g.G, g.Kg(), g.Cg(), g.KH, g.KW});  // (K, Cg, KH, KW) contiguous
+  if (flip_transpose) return w5.flip({3, 4}).permute({0, 2, 3, 4, 1}).contiguous();
+  return w5.permute({0, 1, 3, 4, 2}).contiguous();
 }
 
 // The prepared weight restricted to each tap rectangle, per group: (G, Kg, nr*ns*Cg). A rectangle
@@ -677,11 +668,57 @@ DirectBlockFn direct_block_fn(int kv, int64_t px) {
   }
 }
 
+// Reductions (taps x input channels per output) from which a forward pass runs faster on the GEMM
+// engines than on the direct kernels: each block re-reads its whole weight slice (taps x channels
+// x 64 outputs), and past ~0.5 MB that no longer stays near the core. Measured on one core of the
+// Sapphire Rapids VM (bench/NOTES.md, thirteenth session): 3x3 at 192 channels direct 5.1 ms vs
+// GEMM 5.2, at 256 channels 12.0 vs 9.4; transposed, k4 s2 (4 taps a phase) 512 -> 512 at 8x8 7.0
+// vs 5.4 and at 256 channels equal; k2 s2 (one tap a phase: the GEMM path is one product) 512 ->
+// 512 at 8x8 2.8 vs 1.4, at 256 channels equal. grad_input and grad_weight stay direct (their GEMM
+// forms measured slower at every size tried).
+constexpr int64_t kDirectForwardMaxReduction = 2048;
+// ... unless the group's whole packed weight still fits L2 with room to spare: the kernels walk
+// every 64-channel slice of it for each output row, and while the slices stay in L2 the direct
+// kernels keep up (256 -> 64 / 128 channels 3x3: direct 2.2 / 4.5 ms vs GEMM 2.8 / 4.7; 256 -> 256,
+// 2.4 MB: 13.0 vs 9.5; 512 -> 128 at 8x8, 2.4 MB: 3.1 vs 1.1).
+constexpr int64_t kDirectForwardMaxWeightBytes = int64_t{3} << 19;  // 1.5 MB
+constexpr int64_t kDirectTransposedMaxReduction = 2048;
+constexpr int64_t kDirectTransposedOneTapMaxReduction = 512;
+
+// RNNKERN_CONV_CPU_FORWARD=direct / gemm forces the fp32 forward's engine where both can run (tests,
+// benchmarks); unset: by the thresholds above.
+enum class ForwardEngine { kBySize, kDirect, kGemm };
+ForwardEngine forward_engine_override() {
+  const char* e = std::getenv("RNNKERN_CONV_CPU_FORWARD");
+  if (e == nullptr || *e == '\0') return ForwardEngine::kBySize;
+  const std::string v(e);
+  TORCH_CHECK(v == "direct" || v == "gemm", "RNNKERN_CONV_CPU_FORWARD must be 'direct' or 'gemm', got '", v, "'");
+  return v == "direct" ? ForwardEngine::kDirect : ForwardEngine::kGemm;
+}
+
+// Whether a forward whose blocks reduce over `reduction` (taps x input channels) runs on the
+// direct kernels (given that they can run it). `weight_bytes` (a group's packed weight, 0: not a
+// criterion) must also pass kDirectForwardMaxWeightBytes.
+bool forward_takes_direct(int64_t reduction, int64_t max_reduction, int64_t weight_bytes = 0) {
+  switch (forward_engine_override()) {
+    case ForwardEngine::kDirect: return true;
+    case ForwardEngine::kGemm: return false;
+    default: return reduction < max_reduction || weight_bytes <= kDirectForwardMaxWeightBytes;
+  }
+}
+
 // The direct path covers fp32 with at least one full vector of output channels per group
 // (narrower groups have their own direct loops; pointwise convolutions are one GEMM per image).
 bool direct_ok(const ConvGeometry& g, at::ScalarType t) {
   return t == at::kFloat && cpu_has_avx512() && g.Kg() >= 16 && !narrow_groups(g) && !is_pointwise(g);
 }
+
+// Floats between consecutive input channels' rows of the packed weight: Kgp, plus one vector when
+// Kgp spans an even number of 64-byte lines. A block reads the same 4 lines of every row; with an
+// even line pitch those fall into a fraction of L1's sets (a quarter at Kgp = 256: rows 1 KB apart
+// meet every 4th row in the same set), the weight slice stops fitting, and 3x3 convolutions ran
+// 2-3x slower from 256 channels on (bench/NOTES.md, thirteenth session).
+int64_t direct_weight_pitch(int64_t Kgp) { return (Kgp / 16) % 2 == 0 ? Kgp + 16 : Kgp; }
 
 // The direct kernels' weight, (G, taps, Cg, Kgp) with zero columns k >= Kg, gathered straight
 // from the torch weight w (K, Cg, KH, KW), any strides (16 output channels per gather, contiguous
@@ -690,8 +727,8 @@ bool direct_ok(const ConvGeometry& g, at::ScalarType t) {
 // per-thread scratch tensor (slot 2; a fresh 0.5 MB vector per call cost page faults).
 __attribute__((target("avx512f"))) at::Tensor pack_direct_weight(const ConvGeometry& g, const at::Tensor& w,
                                                                   bool flip_transpose, int64_t Kgp) {
-  const int64_t G = g.G, Cg = g.Cg(), Kg = g.Kg(), taps = g.taps();
-  at::Tensor out = scratch(2, G * taps * Cg * Kgp, w.options());
+  const int64_t G = g.G, Cg = g.Cg(), Kg = g.Kg(), taps = g.taps(), pitch = direct_weight_pitch(Kgp);
+  at::Tensor out = scratch(2, G * taps * Cg * pitch, w.options());
   float* wd = out.mutable_data_ptr<float>();
   const float* src = w.const_data_ptr<float>();
   const int64_t sK = w.stride(flip_transpose ? 1 : 0), sC = w.stride(flip_transpose ? 0 : 1);
@@ -705,7 +742,7 @@ __attribute__((target("avx512f"))) at::Tensor pack_direct_weight(const ConvGeome
                           (ts % g.KW) * w.stride(3);
       for (int64_t c = 0; c < Cg; ++c) {
         const float* sp = base + c * sC;
-        float* dst = wd + ((gi * taps + t) * Cg + c) * Kgp;
+        float* dst = wd + ((gi * taps + t) * Cg + c) * pitch;
         int64_t k = 0;
         if (gather)
           for (; k + 16 <= Kg; k += 16) _mm512_storeu_ps(dst + k, gather16(idx, sp + k * sK, 4));
@@ -796,6 +833,7 @@ void forward_direct_avx512(const ConvGeometry& g, bool cl, const at::Tensor& x, 
   const int64_t Kgp = (Kg + 15) / 16 * 16;
   // weights (G, taps, Cg, Kgp) and bias (G, Kgp), zero-padded
   const at::Tensor wpack = pack_direct_weight(g, w, flip_transpose, Kgp);
+  const int64_t pitch = direct_weight_pitch(Kgp);
   const float* wd = wpack.const_data_ptr<float>();
   const std::vector<float> bd = pack_direct_bias(bias, G, Kg, Kgp);
   // Blocks never straddle a column where some tap's reads enter or leave the input (the row is
@@ -841,11 +879,11 @@ void forward_direct_avx512(const ConvGeometry& g, bool cl, const at::Tensor& x, 
               for (int64_t s = 0; s < g.KW; ++s) {
                 if (hi[s] <= ow0 || lo[s] >= ow1) continue;  // every pixel of the block reads padding
                 toff[nt] = ((n * g.H + ih) * g.W + ow0 * g.sw - g.pl + s * g.dw) * C + gi * Cg;
-                tw[nt] = wd + ((gi * taps + r * g.KW + s) * Cg) * Kgp + k0;
+                tw[nt] = wd + ((gi * taps + r * g.KW + s) * Cg) * pitch + k0;
                 ++nt;
               }
             }
-            fn(xq, g.sw * C, toff.data(), tw.data(), nt, Cg, Kgp, rb + ow0 * rp + k0, rp,
+            fn(xq, g.sw * C, toff.data(), tw.data(), nt, Cg, pitch, rb + ow0 * rp + k0, rp,
                bias ? bd.data() + gi * Kgp + k0 : nullptr);
           }
         }
@@ -874,6 +912,7 @@ void conv_transpose_direct_avx512(const at::Tensor& x, const at::Tensor& w, cons
   pg.KW = KW;
   pg.G = G;
   const at::Tensor wpack = pack_direct_weight(pg, w, /*flip_transpose=*/true, Kgp);
+  const int64_t pitch = direct_weight_pitch(Kgp);
   const float* wd = wpack.const_data_ptr<float>();
   const std::vector<float> bd = pack_direct_bias(bias, G, Cog, Kgp);
   // every read column iw = (ow + pW - kw*dW) / sW lies in [-PL, W + PR)
@@ -906,11 +945,11 @@ void conv_transpose_direct_avx512(const at::Tensor& x, const at::Tensor& w, cons
                   const int64_t c0 = tw0 / sW;  // input column of j = 0
                   if (j1 + c0 <= 0 || j0 + c0 >= W) continue;
                   toff[nt] = ((n * H + ih) * Wp + PL + j0 + c0) * Cin + gi * Cig;
-                  tw[nt] = wd + ((gi * taps + (taps - 1 - (kh * KW + kw))) * Cig) * Kgp + k0;
+                  tw[nt] = wd + ((gi * taps + (taps - 1 - (kh * KW + kw))) * Cig) * pitch + k0;
                   ++nt;
                 }
               }
-              direct_block_fn(kv, j1 - j0)(xq, Cin, toff.data(), tw.data(), nt, Cig, Kgp,
+              direct_block_fn(kv, j1 - j0)(xq, Cin, toff.data(), tw.data(), nt, Cig, pitch,
                                            rb + (pw + j0 * sW) * Kgp + k0, sW * Kgp,
                                            bias ? bd.data() + gi * Kgp + k0 : nullptr);
             }
@@ -1278,7 +1317,7 @@ void backward_input_impl(const ConvGeometry& g, bool cl, const at::Tensor& gy, c
     t.pl = ext_w - g.pl;
     t.pr = ext_w - g.pr;
     if (direct_ok(t, gy.scalar_type())) forward_direct_avx512(t, cl, gy, w, /*flip_transpose=*/true, std::nullopt, gx);
-    else forward_impl<T>(t, cl, gy, prepare_weight<T>(g, w, /*flip_transpose=*/true), std::nullopt, gx);
+    else forward_impl<T>(t, cl, gy, prepare_weight(g, w, /*flip_transpose=*/true), std::nullopt, gx);
   } else {
     backward_input_col2im<T>(g, cl, gy, w, gx);
   }
@@ -1481,6 +1520,13 @@ bool conv_transpose2d_forward_direct_cpu(const at::Tensor& input, const at::Tens
   if (input.scalar_type() != at::kFloat || !cpu_has_avx512() || output.size(1) / groups < 16 ||
       stride[0] * stride[1] > 16 || output.numel() == 0)
     return false;
+  // the reduction of one output phase: C_in / G channels x the taps that land on it
+  const int64_t phase_taps =
+      ((weight.size(2) + stride[0] - 1) / stride[0]) * ((weight.size(3) + stride[1] - 1) / stride[1]);
+  const int64_t reduction = input.size(1) / groups * phase_taps;
+  if (!forward_takes_direct(reduction,
+                            phase_taps == 1 ? kDirectTransposedOneTapMaxReduction : kDirectTransposedMaxReduction))
+    return false;
   const bool cl = conv_channels_last(output);
   const at::Tensor x = prep(input, at::kFloat, cl);
   std::optional<at::Tensor> b;
@@ -1532,12 +1578,15 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
     if (conv2d_takes_gemm(g, /*default_on=*/false)) {
       // the weight as it comes, as the CUDA route takes it (weight_matrix copies what a BLAS cannot read)
       conv2d_forward_gemm(x, weight.detach().to(ct), b, g, cl, y, CpuGemm{});
-    } else if (direct_ok(g, ct)) {  // reads the weight through its strides
+    } else if (direct_ok(g, ct) &&
+               forward_takes_direct(g.taps() * g.Cg(), kDirectForwardMaxReduction,
+                                    g.taps() * g.Cg() * direct_weight_pitch((g.Kg() + 15) / 16 * 16) * 4)) {
+      // (reads the weight through its strides)
       forward_direct_avx512(g, cl, x, weight.detach().to(ct), /*flip_transpose=*/false, b, y);
     } else {
       const at::Tensor w = prep(weight, ct, false);
       AT_DISPATCH_FLOATING_TYPES(ct, "conv2d_forward_cpu",
-                                 [&] { forward_impl<scalar_t>(g, cl, x, prepare_weight<scalar_t>(g, w, false), b, y); });
+                                 [&] { forward_impl<scalar_t>(g, cl, x, prepare_weight(g, w, false), b, y); });
     }
   }
   return ct == input.scalar_type() ? y : y.to(input.scalar_type());

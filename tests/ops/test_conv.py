@@ -854,3 +854,24 @@ def test_jit_trace_same_padding():
         traced = torch.jit.trace(m, torch.randn(1, 4, 8, 8))
     x = torch.randn(2, 4, 5, 7)
     torch.testing.assert_close(traced(x), m(x))
+
+
+@pytest.mark.parametrize("engine", ["", "direct", "gemm"], ids=["by_size", "direct", "gemm"])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("channels", [192, 256, 520])
+def test_cpu_wide_reductions(strict_fp32, monkeypatch, layout, channels, engine):
+    """fp32 3x3 convolutions on both sides of the CPU's direct / GEMM forward switch (a large
+    reduction with a weight past L2 runs on the GEMM engine; grad_input and grad_weight stay
+    direct), each engine forced too (RNNKERN_CONV_CPU_FORWARD), a weight row pitch that is a
+    multiple of 64 floats (the padded pitch), and ragged channel vectors."""
+    monkeypatch.setenv("RNNKERN_CONV_CPU_FORWARD", engine)
+    _compare(2, (1, channels, 9, 7), (channels + 8, channels, 3, 3), dict(padding=1), "cpu", torch.float32,
+             layout=layout)
+    _compare(2, (2, channels, 6, 5), (64, channels, 3, 3), dict(padding=2, dilation=2, stride=(1, 2)), "cpu",
+             torch.float32, layout=layout, bias=False)
+
+
+def test_cpu_forward_engine_env_is_checked(monkeypatch):
+    monkeypatch.setenv("RNNKERN_CONV_CPU_FORWARD", "fast")
+    with pytest.raises(RuntimeError, match="RNNKERN_CONV_CPU_FORWARD must be 'direct' or 'gemm'"):
+        RF.conv2d(torch.randn(1, 16, 6, 6), torch.randn(16, 16, 3, 3))

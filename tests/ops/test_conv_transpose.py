@@ -759,3 +759,20 @@ def test_autocast_cpu_bf16():
         y1 = RF.conv_transpose1d(torch.randn(1, 4, 5), torch.randn(4, 2, 3))
     assert y.dtype == y_ref.dtype == y1.dtype == torch.bfloat16
     assert rel_err(y, y_ref) < 2e-2
+
+
+@pytest.mark.parametrize("engine", ["", "direct", "gemm"], ids=["by_size", "direct", "gemm"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("k,s,cin", [(2, 2, 256), (2, 2, 520), (4, 2, 256), (4, 2, 520), (3, 2, 600)])
+def test_cpu_wide_reductions(monkeypatch, layout, k, s, cin, engine):
+    """fp32 forwards on both sides of the CPU's direct / GEMM switch for transposed convolutions
+    (a phase's reduction, C_in x its taps, >= 2048; >= 512 when each phase has one tap), each
+    engine forced too (RNNKERN_CONV_CPU_FORWARD), with all gradients, against fp64 torch."""
+    monkeypatch.setenv("RNNKERN_CONV_CPU_FORWARD", engine)
+    c = dict(n=1, cin=cin, cout=48, g=1, k=[k, k], s=[s, s], d=[1, 1], p=[k // 2 - 1 if k > 2 else 0] * 2,
+             op=[0, 0], size=[5, 6])
+    x, w, b = make(c, 2, torch.float32, "cpu", bias=True)
+    y, y_ref, grads, grads_ref = run_both(RF.conv_transpose2d, F.conv_transpose2d, _layout(x, layout), w, b, c)
+    assert y.shape == y_ref.shape and rel_err(y, y_ref) < TOL[torch.float32], c
+    for gr, rr in zip(grads, grads_ref):
+        assert rel_err(gr, rr) < TOL[torch.float32], c
