@@ -34,15 +34,15 @@ def transform_active() -> bool:
 
 
 def _refuse_nested_forward_mode() -> None:
-    # torch drops the outer tangent of a Python autograd.Function's jvp when two forward-mode
-    # levels nest (pytorch/pytorch#197867: jacfwd(jacfwd(f)) comes out wrong, silently)
-    # (torch refuses a torch.func.jvp inside a forward_ad dual level by itself)
+    # torch drops the outer tangent of a Python autograd.Function's jvp when two torch.func
+    # forward-mode levels nest (pytorch/pytorch#197867: jacfwd(jacfwd(f)) comes out wrong, silently).
+    # A torch.func.jvp inside a forward_ad dual level torch refuses by itself.
     if sum(i.key() == TransformType.Jvp for i in retrieve_all_functorch_interpreters()) >= 2:
         raise NotImplementedError(
-            "rnnkern: nested forward-mode differentiation (jvp of jvp, jacfwd of jacfwd) is not "
-            "supported: torch's support for Python autograd.Functions "
-            "returns wrong higher derivatives there (pytorch/pytorch#197867). Use torch.func.hessian "
-            "(jacfwd over jacrev), nested jacrev, or forward over reverse instead.")
+            "rnnkern: nested forward-mode differentiation (jvp of jvp, jacfwd of jacfwd) is not supported: "
+            "torch's support for Python autograd.Functions returns wrong higher derivatives there "
+            "(pytorch/pytorch#197867). Use torch.func.hessian (jacfwd over jacrev), nested jacrev, or "
+            "forward over reverse instead.")
 
 
 def call_below_autograd(op, *args):
