@@ -45,6 +45,8 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <iostream>
+#include <limits>
 #include <memory>
 #include <string>
 #include <utility>
@@ -672,17 +674,18 @@ DirectBlockFn direct_block_fn(int kv, int64_t px) {
 // engines than on the direct kernels: each block re-reads its whole weight slice (taps x channels
 // x 64 outputs), and past ~0.5 MB that no longer stays near the core. Measured on one core of the
 // Sapphire Rapids VM (bench/NOTES.md, thirteenth session): 3x3 at 192 channels direct 5.1 ms vs
-// GEMM 5.2, at 256 channels 12.0 vs 9.4; transposed, k4 s2 (4 taps a phase) 512 -> 512 at 8x8 7.0
-// vs 5.4 and at 256 channels equal; k2 s2 (one tap a phase: the GEMM path is one product) 512 ->
-// 512 at 8x8 2.8 vs 1.4, at 256 channels equal. grad_input and grad_weight stay direct (their GEMM
-// forms measured slower at every size tried).
+// GEMM 5.2, at 256 channels 12.0 vs 9.4; transposed, k4 s2 (4 taps a phase) 128 -> 128 at 32x32
+// 4.0 vs 5.0, 256 -> 256 at 16x16 8.8 vs 4.7, 256 -> 128 3.4 vs 2.4; k2 s2 (one tap a phase: the
+// GEMM path is one product) 256 -> 256 at 16x16 1.2 vs 1.3, 512 -> 512 at 8x8 2.8 vs 1.4.
+// grad_weight stays direct (its GEMM form measured slower at every size tried); grad_input, see
+// backward_input_impl.
 constexpr int64_t kDirectForwardMaxReduction = 2048;
 // ... unless the group's whole packed weight still fits L2 with room to spare: the kernels walk
 // every 64-channel slice of it for each output row, and while the slices stay in L2 the direct
 // kernels keep up (256 -> 64 / 128 channels 3x3: direct 2.2 / 4.5 ms vs GEMM 2.8 / 4.7; 256 -> 256,
 // 2.4 MB: 13.0 vs 9.5; 512 -> 128 at 8x8, 2.4 MB: 3.1 vs 1.1).
 constexpr int64_t kDirectForwardMaxWeightBytes = int64_t{3} << 19;  // 1.5 MB
-constexpr int64_t kDirectTransposedMaxReduction = 2048;
+constexpr int64_t kDirectTransposedMaxReduction = 1024;
 constexpr int64_t kDirectTransposedOneTapMaxReduction = 512;
 
 // RNNKERN_CONV_CPU_FORWARD=direct / gemm forces the fp32 forward's engine where both can run (tests,
@@ -696,15 +699,21 @@ ForwardEngine forward_engine_override() {
   return v == "direct" ? ForwardEngine::kDirect : ForwardEngine::kGemm;
 }
 
-// Whether a forward whose blocks reduce over `reduction` (taps x input channels) runs on the
-// direct kernels (given that they can run it). `weight_bytes` (a group's packed weight, 0: not a
-// criterion) must also pass kDirectForwardMaxWeightBytes.
-bool forward_takes_direct(int64_t reduction, int64_t max_reduction, int64_t weight_bytes = 0) {
-  switch (forward_engine_override()) {
-    case ForwardEngine::kDirect: return true;
-    case ForwardEngine::kGemm: return false;
-    default: return reduction < max_reduction || weight_bytes <= kDirectForwardMaxWeightBytes;
+// Whether a pass whose blocks reduce over `reduction` (taps x input channels) runs on the direct
+// kernels (given that they can run them): below max_reduction, or with a group's packed weight
+// (`weight_bytes`, when given) still within kDirectForwardMaxWeightBytes. RNNKERN_DEBUG=1 logs it.
+bool forward_takes_direct(const char* op, int64_t reduction, int64_t max_reduction,
+                          int64_t weight_bytes = std::numeric_limits<int64_t>::max()) {
+  const ForwardEngine e = forward_engine_override();
+  const bool direct = e == ForwardEngine::kDirect ||
+                      (e == ForwardEngine::kBySize &&
+                       (reduction < max_reduction || weight_bytes <= kDirectForwardMaxWeightBytes));
+  const char* log = std::getenv("RNNKERN_DEBUG");
+  if (log != nullptr && std::strcmp(log, "0") != 0) {
+    std::cerr << "[rnnkern] " << op << " (cpu): " << (direct ? "direct" : "gemm") << " engine (reduction "
+              << reduction << (e == ForwardEngine::kBySize ? ")" : ", forced)") << "\n";
   }
+  return direct;
 }
 
 // The direct path covers fp32 with at least one full vector of output channels per group
@@ -1323,7 +1332,7 @@ void backward_input_impl(const ConvGeometry& g, bool cl, const at::Tensor& gy, c
     const bool gemm_measured_faster = reduction <= 4 * kDirectForwardMaxReduction && t.Kg() <= 512;
     if (direct_ok(t, gy.scalar_type()) &&
         (!gemm_measured_faster ||
-         forward_takes_direct(reduction, kDirectForwardMaxReduction,
+         forward_takes_direct("conv2d_backward_input", reduction, kDirectForwardMaxReduction,
                               reduction * direct_weight_pitch((t.Kg() + 15) / 16 * 16) * 4)))
       forward_direct_avx512(t, cl, gy, w, /*flip_transpose=*/true, std::nullopt, gx);
     else forward_impl<T>(t, cl, gy, prepare_weight(g, w, /*flip_transpose=*/true), std::nullopt, gx);
@@ -1533,7 +1542,7 @@ bool conv_transpose2d_forward_direct_cpu(const at::Tensor& input, const at::Tens
   const int64_t phase_taps =
       ((weight.size(2) + stride[0] - 1) / stride[0]) * ((weight.size(3) + stride[1] - 1) / stride[1]);
   const int64_t reduction = input.size(1) / groups * phase_taps;
-  if (!forward_takes_direct(reduction,
+  if (!forward_takes_direct("conv_transpose2d_forward", reduction,
                             phase_taps == 1 ? kDirectTransposedOneTapMaxReduction : kDirectTransposedMaxReduction))
     return false;
   const bool cl = conv_channels_last(output);
@@ -1588,7 +1597,7 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
       // the weight as it comes, as the CUDA route takes it (weight_matrix copies what a BLAS cannot read)
       conv2d_forward_gemm(x, weight.detach().to(ct), b, g, cl, y, CpuGemm{});
     } else if (direct_ok(g, ct) &&
-               forward_takes_direct(g.taps() * g.Cg(), kDirectForwardMaxReduction,
+               forward_takes_direct("conv2d_forward", g.taps() * g.Cg(), kDirectForwardMaxReduction,
                                     g.taps() * g.Cg() * direct_weight_pitch((g.Kg() + 15) / 16 * 16) * 4)) {
       // (reads the weight through its strides)
       forward_direct_avx512(g, cl, x, weight.detach().to(ct), /*flip_transpose=*/false, b, y);

@@ -11,7 +11,7 @@ from torch import nn
 
 from rnnkern import functional as RF
 from rnnkern import nn as rnn
-from tests.utils import DEVICES, TOL, TOL_TF32, rel_err
+from tests.utils import CPU_HAS_AVX512, DEVICES, TOL, TOL_TF32, rel_err
 
 # torch's own 'same' with an even kernel warns that it pads a copy (the reference side only)
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
@@ -875,3 +875,17 @@ def test_cpu_forward_engine_env_is_checked(monkeypatch):
     monkeypatch.setenv("RNNKERN_CONV_CPU_FORWARD", "fast")
     with pytest.raises(RuntimeError, match="RNNKERN_CONV_CPU_FORWARD must be 'direct' or 'gemm'"):
         RF.conv2d(torch.randn(1, 16, 6, 6), torch.randn(16, 16, 3, 3))
+
+
+@pytest.mark.parametrize("shape,engine", [((1, 64, 12, 12, 64), "direct"), ((1, 256, 6, 6, 64), "direct"),
+                                          ((1, 256, 6, 6, 256), "gemm"), ((1, 512, 4, 4, 128), "gemm")])
+def test_cpu_forward_engine_choice(monkeypatch, capfd, shape, engine):
+    # the switch itself (RNNKERN_DEBUG=1 logs it): results are tested above on both engines; this
+    # pins which one a size gets, so a threshold that stops applying shows up
+    if not CPU_HAS_AVX512:
+        pytest.skip("the direct kernels need AVX-512")
+    n, c, h, w, k = shape
+    monkeypatch.setenv("RNNKERN_DEBUG", "1")
+    capfd.readouterr()
+    RF.conv2d(torch.randn(n, c, h, w), torch.randn(k, c, 3, 3), padding=1)
+    assert f"conv2d_forward (cpu): {engine} engine" in capfd.readouterr().err

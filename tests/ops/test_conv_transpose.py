@@ -9,7 +9,7 @@ import rnnkern.functional as RF
 import rnnkern.nn as RN
 from rnnkern.ops import conv_transpose as ops
 from rnnkern.ops._validate import channels_last_output
-from tests.utils import DEVICES, TOL, TOL_TF32, rel_err
+from tests.utils import CPU_HAS_AVX512, DEVICES, TOL, TOL_TF32, rel_err
 
 LAYOUTS = ["nchw", "channels_last"]
 
@@ -763,10 +763,10 @@ def test_autocast_cpu_bf16():
 
 @pytest.mark.parametrize("engine", ["", "direct", "gemm"], ids=["by_size", "direct", "gemm"])
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("k,s,cin", [(2, 2, 256), (2, 2, 520), (4, 2, 256), (4, 2, 520), (3, 2, 600)])
+@pytest.mark.parametrize("k,s,cin", [(2, 2, 256), (2, 2, 520), (4, 2, 128), (4, 2, 260), (3, 2, 600)])
 def test_cpu_wide_reductions(monkeypatch, layout, k, s, cin, engine):
     """fp32 forwards on both sides of the CPU's direct / GEMM switch for transposed convolutions
-    (a phase's reduction, C_in x its taps, >= 2048; >= 512 when each phase has one tap), each
+    (a phase's reduction, C_in x its taps, >= 1024; >= 512 when each phase has one tap), each
     engine forced too (RNNKERN_CONV_CPU_FORWARD), with all gradients, against fp64 torch."""
     monkeypatch.setenv("RNNKERN_CONV_CPU_FORWARD", engine)
     c = dict(n=1, cin=cin, cout=48, g=1, k=[k, k], s=[s, s], d=[1, 1], p=[k // 2 - 1 if k > 2 else 0] * 2,
@@ -776,3 +776,14 @@ def test_cpu_wide_reductions(monkeypatch, layout, k, s, cin, engine):
     assert y.shape == y_ref.shape and rel_err(y, y_ref) < TOL[torch.float32], c
     for gr, rr in zip(grads, grads_ref):
         assert rel_err(gr, rr) < TOL[torch.float32], c
+
+
+@pytest.mark.parametrize("k,cin,engine", [(4, 128, "direct"), (4, 256, "gemm"), (2, 256, "direct"), (2, 512, "gemm")])
+def test_cpu_forward_engine_choice(monkeypatch, capfd, k, cin, engine):
+    # which engine a size gets (RNNKERN_DEBUG=1 logs it), so a threshold that stops applying shows up
+    if not CPU_HAS_AVX512:
+        pytest.skip("the direct kernels need AVX-512")
+    monkeypatch.setenv("RNNKERN_DEBUG", "1")
+    capfd.readouterr()
+    RF.conv_transpose2d(torch.randn(1, cin, 4, 4), torch.randn(cin, 32, k, k), stride=2)
+    assert f"conv_transpose2d_forward (cpu): {engine} engine" in capfd.readouterr().err
