@@ -54,6 +54,7 @@
 
 #include "../conv_common.h"
 #include "../conv_gemm.h"
+#include "../env.h"
 #include "blas_emulation.h"
 #include "../ops.h"
 
@@ -708,8 +709,7 @@ bool forward_takes_direct(const char* op, int64_t reduction, int64_t max_reducti
   const bool direct = e == ForwardEngine::kDirect ||
                       (e == ForwardEngine::kBySize &&
                        (reduction < max_reduction || weight_bytes <= kDirectForwardMaxWeightBytes));
-  const char* log = std::getenv("RNNKERN_DEBUG");
-  if (log != nullptr && std::strcmp(log, "0") != 0) {
+  if (debug_log_enabled()) {
     std::cerr << "[rnnkern] " << op << " (cpu): " << (direct ? "direct" : "gemm") << " engine (reduction "
               << reduction << (e == ForwardEngine::kBySize ? ")" : ", forced)") << "\n";
   }
@@ -728,6 +728,14 @@ bool direct_ok(const ConvGeometry& g, at::ScalarType t) {
 // meet every 4th row in the same set), the weight slice stops fitting, and 3x3 convolutions ran
 // 2-3x slower from 256 channels on (bench/NOTES.md, thirteenth session).
 int64_t direct_weight_pitch(int64_t Kgp) { return (Kgp / 16) % 2 == 0 ? Kgp + 16 : Kgp; }
+
+// forward_takes_direct for convolution geometry g: its reduction (taps x input channels per
+// group) and the bytes of its packed weight (pack_direct_weight's layout).
+bool direct_forward_pays(const char* op, const ConvGeometry& g) {
+  const int64_t reduction = g.taps() * g.Cg(), Kgp = (g.Kg() + 15) / 16 * 16;
+  return forward_takes_direct(op, reduction, kDirectForwardMaxReduction,
+                              reduction * direct_weight_pitch(Kgp) * static_cast<int64_t>(sizeof(float)));
+}
 
 // The direct kernels' weight, (G, taps, Cg, Kgp) with zero columns k >= Kg, gathered straight
 // from the torch weight w (K, Cg, KH, KW), any strides (16 output channels per gather, contiguous
@@ -1328,12 +1336,8 @@ void backward_input_impl(const ConvGeometry& g, bool cl, const at::Tensor& gy, c
     // The forward's switch, narrowed to where the GEMM engine measured faster for this pass: 256 -> 256
     // channels 10.3 vs 11.8 ms, 512 -> 512 at 16x16 16.1 vs 25.0; not with 2048 channels on either
     // side (2048 -> 256 d6 44 vs 38, 256 -> 2048 55 vs 53).
-    const int64_t reduction = t.taps() * t.Cg();
-    const bool gemm_measured_faster = reduction <= 4 * kDirectForwardMaxReduction && t.Kg() <= 512;
-    if (direct_ok(t, gy.scalar_type()) &&
-        (!gemm_measured_faster ||
-         forward_takes_direct("conv2d_backward_input", reduction, kDirectForwardMaxReduction,
-                              reduction * direct_weight_pitch((t.Kg() + 15) / 16 * 16) * 4)))
+    const bool gemm_measured_faster = t.taps() * t.Cg() <= 4 * kDirectForwardMaxReduction && t.Kg() <= 512;
+    if (direct_ok(t, gy.scalar_type()) && (!gemm_measured_faster || direct_forward_pays("conv2d_backward_input", t)))
       forward_direct_avx512(t, cl, gy, w, /*flip_transpose=*/true, std::nullopt, gx);
     else forward_impl<T>(t, cl, gy, prepare_weight(g, w, /*flip_transpose=*/true), std::nullopt, gx);
   } else {
@@ -1596,9 +1600,7 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
     if (conv2d_takes_gemm(g, /*default_on=*/false)) {
       // the weight as it comes, as the CUDA route takes it (weight_matrix copies what a BLAS cannot read)
       conv2d_forward_gemm(x, weight.detach().to(ct), b, g, cl, y, CpuGemm{});
-    } else if (direct_ok(g, ct) &&
-               forward_takes_direct("conv2d_forward", g.taps() * g.Cg(), kDirectForwardMaxReduction,
-                                    g.taps() * g.Cg() * direct_weight_pitch((g.Kg() + 15) / 16 * 16) * 4)) {
+    } else if (direct_ok(g, ct) && direct_forward_pays("conv2d_forward", g)) {
       // (reads the weight through its strides)
       forward_direct_avx512(g, cl, x, weight.detach().to(ct), /*flip_transpose=*/false, b, y);
     } else {

@@ -306,7 +306,7 @@ bool use_avx512_step(const char* op, bool backward, const at::Tensor& input, int
   const bool forced = blocker == nullptr && env_equals("RNNKERN_RNN_PATH", "avx512");
   if (blocker == nullptr && !forced && !avx512_step_pays(backward, T, B, H))
     blocker = "too few steps to repay packing W_hh";
-  if (rnn_debug_log_enabled()) {
+  if (debug_log_enabled()) {
     std::cerr << "[rnnkern] " << op << " (cpu): "
               << (blocker ? std::string("general step (") + blocker + ")"
                           : std::string("avx512 step (float32 on an AVX-512 CPU") + (forced ? ", forced)" : ")"))

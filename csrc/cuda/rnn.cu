@@ -840,7 +840,7 @@ PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H) {
     }
     cfg.mma = choose_mma(dtype, B, H, *prop);
   }
-  if (!rnn_debug_log_enabled()) return cfg;
+  if (!debug_log_enabled()) return cfg;
   if (cfg.mma.use)
     std::fprintf(stderr,
                  "rnnkern: rnn B=%lld H=%lld %s -> persistent path (fits, tensor cores %s, %d cluster(s) of %d CTAs, "
@@ -904,7 +904,7 @@ void traced(const long long* trace, const std::string& kernel, int grid) {
 
 // Logged so tests can tell a silent fallback from a persistent run.
 bool fall_back(const char* why, int grid, const char* kernel = "persistent", const char* to = "general path") {
-  if (rnn_debug_log_enabled())
+  if (debug_log_enabled())
     std::fprintf(stderr, "rnnkern: rnn %s grid of %d CTAs %s -> %s\n", kernel, grid, why, to);
   return false;
 }
@@ -1051,7 +1051,7 @@ bool launch_mma(MmaConfig m, const PersistentParams<scalar_t>& base, const char*
     m = mma_partition(c10::CppTypeToScalarType<scalar_t>::value, base.B, base.H, resident,
                       *at::cuda::getCurrentDeviceProperties());
     if (!m.use) return fall_back(m.why, resident * kMmaClusterCtas, name, to);
-    if (rnn_debug_log_enabled())
+    if (debug_log_enabled())
       std::fprintf(stderr, "rnnkern: rnn tensor-core kernel: %d resident clusters -> %d cluster(s) of %d units\n",
                    resident, m.clusters, m.units);
     resident = resident_clusters(m);
@@ -1177,7 +1177,7 @@ using Tf32Gemm = BetaGemm<Tf32Cublas>;
 template <typename Fn>
 auto with_rnn_gemm(at::ScalarType dtype, Fn&& fn) {
   if (dtype == at::kFloat && cudnn_tf32_allowed(CudnnOp::kRnn)) {
-    if (rnn_debug_log_enabled()) std::fprintf(stderr, "rnnkern: rnn GEMMs in TF32 (cudnn.allow_tf32)\n");
+    if (debug_log_enabled()) std::fprintf(stderr, "rnnkern: rnn GEMMs in TF32 (cudnn.allow_tf32)\n");
     return fn(Tf32Gemm{});
   }
   return fn(AtenGemm{});
@@ -1324,7 +1324,7 @@ class StepGraphCache {
                       "); such steps run without a graph");
       return nullptr;
     }
-    if (rnn_debug_log_enabled())
+    if (debug_log_enabled())
       std::fprintf(stderr, "rnnkern: rnn %s steps [%lld, %lld) captured as a CUDA graph\n",
                    key.forward ? "forward" : "backward", static_cast<long long>(key.t0),
                    static_cast<long long>(key.t1));
