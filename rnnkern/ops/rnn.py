@@ -73,6 +73,25 @@ def _recurrence_in_aten(input, hx, w_ih, w_hh, b_ih, b_hh, lengths, relu):
     return out, h
 
 
+def _over_present(args, fn):
+    """The tensors among args (absent biases are None), their positions, and fn as a function of
+    just those tensors (the others passed as they are): what torch.func differentiates."""
+    present = [i for i, a in enumerate(args) if a is not None]
+
+    def f(*tensors):
+        full = list(args)
+        for i, t in zip(present, tensors):
+            full[i] = t
+        return fn(*full)
+
+    return [args[i] for i in present], present, f
+
+
+def _tangents_for(present, primals, tangents):
+    """tangents at the present positions, zeros where forward-mode AD gave none."""
+    return [tangents[i] if tangents[i] is not None else torch.zeros_like(p) for i, p in zip(present, primals)]
+
+
 class _RnnFunction(torch.autograd.Function):
     """rnn_forward(input, hx, w_ih, w_hh, b_ih, b_hh, lengths, *Static(relu))."""
     generate_vmap_rule = True
@@ -100,18 +119,9 @@ class _RnnFunction(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, *tangents):
-        *primals, lengths, _ = ctx.saved_tensors
-        relu = ctx.relu
-        live = [i for i, p in enumerate(primals) if p is not None]
-        tangents = [tangents[i] if tangents[i] is not None else torch.zeros_like(primals[i]) for i in live]
-
-        def recurrence(*ps):
-            full = list(primals)
-            for i, p in zip(live, ps):
-                full[i] = p
-            return _recurrence_in_aten(*full, lengths, relu)
-
-        return jvp_by_reverse_mode(recurrence, [primals[i] for i in live], tangents)
+        *args, lengths, _ = ctx.saved_tensors
+        primals, present, recurrence = _over_present(args, lambda *a: _recurrence_in_aten(*a, lengths, ctx.relu))
+        return jvp_by_reverse_mode(recurrence, primals, _tangents_for(present, primals, tangents))
 
 
 class _RnnGradFunction(torch.autograd.Function):
@@ -134,35 +144,30 @@ class _RnnGradFunction(torch.autograd.Function):
 
     @staticmethod
     def _first_order(ctx):
-        """(the arguments that are tensors, their positions, the BPTT as a function of them in ATen ops)"""
-        *args, lengths = ctx.saved_tensors  # grad_output, grad_hn, input, hx, w_ih, w_hh, b_ih, b_hh
-        relu = ctx.relu
-        live = [i for i, a in enumerate(args) if a is not None]
+        """_over_present of the BPTT in ATen ops, over (grad_output, grad_hn, input, hx, w_ih, w_hh,
+        b_ih, b_hh)."""
+        *args, lengths = ctx.saved_tensors
 
-        def bptt(*ts):
-            full = list(args)
-            for i, t in zip(live, ts):
-                full[i] = t
-            g_out, g_hn, *params = full
+        def bptt(g_out, g_hn, *params):
             n = 6 if params[4] is not None else 4
-            _, vjp_fn = torch.func.vjp(lambda *p: _recurrence_in_aten(*p, *params[n:], lengths, relu), *params[:n])
+            _, vjp_fn = torch.func.vjp(lambda *p: _recurrence_in_aten(*p, *params[n:], lengths, ctx.relu),
+                                       *params[:n])
             grads = vjp_fn((g_out, g_hn))
             return (*grads[:4], grads[4] if n == 6 else g_out.new_zeros(0))  # (dx, dh, dw_ih, dw_hh, db)
 
-        return [args[i] for i in live], live, bptt
+        return _over_present(args, bptt)
 
     @staticmethod
     def backward(ctx, *cotangents):
-        primals, live, bptt = _RnnGradFunction._first_order(ctx)
+        primals, present, bptt = _RnnGradFunction._first_order(ctx)
         _, vjp_fn = torch.func.vjp(bptt, *primals)
-        grads = dict(zip(live, vjp_fn(cotangents)))
+        grads = dict(zip(present, vjp_fn(cotangents)))
         return tuple(grads.get(i) for i in range(8)) + (None, None, None)
 
     @staticmethod
     def jvp(ctx, *tangents):
-        primals, live, bptt = _RnnGradFunction._first_order(ctx)
-        ts = [tangents[i] if tangents[i] is not None else torch.zeros_like(p) for i, p in zip(live, primals)]
-        return jvp_by_reverse_mode(bptt, primals, ts)
+        primals, present, bptt = _RnnGradFunction._first_order(ctx)
+        return jvp_by_reverse_mode(bptt, primals, _tangents_for(present, primals, tangents))
 
 
 # vmap. With one set of weights the batch entries are more sequences: folded into B entry-minor,
