@@ -624,12 +624,16 @@ constexpr int64_t kDirectMaxPx = 24;  // widest pixel block (KV = 1)
 template <int PX, int KV>
 __attribute__((target("avx512f"))) void direct_block(const float* x, int64_t xs, const int64_t* toff,
                                                       const float* const* tw, int64_t ntaps, int64_t Cg, int64_t wp,
-                                                      float* out, int64_t op, const float* init) {
+                                                      float* out, int64_t op, const float* init,
+                                                      bool accumulate) {
   __m512 acc[PX][KV];
 #pragma GCC unroll 32
   for (int i = 0; i < PX; ++i)
 #pragma GCC unroll 4
-    for (int v = 0; v < KV; ++v) acc[i][v] = init ? _mm512_loadu_ps(init + 16 * v) : _mm512_setzero_ps();
+    for (int v = 0; v < KV; ++v)
+      acc[i][v] = accumulate ? _mm512_loadu_ps(out + i * op + 16 * v)
+                  : init     ? _mm512_loadu_ps(init + 16 * v)
+                             : _mm512_setzero_ps();
   for (int64_t t = 0; t < ntaps; ++t) {
     const float* xt = x + toff[t];
     const float* wt = tw[t];
@@ -652,7 +656,7 @@ __attribute__((target("avx512f"))) void direct_block(const float* x, int64_t xs,
 }
 
 using DirectBlockFn = void (*)(const float*, int64_t, const int64_t*, const float* const*, int64_t, int64_t, int64_t,
-                               float*, int64_t, const float*);
+                               float*, int64_t, const float*, bool);
 template <int KV, int... PX>
 constexpr std::array<DirectBlockFn, sizeof...(PX)> direct_blocks(std::integer_sequence<int, PX...>) {
   return {direct_block<PX + 1, KV>...};
@@ -671,26 +675,18 @@ DirectBlockFn direct_block_fn(int kv, int64_t px) {
   }
 }
 
-// Reductions (taps x input channels per output) from which a forward pass runs faster on the GEMM
-// engines than on the direct kernels: each block re-reads its whole weight slice (taps x channels
-// x 64 outputs), and past ~0.5 MB that no longer stays near the core. Measured on one core of the
-// Sapphire Rapids VM (bench/NOTES.md, thirteenth session): 3x3 at 192 channels direct 5.1 ms vs
-// GEMM 5.2, at 256 channels 12.0 vs 9.4; transposed, k4 s2 (4 taps a phase) 128 -> 128 at 32x32
-// 4.0 vs 5.0, 256 -> 256 at 16x16 8.8 vs 4.7, 256 -> 128 3.4 vs 2.4; k2 s2 (one tap a phase: the
-// GEMM path is one product) 256 -> 256 at 16x16 1.2 vs 1.3, 512 -> 512 at 8x8 2.8 vs 1.4.
-// grad_weight stays direct (its GEMM form measured slower at every size tried); grad_input, see
-// backward_input_impl.
-constexpr int64_t kDirectForwardMaxReduction = 2048;
-// ... unless the group's whole packed weight still fits L2 with room to spare: the kernels walk
-// every 64-channel slice of it for each output row, and while the slices stay in L2 the direct
-// kernels keep up (256 -> 64 / 128 channels 3x3: direct 2.2 / 4.5 ms vs GEMM 2.8 / 4.7; 256 -> 256,
-// 2.4 MB: 13.0 vs 9.5; 512 -> 128 at 8x8, 2.4 MB: 3.1 vs 1.1).
-constexpr int64_t kDirectForwardMaxWeightBytes = int64_t{3} << 19;  // 1.5 MB
-constexpr int64_t kDirectTransposedMaxReduction = 1024;
-constexpr int64_t kDirectTransposedOneTapMaxReduction = 512;
+// Which engine a forward pass (and grad_input, a forward in disguise) takes where both can run.
+// Convolutions: the direct kernels at every size measured on one core of the Sapphire Rapids VM
+// (bench/NOTES.md, fourteenth session: 1.03-2.7x the GEMM engine over 15 shapes of 64-2048
+// channels, grad_input 1.0-3.1x). Transposed convolutions: the GEMM engine for tiny inputs, where
+// each weight element meets few pixels and the direct kernels' weight packing (a transpose of the
+// whole weight every call) outweighs its gains; k == s is one product on the GEMM engine with the
+// weight as it comes (k2 s2 512 -> 512 at 8x8: direct 1.77 ms, GEMM 1.45; k3 s2 2.0 vs 1.5; at
+// 16x16 direct leads by 1.1-1.4x at every channel count tried).
+constexpr int64_t kDirectTransposedMinPixels = 128;  // input pixels (N x H x W) per call
 
 // RNNKERN_CONV_CPU_FORWARD=direct / gemm forces the fp32 forward's engine where both can run (tests,
-// benchmarks); unset: by the thresholds above.
+// benchmarks); unset: by the rule above.
 enum class ForwardEngine { kBySize, kDirect, kGemm };
 ForwardEngine forward_engine_override() {
   const char* e = std::getenv("RNNKERN_CONV_CPU_FORWARD");
@@ -700,18 +696,14 @@ ForwardEngine forward_engine_override() {
   return v == "direct" ? ForwardEngine::kDirect : ForwardEngine::kGemm;
 }
 
-// Whether a pass whose blocks reduce over `reduction` (taps x input channels) runs on the direct
-// kernels (given that they can run them): below max_reduction, or with a group's packed weight
-// (`weight_bytes`, when given) still within kDirectForwardMaxWeightBytes. RNNKERN_DEBUG=1 logs it.
-bool forward_takes_direct(const char* op, int64_t reduction, int64_t max_reduction,
-                          int64_t weight_bytes = std::numeric_limits<int64_t>::max()) {
+// Whether a pass runs on the direct kernels (given that they can run it): `by_size` unless
+// RNNKERN_CONV_CPU_FORWARD forces an engine. RNNKERN_DEBUG=1 logs the choice.
+bool forward_takes_direct(const char* op, bool by_size) {
   const ForwardEngine e = forward_engine_override();
-  const bool direct = e == ForwardEngine::kDirect ||
-                      (e == ForwardEngine::kBySize &&
-                       (reduction < max_reduction || weight_bytes <= kDirectForwardMaxWeightBytes));
+  const bool direct = e == ForwardEngine::kDirect || (e == ForwardEngine::kBySize && by_size);
   if (debug_log_enabled()) {
-    std::cerr << "[rnnkern] " << op << " (cpu): " << (direct ? "direct" : "gemm") << " engine (reduction "
-              << reduction << (e == ForwardEngine::kBySize ? ")" : ", forced)") << "\n";
+    std::cerr << "[rnnkern] " << op << " (cpu): " << (direct ? "direct" : "gemm") << " engine"
+              << (e == ForwardEngine::kBySize ? "" : " (forced)") << "\n";
   }
   return direct;
 }
@@ -729,45 +721,89 @@ bool direct_ok(const ConvGeometry& g, at::ScalarType t) {
 // 2-3x slower from 256 channels on (bench/NOTES.md, thirteenth session).
 int64_t direct_weight_pitch(int64_t Kgp) { return (Kgp / 16) % 2 == 0 ? Kgp + 16 : Kgp; }
 
-// forward_takes_direct for convolution geometry g: its reduction (taps x input channels per
-// group) and the bytes of its packed weight (pack_direct_weight's layout).
-bool direct_forward_pays(const char* op, const ConvGeometry& g) {
-  const int64_t reduction = g.taps() * g.Cg(), Kgp = (g.Kg() + 15) / 16 * 16;
-  return forward_takes_direct(op, reduction, kDirectForwardMaxReduction,
-                              reduction * direct_weight_pitch(Kgp) * static_cast<int64_t>(sizeof(float)));
+// In-register transpose of a 16 x 16 block: r[i] (row i) -> r[j] (column j). (GCC 12's headers
+// build these shuffles on _mm512_undefined_ps and warn about it: silenced here.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+__attribute__((target("avx512f"))) inline void transpose16x16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {  // per 128-bit lane L: rows 2i, 2i+1 interleaved
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // r[4i + k], lane L: rows 4i..4i+3 of column 4L + k
+    r[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int k = 0; k < 4; ++k) {  // column 4L + k gathers lane L of r[k], r[4+k], r[8+k], r[12+k]
+    const __m512 t1 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88), t2 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xDD);
+    const __m512 t3 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88),
+                 t4 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xDD);
+    t[k] = _mm512_shuffle_f32x4(t1, t3, 0x88);
+    t[8 + k] = _mm512_shuffle_f32x4(t1, t3, 0xDD);
+    t[4 + k] = _mm512_shuffle_f32x4(t2, t4, 0x88);
+    t[12 + k] = _mm512_shuffle_f32x4(t2, t4, 0xDD);
+  }
+  for (int j = 0; j < 16; ++j) r[j] = t[j];
 }
+#pragma GCC diagnostic pop
 
-// The direct kernels' weight, (G, taps, Cg, Kgp) with zero columns k >= Kg, gathered straight
-// from the torch weight w (K, Cg, KH, KW), any strides (16 output channels per gather, contiguous
-// stores). flip_transpose: g is the grad_input-as-a-convolution geometry (its C / K are w's K /
-// Cg) and its weight is w with the taps reversed and the channels swapped. Returned as a
-// per-thread scratch tensor (slot 2; a fresh 0.5 MB vector per call cost page faults).
-__attribute__((target("avx512f"))) at::Tensor pack_direct_weight(const ConvGeometry& g, const at::Tensor& w,
-                                                                  bool flip_transpose, int64_t Kgp) {
-  const int64_t G = g.G, Cg = g.Cg(), Kg = g.Kg(), taps = g.taps(), pitch = direct_weight_pitch(Kgp);
-  at::Tensor out = scratch(2, G * taps * Cg * pitch, w.options());
-  float* wd = out.mutable_data_ptr<float>();
+// Output channels [k_lo, k_hi) of group gi of the direct kernels' weight, as rows (t, c) `pitch`
+// floats apart: dst[(t * Cg + c) * pitch + k - k_lo] = the weight of output k, input c, tap t, and
+// zeros for k >= Kg (k_hi may reach past Kg to the padded width). Read straight from the torch
+// weight w (K, Cg, KH, KW), any strides. flip_transpose: g is the grad_input-as-a-convolution
+// geometry (its C / K are w's K / Cg) and its weight is w with the taps reversed and the channels
+// swapped.
+__attribute__((target("avx512f"))) void pack_direct_weight(const ConvGeometry& g, const at::Tensor& w,
+                                                            bool flip_transpose, int64_t gi, int64_t k_lo,
+                                                            int64_t k_hi, float* dst, int64_t pitch) {
+  const int64_t Cg = g.Cg(), Kg = g.Kg(), taps = g.taps(), kn = std::min(k_hi, Kg);
   const float* src = w.const_data_ptr<float>();
   const int64_t sK = w.stride(flip_transpose ? 1 : 0), sC = w.stride(flip_transpose ? 0 : 1);
-  const bool gather = Kg * sK < (int64_t(1) << 31);
+  auto row = [&](int64_t t, int64_t c) { return dst + (t * Cg + c) * pitch; };  // element k at [k - k_lo]
+  if (!flip_transpose && w.stride(3) == 1 && w.stride(2) == g.KW && w.stride(1) == taps) {
+    // Each output channel's (Cg, KH, KW) weights are one contiguous run j = c * taps + t: the
+    // packing is a transpose of (channels, Cg * taps), 16 x 16 in registers (a 16-channel gather
+    // per (c, t) touched 16 lines a run apart: 1-3 GB/s, a third of a 512 -> 512 3x3 convolution).
+    const int64_t R = Cg * taps, j16 = R / 16 * 16;
+    const float* sg = src + gi * Kg * sK;
+    int64_t k0 = k_lo;
+    for (; k0 + 16 <= kn; k0 += 16) {
+      for (int64_t j0 = 0; j0 < j16; j0 += 16) {
+        __m512 r[16];
+        for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(sg + (k0 + i) * sK + j0);
+        transpose16x16(r);
+        for (int i = 0; i < 16; ++i) _mm512_storeu_ps(row((j0 + i) % taps, (j0 + i) / taps) + k0 - k_lo, r[i]);
+      }
+      for (int64_t j = j16; j < R; ++j)
+        for (int64_t k = k0; k < k0 + 16; ++k) row(j % taps, j / taps)[k - k_lo] = sg[k * sK + j];
+    }
+    for (int64_t j = 0; j < R; ++j) {
+      float* d = row(j % taps, j / taps) - k_lo;
+      for (int64_t k = k0; k < kn; ++k) d[k] = sg[k * sK + j];
+      for (int64_t k = std::max(k0, kn); k < k_hi; ++k) d[k] = 0.f;
+    }
+    return;
+  }
+  // Any strides: 16-channel gathers, taps innermost (a channel's taps share the gathered lines).
+  const bool gather = 16 * sK < (int64_t(1) << 31);
   const __m512i idx = _mm512_mullo_epi32(_mm512_set1_epi32(static_cast<int>(gather ? sK : 0)),
                                          _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-  for (int64_t gi = 0; gi < G; ++gi)
+  for (int64_t c = 0; c < Cg; ++c)
     for (int64_t t = 0; t < taps; ++t) {
       const int64_t ts = flip_transpose ? taps - 1 - t : t;
-      const float* base = src + (flip_transpose ? gi * Cg * sC : gi * Kg * sK) + (ts / g.KW) * w.stride(2) +
-                          (ts % g.KW) * w.stride(3);
-      for (int64_t c = 0; c < Cg; ++c) {
-        const float* sp = base + c * sC;
-        float* dst = wd + ((gi * taps + t) * Cg + c) * pitch;
-        int64_t k = 0;
-        if (gather)
-          for (; k + 16 <= Kg; k += 16) _mm512_storeu_ps(dst + k, gather16(idx, sp + k * sK, 4));
-        for (; k < Kg; ++k) dst[k] = sp[k * sK];
-        for (; k < Kgp; ++k) dst[k] = 0.f;
-      }
+      const float* sp = src + (flip_transpose ? gi * Cg * sC : gi * Kg * sK) + (ts / g.KW) * w.stride(2) +
+                        (ts % g.KW) * w.stride(3) + c * sC;
+      float* d = row(t, c) - k_lo;
+      int64_t k = k_lo;
+      if (gather)
+        for (; k + 16 <= kn; k += 16) _mm512_storeu_ps(d + k, gather16(idx, sp + k * sK, 4));
+      for (; k < kn; ++k) d[k] = sp[k * sK];
+      for (; k < k_hi; ++k) d[k] = 0.f;
     }
-  return out;
 }
 
 // NCHW -> NHWC for one input row (n, ih): d[iw * C + c] = s[c * HW + iw], 16 channels at a time
@@ -822,15 +858,17 @@ const float* pad_input_nhwc(const at::Tensor& x, bool cl, int64_t pl, int64_t pr
   return xq;
 }
 
-// Writes a row buffer (OW, Kgp) to output row (n, oh), channels [gi*Kg, (gi+1)*Kg), of y (N, K, OH, OW).
-void store_row(const float* rb, int64_t Kgp, bool cl, at::Tensor& y, int64_t n, int64_t oh, int64_t gi, int64_t Kg) {
+// Writes a row buffer (OW, pitch) to output row (n, oh), channels [k, k + count), of y (N, K, OH, OW).
+void store_row(const float* rb, int64_t pitch, bool cl, at::Tensor& y, int64_t n, int64_t oh, int64_t k,
+               int64_t count) {
   const int64_t K = y.size(1), OH = y.size(2), OW = y.size(3);
   float* yp = y.mutable_data_ptr<float>();
   if (cl) {
-    float* o = yp + ((n * OH + oh) * OW) * K + gi * Kg;
-    for (int64_t ow = 0; ow < OW; ++ow) std::memcpy(static_cast<void*>(o + ow * K), rb + ow * Kgp, sizeof(float) * Kg);
+    float* o = yp + ((n * OH + oh) * OW) * K + k;
+    for (int64_t ow = 0; ow < OW; ++ow)
+      std::memcpy(static_cast<void*>(o + ow * K), rb + ow * pitch, sizeof(float) * count);
   } else {
-    row_to_nchw(rb, Kgp, Kg, OW, OH * OW, yp + ((n * K + gi * Kg) * OH + oh) * OW);
+    row_to_nchw(rb, pitch, count, OW, OH * OW, yp + ((n * K + k) * OH + oh) * OW);
   }
 }
 
@@ -844,20 +882,71 @@ std::vector<float> pack_direct_bias(const std::optional<at::Tensor>& bias, int64
   return bd;
 }
 
+// Reduction blocking. A block re-reads its weight slice (taps x input channels x 64 outputs) for
+// every (tap, channel) step; once the slice outgrows L2 it streams from L3 (3x3 256 -> 256 ran at
+// 2/3 of the 64-output rate). So the reduction runs in chunks whose slice fits kDirectChunkBytes,
+// each chunk over every block of a band of output rows before the next (partial sums kept in the
+// output rows), so a band's ~kDirectBandPixels pixels reuse each chunk from L2. A chunk is a range
+// of input channels with all taps or, where fewer than 16 channels would fit, a range of taps with
+// all channels (FCN's 64 x 64 kernels: a one-channel chunk would use one value of every input line
+// it loads; 39 ms against the GEMM engine's 21). The chunks depend on the geometry alone: the
+// sums' order, hence the bits, do not depend on the thread count.
+constexpr int64_t kDirectChunkBytes = 320 << 10;
+constexpr int64_t kDirectBandPixels = 256;
+int64_t env_or(const char* name, int64_t fallback) {
+  const int64_t v = env_positive_int(name, 0);
+  return v > 0 ? v : fallback;
+}
+struct ReductionChunks {
+  int64_t count, Cg, taps;
+  bool by_taps;
+  // chunk ch: input channels [c0, c1), taps [t0, t1) (tap indices of the packed weight)
+  void range(int64_t ch, int64_t* c0, int64_t* c1, int64_t* t0, int64_t* t1) const {
+    *c0 = by_taps ? 0 : ch * Cg / count;
+    *c1 = by_taps ? Cg : (ch + 1) * Cg / count;
+    *t0 = by_taps ? ch * taps / count : 0;
+    *t1 = by_taps ? (ch + 1) * taps / count : taps;
+  }
+};
+ReductionChunks direct_reduction_chunks(int64_t taps, int64_t Cg) {
+  const int64_t budget = env_or("RNNKERN_CONV_CHUNK_BYTES", kDirectChunkBytes);
+  const int64_t vec_bytes = 64 * static_cast<int64_t>(sizeof(float));  // a tap's 64 outputs, one channel
+  const int64_t cc = budget / (taps * vec_bytes);
+  if (cc >= std::min<int64_t>(Cg, 16)) return {(Cg + std::max<int64_t>(cc, 1) - 1) / std::max<int64_t>(cc, 1), Cg, taps, false};
+  const int64_t tc = std::max<int64_t>(1, budget / (Cg * vec_bytes));
+  return {(taps + tc - 1) / tc, Cg, taps, true};
+}
+// Rows per band: ~kDirectBandPixels pixels, fewer where that would leave threads idle.
+int64_t direct_band_rows(int64_t OH, int64_t OW, int64_t outer_items) {
+  int64_t band = (env_or("RNNKERN_CONV_BAND_PIXELS", kDirectBandPixels) + OW - 1) / OW;
+  band = std::min(band, std::max<int64_t>(1, outer_items * OH / (4 * at::get_num_threads())));
+  return std::max<int64_t>(1, std::min(band, OH));
+}
+
+// Sorted cuts [0, ..., end] without segments shorter than min_len (each merged into the segment
+// before it, the first into the one after), unless only one segment is left.
+constexpr int64_t kMinDirectSegment = 4;
+void merge_short_segments(std::vector<int64_t>& cuts, int64_t min_len) {
+  std::vector<int64_t> kept{cuts.front()};
+  for (size_t i = 1; i + 1 < cuts.size(); ++i)
+    if (cuts[i] - kept.back() >= min_len) kept.push_back(cuts[i]);
+  if (kept.size() > 1 && cuts.back() - kept.back() < min_len) kept.pop_back();
+  kept.push_back(cuts.back());
+  cuts = std::move(kept);
+}
+
 void forward_direct_avx512(const ConvGeometry& g, bool cl, const at::Tensor& x, const at::Tensor& w,
                            bool flip_transpose, const std::optional<at::Tensor>& bias, at::Tensor& y) {
   const int64_t G = g.G, Cg = g.Cg(), Kg = g.Kg(), C = g.C, K = g.K, taps = g.taps();
   const int64_t Kgp = (Kg + 15) / 16 * 16;
-  // weights (G, taps, Cg, Kgp) and bias (G, Kgp), zero-padded
-  const at::Tensor wpack = pack_direct_weight(g, w, flip_transpose, Kgp);
-  const int64_t pitch = direct_weight_pitch(Kgp);
-  const float* wd = wpack.const_data_ptr<float>();
-  const std::vector<float> bd = pack_direct_bias(bias, G, Kg, Kgp);
-  // Blocks never straddle a column where some tap's reads enter or leave the input (the row is
-  // cut at every tap's valid-range ends first, then each segment into blocks as even as the
-  // kernels allow): each tap reads real data for all pixels of a block or for none, so the input
-  // needs no padding. It is read in place when channels_last, else from an NHWC copy.
-  const float* xq = cl ? x.const_data_ptr<float>() : pad_input_nhwc(x, false, 0, 0, 0);
+  const std::vector<float> bd = pack_direct_bias(bias, G, Kg, Kgp);  // (G, Kgp), zero-padded
+  // The row is cut at every tap's valid-range ends, then each segment into blocks as even as the
+  // kernels allow, so a tap reads real data for all pixels of a block or for none and is skipped
+  // there (exact tap skipping at large dilation). Segments shorter than kMinDirectSegment are
+  // merged into a neighbour instead: at dilation 1 the cuts leave a 1-pixel block at each end of
+  // the row, which re-reads the weight slice for one pixel (~20% of a 32-wide row's time). Merged
+  // blocks read the zero padding, so the input is then a zero-padded NHWC copy; otherwise it is
+  // read in place when channels_last, else from an unpadded NHWC copy.
   std::vector<int64_t> lo(g.KW), hi(g.KW), cuts{0, g.OW};
   for (int64_t s = 0; s < g.KW; ++s) {
     g.valid_cols(s, &lo[s], &hi[s]);
@@ -866,6 +955,13 @@ void forward_direct_avx512(const ConvGeometry& g, bool cl, const at::Tensor& x, 
   }
   std::sort(cuts.begin(), cuts.end());
   cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
+  const size_t exact_cuts = cuts.size();
+  merge_short_segments(cuts, kMinDirectSegment);
+  const bool padded = cuts.size() != exact_cuts;
+  const int64_t Wq = padded ? g.W + g.pl + g.pr : g.W, ql = padded ? g.pl : 0;  // the read copy's width, offset
+  const float* xq = padded ? pad_input_nhwc(x, cl, g.pl, g.pr, 0)
+                    : cl   ? x.const_data_ptr<float>()
+                           : pad_input_nhwc(x, false, 0, 0, 0);
   std::array<std::vector<std::pair<int64_t, int64_t>>, 5> blocks;  // [kv]: the row's [ow0, ow1) blocks
   for (int kv = 1; kv <= 4; ++kv)
     for (size_t i = 0; i + 1 < cuts.size(); ++i) {
@@ -875,37 +971,63 @@ void forward_direct_avx512(const ConvGeometry& g, bool cl, const at::Tensor& x, 
   // channels_last output with whole vectors per group: the kernels store into it directly
   const bool in_place = cl && Kg == Kgp;
   float* yp = y.mutable_data_ptr<float>();
+  // Items: (group, 64-channel slice, image, band of output rows), in that order, so a thread's
+  // consecutive items share a slice: each thread packs the slice's weight (taps, Cg, 64) into its
+  // own buffer when it first meets it, and the copy is still in L2 when the kernels read it (a
+  // whole-weight pack beforehand went to memory and back at 256+ channels: 1.3 of 4 ms at 3x3
+  // 512 -> 512 8x8). Each item runs the reduction chunk by chunk over all its blocks.
+  const int64_t slices = (Kgp + 63) / 64;
+  const ReductionChunks chunks = direct_reduction_chunks(taps, Cg);
+  const int64_t outer = g.N * G * slices;
+  const int64_t band = direct_band_rows(g.OH, g.OW, outer), bands = (g.OH + band - 1) / band;
   const double macs = double(g.N) * g.OH * g.OW * K * Cg * taps;
-  at::parallel_for(0, g.N * g.OH, item_grain(g.N * g.OH, macs), [&](int64_t begin, int64_t end) {
-    at::Tensor rbuf = scratch(1, (g.OW + kDirectMaxPx) * Kgp, x.options());
+  at::parallel_for(0, outer * bands, item_grain(outer * bands, macs), [&](int64_t begin, int64_t end) {
+    float* buf = in_place ? nullptr : scratch(1, band * g.OW * 64, x.options()).mutable_data_ptr<float>();
+    float* wd = scratch(2, taps * Cg * direct_weight_pitch(64), x.options()).mutable_data_ptr<float>();
+    int64_t packed = -1;  // the (group, slice) in wd
     std::vector<int64_t> toff(static_cast<size_t>(taps));
     std::vector<const float*> tw(static_cast<size_t>(taps));
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t n = row / g.OH, oh = row % g.OH;
-      for (int64_t gi = 0; gi < G; ++gi) {
-        float* rb = in_place ? yp + row * g.OW * K + gi * Kg : rbuf.mutable_data_ptr<float>();
-        const int64_t rp = in_place ? K : Kgp;  // pixel pitch of rb
-        for (int64_t k0 = 0; k0 < Kgp; k0 += 64) {
-          const int kv = static_cast<int>(std::min<int64_t>(4, (Kgp - k0) / 16));
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item % bands, n = item / bands % g.N, gs = item / bands / g.N, slice = gs % slices,
+                    gi = gs / slices;
+      const int64_t k0 = slice * 64, oh0 = b * band, oh1 = std::min(g.OH, oh0 + band);
+      const int kv = static_cast<int>(std::min<int64_t>(4, (Kgp - k0) / 16));
+      const int64_t pitch = direct_weight_pitch(16 * kv);
+      if (packed != gs) {
+        pack_direct_weight(g, w, flip_transpose, gi, k0, k0 + 16 * kv, wd, pitch);
+        packed = gs;
+      }
+      const int64_t rp = in_place ? K : 16 * kv;  // pixel pitch of the partial sums
+      auto row_out = [&](int64_t oh) {
+        return in_place ? yp + ((n * g.OH + oh) * g.OW) * K + gi * Kg + k0 : buf + (oh - oh0) * g.OW * rp;
+      };
+      for (int64_t ch = 0; ch < chunks.count; ++ch) {
+        int64_t c0, c1, t0, t1;
+        chunks.range(ch, &c0, &c1, &t0, &t1);
+        for (int64_t oh = oh0; oh < oh1; ++oh) {
+          float* rb = row_out(oh);
           for (const auto& [ow0, ow1] : blocks[kv]) {
-            const DirectBlockFn fn = direct_block_fn(kv, ow1 - ow0);
             int64_t nt = 0;
             for (int64_t r = 0; r < g.KH; ++r) {
               const int64_t ih = oh * g.sh - g.pt + r * g.dh;
               if (ih < 0 || ih >= g.H) continue;
-              for (int64_t s = 0; s < g.KW; ++s) {
+              for (int64_t s = std::max<int64_t>(0, t0 - r * g.KW); s < std::min(g.KW, t1 - r * g.KW); ++s) {
                 if (hi[s] <= ow0 || lo[s] >= ow1) continue;  // every pixel of the block reads padding
-                toff[nt] = ((n * g.H + ih) * g.W + ow0 * g.sw - g.pl + s * g.dw) * C + gi * Cg;
-                tw[nt] = wd + ((gi * taps + r * g.KW + s) * Cg) * pitch + k0;
+                toff[nt] = ((n * g.H + ih) * Wq + ql + ow0 * g.sw - g.pl + s * g.dw) * C + gi * Cg + c0;
+                tw[nt] = wd + ((r * g.KW + s) * Cg + c0) * pitch;
                 ++nt;
               }
             }
-            fn(xq, g.sw * C, toff.data(), tw.data(), nt, Cg, pitch, rb + ow0 * rp + k0, rp,
-               bias ? bd.data() + gi * Kgp + k0 : nullptr);
+            if (nt == 0 && ch > 0) continue;  // nothing to add
+            direct_block_fn(kv, ow1 - ow0)(xq, g.sw * C, toff.data(), tw.data(), nt, c1 - c0, pitch,
+                                           rb + ow0 * rp, rp, bias ? bd.data() + gi * Kgp + k0 : nullptr,
+                                           /*accumulate=*/ch > 0);
           }
         }
-        if (!in_place) store_row(rb, Kgp, cl, y, n, oh, gi, Kg);
       }
+      if (!in_place)
+        for (int64_t oh = oh0; oh < oh1; ++oh)
+          store_row(row_out(oh), rp, cl, y, n, oh, gi * Kg + k0, std::min<int64_t>(rp, Kg - k0));
     }
   });
 }
@@ -928,28 +1050,41 @@ void conv_transpose_direct_avx512(const at::Tensor& x, const at::Tensor& w, cons
   pg.KH = KH;
   pg.KW = KW;
   pg.G = G;
-  const at::Tensor wpack = pack_direct_weight(pg, w, /*flip_transpose=*/true, Kgp);
-  const int64_t pitch = direct_weight_pitch(Kgp);
-  const float* wd = wpack.const_data_ptr<float>();
   const std::vector<float> bd = pack_direct_bias(bias, G, Cog, Kgp);
   // every read column iw = (ow + pW - kw*dW) / sW lies in [-PL, W + PR)
   const int64_t PL = ((KW - 1) * dW) / sW + 2, PR = ((KW - 1) * dW + pW + sW) / sW + 2, Wp = W + PL + PR;
   const float* xq = pad_input_nhwc(x, cl, PL, PR, 16);
+  // Items, slices packed per thread, reduction chunks and bands as in forward_direct_avx512.
+  const int64_t slices = (Kgp + 63) / 64;
+  const ReductionChunks chunks = direct_reduction_chunks(taps, Cig);
+  const int64_t outer = N * G * slices, band = direct_band_rows(OH, OW, outer), bands = (OH + band - 1) / band;
   const double macs = double(N) * H * W * Cin * Cog * taps;
-  at::parallel_for(0, N * OH, item_grain(N * OH, macs), [&](int64_t begin, int64_t end) {
-    at::Tensor rbuf = scratch(1, (OW + kDirectMaxPx) * Kgp, x.options());
-    float* rb = rbuf.mutable_data_ptr<float>();
+  at::parallel_for(0, outer * bands, item_grain(outer * bands, macs), [&](int64_t begin, int64_t end) {
+    const int64_t row_floats = (OW + kDirectMaxPx) * 64;
+    float* buf = scratch(1, band * row_floats, x.options()).mutable_data_ptr<float>();
+    float* wd = scratch(2, taps * Cig * direct_weight_pitch(64), x.options()).mutable_data_ptr<float>();
+    int64_t packed = -1;  // the (group, slice) in wd
     std::vector<int64_t> toff(static_cast<size_t>(taps));
     std::vector<const float*> tw(static_cast<size_t>(taps));
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t n = row / OH, oh = row % OH;
-      for (int64_t gi = 0; gi < G; ++gi) {
-        for (int64_t k0 = 0; k0 < Kgp; k0 += 64) {
-          const int kv = static_cast<int>(std::min<int64_t>(4, (Kgp - k0) / 16));
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item % bands, n = item / bands % N, gs = item / bands / N, slice = gs % slices,
+                    gi = gs / slices;
+      const int64_t k0 = slice * 64, oh0 = b * band, oh1 = std::min(OH, oh0 + band);
+      const int kv = static_cast<int>(std::min<int64_t>(4, (Kgp - k0) / 16));
+      const int64_t pitch = direct_weight_pitch(16 * kv), rp = 16 * kv;  // weight row / pixel pitch
+      if (packed != gs) {
+        pack_direct_weight(pg, w, /*flip_transpose=*/true, gi, k0, k0 + 16 * kv, wd, pitch);
+        packed = gs;
+      }
+      for (int64_t ch = 0; ch < chunks.count; ++ch) {
+        int64_t c0, c1, t0, t1;
+        chunks.range(ch, &c0, &c1, &t0, &t1);
+        for (int64_t oh = oh0; oh < oh1; ++oh) {
+          float* rb = buf + (oh - oh0) * row_floats;
           for (int64_t pw = 0; pw < std::min(sW, OW); ++pw) {
             const int64_t J = (OW - pw + sW - 1) / sW, nb = (J + 24 / kv - 1) / (24 / kv);
-            for (int64_t b = 0; b < nb; ++b) {
-              const int64_t j0 = b * J / nb, j1 = (b + 1) * J / nb;
+            for (int64_t blk = 0; blk < nb; ++blk) {
+              const int64_t j0 = blk * J / nb, j1 = (blk + 1) * J / nb;
               int64_t nt = 0;
               for (int64_t kh = 0; kh < KH; ++kh) {
                 const int64_t th = oh + pH - kh * dH;
@@ -959,21 +1094,23 @@ void conv_transpose_direct_avx512(const at::Tensor& x, const at::Tensor& w, cons
                 for (int64_t kw = 0; kw < KW; ++kw) {
                   const int64_t tw0 = pw + pW - kw * dW;
                   if (((tw0 % sW) + sW) % sW != 0) continue;
-                  const int64_t c0 = tw0 / sW;  // input column of j = 0
-                  if (j1 + c0 <= 0 || j0 + c0 >= W) continue;
-                  toff[nt] = ((n * H + ih) * Wp + PL + j0 + c0) * Cin + gi * Cig;
-                  tw[nt] = wd + ((gi * taps + (taps - 1 - (kh * KW + kw))) * Cig) * pitch + k0;
+                  const int64_t col0 = tw0 / sW, t = taps - 1 - (kh * KW + kw);  // input column of j = 0, packed tap
+                  if (j1 + col0 <= 0 || j0 + col0 >= W || t < t0 || t >= t1) continue;
+                  toff[nt] = ((n * H + ih) * Wp + PL + j0 + col0) * Cin + gi * Cig + c0;
+                  tw[nt] = wd + (t * Cig + c0) * pitch;
                   ++nt;
                 }
               }
-              direct_block_fn(kv, j1 - j0)(xq, Cin, toff.data(), tw.data(), nt, Cig, pitch,
-                                           rb + (pw + j0 * sW) * Kgp + k0, sW * Kgp,
-                                           bias ? bd.data() + gi * Kgp + k0 : nullptr);
+              if (nt == 0 && ch > 0) continue;  // nothing to add
+              direct_block_fn(kv, j1 - j0)(xq, Cin, toff.data(), tw.data(), nt, c1 - c0, pitch,
+                                           rb + (pw + j0 * sW) * rp, sW * rp,
+                                           bias ? bd.data() + gi * Kgp + k0 : nullptr, /*accumulate=*/ch > 0);
             }
           }
         }
-        store_row(rb, Kgp, cl, y, n, oh, gi, Cog);
       }
+      for (int64_t oh = oh0; oh < oh1; ++oh)
+        store_row(buf + (oh - oh0) * row_floats, rp, cl, y, n, oh, gi * Cog + k0, std::min<int64_t>(rp, Cog - k0));
     }
   });
 }
@@ -1067,35 +1204,6 @@ PixelView pixel_view(const at::Tensor& t, bool cl, int64_t Cg) {
   if (cl) return {t.const_data_ptr<float>(), H * W * C, W * C, C, 1, Cg};
   return {t.const_data_ptr<float>(), C * H * W, W, 1, H * W, Cg * H * W};
 }
-
-// In-register transpose of a 16 x 16 block: r[i] (row i) -> r[j] (column j). (GCC 12's headers
-// build these shuffles on _mm512_undefined_ps and warn about it: silenced here.)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-__attribute__((target("avx512f"))) inline void transpose16x16(__m512 r[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 8; ++i) {  // per 128-bit lane L: rows 2i, 2i+1 interleaved
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {  // r[4i + k], lane L: rows 4i..4i+3 of column 4L + k
-    r[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-    r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-    r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-    r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-  }
-  for (int k = 0; k < 4; ++k) {  // column 4L + k gathers lane L of r[k], r[4+k], r[8+k], r[12+k]
-    const __m512 t1 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88), t2 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xDD);
-    const __m512 t3 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88),
-                 t4 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xDD);
-    t[k] = _mm512_shuffle_f32x4(t1, t3, 0x88);
-    t[8 + k] = _mm512_shuffle_f32x4(t1, t3, 0xDD);
-    t[4 + k] = _mm512_shuffle_f32x4(t2, t4, 0x88);
-    t[12 + k] = _mm512_shuffle_f32x4(t2, t4, 0xDD);
-  }
-  for (int j = 0; j < 16; ++j) r[j] = t[j];
-}
-#pragma GCC diagnostic pop
 
 // One (image, row) of the A operand: dp[(x * G + gi) * Cgp + c] = t[n, gi*Cg + c, y, x], zeros for
 // c >= Cg. From NCHW by 16 x 16 blocks (16 channel rows loaded whole, transposed in registers):
@@ -1333,11 +1441,7 @@ void backward_input_impl(const ConvGeometry& g, bool cl, const at::Tensor& gy, c
     t.pb = ext_h - g.pb;
     t.pl = ext_w - g.pl;
     t.pr = ext_w - g.pr;
-    // The forward's switch, narrowed to where the GEMM engine measured faster for this pass: 256 -> 256
-    // channels 10.3 vs 11.8 ms, 512 -> 512 at 16x16 16.1 vs 25.0; not with 2048 channels on either
-    // side (2048 -> 256 d6 44 vs 38, 256 -> 2048 55 vs 53).
-    const bool gemm_measured_faster = t.taps() * t.Cg() <= 4 * kDirectForwardMaxReduction && t.Kg() <= 512;
-    if (direct_ok(t, gy.scalar_type()) && (!gemm_measured_faster || direct_forward_pays("conv2d_backward_input", t)))
+    if (direct_ok(t, gy.scalar_type()) && forward_takes_direct("conv2d_backward_input", true))
       forward_direct_avx512(t, cl, gy, w, /*flip_transpose=*/true, std::nullopt, gx);
     else forward_impl<T>(t, cl, gy, prepare_weight(g, w, /*flip_transpose=*/true), std::nullopt, gx);
   } else {
@@ -1542,12 +1646,8 @@ bool conv_transpose2d_forward_direct_cpu(const at::Tensor& input, const at::Tens
   if (input.scalar_type() != at::kFloat || !cpu_has_avx512() || output.size(1) / groups < 16 ||
       stride[0] * stride[1] > 16 || output.numel() == 0)
     return false;
-  // the reduction of one output phase: C_in / G channels x the taps that land on it
-  const int64_t phase_taps =
-      ((weight.size(2) + stride[0] - 1) / stride[0]) * ((weight.size(3) + stride[1] - 1) / stride[1]);
-  const int64_t reduction = input.size(1) / groups * phase_taps;
-  if (!forward_takes_direct("conv_transpose2d_forward", reduction,
-                            phase_taps == 1 ? kDirectTransposedOneTapMaxReduction : kDirectTransposedMaxReduction))
+  if (!forward_takes_direct("conv_transpose2d_forward",
+                            input.size(0) * input.size(2) * input.size(3) >= kDirectTransposedMinPixels))
     return false;
   const bool cl = conv_channels_last(output);
   const at::Tensor x = prep(input, at::kFloat, cl);
@@ -1600,7 +1700,7 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
     if (conv2d_takes_gemm(g, /*default_on=*/false)) {
       // the weight as it comes, as the CUDA route takes it (weight_matrix copies what a BLAS cannot read)
       conv2d_forward_gemm(x, weight.detach().to(ct), b, g, cl, y, CpuGemm{});
-    } else if (direct_ok(g, ct) && direct_forward_pays("conv2d_forward", g)) {
+    } else if (direct_ok(g, ct) && forward_takes_direct("conv2d_forward", true)) {
       // (reads the weight through its strides)
       forward_direct_avx512(g, cl, x, weight.detach().to(ct), /*flip_transpose=*/false, b, y);
     } else {

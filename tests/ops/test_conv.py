@@ -856,19 +856,62 @@ def test_jit_trace_same_padding():
     torch.testing.assert_close(traced(x), m(x))
 
 
-@pytest.mark.parametrize("engine", ["", "direct", "gemm"], ids=["by_size", "direct", "gemm"])
+@pytest.mark.parametrize("engine", ["", "gemm"], ids=["by_size", "gemm"])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("channels", [192, 256, 520])
 def test_cpu_wide_reductions(strict_fp32, monkeypatch, layout, channels, engine):
-    """fp32 3x3 convolutions on both sides of the CPU's direct / GEMM forward switch (a large
-    reduction with a weight past L2 runs on the GEMM engine; grad_input and grad_weight stay
-    direct), each engine forced too (RNNKERN_CONV_CPU_FORWARD), a weight row pitch that is a
-    multiple of 64 floats (the padded pitch), and ragged channel vectors."""
+    """fp32 3x3 convolutions with wide reductions on the CPU: the direct kernels (several
+    reduction chunks at 520 channels), the GEMM engine forced (RNNKERN_CONV_CPU_FORWARD), a weight
+    row pitch that is a multiple of 64 floats (the padded pitch), and ragged channel vectors."""
     monkeypatch.setenv("RNNKERN_CONV_CPU_FORWARD", engine)
     _compare(2, (1, channels, 9, 7), (channels + 8, channels, 3, 3), dict(padding=1), "cpu", torch.float32,
              layout=layout)
     _compare(2, (2, channels, 6, 5), (64, channels, 3, 3), dict(padding=2, dilation=2, stride=(1, 2)), "cpu",
              torch.float32, layout=layout, bias=False)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_cpu_direct_blocking(strict_fp32, monkeypatch, layout):
+    """The direct kernels' reduction chunks and row bands, forced small (RNNKERN_CONV_CHUNK_BYTES,
+    RNNKERN_CONV_BAND_PIXELS) so small shapes take many chunks (partial sums reloaded; chunks of
+    taps at 1 and 5000 bytes, of channels at 40000 with >= 17 channels), ragged bands and several
+    64-channel slices, over random geometry: forward and grad_input vs fp64."""
+    if not CPU_HAS_AVX512:
+        pytest.skip("the direct kernels need AVX-512")
+    rng = _rng()
+    for _ in range(8):
+        monkeypatch.setenv("RNNKERN_CONV_CHUNK_BYTES", str(rng.choice([1, 5000, 40000])))
+        monkeypatch.setenv("RNNKERN_CONV_BAND_PIXELS", str(rng.choice([1, 7, 40])))
+        groups = rng.choice([1, 1, 2])
+        cout, cin = groups * rng.choice([16, 40, 70, 130]), groups * rng.randint(3, 40)
+        kernel = [rng.randint(1, 4), rng.randint(2, 4)]
+        dil = [rng.choice([1, 2]), rng.choice([1, 3])]
+        kw = dict(padding="same", dilation=dil, groups=groups) if rng.random() < 0.5 else \
+            dict(stride=[1, rng.randint(1, 2)], padding=[rng.randint(0, 2), rng.randint(0, 2)], dilation=dil,
+                 groups=groups)
+        size = [dil[i] * (kernel[i] - 1) + 1 + rng.randint(0, 9) for i in range(2)]
+        _compare(2, (rng.randint(1, 3), cin, *size), (cout, cin // groups, *kernel), kw, "cpu", torch.float32,
+                 bias=rng.random() < 0.5, layout=layout)
+
+
+def test_cpu_direct_blocking_thread_count_independent(monkeypatch):
+    """Reduction chunks depend on the geometry alone, bands on the thread count: 1 and 2 threads
+    give the same bits, forward and grad_input, chunked or not."""
+    if not CPU_HAS_AVX512:
+        pytest.skip("the direct kernels need AVX-512")
+    threads = torch.get_num_threads()
+    x, w, gy = torch.randn(2, 150, 13, 17), torch.randn(80, 150, 3, 3), torch.randn(2, 80, 13, 17)
+    try:
+        for chunk in ("", "5000", "40000"):
+            monkeypatch.setenv("RNNKERN_CONV_CHUNK_BYTES", chunk)
+            outs = []
+            for t in (1, 2):
+                torch.set_num_threads(t)
+                outs.append((FWD(x, w, None, [1, 1], [1, 1, 1, 1], [1, 1], 1),
+                             DGRAD(gy, w, list(x.shape), [1, 1], [1, 1, 1, 1], [1, 1], 1)))
+            assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1]), chunk
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_cpu_forward_engine_env_is_checked(monkeypatch):
@@ -877,15 +920,17 @@ def test_cpu_forward_engine_env_is_checked(monkeypatch):
         RF.conv2d(torch.randn(1, 16, 6, 6), torch.randn(16, 16, 3, 3))
 
 
-@pytest.mark.parametrize("shape,engine", [((1, 64, 12, 12, 64), "direct"), ((1, 256, 6, 6, 64), "direct"),
-                                          ((1, 256, 6, 6, 256), "gemm"), ((1, 512, 4, 4, 128), "gemm")])
-def test_cpu_forward_engine_choice(monkeypatch, capfd, shape, engine):
-    # the switch itself (RNNKERN_DEBUG=1 logs it): results are tested above on both engines; this
-    # pins which one a size gets, so a threshold that stops applying shows up
+@pytest.mark.parametrize("shape", [(1, 64, 12, 12, 64), (1, 256, 6, 6, 256), (1, 512, 4, 4, 128)])
+def test_cpu_forward_engine_choice(monkeypatch, capfd, shape):
+    # the choice itself (RNNKERN_DEBUG=1 logs it): fp32 convolutions with >= 16 output channels
+    # take the direct kernels at every size, forward and grad_input (results are tested above on
+    # both engines); a threshold that comes back shows up here
     if not CPU_HAS_AVX512:
         pytest.skip("the direct kernels need AVX-512")
     n, c, h, w, k = shape
     monkeypatch.setenv("RNNKERN_DEBUG", "1")
     capfd.readouterr()
-    RF.conv2d(torch.randn(n, c, h, w), torch.randn(k, c, 3, 3), padding=1)
-    assert f"conv2d_forward (cpu): {engine} engine" in capfd.readouterr().err
+    x = torch.randn(n, c, h, w, requires_grad=True)
+    RF.conv2d(x, torch.randn(k, c, 3, 3), padding=1).sum().backward()
+    err = capfd.readouterr().err
+    assert "conv2d_forward (cpu): direct engine" in err and "conv2d_backward_input (cpu): direct engine" in err

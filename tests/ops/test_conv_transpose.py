@@ -689,13 +689,19 @@ def test_error_messages_name_the_argument():
         RF.conv_transpose2d(x.long(), w)
 
 
+@pytest.mark.parametrize("blocking", ["default", "small"])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_wide_channels_direct_path(layout):
+def test_wide_channels_direct_path(monkeypatch, layout, blocking):
     """>= 16 output channels per group in fp32: the CPU's phase-decomposed direct forward and the
     grad_input run on the conv engine, over random stride / dilation / output_padding / groups,
-    partial channel vectors and rows wider than one pixel block."""
+    partial channel vectors and rows wider than one pixel block; "small": reduction chunks and row
+    bands forced small (RNNKERN_CONV_CHUNK_BYTES / _BAND_PIXELS: many chunks, ragged bands)."""
     rng = random.Random(torch.initial_seed())
+    monkeypatch.setenv("RNNKERN_CONV_CPU_FORWARD", "direct")  # small inputs would take the GEMM engine
     for _ in range(6):
+        if blocking == "small":
+            monkeypatch.setenv("RNNKERN_CONV_CHUNK_BYTES", str(rng.choice([1, 5000])))
+            monkeypatch.setenv("RNNKERN_CONV_BAND_PIXELS", str(rng.choice([1, 30])))
         g = rng.choice([1, 1, 2])
         c = dict(n=rng.randint(1, 2), cin=g * rng.randint(1, 9), cout=g * rng.choice([16, 21, 40]), g=g,
                  k=[rng.randint(1, 5), rng.randint(1, 5)], s=[rng.randint(1, 3), rng.randint(1, 4)],
@@ -765,9 +771,10 @@ def test_autocast_cpu_bf16():
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("k,s,cin", [(2, 2, 256), (2, 2, 520), (4, 2, 128), (4, 2, 260), (3, 2, 600)])
 def test_cpu_wide_reductions(monkeypatch, layout, k, s, cin, engine):
-    """fp32 forwards on both sides of the CPU's direct / GEMM switch for transposed convolutions
-    (a phase's reduction, C_in x its taps, >= 1024; >= 512 when each phase has one tap), each
-    engine forced too (RNNKERN_CONV_CPU_FORWARD), with all gradients, against fp64 torch."""
+    """fp32 transposed convolutions with wide reductions (a phase's C_in x its taps up to 2400;
+    several reduction chunks from 520 channels) on the CPU: by size (a 5x6 input is below the
+    direct kernels' pixel count), each engine forced (RNNKERN_CONV_CPU_FORWARD), with all
+    gradients, against fp64 torch."""
     monkeypatch.setenv("RNNKERN_CONV_CPU_FORWARD", engine)
     c = dict(n=1, cin=cin, cout=48, g=1, k=[k, k], s=[s, s], d=[1, 1], p=[k // 2 - 1 if k > 2 else 0] * 2,
              op=[0, 0], size=[5, 6])
@@ -778,12 +785,15 @@ def test_cpu_wide_reductions(monkeypatch, layout, k, s, cin, engine):
         assert rel_err(gr, rr) < TOL[torch.float32], c
 
 
-@pytest.mark.parametrize("k,cin,engine", [(4, 128, "direct"), (4, 256, "gemm"), (2, 256, "direct"), (2, 512, "gemm")])
-def test_cpu_forward_engine_choice(monkeypatch, capfd, k, cin, engine):
-    # which engine a size gets (RNNKERN_DEBUG=1 logs it), so a threshold that stops applying shows up
+@pytest.mark.parametrize("k,size,engine", [(4, (1, 8, 16), "direct"), (4, (1, 8, 8), "gemm"), (2, (2, 8, 8), "direct"),
+                                           (2, (1, 4, 4), "gemm")])
+def test_cpu_forward_engine_choice(monkeypatch, capfd, k, size, engine):
+    # which engine a size gets (RNNKERN_DEBUG=1 logs it: the GEMM engine below 128 input pixels a
+    # call), so a threshold that stops applying shows up
     if not CPU_HAS_AVX512:
         pytest.skip("the direct kernels need AVX-512")
     monkeypatch.setenv("RNNKERN_DEBUG", "1")
     capfd.readouterr()
-    RF.conv_transpose2d(torch.randn(1, cin, 4, 4), torch.randn(cin, 32, k, k), stride=2)
+    n, h, w = size
+    RF.conv_transpose2d(torch.randn(n, 64, h, w), torch.randn(64, 32, k, k), stride=2)
     assert f"conv_transpose2d_forward (cpu): {engine} engine" in capfd.readouterr().err
