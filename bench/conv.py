@@ -75,6 +75,10 @@ CPU_CASES = (
     [Case(torch.float32, False, 2, 64, 64, 32, d) for d in (1, 2, 6, 12, 18)]
     + [Case(torch.float32, True, 2, 64, 64, 32, d) for d in (1, 6, 18)]
     + [Case(torch.float32, False, 1, 256, 64, 32, d) for d in (6, 12, 18)]         # small ASPP
+    # deeper stages' widths, where the direct kernels' reduction blocking matters (bench/NOTES.md,
+    # fourteenth session): 256 -> 256, 512 -> 512 at 8x8, the ASPP head's 2048 -> 256 at 16x16
+    + [Case(torch.float32, False, 1, 256, 256, 32, 1), Case(torch.float32, False, 1, 512, 512, 8, 1),
+       Case(torch.float32, False, 1, 2048, 256, 16, 6)]
 )
 
 
