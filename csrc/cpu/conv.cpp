@@ -599,15 +599,16 @@ void forward_direct(const ConvGeometry& g, bool cl, const at::Tensor& x, const a
 // column matrix, no GEMM calls. The input is read as NHWC (in place when channels_last, else a
 // copy). Convolution (forward_direct_avx512): the output row is cut at every tap's valid-range
 // ends before it is cut into blocks, so a tap reads real input for all pixels of a block or for
-// none; rows likewise (a tap whose input row lies in the padding is skipped), so the input needs
-// no padding, blocks no bounds tests, and tap skipping at large dilation is exact. (The
-// transposed convolution's phase blocks read a zero-padded copy instead.) Weights are repacked to
-// (G, taps, Cg, Kgp), Kgp = Kg rounded up to 16 with zero columns. Each block's outputs go to a
-// per-row buffer (pixel-major, Kgp apart) that is then written in the output's layout (NHWC:
-// runs of Kg; NCHW: transposed), or straight into a channels_last output whose groups hold
-// whole vectors. Compiled for AVX-512 with a target attribute and taken only
-// when the CPU has it (the build has no -march). Each output row is produced by one task in a
-// fixed order: deterministic.
+// none; rows likewise (a tap whose input row lies in the padding is skipped), so tap skipping at
+// large dilation is exact (segments too short to be worth a block are merged, over a zero-padded
+// copy; the transposed convolution's phase blocks always read one). Each thread packs the
+// 64-output-channel slice of the weight it works on, (taps, Cg, 16 x KV) with zero columns past
+// Kg, and runs the reduction in chunks over a band of output rows (see ReductionChunks). The
+// partial sums live in a per-band buffer (pixel-major) written out in the output's layout (NHWC:
+// runs of channels; NCHW: transposed), or straight in a channels_last output whose groups hold
+// whole vectors. Compiled for AVX-512 with a target attribute and taken only when the CPU has it
+// (the build has no -march). Each output element is produced by one task in a fixed order:
+// deterministic.
 
 bool cpu_has_avx512() {
   static const bool ok = __builtin_cpu_supports("avx512f");
@@ -763,7 +764,7 @@ __attribute__((target("avx512f"))) void pack_direct_weight(const ConvGeometry& g
   const int64_t Cg = g.Cg(), Kg = g.Kg(), taps = g.taps(), kn = std::min(k_hi, Kg);
   const float* src = w.const_data_ptr<float>();
   const int64_t sK = w.stride(flip_transpose ? 1 : 0), sC = w.stride(flip_transpose ? 0 : 1);
-  auto row = [&](int64_t t, int64_t c) { return dst + (t * Cg + c) * pitch; };  // element k at [k - k_lo]
+  auto row = [&](int64_t t, int64_t c) { return dst + (t * Cg + c) * pitch; };  // output k at [k - k_lo]
   if (!flip_transpose && w.stride(3) == 1 && w.stride(2) == g.KW && w.stride(1) == taps) {
     // Each output channel's (Cg, KH, KW) weights are one contiguous run j = c * taps + t: the
     // packing is a transpose of (channels, Cg * taps), 16 x 16 in registers (a 16-channel gather
@@ -776,15 +777,15 @@ __attribute__((target("avx512f"))) void pack_direct_weight(const ConvGeometry& g
         __m512 r[16];
         for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(sg + (k0 + i) * sK + j0);
         transpose16x16(r);
-        for (int i = 0; i < 16; ++i) _mm512_storeu_ps(row((j0 + i) % taps, (j0 + i) / taps) + k0 - k_lo, r[i]);
+        for (int i = 0; i < 16; ++i) _mm512_storeu_ps(row((j0 + i) % taps, (j0 + i) / taps) + (k0 - k_lo), r[i]);
       }
       for (int64_t j = j16; j < R; ++j)
         for (int64_t k = k0; k < k0 + 16; ++k) row(j % taps, j / taps)[k - k_lo] = sg[k * sK + j];
     }
     for (int64_t j = 0; j < R; ++j) {
-      float* d = row(j % taps, j / taps) - k_lo;
-      for (int64_t k = k0; k < kn; ++k) d[k] = sg[k * sK + j];
-      for (int64_t k = std::max(k0, kn); k < k_hi; ++k) d[k] = 0.f;
+      float* d = row(j % taps, j / taps);
+      for (int64_t k = k0; k < kn; ++k) d[k - k_lo] = sg[k * sK + j];
+      for (int64_t k = std::max(k0, kn); k < k_hi; ++k) d[k - k_lo] = 0.f;
     }
     return;
   }
@@ -797,12 +798,12 @@ __attribute__((target("avx512f"))) void pack_direct_weight(const ConvGeometry& g
       const int64_t ts = flip_transpose ? taps - 1 - t : t;
       const float* sp = src + (flip_transpose ? gi * Cg * sC : gi * Kg * sK) + (ts / g.KW) * w.stride(2) +
                         (ts % g.KW) * w.stride(3) + c * sC;
-      float* d = row(t, c) - k_lo;
+      float* d = row(t, c);
       int64_t k = k_lo;
       if (gather)
-        for (; k + 16 <= kn; k += 16) _mm512_storeu_ps(d + k, gather16(idx, sp + k * sK, 4));
-      for (; k < kn; ++k) d[k] = sp[k * sK];
-      for (; k < k_hi; ++k) d[k] = 0.f;
+        for (; k + 16 <= kn; k += 16) _mm512_storeu_ps(d + (k - k_lo), gather16(idx, sp + k * sK, 4));
+      for (; k < kn; ++k) d[k - k_lo] = sp[k * sK];
+      for (; k < k_hi; ++k) d[k - k_lo] = 0.f;
     }
 }
 
@@ -893,10 +894,6 @@ std::vector<float> pack_direct_bias(const std::optional<at::Tensor>& bias, int64
 // sums' order, hence the bits, do not depend on the thread count.
 constexpr int64_t kDirectChunkBytes = 320 << 10;
 constexpr int64_t kDirectBandPixels = 256;
-int64_t env_or(const char* name, int64_t fallback) {
-  const int64_t v = env_positive_int(name, 0);
-  return v > 0 ? v : fallback;
-}
 struct ReductionChunks {
   int64_t count, Cg, taps;
   bool by_taps;
@@ -909,7 +906,7 @@ struct ReductionChunks {
   }
 };
 ReductionChunks direct_reduction_chunks(int64_t taps, int64_t Cg) {
-  const int64_t budget = env_or("RNNKERN_CONV_CHUNK_BYTES", kDirectChunkBytes);
+  const int64_t budget = env_positive_int("RNNKERN_CONV_CHUNK_BYTES", kDirectChunkBytes);
   const int64_t vec_bytes = 64 * static_cast<int64_t>(sizeof(float));  // a tap's 64 outputs, one channel
   const int64_t cc = budget / (taps * vec_bytes);
   if (cc >= std::min<int64_t>(Cg, 16)) return {(Cg + std::max<int64_t>(cc, 1) - 1) / std::max<int64_t>(cc, 1), Cg, taps, false};
@@ -918,9 +915,27 @@ ReductionChunks direct_reduction_chunks(int64_t taps, int64_t Cg) {
 }
 // Rows per band: ~kDirectBandPixels pixels, fewer where that would leave threads idle.
 int64_t direct_band_rows(int64_t OH, int64_t OW, int64_t outer_items) {
-  int64_t band = (env_or("RNNKERN_CONV_BAND_PIXELS", kDirectBandPixels) + OW - 1) / OW;
+  int64_t band = (env_positive_int("RNNKERN_CONV_BAND_PIXELS", kDirectBandPixels) + OW - 1) / OW;
   band = std::min(band, std::max<int64_t>(1, outer_items * OH / (4 * at::get_num_threads())));
   return std::max<int64_t>(1, std::min(band, OH));
+}
+
+// Work item `item` of the direct loops: (group, 64-channel slice, image, band), band innermost.
+struct DirectItem {
+  int64_t gs, gi, k0, n, oh0, oh1;  // gs: the (group, slice) index, what a thread's packed weight holds
+  int kv;                            // vectors of 16 output channels in the slice
+};
+DirectItem direct_item(int64_t item, int64_t N, int64_t slices, int64_t band, int64_t bands, int64_t OH,
+                       int64_t Kgp) {
+  DirectItem it{};
+  it.gs = item / bands / N;
+  it.gi = it.gs / slices;
+  it.k0 = it.gs % slices * 64;
+  it.n = item / bands % N;
+  it.oh0 = item % bands * band;
+  it.oh1 = std::min(OH, it.oh0 + band);
+  it.kv = static_cast<int>(std::min<int64_t>(4, (Kgp - it.k0) / 16));
+  return it;
 }
 
 // Sorted cuts [0, ..., end] without segments shorter than min_len (each merged into the segment
@@ -988,10 +1003,10 @@ void forward_direct_avx512(const ConvGeometry& g, bool cl, const at::Tensor& x, 
     std::vector<int64_t> toff(static_cast<size_t>(taps));
     std::vector<const float*> tw(static_cast<size_t>(taps));
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item % bands, n = item / bands % g.N, gs = item / bands / g.N, slice = gs % slices,
-                    gi = gs / slices;
-      const int64_t k0 = slice * 64, oh0 = b * band, oh1 = std::min(g.OH, oh0 + band);
-      const int kv = static_cast<int>(std::min<int64_t>(4, (Kgp - k0) / 16));
+      // (plain copies: structured bindings cannot be captured by lambdas before C++20)
+      const DirectItem it = direct_item(item, g.N, slices, band, bands, g.OH, Kgp);
+      const int64_t gs = it.gs, gi = it.gi, k0 = it.k0, n = it.n, oh0 = it.oh0, oh1 = it.oh1;
+      const int kv = it.kv;
       const int64_t pitch = direct_weight_pitch(16 * kv);
       if (packed != gs) {
         pack_direct_weight(g, w, flip_transpose, gi, k0, k0 + 16 * kv, wd, pitch);
@@ -1067,10 +1082,9 @@ void conv_transpose_direct_avx512(const at::Tensor& x, const at::Tensor& w, cons
     std::vector<int64_t> toff(static_cast<size_t>(taps));
     std::vector<const float*> tw(static_cast<size_t>(taps));
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item % bands, n = item / bands % N, gs = item / bands / N, slice = gs % slices,
-                    gi = gs / slices;
-      const int64_t k0 = slice * 64, oh0 = b * band, oh1 = std::min(OH, oh0 + band);
-      const int kv = static_cast<int>(std::min<int64_t>(4, (Kgp - k0) / 16));
+      const DirectItem it = direct_item(item, N, slices, band, bands, OH, Kgp);
+      const int64_t gs = it.gs, gi = it.gi, k0 = it.k0, n = it.n, oh0 = it.oh0, oh1 = it.oh1;
+      const int kv = it.kv;
       const int64_t pitch = direct_weight_pitch(16 * kv), rp = 16 * kv;  // weight row / pixel pitch
       if (packed != gs) {
         pack_direct_weight(pg, w, /*flip_transpose=*/true, gi, k0, k0 + 16 * kv, wd, pitch);
@@ -1282,7 +1296,6 @@ WgradA wgrad_direct_choice(const ConvGeometry& g, at::ScalarType t, bool gy_cl, 
   return cost(Kg, gy_cl, gy_px, x_cl) <= cost(Cg, x_cl, x_px, gy_cl) ? WgradA::kGradOutput : WgradA::kInput;
 }
 
-// Returns the weight gradient (K, Cg, KH, KW); gy and x dense, each in its own layout.
 // The direct wgrad's result with gy vectorised, (G, taps, Cg, Ap) (output channels k innermost),
 // as the weight gradient (K, Cg, KH, KW) (taps innermost). 16 input channels at a time: their rows
 // of every tap are read whole and in order (16 x 16 register transposes) into a (Kg, taps, 16)
@@ -1320,6 +1333,7 @@ __attribute__((target("avx512f"))) void wgrad_result_to_weight(const float* res,
   }
 }
 
+// Returns the weight gradient (K, Cg, KH, KW); gy and x dense, each in its own layout.
 at::Tensor backward_weight_direct_avx512(const ConvGeometry& g, WgradA which,
                                       const at::Tensor& gy, bool gy_cl,
                                       const at::Tensor& x, bool x_cl) {
@@ -1398,14 +1412,14 @@ at::Tensor backward_weight_direct_avx512(const ConvGeometry& g, WgradA which,
   }
   at::Tensor gw = at::empty({g.K, Cg, g.KH, g.KW}, x.options());
   float* w = gw.mutable_data_ptr<float>();
-  const int64_t sk = a_is_gy ? 1 : Ap, sc = a_is_gy ? Ap : 1, st = Bch * Ap, wk = Cg * taps;
   if (a_is_gy) {
     wgrad_result_to_weight(rp, G, taps, Cg, Kg, Ap, w);
     return gw;
   }
-  // (G, taps, Kg, Ap) -> (K, Cg, KH, KW), 16 output channels at a time: the 16 written rows
-  // stay in L1 while every read line is used whole (a plain k, c, t loop read one float per
-  // line, ~6% of a call)
+  // x vectorised: (G, taps, Kg, Ap) -> (K, Cg, KH, KW), 16 output channels at a time: the 16
+  // written rows stay in L1 while every read line is used whole (a plain k, c, t loop read one
+  // float per line, ~6% of a call)
+  const int64_t st = Kg * Ap, wk = Cg * taps;
   for (int64_t gi = 0; gi < G; ++gi) {
     const float* src = rp + gi * taps * st;
     for (int64_t k0 = 0; k0 < Kg; k0 += 16) {
@@ -1413,8 +1427,8 @@ at::Tensor backward_weight_direct_avx512(const ConvGeometry& g, WgradA which,
       float* wb = w + (gi * Kg + k0) * wk;
       for (int64_t c = 0; c < Cg; ++c)
         for (int64_t t = 0; t < taps; ++t) {
-          const float* sp = src + t * st + c * sc + k0 * sk;
-          for (int64_t k = 0; k < kb; ++k) wb[k * wk + c * taps + t] = sp[k * sk];
+          const float* sp = src + t * st + c + k0 * Ap;
+          for (int64_t k = 0; k < kb; ++k) wb[k * wk + c * taps + t] = sp[k * Ap];
         }
     }
   }
