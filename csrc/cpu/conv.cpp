@@ -1333,85 +1333,163 @@ __attribute__((target("avx512f"))) void wgrad_result_to_weight(const float* res,
   }
 }
 
+// One slab of the direct wgrad's result, rows (jj, t) for B-channels j0 + jj (jj < nj) and taps t,
+// each Ap floats over the A channels, into the weight gradient (K, Cg, KH, KW) of group gi.
+// gy vectorised (B = input channels): output k's part of the slab, w[k, j0 .. j0 + nj, :], is
+// nj * taps consecutive floats, the slab's column k: 16 x 16 register transposes (16 rows, 16 k).
+// x vectorised (B = output channels): w[j0 + jj] is (c, t) with t innermost, the slab's taps rows
+// of B-channel jj read side by side.
+__attribute__((target("avx512f"))) void wgrad_slab_to_weight(const float* slab, int64_t nj, int64_t taps,
+                                                              int64_t Ap, bool a_is_gy, int64_t gi, int64_t j0,
+                                                              int64_t Kg, int64_t Cg, float* w) {
+  const int64_t wk = Cg * taps;
+  if (!a_is_gy) {
+    for (int64_t jj = 0; jj < nj; ++jj) {
+      float* d = w + (gi * Kg + j0 + jj) * wk;
+      const float* s = slab + jj * taps * Ap;
+      for (int64_t c = 0; c < Cg; ++c)
+        for (int64_t t = 0; t < taps; ++t) d[c * taps + t] = s[t * Ap + c];
+    }
+    return;
+  }
+  const int64_t rows = nj * taps, r16 = rows / 16 * 16;
+  float* base = w + gi * Kg * wk + j0 * taps;  // w[k, j0 + jj, t] at base[k * wk + jj * taps + t]
+  for (int64_t k0 = 0; k0 < Kg; k0 += 16) {
+    const int64_t kn = std::min<int64_t>(16, Kg - k0);  // (k0 + 16 <= Ap: the rows are padded)
+    for (int64_t r0 = 0; r0 < r16; r0 += 16) {
+      __m512 v[16];
+      for (int i = 0; i < 16; ++i) v[i] = _mm512_loadu_ps(slab + (r0 + i) * Ap + k0);
+      transpose16x16(v);  // v[j]: rows r0 .. r0 + 15 of column k0 + j
+      for (int64_t j = 0; j < kn; ++j) _mm512_storeu_ps(base + (k0 + j) * wk + r0, v[j]);
+    }
+    for (int64_t j = 0; j < kn; ++j)
+      for (int64_t r = r16; r < rows; ++r) base[(k0 + j) * wk + r] = slab[r * Ap + k0 + j];
+  }
+}
+
+// Result slabs of at most this size (B-channels x taps x Ap floats) stay in L2 between the register
+// blocks that accumulate them and their reorder into the weight gradient.
+constexpr int64_t kWgradSlabBytes = 512 << 10;
+// An A operand (one group's pixels x Ap floats) up to this size is re-read from L2 by every slab.
+constexpr int64_t kWgradResidentABytes = 512 << 10;
+
 // Returns the weight gradient (K, Cg, KH, KW); gy and x dense, each in its own layout.
+//
+// Two loop orders, the same sums in the same order (so the same bits):
+// - slabs outer, when one group's A operand fits in L2 (few pixels per weight element, the deep
+//   layers and ASPP at 8x8 - 16x16): each thread takes slabs of B-channels, accumulates the slab's
+//   result over all bands and taps in an L2-resident buffer, and writes it into the weight
+//   gradient itself. (Bands outer accumulated a result the weight's size through memory: 19 MB
+//   zeroed, loaded and stored per band and reordered at 1024 -> 512 8x8, ~3/4 of the call.)
+// - bands outer otherwise: a band's A pixels and the B rows they read are reused from L1 / L2 by
+//   every tap and block, into a (G, taps, Bch, Ap) result reordered at the end.
 at::Tensor backward_weight_direct_avx512(const ConvGeometry& g, WgradA which,
                                       const at::Tensor& gy, bool gy_cl,
                                       const at::Tensor& x, bool x_cl) {
   const int64_t G = g.G, Kg = g.Kg(), Cg = g.Cg(), taps = g.taps();
   const bool a_is_gy = which == WgradA::kGradOutput;
   const int64_t Ach = a_is_gy ? Kg : Cg, Bch = a_is_gy ? Cg : Kg, Ap = (Ach + 15) / 16 * 16;
-  // result (G, taps, Bch, Ap): row j of tap t holds B-channel j against all A-channels
-  // (per-thread scratch slot 0: a fresh buffer of this size per call costs page faults)
-  at::Tensor res = scratch(0, G * taps * Bch * Ap, x.options());
-  float* rp = res.mutable_data_ptr<float>();
-  fill_zero(rp, G * taps * Bch * Ap);
-  if (g.N > 0) {
-    const PixelView A = a_is_gy ? pack_a_operand(gy, gy_cl, G, Kg, Ap) : pack_a_operand(x, x_cl, G, Cg, Ap);
-    const PixelView B = a_is_gy ? pixel_view(x, x_cl, Cg) : pixel_view(gy, gy_cl, Kg);
-    const PixelView& Y = a_is_gy ? A : B;  // the gy side
-    const PixelView& X = a_is_gy ? B : A;  // the x side
-    const int64_t as = a_is_gy ? A.pix : A.pix * g.sw, bs = a_is_gy ? B.pix * g.sw : B.pix;
-    const int64_t cbmax = 24 / std::min<int64_t>(4, Ap / 16);
-    const int64_t nblocks = (Bch + cbmax - 1) / cbmax;
-    const int64_t threads = at::get_num_threads();
-    // items: (group, range of B blocks); enough of them to balance the threads
-    const int64_t parts = threads == 1 ? 1 : std::min<int64_t>(nblocks, std::max<int64_t>(1, (4 * threads + G - 1) / G));
-    const int64_t items = G * parts;
-    // Bands of output pixels (a few rows, or a piece of one long row), all taps of a band in turn:
-    // the band's gy pixels and the x rows they read are reused from L1 / L2 by every tap (tap by
-    // tap over the whole problem re-streamed x once per tap: the transposed conv's 4 MB grad_output
-    // 16 times). Rows per band: ~kWgradChunk pixels at the taps' mean valid width.
-    std::vector<int64_t> vlo(g.KH), vhi(g.KH), ulo(g.KW), uhi(g.KW);
-    int64_t valid_w = 0;
-    for (int64_t r = 0; r < g.KH; ++r) g.valid_rows(r, &vlo[r], &vhi[r]);
-    for (int64_t s = 0; s < g.KW; ++s) {
-      g.valid_cols(s, &ulo[s], &uhi[s]);
-      valid_w += uhi[s] - ulo[s];
-    }
-    const int64_t pieces = (g.OW + kWgradChunk - 1) / kWgradChunk;
-    const int64_t band_rows = pieces > 1 ? 1 : std::max<int64_t>(1, kWgradChunk * g.KW / std::max<int64_t>(1, valid_w));
-    const double macs = double(g.N) * g.OH * g.OW * g.K * Cg * taps;
-    at::parallel_for(0, items, item_grain(items, macs), [&](int64_t begin, int64_t end) {
-      std::vector<WgradSeg> segs;
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t gi = item / parts, part = item % parts;
-        const int64_t blk0 = part * nblocks / parts, blk1 = (part + 1) * nblocks / parts;
-        for (int64_t R0 = 0; R0 < g.N * g.OH; R0 += band_rows) {
-          const int64_t R1 = std::min(R0 + band_rows, g.N * g.OH);
-          for (int64_t pc = 0; pc < pieces; ++pc) {
-            const int64_t c0 = pc * g.OW / pieces, c1 = (pc + 1) * g.OW / pieces;
-            for (int64_t t = 0; t < taps; ++t) {
-              const int64_t r = t / g.KW, s = t % g.KW;
-              const int64_t ow0 = std::max(c0, ulo[s]), ow1 = std::min(c1, uhi[s]);
-              if (ow0 >= ow1) continue;
-              segs.clear();
-              for (int64_t row = R0; row < R1; ++row) {
-                const int64_t n = row / g.OH, oh = row % g.OH;
-                if (oh < vlo[r] || oh >= vhi[r]) continue;
-                const int64_t ih = oh * g.sh - g.pt + r * g.dh, iw0 = ow0 * g.sw - g.pl + s * g.dw;
-                const float* ya = Y.p + n * Y.img + oh * Y.row + ow0 * Y.pix + gi * Y.goff;
-                const float* xa = X.p + n * X.img + ih * X.row + iw0 * X.pix + gi * X.goff;
-                segs.push_back(a_is_gy ? WgradSeg{ya, xa, ow1 - ow0} : WgradSeg{xa, ya, ow1 - ow0});
-              }
-              if (segs.empty()) continue;
-              float* acc = rp + (gi * taps + t) * Bch * Ap;
-              for (int64_t a0 = 0; a0 < Ap; a0 += 64) {
-                const int kv = static_cast<int>(std::min<int64_t>(4, (Ap - a0) / 16));
-                const int64_t cb = 24 / kv, nb = (Bch + cb - 1) / cb;
-                for (int64_t blk = blk0 * nb / nblocks; blk < blk1 * nb / nblocks; ++blk) {
-                  const int64_t j0 = blk * Bch / nb, j1 = (blk + 1) * Bch / nb;
-                  wgrad_block_fn(kv, j1 - j0)(segs.data(), static_cast<int64_t>(segs.size()), as, bs, B.ch, a0,
-                                              j0 * B.ch, acc + j0 * Ap + a0, Ap);
-                }
-              }
-            }
-          }
-        }
-      }
-    });
-  }
   at::Tensor gw = at::empty({g.K, Cg, g.KH, g.KW}, x.options());
   float* w = gw.mutable_data_ptr<float>();
+  if (g.N == 0) return gw.zero_();
+  const PixelView A = a_is_gy ? pack_a_operand(gy, gy_cl, G, Kg, Ap) : pack_a_operand(x, x_cl, G, Cg, Ap);
+  const PixelView B = a_is_gy ? pixel_view(x, x_cl, Cg) : pixel_view(gy, gy_cl, Kg);
+  const PixelView& Y = a_is_gy ? A : B;  // the gy side
+  const PixelView& X = a_is_gy ? B : A;  // the x side
+  const int64_t as = a_is_gy ? A.pix : A.pix * g.sw, bs = a_is_gy ? B.pix * g.sw : B.pix;
+  // Bands of output pixels (a few rows, or a piece of one long row), all taps of a band in turn:
+  // the band's gy pixels and the x rows they read are reused from L1 / L2 by every tap (tap by
+  // tap over the whole problem re-streamed x once per tap: the transposed conv's 4 MB grad_output
+  // 16 times). Rows per band: ~kWgradChunk pixels at the taps' mean valid width.
+  std::vector<int64_t> vlo(g.KH), vhi(g.KH), ulo(g.KW), uhi(g.KW);
+  int64_t valid_w = 0;
+  for (int64_t r = 0; r < g.KH; ++r) g.valid_rows(r, &vlo[r], &vhi[r]);
+  for (int64_t s = 0; s < g.KW; ++s) {
+    g.valid_cols(s, &ulo[s], &uhi[s]);
+    valid_w += uhi[s] - ulo[s];
+  }
+  const int64_t pieces = (g.OW + kWgradChunk - 1) / kWgradChunk;
+  const int64_t band_rows = pieces > 1 ? 1 : std::max<int64_t>(1, kWgradChunk * g.KW / std::max<int64_t>(1, valid_w));
+  // Calls body(t, segs) with group gi's pixel runs of tap t, band by band, in a fixed order.
+  auto for_each_band_tap = [&](int64_t gi, std::vector<WgradSeg>& segs, auto&& body) {
+    for (int64_t R0 = 0; R0 < g.N * g.OH; R0 += band_rows) {
+      const int64_t R1 = std::min(R0 + band_rows, g.N * g.OH);
+      for (int64_t pc = 0; pc < pieces; ++pc) {
+        const int64_t c0 = pc * g.OW / pieces, c1 = (pc + 1) * g.OW / pieces;
+        for (int64_t t = 0; t < taps; ++t) {
+          const int64_t r = t / g.KW, s = t % g.KW;
+          const int64_t ow0 = std::max(c0, ulo[s]), ow1 = std::min(c1, uhi[s]);
+          if (ow0 >= ow1) continue;
+          segs.clear();
+          for (int64_t row = R0; row < R1; ++row) {
+            const int64_t n = row / g.OH, oh = row % g.OH;
+            if (oh < vlo[r] || oh >= vhi[r]) continue;
+            const int64_t ih = oh * g.sh - g.pt + r * g.dh, iw0 = ow0 * g.sw - g.pl + s * g.dw;
+            const float* ya = Y.p + n * Y.img + oh * Y.row + ow0 * Y.pix + gi * Y.goff;
+            const float* xa = X.p + n * X.img + ih * X.row + iw0 * X.pix + gi * X.goff;
+            segs.push_back(a_is_gy ? WgradSeg{ya, xa, ow1 - ow0} : WgradSeg{xa, ya, ow1 - ow0});
+          }
+          if (!segs.empty()) body(t, segs);
+        }
+      }
+    }
+  };
+  // B-channels [jlo, jhi) against every A vector over segs, in register blocks of up to 24 / KV
+  // B-channels x KV vectors; B-channel j's partial sums added into acc[(j - jlo) * ldj + a].
+  auto run_blocks = [&](const std::vector<WgradSeg>& segs, int64_t jlo, int64_t jhi, float* acc, int64_t ldj) {
+    for (int64_t a0 = 0; a0 < Ap; a0 += 64) {
+      const int kv = static_cast<int>(std::min<int64_t>(4, (Ap - a0) / 16));
+      const int64_t cb = 24 / kv, nb = (jhi - jlo + cb - 1) / cb;
+      for (int64_t blk = 0; blk < nb; ++blk) {
+        const int64_t j0 = jlo + blk * (jhi - jlo) / nb, j1 = jlo + (blk + 1) * (jhi - jlo) / nb;
+        wgrad_block_fn(kv, j1 - j0)(segs.data(), static_cast<int64_t>(segs.size()), as, bs, B.ch, a0, j0 * B.ch,
+                                    acc + (j0 - jlo) * ldj + a0, ldj);
+      }
+    }
+  };
+  const double macs = double(g.N) * g.OH * g.OW * g.K * Cg * taps;
+  const double a_pixels = a_is_gy ? double(g.N) * g.OH * g.OW : double(g.N) * g.H * g.W;
+  // (RNNKERN_CONV_WGRAD_RESIDENT_BYTES / _SLAB_BYTES: test hooks for either order and ragged slabs)
+  if (a_pixels * Ap * sizeof(float) <= env_positive_int("RNNKERN_CONV_WGRAD_RESIDENT_BYTES", kWgradResidentABytes)) {
+    // slabs outer: items (group, slab); a slab's rows are (jj, t), Ap floats each
+    const int64_t slab_bytes = env_positive_int("RNNKERN_CONV_WGRAD_SLAB_BYTES", kWgradSlabBytes);
+    int64_t slab = std::clamp<int64_t>(slab_bytes / (taps * Ap * int64_t(sizeof(float))), 1, Bch);
+    if (slab >= 24) slab = slab / 24 * 24;  // whole register blocks at every KV
+    const int64_t nslabs = (Bch + slab - 1) / slab, items = G * nslabs;
+    at::parallel_for(0, items, item_grain(items, macs), [&](int64_t begin, int64_t end) {
+      std::vector<WgradSeg> segs;
+      float* buf = scratch(2, slab * taps * Ap, x.options()).mutable_data_ptr<float>();
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t gi = item / nslabs, j0 = item % nslabs * slab, nj = std::min(slab, Bch - j0);
+        fill_zero(buf, nj * taps * Ap);
+        for_each_band_tap(gi, segs, [&](int64_t t, const std::vector<WgradSeg>& sg) {
+          run_blocks(sg, j0, j0 + nj, buf + t * Ap, taps * Ap);
+        });
+        wgrad_slab_to_weight(buf, nj, taps, Ap, a_is_gy, gi, j0, Kg, Cg, w);
+      }
+    });
+    return gw;
+  }
+  // bands outer: result (G, taps, Bch, Ap), row j of tap t holding B-channel j against all
+  // A-channels (per-thread scratch slot 0: a fresh buffer of this size per call costs page faults)
+  float* rp = scratch(0, G * taps * Bch * Ap, x.options()).mutable_data_ptr<float>();
+  fill_zero(rp, G * taps * Bch * Ap);
+  const int64_t threads = at::get_num_threads();
+  // items: (group, range of B-channels); enough of them to balance the threads
+  const int64_t parts = threads == 1 ? 1 : std::min<int64_t>((Bch + 5) / 6, std::max<int64_t>(1, (4 * threads + G - 1) / G));
+  const int64_t items = G * parts;
+  at::parallel_for(0, items, item_grain(items, macs), [&](int64_t begin, int64_t end) {
+    std::vector<WgradSeg> segs;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t gi = item / parts, part = item % parts;
+      const int64_t jlo = part * Bch / parts, jhi = (part + 1) * Bch / parts;
+      if (jlo == jhi) continue;
+      for_each_band_tap(gi, segs, [&](int64_t t, const std::vector<WgradSeg>& sg) {
+        float* acc = rp + (gi * taps + t) * Bch * Ap;
+        run_blocks(sg, jlo, jhi, acc + jlo * Ap, Ap);
+      });
+    }
+  });
   if (a_is_gy) {
     wgrad_result_to_weight(rp, G, taps, Cg, Kg, Ap, w);
     return gw;

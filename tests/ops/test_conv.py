@@ -764,9 +764,26 @@ def _wgrad_ref(c, x, gy):
                                                False, [0, 0], c["groups"], [False, True, False])[1]
 
 
-def test_wide_channels_direct_wgrad():
+# The direct wgrad's two loop orders (RNNKERN_CONV_WGRAD_RESIDENT_BYTES / _SLAB_BYTES): the default
+# choice, bands outer forced (no A operand counts as L2-resident), slabs outer forced with slabs of
+# one to a few B-channels (ragged last slab, transpose tails).
+WGRAD_ORDERS = {"default": {}, "bands": {"RNNKERN_CONV_WGRAD_RESIDENT_BYTES": "1"},
+                "slabs": {"RNNKERN_CONV_WGRAD_RESIDENT_BYTES": str(1 << 30), "RNNKERN_CONV_WGRAD_SLAB_BYTES": "9000"}}
+
+
+def _set_env(monkeypatch, env):
+    for name in ("RNNKERN_CONV_WGRAD_RESIDENT_BYTES", "RNNKERN_CONV_WGRAD_SLAB_BYTES"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.parametrize("order", list(WGRAD_ORDERS))
+def test_wide_channels_direct_wgrad(monkeypatch, order):
     """fp32 weight gradient on the direct AVX-512 kernel (either channel side vectorised) against
-    fp64 torch, random geometry, both layouts of each operand independently; bias grad too."""
+    fp64 torch, random geometry, both layouts of each operand independently, each loop order;
+    bias grad too."""
+    _set_env(monkeypatch, WGRAD_ORDERS[order])
     rng = _rng()
     for _ in range(10):
         c = _wgrad_direct_case(rng)
@@ -784,19 +801,22 @@ def test_wide_channels_direct_wgrad():
         assert rel_err(gb, gy.sum((0, 2, 3))) < TOL[torch.float32], c
 
 
-def test_direct_wgrad_thread_count_independent():
-    """The direct wgrad splits work over threads by channel blocks only: 1 and 2 threads give the
-    same bits (both channel sides, a ragged one, and d = 18 with most taps partly in padding)."""
+def test_direct_wgrad_thread_count_independent(monkeypatch):
+    """The direct wgrad splits work over threads by channel ranges only, and its two loop orders
+    add the same partial sums in the same order: 1 and 2 threads, bands or slabs outer, all give
+    the same bits (both channel sides, a ragged one, and d = 18 with most taps partly in padding)."""
     threads = torch.get_num_threads()
     try:
         for cin, cout, d, groups in [(64, 64, 18, 1), (70, 20, 2, 1), (40, 34, 1, 2), (9, 48, 3, 1)]:
-            x = torch.randn(2, cin, 21, 30)
-            gy = torch.randn(2, cout, 21, 30)
+            x = torch.randn(2, cin, 21, 130)
+            gy = torch.randn(2, cout, 21, 130)
             outs = []
-            for t in (1, 2):
-                torch.set_num_threads(t)
-                outs.append(WGRAD(gy, x, [cout, cin // groups, 3, 3], [1, 1], [d] * 4, [d, d], groups, False)[0])
-            assert torch.equal(outs[0], outs[1]), (cin, cout, d, groups)
+            for order in ("bands", "slabs"):
+                _set_env(monkeypatch, WGRAD_ORDERS[order])
+                for t in (1, 2):
+                    torch.set_num_threads(t)
+                    outs.append(WGRAD(gy, x, [cout, cin // groups, 3, 3], [1, 1], [d] * 4, [d, d], groups, False)[0])
+            assert all(torch.equal(outs[0], o) for o in outs[1:]), (cin, cout, d, groups)
     finally:
         torch.set_num_threads(threads)
 
