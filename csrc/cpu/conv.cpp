@@ -1138,15 +1138,16 @@ void conv_transpose_direct_avx512(const at::Tensor& x, const at::Tensor& w, cons
 // the channels_last tensor itself when nothing needs padding); the other, "B", is broadcast one
 // channel at a time straight from the tensor in either layout (no copy: a broadcast is one load
 // wherever the value lives). A block of CB B-channels x KV A-vectors (CB * KV <= 24 zmm) is held
-// in registers across a chunk of ~kWgradChunk pixels (loaded from / stored to the tap's slice of
-// the result around the chunk), so the chunk's A vectors are reused from L1 by every B-block and
-// every tap.
+// in registers across a chunk of ~kWgradChunk pixels (loaded from / stored to the tap's rows of
+// an L2-resident slab of the result around the chunk), so the chunk's A vectors are reused from
+// L1 by every B-block and every tap.
 // A = gy (vectors over output channels) or x, whichever wgrad_direct_choice estimates cheaper.
 //
 // Determinism and accuracy: every result element is the sum, in chunk order, of per-chunk FMA
 // chains (each chunk's partial starts from zero: a two-level sum, not one chain over all N*OH*OW
 // pixels); the pixels run in a fixed order (image, row, column), the chunks (bands) are fixed by
-// the geometry alone, and threads take disjoint (group, B-channel range) items. Bitwise identical run to run and for any thread count.
+// the geometry alone, and threads take disjoint (group, slab of B-channels) items. Bitwise
+// identical run to run, for any thread count and any slab size.
 
 constexpr int64_t kWgradChunk = 96;  // pixels per register-block pass
 
@@ -1296,43 +1297,6 @@ WgradA wgrad_direct_choice(const ConvGeometry& g, at::ScalarType t, bool gy_cl, 
   return cost(Kg, gy_cl, gy_px, x_cl) <= cost(Cg, x_cl, x_px, gy_cl) ? WgradA::kGradOutput : WgradA::kInput;
 }
 
-// The direct wgrad's result with gy vectorised, (G, taps, Cg, Ap) (output channels k innermost),
-// as the weight gradient (K, Cg, KH, KW) (taps innermost). 16 input channels at a time: their rows
-// of every tap are read whole and in order (16 x 16 register transposes) into a (Kg, taps, 16)
-// buffer, which is then written out as each k's run of 16 x taps floats. (Reading 16 k of every
-// (c, t) row, 2 KB apart in taps 2 MB apart, missed on every line: ~3/4 of a 1024 -> 512 8x8 wgrad.)
-__attribute__((target("avx512f"))) void wgrad_result_to_weight(const float* res, int64_t G, int64_t taps,
-                                                                int64_t Cg, int64_t Kg, int64_t Ap, float* w) {
-  std::vector<float> buf(static_cast<size_t>(Ap * taps * 16));
-  const int64_t wk = Cg * taps, st = Cg * Ap;
-  for (int64_t gi = 0; gi < G; ++gi) {
-    const float* src = res + gi * taps * st;
-    for (int64_t c0 = 0; c0 < Cg; c0 += 16) {
-      const int64_t cn = std::min<int64_t>(16, Cg - c0);
-      for (int64_t t = 0; t < taps; ++t) {
-        const float* rows = src + t * st + c0 * Ap;  // row i: channel c0 + i, Ap floats over k
-        if (cn == 16) {
-          for (int64_t k0 = 0; k0 < Ap; k0 += 16) {
-            __m512 r[16];
-            for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(rows + i * Ap + k0);
-            transpose16x16(r);  // r[j]: channels c0.. c0 + 15 of output k0 + j
-            for (int j = 0; j < 16; ++j) _mm512_storeu_ps(buf.data() + ((k0 + j) * taps + t) * 16, r[j]);
-          }
-        } else {
-          for (int64_t i = 0; i < cn; ++i)
-            for (int64_t k = 0; k < Kg; ++k) buf[(k * taps + t) * 16 + i] = rows[i * Ap + k];
-        }
-      }
-      for (int64_t k = 0; k < Kg; ++k) {
-        float* d = w + (gi * Kg + k) * wk + c0 * taps;
-        const float* b = buf.data() + k * taps * 16;
-        for (int64_t i = 0; i < cn; ++i)
-          for (int64_t t = 0; t < taps; ++t) d[i * taps + t] = b[t * 16 + i];
-      }
-    }
-  }
-}
-
 // One slab of the direct wgrad's result, rows (jj, t) for B-channels j0 + jj (jj < nj) and taps t,
 // each Ap floats over the A channels, into the weight gradient (K, Cg, KH, KW) of group gi.
 // gy vectorised (B = input channels): output k's part of the slab, w[k, j0 .. j0 + nj, :], is
@@ -1370,19 +1334,14 @@ __attribute__((target("avx512f"))) void wgrad_slab_to_weight(const float* slab, 
 // Result slabs of at most this size (B-channels x taps x Ap floats) stay in L2 between the register
 // blocks that accumulate them and their reorder into the weight gradient.
 constexpr int64_t kWgradSlabBytes = 512 << 10;
-// An A operand (one group's pixels x Ap floats) up to this size is re-read from L2 by every slab.
-constexpr int64_t kWgradResidentABytes = 512 << 10;
 
 // Returns the weight gradient (K, Cg, KH, KW); gy and x dense, each in its own layout.
-//
-// Two loop orders, the same sums in the same order (so the same bits):
-// - slabs outer, when one group's A operand fits in L2 (few pixels per weight element, the deep
-//   layers and ASPP at 8x8 - 16x16): each thread takes slabs of B-channels, accumulates the slab's
-//   result over all bands and taps in an L2-resident buffer, and writes it into the weight
-//   gradient itself. (Bands outer accumulated a result the weight's size through memory: 19 MB
-//   zeroed, loaded and stored per band and reordered at 1024 -> 512 8x8, ~3/4 of the call.)
-// - bands outer otherwise: a band's A pixels and the B rows they read are reused from L1 / L2 by
-//   every tap and block, into a (G, taps, Bch, Ap) result reordered at the end.
+// Items are (group, slab of B-channels): a slab's result is accumulated over all bands and taps in
+// an L2-resident buffer and written into the weight gradient itself; every slab re-reads the A
+// operand (from L2 at few pixels per weight element, else a few passes from memory). (Bands outer,
+// all slabs per band, accumulated a weight-sized result through memory, zeroed, reloaded per band
+// and reordered at the end: ~3/4 of a 1024 -> 512 8x8 wgrad; slabs outer measured 0.96-1.8x of
+// it over 12 shapes, 1 and 2 threads, bench/NOTES.md.)
 at::Tensor backward_weight_direct_avx512(const ConvGeometry& g, WgradA which,
                                       const at::Tensor& gy, bool gy_cl,
                                       const at::Tensor& x, bool x_cl) {
@@ -1448,68 +1407,26 @@ at::Tensor backward_weight_direct_avx512(const ConvGeometry& g, WgradA which,
     }
   };
   const double macs = double(g.N) * g.OH * g.OW * g.K * Cg * taps;
-  const double a_pixels = a_is_gy ? double(g.N) * g.OH * g.OW : double(g.N) * g.H * g.W;
-  // (RNNKERN_CONV_WGRAD_RESIDENT_BYTES / _SLAB_BYTES: test hooks for either order and ragged slabs)
-  if (a_pixels * Ap * sizeof(float) <= env_positive_int("RNNKERN_CONV_WGRAD_RESIDENT_BYTES", kWgradResidentABytes)) {
-    // slabs outer: items (group, slab); a slab's rows are (jj, t), Ap floats each
-    const int64_t slab_bytes = env_positive_int("RNNKERN_CONV_WGRAD_SLAB_BYTES", kWgradSlabBytes);
-    int64_t slab = std::clamp<int64_t>(slab_bytes / (taps * Ap * int64_t(sizeof(float))), 1, Bch);
-    if (slab >= 24) slab = slab / 24 * 24;  // whole register blocks at every KV
-    const int64_t nslabs = (Bch + slab - 1) / slab, items = G * nslabs;
-    at::parallel_for(0, items, item_grain(items, macs), [&](int64_t begin, int64_t end) {
-      std::vector<WgradSeg> segs;
-      float* buf = scratch(2, slab * taps * Ap, x.options()).mutable_data_ptr<float>();
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t gi = item / nslabs, j0 = item % nslabs * slab, nj = std::min(slab, Bch - j0);
-        fill_zero(buf, nj * taps * Ap);
-        for_each_band_tap(gi, segs, [&](int64_t t, const std::vector<WgradSeg>& sg) {
-          run_blocks(sg, j0, j0 + nj, buf + t * Ap, taps * Ap);
-        });
-        wgrad_slab_to_weight(buf, nj, taps, Ap, a_is_gy, gi, j0, Kg, Cg, w);
-      }
-    });
-    return gw;
-  }
-  // bands outer: result (G, taps, Bch, Ap), row j of tap t holding B-channel j against all
-  // A-channels (per-thread scratch slot 0: a fresh buffer of this size per call costs page faults)
-  float* rp = scratch(0, G * taps * Bch * Ap, x.options()).mutable_data_ptr<float>();
-  fill_zero(rp, G * taps * Bch * Ap);
-  const int64_t threads = at::get_num_threads();
-  // items: (group, range of B-channels); enough of them to balance the threads
-  const int64_t parts = threads == 1 ? 1 : std::min<int64_t>((Bch + 5) / 6, std::max<int64_t>(1, (4 * threads + G - 1) / G));
-  const int64_t items = G * parts;
+  // a slab's rows are (jj, t), Ap floats each (RNNKERN_CONV_WGRAD_SLAB_BYTES: a test hook for
+  // ragged slabs; a slab's size never changes the sums)
+  int64_t slab = std::clamp<int64_t>(env_positive_int("RNNKERN_CONV_WGRAD_SLAB_BYTES", kWgradSlabBytes) /
+                                         (taps * Ap * int64_t(sizeof(float))), 1, Bch);
+  const int64_t threads = at::get_num_threads();  // at least ~4 items a thread where the channels allow
+  if (threads > 1) slab = std::min(slab, std::max<int64_t>(6, (Bch * G + 4 * threads - 1) / (4 * threads)));
+  if (slab >= 24) slab = slab / 24 * 24;  // whole register blocks at every KV
+  const int64_t nslabs = (Bch + slab - 1) / slab, items = G * nslabs;
   at::parallel_for(0, items, item_grain(items, macs), [&](int64_t begin, int64_t end) {
     std::vector<WgradSeg> segs;
+    float* buf = scratch(2, slab * taps * Ap, x.options()).mutable_data_ptr<float>();
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t gi = item / parts, part = item % parts;
-      const int64_t jlo = part * Bch / parts, jhi = (part + 1) * Bch / parts;
-      if (jlo == jhi) continue;
+      const int64_t gi = item / nslabs, j0 = item % nslabs * slab, nj = std::min(slab, Bch - j0);
+      fill_zero(buf, nj * taps * Ap);
       for_each_band_tap(gi, segs, [&](int64_t t, const std::vector<WgradSeg>& sg) {
-        float* acc = rp + (gi * taps + t) * Bch * Ap;
-        run_blocks(sg, jlo, jhi, acc + jlo * Ap, Ap);
+        run_blocks(sg, j0, j0 + nj, buf + t * Ap, taps * Ap);
       });
+      wgrad_slab_to_weight(buf, nj, taps, Ap, a_is_gy, gi, j0, Kg, Cg, w);
     }
   });
-  if (a_is_gy) {
-    wgrad_result_to_weight(rp, G, taps, Cg, Kg, Ap, w);
-    return gw;
-  }
-  // x vectorised: (G, taps, Kg, Ap) -> (K, Cg, KH, KW), 16 output channels at a time: the 16
-  // written rows stay in L1 while every read line is used whole (a plain k, c, t loop read one
-  // float per line, ~6% of a call)
-  const int64_t st = Kg * Ap, wk = Cg * taps;
-  for (int64_t gi = 0; gi < G; ++gi) {
-    const float* src = rp + gi * taps * st;
-    for (int64_t k0 = 0; k0 < Kg; k0 += 16) {
-      const int64_t kb = std::min<int64_t>(16, Kg - k0);
-      float* wb = w + (gi * Kg + k0) * wk;
-      for (int64_t c = 0; c < Cg; ++c)
-        for (int64_t t = 0; t < taps; ++t) {
-          const float* sp = src + t * st + c + k0 * Ap;
-          for (int64_t k = 0; k < kb; ++k) wb[k * wk + c * taps + t] = sp[k * Ap];
-        }
-    }
-  }
   return gw;
 }
 

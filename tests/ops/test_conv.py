@@ -764,26 +764,17 @@ def _wgrad_ref(c, x, gy):
                                                False, [0, 0], c["groups"], [False, True, False])[1]
 
 
-# The direct wgrad's two loop orders (RNNKERN_CONV_WGRAD_RESIDENT_BYTES / _SLAB_BYTES): the default
-# choice, bands outer forced (no A operand counts as L2-resident), slabs outer forced with slabs of
+# The direct wgrad's result slabs (RNNKERN_CONV_WGRAD_SLAB_BYTES): the default size, and slabs of
 # one to a few B-channels (ragged last slab, transpose tails).
-WGRAD_ORDERS = {"default": {}, "bands": {"RNNKERN_CONV_WGRAD_RESIDENT_BYTES": "1"},
-                "slabs": {"RNNKERN_CONV_WGRAD_RESIDENT_BYTES": str(1 << 30), "RNNKERN_CONV_WGRAD_SLAB_BYTES": "9000"}}
+WGRAD_SLABS = {"default": "", "small": "9000"}
 
 
-def _set_env(monkeypatch, env):
-    for name in ("RNNKERN_CONV_WGRAD_RESIDENT_BYTES", "RNNKERN_CONV_WGRAD_SLAB_BYTES"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-
-
-@pytest.mark.parametrize("order", list(WGRAD_ORDERS))
-def test_wide_channels_direct_wgrad(monkeypatch, order):
+@pytest.mark.parametrize("slabs", list(WGRAD_SLABS))
+def test_wide_channels_direct_wgrad(monkeypatch, slabs):
     """fp32 weight gradient on the direct AVX-512 kernel (either channel side vectorised) against
-    fp64 torch, random geometry, both layouts of each operand independently, each loop order;
-    bias grad too."""
-    _set_env(monkeypatch, WGRAD_ORDERS[order])
+    fp64 torch, random geometry, both layouts of each operand independently, default and small
+    result slabs; bias grad too."""
+    monkeypatch.setenv("RNNKERN_CONV_WGRAD_SLAB_BYTES", WGRAD_SLABS[slabs])
     rng = _rng()
     for _ in range(10):
         c = _wgrad_direct_case(rng)
@@ -802,17 +793,17 @@ def test_wide_channels_direct_wgrad(monkeypatch, order):
 
 
 def test_direct_wgrad_thread_count_independent(monkeypatch):
-    """The direct wgrad splits work over threads by channel ranges only, and its two loop orders
-    add the same partial sums in the same order: 1 and 2 threads, bands or slabs outer, all give
-    the same bits (both channel sides, a ragged one, and d = 18 with most taps partly in padding)."""
+    """The direct wgrad splits work over threads by slabs of channels only, and a slab's size never
+    changes the sums: 1 and 2 threads, default and small slabs, all give the same bits (both
+    channel sides, a ragged one, rows of two bands, and d = 18 with most taps partly in padding)."""
     threads = torch.get_num_threads()
     try:
         for cin, cout, d, groups in [(64, 64, 18, 1), (70, 20, 2, 1), (40, 34, 1, 2), (9, 48, 3, 1)]:
             x = torch.randn(2, cin, 21, 130)
             gy = torch.randn(2, cout, 21, 130)
             outs = []
-            for order in ("bands", "slabs"):
-                _set_env(monkeypatch, WGRAD_ORDERS[order])
+            for slabs in WGRAD_SLABS.values():
+                monkeypatch.setenv("RNNKERN_CONV_WGRAD_SLAB_BYTES", slabs)
                 for t in (1, 2):
                     torch.set_num_threads(t)
                     outs.append(WGRAD(gy, x, [cout, cin // groups, 3, 3], [1, 1], [d] * 4, [d, d], groups, False)[0])
