@@ -722,12 +722,13 @@ bool direct_ok(const ConvGeometry& g, at::ScalarType t) {
 // 2-3x slower from 256 channels on (bench/NOTES.md, thirteenth session).
 int64_t direct_weight_pitch(int64_t Kgp) { return (Kgp / 16) % 2 == 0 ? Kgp + 16 : Kgp; }
 
-// In-register transpose of a 16 x 16 block: r[i] (row i) -> r[j] (column j). (GCC 12's headers
-// build these shuffles on _mm512_undefined_ps and warn about it: silenced here.)
+// In-register transpose of a 16 x 16 block: r[i] (row i) -> r[j] (column j); always inlined (a call
+// passes the 16 rows through the stack). (GCC 12's headers build these shuffles on
+// _mm512_undefined_ps and warn about it: silenced here.)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
-__attribute__((target("avx512f"))) inline void transpose16x16(__m512 r[16]) {
+__attribute__((target("avx512f"), always_inline)) inline void transpose16x16(__m512 r[16]) {
   __m512 t[16];
   for (int i = 0; i < 8; ++i) {  // per 128-bit lane L: rows 2i, 2i+1 interleaved
     t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
@@ -786,6 +787,36 @@ __attribute__((target("avx512f"))) void pack_direct_weight(const ConvGeometry& g
       float* d = row(j % taps, j / taps);
       for (int64_t k = k0; k < kn; ++k) d[k - k_lo] = sg[k * sK + j];
       for (int64_t k = std::max(k0, kn); k < k_hi; ++k) d[k - k_lo] = 0.f;
+    }
+    return;
+  }
+  if (flip_transpose && w.stride(3) == 1 && w.stride(2) == g.KW && w.stride(1) == taps) {
+    // grad_input: output channel k's taps, w[c, k, :], are one run, and the runs of consecutive k
+    // follow each other: 16 k x (up to 16 taps) by masked loads, transposed in registers, give
+    // tap ts of 16 k per vector (a 16-channel gather per (c, t) was ~40% of a 512 -> 512 8x8 call).
+    const float* sg = src + gi * Cg * sC;
+    for (int64_t c = 0; c < Cg; ++c) {
+      const float* sc = sg + c * sC;
+      // Each c's run of the slice starts on a new page (sC floats on), where the hardware
+      // prefetchers start over: the first load of every run stalled (~40% of the pack's samples).
+      if (c + 2 < Cg)
+        for (int64_t off = k_lo * sK; off < kn * sK; off += 16)
+          _mm_prefetch(reinterpret_cast<const char*>(sc + 2 * sC + off), _MM_HINT_T0);
+      int64_t k0 = k_lo;
+      for (; k0 + 16 <= kn; k0 += 16)
+        for (int64_t t0 = 0; t0 < taps; t0 += 16) {
+          const int64_t tn = std::min<int64_t>(16, taps - t0);
+          const __mmask16 m = static_cast<__mmask16>((1u << tn) - 1);
+          __m512 r[16];
+          for (int i = 0; i < 16; ++i) r[i] = _mm512_maskz_loadu_ps(m, sc + (k0 + i) * sK + t0);
+          transpose16x16(r);  // r[j]: tap t0 + j of outputs k0 .. k0 + 15
+          for (int64_t j = 0; j < tn; ++j) _mm512_storeu_ps(row(taps - 1 - t0 - j, c) + (k0 - k_lo), r[j]);
+        }
+      for (int64_t t = 0; t < taps; ++t) {
+        float* d = row(t, c);
+        for (int64_t k = k0; k < kn; ++k) d[k - k_lo] = sc[k * sK + taps - 1 - t];
+        for (int64_t k = std::max(k0, kn); k < k_hi; ++k) d[k - k_lo] = 0.f;
+      }
     }
     return;
   }

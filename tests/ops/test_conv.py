@@ -905,6 +905,26 @@ def test_cpu_direct_blocking(strict_fp32, monkeypatch, layout):
                  bias=rng.random() < 0.5, layout=layout)
 
 
+@pytest.mark.parametrize("kernel", [(3, 3), (5, 4), (7, 7), (1, 17)])
+def test_cpu_direct_grad_input_weight_pack(strict_fp32, kernel):
+    """grad_input's flipped weight on the direct kernels: packed by 16 x 16 register transposes of
+    (16 channels, up to 16 taps) from a contiguous weight (taps > 16 in several passes; ragged
+    channel slices), by gathers from any other strides; both against fp64."""
+    if not CPU_HAS_AVX512:
+        pytest.skip("the direct kernels need AVX-512")
+    for groups, cin, cout in [(1, 40, 24), (2, 74, 18), (1, 130, 33)]:
+        kw = dict(padding=[kernel[0] // 2, kernel[1] // 2], groups=groups)
+        _compare(2, (2, cin, 9, 19), (cout, cin // groups, *kernel), kw, "cpu", torch.float32, bias=False)
+        w = torch.randn(cin // groups, cout, *kernel, dtype=torch.float64).transpose(0, 1)  # other strides
+        p = kw["padding"]
+        gy = torch.randn(2, cout, 9 + 2 * p[0] - kernel[0] + 1, 19 + 2 * p[1] - kernel[1] + 1, dtype=torch.float64)
+        ref = torch.ops.aten.convolution_backward(gy, torch.zeros(2, cin, 9, 19, dtype=torch.float64), w, None,
+                                                  [1, 1], kw["padding"], [1, 1], False, [0, 0], groups,
+                                                  [True, False, False])[0]
+        got = DGRAD(gy.float(), w.float(), [2, cin, 9, 19], [1, 1], [p[0], p[1], p[0], p[1]], [1, 1], groups)
+        assert rel_err(got, ref) < TOL[torch.float32], (groups, cin, cout)
+
+
 def test_cpu_direct_blocking_thread_count_independent(monkeypatch):
     """Reduction chunks depend on the geometry alone, bands on the thread count: 1 and 2 threads
     give the same bits, forward and grad_input, chunked or not."""
