@@ -23,6 +23,10 @@ struct UnpoolGeometry {
   // kernel == stride and no padding: windows tile the output, so each output element is
   // produced by reading its own window once (gather) and written exactly once.
   bool windows_tile() const { return kh == sh && kw == sw && ph == 0 && pw == 0; }
+  // Whether the output's window grid has a window for every input element. A gather visits only
+  // those windows, so with an output_size below H * sh or W * sw (possible when the op is called
+  // directly) it would never see the other inputs' indices: the scatter places (or rejects) them.
+  bool grid_covers_input() const { return (OH + sh - 1) / sh >= H && (OW + sw - 1) / sw >= W; }
 };
 
 inline UnpoolGeometry check_unpool_args(const char* op, at::IntArrayRef in_sizes, at::Device device,

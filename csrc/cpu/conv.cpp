@@ -56,6 +56,7 @@
 #include "../conv_gemm.h"
 #include "../env.h"
 #include "blas_emulation.h"
+#include "fresh_buffer.h"
 #include "../ops.h"
 
 namespace rnnkern {
@@ -1379,7 +1380,7 @@ at::Tensor backward_weight_direct_avx512(const ConvGeometry& g, WgradA which,
   const int64_t G = g.G, Kg = g.Kg(), Cg = g.Cg(), taps = g.taps();
   const bool a_is_gy = which == WgradA::kGradOutput;
   const int64_t Ach = a_is_gy ? Kg : Cg, Bch = a_is_gy ? Cg : Kg, Ap = (Ach + 15) / 16 * 16;
-  at::Tensor gw = at::empty({g.K, Cg, g.KH, g.KW}, x.options());
+  at::Tensor gw = empty_for_full_write({g.K, Cg, g.KH, g.KW}, x.options());
   float* w = gw.mutable_data_ptr<float>();
   if (g.N == 0) return gw.zero_();
   const PixelView A = a_is_gy ? pack_a_operand(gy, gy_cl, G, Kg, Ap) : pack_a_operand(x, x_cl, G, Cg, Ap);
@@ -1539,7 +1540,7 @@ at::Tensor backward_weight_direct(const ConvGeometry& g, bool cl, const at::Tens
   const int64_t Cg = g.Cg(), Kg = g.Kg(), K = g.K, taps = g.taps();
   const T* xp = x.const_data_ptr<T>();
   const T* gp = gy.const_data_ptr<T>();
-  at::Tensor gw = at::empty({K, Cg, g.KH, g.KW}, x.options());
+  at::Tensor gw = empty_for_full_write({K, Cg, g.KH, g.KW}, x.options());
   T* w = gw.mutable_data_ptr<T>();
   const double macs = double(g.N) * g.OH * g.OW * K * Cg * taps;
   if (!cl) {
@@ -1698,7 +1699,7 @@ at::Tensor backward_weight_impl(const ConvGeometry& g, bool cl, const at::Tensor
       dst.add_(acc[p][i].view(dst.sizes()));
     }
   }
-  at::Tensor gw = at::empty({g.K, Cg, g.KH, g.KW}, x.options());
+  at::Tensor gw = empty_for_full_write({g.K, Cg, g.KH, g.KW}, x.options());
   const T* src = gwt.const_data_ptr<T>();
   T* dst = gw.mutable_data_ptr<T>();
   for (int64_t k = 0; k < g.K; ++k)
@@ -1773,7 +1774,8 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
   const ConvGeometry g = check_conv_args(op, input.sizes(), weight.sizes(), stride, padding, dilation, groups);
   const bool cl = conv_channels_last(input);
   const at::ScalarType ct = cpu_compute_type(op, input.scalar_type());
-  at::Tensor y = at::empty({g.N, g.K, g.OH, g.OW}, input.options().dtype(ct).memory_format(conv_output_format(input)));
+  at::Tensor y = empty_for_full_write({g.N, g.K, g.OH, g.OW},
+                                      input.options().dtype(ct).memory_format(conv_output_format(input)));
   if (g.N > 0) {
     const at::Tensor x = prep(input, ct, cl);
     std::optional<at::Tensor> b;
@@ -1802,7 +1804,8 @@ at::Tensor conv2d_backward_input_cpu(const at::Tensor& grad_output, const at::Te
   check_conv_grad_output(op, g, grad_output);
   const bool cl = conv_channels_last(grad_output);
   const at::ScalarType ct = cpu_compute_type(op, grad_output.scalar_type());
-  at::Tensor gx = at::empty(input_size, grad_output.options().dtype(ct).memory_format(conv_output_format(grad_output)));
+  at::Tensor gx = empty_for_full_write(input_size,
+                                       grad_output.options().dtype(ct).memory_format(conv_output_format(grad_output)));
   if (g.N > 0) {
     const at::Tensor gy = prep(grad_output, ct, cl);
     if (conv2d_takes_gemm(g, /*default_on=*/false)) {
@@ -1828,7 +1831,7 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cpu(const at::Tensor& 
   if (conv2d_takes_gemm(g, /*default_on=*/false) && g.N > 0) {
     const bool cl = conv_channels_last(input);
     const at::Tensor x = prep(input, ct, cl), gy = prep(grad_output, ct, cl);
-    at::Tensor gw = at::empty(weight_size, x.options().memory_format(at::MemoryFormat::Contiguous));
+    at::Tensor gw = empty_for_full_write(weight_size, x.options().memory_format(at::MemoryFormat::Contiguous));
     conv2d_backward_weight_gemm(gy, x, g, cl, gw, CpuGemm{});
     at::Tensor gb = bias_grad ? gy.sum({0, 2, 3}) : at::empty({0}, gy.options());
     return {gw.to(input.scalar_type()), gb.to(input.scalar_type())};

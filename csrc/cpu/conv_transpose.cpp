@@ -39,6 +39,7 @@
 #include "../conv_common.h"
 #include "../conv_gemm.h"
 #include "blas_emulation.h"
+#include "fresh_buffer.h"
 #include "../ops.h"
 
 namespace rnnkern {
@@ -329,7 +330,7 @@ at::Tensor conv_transpose2d_forward_cpu(const at::Tensor& input, const at::Tenso
                                         output_padding, groups, dilation)
         .to(input.scalar_type());
   }
-  at::Tensor output = at::empty({g.N, g.Cout, g.OH, g.OW}, input.options().memory_format(format_of(cl)));
+  at::Tensor output = empty_for_full_write({g.N, g.Cout, g.OH, g.OW}, input.options().memory_format(format_of(cl)));
   if (output.numel() == 0) return output;
   if (conv_gemm_requested(false) && conv_transpose2d_is_gemm(g)) {
     const std::optional<at::Tensor> b =
@@ -384,7 +385,7 @@ at::Tensor conv_transpose2d_backward_input_cpu(const at::Tensor& grad_output, co
     // tiled GEMM), same layout rule (channels_last in -> channels_last out).
     return conv2d_forward_cpu(grad_output.detach(), weight.detach(), std::nullopt, stride, padding, dilation, groups);
   }
-  at::Tensor grad_input = at::empty(input_size, grad_output.options().memory_format(format_of(cl)));
+  at::Tensor grad_input = empty_for_full_write(input_size, grad_output.options().memory_format(format_of(cl)));
   if (grad_input.numel() == 0) return grad_input;
   if (g.Cout == 0) return grad_input.zero_();
   const at::Tensor gy = grad_output.detach().contiguous(format_of(cl));

@@ -213,7 +213,7 @@ at::Tensor max_unpool_forward_cpu(const at::Tensor& input, const std::optional<a
       if (fmt == at::MemoryFormat::ChannelsLast && g.mode == UnpoolMode::kIndices &&
           same_dense_layout(fmt, input, *indices, output)) {
         flags = unpool_scatter_channels_last<scalar_t>(g, input.const_data_ptr<scalar_t>(), idx, output);
-      } else if (fmt != at::MemoryFormat::Contiguous) {
+      } else if (fmt != at::MemoryFormat::Contiguous && (g.mode != UnpoolMode::kIndices || g.grid_covers_input())) {
         flags = unpool_gather<scalar_t>(g, input, idx, is, output, fmt);
       } else if (g.mode == UnpoolMode::kIndices) {
         // Measured (bench/NOTES.md): on the CPU a plane fits in L2, so memset + scatter into it

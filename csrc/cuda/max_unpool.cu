@@ -359,12 +359,9 @@ at::Tensor max_unpool_forward_cuda(const at::Tensor& input, const std::optional<
           g, cl, input.const_data_ptr<scalar_t>(), xs, winner.const_data_ptr<int>(), output.data_ptr<scalar_t>(), os);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     };
-    // The gather reads only inputs inside the window grid; an output_size smaller than
-    // H * sh or W * sw (possible when the op is called directly) leaves inputs whose indices
-    // it would never see: scatter then, as the CPU kernel does.
-    const bool grid_covers_input =
-        (g.OH + g.sh - 1) / g.sh >= g.H && (g.OW + g.sw - 1) / g.sw >= g.W;
-    if (!g.windows_tile() || (use_indices && (capturing || !grid_covers_input))) {
+    // (the gather reads only inputs inside the window grid: grid_covers_input; the CPU kernel
+    // makes the same choice)
+    if (!g.windows_tile() || (use_indices && (capturing || !g.grid_covers_input()))) {
       TORCH_CHECK(use_indices, "max_unpool_forward: this mode needs kernel == stride");
       scatter();
       if (!capturing && (flags.item<int>() & kUnpoolIndexOutOfRange)) raise_out_of_range(g);

@@ -295,6 +295,30 @@ def test_duplicate_indices_tile_path(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("idx_format", [torch.contiguous_format, torch.channels_last])
+def test_output_smaller_than_window_grid(device, idx_format):
+    """Called directly, the op takes an output_size below H * sh (the Python layer never passes
+    one). Every input's index is still placed or rejected, whatever the indices' layout: the
+    kernel == stride paths that read only the window grid hand over to the scatter (a
+    channels_last input with NCHW indices once dropped the inputs outside the grid silently)."""
+    v = torch.arange(1, 19, dtype=torch.float32, device=device).reshape(1, 2, 3, 3)
+    v = v.contiguous(memory_format=torch.channels_last)
+    # inputs inside the 2 x 2 window grid point into their own windows (the gather's own case);
+    # those in row 2 / column 2 have no window and point at output (0, 0) or (3, 3)
+    i = torch.zeros(1, 2, 3, 3, dtype=torch.long)
+    for c in range(2):
+        for h in range(3):
+            for w in range(3):
+                i[0, c, h, w] = (2 * h + (h + c) % 2) * 4 + 2 * w + w % 2 if h < 2 and w < 2 else 15 * c
+    i = i.to(device).contiguous(memory_format=idx_format)
+    out = FWD(v, i, MODE_INDICES, [2, 2], [2, 2], [0, 0], [4, 4])
+    assert torch.equal(out.cpu(), reference.max_unpool2d(v.cpu(), i.cpu(), (4, 4)))
+    i[0, 0, 2, 0] = 99  # outside the window grid (row 2 of a 2-row grid) and out of range
+    with pytest.raises(IndexError, match="out of range"):
+        FWD(v, i, MODE_INDICES, [2, 2], [2, 2], [0, 0], [4, 4])
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_duplicate_indices_1d_last_wins(device):
     v = torch.randn(2, 3, 9, device=device, dtype=torch.float64)
     i = torch.randint(0, 5, (2, 3, 9), device=device)
