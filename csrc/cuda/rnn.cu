@@ -909,6 +909,32 @@ bool fall_back(const char* why, int grid, const char* kernel = "persistent", con
   return false;
 }
 
+// Errors a launch configuration can be refused with (not sticky): the caller falls back. Anything
+// else is a real failure and is raised.
+bool launch_refused(cudaError_t err) {
+  return err == cudaErrorInvalidValue || err == cudaErrorNotSupported || err == cudaErrorInvalidConfiguration ||
+         err == cudaErrorCooperativeLaunchTooLarge || err == cudaErrorInvalidClusterSize;
+}
+
+// A launch's result: true when it went out; false (error cleared, logged) when its configuration
+// was refused, so the caller falls back; any other error is raised.
+bool launch_went_out(cudaError_t err, int grid, const char* kernel = "persistent", const char* to = "general path") {
+  if (err == cudaSuccess) return true;
+  if (!launch_refused(err)) C10_CUDA_CHECK(err);
+  (void)cudaGetLastError();
+  return fall_back(cudaGetErrorString(err), grid, kernel, to);
+}
+
+// A configuration query's answer n, or 0 when the configuration was refused (error cleared); any
+// other error is raised. (Callers hold the query's error in a local first: as two arguments of one
+// call, n could be read before the query writes it.)
+int refused_as_zero(cudaError_t err, int n) {
+  if (err == cudaSuccess) return n;
+  if (!launch_refused(err)) C10_CUDA_CHECK(err);
+  (void)cudaGetLastError();
+  return 0;
+}
+
 // Launch configuration for `grid` CTAs in clusters of `cluster_ctas`; cooperative() adds the
 // cooperative attribute (every cluster co-resident, which a barrier across clusters needs).
 struct ClusterLaunch {
@@ -972,9 +998,11 @@ bool launch_cooperative(const PersistentConfig& cfg, PersistentParams<scalar_t> 
     params.exchange = exchange.data_ptr();
   }
   void* args[] = {&params};
-  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), cfg.grid, kPersistThreads, args,
-                                             cfg.smem, at::cuda::getCurrentCUDAStream()));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  // (refused, e.g. when fewer SMs are usable than the device reports: the general path)
+  if (!launch_went_out(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(kernel), cfg.grid, kPersistThreads, args,
+                                                   cfg.smem, at::cuda::getCurrentCUDAStream()),
+                       cfg.grid))
+    return false;
   traced(params.trace, std::string("FMA kernel, ") + barrier_name(kBarrier) + ", batch tile " + std::to_string(kBatchTile),
          cfg.grid);
   return true;  // `arrivals` is freed stream-ordered: no later work on this stream reuses it early
@@ -988,33 +1016,25 @@ bool launch_cluster(const PersistentConfig& cfg, const PersistentParams<scalar_t
   if (ptx_version(kernel) < 90) return fall_back("has no sm_90 code in this build for a cluster", cfg.grid);
   allow_full_shared_memory(kernel);
   if (cfg.grid > 8) {  // like the shared-memory cap: set once, kept, and before the probe that needs it
-    cached_query({QueryKind::kNonPortableClusters, kernel_id(kernel)}, [&] {
-      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
-      return 1;
+    const int allowed = cached_query({QueryKind::kNonPortableClusters, kernel_id(kernel)}, [&] {
+      return refused_as_zero(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1), 1);
     });
+    if (!allowed) return fall_back("is refused clusters of more than 8 CTAs", cfg.grid);
   }
   ClusterLaunch launch(cfg.grid, cfg.grid, cfg.smem);
   const int clusters = cached_query({QueryKind::kResidentClusters, kernel_id(kernel), kPersistThreads,
                                      cfg.grid, cfg.grid, cfg.smem},
                                     [&] {
                                       int n = 0;
-                                      C10_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&n, kernel, &launch.config));
-                                      return n;
+                                      const cudaError_t err = cudaOccupancyMaxActiveClusters(&n, kernel, &launch.config);
+                                      return refused_as_zero(err, n);
                                     });
   if (clusters < 1) return fall_back("cannot be one resident cluster", cfg.grid);
-  C10_CUDA_CHECK(cudaLaunchKernelEx(&launch.config, kernel, params));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (!launch_went_out(cudaLaunchKernelEx(&launch.config, kernel, params), cfg.grid)) return false;
   traced(params.trace, std::string("FMA kernel, ") + barrier_name(StepBarrier::kCluster) + ", batch tile " +
                            std::to_string(kBatchTile),
          cfg.grid);
   return true;
-}
-
-// Errors a launch configuration can be refused with (not sticky): the caller falls back. Anything
-// else is a real failure and is raised.
-bool launch_refused(cudaError_t err) {
-  return err == cudaErrorInvalidValue || err == cudaErrorNotSupported || err == cudaErrorInvalidConfiguration ||
-         err == cudaErrorCooperativeLaunchTooLarge || err == cudaErrorInvalidClusterSize;
 }
 
 // The tensor-core kernel; false (nothing launched, logged with where the caller goes `to`) when
@@ -1039,10 +1059,7 @@ bool launch_mma(MmaConfig m, const PersistentParams<scalar_t>& base, const char*
                           int n = 0;
                           ClusterLaunch probe(grid, kMmaClusterCtas, c.smem);
                           const cudaError_t err = cudaOccupancyMaxActiveClusters(&n, clusters, &probe.config);
-                          if (err == cudaSuccess) return n;
-                          if (!launch_refused(err)) C10_CUDA_CHECK(err);
-                          (void)cudaGetLastError();
-                          return 0;
+                          return refused_as_zero(err, n);
                         });
   };
   int resident = resident_clusters(m);
@@ -1075,13 +1092,11 @@ bool launch_mma(MmaConfig m, const PersistentParams<scalar_t>& base, const char*
     arrivals = arrival_counter(&params.arrivals);
     launch.cooperative();  // the flag barrier across clusters needs them all resident
   }
-  const cudaError_t err = cudaLaunchKernelEx(&launch.config,
-                                             exchanged ? clusters_exchange : m.clusters > 1 ? clusters : one_cluster, params);
-  if (err != cudaSuccess) {
-    if (!launch_refused(err)) C10_CUDA_CHECK(err);
-    (void)cudaGetLastError();  // e.g. a driver that refuses cooperative + cluster together
-    return fall_back(cudaGetErrorString(err), grid, name, to);
-  }
+  // (refused e.g. by a driver that refuses cooperative + cluster together: the caller falls back)
+  if (!launch_went_out(cudaLaunchKernelEx(&launch.config,
+                                          exchanged ? clusters_exchange : m.clusters > 1 ? clusters : one_cluster, params),
+                       grid, name, to))
+    return false;
   traced(params.trace,
          std::string("tensor-core kernel, ") +
              barrier_name(exchanged ? StepBarrier::kExchange : m.clusters > 1 ? StepBarrier::kFlag : StepBarrier::kCluster),
