@@ -57,6 +57,12 @@ inline RnnShapes check_rnn_backward_args(const at::Tensor& grad_output, const at
   TORCH_CHECK(grad_output.sizes() == out.sizes() && out.sizes() == at::IntArrayRef({s.T, s.B, s.H}),
               "rnn_backward: grad_output and output must be (T, B, H)");
   TORCH_CHECK(grad_hn.sizes() == h0.sizes(), "rnn_backward: grad_hn must be (B, H)");
+  // (autograd always passes gradients like the outputs; a direct call may not, and the persistent
+  // CUDA kernels would read a CPU pointer)
+  for (const at::Tensor* t : {&grad_output, &grad_hn, &out})
+    TORCH_CHECK(t->scalar_type() == x.scalar_type() && t->device() == x.device(),
+                "rnn_backward: grad_output, grad_hn and output must match the input's dtype (", x.scalar_type(),
+                ") and device (", x.device(), "), got ", t->scalar_type(), " on ", t->device());
   return s;
 }
 

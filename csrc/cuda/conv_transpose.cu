@@ -1286,12 +1286,14 @@ void fcn_block_forward_cuda(const at::Tensor& input, const at::Tensor& w, const 
 // tensor cores instead of the SIMT shuffle kernel (on an H200, bf16 CL 1024->512 at 32x32: the
 // SIMT kernel ran 3.0 ms against cuDNN's 0.08).
 bool subpixel_forward(const ConvT2dGeometry& g) {
-  // >= 8 input channels per group: narrower groups run conv.cu's direct kernel, which has no
-  // shuffled epilogue (the depthwise bilinear upsampler stays on the phase path)
+  // >= 8 input channels and >= 8 shuffled output channels (C_out / groups * s^2) per group:
+  // narrower products run conv.cu's direct kernel, which has no shuffled epilogue (the depthwise
+  // bilinear upsampler stays on the phase path; so does k2 s2 with one output channel a group)
   const bool one_tap = g.kH == g.sH && g.kW == g.sW;
   // (s = 1 with k = 1 is no shuffle at all: the shuffled epilogue needs a factor >= 2)
   return g.sH == g.sW && (g.sH >= 4 || (one_tap && g.sH >= 2)) && g.kH % g.sH == 0 && g.kW % g.sW == 0 && g.pH == 0 &&
-         g.pW == 0 && g.dH == 1 && g.dW == 1 && g.opH == 0 && g.opW == 0 && g.cin_g() >= 8;
+         g.pW == 0 && g.dH == 1 && g.dW == 1 && g.opH == 0 && g.opW == 0 && g.cin_g() >= 8 &&
+         g.cout_g() * g.sH * g.sW >= 8;
 }
 
 void subpixel_forward_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,

@@ -67,10 +67,9 @@ def rnn(input: Tensor, hx: Tensor, weights: Sequence[Sequence[Tensor]], nonlinea
     dirs = 2 if bidirectional else 1
     if len(weights) != num_layers * dirs:
         raise ArgumentValueError(f"rnn: expected {num_layers * dirs} weight groups, got {len(weights)}")
-    dt = autocast_dtype(input)
-    if dt is not None:  # torch runs RNNs in the autocast dtype; so do we
-        input, hx = input.to(dt), hx.to(dt)
-        weights = [[w.to(dt) for w in group] for group in weights]
+    if autocast_dtype(input) is not None:  # torch runs RNNs in the autocast dtype (float64 stays); so do we
+        input, hx = autocast_cast(input, hx)
+        weights = [list(autocast_cast(*group)) for group in weights]
     _check_dtypes(input, hx, weights[0][0])
     layer_input = input
     h_n = []

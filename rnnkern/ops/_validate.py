@@ -66,12 +66,14 @@ def autocast_dtype(t: torch.Tensor) -> torch.dtype | None:
 
 
 def autocast_cast(*tensors: torch.Tensor | None) -> tuple:
-    """The tensors in autocast's dtype for the first one's device (None stays None), or as they
-    are when autocast is off there: what torch's convolutions and RNN cells run on."""
+    """The tensors in autocast's dtype for the first one's device, or as they are when autocast is
+    off there: what torch's convolutions and RNN cells run on. As torch's autocast, only floating
+    tensors other than float64 are cast (None stays None)."""
     dt = autocast_dtype(tensors[0])
     if dt is None:
         return tensors
-    return tuple(None if t is None else t.to(dt) for t in tensors)
+    return tuple(t.to(dt) if t is not None and t.is_floating_point() and t.dtype != torch.float64 else t
+                 for t in tensors)
 
 
 def ntuple(op: str, name: str, value, n: int, *, minimum: int | None = None) -> list[int]:

@@ -241,6 +241,23 @@ def test_cuda_subpixel_forward_engine_forms(monkeypatch, pipeline, dtype, k, s):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("groups,gemm", [(2, ""), (1, "0")])
+def test_cuda_k_eq_s_one_output_channel_a_group(monkeypatch, groups, gemm):
+    """k == s == 2 with one output channel a group (C_out / groups * s^2 = 4 shuffled channels) is
+    too narrow for the sub-pixel form (the engine sends products under 8 columns to its direct
+    kernel, which has no shuffled epilogue): it must take another path, not fail an assertion.
+    (groups = 1 goes to cuBLAS unless RNNKERN_CONV_GEMM=0.)"""
+    monkeypatch.setenv("RNNKERN_CONV_GEMM", gemm)
+    x = torch.randn(2, 16, 5, 7, device="cuda", dtype=torch.float64)
+    w = torch.randn(16, 1, 2, 2, device="cuda", dtype=torch.float64)
+    ref = F.conv_transpose2d(x, w, None, 2, groups=groups)
+    for dtype in (torch.float32, torch.bfloat16):
+        for layout in LAYOUTS:
+            ours = RF.conv_transpose2d(_layout(x.to(dtype), layout), w.to(dtype), None, 2, groups=groups)
+            assert rel_err(ours, ref) < (TOL_TF32 if dtype == torch.float32 else 1e-2), (dtype, layout)
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_cuda_reduced_precision(dtype, layout):

@@ -459,6 +459,11 @@ def test_op_bad_inputs():
         _err(RE, "float32 and float64|Long", lambda: f(xi, hi, wi, wh, None, None, None, relu))
     # integer input with float parameters
     _err(RE, "dtype", lambda: f(x.long(), h0, w_ih, w_hh, None, None, None, False))
+    # the backward op called directly with gradients unlike the outputs
+    out, hn = FWD(x, h0, w_ih, w_hh, b_ih, b_hh, None, False)
+    g, gh = torch.randn_like(out), torch.randn_like(hn)
+    for bad in ((g.float(), gh, out), (g, gh.float(), out), (g, gh, out.float())):
+        _err(RE, "must match the input's dtype", lambda: BWD(*bad[:2], x, h0, w_ih, w_hh, bad[2], None, False, True))
 
 
 def test_op_bad_lengths():

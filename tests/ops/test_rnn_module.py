@@ -664,6 +664,22 @@ def test_rnn_and_cell_follow_autocast():
     assert rnn.weight_ih_l0.grad.dtype == torch.float32  # the parameters stay fp32, as torch's
 
 
+def test_autocast_leaves_float64_alone():
+    """torch's autocast casts floating tensors other than float64: under CPU autocast (bf16) float64
+    RNNs, cells, convolutions and transposed convolutions run and return float64, as torch's."""
+    from rnnkern import functional as RF
+    x = torch.randn(5, 2, 4, dtype=torch.float64)
+    img, w, wt = (torch.randn(1, 2, 7, 7, dtype=torch.float64), torch.randn(3, 2, 3, 3, dtype=torch.float64),
+                  torch.randn(2, 3, 3, 3, dtype=torch.float64))
+    rnn, cell = rnnkern.nn.RNN(4, 3, 2).double(), rnnkern.nn.RNNCell(4, 3).double()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outs = [rnn(x)[0], rnn(x)[1], cell(x[0]), RF.conv2d(img, w, dilation=2), RF.conv_transpose2d(img, wt, stride=2)]
+        theirs = [torch.nn.functional.conv2d(img, w, dilation=2), torch.nn.functional.conv_transpose2d(img, wt, stride=2)]
+    assert all(o.dtype == torch.float64 for o in outs + theirs), [o.dtype for o in outs + theirs]
+    torch.testing.assert_close(outs[3], theirs[0])
+    torch.testing.assert_close(outs[4], theirs[1])
+
+
 def test_rnn_attributes_like_torch():
     """flatten_parameters (a no-op here), mode, proj_size and repr as torch.nn.RNN has them."""
     for cfg in (dict(input_size=4, hidden_size=8), dict(input_size=4, hidden_size=8, nonlinearity="relu",
