@@ -140,7 +140,8 @@ inline at::Tensor rnn_last_state(const at::Tensor& out, const at::Tensor& h0, co
   const int64_t B = out.size(1);
   const at::Tensor len = lengths->to(out.device());
   const at::Tensor rows = (len - 1).clamp_min(0) * B + at::arange(B, len.options());
-  return at::where((len > 0).unsqueeze(1), out.view({-1, out.size(2)}).index_select(0, rows), h0);
+  // (rows as T * B explicitly: a view with -1 cannot infer it when H = 0)
+  return at::where((len > 0).unsqueeze(1), out.view({out.size(0) * B, out.size(2)}).index_select(0, rows), h0);
 }
 
 // The recurrence through ATen: one BLAS GEMM (MKL / cuBLAS) + one in-place activation per step.

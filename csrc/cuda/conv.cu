@@ -1439,15 +1439,21 @@ bool use_pipeline(size_t elem_size, bool cl, bool vec_a, bool vec_b, bool shuffl
 
 // Calls fn(std::integral_constant<Path, P>{}) with T's compute path: fp64 on SIMT, fp32 on tf32
 // tensor cores when torch allows TF32 for convolutions (else true-fp32 SIMT), 16-bit types on
-// tensor cores. Only the paths T can take are instantiated.
+// tensor cores. Only the paths T can take are instantiated. The tensor-core paths (mma.sync with
+// tf32 / bf16 operands) need sm_80: before it fp32 runs in true fp32 (TF32 does not exist there,
+// cuDNN's flag has no effect either) and 16-bit types are a clear error, not a trap in the kernel.
 template <typename T, typename Fn>
 void with_path(Fn&& fn) {
+  const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
+  const bool tensor_cores = prop->major >= 8;
   if constexpr (std::is_same_v<T, double>) {
     fn(std::integral_constant<Path, Path::kSimt>{});
   } else if constexpr (std::is_same_v<T, float>) {
-    if (!allow_tf32()) fn(std::integral_constant<Path, Path::kSimt>{});
+    if (!allow_tf32() || !tensor_cores) fn(std::integral_constant<Path, Path::kSimt>{});
     else fn(std::integral_constant<Path, Path::kTf32>{});
   } else {
+    TORCH_CHECK(tensor_cores, "rnnkern: CUDA convolutions in float16 / bfloat16 need an sm_80 or newer GPU, this one is "
+                "sm_", prop->major, prop->minor, " (float32 and float64 run there)");
     fn(std::integral_constant<Path, Path::k16>{});
   }
 }
@@ -1727,6 +1733,8 @@ GatherParams gather_params(const ConvGeometry& g, bool trans) {
   p.dw = to_int(g.dw, "dilation");
   p.pt = to_int(g.pt, "padding");
   p.pl = to_int(g.pl, "padding");
+  // (the kernels hold a pixel's position within its image in an int)
+  to_int(int64_t{p.Ho} * p.Wo, "image (height x width)");
   p.M = static_cast<long long>(g.N) * p.Ho * p.Wo;
   if (trans) {  // phase-major pixel enumeration (GatherParams::Mt)
     p.Hq = (p.Ho + p.sh - 1) / p.sh;
@@ -1985,6 +1993,7 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cuda(const at::Tensor&
     p.K = to_int(g.K, "channels");
     p.OH = to_int(g.OH, "height");
     p.OW = to_int(g.OW, "width");
+    to_int(g.OH * g.OW, "image (height x width)");  // (a pixel's position within its image is an int)
     p.G = to_int(g.G, "groups");
     p.Kg = to_int(g.Kg(), "channels");
     p.Cg = to_int(g.Cg(), "channels");

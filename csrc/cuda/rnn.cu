@@ -703,6 +703,9 @@ struct MmaConfig {
   int clusters = 0, units = 0, kslice = 0;
   size_t smem = 0;
   const char* why = "";  // what it runs in ("tf32", ...) or why it does not run
+  // several clusters exchanging step-tagged words (RNNKERN_RNN_BARRIER=exchange), read once with
+  // the shared memory it sizes (two partial-sum buffers) so the launch cannot disagree with it
+  bool exchange = false;
 };
 
 // `use`: the FMA kernel (rnn_persistent_kernel) fits; `mma.use`: the tensor-core kernel is tried
@@ -760,7 +763,7 @@ MmaConfig mma_partition(at::ScalarType dtype, int64_t B, int64_t H, int64_t most
     m.why = part_buffers == 2 ? "W_hh slice and two steps' partial sums exceed shared memory"
                               : "W_hh slice exceeds shared memory";
   } else {
-    m = {true, clusters, units, kslice, smem, ""};
+    m = {true, clusters, units, kslice, smem, "", part_buffers == 2};
   }
   return m;
 }
@@ -1082,7 +1085,7 @@ bool launch_mma(MmaConfig m, const PersistentParams<scalar_t>& base, const char*
   params.kslice = m.kslice;
   at::Tensor arrivals, exchange;
   // across clusters: the flag barrier, or (RNNKERN_RNN_BARRIER=exchange) step-tagged exchange words
-  const bool exchanged = m.clusters > 1 && exchange_requested();
+  const bool exchanged = m.exchange;
   if (exchanged) {
     exchange = exchange_buffer<scalar_t>(params.B, params.H);
     params.exchange = exchange.data_ptr();

@@ -172,21 +172,24 @@ def test_op_time_zero():
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("T,B,I,H", [(4, 2, 3, 0), (4, 0, 3, 5), (3, 2, 0, 4)])
 @pytest.mark.parametrize("tf32", [False, True])
-def test_op_empty_dims_forward_and_backward(monkeypatch, device, dtype, T, B, I, H, tf32):
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_op_empty_dims_forward_and_backward(monkeypatch, device, dtype, T, B, I, H, tf32, with_lengths):
     """Zero hidden units, an empty batch or zero input features: the right shapes, the values
     the reference gives (zeros where nothing contributes) and gradients of matching shape; with
-    cudnn.allow_tf32 too (CUDA fp32 then takes the TF32 cuBLAS products, with empty sums)."""
+    cudnn.allow_tf32 too (CUDA fp32 then takes the TF32 cuBLAS products, with empty sums), and
+    with variable lengths (h_n gathered from an output with no columns at H = 0)."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
     tol = TOL_TF32 if tf32 and dtype == torch.float32 else TOL[dtype]
     args = [a.to(device) for a in make_args(T, B, I, H, dtype=dtype)]
+    lengths = torch.tensor([T, T - 1][:B], dtype=torch.long) if with_lengths else None
     leaves = [a.detach().requires_grad_() for a in args]
-    out, hn = rnn_ops.rnn_forward(*leaves, None, False)
-    ref_out, ref_hn = ref_layer(*args, None, False)
+    out, hn = rnn_ops.rnn_forward(*leaves, lengths, False)
+    ref_out, ref_hn = ref_layer(*args, lengths, False)
     assert out.shape == (T, B, H) and hn.shape == (B, H)
     assert rel_err(out, ref_out) < tol and rel_err(hn, ref_hn) < tol
     grads = torch.autograd.grad((out * 1.5).sum() + hn.sum(), leaves)
     ref_leaves = [a.detach().requires_grad_() for a in args]
-    ro, rh = ref_layer(*ref_leaves, None, False)
+    ro, rh = ref_layer(*ref_leaves, lengths, False)
     ref_grads = torch.autograd.grad((ro * 1.5).sum() + rh.sum(), ref_leaves, allow_unused=True)
     for g, r, a in zip(grads, ref_grads, args):
         assert g.shape == a.shape
