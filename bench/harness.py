@@ -110,6 +110,21 @@ def time_pair(ours: Callable[[], object], theirs: Callable[[], object], device: 
     return _alternate(ours, theirs, reps, lambda fn: _time_once(fn, device))
 
 
+def minor_faults(fn: Callable[[], object]) -> int:
+    """Minor page faults one call of fn takes (Linux; 0 elsewhere). On the CPU a fresh
+    multi-megabyte buffer is a new mapping that faults once per 4 KB page on first touch, and
+    which side of an alternating pair gets fresh mappings depends on the allocation history: an
+    18.9 MB weight gradient measured 4.6k faults (~6.5 ms) a call on one side or the other
+    (bench/NOTES.md, fifteenth session). Recorded per row so such rows can be read."""
+    try:
+        import resource
+    except ImportError:
+        return 0
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    fn()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
 def time_queued(ours: Callable[[], object], theirs: Callable[[], object], calls: int = 5,
                 reps: int = 3) -> tuple[float, float]:
     """GPU only: median ms per call when `calls` calls are queued back to back between two events
@@ -185,6 +200,8 @@ def run(ops: Optional[list[str]] = None, device: Optional[str] = None, quick: bo
             if device == "cuda":  # device time per call, for telling host overhead from kernel time
                 q, torch_q = time_queued(b.ours, b.theirs)
                 row.update(ms_queued=round(q, 4), torch_ms_queued=round(torch_q, 4))
+            else:  # page faults of one more alternating call each (part of the times measured)
+                row.update(faults=minor_faults(b.ours), torch_faults=minor_faults(b.theirs))
             rows.append(row)
         except Exception as e:
             errors.append({"op": b.op, "case": b.case, "pass": b.pass_, "error": f"{type(e).__name__}: {e}"[:400]})

@@ -83,6 +83,24 @@ def test_bench_harness_checks_ops_and_prints_a_legend(capsys):
     assert "ratio = torch ms / rnnkern ms (> 1: rnnkern is faster)" in capsys.readouterr().out
 
 
+def test_minor_faults_counts_first_touches():
+    """The harness's page-fault count per call (CPU rows' faults / torch_faults): first touches of
+    a fresh 8 MB anonymous mapping fault, writes into memory already touched do not."""
+    import mmap
+
+    from bench import harness
+    pytest.importorskip("resource")  # (Unix)
+    buf = mmap.mmap(-1, 8 << 20)
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):
+        buf.madvise(mmap.MADV_NOHUGEPAGE)  # 4 KB pages whatever the THP setting
+
+    def touch():
+        for off in range(0, 8 << 20, 4096):
+            buf[off] = 1
+    first, again = harness.minor_faults(touch), harness.minor_faults(touch)
+    assert first >= 1000 and again < 100, (first, again)
+
+
 def test_a_failing_case_is_recorded_and_the_rest_measured(tmp_path, monkeypatch, capsys):
     """A row that raises (an opt-in form that fails) does not cost the others: it goes to "errors",
     the measured rows stay in "rows" (the JSON is rewritten after every row), rc is 1; rows of forms
