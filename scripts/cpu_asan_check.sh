@@ -12,7 +12,8 @@
 # (Tests that initialise CUDA abort under ASan's shadow layout; the defaults never do.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-py=$(realpath "${PYTHON:-.venv/bin/python}")
+py=${PYTHON:-.venv/bin/python}
+py="$(cd "$(dirname "$py")" && pwd)/$(basename "$py")"  # absolute, the venv's link kept (not realpath)
 wt=${ASAN_WORKTREE:-/tmp/rnnkern-asan}
 report=${ASAN_REPORT:-/tmp/rnnkern-asan-report}
 [ $# -gt 0 ] || set -- tests/ops tests/models
