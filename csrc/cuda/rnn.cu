@@ -919,22 +919,27 @@ bool launch_refused(cudaError_t err) {
          err == cudaErrorCooperativeLaunchTooLarge || err == cudaErrorInvalidClusterSize;
 }
 
-// A launch's result: true when it went out; false (error cleared, logged) when its configuration
-// was refused, so the caller falls back; any other error is raised.
-bool launch_went_out(cudaError_t err, int grid, const char* kernel = "persistent", const char* to = "general path") {
-  if (err == cudaSuccess) return true;
+// A failed launch or query: raised unless its configuration was refused; a refusal's error is
+// cleared so the caller can fall back.
+void clear_refusal(cudaError_t err) {
   if (!launch_refused(err)) C10_CUDA_CHECK(err);
   (void)cudaGetLastError();
+}
+
+// A launch's result: true when it went out; false (logged) when its configuration was refused, so
+// the caller falls back; any other error is raised.
+bool launch_went_out(cudaError_t err, int grid, const char* kernel = "persistent", const char* to = "general path") {
+  if (err == cudaSuccess) return true;
+  clear_refusal(err);
   return fall_back(cudaGetErrorString(err), grid, kernel, to);
 }
 
-// A configuration query's answer n, or 0 when the configuration was refused (error cleared); any
-// other error is raised. (Callers hold the query's error in a local first: as two arguments of one
-// call, n could be read before the query writes it.)
+// A configuration query's answer n, or 0 when the configuration was refused; any other error is
+// raised. (Callers hold the query's error in a local first: as two arguments of one call, n could
+// be read before the query writes it.)
 int refused_as_zero(cudaError_t err, int n) {
   if (err == cudaSuccess) return n;
-  if (!launch_refused(err)) C10_CUDA_CHECK(err);
-  (void)cudaGetLastError();
+  clear_refusal(err);
   return 0;
 }
 
