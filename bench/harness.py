@@ -29,7 +29,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 class Bench:
     op: str
     case: str
-    pass_: str                      # "fwd" | "fwd+bwd" | "dgrad" | "wgrad" | "bwd"
+    pass_: str                      # "fwd" | "fwd-async" | "fwd+bwd" | "dgrad" | "wgrad" | "bwd"
     ours: Callable[[], object]
     theirs: Callable[[], object]
     metric: str                     # "TB/s" | "GB/s" | "TFLOP/s" | "us/step"

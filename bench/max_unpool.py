@@ -1,5 +1,7 @@
 """Max-unpool 2x2 vs F.max_unpool2d at ANCHORS.md's shapes. Bytes: values + int64 indices read,
-output written once (fwd); grad_output gathered + grad_input written (bwd)."""
+output written once (fwd); grad_output gathered + grad_input written (bwd). On CUDA, "fwd" is the
+default call (it reads the index-check flag back: one host sync) and "fwd-async" the same with
+check_indices=False (no sync; torch checks with a device-side assert, which needs none)."""
 from __future__ import annotations
 
 import torch
@@ -31,6 +33,10 @@ def cases(device: str, quick: bool) -> list[Bench]:
         out.append(Bench("max_unpool", name, "fwd", lambda p=pooled, i=idx: RF.max_unpool2d(p, i, 2),
                          lambda p=pooled, i=idx: F.max_unpool2d(p, i, 2), "TB/s" if device == "cuda" else "GB/s",
                          fwd_bytes))
+        if device == "cuda":  # check_indices=False: no flag read back, so no host sync (SegNet's call)
+            out.append(Bench("max_unpool", name, "fwd-async",
+                             lambda p=pooled, i=idx: RF.max_unpool2d(p, i, 2, check_indices=False),
+                             lambda p=pooled, i=idx: F.max_unpool2d(p, i, 2), "TB/s", fwd_bytes))
         p = pooled.detach().requires_grad_()
         y_ours, y_torch = RF.max_unpool2d(p, idx, 2), F.max_unpool2d(p, idx, 2)
         g = torch.randn_like(y_ours)

@@ -16,7 +16,7 @@ TORCH_LIBRARY(rnnkern, m) {
   const std::vector<at::Tag> pt2 = {at::Tag::pt2_compliant_tag};
   m.set_python_module("rnnkern.ops.max_unpool");
   m.def("max_unpool_forward(Tensor input, Tensor? indices, int mode, int[] kernel, int[] stride, int[] padding, "
-        "SymInt[] output_size) -> Tensor", pt2);
+        "SymInt[] output_size, bool check_indices=True) -> Tensor", pt2);
   m.def("max_unpool_backward(Tensor grad_output, Tensor? indices, int mode, SymInt[] input_size, int[] kernel, "
         "int[] stride, int[] padding) -> Tensor", pt2);
   m.set_python_module("rnnkern.ops.rnn");

@@ -17,16 +17,18 @@ enum class UnpoolMode : int64_t {
 
 // input (N, C, H, W); indices same shape, int64 (kIndices only). Output (N, C, out_h, out_w),
 // channels_last when the input is channels_last-contiguous, else contiguous.
+// check_indices: raise IndexError on an index outside [0, out_h * out_w) (on CUDA that reads a
+// flag back: one host sync); false drops such elements instead (their values go nowhere).
 at::Tensor max_unpool_forward_cpu(const at::Tensor& input, const std::optional<at::Tensor>& indices,
                                   int64_t mode, at::IntArrayRef kernel, at::IntArrayRef stride,
-                                  at::IntArrayRef padding, at::IntArrayRef output_size);
+                                  at::IntArrayRef padding, at::IntArrayRef output_size, bool check_indices);
 at::Tensor max_unpool_backward_cpu(const at::Tensor& grad_output, const std::optional<at::Tensor>& indices,
                                    int64_t mode, at::IntArrayRef input_size, at::IntArrayRef kernel,
                                    at::IntArrayRef stride, at::IntArrayRef padding);
 #ifdef WITH_CUDA
 at::Tensor max_unpool_forward_cuda(const at::Tensor& input, const std::optional<at::Tensor>& indices,
                                    int64_t mode, at::IntArrayRef kernel, at::IntArrayRef stride,
-                                   at::IntArrayRef padding, at::IntArrayRef output_size);
+                                   at::IntArrayRef padding, at::IntArrayRef output_size, bool check_indices);
 at::Tensor max_unpool_backward_cuda(const at::Tensor& grad_output, const std::optional<at::Tensor>& indices,
                                     int64_t mode, at::IntArrayRef input_size, at::IntArrayRef kernel,
                                     at::IntArrayRef stride, at::IntArrayRef padding);

@@ -57,9 +57,12 @@ inline UnpoolGeometry check_unpool_args(const char* op, at::IntArrayRef in_sizes
   return g;
 }
 
-// Error flags a kernel raises (integer OR, deterministic); read once on the host.
+// Flags a kernel raises (integer OR, deterministic). Out of range: raised as IndexError when the
+// caller asks for the check. Outside its window: the gather cannot place it, so a fix-up pass
+// over the plane (unpool_outside_window_target) writes it afterwards; on CUDA that pass reads the
+// flag on the device, so no host sync is needed for it.
 constexpr int kUnpoolIndexOutOfRange = 1;
-constexpr int kUnpoolIndexOutsideWindow = 2;  // gather path cannot place it: fall back to scatter
+constexpr int kUnpoolIndexOutsideWindow = 2;
 
 inline void raise_out_of_range(const UnpoolGeometry& g) {
   TORCH_CHECK_INDEX(false, "max_unpool: found an index out of range [0, ", g.OH * g.OW,
@@ -111,6 +114,26 @@ C10_HOST_DEVICE int unpool_fill_window(const UnpoolGeometry& g, const scalar_t* 
     for (int64_t ow = ow0; ow < ow1; ++ow)
       o[oh * os.h + ow * os.w] = (th == -2 || (oh == th && ow == tw)) ? v : scalar_t(0);
   return flags;
+}
+
+// The fix-up pass after a gather that flagged an index outside its window. It visits the input
+// elements of one (n, c) plane in increasing flat position h * W + w and writes element (h, w) at
+// (th, tw) when this returns true; the last write to an output element then comes from the
+// highest position targeting it, the rule of the scatter. In-window indices were written by the
+// gather: an outside-window element targeting an output whose own window's element also targets
+// it is written only when it comes later (higher position) than that element.
+// Needs grid_covers_input(), so that the gather visited every input element.
+C10_HOST_DEVICE inline bool unpool_outside_window_target(const UnpoolGeometry& g, const int64_t* idx,
+                                                        const Strides4& is, int64_t n, int64_t c, int64_t h,
+                                                        int64_t w, int64_t& th, int64_t& tw) {
+  const int64_t k = idx[is.at(n, c, h, w)];
+  if (k < 0 || k >= g.OH * g.OW) return false;  // out of range: never written
+  th = k / g.OW;
+  tw = k - th * g.OW;
+  const int64_t wh = th / g.sh, ww = tw / g.sw;  // the window holding the target
+  if (wh == h && ww == w) return false;          // in its own window: the gather wrote it
+  if (wh < g.H && ww < g.W && idx[is.at(n, c, wh, ww)] == k) return wh * g.W + ww < h * g.W + w;
+  return true;
 }
 
 }  // namespace rnnkern

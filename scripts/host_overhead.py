@@ -76,6 +76,7 @@ def main():
     rows += [("unpool fwd", "op", host_us(lambda: mu.max_unpool_forward(pooled, idx, mode, [2, 2], [2, 2], [0, 0],
                                                                          out_hw), dev)),
              ("unpool fwd", "functional", host_us(lambda: RF.max_unpool2d(p, idx, 2), dev)),
+             ("unpool fwd", "unchecked", host_us(lambda: RF.max_unpool2d(p, idx, 2, check_indices=False), dev)),
              ("unpool fwd", "torch F", host_us(lambda: F.max_unpool2d(p, idx, 2), dev)),
              ("unpool bwd", "op", host_us(lambda: mu.max_unpool_backward(g, idx, mode, size, [2, 2], [2, 2], [0, 0]),
                                           dev)),

@@ -197,9 +197,10 @@ CASES = {
         "fcn_forward_block_kernel|fcn_dgrad_block_kernel|fcn_dgrad_finish_kernel|fcn_wgrad_block_kernel|"
         "fcn_wgrad_finish_kernel", per_iter=5, count=5),
     # max_unpool (csrc/cuda/max_unpool.cu): dense 2x2 with OH = 2H, OW = 2W: the forward launches
-    # ONE unpool_gather2x2[_pairs]_kernel (then reads its flags: no scatter for max_pool's
-    # indices), the backward ONE unpool_backward_dense[_pairs]_kernel (the pair kernels: NCHW, even
-    # width, as here). 2 an iteration.
+    # ONE unpool_gather2x2[_pairs]_kernel (then the fix-up kernel, which returns at once for
+    # max_pool's indices and is not counted here), the backward ONE
+    # unpool_backward_dense[_pairs]_kernel (the pair kernels: NCHW, even width, as here). 2 an
+    # iteration.
     "unpool-fp32-NCHW-8x64x256x256": Case(
         "max_unpool 2x2 fp32 NCHW (8,64,256,256)->512x512: forward + backward", max_unpool,
         dict(dtype="float32", n=8, c=64, h=256, w=256),

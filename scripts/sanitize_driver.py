@@ -36,10 +36,14 @@ def unpool(dev):
                 pooled = pooled.contiguous(memory_format=fmt).requires_grad_()
                 RF.max_unpool2d(pooled, idx.contiguous(memory_format=fmt), 2).backward(torch.randn_like(xe))
                 RF.unpool_nearest2d(pooled.detach(), 2)
-            # hand-built indices outside their window: the scatter fallback
+            # hand-built indices outside their window: the gather's fix-up pass (one warp a plane)
             pooled = torch.randn(2, 3, 4, 5, device=dev, dtype=dtype)
             idx = torch.randperm(8 * 10, device=dev)[:20].view(4, 5).expand(2, 3, 4, 5).contiguous()
             RF.max_unpool2d(pooled, idx, 2)
+            # unchecked, with indices out of range on both sides: dropped, never written
+            idx[0, 1, 2, 3], idx[1, 2, 0, 0] = 80, -7
+            RF.max_unpool2d(pooled.contiguous(memory_format=fmt), idx.contiguous(memory_format=fmt), 2,
+                            check_indices=False)
 
 
 def rnn(dev):

@@ -75,9 +75,9 @@ c10::TypedOperatorHandle<F> op(const char* name) {
 
 inline at::Tensor max_unpool_forward(const at::Tensor& input, const std::optional<at::Tensor>& indices, int64_t mode,
                                      at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding,
-                                     c10::SymIntArrayRef output_size) {
+                                     c10::SymIntArrayRef output_size, bool check_indices) {
   static const auto h = op<decltype(max_unpool_forward)>("rnnkern::max_unpool_forward");
-  return h.call(input, indices, mode, kernel, stride, padding, output_size);
+  return h.call(input, indices, mode, kernel, stride, padding, output_size, check_indices);
 }
 
 inline at::Tensor max_unpool_backward(const at::Tensor& grad_output, const std::optional<at::Tensor>& indices,

@@ -27,12 +27,12 @@ class MaxUnpoolForward : public torch::autograd::Function<MaxUnpoolForward> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const std::optional<at::Tensor>& indices,
                             int64_t mode, at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding,
-                            c10::SymIntArrayRef output_size) {
+                            c10::SymIntArrayRef output_size, bool check_indices) {
     ctx->save_for_backward({indices.value_or(at::Tensor())});
     UnpoolArgs{mode, kernel.vec(), stride.vec(), padding.vec()}.save(ctx);
     ctx->saved_data["input_size"] = input.sym_sizes().vec();
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return call::max_unpool_forward(input, indices, mode, kernel, stride, padding, output_size);
+    return call::max_unpool_forward(input, indices, mode, kernel, stride, padding, output_size, check_indices);
   }
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grads) {
@@ -40,7 +40,7 @@ class MaxUnpoolForward : public torch::autograd::Function<MaxUnpoolForward> {
     const at::Tensor grad_input =
         call::max_unpool_backward(grads[0], optional_tensor(ctx->get_saved_variables()[0]), a.mode,
                                   ctx->saved_data.at("input_size").toSymIntVector(), a.kernel, a.stride, a.padding);
-    return {grad_input, {}, {}, {}, {}, {}, {}};
+    return {grad_input, {}, {}, {}, {}, {}, {}, {}};
   }
 };
 
@@ -58,18 +58,20 @@ class MaxUnpoolBackward : public torch::autograd::Function<MaxUnpoolBackward> {
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grads) {
     const UnpoolArgs a = UnpoolArgs::load(ctx);
+    // unchecked: the adjoint of a gather that reads out-of-range indices as zero drops them
     const at::Tensor grad_grad_output =
         call::max_unpool_forward(grads[0], optional_tensor(ctx->get_saved_variables()[0]), a.mode, a.kernel, a.stride,
-                                 a.padding, ctx->saved_data.at("output_size").toSymIntVector());
+                                 a.padding, ctx->saved_data.at("output_size").toSymIntVector(),
+                                 /*check_indices=*/false);
     return {grad_grad_output, {}, {}, {}, {}, {}, {}};
   }
 };
 
 at::Tensor max_unpool_forward_autograd(const at::Tensor& input, const std::optional<at::Tensor>& indices,
                                        int64_t mode, at::IntArrayRef kernel, at::IntArrayRef stride,
-                                       at::IntArrayRef padding, c10::SymIntArrayRef output_size) {
-  return apply_or_call<MaxUnpoolForward>(call::max_unpool_forward,
-                                         input, indices, mode, kernel, stride, padding, output_size);
+                                       at::IntArrayRef padding, c10::SymIntArrayRef output_size, bool check_indices) {
+  return apply_or_call<MaxUnpoolForward>(call::max_unpool_forward, input, indices, mode, kernel, stride, padding,
+                                         output_size, check_indices);
 }
 
 at::Tensor max_unpool_backward_autograd(const at::Tensor& grad_output, const std::optional<at::Tensor>& indices,

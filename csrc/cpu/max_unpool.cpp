@@ -4,8 +4,9 @@
 //  * gather (kernel == stride, no padding; channels_last output, nearest, bed-of-nails): windows
 //    tile the output, so each window reads its value (and index) once and writes all of its
 //    output elements once; no zero-fill pass.
-//  * scatter (max-unpool into contiguous planes, other geometries, indices that leave their
-//    window): zero the plane — it stays in L2 — then write input elements in input order.
+//  * scatter (max-unpool into contiguous planes, other geometries): zero the plane — it stays in
+//    L2 — then write input elements in input order. After a gather, the indices that leave
+//    their window are written by a fix-up pass over the plane in input order.
 //    Duplicate indices: the LAST input element (highest flat input position in its plane)
 //    wins — the rule torch's CPU kernel follows and the CUDA kernel reproduces deterministically.
 #include <ATen/Parallel.h>
@@ -95,6 +96,27 @@ int unpool_gather(const UnpoolGeometry& g, const at::Tensor& input, const int64_
       flags.fetch_or(f, std::memory_order_relaxed);
   });
   return flags.load();
+}
+
+// After a gather that flagged indices outside their windows: write those elements, plane by
+// plane in input order (unpool_outside_window_target says which, and where).
+template <typename scalar_t>
+void unpool_fix_outside_window(const UnpoolGeometry& g, const at::Tensor& input, const int64_t* idx,
+                               const Strides4& is, at::Tensor& output) {
+  const scalar_t* in = input.const_data_ptr<scalar_t>();
+  scalar_t* out = output.data_ptr<scalar_t>();
+  const Strides4 xs = strides_of(input), os = strides_of(output);
+  at::parallel_for(0, g.N * g.C, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t nc = begin; nc < end; ++nc) {
+      const int64_t n = nc / g.C, c = nc % g.C;
+      for (int64_t h = 0; h < g.H; ++h)
+        for (int64_t w = 0; w < g.W; ++w) {
+          int64_t th, tw;
+          if (unpool_outside_window_target(g, idx, is, n, c, h, w, th, tw))
+            out[os.at(n, c, th, tw)] = in[xs.at(n, c, h, w)];
+        }
+    }
+  });
 }
 
 template <typename scalar_t>
@@ -199,7 +221,7 @@ int unpool_scatter_channels_last(const UnpoolGeometry& g, const scalar_t* in, co
 
 at::Tensor max_unpool_forward_cpu(const at::Tensor& input, const std::optional<at::Tensor>& indices,
                                   int64_t mode, at::IntArrayRef kernel, at::IntArrayRef stride,
-                                  at::IntArrayRef padding, at::IntArrayRef output_size) {
+                                  at::IntArrayRef padding, at::IntArrayRef output_size, bool check_indices) {
   const UnpoolGeometry g = check_unpool_args("max_unpool_forward", input.sizes(), input.device(), indices, mode, kernel, stride,
                                              padding, output_size);
   const at::MemoryFormat fmt = unpool_output_format(input);
@@ -227,13 +249,12 @@ at::Tensor max_unpool_forward_cpu(const at::Tensor& input, const std::optional<a
       } else {
         unpool_fill_nchw<scalar_t, 0>(g, input, output);
       }
-      if (flags & kUnpoolIndexOutOfRange) raise_out_of_range(g);
-      if (flags & kUnpoolIndexOutsideWindow) flags = unpool_scatter<scalar_t>(g, input, idx, is, output);
+      if (flags & kUnpoolIndexOutsideWindow) unpool_fix_outside_window<scalar_t>(g, input, idx, is, output);
     } else {
       TORCH_CHECK(g.mode == UnpoolMode::kIndices, "max_unpool_forward: this mode needs kernel == stride");
       flags = unpool_scatter<scalar_t>(g, input, idx, is, output);
     }
-    if (flags & kUnpoolIndexOutOfRange) raise_out_of_range(g);
+    if (check_indices && (flags & kUnpoolIndexOutOfRange)) raise_out_of_range(g);
   });
   return output;
 }

@@ -11,19 +11,26 @@ _size_any = Union[int, Sequence[int]]
 
 
 def max_unpool1d(input: Tensor, indices: Tensor, kernel_size: _size_any, stride: Optional[_size_any] = None,
-                 padding: _size_any = 0, output_size: Optional[Sequence[int]] = None) -> Tensor:
+                 padding: _size_any = 0, output_size: Optional[Sequence[int]] = None, *,
+                 check_indices: bool = True) -> Tensor:
     """Partial inverse of max_pool1d. input/indices (N, C, L) or (C, L); indices int64 from
-    max_pool1d(return_indices=True). Returns (N, C, L_out)."""
+    max_pool1d(return_indices=True). Returns (N, C, L_out). check_indices: see max_unpool2d."""
     return _unpool.max_unpool("max_unpool1d", input, indices, _unpool.MODE_INDICES, kernel_size, stride,
-                              padding, output_size, nd=1)
+                              padding, output_size, nd=1, check_indices=check_indices)
 
 
 def max_unpool2d(input: Tensor, indices: Tensor, kernel_size: _size_any, stride: Optional[_size_any] = None,
-                 padding: _size_any = 0, output_size: Optional[Sequence[int]] = None) -> Tensor:
+                 padding: _size_any = 0, output_size: Optional[Sequence[int]] = None, *,
+                 check_indices: bool = True) -> Tensor:
     """Partial inverse of max_pool2d. input/indices (N, C, H, W) or (C, H, W), any layout
-    (channels_last in -> channels_last out). Returns (N, C, H_out, W_out)."""
+    (channels_last in -> channels_last out). Returns (N, C, H_out, W_out).
+
+    check_indices (keyword-only, not in torch's signature): True raises IndexError on an index
+    outside the output plane, which on CUDA reads a flag back (one host sync a call). False keeps
+    the call asynchronous and drops such elements instead; indices straight from max_pool2d are
+    always in range, so callers that pass them on (SegNet) need no check."""
     return _unpool.max_unpool("max_unpool2d", input, indices, _unpool.MODE_INDICES, kernel_size, stride,
-                              padding, output_size, nd=2)
+                              padding, output_size, nd=2, check_indices=check_indices)
 
 
 def unpool_nearest2d(input: Tensor, scale_factor: _size_any = 2) -> Tensor:

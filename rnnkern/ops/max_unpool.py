@@ -12,6 +12,10 @@ Duplicate indices (several inputs pointing at one output element, impossible for
 max_pool with kernel <= stride): the input element with the highest flat position in its (n, c)
 plane wins, on CPU and CUDA alike, deterministically. As in torch, the backward gathers
 grad_output at every index, duplicates included.
+
+check_indices (forward op, default True): an index outside the output plane raises IndexError.
+On CUDA that costs reading a flag back (one host sync a call); False keeps the call asynchronous
+and drops such elements instead, on both backends. Indices straight from max_pool need no check.
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ max_unpool_backward = torch.ops.rnnkern.max_unpool_backward.default
 
 
 @torch.library.register_fake("rnnkern::max_unpool_forward")
-def _(input, indices, mode, kernel, stride, padding, output_size):
+def _(input, indices, mode, kernel, stride, padding, output_size, check_indices=True):
     n, c = input.shape[:2]
     return empty_like_layout(input, (n, c, *output_size))
 
@@ -44,7 +48,7 @@ def _(grad_output, indices, mode, input_size, kernel, stride, padding):
 
 
 class _UnpoolFunction(torch.autograd.Function):
-    """max_unpool_forward(input, indices, *Static(mode, kernel, stride, padding, output_size))."""
+    """max_unpool_forward(input, indices, *Static(mode, kernel, stride, padding, output_size, check_indices))."""
     generate_vmap_rule = True
 
     @staticmethod
@@ -60,7 +64,7 @@ class _UnpoolFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        mode, kernel, stride, padding, _ = ctx.args
+        mode, kernel, stride, padding, _, _ = ctx.args
         indices, = ctx.saved_tensors
         return _UnpoolGradFunction.apply(grad_output, indices,
                                          Static(mode, ctx.input_size, kernel, stride, padding)), None, None
@@ -90,8 +94,9 @@ class _UnpoolGradFunction(torch.autograd.Function):
     def backward(ctx, grad_grad_input):
         mode, _, kernel, stride, padding = ctx.args
         indices, = ctx.saved_tensors
+        # unchecked: the adjoint of a gather that reads out-of-range indices as zero drops them
         return _UnpoolFunction.apply(grad_grad_input, indices,
-                                     Static(mode, kernel, stride, padding, ctx.output_size)), None, None
+                                     Static(mode, kernel, stride, padding, ctx.output_size, False)), None, None
 
     @staticmethod
     def jvp(ctx, d_grad_output, _, __):
@@ -101,11 +106,11 @@ class _UnpoolGradFunction(torch.autograd.Function):
 
 # vmap: the batch entries are more images (values and indices folded into N)
 @torch.library.register_vmap("rnnkern::max_unpool_forward")
-def _(info, in_dims, input, indices, mode, kernel, stride, padding, output_size):
+def _(info, in_dims, input, indices, mode, kernel, stride, padding, output_size, check_indices=True):
     B, (xd, id_) = info.batch_size, in_dims[:2]
     x = fold_vmap_dim(input, xd, B, 0)
     idx = None if indices is None else fold_vmap_dim(indices, id_, B, 0)
-    out = max_unpool_forward(x, idx, mode, kernel, stride, padding, output_size)
+    out = max_unpool_forward(x, idx, mode, kernel, stride, padding, output_size, check_indices)
     return out.unflatten(0, (B, x.shape[0] // B)), 0
 
 
@@ -150,8 +155,10 @@ def unpool_output_size(op: str, input: Tensor, kernel: list[int], stride: list[i
 
 
 def max_unpool(op: str, input: Tensor, indices: Optional[Tensor], mode: int, kernel_size, stride, padding,
-               output_size, nd: int) -> Tensor:
+               output_size, nd: int, check_indices: bool = True) -> Tensor:
     """Validate, reshape to 4-D (N, C, H, W), call the op, restore the caller's rank."""
+    if not isinstance(check_indices, bool):
+        raise ArgumentTypeError(f"{op}: check_indices must be a bool, got {type(check_indices).__name__}")
     check_tensor(op, "input", input, dims=(nd + 1, nd + 2), floating=True)
     check_supported_device(op, input)
     kernel = ntuple(op, "kernel_size", kernel_size, nd, minimum=1)
@@ -173,7 +180,7 @@ def max_unpool(op: str, input: Tensor, indices: Optional[Tensor], mode: int, ker
         x = x.unsqueeze(2)
         idx = None if idx is None else idx.unsqueeze(2)
         kernel, stride, padding, size = [1] + kernel, [1] + stride, [0] + padding, [1] + size
-    args = (mode, kernel, stride, padding, size)
+    args = (mode, kernel, stride, padding, size, check_indices)
     out = _UnpoolFunction.apply(x, idx, Static(*args)) if transform_active() else max_unpool_forward(x, idx, *args)
     if nd == 1:
         out = out.squeeze(2)

@@ -520,6 +520,9 @@ def _opcheck_fwd_samples():
     samples.append((torch.randn(2, 3, 3, 4, requires_grad=True), None, MODE_NEAREST, [2, 2], [2, 2], [0, 0], [6, 8]))
     xb = torch.randn(1, 3, 2, 3).to(memory_format=torch.channels_last).requires_grad_()
     samples.append((xb, None, MODE_BED_OF_NAILS, [3, 2], [3, 2], [0, 0], [6, 6]))
+    j = i.clone()
+    j[1, 2, 0, 1], j[0, 0, 2, 2] = 42, 5  # out of range (dropped, unchecked), outside its window
+    samples.append((v.detach().clone().requires_grad_(), j, MODE_INDICES, [2, 2], [2, 2], [0, 0], [6, 7], False))
     return samples
 
 
@@ -541,7 +544,7 @@ def _opcheck_bwd_samples():
     return samples
 
 
-@pytest.mark.parametrize("sample", range(5))
+@pytest.mark.parametrize("sample", range(6))
 def test_opcheck_forward(sample):
     args = _opcheck_fwd_samples()[sample]
     torch.library.opcheck(FWD, args)
@@ -748,6 +751,85 @@ def test_index_error_type_and_message():
         RF.max_unpool2d(v, j, 2)
 
 
+def _unpool_dropping_out_of_range(v, i, out_hw):
+    """reference.max_unpool2d with out-of-range elements sent to a spare slot that is cut off."""
+    plane = out_hw[0] * out_hw[1]
+    j = torch.where((i >= 0) & (i < plane), i, plane)
+    n, c = v.shape[:2]
+    out = reference.max_unpool2d(v.reshape(n, c, 1, -1), j.reshape(n, c, 1, -1), (1, plane + 1))
+    return out[..., :plane].reshape(n, c, *out_hw)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (3, 3, 0)])
+@pytest.mark.parametrize("layout", ["nchw", "cl", "cl_values_nchw_indices"])
+def test_check_indices_false_drops_out_of_range(k, s, p, layout, device):
+    """check_indices=False: no IndexError; elements with out-of-range indices are dropped, the
+    others land by the usual rule (last wins), on both backends and every kernel path."""
+    n, c, h, w = 2, 3, 4, 5
+    oh, ow = _default_size([h, w], (k, k), (s, s), (p, p))
+    v = torch.randn(n, c, h, w, device=device)
+    i = torch.randint(-3, oh * ow + 3, (n, c, h, w), device=device)  # collisions, some out of range
+    i[0, 0, 0, 0], i[1, 2, 3, 4] = -1, oh * ow
+    if layout != "nchw":
+        v = v.contiguous(memory_format=torch.channels_last)
+    if layout == "cl":
+        i = i.contiguous(memory_format=torch.channels_last)
+    with pytest.raises(IndexError, match="out of range"):
+        RF.max_unpool2d(v, i, k, s, p)
+    out = RF.max_unpool2d(v, i, k, s, p, check_indices=False)
+    exp = _unpool_dropping_out_of_range(v.cpu().contiguous(), i.cpu().contiguous(), (oh, ow))
+    assert torch.equal(out.cpu(), exp)
+    module = rnnkern.nn.MaxUnpool2d(k, s, p, check_indices=False)
+    assert torch.equal(module(v, i), out)
+    i1 = i[:, :, :1] % (2 * w + 2) - 1  # in [-1, 2w]: the plane is [0, 2w)
+    out1 = RF.max_unpool1d(v[:, :, 0], i1[:, :, 0], 2, check_indices=False)
+    exp1 = _unpool_dropping_out_of_range(v[:, :, :1].cpu().contiguous(), i1.cpu().contiguous(), (1, 2 * w))
+    assert torch.equal(out1.cpu(), exp1[:, :, 0])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("check", [True, False])
+@pytest.mark.parametrize("layout", ["nchw", "cl", "cl_values_nchw_indices", "strided"])
+@pytest.mark.parametrize("k", [2, 3])
+def test_indices_leaving_their_window_fix_up(k, layout, check, device):
+    """kernel == stride (the gather) with indices all over the plane: the gather's fix-up pass
+    must give the scatter's result. Small index range, so an outside-window element often targets
+    an output whose own window's element also targets it, from before and after it in the plane."""
+    n, c, h, w = 2, 3, 5, 6
+    v = torch.randn(n, c, h, w, device=device)
+    i = torch.randint(0, 3 * k * w, (n, c, h, w), device=device)
+    if layout in ("cl", "cl_values_nchw_indices"):
+        v = v.contiguous(memory_format=torch.channels_last)
+    if layout == "cl":
+        i = i.contiguous(memory_format=torch.channels_last)
+    if layout == "strided":
+        v = torch.randn(n, c, h, 2 * w, device=device)[..., ::2]
+    out = RF.max_unpool2d(v, i, k, check_indices=check)
+    exp = reference.max_unpool2d(v.cpu().contiguous(), i.cpu().contiguous(), (h * k, w * k))
+    assert torch.equal(out.cpu(), exp)
+    # the case the rule is about, built by hand in plane (1, 2): element (0, 1) leaves its window
+    # for the target of window (2, 2), whose own element points there too and comes later; and
+    # element (4, 5) (later) leaves its window for the target of window (1, 1)
+    j = i.clone()
+    t22, t11 = (2 * k) * (w * k) + 2 * k, (1 * k) * (w * k) + 1 * k
+    j[1, 2, 0, 1], j[1, 2, 2, 2] = t22, t22
+    j[1, 2, 4, 5], j[1, 2, 1, 1] = t11, t11
+    out = RF.max_unpool2d(v, j, k, check_indices=check)
+    assert out[1, 2].flatten()[t22] == v[1, 2, 2, 2] and out[1, 2].flatten()[t11] == v[1, 2, 4, 5]
+    assert torch.equal(out.cpu(), reference.max_unpool2d(v.cpu().contiguous(), j.cpu().contiguous(), (h * k, w * k)))
+
+
+def test_check_indices_argument():
+    v, i = _pooled()
+    _raises(TypeError, "check_indices must be a bool", RF.max_unpool2d, v, i, 2, check_indices=1)
+    module = rnnkern.nn.MaxUnpool2d(2, check_indices=False)
+    assert repr(module) == "MaxUnpool2d(kernel_size=(2, 2), stride=(2, 2), padding=(0, 0), check_indices=False)"
+    assert repr(rnnkern.nn.MaxUnpool1d(2)) == repr(nn.MaxUnpool1d(2))
+    assert module.state_dict().keys() == nn.MaxUnpool2d(2).state_dict().keys()
+    assert "bool check_indices=True" in str(FWD._schema)
+
+
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.float32, torch.uint8])
 def test_indices_dtype(dtype):
     v, i = _pooled()
@@ -943,3 +1025,54 @@ def test_cuda_dense_2x2_path(dtype, channels_last, width, channels):
     j[0, 0, 0, 0] = 34 * width  # one past the plane
     with pytest.raises(IndexError, match="out of range"):
         RF.max_unpool2d(vc, j.cuda(), 2)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cuda_unchecked_forward_never_syncs(dtype, channels_last):
+    """check_indices=False reads nothing back: it runs under torch.cuda.set_sync_debug_mode
+    ("error") on every gather kernel, indices leaving their windows included; the checked call
+    syncs (so the mode does catch it)."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    cases = []
+    for (c, w, k) in [(6, 24, 2), (5, 22, 2), (4, 18, 3)]:  # pairs, single 2x2, general gather
+        x = torch.randn(2, c, 12, w, device="cuda").contiguous(memory_format=fmt)
+        v, i = TF.max_pool2d(x, k, return_indices=True)
+        v, i = v.to(dtype).contiguous(memory_format=fmt), i.contiguous(memory_format=fmt)
+        j = i.clone()
+        j[1, 2, 1, 1] = 0  # leaves its window
+        cases += [(v, i, k), (v, j, k)]
+    expected = [RF.max_unpool2d(v.cpu(), i.cpu(), k) for v, i, k in cases]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        outs = [RF.max_unpool2d(v, i, k, check_indices=False) for v, i, k in cases]
+        with pytest.raises(RuntimeError, match="synchroniz"):
+            RF.max_unpool2d(*cases[0][:2], 2)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for out, exp in zip(outs, expected):
+        assert torch.equal(out.cpu(), exp)
+
+
+@pytest.mark.cuda
+def test_cuda_graph_capture_drops_out_of_range_and_fixes_up():
+    """Under CUDA-graph capture the flags cannot be read: the gather, its fix-up pass and the
+    dropping of out-of-range indices all run inside the graph."""
+    x = torch.randn(2, 6, 16, 20, device="cuda")
+    v, i = TF.max_pool2d(x, 2, return_indices=True)
+    i = i.clone()
+    i[0, 1, 2, 3], i[1, 5, 7, 9], i[1, 0, 0, 0] = 7, 320, -5  # outside its window, out of range x 2
+    exp = _unpool_dropping_out_of_range(v.cpu(), i.cpu(), (16, 20))
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        RF.max_unpool2d(v, i, 2, check_indices=False)  # warm-up outside capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = RF.max_unpool2d(v, i, 2)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out.cpu(), exp)

@@ -32,7 +32,9 @@ class SegNet(SegmentationModel):
         for cout, n in zip(widths, nconv):
             self.enc.append(nn.Sequential(*[ConvBNReLU(cin if i == 0 else cout, cout) for i in range(n)]))
             cin = cout
-        self.unpool = rnn.MaxUnpool2d(2, 2)
+        # the indices come from max_pool2d in this forward, so they are in range by construction:
+        # no check, hence no host sync a call on CUDA
+        self.unpool = rnn.MaxUnpool2d(2, 2, check_indices=False)
         # decoder stage i mirrors encoder stage i: n convs, the last one maps to the previous width
         self.dec = nn.ModuleList()
         for i in reversed(range(depth)):
