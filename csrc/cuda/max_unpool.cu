@@ -9,9 +9,10 @@
 //    one's int64 divisions cost more instructions per window than the memory system needs
 //    to move the window's 28 bytes (fp32) at full bandwidth. In NCHW with an even width a
 //    thread takes two neighbouring windows (wider loads and stores; so does the backward).
-//    An index that leaves its window (hand-built indices only) raises a flag; a fix-up kernel
-//    launched after every max-unpool gather reads that flag on the device, returns at once when
-//    it is clear, and otherwise writes those elements one plane per warp in input order.
+//    An index that leaves its window (hand-built indices only) raises a flag. The checked call
+//    reads the flags back and then reruns as the scatter; the asynchronous one launches a fix-up
+//    kernel that reads the flag on the device, returns at once when it is clear, and otherwise
+//    writes those elements one plane per warp in input order.
 //  * scatter (any other geometry): deterministic in two passes. Pass 1 picks, per output
 //    element, the LAST input element that targets it (integer atomicMax of the flat input
 //    position: order-independent, hence deterministic, and the same rule as the CPU kernel);
@@ -274,25 +275,40 @@ __global__ void unpool_backward_dense_pairs_kernel(unsigned int pairs, Div32 div
   }
 }
 
-// The gather's fix-up (unpool_outside_window_target): one warp per (n, c) plane walks its inputs
-// 32 at a time in order; the lanes that must write do so one after another in lane order, so the
-// last write to an output element is from its highest input position, as in the scatter.
+// The gather's fix-up (unpool_outside_window_target) when nothing is read back to the host: one
+// warp per (n, c) plane walks its inputs kFixUnroll x 32 at a time in order (their index loads
+// all in flight at once); the lanes that must write do so one after another in lane order, so the
+// last write to an output element is from its highest input position, as in the scatter. Only
+// runs of hand-built indices get past the flag test, and then every plane is walked: about one
+// DRAM latency per 256 inputs per plane, slower than the scatter when planes are few (the checked
+// call, which reads the flag anyway, takes the scatter instead).
+constexpr int kFixUnroll = 8;
+
 template <typename scalar_t>
 __global__ void unpool_outside_window_kernel(UnpoolGeometry g, const scalar_t* __restrict__ in, Strides4 xs,
                                              const int64_t* __restrict__ idx, Strides4 is, scalar_t* out,
                                              Strides4 os, const int* __restrict__ flags) {
   if (!(*flags & kUnpoolIndexOutsideWindow)) return;  // the common case: every index in its window
   const int lane = threadIdx.x % 32;
-  const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32), plane_size = g.H * g.W;
+  const int64_t warps = int64_t(gridDim.x) * (blockDim.x / 32);
+  const auto plane_size = static_cast<unsigned int>(g.H * g.W), W = static_cast<unsigned int>(g.W);  // < 2^31
   for (int64_t p = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32; p < g.N * g.C; p += warps) {
     const int64_t n = p / g.C, c = p % g.C;
-    for (int64_t base = 0; base < plane_size; base += 32) {
-      const int64_t i = base + lane;
-      int64_t th = 0, tw = 0;
-      const bool write = i < plane_size && unpool_outside_window_target(g, idx, is, n, c, i / g.W, i % g.W, th, tw);
-      for (unsigned int mask = __ballot_sync(0xffffffffu, write); mask != 0; mask &= mask - 1) {
-        if (lane == __ffs(mask) - 1) out[os.at(n, c, th, tw)] = in[xs.at(n, c, i / g.W, i % g.W)];
-        __syncwarp();  // orders this lane's store before the next lane's (they may share an address)
+    for (unsigned int base = 0; base < plane_size; base += 32 * kFixUnroll) {
+      bool write[kFixUnroll];
+      int64_t th[kFixUnroll] = {}, tw[kFixUnroll] = {};
+#pragma unroll
+      for (int u = 0; u < kFixUnroll; ++u) {
+        const unsigned int i = base + u * 32 + lane;
+        write[u] = i < plane_size && unpool_outside_window_target(g, idx, is, n, c, i / W, i % W, th[u], tw[u]);
+      }
+#pragma unroll
+      for (int u = 0; u < kFixUnroll; ++u) {
+        const unsigned int i = base + u * 32 + lane;
+        for (unsigned int mask = __ballot_sync(0xffffffffu, write[u]); mask != 0; mask &= mask - 1) {
+          if (lane == __ffs(mask) - 1) out[os.at(n, c, th[u], tw[u])] = in[xs.at(n, c, i / W, i % W)];
+          __syncwarp();  // orders this lane's store before the next lane's (they may share an address)
+        }
       }
     }
   }
@@ -380,10 +396,7 @@ at::Tensor max_unpool_forward_cuda(const at::Tensor& input, const std::optional<
   auto stream = at::cuda::getCurrentCUDAStream();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "max_unpool_forward_cuda", [&] {
-    // (the gather reads only inputs inside the window grid: grid_covers_input; the CPU kernel
-    // makes the same choice)
-    if (!g.windows_tile() || (use_indices && !g.grid_covers_input())) {
-      TORCH_CHECK(use_indices, "max_unpool_forward: this mode needs kernel == stride");
+    auto scatter = [&] {
       at::Tensor winner = at::full({g.N, g.C, g.OH, g.OW}, -1, input.options().dtype(at::kInt));
       if (input.numel() > 0) {  // an empty input with a non-empty output would launch 0 blocks (an error)
         unpool_pick_winner_kernel<<<blocks_for(input.numel()), kThreads, 0, stream>>>(
@@ -393,46 +406,57 @@ at::Tensor max_unpool_forward_cuda(const at::Tensor& input, const std::optional<
       unpool_write_winner_kernel<scalar_t><<<blocks_for(output.numel()), kThreads, 0, stream>>>(
           g, cl, input.const_data_ptr<scalar_t>(), xs, winner.const_data_ptr<int>(), output.data_ptr<scalar_t>(), os);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-    } else {
-      const bool dense = input.is_contiguous(fmt) && (!use_indices || indices->is_contiguous(fmt));
-      if (dense && g.kh == 2 && g.kw == 2 && g.OH == 2 * g.H && g.OW == 2 * g.W &&
-          output.numel() < (int64_t{1} << 31)) {
-        const auto total = static_cast<unsigned int>(input.numel());
-        const Div32 div_c(static_cast<unsigned int>(cl ? g.C : 1)), div_w(static_cast<unsigned int>(g.W)),
-            div_h(static_cast<unsigned int>(g.H));
-        const scalar_t* in = input.const_data_ptr<scalar_t>();
-        // two windows (NCHW, sharing a row) or two channels of one window (channels_last) a thread,
-        // where their loads and stores are aligned
-        const bool pairs_aligned = aligned(in, 2 * sizeof(scalar_t)) && (idx == nullptr || aligned(idx, 16));
-        if (!cl && g.W % 2 == 0 && pairs_aligned) {
-          unpool_gather2x2_pairs_kernel<scalar_t><<<blocks_for(total / 2), kThreads, 0, stream>>>(
-              g.mode, total / 2, div_w, div_h, in, idx, output.data_ptr<scalar_t>(), flags_ptr);
-        } else if (cl && g.C % 2 == 0 && pairs_aligned) {
-          unpool_gather2x2_cl_pairs_kernel<scalar_t><<<blocks_for(total / 2), kThreads, 0, stream>>>(
-              g.mode, total / 2, div_c, div_w, div_h, in, idx, output.data_ptr<scalar_t>(), flags_ptr);
-        } else {
-          auto kernel = cl ? unpool_gather2x2_kernel<scalar_t, true> : unpool_gather2x2_kernel<scalar_t, false>;
-          kernel<<<blocks_for(input.numel()), kThreads, 0, stream>>>(g.mode, total, div_c, div_w, div_h, in, idx,
-                                                                      output.data_ptr<scalar_t>(), flags_ptr);
-        }
-      } else {
-        const int64_t windows = g.N * g.C * ((g.OH + g.sh - 1) / g.sh) * ((g.OW + g.sw - 1) / g.sw);
-        unpool_gather_kernel<scalar_t><<<blocks_for(windows), kThreads, 0, stream>>>(
-            g, cl, input.const_data_ptr<scalar_t>(), xs, idx, is, output.data_ptr<scalar_t>(), os, flags_ptr);
-      }
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      if (use_indices && input.numel() > 0) {
-        // a warp a plane, at most 1024 blocks (the pass is rare; when not needed each block only
-        // reads the flag)
-        const int64_t planes = g.N * g.C, warps_per_block = kThreads / 32;
-        const auto blocks = static_cast<unsigned int>(std::min<int64_t>((planes + warps_per_block - 1) / warps_per_block, 1024));
-        unpool_outside_window_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(
-            g, input.const_data_ptr<scalar_t>(), xs, idx, is, output.data_ptr<scalar_t>(), os, flags_ptr);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      }
+    };
+    // (the gather reads only inputs inside the window grid: grid_covers_input; the CPU kernel
+    // makes the same choice)
+    if (!g.windows_tile() || (use_indices && !g.grid_covers_input())) {
+      TORCH_CHECK(use_indices, "max_unpool_forward: this mode needs kernel == stride");
+      scatter();
+      if (read_flags && (flags.item<int>() & kUnpoolIndexOutOfRange)) raise_out_of_range(g);
+      return;
     }
+    const bool dense = input.is_contiguous(fmt) && (!use_indices || indices->is_contiguous(fmt));
+    if (dense && g.kh == 2 && g.kw == 2 && g.OH == 2 * g.H && g.OW == 2 * g.W && output.numel() < (int64_t{1} << 31)) {
+      const auto total = static_cast<unsigned int>(input.numel());
+      const Div32 div_c(static_cast<unsigned int>(cl ? g.C : 1)), div_w(static_cast<unsigned int>(g.W)),
+          div_h(static_cast<unsigned int>(g.H));
+      const scalar_t* in = input.const_data_ptr<scalar_t>();
+      // two windows (NCHW, sharing a row) or two channels of one window (channels_last) a thread,
+      // where their loads and stores are aligned
+      const bool pairs_aligned = aligned(in, 2 * sizeof(scalar_t)) && (idx == nullptr || aligned(idx, 16));
+      if (!cl && g.W % 2 == 0 && pairs_aligned) {
+        unpool_gather2x2_pairs_kernel<scalar_t><<<blocks_for(total / 2), kThreads, 0, stream>>>(
+            g.mode, total / 2, div_w, div_h, in, idx, output.data_ptr<scalar_t>(), flags_ptr);
+      } else if (cl && g.C % 2 == 0 && pairs_aligned) {
+        unpool_gather2x2_cl_pairs_kernel<scalar_t><<<blocks_for(total / 2), kThreads, 0, stream>>>(
+            g.mode, total / 2, div_c, div_w, div_h, in, idx, output.data_ptr<scalar_t>(), flags_ptr);
+      } else {
+        auto kernel = cl ? unpool_gather2x2_kernel<scalar_t, true> : unpool_gather2x2_kernel<scalar_t, false>;
+        kernel<<<blocks_for(input.numel()), kThreads, 0, stream>>>(g.mode, total, div_c, div_w, div_h, in, idx,
+                                                                    output.data_ptr<scalar_t>(), flags_ptr);
+      }
+    } else {
+      const int64_t windows = g.N * g.C * ((g.OH + g.sh - 1) / g.sh) * ((g.OW + g.sw - 1) / g.sw);
+      unpool_gather_kernel<scalar_t><<<blocks_for(windows), kThreads, 0, stream>>>(
+          g, cl, input.const_data_ptr<scalar_t>(), xs, idx, is, output.data_ptr<scalar_t>(), os, flags_ptr);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (!use_indices || input.numel() == 0) return;
+    if (read_flags) {  // the host reads the flags anyway: a rare index outside its window takes the scatter
+      const int f = flags.item<int>();
+      if (f & kUnpoolIndexOutOfRange) raise_out_of_range(g);
+      if (f & kUnpoolIndexOutsideWindow) scatter();
+      return;
+    }
+    // asynchronous: the fix-up decides on the device (a warp a plane, at most 1024 blocks; when
+    // every index is in its window each block only reads the flag)
+    const int64_t planes = g.N * g.C, warps_per_block = kThreads / 32;
+    const auto blocks =
+        static_cast<unsigned int>(std::min<int64_t>((planes + warps_per_block - 1) / warps_per_block, 1024));
+    unpool_outside_window_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(
+        g, input.const_data_ptr<scalar_t>(), xs, idx, is, output.data_ptr<scalar_t>(), os, flags_ptr);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  if (read_flags && (flags.item<int>() & kUnpoolIndexOutOfRange)) raise_out_of_range(g);
   return output;
 }
 

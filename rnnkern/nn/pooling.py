@@ -12,7 +12,7 @@ from rnnkern import functional as F
 
 class _CheckIndices:
     """check_indices=False: no host sync on CUDA, out-of-range indices dropped (see max_unpool2d)."""
-    check_indices: bool
+    check_indices: bool = True  # (also what a module pickled before the argument existed reads)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ("" if self.check_indices else ", check_indices=False")

@@ -766,7 +766,7 @@ def _unpool_dropping_out_of_range(v, i, out_hw):
 def test_check_indices_false_drops_out_of_range(k, s, p, layout, device):
     """check_indices=False: no IndexError; elements with out-of-range indices are dropped, the
     others land by the usual rule (last wins), on both backends and every kernel path."""
-    n, c, h, w = 2, 3, 4, 5
+    n, c, h, w = 2, 4, 4, 6  # even width and channels: CUDA's paired 2x2 kernels too
     oh, ow = _default_size([h, w], (k, k), (s, s), (p, p))
     v = torch.randn(n, c, h, w, device=device)
     i = torch.randint(-3, oh * ow + 3, (n, c, h, w), device=device)  # collisions, some out of range
@@ -791,33 +791,40 @@ def test_check_indices_false_drops_out_of_range(k, s, p, layout, device):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("check", [True, False])
 @pytest.mark.parametrize("layout", ["nchw", "cl", "cl_values_nchw_indices", "strided"])
-@pytest.mark.parametrize("k", [2, 3])
-def test_indices_leaving_their_window_fix_up(k, layout, check, device):
-    """kernel == stride (the gather) with indices all over the plane: the gather's fix-up pass
-    must give the scatter's result. Small index range, so an outside-window element often targets
-    an output whose own window's element also targets it, from before and after it in the plane."""
-    n, c, h, w = 2, 3, 5, 6
+@pytest.mark.parametrize("k", [(1, 1), (2, 2), (3, 3), (4, 2), (2, 3)], ids=lambda k: f"k{k[0]}x{k[1]}")
+@pytest.mark.parametrize("larger", [False, True], ids=["default_size", "larger_size"])
+def test_indices_leaving_their_window_fix_up(larger, k, layout, check, device):
+    """kernel == stride (the gather) with indices all over the plane: the result must be the
+    scatter's. On CUDA the checked call reruns as the scatter and the unchecked one runs the
+    gather's fix-up kernel; on the CPU channels_last values with NCHW indices take the gather and
+    its fix-up (the other layouts scatter). A small index range, so an outside-window element often
+    targets an output whose own window's element also targets it, from before or after it; with
+    the larger output_size some targets lie in the partial windows past the input grid."""
+    n, c, h, w = 2, 4, 5, 6
+    oh, ow = h * k[0] + (k[0] - 1 if larger else 0), w * k[1] + (k[1] - 1 if larger else 0)
     v = torch.randn(n, c, h, w, device=device)
-    i = torch.randint(0, 3 * k * w, (n, c, h, w), device=device)
+    i = torch.randint(0, min(oh * ow, 3 * k[0] * ow), (n, c, h, w), device=device)
+    i[0, 1, 1, 2] = oh * ow - 1  # the last output element (in a partial window when larger)
     if layout in ("cl", "cl_values_nchw_indices"):
         v = v.contiguous(memory_format=torch.channels_last)
     if layout == "cl":
         i = i.contiguous(memory_format=torch.channels_last)
     if layout == "strided":
         v = torch.randn(n, c, h, 2 * w, device=device)[..., ::2]
-    out = RF.max_unpool2d(v, i, k, check_indices=check)
-    exp = reference.max_unpool2d(v.cpu().contiguous(), i.cpu().contiguous(), (h * k, w * k))
-    assert torch.equal(out.cpu(), exp)
+    out = RF.max_unpool2d(v, i, k, output_size=[oh, ow], check_indices=check)
+    assert torch.equal(out.cpu(), reference.max_unpool2d(v.cpu().contiguous(), i.cpu().contiguous(), (oh, ow)))
     # the case the rule is about, built by hand in plane (1, 2): element (0, 1) leaves its window
     # for the target of window (2, 2), whose own element points there too and comes later; and
     # element (4, 5) (later) leaves its window for the target of window (1, 1)
     j = i.clone()
-    t22, t11 = (2 * k) * (w * k) + 2 * k, (1 * k) * (w * k) + 1 * k
+    rows, cols = torch.arange(h, device=device)[:, None], torch.arange(w, device=device)
+    j[1, 2] = rows * k[0] * ow + cols * k[1]  # the plane's other elements: their own windows' top-left
+    t22, t11 = (2 * k[0]) * ow + 2 * k[1], k[0] * ow + k[1]
     j[1, 2, 0, 1], j[1, 2, 2, 2] = t22, t22
     j[1, 2, 4, 5], j[1, 2, 1, 1] = t11, t11
-    out = RF.max_unpool2d(v, j, k, check_indices=check)
+    out = RF.max_unpool2d(v, j, k, output_size=[oh, ow], check_indices=check)
     assert out[1, 2].flatten()[t22] == v[1, 2, 2, 2] and out[1, 2].flatten()[t11] == v[1, 2, 4, 5]
-    assert torch.equal(out.cpu(), reference.max_unpool2d(v.cpu().contiguous(), j.cpu().contiguous(), (h * k, w * k)))
+    assert torch.equal(out.cpu(), reference.max_unpool2d(v.cpu().contiguous(), j.cpu().contiguous(), (oh, ow)))
 
 
 def test_check_indices_argument():
@@ -828,6 +835,11 @@ def test_check_indices_argument():
     assert repr(rnnkern.nn.MaxUnpool1d(2)) == repr(nn.MaxUnpool1d(2))
     assert module.state_dict().keys() == nn.MaxUnpool2d(2).state_dict().keys()
     assert "bool check_indices=True" in str(FWD._schema)
+    old = rnnkern.nn.MaxUnpool2d(2)
+    del old.check_indices  # as unpickled from before the argument existed: the class default
+    assert torch.equal(old(v, i), TF.max_unpool2d(v, i, 2)) and repr(old) == repr(nn.MaxUnpool2d(2))
+    import pickle
+    assert pickle.loads(pickle.dumps(module)).check_indices is False
 
 
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.float32, torch.uint8])
