@@ -1183,26 +1183,30 @@ PersistentParams<scalar_t> make_params(const at::Tensor& weight, at::Tensor& seq
   return p;
 }
 
-// ---- the large GEMMs in TF32 ------------------------------------------------------------------
-// cudnn.allow_tf32 lets cuDNN's RNN run all of its products in TF32; torch's matmul flag (off by
-// default) keeps at::mm in true fp32. So with the RNN flag on, the input projection, the general
-// path's per-step products and the weight/input gradients go to cuBLAS with
-// CUBLAS_COMPUTE_32F_FAST_TF32 directly (fp32 in and out). rnn_driver.h's AtenGemm interface.
+// ---- the large fp32 GEMMs: TF32 exactly when cudnn.allow_tf32 ---------------------------------
+// cudnn.allow_tf32 lets cuDNN's RNN run all of its products in TF32, and only that flag: torch's
+// matmul flag governs at::mm, not the RNN. So in fp32 the input projection, the general path's
+// per-step products and the weight/input gradients go to cuBLAS directly (cublas_gemm: fp32 in
+// and out, TF32 or true fp32 by the RNN's flag alone). rnn_driver.h's AtenGemm interface.
 
-struct Tf32Cublas {
+template <bool kTf32>
+struct Fp32Cublas {
   void operator()(at::Tensor& C, const at::Tensor& A, const at::Tensor& B, float beta) const {
-    cublas_gemm(C, A, B, beta, /*tf32=*/true);
+    cublas_gemm(C, A, B, beta, kTf32);
   }
 };
-using Tf32Gemm = BetaGemm<Tf32Cublas>;
+using Tf32Gemm = BetaGemm<Fp32Cublas<true>>;
+using Fp32Gemm = BetaGemm<Fp32Cublas<false>>;  // true fp32 whatever torch's matmul TF32 flag says
 
-// fn(gemm) with Tf32Gemm for fp32 when cudnn.allow_tf32 lets the RNN use TF32, AtenGemm otherwise.
+// fn(gemm): for fp32, Tf32Gemm when cudnn.allow_tf32 lets the RNN use TF32 and Fp32Gemm otherwise
+// (at::mm would follow the matmul flag instead, which cuDNN's RNN does not); AtenGemm for the rest.
 template <typename Fn>
 auto with_rnn_gemm(at::ScalarType dtype, Fn&& fn) {
   if (dtype == at::kFloat && cudnn_tf32_allowed(CudnnOp::kRnn)) {
     if (debug_log_enabled()) std::fprintf(stderr, "rnnkern: rnn GEMMs in TF32 (cudnn.allow_tf32)\n");
     return fn(Tf32Gemm{});
   }
+  if (dtype == at::kFloat) return fn(Fp32Gemm{});
   return fn(AtenGemm{});
 }
 
@@ -1374,11 +1378,12 @@ template <typename scalar_t>
 struct CudaRecurrence {
   at::Tensor h0, w_hh;  // contiguous
   bool relu;
+  bool tf32;  // fp32 only: TF32 products (cudnn.allow_tf32), else true fp32 (ScopedMathMode)
   cublasComputeType_t compute;
 
-  CudaRecurrence(const at::Tensor& h0_, const at::Tensor& w_hh_, bool relu_, bool tf32)
-      : h0(h0_.contiguous()), w_hh(w_hh_.contiguous()), relu(relu_),
-        compute(tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F) {}
+  CudaRecurrence(const at::Tensor& h0_, const at::Tensor& w_hh_, bool relu_, bool tf32_)
+      : h0(h0_.contiguous()), w_hh(w_hh_.contiguous()), relu(relu_), tf32(tf32_),
+        compute(blas_compute_type(at::cuda::getCudaDataType<scalar_t>(), tf32_)) {}
 
   // C (rows x H, row-major) = A (rows x H) op(W) + beta C, op(W) = W^T (forward) or W (backward).
   // Column-major, C^T = op'(W) A^T, and W's row-major storage reads as W^T column-major.
@@ -1386,6 +1391,7 @@ struct CudaRecurrence {
     const int H = static_cast<int>(w_hh.size(0));
     const float alpha = 1.f;
     const cudaDataType_t type = at::cuda::getCudaDataType<scalar_t>();
+    const ScopedMathMode math_mode(handle, type, tf32);
     TORCH_CUDABLAS_CHECK(cublasGemmEx(handle, forward ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, H,
                                       static_cast<int>(rows), H, &alpha, w_hh.const_data_ptr<scalar_t>(), type, H, A,
                                       type, H, &beta, C, type, H, compute, CUBLAS_GEMM_DEFAULT));

@@ -572,6 +572,23 @@ def test_persistent_matches_general_and_fp64(strict_fp32, monkeypatch, capfd, dt
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("B", [8, 70], ids=["persistent", "general"])
+def test_cuda_fp32_ignores_the_matmul_tf32_flag(strict_fp32, monkeypatch, B):
+    """cudnn.allow_tf32 off, torch's matmul TF32 flag on: the RNN's products (the input projection,
+    the general path's steps, the gradients) stay in true fp32, as cuDNN's RNN does under those
+    flags. TF32 would miss fp64 by ~1e-3 at H = 256; true fp32 by ~1e-6."""
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    T, H = 6, 256
+    args = _cuda_args(T, B, H)
+    g = torch.randn(T, B, H, device="cuda", dtype=torch.float64)
+    gh = torch.randn(B, H, device="cuda", dtype=torch.float64)
+    ref = _run_with_env(monkeypatch, args, None, False, g, gh)
+    ours = _run_with_env(monkeypatch, [a.float() for a in args], None, False, g, gh)
+    for i, (p, r) in enumerate(zip(ours, ref)):
+        assert rel_err(p, r) < 2e-5, (i, rel_err(p, r))
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("relu", [False, True])
 def test_cuda_general_path_raw_steps(strict_fp32, monkeypatch, capfd, dtype, relu):
