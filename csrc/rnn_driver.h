@@ -75,11 +75,14 @@ inline std::vector<int64_t> batch_sizes(const char* op, const RnnShapes& s, cons
               op, ": lengths must be a 1-D int64 CPU tensor of size B=", s.B);
   const at::Tensor len = lengths->contiguous();
   const int64_t* l = len.const_data_ptr<int64_t>();
-  std::fill(bs.begin(), bs.end(), 0);
   for (int64_t b = 0; b < s.B; ++b) {
     TORCH_CHECK(l[b] >= 0 && l[b] <= s.T, op, ": lengths[", b, "] = ", l[b], " is outside [0, T=", s.T, "]");
     TORCH_CHECK(b == 0 || l[b] <= l[b - 1], op, ": lengths must be sorted in non-increasing order");
-    for (int64_t t = 0; t < l[b]; ++t) ++bs[t];
+  }
+  // sorted, so the sequences still running at step t are the first bs[t]: one pass, O(B + T)
+  for (int64_t t = 0, b = s.B; t < s.T; ++t) {
+    while (b > 0 && l[b - 1] <= t) --b;
+    bs[t] = b;
   }
   return bs;
 }
@@ -134,14 +137,23 @@ void rnn_input_projection(at::Tensor& out2, const at::Tensor& x, const at::Tenso
   gemm(out2, x2, w_ih.t(), b_ih.has_value() ? *b_ih + *b_hh : at::Tensor());
 }
 
-// h_n[b] = output[len_b - 1, b], or h0[b] for an empty sequence.
+// h_n[b] = output[len_b - 1, b], or h0[b] for an empty sequence. lengths is on the CPU (batch_sizes
+// checked it): the row of each last output and whether there is one are computed there and reach a
+// GPU through pinned memory, asynchronously (a pageable copy would wait for the whole recurrence).
 inline at::Tensor rnn_last_state(const at::Tensor& out, const at::Tensor& h0, const std::optional<at::Tensor>& lengths) {
   if (!lengths.has_value()) return out.select(0, out.size(0) - 1).clone();
   const int64_t B = out.size(1);
-  const at::Tensor len = lengths->to(out.device());
-  const at::Tensor rows = (len - 1).clamp_min(0) * B + at::arange(B, len.options());
+  const at::Tensor len = lengths->contiguous();
+  at::Tensor host = at::empty({2, B}, at::TensorOptions().dtype(at::kLong).pinned_memory(out.is_cuda()));
+  int64_t* rows = host.data_ptr<int64_t>();  // row 0: the last output's row of out as (T * B, H); row 1: len > 0
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t n = len.const_data_ptr<int64_t>()[b];
+    rows[b] = (n > 0 ? n - 1 : 0) * B + b;
+    rows[B + b] = n > 0;
+  }
+  const at::Tensor sel = host.to(out.device(), /*non_blocking=*/true);
   // (rows as T * B explicitly: a view with -1 cannot infer it when H = 0)
-  return at::where((len > 0).unsqueeze(1), out.view({out.size(0) * B, out.size(2)}).index_select(0, rows), h0);
+  return at::where(sel[1].gt(0).unsqueeze(1), out.view({out.size(0) * B, out.size(2)}).index_select(0, sel[0]), h0);
 }
 
 // The recurrence through ATen: one BLAS GEMM (MKL / cuBLAS) + one in-place activation per step.

@@ -40,3 +40,15 @@ def strict_fp32(monkeypatch):
     """True fp32 on the GPU: torch.backends.cudnn.allow_tf32 (on by default) lets rnnkern's
     convolution and RNN kernels use TF32 tensor cores, as it lets cuDNN's."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+
+
+@pytest.fixture
+def matmul_precision_medium():
+    """torch.set_float32_matmul_precision("medium") for one test: matrix products may then run in
+    bf16 on the CPU (AMX / AVX512-BF16) and TF32 on the GPU. Every setting it touches is restored."""
+    b = torch.backends
+    saved = (torch.get_float32_matmul_precision(), b.mkldnn.matmul.fp32_precision, b.cuda.matmul.fp32_precision)
+    torch.set_float32_matmul_precision("medium")
+    yield
+    torch.set_float32_matmul_precision(saved[0])
+    b.mkldnn.matmul.fp32_precision, b.cuda.matmul.fp32_precision = saved[1], saved[2]

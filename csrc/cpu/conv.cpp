@@ -56,6 +56,7 @@
 #include "../conv_gemm.h"
 #include "../env.h"
 #include "blas_emulation.h"
+#include "conv_precision.h"
 #include "fresh_buffer.h"
 #include "../ops.h"
 
@@ -1769,6 +1770,7 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
                               at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                               int64_t groups) {
   constexpr const char* op = "conv2d_forward";
+  const ConvMatmulPrecision matmul_precision;  // the products at the conv's fp32 precision
   check_conv_tensors(op, input, "input", weight, "weight");
   check_conv_bias(op, input, weight, bias);
   const ConvGeometry g = check_conv_args(op, input.sizes(), weight.sizes(), stride, padding, dilation, groups);
@@ -1799,6 +1801,7 @@ at::Tensor conv2d_backward_input_cpu(const at::Tensor& grad_output, const at::Te
                                      at::IntArrayRef input_size, at::IntArrayRef stride, at::IntArrayRef padding,
                                      at::IntArrayRef dilation, int64_t groups) {
   constexpr const char* op = "conv2d_backward_input";
+  const ConvMatmulPrecision matmul_precision;  // the products at the conv's fp32 precision
   check_conv_tensors(op, grad_output, "grad_output", weight, "weight");
   const ConvGeometry g = check_conv_args(op, input_size, weight.sizes(), stride, padding, dilation, groups);
   check_conv_grad_output(op, g, grad_output);
@@ -1824,6 +1827,7 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cpu(const at::Tensor& 
                                                               at::IntArrayRef padding, at::IntArrayRef dilation,
                                                               int64_t groups, bool bias_grad) {
   constexpr const char* op = "conv2d_backward_weight";
+  const ConvMatmulPrecision matmul_precision;  // the products at the conv's fp32 precision
   check_conv_tensors(op, grad_output, "grad_output", input, "input");
   const ConvGeometry g = check_conv_args(op, input.sizes(), weight_size, stride, padding, dilation, groups);
   check_conv_grad_output(op, g, grad_output);

@@ -39,6 +39,7 @@
 #include "../conv_common.h"
 #include "../conv_gemm.h"
 #include "blas_emulation.h"
+#include "conv_precision.h"
 #include "fresh_buffer.h"
 #include "../ops.h"
 
@@ -313,6 +314,7 @@ at::Tensor conv_transpose2d_forward_cpu(const at::Tensor& input, const at::Tenso
                                         at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups,
                                         at::IntArrayRef dilation) {
   const char* op = "conv_transpose2d";
+  const ConvMatmulPrecision matmul_precision;  // the products at the conv's fp32 precision
   const ConvT2dGeometry g = conv_transpose2d_geometry(op, input.sizes(), weight.sizes(), stride, padding,
                                                       output_padding, groups, dilation);
   TORCH_CHECK(weight.scalar_type() == input.scalar_type(), op, ": weight dtype ", weight.scalar_type(),
@@ -370,6 +372,7 @@ at::Tensor conv_transpose2d_backward_input_cpu(const at::Tensor& grad_output, co
                                                at::IntArrayRef padding, at::IntArrayRef output_padding,
                                                int64_t groups, at::IntArrayRef dilation) {
   const char* op = "conv_transpose2d_backward_input";
+  const ConvMatmulPrecision matmul_precision;  // the products at the conv's fp32 precision
   const ConvT2dGeometry g = conv_transpose2d_geometry(op, input_size, weight.sizes(), stride, padding,
                                                       output_padding, groups, dilation);
   check_conv_transpose2d_grad_output(op, g, grad_output);
@@ -433,6 +436,7 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cpu(
     at::IntArrayRef padding, at::IntArrayRef output_padding, int64_t groups, at::IntArrayRef dilation,
     bool bias_grad) {
   const char* op = "conv_transpose2d_backward_weight";
+  const ConvMatmulPrecision matmul_precision;  // the products at the conv's fp32 precision
   const ConvT2dGeometry g = conv_transpose2d_geometry(op, input.sizes(), weight_size, stride, padding,
                                                       output_padding, groups, dilation);
   check_conv_transpose2d_grad_output(op, g, grad_output);

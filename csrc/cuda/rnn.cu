@@ -1190,23 +1190,25 @@ PersistentParams<scalar_t> make_params(const at::Tensor& weight, at::Tensor& seq
 // and out, TF32 or true fp32 by the RNN's flag alone). rnn_driver.h's AtenGemm interface.
 
 template <bool kTf32>
-struct Fp32Cublas {
+struct CublasCore {
   void operator()(at::Tensor& C, const at::Tensor& A, const at::Tensor& B, float beta) const {
     cublas_gemm(C, A, B, beta, kTf32);
   }
 };
-using Tf32Gemm = BetaGemm<Fp32Cublas<true>>;
-using Fp32Gemm = BetaGemm<Fp32Cublas<false>>;  // true fp32 whatever torch's matmul TF32 flag says
+using Tf32Gemm = BetaGemm<CublasCore<true>>;
+// fp32 in true fp32 whatever torch's matmul TF32 flag says; fp16 / bf16 with fp32 split-K partial
+// sums (the weight gradients sum over T x B rows) whatever its reduced-precision-reduction flags say
+using CublasGemm = BetaGemm<CublasCore<false>>;
 
-// fn(gemm): for fp32, Tf32Gemm when cudnn.allow_tf32 lets the RNN use TF32 and Fp32Gemm otherwise
-// (at::mm would follow the matmul flag instead, which cuDNN's RNN does not); AtenGemm for the rest.
+// fn(gemm): for fp32, Tf32Gemm when cudnn.allow_tf32 lets the RNN use TF32 (at::mm would follow
+// the matmul flag instead, which cuDNN's RNN does not); CublasGemm otherwise; fp64 on AtenGemm.
 template <typename Fn>
 auto with_rnn_gemm(at::ScalarType dtype, Fn&& fn) {
   if (dtype == at::kFloat && cudnn_tf32_allowed(CudnnOp::kRnn)) {
     if (debug_log_enabled()) std::fprintf(stderr, "rnnkern: rnn GEMMs in TF32 (cudnn.allow_tf32)\n");
     return fn(Tf32Gemm{});
   }
-  if (dtype == at::kFloat) return fn(Fp32Gemm{});
+  if (dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16) return fn(CublasGemm{});
   return fn(AtenGemm{});
 }
 
@@ -1555,10 +1557,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
         // sequence's last step. Lengths are sorted, so equal lengths form runs of rows: one add per
         // run (no index_add_, which is atomic on CUDA and refused in deterministic mode).
         at::Tensor dz = grad_output.clone(at::MemoryFormat::Contiguous);
+        const at::Tensor len = lengths.has_value() ? lengths->contiguous() : at::Tensor();  // CPU (batch_sizes)
+        const auto length_of = [&](int64_t b) { return len.defined() ? len.const_data_ptr<int64_t>()[b] : s.T; };
         for (int64_t b0 = 0, b1; b0 < s.B; b0 = b1) {
-          const int64_t len = lengths.has_value() ? lengths->select(0, b0).item<int64_t>() : s.T;
-          for (b1 = b0 + 1; b1 < s.B && (lengths.has_value() ? lengths->select(0, b1).item<int64_t>() : s.T) == len;) ++b1;
-          if (len > 0) dz.select(0, len - 1).narrow(0, b0, b1 - b0).add_(grad_hn.narrow(0, b0, b1 - b0));
+          const int64_t n = length_of(b0);
+          for (b1 = b0 + 1; b1 < s.B && length_of(b1) == n;) ++b1;
+          if (n > 0) dz.select(0, n - 1).narrow(0, b0, b1 - b0).add_(grad_hn.narrow(0, b0, b1 - b0));
         }
         const at::Tensor w_t = w_hh.t().contiguous(), out = output.contiguous(), live = live_rows(bs, s.B, input);
         bool launched = false;

@@ -13,13 +13,22 @@ from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, autoca
 _NONLINEARITIES = ("tanh", "relu")
 
 
+def host_index_to(t: Tensor, device: torch.device) -> Tensor:
+    """A CPU index tensor (lengths, packed positions) on `device` without a host sync: on a GPU it
+    is staged in pinned memory and copied asynchronously (a copy from pageable memory waits for
+    everything queued before it, here the whole recurrence)."""
+    if device.type != "cuda" or torch.compiler.is_compiling():
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def _reverse_within_lengths(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
     """Reverse time (dim 0) of each sequence inside its own length; padding stays in place."""
     if lengths is None:
         return x.flip(0)
     T, B = x.shape[:2]
     t = torch.arange(T, device=x.device).unsqueeze(1)
-    lens = lengths.to(x.device).unsqueeze(0)
+    lens = host_index_to(lengths, x.device).unsqueeze(0)
     idx = torch.where(t < lens, lens - 1 - t, t)  # (T, B)
     return x.gather(0, idx.unsqueeze(-1).expand_as(x))
 

@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
 from rnnkern import functional as F
+from rnnkern.functional.rnn import host_index_to
 
 
 def _packed_positions(batch_sizes: Tensor) -> tuple[Tensor, Tensor]:
@@ -154,7 +155,8 @@ class RNN(torch.nn.Module):
             self._check_hidden(hx, B)
             rows, lengths = _packed_positions(batch_sizes)
             T = len(batch_sizes)
-            x = data.new_zeros(T * B, data.shape[-1]).index_copy(0, rows.to(data.device), data).view(T, B, -1)
+            rows = host_index_to(rows, data.device)
+            x = data.new_zeros(T * B, data.shape[-1]).index_copy(0, rows, data).view(T, B, -1)
         else:
             if input.dim() not in (2, 3):
                 raise ValueError(f"RNN: Expected input to be 2D or 3D, got {input.dim()}D tensor instead")
@@ -181,7 +183,7 @@ class RNN(torch.nn.Module):
         out, h_n = F.rnn(x, hx, self._group_weights(flat), self.nonlinearity, self.num_layers, self.dropout,
                          self.training, self.bidirectional, lengths)
         if packed:
-            out = out.reshape(T * B, -1).index_select(0, rows.to(out.device))
+            out = out.reshape(T * B, -1).index_select(0, rows)
             return PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices), \
                 self._permute(h_n, unsorted_indices)
         if self.batch_first:

@@ -218,3 +218,28 @@ def test_cuda_route_reduced_precision(dtype, layout, case):
     for name, o, t, r in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, theirs, ref):
         if r.numel():
             assert rel_err(o, r) <= max(2 * rel_err(t, r), floor) + 1e-4, (name, rel_err(o, r), rel_err(t, r))
+
+
+CPU_PRECISION_CASES = {  # name: (functional form, input shape, weight shape): each takes ATen products
+    "conv1x1": (lambda F, x, w, b: F.conv2d(x, w, b), (2, 64, 9, 7), (32, 64, 1, 1)),
+    "conv3x3_8ch": (lambda F, x, w, b: F.conv2d(x, w, b, padding=1), (2, 8, 9, 7), (8, 8, 3, 3)),
+    "conv_transpose_k4s2": (lambda F, x, w, b: F.conv_transpose2d(x, w, b, stride=2), (2, 64, 9, 7), (64, 16, 4, 4)),
+}
+
+
+@pytest.mark.parametrize("case", CPU_PRECISION_CASES)
+def test_cpu_products_stay_fp32_under_matmul_precision_medium(matmul_precision_medium, case):
+    """torch.set_float32_matmul_precision("medium") lets ATen's CPU matrix products run in bf16
+    (AMX / AVX512-BF16 CPUs); torch's CPU convolutions follow mkldnn.conv's setting and stay in
+    fp32, and so do ours (output and every gradient within fp32 error of fp64, where bf16 products
+    miss by ~2e-3). The matmul setting is the user's again after each call. (On a CPU without bf16
+    products this holds either way.)"""
+    form, xs, ws = CPU_PRECISION_CASES[case]
+    x, w = torch.randn(xs, dtype=torch.float64), torch.randn(ws, dtype=torch.float64) / (ws[1] * ws[2] * ws[3]) ** 0.5
+    b = torch.randn(w.shape[0] if "transpose" not in case else w.shape[1], dtype=torch.float64)
+    gy = torch.randn_like(form(TF, x, w, b))
+    ref = _grads(lambda x, w, b: form(TF, x, w, b), x, w, b, gy)
+    ours = _grads(lambda x, w, b: form(RF, x, w, b), x.float(), w.float(), b.float(), gy.float())
+    for name, o, r in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, ref):
+        assert rel_err(o, r) < 1e-5, (name, rel_err(o, r))
+    assert torch.backends.mkldnn.matmul.fp32_precision == "bf16"

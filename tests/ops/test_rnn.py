@@ -573,6 +573,27 @@ def test_persistent_matches_general_and_fp64(strict_fp32, monkeypatch, capfd, dt
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("B", [8, 70], ids=["persistent", "general"])
+def test_cuda_lengths_need_no_host_sync(B):
+    """A PackedSequence forward and backward (lengths inside the op, two layers, both directions)
+    only enqueues work: the lengths-derived indices travel through pinned memory, so under
+    torch.cuda.set_sync_debug_mode("error") nothing waits for the GPU. Results as without it."""
+    m = RN.RNN(16, 32, num_layers=2, bidirectional=True).cuda()
+    lengths = torch.randint(1, 12, (B,)).sort(descending=True).values
+    x = torch.randn(12, B, 16, device="cuda")
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths)
+    out0, h0 = m(packed)  # first calls may query the device and fill caches
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out, h = m(packed)
+        (out.data.sum() + h.sum()).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(out.data, out0.data) and torch.equal(h, h0)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("B", [8, 70], ids=["persistent", "general"])
 def test_cuda_fp32_ignores_the_matmul_tf32_flag(strict_fp32, monkeypatch, B):
     """cudnn.allow_tf32 off, torch's matmul TF32 flag on: the RNN's products (the input projection,
     the general path's steps, the gradients) stay in true fp32, as cuDNN's RNN does under those
