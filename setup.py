@@ -104,6 +104,13 @@ def cuda_arch_list():
             entry = "9.0a"
         elif base:
             entry = base + ("+" + suffix if suffix else "")
+            major = base.split(".")[0]
+            if major.isdigit() and int(major) < 8:
+                # the tensor-core kernels trap below sm_80, and PTX for an older arch would be
+                # compiled by the driver for a newer GPU with exactly that arch's code
+                sys.exit(f"rnnkern setup: TORCH_CUDA_ARCH_LIST entry {entry!r}: the CUDA kernels need compute "
+                         f"capability 8.0 or newer (Ampere, Hopper); build for those archs, or "
+                         f"RNNKERN_BUILD_CUDA=0 for the CPU kernels only")
         if entry and entry not in out:
             out.append(entry)
     return ";".join(out), ptx

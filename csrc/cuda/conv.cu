@@ -1641,8 +1641,11 @@ void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::Te
   p.vec_b = cl && p.C % V == 0 && p.Cg % V == 0 && aligned16(p.x);
   // the wgmma form requested and its ring able to run (with_path below gives 16-bit types Path::k16
   // whenever the form is wgmma); taken by fp32 NCHW and 16-bit channels_last (fp32 channels_last
-  // stays on mma.sync: tf32 wgmma has no transposed operands), the latter with wgmma_tile_n's width
-  const bool wgmma = use_wgmma(elem_size, cl, p.vec_a, p.vec_b, false);
+  // stays on mma.sync: tf32 wgmma has no transposed operands), the latter with wgmma_tile_n's width.
+  // The ring is asked once: the grid below is sized for the kernel it picks (the environment is
+  // read per call, and a second read could pick a kernel of other tile widths than the grid's).
+  const bool ring = use_pipeline(elem_size, cl, p.vec_a, p.vec_b, false);
+  const bool wgmma = ring && use_wgmma(elem_size, cl, p.vec_a, p.vec_b, false);
   const bool wgmma_cl16 = elem_size == 2 && wgmma;
   const int tn = wgmma_cl16 ? wgmma_tile_n(p.Cg) : BN;
   const int tiles_m = (p.Kg + BM - 1) / BM;
@@ -1664,7 +1667,7 @@ void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::Te
   with_path<T>([&](auto path) {
     constexpr Path P = decltype(path)::value;
     if constexpr (P != Path::kSimt) {
-      if (use_pipeline(sizeof(T), cl, p.vec_a, p.vec_b, false)) {
+      if (ring) {
         constexpr int S = kPipelineStages<T>;
         check_ring_runs<T>(p);
         const auto run = [&](auto kernel, int bytes) { launch_with_dynamic_smem(kernel, grid, bytes, stream, p); };

@@ -1456,9 +1456,13 @@ struct CudaRecurrence {
     // grad_out[t, :rows] for the whole run in one strided copy; each product then adds onto it
     // (beta = 1: one rounding, as AtenRecurrence's addmm)
     const size_t pitch = step * sizeof(scalar_t);
-    C10_CUDA_CHECK(cudaMemcpy2DAsync(d + t0 * step, pitch, grad_out.const_data_ptr<scalar_t>() + t0 * step, pitch,
-                                     rows * H * sizeof(scalar_t), t1 - t0, cudaMemcpyDeviceToDevice,
-                                     at::cuda::getCurrentCUDAStream()));
+    if (pitch <= at::cuda::getCurrentDeviceProperties()->memPitch) {
+      C10_CUDA_CHECK(cudaMemcpy2DAsync(d + t0 * step, pitch, grad_out.const_data_ptr<scalar_t>() + t0 * step, pitch,
+                                       rows * H * sizeof(scalar_t), t1 - t0, cudaMemcpyDeviceToDevice,
+                                       at::cuda::getCurrentCUDAStream()));
+    } else {  // steps of more than memPitch bytes (~2 GB), which cudaMemcpy2D refuses
+      dz.narrow(0, t0, t1 - t0).narrow(1, 0, rows).copy_(grad_out.narrow(0, t0, t1 - t0).narrow(1, 0, rows));
+    }
     auto steps = [&](cublasHandle_t handle) {
       for (int64_t t = t1 - 1; t >= t0; --t) {
         gemm(handle, d + t * step, d + (t + 1) * step, false, 1.f, rows);
