@@ -46,6 +46,8 @@ def rnn_layer(input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optio
     if lengths is not None and not (lengths.is_cpu or lengths.is_meta):
         raise ArgumentValueError(f"rnn: lengths must be a CPU tensor (as PackedSequence's batch sizes), "
                                  f"got one on {lengths.device}")
+    if autocast_dtype(input) is not None:  # as rnn and rnn_cell (a no-op for what they already cast)
+        input, hx, w_ih, w_hh, b_ih, b_hh = autocast_cast(input, hx, w_ih, w_hh, b_ih, b_hh)
     relu = nonlinearity == "relu"
     if reverse:
         input = _reverse_within_lengths(input, lengths)

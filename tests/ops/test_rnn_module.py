@@ -662,6 +662,11 @@ def test_rnn_and_cell_follow_autocast():
     assert rel_err(out, t_out) < 3e-2 and rel_err(h, t_h) < 3e-2
     out.float().sum().backward()
     assert rnn.weight_ih_l0.grad.dtype == torch.float32  # the parameters stay fp32, as torch's
+    from rnnkern import functional as RF
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the one-layer functional form too
+        out1, h1 = RF.rnn_layer(x, torch.zeros(3, 12), rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0,
+                                rnn.bias_hh_l0)
+    assert out1.dtype == h1.dtype == torch.bfloat16
 
 
 def test_autocast_leaves_float64_alone():
