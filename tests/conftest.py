@@ -52,3 +52,16 @@ def matmul_precision_medium():
     yield
     torch.set_float32_matmul_precision(saved[0])
     b.mkldnn.matmul.fp32_precision, b.cuda.matmul.fp32_precision = saved[1], saved[2]
+
+
+@pytest.fixture
+def matmul_tf32():
+    """torch.backends.cuda.matmul.allow_tf32 = True for one test, restored after (monkeypatch
+    cannot undo it: the flag is a property of torch's cuBLAS module object, and undo's delattr
+    raises there, which also stops every later undo of the test)."""
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved

@@ -398,7 +398,10 @@ def test_cuda_wgmma_form_is_the_one_that_runs(monkeypatch, dtype, layout, tile_n
     stages = 4 if dtype == torch.float32 else 5  # conv.cu's kWgmmaStages
     x = torch.randn(2, 64, 20, 20, device="cuda", dtype=dtype).contiguous(memory_format=layout).requires_grad_()
     w = torch.randn(96, 64, 3, 3, device="cuda", dtype=dtype, requires_grad=True)
-    names = _launched_kernels(lambda: RF.conv2d(x, w, None, 1, 1).sum().backward())
+    def fwd_bwd():  # (ones_like keeps y's layout; .sum().backward() would hand in a stride-0 gradient)
+        y = RF.conv2d(x, w, None, 1, 1)
+        y.backward(torch.ones_like(y))
+    names = _launched_kernels(fwd_bwd)
     gather = [n for n in names if "gather_conv_kernel" in n]
     for n_cols in {fwd_n, dgrad_n}:
         want = (fwd_n, dgrad_n).count(n_cols)

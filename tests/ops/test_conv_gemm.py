@@ -182,12 +182,11 @@ def test_cuda_route_runs_on_cublas_not_the_engine(monkeypatch, layout):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_cuda_route_true_fp32_under_the_matmul_tf32_flag(strict_fp32, monkeypatch, layout):
+def test_cuda_route_true_fp32_under_the_matmul_tf32_flag(strict_fp32, matmul_tf32, layout):
     """cudnn.allow_tf32 off, the matmul TF32 flag on: the cuBLAS route (1x1 conv, k == s transposed
     conv) stays in true fp32, as cuDNN's convolutions do under those flags (torch sets its cuBLAS
     handle's math mode from the matmul flag; the route clears it for the call). TF32 would miss
     fp64 by ~1e-3 over 256 channels; true fp32 by ~1e-6."""
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
     x = torch.randn(2, 256, 9, 7, dtype=torch.float64)
     w1, wt = torch.randn(64, 256, 1, 1, dtype=torch.float64), torch.randn(256, 8, 2, 2, dtype=torch.float64)
     xd = x.to("cuda", torch.float32).contiguous(memory_format=layout)

@@ -594,11 +594,10 @@ def test_cuda_lengths_need_no_host_sync(B):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("B", [8, 70], ids=["persistent", "general"])
-def test_cuda_fp32_ignores_the_matmul_tf32_flag(strict_fp32, monkeypatch, B):
+def test_cuda_fp32_ignores_the_matmul_tf32_flag(strict_fp32, matmul_tf32, monkeypatch, B):
     """cudnn.allow_tf32 off, torch's matmul TF32 flag on: the RNN's products (the input projection,
     the general path's steps, the gradients) stay in true fp32, as cuDNN's RNN does under those
     flags. TF32 would miss fp64 by ~1e-3 at H = 256; true fp32 by ~1e-6."""
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
     T, H = 6, 256
     args = _cuda_args(T, B, H)
     g = torch.randn(T, B, H, device="cuda", dtype=torch.float64)
@@ -674,7 +673,7 @@ def test_cuda_general_path_step_graphs_bitwise(monkeypatch, capfd, dtype, tf32, 
         got = _run_with_env(monkeypatch, args, lengths, False, g, gh)
         for i, (a, b) in enumerate(zip(got, plain)):
             assert torch.equal(a, b), (call, i)
-        del got
+        del got, a, b  # every result freed, so the next call's buffers (the graph key) can recur
     err = capfd.readouterr().err
     assert "rnn forward steps" in err and "rnn backward steps" in err, err  # captured both ways
 
