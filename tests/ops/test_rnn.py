@@ -1189,7 +1189,9 @@ def test_exchange_with_sequences_ending_early(monkeypatch, math, dtype, B, H):
     lengths = torch.linspace(T - 6, 0, B).round().long()
     args = [a.to(dtype) for a in _cuda_args(T, B, H)]
     g, gh = torch.randn(T, B, H, device="cuda"), torch.randn(B, H, device="cuda")
-    env = dict(RNNKERN_RNN_PATH="persistent", RNNKERN_RNN_MATH=math)
+    env = dict(RNNKERN_RNN_PATH="persistent", RNNKERN_RNN_MATH=math, RNNKERN_RNN_TRACE="1")
     base = _run_with_env(monkeypatch, args, lengths, False, g, gh, RNNKERN_RNN_BARRIER="flag", **env)
     got = _run_with_env(monkeypatch, args, lengths, False, g, gh, RNNKERN_RNN_BARRIER="exchange", **env)
+    kernel = rnn_ops.step_trace()[0]  # the exchange barrier really ran (the backward's launch)
+    assert kernel.startswith(("FMA kernel" if math == "fma" else "tensor-core kernel") + ", exchange,"), kernel
     assert all(torch.equal(a, b) for a, b in zip(base, got))
