@@ -24,10 +24,10 @@ class ConvMatmulPrecision {
     if (s.depth++ > 0) return;
     at::Context& ctx = at::globalContext();
     s.saved = ctx.float32Precision(at::Float32Backend::MKLDNN, at::Float32Op::MATMUL);
-    const at::Float32Precision conv = ctx.float32Precision(at::Float32Backend::MKLDNN, at::Float32Op::CONV);
-    const at::Float32Precision want = conv == at::Float32Precision::BF16 ? conv : at::Float32Precision::IEEE;
-    s.changed = s.saved == at::Float32Precision::BF16 && want != s.saved;  // only bf16 changes an fp32 product
-    if (s.changed) ctx.setFloat32Precision(at::Float32Backend::MKLDNN, at::Float32Op::MATMUL, want);
+    s.changed = false;
+    if (s.saved != at::Float32Precision::BF16) return;  // only bf16 changes an fp32 product (the common case)
+    s.changed = ctx.float32Precision(at::Float32Backend::MKLDNN, at::Float32Op::CONV) != at::Float32Precision::BF16;
+    if (s.changed) ctx.setFloat32Precision(at::Float32Backend::MKLDNN, at::Float32Op::MATMUL, at::Float32Precision::IEEE);
   }
   ~ConvMatmulPrecision() {
     const std::lock_guard<std::mutex> lock(state().mutex);
