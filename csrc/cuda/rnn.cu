@@ -1558,15 +1558,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
       const PersistentConfig cfg = choose_rnn_path(input, s.B, s.H);
       if (cfg.use || cfg.mma.use) {
         // dz starts as the upstream gradient of each step's output; dL/dh_n enters at each
-        // sequence's last step. Lengths are sorted, so equal lengths form runs of rows: one add per
-        // run (no index_add_, which is atomic on CUDA and refused in deterministic mode).
+        // sequence's last step: rows [bs[t+1], bs[t]) end at step t (as in rnn_backward_loop), one
+        // add per such run (no index_add_, which is atomic on CUDA and refused in deterministic mode).
         at::Tensor dz = grad_output.clone(at::MemoryFormat::Contiguous);
-        const at::Tensor len = lengths.has_value() ? lengths->contiguous() : at::Tensor();  // CPU (batch_sizes)
-        const auto length_of = [&](int64_t b) { return len.defined() ? len.const_data_ptr<int64_t>()[b] : s.T; };
-        for (int64_t b0 = 0, b1; b0 < s.B; b0 = b1) {
-          const int64_t n = length_of(b0);
-          for (b1 = b0 + 1; b1 < s.B && length_of(b1) == n;) ++b1;
-          if (n > 0) dz.select(0, n - 1).narrow(0, b0, b1 - b0).add_(grad_hn.narrow(0, b0, b1 - b0));
+        for (int64_t t = 0; t < s.T; ++t) {
+          const int64_t live = bs[t], live_next = t + 1 < s.T ? bs[t + 1] : 0;
+          if (live > live_next)
+            dz.select(0, t).narrow(0, live_next, live - live_next).add_(grad_hn.narrow(0, live_next, live - live_next));
         }
         const at::Tensor w_t = w_hh.t().contiguous(), out = output.contiguous(), live = live_rows(bs, s.B, input);
         bool launched = false;
