@@ -472,12 +472,15 @@ def train_neural(cfg: LMConfig, corpus: Corpus, resume: Optional[str] = None, lo
     run_tok = 0
     t_start = time.perf_counter() - state["seconds"]
     t_budget0 = time.perf_counter()
+    step0 = state["step"]
     last_eval_t = time.perf_counter()
     interrupted = False
     pbar = None
     if rank == 0 and cfg.progress:
         if max_steps is None and cfg.time_budget:
-            pbar = tqdm(total=int(cfg.time_budget), unit="s", desc=f"train {tag}", dynamic_ncols=True)
+            # a bar over the budget's seconds: its rate (seconds a second) says nothing, steps/s is in the postfix
+            pbar = tqdm(total=int(cfg.time_budget), unit="s", desc=f"train {tag}", dynamic_ncols=True,
+                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]")
         else:
             pbar = tqdm(total=max_steps, initial=state["step"], unit="step", desc=f"train {tag}", dynamic_ncols=True)
     logw = (lambda s: tqdm.write(s)) if pbar is not None else log
@@ -563,12 +566,15 @@ def train_neural(cfg: LMConfig, corpus: Corpus, resume: Optional[str] = None, lo
                 run_tok += ntok
                 if pbar is not None:
                     if max_steps is None and cfg.time_budget:
-                        pbar.n = min(int(time.perf_counter() - t_budget0), int(cfg.time_budget))
-                        pbar.refresh()
+                        # whole seconds through update(), which redraws at the bar's own pace (a
+                        # refresh() a step wrote ~70 redraws a second into a piped log)
+                        pbar.update(min(int(time.perf_counter() - t_budget0), int(cfg.time_budget)) - pbar.n)
                     else:
                         pbar.update(1)
                     if state["step"] % 10 == 0:
-                        pbar.set_postfix(loss=f"{loss.item():.3f}", step=state["step"], refresh=False)
+                        rate = (state["step"] - step0) / max(time.perf_counter() - t_budget0, 1e-9)
+                        pbar.set_postfix(loss=f"{loss.item():.3f}", step=state["step"], steps_s=f"{rate:.0f}",
+                                         refresh=False)
         except KeyboardInterrupt:
             interrupted = True
     if pbar is not None:

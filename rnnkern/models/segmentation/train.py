@@ -382,7 +382,8 @@ def _train(cfg: TrainConfig, data: Optional[SegData]) -> dict:
             step += 1
             run_loss += float(loss.detach()) * len(j)
             seen += len(j)
-            bar.set_postfix(loss=f"{run_loss / seen:.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
+            # refresh=False: the bar redraws at its own pace (mininterval), not once a step
+            bar.set_postfix(loss=f"{run_loss / seen:.4f}", lr=f"{opt.param_groups[0]['lr']:.2e}", refresh=False)
             if cfg.time_budget is not None:
                 over = torch.tensor([float(time.perf_counter() - t0 >= cfg.time_budget)])
                 if world > 1:
