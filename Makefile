@@ -48,6 +48,9 @@ cuda-check: install
 	  > build/pip-cuda.log 2>&1 || { grep -E "error" build/pip-cuda.log | head -n 40; tail -n 40 build/pip-cuda.log; exit 1; }
 	$(VPY) -c "import rnnkern; i = rnnkern.info(); assert i['cuda_kernels_compiled'], i; print('CUDA kernels compiled and linked for', i['cuda_archs'])"
 	$(VPY) scripts/check_ptxas_report.py build/pip-cuda.log
+	@# the CUDA build's operator registration (a CUDA kernel for every op beside the CPU one) and the
+	@# CPU kernels it also carries, without a GPU
+	$(VPY) -m pytest -q -p no:cacheprovider tests/ops/test_registration.py tests/test_info.py
 
 clean:
 	rm -rf build rnnkern/_C*.so rnnkern/_build_info.py *.egg-info

@@ -67,6 +67,7 @@
 #include "../conv_gemm.h"
 #include "../ops.h"
 #include "blas.cuh"
+#include "kernel_queries.cuh"
 #include "tensor_core.cuh"
 
 
@@ -1458,11 +1459,15 @@ void with_path(Fn&& fn) {
   }
 }
 
-// A pipelined kernel (kStages > 1) with `bytes` of dynamic shared memory: above the default 48 KB
-// a kernel must opt in first.
+// A pipelined kernel (kStages > 1) with `bytes` of dynamic shared memory beside its static
+// tables: above the default 48 KB a kernel must opt in first. The cap is raised once per device
+// and kernel to all the GPU allows (not to this call's size, which a call on another host thread
+// could lower between the set and the launch); a size past it is a clear error, not a failed launch.
 template <typename Kernel, typename Params>
 void launch_with_dynamic_smem(Kernel kernel, dim3 grid, int bytes, cudaStream_t stream, const Params& p) {
-  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  const int cap = allow_full_shared_memory(kernel);
+  TORCH_CHECK(bytes <= cap, "rnnkern: a convolution kernel needs ", bytes, " bytes of dynamic shared memory beside "
+              "its static tables; this GPU allows ", cap, " (RNNKERN_CONV_PIPELINE=0 runs the single-stage kernel)");
   kernel<<<grid, kThreads, bytes, stream>>>(p);
 }
 

@@ -2,7 +2,7 @@
 // call alone, so host time before a launch is exposed, and every call used to repeat the same
 // attribute sets and occupancy probes (several us). Their answers depend only on the device, the
 // kernel and the launch shape, so cached_query asks each once and remembers the answer. Used by
-// rnn.cu's persistent launches and conv_transpose.cu's block GEMMs.
+// rnn.cu's persistent launches, conv_transpose.cu's block GEMMs and conv.cu's ring kernels.
 #pragma once
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -47,15 +47,19 @@ inline int cached_query(const KernelQuery& q, c10::function_ref<int()> ask) {
 
 // The dynamic shared-memory cap, not this call's size: one value for every call, so a launch on
 // another host thread (autograd's device thread runs the backward) cannot lower it between our
-// set and our launch. For kernels without static shared memory (the whole opt-in limit is then
-// available). Being the same value every time, and kept by the kernel on that device once set,
-// it is set once per device and kernel; occupancy probes count on it and run after it.
+// set and our launch. The cap is the opt-in limit less the kernel's static shared memory (the two
+// together may not exceed it; cudaFuncSetAttribute refuses more). Being the same value every
+// time, and kept by the kernel on that device once set, it is set once per device and kernel;
+// occupancy probes count on it and run after it. Returns the cap: a launch asking for more fails.
 template <typename Kernel>
-void allow_full_shared_memory(Kernel kernel) {
-  cached_query({QueryKind::kSharedMemoryCap, kernel_id(kernel)}, [&] {
-    const int cap = static_cast<int>(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin);
+int allow_full_shared_memory(Kernel kernel) {
+  return cached_query({QueryKind::kSharedMemoryCap, kernel_id(kernel)}, [&] {
+    cudaFuncAttributes attr;
+    C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+    const size_t optin = at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin;
+    const int cap = static_cast<int>(optin > attr.sharedSizeBytes ? optin - attr.sharedSizeBytes : 0);
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, cap));
-    return 1;
+    return cap;
   });
 }
 
