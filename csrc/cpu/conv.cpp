@@ -56,6 +56,7 @@
 #include "../conv_gemm.h"
 #include "../env.h"
 #include "blas_emulation.h"
+#include "conv_depthwise.h"
 #include "conv_precision.h"
 #include "fresh_buffer.h"
 #include "../ops.h"
@@ -512,6 +513,8 @@ void forward_pointwise(const ConvGeometry& g, bool cl, const at::Tensor& x, cons
 // Groups this narrow (depthwise and friends) make per-group GEMMs of a row or two: loop directly.
 bool narrow_groups(const ConvGeometry& g) { return g.G > 1 && g.Cg() * g.Kg() <= 16; }
 
+bool cpu_has_avx512();  // (below, with the direct AVX-512 kernels)
+
 // Direct convolution for narrow groups. wt is the prepared (G, Kg, KH, KW, Cg) weight, so output
 // channel co's tap (r, s) for input channel c is wt[((co * KH + r) * KW + s) * Cg + c].
 // NCHW: one task per (image, output channel) plane, rows accumulated tap by tap (the inner loop
@@ -524,6 +527,9 @@ void forward_direct(const ConvGeometry& g, bool cl, const at::Tensor& x, const a
   const T* w = wt.const_data_ptr<T>();
   const T* b = bias ? bias->const_data_ptr<T>() : nullptr;
   T* yp = y.mutable_data_ptr<T>();
+  if constexpr (std::is_same_v<T, float>) {
+    if (cl && depthwise::applies(g) && cpu_has_avx512()) return depthwise::forward_nhwc(g, xp, w, b, yp);
+  }
   const double macs = double(g.N) * g.OH * g.OW * K * Cg * g.taps();
   if (!cl) {
     at::parallel_for(0, g.N * K, macs < double(1 << 21) ? g.N * K : 1, [&](int64_t begin, int64_t end) {
@@ -1506,6 +1512,36 @@ void backward_input_col2im(const ConvGeometry& g, bool cl, const at::Tensor& gy,
   }
 }
 
+// Depthwise NCHW grad_input at any stride: per (image, channel) plane, each tap's weight times the
+// output gradient added into the input pixels the tap reads, in (r, s, oh, ow) order: one task a
+// plane (which stays in L1), a fixed order. (The GEMM + col2im path ran one tiny product a group.)
+template <typename T>
+void backward_input_depthwise_nchw(const ConvGeometry& g, const T* gy, const T* w, T* gx) {
+  const double macs = double(g.N) * g.OH * g.OW * g.C * g.taps();
+  at::parallel_for(0, g.N * g.C, macs < double(1 << 21) ? g.N * g.C : 1, [&](int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) {
+      T* o = gx + plane * g.H * g.W;
+      fill_zero(o, g.H * g.W);
+      const T* src = gy + plane * g.OH * g.OW;
+      const T* wc = w + (plane % g.C) * g.taps();
+      for (int64_t r = 0; r < g.KH; ++r) {
+        int64_t oh0, oh1;
+        g.valid_rows(r, &oh0, &oh1);
+        for (int64_t s = 0; s < g.KW; ++s) {
+          int64_t ow0, ow1;
+          g.valid_cols(s, &ow0, &ow1);
+          const T wv = wc[r * g.KW + s];
+          for (int64_t oh = oh0; oh < oh1; ++oh) {
+            T* dst = o + (oh * g.sh - g.pt + r * g.dh) * g.W + (ow0 * g.sw - g.pl + s * g.dw);
+            const T* row = src + oh * g.OW + ow0;
+            for (int64_t i = 0; i < ow1 - ow0; ++i) dst[i * g.sw] += wv * row[i];
+          }
+        }
+      }
+    }
+  });
+}
+
 template <typename T>
 void backward_input_impl(const ConvGeometry& g, bool cl, const at::Tensor& gy, const at::Tensor& w, at::Tensor& gx) {
   const int64_t ext_h = g.dh * (g.KH - 1), ext_w = g.dw * (g.KW - 1);
@@ -1527,6 +1563,12 @@ void backward_input_impl(const ConvGeometry& g, bool cl, const at::Tensor& gy, c
     if (direct_ok(t, gy.scalar_type()) && forward_takes_direct("conv2d_backward_input", true))
       forward_direct_avx512(t, cl, gy, w, /*flip_transpose=*/true, std::nullopt, gx);
     else forward_impl<T>(t, cl, gy, prepare_weight(g, w, /*flip_transpose=*/true), std::nullopt, gx);
+  } else if (depthwise::applies(g) && !cl) {  // depthwise, strided (w: (C, 1, KH, KW))
+    backward_input_depthwise_nchw<T>(g, gy.const_data_ptr<T>(), w.const_data_ptr<T>(), gx.mutable_data_ptr<T>());
+  } else if (std::is_same_v<T, float> && depthwise::applies(g) && cpu_has_avx512()) {
+    // channels_last: a gather over the taps that reach each input pixel, 16 channels a vector
+    depthwise::backward_input_nhwc(g, gy.const_data_ptr<float>(), w.const_data_ptr<float>(),
+                                   gx.mutable_data_ptr<float>());
   } else {
     backward_input_col2im<T>(g, cl, gy, w, gx);
   }
@@ -1544,6 +1586,15 @@ at::Tensor backward_weight_direct(const ConvGeometry& g, bool cl, const at::Tens
   at::Tensor gw = empty_for_full_write({K, Cg, g.KH, g.KW}, x.options());
   T* w = gw.mutable_data_ptr<T>();
   const double macs = double(g.N) * g.OH * g.OW * K * Cg * taps;
+  const int64_t rows = g.N * g.OH;
+  const int64_t parts = macs < double(1 << 21) ? 1 : std::max<int64_t>(1, std::min<int64_t>(rows, kWgradParts));
+  if constexpr (std::is_same_v<T, float>) {
+    if (depthwise::applies(g) && cpu_has_avx512() && (cl || g.sw == 1)) {
+      if (cl) depthwise::backward_weight_nhwc(g, gp, xp, parts, w);
+      else depthwise::backward_weight_nchw(g, gp, xp, w);
+      return gw;
+    }
+  }
   if (!cl) {
     at::parallel_for(0, K, macs < double(1 << 21) ? K : 1, [&](int64_t begin, int64_t end) {
       for (int64_t co = begin; co < end; ++co) {
@@ -1574,8 +1625,6 @@ at::Tensor backward_weight_direct(const ConvGeometry& g, bool cl, const at::Tens
     });
     return gw;
   }
-  const int64_t rows = g.N * g.OH;
-  const int64_t parts = macs < double(1 << 21) ? 1 : std::max<int64_t>(1, std::min<int64_t>(rows, kWgradParts));
   std::vector<T> partial(static_cast<size_t>(parts * taps * Cg * K), T(0));
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t part = begin; part < end; ++part) {

@@ -140,6 +140,41 @@ def test_groups_and_depthwise(device):
     _compare(1, (2, 4, 15), (4, 1, 5), dict(padding="same", dilation=3, groups=4), device, torch.float64)
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_depthwise_fp32(strict_fp32, layout):
+    """fp32 depthwise convolutions (on an AVX-512 CPU the channel-vector kernels in channels_last
+    and the NCHW weight gradient's vector dot products; the strided NCHW grad_input's plane loop):
+    channel counts across vector tails and blocks, strides, dilation, 3x3 and other kernels, a
+    channel multiplier; forward and all gradients vs torch in fp64."""
+    # (torch's fp64 reference runs group by group: the channel counts are kept small where they can be)
+    for c, k, s, d, p, hw, mult in [(17, (3, 3), 1, 1, 1, (9, 11), 1), (33, (3, 3), 2, 1, 1, (12, 13), 1),
+                                    (66, (3, 3), 1, 2, 2, (8, 9), 1), (40, (5, 3), (2, 1), 1, (2, 1), (9, 7), 1),
+                                    (16, (3, 3), 3, 1, 0, (10, 11), 1), (20, (1, 1), 1, 1, 0, (5, 6), 1),
+                                    (12, (3, 3), 1, 1, 1, (7, 7), 2), (5, (3, 3), (1, 2), (2, 1), 2, (6, 13), 1)]:
+        _compare(2, (1, c, *hw), (c * mult, 1, *k), dict(stride=s, padding=p, dilation=d, groups=c), "cpu",
+                 torch.float32, layout=layout)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_depthwise_fp32_bitwise_over_thread_counts(layout):
+    """Large enough that the weight gradient splits into parts: every result the same bits on one
+    thread and on two."""
+    x = torch.randn(4, 70, 40, 36).contiguous(memory_format=layout)
+    w, gy = torch.randn(70, 1, 3, 3), torch.randn(4, 70, 20, 18).contiguous(memory_format=layout)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+            y = RF.conv2d(xg, wg, None, stride=2, padding=1, groups=70)
+            results.append((y, *torch.autograd.grad(y, (xg, wg), gy)))
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_pointwise_and_strided(device):
     _compare(2, (2, 7, 5, 6), (3, 7, 1, 1), {}, device, torch.float64)
