@@ -35,6 +35,20 @@ struct ConvGeometry {
   }
   void valid_rows(int64_t r, int64_t* lo, int64_t* hi) const { valid_range(r, sh, dh, pt, H, OH, lo, hi); }
   void valid_cols(int64_t s, int64_t* lo, int64_t* hi) const { valid_range(s, sw, dw, pl, W, OW, lo, hi); }
+  // fn(r, s, oh0, oh1, ow0, ow1) for every tap (r, s), with the output rows [oh0, oh1) and columns
+  // [ow0, ow1) where it reads real input.
+  template <typename Fn>
+  void for_each_tap(Fn&& fn) const {
+    for (int64_t r = 0; r < KH; ++r) {
+      int64_t oh0, oh1;
+      valid_rows(r, &oh0, &oh1);
+      for (int64_t s = 0; s < KW; ++s) {
+        int64_t ow0, ow1;
+        valid_cols(s, &ow0, &ow1);
+        fn(r, s, oh0, oh1, ow0, ow1);
+      }
+    }
+  }
 };
 
 // Layout rule (mirrored by rnnkern.ops._validate.channels_last_output and the Python fakes):

@@ -1524,20 +1524,14 @@ void backward_input_depthwise_nchw(const ConvGeometry& g, const T* gy, const T* 
       fill_zero(o, g.H * g.W);
       const T* src = gy + plane * g.OH * g.OW;
       const T* wc = w + (plane % g.C) * g.taps();
-      for (int64_t r = 0; r < g.KH; ++r) {
-        int64_t oh0, oh1;
-        g.valid_rows(r, &oh0, &oh1);
-        for (int64_t s = 0; s < g.KW; ++s) {
-          int64_t ow0, ow1;
-          g.valid_cols(s, &ow0, &ow1);
-          const T wv = wc[r * g.KW + s];
-          for (int64_t oh = oh0; oh < oh1; ++oh) {
-            T* dst = o + (oh * g.sh - g.pt + r * g.dh) * g.W + (ow0 * g.sw - g.pl + s * g.dw);
-            const T* row = src + oh * g.OW + ow0;
-            for (int64_t i = 0; i < ow1 - ow0; ++i) dst[i * g.sw] += wv * row[i];
-          }
+      g.for_each_tap([&](int64_t r, int64_t s, int64_t oh0, int64_t oh1, int64_t ow0, int64_t ow1) {
+        const T wv = wc[r * g.KW + s];
+        for (int64_t oh = oh0; oh < oh1; ++oh) {
+          T* dst = o + (oh * g.sh - g.pt + r * g.dh) * g.W + (ow0 * g.sw - g.pl + s * g.dw);
+          const T* row = src + oh * g.OW + ow0;
+          for (int64_t i = 0; i < ow1 - ow0; ++i) dst[i * g.sw] += wv * row[i];
         }
-      }
+      });
     }
   });
 }
@@ -1600,27 +1594,21 @@ at::Tensor backward_weight_direct(const ConvGeometry& g, bool cl, const at::Tens
       for (int64_t co = begin; co < end; ++co) {
         const int64_t gi = co / Kg;
         for (int64_t c = 0; c < Cg; ++c)
-          for (int64_t r = 0; r < g.KH; ++r) {
-            int64_t oh0, oh1;
-            g.valid_rows(r, &oh0, &oh1);
-            for (int64_t s = 0; s < g.KW; ++s) {
-              int64_t ow0, ow1;
-              g.valid_cols(s, &ow0, &ow1);
-              T acc = T(0);
-              for (int64_t n = 0; n < g.N; ++n) {
-                const T* plane = xp + (n * g.C + gi * Cg + c) * g.H * g.W;
-                const T* grad = gp + (n * K + co) * g.OH * g.OW;
-                for (int64_t oh = oh0; oh < oh1; ++oh) {
-                  const T* xr = plane + (oh * g.sh - g.pt + r * g.dh) * g.W + (ow0 * g.sw - g.pl + s * g.dw);
-                  const T* gr = grad + oh * g.OW + ow0;
-                  T row = T(0);
-                  for (int64_t i = 0; i < ow1 - ow0; ++i) row += gr[i] * xr[i * g.sw];
-                  acc += row;
-                }
+          g.for_each_tap([&](int64_t r, int64_t s, int64_t oh0, int64_t oh1, int64_t ow0, int64_t ow1) {
+            T acc = T(0);
+            for (int64_t n = 0; n < g.N; ++n) {
+              const T* plane = xp + (n * g.C + gi * Cg + c) * g.H * g.W;
+              const T* grad = gp + (n * K + co) * g.OH * g.OW;
+              for (int64_t oh = oh0; oh < oh1; ++oh) {
+                const T* xr = plane + (oh * g.sh - g.pt + r * g.dh) * g.W + (ow0 * g.sw - g.pl + s * g.dw);
+                const T* gr = grad + oh * g.OW + ow0;
+                T row = T(0);
+                for (int64_t i = 0; i < ow1 - ow0; ++i) row += gr[i] * xr[i * g.sw];
+                acc += row;
               }
-              w[((co * Cg + c) * g.KH + r) * g.KW + s] = acc;
             }
-          }
+            w[((co * Cg + c) * g.KH + r) * g.KW + s] = acc;
+          });
       }
     });
     return gw;

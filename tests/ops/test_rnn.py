@@ -678,6 +678,16 @@ def test_cuda_general_path_step_graphs_bitwise(monkeypatch, capfd, dtype, tf32, 
     assert "rnn forward steps" in err and "rnn backward steps" in err, err  # captured both ways
 
 
+def _warm_up_for_capture(fn):
+    """fn() three times on a side stream, as torch.cuda.graph asks before a capture."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+
+
 @pytest.mark.cuda
 def test_cuda_step_graphs_inside_a_users_graph_capture(monkeypatch):
     """Under the user's own CUDA graph capture (torch.cuda.graph, torch.compile's reduce-overhead)
@@ -688,12 +698,7 @@ def test_cuda_step_graphs_inside_a_users_graph_capture(monkeypatch):
     T, B, H = 16, 70, 32
     args = [a.float() for a in _cuda_args(T, B, H)]
     expected = FWD(*args, None, False)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):  # warm-up on a side stream, as torch.cuda.graph asks
-        for _ in range(3):
-            FWD(*args, None, False)
-    torch.cuda.current_stream().wait_stream(stream)
+    _warm_up_for_capture(lambda: FWD(*args, None, False))
     pool, ptrs, graphs = torch.cuda.graph_pool_handle(), [], []
     for _ in range(2):
         graph = torch.cuda.CUDAGraph()
@@ -706,6 +711,30 @@ def test_cuda_step_graphs_inside_a_users_graph_capture(monkeypatch):
         graphs.append(graph)
         del out, hn
     assert ptrs[0] == ptrs[1]  # the recurring key this test is about
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("path", ["persistent", "general"])
+def test_cuda_users_graph_capture_with_lengths(monkeypatch, path):
+    """A forward with lengths inside the user's CUDA graph: the rows derived from the lengths reach
+    the GPU from pinned staging buffers (no host sync, so capture is legal). Replays after other
+    pinned copies have run, which would be handed a staging block freed after the capture, still
+    give the eager result."""
+    monkeypatch.setenv("RNNKERN_RNN_PATH", path)
+    T, B, H = 12, 6, 40
+    args = [a.float() for a in _cuda_args(T, B, H)]
+    lengths = torch.tensor([12, 9, 9, 4, 1, 0])
+    expected = FWD(*args, lengths, False)
+    _warm_up_for_capture(lambda: FWD(*args, lengths, False))
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out, hn = FWD(*args, lengths, False)
+    for _ in range(3):
+        torch.full((B,), 3, dtype=torch.int64).pin_memory().to("cuda", non_blocking=True)
+        torch.full((T,), 3, dtype=torch.int32).pin_memory().to("cuda", non_blocking=True)
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, expected[0]) and torch.equal(hn, expected[1])
 
 
 @pytest.mark.cuda
