@@ -487,12 +487,31 @@ void forward_tiled(const ConvGeometry& g, bool cl, const at::Tensor& x, const at
   });
 }
 
-// Pointwise (1x1, stride 1, no padding): one GEMM per image and group on the tensors themselves.
+// Pointwise (1x1, stride 1, no padding): GEMMs on the tensors themselves. One group: a single
+// product, (N*HW, C) x W^T in channels_last, W x (C, HW) batched over the images in NCHW (one
+// GEMM call a image cost ~4 us each: 39 us against torch's 12 for an 8-image 64 -> 11 classifier at
+// 8x8). Groups: one GEMM per image and group.
 template <typename T>
 void forward_pointwise(const ConvGeometry& g, bool cl, const at::Tensor& x, const at::Tensor& wt,
                        const std::optional<at::Tensor>& bias, at::Tensor& y) {
   const int64_t G = g.G, Kg = g.Kg(), Cg = g.Cg();
   const at::Tensor wg = wt.view({G, Kg, Cg});
+  if (G == 1) {
+    const int64_t HW = g.OH * g.OW;
+    if (cl) {  // x and y dense channels_last: (N*HW, C) and (N*HW, K) row-major
+      at::Tensor out = y.permute({0, 2, 3, 1}).view({g.N * HW, g.K});
+      const at::Tensor in = x.permute({0, 2, 3, 1}).view({g.N * HW, g.C});
+      if (bias) at::addmm_out(out, bias->unsqueeze(0), in, wg[0].t());
+      else at::mm_out(out, in, wg[0].t());
+    } else {
+      at::Tensor out = y.view({g.N, g.K, HW});
+      const at::Tensor in = x.view({g.N, g.C, HW});
+      const at::Tensor w = wg[0].unsqueeze(0).expand({g.N, g.K, g.C});
+      if (bias) at::baddbmm_out(out, bias->view({1, g.K, 1}).expand({g.N, g.K, HW}), w, in);
+      else at::bmm_out(out, w, in);
+    }
+    return;
+  }
   at::parallel_for(0, g.N * G, item_grain(g.N * G, double(g.N) * g.H * g.W * g.K * Cg), [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / G, gi = item % G;
