@@ -963,6 +963,24 @@ def test_cpu_direct_grad_input_weight_pack(strict_fp32, kernel):
         assert rel_err(got, ref) < TOL[torch.float32], (groups, cin, cout)
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_cpu_direct_narrow_outputs(strict_fp32, layout):
+    """Fewer output channels a group than a vector (segmentation heads, narrow nets) on the direct
+    kernels: the packed weight's zero columns past Kg, in both layouts, grad_input's transposed
+    convolution with few input channels, over random geometry vs fp64."""
+    if not CPU_HAS_AVX512:
+        pytest.skip("the direct kernels need AVX-512")
+    rng = _rng()
+    for cout, cin, groups in [(1, 8, 1), (2, 5, 1), (3, 16, 1), (11, 64, 1), (4, 4, 1), (6, 6, 2), (10, 3, 1)]:
+        kernel = [rng.randint(1, 3), rng.randint(2, 4)]
+        dil = [rng.choice([1, 2]), rng.choice([1, 3])]
+        kw = dict(stride=[rng.randint(1, 2), 1], padding=[rng.randint(0, 2), rng.randint(0, 2)], dilation=dil,
+                  groups=groups)
+        size = [dil[i] * (kernel[i] - 1) + 1 + rng.randint(0, 9) for i in range(2)]
+        _compare(2, (rng.randint(1, 3), cin, *size), (cout, cin // groups, *kernel), kw, "cpu", torch.float32,
+                 bias=rng.random() < 0.5, layout=layout)
+
+
 def test_cpu_direct_blocking_thread_count_independent(monkeypatch):
     """Reduction chunks depend on the geometry alone, bands on the thread count: 1 and 2 threads
     give the same bits, forward and grad_input, chunked or not."""
@@ -989,11 +1007,12 @@ def test_cpu_forward_engine_env_is_checked(monkeypatch):
         RF.conv2d(torch.randn(1, 16, 6, 6), torch.randn(16, 16, 3, 3))
 
 
-@pytest.mark.parametrize("shape", [(1, 64, 12, 12, 64), (1, 256, 6, 6, 256), (1, 512, 4, 4, 128)])
+@pytest.mark.parametrize("shape", [(1, 64, 12, 12, 64), (1, 256, 6, 6, 256), (1, 512, 4, 4, 128), (2, 8, 12, 12, 4),
+                                   (2, 4, 12, 12, 11)])
 def test_cpu_forward_engine_choice(monkeypatch, capfd, shape):
-    # the choice itself (RNNKERN_DEBUG=1 logs it): fp32 convolutions with >= 16 output channels
-    # take the direct kernels at every size, forward and grad_input (results are tested above on
-    # both engines); a threshold that comes back shows up here
+    # the choice itself (RNNKERN_DEBUG=1 logs it): fp32 convolutions with >= 2 output channels
+    # (NCHW) take the direct kernels at every size, forward and grad_input (results are tested above
+    # on both engines); a threshold that comes back shows up here
     if not CPU_HAS_AVX512:
         pytest.skip("the direct kernels need AVX-512")
     n, c, h, w, k = shape
