@@ -32,6 +32,7 @@ class Case:
     no_cudnn: bool = False  # compare against torch with cuDNN disabled (its native CUDA path)
     variant: str = ""       # ours in another form of the same kernels (VARIANTS), for comparison
     k: int = 3              # square kernel, 'same' padding d (k - 1) / 2
+    groups: int = 1         # cin (= cout) for a depthwise convolution
 
 
 # Other forms of the same op, selected per call by environment variables (the default: mma.sync +
@@ -79,6 +80,10 @@ CPU_CASES = (
     # fourteenth session): 256 -> 256, 512 -> 512 at 8x8, the ASPP head's 2048 -> 256 at 16x16
     + [Case(torch.float32, False, 1, 256, 256, 32, 1), Case(torch.float32, False, 1, 512, 512, 8, 1),
        Case(torch.float32, False, 1, 2048, 256, 16, 6)]
+    # beyond ANCHORS.md (seventeenth session): depthwise 3x3 in both layouts, a 3x3 head with fewer
+    # output channels than a vector, a 1x1 bottleneck
+    + [Case(torch.float32, cl, 8, 64, 64, 32, 1, groups=64) for cl in (False, True)]
+    + [Case(torch.float32, False, 8, 64, 11, 8, 1), Case(torch.float32, False, 1, 256, 64, 28, 1, k=1)]
 )
 
 
@@ -90,20 +95,21 @@ def useful_flops(c: Case) -> float:
         off = t * c.dilation - c.dilation * (k - 1) // 2
         return max(0, min(c.hw, c.hw - off) - max(0, -off))
     per_img = sum(valid(r) * valid(s) for r in range(k) for s in range(k))
-    return 2.0 * c.n * per_img * c.cin * c.cout
+    return 2.0 * c.n * per_img * c.cin * c.cout / c.groups
 
 
 def _name(c: Case) -> str:
     dt = {torch.float32: "tf32" if torch.cuda.is_available() else "fp32", torch.bfloat16: "bf16"}[c.dtype]
     vs = (" vs no-cuDNN" if c.no_cudnn else "") + (f" {c.variant}" if c.variant else "")
-    kind = "1x1" if c.k == 1 else f"d{c.dilation}"
+    kind = ("1x1" if c.k == 1 else f"d{c.dilation}") + (" depthwise" if c.groups > 1 else "")
     return f"{dt} {'CL' if c.channels_last else 'NCHW'} N{c.n} {c.cin}->{c.cout} {c.hw}x{c.hw} {kind}{vs}"
 
 
-def _torch_backward(gy, x, w, d, p, mask, no_cudnn):
+def _torch_backward(gy, x, w, d, p, mask, no_cudnn, groups=1):
     def run():
         with torch.backends.cudnn.flags(enabled=not no_cudnn):
-            return torch.ops.aten.convolution_backward(gy, x, w, None, [1, 1], [p, p], [d, d], False, [0, 0], 1, mask)
+            return torch.ops.aten.convolution_backward(gy, x, w, None, [1, 1], [p, p], [d, d], False, [0, 0], groups,
+                                                       mask)
     return run
 
 
@@ -115,28 +121,29 @@ def cases(device: str, quick: bool) -> list[Bench]:
     for c in table:
         fmt = torch.channels_last if c.channels_last else torch.contiguous_format
         x = torch.randn(c.n, c.cin, c.hw, c.hw, device=device, dtype=c.dtype).contiguous(memory_format=fmt)
-        w = torch.randn(c.cout, c.cin, c.k, c.k, device=device, dtype=c.dtype) / (c.k * c.k * c.cin) ** 0.5
+        cg, g = c.cin // c.groups, c.groups
+        w = torch.randn(c.cout, cg, c.k, c.k, device=device, dtype=c.dtype) / (c.k * c.k * cg) ** 0.5
         w = w.contiguous(memory_format=fmt)
         d, p = c.dilation, c.dilation * (c.k - 1) // 2
         gy = torch.randn(c.n, c.cout, c.hw, c.hw, device=device, dtype=c.dtype).contiguous(memory_format=fmt)
         s, p4, dd = [1, 1], [p, p, p, p], [d, d]  # bound as lambda defaults below: each case its own
         flops, name = useful_flops(c), _name(c)
 
-        def theirs_fwd(x=x, w=w, d=d, p=p, nc=c.no_cudnn):
+        def theirs_fwd(x=x, w=w, d=d, p=p, nc=c.no_cudnn, g=g):
             with torch.backends.cudnn.flags(enabled=not nc):
-                return F.conv2d(x, w, None, 1, p, d)
+                return F.conv2d(x, w, None, 1, p, d, g)
 
         env = VARIANTS.get(c.variant, {})
-        out.append(Bench("conv", name, "fwd", with_env(lambda x=x, w=w, d=d, p=p: RF.conv2d(x, w, None, 1, p, d), **env),
+        out.append(Bench("conv", name, "fwd", with_env(lambda x=x, w=w, d=d, p=p, g=g: RF.conv2d(x, w, None, 1, p, d, g), **env),
                          theirs_fwd, "TFLOP/s", flops))
         out.append(Bench("conv", name, "dgrad",
-                         with_env(lambda gy=gy, w=w, xs=list(x.shape), s=s, p4=p4, dd=dd: DGRAD(gy, w, xs, s, p4, dd, 1),
-                                  **env),
-                         _torch_backward(gy, x, w, d, p, [True, False, False], c.no_cudnn), "TFLOP/s", flops))
+                         with_env(lambda gy=gy, w=w, xs=list(x.shape), s=s, p4=p4, dd=dd, g=g:
+                                  DGRAD(gy, w, xs, s, p4, dd, g), **env),
+                         _torch_backward(gy, x, w, d, p, [True, False, False], c.no_cudnn, g), "TFLOP/s", flops))
         if c.variant in GATHER_ONLY:
             continue
         out.append(Bench("conv", name, "wgrad",
-                         with_env(lambda gy=gy, x=x, ws=list(w.shape), s=s, p4=p4, dd=dd:
-                                  WGRAD(gy, x, ws, s, p4, dd, 1, False), **env),
-                         _torch_backward(gy, x, w, d, p, [False, True, False], c.no_cudnn), "TFLOP/s", flops))
+                         with_env(lambda gy=gy, x=x, ws=list(w.shape), s=s, p4=p4, dd=dd, g=g:
+                                  WGRAD(gy, x, ws, s, p4, dd, g, False), **env),
+                         _torch_backward(gy, x, w, d, p, [False, True, False], c.no_cudnn, g), "TFLOP/s", flops))
     return out
