@@ -108,3 +108,17 @@ def test_channels_last_module_gives_channels_last_output(name, args):
     y, want = ours(x), theirs(x)
     assert y.is_contiguous(memory_format=torch.channels_last) and want.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(y, want)
+
+
+def test_from_torch_keeps_output_padding():
+    """A transposed convolution's output_padding carries over (it sets the output size)."""
+    for m, x in [(nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=(1, 0)), torch.randn(2, 3, 4, 5)),
+                 (nn.ConvTranspose1d(3, 2, 3, stride=3, output_padding=2), torch.randn(2, 3, 6))]:
+        m = m.double()
+        x = x.double()
+        ref = m(x)
+        ours = rnnkern.nn.from_torch(m)
+        assert ours.output_padding == m.output_padding
+        out = ours(x)
+        assert out.shape == ref.shape
+        assert torch.allclose(out, ref, rtol=1e-12, atol=1e-12)

@@ -584,6 +584,21 @@ def test_channels_last_in_channels_last_out(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_output_layout_follows_weight_like_torch(device):
+    """An NCHW input with a channels_last weight gives a channels_last output (torch's rule); a
+    weight that is merely non-contiguous (a transposed view, a slice) does not."""
+    x = torch.randn(2, 4, 8, 9, device=device)
+    for w in (torch.randn(6, 4, 3, 3, device=device), torch.randn(4, 6, 3, 3, device=device)):  # conv, transposed
+        conv_ours, conv_torch = (RF.conv2d, TF.conv2d) if w.shape[1] == 4 else (RF.conv_transpose2d,
+                                                                                 TF.conv_transpose2d)
+        for weight in (w.contiguous(memory_format=torch.channels_last), w.transpose(2, 3), w[:, :, :, :2]):
+            ours, theirs = conv_ours(x, weight), conv_torch(x, weight)
+            assert ours.shape == theirs.shape
+            assert ours.is_contiguous() == theirs.is_contiguous(), (weight.stride(), ours.stride(), theirs.stride())
+            assert rel_err(ours, theirs) < 1e-5
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_noncontiguous_inputs(device):
     base = torch.randn(3, 10, 14, 17, dtype=torch.float64, device=device)
     x = base[::2, 1:7, ::2, 3:].transpose(2, 3)           # (2, 6, 7, 7) with odd strides
@@ -748,6 +763,24 @@ def test_kernel_boundary_checks():
         FWD(x, w, None, [1, 1], [0, 0, 0, 0], [5, 5], 1)
     with pytest.raises(RuntimeError, match="padding"):
         FWD(x, w, None, [1, 1], [0, 0, 0], [1, 1], 1)
+
+
+@pytest.mark.parametrize("dtype,cin,cout", [(torch.float64, 5, 6), (torch.float32, 16, 16)])
+@pytest.mark.parametrize("pad", [[0, 1, 3, 1], [1, 0, 1, 3], [3, 1, 0, 1], [1, 3, 1, 0]])
+def test_asymmetric_padding_past_kernel_extent(dtype, cin, cout, pad):
+    """The ops take 4-entry padding (top, left, bottom, right); one side larger than the dilated
+    kernel extent at stride 1 (where grad_input is no longer a convolution of grad_output with
+    non-negative padding): forward and both gradients against torch on the padded input."""
+    pt, pl, pb, pr = pad
+    x = torch.randn(2, cin, 6, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(cout, cin, 3, 3, dtype=torch.float64, requires_grad=True)
+    ref = TF.conv2d(TF.pad(x, (pl, pr, pt, pb)), w)
+    gy = torch.randn_like(ref)
+    gx_ref, gw_ref = torch.autograd.grad(ref, (x, w), gy)
+    xd, wd, gyd = x.detach().to(dtype), w.detach().to(dtype), gy.to(dtype)
+    assert rel_err(FWD(xd, wd, None, [1, 1], pad, [1, 1], 1), ref) < TOL[dtype]
+    assert rel_err(DGRAD(gyd, wd, list(x.shape), [1, 1], pad, [1, 1], 1), gx_ref) < TOL[dtype]
+    assert rel_err(WGRAD(gyd, xd, list(w.shape), [1, 1], pad, [1, 1], 1, False)[0], gw_ref) < TOL[dtype]
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])

@@ -655,6 +655,19 @@ def test_bilinear_upsampling_weight():
     torch.testing.assert_close(m.weight.detach(), w)
 
 
+
+@pytest.mark.parametrize("cin,cout", [(5, 3), (2, 4)])
+def test_bilinear_upsampling_weight_unequal_channels(cin, cout):
+    """in != out channels: channel i upsamples into channel i for i < min(in, out); the channels
+    past that get zero kernels (no IndexError for in > out)."""
+    w = RN.bilinear_upsampling_weight(cin, cout, 4)
+    assert w.shape == (cin, cout, 4, 4)
+    square = RN.bilinear_upsampling_weight(1, 1, 4)[0, 0]
+    n = min(cin, cout)
+    for i in range(cin):
+        for j in range(cout):
+            assert torch.equal(w[i, j], square if i == j < n else torch.zeros(4, 4)), (i, j)
+
 @pytest.mark.parametrize("fn", [RF.conv_transpose2d, F.conv_transpose2d])
 def test_bad_inputs_raise(fn):
     x = torch.randn(2, 4, 5, 5)

@@ -503,6 +503,27 @@ def test_backward_op_double_backward_is_forward():
     assert torch.equal(ggo, TF.max_unpool2d(ggi, i, 2))
 
 
+def test_double_backward_unchecked_drops_out_of_range():
+    """check_indices=False drops out-of-range indices; the double backward (d grad_input /
+    d grad_output, a scatter through the same indices) drops them too instead of raising."""
+    x = torch.randn(1, 2, 2, 3, dtype=torch.float64, requires_grad=True)
+    i = torch.tensor([[[[0, 3, 99], [13, -1, 23]], [[1, 500, 9], [14, 17, 22]]]])  # out of range: 99, -1, 500
+    out = RF.max_unpool2d(x, i, 2, check_indices=False)
+    go = torch.randn_like(out, requires_grad=True)
+    (gx,) = torch.autograd.grad(out, x, go, create_graph=True)
+    v = torch.randn_like(gx)
+    (ggo,) = torch.autograd.grad(gx, go, v)
+    keep = (i >= 0) & (i < out[0, 0].numel())
+    exp = torch.zeros_like(out).flatten(2)
+    exp.scatter_add_(2, torch.where(keep, i, 0).flatten(2), torch.where(keep, v, 0).flatten(2))
+    assert torch.equal(ggo, exp.view_as(out))
+
+    # the same through torch.func (the ops' Python autograd.Functions)
+    def gx_of(g):
+        return torch.func.vjp(lambda a: RF.max_unpool2d(a, i, 2, check_indices=False), x.detach())[1](g)[0]
+    assert torch.equal(torch.func.vjp(gx_of, go.detach())[1](v)[0], exp.view_as(out))
+
+
 # ----------------------------------------------------------------------------------------------
 # opcheck (schema, fake, autograd registration, AOT dispatch)
 
@@ -691,6 +712,26 @@ def test_nearest_anisotropic(device):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("s", [2, 3])
 @pytest.mark.parametrize("channels_last", [False, True])
+def test_nearest_and_bed_of_nails_output_larger_than_grid(s, channels_last, device):
+    """Called directly with an output_size past the last window (up to H * s + s - 1), the op
+    fills the rows / columns no input window covers with zeros (and reads no input past row H)."""
+    # x is rows 0..2 of a 4-row tensor of ones: a read past row H would find ones, not zeros
+    big = torch.ones(2, 3, 4, 4, device=device)
+    big[:, :, :3] = torch.randn(2, 3, 3, 4, device=device)
+    x = big[:, :, :3]
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    oh, ow = 3 * s + s - 1, 4 * s + 1
+    for mode, ref in ((MODE_NEAREST, reference.unpool_nearest2d), (MODE_BED_OF_NAILS, reference.bed_of_nails2d)):
+        out = FWD(x, None, mode, [s, s], [s, s], [0, 0], [oh, ow])
+        exp = torch.zeros(2, 3, oh, ow, device=device)
+        exp[:, :, :3 * s, :4 * s] = ref(x.contiguous(), s)
+        assert torch.equal(out, exp), mode
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("s", [2, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
 def test_nearest_and_bed_of_nails_grads(s, channels_last, device):
     x = torch.randn(2, 3, 4, 5, device=device, dtype=torch.float64)
     if channels_last:
@@ -856,6 +897,14 @@ def test_indices_shape_mismatch():
     _raises(ValueError, "indices shape", RF.max_unpool2d, v, i.transpose(-1, -2), 2)
     _raises(ValueError, "indices shape", RF.max_unpool1d, v[:, :, 0], i[:, :1, 0], 2)
     _raises(TypeError, "indices", RF.max_unpool2d, v, i.tolist(), 2)
+
+
+def test_negative_default_output_size():
+    """padding larger than the default size allows (here -1): a ValueError naming the size, as
+    torch's (not the kernel's RuntimeError)."""
+    for fn, v in ((RF.max_unpool2d, torch.randn(1, 1, 1, 1)), (RF.max_unpool1d, torch.randn(1, 1, 1))):
+        with pytest.raises(ValueError, match="non-negative"):
+            fn(v, torch.zeros_like(v, dtype=torch.long), 1, 1, 1)
 
 
 def test_wrong_dims():
