@@ -547,7 +547,10 @@ void forward_direct(const ConvGeometry& g, bool cl, const at::Tensor& x, const a
   const T* b = bias ? bias->const_data_ptr<T>() : nullptr;
   T* yp = y.mutable_data_ptr<T>();
   if constexpr (std::is_same_v<T, float>) {
-    if (cl && depthwise::applies(g) && cpu_has_avx512()) return depthwise::forward_nhwc(g, xp, w, b, yp);
+    if (depthwise::applies(g) && cpu_has_avx512()) {
+      if (cl) return depthwise::forward_nhwc(g, xp, w, b, yp);
+      if (g.sw == 1) return depthwise::forward_nchw(g, xp, w, b, yp);
+    }
   }
   const double macs = double(g.N) * g.OH * g.OW * K * Cg * g.taps();
   if (!cl) {

@@ -123,6 +123,43 @@ inline void forward_nhwc(const ConvGeometry& g, const float* x, const float* w, 
   });
 }
 
+// NCHW forward with unit column stride: one task per (image, channel) plane, each output row 16
+// pixels a vector, the taps in (r, s) order; lanes whose input column lies in the padding are
+// masked off (a masked load does not touch them).
+__attribute__((target("avx512f"))) inline void forward_nchw_plane(const ConvGeometry& g, const float* x,
+                                                                     const float* w, const float* b, float* y,
+                                                                     int64_t plane) {
+  const int64_t c = plane % g.C;
+  const float* xp = x + plane * g.H * g.W;
+  const float* wc = w + c * g.taps();
+  float* yp = y + plane * g.OH * g.OW;
+  const __m512 bias = _mm512_set1_ps(b ? b[c] : 0.f);
+  for (int64_t oh = 0; oh < g.OH; ++oh) {
+    for (int64_t ow0 = 0; ow0 < g.OW; ow0 += 16) {
+      const __mmask16 m = lanes(g.OW - ow0);
+      __m512 acc = bias;
+      for (int64_t r = 0; r < g.KH; ++r) {
+        const int64_t ih = oh * g.sh - g.pt + r * g.dh;
+        if (ih < 0 || ih >= g.H) continue;
+        const float* xrow = xp + ih * g.W;
+        for (int64_t s = 0; s < g.KW; ++s) {
+          const int64_t iw0 = ow0 - g.pl + s * g.dw;  // lane i reads column iw0 + i
+          const __mmask16 v = m & lanes(g.W - iw0) & __mmask16(~lanes(-iw0));
+          acc = _mm512_fmadd_ps(_mm512_set1_ps(wc[r * g.KW + s]), _mm512_maskz_loadu_ps(v, xrow + iw0), acc);
+        }
+      }
+      _mm512_mask_storeu_ps(yp + oh * g.OW + ow0, m, acc);
+    }
+  }
+}
+
+inline void forward_nchw(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y) {
+  const double macs = double(g.N) * g.OH * g.OW * g.C * g.taps();
+  at::parallel_for(0, g.N * g.C, macs < double(1 << 21) ? g.N * g.C : 1, [&](int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) forward_nchw_plane(g, x, w, b, y, plane);
+  });
+}
+
 // gx[n, ih, :, :] (channels_last) = sum over the taps that reach input row ih of
 // w[tap] * gy[n, oh, ow, :], with oh * sh = ih + pt - r * dh (and the same along W): a gather, so
 // each input pixel is written once, for any stride.
