@@ -57,6 +57,7 @@
 #include "../env.h"
 #include "blas_emulation.h"
 #include "conv_depthwise.h"
+#include "conv_narrow.h"
 #include "conv_precision.h"
 #include "fresh_buffer.h"
 #include "../ops.h"
@@ -746,6 +747,12 @@ bool forward_takes_direct(const char* op, bool by_size) {
 // torch on the GEMM engine, 0.73x direct; 64 -> 11 at 8x8 0.50x, 1.16x; 8 -> 1 NCHW 0.94x, 0.76x).
 bool direct_ok(const ConvGeometry& g, bool cl, at::ScalarType t) {
   return t == at::kFloat && cpu_has_avx512() && g.Kg() >= (cl ? 1 : 2) && !narrow_groups(g) && !is_pointwise(g);
+}
+
+// NCHW fp32 convolutions with fewer than 16 output channels a group (not narrow groups, not
+// pointwise) at unit column stride: conv_narrow.h's kernels, vectorised along the output row.
+bool narrow_nchw_ok(const ConvGeometry& g, bool cl, at::ScalarType t) {
+  return t == at::kFloat && !cl && cpu_has_avx512() && narrow::applies(g) && !narrow_groups(g) && !is_pointwise(g);
 }
 
 // Floats between consecutive input channels' rows of the packed weight: Kgp, plus one vector when
@@ -1585,6 +1592,13 @@ void backward_input_impl(const ConvGeometry& g, bool cl, const at::Tensor& gy, c
     t.pb = ext_h - g.pb;
     t.pl = ext_w - g.pl;
     t.pr = ext_w - g.pr;
+    if constexpr (std::is_same_v<T, float>) {
+      if (narrow_nchw_ok(t, cl, gy.scalar_type()) && forward_takes_direct("conv2d_backward_input", true)) {
+        const at::Tensor wt = prepare_weight(g, w, /*flip_transpose=*/true);
+        return narrow::forward_nchw(t, gy.const_data_ptr<float>(), wt.const_data_ptr<float>(), nullptr,
+                                    gx.mutable_data_ptr<float>());
+      }
+    }
     if (direct_ok(t, cl, gy.scalar_type()) && forward_takes_direct("conv2d_backward_input", true))
       forward_direct_avx512(t, cl, gy, w, /*flip_transpose=*/true, std::nullopt, gx);
     else forward_impl<T>(t, cl, gy, prepare_weight(g, w, /*flip_transpose=*/true), std::nullopt, gx);
@@ -1853,6 +1867,10 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
     if (conv2d_takes_gemm(g, /*default_on=*/false)) {
       // the weight as it comes, as the CUDA route takes it (weight_matrix copies what a BLAS cannot read)
       conv2d_forward_gemm(x, weight.detach().to(ct), b, g, cl, y, CpuGemm{});
+    } else if (narrow_nchw_ok(g, cl, ct) && forward_takes_direct("conv2d_forward", true)) {
+      const at::Tensor wt = prepare_weight(g, prep(weight, ct, false), false);
+      narrow::forward_nchw(g, x.const_data_ptr<float>(), wt.const_data_ptr<float>(),
+                           b ? b->const_data_ptr<float>() : nullptr, y.mutable_data_ptr<float>());
     } else if (direct_ok(g, cl, ct) && forward_takes_direct("conv2d_forward", true)) {
       // (reads the weight through its strides)
       forward_direct_avx512(g, cl, x, weight.detach().to(ct), /*flip_transpose=*/false, b, y);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../conv_common.h"
+#include "simd_mask.h"
 
 namespace rnnkern {
 namespace depthwise {
@@ -27,10 +28,6 @@ inline bool applies(const ConvGeometry& g) { return g.G == g.C && g.K == g.C; }
 
 // Channel vectors a block: four independent FMA chains per pixel (the FMA latency is 4 cycles).
 constexpr int64_t kBlockVectors = 4;
-
-__attribute__((target("avx512f"))) inline __mmask16 lanes(int64_t n) {
-  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1u);
-}
 
 // The weight (C, 1, KH, KW) as (taps, C): a tap's 16 channels in one load.
 inline std::vector<float> taps_by_channel(const float* w, int64_t C, int64_t taps) {

@@ -1014,6 +1014,24 @@ def test_cpu_direct_narrow_outputs(strict_fp32, layout):
                  bias=rng.random() < 0.5, layout=layout)
 
 
+@pytest.mark.parametrize("engine", ["", "gemm"], ids=["by_size", "gemm"])
+def test_cpu_narrow_nchw_rows(strict_fp32, monkeypatch, engine):
+    """NCHW with <= 8 output channels a group and output rows of >= 32 pixels (conv_narrow.h:
+    vectors along the row, 4 channels x 4 vectors or 8 x 2, channel counts padded to the block,
+    lanes in the padding masked off), forward and grad_input (whose transposed convolution is
+    narrow when the input channels are), and the GEMM engine forced, vs fp64."""
+    if not CPU_HAS_AVX512:
+        pytest.skip("the direct kernels need AVX-512")
+    monkeypatch.setenv("RNNKERN_CONV_CPU_FORWARD", engine)
+    for xs, ws, kw in [((2, 5, 6, 70), (3, 5, 3, 3), dict(padding=1)),
+                       ((1, 16, 9, 37), (7, 16, 2, 3), dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2))),
+                       ((2, 12, 5, 40), (8, 6, 3, 3), dict(padding="same", groups=2)),
+                       ((1, 8, 7, 64), (1, 8, 1, 5), dict(padding=(0, 2))),
+                       ((1, 3, 4, 34), (8, 3, 3, 3), {}),
+                       ((1, 4, 5, 66), (4, 4, 3, 3), dict(padding=3, dilation=3))]:
+        _compare(2, xs, ws, kw, "cpu", torch.float32, bias=True)
+
+
 def test_cpu_direct_blocking_thread_count_independent(monkeypatch):
     """Reduction chunks depend on the geometry alone, bands on the thread count: 1 and 2 threads
     give the same bits, forward and grad_input, chunked or not."""

@@ -1,0 +1,14 @@
+// The first n lanes of a 16-float AVX-512 vector as a mask (all for n >= 16, none for n <= 0):
+// row and channel tails of the direct convolution kernels.
+#pragma once
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace rnnkern {
+
+__attribute__((target("avx512f"))) inline __mmask16 lanes(int64_t n) {
+  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1u);
+}
+
+}  // namespace rnnkern
