@@ -81,9 +81,10 @@ CPU_CASES = (
     + [Case(torch.float32, False, 1, 256, 256, 32, 1), Case(torch.float32, False, 1, 512, 512, 8, 1),
        Case(torch.float32, False, 1, 2048, 256, 16, 6)]
     # beyond ANCHORS.md (seventeenth session): depthwise 3x3 in both layouts, a 3x3 head with fewer
-    # output channels than a vector, a 1x1 bottleneck
+    # output channels than a vector, a narrow layer (the demo's FCN-8s at base width 8), a 1x1 bottleneck
     + [Case(torch.float32, cl, 8, 64, 64, 32, 1, groups=64) for cl in (False, True)]
-    + [Case(torch.float32, False, 8, 64, 11, 8, 1), Case(torch.float32, False, 1, 256, 64, 28, 1, k=1)]
+    + [Case(torch.float32, False, 8, 64, 11, 8, 1), Case(torch.float32, False, 8, 8, 8, 64, 1),
+       Case(torch.float32, False, 1, 256, 64, 28, 1, k=1)]
 )
 
 
