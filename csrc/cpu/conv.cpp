@@ -34,7 +34,9 @@
 // kernel instead; see its comment.) col2im accumulates each element in a fixed order (no atomics, no races).
 //
 // Narrow groups (G > 1, Cg * Kg <= 16: depthwise and friends) skip the GEMMs, which would be a
-// row or two each, for direct loops (forward_direct, backward_weight_direct).
+// row or two each, for direct loops (forward_direct, backward_weight_direct; fp32 depthwise on
+// AVX-512 in conv_depthwise.h). NCHW layers with <= 8 output channels a group and long rows take
+// conv_narrow.h's kernels, vectorised along the row.
 //
 // fp32 and fp64 natively; bf16/fp16 are computed in fp32 and rounded once at the end.
 #include <ATen/Dispatch.h>
@@ -749,8 +751,8 @@ bool direct_ok(const ConvGeometry& g, bool cl, at::ScalarType t) {
   return t == at::kFloat && cpu_has_avx512() && g.Kg() >= (cl ? 1 : 2) && !narrow_groups(g) && !is_pointwise(g);
 }
 
-// NCHW fp32 convolutions with fewer than 16 output channels a group (not narrow groups, not
-// pointwise) at unit column stride: conv_narrow.h's kernels, vectorised along the output row.
+// NCHW fp32 convolutions (not narrow groups, not pointwise) where conv_narrow.h's row-vectorised
+// kernels apply: unit column stride, <= 8 output channels a group, rows of >= 32 pixels.
 bool narrow_nchw_ok(const ConvGeometry& g, bool cl, at::ScalarType t) {
   return t == at::kFloat && !cl && cpu_has_avx512() && narrow::applies(g) && !narrow_groups(g) && !is_pointwise(g);
 }
