@@ -2,8 +2,8 @@
 // layers) in fp32 on AVX-512, for conv.cpp. The generic narrow-group loops there compile for the
 // build's baseline (SSE2: no -march), and in channels_last, where consecutive channels sit next to
 // each other in memory, they ran at 0.3-0.6x of torch's oneDNN kernels (bench/NOTES.md). Here
-// channels_last passes run 16 channels a vector (masked at the tail), and the NCHW weight gradient
-// runs its row dot products 16 pixels a vector.
+// channels_last passes run 16 channels a vector (masked at the tail), and the NCHW forward and
+// weight gradient 16 pixels of a row a vector.
 //
 // Every output element is produced by one task in a fixed order (taps in (r, s) order, pixels in
 // row order; the weight gradient in a fixed number of parts added in part order), so results are
@@ -141,7 +141,7 @@ __attribute__((target("avx512f"))) inline void forward_nchw_plane(const ConvGeom
         const float* xrow = xp + ih * g.W;
         for (int64_t s = 0; s < g.KW; ++s) {
           const int64_t iw0 = ow0 - g.pl + s * g.dw;  // lane i reads column iw0 + i
-          const __mmask16 v = m & lanes(g.W - iw0) & __mmask16(~lanes(-iw0));
+          const __mmask16 v = m & lanes_in_row(iw0, g.W);
           acc = _mm512_fmadd_ps(_mm512_set1_ps(wc[r * g.KW + s]), _mm512_maskz_loadu_ps(v, xrow + iw0), acc);
         }
       }

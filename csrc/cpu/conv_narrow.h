@@ -61,7 +61,7 @@ __attribute__((target("avx512f"))) void forward_row(const ConvGeometry& g, const
           __m512 xv[PV];
           for (int p = 0; p < PV; ++p) {
             const int64_t iw = ow0 + 16 * p - g.pl + s * g.dw;  // lane i reads column iw + i
-            const __mmask16 v = m[p] & lanes(g.W - iw) & __mmask16(~lanes(-iw));
+            const __mmask16 v = m[p] & lanes_in_row(iw, g.W);
             xv[p] = _mm512_maskz_loadu_ps(v, xrow + iw);
           }
           const float* wk = wg + (r * g.KW + s) * Cg + c;
