@@ -35,10 +35,13 @@ class Case:
     groups: int = 1         # cin (= cout) for a depthwise convolution
 
 
-# Other forms of the same op, selected per call by environment variables (the default: mma.sync +
-# ldmatrix on the cp.async ring; GEMM-shaped convolutions on cuBLAS):
+# Other forms of the same op, selected per call by environment variables (the default, on the
+# cp.async ring: wgmma for the forward / grad_input on 128-column tiles except fp32 channels_last,
+# mma.sync + ldmatrix elsewhere; 16-bit NCHW through channels_last copies; GEMM-shaped convolutions
+# on cuBLAS):
 VARIANTS = {"cp.async": {"RNNKERN_CONV_PIPELINE": "1"},   # the ring forced on (the default where it applies)
-            "wgmma": {"RNNKERN_CONV_MMA": "wgmma"},       # Hopper's warpgroup MMA on the ring (opt-in, sm_90a) ...
+            "mma": {"RNNKERN_CONV_MMA": "mma"},           # mma.sync everywhere (the default before wgmma's)
+            "wgmma": {"RNNKERN_CONV_MMA": "wgmma"},       # Hopper's warpgroup MMA everywhere it runs (sm_90a) ...
             "wgmma n64": {"RNNKERN_CONV_MMA": "wgmma",    # ... on the mma.sync form's 128 x 64 tiles
                           "RNNKERN_CONV_WGMMA_N": "64"},
             # the ring's k order in groups of 9 taps (gathered pixels reused through L1; wgmma's default) on
@@ -46,10 +49,11 @@ VARIANTS = {"cp.async": {"RNNKERN_CONV_PIPELINE": "1"},   # the ring forced on (
             "taps 9": {"RNNKERN_CONV_TAP_GROUP": "9"},
             "wgmma taps 1": {"RNNKERN_CONV_MMA": "wgmma", "RNNKERN_CONV_TAP_GROUP": "1"},
             "engine": {"RNNKERN_CONV_GEMM": "0"},         # a 1x1 convolution on the engine instead of cuBLAS
-            # NCHW operands through channels_last copies on the channels_last kernels (opt-in) ...
+            # NCHW operands through channels_last copies on the channels_last kernels (TF32: opt-in) ...
             "via CL": {"RNNKERN_CONV_NCHW": "transpose"},
             "via CL wgmma": {"RNNKERN_CONV_NCHW": "transpose",  # ... and those on wgmma
-                             "RNNKERN_CONV_MMA": "wgmma"}}
+                             "RNNKERN_CONV_MMA": "wgmma"},
+            "native": {"RNNKERN_CONV_NCHW": "native"}}    # 16-bit NCHW on the NCHW kernels (bf16 row below)
 NCHW_ONLY = ("via CL", "via CL wgmma")  # variants that change nothing for channels_last operands
 GATHER_ONLY = ("taps 9", "wgmma taps 1")  # the gather's k order: forward and dgrad, not wgrad
 
@@ -65,9 +69,10 @@ GPU_CASES = (
     + [Case(dt, cl, 8, cin, 256, hw, d, variant=v) for v in VARIANTS
        for dt, cl, cin, hw, d in ((torch.float32, False, 256, 64, 1), (torch.bfloat16, True, 256, 64, 1),
                                   (torch.float32, False, 2048, 32, 18), (torch.bfloat16, True, 2048, 32, 18))
-       if v != "engine" and not (cl and v in NCHW_ONLY)]
-    # bf16 NCHW: no 2-byte cp.async, so its NCHW tiles take the single-stage form
-    + [Case(torch.bfloat16, False, 8, 256, 256, 64, 1, variant=v) for v in ("", "via CL")]
+       if v not in ("engine", "native") and not (cl and v in NCHW_ONLY)]
+    # bf16 NCHW: no 2-byte cp.async, so its NCHW tiles take the single-stage form (native); the
+    # default runs it through channels_last copies
+    + [Case(torch.bfloat16, False, 8, 256, 256, 64, 1, variant=v) for v in ("", "native")]
     # the ASPP head's 1x1 branch: one GEMM (cuBLAS, csrc/conv_gemm.h), and the same on the engine
     + [Case(dt, cl, 8, 2048, 256, 32, 1, variant=v, k=1) for v in ("", "engine")
        for dt, cl in ((torch.float32, False), (torch.bfloat16, True))]

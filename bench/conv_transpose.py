@@ -86,11 +86,12 @@ def _benches(c: Case, device: str) -> list[Bench]:
         # kernel <= stride, no padding: one GEMM on cuBLAS (csrc/conv_gemm.h); the same passes on the engine
         out += passes(" engine", RNNKERN_CONV_GEMM="0")
     if device == "cuda" and (c.k, c.s, c.p) == (4, 2, 1):
-        # the three passes on the engine with Hopper's wgmma (opt-in, sm_90a)
+        # the three passes on the engine with mma.sync alone, and with Hopper's wgmma everywhere (sm_90a)
+        out += passes(" mma", RNNKERN_CONV_MMA="mma")
         out += passes(" wgmma", RNNKERN_CONV_MMA="wgmma")
         out += passes(" wgmma n64", RNNKERN_CONV_MMA="wgmma", RNNKERN_CONV_WGMMA_N="64")
     if device == "cuda" and (c.k, c.s, c.p) == (4, 2, 1) and not c.channels_last:
-        # NCHW on the channels_last kernels through copies (opt-in), and those on wgmma
+        # NCHW on the channels_last kernels through copies (fp32: opt-in), and those on wgmma
         out += passes(" via CL", RNNKERN_CONV_NCHW="transpose")
         out += passes(" via CL wgmma", RNNKERN_CONV_NCHW="transpose", RNNKERN_CONV_MMA="wgmma")
     if device == "cuda" and c.p == 0 and c.k % c.s == 0 and c.s % 4 == 0 and not c.channels_last:

@@ -8,6 +8,13 @@ import rnnkern  # noqa: F401  (registers the ops)
 from tests.utils import HAS_CUDA
 
 
+def pytest_sessionfinish(session, exitstatus):
+    # RNNKERN_TEST_UNTRIED=only with no test marked `untried` (every opt-in kernel has run on a
+    # GPU): nothing to run is a pass, not pytest's "no tests collected" (5)
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and os.environ.get("RNNKERN_TEST_UNTRIED") == "only":
+        session.exitstatus = pytest.ExitCode.OK
+
+
 def pytest_collection_modifyitems(config, items):
     # RNNKERN_TEST_UNTRIED=skip|only: leave out / keep only the tests marked `untried` (opt-in
     # kernels not yet run on a GPU; scripts/gpu_check.sh runs them in a process of their own: a

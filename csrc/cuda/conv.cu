@@ -38,16 +38,16 @@
 // mma.sync with ldmatrix fragment loads: bf16/fp16 (m16n8k16) and tf32 (m16n8k8, when
 // torch.backends.cudnn.allow_tf32), fp32 accumulate; fp32 with TF32 disallowed and fp64 run a
 // SIMT FMA path (8x4 outputs per thread). On Hopper, sm_90a builds add Hopper's asynchronous
-// warpgroup MMA on 128 x 128 or 128 x 64 tiles (RNNKERN_CONV_MMA=wgmma, opt-in until measured;
-// wgmma_tile_n).
+// warpgroup MMA on 128 x 128 or 128 x 64 tiles (wgmma_tile_n): the forward / grad_input's default
+// on 128-column tiles where it measured faster, everywhere with RNNKERN_CONV_MMA=wgmma (conv_mma_form).
 // Mainloop: a ring of cp.async stages (kStages > 1; use_pipeline says where), else one shared
 // stage + register prefetch (the next step's global loads in flight while the tensor cores work
 // on the current one; RNNKERN_CONV_PIPELINE=0 forces it). Epilogue: accumulators staged through shared
 // memory in the orientation that makes the global stores coalesced for the output's layout.
 // Layouts: NCHW and channels_last natively (template kCL); loads along the contiguous dimension
 // use 16-byte vectors where the channel counts and pointers allow it (runtime flag).
-// RNNKERN_CONV_NCHW=transpose (opt-in) runs NCHW on the channels_last kernels through copies
-// (nchw_via_channels_last).
+// 16-bit NCHW runs on the channels_last kernels through copies (nchw_via_channels_last; TF32 too
+// with RNNKERN_CONV_NCHW=transpose).
 // Groups with very few channels (depthwise) run direct kernels (one thread per output /
 // one block per weight element with a fixed-order reduction) instead of 97%-empty tiles.
 #include <ATen/Dispatch.h>
@@ -469,7 +469,7 @@ template <typename T, Path P, bool kCL, typename C = Cfg<T, P>>
 using GatherTiles = StagedTiles<T, P, std::conditional_t<kCL, SmemTile<BM, C::BK, C::PAD>, SmemTile<C::BK, BM, C::PAD_K>>,
                                 SmemTile<C::BK, BN, C::PAD_K>>;
 
-// ---- block-level MMA: Hopper's warpgroup MMA (sm_90a; RNNKERN_CONV_MMA=wgmma, opt-in) -----------
+// ---- block-level MMA: Hopper's warpgroup MMA (sm_90a; conv_mma_form says where) ---------------
 // The two warpgroups of the block take rows 0-63 and 64-127 of the BM x TN tile (TN = 64 or 128
 // columns), each one wgmma.m64nTN per k16 (bf16 / fp16) or k8 (tf32) straight from shared memory,
 // asynchronously (one k-step in flight, kWgmmaInFlight): no fragment loads, no register tiles of A
@@ -1402,16 +1402,19 @@ bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 =
 
 bool allow_tf32() { return cudnn_tf32_allowed(CudnnOp::kConv); }
 
-// RNNKERN_CONV_MMA (read per call): the tensor-core form. mma (default): mma.sync + ldmatrix;
-// wgmma: Hopper's warpgroup MMA where it runs (sm_90 with an sm_90a
-// build, on the cp.async ring): the forward / grad_input gather kernel for fp32 in any layout and
-// 16-bit channels_last, the grad_weight for fp32 NCHW and 16-bit channels_last (tf32 wgmma has no
-// transposed operands for fp32 channels_last), on 128- or 64-column tiles (wgmma_tile_n); the rest
-// stays on mma.sync. wgmma is opt-in until it has been measured on a GPU.
-enum class MmaForm { kMma, kWgmma };
+// RNNKERN_CONV_MMA (read per call): the tensor-core form. mma: mma.sync + ldmatrix; wgmma:
+// Hopper's warpgroup MMA where it runs (sm_90 with an sm_90a build, on the cp.async ring): the
+// forward / grad_input gather kernel for fp32 in any layout and 16-bit channels_last, the
+// grad_weight for fp32 NCHW and 16-bit channels_last (tf32 wgmma has no transposed operands for
+// fp32 channels_last), on 128- or 64-column tiles (wgmma_tile_n); the rest stays on mma.sync.
+// Unset (kAuto): what measured faster on an H200 (bench/results/h200-20261127-s18.json): wgmma for
+// the gather kernel on 128-column tiles (> 64 output channels) except fp32 channels_last (TF32
+// NCHW and bf16 channels_last forward / grad_input 1.01-1.13x; fp32 channels_last 0.92-0.97x, and
+// 64-column tiles 0.76-0.91x), mma.sync for the grad_weight (wgmma 0.85-0.95x).
+enum class MmaForm { kAuto, kMma, kWgmma };
 MmaForm conv_mma_form() {
   const char* e = std::getenv("RNNKERN_CONV_MMA");
-  if (e == nullptr || *e == '\0') return MmaForm::kMma;
+  if (e == nullptr || *e == '\0') return MmaForm::kAuto;
   const std::string v(e);
   if (v == "mma") return MmaForm::kMma;
   if (v == "wgmma") return MmaForm::kWgmma;
@@ -1504,17 +1507,21 @@ void launch_gather_pipelined(GatherParams p, bool cl, bool trans, dim3 grid, cud
   }
 }
 
-// The wgmma form of the gather kernel (RNNKERN_CONV_MMA=wgmma) where it can run: an sm_90a build
-// on an sm_90 device, and the cp.async ring's loads (fp32 any layout; 16-bit channels_last with
-// 16-byte runs of the input's channels and of the K-major weight's rows, vec_bk).
-// Like the ring it runs on (use_pipeline), RNNKERN_CONV_PIPELINE=0 turns it off and the pixel-shuffled
-// epilogue (`shuffled`) takes it only with RNNKERN_CONV_PIPELINE=1.
-bool use_wgmma(size_t elem_size, bool cl, bool vec_a, bool vec_bk, bool shuffled) {
+// The wgmma form (RNNKERN_CONV_MMA, conv_mma_form) where it can run: an sm_90a build on an sm_90
+// device, and the cp.async ring's loads (fp32 any layout; 16-bit channels_last with 16-byte runs
+// of the input's channels and of the K-major weight's rows, vec_bk). `gather`: the forward /
+// grad_input kernel with `columns` output channels a group (else the grad_weight), which decide
+// the unset form. Like the ring it runs on (use_pipeline), RNNKERN_CONV_PIPELINE=0 turns it off and
+// the pixel-shuffled epilogue (`shuffled`) takes it only with RNNKERN_CONV_PIPELINE=1.
+bool use_wgmma(size_t elem_size, bool cl, bool vec_a, bool vec_bk, bool shuffled, bool gather, int64_t columns) {
 #ifdef RNNKERN_WITH_SM90A
-  return conv_mma_form() == MmaForm::kWgmma && use_pipeline(elem_size, cl, vec_a, vec_bk, shuffled) &&
+  const MmaForm form = conv_mma_form();
+  const bool wanted = form == MmaForm::kWgmma ||
+                      (form == MmaForm::kAuto && gather && columns > 64 && !(elem_size == 4 && cl));
+  return wanted && use_pipeline(elem_size, cl, vec_a, vec_bk, shuffled) &&
          at::cuda::getCurrentDeviceProperties()->major == 9;
 #else
-  (void)elem_size, (void)cl, (void)vec_a, (void)vec_bk, (void)shuffled;
+  (void)elem_size, (void)cl, (void)vec_a, (void)vec_bk, (void)shuffled, (void)gather, (void)columns;
   return false;
 #endif
 }
@@ -1597,7 +1604,7 @@ void launch_gather(GatherParams p, const at::Tensor& w, bool cl, bool trans, int
     constexpr Path P = decltype(path)::value;
     if constexpr (P != Path::kSimt) {
       const bool vec_bk = p.R % V == 0;  // K-major weight rows of R elements (a fresh tensor: aligned)
-      if (use_wgmma(sizeof(T), cl, p.vec_a, vec_bk, p.ps > 1)) {
+      if (use_wgmma(sizeof(T), cl, p.vec_a, vec_bk, p.ps > 1, /*gather=*/true, p.Nn)) {
         // (G, taps, Nn, R), always a fresh copy (contiguous() could hand back the caller's storage at
         // any offset, e.g. for 1x1 kernels); freed stream-ordered
         const at::Tensor wt_k = w.transpose(-1, -2).clone(at::MemoryFormat::Contiguous);
@@ -1650,7 +1657,7 @@ void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::Te
   // The ring is asked once: the grid below is sized for the kernel it picks (the environment is
   // read per call, and a second read could pick a kernel of other tile widths than the grid's).
   const bool ring = use_pipeline(elem_size, cl, p.vec_a, p.vec_b, false);
-  const bool wgmma = ring && use_wgmma(elem_size, cl, p.vec_a, p.vec_b, false);
+  const bool wgmma = ring && use_wgmma(elem_size, cl, p.vec_a, p.vec_b, false, /*gather=*/false, p.Cg);
   const bool wgmma_cl16 = elem_size == 2 && wgmma;
   const int tn = wgmma_cl16 ? wgmma_tile_n(p.Cg) : BN;
   const int tiles_m = (p.Kg + BM - 1) / BM;
@@ -1794,20 +1801,23 @@ bool gemm_route(const ConvGeometry& g) {
 }  // namespace
 
 namespace {
-// RNNKERN_CONV_NCHW=transpose (read per call; opt-in until a GPU has measured it): NCHW tensors
-// run on the engine's channels_last kernels, through channels_last copies of the operands and of
-// the result. The NCHW tiles gather A an element at a time (fp32: 4-byte cp.async, 16 of them a
+// RNNKERN_CONV_NCHW=transpose|native (read per call): NCHW tensors run on the engine's
+// channels_last kernels, through channels_last copies of the operands and of the result. The
+// default for 16-bit types: on an H200 (bench/results/h200-20261127-s18.json, bf16 N8 256->256
+// 64x64) it ran the forward, grad_input and grad_weight 1.27x, 1.28x and 1.72x faster than the
+// NCHW kernels; TF32 stays native (0.94-1.14x, mixed). The NCHW tiles gather A an element at a time (fp32: 4-byte cp.async, 16 of them a
 // thread a k-step; 16-bit: no cp.async at all, so no ring; wgmma's tf32 operands must be K-major),
 // the channels_last tiles in 16-byte runs along the channels; the copies cost a read and a write of
 // the input and of the output (N8 256->256 64x64 fp32: 4 x 33.5 MB, ~40 us on an H200).
 // Only where the tiles run on tensor cores (tf32, 16-bit; >= 8 channels a group on both sides, else
 // direct kernels run): true fp32 and fp64 gather element by element either way. Covers the
 // transposed convolution too (its gather forward here; its gradients are conv2d's forward and
-// grad_weight). =native (or unset): the NCHW kernels.
+// grad_weight). =native: the NCHW kernels.
 bool nchw_via_channels_last(bool cl, at::ScalarType dtype, const ConvGeometry& g) {
   if (cl || g.Cg() < 8 || g.Kg() < 8) return false;
-  const bool tensor_cores = dtype == at::kHalf || dtype == at::kBFloat16 || (dtype == at::kFloat && allow_tf32());
-  return tensor_cores && env_switch("RNNKERN_CONV_NCHW", "native", "transpose");
+  const bool half = dtype == at::kHalf || dtype == at::kBFloat16;
+  const bool tensor_cores = half || (dtype == at::kFloat && allow_tf32());
+  return tensor_cores && env_switch("RNNKERN_CONV_NCHW", "native", "transpose", /*unset=*/half);
 }
 
 // The forward on the engine into y (N, K, OH, OW), or with shuffle > 1 into the pixel-shuffled

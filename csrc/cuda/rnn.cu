@@ -35,17 +35,18 @@
 // shared memory (distributed shared memory) instead of L2. grid.sync is the default: on an H200
 // at B8 H256 it takes 3.5 us a step, the cluster variant 6.7-7.0 (10.9 while it pushed every
 // output into every CTA, 16 scalar remote stores an output; bench/NOTES.md). With
-// RNNKERN_RNN_BARRIER=exchange (opt-in, not yet run on a GPU) no barrier spans the grid: the
-// outputs travel as step-tagged words that the next step's readers wait on (exchange_wait); the FMA
-// kernel then has no step barrier at all, the tensor-core kernel only the cluster barrier between its
-// MMA and its reduce (its partial sums double-buffered).
+// the exchange no barrier spans the grid: the outputs travel as step-tagged words that the next
+// step's readers wait on (exchange_wait); the tensor-core kernel across clusters then has only the
+// cluster barrier between its MMA and its reduce (its partial sums double-buffered). It is that
+// kernel's default (1.04-1.16x the flag barrier on an H200, mma_exchange_wanted); the FMA kernel,
+// which it left slower, takes it only with RNNKERN_RNN_BARRIER=exchange.
 //
 // Set RNNKERN_RNN_PATH=general|persistent to force a path (persistent falls back when it does
 // not fit), RNNKERN_RNN_MATH=fma|mma to force the persistent kernel's arithmetic (mma only where
 // the dtype and flags allow tensor cores), RNNKERN_RNN_BARRIER=grid|flag|cluster|exchange to force the
 // FMA kernel's barrier (exchange: the tensor-core kernel's across clusters too), RNNKERN_RNN_CTAS=n to
-// cap its grid at n CTAs, RNNKERN_RNN_GRAPH=1 to replay the general path's steps as CUDA graphs
-// (opt-in, unmeasured), RNNKERN_RNN_TRACE=1 to stamp the persistent kernels' steps (trace_stamp),
+// cap its grid at n CTAs, RNNKERN_RNN_GRAPH=0 to run the general path's steps without the CUDA
+// graphs it replays them as by default, RNNKERN_RNN_TRACE=1 to stamp the persistent kernels' steps (trace_stamp),
 // RNNKERN_DEBUG=1 to log the choice.
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -521,7 +522,7 @@ __host__ __device__ constexpr int round_up16(int n) { return (n + 15) / 16 * 16;
 //   for the outputs this CTA owns (units j * units/8 ...): z = seq[t] + sum over ranks 0..7 of
 //   their partial (distributed shared memory, fixed order), epilogue, store
 //   step barrier (cluster barrier with one cluster, flag barrier across clusters)
-// kExchange (several clusters, RNNKERN_RNN_BARRIER=exchange): no flag barrier. The outputs also
+// kExchange (several clusters; the default, mma_exchange_wanted): no flag barrier. The outputs also
 // go out as step-tagged exchange words (exchange_store) and the next step stages h_{t-1} from them,
 // waiting on the words themselves (as the FMA kernel's exchange_read). No barrier ends the step
 // either: the partial sums alternate between two buffers by step, so a rank that moves on writes
@@ -703,7 +704,7 @@ struct MmaConfig {
   int clusters = 0, units = 0, kslice = 0;
   size_t smem = 0;
   const char* why = "";  // what it runs in ("tf32", ...) or why it does not run
-  // several clusters exchanging step-tagged words (RNNKERN_RNN_BARRIER=exchange), read once with
+  // several clusters exchanging step-tagged words (mma_exchange_wanted), read once with
   // the shared memory it sizes (two partial-sum buffers) so the launch cannot disagree with it
   bool exchange = false;
 };
@@ -733,9 +734,19 @@ const char* barrier_name(StepBarrier b) {
 // device has clusters and W_hh's rows fit kMaxRows on each of kMaxClusterCtas CTAs) waits less
 // per step but gives each CTA 8x the rows: on an H200 at B8 H256 it runs 6.7-7.0 us a step
 // against grid's 3.5 (bench/NOTES.md). RNNKERN_RNN_BARRIER=flag forces the flag barrier,
-// RNNKERN_RNN_BARRIER=exchange no barrier (the step-tagged exchange words; not yet run on a GPU;
-// it also replaces the tensor-core kernel's flag barrier across clusters, launch_mma).
+// RNNKERN_RNN_BARRIER=exchange no barrier (the step-tagged exchange words; opt-in for the FMA kernel:
+// on an H200 it ran 0.96x / 1.08x grid.sync at fp32 B8 H256 forward / forward + backward and
+// 0.79-0.93x at fp32 B8 H1024 and bf16 B8 H512).
 bool exchange_requested() { return env_equals("RNNKERN_RNN_BARRIER", "exchange"); }
+
+// The tensor-core kernel across clusters exchanges h through step-tagged words instead of the flag
+// barrier unless RNNKERN_RNN_BARRIER names another barrier: on an H200 (bench/results/
+// h200-20261127-s18.json) it ran 1.04-1.16x faster at fp32 (TF32) B8 H512, B64 H1024 and bf16 B8 /
+// B64 H1024, forward and forward + backward, with the flag barrier's bits (tested).
+bool mma_exchange_wanted() {
+  const char* e = std::getenv("RNNKERN_RNN_BARRIER");
+  return e == nullptr || *e == '\0' || std::strcmp(e, "exchange") == 0;
+}
 
 StepBarrier choose_barrier(int64_t H, const cudaDeviceProp& prop) {
   if (env_equals("RNNKERN_RNN_BARRIER", "flag")) return StepBarrier::kFlag;
@@ -755,10 +766,15 @@ MmaConfig mma_partition(at::ScalarType dtype, int64_t B, int64_t H, int64_t most
   const int units = round_up16(static_cast<int>((H + most - 1) / most));
   const int clusters = static_cast<int>((H + units - 1) / units);
   const int b16 = round_up16(static_cast<int>(B));
-  // the partial sums: two buffers with the exchange across clusters (rnn_persistent_mma_kernel)
-  const int part_buffers = clusters > 1 && exchange_requested() ? 2 : 1;
-  const size_t smem = static_cast<size_t>(units + b16) * mma_ldk(kslice, elem) * elem +
-                      static_cast<size_t>(part_buffers) * b16 * mma_ldu(units) * sizeof(float);
+  // the partial sums: two buffers with the exchange across clusters (rnn_persistent_mma_kernel);
+  // where the second does not fit, the default steps back to the flag barrier (one buffer)
+  const auto smem_for = [&](int buffers) {
+    return static_cast<size_t>(units + b16) * mma_ldk(kslice, elem) * elem +
+           static_cast<size_t>(buffers) * b16 * mma_ldu(units) * sizeof(float);
+  };
+  int part_buffers = clusters > 1 && mma_exchange_wanted() ? 2 : 1;
+  if (part_buffers == 2 && !exchange_requested() && smem_for(2) > prop.sharedMemPerBlockOptin) part_buffers = 1;
+  const size_t smem = smem_for(part_buffers);
   if (smem > prop.sharedMemPerBlockOptin) {
     m.why = part_buffers == 2 ? "W_hh slice and two steps' partial sums exceed shared memory"
                               : "W_hh slice exceeds shared memory";
@@ -850,9 +866,9 @@ PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H) {
                  "%d units x %d k per CTA, barrier %s)\n",
                  static_cast<long long>(B), static_cast<long long>(H), c10::toString(dtype), cfg.mma.why,
                  cfg.mma.clusters, kMmaClusterCtas, cfg.mma.units, cfg.mma.kslice,
-                 barrier_name(cfg.mma.clusters == 1   ? StepBarrier::kCluster
-                              : exchange_requested() ? StepBarrier::kExchange
-                                                     : StepBarrier::kFlag));
+                 barrier_name(cfg.mma.clusters == 1 ? StepBarrier::kCluster
+                              : cfg.mma.exchange   ? StepBarrier::kExchange
+                                                   : StepBarrier::kFlag));
   else
     std::fprintf(stderr, "rnnkern: rnn B=%lld H=%lld %s -> %s path (%s%s%s, batch tile %d) [tensor cores: %s]\n",
                  static_cast<long long>(B), static_cast<long long>(H), c10::toString(dtype),
@@ -1051,7 +1067,7 @@ template <typename scalar_t>
 bool launch_mma(MmaConfig m, const PersistentParams<scalar_t>& base, const char* to) {
   auto one_cluster = rnn_persistent_mma_kernel<scalar_t, true>;
   auto clusters = rnn_persistent_mma_kernel<scalar_t, false>;
-  auto clusters_exchange = rnn_persistent_mma_kernel<scalar_t, false, true>;  // RNNKERN_RNN_BARRIER=exchange
+  auto clusters_exchange = rnn_persistent_mma_kernel<scalar_t, false, true>;  // the exchange (default)
   const char* name = "tensor-core";
   if (ptx_version(clusters) < 90) return fall_back("has no sm_90 code in this build", m.clusters * kMmaClusterCtas, name, to);
   allow_full_shared_memory(one_cluster);
@@ -1089,7 +1105,7 @@ bool launch_mma(MmaConfig m, const PersistentParams<scalar_t>& base, const char*
   params.units = m.units;
   params.kslice = m.kslice;
   at::Tensor arrivals, exchange;
-  // across clusters: the flag barrier, or (RNNKERN_RNN_BARRIER=exchange) step-tagged exchange words
+  // across clusters: step-tagged exchange words (the default: mma_exchange_wanted), or the flag barrier
   const bool exchanged = m.exchange;
   if (exchanged) {
     exchange = exchange_buffer<scalar_t>(params.B, params.H);
@@ -1230,7 +1246,7 @@ __global__ void rnn_step_epilogue_kernel(scalar_t* __restrict__ y, const scalar_
   }
 }
 
-// ---- the general path's steps as one CUDA graph (opt-in: RNNKERN_RNN_GRAPH=1) -----------------
+// ---- the general path's steps as one CUDA graph (default; RNNKERN_RNN_GRAPH=0 turns it off) -----
 // On an H200 a raw step (fp32 B256 H1024) still took 24.6 us a call against ~12 us of GPU time
 // (Nsight: an 8.7 us cuBLAS product and a 3.3 us epilogue, at profiling clocks): the host's two
 // launches a step remain the bound. A run of steps captured once as a CUDA graph is one launch a
@@ -1243,6 +1259,9 @@ __global__ void rnn_step_epilogue_kernel(scalar_t* __restrict__ y, const scalar_
 // under the handle's math mode (both in the key): the same algorithm as the plain loop, so the
 // same bits. Graphs of one stream replay in that stream's order, so they never share a workspace
 // at once.
+// Measured on an H200 (bench/results/h200-20261127-s18.json, T256 B256 H1024): fp32 forward 6.76 ->
+// 3.43 ms, forward + backward 14.7 -> 9.35 ms (0.80x / 0.89x cuDNN -> 1.53x / 1.39x); bf16 5.29 ->
+// 2.18 ms and 11.7 -> 4.97 ms. So it is the default.
 
 struct StepGraphKey {
   int device;
@@ -1371,7 +1390,7 @@ class StepGraphCache {
 constexpr int64_t kMinGraphSteps = 8;
 
 bool use_step_graphs(int64_t steps) {
-  return steps >= kMinGraphSteps && env_equals("RNNKERN_RNN_GRAPH", "1") &&
+  return steps >= kMinGraphSteps && !env_equals("RNNKERN_RNN_GRAPH", "0") &&
          at::cuda::currentStreamCaptureStatusMayInitCtx() == at::cuda::CaptureStatus::None;  // no nested capture
 }
 

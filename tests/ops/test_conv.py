@@ -309,16 +309,14 @@ def _wgmma_runs() -> bool:
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("form", ["mma", "mma-pipelined", pytest.param("wgmma-pipelined", marks=pytest.mark.untried),
-                                  pytest.param("wgmma-n64-pipelined", marks=pytest.mark.untried),
-                                  pytest.param("mma-taps9-pipelined", marks=pytest.mark.untried),
-                                  pytest.param("wgmma-taps1-pipelined", marks=pytest.mark.untried)])
+@pytest.mark.parametrize("form", ["mma", "mma-pipelined", "wgmma-pipelined", "wgmma-n64-pipelined",
+                                  "mma-taps9-pipelined", "wgmma-taps1-pipelined"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_cuda_tensor_core_forms(monkeypatch, form, dtype, layout):
     """Every form of the tensor-core tiles: mma.sync + ldmatrix fed by the cp.async pipeline (the
-    default; fp32 in any layout, 16-bit channels_last with 16-byte channel runs, the rest as
-    without it), the same without it (RNNKERN_CONV_PIPELINE=0) and Hopper's wgmma
+    default's grad_weight; fp32 in any layout, 16-bit channels_last with 16-byte channel runs, the
+    rest as without it), the same without it (RNNKERN_CONV_PIPELINE=0) and Hopper's wgmma
     (RNNKERN_CONV_MMA=wgmma, on the ring: forward / grad_input, and grad_weight for fp32 NCHW and
     16-bit channels_last; tiles of 128 columns forced even where the channels are fewer, or 64
     (-n64); skipped without an sm_90 GPU and an sm_90a build), in tf32
@@ -328,13 +326,15 @@ def test_cuda_tensor_core_forms(monkeypatch, form, dtype, layout):
     with ragged edges, a large dilation (skipped taps), a strided grad_input (stride phases) and
     channel counts that break the 16-byte runs (element-wise copies). The ring's k order in tap
     groups (RNNKERN_CONV_TAP_GROUP; 9 on wgmma, 1 elsewhere unless -tapsN says): a 5 x 3 kernel's
-    15 taps make a group of 9 and one of 6."""
+    15 taps make a group of 9 and one of 6. 16-bit NCHW runs on its own NCHW kernels here
+    (RNNKERN_CONV_NCHW=native; by default it goes through channels_last copies)."""
     assert torch.backends.cudnn.allow_tf32
     if form.startswith("wgmma") and not _wgmma_runs():
         pytest.skip("wgmma needs an sm_90 GPU and an sm_90a build (elsewhere the rows would re-run mma.sync)")
     monkeypatch.setenv("RNNKERN_CONV_MMA", form.split("-")[0])
     monkeypatch.setenv("RNNKERN_CONV_PIPELINE", "1" if form.endswith("-pipelined") else "0")
     monkeypatch.setenv("RNNKERN_CONV_WGMMA_N", "64" if "-n64" in form else "128")
+    monkeypatch.setenv("RNNKERN_CONV_NCHW", "native")
     if "-taps" in form:
         monkeypatch.setenv("RNNKERN_CONV_TAP_GROUP", form.split("-taps")[1].split("-")[0])
     else:
@@ -352,10 +352,10 @@ def test_cuda_tensor_core_forms(monkeypatch, form, dtype, layout):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("form", ["mma", pytest.param("wgmma", marks=pytest.mark.untried)])
+@pytest.mark.parametrize("form", ["mma", "wgmma"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_nchw_via_channels_last(monkeypatch, form, dtype):
-    """RNNKERN_CONV_NCHW=transpose: NCHW operands run on the channels_last kernels through
+    """RNNKERN_CONV_NCHW=transpose (16-bit's default): NCHW operands run on the channels_last kernels through
     channels_last copies (forward, grad_input, grad_weight, and the transposed convolution's gather
     forward) where the tiles run on tensor cores (a depthwise case stays on its direct kernels);
     results as the NCHW kernels' tolerances, returned NCHW, also for a tensor that is contiguous
@@ -412,7 +412,6 @@ def test_cuda_tensor_core_form_env_is_checked(monkeypatch, var, value, message):
 
 
 @pytest.mark.cuda
-@pytest.mark.untried
 @pytest.mark.parametrize("tile_n", [128, 64, "auto"])
 @pytest.mark.parametrize("dtype,layout", [(torch.bfloat16, torch.channels_last), (torch.float32, torch.contiguous_format)])
 def test_cuda_wgmma_form_is_the_one_that_runs(monkeypatch, dtype, layout, tile_n):
@@ -450,7 +449,34 @@ def test_cuda_wgmma_form_is_the_one_that_runs(monkeypatch, dtype, layout, tile_n
 
 
 @pytest.mark.cuda
-@pytest.mark.untried
+@pytest.mark.parametrize("dtype,layout", [(torch.bfloat16, torch.channels_last), (torch.bfloat16, torch.contiguous_format),
+                                          (torch.float32, torch.contiguous_format), (torch.float32, torch.channels_last)])
+def test_cuda_default_form(monkeypatch, dtype, layout):
+    """RNNKERN_CONV_MMA and RNNKERN_CONV_NCHW unset (conv.cu's conv_mma_form, nchw_via_channels_last):
+    on an sm_90a build and an sm_90 GPU the forward (96 output channels, a 128-column tile) runs the
+    gather's wgmma instance except for fp32 channels_last, grad_input (64 columns) and grad_weight run
+    mma.sync; 16-bit NCHW runs the channels_last instances (through copies), TF32 NCHW its own.
+    Elsewhere: mma.sync throughout."""
+    for var in ("RNNKERN_CONV_MMA", "RNNKERN_CONV_NCHW", "RNNKERN_CONV_WGMMA_N", "RNNKERN_CONV_PIPELINE"):
+        monkeypatch.delenv(var, raising=False)
+    x = torch.randn(2, 64, 20, 20, device="cuda", dtype=dtype).contiguous(memory_format=layout).requires_grad_()
+    w = torch.randn(96, 64, 3, 3, device="cuda", dtype=dtype, requires_grad=True)
+    def fwd_bwd():
+        y = RF.conv2d(x, w, None, 1, 1)
+        y.backward(torch.ones_like(y))
+    names = _launched_kernels(fwd_bwd)
+    kernels = [n for n in names if "gather_conv_kernel<" in n or "wgrad_kernel<" in n]
+    wgmma = [n for n in kernels if re.search(r",true,(64|128)>\(", n)]
+    forward_wgmma = _wgmma_runs() and not (dtype == torch.float32 and layout == torch.channels_last)
+    assert [n for n in wgmma if "gather_conv_kernel<" in n and n.endswith(",true,128>(rnnkern::(anonymousnamespace)::GatherParams)")] \
+        == wgmma and len(wgmma) == int(forward_wgmma), kernels
+    kcl = [re.search(r"(?:gather_conv_kernel|wgrad_kernel)<[^,]+,\(rnnkern::\(anonymousnamespace\)::Path\)\d,(\w+),", n)
+           for n in kernels]
+    want_cl = layout == torch.channels_last or dtype == torch.bfloat16
+    assert [m.group(1) for m in kcl if m] == [str(want_cl).lower()] * 3, kernels
+
+
+@pytest.mark.cuda
 def test_cuda_wgmma_tile_env_is_checked(monkeypatch):
     if not _wgmma_runs():
         pytest.skip("RNNKERN_CONV_WGMMA_N is read where the wgmma form runs: an sm_90 GPU and an sm_90a build")
@@ -584,9 +610,10 @@ def test_channels_last_in_channels_last_out(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_output_layout_follows_weight_like_torch(device):
+def test_output_layout_follows_weight_like_torch(device, strict_fp32):
     """An NCHW input with a channels_last weight gives a channels_last output (torch's rule); a
-    weight that is merely non-contiguous (a transposed view, a slice) does not."""
+    weight that is merely non-contiguous (a transposed view, a slice) does not. True fp32 on both
+    sides (strict_fp32): the values are checked to fp32's tolerance, which TF32 would miss."""
     x = torch.randn(2, 4, 8, 9, device=device)
     for w in (torch.randn(6, 4, 3, 3, device=device), torch.randn(4, 6, 3, 3, device=device)):  # conv, transposed
         conv_ours, conv_torch = (RF.conv2d, TF.conv2d) if w.shape[1] == 4 else (RF.conv_transpose2d,

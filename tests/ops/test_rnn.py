@@ -653,10 +653,11 @@ def test_cuda_general_path_raw_steps(strict_fp32, monkeypatch, capfd, dtype, rel
 @pytest.mark.parametrize("tf32", [False, True])
 @pytest.mark.parametrize("with_lengths", [False, True])
 def test_cuda_general_path_step_graphs_bitwise(monkeypatch, capfd, dtype, tf32, with_lengths):
-    """RNNKERN_RNN_GRAPH=1: the general path's runs of steps are captured as a CUDA graph the
-    second time their buffers recur and replayed after that (csrc/cuda/rnn.cu, StepGraphCache).
-    Same kernels, same cuBLAS workspace size: every call, plain, capturing or replaying, gives the
-    plain loop's bits, forward and all gradients; the log shows captures in both directions."""
+    """By default (RNNKERN_RNN_GRAPH unset) the general path's runs of steps are captured as a CUDA
+    graph the second time their buffers recur and replayed after that (csrc/cuda/rnn.cu,
+    StepGraphCache). Same kernels, same cuBLAS workspace size: every call, plain, capturing or
+    replaying, gives the bits of the plain loop (RNNKERN_RNN_GRAPH=0), forward and all gradients;
+    the log shows captures in both directions."""
     if tf32 and dtype != torch.float32:
         pytest.skip("TF32 applies to fp32 only")
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", tf32)
@@ -665,8 +666,8 @@ def test_cuda_general_path_step_graphs_bitwise(monkeypatch, capfd, dtype, tf32, 
     args = [a.to(dtype) for a in _cuda_args(T, B, H)]
     g = torch.randn(T, B, H, device="cuda", dtype=torch.float64)
     gh = torch.randn(B, H, device="cuda", dtype=torch.float64)
-    plain = _run_with_env(monkeypatch, args, lengths, False, g, gh)
-    monkeypatch.setenv("RNNKERN_RNN_GRAPH", "1")
+    plain = _run_with_env(monkeypatch, args, lengths, False, g, gh, RNNKERN_RNN_GRAPH="0")
+    monkeypatch.delenv("RNNKERN_RNN_GRAPH")
     monkeypatch.setenv("RNNKERN_DEBUG", "1")
     capfd.readouterr()
     for call in range(4):  # plain (first sight), capture, replay, replay
@@ -691,10 +692,10 @@ def _warm_up_for_capture(fn):
 @pytest.mark.cuda
 def test_cuda_step_graphs_inside_a_users_graph_capture(monkeypatch):
     """Under the user's own CUDA graph capture (torch.cuda.graph, torch.compile's reduce-overhead)
-    the step graphs stand aside (no nested capture). Two captures share a memory pool, so the
-    second sees the first one's buffers again (a recurring key, which would otherwise start a
-    capture of our own inside the user's); both replay correctly."""
-    monkeypatch.setenv("RNNKERN_RNN_GRAPH", "1")
+    the step graphs (on by default) stand aside (no nested capture). Two captures share a memory
+    pool, so the second sees the first one's buffers again (a recurring key, which would otherwise
+    start a capture of our own inside the user's); both replay correctly."""
+    monkeypatch.delenv("RNNKERN_RNN_GRAPH", raising=False)
     T, B, H = 16, 70, 32
     args = [a.float() for a in _cuda_args(T, B, H)]
     expected = FWD(*args, None, False)
@@ -770,7 +771,7 @@ def test_persistent_variable_lengths(monkeypatch, capfd, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("H,B", [(7, 5), (256, 5), (256, 40), (300, 5), (1024, 5)])
 @pytest.mark.parametrize("with_lengths", [False, True])
-@pytest.mark.parametrize("barriers", ["waiting", pytest.param("exchange", marks=pytest.mark.untried)])
+@pytest.mark.parametrize("barriers", ["waiting", "exchange"])
 def test_persistent_barriers_bitwise_equal(monkeypatch, capfd, dtype, H, B, with_lengths, barriers):
     """grid.sync (the default), the flag barrier and (RNNKERN_RNN_BARRIER=cluster, sm_90, H <= 256)
     the one-cluster launch only change how CTAs wait, and (one cluster) where h_{t-1} is read
@@ -798,7 +799,7 @@ def test_persistent_barriers_bitwise_equal(monkeypatch, capfd, dtype, H, B, with
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("barrier", ["grid", "flag", pytest.param("exchange", marks=pytest.mark.untried)])
+@pytest.mark.parametrize("barrier", ["grid", "flag", "exchange"])
 def test_persistent_cta_cap_bitwise_equal(monkeypatch, capfd, barrier):
     """RNNKERN_RNN_CTAS=n caps the FMA kernel's grid (more rows a CTA, fewer barrier arrivals):
     each output is still one warp's fixed-order sum, so the bits do not change; a cap that leaves
@@ -1179,14 +1180,13 @@ def test_cuda_step_trace(monkeypatch, math, dtype, B, H):
 
 
 @pytest.mark.cuda
-@pytest.mark.untried
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("T,B,H,with_lengths", [(37, 16, 300, False), (20, 64, 1024, True), (6, 8, 2048, True)])
 def test_persistent_tensor_cores_exchange_bitwise_equal(monkeypatch, capfd, dtype, T, B, H, with_lengths):
-    """The tensor-core kernel across clusters with RNNKERN_RNN_BARRIER=exchange (no flag barrier:
-    h_{t-1} staged from step-tagged words) gives the flag barrier's bits, forward and backward. The
-    step trace names the kernel that launched (the log states the choice before launch_mma may
-    re-partition)."""
+    """The tensor-core kernel across clusters with the exchange (no flag barrier: h_{t-1} staged
+    from step-tagged words; its default, and RNNKERN_RNN_BARRIER=exchange) gives the flag
+    barrier's bits, forward and backward. The step trace names the kernel that launched (the log
+    states the choice before launch_mma may re-partition)."""
     if not _mma_expected(dtype, B, H):
         pytest.skip("the tensor-core kernel does not run this shape here (sm_90 and its shared memory)")
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
@@ -1195,16 +1195,15 @@ def test_persistent_tensor_cores_exchange_bitwise_equal(monkeypatch, capfd, dtyp
     args = [a.to(dtype) for a in _cuda_args(T, B, H)]
     g, gh = torch.randn(T, B, H, device="cuda"), torch.randn(B, H, device="cuda")
     runs = {}
-    for barrier in ("flag", "exchange"):
+    for barrier in ("flag", "exchange", ""):  # "": unset, the default
         runs[barrier] = _run_with_env(monkeypatch, args, lengths, False, g, gh, RNNKERN_RNN_PATH="persistent",
                                       RNNKERN_RNN_MATH="mma", RNNKERN_RNN_BARRIER=barrier)
         kernel = rnn_ops.step_trace()[0]  # (the backward's launch)
-        assert kernel.startswith(f"tensor-core kernel, {barrier},"), kernel
-    assert all(torch.equal(a, b) for a, b in zip(runs["flag"], runs["exchange"]))
+        assert kernel.startswith(f"tensor-core kernel, {barrier or 'exchange'},"), kernel
+    assert all(torch.equal(a, b) for run in runs.values() for a, b in zip(runs["flag"], run))
 
 
 @pytest.mark.cuda
-@pytest.mark.untried
 @pytest.mark.parametrize("math,dtype,B,H", [("fma", torch.float32, 12, 256), ("fma", torch.bfloat16, 40, 300),
                                             ("mma", torch.float32, 16, 300), ("mma", torch.bfloat16, 20, 1024)])
 def test_exchange_with_sequences_ending_early(monkeypatch, math, dtype, B, H):
