@@ -18,7 +18,7 @@ from typing import Callable, Optional
 import torch
 
 OPS = ["max_unpool", "rnn", "conv_transpose", "conv"]  # each op adds its module name here
-# Opt-in forms that have not yet run on a GPU: their rows are benched after every other op's (a
+# Opt-in forms, forced: their rows are benched after every other op's (they ran on an H200, but a
 # kernel that faults loses the CUDA context, and with it every row after it), in this order: the
 # RNN exchange last, since a reader that waits in vain traps by design (rnn.cu: kExchangeMaxPolls).
 UNTRIED = {"RNNKERN_CONV_TAP_GROUP": "9", "RNNKERN_CONV_MMA": "wgmma", "RNNKERN_RNN_BARRIER": "exchange"}
@@ -190,6 +190,10 @@ def run(ops: Optional[list[str]] = None, device: Optional[str] = None, quick: bo
               # until the last row: a file left by a run that was stopped (a timeout) says so
               "incomplete": f"the run stopped before its end ({len(benches)} rows planned)"}
     for i, b in enumerate(tqdm(benches, desc="bench", leave=False)):
+        if device == "cuda" and i > 0 and b.op != benches[i - 1].op:
+            # each op's first rows ran 1-26% (ours) and up to 55% (torch) slower than their identical
+            # twins later in one H200 run (bench/NOTES.md, eighteenth session): warm up again
+            warm_up_gpu(0.3)
         try:
             ms, torch_ms = time_pair(b.ours, b.theirs, device, quick)
             row = {"op": b.op, "case": b.case, "pass": b.pass_, "ms": round(ms, 4),

@@ -23,12 +23,14 @@
 # The profile step alone, on a carried build:
 #   GPU_CHECK_PREBUILT=1 GPU_CHECK_STEPS=profile GPU_CHECK_PACK=$OUT/gpu-check.tgz \
 #     GPU_PROFILE_PACK=$OUT/gpu-profile.tgz scripts/gpu_check.sh /tmp/gc
-# tests, memcheck and racecheck (two processes: racecheck_untried takes the families not yet run on
-# a GPU) run side by side (they only check correctness); then the tests marked `untried` alone
-# (tests_untried, part of `tests`); bench runs alone (the untried forms' rows last).
-# Times on an H200 (prebuilt, 16 CPU cores, 2026-11-26): tests 74-81 s (-n 12), memcheck 23 s,
-# racecheck 163 s over every family (89 s over rnn + conv_transpose), bench 54 s (all ops); the
-# three checks overlap, so tests + sanitizers + bench take ~220 s, plus ~35-55 s to start a machine.
+# tests, memcheck and racecheck (two processes: racecheck_untried takes the forced opt-in forms'
+# families, conv_wgmma and rnn_exchange) run side by side (they only check correctness); then the
+# tests marked `untried` alone (tests_untried, part of `tests`; none at present: every form has run
+# on an H200); bench runs alone (the opt-in forms' rows last).
+# Times on an H200 (prebuilt, 16 CPU cores, 2026-11-27): tests 88-93 s (-n 12), memcheck 16-25 s,
+# racecheck 183 s over unpool + rnn + conv + conv_transpose beside 74 s over the opt-in families
+# (142 s over rnn + conv alone), bench 63-67 s (all ops); the three checks overlap, so a whole run
+# took 254-332 s, plus ~40 s to start a machine.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-${OUT:-./gpu-out}}
@@ -89,8 +91,8 @@ if [ -n "$SAN" ]; then
   [[ $("$SAN" --help 2>&1) == *--kernel-name* ]] && SAN_ARGS="$SAN_ARGS --kernel-name kns=rnnkern"
   SAN_TO=${GPU_CHECK_SANITIZER_TIMEOUT:-300}
   want memcheck && step memcheck $TO $SAN_TO "$SAN" --tool memcheck $SAN_ARGS $PY scripts/sanitize_driver.py ${GPU_CHECK_SANITIZE_OPS:-} &
-  # racecheck is the slowest check (its instrumentation runs on the host): by default the families
-  # not yet run on a GPU get a process of their own beside the others (sanitize_driver.CHECKS), so
+  # racecheck is the slowest check (its instrumentation runs on the host): by default the forced
+  # opt-in forms' families get a process of their own beside the others (sanitize_driver.CHECKS), so
   # neither waits for the other and a timeout in one keeps the other's result
   if [ -n "${GPU_CHECK_SANITIZE_OPS:-}" ]; then
     want racecheck && step racecheck $TO $SAN_TO "$SAN" --tool racecheck $SAN_ARGS $PY scripts/sanitize_driver.py $GPU_CHECK_SANITIZE_OPS &

@@ -139,7 +139,7 @@ CASES = {
         dict(dtype="float32", B=8, H=256, T=256), "rnn_persistent", per_iter=2, count=2,
         env={**RNN_DEBUG, "RNNKERN_RNN_BARRIER": "cluster"}),
     "rnn-fp32-B64-H1024": Case(
-        "tensor-core persistent kernel, tf32 (cudnn.allow_tf32), flag barrier across clusters", rnn,
+        "tensor-core persistent kernel, tf32 (cudnn.allow_tf32), exchange words across clusters", rnn,
         dict(dtype="float32", B=64, H=1024, T=256), "rnn_persistent", per_iter=2, count=2, env=RNN_DEBUG),
     "rnn-bf16-B64-H1024": Case(
         "tensor-core persistent kernel, bf16", rnn,
@@ -162,25 +162,27 @@ CASES = {
     # wgrad_reduce_kernel (no match: the regex needs "wgrad_kernel" contiguous). The weight
     # permutes are ATen copies.
     "conv-tf32-NCHW-256-64x64-d1": Case(
-        "gather_conv_kernel forward + wgrad_kernel, tf32 NCHW N8 256->256 64x64 3x3 d1", conv,
+        "gather_conv_kernel forward (wgmma, 128 x 128 tiles, on sm_90a) + wgrad_kernel (mma.sync), tf32 NCHW N8 "
+        "256->256 64x64 3x3 d1", conv,
         dict(dtype="float32", channels_last=False, n=8, cin=256, cout=256, hw=64, d=1, passes=("fwd", "wgrad")),
         "gather_conv_kernel|wgrad_kernel", per_iter=2, count=2),
     "conv-bf16-CL-256-64x64-d1": Case(
-        "gather_conv_kernel forward, bf16 channels_last N8 256->256 64x64 3x3 d1", conv,
+        "gather_conv_kernel forward (wgmma on sm_90a), bf16 channels_last N8 256->256 64x64 3x3 d1", conv,
         dict(dtype="bfloat16", channels_last=True, n=8, cin=256, cout=256, hw=64, d=1),
         "gather_conv_kernel", per_iter=1, count=1),
-    # the same two d1 shapes on Hopper's warpgroup MMA (opt-in until measured; sm_90a builds): its
-    # issue rate, stalls and L2 traffic against the mma.sync form's
-    "conv-bf16-CL-256-64x64-d1-wgmma": Case(
-        "gather_conv_kernel forward on wgmma (RNNKERN_CONV_MMA=wgmma: 128 x 128 tiles), bf16 channels_last N8 "
+    # the same two d1 forwards on mma.sync (RNNKERN_CONV_MMA=mma; the default before wgmma took the
+    # gather on sm_90a): its issue rate, stalls and L2 traffic against the wgmma form's, which ran
+    # only 0-13% faster on an H200 (bench/NOTES.md, eighteenth session)
+    "conv-bf16-CL-256-64x64-d1-mma": Case(
+        "gather_conv_kernel forward on mma.sync (RNNKERN_CONV_MMA=mma: 128 x 64 tiles), bf16 channels_last N8 "
         "256->256 64x64 3x3 d1", conv,
         dict(dtype="bfloat16", channels_last=True, n=8, cin=256, cout=256, hw=64, d=1),
-        "gather_conv_kernel", per_iter=1, count=1, env={"RNNKERN_CONV_MMA": "wgmma"}),
-    "conv-tf32-NCHW-256-64x64-d1-wgmma": Case(
-        "gather_conv_kernel forward on wgmma (RNNKERN_CONV_MMA=wgmma: 128 x 128 tiles), tf32 NCHW N8 "
+        "gather_conv_kernel", per_iter=1, count=1, env={"RNNKERN_CONV_MMA": "mma"}),
+    "conv-tf32-NCHW-256-64x64-d1-mma": Case(
+        "gather_conv_kernel forward on mma.sync (RNNKERN_CONV_MMA=mma: 128 x 64 tiles), tf32 NCHW N8 "
         "256->256 64x64 3x3 d1", conv,
         dict(dtype="float32", channels_last=False, n=8, cin=256, cout=256, hw=64, d=1),
-        "gather_conv_kernel", per_iter=1, count=1, env={"RNNKERN_CONV_MMA": "wgmma"}),
+        "gather_conv_kernel", per_iter=1, count=1, env={"RNNKERN_CONV_MMA": "mma"}),
     "conv-tf32-NCHW-2048-32x32-d18": Case(
         "gather_conv_kernel forward, ASPP-like tf32 NCHW N8 2048->256 32x32 3x3 d18 (8x16 pixel tiles)", conv,
         dict(dtype="float32", channels_last=False, n=8, cin=2048, cout=256, hw=32, d=18),

@@ -735,8 +735,8 @@ const char* barrier_name(StepBarrier b) {
 // per step but gives each CTA 8x the rows: on an H200 at B8 H256 it runs 6.7-7.0 us a step
 // against grid's 3.5 (bench/NOTES.md). RNNKERN_RNN_BARRIER=flag forces the flag barrier,
 // RNNKERN_RNN_BARRIER=exchange no barrier (the step-tagged exchange words; opt-in for the FMA kernel:
-// on an H200 it ran 0.96x / 1.08x grid.sync at fp32 B8 H256 forward / forward + backward and
-// 0.79-0.93x at fp32 B8 H1024 and bf16 B8 H512).
+// on two H200 runs it ran 0.96-1.12x grid.sync's speed at fp32 B8 H256 and 0.69-0.94x at fp32
+// B8 H1024 and bf16 B8 H512).
 bool exchange_requested() { return env_equals("RNNKERN_RNN_BARRIER", "exchange"); }
 
 // The tensor-core kernel across clusters exchanges h through step-tagged words instead of the flag
