@@ -5,9 +5,9 @@ H200 host that was ~180 us for the FCN head's grad_input against ~95 us for its 
 us more than torch for max_unpool (bench/NOTES.md, seventh session). This times the host side
 alone, layer by layer: the registered operator (`torch.ops.rnnkern.*`, through torch's
 dispatcher and the C++ autograd kernel, what the functional layer and autograd call), and
-(max_unpool) the user's functional + autograd path, with torch's own op beside each. The GPU
-is kept busy first, so launches queue and the host's time is not the GPU's (except where an op
-reads a result back: max_unpool's forward checks its index flags). On the CPU the shapes are
+(max_unpool) the user's functional + autograd path, and (RNN) the module, with torch's own op
+beside each. The GPU is kept busy first, so launches queue and the host's time is not the GPU's
+(except where an op reads a result back: max_unpool's forward checks its index flags). On the CPU the shapes are
 tiny, so that the kernels' own time does not hide the layers'.
 
     python scripts/host_overhead.py            (GPU if visible; --device cpu for the CPU)
@@ -19,6 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+import rnnkern
 import rnnkern.functional as RF
 from rnnkern.ops import conv_transpose as ct
 from rnnkern.ops import max_unpool as mu
@@ -83,6 +84,21 @@ def main():
              ("unpool bwd", "autograd", host_us(lambda: torch.autograd.grad(y_ours, p, g, retain_graph=True), dev)),
              ("unpool bwd", "torch autograd",
               host_us(lambda: torch.autograd.grad(y_torch, p, g, retain_graph=True), dev))]
+    # RNN forward, bf16 T256 B8 H512 on the GPU (the bench row whose lone call ran 120-240 us over its
+    # queued time on an H200, bench/NOTES.md eighteenth session), fp32 T4 B2 H8 on the CPU: the
+    # registered op, the module, torch's module. A host sync inside ours would show here as ~the
+    # GPU time of a call (~1 ms) instead of tens of microseconds.
+    from rnnkern.ops import rnn as rnn_ops
+    T, B, H, dt = (256, 8, 512, torch.bfloat16) if gpu else (4, 2, 8, torch.float32)
+    ours_m, theirs_m = rnnkern.nn.RNN(H, H).to(dev, dt), torch.nn.RNN(H, H).to(dev, dt)
+    xr = torch.randn(T, B, H, device=dev, dtype=dt)
+    ra = [xr, torch.zeros(B, H, device=dev, dtype=dt), ours_m.weight_ih_l0, ours_m.weight_hh_l0, ours_m.bias_ih_l0,
+          ours_m.bias_hh_l0]
+    rnn = f"rnn fwd {'bf16 T256 B8 H512' if gpu else 'T4 B2 H8'}"
+    with torch.no_grad():
+        rows += [(rnn, "op", host_us(lambda: rnn_ops.rnn_forward(*ra, None, False), dev)),
+                 (rnn, "module", host_us(lambda: ours_m(xr), dev)),
+                 (rnn, "torch module", host_us(lambda: theirs_m(xr), dev))]
     name = torch.cuda.get_device_name() if gpu else "cpu"
     print(f"host us per call ({name}, torch {torch.__version__})")
     for op, layer, us in rows:
