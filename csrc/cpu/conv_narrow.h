@@ -35,6 +35,9 @@ inline std::vector<float> pad_output_channels(const ConvGeometry& g, const float
   return w;
 }
 
+// Kernel widths up to this many columns (applies() sends wider ones to the direct kernels).
+constexpr int64_t kMaxKW = 16;
+
 // y[n, k0 .. k0 + kn, oh, :] for output channels k0 (within group gi) on, kn <= KB of them: KB
 // channels x PV pixel vectors = 16 accumulators.
 template <int KB, int PV>
@@ -46,6 +49,11 @@ __attribute__((target("avx512f"))) void forward_row(const ConvGeometry& g, const
   for (int64_t ow0 = 0; ow0 < g.OW; ow0 += 16 * PV) {
     __mmask16 m[PV];
     for (int p = 0; p < PV; ++p) m[p] = lanes(g.OW - ow0 - 16 * p);
+    // each tap column's load masks depend on (s, p) alone: set once a block, not once an (input
+    // channel, r, s), which left the loop issue-bound on mask arithmetic (bench/NOTES.md)
+    __mmask16 ms[kMaxKW][PV];
+    for (int64_t s = 0; s < g.KW; ++s)
+      for (int p = 0; p < PV; ++p) ms[s][p] = m[p] & lanes_in_row(ow0 + 16 * p - g.pl + s * g.dw, g.W);
     __m512 acc[KB][PV];
     for (int k = 0; k < KB; ++k) {
       const __m512 init = _mm512_set1_ps(b != nullptr && k < kn ? b[gi * Kg + k0 + k] : 0.f);
@@ -59,11 +67,8 @@ __attribute__((target("avx512f"))) void forward_row(const ConvGeometry& g, const
         const float* xrow = plane + ih * g.W;
         for (int64_t s = 0; s < g.KW; ++s) {
           __m512 xv[PV];
-          for (int p = 0; p < PV; ++p) {
-            const int64_t iw = ow0 + 16 * p - g.pl + s * g.dw;  // lane i reads column iw + i
-            const __mmask16 v = m[p] & lanes_in_row(iw, g.W);
-            xv[p] = _mm512_maskz_loadu_ps(v, xrow + iw);
-          }
+          const float* xs = xrow + ow0 - g.pl + s * g.dw;  // lane i of vector p reads xs[16 p + i]
+          for (int p = 0; p < PV; ++p) xv[p] = _mm512_maskz_loadu_ps(ms[s][p], xs + 16 * p);
           const float* wk = wg + (r * g.KW + s) * Cg + c;
           for (int k = 0; k < KB; ++k) {
             const __m512 wv = _mm512_set1_ps(wk[k * per]);
@@ -84,7 +89,7 @@ __attribute__((target("avx512f"))) void forward_row(const ConvGeometry& g, const
 // vectors, so the 16 accumulators are mostly live (one core: 8 -> 8 at 64x64 0.84x torch on the
 // direct kernels, 1.41x here; 8 -> 1 0.94x on the GEMM engine, 1.70x here; but 64 -> 11 at 8x8,
 // three quarters of each vector past the row, 1.44x direct against 0.32x here).
-inline bool applies(const ConvGeometry& g) { return g.sw == 1 && g.Kg() <= 8 && g.OW >= 32; }
+inline bool applies(const ConvGeometry& g) { return g.sw == 1 && g.Kg() <= 8 && g.OW >= 32 && g.KW <= kMaxKW; }
 
 // NCHW x (N, C, H, W) and y (N, K, OH, OW) dense, wt the prepared (G, Kg, KH, KW, Cg) weight.
 template <int KB, int PV>

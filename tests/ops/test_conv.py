@@ -1045,7 +1045,7 @@ def test_cpu_direct_narrow_outputs(strict_fp32, layout):
 def test_cpu_narrow_nchw_rows(strict_fp32, monkeypatch, engine):
     """NCHW with <= 8 output channels a group and output rows of >= 32 pixels (conv_narrow.h:
     vectors along the row, 4 channels x 4 vectors or 8 x 2, channel counts padded to the block,
-    lanes in the padding masked off), forward and grad_input (whose transposed convolution is
+    lanes in the padding masked off, the masks set once per tap column), forward and grad_input (whose transposed convolution is
     narrow when the input channels are), and the GEMM engine forced, vs fp64."""
     if not CPU_HAS_AVX512:
         pytest.skip("the direct kernels need AVX-512")
@@ -1055,7 +1055,8 @@ def test_cpu_narrow_nchw_rows(strict_fp32, monkeypatch, engine):
                        ((2, 12, 5, 40), (8, 6, 3, 3), dict(padding="same", groups=2)),
                        ((1, 8, 7, 64), (1, 8, 1, 5), dict(padding=(0, 2))),
                        ((1, 3, 4, 34), (8, 3, 3, 3), {}),
-                       ((1, 4, 5, 66), (4, 4, 3, 3), dict(padding=3, dilation=3))]:
+                       ((1, 4, 5, 66), (4, 4, 3, 3), dict(padding=3, dilation=3)),
+                       ((1, 2, 3, 40), (2, 2, 1, 17), dict(padding=(0, 8)))]:  # wider than kMaxKW: direct kernels
         _compare(2, xs, ws, kw, "cpu", torch.float32, bias=True)
 
 
