@@ -757,6 +757,14 @@ bool narrow_nchw_ok(const ConvGeometry& g, bool cl, at::ScalarType t) {
   return t == at::kFloat && !cl && cpu_has_avx512() && narrow::applies(g) && !narrow_groups(g) && !is_pointwise(g);
 }
 
+// The weight gradient's NCHW narrow kernel (conv_narrow.h): both operands NCHW, fp32, <= 8 channels
+// a group on both sides, rows of >= 32 pixels, kernels up to 7 columns wide (bench/NOTES.md,
+// eighteenth session).
+bool narrow_nchw_wgrad_ok(const ConvGeometry& g, bool x_cl, bool gy_cl, at::ScalarType t) {
+  return t == at::kFloat && !x_cl && !gy_cl && cpu_has_avx512() && narrow::backward_weight_applies(g) &&
+         !narrow_groups(g) && !is_pointwise(g);
+}
+
 // Floats between consecutive input channels' rows of the packed weight: Kgp, plus one vector when
 // Kgp spans an even number of 64-byte lines. A block reads the same 4 lines of every row; with an
 // even line pitch those fall into a fraction of L1's sets (a quarter at Kgp = 256: rows 1 KB apart
@@ -1929,6 +1937,13 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cpu(const at::Tensor& 
     return {gw.to(input.scalar_type()), gb.to(input.scalar_type())};
   }
   const bool x_cl = conv_channels_last(input), gy_cl = conv_channels_last(grad_output);
+  if (narrow_nchw_wgrad_ok(g, x_cl, gy_cl, ct)) {  // vectors along the output row (conv_narrow.h)
+    const at::Tensor x = prep(input, ct, false), gy = prep(grad_output, ct, false);
+    at::Tensor gw = empty_for_full_write(weight_size, x.options());
+    narrow::backward_weight_nchw(g, gy.const_data_ptr<float>(), x.const_data_ptr<float>(), gw.mutable_data_ptr<float>());
+    at::Tensor gb = bias_grad ? gy.sum({0, 2, 3}) : at::empty({0}, gy.options());
+    return {gw.to(input.scalar_type()), gb.to(input.scalar_type())};
+  }
   const WgradA which = wgrad_direct_choice(g, ct, gy_cl, x_cl);
   if (which != WgradA::kNone) {  // each operand read in its own layout
     const at::Tensor x = prep(input, ct, x_cl), gy = prep(grad_output, ct, gy_cl);

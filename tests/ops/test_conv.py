@@ -1060,6 +1060,37 @@ def test_cpu_narrow_nchw_rows(strict_fp32, monkeypatch, engine):
         _compare(2, xs, ws, kw, "cpu", torch.float32, bias=True)
 
 
+def test_cpu_narrow_nchw_weight_gradient(strict_fp32):
+    """The NCHW narrow weight gradient (conv_narrow.h: <= 8 channels a group on both sides, vectors
+    along the output row, a task's accumulators per (input channel, kernel row) in a buffer): vs fp64
+    with row strides, dilation, padding wider than the kernel, groups, kernels 1 to 7 columns wide
+    (the 2-channel blocks from 6), and the same bits on 1 and 2 threads (the input channels split
+    differently across tasks)."""
+    if not CPU_HAS_AVX512:
+        pytest.skip("the direct kernels need AVX-512")
+    cases = [((2, 5, 9, 37), (3, 5, 3, 3), dict(stride=(2, 1), padding=(2, 4), dilation=(1, 2))),
+             ((1, 8, 6, 48), (8, 4, 3, 7), dict(padding=(1, 3), groups=2)),
+             ((2, 3, 5, 33), (2, 3, 2, 6), dict(padding=(0, 2))),
+             ((1, 7, 4, 40), (5, 7, 3, 1), dict(padding=(1, 0), dilation=(2, 1))),
+             ((1, 6, 5, 32), (8, 6, 3, 2), dict(padding=(1, 1), dilation=(2, 1)))]
+    threads = torch.get_num_threads()
+    try:
+        for xs, ws, kw in cases:
+            x, gy_shape = torch.randn(xs, dtype=torch.float64), TF.conv2d(torch.randn(xs), torch.randn(ws), **kw).shape
+            w = torch.randn(ws, dtype=torch.float64)
+            gy = torch.randn(gy_shape, dtype=torch.float64)
+            ref = torch.autograd.grad(TF.conv2d(x.requires_grad_(), w.requires_grad_(), **kw), w, gy)[0]
+            got = []
+            for t in (1, 2):
+                torch.set_num_threads(t)
+                wf = w.detach().float().requires_grad_()
+                got.append(torch.autograd.grad(RF.conv2d(x.detach().float(), wf, **kw), wf, gy.float())[0])
+            assert torch.equal(got[0], got[1]), (xs, ws, kw)
+            assert rel_err(got[0], ref) < 1e-5, (rel_err(got[0], ref), xs, ws, kw)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_cpu_direct_blocking_thread_count_independent(monkeypatch):
     """Reduction chunks depend on the geometry alone, bands on the thread count: 1 and 2 threads
     give the same bits, forward and grad_input, chunked or not."""
