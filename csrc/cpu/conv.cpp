@@ -761,8 +761,31 @@ bool narrow_nchw_ok(const ConvGeometry& g, bool cl, at::ScalarType t) {
 // a group on both sides, rows of >= 32 pixels, kernels up to 7 columns wide (bench/NOTES.md,
 // eighteenth session).
 bool narrow_nchw_wgrad_ok(const ConvGeometry& g, bool x_cl, bool gy_cl, at::ScalarType t) {
-  return t == at::kFloat && !x_cl && !gy_cl && cpu_has_avx512() && narrow::backward_weight_applies(g) &&
-         !narrow_groups(g) && !is_pointwise(g);
+  if (t != at::kFloat || !cpu_has_avx512() || !narrow::backward_weight_applies(g) || narrow_groups(g) || is_pointwise(g))
+    return false;
+  // channels_last operands through NCHW copies where that measured faster (kNarrowCopies)
+  return (!x_cl && !gy_cl) || (g.Kg() * g.Cg() <= 32 && g.OW >= 64);
+}
+
+// kNarrowCopies: channels_last layers narrow enough for the NCHW row kernels run them on NCHW
+// copies of their operands, the result copied back. In channels_last the direct kernels vectorise
+// over those few channels (a quarter to half of each vector live): one core, N8 at 64x64, 4 -> 4
+// forward / grad_input / grad_weight 0.64x / 0.73x / 0.46x torch there, 1.43x / 1.63x / ~1.2x
+// through the copies; 8 -> 2 0.66x -> 1.38x forward; 32 -> 4 0.72x -> 1.02x forward. Where the copies
+// cost more than the lanes save they stay: 64 -> 8 at 32x32 forward (0.75x direct, 0.69x copied),
+// grad_input from 16 input channels (its NCHW kernel is then not narrow: 0.78x -> 0.48x), grad_weight
+// at 8 -> 8 (~0.7x either way).
+bool narrow_forward_via_nchw(const ConvGeometry& g, bool cl, at::ScalarType t) {
+  return cl && narrow_nchw_ok(g, false, t) && g.Cg() <= 32 && g.OW >= 64;
+}
+
+// grad_input's side of kNarrowCopies: the stride-1 grad_input that backward_input_impl runs as a
+// convolution of grad_output, narrow when the input channels are (<= 8 a group).
+bool narrow_backward_input_via_nchw(const ConvGeometry& g, bool cl, at::ScalarType t) {
+  const int64_t ext_h = g.dh * (g.KH - 1), ext_w = g.dw * (g.KW - 1);
+  return cl && t == at::kFloat && cpu_has_avx512() && g.sh == 1 && g.sw == 1 && g.pt <= ext_h && g.pb <= ext_h &&
+         g.pl <= ext_w && g.pr <= ext_w && g.Cg() <= 8 && g.W >= 64 && g.KW <= narrow::kMaxKW && !narrow_groups(g) &&
+         !is_pointwise(g);
 }
 
 // Floats between consecutive input channels' rows of the packed weight: Kgp, plus one vector when
@@ -1877,10 +1900,14 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
     if (conv2d_takes_gemm(g, /*default_on=*/false)) {
       // the weight as it comes, as the CUDA route takes it (weight_matrix copies what a BLAS cannot read)
       conv2d_forward_gemm(x, weight.detach().to(ct), b, g, cl, y, CpuGemm{});
-    } else if (narrow_nchw_ok(g, cl, ct) && forward_takes_direct("conv2d_forward", true)) {
+    } else if ((narrow_nchw_ok(g, cl, ct) || narrow_forward_via_nchw(g, cl, ct)) &&
+               forward_takes_direct("conv2d_forward", true)) {
       const at::Tensor wt = prepare_weight(g, prep(weight, ct, false), false);
-      narrow::forward_nchw(g, x.const_data_ptr<float>(), wt.const_data_ptr<float>(),
-                           b ? b->const_data_ptr<float>() : nullptr, y.mutable_data_ptr<float>());
+      const at::Tensor xn = cl ? prep(input, ct, false) : x;  // (kNarrowCopies)
+      at::Tensor yn = cl ? at::empty({g.N, g.K, g.OH, g.OW}, y.options().memory_format(at::MemoryFormat::Contiguous)) : y;
+      narrow::forward_nchw(g, xn.const_data_ptr<float>(), wt.const_data_ptr<float>(),
+                           b ? b->const_data_ptr<float>() : nullptr, yn.mutable_data_ptr<float>());
+      if (cl) y.copy_(yn);
     } else if (direct_ok(g, cl, ct) && forward_takes_direct("conv2d_forward", true)) {
       // (reads the weight through its strides)
       forward_direct_avx512(g, cl, x, weight.detach().to(ct), /*flip_transpose=*/false, b, y);
@@ -1909,6 +1936,11 @@ at::Tensor conv2d_backward_input_cpu(const at::Tensor& grad_output, const at::Te
     const at::Tensor gy = prep(grad_output, ct, cl);
     if (conv2d_takes_gemm(g, /*default_on=*/false)) {
       conv2d_backward_input_gemm(gy, weight.detach().to(ct), g, cl, gx, CpuGemm{});  // (as the forward's)
+    } else if (narrow_backward_input_via_nchw(g, cl, ct) && forward_takes_direct("conv2d_backward_input", true)) {
+      // (kNarrowCopies) backward_input_impl's narrow NCHW kernel on an NCHW copy of grad_output
+      at::Tensor gxn = at::empty(input_size, gx.options().memory_format(at::MemoryFormat::Contiguous));
+      backward_input_impl<float>(g, false, prep(grad_output, ct, false), prep(weight, ct, false), gxn);
+      gx.copy_(gxn);
     } else {
       const at::Tensor w = prep(weight, ct, false);
       AT_DISPATCH_FLOATING_TYPES(ct, "conv2d_backward_input_cpu",
@@ -1937,7 +1969,7 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cpu(const at::Tensor& 
     return {gw.to(input.scalar_type()), gb.to(input.scalar_type())};
   }
   const bool x_cl = conv_channels_last(input), gy_cl = conv_channels_last(grad_output);
-  if (narrow_nchw_wgrad_ok(g, x_cl, gy_cl, ct)) {  // vectors along the output row (conv_narrow.h)
+  if (narrow_nchw_wgrad_ok(g, x_cl, gy_cl, ct)) {  // vectors along the output row (conv_narrow.h, kNarrowCopies)
     const at::Tensor x = prep(input, ct, false), gy = prep(grad_output, ct, false);
     at::Tensor gw = empty_for_full_write(weight_size, x.options());
     narrow::backward_weight_nchw(g, gy.const_data_ptr<float>(), x.const_data_ptr<float>(), gw.mutable_data_ptr<float>());

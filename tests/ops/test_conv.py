@@ -1091,6 +1091,46 @@ def test_cpu_narrow_nchw_weight_gradient(strict_fp32):
         torch.set_num_threads(threads)
 
 
+def test_cpu_narrow_channels_last_through_nchw(strict_fp32):
+    """Narrow channels_last layers run the NCHW row kernels on NCHW copies (conv.cpp, kNarrowCopies):
+    forward (<= 8 output channels a group, rows >= 64), grad_input (<= 8 input channels, stride 1)
+    and grad_weight (Kg x Cg <= 32); each result vs fp64, in channels_last like its operands, and
+    the same bits on 1 and 2 threads."""
+    if not CPU_HAS_AVX512:
+        pytest.skip("the direct kernels need AVX-512")
+    cl = torch.channels_last
+    cases = [((2, 4, 6, 64), (4, 4, 3, 3), dict(padding=1)),
+             ((1, 3, 5, 70), (8, 3, 3, 3), dict(padding=(1, 2), dilation=(1, 2))),
+             ((1, 8, 7, 66), (2, 8, 3, 3), dict(stride=(2, 1), padding=(0, 1))),  # grad_input strided: not this
+             ((1, 24, 3, 64), (4, 24, 3, 5), dict(padding=(1, 2)))]  # forward only (Cg 24)
+    threads = torch.get_num_threads()
+    try:
+        for xs, ws, kw in cases:
+            x, w = torch.randn(xs, dtype=torch.float64), torch.randn(ws, dtype=torch.float64)
+            stride, pad = kw.get("stride", (1, 1)), kw["padding"]
+            pad = [pad, pad] if isinstance(pad, int) else list(pad)
+            dil = list(kw.get("dilation", (1, 1)))
+            y = TF.conv2d(x, w, **kw)
+            gy = torch.randn_like(y)
+            ref_gx, ref_gw, _ = torch.ops.aten.convolution_backward(gy, x, w, None, list(stride), pad, dil, False,
+                                                                    [0, 0], 1, [True, True, False])
+            xf, wf, gyf = (t.float().contiguous(memory_format=cl) for t in (x, w, gy))
+            runs = []
+            for t in (1, 2):
+                torch.set_num_threads(t)
+                runs.append((FWD(xf, wf.contiguous(), None, list(stride), pad, dil, 1),
+                             DGRAD(gyf, wf.contiguous(), list(xs), list(stride), pad, dil, 1),
+                             WGRAD(gyf, xf, list(ws), list(stride), pad, dil, 1, False)[0]))
+            for a, b in zip(*runs):
+                assert torch.equal(a, b), (xs, ws, kw)
+            out, gx, gw = runs[0]
+            assert out.is_contiguous(memory_format=cl) and gx.is_contiguous(memory_format=cl)
+            for name, o, r in (("output", out, y), ("grad_input", gx, ref_gx), ("grad_weight", gw, ref_gw)):
+                assert rel_err(o, r) < 1e-5, (name, rel_err(o, r), xs, ws, kw)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_cpu_direct_blocking_thread_count_independent(monkeypatch):
     """Reduction chunks depend on the geometry alone, bands on the thread count: 1 and 2 threads
     give the same bits, forward and grad_input, chunked or not."""
