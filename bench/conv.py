@@ -90,6 +90,8 @@ CPU_CASES = (
     + [Case(torch.float32, cl, 8, 64, 64, 32, 1, groups=64) for cl in (False, True)]
     + [Case(torch.float32, False, 8, 64, 11, 8, 1), Case(torch.float32, False, 8, 8, 8, 64, 1),
        Case(torch.float32, False, 1, 256, 64, 28, 1, k=1)]
+    # narrow channels_last (eighteenth session: through NCHW copies, conv.cpp's kNarrowCopies)
+    + [Case(torch.float32, True, 8, 4, 4, 64, 1), Case(torch.float32, True, 8, 8, 8, 64, 1)]
 )
 
 

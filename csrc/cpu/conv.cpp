@@ -62,6 +62,7 @@
 #include "conv_narrow.h"
 #include "conv_precision.h"
 #include "fresh_buffer.h"
+#include "layout_copy.h"
 #include "../ops.h"
 
 namespace rnnkern {
@@ -1836,6 +1837,25 @@ at::Tensor prep(const at::Tensor& t, at::ScalarType dtype, bool cl) {
   return t.detach().to(dtype).contiguous(cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
 }
 
+// kNarrowCopies' NCHW copy of a channels_last operand: layout_copy.h's transpose where it applies
+// (fp32, 2-16 channels, dense; ~2-3x ATen's strided copy), else prep's.
+at::Tensor nchw_copy(const at::Tensor& t, at::ScalarType dtype) {
+  if (dtype == at::kFloat && t.scalar_type() == at::kFloat && t.dim() == 4 && cpu_has_avx512() &&
+      t.is_contiguous(at::MemoryFormat::ChannelsLast) && !t.is_contiguous() &&
+      layout::applies(t.size(1), t.size(2) * t.size(3)))
+    return layout::to_nchw(t.detach());
+  return prep(t, dtype, false);
+}
+
+// kNarrowCopies' way back: dst (channels_last dense, fp32) <- src (NCHW dense, fp32).
+void copy_into_channels_last(const at::Tensor& src, at::Tensor& dst) {
+  if (cpu_has_avx512() && dst.is_contiguous(at::MemoryFormat::ChannelsLast) && !dst.is_contiguous() &&
+      layout::applies(src.size(1), src.size(2) * src.size(3)))
+    layout::copy_to_channels_last(src, dst);
+  else
+    dst.copy_(src);
+}
+
 }  // namespace
 
 bool conv_transpose2d_forward_direct_cpu(const at::Tensor& input, const at::Tensor& weight,
@@ -1903,11 +1923,11 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
     } else if ((narrow_nchw_ok(g, cl, ct) || narrow_forward_via_nchw(g, cl, ct)) &&
                forward_takes_direct("conv2d_forward", true)) {
       const at::Tensor wt = prepare_weight(g, prep(weight, ct, false), false);
-      const at::Tensor xn = cl ? prep(input, ct, false) : x;  // (kNarrowCopies)
+      const at::Tensor xn = cl ? nchw_copy(input, ct) : x;  // (kNarrowCopies)
       at::Tensor yn = cl ? at::empty({g.N, g.K, g.OH, g.OW}, y.options().memory_format(at::MemoryFormat::Contiguous)) : y;
       narrow::forward_nchw(g, xn.const_data_ptr<float>(), wt.const_data_ptr<float>(),
                            b ? b->const_data_ptr<float>() : nullptr, yn.mutable_data_ptr<float>());
-      if (cl) y.copy_(yn);
+      if (cl) copy_into_channels_last(yn, y);
     } else if (direct_ok(g, cl, ct) && forward_takes_direct("conv2d_forward", true)) {
       // (reads the weight through its strides)
       forward_direct_avx512(g, cl, x, weight.detach().to(ct), /*flip_transpose=*/false, b, y);
@@ -1939,8 +1959,8 @@ at::Tensor conv2d_backward_input_cpu(const at::Tensor& grad_output, const at::Te
     } else if (narrow_backward_input_via_nchw(g, cl, ct) && forward_takes_direct("conv2d_backward_input", true)) {
       // (kNarrowCopies) backward_input_impl's narrow NCHW kernel on an NCHW copy of grad_output
       at::Tensor gxn = at::empty(input_size, gx.options().memory_format(at::MemoryFormat::Contiguous));
-      backward_input_impl<float>(g, false, prep(grad_output, ct, false), prep(weight, ct, false), gxn);
-      gx.copy_(gxn);
+      backward_input_impl<float>(g, false, nchw_copy(grad_output, ct), prep(weight, ct, false), gxn);
+      copy_into_channels_last(gxn, gx);
     } else {
       const at::Tensor w = prep(weight, ct, false);
       AT_DISPATCH_FLOATING_TYPES(ct, "conv2d_backward_input_cpu",
@@ -1970,7 +1990,7 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cpu(const at::Tensor& 
   }
   const bool x_cl = conv_channels_last(input), gy_cl = conv_channels_last(grad_output);
   if (narrow_nchw_wgrad_ok(g, x_cl, gy_cl, ct)) {  // vectors along the output row (conv_narrow.h, kNarrowCopies)
-    const at::Tensor x = prep(input, ct, false), gy = prep(grad_output, ct, false);
+    const at::Tensor x = nchw_copy(input, ct), gy = nchw_copy(grad_output, ct);
     at::Tensor gw = empty_for_full_write(weight_size, x.options());
     narrow::backward_weight_nchw(g, gy.const_data_ptr<float>(), x.const_data_ptr<float>(), gw.mutable_data_ptr<float>());
     at::Tensor gb = bias_grad ? gy.sum({0, 2, 3}) : at::empty({0}, gy.options());

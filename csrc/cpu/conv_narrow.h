@@ -128,6 +128,7 @@ inline bool backward_weight_applies(const ConvGeometry& g) {
   return g.sw == 1 && g.Kg() <= 8 && g.Cg() <= 8 && g.OW >= 32 && g.KW >= 1 && g.KW <= 7;
 }
 
+constexpr int64_t kWgradRows = 4;      // output rows a pass over a (c, r)'s accumulators
 constexpr int64_t kWgradChannels = 8;  // input channels a task (backward_weight_applies: all of them)
 
 template <int KB, int KW>
@@ -140,26 +141,31 @@ __attribute__((target("avx512f"))) void backward_weight_task(const ConvGeometry&
   std::fill(buf, buf + cn * g.KH * kSlot, 0.f);
   for (int64_t n = 0; n < g.N; ++n) {
     const float* gk = gy + ((n * g.K + gi * Kg + k0) * g.OH) * g.OW;  // channel k's plane at gk + k OH OW
-    for (int64_t oh = 0; oh < g.OH; ++oh) {
-      const float* grow = gk + oh * g.OW;
+    // kWgradRows output rows a pass over the accumulators: their loads and stores amortised over as
+    // many rows' FMAs (one core, 8 -> 8 at 64x64: 0.64-0.78 ms a row at a time, 0.60-0.68 at four)
+    for (int64_t oh0 = 0; oh0 < g.OH; oh0 += kWgradRows) {
+      const int64_t rows = std::min<int64_t>(kWgradRows, g.OH - oh0);
       for (int64_t c = 0; c < cn; ++c) {
         const float* plane = x + ((n * g.C + gi * Cg + c0 + c) * g.H) * g.W;
         for (int64_t r = 0; r < g.KH; ++r) {
-          const int64_t ih = oh * g.sh - g.pt + r * g.dh;
-          if (ih < 0 || ih >= g.H) continue;  // this output row's tap row lies in the padding
-          const float* xrow = plane + ih * g.W - g.pl;
           float* slot = buf + (c * g.KH + r) * kSlot;
           __m512 acc[KB][KW];
           for (int k = 0; k < KB; ++k)
             for (int s = 0; s < KW; ++s) acc[k][s] = _mm512_loadu_ps(slot + (k * KW + s) * 16);
-          for (int64_t b = 0; b < blocks; ++b) {
-            const __mmask16* mb = masks + b * (KW + 1);  // [0]: gy's lanes in the row, [1 + s]: tap s's x lanes
-            __m512 gv[KB];
-            for (int k = 0; k < KB; ++k)
-              gv[k] = k < kn ? _mm512_maskz_loadu_ps(mb[0], grow + k * g.OH * g.OW + 16 * b) : _mm512_setzero_ps();
-            for (int s = 0; s < KW; ++s) {
-              const __m512 xv = _mm512_maskz_loadu_ps(mb[1 + s], xrow + 16 * b + s * g.dw);
-              for (int k = 0; k < KB; ++k) acc[k][s] = _mm512_fmadd_ps(gv[k], xv, acc[k][s]);
+          for (int64_t j = 0; j < rows; ++j) {  // output rows in order: each lane's sum order is fixed
+            const int64_t oh = oh0 + j, ih = oh * g.sh - g.pt + r * g.dh;
+            if (ih < 0 || ih >= g.H) continue;  // this output row's tap row lies in the padding
+            const float* xrow = plane + ih * g.W - g.pl;
+            const float* grow = gk + oh * g.OW;
+            for (int64_t b = 0; b < blocks; ++b) {
+              const __mmask16* mb = masks + b * (KW + 1);  // [0]: gy's lanes in the row, [1 + s]: tap s's x lanes
+              __m512 gv[KB];
+              for (int k = 0; k < KB; ++k)
+                gv[k] = k < kn ? _mm512_maskz_loadu_ps(mb[0], grow + k * g.OH * g.OW + 16 * b) : _mm512_setzero_ps();
+              for (int s = 0; s < KW; ++s) {
+                const __m512 xv = _mm512_maskz_loadu_ps(mb[1 + s], xrow + 16 * b + s * g.dw);
+                for (int k = 0; k < KB; ++k) acc[k][s] = _mm512_fmadd_ps(gv[k], xv, acc[k][s]);
+              }
             }
           }
           for (int k = 0; k < KB; ++k)

@@ -1102,7 +1102,11 @@ def test_cpu_narrow_channels_last_through_nchw(strict_fp32):
     cases = [((2, 4, 6, 64), (4, 4, 3, 3), dict(padding=1)),
              ((1, 3, 5, 70), (8, 3, 3, 3), dict(padding=(1, 2), dilation=(1, 2))),
              ((1, 8, 7, 66), (2, 8, 3, 3), dict(stride=(2, 1), padding=(0, 1))),  # grad_input strided: not this
-             ((1, 24, 3, 64), (4, 24, 3, 5), dict(padding=(1, 2)))]  # forward only (Cg 24)
+             ((1, 24, 3, 64), (4, 24, 3, 5), dict(padding=(1, 2))),  # forward only (Cg 24)
+             # layout_copy.h's transposes: channel counts 5, 7, 13, 16, pixel counts not a multiple of 16
+             ((2, 5, 3, 65), (7, 5, 3, 3), dict(padding=1)),
+             ((1, 13, 2, 67), (3, 13, 1, 3), dict(padding=(0, 1))),
+             ((1, 16, 2, 64), (2, 16, 3, 3), dict(padding=1))]
     threads = torch.get_num_threads()
     try:
         for xs, ws, kw in cases:
