@@ -758,6 +758,13 @@ bool narrow_nchw_ok(const ConvGeometry& g, bool cl, at::ScalarType t) {
   return t == at::kFloat && !cl && cpu_has_avx512() && narrow::applies(g) && !narrow_groups(g) && !is_pointwise(g);
 }
 
+// RNNKERN_DEBUG=1: which calls take conv_narrow.h's row kernels, and whether through NCHW copies
+// (the tests check the routes with it).
+void log_narrow_route(const char* op, bool copies) {
+  if (debug_log_enabled())
+    std::cerr << "[rnnkern] " << op << " (cpu): narrow NCHW rows" << (copies ? " through NCHW copies" : "") << "\n";
+}
+
 // The weight gradient's NCHW narrow kernel (conv_narrow.h): both operands NCHW, fp32, <= 8 channels
 // a group on both sides, rows of >= 32 pixels, kernels up to 7 columns wide (bench/NOTES.md,
 // eighteenth session).
@@ -1628,6 +1635,7 @@ void backward_input_impl(const ConvGeometry& g, bool cl, const at::Tensor& gy, c
     t.pr = ext_w - g.pr;
     if constexpr (std::is_same_v<T, float>) {
       if (narrow_nchw_ok(t, cl, gy.scalar_type()) && forward_takes_direct("conv2d_backward_input", true)) {
+        log_narrow_route("conv2d_backward_input", false);
         const at::Tensor wt = prepare_weight(g, w, /*flip_transpose=*/true);
         return narrow::forward_nchw(t, gy.const_data_ptr<float>(), wt.const_data_ptr<float>(), nullptr,
                                     gx.mutable_data_ptr<float>());
@@ -1849,6 +1857,8 @@ at::Tensor nchw_copy(const at::Tensor& t, at::ScalarType dtype) {
 
 // kNarrowCopies' way back: dst (channels_last dense, fp32) <- src (NCHW dense, fp32).
 void copy_into_channels_last(const at::Tensor& src, at::Tensor& dst) {
+  TORCH_INTERNAL_ASSERT(src.is_contiguous() && src.scalar_type() == at::kFloat && dst.scalar_type() == at::kFloat &&
+                        src.sizes() == dst.sizes());
   if (cpu_has_avx512() && dst.is_contiguous(at::MemoryFormat::ChannelsLast) && !dst.is_contiguous() &&
       layout::applies(src.size(1), src.size(2) * src.size(3)))
     layout::copy_to_channels_last(src, dst);
@@ -1923,7 +1933,8 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
     } else if ((narrow_nchw_ok(g, cl, ct) || narrow_forward_via_nchw(g, cl, ct)) &&
                forward_takes_direct("conv2d_forward", true)) {
       const at::Tensor wt = prepare_weight(g, prep(weight, ct, false), false);
-      const at::Tensor xn = cl ? nchw_copy(input, ct) : x;  // (kNarrowCopies)
+      log_narrow_route(op, cl);
+      const at::Tensor xn = cl ? nchw_copy(x, ct) : x;  // (kNarrowCopies; x is already fp32)
       at::Tensor yn = cl ? at::empty({g.N, g.K, g.OH, g.OW}, y.options().memory_format(at::MemoryFormat::Contiguous)) : y;
       narrow::forward_nchw(g, xn.const_data_ptr<float>(), wt.const_data_ptr<float>(),
                            b ? b->const_data_ptr<float>() : nullptr, yn.mutable_data_ptr<float>());
@@ -1958,8 +1969,9 @@ at::Tensor conv2d_backward_input_cpu(const at::Tensor& grad_output, const at::Te
       conv2d_backward_input_gemm(gy, weight.detach().to(ct), g, cl, gx, CpuGemm{});  // (as the forward's)
     } else if (narrow_backward_input_via_nchw(g, cl, ct) && forward_takes_direct("conv2d_backward_input", true)) {
       // (kNarrowCopies) backward_input_impl's narrow NCHW kernel on an NCHW copy of grad_output
+      log_narrow_route(op, true);
       at::Tensor gxn = at::empty(input_size, gx.options().memory_format(at::MemoryFormat::Contiguous));
-      backward_input_impl<float>(g, false, nchw_copy(grad_output, ct), prep(weight, ct, false), gxn);
+      backward_input_impl<float>(g, false, nchw_copy(gy, ct), prep(weight, ct, false), gxn);
       copy_into_channels_last(gxn, gx);
     } else {
       const at::Tensor w = prep(weight, ct, false);
@@ -1990,6 +2002,7 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cpu(const at::Tensor& 
   }
   const bool x_cl = conv_channels_last(input), gy_cl = conv_channels_last(grad_output);
   if (narrow_nchw_wgrad_ok(g, x_cl, gy_cl, ct)) {  // vectors along the output row (conv_narrow.h, kNarrowCopies)
+    log_narrow_route(op, x_cl || gy_cl);
     const at::Tensor x = nchw_copy(input, ct), gy = nchw_copy(grad_output, ct);
     at::Tensor gw = empty_for_full_write(weight_size, x.options());
     narrow::backward_weight_nchw(g, gy.const_data_ptr<float>(), x.const_data_ptr<float>(), gw.mutable_data_ptr<float>());

@@ -457,6 +457,7 @@ def test_cuda_default_form(monkeypatch, dtype, layout):
     gather's wgmma instance except for fp32 channels_last, grad_input (64 columns) and grad_weight run
     mma.sync; 16-bit NCHW runs the channels_last instances (through copies), TF32 NCHW its own.
     Elsewhere: mma.sync throughout."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)  # (torch's default: fp32 on the tensor cores)
     for var in ("RNNKERN_CONV_MMA", "RNNKERN_CONV_NCHW", "RNNKERN_CONV_WGMMA_N", "RNNKERN_CONV_PIPELINE"):
         monkeypatch.delenv(var, raising=False)
     x = torch.randn(2, 64, 20, 20, device="cuda", dtype=dtype).contiguous(memory_format=layout).requires_grad_()
@@ -1060,22 +1061,28 @@ def test_cpu_narrow_nchw_rows(strict_fp32, monkeypatch, engine):
         _compare(2, xs, ws, kw, "cpu", torch.float32, bias=True)
 
 
-def test_cpu_narrow_nchw_weight_gradient(strict_fp32):
+def test_cpu_narrow_nchw_weight_gradient(strict_fp32, monkeypatch, capfd):
     """The NCHW narrow weight gradient (conv_narrow.h: <= 8 channels a group on both sides, vectors
-    along the output row, a task's accumulators per (input channel, kernel row) in a buffer): vs fp64
-    with row strides, dilation, padding wider than the kernel, groups, kernels 1 to 7 columns wide
-    (the 2-channel blocks from 6), and the same bits on 1 and 2 threads (the input channels split
-    differently across tasks)."""
+    along the output row, a task's accumulators per (input channel, kernel row) in a buffer, four
+    output rows a pass): vs fp64 with row strides, dilation, padding wider than the kernel, groups
+    (the second group's offsets), kernels 1 to 7 columns wide (the 2-channel blocks from 6), a case
+    large enough to run tasks concurrently, and the same bits on 1 and 2 threads (the input
+    channels split differently across tasks); the debug log shows the route ran."""
     if not CPU_HAS_AVX512:
         pytest.skip("the direct kernels need AVX-512")
+    monkeypatch.setenv("RNNKERN_DEBUG", "1")
     cases = [((2, 5, 9, 37), (3, 5, 3, 3), dict(stride=(2, 1), padding=(2, 4), dilation=(1, 2))),
-             ((1, 8, 6, 48), (8, 4, 3, 7), dict(padding=(1, 3), groups=2)),
+             ((1, 16, 6, 48), (8, 8, 3, 7), dict(padding=(1, 3), groups=2)),
              ((2, 3, 5, 33), (2, 3, 2, 6), dict(padding=(0, 2))),
              ((1, 7, 4, 40), (5, 7, 3, 1), dict(padding=(1, 0), dilation=(2, 1))),
-             ((1, 6, 5, 32), (8, 6, 3, 2), dict(padding=(1, 1), dilation=(2, 1)))]
+             ((1, 6, 5, 32), (8, 6, 3, 2), dict(padding=(1, 1), dilation=(2, 1))),
+             ((1, 4, 7, 35), (6, 4, 2, 4), dict(padding=(1, 2))),
+             ((2, 8, 5, 36), (3, 8, 3, 5), dict(padding=2, dilation=(1, 2))),
+             ((2, 8, 34, 64), (8, 8, 3, 3), dict(padding=1))]  # > 2^21 MACs: tasks on both threads
     threads = torch.get_num_threads()
     try:
         for xs, ws, kw in cases:
+            capfd.readouterr()
             x, gy_shape = torch.randn(xs, dtype=torch.float64), TF.conv2d(torch.randn(xs), torch.randn(ws), **kw).shape
             w = torch.randn(ws, dtype=torch.float64)
             gy = torch.randn(gy_shape, dtype=torch.float64)
@@ -1087,11 +1094,12 @@ def test_cpu_narrow_nchw_weight_gradient(strict_fp32):
                 got.append(torch.autograd.grad(RF.conv2d(x.detach().float(), wf, **kw), wf, gy.float())[0])
             assert torch.equal(got[0], got[1]), (xs, ws, kw)
             assert rel_err(got[0], ref) < 1e-5, (rel_err(got[0], ref), xs, ws, kw)
+            assert "conv2d_backward_weight (cpu): narrow NCHW rows" in capfd.readouterr().err, (xs, ws, kw)
     finally:
         torch.set_num_threads(threads)
 
 
-def test_cpu_narrow_channels_last_through_nchw(strict_fp32):
+def test_cpu_narrow_channels_last_through_nchw(strict_fp32, monkeypatch, capfd):
     """Narrow channels_last layers run the NCHW row kernels on NCHW copies (conv.cpp, kNarrowCopies):
     forward (<= 8 output channels a group, rows >= 64), grad_input (<= 8 input channels, stride 1)
     and grad_weight (Kg x Cg <= 32); each result vs fp64, in channels_last like its operands, and
@@ -1099,17 +1107,20 @@ def test_cpu_narrow_channels_last_through_nchw(strict_fp32):
     if not CPU_HAS_AVX512:
         pytest.skip("the direct kernels need AVX-512")
     cl = torch.channels_last
-    cases = [((2, 4, 6, 64), (4, 4, 3, 3), dict(padding=1)),
-             ((1, 3, 5, 70), (8, 3, 3, 3), dict(padding=(1, 2), dilation=(1, 2))),
-             ((1, 8, 7, 66), (2, 8, 3, 3), dict(stride=(2, 1), padding=(0, 1))),  # grad_input strided: not this
-             ((1, 24, 3, 64), (4, 24, 3, 5), dict(padding=(1, 2))),  # forward only (Cg 24)
+    monkeypatch.setenv("RNNKERN_DEBUG", "1")
+    # (x, w, kwargs, which of forward / grad_input / grad_weight go through the copies)
+    cases = [((2, 4, 6, 64), (4, 4, 3, 3), dict(padding=1), (1, 1, 1)),
+             ((1, 3, 5, 70), (8, 3, 3, 3), dict(padding=(1, 2), dilation=(1, 2)), (1, 1, 1)),
+             ((1, 8, 7, 66), (2, 8, 3, 3), dict(stride=(2, 1), padding=(0, 1)), (1, 0, 1)),  # strided grad_input
+             ((1, 24, 3, 64), (4, 24, 3, 5), dict(padding=(1, 2)), (1, 0, 0)),  # Cg 24
              # layout_copy.h's transposes: channel counts 5, 7, 13, 16, pixel counts not a multiple of 16
-             ((2, 5, 3, 65), (7, 5, 3, 3), dict(padding=1)),
-             ((1, 13, 2, 67), (3, 13, 1, 3), dict(padding=(0, 1))),
-             ((1, 16, 2, 64), (2, 16, 3, 3), dict(padding=1))]
+             ((2, 5, 3, 65), (7, 5, 3, 3), dict(padding=1), (1, 1, 0)),  # grad_weight: Kg x Cg 35
+             ((1, 13, 2, 67), (3, 13, 1, 3), dict(padding=(0, 1)), (1, 0, 0)),
+             ((1, 16, 2, 64), (2, 16, 3, 3), dict(padding=1), (1, 0, 0))]
     threads = torch.get_num_threads()
     try:
-        for xs, ws, kw in cases:
+        for xs, ws, kw, routes in cases:
+            capfd.readouterr()
             x, w = torch.randn(xs, dtype=torch.float64), torch.randn(ws, dtype=torch.float64)
             stride, pad = kw.get("stride", (1, 1)), kw["padding"]
             pad = [pad, pad] if isinstance(pad, int) else list(pad)
@@ -1131,6 +1142,9 @@ def test_cpu_narrow_channels_last_through_nchw(strict_fp32):
             assert out.is_contiguous(memory_format=cl) and gx.is_contiguous(memory_format=cl)
             for name, o, r in (("output", out, y), ("grad_input", gx, ref_gx), ("grad_weight", gw, ref_gw)):
                 assert rel_err(o, r) < 1e-5, (name, rel_err(o, r), xs, ws, kw)
+            err = capfd.readouterr().err
+            for op, copied in zip(("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight"), routes):
+                assert (f"{op} (cpu): narrow NCHW rows through NCHW copies" in err) == bool(copied), (op, xs, ws, kw)
     finally:
         torch.set_num_threads(threads)
 

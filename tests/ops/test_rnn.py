@@ -1149,6 +1149,31 @@ def test_double_backward(relu):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("dtype,B,H", [(torch.float32, 192, 1024), (torch.bfloat16, 128, 2048), (torch.bfloat16, 16, 300)])
+def test_persistent_tensor_cores_default_keeps_them(monkeypatch, dtype, B, H):
+    """RNNKERN_RNN_BARRIER unset, the tensor-core kernel across clusters takes the exchange, whose
+    second partial-sum buffer does not fit shared memory at every shape the flag barrier's one
+    buffer does (fp32 B192 H1024 and bf16 B128 H2048 on an H100 / H200, by rnn.cu's mma_partition):
+    there the default keeps the tensor cores with the flag barrier. Wherever the flag barrier runs
+    them, the default runs them too, exchange or flag, with the same bits."""
+    if not _mma_expected(dtype, B, H):
+        pytest.skip("the tensor-core kernel does not run this shape here")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    monkeypatch.setenv("RNNKERN_RNN_TRACE", "1")
+    T = 5
+    args = [a.to(dtype) for a in _cuda_args(T, B, H)]
+    g, gh = torch.randn(T, B, H, device="cuda"), torch.randn(B, H, device="cuda")
+    env = dict(RNNKERN_RNN_PATH="persistent", RNNKERN_RNN_MATH="mma")
+    flag = _run_with_env(monkeypatch, args, None, False, g, gh, RNNKERN_RNN_BARRIER="flag", **env)
+    if not rnn_ops.step_trace()[0].startswith("tensor-core kernel, flag,"):
+        pytest.skip("the flag barrier's form does not run this shape here (one cluster, or no co-residency)")
+    default = _run_with_env(monkeypatch, args, None, False, g, gh, RNNKERN_RNN_BARRIER="", **env)
+    kernel = rnn_ops.step_trace()[0]  # (the backward's launch)
+    assert kernel.startswith(("tensor-core kernel, exchange,", "tensor-core kernel, flag,")), kernel
+    assert all(torch.equal(a, b) for a, b in zip(flag, default))
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize("math,dtype,B,H", [("fma", torch.float32, 8, 256), ("mma", torch.bfloat16, 16, 512)])
 def test_cuda_step_trace(monkeypatch, math, dtype, B, H):
     """RNNKERN_RNN_TRACE=1 (scripts/rnn_step_trace.py): the persistent kernels stamp every step of
