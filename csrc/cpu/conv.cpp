@@ -1846,7 +1846,8 @@ at::Tensor prep(const at::Tensor& t, at::ScalarType dtype, bool cl) {
 }
 
 // kNarrowCopies' NCHW copy of a channels_last operand: layout_copy.h's transpose where it applies
-// (fp32, 2-16 channels, dense; ~2-3x ATen's strided copy), else prep's.
+// (fp32, 2-16 channels, dense; ~1.5-2x ATen's strided copy, judged by the copied passes' times:
+// 4 -> 4 at 64x64 forward 0.269 -> 0.231 ms), else prep's.
 at::Tensor nchw_copy(const at::Tensor& t, at::ScalarType dtype) {
   if (dtype == at::kFloat && t.scalar_type() == at::kFloat && t.dim() == 4 && cpu_has_avx512() &&
       t.is_contiguous(at::MemoryFormat::ChannelsLast) && !t.is_contiguous() &&

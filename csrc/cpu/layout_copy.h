@@ -1,7 +1,7 @@
 // fp32 copies between channels_last (N, H, W, C) and NCHW for tensors with few channels, on
 // AVX-512, for conv.cpp's narrow channels_last layers (kNarrowCopies). ATen's strided copy moves
 // such a tensor at ~8 GB/s on one core (an (HW x C) -> (C x HW) transpose per image, C of 2-32);
-// here each output vector of 16 is one gather (16 floats C or HW apart) and one contiguous store.
+// here each output vector of 16 floats is one gather from the other layout and one contiguous store.
 // Called only where the CPU has AVX-512 (conv.cpp's cpu_has_avx512).
 #pragma once
 #include <ATen/ATen.h>
