@@ -769,7 +769,8 @@ void log_narrow_route(const char* op, bool copies) {
 // a group on both sides, rows of >= 32 pixels, kernels up to 7 columns wide (bench/NOTES.md,
 // eighteenth session).
 bool narrow_nchw_wgrad_ok(const ConvGeometry& g, bool x_cl, bool gy_cl, at::ScalarType t) {
-  if (t != at::kFloat || !cpu_has_avx512() || !narrow::backward_weight_applies(g) || narrow_groups(g) || is_pointwise(g))
+  if (t != at::kFloat || !cpu_has_avx512() || !narrow::backward_weight_applies(g) || narrow_groups(g) ||
+      is_pointwise(g))
     return false;
   // channels_last operands through NCHW copies where that measured faster (kNarrowCopies)
   return (!x_cl && !gy_cl) || (g.Kg() * g.Cg() <= 32 && g.OW >= 64);
@@ -787,13 +788,33 @@ bool narrow_forward_via_nchw(const ConvGeometry& g, bool cl, at::ScalarType t) {
   return cl && narrow_nchw_ok(g, false, t) && g.Cg() <= 32 && g.OW >= 64;
 }
 
-// grad_input's side of kNarrowCopies: the stride-1 grad_input that backward_input_impl runs as a
-// convolution of grad_output, narrow when the input channels are (<= 8 a group).
-bool narrow_backward_input_via_nchw(const ConvGeometry& g, bool cl, at::ScalarType t) {
+// grad_input as a convolution of grad_output where it is one: at unit stride, grad_input[c, ih] =
+// sum_{k, r} gy[k, ih + pt - r*dh] w[k, c, r], a stride-1 convolution with the flipped kernel
+// (r' = KH-1-r), channels swapped per group, and padding ext - p on each side. Fills *t with that
+// convolution's geometry and returns true, or returns false (a stride, or padding past the kernel's
+// extent).
+bool backward_input_as_convolution(const ConvGeometry& g, ConvGeometry* t) {
   const int64_t ext_h = g.dh * (g.KH - 1), ext_w = g.dw * (g.KW - 1);
-  return cl && t == at::kFloat && cpu_has_avx512() && g.sh == 1 && g.sw == 1 && g.pt <= ext_h && g.pb <= ext_h &&
-         g.pl <= ext_w && g.pr <= ext_w && g.Cg() <= 8 && g.W >= 64 && g.KW <= narrow::kMaxKW && !narrow_groups(g) &&
-         !is_pointwise(g);
+  if (g.sh != 1 || g.sw != 1 || g.pt > ext_h || g.pb > ext_h || g.pl > ext_w || g.pr > ext_w) return false;
+  *t = g;
+  t->C = g.K;
+  t->H = g.OH;
+  t->W = g.OW;
+  t->K = g.C;
+  t->OH = g.H;
+  t->OW = g.W;
+  t->pt = ext_h - g.pt;
+  t->pb = ext_h - g.pb;
+  t->pl = ext_w - g.pl;
+  t->pr = ext_w - g.pr;
+  return true;
+}
+
+// grad_input's side of kNarrowCopies: the grad_input that backward_input_impl runs as a
+// convolution of grad_output, where that convolution is narrow (<= 8 input channels a group).
+bool narrow_backward_input_via_nchw(const ConvGeometry& g, bool cl, at::ScalarType t) {
+  ConvGeometry conv{};
+  return cl && backward_input_as_convolution(g, &conv) && narrow_nchw_ok(conv, false, t) && g.W >= 64;
 }
 
 // Floats between consecutive input channels' rows of the packed weight: Kgp, plus one vector when
@@ -1617,22 +1638,8 @@ void backward_input_depthwise_nchw(const ConvGeometry& g, const T* gy, const T* 
 
 template <typename T>
 void backward_input_impl(const ConvGeometry& g, bool cl, const at::Tensor& gy, const at::Tensor& w, at::Tensor& gx) {
-  const int64_t ext_h = g.dh * (g.KH - 1), ext_w = g.dw * (g.KW - 1);
-  if (g.sh == 1 && g.sw == 1 && g.pt <= ext_h && g.pb <= ext_h && g.pl <= ext_w && g.pr <= ext_w) {
-    // grad_input[c, ih] = sum_{k, r} gy[k, ih + pt - r*dh] w[k, c, r]: a stride-1 convolution of
-    // grad_output with the flipped kernel (r' = KH-1-r), channels swapped per group, and padding
-    // ext - p on each side.
-    ConvGeometry t = g;
-    t.C = g.K;
-    t.H = g.OH;
-    t.W = g.OW;
-    t.K = g.C;
-    t.OH = g.H;
-    t.OW = g.W;
-    t.pt = ext_h - g.pt;
-    t.pb = ext_h - g.pb;
-    t.pl = ext_w - g.pl;
-    t.pr = ext_w - g.pr;
+  ConvGeometry t{};
+  if (backward_input_as_convolution(g, &t)) {
     if constexpr (std::is_same_v<T, float>) {
       if (narrow_nchw_ok(t, cl, gy.scalar_type()) && forward_takes_direct("conv2d_backward_input", true)) {
         log_narrow_route("conv2d_backward_input", false);
@@ -1936,7 +1943,8 @@ at::Tensor conv2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
       const at::Tensor wt = prepare_weight(g, prep(weight, ct, false), false);
       log_narrow_route(op, cl);
       const at::Tensor xn = cl ? nchw_copy(x, ct) : x;  // (kNarrowCopies; x is already fp32)
-      at::Tensor yn = cl ? at::empty({g.N, g.K, g.OH, g.OW}, y.options().memory_format(at::MemoryFormat::Contiguous)) : y;
+      at::Tensor yn =
+          cl ? at::empty({g.N, g.K, g.OH, g.OW}, y.options().memory_format(at::MemoryFormat::Contiguous)) : y;
       narrow::forward_nchw(g, xn.const_data_ptr<float>(), wt.const_data_ptr<float>(),
                            b ? b->const_data_ptr<float>() : nullptr, yn.mutable_data_ptr<float>());
       if (cl) copy_into_channels_last(yn, y);
@@ -2006,7 +2014,8 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cpu(const at::Tensor& 
     log_narrow_route(op, x_cl || gy_cl);
     const at::Tensor x = nchw_copy(input, ct), gy = nchw_copy(grad_output, ct);
     at::Tensor gw = empty_for_full_write(weight_size, x.options());
-    narrow::backward_weight_nchw(g, gy.const_data_ptr<float>(), x.const_data_ptr<float>(), gw.mutable_data_ptr<float>());
+    narrow::backward_weight_nchw(g, gy.const_data_ptr<float>(), x.const_data_ptr<float>(),
+                                 gw.mutable_data_ptr<float>());
     at::Tensor gb = bias_grad ? gy.sum({0, 2, 3}) : at::empty({0}, gy.options());
     return {gw.to(input.scalar_type()), gb.to(input.scalar_type())};
   }

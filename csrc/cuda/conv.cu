@@ -1805,10 +1805,10 @@ namespace {
 // channels_last kernels, through channels_last copies of the operands and of the result. The
 // default for 16-bit types: on an H200 (bench/results/h200-20261127-s18.json, bf16 N8 256->256
 // 64x64) it ran the forward, grad_input and grad_weight 1.27x, 1.28x and 1.72x faster than the
-// NCHW kernels; TF32 stays native (0.94-1.14x, mixed). The NCHW tiles gather A an element at a time (fp32: 4-byte cp.async, 16 of them a
-// thread a k-step; 16-bit: no cp.async at all, so no ring; wgmma's tf32 operands must be K-major),
-// the channels_last tiles in 16-byte runs along the channels; the copies cost a read and a write of
-// the input and of the output (N8 256->256 64x64 fp32: 4 x 33.5 MB, ~40 us on an H200).
+// NCHW kernels; TF32 stays native (0.94-1.14x, mixed). The NCHW tiles gather A an element at a
+// time (fp32: 4-byte cp.async, 16 of them a thread a k-step; 16-bit: no cp.async at all, so no
+// ring; wgmma's tf32 operands must be K-major), the channels_last tiles in 16-byte runs along the
+// channels; the copies cost a read and a write of the input and of the output (N8 256->256 64x64 fp32: 4 x 33.5 MB, ~40 us on an H200).
 // Only where the tiles run on tensor cores (tf32, 16-bit; >= 8 channels a group on both sides, else
 // direct kernels run): true fp32 and fp64 gather element by element either way. Covers the
 // transposed convolution too (its gather forward here; its gradients are conv2d's forward and
