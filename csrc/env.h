@@ -4,6 +4,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
+#include <string>
 
 namespace rnnkern {
 
@@ -12,6 +14,21 @@ namespace rnnkern {
 inline bool env_equals(const char* name, const char* value) {
   const char* e = std::getenv(name);
   return e != nullptr && std::strcmp(e, value) == 0;
+}
+
+// Environment variable `name` unset, empty or one of `allowed`; anything else is an error naming
+// the variable and its values, so a mistyped override cannot silently fall back to the default.
+inline void check_env_choice(const char* name, std::initializer_list<const char*> allowed) {
+  const char* e = std::getenv(name);
+  if (e == nullptr || *e == '\0') return;
+  std::string names;
+  for (const char* a : allowed) {
+    if (std::strcmp(e, a) == 0) return;
+    names += names.empty() ? "'" : ", '";
+    names += a;
+    names += "'";
+  }
+  TORCH_CHECK(false, name, " must be one of ", names, " (or unset), got '", e, "'");
 }
 
 // A positive integer from environment variable `name`, or `fallback` when it is unset; any other

@@ -24,9 +24,9 @@
 #   GPU_CHECK_PREBUILT=1 GPU_CHECK_STEPS=profile GPU_CHECK_PACK=$OUT/gpu-check.tgz \
 #     GPU_PROFILE_PACK=$OUT/gpu-profile.tgz scripts/gpu_check.sh /tmp/gc
 # tests, memcheck and racecheck (two processes: racecheck_untried takes the forced opt-in forms'
-# families, conv_wgmma and rnn_exchange) run side by side (they only check correctness); then the
-# tests marked `untried` alone (tests_untried, part of `tests`; none at present: every form has run
-# on an H200); bench runs alone (the opt-in forms' rows last).
+# families, conv_wgmma, rnn_exchange and conv_tma) run side by side (they only check correctness);
+# then the tests marked `untried` alone (tests_untried, part of `tests`: the TMA convolution forward,
+# RNNKERN_CONV_MMA=tma, not yet run on a GPU); bench runs alone (the opt-in forms' rows last).
 # Times on an H200 (prebuilt, 16 CPU cores, 2026-11-27): tests 88-93 s (-n 12), memcheck 16-25 s,
 # racecheck 183 s over unpool + rnn + conv + conv_transpose beside 74 s over the opt-in families
 # (142 s over rnn + conv alone), bench 63-67 s (all ops); the three checks overlap, so a whole run
@@ -98,7 +98,7 @@ if [ -n "$SAN" ]; then
     want racecheck && step racecheck $TO $SAN_TO "$SAN" --tool racecheck $SAN_ARGS $PY scripts/sanitize_driver.py $GPU_CHECK_SANITIZE_OPS &
   else
     want racecheck && step racecheck $TO $SAN_TO "$SAN" --tool racecheck $SAN_ARGS $PY scripts/sanitize_driver.py unpool rnn conv conv_transpose &
-    want racecheck && step racecheck_untried $TO $SAN_TO "$SAN" --tool racecheck $SAN_ARGS $PY scripts/sanitize_driver.py conv_wgmma rnn_exchange &
+    want racecheck && step racecheck_untried $TO $SAN_TO "$SAN" --tool racecheck $SAN_ARGS $PY scripts/sanitize_driver.py conv_wgmma rnn_exchange conv_tma &
   fi
 else
   echo "compute-sanitizer not found" > "$OUTDIR/memcheck.status"

@@ -243,7 +243,22 @@ def conv_wgmma(dev):
                                   {"RNNKERN_CONV_PIPELINE": "1", "RNNKERN_CONV_TAP_GROUP": "4"}), ring_only=True)
 
 
-CHECKS = [unpool, rnn, conv, conv_transpose, conv_wgmma, rnn_exchange]
+def conv_tma(dev):
+    """The forward on TMA im2col loads and wgmma (RNNKERN_CONV_MMA=tma, sm_90a; elsewhere the default
+    kernels run): tf32 / bf16 channels_last at stride 1, a ragged tile crossing images, channels short
+    of a 128-byte chunk, dilation 12 (skipped taps), groups of whole chunks; last and on its own as
+    rnn_exchange."""
+    torch.backends.cudnn.allow_tf32 = True
+    with switches(RNNKERN_CONV_MMA="tma"):
+        for dtype in (torch.float32, torch.bfloat16):
+            for cin, cout, groups, pad, dil in ((24, 20, 1, 1, 1), (40, 136, 1, 12, 12), (128, 64, 2, 1, 1)):
+                x = torch.randn(3, cin, 13, 11, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
+                w = torch.randn(cout, cin // groups, 3, 3, device=dev, dtype=dtype)
+                b = torch.randn(cout, device=dev, dtype=dtype)
+                RF.conv2d(x, w, b, 1, pad, dil, groups)
+
+
+CHECKS = [unpool, rnn, conv, conv_transpose, conv_wgmma, rnn_exchange, conv_tma]
 
 if __name__ == "__main__":
     # `sanitize_driver.py [NAME ...]`: only those families (default: all)

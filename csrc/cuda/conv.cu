@@ -53,6 +53,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <cuda.h>  // CUtensorMap (the encode functions are reached through the runtime: tensor_map_encoders)
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
@@ -998,6 +999,157 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
   }
 }
 
+// ---- forward on TMA im2col + wgmma (sm_90a; RNNKERN_CONV_MMA=tma, opt-in until a GPU has run it) --
+// The gather kernel's threads compute each 16-byte run's address and padding mask and issue its
+// cp.async themselves, and its MMA warps wait on that issue stream (bench/NOTES.md, eighteenth
+// session: the engine's likely bound). Here Hopper's tensor memory accelerator does the gather: a
+// tensor map in im2col mode over the NHWC input (cuTensorMapEncodeIm2col) turns one instruction into
+// a whole tile of BM consecutive output pixels x 128 bytes of channels for one tap, the tap's
+// dilated offset given as the instruction's im2col offsets and the padding zero-filled by the copy
+// engine; a tiled map over the K-major weight (G, taps, Nn, R) loads its 128 x 128-byte tile. One
+// thread of the producer warpgroup issues both into a ring of kTmaStages stages guarded by
+// mbarriers (full: the stage's bytes have landed; empty: the 8 consumer warps' wgmma have read it);
+// the two consumer warpgroups run wgmma.m64n128 on rows 0-63 / 64-127 of the BM x 128 tile, one
+// k-step in flight. No thread computes an address in the mainloop.
+// Tiles as TMA writes them with 128-byte swizzle are wgmma's K-major SWIZZLE_128B operands
+// (wgmma_desc_sw128); BK = 128 bytes of channels (64 bf16 / fp16, 32 fp32 for tf32).
+// Scope: forward, channels_last, stride 1, no pixel shuffle, pixels in row order (GatherParams::M);
+// G == 1 or R % BK == 0 (a chunk never reads the next group's channels; with G == 1 the channels
+// past R are outside the map and read as zeros). Tap skipping as the gather kernel's: the taps whose
+// whole tile reads padding are never loaded (s_taps).
+constexpr int kTmaThreads = 384;  // warpgroup 0 produces, 1 and 2 consume
+constexpr int kTmaStages = 5;
+constexpr int kTmaTileN = 128;
+constexpr int kTmaMaxTaps = 64;
+constexpr int kTmaStageBytes = (BM + kTmaTileN) * 128;  // A then B, 128 bytes a row
+constexpr int kTmaSmemBytes = kTmaStages * kTmaStageBytes + 1024;  // + the 1024-byte alignment of the atoms
+static_assert(BM * (kTmaTileN + 4) * 4 <= kTmaStages * kTmaStageBytes, "the epilogue's tile aliases the ring");
+
+template <typename T>
+__global__ void __launch_bounds__(kTmaThreads, 1)
+    gather_tma_kernel(const GatherParams p, const __grid_constant__ CUtensorMap map_x,
+                      const __grid_constant__ CUtensorMap map_w) {
+#if RNNKERN_HAS_WGMMA
+  constexpr int BK = 128 / static_cast<int>(sizeof(T));
+  __shared__ __align__(8) uint64_t full[kTmaStages], empty[kTmaStages];
+  __shared__ int s_taps[kTmaMaxTaps];
+  extern __shared__ __align__(1024) unsigned char tma_smem_raw[];
+  const uint32_t raw = smem_u32(tma_smem_raw);
+  const uint32_t ring = (raw + 1023) & ~1023u;
+  unsigned char* const smem = tma_smem_raw + (ring - raw);
+  const int tid = threadIdx.x;
+  const int g = static_cast<int>(blockIdx.z);
+  const long long m0 = static_cast<long long>(blockIdx.x) * BM;
+  const int n0 = static_cast<int>(blockIdx.y) * kTmaTileN;
+  const int taps = p.KH * p.KW;
+  const long long hw = static_cast<long long>(p.Ho) * p.Wo;
+
+  if (tid == 0) {
+    for (int s = 0; s < kTmaStages; ++s) {
+      mbar_init(smem_u32(&full[s]), 1);  // the producer's arrive_expect_tx (+ the bytes)
+      mbar_init(smem_u32(&empty[s]), 8);  // one arrival per consumer warp
+    }
+    mbar_init_fence();
+    tma_prefetch_map(&map_x);
+    tma_prefetch_map(&map_w);
+  }
+  // The taps some pixel of the tile reads real data for, in order (block-uniform count).
+  int pn = -1, pho = 0, pwo = 0;
+  if (tid < BM && m0 + tid < p.M) {
+    const long long m = m0 + tid;
+    pn = static_cast<int>(m / hw);
+    const int rem = static_cast<int>(m - pn * hw);
+    pho = rem / p.Wo;
+    pwo = rem - pho * p.Wo;
+  }
+  int live = 0;
+  for (int t = 0; t < taps; ++t) {
+    const int hs = pho - p.pt + t / p.KW * p.dh, ws = pwo - p.pl + t % p.KW * p.dw;
+    if (__syncthreads_or(pn >= 0 && hs >= 0 && hs < p.Hs && ws >= 0 && ws < p.Ws)) {
+      if (tid == 0) s_taps[live] = t;
+      ++live;
+    }
+  }
+  __syncthreads();  // s_taps and the barriers' initialisation visible
+  const int chunks = (p.R + BK - 1) / BK;
+  const int ksteps = live * chunks;
+
+  float acc[kTmaTileN / 2];
+#pragma unroll
+  for (int i = 0; i < kTmaTileN / 2; ++i) acc[i] = 0.f;
+  const int wg = tid / 128, warp = tid / 32 % 4, lane = tid % 32;
+  if (wg == 0) {
+    if (tid == 0) {  // one thread issues; its warp reconverges below before the block's barrier
+      // the first pixel of the tile as the map's base pixel: output (ho, wo) reads input
+      // (ho - pt + r dh, wo - pl + s dw), the (r dh, s dw) part given per tap as im2col offsets
+      const int n_img = static_cast<int>(m0 / hw);
+      const int rem = static_cast<int>(m0 - n_img * hw);
+      const int ho0 = rem / p.Wo, wo0 = rem - ho0 * p.Wo;
+      for (int i = 0; i < ksteps; ++i) {
+        const int st = i % kTmaStages;
+        if (i >= kTmaStages) mbar_wait(smem_u32(&empty[st]), (i / kTmaStages - 1) & 1);  // its last reads are done
+        const int t = s_taps[i / chunks], c0 = i % chunks * BK;
+        const int r = t / p.KW, s = t - r * p.KW;
+        const uint32_t a = ring + st * kTmaStageBytes, bar = smem_u32(&full[st]);
+        mbar_arrive_expect_tx(bar, kTmaStageBytes);
+        tma_load_im2col_4d(a, &map_x, bar, g * p.R + c0, wo0 - p.pl, ho0 - p.pt, n_img,
+                           static_cast<uint16_t>(s * p.dw), static_cast<uint16_t>(r * p.dh));
+        tma_load_3d(a + BM * 128, &map_w, bar, c0, n0, g * taps + t);
+      }
+    }
+    __syncwarp();
+  } else {
+    const int cw = wg - 1;  // rows 64 cw ... of the tile
+    for (int i = 0; i < ksteps; ++i) {
+      const int st = i % kTmaStages;
+      mbar_wait(smem_u32(&full[st]), (i / kTmaStages) & 1);
+      const uint32_t a = ring + st * kTmaStageBytes + cw * 64 * 128, b = ring + st * kTmaStageBytes + BM * 128;
+      wgmma_pin(acc);
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks)  // 32 bytes of k each: k16 (16-bit) / k8 (tf32)
+        wgmma_m64n<T, kTmaTileN>(acc, wgmma_desc_sw128(a + ks * 32), wgmma_desc_sw128(b + ks * 32));
+      wgmma_commit();
+      wgmma_wait<1>();  // the previous k-step's products are done: its stage can be refilled
+      wgmma_pin(acc);
+      if (i > 0 && lane == 0) mbar_arrive(smem_u32(&empty[(i - 1) % kTmaStages]));
+    }
+    wgmma_wait<0>();
+    wgmma_pin(acc);
+  }
+
+  // Epilogue: the accumulators staged in shared memory (aliasing the ring: every copy has landed,
+  // the consumers waited for each, and every wgmma has read its stage) as [m][n], then all 384
+  // threads store them, consecutive threads on consecutive channels (channels_last rows).
+  constexpr int LDC = kTmaTileN + 4;
+  float* Cs = reinterpret_cast<float*>(smem);
+  __syncthreads();
+  if (wg > 0) {
+    const int gq = lane / 4, tq = lane % 4, row0 = (wg - 1) * 64 + warp * 16 + gq;
+#pragma unroll
+    for (int j = 0; j < kTmaTileN / 8; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+        *reinterpret_cast<float2*>(Cs + (row0 + 8 * h) * LDC + j * 8 + 2 * tq) =
+            make_float2(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
+  }
+  __syncthreads();
+  const T* bias = static_cast<const T*>(p.bias);
+  T* out = static_cast<T*>(p.out);
+  for (int idx = tid; idx < BM * kTmaTileN; idx += kTmaThreads) {
+    const int m = idx / kTmaTileN, n = idx % kTmaTileN;
+    const int nn = n0 + n;
+    if (m0 + m >= p.M || nn >= p.Nn) continue;
+    const int co = g * p.Nn + nn;
+    float v = Cs[m * LDC + n];
+    if (bias != nullptr) v += to_acc(bias[co]);
+    out[(m0 + m) * p.Co + co] = from_acc<T>(v);
+  }
+#else
+  __trap();  // the host launches this form only on sm_90 with an sm_90a build
+#endif
+}
+
 // ---- grad_weight -----------------------------------------------------------------------------
 
 struct WgradParams {
@@ -1411,14 +1563,16 @@ bool allow_tf32() { return cudnn_tf32_allowed(CudnnOp::kConv); }
 // the gather kernel on 128-column tiles (> 64 output channels) except fp32 channels_last (TF32
 // NCHW and bf16 channels_last forward / grad_input 1.01-1.13x; fp32 channels_last 0.92-0.97x, and
 // 64-column tiles 0.76-0.91x), mma.sync for the grad_weight (wgmma 0.85-0.95x).
-enum class MmaForm { kAuto, kMma, kWgmma };
+// tma: the forward on gather_tma_kernel where it applies (use_tma), everything else as unset.
+enum class MmaForm { kAuto, kMma, kWgmma, kTma };
 MmaForm conv_mma_form() {
   const char* e = std::getenv("RNNKERN_CONV_MMA");
   if (e == nullptr || *e == '\0') return MmaForm::kAuto;
   const std::string v(e);
   if (v == "mma") return MmaForm::kMma;
   if (v == "wgmma") return MmaForm::kWgmma;
-  TORCH_CHECK(false, "RNNKERN_CONV_MMA must be 'mma' or 'wgmma', got '", v, "'");
+  if (v == "tma") return MmaForm::kTma;
+  TORCH_CHECK(false, "RNNKERN_CONV_MMA must be 'mma', 'wgmma' or 'tma', got '", v, "'");
 }
 
 // Shared stages of the cp.async pipeline: tf32 3 x 27 KB, 16-bit 4 x 15 KB (two blocks an SM).
@@ -1516,8 +1670,8 @@ void launch_gather_pipelined(GatherParams p, bool cl, bool trans, dim3 grid, cud
 bool use_wgmma(size_t elem_size, bool cl, bool vec_a, bool vec_bk, bool shuffled, bool gather, int64_t columns) {
 #ifdef RNNKERN_WITH_SM90A
   const MmaForm form = conv_mma_form();
-  const bool wanted = form == MmaForm::kWgmma ||
-                      (form == MmaForm::kAuto && gather && columns > 64 && !(elem_size == 4 && cl));
+  const bool wanted = form == MmaForm::kWgmma || ((form == MmaForm::kAuto || form == MmaForm::kTma) && gather &&
+                                                   columns > 64 && !(elem_size == 4 && cl));
   return wanted && use_pipeline(elem_size, cl, vec_a, vec_bk, shuffled) &&
          at::cuda::getCurrentDeviceProperties()->major == 9;
 #else
@@ -1567,6 +1721,104 @@ void launch_gather_wgmma(GatherParams p, bool cl, bool trans, GridFor&& grid_for
   else launch_gather_wgmma_tn<T, P, 64>(p, cl, trans, grid_for(64), stream);
 }
 
+// ---- the TMA form's host side -------------------------------------------------------------------
+// cuTensorMapEncodeIm2col / Tiled are driver API functions; they are reached through the runtime's
+// driver entry points, so the extension does not link libcuda itself (torch does not either).
+using EncodeIm2colFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                                    const cuuint64_t*, const int*, const int*, cuuint32_t, cuuint32_t,
+                                    const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                    CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                                   const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                                   CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+template <typename Fn>
+Fn driver_function(const char* name) {
+  void* fn = nullptr;
+  cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+  C10_CUDA_CHECK(cudaGetDriverEntryPointByVersion(name, &fn, 12000, cudaEnableDefault, &found));
+  TORCH_CHECK(found == cudaDriverEntryPointSuccess && fn != nullptr, "rnnkern: the CUDA driver has no ", name);
+  return reinterpret_cast<Fn>(fn);
+}
+
+template <typename T>
+CUtensorMapDataType tensor_map_type() {
+  if constexpr (std::is_same_v<T, float>) return CU_TENSOR_MAP_DATA_TYPE_FLOAT32;  // full bits: tf32 uses the top 19
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  else return CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+}
+
+// The im2col map's bounding box of base pixels, along one axis: from -pad (lower corner) to
+// in - 1 + upper, so that it holds exactly `out` positions at stride 1 (the far side's padding
+// follows from the output size, which covers padding='same' with an even kernel extent).
+struct Im2colCorners {
+  int lower, upper;
+};
+Im2colCorners im2col_corners(int in, int out, int pad) { return {-pad, out - pad - in}; }
+
+// Where gather_tma_kernel runs (RNNKERN_CONV_MMA=tma asks for it; sm_90 with an sm_90a build):
+// the forward of a channels_last stride-1 convolution without pixel shuffle, on tensor cores, with
+// the map's limits: 16-byte row strides (C, R multiples of 16 bytes), a 16-byte aligned input,
+// G == 1 or R % BK == 0, at most kTmaMaxTaps taps, corners within a rank-4 map's [-128, 127] and
+// im2col offsets (the taps' dilated positions) within its [0, 255].
+bool use_tma(const GatherParams& p, size_t elem_size, bool cl, bool trans) {
+#ifdef RNNKERN_WITH_SM90A
+  if (conv_mma_form() != MmaForm::kTma || !cl || trans || p.ps > 1 || p.sh != 1 || p.sw != 1) return false;
+  if (at::cuda::getCurrentDeviceProperties()->major != 9) return false;
+  const int V = static_cast<int>(16 / elem_size), BK = static_cast<int>(128 / elem_size);
+  if (p.Cs % V != 0 || p.R % V != 0 || !aligned16(p.src) || (p.G > 1 && p.R % BK != 0)) return false;
+  if (p.KH * p.KW > kTmaMaxTaps || int64_t{p.dh} * (p.KH - 1) > 255 || int64_t{p.dw} * (p.KW - 1) > 255) return false;
+  for (const Im2colCorners c : {im2col_corners(p.Hs, p.Ho, p.pt), im2col_corners(p.Ws, p.Wo, p.pl)})
+    if (c.lower < -128 || c.lower > 127 || c.upper < -128 || c.upper > 127) return false;
+  return (p.M + BM - 1) / BM < (int64_t{1} << 31) && (p.Nn + kTmaTileN - 1) / kTmaTileN <= 65535 && p.G <= 65535;
+#else
+  (void)p, (void)elem_size, (void)cl, (void)trans;
+  return false;
+#endif
+}
+
+// gather_tma_kernel on p (channels_last src, use_tma said yes); w: the weight as (G, taps, R, Nn).
+template <typename T>
+void launch_gather_tma(GatherParams p, const at::Tensor& w, cudaStream_t stream) {
+  constexpr cuuint32_t E = sizeof(T), BK = 128 / E;
+  static const auto encode_im2col = driver_function<EncodeIm2colFn>("cuTensorMapEncodeIm2col");
+  static const auto encode_tiled = driver_function<EncodeTiledFn>("cuTensorMapEncodeTiled");
+  // (G, taps, Nn, R): a fresh K-major copy, freed stream-ordered after the launch
+  const at::Tensor wt_k = w.transpose(-1, -2).clone(at::MemoryFormat::Contiguous);
+  p.wt = wt_k.data_ptr();
+  alignas(64) CUtensorMap map_x, map_w;
+  {
+    const cuuint64_t dims[4] = {cuuint64_t(p.Cs), cuuint64_t(p.Ws), cuuint64_t(p.Hs), cuuint64_t(p.N)};
+    const cuuint64_t strides[3] = {p.Cs * E, cuuint64_t(p.Ws) * p.Cs * E, cuuint64_t(p.Hs) * p.Ws * p.Cs * E};
+    const Im2colCorners ch = im2col_corners(p.Hs, p.Ho, p.pt), cw = im2col_corners(p.Ws, p.Wo, p.pl);
+    const int lower[2] = {cw.lower, ch.lower}, upper[2] = {cw.upper, ch.upper};  // (W, H)
+    const cuuint32_t element_strides[4] = {1, 1, 1, 1};
+    const CUresult r = encode_im2col(&map_x, tensor_map_type<T>(), 4, const_cast<void*>(p.src), dims, strides, lower,
+                                     upper, BK, BM, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                     CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    TORCH_CHECK(r == CUDA_SUCCESS, "rnnkern: cuTensorMapEncodeIm2col failed (", int(r), ") for the conv2d input");
+  }
+  {
+    const int taps = p.KH * p.KW;
+    const cuuint64_t dims[3] = {cuuint64_t(p.R), cuuint64_t(p.Nn), cuuint64_t(p.G) * taps};
+    const cuuint64_t strides[2] = {p.R * E, cuuint64_t(p.Nn) * p.R * E};
+    const cuuint32_t box[3] = {BK, kTmaTileN, 1}, element_strides[3] = {1, 1, 1};
+    const CUresult r = encode_tiled(&map_w, tensor_map_type<T>(), 3, const_cast<void*>(p.wt), dims, strides, box,
+                                    element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                    CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    TORCH_CHECK(r == CUDA_SUCCESS, "rnnkern: cuTensorMapEncodeTiled failed (", int(r), ") for the conv2d weight");
+  }
+  const dim3 grid(static_cast<unsigned>((p.M + BM - 1) / BM), static_cast<unsigned>((p.Nn + kTmaTileN - 1) / kTmaTileN),
+                  static_cast<unsigned>(p.G));
+  const auto kernel = gather_tma_kernel<T>;
+  const int cap = allow_full_shared_memory(kernel);
+  TORCH_CHECK(kTmaSmemBytes <= cap, "rnnkern: the TMA convolution kernel needs ", kTmaSmemBytes,
+              " bytes of dynamic shared memory; this GPU allows ", cap, " (unset RNNKERN_CONV_MMA=tma)");
+  kernel<<<grid, kTmaThreads, kTmaSmemBytes, stream>>>(p, map_x, map_w);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
 // The one place that picks the kernel and its launch configuration for the gather family.
 // w: the weight as (G, taps, R, Nn), any strides (the callers' permuted view), copied here once in
 // the layout of the kernel that runs: (G, taps, R, Nn) contiguous, or K-major (G, taps, Nn, R) for
@@ -1603,6 +1855,10 @@ void launch_gather(GatherParams p, const at::Tensor& w, bool cl, bool trans, int
   with_path<T>([&](auto path) {
     constexpr Path P = decltype(path)::value;
     if constexpr (P != Path::kSimt) {
+      if (use_tma(p, sizeof(T), cl, trans)) {
+        launch_gather_tma<T>(p, w, stream);
+        return;
+      }
       const bool vec_bk = p.R % V == 0;  // K-major weight rows of R elements (a fresh tensor: aligned)
       if (use_wgmma(sizeof(T), cl, p.vec_a, vec_bk, p.ps > 1, /*gather=*/true, p.Nn)) {
         // (G, taps, Nn, R), always a fresh copy (contiguous() could hand back the caller's storage at

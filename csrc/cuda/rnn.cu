@@ -811,9 +811,19 @@ MmaConfig choose_mma(at::ScalarType dtype, int64_t B, int64_t H, const cudaDevic
   return m;
 }
 
+// The RNN's RNNKERN_RNN_* overrides (read per call with env_equals) hold known values.
+void check_rnn_env() {
+  check_env_choice("RNNKERN_RNN_PATH", {"general", "persistent"});
+  check_env_choice("RNNKERN_RNN_MATH", {"fma", "mma"});
+  check_env_choice("RNNKERN_RNN_BARRIER", {"grid", "flag", "cluster", "exchange"});
+  check_env_choice("RNNKERN_RNN_GRAPH", {"0", "1"});
+  check_env_choice("RNNKERN_RNN_TRACE", {"0", "1"});
+}
+
 // The one place that decides between the persistent kernels and the general path, from the
 // problem size and the device's SM count, shared memory and co-residency limits.
 PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H) {
+  check_rnn_env();
   PersistentConfig cfg;
   const auto dtype = x.scalar_type();
   if (env_equals("RNNKERN_RNN_PATH", "general")) {
@@ -1073,16 +1083,18 @@ bool launch_mma(MmaConfig m, const PersistentParams<scalar_t>& base, const char*
   allow_full_shared_memory(one_cluster);
   allow_full_shared_memory(clusters);
   allow_full_shared_memory(clusters_exchange);
-  // co-resident clusters for c, probed with the multi-cluster variant (the one-cluster one differs
-  // in registers only, and shared memory holds either to one CTA per SM); 0 if the shape is refused
+  // co-resident clusters for c, probed with the multi-cluster variant that c launches (the exchange
+  // kernel or the flag barrier's; the one-cluster one differs from the latter in registers only, and
+  // shared memory holds either to one CTA per SM); 0 if the shape is refused
   const auto resident_clusters = [&](const MmaConfig& c) {
     const int grid = c.clusters * kMmaClusterCtas;
-    return cached_query({QueryKind::kResidentClusters, kernel_id(clusters), kPersistThreads, grid,
+    const auto probed = c.exchange ? clusters_exchange : clusters;
+    return cached_query({QueryKind::kResidentClusters, kernel_id(probed), kPersistThreads, grid,
                          kMmaClusterCtas, c.smem},
                         [&] {
                           int n = 0;
                           ClusterLaunch probe(grid, kMmaClusterCtas, c.smem);
-                          const cudaError_t err = cudaOccupancyMaxActiveClusters(&n, clusters, &probe.config);
+                          const cudaError_t err = cudaOccupancyMaxActiveClusters(&n, probed, &probe.config);
                           return refused_as_zero(err, n);
                         });
   };

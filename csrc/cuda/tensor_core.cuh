@@ -188,6 +188,67 @@ __device__ __forceinline__ void wgmma_m64n(float (&d)[N / 2], uint64_t da, uint6
     else RNNKERN_WGMMA_ASYNC_T(64, "m64n128k16", "f32.f16.f16");
   }
 }
+// Descriptor of a K-major operand as TMA writes it with 128-byte swizzle: rows of 128 bytes, 16-byte
+// chunk j of row i at chunk j ^ (i % 8), in 1024-byte atoms of 8 rows (SBO 1024; LBO unused for
+// swizzled K-major operands, 1 by convention). Layout type 1 (bits 62-63) = SWIZZLE_128B. The atoms
+// must be 1024-byte aligned: the swizzle is applied to the address bits, so a k step inside a row
+// is the start address plus its byte offset (32 bytes a k16 / k8 instruction).
+__device__ __forceinline__ uint64_t wgmma_desc_sw128(uint32_t smem_addr) {
+  return static_cast<uint64_t>((smem_addr >> 4) & 0x3FFF) | (uint64_t{1} << 16) | (uint64_t{1024 >> 4} << 32) |
+         (uint64_t{1} << 62);
+}
+
+// ---- mbarriers and TMA (sm_90) -------------------------------------------------------------------
+// A shared-memory mbarrier (8 bytes) by its shared address. init: `count` arrivals complete a phase;
+// the transaction count of arrive_expect_tx is added to the phase and the TMA copies' complete_tx
+// retire it, so the phase completes when the one arrival and all the bytes are in.
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+// The initialised barriers visible to the async proxy (the TMA unit signals them) and the cluster.
+__device__ __forceinline__ void mbar_init_fence() {
+  asm volatile("fence.mbarrier_init.release.cluster;\nfence.proxy.async.shared::cta;\n" ::: "memory");
+}
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// Waits until the phase of parity `parity` has completed (try_wait suspends the thread for a
+// system-dependent time before it reports false, so the loop does not spin hot).
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                 : "=r"(done)
+                 : "r"(bar), "r"(parity)
+                 : "memory");
+  } while (!done);
+}
+__device__ __forceinline__ void tma_prefetch_map(const void* map) {
+  asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
+}
+// One im2col-mode load of a rank-4 (C, W, H, N) map: the map's pixelsPerColumn pixels from the
+// base pixel (w, h, n) on, channelsPerPixel channels from c each, each pixel read at (w + off_w,
+// h + off_h) (zeros outside the tensor), into dst; completes `bytes` on bar.
+__device__ __forceinline__ void tma_load_im2col_4d(uint32_t dst, const void* map, uint32_t bar, int c, int w, int h,
+                                                   int n, uint16_t off_w, uint16_t off_h) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.im2col.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5, %6}], "
+      "[%2], {%7, %8};\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c), "r"(w), "r"(h), "r"(n), "h"(off_w), "h"(off_h)
+      : "memory");
+}
+// One tiled load of a rank-3 map's box at (x0, x1, x2) (innermost first; zeros past the tensor).
+__device__ __forceinline__ void tma_load_3d(uint32_t dst, const void* map, uint32_t bar, int x0, int x1, int x2) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5}], [%2];\n" ::
+          "r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(x0), "r"(x1), "r"(x2)
+      : "memory");
+}
+
 #undef RNNKERN_WGMMA_ASYNC_T
 #undef RNNKERN_WGMMA_ASYNC
 #undef RNNKERN_TRANS64

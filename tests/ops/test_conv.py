@@ -400,7 +400,7 @@ def test_cuda_nchw_env_is_checked(monkeypatch):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("var,value,message", [("RNNKERN_CONV_MMA", "tcgen05", "must be 'mma' or 'wgmma'"),
+@pytest.mark.parametrize("var,value,message", [("RNNKERN_CONV_MMA", "tcgen05", "must be 'mma', 'wgmma' or 'tma'"),
                                                ("RNNKERN_CONV_TAP_GROUP", "10", "must be an integer from 1 to 9"),
                                                ("RNNKERN_CONV_PIPELINE", "yes", "must be '0' or '1'")])
 def test_cuda_tensor_core_form_env_is_checked(monkeypatch, var, value, message):
@@ -478,6 +478,51 @@ def test_cuda_default_form(monkeypatch, dtype, layout):
 
 
 @pytest.mark.cuda
+@pytest.mark.untried
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_cuda_tma_forward(monkeypatch, dtype):
+    """RNNKERN_CONV_MMA=tma (conv.cu's gather_tma_kernel: TMA im2col loads, wgmma consumers, sm_90a):
+    the forward of channels_last stride-1 convolutions against fp64 (gradients on the default kernels
+    alongside), with ragged pixel tiles that cross images, output channels past one 128-column tile
+    and short of it, input channels short of a 128-byte chunk (read as zeros past the map) and
+    several chunks, groups of whole chunks, dilation up to 18 with the tiles' all-padding taps
+    skipped, a one-pixel image (all but the centre tap skipped), padding='same' with an even kernel
+    extent (unequal far-side padding: the map's upper corner follows the output size), 5x5 and
+    7x7 kernels, with and without bias. The forward must be the TMA kernel, and a stride-2 or NCHW
+    fp32 convolution must not be (they are outside its scope)."""
+    if not _wgmma_runs():
+        pytest.skip("the TMA form needs an sm_90 GPU and an sm_90a build")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    monkeypatch.setenv("RNNKERN_CONV_MMA", "tma")
+    cl = torch.channels_last
+    cases = [((2, 64, 20, 20), (96, 64, 3, 3), dict(padding=1)),
+             ((3, 72, 37, 41), (136, 72, 3, 3), dict(padding=6, dilation=6)),
+             ((2, 136, 33, 35), (72, 136, 3, 3), dict(padding="same", dilation=18)),
+             ((2, 64, 32, 32), (64, 64, 3, 3), dict(padding=18, dilation=18)),
+             ((2, 128, 16, 16), (256, 64, 3, 3), dict(padding=1, groups=2)),
+             ((4, 64, 1, 1), (64, 64, 3, 3), dict(padding=1)),
+             ((2, 16, 15, 14), (24, 16, 4, 2), dict(padding="same", dilation=(1, 3))),
+             ((1, 40, 23, 19), (48, 40, 5, 5), dict(padding=4, dilation=2)),
+             ((2, 32, 12, 13), (40, 32, 7, 7), dict(padding=3)),
+             ((2, 24, 9, 130), (16, 24, 1, 3), dict(padding=(0, 1)))]
+    for xs, ws, kw in cases:
+        got, ref, tols = _cuda_vs_fp64(xs, ws, kw, dtype, cl)
+        for name, o, r, tol in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, ref, tols):
+            assert rel_err(o, r) < tol, (name, rel_err(o, r), tol, xs, ws, kw)
+        assert got[0].is_contiguous(memory_format=cl)
+    x = torch.randn(2, 64, 20, 20, device="cuda", dtype=dtype).contiguous(memory_format=cl)
+    w = torch.randn(96, 64, 3, 3, device="cuda", dtype=dtype)
+    b = torch.randn(96, device="cuda", dtype=dtype)
+    assert sum("gather_tma_kernel" in n for n in _launched_kernels(lambda: RF.conv2d(x, w, b, 1, 1))) == 1
+    y = RF.conv2d(x, w, None, 1, 1)
+    assert rel_err(y, TF.conv2d(x.double(), w.double(), None, 1, 1)) < (TOL_TF32 if dtype == torch.float32 else 1e-2)
+    assert not any("gather_tma_kernel" in n for n in _launched_kernels(lambda: RF.conv2d(x, w, None, 2, 1)))
+    # NCHW: TF32 runs its own NCHW kernels; 16-bit goes through channels_last copies, so TMA again
+    names = _launched_kernels(lambda: RF.conv2d(x.contiguous(), w, None, 1, 1))
+    assert any("gather_tma_kernel" in n for n in names) == (dtype != torch.float32), names
+
+
+@pytest.mark.cuda
 def test_cuda_wgmma_tile_env_is_checked(monkeypatch):
     if not _wgmma_runs():
         pytest.skip("RNNKERN_CONV_WGMMA_N is read where the wgmma form runs: an sm_90 GPU and an sm_90a build")
@@ -488,11 +533,12 @@ def test_cuda_wgmma_tile_env_is_checked(monkeypatch):
         RF.conv2d(x, w)
 
 
-@pytest.mark.parametrize("script", ["check_mma_fragments", "check_wgmma_layout"])
+@pytest.mark.parametrize("script", ["check_mma_fragments", "check_wgmma_layout", "check_tma_im2col"])
 def test_tensor_core_index_replays(script, capsys):
-    """The numpy replays of the engine's mma.sync fragments and of its wgmma form's tiles,
-    descriptors and accumulators (runs without a GPU: they check the index arithmetic against the
-    documented layouts, not the kernels)."""
+    """The numpy replays of the engine's mma.sync fragments, of its wgmma form's tiles, descriptors
+    and accumulators, and of the TMA form's im2col maps, swizzled tiles and descriptors (run
+    without a GPU: they check the index arithmetic against the documented layouts, not the
+    kernels)."""
     import runpy
     try:
         runpy.run_path(str(pathlib.Path(__file__).resolve().parents[2] / "scripts" / f"{script}.py"),

@@ -1248,3 +1248,19 @@ def test_exchange_with_sequences_ending_early(monkeypatch, math, dtype, B, H):
     kernel = rnn_ops.step_trace()[0]  # the exchange barrier really ran (the backward's launch)
     assert kernel.startswith(("FMA kernel" if math == "fma" else "tensor-core kernel") + ", exchange,"), kernel
     assert all(torch.equal(a, b) for a, b in zip(base, got))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("var,value", [("RNNKERN_RNN_BARRIER", "flags"), ("RNNKERN_RNN_GRAPH", "off"),
+                                       ("RNNKERN_RNN_PATH", "fused"), ("RNNKERN_RNN_MATH", "tf32"),
+                                       ("RNNKERN_RNN_TRACE", "yes")])
+def test_cuda_rnn_env_is_checked(monkeypatch, var, value):
+    """A mistyped RNNKERN_RNN_* override is an error naming the variable and its values, not a silent
+    fall back to the default (rnn.cu's check_rnn_env); unset or empty is the default."""
+    m = RN.RNN(8, 16).cuda()
+    x = torch.randn(12, 2, 8, device="cuda")
+    monkeypatch.setenv(var, value)
+    with pytest.raises(RuntimeError, match=f"{var} must be one of"):
+        m(x)
+    monkeypatch.setenv(var, "")
+    m(x)
