@@ -244,18 +244,25 @@ def conv_wgmma(dev):
 
 
 def conv_tma(dev):
-    """The forward on TMA im2col loads and wgmma (RNNKERN_CONV_MMA=tma, sm_90a; elsewhere the default
-    kernels run): tf32 / bf16 channels_last at stride 1, a ragged tile crossing images, channels short
-    of a 128-byte chunk, dilation 12 (skipped taps), groups of whole chunks; last and on its own as
+    """The forward and grad_input on TMA im2col loads and wgmma (RNNKERN_CONV_MMA=tma, sm_90a;
+    elsewhere the default kernels run) on 128- and 256-column tiles: tf32 / bf16 channels_last at
+    stride 1, a ragged tile crossing images, channels short of a 128-byte chunk, dilation 12 (skipped
+    taps), groups of whole chunks, the 8 x 16 pixel tiles of dilation 18; last and on its own as
     rnn_exchange."""
     torch.backends.cudnn.allow_tf32 = True
-    with switches(RNNKERN_CONV_MMA="tma"):
-        for dtype in (torch.float32, torch.bfloat16):
-            for cin, cout, groups, pad, dil in ((24, 20, 1, 1, 1), (40, 136, 1, 12, 12), (128, 64, 2, 1, 1)):
-                x = torch.randn(3, cin, 13, 11, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
-                w = torch.randn(cout, cin // groups, 3, 3, device=dev, dtype=dtype)
-                b = torch.randn(cout, device=dev, dtype=dtype)
-                RF.conv2d(x, w, b, 1, pad, dil, groups)
+    for tile_n in ("128", "256"):
+        with switches(RNNKERN_CONV_MMA="tma", RNNKERN_CONV_TMA_N=tile_n):
+            for dtype in (torch.float32, torch.bfloat16):
+                for cin, cout, groups, pad, dil in ((24, 20, 1, 1, 1), (40, 136, 1, 12, 12), (128, 64, 2, 1, 1)):
+                    x = torch.randn(3, cin, 13, 11, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
+                    w = torch.randn(cout, cin // groups, 3, 3, device=dev, dtype=dtype)
+                    b = torch.randn(cout, device=dev, dtype=dtype)
+                    y = RF.conv2d(x.requires_grad_(), w, b, 1, pad, dil, groups)
+                    y.backward(torch.randn_like(y))  # grad_input: the TMA kernel on the flipped taps
+                # 8 x 16 pixel tiles (padding >= 16 columns, output >= 32 wide), ragged in both directions
+                x = torch.randn(1, 24, 13, 41, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
+                y = RF.conv2d(x.requires_grad_(), torch.randn(24, 24, 3, 3, device=dev, dtype=dtype), None, 1, 18, 18)
+                y.backward(torch.randn_like(y))
 
 
 CHECKS = [unpool, rnn, conv, conv_transpose, conv_wgmma, rnn_exchange, conv_tma]

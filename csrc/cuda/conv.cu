@@ -1013,36 +1013,63 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
 // k-step in flight. No thread computes an address in the mainloop.
 // Tiles as TMA writes them with 128-byte swizzle are wgmma's K-major SWIZZLE_128B operands
 // (wgmma_desc_sw128); BK = 128 bytes of channels (64 bf16 / fp16, 32 fp32 for tf32).
-// Scope: forward, channels_last, stride 1, no pixel shuffle, pixels in row order (GatherParams::M);
+// Scope: channels_last, stride 1, no pixel shuffle: the forward, and grad_input (a stride-1
+// transposed convolution's forward too) as the forward of the flipped taps (tma_forward_params);
+// tiles of BM pixels in row order, or at large dilation the gather kernel's 8 x 16 pixel tiles
+// (set_pixel_tiles: eight 16-pixel loads a stage, from a map of 16 pixels a column);
 // G == 1 or R % BK == 0 (a chunk never reads the next group's channels; with G == 1 the channels
 // past R are outside the map and read as zeros). Tap skipping as the gather kernel's: the taps whose
 // whole tile reads padding are never loaded (s_taps).
+// Tiles of BM x TN, TN = 128 (the default) or 256 (RNNKERN_CONV_TMA_N=256: one wgmma.m64n256 a
+// consumer warpgroup and k step, each pixel tile read from L2 half as often; 128 accumulators a
+// thread), one CTA an SM either way.
 constexpr int kTmaThreads = 384;  // warpgroup 0 produces, 1 and 2 consume
-constexpr int kTmaStages = 5;
-constexpr int kTmaTileN = 128;
 constexpr int kTmaMaxTaps = 64;
-constexpr int kTmaStageBytes = (BM + kTmaTileN) * 128;  // A then B, 128 bytes a row
-constexpr int kTmaSmemBytes = kTmaStages * kTmaStageBytes + 1024;  // + the 1024-byte alignment of the atoms
-static_assert(BM * (kTmaTileN + 4) * 4 <= kTmaStages * kTmaStageBytes, "the epilogue's tile aliases the ring");
+template <int TN> struct TmaTile {
+  static constexpr int kStages = TN == 128 ? 5 : 4;
+  static constexpr int kStageBytes = (BM + TN) * 128;  // A then B, 128 bytes a row
+  static constexpr int kSmemBytes = kStages * kStageBytes + 1024;  // + the 1024-byte alignment of the atoms
+  static_assert(BM * (TN + 4) * 4 <= kStages * kStageBytes, "the epilogue's tile aliases the ring");
+};
 
-template <typename T>
+template <typename T, int TN>
 __global__ void __launch_bounds__(kTmaThreads, 1)
     gather_tma_kernel(const GatherParams p, const __grid_constant__ CUtensorMap map_x,
                       const __grid_constant__ CUtensorMap map_w) {
 #if RNNKERN_HAS_WGMMA
   constexpr int BK = 128 / static_cast<int>(sizeof(T));
+  constexpr int kTmaStages = TmaTile<TN>::kStages, kTmaStageBytes = TmaTile<TN>::kStageBytes, kTmaTileN = TN;
   __shared__ __align__(8) uint64_t full[kTmaStages], empty[kTmaStages];
   __shared__ int s_taps[kTmaMaxTaps];
   extern __shared__ __align__(1024) unsigned char tma_smem_raw[];
   const uint32_t raw = smem_u32(tma_smem_raw);
   const uint32_t ring = (raw + 1023) & ~1023u;
   unsigned char* const smem = tma_smem_raw + (ring - raw);
+  __shared__ long long s_out[BM];  // output offset of tile slot m (channel 0), -1: outside the output
   const int tid = threadIdx.x;
   const int g = static_cast<int>(blockIdx.z);
-  const long long m0 = static_cast<long long>(blockIdx.x) * BM;
   const int n0 = static_cast<int>(blockIdx.y) * kTmaTileN;
   const int taps = p.KH * p.KW;
   const long long hw = static_cast<long long>(p.Ho) * p.Wo;
+  // The tile's pixels: BM consecutive ones in row order (p.tile_w == 0; a tile may cross images), or
+  // at large dilation BM / tile_w rows x tile_w columns of one image (set_pixel_tiles), one load of
+  // `seg` pixels (the map's pixelsPerColumn) for each of its `rows` rows. img0, ho0, wo0: its first
+  // pixel; slot i is pixel m0 + i, or (ho0 + i / seg, wo0 + i % seg).
+  const int seg = p.tile_w > 0 ? p.tile_w : BM, rows = BM / seg;
+  long long m0 = 0;
+  int img0, ho0, wo0;
+  if (p.tile_w > 0) {
+    const int per_image = p.tiles_h * p.tiles_w, t = static_cast<int>(blockIdx.x) % per_image;
+    img0 = static_cast<int>(blockIdx.x) / per_image;
+    ho0 = t / p.tiles_w * rows;
+    wo0 = t % p.tiles_w * seg;
+  } else {
+    m0 = static_cast<long long>(blockIdx.x) * BM;
+    img0 = static_cast<int>(m0 / hw);
+    const int rem = static_cast<int>(m0 - img0 * hw);
+    ho0 = rem / p.Wo;
+    wo0 = rem - ho0 * p.Wo;
+  }
 
   if (tid == 0) {
     for (int s = 0; s < kTmaStages; ++s) {
@@ -1053,14 +1080,22 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
     tma_prefetch_map(&map_x);
     tma_prefetch_map(&map_w);
   }
-  // The taps some pixel of the tile reads real data for, in order (block-uniform count).
+  // This thread's tile slot (tid < BM), then the taps some pixel of the tile reads real data for, in
+  // order (block-uniform count).
   int pn = -1, pho = 0, pwo = 0;
-  if (tid < BM && m0 + tid < p.M) {
-    const long long m = m0 + tid;
-    pn = static_cast<int>(m / hw);
-    const int rem = static_cast<int>(m - pn * hw);
-    pho = rem / p.Wo;
-    pwo = rem - pho * p.Wo;
+  if (tid < BM) {
+    if (p.tile_w > 0) {
+      pho = ho0 + tid / seg;
+      pwo = wo0 + tid % seg;
+      if (pho < p.Ho && pwo < p.Wo) pn = img0;
+    } else if (m0 + tid < p.M) {
+      const long long m = m0 + tid;
+      pn = static_cast<int>(m / hw);
+      const int rem = static_cast<int>(m - pn * hw);
+      pho = rem / p.Wo;
+      pwo = rem - pho * p.Wo;
+    }
+    s_out[tid] = pn < 0 ? -1 : ((static_cast<long long>(pn) * p.Ho + pho) * p.Wo + pwo) * p.Co;
   }
   int live = 0;
   for (int t = 0; t < taps; ++t) {
@@ -1080,20 +1115,21 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   const int wg = tid / 128, warp = tid / 32 % 4, lane = tid % 32;
   if (wg == 0) {
     if (tid == 0) {  // one thread issues; its warp reconverges below before the block's barrier
-      // the first pixel of the tile as the map's base pixel: output (ho, wo) reads input
-      // (ho - pt + r dh, wo - pl + s dw), the (r dh, s dw) part given per tap as im2col offsets
-      const int n_img = static_cast<int>(m0 / hw);
-      const int rem = static_cast<int>(m0 - n_img * hw);
-      const int ho0 = rem / p.Wo, wo0 = rem - ho0 * p.Wo;
+      // Each load's first pixel is the map's base pixel: output (ho, wo) reads input
+      // (ho - pt + r dh, wo - pl + s dw), the (r dh, s dw) part given per tap as im2col offsets.
+      // A 2-D tile's rows past the output are not loaded (their slots are never stored).
+      const int loads = p.tile_w > 0 ? min(rows, p.Ho - ho0) : 1;
+      const uint32_t bytes = static_cast<uint32_t>((loads * seg + kTmaTileN) * 128);
       for (int i = 0; i < ksteps; ++i) {
         const int st = i % kTmaStages;
         if (i >= kTmaStages) mbar_wait(smem_u32(&empty[st]), (i / kTmaStages - 1) & 1);  // its last reads are done
         const int t = s_taps[i / chunks], c0 = i % chunks * BK;
         const int r = t / p.KW, s = t - r * p.KW;
         const uint32_t a = ring + st * kTmaStageBytes, bar = smem_u32(&full[st]);
-        mbar_arrive_expect_tx(bar, kTmaStageBytes);
-        tma_load_im2col_4d(a, &map_x, bar, g * p.R + c0, wo0 - p.pl, ho0 - p.pt, n_img,
-                           static_cast<uint16_t>(s * p.dw), static_cast<uint16_t>(r * p.dh));
+        mbar_arrive_expect_tx(bar, bytes);
+        for (int j = 0; j < loads; ++j)
+          tma_load_im2col_4d(a + j * seg * 128, &map_x, bar, g * p.R + c0, wo0 - p.pl, ho0 + j - p.pt, img0,
+                             static_cast<uint16_t>(s * p.dw), static_cast<uint16_t>(r * p.dh));
         tma_load_3d(a + BM * 128, &map_w, bar, c0, n0, g * taps + t);
       }
     }
@@ -1139,11 +1175,12 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   for (int idx = tid; idx < BM * kTmaTileN; idx += kTmaThreads) {
     const int m = idx / kTmaTileN, n = idx % kTmaTileN;
     const int nn = n0 + n;
-    if (m0 + m >= p.M || nn >= p.Nn) continue;
+    const long long o = s_out[m];
+    if (o < 0 || nn >= p.Nn) continue;
     const int co = g * p.Nn + nn;
     float v = Cs[m * LDC + n];
     if (bias != nullptr) v += to_acc(bias[co]);
-    out[(m0 + m) * p.Co + co] = from_acc<T>(v);
+    out[o + co] = from_acc<T>(v);
   }
 #else
   __trap();  // the host launches this form only on sm_90 with an sm_90a build
@@ -1756,35 +1793,83 @@ struct Im2colCorners {
 };
 Im2colCorners im2col_corners(int in, int out, int pad) { return {-pad, out - pad - in}; }
 
+// The forward mapping's pixel enumeration (GatherParams::tile_w, Mt): 8 x 16 pixel tiles where a
+// tap can read only padding for a whole 16-column tile (the padding or the reach on the other side
+// is >= 16 columns; 3x3 'same' at d >= 16): at 32x32 d=18 a block then visits 4 of the 9 taps
+// instead of 6 (a BM-pixel row-order tile spans every column, so no tap is skipped along W); row
+// order otherwise.
+void set_pixel_tiles(GatherParams& p) {
+  constexpr int kTileW = 16;
+  p.tile_w = 0;
+  p.Mt = p.M;
+  const int reach_w = std::max(p.pl, p.dw * (p.KW - 1) - p.pl);
+  if (reach_w >= kTileW && p.Wo >= 2 * kTileW && p.Ho >= BM / kTileW) {
+    p.tile_w = kTileW;
+    p.tiles_h = (p.Ho + BM / kTileW - 1) / (BM / kTileW);
+    p.tiles_w = (p.Wo + kTileW - 1) / kTileW;
+    p.Mt = static_cast<long long>(p.N) * p.tiles_h * p.tiles_w * BM;
+  }
+}
+
+// The transposed mapping at stride 1 (grad_input, a stride-1 transposed convolution's forward) is a
+// forward one with the taps flipped: output row h reads source row h + pt - r dh, which with
+// r' = KH - 1 - r is h - (dh (KH - 1) - pt) + r' dh. These are its forward parameters (the weight's
+// taps flipped by launch_gather_tma); the forward's own are returned as they are.
+GatherParams tma_forward_params(GatherParams p, bool trans) {
+  if (trans) {
+    p.pt = p.dh * (p.KH - 1) - p.pt;
+    p.pl = p.dw * (p.KW - 1) - p.pl;
+    set_pixel_tiles(p);  // (the transposed mapping's phase-major enumeration does not apply)
+  }
+  return p;
+}
+
 // Where gather_tma_kernel runs (RNNKERN_CONV_MMA=tma asks for it; sm_90 with an sm_90a build):
-// the forward of a channels_last stride-1 convolution without pixel shuffle, on tensor cores, with
-// the map's limits: 16-byte row strides (C, R multiples of 16 bytes), a 16-byte aligned input,
-// G == 1 or R % BK == 0, at most kTmaMaxTaps taps, corners within a rank-4 map's [-128, 127] and
-// im2col offsets (the taps' dilated positions) within its [0, 255].
-bool use_tma(const GatherParams& p, size_t elem_size, bool cl, bool trans) {
+// stride-1 channels_last gathers without pixel shuffle on tensor cores (q: tma_forward_params),
+// with the map's limits: 16-byte row strides (C, R multiples of 16 bytes), a 16-byte aligned
+// source, G == 1 or R % BK == 0, at most kTmaMaxTaps taps, corners within a rank-4 map's
+// [-128, 127] and im2col offsets (the taps' dilated positions) within its [0, 255]; a transposed
+// mapping only where its flipped padding is not negative (the base pixels start at or before the
+// source's first row and column).
+bool use_tma(const GatherParams& q, size_t elem_size, bool cl, bool trans) {
 #ifdef RNNKERN_WITH_SM90A
-  if (conv_mma_form() != MmaForm::kTma || !cl || trans || p.ps > 1 || p.sh != 1 || p.sw != 1) return false;
+  const GatherParams p = tma_forward_params(q, trans);
+  if (conv_mma_form() != MmaForm::kTma || !cl || p.ps > 1 || p.sh != 1 || p.sw != 1) return false;
+  if (trans && (p.pt < 0 || p.pl < 0)) return false;
   if (at::cuda::getCurrentDeviceProperties()->major != 9) return false;
   const int V = static_cast<int>(16 / elem_size), BK = static_cast<int>(128 / elem_size);
   if (p.Cs % V != 0 || p.R % V != 0 || !aligned16(p.src) || (p.G > 1 && p.R % BK != 0)) return false;
   if (p.KH * p.KW > kTmaMaxTaps || int64_t{p.dh} * (p.KH - 1) > 255 || int64_t{p.dw} * (p.KW - 1) > 255) return false;
   for (const Im2colCorners c : {im2col_corners(p.Hs, p.Ho, p.pt), im2col_corners(p.Ws, p.Wo, p.pl)})
     if (c.lower < -128 || c.lower > 127 || c.upper < -128 || c.upper > 127) return false;
-  return (p.M + BM - 1) / BM < (int64_t{1} << 31) && (p.Nn + kTmaTileN - 1) / kTmaTileN <= 65535 && p.G <= 65535;
+  return (p.Mt + BM - 1) / BM < (int64_t{1} << 31) && (p.Nn + 127) / 128 <= 65535 && p.G <= 65535;
 #else
-  (void)p, (void)elem_size, (void)cl, (void)trans;
+  (void)q, (void)elem_size, (void)cl, (void)trans;
   return false;
 #endif
 }
 
-// gather_tma_kernel on p (channels_last src, use_tma said yes); w: the weight as (G, taps, R, Nn).
-template <typename T>
-void launch_gather_tma(GatherParams p, const at::Tensor& w, cudaStream_t stream) {
+// The TMA form's tile columns: RNNKERN_CONV_TMA_N=128|256 (read per call), 128 when unset.
+int tma_tile_n() {
+  const char* e = std::getenv("RNNKERN_CONV_TMA_N");
+  if (e == nullptr || *e == '\0') return 128;
+  const std::string v(e);
+  TORCH_CHECK(v == "128" || v == "256", "RNNKERN_CONV_TMA_N must be '128' or '256', got '", v, "'");
+  return v == "256" ? 256 : 128;
+}
+
+// gather_tma_kernel on p (channels_last src, use_tma said yes); w: the weight as (G, KH, KW, R, Nn);
+// trans: p is the transposed mapping's, run as tma_forward_params' forward on the flipped taps.
+template <typename T, int TN>
+void launch_gather_tma_tn(GatherParams p, const at::Tensor& w, bool trans, cudaStream_t stream) {
   constexpr cuuint32_t E = sizeof(T), BK = 128 / E;
   static const auto encode_im2col = driver_function<EncodeIm2colFn>("cuTensorMapEncodeIm2col");
   static const auto encode_tiled = driver_function<EncodeTiledFn>("cuTensorMapEncodeTiled");
-  // (G, taps, Nn, R): a fresh K-major copy, freed stream-ordered after the launch
-  const at::Tensor wt_k = w.transpose(-1, -2).clone(at::MemoryFormat::Contiguous);
+  TORCH_INTERNAL_ASSERT(w.dim() == 5, "launch_gather_tma: the weight as (G, KH, KW, R, Nn)");
+  p = tma_forward_params(p, trans);
+  // (G, taps, Nn, R): a fresh K-major copy (taps flipped for a transposed mapping), freed
+  // stream-ordered after the launch
+  const at::Tensor wt_k = (trans ? w.flip({1, 2}) : w).transpose(-1, -2).clone(at::MemoryFormat::Contiguous);
   p.wt = wt_k.data_ptr();
   alignas(64) CUtensorMap map_x, map_w;
   {
@@ -1794,7 +1879,8 @@ void launch_gather_tma(GatherParams p, const at::Tensor& w, cudaStream_t stream)
     const int lower[2] = {cw.lower, ch.lower}, upper[2] = {cw.upper, ch.upper};  // (W, H)
     const cuuint32_t element_strides[4] = {1, 1, 1, 1};
     const CUresult r = encode_im2col(&map_x, tensor_map_type<T>(), 4, const_cast<void*>(p.src), dims, strides, lower,
-                                     upper, BK, BM, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                     upper, BK, p.tile_w > 0 ? p.tile_w : BM, element_strides,
+                                     CU_TENSOR_MAP_INTERLEAVE_NONE,
                                      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
                                      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     TORCH_CHECK(r == CUDA_SUCCESS, "rnnkern: cuTensorMapEncodeIm2col failed (", int(r), ") for the conv2d input");
@@ -1803,20 +1889,27 @@ void launch_gather_tma(GatherParams p, const at::Tensor& w, cudaStream_t stream)
     const int taps = p.KH * p.KW;
     const cuuint64_t dims[3] = {cuuint64_t(p.R), cuuint64_t(p.Nn), cuuint64_t(p.G) * taps};
     const cuuint64_t strides[2] = {p.R * E, cuuint64_t(p.Nn) * p.R * E};
-    const cuuint32_t box[3] = {BK, kTmaTileN, 1}, element_strides[3] = {1, 1, 1};
+    const cuuint32_t box[3] = {BK, TN, 1}, element_strides[3] = {1, 1, 1};
     const CUresult r = encode_tiled(&map_w, tensor_map_type<T>(), 3, const_cast<void*>(p.wt), dims, strides, box,
                                     element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                                     CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     TORCH_CHECK(r == CUDA_SUCCESS, "rnnkern: cuTensorMapEncodeTiled failed (", int(r), ") for the conv2d weight");
   }
-  const dim3 grid(static_cast<unsigned>((p.M + BM - 1) / BM), static_cast<unsigned>((p.Nn + kTmaTileN - 1) / kTmaTileN),
+  const dim3 grid(static_cast<unsigned>((p.Mt + BM - 1) / BM), static_cast<unsigned>((p.Nn + TN - 1) / TN),
                   static_cast<unsigned>(p.G));
-  const auto kernel = gather_tma_kernel<T>;
+  const auto kernel = gather_tma_kernel<T, TN>;
+  constexpr int bytes = TmaTile<TN>::kSmemBytes;
   const int cap = allow_full_shared_memory(kernel);
-  TORCH_CHECK(kTmaSmemBytes <= cap, "rnnkern: the TMA convolution kernel needs ", kTmaSmemBytes,
+  TORCH_CHECK(bytes <= cap, "rnnkern: the TMA convolution kernel needs ", bytes,
               " bytes of dynamic shared memory; this GPU allows ", cap, " (unset RNNKERN_CONV_MMA=tma)");
-  kernel<<<grid, kTmaThreads, kTmaSmemBytes, stream>>>(p, map_x, map_w);
+  kernel<<<grid, kTmaThreads, bytes, stream>>>(p, map_x, map_w);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename T>
+void launch_gather_tma(const GatherParams& p, const at::Tensor& w, bool trans, cudaStream_t stream) {
+  if (tma_tile_n() == 256) launch_gather_tma_tn<T, 256>(p, w, trans, stream);
+  else launch_gather_tma_tn<T, 128>(p, w, trans, stream);
 }
 
 // The one place that picks the kernel and its launch configuration for the gather family.
@@ -1856,7 +1949,7 @@ void launch_gather(GatherParams p, const at::Tensor& w, bool cl, bool trans, int
     constexpr Path P = decltype(path)::value;
     if constexpr (P != Path::kSimt) {
       if (use_tma(p, sizeof(T), cl, trans)) {
-        launch_gather_tma<T>(p, w, stream);
+        launch_gather_tma<T>(p, w, trans, stream);
         return;
       }
       const bool vec_bk = p.R % V == 0;  // K-major weight rows of R elements (a fresh tensor: aligned)
@@ -2017,19 +2110,7 @@ GatherParams gather_params(const ConvGeometry& g, bool trans) {
     p.Hq = p.Ho;
     p.Wq = p.Wo;
     p.th = p.tw = 1;
-    p.Mt = p.M;
-    // 8 x 16 pixel tiles where a tap can read only padding for a whole 16-column tile (the
-    // padding or the reach on the other side is >= 16 columns; 3x3 'same' at d >= 16): at 32x32
-    // d=18 a block then visits 4 of the 9 taps instead of 6 (a BM-pixel row-order tile spans
-    // every column, so no tap is skipped along W).
-    constexpr int kTileW = 16;
-    const int reach_w = std::max(p.pl, p.dw * (p.KW - 1) - p.pl);
-    if (reach_w >= kTileW && p.Wo >= 2 * kTileW && p.Ho >= BM / kTileW) {
-      p.tile_w = kTileW;
-      p.tiles_h = (p.Ho + BM / kTileW - 1) / (BM / kTileW);
-      p.tiles_w = (p.Wo + kTileW - 1) / kTileW;
-      p.Mt = static_cast<long long>(g.N) * p.tiles_h * p.tiles_w * BM;
-    }
+    set_pixel_tiles(p);
   }
   return p;
 }

@@ -140,16 +140,22 @@ __device__ __forceinline__ void wgmma_pin(float (&d)[R]) {
                         "+f"(d[i + 6]), "+f"(d[i + 7])
 #define RNNKERN_ACC32 RNNKERN_ACC8(0), RNNKERN_ACC8(8), RNNKERN_ACC8(16), RNNKERN_ACC8(24)
 #define RNNKERN_ACC64 RNNKERN_ACC32, RNNKERN_ACC8(32), RNNKERN_ACC8(40), RNNKERN_ACC8(48), RNNKERN_ACC8(56)
+#define RNNKERN_ACC128 RNNKERN_ACC64, RNNKERN_ACC8(64), RNNKERN_ACC8(72), RNNKERN_ACC8(80), RNNKERN_ACC8(88), \
+                       RNNKERN_ACC8(96), RNNKERN_ACC8(104), RNNKERN_ACC8(112), RNNKERN_ACC8(120)
 #define RNNKERN_REGS32 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
 #define RNNKERN_REGS64 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+#define RNNKERN_REGS128 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}"
 // Operand numbers after the R accumulators: the descriptors, the scale-d predicate's source, the
 // transpose immediates.
 #define RNNKERN_DESC32 "%32, %33"
 #define RNNKERN_DESC64 "%64, %65"
+#define RNNKERN_DESC128 "%128, %129"
 #define RNNKERN_PRED32 "%34"
 #define RNNKERN_PRED64 "%66"
+#define RNNKERN_PRED128 "%130"
 #define RNNKERN_TRANS32 "%35, %36"
 #define RNNKERN_TRANS64 "%67, %68"
+#define RNNKERN_TRANS128 "%131, %132"
 // One wgmma.mma_async of shape SHAPE ("m64n64k16", ...) and types TYPES ("f32.bf16.bf16", ...) on
 // R accumulators (R = N / 2: 32 or 64) and the descriptors da, db; D accumulated (scale-d 1), A and
 // B unscaled; _T adds the transpose immediates of the 16-bit types.
@@ -168,24 +174,27 @@ __device__ __forceinline__ void wgmma_pin(float (&d)[R]) {
 
 // d (64 x N fp32 accumulators of the warpgroup; this thread's N / 2) += A (64 x k) B (k x N), A and
 // B K-major in shared memory (descriptors da, db): k = 16 for bf16 / fp16, 8 for tf32 (fp32 bits,
-// the top 19 used); N = 64 or 128. Accumulator layout: warp w of the group rows 16 w + lane / 4
+// the top 19 used); N = 64, 128 or 256. Accumulator layout: warp w of the group rows 16 w + lane / 4
 // (+ 8 for d[4j+2], d[4j+3]), columns 8 j + 2 (lane % 4) (+ 1 for odd registers).
 // kTransA / kTransB (16-bit only): that operand is MN-major instead (rows of 8 m / n elements per k;
 // the descriptor's SBO then steps 8 m / n, its LBO 8 k).
 template <typename T, int N, bool kTransA = false, bool kTransB = false>
 __device__ __forceinline__ void wgmma_m64n(float (&d)[N / 2], uint64_t da, uint64_t db) {
-  static_assert(N == 64 || N == 128, "wgmma_m64n: N = 64 or 128");
+  static_assert(N == 64 || N == 128 || N == 256, "wgmma_m64n: N = 64, 128 or 256");
   static_assert(!std::is_same_v<T, float> || (!kTransA && !kTransB), "tf32 wgmma takes K-major operands only");
   if constexpr (std::is_same_v<T, float>) {
     if constexpr (N == 64) RNNKERN_WGMMA_ASYNC(32, "m64n64k8", "f32.tf32.tf32");
-    else RNNKERN_WGMMA_ASYNC(64, "m64n128k8", "f32.tf32.tf32");
+    else if constexpr (N == 128) RNNKERN_WGMMA_ASYNC(64, "m64n128k8", "f32.tf32.tf32");
+    else RNNKERN_WGMMA_ASYNC(128, "m64n256k8", "f32.tf32.tf32");
   } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     if constexpr (N == 64) RNNKERN_WGMMA_ASYNC_T(32, "m64n64k16", "f32.bf16.bf16");
-    else RNNKERN_WGMMA_ASYNC_T(64, "m64n128k16", "f32.bf16.bf16");
+    else if constexpr (N == 128) RNNKERN_WGMMA_ASYNC_T(64, "m64n128k16", "f32.bf16.bf16");
+    else RNNKERN_WGMMA_ASYNC_T(128, "m64n256k16", "f32.bf16.bf16");
   } else {
     static_assert(std::is_same_v<T, __half>, "wgmma_m64n: tf32 (float), bf16 or fp16");
     if constexpr (N == 64) RNNKERN_WGMMA_ASYNC_T(32, "m64n64k16", "f32.f16.f16");
-    else RNNKERN_WGMMA_ASYNC_T(64, "m64n128k16", "f32.f16.f16");
+    else if constexpr (N == 128) RNNKERN_WGMMA_ASYNC_T(64, "m64n128k16", "f32.f16.f16");
+    else RNNKERN_WGMMA_ASYNC_T(128, "m64n256k16", "f32.f16.f16");
   }
 }
 // Descriptor of a K-major operand as TMA writes it with 128-byte swizzle: rows of 128 bytes, 16-byte
@@ -251,14 +260,19 @@ __device__ __forceinline__ void tma_load_3d(uint32_t dst, const void* map, uint3
 
 #undef RNNKERN_WGMMA_ASYNC_T
 #undef RNNKERN_WGMMA_ASYNC
+#undef RNNKERN_TRANS128
 #undef RNNKERN_TRANS64
 #undef RNNKERN_TRANS32
+#undef RNNKERN_PRED128
 #undef RNNKERN_PRED64
 #undef RNNKERN_PRED32
+#undef RNNKERN_DESC128
 #undef RNNKERN_DESC64
 #undef RNNKERN_DESC32
+#undef RNNKERN_REGS128
 #undef RNNKERN_REGS64
 #undef RNNKERN_REGS32
+#undef RNNKERN_ACC128
 #undef RNNKERN_ACC64
 #undef RNNKERN_ACC32
 #undef RNNKERN_ACC8

@@ -479,21 +479,26 @@ def test_cuda_default_form(monkeypatch, dtype, layout):
 
 @pytest.mark.cuda
 @pytest.mark.untried
+@pytest.mark.parametrize("tile_n", [128, 256])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_cuda_tma_forward(monkeypatch, dtype):
+def test_cuda_tma_gather(monkeypatch, dtype, tile_n):
     """RNNKERN_CONV_MMA=tma (conv.cu's gather_tma_kernel: TMA im2col loads, wgmma consumers, sm_90a):
-    the forward of channels_last stride-1 convolutions against fp64 (gradients on the default kernels
-    alongside), with ragged pixel tiles that cross images, output channels past one 128-column tile
-    and short of it, input channels short of a 128-byte chunk (read as zeros past the map) and
-    several chunks, groups of whole chunks, dilation up to 18 with the tiles' all-padding taps
-    skipped, a one-pixel image (all but the centre tap skipped), padding='same' with an even kernel
-    extent (unequal far-side padding: the map's upper corner follows the output size), 5x5 and
-    7x7 kernels, with and without bias. The forward must be the TMA kernel, and a stride-2 or NCHW
-    fp32 convolution must not be (they are outside its scope)."""
+    the forward and grad_input of channels_last stride-1 convolutions against fp64 (grad_input as
+    the forward of the flipped taps; grad_weight on the default kernels alongside), with ragged
+    pixel tiles that cross images, output channels past one 128-column tile and short of it, input
+    channels short of a 128-byte chunk (read as zeros past the map) and several chunks, groups of
+    whole chunks, dilation up to 18 with the tiles' all-padding taps skipped, a one-pixel image (all
+    but the centre tap skipped), padding='same' with an even kernel extent (unequal far-side
+    padding: the map's upper corner follows the output size) and padding that differs between H and
+    W, 5x5 and 7x7 kernels, with and without bias. Both passes must be the TMA kernel; a stride-2
+    convolution and TF32 NCHW must not be (outside its scope; 16-bit NCHW reaches it through its
+    channels_last copies); a stride-1 transposed convolution's forward is a grad_input, so TMA.
+    On 128- and 256-column tiles (RNNKERN_CONV_TMA_N)."""
     if not _wgmma_runs():
         pytest.skip("the TMA form needs an sm_90 GPU and an sm_90a build")
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     monkeypatch.setenv("RNNKERN_CONV_MMA", "tma")
+    monkeypatch.setenv("RNNKERN_CONV_TMA_N", str(tile_n))
     cl = torch.channels_last
     cases = [((2, 64, 20, 20), (96, 64, 3, 3), dict(padding=1)),
              ((3, 72, 37, 41), (136, 72, 3, 3), dict(padding=6, dilation=6)),
@@ -509,17 +514,48 @@ def test_cuda_tma_forward(monkeypatch, dtype):
         got, ref, tols = _cuda_vs_fp64(xs, ws, kw, dtype, cl)
         for name, o, r, tol in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, ref, tols):
             assert rel_err(o, r) < tol, (name, rel_err(o, r), tol, xs, ws, kw)
-        assert got[0].is_contiguous(memory_format=cl)
-    x = torch.randn(2, 64, 20, 20, device="cuda", dtype=dtype).contiguous(memory_format=cl)
-    w = torch.randn(96, 64, 3, 3, device="cuda", dtype=dtype)
+        assert got[0].is_contiguous(memory_format=cl) and got[1].is_contiguous(memory_format=cl)
+    x = torch.randn(2, 64, 20, 20, device="cuda", dtype=dtype).contiguous(memory_format=cl).requires_grad_()
+    w = torch.randn(96, 64, 3, 3, device="cuda", dtype=dtype, requires_grad=True)
     b = torch.randn(96, device="cuda", dtype=dtype)
-    assert sum("gather_tma_kernel" in n for n in _launched_kernels(lambda: RF.conv2d(x, w, b, 1, 1))) == 1
-    y = RF.conv2d(x, w, None, 1, 1)
-    assert rel_err(y, TF.conv2d(x.double(), w.double(), None, 1, 1)) < (TOL_TF32 if dtype == torch.float32 else 1e-2)
-    assert not any("gather_tma_kernel" in n for n in _launched_kernels(lambda: RF.conv2d(x, w, None, 2, 1)))
+
+    def fwd_bwd(stride=1, x=x):
+        y = RF.conv2d(x, w, b, stride, 1)
+        y.backward(torch.ones_like(y))
+    names = _launched_kernels(fwd_bwd)  # (one instance, gather_tma_kernel<T, tile_n>: fwd + dgrad)
+    assert [m.group(1) for m in map(re.compile(r"gather_tma_kernel<[^,<>]+,(\d+)>").search, names) if m] \
+        == [str(tile_n)], names
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fwd_bwd()
+        torch.cuda.synchronize()
+    assert sum(e.count for e in prof.key_averages() if "gather_tma_kernel" in e.key) == 2
+    assert not any("gather_tma_kernel" in n for n in _launched_kernels(lambda: fwd_bwd(2)))
     # NCHW: TF32 runs its own NCHW kernels; 16-bit goes through channels_last copies, so TMA again
-    names = _launched_kernels(lambda: RF.conv2d(x.contiguous(), w, None, 1, 1))
+    xn = x.detach().contiguous().requires_grad_()
+    names = _launched_kernels(lambda: fwd_bwd(1, xn))
     assert any("gather_tma_kernel" in n for n in names) == (dtype != torch.float32), names
+    # a stride-1 transposed convolution (its forward is the engine's grad_input gather)
+    xt, wt = torch.randn(2, 64, 11, 9, dtype=torch.float64), torch.randn(64, 72, 3, 3, dtype=torch.float64)
+    cast = dict(device="cuda", dtype=dtype)
+    xtc = xt.to(**cast).contiguous(memory_format=cl)
+    yt = RF.conv_transpose2d(xtc, wt.to(**cast), None, 1, 1, 0, 1, 2)
+    ref = TF.conv_transpose2d(xt, wt, None, 1, 1, 0, 1, 2)
+    theirs = TF.conv_transpose2d(xtc, wt.to(**cast), None, 1, 1, 0, 1, 2)
+    tol = TOL_TF32 if dtype == torch.float32 else 2 * rel_err(theirs, ref) + 1e-3
+    assert rel_err(yt, ref) < tol, (rel_err(yt, ref), tol)
+    assert any("gather_tma_kernel" in n for n in _launched_kernels(
+        lambda: RF.conv_transpose2d(xtc, wt.to(**cast), None, 1, 1, 0, 1, 2)))
+
+
+@pytest.mark.cuda
+def test_cuda_tma_tile_env_is_checked(monkeypatch):
+    if not _wgmma_runs():
+        pytest.skip("RNNKERN_CONV_TMA_N is read where the TMA form runs: an sm_90 GPU and an sm_90a build")
+    monkeypatch.setenv("RNNKERN_CONV_MMA", "tma")
+    monkeypatch.setenv("RNNKERN_CONV_TMA_N", "64")
+    x = torch.randn(1, 16, 6, 6, device="cuda", dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(RuntimeError, match="RNNKERN_CONV_TMA_N must be '128' or '256'"):
+        RF.conv2d(x, torch.randn(16, 16, 3, 3, device="cuda", dtype=torch.bfloat16), None, 1, 1)
 
 
 @pytest.mark.cuda
