@@ -548,25 +548,18 @@ def test_cuda_tma_gather(monkeypatch, dtype, tile_n):
 
 
 @pytest.mark.cuda
-def test_cuda_tma_tile_env_is_checked(monkeypatch):
+@pytest.mark.parametrize("form,var,value,allowed", [("wgmma", "RNNKERN_CONV_WGMMA_N", "256", "'64' or '128'"),
+                                                    ("tma", "RNNKERN_CONV_TMA_N", "64", "'128' or '256'")])
+def test_cuda_tile_env_is_checked(monkeypatch, form, var, value, allowed):
+    """The tile-width switches are read where their form runs (an sm_90 GPU and an sm_90a build): a
+    bf16 channels_last 3x3 convolution reaches both the wgmma gather and the TMA kernel."""
     if not _wgmma_runs():
-        pytest.skip("RNNKERN_CONV_TMA_N is read where the TMA form runs: an sm_90 GPU and an sm_90a build")
-    monkeypatch.setenv("RNNKERN_CONV_MMA", "tma")
-    monkeypatch.setenv("RNNKERN_CONV_TMA_N", "64")
+        pytest.skip(f"{var} is read where the {form} form runs: an sm_90 GPU and an sm_90a build")
+    monkeypatch.setenv("RNNKERN_CONV_MMA", form)
+    monkeypatch.setenv(var, value)
     x = torch.randn(1, 16, 6, 6, device="cuda", dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
-    with pytest.raises(RuntimeError, match="RNNKERN_CONV_TMA_N must be '128' or '256'"):
+    with pytest.raises(RuntimeError, match=f"{var} must be {allowed}"):
         RF.conv2d(x, torch.randn(16, 16, 3, 3, device="cuda", dtype=torch.bfloat16), None, 1, 1)
-
-
-@pytest.mark.cuda
-def test_cuda_wgmma_tile_env_is_checked(monkeypatch):
-    if not _wgmma_runs():
-        pytest.skip("RNNKERN_CONV_WGMMA_N is read where the wgmma form runs: an sm_90 GPU and an sm_90a build")
-    monkeypatch.setenv("RNNKERN_CONV_MMA", "wgmma")
-    monkeypatch.setenv("RNNKERN_CONV_WGMMA_N", "256")
-    x, w = torch.randn(1, 8, 6, 6, device="cuda"), torch.randn(8, 8, 3, 3, device="cuda")
-    with pytest.raises(RuntimeError, match="RNNKERN_CONV_WGMMA_N must be '64' or '128'"):
-        RF.conv2d(x, w)
 
 
 @pytest.mark.parametrize("script", ["check_mma_fragments", "check_wgmma_layout", "check_tma_im2col"])
