@@ -63,6 +63,7 @@
 #include <numeric>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "../conv_common.h"
 #include "../conv_gemm.h"
@@ -424,13 +425,16 @@ struct GatherParams {
   // ring's launchers: tap_group_for), chunk-major within a group, the gathered operand copied
   // through L1 when > 1; 1: tap by tap.
   int tap_group;
+  // The TMA kernel only (tma_problems): output pixel (ho, wo) of its stride-1 problem is pixel
+  // (ho * oy_step + oy0, wo * ox_step + ox0) of the (out_h, out_w) output (a stride phase's).
+  int oy_step, ox_step, oy0, ox0, out_h, out_w;
   bool vec_a, vec_b;
 };
 
 // Transposed mapping: the taps r with (o + pad - r * dil) % stride == 0 are r0, r0 + step, ...
 // (step = stride / gcd(stride, dil)), the same for every output position o of one stride phase.
 // Returns their count (0 when there is none below k) and the first one in *r0.
-__device__ __forceinline__ int trans_taps(int o, int stride, int dil, int pad, int k, int step, int* r0) {
+__host__ __device__ __forceinline__ int trans_taps(int o, int stride, int dil, int pad, int k, int step, int* r0) {
   const int res = (o + pad) % stride;
   int r = 0;
   while (r < step && r < k && (r * dil) % stride != res) ++r;
@@ -1013,11 +1017,11 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
 // k-step in flight. No thread computes an address in the mainloop.
 // Tiles as TMA writes them with 128-byte swizzle are wgmma's K-major SWIZZLE_128B operands
 // (wgmma_desc_sw128); BK = 128 bytes of channels (64 bf16 / fp16, 32 fp32 for tf32).
-// Scope: channels_last, stride 1, no pixel shuffle: the forward, and grad_input (a stride-1
-// transposed convolution's forward too) as the forward of the flipped taps (tma_forward_params);
-// tiles of BM pixels in row order, or at large dilation the gather kernel's 8 x 16 pixel tiles
-// (set_pixel_tiles: eight 16-pixel loads a stage, from a map of 16 pixels a column);
-// G == 1 or R % BK == 0 (a chunk never reads the next group's channels; with G == 1 the channels
+// Scope: channels_last, no pixel shuffle: the stride-1 forward, and grad_input / a transposed
+// convolution's forward at any stride as stride-1 forwards of the flipped taps, one launch a stride
+// phase (tma_problems; outputs scattered to the phase's pixels: GatherParams::oy_step ...); tiles of
+// BM pixels in row order, or at large dilation the gather kernel's 8 x 16 pixel tiles
+// (set_pixel_tiles: eight 16-pixel loads a stage, from a map of 16 pixels a column); G == 1 or R % BK == 0 (a chunk never reads the next group's channels; with G == 1 the channels
 // past R are outside the map and read as zeros). Tap skipping as the gather kernel's: the taps whose
 // whole tile reads padding are never loaded (s_taps).
 // Tiles of BM x TN, TN = 128 (the default) or 256 (RNNKERN_CONV_TMA_N=256: one wgmma.m64n256 a
@@ -1095,7 +1099,9 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
       pho = rem / p.Wo;
       pwo = rem - pho * p.Wo;
     }
-    s_out[tid] = pn < 0 ? -1 : ((static_cast<long long>(pn) * p.Ho + pho) * p.Wo + pwo) * p.Co;
+    s_out[tid] = pn < 0 ? -1
+                        : ((static_cast<long long>(pn) * p.out_h + pho * p.oy_step + p.oy0) * p.out_w +
+                           pwo * p.ox_step + p.ox0) * p.Co;
   }
   int live = 0;
   for (int t = 0; t < taps; ++t) {
@@ -1811,38 +1817,100 @@ void set_pixel_tiles(GatherParams& p) {
   }
 }
 
-// The transposed mapping at stride 1 (grad_input, a stride-1 transposed convolution's forward) is a
-// forward one with the taps flipped: output row h reads source row h + pt - r dh, which with
-// r' = KH - 1 - r is h - (dh (KH - 1) - pt) + r' dh. These are its forward parameters (the weight's
-// taps flipped by launch_gather_tma); the forward's own are returned as they are.
-GatherParams tma_forward_params(GatherParams p, bool trans) {
-  if (trans) {
-    p.pt = p.dh * (p.KH - 1) - p.pt;
-    p.pl = p.dw * (p.KW - 1) - p.pl;
-    set_pixel_tiles(p);  // (the transposed mapping's phase-major enumeration does not apply)
+// The TMA kernel runs stride-1 forward problems. A gather is one or several of them, each with the
+// kernel taps it visits (rows, cols: the weight's tap indices in the problem's tap order):
+// - the forward: itself, all taps;
+// - the transposed mapping (grad_input, a transposed convolution's forward), stride phase by stride
+//   phase as the gather kernel enumerates them: output row ho = hq s + ph is reached by the taps
+//   r = r0 + j th (j < nr, th = s / gcd(s, d): trans_taps) through source row
+//   (ho + p - r d) / s = hq + c0 - j e, with c0 = (ph + p - r0 d) / s and e = th d / s (= lcm(s, d) / s,
+//   an integer). With the taps flipped, j' = nr - 1 - j, that is hq - p' + j' e: a stride-1 forward
+//   over the phase's (Hph = ceil((Ho - ph) / s)) x (Wpw) pixels with nr x ns taps of dilation e and
+//   padding p' = (nr - 1) e - c0, its outputs scattered to (hq s + ph, wq s + pw). At stride 1 it is
+//   one problem: all taps flipped, padding d (k - 1) - p. Phases with no pixel are left out.
+// The taps of one axis a problem visits: first, first + step, ... (count of them), in reverse order
+// where `flipped`.
+struct TapRange {
+  int first = 0, step = 1, count = 0;
+  bool flipped = false;
+};
+struct TmaProblem {
+  GatherParams p;
+  TapRange rows, cols;
+};
+
+// One axis of a transposed mapping's phase: the problem's taps, dilation and padding; false where
+// the phase has no tap (its pixels would need the bias alone).
+bool phase_axis(int phase, int stride, int dil, int pad, int k, TapRange* taps, int* e, int* pad_out) {
+  taps->step = stride / std::gcd(stride, dil);
+  taps->count = trans_taps(phase, stride, dil, pad, k, taps->step, &taps->first);
+  taps->flipped = true;
+  if (taps->count == 0) return false;
+  const int c0 = (phase + pad - taps->first * dil) / stride;  // (exact: the phase's taps divide)
+  *e = taps->step * dil / stride;
+  *pad_out = (taps->count - 1) * *e - c0;
+  return true;
+}
+
+std::vector<TmaProblem> tma_problems(const GatherParams& q, bool trans) {
+  std::vector<TmaProblem> out;
+  TmaProblem base{q, {0, 1, q.KH, false}, {0, 1, q.KW, false}};
+  base.p.oy_step = base.p.ox_step = 1;
+  base.p.oy0 = base.p.ox0 = 0;
+  base.p.out_h = q.Ho;
+  base.p.out_w = q.Wo;
+  if (!trans) {
+    out.push_back(base);
+    return out;
   }
-  return p;
+  for (int ph = 0; ph < std::min(q.sh, q.Ho); ++ph) {
+    for (int pw = 0; pw < std::min(q.sw, q.Wo); ++pw) {
+      TmaProblem t = base;
+      GatherParams& p = t.p;
+      if (!phase_axis(ph, q.sh, q.dh, q.pt, q.KH, &t.rows, &p.dh, &p.pt) ||
+          !phase_axis(pw, q.sw, q.dw, q.pl, q.KW, &t.cols, &p.dw, &p.pl))
+        return {};  // a phase whose pixels no tap reaches: the gather kernel writes them (bias or 0)
+      p.KH = t.rows.count;
+      p.KW = t.cols.count;
+      p.sh = p.sw = 1;
+      p.Ho = (q.Ho - ph + q.sh - 1) / q.sh;
+      p.Wo = (q.Wo - pw + q.sw - 1) / q.sw;
+      p.M = static_cast<long long>(q.N) * p.Ho * p.Wo;
+      p.oy_step = q.sh;
+      p.ox_step = q.sw;
+      p.oy0 = ph;
+      p.ox0 = pw;
+      set_pixel_tiles(p);
+      out.push_back(t);
+    }
+  }
+  return out;
 }
 
 // Where gather_tma_kernel runs (RNNKERN_CONV_MMA=tma asks for it; sm_90 with an sm_90a build):
-// stride-1 channels_last gathers without pixel shuffle on tensor cores (q: tma_forward_params),
-// with the map's limits: 16-byte row strides (C, R multiples of 16 bytes), a 16-byte aligned
-// source, G == 1 or R % BK == 0, at most kTmaMaxTaps taps, corners within a rank-4 map's
-// [-128, 127] and im2col offsets (the taps' dilated positions) within its [0, 255]; a transposed
-// mapping only where its flipped padding is not negative (the base pixels start at or before the
-// source's first row and column).
+// channels_last gathers without pixel shuffle on tensor cores whose forward has stride 1 (any
+// stride for the transposed mapping, through its phases: tma_problems), where every problem meets
+// the map's limits: 16-byte row strides (C, R multiples of 16 bytes), a 16-byte aligned source,
+// G == 1 or R % BK == 0, at most kTmaMaxTaps taps, corners within a rank-4 map's [-128, 127] and
+// im2col offsets (the taps' dilated positions) within its [0, 255]. (A phase's padding may be
+// negative: its base pixels then start inside the source, a positive lower corner.)
 bool use_tma(const GatherParams& q, size_t elem_size, bool cl, bool trans) {
 #ifdef RNNKERN_WITH_SM90A
-  const GatherParams p = tma_forward_params(q, trans);
-  if (conv_mma_form() != MmaForm::kTma || !cl || p.ps > 1 || p.sh != 1 || p.sw != 1) return false;
-  if (trans && (p.pt < 0 || p.pl < 0)) return false;
+  if (conv_mma_form() != MmaForm::kTma || !cl || q.ps > 1 || (!trans && (q.sh != 1 || q.sw != 1))) return false;
   if (at::cuda::getCurrentDeviceProperties()->major != 9) return false;
   const int V = static_cast<int>(16 / elem_size), BK = static_cast<int>(128 / elem_size);
-  if (p.Cs % V != 0 || p.R % V != 0 || !aligned16(p.src) || (p.G > 1 && p.R % BK != 0)) return false;
-  if (p.KH * p.KW > kTmaMaxTaps || int64_t{p.dh} * (p.KH - 1) > 255 || int64_t{p.dw} * (p.KW - 1) > 255) return false;
-  for (const Im2colCorners c : {im2col_corners(p.Hs, p.Ho, p.pt), im2col_corners(p.Ws, p.Wo, p.pl)})
-    if (c.lower < -128 || c.lower > 127 || c.upper < -128 || c.upper > 127) return false;
-  return (p.Mt + BM - 1) / BM < (int64_t{1} << 31) && (p.Nn + 127) / 128 <= 65535 && p.G <= 65535;
+  if (q.Cs % V != 0 || q.R % V != 0 || !aligned16(q.src) || (q.G > 1 && q.R % BK != 0)) return false;
+  const std::vector<TmaProblem> problems = tma_problems(q, trans);
+  if (problems.empty()) return false;
+  for (const TmaProblem& t : problems) {
+    const GatherParams& p = t.p;
+    if (p.KH * p.KW > kTmaMaxTaps || int64_t{p.dh} * (p.KH - 1) > 255 || int64_t{p.dw} * (p.KW - 1) > 255)
+      return false;
+    for (const Im2colCorners c : {im2col_corners(p.Hs, p.Ho, p.pt), im2col_corners(p.Ws, p.Wo, p.pl)})
+      if (c.lower < -128 || c.lower > 127 || c.upper < -128 || c.upper > 127) return false;
+    if ((p.Mt + BM - 1) / BM >= (int64_t{1} << 31) || (p.Nn + 127) / 128 > 65535 || p.G > 65535) return false;
+  }
+  return true;
 #else
   (void)q, (void)elem_size, (void)cl, (void)trans;
   return false;
@@ -1858,18 +1926,21 @@ int tma_tile_n() {
   return v == "256" ? 256 : 128;
 }
 
-// gather_tma_kernel on p (channels_last src, use_tma said yes); w: the weight as (G, KH, KW, R, Nn);
-// trans: p is the transposed mapping's, run as tma_forward_params' forward on the flipped taps.
+// gather_tma_kernel on one problem of tma_problems (channels_last src, use_tma said yes); w: the
+// weight as (G, KH, KW, R, Nn).
 template <typename T, int TN>
-void launch_gather_tma_tn(GatherParams p, const at::Tensor& w, bool trans, cudaStream_t stream) {
+void launch_gather_tma_tn(const TmaProblem& t, const at::Tensor& w, cudaStream_t stream) {
   constexpr cuuint32_t E = sizeof(T), BK = 128 / E;
   static const auto encode_im2col = driver_function<EncodeIm2colFn>("cuTensorMapEncodeIm2col");
   static const auto encode_tiled = driver_function<EncodeTiledFn>("cuTensorMapEncodeTiled");
-  TORCH_INTERNAL_ASSERT(w.dim() == 5, "launch_gather_tma: the weight as (G, KH, KW, R, Nn)");
-  p = tma_forward_params(p, trans);
-  // (G, taps, Nn, R): a fresh K-major copy (taps flipped for a transposed mapping), freed
-  // stream-ordered after the launch
-  const at::Tensor wt_k = (trans ? w.flip({1, 2}) : w).transpose(-1, -2).clone(at::MemoryFormat::Contiguous);
+  GatherParams p = t.p;
+  // (G, taps, Nn, R): a fresh K-major copy of the problem's taps in its order, freed stream-ordered
+  // after the launch
+  const auto taps = [](const at::Tensor& v, int64_t dim, const TapRange& r) {
+    const at::Tensor s = v.slice(dim, r.first, r.first + int64_t{r.count - 1} * r.step + 1, r.step);
+    return r.flipped ? s.flip({dim}) : s;
+  };
+  const at::Tensor wt_k = taps(taps(w, 1, t.rows), 2, t.cols).transpose(-1, -2).clone(at::MemoryFormat::Contiguous);
   p.wt = wt_k.data_ptr();
   alignas(64) CUtensorMap map_x, map_w;
   {
@@ -1908,8 +1979,12 @@ void launch_gather_tma_tn(GatherParams p, const at::Tensor& w, bool trans, cudaS
 
 template <typename T>
 void launch_gather_tma(const GatherParams& p, const at::Tensor& w, bool trans, cudaStream_t stream) {
-  if (tma_tile_n() == 256) launch_gather_tma_tn<T, 256>(p, w, trans, stream);
-  else launch_gather_tma_tn<T, 128>(p, w, trans, stream);
+  TORCH_INTERNAL_ASSERT(w.dim() == 5, "launch_gather_tma: the weight as (G, KH, KW, R, Nn)");
+  const int tn = tma_tile_n();
+  for (const TmaProblem& t : tma_problems(p, trans)) {
+    if (tn == 256) launch_gather_tma_tn<T, 256>(t, w, stream);
+    else launch_gather_tma_tn<T, 128>(t, w, stream);
+  }
 }
 
 // The one place that picks the kernel and its launch configuration for the gather family.

@@ -482,18 +482,21 @@ def test_cuda_default_form(monkeypatch, dtype, layout):
 @pytest.mark.parametrize("tile_n", [128, 256])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_cuda_tma_gather(monkeypatch, dtype, tile_n):
-    """RNNKERN_CONV_MMA=tma (conv.cu's gather_tma_kernel: TMA im2col loads, wgmma consumers, sm_90a):
-    the forward and grad_input of channels_last stride-1 convolutions against fp64 (grad_input as
-    the forward of the flipped taps; grad_weight on the default kernels alongside), with ragged
-    pixel tiles that cross images, output channels past one 128-column tile and short of it, input
-    channels short of a 128-byte chunk (read as zeros past the map) and several chunks, groups of
-    whole chunks, dilation up to 18 with the tiles' all-padding taps skipped, a one-pixel image (all
-    but the centre tap skipped), padding='same' with an even kernel extent (unequal far-side
-    padding: the map's upper corner follows the output size) and padding that differs between H and
-    W, 5x5 and 7x7 kernels, with and without bias. Both passes must be the TMA kernel; a stride-2
-    convolution and TF32 NCHW must not be (outside its scope; 16-bit NCHW reaches it through its
-    channels_last copies); a stride-1 transposed convolution's forward is a grad_input, so TMA.
-    On 128- and 256-column tiles (RNNKERN_CONV_TMA_N)."""
+    """RNNKERN_CONV_MMA=tma (conv.cu's gather_tma_kernel: TMA im2col loads, wgmma consumers, sm_90a)
+    against fp64: the forward of channels_last stride-1 convolutions and the grad_input of any
+    stride (as stride-1 forwards of the flipped taps, one a stride phase: tma_problems; grad_weight
+    on the default kernels alongside), with ragged pixel tiles that cross images, output channels
+    past one 128-column tile and short of it, input channels short of a 128-byte chunk (read as
+    zeros past the map) and several chunks, groups of whole chunks, dilation up to 18 with the
+    tiles' all-padding taps skipped (8 x 16 pixel tiles at 32 x 32 and ragged 33 x 35), a one-pixel
+    image, padding='same' with an even kernel extent (unequal far-side padding: the map's upper
+    corner follows the output size) and padding that differs between H and W, 5x5 and 7x7 kernels,
+    strides 2 and 3 with dilation (phases of one and of two taps), a 1 x 3 kernel at stride 2 (a
+    grad_input phase no tap reaches: the gather kernel runs it instead), with and without bias. The
+    transposed convolution's forward (k4 s2 with output padding; s3 d2 in groups) is the same
+    gather. Which kernels run: the TMA kernel for the forward and the grad_input, one launch a
+    stride phase; not for a strided forward or TF32 NCHW (outside its scope; 16-bit NCHW reaches it
+    through its channels_last copies). On 128- and 256-column tiles (RNNKERN_CONV_TMA_N)."""
     if not _wgmma_runs():
         pytest.skip("the TMA form needs an sm_90 GPU and an sm_90a build")
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
@@ -509,7 +512,10 @@ def test_cuda_tma_gather(monkeypatch, dtype, tile_n):
              ((2, 16, 15, 14), (24, 16, 4, 2), dict(padding="same", dilation=(1, 3))),
              ((1, 40, 23, 19), (48, 40, 5, 5), dict(padding=4, dilation=2)),
              ((2, 32, 12, 13), (40, 32, 7, 7), dict(padding=3)),
-             ((2, 24, 9, 130), (16, 24, 1, 3), dict(padding=(0, 1)))]
+             ((2, 24, 9, 130), (16, 24, 1, 3), dict(padding=(0, 1))),
+             ((2, 64, 17, 19), (72, 64, 3, 3), dict(stride=2, padding=1)),
+             ((2, 32, 20, 21), (40, 32, 3, 3), dict(stride=3, padding=2, dilation=2)),
+             ((2, 64, 16, 15), (64, 64, 1, 3), dict(stride=2, padding=(0, 1)))]
     for xs, ws, kw in cases:
         got, ref, tols = _cuda_vs_fp64(xs, ws, kw, dtype, cl)
         for name, o, r, tol in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, ref, tols):
@@ -522,29 +528,36 @@ def test_cuda_tma_gather(monkeypatch, dtype, tile_n):
     def fwd_bwd(stride=1, x=x):
         y = RF.conv2d(x, w, b, stride, 1)
         y.backward(torch.ones_like(y))
-    names = _launched_kernels(fwd_bwd)  # (one instance, gather_tma_kernel<T, tile_n>: fwd + dgrad)
-    assert [m.group(1) for m in map(re.compile(r"gather_tma_kernel<[^,<>]+,(\d+)>").search, names) if m] \
-        == [str(tile_n)], names
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        fwd_bwd()
-        torch.cuda.synchronize()
-    assert sum(e.count for e in prof.key_averages() if "gather_tma_kernel" in e.key) == 2
-    assert not any("gather_tma_kernel" in n for n in _launched_kernels(lambda: fwd_bwd(2)))
+
+    def tma_launches(fn):
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        events = prof.key_averages()
+        widths = {m.group(1) for m in map(re.compile(r"gather_tma_kernel<[^,<>]+,(\d+)>").search,
+                                          (e.key.replace(" ", "") for e in events)) if m}
+        assert widths <= {str(tile_n)}, widths
+        return sum(e.count for e in events if "gather_tma_kernel" in e.key)
+    assert tma_launches(fwd_bwd) == 2  # forward, grad_input
+    assert tma_launches(lambda: fwd_bwd(2)) == 4  # grad_input's four stride phases (the forward: the gather kernel)
     # NCHW: TF32 runs its own NCHW kernels; 16-bit goes through channels_last copies, so TMA again
     xn = x.detach().contiguous().requires_grad_()
-    names = _launched_kernels(lambda: fwd_bwd(1, xn))
-    assert any("gather_tma_kernel" in n for n in names) == (dtype != torch.float32), names
-    # a stride-1 transposed convolution (its forward is the engine's grad_input gather)
-    xt, wt = torch.randn(2, 64, 11, 9, dtype=torch.float64), torch.randn(64, 72, 3, 3, dtype=torch.float64)
+    assert tma_launches(lambda: fwd_bwd(1, xn)) == (2 if dtype != torch.float32 else 0)
+    # transposed convolutions: the forward is the engine's grad_input gather (stride 1 d2; k4 s2 p1
+    # with output padding; s3 d2 in two groups of whole chunks)
     cast = dict(device="cuda", dtype=dtype)
-    xtc = xt.to(**cast).contiguous(memory_format=cl)
-    yt = RF.conv_transpose2d(xtc, wt.to(**cast), None, 1, 1, 0, 1, 2)
-    ref = TF.conv_transpose2d(xt, wt, None, 1, 1, 0, 1, 2)
-    theirs = TF.conv_transpose2d(xtc, wt.to(**cast), None, 1, 1, 0, 1, 2)
-    tol = TOL_TF32 if dtype == torch.float32 else 2 * rel_err(theirs, ref) + 1e-3
-    assert rel_err(yt, ref) < tol, (rel_err(yt, ref), tol)
-    assert any("gather_tma_kernel" in n for n in _launched_kernels(
-        lambda: RF.conv_transpose2d(xtc, wt.to(**cast), None, 1, 1, 0, 1, 2)))
+    for (cin, cout, k), (h, wd), args, phases in [((64, 72, 3), (11, 9), (1, 1, 0, 1, 2), 1),
+                                                  ((64, 64, 4), (9, 10), (2, 1, 1), 4),
+                                                  ((128, 48, 3), (7, 8), (3, 2, 1, 2, 2), 9)]:
+        xt = torch.randn(2, cin, h, wd, dtype=torch.float64)
+        wt = torch.randn(cin, cout // (args[3] if len(args) > 3 else 1), k, k, dtype=torch.float64)
+        xtc = xt.to(**cast).contiguous(memory_format=cl)
+        ref = TF.conv_transpose2d(xt, wt, None, *args)
+        theirs = TF.conv_transpose2d(xtc, wt.to(**cast), None, *args)
+        tol = TOL_TF32 if dtype == torch.float32 else 2 * rel_err(theirs, ref) + 1e-3
+        yt = RF.conv_transpose2d(xtc, wt.to(**cast), None, *args)
+        assert rel_err(yt, ref) < tol, (rel_err(yt, ref), tol, args)
+        assert tma_launches(lambda: RF.conv_transpose2d(xtc, wt.to(**cast), None, *args)) == phases, args
 
 
 @pytest.mark.cuda
