@@ -1162,7 +1162,7 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
 
   // Epilogue: the accumulators staged in shared memory (aliasing the ring: every copy has landed,
   // the consumers waited for each, and every wgmma has read its stage) as [m][n], then all 384
-  // threads store them, consecutive threads on consecutive channels (channels_last rows).
+  // threads store them along the channels (channels_last rows), 16 bytes a thread where aligned.
   constexpr int LDC = kTmaTileN + 4;
   float* Cs = reinterpret_cast<float*>(smem);
   __syncthreads();
@@ -1178,15 +1178,35 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   __syncthreads();
   const T* bias = static_cast<const T*>(p.bias);
   T* out = static_cast<T*>(p.out);
-  for (int idx = tid; idx < BM * kTmaTileN; idx += kTmaThreads) {
-    const int m = idx / kTmaTileN, n = idx % kTmaTileN;
-    const int nn = n0 + n;
-    const long long o = s_out[m];
-    if (o < 0 || nn >= p.Nn) continue;
-    const int co = g * p.Nn + nn;
-    float v = Cs[m * LDC + n];
-    if (bias != nullptr) v += to_acc(bias[co]);
-    out[o + co] = from_acc<T>(v);
+  // 16-byte stores of VE channels where every run starts aligned (channel counts multiples of VE,
+  // so a run is all inside the group's channels or all outside), else one element a thread
+  constexpr int VE = 16 / static_cast<int>(sizeof(T));
+  if (p.Co % VE == 0 && p.Nn % VE == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0) {
+    for (int idx = tid; idx < BM * kTmaTileN / VE; idx += kTmaThreads) {
+      const int m = idx / (kTmaTileN / VE), n = idx % (kTmaTileN / VE) * VE;
+      const long long o = s_out[m];
+      if (o < 0 || n0 + n >= p.Nn) continue;
+      const int co = g * p.Nn + n0 + n;
+      alignas(16) T vals[VE];
+#pragma unroll
+      for (int e = 0; e < VE; ++e) {
+        float v = Cs[m * LDC + n + e];
+        if (bias != nullptr) v += to_acc(bias[co + e]);
+        vals[e] = from_acc<T>(v);
+      }
+      *reinterpret_cast<uint4*>(out + o + co) = *reinterpret_cast<const uint4*>(vals);
+    }
+  } else {
+    for (int idx = tid; idx < BM * kTmaTileN; idx += kTmaThreads) {
+      const int m = idx / kTmaTileN, n = idx % kTmaTileN;
+      const int nn = n0 + n;
+      const long long o = s_out[m];
+      if (o < 0 || nn >= p.Nn) continue;
+      const int co = g * p.Nn + nn;
+      float v = Cs[m * LDC + n];
+      if (bias != nullptr) v += to_acc(bias[co]);
+      out[o + co] = from_acc<T>(v);
+    }
   }
 #else
   __trap();  // the host launches this form only on sm_90 with an sm_90a build
