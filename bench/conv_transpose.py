@@ -90,10 +90,11 @@ def _benches(c: Case, device: str) -> list[Bench]:
         out += passes(" mma", RNNKERN_CONV_MMA="mma")
         out += passes(" wgmma", RNNKERN_CONV_MMA="wgmma")
         out += passes(" wgmma n64", RNNKERN_CONV_MMA="wgmma", RNNKERN_CONV_WGMMA_N="64")
-        # the forward (the engine's grad_input gather, one stride phase a launch) on TMA im2col loads
-        # (sm_90a; channels_last: NCHW through its copies); the backward passes are strided forwards, not TMA's
+        # the forward (the engine's grad_input gather, one stride phase a launch) and dgrad (a strided
+        # convolution's forward) on TMA im2col loads (sm_90a; channels_last: NCHW through its copies);
+        # the wgrad is not TMA's
         env = dict(RNNKERN_CONV_MMA="tma", **({} if c.channels_last else {"RNNKERN_CONV_NCHW": "transpose"}))
-        out += [b for b in passes(" tma" if c.channels_last else " via CL tma", **env) if b.pass_ == "fwd"]
+        out += [b for b in passes(" tma" if c.channels_last else " via CL tma", **env) if b.pass_ != "wgrad"]
     if device == "cuda" and (c.k, c.s, c.p) == (4, 2, 1) and not c.channels_last:
         # NCHW on the channels_last kernels through copies (fp32: opt-in), and those on wgmma
         out += passes(" via CL", RNNKERN_CONV_NCHW="transpose")

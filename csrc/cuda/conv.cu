@@ -1017,13 +1017,14 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
 // k-step in flight. No thread computes an address in the mainloop.
 // Tiles as TMA writes them with 128-byte swizzle are wgmma's K-major SWIZZLE_128B operands
 // (wgmma_desc_sw128); BK = 128 bytes of channels (64 bf16 / fp16, 32 fp32 for tf32).
-// Scope: channels_last, no pixel shuffle: the stride-1 forward, and grad_input / a transposed
-// convolution's forward at any stride as stride-1 forwards of the flipped taps, one launch a stride
-// phase (tma_problems; outputs scattered to the phase's pixels: GatherParams::oy_step ...); tiles of
-// BM pixels in row order, or at large dilation the gather kernel's 8 x 16 pixel tiles
-// (set_pixel_tiles: eight 16-pixel loads a stage, from a map of 16 pixels a column); G == 1 or R % BK == 0 (a chunk never reads the next group's channels; with G == 1 the channels
-// past R are outside the map and read as zeros). Tap skipping as the gather kernel's: the taps whose
-// whole tile reads padding are never loaded (s_taps).
+// Scope: channels_last, no pixel shuffle: the forward (strides up to 8: the map's traversal
+// strides), and grad_input / a transposed convolution's forward at any stride as stride-1 forwards
+// of the flipped taps, one launch a stride phase (tma_problems; outputs scattered to the phase's
+// pixels: GatherParams::oy_step ...); tiles of BM pixels in row order, or at large dilation the
+// gather kernel's 8 x 16 pixel tiles (set_pixel_tiles: eight 16-pixel loads a stage, from a map of
+// 16 pixels a column); G == 1 or R % BK == 0 (a chunk never reads the next group's channels; with
+// G == 1 the channels past R are outside the map and read as zeros). Tap skipping as the gather
+// kernel's: the taps whose whole tile reads padding are never loaded (s_taps).
 // Tiles of BM x TN, TN = 128 (the default) or 256 (RNNKERN_CONV_TMA_N=256: one wgmma.m64n256 a
 // consumer warpgroup and k step, each pixel tile read from L2 half as often; 128 accumulators a
 // thread), one CTA an SM either way.
@@ -1105,7 +1106,7 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   }
   int live = 0;
   for (int t = 0; t < taps; ++t) {
-    const int hs = pho - p.pt + t / p.KW * p.dh, ws = pwo - p.pl + t % p.KW * p.dw;
+    const int hs = pho * p.sh - p.pt + t / p.KW * p.dh, ws = pwo * p.sw - p.pl + t % p.KW * p.dw;
     if (__syncthreads_or(pn >= 0 && hs >= 0 && hs < p.Hs && ws >= 0 && ws < p.Ws)) {
       if (tid == 0) s_taps[live] = t;
       ++live;
@@ -1122,7 +1123,8 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   if (wg == 0) {
     if (tid == 0) {  // one thread issues; its warp reconverges below before the block's barrier
       // Each load's first pixel is the map's base pixel: output (ho, wo) reads input
-      // (ho - pt + r dh, wo - pl + s dw), the (r dh, s dw) part given per tap as im2col offsets.
+      // (ho sh - pt + r dh, wo sw - pl + s dw), the (r dh, s dw) part given per tap as im2col offsets
+      // (the map's traversal strides step the base pixels by sh, sw).
       // A 2-D tile's rows past the output are not loaded (their slots are never stored).
       const int loads = p.tile_w > 0 ? min(rows, p.Ho - ho0) : 1;
       const uint32_t bytes = static_cast<uint32_t>((loads * seg + kTmaTileN) * 128);
@@ -1134,8 +1136,9 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
         const uint32_t a = ring + st * kTmaStageBytes, bar = smem_u32(&full[st]);
         mbar_arrive_expect_tx(bar, bytes);
         for (int j = 0; j < loads; ++j)
-          tma_load_im2col_4d(a + j * seg * 128, &map_x, bar, g * p.R + c0, wo0 - p.pl, ho0 + j - p.pt, img0,
-                             static_cast<uint16_t>(s * p.dw), static_cast<uint16_t>(r * p.dh));
+          tma_load_im2col_4d(a + j * seg * 128, &map_x, bar, g * p.R + c0, wo0 * p.sw - p.pl,
+                             (ho0 + j) * p.sh - p.pt, img0, static_cast<uint16_t>(s * p.dw),
+                             static_cast<uint16_t>(r * p.dh));
         tma_load_3d(a + BM * 128, &map_w, bar, c0, n0, g * taps + t);
       }
     }
@@ -1812,12 +1815,16 @@ CUtensorMapDataType tensor_map_type() {
 }
 
 // The im2col map's bounding box of base pixels, along one axis: from -pad (lower corner) to
-// in - 1 + upper, so that it holds exactly `out` positions at stride 1 (the far side's padding
-// follows from the output size, which covers padding='same' with an even kernel extent).
+// in - 1 + upper = (out - 1) stride - pad, the last output's base pixel, so that the traversal (at
+// the map's traversal stride, wrapping to the next row at the lower corner) visits exactly `out`
+// positions (the far side's padding follows from the output size, which covers padding='same' with
+// an even kernel extent).
 struct Im2colCorners {
   int lower, upper;
 };
-Im2colCorners im2col_corners(int in, int out, int pad) { return {-pad, out - pad - in}; }
+Im2colCorners im2col_corners(int in, int out, int pad, int stride) {
+  return {-pad, (out - 1) * stride - pad - (in - 1)};
+}
 
 // The forward mapping's pixel enumeration (GatherParams::tile_w, Mt): 8 x 16 pixel tiles where a
 // tap can read only padding for a whole 16-column tile (the padding or the reach on the other side
@@ -1908,15 +1915,17 @@ std::vector<TmaProblem> tma_problems(const GatherParams& q, bool trans) {
 }
 
 // Where gather_tma_kernel runs (RNNKERN_CONV_MMA=tma asks for it; sm_90 with an sm_90a build):
-// channels_last gathers without pixel shuffle on tensor cores whose forward has stride 1 (any
-// stride for the transposed mapping, through its phases: tma_problems), where every problem meets
+// channels_last gathers without pixel shuffle on tensor cores, forwards of stride <= 8 (the map's
+// traversal stride) and the transposed mapping at any stride (through its phases: tma_problems),
+// where every problem meets
 // the map's limits: 16-byte row strides (C, R multiples of 16 bytes), a 16-byte aligned source,
 // G == 1 or R % BK == 0, at most kTmaMaxTaps taps, corners within a rank-4 map's [-128, 127] and
 // im2col offsets (the taps' dilated positions) within its [0, 255]. (A phase's padding may be
 // negative: its base pixels then start inside the source, a positive lower corner.)
 bool use_tma(const GatherParams& q, size_t elem_size, bool cl, bool trans) {
 #ifdef RNNKERN_WITH_SM90A
-  if (conv_mma_form() != MmaForm::kTma || !cl || q.ps > 1 || (!trans && (q.sh != 1 || q.sw != 1))) return false;
+  // (a traversal stride is at most 8)
+  if (conv_mma_form() != MmaForm::kTma || !cl || q.ps > 1 || (!trans && (q.sh > 8 || q.sw > 8))) return false;
   if (at::cuda::getCurrentDeviceProperties()->major != 9) return false;
   const int V = static_cast<int>(16 / elem_size), BK = static_cast<int>(128 / elem_size);
   if (q.Cs % V != 0 || q.R % V != 0 || !aligned16(q.src) || (q.G > 1 && q.R % BK != 0)) return false;
@@ -1926,7 +1935,7 @@ bool use_tma(const GatherParams& q, size_t elem_size, bool cl, bool trans) {
     const GatherParams& p = t.p;
     if (p.KH * p.KW > kTmaMaxTaps || int64_t{p.dh} * (p.KH - 1) > 255 || int64_t{p.dw} * (p.KW - 1) > 255)
       return false;
-    for (const Im2colCorners c : {im2col_corners(p.Hs, p.Ho, p.pt), im2col_corners(p.Ws, p.Wo, p.pl)})
+    for (const Im2colCorners c : {im2col_corners(p.Hs, p.Ho, p.pt, p.sh), im2col_corners(p.Ws, p.Wo, p.pl, p.sw)})
       if (c.lower < -128 || c.lower > 127 || c.upper < -128 || c.upper > 127) return false;
     if ((p.Mt + BM - 1) / BM >= (int64_t{1} << 31) || (p.Nn + 127) / 128 > 65535 || p.G > 65535) return false;
   }
@@ -1966,9 +1975,9 @@ void launch_gather_tma_tn(const TmaProblem& t, const at::Tensor& w, cudaStream_t
   {
     const cuuint64_t dims[4] = {cuuint64_t(p.Cs), cuuint64_t(p.Ws), cuuint64_t(p.Hs), cuuint64_t(p.N)};
     const cuuint64_t strides[3] = {p.Cs * E, cuuint64_t(p.Ws) * p.Cs * E, cuuint64_t(p.Hs) * p.Ws * p.Cs * E};
-    const Im2colCorners ch = im2col_corners(p.Hs, p.Ho, p.pt), cw = im2col_corners(p.Ws, p.Wo, p.pl);
+    const Im2colCorners ch = im2col_corners(p.Hs, p.Ho, p.pt, p.sh), cw = im2col_corners(p.Ws, p.Wo, p.pl, p.sw);
     const int lower[2] = {cw.lower, ch.lower}, upper[2] = {cw.upper, ch.upper};  // (W, H)
-    const cuuint32_t element_strides[4] = {1, 1, 1, 1};
+    const cuuint32_t element_strides[4] = {1, cuuint32_t(p.sw), cuuint32_t(p.sh), 1};  // the traversal strides
     const CUresult r = encode_im2col(&map_x, tensor_map_type<T>(), 4, const_cast<void*>(p.src), dims, strides, lower,
                                      upper, BK, p.tile_w > 0 ? p.tile_w : BM, element_strides,
                                      CU_TENSOR_MAP_INTERLEAVE_NONE,

@@ -483,9 +483,9 @@ def test_cuda_default_form(monkeypatch, dtype, layout):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_cuda_tma_gather(monkeypatch, dtype, tile_n):
     """RNNKERN_CONV_MMA=tma (conv.cu's gather_tma_kernel: TMA im2col loads, wgmma consumers, sm_90a)
-    against fp64: the forward of channels_last stride-1 convolutions and the grad_input of any
-    stride (as stride-1 forwards of the flipped taps, one a stride phase: tma_problems; grad_weight
-    on the default kernels alongside), with ragged pixel tiles that cross images, output channels
+    against fp64: the forward of channels_last convolutions (strides through the map's traversal
+    strides) and their grad_input (as stride-1 forwards of the flipped taps, one a stride phase:
+    tma_problems; grad_weight on the default kernels alongside), with ragged pixel tiles that cross images, output channels
     past one 128-column tile and short of it, input channels short of a 128-byte chunk (read as
     zeros past the map) and several chunks, groups of whole chunks, dilation up to 18 with the
     tiles' all-padding taps skipped (8 x 16 pixel tiles at 32 x 32 and ragged 33 x 35), a one-pixel
@@ -496,8 +496,8 @@ def test_cuda_tma_gather(monkeypatch, dtype, tile_n):
     the epilogue's 16-byte stores, with and without bias. The
     transposed convolution's forward (k4 s2 with output padding; s3 d2 in groups) is the same
     gather. Which kernels run: the TMA kernel for the forward and the grad_input, one launch a
-    stride phase; not for a strided forward or TF32 NCHW (outside its scope; 16-bit NCHW reaches it
-    through its channels_last copies). On 128- and 256-column tiles (RNNKERN_CONV_TMA_N)."""
+    stride phase; not for TF32 NCHW (outside its scope; 16-bit NCHW reaches it through its
+    channels_last copies). On 128- and 256-column tiles (RNNKERN_CONV_TMA_N)."""
     if not _wgmma_runs():
         pytest.skip("the TMA form needs an sm_90 GPU and an sm_90a build")
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
@@ -541,7 +541,7 @@ def test_cuda_tma_gather(monkeypatch, dtype, tile_n):
         assert widths <= {str(tile_n)}, widths
         return sum(e.count for e in events if "gather_tma_kernel" in e.key)
     assert tma_launches(fwd_bwd) == 2  # forward, grad_input
-    assert tma_launches(lambda: fwd_bwd(2)) == 4  # grad_input's four stride phases (the forward: the gather kernel)
+    assert tma_launches(lambda: fwd_bwd(2)) == 5  # the forward, grad_input's four stride phases
     # NCHW: TF32 runs its own NCHW kernels; 16-bit goes through channels_last copies, so TMA again
     xn = x.detach().contiguous().requires_grad_()
     assert tma_launches(lambda: fwd_bwd(1, xn)) == (2 if dtype != torch.float32 else 0)
