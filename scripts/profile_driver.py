@@ -183,6 +183,19 @@ CASES = {
         "256->256 64x64 3x3 d1", conv,
         dict(dtype="float32", channels_last=False, n=8, cin=256, cout=256, hw=64, d=1),
         "gather_conv_kernel", per_iter=1, count=1, env={"RNNKERN_CONV_MMA": "mma"}),
+    # the same bf16 d1 forward on TMA im2col loads + wgmma (RNNKERN_CONV_MMA=tma: gather_tma_kernel,
+    # one producer thread, two consumer warpgroups; not yet run on a GPU): whether its mainloop runs
+    # near the MMA rate or stalls on L2 (bench/NOTES.md, nineteenth session), at 128 and 256 columns
+    "conv-bf16-CL-256-64x64-d1-tma": Case(
+        "gather_tma_kernel forward (RNNKERN_CONV_MMA=tma: TMA im2col + wgmma, 128 x 128 tiles), bf16 channels_last "
+        "N8 256->256 64x64 3x3 d1", conv,
+        dict(dtype="bfloat16", channels_last=True, n=8, cin=256, cout=256, hw=64, d=1),
+        "gather_tma_kernel", per_iter=1, count=1, env={"RNNKERN_CONV_MMA": "tma"}),
+    "conv-bf16-CL-256-64x64-d1-tma-n256": Case(
+        "gather_tma_kernel forward on 128 x 256 tiles (RNNKERN_CONV_TMA_N=256), bf16 channels_last N8 256->256 "
+        "64x64 3x3 d1", conv,
+        dict(dtype="bfloat16", channels_last=True, n=8, cin=256, cout=256, hw=64, d=1),
+        "gather_tma_kernel", per_iter=1, count=1, env={"RNNKERN_CONV_MMA": "tma", "RNNKERN_CONV_TMA_N": "256"}),
     "conv-tf32-NCHW-2048-32x32-d18": Case(
         "gather_conv_kernel forward, ASPP-like tf32 NCHW N8 2048->256 32x32 3x3 d18 (8x16 pixel tiles)", conv,
         dict(dtype="float32", channels_last=False, n=8, cin=2048, cout=256, hw=32, d=18),
