@@ -58,6 +58,7 @@
 #include <cuda_fp16.h>
 #include <mma.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <limits>
 #include <numeric>
@@ -67,6 +68,7 @@
 
 #include "../conv_common.h"
 #include "../conv_gemm.h"
+#include "../env.h"
 #include "../ops.h"
 #include "blas.cuh"
 #include "kernel_queries.cuh"
@@ -417,9 +419,10 @@ struct GatherParams {
   // and (group, ph, pw, c within the group) for channels_last: the fastest channel part lands
   // on neighbouring addresses in either layout.
   int ps;
-  // Forward only: tile_w > 0 enumerates pixels in two-dimensional tiles of BM / tile_w rows x
-  // tile_w columns (tiles_h x tiles_w per image; Mt counts their slots, ragged ones masked) so
-  // that a large dilation's taps can miss a whole tile along W as well as along H; 0: row order.
+  // Forward, and the TMA kernel's problems: tile_w > 0 enumerates pixels in two-dimensional tiles
+  // of BM / tile_w rows x tile_w columns (tiles_h x tiles_w per image; Mt counts their slots,
+  // ragged ones masked) so that a large dilation's taps can miss a whole tile along W as well as
+  // along H; 0: row order.
   int tile_w, tiles_h, tiles_w;
   // The ring forms' k order (kStages > 1): taps in groups of tap_group (1..kTapGroup, set by the
   // ring's launchers: tap_group_for), chunk-major within a group, the gathered operand copied
@@ -1034,7 +1037,7 @@ template <int TN> struct TmaTile {
   static constexpr int kStages = TN == 128 ? 5 : 4;
   static constexpr int kStageBytes = (BM + TN) * 128;  // A then B, 128 bytes a row
   static constexpr int kSmemBytes = kStages * kStageBytes + 1024;  // + the 1024-byte alignment of the atoms
-  static_assert(BM * (TN + 4) * 4 <= kStages * kStageBytes, "the epilogue's tile aliases the ring");
+  static_assert(BM * (TN + 8) * 4 <= kStages * kStageBytes, "the epilogue's tile aliases the ring");
 };
 
 template <typename T, int TN>
@@ -1148,6 +1151,7 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
     for (int i = 0; i < ksteps; ++i) {
       const int st = i % kTmaStages;
       mbar_wait(smem_u32(&full[st]), (i / kTmaStages) & 1);
+      __syncwarp();  // (the warp converged again before the .aligned wgmma instructions)
       const uint32_t a = ring + st * kTmaStageBytes + cw * 64 * 128, b = ring + st * kTmaStageBytes + BM * 128;
       wgmma_pin(acc);
       wgmma_fence();
@@ -1166,7 +1170,7 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   // Epilogue: the accumulators staged in shared memory (aliasing the ring: every copy has landed,
   // the consumers waited for each, and every wgmma has read its stage) as [m][n], then all 384
   // threads store them along the channels (channels_last rows), 16 bytes a thread where aligned.
-  constexpr int LDC = kTmaTileN + 4;
+  constexpr int LDC = kTmaTileN + 8;  // (+ 8: the float2 stores of a warp's 8 rows on distinct banks)
   float* Cs = reinterpret_cast<float*>(smem);
   __syncthreads();
   if (wg > 0) {
@@ -1191,9 +1195,13 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
       if (o < 0 || n0 + n >= p.Nn) continue;
       const int co = g * p.Nn + n0 + n;
       alignas(16) T vals[VE];
+      alignas(16) float acc_run[VE];
+#pragma unroll
+      for (int e = 0; e < VE; e += 4)  // (float4 reads of the staged row: n and LDC are multiples of 4)
+        *reinterpret_cast<float4*>(acc_run + e) = *reinterpret_cast<const float4*>(Cs + m * LDC + n + e);
 #pragma unroll
       for (int e = 0; e < VE; ++e) {
-        float v = Cs[m * LDC + n + e];
+        float v = acc_run[e];
         if (bias != nullptr) v += to_acc(bias[co + e]);
         vals[e] = from_acc<T>(v);
       }
@@ -1798,13 +1806,34 @@ using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t
                                    const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
                                    CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
 
+// The driver's `name`, or nullptr where this driver / runtime cannot give it (the TMA form then
+// steps aside: use_tma). cudaGetDriverEntryPointByVersion is CUDA 12.5's; before it, the unversioned
+// query (deprecated since, removed in 13).
 template <typename Fn>
 Fn driver_function(const char* name) {
   void* fn = nullptr;
   cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
-  C10_CUDA_CHECK(cudaGetDriverEntryPointByVersion(name, &fn, 12000, cudaEnableDefault, &found));
-  TORCH_CHECK(found == cudaDriverEntryPointSuccess && fn != nullptr, "rnnkern: the CUDA driver has no ", name);
-  return reinterpret_cast<Fn>(fn);
+#if CUDART_VERSION >= 12050
+  const cudaError_t err = cudaGetDriverEntryPointByVersion(name, &fn, 12000, cudaEnableDefault, &found);
+#else
+  const cudaError_t err = cudaGetDriverEntryPoint(name, &fn, cudaEnableDefault, &found);
+#endif
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();  // (a failed query is an answer, not an error for later calls to see)
+    return nullptr;
+  }
+  return found == cudaDriverEntryPointSuccess ? reinterpret_cast<Fn>(fn) : nullptr;
+}
+
+struct TensorMapEncoders {
+  EncodeIm2colFn im2col = nullptr;
+  EncodeTiledFn tiled = nullptr;
+};
+// Looked up once per process; both null where the driver lacks them.
+const TensorMapEncoders& tensor_map_encoders() {
+  static const TensorMapEncoders e{driver_function<EncodeIm2colFn>("cuTensorMapEncodeIm2col"),
+                                   driver_function<EncodeTiledFn>("cuTensorMapEncodeTiled")};
+  return e;
 }
 
 template <typename T>
@@ -1955,65 +1984,87 @@ int tma_tile_n() {
   return v == "256" ? 256 : 128;
 }
 
-// gather_tma_kernel on one problem of tma_problems (channels_last src, use_tma said yes); w: the
-// weight as (G, KH, KW, R, Nn).
+// One problem of tma_problems made ready to launch: its weight's K-major copy (kept alive until the
+// launch; freed stream-ordered after it) and both tensor maps.
+struct TmaLaunch {
+  GatherParams p;
+  at::Tensor wt_k;
+  CUtensorMap map_x, map_w;  // (CUtensorMap is declared 64-byte aligned or more, as the encoders want)
+};
+
+// Encodes a problem's maps (channels_last src, use_tma said yes; w: the weight as (G, KH, KW, R,
+// Nn)); false where an encoder refuses them (nothing is launched then: the caller falls back).
 template <typename T, int TN>
-void launch_gather_tma_tn(const TmaProblem& t, const at::Tensor& w, cudaStream_t stream) {
+bool prepare_tma_launch(const TmaProblem& t, const at::Tensor& w, TmaLaunch* l) {
   constexpr cuuint32_t E = sizeof(T), BK = 128 / E;
-  static const auto encode_im2col = driver_function<EncodeIm2colFn>("cuTensorMapEncodeIm2col");
-  static const auto encode_tiled = driver_function<EncodeTiledFn>("cuTensorMapEncodeTiled");
-  GatherParams p = t.p;
-  // (G, taps, Nn, R): a fresh K-major copy of the problem's taps in its order, freed stream-ordered
-  // after the launch
+  const TensorMapEncoders& enc = tensor_map_encoders();
+  GatherParams& p = l->p;
+  p = t.p;
+  // (G, taps, Nn, R): a fresh K-major copy of the problem's taps in its order
   const auto taps = [](const at::Tensor& v, int64_t dim, const TapRange& r) {
     const at::Tensor s = v.slice(dim, r.first, r.first + int64_t{r.count - 1} * r.step + 1, r.step);
     return r.flipped ? s.flip({dim}) : s;
   };
-  const at::Tensor wt_k = taps(taps(w, 1, t.rows), 2, t.cols).transpose(-1, -2).clone(at::MemoryFormat::Contiguous);
-  p.wt = wt_k.data_ptr();
-  alignas(64) CUtensorMap map_x, map_w;
+  l->wt_k = taps(taps(w, 1, t.rows), 2, t.cols).transpose(-1, -2).clone(at::MemoryFormat::Contiguous);
+  p.wt = l->wt_k.data_ptr();
   {
     const cuuint64_t dims[4] = {cuuint64_t(p.Cs), cuuint64_t(p.Ws), cuuint64_t(p.Hs), cuuint64_t(p.N)};
     const cuuint64_t strides[3] = {p.Cs * E, cuuint64_t(p.Ws) * p.Cs * E, cuuint64_t(p.Hs) * p.Ws * p.Cs * E};
     const Im2colCorners ch = im2col_corners(p.Hs, p.Ho, p.pt, p.sh), cw = im2col_corners(p.Ws, p.Wo, p.pl, p.sw);
     const int lower[2] = {cw.lower, ch.lower}, upper[2] = {cw.upper, ch.upper};  // (W, H)
     const cuuint32_t element_strides[4] = {1, cuuint32_t(p.sw), cuuint32_t(p.sh), 1};  // the traversal strides
-    const CUresult r = encode_im2col(&map_x, tensor_map_type<T>(), 4, const_cast<void*>(p.src), dims, strides, lower,
-                                     upper, BK, p.tile_w > 0 ? p.tile_w : BM, element_strides,
-                                     CU_TENSOR_MAP_INTERLEAVE_NONE,
-                                     CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
-                                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    TORCH_CHECK(r == CUDA_SUCCESS, "rnnkern: cuTensorMapEncodeIm2col failed (", int(r), ") for the conv2d input");
+    const CUresult r = enc.im2col(&l->map_x, tensor_map_type<T>(), 4, const_cast<void*>(p.src), dims, strides, lower,
+                                  upper, BK, p.tile_w > 0 ? p.tile_w : BM, element_strides,
+                                  CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                  CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) return false;
   }
   {
     const int taps = p.KH * p.KW;
     const cuuint64_t dims[3] = {cuuint64_t(p.R), cuuint64_t(p.Nn), cuuint64_t(p.G) * taps};
     const cuuint64_t strides[2] = {p.R * E, cuuint64_t(p.Nn) * p.R * E};
     const cuuint32_t box[3] = {BK, TN, 1}, element_strides[3] = {1, 1, 1};
-    const CUresult r = encode_tiled(&map_w, tensor_map_type<T>(), 3, const_cast<void*>(p.wt), dims, strides, box,
-                                    element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                                    CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    TORCH_CHECK(r == CUDA_SUCCESS, "rnnkern: cuTensorMapEncodeTiled failed (", int(r), ") for the conv2d weight");
+    const CUresult r = enc.tiled(&l->map_w, tensor_map_type<T>(), 3, const_cast<void*>(p.wt), dims, strides, box,
+                                 element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                 CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) return false;
   }
-  const dim3 grid(static_cast<unsigned>((p.Mt + BM - 1) / BM), static_cast<unsigned>((p.Nn + TN - 1) / TN),
-                  static_cast<unsigned>(p.G));
+  return true;
+}
+
+// gather_tma_kernel on every problem of tma_problems, at the tile width RNNKERN_CONV_TMA_N says;
+// false, with nothing launched, where the driver's encoders are missing, an encoder refuses a map
+// or the GPU's shared memory is too small (RNNKERN_DEBUG=1 says which): the caller then runs the
+// gather kernel, as for any problem use_tma refuses.
+template <typename T, int TN>
+bool launch_gather_tma_tn(const std::vector<TmaProblem>& problems, const at::Tensor& w, cudaStream_t stream) {
+  const auto refuse = [](const char* why) {
+    if (debug_log_enabled()) std::fprintf(stderr, "rnnkern: conv2d: TMA form not taken (%s): gather kernel\n", why);
+    return false;
+  };
+  const TensorMapEncoders& enc = tensor_map_encoders();
+  if (enc.im2col == nullptr || enc.tiled == nullptr) return refuse("no tensor-map encoders in this driver");
   const auto kernel = gather_tma_kernel<T, TN>;
   constexpr int bytes = TmaTile<TN>::kSmemBytes;
-  const int cap = allow_full_shared_memory(kernel);
-  TORCH_CHECK(bytes <= cap, "rnnkern: the TMA convolution kernel needs ", bytes,
-              " bytes of dynamic shared memory; this GPU allows ", cap, " (unset RNNKERN_CONV_MMA=tma)");
-  kernel<<<grid, kTmaThreads, bytes, stream>>>(p, map_x, map_w);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (bytes > allow_full_shared_memory(kernel)) return refuse("too little shared memory");
+  std::vector<TmaLaunch> launches(problems.size());
+  for (size_t i = 0; i < problems.size(); ++i)
+    if (!prepare_tma_launch<T, TN>(problems[i], w, &launches[i])) return refuse("a tensor-map encoder refused");
+  for (const TmaLaunch& l : launches) {
+    const dim3 grid(static_cast<unsigned>((l.p.Mt + BM - 1) / BM), static_cast<unsigned>((l.p.Nn + TN - 1) / TN),
+                    static_cast<unsigned>(l.p.G));
+    kernel<<<grid, kTmaThreads, bytes, stream>>>(l.p, l.map_x, l.map_w);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  return true;
 }
 
 template <typename T>
-void launch_gather_tma(const GatherParams& p, const at::Tensor& w, bool trans, cudaStream_t stream) {
+bool launch_gather_tma(const GatherParams& p, const at::Tensor& w, bool trans, cudaStream_t stream) {
   TORCH_INTERNAL_ASSERT(w.dim() == 5, "launch_gather_tma: the weight as (G, KH, KW, R, Nn)");
-  const int tn = tma_tile_n();
-  for (const TmaProblem& t : tma_problems(p, trans)) {
-    if (tn == 256) launch_gather_tma_tn<T, 256>(t, w, stream);
-    else launch_gather_tma_tn<T, 128>(t, w, stream);
-  }
+  const std::vector<TmaProblem> problems = tma_problems(p, trans);
+  return tma_tile_n() == 256 ? launch_gather_tma_tn<T, 256>(problems, w, stream)
+                             : launch_gather_tma_tn<T, 128>(problems, w, stream);
 }
 
 // The one place that picks the kernel and its launch configuration for the gather family.
@@ -2052,10 +2103,7 @@ void launch_gather(GatherParams p, const at::Tensor& w, bool cl, bool trans, int
   with_path<T>([&](auto path) {
     constexpr Path P = decltype(path)::value;
     if constexpr (P != Path::kSimt) {
-      if (use_tma(p, sizeof(T), cl, trans)) {
-        launch_gather_tma<T>(p, w, trans, stream);
-        return;
-      }
+      if (use_tma(p, sizeof(T), cl, trans) && launch_gather_tma<T>(p, w, trans, stream)) return;
       const bool vec_bk = p.R % V == 0;  // K-major weight rows of R elements (a fresh tensor: aligned)
       if (use_wgmma(sizeof(T), cl, p.vec_a, vec_bk, p.ps > 1, /*gather=*/true, p.Nn)) {
         // (G, taps, Nn, R), always a fresh copy (contiguous() could hand back the caller's storage at

@@ -491,9 +491,11 @@ def test_cuda_tma_gather(monkeypatch, dtype, tile_n):
     tiles' all-padding taps skipped (8 x 16 pixel tiles at 32 x 32 and ragged 33 x 35), a one-pixel
     image, padding='same' with an even kernel extent (unequal far-side padding: the map's upper
     corner follows the output size) and padding that differs between H and W, 5x5 and 7x7 kernels,
-    strides 2 and 3 with dilation (phases of one and of two taps), a 1 x 3 kernel at stride 2 (a
-    grad_input phase no tap reaches: the gather kernel runs it instead), output channels that break
-    the epilogue's 16-byte stores, with and without bias. The
+    stride 2 (phases of one and of two taps) and stride 3 with dilation 2 (a phase with negative
+    padding: a positive lower corner), a 1 x 3 kernel at stride 2 (a grad_input phase no tap
+    reaches: the gather kernel runs it instead), output channels that break the epilogue's 16-byte
+    stores, tiles with no k-step, two column tiles at either width, a strided forward on 8 x 16
+    pixel tiles, with and without bias; each case's TMA launches are counted. The
     transposed convolution's forward (k4 s2 with output padding; s3 d2 in groups) is the same
     gather. Which kernels run: the TMA kernel for the forward and the grad_input, one launch a
     stride phase; not for TF32 NCHW (outside its scope; 16-bit NCHW reaches it through its
@@ -504,32 +506,31 @@ def test_cuda_tma_gather(monkeypatch, dtype, tile_n):
     monkeypatch.setenv("RNNKERN_CONV_MMA", "tma")
     monkeypatch.setenv("RNNKERN_CONV_TMA_N", str(tile_n))
     cl = torch.channels_last
-    cases = [((2, 64, 20, 20), (96, 64, 3, 3), dict(padding=1)),
-             ((3, 72, 37, 41), (136, 72, 3, 3), dict(padding=6, dilation=6)),
-             ((2, 136, 33, 35), (72, 136, 3, 3), dict(padding="same", dilation=18)),
-             ((2, 64, 32, 32), (64, 64, 3, 3), dict(padding=18, dilation=18)),
-             ((2, 128, 16, 16), (256, 64, 3, 3), dict(padding=1, groups=2)),
-             ((4, 64, 1, 1), (64, 64, 3, 3), dict(padding=1)),
-             ((2, 16, 15, 14), (24, 16, 4, 2), dict(padding="same", dilation=(1, 3))),
-             ((1, 40, 23, 19), (48, 40, 5, 5), dict(padding=4, dilation=2)),
-             ((2, 32, 12, 13), (40, 32, 7, 7), dict(padding=3)),
-             ((2, 24, 9, 130), (16, 24, 1, 3), dict(padding=(0, 1))),
-             ((2, 64, 17, 19), (72, 64, 3, 3), dict(stride=2, padding=1)),
-             ((2, 32, 20, 21), (40, 32, 3, 3), dict(stride=3, padding=2, dilation=2)),
-             ((2, 64, 16, 15), (64, 64, 1, 3), dict(stride=2, padding=(0, 1))),
-             ((2, 32, 11, 12), (20, 32, 3, 3), dict(padding=1))]  # (16-bit: 20 channels, element stores)
-    for xs, ws, kw in cases:
-        got, ref, tols = _cuda_vs_fp64(xs, ws, kw, dtype, cl)
-        for name, o, r, tol in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, ref, tols):
-            assert rel_err(o, r) < tol, (name, rel_err(o, r), tol, xs, ws, kw)
-        assert got[0].is_contiguous(memory_format=cl) and got[1].is_contiguous(memory_format=cl)
-    x = torch.randn(2, 64, 20, 20, device="cuda", dtype=dtype).contiguous(memory_format=cl).requires_grad_()
-    w = torch.randn(96, 64, 3, 3, device="cuda", dtype=dtype, requires_grad=True)
-    b = torch.randn(96, device="cuda", dtype=dtype)
-
-    def fwd_bwd(stride=1, x=x):
-        y = RF.conv2d(x, w, b, stride, 1)
-        y.backward(torch.ones_like(y))
+    # (input, weight, arguments, TMA launches of forward + grad_input for 16-bit / for fp32: one a
+    # stride phase of grad_input; 0 where use_tma refuses the pass)
+    cases = [((2, 64, 20, 20), (96, 64, 3, 3), dict(padding=1), (2, 2)),
+             ((3, 72, 37, 41), (136, 72, 3, 3), dict(padding=6, dilation=6), (2, 2)),
+             ((2, 136, 33, 35), (72, 136, 3, 3), dict(padding="same", dilation=18), (2, 2)),
+             ((2, 64, 32, 32), (64, 64, 3, 3), dict(padding=18, dilation=18), (2, 2)),
+             ((2, 128, 16, 16), (256, 64, 3, 3), dict(padding=1, groups=2), (2, 2)),
+             ((4, 64, 1, 1), (64, 64, 3, 3), dict(padding=1), (2, 2)),
+             ((2, 16, 15, 14), (24, 16, 4, 2), dict(padding="same", dilation=(1, 3)), (2, 2)),
+             ((1, 40, 23, 19), (48, 40, 5, 5), dict(padding=4, dilation=2), (2, 2)),
+             ((2, 32, 12, 13), (40, 32, 7, 7), dict(padding=3), (2, 2)),
+             ((2, 24, 9, 130), (16, 24, 1, 3), dict(padding=(0, 1)), (2, 2)),
+             ((2, 64, 17, 19), (72, 64, 3, 3), dict(stride=2, padding=1), (5, 5)),
+             ((2, 32, 20, 21), (40, 32, 3, 3), dict(stride=3, padding=2, dilation=2), (10, 10)),
+             ((2, 64, 16, 15), (64, 64, 1, 3), dict(stride=2, padding=(0, 1)), (1, 1)),
+             # 20 output channels: element stores (16-bit), and a 16-bit grad_input whose 20 source
+             # channels are not whole 16 bytes (the gather kernel)
+             ((2, 32, 11, 12), (20, 32, 3, 3), dict(padding=1), (1, 2)),
+             # a 1x1 kernel in wide padding: tiles that read only padding (no k-step: bias or zero);
+             # grad_input's phase padding -20 (a positive lower corner)
+             ((2, 64, 4, 4), (64, 64, 1, 1), dict(padding=20), (2, 2)),
+             # 264 output channels: two column tiles at 128 and at 256
+             ((1, 64, 9, 10), (264, 64, 3, 3), dict(padding=1), (2, 2)),
+             # a strided forward on 8 x 16 pixel tiles (grad_input: phases no tap reaches, gather kernel)
+             ((1, 24, 40, 70), (16, 24, 3, 3), dict(stride=2, padding=18, dilation=18), (1, 1))]
 
     def tma_launches(fn):
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
@@ -540,6 +541,26 @@ def test_cuda_tma_gather(monkeypatch, dtype, tile_n):
                                           (e.key.replace(" ", "") for e in events)) if m}
         assert widths <= {str(tile_n)}, widths
         return sum(e.count for e in events if "gather_tma_kernel" in e.key)
+    for xs, ws, kw, launches in cases:
+        got, ref, tols = _cuda_vs_fp64(xs, ws, kw, dtype, cl)
+        for name, o, r, tol in zip(("output", "grad_input", "grad_weight", "grad_bias"), got, ref, tols):
+            assert rel_err(o, r) < tol, (name, rel_err(o, r), tol, xs, ws, kw)
+        assert got[0].is_contiguous(memory_format=cl) and got[1].is_contiguous(memory_format=cl)
+        xc = torch.randn(xs, device="cuda", dtype=dtype).contiguous(memory_format=cl).requires_grad_()
+        wc = torch.randn(ws, device="cuda", dtype=dtype)
+
+        def fwd_bwd_case():
+            y = RF.conv2d(xc, wc, None, **kw)
+            y.backward(torch.ones_like(y))
+        assert tma_launches(fwd_bwd_case) == launches[dtype == torch.float32], (xs, ws, kw)
+    x = torch.randn(2, 64, 20, 20, device="cuda", dtype=dtype).contiguous(memory_format=cl).requires_grad_()
+    w = torch.randn(96, 64, 3, 3, device="cuda", dtype=dtype, requires_grad=True)
+    b = torch.randn(96, device="cuda", dtype=dtype)
+
+    def fwd_bwd(stride=1, x=x):
+        y = RF.conv2d(x, w, b, stride, 1)
+        y.backward(torch.ones_like(y))
+
     assert tma_launches(fwd_bwd) == 2  # forward, grad_input
     assert tma_launches(lambda: fwd_bwd(2)) == 5  # the forward, grad_input's four stride phases
     # NCHW: TF32 runs its own NCHW kernels; 16-bit goes through channels_last copies, so TMA again
