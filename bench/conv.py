@@ -56,9 +56,10 @@ VARIANTS = {"cp.async": {"RNNKERN_CONV_PIPELINE": "1"},   # the ring forced on (
             "native": {"RNNKERN_CONV_NCHW": "native"},    # 16-bit NCHW on the NCHW kernels (bf16 row below)
             # the forward and grad_input on TMA im2col loads + wgmma (channels_last stride 1; rows below)
             "tma": {"RNNKERN_CONV_MMA": "tma"},
-            "tma n256": {"RNNKERN_CONV_MMA": "tma", "RNNKERN_CONV_TMA_N": "256"}}  # ... on 128 x 256 tiles
-NCHW_ONLY = ("via CL", "via CL wgmma")  # variants that change nothing for channels_last operands
-GATHER_ONLY = ("taps 9", "wgmma taps 1", "tma", "tma n256")  # the gather's forms: forward and dgrad, not wgrad
+            "tma n256": {"RNNKERN_CONV_MMA": "tma", "RNNKERN_CONV_TMA_N": "256"},  # ... on 128 x 256 tiles
+            "via CL tma": {"RNNKERN_CONV_NCHW": "transpose", "RNNKERN_CONV_MMA": "tma"}}  # ... TF32 NCHW through copies
+NCHW_ONLY = ("via CL", "via CL wgmma", "via CL tma")  # variants that change nothing for channels_last operands
+GATHER_ONLY = ("taps 9", "wgmma taps 1", "tma", "tma n256", "via CL tma")  # the gather's forms: forward and dgrad, not wgrad
 
 GPU_CASES = (
     [Case(torch.float32, False, 8, 256, 256, 64, d) for d in (1, 2, 6, 12, 18)]
@@ -72,13 +73,15 @@ GPU_CASES = (
     + [Case(dt, cl, 8, cin, 256, hw, d, variant=v) for v in VARIANTS
        for dt, cl, cin, hw, d in ((torch.float32, False, 256, 64, 1), (torch.bfloat16, True, 256, 64, 1),
                                   (torch.float32, False, 2048, 32, 18), (torch.bfloat16, True, 2048, 32, 18))
-       if v not in ("engine", "native", "tma", "tma n256") and not (cl and v in NCHW_ONLY)]
+       if v not in ("engine", "native", "tma", "tma n256", "via CL tma") and not (cl and v in NCHW_ONLY)]
     # the TMA gather where it runs: bf16 channels_last (and bf16 NCHW through its copies), tf32 channels_last
     + [Case(torch.bfloat16, True, 8, 256, 256, 64, d, variant="tma") for d in (1, 2, 6, 12, 18)]
     + [Case(torch.bfloat16, True, 8, 2048, 256, 32, d, variant="tma") for d in (6, 12, 18)]
     + [Case(dt, cl, 8, 256, 256, 64, 1, variant="tma") for dt, cl in ((torch.bfloat16, False), (torch.float32, True))]
     + [Case(dt, True, 8, cin, 256, hw, d, variant="tma n256")
        for dt, cin, hw, d in ((torch.bfloat16, 256, 64, 1), (torch.bfloat16, 2048, 32, 18), (torch.float32, 256, 64, 1))]
+    # TF32 NCHW (ANCHORS' parity row) on it through channels_last copies
+    + [Case(torch.float32, False, 8, cin, 256, hw, d, variant="via CL tma") for cin, hw, d in ((256, 64, 1), (2048, 32, 18))]
     # bf16 NCHW: no 2-byte cp.async, so its NCHW tiles take the single-stage form (native); the
     # default runs it through channels_last copies
     + [Case(torch.bfloat16, False, 8, 256, 256, 64, 1, variant=v) for v in ("", "native")]
