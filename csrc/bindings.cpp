@@ -78,5 +78,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #ifdef WITH_CUDA
   m.def("rnn_step_trace", &rnnkern::rnn_step_trace,
         "(kernel, stamps) of the last persistent RNN launch under RNNKERN_RNN_TRACE=1 (a diagnostic)");
+  m.def("conv2d_tma_stage_probe", &rnnkern::conv2d_tma_stage_probe_cuda,
+        "(bytes, tile_w, tiles_w) of one stage of the TMA convolution form's copies (a diagnostic for the tests)");
 #endif
 }

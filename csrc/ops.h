@@ -62,6 +62,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
 // The last persistent-kernel launch made with RNNKERN_RNN_TRACE=1: which kernel ran ("" if none
 // did) and its step stamps, (2 CTAs, steps, slots) int64 on the CPU (csrc/cuda/rnn.cu, trace_stamp).
 std::tuple<std::string, at::Tensor> rnn_step_trace();
+// One stage of the TMA convolution form's copies, raw (csrc/cuda/conv.cu, tma_stage_probe_kernel; a
+// diagnostic for the tests): the bytes of block (block_x, block_y, group)'s stage for tap `tap` and
+// channels c0 ... of a channels_last forward (padding as four entries), its pixel tiles' width
+// (0: row order) and tiles a row.
+std::tuple<at::Tensor, int64_t, int64_t> conv2d_tma_stage_probe_cuda(const at::Tensor& input, const at::Tensor& weight,
+                                                                     at::IntArrayRef stride, at::IntArrayRef padding,
+                                                                     at::IntArrayRef dilation, int64_t groups,
+                                                                     int64_t block_x, int64_t block_y, int64_t group,
+                                                                     int64_t tap, int64_t c0, int64_t tile_n);
 #endif
 
 // ---- dilated convolution (csrc/cpu/conv.cpp, csrc/cuda/conv.cu; checks in csrc/conv_common.h) ----

@@ -1040,6 +1040,55 @@ template <int TN> struct TmaTile {
   static_assert(BM * (TN + 8) * 4 <= kStages * kStageBytes, "the epilogue's tile aliases the ring");
 };
 
+#if RNNKERN_HAS_WGMMA
+// A block's pixel tile (blockIdx.x): BM consecutive pixels in row order (p.tile_w == 0; a tile may
+// cross images), or at large dilation BM / tile_w rows x tile_w columns of one image
+// (set_pixel_tiles), one load of `seg` pixels (the map's pixelsPerColumn) for each of its `rows`
+// rows. img0, ho0, wo0: its first pixel; slot i is pixel m0 + i, or (ho0 + i / seg, wo0 + i % seg).
+// loads: the rows inside the output (the others are never loaded: their slots are never stored).
+struct TmaTileOrigin {
+  long long m0 = 0;
+  int img0, ho0, wo0, seg, rows, loads;
+};
+__device__ __forceinline__ TmaTileOrigin tma_tile_origin(const GatherParams& p, int bx) {
+  TmaTileOrigin o;
+  o.seg = p.tile_w > 0 ? p.tile_w : BM;
+  o.rows = BM / o.seg;
+  if (p.tile_w > 0) {
+    const int per_image = p.tiles_h * p.tiles_w, t = bx % per_image;
+    o.img0 = bx / per_image;
+    o.ho0 = t / p.tiles_w * o.rows;
+    o.wo0 = t % p.tiles_w * o.seg;
+    o.loads = min(o.rows, p.Ho - o.ho0);
+  } else {
+    const long long hw = static_cast<long long>(p.Ho) * p.Wo;
+    o.m0 = static_cast<long long>(bx) * BM;
+    o.img0 = static_cast<int>(o.m0 / hw);
+    const int rem = static_cast<int>(o.m0 - o.img0 * hw);
+    o.ho0 = rem / p.Wo;
+    o.wo0 = rem - o.ho0 * p.Wo;
+    o.loads = 1;
+  }
+  return o;
+}
+
+// The copies of one k-step (tap t, channels c0 ... of group g; output channels n0 ...) into the
+// stage at shared address a (A: the tile's pixels, then B at a + BM * 128), completing on bar, which
+// the caller has armed with the stage's bytes ((loads * seg + TN) * 128). Each load's first pixel
+// is the map's base pixel: output (ho, wo) reads input (ho sh - pt + r dh, wo sw - pl + s dw), the
+// (r dh, s dw) part given per tap as im2col offsets (the map's traversal strides step the base
+// pixels by sh, sw).
+__device__ __forceinline__ void tma_issue_stage(const GatherParams& p, const TmaTileOrigin& o, const CUtensorMap* map_x,
+                                                const CUtensorMap* map_w, uint32_t a, uint32_t bar, int g, int n0,
+                                                int t, int c0) {
+  const int r = t / p.KW, s = t - r * p.KW;
+  for (int j = 0; j < o.loads; ++j)
+    tma_load_im2col_4d(a + j * o.seg * 128, map_x, bar, g * p.R + c0, o.wo0 * p.sw - p.pl, (o.ho0 + j) * p.sh - p.pt,
+                       o.img0, static_cast<uint16_t>(s * p.dw), static_cast<uint16_t>(r * p.dh));
+  tma_load_3d(a + BM * 128, map_w, bar, c0, n0, g * p.KH * p.KW + t);
+}
+#endif
+
 template <typename T, int TN>
 __global__ void __launch_bounds__(kTmaThreads, 1)
     gather_tma_kernel(const GatherParams p, const __grid_constant__ CUtensorMap map_x,
@@ -1059,25 +1108,9 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   const int n0 = static_cast<int>(blockIdx.y) * kTmaTileN;
   const int taps = p.KH * p.KW;
   const long long hw = static_cast<long long>(p.Ho) * p.Wo;
-  // The tile's pixels: BM consecutive ones in row order (p.tile_w == 0; a tile may cross images), or
-  // at large dilation BM / tile_w rows x tile_w columns of one image (set_pixel_tiles), one load of
-  // `seg` pixels (the map's pixelsPerColumn) for each of its `rows` rows. img0, ho0, wo0: its first
-  // pixel; slot i is pixel m0 + i, or (ho0 + i / seg, wo0 + i % seg).
-  const int seg = p.tile_w > 0 ? p.tile_w : BM, rows = BM / seg;
-  long long m0 = 0;
-  int img0, ho0, wo0;
-  if (p.tile_w > 0) {
-    const int per_image = p.tiles_h * p.tiles_w, t = static_cast<int>(blockIdx.x) % per_image;
-    img0 = static_cast<int>(blockIdx.x) / per_image;
-    ho0 = t / p.tiles_w * rows;
-    wo0 = t % p.tiles_w * seg;
-  } else {
-    m0 = static_cast<long long>(blockIdx.x) * BM;
-    img0 = static_cast<int>(m0 / hw);
-    const int rem = static_cast<int>(m0 - img0 * hw);
-    ho0 = rem / p.Wo;
-    wo0 = rem - ho0 * p.Wo;
-  }
+  const TmaTileOrigin tile = tma_tile_origin(p, static_cast<int>(blockIdx.x));  // (its pixels)
+  const int seg = tile.seg, img0 = tile.img0, ho0 = tile.ho0, wo0 = tile.wo0;
+  const long long m0 = tile.m0;
 
   if (tid == 0) {
     for (int s = 0; s < kTmaStages; ++s) {
@@ -1125,24 +1158,14 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   const int wg = tid / 128, warp = tid / 32 % 4, lane = tid % 32;
   if (wg == 0) {
     if (tid == 0) {  // one thread issues; its warp reconverges below before the block's barrier
-      // Each load's first pixel is the map's base pixel: output (ho, wo) reads input
-      // (ho sh - pt + r dh, wo sw - pl + s dw), the (r dh, s dw) part given per tap as im2col offsets
-      // (the map's traversal strides step the base pixels by sh, sw).
-      // A 2-D tile's rows past the output are not loaded (their slots are never stored).
-      const int loads = p.tile_w > 0 ? min(rows, p.Ho - ho0) : 1;
-      const uint32_t bytes = static_cast<uint32_t>((loads * seg + kTmaTileN) * 128);
+      const uint32_t bytes = static_cast<uint32_t>((tile.loads * seg + kTmaTileN) * 128);
       for (int i = 0; i < ksteps; ++i) {
         const int st = i % kTmaStages;
         if (i >= kTmaStages) mbar_wait(smem_u32(&empty[st]), (i / kTmaStages - 1) & 1);  // its last reads are done
-        const int t = s_taps[i / chunks], c0 = i % chunks * BK;
-        const int r = t / p.KW, s = t - r * p.KW;
-        const uint32_t a = ring + st * kTmaStageBytes, bar = smem_u32(&full[st]);
+        const uint32_t bar = smem_u32(&full[st]);
         mbar_arrive_expect_tx(bar, bytes);
-        for (int j = 0; j < loads; ++j)
-          tma_load_im2col_4d(a + j * seg * 128, &map_x, bar, g * p.R + c0, wo0 * p.sw - p.pl,
-                             (ho0 + j) * p.sh - p.pt, img0, static_cast<uint16_t>(s * p.dw),
-                             static_cast<uint16_t>(r * p.dh));
-        tma_load_3d(a + BM * 128, &map_w, bar, c0, n0, g * taps + t);
+        tma_issue_stage(p, tile, &map_x, &map_w, ring + st * kTmaStageBytes, bar, g, n0, s_taps[i / chunks],
+                        i % chunks * BK);
       }
     }
     __syncwarp();
@@ -1221,6 +1244,38 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   }
 #else
   __trap();  // the host launches this form only on sm_90 with an sm_90a build
+#endif
+}
+
+// A diagnostic of the TMA form's copies alone, without the MMA (conv2d_tma_stage_probe_cuda, for a
+// test that tells a wrong copy from a wrong product on the first GPU run): block (bx, by, g)'s stage
+// for tap t and channels c0 ..., as gather_tma_kernel's producer issues it, copied raw (swizzled, as
+// wgmma reads it) to out; bytes no copy wrote read 0xAB.
+template <int TN>
+__global__ void tma_stage_probe_kernel(const GatherParams p, const __grid_constant__ CUtensorMap map_x,
+                                       const __grid_constant__ CUtensorMap map_w, int bx, int by, int g, int t, int c0,
+                                       uint8_t* out) {
+#if RNNKERN_HAS_WGMMA
+  constexpr int kBytes = TmaTile<TN>::kStageBytes;
+  __shared__ __align__(8) uint64_t bar;
+  extern __shared__ __align__(1024) unsigned char probe_raw[];
+  const uint32_t raw = smem_u32(probe_raw), stage = (raw + 1023) & ~1023u;
+  unsigned char* const st = probe_raw + (stage - raw);
+  const TmaTileOrigin o = tma_tile_origin(p, bx);
+  for (int i = threadIdx.x; i < kBytes; i += blockDim.x) st[i] = 0xAB;
+  fence_proxy_async_shared();  // (these writes ordered before the copies' through the async proxy)
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    mbar_init(smem_u32(&bar), 1);
+    mbar_init_fence();
+    mbar_arrive_expect_tx(smem_u32(&bar), static_cast<uint32_t>((o.loads * o.seg + TN) * 128));
+    tma_issue_stage(p, o, &map_x, &map_w, stage, smem_u32(&bar), g, by * TN, t, c0);
+    mbar_wait(smem_u32(&bar), 0);
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < kBytes; i += blockDim.x) out[i] = st[i];
+#else
+  __trap();  // (conv2d_tma_stage_probe_cuda refuses builds without sm_90a)
 #endif
 }
 
@@ -1951,11 +2006,22 @@ std::vector<TmaProblem> tma_problems(const GatherParams& q, bool trans) {
 // G == 1 or R % BK == 0, at most kTmaMaxTaps taps, corners within a rank-4 map's [-128, 127] and
 // im2col offsets (the taps' dilated positions) within its [0, 255]. (A phase's padding may be
 // negative: its base pixels then start inside the source, a positive lower corner.)
+bool tma_fits(const GatherParams& q, size_t elem_size, bool cl, bool trans);
+
 bool use_tma(const GatherParams& q, size_t elem_size, bool cl, bool trans) {
 #ifdef RNNKERN_WITH_SM90A
+  return conv_mma_form() == MmaForm::kTma && at::cuda::getCurrentDeviceProperties()->major == 9 &&
+         tma_fits(q, elem_size, cl, trans);
+#else
+  (void)q, (void)elem_size, (void)cl, (void)trans;
+  return false;
+#endif
+}
+
+// use_tma's shape conditions (the form asked for and an sm_90 device aside).
+bool tma_fits(const GatherParams& q, size_t elem_size, bool cl, bool trans) {
   // (a traversal stride is at most 8)
-  if (conv_mma_form() != MmaForm::kTma || !cl || q.ps > 1 || (!trans && (q.sh > 8 || q.sw > 8))) return false;
-  if (at::cuda::getCurrentDeviceProperties()->major != 9) return false;
+  if (!cl || q.ps > 1 || (!trans && (q.sh > 8 || q.sw > 8))) return false;
   const int V = static_cast<int>(16 / elem_size), BK = static_cast<int>(128 / elem_size);
   if (q.Cs % V != 0 || q.R % V != 0 || !aligned16(q.src) || (q.G > 1 && q.R % BK != 0)) return false;
   const std::vector<TmaProblem> problems = tma_problems(q, trans);
@@ -1969,10 +2035,6 @@ bool use_tma(const GatherParams& q, size_t elem_size, bool cl, bool trans) {
     if ((p.Mt + BM - 1) / BM >= (int64_t{1} << 31) || (p.Nn + 127) / 128 > 65535 || p.G > 65535) return false;
   }
   return true;
-#else
-  (void)q, (void)elem_size, (void)cl, (void)trans;
-  return false;
-#endif
 }
 
 // The TMA form's tile columns: RNNKERN_CONV_TMA_N=128|256 (read per call), 128 when unset.
@@ -2332,6 +2394,66 @@ void conv2d_forward_into(const at::Tensor& input, const at::Tensor& weight, cons
   });
 }
 }  // namespace
+
+std::tuple<at::Tensor, int64_t, int64_t> conv2d_tma_stage_probe_cuda(const at::Tensor& input, const at::Tensor& weight,
+                                                                     at::IntArrayRef stride, at::IntArrayRef padding,
+                                                                     at::IntArrayRef dilation, int64_t groups,
+                                                                     int64_t block_x, int64_t block_y, int64_t group,
+                                                                     int64_t tap, int64_t c0, int64_t tile_n) {
+  constexpr const char* op = "conv2d_tma_stage_probe";
+#ifdef RNNKERN_WITH_SM90A
+  check_cuda(op, input);
+  check_conv_tensors(op, input, "input", weight, "weight");
+  TORCH_CHECK(at::cuda::getCurrentDeviceProperties()->major == 9, op, ": needs an sm_90 GPU");
+  TORCH_CHECK(tile_n == 128 || tile_n == 256, op, ": tile_n must be 128 or 256");
+  const ConvGeometry g = check_conv_args(op, input.sizes(), weight.sizes(), stride, padding, dilation, groups);
+  const at::cuda::OptionalCUDAGuard guard(device_of(input));
+  const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor wt = weight.reshape({g.G, g.Kg(), g.Cg(), g.KH, g.KW}).permute({0, 3, 4, 2, 1});
+  GatherParams p = gather_params(g, false);
+  p.src = x.data_ptr();
+  at::Tensor out;
+  int64_t tile_w = 0, tiles_w = 0;
+  const auto probe = [&](auto zero) {
+    using T = decltype(zero);
+    const bool fits = tma_fits(p, sizeof(T), true, false);
+    TORCH_CHECK(fits, op, ": this convolution is outside the TMA form's scope");
+    const TmaProblem problem = tma_problems(p, false)[0];
+    TORCH_CHECK(block_x >= 0 && block_x < (problem.p.Mt + BM - 1) / BM && block_y >= 0 &&
+                    block_y < (problem.p.Nn + tile_n - 1) / tile_n && group >= 0 && group < g.G && tap >= 0 &&
+                    tap < g.KH * g.KW && c0 >= 0 && c0 < g.Cg(),
+                op, ": block, group, tap or channel out of range");
+    const auto run = [&](auto tn) {
+      constexpr int TN = decltype(tn)::value;
+      TmaLaunch l;
+      const bool encoded = tensor_map_encoders().im2col != nullptr && prepare_tma_launch<T, TN>(problem, wt, &l);
+      TORCH_CHECK(encoded, op, ": the tensor maps could not be encoded");
+      out = at::empty({TmaTile<TN>::kStageBytes}, input.options().dtype(at::kByte));
+      const auto kernel = tma_stage_probe_kernel<TN>;
+      allow_full_shared_memory(kernel);
+      kernel<<<1, 128, TmaTile<TN>::kStageBytes + 1024, at::cuda::getCurrentCUDAStream()>>>(
+          l.p, l.map_x, l.map_w, static_cast<int>(block_x), static_cast<int>(block_y), static_cast<int>(group),
+          static_cast<int>(tap), static_cast<int>(c0), out.data_ptr<uint8_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      tile_w = l.p.tile_w;
+      tiles_w = l.p.tiles_w;
+    };
+    if (tile_n == 256) run(std::integral_constant<int, 256>{});
+    else run(std::integral_constant<int, 128>{});
+  };
+  switch (input.scalar_type()) {
+    case at::kFloat: probe(float{}); break;
+    case at::kBFloat16: probe(__nv_bfloat16{}); break;
+    case at::kHalf: probe(__half{}); break;
+    default: TORCH_CHECK(false, op, ": float32, bfloat16 or float16 only, got ", input.scalar_type());
+  }
+  return {out, tile_w, tiles_w};
+#else
+  (void)input, (void)weight, (void)stride, (void)padding, (void)dilation, (void)groups, (void)block_x, (void)block_y,
+      (void)group, (void)tap, (void)c0, (void)tile_n;
+  TORCH_CHECK(false, op, ": this build has no sm_90a code");
+#endif
+}
 
 at::Tensor conv2d_forward_cuda(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                                at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,

@@ -583,6 +583,144 @@ def test_cuda_tma_gather(monkeypatch, dtype, tile_n):
         assert tma_launches(lambda: RF.conv_transpose2d(xtc, wt.to(**cast), None, *args)) == phases, args
 
 
+def _tma_stage_expected(x, w, stride, pad4, dil, groups, bx, by, g, tap, c0, tile_n, tile_w, tiles_w):
+    """The bytes gather_tma_kernel's producer should leave in a stage (tma_stage_probe's layout), from
+    the convolution's definition: A row i is the base pixel the tile's slot i stands for (row order:
+    output pixel 128 bx + i; 8 x 16 tiles: row i // 16 of the tile, column i % 16, a column past the
+    output being the next pixels in row-major order, as the map's traversal wraps), read at tap
+    (r, s) for channels c0 ... of group g (zeros outside the input and past the channels; 0xAB for a
+    tile row past the output, never loaded); B row n is output channel by * tile_n + n's weights for
+    that tap and those channels. Each 128-byte row's 16-byte chunk j sits at chunk j ^ (row % 8)."""
+    N, C, H, W = x.shape
+    K, Cg, KH, KW = w.shape
+    Ho = (H + pad4[0] + pad4[2] - dil[0] * (KH - 1) - 1) // stride[0] + 1
+    Wo = (W + pad4[1] + pad4[3] - dil[1] * (KW - 1) - 1) // stride[1] + 1
+    E = x.element_size()
+    BK, Nn, r, s = 128 // E, K // groups, tap // KW, tap % KW
+    xp = torch.zeros(N, C + BK, H, W, dtype=x.dtype)  # channels past C read as zeros
+    xp[:, :C] = x.cpu()
+    a = torch.zeros(128, BK, dtype=x.dtype)
+    poison = torch.zeros(128, dtype=torch.bool)
+    for i in range(128):
+        if tile_w:
+            per_image = tiles_w * ((Ho + 128 // tile_w - 1) // (128 // tile_w))
+            img, t = bx // per_image, bx % per_image
+            row = t // tiles_w * (128 // tile_w) + i // tile_w
+            if row >= Ho:
+                poison[i] = True
+                continue
+            lin = (img * Ho + row) * Wo + t % tiles_w * tile_w + i % tile_w
+        else:
+            lin = bx * 128 + i
+        n, ho, wo = lin // (Ho * Wo), lin // Wo % Ho, lin % Wo
+        hs, ws = ho * stride[0] - pad4[0] + r * dil[0], wo * stride[1] - pad4[1] + s * dil[1]
+        if n < N and 0 <= hs < H and 0 <= ws < W:
+            a[i] = xp[n, g * Cg + c0: g * Cg + c0 + BK, hs, ws]
+    b = torch.zeros(tile_n, BK, dtype=x.dtype)
+    for n in range(tile_n):
+        k = by * tile_n + n
+        if k < Nn:
+            cols = w.cpu()[g * Nn + k, c0: c0 + BK, r, s]
+            b[n, :cols.numel()] = cols
+
+    def swizzled(rows):
+        raw = rows.contiguous().view(torch.uint8).view(rows.shape[0], 8, 16)
+        out = torch.empty_like(raw)
+        for i in range(rows.shape[0]):
+            out[i, torch.arange(8) ^ (i % 8)] = raw[i]
+        return out.view(-1)
+    got_a = swizzled(a).view(128, 128)
+    got_a[poison] = 0xAB
+    return torch.cat([got_a.view(-1), swizzled(b)])
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_tma_stage_expected_is_the_convolution(case):
+    """test_cuda_tma_stage_probe's reference stages, checked without a GPU: summed over every tap and
+    channel chunk, A (unswizzled) times B's transpose is the convolution's output at the tile's
+    output pixels and channels (F.conv2d, fp64)."""
+    xs, ws, stride, pad4, dil, groups, bx, by, g, tile_w, tiles_w = [
+        ((2, 72, 9, 11), (136, 72, 3, 3), [1, 1], [1, 1, 1, 1], [1, 1], 1, 1, 1, 0, 0, 0),
+        ((2, 64, 13, 12), (40, 64, 3, 2), [2, 3], [2, 1, 0, 1], [2, 3], 1, 0, 0, 0, 0, 0),
+        ((1, 128, 6, 7), (64, 64, 3, 3), [1, 1], [1, 1, 1, 1], [1, 1], 2, 0, 0, 1, 0, 0),
+        ((1, 24, 19, 35), (16, 24, 3, 3), [1, 1], [18, 18, 18, 18], [18, 18], 1, 5, 0, 0, 16, 3)][case]
+    tile_n = 128
+    x, w = torch.randn(xs), torch.randn(ws)
+    K, Cg, KH, KW = ws
+    Nn = K // groups
+    acc = torch.zeros(128, tile_n, dtype=torch.float64)
+    for tap in range(KH * KW):
+        for c0 in range(0, Cg, 32):
+            st = _tma_stage_expected(x, w, stride, pad4, dil, groups, bx, by, g, tap, c0, tile_n, tile_w, tiles_w)
+
+            def rows(raw, n):
+                chunks = raw.view(n, 8, 16)
+                return torch.stack([chunks[i, torch.arange(8) ^ (i % 8)] for i in range(n)]).view(n, 128)
+            a = rows(st[:128 * 128], 128).contiguous().view(torch.float32).double()
+            b = rows(st[128 * 128:], tile_n).contiguous().view(torch.float32).double()
+            acc += a @ b.T
+    y = TF.conv2d(TF.pad(x.double(), (pad4[1], pad4[3], pad4[0], pad4[2])), w.double(), None, stride, 0, dil, groups)
+    Ho, Wo = y.shape[2:]
+    checked = 0
+    for i in range(128):
+        if tile_w:
+            per_image = tiles_w * ((Ho + 128 // tile_w - 1) // (128 // tile_w))
+            t = bx % per_image
+            n, ho, wo = bx // per_image, t // tiles_w * (128 // tile_w) + i // tile_w, t % tiles_w * tile_w + i % tile_w
+            if ho >= Ho or wo >= Wo:
+                continue
+        else:
+            lin = bx * 128 + i
+            n, ho, wo = lin // (Ho * Wo), lin // Wo % Ho, lin % Wo
+            if n >= xs[0]:
+                continue
+        cols = min(tile_n, Nn - by * tile_n)
+        want = y[n, g * Nn + by * tile_n: g * Nn + by * tile_n + cols, ho, wo]
+        assert torch.allclose(acc[i, :cols], want, rtol=1e-9, atol=1e-9), (case, i)
+        checked += 1
+    assert checked > 0
+
+
+@pytest.mark.cuda
+@pytest.mark.untried
+@pytest.mark.parametrize("tile_n", [128, 256])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_tma_stage_probe(dtype, tile_n):
+    """The TMA form's copies alone, byte for byte (rnnkern.ops.conv.tma_stage_probe), against the
+    convolution's definition: so that when test_cuda_tma_gather fails, this says whether the copies
+    (the im2col map's bounding box, traversal and strides, the offsets, zero fill, the 128-byte
+    swizzle, the weight's tiled map) or the products are wrong. Row-order tiles crossing images and
+    running past the batch, channels short of a chunk and a second chunk, a strided and dilated
+    convolution with unequal padding, groups, 8 x 16 pixel tiles ragged in both directions (rows past
+    the output never loaded), a second column tile."""
+    if not _wgmma_runs():
+        pytest.skip("the TMA form needs an sm_90 GPU and an sm_90a build")
+    from rnnkern.ops.conv import tma_stage_probe
+    cl = torch.channels_last
+    # (input, weight, stride, padding (top, left, bottom, right), dilation, groups, probes (bx, by, g, tap, c0))
+    cases = [((2, 72, 9, 11), (136, 72, 3, 3), [1, 1], [1, 1, 1, 1], [1, 1], 1,
+              [(0, 0, 0, 4, 0), (1, 1, 0, 0, 64), (1, 0, 0, 8, 0)]),
+             ((2, 64, 13, 12), (40, 64, 3, 2), [2, 3], [2, 1, 0, 1], [2, 3], 1, [(0, 0, 0, 5, 32), (0, 0, 0, 0, 0)]),
+             ((1, 128, 6, 7), (64, 64, 3, 3), [1, 1], [1, 1, 1, 1], [1, 1], 2, [(0, 0, 1, 2, 0)]),
+             ((1, 24, 19, 35), (16, 24, 3, 3), [1, 1], [18, 18, 18, 18], [18, 18], 1,
+              [(0, 0, 0, 4, 0), (5, 0, 0, 0, 0), (2, 0, 0, 8, 0), (7, 0, 0, 4, 0)])]
+    for xs, ws, stride, pad4, dil, groups, probes in cases:
+        x = torch.randn(xs, dtype=dtype)
+        w = torch.randn(ws, dtype=dtype)
+        xc, wc = x.cuda().contiguous(memory_format=cl), w.cuda()
+        for bx, by, g, tap, c0 in probes:
+            if c0 >= ws[1] or (by * tile_n >= ws[0] // groups):
+                continue
+            got, tile_w, tiles_w = tma_stage_probe(xc, wc, stride, pad4, dil, groups, bx, by, g, tap, c0, tile_n)
+            want = _tma_stage_expected(x, w, stride, pad4, dil, groups, bx, by, g, tap, c0, tile_n, tile_w, tiles_w)
+            got = got.cpu()
+            bad = (got != want).nonzero().flatten()
+            assert bad.numel() == 0, (xs, ws, (bx, by, g, tap, c0), "first wrong bytes", bad[:8].tolist(),
+                                      got[bad[:8]].tolist(), want[bad[:8]].tolist(), "tile_w", tile_w)
+        if xs[3] >= 32:
+            assert tile_w == 16, "the dilation-18 case should take 8 x 16 pixel tiles"
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("form,var,value,allowed", [("wgmma", "RNNKERN_CONV_WGMMA_N", "256", "'64' or '128'"),
                                                     ("tma", "RNNKERN_CONV_TMA_N", "64", "'128' or '256'")])
