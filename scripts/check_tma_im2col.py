@@ -57,7 +57,7 @@ forward as tma_problems' stride-1 forwards, one a stride phase (at stride 1 one 
 flipped, padding d (k - 1) - p), the weight's taps sliced and flipped (launch_gather_tma_tn) and the
 outputs scattered to the phase's pixels (oy_step, oy0, ...); set_pixel_tiles' 8 x 16 pixel tiles
 (eight 16-pixel im2col loads a stage, loads clipped at Ho, expect_tx (loads * 16 + TN) * 128, slot
-i stored to (ho0 + i / 16, wo0 + i % 16) only inside the output); the tap list s_taps; TN = 128
+i stored to (ho0 + i / 16, wo0 + i % 16) only inside the output); the tap list s_live; TN = 128
 (5 stages) and TN = 256 (4 stages, B box {BK, 256, 1}, m64n256); the epilogue's staging tile and its
 16-byte / scalar store loops (each channel below Nn of each stored slot once, nothing past Nn).
 Also checked: the documented host-side limits of the two tensor maps and of the descriptors, that
@@ -277,7 +277,7 @@ def host_violations(case, E, trans=False, TN=128):
         if G > 1 and R % BK:
             bad.append("G > 1 with R % BK != 0 (a chunk would read the next group's channels)")
         if KH * KW > MAX_TAPS:
-            bad.append(f"{KH * KW} taps > kTmaMaxTaps (s_taps)")
+            bad.append(f"{KH * KW} taps > kTmaMaxTaps (s_live)")
     return sorted(set(bad), key=bad.index)
 
 
@@ -285,7 +285,7 @@ def host_violations(case, E, trans=False, TN=128):
 # the kernel's formulas (what is being checked), with hooks for deliberate mistakes
 
 def kernel_plan(p, E, TN=128, mut=None):
-    """The tensor maps, block prologue (tile pixels, s_out, s_taps), coordinates, offsets, stage
+    """The tensor maps, block prologue (tile pixels, s_out, s_live), coordinates, offsets, stage
     layout and descriptors as gather_tma_kernel<T, TN> / launch_gather_tma_tn build them."""
     N, Cs, Hs, Ws, Ho, Wo = (p[k] for k in ("N", "Cs", "Hs", "Ws", "Ho", "Wo"))
     G, R, Nn, KH, KW, dh, dw, pt, pl = (p[k] for k in ("G", "R", "Nn", "KH", "KW", "dh", "dw", "pt", "pl"))
@@ -333,7 +333,7 @@ def kernel_plan(p, E, TN=128, mut=None):
     # s_out, in output pixels (the kernel's offset is this times Co)
     s_out = np.where(pn >= 0, (pn * p["out_h"] + pho * p["oy_step"] + p["oy0"]) * p["out_w"]
                      + pwo * p["ox_step"] + p["ox0"], -1)
-    # s_taps: the taps some slot with pn >= 0 reads real input for
+    # s_live: the taps some slot with pn >= 0 reads real input for
     tpn, tpho, tpwo = row_order() if mut == "taps_row_order" else (pn, pho, pwo)
     tpt, tpl = (p["pt_in"], p["pl_in"]) if mut == "taps_unflipped" else (pt, pl)
     tsh, tsw = (1, 1) if mut == "taps_unstrided" else (sh, sw)
@@ -764,14 +764,14 @@ def replay_problem(prob, src, wv, E, TN, mut, out, cnt, info):
         info[k] = info.get(k, 0) + st[k]
     info["loads"] = info.get("loads", 0) + int((issued[..., None] & live[:, None, :]).sum()) * G * chunks
 
-    # s_taps never drops a tap some stored pixel reads real input through
+    # s_live never drops a tap some stored pixel reads real input through
     if ppc == seg:
         sv = (s_out >= 0).reshape(nbx, -1, seg)[:, :Lmax]
         reads = (inb & sv[:, :, None, :] & issued[:, :, None, None]).any(axis=(1, 3))    # (nbx, taps)
         dropped = reads & ~live
         if dropped.any():
             b, t = np.argwhere(dropped)[0]
-            return (f"s_taps drops tap {t} of block {b} (ho0 {plan['ho0'][b]}, wo0 {plan['wo0'][b]}), which a stored "
+            return (f"s_live drops tap {t} of block {b} (ho0 {plan['ho0'][b]}, wo0 {plan['wo0'][b]}), which a stored "
                     f"pixel reads real input through")
     info["taps_skipped"] = info.get("taps_skipped", 0) + int((~live).sum())
     info["block_taps"] = info.get("block_taps", 0) + live.size
@@ -1191,7 +1191,7 @@ def main():
                   f"{info['tiles2d']} tiles, {info['ragged_cols']} with columns past Wo (their 16-pixel walks wrap "
                   f"into the next row / image: masked), {info['stale_rows']} slot rows past Ho never loaded "
                   f"(stale NaN, never stored), {info['taps_skipped']} of {info['block_taps']} block taps skipped by "
-                  f"s_taps (none that a stored pixel reads input through)")
+                  f"s_live (none that a stored pixel reads input through)")
 
         # strided forwards: the traversal strides
         info = {}

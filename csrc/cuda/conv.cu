@@ -1027,7 +1027,7 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
 // gather kernel's 8 x 16 pixel tiles (set_pixel_tiles: eight 16-pixel loads a stage, from a map of
 // 16 pixels a column); G == 1 or R % BK == 0 (a chunk never reads the next group's channels; with
 // G == 1 the channels past R are outside the map and read as zeros). Tap skipping as the gather
-// kernel's: the taps whose whole tile reads padding are never loaded (s_taps).
+// kernel's: the taps whose whole tile reads padding are never loaded (s_live).
 // Tiles of BM x TN, TN = 128 (the default) or 256 (RNNKERN_CONV_TMA_N=256: one wgmma.m64n256 a
 // consumer warpgroup and k step, each pixel tile read from L2 half as often; 128 accumulators a
 // thread), one CTA an SM either way.
@@ -1097,7 +1097,7 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   constexpr int BK = 128 / static_cast<int>(sizeof(T));
   constexpr int kTmaStages = TmaTile<TN>::kStages, kTmaStageBytes = TmaTile<TN>::kStageBytes, kTmaTileN = TN;
   __shared__ __align__(8) uint64_t full[kTmaStages], empty[kTmaStages];
-  __shared__ int s_taps[kTmaMaxTaps];
+  __shared__ unsigned long long s_live;  // bit t: some pixel of the tile reads real data through tap t
   extern __shared__ __align__(1024) unsigned char tma_smem_raw[];
   const uint32_t raw = smem_u32(tma_smem_raw);
   const uint32_t ring = (raw + 1023) & ~1023u;
@@ -1118,11 +1118,13 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
       mbar_init(smem_u32(&empty[s]), 8);  // one arrival per consumer warp
     }
     mbar_init_fence();
+    s_live = 0;
     tma_prefetch_map(&map_x);
     tma_prefetch_map(&map_w);
   }
-  // This thread's tile slot (tid < BM), then the taps some pixel of the tile reads real data for, in
-  // order (block-uniform count).
+  // This thread's tile slot (tid < BM), then the taps some pixel of the tile reads real data for
+  // (s_live: each thread's taps as a mask, OR-ed across its warp, then into shared memory: two block
+  // barriers, where a __syncthreads_or a tap took one for each tap).
   int pn = -1, pho = 0, pwo = 0;
   if (tid < BM) {
     if (p.tile_w > 0) {
@@ -1140,17 +1142,21 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
                         : ((static_cast<long long>(pn) * p.out_h + pho * p.oy_step + p.oy0) * p.out_w +
                            pwo * p.ox_step + p.ox0) * p.Co;
   }
-  int live = 0;
-  for (int t = 0; t < taps; ++t) {
-    const int hs = pho * p.sh - p.pt + t / p.KW * p.dh, ws = pwo * p.sw - p.pl + t % p.KW * p.dw;
-    if (__syncthreads_or(pn >= 0 && hs >= 0 && hs < p.Hs && ws >= 0 && ws < p.Ws)) {
-      if (tid == 0) s_taps[live] = t;
-      ++live;
+  unsigned long long mine = 0;  // (taps <= kTmaMaxTaps = 64: use_tma)
+  if (pn >= 0) {
+    for (int t = 0; t < taps; ++t) {
+      const int hs = pho * p.sh - p.pt + t / p.KW * p.dh, ws = pwo * p.sw - p.pl + t % p.KW * p.dw;
+      if (hs >= 0 && hs < p.Hs && ws >= 0 && ws < p.Ws) mine |= 1ull << t;
     }
   }
-  __syncthreads();  // s_taps and the barriers' initialisation visible
+  __syncthreads();  // s_live zeroed (and the barriers' initialisation visible)
+  const unsigned lo = __reduce_or_sync(0xffffffffu, static_cast<unsigned>(mine));
+  const unsigned hi = __reduce_or_sync(0xffffffffu, static_cast<unsigned>(mine >> 32));
+  if (tid % 32 == 0 && (lo | hi) != 0) atomicOr(&s_live, (static_cast<unsigned long long>(hi) << 32) | lo);
+  __syncthreads();  // s_live complete
+  const unsigned long long live_taps = s_live;
   const int chunks = (p.R + BK - 1) / BK;
-  const int ksteps = live * chunks;
+  const int ksteps = __popcll(live_taps) * chunks;
 
   float acc[kTmaTileN / 2];
 #pragma unroll
@@ -1159,13 +1165,16 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   if (wg == 0) {
     if (tid == 0) {  // one thread issues; its warp reconverges below before the block's barrier
       const uint32_t bytes = static_cast<uint32_t>((tile.loads * seg + kTmaTileN) * 128);
-      for (int i = 0; i < ksteps; ++i) {
-        const int st = i % kTmaStages;
-        if (i >= kTmaStages) mbar_wait(smem_u32(&empty[st]), (i / kTmaStages - 1) & 1);  // its last reads are done
-        const uint32_t bar = smem_u32(&full[st]);
-        mbar_arrive_expect_tx(bar, bytes);
-        tma_issue_stage(p, tile, &map_x, &map_w, ring + st * kTmaStageBytes, bar, g, n0, s_taps[i / chunks],
-                        i % chunks * BK);
+      int i = 0;  // k-step: the live taps in order, all chunks of one before the next
+      for (unsigned long long rest = live_taps; rest != 0; rest &= rest - 1) {
+        const int t = __ffsll(static_cast<long long>(rest)) - 1;
+        for (int c0 = 0; c0 < p.R; c0 += BK, ++i) {
+          const int st = i % kTmaStages;
+          if (i >= kTmaStages) mbar_wait(smem_u32(&empty[st]), (i / kTmaStages - 1) & 1);  // its last reads are done
+          const uint32_t bar = smem_u32(&full[st]);
+          mbar_arrive_expect_tx(bar, bytes);
+          tma_issue_stage(p, tile, &map_x, &map_w, ring + st * kTmaStageBytes, bar, g, n0, t, c0);
+        }
       }
     }
     __syncwarp();
