@@ -61,7 +61,7 @@ i stored to (ho0 + i / 16, wo0 + i % 16) only inside the output); the tap list s
 (5 stages) and TN = 256 (4 stages, B box {BK, 256, 1}, m64n256); the epilogue's staging tile and its
 16-byte / scalar store loops (each channel below Nn of each stored slot once, nothing past Nn).
 Also checked: the documented host-side limits of the two tensor maps and of the descriptors, that
-use_tma never lets through a problem that breaks them, and that the replay detects deliberately
+tma_plan never lets through a problem that breaks them, and that the replay detects deliberately
 wrong formulas.
 
     python scripts/check_tma_im2col.py
@@ -191,8 +191,8 @@ def tma_problems(q, trans, mut=None):
     return out
 
 
-def use_tma_refusals(case, E, trans):
-    """use_tma's shape conditions (not the environment, device or alignment): why it says no."""
+def tma_plan_refusals(case, E, trans):
+    """tma_plan's shape conditions (not the environment, device or alignment): why it says no."""
     q = gather_params(case, trans)
     V, BK, why = 16 // E, 128 // E, []
     if not trans and (q["sh"] > 8 or q["sw"] > 8):
@@ -909,8 +909,8 @@ def work_of(case, E, trans, TN):
 
 
 def random_case(rng, E, cap, trans=False, TN=128, wide=False, refused=None, strided=False):
-    """A random problem the kernel runs (use_tma says yes and no documented limit breaks); the
-    draws use_tma refuses are counted in refused[reason]."""
+    """A random problem the kernel runs (tma_plan says yes and no documented limit breaks); the
+    draws tma_plan refuses are counted in refused[reason]."""
     BK = BK_OF[E]
     while True:
         N, H, W = (int(v) for v in (rng.integers(1, 4), rng.integers(1, 41), rng.integers(1, 41)))
@@ -943,7 +943,7 @@ def random_case(rng, E, cap, trans=False, TN=128, wide=False, refused=None, stri
         case = make_case(N, H, W, C, K, G, KH, KW, dh, dw, pt, pb, pl, pr, mode, sh, sw)
         if case["Ho"] < 1 or case["Wo"] < 1:
             continue
-        why = use_tma_refusals(case, E, trans)
+        why = tma_plan_refusals(case, E, trans)
         if why:
             if refused is not None:
                 for r in set(why):
@@ -1055,8 +1055,8 @@ def check_host_limits():
     return ok
 
 
-def cross_check_use_tma(rng, n=2000):
-    """use_tma (its shape conditions) against the documented limits: any problem it lets through
+def cross_check_tma_plan(rng, n=2000):
+    """tma_plan (its shape conditions) against the documented limits: any problem it lets through
     that breaks one is a limit the kernel does not check. Shapes drawn around the limits."""
     leaks, accepted = [], 0
     for _ in range(n):
@@ -1073,7 +1073,7 @@ def cross_check_use_tma(rng, n=2000):
                          KH, KW, dh, dw, *pads, sh=s[0], sw=s[1])
         if case["Ho"] < 1 or case["Wo"] < 1 or C % G or K % G:
             continue
-        if use_tma_refusals(case, E, trans):
+        if tma_plan_refusals(case, E, trans):
             continue
         accepted += 1
         for TN in (128, 256):
@@ -1197,7 +1197,7 @@ def main():
         info = {}
         cases = strided_cases(E) + [random_case(rng, E, 900_000, strided=True) for _ in range(16)]
         for i, case in enumerate(cases):
-            v = host_violations(case, E) + use_tma_refusals(case, E, False)
+            v = host_violations(case, E) + tma_plan_refusals(case, E, False)
             assert not v, (case, v)
             err = run_case(case, E, rng, info=info)
             if err:
@@ -1213,7 +1213,7 @@ def main():
         cases = trans_cases(E)
         cases += [random_case(rng, E, 900_000, trans=True, refused=refused) for _ in range(36)]
         for i, case in enumerate(cases):
-            v = host_violations(case, E, True) + use_tma_refusals(case, E, True)
+            v = host_violations(case, E, True) + tma_plan_refusals(case, E, True)
             assert not v, (case, v)
             err = run_case(case, E, rng, trans=True, info=info)
             if err:
@@ -1227,7 +1227,7 @@ def main():
                   f"convolution): {info['problems']} stride-1 problems of the flipped taps, {strided} strided, "
                   f"{negpad} with a negative problem padding (positive lower corner), "
                   f"{sum(c['mode'] == 'outpad' for c in cases)} transposed convolutions with output padding, "
-                  f"{info.get('tiles2d', 0)} 2-D pixel tiles; use_tma refused {sum(refused.values())} random draws "
+                  f"{info.get('tiles2d', 0)} 2-D pixel tiles; tma_plan refused {sum(refused.values())} random draws "
                   f"({', '.join(f'{k}: {v}' for k, v in sorted(refused.items()))})")
 
         # TN = 256
@@ -1272,13 +1272,13 @@ def main():
         print(f"ok: epilogue: deliberate mistakes detected ({', '.join(sorted(set(m for _, m in emuts)))})")
     if not check_host_limits():
         fail("host limits: a documented limit is not enforced by host_violations")
-    accepted, leaks = cross_check_use_tma(np.random.default_rng(99))
+    accepted, leaks = cross_check_tma_plan(np.random.default_rng(99))
     if leaks:
         case, trans, TN, v = leaks[0]
-        fail(f"use_tma accepts {len(leaks)} problem(s) that break a documented limit, e.g. "
+        fail(f"tma_plan accepts {len(leaks)} problem(s) that break a documented limit, e.g. "
              f"{'grad_input' if trans else 'forward'} TN {TN} {case}: {'; '.join(v)}")
     else:
-        print(f"ok: use_tma's shape conditions imply the documented limits on {accepted} random accepted problems "
+        print(f"ok: tma_plan's shape conditions imply the documented limits on {accepted} random accepted problems "
               f"(extreme pads, dilations, strides; TN 128 and 256)")
     dt = time.time() - t0
     if failures:

@@ -122,6 +122,8 @@ class Case:
 
 
 RNN_DEBUG = {"RNNKERN_DEBUG": "1"}  # csrc/cuda/rnn.cu logs the path and kernel each call takes
+# the bf16 channels_last conv forward the gather kernel's forms are profiled on (N8 256->256 64x64 3x3 d1)
+BF16_CL_D1 = dict(dtype="bfloat16", channels_last=True, n=8, cin=256, cout=256, hw=64, d=1)
 
 CASES = {
     # Persistent RNN (csrc/cuda/rnn.cu): rnn_forward_cuda launches the persistent kernel ONCE per
@@ -168,7 +170,7 @@ CASES = {
         "gather_conv_kernel|wgrad_kernel", per_iter=2, count=2),
     "conv-bf16-CL-256-64x64-d1": Case(
         "gather_conv_kernel forward (wgmma on sm_90a), bf16 channels_last N8 256->256 64x64 3x3 d1", conv,
-        dict(dtype="bfloat16", channels_last=True, n=8, cin=256, cout=256, hw=64, d=1),
+        BF16_CL_D1,
         "gather_conv_kernel", per_iter=1, count=1),
     # the same two d1 forwards on mma.sync (RNNKERN_CONV_MMA=mma; the default before wgmma took the
     # gather on sm_90a): its issue rate, stalls and L2 traffic against the wgmma form's, which ran
@@ -176,7 +178,7 @@ CASES = {
     "conv-bf16-CL-256-64x64-d1-mma": Case(
         "gather_conv_kernel forward on mma.sync (RNNKERN_CONV_MMA=mma: 128 x 64 tiles), bf16 channels_last N8 "
         "256->256 64x64 3x3 d1", conv,
-        dict(dtype="bfloat16", channels_last=True, n=8, cin=256, cout=256, hw=64, d=1),
+        BF16_CL_D1,
         "gather_conv_kernel", per_iter=1, count=1, env={"RNNKERN_CONV_MMA": "mma"}),
     "conv-tf32-NCHW-256-64x64-d1-mma": Case(
         "gather_conv_kernel forward on mma.sync (RNNKERN_CONV_MMA=mma: 128 x 64 tiles), tf32 NCHW N8 "
@@ -189,12 +191,12 @@ CASES = {
     "conv-bf16-CL-256-64x64-d1-tma": Case(
         "gather_tma_kernel forward (RNNKERN_CONV_MMA=tma: TMA im2col + wgmma, 128 x 128 tiles), bf16 channels_last "
         "N8 256->256 64x64 3x3 d1", conv,
-        dict(dtype="bfloat16", channels_last=True, n=8, cin=256, cout=256, hw=64, d=1),
+        BF16_CL_D1,
         "gather_tma_kernel", per_iter=1, count=1, env={"RNNKERN_CONV_MMA": "tma"}),
     "conv-bf16-CL-256-64x64-d1-tma-n256": Case(
         "gather_tma_kernel forward on 128 x 256 tiles (RNNKERN_CONV_TMA_N=256), bf16 channels_last N8 256->256 "
         "64x64 3x3 d1", conv,
-        dict(dtype="bfloat16", channels_last=True, n=8, cin=256, cout=256, hw=64, d=1),
+        BF16_CL_D1,
         "gather_tma_kernel", per_iter=1, count=1, env={"RNNKERN_CONV_MMA": "tma", "RNNKERN_CONV_TMA_N": "256"}),
     "conv-tf32-NCHW-2048-32x32-d18": Case(
         "gather_conv_kernel forward, ASPP-like tf32 NCHW N8 2048->256 32x32 3x3 d18 (8x16 pixel tiles)", conv,

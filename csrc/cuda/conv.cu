@@ -1049,6 +1049,8 @@ template <int TN> struct TmaTile {
 struct TmaTileOrigin {
   long long m0 = 0;
   int img0, ho0, wo0, seg, rows, loads;
+  // the bytes one stage's copies bring, A's loaded rows and B's tn rows of 128 bytes
+  __device__ uint32_t stage_bytes(int tn) const { return static_cast<uint32_t>((loads * seg + tn) * 128); }
 };
 __device__ __forceinline__ TmaTileOrigin tma_tile_origin(const GatherParams& p, int bx) {
   TmaTileOrigin o;
@@ -1142,7 +1144,7 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
                         : ((static_cast<long long>(pn) * p.out_h + pho * p.oy_step + p.oy0) * p.out_w +
                            pwo * p.ox_step + p.ox0) * p.Co;
   }
-  unsigned long long mine = 0;  // (taps <= kTmaMaxTaps = 64: use_tma)
+  unsigned long long mine = 0;  // (taps <= kTmaMaxTaps = 64: tma_plan)
   if (pn >= 0) {
     for (int t = 0; t < taps; ++t) {
       const int hs = pho * p.sh - p.pt + t / p.KW * p.dh, ws = pwo * p.sw - p.pl + t % p.KW * p.dw;
@@ -1164,7 +1166,7 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   const int wg = tid / 128, warp = tid / 32 % 4, lane = tid % 32;
   if (wg == 0) {
     if (tid == 0) {  // one thread issues; its warp reconverges below before the block's barrier
-      const uint32_t bytes = static_cast<uint32_t>((tile.loads * seg + kTmaTileN) * 128);
+      const uint32_t bytes = tile.stage_bytes(kTmaTileN);
       int i = 0;  // k-step: the live taps in order, all chunks of one before the next
       for (unsigned long long rest = live_taps; rest != 0; rest &= rest - 1) {
         const int t = __ffsll(static_cast<long long>(rest)) - 1;
@@ -1277,7 +1279,7 @@ __global__ void tma_stage_probe_kernel(const GatherParams p, const __grid_consta
   if (threadIdx.x == 0) {
     mbar_init(smem_u32(&bar), 1);
     mbar_init_fence();
-    mbar_arrive_expect_tx(smem_u32(&bar), static_cast<uint32_t>((o.loads * o.seg + TN) * 128));
+    mbar_arrive_expect_tx(smem_u32(&bar), o.stage_bytes(TN));
     tma_issue_stage(p, o, &map_x, &map_w, stage, smem_u32(&bar), g, by * TN, t, c0);
     mbar_wait(smem_u32(&bar), 0);
   }
@@ -1701,7 +1703,8 @@ bool allow_tf32() { return cudnn_tf32_allowed(CudnnOp::kConv); }
 // the gather kernel on 128-column tiles (> 64 output channels) except fp32 channels_last (TF32
 // NCHW and bf16 channels_last forward / grad_input 1.01-1.13x; fp32 channels_last 0.92-0.97x, and
 // 64-column tiles 0.76-0.91x), mma.sync for the grad_weight (wgmma 0.85-0.95x).
-// tma: the forward on gather_tma_kernel where it applies (use_tma), everything else as unset.
+// tma: the forward and grad_input gathers on gather_tma_kernel where they fit (tma_plan), everything
+// else as unset.
 enum class MmaForm { kAuto, kMma, kWgmma, kTma };
 MmaForm conv_mma_form() {
   const char* e = std::getenv("RNNKERN_CONV_MMA");
@@ -1871,8 +1874,8 @@ using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t
                                    CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
 
 // The driver's `name`, or nullptr where this driver / runtime cannot give it (the TMA form then
-// steps aside: use_tma). cudaGetDriverEntryPointByVersion is CUDA 12.5's; before it, the unversioned
-// query (deprecated since, removed in 13).
+// steps aside: launch_gather_tma_tn). cudaGetDriverEntryPointByVersion is CUDA 12.5's; before it,
+// the unversioned query (deprecated since, removed in 13).
 template <typename Fn>
 Fn driver_function(const char* name) {
   void* fn = nullptr;
@@ -2010,40 +2013,34 @@ std::vector<TmaProblem> tma_problems(const GatherParams& q, bool trans) {
 // Where gather_tma_kernel runs (RNNKERN_CONV_MMA=tma asks for it; sm_90 with an sm_90a build):
 // channels_last gathers without pixel shuffle on tensor cores, forwards of stride <= 8 (the map's
 // traversal stride) and the transposed mapping at any stride (through its phases: tma_problems),
-// where every problem meets
-// the map's limits: 16-byte row strides (C, R multiples of 16 bytes), a 16-byte aligned source,
-// G == 1 or R % BK == 0, at most kTmaMaxTaps taps, corners within a rank-4 map's [-128, 127] and
-// im2col offsets (the taps' dilated positions) within its [0, 255]. (A phase's padding may be
-// negative: its base pixels then start inside the source, a positive lower corner.)
-bool tma_fits(const GatherParams& q, size_t elem_size, bool cl, bool trans);
-
-bool use_tma(const GatherParams& q, size_t elem_size, bool cl, bool trans) {
+// where every problem meets the map's limits: 16-byte row strides (C, R multiples of 16 bytes), a
+// 16-byte aligned source, G == 1 or R % BK == 0, at most kTmaMaxTaps taps, corners within a rank-4
+// map's [-128, 127] and im2col offsets (the taps' dilated positions) within its [0, 255]. (A phase's
+// padding may be negative: its base pixels then start inside the source, a positive lower corner.)
+// tma_wanted: the form asked for, on an sm_90 device with an sm_90a build; tma_plan: the call's
+// problems where its shape fits, none where it does not.
+bool tma_wanted() {
 #ifdef RNNKERN_WITH_SM90A
-  return conv_mma_form() == MmaForm::kTma && at::cuda::getCurrentDeviceProperties()->major == 9 &&
-         tma_fits(q, elem_size, cl, trans);
+  return conv_mma_form() == MmaForm::kTma && at::cuda::getCurrentDeviceProperties()->major == 9;
 #else
-  (void)q, (void)elem_size, (void)cl, (void)trans;
   return false;
 #endif
 }
 
-// use_tma's shape conditions (the form asked for and an sm_90 device aside).
-bool tma_fits(const GatherParams& q, size_t elem_size, bool cl, bool trans) {
+std::vector<TmaProblem> tma_plan(const GatherParams& q, size_t elem_size, bool cl, bool trans) {
   // (a traversal stride is at most 8)
-  if (!cl || q.ps > 1 || (!trans && (q.sh > 8 || q.sw > 8))) return false;
+  if (!cl || q.ps > 1 || (!trans && (q.sh > 8 || q.sw > 8))) return {};
   const int V = static_cast<int>(16 / elem_size), BK = static_cast<int>(128 / elem_size);
-  if (q.Cs % V != 0 || q.R % V != 0 || !aligned16(q.src) || (q.G > 1 && q.R % BK != 0)) return false;
-  const std::vector<TmaProblem> problems = tma_problems(q, trans);
-  if (problems.empty()) return false;
+  if (q.Cs % V != 0 || q.R % V != 0 || !aligned16(q.src) || (q.G > 1 && q.R % BK != 0)) return {};
+  std::vector<TmaProblem> problems = tma_problems(q, trans);
   for (const TmaProblem& t : problems) {
     const GatherParams& p = t.p;
-    if (p.KH * p.KW > kTmaMaxTaps || int64_t{p.dh} * (p.KH - 1) > 255 || int64_t{p.dw} * (p.KW - 1) > 255)
-      return false;
+    if (p.KH * p.KW > kTmaMaxTaps || int64_t{p.dh} * (p.KH - 1) > 255 || int64_t{p.dw} * (p.KW - 1) > 255) return {};
     for (const Im2colCorners c : {im2col_corners(p.Hs, p.Ho, p.pt, p.sh), im2col_corners(p.Ws, p.Wo, p.pl, p.sw)})
-      if (c.lower < -128 || c.lower > 127 || c.upper < -128 || c.upper > 127) return false;
-    if ((p.Mt + BM - 1) / BM >= (int64_t{1} << 31) || (p.Nn + 127) / 128 > 65535 || p.G > 65535) return false;
+      if (c.lower < -128 || c.lower > 127 || c.upper < -128 || c.upper > 127) return {};
+    if ((p.Mt + BM - 1) / BM >= (int64_t{1} << 31) || (p.Nn + 127) / 128 > 65535 || p.G > 65535) return {};
   }
-  return true;
+  return problems;
 }
 
 // The TMA form's tile columns: RNNKERN_CONV_TMA_N=128|256 (read per call), 128 when unset.
@@ -2063,7 +2060,7 @@ struct TmaLaunch {
   CUtensorMap map_x, map_w;  // (CUtensorMap is declared 64-byte aligned or more, as the encoders want)
 };
 
-// Encodes a problem's maps (channels_last src, use_tma said yes; w: the weight as (G, KH, KW, R,
+// Encodes a problem's maps (channels_last src, tma_plan said yes; w: the weight as (G, KH, KW, R,
 // Nn)); false where an encoder refuses them (nothing is launched then: the caller falls back).
 template <typename T, int TN>
 bool prepare_tma_launch(const TmaProblem& t, const at::Tensor& w, TmaLaunch* l) {
@@ -2103,10 +2100,10 @@ bool prepare_tma_launch(const TmaProblem& t, const at::Tensor& w, TmaLaunch* l) 
   return true;
 }
 
-// gather_tma_kernel on every problem of tma_problems, at the tile width RNNKERN_CONV_TMA_N says;
-// false, with nothing launched, where the driver's encoders are missing, an encoder refuses a map
-// or the GPU's shared memory is too small (RNNKERN_DEBUG=1 says which): the caller then runs the
-// gather kernel, as for any problem use_tma refuses.
+// gather_tma_kernel on every problem of a call's tma_plan, at the tile width RNNKERN_CONV_TMA_N
+// says; false, with nothing launched, where the driver's encoders are missing, an encoder refuses a
+// map or the GPU's shared memory is too small (RNNKERN_DEBUG=1 says which): the caller then runs
+// the gather kernel, as for any call tma_plan refuses.
 template <typename T, int TN>
 bool launch_gather_tma_tn(const std::vector<TmaProblem>& problems, const at::Tensor& w, cudaStream_t stream) {
   const auto refuse = [](const char* why) {
@@ -2131,11 +2128,10 @@ bool launch_gather_tma_tn(const std::vector<TmaProblem>& problems, const at::Ten
 }
 
 template <typename T>
-bool launch_gather_tma(const GatherParams& p, const at::Tensor& w, bool trans, cudaStream_t stream) {
+bool launch_gather_tma(const std::vector<TmaProblem>& plan, const at::Tensor& w, cudaStream_t stream) {
   TORCH_INTERNAL_ASSERT(w.dim() == 5, "launch_gather_tma: the weight as (G, KH, KW, R, Nn)");
-  const std::vector<TmaProblem> problems = tma_problems(p, trans);
-  return tma_tile_n() == 256 ? launch_gather_tma_tn<T, 256>(problems, w, stream)
-                             : launch_gather_tma_tn<T, 128>(problems, w, stream);
+  return tma_tile_n() == 256 ? launch_gather_tma_tn<T, 256>(plan, w, stream)
+                             : launch_gather_tma_tn<T, 128>(plan, w, stream);
 }
 
 // The one place that picks the kernel and its launch configuration for the gather family.
@@ -2174,7 +2170,10 @@ void launch_gather(GatherParams p, const at::Tensor& w, bool cl, bool trans, int
   with_path<T>([&](auto path) {
     constexpr Path P = decltype(path)::value;
     if constexpr (P != Path::kSimt) {
-      if (use_tma(p, sizeof(T), cl, trans) && launch_gather_tma<T>(p, w, trans, stream)) return;
+      if (tma_wanted()) {
+        const std::vector<TmaProblem> plan = tma_plan(p, sizeof(T), cl, trans);
+        if (!plan.empty() && launch_gather_tma<T>(plan, w, stream)) return;
+      }
       const bool vec_bk = p.R % V == 0;  // K-major weight rows of R elements (a fresh tensor: aligned)
       if (use_wgmma(sizeof(T), cl, p.vec_a, vec_bk, p.ps > 1, /*gather=*/true, p.Nn)) {
         // (G, taps, Nn, R), always a fresh copy (contiguous() could hand back the caller's storage at
@@ -2425,9 +2424,9 @@ std::tuple<at::Tensor, int64_t, int64_t> conv2d_tma_stage_probe_cuda(const at::T
   int64_t tile_w = 0, tiles_w = 0;
   const auto probe = [&](auto zero) {
     using T = decltype(zero);
-    const bool fits = tma_fits(p, sizeof(T), true, false);
-    TORCH_CHECK(fits, op, ": this convolution is outside the TMA form's scope");
-    const TmaProblem problem = tma_problems(p, false)[0];
+    const std::vector<TmaProblem> plan = tma_plan(p, sizeof(T), true, false);
+    TORCH_CHECK(!plan.empty(), op, ": this convolution is outside the TMA form's scope");
+    const TmaProblem& problem = plan[0];
     TORCH_CHECK(block_x >= 0 && block_x < (problem.p.Mt + BM - 1) / BM && block_y >= 0 &&
                     block_y < (problem.p.Nn + tile_n - 1) / tile_n && group >= 0 && group < g.G && tap >= 0 &&
                     tap < g.KH * g.KW && c0 >= 0 && c0 < g.Cg(),

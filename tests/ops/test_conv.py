@@ -507,7 +507,7 @@ def test_cuda_tma_gather(monkeypatch, dtype, tile_n):
     monkeypatch.setenv("RNNKERN_CONV_TMA_N", str(tile_n))
     cl = torch.channels_last
     # (input, weight, arguments, TMA launches of forward + grad_input for 16-bit / for fp32: one a
-    # stride phase of grad_input; 0 where use_tma refuses the pass)
+    # stride phase of grad_input; 0 where tma_plan refuses the pass)
     cases = [((2, 64, 20, 20), (96, 64, 3, 3), dict(padding=1), (2, 2)),
              ((3, 72, 37, 41), (136, 72, 3, 3), dict(padding=6, dilation=6), (2, 2)),
              ((2, 136, 33, 35), (72, 136, 3, 3), dict(padding="same", dilation=18), (2, 2)),
@@ -583,13 +583,27 @@ def test_cuda_tma_gather(monkeypatch, dtype, tile_n):
         assert tma_launches(lambda: RF.conv_transpose2d(xtc, wt.to(**cast), None, *args)) == phases, args
 
 
+def _tma_slot(i, bx, tile_w, tiles_w, Ho, Wo):
+    """Slot i of the TMA kernel's pixel tile bx: (linear index of the output base pixel it loads, in
+    row-major (n, ho, wo) order, or None for a tile row past the output, never loaded; whether the
+    slot is that output pixel itself). Row order: pixel 128 bx + i. 8 x 16 tiles: row i // 16 of the
+    tile, column i % 16; a column past the output loads the next pixels in row-major order (the
+    map's traversal wraps) and stands for no output pixel."""
+    if not tile_w:
+        return bx * 128 + i, True
+    per_image = tiles_w * ((Ho + 128 // tile_w - 1) // (128 // tile_w))
+    t = bx % per_image
+    row, col = t // tiles_w * (128 // tile_w) + i // tile_w, t % tiles_w * tile_w + i % tile_w
+    if row >= Ho:
+        return None, False
+    return (bx // per_image * Ho + row) * Wo + col, col < Wo
+
+
 def _tma_stage_expected(x, w, stride, pad4, dil, groups, bx, by, g, tap, c0, tile_n, tile_w, tiles_w):
     """The bytes gather_tma_kernel's producer should leave in a stage (tma_stage_probe's layout), from
-    the convolution's definition: A row i is the base pixel the tile's slot i stands for (row order:
-    output pixel 128 bx + i; 8 x 16 tiles: row i // 16 of the tile, column i % 16, a column past the
-    output being the next pixels in row-major order, as the map's traversal wraps), read at tap
-    (r, s) for channels c0 ... of group g (zeros outside the input and past the channels; 0xAB for a
-    tile row past the output, never loaded); B row n is output channel by * tile_n + n's weights for
+    the convolution's definition: A row i is the base pixel the tile's slot i loads (_tma_slot), read
+    at tap (r, s) for channels c0 ... of group g (zeros outside the input and past the channels;
+    0xAB for a tile row past the output, never loaded); B row n is output channel by * tile_n + n's weights for
     that tap and those channels. Each 128-byte row's 16-byte chunk j sits at chunk j ^ (row % 8)."""
     N, C, H, W = x.shape
     K, Cg, KH, KW = w.shape
@@ -602,16 +616,10 @@ def _tma_stage_expected(x, w, stride, pad4, dil, groups, bx, by, g, tap, c0, til
     a = torch.zeros(128, BK, dtype=x.dtype)
     poison = torch.zeros(128, dtype=torch.bool)
     for i in range(128):
-        if tile_w:
-            per_image = tiles_w * ((Ho + 128 // tile_w - 1) // (128 // tile_w))
-            img, t = bx // per_image, bx % per_image
-            row = t // tiles_w * (128 // tile_w) + i // tile_w
-            if row >= Ho:
-                poison[i] = True
-                continue
-            lin = (img * Ho + row) * Wo + t % tiles_w * tile_w + i % tile_w
-        else:
-            lin = bx * 128 + i
+        lin, _ = _tma_slot(i, bx, tile_w, tiles_w, Ho, Wo)
+        if lin is None:
+            poison[i] = True
+            continue
         n, ho, wo = lin // (Ho * Wo), lin // Wo % Ho, lin % Wo
         hs, ws = ho * stride[0] - pad4[0] + r * dil[0], wo * stride[1] - pad4[1] + s * dil[1]
         if n < N and 0 <= hs < H and 0 <= ws < W:
@@ -663,17 +671,10 @@ def test_tma_stage_expected_is_the_convolution(case):
     Ho, Wo = y.shape[2:]
     checked = 0
     for i in range(128):
-        if tile_w:
-            per_image = tiles_w * ((Ho + 128 // tile_w - 1) // (128 // tile_w))
-            t = bx % per_image
-            n, ho, wo = bx // per_image, t // tiles_w * (128 // tile_w) + i // tile_w, t % tiles_w * tile_w + i % tile_w
-            if ho >= Ho or wo >= Wo:
-                continue
-        else:
-            lin = bx * 128 + i
-            n, ho, wo = lin // (Ho * Wo), lin // Wo % Ho, lin % Wo
-            if n >= xs[0]:
-                continue
+        lin, own = _tma_slot(i, bx, tile_w, tiles_w, Ho, Wo)
+        if lin is None or not own or lin >= xs[0] * Ho * Wo:
+            continue
+        n, ho, wo = lin // (Ho * Wo), lin // Wo % Ho, lin % Wo
         cols = min(tile_n, Nn - by * tile_n)
         want = y[n, g * Nn + by * tile_n: g * Nn + by * tile_n + cols, ho, wo]
         assert torch.allclose(acc[i, :cols], want, rtol=1e-9, atol=1e-9), (case, i)
