@@ -2,7 +2,8 @@
 # One run on a GPU machine: build with that machine's torch, run the CUDA tests, run
 # compute-sanitizer (memcheck + racecheck) over every CUDA kernel, run the benchmarks, and leave
 # logs + JSON in OUTDIR. Installs nothing (the GPU machine may have no network).
-#   scripts/gpu_check.sh [OUTDIR]        (default: $OUT, else ./gpu-out)
+#   scripts/gpu_check.sh [OUTDIR]        (default: $OUT, else ./gpu-out; an OUTDIR inside $OUT is
+#                                        packed into $OUT/gpu-check.tgz unless GPU_CHECK_PACK says where)
 #   GPU_CHECK_STEPS="tests bench"        run a subset (the build always runs): tests memcheck racecheck bench
 #                                        (the default; bench includes host_overhead and rnn_trace), and profile (never by default): Nsight Compute
 #                                        on the kernels that miss their models, scripts/gpu_profile.sh,
@@ -34,6 +35,13 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-${OUT:-./gpu-out}}
+# A device call brings back at most 8 files from $OUT (2026-11-28: a run that logged straight into
+# $OUT/gc lost its test logs): logs meant for $OUT go to a scratch folder, packed into one file there.
+if [ -n "${OUT:-}" ] && [ -z "${GPU_CHECK_PACK:-}" ] && [[ "$(realpath -m "$OUTDIR")/" == "$(realpath -m "$OUT")/"* ]]; then
+  GPU_CHECK_PACK=$OUT/gpu-check.tgz
+  OUTDIR=$(mktemp -d /tmp/gpu-check.XXXXXX)
+  echo "logs in $OUTDIR, packed into $GPU_CHECK_PACK"
+fi
 mkdir -p "$OUTDIR"
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1

@@ -778,15 +778,17 @@ def test_persistent_barriers_bitwise_equal(monkeypatch, capfd, dtype, H, B, with
     from (the shared memory of the CTA that computed it, through distributed shared memory,
     instead of L2); the exchange (its own parameter, marked) waits on step-tagged fp32 words
     instead of a barrier. Each output is still one warp's fixed-order sum, so all of them give the
-    same bits. B = 40 takes 4 sequences per warp. The log must name the barrier that ran."""
+    same bits. B = 40 takes 4 sequences per warp. The log must name the barrier that ran. (Unknown
+    values are an error: test_cuda_rnn_env_is_checked.)"""
     T = 19
     lengths = torch.linspace(19, 0, B).round().long() if with_lengths else None
     args = [a.to(dtype) for a in _cuda_args(T, B, H)]
     g, gh = torch.randn(T, B, H, device="cuda"), torch.randn(B, H, device="cuda")
     monkeypatch.setenv("RNNKERN_DEBUG", "1")
     cluster = "cluster" if torch.cuda.get_device_capability()[0] >= 9 and H <= 256 else "grid"
-    expected = ({"grid": "grid", "flag": "flag", "cluster": cluster, "auto": "grid"} if barriers == "waiting"
-                else {"grid": "grid", "exchange": "exchange"})  # RNNKERN_RNN_BARRIER -> the barrier logged
+    # RNNKERN_RNN_BARRIER -> the barrier logged ("": set but empty, read as unset: the default)
+    expected = ({"grid": "grid", "flag": "flag", "cluster": cluster, "": "grid"} if barriers == "waiting"
+                else {"grid": "grid", "exchange": "exchange"})
     runs = {}
     for barrier, logged in expected.items():
         capfd.readouterr()
