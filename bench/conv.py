@@ -35,7 +35,8 @@ class Case:
     groups: int = 1         # cin (= cout) for a depthwise convolution
 
 
-# Other forms of the same op, selected per call by environment variables (the default, on the
+# Other forms of the same op, selected per call by environment variables (the default: 16-bit
+# forward / grad_input on TMA im2col loads + wgmma where they run (conv.cu's tma_wanted), else on the
 # cp.async ring: wgmma for the forward / grad_input on 128-column tiles except fp32 channels_last,
 # mma.sync + ldmatrix elsewhere; 16-bit NCHW through channels_last copies; GEMM-shaped convolutions
 # on cuBLAS):
@@ -54,12 +55,15 @@ VARIANTS = {"cp.async": {"RNNKERN_CONV_PIPELINE": "1"},   # the ring forced on (
             "via CL wgmma": {"RNNKERN_CONV_NCHW": "transpose",  # ... and those on wgmma
                              "RNNKERN_CONV_MMA": "wgmma"},
             "native": {"RNNKERN_CONV_NCHW": "native"},    # 16-bit NCHW on the NCHW kernels (bf16 row below)
-            # the forward and grad_input on TMA im2col loads + wgmma (channels_last stride 1; rows below)
+            # the forward and grad_input on TMA im2col loads + wgmma for every dtype it takes (TF32 too;
+            # rows below) ...
             "tma": {"RNNKERN_CONV_MMA": "tma"},
+            "tma n128": {"RNNKERN_CONV_MMA": "tma", "RNNKERN_CONV_TMA_N": "128"},  # ... on 128 x 128 tiles
             "tma n256": {"RNNKERN_CONV_MMA": "tma", "RNNKERN_CONV_TMA_N": "256"},  # ... on 128 x 256 tiles
             "via CL tma": {"RNNKERN_CONV_NCHW": "transpose", "RNNKERN_CONV_MMA": "tma"}}  # ... TF32 NCHW through copies
+TMA_ONLY = ("tma", "tma n128", "tma n256", "via CL tma")  # (their own rows below)
 NCHW_ONLY = ("via CL", "via CL wgmma", "via CL tma")  # variants that change nothing for channels_last operands
-GATHER_ONLY = ("taps 9", "wgmma taps 1", "tma", "tma n256", "via CL tma")  # the gather's forms: forward and dgrad, not wgrad
+GATHER_ONLY = ("taps 9", "wgmma taps 1") + TMA_ONLY  # the gather's forms: forward and dgrad, not wgrad
 
 GPU_CASES = (
     [Case(torch.float32, False, 8, 256, 256, 64, d) for d in (1, 2, 6, 12, 18)]
@@ -73,14 +77,17 @@ GPU_CASES = (
     + [Case(dt, cl, 8, cin, 256, hw, d, variant=v) for v in VARIANTS
        for dt, cl, cin, hw, d in ((torch.float32, False, 256, 64, 1), (torch.bfloat16, True, 256, 64, 1),
                                   (torch.float32, False, 2048, 32, 18), (torch.bfloat16, True, 2048, 32, 18))
-       if v not in ("engine", "native", "tma", "tma n256", "via CL tma") and not (cl and v in NCHW_ONLY)]
-    # the TMA gather where it runs: bf16 channels_last (and bf16 NCHW through its copies), tf32 channels_last
-    + [Case(torch.bfloat16, True, 8, 256, 256, 64, d, variant="tma") for d in (1, 2, 6, 12, 18)]
-    + [Case(torch.bfloat16, True, 8, 2048, 256, 32, d, variant="tma") for d in (6, 12, 18)]
-    + [Case(dt, cl, 8, 256, 256, 64, 1, variant="tma") for dt, cl in ((torch.bfloat16, False), (torch.float32, True))]
-    + [Case(dt, True, 8, cin, 256, hw, d, variant="tma n256")
-       for dt, cin, hw, d in ((torch.bfloat16, 256, 64, 1), (torch.bfloat16, 2048, 32, 18), (torch.float32, 256, 64, 1))]
-    # TF32 NCHW (ANCHORS' parity row) on it through channels_last copies
+       if v not in ("engine", "native") + TMA_ONLY and not (cl and v in NCHW_ONLY)]
+    # the TMA gather, 16-bit's default: against the wgmma gather it replaced (d1 and d18 above) ...
+    + [Case(torch.bfloat16, True, 8, 256, 256, 64, d, variant="wgmma") for d in (2, 6, 12)]
+    + [Case(torch.bfloat16, True, 8, 2048, 256, 32, d, variant="wgmma") for d in (6, 12)]
+    + [Case(torch.bfloat16, False, 8, 256, 256, 64, 1, variant="wgmma")]
+    # ... and at the tile width the default did not take (tma_tile_n: 256 columns where the grid still
+    # gives every SM a tile: the 64x64 rows; 128 at the ASPP's 32x32)
+    + [Case(torch.bfloat16, True, 8, cin, 256, hw, d, variant=v)
+       for cin, hw, d, v in ((256, 64, 1, "tma n128"), (2048, 32, 6, "tma n256"), (2048, 32, 18, "tma n256"))]
+    # TF32 (opt-in): channels_last at both widths, and NCHW (ANCHORS' parity row) through channels_last copies
+    + [Case(torch.float32, True, 8, 256, 256, 64, 1, variant=v) for v in ("tma", "tma n128")]
     + [Case(torch.float32, False, 8, cin, 256, hw, d, variant="via CL tma") for cin, hw, d in ((256, 64, 1), (2048, 32, 18))]
     # bf16 NCHW: no 2-byte cp.async, so its NCHW tiles take the single-stage form (native); the
     # default runs it through channels_last copies

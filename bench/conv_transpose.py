@@ -91,10 +91,12 @@ def _benches(c: Case, device: str) -> list[Bench]:
         out += passes(" wgmma", RNNKERN_CONV_MMA="wgmma")
         out += passes(" wgmma n64", RNNKERN_CONV_MMA="wgmma", RNNKERN_CONV_WGMMA_N="64")
         # the forward (the engine's grad_input gather, one stride phase a launch) and dgrad (a strided
-        # convolution's forward) on TMA im2col loads (sm_90a; channels_last: NCHW through its copies);
+        # convolution's forward) on TMA im2col loads (sm_90a): 16-bit's default (there: on 128-column
+        # tiles, the width the default did not take), TF32 through channels_last copies (opt-in);
         # the wgrad is not TMA's
-        env = dict(RNNKERN_CONV_MMA="tma", **({} if c.channels_last else {"RNNKERN_CONV_NCHW": "transpose"}))
-        out += [b for b in passes(" tma" if c.channels_last else " via CL tma", **env) if b.pass_ != "wgrad"]
+        env = (dict(RNNKERN_CONV_MMA="tma", RNNKERN_CONV_TMA_N="128") if c.channels_last
+               else dict(RNNKERN_CONV_MMA="tma", RNNKERN_CONV_NCHW="transpose"))
+        out += [b for b in passes(" tma n128" if c.channels_last else " via CL tma", **env) if b.pass_ != "wgrad"]
     if device == "cuda" and (c.k, c.s, c.p) == (4, 2, 1) and not c.channels_last:
         # NCHW on the channels_last kernels through copies (fp32: opt-in), and those on wgmma
         out += passes(" via CL", RNNKERN_CONV_NCHW="transpose")

@@ -168,13 +168,27 @@ CASES = {
         "256->256 64x64 3x3 d1", conv,
         dict(dtype="float32", channels_last=False, n=8, cin=256, cout=256, hw=64, d=1, passes=("fwd", "wgrad")),
         "gather_conv_kernel|wgrad_kernel", per_iter=2, count=2),
+    # bf16 channels_last's default forward: gather_tma_kernel (TMA im2col loads, one producer thread,
+    # two consumer warpgroups on wgmma) on 128 x 256 tiles (tma_tile_n), 0.79x cuDNN on an H200
+    # (bench/NOTES.md, twentieth session): whether its mainloop runs near the MMA rate or waits on L2
     "conv-bf16-CL-256-64x64-d1": Case(
-        "gather_conv_kernel forward (wgmma on sm_90a), bf16 channels_last N8 256->256 64x64 3x3 d1", conv,
+        "gather_tma_kernel forward (TMA im2col + wgmma, 128 x 256 tiles on sm_90a), bf16 channels_last N8 256->256 "
+        "64x64 3x3 d1", conv,
         BF16_CL_D1,
-        "gather_conv_kernel", per_iter=1, count=1),
-    # the same two d1 forwards on mma.sync (RNNKERN_CONV_MMA=mma; the default before wgmma took the
-    # gather on sm_90a): its issue rate, stalls and L2 traffic against the wgmma form's, which ran
-    # only 0-13% faster on an H200 (bench/NOTES.md, eighteenth session)
+        "gather_tma_kernel", per_iter=1, count=1),
+    "conv-bf16-CL-256-64x64-d1-tma-n128": Case(
+        "gather_tma_kernel forward on 128 x 128 tiles (RNNKERN_CONV_TMA_N=128), bf16 channels_last N8 256->256 "
+        "64x64 3x3 d1", conv,
+        BF16_CL_D1,
+        "gather_tma_kernel", per_iter=1, count=1, env={"RNNKERN_CONV_TMA_N": "128"}),
+    # the same forward on the gather kernels TMA replaced: wgmma on the cp.async ring (the default
+    # before, RNNKERN_CONV_MMA=wgmma) and mma.sync (RNNKERN_CONV_MMA=mma), which ran 0-13% apart on
+    # an H200 (bench/NOTES.md, eighteenth session)
+    "conv-bf16-CL-256-64x64-d1-wgmma": Case(
+        "gather_conv_kernel forward on wgmma (RNNKERN_CONV_MMA=wgmma: the cp.async ring, 128 x 128 tiles), bf16 "
+        "channels_last N8 256->256 64x64 3x3 d1", conv,
+        BF16_CL_D1,
+        "gather_conv_kernel", per_iter=1, count=1, env={"RNNKERN_CONV_MMA": "wgmma"}),
     "conv-bf16-CL-256-64x64-d1-mma": Case(
         "gather_conv_kernel forward on mma.sync (RNNKERN_CONV_MMA=mma: 128 x 64 tiles), bf16 channels_last N8 "
         "256->256 64x64 3x3 d1", conv,
@@ -185,19 +199,6 @@ CASES = {
         "256->256 64x64 3x3 d1", conv,
         dict(dtype="float32", channels_last=False, n=8, cin=256, cout=256, hw=64, d=1),
         "gather_conv_kernel", per_iter=1, count=1, env={"RNNKERN_CONV_MMA": "mma"}),
-    # the same bf16 d1 forward on TMA im2col loads + wgmma (RNNKERN_CONV_MMA=tma: gather_tma_kernel,
-    # one producer thread, two consumer warpgroups; not yet run on a GPU): whether its mainloop runs
-    # near the MMA rate or stalls on L2 (bench/NOTES.md, nineteenth session), at 128 and 256 columns
-    "conv-bf16-CL-256-64x64-d1-tma": Case(
-        "gather_tma_kernel forward (RNNKERN_CONV_MMA=tma: TMA im2col + wgmma, 128 x 128 tiles), bf16 channels_last "
-        "N8 256->256 64x64 3x3 d1", conv,
-        BF16_CL_D1,
-        "gather_tma_kernel", per_iter=1, count=1, env={"RNNKERN_CONV_MMA": "tma"}),
-    "conv-bf16-CL-256-64x64-d1-tma-n256": Case(
-        "gather_tma_kernel forward on 128 x 256 tiles (RNNKERN_CONV_TMA_N=256), bf16 channels_last N8 256->256 "
-        "64x64 3x3 d1", conv,
-        BF16_CL_D1,
-        "gather_tma_kernel", per_iter=1, count=1, env={"RNNKERN_CONV_MMA": "tma", "RNNKERN_CONV_TMA_N": "256"}),
     "conv-tf32-NCHW-2048-32x32-d18": Case(
         "gather_conv_kernel forward, ASPP-like tf32 NCHW N8 2048->256 32x32 3x3 d18 (8x16 pixel tiles)", conv,
         dict(dtype="float32", channels_last=False, n=8, cin=2048, cout=256, hw=32, d=18),

@@ -40,6 +40,10 @@
 // SIMT FMA path (8x4 outputs per thread). On Hopper, sm_90a builds add Hopper's asynchronous
 // warpgroup MMA on 128 x 128 or 128 x 64 tiles (wgmma_tile_n): the forward / grad_input's default
 // on 128-column tiles where it measured faster, everywhere with RNNKERN_CONV_MMA=wgmma (conv_mma_form).
+// And a third gather, gather_tma_kernel: the forward / grad_input of channels_last tensors fed by
+// TMA im2col loads into a ring of 128-byte-swizzled stages (one producer thread, two consumer
+// warpgroups on wgmma; 128 x 128 or 128 x 256 tiles): 16-bit's default where it runs (tma_wanted),
+// any tensor-core dtype with RNNKERN_CONV_MMA=tma.
 // Mainloop: a ring of cp.async stages (kStages > 1; use_pipeline says where), else one shared
 // stage + register prefetch (the next step's global loads in flight while the tensor cores work
 // on the current one; RNNKERN_CONV_PIPELINE=0 forces it). Epilogue: accumulators staged through shared
@@ -2019,10 +2023,21 @@ std::vector<TmaProblem> tma_problems(const GatherParams& q, bool trans) {
 // padding may be negative: its base pixels then start inside the source, a positive lower corner.)
 // tma_wanted: the form asked for, on an sm_90 device with an sm_90a build; tma_plan: the call's
 // problems where its shape fits, none where it does not.
-bool tma_wanted() {
+// Unset (kAuto), 16-bit gathers take it where each pixel row brings whole 128-byte chunks (R >= BK)
+// and the output channels fill more than half a 128-column tile (Nn > 64): on an H200
+// (bench/results/h200-20261128-s20.json, bf16 channels_last N8 256 -> 256 64x64 d1-d18, ASPP
+// 2048 -> 256 32x32 d6-d18, bf16 NCHW d1, the transposed k4s2) it ran the forward 1.09-2.03x and
+// grad_input 1.36-1.98x faster than the wgmma gather, and its test passed in bf16 and fp16. TF32
+// stays opt-in (=tma) until its test passes on a GPU (the run stopped on a wrong launch count,
+// after six right results); RNNKERN_CONV_PIPELINE=0 turns the unset form's use off, as the ring's.
+bool tma_wanted(size_t elem_size, const GatherParams& p) {
 #ifdef RNNKERN_WITH_SM90A
-  return conv_mma_form() == MmaForm::kTma && at::cuda::getCurrentDeviceProperties()->major == 9;
+  const MmaForm form = conv_mma_form();
+  const bool by_default = form == MmaForm::kAuto && elem_size == 2 && p.R >= static_cast<int>(128 / elem_size) &&
+                          p.Nn > 64 && env_switch("RNNKERN_CONV_PIPELINE", "0", "1", /*unset=*/true);
+  return (form == MmaForm::kTma || by_default) && at::cuda::getCurrentDeviceProperties()->major == 9;
 #else
+  (void)elem_size, (void)p;
   return false;
 #endif
 }
@@ -2043,13 +2058,25 @@ std::vector<TmaProblem> tma_plan(const GatherParams& q, size_t elem_size, bool c
   return problems;
 }
 
-// The TMA form's tile columns: RNNKERN_CONV_TMA_N=128|256 (read per call), 128 when unset.
-int tma_tile_n() {
+// The TMA form's tile columns: RNNKERN_CONV_TMA_N=128|256 (read per call). Unset: 256 where every
+// problem has 256 output channels or more and its 256-column grid still gives each SM a tile, else
+// 128. A 256-column tile reads each pixel tile from L2 half as often: on an H200
+// (h200-20261128-s20.json) bf16 N8 256 -> 256 64x64 d1 (256 tiles) ran the forward and grad_input
+// 1.33x and 1.30x faster than at 128 columns, TF32 1.01x and 1.05x; the ASPP's d18 2048 -> 256 at
+// 32x32 (64 tiles on 132 SMs) 0.98x and 1.03x, a tie.
+int tma_tile_n(const std::vector<TmaProblem>& plan) {
   const char* e = std::getenv("RNNKERN_CONV_TMA_N");
-  if (e == nullptr || *e == '\0') return 128;
-  const std::string v(e);
-  TORCH_CHECK(v == "128" || v == "256", "RNNKERN_CONV_TMA_N must be '128' or '256', got '", v, "'");
-  return v == "256" ? 256 : 128;
+  if (e != nullptr && *e != '\0') {
+    const std::string v(e);
+    TORCH_CHECK(v == "128" || v == "256", "RNNKERN_CONV_TMA_N must be '128' or '256', got '", v, "'");
+    return v == "256" ? 256 : 128;
+  }
+  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  for (const TmaProblem& t : plan) {
+    const int64_t tiles = (t.p.Mt + BM - 1) / BM * ((t.p.Nn + 255) / 256) * t.p.G;
+    if (t.p.Nn < 256 || tiles < sms) return 128;
+  }
+  return 256;
 }
 
 // One problem of tma_problems made ready to launch: its weight's K-major copy (kept alive until the
@@ -2130,7 +2157,7 @@ bool launch_gather_tma_tn(const std::vector<TmaProblem>& problems, const at::Ten
 template <typename T>
 bool launch_gather_tma(const std::vector<TmaProblem>& plan, const at::Tensor& w, cudaStream_t stream) {
   TORCH_INTERNAL_ASSERT(w.dim() == 5, "launch_gather_tma: the weight as (G, KH, KW, R, Nn)");
-  return tma_tile_n() == 256 ? launch_gather_tma_tn<T, 256>(plan, w, stream)
+  return tma_tile_n(plan) == 256 ? launch_gather_tma_tn<T, 256>(plan, w, stream)
                              : launch_gather_tma_tn<T, 128>(plan, w, stream);
 }
 
@@ -2170,7 +2197,7 @@ void launch_gather(GatherParams p, const at::Tensor& w, bool cl, bool trans, int
   with_path<T>([&](auto path) {
     constexpr Path P = decltype(path)::value;
     if constexpr (P != Path::kSimt) {
-      if (tma_wanted()) {
+      if (tma_wanted(sizeof(T), p)) {
         const std::vector<TmaProblem> plan = tma_plan(p, sizeof(T), cl, trans);
         if (!plan.empty() && launch_gather_tma<T>(plan, w, stream)) return;
       }

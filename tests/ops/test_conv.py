@@ -452,13 +452,16 @@ def test_cuda_wgmma_form_is_the_one_that_runs(monkeypatch, dtype, layout, tile_n
 @pytest.mark.parametrize("dtype,layout", [(torch.bfloat16, torch.channels_last), (torch.bfloat16, torch.contiguous_format),
                                           (torch.float32, torch.contiguous_format), (torch.float32, torch.channels_last)])
 def test_cuda_default_form(monkeypatch, dtype, layout):
-    """RNNKERN_CONV_MMA and RNNKERN_CONV_NCHW unset (conv.cu's conv_mma_form, nchw_via_channels_last):
-    on an sm_90a build and an sm_90 GPU the forward (96 output channels, a 128-column tile) runs the
-    gather's wgmma instance except for fp32 channels_last, grad_input (64 columns) and grad_weight run
-    mma.sync; 16-bit NCHW runs the channels_last instances (through copies), TF32 NCHW its own.
-    Elsewhere: mma.sync throughout."""
+    """RNNKERN_CONV_MMA and RNNKERN_CONV_NCHW unset (conv.cu's conv_mma_form, tma_wanted,
+    nchw_via_channels_last): on an sm_90a build and an sm_90 GPU the bf16 forward (96 output
+    channels, 64 input channels: a whole 128-byte chunk) runs the TMA kernel on 128-column tiles,
+    the TF32 forward the gather's wgmma instance except for fp32 channels_last; grad_input (64
+    columns) and grad_weight run mma.sync; 16-bit NCHW runs the channels_last instances (through
+    copies), TF32 NCHW its own. Elsewhere: mma.sync throughout. With RNNKERN_CONV_PIPELINE=0 the
+    bf16 forward leaves the TMA kernel too."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)  # (torch's default: fp32 on the tensor cores)
-    for var in ("RNNKERN_CONV_MMA", "RNNKERN_CONV_NCHW", "RNNKERN_CONV_WGMMA_N", "RNNKERN_CONV_PIPELINE"):
+    for var in ("RNNKERN_CONV_MMA", "RNNKERN_CONV_NCHW", "RNNKERN_CONV_WGMMA_N", "RNNKERN_CONV_PIPELINE",
+                "RNNKERN_CONV_TMA_N"):
         monkeypatch.delenv(var, raising=False)
     x = torch.randn(2, 64, 20, 20, device="cuda", dtype=dtype).contiguous(memory_format=layout).requires_grad_()
     w = torch.randn(96, 64, 3, 3, device="cuda", dtype=dtype, requires_grad=True)
@@ -466,21 +469,28 @@ def test_cuda_default_form(monkeypatch, dtype, layout):
         y = RF.conv2d(x, w, None, 1, 1)
         y.backward(torch.ones_like(y))
     names = _launched_kernels(fwd_bwd)
+    tma = [n.replace(" ", "") for n in names if "gather_tma_kernel<" in n]
     kernels = [n for n in names if "gather_conv_kernel<" in n or "wgrad_kernel<" in n]
     wgmma = [n for n in kernels if re.search(r",true,(64|128)>\(", n)]
-    forward_wgmma = _wgmma_runs() and not (dtype == torch.float32 and layout == torch.channels_last)
+    forward_tma = _wgmma_runs() and dtype == torch.bfloat16
+    forward_wgmma = _wgmma_runs() and not forward_tma and not (dtype == torch.float32 and layout == torch.channels_last)
+    assert len(tma) == int(forward_tma) and all(",128>(" in n for n in tma), names
     assert [n for n in wgmma if "gather_conv_kernel<" in n and n.endswith(",true,128>(rnnkern::(anonymousnamespace)::GatherParams)")] \
         == wgmma and len(wgmma) == int(forward_wgmma), kernels
     kcl = [re.search(r"(?:gather_conv_kernel|wgrad_kernel)<[^,]+,\(rnnkern::\(anonymousnamespace\)::Path\)\d,(\w+),", n)
            for n in kernels]
     want_cl = layout == torch.channels_last or dtype == torch.bfloat16
-    assert [m.group(1) for m in kcl if m] == [str(want_cl).lower()] * 3, kernels
+    assert [m.group(1) for m in kcl if m] == [str(want_cl).lower()] * (3 - int(forward_tma)), kernels
+    if forward_tma:
+        monkeypatch.setenv("RNNKERN_CONV_PIPELINE", "0")
+        assert not [n for n in _launched_kernels(fwd_bwd) if "gather_tma_kernel<" in n]
 
 
 @pytest.mark.cuda
-@pytest.mark.untried
 @pytest.mark.parametrize("tile_n", [128, 256])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+# (fp32 stays `untried`: its first H200 run stopped at a wrong expected launch count, six cases in)
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float32, marks=pytest.mark.untried), torch.bfloat16,
+                                   torch.float16])
 def test_cuda_tma_gather(monkeypatch, dtype, tile_n):
     """RNNKERN_CONV_MMA=tma (conv.cu's gather_tma_kernel: TMA im2col loads, wgmma consumers, sm_90a)
     against fp64: the forward of channels_last convolutions (strides through the map's traversal
@@ -685,7 +695,6 @@ def test_tma_stage_expected_is_the_convolution(case):
 
 
 @pytest.mark.cuda
-@pytest.mark.untried
 @pytest.mark.parametrize("tile_n", [128, 256])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_tma_stage_probe(dtype, tile_n):
