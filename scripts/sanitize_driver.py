@@ -248,7 +248,9 @@ def conv_tma(dev):
     elsewhere the default kernels run) on 128- and 256-column tiles: tf32 / bf16 channels_last at
     stride 1, a ragged tile crossing images, channels short of a 128-byte chunk, dilation 12 (skipped
     taps), groups of whole chunks, the 8 x 16 pixel tiles of dilation 18, a stride-2 grad_input and
-    transposed convolution (stride phases); last and on its own as rnn_exchange."""
+    transposed convolution (stride phases); and the bf16 grad_weight on TMA loads (wgrad_tma_kernel:
+    the same shapes, its skipped k-steps at dilation 12 and 18, a stride-2 one); last and on its own
+    as rnn_exchange."""
     torch.backends.cudnn.allow_tf32 = True
     for tile_n in ("128", "256"):
         with switches(RNNKERN_CONV_MMA="tma", RNNKERN_CONV_TMA_N=tile_n):
@@ -256,18 +258,20 @@ def conv_tma(dev):
                 # (20 output channels: element stores, and a 16-bit grad_input the gather kernel runs)
                 for cin, cout, groups, pad, dil in ((24, 20, 1, 1, 1), (40, 136, 1, 12, 12), (128, 128, 2, 1, 1)):
                     x = torch.randn(3, cin, 13, 11, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
-                    w = torch.randn(cout, cin // groups, 3, 3, device=dev, dtype=dtype)
+                    w = torch.randn(cout, cin // groups, 3, 3, device=dev, dtype=dtype, requires_grad=True)
                     b = torch.randn(cout, device=dev, dtype=dtype)
                     y = RF.conv2d(x.requires_grad_(), w, b, 1, pad, dil, groups)
                     y.backward(torch.randn_like(y))  # grad_input: the TMA kernel on the flipped taps where it can
                 # a strided grad_input and a transposed convolution's forward: one launch a stride phase
                 xs = torch.randn(2, 24, 9, 10, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
-                y = RF.conv2d(xs.requires_grad_(), torch.randn(16, 24, 3, 3, device=dev, dtype=dtype), None, 2, 1)
+                ws = torch.randn(16, 24, 3, 3, device=dev, dtype=dtype, requires_grad=True)
+                y = RF.conv2d(xs.requires_grad_(), ws, None, 2, 1)
                 y.backward(torch.randn_like(y))
                 RF.conv_transpose2d(xs.detach(), torch.randn(24, 16, 4, 4, device=dev, dtype=dtype), None, 2, 1, 1)
                 # 8 x 16 pixel tiles (padding >= 16 columns, output >= 32 wide), ragged in both directions
                 x = torch.randn(1, 24, 13, 41, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
-                y = RF.conv2d(x.requires_grad_(), torch.randn(24, 24, 3, 3, device=dev, dtype=dtype), None, 1, 18, 18)
+                w18 = torch.randn(24, 24, 3, 3, device=dev, dtype=dtype, requires_grad=True)
+                y = RF.conv2d(x.requires_grad_(), w18, None, 1, 18, 18)
                 y.backward(torch.randn_like(y))
 
 

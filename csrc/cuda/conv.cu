@@ -62,6 +62,7 @@
 #include <cuda_fp16.h>
 #include <mma.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
@@ -1575,6 +1576,149 @@ __global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_ke
   }
 }
 
+// ---- grad_weight on TMA loads + wgmma (sm_90a, 16-bit channels_last; RNNKERN_CONV_MMA=tma) --------
+// grad_weight of one tap t is D[k, c] = sum_p gy[p, k] x[p shifted by t, c] over the output pixels p:
+// a GEMM whose reduction runs along the pixels, so both operands are MN-major in channels_last
+// memory (channels contiguous, pixels strided): wgmma's transposed 16-bit operands. One CTA (384
+// threads, as gather_tma_kernel's) a 128 k x TN c tile of one tap and group over one split of the
+// pixels, 64 pixels a k-step: the producer thread loads gy's 64 pixels x 128 output channels with a
+// tiled map over gy as (K, pixels) (two 64-channel boxes) and x's same 64 pixels shifted by the
+// tap with the forward's im2col map (TN / 64 loads of 64 channels, padding zero-filled); with
+// 128-byte swizzle each box is wgmma's MN-major SWIZZLE_128B layout (wgmma_desc_mn_sw128: 64
+// channels of a pixel in a 128-byte row, 8-pixel atoms of 1024 bytes along k, the next 64 channels
+// one box further). Consumer warpgroup cw takes output channels 64 cw ... of the tile. Each split
+// writes its fp32 partial tile to the workspace and wgrad_reduce_kernel adds the splits in order
+// (deterministic, as wgrad_kernel). k-steps whose 64 pixels all miss the tap's valid rectangle
+// (valid_range_dev: the rows / columns whose shifted read is real input) are skipped, by producer
+// and consumers alike; inside the others the copy engine's zero fill takes the padding, and pixels
+// past the batch read zeros from both maps. Channels past a group's Kg / Cg (the tile's ragged
+// edge) read the next group's channels or zeros and land in rows / columns that are never stored.
+constexpr int kTmaWgradPixels = 64;  // pixels a k-step (BKp): 64 x 128-byte rows an operand box
+
+#if RNNKERN_HAS_WGMMA
+// The k-step at pixel m (of P) has no pixel inside tap t's valid rectangle (rows [oh0, oh1) x columns
+// [ow0, ow1) of every image): checked on the k-step's first and last pixels' rows, conservatively
+// live where the k-step crosses an image.
+__device__ __forceinline__ bool tma_wgrad_step_dead(long long m, long long P, int OH, int OW, int oh0, int oh1, int ow0,
+                                                    int ow1) {
+  if (oh0 >= oh1 || ow0 >= ow1) return true;
+  const long long hw = static_cast<long long>(OH) * OW, last = min(m + kTmaWgradPixels, P) - 1;
+  const long long na = m / hw, nb = last / hw;
+  if (na != nb) return false;
+  const int ra = static_cast<int>(m - na * hw), rb = static_cast<int>(last - nb * hw);
+  const int ha = ra / OW, hb = rb / OW;
+  if (hb < oh0 || ha >= oh1) return true;
+  return ha == hb && (rb - hb * OW < ow0 || ra - ha * OW >= ow1);
+}
+#endif
+
+template <typename T, int TN>
+__global__ void __launch_bounds__(kTmaThreads, 1)
+    wgrad_tma_kernel(const WgradParams p, const __grid_constant__ CUtensorMap map_gy,
+                     const __grid_constant__ CUtensorMap map_x) {
+#if RNNKERN_HAS_WGMMA
+  static_assert(sizeof(T) == 2, "the TMA grad_weight: 16-bit types (tf32 wgmma has no MN-major operands)");
+  constexpr int kStages = TmaTile<TN>::kStages, kStageBytes = TmaTile<TN>::kStageBytes;
+  constexpr int kBoxBytes = kTmaWgradPixels * 128;  // one box: 64 pixels x 64 channels
+  static_assert(kStageBytes == 2 * kBoxBytes + TN / 64 * kBoxBytes, "a stage: gy's two boxes, then x's TN / 64");
+  __shared__ __align__(8) uint64_t full[kStages], empty[kStages];
+  extern __shared__ __align__(1024) unsigned char tma_smem_raw[];
+  const uint32_t ring = (smem_u32(tma_smem_raw) + 1023) & ~1023u;
+  const int tid = threadIdx.x;
+  const int g = static_cast<int>(blockIdx.z);
+  const int taps = p.KH * p.KW;
+  const int t = static_cast<int>(blockIdx.y) % taps, split = static_cast<int>(blockIdx.y) / taps;
+  const int m0 = static_cast<int>(blockIdx.x) / p.tiles_n * BM, n0 = static_cast<int>(blockIdx.x) % p.tiles_n * TN;
+  const int r = t / p.KW, s = t - r * p.KW;
+  const long long P = static_cast<long long>(p.N) * p.OH * p.OW, hw = static_cast<long long>(p.OH) * p.OW;
+  const long long steps = (P + kTmaWgradPixels - 1) / kTmaWgradPixels;
+  const long long k_begin = steps * split / p.splits, k_end = steps * (split + 1) / p.splits;
+  int oh0, oh1, ow0, ow1;
+  valid_range_dev(r, p.sh, p.dh, p.pt, p.H, p.OH, &oh0, &oh1);
+  valid_range_dev(s, p.sw, p.dw, p.pl, p.W, p.OW, &ow0, &ow1);
+
+  if (tid == 0) {
+    for (int st = 0; st < kStages; ++st) {
+      mbar_init(smem_u32(&full[st]), 1);
+      mbar_init(smem_u32(&empty[st]), 8);  // one arrival per consumer warp
+    }
+    mbar_init_fence();
+    tma_prefetch_map(&map_gy);
+    tma_prefetch_map(&map_x);
+  }
+  __syncthreads();
+
+  float acc[TN / 2];
+#pragma unroll
+  for (int i = 0; i < TN / 2; ++i) acc[i] = 0.f;
+  const int wg = tid / 128, warp = tid / 32 % 4, lane = tid % 32;
+  if (wg == 0) {
+    if (tid == 0) {
+      int i = 0;  // live k-steps issued
+      for (long long k = k_begin; k < k_end; ++k) {
+        const long long m = k * kTmaWgradPixels;
+        if (tma_wgrad_step_dead(m, P, p.OH, p.OW, oh0, oh1, ow0, ow1)) continue;
+        const int st = i % kStages;
+        if (i >= kStages) mbar_wait(smem_u32(&empty[st]), (i / kStages - 1) & 1);
+        const uint32_t bar = smem_u32(&full[st]), a = ring + st * kStageBytes;
+        mbar_arrive_expect_tx(bar, kStageBytes);
+        const int n = static_cast<int>(m / hw), rem = static_cast<int>(m - n * hw);
+        const int ho = rem / p.OW, wo = rem - ho * p.OW;
+        for (int h = 0; h < 2; ++h)  // gy: output channels g Kg + m0 + 64 h ..., pixels m ...
+          tma_load_2d(a + h * kBoxBytes, &map_gy, bar, g * p.Kg + m0 + 64 * h, static_cast<int>(m));
+        for (int j = 0; j < TN / 64; ++j)  // x: input channels g Cg + n0 + 64 j ... of the shifted pixels
+          tma_load_im2col_4d(a + (2 + j) * kBoxBytes, &map_x, bar, g * p.Cg + n0 + 64 * j, wo * p.sw - p.pl,
+                             ho * p.sh - p.pt, n, static_cast<uint16_t>(s * p.dw), static_cast<uint16_t>(r * p.dh));
+        ++i;
+      }
+    }
+    __syncwarp();
+  } else {
+    const int cw = wg - 1;  // output channels m0 + 64 cw ...
+    int i = 0;
+    for (long long k = k_begin; k < k_end; ++k) {
+      if (tma_wgrad_step_dead(k * kTmaWgradPixels, P, p.OH, p.OW, oh0, oh1, ow0, ow1)) continue;
+      const int st = i % kStages;
+      mbar_wait(smem_u32(&full[st]), (i / kStages) & 1);
+      __syncwarp();
+      const uint32_t a = ring + st * kStageBytes + cw * kBoxBytes, b = ring + st * kStageBytes + 2 * kBoxBytes;
+      wgmma_pin(acc);
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < kTmaWgradPixels / 16; ++ks)  // 16 pixels (two 1024-byte atoms) a k16 instruction
+        wgmma_m64n<T, TN, true, true>(acc, wgmma_desc_mn_sw128(a + ks * 2048, kBoxBytes),
+                                      wgmma_desc_mn_sw128(b + ks * 2048, kBoxBytes));
+      wgmma_commit();
+      wgmma_wait<1>();
+      wgmma_pin(acc);
+      if (i > 0 && lane == 0) mbar_arrive(smem_u32(&empty[(i - 1) % kStages]));
+      ++i;
+    }
+    wgmma_wait<0>();
+    wgmma_pin(acc);
+    // this split's partial tile, straight from the accumulators: rows (k) 16 warp + lane / 4 (+ 8),
+    // columns (c) 8 j + 2 (lane % 4) (+ 1); Cg is even (C * 2 bytes a multiple of 16), so a pair
+    // is whole or outside
+    float* ws = static_cast<float*>(p.ws) +
+                ((static_cast<long long>(split) * p.G + g) * taps + t) * static_cast<long long>(p.Kg) * p.Cg;
+    const int row0 = m0 + cw * 64 + warp * 16 + lane / 4;
+#pragma unroll
+    for (int j = 0; j < TN / 8; ++j) {
+      const int c = n0 + j * 8 + 2 * (lane % 4);
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int kk = row0 + 8 * h;
+        if (kk < p.Kg && c < p.Cg)
+          *reinterpret_cast<float2*>(ws + static_cast<long long>(kk) * p.Cg + c) =
+              make_float2(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
+      }
+    }
+  }
+#else
+  __trap();  // the host launches this form only on sm_90 with an sm_90a build
+#endif
+}
+
 // grad_weight[(g Kg + k), c, r, s] = sum over splits, in split order, of the partial tiles.
 template <typename T>
 __global__ void wgrad_reduce_kernel(const typename AccOf<T>::type* ws, T* gw, int splits, int G, int taps, int Kg,
@@ -2058,19 +2202,21 @@ std::vector<TmaProblem> tma_plan(const GatherParams& q, size_t elem_size, bool c
   return problems;
 }
 
-// The TMA form's tile columns: RNNKERN_CONV_TMA_N=128|256 (read per call). Unset: 256 where every
-// problem has 256 output channels or more and its 256-column grid still gives each SM a tile, else
-// 128. A 256-column tile reads each pixel tile from L2 half as often: on an H200
-// (h200-20261128-s20.json) bf16 N8 256 -> 256 64x64 d1 (256 tiles) ran the forward and grad_input
-// 1.33x and 1.30x faster than at 128 columns, TF32 1.01x and 1.05x; the ASPP's d18 2048 -> 256 at
-// 32x32 (64 tiles on 132 SMs) 0.98x and 1.03x, a tie.
-int tma_tile_n(const std::vector<TmaProblem>& plan) {
+// RNNKERN_CONV_TMA_N=128|256 (read per call): the TMA forms' tile columns forced; 0 when unset.
+int tma_tile_n_forced() {
   const char* e = std::getenv("RNNKERN_CONV_TMA_N");
-  if (e != nullptr && *e != '\0') {
-    const std::string v(e);
-    TORCH_CHECK(v == "128" || v == "256", "RNNKERN_CONV_TMA_N must be '128' or '256', got '", v, "'");
-    return v == "256" ? 256 : 128;
-  }
+  if (e == nullptr || *e == '\0') return 0;
+  const std::string v(e);
+  TORCH_CHECK(v == "128" || v == "256", "RNNKERN_CONV_TMA_N must be '128' or '256', got '", v, "'");
+  return v == "256" ? 256 : 128;
+}
+// The TMA gather's tile columns, as forced, else 256 where every problem has 256 output channels or
+// more and its 256-column grid still gives each SM a tile, else 128. A 256-column tile reads each
+// pixel tile from L2 half as often: on an H200 (h200-20261128-s20.json) bf16 N8 256 -> 256 64x64 d1
+// (256 tiles) ran the forward and grad_input 1.33x and 1.30x faster than at 128 columns, TF32 1.01x
+// and 1.05x; the ASPP's d18 2048 -> 256 at 32x32 (64 tiles on 132 SMs) 0.98x and 1.03x, a tie.
+int tma_tile_n(const std::vector<TmaProblem>& plan) {
+  if (const int forced = tma_tile_n_forced()) return forced;
   const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   for (const TmaProblem& t : plan) {
     const int64_t tiles = (t.p.Mt + BM - 1) / BM * ((t.p.Nn + 255) / 256) * t.p.G;
@@ -2087,20 +2233,34 @@ struct TmaLaunch {
   CUtensorMap map_x, map_w;  // (CUtensorMap is declared 64-byte aligned or more, as the encoders want)
 };
 
-// Encodes a problem's maps (channels_last src, tma_plan said yes; w: the weight as (G, KH, KW, R,
-// Nn)); false where an encoder refuses them (nothing is launched then: the caller falls back).
+// The weight's taps for a call's problems: w, the weight as (G, KH, KW, R, Nn), and where some
+// problem visits its taps backwards (the transposed mapping) w flipped along both tap axes, made
+// once a call (not once a stride phase and axis).
+struct TmaWeight {
+  at::Tensor w, flipped;
+};
+TmaWeight tma_weight(const at::Tensor& w, const std::vector<TmaProblem>& problems) {
+  const bool any_flipped = std::any_of(problems.begin(), problems.end(), [](const TmaProblem& t) { return t.rows.flipped; });
+  return {w, any_flipped ? w.flip({1, 2}) : at::Tensor()};
+}
+
+// Encodes a problem's maps (channels_last src, tma_plan said yes); false where an encoder refuses
+// them (nothing is launched then: the caller falls back).
 template <typename T, int TN>
-bool prepare_tma_launch(const TmaProblem& t, const at::Tensor& w, TmaLaunch* l) {
+bool prepare_tma_launch(const TmaProblem& t, const TmaWeight& w, TmaLaunch* l) {
   constexpr cuuint32_t E = sizeof(T), BK = 128 / E;
   const TensorMapEncoders& enc = tensor_map_encoders();
   GatherParams& p = l->p;
   p = t.p;
-  // (G, taps, Nn, R): a fresh K-major copy of the problem's taps in its order
-  const auto taps = [](const at::Tensor& v, int64_t dim, const TapRange& r) {
-    const at::Tensor s = v.slice(dim, r.first, r.first + int64_t{r.count - 1} * r.step + 1, r.step);
-    return r.flipped ? s.flip({dim}) : s;
+  // (G, taps, Nn, R): a fresh K-major copy of the problem's taps in its order. A backward range
+  // (last, last - step, ..., first) is the forward range from K - 1 - last in the flipped weight.
+  TORCH_INTERNAL_ASSERT(t.rows.flipped == t.cols.flipped && (!t.rows.flipped || w.flipped.defined()));
+  const at::Tensor& v = t.rows.flipped ? w.flipped : w.w;
+  const auto taps = [](const at::Tensor& u, int64_t dim, const TapRange& r) {
+    const int64_t span = int64_t{r.count - 1} * r.step, start = r.flipped ? u.size(dim) - 1 - (r.first + span) : r.first;
+    return u.slice(dim, start, start + span + 1, r.step);
   };
-  l->wt_k = taps(taps(w, 1, t.rows), 2, t.cols).transpose(-1, -2).clone(at::MemoryFormat::Contiguous);
+  l->wt_k = taps(taps(v, 1, t.rows), 2, t.cols).transpose(-1, -2).clone(at::MemoryFormat::Contiguous);
   p.wt = l->wt_k.data_ptr();
   {
     const cuuint64_t dims[4] = {cuuint64_t(p.Cs), cuuint64_t(p.Ws), cuuint64_t(p.Hs), cuuint64_t(p.N)};
@@ -2143,8 +2303,9 @@ bool launch_gather_tma_tn(const std::vector<TmaProblem>& problems, const at::Ten
   constexpr int bytes = TmaTile<TN>::kSmemBytes;
   if (bytes > allow_full_shared_memory(kernel)) return refuse("too little shared memory");
   std::vector<TmaLaunch> launches(problems.size());
+  const TmaWeight taps = tma_weight(w, problems);
   for (size_t i = 0; i < problems.size(); ++i)
-    if (!prepare_tma_launch<T, TN>(problems[i], w, &launches[i])) return refuse("a tensor-map encoder refused");
+    if (!prepare_tma_launch<T, TN>(problems[i], taps, &launches[i])) return refuse("a tensor-map encoder refused");
   for (const TmaLaunch& l : launches) {
     const dim3 grid(static_cast<unsigned>((l.p.Mt + BM - 1) / BM), static_cast<unsigned>((l.p.Nn + TN - 1) / TN),
                     static_cast<unsigned>(l.p.G));
@@ -2233,6 +2394,90 @@ void launch_gather(GatherParams p, const at::Tensor& w, bool cl, bool trans, int
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+// The grad_weight on wgrad_tma_kernel: asked for with RNNKERN_CONV_MMA=tma (opt-in: not yet run on a
+// GPU), on an sm_90 device with an sm_90a build, for 16-bit channels_last operands within the maps'
+// limits (16-byte channel rows and base addresses, traversal strides <= 8, the rank-4 im2col map's
+// corners in [-128, 127] and offsets in [0, 255], pixel coordinates in 32 bits). Encodes both maps,
+// sizes the split over the pixels and launches it, then wgrad_reduce_kernel; false, with nothing
+// launched, where it does not run (the caller runs wgrad_kernel; RNNKERN_DEBUG=1 says why once the
+// form was asked for). Tiles of 128 output x TN input channels, TN = RNNKERN_CONV_TMA_N, unset 256
+// where a group has >= 256 input channels, else 128.
+template <typename T>
+bool launch_wgrad_tma(WgradParams p, bool cl, T* gw, const at::TensorOptions& opts, cudaStream_t stream) {
+#ifdef RNNKERN_WITH_SM90A
+  if constexpr (sizeof(T) != 2) {
+    return false;
+  } else {
+    if (conv_mma_form() != MmaForm::kTma || !cl || at::cuda::getCurrentDeviceProperties()->major != 9) return false;
+    const auto refuse = [](const char* why) {
+      if (debug_log_enabled())
+        std::fprintf(stderr, "rnnkern: conv2d_backward_weight: TMA form not taken (%s): wgrad kernel\n", why);
+      return false;
+    };
+    constexpr cuuint32_t E = sizeof(T), BOX = 64;  // 64 channels (128 bytes) x 64 pixels a box
+    const int taps = p.KH * p.KW;
+    const long long P = static_cast<long long>(p.N) * p.OH * p.OW;
+    const Im2colCorners ch = im2col_corners(p.H, p.OH, p.pt, p.sh), cw = im2col_corners(p.W, p.OW, p.pl, p.sw);
+    if (p.K % 8 != 0 || p.C % 8 != 0 || !aligned16(p.gy) || !aligned16(p.x)) return refuse("channel rows not 16-byte");
+    if (p.sh > 8 || p.sw > 8 || int64_t{p.dh} * (p.KH - 1) > 255 || int64_t{p.dw} * (p.KW - 1) > 255 ||
+        std::min({ch.lower, ch.upper, cw.lower, cw.upper}) < -128 || std::max({ch.lower, ch.upper, cw.lower, cw.upper}) > 127 ||
+        P >= (int64_t{1} << 31) || p.G > 65535)
+      return refuse("outside the maps' limits");
+    const TensorMapEncoders& enc = tensor_map_encoders();
+    if (enc.im2col == nullptr || enc.tiled == nullptr) return refuse("no tensor-map encoders in this driver");
+    const int tn = tma_tile_n_forced() != 0 ? tma_tile_n_forced() : p.Cg >= 256 ? 256 : 128;
+    const auto kernel = tn == 256 ? wgrad_tma_kernel<T, 256> : wgrad_tma_kernel<T, 128>;
+    const int bytes = tn == 256 ? TmaTile<256>::kSmemBytes : TmaTile<128>::kSmemBytes;
+    if (bytes > allow_full_shared_memory(kernel)) return refuse("too little shared memory");
+    alignas(64) CUtensorMap map_gy, map_x;
+    {
+      const cuuint64_t dims[2] = {cuuint64_t(p.K), cuuint64_t(P)};
+      const cuuint64_t strides[1] = {cuuint64_t(p.K) * E};
+      const cuuint32_t box[2] = {BOX, BOX}, element_strides[2] = {1, 1};
+      if (enc.tiled(&map_gy, tensor_map_type<T>(), 2, const_cast<void*>(p.gy), dims, strides, box, element_strides,
+                    CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                    CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
+        return refuse("a tensor-map encoder refused");
+    }
+    {
+      const cuuint64_t dims[4] = {cuuint64_t(p.C), cuuint64_t(p.W), cuuint64_t(p.H), cuuint64_t(p.N)};
+      const cuuint64_t strides[3] = {cuuint64_t(p.C) * E, cuuint64_t(p.W) * p.C * E, cuuint64_t(p.H) * p.W * p.C * E};
+      const int lower[2] = {cw.lower, ch.lower}, upper[2] = {cw.upper, ch.upper};  // (W, H)
+      const cuuint32_t element_strides[4] = {1, cuuint32_t(p.sw), cuuint32_t(p.sh), 1};
+      if (enc.im2col(&map_x, tensor_map_type<T>(), 4, const_cast<void*>(p.x), dims, strides, lower, upper, BOX, BOX,
+                     element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                     CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
+        return refuse("a tensor-map encoder refused");
+    }
+    // split over the pixels: about two CTAs an SM (one fits), at least 8 k-steps a split
+    const int tiles_m = (p.Kg + BM - 1) / BM;
+    p.tiles_n = (p.Cg + tn - 1) / tn;
+    const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+    const int64_t base = static_cast<int64_t>(tiles_m) * p.tiles_n * taps * p.G;
+    const int64_t steps = (P + kTmaWgradPixels - 1) / kTmaWgradPixels;
+    int64_t splits = std::max<int64_t>(1, (2 * sms + base - 1) / base);
+    splits = std::min<int64_t>(splits, std::max<int64_t>(1, steps / 8));
+    splits = std::min<int64_t>(splits, std::max<int64_t>(1, 65535 / taps));
+    p.splits = static_cast<int>(splits);
+    const int64_t outputs = static_cast<int64_t>(p.G) * p.Kg * p.Cg * taps;
+    at::Tensor ws = at::empty({splits * outputs}, opts.dtype(at::kFloat));  // (splits, G, taps, Kg, Cg)
+    p.ws = ws.data_ptr();
+    const dim3 grid(static_cast<unsigned>(tiles_m * p.tiles_n), static_cast<unsigned>(taps * splits),
+                    static_cast<unsigned>(p.G));
+    kernel<<<grid, kTmaThreads, bytes, stream>>>(p, map_gy, map_x);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const int blocks = static_cast<int>((outputs + kThreads - 1) / kThreads);
+    wgrad_reduce_kernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<const float*>(p.ws), gw, p.splits, p.G, taps,
+                                                           p.Kg, p.Cg);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return true;
+  }
+#else
+  (void)p, (void)cl, (void)gw, (void)opts, (void)stream;
+  return false;
+#endif
+}
+
 template <typename T>
 void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::TensorOptions& opts) {
   auto stream = at::cuda::getCurrentCUDAStream();
@@ -2246,6 +2491,7 @@ void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::Te
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }
+  if (launch_wgrad_tma<T>(p, cl, gw, opts, stream)) return;
   const int V = static_cast<int>(16 / elem_size);
   p.vec_a = cl && p.K % V == 0 && p.Kg % V == 0 && aligned16(p.gy);
   p.vec_b = cl && p.C % V == 0 && p.Cg % V == 0 && aligned16(p.x);
@@ -2461,7 +2707,7 @@ std::tuple<at::Tensor, int64_t, int64_t> conv2d_tma_stage_probe_cuda(const at::T
     const auto run = [&](auto tn) {
       constexpr int TN = decltype(tn)::value;
       TmaLaunch l;
-      const bool encoded = tensor_map_encoders().im2col != nullptr && prepare_tma_launch<T, TN>(problem, wt, &l);
+      const bool encoded = tensor_map_encoders().im2col != nullptr && prepare_tma_launch<T, TN>(problem, tma_weight(wt, plan), &l);
       TORCH_CHECK(encoded, op, ": the tensor maps could not be encoded");
       out = at::empty({TmaTile<TN>::kStageBytes}, input.options().dtype(at::kByte));
       const auto kernel = tma_stage_probe_kernel<TN>;

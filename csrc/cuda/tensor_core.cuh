@@ -207,6 +207,17 @@ __device__ __forceinline__ uint64_t wgmma_desc_sw128(uint32_t smem_addr) {
          (uint64_t{1} << 62);
 }
 
+// Descriptor of an MN-major 16-bit operand as TMA writes it with 128-byte swizzle: the 64 m / n
+// elements of one k in a 128-byte row (16-byte chunks swizzled as above), 8 k rows a 1024-byte atom
+// (SBO 1024: the k direction), the next 64 m / n elements `lbo` bytes further (LBO: the m / n
+// direction). PTX ISA's canonical MN-major SWIZZLE_128B layout ((T,8,m),(8,k)):((1,T,LBO),(8T,SBO)),
+// in which LBO and SBO swap roles against the unswizzled MN-major layout's (wgmma_desc). A k16
+// instruction's 16 rows are two atoms: its start is 2048 bytes on from the previous one's.
+__device__ __forceinline__ uint64_t wgmma_desc_mn_sw128(uint32_t smem_addr, uint32_t lbo) {
+  return static_cast<uint64_t>((smem_addr >> 4) & 0x3FFF) | (static_cast<uint64_t>((lbo >> 4) & 0x3FFF) << 16) |
+         (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
+}
+
 // ---- mbarriers and TMA (sm_90) -------------------------------------------------------------------
 // A shared-memory mbarrier (8 bytes) by its shared address. init: `count` arrivals complete a phase;
 // the transaction count of arrive_expect_tx is added to the phase and the TMA copies' complete_tx
@@ -247,6 +258,14 @@ __device__ __forceinline__ void tma_load_im2col_4d(uint32_t dst, const void* map
       "cp.async.bulk.tensor.4d.shared::cluster.global.im2col.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5, %6}], "
       "[%2], {%7, %8};\n" ::"r"(dst),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c), "r"(w), "r"(h), "r"(n), "h"(off_w), "h"(off_h)
+      : "memory");
+}
+// One tiled load of a rank-2 map's box at (x0, x1) (innermost first; zeros past the tensor).
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const void* map, uint32_t bar, int x0, int x1) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n" ::
+          "r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(x0), "r"(x1)
       : "memory");
 }
 // One tiled load of a rank-3 map's box at (x0, x1, x2) (innermost first; zeros past the tensor).

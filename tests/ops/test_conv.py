@@ -1,5 +1,6 @@
 """Dilated convolution (rnnkern.functional.conv1d/conv2d, rnnkern.nn.Conv1d/Conv2d) against
 torch's F.conv1d/F.conv2d in fp64: forward, grad-input, grad-weight, grad-bias."""
+import math
 import pathlib
 import random
 import re
@@ -487,6 +488,29 @@ def test_cuda_default_form(monkeypatch, dtype, layout):
 
 
 @pytest.mark.cuda
+def test_cuda_tma_default_width(monkeypatch):
+    """RNNKERN_CONV_TMA_N unset (conv.cu's tma_tile_n): a 16-bit channels_last forward on the TMA
+    gather takes 128 x 256 tiles where the output has >= 256 channels and the 256-column grid still
+    gives every SM a tile, else 128 x 128 (fewer pixels; 192 channels); the same convolution
+    either way (against fp64 on the bf16 operands)."""
+    if not _wgmma_runs():
+        pytest.skip("the TMA form needs an sm_90 GPU and an sm_90a build")
+    for var in ("RNNKERN_CONV_MMA", "RNNKERN_CONV_TMA_N", "RNNKERN_CONV_PIPELINE"):
+        monkeypatch.delenv(var, raising=False)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    side = math.isqrt(128 * sms) + 1  # one side x side image: >= one 128-pixel tile an SM
+    for xs, cout, width in [((1, 64, side, side), 256, 256), ((1, 64, side // 2, side // 2), 256, 128),
+                            ((1, 64, side, side), 192, 128)]:
+        x = torch.randn(xs, device="cuda", dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(cout, 64, 3, 3, device="cuda", dtype=torch.bfloat16)
+        names = _launched_kernels(lambda: RF.conv2d(x, w, None, 1, 1))
+        widths = {m.group(1) for m in map(re.compile(r"gather_tma_kernel<[^,<>]+,(\d+)>").search, names) if m}
+        assert widths == {str(width)}, (xs, cout, names)
+        ref = TF.conv2d(x.double().cpu(), w.double().cpu(), padding=1)
+        assert rel_err(RF.conv2d(x, w, None, 1, 1).double().cpu(), ref) < 1e-2, (xs, cout)
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize("tile_n", [128, 256])
 # (fp32 stays `untried`: its first H200 run stopped at a wrong expected launch count, six cases in)
 @pytest.mark.parametrize("dtype", [pytest.param(torch.float32, marks=pytest.mark.untried), torch.bfloat16,
@@ -652,6 +676,61 @@ def _tma_stage_expected(x, w, stride, pad4, dil, groups, bx, by, g, tap, c0, til
     got_a = swizzled(a).view(128, 128)
     got_a[poison] = 0xAB
     return torch.cat([got_a.view(-1), swizzled(b)])
+
+
+@pytest.mark.cuda
+@pytest.mark.untried
+@pytest.mark.parametrize("tile_n", ["128", "256", ""])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_tma_wgrad(monkeypatch, dtype, tile_n):
+    """RNNKERN_CONV_MMA=tma's grad_weight (conv.cu's wgrad_tma_kernel: gy and the shifted input on
+    TMA loads, both MN-major wgmma operands, split over the pixels and reduced in order) against
+    fp64, with its launches counted (one a call): output channels short of a 128-row tile and past
+    two, input channels short of a 64-channel box (zeros past the map) and past one, groups (a box
+    reading the next group's channels into columns never stored), dilation 6 and 18 (k-steps whose
+    pixels all miss the tap's valid rows skipped), 'same' padding with an even kernel extent, strides
+    2 and 3 (the map's traversal strides), 1 x 3, 5 x 5 and 7 x 7 kernels, enough pixels for several
+    splits; 128- and 256-column tiles (RNNKERN_CONV_TMA_N; unset: 256 at >= 256 input channels)."""
+    if not _wgmma_runs():
+        pytest.skip("the TMA form needs an sm_90 GPU and an sm_90a build")
+    monkeypatch.setenv("RNNKERN_CONV_MMA", "tma")
+    if tile_n:
+        monkeypatch.setenv("RNNKERN_CONV_TMA_N", tile_n)
+    else:
+        monkeypatch.delenv("RNNKERN_CONV_TMA_N", raising=False)
+    cl = torch.channels_last
+    cases = [((2, 64, 20, 20), (96, 64, 3, 3), dict(padding=1)),
+             ((3, 72, 37, 41), (136, 72, 3, 3), dict(padding=6, dilation=6)),
+             ((2, 136, 33, 35), (72, 136, 3, 3), dict(padding="same", dilation=18)),
+             ((2, 64, 32, 32), (64, 64, 3, 3), dict(padding=18, dilation=18)),
+             ((2, 128, 16, 16), (256, 64, 3, 3), dict(padding=1, groups=2)),
+             ((2, 16, 15, 14), (24, 16, 4, 2), dict(padding="same", dilation=(1, 3))),
+             ((1, 40, 23, 19), (48, 40, 5, 5), dict(padding=4, dilation=2)),
+             ((2, 32, 12, 13), (40, 32, 7, 7), dict(padding=3)),
+             ((2, 24, 9, 130), (16, 24, 1, 3), dict(padding=(0, 1))),
+             ((2, 64, 17, 19), (72, 64, 3, 3), dict(stride=2, padding=1)),
+             ((2, 32, 20, 21), (40, 32, 3, 3), dict(stride=3, padding=2, dilation=2)),
+             ((1, 64, 9, 10), (264, 64, 3, 3), dict(padding=1)),
+             ((1, 256, 12, 11), (64, 256, 3, 3), dict(padding=1)),
+             ((4, 64, 40, 40), (64, 64, 3, 3), dict(padding=1))]
+    for xs, ws, kw in cases:
+        got, ref, tols = _cuda_vs_fp64(xs, ws, kw, dtype, cl)
+        assert rel_err(got[2], ref[2]) < tols[2], (rel_err(got[2], ref[2]), tols[2], xs, ws, kw)
+        x = torch.randn(xs, device="cuda", dtype=dtype).contiguous(memory_format=cl).requires_grad_()
+        w = torch.randn(ws, device="cuda", dtype=dtype, requires_grad=True)
+
+        def fwd_bwd():
+            y = RF.conv2d(x, w, None, **kw)
+            y.backward(torch.ones_like(y))
+        names = _launched_kernels(fwd_bwd)
+        assert sum("wgrad_tma_kernel<" in n for n in names) == 1, (xs, ws, kw, names)
+        # the same bits run to run (an ordered reduction of the splits, no atomics)
+        w.grad = None
+        fwd_bwd()
+        first = w.grad.clone()
+        w.grad = None
+        fwd_bwd()
+        assert torch.equal(first, w.grad), (xs, ws, kw)
 
 
 @pytest.mark.parametrize("case", range(4))
