@@ -80,5 +80,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "(kernel, stamps) of the last persistent RNN launch under RNNKERN_RNN_TRACE=1 (a diagnostic)");
   m.def("conv2d_tma_stage_probe", &rnnkern::conv2d_tma_stage_probe_cuda,
         "(bytes, tile_w, tiles_w) of one stage of the TMA convolution form's copies (a diagnostic for the tests)");
+  m.def("wgmma_mn_probe", &rnnkern::wgmma_mn_probe_cuda,
+        "A^T B through the TMA grad_weight's MN-major wgmma descriptors (a diagnostic for the tests)");
 #endif
 }

@@ -71,6 +71,10 @@ std::tuple<at::Tensor, int64_t, int64_t> conv2d_tma_stage_probe_cuda(const at::T
                                                                      at::IntArrayRef dilation, int64_t groups,
                                                                      int64_t block_x, int64_t block_y, int64_t group,
                                                                      int64_t tap, int64_t c0, int64_t tile_n);
+// The TMA grad_weight's MN-major wgmma steps alone (csrc/cuda/conv.cu, wgmma_mn_probe_kernel; a
+// diagnostic for the tests): A^T B for bf16 A (64, 64) and B (64, 128 or 256) laid out in shared
+// memory as wgrad_tma_kernel's copies leave them, fp32.
+at::Tensor wgmma_mn_probe_cuda(const at::Tensor& a, const at::Tensor& b);
 #endif
 
 // ---- dilated convolution (csrc/cpu/conv.cpp, csrc/cuda/conv.cu; checks in csrc/conv_common.h) ----

@@ -1719,6 +1719,48 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
 #endif
 }
 
+// A diagnostic of the TMA grad_weight's products alone, without the copies (wgmma_mn_probe_cuda, for
+// a test that tells a wrong descriptor from a wrong copy): one warpgroup stores A (64 k x 64 m) and
+// B (64 k x TN n) into shared memory as wgrad_tma_kernel's copies leave them (a k row of 64
+// elements in 128 bytes, 16-byte chunk j at j ^ (k % 8), TN / 64 boxes of 64 n 8192 bytes apart),
+// then runs that kernel's four MN-major wgmma k16 steps on them: d = A^T B (64 x TN, fp32).
+template <int TN>
+__global__ void wgmma_mn_probe_kernel(const __nv_bfloat16* a, const __nv_bfloat16* b, float* d) {
+#if RNNKERN_HAS_WGMMA
+  constexpr int kBox = kTmaWgradPixels * 128;
+  extern __shared__ __align__(1024) unsigned char probe_raw[];
+  const uint32_t raw = smem_u32(probe_raw), base = (raw + 1023) & ~1023u;
+  unsigned char* const sm = probe_raw + (base - raw);
+  const auto at = [](int k, int mn) { return k * 128 + (((mn / 8) ^ (k % 8)) * 16) + mn % 8 * 2; };
+  for (int i = threadIdx.x; i < 64 * 64; i += blockDim.x)
+    *reinterpret_cast<__nv_bfloat16*>(sm + at(i / 64, i % 64)) = a[i];
+  for (int i = threadIdx.x; i < 64 * TN; i += blockDim.x) {
+    const int k = i / TN, n = i % TN;
+    *reinterpret_cast<__nv_bfloat16*>(sm + (1 + n / 64) * kBox + at(k, n % 64)) = b[i];
+  }
+  fence_proxy_async_shared();
+  __syncthreads();
+  float acc[TN / 2];
+#pragma unroll
+  for (int i = 0; i < TN / 2; ++i) acc[i] = 0.f;
+  wgmma_pin(acc);
+  wgmma_fence();
+#pragma unroll
+  for (int ks = 0; ks < kTmaWgradPixels / 16; ++ks)
+    wgmma_m64n<__nv_bfloat16, TN, true, true>(acc, wgmma_desc_mn_sw128(base + ks * 2048, kBox),
+                                              wgmma_desc_mn_sw128(base + kBox + ks * 2048, kBox));
+  wgmma_commit();
+  wgmma_wait<0>();
+  wgmma_pin(acc);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll
+  for (int i = 0; i < TN / 2; ++i)
+    d[(warp * 16 + lane / 4 + 8 * (i / 2 % 2)) * TN + 8 * (i / 4) + 2 * (lane % 4) + i % 2] = acc[i];
+#else
+  __trap();  // (wgmma_mn_probe_cuda refuses builds without sm_90a)
+#endif
+}
+
 // grad_weight[(g Kg + k), c, r, s] = sum over splits, in split order, of the partial tiles.
 template <typename T>
 __global__ void wgrad_reduce_kernel(const typename AccOf<T>::type* ws, T* gw, int splits, int G, int taps, int Kg,
@@ -2732,6 +2774,35 @@ std::tuple<at::Tensor, int64_t, int64_t> conv2d_tma_stage_probe_cuda(const at::T
 #else
   (void)input, (void)weight, (void)stride, (void)padding, (void)dilation, (void)groups, (void)block_x, (void)block_y,
       (void)group, (void)tap, (void)c0, (void)tile_n;
+  TORCH_CHECK(false, op, ": this build has no sm_90a code");
+#endif
+}
+
+at::Tensor wgmma_mn_probe_cuda(const at::Tensor& a, const at::Tensor& b) {
+  constexpr const char* op = "wgmma_mn_probe";
+#ifdef RNNKERN_WITH_SM90A
+  TORCH_CHECK(a.is_cuda() && b.is_cuda() && a.scalar_type() == at::kBFloat16 && b.scalar_type() == at::kBFloat16, op,
+              ": a and b must be bfloat16 CUDA tensors");
+  TORCH_CHECK(a.sizes() == at::IntArrayRef({64, 64}) && b.dim() == 2 && b.size(0) == 64 &&
+                  (b.size(1) == 128 || b.size(1) == 256),
+              op, ": a must be (64, 64) and b (64, 128) or (64, 256), got ", a.sizes(), " and ", b.sizes());
+  TORCH_CHECK(at::cuda::getCurrentDeviceProperties()->major == 9, op, ": needs an sm_90 GPU");
+  const at::cuda::OptionalCUDAGuard guard(device_of(a));
+  const at::Tensor ac = a.contiguous(), bc = b.contiguous();
+  at::Tensor d = at::empty({64, b.size(1)}, a.options().dtype(at::kFloat));
+  const auto run = [&](auto kernel, int tn) {
+    const int bytes = (1 + tn / 64) * kTmaWgradPixels * 128 + 1024;
+    allow_full_shared_memory(kernel);
+    kernel<<<1, 128, bytes, at::cuda::getCurrentCUDAStream()>>>(
+        reinterpret_cast<const __nv_bfloat16*>(ac.data_ptr()), reinterpret_cast<const __nv_bfloat16*>(bc.data_ptr()),
+        d.data_ptr<float>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  };
+  if (b.size(1) == 256) run(wgmma_mn_probe_kernel<256>, 256);
+  else run(wgmma_mn_probe_kernel<128>, 128);
+  return d;
+#else
+  (void)a, (void)b;
   TORCH_CHECK(false, op, ": this build has no sm_90a code");
 #endif
 }

@@ -185,3 +185,13 @@ def tma_stage_probe(input: Tensor, weight: Tensor, stride: list[int], padding: l
         raise RuntimeError("rnnkern.ops.conv.tma_stage_probe: this build has no CUDA kernels")
     return _ext._C.conv2d_tma_stage_probe(input, weight, stride, padding, dilation, groups, block_x, block_y, group,
                                           tap, c0, tile_n)
+
+
+def wgmma_mn_probe(a: Tensor, b: Tensor) -> Tensor:
+    """a^T b (fp32) for bf16 CUDA tensors a (64, 64) and b (64, 128 or 256), computed by the TMA
+    grad_weight's four MN-major wgmma steps on shared memory laid out as its copies leave it (csrc/
+    cuda/conv.cu, wgmma_mn_probe_kernel). A diagnostic for the tests: it tells a wrong descriptor
+    from a wrong copy. CUDA builds with sm_90a, on an sm_90 GPU."""
+    if not getattr(_ext._C, "with_cuda", False):
+        raise RuntimeError("rnnkern.ops.conv.wgmma_mn_probe: this build has no CUDA kernels")
+    return _ext._C.wgmma_mn_probe(a, b)

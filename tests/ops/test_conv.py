@@ -680,6 +680,26 @@ def _tma_stage_expected(x, w, stride, pad4, dil, groups, bx, by, g, tap, c0, til
 
 @pytest.mark.cuda
 @pytest.mark.untried
+@pytest.mark.parametrize("n", [128, 256])
+def test_cuda_wgmma_mn_probe(n):
+    """The TMA grad_weight's MN-major wgmma steps alone (rnnkern.ops.conv.wgmma_mn_probe): A^T B
+    from shared memory laid out as its copies leave it (128-byte swizzled k rows, 64-column boxes
+    8192 bytes apart), through wgmma_desc_mn_sw128's LBO / SBO reading. If test_cuda_tma_wgrad
+    fails and this passes, the copies or the split are wrong, not the descriptors. Small integers:
+    exact in bf16 products and fp32 sums."""
+    if not _wgmma_runs():
+        pytest.skip("needs an sm_90 GPU and an sm_90a build")
+    from rnnkern.ops.conv import wgmma_mn_probe
+    gen = torch.Generator().manual_seed(n)
+    a = torch.randint(-4, 5, (64, 64), generator=gen).to(torch.bfloat16)
+    b = torch.randint(-4, 5, (64, n), generator=gen).to(torch.bfloat16)
+    got = wgmma_mn_probe(a.cuda(), b.cuda()).cpu()
+    want = a.double().T @ b.double()
+    assert torch.equal(got.double(), want), (got - want).abs().nonzero()[:8]
+
+
+@pytest.mark.cuda
+@pytest.mark.untried
 @pytest.mark.parametrize("tile_n", ["128", "256", ""])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_cuda_tma_wgrad(monkeypatch, dtype, tile_n):
