@@ -1697,8 +1697,8 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
     wgmma_wait<0>();
     wgmma_pin(acc);
     // this split's partial tile, straight from the accumulators: rows (k) 16 warp + lane / 4 (+ 8),
-    // columns (c) 8 j + 2 (lane % 4) (+ 1); Cg is even (C * 2 bytes a multiple of 16), so a pair
-    // is whole or outside
+    // columns (c) 8 j + 2 (lane % 4) (+ 1); Cg is even (launch_wgrad_tma), so a pair is 8-byte
+    // aligned and whole or outside
     float* ws = static_cast<float*>(p.ws) +
                 ((static_cast<long long>(split) * p.G + g) * taps + t) * static_cast<long long>(p.Kg) * p.Cg;
     const int row0 = m0 + cw * 64 + warp * 16 + lane / 4;
@@ -2439,7 +2439,8 @@ void launch_gather(GatherParams p, const at::Tensor& w, bool cl, bool trans, int
 // The grad_weight on wgrad_tma_kernel: asked for with RNNKERN_CONV_MMA=tma (opt-in: not yet run on a
 // GPU), on an sm_90 device with an sm_90a build, for 16-bit channels_last operands within the maps'
 // limits (16-byte channel rows and base addresses, traversal strides <= 8, the rank-4 im2col map's
-// corners in [-128, 127] and offsets in [0, 255], pixel coordinates in 32 bits). Encodes both maps,
+// corners in [-128, 127] and offsets in [0, 255], pixel coordinates in 32 bits; an even number of
+// input channels a group: the epilogue's float2 stores). Encodes both maps,
 // sizes the split over the pixels and launches it, then wgrad_reduce_kernel; false, with nothing
 // launched, where it does not run (the caller runs wgrad_kernel; RNNKERN_DEBUG=1 says why once the
 // form was asked for). Tiles of 128 output x TN input channels, TN = RNNKERN_CONV_TMA_N, unset 256
@@ -2461,6 +2462,7 @@ bool launch_wgrad_tma(WgradParams p, bool cl, T* gw, const at::TensorOptions& op
     const long long P = static_cast<long long>(p.N) * p.OH * p.OW;
     const Im2colCorners ch = im2col_corners(p.H, p.OH, p.pt, p.sh), cw = im2col_corners(p.W, p.OW, p.pl, p.sw);
     if (p.K % 8 != 0 || p.C % 8 != 0 || !aligned16(p.gy) || !aligned16(p.x)) return refuse("channel rows not 16-byte");
+    if (p.Cg % 2 != 0) return refuse("odd input channels a group");  // (the epilogue's float2 stores)
     if (p.sh > 8 || p.sw > 8 || int64_t{p.dh} * (p.KH - 1) > 255 || int64_t{p.dw} * (p.KW - 1) > 255 ||
         std::min({ch.lower, ch.upper, cw.lower, cw.upper}) < -128 || std::max({ch.lower, ch.upper, cw.lower, cw.upper}) > 127 ||
         P >= (int64_t{1} << 31) || p.G > 65535)
