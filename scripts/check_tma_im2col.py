@@ -387,7 +387,7 @@ def kernel_plan(p, E, TN=128, mut=None):
                 a_base=a_base, a_channel=a_channel, a_offsets=a_offsets, b_coords=b_coords, desc_a=desc_a,
                 desc_b=desc_b, stages=stages, stage_bytes=stage_bytes, b_off=BM * (64 if mut == "b_off_bm64" else 128),
                 smem_bytes=stages * stage_bytes + 1024, static_bytes=2 * stages * 8 + MAX_TAPS * 4 + BM * 8,
-                ldc=TN + 4, mut=mut)
+                ldc=TN + 8, mut=mut)
 
 
 def smem_total(TN):
@@ -616,10 +616,10 @@ def stage_model(plan, E, L, rng=None):
 
 
 def epilogue_check(TN, mut=None):
-    """The consumers' staging of their accumulators into Cs[m][n] (LDC = TN + 4) and the block's
+    """The consumers' staging of their accumulators into Cs[m][n] (LDC = TN + 8) and the block's
     store loop, against the documented accumulator fragment: each D element staged once, at
     [m][n], and read once by the loop; the staging tile inside the ring it aliases."""
-    LDC, nreg = TN + 4, TN // 2
+    LDC, nreg = TN + 8, TN // 2
     nj = (128 if mut == "frag_n128" else TN) // 8
     t = np.arange(128, 384)                                   # the consumer warpgroups' threads
     wg, warp, lane = t // 128, t // 32 % 4, t % 32

@@ -776,6 +776,14 @@ bool narrow_nchw_wgrad_ok(const ConvGeometry& g, bool x_cl, bool gy_cl, at::Scal
   return (!x_cl && !gy_cl) || (g.Kg() * g.Cg() <= 32 && g.OW >= 64);
 }
 
+// The weight gradient of channels_last operands with 8 output channels a group and at most 8 input
+// channels (conv_narrow.h's backward_weight_cl_k8: vectors along the output channels, no copies).
+// One core, N8 64x64 3x3: 8 -> 8 0.74x torch through the NCHW copies, 3 -> 8 0.71x (bench/NOTES.md,
+// twentieth session, for the new numbers).
+bool narrow_cl_wgrad_ok(const ConvGeometry& g, bool x_cl, bool gy_cl, at::ScalarType t) {
+  return t == at::kFloat && x_cl && gy_cl && g.N > 0 && narrow::backward_weight_cl_k8_applies(g) && !is_pointwise(g);
+}
+
 // kNarrowCopies: channels_last layers narrow enough for the NCHW row kernels run them on NCHW
 // copies of their operands, the result copied back. In channels_last the direct kernels vectorise
 // over those few channels (a quarter to half of each vector live): one core, N8 at 64x64, 4 -> 4
@@ -2010,6 +2018,15 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cpu(const at::Tensor& 
     return {gw.to(input.scalar_type()), gb.to(input.scalar_type())};
   }
   const bool x_cl = conv_channels_last(input), gy_cl = conv_channels_last(grad_output);
+  if (narrow_cl_wgrad_ok(g, x_cl, gy_cl, ct)) {  // vectors along 8 output channels (conv_narrow.h)
+    if (debug_log_enabled()) std::cerr << "[rnnkern] " << op << " (cpu): narrow channels_last, 8 output channels\n";
+    const at::Tensor x = prep(input, ct, true), gy = prep(grad_output, ct, true);
+    at::Tensor gw = empty_for_full_write(weight_size, x.options().memory_format(at::MemoryFormat::Contiguous));
+    narrow::backward_weight_cl_k8(g, gy.const_data_ptr<float>(), x.const_data_ptr<float>(),
+                                  gw.mutable_data_ptr<float>());
+    at::Tensor gb = bias_grad ? gy.sum({0, 2, 3}) : at::empty({0}, gy.options());
+    return {gw.to(input.scalar_type()), gb.to(input.scalar_type())};
+  }
   if (narrow_nchw_wgrad_ok(g, x_cl, gy_cl, ct)) {  // vectors along the output row (conv_narrow.h, kNarrowCopies)
     log_narrow_route(op, x_cl || gy_cl);
     const at::Tensor x = nchw_copy(input, ct), gy = nchw_copy(grad_output, ct);

@@ -231,5 +231,201 @@ inline void forward_nchw(const ConvGeometry& g, const float* x, const float* wt,
   else forward_blocks<8, 2>(g, x, wt, b, y);
 }
 
+// ---- channels_last weight gradient, 8 output channels a group ---------------------------------
+// gw[k, c, r, s] = sum over pixels p of gy[p, k] x[p shifted by (r, s), c]. In channels_last a
+// pixel's 8 output channels are one 256-bit vector, so the accumulators run along k: one for each
+// (s, c) of a block of a tap row's columns, and each pixel adds gy's vector times x[shifted pixel, c]
+// broadcast from memory. (The NCHW row kernels above need copies of both operands here, which cost
+// more than they save: 8 -> 8 at 64x64, one core, 0.74x torch through them.) An image at a time,
+// every tap row and column block in turn, so the image's operands stay in L2 across the passes;
+// each image's partial gradient goes to a slice of its own and the slices are summed in image
+// order: bitwise reproducible for any thread count. Groups of 8 output channels and at most 8
+// input channels (CB x SB <= 24 accumulators of the 32 AVX-512VL registers), any stride, dilation,
+// padding and kernel size.
+inline bool backward_weight_cl_k8_applies(const ConvGeometry& g) {
+  static const bool vl = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma");
+  return vl && g.Kg() == 8 && g.Cg() <= 8 && !(g.G > 1 && g.Cg() * g.Kg() <= 16);
+}
+
+// The output columns [*lo, *hi) where all of the kernel columns s0 .. s0 + sb - 1 read inside the
+// input (the others read padding for some of them: checked per column), lo <= hi <= OW.
+inline void inner_columns(const ConvGeometry& g, int64_t s0, int64_t sb, int64_t* lo, int64_t* hi) {
+  *lo = 0;
+  *hi = g.OW;
+  for (int64_t s = s0; s < s0 + sb; ++s) {
+    int64_t l, h;
+    g.valid_cols(s, &l, &h);
+    *lo = std::max(*lo, l);
+    *hi = std::min(*hi, h);
+  }
+  *lo = std::min(*lo, g.OW);
+  *hi = std::max(*hi, *lo);
+}
+
+// One output pixel's products for a block: gy's vector (the pixel's 8 output channels) times each
+// (s, c)'s input value, where kChecked the columns that read padding left out.
+template <int CB, int SB, bool kChecked>
+__attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma"), always_inline)) inline void backward_weight_cl_k8_pixel(
+    const ConvGeometry& g, const float* gyp, const float* xr, int64_t ow, int64_t s0, __m256 (&acc)[SB][CB]) {
+  const __m256 v = _mm256_loadu_ps(gyp);
+  for (int s = 0; s < SB; ++s) {
+    const int64_t iw = ow * g.sw - g.pl + (s0 + s) * g.dw;
+    if (kChecked && (iw < 0 || iw >= g.W)) continue;
+    const float* xp = xr + iw * g.C;
+    for (int c = 0; c < CB; ++c) acc[s][c] = _mm256_fmadd_ps(v, _mm256_broadcast_ss(xp + c), acc[s][c]);
+  }
+}
+
+// Image n's partial gradient of group gi, tap row r, columns s0 .. s0 + SB - 1, into part (K, Cg,
+// KH, KW) (each element of the block written once).
+template <int CB, int SB>
+__attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma"))) void backward_weight_cl_k8_block(const ConvGeometry& g, const float* gy,
+                                                                            const float* x, float* part, int64_t n,
+                                                                            int64_t gi, int64_t r, int64_t s0) {
+  __m256 acc[SB][CB];
+  for (int s = 0; s < SB; ++s)
+    for (int c = 0; c < CB; ++c) acc[s][c] = _mm256_setzero_ps();
+  int64_t oh0, oh1, wlo, whi;
+  g.valid_rows(r, &oh0, &oh1);
+  inner_columns(g, s0, SB, &wlo, &whi);
+  for (int64_t oh = oh0; oh < oh1; ++oh) {
+    const float* gyr = gy + ((n * g.OH + oh) * g.OW) * g.K + gi * 8;
+    const float* xr = x + ((n * g.H + oh * g.sh - g.pt + r * g.dh) * g.W) * g.C + gi * CB;
+    for (int64_t ow = 0; ow < wlo; ++ow) backward_weight_cl_k8_pixel<CB, SB, true>(g, gyr + ow * g.K, xr, ow, s0, acc);
+    for (int64_t ow = wlo; ow < whi; ++ow) backward_weight_cl_k8_pixel<CB, SB, false>(g, gyr + ow * g.K, xr, ow, s0, acc);
+    for (int64_t ow = whi; ow < g.OW; ++ow) backward_weight_cl_k8_pixel<CB, SB, true>(g, gyr + ow * g.K, xr, ow, s0, acc);
+  }
+  for (int s = 0; s < SB; ++s)
+    for (int c = 0; c < CB; ++c) {
+      alignas(32) float lane[8];
+      _mm256_store_ps(lane, acc[s][c]);
+      for (int k = 0; k < 8; ++k) part[(((gi * 8 + k) * CB + c) * g.KH + r) * g.KW + s0 + s] = lane[k];
+    }
+}
+
+// 8 input channels too: a tap's 64 products of a pixel as four 512-bit vectors, each two output
+// channels (2j, 2j + 1) x the 8 input channels, the shifted pixel's 8 channels loaded once into
+// both halves. The four output-channel pairs are permuted out of the pixel's gy once a pass, so a
+// tap costs one load and four FMAs (the per-channel broadcasts above cost a load an FMA, and the
+// loads bound them). RB tap rows x SB columns a pass: 4 RB SB accumulators.
+template <int RB, int SB, bool kChecked>
+__attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma"), always_inline)) inline void backward_weight_cl_c8_pixel(
+    const ConvGeometry& g, const float* gyp, const float* (&xr)[RB], int64_t ow, int64_t s0,
+    __m512 (&acc)[RB][SB][4]) {
+  const __m512 v = _mm512_castps256_ps512(_mm256_loadu_ps(gyp));
+  __m512 pair[4];
+  for (int j = 0; j < 4; ++j)
+    pair[j] = _mm512_permutexvar_ps(_mm512_set_epi32(2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1,
+                                                     2 * j + 1, 2 * j + 1, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j,
+                                                     2 * j, 2 * j),
+                                    v);
+  for (int s = 0; s < SB; ++s) {
+    const int64_t iw = ow * g.sw - g.pl + (s0 + s) * g.dw;
+    if (kChecked && (iw < 0 || iw >= g.W)) continue;
+    for (int r = 0; r < RB; ++r) {
+      const __m512 xv = _mm512_broadcast_f32x8(_mm256_loadu_ps(xr[r] + iw * g.C));
+      for (int j = 0; j < 4; ++j) acc[r][s][j] = _mm512_fmadd_ps(pair[j], xv, acc[r][s][j]);
+    }
+  }
+}
+
+// Image n's partial gradient of group gi, tap rows r0 .. r0 + RB - 1 (all valid on the same output
+// rows: the caller's), columns s0 .. s0 + SB - 1, output rows oh0 .. oh1, into part.
+template <int RB, int SB>
+__attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma"))) void backward_weight_cl_c8_block(
+    const ConvGeometry& g, const float* gy, const float* x, float* part, int64_t n, int64_t gi, int64_t r0,
+    int64_t s0, int64_t oh0, int64_t oh1) {
+  __m512 acc[RB][SB][4];
+  for (int r = 0; r < RB; ++r)
+    for (int s = 0; s < SB; ++s)
+      for (int j = 0; j < 4; ++j) acc[r][s][j] = _mm512_setzero_ps();
+  int64_t wlo, whi;
+  inner_columns(g, s0, SB, &wlo, &whi);
+  for (int64_t oh = oh0; oh < oh1; ++oh) {
+    const float* gyr = gy + ((n * g.OH + oh) * g.OW) * g.K + gi * 8;
+    const float* xr[RB];
+    for (int r = 0; r < RB; ++r) xr[r] = x + ((n * g.H + oh * g.sh - g.pt + (r0 + r) * g.dh) * g.W) * g.C + gi * 8;
+    for (int64_t ow = 0; ow < wlo; ++ow) backward_weight_cl_c8_pixel<RB, SB, true>(g, gyr + ow * g.K, xr, ow, s0, acc);
+    for (int64_t ow = wlo; ow < whi; ++ow) backward_weight_cl_c8_pixel<RB, SB, false>(g, gyr + ow * g.K, xr, ow, s0, acc);
+    for (int64_t ow = whi; ow < g.OW; ++ow) backward_weight_cl_c8_pixel<RB, SB, true>(g, gyr + ow * g.K, xr, ow, s0, acc);
+  }
+  for (int r = 0; r < RB; ++r)
+    for (int s = 0; s < SB; ++s)
+      for (int j = 0; j < 4; ++j) {
+        alignas(64) float lane[16];
+        _mm512_store_ps(lane, acc[r][s][j]);
+        for (int h = 0; h < 2; ++h)
+          for (int c = 0; c < 8; ++c)
+            part[(((gi * 8 + 2 * j + h) * 8 + c) * g.KH + r0 + r) * g.KW + s0 + s] = lane[8 * h + c];
+      }
+}
+
+// One image's pass over tap rows r0 .. and columns s0 .. (SB of them): two rows at once where both
+// read real input on the same output rows (their valid ranges agree), else one.
+template <int SB>
+inline void backward_weight_cl_c8_rows(const ConvGeometry& g, const float* gy, const float* x, float* part, int64_t n,
+                                       int64_t gi, int64_t s0) {
+  for (int64_t r = 0; r < g.KH;) {
+    int64_t lo, hi, lo2 = 0, hi2 = -1;
+    g.valid_rows(r, &lo, &hi);
+    if (r + 1 < g.KH) g.valid_rows(r + 1, &lo2, &hi2);
+    if (lo2 == lo && hi2 == hi) {
+      backward_weight_cl_c8_block<2, SB>(g, gy, x, part, n, gi, r, s0, lo, hi);
+      r += 2;
+    } else {
+      backward_weight_cl_c8_block<1, SB>(g, gy, x, part, n, gi, r, s0, lo, hi);
+      r += 1;
+    }
+  }
+}
+
+template <int CB>
+inline void backward_weight_cl_k8_cb(const ConvGeometry& g, const float* gy, const float* x, float* w) {
+  constexpr int SB = 24 / CB >= 3 ? 3 : 24 / CB;  // columns a block (3: a 3x3 kernel's row in one pass)
+  const int64_t per = g.K * CB * g.taps();
+  std::vector<float> parts(static_cast<size_t>(g.N * per));
+  at::parallel_for(0, g.N, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n)
+      for (int64_t gi = 0; gi < g.G; ++gi)
+        for (int64_t r = 0; r < g.KH; ++r)
+          for (int64_t s0 = 0; s0 < g.KW; s0 += SB) {
+            float* part = parts.data() + n * per;
+            const int64_t sb = std::min<int64_t>(SB, g.KW - s0);
+            if constexpr (CB == 8) {  // (rows are the block's outer loop: their pass handles every r)
+              if (r == 0) {
+                if (sb == 1) backward_weight_cl_c8_rows<1>(g, gy, x, part, n, gi, s0);
+                else if (sb == 2) backward_weight_cl_c8_rows<2>(g, gy, x, part, n, gi, s0);
+                else backward_weight_cl_c8_rows<3>(g, gy, x, part, n, gi, s0);
+              }
+              continue;
+            }
+            switch (sb) {
+              case 1: backward_weight_cl_k8_block<CB, 1>(g, gy, x, part, n, gi, r, s0); break;
+              case 2: backward_weight_cl_k8_block<CB, 2 <= SB ? 2 : 1>(g, gy, x, part, n, gi, r, s0); break;
+              default: backward_weight_cl_k8_block<CB, SB>(g, gy, x, part, n, gi, r, s0); break;
+            }
+          }
+  });
+  std::fill(w, w + per, 0.f);
+  for (int64_t n = 0; n < g.N; ++n)  // (image order: the same bits for any thread count)
+    for (int64_t i = 0; i < per; ++i) w[i] += parts[n * per + i];
+}
+
+// gy (N, OH, OW, K) and x (N, H, W, C) dense channels_last; w the (K, Cg, KH, KW) weight gradient,
+// every element written.
+inline void backward_weight_cl_k8(const ConvGeometry& g, const float* gy, const float* x, float* w) {
+  switch (g.Cg()) {
+    case 1: return backward_weight_cl_k8_cb<1>(g, gy, x, w);
+    case 2: return backward_weight_cl_k8_cb<2>(g, gy, x, w);
+    case 3: return backward_weight_cl_k8_cb<3>(g, gy, x, w);
+    case 4: return backward_weight_cl_k8_cb<4>(g, gy, x, w);
+    case 5: return backward_weight_cl_k8_cb<5>(g, gy, x, w);
+    case 6: return backward_weight_cl_k8_cb<6>(g, gy, x, w);
+    case 7: return backward_weight_cl_k8_cb<7>(g, gy, x, w);
+    default: return backward_weight_cl_k8_cb<8>(g, gy, x, w);  // backward_weight_cl_k8_applies: Cg <= 8
+  }
+}
+
 }  // namespace narrow
 }  // namespace rnnkern

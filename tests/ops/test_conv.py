@@ -1477,7 +1477,8 @@ def test_cpu_narrow_channels_last_through_nchw(strict_fp32, monkeypatch, capfd):
     monkeypatch.setenv("RNNKERN_DEBUG", "1")
     # (x, w, kwargs, which of forward / grad_input / grad_weight go through the copies)
     cases = [((2, 4, 6, 64), (4, 4, 3, 3), dict(padding=1), (1, 1, 1)),
-             ((1, 3, 5, 70), (8, 3, 3, 3), dict(padding=(1, 2), dilation=(1, 2)), (1, 1, 1)),
+             # (8 output channels: grad_weight on conv_narrow.h's channels_last kernel, no copies)
+             ((1, 3, 5, 70), (8, 3, 3, 3), dict(padding=(1, 2), dilation=(1, 2)), (1, 1, 0)),
              ((1, 8, 7, 66), (2, 8, 3, 3), dict(stride=(2, 1), padding=(0, 1)), (1, 0, 1)),  # strided grad_input
              ((1, 24, 3, 64), (4, 24, 3, 5), dict(padding=(1, 2)), (1, 0, 0)),  # Cg 24
              # layout_copy.h's transposes: channel counts 5, 7, 13, 16, pixel counts not a multiple of 16
@@ -1512,6 +1513,47 @@ def test_cpu_narrow_channels_last_through_nchw(strict_fp32, monkeypatch, capfd):
             err = capfd.readouterr().err
             for op, copied in zip(("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight"), routes):
                 assert (f"{op} (cpu): narrow NCHW rows through NCHW copies" in err) == bool(copied), (op, xs, ws, kw)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_cpu_narrow_channels_last_weight_gradient(strict_fp32, monkeypatch, capfd):
+    """The channels_last weight gradient with 8 output channels a group (conv_narrow.h,
+    backward_weight_cl_k8: vectors along the output channels; with 8 input channels too, four
+    512-bit vectors of channel pairs a tap, two tap rows a pass where their valid rows agree): vs
+    fp64 for 2, 3, 5, 7 and 8 input channels, strides, dilation, padding wider than the kernel and 'same' with
+    an even kernel, groups, kernels 1 x 5 to 7 x 2, a tap row that reads only padding, images in
+    parallel, and the same bits on 1 and 2 threads; the debug log shows the route ran."""
+    if not CPU_HAS_AVX512:
+        pytest.skip("the direct kernels need AVX-512")
+    cl = torch.channels_last
+    monkeypatch.setenv("RNNKERN_DEBUG", "1")
+    cases = [((2, 8, 12, 40), (8, 8, 3, 3), dict(padding=1)),
+             ((3, 8, 9, 11), (8, 8, 3, 3), dict(padding=0)),  # valid padding: every tap row pairs
+             ((1, 3, 7, 33), (8, 3, 3, 3), dict(stride=2, padding=(1, 2))),
+             ((2, 5, 10, 9), (8, 5, 2, 4), dict(padding="same", dilation=(2, 1))),
+             ((1, 16, 6, 13), (16, 8, 3, 3), dict(padding=2, dilation=2, groups=2)),
+             ((1, 2, 5, 17), (8, 2, 1, 5), dict(padding=(0, 6))),
+             ((2, 7, 4, 6), (8, 7, 7, 2), dict(padding=(5, 1))),  # rows that read only padding
+             ((1, 8, 3, 20), (8, 8, 3, 6), dict(stride=(1, 3), padding=(2, 2))),
+             ((8, 8, 16, 16), (8, 8, 3, 3), dict(padding=1))]
+    threads = torch.get_num_threads()
+    try:
+        for xs, ws, kw in cases:
+            capfd.readouterr()
+            x, w = torch.randn(xs, dtype=torch.float64), torch.randn(ws, dtype=torch.float64)
+            gy = torch.randn(TF.conv2d(x, w, **kw).shape, dtype=torch.float64)
+            ref = torch.autograd.grad(TF.conv2d(x.requires_grad_(), w.requires_grad_(), **kw), w, gy)[0]
+            got = []
+            for t in (1, 2):
+                torch.set_num_threads(t)
+                wf = w.detach().float().requires_grad_()
+                y = RF.conv2d(x.detach().float().contiguous(memory_format=cl), wf, **kw)
+                got.append(torch.autograd.grad(y, wf, gy.float().contiguous(memory_format=cl))[0])
+            assert torch.equal(got[0], got[1]), (xs, ws, kw)
+            assert rel_err(got[0], ref) < 1e-5, (rel_err(got[0], ref), xs, ws, kw)
+            assert "conv2d_backward_weight (cpu): narrow channels_last, 8 output channels" in capfd.readouterr().err, \
+                (xs, ws, kw)
     finally:
         torch.set_num_threads(threads)
 
