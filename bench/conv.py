@@ -61,13 +61,15 @@ VARIANTS = {"cp.async": {"RNNKERN_CONV_PIPELINE": "1"},   # the ring forced on (
             "tma n128": {"RNNKERN_CONV_MMA": "tma", "RNNKERN_CONV_TMA_N": "128"},  # ... on 128 x 128 tiles
             "tma n256": {"RNNKERN_CONV_MMA": "tma", "RNNKERN_CONV_TMA_N": "256"},  # ... on 128 x 256 tiles
             "via CL tma": {"RNNKERN_CONV_NCHW": "transpose", "RNNKERN_CONV_MMA": "tma"},  # ... TF32 NCHW through copies
-            # the 16-bit channels_last grad_weight on TMA loads + wgmma (wgrad_tma_kernel; opt-in, rows below)
+            # the grad_weight on TMA loads + wgmma (wgrad_tma_kernel: 16-bit channels_last, TF32 NCHW;
+            # opt-in, rows below)
             "tma wgrad": {"RNNKERN_CONV_MMA": "tma"}}
 TMA_ONLY = ("tma", "tma n128", "tma n256", "via CL tma", "tma wgrad")  # (their own rows below)
 WGRAD_ONLY = ("tma wgrad",)  # (its forward and dgrad are the default's)
 NCHW_ONLY = ("via CL", "via CL wgmma", "via CL tma")  # variants that change nothing for channels_last operands
 GATHER_ONLY = ("taps 9", "wgmma taps 1")  # the gather's forms: forward and dgrad, not wgrad
-# (the TMA forms' grad_weight is wgrad_tma_kernel for 16-bit channels_last, the default's elsewhere)
+# (the TMA forms' grad_weight is wgrad_tma_kernel for 16-bit channels_last and TF32 NCHW, the
+# default's elsewhere)
 
 GPU_CASES = (
     [Case(torch.float32, False, 8, 256, 256, 64, d) for d in (1, 2, 6, 12, 18)]
@@ -90,8 +92,8 @@ GPU_CASES = (
     # gives every SM a tile: the 64x64 rows; 128 at the ASPP's 32x32)
     + [Case(torch.bfloat16, True, 8, cin, 256, hw, d, variant=v)
        for cin, hw, d, v in ((256, 64, 1, "tma n128"), (2048, 32, 6, "tma n256"), (2048, 32, 18, "tma n256"))]
-    # the bf16 grad_weight on TMA loads (opt-in), every bf16 channels_last row
-    + [Case(torch.bfloat16, True, 8, cin, 256, hw, d, variant="tma wgrad")
+    # the grad_weight on TMA loads (opt-in), every bf16 channels_last and TF32 NCHW row
+    + [Case(dt, dt == torch.bfloat16, 8, cin, 256, hw, d, variant="tma wgrad") for dt in (torch.bfloat16, torch.float32)
        for cin, hw, ds in ((256, 64, (1, 2, 6, 12, 18)), (2048, 32, (6, 12, 18))) for d in ds]
     # TF32 (opt-in): channels_last at both widths, and NCHW (ANCHORS' parity row) through channels_last copies
     + [Case(torch.float32, True, 8, 256, 256, 64, 1, variant=v) for v in ("tma", "tma n128")]
@@ -176,7 +178,8 @@ def cases(device: str, quick: bool) -> list[Bench]:
                              with_env(lambda gy=gy, w=w, xs=list(x.shape), s=s, p4=p4, dd=dd, g=g:
                                       DGRAD(gy, w, xs, s, p4, dd, g), **env),
                              _torch_backward(gy, x, w, d, p, [True, False, False], c.no_cudnn, g), "TFLOP/s", flops))
-        if c.variant in GATHER_ONLY or (c.variant in TMA_ONLY and (c.dtype == torch.float32 or not c.channels_last)):
+        tma_wgrad_runs = c.channels_last != (c.dtype == torch.float32)  # (16-bit channels_last, TF32 NCHW)
+        if c.variant in GATHER_ONLY or (c.variant in TMA_ONLY and not tma_wgrad_runs):
             continue
         out.append(Bench("conv", name, "wgrad",
                          with_env(lambda gy=gy, x=x, ws=list(w.shape), s=s, p4=p4, dd=dd, g=g:

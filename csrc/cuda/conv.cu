@@ -1593,7 +1593,15 @@ __global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_ke
 // and consumers alike; inside the others the copy engine's zero fill takes the padding, and pixels
 // past the batch read zeros from both maps. Channels past a group's Kg / Cg (the tile's ragged
 // edge) read the next group's channels or zeros and land in rows / columns that are never stored.
+// TF32 NCHW (wgrad_tma_kernel<float, TN>; RNNKERN_CONV_MMA=tma, unit column stride): in NCHW memory
+// the pixels are the contiguous dimension of both operands, so they are K-major, tf32 wgmma's only
+// form, and the forward's consumer loop reads them as is (wgmma_desc_sw128). A k-step is 32 pixels
+// (128 bytes) of one output row: a tiled 4-D box of gy (32 columns x 128 output channels) and one
+// of x at the tap's shifted row and columns (32 x TN input channels; the map's zero fill takes the
+// padding, as a tiled load's out-of-bounds elements read 0). k-steps whose row or 32 columns read
+// only padding through the tap are skipped.
 constexpr int kTmaWgradPixels = 64;  // pixels a k-step (BKp): 64 x 128-byte rows an operand box
+constexpr int kTmaWgradRowPixels = 32;  // the TF32 NCHW form's k-step: 32 fp32 pixels, 128 bytes
 
 #if RNNKERN_HAS_WGMMA
 // The k-step at pixel m (of P) has no pixel inside tap t's valid rectangle (rows [oh0, oh1) x columns
@@ -1612,15 +1620,29 @@ __device__ __forceinline__ bool tma_wgrad_step_dead(long long m, long long P, in
 }
 #endif
 
+// The TF32 NCHW form's k-step k: image n, output row ho, columns wo0 .. wo0 + 31 (rows of `spr`
+// such steps, the last ragged: gy's columns past OW read as zeros).
+struct TmaWgradRowStep {
+  int n, ho, wo0;
+};
+__device__ __forceinline__ TmaWgradRowStep tma_wgrad_row_step(long long k, int OH, int spr) {
+  const long long per_image = static_cast<long long>(OH) * spr;
+  const int n = static_cast<int>(k / per_image), rem = static_cast<int>(k - n * per_image);
+  return {n, rem / spr, rem % spr * kTmaWgradRowPixels};
+}
+
 template <typename T, int TN>
 __global__ void __launch_bounds__(kTmaThreads, 1)
     wgrad_tma_kernel(const WgradParams p, const __grid_constant__ CUtensorMap map_gy,
                      const __grid_constant__ CUtensorMap map_x) {
 #if RNNKERN_HAS_WGMMA
-  static_assert(sizeof(T) == 2, "the TMA grad_weight: 16-bit types (tf32 wgmma has no MN-major operands)");
+  // T = float: the TF32 NCHW form (K-major operands), else 16-bit channels_last (MN-major)
+  constexpr bool kNchw = std::is_same_v<T, float>;
+  static_assert(kNchw || sizeof(T) == 2, "the TMA grad_weight: TF32 NCHW or 16-bit channels_last");
   constexpr int kStages = TmaTile<TN>::kStages, kStageBytes = TmaTile<TN>::kStageBytes;
   constexpr int kBoxBytes = kTmaWgradPixels * 128;  // one box: 64 pixels x 64 channels
   static_assert(kStageBytes == 2 * kBoxBytes + TN / 64 * kBoxBytes, "a stage: gy's two boxes, then x's TN / 64");
+  static_assert(BM * 128 == 2 * kBoxBytes, "the TF32 NCHW form's A: 128 output channels x 128 bytes, then B");
   __shared__ __align__(8) uint64_t full[kStages], empty[kStages];
   extern __shared__ __align__(1024) unsigned char tma_smem_raw[];
   const uint32_t ring = (smem_u32(tma_smem_raw) + 1023) & ~1023u;
@@ -1631,11 +1653,20 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   const int m0 = static_cast<int>(blockIdx.x) / p.tiles_n * BM, n0 = static_cast<int>(blockIdx.x) % p.tiles_n * TN;
   const int r = t / p.KW, s = t - r * p.KW;
   const long long P = static_cast<long long>(p.N) * p.OH * p.OW, hw = static_cast<long long>(p.OH) * p.OW;
-  const long long steps = (P + kTmaWgradPixels - 1) / kTmaWgradPixels;
+  const int spr = (p.OW + kTmaWgradRowPixels - 1) / kTmaWgradRowPixels;  // (the TF32 NCHW form's steps a row)
+  const long long steps = kNchw ? static_cast<long long>(p.N) * p.OH * spr : (P + kTmaWgradPixels - 1) / kTmaWgradPixels;
   const long long k_begin = steps * split / p.splits, k_end = steps * (split + 1) / p.splits;
   int oh0, oh1, ow0, ow1;
   valid_range_dev(r, p.sh, p.dh, p.pt, p.H, p.OH, &oh0, &oh1);
   valid_range_dev(s, p.sw, p.dw, p.pl, p.W, p.OW, &ow0, &ow1);
+  const auto dead = [&](long long k) {
+    if constexpr (kNchw) {
+      const TmaWgradRowStep q = tma_wgrad_row_step(k, p.OH, spr);
+      return q.ho < oh0 || q.ho >= oh1 || q.wo0 + kTmaWgradRowPixels <= ow0 || q.wo0 >= ow1;
+    } else {
+      return tma_wgrad_step_dead(k * kTmaWgradPixels, P, p.OH, p.OW, oh0, oh1, ow0, ow1);
+    }
+  };
 
   if (tid == 0) {
     for (int st = 0; st < kStages; ++st) {
@@ -1656,19 +1687,28 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
     if (tid == 0) {
       int i = 0;  // live k-steps issued
       for (long long k = k_begin; k < k_end; ++k) {
-        const long long m = k * kTmaWgradPixels;
-        if (tma_wgrad_step_dead(m, P, p.OH, p.OW, oh0, oh1, ow0, ow1)) continue;
+        if (dead(k)) continue;
         const int st = i % kStages;
         if (i >= kStages) mbar_wait(smem_u32(&empty[st]), (i / kStages - 1) & 1);
         const uint32_t bar = smem_u32(&full[st]), a = ring + st * kStageBytes;
         mbar_arrive_expect_tx(bar, kStageBytes);
-        const int n = static_cast<int>(m / hw), rem = static_cast<int>(m - n * hw);
-        const int ho = rem / p.OW, wo = rem - ho * p.OW;
-        for (int h = 0; h < 2; ++h)  // gy: output channels g Kg + m0 + 64 h ..., pixels m ...
-          tma_load_2d(a + h * kBoxBytes, &map_gy, bar, g * p.Kg + m0 + 64 * h, static_cast<int>(m));
-        for (int j = 0; j < TN / 64; ++j)  // x: input channels g Cg + n0 + 64 j ... of the shifted pixels
-          tma_load_im2col_4d(a + (2 + j) * kBoxBytes, &map_x, bar, g * p.Cg + n0 + 64 * j, wo * p.sw - p.pl,
-                             ho * p.sh - p.pt, n, static_cast<uint16_t>(s * p.dw), static_cast<uint16_t>(r * p.dh));
+        if constexpr (kNchw) {
+          // gy: columns wo0 ..., row ho, output channels g Kg + m0 ...; x: the tap's shifted columns and
+          // row, input channels g Cg + n0 ... (both boxes 128-byte rows, one a channel)
+          const TmaWgradRowStep q = tma_wgrad_row_step(k, p.OH, spr);
+          tma_load_4d(a, &map_gy, bar, q.wo0, q.ho, g * p.Kg + m0, q.n);
+          tma_load_4d(a + BM * 128, &map_x, bar, q.wo0 - p.pl + s * p.dw, q.ho * p.sh - p.pt + r * p.dh, g * p.Cg + n0,
+                      q.n);
+        } else {
+          const long long m = k * kTmaWgradPixels;
+          const int n = static_cast<int>(m / hw), rem = static_cast<int>(m - n * hw);
+          const int ho = rem / p.OW, wo = rem - ho * p.OW;
+          for (int h = 0; h < 2; ++h)  // gy: output channels g Kg + m0 + 64 h ..., pixels m ...
+            tma_load_2d(a + h * kBoxBytes, &map_gy, bar, g * p.Kg + m0 + 64 * h, static_cast<int>(m));
+          for (int j = 0; j < TN / 64; ++j)  // x: input channels g Cg + n0 + 64 j ... of the shifted pixels
+            tma_load_im2col_4d(a + (2 + j) * kBoxBytes, &map_x, bar, g * p.Cg + n0 + 64 * j, wo * p.sw - p.pl,
+                               ho * p.sh - p.pt, n, static_cast<uint16_t>(s * p.dw), static_cast<uint16_t>(r * p.dh));
+        }
         ++i;
       }
     }
@@ -1677,17 +1717,24 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
     const int cw = wg - 1;  // output channels m0 + 64 cw ...
     int i = 0;
     for (long long k = k_begin; k < k_end; ++k) {
-      if (tma_wgrad_step_dead(k * kTmaWgradPixels, P, p.OH, p.OW, oh0, oh1, ow0, ow1)) continue;
+      if (dead(k)) continue;
       const int st = i % kStages;
       mbar_wait(smem_u32(&full[st]), (i / kStages) & 1);
       __syncwarp();
+      // (both forms: A's rows 64 cw ... at cw * 8192, B after A's 128 rows at 16384)
       const uint32_t a = ring + st * kStageBytes + cw * kBoxBytes, b = ring + st * kStageBytes + 2 * kBoxBytes;
       wgmma_pin(acc);
       wgmma_fence();
+      if constexpr (kNchw) {
 #pragma unroll
-      for (int ks = 0; ks < kTmaWgradPixels / 16; ++ks)  // 16 pixels (two 1024-byte atoms) a k16 instruction
-        wgmma_m64n<T, TN, true, true>(acc, wgmma_desc_mn_sw128(a + ks * 2048, kBoxBytes),
-                                      wgmma_desc_mn_sw128(b + ks * 2048, kBoxBytes));
+        for (int ks = 0; ks < 4; ++ks)  // 8 pixels (32 bytes of the K-major rows) a k8 instruction
+          wgmma_m64n<T, TN>(acc, wgmma_desc_sw128(a + ks * 32), wgmma_desc_sw128(b + ks * 32));
+      } else {
+#pragma unroll
+        for (int ks = 0; ks < kTmaWgradPixels / 16; ++ks)  // 16 pixels (two 1024-byte atoms) a k16 instruction
+          wgmma_m64n<T, TN, true, true>(acc, wgmma_desc_mn_sw128(a + ks * 2048, kBoxBytes),
+                                        wgmma_desc_mn_sw128(b + ks * 2048, kBoxBytes));
+      }
       wgmma_commit();
       wgmma_wait<1>();
       wgmma_pin(acc);
@@ -2437,36 +2484,43 @@ void launch_gather(GatherParams p, const at::Tensor& w, bool cl, bool trans, int
 }
 
 // The grad_weight on wgrad_tma_kernel: asked for with RNNKERN_CONV_MMA=tma (opt-in: not yet run on a
-// GPU), on an sm_90 device with an sm_90a build, for 16-bit channels_last operands within the maps'
-// limits (16-byte channel rows and base addresses, traversal strides <= 8, the rank-4 im2col map's
-// corners in [-128, 127] and offsets in [0, 255], pixel coordinates in 32 bits; an even number of
-// input channels a group: the epilogue's float2 stores). Encodes both maps,
-// sizes the split over the pixels and launches it, then wgrad_reduce_kernel; false, with nothing
-// launched, where it does not run (the caller runs wgrad_kernel; RNNKERN_DEBUG=1 says why once the
-// form was asked for). Tiles of 128 output x TN input channels, TN = RNNKERN_CONV_TMA_N, unset 256
-// where a group has >= 256 input channels, else 128.
+// GPU), on an sm_90 device with an sm_90a build, for 16-bit channels_last operands or (with TF32
+// allowed for convolutions) fp32 NCHW ones at unit column stride, within the maps' limits (16-byte
+// rows and base addresses; 16-bit: traversal strides <= 8, the rank-4 im2col map's corners in
+// [-128, 127] and offsets in [0, 255]; coordinates in 32 bits) and with an even number of input
+// channels a group (the epilogue's float2 stores). Encodes both maps, sizes the split over the
+// k-steps and launches it, then wgrad_reduce_kernel; false, with nothing launched, where it does
+// not run (the caller runs wgrad_kernel; RNNKERN_DEBUG=1 says why once the form was asked for).
+// Tiles of 128 output x TN input channels, TN = RNNKERN_CONV_TMA_N, unset 256 where a group has
+// >= 256 input channels, else 128.
 template <typename T>
 bool launch_wgrad_tma(WgradParams p, bool cl, T* gw, const at::TensorOptions& opts, cudaStream_t stream) {
 #ifdef RNNKERN_WITH_SM90A
-  if constexpr (sizeof(T) != 2) {
+  constexpr bool kNchw = std::is_same_v<T, float>;  // (the TF32 NCHW form; else 16-bit channels_last)
+  if constexpr (!kNchw && sizeof(T) != 2) {
     return false;
   } else {
-    if (conv_mma_form() != MmaForm::kTma || !cl || at::cuda::getCurrentDeviceProperties()->major != 9) return false;
+    if (conv_mma_form() != MmaForm::kTma || cl == kNchw || at::cuda::getCurrentDeviceProperties()->major != 9 ||
+        (kNchw && !allow_tf32()))
+      return false;
     const auto refuse = [](const char* why) {
       if (debug_log_enabled())
         std::fprintf(stderr, "rnnkern: conv2d_backward_weight: TMA form not taken (%s): wgrad kernel\n", why);
       return false;
     };
-    constexpr cuuint32_t E = sizeof(T), BOX = 64;  // 64 channels (128 bytes) x 64 pixels a box
+    constexpr cuuint32_t E = sizeof(T);
     const int taps = p.KH * p.KW;
     const long long P = static_cast<long long>(p.N) * p.OH * p.OW;
+    if (p.Cg % 2 != 0) return refuse("odd input channels a group");
+    if (!aligned16(p.gy) || !aligned16(p.x) || (kNchw ? p.W % 4 != 0 || p.OW % 4 != 0 : p.K % 8 != 0 || p.C % 8 != 0))
+      return refuse("rows not 16-byte");
     const Im2colCorners ch = im2col_corners(p.H, p.OH, p.pt, p.sh), cw = im2col_corners(p.W, p.OW, p.pl, p.sw);
-    if (p.K % 8 != 0 || p.C % 8 != 0 || !aligned16(p.gy) || !aligned16(p.x)) return refuse("channel rows not 16-byte");
-    if (p.Cg % 2 != 0) return refuse("odd input channels a group");  // (the epilogue's float2 stores)
-    if (p.sh > 8 || p.sw > 8 || int64_t{p.dh} * (p.KH - 1) > 255 || int64_t{p.dw} * (p.KW - 1) > 255 ||
-        std::min({ch.lower, ch.upper, cw.lower, cw.upper}) < -128 || std::max({ch.lower, ch.upper, cw.lower, cw.upper}) > 127 ||
-        P >= (int64_t{1} << 31) || p.G > 65535)
-      return refuse("outside the maps' limits");
+    const bool maps_fit =
+        kNchw ? p.sw == 1
+              : p.sh <= 8 && p.sw <= 8 && int64_t{p.dh} * (p.KH - 1) <= 255 && int64_t{p.dw} * (p.KW - 1) <= 255 &&
+                    std::min({ch.lower, ch.upper, cw.lower, cw.upper}) >= -128 &&
+                    std::max({ch.lower, ch.upper, cw.lower, cw.upper}) <= 127;
+    if (!maps_fit || P >= (int64_t{1} << 31) || p.G > 65535) return refuse("outside the maps' limits");
     const TensorMapEncoders& enc = tensor_map_encoders();
     if (enc.im2col == nullptr || enc.tiled == nullptr) return refuse("no tensor-map encoders in this driver");
     const int tn = tma_tile_n_forced() != 0 ? tma_tile_n_forced() : p.Cg >= 256 ? 256 : 128;
@@ -2474,34 +2528,50 @@ bool launch_wgrad_tma(WgradParams p, bool cl, T* gw, const at::TensorOptions& op
     const int bytes = tn == 256 ? TmaTile<256>::kSmemBytes : TmaTile<128>::kSmemBytes;
     if (bytes > allow_full_shared_memory(kernel)) return refuse("too little shared memory");
     alignas(64) CUtensorMap map_gy, map_x;
-    {
-      const cuuint64_t dims[2] = {cuuint64_t(p.K), cuuint64_t(P)};
-      const cuuint64_t strides[1] = {cuuint64_t(p.K) * E};
-      const cuuint32_t box[2] = {BOX, BOX}, element_strides[2] = {1, 1};
-      if (enc.tiled(&map_gy, tensor_map_type<T>(), 2, const_cast<void*>(p.gy), dims, strides, box, element_strides,
-                    CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
-                    CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
-        return refuse("a tensor-map encoder refused");
-    }
-    {
-      const cuuint64_t dims[4] = {cuuint64_t(p.C), cuuint64_t(p.W), cuuint64_t(p.H), cuuint64_t(p.N)};
-      const cuuint64_t strides[3] = {cuuint64_t(p.C) * E, cuuint64_t(p.W) * p.C * E, cuuint64_t(p.H) * p.W * p.C * E};
+    const auto encoded = [](CUresult r) { return r == CUDA_SUCCESS; };
+    bool ok;
+    if constexpr (kNchw) {
+      // both (W, H, C, N), boxes of 32 columns (128 bytes) x 1 row x 128 output / TN input channels
+      const cuuint64_t gy_dims[4] = {cuuint64_t(p.OW), cuuint64_t(p.OH), cuuint64_t(p.K), cuuint64_t(p.N)};
+      const cuuint64_t gy_strides[3] = {cuuint64_t(p.OW) * E, cuuint64_t(p.OH) * p.OW * E,
+                                        cuuint64_t(p.K) * p.OH * p.OW * E};
+      const cuuint64_t x_dims[4] = {cuuint64_t(p.W), cuuint64_t(p.H), cuuint64_t(p.C), cuuint64_t(p.N)};
+      const cuuint64_t x_strides[3] = {cuuint64_t(p.W) * E, cuuint64_t(p.H) * p.W * E, cuuint64_t(p.C) * p.H * p.W * E};
+      const cuuint32_t gy_box[4] = {kTmaWgradRowPixels, 1, BM, 1}, x_box[4] = {kTmaWgradRowPixels, 1, cuuint32_t(tn), 1};
+      const cuuint32_t ones[4] = {1, 1, 1, 1};
+      ok = encoded(enc.tiled(&map_gy, tensor_map_type<T>(), 4, const_cast<void*>(p.gy), gy_dims, gy_strides, gy_box,
+                             ones, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                             CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE)) &&
+           encoded(enc.tiled(&map_x, tensor_map_type<T>(), 4, const_cast<void*>(p.x), x_dims, x_strides, x_box, ones,
+                             CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                             CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE));
+    } else {
+      constexpr cuuint32_t BOX = 64;  // 64 channels (128 bytes) x 64 pixels a box
+      // gy as (K, pixels); x through the forward's im2col map
+      const cuuint64_t gy_dims[2] = {cuuint64_t(p.K), cuuint64_t(P)};
+      const cuuint64_t gy_strides[1] = {cuuint64_t(p.K) * E};
+      const cuuint32_t gy_box[2] = {BOX, BOX}, ones[2] = {1, 1};
+      const cuuint64_t x_dims[4] = {cuuint64_t(p.C), cuuint64_t(p.W), cuuint64_t(p.H), cuuint64_t(p.N)};
+      const cuuint64_t x_strides[3] = {cuuint64_t(p.C) * E, cuuint64_t(p.W) * p.C * E, cuuint64_t(p.H) * p.W * p.C * E};
       const int lower[2] = {cw.lower, ch.lower}, upper[2] = {cw.upper, ch.upper};  // (W, H)
       const cuuint32_t element_strides[4] = {1, cuuint32_t(p.sw), cuuint32_t(p.sh), 1};
-      if (enc.im2col(&map_x, tensor_map_type<T>(), 4, const_cast<void*>(p.x), dims, strides, lower, upper, BOX, BOX,
-                     element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                     CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
-        return refuse("a tensor-map encoder refused");
+      ok = encoded(enc.tiled(&map_gy, tensor_map_type<T>(), 2, const_cast<void*>(p.gy), gy_dims, gy_strides, gy_box,
+                             ones, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                             CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE)) &&
+           encoded(enc.im2col(&map_x, tensor_map_type<T>(), 4, const_cast<void*>(p.x), x_dims, x_strides, lower, upper,
+                              BOX, BOX, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                              CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE));
     }
-    // split over the pixels: about two CTAs an SM (one fits), at least 8 k-steps a split
+    if (!ok) return refuse("a tensor-map encoder refused");
+    // split over the k-steps: about two CTAs an SM (one fits), at least 8 k-steps a split
     const int tiles_m = (p.Kg + BM - 1) / BM;
     p.tiles_n = (p.Cg + tn - 1) / tn;
     const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
     const int64_t base = static_cast<int64_t>(tiles_m) * p.tiles_n * taps * p.G;
-    const int64_t steps = (P + kTmaWgradPixels - 1) / kTmaWgradPixels;
+    const int64_t steps = kNchw ? int64_t{p.N} * p.OH * ((p.OW + kTmaWgradRowPixels - 1) / kTmaWgradRowPixels)
+                                : (P + kTmaWgradPixels - 1) / kTmaWgradPixels;
     int64_t splits = std::max<int64_t>(1, (2 * sms + base - 1) / base);
     splits = std::min<int64_t>(splits, std::max<int64_t>(1, steps / 8));
-    splits = std::min<int64_t>(splits, std::max<int64_t>(1, 65535 / taps));
     p.splits = static_cast<int>(splits);
     const int64_t outputs = static_cast<int64_t>(p.G) * p.Kg * p.Cg * taps;
     at::Tensor ws = at::empty({splits * outputs}, opts.dtype(at::kFloat));  // (splits, G, taps, Kg, Cg)

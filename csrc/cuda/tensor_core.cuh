@@ -268,6 +268,16 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const void* map, uint3
       "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(x0), "r"(x1)
       : "memory");
 }
+// One tiled load of a rank-4 map's box at (x0, x1, x2, x3) (innermost first; signed coordinates,
+// zeros outside the tensor).
+__device__ __forceinline__ void tma_load_4d(uint32_t dst, const void* map, uint32_t bar, int x0, int x1, int x2,
+                                            int x3) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5, %6}], "
+      "[%2];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(x0), "r"(x1), "r"(x2), "r"(x3)
+      : "memory");
+}
 // One tiled load of a rank-3 map's box at (x0, x1, x2) (innermost first; zeros past the tensor).
 __device__ __forceinline__ void tma_load_3d(uint32_t dst, const void* map, uint32_t bar, int x0, int x1, int x2) {
   asm volatile(

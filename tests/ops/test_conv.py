@@ -697,7 +697,12 @@ TMA_WGRAD_CASES = [((2, 64, 20, 20), (96, 64, 3, 3), dict(padding=1)),
                    ((1, 64, 9, 10), (264, 64, 3, 3), dict(padding=1)),
                    ((1, 256, 12, 11), (64, 256, 3, 3), dict(padding=1)),
                    ((4, 64, 40, 40), (64, 64, 3, 3), dict(padding=1)),
-                   ((1, 72, 5, 5), (72, 9, 3, 3), dict(padding=1, groups=8))]
+                   ((1, 72, 5, 5), (72, 9, 3, 3), dict(padding=1, groups=8)),
+                   # widths a multiple of 4, for the TF32 NCHW form (its rows must be whole 16 bytes)
+                   ((2, 24, 13, 36), (40, 24, 3, 5), dict(stride=(2, 1), padding=(1, 2), dilation=(2, 1))),
+                   ((1, 64, 20, 64), (72, 64, 3, 3), dict(padding=18, dilation=18)),
+                   ((2, 32, 8, 16), (48, 16, 3, 3), dict(padding=1, groups=2)),
+                   ((1, 16, 7, 40), (16, 16, 1, 7), dict(padding=(0, 9)))]
 
 
 @pytest.mark.cuda
@@ -723,33 +728,41 @@ def test_cuda_wgmma_mn_probe(n):
 @pytest.mark.cuda
 @pytest.mark.untried
 @pytest.mark.parametrize("tile_n", ["128", "256", ""])
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 def test_cuda_tma_wgrad(monkeypatch, dtype, tile_n):
-    """RNNKERN_CONV_MMA=tma's grad_weight (conv.cu's wgrad_tma_kernel: gy and the shifted input on
-    TMA loads, both MN-major wgmma operands, split over the pixels and reduced in order) against
-    fp64 on TMA_WGRAD_CASES, with its launches counted (one a call; none where a group has an odd
-    number of input channels) and its bits compared run to run; 128- and 256-column tiles
-    (RNNKERN_CONV_TMA_N; unset: 256 at >= 256 input channels a group)."""
+    """RNNKERN_CONV_MMA=tma's grad_weight (conv.cu's wgrad_tma_kernel, split over the pixels and
+    reduced in order): 16-bit channels_last (gy and the shifted input on TMA loads, both MN-major
+    wgmma operands) and TF32 NCHW (rows of 32 pixels on tiled 4-D loads, K-major operands), against
+    fp64 on TMA_WGRAD_CASES, with its launches counted (one a call where launch_wgrad_tma takes the
+    shape: an even number of input channels a group; TF32 NCHW also widths a multiple of 4 and unit
+    column stride) and its bits compared run to run; 128- and 256-column tiles (RNNKERN_CONV_TMA_N;
+    unset: 256 at >= 256 input channels a group)."""
     if not _wgmma_runs():
         pytest.skip("the TMA form needs an sm_90 GPU and an sm_90a build")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     monkeypatch.setenv("RNNKERN_CONV_MMA", "tma")
     if tile_n:
         monkeypatch.setenv("RNNKERN_CONV_TMA_N", tile_n)
     else:
         monkeypatch.delenv("RNNKERN_CONV_TMA_N", raising=False)
-    cl = torch.channels_last
+    nchw = dtype == torch.float32
+    layout = torch.contiguous_format if nchw else torch.channels_last
     for xs, ws, kw in TMA_WGRAD_CASES:
-        got, ref, tols = _cuda_vs_fp64(xs, ws, kw, dtype, cl)
+        got, ref, tols = _cuda_vs_fp64(xs, ws, kw, dtype, layout)
         assert rel_err(got[2], ref[2]) < tols[2], (rel_err(got[2], ref[2]), tols[2], xs, ws, kw)
-        x = torch.randn(xs, device="cuda", dtype=dtype).contiguous(memory_format=cl).requires_grad_()
+        x = torch.randn(xs, device="cuda", dtype=dtype).contiguous(memory_format=layout).requires_grad_()
         w = torch.randn(ws, device="cuda", dtype=dtype, requires_grad=True)
 
         def fwd_bwd():
             y = RF.conv2d(x, w, None, **kw)
             y.backward(torch.ones_like(y))
         names = _launched_kernels(fwd_bwd)
-        odd_cg = ws[1] % 2 == 1  # (launch_wgrad_tma refuses them: its float2 stores)
-        assert sum("wgrad_tma_kernel<" in n for n in names) == int(not odd_cg), (xs, ws, kw, names)
+        runs = ws[1] % 2 == 0  # (launch_wgrad_tma's refusals: the float2 stores; TF32 NCHW's 16-byte rows)
+        if nchw:
+            stride = kw.get("stride", 1)
+            runs = runs and xs[3] % 4 == 0 and got[0].shape[3] % 4 == 0 and (stride if isinstance(stride, int)
+                                                                             else stride[1]) == 1
+        assert sum("wgrad_tma_kernel<" in n for n in names) == int(runs), (xs, ws, kw, names)
         # the same bits run to run (an ordered reduction of the splits, no atomics)
         w.grad = None
         fwd_bwd()
