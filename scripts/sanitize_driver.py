@@ -248,9 +248,9 @@ def conv_tma(dev):
     elsewhere the default kernels run) on 128- and 256-column tiles: tf32 / bf16 channels_last at
     stride 1, a ragged tile crossing images, channels short of a 128-byte chunk, dilation 12 (skipped
     taps), groups of whole chunks, the 8 x 16 pixel tiles of dilation 18, a stride-2 grad_input and
-    transposed convolution (stride phases); and the bf16 grad_weight on TMA loads (wgrad_tma_kernel:
-    the same shapes, its skipped k-steps at dilation 12 and 18, a stride-2 one); last and on its own
-    as rnn_exchange."""
+    transposed convolution (stride phases); and the grad_weight on TMA loads (wgrad_tma_kernel: bf16
+    channels_last on the same shapes, its skipped k-steps at dilation 12 and 18, a stride-2 one; TF32
+    NCHW with a row stride and at dilation 6); last and on its own as rnn_exchange."""
     torch.backends.cudnn.allow_tf32 = True
     for tile_n in ("128", "256"):
         with switches(RNNKERN_CONV_MMA="tma", RNNKERN_CONV_TMA_N=tile_n):
@@ -272,6 +272,13 @@ def conv_tma(dev):
                 x = torch.randn(1, 24, 13, 41, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
                 w18 = torch.randn(24, 24, 3, 3, device=dev, dtype=dtype, requires_grad=True)
                 y = RF.conv2d(x.requires_grad_(), w18, None, 1, 18, 18)
+                y.backward(torch.randn_like(y))
+            # the TF32 NCHW grad_weight on tiled 4-D loads: a row stride, a ragged last 32-column block,
+            # dilation 6 (skipped rows and blocks)
+            for stride, pad, dil, width in (((2, 1), 1, 1, 44), ((1, 1), 6, 6, 36)):
+                x = torch.randn(2, 24, 11, width, device=dev, requires_grad=True)
+                w = torch.randn(40, 24, 3, 3, device=dev, requires_grad=True)
+                y = RF.conv2d(x, w, None, stride, pad, dil)
                 y.backward(torch.randn_like(y))
 
 
