@@ -1599,7 +1599,9 @@ __global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_ke
 // (128 bytes) of one output row: a tiled 4-D box of gy (32 columns x 128 output channels) and one
 // of x at the tap's shifted row and columns (32 x TN input channels; the map's zero fill takes the
 // padding, as a tiled load's out-of-bounds elements read 0). k-steps whose row or 32 columns read
-// only padding through the tap are skipped.
+// only padding through the tap are skipped. Output widths are whole 32-column blocks
+// (launch_wgrad_tma): a ragged block's columns past OW would multiply gy's zero fill by input
+// columns the convolution never reads, and 0 x NaN / Inf there would reach the gradient.
 constexpr int kTmaWgradPixels = 64;  // pixels a k-step (BKp): 64 x 128-byte rows an operand box
 constexpr int kTmaWgradRowPixels = 32;  // the TF32 NCHW form's k-step: 32 fp32 pixels, 128 bytes
 
@@ -1661,6 +1663,7 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   valid_range_dev(s, p.sw, p.dw, p.pl, p.W, p.OW, &ow0, &ow1);
   const auto dead = [&](long long k) {
     if constexpr (kNchw) {
+      if (oh0 >= oh1 || ow0 >= ow1) return true;  // (the tap reads only padding)
       const TmaWgradRowStep q = tma_wgrad_row_step(k, p.OH, spr);
       return q.ho < oh0 || q.ho >= oh1 || q.wo0 + kTmaWgradRowPixels <= ow0 || q.wo0 >= ow1;
     } else {
@@ -2485,7 +2488,8 @@ void launch_gather(GatherParams p, const at::Tensor& w, bool cl, bool trans, int
 
 // The grad_weight on wgrad_tma_kernel: asked for with RNNKERN_CONV_MMA=tma (opt-in: not yet run on a
 // GPU), on an sm_90 device with an sm_90a build, for 16-bit channels_last operands or (with TF32
-// allowed for convolutions) fp32 NCHW ones at unit column stride, within the maps' limits (16-byte
+// allowed for convolutions) fp32 NCHW ones at unit column stride and output widths a multiple of
+// 32, within the maps' limits (16-byte
 // rows and base addresses; 16-bit: traversal strides <= 8, the rank-4 im2col map's corners in
 // [-128, 127] and offsets in [0, 255]; coordinates in 32 bits) and with an even number of input
 // channels a group (the epilogue's float2 stores). Encodes both maps, sizes the split over the
@@ -2512,11 +2516,17 @@ bool launch_wgrad_tma(WgradParams p, bool cl, T* gw, const at::TensorOptions& op
     const int taps = p.KH * p.KW;
     const long long P = static_cast<long long>(p.N) * p.OH * p.OW;
     if (p.Cg % 2 != 0) return refuse("odd input channels a group");
-    if (!aligned16(p.gy) || !aligned16(p.x) || (kNchw ? p.W % 4 != 0 || p.OW % 4 != 0 : p.K % 8 != 0 || p.C % 8 != 0))
-      return refuse("rows not 16-byte");
+    if (!aligned16(p.gy) || !aligned16(p.x) || (kNchw ? p.W % 4 != 0 || p.OW % kTmaWgradRowPixels != 0
+                                                      : p.K % 8 != 0 || p.C % 8 != 0))
+      return refuse(kNchw ? "rows not 16-byte or widths not whole 32-column blocks" : "rows not 16-byte");
     const Im2colCorners ch = im2col_corners(p.H, p.OH, p.pt, p.sh), cw = im2col_corners(p.W, p.OW, p.pl, p.sw);
+    // (the TF32 NCHW form's box coordinates, ho sh - pt + r dh and wo0 - pl + s dw, in 32 bits)
+    const auto coordinate_fits = [](int64_t out, int64_t stride, int64_t pad, int64_t k, int64_t dil) {
+      return (out - 1) * stride + (k - 1) * dil + kTmaWgradRowPixels <= std::numeric_limits<int>::max() &&
+             pad <= std::numeric_limits<int>::max() / 2;
+    };
     const bool maps_fit =
-        kNchw ? p.sw == 1
+        kNchw ? p.sw == 1 && coordinate_fits(p.OH, p.sh, p.pt, p.KH, p.dh) && coordinate_fits(p.OW, 1, p.pl, p.KW, p.dw)
               : p.sh <= 8 && p.sw <= 8 && int64_t{p.dh} * (p.KH - 1) <= 255 && int64_t{p.dw} * (p.KW - 1) <= 255 &&
                     std::min({ch.lower, ch.upper, cw.lower, cw.upper}) >= -128 &&
                     std::max({ch.lower, ch.upper, cw.lower, cw.upper}) <= 127;

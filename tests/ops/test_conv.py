@@ -698,11 +698,13 @@ TMA_WGRAD_CASES = [((2, 64, 20, 20), (96, 64, 3, 3), dict(padding=1)),
                    ((1, 256, 12, 11), (64, 256, 3, 3), dict(padding=1)),
                    ((4, 64, 40, 40), (64, 64, 3, 3), dict(padding=1)),
                    ((1, 72, 5, 5), (72, 9, 3, 3), dict(padding=1, groups=8)),
-                   # widths a multiple of 4, for the TF32 NCHW form (its rows must be whole 16 bytes)
-                   ((2, 24, 13, 36), (40, 24, 3, 5), dict(stride=(2, 1), padding=(1, 2), dilation=(2, 1))),
+                   # for the TF32 NCHW form: input widths a multiple of 4, output widths of 32 (whole
+                   # 32-column blocks), and one ragged (the form refuses it)
+                   ((2, 24, 13, 64), (40, 24, 3, 5), dict(stride=(2, 1), padding=(1, 2), dilation=(2, 1))),
                    ((1, 64, 20, 64), (72, 64, 3, 3), dict(padding=18, dilation=18)),
-                   ((2, 32, 8, 16), (48, 16, 3, 3), dict(padding=1, groups=2)),
-                   ((1, 16, 7, 40), (16, 16, 1, 7), dict(padding=(0, 9)))]
+                   ((2, 32, 8, 32), (48, 16, 3, 3), dict(padding=1, groups=2)),
+                   ((1, 16, 7, 36), (16, 16, 1, 7), dict(padding=(0, 1))),
+                   ((1, 16, 7, 40), (16, 16, 1, 7), dict(padding=(0, 9)))]  # (ragged: output width 52)
 
 
 @pytest.mark.cuda
@@ -734,8 +736,9 @@ def test_cuda_tma_wgrad(monkeypatch, dtype, tile_n):
     reduced in order): 16-bit channels_last (gy and the shifted input on TMA loads, both MN-major
     wgmma operands) and TF32 NCHW (rows of 32 pixels on tiled 4-D loads, K-major operands), against
     fp64 on TMA_WGRAD_CASES, with its launches counted (one a call where launch_wgrad_tma takes the
-    shape: an even number of input channels a group; TF32 NCHW also widths a multiple of 4 and unit
-    column stride) and its bits compared run to run; 128- and 256-column tiles (RNNKERN_CONV_TMA_N;
+    shape: an even number of input channels a group; TF32 NCHW also input widths a multiple of 4,
+    output widths of 32 and unit column stride) and its bits compared run to run; 128- and
+    256-column tiles (RNNKERN_CONV_TMA_N;
     unset: 256 at >= 256 input channels a group)."""
     if not _wgmma_runs():
         pytest.skip("the TMA form needs an sm_90 GPU and an sm_90a build")
@@ -760,8 +763,8 @@ def test_cuda_tma_wgrad(monkeypatch, dtype, tile_n):
         runs = ws[1] % 2 == 0  # (launch_wgrad_tma's refusals: the float2 stores; TF32 NCHW's 16-byte rows)
         if nchw:
             stride = kw.get("stride", 1)
-            runs = runs and xs[3] % 4 == 0 and got[0].shape[3] % 4 == 0 and (stride if isinstance(stride, int)
-                                                                             else stride[1]) == 1
+            runs = runs and xs[3] % 4 == 0 and got[0].shape[3] % 32 == 0 and (stride if isinstance(stride, int)
+                                                                              else stride[1]) == 1
         assert sum("wgrad_tma_kernel<" in n for n in names) == int(runs), (xs, ws, kw, names)
         # the same bits run to run (an ordered reduction of the splits, no atomics)
         w.grad = None
