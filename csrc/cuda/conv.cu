@@ -1307,14 +1307,16 @@ struct WgradParams {
   bool vec_a, vec_b;
 };
 
+// The output positions [*lo, *hi) whose read o s + t d - p lies in [0, in), in 64-bit arithmetic
+// (in + p + s - 1 can pass int32 at sizes the maps allow).
 __device__ __forceinline__ void valid_range_dev(int t, int s, int d, int p, int in, int out, int* lo, int* hi) {
-  const int off = t * d - p;  // in = o * s + off must lie in [0, in)
-  auto cdiv = [](int a, int b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); };
-  int l = cdiv(-off, s), h = cdiv(in - off, s);
+  const long long off = static_cast<long long>(t) * d - p;
+  auto cdiv = [](long long a, long long b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); };
+  long long l = cdiv(-off, s), h = cdiv(in - off, s);
   l = l < 0 ? 0 : (l > out ? out : l);
   h = h > out ? out : h;
-  *lo = l;
-  *hi = h < l ? l : h;
+  *lo = static_cast<int>(l);
+  *hi = static_cast<int>(h < l ? l : h);
 }
 
 // Shared tiles of the grad-weight kernel: A(m = k_out, p) is [m][p] for NCHW (pixels contiguous),
@@ -1623,7 +1625,7 @@ __device__ __forceinline__ bool tma_wgrad_step_dead(long long m, long long P, in
 #endif
 
 // The TF32 NCHW form's k-step k: image n, output row ho, columns wo0 .. wo0 + 31 (rows of `spr`
-// such steps, the last ragged: gy's columns past OW read as zeros).
+// such steps; launch_wgrad_tma takes whole 32-column blocks only).
 struct TmaWgradRowStep {
   int n, ho, wo0;
 };
@@ -2491,7 +2493,8 @@ void launch_gather(GatherParams p, const at::Tensor& w, bool cl, bool trans, int
 // allowed for convolutions) fp32 NCHW ones at unit column stride and output widths a multiple of
 // 32, within the maps' limits (16-byte
 // rows and base addresses; 16-bit: traversal strides <= 8, the rank-4 im2col map's corners in
-// [-128, 127] and offsets in [0, 255]; coordinates in 32 bits) and with an even number of input
+// [-128, 127] and offsets in [0, 255]; TF32 NCHW: the box coordinates' extremes in 32 bits) and with
+// an even number of input
 // channels a group (the epilogue's float2 stores). Encodes both maps, sizes the split over the
 // k-steps and launches it, then wgrad_reduce_kernel; false, with nothing launched, where it does
 // not run (the caller runs wgrad_kernel; RNNKERN_DEBUG=1 says why once the form was asked for).
