@@ -959,18 +959,22 @@ def grid_problems(plan):
     return None
 
 
-def _replay_case(case, TN, sms, mut, seed, info, byte_level):
-    plan = kernel_plan(case, TN, sms, mut)
+def plan_checks(plan):
+    """The plan's documented-limit problems, its stage model's, its split's and its grid's, as one
+    string (None: none), and (the split of each k-step, the stage model)."""
     bad = plan_problems(plan)
     if bad:
-        return "; ".join(bad)
+        return "; ".join(bad), (None, None)
     sm = stage_model(plan)
     if sm["problems"]:
-        return "; ".join(sm["problems"])
+        return "; ".join(sm["problems"]), (None, sm)
     split_of, err = step_splits(plan)
-    if err:
-        return err
-    err = grid_problems(plan)
+    return err or grid_problems(plan), (split_of, sm)
+
+
+def _replay_case(case, TN, sms, mut, seed, info, byte_level):
+    plan = kernel_plan(case, TN, sms, mut)
+    err, (split_of, sm) = plan_checks(plan)
     if err:
         return err
     # (so the loops below over g, tap, m tile, n tile and split visit exactly the kernel's blocks)
@@ -1136,16 +1140,7 @@ def skip_check_nchw(plan, ks, r, s, dead, contrib, ranges):
 
 def _replay_case_nchw(case, TN, sms, mut, seed, info, byte_level, x_fill):
     plan = kernel_plan(case, TN, sms, mut, form="nchw")
-    bad = plan_problems(plan)
-    if bad:
-        return "; ".join(bad)
-    sm = stage_model(plan)
-    if sm["problems"]:
-        return "; ".join(sm["problems"])
-    split_of, err = step_splits(plan)
-    if err:
-        return err
-    err = grid_problems(plan)
+    err, (split_of, sm) = plan_checks(plan)
     if err:
         return err
     rng = np.random.default_rng(seed)
