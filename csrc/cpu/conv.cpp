@@ -777,7 +777,8 @@ bool narrow_nchw_wgrad_ok(const ConvGeometry& g, bool x_cl, bool gy_cl, at::Scal
 }
 
 // The weight gradient of channels_last operands with 8 output channels a group and at most 8 input
-// channels (conv_narrow.h's backward_weight_cl_k8: vectors along the output channels, no copies).
+// channels, not narrow groups (conv_narrow.h's backward_weight_cl_k8: vectors along the output
+// channels, no copies).
 // One core, N8 64x64 3x3: 8 -> 8 0.74x torch through the NCHW copies, 3 -> 8 0.71x (bench/NOTES.md,
 // twentieth session, for the new numbers).
 bool narrow_cl_wgrad_ok(const ConvGeometry& g, bool x_cl, bool gy_cl, at::ScalarType t) {

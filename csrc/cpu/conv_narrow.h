@@ -8,7 +8,8 @@
 // load does not touch them), so there is no padded copy. The weight gradient of layers narrow on
 // both sides runs along the rows the same way (backward_weight_nchw, below).
 //
-// Every output element is produced by one task, its sum in (input channel, r, s) order: bitwise
+// Every output element is produced by one task, its sum in (input channel, r, s) order (the
+// channels_last weight gradient below: per image, then over the images in order): bitwise
 // reproducible for any thread count. Compiled with a target attribute and called only where the
 // CPU has AVX-512 (conv.cpp's cpu_has_avx512).
 #pragma once
@@ -306,9 +307,10 @@ __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma"))) void backward_weig
 
 // 8 input channels too: a tap's 64 products of a pixel as four 512-bit vectors, each two output
 // channels (2j, 2j + 1) x the 8 input channels, the shifted pixel's 8 channels loaded once into
-// both halves. The four output-channel pairs are permuted out of the pixel's gy once a pass, so a
-// tap costs one load and four FMAs (the per-channel broadcasts above cost a load an FMA, and the
-// loads bound them). RB tap rows x SB columns a pass: 4 RB SB accumulators.
+// both halves. The four output-channel pairs are permuted out of the pixel's gy once a pixel and
+// pass (shared by the pass's taps), so a tap costs one load and four FMAs (the per-channel
+// broadcasts above cost a load an FMA, and the loads bound them). RB tap rows x SB columns a pass:
+// 4 RB SB accumulators.
 template <int RB, int SB, bool kChecked>
 __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma"), always_inline)) inline void backward_weight_cl_c8_pixel(
     const ConvGeometry& g, const float* gyp, const float* (&xr)[RB], int64_t ow, int64_t s0,
@@ -385,31 +387,36 @@ inline void backward_weight_cl_k8_cb(const ConvGeometry& g, const float* gy, con
   constexpr int SB = 24 / CB >= 3 ? 3 : 24 / CB;  // columns a block (3: a 3x3 kernel's row in one pass)
   const int64_t per = g.K * CB * g.taps();
   std::vector<float> parts(static_cast<size_t>(g.N * per));
-  at::parallel_for(0, g.N, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin; n < end; ++n)
-      for (int64_t gi = 0; gi < g.G; ++gi)
-        for (int64_t r = 0; r < g.KH; ++r)
-          for (int64_t s0 = 0; s0 < g.KW; s0 += SB) {
-            float* part = parts.data() + n * per;
-            const int64_t sb = std::min<int64_t>(SB, g.KW - s0);
-            if constexpr (CB == 8) {  // (rows are the block's outer loop: their pass handles every r)
-              if (r == 0) {
-                if (sb == 1) backward_weight_cl_c8_rows<1>(g, gy, x, part, n, gi, s0);
-                else if (sb == 2) backward_weight_cl_c8_rows<2>(g, gy, x, part, n, gi, s0);
-                else backward_weight_cl_c8_rows<3>(g, gy, x, part, n, gi, s0);
-              }
-              continue;
-            }
-            switch (sb) {
-              case 1: backward_weight_cl_k8_block<CB, 1>(g, gy, x, part, n, gi, r, s0); break;
-              case 2: backward_weight_cl_k8_block<CB, 2 <= SB ? 2 : 1>(g, gy, x, part, n, gi, r, s0); break;
-              default: backward_weight_cl_k8_block<CB, SB>(g, gy, x, part, n, gi, r, s0); break;
-            }
-          }
+  // tasks: (image, group, column block, and tap row where CB < 8; CB == 8 pairs rows in one pass),
+  // each writing its own elements of its image's slice
+  const int64_t sblocks = (g.KW + SB - 1) / SB, rows = CB == 8 ? 1 : g.KH;
+  at::parallel_for(0, g.N * g.G * sblocks * rows, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t r = t % rows, s0 = t / rows % sblocks * SB, gi = t / rows / sblocks % g.G;
+      const int64_t n = t / rows / sblocks / g.G;
+      float* part = parts.data() + n * per;
+      const int64_t sb = std::min<int64_t>(SB, g.KW - s0);
+      if constexpr (CB == 8) {
+        if (sb == 1) backward_weight_cl_c8_rows<1>(g, gy, x, part, n, gi, s0);
+        else if (sb == 2) backward_weight_cl_c8_rows<2>(g, gy, x, part, n, gi, s0);
+        else backward_weight_cl_c8_rows<3>(g, gy, x, part, n, gi, s0);
+      } else {
+        switch (sb) {
+          case 1: backward_weight_cl_k8_block<CB, 1>(g, gy, x, part, n, gi, r, s0); break;
+          case 2: backward_weight_cl_k8_block<CB, 2 <= SB ? 2 : 1>(g, gy, x, part, n, gi, r, s0); break;
+          default: backward_weight_cl_k8_block<CB, SB>(g, gy, x, part, n, gi, r, s0); break;
+        }
+      }
+    }
   });
-  std::fill(w, w + per, 0.f);
-  for (int64_t n = 0; n < g.N; ++n)  // (image order: the same bits for any thread count)
-    for (int64_t i = 0; i < per; ++i) w[i] += parts[n * per + i];
+  // each weight summed over the images in image order: the same bits for any thread count
+  at::parallel_for(0, per, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      float acc = 0.f;
+      for (int64_t n = 0; n < g.N; ++n) acc += parts[n * per + i];
+      w[i] = acc;
+    }
+  });
 }
 
 // gy (N, OH, OW, K) and x (N, H, W, C) dense channels_last; w the (K, Cg, KH, KW) weight gradient,
