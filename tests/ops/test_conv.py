@@ -698,6 +698,8 @@ TMA_WGRAD_CASES = [((2, 64, 20, 20), (96, 64, 3, 3), dict(padding=1)),
                    ((1, 256, 12, 11), (64, 256, 3, 3), dict(padding=1)),
                    ((4, 64, 40, 40), (64, 64, 3, 3), dict(padding=1)),
                    ((1, 72, 5, 5), (72, 9, 3, 3), dict(padding=1, groups=8)),
+                   # 12 input channels a group: the second group's boxes start 24 bytes into a row
+                   ((2, 24, 12, 12), (40, 12, 3, 3), dict(padding=1, groups=2)),
                    # for the TF32 NCHW form: input widths a multiple of 4, output widths of 32 (whole
                    # 32-column blocks), and one ragged (the form refuses it)
                    ((2, 24, 13, 64), (40, 24, 3, 5), dict(stride=(2, 1), padding=(1, 2), dilation=(2, 1))),
