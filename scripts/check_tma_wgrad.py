@@ -81,33 +81,56 @@ takes only output widths of whole 32-column blocks), wo0 = 32 j), modelled from:
   of .m64nNk8 (9.7.15.5.1.1) is the k16 one above.
 
 What is checked (the 16-bit form: 1-7; the TF32 NCHW form: 8-15):
+The 16-bit form loads only the boxes whose 64 channels start inside the group: gy's h < a_boxes =
+min(2, ceil((Kg - m0) / 64)) and x's j < b_boxes = min(TN / 64, ceil((Cg - n0) / 64)), per block
+tile (m0, n0), and arms each stage's full barrier with expect_tx = (a_boxes + b_boxes) 8192. The
+shared memory of a box not loaded keeps stale bytes (modelled as NaN: 0xFF bytes, 0xFFFF being NaN
+in bf16 and in fp16); wgmma still reads the whole stage.
 1. One stage of the ring, byte by byte (every stage of the ring, a uint8 buffer the size of the
-   dynamic allocation, not 1024-aligned at its start, over random stale bytes): the two gy boxes
-   and TN / 64 x boxes written through the swizzle, A (per consumer warpgroup cw and k16 step ks)
-   and B read back through the decoded descriptors, as element indices into the boxes (the
-   "composite map"; -1 where no copy of the stage wrote: stale, NaN in the replay). The map must be
-   the same for every stage and agree with a random tile read back byte by byte.
-2. End to end, byte by byte, on small cases: every live k-step of every block writes its stage
-   (bf16 / fp16 bit patterns, stage i % kStages), wgmma's operands are read as bytes through the
-   descriptors, the 64 x TN x 16 products of each instruction go to the thread registers by the
-   fragment layout, the epilogue's float2 stores to the workspace and wgrad_reduce_kernel's ordered
-   split sum follow; the result must equal a float64 grad_weight computed from the definition
-   (small integer data: exact) and the composite replay's.
-3. The composite replay (the maps of 1, vectorised over k-steps) on 301 convolutions (51 fixed,
-   250 random) (N 1-3, H / W 1-40, C / K multiples of 8 up to 272, groups 1-3, kernels 1-7,
-   dilation 1-18, symmetric / 'same' / asymmetric padding, strides 1-3, TN 128 and 256, sms 132 /
-   114 / 8 / 1 so that splits vary), including the shapes of tests/ops/test_conv.py's
-   test_cuda_tma_wgrad: every workspace element written exactly once, each float2 store 8-byte
-   aligned and inside its row, the reduced grad_weight equal to float64.
+   dynamic allocation, not 1024-aligned at its start, over stale NaN bytes), for each of the
+   (a_boxes, b_boxes) the blocks form (TN 128: 4, TN 256: 8, from block tiles of Kg 168 and Cg
+   TN + 64 b - 24): the boxes the block loads written through the swizzle, A (per consumer
+   warpgroup cw and k16 step ks) and B read back through the decoded descriptors, as element
+   indices into the stage's layout (the "composite map"; -1 where no issued copy wrote: stale, NaN
+   in the replay). The map must be the same for every stage, the documented slice of every loaded
+   box, -1 exactly on the boxes not loaded, and agree with a random tile read back byte by byte
+   (the stale elements reading the NaN). A stale element of A row m / B column n feeds only
+   accumulator row 64 cw + m / column n (D = A B); these must be rows m0 + 64 cw + m >= Kg /
+   columns n0 + n >= Cg, which the epilogue never stores (stale_problem, on every block tile of
+   every replayed case too), and expect_tx must equal the issued copies' bytes.
+2. End to end, byte by byte, on small cases (a_boxes 1 and 2, b_boxes 1-4): every live k-step of
+   every block writes its stage with the boxes the block loads (bf16 / fp16 bit patterns, stage
+   i % kStages, each CTA's shared memory starting as stale NaN, a stage keeping its earlier bytes),
+   wgmma's operands are read as bytes through the descriptors, the 64 x TN x 16 products of each
+   instruction go to the thread registers by the fragment layout, the epilogue's float2 stores to
+   the workspace and wgrad_reduce_kernel's ordered split sum follow; the result must equal a
+   float64 grad_weight computed from the definition (small integer data: exact; any stale NaN
+   reaching a stored output would show) and the composite replay's.
+3. The composite replay (the maps of 1, vectorised over k-steps, NaN for the boxes a block does not
+   load) on 305 convolutions (55 fixed, 250 random) (N 1-3, H / W 1-40, C / K multiples of 8 up
+   to 272, groups 1-3, kernels 1-7, dilation 1-18, symmetric / 'same' / asymmetric padding, strides
+   1-3, TN 128 and 256, sms 132 / 114 / 8 / 1 so that splits vary), including the shapes of
+   tests/ops/test_conv.py's test_cuda_tma_wgrad: every workspace element written exactly once,
+   each float2 store 8-byte aligned and inside its row, the reduced grad_weight equal to float64
+   exactly (so no stale NaN reaches it).
 4. tma_wgrad_step_dead: over random geometries, brute force, a skipped k-step never holds a pixel
    whose shifted read is real input (and valid_range_dev is exactly that set of rows / columns).
-5. expect_tx == the bytes the stage's copies deliver; the ring's mbarrier protocol (full / empty
-   parities) on random interleavings of the producer, the copies and the 8 consumer warps: no stage
-   overwritten while a wgmma reads it, each k-step's wgmma reads that k-step's bytes, no deadlock.
+5. expect_tx == the bytes the block's issued copies deliver, on every block tile of every plan
+   (plan_problems); the ring's mbarrier protocol (full / empty parities) on random interleavings of
+   the producer, the copies a block issues (2-6, each completing its whole box) against its
+   expect_tx and the 8 consumer warps, for every (a_boxes, b_boxes) of Kg 136 / Cg 264 at TN 128
+   and 256: no stage overwritten while a wgmma reads it, each k-step's wgmma reads that k-step's
+   bytes, no deadlock.
 6. The host side: launch_wgrad_tma's refusals against the documented limits of the two tensor maps
    and the kernel's own requirements (grid, int32 coordinates, tx-count, shared memory, float2
    alignment), on random shapes around the limits; anything accepted that breaks one is a failure.
-7. Deliberate mistakes (the `mut` argument of kernel_plan): each must be caught.
+   (splits clamped to 65535 / taps as the host does: grid.y.)
+7. Deliberate mistakes (the `mut` argument of kernel_plan): each must be caught; among them
+   expect_tx_stage_bytes (the former constant kStageBytes with boxes skipped: the consumers never
+   wake), expect_tx_tn128 (b_boxes capped at TN 128's 2 in the tx count: a TN 256 stage read while
+   written), x_loads_all_tx_reduced (every x box loaded, expect_tx still the reduced count),
+   a_boxes_floor ((Kg - m0) / 64 rounded down: a needed gy box left stale) and x_loads_minus1
+   (b_boxes capped at TN / 64 - 1: a needed x box left stale).
 
 The TF32 NCHW form (kernel_plan / host_refusal with form='nchw'; data integers in [-8, 8], exact in
 tf32 and in fp32 sums):
@@ -246,8 +269,9 @@ def wgmma_desc_sw128(addr):
 
 
 def kernel_plan(case, TN, sms, mut=None, form="cl16"):
-    """The tensor maps, grid, split sizing, stage layout, copies, descriptors, dead-step predicate,
-    epilogue and reduction indices as launch_wgrad_tma / wgrad_tma_kernel<T, TN> /
+    """The tensor maps, grid, split sizing, stage layout, the copies a block issues and its
+    expect_tx (stage_tx(m0, n0); 16-bit: a_boxes / b_boxes of block_boxes), descriptors, dead-step
+    predicate, epilogue and reduction indices as launch_wgrad_tma / wgrad_tma_kernel<T, TN> /
     wgrad_reduce_kernel build them. form 'cl16': T = bf16 / fp16, channels_last (64-pixel k-steps,
     MN-major operands); 'nchw': T = float, the TF32 NCHW form (kNchw: 32-column row k-steps on
     tiled 4-D boxes, K-major operands)."""
@@ -263,8 +287,9 @@ def kernel_plan(case, TN, sms, mut=None, form="cl16"):
     base = tiles_m * tiles_n * taps * G
     splits = max(1, -(-2 * sms // base))
     splits = min(splits, max(1, steps // 8))
-    # (conv.cu's launch_wgrad_tma no longer clamps splits to 65535 / taps: splits > 1 only where
-    # base >= taps is below 2 sms, so grid.y = taps splits < 4 sms; plan_problems checks the grid)
+    splits = min(splits, max(1, 65535 // taps))          # (grid.y; launch_wgrad: taps <= 65535)
+    # (the clamp never binds in practice: splits > 1 only where base >= taps is below 2 sms, so
+    # grid.y = taps splits < 4 sms; plan_problems checks the grid)
     stages = 5 if TN == 128 else 4                       # TmaTile<TN>::kStages
     stage_bytes = (BM + TN) * 128                        # TmaTile<TN>::kStageBytes
     cs_h, cs_w = (1, 1) if mut == "corners_unstrided" else (sh, sw)
@@ -273,12 +298,37 @@ def kernel_plan(case, TN, sms, mut=None, form="cl16"):
     gymap = dict(dims=(K, P), stride=K * E, box=(BOX, BOX), estride=(1, 1))
     xmap = dict(dims=(C, W, H, N), strides=(C * E, W * C * E, H * W * C * E), lower=(lw, lh), upper=(uw, uh),
                 cpp=BOX, ppc=PIX, E=E, tstride=(sw, sh))
-    nx = TN // 64 - (1 if mut == "x_loads_minus1" else 0)
     # the maps' swizzle (CU_TENSOR_MAP_SWIZZLE_128B on both)
     gymap["swizzle"], xmap["swizzle"] = 128, (0 if mut == "x_map_no_swizzle" else 128)
-    # one stage's copies, in issue order: (operand, index, shared offset in the stage, swizzle)
+    # a stage's layout: every copy a block may issue, in issue order: (operand, index, shared offset
+    # in the stage, swizzle); a block issues gy's h < a_boxes and x's j < b_boxes (stage_tx)
     copies = [("gy", h, h * BOX_BYTES, gymap["swizzle"]) for h in range(2)] + \
-        [("x", j, (2 + j) * BOX_BYTES, xmap["swizzle"]) for j in range(nx)]
+        [("x", j, (2 + j) * BOX_BYTES, xmap["swizzle"]) for j in range(TN // 64)]
+
+    def cdiv64(v):
+        """(v + 63) / 64 in C++ int division (v = Kg - m0 or Cg - n0 >= 1 for every block)."""
+        return (v + 63) // 64 if v >= 0 else -((-v - 63) // 64)
+
+    def block_boxes(m0, n0):
+        """a_boxes = min(2, (Kg - m0 + 63) / 64), b_boxes = min(TN / 64, (Cg - n0 + 63) / 64): the
+        boxes whose 64 channels start inside the group."""
+        a = min(2, (Kg - m0) // 64 if mut == "a_boxes_floor" else cdiv64(Kg - m0))
+        b = min(TN // 64 - (1 if mut == "x_loads_minus1" else 0), cdiv64(Cg - n0))
+        return a, b
+
+    def stage_tx(m0, n0):
+        """The block's copies a stage (indices into copies: tma_load_2d for h < a_boxes,
+        tma_load_im2col_4d for j < b_boxes) and its expect_tx, (a_boxes + b_boxes) kBoxBytes."""
+        a, b = block_boxes(m0, n0)
+        nb = TN // 64 if mut == "x_loads_all_tx_reduced" else b
+        issued = tuple(i for i, (kind, j, _, _) in enumerate(copies) if j < (a if kind == "gy" else nb))
+        if mut == "expect_tx_tn128":           # the x count with TN 128's cap: min(2, (Cg - n0 + 63) / 64)
+            tx = (a + min(2, cdiv64(Cg - n0))) * BOX_BYTES
+        elif mut == "expect_tx_stage_bytes":   # the former constant kStageBytes with the boxes skipped
+            tx = stage_bytes
+        else:
+            tx = (a + b) * BOX_BYTES
+        return issued, tx
 
     def gy_coords(g, m0, h, m):
         """tma_load_2d(a + h kBoxBytes, &map_gy, bar, g Kg + m0 + 64 h, m)."""
@@ -363,8 +413,7 @@ def kernel_plan(case, TN, sms, mut=None, form="cl16"):
                 sh=sh, sw=sw, dh=dh, dw=dw, pt=pt, pl=pl, OH=OH, OW=OW, taps=taps, P=P, hw=hw, spr=spr, steps=steps,
                 tiles_m=tiles_m, tiles_n=tiles_n, splits=splits, grid=(tiles_m * tiles_n, taps * splits, G),
                 stages=stages, stage_bytes=stage_bytes, smem_bytes=stages * stage_bytes + 1024,
-                static_bytes=2 * stages * 8,
-                expect_tx=(BM + 128) * 128 if mut in ("expect_tx_tn128", "nchw_expect_tx_tn128") else stage_bytes,
+                static_bytes=2 * stages * 8, block_boxes=block_boxes, stage_tx=stage_tx,
                 gymap=gymap, xmap=xmap, copies=copies, gy_coords=gy_coords, x_coords=x_coords,
                 desc_a=desc_a, desc_b=desc_b, trans=(0, 0) if mut == "no_trans" else (1, 1),
                 block_tile=block_tile, block_tap_split=block_tap_split, k_range=k_range, dead=dead,
@@ -392,6 +441,11 @@ def nchw_parts(plan, mut):
                 estride=(1, 1, 1, 1), E=E4, swizzle=128)
     # tma_load_4d(a, &map_gy, ...) at the stage, tma_load_4d(a + BM * 128, &map_x, ...)
     copies = [("gy", 0, 0, 128), ("x", 0, BM * 128, 128)]
+    # a_boxes = 2, b_boxes = TN / 64 (kNchw): both copies every block, expect_tx = kStageBytes
+    tx = (BM + 128) * 128 if mut == "nchw_expect_tx_tn128" else plan["stage_bytes"]
+
+    def stage_tx(m0, n0):
+        return (0, 1), tx
     wstep = 16 if mut == "nchw_wo0_step_16" else RPIX
 
     def row_step(k):
@@ -442,8 +496,8 @@ def nchw_parts(plan, mut):
             cols_out = (wo0 + RPIX <= ow0) | (wo0 >= ow1)
         return rows_out | cols_out
 
-    return dict(gymap=gymap, xmap=xmap, copies=copies, row_step=row_step, gy_coords=gy_coords, x_coords=x_coords,
-                desc_a=desc_a, desc_b=desc_b, trans=(0, 0), dead=dead)
+    return dict(gymap=gymap, xmap=xmap, copies=copies, stage_tx=stage_tx, row_step=row_step, gy_coords=gy_coords,
+                x_coords=x_coords, desc_a=desc_a, desc_b=desc_b, trans=(0, 0), dead=dead)
 
 
 def host_refusal(case, form="cl16", mut=None):
@@ -571,9 +625,15 @@ def copy_size(plan, kind):
     return m["ppc"] * m["cpp"] * m["E"]
 
 
-def copy_bytes(plan):
-    """Bytes the copies of one stage deliver."""
-    return sum(copy_size(plan, kind) for kind, _, _, _ in plan["copies"])
+def copy_bytes(plan, issued):
+    """Bytes the copies `issued` (indices into plan['copies']) of one stage deliver."""
+    return sum(copy_size(plan, plan["copies"][i][0]) for i in issued)
+
+
+def block_tiles(plan):
+    """(m0, n0) of every block tile of the grid's x dimension."""
+    TN = plan["TN"]
+    return [(mt * BM, nt * TN) for mt in range(plan["tiles_m"]) for nt in range(plan["tiles_n"])]
 
 
 def fragment_rc(TN):
@@ -604,12 +664,17 @@ def plan_problems(plan):
     limits."""
     bad = []
     S, SB = plan["stages"], plan["stage_bytes"]
-    got = copy_bytes(plan)
-    if plan["expect_tx"] != got:
-        bad.append(f"expect_tx {plan['expect_tx']} bytes but the stage's copies deliver {got} "
-                   f"({'the consumers never wake' if plan['expect_tx'] > got else 'a stage read while written'})")
-    if plan["expect_tx"] > TX_MAX:
-        bad.append("expect_tx beyond the mbarrier tx-count range")
+    for m0, n0 in block_tiles(plan):         # (a block's copies and expect_tx depend on its tile)
+        issued, tx = plan["stage_tx"](m0, n0)
+        got = copy_bytes(plan, issued)
+        if tx != got:
+            bad.append(f"expect_tx {tx} bytes but the {len(issued)} copies a stage of the block at (m0 {m0}, n0 {n0}) "
+                       f"issues deliver {got} "
+                       f"({'the consumers never wake' if tx > got else 'a stage read while written'})")
+            break
+        if tx > TX_MAX:
+            bad.append("expect_tx beyond the mbarrier tx-count range")
+            break
     if S * SB + 1023 > plan["smem_bytes"]:
         bad.append("the 1024-aligned ring does not fit the dynamic allocation")
     if plan["smem_bytes"] + plan["static_bytes"] > SMEM_MAX:
@@ -625,18 +690,26 @@ def plan_problems(plan):
 _STAGE_CACHE = {}
 
 
-def stage_model(plan):
-    """Every stage of the ring byte by byte: the plan's copies written through the swizzle, A (cw,
+STALE = 0xFF   # the byte the model leaves where no copy of the block wrote: 0xFFFF is NaN in bf16 and in fp16
+
+
+def stage_model(plan, issued=None):
+    """Every stage of the ring byte by byte: the copies `issued` (indices into plan['copies'], a
+    block's stage_tx; default every copy of the layout) written through the swizzle over stale
+    bytes (STALE: NaN, as a box the block never loads keeps whatever the shared memory held), A (cw,
     ks) and B (ks) read back through the decoded descriptors. Returns dict(mapA (2, 4, 64, 16):
-    A[m][k] of warpgroup cw's instruction ks as an element index into the stage's boxes (copy b,
-    row, element: b * 4096 + row * 64 + element), -1 for bytes no copy of the stage wrote; mapB
-    (4, TN, 16): B[k][n] likewise, indexed [ks, n, k]; problems; logical: the maps are the
-    documented slices (A[m][k] = gy box cw, pixel 16 ks + k, channel m; B[k][n] = x box n / 64,
-    pixel 16 ks + k, channel n % 64); bytes_ok: random boxes read back byte by byte agree with the
-    maps (every stage))."""
+    A[m][k] of warpgroup cw's instruction ks as an element index into the stage's layout (copy
+    slot b of plan['copies'], row, element: b * 4096 + row * 64 + element), -1 for bytes no issued
+    copy wrote (stale); mapB (4, TN, 16): B[k][n] likewise, indexed [ks, n, k]; problems; logical:
+    the maps are the documented slices (A[m][k] = gy box cw, pixel 16 ks + k, channel m; B[k][n] = x
+    box n / 64, pixel 16 ks + k, channel n % 64) where that box is issued and -1 (stale) exactly
+    where it is not; bytes_ok: random boxes read back byte by byte agree with the maps, and every
+    element mapped -1 reads the stale NaN (every stage); stale_rows / stale_cols: the rows 64 cw + m
+    of D (A) / columns n (B) an instruction feeds with a stale element)."""
     if plan["form"] == "nchw":
         return stage_model_nchw(plan)
-    key = (plan["TN"], plan["mut"])
+    issued = tuple(range(len(plan["copies"]))) if issued is None else tuple(issued)
+    key = (plan["TN"], plan["mut"], issued)
     if key in _STAGE_CACHE:
         return _STAGE_CACHE[key]
     rng = np.random.default_rng(5)
@@ -650,23 +723,26 @@ def stage_model(plan):
     maps, bytes_ok = [], True
     for st in range(S):
         base = ring + st * SB
-        wa = np.concatenate([box_bytes(base + off, swz) for _, _, off, swz in copies])
-        wc = np.arange(nb * ELEMS * E)
         for _, _, off, _ in copies:
             if (base + off) % 1024:
                 problems.append("a copy's destination is not on a 1024-byte boundary (descriptor base offset 0 "
                                 "assumes the pattern starts there; cp.async.bulk.tensor needs 128)")
-        if wa.min() < base or wa.max() >= base + SB:
+        lay = np.concatenate([box_bytes(base + off, swz) for _, _, off, swz in copies])   # the whole layout
+        if lay.min() < base or lay.max() >= base + SB:
             problems.append("a copy writes outside its stage")
-        if wa.max() >= end:
+        if lay.max() >= end:
             problems.append("a copy writes past the dynamic allocation")
-        if np.bincount(wa).max() > 1:
+        if np.bincount(lay).max() > 1:
             problems.append("two copies of one stage write the same bytes")
+        # the issued copies only; slot b's bytes carry the element indices b * 4096 + ...
+        wa = np.concatenate([box_bytes(base + copies[b][2], copies[b][3]) for b in issued]) if issued else \
+            np.zeros(0, np.int64)
+        wc = np.concatenate([b * ELEMS * E + np.arange(ELEMS * E) for b in issued]) if issued else np.zeros(0, np.int64)
         owner = np.full(size, -1, np.int64)
         owner[wa] = wc
-        # random boxes written byte by byte over random stale bytes, for the read-back check
+        # random boxes written byte by byte over the stale bytes, for the read-back check
         data = rng.integers(0, 1 << 16, (nb, BOX, BOX)).astype(np.uint16)
-        smem = rng.integers(0, 256, size).astype(np.uint8)
+        smem = np.full(size, STALE, np.uint8)
         smem[wa] = data.view(np.uint8).reshape(-1)[wc]
         stage_maps = {}
         for name, descs, mn, trans in (("A", plan["desc_a"](base, 0) + plan["desc_a"](base, 1), 64, plan["trans"][0]),
@@ -681,21 +757,42 @@ def stage_model(plan):
                 problems.append(f"{name}: an operand element reads bytes of several elements")
             idx = np.where(consistent, got[..., 0] // E, -1)
             stage_maps[name] = idx.reshape(2, KSTEPS, 64, 16) if name == "A" else idx
-            op = smem[rb].copy().view(np.uint16)[..., 0]          # what wgmma reads, byte by byte
+            op = smem[np.clip(rb, 0, size - 1)].copy().view(np.uint16)[..., 0]          # what wgmma reads
             bytes_ok &= bool(np.array_equal(op[idx >= 0], data.reshape(-1)[idx[idx >= 0]]))
+            bytes_ok &= bool((op[stale] == (STALE << 8 | STALE)).all())
         maps.append((stage_maps["A"], stage_maps["B"]))
     if any(not (np.array_equal(a, maps[0][0]) and np.array_equal(b, maps[0][1])) for a, b in maps):
         problems.append("the stages' operand maps differ (a stage's base changes what wgmma reads)")
     mapA, mapB = maps[0]
+    slot = {(kind, j): b for b, (kind, j, _, _) in enumerate(copies)}
     cw, ks, m, k = np.meshgrid(np.arange(2), np.arange(KSTEPS), np.arange(64), np.arange(16), indexing="ij")
-    expA = cw * ELEMS + (16 * ks + k) * BOX + m
+    sa = np.array([slot.get(("gy", h), -1) for h in range(2)])[cw]
+    expA = np.where(np.isin(sa, issued), sa * ELEMS + (16 * ks + k) * BOX + m, -1)
     ks, n, k = np.meshgrid(np.arange(KSTEPS), np.arange(TN), np.arange(16), indexing="ij")
-    expB = (2 + n // 64) * ELEMS + (16 * ks + k) * BOX + n % 64
+    sb = np.array([slot.get(("x", j), -1) for j in range(TN // 64)])[n // 64]
+    expB = np.where(np.isin(sb, issued), sb * ELEMS + (16 * ks + k) * BOX + n % 64, -1)
     out = dict(mapA=mapA, mapB=mapB, problems=sorted(set(problems), key=problems.index), bytes_ok=bytes_ok,
                logical=bool(np.array_equal(mapA, expA) and np.array_equal(mapB, expB)),
-               stale=int((mapA < 0).sum() + (mapB < 0).sum()), ring=ring, raw=raw, size=size)
+               stale=int((mapA < 0).sum() + (mapB < 0).sum()), ring=ring, raw=raw, size=size,
+               stale_rows=np.nonzero((mapA < 0).any(axis=(1, 3)).reshape(-1))[0],
+               stale_cols=np.nonzero((mapB < 0).any(axis=(0, 2)))[0])
     _STAGE_CACHE[key] = out
     return out
+
+
+def stale_problem(plan, sm, m0, n0):
+    """A stale element (a box the block at (m0, n0) does not load) feeds D row 64 cw + m (A) or column
+    n (B) of every instruction that reads it (D[m][n] = sum_k A[m][k] B[k][n]: nothing else); the
+    epilogue stores row m0 + 64 cw + m only below Kg and column n0 + n only below Cg. The message if
+    a stale element reaches a stored output, else None."""
+    rows = sm["stale_rows"][m0 + sm["stale_rows"] < plan["Kg"]]
+    cols = sm["stale_cols"][n0 + sm["stale_cols"] < plan["Cg"]]
+    if len(rows) or len(cols):
+        what = (f"rows {m0 + rows[0]}..{m0 + rows[-1]} (Kg {plan['Kg']})" if len(rows) else
+                f"columns {n0 + cols[0]}..{n0 + cols[-1]} (Cg {plan['Cg']})")
+        return (f"the block at (m0 {m0}, n0 {n0}) does not load a box whose stale bytes wgmma reads into stored "
+                f"accumulator {what}")
+    return None
 
 
 def copy_rows(plan, kind):
@@ -960,21 +1057,28 @@ def grid_problems(plan):
 
 
 def plan_checks(plan):
-    """The plan's documented-limit problems, its stage model's, its split's and its grid's, as one
-    string (None: none), and (the split of each k-step, the stage model)."""
+    """The plan's documented-limit problems, its stage models' (one a block tile: the copies it
+    issues; 16-bit: no stale element reaching a stored output), its split's and its grid's, as one
+    string (None: none), and (the split of each k-step, {(m0, n0): the block's stage model})."""
     bad = plan_problems(plan)
     if bad:
         return "; ".join(bad), (None, None)
-    sm = stage_model(plan)
-    if sm["problems"]:
-        return "; ".join(sm["problems"]), (None, sm)
+    sms = {}
+    for m0, n0 in block_tiles(plan):
+        sm = stage_model(plan, plan["stage_tx"](m0, n0)[0])
+        if sm["problems"]:
+            return "; ".join(sm["problems"]), (None, None)
+        err = None if plan["form"] == "nchw" else stale_problem(plan, sm, m0, n0)
+        if err:
+            return err, (None, None)
+        sms[m0, n0] = sm
     split_of, err = step_splits(plan)
-    return err or grid_problems(plan), (split_of, sm)
+    return err or grid_problems(plan), (split_of, sms)
 
 
 def _replay_case(case, TN, sms, mut, seed, info, byte_level):
     plan = kernel_plan(case, TN, sms, mut)
-    err, (split_of, sm) = plan_checks(plan)
+    err, (split_of, sms) = plan_checks(plan)
     if err:
         return err
     # (so the loops below over g, tap, m tile, n tile and split visit exactly the kernel's blocks)
@@ -988,8 +1092,6 @@ def _replay_case(case, TN, sms, mut, seed, info, byte_level):
         src_gy, src_x = bits_of(gy, byte_level).reshape(-1), bits_of(x, byte_level).reshape(-1)
     else:
         src_gy, src_x = gy.reshape(-1), x.reshape(-1)
-    mA = sm["mapA"].reshape(-1)
-    mB = sm["mapB"].reshape(-1)
     nbox = len(plan["copies"])
     for g in range(G):
         gyb = {}
@@ -1012,7 +1114,9 @@ def _replay_case(case, TN, sms, mut, seed, info, byte_level):
             info["skippable"] = info.get("skippable", 0) + int((~contrib).sum())
             for nt in range(plan["tiles_n"]):
                 xb = {}
-                for kind, j, _, _ in plan["copies"]:
+                loaded = {plan["copies"][b] for mt in range(plan["tiles_m"])        # (x boxes: b_boxes of n0)
+                          for b in plan["stage_tx"](mt * BM, nt * TN)[0]}
+                for kind, j, _, _ in sorted(loaded):
                     if kind != "x":
                         continue
                     cc, w_, h_, n_, ow, oh = plan["x_coords"](g, nt * TN, j, ms[live], r, s)
@@ -1021,16 +1125,26 @@ def _replay_case(case, TN, sms, mut, seed, info, byte_level):
                     info["wraps"] = info.get("wraps", 0) + st["crosses_image"]
                     info["past_batch"] = info.get("past_batch", 0) + st["past_batch"]
                 for mt in range(plan["tiles_m"]):
-                    boxes = [gyb[mt, j][live] if kind == "gy" else xb[j] for kind, j, _, _ in plan["copies"]]
+                    issued, _ = plan["stage_tx"](mt * BM, nt * TN)
+                    sm = sms[mt * BM, nt * TN]
+                    mA, mB = sm["mapA"].reshape(-1), sm["mapB"].reshape(-1)
+                    # the layout's boxes: the issued ones' values, None (stale) for those not loaded
+                    boxes = [(gyb[mt, j][live] if kind == "gy" else xb[j]) if b in issued else None
+                             for b, (kind, j, _, _) in enumerate(plan["copies"])]
+                    info["blocks_skipping"] = info.get("blocks_skipping", 0) + (len(issued) < nbox)
+                    info["blocks_all"] = info.get("blocks_all", 0) + 1
+                    info["stale_boxes"] = info.get("stale_boxes", 0) + nbox - len(issued)
                     sp_live = split_of[live]
                     assert (np.diff(sp_live) >= 0).all(), "the splits' k ranges are not increasing"
                     sps = list(range(plan["splits"]))
                     if len(live) == 0:               # every k-step of the tap skipped: the splits store zeros
                         regs = np.zeros((plan["splits"], 2, 128, TN // 2))
                     elif byte_level:
-                        regs = byte_level_block(plan, sm, boxes, sp_live, byte_level, rng, rep)
+                        regs = byte_level_block(plan, sm, boxes, sp_live, byte_level, rep)
                     else:
-                        stage = np.concatenate([b.reshape(len(live), -1) for b in boxes] +
+                        # stale (a box not loaded, or bytes no copy wrote): NaN
+                        stage = np.concatenate([np.full((len(live), ELEMS), np.nan) if b is None else
+                                                b.reshape(len(live), -1) for b in boxes] +
                                                [np.full((len(live), 1), np.nan)], axis=1).astype(np.float64)
                         A = stage[:, np.where(mA >= 0, mA, nbox * ELEMS)].reshape(len(live), 2, KSTEPS, 64, 16)
                         B = stage[:, np.where(mB >= 0, mB, nbox * ELEMS)].reshape(len(live), KSTEPS, TN, 16)
@@ -1052,26 +1166,31 @@ def _replay_case(case, TN, sms, mut, seed, info, byte_level):
     return rep.finish(want)
 
 
-def byte_level_block(plan, sm, boxes, sp_live, dtype, rng, rep):
-    """One (g, tap, m tile, n tile) block column through shared-memory bytes: for each split, its live
-    k-steps i = 0, 1, ... write stage i % kStages of a fresh uint8 allocation over stale random bytes,
-    wgmma reads A and B through the descriptors, the products of each instruction are accumulated
-    into the threads' registers by the fragment layout. Returns the registers (splits, 2, 128, TN / 2)."""
+def byte_level_block(plan, sm, boxes, sp_live, dtype, rep):
+    """One (g, tap, m tile, n tile) block column through shared-memory bytes: each split (a CTA) starts
+    from a fresh uint8 allocation of stale bytes (STALE: NaN in bf16 and fp16); its live k-steps i =
+    0, 1, ... write stage i % kStages with the copies the block issues (boxes: the layout's, None for
+    a box not loaded, whose bytes keep what the stage held: here always the stale NaN), wgmma reads
+    A and B through the descriptors, the products of each instruction are accumulated into the
+    threads' registers by the fragment layout. Returns the registers (splits, 2, 128, TN / 2)."""
     TN, S, SB, ring, size = plan["TN"], plan["stages"], plan["stage_bytes"], sm["ring"], sm["size"]
     regs = np.zeros((plan["splits"], 2, 128, TN // 2))
     for sp in range(plan["splits"]):
         sel = np.nonzero(sp_live == sp)[0]
+        smem = np.full(size, STALE, np.uint8)
         for i, q in enumerate(sel):
             base = ring + (i % S) * SB
-            smem = rng.integers(0, 256, size).astype(np.uint8)
             for (_, _, off, swz), box in zip(plan["copies"], boxes):
+                if box is None:
+                    continue
                 bits = np.ascontiguousarray(box[q].astype(np.uint16))          # (row, element), little-endian
                 smem[box_bytes(base + off, swz)] = bits.view(np.uint8).reshape(-1)
             for cw in range(2):
                 for da, db in zip(plan["desc_a"](base, cw), plan["desc_b"](base)):
                     a = value_of(smem[operand_bytes(da, 64, plan["trans"][0])].copy().view(np.uint16)[..., 0], dtype)
                     b = value_of(smem[operand_bytes(db, TN, plan["trans"][1])].copy().view(np.uint16)[..., 0], dtype)
-                    D = a @ b.T                            # (64, TN): sum over the instruction's 16 k
+                    with np.errstate(invalid="ignore"):
+                        D = a @ b.T                        # (64, TN): sum over the instruction's 16 k
                     regs[sp, cw] += rep.regs_of(D)
     return regs
 
@@ -1140,9 +1259,10 @@ def skip_check_nchw(plan, ks, r, s, dead, contrib, ranges):
 
 def _replay_case_nchw(case, TN, sms, mut, seed, info, byte_level, x_fill):
     plan = kernel_plan(case, TN, sms, mut, form="nchw")
-    err, (split_of, sm) = plan_checks(plan)
+    err, (split_of, tile_sms) = plan_checks(plan)
     if err:
         return err
+    sm = tile_sms[0, 0]          # (the form's blocks all issue both copies: one stage model)
     rng = np.random.default_rng(seed)
     gy, x = make_data_nchw(case, rng)
     N, C, K, G, H, W = (case[k] for k in ("N", "C", "K", "G", "H", "W"))
@@ -1336,11 +1456,14 @@ class Mbar:
         return (self.phase & 1) != p
 
 
-def ring_check(plan, n_live, rng, schedules=40):
-    """The producer thread, its copies (landing at random later times) and the 8 consumer warps
-    (wgmma reads from issue until its wait_group retires it) on random interleavings."""
-    S, nbox = plan["stages"], len(plan["copies"])
-    sizes = [copy_size(plan, kind) for kind, _, _, _ in plan["copies"]]   # complete-tx: each copy's whole box
+def ring_check(plan, n_live, rng, schedules=40, tile=(0, 0)):
+    """The producer thread of the block at tile (m0, n0), the copies it issues (landing at random
+    later times; complete-tx: each copy's whole box) against the expect_tx it arms each stage with,
+    and the 8 consumer warps (wgmma reads from issue until its wait_group retires it) on random
+    interleavings."""
+    issued, expect_tx = plan["stage_tx"](*tile)
+    S, nbox = plan["stages"], len(issued)
+    sizes = [copy_size(plan, plan["copies"][b][0]) for b in issued]
     for _ in range(schedules):
         full, empty = [Mbar(1) for _ in range(S)], [Mbar(8) for _ in range(S)]
         landed = [(-1, 0)] * S               # (k-step, copies landed) a stage holds
@@ -1365,7 +1488,7 @@ def ring_check(plan, n_live, rng, schedules=40):
             kind, a = acts[rng.integers(len(acts))]
             if kind == "p":
                 st = i % S
-                full[st].expect_tx(plan["expect_tx"])
+                full[st].expect_tx(expect_tx)
                 full[st].arrive()
                 copies += [(st, i, q) for q in range(nbox)]
                 prod["i"] += 1
@@ -1763,6 +1886,9 @@ BYTE_CASES = [   # (case, TN, sms, dtype): end to end through shared-memory byte
     (make_case(1, 4, 5, 264, 8, 1, 2, 2, 1, 1, 1, 0, 0, 1, sh=2, sw=1), 256, 132, "bf16"),
     (make_case(3, 5, 9, 16, 16, 1, 1, 2, 1, 4, 0, 0, 2, 2), 128, 132, "bf16"),     # 3 splits
     (make_case(1, 6, 7, 16, 16, 1, 3, 3, 3, 3, 3, 3, 3, 3, sh=2, sw=2), 128, 1, "fp16"),
+    # Kg = Cg = 136: m tiles with a_boxes 2 and 1, n tiles with b_boxes 2 and 1 (TN 128) / 3 (TN 256)
+    (make_case(1, 3, 4, 136, 136, 1, 2, 1, 1, 1, 0, 0, 0, 0), 128, 132, "fp16"),
+    (make_case(1, 3, 4, 136, 136, 1, 1, 2, 1, 1, 0, 0, 1, 0), 256, 132, "bf16"),
 ]
 
 
@@ -1771,7 +1897,7 @@ MUTANTS = ["lbo_sbo_swapped", "ks_1024", "offsets_hw_order", "b_at_8192", "no_tr
            "dead_row_off_by_one", "dead_ignores_image", "ws_g_taps_swapped", "ws_row_kg", "x_loads_minus1",
            "a_half_4096", "frag_row_h", "gy_channel_no_group", "x_channel_no_group", "reduce_tap_major",
            "base_unstrided", "corners_unstrided", "expect_tx_tn128", "empty_parity", "bx_decode_swapped",
-           "by_decode_splits", "x_map_no_swizzle"]
+           "by_decode_splits", "x_map_no_swizzle", "expect_tx_stage_bytes", "x_loads_all_tx_reduced", "a_boxes_floor"]
 
 
 def probes():
@@ -1797,7 +1923,7 @@ def mutant_caught(mut, rng):
     for TN in (128, 256):
         plan = kernel_plan(probes()[0][0], TN, 132, mut)
         for n in (3, 7, 13):
-            if ring_check(plan, n, rng, schedules=20):
+            if ring_check(plan, n, rng, schedules=20, tile=block_tiles(plan)[0]):
                 return "the ring protocol"
     return None
 
@@ -1989,21 +2115,39 @@ def main():
         print(f"MISMATCH {msg}")
 
     print("wgrad_tma_kernel: tiled TMA (gy) + im2col TMA (x) + 128B swizzle + MN-major wgmma, numpy replay")
-    # 1. the stage, byte by byte
+    # 1. the stage, byte by byte, for every (a_boxes, b_boxes) a block forms: block tiles of Kg 168
+    # (m0 0: a_boxes 2, m0 128: 1) and Cg TN + 64 b - 24 (n0 0: b_boxes TN / 64, n0 TN: b)
     for TN in (128, 256):
-        plan = kernel_plan(fixed_cases()[0][0], TN, 132)
-        sm = stage_model(plan)
-        bad = plan_problems(plan) + sm["problems"]
-        if bad or not sm["logical"] or not sm["bytes_ok"] or sm["stale"]:
-            fail(f"TN {TN} stage: {'; '.join(bad) or 'the operands are not the documented slices of the boxes'}")
+        bad, seen = [], {}
+        for nb in range(1, TN // 64 + 1):
+            plan = kernel_plan(make_case(1, 4, 4, TN + 64 * nb - 24, 168, 1, 1, 1, 1, 1, 0, 0, 0, 0), TN, 132)
+            bad += plan_problems(plan)
+            for m0, n0 in block_tiles(plan):
+                ab = plan["block_boxes"](m0, n0)
+                issued, tx = plan["stage_tx"](m0, n0)
+                sm = stage_model(plan, issued)
+                bad += sm["problems"] + [e for e in [stale_problem(plan, sm, m0, n0)] if e]
+                if not sm["logical"] or not sm["bytes_ok"]:
+                    bad.append(f"(a_boxes, b_boxes) {ab}: the operands are not the documented slices of the issued "
+                               f"boxes, stale (NaN) exactly where a box is not loaded")
+                seen[ab] = (tx, len(sm["stale_rows"]), len(sm["stale_cols"]))
+        want = {(a, b) for a in (1, 2) for b in range(1, TN // 64 + 1)}
+        if set(seen) != want:
+            bad.append(f"the blocks form (a_boxes, b_boxes) {sorted(seen)}, not {sorted(want)}")
+        if bad:
+            fail(f"TN {TN} stage: {'; '.join(dict.fromkeys(bad))}")
         else:
-            print(f"ok: TN {TN}: every one of the {plan['stages']} stages byte by byte (2 gy boxes + {TN // 64} x "
-                  f"boxes "
-                  f"at 8192 j, descriptors start + cw 8192 + ks 2048 / + 16384 + ks 2048, LBO 8192, SBO 1024, "
+            print(f"ok: TN {TN}: every one of the {plan['stages']} stages byte by byte for each of the {len(seen)} "
+                  f"(a_boxes, b_boxes) the blocks form (gy boxes h < a_boxes at 8192 h, x boxes j < b_boxes at "
+                  f"16384 + 8192 j, descriptors start + cw 8192 + ks 2048 / + 16384 + ks 2048, LBO 8192, SBO 1024, "
                   f"MN-major SW128): A[m][k] = gy box cw (pixel 16 ks + k, channel m), B[k][n] = x box n / 64 "
-                  f"(pixel 16 ks + k, channel n % 64), every operand byte from its copy, random tiles read back "
-                  f"exactly; expect_tx {plan['expect_tx']} = the copies' bytes; "
-                  f"{plan['smem_bytes'] + plan['static_bytes']} bytes of shared memory a block")
+                  f"(pixel 16 ks + k, channel n % 64) where that box is loaded, every operand byte from its copy, "
+                  f"random tiles read back exactly; a box not loaded reads the stale NaN and feeds only accumulator "
+                  f"rows >= Kg / columns >= Cg, never stored (stale rows / columns: "
+                  + ", ".join(f"{ab} {r}/{c}" for ab, (_, r, c) in sorted(seen.items()))
+                  + f"); expect_tx (a_boxes + b_boxes) 8192 = the issued copies' bytes ("
+                  + ", ".join(f"{ab} {tx}" for ab, (tx, _, _) in sorted(seen.items()))
+                  + f"); {plan['smem_bytes'] + plan['static_bytes']} bytes of shared memory a block")
 
     # 2. end to end through bytes, and the composite replay of the same cases
     for case, TN, sms, dtype in BYTE_CASES:
@@ -2013,8 +2157,9 @@ def main():
             fail(f"byte-level {dtype} TN {TN} {describe(case)}: {e1 or e2}")
     if not any("byte-level" in f for f in failures):
         print(f"ok: {len(BYTE_CASES)} convolutions end to end through shared-memory bytes (bf16 / fp16 bit "
-              f"patterns, stage i % kStages, registers by the fragment layout, float2 stores, ordered split sum) "
-              f"equal the float64 grad_weight, as does the composite replay")
+              f"patterns, stage i % kStages, shared memory starting as stale NaN, the boxes past Kg / Cg not loaded, "
+              f"registers by the fragment layout, float2 stores, ordered split sum) equal the float64 grad_weight, "
+              f"as does the composite replay")
 
     # 3. the composite replay: fixed and random cases
     info, refused = {}, {}
@@ -2037,7 +2182,9 @@ def main():
               f"{sum(t == 256 for _, t, _ in cases)} at TN 256, {sum(p['splits'] > 1 for p in plans)} split "
               f"(up to {max(p['splits'] for p in plans)}), {sum(p['steps'] * PIX > p['P'] for p in plans)} with a "
               f"ragged last k-step; {info['dead']} of {info['steps']} tap k-steps skipped (of {info['skippable']} "
-              f"skippable), im2col walks crossing an image {info['wraps']}, past the batch {info['past_batch']}"
+              f"skippable), im2col walks crossing an image {info['wraps']}, past the batch {info['past_batch']}; "
+              f"{info['blocks_skipping']} of {info['blocks_all']} (group, tap, tile) blocks leave boxes unloaded "
+              f"({info['stale_boxes']} boxes of stale NaN, none reaching grad_weight)"
               + (f"; launch_wgrad_tma refused {sum(refused.values())} draws "
                  f"({', '.join(f'{k}: {v}' for k, v in refused.items())})" if refused else ""))
 
@@ -2050,16 +2197,23 @@ def main():
               f"holding a contributing pixel ({skippable} hold none: {skipped / max(skippable, 1):.0%} of those "
               f"skipped); valid_range_dev is exactly the rows / columns that read real input")
 
-    # 5. the ring protocol
+    # 5. the ring protocol, on blocks of every (a_boxes, b_boxes) of Kg 136 / Cg 264 (fixed case 4)
     rng = np.random.default_rng(8)
-    ring_errs = [ring_check(kernel_plan(fixed_cases()[0][0], TN, 132), n, rng)
-                 for TN in (128, 256) for n in (0, 1, 3, 4, 5, 6, 9, 13)]
+    ring_errs, forms = [], set()
+    for TN in (128, 256):
+        plan = kernel_plan(fixed_cases()[4][0], TN, 132)
+        tiles = {plan["block_boxes"](*tl): tl for tl in block_tiles(plan)}
+        for ab, tl in sorted(tiles.items()):
+            forms.add((TN,) + ab)
+            ring_errs += [ring_check(plan, n, rng, schedules=16, tile=tl) for n in (0, 1, 3, 4, 5, 6, 9, 13)]
     if any(ring_errs):
         fail(f"ring protocol: {next(e for e in ring_errs if e)}")
     else:
-        print("ok: the ring's full / empty mbarrier parities on random interleavings (5 and 4 stages, 0-13 live "
-              "k-steps, copies landing late, 8 consumer warps): no stage overwritten while read, each wgmma reads "
-              "its own k-step's bytes, no deadlock")
+        print(f"ok: the ring's full / empty mbarrier parities on random interleavings ({len(forms)} blocks: TN 128 / "
+              f"256 x (a_boxes, b_boxes) {', '.join(str(f[1:]) for f in sorted(forms))}: 2-6 copies a stage "
+              f"against expect_tx (a_boxes + b_boxes) 8192; 5 and 4 stages, 0-13 live k-steps, copies landing "
+              f"late, 8 consumer warps): no stage overwritten while read, each wgmma reads its own k-step's bytes, "
+              f"no deadlock")
 
     # 6. deliberate mistakes
     check_mutants("", MUTANTS, mutant_caught, probes(), "cl16", np.random.default_rng(9), fail)
@@ -2108,7 +2262,7 @@ def main_nchw(fail, failures):
                   f"{{32, 1, 128, 1}} at 0, x's {{32, 1, {TN}, 1}} at 16384, descriptors start + cw 8192 + ks 32 / "
                   f"+ 16384 + ks 32, K-major SW128, SBO 1024): A[m][k] = gy box row 64 cw + m (output channel), "
                   f"element 8 ks + k (pixel); B[n][k] = x box row n, element 8 ks + k; every operand byte from its "
-                  f"copy, random boxes read back exactly; expect_tx {plan['expect_tx']} = the copies' bytes")
+                  f"copy, random boxes read back exactly; expect_tx {plan['stage_tx'](0, 0)[1]} = the copies' bytes")
 
     # 9. end to end through bytes, and the composite replay of the same cases
     for case, TN, sms in BYTE_CASES_NCHW:

@@ -1033,9 +1033,8 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
 // 16 pixels a column); G == 1 or R % BK == 0 (a chunk never reads the next group's channels; with
 // G == 1 the channels past R are outside the map and read as zeros). Tap skipping as the gather
 // kernel's: the taps whose whole tile reads padding are never loaded (s_live).
-// Tiles of BM x TN, TN = 128 (the default) or 256 (RNNKERN_CONV_TMA_N=256: one wgmma.m64n256 a
-// consumer warpgroup and k step, each pixel tile read from L2 half as often; 128 accumulators a
-// thread), one CTA an SM either way.
+// Tiles of BM x TN, TN = 128 or 256 (tma_tile_n: one wgmma.m64n256 a consumer warpgroup and k step,
+// each pixel tile read from L2 half as often; 128 accumulators a thread), one CTA an SM either way.
 constexpr int kTmaThreads = 384;  // warpgroup 0 produces, 1 and 2 consume
 constexpr int kTmaMaxTaps = 64;
 template <int TN> struct TmaTile {
@@ -1578,14 +1577,15 @@ __global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_ke
   }
 }
 
-// ---- grad_weight on TMA loads + wgmma (sm_90a, 16-bit channels_last; RNNKERN_CONV_MMA=tma) --------
+// ---- grad_weight on TMA loads + wgmma (sm_90a, 16-bit channels_last / TF32 NCHW; RNNKERN_CONV_MMA=tma)
 // grad_weight of one tap t is D[k, c] = sum_p gy[p, k] x[p shifted by t, c] over the output pixels p:
 // a GEMM whose reduction runs along the pixels, so both operands are MN-major in channels_last
 // memory (channels contiguous, pixels strided): wgmma's transposed 16-bit operands. One CTA (384
 // threads, as gather_tma_kernel's) a 128 k x TN c tile of one tap and group over one split of the
 // pixels, 64 pixels a k-step: the producer thread loads gy's 64 pixels x 128 output channels with a
-// tiled map over gy as (K, pixels) (two 64-channel boxes) and x's same 64 pixels shifted by the
-// tap with the forward's im2col map (TN / 64 loads of 64 channels, padding zero-filled); with
+// tiled map over gy as (K, pixels) (up to two 64-channel boxes) and x's same 64 pixels shifted by
+// the tap with the forward's im2col map (up to TN / 64 loads of 64 channels, padding zero-filled;
+// boxes starting past the group's Kg / Cg are not loaded); with
 // 128-byte swizzle each box is wgmma's MN-major SWIZZLE_128B layout (wgmma_desc_mn_sw128: 64
 // channels of a pixel in a 128-byte row, 8-pixel atoms of 1024 bytes along k, the next 64 channels
 // one box further). Consumer warpgroup cw takes output channels 64 cw ... of the tile. Each split
@@ -1594,7 +1594,8 @@ __global__ void __launch_bounds__(kThreads, kStages > 1 && kCL ? 2 : 1) wgrad_ke
 // (valid_range_dev: the rows / columns whose shifted read is real input) are skipped, by producer
 // and consumers alike; inside the others the copy engine's zero fill takes the padding, and pixels
 // past the batch read zeros from both maps. Channels past a group's Kg / Cg (the tile's ragged
-// edge) read the next group's channels or zeros and land in rows / columns that are never stored.
+// edge) read the next group's channels or zeros, or, in boxes not loaded, stale bytes, and land in
+// rows / columns that are never stored.
 // TF32 NCHW (wgrad_tma_kernel<float, TN>; RNNKERN_CONV_MMA=tma, unit column stride): in NCHW memory
 // the pixels are the contiguous dimension of both operands, so they are K-major, tf32 wgmma's only
 // form, and the forward's consumer loop reads them as is (wgmma_desc_sw128). A k-step is 32 pixels
@@ -1688,6 +1689,12 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
 #pragma unroll
   for (int i = 0; i < TN / 2; ++i) acc[i] = 0.f;
   const int wg = tid / 128, warp = tid / 32 % 4, lane = tid % 32;
+  // 16-bit: the boxes whose 64 channels start past the group's Kg / Cg are not loaded (they would
+  // land in rows / columns that are never stored, and a box wholly outside the tensor is never
+  // issued); the stage's bytes count the others. (The TF32 NCHW form's two boxes start inside.)
+  const int a_boxes = kNchw ? 2 : min(2, (p.Kg - m0 + 63) / 64);
+  const int b_boxes = kNchw ? TN / 64 : min(TN / 64, (p.Cg - n0 + 63) / 64);
+  const uint32_t stage_bytes = static_cast<uint32_t>((a_boxes + b_boxes) * kBoxBytes);
   if (wg == 0) {
     if (tid == 0) {
       int i = 0;  // live k-steps issued
@@ -1696,7 +1703,7 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
         const int st = i % kStages;
         if (i >= kStages) mbar_wait(smem_u32(&empty[st]), (i / kStages - 1) & 1);
         const uint32_t bar = smem_u32(&full[st]), a = ring + st * kStageBytes;
-        mbar_arrive_expect_tx(bar, kStageBytes);
+        mbar_arrive_expect_tx(bar, stage_bytes);
         if constexpr (kNchw) {
           // gy: columns wo0 ..., row ho, output channels g Kg + m0 ...; x: the tap's shifted columns and
           // row, input channels g Cg + n0 ... (both boxes 128-byte rows, one a channel)
@@ -1708,9 +1715,9 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
           const long long m = k * kTmaWgradPixels;
           const int n = static_cast<int>(m / hw), rem = static_cast<int>(m - n * hw);
           const int ho = rem / p.OW, wo = rem - ho * p.OW;
-          for (int h = 0; h < 2; ++h)  // gy: output channels g Kg + m0 + 64 h ..., pixels m ...
+          for (int h = 0; h < a_boxes; ++h)  // gy: output channels g Kg + m0 + 64 h ..., pixels m ...
             tma_load_2d(a + h * kBoxBytes, &map_gy, bar, g * p.Kg + m0 + 64 * h, static_cast<int>(m));
-          for (int j = 0; j < TN / 64; ++j)  // x: input channels g Cg + n0 + 64 j ... of the shifted pixels
+          for (int j = 0; j < b_boxes; ++j)  // x: input channels g Cg + n0 + 64 j ... of the shifted pixels
             tma_load_im2col_4d(a + (2 + j) * kBoxBytes, &map_x, bar, g * p.Cg + n0 + 64 * j, wo * p.sw - p.pl,
                                ho * p.sh - p.pt, n, static_cast<uint16_t>(s * p.dw), static_cast<uint16_t>(r * p.dh));
         }
@@ -1945,8 +1952,10 @@ bool allow_tf32() { return cudnn_tf32_allowed(CudnnOp::kConv); }
 // the gather kernel on 128-column tiles (> 64 output channels) except fp32 channels_last (TF32
 // NCHW and bf16 channels_last forward / grad_input 1.01-1.13x; fp32 channels_last 0.92-0.97x, and
 // 64-column tiles 0.76-0.91x), mma.sync for the grad_weight (wgmma 0.85-0.95x).
-// tma: the forward and grad_input gathers on gather_tma_kernel where they fit (tma_plan), everything
-// else as unset.
+// Unset, 16-bit forward / grad_input gathers also take gather_tma_kernel where tma_wanted says.
+// tma: the forward and grad_input gathers on gather_tma_kernel where they fit (tma_plan), for every
+// tensor-core dtype, and the grad_weight on wgrad_tma_kernel where launch_wgrad_tma takes it;
+// everything else as unset.
 enum class MmaForm { kAuto, kMma, kWgmma, kTma };
 MmaForm conv_mma_form() {
   const char* e = std::getenv("RNNKERN_CONV_MMA");
@@ -2381,8 +2390,7 @@ bool prepare_tma_launch(const TmaProblem& t, const TmaWeight& w, TmaLaunch* l) {
   return true;
 }
 
-// gather_tma_kernel on every problem of a call's tma_plan, at the tile width RNNKERN_CONV_TMA_N
-// says; false, with nothing launched, where the driver's encoders are missing, an encoder refuses a
+// gather_tma_kernel on every problem of a call's tma_plan, at the tile width tma_tile_n picks; false, with nothing launched, where the driver's encoders are missing, an encoder refuses a
 // map or the GPU's shared memory is too small (RNNKERN_DEBUG=1 says which): the caller then runs
 // the gather kernel, as for any call tma_plan refuses.
 template <typename T, int TN>
@@ -2585,6 +2593,7 @@ bool launch_wgrad_tma(WgradParams p, bool cl, T* gw, const at::TensorOptions& op
                                 : (P + kTmaWgradPixels - 1) / kTmaWgradPixels;
     int64_t splits = std::max<int64_t>(1, (2 * sms + base - 1) / base);
     splits = std::min<int64_t>(splits, std::max<int64_t>(1, steps / 8));
+    splits = std::min<int64_t>(splits, std::max<int64_t>(1, 65535 / taps));  // (grid.y; taps <= 65535 already)
     p.splits = static_cast<int>(splits);
     const int64_t outputs = static_cast<int64_t>(p.G) * p.Kg * p.Cg * taps;
     at::Tensor ws = at::empty({splits * outputs}, opts.dtype(at::kFloat));  // (splits, G, taps, Kg, Cg)
@@ -2871,8 +2880,8 @@ at::Tensor wgmma_mn_probe_cuda(const at::Tensor& a, const at::Tensor& b) {
   TORCH_CHECK(a.sizes() == at::IntArrayRef({64, 64}) && b.dim() == 2 && b.size(0) == 64 &&
                   (b.size(1) == 128 || b.size(1) == 256),
               op, ": a must be (64, 64) and b (64, 128) or (64, 256), got ", a.sizes(), " and ", b.sizes());
-  TORCH_CHECK(at::cuda::getCurrentDeviceProperties()->major == 9, op, ": needs an sm_90 GPU");
   const at::cuda::OptionalCUDAGuard guard(device_of(a));
+  TORCH_CHECK(at::cuda::getCurrentDeviceProperties()->major == 9, op, ": needs an sm_90 GPU");
   const at::Tensor ac = a.contiguous(), bc = b.contiguous();
   at::Tensor d = at::empty({64, b.size(1)}, a.options().dtype(at::kFloat));
   const auto run = [&](auto kernel, int tn) {
