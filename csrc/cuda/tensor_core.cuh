@@ -177,7 +177,8 @@ __device__ __forceinline__ void wgmma_pin(float (&d)[R]) {
 // the top 19 used); N = 64, 128 or 256. Accumulator layout: warp w of the group rows 16 w + lane / 4
 // (+ 8 for d[4j+2], d[4j+3]), columns 8 j + 2 (lane % 4) (+ 1 for odd registers).
 // kTransA / kTransB (16-bit only): that operand is MN-major instead (rows of 8 m / n elements per k;
-// the descriptor's SBO then steps 8 m / n, its LBO 8 k).
+// without swizzle the descriptor's SBO then steps 8 m / n, its LBO 8 k: wgmma_desc; with 128-byte
+// swizzle the roles swap: wgmma_desc_mn_sw128).
 template <typename T, int N, bool kTransA = false, bool kTransB = false>
 __device__ __forceinline__ void wgmma_m64n(float (&d)[N / 2], uint64_t da, uint64_t db) {
   static_assert(N == 64 || N == 128 || N == 256, "wgmma_m64n: N = 64, 128 or 256");
