@@ -1515,6 +1515,20 @@ def ring_check(plan, n_live, rng, schedules=40, tile=(0, 0)):
     return None
 
 
+def random_pads(rng, th, tw):
+    """A padding mode ('symmetric', 'same' or 'asymmetric') and its (pt, pb, pl, pr), each side at
+    most the dilated kernel extent th / tw."""
+    mode = str(rng.choice(["symmetric", "same", "asymmetric"]))
+    if mode == "symmetric":
+        ph, pw = int(rng.integers(0, th + 1)), int(rng.integers(0, tw + 1))
+        return mode, (ph, ph, pw, pw)
+    if mode == "same":
+        return mode, (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+    pt, pb = int(rng.integers(0, th + 1)), int(rng.integers(0, th + 1))
+    pl, pr = int(rng.integers(0, tw + 1)), int(rng.integers(0, tw + 1))
+    return mode, (pt, pb, pl, pr)
+
+
 def runs_on_kernel(case, refused):
     """The shape has an output and launch_wgrad_tma runs it; else counts why not in refused."""
     if case["OH"] < 1 or case["OW"] < 1:
@@ -1831,16 +1845,7 @@ def random_case(rng, cap, refused):
         small = rng.random() < 0.6
         dh, dw = (int(rng.integers(1, 4 if small else 19)) for _ in range(2))
         sh, sw = (int(rng.integers(1, 4)) if rng.random() < 0.5 else 1 for _ in range(2))
-        mode = str(rng.choice(["symmetric", "same", "asymmetric"]))
-        th, tw = dh * (KH - 1), dw * (KW - 1)
-        if mode == "symmetric":
-            ph, pw = int(rng.integers(0, th + 1)), int(rng.integers(0, tw + 1))
-            pt, pb, pl, pr = ph, ph, pw, pw
-        elif mode == "same":
-            pt, pb, pl, pr = th // 2, th - th // 2, tw // 2, tw - tw // 2
-        else:
-            pt, pb = int(rng.integers(0, th + 1)), int(rng.integers(0, th + 1))
-            pl, pr = int(rng.integers(0, tw + 1)), int(rng.integers(0, tw + 1))
+        mode, (pt, pb, pl, pr) = random_pads(rng, dh * (KH - 1), dw * (KW - 1))
         case = make_case(N, H, W, C, K, G, KH, KW, dh, dw, pt, pb, pl, pr, mode, sh, sw)
         if not runs_on_kernel(case, refused):
             continue
@@ -2000,16 +2005,7 @@ def random_case_nchw(rng, cap, refused):
         dh, dw = (int(rng.integers(1, 4 if small else 19)) for _ in range(2))
         sh = int(rng.integers(1, 4)) if rng.random() < 0.5 else 1
         sw = 1 if rng.random() < 0.95 else 2
-        mode = str(rng.choice(["symmetric", "same", "asymmetric"]))
-        th, tw = dh * (KH - 1), dw * (KW - 1)
-        if mode == "symmetric":
-            ph, pw = int(rng.integers(0, th + 1)), int(rng.integers(0, tw + 1))
-            pt, pb, pl, pr = ph, ph, pw, pw
-        elif mode == "same":
-            pt, pb, pl, pr = th // 2, th - th // 2, tw // 2, tw - tw // 2
-        else:
-            pt, pb = int(rng.integers(0, th + 1)), int(rng.integers(0, th + 1))
-            pl, pr = int(rng.integers(0, tw + 1)), int(rng.integers(0, tw + 1))
+        mode, (pt, pb, pl, pr) = random_pads(rng, dh * (KH - 1), dw * (KW - 1))
         ow = out_size(W, pl, pr, dw, KW, sw)
         if rng.random() < 0.9 and ow >= 1:
             pr += (-ow) % RPIX
