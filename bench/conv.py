@@ -63,11 +63,14 @@ VARIANTS = {"cp.async": {"RNNKERN_CONV_PIPELINE": "1"},   # the ring forced on (
             "via CL tma": {"RNNKERN_CONV_NCHW": "transpose", "RNNKERN_CONV_MMA": "tma"},  # ... TF32 NCHW through copies
             # the grad_weight on TMA loads + wgmma (wgrad_tma_kernel: 16-bit channels_last, TF32 NCHW;
             # opt-in, rows below)
-            "tma wgrad": {"RNNKERN_CONV_MMA": "tma"}}
-TMA_ONLY = ("tma", "tma n128", "tma n256", "via CL tma", "tma wgrad")  # (their own rows below)
+            "tma wgrad": {"RNNKERN_CONV_MMA": "tma"},
+            # the forward and grad_input with the TMA gather's CTAs in pairs sharing the weight tile
+            # (gather_tma_kernel's CM = 2, opt-in; rows below)
+            "tma pair": {"RNNKERN_CONV_MMA": "tma", "RNNKERN_CONV_TMA_CLUSTER": "2"}}
+TMA_ONLY = ("tma", "tma n128", "tma n256", "via CL tma", "tma wgrad", "tma pair")  # (their own rows below)
 WGRAD_ONLY = ("tma wgrad",)  # (its forward and dgrad are the default's)
 NCHW_ONLY = ("via CL", "via CL wgmma", "via CL tma")  # variants that change nothing for channels_last operands
-GATHER_ONLY = ("taps 9", "wgmma taps 1")  # the gather's forms: forward and dgrad, not wgrad
+GATHER_ONLY = ("taps 9", "wgmma taps 1", "tma pair")  # the gather's forms: forward and dgrad, not wgrad
 # (the TMA forms' grad_weight is wgrad_tma_kernel for 16-bit channels_last and TF32 NCHW, the
 # default's elsewhere)
 
@@ -95,6 +98,10 @@ GPU_CASES = (
     # the grad_weight on TMA loads (opt-in), every bf16 channels_last and TF32 NCHW row
     + [Case(dt, dt == torch.bfloat16, 8, cin, 256, hw, d, variant="tma wgrad") for dt in (torch.bfloat16, torch.float32)
        for cin, hw, ds in ((256, 64, (1, 2, 6, 12, 18)), (2048, 32, (6, 12, 18))) for d in ds]
+    # the TMA gather's CTA pairs (opt-in) on every bf16 row the default runs it on, and TF32 channels_last
+    + [Case(torch.bfloat16, True, 8, cin, 256, hw, d, variant="tma pair")
+       for cin, hw, ds in ((256, 64, (1, 2, 6, 12, 18)), (2048, 32, (6, 12, 18))) for d in ds]
+    + [Case(dt, cl, 8, 256, 256, 64, 1, variant="tma pair") for dt, cl in ((torch.bfloat16, False), (torch.float32, True))]
     # TF32 (opt-in): channels_last at both widths, and NCHW (ANCHORS' parity row) through channels_last copies
     + [Case(torch.float32, True, 8, 256, 256, 64, 1, variant=v) for v in ("tma", "tma n128")]
     + [Case(torch.float32, False, 8, cin, 256, hw, d, variant="via CL tma") for cin, hw, d in ((256, 64, 1), (2048, 32, 18))]

@@ -65,12 +65,14 @@ std::tuple<std::string, at::Tensor> rnn_step_trace();
 // One stage of the TMA convolution form's copies, raw (csrc/cuda/conv.cu, tma_stage_probe_kernel; a
 // diagnostic for the tests): the bytes of block (block_x, block_y, group)'s stage for tap `tap` and
 // channels c0 ... of a channels_last forward (padding as four entries), its pixel tiles' width
-// (0: row order) and tiles a row.
+// (0: row order) and tiles a row. cluster 2: the stages of block_x's CTA pair (gather_tma_kernel's
+// CM = 2), one after the other.
 std::tuple<at::Tensor, int64_t, int64_t> conv2d_tma_stage_probe_cuda(const at::Tensor& input, const at::Tensor& weight,
                                                                      at::IntArrayRef stride, at::IntArrayRef padding,
                                                                      at::IntArrayRef dilation, int64_t groups,
                                                                      int64_t block_x, int64_t block_y, int64_t group,
-                                                                     int64_t tap, int64_t c0, int64_t tile_n);
+                                                                     int64_t tap, int64_t c0, int64_t tile_n,
+                                                                     int64_t cluster);
 // The TMA grad_weight's MN-major wgmma steps alone (csrc/cuda/conv.cu, wgmma_mn_probe_kernel; a
 // diagnostic for the tests): A^T B for bf16 A (64, 64) and B (64, 128 or 256) laid out in shared
 // memory as wgrad_tma_kernel's copies leave them, fp32.

@@ -181,6 +181,13 @@ CASES = {
         "64x64 3x3 d1", conv,
         BF16_CL_D1,
         "gather_tma_kernel", per_iter=1, count=1, env={"RNNKERN_CONV_TMA_N": "128"}),
+    # ... and with its CTAs in pairs sharing the weight tile through multicast copies (opt-in): whether
+    # the L2 -> SM bytes, two thirds of them the weight's at 256 columns, were what bound it
+    "conv-bf16-CL-256-64x64-d1-tma-pair": Case(
+        "gather_tma_kernel forward in CTA pairs (RNNKERN_CONV_TMA_CLUSTER=2, multicast weight tile), bf16 "
+        "channels_last N8 256->256 64x64 3x3 d1", conv,
+        BF16_CL_D1,
+        "gather_tma_kernel", per_iter=1, count=1, env={"RNNKERN_CONV_TMA_CLUSTER": "2"}),
     # the same forward on the gather kernels TMA replaced: wgmma on the cp.async ring (the default
     # before, RNNKERN_CONV_MMA=wgmma) and mma.sync (RNNKERN_CONV_MMA=mma), which ran 0-13% apart on
     # an H200 (bench/NOTES.md, eighteenth session)

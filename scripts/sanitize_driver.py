@@ -250,10 +250,12 @@ def conv_tma(dev):
     taps), groups of whole chunks, the 8 x 16 pixel tiles of dilation 18, a stride-2 grad_input and
     transposed convolution (stride phases); and the grad_weight on TMA loads (wgrad_tma_kernel: bf16
     channels_last on the same shapes, its skipped k-steps at dilation 12 and 18, a stride-2 one; TF32
-    NCHW with a row stride and at dilation 6); last and on its own as rnn_exchange."""
+    NCHW with a row stride and at dilation 6); last and on its own as rnn_exchange. At 256 columns
+    again with the CTAs in pairs sharing the weight tile (RNNKERN_CONV_TMA_CLUSTER=2: multicast
+    copies, barriers armed across the pair, a half of B past the output channels never loaded)."""
     torch.backends.cudnn.allow_tf32 = True
-    for tile_n in ("128", "256"):
-        with switches(RNNKERN_CONV_MMA="tma", RNNKERN_CONV_TMA_N=tile_n):
+    for tile_n, cluster in (("128", "1"), ("256", "1"), ("256", "2")):
+        with switches(RNNKERN_CONV_MMA="tma", RNNKERN_CONV_TMA_N=tile_n, RNNKERN_CONV_TMA_CLUSTER=cluster):
             for dtype in (torch.float32, torch.bfloat16):
                 # (20 output channels: element stores, and a 16-bit grad_input the gather kernel runs)
                 for cin, cout, groups, pad, dil in ((24, 20, 1, 1, 1), (40, 136, 1, 12, 12), (128, 128, 2, 1, 1)):
@@ -262,7 +264,8 @@ def conv_tma(dev):
                     b = torch.randn(cout, device=dev, dtype=dtype)
                     y = RF.conv2d(x.requires_grad_(), w, b, 1, pad, dil, groups)
                     y.backward(torch.randn_like(y))  # grad_input: the TMA kernel on the flipped taps where it can
-                # a strided grad_input and a transposed convolution's forward: one launch a stride phase
+                # a strided grad_input and a transposed convolution's forward: a problem a stride phase,
+                # four in one launch
                 xs = torch.randn(2, 24, 9, 10, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
                 ws = torch.randn(16, 24, 3, 3, device=dev, dtype=dtype, requires_grad=True)
                 y = RF.conv2d(xs.requires_grad_(), ws, None, 2, 1)

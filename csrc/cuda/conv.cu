@@ -43,7 +43,8 @@
 // And a third gather, gather_tma_kernel: the forward / grad_input of channels_last tensors fed by
 // TMA im2col loads into a ring of 128-byte-swizzled stages (one producer thread, two consumer
 // warpgroups on wgmma; 128 x 128 or 128 x 256 tiles): 16-bit's default where it runs (tma_wanted),
-// any tensor-core dtype with RNNKERN_CONV_MMA=tma.
+// any tensor-core dtype with RNNKERN_CONV_MMA=tma; RNNKERN_CONV_TMA_CLUSTER=2 pairs its CTAs to
+// share the weight tile through multicast copies.
 // Mainloop: a ring of cp.async stages (kStages > 1; use_pipeline says where), else one shared
 // stage + register prefetch (the next step's global loads in flight while the tensor cores work
 // on the current one; RNNKERN_CONV_PIPELINE=0 forces it). Epilogue: accumulators staged through shared
@@ -1027,8 +1028,9 @@ __global__ void __launch_bounds__(kThreads) gather_conv_kernel(const GatherParam
 // (wgmma_desc_sw128); BK = 128 bytes of channels (64 bf16 / fp16, 32 fp32 for tf32).
 // Scope: channels_last, no pixel shuffle: the forward (strides up to 8: the map's traversal
 // strides), and grad_input / a transposed convolution's forward at any stride as stride-1 forwards
-// of the flipped taps, one launch a stride phase (tma_problems; outputs scattered to the phase's
-// pixels: GatherParams::oy_step ...); tiles of BM pixels in row order, or at large dilation the
+// of the flipped taps, a problem a stride phase, up to four a launch (tma_problems, TmaBatch;
+// outputs scattered to the phase's pixels: GatherParams::oy_step ...); tiles of BM pixels in row
+// order, or at large dilation the
 // gather kernel's 8 x 16 pixel tiles (set_pixel_tiles: eight 16-pixel loads a stage, from a map of
 // 16 pixels a column); G == 1 or R % BK == 0 (a chunk never reads the next group's channels; with
 // G == 1 the channels past R are outside the map and read as zeros). Tap skipping as the gather
@@ -1043,6 +1045,18 @@ template <int TN> struct TmaTile {
   static constexpr int kSmemBytes = kStages * kStageBytes + 1024;  // + the 1024-byte alignment of the atoms
   static_assert(BM * (TN + 8) * 4 <= kStages * kStageBytes, "the epilogue's tile aliases the ring");
 };
+// One launch's problems: up to kTmaBatch of one call's tma_problems (a transposed mapping's stride
+// phases: the four of stride 2 in one launch), blocks [block_end[i - 1], block_end[i]) along x for
+// problem i (whole CTA pairs each), its maps beside it. 4 x (128 + 128 + sizeof(GatherParams)) bytes:
+// within the 4 KB of kernel parameters every CUDA 12 driver takes.
+constexpr int kTmaBatch = 4;
+struct TmaBatch {
+  CUtensorMap map_x[kTmaBatch], map_w[kTmaBatch];  // (64-byte aligned, first: no padding before them)
+  GatherParams p[kTmaBatch];
+  int block_end[kTmaBatch];
+  int count;
+};
+static_assert(sizeof(TmaBatch) <= 4096, "a launch's parameters fit 4 KB");
 
 #if RNNKERN_HAS_WGMMA
 // A block's pixel tile (blockIdx.x): BM consecutive pixels in row order (p.tile_w == 0; a tile may
@@ -1053,14 +1067,18 @@ template <int TN> struct TmaTile {
 struct TmaTileOrigin {
   long long m0 = 0;
   int img0, ho0, wo0, seg, rows, loads;
-  // the bytes one stage's copies bring, A's loaded rows and B's tn rows of 128 bytes
-  __device__ uint32_t stage_bytes(int tn) const { return static_cast<uint32_t>((loads * seg + tn) * 128); }
+  // the bytes one stage's copies bring, A's loaded rows and B's b_rows rows of 128 bytes
+  __device__ uint32_t stage_bytes(int b_rows) const { return static_cast<uint32_t>((loads * seg + b_rows) * 128); }
 };
 __device__ __forceinline__ TmaTileOrigin tma_tile_origin(const GatherParams& p, int bx) {
   TmaTileOrigin o;
   o.seg = p.tile_w > 0 ? p.tile_w : BM;
   o.rows = BM / o.seg;
-  if (p.tile_w > 0) {
+  if (static_cast<long long>(bx) * BM >= p.Mt) {  // a CTA pair's idle second CTA (odd tile count)
+    o.m0 = p.Mt;
+    o.img0 = p.N, o.ho0 = o.wo0 = 0;
+    o.loads = 0;
+  } else if (p.tile_w > 0) {
     const int per_image = p.tiles_h * p.tiles_w, t = bx % per_image;
     o.img0 = bx / per_image;
     o.ho0 = t / p.tiles_w * o.rows;
@@ -1084,22 +1102,61 @@ __device__ __forceinline__ TmaTileOrigin tma_tile_origin(const GatherParams& p, 
 // is the map's base pixel: output (ho, wo) reads input (ho sh - pt + r dh, wo sw - pl + s dw), the
 // (r dh, s dw) part given per tap as im2col offsets (the map's traversal strides step the base
 // pixels by sh, sw).
+// With CM = 2 (a CTA pair sharing n0) this CTA loads only its half of B, rows rank * TN / 2 ...,
+// multicast into both CTAs' stages, each pair's half completing on each CTA's bar (tma_b_halves:
+// a half wholly past the output channels is not loaded at all).
+template <int TN, int CM>
 __device__ __forceinline__ void tma_issue_stage(const GatherParams& p, const TmaTileOrigin& o, const CUtensorMap* map_x,
                                                 const CUtensorMap* map_w, uint32_t a, uint32_t bar, int g, int n0,
-                                                int t, int c0) {
+                                                int t, int c0, uint32_t rank) {
   const int r = t / p.KW, s = t - r * p.KW;
   for (int j = 0; j < o.loads; ++j)
     tma_load_im2col_4d(a + j * o.seg * 128, map_x, bar, g * p.R + c0, o.wo0 * p.sw - p.pl, (o.ho0 + j) * p.sh - p.pt,
                        o.img0, static_cast<uint16_t>(s * p.dw), static_cast<uint16_t>(r * p.dh));
-  tma_load_3d(a + BM * 128, map_w, bar, c0, n0, g * p.KH * p.KW + t);
+  if constexpr (CM == 1) {
+    tma_load_3d(a + BM * 128, map_w, bar, c0, n0, g * p.KH * p.KW + t);
+  } else {
+    constexpr int kHalf = TN / CM;
+    const int nh = n0 + static_cast<int>(rank) * kHalf;
+    if (nh < p.Nn)
+      tma_load_3d_multicast(a + (BM + static_cast<int>(rank) * kHalf) * 128, map_w, bar, c0, nh,
+                            g * p.KH * p.KW + t, static_cast<uint16_t>((1u << CM) - 1));
+  }
+}
+// The B rows of a stage that some CTA of the pair loads: TN, less the halves that start past the
+// output channels (never issued: a box wholly outside the tensor is not relied on to complete).
+template <int TN, int CM>
+__device__ __forceinline__ int tma_b_rows(const GatherParams& p, int n0) {
+  if constexpr (CM == 1) return TN;
+  int rows = 0;
+  for (int h = 0; h < CM; ++h) rows += n0 + h * (TN / CM) < p.Nn ? TN / CM : 0;
+  return rows;
 }
 #endif
 
-template <typename T, int TN>
-__global__ void __launch_bounds__(kTmaThreads, 1)
-    gather_tma_kernel(const GatherParams p, const __grid_constant__ CUtensorMap map_x,
-                      const __grid_constant__ CUtensorMap map_w) {
+// CM = 2 (RNNKERN_CONV_TMA_CLUSTER=2, opt-in, not yet run on a GPU): clusters of two CTAs on
+// neighbouring pixel tiles and the same output channels share B: each loads half of the weight tile
+// and multicasts it into both CTAs' stages, so the pair reads the weight from L2 once. The H200 runs
+// of the 128 x 256 tiles moved ~4.0 TB/s from L2 at 128 and at 256 columns alike
+// (bench/NOTES.md, twenty-first session): the weight is two thirds of those bytes. The pair must
+// then agree on everything a stage depends on: its k-steps run the union of both tiles' live taps
+// (a tap live in one tile only brings the other the copy engine's zero fill), a stage is refilled
+// only when all 16 consumer warps of the pair have released it (each consumer warp arrives on both
+// CTAs' empty barriers), and neither CTA exits while its partner may still arrive on its barriers
+// or read its shared memory (a cluster barrier at the end). An odd tile count leaves the last
+// pair's second CTA idle: it loads its half of B and stores nothing.
+template <typename T, int TN, int CM>
+__global__ void __launch_bounds__(kTmaThreads, 1) gather_tma_kernel(const __grid_constant__ TmaBatch batch) {
 #if RNNKERN_HAS_WGMMA
+  static_assert(CM == 1 || CM == 2, "CTA pairs at most");
+  // This block's problem (its blocks along x: [block_end[pi - 1], block_end[pi]), whole pairs) and
+  // its tile in it; the problem's parameters and maps read in place from the parameter space.
+  int pi = 0;
+  while (pi + 1 < batch.count && static_cast<int>(blockIdx.x) >= batch.block_end[pi]) ++pi;
+  const int bx = static_cast<int>(blockIdx.x) - (pi > 0 ? batch.block_end[pi - 1] : 0);
+  const GatherParams& p = batch.p[pi];
+  const CUtensorMap* const map_x = &batch.map_x[pi];
+  const CUtensorMap* const map_w = &batch.map_w[pi];
   constexpr int BK = 128 / static_cast<int>(sizeof(T));
   constexpr int kTmaStages = TmaTile<TN>::kStages, kTmaStageBytes = TmaTile<TN>::kStageBytes, kTmaTileN = TN;
   __shared__ __align__(8) uint64_t full[kTmaStages], empty[kTmaStages];
@@ -1114,25 +1171,26 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   const int n0 = static_cast<int>(blockIdx.y) * kTmaTileN;
   const int taps = p.KH * p.KW;
   const long long hw = static_cast<long long>(p.Ho) * p.Wo;
-  const TmaTileOrigin tile = tma_tile_origin(p, static_cast<int>(blockIdx.x));  // (its pixels)
+  const TmaTileOrigin tile = tma_tile_origin(p, bx);  // (its pixels)
   const int seg = tile.seg, img0 = tile.img0, ho0 = tile.ho0, wo0 = tile.wo0;
   const long long m0 = tile.m0;
+  const uint32_t rank = CM > 1 ? cluster_ctarank() : 0;
 
   if (tid == 0) {
     for (int s = 0; s < kTmaStages; ++s) {
       mbar_init(smem_u32(&full[s]), 1);  // the producer's arrive_expect_tx (+ the bytes)
-      mbar_init(smem_u32(&empty[s]), 8);  // one arrival per consumer warp
+      mbar_init(smem_u32(&empty[s]), 8 * CM);  // one arrival per consumer warp of the cluster
     }
     mbar_init_fence();
     s_live = 0;
-    tma_prefetch_map(&map_x);
-    tma_prefetch_map(&map_w);
+    tma_prefetch_map(map_x);
+    tma_prefetch_map(map_w);
   }
   // This thread's tile slot (tid < BM), then the taps some pixel of the tile reads real data for
   // (s_live: each thread's taps as a mask, OR-ed across its warp, then into shared memory: two block
   // barriers, where a __syncthreads_or a tap took one for each tap).
   int pn = -1, pho = 0, pwo = 0;
-  if (tid < BM) {
+  if (tid < BM && tile.loads > 0) {  // (none for an idle CTA)
     if (p.tile_w > 0) {
       pho = ho0 + tid / seg;
       pwo = wo0 + tid % seg;
@@ -1155,12 +1213,21 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
       if (hs >= 0 && hs < p.Hs && ws >= 0 && ws < p.Ws) mine |= 1ull << t;
     }
   }
-  __syncthreads();  // s_live zeroed (and the barriers' initialisation visible)
+  // s_live zeroed and the barriers' initialisation visible (to the partner too: its copies and
+  // arrivals reach them)
+  if constexpr (CM == 1) __syncthreads();
+  else cluster_sync_all();
   const unsigned lo = __reduce_or_sync(0xffffffffu, static_cast<unsigned>(mine));
   const unsigned hi = __reduce_or_sync(0xffffffffu, static_cast<unsigned>(mine >> 32));
   if (tid % 32 == 0 && (lo | hi) != 0) atomicOr(&s_live, (static_cast<unsigned long long>(hi) << 32) | lo);
-  __syncthreads();  // s_live complete
-  const unsigned long long live_taps = s_live;
+  unsigned long long live_taps;
+  if constexpr (CM == 1) {
+    __syncthreads();  // s_live complete
+    live_taps = s_live;
+  } else {
+    cluster_sync_all();  // s_live complete in both CTAs: the pair runs the union of their taps
+    live_taps = s_live | ld_cluster_u64(cluster_map(smem_u32(&s_live), rank ^ 1u));
+  }
   const int chunks = (p.R + BK - 1) / BK;
   const int ksteps = __popcll(live_taps) * chunks;
 
@@ -1170,7 +1237,7 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   const int wg = tid / 128, warp = tid / 32 % 4, lane = tid % 32;
   if (wg == 0) {
     if (tid == 0) {  // one thread issues; its warp reconverges below before the block's barrier
-      const uint32_t bytes = tile.stage_bytes(kTmaTileN);
+      const uint32_t bytes = tile.stage_bytes(tma_b_rows<TN, CM>(p, n0));
       int i = 0;  // k-step: the live taps in order, all chunks of one before the next
       for (unsigned long long rest = live_taps; rest != 0; rest &= rest - 1) {
         const int t = __ffsll(static_cast<long long>(rest)) - 1;
@@ -1179,13 +1246,15 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
           if (i >= kTmaStages) mbar_wait(smem_u32(&empty[st]), (i / kTmaStages - 1) & 1);  // its last reads are done
           const uint32_t bar = smem_u32(&full[st]);
           mbar_arrive_expect_tx(bar, bytes);
-          tma_issue_stage(p, tile, &map_x, &map_w, ring + st * kTmaStageBytes, bar, g, n0, t, c0);
+          tma_issue_stage<TN, CM>(p, tile, map_x, map_w, ring + st * kTmaStageBytes, bar, g, n0, t, c0, rank);
         }
       }
     }
     __syncwarp();
   } else {
     const int cw = wg - 1;  // rows 64 cw ... of the tile
+    // (CM = 2: the partner's empty barriers, whose producer refills its half of B into this CTA too)
+    const uint32_t partner_empty = CM > 1 ? cluster_map(smem_u32(&empty[0]), rank ^ 1u) : 0;
     for (int i = 0; i < ksteps; ++i) {
       const int st = i % kTmaStages;
       mbar_wait(smem_u32(&full[st]), (i / kTmaStages) & 1);
@@ -1199,7 +1268,10 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
       wgmma_commit();
       wgmma_wait<1>();  // the previous k-step's products are done: its stage can be refilled
       wgmma_pin(acc);
-      if (i > 0 && lane == 0) mbar_arrive(smem_u32(&empty[(i - 1) % kTmaStages]));
+      if (i > 0 && lane == 0) {
+        mbar_arrive(smem_u32(&empty[(i - 1) % kTmaStages]));
+        if constexpr (CM > 1) mbar_arrive_cluster(partner_empty + (i - 1) % kTmaStages * 8);
+      }
     }
     wgmma_wait<0>();
     wgmma_pin(acc);
@@ -1257,6 +1329,7 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
       out[o + co] = from_acc<T>(v);
     }
   }
+  if constexpr (CM > 1) cluster_sync_all();  // the partner's arrivals on this CTA's barriers are done
 #else
   __trap();  // the host launches this form only on sm_90 with an sm_90a build
 #endif
@@ -1265,8 +1338,9 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
 // A diagnostic of the TMA form's copies alone, without the MMA (conv2d_tma_stage_probe_cuda, for a
 // test that tells a wrong copy from a wrong product on the first GPU run): block (bx, by, g)'s stage
 // for tap t and channels c0 ..., as gather_tma_kernel's producer issues it, copied raw (swizzled, as
-// wgmma reads it) to out; bytes no copy wrote read 0xAB.
-template <int TN>
+// wgmma reads it) to out; bytes no copy wrote read 0xAB. CM = 2: the CTA pair of block bx (launched
+// as one cluster of two), each CTA's stage at out + rank * the stage's bytes, B from both halves.
+template <int TN, int CM>
 __global__ void tma_stage_probe_kernel(const GatherParams p, const __grid_constant__ CUtensorMap map_x,
                                        const __grid_constant__ CUtensorMap map_w, int bx, int by, int g, int t, int c0,
                                        uint8_t* out) {
@@ -1276,19 +1350,24 @@ __global__ void tma_stage_probe_kernel(const GatherParams p, const __grid_consta
   extern __shared__ __align__(1024) unsigned char probe_raw[];
   const uint32_t raw = smem_u32(probe_raw), stage = (raw + 1023) & ~1023u;
   unsigned char* const st = probe_raw + (stage - raw);
-  const TmaTileOrigin o = tma_tile_origin(p, bx);
+  const uint32_t rank = CM > 1 ? cluster_ctarank() : 0;
+  const TmaTileOrigin o = tma_tile_origin(p, bx / CM * CM + static_cast<int>(rank));
   for (int i = threadIdx.x; i < kBytes; i += blockDim.x) st[i] = 0xAB;
   fence_proxy_async_shared();  // (these writes ordered before the copies' through the async proxy)
-  __syncthreads();
   if (threadIdx.x == 0) {
     mbar_init(smem_u32(&bar), 1);
     mbar_init_fence();
-    mbar_arrive_expect_tx(smem_u32(&bar), o.stage_bytes(TN));
-    tma_issue_stage(p, o, &map_x, &map_w, stage, smem_u32(&bar), g, by * TN, t, c0);
+  }
+  if constexpr (CM == 1) __syncthreads();
+  else cluster_sync_all();  // (both CTAs' stages filled and barriers initialised before any copy)
+  if (threadIdx.x == 0) {
+    mbar_arrive_expect_tx(smem_u32(&bar), o.stage_bytes(tma_b_rows<TN, CM>(p, by * TN)));
+    tma_issue_stage<TN, CM>(p, o, &map_x, &map_w, stage, smem_u32(&bar), g, by * TN, t, c0, rank);
     mbar_wait(smem_u32(&bar), 0);
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < kBytes; i += blockDim.x) out[i] = st[i];
+  for (int i = threadIdx.x; i < kBytes; i += blockDim.x) out[rank * kBytes + i] = st[i];
+  if constexpr (CM > 1) cluster_sync_all();
 #else
   __trap();  // (conv2d_tma_stage_probe_cuda refuses builds without sm_90a)
 #endif
@@ -2300,7 +2379,8 @@ std::vector<TmaProblem> tma_plan(const GatherParams& q, size_t elem_size, bool c
     if (p.KH * p.KW > kTmaMaxTaps || int64_t{p.dh} * (p.KH - 1) > 255 || int64_t{p.dw} * (p.KW - 1) > 255) return {};
     for (const Im2colCorners c : {im2col_corners(p.Hs, p.Ho, p.pt, p.sh), im2col_corners(p.Ws, p.Wo, p.pl, p.sw)})
       if (c.lower < -128 || c.lower > 127 || c.upper < -128 || c.upper > 127) return {};
-    if ((p.Mt + BM - 1) / BM >= (int64_t{1} << 31) || (p.Nn + 127) / 128 > 65535 || p.G > 65535) return {};
+    // (grid.x, rounded up to whole CTA pairs, within 2^31 - 1)
+    if ((p.Mt + BM - 1) / BM >= (int64_t{1} << 31) - 1 || (p.Nn + 127) / 128 > 65535 || p.G > 65535) return {};
   }
   return problems;
 }
@@ -2328,6 +2408,14 @@ int tma_tile_n(const std::vector<TmaProblem>& plan) {
   return 256;
 }
 
+// RNNKERN_CONV_TMA_CLUSTER=1|2 (read per call): the TMA gather's CTAs in pairs sharing the weight
+// tile (2; gather_tma_kernel's CM) or alone (1, the default: the pairs have not run on a GPU yet).
+bool tma_pairs() { return env_switch("RNNKERN_CONV_TMA_CLUSTER", "1", "2", /*unset=*/false); }
+
+// RNNKERN_CONV_TMA_BATCH=0|1 (read per call): a call's problems (the stride phases) up to
+// kTmaBatch a launch (1), or one a launch (0, the default until the batched launches have run on a GPU).
+bool tma_batch() { return env_switch("RNNKERN_CONV_TMA_BATCH", "0", "1", /*unset=*/false); }
+
 // One problem of tma_problems made ready to launch: its weight's K-major copy (kept alive until the
 // launch; freed stream-ordered after it) and both tensor maps.
 struct TmaLaunch {
@@ -2348,8 +2436,9 @@ TmaWeight tma_weight(const at::Tensor& w, const std::vector<TmaProblem>& problem
 }
 
 // Encodes a problem's maps (channels_last src, tma_plan said yes); false where an encoder refuses
-// them (nothing is launched then: the caller falls back).
-template <typename T, int TN>
+// them (nothing is launched then: the caller falls back). The weight's box is the TN / CM rows one
+// CTA of a cluster loads.
+template <typename T, int TN, int CM>
 bool prepare_tma_launch(const TmaProblem& t, const TmaWeight& w, TmaLaunch* l) {
   constexpr cuuint32_t E = sizeof(T), BK = 128 / E;
   const TensorMapEncoders& enc = tensor_map_encoders();
@@ -2381,7 +2470,7 @@ bool prepare_tma_launch(const TmaProblem& t, const TmaWeight& w, TmaLaunch* l) {
     const int taps = p.KH * p.KW;
     const cuuint64_t dims[3] = {cuuint64_t(p.R), cuuint64_t(p.Nn), cuuint64_t(p.G) * taps};
     const cuuint64_t strides[2] = {p.R * E, cuuint64_t(p.Nn) * p.R * E};
-    const cuuint32_t box[3] = {BK, TN, 1}, element_strides[3] = {1, 1, 1};
+    const cuuint32_t box[3] = {BK, TN / CM, 1}, element_strides[3] = {1, 1, 1};
     const CUresult r = enc.tiled(&l->map_w, tensor_map_type<T>(), 3, const_cast<void*>(p.wt), dims, strides, box,
                                  element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                                  CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
@@ -2393,7 +2482,59 @@ bool prepare_tma_launch(const TmaProblem& t, const TmaWeight& w, TmaLaunch* l) {
 // gather_tma_kernel on every problem of a call's tma_plan, at the tile width tma_tile_n picks; false, with nothing launched, where the driver's encoders are missing, an encoder refuses a
 // map or the GPU's shared memory is too small (RNNKERN_DEBUG=1 says which): the caller then runs
 // the gather kernel, as for any call tma_plan refuses.
-template <typename T, int TN>
+// A launch of `kernel` in clusters of CM CTAs along x (grid.x a multiple of CM); plain <<<>>> for 1.
+template <int CM, typename Kernel, typename... Args>
+void launch_in_clusters(Kernel kernel, dim3 grid, int threads, int smem, cudaStream_t stream, const Args&... args) {
+  if constexpr (CM == 1) {
+    kernel<<<grid, threads, smem, stream>>>(args...);
+  } else {
+    cudaLaunchAttribute attr[1] = {};
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = CM;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cudaLaunchConfig_t config = {};
+    config.gridDim = grid;
+    config.blockDim = dim3(threads);
+    config.dynamicSmemBytes = smem;
+    config.stream = stream;
+    config.attrs = attr;
+    config.numAttrs = 1;
+    C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, args...));
+  }
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// Whether clusters of CM CTAs of `kernel` (kTmaThreads, smem bytes each) fit this GPU at all: asked
+// of the runtime once a kernel instance and device.
+template <int CM, typename Kernel>
+bool clusters_fit(Kernel kernel, int smem) {
+  if constexpr (CM == 1) {
+    return true;
+  } else {
+    static std::vector<int> fits(at::cuda::device_count(), -1);  // per device: -1 not yet asked
+    int& f = fits.at(at::cuda::current_device());
+    if (f < 0) {
+      cudaLaunchAttribute attr[1] = {};
+      attr[0].id = cudaLaunchAttributeClusterDimension;
+      attr[0].val.clusterDim.x = CM;
+      attr[0].val.clusterDim.y = attr[0].val.clusterDim.z = 1;
+      cudaLaunchConfig_t config = {};
+      config.gridDim = dim3(CM);
+      config.blockDim = dim3(kTmaThreads);
+      config.dynamicSmemBytes = smem;
+      config.attrs = attr;
+      config.numAttrs = 1;
+      int clusters = 0;
+      const cudaError_t err = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config);
+      if (err != cudaSuccess) (void)cudaGetLastError();  // (a refusal is an answer: no clusters)
+      f = err == cudaSuccess && clusters > 0;
+    }
+    return f == 1;
+  }
+}
+
+template <typename T, int TN, int CM>
 bool launch_gather_tma_tn(const std::vector<TmaProblem>& problems, const at::Tensor& w, cudaStream_t stream) {
   const auto refuse = [](const char* why) {
     if (debug_log_enabled()) std::fprintf(stderr, "rnnkern: conv2d: TMA form not taken (%s): gather kernel\n", why);
@@ -2401,18 +2542,39 @@ bool launch_gather_tma_tn(const std::vector<TmaProblem>& problems, const at::Ten
   };
   const TensorMapEncoders& enc = tensor_map_encoders();
   if (enc.im2col == nullptr || enc.tiled == nullptr) return refuse("no tensor-map encoders in this driver");
-  const auto kernel = gather_tma_kernel<T, TN>;
+  const auto kernel = gather_tma_kernel<T, TN, CM>;
   constexpr int bytes = TmaTile<TN>::kSmemBytes;
   if (bytes > allow_full_shared_memory(kernel)) return refuse("too little shared memory");
+  if (!clusters_fit<CM>(kernel, bytes)) return refuse("no room for a cluster of its CTAs");
   std::vector<TmaLaunch> launches(problems.size());
   const TmaWeight taps = tma_weight(w, problems);
   for (size_t i = 0; i < problems.size(); ++i)
-    if (!prepare_tma_launch<T, TN>(problems[i], taps, &launches[i])) return refuse("a tensor-map encoder refused");
-  for (const TmaLaunch& l : launches) {
-    const dim3 grid(static_cast<unsigned>((l.p.Mt + BM - 1) / BM), static_cast<unsigned>((l.p.Nn + TN - 1) / TN),
-                    static_cast<unsigned>(l.p.G));
-    kernel<<<grid, kTmaThreads, bytes, stream>>>(l.p, l.map_x, l.map_w);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (!prepare_tma_launch<T, TN, CM>(problems[i], taps, &launches[i])) return refuse("a tensor-map encoder refused");
+  // kTmaBatch problems a launch (tma_batch; else one), while their blocks stay within grid.x's
+  // 2^31 - 1 (the phases of one call share G and Nn, so grid.y and z). A stride phase's kernel is
+  // short (a k4 s2 phase: 4 of 16 taps), so the four of stride 2 in one launch overlap each other's
+  // prologue and tail, and the call pays one launch's host time instead of four.
+  const size_t per_launch = tma_batch() ? kTmaBatch : 1;
+  for (size_t first = 0; first < launches.size();) {
+    TmaBatch batch{};
+    long long blocks = 0;
+    size_t i = first;
+    for (; i < launches.size() && i - first < per_launch; ++i) {
+      const TmaLaunch& l = launches[i];
+      const long long tiles = (l.p.Mt + BM - 1) / BM, mine = (tiles + CM - 1) / CM * CM;
+      if (i > first && blocks + mine > std::numeric_limits<int>::max()) break;
+      TORCH_INTERNAL_ASSERT(l.p.G == launches[first].p.G && l.p.Nn == launches[first].p.Nn);
+      blocks += mine;
+      batch.map_x[i - first] = l.map_x;
+      batch.map_w[i - first] = l.map_w;
+      batch.p[i - first] = l.p;
+      batch.block_end[i - first] = static_cast<int>(blocks);
+    }
+    batch.count = static_cast<int>(i - first);
+    const GatherParams& p = launches[first].p;
+    const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>((p.Nn + TN - 1) / TN), static_cast<unsigned>(p.G));
+    launch_in_clusters<CM>(kernel, grid, kTmaThreads, bytes, stream, batch);
+    first = i;
   }
   return true;
 }
@@ -2420,8 +2582,10 @@ bool launch_gather_tma_tn(const std::vector<TmaProblem>& problems, const at::Ten
 template <typename T>
 bool launch_gather_tma(const std::vector<TmaProblem>& plan, const at::Tensor& w, cudaStream_t stream) {
   TORCH_INTERNAL_ASSERT(w.dim() == 5, "launch_gather_tma: the weight as (G, KH, KW, R, Nn)");
-  return tma_tile_n(plan) == 256 ? launch_gather_tma_tn<T, 256>(plan, w, stream)
-                             : launch_gather_tma_tn<T, 128>(plan, w, stream);
+  const bool pairs = tma_pairs();
+  if (tma_tile_n(plan) == 256)
+    return pairs ? launch_gather_tma_tn<T, 256, 2>(plan, w, stream) : launch_gather_tma_tn<T, 256, 1>(plan, w, stream);
+  return pairs ? launch_gather_tma_tn<T, 128, 2>(plan, w, stream) : launch_gather_tma_tn<T, 128, 1>(plan, w, stream);
 }
 
 // The one place that picks the kernel and its launch configuration for the gather family.
@@ -2816,13 +2980,15 @@ std::tuple<at::Tensor, int64_t, int64_t> conv2d_tma_stage_probe_cuda(const at::T
                                                                      at::IntArrayRef stride, at::IntArrayRef padding,
                                                                      at::IntArrayRef dilation, int64_t groups,
                                                                      int64_t block_x, int64_t block_y, int64_t group,
-                                                                     int64_t tap, int64_t c0, int64_t tile_n) {
+                                                                     int64_t tap, int64_t c0, int64_t tile_n,
+                                                                     int64_t cluster) {
   constexpr const char* op = "conv2d_tma_stage_probe";
 #ifdef RNNKERN_WITH_SM90A
   check_cuda(op, input);
   check_conv_tensors(op, input, "input", weight, "weight");
   TORCH_CHECK(at::cuda::getCurrentDeviceProperties()->major == 9, op, ": needs an sm_90 GPU");
   TORCH_CHECK(tile_n == 128 || tile_n == 256, op, ": tile_n must be 128 or 256");
+  TORCH_CHECK(cluster == 1 || cluster == 2, op, ": cluster must be 1 or 2");
   const ConvGeometry g = check_conv_args(op, input.sizes(), weight.sizes(), stride, padding, dilation, groups);
   const at::cuda::OptionalCUDAGuard guard(device_of(input));
   const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
@@ -2840,23 +3006,28 @@ std::tuple<at::Tensor, int64_t, int64_t> conv2d_tma_stage_probe_cuda(const at::T
                     block_y < (problem.p.Nn + tile_n - 1) / tile_n && group >= 0 && group < g.G && tap >= 0 &&
                     tap < g.KH * g.KW && c0 >= 0 && c0 < g.Cg(),
                 op, ": block, group, tap or channel out of range");
-    const auto run = [&](auto tn) {
-      constexpr int TN = decltype(tn)::value;
+    const auto run = [&](auto tn, auto cm) {
+      constexpr int TN = decltype(tn)::value, CM = decltype(cm)::value;
       TmaLaunch l;
-      const bool encoded = tensor_map_encoders().im2col != nullptr && prepare_tma_launch<T, TN>(problem, tma_weight(wt, plan), &l);
+      const bool encoded =
+          tensor_map_encoders().im2col != nullptr && prepare_tma_launch<T, TN, CM>(problem, tma_weight(wt, plan), &l);
       TORCH_CHECK(encoded, op, ": the tensor maps could not be encoded");
-      out = at::empty({TmaTile<TN>::kStageBytes}, input.options().dtype(at::kByte));
-      const auto kernel = tma_stage_probe_kernel<TN>;
+      out = at::empty({CM * TmaTile<TN>::kStageBytes}, input.options().dtype(at::kByte));
+      const auto kernel = tma_stage_probe_kernel<TN, CM>;
+      constexpr int smem = TmaTile<TN>::kStageBytes + 1024;
       allow_full_shared_memory(kernel);
-      kernel<<<1, 128, TmaTile<TN>::kStageBytes + 1024, at::cuda::getCurrentCUDAStream()>>>(
-          l.p, l.map_x, l.map_w, static_cast<int>(block_x), static_cast<int>(block_y), static_cast<int>(group),
-          static_cast<int>(tap), static_cast<int>(c0), out.data_ptr<uint8_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      launch_in_clusters<CM>(kernel, dim3(CM), 128, smem, at::cuda::getCurrentCUDAStream(), l.p, l.map_x, l.map_w,
+                             static_cast<int>(block_x), static_cast<int>(block_y), static_cast<int>(group),
+                             static_cast<int>(tap), static_cast<int>(c0), out.data_ptr<uint8_t>());
       tile_w = l.p.tile_w;
       tiles_w = l.p.tiles_w;
     };
-    if (tile_n == 256) run(std::integral_constant<int, 256>{});
-    else run(std::integral_constant<int, 128>{});
+    using N128 = std::integral_constant<int, 128>;
+    using N256 = std::integral_constant<int, 256>;
+    using One = std::integral_constant<int, 1>;
+    using Two = std::integral_constant<int, 2>;
+    if (tile_n == 256) cluster == 2 ? run(N256{}, Two{}) : run(N256{}, One{});
+    else cluster == 2 ? run(N128{}, Two{}) : run(N128{}, One{});
   };
   switch (input.scalar_type()) {
     case at::kFloat: probe(float{}); break;
@@ -2867,7 +3038,7 @@ std::tuple<at::Tensor, int64_t, int64_t> conv2d_tma_stage_probe_cuda(const at::T
   return {out, tile_w, tiles_w};
 #else
   (void)input, (void)weight, (void)stride, (void)padding, (void)dilation, (void)groups, (void)block_x, (void)block_y,
-      (void)group, (void)tap, (void)c0, (void)tile_n;
+      (void)group, (void)tap, (void)c0, (void)tile_n, (void)cluster;
   TORCH_CHECK(false, op, ": this build has no sm_90a code");
 #endif
 }

@@ -288,6 +288,47 @@ __device__ __forceinline__ void tma_load_3d(uint32_t dst, const void* map, uint3
       : "memory");
 }
 
+// ---- thread-block clusters (sm_90): the TMA gather's CTA pairs --------------------------------------
+// This CTA's rank in its cluster.
+__device__ __forceinline__ uint32_t cluster_ctarank() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+  return r;
+}
+// Every thread of every CTA of the cluster: this CTA's earlier shared-memory writes (and mbarrier
+// initialisations, after mbar_init_fence) visible to the others' later accesses. (.aligned: the
+// whole warp executes it.)
+__device__ __forceinline__ void cluster_sync_all() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+// The shared::cluster address of this CTA's shared address `smem_addr` in CTA `rank`'s shared memory.
+__device__ __forceinline__ uint32_t cluster_map(uint32_t smem_addr, uint32_t rank) {
+  uint32_t r;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(smem_addr), "r"(rank));
+  return r;
+}
+__device__ __forceinline__ unsigned long long ld_cluster_u64(uint32_t cluster_addr) {
+  unsigned long long v;
+  asm volatile("ld.shared::cluster.u64 %0, [%1];\n" : "=l"(v) : "r"(cluster_addr) : "memory");
+  return v;
+}
+// One arrival on an mbarrier of another CTA of the cluster (a shared::cluster address: cluster_map),
+// releasing this thread's earlier accesses at cluster scope.
+__device__ __forceinline__ void mbar_arrive_cluster(uint32_t cluster_bar) {
+  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(cluster_bar) : "memory");
+}
+// tma_load_3d's box written to the same shared offset dst in every CTA of the cluster whose bit is
+// set in cta_mask, each completing its bytes on its own mbarrier at offset bar: one L2 read feeds
+// them all.
+__device__ __forceinline__ void tma_load_3d_multicast(uint32_t dst, const void* map, uint32_t bar, int x0, int x1,
+                                                      int x2, uint16_t cta_mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster [%0], "
+      "[%1, {%3, %4, %5}], [%2], %6;\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(x0), "r"(x1), "r"(x2), "h"(cta_mask)
+      : "memory");
+}
+
 #undef RNNKERN_WGMMA_ASYNC_T
 #undef RNNKERN_WGMMA_ASYNC
 #undef RNNKERN_TRANS128

@@ -174,17 +174,19 @@ def conv(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride,
 
 def tma_stage_probe(input: Tensor, weight: Tensor, stride: list[int], padding: list[int], dilation: list[int],
                     groups: int, block_x: int, block_y: int, group: int, tap: int, c0: int,
-                    tile_n: int = 128) -> tuple[Tensor, int, int]:
+                    tile_n: int = 128, cluster: int = 1) -> tuple[Tensor, int, int]:
     """One stage of the TMA convolution form's copies, raw: the bytes block (block_x, block_y, group)
     of a channels_last forward loads for kernel tap `tap` (r * KW + s) and channels c0 ... (A: 128
     pixel rows of 128 bytes, then B: tile_n weight rows, 128-byte swizzled as wgmma reads them;
     bytes no copy wrote read 0xAB), the pixel tiles' width (0: row order) and tiles a row. A
     diagnostic for the tests (csrc/cuda/conv.cu, tma_stage_probe_kernel): it tells a wrong copy
-    from a wrong product. CUDA builds with sm_90a, on an sm_90 GPU."""
+    from a wrong product. cluster=2: the two stages of block_x's CTA pair (RNNKERN_CONV_TMA_CLUSTER=2:
+    each CTA loads half of B into both), one after the other. CUDA builds with sm_90a, on an sm_90
+    GPU."""
     if not getattr(_ext._C, "with_cuda", False):
         raise RuntimeError("rnnkern.ops.conv.tma_stage_probe: this build has no CUDA kernels")
     return _ext._C.conv2d_tma_stage_probe(input, weight, stride, padding, dilation, groups, block_x, block_y, group,
-                                          tap, c0, tile_n)
+                                          tap, c0, tile_n, cluster)
 
 
 def wgmma_mn_probe(a: Tensor, b: Tensor) -> Tensor:

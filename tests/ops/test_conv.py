@@ -462,7 +462,7 @@ def test_cuda_default_form(monkeypatch, dtype, layout):
     bf16 forward leaves the TMA kernel too."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)  # (torch's default: fp32 on the tensor cores)
     for var in ("RNNKERN_CONV_MMA", "RNNKERN_CONV_NCHW", "RNNKERN_CONV_WGMMA_N", "RNNKERN_CONV_PIPELINE",
-                "RNNKERN_CONV_TMA_N"):
+                "RNNKERN_CONV_TMA_N", "RNNKERN_CONV_TMA_CLUSTER", "RNNKERN_CONV_TMA_BATCH"):
         monkeypatch.delenv(var, raising=False)
     x = torch.randn(2, 64, 20, 20, device="cuda", dtype=dtype).contiguous(memory_format=layout).requires_grad_()
     w = torch.randn(96, 64, 3, 3, device="cuda", dtype=dtype, requires_grad=True)
@@ -475,7 +475,7 @@ def test_cuda_default_form(monkeypatch, dtype, layout):
     wgmma = [n for n in kernels if re.search(r",true,(64|128)>\(", n)]
     forward_tma = _wgmma_runs() and dtype == torch.bfloat16
     forward_wgmma = _wgmma_runs() and not forward_tma and not (dtype == torch.float32 and layout == torch.channels_last)
-    assert len(tma) == int(forward_tma) and all(",128>(" in n for n in tma), names
+    assert len(tma) == int(forward_tma) and all(",128,1>(" in n for n in tma), names  # (128 columns, CTAs alone)
     assert [n for n in wgmma if "gather_conv_kernel<" in n and n.endswith(",true,128>(rnnkern::(anonymousnamespace)::GatherParams)")] \
         == wgmma and len(wgmma) == int(forward_wgmma), kernels
     kcl = [re.search(r"(?:gather_conv_kernel|wgrad_kernel)<[^,]+,\(rnnkern::\(anonymousnamespace\)::Path\)\d,(\w+),", n)
@@ -495,7 +495,7 @@ def test_cuda_tma_default_width(monkeypatch):
     either way (against fp64 on the bf16 operands)."""
     if not _wgmma_runs():
         pytest.skip("the TMA form needs an sm_90 GPU and an sm_90a build")
-    for var in ("RNNKERN_CONV_MMA", "RNNKERN_CONV_TMA_N", "RNNKERN_CONV_PIPELINE"):
+    for var in ("RNNKERN_CONV_MMA", "RNNKERN_CONV_TMA_N", "RNNKERN_CONV_PIPELINE", "RNNKERN_CONV_TMA_CLUSTER"):
         monkeypatch.delenv(var, raising=False)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     side = math.isqrt(128 * sms) + 1  # one side x side image: >= one 128-pixel tile an SM
@@ -504,18 +504,22 @@ def test_cuda_tma_default_width(monkeypatch):
         x = torch.randn(xs, device="cuda", dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
         w = torch.randn(cout, 64, 3, 3, device="cuda", dtype=torch.bfloat16)
         names = _launched_kernels(lambda: RF.conv2d(x, w, None, 1, 1))
-        widths = {m.group(1) for m in map(re.compile(r"gather_tma_kernel<[^,<>]+,(\d+)>").search, names) if m}
+        widths = {m.group(1) for m in map(re.compile(r"gather_tma_kernel<[^,<>]+,(\d+),1>").search, names) if m}
         assert widths == {str(width)}, (xs, cout, names)
         ref = TF.conv2d(x.double().cpu(), w.double().cpu(), padding=1)
         assert rel_err(RF.conv2d(x, w, None, 1, 1).double().cpu(), ref) < 1e-2, (xs, cout)
 
 
 @pytest.mark.cuda
+# (CTA pairs, RNNKERN_CONV_TMA_CLUSTER=2, and the stride phases batched into launches,
+# RNNKERN_CONV_TMA_BATCH=1, have not run on a GPU)
+@pytest.mark.parametrize("cluster,batch", [(1, 0), pytest.param(2, 0, marks=pytest.mark.untried),
+                                           pytest.param(1, 1, marks=pytest.mark.untried)])
 @pytest.mark.parametrize("tile_n", [128, 256])
 # (fp32 stays `untried`: its first H200 run stopped at a wrong expected launch count, six cases in)
 @pytest.mark.parametrize("dtype", [pytest.param(torch.float32, marks=pytest.mark.untried), torch.bfloat16,
                                    torch.float16])
-def test_cuda_tma_gather(monkeypatch, dtype, tile_n):
+def test_cuda_tma_gather(monkeypatch, dtype, tile_n, cluster, batch):
     """RNNKERN_CONV_MMA=tma (conv.cu's gather_tma_kernel: TMA im2col loads, wgmma consumers, sm_90a)
     against fp64: the forward of channels_last convolutions (strides through the map's traversal
     strides) and their grad_input (as stride-1 forwards of the flipped taps, one a stride phase:
@@ -532,16 +536,24 @@ def test_cuda_tma_gather(monkeypatch, dtype, tile_n):
     pixel tiles, with and without bias; each case's TMA launches are counted. The
     transposed convolution's forward (k4 s2 with output padding; s3 d2 in groups) is the same
     gather. Which kernels run: the TMA kernel for the forward and the grad_input, one launch a
-    stride phase; not for TF32 NCHW (outside its scope; 16-bit NCHW reaches it through its
-    channels_last copies). On 128- and 256-column tiles (RNNKERN_CONV_TMA_N)."""
+    stride phase, or up to four a launch (RNNKERN_CONV_TMA_BATCH=1); not for TF32 NCHW (outside its scope; 16-bit NCHW reaches it through its
+    channels_last copies). On 128- and 256-column tiles (RNNKERN_CONV_TMA_N), CTAs alone and in pairs
+    sharing the weight tile (RNNKERN_CONV_TMA_CLUSTER: odd tile counts leave a pair's second CTA
+    idle, the dilated cases' paired tiles have different live taps, and the 20- and 264-channel
+    cases have a pair's second half of B wholly past the output channels: never loaded)."""
     if not _wgmma_runs():
         pytest.skip("the TMA form needs an sm_90 GPU and an sm_90a build")
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     monkeypatch.setenv("RNNKERN_CONV_MMA", "tma")
     monkeypatch.setenv("RNNKERN_CONV_TMA_N", str(tile_n))
+    monkeypatch.setenv("RNNKERN_CONV_TMA_CLUSTER", str(cluster))
+    monkeypatch.setenv("RNNKERN_CONV_TMA_BATCH", str(batch))
     cl = torch.channels_last
+
+    def launches_of(phases):  # a pass's TMA launches for its problems (stride phases)
+        return -(-phases // 4) if batch else phases
     # (input, weight, arguments, TMA launches of forward + grad_input for 16-bit / for fp32: one a
-    # stride phase of grad_input; 0 where tma_plan refuses the pass)
+    # stride phase of grad_input unbatched (launches_of); 0 where tma_plan refuses the pass)
     cases = [((2, 64, 20, 20), (96, 64, 3, 3), dict(padding=1), (2, 2)),
              ((3, 72, 37, 41), (136, 72, 3, 3), dict(padding=6, dilation=6), (2, 2)),
              ((2, 136, 33, 35), (72, 136, 3, 3), dict(padding="same", dilation=18), (2, 2)),
@@ -554,8 +566,8 @@ def test_cuda_tma_gather(monkeypatch, dtype, tile_n):
              ((1, 40, 23, 19), (48, 40, 5, 5), dict(padding=4, dilation=2), (2, 2)),
              ((2, 32, 12, 13), (40, 32, 7, 7), dict(padding=3), (2, 2)),
              ((2, 24, 9, 130), (16, 24, 1, 3), dict(padding=(0, 1)), (2, 2)),
-             ((2, 64, 17, 19), (72, 64, 3, 3), dict(stride=2, padding=1), (5, 5)),
-             ((2, 32, 20, 21), (40, 32, 3, 3), dict(stride=3, padding=2, dilation=2), (10, 10)),
+             ((2, 64, 17, 19), (72, 64, 3, 3), dict(stride=2, padding=1), (1 + launches_of(4),) * 2),
+             ((2, 32, 20, 21), (40, 32, 3, 3), dict(stride=3, padding=2, dilation=2), (1 + launches_of(9),) * 2),
              ((2, 64, 16, 15), (64, 64, 1, 3), dict(stride=2, padding=(0, 1)), (1, 1)),
              # 20 output channels: element stores (16-bit), and a 16-bit grad_input whose 20 source
              # channels are not whole 16 bytes (the gather kernel)
@@ -573,9 +585,9 @@ def test_cuda_tma_gather(monkeypatch, dtype, tile_n):
             fn()
             torch.cuda.synchronize()
         events = prof.key_averages()
-        widths = {m.group(1) for m in map(re.compile(r"gather_tma_kernel<[^,<>]+,(\d+)>").search,
-                                          (e.key.replace(" ", "") for e in events)) if m}
-        assert widths <= {str(tile_n)}, widths
+        forms = {m.groups() for m in map(re.compile(r"gather_tma_kernel<[^,<>]+,(\d+),(\d)>").search,
+                                         (e.key.replace(" ", "") for e in events)) if m}
+        assert forms <= {(str(tile_n), str(cluster))}, forms
         return sum(e.count for e in events if "gather_tma_kernel" in e.key)
     for xs, ws, kw, launches in cases:
         got, ref, tols = _cuda_vs_fp64(xs, ws, kw, dtype, cl)
@@ -598,7 +610,7 @@ def test_cuda_tma_gather(monkeypatch, dtype, tile_n):
         y.backward(torch.ones_like(y))
 
     assert tma_launches(fwd_bwd) == 2  # forward, grad_input
-    assert tma_launches(lambda: fwd_bwd(2)) == 5  # the forward, grad_input's four stride phases
+    assert tma_launches(lambda: fwd_bwd(2)) == 1 + launches_of(4)  # the forward, grad_input's four stride phases
     # NCHW: TF32 runs its own NCHW kernels; 16-bit goes through channels_last copies, so TMA again
     xn = x.detach().contiguous().requires_grad_()
     assert tma_launches(lambda: fwd_bwd(1, xn)) == (2 if dtype != torch.float32 else 0)
@@ -616,7 +628,7 @@ def test_cuda_tma_gather(monkeypatch, dtype, tile_n):
         tol = TOL_TF32 if dtype == torch.float32 else 2 * rel_err(theirs, ref) + 1e-3
         yt = RF.conv_transpose2d(xtc, wt.to(**cast), None, *args)
         assert rel_err(yt, ref) < tol, (rel_err(yt, ref), tol, args)
-        assert tma_launches(lambda: RF.conv_transpose2d(xtc, wt.to(**cast), None, *args)) == phases, args
+        assert tma_launches(lambda: RF.conv_transpose2d(xtc, wt.to(**cast), None, *args)) == launches_of(phases), args
 
 
 def _tma_slot(i, bx, tile_w, tiles_w, Ho, Wo):
@@ -635,12 +647,14 @@ def _tma_slot(i, bx, tile_w, tiles_w, Ho, Wo):
     return (bx // per_image * Ho + row) * Wo + col, col < Wo
 
 
-def _tma_stage_expected(x, w, stride, pad4, dil, groups, bx, by, g, tap, c0, tile_n, tile_w, tiles_w):
+def _tma_stage_expected(x, w, stride, pad4, dil, groups, bx, by, g, tap, c0, tile_n, tile_w, tiles_w, cluster=1):
     """The bytes gather_tma_kernel's producer should leave in a stage (tma_stage_probe's layout), from
     the convolution's definition: A row i is the base pixel the tile's slot i loads (_tma_slot), read
     at tap (r, s) for channels c0 ... of group g (zeros outside the input and past the channels;
     0xAB for a tile row past the output, never loaded); B row n is output channel by * tile_n + n's weights for
-    that tap and those channels. Each 128-byte row's 16-byte chunk j sits at chunk j ^ (row % 8)."""
+    that tap and those channels. Each 128-byte row's 16-byte chunk j sits at chunk j ^ (row % 8).
+    cluster=2 (a CTA of a pair): a block past the last tile (the pair's idle CTA) loads no A row,
+    and a half of B that starts past the output channels is never loaded: 0xAB there."""
     N, C, H, W = x.shape
     K, Cg, KH, KW = w.shape
     Ho = (H + pad4[0] + pad4[2] - dil[0] * (KH - 1) - 1) // stride[0] + 1
@@ -660,12 +674,20 @@ def _tma_stage_expected(x, w, stride, pad4, dil, groups, bx, by, g, tap, c0, til
         hs, ws = ho * stride[0] - pad4[0] + r * dil[0], wo * stride[1] - pad4[1] + s * dil[1]
         if n < N and 0 <= hs < H and 0 <= ws < W:
             a[i] = xp[n, g * Cg + c0: g * Cg + c0 + BK, hs, ws]
+    if tile_w:
+        tiles = N * tiles_w * ((Ho + 128 // tile_w - 1) // (128 // tile_w))
+    else:
+        tiles = (N * Ho * Wo + 127) // 128
+    if bx >= tiles:
+        poison[:] = True  # (an idle CTA of a pair)
     b = torch.zeros(tile_n, BK, dtype=x.dtype)
     for n in range(tile_n):
         k = by * tile_n + n
         if k < Nn:
             cols = w.cpu()[g * Nn + k, c0: c0 + BK, r, s]
             b[n, :cols.numel()] = cols
+    half = tile_n // cluster
+    b_unloaded = [h * half + n for h in range(cluster) if by * tile_n + h * half >= Nn for n in range(half)]
 
     def swizzled(rows):
         raw = rows.contiguous().view(torch.uint8).view(rows.shape[0], 8, 16)
@@ -675,7 +697,9 @@ def _tma_stage_expected(x, w, stride, pad4, dil, groups, bx, by, g, tap, c0, til
         return out.view(-1)
     got_a = swizzled(a).view(128, 128)
     got_a[poison] = 0xAB
-    return torch.cat([got_a.view(-1), swizzled(b)])
+    got_b = swizzled(b).view(tile_n, 128)
+    got_b[b_unloaded] = 0xAB
+    return torch.cat([got_a.view(-1), got_b.view(-1)])
 
 
 # test_cuda_tma_wgrad's shapes (input, weight, arguments), also replayed by scripts/check_tma_wgrad.py:
@@ -818,16 +842,19 @@ def test_tma_stage_expected_is_the_convolution(case):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("cluster", [1, pytest.param(2, marks=pytest.mark.untried)])
 @pytest.mark.parametrize("tile_n", [128, 256])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_cuda_tma_stage_probe(dtype, tile_n):
+def test_cuda_tma_stage_probe(dtype, tile_n, cluster):
     """The TMA form's copies alone, byte for byte (rnnkern.ops.conv.tma_stage_probe), against the
     convolution's definition: so that when test_cuda_tma_gather fails, this says whether the copies
     (the im2col map's bounding box, traversal and strides, the offsets, zero fill, the 128-byte
     swizzle, the weight's tiled map) or the products are wrong. Row-order tiles crossing images and
     running past the batch, channels short of a chunk and a second chunk, a strided and dilated
     convolution with unequal padding, groups, 8 x 16 pixel tiles ragged in both directions (rows past
-    the output never loaded), a second column tile."""
+    the output never loaded), a second column tile. cluster=2: both stages of the probed block's CTA
+    pair (RNNKERN_CONV_TMA_CLUSTER=2), each with the B halves both CTAs multicast into it: pairs with
+    an idle second CTA (odd tile counts) and with a half of B past the output channels."""
     if not _wgmma_runs():
         pytest.skip("the TMA form needs an sm_90 GPU and an sm_90a build")
     from rnnkern.ops.conv import tma_stage_probe
@@ -846,8 +873,11 @@ def test_cuda_tma_stage_probe(dtype, tile_n):
         for bx, by, g, tap, c0 in probes:
             if c0 >= ws[1] or (by * tile_n >= ws[0] // groups):
                 continue
-            got, tile_w, tiles_w = tma_stage_probe(xc, wc, stride, pad4, dil, groups, bx, by, g, tap, c0, tile_n)
-            want = _tma_stage_expected(x, w, stride, pad4, dil, groups, bx, by, g, tap, c0, tile_n, tile_w, tiles_w)
+            got, tile_w, tiles_w = tma_stage_probe(xc, wc, stride, pad4, dil, groups, bx, by, g, tap, c0, tile_n,
+                                                   cluster)
+            pair = range(bx // cluster * cluster, bx // cluster * cluster + cluster)
+            want = torch.cat([_tma_stage_expected(x, w, stride, pad4, dil, groups, b, by, g, tap, c0, tile_n, tile_w,
+                                                  tiles_w, cluster) for b in pair])
             got = got.cpu()
             bad = (got != want).nonzero().flatten()
             assert bad.numel() == 0, (xs, ws, (bx, by, g, tap, c0), "first wrong bytes", bad[:8].tolist(),
@@ -858,10 +888,13 @@ def test_cuda_tma_stage_probe(dtype, tile_n):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("form,var,value,allowed", [("wgmma", "RNNKERN_CONV_WGMMA_N", "256", "'64' or '128'"),
-                                                    ("tma", "RNNKERN_CONV_TMA_N", "64", "'128' or '256'")])
+                                                    ("tma", "RNNKERN_CONV_TMA_N", "64", "'128' or '256'"),
+                                                    ("tma", "RNNKERN_CONV_TMA_CLUSTER", "4", "'1' or '2'"),
+                                                    ("tma", "RNNKERN_CONV_TMA_BATCH", "4", "'0' or '1'")])
 def test_cuda_tile_env_is_checked(monkeypatch, form, var, value, allowed):
-    """The tile-width switches are read where their form runs (an sm_90 GPU and an sm_90a build): a
-    bf16 channels_last 3x3 convolution reaches both the wgmma gather and the TMA kernel."""
+    """The tile-width switches (and the TMA gather's pair and batch switches) are read where their
+    form runs (an sm_90 GPU and an sm_90a build): a bf16 channels_last 3x3 convolution reaches both
+    the wgmma gather and the TMA kernel."""
     if not _wgmma_runs():
         pytest.skip(f"{var} is read where the {form} form runs: an sm_90 GPU and an sm_90a build")
     monkeypatch.setenv("RNNKERN_CONV_MMA", form)
