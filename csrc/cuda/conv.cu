@@ -2660,6 +2660,14 @@ void launch_gather(GatherParams p, const at::Tensor& w, bool cl, bool trans, int
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+// The split of a grad_weight's k-steps (grid.y = taps x splits): about `ctas` CTAs over the `base`
+// tiles, at least ~8 k-steps a split, grid.y within 65535 (taps <= 65535 already).
+int64_t wgrad_splits(int64_t base, int64_t steps, int taps, int64_t ctas) {
+  int64_t splits = std::max<int64_t>(1, (ctas + base - 1) / base);
+  splits = std::min<int64_t>(splits, std::max<int64_t>(1, steps / 8));
+  return std::min<int64_t>(splits, std::max<int64_t>(1, 65535 / taps));
+}
+
 // The grad_weight on wgrad_tma_kernel: asked for with RNNKERN_CONV_MMA=tma (opt-in: not yet run on a
 // GPU), on an sm_90 device with an sm_90a build, for 16-bit channels_last operands or (with TF32
 // allowed for convolutions) fp32 NCHW ones at unit column stride and output widths a multiple of
@@ -2708,7 +2716,8 @@ bool launch_wgrad_tma(WgradParams p, bool cl, T* gw, const at::TensorOptions& op
     if (!maps_fit || P >= (int64_t{1} << 31) || p.G > 65535) return refuse("outside the maps' limits");
     const TensorMapEncoders& enc = tensor_map_encoders();
     if (enc.im2col == nullptr || enc.tiled == nullptr) return refuse("no tensor-map encoders in this driver");
-    const int tn = tma_tile_n_forced() != 0 ? tma_tile_n_forced() : p.Cg >= 256 ? 256 : 128;
+    const int forced = tma_tile_n_forced();
+    const int tn = forced != 0 ? forced : p.Cg >= 256 ? 256 : 128;
     const auto kernel = tn == 256 ? wgrad_tma_kernel<T, 256> : wgrad_tma_kernel<T, 128>;
     const int bytes = tn == 256 ? TmaTile<256>::kSmemBytes : TmaTile<128>::kSmemBytes;
     if (bytes > allow_full_shared_memory(kernel)) return refuse("too little shared memory");
@@ -2755,9 +2764,7 @@ bool launch_wgrad_tma(WgradParams p, bool cl, T* gw, const at::TensorOptions& op
     const int64_t base = static_cast<int64_t>(tiles_m) * p.tiles_n * taps * p.G;
     const int64_t steps = kNchw ? int64_t{p.N} * p.OH * ((p.OW + kTmaWgradRowPixels - 1) / kTmaWgradRowPixels)
                                 : (P + kTmaWgradPixels - 1) / kTmaWgradPixels;
-    int64_t splits = std::max<int64_t>(1, (2 * sms + base - 1) / base);
-    splits = std::min<int64_t>(splits, std::max<int64_t>(1, steps / 8));
-    splits = std::min<int64_t>(splits, std::max<int64_t>(1, 65535 / taps));  // (grid.y; taps <= 65535 already)
+    const int64_t splits = wgrad_splits(base, steps, taps, 2 * sms);
     p.splits = static_cast<int>(splits);
     const int64_t outputs = static_cast<int64_t>(p.G) * p.Kg * p.Cg * taps;
     at::Tensor ws = at::empty({splits * outputs}, opts.dtype(at::kFloat));  // (splits, G, taps, Kg, Cg)
@@ -2810,9 +2817,7 @@ void launch_wgrad(WgradParams p, bool cl, int64_t elem_size, T* gw, const at::Te
   const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
   const int64_t base = static_cast<int64_t>(tiles_m) * p.tiles_n * taps * p.G;
   const int64_t steps = (static_cast<int64_t>(p.N) * p.OH * p.OW + 31) / 32;
-  int64_t splits = std::max<int64_t>(1, (4 * sms + base - 1) / base);
-  splits = std::min<int64_t>(splits, std::max<int64_t>(1, steps / 8));
-  splits = std::min<int64_t>(splits, std::max<int64_t>(1, 65535 / taps));
+  const int64_t splits = wgrad_splits(base, steps, taps, 4 * sms);
   p.splits = static_cast<int>(splits);
   using Acc = typename AccOf<T>::type;
   at::Tensor ws = at::empty({splits * outputs}, opts.dtype(std::is_same_v<Acc, double> ? at::kDouble : at::kFloat));
