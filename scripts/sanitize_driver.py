@@ -252,10 +252,12 @@ def conv_tma(dev):
     channels_last on the same shapes, its skipped k-steps at dilation 12 and 18, a stride-2 one; TF32
     NCHW with a row stride and at dilation 6); last and on its own as rnn_exchange. At 256 columns
     again with the CTAs in pairs sharing the weight tile (RNNKERN_CONV_TMA_CLUSTER=2: multicast
-    copies, barriers armed across the pair, a half of B past the output channels never loaded)."""
+    copies, barriers armed across the pair, a half of B past the output channels never loaded) and
+    the stride phases batched into launches (RNNKERN_CONV_TMA_BATCH=1)."""
     torch.backends.cudnn.allow_tf32 = True
-    for tile_n, cluster in (("128", "1"), ("256", "1"), ("256", "2")):
-        with switches(RNNKERN_CONV_MMA="tma", RNNKERN_CONV_TMA_N=tile_n, RNNKERN_CONV_TMA_CLUSTER=cluster):
+    for tile_n, cluster, batch in (("128", "1", "0"), ("256", "1", "0"), ("256", "2", "1")):
+        with switches(RNNKERN_CONV_MMA="tma", RNNKERN_CONV_TMA_N=tile_n, RNNKERN_CONV_TMA_CLUSTER=cluster,
+                      RNNKERN_CONV_TMA_BATCH=batch):
             for dtype in (torch.float32, torch.bfloat16):
                 # (20 output channels: element stores, and a 16-bit grad_input the gather kernel runs)
                 for cin, cout, groups, pad, dil in ((24, 20, 1, 1, 1), (40, 136, 1, 12, 12), (128, 128, 2, 1, 1)):
