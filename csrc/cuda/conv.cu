@@ -1190,8 +1190,10 @@ __global__ void __launch_bounds__(kTmaThreads, 1) gather_tma_kernel(const __grid
   // (s_live: each thread's taps as a mask, OR-ed across its warp, then into shared memory: two block
   // barriers, where a __syncthreads_or a tap took one for each tap).
   int pn = -1, pho = 0, pwo = 0;
-  if (tid < BM && tile.loads > 0) {  // (none for an idle CTA)
-    if (p.tile_w > 0) {
+  if (tid < BM) {
+    if (tile.loads == 0) {
+      // an idle CTA of a pair: no pixel (every slot -1, so its store loops store nothing)
+    } else if (p.tile_w > 0) {
       pho = ho0 + tid / seg;
       pwo = wo0 + tid % seg;
       if (pho < p.Ho && pwo < p.Wo) pn = img0;

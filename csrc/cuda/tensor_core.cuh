@@ -297,8 +297,9 @@ __device__ __forceinline__ uint32_t cluster_ctarank() {
 }
 // Every thread of every CTA of the cluster: this CTA's earlier shared-memory writes (and mbarrier
 // initialisations, after mbar_init_fence) visible to the others' later accesses. (.aligned: the
-// whole warp executes it.)
+// whole warp executes it, so the warp is converged first.)
 __device__ __forceinline__ void cluster_sync_all() {
+  __syncwarp();
   asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
 }
 // The shared::cluster address of this CTA's shared address `smem_addr` in CTA `rank`'s shared memory.

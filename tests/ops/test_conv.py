@@ -904,7 +904,7 @@ def test_cuda_tile_env_is_checked(monkeypatch, form, var, value, allowed):
         RF.conv2d(x, torch.randn(16, 16, 3, 3, device="cuda", dtype=torch.bfloat16), None, 1, 1)
 
 
-@pytest.mark.parametrize("script", ["check_mma_fragments", "check_wgmma_layout", "check_tma_im2col",
+@pytest.mark.parametrize("script", ["check_mma_fragments", "check_wgmma_layout", "check_tma_im2col", "check_tma_pair",
                                     "check_tma_wgrad"])
 def test_tensor_core_index_replays(script, capsys):
     """The numpy replays of the engine's mma.sync fragments, of its wgmma form's tiles, descriptors
