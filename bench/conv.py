@@ -66,11 +66,16 @@ VARIANTS = {"cp.async": {"RNNKERN_CONV_PIPELINE": "1"},   # the ring forced on (
             "tma wgrad": {"RNNKERN_CONV_MMA": "tma"},
             # the forward and grad_input with the TMA gather's CTAs in pairs sharing the weight tile
             # (gather_tma_kernel's CM = 2, opt-in; rows below)
-            "tma pair": {"RNNKERN_CONV_MMA": "tma", "RNNKERN_CONV_TMA_CLUSTER": "2"}}
-TMA_ONLY = ("tma", "tma n128", "tma n256", "via CL tma", "tma wgrad", "tma pair")  # (their own rows below)
+            "tma pair": {"RNNKERN_CONV_MMA": "tma", "RNNKERN_CONV_TMA_CLUSTER": "2"},
+            "tma quad": {"RNNKERN_CONV_MMA": "tma", "RNNKERN_CONV_TMA_CLUSTER": "4"},  # ... in fours
+            # the forward's map reading a channels_last weight in place instead of a K-major copy (opt-in;
+            # every case's weight has its input's layout; grad_input still copies, a control)
+            "tma w inplace": {"RNNKERN_CONV_MMA": "tma", "RNNKERN_CONV_TMA_WEIGHT": "inplace"}}
+TMA_ONLY = ("tma", "tma n128", "tma n256", "via CL tma", "tma wgrad", "tma pair", "tma quad",
+            "tma w inplace")  # (their own rows below)
 WGRAD_ONLY = ("tma wgrad",)  # (its forward and dgrad are the default's)
 NCHW_ONLY = ("via CL", "via CL wgmma", "via CL tma")  # variants that change nothing for channels_last operands
-GATHER_ONLY = ("taps 9", "wgmma taps 1", "tma pair")  # the gather's forms: forward and dgrad, not wgrad
+GATHER_ONLY = ("taps 9", "wgmma taps 1", "tma pair", "tma quad", "tma w inplace")  # forward and dgrad, not wgrad
 # (the TMA forms' grad_weight is wgrad_tma_kernel for 16-bit channels_last and TF32 NCHW, the
 # default's elsewhere)
 
@@ -102,6 +107,9 @@ GPU_CASES = (
     + [Case(torch.bfloat16, True, 8, cin, 256, hw, d, variant="tma pair")
        for cin, hw, ds in ((256, 64, (1, 2, 6, 12, 18)), (2048, 32, (6, 12, 18))) for d in ds]
     + [Case(dt, cl, 8, 256, 256, 64, 1, variant="tma pair") for dt, cl in ((torch.bfloat16, False), (torch.float32, True))]
+    + [Case(torch.bfloat16, True, 8, cin, 256, hw, d, variant=v) for cin, hw, d in ((256, 64, 1), (256, 64, 6),
+                                                                                   (2048, 32, 18))
+       for v in ("tma quad", "tma w inplace")]
     # TF32 (opt-in): channels_last at both widths, and NCHW (ANCHORS' parity row) through channels_last copies
     + [Case(torch.float32, True, 8, 256, 256, 64, 1, variant=v) for v in ("tma", "tma n128")]
     + [Case(torch.float32, False, 8, cin, 256, hw, d, variant="via CL tma") for cin, hw, d in ((256, 64, 1), (2048, 32, 18))]

@@ -98,10 +98,11 @@ def _benches(c: Case, device: str) -> list[Bench]:
                else dict(RNNKERN_CONV_MMA="tma", RNNKERN_CONV_NCHW="transpose"))
         out += [b for b in passes(" tma n128" if c.channels_last else " via CL tma", **env) if b.pass_ != "wgrad"]
         # ... at the default width with its CTAs in pairs sharing the weight tile, with the forward's
-        # four stride phases in one launch, and both (opt-in)
+        # four stride phases in one launch, both, and fours with one launch (opt-in)
         base = dict(RNNKERN_CONV_MMA="tma", **({} if c.channels_last else dict(RNNKERN_CONV_NCHW="transpose")))
         for name, env in ((" pair", dict(RNNKERN_CONV_TMA_CLUSTER="2")), (" batch", dict(RNNKERN_CONV_TMA_BATCH="1")),
-                          (" pair batch", dict(RNNKERN_CONV_TMA_CLUSTER="2", RNNKERN_CONV_TMA_BATCH="1"))):
+                          (" pair batch", dict(RNNKERN_CONV_TMA_CLUSTER="2", RNNKERN_CONV_TMA_BATCH="1")),
+                          (" quad batch", dict(RNNKERN_CONV_TMA_CLUSTER="4", RNNKERN_CONV_TMA_BATCH="1"))):
             label = (" tma" if c.channels_last else " via CL tma") + name
             out += [b for b in passes(label, **base, **env) if b.pass_ != "wgrad"]
     if device == "cuda" and (c.k, c.s, c.p) == (4, 2, 1) and not c.channels_last:

@@ -65,8 +65,8 @@ std::tuple<std::string, at::Tensor> rnn_step_trace();
 // One stage of the TMA convolution form's copies, raw (csrc/cuda/conv.cu, tma_stage_probe_kernel; a
 // diagnostic for the tests): the bytes of block (block_x, block_y, group)'s stage for tap `tap` and
 // channels c0 ... of a channels_last forward (padding as four entries), its pixel tiles' width
-// (0: row order) and tiles a row. cluster 2: the stages of block_x's CTA pair (gather_tma_kernel's
-// CM = 2), one after the other.
+// (0: row order) and tiles a row. cluster 2 or 4: the stages of block_x's cluster of CTAs
+// (gather_tma_kernel's CM), one after the other.
 std::tuple<at::Tensor, int64_t, int64_t> conv2d_tma_stage_probe_cuda(const at::Tensor& input, const at::Tensor& weight,
                                                                      at::IntArrayRef stride, at::IntArrayRef padding,
                                                                      at::IntArrayRef dilation, int64_t groups,

@@ -253,9 +253,10 @@ def conv_tma(dev):
     NCHW with a row stride and at dilation 6); last and on its own as rnn_exchange. At 256 columns
     again with the CTAs in pairs sharing the weight tile (RNNKERN_CONV_TMA_CLUSTER=2: multicast
     copies, barriers armed across the pair, a half of B past the output channels never loaded) and
-    the stride phases batched into launches (RNNKERN_CONV_TMA_BATCH=1)."""
+    the stride phases batched into launches (RNNKERN_CONV_TMA_BATCH=1); at 128 columns in clusters
+    of four."""
     torch.backends.cudnn.allow_tf32 = True
-    for tile_n, cluster, batch in (("128", "1", "0"), ("256", "1", "0"), ("256", "2", "1")):
+    for tile_n, cluster, batch in (("128", "1", "0"), ("256", "1", "0"), ("256", "2", "1"), ("128", "4", "0")):
         with switches(RNNKERN_CONV_MMA="tma", RNNKERN_CONV_TMA_N=tile_n, RNNKERN_CONV_TMA_CLUSTER=cluster,
                       RNNKERN_CONV_TMA_BATCH=batch):
             for dtype in (torch.float32, torch.bfloat16):

@@ -1102,9 +1102,9 @@ __device__ __forceinline__ TmaTileOrigin tma_tile_origin(const GatherParams& p, 
 // is the map's base pixel: output (ho, wo) reads input (ho sh - pt + r dh, wo sw - pl + s dw), the
 // (r dh, s dw) part given per tap as im2col offsets (the map's traversal strides step the base
 // pixels by sh, sw).
-// With CM = 2 (a CTA pair sharing n0) this CTA loads only its half of B, rows rank * TN / 2 ...,
-// multicast into both CTAs' stages, each pair's half completing on each CTA's bar (tma_b_halves:
-// a half wholly past the output channels is not loaded at all).
+// With CM > 1 (a cluster of CM CTAs sharing n0) this CTA loads only its part of B, rows
+// rank * TN / CM ..., multicast into every CTA's stage, each part completing on each CTA's bar
+// (tma_b_rows: a part wholly past the output channels is not loaded at all).
 template <int TN, int CM>
 __device__ __forceinline__ void tma_issue_stage(const GatherParams& p, const TmaTileOrigin& o, const CUtensorMap* map_x,
                                                 const CUtensorMap* map_w, uint32_t a, uint32_t bar, int g, int n0,
@@ -1116,14 +1116,14 @@ __device__ __forceinline__ void tma_issue_stage(const GatherParams& p, const Tma
   if constexpr (CM == 1) {
     tma_load_3d(a + BM * 128, map_w, bar, c0, n0, g * p.KH * p.KW + t);
   } else {
-    constexpr int kHalf = TN / CM;
-    const int nh = n0 + static_cast<int>(rank) * kHalf;
-    if (nh < p.Nn)
-      tma_load_3d_multicast(a + (BM + static_cast<int>(rank) * kHalf) * 128, map_w, bar, c0, nh,
+    constexpr int kPart = TN / CM;
+    const int np = n0 + static_cast<int>(rank) * kPart;
+    if (np < p.Nn)
+      tma_load_3d_multicast(a + (BM + static_cast<int>(rank) * kPart) * 128, map_w, bar, c0, np,
                             g * p.KH * p.KW + t, static_cast<uint16_t>((1u << CM) - 1));
   }
 }
-// The B rows of a stage that some CTA of the pair loads: TN, less the halves that start past the
+// The B rows of a stage that some CTA of the cluster loads: TN, less the parts that start past the
 // output channels (never issued: a box wholly outside the tensor is not relied on to complete).
 template <int TN, int CM>
 __device__ __forceinline__ int tma_b_rows(const GatherParams& p, int n0) {
@@ -1144,11 +1144,12 @@ __device__ __forceinline__ int tma_b_rows(const GatherParams& p, int n0) {
 // only when all 16 consumer warps of the pair have released it (each consumer warp arrives on both
 // CTAs' empty barriers), and neither CTA exits while its partner may still arrive on its barriers
 // or read its shared memory (a cluster barrier at the end). An odd tile count leaves the last
-// pair's second CTA idle: it loads its half of B and stores nothing.
+// pair's second CTA idle: it loads its half of B and stores nothing. CM = 4
+// (RNNKERN_CONV_TMA_CLUSTER=4) is the same with quarters of B and the union of four tiles' taps.
 template <typename T, int TN, int CM>
 __global__ void __launch_bounds__(kTmaThreads, 1) gather_tma_kernel(const __grid_constant__ TmaBatch batch) {
 #if RNNKERN_HAS_WGMMA
-  static_assert(CM == 1 || CM == 2, "CTA pairs at most");
+  static_assert(CM == 1 || CM == 2 || CM == 4, "clusters of 1, 2 or 4 CTAs");
   // This block's problem (its blocks along x: [block_end[pi - 1], block_end[pi]), whole pairs) and
   // its tile in it; the problem's parameters and maps read in place from the parameter space.
   int pi = 0;
@@ -1227,8 +1228,10 @@ __global__ void __launch_bounds__(kTmaThreads, 1) gather_tma_kernel(const __grid
     __syncthreads();  // s_live complete
     live_taps = s_live;
   } else {
-    cluster_sync_all();  // s_live complete in both CTAs: the pair runs the union of their taps
-    live_taps = s_live | ld_cluster_u64(cluster_map(smem_u32(&s_live), rank ^ 1u));
+    cluster_sync_all();  // s_live complete in every CTA: the cluster runs the union of their taps
+    live_taps = s_live;
+#pragma unroll
+    for (uint32_t r = 1; r < CM; ++r) live_taps |= ld_cluster_u64(cluster_map(smem_u32(&s_live), (rank + r) % CM));
   }
   const int chunks = (p.R + BK - 1) / BK;
   const int ksteps = __popcll(live_taps) * chunks;
@@ -1255,8 +1258,6 @@ __global__ void __launch_bounds__(kTmaThreads, 1) gather_tma_kernel(const __grid
     __syncwarp();
   } else {
     const int cw = wg - 1;  // rows 64 cw ... of the tile
-    // (CM = 2: the partner's empty barriers, whose producer refills its half of B into this CTA too)
-    const uint32_t partner_empty = CM > 1 ? cluster_map(smem_u32(&empty[0]), rank ^ 1u) : 0;
     for (int i = 0; i < ksteps; ++i) {
       const int st = i % kTmaStages;
       mbar_wait(smem_u32(&full[st]), (i / kTmaStages) & 1);
@@ -1271,8 +1272,12 @@ __global__ void __launch_bounds__(kTmaThreads, 1) gather_tma_kernel(const __grid
       wgmma_wait<1>();  // the previous k-step's products are done: its stage can be refilled
       wgmma_pin(acc);
       if (i > 0 && lane == 0) {
-        mbar_arrive(smem_u32(&empty[(i - 1) % kTmaStages]));
-        if constexpr (CM > 1) mbar_arrive_cluster(partner_empty + (i - 1) % kTmaStages * 8);
+        const uint32_t released = smem_u32(&empty[(i - 1) % kTmaStages]);
+        mbar_arrive(released);
+        // (CM > 1: and on the other CTAs' empty barriers, whose producers refill their part of B
+        // into this CTA's stage too)
+#pragma unroll
+        for (uint32_t r = 1; r < CM; ++r) mbar_arrive_cluster(cluster_map(released, (rank + r) % CM));
       }
     }
     wgmma_wait<0>();
@@ -1340,8 +1345,8 @@ __global__ void __launch_bounds__(kTmaThreads, 1) gather_tma_kernel(const __grid
 // A diagnostic of the TMA form's copies alone, without the MMA (conv2d_tma_stage_probe_cuda, for a
 // test that tells a wrong copy from a wrong product on the first GPU run): block (bx, by, g)'s stage
 // for tap t and channels c0 ..., as gather_tma_kernel's producer issues it, copied raw (swizzled, as
-// wgmma reads it) to out; bytes no copy wrote read 0xAB. CM = 2: the CTA pair of block bx (launched
-// as one cluster of two), each CTA's stage at out + rank * the stage's bytes, B from both halves.
+// wgmma reads it) to out; bytes no copy wrote read 0xAB. CM > 1: the cluster of block bx (launched
+// as one cluster of CM), each CTA's stage at out + rank * the stage's bytes, B from every CTA's part.
 template <int TN, int CM>
 __global__ void tma_stage_probe_kernel(const GatherParams p, const __grid_constant__ CUtensorMap map_x,
                                        const __grid_constant__ CUtensorMap map_w, int bx, int by, int g, int t, int c0,
@@ -2410,13 +2415,25 @@ int tma_tile_n(const std::vector<TmaProblem>& plan) {
   return 256;
 }
 
-// RNNKERN_CONV_TMA_CLUSTER=1|2 (read per call): the TMA gather's CTAs in pairs sharing the weight
-// tile (2; gather_tma_kernel's CM) or alone (1, the default: the pairs have not run on a GPU yet).
-bool tma_pairs() { return env_switch("RNNKERN_CONV_TMA_CLUSTER", "1", "2", /*unset=*/false); }
+// RNNKERN_CONV_TMA_CLUSTER=1|2|4 (read per call): the TMA gather's CTAs in clusters of 2 or 4
+// sharing the weight tile (gather_tma_kernel's CM), or alone (1, the default: the clusters have not
+// run on a GPU yet).
+int tma_cluster() {
+  const char* e = std::getenv("RNNKERN_CONV_TMA_CLUSTER");
+  if (e == nullptr || *e == '\0') return 1;
+  const std::string v(e);
+  TORCH_CHECK(v == "1" || v == "2" || v == "4", "RNNKERN_CONV_TMA_CLUSTER must be '1', '2' or '4', got '", v, "'");
+  return std::stoi(v);
+}
 
 // RNNKERN_CONV_TMA_BATCH=0|1 (read per call): a call's problems (the stride phases) up to
 // kTmaBatch a launch (1), or one a launch (0, the default until the batched launches have run on a GPU).
 bool tma_batch() { return env_switch("RNNKERN_CONV_TMA_BATCH", "0", "1", /*unset=*/false); }
+
+// RNNKERN_CONV_TMA_WEIGHT=copy|inplace (read per call): whether a channels_last-contiguous weight
+// (G == 1) is read in place by the forward's map (prepare_tma_launch) or copied (the default until
+// the in-place map has run on a GPU).
+bool tma_weight_in_place() { return env_switch("RNNKERN_CONV_TMA_WEIGHT", "copy", "inplace", /*unset=*/false); }
 
 // One problem of tma_problems made ready to launch: its weight's K-major copy (kept alive until the
 // launch; freed stream-ordered after it) and both tensor maps.
@@ -2446,16 +2463,40 @@ bool prepare_tma_launch(const TmaProblem& t, const TmaWeight& w, TmaLaunch* l) {
   const TensorMapEncoders& enc = tensor_map_encoders();
   GatherParams& p = l->p;
   p = t.p;
-  // (G, taps, Nn, R): a fresh K-major copy of the problem's taps in its order. A backward range
-  // (last, last - step, ..., first) is the forward range from K - 1 - last in the flipped weight.
+  // The weight's map: over (G, taps, Nn, R), a fresh K-major copy of the problem's taps in its order
+  // (a backward range last, last - step, ..., first is the forward range from K - 1 - last in the
+  // flipped weight), or over the weight itself.
   TORCH_INTERNAL_ASSERT(t.rows.flipped == t.cols.flipped && (!t.rows.flipped || w.flipped.defined()));
   const at::Tensor& v = t.rows.flipped ? w.flipped : w.w;
   const auto taps = [](const at::Tensor& u, int64_t dim, const TapRange& r) {
     const int64_t span = int64_t{r.count - 1} * r.step, start = r.flipped ? u.size(dim) - 1 - (r.first + span) : r.first;
     return u.slice(dim, start, start + span + 1, r.step);
   };
-  l->wt_k = taps(taps(v, 1, t.rows), 2, t.cols).transpose(-1, -2).clone(at::MemoryFormat::Contiguous);
-  p.wt = l->wt_k.data_ptr();
+  // A forward over all taps of a channels_last-contiguous weight with G == 1 (a channels_last
+  // model's parameters) is (taps, Nn, R) with R contiguous already: the map reads it in place, taps
+  // R elements apart and output channels taps * R apart (RNNKERN_CONV_TMA_WEIGHT=inplace; opt-in
+  // until a GPU has run it). Otherwise, and where the encoder refuses those strides, the copy.
+  const int64_t R = p.R, KHW = int64_t{p.KH} * p.KW;
+  const bool full = !t.rows.flipped && t.rows.first == 0 && t.rows.step == 1 && t.rows.count == v.size(1) &&
+                    t.cols.first == 0 && t.cols.step == 1 && t.cols.count == v.size(2);
+  const int64_t cl_strides[5] = {0, p.KW * R, R, 1, KHW * R};  // (G, KH, KW, R, Nn); size-1 dims: any
+  bool in_place = full && v.size(0) == 1 && aligned16(v.data_ptr()) && tma_weight_in_place();
+  for (int d = 1; d < 5 && in_place; ++d) in_place = v.size(d) == 1 || v.stride(d) == cl_strides[d];
+  const auto encode_w = [&](const void* base, cuuint64_t n_stride, cuuint64_t tap_stride) {
+    const cuuint64_t dims[3] = {cuuint64_t(p.R), cuuint64_t(p.Nn), cuuint64_t(p.G) * KHW};
+    const cuuint64_t strides[2] = {n_stride * E, tap_stride * E};
+    const cuuint32_t box[3] = {BK, TN / CM, 1}, element_strides[3] = {1, 1, 1};
+    return enc.tiled(&l->map_w, tensor_map_type<T>(), 3, const_cast<void*>(base), dims, strides, box, element_strides,
+                     CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                     CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+  };
+  if (in_place && encode_w(v.data_ptr(), KHW * R, R)) {
+    p.wt = v.data_ptr();
+  } else {
+    l->wt_k = taps(taps(v, 1, t.rows), 2, t.cols).transpose(-1, -2).clone(at::MemoryFormat::Contiguous);
+    p.wt = l->wt_k.data_ptr();
+    if (!encode_w(p.wt, R, int64_t{p.Nn} * R)) return false;
+  }
   {
     const cuuint64_t dims[4] = {cuuint64_t(p.Cs), cuuint64_t(p.Ws), cuuint64_t(p.Hs), cuuint64_t(p.N)};
     const cuuint64_t strides[3] = {p.Cs * E, cuuint64_t(p.Ws) * p.Cs * E, cuuint64_t(p.Hs) * p.Ws * p.Cs * E};
@@ -2466,16 +2507,6 @@ bool prepare_tma_launch(const TmaProblem& t, const TmaWeight& w, TmaLaunch* l) {
                                   upper, BK, p.tile_w > 0 ? p.tile_w : BM, element_strides,
                                   CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                                   CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    if (r != CUDA_SUCCESS) return false;
-  }
-  {
-    const int taps = p.KH * p.KW;
-    const cuuint64_t dims[3] = {cuuint64_t(p.R), cuuint64_t(p.Nn), cuuint64_t(p.G) * taps};
-    const cuuint64_t strides[2] = {p.R * E, cuuint64_t(p.Nn) * p.R * E};
-    const cuuint32_t box[3] = {BK, TN / CM, 1}, element_strides[3] = {1, 1, 1};
-    const CUresult r = enc.tiled(&l->map_w, tensor_map_type<T>(), 3, const_cast<void*>(p.wt), dims, strides, box,
-                                 element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                                 CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (r != CUDA_SUCCESS) return false;
   }
   return true;
@@ -2584,10 +2615,14 @@ bool launch_gather_tma_tn(const std::vector<TmaProblem>& problems, const at::Ten
 template <typename T>
 bool launch_gather_tma(const std::vector<TmaProblem>& plan, const at::Tensor& w, cudaStream_t stream) {
   TORCH_INTERNAL_ASSERT(w.dim() == 5, "launch_gather_tma: the weight as (G, KH, KW, R, Nn)");
-  const bool pairs = tma_pairs();
-  if (tma_tile_n(plan) == 256)
-    return pairs ? launch_gather_tma_tn<T, 256, 2>(plan, w, stream) : launch_gather_tma_tn<T, 256, 1>(plan, w, stream);
-  return pairs ? launch_gather_tma_tn<T, 128, 2>(plan, w, stream) : launch_gather_tma_tn<T, 128, 1>(plan, w, stream);
+  const int cm = tma_cluster();
+  const auto launch = [&](auto tn) {
+    constexpr int TN = decltype(tn)::value;
+    return cm == 4   ? launch_gather_tma_tn<T, TN, 4>(plan, w, stream)
+           : cm == 2 ? launch_gather_tma_tn<T, TN, 2>(plan, w, stream)
+                     : launch_gather_tma_tn<T, TN, 1>(plan, w, stream);
+  };
+  return tma_tile_n(plan) == 256 ? launch(std::integral_constant<int, 256>{}) : launch(std::integral_constant<int, 128>{});
 }
 
 // The one place that picks the kernel and its launch configuration for the gather family.
@@ -2995,7 +3030,7 @@ std::tuple<at::Tensor, int64_t, int64_t> conv2d_tma_stage_probe_cuda(const at::T
   check_conv_tensors(op, input, "input", weight, "weight");
   TORCH_CHECK(at::cuda::getCurrentDeviceProperties()->major == 9, op, ": needs an sm_90 GPU");
   TORCH_CHECK(tile_n == 128 || tile_n == 256, op, ": tile_n must be 128 or 256");
-  TORCH_CHECK(cluster == 1 || cluster == 2, op, ": cluster must be 1 or 2");
+  TORCH_CHECK(cluster == 1 || cluster == 2 || cluster == 4, op, ": cluster must be 1, 2 or 4");
   const ConvGeometry g = check_conv_args(op, input.sizes(), weight.sizes(), stride, padding, dilation, groups);
   const at::cuda::OptionalCUDAGuard guard(device_of(input));
   const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
@@ -3029,12 +3064,13 @@ std::tuple<at::Tensor, int64_t, int64_t> conv2d_tma_stage_probe_cuda(const at::T
       tile_w = l.p.tile_w;
       tiles_w = l.p.tiles_w;
     };
-    using N128 = std::integral_constant<int, 128>;
-    using N256 = std::integral_constant<int, 256>;
-    using One = std::integral_constant<int, 1>;
-    using Two = std::integral_constant<int, 2>;
-    if (tile_n == 256) cluster == 2 ? run(N256{}, Two{}) : run(N256{}, One{});
-    else cluster == 2 ? run(N128{}, Two{}) : run(N128{}, One{});
+    const auto run_cm = [&](auto tn) {
+      if (cluster == 4) run(tn, std::integral_constant<int, 4>{});
+      else if (cluster == 2) run(tn, std::integral_constant<int, 2>{});
+      else run(tn, std::integral_constant<int, 1>{});
+    };
+    if (tile_n == 256) run_cm(std::integral_constant<int, 256>{});
+    else run_cm(std::integral_constant<int, 128>{});
   };
   switch (input.scalar_type()) {
     case at::kFloat: probe(float{}); break;

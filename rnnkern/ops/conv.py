@@ -180,9 +180,9 @@ def tma_stage_probe(input: Tensor, weight: Tensor, stride: list[int], padding: l
     pixel rows of 128 bytes, then B: tile_n weight rows, 128-byte swizzled as wgmma reads them;
     bytes no copy wrote read 0xAB), the pixel tiles' width (0: row order) and tiles a row. A
     diagnostic for the tests (csrc/cuda/conv.cu, tma_stage_probe_kernel): it tells a wrong copy
-    from a wrong product. cluster=2: the two stages of block_x's CTA pair (RNNKERN_CONV_TMA_CLUSTER=2:
-    each CTA loads half of B into both), one after the other. CUDA builds with sm_90a, on an sm_90
-    GPU."""
+    from a wrong product. cluster=2 or 4: the stages of block_x's cluster of CTAs
+    (RNNKERN_CONV_TMA_CLUSTER: each CTA loads its part of B into all of them), one after the other.
+    CUDA builds with sm_90a, on an sm_90 GPU."""
     if not getattr(_ext._C, "with_cuda", False):
         raise RuntimeError("rnnkern.ops.conv.tma_stage_probe: this build has no CUDA kernels")
     return _ext._C.conv2d_tma_stage_probe(input, weight, stride, padding, dilation, groups, block_x, block_y, group,

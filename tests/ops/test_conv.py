@@ -511,10 +511,47 @@ def test_cuda_tma_default_width(monkeypatch):
 
 
 @pytest.mark.cuda
-# (CTA pairs, RNNKERN_CONV_TMA_CLUSTER=2, and the stride phases batched into launches,
+@pytest.mark.untried  # (RNNKERN_CONV_TMA_WEIGHT=inplace has not run on a GPU)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_tma_weight_in_place(monkeypatch, dtype):
+    """RNNKERN_CONV_TMA_WEIGHT=inplace (conv.cu's prepare_tma_launch): the TMA forward reads a
+    channels_last-contiguous weight (G == 1) through its map in place, with no copy kernel, and gives
+    the same bits as the copy it replaces (the same bytes reach the same stages); 1 x 3, 5 x 5 and
+    3 x 3 kernels, input channels short of a chunk and over two, output channels past a tile; an NCHW
+    weight and a grouped one are still copied."""
+    if not _wgmma_runs():
+        pytest.skip("the TMA form needs an sm_90 GPU and an sm_90a build")
+    for var in ("RNNKERN_CONV_MMA", "RNNKERN_CONV_TMA_N", "RNNKERN_CONV_TMA_CLUSTER", "RNNKERN_CONV_TMA_BATCH"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("RNNKERN_CONV_MMA", "tma")
+    cl = torch.channels_last
+    for xs, ws, kw, in_place in [((2, 64, 20, 20), (96, 64, 3, 3), dict(padding=1), True),
+                                 ((2, 32, 9, 130), (136, 32, 1, 3), dict(padding=(0, 1)), True),
+                                 ((1, 136, 23, 19), (264, 136, 5, 5), dict(padding=4, dilation=2), True),
+                                 ((2, 128, 16, 16), (256, 64, 3, 3), dict(padding=1, groups=2), False)]:
+        x = torch.randn(xs, device="cuda", dtype=dtype).contiguous(memory_format=cl)
+        w = torch.randn(ws, device="cuda", dtype=dtype)
+        for w_layout, expect_copy in ((cl, not in_place), (torch.contiguous_format, True)):
+            wl = w.contiguous(memory_format=w_layout)
+            monkeypatch.setenv("RNNKERN_CONV_TMA_WEIGHT", "copy")
+            y_copy = RF.conv2d(x, wl, None, **kw)
+            monkeypatch.setenv("RNNKERN_CONV_TMA_WEIGHT", "inplace")
+            y = RF.conv2d(x, wl, None, **kw)
+            assert torch.equal(y, y_copy), (xs, ws, kw, w_layout)
+            names = _launched_kernels(lambda: RF.conv2d(x, wl, None, **kw))
+            assert any("gather_tma_kernel<" in n for n in names), names
+            others = [n for n in names if "gather_tma_kernel<" not in n]
+            assert bool(others) == expect_copy, (xs, ws, kw, w_layout, names)
+        ref = TF.conv2d(x.double().cpu(), w.double().cpu(), **kw)
+        assert rel_err(y.double().cpu(), ref) < 1e-2, (xs, ws, kw)
+
+
+@pytest.mark.cuda
+# (CTA clusters, RNNKERN_CONV_TMA_CLUSTER=2|4, and the stride phases batched into launches,
 # RNNKERN_CONV_TMA_BATCH=1, have not run on a GPU)
 @pytest.mark.parametrize("cluster,batch", [(1, 0), pytest.param(2, 0, marks=pytest.mark.untried),
-                                           pytest.param(1, 1, marks=pytest.mark.untried)])
+                                           pytest.param(1, 1, marks=pytest.mark.untried),
+                                           pytest.param(4, 1, marks=pytest.mark.untried)])
 @pytest.mark.parametrize("tile_n", [128, 256])
 # (fp32 stays `untried`: its first H200 run stopped at a wrong expected launch count, six cases in)
 @pytest.mark.parametrize("dtype", [pytest.param(torch.float32, marks=pytest.mark.untried), torch.bfloat16,
@@ -537,10 +574,11 @@ def test_cuda_tma_gather(monkeypatch, dtype, tile_n, cluster, batch):
     transposed convolution's forward (k4 s2 with output padding; s3 d2 in groups) is the same
     gather. Which kernels run: the TMA kernel for the forward and the grad_input, one launch a
     stride phase, or up to four a launch (RNNKERN_CONV_TMA_BATCH=1); not for TF32 NCHW (outside its scope; 16-bit NCHW reaches it through its
-    channels_last copies). On 128- and 256-column tiles (RNNKERN_CONV_TMA_N), CTAs alone and in pairs
-    sharing the weight tile (RNNKERN_CONV_TMA_CLUSTER: odd tile counts leave a pair's second CTA
-    idle, the dilated cases' paired tiles have different live taps, and the 20- and 264-channel
-    cases have a pair's second half of B wholly past the output channels: never loaded)."""
+    channels_last copies). On 128- and 256-column tiles (RNNKERN_CONV_TMA_N), CTAs alone and in
+    clusters of 2 or 4 sharing the weight tile (RNNKERN_CONV_TMA_CLUSTER: tile counts that are not
+    a multiple leave a cluster's last CTAs idle, the dilated cases' neighbouring tiles have
+    different live taps, and the 20- and 264-channel cases have parts of B wholly past the output
+    channels: never loaded)."""
     if not _wgmma_runs():
         pytest.skip("the TMA form needs an sm_90 GPU and an sm_90a build")
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
@@ -653,8 +691,8 @@ def _tma_stage_expected(x, w, stride, pad4, dil, groups, bx, by, g, tap, c0, til
     at tap (r, s) for channels c0 ... of group g (zeros outside the input and past the channels;
     0xAB for a tile row past the output, never loaded); B row n is output channel by * tile_n + n's weights for
     that tap and those channels. Each 128-byte row's 16-byte chunk j sits at chunk j ^ (row % 8).
-    cluster=2 (a CTA of a pair): a block past the last tile (the pair's idle CTA) loads no A row,
-    and a half of B that starts past the output channels is never loaded: 0xAB there."""
+    cluster=2 or 4 (a CTA of a cluster): a block past the last tile (an idle CTA) loads no A row,
+    and a part of B that starts past the output channels is never loaded: 0xAB there."""
     N, C, H, W = x.shape
     K, Cg, KH, KW = w.shape
     Ho = (H + pad4[0] + pad4[2] - dil[0] * (KH - 1) - 1) // stride[0] + 1
@@ -842,7 +880,8 @@ def test_tma_stage_expected_is_the_convolution(case):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("cluster", [1, pytest.param(2, marks=pytest.mark.untried)])
+@pytest.mark.parametrize("cluster", [1, pytest.param(2, marks=pytest.mark.untried),
+                                     pytest.param(4, marks=pytest.mark.untried)])
 @pytest.mark.parametrize("tile_n", [128, 256])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_tma_stage_probe(dtype, tile_n, cluster):
@@ -852,9 +891,10 @@ def test_cuda_tma_stage_probe(dtype, tile_n, cluster):
     swizzle, the weight's tiled map) or the products are wrong. Row-order tiles crossing images and
     running past the batch, channels short of a chunk and a second chunk, a strided and dilated
     convolution with unequal padding, groups, 8 x 16 pixel tiles ragged in both directions (rows past
-    the output never loaded), a second column tile. cluster=2: both stages of the probed block's CTA
-    pair (RNNKERN_CONV_TMA_CLUSTER=2), each with the B halves both CTAs multicast into it: pairs with
-    an idle second CTA (odd tile counts) and with a half of B past the output channels."""
+    the output never loaded), a second column tile. cluster=2 or 4: every stage of the probed
+    block's cluster (RNNKERN_CONV_TMA_CLUSTER), each with the parts of B all its CTAs multicast into
+    it: clusters with idle CTAs (tile counts not a multiple) and with parts of B past the output
+    channels."""
     if not _wgmma_runs():
         pytest.skip("the TMA form needs an sm_90 GPU and an sm_90a build")
     from rnnkern.ops.conv import tma_stage_probe
@@ -889,7 +929,7 @@ def test_cuda_tma_stage_probe(dtype, tile_n, cluster):
 @pytest.mark.cuda
 @pytest.mark.parametrize("form,var,value,allowed", [("wgmma", "RNNKERN_CONV_WGMMA_N", "256", "'64' or '128'"),
                                                     ("tma", "RNNKERN_CONV_TMA_N", "64", "'128' or '256'"),
-                                                    ("tma", "RNNKERN_CONV_TMA_CLUSTER", "4", "'1' or '2'"),
+                                                    ("tma", "RNNKERN_CONV_TMA_CLUSTER", "3", "'1', '2' or '4'"),
                                                     ("tma", "RNNKERN_CONV_TMA_BATCH", "4", "'0' or '1'")])
 def test_cuda_tile_env_is_checked(monkeypatch, form, var, value, allowed):
     """The tile-width switches (and the TMA gather's pair and batch switches) are read where their
