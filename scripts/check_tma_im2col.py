@@ -209,7 +209,7 @@ def tma_plan_refusals(case, E, trans):
                        im2col_corners(p["Ws"], p["Wo"], p["pl"], p["sw"])):
             if not (-128 <= lo <= 127 and -128 <= up <= 127):
                 why.append(f"corner ({lo}, {up}) outside [-128, 127]")
-        if -(-p["Mt"] // BM) >= 2 ** 31 or -(-p["Nn"] // 128) > 65535 or p["G"] > 65535:
+        if -(-p["Mt"] // BM) >= 2 ** 31 - 4 or -(-p["Nn"] // 128) > 65535 or p["G"] > 65535:
             why.append("grid")
     return why
 

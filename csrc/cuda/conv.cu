@@ -2386,8 +2386,8 @@ std::vector<TmaProblem> tma_plan(const GatherParams& q, size_t elem_size, bool c
     if (p.KH * p.KW > kTmaMaxTaps || int64_t{p.dh} * (p.KH - 1) > 255 || int64_t{p.dw} * (p.KW - 1) > 255) return {};
     for (const Im2colCorners c : {im2col_corners(p.Hs, p.Ho, p.pt, p.sh), im2col_corners(p.Ws, p.Wo, p.pl, p.sw)})
       if (c.lower < -128 || c.lower > 127 || c.upper < -128 || c.upper > 127) return {};
-    // (grid.x, rounded up to whole CTA pairs, within 2^31 - 1)
-    if ((p.Mt + BM - 1) / BM >= (int64_t{1} << 31) - 1 || (p.Nn + 127) / 128 > 65535 || p.G > 65535) return {};
+    // (grid.x, rounded up to whole clusters of up to 4 CTAs, within 2^31 - 1)
+    if ((p.Mt + BM - 1) / BM >= (int64_t{1} << 31) - 4 || (p.Nn + 127) / 128 > 65535 || p.G > 65535) return {};
   }
   return problems;
 }
