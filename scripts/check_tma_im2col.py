@@ -232,6 +232,32 @@ def weight_kmajor(wv, rows, cols):
     return np.ascontiguousarray(t.swapaxes(-1, -2)).reshape(-1)
 
 
+def weight_pack(wv, probs, mut=None):
+    """tma_weight_pack_kernel (RNNKERN_CONV_TMA_BATCH=1): every element e of the pack of a call's
+    problems from the callers' (G, KH, KW, R, Nn) view, by the kernel's own index arithmetic (part i:
+    the first with e < end[i]; e - begin = ((g taps + j) Nn + n) R + r; j = jr cols + jc; the tap
+    counted from the last where flipped). It should equal the problems' weight_kmajor copies, one
+    after the other."""
+    G, KH, KW, R, Nn = wv.shape
+    ends = np.cumsum([G * rows["count"] * cols["count"] * Nn * R for _, rows, cols in probs])
+    e = np.arange(int(ends[-1]))
+    i = np.searchsorted(ends, e, side="right")
+    rel = e - np.concatenate([[0], ends[:-1]])[i]
+    field = lambda axis, key: np.array([q[axis][key] for q in probs])[i]  # noqa: E731
+    nr, nc = field(1, "count"), field(2, "count")
+    flipped = field(1, "flipped") if mut != "pack_no_flip" else np.zeros_like(nr, dtype=bool)
+    r, rel = rel % R, rel // R
+    n, rel = rel % Nn, rel // Nn
+    taps = nr * nc
+    j, g = rel % taps, rel // taps
+    jr, jc = (j % nr, j // nr) if mut == "pack_tap_order" else (j // nc, j % nc)
+    kh = field(1, "first") + np.where(flipped, nr - 1 - jr, jr) * field(1, "step")
+    kw = field(2, "first") + np.where(flipped, nc - 1 - jc, jc) * field(2, "step")
+    if mut == "pack_rn_swapped":
+        r, n = n % R, r % Nn
+    return wv[g, kh, kw, r, n]
+
+
 # ---------------------------------------------------------------------------------------------
 # documented host-side limits
 
@@ -1223,6 +1249,31 @@ def main():
             strided = sum(c["sh"] * c["sw"] > 1 for c in cases)
             negpad = sum(any(p["pt"] < 0 or p["pl"] < 0 for p, _, _ in tma_problems(gather_params(c, True), True))
                          for c in cases)
+            if E == 2:  # the batched weight pack against the per-problem copies, on the same calls
+                packs, caught = 0, set()
+                pack_cases = cases + [random_case(rng, E, 900_000, trans=True, strided=True) for _ in range(24)]
+                for case in pack_cases:
+                    q = gather_params(case, True)
+                    probs = tma_problems(q, True)
+                    wv = weight_view(rng.standard_normal((case["K"], case["C"] // case["G"], case["KH"], case["KW"])),
+                                     case, True)
+                    want = np.concatenate([weight_kmajor(wv, rows, cols) for _, rows, cols in probs])
+                    if not np.array_equal(weight_pack(wv, probs), want):
+                        fail(f"the weight pack differs from the per-problem copies: {case}")
+                        break
+                    packs += len(probs) > 1
+                    for mut in ("pack_no_flip", "pack_tap_order", "pack_rn_swapped"):
+                        got = weight_pack(wv, probs, mut)
+                        if got.shape != want.shape or not np.array_equal(got, want):
+                            caught.add(mut)
+                else:
+                    missed = {"pack_no_flip", "pack_tap_order", "pack_rn_swapped"} - caught
+                    if missed:
+                        fail(f"the weight pack replay misses {sorted(missed)}")
+                    else:
+                        print(f"ok: the batched weight pack (tma_weight_pack_kernel's index arithmetic) equals every "
+                              f"problem's K-major copy on {len(pack_cases)} calls ({packs} with several stride phases); "
+                              f"3 mutants caught")
             print(f"ok: {tag}: {len(cases)} grad_inputs equal the float64 gradient (the adjoint of the direct "
                   f"convolution): {info['problems']} stride-1 problems of the flipped taps, {strided} strided, "
                   f"{negpad} with a negative problem padding (positive lower corner), "

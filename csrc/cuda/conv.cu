@@ -1058,6 +1058,47 @@ struct TmaBatch {
 };
 static_assert(sizeof(TmaBatch) <= 4096, "a launch's parameters fit 4 KB");
 
+// The K-major weight copies of a call's problems (the stride phases) from one kernel
+// (RNNKERN_CONV_TMA_BATCH=1), where each problem's copy took a slice, a transpose and a clone (and
+// the transposed mapping a flip first): part i of the pack is problem i's (G, taps_i, Nn, R) copy,
+// prepare_tma_launch's layout. Its tap j = (jr, jc) of rows x cols is weight tap
+// (row_first + jr row_step, col_first + jc col_step), counted from the last where flipped.
+constexpr int kTmaPackParts = 16;
+struct TmaPackPart {
+  long long end;  // one past the part's last element in the pack (parts in order)
+  int row_first, row_step, rows, col_first, col_step, cols;
+  bool flipped;
+};
+struct TmaPack {
+  const void* src;                      // the callers' (G, KH, KW, R, Nn) view of the weight ...
+  long long s_g, s_kh, s_kw, s_r, s_n;  // ... and its strides (elements)
+  void* out;
+  int R, Nn, count;
+  TmaPackPart part[kTmaPackParts];
+};
+// One thread an element of the pack, its writes along R.
+template <typename T>
+__global__ void tma_weight_pack_kernel(const __grid_constant__ TmaPack k) {
+  const long long total = k.part[k.count - 1].end;
+  const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
+  for (long long e = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += stride) {
+    int i = 0;
+    while (e >= k.part[i].end) ++i;
+    const TmaPackPart& q = k.part[i];
+    long long rel = e - (i > 0 ? k.part[i - 1].end : 0);
+    const int r = static_cast<int>(rel % k.R);
+    rel /= k.R;
+    const int n = static_cast<int>(rel % k.Nn);
+    rel /= k.Nn;
+    const int taps = q.rows * q.cols, j = static_cast<int>(rel % taps), jr = j / q.cols, jc = j % q.cols;
+    const long long g = rel / taps;
+    const int kh = q.row_first + (q.flipped ? q.rows - 1 - jr : jr) * q.row_step;
+    const int kw = q.col_first + (q.flipped ? q.cols - 1 - jc : jc) * q.col_step;
+    static_cast<T*>(k.out)[e] =
+        static_cast<const T*>(k.src)[g * k.s_g + kh * k.s_kh + kw * k.s_kw + r * k.s_r + n * k.s_n];
+  }
+}
+
 #if RNNKERN_HAS_WGMMA
 // A block's pixel tile (blockIdx.x): BM consecutive pixels in row order (p.tile_w == 0; a tile may
 // cross images), or at large dilation BM / tile_w rows x tile_w columns of one image
@@ -2458,16 +2499,17 @@ TmaWeight tma_weight(const at::Tensor& w, const std::vector<TmaProblem>& problem
 // them (nothing is launched then: the caller falls back). The weight's box is the TN / CM rows one
 // CTA of a cluster loads.
 template <typename T, int TN, int CM>
-bool prepare_tma_launch(const TmaProblem& t, const TmaWeight& w, TmaLaunch* l) {
+bool prepare_tma_launch(const TmaProblem& t, const TmaWeight& w, TmaLaunch* l, const void* packed = nullptr) {
   constexpr cuuint32_t E = sizeof(T), BK = 128 / E;
   const TensorMapEncoders& enc = tensor_map_encoders();
   GatherParams& p = l->p;
   p = t.p;
   // The weight's map: over (G, taps, Nn, R), a fresh K-major copy of the problem's taps in its order
   // (a backward range last, last - step, ..., first is the forward range from K - 1 - last in the
-  // flipped weight), or over the weight itself.
-  TORCH_INTERNAL_ASSERT(t.rows.flipped == t.cols.flipped && (!t.rows.flipped || w.flipped.defined()));
-  const at::Tensor& v = t.rows.flipped ? w.flipped : w.w;
+  // flipped weight; `packed`: the copy the call's pack made), or over the weight itself.
+  TORCH_INTERNAL_ASSERT(t.rows.flipped == t.cols.flipped &&
+                        (packed != nullptr || !t.rows.flipped || w.flipped.defined()));
+  const at::Tensor& v = t.rows.flipped && packed == nullptr ? w.flipped : w.w;
   const auto taps = [](const at::Tensor& u, int64_t dim, const TapRange& r) {
     const int64_t span = int64_t{r.count - 1} * r.step, start = r.flipped ? u.size(dim) - 1 - (r.first + span) : r.first;
     return u.slice(dim, start, start + span + 1, r.step);
@@ -2490,7 +2532,10 @@ bool prepare_tma_launch(const TmaProblem& t, const TmaWeight& w, TmaLaunch* l) {
                      CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
                      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
   };
-  if (in_place && encode_w(v.data_ptr(), KHW * R, R)) {
+  if (packed != nullptr) {
+    p.wt = packed;
+    if (!encode_w(p.wt, R, int64_t{p.Nn} * R)) return false;
+  } else if (in_place && encode_w(v.data_ptr(), KHW * R, R)) {
     p.wt = v.data_ptr();
   } else {
     l->wt_k = taps(taps(v, 1, t.rows), 2, t.cols).transpose(-1, -2).clone(at::MemoryFormat::Contiguous);
@@ -2512,9 +2557,39 @@ bool prepare_tma_launch(const TmaProblem& t, const TmaWeight& w, TmaLaunch* l) {
   return true;
 }
 
-// gather_tma_kernel on every problem of a call's tma_plan, at the tile width tma_tile_n picks; false, with nothing launched, where the driver's encoders are missing, an encoder refuses a
-// map or the GPU's shared memory is too small (RNNKERN_DEBUG=1 says which): the caller then runs
-// the gather kernel, as for any call tma_plan refuses.
+// Every problem's K-major weight copy from one tma_weight_pack_kernel (w: the callers'
+// (G, KH, KW, R, Nn) view); the pack tensor, and each problem's copy in it in *parts. Empty (nothing
+// launched) for more problems than one pack takes.
+template <typename T>
+at::Tensor tma_weight_pack(const std::vector<TmaProblem>& problems, const at::Tensor& w, cudaStream_t stream,
+                           std::vector<const void*>* parts) {
+  if (problems.empty() || problems.size() > static_cast<size_t>(kTmaPackParts)) return {};
+  TmaPack k{};
+  k.src = w.data_ptr();
+  k.s_g = w.stride(0), k.s_kh = w.stride(1), k.s_kw = w.stride(2), k.s_r = w.stride(3), k.s_n = w.stride(4);
+  k.R = problems[0].p.R;
+  k.Nn = problems[0].p.Nn;
+  k.count = static_cast<int>(problems.size());
+  long long total = 0;
+  std::vector<long long> begin;
+  for (size_t i = 0; i < problems.size(); ++i) {
+    const TmaProblem& t = problems[i];
+    TORCH_INTERNAL_ASSERT(t.p.R == k.R && t.p.Nn == k.Nn && t.rows.flipped == t.cols.flipped);
+    begin.push_back(total);
+    total += w.size(0) * t.rows.count * t.cols.count * static_cast<long long>(k.Nn) * k.R;
+    k.part[i] = {total, t.rows.first, t.rows.step, t.rows.count, t.cols.first, t.cols.step, t.cols.count, t.rows.flipped};
+  }
+  at::Tensor pack = at::empty({total}, w.options());
+  k.out = pack.data_ptr();
+  const int threads = 256;
+  const long long blocks = std::min<long long>((total + threads - 1) / threads, 65535);
+  tma_weight_pack_kernel<T><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(k);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  parts->clear();
+  for (long long b : begin) parts->push_back(static_cast<const char*>(k.out) + b * static_cast<long long>(sizeof(T)));
+  return pack;
+}
+
 // A launch of `kernel` in clusters of CM CTAs along x (grid.x a multiple of CM); plain <<<>>> for 1.
 template <int CM, typename Kernel, typename... Args>
 void launch_in_clusters(Kernel kernel, dim3 grid, int threads, int smem, cudaStream_t stream, const Args&... args) {
@@ -2567,6 +2642,11 @@ bool clusters_fit(Kernel kernel, int smem) {
   }
 }
 
+// gather_tma_kernel on every problem of a call's tma_plan, at the tile width tma_tile_n picks, in
+// clusters of CM; false, with nothing launched (but, batched, the weight pack), where the driver's
+// encoders are missing, an encoder refuses a map, the GPU's shared memory is too small or no
+// cluster fits (RNNKERN_DEBUG=1 says which): the caller then runs the gather kernel, as for any call
+// tma_plan refuses.
 template <typename T, int TN, int CM>
 bool launch_gather_tma_tn(const std::vector<TmaProblem>& problems, const at::Tensor& w, cudaStream_t stream) {
   const auto refuse = [](const char* why) {
@@ -2580,14 +2660,21 @@ bool launch_gather_tma_tn(const std::vector<TmaProblem>& problems, const at::Ten
   if (bytes > allow_full_shared_memory(kernel)) return refuse("too little shared memory");
   if (!clusters_fit<CM>(kernel, bytes)) return refuse("no room for a cluster of its CTAs");
   std::vector<TmaLaunch> launches(problems.size());
-  const TmaWeight taps = tma_weight(w, problems);
+  // Batched (tma_batch), a call's several problems (the stride phases) take their weight copies from
+  // one pack kernel (no flip, slices or clones: for a k4 s2 transposed forward, 1 kernel where there
+  // were 5) and run up to kTmaBatch a launch; else each its own copy and launch.
+  const bool batched = tma_batch();
+  std::vector<const void*> parts;
+  const at::Tensor pack = batched && problems.size() > 1 ? tma_weight_pack<T>(problems, w, stream, &parts) : at::Tensor();
+  const TmaWeight taps = pack.defined() ? TmaWeight{w, at::Tensor()} : tma_weight(w, problems);
   for (size_t i = 0; i < problems.size(); ++i)
-    if (!prepare_tma_launch<T, TN, CM>(problems[i], taps, &launches[i])) return refuse("a tensor-map encoder refused");
-  // kTmaBatch problems a launch (tma_batch; else one), while their blocks stay within grid.x's
-  // 2^31 - 1 (the phases of one call share G and Nn, so grid.y and z). A stride phase's kernel is
-  // short (a k4 s2 phase: 4 of 16 taps), so the four of stride 2 in one launch overlap each other's
-  // prologue and tail, and the call pays one launch's host time instead of four.
-  const size_t per_launch = tma_batch() ? kTmaBatch : 1;
+    if (!prepare_tma_launch<T, TN, CM>(problems[i], taps, &launches[i], pack.defined() ? parts[i] : nullptr))
+      return refuse("a tensor-map encoder refused");
+  // kTmaBatch problems a launch, while their blocks stay within grid.x's 2^31 - 1 (the phases of one
+  // call share G and Nn, so grid.y and z). A stride phase's kernel is short (a k4 s2 phase: 4 of 16
+  // taps), so the four of stride 2 in one launch overlap each other's prologue and tail, and the
+  // call pays one launch's host time instead of four.
+  const size_t per_launch = batched ? kTmaBatch : 1;
   for (size_t first = 0; first < launches.size();) {
     TmaBatch batch{};
     long long blocks = 0;
