@@ -26,8 +26,9 @@
 #     GPU_PROFILE_PACK=$OUT/gpu-profile.tgz scripts/gpu_check.sh /tmp/gc
 # tests, memcheck and racecheck (two processes: racecheck_untried takes the forced opt-in forms'
 # families, conv_wgmma, rnn_exchange and conv_tma) run side by side (they only check correctness);
-# then the tests marked `untried` alone (tests_untried, part of `tests`: the TMA gather's fp32 cases
-# and the TMA grad_weight with its descriptor probe, RNNKERN_CONV_MMA=tma, not yet run on a GPU);
+# then the tests marked `untried` alone (tests_untried, part of `tests`: the TMA gather's fp32 cases,
+# its CTA clusters, batched stride phases and in-place weight map, and the TMA grad_weight with its
+# descriptor probe, RNNKERN_CONV_MMA=tma, not yet run on a GPU);
 # bench runs alone (the opt-in forms' rows last).
 # Times on an H200 (prebuilt, 16 CPU cores, 2026-11-27/28): tests 79-110 s (-n 12), memcheck 16-25 s,
 # racecheck 183 s over unpool + rnn + conv + conv_transpose beside 74 s over the opt-in families
