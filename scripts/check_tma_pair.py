@@ -162,7 +162,7 @@ ANCHORS = [
     ("stage bytes: own A + the issued parts", "const uint32_t bytes = tile.stage_bytes(tma_b_rows<TN, CM>(p, n0));",
      "k"),
     ("stage_bytes = (loads * seg + b_rows) * 128", "return static_cast<uint32_t>((loads * seg + b_rows) * 128);", "f"),
-    ("producer's empty wait", "if (i >= kTmaStages) mbar_wait(smem_u32(&empty[st]), (i / kTmaStages - 1) & 1);", "k"),
+    ("producer's empty wait", "if (i >= kTmaStages) mbar_wait<(CM > 1)>(smem_u32(&empty[st]), (i / kTmaStages - 1) & 1);", "k"),
     ("expect_tx, then the copies", "mbar_arrive_expect_tx(bar, bytes); tma_issue_stage<TN, CM>(p, tile, map_x, "
      "map_w, ring + st * kTmaStageBytes, bar, g, n0, t, c0, rank);", "k"),
     ("part rank (TN / CM rows at BM * 128 + rank * TN / CM * 128) issued where it starts below Nn, multicast "

@@ -1051,7 +1051,7 @@ template <int TN> struct TmaTile {
 // within the 4 KB of kernel parameters every CUDA 12 driver takes.
 constexpr int kTmaBatch = 4;
 struct TmaBatch {
-  CUtensorMap map_x[kTmaBatch], map_w[kTmaBatch];  // (64-byte aligned, first: no padding before them)
+  CUtensorMap map_x[kTmaBatch], map_w[kTmaBatch];  // (CUtensorMap is 128-byte aligned: first, no padding)
   GatherParams p[kTmaBatch];
   int block_end[kTmaBatch];
   int count;
@@ -1115,7 +1115,7 @@ __device__ __forceinline__ TmaTileOrigin tma_tile_origin(const GatherParams& p, 
   TmaTileOrigin o;
   o.seg = p.tile_w > 0 ? p.tile_w : BM;
   o.rows = BM / o.seg;
-  if (static_cast<long long>(bx) * BM >= p.Mt) {  // a CTA pair's idle second CTA (odd tile count)
+  if (static_cast<long long>(bx) * BM >= p.Mt) {  // an idle CTA of a cluster (tiles not a multiple of CM)
     o.m0 = p.Mt;
     o.img0 = p.N, o.ho0 = o.wo0 = 0;
     o.loads = 0;
@@ -1165,7 +1165,9 @@ __device__ __forceinline__ void tma_issue_stage(const GatherParams& p, const Tma
   }
 }
 // The B rows of a stage that some CTA of the cluster loads: TN, less the parts that start past the
-// output channels (never issued: a box wholly outside the tensor is not relied on to complete).
+// output channels (never issued, as no box wholly past a tiled map's extent is; the im2col loads of
+// pixels that are all padding, which the clusters' union of taps issues, were already issued at
+// CM = 1 by 8 x 16 tiles' rows and completed on the H200).
 template <int TN, int CM>
 __device__ __forceinline__ int tma_b_rows(const GatherParams& p, int n0) {
   if constexpr (CM == 1) return TN;
@@ -1289,7 +1291,8 @@ __global__ void __launch_bounds__(kTmaThreads, 1) gather_tma_kernel(const __grid
         const int t = __ffsll(static_cast<long long>(rest)) - 1;
         for (int c0 = 0; c0 < p.R; c0 += BK, ++i) {
           const int st = i % kTmaStages;
-          if (i >= kTmaStages) mbar_wait(smem_u32(&empty[st]), (i / kTmaStages - 1) & 1);  // its last reads are done
+          // its last reads are done (CM > 1: the other CTAs' consumers' too, released at cluster scope)
+          if (i >= kTmaStages) mbar_wait<(CM > 1)>(smem_u32(&empty[st]), (i / kTmaStages - 1) & 1);
           const uint32_t bar = smem_u32(&full[st]);
           mbar_arrive_expect_tx(bar, bytes);
           tma_issue_stage<TN, CM>(p, tile, map_x, map_w, ring + st * kTmaStageBytes, bar, g, n0, t, c0, rank);
@@ -2499,7 +2502,8 @@ TmaWeight tma_weight(const at::Tensor& w, const std::vector<TmaProblem>& problem
 // them (nothing is launched then: the caller falls back). The weight's box is the TN / CM rows one
 // CTA of a cluster loads.
 template <typename T, int TN, int CM>
-bool prepare_tma_launch(const TmaProblem& t, const TmaWeight& w, TmaLaunch* l, const void* packed = nullptr) {
+bool prepare_tma_launch(const TmaProblem& t, const TmaWeight& w, TmaLaunch* l, const void* packed = nullptr,
+                        bool weight_in_place = false) {
   constexpr cuuint32_t E = sizeof(T), BK = 128 / E;
   const TensorMapEncoders& enc = tensor_map_encoders();
   GatherParams& p = l->p;
@@ -2517,12 +2521,15 @@ bool prepare_tma_launch(const TmaProblem& t, const TmaWeight& w, TmaLaunch* l, c
   // A forward over all taps of a channels_last-contiguous weight with G == 1 (a channels_last
   // model's parameters) is (taps, Nn, R) with R contiguous already: the map reads it in place, taps
   // R elements apart and output channels taps * R apart (RNNKERN_CONV_TMA_WEIGHT=inplace; opt-in
-  // until a GPU has run it). Otherwise, and where the encoder refuses those strides, the copy.
+  // until a GPU has run it). Otherwise, and where the encoder refuses those strides, the copy. (The
+  // strides do not ascend with the dimensions; the driver documents only their 16-byte multiples
+  // and 2^40 bound, and CuTe's TMA descriptors, e.g. FlashAttention-3's (seqlen, d, head) operands,
+  // pass it such maps.)
   const int64_t R = p.R, KHW = int64_t{p.KH} * p.KW;
   const bool full = !t.rows.flipped && t.rows.first == 0 && t.rows.step == 1 && t.rows.count == v.size(1) &&
                     t.cols.first == 0 && t.cols.step == 1 && t.cols.count == v.size(2);
   const int64_t cl_strides[5] = {0, p.KW * R, R, 1, KHW * R};  // (G, KH, KW, R, Nn); size-1 dims: any
-  bool in_place = full && v.size(0) == 1 && aligned16(v.data_ptr()) && tma_weight_in_place();
+  bool in_place = weight_in_place && full && v.size(0) == 1 && aligned16(v.data_ptr());
   for (int d = 1; d < 5 && in_place; ++d) in_place = v.size(d) == 1 || v.stride(d) == cl_strides[d];
   const auto encode_w = [&](const void* base, cuuint64_t n_stride, cuuint64_t tap_stride) {
     const cuuint64_t dims[3] = {cuuint64_t(p.R), cuuint64_t(p.Nn), cuuint64_t(p.G) * KHW};
@@ -2614,31 +2621,32 @@ void launch_in_clusters(Kernel kernel, dim3 grid, int threads, int smem, cudaStr
 }
 
 // Whether clusters of CM CTAs of `kernel` (kTmaThreads, smem bytes each) fit this GPU at all: asked
-// of the runtime once a kernel instance and device.
+// of the runtime once a kernel instance, size and device (cached_query: locked, per device).
 template <int CM, typename Kernel>
 bool clusters_fit(Kernel kernel, int smem) {
   if constexpr (CM == 1) {
     return true;
   } else {
-    static std::vector<int> fits(at::cuda::device_count(), -1);  // per device: -1 not yet asked
-    int& f = fits.at(at::cuda::current_device());
-    if (f < 0) {
-      cudaLaunchAttribute attr[1] = {};
-      attr[0].id = cudaLaunchAttributeClusterDimension;
-      attr[0].val.clusterDim.x = CM;
-      attr[0].val.clusterDim.y = attr[0].val.clusterDim.z = 1;
-      cudaLaunchConfig_t config = {};
-      config.gridDim = dim3(CM);
-      config.blockDim = dim3(kTmaThreads);
-      config.dynamicSmemBytes = smem;
-      config.attrs = attr;
-      config.numAttrs = 1;
-      int clusters = 0;
-      const cudaError_t err = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config);
-      if (err != cudaSuccess) (void)cudaGetLastError();  // (a refusal is an answer: no clusters)
-      f = err == cudaSuccess && clusters > 0;
-    }
-    return f == 1;
+    return cached_query({QueryKind::kResidentClusters, kernel_id(kernel), kTmaThreads, CM, CM, static_cast<size_t>(smem)},
+                        [&] {
+                          cudaLaunchAttribute attr[1] = {};
+                          attr[0].id = cudaLaunchAttributeClusterDimension;
+                          attr[0].val.clusterDim.x = CM;
+                          attr[0].val.clusterDim.y = attr[0].val.clusterDim.z = 1;
+                          cudaLaunchConfig_t config = {};
+                          config.gridDim = dim3(CM);
+                          config.blockDim = dim3(kTmaThreads);
+                          config.dynamicSmemBytes = smem;
+                          config.attrs = attr;
+                          config.numAttrs = 1;
+                          int clusters = 0;
+                          const cudaError_t err = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config);
+                          if (err != cudaSuccess) {
+                            (void)cudaGetLastError();  // (a refusal is an answer: no cluster fits)
+                            return 0;
+                          }
+                          return clusters;
+                        }) > 0;
   }
 }
 
@@ -2663,12 +2671,13 @@ bool launch_gather_tma_tn(const std::vector<TmaProblem>& problems, const at::Ten
   // Batched (tma_batch), a call's several problems (the stride phases) take their weight copies from
   // one pack kernel (no flip, slices or clones: for a k4 s2 transposed forward, 1 kernel where there
   // were 5) and run up to kTmaBatch a launch; else each its own copy and launch.
-  const bool batched = tma_batch();
+  const bool batched = tma_batch(), weight_in_place = tma_weight_in_place();  // (read once a call)
   std::vector<const void*> parts;
   const at::Tensor pack = batched && problems.size() > 1 ? tma_weight_pack<T>(problems, w, stream, &parts) : at::Tensor();
   const TmaWeight taps = pack.defined() ? TmaWeight{w, at::Tensor()} : tma_weight(w, problems);
   for (size_t i = 0; i < problems.size(); ++i)
-    if (!prepare_tma_launch<T, TN, CM>(problems[i], taps, &launches[i], pack.defined() ? parts[i] : nullptr))
+    if (!prepare_tma_launch<T, TN, CM>(problems[i], taps, &launches[i], pack.defined() ? parts[i] : nullptr,
+                                       weight_in_place))
       return refuse("a tensor-map encoder refused");
   // kTmaBatch problems a launch, while their blocks stay within grid.x's 2^31 - 1 (the phases of one
   // call share G and Nn, so grid.y and z). A stride phase's kernel is short (a k4 s2 phase: 4 of 16

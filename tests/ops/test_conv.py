@@ -462,7 +462,7 @@ def test_cuda_default_form(monkeypatch, dtype, layout):
     bf16 forward leaves the TMA kernel too."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)  # (torch's default: fp32 on the tensor cores)
     for var in ("RNNKERN_CONV_MMA", "RNNKERN_CONV_NCHW", "RNNKERN_CONV_WGMMA_N", "RNNKERN_CONV_PIPELINE",
-                "RNNKERN_CONV_TMA_N", "RNNKERN_CONV_TMA_CLUSTER", "RNNKERN_CONV_TMA_BATCH"):
+                "RNNKERN_CONV_TMA_N", "RNNKERN_CONV_TMA_CLUSTER", "RNNKERN_CONV_TMA_BATCH", "RNNKERN_CONV_TMA_WEIGHT"):
         monkeypatch.delenv(var, raising=False)
     x = torch.randn(2, 64, 20, 20, device="cuda", dtype=dtype).contiguous(memory_format=layout).requires_grad_()
     w = torch.randn(96, 64, 3, 3, device="cuda", dtype=dtype, requires_grad=True)
@@ -495,7 +495,8 @@ def test_cuda_tma_default_width(monkeypatch):
     either way (against fp64 on the bf16 operands)."""
     if not _wgmma_runs():
         pytest.skip("the TMA form needs an sm_90 GPU and an sm_90a build")
-    for var in ("RNNKERN_CONV_MMA", "RNNKERN_CONV_TMA_N", "RNNKERN_CONV_PIPELINE", "RNNKERN_CONV_TMA_CLUSTER"):
+    for var in ("RNNKERN_CONV_MMA", "RNNKERN_CONV_TMA_N", "RNNKERN_CONV_PIPELINE", "RNNKERN_CONV_TMA_CLUSTER",
+                "RNNKERN_CONV_TMA_BATCH", "RNNKERN_CONV_TMA_WEIGHT"):
         monkeypatch.delenv(var, raising=False)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     side = math.isqrt(128 * sms) + 1  # one side x side image: >= one 128-pixel tile an SM
@@ -549,9 +550,8 @@ def test_cuda_tma_weight_in_place(monkeypatch, dtype):
 @pytest.mark.cuda
 # (CTA clusters, RNNKERN_CONV_TMA_CLUSTER=2|4, and the stride phases batched into launches,
 # RNNKERN_CONV_TMA_BATCH=1, have not run on a GPU)
-@pytest.mark.parametrize("cluster,batch", [(1, 0), pytest.param(2, 0, marks=pytest.mark.untried),
-                                           pytest.param(1, 1, marks=pytest.mark.untried),
-                                           pytest.param(4, 1, marks=pytest.mark.untried)])
+@pytest.mark.parametrize("cluster,batch", [(1, 0)] + [pytest.param(c, b, marks=pytest.mark.untried)
+                                                       for c, b in ((2, 0), (4, 0), (1, 1), (2, 1), (4, 1))])
 @pytest.mark.parametrize("tile_n", [128, 256])
 # (fp32 stays `untried`: its first H200 run stopped at a wrong expected launch count, six cases in)
 @pytest.mark.parametrize("dtype", [pytest.param(torch.float32, marks=pytest.mark.untried), torch.bfloat16,
@@ -586,6 +586,7 @@ def test_cuda_tma_gather(monkeypatch, dtype, tile_n, cluster, batch):
     monkeypatch.setenv("RNNKERN_CONV_TMA_N", str(tile_n))
     monkeypatch.setenv("RNNKERN_CONV_TMA_CLUSTER", str(cluster))
     monkeypatch.setenv("RNNKERN_CONV_TMA_BATCH", str(batch))
+    monkeypatch.delenv("RNNKERN_CONV_TMA_WEIGHT", raising=False)
     cl = torch.channels_last
 
     def launches_of(phases):  # a pass's TMA launches for its problems (stride phases)
@@ -930,7 +931,8 @@ def test_cuda_tma_stage_probe(dtype, tile_n, cluster):
 @pytest.mark.parametrize("form,var,value,allowed", [("wgmma", "RNNKERN_CONV_WGMMA_N", "256", "'64' or '128'"),
                                                     ("tma", "RNNKERN_CONV_TMA_N", "64", "'128' or '256'"),
                                                     ("tma", "RNNKERN_CONV_TMA_CLUSTER", "3", "'1', '2' or '4'"),
-                                                    ("tma", "RNNKERN_CONV_TMA_BATCH", "4", "'0' or '1'")])
+                                                    ("tma", "RNNKERN_CONV_TMA_BATCH", "4", "'0' or '1'"),
+                                                    ("tma", "RNNKERN_CONV_TMA_WEIGHT", "x", "'copy' or 'inplace'")])
 def test_cuda_tile_env_is_checked(monkeypatch, form, var, value, allowed):
     """The tile-width switches (and the TMA gather's pair and batch switches) are read where their
     form runs (an sm_90 GPU and an sm_90a build): a bf16 channels_last 3x3 convolution reaches both
