@@ -43,8 +43,8 @@
 // And a third gather, gather_tma_kernel: the forward / grad_input of channels_last tensors fed by
 // TMA im2col loads into a ring of 128-byte-swizzled stages (one producer thread, two consumer
 // warpgroups on wgmma; 128 x 128 or 128 x 256 tiles): 16-bit's default where it runs (tma_wanted),
-// any tensor-core dtype with RNNKERN_CONV_MMA=tma; RNNKERN_CONV_TMA_CLUSTER=2 pairs its CTAs to
-// share the weight tile through multicast copies.
+// any tensor-core dtype with RNNKERN_CONV_MMA=tma; RNNKERN_CONV_TMA_CLUSTER=2|4 runs its CTAs in
+// clusters that share the weight tile through multicast copies.
 // Mainloop: a ring of cp.async stages (kStages > 1; use_pipeline says where), else one shared
 // stage + register prefetch (the next step's global loads in flight while the tensor cores work
 // on the current one; RNNKERN_CONV_PIPELINE=0 forces it). Epilogue: accumulators staged through shared
@@ -1047,7 +1047,7 @@ template <int TN> struct TmaTile {
 };
 // One launch's problems: up to kTmaBatch of one call's tma_problems (a transposed mapping's stride
 // phases: the four of stride 2 in one launch), blocks [block_end[i - 1], block_end[i]) along x for
-// problem i (whole CTA pairs each), its maps beside it. 4 x (128 + 128 + sizeof(GatherParams)) bytes:
+// problem i (whole clusters each), its maps beside it. 4 x (128 + 128 + sizeof(GatherParams)) bytes:
 // within the 4 KB of kernel parameters every CUDA 12 driver takes.
 constexpr int kTmaBatch = 4;
 struct TmaBatch {
@@ -1193,7 +1193,7 @@ template <typename T, int TN, int CM>
 __global__ void __launch_bounds__(kTmaThreads, 1) gather_tma_kernel(const __grid_constant__ TmaBatch batch) {
 #if RNNKERN_HAS_WGMMA
   static_assert(CM == 1 || CM == 2 || CM == 4, "clusters of 1, 2 or 4 CTAs");
-  // This block's problem (its blocks along x: [block_end[pi - 1], block_end[pi]), whole pairs) and
+  // This block's problem (its blocks along x: [block_end[pi - 1], block_end[pi]), whole clusters) and
   // its tile in it; the problem's parameters and maps read in place from the parameter space.
   int pi = 0;
   while (pi + 1 < batch.count && static_cast<int>(blockIdx.x) >= batch.block_end[pi]) ++pi;
@@ -1236,7 +1236,7 @@ __global__ void __launch_bounds__(kTmaThreads, 1) gather_tma_kernel(const __grid
   int pn = -1, pho = 0, pwo = 0;
   if (tid < BM) {
     if (tile.loads == 0) {
-      // an idle CTA of a pair: no pixel (every slot -1, so its store loops store nothing)
+      // an idle CTA of a cluster: no pixel (every slot -1, so its store loops store nothing)
     } else if (p.tile_w > 0) {
       pho = ho0 + tid / seg;
       pwo = wo0 + tid % seg;
@@ -1259,8 +1259,8 @@ __global__ void __launch_bounds__(kTmaThreads, 1) gather_tma_kernel(const __grid
       if (hs >= 0 && hs < p.Hs && ws >= 0 && ws < p.Ws) mine |= 1ull << t;
     }
   }
-  // s_live zeroed and the barriers' initialisation visible (to the partner too: its copies and
-  // arrivals reach them)
+  // s_live zeroed and the barriers' initialisation visible (to the cluster's other CTAs too: their
+  // copies and arrivals reach them)
   if constexpr (CM == 1) __syncthreads();
   else cluster_sync_all();
   const unsigned lo = __reduce_or_sync(0xffffffffu, static_cast<unsigned>(mine));
@@ -1380,7 +1380,7 @@ __global__ void __launch_bounds__(kTmaThreads, 1) gather_tma_kernel(const __grid
       out[o + co] = from_acc<T>(v);
     }
   }
-  if constexpr (CM > 1) cluster_sync_all();  // the partner's arrivals on this CTA's barriers are done
+  if constexpr (CM > 1) cluster_sync_all();  // the other CTAs' arrivals on this CTA's barriers are done
 #else
   __trap();  // the host launches this form only on sm_90 with an sm_90a build
 #endif
@@ -1410,7 +1410,7 @@ __global__ void tma_stage_probe_kernel(const GatherParams p, const __grid_consta
     mbar_init_fence();
   }
   if constexpr (CM == 1) __syncthreads();
-  else cluster_sync_all();  // (both CTAs' stages filled and barriers initialised before any copy)
+  else cluster_sync_all();  // (every CTA's stage filled and barrier initialised before any copy)
   if (threadIdx.x == 0) {
     mbar_arrive_expect_tx(smem_u32(&bar), o.stage_bytes(tma_b_rows<TN, CM>(p, by * TN)));
     tma_issue_stage<TN, CM>(p, o, &map_x, &map_w, stage, smem_u32(&bar), g, by * TN, t, c0, rank);
