@@ -64,6 +64,7 @@ VARIANTS = {"cp.async": {"RNNKERN_CONV_PIPELINE": "1"},   # the ring forced on (
             # the grad_weight on TMA loads + wgmma (wgrad_tma_kernel: 16-bit channels_last, TF32 NCHW;
             # opt-in, rows below)
             "tma wgrad": {"RNNKERN_CONV_MMA": "tma"},
+            "tma wgrad pair": {"RNNKERN_CONV_MMA": "tma", "RNNKERN_CONV_TMA_CLUSTER": "2"},  # ... in CTA pairs
             # the forward and grad_input with the TMA gather's CTAs in pairs sharing the weight tile
             # (gather_tma_kernel's CM = 2, opt-in; rows below)
             "tma pair": {"RNNKERN_CONV_MMA": "tma", "RNNKERN_CONV_TMA_CLUSTER": "2"},
@@ -71,9 +72,9 @@ VARIANTS = {"cp.async": {"RNNKERN_CONV_PIPELINE": "1"},   # the ring forced on (
             # the forward's map reading a channels_last weight in place instead of a K-major copy (opt-in;
             # every case's weight has its input's layout; grad_input still copies, a control)
             "tma w inplace": {"RNNKERN_CONV_MMA": "tma", "RNNKERN_CONV_TMA_WEIGHT": "inplace"}}
-TMA_ONLY = ("tma", "tma n128", "tma n256", "via CL tma", "tma wgrad", "tma pair", "tma quad",
+TMA_ONLY = ("tma", "tma n128", "tma n256", "via CL tma", "tma wgrad", "tma wgrad pair", "tma pair", "tma quad",
             "tma w inplace")  # (their own rows below)
-WGRAD_ONLY = ("tma wgrad",)  # (its forward and dgrad are the default's)
+WGRAD_ONLY = ("tma wgrad", "tma wgrad pair")  # (their forward and dgrad are the default's)
 NCHW_ONLY = ("via CL", "via CL wgmma", "via CL tma")  # variants that change nothing for channels_last operands
 GATHER_ONLY = ("taps 9", "wgmma taps 1", "tma pair", "tma quad", "tma w inplace")  # forward and dgrad, not wgrad
 # (the TMA forms' grad_weight is wgrad_tma_kernel for 16-bit channels_last and TF32 NCHW, the
@@ -103,6 +104,10 @@ GPU_CASES = (
     # the grad_weight on TMA loads (opt-in), every bf16 channels_last and TF32 NCHW row
     + [Case(dt, dt == torch.bfloat16, 8, cin, 256, hw, d, variant="tma wgrad") for dt in (torch.bfloat16, torch.float32)
        for cin, hw, ds in ((256, 64, (1, 2, 6, 12, 18)), (2048, 32, (6, 12, 18))) for d in ds]
+    # ... and in CTA pairs sharing the input's boxes (16-bit; the 256 output channels are two 128-channel tiles)
+    + [Case(torch.bfloat16, True, 8, cin, 256, hw, d, variant="tma wgrad pair") for cin, hw, d in ((256, 64, 1),
+                                                                                                  (256, 64, 6),
+                                                                                                  (2048, 32, 18))]
     # the TMA gather's CTA pairs (opt-in) on every bf16 row the default runs it on, and TF32 channels_last
     + [Case(torch.bfloat16, True, 8, cin, 256, hw, d, variant="tma pair")
        for cin, hw, ds in ((256, 64, (1, 2, 6, 12, 18)), (2048, 32, (6, 12, 18))) for d in ds]

@@ -261,7 +261,9 @@ def conv_tma(dev):
                       RNNKERN_CONV_TMA_BATCH=batch):
             for dtype in (torch.float32, torch.bfloat16):
                 # (20 output channels: element stores, and a 16-bit grad_input the gather kernel runs)
-                for cin, cout, groups, pad, dil in ((24, 20, 1, 1, 1), (40, 136, 1, 12, 12), (128, 128, 2, 1, 1)):
+                # (512 output channels: four 128-channel tiles, the 16-bit grad_weight's clusters of 4)
+                for cin, cout, groups, pad, dil in ((24, 20, 1, 1, 1), (40, 136, 1, 12, 12), (128, 128, 2, 1, 1),
+                                                    (64, 512, 1, 1, 1)):
                     x = torch.randn(3, cin, 13, 11, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
                     w = torch.randn(cout, cin // groups, 3, 3, device=dev, dtype=dtype, requires_grad=True)
                     b = torch.randn(cout, device=dev, dtype=dtype)

@@ -1766,7 +1766,14 @@ __device__ __forceinline__ TmaWgradRowStep tma_wgrad_row_step(long long k, int O
   return {n, rem / spr, rem % spr * kTmaWgradRowPixels};
 }
 
-template <typename T, int TN>
+// CM > 1 (16-bit only; RNNKERN_CONV_TMA_CLUSTER=2|4, opt-in, not yet run on a GPU): clusters of CM
+// CTAs on neighbouring output-channel tiles (blockIdx.x = n tile x tiles_m + m tile; tiles_m a
+// multiple of CM) of the same tap, split and input-channel tile share the x boxes, the larger
+// operand (TN / 64 boxes against gy's 2): box j is loaded by rank j % CM and multicast into every
+// CTA's stage, as gather_tma_kernel's clusters share their weight tile. Their k-steps are the same
+// (same tap and split: the same dead steps); the empty barriers count every CTA's consumer warps,
+// each of which arrives on all of them; cluster barriers at the start and the end.
+template <typename T, int TN, int CM>
 __global__ void __launch_bounds__(kTmaThreads, 1)
     wgrad_tma_kernel(const WgradParams p, const __grid_constant__ CUtensorMap map_gy,
                      const __grid_constant__ CUtensorMap map_x) {
@@ -1774,6 +1781,7 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   // T = float: the TF32 NCHW form (K-major operands), else 16-bit channels_last (MN-major)
   constexpr bool kNchw = std::is_same_v<T, float>;
   static_assert(kNchw || sizeof(T) == 2, "the TMA grad_weight: TF32 NCHW or 16-bit channels_last");
+  static_assert(CM == 1 || (!kNchw && (CM == 2 || CM == 4)), "clusters: 16-bit channels_last, of 2 or 4");
   constexpr int kStages = TmaTile<TN>::kStages, kStageBytes = TmaTile<TN>::kStageBytes;
   constexpr int kBoxBytes = kTmaWgradPixels * 128;  // one box: 64 pixels x 64 channels
   static_assert(kStageBytes == 2 * kBoxBytes + TN / 64 * kBoxBytes, "a stage: gy's two boxes, then x's TN / 64");
@@ -1785,7 +1793,10 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   const int g = static_cast<int>(blockIdx.z);
   const int taps = p.KH * p.KW;
   const int t = static_cast<int>(blockIdx.y) % taps, split = static_cast<int>(blockIdx.y) / taps;
-  const int m0 = static_cast<int>(blockIdx.x) / p.tiles_n * BM, n0 = static_cast<int>(blockIdx.x) % p.tiles_n * TN;
+  const int tiles_m = (p.Kg + BM - 1) / BM;
+  const int m0 = (CM == 1 ? static_cast<int>(blockIdx.x) / p.tiles_n : static_cast<int>(blockIdx.x) % tiles_m) * BM;
+  const int n0 = (CM == 1 ? static_cast<int>(blockIdx.x) % p.tiles_n : static_cast<int>(blockIdx.x) / tiles_m) * TN;
+  const uint32_t rank = CM > 1 ? cluster_ctarank() : 0;
   const int r = t / p.KW, s = t - r * p.KW;
   const long long P = static_cast<long long>(p.N) * p.OH * p.OW, hw = static_cast<long long>(p.OH) * p.OW;
   const int spr = (p.OW + kTmaWgradRowPixels - 1) / kTmaWgradRowPixels;  // (the TF32 NCHW form's steps a row)
@@ -1807,13 +1818,14 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   if (tid == 0) {
     for (int st = 0; st < kStages; ++st) {
       mbar_init(smem_u32(&full[st]), 1);
-      mbar_init(smem_u32(&empty[st]), 8);  // one arrival per consumer warp
+      mbar_init(smem_u32(&empty[st]), 8 * CM);  // one arrival per consumer warp of the cluster
     }
     mbar_init_fence();
     tma_prefetch_map(&map_gy);
     tma_prefetch_map(&map_x);
   }
-  __syncthreads();
+  if constexpr (CM == 1) __syncthreads();
+  else cluster_sync_all();  // (the barriers initialised before another CTA's copies or arrivals reach them)
 
   float acc[TN / 2];
 #pragma unroll
@@ -1831,7 +1843,7 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
       for (long long k = k_begin; k < k_end; ++k) {
         if (dead(k)) continue;
         const int st = i % kStages;
-        if (i >= kStages) mbar_wait(smem_u32(&empty[st]), (i / kStages - 1) & 1);
+        if (i >= kStages) mbar_wait<(CM > 1)>(smem_u32(&empty[st]), (i / kStages - 1) & 1);
         const uint32_t bar = smem_u32(&full[st]), a = ring + st * kStageBytes;
         mbar_arrive_expect_tx(bar, stage_bytes);
         if constexpr (kNchw) {
@@ -1847,9 +1859,14 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
           const int ho = rem / p.OW, wo = rem - ho * p.OW;
           for (int h = 0; h < a_boxes; ++h)  // gy: output channels g Kg + m0 + 64 h ..., pixels m ...
             tma_load_2d(a + h * kBoxBytes, &map_gy, bar, g * p.Kg + m0 + 64 * h, static_cast<int>(m));
-          for (int j = 0; j < b_boxes; ++j)  // x: input channels g Cg + n0 + 64 j ... of the shifted pixels
-            tma_load_im2col_4d(a + (2 + j) * kBoxBytes, &map_x, bar, g * p.Cg + n0 + 64 * j, wo * p.sw - p.pl,
-                               ho * p.sh - p.pt, n, static_cast<uint16_t>(s * p.dw), static_cast<uint16_t>(r * p.dh));
+          for (int j = 0; j < b_boxes; ++j) {  // x: input channels g Cg + n0 + 64 j ... of the shifted pixels
+            const uint32_t dst = a + (2 + j) * kBoxBytes;
+            const int c = g * p.Cg + n0 + 64 * j, w = wo * p.sw - p.pl, h = ho * p.sh - p.pt;
+            const uint16_t ow = static_cast<uint16_t>(s * p.dw), oh = static_cast<uint16_t>(r * p.dh);
+            if constexpr (CM == 1) tma_load_im2col_4d(dst, &map_x, bar, c, w, h, n, ow, oh);
+            else if (j % CM == static_cast<int>(rank))  // (into every CTA of the cluster)
+              tma_load_im2col_4d_multicast(dst, &map_x, bar, c, w, h, n, ow, oh, static_cast<uint16_t>((1u << CM) - 1));
+          }
         }
         ++i;
       }
@@ -1880,7 +1897,12 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
       wgmma_commit();
       wgmma_wait<1>();
       wgmma_pin(acc);
-      if (i > 0 && lane == 0) mbar_arrive(smem_u32(&empty[(i - 1) % kStages]));
+      if (i > 0 && lane == 0) {
+        const uint32_t released = smem_u32(&empty[(i - 1) % kStages]);
+        mbar_arrive(released);
+#pragma unroll
+        for (uint32_t q = 1; q < CM; ++q) mbar_arrive_cluster(cluster_map(released, (rank + q) % CM));
+      }
       ++i;
     }
     wgmma_wait<0>();
@@ -1903,6 +1925,7 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
       }
     }
   }
+  if constexpr (CM > 1) cluster_sync_all();  // the other CTAs' copies into and arrivals on this CTA are done
 #else
   __trap();  // the host launches this form only on sm_90 with an sm_90a build
 #endif
@@ -2459,9 +2482,9 @@ int tma_tile_n(const std::vector<TmaProblem>& plan) {
   return 256;
 }
 
-// RNNKERN_CONV_TMA_CLUSTER=1|2|4 (read per call): the TMA gather's CTAs in clusters of 2 or 4
-// sharing the weight tile (gather_tma_kernel's CM), or alone (1, the default: the clusters have not
-// run on a GPU yet).
+// RNNKERN_CONV_TMA_CLUSTER=1|2|4 (read per call): the TMA forms' CTAs in clusters of 2 or 4 sharing
+// an operand (gather_tma_kernel's CM: the weight tile; wgrad_tma_kernel's, 16-bit: the input's
+// boxes), or alone (1, the default: the clusters have not run on a GPU yet).
 int tma_cluster() {
   const char* e = std::getenv("RNNKERN_CONV_TMA_CLUSTER");
   if (e == nullptr || *e == '\0') return 1;
@@ -2851,9 +2874,10 @@ bool launch_wgrad_tma(WgradParams p, bool cl, T* gw, const at::TensorOptions& op
     if (enc.im2col == nullptr || enc.tiled == nullptr) return refuse("no tensor-map encoders in this driver");
     const int forced = tma_tile_n_forced();
     const int tn = forced != 0 ? forced : p.Cg >= 256 ? 256 : 128;
-    const auto kernel = tn == 256 ? wgrad_tma_kernel<T, 256> : wgrad_tma_kernel<T, 128>;
-    const int bytes = tn == 256 ? TmaTile<256>::kSmemBytes : TmaTile<128>::kSmemBytes;
-    if (bytes > allow_full_shared_memory(kernel)) return refuse("too little shared memory");
+    // clusters (tma_cluster; the 16-bit form) over whole groups of m tiles: of the size asked where
+    // the m tiles divide into them, else of 2 where they do, else none
+    const int tiles_m = (p.Kg + BM - 1) / BM, asked = kNchw ? 1 : tma_cluster();
+    const int cm = tiles_m % asked == 0 ? asked : asked > 1 && tiles_m % 2 == 0 ? 2 : 1;
     alignas(64) CUtensorMap map_gy, map_x;
     const auto encoded = [](CUresult r) { return r == CUDA_SUCCESS; };
     bool ok;
@@ -2891,7 +2915,6 @@ bool launch_wgrad_tma(WgradParams p, bool cl, T* gw, const at::TensorOptions& op
     }
     if (!ok) return refuse("a tensor-map encoder refused");
     // split over the k-steps: about two CTAs an SM (one fits), at least 8 k-steps a split
-    const int tiles_m = (p.Kg + BM - 1) / BM;
     p.tiles_n = (p.Cg + tn - 1) / tn;
     const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
     const int64_t base = static_cast<int64_t>(tiles_m) * p.tiles_n * taps * p.G;
@@ -2904,8 +2927,28 @@ bool launch_wgrad_tma(WgradParams p, bool cl, T* gw, const at::TensorOptions& op
     p.ws = ws.data_ptr();
     const dim3 grid(static_cast<unsigned>(tiles_m * p.tiles_n), static_cast<unsigned>(taps * splits),
                     static_cast<unsigned>(p.G));
-    kernel<<<grid, kTmaThreads, bytes, stream>>>(p, map_gy, map_x);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const auto run = [&](auto tn_c, auto cm_c) {
+      constexpr int TN = decltype(tn_c)::value, CM = decltype(cm_c)::value;
+      const auto kernel = wgrad_tma_kernel<T, TN, CM>;
+      constexpr int bytes = TmaTile<TN>::kSmemBytes;
+      if (bytes > allow_full_shared_memory(kernel) || !clusters_fit<CM>(kernel, bytes)) return false;
+      launch_in_clusters<CM>(kernel, grid, kTmaThreads, bytes, stream, p, map_gy, map_x);
+      return true;
+    };
+    using N128 = std::integral_constant<int, 128>;
+    using N256 = std::integral_constant<int, 256>;
+    bool launched;
+    if constexpr (kNchw) {
+      launched = tn == 256 ? run(N256{}, std::integral_constant<int, 1>{}) : run(N128{}, std::integral_constant<int, 1>{});
+    } else {
+      const auto run_cm = [&](auto tn_c) {
+        return cm == 4   ? run(tn_c, std::integral_constant<int, 4>{})
+               : cm == 2 ? run(tn_c, std::integral_constant<int, 2>{})
+                         : run(tn_c, std::integral_constant<int, 1>{});
+      };
+      launched = tn == 256 ? run_cm(N256{}) : run_cm(N128{});
+    }
+    if (!launched) return refuse("too little shared memory, or no room for a cluster of its CTAs");
     const int blocks = static_cast<int>((outputs + kThreads - 1) / kThreads);
     wgrad_reduce_kernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<const float*>(p.ws), gw, p.splits, p.G, taps,
                                                            p.Kg, p.Cg);

@@ -339,6 +339,17 @@ __device__ __forceinline__ void tma_load_3d_multicast(uint32_t dst, const void* 
       "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(x0), "r"(x1), "r"(x2), "h"(cta_mask)
       : "memory");
 }
+// tma_load_im2col_4d's box multicast as tma_load_3d_multicast's.
+__device__ __forceinline__ void tma_load_im2col_4d_multicast(uint32_t dst, const void* map, uint32_t bar, int c, int w,
+                                                             int h, int n, uint16_t off_w, uint16_t off_h,
+                                                             uint16_t cta_mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.im2col.mbarrier::complete_tx::bytes.multicast::cluster [%0], "
+      "[%1, {%3, %4, %5, %6}], [%2], {%7, %8}, %9;\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c), "r"(w), "r"(h), "r"(n), "h"(off_w), "h"(off_h),
+      "h"(cta_mask)
+      : "memory");
+}
 
 #undef RNNKERN_WGMMA_ASYNC_T
 #undef RNNKERN_WGMMA_ASYNC

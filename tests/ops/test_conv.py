@@ -794,9 +794,10 @@ def test_cuda_wgmma_mn_probe(n):
 
 @pytest.mark.cuda
 @pytest.mark.untried
+@pytest.mark.parametrize("cluster", ["1", "2", "4"])
 @pytest.mark.parametrize("tile_n", ["128", "256", ""])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
-def test_cuda_tma_wgrad(monkeypatch, dtype, tile_n):
+def test_cuda_tma_wgrad(monkeypatch, dtype, tile_n, cluster):
     """RNNKERN_CONV_MMA=tma's grad_weight (conv.cu's wgrad_tma_kernel, split over the pixels and
     reduced in order): 16-bit channels_last (gy and the shifted input on TMA loads, both MN-major
     wgmma operands) and TF32 NCHW (rows of 32 pixels on tiled 4-D loads, K-major operands), against
@@ -804,9 +805,16 @@ def test_cuda_tma_wgrad(monkeypatch, dtype, tile_n):
     shape: an even number of input channels a group; TF32 NCHW also input widths a multiple of 4,
     output widths of 32 and unit column stride) and its bits compared run to run; 128- and
     256-column tiles (RNNKERN_CONV_TMA_N;
-    unset: 256 at >= 256 input channels a group)."""
+    unset: 256 at >= 256 input channels a group). 16-bit in clusters of 2 and 4 too
+    (RNNKERN_CONV_TMA_CLUSTER: CTAs on neighbouring output-channel tiles sharing the input's boxes,
+    where the 128-channel tiles divide into clusters, else of 2 where they do, else alone), with
+    extra cases of 2 and 4 such tiles: input channels short of a box and past one, groups, dilation
+    and strides."""
     if not _wgmma_runs():
         pytest.skip("the TMA form needs an sm_90 GPU and an sm_90a build")
+    if dtype == torch.float32 and cluster != "1":
+        pytest.skip("clusters are the 16-bit form's")
+    monkeypatch.setenv("RNNKERN_CONV_TMA_CLUSTER", cluster)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     monkeypatch.setenv("RNNKERN_CONV_MMA", "tma")
     if tile_n:
@@ -815,7 +823,11 @@ def test_cuda_tma_wgrad(monkeypatch, dtype, tile_n):
         monkeypatch.delenv("RNNKERN_CONV_TMA_N", raising=False)
     nchw = dtype == torch.float32
     layout = torch.contiguous_format if nchw else torch.channels_last
-    for xs, ws, kw in TMA_WGRAD_CASES:
+    cluster_cases = [((2, 64, 20, 20), (256, 64, 3, 3), dict(padding=1)),
+                     ((1, 72, 17, 9), (512, 72, 3, 3), dict(padding=(1, 2), dilation=2)),
+                     ((2, 128, 12, 12), (512, 64, 3, 3), dict(padding=1, groups=2)),
+                     ((2, 40, 21, 19), (256, 40, 3, 3), dict(stride=2, padding=6, dilation=6))]
+    for xs, ws, kw in TMA_WGRAD_CASES + (cluster_cases if cluster != "1" else []):
         got, ref, tols = _cuda_vs_fp64(xs, ws, kw, dtype, layout)
         assert rel_err(got[2], ref[2]) < tols[2], (rel_err(got[2], ref[2]), tols[2], xs, ws, kw)
         x = torch.randn(xs, device="cuda", dtype=dtype).contiguous(memory_format=layout).requires_grad_()
@@ -831,6 +843,11 @@ def test_cuda_tma_wgrad(monkeypatch, dtype, tile_n):
             runs = runs and xs[3] % 4 == 0 and got[0].shape[3] % 32 == 0 and (stride if isinstance(stride, int)
                                                                               else stride[1]) == 1
         assert sum("wgrad_tma_kernel<" in n for n in names) == int(runs), (xs, ws, kw, names)
+        if runs and not nchw:  # the cluster size launch_wgrad_tma picks from the 128-channel tiles
+            tiles_m, asked = -(-(ws[0] // kw.get("groups", 1)) // 128), int(cluster)
+            cm = asked if tiles_m % asked == 0 else 2 if asked > 1 and tiles_m % 2 == 0 else 1
+            assert [m.group(1) for m in map(re.compile(r"wgrad_tma_kernel<[^<>]+?,(\d)>\(").search, names) if m] \
+                == [str(cm)], (xs, ws, kw, names)
         # the same bits run to run (an ordered reduction of the splits, no atomics)
         w.grad = None
         fwd_bwd()
