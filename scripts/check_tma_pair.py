@@ -1,9 +1,14 @@
-"""A model check, in plain Python, of the cluster protocol of conv.cu's gather_tma_kernel<T, TN, CM>
-for CM = 2 and CM = 4 (RNNKERN_CONV_TMA_CLUSTER=2|4: clusters of CM CTAs on neighbouring pixel tiles
-and the same output channels n0, CTA rank h loading part h of the TN-row weight tile B, rows
-h * TN / CM ..., with a TMA multicast copy into every CTA's stage). The hardware steps are modelled
-from their documentation, not from the kernel; the kernel's protocol, as conv.cu writes it, is then
-run through the model under many random interleavings:
+"""A model check, in plain Python, of the cluster protocols of two conv.cu kernels for CM = 2 and CM = 4
+(RNNKERN_CONV_TMA_CLUSTER=2|4):
+- gather_tma_kernel<T, TN, CM>: clusters of CM CTAs on neighbouring pixel tiles and the same output
+  channels n0, CTA rank h loading part h of the TN-row weight tile B, rows h * TN / CM ..., with a
+  TMA multicast copy into every CTA's stage;
+- wgrad_tma_kernel<T, TN, CM> (16-bit channels_last; "the wgrad protocol" below): clusters of CM CTAs
+  on neighbouring output-channel tiles m0 of the same input-channel tile n0, tap and split, rank
+  j % CM loading x box j (64 pixels x 64 input channels) with a multicast copy into every CTA's
+  stage, each CTA its own gy boxes.
+The hardware steps are modelled from their documentation, not from the kernels; each kernel's
+protocol, as conv.cu writes it, is then run through the model under many random interleavings:
 
 - the mbarrier (PTX ISA, "Parallel Synchronization and Communication Instructions: mbarrier":
   contents of the object = current phase, pending arrival count, expected arrival count, tx-count;
@@ -47,8 +52,9 @@ so every CTA's barrier sees all 8 * CM arrivals of step j before any of step j +
 order, one location), whatever the order of a warp's arrivals. The model still tags and checks
 the phase of every arrival.
 
-What is run through the model (the kernel's protocol, as conv.cu writes it; the script first checks
-that the conv.cu lines it replays are still there, ANCHORS, and fails when one is gone):
+What is run through the model for gather_tma_kernel (the kernel's protocol, as conv.cu writes it;
+the script first checks that the conv.cu lines it replays are still there, ANCHORS, and fails when
+one is gone):
 CM CTAs (ranks 0 ... CM - 1, blockIdx.x % CM), each with 12 warp agents: warp 0 (tid 0: barrier
 init, s_live = 0, the producer loop), warps 1-3 (idle after the prologue), warps 4-11 (the two
 consumer warpgroups). The prologue: s_out written by the warps of tid < BM (guarded as conv.cu
@@ -86,14 +92,46 @@ end of a problem and never rank 0.
 
     python scripts/check_tma_pair.py
 
-(SEEDS[CM] random schedules for each parameter set: 192 sets at CM = 2, 256 at CM = 4; ~25 s on
-one core.) Not run through the model: tma_stage_probe_kernel's CM > 1 form (one stage, one phase:
+The wgrad protocol (wgrad_tma_kernel, CM > 1; its own anchors, W_ANCHORS, in the kernel's body and
+launch_wgrad_tma): CM CTAs of 12 warps, blocks x0 ... x0 + CM - 1 of a grid of tiles_m x tiles_n
+blocks along x (m tile = blockIdx.x % tiles_m, n tile = blockIdx.x / tiles_m; tiles_m a multiple of
+CM, as the host's choice guarantees), rank = blockIdx.x % CM. Prologue: tid 0 initialises full[s]
+(count 1) and empty[s] (count 8 * CM) and fences, cluster_sync_all. Each CTA's a_boxes =
+min(2, (Kg - m0 + 63) / 64) (1 or 2: the last m tile may have fewer, so they differ within a
+cluster), b_boxes = min(TN / 64, (Cg - n0 + 63) / 64) (1 ... TN / 64; with b_boxes < CM some ranks
+issue no x box). The live k-steps: k in [k_begin, k_end) of the split, not dead(k), the same in
+every CTA (a taint pass over the kernel's declarations shows that k_begin, k_end and the dead(k)
+lambda depend on nothing computed from blockIdx.x, threadIdx.x or %cluster_ctarank; six edits of the
+kernel that break it are flagged). Producer (tid 0): for live k-step i: if i >= S wait empty[i % S]
+parity (i / S - 1) & 1 (acquire.cluster); arrive.expect_tx(full[i % S], (a_boxes + b_boxes) * 8192);
+its gy boxes h < a_boxes (own CTA only); the x boxes j < b_boxes with j % CM == rank, multicast with
+ctaMask (1 << CM) - 1. Warps 1-3: nothing. Consumer warps (warpgroup cw = 1, 2 reads gy box cw - 1
+and every x box): full wait, wgmma, wait_group<1>, then lane 0's release of step i - 1 on own empty
+and on CTA (rank + q) % CM's, q = 1 ... CM - 1; wait_group<0>; the epilogue stores the accumulators
+to global memory (no shared memory: checked on the source); the final cluster_sync_all, exit. Its
+checks: (a), (b) (a warp's read of k-step i sees its own CTA's gy boxes of k-step i, the never-
+written marker for its gy box past a_boxes and the x boxes past b_boxes, and all b_boxes x boxes of
+k-step i tagged with its own n0; no landing in a stage a warp of its destination still reads),
+(d), (e) as above; (g) every CTA the same live k-steps; (h) the cluster's CTAs share n0 (hence
+b_boxes), tap and split, on CM different m tiles. The host side: launch_wgrad_tma's cm (asked where
+tiles_m % asked == 0, else 2 where tiles_m is even, else 1) divides tiles_m, and the kernel's tile
+decomposition gives every cluster one n0 and every tile once (control: the m-major decomposition
+does not). Mutants (all caught, at CM = 2 and 4): empty count 8, no remote arrivals, every rank
+issuing every x box, expect_tx counting only the x boxes a rank issues, no final cluster_sync_all,
+an m-major blockIdx.x decomposition, __syncthreads instead of the first cluster_sync_all, expect_tx
+counting two gy boxes always, ctaMask of the issuer only, the empty wait one phase off, the release
+before wait_group<1>, remote arrivals at rank q instead of (rank + q) % CM; box j issued by rank j
+only (CM = 2; at CM = 4 it is the protocol).
+
+(SEEDS[CM] random schedules for each parameter set of the gather protocol: 192 sets at CM = 2, 256
+at CM = 4; W_SEEDS[CM] for the wgrad protocol's 96 sets at each CM; ~27 s on one core.) Not run
+through the model: tma_stage_probe_kernel's CM > 1 form (one stage, one phase:
 fill, fence, cluster_sync_all, expect_tx + copies, wait parity 0, cluster_sync_all; the k-step-0
 case of this one), nor CM = 1 (no cluster: __syncthreads where the cluster barriers are).
 
 This checks a protocol against documented semantics, not the hardware: a GPU run of the CM = 2 and
-CM = 4 forms (tests/ops/test_conv.py with RNNKERN_CONV_TMA_CLUSTER=2 / 4 on an H100 / H200) is what
-verifies it."""
+CM = 4 forms of both kernels (tests/ops/test_conv.py with RNNKERN_CONV_TMA_CLUSTER=2 / 4 on an H100 /
+H200) is what verifies them."""
 import os
 import random
 import re
@@ -402,8 +440,7 @@ class Sim:
         d, st, slot, tag, nbytes, want, r = copy
         self.issuer_pending[r] -= 1
         self.dst_pending[d] -= 1
-        who = f"CTA{r}'s {'A box' if slot < PART_B else 'B part'} {slot if slot < PART_B else slot - PART_B} " \
-              f"of k-step {tag[1]} (stage {st})"
+        who = f"CTA{r}'s {self.slot_desc(slot)} of k-step {self.tag_step(tag)} (stage {st})"
         if d != r:
             self.remote(d, who, "a multicast landing")
         if self.exited[d]:
@@ -416,6 +453,17 @@ class Sim:
                 break
         self.mem[d][st][slot] = tag
         self.full[d][st].complete_tx(nbytes, want, who)
+
+    @staticmethod
+    def slot_desc(slot):
+        return f"A box {slot}" if slot < PART_B else f"B part {slot - PART_B}"
+
+    @staticmethod
+    def tag_step(tag):
+        return tag[1]
+
+    def nsteps(self):
+        return bin(self.cfg.union).count("1") * self.cfg.chunks
 
     def expected(self, r, wg, i, step):
         c = self.cfg
@@ -553,38 +601,7 @@ class Sim:
             else:
                 remote_to = others
 
-            def release(k):             # own empty, then CTA (rank + r) % CM's, one instruction each
-                self.empty[r][k % S].arrive(k // S, who)
-                for d in remote_to:
-                    yield None
-                    if d != r:
-                        self.remote(d, who, f"arrive on empty[{k % S}] for k-step {k}")
-                    if not self.exited[d]:
-                        self.empty[d][k % S].arrive(k // S, who)
-                yield None
-
-            for i in range(ks):
-                st = i % S
-                fb, par = self.full[r][st], (i // S) & 1
-                where[a] = f"wait {fb.name} parity {par} (k-step {i})"
-                yield lambda fb=fb, par=par: (fb.phase & 1) != par
-                self.check_stage(r, a, st, i, seq[i], "reads")
-                readers[st][a] = i            # wgmma issued, committed: reads stage st until completed
-                yield None
-                if early and i < ks - 1:
-                    yield from release(i)
-                if i > 0:                     # wgmma_wait<1>: k-step i - 1 complete
-                    pst = (i - 1) % S
-                    self.check_stage(r, a, pst, i - 1, seq[i - 1], "still reading")
-                    del readers[pst][a]
-                    yield None
-                    if not early:
-                        yield from release(i - 1)
-            if ks:                            # wgmma_wait<0>
-                pst = (ks - 1) % S
-                self.check_stage(r, a, pst, ks - 1, seq[ks - 1], "still reading")
-                del readers[pst][a]
-                yield None
+            yield from self.consumer_mainloop(r, a, who, ks, seq, remote_to, early)
             self.in_mainloop[r] -= 1
         if ck.stop:
             return
@@ -610,11 +627,50 @@ class Sim:
             yield from self.bar_sync(self.cbar)
         self.finish(r)
 
+    def consumer_mainloop(self, r, a, who, ks, seq, remote_to, early):
+        """A consumer warp of CTA r over its ks k-steps (both protocols): wait full, read the stage
+        until the next wgmma_wait completes it, then release it on its own empty barrier and on
+        remote_to's (early: released before the wait, a mutant)."""
+        S, where, readers = self.cfg.S, self.where[r], self.readers[r]
+
+        def release(k):             # own empty, then CTA (rank + r) % CM's, one instruction each
+            self.empty[r][k % S].arrive(k // S, who)
+            for d in remote_to:
+                yield None
+                if d != r:
+                    self.remote(d, who, f"arrive on empty[{k % S}] for k-step {k}")
+                if not self.exited[d]:
+                    self.empty[d][k % S].arrive(k // S, who)
+            yield None
+
+        for i in range(ks):
+            st = i % S
+            fb, par = self.full[r][st], (i // S) & 1
+            where[a] = f"wait {fb.name} parity {par} (k-step {i})"
+            yield lambda fb=fb, par=par: (fb.phase & 1) != par
+            self.check_stage(r, a, st, i, seq[i], "reads")
+            readers[st][a] = i            # wgmma issued, committed: reads stage st until completed
+            yield None
+            if early and i < ks - 1:
+                yield from release(i)
+            if i > 0:                     # wgmma_wait<1>: k-step i - 1 complete
+                pst = (i - 1) % S
+                self.check_stage(r, a, pst, i - 1, seq[i - 1], "still reading")
+                del readers[pst][a]
+                yield None
+                if not early:
+                    yield from release(i - 1)
+        if ks:                            # wgmma_wait<0>
+            pst = (ks - 1) % S
+            self.check_stage(r, a, pst, ks - 1, seq[ks - 1], "still reading")
+            del readers[pst][a]
+            yield None
+
     # -- the scheduler -------------------------------------------------------------------------
     def run(self, mode, p_land):
         rng = self.rng
         CM = self.cfg.CM
-        ks = bin(self.cfg.union).count("1") * self.cfg.chunks
+        ks = self.nsteps()
         slow_cta, slow_warp = rng.randrange(CM), rng.randrange(CONSUMER0, NAGENTS)
         agents = []
         for r in range(CM):
@@ -920,7 +976,627 @@ def layout_check():
     return problems, control_differs
 
 
+# =============================================================================================
+# wgrad_tma_kernel<T, TN, CM = 2 | 4> (16-bit channels_last): the grad_weight's clusters
+
+W_BOX = 64 * ROW            # one box: 64 pixels x 64 channels (kTmaWgradPixels * 128 bytes)
+W_X0 = 2                    # mem slot of x box j: W_X0 + j (gy boxes: 0, 1)
+
+
+def wgrad_body(text):
+    """wgrad_tma_kernel's text, from its __global__ declaration to its #else."""
+    start = re.search(r"__global__[^;{]*\bwgrad_tma_kernel\(", text).start()
+    return text[start:text.index("#else", start)]
+
+
+def launch_wgrad_tma_body(text):
+    """launch_wgrad_tma's text (its definition, up to the next `template <typename T>`)."""
+    start = re.search(r"\bbool launch_wgrad_tma\(WgradParams p", text).start()
+    return text[start:text.index("template <typename T>", start)]
+
+
+# (what the model assumes, the code that says so, where: "w" wgrad_tma_kernel's body, "h"
+# launch_wgrad_tma, "f" conv.cu); comments removed, whitespace collapsed
+W_ANCHORS = [
+    ("kStages 5 (TN 128) / 4 (TN 256)", "static constexpr int kStages = TN == 128 ? 5 : 4;", "f"),
+    ("kStageBytes = (BM + TN) * 128", "static constexpr int kStageBytes = (BM + TN) * 128;", "f"),
+    ("384 threads: 12 warps", "constexpr int kTmaThreads = 384;", "f"),
+    ("k-steps of 64 pixels", "constexpr int kTmaWgradPixels = 64;", "f"),
+    ("clusters: 16-bit channels_last, of 2 or 4",
+     "static_assert(CM == 1 || (!kNchw && (CM == 2 || CM == 4)),", "w"),
+    ("the ring and its boxes", "constexpr int kStages = TmaTile<TN>::kStages, kStageBytes = TmaTile<TN>::kStageBytes; "
+     "constexpr int kBoxBytes = kTmaWgradPixels * 128;", "w"),
+    ("a stage: gy's two boxes, then x's TN / 64", "static_assert(kStageBytes == 2 * kBoxBytes + TN / 64 * kBoxBytes,",
+     "w"),
+    ("tap and split from blockIdx.y (the same in a cluster along x)",
+     "const int t = static_cast<int>(blockIdx.y) % taps, split = static_cast<int>(blockIdx.y) / taps;", "w"),
+    ("tiles_m as the host's", "const int tiles_m = (p.Kg + BM - 1) / BM;", "w"),
+    ("CM > 1: m tile = blockIdx.x % tiles_m",
+     "const int m0 = (CM == 1 ? static_cast<int>(blockIdx.x) / p.tiles_n : static_cast<int>(blockIdx.x) % tiles_m) "
+     "* BM;", "w"),
+    ("CM > 1: n tile = blockIdx.x / tiles_m",
+     "const int n0 = (CM == 1 ? static_cast<int>(blockIdx.x) % p.tiles_n : static_cast<int>(blockIdx.x) / tiles_m) "
+     "* TN;", "w"),
+    ("rank = %cluster_ctarank", "const uint32_t rank = CM > 1 ? cluster_ctarank() : 0;", "w"),
+    ("the split's k range",
+     "const long long k_begin = steps * split / p.splits, k_end = steps * (split + 1) / p.splits;", "w"),
+    ("full[st]: count 1, empty[st]: count 8 * CM, fenced",
+     "if (tid == 0) { for (int st = 0; st < kStages; ++st) { mbar_init(smem_u32(&full[st]), 1); "
+     "mbar_init(smem_u32(&empty[st]), 8 * CM); } mbar_init_fence();", "w"),
+    ("cluster_sync_all after the barrier init",
+     "if constexpr (CM == 1) __syncthreads(); else cluster_sync_all();", "w"),
+    ("warpgroups: wg 0 (warps 0-3) produces, 1 and 2 (warps 4-11) consume",
+     "const int wg = tid / 128, warp = tid / 32 % 4, lane = tid % 32;", "w"),
+    ("a_boxes: gy boxes starting below Kg (1 or 2)",
+     "const int a_boxes = kNchw ? 2 : min(2, (p.Kg - m0 + 63) / 64);", "w"),
+    ("b_boxes: x boxes starting below Cg", "const int b_boxes = kNchw ? TN / 64 : min(TN / 64, (p.Cg - n0 + 63) / 64);",
+     "w"),
+    ("expect_tx: own gy boxes + every x box", "const uint32_t stage_bytes = static_cast<uint32_t>((a_boxes + b_boxes) "
+     "* kBoxBytes);", "w"),
+    ("the producer: tid 0 of warpgroup 0, over the live k-steps, empty wait (acquire.cluster), then expect_tx",
+     "if (wg == 0) { if (tid == 0) { int i = 0; for (long long k = k_begin; k < k_end; ++k) { if (dead(k)) continue; "
+     "const int st = i % kStages; if (i >= kStages) mbar_wait<(CM > 1)>(smem_u32(&empty[st]), (i / kStages - 1) & 1); "
+     "const uint32_t bar = smem_u32(&full[st]), a = ring + st * kStageBytes; mbar_arrive_expect_tx(bar, stage_bytes);",
+     "w"),
+    ("own gy boxes h < a_boxes at h * 8192",
+     "for (int h = 0; h < a_boxes; ++h) tma_load_2d(a + h * kBoxBytes, &map_gy, bar, g * p.Kg + m0 + 64 * h, "
+     "static_cast<int>(m));", "w"),
+    ("x box j < b_boxes at (2 + j) * 8192", "for (int j = 0; j < b_boxes; ++j) { const uint32_t dst = a + (2 + j) * "
+     "kBoxBytes;", "w"),
+    ("x box j by rank j % CM, multicast to all CM CTAs",
+     "if constexpr (CM == 1) tma_load_im2col_4d(dst, &map_x, bar, c, w, h, n, ow, oh); else if (j % CM == "
+     "static_cast<int>(rank)) tma_load_im2col_4d_multicast(dst, &map_x, bar, c, w, h, n, ow, oh, "
+     "static_cast<uint16_t>((1u << CM) - 1));", "w"),
+    ("i counts the live k-steps; warpgroup 0 then leaves", "++i; } } __syncwarp(); } else {", "w"),
+    ("consumer: the same live k-steps, full wait",
+     "int i = 0; for (long long k = k_begin; k < k_end; ++k) { if (dead(k)) continue; const int st = i % kStages; "
+     "mbar_wait(smem_u32(&full[st]), (i / kStages) & 1);", "w"),
+    ("warpgroup cw reads gy box cw and every x box",
+     "const uint32_t a = ring + st * kStageBytes + cw * kBoxBytes, b = ring + st * kStageBytes + 2 * kBoxBytes;", "w"),
+    ("wgmma_wait<1>, release of step i - 1: own empty, then CTA (rank + q) % CM's",
+     "wgmma_commit(); wgmma_wait<1>(); wgmma_pin(acc); if (i > 0 && lane == 0) { const uint32_t released = "
+     "smem_u32(&empty[(i - 1) % kStages]); mbar_arrive(released); #pragma unroll for (uint32_t q = 1; q < CM; ++q) "
+     "mbar_arrive_cluster(cluster_map(released, (rank + q) % CM)); } ++i; } wgmma_wait<0>();", "w"),
+    ("the host: tiles_m, the cluster asked (16-bit)",
+     "const int tiles_m = (p.Kg + BM - 1) / BM, asked = kNchw ? 1 : tma_cluster();", "h"),
+    ("the host's cluster: asked where tiles_m % asked == 0, else 2 where even, else 1",
+     "const int cm = tiles_m % asked == 0 ? asked : asked > 1 && tiles_m % 2 == 0 ? 2 : 1;", "h"),
+    ("the host's tiles_n", "p.tiles_n = (p.Cg + tn - 1) / tn;", "h"),
+    ("grid.x = tiles_m * tiles_n, grid.y = taps * splits",
+     "const dim3 grid(static_cast<unsigned>(tiles_m * p.tiles_n), static_cast<unsigned>(taps * splits), "
+     "static_cast<unsigned>(p.G));", "h"),
+    ("launched in clusters of CM along x",
+     "launch_in_clusters<CM>(kernel, grid, kTmaThreads, bytes, stream, p, map_gy, map_x);", "h"),
+    ("the 16-bit form's CM is cm", "return cm == 4 ? run(tn_c, std::integral_constant<int, 4>{}) : cm == 2 ? "
+     "run(tn_c, std::integral_constant<int, 2>{}) : run(tn_c, std::integral_constant<int, 1>{});", "h"),
+    ("clusters of CM CTAs along x", "attr[0].val.clusterDim.x = CM;", "f"),
+]
+
+
+def _split_top(s, sep):
+    """s split at `sep` outside (), [], {}."""
+    out, depth, cur = [], 0, []
+    for ch in s:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if ch == sep and depth == 0:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur))
+    return out
+
+
+_IDENT = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+_W_SOURCES = {"blockIdx.x", "threadIdx.x", "cluster_ctarank"}   # what differs between the CTAs / threads
+
+
+def wgrad_uniform_steps(text):
+    """Whether the k-steps (the loops' k_begin / k_end and the dead(k) lambda) depend only on what
+    every thread of a cluster shares (no blockIdx.x, threadIdx.x, cluster_ctarank, nor anything
+    computed from them): a taint pass over the kernel's declarations before its barrier init.
+    Returns (problems, the names found to differ between CTAs / threads, the lambda's free names)."""
+    body = _code(wgrad_body(text))
+    problems = []
+    lam = re.search(r"const auto dead = \[&\]\(long long k\) \{", body)
+    init = body.find("if (tid == 0) { for (int st = 0;")
+    if not lam or init < 0:
+        return ["the dead(k) lambda or the barrier init not found"], set(), set()
+    depth, i = 0, lam.end() - 1
+    while True:
+        if body[i] == "{":
+            depth += 1
+        elif body[i] == "}":
+            depth -= 1
+            if depth == 0:
+                break
+        i += 1
+    lam_body = body[lam.end():i]
+    prefix = body[:lam.start()]
+    prefix = prefix[prefix.index("{") + 1:]       # after the signature
+    tainted = set()
+    for stmt in _split_top(prefix, ";"):
+        stmt = re.sub(r"#\w+(?: [A-Z_0-9]+)?", " ", stmt).strip()     # (#if RNNKERN_HAS_WGMMA)
+        if not stmt or stmt.startswith("static_assert") or stmt.startswith("__shared__") or stmt.startswith("extern"):
+            continue
+        m = re.match(r"(\w+)\((.*)\)$", stmt)
+        if m and "=" not in stmt:                  # a call: its &outputs depend on its other arguments
+            args = _split_top(m.group(2), ",")
+            outs = [a.strip()[1:] for a in args if a.strip().startswith("&")]
+            deps = set(_IDENT.findall(" ".join(a for a in args if not a.strip().startswith("&"))))
+            if deps & (tainted | _W_SOURCES):
+                tainted.update(outs)
+            continue
+        for part in _split_top(stmt, ","):
+            m = re.search(r"(\w+)\s*=(?!=)(.*)$", part, re.S)
+            if not m:
+                continue
+            deps = set(_IDENT.findall(m.group(2)))
+            if any(d in _W_SOURCES or d.split(".")[0] in tainted for d in deps) or \
+                    any(src in m.group(2) for src in _W_SOURCES):
+                tainted.add(m.group(1))
+    for need in ("m0", "n0", "rank", "tid"):
+        if need not in tainted:
+            problems.append(f"the taint pass missed {need} (it should differ between CTAs / threads)")
+    lam_free = {d.split(".")[0] for d in _IDENT.findall(lam_body)} - {"k", "if", "constexpr", "return", "true",
+                                                                        "false", "else", "const"}
+    bad = sorted((lam_free | {"k_begin", "k_end"}) & tainted)
+    if bad:
+        problems.append(f"the k-steps depend on {bad}, which differ between the CTAs of a cluster / its threads")
+    rest = body[i:]
+    if "return" in rest or "return" in prefix:
+        problems.append("a return outside the dead(k) lambda (a thread could skip the final cluster_sync_all)")
+    if body.count("__syncthreads") != 1:
+        problems.append("a __syncthreads besides the CM == 1 one after the barrier init")
+    # the epilogue: from wgmma_wait<0> on, no shared memory (the accumulators straight to global)
+    epi = body[body.rindex("wgmma_wait<0>();"):]
+    for word in ("ring", "tma_smem_raw", "smem_u32", "full[", "empty[", "__syncthreads", "mbar_"):
+        if word in epi:
+            problems.append(f"the epilogue touches {word!r} (the model has it write global memory only)")
+    if not re.search(r"if constexpr \(CM > 1\) cluster_sync_all\(\); ?$", body):
+        problems.append("the final cluster_sync_all is not the kernel's last statement")
+    return problems, tainted, lam_free
+
+
+def check_w_anchors(text):
+    body = _code(wgrad_body(text))
+    host = _code(launch_wgrad_tma_body(text))
+    t = _code(text)
+    src = {"w": body, "h": host, "f": t}
+    return [what for what, code, where in W_ANCHORS if _norm(code) not in src[where]]
+
+
+def wgrad_tile(x, tiles_m, tiles_n, CM, m_major=False):
+    """wgrad_tma_kernel's (m tile, n tile) of blockIdx.x: CM == 1 (or the m-major mutant) x / tiles_n,
+    x % tiles_n; CM > 1 x % tiles_m, x / tiles_m."""
+    if CM == 1 or m_major:
+        return x // tiles_n, x % tiles_n
+    return x % tiles_m, x // tiles_m
+
+
+def host_cluster(tiles_m, asked):
+    """launch_wgrad_tma's cm."""
+    return asked if tiles_m % asked == 0 else 2 if asked > 1 and tiles_m % 2 == 0 else 1
+
+
+def wgrad_host_check(rng):
+    """launch_wgrad_tma's cluster choice and the kernel's tile of each block: for tiles_m 1 ... 40,
+    tiles_n 1 ... 5, RNNKERN_CONV_TMA_CLUSTER 1 / 2 / 4 and random Kg / Cg / TN: cm divides tiles_m
+    (so grid.x = tiles_m * tiles_n is whole clusters), cm = asked where tiles_m % asked == 0, else 2
+    where tiles_m is even, else 1; every cluster (blocks cm j ... cm j + cm - 1, rank = blockIdx.x %
+    cm) has one n tile (n0), hence one b_boxes, and cm different m tiles; every (m, n) tile once.
+    Returns (the first violation or None, the control: the m-major decomposition puts some cluster
+    across two n tiles)."""
+    control = False
+    for tiles_m in range(1, 41):
+        for tiles_n in range(1, 6):
+            for asked in (1, 2, 4):
+                cm = host_cluster(tiles_m, asked)
+                if tiles_m % cm or cm > asked or (tiles_m % asked == 0 and cm != asked) or \
+                        (asked == 4 and tiles_m % 4 and tiles_m % 2 == 0 and cm != 2):
+                    return f"tiles_m {tiles_m}, asked {asked}: cm {cm}", control
+                TN = rng.choice((128, 256))
+                Kg = (tiles_m - 1) * BM + rng.randint(1, BM)
+                Cg = (tiles_n - 1) * TN + 2 * rng.randint(1, TN // 2)
+                blocks = tiles_m * tiles_n
+                if blocks % cm:
+                    return f"grid.x {blocks} not whole clusters of {cm}", control
+                seen = set()
+                for j in range(0, blocks, cm):
+                    tiles = [wgrad_tile(x, tiles_m, tiles_n, cm) for x in range(j, j + cm)]
+                    if len({n for _, n in tiles}) != 1:
+                        return f"tiles_m {tiles_m}, tiles_n {tiles_n}, cm {cm}: cluster {j} spans n tiles " \
+                               f"{sorted({n for _, n in tiles})}", control
+                    if len({m for m, _ in tiles}) != cm:
+                        return f"tiles_m {tiles_m}, tiles_n {tiles_n}, cm {cm}: cluster {j} repeats an m tile", control
+                    bb = {min(TN // 64, (Cg - n * TN + 63) // 64) for _, n in tiles}
+                    ab = [min(2, (Kg - m * BM + 63) // 64) for m, _ in tiles]
+                    if len(bb) != 1 or min(bb) < 1 or min(ab) < 1:
+                        return f"cluster {j}: b_boxes {bb}, a_boxes {ab}", control
+                    seen.update(tiles)
+                    if cm > 1 and len({n for _, n in (wgrad_tile(x, tiles_m, tiles_n, cm, True)
+                                                      for x in range(j, j + cm))}) > 1:
+                        control = True
+                if seen != {(m, n) for m in range(tiles_m) for n in range(tiles_n)}:
+                    return f"tiles_m {tiles_m}, tiles_n {tiles_n}, cm {cm}: not every tile once", control
+    return None, control
+
+
+# name: (what the mutant changes, the cluster sizes it is run at)
+W_MUTANTS = {
+    "w_empty_count_8": ("empty[s] initialised with 8 arrivals (one CTA's consumer warps)", CMS),
+    "w_no_remote_arrive": ("consumer warps arrive on their own CTA's empty barrier only", CMS),
+    "w_x_every_rank": ("every rank issues every x box (j % CM == rank ignored: CM complete-tx a box)", CMS),
+    "w_expect_own_x_only": ("expect_tx counts only the x boxes this rank issues", CMS),
+    "w_no_final_cluster_sync": ("no cluster_sync_all at the end of the kernel", CMS),
+    "w_m_major": ("blockIdx.x decomposed m-major (the CM == 1 form: m = x / tiles_n, n = x % tiles_n)", CMS),
+    "w_init_syncthreads": ("__syncthreads after the barrier init instead of cluster_sync_all", CMS),
+    "w_expect_two_gy": ("expect_tx counts two gy boxes always (not a_boxes)", CMS),
+    "w_multicast_self_only": ("the x boxes' ctaMask holds only the issuing CTA", CMS),
+    "w_empty_wait_parity_off": ("the producer's empty wait with parity (i / S) & 1", CMS),
+    "w_release_before_wgmma_wait": ("a consumer releases step i right after issuing its wgmma", CMS),
+    "w_x_rank_j": ("x box j issued by rank j only (none past CM - 1: j == rank, not j % CM == rank)", (2,)),
+    "w_arrive_map_q": ("the remote arrivals on cluster_map(released, q) instead of (rank + q) % CM", CMS),
+}
+
+
+class WConfig:
+    __slots__ = ("CM", "TN", "S", "nx", "Kg", "Cg", "tiles_m", "tiles_n", "x0", "by", "taps", "splits", "steps",
+                 "live", "m0", "n0", "a_boxes", "b_boxes", "tsplit", "seqs", "ks", "name")
+
+
+def make_wconfig(rng, CM, TN, ksteps, bb, a_last, mut=()):
+    """A cluster of CM CTAs (blocks x0 ... x0 + CM - 1 of a grid of tiles_m x tiles_n, tiles_m a
+    multiple of CM as the host guarantees) whose n tile has bb x boxes (the last n tile where bb <
+    TN / 64) and, where it holds the last m tile (mostly), a last tile of a_last gy boxes; a tap and
+    split (blockIdx.y) whose k range holds `ksteps` live k-steps among dead ones."""
+    c = WConfig()
+    c.CM, c.TN, c.S, c.nx = CM, TN, STAGES[TN], TN // 64
+    c.tiles_m = CM * rng.choice((1, 1, 2))
+    c.Kg = (c.tiles_m - 1) * BM + (rng.randint(1, 64) if a_last == 1 else rng.randint(65, BM))
+    c.tiles_n = rng.choice((1, 2, 2, 3))
+    nt = c.tiles_n - 1 if bb < c.nx or rng.random() < 0.5 else rng.randrange(c.tiles_n)
+    if nt == c.tiles_n - 1:
+        rem = 2 * rng.randint((bb - 1) * 32 + 1, bb * 32)
+    else:
+        rem = 2 * rng.randint(1, TN // 2)
+    c.Cg = (c.tiles_n - 1) * TN + rem
+    groups = c.tiles_m // CM
+    mg = groups - 1 if rng.random() < 0.7 else rng.randrange(groups)
+    c.x0 = nt * c.tiles_m + mg * CM
+    c.taps, c.splits = rng.choice((1, 9)), rng.choice((1, 2, 3))
+    t, split = rng.randrange(c.taps), rng.randrange(c.splits)
+    c.by = t + split * c.taps
+    c.steps = c.splits * (ksteps + rng.randint(0, 6)) + rng.randrange(c.splits)
+    # dead(k): a function of (tap, k) (wgrad_uniform_steps: nothing else); the chosen tap's live
+    # steps in the split's range: `ksteps` of them
+    kb, ke = c.steps * split // c.splits, c.steps * (split + 1) // c.splits
+    c.live = {}
+    for tt in range(c.taps):
+        c.live[tt] = {k for k in range(c.steps) if rng.random() < 0.5}
+    c.live[t] = (c.live[t] - set(range(kb, ke))) | set(rng.sample(range(kb, ke), ksteps))
+    m_major = "w_m_major" in mut
+    c.m0, c.n0, c.a_boxes, c.b_boxes, c.tsplit, c.seqs = [], [], [], [], [], []
+    for r in range(CM):
+        mt, ntile = wgrad_tile(c.x0 + r, c.tiles_m, c.tiles_n, CM, m_major)
+        m0, n0 = mt * BM, ntile * TN
+        c.m0.append(m0)
+        c.n0.append(n0)
+        c.a_boxes.append(min(2, (c.Kg - m0 + 63) // 64))
+        c.b_boxes.append(min(c.nx, (c.Cg - n0 + 63) // 64))
+        tr, sp = c.by % c.taps, c.by // c.taps                   # (every CTA of the cluster: the same blockIdx.y)
+        c.tsplit.append((tr, sp))
+        kb, ke = c.steps * sp // c.splits, c.steps * (sp + 1) // c.splits
+        c.seqs.append([k for k in range(kb, ke) if k in c.live[tr]])
+    c.ks = len(c.seqs[0])
+    c.name = (f"CM {CM}, TN {TN} (S {c.S}), ksteps {c.ks} (of {ke - kb} in split {split} of {c.splits}), "
+              f"Kg {c.Kg} (tiles_m {c.tiles_m}), Cg {c.Cg} (tiles_n {c.tiles_n}), blocks {c.x0}-{c.x0 + CM - 1}: "
+              f"m0 {c.m0}, n0 {c.n0}, gy boxes {c.a_boxes}, x boxes {c.b_boxes}")
+    return c
+
+
+class WSim(Sim):
+    """wgrad_tma_kernel's protocol on a cluster of CM CTAs (the model of Sim: mbarriers, copies,
+    cluster barriers, the scheduler)."""
+
+    def __init__(self, cfg, mut, rng, stats):
+        self.cfg, self.mut, self.rng, self.stats = cfg, mut, rng, stats
+        self.ck = Checks()
+        S, CM = cfg.S, cfg.CM
+        ecount = 8 if "w_empty_count_8" in mut else 8 * CM
+        self.full = [[MBar(f"CTA{r}.full[{s}]", 1, self.ck, stats) for s in range(S)] for r in range(CM)]
+        self.empty = [[MBar(f"CTA{r}.empty[{s}]", ecount, self.ck, stats) for s in range(S)] for r in range(CM)]
+        self.inited = [False] * CM
+        self.mem = [[[None] * (W_X0 + cfg.nx) for _ in range(S)] for _ in range(CM)]
+        self.readers = [[{} for _ in range(S)] for _ in range(CM)]
+        self.inflight = []
+        self.issuer_pending = [0] * CM
+        self.dst_pending = [0] * CM
+        self.epi = [False] * CM            # (no epilogue in shared memory: never set)
+        self.exited = [False] * CM
+        self.cbar = [0, 0, CM * NAGENTS]
+        self.tbar = [[0, 0, NAGENTS] for _ in range(CM)]
+        self.finished = [0] * CM
+        self.in_mainloop = [0] * CM
+        self.at_final = [0] * CM
+        self.where = [[""] * NAGENTS for _ in range(CM)]
+
+    @staticmethod
+    def slot_desc(slot):
+        return f"gy box {slot}" if slot < W_X0 else f"x box {slot - W_X0}"
+
+    @staticmethod
+    def tag_step(tag):
+        return f"k {tag[3]}"
+
+    def nsteps(self):
+        return self.cfg.ks
+
+    def check_stage(self, r, a, st, i, k, when):
+        c = self.cfg
+        mem = self.mem[r][st]
+        cw = (a - CONSUMER0) // 4
+        exp = [(cw, ("gy", c.m0[r], cw, k) if cw < c.a_boxes[r] else None)]
+        exp += [(W_X0 + j, ("x", c.n0[r], j, k) if j < c.b_boxes[r] else None) for j in range(c.nx)]
+        for slot, tag in exp:
+            if mem[slot] != tag:
+                self.ck.err("b", f"CTA{r}.warp{a} {when} k-step {i} (k {k}) in stage {st}: {self.slot_desc(slot)} "
+                                 f"holds {mem[slot]}, expected {tag} (tags: operand, m0 / n0, box, k)")
+                return
+
+    def agent(self, r, a):
+        c, mut, ck = self.cfg, self.mut, self.ck
+        S, CM = c.S, c.CM
+        who = f"CTA{r}.warp{a}" if a else f"CTA{r}.producer"
+        where = self.where[r]
+        others = [(r + q) % CM for q in range(1, CM)]
+        if a == 0:
+            self.inited[r] = True      # tid 0: mbar_init of full / empty, fence.mbarrier_init.release.cluster
+            yield None
+        if "w_init_syncthreads" in mut:
+            where[a] = "__syncthreads (after the init)"
+            yield from self.bar_sync(self.tbar[r])
+        else:
+            where[a] = "cluster_sync_all #1 (after the init)"
+            yield from self.bar_sync(self.cbar)
+        seq = c.seqs[r]                # k in [k_begin, k_end) of its split, not dead(k)
+        if seq != c.seqs[0]:
+            ck.err("g", f"{who}: its live k-steps {seq[:6]} ... differ from rank 0's {c.seqs[0][:6]} ...")
+        ks = len(seq)
+        if a == 0:                     # producer, tid 0
+            if "w_expect_own_x_only" in mut:
+                nxb = sum(1 for j in range(c.b_boxes[r]) if j % CM == r)
+            else:
+                nxb = c.b_boxes[r]
+            nbytes = ((2 if "w_expect_two_gy" in mut else c.a_boxes[r]) + nxb) * W_BOX   # stage_bytes
+            dsts = [r] if "w_multicast_self_only" in mut else list(range(CM))
+            poff = 0 if "w_empty_wait_parity_off" in mut else 1
+            for i, k in enumerate(seq):
+                st = i % S
+                if i >= S:
+                    eb, par = self.empty[r][st], (i // S - poff) & 1
+                    where[a] = f"wait {eb.name} parity {par} (k-step {i})"
+                    yield lambda eb=eb, par=par: (eb.phase & 1) != par
+                    if any(self.empty[d][st].phase < i // S for d in others):
+                        self.stats["ring_skew"] += 1
+                self.full[r][st].expect_tx(nbytes, i // S, who)
+                yield None
+                for h in range(c.a_boxes[r]):
+                    self.issue(r, [r], st, h, ("gy", c.m0[r], h, k), W_BOX, i // S)
+                    yield None
+                for j in range(c.b_boxes[r]):
+                    mine = j == r if "w_x_rank_j" in mut else True if "w_x_every_rank" in mut else j % CM == r
+                    if mine:
+                        self.issue(r, dsts, st, W_X0 + j, ("x", c.n0[r], j, k), W_BOX, i // S)
+                        yield None
+        elif a >= CONSUMER0:
+            self.in_mainloop[r] += 1
+            early = "w_release_before_wgmma_wait" in mut
+            readers = self.readers[r]
+            if "w_no_remote_arrive" in mut:
+                remote_to = []
+            elif "w_arrive_map_q" in mut:
+                remote_to = list(range(1, CM))
+            else:
+                remote_to = others
+
+            yield from self.consumer_mainloop(r, a, who, ks, seq, remote_to, early)
+            self.in_mainloop[r] -= 1
+            yield None                        # the epilogue: the accumulators to global memory
+        if ck.stop:
+            return
+        self.at_final[r] += 1
+        if self.at_final[r] == NAGENTS and any(self.in_mainloop[d] for d in others):
+            self.stats["final_barrier_held"] += 1
+        if "w_no_final_cluster_sync" not in mut:
+            where[a] = "cluster_sync_all #2 (final)"
+            yield from self.bar_sync(self.cbar)
+        self.finish(r)
+
+
+def wgrad_cluster_check(cfg):
+    """(h): the CTAs of the cluster share n0 (so b_boxes and the x boxes), the tap and split
+    (blockIdx.y), and hold CM different m tiles."""
+    if len(set(cfg.n0)) != 1 or len(set(cfg.b_boxes)) != 1:
+        return f"the cluster's CTAs have n0 {cfg.n0} (x boxes {cfg.b_boxes}): they would multicast different x boxes"
+    if len(set(cfg.m0)) != cfg.CM:
+        return f"the cluster's CTAs repeat an m tile: m0 {cfg.m0}"
+    if len(set(cfg.tsplit)) != 1:
+        return f"the cluster's CTAs have (tap, split) {cfg.tsplit}"
+    return None
+
+
+def w_config_space(rng, CM):
+    """TN 128 / 256 x ksteps x x boxes 1 ... TN / 64 x the last m tile's gy boxes 1 / 2."""
+    out = []
+    for TN in (128, 256):
+        S = STAGES[TN]
+        for ksteps in (0, 1, 2, S - 1, S, S + 1, 3 * S + 2, "rand"):
+            for bb in range(1, TN // 64 + 1):
+                for a_last in (1, 2):
+                    k = rng.randint(3, 30) if ksteps == "rand" else ksteps
+                    out.append((CM, TN, k, bb, a_last))
+    return out
+
+
+W_SEEDS = {2: 5, 4: 3}
+
+
+def w_run_one(seed, params, mut=(), stats=None):
+    rng = random.Random(seed)
+    cfg = make_wconfig(rng, *params, mut=mut)
+    stats = stats if stats is not None else new_stats()
+    mode, p_land = rng.choice(MODES), rng.choice(P_LAND)
+    sched = f"seed {seed}, schedule {mode}, p_land {p_land}"
+    bad = wgrad_cluster_check(cfg)
+    if bad:
+        return cfg, [("h", bad)], sched
+    sim = WSim(cfg, frozenset(mut), rng, stats)
+    return cfg, sim.run(mode, p_land), sched
+
+
+def wgrad_main(fail, text):
+    """The wgrad protocol's checks (anchors, the k-steps' uniformity, the host's clusters, the
+    model runs, the mutants); failures through fail()."""
+    print("wgrad_tma_kernel<T 16-bit, TN, CM = 2 | 4>: cluster protocol (multicast x boxes, mbarriers, cluster "
+          "barriers) model check")
+    missing = check_w_anchors(text)
+    if missing:
+        fail(f"(wgrad) conv.cu no longer reads as the modelled protocol; missing: {'; '.join(missing)}")
+    else:
+        print(f"ok: conv.cu still has the {len(W_ANCHORS)} wgrad protocol lines this model replays")
+    problems, tainted, lam_free = wgrad_uniform_steps(text)
+    if problems:
+        fail("(wgrad) " + "; ".join(problems))
+    else:
+        print(f"ok: the k-steps are the cluster's (k_begin / k_end and dead(k), free names {sorted(lam_free)}, "
+              f"depend on none of {sorted(tainted)}: blockIdx.x / threadIdx.x / %cluster_ctarank and what is "
+              f"computed from them); no return, no __syncthreads but CM == 1's, an epilogue without shared "
+              f"memory, the final cluster_sync_all last")
+    # the pass must tell these edits of the kernel apart (each a real hazard)
+    src_mutants = {
+        "k_begin from blockIdx.x": ("const long long k_begin = steps * split / p.splits,",
+                                    "const long long k_begin = steps * split / p.splits + blockIdx.x % 2,"),
+        "dead(k) reading m0": ("if (oh0 >= oh1 || ow0 >= ow1) return true;",
+                               "if (oh0 >= oh1 || ow0 >= ow1 || m0 > p.Kg) return true;"),
+        "a tap from the rank": ("const int r = t / p.KW, s = t - r * p.KW;",
+                                "const int r = (t + rank) % p.KH, s = t - r * p.KW;"),
+        "an early return": ("const int wg = tid / 128,", "if (m0 >= p.Kg) return; const int wg = tid / 128,"),
+        "a __syncthreads in the epilogue": ("wgmma_wait<0>();", "wgmma_wait<0>(); __syncthreads();"),
+        "no final cluster_sync_all": ("if constexpr (CM > 1) cluster_sync_all();  // the other CTAs' copies",
+                                      "// the other CTAs' copies"),
+    }
+    body_w = wgrad_body(text)
+    uncaught = []
+    for name, (a, b) in src_mutants.items():
+        if a not in body_w:
+            uncaught.append(f"{name} (its line is gone)")
+            continue
+        mutated = text.replace(body_w, body_w.replace(a, b, 1))
+        if not wgrad_uniform_steps(mutated)[0]:
+            uncaught.append(name)
+    if uncaught:
+        fail(f"(wgrad) the source pass misses: {'; '.join(uncaught)}")
+    else:
+        print(f"ok: the source pass flags each of {len(src_mutants)} edits of the kernel ("
+              f"{', '.join(src_mutants)})")
+    bad, control = wgrad_host_check(random.Random(5))
+    if bad or not control:
+        fail(f"(wgrad) host clusters: {bad or 'the m-major control was not told apart'}")
+    else:
+        print("ok: launch_wgrad_tma's cm (RNNKERN_CONV_TMA_CLUSTER 1 / 2 / 4, tiles_m 1-40, tiles_n 1-5) divides "
+              "tiles_m (4 -> 2 -> 1), and the kernel's CM > 1 tile (x % tiles_m, x / tiles_m) gives every cluster "
+              "one n0 (one b_boxes) and CM different m tiles, every tile once (control: m-major splits clusters "
+              "across n tiles)")
+    labels = {
+        "a": "no deadlock or hang: every warp of every CTA finishes",
+        "b": "every wgmma read of k-step i sees its CTA's own gy boxes and all b_boxes x boxes of k-step i (the "
+             "never-written marker for a box not loaded); no copy lands in a stage a warp of its destination "
+             "still reads",
+        "d": "no remote arrive / multicast landing on an exited or uninitialised CTA; no CTA exits with copies "
+             "in flight",
+        "e": "mbarrier invariants: arrivals within the count, every arrive / complete-tx in the phase meant for "
+             "it, tx-count in range and not negative once the arrivals are in",
+        "g": "every CTA runs the same live k-steps",
+        "h": "the cluster's CTAs share n0 (one b_boxes), tap and split, on CM different m tiles",
+    }
+    spaces = {}
+    seed = 500000
+    for CM in CMS:
+        rng = random.Random(4321 + CM)
+        space = spaces[CM] = w_config_space(rng, CM)
+        stats = new_stats()
+        per_kind = {}
+        runs = 0
+        ks_seen, ab_seen, bb_seen = set(), set(), set()
+        for params in space:
+            for _ in range(W_SEEDS[CM]):
+                seed += 1
+                cfg, found, sched = w_run_one(seed, params, (), stats)
+                runs += 1
+                ks_seen.add(cfg.ks)
+                if cfg.ks and cfg.b_boxes[0] < CM and not found:
+                    stats["silent_ranks"] = stats.get("silent_ranks", 0) + 1
+                ab_seen.add(tuple(cfg.a_boxes))
+                bb_seen.add(cfg.b_boxes[0])
+                if not found:
+                    stats["ksteps0_done"] += cfg.ks == 0
+                for kind, msg in found:
+                    if kind not in per_kind:
+                        fail(f"(wgrad protocol, CM {CM}) ({kind}) {cfg.name}; {sched}: {msg}")
+                    per_kind[kind] = per_kind.get(kind, 0) + 1
+        for k in "abdegh":
+            if k in per_kind:
+                print(f"FAILED ({k}) wgrad CM {CM}: in {per_kind[k]} of {runs} runs: {labels[k]}")
+            else:
+                print(f"ok ({k}) wgrad CM {CM}, {runs} runs: {labels[k]}")
+        print(f"   wgrad CM {CM}: {len(space)} parameter sets x {W_SEEDS[CM]} schedules: TN 128 (S 5) / 256 (S 4); "
+              f"ksteps {sorted(ks_seen)}; x boxes {sorted(bb_seen)} (rank j % {CM} issues box j); gy boxes a CTA "
+              f"{sorted(ab_seen)} by rank (the last m tile's 1 beside 2s); {len(MODES)} schedule biases x "
+              f"{len(P_LAND)} landing rates")
+        print(f"   wgrad CM {CM} coverage: {stats['neg_tx']} complete-tx ran ahead of their phase's expect_tx; "
+              f"{stats['final_barrier_held']} times a CTA reached the final cluster barrier while another CTA's "
+              f"consumers were still in the mainloop; {stats['ring_skew']} times a producer re-armed a stage while "
+              f"another CTA's empty barrier had not yet seen every release of its previous k-step; "
+              f"{stats['ksteps0_done']} runs with ksteps = 0 and {stats.get('silent_ranks', 0)} with ranks that "
+              f"issue no x box (b_boxes < {CM}) ended cleanly")
+
+    caught_n, missed = catch_mutants(W_MUTANTS, spaces, lambda seed, params, name: w_run_one(seed, params, (name,))[1],
+                                     700000, random.Random(98), fail, "wgrad ")
+    if not missed:
+        pairs = sum(len(c) for _, c in W_MUTANTS.values())
+        print(f"ok: all {caught_n} wgrad mutant runs caught ({len(W_MUTANTS)} mutants; {pairs} mutant x CM pairs: "
+              f"CM 2 and 4, w_x_rank_j at CM 2 only (at CM 4 box j < TN / 64 <= 4 is rank j's: the protocol))")
+
+
 # ---------------------------------------------------------------------------------------------
+
+def catch_mutants(mutants, spaces, run, seed0, rng, fail, label=""):
+    """Each mutant at each of its cluster sizes, on the parameter sets in a random order (cycled),
+    until a check catches it, 300 runs at most. run(seed, params, name) -> the findings [(check,
+    message)] that count. Returns (the mutant x CM pairs caught, those missed)."""
+    missed, caught_n = [], 0
+    for name, (what, cms) in mutants.items():
+        for CM in cms:
+            order = list(spaces[CM])
+            rng.shuffle(order)
+            found, tries = [], 0
+            while not found and tries < 300:
+                params = order[tries % len(order)]
+                tries += 1
+                found = run(seed0 + 1000 * CM + tries, params, name)
+            if found:
+                caught_n += 1
+                kind, msg = found[0]
+                print(f"   mutant {name}, CM {CM}: caught ({kind}) after {tries} run(s): {msg[:200]}")
+            else:
+                missed.append(f"{name} (CM {CM})")
+                fail(f"{label}mutant {name} at CM {CM} ({what}) not caught in {tries} runs")
+    return caught_n, missed
+
 
 def main():
     t0 = time.time()
@@ -1042,37 +1718,16 @@ def main():
              f"(uninitialised shared memory -> stray global stores). E.g. {f_examples[0]}")
 
     # mutants
-    mrng = random.Random(99)
-    missed = []
-    caught_n = 0
-    for name, (what, cms) in MUTANTS.items():
-        for CM in cms:
-            order = list(spaces[CM])
-            mrng.shuffle(order)
-            caught = None
-            mseed = 100000 + 1000 * CM
-            tries = 0
-            for params in order:
-                mseed += 1
-                tries += 1
-                cfg, found, sched = run_one(mseed, params, (name,), True)
-                real = [(k, m) for k, m in found if k != "f"]
-                if real:
-                    caught = (cfg, real[0], sched)
-                    break
-                if tries >= 300:
-                    break
-            if caught:
-                caught_n += 1
-                cfg, (kind, msg), sched = caught
-                print(f"   mutant {name}, CM {CM}: caught ({kind}) after {tries} run(s): {msg[:200]}")
-            else:
-                missed.append(f"{name} (CM {CM})")
-                fail(f"mutant {name} at CM {CM} ({what}) not caught in {tries} runs")
+    # (with the idle CTAs' s_out writes as fixed in conv.cu, so that (f) cannot stand in for a mutant's catch)
+    caught_n, missed = catch_mutants(
+        MUTANTS, spaces, lambda seed, params, name: [(k, m) for k, m in run_one(seed, params, (name,), True)[1] if k != "f"],
+        100000, random.Random(99), fail)
     if not missed:
         pairs = sum(len(c) for _, c in MUTANTS.values())
         print(f"ok: all {caught_n} mutant runs caught ({len(MUTANTS)} mutants; {pairs} mutant x CM pairs: CM 2 and 4, "
               f"four at CM 4 only)")
+
+    wgrad_main(fail, text)
 
     dt = time.time() - t0
     if failures:
