@@ -13,7 +13,9 @@ tiny, so that the kernels' own time does not hide the layers'.
     python scripts/host_overhead.py            (GPU if visible; --device cpu for the CPU)
 """
 import argparse
+import pathlib
 import statistics
+import sys
 import time
 
 import torch
@@ -23,6 +25,9 @@ import rnnkern
 import rnnkern.functional as RF
 from rnnkern.ops import conv_transpose as ct
 from rnnkern.ops import max_unpool as mu
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the repository, for bench/
+from bench.harness import switches  # noqa: E402  (RNNKERN_* switches for a block)
 
 
 def host_us(fn, device, calls=40, reps=7):
@@ -67,6 +72,19 @@ def main():
               host_us(lambda: ct.conv_transpose2d_backward_input(gy, w, list(x.shape), *args), dev)),
              (f"{convt} dgrad", "torch aten", host_us(lambda: torch.ops.aten.convolution_backward(
                  gy, x, w, None, [stride] * 2, [pad] * 2, [1, 1], True, [0, 0], 1, [True, False, False]), dev))]
+    # conv forward: bf16 channels_last N8 256 -> 256 64x64 3x3 (the TMA gather's row; its weight's K-major
+    # copy each call, or with RNNKERN_CONV_TMA_WEIGHT=inplace a channels_last weight read in place) on the
+    # GPU, fp32 (1, 8, 6, 6) on the CPU
+    if gpu:
+        xc = torch.randn(8, 256, 64, 64, device=dev, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        wc = torch.randn(256, 256, 3, 3, device=dev, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    else:
+        xc, wc = torch.randn(1, 8, 6, 6), torch.randn(8, 8, 3, 3)
+    conv = f"conv fwd {'bf16 CL d1' if gpu else '8x6x6'}"
+    rows.append((conv, "functional", host_us(lambda: RF.conv2d(xc, wc, None, 1, 1), dev)))
+    with switches(RNNKERN_CONV_TMA_WEIGHT="inplace"):
+        rows.append((conv, "w inplace", host_us(lambda: RF.conv2d(xc, wc, None, 1, 1), dev)))
+    rows.append((conv, "torch F", host_us(lambda: F.conv2d(xc, wc, None, 1, 1), dev)))
     # max_unpool 2x2, fp32 NCHW: (8, 64, 180, 240) on the GPU, (1, 2, 4, 4) on the CPU
     a = torch.randn(8, 64, 360, 480, device=dev) if gpu else torch.randn(1, 2, 8, 8)
     pooled, idx = F.max_pool2d(a, 2, return_indices=True)
