@@ -2607,7 +2607,8 @@ at::Tensor tma_weight_pack(const std::vector<TmaProblem>& problems, const at::Te
     TORCH_INTERNAL_ASSERT(t.p.R == k.R && t.p.Nn == k.Nn && t.rows.flipped == t.cols.flipped);
     begin.push_back(total);
     total += w.size(0) * t.rows.count * t.cols.count * static_cast<long long>(k.Nn) * k.R;
-    k.part[i] = {total, t.rows.first, t.rows.step, t.rows.count, t.cols.first, t.cols.step, t.cols.count, t.rows.flipped};
+    k.part[i] = {total, t.rows.first, t.rows.step, t.rows.count,
+                 t.cols.first, t.cols.step, t.cols.count, t.rows.flipped};
   }
   at::Tensor pack = at::empty({total}, w.options());
   k.out = pack.data_ptr();
@@ -2621,8 +2622,11 @@ at::Tensor tma_weight_pack(const std::vector<TmaProblem>& problems, const at::Te
 }
 
 // A launch of `kernel` in clusters of CM CTAs along x (grid.x a multiple of CM); plain <<<>>> for 1.
+// False where the runtime refuses the cluster launch (its error cleared: e.g. a partitioned GPU whose
+// GPCs hold fewer CTAs than clusters_fit's query promised), so that the caller can fall back.
 template <int CM, typename Kernel, typename... Args>
-void launch_in_clusters(Kernel kernel, dim3 grid, int threads, int smem, cudaStream_t stream, const Args&... args) {
+[[nodiscard]] bool launch_in_clusters(Kernel kernel, dim3 grid, int threads, int smem, cudaStream_t stream,
+                                      const Args&... args) {
   if constexpr (CM == 1) {
     kernel<<<grid, threads, smem, stream>>>(args...);
   } else {
@@ -2638,9 +2642,13 @@ void launch_in_clusters(Kernel kernel, dim3 grid, int threads, int smem, cudaStr
     config.stream = stream;
     config.attrs = attr;
     config.numAttrs = 1;
-    C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, args...));
+    if (cudaLaunchKernelEx(&config, kernel, args...) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return true;
 }
 
 // Whether clusters of CM CTAs of `kernel` (kTmaThreads, smem bytes each) fit this GPU at all: asked
@@ -2650,7 +2658,8 @@ bool clusters_fit(Kernel kernel, int smem) {
   if constexpr (CM == 1) {
     return true;
   } else {
-    return cached_query({QueryKind::kResidentClusters, kernel_id(kernel), kTmaThreads, CM, CM, static_cast<size_t>(smem)},
+    const size_t bytes = static_cast<size_t>(smem);
+    return cached_query({QueryKind::kResidentClusters, kernel_id(kernel), kTmaThreads, CM, CM, bytes},
                         [&] {
                           cudaLaunchAttribute attr[1] = {};
                           attr[0].id = cudaLaunchAttributeClusterDimension;
@@ -2696,7 +2705,8 @@ bool launch_gather_tma_tn(const std::vector<TmaProblem>& problems, const at::Ten
   // were 5) and run up to kTmaBatch a launch; else each its own copy and launch.
   const bool batched = tma_batch(), weight_in_place = tma_weight_in_place();  // (read once a call)
   std::vector<const void*> parts;
-  const at::Tensor pack = batched && problems.size() > 1 ? tma_weight_pack<T>(problems, w, stream, &parts) : at::Tensor();
+  const at::Tensor pack =
+      batched && problems.size() > 1 ? tma_weight_pack<T>(problems, w, stream, &parts) : at::Tensor();
   const TmaWeight taps = pack.defined() ? TmaWeight{w, at::Tensor()} : tma_weight(w, problems);
   for (size_t i = 0; i < problems.size(); ++i)
     if (!prepare_tma_launch<T, TN, CM>(problems[i], taps, &launches[i], pack.defined() ? parts[i] : nullptr,
@@ -2724,8 +2734,13 @@ bool launch_gather_tma_tn(const std::vector<TmaProblem>& problems, const at::Ten
     }
     batch.count = static_cast<int>(i - first);
     const GatherParams& p = launches[first].p;
-    const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>((p.Nn + TN - 1) / TN), static_cast<unsigned>(p.G));
-    launch_in_clusters<CM>(kernel, grid, kTmaThreads, bytes, stream, batch);
+    const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>((p.Nn + TN - 1) / TN),
+                    static_cast<unsigned>(p.G));
+    if (!launch_in_clusters<CM>(kernel, grid, kTmaThreads, bytes, stream, batch)) {
+      // (nothing of this call launched yet but the weight pack: the gather kernel runs it)
+      TORCH_CHECK(first == 0, "conv2d: a cluster launch of the TMA form was refused after an earlier one ran");
+      return refuse("the runtime refused the cluster launch");
+    }
     first = i;
   }
   return true;
@@ -2741,7 +2756,8 @@ bool launch_gather_tma(const std::vector<TmaProblem>& plan, const at::Tensor& w,
            : cm == 2 ? launch_gather_tma_tn<T, TN, 2>(plan, w, stream)
                      : launch_gather_tma_tn<T, TN, 1>(plan, w, stream);
   };
-  return tma_tile_n(plan) == 256 ? launch(std::integral_constant<int, 256>{}) : launch(std::integral_constant<int, 128>{});
+  return tma_tile_n(plan) == 256 ? launch(std::integral_constant<int, 256>{})
+                                 : launch(std::integral_constant<int, 128>{});
 }
 
 // The one place that picks the kernel and its launch configuration for the gather family.
@@ -2932,14 +2948,14 @@ bool launch_wgrad_tma(WgradParams p, bool cl, T* gw, const at::TensorOptions& op
       const auto kernel = wgrad_tma_kernel<T, TN, CM>;
       constexpr int bytes = TmaTile<TN>::kSmemBytes;
       if (bytes > allow_full_shared_memory(kernel) || !clusters_fit<CM>(kernel, bytes)) return false;
-      launch_in_clusters<CM>(kernel, grid, kTmaThreads, bytes, stream, p, map_gy, map_x);
-      return true;
+      return launch_in_clusters<CM>(kernel, grid, kTmaThreads, bytes, stream, p, map_gy, map_x);
     };
     using N128 = std::integral_constant<int, 128>;
     using N256 = std::integral_constant<int, 256>;
     bool launched;
     if constexpr (kNchw) {
-      launched = tn == 256 ? run(N256{}, std::integral_constant<int, 1>{}) : run(N128{}, std::integral_constant<int, 1>{});
+      using One = std::integral_constant<int, 1>;
+      launched = tn == 256 ? run(N256{}, One{}) : run(N128{}, One{});
     } else {
       const auto run_cm = [&](auto tn_c) {
         return cm == 4   ? run(tn_c, std::integral_constant<int, 4>{})
@@ -2948,7 +2964,7 @@ bool launch_wgrad_tma(WgradParams p, bool cl, T* gw, const at::TensorOptions& op
       };
       launched = tn == 256 ? run_cm(N256{}) : run_cm(N128{});
     }
-    if (!launched) return refuse("too little shared memory, or no room for a cluster of its CTAs");
+    if (!launched) return refuse("too little shared memory, or no room for (or a refused launch of) a cluster");
     const int blocks = static_cast<int>((outputs + kThreads - 1) / kThreads);
     wgrad_reduce_kernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<const float*>(p.ws), gw, p.splits, p.G, taps,
                                                            p.Kg, p.Cg);
@@ -3197,9 +3213,11 @@ std::tuple<at::Tensor, int64_t, int64_t> conv2d_tma_stage_probe_cuda(const at::T
       const auto kernel = tma_stage_probe_kernel<TN, CM>;
       constexpr int smem = TmaTile<TN>::kStageBytes + 1024;
       allow_full_shared_memory(kernel);
-      launch_in_clusters<CM>(kernel, dim3(CM), 128, smem, at::cuda::getCurrentCUDAStream(), l.p, l.map_x, l.map_w,
-                             static_cast<int>(block_x), static_cast<int>(block_y), static_cast<int>(group),
-                             static_cast<int>(tap), static_cast<int>(c0), out.data_ptr<uint8_t>());
+      const bool launched = launch_in_clusters<CM>(
+          kernel, dim3(CM), 128, smem, at::cuda::getCurrentCUDAStream(), l.p, l.map_x, l.map_w,
+          static_cast<int>(block_x), static_cast<int>(block_y), static_cast<int>(group), static_cast<int>(tap),
+          static_cast<int>(c0), out.data_ptr<uint8_t>());
+      TORCH_CHECK(launched, op, ": the runtime refused a cluster of ", CM, " CTAs");
       tile_w = l.p.tile_w;
       tiles_w = l.p.tiles_w;
     };
