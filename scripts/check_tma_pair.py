@@ -182,9 +182,10 @@ ANCHORS = [
     ("kStages 5 (TN 128) / 4 (TN 256)", "static constexpr int kStages = TN == 128 ? 5 : 4;", "f"),
     ("clusters of 1, 2 or 4 CTAs", "static_assert(CM == 1 || CM == 2 || CM == 4,", "k"),
     ("the host launches CM = 1, 2 or 4 (RNNKERN_CONV_TMA_CLUSTER)",
-     "return cm == 4 ? launch_gather_tma_tn<T, TN, 4>(plan, w, stream) : cm == 2 ? "
-     "launch_gather_tma_tn<T, TN, 2>(plan, w, stream) : launch_gather_tma_tn<T, TN, 1>(plan, w, stream);", "f"),
-    ("clusters of CM CTAs along x", "attr[0].val.clusterDim.x = CM;", "f"),
+     "return launch_gather_tma_tn<T, decltype(tn)::value, decltype(cm_c)::value>(plan, w, stream);", "f"),
+    ("with_cluster_size: CM = 4", "if (cm == 4) return f(std::integral_constant<int, 4>{});", "f"),
+    ("with_cluster_size: CM = 2", "if (cm == 2) return f(std::integral_constant<int, 2>{});", "f"),
+    ("clusters of CM CTAs along x", "ClusterLaunch launch(grid, CM, smem, threads, stream);", "f"),
     ("rank = %cluster_ctarank", "const uint32_t rank = CM > 1 ? cluster_ctarank() : 0;", "k"),
     ("full[s]: count 1", "mbar_init(smem_u32(&full[s]), 1);", "k"),
     ("empty[s]: count 8 * CM", "mbar_init(smem_u32(&empty[s]), 8 * CM);", "k"),
@@ -1067,9 +1068,8 @@ W_ANCHORS = [
      "static_cast<unsigned>(p.G));", "h"),
     ("launched in clusters of CM along x",
      "launch_in_clusters<CM>(kernel, grid, kTmaThreads, bytes, stream, p, map_gy, map_x);", "h"),
-    ("the 16-bit form's CM is cm", "return cm == 4 ? run(tn_c, std::integral_constant<int, 4>{}) : cm == 2 ? "
-     "run(tn_c, std::integral_constant<int, 2>{}) : run(tn_c, std::integral_constant<int, 1>{});", "h"),
-    ("clusters of CM CTAs along x", "attr[0].val.clusterDim.x = CM;", "f"),
+    ("the 16-bit form's CM is cm", "return with_cluster_size(cm, [&](auto cm_c) { return run(tn_c, cm_c); });", "h"),
+    ("clusters of CM CTAs along x", "ClusterLaunch launch(grid, CM, smem, threads, stream);", "f"),
 ]
 
 

@@ -2486,11 +2486,16 @@ int tma_tile_n(const std::vector<TmaProblem>& plan) {
 // an operand (gather_tma_kernel's CM: the weight tile; wgrad_tma_kernel's, 16-bit: the input's
 // boxes), or alone (1, the default: the clusters have not run on a GPU yet).
 int tma_cluster() {
+  check_env_choice("RNNKERN_CONV_TMA_CLUSTER", {"1", "2", "4"});
   const char* e = std::getenv("RNNKERN_CONV_TMA_CLUSTER");
-  if (e == nullptr || *e == '\0') return 1;
-  const std::string v(e);
-  TORCH_CHECK(v == "1" || v == "2" || v == "4", "RNNKERN_CONV_TMA_CLUSTER must be '1', '2' or '4', got '", v, "'");
-  return std::stoi(v);
+  return e == nullptr || *e == '\0' ? 1 : std::atoi(e);
+}
+// f(std::integral_constant<int, CM>{}) for CM = cm, one of tma_cluster's sizes.
+template <typename F>
+decltype(auto) with_cluster_size(int cm, F&& f) {
+  if (cm == 4) return f(std::integral_constant<int, 4>{});
+  if (cm == 2) return f(std::integral_constant<int, 2>{});
+  return f(std::integral_constant<int, 1>{});
 }
 
 // RNNKERN_CONV_TMA_BATCH=0|1 (read per call): a call's problems (the stride phases) up to
@@ -2622,28 +2627,19 @@ at::Tensor tma_weight_pack(const std::vector<TmaProblem>& problems, const at::Te
 }
 
 // A launch of `kernel` in clusters of CM CTAs along x (grid.x a multiple of CM); plain <<<>>> for 1.
-// False where the runtime refuses the cluster launch (its error cleared: e.g. a partitioned GPU whose
-// GPCs hold fewer CTAs than clusters_fit's query promised), so that the caller can fall back.
+// False where the runtime refuses the cluster launch's configuration (cleared: e.g. a partitioned
+// GPU whose GPCs hold fewer CTAs than clusters_fit's query promised), so that the caller can fall
+// back; any other error is raised (clear_refusal).
 template <int CM, typename Kernel, typename... Args>
 [[nodiscard]] bool launch_in_clusters(Kernel kernel, dim3 grid, int threads, int smem, cudaStream_t stream,
                                       const Args&... args) {
   if constexpr (CM == 1) {
     kernel<<<grid, threads, smem, stream>>>(args...);
   } else {
-    cudaLaunchAttribute attr[1] = {};
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = CM;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cudaLaunchConfig_t config = {};
-    config.gridDim = grid;
-    config.blockDim = dim3(threads);
-    config.dynamicSmemBytes = smem;
-    config.stream = stream;
-    config.attrs = attr;
-    config.numAttrs = 1;
-    if (cudaLaunchKernelEx(&config, kernel, args...) != cudaSuccess) {
-      (void)cudaGetLastError();
+    ClusterLaunch launch(grid, CM, smem, threads, stream);
+    const cudaError_t err = cudaLaunchKernelEx(&launch.config, kernel, args...);
+    if (err != cudaSuccess) {
+      clear_refusal(err);
       return false;
     }
   }
@@ -2659,26 +2655,12 @@ bool clusters_fit(Kernel kernel, int smem) {
     return true;
   } else {
     const size_t bytes = static_cast<size_t>(smem);
-    return cached_query({QueryKind::kResidentClusters, kernel_id(kernel), kTmaThreads, CM, CM, bytes},
-                        [&] {
-                          cudaLaunchAttribute attr[1] = {};
-                          attr[0].id = cudaLaunchAttributeClusterDimension;
-                          attr[0].val.clusterDim.x = CM;
-                          attr[0].val.clusterDim.y = attr[0].val.clusterDim.z = 1;
-                          cudaLaunchConfig_t config = {};
-                          config.gridDim = dim3(CM);
-                          config.blockDim = dim3(kTmaThreads);
-                          config.dynamicSmemBytes = smem;
-                          config.attrs = attr;
-                          config.numAttrs = 1;
-                          int clusters = 0;
-                          const cudaError_t err = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config);
-                          if (err != cudaSuccess) {
-                            (void)cudaGetLastError();  // (a refusal is an answer: no cluster fits)
-                            return 0;
-                          }
-                          return clusters;
-                        }) > 0;
+    return cached_query({QueryKind::kResidentClusters, kernel_id(kernel), kTmaThreads, CM, CM, bytes}, [&] {
+             ClusterLaunch probe(dim3(CM), CM, bytes, kTmaThreads);
+             int clusters = 0;
+             const cudaError_t err = cudaOccupancyMaxActiveClusters(&clusters, kernel, &probe.config);
+             return refused_as_zero(err, clusters);
+           }) > 0;
   }
 }
 
@@ -2751,10 +2733,9 @@ bool launch_gather_tma(const std::vector<TmaProblem>& plan, const at::Tensor& w,
   TORCH_INTERNAL_ASSERT(w.dim() == 5, "launch_gather_tma: the weight as (G, KH, KW, R, Nn)");
   const int cm = tma_cluster();
   const auto launch = [&](auto tn) {
-    constexpr int TN = decltype(tn)::value;
-    return cm == 4   ? launch_gather_tma_tn<T, TN, 4>(plan, w, stream)
-           : cm == 2 ? launch_gather_tma_tn<T, TN, 2>(plan, w, stream)
-                     : launch_gather_tma_tn<T, TN, 1>(plan, w, stream);
+    return with_cluster_size(cm, [&](auto cm_c) {
+      return launch_gather_tma_tn<T, decltype(tn)::value, decltype(cm_c)::value>(plan, w, stream);
+    });
   };
   return tma_tile_n(plan) == 256 ? launch(std::integral_constant<int, 256>{})
                                  : launch(std::integral_constant<int, 128>{});
@@ -2958,9 +2939,7 @@ bool launch_wgrad_tma(WgradParams p, bool cl, T* gw, const at::TensorOptions& op
       launched = tn == 256 ? run(N256{}, One{}) : run(N128{}, One{});
     } else {
       const auto run_cm = [&](auto tn_c) {
-        return cm == 4   ? run(tn_c, std::integral_constant<int, 4>{})
-               : cm == 2 ? run(tn_c, std::integral_constant<int, 2>{})
-                         : run(tn_c, std::integral_constant<int, 1>{});
+        return with_cluster_size(cm, [&](auto cm_c) { return run(tn_c, cm_c); });
       };
       launched = tn == 256 ? run_cm(N256{}) : run_cm(N128{});
     }
@@ -3222,9 +3201,7 @@ std::tuple<at::Tensor, int64_t, int64_t> conv2d_tma_stage_probe_cuda(const at::T
       tiles_w = l.p.tiles_w;
     };
     const auto run_cm = [&](auto tn) {
-      if (cluster == 4) run(tn, std::integral_constant<int, 4>{});
-      else if (cluster == 2) run(tn, std::integral_constant<int, 2>{});
-      else run(tn, std::integral_constant<int, 1>{});
+      with_cluster_size(static_cast<int>(cluster), [&](auto cm) { run(tn, cm); });
     };
     if (tile_n == 256) run_cm(std::integral_constant<int, 256>{});
     else run_cm(std::integral_constant<int, 128>{});

@@ -2,7 +2,8 @@
 // call alone, so host time before a launch is exposed, and every call used to repeat the same
 // attribute sets and occupancy probes (several us). Their answers depend only on the device, the
 // kernel and the launch shape, so cached_query asks each once and remembers the answer. Used by
-// rnn.cu's persistent launches, conv_transpose.cu's block GEMMs and conv.cu's ring kernels.
+// rnn.cu's persistent launches, conv_transpose.cu's block GEMMs and conv.cu's ring kernels. Also
+// the launch refusals and cluster launch configurations those share.
 #pragma once
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -44,6 +45,56 @@ inline int cached_query(const KernelQuery& q, c10::function_ref<int()> ask) {
   if (it == answers.end()) it = answers.emplace(key, ask()).first;
   return it->second;
 }
+
+// Errors a launch configuration can be refused with (not sticky): the caller falls back. Anything
+// else is a real failure and is raised.
+inline bool launch_refused(cudaError_t err) {
+  return err == cudaErrorInvalidValue || err == cudaErrorNotSupported || err == cudaErrorInvalidConfiguration ||
+         err == cudaErrorCooperativeLaunchTooLarge || err == cudaErrorInvalidClusterSize;
+}
+
+// A failed launch or query: raised unless its configuration was refused; a refusal's error is
+// cleared so the caller can fall back.
+inline void clear_refusal(cudaError_t err) {
+  if (!launch_refused(err)) C10_CUDA_CHECK(err);
+  (void)cudaGetLastError();
+}
+
+// A configuration query's answer n, or 0 when the configuration was refused; any other error is
+// raised. (Callers hold the query's error in a local first: as two arguments of one call, n could
+// be read before the query writes it.)
+inline int refused_as_zero(cudaError_t err, int n) {
+  if (err == cudaSuccess) return n;
+  clear_refusal(err);
+  return 0;
+}
+
+// Launch configuration for `grid` CTAs of `threads` in clusters of `cluster_ctas` along x;
+// cooperative() adds the cooperative attribute (every cluster co-resident, which a barrier across
+// clusters needs). For cudaLaunchKernelEx and cudaOccupancyMaxActiveClusters (rnn.cu's persistent
+// kernels, conv.cu's TMA forms).
+struct ClusterLaunch {
+  cudaLaunchAttribute attrs[2] = {};
+  cudaLaunchConfig_t config = {};
+  ClusterLaunch(dim3 grid, int cluster_ctas, size_t smem, int threads,
+                cudaStream_t stream = at::cuda::getCurrentCUDAStream()) {
+    attrs[0].id = cudaLaunchAttributeClusterDimension;
+    attrs[0].val.clusterDim.x = cluster_ctas;
+    attrs[0].val.clusterDim.y = 1;
+    attrs[0].val.clusterDim.z = 1;
+    attrs[1].id = cudaLaunchAttributeCooperative;
+    attrs[1].val.cooperative = 1;
+    config.gridDim = grid;
+    config.blockDim = dim3(threads);
+    config.dynamicSmemBytes = smem;
+    config.stream = stream;
+    config.attrs = attrs;
+    config.numAttrs = 1;
+  }
+  ClusterLaunch(const ClusterLaunch&) = delete;  // config.attrs points into this object
+  ClusterLaunch& operator=(const ClusterLaunch&) = delete;
+  void cooperative() { config.numAttrs = 2; }
+};
 
 // The dynamic shared-memory cap, not this call's size: one value for every call, so a launch on
 // another host thread (autograd's device thread runs the backward) cannot lower it between our

@@ -938,20 +938,6 @@ bool fall_back(const char* why, int grid, const char* kernel = "persistent", con
   return false;
 }
 
-// Errors a launch configuration can be refused with (not sticky): the caller falls back. Anything
-// else is a real failure and is raised.
-bool launch_refused(cudaError_t err) {
-  return err == cudaErrorInvalidValue || err == cudaErrorNotSupported || err == cudaErrorInvalidConfiguration ||
-         err == cudaErrorCooperativeLaunchTooLarge || err == cudaErrorInvalidClusterSize;
-}
-
-// A failed launch or query: raised unless its configuration was refused; a refusal's error is
-// cleared so the caller can fall back.
-void clear_refusal(cudaError_t err) {
-  if (!launch_refused(err)) C10_CUDA_CHECK(err);
-  (void)cudaGetLastError();
-}
-
 // A launch's result: true when it went out; false (logged) when its configuration was refused, so
 // the caller falls back; any other error is raised.
 bool launch_went_out(cudaError_t err, int grid, const char* kernel = "persistent", const char* to = "general path") {
@@ -959,39 +945,6 @@ bool launch_went_out(cudaError_t err, int grid, const char* kernel = "persistent
   clear_refusal(err);
   return fall_back(cudaGetErrorString(err), grid, kernel, to);
 }
-
-// A configuration query's answer n, or 0 when the configuration was refused; any other error is
-// raised. (Callers hold the query's error in a local first: as two arguments of one call, n could
-// be read before the query writes it.)
-int refused_as_zero(cudaError_t err, int n) {
-  if (err == cudaSuccess) return n;
-  clear_refusal(err);
-  return 0;
-}
-
-// Launch configuration for `grid` CTAs in clusters of `cluster_ctas`; cooperative() adds the
-// cooperative attribute (every cluster co-resident, which a barrier across clusters needs).
-struct ClusterLaunch {
-  cudaLaunchAttribute attrs[2] = {};
-  cudaLaunchConfig_t config = {};
-  ClusterLaunch(int grid, int cluster_ctas, size_t smem) {
-    attrs[0].id = cudaLaunchAttributeClusterDimension;
-    attrs[0].val.clusterDim.x = cluster_ctas;
-    attrs[0].val.clusterDim.y = 1;
-    attrs[0].val.clusterDim.z = 1;
-    attrs[1].id = cudaLaunchAttributeCooperative;
-    attrs[1].val.cooperative = 1;
-    config.gridDim = dim3(grid);
-    config.blockDim = dim3(kPersistThreads);
-    config.dynamicSmemBytes = smem;
-    config.stream = at::cuda::getCurrentCUDAStream();
-    config.attrs = attrs;
-    config.numAttrs = 1;
-  }
-  ClusterLaunch(const ClusterLaunch&) = delete;  // config.attrs points into this object
-  ClusterLaunch& operator=(const ClusterLaunch&) = delete;
-  void cooperative() { config.numAttrs = 2; }
-};
 
 // The exchange's two (B, H) buffers of ExchangeWord<scalar_t>, zeroed (tag 0 is no step's) on the
 // current stream; the caller keeps the tensor until after the launch (freed stream-ordered).
@@ -1055,7 +1008,7 @@ bool launch_cluster(const PersistentConfig& cfg, const PersistentParams<scalar_t
     });
     if (!allowed) return fall_back("is refused clusters of more than 8 CTAs", cfg.grid);
   }
-  ClusterLaunch launch(cfg.grid, cfg.grid, cfg.smem);
+  ClusterLaunch launch(cfg.grid, cfg.grid, cfg.smem, kPersistThreads);
   const int clusters = cached_query({QueryKind::kResidentClusters, kernel_id(kernel), kPersistThreads,
                                      cfg.grid, cfg.grid, cfg.smem},
                                     [&] {
@@ -1093,7 +1046,7 @@ bool launch_mma(MmaConfig m, const PersistentParams<scalar_t>& base, const char*
                          kMmaClusterCtas, c.smem},
                         [&] {
                           int n = 0;
-                          ClusterLaunch probe(grid, kMmaClusterCtas, c.smem);
+                          ClusterLaunch probe(grid, kMmaClusterCtas, c.smem, kPersistThreads);
                           const cudaError_t err = cudaOccupancyMaxActiveClusters(&n, probed, &probe.config);
                           return refused_as_zero(err, n);
                         });
@@ -1111,7 +1064,7 @@ bool launch_mma(MmaConfig m, const PersistentParams<scalar_t>& base, const char*
   }
   const int grid = m.clusters * kMmaClusterCtas;
   if (resident < m.clusters) return fall_back("cannot be co-resident", grid, name, to);
-  ClusterLaunch launch(grid, kMmaClusterCtas, m.smem);
+  ClusterLaunch launch(grid, kMmaClusterCtas, m.smem, kPersistThreads);
   MmaParams<scalar_t> params;
   static_cast<PersistentParams<scalar_t>&>(params) = base;
   params.units = m.units;

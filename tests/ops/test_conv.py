@@ -947,7 +947,7 @@ def test_cuda_tma_stage_probe(dtype, tile_n, cluster):
 @pytest.mark.cuda
 @pytest.mark.parametrize("form,var,value,allowed", [("wgmma", "RNNKERN_CONV_WGMMA_N", "256", "'64' or '128'"),
                                                     ("tma", "RNNKERN_CONV_TMA_N", "64", "'128' or '256'"),
-                                                    ("tma", "RNNKERN_CONV_TMA_CLUSTER", "3", "'1', '2' or '4'"),
+                                                    ("tma", "RNNKERN_CONV_TMA_CLUSTER", "3", "one of '1', '2', '4'"),
                                                     ("tma", "RNNKERN_CONV_TMA_BATCH", "4", "'0' or '1'"),
                                                     ("tma", "RNNKERN_CONV_TMA_WEIGHT", "x", "'copy' or 'inplace'")])
 def test_cuda_tile_env_is_checked(monkeypatch, form, var, value, allowed):
