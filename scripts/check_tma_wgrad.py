@@ -690,6 +690,47 @@ def plan_problems(plan):
 _STAGE_CACHE = {}
 
 
+def stage_window(plan):
+    """(raw, ring, end, size): the dynamic window's start (past the static arrays, not 1024-aligned),
+    the ring's 1024-aligned start, the window's end, and a shared-memory size that covers it."""
+    raw = -(-plan["static_bytes"] // 16) * 16 + 16
+    end = raw + plan["smem_bytes"]
+    return raw, (raw + 1023) & ~1023, end, end + 65536
+
+
+def write_problems(written, base, SB, end):
+    """The stage's copies' byte addresses `written` against the stage and the allocation."""
+    problems = []
+    if written.min() < base or written.max() >= base + SB:
+        problems.append("a copy writes outside its stage")
+    if written.max() >= end:
+        problems.append("a copy writes past the dynamic allocation")
+    if np.bincount(written).max() > 1:
+        problems.append("two copies of one stage write the same bytes")
+    return problems
+
+
+def operand_elements(owner, rb, base, SB, E, name, problems):
+    """(element index or -1, stale): what each operand element of wgmma's byte addresses rb (.., E)
+    reads, from owner (the element byte each shared byte holds, -1: no copy wrote it); an element
+    read from several elements' bytes, or outside the stage, is a problem."""
+    if rb.min() < base or rb.max() >= base + SB:
+        problems.append(f"{name}: wgmma reads outside the stage")
+    got = owner[np.clip(rb, 0, owner.size - 1)]
+    stale = (got == -1).all(-1)
+    consistent = (got >= 0).all(-1) & (got == got[..., :1] + np.arange(E)).all(-1) & (got[..., 0] % E == 0)
+    if not (consistent | stale).all():
+        problems.append(f"{name}: an operand element reads bytes of several elements")
+    return np.where(consistent, got[..., 0] // E, -1), stale
+
+
+def stages_agree(maps, problems):
+    """(mapA, mapB) of the first stage; every stage must read the same."""
+    if any(not (np.array_equal(a, maps[0][0]) and np.array_equal(b, maps[0][1])) for a, b in maps):
+        problems.append("the stages' operand maps differ (a stage's base changes what wgmma reads)")
+    return maps[0]
+
+
 STALE = 0xFF   # the byte the model leaves where no copy of the block wrote: 0xFFFF is NaN in bf16 and in fp16
 
 
@@ -715,10 +756,7 @@ def stage_model(plan, issued=None):
     rng = np.random.default_rng(5)
     TN, S, SB, copies = plan["TN"], plan["stages"], plan["stage_bytes"], plan["copies"]
     problems = []
-    raw = -(-plan["static_bytes"] // 16) * 16 + 16     # the dynamic window: not 1024-aligned
-    ring = (raw + 1023) & ~1023
-    end = raw + plan["smem_bytes"]
-    size = end + 65536
+    raw, ring, end, size = stage_window(plan)
     nb = len(copies)
     maps, bytes_ok = [], True
     for st in range(S):
@@ -728,12 +766,7 @@ def stage_model(plan, issued=None):
                 problems.append("a copy's destination is not on a 1024-byte boundary (descriptor base offset 0 "
                                 "assumes the pattern starts there; cp.async.bulk.tensor needs 128)")
         lay = np.concatenate([box_bytes(base + off, swz) for _, _, off, swz in copies])   # the whole layout
-        if lay.min() < base or lay.max() >= base + SB:
-            problems.append("a copy writes outside its stage")
-        if lay.max() >= end:
-            problems.append("a copy writes past the dynamic allocation")
-        if np.bincount(lay).max() > 1:
-            problems.append("two copies of one stage write the same bytes")
+        problems += write_problems(lay, base, SB, end)
         # the issued copies only; slot b's bytes carry the element indices b * 4096 + ...
         wa = np.concatenate([box_bytes(base + copies[b][2], copies[b][3]) for b in issued]) if issued else \
             np.zeros(0, np.int64)
@@ -748,22 +781,13 @@ def stage_model(plan, issued=None):
         for name, descs, mn, trans in (("A", plan["desc_a"](base, 0) + plan["desc_a"](base, 1), 64, plan["trans"][0]),
                                        ("B", plan["desc_b"](base), TN, plan["trans"][1])):
             rb = np.stack([operand_bytes(d, mn, trans) for d in descs])          # (n, mn, 16, E)
-            if rb.min() < base or rb.max() >= base + SB:
-                problems.append(f"{name}: wgmma reads outside the stage")
-            got = owner[np.clip(rb, 0, size - 1)]
-            stale = (got == -1).all(-1)
-            consistent = (got >= 0).all(-1) & (got == got[..., :1] + np.arange(E)).all(-1) & (got[..., 0] % E == 0)
-            if not (consistent | stale).all():
-                problems.append(f"{name}: an operand element reads bytes of several elements")
-            idx = np.where(consistent, got[..., 0] // E, -1)
+            idx, stale = operand_elements(owner, rb, base, SB, E, name, problems)
             stage_maps[name] = idx.reshape(2, KSTEPS, 64, 16) if name == "A" else idx
             op = smem[np.clip(rb, 0, size - 1)].copy().view(np.uint16)[..., 0]          # what wgmma reads
             bytes_ok &= bool(np.array_equal(op[idx >= 0], data.reshape(-1)[idx[idx >= 0]]))
             bytes_ok &= bool((op[stale] == (STALE << 8 | STALE)).all())
         maps.append((stage_maps["A"], stage_maps["B"]))
-    if any(not (np.array_equal(a, maps[0][0]) and np.array_equal(b, maps[0][1])) for a, b in maps):
-        problems.append("the stages' operand maps differ (a stage's base changes what wgmma reads)")
-    mapA, mapB = maps[0]
+    mapA, mapB = stages_agree(maps, problems)
     slot = {(kind, j): b for b, (kind, j, _, _) in enumerate(copies)}
     cw, ks, m, k = np.meshgrid(np.arange(2), np.arange(KSTEPS), np.arange(64), np.arange(16), indexing="ij")
     sa = np.array([slot.get(("gy", h), -1) for h in range(2)])[cw]
@@ -819,10 +843,7 @@ def stage_model_nchw(plan):
     rng = np.random.default_rng(5)
     TN, S, SB, copies = plan["TN"], plan["stages"], plan["stage_bytes"], plan["copies"]
     problems = []
-    raw = -(-plan["static_bytes"] // 16) * 16 + 16     # the dynamic window: not 1024-aligned
-    ring = (raw + 1023) & ~1023
-    end = raw + plan["smem_bytes"]
-    size = end + 65536
+    raw, ring, end, size = stage_window(plan)
     rows = [copy_rows(plan, kind) for kind, _, _, _ in copies]
     first = np.concatenate([[0], np.cumsum([r * RPIX for r in rows])])     # each copy's first element
     maps, bytes_ok = [], True
@@ -834,12 +855,7 @@ def stage_model_nchw(plan):
                 problems.append("a copy's destination is not on a 1024-byte boundary (descriptor base offset 0)")
         wa = np.concatenate([tma_box_bytes(base + off, r, E4).reshape(-1) for (_, _, off, _), r in zip(copies, rows)])
         wc = np.arange(first[-1] * E4)
-        if wa.min() < base or wa.max() >= base + SB:
-            problems.append("a copy writes outside its stage")
-        if wa.max() >= end:
-            problems.append("a copy writes past the dynamic allocation")
-        if np.bincount(wa).max() > 1:
-            problems.append("two copies of one stage write the same bytes")
+        problems += write_problems(wa, base, SB, end)
         owner = np.full(size, -1, np.int64)
         owner[wa] = wc
         data = rng.integers(0, 1 << 32, first[-1], dtype=np.uint64).astype(np.uint32)
@@ -853,21 +869,12 @@ def stage_model_nchw(plan):
                 if f["sbo"] != 1024 or f["mode"] != 1 or f["base_offset"] != 0:
                     problems.append(f"{name}: descriptor {f} is not K-major SWIZZLE_128B with SBO 1024")
             rb = np.stack([wgmma_k_major_bytes(d, mn, E4) for d in descs])        # (n, mn, 8, 4)
-            if rb.min() < base or rb.max() >= base + SB:
-                problems.append(f"{name}: wgmma reads outside the stage")
-            got = owner[np.clip(rb, 0, size - 1)]
-            stale = (got == -1).all(-1)
-            consistent = (got >= 0).all(-1) & (got == got[..., :1] + np.arange(E4)).all(-1) & (got[..., 0] % E4 == 0)
-            if not (consistent | stale).all():
-                problems.append(f"{name}: an operand element reads bytes of several elements")
-            idx = np.where(consistent, got[..., 0] // E4, -1)
+            idx, _ = operand_elements(owner, rb, base, SB, E4, name, problems)
             stage_maps[name] = idx.reshape(2, KSTEPS8, 64, K8) if name == "A" else idx
             op = smem[rb].copy().view(np.uint32)[..., 0]
             bytes_ok &= bool(np.array_equal(op[idx >= 0], data[idx[idx >= 0]]))
         maps.append((stage_maps["A"], stage_maps["B"]))
-    if any(not (np.array_equal(a, maps[0][0]) and np.array_equal(b, maps[0][1])) for a, b in maps):
-        problems.append("the stages' operand maps differ (a stage's base changes what wgmma reads)")
-    mapA, mapB = maps[0]
+    mapA, mapB = stages_agree(maps, problems)
     cw, ks, m, k = np.meshgrid(np.arange(2), np.arange(KSTEPS8), np.arange(64), np.arange(K8), indexing="ij")
     expA = (64 * cw + m) * RPIX + K8 * ks + k
     ks, n, k = np.meshgrid(np.arange(KSTEPS8), np.arange(TN), np.arange(K8), indexing="ij")
