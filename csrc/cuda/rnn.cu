@@ -17,7 +17,7 @@
 //   the flag that governs the cuDNN RNN this replaces; sm_90, B >= 16, or B >= 8 at H >= 512, by
 //   default): at large B the kernel above is bound by every CTA re-reading all of h_{t-1} from L2 and by FMA issue. Here
 //   W_hh is split along k as well: a cluster of 8 CTAs owns `units` rows, CTA j of it holds those
-//   rows x the j-th eighth of the columns, reads only that eighth of h_{t-1}, multiplies on WMMA
+//   rows x the j-th eighth of the columns, reads only that eighth of h_{t-1}, multiplies on mma.sync
 //   tiles, and the 8 partial sums of each output are added through distributed shared memory in
 //   rank order (deterministic) by the CTA that owns the output. One cluster (H <= 256) needs only
 //   the cluster barrier per step; more take the flag barrier across clusters.
@@ -508,16 +508,119 @@ __device__ __forceinline__ scalar_t mma_operand(scalar_t v) {
   return v;
 }
 
-// Shared-memory row strides (elements): 16 bytes of padding keeps WMMA's 32-byte tile alignment
-// (rows start at multiples of 16) and moves consecutive rows to other banks.
-__host__ __device__ constexpr int mma_ldk(int kslice, int elem_size) { return kslice + 16 / elem_size; }
+// The operands' shared-memory layout, in 32-bit words (one fp32, or two 16-bit elements): a row of
+// h_{t-1}'s or W's k-slice is kslice / (4 / elem_size) words, in groups of 8 (one mma.sync k-step:
+// k8 for tf32, k16 for 16-bit). An m16n8 fragment gives lane (g, t) = (lane / 4, lane % 4) words t
+// and t + 4 of rows g and g + 8 (A) and of W's row g (B), so each group is stored as words
+// 0 4 1 5 2 6 3 7: the two words a lane needs are adjacent, one 8-byte load. The row stride is 8
+// (mod 32) words, so the 16 lanes of a half-warp (rows g..g+3, words 2t..2t+1) hit 32 different
+// banks.
+__host__ __device__ constexpr int mma_ldk(int kslice, int elem_size) {
+  const int words = kslice * elem_size / 4;
+  return (words + (40 - words % 32) % 32) * 4 / elem_size;
+}
+// Element c of a row at its stored position (mma_ldk's order within each group of 8 words).
+__host__ __device__ constexpr int mma_k_position(int c, int elem_size) {
+  const int per_word = 4 / elem_size, w = c / per_word, j = w % 8;
+  return ((w - j) + (j % 4) * 2 + j / 4) * per_word + c % per_word;
+}
 __host__ __device__ constexpr int mma_ldu(int units) { return units + 4; }
 __host__ __device__ constexpr int round_up16(int n) { return (n + 15) / 16 * 16; }
+
+#if RNNKERN_HAS_SM80_TENSOR_CORES
+// At most kMmaWarpM m16 tiles x kMmaWarpN n8 tiles of accumulators in one warp at a time (32 fp32
+// registers).
+constexpr int kMmaWarpM = 4, kMmaWarpN = 2;
+
+// part[b, n] = sum_k h[b, k] W[n, k] over k_steps groups of 8 words for the kM m16 tiles from row
+// m_first * 16 and the kN n8 tiles n_first, n_first + n_stride, ... (h, w: mma_ldk's layout, row
+// stride ldk_words; part: fp32, row stride ldu). One A fragment serves the kN tiles, one B fragment
+// the kM tiles, and the kM x kN accumulators are independent chains. Sizes are template arguments,
+// so the k-loop has no branch and the next k-step's loads can be issued under this one's MMAs.
+template <typename Native, int kM, int kN>
+__device__ __forceinline__ void mma_tile_block(const uint32_t* h, const uint32_t* w, float* part, int m_first,
+                                               int n_first, int n_stride, int k_steps, int ldk_words, int ldu,
+                                               int lane) {
+  const int g = lane / 4, t = lane % 4;
+  float acc[kM][kN][4] = {};
+  // this lane's words of A's row g of the first m tile and of B's (W's) row g of the first n tile
+  const uint32_t* a_row = h + (m_first * 16 + g) * ldk_words + 2 * t;
+  const uint32_t* b_row = w + (n_first * 8 + g) * ldk_words + 2 * t;
+  uint32_t a[2][kM][4], b[2][kN][2];  // k-step ks's fragments in [ks % 2], the next one's loaded beside them
+  const auto load = [&](int ks, uint32_t(&a_ks)[kM][4], uint32_t(&b_ks)[kN][2]) {
+#pragma unroll
+    for (int i = 0; i < kM; ++i) {
+      const uint2 lo = *reinterpret_cast<const uint2*>(a_row + i * 16 * ldk_words + ks * 8);
+      const uint2 hi = *reinterpret_cast<const uint2*>(a_row + (i * 16 + 8) * ldk_words + ks * 8);
+      a_ks[i][0] = lo.x, a_ks[i][2] = lo.y, a_ks[i][1] = hi.x, a_ks[i][3] = hi.y;
+    }
+#pragma unroll
+    for (int j = 0; j < kN; ++j) {
+      const uint2 v = *reinterpret_cast<const uint2*>(b_row + j * n_stride * 8 * ldk_words + ks * 8);
+      b_ks[j][0] = v.x, b_ks[j][1] = v.y;
+    }
+  };
+  const auto multiply = [&](const uint32_t(&a_ks)[kM][4], const uint32_t(&b_ks)[kN][2]) {
+#pragma unroll
+    for (int i = 0; i < kM; ++i)
+#pragma unroll
+      for (int j = 0; j < kN; ++j) mma_tile<Native>(acc[i][j], a_ks[i], b_ks[j]);
+  };
+  // two k-steps a pass, the next one's fragments loaded before this one's MMAs
+  load(0, a[0], b[0]);
+  int ks = 0;
+  for (; ks + 2 <= k_steps; ks += 2) {
+    load(ks + 1, a[1], b[1]);
+    multiply(a[0], b[0]);
+    if (ks + 2 < k_steps) load(ks + 2, a[0], b[0]);
+    multiply(a[1], b[1]);
+  }
+  if (ks < k_steps) multiply(a[0], b[0]);  // an odd count's last k-step
+  // accumulators (g, 2t..2t+1) and (g + 8, 2t..2t+1) of each tile
+#pragma unroll
+  for (int i = 0; i < kM; ++i)
+#pragma unroll
+    for (int j = 0; j < kN; ++j) {
+      float* out = part + ((m_first + i) * 16 + g) * ldu + (n_first + j * n_stride) * 8 + 2 * t;
+      *reinterpret_cast<float2*>(out) = make_float2(acc[i][j][0], acc[i][j][1]);
+      *reinterpret_cast<float2*>(out + 8 * ldu) = make_float2(acc[i][j][2], acc[i][j][3]);
+    }
+}
+
+// part[b, n] = sum_k h[b, k] W[n, k] for b < m_tiles * 16, n < n_tiles * 8, on mma.sync m16 x n8
+// tiles (k8 tf32, k16 16-bit). Warp w owns the n tiles w, w + nwarps, ... for every m tile. The WMMA
+// loop this replaces ran one 16 x 16 tile's k-steps in series through generic loads: ~180 clocks a
+// k-step on an H200 whatever the dtype and batch (bench/NOTES.md). Each output is summed over k in
+// increasing order by one warp: the same bits on every run.
+template <typename Native>
+__device__ __forceinline__ void mma_partial_sums(const uint32_t* h, const uint32_t* w, float* part, int m_tiles,
+                                                 int n_tiles, int k_steps, int ldk_words, int ldu, int warp,
+                                                 int nwarps, int lane) {
+  for (int n_first = warp; n_first < n_tiles; n_first += kMmaWarpN * nwarps) {
+    const bool two_n = n_first + nwarps < n_tiles;  // warp-uniform, as every size below
+    for (int m_first = 0; m_first < m_tiles; m_first += kMmaWarpM) {
+      const auto block = [&](auto m_count, auto n_count) {
+        mma_tile_block<Native, decltype(m_count)::value, decltype(n_count)::value>(
+            h, w, part, m_first, n_first, nwarps, k_steps, ldk_words, ldu, lane);
+      };
+      using One = std::integral_constant<int, 1>;
+      using Two = std::integral_constant<int, 2>;
+      static_assert(kMmaWarpM == 4 && kMmaWarpN == 2, "the dispatch below covers 1..4 x 1..2 tiles");
+      switch (m_tiles - m_first) {  // 4 or more: kMmaWarpM
+        case 1: two_n ? block(One{}, Two{}) : block(One{}, One{}); break;
+        case 2: two_n ? block(Two{}, Two{}) : block(Two{}, One{}); break;
+        case 3: two_n ? block(std::integral_constant<int, 3>{}, Two{}) : block(std::integral_constant<int, 3>{}, One{}); break;
+        default: two_n ? block(std::integral_constant<int, 4>{}, Two{}) : block(std::integral_constant<int, 4>{}, One{}); break;
+      }
+    }
+  }
+}
+#endif
 
 // Per step, in CTA j of cluster q (units u0 = q * units ..., columns k0 = j * kslice ...):
 //   load seq[t] (and act_out[t], backward) of the outputs this thread writes  -> registers
 //   stage h_{t-1}[b, k0 : k0 + kslice] for the live b (zeros elsewhere)       -> h_s  (B16 x kslice)
-//   partial[b, n] = sum_k h_s[b, k] W[u0 + n, k0 + k]  on WMMA tiles             -> part_s (B16 x units)
+//   partial[b, n] = sum_k h_s[b, k] W[u0 + n, k0 + k]  on mma.sync tiles         -> part_s (B16 x units)
 //   cluster barrier
 //   for the outputs this CTA owns (units j * units/8 ...): z = seq[t] + sum over ranks 0..7 of
 //   their partial (distributed shared memory, fixed order), epilogue, store
@@ -532,12 +635,7 @@ template <typename scalar_t, bool kOneCluster, bool kExchange = false>
 __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(MmaParams<scalar_t> p) {
   static_assert(!(kOneCluster && kExchange), "one cluster has no step barrier across clusters to replace");
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  namespace wmma = nvcuda::wmma;
-  using Native = typename NativeOf<scalar_t>::type;  // same bits, the type WMMA takes
-  using Wt = WmmaTypes<Native>;
-  using FragA = wmma::fragment<wmma::matrix_a, 16, 16, Wt::FK, typename Wt::Frag, wmma::row_major>;
-  using FragB = wmma::fragment<wmma::matrix_b, 16, 16, Wt::FK, typename Wt::Frag, wmma::col_major>;
-  using FragC = wmma::fragment<wmma::accumulator, 16, 16, Wt::FK, float>;
+  using Native = typename NativeOf<scalar_t>::type;  // same bits, the type mma.sync takes
   cg::cluster_group cluster = cg::this_cluster();
   if (cluster.num_blocks() != kMmaClusterCtas) __trap();  // every index below assumes 8 ranks
   const int rank = static_cast<int>(cluster.block_rank());
@@ -549,9 +647,10 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
   scalar_t* h_s = w_s + p.units * ldk;                                        // B16 x ldk: h_{t-1}[b, k0 + c]
   float* part_s = reinterpret_cast<float*>(h_s + round_up16(p.B) * ldk);      // B16 x ldu: partial z[b, u0 + n]
   const int part_elems = round_up16(p.B) * ldu;  // kExchange: two such buffers, step s in s % 2's
-  for (int i = threadIdx.x; i < p.units * ldk; i += blockDim.x) {
-    const int n = i / ldk, c = i % ldk, u = u0 + n, k = k0 + c;
-    w_s[i] = c < p.kslice && u < p.H && k < p.H ? mma_operand(p.weight[static_cast<int64_t>(u) * p.H + k]) : scalar_t(0);
+  for (int i = threadIdx.x; i < p.units * p.kslice; i += blockDim.x) {
+    const int n = i / p.kslice, c = i % p.kslice, u = u0 + n, k = k0 + c;
+    w_s[n * ldk + mma_k_position(c, sizeof(scalar_t))] =
+        u < p.H && k < p.H ? mma_operand(p.weight[static_cast<int64_t>(u) * p.H + k]) : scalar_t(0);
   }
   float* parts[kMmaClusterCtas];  // every rank's partial sums, in rank order
 #pragma unroll
@@ -559,7 +658,6 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
   __syncthreads();
 
   const int warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
-  const int n_tiles = p.units / 16;
   // staging h: thread tid takes elements tid, tid + blockDim.x, ... of the (b, c < kslice) grid
   const int b_first = threadIdx.x / p.kslice, c_first = threadIdx.x % p.kslice;
   const int step_b = blockDim.x / p.kslice, step_c = blockDim.x % p.kslice;
@@ -631,55 +729,55 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
         }
 #pragma unroll
         for (int u = 0; u < kStage; ++u) {
-          if (b < m16) h_s[b * ldk + c] = mma_operand(v[u]);
+          if (b < m16) h_s[b * ldk + mma_k_position(c, sizeof(scalar_t))] = mma_operand(v[u]);
           stage_step(b, c);
         }
       }
       __syncthreads();
       trace_stamp(p.trace, s, 1);  // phase 1: early loads issued, h_{t-1}'s slice staged
-      for (int tile = warp; tile < m16 / 16 * n_tiles; tile += nwarps) {
-        const int m = tile / n_tiles * 16, n = tile % n_tiles * 16;
-        FragC acc;
-        wmma::fill_fragment(acc, 0.0f);
-        for (int kk = 0; kk < p.kslice; kk += Wt::FK) {
-          FragA a;
-          FragB b;  // B(k, n) = W[u0 + n, k0 + k]: W's rows are B's columns
-          wmma::load_matrix_sync(a, reinterpret_cast<const Native*>(h_s) + m * ldk + kk, ldk);
-          wmma::load_matrix_sync(b, reinterpret_cast<const Native*>(w_s) + n * ldk + kk, ldk);
-          wmma::mma_sync(acc, a, b, acc);
-        }
-        wmma::store_matrix_sync(part_s + part_offset + m * ldu + n, acc, ldu, wmma::mem_row_major);
-      }
+      mma_partial_sums<Native>(reinterpret_cast<const uint32_t*>(h_s), reinterpret_cast<const uint32_t*>(w_s),
+                               part_s + part_offset, m16 / 16, p.units / 8, p.kslice * sizeof(scalar_t) / 32,
+                               ldk * sizeof(scalar_t) / 4, ldu, warp, nwarps, threadIdx.x % 32);
       trace_stamp(p.trace, s, 2);  // phase 2: thread 0's warp's tiles multiplied
     }
     cluster.sync();  // every rank's partial sums are in its shared memory (release / acquire)
     trace_stamp(p.trace, s, 3);    // phase 3: the cluster barrier
-    const auto write_output = [&](int i, float z, float h) {
-      const int b = i / own, n = rank * own + i % own, u = u0 + n;
-      if (u >= p.H) return;
-      float y = 0.f;  // finished sequence: output / gradient is zero from here on
-      if (b < live) {
-        float sum = 0.f;
-        if (has_prev) {
+    // Output i's sum of the 8 ranks' partial sums (distributed shared memory, rank order), 0 where
+    // the output is not written from it.
+    const auto partial_sum = [&](int i) {
+      const int b = i / own, n = rank * own + i % own;
+      float sum = 0.f;
+      if (has_prev && i < outputs && b < live && u0 + n < p.H) {
 #pragma unroll
-          for (int c = 0; c < kMmaClusterCtas; ++c) sum += parts[c][part_offset + b * ldu + n];
-        }
-        y = step_epilogue(z + sum, h, p.relu, p.backward);
+        for (int c = 0; c < kMmaClusterCtas; ++c) sum += parts[c][part_offset + b * ldu + n];
       }
+      return sum;
+    };
+    const auto write_output = [&](int i, float z, float h, float sum) {
+      const int b = i / own, u = u0 + rank * own + i % own;
+      if (u >= p.H) return;
+      // finished sequence: output / gradient is zero from here on
+      const float y = b < live ? step_epilogue(z + sum, h, p.relu, p.backward) : 0.f;
       cur[static_cast<int64_t>(b) * p.H + u] = static_cast<scalar_t>(y);
       if (kExchange && b < live_next)  // the next step stages it from here (the value as stored)
         exchange_store(exchange_words + (s % 2) * step + static_cast<int64_t>(b) * p.H + u,
                        ExchangeWord<scalar_t>::pack(static_cast<scalar_t>(y), s));
     };
+    // The early outputs' partial sums before any of their stores: the exchange store is a compiler
+    // barrier (a "memory" clobber), so interleaved with them each output's loads waited out a
+    // distributed-shared-memory round trip of their own (~0.6 us an output at B64 H1024 on an H200).
+    float sum_early[kEarly];
+#pragma unroll
+    for (int e = 0; e < kEarly; ++e) sum_early[e] = partial_sum(threadIdx.x + e * blockDim.x);
 #pragma unroll
     for (int e = 0; e < kEarly; ++e) {
       const int i = threadIdx.x + e * blockDim.x;
-      if (i < outputs) write_output(i, z_early[e], h_early[e]);
+      if (i < outputs) write_output(i, z_early[e], h_early[e], sum_early[e]);
     }
     for (int i = threadIdx.x + kEarly * blockDim.x; i < outputs; i += blockDim.x) {
       float z, h;
       load_inputs(i, z, h);
-      write_output(i, z, h);
+      write_output(i, z, h, partial_sum(i));
     }
     trace_stamp(p.trace, s, 4);  // phase 4: partial sums reduced, outputs written
     // step t complete everywhere before step t +- 1 reads it, and no rank overwrites its partial
@@ -760,7 +858,7 @@ StepBarrier choose_barrier(int64_t H, const cudaDeviceProp& prop) {
 // cluster 1/8 of the columns rounded up to the fragment's k.
 MmaConfig mma_partition(at::ScalarType dtype, int64_t B, int64_t H, int64_t most, const cudaDeviceProp& prop) {
   MmaConfig m;
-  const int elem = dtype == at::kFloat ? 4 : 2, fk = dtype == at::kFloat ? 8 : 16;  // WmmaTypes' k
+  const int elem = dtype == at::kFloat ? 4 : 2, fk = dtype == at::kFloat ? 8 : 16;  // one mma.sync k-step: 8 words
   const int64_t per_rank = (H + kMmaClusterCtas - 1) / kMmaClusterCtas;
   const int kslice = static_cast<int>((per_rank + fk - 1) / fk * fk);
   const int units = round_up16(static_cast<int>((H + most - 1) / most));

@@ -904,7 +904,9 @@ def _mma_expected(dtype, B, H):
     most = 1 if H <= 256 else max(1, props.multi_processor_count // 8)
     units = -(-(-(-H // most)) // 16) * 16
     b16 = -(-B // 16) * 16
-    smem = (units + b16) * (kslice + 16 // elem) * elem + b16 * (units + 4) * 4
+    words = kslice * elem // 4  # a row's k-slice in 32-bit words; the row stride is 8 (mod 32) words
+    ldk_bytes = (words + (40 - words % 32) % 32) * 4
+    smem = (units + b16) * ldk_bytes + b16 * (units + 4) * 4
     optin = getattr(props, "shared_memory_per_block_optin", 227 * 1024)
     return smem <= optin
 
@@ -1266,3 +1268,24 @@ def test_cuda_rnn_env_is_checked(monkeypatch, var, value):
         m(x)
     monkeypatch.setenv(var, "")
     m(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# the tensor-core kernel's index arithmetic, replayed on the CPU
+
+def test_rnn_mma_index_replay(capsys):
+    """scripts/check_rnn_mma.py: the numpy replay of rnn_persistent_mma_kernel's MMA phase (the w_s
+    fill and h_s staging in mma_k_position's order, mma_partial_sums / mma_tile_block's 8-byte loads,
+    pipelined k-loop and float2 stores) on the PTX mma.sync fragment layouts: the partial sums equal
+    h @ W.T, every output written once, no padding read, no load bank conflicts, and its mutants are
+    caught; its anchors fail it when rnn.cu's formulas change. Run without a GPU: it checks the index
+    arithmetic against the documented layouts, not the kernel."""
+    import pathlib
+    import runpy
+    try:
+        runpy.run_path(str(pathlib.Path(__file__).resolve().parents[2] / "scripts" / "check_rnn_mma.py"),
+                       run_name="__main__")
+    except SystemExit as e:  # the script exits 1 on a mismatch
+        assert e.code in (0, None), capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ok" in out and "MISMATCH" not in out, out
