@@ -536,7 +536,8 @@ constexpr int kMmaWarpM = 4, kMmaWarpN = 2;
 // m_first * 16 and the kN n8 tiles n_first, n_first + n_stride, ... (h, w: mma_ldk's layout, row
 // stride ldk_words; part: fp32, row stride ldu). One A fragment serves the kN tiles, one B fragment
 // the kM tiles, and the kM x kN accumulators are independent chains. Sizes are template arguments,
-// so the k-loop has no branch and the next k-step's loads can be issued under this one's MMAs.
+// so the k-loop has no size-dependent branch and the next k-step's loads go out under this one's
+// MMAs.
 template <typename Native, int kM, int kN>
 __device__ __forceinline__ void mma_tile_block(const uint32_t* h, const uint32_t* w, float* part, int m_first,
                                                int n_first, int n_stride, int k_steps, int ldk_words, int ldu,

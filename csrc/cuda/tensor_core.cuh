@@ -1,7 +1,6 @@
 // What the CUDA files share about tensor cores: the CUDA-native element types behind torch's
-// 16-bit types, the WMMA fragment shape and precision for each element type, the PTX wrappers
-// (ldmatrix, cp.async, mma.sync) and torch.backends.cudnn.allow_tf32 (the flag that governs the
-// cuDNN op each kernel replaces).
+// 16-bit types, the PTX wrappers (ldmatrix, cp.async, mma.sync, wgmma) and
+// torch.backends.cudnn.allow_tf32 (the flag that governs the cuDNN op each kernel replaces).
 #pragma once
 #include <ATen/Context.h>
 #include <c10/util/BFloat16.h>
@@ -15,7 +14,7 @@
 #include <type_traits>
 
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-// WMMA bf16 / tf32 and the mma.sync / ldmatrix / cp.async forms need sm_80+ (the host pass sees
+// TF32 rounding and the mma.sync / ldmatrix / cp.async forms need sm_80+ (the host pass sees
 // the declarations)
 #define RNNKERN_HAS_SM80_TENSOR_CORES 1
 #else
@@ -24,25 +23,14 @@
 
 namespace rnnkern {
 
-// c10::Half / c10::BFloat16 have the same bits as __half / __nv_bfloat16, which WMMA takes.
+// c10::Half / c10::BFloat16 have the same bits as __half / __nv_bfloat16, which the PTX wrappers take.
 template <typename T> struct NativeOf { using type = T; };
 template <> struct NativeOf<at::Half> { using type = __half; };
 template <> struct NativeOf<at::BFloat16> { using type = __nv_bfloat16; };
 
-#if RNNKERN_HAS_SM80_TENSOR_CORES
-template <typename T> struct WmmaTypes {  // bf16 / fp16: m16n16k16
-  using Frag = T;
-  static constexpr int FK = 16;
-};
-template <> struct WmmaTypes<float> {  // tf32: m16n16k8 on fp32 values (rounded with __float_to_tf32)
-  using Frag = nvcuda::wmma::precision::tf32;
-  static constexpr int FK = 8;
-};
-#endif
-
 // ---- PTX building blocks (sm_80+): shared addresses, ldmatrix, cp.async, mma.sync -------------
-// Used by conv.cu's engine and conv_transpose.cu's block kernel; fragment layouts are described
-// beside conv.cu's MmaSyncMma.
+// Used by conv.cu's engine, conv_transpose.cu's block kernel and rnn.cu's tensor-core kernel;
+// fragment layouts are described beside conv.cu's MmaSyncMma.
 #if RNNKERN_HAS_SM80_TENSOR_CORES
 __device__ __forceinline__ uint32_t smem_u32(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
 
