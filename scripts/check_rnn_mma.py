@@ -32,11 +32,27 @@ and 16-bit, B 1-256, live <= B):
      else; mma_k_position is the order the loads expect (derived from the a / b register
      assignment and the PTX layout, not from the formula);
  (7) each tile block multiplies k-steps 0 ... k_steps - 1 once each, in increasing order (even and
-     odd k_steps, through the pipelined loop as written).
+     odd k_steps, through the pipelined loop as written);
+ (8) one cluster (most == 1: u0 = 0; every one-cluster H of the cases and more, H 1-512, several B,
+     forward (live shrinks) and backward (live grows, from 0 too), with and without h_-1), over 4
+     steps of the 8 ranks: h_s zeroed once, staged from global memory at step 0 only (staged_rows),
+     then each step's reduce (write_output over the early and the other outputs, as the threads
+     walk them) writes y into the h_s of rank u / kslice at b * ldk + mma_k_position(u % kslice):
+     (8a) every (b < B, u < H) written once a step, into the rank whose k-slice holds u, never at a
+     row >= B or a padding position; (8b) the written h_s == the staging of h_t from global memory
+     (as stored) on rows < live(next), positions of c < kslice; (8c) rows [B, round_up16(B)),
+     columns >= H and the padding stay zero; (8d) the next step's partial sums (summed over the
+     ranks) from the written h_s == from a freshly staged one on rows < live(next) (rows past it may
+     differ: forward, a finished sequence's last output stays where staging wrote a zero; only
+     partial sums no output reads see it; the count is reported), read as mma_partial_sums reads
+     h_s ((1), (3), (6)) and, on a few runs, replayed on the PTX fragments from both h_s. Values are
+     small integers there, exact in every format: the conversions (static_cast<scalar_t>, then
+     mma_operand, the same on both paths and anchored) are not modelled.
 (4)'s store conflicts are reported: part_s's row stride ldu = units + 4 (4 or 20 mod 32) gives the
 float2 stores 2-way conflicts. Also reported: storing both operands in the plain order 0 1 2 ... 7
 gives the same product (a k-permutation shared by A and B), so only (6) catches that mutant.
-Then mutants of the replay (a wrong in-group order, a[1] / a[2] swapped, ldk without its pad, ...)
+Then mutants of the replay (a wrong in-group order, a[1] / a[2] swapped, ldk without its pad, ...;
+for (8): y written into rank u / own, or at u % kslice without mma_k_position, or h_s not zeroed)
 that the checks must catch, and edits of rnn.cu that the anchors must catch (a comment-only edit
 must not be). The anchors (ANCHORS) tie the replay to rnn.cu and tensor_core.cuh: each formula the
 replay reproduces must still be in the source (// and /* */ comments and all whitespace removed);
@@ -95,7 +111,8 @@ def _body(text, head):
 
 
 # (what the replay assumes, the code that says so, where): where = "f" rnn.cu, "tc" tensor_core.cuh,
-# "tb" mma_tile_block, "ps" mma_partial_sums, "k" rnn_persistent_mma_kernel, "mp" mma_partition
+# "tb" mma_tile_block, "ps" mma_partial_sums, "k" rnn_persistent_mma_kernel, "mp" mma_partition,
+# "wo" the kernel's write_output (the reduce's per-output store)
 ANCHORS = [
     ("mma_ldk: the slice's words", "const int words = kslice * elem_size / 4;", "f"),
     ("mma_ldk: padded to 8 (mod 32) words", "return (words + (40 - words % 32) % 32) * 4 / elem_size;", "f"),
@@ -164,12 +181,16 @@ ANCHORS = [
     ("stage_step", "b += step_b; c += step_c; if (c >= p.kslice) { c -= p.kslice; ++b; }", "k"),
     ("m16", "const int m16 = round_up16(live);", "k"),
     ("kStage 16", "constexpr int kStage = 16;", "k"),
-    ("staging loop", "for (int b = b_first, c = c_first; b < m16;) {", "k"),
+    ("h_s zero fill", "for (int i = threadIdx.x; i < round_up16(p.B) * ldk; i += blockDim.x) h_s[i] = scalar_t(0);",
+     "k"),
+    ("staged_rows: one cluster stages at step 0 only", "const int staged_rows = kOneCluster && s > 0 ? 0 : m16;", "k"),
+    ("staging loop", "for (int b = b_first, c = c_first; b < staged_rows;) {", "k"),
     ("staged value (loads)", "v[u] = bl < live && k0 + cl < p.H ? load_cg(prev + static_cast<int64_t>(bl) * p.H + k0 + "
      "cl) : scalar_t(0);", "k"),
     ("staged value (exchange words)", "at[u] = bl < live && k0 + cl < p.H ? static_cast<int64_t>(bl) * p.H + k0 + cl "
      ": -1;", "k"),
-    ("h_s store index", "if (b < m16) h_s[b * ldk + mma_k_position(c, sizeof(scalar_t))] = mma_operand(v[u]);", "k"),
+    ("h_s store index", "if (b < staged_rows) h_s[b * ldk + mma_k_position(c, sizeof(scalar_t))] = mma_operand(v[u]);",
+     "k"),
     ("the call: m_tiles, n_tiles, k_steps, ldk_words, ldu, lane",
      "mma_partial_sums<Native>(reinterpret_cast<const uint32_t*>(h_s), reinterpret_cast<const uint32_t*>(w_s), "
      "part_s + part_offset, m16 / 16, p.units / 8, p.kslice * sizeof(scalar_t) / 32, ldk * sizeof(scalar_t) / 4, "
@@ -179,6 +200,24 @@ ANCHORS = [
     ("the reduce reads rows b < live, units u0 + n < H",
      "if (has_prev && i < outputs && b < live && u0 + n < p.H) {", "k"),
     ("the reduce's read", "for (int c = 0; c < kMmaClusterCtas; ++c) sum += parts[c][part_offset + b * ldu + n];", "k"),
+    ("outputs", "const int outputs = p.B * own;", "k"),
+    ("kEarly 8", "constexpr int kEarly = 8;", "k"),
+    ("the early outputs: tid + e * blockDim.x, e < kEarly",
+     "for (int e = 0; e < kEarly; ++e) { const int i = threadIdx.x + e * blockDim.x; if (i < outputs) y_early[e] = "
+     "write_output(i, z_early[e], h_early[e], sum_early[e], !kOneCluster); }", "k"),
+    ("the other outputs", "for (int i = threadIdx.x + kEarly * blockDim.x; i < outputs; i += blockDim.x) {", "k"),
+    ("the other outputs' write", "write_output(i, z, h, partial_sum(i), true);", "k"),
+    ("the closing barrier before the next step reads h_s", "if constexpr (kOneCluster) { cluster.sync();", "k"),
+    # the reduce's write_output
+    ("write_output's (b, u)", "const int b = i / own, u = u0 + rank * own + i % own;", "wo"),
+    ("write_output: nothing for u >= H", "if (u >= p.H) return 0.f;", "wo"),
+    ("write_output: y == 0 for b >= live",
+     "const float y = b < live ? step_epilogue(z + sum, h, p.relu, p.backward) : 0.f;", "wo"),
+    ("write_output: one cluster writes y into rank u / kslice's h_s",
+     "if constexpr (kOneCluster) cluster.map_shared_rank(h_s, u / p.kslice)[b * ldk + mma_k_position(u % p.kslice, "
+     "sizeof(scalar_t))] = mma_operand(static_cast<scalar_t>(y));", "wo"),
+    ("one cluster: the one-cluster kernel when clusters == 1",
+     "exchanged ? clusters_exchange : m.clusters > 1 ? clusters : one_cluster, params)", "f"),
     # mma_partition / choose_mma
     ("elem, fk", "const int elem = dtype == at::kFloat ? 4 : 2, fk = dtype == at::kFloat ? 8 : 16;", "mp"),
     ("per_rank", "const int64_t per_rank = (H + kMmaClusterCtas - 1) / kMmaClusterCtas;", "mp"),
@@ -205,7 +244,8 @@ def anchor_scopes(rnn, tc):
             "tb": _code(_body(rnn, "__device__ __forceinline__ void mma_tile_block(")),
             "ps": _code(_body(rnn, "__device__ __forceinline__ void mma_partial_sums(")),
             "k": _code(_body(rnn, "rnn_persistent_mma_kernel(MmaParams<scalar_t> p) {")),
-            "mp": _code(_body(rnn, "MmaConfig mma_partition("))}
+            "mp": _code(_body(rnn, "MmaConfig mma_partition(")),
+            "wo": _code(_body(rnn, "const auto write_output = [&]("))}
 
 
 def check_anchors(rnn, tc):
@@ -361,9 +401,11 @@ def operands(case, seed):
     return W, prev
 
 
-def replay(case, W, prev, mut=frozenset(), stats=None):
+def replay(case, W, prev, mut=frozenset(), stats=None, h_mem=None):
     """Runs one CTA (cluster case.q, rank case.rank) of one step. Returns (findings [(check, msg)],
-    the part buffer (round_up16(B) * ldu floats))."""
+    the part buffer (round_up16(B) * ldu floats)). h_mem: h_s's round_up16(B) * ldk elements as they
+    are (check (8): written by the previous step's reduce) instead of staged from prev; the product
+    (1) is then checked against h_s's rows < m16 read at mma_k_position(c), c < kslice."""
     found = []
 
     def bad(check, msg):
@@ -412,8 +454,11 @@ def replay(case, W, prev, mut=frozenset(), stats=None):
     W_log = np.zeros((units, kslice))
     ur, kc = np.arange(u0, min(u0 + units, H)), np.arange(k0, min(k0 + kslice, H))
     W_log[:len(ur), :len(kc)] = W[np.ix_(ur, kc)]
-    h_log = np.zeros((m16, kslice))
-    h_log[:live, :len(kc)] = prev[:live][:, kc]
+    if h_mem is None:
+        h_log = np.zeros((m16, kslice))
+        h_log[:live, :len(kc)] = prev[:live][:, kc]
+    else:
+        h_log = np.asarray(h_mem).reshape(B16, ldk)[:m16, pos]
 
     # the w_s fill: i = tid, tid + blockDim.x, ... < units * kslice (every i once: a plain range)
     i = np.arange(units * kslice)
@@ -432,46 +477,49 @@ def replay(case, W, prev, mut=frozenset(), stats=None):
     elif not np.array_equal(mem[expect_w].reshape(units, kslice), W_log):
         bad("6", "w_s[n * ldk + mma_k_position(c)] != W[u0 + n, k0 + c]")
 
-    # the h_s staging: each thread walks (b, c) from (tid / kslice, tid % kslice) by blockDim.x elements
-    tid = np.arange(NTHREADS)
-    step_b, step_c = NTHREADS // kslice, NTHREADS % kslice
+    if h_mem is not None:  # h_s as given (nothing staged)
+        mem[h_el:] = h_mem
+    else:
+        # the h_s staging: each thread walks (b, c) from (tid / kslice, tid % kslice) by blockDim.x elements
+        tid = np.arange(NTHREADS)
+        step_b, step_c = NTHREADS // kslice, NTHREADS % kslice
 
-    def stage_step(b, c):
-        b, c = b + step_b, c + step_c
-        wrap = c >= kslice
-        return np.where(wrap, b + 1, b), np.where(wrap, c - kslice, c)
+        def stage_step(b, c):
+            b, c = b + step_b, c + step_c
+            wrap = c >= kslice
+            return np.where(wrap, b + 1, b), np.where(wrap, c - kslice, c)
 
-    b, c = tid // kslice, tid % kslice
-    hw = np.zeros(n_el, dtype=np.int64)
-    mismatched_source = 0
-    while True:
-        active = b < m16
-        if not active.any():
-            break
-        bl, cl = b.copy(), c.copy()
-        v = []
-        for _ in range(KSTAGE):
-            take = (bl < live) & (k0 + cl < H)
-            v.append((np.where(take, prev[np.minimum(bl, B - 1), np.minimum(k0 + cl, H - 1)], 0.0), bl, cl))
-            bl, cl = stage_step(bl, cl)
-        for uu in range(KSTAGE):
-            st = active & (b < m16)
-            val, sb, sc = v[uu]
-            mismatched_source += int((st & ((sb != b) | (sc != c))).sum())
-            idx = h_el + b * ldk + (c if "stage_unpermuted" in mut else mma_k_position(c, elem, mut))
-            inside = st & (idx >= h_el) & (idx < n_el)
-            if (st & ~inside).any():
-                bad("6", "the h_s staging writes outside h_s")
-            np.add.at(hw, idx[inside], 1)
-            mem[idx[inside]] = val[inside]
-            b, c = stage_step(b, c)
-    expect_h = (h_el + np.arange(m16)[:, None] * ldk + pos[None, :]).ravel()
-    if mismatched_source:
-        bad("6", f"{mismatched_source} staged values from another (b, c) than the one stored")
-    if not (hw[expect_h] == 1).all() or hw.sum() != m16 * kslice:
-        bad("6", "the h_s staging does not write each (b < m16, position < kslice) exactly once")
-    elif not np.array_equal(mem[expect_h].reshape(m16, kslice), h_log):
-        bad("6", "h_s[b * ldk + mma_k_position(c)] != h_{t-1}[b, k0 + c] (zero for b >= live, k >= H)")
+        b, c = tid // kslice, tid % kslice
+        hw = np.zeros(n_el, dtype=np.int64)
+        mismatched_source = 0
+        while True:
+            active = b < m16
+            if not active.any():
+                break
+            bl, cl = b.copy(), c.copy()
+            v = []
+            for _ in range(KSTAGE):
+                take = (bl < live) & (k0 + cl < H)
+                v.append((np.where(take, prev[np.minimum(bl, B - 1), np.minimum(k0 + cl, H - 1)], 0.0), bl, cl))
+                bl, cl = stage_step(bl, cl)
+            for uu in range(KSTAGE):
+                st = active & (b < m16)
+                val, sb, sc = v[uu]
+                mismatched_source += int((st & ((sb != b) | (sc != c))).sum())
+                idx = h_el + b * ldk + (c if "stage_unpermuted" in mut else mma_k_position(c, elem, mut))
+                inside = st & (idx >= h_el) & (idx < n_el)
+                if (st & ~inside).any():
+                    bad("6", "the h_s staging writes outside h_s")
+                np.add.at(hw, idx[inside], 1)
+                mem[idx[inside]] = val[inside]
+                b, c = stage_step(b, c)
+        expect_h = (h_el + np.arange(m16)[:, None] * ldk + pos[None, :]).ravel()
+        if mismatched_source:
+            bad("6", f"{mismatched_source} staged values from another (b, c) than the one stored")
+        if not (hw[expect_h] == 1).all() or hw.sum() != m16 * kslice:
+            bad("6", "the h_s staging does not write each (b < m16, position < kslice) exactly once")
+        elif not np.array_equal(mem[expect_h].reshape(m16, kslice), h_log):
+            bad("6", "h_s[b * ldk + mma_k_position(c)] != h_{t-1}[b, k0 + c] (zero for b >= live, k >= H)")
 
     # the MMA phase on 32-bit words
     words = mem.reshape(-1, per_word)  # word w: elements w * per_word + e, e = 0 in the low half
@@ -662,6 +710,204 @@ def cases():
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# (8) one cluster (mma_partition's most == 1: u0 = 0, clusters == 1): h_s is zeroed once, staged
+# from global memory only at step 0, and from then on written by the reduce, each output y of step s
+# into the h_s of rank u / kslice at b * ldk + mma_k_position(u % kslice): the next step multiplies
+# h_t from there. Values are small integers (W, h_{-1}, seq's pre-activations; a clip to [-3, 3]
+# stands in for the epilogue), exact in every format, so static_cast<scalar_t> and mma_operand (the
+# same chain on both paths, anchored) are identities here.
+
+def one_cluster_lives(B, T, rng, kind):
+    """live[t], t = 0 .. T - 1, for sorted lengths (live[t] = #sequences longer than t): 'full' every
+    sequence T long; 'ragged' lengths 1 .. T; 'dies' lengths 0 .. T - 1 (live[T - 1] == 0: backward
+    starts with no live row)."""
+    if kind == "full":
+        return [B] * T
+    lengths = np.sort(rng.integers(0, T, size=B) if kind == "dies" else rng.integers(1, T + 1, size=B))[::-1].copy()
+    lengths[0] = max(lengths[0], 1) if kind == "dies" else T  # step 0 (forward) has a live row
+    return [int((lengths > t).sum()) for t in range(T)]
+
+
+def one_cluster_run(elem, H, B, lives, backward, with_state0, seed, mut=frozenset(), frag_steps=(), stats=None):
+    """T = len(lives) steps of the one-cluster kernel's h_s bookkeeping over the 8 ranks: the zero
+    fill, step 0's staging, each step's partial sums from h_s (rows < m16, mma_k_position(c), c <
+    kslice: what (1), (3), (6) show mma_partial_sums reads) and its reduce writing y into the ranks'
+    h_s. frag_steps: steps s > 0 whose partial sums are also replayed on the PTX fragments (replay,
+    h_s as written and as freshly staged), 8 ranks each. Returns findings [(check, msg)]."""
+    found = []
+    T = len(lives)
+    units, kslice, clusters, _, _ = mma_partition(elem, B, H, 1)
+    name = (f"{'tf32' if elem == 4 else '16-bit'} H{H} B{B} {'backward' if backward else 'forward'} live "
+            f"{[lives[T - 1 - s] if backward else lives[s] for s in range(T)]} by step"
+            f"{'' if with_state0 else ', no h_-1'} (units {units}, kslice {kslice})")
+
+    def bad(check, msg):
+        found.append((check, f"{name}: {msg}"))
+
+    if clusters != 1 or units % CLUSTER:
+        bad("8a", f"{clusters} clusters with most == 1")
+        return found
+    own = units // CLUSTER                     # const int own = p.units / kMmaClusterCtas;
+    outputs = B * own                          # const int outputs = p.B * own;
+    ldk = mma_ldk(kslice, elem)
+    B16 = round_up16(B)
+    pos = mma_k_position(np.arange(kslice), elem)
+    rng = np.random.default_rng(seed)
+    W = rng.integers(-3, 4, size=(H, H)).astype(np.float64)
+    state0 = rng.integers(-3, 4, size=(B, H)).astype(np.float64) if with_state0 else None
+    Z = rng.integers(-3, 4, size=(T, B, H)).astype(np.float64)  # seq[t]'s pre-activations (load_inputs' z)
+    W_log = np.zeros((CLUSTER, units, kslice))
+    for r in range(CLUSTER):
+        kk = np.arange(r * kslice, min((r + 1) * kslice, H))
+        W_log[r, :min(units, H), :len(kk)] = W[:min(units, H)][:, kk]
+    is_pad_col = np.ones(ldk, dtype=bool)
+    is_pad_col[pos] = False                    # positions >= kslice: the row's padding
+
+    # the zero fill: for (i = threadIdx.x; i < round_up16(B) * ldk; i += blockDim.x) h_s[i] = 0, every CTA
+    hs = np.full((CLUSTER, B16 * ldk), np.nan)  # unwritten shared memory: NaN
+    if "zero_fill_dropped" not in mut:
+        i = (np.arange(NTHREADS)[:, None] + NTHREADS * np.arange(-(-B16 * ldk // NTHREADS))[None, :]).ravel()
+        hs[:, i[i < B16 * ldk]] = 0.0
+
+    def staged(rank, src, live, img):
+        """img with the staging of rows < m16(live) from src (global, as stored): src[b, k0 + c] for
+        b < live, k0 + c < H, zero elsewhere, at b * ldk + mma_k_position(c)."""
+        m16, kk = round_up16(live), rank * kslice + np.arange(kslice)
+        vals = np.zeros((m16, kslice))
+        if src is not None:
+            vals[:live, kk < H] = src[:live][:, kk[kk < H]]
+        img.reshape(B16, ldk)[:m16, pos] = vals
+        return img
+
+    def partials(img, rank, m16):
+        return img.reshape(B16, ldk)[:m16, pos] @ W_log[rank].T  # m16 x units
+
+    seq = {}
+    t_prev = None
+    for s in range(T):
+        t = T - 1 - s if backward else s
+        live = lives[t]
+        m16 = round_up16(live)
+        src = state0 if s == 0 else seq[t_prev]
+        has_prev = src is not None and live > 0
+        if has_prev and s == 0:  # staged_rows = kOneCluster && s > 0 ? 0 : m16
+            for r in range(CLUSTER):
+                staged(r, src, live, hs[r])
+        if s > 0:  # nothing staged: h_s as the last reduce left it, against a fresh staging of h_{t-1}
+            fresh = [staged(r, src, live, np.zeros(B16 * ldk)) for r in range(CLUSTER)]
+            for r in range(CLUSTER):
+                got, want = hs[r].reshape(B16, ldk)[:live, pos], fresh[r].reshape(B16, ldk)[:live, pos]
+                if not np.array_equal(got, want):
+                    b_, c_ = np.argwhere(~(got == want))[0]
+                    bad("8b", f"step {s}: rank {r}'s h_s[{b_} * ldk + mma_k_position({c_})] = {got[b_, c_]}, staging "
+                              f"h_(t-1)[{b_}, {r * kslice + c_}] from global memory gives {want[b_, c_]}")
+                    break
+            if has_prev:
+                pw = [partials(hs[r], r, m16) for r in range(CLUSTER)]
+                pf = [partials(fresh[r], r, m16) for r in range(CLUSTER)]
+                zw, zf = sum(pw), sum(pf)
+                if not np.array_equal(zw[:live], zf[:live]):
+                    b_, n_ = np.argwhere(~(zw[:live] == zf[:live]))[0]
+                    bad("8d", f"step {s}: the partial sums' sum over the ranks at (b {b_}, n {n_}) = {zw[b_, n_]} from "
+                              f"the written h_s, {zf[b_, n_]} from a staged one")
+                elif stats is not None:
+                    stats["rows_past_live_differ"] = stats.get("rows_past_live_differ", 0) + int(
+                        (~(zw[live:] == zf[live:])).any(axis=1).sum())
+                if s in frag_steps:
+                    for r in range(CLUSTER):
+                        case = Case(elem, H, B, live, 1, 0, r)
+                        fw, part_w = replay(case, W, None, h_mem=hs[r])
+                        ff, part_f = replay(case, W, None, h_mem=fresh[r])
+                        for check, msg in fw + ff:
+                            bad("8d", f"step {s}, fragment replay: ({check}) {msg}")
+                        pw_, pf_ = part_w.reshape(B16, -1)[:live, :units], part_f.reshape(B16, -1)[:live, :units]
+                        if not np.array_equal(pw_, pf_):
+                            bad("8d", f"step {s}, rank {r}: the fragment replay's partial sums differ on rows < live")
+                        if stats is not None:
+                            stats["frag_ctas"] = stats.get("frag_ctas", 0) + 2
+        parts = [partials(hs[r], r, m16) for r in range(CLUSTER)] if has_prev else None
+        # the reduce: rank r's threads, outputs tid + e * blockDim.x (e < kEarly), then the rest
+        cover = np.zeros((B, H), dtype=np.int64)
+        cnt = np.zeros((CLUSTER, B16 * ldk), dtype=np.int64)
+        out = np.zeros((B, H))
+        tid = np.arange(NTHREADS)
+        early = (tid[None, :] + NTHREADS * np.arange(8)[:, None]).ravel()  # kEarly = 8
+        late = (tid[None, :] + NTHREADS * (8 + np.arange(max(0, -(-(outputs - 8 * NTHREADS) // NTHREADS))))[:, None]
+                ).ravel()
+        i_all = np.concatenate([early[early < outputs], late[late < outputs]])
+        for r in range(CLUSTER):
+            b, u = i_all // own, 0 + r * own + i_all % own  # u0 = 0
+            keep = u < H                                     # if (u >= p.H) return
+            b, u = b[keep], u[keep]
+            n = u                                            # n = rank * own + i % own, u0 = 0
+            sm = np.zeros(len(b))
+            if has_prev:
+                sel = b < live
+                for c in range(CLUSTER):                     # rank order
+                    sm[sel] += parts[c][b[sel], n[sel]]
+            y = np.where(b < live, np.clip(Z[t][b, u] + sm, -3, 3), 0.0)
+            out[b, u] = y                                    # seq[t] (now, or after the closing barrier)
+            np.add.at(cover, (b, u), 1)
+            dst = u // own if "h_rank_by_own" in mut else u // kslice
+            p_ = u % kslice if "h_position_unpermuted" in mut else mma_k_position(u % kslice, elem)
+            idx = b * ldk + p_
+            wrong_rank = (dst < 0) | (dst >= CLUSTER) | (dst * kslice > u) | (u >= (dst + 1) * kslice)
+            if wrong_rank.any():
+                j = int(np.argmax(wrong_rank))
+                bad("8a", f"step {s}: rank {r} writes output (b {b[j]}, u {u[j]}) into rank {dst[j]}'s h_s, whose "
+                          f"k-slice is [{dst[j] * kslice}, {(dst[j] + 1) * kslice})")
+            if ((idx // ldk) >= B).any() or is_pad_col[idx % ldk].any() or (idx < 0).any():
+                bad("8a", f"step {s}: rank {r} writes h_s at a row >= B or a padding position (>= kslice's)")
+            ok = (dst >= 0) & (dst < CLUSTER) & (idx >= 0) & (idx < B16 * ldk)
+            np.add.at(cnt, (dst[ok], idx[ok]), 1)
+            hs[dst[ok], idx[ok]] = y[ok]                     # mma_operand(static_cast<scalar_t>(y))
+        if (cover != 1).any():
+            b_, u_ = np.argwhere(cover != 1)[0]
+            bad("8a", f"step {s}: output (b {b_}, u {u_}) written {cover[b_, u_]} times (each (b < B, u < H) once)")
+        if (cnt > 1).any() or cnt.sum() != B * H:
+            bad("8a", f"step {s}: {int((cnt > 1).sum())} h_s elements written twice, {int(cnt.sum())} writes for "
+                      f"{B * H} outputs")
+        seq[t] = out
+        t_prev = t
+        # (c) rows past B, columns past H (and the padding) stay as the zero fill left them
+        for r in range(CLUSTER):
+            img = hs[r].reshape(B16, ldk)
+            kk = r * kslice + np.arange(kslice)
+            if not (img[B:] == 0).all() or not (img[:, pos[kk >= H]] == 0).all() or not (img[:, is_pad_col] == 0).all():
+                bad("8c", f"after step {s}: rank {r}'s h_s not zero at rows >= B ({B}), columns >= H or the padding")
+                break
+    if stats is not None:
+        stats["steps"] = stats.get("steps", 0) + T
+        stats["transitions"] = stats.get("transitions", 0) + T - 1
+    return found
+
+
+def one_cluster_runs(all_cases):
+    """(elem, H, B, lives, backward, with_state0): every one-cluster H of cases() and a few more, two
+    batch sizes each (that fit mma_partition's smem), forward (live shrinks) and backward (grows)."""
+    rng = np.random.default_rng(88)
+    Hs = sorted({1, 7, 8, 17, 64, 100, 129, 200, 255, 256} | {c.H for c in all_cases if c.most == 1})
+    out = []
+    T = 4
+    for elem in (4, 2):
+        for H in Hs:
+            for B in rng.choice([1, 5, 16, 17, 23, 40, 64, 100, 256], size=2, replace=False):
+                B = int(B)
+                while mma_partition(elem, B, H, 1)[4] > OPTIN and B > 1:
+                    B = max(1, B // 2)
+                if mma_partition(elem, B, H, 1)[4] > OPTIN:
+                    continue
+                for backward in (False, True):
+                    kind = str(rng.choice(["ragged", "ragged", "full", "dies"]))
+                    out.append((elem, H, B, one_cluster_lives(B, T, rng, kind), backward, bool(rng.random() < 0.85)))
+    # fixed: live crossing 16-row tiles both ways, live 0 at the start of backward, no h_-1
+    out += [(4, 100, 40, [40, 33, 17, 3], False, True), (4, 100, 40, [40, 33, 17, 3], True, True),
+            (2, 256, 100, [100, 64, 63, 1], True, True), (2, 17, 23, [23, 23, 16, 0], True, False),
+            (4, 200, 17, [17, 16, 15, 15], False, False)]
+    return out
+
+
 # the replay's mutants: (what they break, the checks that must each catch it on some case: the
 # fragment product (1) for every mutant that changes which element meets which, so that the PTX
 # model itself, not only the bookkeeping around it, tells them apart)
@@ -684,6 +930,14 @@ MUTANTS = {
     "m_count_unclipped": ("kM = 4 whatever m_tiles - m_first", "23"),
 }
 
+# (8)'s mutants of the one-cluster h_s write: (what they break, the sub-checks 8a ... 8d that must
+# each catch it on some run)
+MUTANTS8 = {
+    "h_rank_by_own": ("y written into rank u // own (the reducing rank's units) instead of u // kslice", "abd"),
+    "h_position_unpermuted": ("y written at b * ldk + u % kslice, without mma_k_position", "bd"),
+    "zero_fill_dropped": ("h_s not zeroed at the start (rows past B, columns past H never written)", "cd"),
+}
+
 # edits of rnn.cu the anchors must catch (old, new); and one they must not (comments, layout)
 SOURCE_EDITS = {
     "pad to 16 (mod 32)": ("(40 - words % 32) % 32", "(48 - words % 32) % 32"),
@@ -693,6 +947,10 @@ SOURCE_EDITS = {
     "k_steps in elements": ("p.kslice * sizeof(scalar_t) / 32", "p.kslice / 8"),
     "w_s unpermuted": ("w_s[n * ldk + mma_k_position(c, sizeof(scalar_t))]", "w_s[n * ldk + c]"),
     "out row": ("((m_first + i) * 16 + g) * ldu", "((m_first + i) * 16 + g) * ldk_words"),
+    "h_s write rank": ("map_shared_rank(h_s, u / p.kslice)", "map_shared_rank(h_s, u / own)"),
+    "h_s write unpermuted": ("mma_k_position(u % p.kslice, sizeof(scalar_t))", "u % p.kslice"),
+    "one cluster restages": ("kOneCluster && s > 0 ? 0 : m16", "m16"),
+    "no zero fill": ("i += blockDim.x) h_s[i] = scalar_t(0);", "i += blockDim.x) {}"),
 }
 NEUTRAL_EDIT = ("const int g = lane / 4, t = lane % 4;",
                 "const int g = lane / 4,  // groupID\n      t = lane % 4;  /* threadID_in_group */")
@@ -804,6 +1062,61 @@ def main():
     else:
         print(f"ok (1) {len(red_cases)} clusters x 8 ranks: the reduce's sum of parts[c][b * ldu + n] over the ranks "
               f"== h_(t-1)[b] . W[u0 + n] for b < live, u0 + n < H")
+
+    # (8) one cluster: the reduce leaves h_t in the ranks' h_s, which the next step multiplies
+    runs = one_cluster_runs(all_cases)
+    labels8 = {
+        "8a": "each step's reduce writes every (b < B, u < H) once over the 8 ranks' threads, into rank u // "
+              "kslice, at rows < B and positions < kslice only (never the padding)",
+        "8b": "the written h_s == the staging of h_t from global memory (as stored) on rows < live(next), "
+              "positions mma_k_position(c), c < kslice",
+        "8c": "h_s's rows [B, round_up16(B)), columns >= H and padding stay as the zero fill left them",
+        "8d": "the next step's partial sums (summed over the ranks) from the written h_s == from a freshly staged "
+              "h_s on rows < live(next)",
+    }
+    frag_runs = {j for j, r in enumerate(runs) if r[1] <= 100 and r[2] <= 40}
+    frag_runs = set(sorted(frag_runs)[::max(1, len(frag_runs) // 3)][:3])
+    st8, per8 = {}, {}
+    for j, (elem, H, B, lives, backward, with_state0) in enumerate(runs):
+        found = one_cluster_run(elem, H, B, lives, backward, with_state0, 3 * 10 ** 6 + j,
+                                frag_steps=(1, 2, 3) if j in frag_runs else (), stats=st8)
+        for check, msg in found:
+            if check not in per8:
+                fail(f"({check}) {msg}")
+            per8[check] = per8.get(check, 0) + 1
+    for check, label in labels8.items():
+        if check in per8:
+            print(f"FAILED ({check}) in {per8[check]} of {len(runs)} one-cluster runs: {label}")
+        else:
+            print(f"ok ({check}) {len(runs)} one-cluster runs: {label}")
+    print(f"   {len(runs)} one-cluster runs x 8 ranks, {st8.get('steps', 0)} steps ({st8.get('transitions', 0)} "
+          f"step-to-step hand-overs through h_s): H {sorted({r[1] for r in runs})}, B {sorted({r[2] for r in runs})}, "
+          f"tf32 and 16-bit, forward and backward; {st8.get('frag_ctas', 0)} CTAs' partial sums also replayed on "
+          f"the PTX fragments from the written / the staged h_s")
+    print(f"   (report) rows >= live(next) whose partial sums differ between the written and a staged h_s "
+          f"(finished sequences' last outputs, forward; allowed: no output reads them): "
+          f"{st8.get('rows_past_live_differ', 0)}")
+    caught8 = len(MUTANTS8)
+    for name, (what, need) in MUTANTS8.items():
+        seen, first, tries = {}, None, 0
+        for j, (elem, H, B, lives, backward, with_state0) in enumerate(runs):
+            tries += 1
+            found = one_cluster_run(elem, H, B, lives, backward, with_state0, 4 * 10 ** 6 + j, mut=frozenset([name]))
+            for check, msg in found:
+                seen.setdefault(check, msg)
+            first = first or (found[0] if found else None)
+            if {"8" + x for x in need} <= set(seen):
+                break
+        if first and {"8" + x for x in need} <= set(seen):
+            print(f"   mutant {name} ({what}): caught by ({', '.join(sorted(seen))}) in {tries} run(s), e.g. "
+                  f"({first[0]}) {first[1][:160]}")
+        else:
+            fail(f"mutant {name} ({what}) not caught by check(s) "
+                 f"{sorted({'8' + x for x in need} - set(seen))} on any of {len(runs)} one-cluster runs")
+            caught8 -= 1
+    if caught8 == len(MUTANTS8):
+        print(f"ok: all {caught8} mutants of the one-cluster h_s write caught, each by every check (8a-8d) it "
+              f"must trip")
 
     # (report) the in-group order only has to agree between h_s and w_s for the product
     same = 0

@@ -89,6 +89,8 @@ def main() -> None:
     cases = ([(torch.float32, 8, 256, env) for env in ({}, {"RNNKERN_RNN_BARRIER": "flag"})]
              + [(dt, b, h, {}) for dt in (torch.float32, torch.bfloat16) for b in (8, 64) for h in (512, 1024)]
              + [(torch.float32, 8, 1024, fma), (torch.bfloat16, 8, 512, fma)]
+             # the tensor-core kernel in one cluster (H <= 256): forced at B8, the default at B64
+             + [(torch.float32, 8, 256, {"RNNKERN_RNN_MATH": "mma"}), (torch.bfloat16, 64, 256, {})]
              + [(torch.float32, 8, 256, {"RNNKERN_RNN_BARRIER": "exchange"})]
              + [(torch.float32, 8, 1024, fma_exchange), (torch.bfloat16, 8, 512, fma_exchange)]
              + [(dt, b, 1024, {"RNNKERN_RNN_BARRIER": "exchange"})  # the tensor-core kernel without its flag barrier

@@ -20,7 +20,7 @@
 //   rows x the j-th eighth of the columns, reads only that eighth of h_{t-1}, multiplies on mma.sync
 //   tiles, and the 8 partial sums of each output are added through distributed shared memory in
 //   rank order (deterministic) by the CTA that owns the output. One cluster (H <= 256) needs only
-//   the cluster barrier per step; more take the flag barrier across clusters.
+//   the cluster barrier per step and keeps h_t in shared memory; more exchange it through L2.
 // * General (any shape/dtype): csrc/rnn_driver.h — one cuBLAS GEMM + one activation
 //   per step on the current stream.
 // The large GEMMs around the recurrence (and the general path's per-step products) run in TF32
@@ -626,6 +626,10 @@ __device__ __forceinline__ void mma_partial_sums(const uint32_t* h, const uint32
 //   for the outputs this CTA owns (units j * units/8 ...): z = seq[t] + sum over ranks 0..7 of
 //   their partial (distributed shared memory, fixed order), epilogue, store
 //   step barrier (cluster barrier with one cluster, flag barrier across clusters)
+// One cluster (kOneCluster) stages h only at step 0: its reduce also writes each output into the
+// h_s of the rank whose k-slice holds it (distributed shared memory), and the closing cluster barrier
+// publishes it, so h_t never makes an L2 round trip. Its early outputs' stores to seq[t] follow that
+// barrier, so that its release does not wait for them.
 // kExchange (several clusters; the default, mma_exchange_wanted): no flag barrier. The outputs also
 // go out as step-tagged exchange words (exchange_store) and the next step stages h_{t-1} from them,
 // waiting on the words themselves (as the FMA kernel's exchange_read). No barrier ends the step
@@ -653,6 +657,9 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
     w_s[n * ldk + mma_k_position(c, sizeof(scalar_t))] =
         u < p.H && k < p.H ? mma_operand(p.weight[static_cast<int64_t>(u) * p.H + k]) : scalar_t(0);
   }
+  // h_s zeroed once: rows past B and columns past H are multiplied (tile padding) but never staged
+  // or written; with one cluster no other row is restaged after step 0 either (below)
+  for (int i = threadIdx.x; i < round_up16(p.B) * ldk; i += blockDim.x) h_s[i] = scalar_t(0);
   float* parts[kMmaClusterCtas];  // every rank's partial sums, in rank order
 #pragma unroll
   for (int c = 0; c < kMmaClusterCtas; ++c) parts[c] = cluster.map_shared_rank(part_s, c);
@@ -704,9 +711,13 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
     if (has_prev) {
       const int m16 = round_up16(live);  // finished sequences' rows are not multiplied
       // kStage loads in flight per thread before their stores (one L2 round trip per kStage
-      // elements, not per element); the (b, c) walk steps by blockDim.x elements without a division
+      // elements, not per element); the (b, c) walk steps by blockDim.x elements without a division.
+      // One cluster stages only h_0: after that the reduce leaves h_t in h_s itself (rows past live
+      // then hold finished sequences' last outputs or zeros, where staging wrote zeros: they only
+      // reach partial sums of rows past live, which no output reads).
       constexpr int kStage = 16;
-      for (int b = b_first, c = c_first; b < m16;) {
+      const int staged_rows = kOneCluster && s > 0 ? 0 : m16;
+      for (int b = b_first, c = c_first; b < staged_rows;) {
         scalar_t v[kStage];
         int bl = b, cl = c;
         if (kExchange && s > 0) {  // h_{t-1} from step s - 1's exchange words
@@ -730,7 +741,7 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
         }
 #pragma unroll
         for (int u = 0; u < kStage; ++u) {
-          if (b < m16) h_s[b * ldk + mma_k_position(c, sizeof(scalar_t))] = mma_operand(v[u]);
+          if (b < staged_rows) h_s[b * ldk + mma_k_position(c, sizeof(scalar_t))] = mma_operand(v[u]);
           stage_step(b, c);
         }
       }
@@ -754,15 +765,24 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
       }
       return sum;
     };
-    const auto write_output = [&](int i, float z, float h, float sum) {
+    // Output i from its pre-activation z, forward output h (backward) and partial sum; stored to
+    // seq[t] now or (store_now false) by the caller, and returned.
+    const auto write_output = [&](int i, float z, float h, float sum, bool store_now) {
       const int b = i / own, u = u0 + rank * own + i % own;
-      if (u >= p.H) return;
+      if (u >= p.H) return 0.f;
       // finished sequence: output / gradient is zero from here on
       const float y = b < live ? step_epilogue(z + sum, h, p.relu, p.backward) : 0.f;
-      cur[static_cast<int64_t>(b) * p.H + u] = static_cast<scalar_t>(y);
+      if (store_now) cur[static_cast<int64_t>(b) * p.H + u] = static_cast<scalar_t>(y);
       if (kExchange && b < live_next)  // the next step stages it from here (the value as stored)
         exchange_store(exchange_words + (s % 2) * step + static_cast<int64_t>(b) * p.H + u,
                        ExchangeWord<scalar_t>::pack(static_cast<scalar_t>(y), s));
+      // One cluster: into the h_s of the rank whose k-slice holds column u (u0 = 0), the value
+      // staging it from seq[t] would give (distributed shared memory; the step's closing cluster
+      // barrier publishes it). h_t never makes the L2 round trip.
+      if constexpr (kOneCluster)
+        cluster.map_shared_rank(h_s, u / p.kslice)[b * ldk + mma_k_position(u % p.kslice, sizeof(scalar_t))] =
+            mma_operand(static_cast<scalar_t>(y));
+      return y;
     };
     // The early outputs' partial sums before any of their stores: the exchange store is a compiler
     // barrier (a "memory" clobber), so interleaved with them each output's loads waited out a
@@ -770,21 +790,32 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
     float sum_early[kEarly];
 #pragma unroll
     for (int e = 0; e < kEarly; ++e) sum_early[e] = partial_sum(threadIdx.x + e * blockDim.x);
+    // One cluster stores its early outputs to seq[t] after the step's closing barrier, whose
+    // release would otherwise wait for those global stores to complete.
+    float y_early[kEarly];
 #pragma unroll
     for (int e = 0; e < kEarly; ++e) {
       const int i = threadIdx.x + e * blockDim.x;
-      if (i < outputs) write_output(i, z_early[e], h_early[e], sum_early[e]);
+      if (i < outputs) y_early[e] = write_output(i, z_early[e], h_early[e], sum_early[e], !kOneCluster);
     }
     for (int i = threadIdx.x + kEarly * blockDim.x; i < outputs; i += blockDim.x) {
       float z, h;
       load_inputs(i, z, h);
-      write_output(i, z, h, partial_sum(i));
+      write_output(i, z, h, partial_sum(i), true);
     }
     trace_stamp(p.trace, s, 4);  // phase 4: partial sums reduced, outputs written
     // step t complete everywhere before step t +- 1 reads it, and no rank overwrites its partial
     // sums while another still reads them (kExchange: neither needs a barrier, see above)
-    if constexpr (kOneCluster) cluster.sync();
-    else if constexpr (!kExchange) step_barrier<StepBarrier::kFlag>(p.arrivals, static_cast<unsigned int>(s + 1) * gridDim.x);
+    if constexpr (kOneCluster) {
+      cluster.sync();
+#pragma unroll
+      for (int e = 0; e < kEarly; ++e) {
+        const int i = threadIdx.x + e * blockDim.x, b = i / own, u = rank * own + i % own;
+        if (i < outputs && u < p.H) cur[static_cast<int64_t>(b) * p.H + u] = static_cast<scalar_t>(y_early[e]);
+      }
+    } else if constexpr (!kExchange) {
+      step_barrier<StepBarrier::kFlag>(p.arrivals, static_cast<unsigned int>(s + 1) * gridDim.x);
+    }
     trace_stamp(p.trace, s, 5);  // phase 5: the step barrier
   }
   // No CTA may exit while a cluster peer can still read its shared memory. The last flag barrier

@@ -1277,8 +1277,10 @@ def test_rnn_mma_index_replay(capsys):
     """scripts/check_rnn_mma.py: the numpy replay of rnn_persistent_mma_kernel's MMA phase (the w_s
     fill and h_s staging in mma_k_position's order, mma_partial_sums / mma_tile_block's 8-byte loads,
     pipelined k-loop and float2 stores) on the PTX mma.sync fragment layouts: the partial sums equal
-    h @ W.T, every output written once, no padding read, no load bank conflicts, and its mutants are
-    caught; its anchors fail it when rnn.cu's formulas change. Run without a GPU: it checks the index
+    h @ W.T, every output written once, no padding read, no load bank conflicts; with one cluster, the
+    reduce's writes of h_t into the ranks' h_s (no restaging after step 0) equal the staging from
+    global memory on the next step's live rows, over steps where live shrinks and grows; and its
+    mutants are caught; its anchors fail it when rnn.cu's formulas change. Run without a GPU: it checks the index
     arithmetic against the documented layouts, not the kernel."""
     import pathlib
     import runpy
