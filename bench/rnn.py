@@ -21,11 +21,12 @@ CPU_CASES = [(torch.float32, 8, 256, 256), (torch.float32, 16, 512, 256)]
 # the default: the FMA kernel's step barrier (default grid.sync; one cluster where W_hh fits
 # one, i.e. H <= 256 on sm_90, when forced) and the arithmetic (default: tensor cores at B >= 16,
 # or B >= 8 where H >= 512, in bf16/fp16 and in fp32 when cudnn.allow_tf32, as here; the FMA
-# kernel below that), and the FMA kernel's grid capped at fewer CTAs (RNNKERN_RNN_CTAS)
+# kernel below that), the FMA kernel's grid capped at fewer CTAs (RNNKERN_RNN_CTAS), and the one-CTA
+# kernel (RNNKERN_RNN_PATH=cta, opt-in)
 ENV_CASES = {
     (torch.float32, 8, 256, 256): [{"RNNKERN_RNN_BARRIER": "exchange"},
                                    {"RNNKERN_RNN_BARRIER": "cluster"}, {"RNNKERN_RNN_BARRIER": "flag"},
-                                   {"RNNKERN_RNN_MATH": "mma"}, {"RNNKERN_RNN_CTAS": "64"},
+                                   {"RNNKERN_RNN_MATH": "mma"}, {"RNNKERN_RNN_PATH": "cta"}, {"RNNKERN_RNN_CTAS": "64"},
                                    {"RNNKERN_RNN_CTAS": "32"}, {"RNNKERN_RNN_CTAS": "32", "RNNKERN_RNN_BARRIER": "flag"}],
     # the tensor-core kernel across clusters: the exchange (step-tagged words, only the cluster
     # barrier before the reduce; its default) against the flag barrier; the FMA kernel's exchange

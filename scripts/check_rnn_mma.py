@@ -61,7 +61,12 @@ a missing one is a MISMATCH that names it.
     python scripts/check_rnn_mma.py
 
 This checks the index arithmetic against the documented PTX layouts, not the hardware: the CUDA
-tests in tests/ops/test_rnn.py on an sm_90 GPU are what verify the kernel."""
+tests in tests/ops/test_rnn.py on an sm_90 GPU are what verify the kernel.
+
+scripts/check_rnn_one_cta.py loads this file (main() runs only as a script) for what the two replays
+share: LAYOUT_ANCHORS / PTX_ANCHORS, pipelined_loop_anchor, mma_ldk / mma_k_position / mma_k_column,
+the PTX tables and fragment_product, pipelined_k_loop, store_c, and the report's scaffolding
+(begin, anchor_report, tally, check_lines, mutant_report, finish)."""
 import os
 import re
 import sys
@@ -110,16 +115,44 @@ def _body(text, head):
     return text[start:]
 
 
-# (what the replay assumes, the code that says so, where): where = "f" rnn.cu, "tc" tensor_core.cuh,
-# "tb" mma_tile_block, "ps" mma_partial_sums, "k" rnn_persistent_mma_kernel, "mp" mma_partition,
-# "wo" the kernel's write_output (the reduce's per-output store)
-ANCHORS = [
+def missing_anchors(anchors, scopes):
+    """The names of the anchors [(what, code, where)] whose code, comments and whitespace removed, is
+    not in scopes[where] (a text already through _code)."""
+    return [what for what, code, where in anchors if _code(code) not in scopes[where]]
+
+
+def pipelined_loop_anchor(steps):
+    """The anchor code of a kernel's call of rnn.cu's pipelined_k_steps (its loop: LAYOUT_ANCHORS;
+    replayed by pipelined_k_loop) over `steps` k-steps."""
+    return f"pipelined_k_steps({steps}, load, multiply);"
+
+
+# anchors shared with scripts/check_rnn_one_cta.py (where "f" rnn.cu, "tc" tensor_core.cuh): the
+# k-permutation and row pad of rnn.cu's helpers, and mma_tile's PTX instructions and register order
+LAYOUT_ANCHORS = [
     ("mma_ldk: the slice's words", "const int words = kslice * elem_size / 4;", "f"),
     ("mma_ldk: padded to 8 (mod 32) words", "return (words + (40 - words % 32) % 32) * 4 / elem_size;", "f"),
     ("mma_k_position: per_word, word, place in group",
      "const int per_word = 4 / elem_size, w = c / per_word, j = w % 8;", "f"),
     ("mma_k_position: group order 0 4 1 5 2 6 3 7",
      "return ((w - j) + (j % 4) * 2 + j / 4) * per_word + c % per_word;", "f"),
+    ("pipelined_k_steps: the pipelined k-loop, fragment buffers 0 and 1",
+     "const std::integral_constant<int, 0> first; const std::integral_constant<int, 1> second; load(0, first); "
+     "int ks = 0; for (; ks + 2 <= k_steps; ks += 2) { load(ks + 1, second); multiply(first); if (ks + 2 < k_steps) "
+     "load(ks + 2, first); multiply(second); } if (ks < k_steps) multiply(first);", "f"),
+]
+PTX_ANCHORS = [
+    ("tf32 m16n8k8", "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32", "tc"),
+    ("bf16 m16n8k16", "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32", "tc"),
+    ("f16 m16n8k16", "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32", "tc"),
+    ("operands a[0..3], b[0..1] in order",
+     ': "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));', "tc"),
+]
+
+# (what the replay assumes, the code that says so, where): where = "f" rnn.cu, "tc" tensor_core.cuh,
+# "tb" mma_tile_block, "ps" mma_partial_sums, "k" rnn_persistent_mma_kernel, "mp" mma_partition,
+# "wo" the kernel's write_output (the reduce's per-output store)
+ANCHORS = LAYOUT_ANCHORS + [
     ("mma_ldu = units + 4", "constexpr int mma_ldu(int units) { return units + 4; }", "f"),
     ("round_up16", "constexpr int round_up16(int n) { return (n + 15) / 16 * 16; }", "f"),
     ("kMmaWarpM 4, kMmaWarpN 2", "constexpr int kMmaWarpM = 4, kMmaWarpN = 2;", "f"),
@@ -140,10 +173,10 @@ ANCHORS = [
      "const uint2 v = *reinterpret_cast<const uint2*>(b_row + j * n_stride * 8 * ldk_words + ks * 8);", "tb"),
     ("b[0] = v.x, b[1] = v.y", "b_ks[j][0] = v.x, b_ks[j][1] = v.y;", "tb"),
     ("multiply: every (i, j) tile", "for (int i = 0; i < kM; ++i) #pragma unroll for (int j = 0; j < kN; ++j) "
-     "mma_tile<Native>(acc[i][j], a_ks[i], b_ks[j]);", "tb"),
-    ("the pipelined k-loop", "load(0, a[0], b[0]); int ks = 0; for (; ks + 2 <= k_steps; ks += 2) { "
-     "load(ks + 1, a[1], b[1]); multiply(a[0], b[0]); if (ks + 2 < k_steps) load(ks + 2, a[0], b[0]); "
-     "multiply(a[1], b[1]); } if (ks < k_steps) multiply(a[0], b[0]);", "tb"),
+     "mma_tile<Native>(acc[i][j], a[buf][i], b[buf][j]);", "tb"),
+    ("load(ks, buf) fills fragment buffer buf", "uint32_t(&a_ks)[kM][4] = a[buf]; uint32_t(&b_ks)[kN][2] = b[buf];",
+     "tb"),
+    ("the pipelined k-loop", pipelined_loop_anchor("k_steps"), "tb"),
     ("out offset", "float* out = part + ((m_first + i) * 16 + g) * ldu + (n_first + j * n_stride) * 8 + 2 * t;", "tb"),
     ("store c0, c1 at out", "*reinterpret_cast<float2*>(out) = make_float2(acc[i][j][0], acc[i][j][1]);", "tb"),
     ("store c2, c3 at out + 8 * ldu",
@@ -230,13 +263,7 @@ ANCHORS = [
     ("most", "const int64_t most = H <= kMmaOneClusterMaxH || !prop.cooperativeLaunch ? 1 : std::max(1, "
      "prop.multiProcessorCount / kMmaClusterCtas);", "f"),
     ("kMmaOneClusterMaxH 256", "constexpr int64_t kMmaOneClusterMaxH = 256;", "f"),
-    # mma_tile: the PTX instructions and the register order
-    ("tf32 m16n8k8", "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32", "tc"),
-    ("bf16 m16n8k16", "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32", "tc"),
-    ("f16 m16n8k16", "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32", "tc"),
-    ("operands a[0..3], b[0..1] in order",
-     ': "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));', "tc"),
-]
+] + PTX_ANCHORS
 
 
 def anchor_scopes(rnn, tc):
@@ -249,8 +276,7 @@ def anchor_scopes(rnn, tc):
 
 
 def check_anchors(rnn, tc):
-    scopes = anchor_scopes(rnn, tc)
-    return [what for what, code, where in ANCHORS if _code(code) not in scopes[where]]
+    return missing_anchors(ANCHORS, anchor_scopes(rnn, tc))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,14 +291,26 @@ def mma_ldk(kslice, elem, mut=()):
     return (words + (40 - words % 32) % 32) * 4 // elem
 
 
-def mma_k_position(c, elem, mut=()):
-    """c: an int or an integer array."""
-    if "order_identity" in mut:
-        return c
+def _word_moved(c, elem, place):
+    """Element c's position once its 32-bit word moves to place(j) within its group of 8 words (j: the
+    word's place in the group, elem bytes an element)."""
     per_word = 4 // elem
     w = c // per_word
     j = w % 8
-    return ((w - j) + (j % 4) * 2 + j // 4) * per_word + c % per_word
+    return ((w - j) + place(j)) * per_word + c % per_word
+
+
+def mma_k_position(c, elem, mut=()):
+    """c: an int or an integer array. A group's words in order 0 4 1 5 2 6 3 7."""
+    if "order_identity" in mut:
+        return c
+    return _word_moved(c, elem, lambda j: (j % 4) * 2 + j // 4)
+
+
+def mma_k_column(c, elem):
+    """mma_k_position's inverse, written as rnn_one_cta_kernel's h_0 staging writes it (word j of a
+    group from word (j % 2) * 4 + j / 2): the column whose element is stored at position c."""
+    return _word_moved(c, elem, lambda j: (j % 2) * 4 + j // 2)
 
 
 def mma_ldu(units):
@@ -377,6 +415,66 @@ def expected_order(per_word, mut=()):
     return where, bad
 
 
+def fragment_product(tb, a, b):
+    """mma.sync on the PTX layouts tb (ptx_tables): a (kM, 32, 4, per_word) and b (kN, 32, 2, per_word),
+    the element values of the 32 lanes' A and B registers of kM m16 tiles and kN n8 tiles; the
+    operands are rebuilt from the registers, multiplied, and returned as the lanes' accumulators
+    c0 .. c3, (kM, kN, 32, 4)."""
+    K = tb["a_col"].shape[-1] * 8
+    A = np.full((len(a), 16, K), np.nan)
+    A[:, tb["a_row"].ravel(), tb["a_col"].ravel()] = a.reshape(len(a), -1)
+    Bm = np.full((len(b), K, 8), np.nan)
+    Bm[:, tb["b_k"].ravel(), tb["b_n"].ravel()] = b.reshape(len(b), -1)
+    return np.einsum("imk,jkn->ijmn", A, Bm)[:, :, tb["c_row"], tb["c_col"]]
+
+
+def pipelined_k_loop(steps, load, multiply, mut=()):
+    """The kernels' software-pipelined k-loop over k-steps 0 .. steps - 1 as written (two a pass, the
+    next k-step's fragments loaded before this one's MMAs; pipelined_loop_anchor): load(ks) returns
+    k-step ks's fragments, multiply(ks, fragments) uses them. Mutants: second_load_same_ks (load(ks)
+    for ks + 1), prefetch_unguarded (load(ks + 2) unguarded), odd_tail_dropped. Returns the k-steps in
+    the order multiplied."""
+    done = []
+
+    def mul(frag):
+        done.append(frag[0])
+        multiply(*frag)
+
+    frag = [(0, load(0)), None]
+    ks = 0
+    while ks + 2 <= steps:
+        k1 = ks if "second_load_same_ks" in mut else ks + 1
+        frag[1] = (k1, load(k1))
+        mul(frag[0])
+        if ks + 2 < steps or "prefetch_unguarded" in mut:
+            frag[0] = (ks + 2, load(ks + 2))
+        mul(frag[1])
+        ks += 2
+    if ks + (1 if "odd_tail_dropped" in mut else 0) < steps:
+        mul(frag[0])
+    return done
+
+
+def k_order_text(done):
+    """The first k-steps of `done` (pipelined_k_loop's order) for a message."""
+    return f"k-steps {done[:6]}{'...' if len(done) > 6 else ''}"
+
+
+def store_c(part, count, out, second, acc):
+    """A tile's two float2 stores: c0, c1 (acc[:, 0:2]) at part[out], c2, c3 (acc[:, 2:4]) at
+    part[second] (out, second: the 32 lanes' element offsets); count[x] += 1 for each element x
+    written. Returns whether every store fell inside part."""
+    inside_all = True
+    for at, vals in ((out, acc[:, 0:2]), (second, acc[:, 2:4])):
+        for d in (0, 1):
+            x = at + d
+            inside = (x >= 0) & (x < len(part))
+            np.add.at(count, x[inside], 1)
+            part[x[inside]] = vals[inside, d]
+            inside_all &= bool(inside.all())
+    return inside_all
+
+
 # ---------------------------------------------------------------------------------------------
 # one CTA's step, replayed
 
@@ -414,7 +512,6 @@ def replay(case, W, prev, mut=frozenset(), stats=None, h_mem=None):
     elem, H, B, live = case.elem, case.H, case.B, case.live
     units, kslice = case.units, case.kslice
     per_word = 4 // elem
-    K = 8 * per_word  # an mma.sync k-step's k
     ldk = mma_ldk(kslice, elem, mut)
     ldu = mma_ldu(units)
     B16, m16 = round_up16(B), round_up16(live)
@@ -553,7 +650,6 @@ def replay(case, W, prev, mut=frozenset(), stats=None, h_mem=None):
         b_row = (n_first * 8 + G) * ldk_words + 2 * T
         if "b_no_n_stride" in mut:
             n_stride = 1
-        done = []
 
         def load(ks):
             a_ks = np.empty((kM, 32, 4, per_word))
@@ -567,49 +663,24 @@ def replay(case, W, prev, mut=frozenset(), stats=None, h_mem=None):
                 vv = load8("w", b_row + j * n_stride * 8 * ldk_words + ks * 8)
                 for r, comp in B_FROM.items():
                     b_ks[j, :, r] = vv[comp]
-            return ks, a_ks, b_ks
+            return a_ks, b_ks
 
-        def multiply(frag):
-            ks, a_ks, b_ks = frag
-            done.append(ks)
-            # rebuild the operands from the 32 lanes' registers (PTX layout)
-            A = np.full((kM, 16, K), np.nan)
-            A[:, tb["a_row"].ravel(), tb["a_col"].ravel()] = a_ks.reshape(kM, -1)
-            Bm = np.full((kN, K, 8), np.nan)
-            Bm[:, tb["b_k"].ravel(), tb["b_n"].ravel()] = b_ks.reshape(kN, -1)
-            D = np.einsum("imk,jkn->ijmn", A, Bm)
-            acc[...] += D[:, :, tb["c_row"], tb["c_col"]]
+        def multiply(ks, frag):  # the operands rebuilt from the 32 lanes' registers (PTX layout)
+            acc[...] += fragment_product(tb, *frag)
 
-        # two k-steps a pass, the next one's fragments loaded before this one's MMAs
-        frag = [load(0), None]
-        ks = 0
-        while ks + 2 <= k_steps:
-            frag[1] = load(ks if "second_load_same_ks" in mut else ks + 1)
-            multiply(frag[0])
-            if ks + 2 < k_steps or "prefetch_unguarded" in mut:
-                frag[0] = load(ks + 2)
-            multiply(frag[1])
-            ks += 2
-        if ks + (1 if "odd_tail_dropped" in mut else 0) < k_steps:
-            multiply(frag[0])
+        done = pipelined_k_loop(k_steps, load, multiply, mut)
         if done != list(range(k_steps)):
-            k_orders_bad.append(f"tile block m_first {m_first} n_first {n_first}: k-steps {done[:6]}"
-                                f"{'...' if len(done) > 6 else ''} multiplied (k_steps {k_steps})")
+            k_orders_bad.append(f"tile block m_first {m_first} n_first {n_first}: {k_order_text(done)} multiplied "
+                                f"(k_steps {k_steps})")
         # accumulators (g, 2t..2t+1) and (g + 8, 2t..2t+1) of each tile
         for ii in range(kM):
             for j in range(kN):
                 out = ((m_first + ii) * 16 + G) * ldu + (n_first + j * n_stride) * 8 + 2 * T
                 second = out + (8 if "store_hi_plus_8" in mut else 8 * ldu)
-                for at, vals in ((out, acc[ii, j, :, 0:2]), (second, acc[ii, j, :, 2:4])):
-                    stores.append(at)
-                    for d in (0, 1):
-                        x = at + d
-                        inside = (x >= 0) & (x < part_elems)
-                        np.add.at(pcount, x[inside], 1)
-                        part[x[inside]] = vals[inside, d]
-                        if not inside.all():
-                            bad("2", f"a float2 store past the {B16} x {ldu} part buffer (m_first {m_first}, "
-                                     f"n_first {n_first})")
+                stores.extend([out, second])
+                if not store_c(part, pcount, out, second, acc[ii, j]):
+                    bad("2", f"a float2 store past the {B16} x {ldu} part buffer (m_first {m_first}, "
+                             f"n_first {n_first})")
 
     for warp in range(NWARPS):
         for n_first in range(warp, n_tiles, WARP_N * NWARPS):
@@ -956,40 +1027,149 @@ NEUTRAL_EDIT = ("const int g = lane / 4, t = lane % 4;",
                 "const int g = lane / 4,  // groupID\n      t = lane % 4;  /* threadID_in_group */")
 
 
-def main():
-    t0 = time.time()
+# ---------------------------------------------------------------------------------------------
+# the report's scaffolding (also scripts/check_rnn_one_cta.py's): "ok ..." lines, "MISMATCH ..."
+# lines through fail(), exit status 1 on any MISMATCH
+
+def _ok(prefix):
+    """An 'ok' line's start: 'ok (8)' with a prefix '(8)', else 'ok:'."""
+    return f"ok {prefix}" if prefix else "ok:"
+
+
+def failure_log():
+    """(failures, fail): fail(msg) appends msg to the list failures and prints 'MISMATCH msg'."""
     failures = []
 
     def fail(msg):
         failures.append(msg)
         print(f"MISMATCH {msg}")
 
-    print("rnn_persistent_mma_kernel: the MMA phase (w_s fill, h_s staging, mma_partial_sums / mma_tile_block) "
-          "replayed on PTX mma.sync fragments")
+    return failures, fail
+
+
+def finish(failures, t0):
+    """The last line: with failures, their count, and exit status 1; else 'all checks ok'; with the
+    seconds since t0."""
+    dt = time.time() - t0
+    if failures:
+        print(f"{len(failures)} failure(s) ({dt:.1f} s)")
+        sys.exit(1)
+    print(f"all checks ok ({dt:.1f} s)")
+
+
+def read_sources():
+    """(rnn.cu, tensor_core.cuh) as text."""
     with open(RNN_CU) as f:
         rnn = f.read()
     with open(TC_CUH) as f:
         tc = f.read()
+    return rnn, tc
+
+
+def anchor_report(rnn, tc, anchors, check_anchors, source_edits, neutral_edit, fail, prefix=""):
+    """The anchors, then their self-test. check_anchors(rnn, tc): the names of the missing ones among
+    `anchors`; a missing one is a MISMATCH naming it. Each edit of source_edits {name: (old, new)},
+    applied to rnn, must make some anchor go missing (and its old text must be in rnn); neutral_edit
+    (old, new: comments / line breaks only) must change nothing. Prints an 'ok' line for each part or
+    fail()s; prefix (e.g. '(8)') tags the lines. Returns the missing anchors."""
+    tag = f"{prefix} " if prefix else ""
     missing = check_anchors(rnn, tc)
     if missing:
-        fail(f"rnn.cu / tensor_core.cuh no longer read as the replayed code; missing anchors: {'; '.join(missing)}")
+        fail(f"{tag}rnn.cu / tensor_core.cuh no longer read as the replayed code; missing anchors: "
+             f"{'; '.join(missing)}")
     else:
-        print(f"ok: rnn.cu / tensor_core.cuh still have the {len(ANCHORS)} lines this replay reproduces")
-    uncaught = [name for name, (a, b) in SOURCE_EDITS.items()
+        print(f"{_ok(prefix)} rnn.cu / tensor_core.cuh still have the {len(anchors)} lines this replay reproduces")
+    uncaught = [name for name, (a, b) in source_edits.items()
                 if a not in rnn or not set(check_anchors(rnn.replace(a, b), tc)) - set(missing)]
-    neutral = NEUTRAL_EDIT[0] in rnn and check_anchors(rnn.replace(*NEUTRAL_EDIT), tc) == missing
+    neutral = neutral_edit[0] in rnn and check_anchors(rnn.replace(*neutral_edit), tc) == missing
     if uncaught or not neutral:
-        fail(f"the anchors miss source edits: {uncaught}" if uncaught else
-             "the anchors flag a comment / whitespace-only edit")
+        fail(f"{tag}the anchors miss source edits: {uncaught}" if uncaught else
+             f"{tag}the anchors flag a comment / whitespace-only edit")
     else:
-        print(f"ok: the anchors flag each of {len(SOURCE_EDITS)} edits of rnn.cu ({', '.join(SOURCE_EDITS)}) and not "
-              f"a comment / line-break edit")
+        print(f"{_ok(prefix)} the anchors flag each of {len(source_edits)} edits of rnn.cu ({', '.join(source_edits)})"
+              f" and not a comment / line-break edit")
+    return missing
 
+
+def ptx_tables_report(fail):
+    """ptx_tables_ok() as an 'ok' line or a MISMATCH."""
     bad = ptx_tables_ok()
     if bad:
         fail(f"the PTX fragment tables do not cover their tiles once: {bad}")
     else:
         print("ok: the PTX fragment tables (m16n8k8 tf32, m16n8k16 16-bit: A, B, C) each cover their tile once")
+
+
+def begin(title, anchors, check_anchors, source_edits, neutral_edit, prefix=""):
+    """A replay's first lines: its title, its anchors against rnn.cu / tensor_core.cuh and their
+    self-test (anchor_report, tagged prefix), the PTX tables (ptx_tables_report). Returns (the start
+    time, the failures, fail) for the rest of the report."""
+    t0 = time.time()
+    failures, fail = failure_log()
+    print(title)
+    rnn, tc = read_sources()
+    anchor_report(rnn, tc, anchors, check_anchors, source_edits, neutral_edit, fail, prefix)
+    ptx_tables_report(fail)
+    return t0, failures, fail
+
+
+def tally(found, per_check, fail):
+    """One case's findings [(check, msg)]: the first message of each check (over all the cases) is a
+    MISMATCH; per_check[check] counts the cases that trip the check."""
+    for check, msg in found:
+        if check not in per_check:
+            fail(f"({check}) {msg}")
+            per_check[check] = 0
+    for check in {c for c, _ in found}:
+        per_check[check] += 1
+
+
+def check_lines(labels, per_check, n, unit="cases"):
+    """A line for each check of labels {check: what it verifies}: 'ok (check) n unit: ...', or
+    'FAILED (check) in k of n unit: ...' for one tally() counted (its first finding already a
+    MISMATCH)."""
+    for check, label in labels.items():
+        if check in per_check:
+            print(f"FAILED ({check}) in {per_check[check]} of {n} {unit}: {label}")
+        else:
+            print(f"ok ({check}) {n} {unit}: {label}")
+
+
+def mutant_report(mutants, findings_of, fail, what="of the replay", unit="case(s)", width=140, prefix="",
+                  ignore=frozenset()):
+    """The mutants {name: (what it breaks, the checks that must each catch it)}: findings_of(name)
+    yields the findings [(check, msg)] of one case after another with the mutant in effect, and is
+    read until every needed check has been seen (checks in ignore do not count). Prints a line for
+    each mutant caught, fail()s one that a needed check never catches, and prints an 'ok' line when
+    all are caught; prefix (e.g. '(7)') tags the MISMATCH and ok lines. Returns the number caught."""
+    tag = f"{prefix} " if prefix else ""
+    caught = 0
+    for name, (broken, need) in mutants.items():
+        seen, first, tries = {}, None, 0
+        for found in findings_of(name):
+            tries += 1
+            found = [f for f in found if f[0] not in ignore]
+            for check, msg in found:
+                seen.setdefault(check, msg)
+            first = first or (found[0] if found else None)
+            if set(need) <= set(seen):
+                break
+        if first and set(need) <= set(seen):
+            caught += 1
+            print(f"   mutant {name} ({broken}): caught by ({', '.join(sorted(seen))}) in {tries} {unit}, e.g. "
+                  f"({first[0]}) {first[1][:width]}")
+        else:
+            fail(f"{tag}mutant {name} ({broken}) not caught by check(s) {sorted(set(need) - set(seen))} on any of "
+                 f"{tries} {unit}")
+    if caught == len(mutants):
+        print(f"{_ok(prefix)} all {caught} mutants {what} caught, each by every check it must trip")
+    return caught
+
+
+def main():
+    t0, failures, fail = begin("rnn_persistent_mma_kernel: the MMA phase (w_s fill, h_s staging, mma_partial_sums "
+                               "/ mma_tile_block) replayed on PTX mma.sync fragments",
+                               ANCHORS, check_anchors, SOURCE_EDITS, NEUTRAL_EDIT)
 
     labels = {
         "1": "part[b, n] == h[b, slice] . W[u0 + n, slice] for b < m16, n < units (fp64, exact)",
@@ -1012,15 +1192,8 @@ def main():
         W, prev = operands(case, seed)
         found, _ = replay(case, W, prev, stats=stats)
         shapes.add((case.elem, case.kslice * case.elem // 32, case.units // 8, round_up16(case.live) // 16))
-        for check, msg in found:
-            if check not in per_check:
-                fail(f"({check}) {msg}")
-            per_check[check] = per_check.get(check, 0) + 1
-    for check in "1234567":
-        if check in per_check:
-            print(f"FAILED ({check}) in {per_check[check]} of {len(all_cases)} cases: {labels[check]}")
-        else:
-            print(f"ok ({check}) {len(all_cases)} cases: {labels[check]}")
+        tally(found, per_check, fail)
+    check_lines(labels, per_check, len(all_cases))
     ks = sorted({s[1] for s in shapes})
     nt = sorted({s[2] for s in shapes})
     mt = sorted({s[3] for s in shapes})
@@ -1080,15 +1253,8 @@ def main():
     for j, (elem, H, B, lives, backward, with_state0) in enumerate(runs):
         found = one_cluster_run(elem, H, B, lives, backward, with_state0, 3 * 10 ** 6 + j,
                                 frag_steps=(1, 2, 3) if j in frag_runs else (), stats=st8)
-        for check, msg in found:
-            if check not in per8:
-                fail(f"({check}) {msg}")
-            per8[check] = per8.get(check, 0) + 1
-    for check, label in labels8.items():
-        if check in per8:
-            print(f"FAILED ({check}) in {per8[check]} of {len(runs)} one-cluster runs: {label}")
-        else:
-            print(f"ok ({check}) {len(runs)} one-cluster runs: {label}")
+        tally(found, per8, fail)
+    check_lines(labels8, per8, len(runs), "one-cluster runs")
     print(f"   {len(runs)} one-cluster runs x 8 ranks, {st8.get('steps', 0)} steps ({st8.get('transitions', 0)} "
           f"step-to-step hand-overs through h_s): H {sorted({r[1] for r in runs})}, B {sorted({r[2] for r in runs})}, "
           f"tf32 and 16-bit, forward and backward; {st8.get('frag_ctas', 0)} CTAs' partial sums also replayed on "
@@ -1096,27 +1262,10 @@ def main():
     print(f"   (report) rows >= live(next) whose partial sums differ between the written and a staged h_s "
           f"(finished sequences' last outputs, forward; allowed: no output reads them): "
           f"{st8.get('rows_past_live_differ', 0)}")
-    caught8 = len(MUTANTS8)
-    for name, (what, need) in MUTANTS8.items():
-        seen, first, tries = {}, None, 0
-        for j, (elem, H, B, lives, backward, with_state0) in enumerate(runs):
-            tries += 1
-            found = one_cluster_run(elem, H, B, lives, backward, with_state0, 4 * 10 ** 6 + j, mut=frozenset([name]))
-            for check, msg in found:
-                seen.setdefault(check, msg)
-            first = first or (found[0] if found else None)
-            if {"8" + x for x in need} <= set(seen):
-                break
-        if first and {"8" + x for x in need} <= set(seen):
-            print(f"   mutant {name} ({what}): caught by ({', '.join(sorted(seen))}) in {tries} run(s), e.g. "
-                  f"({first[0]}) {first[1][:160]}")
-        else:
-            fail(f"mutant {name} ({what}) not caught by check(s) "
-                 f"{sorted({'8' + x for x in need} - set(seen))} on any of {len(runs)} one-cluster runs")
-            caught8 -= 1
-    if caught8 == len(MUTANTS8):
-        print(f"ok: all {caught8} mutants of the one-cluster h_s write caught, each by every check (8a-8d) it "
-              f"must trip")
+    mutant_report({name: (what, {"8" + x for x in need}) for name, (what, need) in MUTANTS8.items()},
+                  lambda name: (one_cluster_run(*run, 4 * 10 ** 6 + j, mut=frozenset([name]))
+                                for j, run in enumerate(runs)),
+                  fail, what="of the one-cluster h_s write (checks 8a-8d)", unit="one-cluster run(s)", width=160)
 
     # (report) the in-group order only has to agree between h_s and w_s for the product
     same = 0
@@ -1130,33 +1279,12 @@ def main():
           f"k alike; 0 4 1 5 2 6 3 7 is the order that makes PTX's k the row's k (check 6)")
 
     # mutants: each must be caught, by each of its checks on some case
-    caught = 0
-    for name, (what, need) in MUTANTS.items():
-        seen, first, tries = {}, None, 0
-        for case in all_cases:
-            tries += 1
-            W, prev = operands(case, 10 ** 6 + tries)
-            found = [f for f in replay(case, W, prev, mut=frozenset([name]))[0] if f[0] not in REPORT_ONLY]
-            for check, msg in found:
-                seen.setdefault(check, msg)
-            first = first or (found[0] if found else None)
-            if set(need) <= set(seen):
-                break
-        if first and set(need) <= set(seen):
-            caught += 1
-            print(f"   mutant {name} ({what}): caught by ({', '.join(sorted(seen))}) in {tries} case(s), e.g. "
-                  f"({first[0]}) {first[1][:140]}")
-        else:
-            fail(f"mutant {name} ({what}) not caught by check(s) {sorted(set(need) - set(seen))} on any of "
-                 f"{len(all_cases)} cases")
-    if caught == len(MUTANTS):
-        print(f"ok: all {caught} mutants of the replay caught, each by every check it must trip")
+    def mutant_cases(name):
+        for n_try, case in enumerate(all_cases, 1):
+            yield replay(case, *operands(case, 10 ** 6 + n_try), mut=frozenset([name]))[0]
 
-    dt = time.time() - t0
-    if failures:
-        print(f"{len(failures)} failure(s) ({dt:.1f} s)")
-        sys.exit(1)
-    print(f"all checks ok ({dt:.1f} s)")
+    mutant_report(MUTANTS, mutant_cases, fail, ignore=REPORT_ONLY)
+    finish(failures, t0)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import statistics
 PHASES = {  # the stamps each kernel makes after a step's start, in order
     "FMA kernel": ["work (h loads, FMAs, epilogue, stores)", "step barrier"],
     "tensor-core kernel": ["stage h slice", "MMA", "cluster barrier", "reduce + store", "step barrier"],
+    "one-CTA kernel": ["MMA (this warp's half of k)", "first __syncthreads", "epilogue, stores, second __syncthreads"],
 }
 # RNNKERN_RNN_BARRIER=exchange: the waits move into the loads, and the step ends without a grid barrier
 EXCHANGE_PHASES = {
@@ -91,6 +92,8 @@ def main() -> None:
              + [(torch.float32, 8, 1024, fma), (torch.bfloat16, 8, 512, fma)]
              # the tensor-core kernel in one cluster (H <= 256): forced at B8, the default at B64
              + [(torch.float32, 8, 256, {"RNNKERN_RNN_MATH": "mma"}), (torch.bfloat16, 64, 256, {})]
+             # the one-CTA kernel (opt-in)
+             + [(dt, 8, 256, {"RNNKERN_RNN_PATH": "cta"}) for dt in (torch.float32, torch.bfloat16)]
              + [(torch.float32, 8, 256, {"RNNKERN_RNN_BARRIER": "exchange"})]
              + [(torch.float32, 8, 1024, fma_exchange), (torch.bfloat16, 8, 512, fma_exchange)]
              + [(dt, b, 1024, {"RNNKERN_RNN_BARRIER": "exchange"})  # the tensor-core kernel without its flag barrier
@@ -104,7 +107,7 @@ def main() -> None:
                           f, indent=1)
 
     for dtype, B, H, env in cases:
-        for k in ("RNNKERN_RNN_MATH", "RNNKERN_RNN_BARRIER"):
+        for k in ("RNNKERN_RNN_MATH", "RNNKERN_RNN_BARRIER", "RNNKERN_RNN_PATH"):
             os.environ.pop(k, None)
         os.environ.update(env)
         T = 256

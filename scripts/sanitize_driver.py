@@ -231,6 +231,22 @@ def rnn_exchange(dev):
             _rnn_tensor_cores(dev, 300)
 
 
+def rnn_one_cta(dev):
+    """RNNKERN_RNN_PATH=cta (opt-in): the one-CTA kernel at H 7, 129 and 256 (the fp32 planes fill
+    192 KB of shared memory), B 3 and 16, tf32 / bf16 / fp16, lengths with a zero, forward and
+    backward."""
+    torch.backends.cudnn.allow_tf32 = True
+    with switches(RNNKERN_RNN_PATH="cta"):
+        for H, B in ((7, 3), (129, 16), (256, 16)):
+            for dtype in (torch.float32, torch.bfloat16, torch.float16):
+                args = [a.to(dev, dtype).requires_grad_() for a in (torch.randn(4, B, 6), torch.randn(B, H),
+                                                                    torch.randn(H, 6), torch.randn(H, H) / H ** 0.5,
+                                                                    torch.randn(H), torch.randn(H))]
+                for lengths in (None, torch.tensor([4] + [3] * (B - 2) + [0])):
+                    out, hn = rnn_forward(*args, lengths, False)
+                    (out.float().sum() + hn.float().sum()).backward()
+
+
 def conv_wgmma(dev):
     """The gather and grad_weight kernels on Hopper's warpgroup MMA (RNNKERN_CONV_MMA=wgmma, sm_90a;
     elsewhere these run mma.sync again) on 128 x 128 and 128 x 64 tiles (forced: these shapes have
@@ -290,7 +306,7 @@ def conv_tma(dev):
                 y.backward(torch.randn_like(y))
 
 
-CHECKS = [unpool, rnn, conv, conv_transpose, conv_wgmma, rnn_exchange, conv_tma]
+CHECKS = [unpool, rnn, conv, conv_transpose, conv_wgmma, rnn_exchange, conv_tma, rnn_one_cta]
 
 if __name__ == "__main__":
     # `sanitize_driver.py [NAME ...]`: only those families (default: all)

@@ -41,7 +41,10 @@
 // kernel's default (1.04-1.16x the flag barrier on an H200, mma_exchange_wanted); the FMA kernel,
 // which it left slower, takes it only with RNNKERN_RNN_BARRIER=exchange.
 //
-// Set RNNKERN_RNN_PATH=general|persistent to force a path (persistent falls back when it does
+// * One CTA (opt-in, RNNKERN_RNN_PATH=cta; B <= 16, H <= 256, tensor cores): the whole recurrence
+//   on one SM, W_hh and h in its shared memory, two __syncthreads a step (rnn_one_cta_kernel).
+//
+// Set RNNKERN_RNN_PATH=general|persistent|cta to force a path (persistent and cta fall back when they do
 // not fit), RNNKERN_RNN_MATH=fma|mma to force the persistent kernel's arithmetic (mma only where
 // the dtype and flags allow tensor cores), RNNKERN_RNN_BARRIER=grid|flag|cluster|exchange to force the
 // FMA kernel's barrier (exchange: the tensor-core kernel's across clusters too), RNNKERN_RNN_CTAS=n to
@@ -532,6 +535,24 @@ __host__ __device__ constexpr int round_up16(int n) { return (n + 15) / 16 * 16;
 // registers).
 constexpr int kMmaWarpM = 4, kMmaWarpN = 2;
 
+// k-steps 0 .. k_steps - 1 in order, two a pass: load(ks, buf) fills fragment buffer buf (0 or 1, a
+// compile-time constant, so the buffers stay in registers) and multiply(buf) feeds it to the MMAs;
+// the next k-step's loads go out before this one's MMAs.
+template <typename Load, typename Multiply>
+__device__ __forceinline__ void pipelined_k_steps(int k_steps, const Load& load, const Multiply& multiply) {
+  const std::integral_constant<int, 0> first;
+  const std::integral_constant<int, 1> second;
+  load(0, first);
+  int ks = 0;
+  for (; ks + 2 <= k_steps; ks += 2) {
+    load(ks + 1, second);
+    multiply(first);
+    if (ks + 2 < k_steps) load(ks + 2, first);
+    multiply(second);
+  }
+  if (ks < k_steps) multiply(first);  // an odd count's last k-step
+}
+
 // part[b, n] = sum_k h[b, k] W[n, k] over k_steps groups of 8 words for the kM m16 tiles from row
 // m_first * 16 and the kN n8 tiles n_first, n_first + n_stride, ... (h, w: mma_ldk's layout, row
 // stride ldk_words; part: fp32, row stride ldu). One A fragment serves the kN tiles, one B fragment
@@ -548,7 +569,9 @@ __device__ __forceinline__ void mma_tile_block(const uint32_t* h, const uint32_t
   const uint32_t* a_row = h + (m_first * 16 + g) * ldk_words + 2 * t;
   const uint32_t* b_row = w + (n_first * 8 + g) * ldk_words + 2 * t;
   uint32_t a[2][kM][4], b[2][kN][2];  // k-step ks's fragments in [ks % 2], the next one's loaded beside them
-  const auto load = [&](int ks, uint32_t(&a_ks)[kM][4], uint32_t(&b_ks)[kN][2]) {
+  const auto load = [&](int ks, auto buf) {
+    uint32_t(&a_ks)[kM][4] = a[buf];
+    uint32_t(&b_ks)[kN][2] = b[buf];
 #pragma unroll
     for (int i = 0; i < kM; ++i) {
       const uint2 lo = *reinterpret_cast<const uint2*>(a_row + i * 16 * ldk_words + ks * 8);
@@ -561,22 +584,13 @@ __device__ __forceinline__ void mma_tile_block(const uint32_t* h, const uint32_t
       b_ks[j][0] = v.x, b_ks[j][1] = v.y;
     }
   };
-  const auto multiply = [&](const uint32_t(&a_ks)[kM][4], const uint32_t(&b_ks)[kN][2]) {
+  const auto multiply = [&](auto buf) {
 #pragma unroll
     for (int i = 0; i < kM; ++i)
 #pragma unroll
-      for (int j = 0; j < kN; ++j) mma_tile<Native>(acc[i][j], a_ks[i], b_ks[j]);
+      for (int j = 0; j < kN; ++j) mma_tile<Native>(acc[i][j], a[buf][i], b[buf][j]);
   };
-  // two k-steps a pass, the next one's fragments loaded before this one's MMAs
-  load(0, a[0], b[0]);
-  int ks = 0;
-  for (; ks + 2 <= k_steps; ks += 2) {
-    load(ks + 1, a[1], b[1]);
-    multiply(a[0], b[0]);
-    if (ks + 2 < k_steps) load(ks + 2, a[0], b[0]);
-    multiply(a[1], b[1]);
-  }
-  if (ks < k_steps) multiply(a[0], b[0]);  // an odd count's last k-step
+  pipelined_k_steps(k_steps, load, multiply);
   // accumulators (g, 2t..2t+1) and (g + 8, 2t..2t+1) of each tile
 #pragma unroll
   for (int i = 0; i < kM; ++i)
@@ -828,6 +842,179 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
 #endif
 }
 
+// ---- one CTA for small H (RNNKERN_RNN_PATH=cta; opt-in) -----------------------------------------
+// The whole recurrence on one SM: no grid barrier, no cluster barrier, no L2 round trip a step, only
+// two __syncthreads. W_hh (H <= 256) sits in shared memory; h_{t-1} (B <= 16: one m16 tile) too.
+// 16 warps: warp w owns the n8 tiles w % 8, w % 8 + 8, ... (4 at H256) over half of k (w / 8).
+// Per step: both halves multiply (mma.sync, mma_ldk's permuted layout), the upper half stores its
+// partial sums, __syncthreads, the lower half adds them (fixed order: bitwise repeatable), applies
+// the epilogue from its accumulators' registers and writes h_t to seq[t] and into h_s (rounded as
+// the MMA takes it), __syncthreads. fp32 W (TF32) at H256 is 256 KB, more than an SM's shared
+// memory, so it is stored as TF32 actually is: the top 24 bits of each value (the MMA ignores the
+// low 13), in a 16-bit plane and an 8-bit plane (192 KB). bench/NOTES.md (twenty-second session)
+// has the arithmetic: ~1 us a step at fp32 B8 H256 against cuDNN's 2.56.
+constexpr int kOneCtaThreads = 512;
+constexpr int kOneCtaMaxH = 256, kOneCtaMaxBatch = 16;
+constexpr int kOneCtaTilesPerWarp = 4;  // n8 tiles a warp: H_pad / 8 / 8 at H_pad 256
+
+// The padded H: a multiple of 64 (fp32: whole 32-word swizzle rows in the planes; 16-bit: k-halves
+// of whole k16 steps).
+__host__ __device__ constexpr int one_cta_hpad(int H) { return (H + 63) / 64 * 64; }
+// Shared memory, in order: W (16-bit: hpad rows x mma_ldk words; fp32: the hi16 plane, hpad x hpad / 2
+// words, then the lo8 plane, hpad x hpad / 4 words), h_s (16 x mma_ldk words), part_s (16 x (hpad + 8) fp32).
+__host__ __device__ constexpr size_t one_cta_w_bytes(int hpad, int elem_size) {
+  return elem_size == 4 ? static_cast<size_t>(hpad) * hpad * 3 : static_cast<size_t>(hpad) * mma_ldk(hpad, 2) * 2;
+}
+__host__ __device__ constexpr size_t one_cta_smem(int hpad, int elem_size) {
+  return one_cta_w_bytes(hpad, elem_size) + static_cast<size_t>(16) * mma_ldk(hpad, elem_size) * elem_size +
+         static_cast<size_t>(16) * (hpad + 8) * sizeof(float);
+}
+// The planes' 32-bit / 16-bit unit of the value pair p (positions 2p, 2p + 1 of mma_k_position's
+// order) in W's row n: XOR-swizzled by the row's place in its group of 8, so the 8 rows of one
+// fragment load (lanes g = 0..7) hit different banks without padding (none is left at H256).
+__host__ __device__ constexpr int one_cta_pair_unit(int n, int p) { return p ^ ((n % 8) * 4); }
+
+#if RNNKERN_HAS_SM80_TENSOR_CORES
+template <typename scalar_t>
+__global__ void __launch_bounds__(kOneCtaThreads, 1) rnn_one_cta_kernel(PersistentParams<scalar_t> p) {
+  using Native = typename NativeOf<scalar_t>::type;
+  constexpr bool kPlanes = std::is_same_v<scalar_t, float>;
+  constexpr int kElem = sizeof(scalar_t);
+  const int hpad = one_cta_hpad(p.H);
+  const int ldh = mma_ldk(hpad, kElem);      // h_s's row stride (elements); also 16-bit W's
+  const int ldh_words = ldh * kElem / 4;
+  const int ldp = hpad + 8;                  // part_s's row stride (floats): 8 (mod 32), conflict-free float2
+  const int k_steps = hpad * kElem / 32;     // groups of 8 words over the whole row
+  const int half_steps = k_steps / 2;
+  const int n_tiles = hpad / 8;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  uint32_t* w_words = reinterpret_cast<uint32_t*>(smem_raw);  // 16-bit W, or fp32's hi16 plane
+  const uint16_t* w_lo = reinterpret_cast<const uint16_t*>(smem_raw + static_cast<size_t>(hpad) * hpad * 2);  // fp32's lo8 plane
+  scalar_t* h_s = reinterpret_cast<scalar_t*>(smem_raw + one_cta_w_bytes(hpad, kElem));
+  float* part_s = reinterpret_cast<float*>(h_s + 16 * ldh);
+
+  // W once: 16-bit in mma_k_position's order; fp32 rounded to TF32, split into the planes
+  for (int i = threadIdx.x; i < hpad * hpad; i += blockDim.x) {
+    const int n = i / hpad, c = i % hpad;
+    const scalar_t v = n < p.H && c < p.H ? mma_operand(p.weight[static_cast<int64_t>(n) * p.H + c]) : scalar_t(0);
+    const int pos = mma_k_position(c, kElem);
+    if constexpr (kPlanes) {
+      const uint32_t bits = __float_as_uint(v);
+      const int unit = one_cta_pair_unit(n, pos / 2);
+      reinterpret_cast<uint16_t*>(w_words)[(n * hpad / 2 + unit) * 2 + pos % 2] = static_cast<uint16_t>(bits >> 16);
+      reinterpret_cast<uint8_t*>(smem_raw + static_cast<size_t>(hpad) * hpad * 2)[(n * hpad / 2 + unit) * 2 + pos % 2] =
+          static_cast<uint8_t>(bits >> 8);
+    } else {
+      reinterpret_cast<scalar_t*>(w_words)[n * ldh + pos] = v;
+    }
+  }
+  // h_0 (zeros where there is none, and in the padding rows and columns, which stay zero)
+  for (int i = threadIdx.x; i < 16 * ldh; i += blockDim.x) {
+    const int b = i / ldh, c = i % ldh;
+    scalar_t v = scalar_t(0);
+    if (c < hpad) {
+      // the element stored at position c (mma_k_position is a permutation within each group of 8 words)
+      const int per_word = 4 / kElem, w = c / per_word, j = w % 8;
+      const int col = ((w - j) + (j % 2) * 4 + j / 2) * per_word + c % per_word;
+      if (p.state0 != nullptr && b < p.B && col < p.H) v = mma_operand(p.state0[static_cast<int64_t>(b) * p.H + col]);
+    }
+    h_s[i] = v;
+  }
+  __syncthreads();
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int n_group = warp % 8, k_half = warp / 8;
+  const int64_t step = static_cast<int64_t>(p.B) * p.H;
+  const uint32_t* h_words = reinterpret_cast<const uint32_t*>(h_s);
+  for (int s = 0; s < p.T; ++s) {
+    trace_stamp(p.trace, s, 0);
+    const int t_idx = p.backward ? p.T - 1 - s : s;
+    scalar_t* cur = p.seq + t_idx * step;
+    const int live = p.live ? p.live[t_idx] : p.B;
+    // The lower half's outputs: (row g or g + 8, column tile * 8 + 2t + e) of its tiles. Their
+    // pre-activations (and forward outputs, backward) do not depend on the recurrence: load now.
+    float z[kOneCtaTilesPerWarp][4], hf[kOneCtaTilesPerWarp][4];
+#pragma unroll
+    for (int j = 0; j < kOneCtaTilesPerWarp; ++j)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int b = g + 8 * (r / 2), u = (n_group + 8 * j) * 8 + 2 * t + r % 2;
+        z[j][r] = hf[j][r] = 0.f;
+        if (k_half == 0 && b < live && u < p.H) {
+          const int64_t o = static_cast<int64_t>(b) * p.H + u;
+          z[j][r] = static_cast<float>(cur[o]);  // written only below, by this thread
+          if (p.backward) hf[j][r] = static_cast<float>(p.act_out[t_idx * step + o]);
+        }
+      }
+    float acc[kOneCtaTilesPerWarp][4] = {};
+    if (live > 0) {
+      // this lane's words of h's rows g and g + 8, and of W's row (tile * 8 + g), this half of k
+      const uint32_t* a_row = h_words + g * ldh_words + 2 * t + k_half * half_steps * 8;
+      uint32_t a[2][4], b[2][kOneCtaTilesPerWarp][2];  // k-step ks's fragments in [ks % 2]
+      const auto load = [&](int ks, auto buf) {
+        const uint2 lo = *reinterpret_cast<const uint2*>(a_row + ks * 8);
+        const uint2 hi = *reinterpret_cast<const uint2*>(a_row + 8 * ldh_words + ks * 8);
+        a[buf][0] = lo.x, a[buf][2] = lo.y, a[buf][1] = hi.x, a[buf][3] = hi.y;
+        const int kg = k_half * half_steps + ks;  // the k-step within the row
+#pragma unroll
+        for (int j = 0; j < kOneCtaTilesPerWarp; ++j) {
+          const int n = (n_group + 8 * j) * 8 + g;
+          if (n >= hpad) {  // warp-uniform (n_group + 8 j past the tiles): a zero tile, never multiplied
+            b[buf][j][0] = b[buf][j][1] = 0u;
+          } else if constexpr (kPlanes) {
+            // values k = t and t + 4 of this k-step: pair kg * 4 + t; top 16 bits and bits 15..8
+            const int unit = n * hpad / 2 + one_cta_pair_unit(n, kg * 4 + t);
+            const uint32_t top = w_words[unit];
+            const uint32_t low = w_lo[unit];
+            b[buf][j][0] = __byte_perm(top, low, 0x1046);
+            b[buf][j][1] = __byte_perm(top, low, 0x3256);
+          } else {
+            const uint2 v = *reinterpret_cast<const uint2*>(w_words + n * ldh_words + kg * 8 + 2 * t);
+            b[buf][j][0] = v.x, b[buf][j][1] = v.y;
+          }
+        }
+      };
+      const auto multiply = [&](auto buf) {
+#pragma unroll
+        for (int j = 0; j < kOneCtaTilesPerWarp; ++j)
+          if (n_group + 8 * j < n_tiles) mma_tile<Native>(acc[j], a[buf], b[buf][j]);  // warp-uniform
+      };
+      pipelined_k_steps(half_steps, load, multiply);
+    }
+    trace_stamp(p.trace, s, 1);  // phase 1: thread 0's warp's half of the products
+    if (k_half == 1) {
+#pragma unroll
+      for (int j = 0; j < kOneCtaTilesPerWarp; ++j) {
+        if (n_group + 8 * j >= n_tiles) break;
+        float* out = part_s + g * ldp + (n_group + 8 * j) * 8 + 2 * t;
+        *reinterpret_cast<float2*>(out) = make_float2(acc[j][0], acc[j][1]);
+        *reinterpret_cast<float2*>(out + 8 * ldp) = make_float2(acc[j][2], acc[j][3]);
+      }
+    }
+    __syncthreads();  // both halves multiplied (h_s free to be rewritten); the upper half's sums stored
+    trace_stamp(p.trace, s, 2);  // phase 2: the first barrier
+    if (k_half == 0) {
+#pragma unroll
+      for (int j = 0; j < kOneCtaTilesPerWarp; ++j) {
+        if (n_group + 8 * j >= n_tiles) break;
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const int b = g + 8 * (r / 2), u = (n_group + 8 * j) * 8 + 2 * t + r % 2;
+          if (b >= p.B || u >= p.H) continue;
+          const float sum = acc[j][r] + part_s[b * ldp + u];
+          // finished sequence: output / gradient is zero from here on
+          const float y = b < live ? step_epilogue(z[j][r] + sum, hf[j][r], p.relu, p.backward) : 0.f;
+          cur[static_cast<int64_t>(b) * p.H + u] = static_cast<scalar_t>(y);
+          h_s[b * ldh + mma_k_position(u, kElem)] = mma_operand(static_cast<scalar_t>(y));
+        }
+      }
+    }
+    __syncthreads();  // h_t in h_s before the next step multiplies it; part_s read
+    trace_stamp(p.trace, s, 3);  // phase 3: epilogue, stores and the second barrier
+  }
+}
+#endif
+
 // The tensor-core kernel's partition: `clusters` clusters of kMmaClusterCtas CTAs.
 struct MmaConfig {
   bool use = false;
@@ -849,6 +1036,10 @@ struct PersistentConfig {
   int batch_tile = 1;  // sequences per warp at a time (rnn_persistent_kernel's kBatchTile)
   const char* why = "";
   MmaConfig mma;
+  // the one-CTA kernel (rnn_one_cta_kernel), tried first where RNNKERN_RNN_PATH=cta asks and it fits
+  bool one_cta = false;
+  size_t one_cta_smem = 0;
+  const char* one_cta_why = "";
 };
 
 const char* barrier_name(StepBarrier b) {
@@ -943,7 +1134,7 @@ MmaConfig choose_mma(at::ScalarType dtype, int64_t B, int64_t H, const cudaDevic
 
 // The RNN's RNNKERN_RNN_* overrides (read per call with env_equals) hold known values.
 void check_rnn_env() {
-  check_env_choice("RNNKERN_RNN_PATH", {"general", "persistent"});
+  check_env_choice("RNNKERN_RNN_PATH", {"general", "persistent", "cta"});
   check_env_choice("RNNKERN_RNN_MATH", {"fma", "mma"});
   check_env_choice("RNNKERN_RNN_BARRIER", {"grid", "flag", "cluster", "exchange"});
   check_env_choice("RNNKERN_RNN_GRAPH", {"0", "1"});
@@ -998,8 +1189,22 @@ PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H) {
       cfg = {true, grid, rows, smem, barrier, tile, "fits"};
     }
     cfg.mma = choose_mma(dtype, B, H, *prop);
+    if (env_equals("RNNKERN_RNN_PATH", "cta")) {
+      // one CTA: tensor cores (fp32 only as TF32, as above), B <= 16, H <= 256, W in one SM's memory
+      cfg.one_cta_smem = one_cta_smem(one_cta_hpad(static_cast<int>(std::min<int64_t>(H, kOneCtaMaxH))),
+                                      static_cast<int>(x.element_size()));
+      if (dtype == at::kFloat && !cudnn_tf32_allowed(CudnnOp::kRnn)) cfg.one_cta_why = "fp32 with TF32 off";
+      else if (prop->major < 8) cfg.one_cta_why = "needs sm_80 tensor cores";
+      else if (B > kOneCtaMaxBatch) cfg.one_cta_why = "batch > 16";
+      else if (H > kOneCtaMaxH) cfg.one_cta_why = "H > 256";
+      else if (cfg.one_cta_smem > prop->sharedMemPerBlockOptin) cfg.one_cta_why = "W_hh exceeds shared memory";
+      else cfg.one_cta = true;
+    }
   }
   if (!debug_log_enabled()) return cfg;
+  if (cfg.one_cta || cfg.one_cta_why[0])
+    std::fprintf(stderr, "rnnkern: rnn B=%lld H=%lld %s -> one-CTA kernel: %s\n", static_cast<long long>(B),
+                 static_cast<long long>(H), c10::toString(dtype), cfg.one_cta ? "fits" : cfg.one_cta_why);
   if (cfg.mma.use)
     std::fprintf(stderr,
                  "rnnkern: rnn B=%lld H=%lld %s -> persistent path (fits, tensor cores %s, %d cluster(s) of %d CTAs, "
@@ -1237,9 +1442,23 @@ bool launch_with_tile(const PersistentConfig& cfg, const PersistentParams<scalar
   }
 }
 
-// The tensor-core kernel when chosen, else (or when it cannot launch) the FMA kernel when it fits.
+// The one-CTA kernel; false (nothing launched, logged) when refused.
+template <typename scalar_t>
+bool launch_one_cta(const PersistentConfig& cfg, const PersistentParams<scalar_t>& params) {
+  auto kernel = rnn_one_cta_kernel<scalar_t>;
+  if (static_cast<size_t>(allow_full_shared_memory(kernel)) < cfg.one_cta_smem)
+    return fall_back("needs more shared memory than the kernel may have", 1, "one-CTA", "the other kernels");
+  kernel<<<1, kOneCtaThreads, cfg.one_cta_smem, at::cuda::getCurrentCUDAStream()>>>(params);
+  if (!launch_went_out(cudaGetLastError(), 1, "one-CTA", "the other kernels")) return false;
+  traced(params.trace, "one-CTA kernel", 1);
+  return true;
+}
+
+// The one-CTA kernel where asked for and it fits, else the tensor-core kernel when chosen, else (or
+// when neither can launch) the FMA kernel when it fits.
 template <typename scalar_t>
 bool launch_persistent(const PersistentConfig& cfg, const PersistentParams<scalar_t>& params) {
+  if (cfg.one_cta && launch_one_cta<scalar_t>(cfg, params)) return true;
   if (cfg.mma.use) {
     const char* to = cfg.use ? "FMA kernel" : "general path";
     if (launch_mma<scalar_t>(cfg.mma, params, to)) return true;
@@ -1638,7 +1857,7 @@ std::tuple<at::Tensor, at::Tensor> rnn_forward_cuda(const at::Tensor& input, con
   return with_rnn_gemm(input.scalar_type(), [&](const auto& gemm) -> std::tuple<at::Tensor, at::Tensor> {
     if (s.T > 0 && s.T < (int64_t(1) << 31)) {
       const PersistentConfig cfg = choose_rnn_path(input, s.B, s.H);
-      if (cfg.use || cfg.mma.use) {
+      if (cfg.use || cfg.mma.use || cfg.one_cta) {
         at::Tensor out = at::empty({s.T, s.B, s.H}, input.options());
         at::Tensor out2 = out.view({s.T * s.B, s.H});
         rnn_input_projection(out2, input, w_ih, b_ih, b_hh, gemm);
@@ -1670,7 +1889,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   return with_rnn_gemm(input.scalar_type(), [&](const auto& gemm) -> Grads {
     if (s.T > 0 && s.T < (int64_t(1) << 31)) {
       const PersistentConfig cfg = choose_rnn_path(input, s.B, s.H);
-      if (cfg.use || cfg.mma.use) {
+      if (cfg.use || cfg.mma.use || cfg.one_cta) {
         // dz starts as the upstream gradient of each step's output; dL/dh_n enters at each
         // sequence's last step: rows [bs[t+1], bs[t]) end at step t (as in rnn_backward_loop), one
         // add per such run (no index_add_, which is atomic on CUDA and refused in deterministic mode).

@@ -924,6 +924,19 @@ def test_persistent_tensor_cores(monkeypatch, capfd, dtype, T, B, H, relu, with_
     fp64; bf16/fp16 within twice the general path's error. With lengths (sorted, T and 0 among
     them) outputs past each length are zero. The log must show it ran, without falling back,
     where it fits."""
+    err = _check_tensor_core_kernel(monkeypatch, capfd, dtype, T, B, H, relu, with_lengths,
+                                    RNNKERN_RNN_PATH="persistent", RNNKERN_RNN_MATH="mma")
+    if _mma_expected(dtype, B, H):
+        precision = {torch.float32: "tf32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+        assert f"-> persistent path (fits, tensor cores {precision}," in err, err
+        assert "-> FMA kernel" not in err and "general path" not in err, err
+
+
+def _check_tensor_core_kernel(monkeypatch, capfd, dtype, T, B, H, relu, with_lengths, **env):
+    """Runs the op's forward and gradients twice under `env` (TF32 allowed, RNNKERN_DEBUG on) and
+    checks them: bitwise repeatable, fp32 (TF32) within DESIGN.md's 5e-3 of fp64, bf16 / fp16 within
+    twice the general path's error, zeros past each length (sorted, T and 0 among them). Returns
+    the two runs' debug log."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     monkeypatch.setenv("RNNKERN_DEBUG", "1")
     lengths = None
@@ -936,13 +949,8 @@ def test_persistent_tensor_cores(monkeypatch, capfd, dtype, T, B, H, relu, with_
     ref = _run_with_env(monkeypatch, args, lengths, relu, g, gh, RNNKERN_RNN_PATH="general")
     low = [a.to(dtype) for a in args]
     capfd.readouterr()
-    runs = [_run_with_env(monkeypatch, low, lengths, relu, g, gh, RNNKERN_RNN_PATH="persistent",
-                          RNNKERN_RNN_MATH="mma") for _ in range(2)]
+    runs = [_run_with_env(monkeypatch, low, lengths, relu, g, gh, **env) for _ in range(2)]
     err = capfd.readouterr().err
-    if _mma_expected(dtype, B, H):
-        precision = {torch.float32: "tf32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
-        assert f"-> persistent path (fits, tensor cores {precision}," in err, err
-        assert "-> FMA kernel" not in err and "general path" not in err, err
     gen = _run_with_env(monkeypatch, low, lengths, relu, g, gh, RNNKERN_RNN_PATH="general")
     if lengths is not None:
         for b, n in enumerate(lengths.tolist()):
@@ -954,6 +962,42 @@ def test_persistent_tensor_cores(monkeypatch, capfd, dtype, T, B, H, relu, with_
             assert rel_err(p, r) < TOL_TF32 + slack, i
         else:
             assert rel_err(p, r) <= 2 * rel_err(q, r) + 1e-3 + slack, i
+    return err
+
+
+@pytest.mark.cuda
+@pytest.mark.untried
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("T,B,H", [(37, 8, 256), (20, 16, 200), (9, 3, 7), (12, 1, 64), (7, 13, 129), (15, 16, 256)])
+@pytest.mark.parametrize("relu,with_lengths", [(False, False), (False, True), (True, True)])
+def test_persistent_one_cta(monkeypatch, capfd, dtype, T, B, H, relu, with_lengths):
+    """The one-CTA kernel (RNNKERN_RNN_PATH=cta: W_hh in one SM's shared memory, fp32 as TF32 in
+    16- and 8-bit planes, h kept on chip, two __syncthreads a step), forward and backward: it runs
+    where it fits (B <= 16, H <= 256), bitwise repeatable, fp32 (TF32) within DESIGN.md's 5e-3 of
+    fp64, bf16 / fp16 within twice the general path's error, zeros past each length."""
+    err = _check_tensor_core_kernel(monkeypatch, capfd, dtype, T, B, H, relu, with_lengths, RNNKERN_RNN_PATH="cta")
+    assert "-> one-CTA kernel: fits" in err, err
+    assert "one-CTA grid" not in err, err  # no fallback from it
+
+
+@pytest.mark.cuda
+def test_one_cta_declines_what_it_cannot_hold(monkeypatch, capfd):
+    """RNNKERN_RNN_PATH=cta on a shape the one-CTA kernel does not take (B > 16, H > 256, fp32 with
+    TF32 off) says why and runs another kernel, with the right result."""
+    monkeypatch.setenv("RNNKERN_DEBUG", "1")
+    for allow, (T, B, H), why in [(True, (5, 17, 64), "batch > 16"), (True, (5, 4, 300), "H > 256"),
+                                  (False, (5, 4, 64), "fp32 with TF32 off")]:
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", allow)
+        args = _cuda_args(T, B, H)
+        g = torch.randn(T, B, H, device="cuda", dtype=torch.float64)
+        gh = torch.randn(B, H, device="cuda", dtype=torch.float64)
+        ref = _run_with_env(monkeypatch, args, None, False, g, gh, RNNKERN_RNN_PATH="general")
+        capfd.readouterr()
+        out = _run_with_env(monkeypatch, [a.float() for a in args], None, False, g, gh, RNNKERN_RNN_PATH="cta")
+        err = capfd.readouterr().err
+        assert f"-> one-CTA kernel: {why}" in err, err
+        tol = TOL_TF32 if allow else TOL[torch.float32]
+        assert max(rel_err(p, r) for p, r in zip(out, ref)) < tol + _slack(False, torch.float32, 0, tf32=allow)
 
 
 @pytest.mark.cuda
@@ -1271,23 +1315,33 @@ def test_cuda_rnn_env_is_checked(monkeypatch, var, value):
 
 
 # ----------------------------------------------------------------------------------------------
-# the tensor-core kernel's index arithmetic, replayed on the CPU
+# the tensor-core kernels' index arithmetic, replayed on the CPU
 
-def test_rnn_mma_index_replay(capsys):
-    """scripts/check_rnn_mma.py: the numpy replay of rnn_persistent_mma_kernel's MMA phase (the w_s
-    fill and h_s staging in mma_k_position's order, mma_partial_sums / mma_tile_block's 8-byte loads,
+@pytest.mark.parametrize("script", ["check_rnn_mma", "check_rnn_one_cta"])
+def test_rnn_index_replays(script, capsys):
+    """The numpy replays of the tensor-core RNN kernels' index arithmetic (run without a GPU: they
+    check it against the documented PTX layouts, not the kernels).
+
+    check_rnn_mma: rnn_persistent_mma_kernel's MMA phase (the w_s fill and h_s staging in mma_k_position's order, mma_partial_sums / mma_tile_block's 8-byte loads,
     pipelined k-loop and float2 stores) on the PTX mma.sync fragment layouts: the partial sums equal
     h @ W.T, every output written once, no padding read, no load bank conflicts; with one cluster, the
     reduce's writes of h_t into the ranks' h_s (no restaging after step 0) equal the staging from
     global memory on the next step's live rows, over steps where live shrinks and grows; and its
-    mutants are caught; its anchors fail it when rnn.cu's formulas change. Run without a GPU: it checks the index
-    arithmetic against the documented layouts, not the kernel."""
+    mutants are caught; its anchors fail it when rnn.cu's formulas change.
+
+    check_rnn_one_cta: rnn_one_cta_kernel's step (the W fill in mma_k_position's order, fp32 as TF32 hi16 / lo8 planes with the XOR swizzle and __byte_perm
+    recombination; the h_0 staging through the inverse permutation; both k-halves' pipelined
+    mma.sync loads, the upper half's float2 stores into part_s, the lower half's epilogue and its
+    h_s write) on the PTX mma.sync fragment layouts: the B / A registers equal PTX's layouts of W / h,
+    acc + part_s equals h @ W.T, every output written once, h_s after the epilogue equals a fresh
+    staging of the outputs, no padding read, no load bank conflicts, one_cta_smem fits; its mutants
+    are caught; its anchors fail it when rnn.cu's formulas change."""
     import pathlib
     import runpy
     try:
-        runpy.run_path(str(pathlib.Path(__file__).resolve().parents[2] / "scripts" / "check_rnn_mma.py"),
+        runpy.run_path(str(pathlib.Path(__file__).resolve().parents[2] / "scripts" / f"{script}.py"),
                        run_name="__main__")
-    except SystemExit as e:  # the script exits 1 on a mismatch
+    except SystemExit as e:  # the scripts exit 1 on a mismatch
         assert e.code in (0, None), capsys.readouterr().out
     out = capsys.readouterr().out
     assert "ok" in out and "MISMATCH" not in out, out
