@@ -117,7 +117,8 @@ ANCHORS = _mma.LAYOUT_ANCHORS + [
      "else if (cfg.one_cta_smem > prop->sharedMemPerBlockOptin) cfg.one_cta_why = \"W_hh exceeds shared memory\";",
      "f"),
     ("launch: 1 CTA of kOneCtaThreads, one_cta_smem",
-     "kernel<<<1, kOneCtaThreads, cfg.one_cta_smem, at::cuda::getCurrentCUDAStream()>>>(params);", "f"),
+     "config.gridDim = dim3(1); config.blockDim = dim3(kOneCtaThreads); config.dynamicSmemBytes = cfg.one_cta_smem;",
+     "f"),
     # the kernel: geometry and pointers
     ("kPlanes: fp32", "constexpr bool kPlanes = std::is_same_v<scalar_t, float>;", "k"),
     ("kElem", "constexpr int kElem = sizeof(scalar_t);", "k"),

@@ -878,6 +878,7 @@ __host__ __device__ constexpr int one_cta_pair_unit(int n, int p) { return p ^ (
 template <typename scalar_t>
 __global__ void __launch_bounds__(kOneCtaThreads, 1) rnn_one_cta_kernel(PersistentParams<scalar_t> p) {
   using Native = typename NativeOf<scalar_t>::type;
+  if (p.B > kOneCtaMaxBatch || p.H > kOneCtaMaxH || blockDim.x != kOneCtaThreads) __trap();  // (the host checks)
   constexpr bool kPlanes = std::is_same_v<scalar_t, float>;
   constexpr int kElem = sizeof(scalar_t);
   const int hpad = one_cta_hpad(p.H);
@@ -1134,7 +1135,8 @@ MmaConfig choose_mma(at::ScalarType dtype, int64_t B, int64_t H, const cudaDevic
 
 // The RNN's RNNKERN_RNN_* overrides (read per call with env_equals) hold known values.
 void check_rnn_env() {
-  check_env_choice("RNNKERN_RNN_PATH", {"general", "persistent", "cta"});
+  // (avx512 forces the CPU's step: accepted here, so that setting it for CPU calls breaks no CUDA call)
+  check_env_choice("RNNKERN_RNN_PATH", {"general", "persistent", "cta", "avx512"});
   check_env_choice("RNNKERN_RNN_MATH", {"fma", "mma"});
   check_env_choice("RNNKERN_RNN_BARRIER", {"grid", "flag", "cluster", "exchange"});
   check_env_choice("RNNKERN_RNN_GRAPH", {"0", "1"});
@@ -1193,7 +1195,8 @@ PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H) {
       // one CTA: tensor cores (fp32 only as TF32, as above), B <= 16, H <= 256, W in one SM's memory
       cfg.one_cta_smem = one_cta_smem(one_cta_hpad(static_cast<int>(std::min<int64_t>(H, kOneCtaMaxH))),
                                       static_cast<int>(x.element_size()));
-      if (dtype == at::kFloat && !cudnn_tf32_allowed(CudnnOp::kRnn)) cfg.one_cta_why = "fp32 with TF32 off";
+      if (env_equals("RNNKERN_RNN_MATH", "fma")) cfg.one_cta_why = "RNNKERN_RNN_MATH=fma";
+      else if (dtype == at::kFloat && !cudnn_tf32_allowed(CudnnOp::kRnn)) cfg.one_cta_why = "fp32 with TF32 off";
       else if (prop->major < 8) cfg.one_cta_why = "needs sm_80 tensor cores";
       else if (B > kOneCtaMaxBatch) cfg.one_cta_why = "batch > 16";
       else if (H > kOneCtaMaxH) cfg.one_cta_why = "H > 256";
@@ -1448,8 +1451,13 @@ bool launch_one_cta(const PersistentConfig& cfg, const PersistentParams<scalar_t
   auto kernel = rnn_one_cta_kernel<scalar_t>;
   if (static_cast<size_t>(allow_full_shared_memory(kernel)) < cfg.one_cta_smem)
     return fall_back("needs more shared memory than the kernel may have", 1, "one-CTA", "the other kernels");
-  kernel<<<1, kOneCtaThreads, cfg.one_cta_smem, at::cuda::getCurrentCUDAStream()>>>(params);
-  if (!launch_went_out(cudaGetLastError(), 1, "one-CTA", "the other kernels")) return false;
+  // cudaLaunchKernelEx returns this launch's own error (cudaGetLastError could return an earlier one)
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(1);
+  config.blockDim = dim3(kOneCtaThreads);
+  config.dynamicSmemBytes = cfg.one_cta_smem;
+  config.stream = at::cuda::getCurrentCUDAStream();
+  if (!launch_went_out(cudaLaunchKernelEx(&config, kernel, params), 1, "one-CTA", "the other kernels")) return false;
   traced(params.trace, "one-CTA kernel", 1);
   return true;
 }
