@@ -860,8 +860,9 @@ constexpr int kOneCtaTilesPerWarp = 4;  // n8 tiles a warp: H_pad / 8 / 8 at H_p
 // The padded H: a multiple of 64 (fp32: whole 32-word swizzle rows in the planes; 16-bit: k-halves
 // of whole k16 steps).
 __host__ __device__ constexpr int one_cta_hpad(int H) { return (H + 63) / 64 * 64; }
-// Shared memory, in order: W (16-bit: hpad rows x mma_ldk words; fp32: the hi16 plane, hpad x hpad / 2
-// words, then the lo8 plane, hpad x hpad / 4 words), h_s (16 x mma_ldk words), part_s (16 x (hpad + 8) fp32).
+// Shared memory, in order: W (16-bit: hpad rows x mma_ldk(hpad, 2) elements; fp32: the hi16 plane,
+// hpad x hpad / 2 words, then the lo8 plane, hpad x hpad / 4 words), h_s (16 rows x mma_ldk(hpad, elem)
+// elements), part_s (16 x (hpad + 8) fp32).
 __host__ __device__ constexpr size_t one_cta_w_bytes(int hpad, int elem_size) {
   return elem_size == 4 ? static_cast<size_t>(hpad) * hpad * 3 : static_cast<size_t>(hpad) * mma_ldk(hpad, 2) * 2;
 }
