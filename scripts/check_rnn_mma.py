@@ -64,7 +64,7 @@ This checks the index arithmetic against the documented PTX layouts, not the har
 tests in tests/ops/test_rnn.py on an sm_90 GPU are what verify the kernel.
 
 scripts/check_rnn_one_cta.py loads this file (main() runs only as a script) for what the two replays
-share: LAYOUT_ANCHORS / PTX_ANCHORS, pipelined_loop_anchor, mma_ldk / mma_k_position / mma_k_column,
+share: LAYOUT_ANCHORS / PTX_ANCHORS, pipelined_loop_anchor, mma_ldk / mma_k_position,
 the PTX tables and fragment_product, pipelined_k_loop, store_c, and the report's scaffolding
 (begin, anchor_report, tally, check_lines, mutant_report, finish)."""
 import os
@@ -291,26 +291,14 @@ def mma_ldk(kslice, elem, mut=()):
     return (words + (40 - words % 32) % 32) * 4 // elem
 
 
-def _word_moved(c, elem, place):
-    """Element c's position once its 32-bit word moves to place(j) within its group of 8 words (j: the
-    word's place in the group, elem bytes an element)."""
-    per_word = 4 // elem
-    w = c // per_word
-    j = w % 8
-    return ((w - j) + place(j)) * per_word + c % per_word
-
-
 def mma_k_position(c, elem, mut=()):
     """c: an int or an integer array. A group's words in order 0 4 1 5 2 6 3 7."""
     if "order_identity" in mut:
         return c
-    return _word_moved(c, elem, lambda j: (j % 4) * 2 + j // 4)
-
-
-def mma_k_column(c, elem):
-    """mma_k_position's inverse, written as rnn_one_cta_kernel's h_0 staging writes it (word j of a
-    group from word (j % 2) * 4 + j / 2): the column whose element is stored at position c."""
-    return _word_moved(c, elem, lambda j: (j % 2) * 4 + j // 2)
+    per_word = 4 // elem
+    w = c // per_word
+    j = w % 8
+    return ((w - j) + (j % 4) * 2 + j // 4) * per_word + c % per_word
 
 
 def mma_ldu(units):

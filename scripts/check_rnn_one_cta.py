@@ -2,8 +2,8 @@
 H", RNNKERN_RNN_PATH=cta) for one step of one CTA of 512 threads (16 warps): the W fill (16-bit: hpad
 rows x mma_ldk(hpad, 2) elements in mma_k_position's order; fp32: TF32 split into a hi16 plane of
 hpad * hpad / 2 32-bit words and a lo8 plane of hpad * hpad / 2 16-bit units, the value pair p of
-row n at unit n * hpad / 2 + one_cta_pair_unit(n, p)), the h_0 staging (its loop over stored
-positions with the inverse permutation), each warp's k-half of the product (n_group = warp % 8,
+row n at unit n * hpad / 2 + one_cta_pair_unit(n, p)), the h_0 staging (h_s zeroed, then
+each state0 element placed at mma_k_position), each warp's k-half of the product (n_group = warp % 8,
 k_half = warp / 8, the pipelined k-loop, 8-byte A / 16-bit W loads, fp32's 32-bit hi + 16-bit lo
 loads recombined by __byte_perm), the upper half's float2 stores into part_s and the lower half's
 epilogue (acc + part_s, the outputs and h_t written into h_s for the next step). Fragment semantics
@@ -42,7 +42,7 @@ a few), H in {1, 7, 63, 64, 65, 129, 200, 256}, B in {1, 3, 8, 16} (live = B, or
      aligned, every access inside its region (loads of h_s / 16-bit W inside a row's first hpad
      positions, the planes' loads inside their row), no read of an unwritten byte;
  (7) mutants of the replay (the swizzle dropped on the load side only, selector 0x1046 -> 0x1064, the
-     h_0 staging without its inverse permutation, A without the k_half offset, the lo plane's base
+     h_0 staging without mma_k_position, A without the k_half offset, the lo plane's base
      off by one row, ...) each caught by the checks it must trip;
  (8) anchors: the source lines of rnn_one_cta_kernel and its helpers the replay models must still be
      in rnn.cu / tensor_core.cuh (comments and whitespace ignored); a missing one is a MISMATCH
@@ -130,32 +130,25 @@ ANCHORS = _mma.LAYOUT_ANCHORS + [
     ("half_steps", "const int half_steps = k_steps / 2;", "k"),
     ("n_tiles", "const int n_tiles = hpad / 8;", "k"),
     ("w_words at byte 0", "uint32_t* w_words = reinterpret_cast<uint32_t*>(smem_raw);", "k"),
-    ("w_lo at byte hpad * hpad * 2",
-     "const uint16_t* w_lo = reinterpret_cast<const uint16_t*>(smem_raw + static_cast<size_t>(hpad) * hpad * 2);", "k"),
     ("h_s after W", "scalar_t* h_s = reinterpret_cast<scalar_t*>(smem_raw + one_cta_w_bytes(hpad, kElem));", "k"),
     ("part_s after 16 rows of h_s", "float* part_s = reinterpret_cast<float*>(h_s + 16 * ldh);", "k"),
-    # the W fill
+    # h_s zeroed, the W fill
+    ("h_s zeroed", "for (int i = threadIdx.x; i < 16 * ldh; i += blockDim.x) h_s[i] = scalar_t(0);", "k"),
+    ("w_lo8 at byte hpad * hpad * 2", "uint8_t* w_lo8 = smem_raw + static_cast<size_t>(hpad) * hpad * 2;", "k"),
     ("W fill loop", "for (int i = threadIdx.x; i < hpad * hpad; i += blockDim.x) {", "k"),
     ("W fill (n, c)", "const int n = i / hpad, c = i % hpad;", "k"),
     ("W fill value (zero padded)", "const scalar_t v = n < p.H && c < p.H ? "
      "mma_operand(p.weight[static_cast<int64_t>(n) * p.H + c]) : scalar_t(0);", "k"),
     ("W fill position", "const int pos = mma_k_position(c, kElem);", "k"),
     ("fp32 bits", "const uint32_t bits = __float_as_uint(v);", "k"),
-    ("fill unit", "const int unit = one_cta_pair_unit(n, pos / 2);", "k"),
-    ("hi16 plane store", "reinterpret_cast<uint16_t*>(w_words)[(n * hpad / 2 + unit) * 2 + pos % 2] = "
-     "static_cast<uint16_t>(bits >> 16);", "k"),
-    ("lo8 plane store", "reinterpret_cast<uint8_t*>(smem_raw + static_cast<size_t>(hpad) * hpad * 2)[(n * hpad / 2 + "
-     "unit) * 2 + pos % 2] = static_cast<uint8_t>(bits >> 8);", "k"),
+    ("fill slot", "const int slot = (n * hpad / 2 + one_cta_pair_unit(n, pos / 2)) * 2 + pos % 2;", "k"),
+    ("hi16 plane store", "reinterpret_cast<uint16_t*>(w_words)[slot] = static_cast<uint16_t>(bits >> 16);", "k"),
+    ("lo8 plane store", "w_lo8[slot] = static_cast<uint8_t>(bits >> 8);", "k"),
     ("16-bit W store", "reinterpret_cast<scalar_t*>(w_words)[n * ldh + pos] = v;", "k"),
-    # the h_0 staging
-    ("h_0 loop", "for (int i = threadIdx.x; i < 16 * ldh; i += blockDim.x) {", "k"),
-    ("h_0 (b, c)", "const int b = i / ldh, c = i % ldh;", "k"),
-    ("h_0 zero default", "scalar_t v = scalar_t(0); if (c < hpad) {", "k"),
-    ("h_0 inverse: per_word, w, j", "const int per_word = 4 / kElem, w = c / per_word, j = w % 8;", "k"),
-    ("h_0 inverse: col", "const int col = ((w - j) + (j % 2) * 4 + j / 2) * per_word + c % per_word;", "k"),
-    ("h_0 value", "if (p.state0 != nullptr && b < p.B && col < p.H) v = mma_operand(p.state0[static_cast<int64_t>(b) "
-     "* p.H + col]);", "k"),
-    ("h_0 store", "h_s[i] = v;", "k"),
+    # the h_0 staging (after the zero fill's barrier)
+    ("h_0 after the barrier, only with state0", "__syncthreads(); if (p.state0 != nullptr) "
+     "for (int i = threadIdx.x; i < p.B * p.H; i += blockDim.x)", "k"),
+    ("h_0 store", "h_s[i / p.H * ldh + mma_k_position(i % p.H, kElem)] = mma_operand(p.state0[i]);", "k"),
     # the warps
     ("warp, lane, g, t",
      "const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;", "k"),
@@ -171,7 +164,7 @@ ANCHORS = _mma.LAYOUT_ANCHORS + [
     ("B zero past hpad", "if (n >= hpad) { b[buf][j][0] = b[buf][j][1] = 0u; }", "k"),
     ("B plane unit", "const int unit = n * hpad / 2 + one_cta_pair_unit(n, kg * 4 + t);", "k"),
     ("hi word load", "const uint32_t top = w_words[unit];", "k"),
-    ("lo unit load", "const uint32_t low = w_lo[unit];", "k"),
+    ("lo unit load", "const uint32_t low = reinterpret_cast<const uint16_t*>(w_lo8)[unit];", "k"),
     ("b0 byte_perm 0x1046", "b[buf][j][0] = __byte_perm(top, low, 0x1046);", "k"),
     ("b1 byte_perm 0x3256", "b[buf][j][1] = __byte_perm(top, low, 0x3256);", "k"),
     ("16-bit B load",
@@ -207,12 +200,10 @@ def check_anchors(rnn, tc):
 SOURCE_EDITS = {
     "selector 0x1064": ("__byte_perm(top, low, 0x1046)", "__byte_perm(top, low, 0x1064)"),
     "swizzle by (n % 8) * 2": ("p ^ ((n % 8) * 4)", "p ^ ((n % 8) * 2)"),
-    "staging without the inverse": ("const int col = ((w - j) + (j % 2) * 4 + j / 2) * per_word + c % per_word;",
-                                    "const int col = c;"),
+    "staging unpermuted": ("h_s[i / p.H * ldh + mma_k_position(i % p.H, kElem)]", "h_s[i / p.H * ldh + i % p.H]"),
     "A without k_half": ("2 * t + k_half * half_steps * 8;", "2 * t;"),
-    "lo plane one row on": ("reinterpret_cast<const uint16_t*>(smem_raw + static_cast<size_t>(hpad) * hpad * 2)",
-                            "reinterpret_cast<const uint16_t*>(smem_raw + static_cast<size_t>(hpad) * hpad * 2 "
-                            "+ hpad)"),
+    "lo plane one row on": ("uint8_t* w_lo8 = smem_raw + static_cast<size_t>(hpad) * hpad * 2;",
+                            "uint8_t* w_lo8 = smem_raw + static_cast<size_t>(hpad) * hpad * 2 + hpad;"),
     "ldp = hpad + 4": ("const int ldp = hpad + 8;", "const int ldp = hpad + 4;"),
     "hpad to 32": ("(H + 63) / 64 * 64", "(H + 31) / 32 * 32"),
     "pair kg * 8 + t": ("one_cta_pair_unit(n, kg * 4 + t)", "one_cta_pair_unit(n, kg * 8 + t)"),
@@ -245,9 +236,9 @@ def one_cta_pair_unit(n, p):
     return p ^ ((n % 8) * 4)
 
 
-def staging_col(c, elem, mut=()):
-    """The h_0 staging's inverse: the column whose element is stored at position c."""
-    return c if "stage_identity" in mut else _mma.mma_k_column(c, elem)
+def staging_position(col, elem, mut=()):
+    """Where the h_0 staging puts column col of a row (mma_k_position)."""
+    return col if "stage_identity" in mut else mma_k_position(col, elem)
 
 
 def byte_perm(x, y, s):
@@ -326,7 +317,7 @@ class Geometry:
 
 
 def staged_image(g, src_bits, B, H):
-    """(2)'s expectation, from mma_k_position (not the kernel's inverse): 16 x ldh operand bits with
+    """(2)'s expectation: 16 x ldh operand bits with
     src_bits[b, col] at b, mma_k_position(col) (b < B, col < H), zero elsewhere."""
     img = np.zeros((16, g.ldh), dtype=np.int64)
     if src_bits is not None:
@@ -434,18 +425,21 @@ def replay(fmt, H, B, live, seed, with_state0=True, low_zero=13, mut=frozenset()
         if not np.array_equal(mem.count[:g_.w_bytes], want) or mem.count[g_.w_bytes:].any():
             bad("1", "the 16-bit W fill does not write each (n < hpad, position < hpad) once and nothing else")
 
-    # ---- the h_0 staging: i = tid, tid + 512, ... < 16 * ldh
-    i = np.arange(16 * ldh)
-    b, c = i // ldh, i % ldh
-    col = staging_col(c, elem, mut)
-    take = (c < hpad) & (b < B) & (col < H) & with_state0
-    val = np.zeros(len(i), dtype=np.int64)
-    if with_state0:
-        val[take] = s0bits[b[take], col[take]]
+    # ---- h_s zeroed (i = tid, tid + 512, ... < 16 * ldh), then, after a barrier, h_0 placed:
+    # i < B * H, element (i / H, i % H) at row i / H, position mma_k_position(i % H)
     before = mem.count.copy()
-    mem.store(g_.h_base + i * elem, val, elem)
+    mem.store(g_.h_base + np.arange(16 * ldh) * elem, np.zeros(16 * ldh, dtype=np.int64), elem)
     if (mem.count - before)[g_.h_base:g_.part_base].min() != 1 or (mem.count - before).sum() != 16 * ldh * elem:
-        bad("2", "the staging does not write each h_s element once (and nothing else)")
+        bad("2", "the zero fill does not write each h_s element once (and nothing else)")
+    if with_state0:
+        i = np.arange(B * H)
+        b, col = i // H, i % H
+        at = b * ldh + staging_position(col, elem, mut)
+        before = mem.count.copy()
+        mem.store(g_.h_base + at * elem, s0bits[b, col], elem)
+        placed = (mem.count - before)[g_.h_base:g_.part_base].reshape(16 * ldh, elem)[:, 0]
+        if (mem.count - before).sum() != B * H * elem or placed.max() > 1 or ((at % ldh) >= hpad).any():
+            bad("2", "the h_0 placement does not write each (b < B, col < H) once, inside positions < hpad")
     got, _, _ = mem.load(g_.h_base + np.arange(16 * ldh) * elem, elem)
     want = staged_image(g_, s0bits, B, H)
     if not np.array_equal(got.reshape(16, ldh), want):
@@ -712,7 +706,7 @@ def cases():
 MUTANTS = {
     "swizzle_load_only": ("the planes' loads at pair kg * 4 + t without the XOR swizzle (the fill keeps it)", "135"),
     "byte_perm_1064": ("b0 = __byte_perm(top, low, 0x1064) instead of 0x1046", "13"),
-    "stage_identity": ("the h_0 staging's col = c (no inverse permutation)", "23"),
+    "stage_identity": ("the h_0 staging puts column col at position col (no mma_k_position)", "23"),
     "a_no_k_half": ("a_row without k_half * half_steps * 8", "3"),
     "lo_base_row": ("w_lo one row (hpad bytes) past the lo8 plane's start", "136"),
     "fill_unswizzled": ("the fill's unit = pos / 2 (no swizzle; the loads keep it)", "13"),

@@ -891,37 +891,30 @@ __global__ void __launch_bounds__(kOneCtaThreads, 1) rnn_one_cta_kernel(Persiste
   const int n_tiles = hpad / 8;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   uint32_t* w_words = reinterpret_cast<uint32_t*>(smem_raw);  // 16-bit W, or fp32's hi16 plane
-  const uint16_t* w_lo = reinterpret_cast<const uint16_t*>(smem_raw + static_cast<size_t>(hpad) * hpad * 2);  // fp32's lo8 plane
   scalar_t* h_s = reinterpret_cast<scalar_t*>(smem_raw + one_cta_w_bytes(hpad, kElem));
   float* part_s = reinterpret_cast<float*>(h_s + 16 * ldh);
 
+  // h_s zeroed: the padding rows (b >= B) and columns (>= H) stay zero; h_0 goes in below
+  for (int i = threadIdx.x; i < 16 * ldh; i += blockDim.x) h_s[i] = scalar_t(0);
   // W once: 16-bit in mma_k_position's order; fp32 rounded to TF32, split into the planes
+  uint8_t* w_lo8 = smem_raw + static_cast<size_t>(hpad) * hpad * 2;  // fp32's lo8 plane, after the hi16 plane
   for (int i = threadIdx.x; i < hpad * hpad; i += blockDim.x) {
     const int n = i / hpad, c = i % hpad;
     const scalar_t v = n < p.H && c < p.H ? mma_operand(p.weight[static_cast<int64_t>(n) * p.H + c]) : scalar_t(0);
     const int pos = mma_k_position(c, kElem);
     if constexpr (kPlanes) {
       const uint32_t bits = __float_as_uint(v);
-      const int unit = one_cta_pair_unit(n, pos / 2);
-      reinterpret_cast<uint16_t*>(w_words)[(n * hpad / 2 + unit) * 2 + pos % 2] = static_cast<uint16_t>(bits >> 16);
-      reinterpret_cast<uint8_t*>(smem_raw + static_cast<size_t>(hpad) * hpad * 2)[(n * hpad / 2 + unit) * 2 + pos % 2] =
-          static_cast<uint8_t>(bits >> 8);
+      const int slot = (n * hpad / 2 + one_cta_pair_unit(n, pos / 2)) * 2 + pos % 2;  // value slot in both planes
+      reinterpret_cast<uint16_t*>(w_words)[slot] = static_cast<uint16_t>(bits >> 16);
+      w_lo8[slot] = static_cast<uint8_t>(bits >> 8);
     } else {
       reinterpret_cast<scalar_t*>(w_words)[n * ldh + pos] = v;
     }
   }
-  // h_0 (zeros where there is none, and in the padding rows and columns, which stay zero)
-  for (int i = threadIdx.x; i < 16 * ldh; i += blockDim.x) {
-    const int b = i / ldh, c = i % ldh;
-    scalar_t v = scalar_t(0);
-    if (c < hpad) {
-      // the element stored at position c (mma_k_position is a permutation within each group of 8 words)
-      const int per_word = 4 / kElem, w = c / per_word, j = w % 8;
-      const int col = ((w - j) + (j % 2) * 4 + j / 2) * per_word + c % per_word;
-      if (p.state0 != nullptr && b < p.B && col < p.H) v = mma_operand(p.state0[static_cast<int64_t>(b) * p.H + col]);
-    }
-    h_s[i] = v;
-  }
+  __syncthreads();  // h_s zeroed before h_0's elements land in it
+  if (p.state0 != nullptr)
+    for (int i = threadIdx.x; i < p.B * p.H; i += blockDim.x)
+      h_s[i / p.H * ldh + mma_k_position(i % p.H, kElem)] = mma_operand(p.state0[i]);
   __syncthreads();
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -967,7 +960,7 @@ __global__ void __launch_bounds__(kOneCtaThreads, 1) rnn_one_cta_kernel(Persiste
             // values k = t and t + 4 of this k-step: pair kg * 4 + t; top 16 bits and bits 15..8
             const int unit = n * hpad / 2 + one_cta_pair_unit(n, kg * 4 + t);
             const uint32_t top = w_words[unit];
-            const uint32_t low = w_lo[unit];
+            const uint32_t low = reinterpret_cast<const uint16_t*>(w_lo8)[unit];
             b[buf][j][0] = __byte_perm(top, low, 0x1046);
             b[buf][j][1] = __byte_perm(top, low, 0x3256);
           } else {

@@ -893,6 +893,13 @@ def test_persistent_long_sequence_accuracy(monkeypatch, dtype, math):
         assert rel_err(p, r) <= 2 * rel_err(q, r) + (1e-6 if dtype == torch.float32 else 1e-3)
 
 
+def _mma_row_bytes(k, elem):
+    """Bytes a shared-memory operand row of k elements takes in the tensor-core kernels (rnn.cu's
+    mma_ldk): k * elem / 4 words, padded to 8 (mod 32) words."""
+    words = k * elem // 4
+    return (words + (40 - words % 32) % 32) * 4
+
+
 def _mma_expected(dtype, B, H):
     """Whether choose_rnn_path must pick the tensor-core kernel under RNNKERN_RNN_MATH=mma with
     TF32 allowed: sm_90 and the shared-memory budget of csrc/cuda/rnn.cu's mma_partition."""
@@ -904,9 +911,7 @@ def _mma_expected(dtype, B, H):
     most = 1 if H <= 256 else max(1, props.multi_processor_count // 8)
     units = -(-(-(-H // most)) // 16) * 16
     b16 = -(-B // 16) * 16
-    words = kslice * elem // 4  # a row's k-slice in 32-bit words; the row stride is 8 (mod 32) words
-    ldk_bytes = (words + (40 - words % 32) % 32) * 4
-    smem = (units + b16) * ldk_bytes + b16 * (units + 4) * 4
+    smem = (units + b16) * _mma_row_bytes(kslice, elem) + b16 * (units + 4) * 4
     optin = getattr(props, "shared_memory_per_block_optin", 227 * 1024)
     return smem <= optin
 
@@ -990,10 +995,9 @@ def _one_cta_expected(dtype, H):
     props = torch.cuda.get_device_properties(torch.cuda.current_device())
     hpad = -(-H // 64) * 64
     elem = 4 if dtype == torch.float32 else 2
-    words = hpad * elem // 4
-    ldk_bytes = (words + (40 - words % 32) % 32) * 4  # mma_ldk, in bytes
-    w_bytes = 3 * hpad * hpad if elem == 4 else hpad * ldk_bytes
-    smem = w_bytes + 16 * ldk_bytes + 16 * (hpad + 8) * 4
+    row = _mma_row_bytes(hpad, elem)
+    w_bytes = 3 * hpad * hpad if elem == 4 else hpad * row
+    smem = w_bytes + 16 * row + 16 * (hpad + 8) * 4
     return smem <= getattr(props, "shared_memory_per_block_optin", 227 * 1024)
 
 
