@@ -63,7 +63,7 @@ a missing one is a MISMATCH that names it.
 This checks the index arithmetic against the documented PTX layouts, not the hardware: the CUDA
 tests in tests/ops/test_rnn.py on an sm_90 GPU are what verify the kernel.
 
-scripts/check_rnn_one_cta.py loads this file (main() runs only as a script) for what the two replays
+scripts/check_rnn_on_chip.py loads this file (main() runs only as a script) for what the two replays
 share: LAYOUT_ANCHORS / PTX_ANCHORS, pipelined_loop_anchor, mma_ldk / mma_k_position,
 the PTX tables and fragment_product, pipelined_k_loop, store_c, and the report's scaffolding
 (begin, anchor_report, tally, check_lines, mutant_report, finish)."""
@@ -127,7 +127,7 @@ def pipelined_loop_anchor(steps):
     return f"pipelined_k_steps({steps}, load, multiply);"
 
 
-# anchors shared with scripts/check_rnn_one_cta.py (where "f" rnn.cu, "tc" tensor_core.cuh): the
+# anchors shared with scripts/check_rnn_on_chip.py (where "f" rnn.cu, "tc" tensor_core.cuh): the
 # k-permutation and row pad of rnn.cu's helpers, and mma_tile's PTX instructions and register order
 LAYOUT_ANCHORS = [
     ("mma_ldk: the slice's words", "const int words = kslice * elem_size / 4;", "f"),
@@ -1016,7 +1016,7 @@ NEUTRAL_EDIT = ("const int g = lane / 4, t = lane % 4;",
 
 
 # ---------------------------------------------------------------------------------------------
-# the report's scaffolding (also scripts/check_rnn_one_cta.py's): "ok ..." lines, "MISMATCH ..."
+# the report's scaffolding (also scripts/check_rnn_on_chip.py's): "ok ..." lines, "MISMATCH ..."
 # lines through fail(), exit status 1 on any MISMATCH
 
 def _ok(prefix):

@@ -18,7 +18,10 @@ import statistics
 PHASES = {  # the stamps each kernel makes after a step's start, in order
     "FMA kernel": ["work (h loads, FMAs, epilogue, stores)", "step barrier"],
     "tensor-core kernel": ["stage h slice", "MMA", "cluster barrier", "reduce + store", "step barrier"],
-    "one-CTA kernel": ["MMA (this warp's half of k)", "first __syncthreads", "epilogue, stores, second __syncthreads"],
+    "on-chip kernel, one CTA": ["z loads issued", "MMA (this warp's half of k)", "first __syncthreads",
+                                "epilogue, second __syncthreads, stores"],
+    "on-chip kernel, cluster": ["z loads issued, cluster wait", "MMA (this warp's half of k)", "__syncthreads",
+                                "epilogue, __syncthreads, h_t to every rank, cluster arrive, stores"],
 }
 # RNNKERN_RNN_BARRIER=exchange: the waits move into the loads, and the step ends without a grid barrier
 EXCHANGE_PHASES = {
@@ -92,8 +95,10 @@ def main() -> None:
              + [(torch.float32, 8, 1024, fma), (torch.bfloat16, 8, 512, fma)]
              # the tensor-core kernel in one cluster (H <= 256): forced at B8, the default at B64
              + [(torch.float32, 8, 256, {"RNNKERN_RNN_MATH": "mma"}), (torch.bfloat16, 64, 256, {})]
-             # the one-CTA kernel (opt-in)
-             + [(dt, 8, 256, {"RNNKERN_RNN_PATH": "cta"}) for dt in (torch.float32, torch.bfloat16)]
+             # the on-chip kernel (opt-in): one CTA, then clusters of H_pad / 64 CTAs
+             + [(dt, 8, 256, {"RNNKERN_RNN_PATH": "cta", "RNNKERN_RNN_CLUSTER": "1"}) for dt in (torch.float32, torch.bfloat16)]
+             + [(dt, 8, h, {"RNNKERN_RNN_PATH": "cta"}) for dt, h in ((torch.float32, 256), (torch.float32, 512),
+                                                                     (torch.bfloat16, 512), (torch.bfloat16, 1024))]
              + [(torch.float32, 8, 256, {"RNNKERN_RNN_BARRIER": "exchange"})]
              + [(torch.float32, 8, 1024, fma_exchange), (torch.bfloat16, 8, 512, fma_exchange)]
              + [(dt, b, 1024, {"RNNKERN_RNN_BARRIER": "exchange"})  # the tensor-core kernel without its flag barrier

@@ -231,14 +231,22 @@ def rnn_exchange(dev):
             _rnn_tensor_cores(dev, 300)
 
 
-def rnn_one_cta(dev):
-    """RNNKERN_RNN_PATH=cta (opt-in): the one-CTA kernel at H 7, 129 and 256 (the fp32 planes fill
-    192 KB of shared memory), B 3 and 16, tf32 / bf16 / fp16, lengths with a zero, forward and
-    backward."""
+def rnn_on_chip(dev):
+    """RNNKERN_RNN_PATH=cta (opt-in): the on-chip kernel on one CTA at H 7, 129 and 256 (the fp32
+    planes fill 192 KB of shared memory), and on clusters (sm_90, 64 rows a CTA) of 3, 8 and 16 CTAs
+    at H 129, 512 and 1000 (16-bit; fp32 to H 512) and of 2 CTAs of 192 rows at H 384, B 3 and 16,
+    tf32 / bf16 / fp16, lengths with a zero, forward and backward."""
     torch.backends.cudnn.allow_tf32 = True
-    with switches(RNNKERN_RNN_PATH="cta"):
-        for H, B in ((7, 3), (129, 16), (256, 16)):
+    # (the CPU dry run, tests/test_gpu_check.py, takes every shape)
+    clusters = torch.device(dev).type != "cuda" or torch.cuda.get_device_capability(dev)[0] >= 9
+    shapes = [(7, 3, "1"), (129, 16, "1"), (256, 16, "1")]
+    if clusters:
+        shapes += [(129, 3, ""), (512, 16, ""), (1000, 3, ""), (384, 16, "2")]
+    for H, B, ctas in shapes:
+        with switches(RNNKERN_RNN_PATH="cta", RNNKERN_RNN_CLUSTER=ctas):
             for dtype in (torch.float32, torch.bfloat16, torch.float16):
+                if dtype == torch.float32 and (H > 640 or ctas == "2"):
+                    continue  # fp32 holds H <= 640 on chip, and 192 rows a CTA only alone
                 args = [a.to(dev, dtype).requires_grad_() for a in (torch.randn(4, B, 6), torch.randn(B, H),
                                                                     torch.randn(H, 6), torch.randn(H, H) / H ** 0.5,
                                                                     torch.randn(H), torch.randn(H))]
@@ -306,7 +314,7 @@ def conv_tma(dev):
                 y.backward(torch.randn_like(y))
 
 
-CHECKS = [unpool, rnn, conv, conv_transpose, conv_wgmma, rnn_exchange, conv_tma, rnn_one_cta]
+CHECKS = [unpool, rnn, conv, conv_transpose, conv_wgmma, rnn_exchange, conv_tma, rnn_on_chip]
 
 if __name__ == "__main__":
     # `sanitize_driver.py [NAME ...]`: only those families (default: all)

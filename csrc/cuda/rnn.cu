@@ -41,11 +41,14 @@
 // kernel's default (1.04-1.16x the flag barrier on an H200, mma_exchange_wanted); the FMA kernel,
 // which it left slower, takes it only with RNNKERN_RNN_BARRIER=exchange.
 //
-// * One CTA (opt-in, RNNKERN_RNN_PATH=cta; B <= 16, H <= 256, tensor cores): the whole recurrence
-//   on one SM, W_hh and h in its shared memory, two __syncthreads a step (rnn_one_cta_kernel).
+// * On chip (opt-in, RNNKERN_RNN_PATH=cta; B <= 16, tensor cores): the whole recurrence on one SM
+//   (W_hh and h in its shared memory, two __syncthreads a step), or on one cluster of up to 16 CTAs
+//   (H <= 1024 in 16-bit, 640 in fp32) each holding 64-256 rows of W_hh and a copy of h, h_t
+//   all-gathered through distributed shared memory, two __syncthreads and one cluster barrier a step
+//   (rnn_on_chip_kernel).
 //
 // Set RNNKERN_RNN_PATH=general|persistent|cta to force a path (persistent and cta fall back when they do
-// not fit), RNNKERN_RNN_MATH=fma|mma to force the persistent kernel's arithmetic (mma only where
+// not fit; RNNKERN_RNN_CLUSTER=n sets cta's CTAs), RNNKERN_RNN_MATH=fma|mma to force the persistent kernel's arithmetic (mma only where
 // the dtype and flags allow tensor cores), RNNKERN_RNN_BARRIER=grid|flag|cluster|exchange to force the
 // FMA kernel's barrier (exchange: the tensor-core kernel's across clusters too), RNNKERN_RNN_CTAS=n to
 // cap its grid at n CTAs, RNNKERN_RNN_GRAPH=0 to run the general path's steps without the CUDA
@@ -842,69 +845,139 @@ __global__ void __launch_bounds__(kPersistThreads, 1) rnn_persistent_mma_kernel(
 #endif
 }
 
-// ---- one CTA for small H (RNNKERN_RNN_PATH=cta; opt-in) -----------------------------------------
-// The whole recurrence on one SM: no grid barrier, no cluster barrier, no L2 round trip a step, only
-// two __syncthreads. W_hh (H <= 256) sits in shared memory; h_{t-1} (B <= 16: one m16 tile) too.
-// 16 warps: warp w owns the n8 tiles w % 8, w % 8 + 8, ... (4 at H256) over half of k (w / 8).
+// ---- W_hh on chip: one CTA, or one cluster of CTAs by rows (RNNKERN_RNN_PATH=cta; opt-in) ------
+// The whole recurrence on one SM, or on one thread-block cluster of up to 16 (sm_90): no grid
+// barrier and no L2 round trip a step. CTA (rank) r of C holds rows r * U .. r * U + U - 1 of W_hh
+// (U = H_pad / C, a multiple of 64, at most 256) over all of k, and a whole copy of h_{t-1} (B <= 16:
+// one m16 tile), so its products need nothing from the other CTAs. 16 warps: warp w owns the n8
+// tiles w % 8, w % 8 + 8, ... of its rows (U / 64 of them) over half of k (w / 8).
 // Per step: both halves multiply (mma.sync, mma_ldk's permuted layout), the upper half stores its
 // partial sums, __syncthreads, the lower half adds them (fixed order: bitwise repeatable), applies
-// the epilogue from its accumulators' registers and writes h_t to seq[t] and into h_s (rounded as
-// the MMA takes it), __syncthreads. fp32 W (TF32) at H256 is 256 KB, more than an SM's shared
-// memory, so it is stored as TF32 actually is: the top 24 bits of each value (the MMA ignores the
-// low 13), in a 16-bit plane and an 8-bit plane (192 KB). bench/NOTES.md (twenty-second session)
-// has the arithmetic: ~1 us a step at fp32 B8 H256 against cuDNN's 2.56.
-constexpr int kOneCtaThreads = 512;
-constexpr int kOneCtaMaxH = 256, kOneCtaMaxBatch = 16;
-constexpr int kOneCtaTilesPerWarp = 4;  // n8 tiles a warp: H_pad / 8 / 8 at H_pad 256
+// the epilogue from its accumulators' registers and writes h_t into h_s (rounded as the MMA takes
+// it). One CTA: then a second __syncthreads. A cluster (two h buffers alternating by step, so no rank
+// overwrites what a slower one still multiplies): __syncthreads, every thread copies 16-byte pieces
+// of this CTA's columns of h_t into every other rank's buffer (distributed shared memory), and
+// arrives at the cluster barrier; the next step waits on it after issuing its own loads. Then the
+// outputs go to seq[t]. An all-gather of h_t rather than the k split of the tensor-core kernel: each
+// rank sends and receives B x H elements a step whatever C, and no reduce sits between the MMA and
+// the epilogue.
+// fp32 W (TF32) is stored as TF32 actually is: the top 24 bits of each value (the MMA ignores the
+// low 13), in a 16-bit plane and an 8-bit plane (192 KB at one CTA and H256, which 256 KB of fp32 W
+// would not fit). bench/NOTES.md (twenty-second and twenty-third sessions) has the arithmetic.
+constexpr int kOnChipThreads = 512;
+constexpr int kOnChipMaxBatch = 16;
+constexpr int kOnChipMaxTilesPerWarp = 4;  // n8 tiles a warp: U / 64, at most 256 rows a CTA
+constexpr int kOnChipMaxCtas = kMaxClusterCtas;
 
 // The padded H: a multiple of 64 (fp32: whole 32-word swizzle rows in the planes; 16-bit: k-halves
-// of whole k16 steps).
-__host__ __device__ constexpr int one_cta_hpad(int H) { return (H + 63) / 64 * 64; }
-// Shared memory, in order: W (16-bit: hpad rows x mma_ldk(hpad, 2) elements; fp32: the hi16 plane,
-// hpad x hpad / 2 words, then the lo8 plane, hpad x hpad / 4 words), h_s (16 rows x mma_ldk(hpad, elem)
-// elements), part_s (16 x (hpad + 8) fp32).
-__host__ __device__ constexpr size_t one_cta_w_bytes(int hpad, int elem_size) {
-  return elem_size == 4 ? static_cast<size_t>(hpad) * hpad * 3 : static_cast<size_t>(hpad) * mma_ldk(hpad, 2) * 2;
+// of whole k16 steps; rows: 8 groups of n8 tiles).
+__host__ __device__ constexpr int on_chip_hpad(int H) { return (H + 63) / 64 * 64; }
+// Shared memory of a CTA holding `rows` rows of W, in order: W (16-bit: rows x mma_ldk(hpad, 2)
+// elements; fp32: the hi16 plane, rows x hpad / 2 words, then the lo8 plane, rows x hpad / 4 words),
+// h_s (`buffers` x 16 rows x mma_ldk(hpad, elem) elements; two in a cluster), part_s
+// (16 x (rows + 8) fp32).
+__host__ __device__ constexpr size_t on_chip_w_bytes(int rows, int hpad, int elem_size) {
+  return elem_size == 4 ? static_cast<size_t>(rows) * hpad * 3 : static_cast<size_t>(rows) * mma_ldk(hpad, 2) * 2;
 }
-__host__ __device__ constexpr size_t one_cta_smem(int hpad, int elem_size) {
-  return one_cta_w_bytes(hpad, elem_size) + static_cast<size_t>(16) * mma_ldk(hpad, elem_size) * elem_size +
-         static_cast<size_t>(16) * (hpad + 8) * sizeof(float);
+__host__ __device__ constexpr size_t on_chip_h_bytes(int hpad, int elem_size) {
+  return static_cast<size_t>(16) * mma_ldk(hpad, elem_size) * elem_size;
+}
+__host__ __device__ constexpr size_t on_chip_smem(int hpad, int ctas, int elem_size) {
+  const int rows = hpad / ctas;
+  return on_chip_w_bytes(rows, hpad, elem_size) + (ctas > 1 ? 2 : 1) * on_chip_h_bytes(hpad, elem_size) +
+         static_cast<size_t>(16) * (rows + 8) * sizeof(float);
 }
 // The planes' 32-bit / 16-bit unit of the value pair p (positions 2p, 2p + 1 of mma_k_position's
-// order) in W's row n: XOR-swizzled by the row's place in its group of 8, so the 8 rows of one
-// fragment load (lanes g = 0..7) hit different banks without padding (none is left at H256).
-__host__ __device__ constexpr int one_cta_pair_unit(int n, int p) { return p ^ ((n % 8) * 4); }
+// order) in W's (local) row n: XOR-swizzled by the row's place in its group of 8, so the 8 rows of
+// one fragment load (lanes g = 0..7) hit different banks without padding (none is left at H256).
+__host__ __device__ constexpr int on_chip_pair_unit(int n, int p) { return p ^ ((n % 8) * 4); }
 
 #if RNNKERN_HAS_SM80_TENSOR_CORES
-template <typename scalar_t>
-__global__ void __launch_bounds__(kOneCtaThreads, 1) rnn_one_cta_kernel(PersistentParams<scalar_t> p) {
+// The cluster barrier in its two halves. arrive.release: this thread's earlier shared-memory writes
+// (its stores into the other ranks' h too) visible to every thread of the cluster that waits after
+// it; wait.acquire: every thread of the cluster has arrived. (The SASS of the release is a
+// MEMBAR.ALL.GPU before the arrival, as for cooperative groups' cluster.sync(): it waits for this
+// thread's outstanding global stores too, so the step's stores to seq follow the arrival.) .aligned:
+// the whole warp executes each, converged.
+__device__ __forceinline__ void on_chip_cluster_arrive() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\n" ::: "memory");
+#else
+  __trap();  // the host launches a cluster (gridDim.x > 1) only from sm_90 code (launch_on_chip)
+#endif
+}
+__device__ __forceinline__ void on_chip_cluster_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
+// 16 bytes into CTA `rank`'s shared memory at this CTA's shared address `smem_addr`.
+__device__ __forceinline__ void on_chip_store_peer(uint32_t smem_addr, uint32_t rank, const uint4& v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  uint32_t remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(smem_addr), "r"(rank));
+  asm volatile("st.shared::cluster.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(remote), "r"(v.x), "r"(v.y), "r"(v.z),
+               "r"(v.w)
+               : "memory");
+#else
+  __trap();
+#endif
+}
+
+// kTiles n8 tiles a warp: 64 x kTiles rows of W a CTA, H_pad / rows CTAs.
+template <typename scalar_t, int kTiles>
+__global__ void __launch_bounds__(kOnChipThreads, 1) rnn_on_chip_kernel(PersistentParams<scalar_t> p) {
+  static_assert(kTiles >= 1 && kTiles <= kOnChipMaxTilesPerWarp, "64-256 rows a CTA");
   using Native = typename NativeOf<scalar_t>::type;
-  if (p.B > kOneCtaMaxBatch || p.H > kOneCtaMaxH || blockDim.x != kOneCtaThreads) __trap();  // (the host checks)
   constexpr bool kPlanes = std::is_same_v<scalar_t, float>;
   constexpr int kElem = sizeof(scalar_t);
-  const int hpad = one_cta_hpad(p.H);
+  constexpr int rows = 64 * kTiles;           // this CTA's rows of W: units rank * rows ...
+  constexpr bool kOneTile = kTiles == 1;      // its k-steps alternate two accumulators
+  const int hpad = on_chip_hpad(p.H);
+  // 256 rows a CTA never fit shared memory twice (H_pad >= 512: over 256 KB of W), so that instance
+  // runs as one CTA only, and no clusters before sm_90: there the cluster code compiles away
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  constexpr bool kClusters = kTiles < 4;
+#else
+  constexpr bool kClusters = false;
+#endif
+  const int ctas = kClusters ? static_cast<int>(gridDim.x) : 1, rank = kClusters ? static_cast<int>(blockIdx.x) : 0;
+  if (p.B > kOnChipMaxBatch || blockDim.x != kOnChipThreads || static_cast<int>(gridDim.x) != ctas ||
+      hpad != ctas * rows)
+    __trap();  // (the host checks)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (ctas > 1) {  // one cluster spanning the grid, ranks in blockIdx order
+    uint32_t cluster_ctas, cluster_rank;
+    asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(cluster_ctas));
+    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(cluster_rank));
+    if (static_cast<int>(cluster_ctas) != ctas || static_cast<int>(cluster_rank) != rank) __trap();
+  }
+#endif
+  const int u0 = rank * rows;                // this CTA's first unit
   const int ldh = mma_ldk(hpad, kElem);      // h_s's row stride (elements); also 16-bit W's
   const int ldh_words = ldh * kElem / 4;
-  const int ldp = hpad + 8;                  // part_s's row stride (floats): 8 (mod 32), conflict-free float2
+  constexpr int ldp = rows + 8;              // part_s's row stride (floats): 8 (mod 32), conflict-free float2
   const int k_steps = hpad * kElem / 32;     // groups of 8 words over the whole row
   const int half_steps = k_steps / 2;
-  const int n_tiles = hpad / 8;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   uint32_t* w_words = reinterpret_cast<uint32_t*>(smem_raw);  // 16-bit W, or fp32's hi16 plane
-  scalar_t* h_s = reinterpret_cast<scalar_t*>(smem_raw + one_cta_w_bytes(hpad, kElem));
-  float* part_s = reinterpret_cast<float*>(h_s + 16 * ldh);
+  scalar_t* h_bufs = reinterpret_cast<scalar_t*>(smem_raw + on_chip_w_bytes(rows, hpad, kElem));
+  const int buffers = ctas > 1 ? 2 : 1;
+  float* part_s = reinterpret_cast<float*>(h_bufs + buffers * 16 * ldh);
 
   // h_s zeroed: the padding rows (b >= B) and columns (>= H) stay zero; h_0 goes in below
-  for (int i = threadIdx.x; i < 16 * ldh; i += blockDim.x) h_s[i] = scalar_t(0);
-  // W once: 16-bit in mma_k_position's order; fp32 rounded to TF32, split into the planes
-  uint8_t* w_lo8 = smem_raw + static_cast<size_t>(hpad) * hpad * 2;  // fp32's lo8 plane, after the hi16 plane
-  for (int i = threadIdx.x; i < hpad * hpad; i += blockDim.x) {
-    const int n = i / hpad, c = i % hpad;
-    const scalar_t v = n < p.H && c < p.H ? mma_operand(p.weight[static_cast<int64_t>(n) * p.H + c]) : scalar_t(0);
+  for (int i = threadIdx.x; i < buffers * 16 * ldh; i += blockDim.x) h_bufs[i] = scalar_t(0);
+  // this CTA's rows of W once: 16-bit in mma_k_position's order; fp32 rounded to TF32, split into the planes
+  uint8_t* w_lo8 = smem_raw + static_cast<size_t>(rows) * hpad * 2;  // fp32's lo8 plane, after the hi16 plane
+  for (int i = threadIdx.x; i < rows * hpad; i += blockDim.x) {
+    const int n = i / hpad, c = i % hpad, u = u0 + n;
+    const scalar_t v = u < p.H && c < p.H ? mma_operand(p.weight[static_cast<int64_t>(u) * p.H + c]) : scalar_t(0);
     const int pos = mma_k_position(c, kElem);
     if constexpr (kPlanes) {
       const uint32_t bits = __float_as_uint(v);
-      const int slot = (n * hpad / 2 + one_cta_pair_unit(n, pos / 2)) * 2 + pos % 2;  // value slot in both planes
+      const int slot = (n * hpad / 2 + on_chip_pair_unit(n, pos / 2)) * 2 + pos % 2;  // value slot in both planes
       reinterpret_cast<uint16_t*>(w_words)[slot] = static_cast<uint16_t>(bits >> 16);
       w_lo8[slot] = static_cast<uint8_t>(bits >> 8);
     } else {
@@ -914,26 +987,32 @@ __global__ void __launch_bounds__(kOneCtaThreads, 1) rnn_one_cta_kernel(Persiste
   __syncthreads();  // h_s zeroed before h_0's elements land in it
   if (p.state0 != nullptr)
     for (int i = threadIdx.x; i < p.B * p.H; i += blockDim.x)
-      h_s[i / p.H * ldh + mma_k_position(i % p.H, kElem)] = mma_operand(p.state0[i]);
-  __syncthreads();
+      h_bufs[i / p.H * ldh + mma_k_position(i % p.H, kElem)] = mma_operand(p.state0[i]);
+  __syncthreads();  // h_0 in place; and, for a cluster, every rank's buffers zeroed before any
+  if (ctas > 1) {    // writes step 0's outputs into them
+    on_chip_cluster_arrive();
+    on_chip_cluster_wait();
+  }
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int n_group = warp % 8, k_half = warp / 8;
   const int64_t step = static_cast<int64_t>(p.B) * p.H;
-  const uint32_t* h_words = reinterpret_cast<const uint32_t*>(h_s);
+  const bool upper_rows = p.B > 8;  // h's rows 8..15 hold sequences
   for (int s = 0; s < p.T; ++s) {
     trace_stamp(p.trace, s, 0);
     const int t_idx = p.backward ? p.T - 1 - s : s;
     scalar_t* cur = p.seq + t_idx * step;
     const int live = p.live ? p.live[t_idx] : p.B;
-    // The lower half's outputs: (row g or g + 8, column tile * 8 + 2t + e) of its tiles. Their
+    const scalar_t* h_s = h_bufs + (s % buffers) * 16 * ldh;      // h_{t-1}
+    scalar_t* h_next = h_bufs + ((s + 1) % buffers) * 16 * ldh;   // h_t, in every rank
+    // The lower half's outputs: (row g or g + 8, unit u0 + tile * 8 + 2t + e) of its tiles. Their
     // pre-activations (and forward outputs, backward) do not depend on the recurrence: load now.
-    float z[kOneCtaTilesPerWarp][4], hf[kOneCtaTilesPerWarp][4];
+    float z[kTiles][4], hf[kTiles][4];
 #pragma unroll
-    for (int j = 0; j < kOneCtaTilesPerWarp; ++j)
+    for (int j = 0; j < kTiles; ++j)
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
-        const int b = g + 8 * (r / 2), u = (n_group + 8 * j) * 8 + 2 * t + r % 2;
+        const int b = g + 8 * (r / 2), u = u0 + (n_group + 8 * j) * 8 + 2 * t + r % 2;
         z[j][r] = hf[j][r] = 0.f;
         if (k_half == 0 && b < live && u < p.H) {
           const int64_t o = static_cast<int64_t>(b) * p.H + u;
@@ -941,24 +1020,30 @@ __global__ void __launch_bounds__(kOneCtaThreads, 1) rnn_one_cta_kernel(Persiste
           if (p.backward) hf[j][r] = static_cast<float>(p.act_out[t_idx * step + o]);
         }
       }
-    float acc[kOneCtaTilesPerWarp][4] = {};
+    if (ctas > 1 && s > 0) {
+      __syncwarp();  // (.aligned)
+      on_chip_cluster_wait();  // step s - 1's h_t in every rank's h_s
+    }
+    trace_stamp(p.trace, s, 1);  // phase 1: the loads above issued, the cluster's wait
+    // acc[j]: tile j's sums; with one tile a warp, acc[0] takes the even k-steps and acc[1] the odd
+    // ones (two independent MMA chains), added at the end
+    float acc[kOneTile ? 2 : kTiles][4] = {};
     if (live > 0) {
       // this lane's words of h's rows g and g + 8, and of W's row (tile * 8 + g), this half of k
-      const uint32_t* a_row = h_words + g * ldh_words + 2 * t + k_half * half_steps * 8;
-      uint32_t a[2][4], b[2][kOneCtaTilesPerWarp][2];  // k-step ks's fragments in [ks % 2]
+      const uint32_t* a_row = reinterpret_cast<const uint32_t*>(h_s) + g * ldh_words + 2 * t + k_half * half_steps * 8;
+      uint32_t a[2][4], b[2][kTiles][2];  // k-step ks's fragments in [ks % 2]
       const auto load = [&](int ks, auto buf) {
         const uint2 lo = *reinterpret_cast<const uint2*>(a_row + ks * 8);
-        const uint2 hi = *reinterpret_cast<const uint2*>(a_row + 8 * ldh_words + ks * 8);
+        // rows 8..15 are zeros at B <= 8 (as at B8): not loaded, half of h's shared-memory reads
+        const uint2 hi = upper_rows ? *reinterpret_cast<const uint2*>(a_row + 8 * ldh_words + ks * 8) : make_uint2(0u, 0u);
         a[buf][0] = lo.x, a[buf][2] = lo.y, a[buf][1] = hi.x, a[buf][3] = hi.y;
         const int kg = k_half * half_steps + ks;  // the k-step within the row
 #pragma unroll
-        for (int j = 0; j < kOneCtaTilesPerWarp; ++j) {
-          const int n = (n_group + 8 * j) * 8 + g;
-          if (n >= hpad) {  // warp-uniform (n_group + 8 j past the tiles): a zero tile, never multiplied
-            b[buf][j][0] = b[buf][j][1] = 0u;
-          } else if constexpr (kPlanes) {
+        for (int j = 0; j < kTiles; ++j) {
+          const int n = (n_group + 8 * j) * 8 + g;  // local row
+          if constexpr (kPlanes) {
             // values k = t and t + 4 of this k-step: pair kg * 4 + t; top 16 bits and bits 15..8
-            const int unit = n * hpad / 2 + one_cta_pair_unit(n, kg * 4 + t);
+            const int unit = n * hpad / 2 + on_chip_pair_unit(n, kg * 4 + t);
             const uint32_t top = w_words[unit];
             const uint32_t low = reinterpret_cast<const uint16_t*>(w_lo8)[unit];
             b[buf][j][0] = __byte_perm(top, low, 0x1046);
@@ -970,42 +1055,92 @@ __global__ void __launch_bounds__(kOneCtaThreads, 1) rnn_one_cta_kernel(Persiste
         }
       };
       const auto multiply = [&](auto buf) {
+        if constexpr (kOneTile) {
+          mma_tile<Native>(acc[decltype(buf)::value], a[buf], b[buf][0]);
+        } else {
 #pragma unroll
-        for (int j = 0; j < kOneCtaTilesPerWarp; ++j)
-          if (n_group + 8 * j < n_tiles) mma_tile<Native>(acc[j], a[buf], b[buf][j]);  // warp-uniform
+          for (int j = 0; j < kTiles; ++j) mma_tile<Native>(acc[j], a[buf], b[buf][j]);
+        }
       };
       pipelined_k_steps(half_steps, load, multiply);
+      if constexpr (kOneTile)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) acc[0][r] += acc[1][r];
     }
-    trace_stamp(p.trace, s, 1);  // phase 1: thread 0's warp's half of the products
+    trace_stamp(p.trace, s, 2);  // phase 2: thread 0's warp's half of the products
     if (k_half == 1) {
 #pragma unroll
-      for (int j = 0; j < kOneCtaTilesPerWarp; ++j) {
-        if (n_group + 8 * j >= n_tiles) break;
+      for (int j = 0; j < kTiles; ++j) {
         float* out = part_s + g * ldp + (n_group + 8 * j) * 8 + 2 * t;
         *reinterpret_cast<float2*>(out) = make_float2(acc[j][0], acc[j][1]);
         *reinterpret_cast<float2*>(out + 8 * ldp) = make_float2(acc[j][2], acc[j][3]);
       }
     }
-    __syncthreads();  // both halves multiplied (h_s free to be rewritten); the upper half's sums stored
-    trace_stamp(p.trace, s, 2);  // phase 2: the first barrier
+    __syncthreads();  // both halves multiplied (one CTA: h_s free to be rewritten); the upper half's sums stored
+    trace_stamp(p.trace, s, 3);  // phase 3: the first __syncthreads
+    const bool publish = s + 1 < p.T;  // the last step's outputs multiply nothing
     if (k_half == 0) {
+      // each output (acc + the upper half's sum, the epilogue) goes into this CTA's h_t (the units'
+      // columns of rows < B; at the last step too, where the stores below read it back) and, fp32
+      // (which h_s holds as TF32), replaces its sum in acc
 #pragma unroll
-      for (int j = 0; j < kOneCtaTilesPerWarp; ++j) {
-        if (n_group + 8 * j >= n_tiles) break;
+      for (int j = 0; j < kTiles; ++j) {
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
-          const int b = g + 8 * (r / 2), u = (n_group + 8 * j) * 8 + 2 * t + r % 2;
-          if (b >= p.B || u >= p.H) continue;
-          const float sum = acc[j][r] + part_s[b * ldp + u];
-          // finished sequence: output / gradient is zero from here on
-          const float y = b < live ? step_epilogue(z[j][r] + sum, hf[j][r], p.relu, p.backward) : 0.f;
-          cur[static_cast<int64_t>(b) * p.H + u] = static_cast<scalar_t>(y);
-          h_s[b * ldh + mma_k_position(u, kElem)] = mma_operand(static_cast<scalar_t>(y));
+          const int b = g + 8 * (r / 2), ul = (n_group + 8 * j) * 8 + 2 * t + r % 2, u = u0 + ul;
+          const float sum = acc[j][r] + part_s[b * ldp + ul];
+          // finished sequence: output / gradient is zero from here on; units past H: zero in h_s
+          const scalar_t y = static_cast<scalar_t>(
+              b < live && u < p.H ? step_epilogue(z[j][r] + sum, hf[j][r], p.relu, p.backward) : 0.f);
+          acc[j][r] = static_cast<float>(y);
+          if (b < p.B) h_next[b * ldh + mma_k_position(u, kElem)] = mma_operand(y);
         }
       }
     }
-    __syncthreads();  // h_t in h_s before the next step multiplies it; part_s read
-    trace_stamp(p.trace, s, 3);  // phase 3: epilogue, stores and the second barrier
+    if (ctas > 1) {
+      // the all-gather: this CTA's columns u0 .. u0 + rows - 1 of rows < B are one contiguous run of
+      // its h_t row (mma_k_position permutes within aligned groups of 8 words, and u0 is a multiple
+      // of 64), copied in 16-byte pieces into the same place in every other rank, starting with the
+      // next rank (so the ranks do not all write to one at once); a warp's 32 pieces are consecutive
+      // pieces of one rank's rows
+      __syncthreads();  // this CTA's h_t written
+      if (publish) {
+        const int row_chunks = rows * kElem / 16, rank_chunks = p.B * row_chunks;
+        const unsigned char* next_bytes = reinterpret_cast<const unsigned char*>(h_next);
+#pragma unroll 1
+        for (int i = threadIdx.x; i < (ctas - 1) * rank_chunks; i += blockDim.x) {
+          const int q = 1 + i / rank_chunks, b = i % rank_chunks / row_chunks, c = i % row_chunks;
+          const int offset = (b * ldh + u0) * kElem + c * 16;  // mma_k_position(u0) == u0
+          on_chip_store_peer(smem_u32(next_bytes + offset), static_cast<uint32_t>((rank + q) % ctas),
+                             *reinterpret_cast<const uint4*>(next_bytes + offset));
+        }
+      }
+      __syncwarp();  // (.aligned)
+      on_chip_cluster_arrive();  // h_t sent; the next step's wait (or the one after the loop) matches it
+    } else {
+      __syncthreads();  // h_t in h_s before the next step multiplies it; part_s read before it is rewritten
+    }
+    // the outputs to seq[t] after the arrival, whose release would otherwise wait for them: 16-bit
+    // read back from h_t (the same bits; acc need not live across the copy), fp32 from acc
+    if (k_half == 0) {
+#pragma unroll
+      for (int j = 0; j < kTiles; ++j) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const int b = g + 8 * (r / 2), u = u0 + (n_group + 8 * j) * 8 + 2 * t + r % 2;
+          if (b >= p.B || u >= p.H) continue;
+          if constexpr (kPlanes) cur[static_cast<int64_t>(b) * p.H + u] = acc[j][r];
+          else cur[static_cast<int64_t>(b) * p.H + u] = h_next[b * ldh + mma_k_position(u, kElem)];
+        }
+      }
+    }
+    trace_stamp(p.trace, s, 4);  // phase 4: epilogue, h_t to every rank, the arrival (or __syncthreads), stores
+  }
+  // no CTA exits while a peer may still write into its shared memory (none does after the last
+  // step's arrival: the last step publishes nothing; the wait pairs that arrival all the same)
+  if (ctas > 1) {
+    __syncwarp();  // (.aligned)
+    on_chip_cluster_wait();
   }
 }
 #endif
@@ -1021,6 +1156,14 @@ struct MmaConfig {
   bool exchange = false;
 };
 
+// The on-chip kernel (rnn_on_chip_kernel): one cluster of `ctas` CTAs (1: a plain launch).
+struct OnChipConfig {
+  bool use = false;
+  int ctas = 0;
+  size_t smem = 0;
+  const char* why = "";  // why it does not run
+};
+
 // `use`: the FMA kernel (rnn_persistent_kernel) fits; `mma.use`: the tensor-core kernel is tried
 // first. Neither: the general path.
 struct PersistentConfig {
@@ -1031,10 +1174,7 @@ struct PersistentConfig {
   int batch_tile = 1;  // sequences per warp at a time (rnn_persistent_kernel's kBatchTile)
   const char* why = "";
   MmaConfig mma;
-  // the one-CTA kernel (rnn_one_cta_kernel), tried first where RNNKERN_RNN_PATH=cta asks and it fits
-  bool one_cta = false;
-  size_t one_cta_smem = 0;
-  const char* one_cta_why = "";
+  OnChipConfig on_chip;  // tried first where RNNKERN_RNN_PATH=cta asks and it fits
 };
 
 const char* barrier_name(StepBarrier b) {
@@ -1127,6 +1267,43 @@ MmaConfig choose_mma(at::ScalarType dtype, int64_t B, int64_t H, const cudaDevic
   return m;
 }
 
+// The on-chip kernel (RNNKERN_RNN_PATH=cta): tensor cores (fp32 only as TF32, as above), B <= 16,
+// and W_hh's rows over at most 16 CTAs of 64-256 rows each. By default one CTA per 64 rows (the
+// fewest rows and least shared memory a CTA; sm_80: one CTA, H <= 256); RNNKERN_RNN_CLUSTER=n asks
+// for n CTAs (a divisor of H_pad / 64 with at most 256 rows each).
+OnChipConfig choose_on_chip(at::ScalarType dtype, int64_t B, int64_t H, const cudaDeviceProp& prop) {
+  OnChipConfig c;
+  const int elem = dtype == at::kFloat ? 4 : 2;
+  const int64_t slabs = (H + 63) / 64;  // 64-row slabs of the padded H
+  const bool clusters = prop.major >= 9;
+  const int asked = env_positive_int("RNNKERN_RNN_CLUSTER", 0);
+  const int64_t ctas = asked > 0 ? asked : clusters ? slabs : 1;
+  if (env_equals("RNNKERN_RNN_MATH", "fma")) {
+    c.why = "RNNKERN_RNN_MATH=fma";
+  } else if (dtype == at::kFloat && !cudnn_tf32_allowed(CudnnOp::kRnn)) {
+    c.why = "fp32 with TF32 off";
+  } else if (prop.major < 8) {
+    c.why = "needs sm_80 tensor cores";
+  } else if (B > kOnChipMaxBatch) {
+    c.why = "batch > 16";
+  } else if (slabs > int64_t{kOnChipMaxCtas}) {
+    c.why = "H > 1024";
+  } else if (!clusters && asked == 0 && slabs > kOnChipMaxTilesPerWarp) {
+    c.why = "H > 256 needs sm_90 clusters";
+  } else if (ctas > 1 && !clusters) {
+    c.why = "RNNKERN_RNN_CLUSTER > 1 needs sm_90 clusters";
+  } else if (ctas > kOnChipMaxCtas || slabs % ctas != 0 || slabs / ctas > kOnChipMaxTilesPerWarp ||
+             (ctas > 1 && slabs / ctas == kOnChipMaxTilesPerWarp)) {
+    // (256 rows a CTA run as one CTA only: twice that never fits an SM's shared memory)
+    c.why = "RNNKERN_RNN_CLUSTER does not split H_pad into 64-256 rows a CTA (256: one CTA)";
+  } else {
+    const size_t smem = on_chip_smem(static_cast<int>(slabs * 64), static_cast<int>(ctas), elem);
+    if (smem > prop.sharedMemPerBlockOptin) c.why = "W_hh and h exceed shared memory";
+    else c = {true, static_cast<int>(ctas), smem, ""};
+  }
+  return c;
+}
+
 // The RNN's RNNKERN_RNN_* overrides (read per call with env_equals) hold known values.
 void check_rnn_env() {
   // (avx512 forces the CPU's step: accepted here, so that setting it for CPU calls breaks no CUDA call)
@@ -1185,23 +1362,16 @@ PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H) {
       cfg = {true, grid, rows, smem, barrier, tile, "fits"};
     }
     cfg.mma = choose_mma(dtype, B, H, *prop);
-    if (env_equals("RNNKERN_RNN_PATH", "cta")) {
-      // one CTA: tensor cores (fp32 only as TF32, as above), B <= 16, H <= 256, W in one SM's memory
-      cfg.one_cta_smem = one_cta_smem(one_cta_hpad(static_cast<int>(std::min<int64_t>(H, kOneCtaMaxH))),
-                                      static_cast<int>(x.element_size()));
-      if (env_equals("RNNKERN_RNN_MATH", "fma")) cfg.one_cta_why = "RNNKERN_RNN_MATH=fma";
-      else if (dtype == at::kFloat && !cudnn_tf32_allowed(CudnnOp::kRnn)) cfg.one_cta_why = "fp32 with TF32 off";
-      else if (prop->major < 8) cfg.one_cta_why = "needs sm_80 tensor cores";
-      else if (B > kOneCtaMaxBatch) cfg.one_cta_why = "batch > 16";
-      else if (H > kOneCtaMaxH) cfg.one_cta_why = "H > 256";
-      else if (cfg.one_cta_smem > prop->sharedMemPerBlockOptin) cfg.one_cta_why = "W_hh exceeds shared memory";
-      else cfg.one_cta = true;
-    }
+    if (env_equals("RNNKERN_RNN_PATH", "cta")) cfg.on_chip = choose_on_chip(dtype, B, H, *prop);
   }
   if (!debug_log_enabled()) return cfg;
-  if (cfg.one_cta || cfg.one_cta_why[0])
-    std::fprintf(stderr, "rnnkern: rnn B=%lld H=%lld %s -> one-CTA kernel: %s\n", static_cast<long long>(B),
-                 static_cast<long long>(H), c10::toString(dtype), cfg.one_cta ? "fits" : cfg.one_cta_why);
+  if (cfg.on_chip.use)
+    std::fprintf(stderr, "rnnkern: rnn B=%lld H=%lld %s -> on-chip kernel: fits (%d CTA(s), %d rows each)\n",
+                 static_cast<long long>(B), static_cast<long long>(H), c10::toString(dtype), cfg.on_chip.ctas,
+                 on_chip_hpad(static_cast<int>(H)) / cfg.on_chip.ctas);
+  else if (cfg.on_chip.why[0])
+    std::fprintf(stderr, "rnnkern: rnn B=%lld H=%lld %s -> on-chip kernel: %s\n", static_cast<long long>(B),
+                 static_cast<long long>(H), c10::toString(dtype), cfg.on_chip.why);
   if (cfg.mma.use)
     std::fprintf(stderr,
                  "rnnkern: rnn B=%lld H=%lld %s -> persistent path (fits, tensor cores %s, %d cluster(s) of %d CTAs, "
@@ -1439,28 +1609,58 @@ bool launch_with_tile(const PersistentConfig& cfg, const PersistentParams<scalar
   }
 }
 
-// The one-CTA kernel; false (nothing launched, logged) when refused.
+// The on-chip kernel: one CTA, or one cluster of c.ctas; false (nothing launched, logged) when refused.
 template <typename scalar_t>
-bool launch_one_cta(const PersistentConfig& cfg, const PersistentParams<scalar_t>& params) {
-  auto kernel = rnn_one_cta_kernel<scalar_t>;
-  if (static_cast<size_t>(allow_full_shared_memory(kernel)) < cfg.one_cta_smem)
-    return fall_back("needs more shared memory than the kernel may have", 1, "one-CTA", "the other kernels");
+bool launch_on_chip(const OnChipConfig& c, const PersistentParams<scalar_t>& params) {
+  using Kernel = void (*)(PersistentParams<scalar_t>);
+  const Kernel kernels[] = {rnn_on_chip_kernel<scalar_t, 1>, rnn_on_chip_kernel<scalar_t, 2>,
+                            rnn_on_chip_kernel<scalar_t, 3>, rnn_on_chip_kernel<scalar_t, 4>};
+  const Kernel kernel = kernels[on_chip_hpad(params.H) / c.ctas / 64 - 1];  // kTiles: the CTA's rows / 64
+  const char* name = c.ctas > 1 ? "on-chip cluster" : "on-chip";
+  // a cluster refused here: one CTA where it holds W_hh (H <= 256), else the other kernels
+  const int hpad = on_chip_hpad(params.H);
+  const OnChipConfig alone{true, 1, on_chip_smem(hpad, 1, sizeof(scalar_t)), ""};
+  const bool retry = c.ctas > 1 && hpad <= 64 * kOnChipMaxTilesPerWarp &&
+                     alone.smem <= at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin;
+  const char* to = retry ? "one CTA" : "the other kernels";
+  const auto refused = [&](const char* why) {
+    fall_back(why, c.ctas, name, to);
+    return retry && launch_on_chip(alone, params);
+  };
+  if (static_cast<size_t>(allow_full_shared_memory(kernel)) < c.smem)
+    return refused("needs more shared memory than the kernel may have");
   // cudaLaunchKernelEx returns this launch's own error (cudaGetLastError could return an earlier one)
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(1);
-  config.blockDim = dim3(kOneCtaThreads);
-  config.dynamicSmemBytes = cfg.one_cta_smem;
-  config.stream = at::cuda::getCurrentCUDAStream();
-  if (!launch_went_out(cudaLaunchKernelEx(&config, kernel, params), 1, "one-CTA", "the other kernels")) return false;
-  traced(params.trace, "one-CTA kernel", 1);
+  ClusterLaunch launch(c.ctas, c.ctas, c.smem, kOnChipThreads);
+  if (c.ctas == 1) {
+    launch.config.numAttrs = 0;  // a plain launch (sm_80 too)
+  } else {
+    if (ptx_version(kernel) < 90) return refused("has no sm_90 code in this build for a cluster");
+    if (c.ctas > 8) {  // set once, kept, and before the probe that needs it (as launch_cluster)
+      const int allowed = cached_query({QueryKind::kNonPortableClusters, kernel_id(kernel)}, [&] {
+        return refused_as_zero(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1), 1);
+      });
+      if (!allowed) return refused("is refused clusters of more than 8 CTAs");
+    }
+    const int resident = cached_query({QueryKind::kResidentClusters, kernel_id(kernel), kOnChipThreads, c.ctas,
+                                       c.ctas, c.smem},
+                                      [&] {
+                                        int n = 0;
+                                        const cudaError_t err = cudaOccupancyMaxActiveClusters(&n, kernel, &launch.config);
+                                        return refused_as_zero(err, n);
+                                      });
+    if (resident < 1) return refused("cannot be one resident cluster");
+  }
+  if (!launch_went_out(cudaLaunchKernelEx(&launch.config, kernel, params), c.ctas, name, to))
+    return retry && launch_on_chip(alone, params);
+  traced(params.trace, c.ctas > 1 ? "on-chip kernel, cluster" : "on-chip kernel, one CTA", c.ctas);
   return true;
 }
 
-// The one-CTA kernel where asked for and it fits, else the tensor-core kernel when chosen, else (or
+// The on-chip kernel where asked for and it fits, else the tensor-core kernel when chosen, else (or
 // when neither can launch) the FMA kernel when it fits.
 template <typename scalar_t>
 bool launch_persistent(const PersistentConfig& cfg, const PersistentParams<scalar_t>& params) {
-  if (cfg.one_cta && launch_one_cta<scalar_t>(cfg, params)) return true;
+  if (cfg.on_chip.use && launch_on_chip<scalar_t>(cfg.on_chip, params)) return true;
   if (cfg.mma.use) {
     const char* to = cfg.use ? "FMA kernel" : "general path";
     if (launch_mma<scalar_t>(cfg.mma, params, to)) return true;
@@ -1859,7 +2059,7 @@ std::tuple<at::Tensor, at::Tensor> rnn_forward_cuda(const at::Tensor& input, con
   return with_rnn_gemm(input.scalar_type(), [&](const auto& gemm) -> std::tuple<at::Tensor, at::Tensor> {
     if (s.T > 0 && s.T < (int64_t(1) << 31)) {
       const PersistentConfig cfg = choose_rnn_path(input, s.B, s.H);
-      if (cfg.use || cfg.mma.use || cfg.one_cta) {
+      if (cfg.use || cfg.mma.use || cfg.on_chip.use) {
         at::Tensor out = at::empty({s.T, s.B, s.H}, input.options());
         at::Tensor out2 = out.view({s.T * s.B, s.H});
         rnn_input_projection(out2, input, w_ih, b_ih, b_hh, gemm);
@@ -1891,7 +2091,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
   return with_rnn_gemm(input.scalar_type(), [&](const auto& gemm) -> Grads {
     if (s.T > 0 && s.T < (int64_t(1) << 31)) {
       const PersistentConfig cfg = choose_rnn_path(input, s.B, s.H);
-      if (cfg.use || cfg.mma.use || cfg.one_cta) {
+      if (cfg.use || cfg.mma.use || cfg.on_chip.use) {
         // dz starts as the upstream gradient of each step's output; dL/dh_n enters at each
         // sequence's last step: rows [bs[t+1], bs[t]) end at step t (as in rnn_backward_loop), one
         // add per such run (no index_add_, which is atomic on CUDA and refused in deterministic mode).

@@ -973,40 +973,74 @@ def _check_tensor_core_kernel(monkeypatch, capfd, dtype, T, B, H, relu, with_len
 @pytest.mark.cuda
 @pytest.mark.untried
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("T,B,H", [(37, 8, 256), (20, 16, 200), (9, 3, 7), (12, 1, 64), (7, 13, 129), (15, 16, 256)])
+@pytest.mark.parametrize("T,B,H", [(37, 8, 256), (20, 16, 200), (9, 3, 7), (12, 1, 64), (7, 13, 129), (15, 16, 256),
+                                   (11, 8, 300), (13, 8, 512), (6, 16, 640), (9, 5, 1000), (8, 8, 1024)])
 @pytest.mark.parametrize("relu,with_lengths", [(False, False), (False, True), (True, True)])
-def test_persistent_one_cta(monkeypatch, capfd, dtype, T, B, H, relu, with_lengths):
-    """The one-CTA kernel (RNNKERN_RNN_PATH=cta: W_hh in one SM's shared memory, fp32 as TF32 in
-    16- and 8-bit planes, h kept on chip, two __syncthreads a step), forward and backward: it runs
-    where it fits (B <= 16, H <= 256), bitwise repeatable, fp32 (TF32) within DESIGN.md's 5e-3 of
-    fp64, bf16 / fp16 within twice the general path's error, zeros past each length."""
+def test_persistent_on_chip(monkeypatch, capfd, dtype, T, B, H, relu, with_lengths):
+    """The on-chip kernel (RNNKERN_RNN_PATH=cta: W_hh in one SM's shared memory, or over a cluster of
+    up to 16 CTAs, 64 rows each, with h_t all-gathered through distributed shared memory; fp32 as
+    TF32 in 16- and 8-bit planes), forward and backward: it runs where it fits, bitwise repeatable,
+    fp32 (TF32) within DESIGN.md's 5e-3 of fp64, bf16 / fp16 within twice the general path's error,
+    zeros past each length."""
+    monkeypatch.delenv("RNNKERN_RNN_CLUSTER", raising=False)
     err = _check_tensor_core_kernel(monkeypatch, capfd, dtype, T, B, H, relu, with_lengths, RNNKERN_RNN_PATH="cta")
-    if _one_cta_expected(dtype, H):
-        assert "-> one-CTA kernel: fits" in err, err
-        assert "one-CTA grid" not in err, err  # no fallback from it
-    else:
-        assert "-> one-CTA kernel: W_hh exceeds shared memory" in err, err
+    expected = _on_chip_expected(dtype, H)
+    assert f"-> on-chip kernel: {expected}" in err, err
+    if expected.startswith("fits"):
+        assert "on-chip grid" not in err and "on-chip cluster grid" not in err, err  # no fallback from it
 
 
-def _one_cta_expected(dtype, H):
-    """Whether the one-CTA kernel fits this device's shared memory at this H (csrc/cuda/rnn.cu's
-    one_cta_smem: W, fp32 as 3-byte TF32 planes; h_s; part_s): at H 256 an H100 / H200 holds both
-    dtypes, an A100 16-bit only, sm_86 / sm_89 neither."""
+def _on_chip_expected(dtype, H, ctas=None):
+    """What the on-chip kernel's log says at this H (csrc/cuda/rnn.cu's choose_on_chip and
+    on_chip_smem: each CTA holds H_pad / ctas rows of W, fp32 as 3-byte TF32 planes; one copy of h, two
+    in a cluster; the partial sums): by default one CTA per 64 rows on sm_90, one CTA (H <= 256) before."""
     props = torch.cuda.get_device_properties(torch.cuda.current_device())
-    hpad = -(-H // 64) * 64
+    slabs = -(-H // 64)
+    hpad = 64 * slabs
+    clusters = torch.cuda.get_device_capability()[0] >= 9
+    if slabs > 16:
+        return "H > 1024"
+    if not clusters and ctas is None and slabs > 4:
+        return "H > 256 needs sm_90 clusters"
+    if ctas is None:
+        ctas = slabs if clusters else 1
+    if ctas > 1 and not clusters:
+        return "RNNKERN_RNN_CLUSTER > 1 needs sm_90 clusters"
+    if ctas > 16 or slabs % ctas or slabs // ctas > 4 or (ctas > 1 and slabs // ctas == 4):
+        return "RNNKERN_RNN_CLUSTER does not split H_pad into 64-256 rows a CTA (256: one CTA)"
+    rows = hpad // ctas
     elem = 4 if dtype == torch.float32 else 2
     row = _mma_row_bytes(hpad, elem)
-    w_bytes = 3 * hpad * hpad if elem == 4 else hpad * row
-    smem = w_bytes + 16 * row + 16 * (hpad + 8) * 4
-    return smem <= getattr(props, "shared_memory_per_block_optin", 227 * 1024)
+    w_bytes = 3 * rows * hpad if elem == 4 else rows * _mma_row_bytes(hpad, 2)
+    smem = w_bytes + (2 if ctas > 1 else 1) * 16 * row + 16 * (rows + 8) * 4
+    if smem > getattr(props, "shared_memory_per_block_optin", 227 * 1024):
+        return "W_hh and h exceed shared memory"
+    return f"fits ({ctas} CTA(s), {rows} rows each)"
 
 
 @pytest.mark.cuda
-def test_one_cta_declines_what_it_cannot_hold(monkeypatch, capfd):
-    """RNNKERN_RNN_PATH=cta on a shape the one-CTA kernel does not take (B > 16, H > 256, fp32 with
+@pytest.mark.untried
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_on_chip_cluster_sizes(monkeypatch, capfd, dtype):
+    """RNNKERN_RNN_CLUSTER=n runs the on-chip kernel on n CTAs of H_pad / n rows (H256 on 1, 2 and 4:
+    four, two and one n8 tiles a warp; H384 on 2: three; H512 on 4 and 8), one CTA's two
+    __syncthreads or a cluster's all-gather, each within tolerance and bitwise repeatable, where it
+    fits (fp32 at 192 rows does not); a count that does not split H_pad into 64-256 rows a CTA (3 at
+    H512: 8 slabs; 1: 512 rows) or asks a cluster of 256-row CTAs (2 at H512) is declined with the
+    reason, and another kernel gives the right result."""
+    for H, ctas in [(256, 1), (256, 2), (256, 4), (384, 2), (512, 4), (512, 8), (512, 3), (512, 1), (512, 2)]:
+        monkeypatch.setenv("RNNKERN_RNN_CLUSTER", str(ctas))
+        err = _check_tensor_core_kernel(monkeypatch, capfd, dtype, 10, 8, H, False, True, RNNKERN_RNN_PATH="cta")
+        expected = _on_chip_expected(dtype, H, ctas)
+        assert f"-> on-chip kernel: {expected}" in err, (H, ctas, err)
+
+
+@pytest.mark.cuda
+def test_on_chip_declines_what_it_cannot_hold(monkeypatch, capfd):
+    """RNNKERN_RNN_PATH=cta on a shape the on-chip kernel does not take (B > 16, H > 1024, fp32 with
     TF32 off) says why and runs another kernel, with the right result."""
     monkeypatch.setenv("RNNKERN_DEBUG", "1")
-    for allow, (T, B, H), why in [(True, (5, 17, 64), "batch > 16"), (True, (5, 4, 300), "H > 256"),
+    for allow, (T, B, H), why in [(True, (5, 17, 64), "batch > 16"), (True, (5, 4, 1100), "H > 1024"),
                                   (False, (5, 4, 64), "fp32 with TF32 off")]:
         monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", allow)
         args = _cuda_args(T, B, H)
@@ -1016,7 +1050,7 @@ def test_one_cta_declines_what_it_cannot_hold(monkeypatch, capfd):
         capfd.readouterr()
         out = _run_with_env(monkeypatch, [a.float() for a in args], None, False, g, gh, RNNKERN_RNN_PATH="cta")
         err = capfd.readouterr().err
-        assert f"-> one-CTA kernel: {why}" in err, err
+        assert f"-> on-chip kernel: {why}" in err, err
         tol = TOL_TF32 if allow else TOL[torch.float32]
         assert max(rel_err(p, r) for p, r in zip(out, ref)) < tol + _slack(False, torch.float32, 0, tf32=allow)
 
@@ -1338,7 +1372,7 @@ def test_cuda_rnn_env_is_checked(monkeypatch, var, value):
 # ----------------------------------------------------------------------------------------------
 # the tensor-core kernels' index arithmetic, replayed on the CPU
 
-@pytest.mark.parametrize("script", ["check_rnn_mma", "check_rnn_one_cta"])
+@pytest.mark.parametrize("script", ["check_rnn_mma", "check_rnn_on_chip"])
 def test_rnn_index_replays(script, capsys):
     """The numpy replays of the tensor-core RNN kernels' index arithmetic (run without a GPU: they
     check it against the documented PTX layouts, not the kernels).
@@ -1350,13 +1384,14 @@ def test_rnn_index_replays(script, capsys):
     global memory on the next step's live rows, over steps where live shrinks and grows; and its
     mutants are caught; its anchors fail it when rnn.cu's formulas change.
 
-    check_rnn_one_cta: rnn_one_cta_kernel's step (the W fill in mma_k_position's order, fp32 as TF32 hi16 / lo8 planes with the XOR swizzle and __byte_perm
-    recombination; the h_0 staging through the inverse permutation; both k-halves' pipelined
-    mma.sync loads, the upper half's float2 stores into part_s, the lower half's epilogue and its
-    h_s write) on the PTX mma.sync fragment layouts: the B / A registers equal PTX's layouts of W / h,
-    acc + part_s equals h @ W.T, every output written once, h_s after the epilogue equals a fresh
-    staging of the outputs, no padding read, no load bank conflicts, one_cta_smem fits; its mutants
-    are caught; its anchors fail it when rnn.cu's formulas change."""
+    check_rnn_on_chip: rnn_on_chip_kernel, all ranks of a 1-16 CTA cluster over 3-4 steps (each
+    rank's rows of W in mma_k_position's order, fp32 as swizzled TF32 hi16 / lo8 planes; both
+    k-halves' pipelined mma.sync loads, one tile a warp's two accumulators, part_s, the epilogue, h_t
+    all-gathered into every rank's next h_s buffer) on the PTX mma.sync fragment layouts: the registers
+    equal PTX's layouts of W / h, acc + part_s equals h @ W.T, the outputs equal the reference
+    recurrence, every rank's next buffer equals a fresh staging of h_t, no access unordered by the
+    barriers, no load bank conflicts, on_chip_smem and choose_on_chip agree; its mutants are caught;
+    its anchors fail it when rnn.cu's formulas change."""
     import pathlib
     import runpy
     try:
