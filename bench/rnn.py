@@ -23,18 +23,19 @@ CPU_CASES = [(torch.float32, 8, 256, 256), (torch.float32, 16, 512, 256)]
 # or B >= 8 where H >= 512, in bf16/fp16 and in fp32 when cudnn.allow_tf32, as here; the FMA
 # kernel below that), the FMA kernel's grid capped at fewer CTAs (RNNKERN_RNN_CTAS), and the on-chip
 # kernel (RNNKERN_RNN_PATH=cta, opt-in: one cluster of H_pad / 64 CTAs by default, RNNKERN_RNN_CLUSTER=1
-# one CTA) at every B8 shape it holds
+# one CTA; RNNKERN_RNN_ON_CHIP_W=registers W_hh in registers) at every B8 shape it holds
 ENV_CASES = {
     (torch.float32, 8, 256, 256): [{"RNNKERN_RNN_BARRIER": "exchange"},
                                    {"RNNKERN_RNN_BARRIER": "cluster"}, {"RNNKERN_RNN_BARRIER": "flag"},
                                    {"RNNKERN_RNN_MATH": "mma"}, {"RNNKERN_RNN_PATH": "cta"},
-                                   {"RNNKERN_RNN_PATH": "cta", "RNNKERN_RNN_CLUSTER": "1"}, {"RNNKERN_RNN_CTAS": "64"},
+                                   {"RNNKERN_RNN_PATH": "cta", "RNNKERN_RNN_CLUSTER": "1"},
+                                   {"RNNKERN_RNN_PATH": "cta", "RNNKERN_RNN_ON_CHIP_W": "registers"}, {"RNNKERN_RNN_CTAS": "64"},
                                    {"RNNKERN_RNN_CTAS": "32"}, {"RNNKERN_RNN_CTAS": "32", "RNNKERN_RNN_BARRIER": "flag"}],
     # the tensor-core kernel across clusters: the exchange (step-tagged words, only the cluster
     # barrier before the reduce; its default) against the flag barrier; the FMA kernel's exchange
     (torch.float32, 8, 512, 256): [{"RNNKERN_RNN_BARRIER": "flag"},
                                    {"RNNKERN_RNN_MATH": "fma", "RNNKERN_RNN_BARRIER": "exchange"},
-                                   {"RNNKERN_RNN_PATH": "cta"}],
+                                   {"RNNKERN_RNN_PATH": "cta"}, {"RNNKERN_RNN_PATH": "cta", "RNNKERN_RNN_ON_CHIP_W": "registers"}],
     (torch.float32, 8, 1024, 256): [{"RNNKERN_RNN_MATH": "fma"},
                                     {"RNNKERN_RNN_MATH": "fma", "RNNKERN_RNN_BARRIER": "flag"},
                                     {"RNNKERN_RNN_MATH": "fma", "RNNKERN_RNN_BARRIER": "exchange"}],
@@ -43,10 +44,11 @@ ENV_CASES = {
     (torch.bfloat16, 8, 512, 256): [{"RNNKERN_RNN_MATH": "fma"},
                                     {"RNNKERN_RNN_MATH": "fma", "RNNKERN_RNN_BARRIER": "flag"},
                                     {"RNNKERN_RNN_MATH": "fma", "RNNKERN_RNN_BARRIER": "exchange"},
-                                    {"RNNKERN_RNN_PATH": "cta"}, {"RNNKERN_RNN_PATH": "cta", "RNNKERN_RNN_CLUSTER": "4"}],
+                                    {"RNNKERN_RNN_PATH": "cta"}, {"RNNKERN_RNN_PATH": "cta", "RNNKERN_RNN_CLUSTER": "4"},
+                                    {"RNNKERN_RNN_PATH": "cta", "RNNKERN_RNN_ON_CHIP_W": "registers"}],
     (torch.bfloat16, 8, 1024, 256): [{"RNNKERN_RNN_BARRIER": "flag"},
                                      {"RNNKERN_RNN_MATH": "fma", "RNNKERN_RNN_BARRIER": "exchange"},
-                                     {"RNNKERN_RNN_PATH": "cta"}],
+                                     {"RNNKERN_RNN_PATH": "cta"}, {"RNNKERN_RNN_PATH": "cta", "RNNKERN_RNN_ON_CHIP_W": "registers"}],
     (torch.bfloat16, 64, 1024, 256): [{"RNNKERN_RNN_MATH": "fma"}, {"RNNKERN_RNN_BARRIER": "flag"}],
     # above B = 64 the tensor-core kernel runs only when forced (csrc/cuda/rnn.cu, kMmaMaxBatch);
     # fp32 B256 H1024 does not fit its shared memory, bf16 does. RNNKERN_RNN_GRAPH=0: the general

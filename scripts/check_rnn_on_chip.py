@@ -1,22 +1,27 @@
-"""Replays, in numpy, csrc/cuda/rnn.cu's on-chip RNN kernel (rnn_on_chip_kernel<scalar_t, kTiles>,
-RNNKERN_RNN_PATH=cta): one thread-block cluster of `ctas` CTAs (1..16; one CTA is a plain launch) of 512
+"""Replays, in numpy, csrc/cuda/rnn.cu's on-chip RNN kernels (RNNKERN_RNN_PATH=cta): rnn_on_chip_kernel
+<scalar_t, kTiles> (W_hh in shared memory; checks (1)-(12)) and rnn_on_chip_wreg_kernel<scalar_t>
+(RNNKERN_RNN_ON_CHIP_W=registers, B <= 8; checks (Ra)-(Rg), last below).
+
+rnn_on_chip_kernel: one thread-block cluster of `ctas` CTAs (1..16; one CTA is a plain launch) of 512
 threads (16 warps), CTA `rank` holding rows = 64 kTiles = hpad / ctas rows of W_hh (units u0 = rank *
 rows ..; hpad = on_chip_hpad(H)) over all of k, all ranks together over 3-4 steps (1-2 on a few): the W
 fill (16-bit: rows x mma_ldk(hpad, 2) elements in mma_k_position's order; fp32: TF32 split into a hi16
 plane of rows * hpad / 2 32-bit words and a lo8 plane of rows * hpad / 2 16-bit units, the value pair p
-of local row n (unit u0 + n) at unit n * hpad / 2 + on_chip_pair_unit(n, p)), the h_s buffers (one, or
-two alternating by step in a cluster) zeroed and h_0 placed in buffer 0 of every rank, each warp's k-half
+of local row n (unit u0 + n) at unit n * hpad / 2 + on_chip_pair_unit(n, p)), then on_chip_stage_h0 (the
+h_s buffers (one, or two alternating by step in a cluster) zeroed, __syncthreads, h_0 placed in buffer 0
+of every rank, __syncthreads, a cluster's arrive + wait), each warp's k-half
 of the product (n_group = warp % 8, k_half = warp / 8, kTiles tiles a warp, the pipelined k-loop, 8-byte
 A loads (h's rows 8..15 only at B > 8, zeros otherwise) and 16-bit W loads, fp32's 32-bit hi + 16-bit lo
 loads recombined by __byte_perm; with one tile a warp its even k-steps in acc[0], odd in acc[1], added
 after the loop), the upper half's float2 stores into part_s, the lower half's epilogue (acc + part_s; y
-into this CTA's own columns of h_next, every step), then, in a cluster, __syncthreads and the all-gather
-(16-byte pieces of the CTA's columns [u0, u0 + rows) of rows < B into ranks (rank + q) % ctas, q = 1 ..
-ctas - 1, by mapa + st.shared::cluster.v4, on all but the last step) and the arrival, and the outputs to
-seq[t] (fp32 from acc, 16-bit read back from h_next). Fragment semantics are PTX's (ISA, "Matrix
-Fragments for mma.m16n8k8" .tf32 and "... mma.m16n8k16" .bf16 / .f16; tables imported from
-scripts/check_rnn_mma.py); __byte_perm(x, y, s): result byte i = byte (s >> 4 i) & 7 of x.b0..b3 (0-3),
-y.b0..b3 (4-7).
+into this CTA's own columns of h_next, every step), then on_chip_send (one CTA: __syncthreads; a cluster:
+__syncthreads, the all-gather (16-byte pieces of the CTA's columns [u0, u0 + rows) of rows < B into ranks
+(rank + q) % ctas, q = 1 .. ctas - 1, by mapa + st.shared::cluster.v4, on all but the last step),
+__syncwarp, the arrival), the outputs to seq[t] (fp32 from acc, 16-bit read back from h_next), and
+on_chip_wait (a cluster: the wait) before each next step's products and after the loop. Fragment
+semantics are PTX's (ISA, "Matrix Fragments for mma.m16n8k8" .tf32 and "... mma.m16n8k16" .bf16 /
+.f16; tables imported from scripts/check_rnn_mma.py); __byte_perm(x, y, s): result byte i = byte (s >>
+4 i) & 7 of x.b0..b3 (0-3), y.b0..b3 (4-7).
 
 Each rank's shared memory is a byte array (little-endian, writes counted); registers are bit patterns;
 a remote store lands in the peer's array at the same offset (mapa keeps it). Within a step the ranks
@@ -79,10 +84,60 @@ steps, forward and backward, with and without h_0. Checks:
      the first __syncthreads, the one before the all-gather, the step's wait or the start's barrier
      dropped) each caught by the checks it must trip; the pair unit swizzled by the global row is shown
      equivalent (u0 % 8 == 0) and dropped;
- (12) anchors: the source lines of rnn_on_chip_kernel, the on_chip_* helpers, choose_on_chip and
-     launch_on_chip the replay models must still be in rnn.cu / tensor_core.cuh (comments and
-     whitespace ignored); a missing one is a MISMATCH naming it; a comment-only edit is not flagged,
-     real edits are.
+ (12) anchors: the source lines of both kernels, the on_chip_* helpers (on_chip_check_cluster,
+     on_chip_stage_h0, on_chip_send, on_chip_wait among them), wreg_word, choose_on_chip and
+     launch_on_chip the replays model must still be in rnn.cu / tensor_core.cuh (comments and
+     whitespace ignored; a few of the registers kernel's take any of the forms tried, which the replay
+     models alike: wreg_word's 16-bit word, its zeros past k_steps, the k-loop's body, the part_s
+     reads); a missing one is a MISMATCH naming it; each of the source edits (both kernels') must make
+     one go missing; a comment-only edit is not flagged.
+
+rnn_on_chip_wreg_kernel: the same cluster shape with 64 rows a CTA (ctas = hpad / 64, rank r's units u0 =
+64 r ..; one CTA before sm_90, so H <= 64 there), the same h_s buffers, on_chip_stage_h0 / on_chip_send /
+on_chip_wait (the Cluster class replays them for both kernels), but the MMA's operands swapped: A (m16,
+row) = W's rows, in registers for the whole sequence (lane (g, t) of warp w: m_tile = w % 4, k_part = w /
+4, k_steps = on_chip_wreg_steps = hpad / 4 / kk (kk 8 tf32, 16 16-bit), k_first = k_part * k_steps;
+wa[ks][0] = wreg_word(u0 + m_tile * 16 + g, c0 = (k_first + ks) * kk + t * per_word), [1] row + 8, [2] /
+[3] at c1 = c0 + 4 per_word; zero for ks >= k_steps; 16-bit words pack columns c (low) and c + 1), B
+(n8, col) = h's batch rows 0..7 (B <= 8: one n8 tile), one 8-byte load of h_s (mma_k_position's order)
+at word g * ldh_words + 2t + (k_first + ks) * 8 a k-step, k-step ks + 1's issued before k-step ks's
+MMA; even k-steps into acc[0], odd into acc[1], summed after; k parts 1..3 store D as float2 into
+part_s[((k_part - 1) * 64 + m_tile * 16 + g (+ 8)) * kWregLdp + 2t]; after the __syncthreads the
+k_part 0 warps (which loaded z / hf before the wait) add part_s quarters 0, 1, 2 in order (batch rows
+b0 = 2t, b0 + 1 of unit g or g + 8: a float2 a quarter, or two floats; the anchors take either, the
+replay reads rnn.cu for the width), run the epilogue, write h_t into their own h_next, on_chip_send,
+then the outputs. The same value model and reference as above. Cases: H in {1, 7, 64, 65, 129, 200,
+300, 512, 640, 1000, 1024} at hpad / 64 CTAs (fp32 to H512: choose_on_chip refuses 640 up, checked in
+(Re) only), fp32 and bf16 (f16 on three), B in {1, 3, 8} (all three to H300; B 9 .. 16 the host
+refuses, (Re)), live B / fewer / 0, forward and backward, with and without h_0, 1-4 steps. Checks:
+ (Ra) without values, each register half's (row, column) is PTX's A (row, col) of the warp's m tile and
+     quarter k-step ("mma.m16n8k8" .tf32 a0 (g, t), a1 (g + 8, t), a2 (g, t + 4), a3 (g + 8, t + 4);
+     "mma.m16n8k16" a0 (g, 2t..2t+1), a1 (g + 8, ..), a2 (g, 2t+8..), a3 (g + 8, 2t+8..)) and the 16 warps
+     hold each (row < 64, k < hpad) of the CTA's W once; with values, every wa register == PTX's A
+     layout of W bit for bit, zeros past H and for ks >= k_steps;
+ (Rb) the prefetching k-loop multiplies k-steps 0 .. k_steps - 1 in order, each with its own k-step's
+     load; each B register pair == PTX's B layout of h_(t-1) (b0 (k t / 2t..2t+1, n g), b1 (k t + 4 /
+     2t+8.., n g), the warp's k-step); loads 8-byte
+     aligned, inside the step's buffer (16 rows' first hpad positions), of written bytes, no half-warp
+     bank conflict;
+ (Rc) each warp's acc[0] (the chains summed) == h @ W.T over its quarter of k; acc + part_s == h @ W[u0 ..
+     u0 + 64).T (0 at live 0); each (b < B, u < H) output written once a step by the owning k_part 0
+     lane (the one that loaded its z / hf), == the reference recurrence; the staging as (2), every
+     rank's next buffer == a fresh staging of h_t after each non-last step, the all-gather as (9);
+ (Rd) part_s: each (quarter 1..3, unit < 64, batch < 8) stored once (float2, aligned,
+     inside 3 x 64 x kWregLdp floats), read once by the epilogue (float2 reads aligned), nothing else;
+     the stores' and the reads' bank conflicts reported;
+ (Re) on_chip_wreg_smem == h_bufs x buffers + part_s as the pointers lay them out for every H the
+     kernel takes; choose_on_chip's registers branch (modelled; sm_80 / sm_90, RNNKERN_RNN_CLUSTER unset
+     / 1..17, B 1 / 8 / 9 / 16 / 17, H 1..1099) takes exactly where the kernel's __trap guard holds and
+     that fits sharedMemPerBlockOptin: B <= 8, fp32 H <= 512, 16-bit H <= 1024 (default ctas), sm_80
+     H <= 64;
+ (Rf) hazards with the epoch model of (7);
+ (Rg) mutants, each caught by the checks it must trip: a2 / a3 at c0, rows g + 8 missing in wa, k_first
+     missing, part_s's quarter index k_part (not k_part - 1), the chains not summed, wreg_word's 16-bit
+     halves swapped, the first __syncthreads dropped, the registers past k_steps not zero, the prefetch
+     of k-step ks instead of ks + 1 (the order of the quarters' sum cannot show in exact values: an
+     anchor and a source edit cover it).
 
     python scripts/check_rnn_on_chip.py
 
@@ -126,6 +181,120 @@ REPORT_ONLY = set()
 
 # ---------------------------------------------------------------------------------------------
 # anchors
+
+# rnn_on_chip_wreg_kernel (RNNKERN_RNN_ON_CHIP_W=registers): "wk" its body, "ww" wreg_word's, "co" /
+# "lo" choose_on_chip's / launch_on_chip's (its instance: ANCHORS' launch line)
+WREG_ANCHORS = [
+    ("kWregMaxSteps 16", "constexpr int kWregMaxSteps = 16;", "f"),
+    ("kWregLdp 24", "constexpr int kWregLdp = 24;", "f"),
+    ("on_chip_wreg_steps: a quarter of hpad in k8 (fp32) / k16 steps",
+     "__host__ __device__ constexpr int on_chip_wreg_steps(int hpad, int elem_size) { return hpad / 4 / "
+     "(elem_size == 4 ? 8 : 16); }", "f"),
+    ("on_chip_wreg_smem: (2 in a cluster, else 1) h_s + 3 x 64 x kWregLdp floats",
+     "__host__ __device__ constexpr size_t on_chip_wreg_smem(int hpad, int ctas, int elem_size) { return (ctas > 1 ? "
+     "2 : 1) * on_chip_h_bytes(hpad, elem_size) + static_cast<size_t>(3) * 64 * kWregLdp * sizeof(float); }", "f"),
+    ("wreg_word: W[u, col] through mma_operand, zero past H",
+     "const auto at = [&](int col) { return u < p.H && col < p.H ? mma_operand(p.weight[static_cast<int64_t>(u) * p.H "
+     "+ col]) : scalar_t(0); };", "ww"),
+    # (the forms of the 16-bit word tried: the halves' bits by .x, of named values or not, or by a cast)
+    ("wreg_word: fp32 the value's bits; 16-bit column c in the low half, c + 1 in the high",
+     tuple("if constexpr (sizeof(scalar_t) == 4) { return __float_as_uint(at(c)); } else { " + form + " }" for form in (
+         "const scalar_t lo = at(c), hi = at(c + 1); return static_cast<uint32_t>(lo.x) | static_cast<uint32_t>(hi.x) "
+         "<< 16;",
+         "return static_cast<uint32_t>(at(c).x) | static_cast<uint32_t>(at(c + 1).x) << 16;",
+         "const scalar_t lo = at(c), hi = at(c + 1); return static_cast<uint32_t>(reinterpret_cast<const "
+         "uint16_t&>(lo)) | static_cast<uint32_t>(reinterpret_cast<const uint16_t&>(hi)) << 16;")), "ww"),
+    ("wreg: one instance per scalar_t", "template <typename scalar_t> __global__ void "
+     "__launch_bounds__(kOnChipThreads, 1) rnn_on_chip_wreg_kernel(PersistentParams<scalar_t> p) {", "f"),
+    ("wreg: kTf32, kElem", "constexpr bool kTf32 = std::is_same_v<scalar_t, float>; constexpr int kElem = "
+     "sizeof(scalar_t);", "wk"),
+    ("wreg: rows 64, kk 8 (tf32) / 16", "constexpr int rows = 64, kk = kTf32 ? 8 : 16;", "wk"),
+    ("wreg: hpad; ctas = gridDim.x, rank = blockIdx.x from sm_90, else one CTA",
+     "const int hpad = on_chip_hpad(p.H); #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 const int ctas = "
+     "static_cast<int>(gridDim.x), rank = static_cast<int>(blockIdx.x); #else constexpr int ctas = 1, rank = 0; "
+     "#endif", "wk"),
+    ("wreg: k_steps = on_chip_wreg_steps", "const int k_steps = on_chip_wreg_steps(hpad, kElem);", "wk"),
+    ("wreg: the guard (B <= 8)",
+     "if (p.B > 8 || blockDim.x != kOnChipThreads || static_cast<int>(gridDim.x) != ctas || hpad != ctas * rows || "
+     "k_steps > kWregMaxSteps) __trap(); on_chip_check_cluster(ctas, rank); const int u0 = rank * rows;", "wk"),
+    ("wreg: ldh, ldh_words", "const int ldh = mma_ldk(hpad, kElem); const int ldh_words = ldh * kElem / 4;", "wk"),
+    ("wreg: h_bufs at byte 0, buffers, part_s after them",
+     "scalar_t* h_bufs = reinterpret_cast<scalar_t*>(smem_raw); const int buffers = ctas > 1 ? 2 : 1; float* part_s = "
+     "reinterpret_cast<float*>(h_bufs + buffers * 16 * ldh);", "wk"),
+    ("wreg: warp, lane, g, t; m_tile, k_part; k_first",
+     "const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4; const int m_tile = "
+     "warp % 4, k_part = warp / 4; const int k_first = k_part * k_steps;", "wk"),
+    ("wreg: wa[kWregMaxSteps][4], row u = u0 + m_tile * 16 + g, every ks < kWregMaxSteps",
+     "uint32_t wa[kWregMaxSteps][4]; { const int u = u0 + m_tile * 16 + g, per_word = 4 / kElem; #pragma unroll\n "
+     "for (int ks = 0; ks < kWregMaxSteps; ++ks) {", "wk"),
+    # (either way of zeroing the k-steps past k_steps: `mine ? .. : 0u`, or column H, read as zero)
+    ("wreg: c0, c1 = c0 + 4 per_word; wa[ks] = (u, c0), (u + 8, c0), (u, c1), (u + 8, c1), zero past k_steps; then "
+     "on_chip_stage_h0",
+     ("const int c0 = (k_first + ks) * kk + t * per_word, c1 = c0 + 4 * per_word; const bool mine = ks < k_steps; "
+      "wa[ks][0] = mine ? wreg_word(p, u, c0) : 0u; wa[ks][1] = mine ? wreg_word(p, u + 8, c0) : 0u; wa[ks][2] = mine "
+      "? wreg_word(p, u, c1) : 0u; wa[ks][3] = mine ? wreg_word(p, u + 8, c1) : 0u; } } on_chip_stage_h0(p, h_bufs, "
+      "buffers, ldh, ctas);",
+      "const int c0 = ks < k_steps ? (k_first + ks) * kk + t * per_word : p.H, c1 = c0 + 4 * per_word; wa[ks][0] = "
+      "wreg_word(p, u, c0); wa[ks][1] = wreg_word(p, u + 8, c0); wa[ks][2] = wreg_word(p, u, c1); wa[ks][3] = "
+      "wreg_word(p, u + 8, c1); } } on_chip_stage_h0(p, h_bufs, buffers, ldh, ctas);"), "wk"),
+    ("wreg: t_idx, cur, live, h_s = buffer s % buffers, h_next = (s + 1) % buffers",
+     "const int t_idx = p.backward ? p.T - 1 - s : s; scalar_t* cur = p.seq + t_idx * step; const int live = p.live ? "
+     "p.live[t_idx] : p.B; const scalar_t* h_s = h_bufs + (s % buffers) * 16 * ldh; scalar_t* h_next = h_bufs + "
+     "((s + 1) % buffers) * 16 * ldh;", "wk"),
+    ("wreg: z / hf by the first quarter (u = u0 + m_tile * 16 + g + 8 (r / 2), b = 2t + r % 2), then on_chip_wait",
+     "const int u = u0 + m_tile * 16 + g + 8 * (r / 2), b = 2 * t + r % 2; z[r] = hf[r] = 0.f; if (k_part == 0 && b "
+     "< live && u < p.H) { const int64_t o = static_cast<int64_t>(b) * p.H + u; z[r] = static_cast<float>(cur[o]); "
+     "if (p.backward) hf[r] = static_cast<float>(p.act_out[t_idx * step + o]); } } if (s > 0) on_chip_wait(ctas);",
+     "wk"),
+    ("wreg: two chains; multiply only when live > 0", "float acc[2][4] = {}; if (live > 0) {", "wk"),
+    ("wreg: b_row, next = k-step 0's 8-byte load",
+     "const uint32_t* b_row = reinterpret_cast<const uint32_t*>(h_s) + g * ldh_words + 2 * t + k_first * 8; uint2 "
+     "next = *reinterpret_cast<const uint2*>(b_row);", "wk"),
+    ("wreg: k-steps 0 .. k_steps - 1: b = next, k-step ks + 1's load (if any), the MMA into acc[ks % 2]",
+     "for (int ks = 0; ks < kWregMaxSteps; ++ks) { if (ks >= k_steps) break; const uint32_t b[2] = {next.x, "
+     "next.y}; if (ks + 1 < k_steps) next = *reinterpret_cast<const uint2*>(b_row + (ks + 1) * 8); "
+     "mma_tile<Native>(acc[ks % 2], wa[ks], b); }", "wk"),
+    ("wreg: the chains summed", "mma_tile<Native>(acc[ks % 2], wa[ks], b); } #pragma unroll\n for (int r = 0; r < 4; "
+     "++r) acc[0][r] += acc[1][r]; }", "wk"),
+    ("wreg: quarters 1..3 store float2 at ((k_part - 1) * rows + m_tile * 16 + g) * kWregLdp + 2t",
+     "if (k_part > 0) { float* out = part_s + ((k_part - 1) * rows + m_tile * 16 + g) * kWregLdp + 2 * t; "
+     "*reinterpret_cast<float2*>(out) = make_float2(acc[0][0], acc[0][1]); *reinterpret_cast<float2*>(out + 8 * "
+     "kWregLdp) = make_float2(acc[0][2], acc[0][3]); }", "wk"),
+    ("wreg: the first __syncthreads, publish, the first quarter's epilogue",
+     "__syncthreads(); trace_stamp(p.trace, s, 3); const bool publish = s + 1 < p.T; if (k_part == 0) {", "wk"),
+    ("wreg: epilogue (half: ul, u, b0), sum = acc of the unit's two batch rows",
+     "for (int half = 0; half < 2; ++half) { const int ul = m_tile * 16 + g + 8 * half, u = u0 + ul, b0 = 2 * t; "
+     "float sum[2] = {acc[0][2 * half], acc[0][2 * half + 1]}; #pragma unroll\n for (int q = 0; q < 3; ++q)", "wk"),
+    # (either read of part_s: a float2 a quarter, or two floats; WREG_PART_READ: the one in rnn.cu)
+    ("wreg: + part_s quarters 0, 1, 2 in order at (q * rows + ul) * kWregLdp + b0 (+ 1)",
+     ("for (int q = 0; q < 3; ++q) { const float2 v = *reinterpret_cast<const float2*>(part_s + (q * rows + ul) * "
+      "kWregLdp + b0); sum[0] += v.x, sum[1] += v.y; } #pragma unroll\n for (int e = 0; e < 2; ++e) {",
+      "for (int q = 0; q < 3; ++q) #pragma unroll\n for (int e = 0; e < 2; ++e) sum[e] += part_s[(q * rows + ul) * "
+      "kWregLdp + b0 + e]; #pragma unroll\n for (int e = 0; e < 2; ++e) {"), "wk"),
+    ("wreg: r = 2 half + e, b = b0 + e", "for (int e = 0; e < 2; ++e) { const int r = 2 * half + e, b = b0 + e;",
+     "wk"),
+    ("wreg: y (0 at b >= live, u >= H), acc = y, h_t into h_next (b < B), then on_chip_send",
+     "const scalar_t y = static_cast<scalar_t>( b < live && u < p.H ? step_epilogue(z[r] + sum[e], hf[r], "
+     "p.relu, p.backward) : 0.f); acc[0][r] = static_cast<float>(y); if (b < p.B) h_next[b * ldh + "
+     "mma_k_position(u, kElem)] = mma_operand(y); } } } on_chip_send(h_next, ldh, u0, rows, p.B, ctas, rank, "
+     "publish); if (k_part == 0) {", "wk"),
+    ("wreg: the outputs (b < B, u < H): fp32 from acc, 16-bit read back from h_next",
+     "const int u = u0 + m_tile * 16 + g + 8 * (r / 2), b = 2 * t + r % 2; if (b >= p.B || u >= p.H) "
+     "continue; if constexpr (kTf32) cur[static_cast<int64_t>(b) * p.H + u] = acc[0][r]; else "
+     "cur[static_cast<int64_t>(b) * p.H + u] = h_next[b * ldh + mma_k_position(u, kElem)];", "wk"),
+    ("wreg: on_chip_wait after the loop", "trace_stamp(p.trace, s, 4); } on_chip_wait(ctas); }", "wk"),
+    ("host: the registers branch after the shared checks (64 rows a CTA, <= kWregMaxSteps, on_chip_wreg_smem)",
+     "(ctas > 1 && slabs / ctas == kOnChipMaxTilesPerWarp)) { c.why = \"RNNKERN_RNN_CLUSTER does not split H_pad into "
+     "64-256 rows a CTA (256: one CTA)\"; } else if (env_equals(\"RNNKERN_RNN_ON_CHIP_W\", \"registers\")) { const int "
+     "hpad = static_cast<int>(slabs * 64); const size_t smem = on_chip_wreg_smem(hpad, static_cast<int>(ctas), elem); "
+     "if (B > 8) c.why = \"W_hh in registers holds batch <= 8\"; else if (slabs != ctas && !clusters) c.why = "
+     "\"W_hh in registers above H 64 needs sm_90 clusters\"; else if (slabs != ctas || on_chip_wreg_steps(hpad, "
+     "elem) > kWregMaxSteps) c.why =", "co"),
+    ("host: registers fits <= sharedMemPerBlockOptin",
+     "else if (smem > prop.sharedMemPerBlockOptin) c.why = \"h exceeds shared memory\"; else c = {true, "
+     "static_cast<int>(ctas), smem, \"\", true}; }", "co"),
+]
+
 
 # (what the replay assumes, the code that says so, where): "f" rnn.cu, "tc" tensor_core.cuh,
 # "k" rnn_on_chip_kernel's body, "co" choose_on_chip's, "lo" launch_on_chip's; first the helpers'
@@ -183,9 +352,11 @@ ANCHORS = _mma.LAYOUT_ANCHORS + [
     ("host: fits <= sharedMemPerBlockOptin",
      "if (smem > prop.sharedMemPerBlockOptin) c.why = \"W_hh and h exceed shared memory\"; "
      "else c = {true, static_cast<int>(ctas), smem, \"\"};", "co"),
-    ("launch: the instance kTiles = rows / 64", "const Kernel kernels[] = {rnn_on_chip_kernel<scalar_t, 1>, "
+    ("launch: the instance kTiles = rows / 64 (or rnn_on_chip_wreg_kernel)",
+     "const Kernel kernels[] = {rnn_on_chip_kernel<scalar_t, 1>, "
      "rnn_on_chip_kernel<scalar_t, 2>, rnn_on_chip_kernel<scalar_t, 3>, rnn_on_chip_kernel<scalar_t, 4>}; "
-     "const Kernel kernel = kernels[on_chip_hpad(params.H) / c.ctas / 64 - 1];", "lo"),
+     "const Kernel kernel = c.registers ? rnn_on_chip_wreg_kernel<scalar_t> : kernels[on_chip_hpad(params.H) / c.ctas "
+     "/ 64 - 1];", "lo"),
     ("launch: a cluster of c.ctas CTAs, c.ctas in all, kOnChipThreads, c.smem",
      "ClusterLaunch launch(c.ctas, c.ctas, c.smem, kOnChipThreads);", "lo"),
     # the kernel: geometry and pointers
@@ -202,7 +373,8 @@ ANCHORS = _mma.LAYOUT_ANCHORS + [
      ": 1, rank = kClusters ? static_cast<int>(blockIdx.x) : 0;", "k"),
     ("guard", "if (p.B > kOnChipMaxBatch || blockDim.x != kOnChipThreads || static_cast<int>(gridDim.x) != ctas || "
      "hpad != ctas * rows) __trap();", "k"),
-    ("u0 = rank * rows", "const int u0 = rank * rows;", "k"),
+    ("the cluster's shape checked, then u0 = rank * rows",
+     "__trap(); on_chip_check_cluster(ctas, rank); const int u0 = rank * rows;", "k"),
     ("ldh", "const int ldh = mma_ldk(hpad, kElem);", "k"),
     ("ldh_words", "const int ldh_words = ldh * kElem / 4;", "k"),
     ("ldp = rows + 8", "constexpr int ldp = rows + 8;", "k"),
@@ -213,9 +385,7 @@ ANCHORS = _mma.LAYOUT_ANCHORS + [
      "scalar_t* h_bufs = reinterpret_cast<scalar_t*>(smem_raw + on_chip_w_bytes(rows, hpad, kElem));", "k"),
     ("two buffers in a cluster", "const int buffers = ctas > 1 ? 2 : 1;", "k"),
     ("part_s after the buffers", "float* part_s = reinterpret_cast<float*>(h_bufs + buffers * 16 * ldh);", "k"),
-    # the buffers zeroed, the W fill
-    ("h_s zeroed (all buffers)",
-     "for (int i = threadIdx.x; i < buffers * 16 * ldh; i += blockDim.x) h_bufs[i] = scalar_t(0);", "k"),
+    # the W fill, then on_chip_stage_h0
     ("w_lo8 at byte rows * hpad * 2", "uint8_t* w_lo8 = smem_raw + static_cast<size_t>(rows) * hpad * 2;", "k"),
     ("W fill loop", "for (int i = threadIdx.x; i < rows * hpad; i += blockDim.x) {", "k"),
     ("W fill (n, c, u = u0 + n)", "const int n = i / hpad, c = i % hpad, u = u0 + n;", "k"),
@@ -227,12 +397,9 @@ ANCHORS = _mma.LAYOUT_ANCHORS + [
      "const int slot = (n * hpad / 2 + on_chip_pair_unit(n, pos / 2)) * 2 + pos % 2;", "k"),
     ("hi16 plane store", "reinterpret_cast<uint16_t*>(w_words)[slot] = static_cast<uint16_t>(bits >> 16);", "k"),
     ("lo8 plane store", "w_lo8[slot] = static_cast<uint8_t>(bits >> 8);", "k"),
-    ("16-bit W store", "reinterpret_cast<scalar_t*>(w_words)[n * ldh + pos] = v;", "k"),
-    # h_0 into buffer 0 (after the zero fill's barrier), then the cluster barrier
-    ("h_0 after the barrier, only with state0, into buffer 0; __syncthreads; a cluster: arrive, wait",
-     "__syncthreads(); if (p.state0 != nullptr) for (int i = threadIdx.x; i < p.B * p.H; i += blockDim.x) "
-     "h_bufs[i / p.H * ldh + mma_k_position(i % p.H, kElem)] = mma_operand(p.state0[i]); __syncthreads(); "
-     "if (ctas > 1) { on_chip_cluster_arrive(); on_chip_cluster_wait(); } const int warp = threadIdx.x / 32", "k"),
+    ("16-bit W store; the fill done, on_chip_stage_h0",
+     "reinterpret_cast<scalar_t*>(w_words)[n * ldh + pos] = v; } } on_chip_stage_h0(p, h_bufs, buffers, ldh, ctas); "
+     "const int warp = threadIdx.x / 32", "k"),
     # the warps, the step
     ("warp, lane, g, t",
      "const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;", "k"),
@@ -251,9 +418,9 @@ ANCHORS = _mma.LAYOUT_ANCHORS + [
      "z[j][r] = static_cast<float>(cur[o]); "
      "if (p.backward) hf[j][r] = static_cast<float>(p.act_out[t_idx * step + o]);",
      "k"),
-    ("the wait (a cluster, s > 0) after the z loads, before the products",
+    ("on_chip_wait (s > 0) after the z loads, before the products",
      "if (p.backward) hf[j][r] = static_cast<float>(p.act_out[t_idx * step + o]); } } "
-     "if (ctas > 1 && s > 0) { __syncwarp(); on_chip_cluster_wait(); } trace_stamp(p.trace, s, 1); "
+     "if (s > 0) on_chip_wait(ctas); trace_stamp(p.trace, s, 1); "
      "float acc[kOneTile ? 2 : kTiles][4] = {}; if (live > 0) {", "k"),
     ("multiply only when live > 0", "if (live > 0) {", "k"),
     ("a_row", "const uint32_t* a_row = reinterpret_cast<const uint32_t*>(h_s) + g * ldh_words + 2 * t + "
@@ -296,26 +463,9 @@ ANCHORS = _mma.LAYOUT_ANCHORS + [
     ("epilogue sum", "const float sum = acc[j][r] + part_s[b * ldp + ul];", "k"),
     ("y == 0 for b >= live or u >= H", "const scalar_t y = static_cast<scalar_t>( b < live && u < p.H ? "
      "step_epilogue(z[j][r] + sum, hf[j][r], p.relu, p.backward) : 0.f);", "k"),
-    ("acc = y; h_t into its own h_next every step (b < B, every unit of the tile)",
-     "acc[j][r] = static_cast<float>(y); if (b < p.B) h_next[b * ldh + mma_k_position(u, kElem)] = mma_operand(y);",
-     "k"),
-    ("a cluster: __syncthreads, then the all-gather on publishing steps",
-     "if (ctas > 1) { __syncthreads(); if (publish) {", "k"),
-    ("all-gather: 16-byte pieces of rows < B",
-     "const int row_chunks = rows * kElem / 16, rank_chunks = p.B * row_chunks;",
-     "k"),
-    ("all-gather: from h_next",
-     "const unsigned char* next_bytes = reinterpret_cast<const unsigned char*>(h_next);", "k"),
-    ("all-gather: i over ctas - 1 ranks' pieces",
-     "#pragma unroll 1\n for (int i = threadIdx.x; i < (ctas - 1) * rank_chunks; i += blockDim.x) {", "k"),
-    ("all-gather: q = 1 + ..., b, c",
-     "const int q = 1 + i / rank_chunks, b = i % rank_chunks / row_chunks, c = i % row_chunks;", "k"),
-    ("all-gather: offset at position u0 of row b", "const int offset = (b * ldh + u0) * kElem + c * 16;", "k"),
-    ("all-gather: 16 bytes to rank (rank + q) % ctas at the same offset",
-     "on_chip_store_peer(smem_u32(next_bytes + offset), static_cast<uint32_t>((rank + q) % ctas), "
-     "*reinterpret_cast<const uint4*>(next_bytes + offset));", "k"),
-    ("then __syncwarp, arrive; one CTA: __syncthreads",
-     "__syncwarp(); on_chip_cluster_arrive(); } else { __syncthreads(); }", "k"),
+    ("acc = y; h_t into its own h_next every step (b < B, every unit of the tile); then on_chip_send",
+     "acc[j][r] = static_cast<float>(y); if (b < p.B) h_next[b * ldh + mma_k_position(u, kElem)] = mma_operand(y); "
+     "} } } on_chip_send(h_next, ldh, u0, rows, p.B, ctas, rank, publish); if (k_half == 0) {", "k"),
     ("the outputs after the arrival (b < B, u = u0 + ... < H)", "if (k_half == 0) { #pragma unroll\n for (int j = 0; "
      "j < kTiles; ++j) { #pragma unroll\n for (int r = 0; r < 4; ++r) { "
      "const int b = g + 8 * (r / 2), u = u0 + (n_group + 8 * j) * 8 + 2 * t + r % 2; if (b >= p.B || u >= p.H) "
@@ -323,23 +473,65 @@ ANCHORS = _mma.LAYOUT_ANCHORS + [
     ("outputs: fp32 from acc, 16-bit read back from h_next",
      "if constexpr (kPlanes) cur[static_cast<int64_t>(b) * p.H + u] = acc[j][r]; "
      "else cur[static_cast<int64_t>(b) * p.H + u] = h_next[b * ldh + mma_k_position(u, kElem)];", "k"),
-    ("the wait after the loop", "trace_stamp(p.trace, s, 4); } if (ctas > 1) { __syncwarp(); on_chip_cluster_wait(); } }", "k"),
-] + _mma.PTX_ANCHORS
+    ("on_chip_wait after the loop", "trace_stamp(p.trace, s, 4); } on_chip_wait(ctas); }", "k"),
+    # the helpers both kernels call: "cc" on_chip_check_cluster, "sh" on_chip_stage_h0, "sd" on_chip_send,
+    # "wt" on_chip_wait
+    ("check_cluster: a cluster's %cluster_nctarank == ctas and %cluster_ctarank == rank (blockIdx.x)",
+     'if (ctas > 1) { uint32_t cluster_ctas, cluster_rank; asm volatile("mov.u32 %0, %%cluster_nctarank;\\n" : '
+     '"=r"(cluster_ctas)); asm volatile("mov.u32 %0, %%cluster_ctarank;\\n" : "=r"(cluster_rank)); '
+     'if (static_cast<int>(cluster_ctas) != ctas || static_cast<int>(cluster_rank) != rank) __trap(); }', "cc"),
+    ("stage_h0: every buffer zeroed, __syncthreads",
+     "for (int i = threadIdx.x; i < buffers * 16 * ldh; i += blockDim.x) h_bufs[i] = scalar_t(0); __syncthreads();",
+     "sh"),
+    ("stage_h0: h_0 only with state0, into buffer 0 at mma_k_position; __syncthreads; a cluster: arrive, wait",
+     "__syncthreads(); if (p.state0 != nullptr) for (int i = threadIdx.x; i < p.B * p.H; i += blockDim.x) "
+     "h_bufs[i / p.H * ldh + mma_k_position(i % p.H, sizeof(scalar_t))] = mma_operand(p.state0[i]); __syncthreads(); "
+     "if (ctas > 1) { on_chip_cluster_arrive(); on_chip_cluster_wait(); } }", "sh"),
+    ("send: one CTA __syncthreads only; a cluster: __syncthreads, then the all-gather on publishing steps",
+     "if (ctas == 1) { __syncthreads(); return; } __syncthreads(); if (publish) {", "sd"),
+    ("all-gather: 16-byte pieces of rows < B",
+     "const int row_chunks = rows * static_cast<int>(sizeof(scalar_t)) / 16, rank_chunks = B * row_chunks;", "sd"),
+    ("all-gather: from h_next",
+     "const unsigned char* next_bytes = reinterpret_cast<const unsigned char*>(h_next);", "sd"),
+    ("all-gather: i over ctas - 1 ranks' pieces",
+     "#pragma unroll 1\n for (int i = threadIdx.x; i < (ctas - 1) * rank_chunks; i += blockDim.x) {", "sd"),
+    ("all-gather: q = 1 + ..., b, c",
+     "const int q = 1 + i / rank_chunks, b = i % rank_chunks / row_chunks, c = i % row_chunks;", "sd"),
+    ("all-gather: offset at position u0 of row b",
+     "const int offset = (b * ldh + u0) * static_cast<int>(sizeof(scalar_t)) + c * 16;", "sd"),
+    ("all-gather: 16 bytes to rank (rank + q) % ctas at the same offset",
+     "on_chip_store_peer(smem_u32(next_bytes + offset), static_cast<uint32_t>((rank + q) % ctas), "
+     "*reinterpret_cast<const uint4*>(next_bytes + offset));", "sd"),
+    ("send: then __syncwarp, arrive", "} } __syncwarp(); on_chip_cluster_arrive(); }", "sd"),
+    ("wait: a cluster only, __syncwarp then wait", "if (ctas == 1) return; __syncwarp(); on_chip_cluster_wait(); }",
+     "wt"),
+] + WREG_ANCHORS + _mma.PTX_ANCHORS
 
 
 def check_anchors(rnn, tc):
-    return _mma.missing_anchors(ANCHORS, {
+    """The anchors missing from rnn.cu / tensor_core.cuh; an anchor whose code is a tuple holds where
+    any one of its forms is there (two ways of writing what the replay models the same)."""
+    scopes = {
         "f": _code(rnn), "tc": _code(tc),
         "k": _code(_body(rnn, "rnn_on_chip_kernel(PersistentParams<scalar_t> p) {")),
         "co": _code(_body(rnn, "OnChipConfig choose_on_chip(")),
-        "lo": _code(_body(rnn, "bool launch_on_chip(const OnChipConfig& c,"))})
+        "lo": _code(_body(rnn, "bool launch_on_chip(const OnChipConfig& c,")),
+        "cc": _code(_body(rnn, "void on_chip_check_cluster(int ctas, int rank) {")),
+        "sh": _code(_body(rnn, "void on_chip_stage_h0(const PersistentParams<scalar_t>& p,")),
+        "sd": _code(_body(rnn, "void on_chip_send(const scalar_t* h_next,")),
+        "wt": _code(_body(rnn, "void on_chip_wait(int ctas) {")),
+        "wk": _code(_body(rnn, "rnn_on_chip_wreg_kernel(PersistentParams<scalar_t> p) {")),
+        "ww": _code(_body(rnn, "uint32_t wreg_word(const PersistentParams<scalar_t>& p, int u, int c) {"))}
+    return [what for what, code, where in ANCHORS
+            if not any(_code(form) in scopes[where] for form in (code if isinstance(code, tuple) else (code,)))]
 
 
 # edits of rnn.cu the anchors must catch (old, new); and one they must not (comments, layout)
 SOURCE_EDITS = {
     "selector 0x1064": ("__byte_perm(top, low, 0x1046)", "__byte_perm(top, low, 0x1064)"),
     "swizzle by (n % 8) * 2": ("p ^ ((n % 8) * 4)", "p ^ ((n % 8) * 2)"),
-    "staging unpermuted": ("h_bufs[i / p.H * ldh + mma_k_position(i % p.H, kElem)]", "h_bufs[i / p.H * ldh + i % p.H]"),
+    "staging unpermuted": ("h_bufs[i / p.H * ldh + mma_k_position(i % p.H, sizeof(scalar_t))]",
+                           "h_bufs[i / p.H * ldh + i % p.H]"),
     "A without k_half": ("2 * t + k_half * half_steps * 8;", "2 * t;"),
     "lo plane one row on": ("uint8_t* w_lo8 = smem_raw + static_cast<size_t>(rows) * hpad * 2;",
                             "uint8_t* w_lo8 = smem_raw + static_cast<size_t>(rows) * hpad * 2 + hpad;"),
@@ -357,13 +549,23 @@ SOURCE_EDITS = {
     "smem one buffer": ("(ctas > 1 ? 2 : 1) * on_chip_h_bytes", "on_chip_h_bytes"),
     "h_t written only when publishing": ("if (b < p.B) h_next[", "if (publish && b < p.B) h_next["),
     "all-gather from q = 0": ("const int q = 1 + i / rank_chunks", "const int q = i / rank_chunks"),
-    "all-gather without u0": ("const int offset = (b * ldh + u0) * kElem + c * 16;",
-                              "const int offset = b * ldh * kElem + c * 16;"),
+    "all-gather without u0": ("const int offset = (b * ldh + u0) * static_cast<int>(sizeof(scalar_t)) + c * 16;",
+                              "const int offset = b * ldh * static_cast<int>(sizeof(scalar_t)) + c * 16;"),
     "all-gather over all ranks": ("i < (ctas - 1) * rank_chunks", "i < ctas * rank_chunks"),
     "no __syncthreads before the all-gather": ("__syncthreads();  // this CTA's h_t written",
                                                "// this CTA's h_t written"),
-    "no wait before the products": ("on_chip_cluster_wait();  // step s - 1's h_t in every rank's h_s", ""),
-    "no wait after the loop": ("    on_chip_cluster_wait();\n  }\n}", "  }\n}"),
+    "no wait before the products": ("if (s > 0) on_chip_wait(ctas);  // step s - 1's h_t in every rank's h_s", ""),
+    "no wait after the loop": ("  on_chip_wait(ctas);\n}\n", "}\n"),
+    "stage_h0 not called": ("  on_chip_stage_h0(p, h_bufs, buffers, ldh, ctas);\n\n  const int warp = threadIdx.x / "
+                            "32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;\n  const int n_group",
+                            "\n  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, "
+                            "t = lane % 4;\n  const int n_group"),
+    "no zeroing __syncthreads": ("__syncthreads();  // zeroed before h_0's elements land", ""),
+    "send without the arrival": ("  __syncwarp();  // (.aligned)\n  on_chip_cluster_arrive();\n}", "}"),
+    "send: one CTA without __syncthreads": ("  if (ctas == 1) {\n    __syncthreads();\n    return;",
+                                            "  if (ctas == 1) {\n    return;"),
+    "wait in one CTA too": ("  if (ctas == 1) return;\n  __syncwarp();", "  __syncwarp();"),
+    "cluster rank unchecked": ("static_cast<int>(cluster_rank) != rank", "false"),
     "acc[1] not added": ("for (int r = 0; r < 4; ++r) acc[0][r] += acc[1][r];", "for (int r = 0; r < 4; ++r) {}"),
     "one tile at 2 tiles": ("constexpr bool kOneTile = kTiles == 1;", "constexpr bool kOneTile = kTiles == 2;"),
     "clusters at 4 tiles too": ("constexpr bool kClusters = kTiles < 4;", "constexpr bool kClusters = kTiles <= 4;"),
@@ -376,7 +578,62 @@ SOURCE_EDITS = {
                                 "reinterpret_cast<scalar_t*>(w_words)[n * ldh + c] = v;"),
     "host default 1 CTA": ("asked > 0 ? asked : clusters ? slabs : 1;", "asked > 0 ? asked : 1;"),
     "host 8 slabs a CTA": ("slabs / ctas > kOnChipMaxTilesPerWarp ||", "slabs / ctas > 8 ||"),
+    # the W-in-registers kernel's
+    "wreg: a2 / a3 at c0": ("c1 = c0 + 4 * per_word;", "c1 = c0;"),
+    "wreg: a1 from row u": ("wreg_word(p, u + 8, c0)", "wreg_word(p, u, c0)"),
+    "wreg: no zeros past k_steps": (("const bool mine = ks < k_steps;", "const bool mine = true;"),
+                                    ("ks < k_steps ? (k_first + ks) * kk + t * per_word : p.H",
+                                     "(k_first + ks) * kk + t * per_word")),
+    "wreg: prefetch at ks": ("*reinterpret_cast<const uint2*>(b_row + (ks + 1) * 8);",
+                             "*reinterpret_cast<const uint2*>(b_row + ks * 8);"),
+    "wreg: no k_first": ("const int k_first = k_part * k_steps;", "const int k_first = 0;"),
+    "wreg: quarter k_part": ("((k_part - 1) * rows + m_tile * 16 + g)", "(k_part * rows + m_tile * 16 + g)"),
+    "wreg: chains not summed": ("mma_tile<Native>(acc[ks % 2], wa[ks], b);\n      }\n#pragma unroll\n      for "
+                                "(int r = 0; r < 4; ++r) acc[0][r] += acc[1][r];",
+                                "mma_tile<Native>(acc[ks % 2], wa[ks], b);\n      }"),
+    "wreg: one chain": ("mma_tile<Native>(acc[ks % 2], wa[ks], b);", "mma_tile<Native>(acc[0], wa[ks], b);"),
+    "wreg: 16-bit halves swapped": (("const scalar_t lo = at(c), hi = at(c + 1);",
+                                     "const scalar_t lo = at(c + 1), hi = at(c);"),
+                                    ("static_cast<uint32_t>(at(c).x) | static_cast<uint32_t>(at(c + 1).x) << 16",
+                                     "static_cast<uint32_t>(at(c + 1).x) | static_cast<uint32_t>(at(c).x) << 16")),
+    "wreg: quarters summed 2, 1, 0": (("(part_s + (q * rows + ul) * kWregLdp + b0)",
+                                       "(part_s + ((2 - q) * rows + ul) * kWregLdp + b0)"),
+                                      ("part_s[(q * rows + ul) * kWregLdp + b0 + e]",
+                                       "part_s[((2 - q) * rows + ul) * kWregLdp + b0 + e]")),
+    "wreg: kWregLdp 16": ("constexpr int kWregLdp = 24;", "constexpr int kWregLdp = 16;"),
+    "wreg: 32 k-steps a warp": ("constexpr int kWregMaxSteps = 16;", "constexpr int kWregMaxSteps = 32;"),
+    "wreg: 16-bit k8 steps": ("return hpad / 4 / (elem_size == 4 ? 8 : 16);", "return hpad / 4 / 8;"),
+    "wreg: part_s 2 quarters in smem": ("static_cast<size_t>(3) * 64 * kWregLdp",
+                                        "static_cast<size_t>(2) * 64 * kWregLdp"),
+    "wreg: z by every quarter": ("if (k_part == 0 && b < live && u < p.H) {", "if (b < live && u < p.H) {"),
+    "wreg host: any rows a CTA": ("else if (slabs != ctas || on_chip_wreg_steps", "else if (on_chip_wreg_steps"),
+    "wreg: guard B <= 16": ("if (p.B > 8 || blockDim.x", "if (p.B > 16 || blockDim.x"),
+    "wreg host: batch <= 16": ("if (B > 8)\n      c.why = \"W_hh in registers holds batch",
+                               "if (B > 16)\n      c.why = \"W_hh in registers holds batch"),
+    "wreg: wait dropped": ("if (s > 0) on_chip_wait(ctas);  // step s - 1's h_t in every rank's h_s\n    "
+                           "trace_stamp(p.trace, s, 1);    //", "trace_stamp(p.trace, s, 1);    //"),
 }
+
+
+def _resolve_edits(edits):
+    """An edit given as ((old, new), (old, new), ...) (the forms check_anchors takes as one): the first
+    whose old text is in rnn.cu (else the first, which then counts as not caught)."""
+    rnn = _mma.read_sources()[0]
+    return {name: next((e for e in edit if e[0] in rnn), edit[0]) if isinstance(edit[0], tuple) else edit
+            for name, edit in edits.items()}
+
+
+SOURCE_EDITS = _resolve_edits(SOURCE_EDITS)
+
+
+def _wreg_part_read():
+    """The epilogue's read of part_s in rnn.cu (the anchors take either): 8 (a float2 a quarter, batch
+    rows b0, b0 + 1) or 4 (two floats)."""
+    body = _code(_body(_mma.read_sources()[0], "rnn_on_chip_wreg_kernel(PersistentParams<scalar_t> p) {"))
+    return 8 if _code("*reinterpret_cast<const float2*>(part_s + (q * rows + ul)") in body else 4
+
+
+WREG_PART_READ = _wreg_part_read()
 NEUTRAL_EDIT = ("const int n_group = warp % 8, k_half = warp / 8;",
                 "const int n_group = warp % 8,  // the n8 tile group\n      k_half = warp / 8;  /* half of k */")
 
@@ -418,8 +675,9 @@ def kernel_accepts(B, H, ctas, major=9):
     return 1 <= tiles <= TILES and (ctas == 1 or clusters)
 
 
-def choose_on_chip(elem, B, H, major, asked):
-    """choose_on_chip's decision (TF32 allowed, RNNKERN_RNN_MATH unset): (use, ctas, smem, why)."""
+def choose_on_chip(elem, B, H, major, asked, registers=False):
+    """choose_on_chip's decision (TF32 allowed, RNNKERN_RNN_MATH unset; registers:
+    RNNKERN_RNN_ON_CHIP_W=registers): (use, ctas, smem, why)."""
     slabs = (H + 63) // 64
     clusters = major >= 9
     ctas = asked if asked > 0 else (slabs if clusters else 1)
@@ -435,10 +693,47 @@ def choose_on_chip(elem, B, H, major, asked):
         return False, ctas, 0, "RNNKERN_RNN_CLUSTER > 1 needs sm_90 clusters"
     if ctas > MAX_CTAS or slabs % ctas != 0 or slabs // ctas > TILES or (ctas > 1 and slabs // ctas == TILES):
         return False, ctas, 0, "RNNKERN_RNN_CLUSTER does not split H_pad into 64-256 rows a CTA (256: one CTA)"
+    if registers:
+        hpad = slabs * 64
+        smem = on_chip_wreg_smem(hpad, ctas, elem)
+        if B > WREG_MAX_B:
+            return False, ctas, 0, "W_hh in registers holds batch <= 8"
+        if slabs != ctas and not clusters:
+            return False, ctas, 0, "W_hh in registers above H 64 needs sm_90 clusters"
+        if slabs != ctas or on_chip_wreg_steps(hpad, elem) > WREG_MAX_STEPS:
+            return False, ctas, 0, "W_hh in registers needs 64 rows a CTA and H <= 512 (fp32) / 1024 (16-bit)"
+        if smem > OPTIN:
+            return False, ctas, smem, "h exceeds shared memory"
+        return True, ctas, smem, ""
     smem = on_chip_smem(slabs * 64, ctas, elem)
     if smem > OPTIN:
         return False, ctas, smem, "W_hh and h exceed shared memory"
     return True, ctas, smem, ""
+
+
+# the W-in-registers kernel's (rnn_on_chip_wreg_kernel)
+WREG_MAX_STEPS = 16  # kWregMaxSteps
+WREG_LDP = 24        # kWregLdp
+WREG_ROWS = 64       # its rows a CTA
+WREG_MAX_B = 8       # one n8 tile of batch rows (the guard's p.B > 8)
+
+
+def on_chip_wreg_steps(hpad, elem):
+    return hpad // 4 // (8 if elem == 4 else 16)
+
+
+def on_chip_wreg_smem(hpad, ctas, elem):
+    return (2 if ctas > 1 else 1) * on_chip_h_bytes(hpad, elem) + 3 * 64 * WREG_LDP * 4
+
+
+def wreg_kernel_accepts(elem, B, H, ctas, major=9):
+    """rnn_on_chip_wreg_kernel's guard (it __trap()s otherwise) in a launch of ctas CTAs: B <= 8 (one
+    n8 tile of batch rows), gridDim.x == ctas (the kernel's ctas: gridDim.x from sm_90, else 1), hpad ==
+    ctas * 64, on_chip_wreg_steps <= kWregMaxSteps."""
+    hpad = on_chip_hpad(H)
+    kctas = ctas if major >= 9 else 1
+    return B <= WREG_MAX_B and ctas == kctas and hpad == kctas * WREG_ROWS and \
+        on_chip_wreg_steps(hpad, elem) <= WREG_MAX_STEPS
 
 
 def staging_position(col, elem, mut=()):
@@ -530,6 +825,29 @@ class Geometry:
         self.smem = on_chip_smem(self.hpad, ctas, elem)
 
 
+class WregGeometry:
+    """rnn_on_chip_wreg_kernel's CTA: hpad / 64 ranks of 64 rows, h_bufs at byte 0, part_s after them
+    (the attributes Cluster reads, as Geometry's)."""
+
+    def __init__(self, elem, H):
+        self.elem, self.H = elem, H
+        self.per_word = 4 // elem
+        self.kk = 8 * self.per_word                    # one mma.sync's k
+        self.hpad = on_chip_hpad(H)
+        self.rows = WREG_ROWS
+        self.ctas = self.hpad // WREG_ROWS
+        self.ldh = mma_ldk(self.hpad, elem)
+        self.ldh_words = self.ldh * elem // 4
+        self.k_steps = on_chip_wreg_steps(self.hpad, elem)  # a warp's
+        self.buffers = 2 if self.ctas > 1 else 1
+        self.h_base = 0
+        self.buf_bytes = 16 * self.ldh * elem
+        self.part_base = self.buffers * self.buf_bytes
+        self.part_len = 3 * WREG_ROWS * WREG_LDP           # floats
+        self.end = self.part_base + 4 * self.part_len
+        self.smem = on_chip_wreg_smem(self.hpad, self.ctas, elem)
+
+
 def staged_image(g, src_bits, B, H):
     """(2)'s expectation: 16 x ldh operand bits with src_bits[b, col] at b, mma_k_position(col)
     (b < B, col < H), zero elsewhere."""
@@ -608,6 +926,7 @@ def ways_8byte(addr):
     return conflict_ways(words).reshape(a.shape[:-1] + (2,)).max(axis=-1)
 
 
+STD_IDS = dict(stage="2", out="4", gather="9", bank="5", region="6", hazard="7")
 SAME_THREAD = {"the epilogue's h_t", "the outputs' read-back"}  # (16-bit: a thread's own elements)
 
 
@@ -677,6 +996,250 @@ def k_schedule(half_steps, mut):
 
 
 # ---------------------------------------------------------------------------------------------
+# what both kernels share: the operands and the reference recurrence, and the cluster's ranks (their
+# shared memories, the barrier epochs, on_chip_stage_h0, on_chip_send, on_chip_wait, and the checks of
+# a step's outputs and of every rank's next buffer)
+
+Reference = collections.namedtuple("Reference", "Wb Wd s0bits zin act t_of h_ref out_ref sum_ref")
+
+
+def reference(case, hpad):
+    """The case's operands (W as hpad x hpad operand bits, zero padded; h_0's bits; z; backward's hf)
+    and the reference recurrence: h_ref[s] the 16 x hpad operand bits step s multiplies, out_ref[s]
+    its B x H outputs, sum_ref[s] h_ref[s] @ W.T (fp64, exact)."""
+    fmt, H, B, T_ = case.fmt, case.H, case.B, case.T
+    rng = np.random.default_rng(case.seed)
+    wbits = random_w_bits(fmt, H, rng, case.low_zero)
+    Wb = np.zeros((hpad, hpad), dtype=np.int64)
+    Wb[:H, :H] = wbits
+    Wd = decode_mma(fmt, Wb)
+    s0bits = encode(fmt, rng.integers(-3, 4, size=(B, H))) if case.with_state0 else None
+    zin = rng.integers(-3, 4, size=(T_, B, H)).astype(np.float64)
+    act = rng.integers(-3, 4, size=(T_, B, H)).astype(np.float64) if case.backward else np.zeros((T_, B, H))
+    t_of = [T_ - 1 - s if case.backward else s for s in range(T_)]
+    h_ref = [np.zeros((16, hpad), dtype=np.int64)]  # h_ref[s]: the operand bits step s multiplies
+    if case.with_state0:
+        h_ref[0][:B, :H] = s0bits
+    out_ref, sum_ref = [], []
+    for s in range(T_):
+        t, live = t_of[s], case.lives[t_of[s]]
+        sm = decode_mma(fmt, h_ref[s]) @ Wd.T  # 16 x hpad, fp64, exact
+        y = np.where(np.arange(B)[:, None] < live, epilogue_model(zin[t] + sm[:B, :H], act[t]), 0.0)
+        nxt = np.zeros((16, hpad), dtype=np.int64)
+        nxt[:B, :H] = encode(fmt, y)
+        out_ref.append(y)
+        sum_ref.append(sm)
+        h_ref.append(nxt)
+    return Reference(Wb, Wd, s0bits, zin, act, t_of, h_ref, out_ref, sum_ref)
+
+
+class Cluster:
+    """The ranks of one replay: their shared memories (mems), the barrier epochs (ep), and the pieces
+    both kernels run through the same helpers. ids maps what a finding is about to the check it counts
+    for: stage (on_chip_stage_h0), out (the outputs, the next buffers), gather (the all-gather's
+    pieces), bank (the all-gather's conflicts), region (alignment, bounds, unwritten bytes), hazard."""
+
+    def __init__(self, g, case, s0bits, bad, mut, stats, ids):
+        self.g, self.case, self.s0bits, self.bad, self.mut, self.stats, self.ids = g, case, s0bits, bad, mut, stats, ids
+        self.B, self.H, self.ctas, self.elem, self.fmt = case.B, case.H, g.ctas, g.elem, case.fmt
+        self.mems = [Smem(g.smem) for _ in range(g.ctas)]
+        self.ep = Epochs(g.ctas)
+        self.row_bytes = g.ldh * g.elem
+        # the all-gather's 16-byte pieces: i = threadIdx.x, threadIdx.x + 512, ... < (ctas - 1) * rank_chunks
+        self.row_chunks = g.rows * g.elem // 16
+        rank_chunks = self.B * self.row_chunks
+        self.gi = np.arange((g.ctas - 1) * rank_chunks)
+        self.gq = (0 if "gather_q_from_0" in mut else 1) + self.gi // rank_chunks
+        self.gb, self.gc = self.gi % rank_chunks // self.row_chunks, self.gi % self.row_chunks
+
+    def buf_base(self, buf):
+        return self.g.h_base + buf * self.g.buf_bytes
+
+    def h_image(self, mem, buf):
+        return mem.image(self.buf_base(buf), 16 * self.g.ldh, self.elem).reshape(16, self.g.ldh)
+
+    def h_access(self, rw, actor, target, buf, positions, what, step):
+        """An access of h_s buffer buf in rank target, region by region: the column slab of each rank
+        (positions [o * rows, (o + 1) * rows) of a row), and the rows' padding [hpad, ldh)."""
+        g = self.g
+        for o in np.unique(np.minimum(np.asarray(positions) % g.ldh, g.hpad) // g.rows):
+            self.ep.access(rw, actor, target, f"h_s buffer {buf} {'padding' if o == g.ctas else f'slab {o}'}", what,
+                           step)
+
+    def stage_h0(self, r):
+        """on_chip_stage_h0 up to its second __syncthreads in rank r: every buffer zeroed, __syncthreads,
+        h_0 into buffer 0; checks the zero fill, the placement and the image (ids stage)."""
+        g, mem, B, H, elem, bad, chk = self.g, self.mems[r], self.B, self.H, self.elem, self.bad, self.ids["stage"]
+        before = mem.count.copy()
+        mem.store(g.h_base + np.arange(g.buffers * 16 * g.ldh) * elem, 0, elem)
+        for b_ in range(g.buffers):
+            self.h_access("w", r, r, b_, np.arange(g.ldh), "the zero fill", -1)
+        d = mem.count - before
+        if (d[g.h_base:g.part_base] != 1).any() or d.sum() != g.buffers * g.buf_bytes:
+            bad(chk, f"rank {r}: the zero fill does not write each byte of the {g.buffers} buffer(s) once (and "
+                     f"nothing else)")
+        self.ep.syncthreads(r)
+        if self.case.with_state0:
+            i = np.arange(B * H)
+            b_, col = i // H, i % H
+            at = b_ * g.ldh + staging_position(col, elem, self.mut)
+            before = mem.count.copy()
+            mem.store(g.h_base + at * elem, self.s0bits[b_, col], elem)
+            self.h_access("w", r, r, 0, at, "the h_0 placement", -1)
+            placed = (mem.count - before)[g.h_base:g.h_base + g.buf_bytes].reshape(16 * g.ldh, elem)[:, 0]
+            if (mem.count - before).sum() != B * H * elem or placed.max() > 1 or ((at % g.ldh) >= g.hpad).any():
+                bad(chk, f"rank {r}: the h_0 placement does not write each (b < B, col < H) once into buffer 0, "
+                         f"inside positions < hpad")
+        want = staged_image(g, self.s0bits, B, H)
+        got = self.h_image(mem, 0)
+        if not np.array_equal(got, want):
+            bb, cc = np.argwhere(got != want)[0]
+            bad(chk, f"rank {r}: h_s buffer 0 [{bb} * ldh + {cc}] = {got[bb, cc]:#x}, expected {want[bb, cc]:#x} "
+                     f"(state0[b, col] at mma_k_position(col), zero at rows >= B, columns >= H, positions >= hpad)")
+        if g.buffers == 2 and self.h_image(mem, 1).any():
+            bad(chk, f"rank {r}: h_s buffer 1 not zero after the start")
+
+    def start_barrier(self):
+        """on_chip_stage_h0's end, every rank: __syncthreads; a cluster: arrive, wait (every rank's
+        buffers zeroed before any rank writes into them)."""
+        nib = "no_init_barrier" in self.mut
+        for r in range(self.ctas):
+            self.ep.syncthreads(r)
+            if self.ctas > 1 and not nib:
+                self.ep.arrive(r)
+        if self.ctas > 1 and not nib:
+            for r in range(self.ctas):
+                self.ep.wait_(r)
+
+    def wait(self, r, s):
+        """on_chip_wait before step s's products (s > 0)."""
+        if self.ctas > 1 and s > 0 and "no_wait" not in self.mut:
+            self.ep.wait_(r)
+
+    def send(self, r, s, wbuf, publish):
+        """on_chip_send from rank r at step s (its h_t in buffer wbuf): one CTA, __syncthreads; a
+        cluster, __syncthreads, on publishing steps the all-gather of columns [u0, u0 + rows) of rows
+        < B into every other rank, the arrival."""
+        g, mem, mut, bad, ids, elem, stats = self.g, self.mems[r], self.mut, self.bad, self.ids, self.elem, self.stats
+        ctas, u0, B, ep = self.ctas, r * g.rows, self.B, self.ep
+        if ctas == 1:
+            ep.syncthreads(r)
+            return
+        if "gather_before_sync" not in mut:
+            ep.syncthreads(r)
+        gi, gb, gc, row_chunks = self.gi, self.gb, self.gc, self.row_chunks
+        if publish and len(gi):
+            base = self.buf_base(wbuf)
+            off = (gb * g.ldh + (0 if "gather_no_u0" in mut else u0)) * elem + gc * 16
+            src = base + off
+            words, wrote = [], np.ones(len(gi), dtype=bool)
+            for k in range(4):
+                v_, ok_, w_ = mem.load(src + 4 * k, 4)
+                words.append(v_)
+                wrote &= w_ & ok_
+            if not wrote.all():
+                bad(ids["region"], f"rank {r} step {s}: an all-gather load reads bytes never written")
+            rel = off - gb * self.row_bytes
+            if (src % 16).any() or (gb >= B).any() or (rel < u0 * elem).any() or \
+                    (rel + 16 > (u0 + g.rows) * elem).any():
+                bad(ids["gather"], f"rank {r} step {s}: an all-gather piece misaligned or outside row b < B's "
+                                   f"positions [u0, u0 + rows) of buffer {wbuf}")
+            peers = (r + self.gq) % ctas
+            cover = np.zeros((ctas, B, row_chunks), dtype=np.int64)
+            np.add.at(cover, (peers, gb, gc), 1)
+            want_cover = np.ones((ctas, B, row_chunks), dtype=np.int64)
+            want_cover[r] = 0
+            if not np.array_equal(cover, want_cover) or peers[0] != (r + 1) % ctas:
+                bad(ids["gather"], f"rank {r} step {s}: the all-gather does not send each (b < B, piece) to every "
+                                   f"other rank once, from rank + 1 (ranks {sorted(set(peers.tolist()))})")
+            self.h_access("r", r, r, wbuf, off // elem, "the all-gather's loads", s)
+            for peer in range(ctas):
+                sel = peers == peer
+                if not sel.any():
+                    continue
+                self.h_access("w", r, peer, wbuf, off[sel] // elem, "the all-gather's stores", s)
+                self.mems[peer].store(np.concatenate([src[sel] + 4 * k for k in range(4)]),
+                                      np.concatenate([words[k][sel] for k in range(4)]), 4)
+            # the 16-byte loads (and stores: the same offsets): each quarter-warp's 8 lanes
+            lanes = np.full(-(-len(gi) // 8) * 8, -1, dtype=np.int64)
+            lanes[:len(gi)] = src // 4
+            qw = lanes.reshape(-1, 8)
+            qwords = (qw[:, :, None] + np.arange(4)[None, None, :]).reshape(len(qw), 32)
+            qwords = np.where(np.repeat(qw, 4, axis=1) < 0, qwords[:, :1], qwords)  # idle lanes
+            gw = conflict_ways(qwords)
+            if gw.max() > 1:
+                bad(ids["bank"], f"rank {r} step {s}: a {gw.max()}-way bank conflict in the all-gather's 16-byte "
+                                 f"loads (a quarter-warp)")
+            if stats is not None:
+                stats["G16"] = stats.get("G16", 0) + len(qw)
+                stats["remote"] = stats.get("remote", 0) + len(gi)
+        ep.arrive(r)
+
+    def output_checks(self, s, t, seq_t, out_ref_s, ocount, owriter, reader, z_check):
+        """A step's outputs: each (b < B, u < H) written once, by the rank whose rows hold u (ids out), ==
+        the reference; z / hf loaded only by the thread that then writes the output (check z_check)."""
+        bad, chk, rows = self.bad, self.ids["out"], self.g.rows
+        rk = np.arange(self.H)[None, :] // rows
+        if (ocount != 1).any():
+            bb, uu = np.argwhere(ocount != 1)[0]
+            bad(chk, f"step {s}: output (b {bb}, u {uu}) written {ocount[bb, uu]} times (each (b < B, u < H) once)")
+        elif (owriter // NTHREADS != rk).any():
+            bb, uu = np.argwhere(owriter // NTHREADS != rk)[0]
+            bad(chk, f"step {s}: output (b {bb}, u {uu}) written by rank {owriter[bb, uu] // NTHREADS}, its rows are "
+                     f"rank {uu // rows}'s")
+        if ((reader >= 0) & (reader != owriter)).any():
+            bb, uu = np.argwhere((reader >= 0) & (reader != owriter))[0]
+            bad(z_check, f"step {s}: z / hf of (b {bb}, u {uu}) loaded by thread {reader[bb, uu]}, the output written "
+                         f"by {owriter[bb, uu]} (rank * 512 + thread)")
+        if not np.array_equal(seq_t, out_ref_s):
+            bb, uu = np.argwhere(seq_t != out_ref_s)[0]
+            bad(chk, f"step {s}: seq[{t}][{bb}, {uu}] = {seq_t[bb, uu]}, the reference recurrence gives "
+                     f"{out_ref_s[bb, uu]}")
+
+    def next_buffer_checks(self, s, wbuf, h_counts, h_next_ref):
+        """After step s (h_counts: each rank's h_s write counts before it): every rank's buffer wbuf == a
+        fresh staging of h_t, each (b < B, position < hpad) written once, nothing else; the last step:
+        each rank's own columns only (ids out)."""
+        g, B, H, elem, bad, chk = self.g, self.B, self.H, self.elem, self.bad, self.ids["out"]
+        last = s + 1 >= self.case.T
+        for r in range(self.ctas):
+            dcount = self.mems[r].count[g.h_base:g.part_base] - h_counts[r]
+            want_w = np.zeros((g.buffers, 16, g.ldh), dtype=np.int64)
+            want_w[wbuf, :B, :g.hpad] = 1
+            if last:  # the last step: its own columns only (read back for the outputs), no all-gather
+                want_w[wbuf, :B, :] = 0
+                want_w[wbuf, :B, r * g.rows:(r + 1) * g.rows] = 1
+            wrote = dcount.reshape(g.buffers, 16, g.ldh, elem)
+            if not (wrote == want_w[..., None]).all():
+                bb = np.argwhere((wrote != want_w[..., None]).any(axis=-1))[0]
+                bad(chk, f"step {s}: rank {r}'s h_s buffer {bb[0]} element ({bb[1]}, {bb[2]}) written "
+                         f"{wrote[tuple(bb)].max()} times, expected {want_w[tuple(bb)]} (each (b < B, position < "
+                         f"hpad) once, in buffer {wbuf} only)")
+            got, fresh = self.h_image(self.mems[r], wbuf), staged_image(g, h_next_ref[:B, :H], B, H)
+            if last:
+                got, fresh = got[:, r * g.rows:(r + 1) * g.rows], fresh[:, r * g.rows:(r + 1) * g.rows]
+            if not np.array_equal(got, fresh):
+                bb, cc = np.argwhere(got != fresh)[0]
+                bad(chk, f"after step {s} rank {r}'s buffer {wbuf} [{bb} * ldh + {cc + (r * g.rows if last else 0)}] "
+                         f"= {got[bb, cc]:#x}, a fresh staging of h_t gives {fresh[bb, cc]:#x}")
+
+    def finish(self):
+        """The wait after the loop; the arrivals and waits pair up; the hazards (ids hazard)."""
+        chk = self.ids["hazard"]
+        if self.ctas > 1:
+            for r in range(self.ctas):
+                self.ep.wait_(r)
+            if len(set(self.ep.arr)) != 1 or self.ep.arr != self.ep.wait:
+                self.bad(chk, f"cluster arrivals {self.ep.arr} and waits {self.ep.wait} do not pair up (every rank "
+                              f"the same count)")
+            if self.ep.early:
+                self.bad(chk, f"a wait on a phase not every rank arrives at (ranks {sorted(set(self.ep.early))})")
+        races = self.ep.races()
+        if races:
+            self.bad(chk, f"{len(races)} unordered access pair(s), e.g. {races[0]}")
+
+
+# ---------------------------------------------------------------------------------------------
 # the replay: all ranks of the cluster, T steps
 
 Case = collections.namedtuple("Case", "fmt H ctas B T lives backward seed with_state0 low_zero")
@@ -714,28 +1277,7 @@ def run(case, mut=frozenset(), stats=None):
         return decode_mma(fmt, (np.asarray(regs)[..., None] >> shift) & mask16)
 
     # ---- operands and the reference recurrence
-    rng = np.random.default_rng(case.seed)
-    wbits = random_w_bits(fmt, H, rng, case.low_zero)
-    Wb = np.zeros((hpad, hpad), dtype=np.int64)
-    Wb[:H, :H] = wbits
-    Wd = decode_mma(fmt, Wb)
-    s0bits = encode(fmt, rng.integers(-3, 4, size=(B, H))) if case.with_state0 else None
-    zin = rng.integers(-3, 4, size=(T_, B, H)).astype(np.float64)
-    act = rng.integers(-3, 4, size=(T_, B, H)).astype(np.float64) if case.backward else np.zeros((T_, B, H))
-    t_of = [T_ - 1 - s if case.backward else s for s in range(T_)]
-    h_ref = [np.zeros((16, hpad), dtype=np.int64)]  # h_ref[s]: the operand bits step s multiplies
-    if case.with_state0:
-        h_ref[0][:B, :H] = s0bits
-    out_ref, sum_ref = [], []
-    for s in range(T_):
-        t, live = t_of[s], case.lives[t_of[s]]
-        sm = decode_mma(fmt, h_ref[s]) @ Wd.T  # 16 x hpad, fp64, exact
-        y = np.where(np.arange(B)[:, None] < live, epilogue_model(zin[t] + sm[:B, :H], act[t]), 0.0)
-        nxt = np.zeros((16, hpad), dtype=np.int64)
-        nxt[:B, :H] = encode(fmt, y)
-        out_ref.append(y)
-        sum_ref.append(sm)
-        h_ref.append(nxt)
+    Wb, Wd, s0bits, zin, act, t_of, h_ref, out_ref, sum_ref = reference(case, hpad)
     seq = zin.copy()  # the kernel's seq: z in, y out
 
     # (6) the regions the pointers use
@@ -744,31 +1286,14 @@ def run(case, mut=frozenset(), stats=None):
         bad("6", f"on_chip_smem {g.smem} != the regions' end {g.end} (W {g.w_bytes}, h_bufs at {g.h_base}, buffer "
                  f"{g.buf_bytes} vs on_chip_h_bytes {on_chip_h_bytes(hpad, elem)}, part_s at {g.part_base}) or a "
                  f"region misaligned")
-    mems = [Smem(g.smem) for _ in range(ctas)]
-    ep = Epochs(ctas)
-    row_bytes = ldh * elem
+    cx = Cluster(g, case, s0bits, bad, mut, stats, STD_IDS)
+    mems, ep, row_bytes = cx.mems, cx.ep, cx.row_bytes
+    buf_base, h_access = cx.buf_base, cx.h_access
 
-    def buf_base(buf):
-        return g.h_base + buf * g.buf_bytes
-
-    def h_image(mem, buf):
-        return mem.image(buf_base(buf), 16 * ldh, elem).reshape(16, ldh)
-
-    def h_access(rw, actor, target, buf, positions, what, step):
-        """An access of h_s buffer buf in rank target, region by region: the column slab of each rank
-        (positions [o * rows, (o + 1) * rows) of a row), and the rows' padding [hpad, ldh)."""
-        for o in np.unique(np.minimum(np.asarray(positions) % ldh, hpad) // rows):
-            ep.access(rw, actor, target, f"h_s buffer {buf} {'padding' if o == ctas else f'slab {o}'}", what, step)
-
-    # ---- each rank's start: h_s zeroed, its rows of W, __syncthreads, h_0 into buffer 0
+    # ---- each rank's start: its rows of W, then on_chip_stage_h0 (h_s zeroed, __syncthreads, h_0 into
+    # buffer 0, __syncthreads, a cluster's arrive and wait)
     for r in range(ctas):
         mem, u0 = mems[r], r * rows
-        mem.store(g.h_base + np.arange(g.buffers * 16 * ldh) * elem, 0, elem)
-        for b_ in range(g.buffers):
-            h_access("w", r, r, b_, np.arange(ldh), "the zero fill", -1)
-        if (mem.count[g.h_base:g.part_base] != 1).any() or mem.count.sum() != g.buffers * g.buf_bytes:
-            bad("2", f"rank {r}: the zero fill does not write each byte of the {g.buffers} buffer(s) once (and nothing "
-                     f"else)")
         i = np.arange(rows * hpad)
         n, c = i // hpad, i % hpad
         u = n if "fill_no_u0" in mut else u0 + n
@@ -796,33 +1321,8 @@ def run(case, mut=frozenset(), stats=None):
                 bad("1", f"rank {r}: the 16-bit W fill does not write each (n < rows, position < hpad) once, nothing "
                          f"else")
         ep.access("w", r, r, "W", "the W fill", -1)
-        ep.syncthreads(r)
-        if case.with_state0:
-            i = np.arange(B * H)
-            b_, col = i // H, i % H
-            at = b_ * ldh + staging_position(col, elem, mut)
-            before = mem.count.copy()
-            mem.store(g.h_base + at * elem, s0bits[b_, col], elem)
-            h_access("w", r, r, 0, at, "the h_0 placement", -1)
-            placed = (mem.count - before)[g.h_base:g.h_base + g.buf_bytes].reshape(16 * ldh, elem)[:, 0]
-            if (mem.count - before).sum() != B * H * elem or placed.max() > 1 or ((at % ldh) >= hpad).any():
-                bad("2", f"rank {r}: the h_0 placement does not write each (b < B, col < H) once into buffer 0, inside "
-                         f"positions < hpad")
-        want = staged_image(g, s0bits, B, H)
-        got = h_image(mem, 0)
-        if not np.array_equal(got, want):
-            bb, cc = np.argwhere(got != want)[0]
-            bad("2", f"rank {r}: h_s buffer 0 [{bb} * ldh + {cc}] = {got[bb, cc]:#x}, expected {want[bb, cc]:#x} "
-                     f"(state0[b, col] at mma_k_position(col), zero at rows >= B, columns >= H, positions >= hpad)")
-        if g.buffers == 2 and h_image(mem, 1).any():
-            bad("2", f"rank {r}: h_s buffer 1 not zero after the start")
-    for r in range(ctas):  # h_0 in place; a cluster: every rank's buffers zeroed before any writes into them
-        ep.syncthreads(r)
-        if ctas > 1 and "no_init_barrier" not in mut:
-            ep.arrive(r)
-    if ctas > 1 and "no_init_barrier" not in mut:
-        for r in range(ctas):
-            ep.wait_(r)
+        cx.stage_h0(r)
+    cx.start_barrier()
     w_counts = [m.count[:g.w_bytes].copy() for m in mems]
 
     # ---- the k schedule (the same for every warp), each rank's B fragments (W is not written again)
@@ -921,12 +1421,6 @@ def run(case, mut=frozenset(), stats=None):
     upper_rows = B > (9 if "upper_rows_b_gt_9" in mut else 8)  # h's rows 8..15 hold sequences
     a_off = 4 * (G[None, :] * ldh_words + 2 * T[None, :] +
                  (0 if "a_no_k_half" in mut else 1) * k_half[:, None] * hs * 8)
-    # the all-gather's 16-byte pieces: i = threadIdx.x, threadIdx.x + 512, ... < (ctas - 1) * rank_chunks
-    row_chunks = rows * elem // 16
-    rank_chunks = B * row_chunks
-    gi = np.arange((ctas - 1) * rank_chunks)
-    gq = (0 if "gather_q_from_0" in mut else 1) + gi // rank_chunks
-    gb, gc = gi % rank_chunks // row_chunks, gi % row_chunks
 
     # ---- the steps
     for s in range(T_):
@@ -952,8 +1446,7 @@ def run(case, mut=frozenset(), stats=None):
             z[zm] = seq[t, bo[zm], uz[zm]]
             hf[zm] = act[t, bo[zm], uz[zm]]
             reader[bo[zm], uz[zm]] = tid[zm]
-            if ctas > 1 and s > 0 and "no_wait" not in mut:
-                ep.wait_(r)
+            cx.wait(r, s)
             # both halves' products
             acc = np.zeros((NWARPS, TILES, 32, 4))
             if live > 0:
@@ -1056,57 +1549,7 @@ def run(case, mut=frozenset(), stats=None):
                 rd = (g.part_base // 4 + pidx).transpose(0, 1, 3, 2).reshape(-1, 32)
                 keep = valid_l.transpose(0, 1, 3, 2).reshape(-1, 32).all(axis=1)
                 stats.setdefault("read_ways", collections.Counter()).update(conflict_ways(rd[keep]).tolist())
-            if ctas > 1:
-                # __syncthreads, the all-gather of this CTA's columns into every other rank, the arrival
-                if "gather_before_sync" not in mut:
-                    ep.syncthreads(r)
-                if publish and len(gi):
-                    off = (gb * ldh + (0 if "gather_no_u0" in mut else u0)) * elem + gc * 16
-                    src = base + off
-                    words, wrote = [], np.ones(len(gi), dtype=bool)
-                    for k in range(4):
-                        v_, ok_, w_ = mem.load(src + 4 * k, 4)
-                        words.append(v_)
-                        wrote &= w_ & ok_
-                    if not wrote.all():
-                        bad("6", f"rank {r} step {s}: an all-gather load reads bytes never written")
-                    rel = off - gb * row_bytes
-                    if (src % 16).any() or (gb >= B).any() or (rel < u0 * elem).any() or \
-                            (rel + 16 > (u0 + rows) * elem).any():
-                        bad("9", f"rank {r} step {s}: an all-gather piece misaligned or outside row b < B's positions "
-                                 f"[u0, u0 + rows) of buffer {wbuf}")
-                    peers = (r + gq) % ctas
-                    cover = np.zeros((ctas, B, row_chunks), dtype=np.int64)
-                    np.add.at(cover, (peers, gb, gc), 1)
-                    want_cover = np.ones((ctas, B, row_chunks), dtype=np.int64)
-                    want_cover[r] = 0
-                    if not np.array_equal(cover, want_cover) or peers[0] != (r + 1) % ctas:
-                        bad("9", f"rank {r} step {s}: the all-gather does not send each (b < B, piece) to every other "
-                                 f"rank once, from rank + 1 (ranks {sorted(set(peers.tolist()))})")
-                    h_access("r", r, r, wbuf, off // elem, "the all-gather's loads", s)
-                    for peer in range(ctas):
-                        sel = peers == peer
-                        if not sel.any():
-                            continue
-                        h_access("w", r, peer, wbuf, off[sel] // elem, "the all-gather's stores", s)
-                        mems[peer].store(np.concatenate([src[sel] + 4 * k for k in range(4)]),
-                                         np.concatenate([words[k][sel] for k in range(4)]), 4)
-                    # the 16-byte loads (and stores: the same offsets): each quarter-warp's 8 lanes
-                    lanes = np.full(-(-len(gi) // 8) * 8, -1, dtype=np.int64)
-                    lanes[:len(gi)] = src // 4
-                    qw = lanes.reshape(-1, 8)
-                    qwords = (qw[:, :, None] + np.arange(4)[None, None, :]).reshape(len(qw), 32)
-                    qwords = np.where(np.repeat(qw, 4, axis=1) < 0, qwords[:, :1], qwords)  # idle lanes
-                    gw = conflict_ways(qwords)
-                    if gw.max() > 1:
-                        bad("5", f"rank {r} step {s}: a {gw.max()}-way bank conflict in the all-gather's 16-byte loads "
-                                 f"(a quarter-warp)")
-                    if stats is not None:
-                        stats["G16"] = stats.get("G16", 0) + len(qw)
-                        stats["remote"] = stats.get("remote", 0) + len(gi)
-                ep.arrive(r)
-            else:
-                ep.syncthreads(r)
+            cx.send(r, s, wbuf, publish)
             # the outputs to seq[t] (after the arrival): fp32 from acc, 16-bit read back from h_next
             uo = ulo if "out_no_u0" in mut else u0 + ulo
             om = valid_l & (bo < B) & (uo < H)
@@ -1129,59 +1572,13 @@ def run(case, mut=frozenset(), stats=None):
             bad("3", f"step {s}: {int((~(sums_all == want_sum)).sum())} of {16 * hpad} sums wrong, e.g. (b {bb}, u "
                      f"{uu}): "
                      f"acc + part_s = {sums_all[bb, uu]}, h @ W.T = {want_sum[bb, uu]}")
-        rk = np.arange(H)[None, :] // rows
-        if (ocount != 1).any():
-            bb, uu = np.argwhere(ocount != 1)[0]
-            bad("4", f"step {s}: output (b {bb}, u {uu}) written {ocount[bb, uu]} times (each (b < B, u < H) once)")
-        elif (owriter // NTHREADS != rk).any():
-            bb, uu = np.argwhere(owriter // NTHREADS != rk)[0]
-            bad("4", f"step {s}: output (b {bb}, u {uu}) written by rank {owriter[bb, uu] // NTHREADS}, its rows are "
-                     f"rank "
-                     f"{uu // rows}'s")
-        if ((reader >= 0) & (reader != owriter)).any():
-            bb, uu = np.argwhere((reader >= 0) & (reader != owriter))[0]
-            bad("3", f"step {s}: z / hf of (b {bb}, u {uu}) loaded by thread {reader[bb, uu]}, the output written by "
-                     f"{owriter[bb, uu]} (rank * 512 + thread)")
-        if not np.array_equal(seq[t], out_ref[s]):
-            bb, uu = np.argwhere(seq[t] != out_ref[s])[0]
-            bad("4", f"step {s}: seq[{t}][{bb}, {uu}] = {seq[t][bb, uu]}, the reference recurrence gives "
-                     f"{out_ref[s][bb, uu]}")
-        for r in range(ctas):
-            dcount = mems[r].count[g.h_base:g.part_base] - h_counts[r]
-            want_w = np.zeros((g.buffers, 16, ldh), dtype=np.int64)
-            want_w[wbuf, :B, :hpad] = 1
-            if s + 1 >= T_:  # the last step: its own columns only (read back for the outputs), no all-gather
-                want_w[wbuf, :B, :] = 0
-                want_w[wbuf, :B, r * rows:(r + 1) * rows] = 1
-            wrote = dcount.reshape(g.buffers, 16, ldh, elem)
-            if not (wrote == want_w[..., None]).all():
-                bb = np.argwhere((wrote != want_w[..., None]).any(axis=-1))[0]
-                bad("4", f"step {s}: rank {r}'s h_s buffer {bb[0]} element ({bb[1]}, {bb[2]}) written "
-                         f"{wrote[tuple(bb)].max()} times, expected {want_w[tuple(bb)]} (each (b < B, position < hpad) "
-                         f"once, in buffer {wbuf} only)")
-            got, fresh = h_image(mems[r], wbuf), staged_image(g, h_ref[s + 1][:B, :H], B, H)
-            if s + 1 >= T_:
-                got, fresh = got[:, r * rows:(r + 1) * rows], fresh[:, r * rows:(r + 1) * rows]
-            if not np.array_equal(got, fresh):
-                bb, cc = np.argwhere(got != fresh)[0]
-                bad("4", f"after step {s} rank {r}'s buffer {wbuf} "
-                         f"[{bb} * ldh + {cc + (r * rows if s + 1 >= T_ else 0)}] "
-                         f"= {got[bb, cc]:#x}, a fresh staging of h_t gives {fresh[bb, cc]:#x}")
-    if ctas > 1:  # the wait after the loop
-        for r in range(ctas):
-            ep.wait_(r)
-        if len(set(ep.arr)) != 1 or ep.arr != ep.wait:
-            bad("7", f"cluster arrivals {ep.arr} and waits {ep.wait} do not pair up (every rank the same count)")
-        if ep.early:
-            bad("7", f"a wait on a phase not every rank arrives at (ranks {sorted(set(ep.early))})")
-
-    # (6) nothing stored into W after the fill; (7) the hazards
+        cx.output_checks(s, t, seq[t], out_ref[s], ocount, owriter, reader, "3")
+        cx.next_buffer_checks(s, wbuf, h_counts, h_ref[s + 1])
+    # (6) nothing stored into W after the fill; (7) the wait after the loop, the barriers, the hazards
     for r in range(ctas):
         if not np.array_equal(mems[r].count[:g.w_bytes], w_counts[r]):
             bad("6", f"rank {r}: a store into W after the fill")
-    races = ep.races()
-    if races:
-        bad("7", f"{len(races)} unordered access pair(s), e.g. {races[0]}")
+    cx.finish()
     return found
 
 
@@ -1191,6 +1588,19 @@ def run(case, mut=frozenset(), stats=None):
 H_LIST = [1, 7, 63, 64, 65, 129, 200, 256, 300, 512, 640, 1000, 1024]
 B_LIST = [1, 3, 8, 16]
 
+
+
+def _lives(rng, B, T_, kind):
+    """Live sequences a step: 0 all live, 1 shrinking, 2 one step at 0, 3 random."""
+    if kind == 0:
+        return [B] * T_
+    if kind == 1:
+        return sorted(rng.integers(1, B + 1, size=T_).tolist(), reverse=True)
+    if kind == 2:
+        lives = [B] * T_
+        lives[int(rng.integers(0, T_))] = 0
+        return lives
+    return rng.integers(0, B + 1, size=T_).tolist()
 
 def launchable(elem, H):
     """The ctas choose_on_chip takes on sm_90 for H (its default, and each RNNKERN_RNN_CLUSTER that fits)."""
@@ -1219,16 +1629,7 @@ def cases():
                 for B in bs:
                     seed += 1
                     T_ = 3 + seed % 2
-                    kind = seed % 4  # 0: all live, 1: shrinking, 2: one step at 0, 3: random
-                    if kind == 0:
-                        lives = [B] * T_
-                    elif kind == 1:
-                        lives = sorted(rng.integers(1, B + 1, size=T_).tolist(), reverse=True)
-                    elif kind == 2:
-                        lives = [B] * T_
-                        lives[int(rng.integers(0, T_))] = 0
-                    else:
-                        lives = rng.integers(0, B + 1, size=T_).tolist()
+                    lives = _lives(rng, B, T_, seed % 4)
                     out.append(Case(fmt, H, ctas, B, T_, tuple(int(x) for x in lives), seed % 3 == 2, seed,
                                     seed % 7 != 0, 13 if seed % 2 else 8))
     # one and two steps (no all-gather at all / one): the barriers still pair up; B 9 and 12 (h's rows
@@ -1241,6 +1642,391 @@ Case("bf16", 65, 2, 3, 1, (3,), False, seed + 1, True, 13),
             Case("tf32", 129, 3, 8, 2, (8, 5), True, seed + 3, True, 13),
             Case("f16", 300, 5, 16, 2, (16, 0), False, seed + 4, False, 13)]
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the W-in-registers kernel (rnn_on_chip_wreg_kernel): all ranks, T steps
+
+WREG_IDS = dict(stage="Rc", out="Rc", gather="Rc", bank="Rc", region="Rc", hazard="Rf")
+
+
+def wreg_word(Wp, u, c, elem, mut=()):
+    """wreg_word(p, u, c) from W's operand bits Wp (zero past H): fp32 the value's bits; 16-bit
+    columns c (the low half) and c + 1 (the high)."""
+    if elem == 4:
+        return Wp[u, c]
+    lo, hi = Wp[u, c], Wp[u, c + 1]
+    if "wreg_halves_swapped" in mut:
+        lo, hi = hi, lo
+    return lo | (hi << 16)
+
+
+def wreg_b_schedule(k_steps, mut=()):
+    """rnn_on_chip_wreg_kernel's prefetching k-loop: next = k-step 0's load; for ks = 0 .. k_steps - 1
+    (the break): b = next, k-step ks + 1's load into next (if ks + 1 < k_steps), the MMA on b. Returns
+    the k-step of each load and, for each k-step multiplied in order, the load its registers come
+    from."""
+    loads, uses = [0], []
+    nxt = 0
+    for ks in range(WREG_MAX_STEPS):
+        if ks >= k_steps:
+            break
+        b = nxt
+        if ks + 1 < k_steps:
+            loads.append(ks if "wreg_prefetch_same_ks" in mut else ks + 1)
+            nxt = len(loads) - 1
+        uses.append(b)
+    return loads, uses
+
+
+def run_wreg(case, mut=frozenset(), stats=None):
+    """Replays rnn_on_chip_wreg_kernel<scalar_t> for case (every rank of hpad / 64, every step).
+    Returns findings [(check, msg)]."""
+    found = []
+    name = f"registers {case_name(case)}"
+
+    def bad(check, msg):
+        found.append((check, f"{name}: {msg}"))
+
+    fmt, H, B, T_ = case.fmt, case.H, case.B, case.T
+    elem = FMTS[fmt]
+    g = WregGeometry(elem, H)
+    ctas, hpad, ldh, ldh_words, rows = g.ctas, g.hpad, g.ldh, g.ldh_words, g.rows
+    per_word, K, ksn = g.per_word, g.kk, g.k_steps
+    tb = ptx_tables(per_word)
+    pack, shift = pack_fn(per_word)
+    mask16 = 0xFFFFFFFF if per_word == 1 else 0xFFFF
+
+    def elements(regs):  # registers -> the element values the tensor core takes (..., per_word)
+        return decode_mma(fmt, (np.asarray(regs)[..., None] >> shift) & mask16)
+
+    if case.ctas != ctas or not wreg_kernel_accepts(elem, B, H, ctas):
+        bad("Re", f"the kernel's guard refuses B {B} at {ctas} CTAs (k-steps {ksn})")
+        return found
+    Wb, Wd, s0bits, zin, act, t_of, h_ref, out_ref, sum_ref = reference(case, hpad)
+    seq = zin.copy()  # the kernel's seq: z in, y out
+    if g.smem != g.end or g.part_base % 16 or g.buf_bytes % 16:
+        bad("Re", f"on_chip_wreg_smem {g.smem} != the regions' end {g.end} (h_bufs {g.buffers} x {g.buf_bytes}, "
+                  f"part_s at {g.part_base}) or a region misaligned")
+    cx = Cluster(g, case, s0bits, bad, mut, stats, WREG_IDS)
+    mems, ep = cx.mems, cx.ep
+    row_bytes = cx.row_bytes
+
+    # ---- the registers' formulas: the row and column wreg_word reads for each (warp, ks, lane, register)
+    warps = np.arange(NWARPS)
+    m_tile, k_part = warps % 4, warps // 4
+    k_true = k_part * ksn                                               # the warp's quarter: its first k-step
+    k_first = 0 * k_part if "wreg_no_k_first" in mut else k_true
+    KS = np.arange(WREG_MAX_STEPS)
+    mine = KS < ksn
+    c0 = (k_first[:, None, None] + KS[None, :, None]) * K + T[None, None, :] * per_word  # (16, 16 ks, 32)
+    c1 = c0 if "wreg_c1_eq_c0" in mut else c0 + 4 * per_word
+    ur = np.broadcast_to((m_tile * 16)[:, None, None] + G[None, None, :], c0.shape)      # local row u - u0
+    u8 = ur if "wreg_no_row8" in mut else ur + 8
+    held_u = np.stack([ur, u8, ur, u8], axis=-1)                      # (16, 16, 32, 4)
+    held_c = np.stack([c0, c0, c1, c1], axis=-1)
+    mine4 = np.broadcast_to(mine[None, :, None, None], held_c.shape)
+    # (a) without values: each register half holds the (row, column) PTX's A layout puts there for the
+    # warp's m tile and k-step, and the 16 warps' halves hold each (row < 64, k < hpad) once
+    e = np.arange(per_word)
+    half_c = held_c[..., None] + ((1 - e) if "wreg_halves_swapped" in mut and per_word == 2 else e)
+    half_u = np.broadcast_to(held_u[..., None], half_c.shape)
+    sel = np.broadcast_to(mine4[..., None], half_c.shape)
+    ptx_u = np.broadcast_to((m_tile * 16)[:, None, None, None, None] + tb["a_row"][None, None], half_c.shape)
+    ptx_c = (k_true[:, None, None, None, None] + KS[None, :, None, None, None]) * K + tb["a_col"][None, None]
+    if (half_u != ptx_u)[sel].any() or (half_c != ptx_c)[sel].any():
+        w_, k_ = np.argwhere(((half_u != ptx_u) | (half_c != ptx_c)) & sel)[0][:2]
+        bad("Ra", f"warp {w_} k-step {k_}: a register half holds W's (row, column) where PTX's A layout of the "
+                  f"warp's m tile {m_tile[w_]} / k-step {k_true[w_] + k_} wants another")
+    inside = sel & (half_u >= 0) & (half_u < rows) & (half_c >= 0) & (half_c < hpad)
+    cover = np.zeros((rows, hpad), dtype=np.int64)
+    np.add.at(cover, (half_u[inside], half_c[inside]), 1)
+    if (cover != 1).any() or (inside != sel).any():
+        n_, k_ = np.argwhere(cover != 1)[0] if (cover != 1).any() else (-1, -1)
+        bad("Ra", f"the 16 warps' registers do not hold each (row < 64, k < hpad) of the CTA's W once (e.g. row {n_} "
+                  f"k {k_}: {cover[n_, k_] if n_ >= 0 else '-'} times)")
+    # past the warp's k-steps the kernel reads column H (or masks by ks < k_steps): zeros either way
+    if "wreg_tail_not_zero" not in mut:
+        held_c = np.where(mine4, held_c, H)
+    Wp = np.zeros((hpad, 2 * hpad + 64), dtype=np.int64)  # (zeros past H, where column H + .. lands too)
+    Wp[:, :hpad] = Wb
+    cm = np.clip(held_c, 0, Wp.shape[1] - 2)
+    pc = np.where(sel, ptx_c, 0)
+    a_el = []
+    for r in range(ctas):
+        u0 = r * rows
+        wa = wreg_word(Wp, u0 + held_u, cm, elem, mut)
+        want = np.where(mine4, pack(Wb[u0 + ptx_u, pc]), 0)
+        if not np.array_equal(wa, want):
+            w_, k_, l_, x_ = np.argwhere(wa != want)[0]
+            bad("Ra", f"rank {r}: {int((wa != want).sum())} W registers differ from PTX's A layout of W[u0 + "
+                      f"m_tile * 16 + row, quarter's k] bit for bit (zeros past H and past k_steps), e.g. warp {w_} "
+                      f"wa[{k_}][{x_}] lane {l_}: {wa[w_, k_, l_, x_]:#x}, expected {want[w_, k_, l_, x_]:#x}")
+        Am = np.full((NWARPS, ksn, 16, K), np.nan)
+        Am[:, :, tb["a_row"].ravel(), tb["a_col"].ravel()] = elements(wa[:, :ksn]).reshape(NWARPS, ksn, -1)
+        a_el.append(Am)
+
+    # ---- the lanes' B loads (the same every step but for the buffer), the first quarter's outputs
+    kst = np.arange(ksn)
+    loads, uses = wreg_b_schedule(ksn, mut)
+    if len(uses) != ksn or [loads[i] for i in uses] != list(range(ksn)):
+        bad("Rb", f"the prefetching k-loop multiplies k-steps 0 .. {ksn - 1} with the fragments of k-steps "
+                  f"{[loads[i] for i in uses][:6]}{'...' if len(uses) > 6 else ''}")
+    b_word = (G[None, None, :] * ldh_words + 2 * T[None, None, :] +
+              (k_first[:, None, None] + np.asarray(loads)[None, :, None]) * 8)                # (16, loads, 32)
+    b_cols = (k_true[:, None, None, None, None] + kst[None, :, None, None, None]) * K + tb["b_k"][None, None]
+    b_rows = np.broadcast_to(tb["b_n"][None, None], b_cols.shape)                            # (16, ksn, 32, 2, pw)
+    rr = np.arange(4)
+    shp = (4, 32, 4)  # the first quarter's warps (m tiles 0..3), lanes, accumulators
+    ul = np.broadcast_to((m_tile[:4] * 16)[:, None, None] + G[None, :, None] + 8 * (rr // 2), shp)
+    bq = np.broadcast_to(2 * T[None, :, None] + rr % 2, shp)
+    tid_l = np.broadcast_to(warps[:4, None, None] * 32 + np.arange(32)[None, :, None], shp)
+    # the epilogue's reads of part_s: quarter q, first-quarter warp, half (units g, g + 8), lane (batch
+    # rows b0 = 2t, b0 + 1: a float2, or two floats)
+    ld_at = (np.arange(3)[:, None, None, None] * rows + (m_tile[:4] * 16)[None, :, None, None] +
+             G[None, None, None, :] + 8 * np.arange(2)[None, None, :, None]) * WREG_LDP + 2 * T  # (3, 4, 2, 32)
+    qidx = ld_at[:, :, rr // 2, :].transpose(0, 1, 3, 2) + rr % 2                           # (3, 4, 32, 4)
+    acc_c_u = (m_tile * 16)[:, None, None] + tb["c_row"][None]                            # (16, 32, 4)
+    acc_c_b = np.broadcast_to(tb["c_col"][None], acc_c_u.shape)
+
+    # ---- each rank's start: on_chip_stage_h0 (the registers were loaded before it, from global memory)
+    for r in range(ctas):
+        cx.stage_h0(r)
+    cx.start_barrier()
+
+    # ---- the steps
+    for s in range(T_):
+        t, live = t_of[s], case.lives[t_of[s]]
+        rbuf, wbuf = s % g.buffers, (s + 1) % g.buffers
+        publish = s + 1 < T_
+        h_counts = [m.count[g.h_base:g.part_base].copy() for m in mems]
+        ocount = np.zeros((B, H), dtype=np.int64)
+        owriter = np.full((B, H), -1, dtype=np.int64)
+        reader = np.full((B, H), -1, dtype=np.int64)
+        sums_all = np.full((8, hpad), np.nan)
+        if live > 0:  # h by quarters of k, for each warp's sums
+            hq = decode_mma(fmt, h_ref[s][:8]).reshape(8, 4, ksn * K)
+        for r in range(ctas):
+            mem, u0 = mems[r], r * rows
+            tid = r * NTHREADS + tid_l
+            # z / hf by the first quarter's lanes, then on_chip_wait
+            uu = u0 + ul
+            zm = (bq < live) & (uu < H)
+            z, hf = np.zeros(shp), np.zeros(shp)
+            z[zm] = seq[t, bq[zm], uu[zm]]
+            hf[zm] = act[t, bq[zm], uu[zm]]
+            reader[bq[zm], uu[zm]] = tid[zm]
+            cx.wait(r, s)
+            acc = np.zeros((NWARPS, 2, 32, 4))  # acc[0]: even k-steps, acc[1]: odd
+            if live > 0:
+                cx.h_access("r", r, r, rbuf, np.arange(hpad), "the multiply", s)
+                at = cx.buf_base(rbuf) + 4 * b_word                                   # (16, loads, 32)
+                bx, by, ok, wr = mem.load8(at)
+                rel = at - cx.buf_base(rbuf)
+                if (at % 8).any():
+                    bad("Rb", f"rank {r} step {s}: a B (h) 8-byte load not 8-byte aligned")
+                if (rel < 0).any() or (rel // row_bytes >= 16).any() or (rel % row_bytes + 8 > hpad * elem).any():
+                    bad("Rb", f"rank {r} step {s}: a B (h) load outside buffer {rbuf}'s 16 rows' first hpad positions")
+                if (~wr & ok).any():
+                    bad("Rb", f"rank {r} step {s}: a B (h) load reads bytes never written")
+                bw = ways_8byte(at.reshape(-1, 32))
+                if bw.max() > 1:
+                    bad("Rb", f"rank {r} step {s}: a {bw.max()}-way bank conflict in a B (h) load (a half-warp)")
+                if stats is not None:
+                    stats["WB"] = stats.get("WB", 0) + bw.size
+                regs = np.stack([bx, by], axis=-1)[:, uses]                           # (16, ksn, 32, 2)
+                want_b = pack(h_ref[s][b_rows, b_cols])
+                if not np.array_equal(regs, want_b):
+                    w_, k_ = np.argwhere((regs != want_b).any(axis=(2, 3)))[0]
+                    bad("Rb", f"rank {r} step {s}: {int((regs != want_b).any(axis=(2, 3)).sum())} B loads differ from "
+                              f"PTX's B layout of h_(t-1), e.g. warp {w_} k-step {k_true[w_] + k_}")
+                Bm = np.full((NWARPS, ksn, K, 8), np.nan)
+                Bm[..., tb["b_k"].ravel(), tb["b_n"].ravel()] = elements(regs).reshape(NWARPS, ksn, -1)
+                C = np.matmul(a_el[r], Bm)[..., tb["c_row"], tb["c_col"]]            # (16, ksn, 32, 4)
+                for ch in range(2):
+                    acc[:, ch] = C[:, kst % 2 == ch].sum(axis=1)
+                if "wreg_chains_not_summed" not in mut:
+                    acc[:, 0] += acc[:, 1]
+                # each warp's acc[0] == its quarter of h @ W.T (rows of its m tile, batch rows 0..7)
+                qs = np.einsum("bqk,uqk->qbu", hq, Wd[u0:u0 + rows].reshape(rows, 4, ksn * K))   # (4, 8, 64)
+                want_acc = qs[k_part[:, None, None], acc_c_b, acc_c_u]
+                if not np.array_equal(acc[:, 0], want_acc):
+                    w_ = int(np.argwhere((acc[:, 0] != want_acc).any(axis=(1, 2)))[0][0])
+                    bad("Rc", f"rank {r} step {s}: warp {w_}'s acc[0] (chains summed) != h @ W.T over its quarter "
+                              f"of k (m tile {m_tile[w_]}, quarter {k_part[w_]})")
+            # quarters 1..3: float2 stores into part_s
+            part = np.full(g.part_len, np.nan)
+            pcount = np.zeros(g.part_len, dtype=np.int64)
+            ep.access("w", r, r, "part_s", "the upper quarters' stores", s)
+            stores = []
+            for w in range(4, NWARPS):
+                q = k_part[w] if "wreg_part_k_part" in mut else k_part[w] - 1
+                out = (q * rows + m_tile[w] * 16 + G) * WREG_LDP + 2 * T
+                second = out + 8 * WREG_LDP
+                stores.extend([g.part_base + 4 * out, g.part_base + 4 * second])
+                if (out % 2).any() or (second % 2).any():
+                    bad("Rd", "a float2 store to part_s not 8-byte aligned")
+                if not _mma.store_c(part, pcount, out, second, acc[w, 0]):
+                    bad("Rd", f"rank {r}: a float2 store outside part_s (warp {w})")
+            cnt = pcount.reshape(3, rows, WREG_LDP)
+            want_cnt = np.zeros_like(cnt)
+            want_cnt[:, :, :8] = 1
+            if not np.array_equal(cnt, want_cnt):
+                q_, n_, b_ = np.argwhere(cnt != want_cnt)[0]
+                bad("Rd", f"rank {r} step {s}: part_s quarter {q_ + 1} (unit {n_}, batch {b_}) stored "
+                          f"{cnt[q_, n_, b_]} times (each (quarter 1..3, unit < 64, batch < 8) once, nothing else)")
+            if "wreg_no_first_syncthreads" not in mut:
+                ep.syncthreads(r)  # every quarter multiplied, the sums stored
+            # the first quarter: acc + part_s quarters 0, 1, 2; y; h_t into this CTA's own h_next
+            ep.access("r", r, r, "part_s", "the epilogue's reads", s)
+            if WREG_PART_READ == 8 and ((ld_at % 2).any() or ((g.part_base + 4 * ld_at) % 8).any()):
+                bad("Rd", "a float2 read of part_s not 8-byte aligned")
+            pread = np.bincount(qidx.ravel(), minlength=g.part_len)
+            if len(pread) > g.part_len or ((pread > 0) & (pcount != 1)).any() or (pread[pcount == 1] != 1).any():
+                bad("Rd", f"rank {r} step {s}: the epilogue reads a part_s element not stored once, or not each once")
+            sm = acc[:4, 0] + part[qidx[0]] + part[qidx[1]] + part[qidx[2]]
+            sums_all[bq, u0 + ul] = sm
+            y = np.where(zm, epilogue_model(z + sm, hf), 0.0)  # acc = y (small integers: exact in scalar_t)
+            base = cx.buf_base(wbuf)
+            hm = bq < B
+            pos = bq[hm] * ldh + mma_k_position(uu[hm], elem)
+            if (pos % ldh >= hpad).any():
+                bad("Rc", f"rank {r} step {s}: the epilogue writes h_t outside its rows' first hpad positions")
+            cx.h_access("w", r, r, wbuf, pos, "the epilogue's h_t", s)
+            if not mem.store(base + elem * pos, encode(fmt, y[hm]), elem).all():
+                bad("Rc", f"rank {r} step {s}: the epilogue writes h_t outside shared memory")
+            if stats is not None:
+                stats.setdefault("wreg_store_ways", collections.Counter()).update(
+                    ways_8byte(np.stack(stores)).tolist())
+                if WREG_PART_READ == 8:  # a float2 a lane: each half-warp
+                    ways = ways_8byte((g.part_base + 4 * ld_at).reshape(-1, 32))
+                else:  # a float a lane (batch row b0 + e): the warp
+                    ways = np.concatenate([conflict_ways((g.part_base // 4 + ld_at + e_).reshape(-1, 32))
+                                           for e_ in (0, 1)])
+                stats.setdefault("wreg_read_ways", collections.Counter()).update(ways.tolist())
+            cx.send(r, s, wbuf, publish)
+            # the outputs: fp32 from acc, 16-bit read back from h_next
+            om = (bq < B) & (uu < H)
+            if elem == 4:
+                seq[t, bq[om], uu[om]] = y[om]
+            else:
+                pos = bq[om] * ldh + mma_k_position(uu[om], elem)
+                cx.h_access("r", r, r, wbuf, pos, "the outputs' read-back", s)
+                back, _, w_ = mem.load(base + elem * pos, elem)
+                if not w_.all():
+                    bad("Rc", f"rank {r} step {s}: an output read back from h_t reads bytes never written")
+                seq[t, bq[om], uu[om]] = decode_mma(fmt, back)
+            np.add.at(ocount, (bq[om], uu[om]), 1)
+            owriter[bq[om], uu[om]] = tid[om]
+
+        want_sum = sum_ref[s][:8] if live > 0 else np.zeros((8, hpad))
+        if not np.array_equal(sums_all, want_sum):
+            bb, uu_ = np.argwhere(~(sums_all == want_sum))[0]
+            bad("Rc", f"step {s}: {int((~(sums_all == want_sum)).sum())} of {8 * hpad} sums wrong, e.g. (b {bb}, u "
+                      f"{uu_}): acc + part_s = {sums_all[bb, uu_]}, h @ W.T = {want_sum[bb, uu_]}")
+        cx.output_checks(s, t, seq[t], out_ref[s], ocount, owriter, reader, "Rc")
+        cx.next_buffer_checks(s, wbuf, h_counts, h_ref[s + 1])
+    cx.finish()
+    return found
+
+
+WREG_H = [1, 7, 64, 65, 129, 200, 300, 512, 640, 1000, 1024]
+WREG_B = [1, 3, 8]  # (B 9 .. 16: declined, (Re))
+
+
+def wreg_cases():
+    """fp32 (where the host takes it: H <= 512) and bf16 over WREG_H at hpad / 64 CTAs, B in WREG_B (all
+    three to H300, one above), f16 on three; lives B, fewer or 0 on some steps, forward and backward,
+    with and without h_0; and a few of 1-2 steps."""
+    rng = np.random.default_rng(2026)
+    out = []
+    seed = 5000
+    for fmt in ("tf32", "bf16", "f16"):
+        elem = FMTS[fmt]
+        for H in WREG_H:
+            use, ctas, _, _ = choose_on_chip(elem, 1, H, 9, 0, registers=True)
+            if not use or (fmt == "f16" and H not in (65, 300, 1024)):
+                continue
+            if fmt == "f16" or H > 300:
+                bs = [8 if H in (512, 1024) else WREG_B[seed % 3]]
+            else:
+                bs = WREG_B
+            for B in bs:
+                seed += 1
+                T_ = 3 + seed % 2
+                lives = _lives(rng, B, T_, seed % 4)
+                out.append(Case(fmt, H, ctas, B, T_, tuple(int(x) for x in lives), seed % 3 == 2, seed,
+                                seed % 7 != 0, 13 if seed % 2 else 8))
+    out += [Case("tf32", 65, 2, 5, 1, (5,), True, seed + 1, True, 8),
+            Case("bf16", 129, 3, 8, 2, (8, 6), False, seed + 2, True, 13),
+            Case("tf32", 64, 1, 3, 2, (3, 3), True, seed + 3, False, 13)]
+    return out
+
+
+WREG_MUTANTS = {
+    "wreg_c1_eq_c0": ("wa[ks][2] / [3] at column c0, as [0] / [1] (c1 = c0)", ("Ra", "Rc")),
+    "wreg_no_row8": ("rows g + 8 missing in wa: [1] / [3] from row u, not u + 8", ("Ra", "Rc")),
+    "wreg_no_k_first": ("k_first = 0 (every k part multiplies quarter 0)", ("Ra", "Rb", "Rc")),
+    "wreg_part_k_part": ("the quarters' part_s index k_part, not k_part - 1", ("Rc", "Rd")),
+    "wreg_chains_not_summed": ("acc[0] += acc[1] dropped (the odd k-steps lost)", ("Rc",)),
+    "wreg_halves_swapped": ("wreg_word's 16-bit halves swapped (column c high, c + 1 low)", ("Ra", "Rc")),
+    "wreg_no_first_syncthreads": ("the __syncthreads between the quarters' part_s stores and the epilogue dropped",
+                                  ("Rf",)),
+    "wreg_tail_not_zero": ("wa past k_steps not zero (W of the next quarter)", ("Ra",)),
+    "wreg_prefetch_same_ks": ("the prefetch loads k-step ks again, not ks + 1", ("Rb", "Rc")),
+}
+
+
+def wreg_mutant_applies(mname, c):
+    live_any = max(c.lives) > 0
+    if mname == "wreg_halves_swapped":
+        return FMTS[c.fmt] == 2 and live_any
+    if mname == "wreg_chains_not_summed":
+        return on_chip_wreg_steps(on_chip_hpad(c.H), FMTS[c.fmt]) >= 2 and c.H > 8 and live_any
+    return live_any
+
+
+def wreg_smem_checks():
+    """(Re): on_chip_wreg_smem against the regions for every H 1..1024 the kernel takes; the host's
+    registers branch against the kernel's guard; returns (problems, facts, lines)."""
+    problems, lines = [], []
+    top = (2 * WREG_ROWS + 3 * 16 + 7 + 8) * WREG_LDP + 8  # part_s floats the highest store reaches
+    for elem in (4, 2):
+        for H in range(1, 1025):
+            g = WregGeometry(elem, H)
+            if not wreg_kernel_accepts(elem, 1, H, g.ctas):
+                continue
+            if g.smem != g.end or g.part_base % 16 or g.ldh_words % 32 != 8 or top > g.part_len or \
+                    g.k_steps * 4 * g.kk != g.hpad:
+                problems.append(f"elem {elem} H {H}: on_chip_wreg_smem {g.smem} vs the regions' end {g.end}, part_s "
+                                f"at {g.part_base}, ldh_words {g.ldh_words}, k-steps {g.k_steps}")
+        for H in range(1, 1100):
+            for major in (8, 9):
+                for asked in range(0, MAX_CTAS + 2):
+                    for B in (1, 8, 9, 16, 17):
+                        use, ctas, smem, why = choose_on_chip(elem, B, H, major, asked, registers=True)
+                        dflt = on_chip_hpad(H) // 64 if major >= 9 else 1
+                        ok = H <= 1024 and B <= MAX_B and wreg_kernel_accepts(elem, B, H, ctas, major) and \
+                            (asked > 0 or ctas == dflt)
+                        if use != (ok and on_chip_wreg_smem(on_chip_hpad(H), ctas, elem) <= OPTIN) or \
+                                (use and smem != WregGeometry(elem, H).smem):
+                            problems.append(f"host registers elem {elem} H {H} sm_{major}0 asked {asked} B {B}: use "
+                                            f"{use} (ctas {ctas}, smem {smem}, {why!r})")
+    takes = {(elem, major, B): [H for H in range(1, 1100) if choose_on_chip(elem, B, H, major, 0, registers=True)[0]]
+             for elem in (4, 2) for major in (8, 9) for B in (8, 9)}
+    facts = {("sm_90 fp32: H 1..512", takes[(4, 9, 8)] == list(range(1, 513))),
+             ("sm_90 16-bit: H 1..1024", takes[(2, 9, 8)] == list(range(1, 1025))),
+             ("sm_80: H 1..64 only", takes[(4, 8, 8)] == takes[(2, 8, 8)] == list(range(1, 65))),
+             ("B 9 up: none", not any(takes[(e, m, 9)] for e in (4, 2) for m in (8, 9)))}
+    for what, ok in sorted(facts):
+        if not ok:
+            problems.append(f"expected: registers at {what}")
+    for elem, what in ((4, "tf32"), (2, "bf16 / f16")):
+        H = max(takes[(elem, 9, 8)])
+        g = WregGeometry(elem, H)
+        lines.append(f"   registers, {what}: up to H{H} ({g.ctas} CTAs, {g.k_steps} k-steps a warp: on_chip_wreg_smem "
+                     f"{g.smem} = {g.buffers} x h_s {g.buf_bytes} + part_s {4 * g.part_len})")
+    return problems, facts, lines
 
 
 MUTANTS = {
@@ -1446,6 +2232,69 @@ def main():
                 yield run(c, mut=frozenset([mname]))
 
     _mma.mutant_report(MUTANTS, mutant_cases, fail, width=150, prefix="(11)", unit="run(s)", ignore=REPORT_ONLY)
+
+    # ---- rnn_on_chip_wreg_kernel (RNNKERN_RNN_ON_CHIP_W=registers)
+    print("rnn_on_chip_wreg_kernel (W_hh in registers as the m16 A operand, h the n8 B operand): all hpad / 64 ranks "
+          "over 3-4 steps (the registers, h_0 staging, 4 m tiles x 4 k quarters of mma.sync, part_s, the first "
+          "quarter's epilogue, the all-gather, the cluster barrier's halves) replayed on PTX fragments")
+    problems, wfacts, wlines = wreg_smem_checks()
+    if problems:
+        fail(f"(Re) on_chip_wreg_smem / choose_on_chip's registers branch: {problems[0]} ({len(problems)} in all)")
+    else:
+        print(f"ok (Re) on_chip_wreg_smem == h_bufs x buffers + part_s (3 x 64 x kWregLdp floats, the highest float2 "
+              f"store inside) as the pointers lay them out for every H the kernel takes; choose_on_chip's registers "
+              f"branch (sm_80 / sm_90, RNNKERN_RNN_CLUSTER unset / 1..17, B 1 / 8 / 9 / 16 / 17, H 1..1099) takes "
+              f"exactly where the kernel's guard holds and that fits {OPTIN}: "
+              f"{'; '.join(w for w, _ in sorted(wfacts))}")
+    for ln in wlines:
+        print(ln)
+    wlabels = {
+        "Ra": "each W register == PTX's A layout of W[u0 + m_tile * 16 + row, the warp's quarter] bit for bit (zeros "
+              "past H and past k_steps); each register half's (row, column) is PTX's, and the 16 warps hold each "
+              "(row < 64, k < hpad) once",
+        "Rb": "the prefetching k-loop multiplies k-steps 0..k_steps-1 in order with their own loads; each B "
+              "register pair == PTX's B layout of h_(t-1) (batch rows 0..7, the warp's k-step); 8-byte loads "
+              "aligned, inside the step's buffer (rows' first hpad positions), of written bytes, no half-warp bank "
+              "conflict",
+        "Rc": "each warp's acc[0] (the chains summed) == h @ W.T over its quarter; acc + part_s == h @ W[u0..].T (0 "
+              "at live 0); every (b < B, u < H) output written once a step by the owning first-quarter lane (the one "
+              "that loaded its z / hf), == the reference recurrence; h_0 staged as (2); every rank's next buffer == a "
+              "fresh staging of h_t after each non-last step (the all-gather as (9))",
+        "Rd": "part_s: each (quarter 1..3, unit < 64, batch < 8) stored once by a float2 (aligned, inside "
+              "3 x 64 x kWregLdp) and read once by the epilogue (float2 reads aligned), nothing else",
+        "Re": "the kernel's guard takes the case at hpad / 64 CTAs; on_chip_wreg_smem == the regions' end",
+        "Rf": "no h_s slab / part_s written and read (or written twice) without a barrier ordering them (as (7)); "
+              "arrivals and waits pair up",
+    }
+    wcases = wreg_cases()
+    wstats, wper = {}, {}
+    t2 = __import__("time").time()
+    for c in wcases:
+        tally(run_wreg(c, stats=wstats), wper, fail)
+    check_lines(wlabels, wper, len(wcases), unit="runs")
+    wfmt = collections.Counter(c.fmt for c in wcases)
+    print(f"   {len(wcases)} runs ({sum(c.ctas * c.T for c in wcases)} CTA steps, {__import__('time').time() - t2:.1f} "
+          f"s): tf32 {wfmt['tf32']}, bf16 {wfmt['bf16']}, f16 {wfmt['f16']}; H "
+          f"{sorted({c.H for c in wcases})}; B {sorted({c.B for c in wcases})}; a step with live < B in "
+          f"{sum(min(c.lives) < c.B for c in wcases)} runs (0 "
+          f"in {sum(min(c.lives) == 0 for c in wcases)}), backward {sum(c.backward for c in wcases)}, no state0 "
+          f"{sum(not c.with_state0 for c in wcases)}; not taken, so not replayed: tf32 H640 / H1000 / H1024 "
+          f"(over 16 k-steps a warp); {wstats.get('WB', 0)} B 8-byte loads (warp "
+          f"instructions), {wstats.get('remote', 0)} all-gather pieces")
+    print("   (report) float2 stores to part_s, worst half-warp bank conflict: "
+          + ", ".join(f"{w}-way x {n}" for w, n in sorted(wstats.get("wreg_store_ways", {}).items()))
+          + (f"; the epilogue's {'float2' if WREG_PART_READ == 8 else '32-bit'} part_s reads, worst "
+             f"{'half-warp' if WREG_PART_READ == 8 else 'warp'} conflict: ")
+          + ", ".join(f"{w}-way x {n}" for w, n in sorted(wstats.get("wreg_read_ways", {}).items())))
+    worder = sorted(wcases, key=lambda c: (on_chip_hpad(c.H) ** 2 * c.T, c.seed))
+
+    def wreg_mutant_cases(mname):
+        for c in worder:
+            if wreg_mutant_applies(mname, c):
+                yield run_wreg(c, mut=frozenset([mname]))
+
+    _mma.mutant_report(WREG_MUTANTS, wreg_mutant_cases, fail, what="of the registers replay", width=150,
+                       prefix="(Rg)", unit="run(s)")
     finish(failures, t0)
 
 

@@ -18,6 +18,12 @@ import statistics
 PHASES = {  # the stamps each kernel makes after a step's start, in order
     "FMA kernel": ["work (h loads, FMAs, epilogue, stores)", "step barrier"],
     "tensor-core kernel": ["stage h slice", "MMA", "cluster barrier", "reduce + store", "step barrier"],
+    # (the W-in-registers forms first: phase_names takes the first prefix that matches)
+    "on-chip kernel, one CTA, W in registers": ["z loads issued", "MMA (this warp's quarter of k)",
+                                                "first __syncthreads", "epilogue, second __syncthreads, stores"],
+    "on-chip kernel, cluster, W in registers": ["z loads issued, cluster wait", "MMA (this warp's quarter of k)",
+                                                "__syncthreads",
+                                                "epilogue, __syncthreads, h_t to every rank, cluster arrive, stores"],
     "on-chip kernel, one CTA": ["z loads issued", "MMA (this warp's half of k)", "first __syncthreads",
                                 "epilogue, second __syncthreads, stores"],
     "on-chip kernel, cluster": ["z loads issued, cluster wait", "MMA (this warp's half of k)", "__syncthreads",
@@ -97,8 +103,9 @@ def main() -> None:
              + [(torch.float32, 8, 256, {"RNNKERN_RNN_MATH": "mma"}), (torch.bfloat16, 64, 256, {})]
              # the on-chip kernel (opt-in): one CTA, then clusters of H_pad / 64 CTAs
              + [(dt, 8, 256, {"RNNKERN_RNN_PATH": "cta", "RNNKERN_RNN_CLUSTER": "1"}) for dt in (torch.float32, torch.bfloat16)]
-             + [(dt, 8, h, {"RNNKERN_RNN_PATH": "cta"}) for dt, h in ((torch.float32, 256), (torch.float32, 512),
-                                                                     (torch.bfloat16, 512), (torch.bfloat16, 1024))]
+             + [(dt, 8, h, {"RNNKERN_RNN_PATH": "cta", "RNNKERN_RNN_ON_CHIP_W": w})
+                for dt, h in ((torch.float32, 256), (torch.float32, 512), (torch.bfloat16, 512), (torch.bfloat16, 1024))
+                for w in ("shared", "registers")]
              + [(torch.float32, 8, 256, {"RNNKERN_RNN_BARRIER": "exchange"})]
              + [(torch.float32, 8, 1024, fma_exchange), (torch.bfloat16, 8, 512, fma_exchange)]
              + [(dt, b, 1024, {"RNNKERN_RNN_BARRIER": "exchange"})  # the tensor-core kernel without its flag barrier

@@ -234,19 +234,21 @@ def rnn_exchange(dev):
 def rnn_on_chip(dev):
     """RNNKERN_RNN_PATH=cta (opt-in): the on-chip kernel on one CTA at H 7, 129 and 256 (the fp32
     planes fill 192 KB of shared memory), and on clusters (sm_90, 64 rows a CTA) of 3, 8 and 16 CTAs
-    at H 129, 512 and 1000 (16-bit; fp32 to H 512) and of 2 CTAs of 192 rows at H 384, B 3 and 16,
-    tf32 / bf16 / fp16, lengths with a zero, forward and backward."""
+    at H 129, 512 and 1000 (16-bit; fp32 to H 512) and of 2 CTAs of 192 rows at H 384; with W_hh in
+    registers (RNNKERN_RNN_ON_CHIP_W=registers, B <= 8) on one CTA at H 7 and clusters at H 129, 512
+    and 1000; B 3 to 16, tf32 / bf16 / fp16, lengths with a zero, forward and backward."""
     torch.backends.cudnn.allow_tf32 = True
     # (the CPU dry run, tests/test_gpu_check.py, takes every shape)
     clusters = torch.device(dev).type != "cuda" or torch.cuda.get_device_capability(dev)[0] >= 9
-    shapes = [(7, 3, "1"), (129, 16, "1"), (256, 16, "1")]
+    shapes = [(7, 3, "1", "shared"), (129, 16, "1", "shared"), (256, 16, "1", "shared"), (7, 3, "", "registers")]
     if clusters:
-        shapes += [(129, 3, ""), (512, 16, ""), (1000, 3, ""), (384, 16, "2")]
-    for H, B, ctas in shapes:
-        with switches(RNNKERN_RNN_PATH="cta", RNNKERN_RNN_CLUSTER=ctas):
+        shapes += [(129, 3, "", "shared"), (512, 16, "", "shared"), (1000, 3, "", "shared"), (384, 16, "2", "shared"),
+                   (129, 8, "", "registers"), (512, 3, "", "registers"), (1000, 8, "", "registers")]
+    for H, B, ctas, weights in shapes:
+        with switches(RNNKERN_RNN_PATH="cta", RNNKERN_RNN_CLUSTER=ctas, RNNKERN_RNN_ON_CHIP_W=weights):
             for dtype in (torch.float32, torch.bfloat16, torch.float16):
-                if dtype == torch.float32 and (H > 640 or ctas == "2"):
-                    continue  # fp32 holds H <= 640 on chip, and 192 rows a CTA only alone
+                if dtype == torch.float32 and (H > 640 or ctas == "2" or (weights == "registers" and H > 512)):
+                    continue  # fp32 holds H <= 640 on chip (512 in registers), and 192 rows a CTA only alone
                 args = [a.to(dev, dtype).requires_grad_() for a in (torch.randn(4, B, 6), torch.randn(B, H),
                                                                     torch.randn(H, 6), torch.randn(H, H) / H ** 0.5,
                                                                     torch.randn(H), torch.randn(H))]

@@ -45,10 +45,12 @@
 //   (W_hh and h in its shared memory, two __syncthreads a step), or on one cluster of up to 16 CTAs
 //   (H <= 1024 in 16-bit, 640 in fp32) each holding 64-256 rows of W_hh and a copy of h, h_t
 //   all-gathered through distributed shared memory, two __syncthreads and one cluster barrier a step
-//   (rnn_on_chip_kernel).
+//   (rnn_on_chip_kernel); RNNKERN_RNN_ON_CHIP_W=registers holds W_hh in registers instead, as the
+//   MMA's A operand with h as the n8 operand (rnn_on_chip_wreg_kernel; B <= 8, 64 rows a CTA,
+//   H <= 512 fp32, 1024 16-bit).
 //
 // Set RNNKERN_RNN_PATH=general|persistent|cta to force a path (persistent and cta fall back when they do
-// not fit; RNNKERN_RNN_CLUSTER=n sets cta's CTAs), RNNKERN_RNN_MATH=fma|mma to force the persistent kernel's arithmetic (mma only where
+// not fit; RNNKERN_RNN_CLUSTER=n sets cta's CTAs, RNNKERN_RNN_ON_CHIP_W=shared|registers where its W_hh sits), RNNKERN_RNN_MATH=fma|mma to force the persistent kernel's arithmetic (mma only where
 // the dtype and flags allow tensor cores), RNNKERN_RNN_BARRIER=grid|flag|cluster|exchange to force the
 // FMA kernel's barrier (exchange: the tensor-core kernel's across clusters too), RNNKERN_RNN_CTAS=n to
 // cap its grid at n CTAs, RNNKERN_RNN_GRAPH=0 to run the general path's steps without the CUDA
@@ -887,6 +889,18 @@ __host__ __device__ constexpr size_t on_chip_smem(int hpad, int ctas, int elem_s
   return on_chip_w_bytes(rows, hpad, elem_size) + (ctas > 1 ? 2 : 1) * on_chip_h_bytes(hpad, elem_size) +
          static_cast<size_t>(16) * (rows + 8) * sizeof(float);
 }
+// The W-in-registers kernel (rnn_on_chip_wreg_kernel, below).
+constexpr int kWregMaxSteps = 16;  // a warp's k-steps at most: 64 registers of W fragments
+constexpr int kWregLdp = 24;       // part_s's row stride (floats): 24 (mod 32) -> conflict-free float2
+
+// k-steps of a warp (a quarter of H_pad; k8 tf32, k16 16-bit)
+__host__ __device__ constexpr int on_chip_wreg_steps(int hpad, int elem_size) { return hpad / 4 / (elem_size == 4 ? 8 : 16); }
+// Shared memory: h_s (one buffer, two in a cluster) and the three upper quarters' partial sums
+// (64 rows x kWregLdp fp32 each).
+__host__ __device__ constexpr size_t on_chip_wreg_smem(int hpad, int ctas, int elem_size) {
+  return (ctas > 1 ? 2 : 1) * on_chip_h_bytes(hpad, elem_size) + static_cast<size_t>(3) * 64 * kWregLdp * sizeof(float);
+}
+
 // The planes' 32-bit / 16-bit unit of the value pair p (positions 2p, 2p + 1 of mma_k_position's
 // order) in W's (local) row n: XOR-swizzled by the row's place in its group of 8, so the 8 rows of
 // one fragment load (lanes g = 0..7) hit different banks without padding (none is left at H256).
@@ -926,6 +940,73 @@ __device__ __forceinline__ void on_chip_store_peer(uint32_t smem_addr, uint32_t 
 #endif
 }
 
+// The on-chip kernels' launch is one cluster spanning the grid, ranks in blockIdx order.
+__device__ __forceinline__ void on_chip_check_cluster(int ctas, int rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (ctas > 1) {
+    uint32_t cluster_ctas, cluster_rank;
+    asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(cluster_ctas));
+    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(cluster_rank));
+    if (static_cast<int>(cluster_ctas) != ctas || static_cast<int>(cluster_rank) != rank) __trap();
+  }
+#endif
+}
+
+// h's buffers zeroed (the padding rows b >= B and columns >= H stay zero), h_0 placed in buffer 0 in
+// mma_k_position's order, then (a cluster) every rank's buffers zeroed before any writes step 0's
+// outputs into them.
+template <typename scalar_t>
+__device__ __forceinline__ void on_chip_stage_h0(const PersistentParams<scalar_t>& p, scalar_t* h_bufs, int buffers,
+                                                 int ldh, int ctas) {
+  for (int i = threadIdx.x; i < buffers * 16 * ldh; i += blockDim.x) h_bufs[i] = scalar_t(0);
+  __syncthreads();  // zeroed before h_0's elements land
+  if (p.state0 != nullptr)
+    for (int i = threadIdx.x; i < p.B * p.H; i += blockDim.x)
+      h_bufs[i / p.H * ldh + mma_k_position(i % p.H, sizeof(scalar_t))] = mma_operand(p.state0[i]);
+  __syncthreads();
+  if (ctas > 1) {
+    on_chip_cluster_arrive();
+    on_chip_cluster_wait();
+  }
+}
+
+// After the epilogue wrote this CTA's h_t (columns u0 .. u0 + rows - 1 of rows < B) into h_next. A
+// cluster: the all-gather (those columns are one contiguous run of each h_t row, as mma_k_position
+// permutes within aligned groups of 8 words and u0 is a multiple of 64), copied in 16-byte pieces
+// into the same place in every other rank, starting with the next rank (so the ranks do not all
+// write to one at once; a warp's 32 pieces are consecutive pieces of one rank's rows), then the
+// arrival that the next step's wait (or the one after the loop) matches. One CTA: h_t in h_s before
+// the next step multiplies it.
+template <typename scalar_t>
+__device__ __forceinline__ void on_chip_send(const scalar_t* h_next, int ldh, int u0, int rows, int B, int ctas, int rank,
+                                             bool publish) {
+  if (ctas == 1) {
+    __syncthreads();
+    return;
+  }
+  __syncthreads();  // this CTA's h_t written
+  if (publish) {
+    const int row_chunks = rows * static_cast<int>(sizeof(scalar_t)) / 16, rank_chunks = B * row_chunks;
+    const unsigned char* next_bytes = reinterpret_cast<const unsigned char*>(h_next);
+#pragma unroll 1
+    for (int i = threadIdx.x; i < (ctas - 1) * rank_chunks; i += blockDim.x) {
+      const int q = 1 + i / rank_chunks, b = i % rank_chunks / row_chunks, c = i % row_chunks;
+      const int offset = (b * ldh + u0) * static_cast<int>(sizeof(scalar_t)) + c * 16;  // mma_k_position(u0) == u0
+      on_chip_store_peer(smem_u32(next_bytes + offset), static_cast<uint32_t>((rank + q) % ctas),
+                         *reinterpret_cast<const uint4*>(next_bytes + offset));
+    }
+  }
+  __syncwarp();  // (.aligned)
+  on_chip_cluster_arrive();
+}
+
+// A cluster: the previous on_chip_send's arrivals all in (every rank's h_t in this CTA's h_s).
+__device__ __forceinline__ void on_chip_wait(int ctas) {
+  if (ctas == 1) return;
+  __syncwarp();  // (.aligned)
+  on_chip_cluster_wait();
+}
+
 // kTiles n8 tiles a warp: 64 x kTiles rows of W a CTA, H_pad / rows CTAs.
 template <typename scalar_t, int kTiles>
 __global__ void __launch_bounds__(kOnChipThreads, 1) rnn_on_chip_kernel(PersistentParams<scalar_t> p) {
@@ -947,14 +1028,7 @@ __global__ void __launch_bounds__(kOnChipThreads, 1) rnn_on_chip_kernel(Persiste
   if (p.B > kOnChipMaxBatch || blockDim.x != kOnChipThreads || static_cast<int>(gridDim.x) != ctas ||
       hpad != ctas * rows)
     __trap();  // (the host checks)
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if (ctas > 1) {  // one cluster spanning the grid, ranks in blockIdx order
-    uint32_t cluster_ctas, cluster_rank;
-    asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(cluster_ctas));
-    asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(cluster_rank));
-    if (static_cast<int>(cluster_ctas) != ctas || static_cast<int>(cluster_rank) != rank) __trap();
-  }
-#endif
+  on_chip_check_cluster(ctas, rank);
   const int u0 = rank * rows;                // this CTA's first unit
   const int ldh = mma_ldk(hpad, kElem);      // h_s's row stride (elements); also 16-bit W's
   const int ldh_words = ldh * kElem / 4;
@@ -967,8 +1041,6 @@ __global__ void __launch_bounds__(kOnChipThreads, 1) rnn_on_chip_kernel(Persiste
   const int buffers = ctas > 1 ? 2 : 1;
   float* part_s = reinterpret_cast<float*>(h_bufs + buffers * 16 * ldh);
 
-  // h_s zeroed: the padding rows (b >= B) and columns (>= H) stay zero; h_0 goes in below
-  for (int i = threadIdx.x; i < buffers * 16 * ldh; i += blockDim.x) h_bufs[i] = scalar_t(0);
   // this CTA's rows of W once: 16-bit in mma_k_position's order; fp32 rounded to TF32, split into the planes
   uint8_t* w_lo8 = smem_raw + static_cast<size_t>(rows) * hpad * 2;  // fp32's lo8 plane, after the hi16 plane
   for (int i = threadIdx.x; i < rows * hpad; i += blockDim.x) {
@@ -984,15 +1056,7 @@ __global__ void __launch_bounds__(kOnChipThreads, 1) rnn_on_chip_kernel(Persiste
       reinterpret_cast<scalar_t*>(w_words)[n * ldh + pos] = v;
     }
   }
-  __syncthreads();  // h_s zeroed before h_0's elements land in it
-  if (p.state0 != nullptr)
-    for (int i = threadIdx.x; i < p.B * p.H; i += blockDim.x)
-      h_bufs[i / p.H * ldh + mma_k_position(i % p.H, kElem)] = mma_operand(p.state0[i]);
-  __syncthreads();  // h_0 in place; and, for a cluster, every rank's buffers zeroed before any
-  if (ctas > 1) {    // writes step 0's outputs into them
-    on_chip_cluster_arrive();
-    on_chip_cluster_wait();
-  }
+  on_chip_stage_h0(p, h_bufs, buffers, ldh, ctas);
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int n_group = warp % 8, k_half = warp / 8;
@@ -1020,10 +1084,7 @@ __global__ void __launch_bounds__(kOnChipThreads, 1) rnn_on_chip_kernel(Persiste
           if (p.backward) hf[j][r] = static_cast<float>(p.act_out[t_idx * step + o]);
         }
       }
-    if (ctas > 1 && s > 0) {
-      __syncwarp();  // (.aligned)
-      on_chip_cluster_wait();  // step s - 1's h_t in every rank's h_s
-    }
+    if (s > 0) on_chip_wait(ctas);  // step s - 1's h_t in every rank's h_s
     trace_stamp(p.trace, s, 1);  // phase 1: the loads above issued, the cluster's wait
     // acc[j]: tile j's sums; with one tile a warp, acc[0] takes the even k-steps and acc[1] the odd
     // ones (two independent MMA chains), added at the end
@@ -1097,29 +1158,7 @@ __global__ void __launch_bounds__(kOnChipThreads, 1) rnn_on_chip_kernel(Persiste
         }
       }
     }
-    if (ctas > 1) {
-      // the all-gather: this CTA's columns u0 .. u0 + rows - 1 of rows < B are one contiguous run of
-      // its h_t row (mma_k_position permutes within aligned groups of 8 words, and u0 is a multiple
-      // of 64), copied in 16-byte pieces into the same place in every other rank, starting with the
-      // next rank (so the ranks do not all write to one at once); a warp's 32 pieces are consecutive
-      // pieces of one rank's rows
-      __syncthreads();  // this CTA's h_t written
-      if (publish) {
-        const int row_chunks = rows * kElem / 16, rank_chunks = p.B * row_chunks;
-        const unsigned char* next_bytes = reinterpret_cast<const unsigned char*>(h_next);
-#pragma unroll 1
-        for (int i = threadIdx.x; i < (ctas - 1) * rank_chunks; i += blockDim.x) {
-          const int q = 1 + i / rank_chunks, b = i % rank_chunks / row_chunks, c = i % row_chunks;
-          const int offset = (b * ldh + u0) * kElem + c * 16;  // mma_k_position(u0) == u0
-          on_chip_store_peer(smem_u32(next_bytes + offset), static_cast<uint32_t>((rank + q) % ctas),
-                             *reinterpret_cast<const uint4*>(next_bytes + offset));
-        }
-      }
-      __syncwarp();  // (.aligned)
-      on_chip_cluster_arrive();  // h_t sent; the next step's wait (or the one after the loop) matches it
-    } else {
-      __syncthreads();  // h_t in h_s before the next step multiplies it; part_s read before it is rewritten
-    }
+    on_chip_send(h_next, ldh, u0, rows, p.B, ctas, rank, publish);
     // the outputs to seq[t] after the arrival, whose release would otherwise wait for them: 16-bit
     // read back from h_t (the same bits; acc need not live across the copy), fp32 from acc
     if (k_half == 0) {
@@ -1138,10 +1177,170 @@ __global__ void __launch_bounds__(kOnChipThreads, 1) rnn_on_chip_kernel(Persiste
   }
   // no CTA exits while a peer may still write into its shared memory (none does after the last
   // step's arrival: the last step publishes nothing; the wait pairs that arrival all the same)
-  if (ctas > 1) {
-    __syncwarp();  // (.aligned)
-    on_chip_cluster_wait();
+  on_chip_wait(ctas);
+}
+
+
+// ---- the on-chip kernel with W_hh in registers (RNNKERN_RNN_ON_CHIP_W=registers; opt-in) --------
+// The same cluster of H_pad / 64 CTAs, 64 rows of W each, and the same all-gather of h_t, with the
+// operands swapped: W is the MMA's m16 A operand, held in registers for the whole sequence, and h
+// the n8 B operand (batch rows: B <= 8 fills one n8 tile exactly, where h as the m16 operand leaves
+// half of it zeros; B <= 8 only). 16 warps = the CTA's 4 m16 tiles x 4 quarters of k; a warp multiplies its 16
+// rows over its quarter (at most 16 k-steps, 64 registers of W a lane: 16-bit H_pad <= 1024, fp32
+// <= 512). A step then reads from shared memory only h, 4 x 8 x H elements a CTA, where the kernel
+// above reads 8 x 8 x H of h and all of its W. The quarters' sums meet in
+// part_s, added in quarter order (bitwise repeatable) by the first quarter's warps, which own the
+// outputs.
+// A 32-bit word of W's row u (this CTA's m tile) from column c: fp32 rounded to TF32; 16-bit the
+// pair c, c + 1 (low half c), as a fragment register holds it. Zeros past H.
+template <typename scalar_t>
+__device__ __forceinline__ uint32_t wreg_word(const PersistentParams<scalar_t>& p, int u, int c) {
+  const auto at = [&](int col) {
+    return u < p.H && col < p.H ? mma_operand(p.weight[static_cast<int64_t>(u) * p.H + col]) : scalar_t(0);
+  };
+  if constexpr (sizeof(scalar_t) == 4) {
+    return __float_as_uint(at(c));
+  } else {
+    return static_cast<uint32_t>(at(c).x) | static_cast<uint32_t>(at(c + 1).x) << 16;  // (.x: the bits)
   }
+}
+
+// B <= 8: one n8 tile of batch rows (a second tile's registers would spill at 128 a thread).
+template <typename scalar_t>
+__global__ void __launch_bounds__(kOnChipThreads, 1) rnn_on_chip_wreg_kernel(PersistentParams<scalar_t> p) {
+  using Native = typename NativeOf<scalar_t>::type;
+  constexpr bool kTf32 = std::is_same_v<scalar_t, float>;
+  constexpr int kElem = sizeof(scalar_t);
+  constexpr int rows = 64, kk = kTf32 ? 8 : 16;  // this CTA's rows of W; one mma.sync's k
+  const int hpad = on_chip_hpad(p.H);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const int ctas = static_cast<int>(gridDim.x), rank = static_cast<int>(blockIdx.x);
+#else
+  constexpr int ctas = 1, rank = 0;  // no clusters before sm_90 (the cluster code compiles away)
+#endif
+  const int k_steps = on_chip_wreg_steps(hpad, kElem);
+  if (p.B > 8 || blockDim.x != kOnChipThreads || static_cast<int>(gridDim.x) != ctas ||
+      hpad != ctas * rows || k_steps > kWregMaxSteps)
+    __trap();  // (the host checks)
+  on_chip_check_cluster(ctas, rank);
+  const int u0 = rank * rows;            // this CTA's first unit
+  const int ldh = mma_ldk(hpad, kElem);  // h_s's row stride (elements)
+  const int ldh_words = ldh * kElem / 4;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  scalar_t* h_bufs = reinterpret_cast<scalar_t*>(smem_raw);
+  const int buffers = ctas > 1 ? 2 : 1;
+  float* part_s = reinterpret_cast<float*>(h_bufs + buffers * 16 * ldh);
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int m_tile = warp % 4, k_part = warp / 4;
+  const int k_first = k_part * k_steps;  // the warp's first k-step in the row
+  // W's A fragments, once: rows g and g + 8 of the m tile, words t and t + 4 of each k-step
+  // (tf32: columns t, t + 4; 16-bit: pairs 2t and 2t + 8); zeros past the warp's k-steps
+  uint32_t wa[kWregMaxSteps][4];
+  {
+    const int u = u0 + m_tile * 16 + g, per_word = 4 / kElem;
+    // four k-steps' 16 words at a time, their loads together (all 64 at once would spill); past
+    // the warp's k-steps a column past H, which wreg_word reads as zero
+#pragma unroll
+    for (int ks = 0; ks < kWregMaxSteps; ++ks) {
+      if (ks % 4 == 0) __syncwarp();  // (keeps the groups' loads apart)
+      const int c0 = ks < k_steps ? (k_first + ks) * kk + t * per_word : p.H, c1 = c0 + 4 * per_word;
+      wa[ks][0] = wreg_word(p, u, c0);
+      wa[ks][1] = wreg_word(p, u + 8, c0);
+      wa[ks][2] = wreg_word(p, u, c1);
+      wa[ks][3] = wreg_word(p, u + 8, c1);
+    }
+  }
+  on_chip_stage_h0(p, h_bufs, buffers, ldh, ctas);
+
+  const int64_t step = static_cast<int64_t>(p.B) * p.H;
+  for (int s = 0; s < p.T; ++s) {
+    trace_stamp(p.trace, s, 0);
+    const int t_idx = p.backward ? p.T - 1 - s : s;
+    scalar_t* cur = p.seq + t_idx * step;
+    const int live = p.live ? p.live[t_idx] : p.B;
+    const scalar_t* h_s = h_bufs + (s % buffers) * 16 * ldh;     // h_{t-1}
+    scalar_t* h_next = h_bufs + ((s + 1) % buffers) * 16 * ldh;  // h_t, in every rank
+    // The first quarter's outputs: (unit u0 + m_tile * 16 + g (+ 8), batch row 2t (+ 1)), accumulator
+    // r. Their pre-activations (and forward outputs, backward) do not depend on the recurrence: load now.
+    float z[4], hf[4];
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int u = u0 + m_tile * 16 + g + 8 * (r / 2), b = 2 * t + r % 2;
+      z[r] = hf[r] = 0.f;
+      if (k_part == 0 && b < live && u < p.H) {
+        const int64_t o = static_cast<int64_t>(b) * p.H + u;
+        z[r] = static_cast<float>(cur[o]);  // written only below, by this thread
+        if (p.backward) hf[r] = static_cast<float>(p.act_out[t_idx * step + o]);
+      }
+    }
+    if (s > 0) on_chip_wait(ctas);  // step s - 1's h_t in every rank's h_s
+    trace_stamp(p.trace, s, 1);    // phase 1: the loads above issued, the cluster's wait
+    // acc[0] takes the even k-steps, acc[1] the odd ones (two independent MMA chains)
+    float acc[2][4] = {};
+    if (live > 0) {
+      // this lane's words t and t + 4 of h's row g, adjacent in mma_k_position's order: one 8-byte
+      // load a k-step, the next one's before this one's MMA (fully unrolled: wa's registers are
+      // indexed by constants)
+      const uint32_t* b_row = reinterpret_cast<const uint32_t*>(h_s) + g * ldh_words + 2 * t + k_first * 8;
+      uint2 next = *reinterpret_cast<const uint2*>(b_row);
+#pragma unroll
+      for (int ks = 0; ks < kWregMaxSteps; ++ks) {
+        if (ks >= k_steps) break;  // warp-uniform
+        const uint32_t b[2] = {next.x, next.y};
+        if (ks + 1 < k_steps) next = *reinterpret_cast<const uint2*>(b_row + (ks + 1) * 8);
+        mma_tile<Native>(acc[ks % 2], wa[ks], b);
+      }
+#pragma unroll
+      for (int r = 0; r < 4; ++r) acc[0][r] += acc[1][r];
+    }
+    trace_stamp(p.trace, s, 2);  // phase 2: thread 0's warp's quarter of the products
+    if (k_part > 0) {  // accumulators (g, 2t..2t+1) and (g + 8, 2t..2t+1): units x batch rows
+      float* out = part_s + ((k_part - 1) * rows + m_tile * 16 + g) * kWregLdp + 2 * t;
+      *reinterpret_cast<float2*>(out) = make_float2(acc[0][0], acc[0][1]);
+      *reinterpret_cast<float2*>(out + 8 * kWregLdp) = make_float2(acc[0][2], acc[0][3]);
+    }
+    __syncthreads();  // every quarter multiplied (one CTA: h_s free to be rewritten); the sums stored
+    trace_stamp(p.trace, s, 3);  // phase 3: the first __syncthreads
+    const bool publish = s + 1 < p.T;  // the last step's outputs multiply nothing
+    if (k_part == 0) {
+      // each output (the quarters' sums in order, the epilogue) goes into this CTA's h_t (at the last
+      // step too, where the stores below read it back) and, fp32 (which h_s holds as TF32), into acc
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {  // units g, g + 8; accumulators r = 2 half, 2 half + 1
+        const int ul = m_tile * 16 + g + 8 * half, u = u0 + ul, b0 = 2 * t;
+        float sum[2] = {acc[0][2 * half], acc[0][2 * half + 1]};
+#pragma unroll
+        for (int q = 0; q < 3; ++q) {  // batch rows b0, b0 + 1 side by side: one 8-byte read
+          const float2 v = *reinterpret_cast<const float2*>(part_s + (q * rows + ul) * kWregLdp + b0);
+          sum[0] += v.x, sum[1] += v.y;
+        }
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int r = 2 * half + e, b = b0 + e;
+          // finished sequence: output / gradient is zero from here on; units past H: zero in h_s
+          const scalar_t y = static_cast<scalar_t>(
+              b < live && u < p.H ? step_epilogue(z[r] + sum[e], hf[r], p.relu, p.backward) : 0.f);
+          acc[0][r] = static_cast<float>(y);
+          if (b < p.B) h_next[b * ldh + mma_k_position(u, kElem)] = mma_operand(y);
+        }
+      }
+    }
+    on_chip_send(h_next, ldh, u0, rows, p.B, ctas, rank, publish);
+    // the outputs to seq[t] after the arrival, whose release would otherwise wait for them: 16-bit
+    // read back from h_t (the same bits), fp32 from acc
+    if (k_part == 0) {
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int u = u0 + m_tile * 16 + g + 8 * (r / 2), b = 2 * t + r % 2;
+        if (b >= p.B || u >= p.H) continue;
+        if constexpr (kTf32) cur[static_cast<int64_t>(b) * p.H + u] = acc[0][r];
+        else cur[static_cast<int64_t>(b) * p.H + u] = h_next[b * ldh + mma_k_position(u, kElem)];
+      }
+    }
+    trace_stamp(p.trace, s, 4);  // phase 4: epilogue, h_t to every rank, the arrival (or __syncthreads), stores
+  }
+  on_chip_wait(ctas);  // (as the kernel above)
 }
 #endif
 
@@ -1161,7 +1360,8 @@ struct OnChipConfig {
   bool use = false;
   int ctas = 0;
   size_t smem = 0;
-  const char* why = "";  // why it does not run
+  const char* why = "";   // why it does not run
+  bool registers = false;  // W_hh in registers (rnn_on_chip_wreg_kernel), RNNKERN_RNN_ON_CHIP_W=registers
 };
 
 // `use`: the FMA kernel (rnn_persistent_kernel) fits; `mma.use`: the tensor-core kernel is tried
@@ -1296,6 +1496,18 @@ OnChipConfig choose_on_chip(at::ScalarType dtype, int64_t B, int64_t H, const cu
              (ctas > 1 && slabs / ctas == kOnChipMaxTilesPerWarp)) {
     // (256 rows a CTA run as one CTA only: twice that never fits an SM's shared memory)
     c.why = "RNNKERN_RNN_CLUSTER does not split H_pad into 64-256 rows a CTA (256: one CTA)";
+  } else if (env_equals("RNNKERN_RNN_ON_CHIP_W", "registers")) {
+    // 64 rows a CTA, a quarter of k a warp in at most kWregMaxSteps k-steps
+    const int hpad = static_cast<int>(slabs * 64);
+    const size_t smem = on_chip_wreg_smem(hpad, static_cast<int>(ctas), elem);
+    if (B > 8)
+      c.why = "W_hh in registers holds batch <= 8";
+    else if (slabs != ctas && !clusters)
+      c.why = "W_hh in registers above H 64 needs sm_90 clusters";
+    else if (slabs != ctas || on_chip_wreg_steps(hpad, elem) > kWregMaxSteps)
+      c.why = "W_hh in registers needs 64 rows a CTA and H <= 512 (fp32) / 1024 (16-bit)";
+    else if (smem > prop.sharedMemPerBlockOptin) c.why = "h exceeds shared memory";
+    else c = {true, static_cast<int>(ctas), smem, "", true};
   } else {
     const size_t smem = on_chip_smem(static_cast<int>(slabs * 64), static_cast<int>(ctas), elem);
     if (smem > prop.sharedMemPerBlockOptin) c.why = "W_hh and h exceed shared memory";
@@ -1309,6 +1521,7 @@ void check_rnn_env() {
   // (avx512 forces the CPU's step: accepted here, so that setting it for CPU calls breaks no CUDA call)
   check_env_choice("RNNKERN_RNN_PATH", {"general", "persistent", "cta", "avx512"});
   check_env_choice("RNNKERN_RNN_MATH", {"fma", "mma"});
+  check_env_choice("RNNKERN_RNN_ON_CHIP_W", {"shared", "registers"});
   check_env_choice("RNNKERN_RNN_BARRIER", {"grid", "flag", "cluster", "exchange"});
   check_env_choice("RNNKERN_RNN_GRAPH", {"0", "1"});
   check_env_choice("RNNKERN_RNN_TRACE", {"0", "1"});
@@ -1366,9 +1579,9 @@ PersistentConfig choose_rnn_path(const at::Tensor& x, int64_t B, int64_t H) {
   }
   if (!debug_log_enabled()) return cfg;
   if (cfg.on_chip.use)
-    std::fprintf(stderr, "rnnkern: rnn B=%lld H=%lld %s -> on-chip kernel: fits (%d CTA(s), %d rows each)\n",
+    std::fprintf(stderr, "rnnkern: rnn B=%lld H=%lld %s -> on-chip kernel: fits (%d CTA(s), %d rows each%s)\n",
                  static_cast<long long>(B), static_cast<long long>(H), c10::toString(dtype), cfg.on_chip.ctas,
-                 on_chip_hpad(static_cast<int>(H)) / cfg.on_chip.ctas);
+                 on_chip_hpad(static_cast<int>(H)) / cfg.on_chip.ctas, cfg.on_chip.registers ? ", W in registers" : "");
   else if (cfg.on_chip.why[0])
     std::fprintf(stderr, "rnnkern: rnn B=%lld H=%lld %s -> on-chip kernel: %s\n", static_cast<long long>(B),
                  static_cast<long long>(H), c10::toString(dtype), cfg.on_chip.why);
@@ -1615,12 +1828,15 @@ bool launch_on_chip(const OnChipConfig& c, const PersistentParams<scalar_t>& par
   using Kernel = void (*)(PersistentParams<scalar_t>);
   const Kernel kernels[] = {rnn_on_chip_kernel<scalar_t, 1>, rnn_on_chip_kernel<scalar_t, 2>,
                             rnn_on_chip_kernel<scalar_t, 3>, rnn_on_chip_kernel<scalar_t, 4>};
-  const Kernel kernel = kernels[on_chip_hpad(params.H) / c.ctas / 64 - 1];  // kTiles: the CTA's rows / 64
+  const Kernel kernel = c.registers ? rnn_on_chip_wreg_kernel<scalar_t>
+                                    : kernels[on_chip_hpad(params.H) / c.ctas / 64 - 1];  // kTiles: the CTA's rows / 64
   const char* name = c.ctas > 1 ? "on-chip cluster" : "on-chip";
-  // a cluster refused here: one CTA where it holds W_hh (H <= 256), else the other kernels
+  // a cluster refused here: one CTA where it holds W_hh in shared memory (H <= 256), else the other
+  // kernels (W in registers too: a refusal there says the cluster form cannot run, and the bench
+  // measuring it should see the other kernels' time under that label only with the log's word)
   const int hpad = on_chip_hpad(params.H);
   const OnChipConfig alone{true, 1, on_chip_smem(hpad, 1, sizeof(scalar_t)), ""};
-  const bool retry = c.ctas > 1 && hpad <= 64 * kOnChipMaxTilesPerWarp &&
+  const bool retry = c.ctas > 1 && !c.registers && hpad <= 64 * kOnChipMaxTilesPerWarp &&
                      alone.smem <= at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin;
   const char* to = retry ? "one CTA" : "the other kernels";
   const auto refused = [&](const char* why) {
@@ -1652,7 +1868,9 @@ bool launch_on_chip(const OnChipConfig& c, const PersistentParams<scalar_t>& par
   }
   if (!launch_went_out(cudaLaunchKernelEx(&launch.config, kernel, params), c.ctas, name, to))
     return retry && launch_on_chip(alone, params);
-  traced(params.trace, c.ctas > 1 ? "on-chip kernel, cluster" : "on-chip kernel, one CTA", c.ctas);
+  traced(params.trace,
+         std::string(c.ctas > 1 ? "on-chip kernel, cluster" : "on-chip kernel, one CTA") + (c.registers ? ", W in registers" : ""),
+         c.ctas);
   return true;
 }
 

@@ -983,6 +983,7 @@ def test_persistent_on_chip(monkeypatch, capfd, dtype, T, B, H, relu, with_lengt
     fp32 (TF32) within DESIGN.md's 5e-3 of fp64, bf16 / fp16 within twice the general path's error,
     zeros past each length."""
     monkeypatch.delenv("RNNKERN_RNN_CLUSTER", raising=False)
+    monkeypatch.delenv("RNNKERN_RNN_ON_CHIP_W", raising=False)
     err = _check_tensor_core_kernel(monkeypatch, capfd, dtype, T, B, H, relu, with_lengths, RNNKERN_RNN_PATH="cta")
     expected = _on_chip_expected(dtype, H)
     assert f"-> on-chip kernel: {expected}" in err, err
@@ -990,7 +991,7 @@ def test_persistent_on_chip(monkeypatch, capfd, dtype, T, B, H, relu, with_lengt
         assert "on-chip grid" not in err and "on-chip cluster grid" not in err, err  # no fallback from it
 
 
-def _on_chip_expected(dtype, H, ctas=None):
+def _on_chip_expected(dtype, H, ctas=None, registers=False, B=1):
     """What the on-chip kernel's log says at this H (csrc/cuda/rnn.cu's choose_on_chip and
     on_chip_smem: each CTA holds H_pad / ctas rows of W, fp32 as 3-byte TF32 planes; one copy of h, two
     in a cluster; the partial sums): by default one CTA per 64 rows on sm_90, one CTA (H <= 256) before."""
@@ -1011,11 +1012,42 @@ def _on_chip_expected(dtype, H, ctas=None):
     rows = hpad // ctas
     elem = 4 if dtype == torch.float32 else 2
     row = _mma_row_bytes(hpad, elem)
+    optin = getattr(props, "shared_memory_per_block_optin", 227 * 1024)
+    if registers:  # rnn_on_chip_wreg_kernel: B <= 8, 64 rows a CTA, a quarter of k a warp in <= 16 k-steps
+        if B > 8:
+            return "W_hh in registers holds batch <= 8"
+        if rows != 64 and not clusters:
+            return "W_hh in registers above H 64 needs sm_90 clusters"
+        if rows != 64 or hpad // 4 // (8 if elem == 4 else 16) > 16:
+            return "W_hh in registers needs 64 rows a CTA and H <= 512 (fp32) / 1024 (16-bit)"
+        if (2 if ctas > 1 else 1) * 16 * row + 3 * 64 * 24 * 4 > optin:
+            return "h exceeds shared memory"
+        return f"fits ({ctas} CTA(s), 64 rows each, W in registers)"
     w_bytes = 3 * rows * hpad if elem == 4 else rows * _mma_row_bytes(hpad, 2)
     smem = w_bytes + (2 if ctas > 1 else 1) * 16 * row + 16 * (rows + 8) * 4
-    if smem > getattr(props, "shared_memory_per_block_optin", 227 * 1024):
+    if smem > optin:
         return "W_hh and h exceed shared memory"
     return f"fits ({ctas} CTA(s), {rows} rows each)"
+
+
+@pytest.mark.cuda
+@pytest.mark.untried
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("T,B,H", [(9, 3, 7), (12, 1, 64), (7, 8, 129), (20, 6, 200), (11, 8, 300), (13, 8, 512),
+                                   (6, 4, 640), (9, 5, 1000), (8, 8, 1024), (7, 13, 129), (5, 16, 512)])
+@pytest.mark.parametrize("relu,with_lengths", [(False, True), (True, False)])
+def test_on_chip_w_registers(monkeypatch, capfd, dtype, T, B, H, relu, with_lengths):
+    """RNNKERN_RNN_ON_CHIP_W=registers: the on-chip kernel with W_hh as the MMA's A operand held in
+    registers (64 rows a CTA, a quarter of k a warp, h as the n8 operand: B <= 8), forward and
+    backward: it runs where it fits (fp32 to H512, 16-bit to H1024; before sm_90 one CTA to H64) and
+    says why elsewhere (B 13 and 16 too), bitwise repeatable, within tolerance."""
+    monkeypatch.delenv("RNNKERN_RNN_CLUSTER", raising=False)
+    monkeypatch.setenv("RNNKERN_RNN_ON_CHIP_W", "registers")
+    err = _check_tensor_core_kernel(monkeypatch, capfd, dtype, T, B, H, relu, with_lengths, RNNKERN_RNN_PATH="cta")
+    expected = _on_chip_expected(dtype, H, registers=True, B=B)
+    assert f"-> on-chip kernel: {expected}" in err, err
+    if expected.startswith("fits"):
+        assert "on-chip grid" not in err and "on-chip cluster grid" not in err, err  # no fallback from it
 
 
 @pytest.mark.cuda
@@ -1028,6 +1060,7 @@ def test_on_chip_cluster_sizes(monkeypatch, capfd, dtype):
     fits (fp32 at 192 rows does not); a count that does not split H_pad into 64-256 rows a CTA (3 at
     H512: 8 slabs; 1: 512 rows) or asks a cluster of 256-row CTAs (2 at H512) is declined with the
     reason, and another kernel gives the right result."""
+    monkeypatch.delenv("RNNKERN_RNN_ON_CHIP_W", raising=False)
     for H, ctas in [(256, 1), (256, 2), (256, 4), (384, 2), (512, 4), (512, 8), (512, 3), (512, 1), (512, 2)]:
         monkeypatch.setenv("RNNKERN_RNN_CLUSTER", str(ctas))
         err = _check_tensor_core_kernel(monkeypatch, capfd, dtype, 10, 8, H, False, True, RNNKERN_RNN_PATH="cta")
@@ -1356,7 +1389,7 @@ def test_exchange_with_sequences_ending_early(monkeypatch, math, dtype, B, H):
 @pytest.mark.cuda
 @pytest.mark.parametrize("var,value", [("RNNKERN_RNN_BARRIER", "flags"), ("RNNKERN_RNN_GRAPH", "off"),
                                        ("RNNKERN_RNN_PATH", "fused"), ("RNNKERN_RNN_MATH", "tf32"),
-                                       ("RNNKERN_RNN_TRACE", "yes")])
+                                       ("RNNKERN_RNN_TRACE", "yes"), ("RNNKERN_RNN_ON_CHIP_W", "regs")])
 def test_cuda_rnn_env_is_checked(monkeypatch, var, value):
     """A mistyped RNNKERN_RNN_* override is an error naming the variable and its values, not a silent
     fall back to the default (rnn.cu's check_rnn_env); unset or empty is the default."""
@@ -1390,8 +1423,12 @@ def test_rnn_index_replays(script, capsys):
     all-gathered into every rank's next h_s buffer) on the PTX mma.sync fragment layouts: the registers
     equal PTX's layouts of W / h, acc + part_s equals h @ W.T, the outputs equal the reference
     recurrence, every rank's next buffer equals a fresh staging of h_t, no access unordered by the
-    barriers, no load bank conflicts, on_chip_smem and choose_on_chip agree; its mutants are caught;
-    its anchors fail it when rnn.cu's formulas change."""
+    barriers, no load bank conflicts, on_chip_smem and choose_on_chip agree; and likewise
+    rnn_on_chip_wreg_kernel (W_hh in registers as the A operand, h as B; 4 m tiles x 4 k quarters,
+    part_s's quarters, B <= 8): its registers equal PTX's A layout of W and hold each
+    element once, its h loads PTX's B layout, the outputs the recurrence, choose_on_chip's registers
+    branch the kernel's guard; its mutants are caught; its anchors fail it when rnn.cu's formulas
+    change."""
     import pathlib
     import runpy
     try:
