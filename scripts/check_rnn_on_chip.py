@@ -191,8 +191,9 @@ WREG_ANCHORS = [
      "__host__ __device__ constexpr int on_chip_wreg_steps(int hpad, int elem_size) { return hpad / 4 / "
      "(elem_size == 4 ? 8 : 16); }", "f"),
     ("on_chip_wreg_smem: (2 in a cluster, else 1) h_s + 3 x 64 x kWregLdp floats",
-     "__host__ __device__ constexpr size_t on_chip_wreg_smem(int hpad, int ctas, int elem_size) { return (ctas > 1 ? "
-     "2 : 1) * on_chip_h_bytes(hpad, elem_size) + static_cast<size_t>(3) * 64 * kWregLdp * sizeof(float); }", "f"),
+     "__host__ __device__ constexpr size_t on_chip_wreg_smem(int hpad, int ctas, int elem_size) { return "
+     "on_chip_h_buffers(ctas) * on_chip_h_bytes(hpad, elem_size) + static_cast<size_t>(3) * 64 * kWregLdp * "
+     "sizeof(float); }", "f"),
     ("wreg_word: W[u, col] through mma_operand, zero past H",
      "const auto at = [&](int col) { return u < p.H && col < p.H ? mma_operand(p.weight[static_cast<int64_t>(u) * p.H "
      "+ col]) : scalar_t(0); };", "ww"),
@@ -219,8 +220,8 @@ WREG_ANCHORS = [
      "k_steps > kWregMaxSteps) __trap(); on_chip_check_cluster(ctas, rank); const int u0 = rank * rows;", "wk"),
     ("wreg: ldh, ldh_words", "const int ldh = mma_ldk(hpad, kElem); const int ldh_words = ldh * kElem / 4;", "wk"),
     ("wreg: h_bufs at byte 0, buffers, part_s after them",
-     "scalar_t* h_bufs = reinterpret_cast<scalar_t*>(smem_raw); const int buffers = ctas > 1 ? 2 : 1; float* part_s = "
-     "reinterpret_cast<float*>(h_bufs + buffers * 16 * ldh);", "wk"),
+     "scalar_t* h_bufs = reinterpret_cast<scalar_t*>(smem_raw); const int buffers = on_chip_h_buffers(ctas); float* "
+     "part_s = reinterpret_cast<float*>(h_bufs + buffers * 16 * ldh);", "wk"),
     ("wreg: warp, lane, g, t; m_tile, k_part; k_first",
      "const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4; const int m_tile = "
      "warp % 4, k_part = warp / 4; const int k_first = k_part * k_steps;", "wk"),
@@ -239,8 +240,8 @@ WREG_ANCHORS = [
       "wreg_word(p, u + 8, c1); } } on_chip_stage_h0(p, h_bufs, buffers, ldh, ctas);"), "wk"),
     ("wreg: t_idx, cur, live, h_s = buffer s % buffers, h_next = (s + 1) % buffers",
      "const int t_idx = p.backward ? p.T - 1 - s : s; scalar_t* cur = p.seq + t_idx * step; const int live = p.live ? "
-     "p.live[t_idx] : p.B; const scalar_t* h_s = h_bufs + (s % buffers) * 16 * ldh; scalar_t* h_next = h_bufs + "
-     "((s + 1) % buffers) * 16 * ldh;", "wk"),
+     "p.live[t_idx] : p.B; const scalar_t* h_s = on_chip_h(h_bufs, s, buffers, ldh); scalar_t* h_next = "
+     "on_chip_h(h_bufs, s + 1, buffers, ldh);", "wk"),
     ("wreg: z / hf by the first quarter (u = u0 + m_tile * 16 + g + 8 (r / 2), b = 2t + r % 2), then on_chip_wait",
      "const int u = u0 + m_tile * 16 + g + 8 * (r / 2), b = 2 * t + r % 2; z[r] = hf[r] = 0.f; if (k_part == 0 && b "
      "< live && u < p.H) { const int64_t o = static_cast<int64_t>(b) * p.H + u; z[r] = static_cast<float>(cur[o]); "
@@ -316,8 +317,13 @@ ANCHORS = _mma.LAYOUT_ANCHORS + [
      "* mma_ldk(hpad, elem_size) * elem_size; }", "f"),
     ("on_chip_smem: W + (2 in a cluster, else 1) h_s + 16 x (rows + 8) floats",
      "__host__ __device__ constexpr size_t on_chip_smem(int hpad, int ctas, int elem_size) { const int rows = hpad / "
-     "ctas; return on_chip_w_bytes(rows, hpad, elem_size) + (ctas > 1 ? 2 : 1) * on_chip_h_bytes(hpad, elem_size) + "
-     "static_cast<size_t>(16) * (rows + 8) * sizeof(float); }", "f"),
+     "ctas; return on_chip_w_bytes(rows, hpad, elem_size) + on_chip_h_buffers(ctas) * on_chip_h_bytes(hpad, "
+     "elem_size) + static_cast<size_t>(16) * (rows + 8) * sizeof(float); }", "f"),
+    ("on_chip_h_buffers: 2 in a cluster, else 1",
+     "__host__ __device__ constexpr int on_chip_h_buffers(int ctas) { return ctas > 1 ? 2 : 1; }", "f"),
+    ("on_chip_h: buffer s % buffers",
+     "__device__ __forceinline__ scalar_t* on_chip_h(scalar_t* h_bufs, int s, int buffers, int ldh) { return h_bufs + "
+     "(s % buffers) * 16 * ldh; }", "f"),
     ("on_chip_pair_unit: XOR swizzle by n % 8",
      "__host__ __device__ constexpr int on_chip_pair_unit(int n, int p) { return p ^ ((n % 8) * 4); }", "f"),
     ("cluster arrive: barrier.cluster.arrive.release",
@@ -383,7 +389,7 @@ ANCHORS = _mma.LAYOUT_ANCHORS + [
     ("w_words at byte 0", "uint32_t* w_words = reinterpret_cast<uint32_t*>(smem_raw);", "k"),
     ("h_bufs after W",
      "scalar_t* h_bufs = reinterpret_cast<scalar_t*>(smem_raw + on_chip_w_bytes(rows, hpad, kElem));", "k"),
-    ("two buffers in a cluster", "const int buffers = ctas > 1 ? 2 : 1;", "k"),
+    ("two buffers in a cluster", "const int buffers = on_chip_h_buffers(ctas);", "k"),
     ("part_s after the buffers", "float* part_s = reinterpret_cast<float*>(h_bufs + buffers * 16 * ldh);", "k"),
     # the W fill, then on_chip_stage_h0
     ("w_lo8 at byte rows * hpad * 2", "uint8_t* w_lo8 = smem_raw + static_cast<size_t>(rows) * hpad * 2;", "k"),
@@ -407,8 +413,8 @@ ANCHORS = _mma.LAYOUT_ANCHORS + [
     ("t_idx", "const int t_idx = p.backward ? p.T - 1 - s : s;", "k"),
     ("cur = seq[t_idx]", "scalar_t* cur = p.seq + t_idx * step;", "k"),
     ("live", "const int live = p.live ? p.live[t_idx] : p.B;", "k"),
-    ("h_s = buffer s % buffers", "const scalar_t* h_s = h_bufs + (s % buffers) * 16 * ldh;", "k"),
-    ("h_next = buffer (s + 1) % buffers", "scalar_t* h_next = h_bufs + ((s + 1) % buffers) * 16 * ldh;", "k"),
+    ("h_s = buffer s % buffers", "const scalar_t* h_s = on_chip_h(h_bufs, s, buffers, ldh);", "k"),
+    ("h_next = buffer (s + 1) % buffers", "scalar_t* h_next = on_chip_h(h_bufs, s + 1, buffers, ldh);", "k"),
     ("z loads (b, u = u0 + ...)", "const int b = g + 8 * (r / 2), u = u0 + (n_group + 8 * j) * 8 + 2 * t + r % 2;",
      "k"),
     ("z loads: every tile",
@@ -544,9 +550,11 @@ SOURCE_EDITS = {
                            "u = (n_group + 8 * j) * 8 + 2 * t + r % 2;"),
     "outputs without u0": ("u = u0 + ul;", "u = ul;"),
     "u0 = rank * 64": ("const int u0 = rank * rows;", "const int u0 = rank * 64;"),
-    "buffers not alternating": ("h_bufs + ((s + 1) % buffers) * 16 * ldh", "h_bufs + (s % buffers) * 16 * ldh"),
-    "one buffer in a cluster": ("const int buffers = ctas > 1 ? 2 : 1;", "const int buffers = 1;"),
-    "smem one buffer": ("(ctas > 1 ? 2 : 1) * on_chip_h_bytes", "on_chip_h_bytes"),
+    "buffers not alternating": ("on_chip_h(h_bufs, s + 1, buffers, ldh)", "on_chip_h(h_bufs, s, buffers, ldh)"),
+    "one buffer in a cluster": ("return ctas > 1 ? 2 : 1;", "return 1;"),
+    "smem one buffer": ("on_chip_h_buffers(ctas) * on_chip_h_bytes", "on_chip_h_bytes"),
+    "h buffer by step s + 1": ("return h_bufs + (s % buffers) * 16 * ldh;", "return h_bufs + ((s + 1) % buffers) * 16 "
+                               "* ldh;"),
     "h_t written only when publishing": ("if (b < p.B) h_next[", "if (publish && b < p.B) h_next["),
     "all-gather from q = 0": ("const int q = 1 + i / rank_chunks", "const int q = i / rank_chunks"),
     "all-gather without u0": ("const int offset = (b * ldh + u0) * static_cast<int>(sizeof(scalar_t)) + c * 16;",

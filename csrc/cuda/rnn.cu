@@ -881,12 +881,16 @@ __host__ __device__ constexpr int on_chip_hpad(int H) { return (H + 63) / 64 * 6
 __host__ __device__ constexpr size_t on_chip_w_bytes(int rows, int hpad, int elem_size) {
   return elem_size == 4 ? static_cast<size_t>(rows) * hpad * 3 : static_cast<size_t>(rows) * mma_ldk(hpad, 2) * 2;
 }
+// h's buffers: two alternating by step in a cluster (a rank writes step s's h_t into buffer (s + 1) % 2
+// of every rank while a slower one may still multiply buffer s % 2), one in one CTA (its
+// __syncthreads order the reads before the writes).
+__host__ __device__ constexpr int on_chip_h_buffers(int ctas) { return ctas > 1 ? 2 : 1; }
 __host__ __device__ constexpr size_t on_chip_h_bytes(int hpad, int elem_size) {
   return static_cast<size_t>(16) * mma_ldk(hpad, elem_size) * elem_size;
 }
 __host__ __device__ constexpr size_t on_chip_smem(int hpad, int ctas, int elem_size) {
   const int rows = hpad / ctas;
-  return on_chip_w_bytes(rows, hpad, elem_size) + (ctas > 1 ? 2 : 1) * on_chip_h_bytes(hpad, elem_size) +
+  return on_chip_w_bytes(rows, hpad, elem_size) + on_chip_h_buffers(ctas) * on_chip_h_bytes(hpad, elem_size) +
          static_cast<size_t>(16) * (rows + 8) * sizeof(float);
 }
 // The W-in-registers kernel (rnn_on_chip_wreg_kernel, below).
@@ -898,7 +902,7 @@ __host__ __device__ constexpr int on_chip_wreg_steps(int hpad, int elem_size) { 
 // Shared memory: h_s (one buffer, two in a cluster) and the three upper quarters' partial sums
 // (64 rows x kWregLdp fp32 each).
 __host__ __device__ constexpr size_t on_chip_wreg_smem(int hpad, int ctas, int elem_size) {
-  return (ctas > 1 ? 2 : 1) * on_chip_h_bytes(hpad, elem_size) + static_cast<size_t>(3) * 64 * kWregLdp * sizeof(float);
+  return on_chip_h_buffers(ctas) * on_chip_h_bytes(hpad, elem_size) + static_cast<size_t>(3) * 64 * kWregLdp * sizeof(float);
 }
 
 // The planes' 32-bit / 16-bit unit of the value pair p (positions 2p, 2p + 1 of mma_k_position's
@@ -970,6 +974,12 @@ __device__ __forceinline__ void on_chip_stage_h0(const PersistentParams<scalar_t
   }
 }
 
+// The h buffer step s multiplies (its h_{t-1}); step s writes h_t into on_chip_h(..., s + 1, ...).
+template <typename scalar_t>
+__device__ __forceinline__ scalar_t* on_chip_h(scalar_t* h_bufs, int s, int buffers, int ldh) {
+  return h_bufs + (s % buffers) * 16 * ldh;
+}
+
 // After the epilogue wrote this CTA's h_t (columns u0 .. u0 + rows - 1 of rows < B) into h_next. A
 // cluster: the all-gather (those columns are one contiguous run of each h_t row, as mma_k_position
 // permutes within aligned groups of 8 words and u0 is a multiple of 64), copied in 16-byte pieces
@@ -1038,7 +1048,7 @@ __global__ void __launch_bounds__(kOnChipThreads, 1) rnn_on_chip_kernel(Persiste
   extern __shared__ __align__(128) unsigned char smem_raw[];
   uint32_t* w_words = reinterpret_cast<uint32_t*>(smem_raw);  // 16-bit W, or fp32's hi16 plane
   scalar_t* h_bufs = reinterpret_cast<scalar_t*>(smem_raw + on_chip_w_bytes(rows, hpad, kElem));
-  const int buffers = ctas > 1 ? 2 : 1;
+  const int buffers = on_chip_h_buffers(ctas);
   float* part_s = reinterpret_cast<float*>(h_bufs + buffers * 16 * ldh);
 
   // this CTA's rows of W once: 16-bit in mma_k_position's order; fp32 rounded to TF32, split into the planes
@@ -1067,8 +1077,8 @@ __global__ void __launch_bounds__(kOnChipThreads, 1) rnn_on_chip_kernel(Persiste
     const int t_idx = p.backward ? p.T - 1 - s : s;
     scalar_t* cur = p.seq + t_idx * step;
     const int live = p.live ? p.live[t_idx] : p.B;
-    const scalar_t* h_s = h_bufs + (s % buffers) * 16 * ldh;      // h_{t-1}
-    scalar_t* h_next = h_bufs + ((s + 1) % buffers) * 16 * ldh;   // h_t, in every rank
+    const scalar_t* h_s = on_chip_h(h_bufs, s, buffers, ldh);    // h_{t-1}
+    scalar_t* h_next = on_chip_h(h_bufs, s + 1, buffers, ldh);   // h_t, in every rank
     // The lower half's outputs: (row g or g + 8, unit u0 + tile * 8 + 2t + e) of its tiles. Their
     // pre-activations (and forward outputs, backward) do not depend on the recurrence: load now.
     float z[kTiles][4], hf[kTiles][4];
@@ -1228,7 +1238,7 @@ __global__ void __launch_bounds__(kOnChipThreads, 1) rnn_on_chip_wreg_kernel(Per
   const int ldh_words = ldh * kElem / 4;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   scalar_t* h_bufs = reinterpret_cast<scalar_t*>(smem_raw);
-  const int buffers = ctas > 1 ? 2 : 1;
+  const int buffers = on_chip_h_buffers(ctas);
   float* part_s = reinterpret_cast<float*>(h_bufs + buffers * 16 * ldh);
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -1239,11 +1249,10 @@ __global__ void __launch_bounds__(kOnChipThreads, 1) rnn_on_chip_wreg_kernel(Per
   uint32_t wa[kWregMaxSteps][4];
   {
     const int u = u0 + m_tile * 16 + g, per_word = 4 / kElem;
-    // four k-steps' 16 words at a time, their loads together (all 64 at once would spill); past
-    // the warp's k-steps a column past H, which wreg_word reads as zero
+    // no branch (past the warp's k-steps, a column past H, which wreg_word reads as zero), so the
+    // loads go out together
 #pragma unroll
     for (int ks = 0; ks < kWregMaxSteps; ++ks) {
-      if (ks % 4 == 0) __syncwarp();  // (keeps the groups' loads apart)
       const int c0 = ks < k_steps ? (k_first + ks) * kk + t * per_word : p.H, c1 = c0 + 4 * per_word;
       wa[ks][0] = wreg_word(p, u, c0);
       wa[ks][1] = wreg_word(p, u + 8, c0);
@@ -1259,8 +1268,8 @@ __global__ void __launch_bounds__(kOnChipThreads, 1) rnn_on_chip_wreg_kernel(Per
     const int t_idx = p.backward ? p.T - 1 - s : s;
     scalar_t* cur = p.seq + t_idx * step;
     const int live = p.live ? p.live[t_idx] : p.B;
-    const scalar_t* h_s = h_bufs + (s % buffers) * 16 * ldh;     // h_{t-1}
-    scalar_t* h_next = h_bufs + ((s + 1) % buffers) * 16 * ldh;  // h_t, in every rank
+    const scalar_t* h_s = on_chip_h(h_bufs, s, buffers, ldh);    // h_{t-1}
+    scalar_t* h_next = on_chip_h(h_bufs, s + 1, buffers, ldh);   // h_t, in every rank
     // The first quarter's outputs: (unit u0 + m_tile * 16 + g (+ 8), batch row 2t (+ 1)), accumulator
     // r. Their pre-activations (and forward outputs, backward) do not depend on the recurrence: load now.
     float z[4], hf[4];
