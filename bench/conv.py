@@ -71,11 +71,16 @@ VARIANTS = {"cp.async": {"RNNKERN_CONV_PIPELINE": "1"},   # the ring forced on (
             "tma quad": {"RNNKERN_CONV_MMA": "tma", "RNNKERN_CONV_TMA_CLUSTER": "4"},  # ... in fours
             # the forward's map reading a channels_last weight in place instead of a K-major copy (opt-in;
             # every case's weight has its input's layout; grad_input still copies, a control)
-            "tma w inplace": {"RNNKERN_CONV_MMA": "tma", "RNNKERN_CONV_TMA_WEIGHT": "inplace"}}
+            "tma w inplace": {"RNNKERN_CONV_MMA": "tma", "RNNKERN_CONV_TMA_WEIGHT": "inplace"},
+            # NCHW operands' channels_last copies on layout_copy.cuh's tiled transpose instead of ATen's
+            # copy (opt-in; rows below): 16-bit's default through copies, and TF32's on TMA loads
+            "copy kernel": {"RNNKERN_CONV_LAYOUT_COPY": "kernel"},
+            "via CL tma copy kernel": {"RNNKERN_CONV_NCHW": "transpose", "RNNKERN_CONV_MMA": "tma",
+                                       "RNNKERN_CONV_LAYOUT_COPY": "kernel"}}
 TMA_ONLY = ("tma", "tma n128", "tma n256", "via CL tma", "tma wgrad", "tma wgrad pair", "tma pair", "tma quad",
-            "tma w inplace")  # (their own rows below)
+            "tma w inplace", "via CL tma copy kernel")  # (their own rows below)
 WGRAD_ONLY = ("tma wgrad", "tma wgrad pair")  # (their forward and dgrad are the default's)
-NCHW_ONLY = ("via CL", "via CL wgmma", "via CL tma")  # variants that change nothing for channels_last operands
+NCHW_ONLY = ("via CL", "via CL wgmma", "via CL tma", "copy kernel", "via CL tma copy kernel")  # variants that change nothing for channels_last operands
 GATHER_ONLY = ("taps 9", "wgmma taps 1", "tma pair", "tma quad", "tma w inplace")  # forward and dgrad, not wgrad
 # (the TMA forms' grad_weight is wgrad_tma_kernel for 16-bit channels_last and TF32 NCHW, the
 # default's elsewhere)
@@ -92,7 +97,7 @@ GPU_CASES = (
     + [Case(dt, cl, 8, cin, 256, hw, d, variant=v) for v in VARIANTS
        for dt, cl, cin, hw, d in ((torch.float32, False, 256, 64, 1), (torch.bfloat16, True, 256, 64, 1),
                                   (torch.float32, False, 2048, 32, 18), (torch.bfloat16, True, 2048, 32, 18))
-       if v not in ("engine", "native") + TMA_ONLY and not (cl and v in NCHW_ONLY)]
+       if v not in ("engine", "native", "copy kernel") + TMA_ONLY and not (cl and v in NCHW_ONLY)]
     # the TMA gather, 16-bit's default: against the wgmma gather it replaced (d1 and d18 above) ...
     + [Case(torch.bfloat16, True, 8, 256, 256, 64, d, variant="wgmma") for d in (2, 6, 12)]
     + [Case(torch.bfloat16, True, 8, 2048, 256, 32, d, variant="wgmma") for d in (6, 12)]
@@ -120,7 +125,10 @@ GPU_CASES = (
     + [Case(torch.float32, False, 8, cin, 256, hw, d, variant="via CL tma") for cin, hw, d in ((256, 64, 1), (2048, 32, 18))]
     # bf16 NCHW: no 2-byte cp.async, so its NCHW tiles take the single-stage form (native); the
     # default runs it through channels_last copies
-    + [Case(torch.bfloat16, False, 8, 256, 256, 64, 1, variant=v) for v in ("", "native")]
+    + [Case(torch.bfloat16, False, 8, 256, 256, 64, 1, variant=v) for v in ("", "native", "copy kernel")]
+    # ... and TF32 NCHW through copies on TMA loads, with the transpose kernel's copies (opt-in)
+    + [Case(torch.float32, False, 8, cin, 256, hw, d, variant="via CL tma copy kernel")
+       for cin, hw, d in ((256, 64, 1), (2048, 32, 18))]
     # the ASPP head's 1x1 branch: one GEMM (cuBLAS, csrc/conv_gemm.h), and the same on the engine
     + [Case(dt, cl, 8, 2048, 256, 32, 1, variant=v, k=1) for v in ("", "engine")
        for dt, cl in ((torch.float32, False), (torch.bfloat16, True))]

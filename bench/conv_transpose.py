@@ -109,6 +109,8 @@ def _benches(c: Case, device: str) -> list[Bench]:
         # NCHW on the channels_last kernels through copies (fp32: opt-in), and those on wgmma
         out += passes(" via CL", RNNKERN_CONV_NCHW="transpose")
         out += passes(" via CL wgmma", RNNKERN_CONV_NCHW="transpose", RNNKERN_CONV_MMA="wgmma")
+        # ... with those copies on layout_copy.cuh's tiled transpose instead of ATen's copy (opt-in)
+        out += passes(" via CL copy kernel", RNNKERN_CONV_NCHW="transpose", RNNKERN_CONV_LAYOUT_COPY="kernel")
     if device == "cuda" and c.p == 0 and c.k % c.s == 0 and c.s % 4 == 0 and not c.channels_last:
         # the FCN upsamplers' block GEMMs against the general kernels they replaced (fwd, dgrad, wgrad)
         out += passes(" general", RNNKERN_CONVT_FCN="general")

@@ -108,7 +108,7 @@ if [ -n "$SAN" ]; then
     want racecheck && step racecheck $TO $SAN_TO "$SAN" --tool racecheck $SAN_ARGS $PY scripts/sanitize_driver.py $GPU_CHECK_SANITIZE_OPS &
   else
     want racecheck && step racecheck $TO $SAN_TO "$SAN" --tool racecheck $SAN_ARGS $PY scripts/sanitize_driver.py unpool rnn conv conv_transpose &
-    want racecheck && step racecheck_untried $TO $SAN_TO "$SAN" --tool racecheck $SAN_ARGS $PY scripts/sanitize_driver.py conv_wgmma rnn_exchange conv_tma rnn_on_chip &
+    want racecheck && step racecheck_untried $TO $SAN_TO "$SAN" --tool racecheck $SAN_ARGS $PY scripts/sanitize_driver.py conv_wgmma rnn_exchange conv_tma rnn_on_chip conv_layout_copy &
   fi
 else
   echo "compute-sanitizer not found" > "$OUTDIR/memcheck.status"

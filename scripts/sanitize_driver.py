@@ -316,7 +316,22 @@ def conv_tma(dev):
                 y.backward(torch.randn_like(y))
 
 
-CHECKS = [unpool, rnn, conv, conv_transpose, conv_wgmma, rnn_exchange, conv_tma, rnn_on_chip]
+def conv_layout_copy(dev):
+    """RNNKERN_CONV_LAYOUT_COPY=kernel (opt-in; csrc/cuda/layout_copy.cuh): the NCHW operands of the
+    channels_last kernels (RNNKERN_CONV_NCHW=transpose) copied both ways by the tiled transpose, in
+    2- and 4-byte elements, with channel and pixel counts off the 32 x 32 tile (the ragged edges'
+    guards) and a transposed convolution's forward; last and on its own as rnn_exchange."""
+    torch.backends.cudnn.allow_tf32 = True
+    with switches(RNNKERN_CONV_NCHW="transpose", RNNKERN_CONV_LAYOUT_COPY="kernel"):
+        for dtype in (torch.float32, torch.bfloat16):
+            x = torch.randn(2, 40, 9, 37, device=dev, dtype=dtype, requires_grad=True)
+            w = torch.randn(24, 40, 3, 3, device=dev, dtype=dtype, requires_grad=True)
+            y = RF.conv2d(x, w, None, 1, 1)
+            y.backward(torch.randn_like(y))
+            RF.conv_transpose2d(x.detach(), torch.randn(40, 24, 3, 3, device=dev, dtype=dtype), None, 2, 1)
+
+
+CHECKS = [unpool, rnn, conv, conv_transpose, conv_wgmma, rnn_exchange, conv_tma, rnn_on_chip, conv_layout_copy]
 
 if __name__ == "__main__":
     # `sanitize_driver.py [NAME ...]`: only those families (default: all)

@@ -78,6 +78,7 @@
 #include "../ops.h"
 #include "blas.cuh"
 #include "kernel_queries.cuh"
+#include "layout_copy.cuh"
 #include "tensor_core.cuh"
 
 
@@ -3088,6 +3089,10 @@ GatherParams gather_params(const ConvGeometry& g, bool trans) {
 
 at::MemoryFormat fmt(bool cl) { return cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous; }
 
+// t dense in the kernels' layout: channels_last when `cl` (from dense NCHW through
+// layout_copy.cuh's transpose, where RNNKERN_CONV_LAYOUT_COPY=kernel), else NCHW.
+at::Tensor dense_in(const at::Tensor& t, bool cl) { return cl ? layout_cuda::to_channels_last(t) : t.contiguous(); }
+
 // conv_gemm.h's products on cuBLAS, fp32 in TF32 exactly where the engine would use it.
 struct CublasConvGemm {
   bool tf32 = allow_tf32();
@@ -3133,7 +3138,7 @@ bool nchw_via_channels_last(bool cl, at::ScalarType dtype, const ConvGeometry& g
 // layout `cl` says, which the input is made contiguous in.
 void conv2d_forward_into(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                          const ConvGeometry& g, int64_t shuffle, bool cl, at::Tensor& y) {
-  const at::Tensor x = input.contiguous(fmt(cl));
+  const at::Tensor x = dense_in(input, cl);
   // (G, taps, Cg, Kg): B(tap, c; k) rows along the output channels (launch_gather copies it)
   const at::Tensor wt = weight.reshape({g.G, g.Kg(), g.Cg(), g.KH, g.KW}).permute({0, 3, 4, 2, 1});
   const at::Tensor b = bias ? bias->contiguous() : at::Tensor();
@@ -3262,11 +3267,11 @@ at::Tensor conv2d_forward_cuda(const at::Tensor& input, const at::Tensor& weight
   if (g.N == 0) return y;
   const bool cl = conv_channels_last(input);
   if (gemm_route(g)) {
-    conv2d_forward_gemm(input.contiguous(fmt(cl)), weight, bias, g, cl, y, CublasConvGemm{});
+    conv2d_forward_gemm(dense_in(input, cl), weight, bias, g, cl, y, CublasConvGemm{});
   } else if (nchw_via_channels_last(cl, input.scalar_type(), g)) {
     at::Tensor y_cl = at::empty_like(y, fmt(true));
     conv2d_forward_into(input, weight, bias, g, 1, true, y_cl);
-    y.copy_(y_cl);
+    layout_cuda::copy_to_nchw(y, y_cl);
   } else {
     conv2d_forward_into(input, weight, bias, g, 1, cl, y);
   }
@@ -3302,11 +3307,11 @@ at::Tensor conv2d_backward_input_cuda(const at::Tensor& grad_output, const at::T
   at::Tensor gx = at::empty(input_size, grad_output.options().memory_format(fmt(cl)));
   if (g.N == 0) return gx;
   if (gemm_route(g)) {
-    conv2d_backward_input_gemm(grad_output.contiguous(fmt(cl)), weight, g, cl, gx, CublasConvGemm{});
+    conv2d_backward_input_gemm(dense_in(grad_output, cl), weight, g, cl, gx, CublasConvGemm{});
     return gx;
   }
   const bool via_cl = nchw_via_channels_last(cl, grad_output.scalar_type(), g), kcl = cl || via_cl;  // the kernels' layout
-  const at::Tensor gy = grad_output.contiguous(fmt(kcl));
+  const at::Tensor gy = dense_in(grad_output, kcl);
   at::Tensor out = via_cl ? at::empty(input_size, grad_output.options().memory_format(fmt(true))) : gx;
   // (G, taps, Kg, Cg): B(tap, k; c) rows along the input channels (launch_gather copies it)
   const at::Tensor wt = weight.reshape({g.G, g.Kg(), g.Cg(), g.KH, g.KW}).permute({0, 3, 4, 1, 2});
@@ -3318,7 +3323,7 @@ at::Tensor conv2d_backward_input_cuda(const at::Tensor& grad_output, const at::T
                                   [&] {
                                     launch_gather<typename NativeOf<scalar_t>::type>(p, wt, kcl, true, sizeof(scalar_t));
                                   });
-  if (via_cl) gx.copy_(out);
+  if (via_cl) layout_cuda::copy_to_nchw(gx, out);
   return gx;
 }
 
@@ -3357,7 +3362,7 @@ void conv_transpose2d_forward_gather_cuda(const at::Tensor& input, const at::Ten
   if (output.numel() == 0) return;
   const at::cuda::OptionalCUDAGuard guard(device_of(input));
   const bool via_cl = nchw_via_channels_last(cl, input.scalar_type(), g), kcl = cl || via_cl;  // the kernel's layout
-  const at::Tensor x = input.contiguous(fmt(kcl));
+  const at::Tensor x = dense_in(input, kcl);
   at::Tensor out = via_cl ? at::empty_like(output, fmt(true)) : output;
   // (G, taps, C_in/G, C_out/G): B(tap, ci; co) rows along the output channels (launch_gather copies it)
   const at::Tensor wt = weight.reshape({g.G, g.Kg(), g.Cg(), g.KH, g.KW}).permute({0, 3, 4, 1, 2});
@@ -3370,7 +3375,7 @@ void conv_transpose2d_forward_gather_cuda(const at::Tensor& input, const at::Ten
                                   "conv_transpose2d_forward_gather_cuda", [&] {
                                     launch_gather<typename NativeOf<scalar_t>::type>(p, wt, kcl, true, sizeof(scalar_t));
                                   });
-  if (via_cl) output.copy_(out);
+  if (via_cl) layout_cuda::copy_to_nchw(output, out);
 }
 
 bool conv_transpose2d_forward_gemm_cuda(const at::Tensor& input, const at::Tensor& weight,
@@ -3382,7 +3387,7 @@ bool conv_transpose2d_forward_gemm_cuda(const at::Tensor& input, const at::Tenso
   const at::cuda::OptionalCUDAGuard guard(device_of(input));
   const bool cl = conv_channels_last(input);
   if (output.numel() > 0)
-    conv_transpose2d_forward_gemm(input.contiguous(fmt(cl)), weight, bias, t.sH, t.sW, cl, output, CublasConvGemm{});
+    conv_transpose2d_forward_gemm(dense_in(input, cl), weight, bias, t.sH, t.sW, cl, output, CublasConvGemm{});
   return true;
 }
 
@@ -3401,11 +3406,11 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cuda(const at::Tensor&
   if (g.N == 0) {
     gw.zero_();
   } else if (gemm_route(g)) {
-    conv2d_backward_weight_gemm(grad_output.contiguous(fmt(cl)), input.contiguous(fmt(cl)), g, cl, gw,
+    conv2d_backward_weight_gemm(dense_in(grad_output, cl), dense_in(input, cl), g, cl, gw,
                                 CublasConvGemm{});
   } else {
     const bool kcl = cl || nchw_via_channels_last(cl, input.scalar_type(), g);  // the kernel's layout
-    const at::Tensor x = input.contiguous(fmt(kcl)), gy = grad_output.contiguous(fmt(kcl));
+    const at::Tensor x = dense_in(input, kcl), gy = dense_in(grad_output, kcl);
     WgradParams p{};
     p.gy = gy.data_ptr();
     p.x = x.data_ptr();

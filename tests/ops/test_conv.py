@@ -401,6 +401,67 @@ def test_cuda_nchw_env_is_checked(monkeypatch):
 
 
 @pytest.mark.cuda
+@pytest.mark.untried  # (RNNKERN_CONV_LAYOUT_COPY=kernel has not run on a GPU)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_cuda_layout_copy_kernel(monkeypatch, dtype):
+    """RNNKERN_CONV_LAYOUT_COPY=kernel (csrc/cuda/layout_copy.cuh): the NCHW operands that run on the
+    channels_last kernels (RNNKERN_CONV_NCHW=transpose) are copied by the tiled transpose kernel,
+    both ways, instead of ATen's copy. The convolution kernels are bitwise repeatable, so every
+    result must equal ATen's copies' bit for bit: forward, grad_input, grad_weight and the
+    transposed convolution's forward, over channel and pixel counts that are not multiples of the
+    32 x 32 tile, images of one pixel or one row, and a tensor spanning many tiles. Each pass
+    copies its two NCHW operands (forward: x in, y out; grad_input: grad_y in, grad_x out;
+    grad_weight: x and grad_y in), six launches in all. A non-contiguous input keeps ATen's copy."""
+    assert torch.backends.cudnn.allow_tf32
+    monkeypatch.setenv("RNNKERN_CONV_NCHW", "transpose")
+    monkeypatch.delenv("RNNKERN_CONV_MMA", raising=False)
+
+    def run(xs, ws, kw, mode, *, transposed=False, view=None):
+        monkeypatch.setenv("RNNKERN_CONV_LAYOUT_COPY", mode)
+        g = torch.Generator().manual_seed(sum(xs) + sum(ws))
+        x = torch.randn(xs, generator=g).to("cuda", dtype)
+        w = torch.randn(ws, generator=g).to("cuda", dtype)
+        if view is not None:
+            x = view(x)
+        x.requires_grad_(True)
+        w.requires_grad_(True)
+        fn = RF.conv_transpose2d if transposed else RF.conv2d
+        y = fn(x, w, **kw)
+        gy = torch.randn(y.shape, generator=g).to("cuda", dtype)
+        gx, gw = torch.autograd.grad(y, (x, w), gy)
+        assert y.is_contiguous() and gx.is_contiguous()
+        return y, gx, gw
+
+    cases = [((2, 40, 9, 11), (24, 40, 3, 3), dict(padding=1), {}),
+             ((3, 72, 37, 41), (136, 72, 3, 3), dict(padding=6, dilation=6), {}),  # many tiles, ragged
+             ((2, 16, 1, 1), (24, 16, 3, 3), dict(padding=1), {}),                 # one pixel an image
+             ((1, 33, 1, 70), (8, 33, 1, 3), dict(padding=(0, 1)), {}),             # one row
+             ((2, 40, 9, 11), (40, 24, 3, 3), dict(stride=2, padding=1), dict(transposed=True)),
+             ((2, 24, 12, 10), (16, 24, 3, 3), dict(padding=1), dict(view=lambda t: t[:, :, :, ::1][..., :9]))]
+    for xs, ws, kw, how in cases:
+        want = run(xs, ws, kw, "aten", **how)
+        got = run(xs, ws, kw, "kernel", **how)
+        for name, a, b in zip(("output", "grad_input", "grad_weight"), got, want):
+            assert torch.equal(a, b), (name, xs, ws, kw, (a.float() - b.float()).abs().max().item())
+
+    monkeypatch.setenv("RNNKERN_CONV_LAYOUT_COPY", "kernel")
+    x = torch.randn(2, 40, 9, 11, device="cuda", dtype=dtype, requires_grad=True)
+    w = torch.randn(24, 40, 3, 3, device="cuda", dtype=dtype, requires_grad=True)
+    names = _launched_kernels(lambda: RF.conv2d(x, w, None, 1, 1).sum().backward())
+    copies = [n for n in names if "batched_transpose_kernel" in n]
+    assert copies, names
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        RF.conv2d(x, w, None, 1, 1).backward(torch.ones(2, 24, 9, 11, device="cuda", dtype=dtype))
+        torch.cuda.synchronize()
+    launches = sum(e.count for e in prof.key_averages() if "batched_transpose_kernel" in e.key)
+    assert launches == 6, launches
+
+    monkeypatch.setenv("RNNKERN_CONV_LAYOUT_COPY", "yes")
+    with pytest.raises(RuntimeError, match="RNNKERN_CONV_LAYOUT_COPY must be 'aten' or 'kernel'"):
+        RF.conv2d(x, w, None, 1, 1)
+
+
+@pytest.mark.cuda
 @pytest.mark.parametrize("var,value,message", [("RNNKERN_CONV_MMA", "tcgen05", "must be 'mma', 'wgmma' or 'tma'"),
                                                ("RNNKERN_CONV_TAP_GROUP", "10", "must be an integer from 1 to 9"),
                                                ("RNNKERN_CONV_PIPELINE", "yes", "must be '0' or '1'")])
