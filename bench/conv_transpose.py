@@ -105,6 +105,9 @@ def _benches(c: Case, device: str) -> list[Bench]:
                           (" quad batch", dict(RNNKERN_CONV_TMA_CLUSTER="4", RNNKERN_CONV_TMA_BATCH="1"))):
             label = (" tma" if c.channels_last else " via CL tma") + name
             out += [b for b in passes(label, **base, **env) if b.pass_ != "wgrad"]
+        if not c.channels_last:  # ... and TF32's copies on layout_copy.cuh's tiled transpose (opt-in)
+            out += [b for b in passes(" via CL tma copy kernel", **base, RNNKERN_CONV_LAYOUT_COPY="kernel")
+                    if b.pass_ != "wgrad"]
     if device == "cuda" and (c.k, c.s, c.p) == (4, 2, 1) and not c.channels_last:
         # NCHW on the channels_last kernels through copies (fp32: opt-in), and those on wgmma
         out += passes(" via CL", RNNKERN_CONV_NCHW="transpose")
