@@ -110,8 +110,10 @@ ConvT2dGeometry conv_transpose2d_geometry(const char* op, at::IntArrayRef input_
                 output_padding, " stride=", stride, " dilation=", dilation);
   g.OH = (g.H - 1) * g.sH - 2 * g.pH + g.dH * (g.kH - 1) + g.opH + 1;
   g.OW = (g.W - 1) * g.sW - 2 * g.pW + g.dW * (g.kW - 1) + g.opW + 1;
-  TORCH_CHECK(g.H >= 1 && g.W >= 1, op, ": input spatial size must be >= 1, got ", input_size);
-  TORCH_CHECK(g.OH >= 1 && g.OW >= 1, op, ": output size (", g.OH, ", ", g.OW,
+  // an empty batch may have empty images too (torch returns an empty result there), never negative sizes
+  const int64_t least = g.N == 0 ? 0 : 1;
+  TORCH_CHECK(g.H >= least && g.W >= least, op, ": input spatial size must be >= 1, got ", input_size);
+  TORCH_CHECK(g.OH >= least && g.OW >= least, op, ": output size (", g.OH, ", ", g.OW,
               ") is too small for input ", input_size, " (padding too large)");
   return g;
 }

@@ -91,17 +91,21 @@ def ntuple(op: str, name: str, value, n: int, *, minimum: int | None = None) -> 
     return out
 
 
-def follow_weight_layout(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def follow_weight_layout(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, bool]:
     """x in channels_last when the 4-D weight is channels_last and x is not: torch's convolutions
     then compute and return channels_last (cuDNN's and oneDNN's memory-format rule), and ours
-    decide by the input alone. Under vmap the batching rule's call decides (a batched tensor has
-    no channels_last query)."""
+    decide by the input alone. Also whether the caller must make the output channels_last: an x
+    contiguous in both layouts (one channel, or 1 x 1 images) gives the kernels no layout to
+    follow. Under vmap the batching rule's call decides (a batched tensor has no channels_last
+    query)."""
     if is_batchedtensor(x) or is_batchedtensor(w):
-        return x
+        return x, False
     if (x.dim() == 4 and not channels_last_output(x) and w.dim() == 4 and not w.is_contiguous()
             and w.is_contiguous(memory_format=torch.channels_last)):
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
+        if x.is_contiguous(memory_format=torch.channels_last):  # (and contiguous: both layouts)
+            return x, True
+        return x.contiguous(memory_format=torch.channels_last), False
+    return x, False
 
 
 def channels_last_output(t: torch.Tensor) -> bool:

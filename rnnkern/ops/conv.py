@@ -164,9 +164,11 @@ def conv(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride,
         pad4 = [0, pad[0], 0, pad[1]]
     else:
         pad4 = pad  # [top, left, bottom, right]
-    x = follow_weight_layout(x, w)
+    x, cl_output = follow_weight_layout(x, w)
     args = (stride, pad4, dilation, groups)
     out = conv2d_forward_for_transforms(x, w, bias, args) if transform_active() else conv2d_forward(x, w, bias, *args)
+    if cl_output:
+        out = out.contiguous(memory_format=torch.channels_last)
     if nd == 1:
         out = out.squeeze(2)
     return out.squeeze(0) if unbatched else out

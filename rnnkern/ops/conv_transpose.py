@@ -115,29 +115,35 @@ def conv_transpose(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor
     kernel = list(w_shape[2:])
     if min(kernel) < 1:
         raise ArgumentValueError(f"{op}: kernel size must be >= 1, got weight shape {tuple(weight.shape)}")
+    if c_in == 0 or c_out == 0:  # (torch: "non-empty weight tensor expected")
+        raise ArgumentValueError(f"{op}: weight must have non-zero sizes, got {tuple(weight.shape)}")
     for d in range(nd):
         if not (output_padding[d] < stride[d] or output_padding[d] < dilation[d]):
             raise ArgumentValueError(f"{op}: output_padding must be smaller than either stride or dilation, got "
                                      f"output_padding={output_padding}, stride={stride}, dilation={dilation}")
+    unbatched = len(x_shape) == nd + 1
+    # an empty batch returns an empty result wherever its sizes are not negative, as torch's does
+    empty_batch = not unbatched and x_shape[0] == 0
     spatial = list(x_shape[-nd:])
-    if min(spatial) < 1:
+    if min(spatial) < (0 if empty_batch else 1):
         raise ArgumentValueError(f"{op}: input spatial size must be >= 1, got input shape {tuple(input.shape)}")
     out = [output_size(spatial[d], kernel[d], stride[d], padding[d], output_padding[d], dilation[d])
            for d in range(nd)]
-    if min(out) < 1:
+    if min(out) < (0 if empty_batch else 1):
         raise ArgumentValueError(f"{op}: computed output size {out} is too small (input {spatial}, kernel {kernel}, "
                                  f"stride {stride}, padding {padding}, dilation {dilation})")
 
-    unbatched = len(x_shape) == nd + 1
     x = input.unsqueeze(0) if unbatched else input
     w = weight
     if nd == 1:  # (N, C, L) -> (N, C, 1, L); weight (C_in, C_out/g, k) -> (C_in, C_out/g, 1, k)
         x, w = x.unsqueeze(2), w.unsqueeze(2)
         stride, padding, output_padding, dilation = [1] + stride, [0] + padding, [0] + output_padding, [1] + dilation
-    x = follow_weight_layout(x, w)
+    x, cl_output = follow_weight_layout(x, w)
     args = (stride, padding, output_padding, groups, dilation)
     y = (conv_transpose2d_forward_for_transforms(x, w, bias, args) if transform_active()
          else conv_transpose2d_forward(x, w, bias, *args))
+    if cl_output:
+        y = y.contiguous(memory_format=torch.channels_last)
     if nd == 1:
         y = y.squeeze(2)
     return y.squeeze(0) if unbatched else y

@@ -1,4 +1,5 @@
 """rnnkern transposed convolution vs torch.nn.functional.conv_transpose1d/2d and fp64 references."""
+import itertools
 import random
 
 import pytest
@@ -191,6 +192,74 @@ def test_empty_batch_and_unbatched(strict_fp32, device):
     x1 = torch.randn(3, 6, device=device)
     w1 = torch.randn(3, 4, 2, device=device)
     assert rel_err(RF.conv_transpose1d(x1, w1, None, 2), F.conv_transpose1d(x1.double(), w1.double(), None, 2)) < 1e-5
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_empty_batch_with_empty_images(device):
+    """An empty batch returns an empty result wherever torch's does: images of no pixels in or out
+    (an input of 0 rows, or padding that leaves an output of 0 x 0); a negative output size and an
+    empty image in a non-empty batch still raise. Gradients of an empty batch are zeros."""
+    w = torch.randn(2, 3, 3, 3, device=device, requires_grad=True)
+    b = torch.randn(3, device=device, requires_grad=True)
+    for xs, kw in (((0, 2, 2, 2), dict(padding=2)), ((0, 2, 0, 5), {}), ((0, 2, 0, 0), dict(padding=1))):
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            x = torch.randn(xs, device=device).contiguous(memory_format=fmt).requires_grad_()
+            y = RF.conv_transpose2d(x, w, b, **kw)
+            assert y.shape == F.conv_transpose2d(x, w, b, **kw).shape, (xs, kw)
+            y.sum().backward()
+            assert x.grad.shape == x.shape and not w.grad.any() and not b.grad.any()
+    assert RF.conv_transpose1d(torch.randn(0, 2, 0, device=device), w[..., 0]).shape == (0, 3, 2)
+    with pytest.raises(ValueError, match="too small"):
+        RF.conv_transpose2d(torch.randn(0, 2, 1, 1, device=device), w, padding=5)
+    with pytest.raises(ValueError, match="too small"):
+        RF.conv_transpose2d(torch.randn(1, 2, 2, 2, device=device), w, padding=2)
+    with pytest.raises(ValueError, match="spatial size"):
+        RF.conv_transpose2d(torch.randn(1, 2, 0, 5, device=device), w)
+
+
+@pytest.mark.skipif(not CPU_HAS_AVX512, reason="the direct AVX-512 kernels run only where the CPU has AVX-512")
+def test_long_reduction_accuracy_matches_torch():
+    """The FCN-32s head's grad_input (k64 s32: 64 x 64 taps x 64 channels = 262,144 terms an output)
+    on the direct kernels: each chunk of the reduction is summed on its own and then added, so the
+    fp32 error stays at torch's level (a running sum over the whole reduction ran ~14x torch's)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 21, 2, 2, generator=g)
+    w = torch.randn(21, 64, 64, 64, generator=g)
+    gy = torch.randn(1, 64, 64, 64, generator=g)
+    ref = F.conv2d(gy.double(), w.double(), stride=32, padding=16)  # the exact grad_input
+    errs = []
+    for fn in (RF.conv_transpose2d, F.conv_transpose2d):
+        xx = x.clone().requires_grad_()
+        (gx,) = torch.autograd.grad(fn(xx, w, None, 32, 16), xx, gy)
+        errs.append((gx.double() - ref).abs().max().item())
+    assert errs[0] <= 3 * errs[1], errs
+
+
+def test_weight_with_no_channels_raises():
+    """torch refuses an empty weight ("non-empty weight tensor expected"); so do we, in the forward."""
+    with pytest.raises(ValueError, match="non-zero sizes"):
+        RF.conv_transpose2d(torch.randn(1, 2, 3, 3), torch.randn(2, 0, 3, 3))
+    with pytest.raises(ValueError, match="non-zero sizes"):
+        RF.conv_transpose2d(torch.randn(1, 0, 3, 3), torch.randn(0, 2, 3, 3))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_output_layout_follows_a_channels_last_weight(device):
+    """torch returns channels_last when the weight is, whatever the input; an input contiguous in
+    both layouts (one channel, 1 x 1 images) leaves our kernels no layout to follow, so the op makes
+    the output channels_last itself. Checked against torch's own layouts (transposed and plain)."""
+    cl = torch.channels_last
+    for xs, ws in (((2, 1, 5, 5), (8, 1, 3, 3)), ((2, 3, 1, 1), (8, 3, 3, 3)), ((2, 3, 5, 5), (8, 3, 3, 3))):
+        for x_fmt, w_fmt in itertools.product((torch.contiguous_format, cl), repeat=2):
+            x = torch.randn(xs, device=device, dtype=torch.float64).contiguous(memory_format=x_fmt)
+            wt = torch.randn(ws[1], ws[0], 3, 3, device=device, dtype=torch.float64).contiguous(memory_format=w_fmt)
+            w = torch.randn(ws, device=device, dtype=torch.float64).contiguous(memory_format=w_fmt)
+            for ours, theirs in ((RF.conv_transpose2d(x, wt, None, 2), F.conv_transpose2d(x, wt, None, 2)),
+                                 (RF.conv2d(x, w, None, 1, 1), F.conv2d(x, w, None, 1, 1))):
+                for fmt in (torch.contiguous_format, cl):
+                    assert ours.is_contiguous(memory_format=fmt) == theirs.is_contiguous(memory_format=fmt), (
+                        xs, ws, x_fmt, w_fmt, fmt, ours.stride(), theirs.stride())
+                torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("device", DEVICES)
