@@ -60,6 +60,20 @@ inline at::MemoryFormat conv_output_format(const at::Tensor& t) {
   return conv_channels_last(t) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
 }
 
+// The backward of a forward whose input was `input`: grad_output dense in the input's layout, as
+// torch's convolution_backward makes it (grad_output.contiguous(backend memory format)), so the
+// kernels (whose grad_input follows grad_output) return grad_input in the input's layout. A
+// grad_output contiguous in both layouts (1 x 1 images, one channel) still leaves them NCHW:
+// grad_input_in_layout_of converts the result there.
+inline at::Tensor grad_output_in_layout_of(const at::Tensor& grad_output, const at::Tensor& input) {
+  return grad_output.contiguous(conv_output_format(input));
+}
+inline at::Tensor grad_input_in_layout_of(const at::Tensor& grad_input, const at::Tensor& input) {
+  return conv_channels_last(input) && !grad_input.is_contiguous(at::MemoryFormat::ChannelsLast)
+             ? grad_input.contiguous(at::MemoryFormat::ChannelsLast)
+             : grad_input;
+}
+
 // grad_bias of a CUDA convolution or transposed convolution: grad_output (N, C, H, W) summed over
 // (N, H, W) by ATen's deterministic reduction, accumulated in fp32 (fp64 for fp64); (0) when the
 // op has no bias.

@@ -3,6 +3,7 @@
 // their own backwards are the three ops again (double backward works):
 //   backward_input(gy, W) = D(gy, W):   d/dgy = forward(ggx, W),        d/dW = backward_weight(gy, ggx)
 //   backward_weight(gy, x) = (gW, gb):  d/dgy = forward(x, ggW) + ggb,  d/dx = backward_input(gy, ggW)
+#include "../conv_common.h"
 #include "autograd_common.h"
 
 namespace rnnkern {
@@ -39,14 +40,16 @@ class Conv2dForward : public torch::autograd::Function<Conv2dForward> {
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grads) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &input = saved[0], &weight = saved[1], &grad_output = grads[0];
+    const at::Tensor &input = saved[0], &weight = saved[1];
+    const at::Tensor grad_output = grad_output_in_layout_of(grads[0], input);
     const ConvArgs a = ConvArgs::load(ctx);
     const bool need_x = ctx->needs_input_grad(0), need_w = ctx->needs_input_grad(1);
     const bool need_b = ctx->saved_data.at("has_bias").toBool() && ctx->needs_input_grad(2);
     at::Tensor gx, gw, gb;
     if (need_x)
-      gx = call::conv2d_backward_input(grad_output, weight, input.sym_sizes(), a.stride, a.padding, a.dilation,
-                                       a.groups);
+      gx = grad_input_in_layout_of(call::conv2d_backward_input(grad_output, weight, input.sym_sizes(), a.stride,
+                                                               a.padding, a.dilation, a.groups),
+                                   input);
     if (need_w) {
       std::tie(gw, gb) = call::conv2d_backward_weight(grad_output, input, weight.sym_sizes(), a.stride, a.padding,
                                                       a.dilation, a.groups, need_b);

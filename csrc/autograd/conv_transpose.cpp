@@ -3,6 +3,7 @@
 // arguments, so their own backwards are the three ops again (double backward works):
 //   backward_input(gy, W) = conv2d(gy, W):  d/dgy = forward(ggx, W),         d/dW = backward_weight(gy, ggx)
 //   backward_weight(gy, x) = (gW, gb):       d/dgy = forward(x, ggW, ggb),    d/dx = backward_input(gy, ggW)
+#include "../conv_common.h"
 #include "autograd_common.h"
 
 namespace rnnkern {
@@ -41,14 +42,17 @@ class ConvT2dForward : public torch::autograd::Function<ConvT2dForward> {
 
   static variable_list backward(AutogradContext* ctx, const variable_list& grads) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &input = saved[0], &weight = saved[1], &grad_output = grads[0];
+    const at::Tensor &input = saved[0], &weight = saved[1];
+    const at::Tensor grad_output = grad_output_in_layout_of(grads[0], input);
     const ConvTArgs a = ConvTArgs::load(ctx);
     const bool need_x = ctx->needs_input_grad(0), need_w = ctx->needs_input_grad(1);
     const bool need_b = ctx->saved_data.at("has_bias").toBool() && ctx->needs_input_grad(2);
     at::Tensor gx, gw, gb;
     if (need_x)
-      gx = call::conv_transpose2d_backward_input(grad_output, weight, input.sym_sizes(), a.stride, a.padding,
-                                                 a.output_padding, a.groups, a.dilation);
+      gx = grad_input_in_layout_of(call::conv_transpose2d_backward_input(grad_output, weight, input.sym_sizes(),
+                                                                         a.stride, a.padding, a.output_padding,
+                                                                         a.groups, a.dilation),
+                                   input);
     if (need_w || need_b) {
       std::tie(gw, gb) = call::conv_transpose2d_backward_weight(grad_output, input, weight.sym_sizes(), a.stride,
                                                                 a.padding, a.output_padding, a.groups, a.dilation,

@@ -30,7 +30,10 @@
 // GEMM runs on one thread. Forward / grad_input items write disjoint outputs. grad_weight cuts the
 // items into a fixed number of parts (min(items, kWgradParts), not the thread count), each
 // accumulating its own partial sums, added in part order at the end, so every result is bitwise
-// reproducible for any thread count. (fp32 with >= 16 channels on one side takes the direct wgrad
+// reproducible run to run. Across thread counts too, except where a call has a single work item:
+// at::parallel_for then runs it on the calling thread, outside a parallel region, and the BLAS
+// library threads that GEMM itself (its bits can then differ in the last places between 1 and 2
+// threads; seen in fuzzing for N = 1 1x1 grad_weights and one-output-channel forwards). (fp32 with >= 16 channels on one side takes the direct wgrad
 // kernel instead; see its comment.) col2im accumulates each element in a fixed order (no atomics, no races).
 //
 // Narrow groups (G > 1, Cg * Kg <= 16: depthwise and friends) skip the GEMMs, which would be a

@@ -112,7 +112,8 @@ AVX512_FN void rnn_tile(const float* a, const float* panel, int64_t K, int64_t l
       } else {
         v = _mm512_add_ps(acc[r][half], _mm512_maskz_loadu_ps(m, addend + off));
         const __m512 y = _mm512_maskz_loadu_ps(m, h + off);
-        v = kRelu ? _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, zero, _CMP_GT_OQ), v)
+        // relu': torch's threshold_backward zeroes where h <= 0 only, so a NaN h passes v through
+        v = kRelu ? _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, zero, _CMP_NLE_UQ), v)
                   : _mm512_mul_ps(v, _mm512_fnmadd_ps(y, y, one));
       }
       _mm512_mask_storeu_ps(dst + off, m, v);

@@ -323,11 +323,12 @@ __device__ __forceinline__ void trace_stamp(long long* trace, int s, int phase) 
 }
 
 // z = pre-activation (forward) or dL/dh_t (backward) of one output; h = its forward output h_t
-// (backward only). forward: act(z); backward: z * act'(.).
+// (backward only). forward: act(z); backward: z * act'(.). relu as torch's: NaN stays NaN
+// forward (relu_), and backward zeroes only where h <= 0 (threshold_backward), so a NaN h passes z.
 template <typename acc_t>
 __device__ __forceinline__ acc_t step_epilogue(acc_t z, acc_t h, bool relu, bool backward) {
-  if (!backward) return relu ? (z > acc_t(0) ? z : acc_t(0)) : tanh(z);
-  return relu ? (h > acc_t(0) ? z : acc_t(0)) : z * (acc_t(1) - h * h);
+  if (!backward) return relu ? (z <= acc_t(0) ? acc_t(0) : z) : tanh(z);
+  return relu ? (h <= acc_t(0) ? acc_t(0) : z) : z * (acc_t(1) - h * h);
 }
 
 // Rows of W per lane held as accumulators for a batch tile of kBatchTile sequences: at most 64

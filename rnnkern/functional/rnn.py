@@ -7,8 +7,8 @@ import torch
 from torch import Tensor
 
 from rnnkern.ops import rnn as _ops
-from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, autocast_cast, autocast_dtype,
-                                   check_same, check_supported_device)
+from rnnkern.ops._validate import (ArgumentDtypeError, ArgumentValueError, autocast_cast, autocast_dtype, check_same,
+                                   check_supported_device)
 
 _NONLINEARITIES = ("tanh", "relu")
 
@@ -59,8 +59,8 @@ def rnn_layer(input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optio
 
 def _check_dtypes(x: Tensor, hx: Tensor, w: Tensor) -> None:
     if x.dtype != w.dtype or hx.dtype != w.dtype:
-        raise ArgumentTypeError(f"RNN: input ({x.dtype}), hx ({hx.dtype}) and parameters ({w.dtype}) must share one "
-                                "dtype; convert the module with .to(dtype) or the input")
+        raise ArgumentDtypeError(f"RNN: input ({x.dtype}), hx ({hx.dtype}) and parameters ({w.dtype}) must share one "
+                                 "dtype; convert the module with .to(dtype) or the input")
     if x.device != w.device or hx.device != w.device:
         raise RuntimeError(f"RNN: input ({x.device}), hx ({hx.device}) and parameters ({w.device}) must be "
                            "on one device")
@@ -78,6 +78,10 @@ def rnn(input: Tensor, hx: Tensor, weights: Sequence[Sequence[Tensor]], nonlinea
     dirs = 2 if bidirectional else 1
     if len(weights) != num_layers * dirs:
         raise ArgumentValueError(f"rnn: expected {num_layers * dirs} weight groups, got {len(weights)}")
+    for k, group in enumerate(weights):
+        if len(group) not in (2, 4):
+            raise ArgumentValueError(f"rnn: weight group {k} must be (w_ih, w_hh) or (w_ih, w_hh, b_ih, b_hh), "
+                                     f"got {len(group)} tensors")
     if autocast_dtype(input) is not None:  # torch runs RNNs in the autocast dtype (float64 stays); so do we
         input, hx = autocast_cast(input, hx)
         weights = [list(autocast_cast(*group)) for group in weights]

@@ -22,6 +22,11 @@ class ArgumentTypeError(TypeError, RuntimeError):
     pass
 
 
+class ArgumentDtypeError(ArgumentTypeError, ValueError):
+    """A dtype mismatch where torch raises ValueError (torch.nn.RNN's input against its weights):
+    caught as torch's ValueError and as our TypeError / RuntimeError alike."""
+
+
 class ArgumentIndexError(IndexError, RuntimeError):
     pass
 
@@ -92,20 +97,39 @@ def ntuple(op: str, name: str, value, n: int, *, minimum: int | None = None) -> 
 
 
 def follow_weight_layout(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """x in channels_last when the 4-D weight is channels_last and x is not: torch's convolutions
-    then compute and return channels_last (cuDNN's and oneDNN's memory-format rule), and ours
-    decide by the input alone. Also whether the caller must make the output channels_last: an x
-    contiguous in both layouts (one channel, or 1 x 1 images) gives the kernels no layout to
-    follow. Under vmap the batching rule's call decides (a batched tensor has no channels_last
-    query)."""
-    if is_batchedtensor(x) or is_batchedtensor(w):
+    """x as the convolution kernels should see it, for torch's memory-format rule (cuDNN's and
+    oneDNN's: channels_last when the input or the weight is), where ours decide by a dense input
+    alone:
+    - x in channels_last when the 4-D weight is channels_last and x is not;
+    - a channels_last x that is not dense (a slice) made dense in channels_last (the kernels would
+      copy it anyway, into NCHW);
+    and whether the caller must make the output channels_last: an x contiguous in both layouts
+    (one channel, or 1 x 1 images) gives the kernels no layout to follow. Under vmap the batching
+    rule's call decides (a batched tensor has no channels_last query)."""
+    if is_batchedtensor(x) or is_batchedtensor(w) or x.dim() != 4 or channels_last_output(x):
         return x, False
-    if (x.dim() == 4 and not channels_last_output(x) and w.dim() == 4 and not w.is_contiguous()
-            and w.is_contiguous(memory_format=torch.channels_last)):
+    if w.dim() == 4 and not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last):
         if x.is_contiguous(memory_format=torch.channels_last):  # (and contiguous: both layouts)
             return x, True
         return x.contiguous(memory_format=torch.channels_last), False
+    if not x.is_contiguous() and channels_last_strides(x):
+        return x.contiguous(memory_format=torch.channels_last), False
     return x, False
+
+
+def channels_last_strides(t: torch.Tensor) -> bool:
+    """torch's is_channels_last_strides_2d (c10/core/MemoryFormat.h), which suggest_memory_format
+    reads: t's strides order its dims (N, H, W, C) from largest to smallest, whether or not t is
+    dense; an ambiguous order (size-1 dims with equal strides) counts as NCHW."""
+    sizes, strides = t.shape, t.stride()
+    if strides[1] == 0:
+        return False
+    least = 0
+    for d in (1, 3, 2, 0):
+        if sizes[d] == 0 or strides[d] < least or (d == 0 and least == strides[1]):
+            return False
+        least = strides[d] * sizes[d] if sizes[d] > 1 else strides[d]
+    return True
 
 
 def channels_last_output(t: torch.Tensor) -> bool:

@@ -13,8 +13,11 @@ Padding is always passed to the ops as four entries (top, left, bottom, right), 
 an even effective kernel (torch pads one extra row/column at the bottom/right) needs no F.pad:
 the kernels read the extra padding as zeros.
 
-Layout rule (rnnkern.ops._validate.channels_last_output): forward output and grad_input are
-channels_last when input / grad_output is; grad_weight is contiguous.
+Layout rule of the ops (rnnkern.ops._validate.channels_last_output): forward output and grad_input
+are channels_last when input / grad_output is; grad_weight is contiguous. Through autograd
+grad_input takes the input's layout, as torch's (the backward makes grad_output dense in it
+first), and the functional forward follows torch's rule for the weight's layout and for
+channels_last slices (follow_weight_layout).
 """
 from __future__ import annotations
 

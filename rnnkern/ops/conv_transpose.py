@@ -8,9 +8,12 @@ registered in C++ on all three (csrc/autograd/conv_transpose.cpp, which writes o
 double backward works. Inside torch.func transforms and forward-mode AD the same formulas run as
 Python autograd.Functions (rnnkern.ops._transforms), which torch.func accepts and which add a jvp.
 
-Weight layout (C_in, C_out / groups, kH, kW), as torch. Layout rule
+Weight layout (C_in, C_out / groups, kH, kW), as torch. Layout rule of the ops
 (rnnkern.ops._validate.channels_last_output): the forward output and grad_input are channels_last
-when input / grad_output is; grad_weight is contiguous.
+when input / grad_output is; grad_weight is contiguous. Through autograd grad_input takes the
+input's layout, as torch's (the backward makes grad_output dense in it first), and the functional
+forward follows torch's rule for the weight's layout and for channels_last slices
+(follow_weight_layout).
 """
 from __future__ import annotations
 

@@ -184,6 +184,42 @@ def test_pointwise_and_strided(device):
     _compare(2, (2, 3, 11, 12), (4, 3, 1, 1), dict(stride=2), device, torch.float64, layout=torch.channels_last)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("transposed", [False, True])
+def test_layouts_follow_torch(device, transposed):
+    """The output's and grad_input's memory formats against torch's own: a channels_last slice
+    (not dense) gives a channels_last output; grad_input takes the input's layout whatever
+    grad_output's (torch makes grad_output contiguous in the input's format), including a
+    grad_output of 1 x 1 images (contiguous in both layouts). Values against torch in fp64."""
+    cl = torch.channels_last
+    fn, tfn = (RF.conv_transpose2d, TF.conv_transpose2d) if transposed else (RF.conv2d, TF.conv2d)
+    kw = dict(stride=2) if transposed else dict(padding=1)
+
+    def formats(t):
+        return t.is_contiguous(), t.is_contiguous(memory_format=cl)
+
+    cases = [(torch.randn(2, 8, 10, 12, dtype=torch.float64).contiguous(memory_format=cl)[..., 1:11], "nchw"),
+             (torch.randn(2, 8, 10, 12, dtype=torch.float64).contiguous(memory_format=cl), "nchw"),
+             (torch.randn(2, 8, 10, 12, dtype=torch.float64), "cl"),
+             (torch.randn(2, 8, 1, 1, dtype=torch.float64).contiguous(memory_format=cl), "nchw")]
+    w = torch.randn((8, 6, 3, 3) if transposed else (6, 8, 3, 3), dtype=torch.float64, device=device)
+    for x, gy_layout in cases:
+        x = x.to(device)
+        results = []
+        for f in (fn, tfn):
+            xi = x.detach().requires_grad_()
+            y = f(xi, w, **kw)
+            gy = torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(1)).to(device)
+            gy = gy.contiguous(memory_format=cl) if gy_layout == "cl" else gy.contiguous()
+            (gx,) = torch.autograd.grad(y, xi, gy)
+            results.append((y, gx))
+        (y, gx), (ty, tgx) = results
+        assert formats(y) == formats(ty), (x.shape, x.stride(), y.stride(), ty.stride())
+        assert formats(gx) == formats(tgx), (x.shape, x.stride(), gy_layout, gx.stride(), tgx.stride())
+        torch.testing.assert_close(y, ty)
+        torch.testing.assert_close(gx, tgx)
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])

@@ -489,6 +489,8 @@ def test_functional_bad_inputs():
     _err(ValueError, "nonlinearity", lambda: RF.rnn(x, h0.unsqueeze(0), [(w_ih, w_hh)], "Tanh"))
     _err(ValueError, "weight groups", lambda: RF.rnn(x, h0.unsqueeze(0), [(w_ih, w_hh)], num_layers=2))
     _err(ValueError, "weight groups", lambda: RF.rnn(x, h0.unsqueeze(0), [(w_ih, w_hh)], bidirectional=True))
+    for group in ((w_ih, w_hh, torch.randn(w_hh.shape[0])), (w_ih,), (w_ih, w_hh, b_ih, b_hh, b_hh)):
+        _err(ValueError, "weight group 0 must be", lambda: RF.rnn(x, h0.unsqueeze(0), [group]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1244,6 +1246,42 @@ def test_cpu_tanh_accuracy_and_special_values():
     assert out[0, 0, 0].item() == 1.0 and out[0, 0, 1].item() == -1.0 and out[0, 0, 2].isnan()
     out, _ = FWD(torch.zeros(1, 1, H), torch.zeros(1, H), eye, zero, special, torch.zeros(H), None, True)
     assert out[0, 0, 0].item() == float("inf") and out[0, 0, 1].item() == 0.0 and out[0, 0, 2].isnan()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("path", ["", "general", "avx512"])
+def test_relu_with_non_finite_values_matches_torch(monkeypatch, device, path):
+    """relu as torch's on NaN and inf: relu(NaN) = NaN forward, and backward zeroes the gradient only
+    where the output is <= 0 (threshold_backward), so it passes through a NaN output. Outputs,
+    h_n and every gradient against torch.nn.RNN (on the CPU, fp64) with the same weights: the
+    NaN positions alike, the finite values close. CPU: the AVX-512 step (RNNKERN_RNN_PATH=avx512)
+    and the general one; CUDA: the default path (at B8 H64, the persistent kernel)."""
+    if path and device != "cpu":
+        pytest.skip("RNNKERN_RNN_PATH=general|avx512 picks a CPU step")
+    monkeypatch.setenv("RNNKERN_RNN_PATH", path)
+    torch.manual_seed(0)
+    theirs = torch.nn.RNN(8, 64, nonlinearity="relu").double()
+    ours = RN.RNN(8, 64, nonlinearity="relu").to(device)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(40, 8, 8)
+    x[10, 3, 0] = float("nan")
+    x[5, 1, 2] = float("inf")
+    x[7, 6, 4] = -float("inf")
+    gy = torch.randn(40, 8, 64)
+    results = []
+    for m, dt, dev in ((theirs, torch.float64, "cpu"), (ours, torch.float32, device)):
+        xi = x.to(dev, dt).requires_grad_()
+        out, hn = m(xi)
+        grads = torch.autograd.grad((out * gy.to(dev, dt)).sum() + hn.sum(), [xi, *m.parameters()])
+        results.append([t.detach().double().cpu() for t in (out, hn, *grads)])
+    names = ["output", "h_n", "grad_input"] + [n for n, _ in theirs.named_parameters()]
+    for name, want, got in zip(names, *results):
+        assert torch.equal(want.isnan(), got.isnan()), name
+        assert torch.equal(want.isinf(), got.isinf()), name
+        finite = want.isfinite()  # (none in grad_weight_hh: every h_{t-1} of sequence 3 is NaN from step 11)
+        assert finite.any() or name == "weight_hh_l0", name
+        if finite.any():
+            assert rel_err(got[finite], want[finite]) < 1e-4, (name, rel_err(got[finite], want[finite]))
 
 
 def test_cpu_step_choice_is_logged(monkeypatch, capfd):
