@@ -238,7 +238,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_grads
   const at::Tensor x2 = x.reshape({T * B, I});
   at::Tensor grad_x = gemm(dz2, w_ih).view({T, B, I});
   at::Tensor grad_w_ih = gemm(dz2.t(), x2);
-  at::Tensor grad_w_hh = T > 0 ? gemm(dz.select(0, 0).t(), h0) : at::zeros_like(w_hh);
+  // (T = 0: zeros, contiguous as the fake kernel says, whatever w_hh's strides)
+  at::Tensor grad_w_hh = T > 0 ? gemm(dz.select(0, 0).t(), h0) : at::zeros(w_hh.sizes(), w_hh.options());
   if (T > 1) {  // explicit sizes: reshape cannot infer -1 when H = 0
     gemm.accumulate(grad_w_hh, dz.narrow(0, 1, T - 1).reshape({(T - 1) * B, H}).t(),
                     out.narrow(0, 0, T - 1).reshape({(T - 1) * B, H}));

@@ -309,6 +309,10 @@ bool use_cl(const at::Tensor& t) { return channels_last_output(t); }
 
 bool reduced(const at::Tensor& t) { return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16; }
 
+// A bf16 / fp16 operand in fp32, in the layout the fp32 path then follows: the one use_cl gives the
+// 16-bit tensor (a plain .to() keeps a channels_last slice's order, which use_cl reads as NCHW).
+at::Tensor to_fp32(const at::Tensor& t) { return t.to(at::kFloat, false, false, format_of(use_cl(t))); }
+
 }  // namespace
 
 at::Tensor conv_transpose2d_forward_cpu(const at::Tensor& input, const at::Tensor& weight,
@@ -330,7 +334,7 @@ at::Tensor conv_transpose2d_forward_cpu(const at::Tensor& input, const at::Tenso
   if (reduced(input)) {  // bf16/fp16 on the CPU: compute in fp32, round once
     std::optional<at::Tensor> b32;
     if (bias.has_value()) b32 = bias->to(at::kFloat);
-    return conv_transpose2d_forward_cpu(input.to(at::kFloat), weight.to(at::kFloat), b32, stride, padding,
+    return conv_transpose2d_forward_cpu(to_fp32(input), weight.to(at::kFloat), b32, stride, padding,
                                         output_padding, groups, dilation)
         .to(input.scalar_type());
   }
@@ -380,7 +384,7 @@ at::Tensor conv_transpose2d_backward_input_cpu(const at::Tensor& grad_output, co
   check_conv_transpose2d_grad_output(op, g, grad_output);
   TORCH_CHECK(weight.scalar_type() == grad_output.scalar_type(), op, ": weight dtype must match grad_output dtype");
   if (reduced(grad_output))
-    return conv_transpose2d_backward_input_cpu(grad_output.to(at::kFloat), weight.to(at::kFloat), input_size, stride,
+    return conv_transpose2d_backward_input_cpu(to_fp32(grad_output), weight.to(at::kFloat), input_size, stride,
                                                padding, output_padding, groups, dilation)
         .to(grad_output.scalar_type());
   const bool cl = use_cl(grad_output);
@@ -444,7 +448,7 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cpu(
   check_conv_transpose2d_grad_output(op, g, grad_output);
   TORCH_CHECK(input.scalar_type() == grad_output.scalar_type(), op, ": input dtype must match grad_output dtype");
   if (reduced(grad_output)) {
-    auto [gw, gb] = conv_transpose2d_backward_weight_cpu(grad_output.to(at::kFloat), input.to(at::kFloat),
+    auto [gw, gb] = conv_transpose2d_backward_weight_cpu(to_fp32(grad_output), to_fp32(input),
                                                          weight_size, stride, padding, output_padding, groups,
                                                          dilation, bias_grad);
     return {gw.to(grad_output.scalar_type()), gb.to(grad_output.scalar_type())};

@@ -19,6 +19,7 @@ and drops such elements instead, on both backends. Indices straight from max_poo
 """
 from __future__ import annotations
 
+import operator
 from typing import Optional
 
 import torch
@@ -136,7 +137,9 @@ def unpool_output_size(op: str, input: Tensor, kernel: list[int], stride: list[i
     if output_size is None:
         size = default
     else:
-        size = [int(s) for s in (output_size if not isinstance(output_size, int) else [output_size])]
+        # (SymInts as they are: int() would specialise a dynamic batch dim torch.export keeps symbolic)
+        size = [s if isinstance(s, (int, torch.SymInt)) else operator.index(s)
+                for s in (output_size if not isinstance(output_size, int) else [output_size])]
         if len(size) == nd + 2:
             size = size[2:]
         elif len(size) == nd + 1 and input.dim() == nd + 1:
@@ -161,6 +164,8 @@ def max_unpool(op: str, input: Tensor, indices: Optional[Tensor], mode: int, ker
         raise ArgumentTypeError(f"{op}: check_indices must be a bool, got {type(check_indices).__name__}")
     check_tensor(op, "input", input, dims=(nd + 1, nd + 2), floating=True)
     check_supported_device(op, input)
+    if input.dtype in (torch.float16, torch.bfloat16) and input.is_cpu and torch.is_autocast_enabled("cpu"):
+        input = input.float()  # torch's CPU autocast runs max-unpooling in fp32 (its CUDA autocast does not)
     kernel = ntuple(op, "kernel_size", kernel_size, nd, minimum=1)
     stride = kernel if stride is None else ntuple(op, "stride", stride, nd, minimum=1)
     padding = ntuple(op, "padding", padding, nd, minimum=0)

@@ -141,6 +141,15 @@ def test_opcheck(device):
     torch.library.opcheck(ops.conv_transpose2d_backward_input, (gy, w, list(x.shape), *args))
     torch.library.opcheck(ops.conv_transpose2d_backward_weight, (gy, x, list(w.shape), *args, True))
     torch.library.opcheck(ops.conv_transpose2d_backward_weight, (gy, x, list(w.shape), *args, False))
+    # 16-bit channels_last slices (not dense): the fp32 detour keeps the layout the fake kernels say
+    for dtype in (torch.bfloat16, torch.float16):
+        xs = torch.randn(1, 8, 6, 7, dtype=dtype, device=device).contiguous(memory_format=torch.channels_last)[:, ::2]
+        ws = torch.randn(4, 3, 3, 3, dtype=dtype, device=device)
+        plain = ([1, 1], [0, 0], [0, 0], 1, [1, 1])
+        torch.library.opcheck(ops.conv_transpose2d_forward, (xs, ws, None, *plain))
+        gys = torch.randn(1, 6, 8, 9, dtype=dtype, device=device).contiguous(memory_format=torch.channels_last)[:, ::2]
+        torch.library.opcheck(ops.conv_transpose2d_backward_input, (gys, ws, [1, 4, 6, 7], *plain))
+        torch.library.opcheck(ops.conv_transpose2d_backward_weight, (gys, xs, list(ws.shape), *plain, True))
 
 
 def test_lecture_1d_matrix_example():

@@ -623,6 +623,28 @@ def test_compile_segnet_block_fullgraph():
         torch.testing.assert_close(g, ge, rtol=1e-10, atol=1e-10)
 
 
+def test_export_keeps_a_dynamic_batch_in_output_size():
+    """output_size taken from a tensor's shape under torch.export (non-strict) with a dynamic batch:
+    the size's symbolic entries stay symbolic (int() would specialise the batch to the example's)."""
+    from torch.export import Dim, export
+    model = _SegNetBlock().double()
+    ep = export(model, (torch.randn(2, 3, 8, 10, dtype=torch.float64),),
+                dynamic_shapes={"x": {0: Dim("batch", min=2, max=16)}})
+    x = torch.randn(5, 3, 8, 10, dtype=torch.float64)
+    torch.testing.assert_close(ep.module()(x), model(x), rtol=1e-12, atol=1e-12)
+
+
+def test_cpu_autocast_runs_in_float32():
+    """torch's CPU autocast runs max-unpooling in fp32 (bf16 / fp16 inputs come out fp32; fp64 stays)."""
+    v, i = TF.max_pool2d(torch.randn(1, 2, 4, 4), 2, return_indices=True)
+    for dtype in (torch.bfloat16, torch.float16):
+        with torch.autocast("cpu", dtype=dtype):
+            ours, theirs = RF.max_unpool2d(v.to(dtype), i, 2), TF.max_unpool2d(v.to(dtype), i, 2)
+            assert ours.dtype == theirs.dtype == torch.float32
+            assert torch.equal(ours, theirs)
+            assert RF.max_unpool2d(v.double(), i, 2).dtype == torch.float64
+
+
 def test_compile_graph_contains_custom_op():
     torch._dynamo.reset()
     from torch._dynamo.testing import CompileCounterWithBackend

@@ -370,6 +370,10 @@ def test_opcheck_noncontiguous_input():
     out, hn = rnn_ops.rnn_forward(x.detach(), h0, w_ih, w_hh, b_ih, b_hh, None, False)
     torch.library.opcheck(BWD, (torch.randn_like(out), torch.randn_like(hn), x.detach(), h0, w_ih, w_hh, out, None,
                                 False, True))
+    # no steps, and a transposed W_hh: grad_w_hh is zeros, contiguous as the fake says
+    x0, out0 = torch.randn(0, B, I, dtype=torch.float64), torch.randn(0, B, H, dtype=torch.float64)
+    torch.library.opcheck(BWD, (out0, torch.randn_like(hn), x0, h0, w_ih, w_hh.t().contiguous().t(), out0, None,
+                                False, False))
 
 
 # ----------------------------------------------------------------------------------------------
