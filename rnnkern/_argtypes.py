@@ -25,6 +25,33 @@ def float_above(lo: float, inclusive: bool = False):
     return parse
 
 
+def check_output_file(parser: argparse.ArgumentParser, option: str, path) -> None:
+    """A usage error, before any work (a benchmark or a training run takes minutes), when `path`
+    cannot be written: a directory, a missing directory, no permission."""
+    import os
+    from pathlib import Path
+    path = Path(path)
+    if path.is_dir():
+        parser.error(f"{option} {path}: is a directory")
+    parent = path.parent
+    if not parent.is_dir():
+        parser.error(f"{option} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        parser.error(f"{option} {path}: not writable")
+
+
+def check_output_dir(parser: argparse.ArgumentParser, option: str, path) -> None:
+    """A usage error when the run directory `path` (created if missing) is an existing file or
+    lies under one."""
+    from pathlib import Path
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                parser.error(f"{option} {path}: {p} is a file, not a directory")
+            break
+
+
 def require_visible_device(parser: argparse.ArgumentParser, device: str | None) -> None:
     """A usage error when `--device cuda` asks for a GPU that torch cannot see."""
     if device == "cuda":

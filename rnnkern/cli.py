@@ -4,11 +4,10 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import os
 import sys
 from pathlib import Path
 
-from rnnkern._argtypes import positive_int, require_visible_device
+from rnnkern._argtypes import check_output_file, positive_int, require_visible_device
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -42,17 +41,6 @@ def _bench_ops() -> list[str] | None:
     return None
 
 
-def _check_output(parser: argparse.ArgumentParser, option: str, path: Path) -> None:
-    """Fail before the benchmark runs (minutes) rather than when it writes its results."""
-    if path.is_dir():
-        parser.error(f"{option} {path}: is a directory")
-    parent = path.parent
-    if not parent.is_dir():
-        parser.error(f"{option} {path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        parser.error(f"{option} {path}: not writable")
-
-
 def _cmd_bench(args: argparse.Namespace) -> int:
     parser = args.parser
     if _bench_ops() is None:
@@ -71,9 +59,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         json_path = str(auto_json_path(device))
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
     if json_path:
-        _check_output(parser, "--json", Path(json_path))
+        check_output_file(parser, "--json", json_path)
     if args.plot:
-        _check_output(parser, "--plot", Path(args.plot))
+        check_output_file(parser, "--plot", args.plot)
     return run(ops=args.ops, device=device, quick=args.quick, json_path=json_path, plot_path=args.plot)
 
 

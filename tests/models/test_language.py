@@ -425,8 +425,34 @@ def test_cli_resume_takes_the_run_from_the_checkpoint(tmp_path, capsys, monkeypa
     ck = torch.load(run / "rnn-char-last.pt", weights_only=True)
     assert ck["step"] == 6 and [h["step"] for h in ck["history"]] == [2, 4, 6]
     c = ck["config"]
-    assert (c["hidden"], c["embed_dim"], c["level"], c["batch_size"], c["bptt"], c["corpus"]) == \
-        (24, 8, "char", 4, 8, str(corpus))
+    assert (c["hidden"], c["embed_dim"], c["level"], c["batch_size"], c["bptt"], c["corpus"], c["threads"]) == \
+        (24, 8, "char", 4, 8, str(corpus), 1)
+
+
+def test_cli_unwritable_outputs_are_usage_errors_before_training(tmp_path, capsys):
+    """--json into a missing folder and --out naming a file stop before any training (they used to
+    raise tracebacks, --json's only after the run); lm eval reads a non-UTF-8 corpus with
+    --replace-bad-bytes, as its own error message suggests."""
+    (tmp_path / "afile").write_text("x")
+    base = ["lm", "train", "--model", "ngram", "--order", "2", "--steps", "1", "--no-progress", "--no-plot"]
+    for extra, message in ((["--json", str(tmp_path / "absent" / "m.json"), "--out", str(tmp_path / "o")],
+                            "does not exist"),
+                           (["--out", str(tmp_path / "afile")], "is a file, not a directory"),
+                           (["--out", str(tmp_path / "afile" / "sub")], "is a file, not a directory")):
+        with pytest.raises(SystemExit) as e:
+            cli_main([*base, *extra])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()
+    corpus = _tiny_corpus(tmp_path, 5)
+    assert cli_main([*base, "--corpus", str(corpus), "--out", str(tmp_path / "ng")]) == 0
+    ck = next((tmp_path / "ng").glob("ngram2-*-best-val*.pt"))
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(corpus.read_bytes().replace(b"a", b"\xff", 3))
+    capsys.readouterr()
+    assert cli_main(["lm", "eval", str(ck), "--corpus", str(bad)]) == 2
+    assert "--replace-bad-bytes" in capsys.readouterr().err
+    assert cli_main(["lm", "eval", str(ck), "--corpus", str(bad), "--replace-bad-bytes"]) == 0
 
 
 def _env():

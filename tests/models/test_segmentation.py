@@ -423,6 +423,37 @@ def test_cli_dataset_errors(tmp_path, capsys):
     assert rc == 2 and "outside [0, 3)" in err
 
 
+def test_cli_refuses_unusable_class_weights_and_out(tmp_path, capsys):
+    """Class weights that would make the loss NaN or reward errors, and a run directory that is a
+    file, are refused before training (one line or a usage error, no traceback)."""
+    for weights in ("0,0,0,0,0,0,0,0,0,0,0", "1,-5,1,1,1,1,1,1,1,1,1", "1,nan,1,1,1,1,1,1,1,1,1"):
+        rc, _, err = _cli(capsys, "train", *TINY, "--epochs", "1", "--class-weights", weights,
+                          "--out", str(tmp_path / "r"))
+        assert rc == 2 and "--class-weights must be finite, non-negative and not all zero" in err, err
+    (tmp_path / "afile").write_text("x")
+    for out in ("afile", "afile/sub"):
+        with pytest.raises(SystemExit) as e:
+            cli_main(["seg", "train", *TINY, "--epochs", "1", "--out", str(tmp_path / out)])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and "is a file, not a directory" in err and "Traceback" not in err
+
+
+def test_cli_resume_takes_threads_and_eval_names_an_aliased_split(tmp_path, capsys):
+    """--resume keeps the run's --threads (bits and speed depend on it); a folder dataset without
+    test/ evaluates its val images for --split test and says so."""
+    _write_folder(tmp_path / "ds")
+    run = tmp_path / "run"
+    small = ["--model", "unet", "--base-width", "4", "--batch-size", "2", "--no-progress", "--overlays", "0",
+             "--dataset", str(tmp_path / "ds")]
+    assert _cli(capsys, "train", *small, "--epochs", "1", "--threads", "1", "--out", str(run))[0] == 0
+    assert _cli(capsys, "train", "--resume", str(run / "last.pt"), "--epochs", "2", "--no-progress")[0] == 0
+    assert torch.load(run / "last.pt", weights_only=True)["config"]["threads"] == 1
+    rc, out, err = _cli(capsys, "eval", str(run / "last.pt"), "--split", "test")
+    assert rc == 0 and "test: mIoU" in out and "has no test split of its own: these are its val images" in err
+    rc, out, err = _cli(capsys, "eval", str(run / "last.pt"), "--split", "val")
+    assert rc == 0 and "note" not in err
+
+
 def test_ddp_two_cpu_processes(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -5,8 +5,8 @@ import argparse
 import json
 import sys
 
-from rnnkern._argtypes import (nonnegative_float, nonnegative_int, positive_float, positive_int,
-                               require_visible_device)
+from rnnkern._argtypes import (check_output_dir, check_output_file, nonnegative_float, nonnegative_int, positive_float,
+                               positive_int, require_visible_device)
 from rnnkern.models._dist import leave_process_group
 from rnnkern.models.language.data import CorpusError
 
@@ -100,6 +100,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from rnnkern.models.language.train import LMConfig, resume_config, train
     require_visible_device(args.parser, args.device)
+    if args.json:
+        check_output_file(args.parser, "--json", args.json)
+    if args.out:
+        check_output_dir(args.parser, "--out", args.out)
     given = {k: getattr(args, k) for k in _CONFIG_OPTIONS if getattr(args, k) is not None}
     if "split" in given:
         given["split"] = list(given["split"])
@@ -158,8 +162,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     import math
     from rnnkern.models.language.train import evaluate, fmt_metrics, load_checkpoint, load_corpus, metrics, _device
     require_visible_device(args.parser, args.device)
+    if args.json:
+        check_output_file(args.parser, "--json", args.json)
     try:
         cfg, vocab, model, _ = load_checkpoint(args.ckpt, args.device)
+        if args.replace_bad_bytes:
+            cfg.replace_bad_bytes = True
         corpus = load_corpus(cfg, vocab, args.corpus)
     except (FileNotFoundError, ValueError, CorpusError) as e:
         print(f"rnnkern lm eval: error: {e}", file=sys.stderr)
@@ -205,6 +213,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("ckpt", metavar="CKPT")
     p.add_argument("--splits", nargs="+", choices=["train", "val", "test"], default=["val", "test"])
     p.add_argument("--corpus", default=None, metavar="PATH", help="another corpus, split the same way")
+    p.add_argument("--replace-bad-bytes", action="store_true",
+                   help="read a corpus that is not valid UTF-8 with U+FFFD for its bad bytes")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--json", metavar="PATH")
     p.set_defaults(func=_cmd_eval, parser=p)

@@ -295,7 +295,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
 RESUME_FIXED = ("model", "level", "lower", "min_freq", "max_vocab", "order", "smoothing", "context", "embed_dim",
                 "hidden", "layers", "nonlinearity", "tie_weights", "one_hot")
 RESUME_DEFAULTS = ("corpus", "replace_bad_bytes", "split", "k", "discount", "dropout", "batch_size", "bptt", "lr",
-                   "clip", "weight_decay", "eval_every", "eval_seconds", "eval_tokens", "seed")
+                   "clip", "weight_decay", "eval_every", "eval_seconds", "eval_tokens", "seed", "threads")
 RESUME_STOP = ("steps", "epochs", "time_budget")
 
 

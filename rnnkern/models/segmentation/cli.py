@@ -5,7 +5,8 @@ import argparse
 import json
 import sys
 
-from rnnkern._argtypes import int_at_least, nonnegative_float, nonnegative_int, positive_float, positive_int
+from rnnkern._argtypes import (check_output_dir, int_at_least, nonnegative_float, nonnegative_int, positive_float,
+                               positive_int)
 from rnnkern.models._dist import leave_process_group
 
 
@@ -22,6 +23,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import os
 
     from rnnkern.models.segmentation.train import TrainConfig, resume_config, train
+    if args.out:
+        check_output_dir(args.parser, "--out", args.out)
     given = {k: getattr(args, k) for k in _RUN_OPTIONS if getattr(args, k) is not None}
     if args.aux_loss:
         given["aux_loss"] = True
@@ -38,8 +41,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         import torch.distributed as dist
         if not (dist.is_initialized() and dist.get_rank() != 0):
             print(f"best val mIoU {res['best_miou']:.4f} (majority-class baseline {res['baseline_miou']:.4f}) "
-                  f"after {res['steps']} steps / {res['seconds']:.0f} s; checkpoints, curves.png and "
-                  f"val_overlay.png in {res['out']}")
+                  f"after {res['steps']} steps / {res['seconds']:.0f} s; checkpoints, curves.png"
+                  f"{' and val_overlay.png' if cfg.overlays else ''} in {res['out']}")
     finally:
         leave_process_group()  # under torchrun
     return 0
@@ -48,6 +51,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from rnnkern.models.segmentation.train import evaluate
     res = evaluate(args.checkpoint, args.dataset, args.split, args.device, args.batch_size)
+    if "note" in res:
+        print(f"rnnkern seg eval: note: {res['note']}", file=sys.stderr)
     if args.json:
         print(json.dumps({k: v for k, v in res.items() if k != "confusion"}, indent=1))
         return 0
@@ -149,7 +154,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--overlays", type=nonnegative_int, default=None,
                    help=f"val images in val_overlay.png (default: {d.overlays})")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
-    p.set_defaults(func=_run(_cmd_train))
+    p.set_defaults(func=_run(_cmd_train), parser=p)
 
     p = sub.add_parser("eval", help="metrics of a checkpoint on its dataset's val or test split")
     p.add_argument("checkpoint")
@@ -174,7 +179,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--base-width", type=positive_int, default=16)
     p.add_argument("--only", nargs="+", choices=list(MODELS), default=None)
     p.add_argument("--time", action="store_true", help="also time a CPU training step")
-    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--batch-size", type=_batch_size, default=16)
     p.add_argument("--size", type=positive_int, default=64)
     p.add_argument("--steps", type=positive_int, default=5)
     p.add_argument("--cpu-time", action="store_true", help="time one thread's CPU time instead of wall clock")

@@ -40,6 +40,7 @@ class SegData:
     splits: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)  # a split that is another one's images (folder: test -> val)
 
     def split(self, name: str) -> tuple[Tensor, Tensor]:
         if name not in self.splits:
@@ -325,6 +326,7 @@ def image_folder(root: str | os.PathLike, num_classes: Optional[int] = None, ima
         order = np.random.default_rng(0).permutation(len(pairs))
         n_val = max(1, len(pairs) // 5)
         split_pairs = {"train": [pairs[i] for i in order[n_val:]], "val": [pairs[i] for i in order[:n_val]]}
+    aliases = {} if "test" in split_pairs else {"test": "val"}
     split_pairs.setdefault("test", split_pairs["val"])
     loaded: dict[str, list[tuple[Tensor, Tensor]]] = {}
     channels = None
@@ -354,7 +356,7 @@ def image_folder(root: str | os.PathLike, num_classes: Optional[int] = None, ima
     if size is None and len(shapes) > 1:
         size = max(loaded["train"][0][1].shape)
     names = class_names or [f"class {i}" for i in range(num_classes)]
-    data = SegData(root.name or str(root), num_classes, channels, names)
+    data = SegData(root.name or str(root), num_classes, channels, names, aliases=aliases)
     for s, items in loaded.items():
         if size is not None:
             items = [_resize(i, m, size) for i, m in items]

@@ -204,6 +204,8 @@ def _class_weights(spec: Optional[str], data: SegData) -> Optional[Tensor]:
         raise DataError(f"--class-weights must be 'auto' or comma-separated numbers, got {spec!r}") from e
     if w.numel() != data.num_classes:
         raise DataError(f"--class-weights has {w.numel()} values for {data.num_classes} classes")
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or not bool((w > 0).any()):
+        raise DataError(f"--class-weights must be finite, non-negative and not all zero, got {spec!r}")
     return w
 
 
@@ -269,7 +271,8 @@ def _data_info(data: SegData) -> dict:
 # what a resumed run keeps from its checkpoint: the model and data always (the weights and the
 # training set depend on them), the other run settings unless given again (RESUME_DEFAULTS)
 RESUME_FIXED = ("model", "dataset", "base_width", "aux_loss", "seed", "train_size", "num_classes", "image_size")
-RESUME_DEFAULTS = ("epochs", "batch_size", "lr", "lr_schedule", "weight_decay", "loss", "class_weights", "val_size")
+RESUME_DEFAULTS = ("epochs", "batch_size", "lr", "lr_schedule", "weight_decay", "loss", "class_weights", "val_size",
+                   "threads")
 
 
 def resume_config(path: str, given: dict, log=print) -> TrainConfig:
@@ -473,6 +476,9 @@ def evaluate(checkpoint: str, dataset: Optional[str] = None, split: str = "val",
     res = evaluate_model(model, data, split, dev, build_loss("ce").to(dev), batch_size)
     res["baseline_miou"] = majority_baseline(data, split)
     res["class_names"] = data.class_names
+    if split in data.aliases:
+        res["note"] = (f"dataset {data.name!r} has no {split} split of its own: these are its "
+                       f"{data.aliases[split]} images")
     return res
 
 
