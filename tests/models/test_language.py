@@ -429,6 +429,17 @@ def test_cli_resume_takes_the_run_from_the_checkpoint(tmp_path, capsys, monkeypa
         (24, 8, "char", 4, 8, str(corpus), 1)
 
 
+def test_cli_diverging_run_stops_with_an_error(tmp_path, capsys):
+    """A learning rate that sends the loss to inf stops the run at its next evaluation with one
+    error line (exit 2), instead of training on and reporting inf perplexities."""
+    corpus = _tiny_corpus(tmp_path, 7)
+    rc = cli_main(["lm", "train", "--model", "rnn", "--hidden", "16", "--batch-size", "4", "--bptt", "8", "--steps",
+                   "20", "--eval-every", "10", "--lr", "1e36", "--clip", "0", "--corpus", str(corpus), "--threads",
+                   "1", "--no-progress", "--no-plot", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "training diverged by step 10" in err and "lower --lr" in err and "Traceback" not in err
+
+
 def test_cli_unwritable_outputs_are_usage_errors_before_training(tmp_path, capsys):
     """--json into a missing folder and --out naming a file stop before any training (they used to
     raise tracebacks, --json's only after the run); lm eval reads a non-UTF-8 corpus with

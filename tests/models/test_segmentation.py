@@ -438,6 +438,14 @@ def test_cli_refuses_unusable_class_weights_and_out(tmp_path, capsys):
         assert e.value.code == 2 and "is a file, not a directory" in err and "Traceback" not in err
 
 
+def test_cli_diverging_run_stops_with_an_error(tmp_path, capsys):
+    """A NaN training loss stops the run after the epoch's report with one error line (exit 2)."""
+    rc, out, err = _cli(capsys, "train", *TINY, "--epochs", "3", "--lr", "1e30", "--threads", "1",
+                        "--out", str(tmp_path / "r"))
+    assert rc == 2 and "training diverged in epoch 1" in err and "lower --lr" in err
+    assert "epoch   2" not in out
+
+
 def test_cli_resume_takes_threads_and_eval_names_an_aliased_split(tmp_path, capsys):
     """--resume keeps the run's --threads (bits and speed depend on it); a folder dataset without
     test/ evaluates its val images for --split test and says so."""

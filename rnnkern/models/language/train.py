@@ -236,9 +236,11 @@ def metrics(nll_sum: float, count: int, level: str, prefix: str) -> dict:
 
 
 def fmt_metrics(m: dict, prefix: str) -> str:
-    s = f"{prefix} loss {m[prefix + '_loss']:.4f} ppl {m[prefix + '_ppl']:.2f}"
+    def num(v: float, digits: int) -> str:  # fixed point, or 3 significant digits once it grows long
+        return f"{v:.{digits}f}" if abs(v) < 1e6 else f"{v:.3g}"
+    s = f"{prefix} loss {num(m[prefix + '_loss'], 4)} ppl {num(m[prefix + '_ppl'], 2)}"
     if prefix + "_bpc" in m:
-        s += f" bpc {m[prefix + '_bpc']:.3f}"
+        s += f" bpc {num(m[prefix + '_bpc'], 3)}"
     return s
 
 
@@ -292,6 +294,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
 # What `--resume` keeps from the checkpoint: the architecture and vocabulary always (the weights
 # depend on them), the other run settings unless given again (RESUME_DEFAULTS); the stopping
 # rule (steps / epochs / time budget) as a whole unless any of them is given.
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite: the run stops (its last checkpoint stays) instead of
+    training on."""
+
+
 RESUME_FIXED = ("model", "level", "lower", "min_freq", "max_vocab", "order", "smoothing", "context", "embed_dim",
                 "hidden", "layers", "nonlinearity", "tie_weights", "one_hot")
 RESUME_DEFAULTS = ("corpus", "replace_bad_bytes", "split", "k", "discount", "dropout", "batch_size", "bptt", "lr",
@@ -500,6 +507,9 @@ def train_neural(cfg: LMConfig, corpus: Corpus, resume: Optional[str] = None, lo
         state["history"].append(rec)
         run_loss, run_tok = torch.zeros_like(run_loss), 0
         last_eval_t = time.perf_counter()
+        if not math.isfinite(tr):  # (on every rank: the loss is all-reduced)
+            raise TrainingDiverged(f"training diverged by step {state['step']} (train loss {tr}, val loss {vl}); "
+                                   f"lower --lr (now {cfg.lr:g}) or clip gradients (--clip)")
         if rank != 0:
             return
         msg = (f"step {state['step']:>6} | epoch {rec['epoch']:.3f} | {rec['seconds']:7.1f}s | "

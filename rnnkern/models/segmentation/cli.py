@@ -100,9 +100,10 @@ def _run(func):
     """Bad input (missing files, unreadable data or checkpoints, wrong channels) -> one clear line."""
     def wrapped(args: argparse.Namespace) -> int:
         from rnnkern.models.segmentation.data import DataError
+        from rnnkern.models.segmentation.train import TrainingDiverged
         try:
             return func(args)
-        except (DataError, FileNotFoundError) as e:  # CheckpointError is a DataError
+        except (DataError, FileNotFoundError, TrainingDiverged) as e:  # CheckpointError is a DataError
             print(f"rnnkern seg: error: {e}", file=sys.stderr)
             return 2
     return wrapped

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -270,6 +271,11 @@ def _data_info(data: SegData) -> dict:
 
 # what a resumed run keeps from its checkpoint: the model and data always (the weights and the
 # training set depend on them), the other run settings unless given again (RESUME_DEFAULTS)
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite: the run stops (checkpoints of earlier epochs stay) instead
+    of training on."""
+
+
 RESUME_FIXED = ("model", "dataset", "base_width", "aux_loss", "seed", "train_size", "num_classes", "image_size")
 RESUME_DEFAULTS = ("epochs", "batch_size", "lr", "lr_schedule", "weight_decay", "loss", "class_weights", "val_size",
                    "threads")
@@ -415,6 +421,9 @@ def _train(cfg: TrainConfig, data: Optional[SegData]) -> dict:
         _log(f"epoch {epoch:3d}  train loss {history['train_loss'][-1]:.4f}  val loss {metrics['loss']:.4f}  "
              f"mIoU {metrics['miou']:.4f}  pixel acc {metrics['pixel_acc']:.4f}  dice {metrics['dice']:.4f}  "
              f"({seconds:.0f} s{', best' if improved else ''})")
+        if not math.isfinite(history["train_loss"][-1]):  # (on every rank: the loss is all-reduced)
+            raise TrainingDiverged(f"training diverged in epoch {epoch} (train loss {history['train_loss'][-1]}, "
+                                   f"val loss {metrics['loss']}); lower --lr (now {cfg.lr:g})")
         if rank == 0:
             state = {"format": CKPT_FORMAT, "config": dataclasses.asdict(cfg), "model_args": _model_args(cfg, data),
                      "data": _data_info(data), "model": raw_model.state_dict(), "optimizer": opt.state_dict(),
