@@ -65,11 +65,18 @@ inline at::MemoryFormat conv_output_format(const at::Tensor& t) {
 // kernels (whose grad_input follows grad_output) return grad_input in the input's layout. A
 // grad_output contiguous in both layouts (1 x 1 images, one channel) still leaves them NCHW:
 // grad_input_in_layout_of converts the result there.
+// Batched gradients (autograd.grad(is_grads_batched=True), jacobian(vectorize=True): the legacy
+// vmap's Batched key, or functorch's) pass as they are: vmap cannot answer a channels_last query.
+inline bool batched_gradient(const at::Tensor& t) {
+  const c10::DispatchKeySet keys = t.key_set();
+  return keys.has(c10::DispatchKey::Batched) || keys.has(c10::DispatchKey::FuncTorchBatched);
+}
 inline at::Tensor grad_output_in_layout_of(const at::Tensor& grad_output, const at::Tensor& input) {
-  return grad_output.contiguous(conv_output_format(input));
+  return batched_gradient(grad_output) ? grad_output : grad_output.contiguous(conv_output_format(input));
 }
 inline at::Tensor grad_input_in_layout_of(const at::Tensor& grad_input, const at::Tensor& input) {
-  return conv_channels_last(input) && !grad_input.is_contiguous(at::MemoryFormat::ChannelsLast)
+  return !batched_gradient(grad_input) && conv_channels_last(input) &&
+                 !grad_input.is_contiguous(at::MemoryFormat::ChannelsLast)
              ? grad_input.contiguous(at::MemoryFormat::ChannelsLast)
              : grad_input;
 }

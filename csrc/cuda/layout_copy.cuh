@@ -4,8 +4,7 @@
 // of P elements: on an H200 the copies around the bf16 / TF32 N8 256->256 64x64 convolutions
 // took ~0.7 TB/s (bench/NOTES.md, twenty-fourth session). Here a block moves a 32 x 32 tile
 // through shared memory: it reads along the source's rows and writes along the destination's,
-// both coalesced, and the tile's row of 33 elements keeps the transposed reads off shared
-// bank conflicts.
+// both coalesced, and the tile's padded rows keep the transposed reads off shared bank conflicts.
 //
 // RNNKERN_CONV_LAYOUT_COPY=kernel|aten (read per call; unset: aten until this kernel has run on a
 // GPU) picks it or ATen's copy. Where it does not apply (other layouts, element sizes, a grid
@@ -30,7 +29,8 @@ template <typename T>
 __global__ void __launch_bounds__(kTile * kTileRows)
     batched_transpose_kernel(const T* __restrict__ src, T* __restrict__ dst, int64_t R, int64_t S, int64_t tiles_r,
                              int64_t tiles_s) {
-  __shared__ T tile[kTile][kTile + 1];
+  // rows of 33 elements (34 for 2-byte ones: 17 words) put a column's 32 elements in 32 banks
+  __shared__ T tile[kTile][kTile + (sizeof(T) == 2 ? 2 : 1)];
   const int64_t b = blockIdx.x;
   const int64_t n = b / (tiles_r * tiles_s);
   const int64_t r0 = b / tiles_s % tiles_r * kTile, s0 = b % tiles_s * kTile;

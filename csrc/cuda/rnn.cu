@@ -323,11 +323,12 @@ __device__ __forceinline__ void trace_stamp(long long* trace, int s, int phase) 
 }
 
 // z = pre-activation (forward) or dL/dh_t (backward) of one output; h = its forward output h_t
-// (backward only). forward: act(z); backward: z * act'(.). relu as torch's: NaN stays NaN
-// forward (relu_), and backward zeroes only where h <= 0 (threshold_backward), so a NaN h passes z.
+// (backward only). forward: act(z); backward: z * act'(.). relu as torch's: forward zeroes only
+// where z < 0 (clamp_min: NaN and -0.0 stay), backward only where h <= 0 (threshold_backward), so
+// a NaN h passes z.
 template <typename acc_t>
 __device__ __forceinline__ acc_t step_epilogue(acc_t z, acc_t h, bool relu, bool backward) {
-  if (!backward) return relu ? (z <= acc_t(0) ? acc_t(0) : z) : tanh(z);
+  if (!backward) return relu ? (z < acc_t(0) ? acc_t(0) : z) : tanh(z);
   return relu ? (h <= acc_t(0) ? acc_t(0) : z) : z * (acc_t(1) - h * h);
 }
 

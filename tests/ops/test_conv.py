@@ -220,6 +220,24 @@ def test_layouts_follow_torch(device, transposed):
         torch.testing.assert_close(gx, tgx)
 
 
+@pytest.mark.parametrize("transposed", [False, True])
+def test_batched_grads_with_a_channels_last_input(transposed):
+    """autograd.grad(is_grads_batched=True) (the legacy vmap, which cannot answer a channels_last
+    query) through a convolution of a channels_last input, against torch."""
+    fn, tfn = (RF.conv_transpose2d, TF.conv_transpose2d) if transposed else (RF.conv2d, TF.conv2d)
+    x = torch.randn(2, 8, 6, 6, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    w = torch.randn((8, 4, 3, 3) if transposed else (4, 8, 3, 3), dtype=torch.float64)
+    results = []
+    for f in (fn, tfn):
+        xi = x.clone().requires_grad_()
+        y = f(xi, w, padding=1)
+        gys = torch.randn((3, *y.shape), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        (gx,) = torch.autograd.grad(y, xi, gys, is_grads_batched=True)
+        results.append(gx)
+    assert results[0].shape == (3, *x.shape)
+    torch.testing.assert_close(results[0], results[1])
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
