@@ -80,7 +80,8 @@ VARIANTS = {"cp.async": {"RNNKERN_CONV_PIPELINE": "1"},   # the ring forced on (
 TMA_ONLY = ("tma", "tma n128", "tma n256", "via CL tma", "tma wgrad", "tma wgrad pair", "tma pair", "tma quad",
             "tma w inplace", "via CL tma copy kernel")  # (their own rows below)
 WGRAD_ONLY = ("tma wgrad", "tma wgrad pair")  # (their forward and dgrad are the default's)
-NCHW_ONLY = ("via CL", "via CL wgmma", "via CL tma", "copy kernel", "via CL tma copy kernel")  # variants that change nothing for channels_last operands
+# variants that change nothing for channels_last operands
+NCHW_ONLY = ("via CL", "via CL wgmma", "via CL tma", "copy kernel", "via CL tma copy kernel")
 GATHER_ONLY = ("taps 9", "wgmma taps 1", "tma pair", "tma quad", "tma w inplace")  # forward and dgrad, not wgrad
 # (the TMA forms' grad_weight is wgrad_tma_kernel for 16-bit channels_last and TF32 NCHW, the
 # default's elsewhere)

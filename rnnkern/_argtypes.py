@@ -3,6 +3,8 @@ the demos): a bad value becomes a usage error naming the option, never a traceba
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 
 def int_at_least(lo: int, why: str = ""):
@@ -28,8 +30,6 @@ def float_above(lo: float, inclusive: bool = False):
 def check_output_file(parser: argparse.ArgumentParser, option: str, path) -> None:
     """A usage error, before any work (a benchmark or a training run takes minutes), when `path`
     cannot be written: a directory, a missing directory, no permission."""
-    import os
-    from pathlib import Path
     path = Path(path)
     if path.is_dir():
         parser.error(f"{option} {path}: is a directory")
@@ -43,7 +43,6 @@ def check_output_file(parser: argparse.ArgumentParser, option: str, path) -> Non
 def check_output_dir(parser: argparse.ArgumentParser, option: str, path) -> None:
     """A usage error when the run directory `path` (created if missing) is an existing file or
     lies under one."""
-    from pathlib import Path
     path = Path(path)
     for p in (path, *path.parents):
         if p.exists():

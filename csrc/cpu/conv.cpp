@@ -33,8 +33,8 @@
 // reproducible run to run. Across thread counts too, except where a call has a single work item:
 // at::parallel_for then runs it on the calling thread, outside a parallel region, and the BLAS
 // library threads that GEMM itself (its bits can then differ in the last places between 1 and 2
-// threads; seen in fuzzing for N = 1 1x1 grad_weights and one-output-channel forwards). (fp32 with >= 16 channels on one side takes the direct wgrad
-// kernel instead; see its comment.) col2im accumulates each element in a fixed order (no atomics, no races).
+// threads; seen in fuzzing for N = 1 1x1 grad_weights and one-output-channel forwards). (fp32
+// with >= 16 channels on one side takes the direct wgrad kernel instead; see its comment.) col2im accumulates each element in a fixed order (no atomics, no races).
 //
 // Narrow groups (G > 1, Cg * Kg <= 16: depthwise and friends) skip the GEMMs, which would be a
 // row or two each, for direct loops (forward_direct, backward_weight_direct; fp32 depthwise on

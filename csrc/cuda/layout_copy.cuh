@@ -53,11 +53,12 @@ template <> struct Bits<8> { using type = uint64_t; };
 
 inline bool kernel_wanted() { return env_switch("RNNKERN_CONV_LAYOUT_COPY", "aten", "kernel", /*unset=*/false); }
 
-// dst[n] = src[n]^T for N images of R x S elements; false (nothing launched) where the kernel does
-// not take it.
+// dst[n] = src[n]^T for N images of R x S elements (nothing to do when empty); false, nothing
+// launched, where the kernel does not take it: a grid past 2^31 - 1 blocks, other element sizes.
 inline bool batched_transpose(const void* src, void* dst, int64_t N, int64_t R, int64_t S, int64_t element_size) {
+  if (N * R * S == 0) return true;
   const int64_t tiles_r = (R + kTile - 1) / kTile, tiles_s = (S + kTile - 1) / kTile;
-  if (N * R * S == 0 || tiles_r * tiles_s > (int64_t{1} << 31) / N - 1) return N * R * S == 0;
+  if (tiles_r * tiles_s > (int64_t{1} << 31) / N - 1) return false;
   const dim3 grid(static_cast<unsigned>(N * tiles_r * tiles_s)), block(kTile, kTileRows);
   const auto run = [&](auto bits) {
     using T = decltype(bits);

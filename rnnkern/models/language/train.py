@@ -39,6 +39,7 @@ from rnnkern.models.language.fixed_context import FixedContextLM, context_window
 from rnnkern.models.language.ngram import NGramLM
 from rnnkern.models.language.rnn_lm import RNNLM
 from rnnkern.models.language.vocab import Vocab
+from rnnkern.models import TrainingDiverged
 from rnnkern.models._resume import resume_settings, take_from_checkpoint
 
 CKPT_FORMAT = "rnnkern-lm/1"
@@ -294,11 +295,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
 # What `--resume` keeps from the checkpoint: the architecture and vocabulary always (the weights
 # depend on them), the other run settings unless given again (RESUME_DEFAULTS); the stopping
 # rule (steps / epochs / time budget) as a whole unless any of them is given.
-class TrainingDiverged(ValueError):
-    """The loss became NaN or infinite: the run stops (its last checkpoint stays) instead of
-    training on."""
-
-
 RESUME_FIXED = ("model", "level", "lower", "min_freq", "max_vocab", "order", "smoothing", "context", "embed_dim",
                 "hidden", "layers", "nonlinearity", "tie_weights", "one_hot")
 RESUME_DEFAULTS = ("corpus", "replace_bad_bytes", "split", "k", "discount", "dropout", "batch_size", "bptt", "lr",

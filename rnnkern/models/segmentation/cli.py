@@ -100,7 +100,7 @@ def _run(func):
     """Bad input (missing files, unreadable data or checkpoints, wrong channels) -> one clear line."""
     def wrapped(args: argparse.Namespace) -> int:
         from rnnkern.models.segmentation.data import DataError
-        from rnnkern.models.segmentation.train import TrainingDiverged
+        from rnnkern.models import TrainingDiverged
         try:
             return func(args)
         except (DataError, FileNotFoundError, TrainingDiverged) as e:  # CheckpointError is a DataError

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from rnnkern.models import TrainingDiverged
 from rnnkern.models._resume import resume_settings, take_from_checkpoint
 from rnnkern.models.segmentation import build_model
 from rnnkern.models.segmentation.data import (IGNORE_INDEX, VOC_PALETTE, DataError, SegData, load_dataset,
@@ -271,11 +272,6 @@ def _data_info(data: SegData) -> dict:
 
 # what a resumed run keeps from its checkpoint: the model and data always (the weights and the
 # training set depend on them), the other run settings unless given again (RESUME_DEFAULTS)
-class TrainingDiverged(ValueError):
-    """The loss became NaN or infinite: the run stops (checkpoints of earlier epochs stay) instead
-    of training on."""
-
-
 RESUME_FIXED = ("model", "dataset", "base_width", "aux_loss", "seed", "train_size", "num_classes", "image_size")
 RESUME_DEFAULTS = ("epochs", "batch_size", "lr", "lr_schedule", "weight_decay", "loss", "class_weights", "val_size",
                    "threads")
