@@ -187,23 +187,20 @@ class NGramLM:
             for n in range(2, N + 1):
                 i = np.arange(n - 1, M)
                 h = g[n - 2][i - 1]
-                tot = np.where(h >= 0, self.tot_raw[n - 1][np.maximum(h, 0)], 0.0)
-                gi = g[n - 1][i]
-                c = np.where(gi >= 0, self.count[n - 1][np.maximum(gi, 0)], 0)
+                tot = _at(self.tot_raw[n - 1], h)
+                c = _at(self.count[n - 1], g[n - 1][i])
                 p[i] = (c + k) / (tot + k * V)
             return np.log(p)
         p = self.p1[tok]
         for n in range(2, N + 1):
             i = np.arange(n - 1, M)
             h = g[n - 2][i - 1]
-            hs = np.maximum(h, 0)
-            tot = np.where(h >= 0, self.tot_kn[n - 1][hs], 0.0)
+            tot = _at(self.tot_kn[n - 1], h)
             use = tot > 0
             tot_safe = np.where(use, tot, 1.0)
-            gi = g[n - 1][i]
-            c = np.where(gi >= 0, self.c_kn[n - 1][np.maximum(gi, 0)], 0)
+            c = _at(self.c_kn[n - 1], g[n - 1][i])
             D = self.D[n - 1]
-            pn = np.maximum(c - D, 0) / tot_safe + D * self.nf_kn[n - 1][hs] / tot_safe * p[i]
+            pn = np.maximum(c - D, 0) / tot_safe + D * _at(self.nf_kn[n - 1], h) / tot_safe * p[i]
             p[i] = np.where(use, pn, p[i])
         return np.log(p)
 
@@ -240,6 +237,15 @@ class NGramLM:
     def __repr__(self) -> str:
         s = f"k={self.k}" if self.smoothing == "addk" else f"D={[round(d, 3) for d in getattr(self, 'D', [])]}"
         return f"NGramLM(order={self.order}, V={self.V}, smoothing={self.smoothing!r}, {s})"
+
+
+def _at(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """a[idx] where idx >= 0, 0 where idx = -1 (unseen). `a` may be empty: a training text shorter
+    than the order has no n-grams of the top orders (then every idx is -1)."""
+    out = np.zeros(idx.shape, dtype=a.dtype)
+    ok = idx >= 0
+    out[ok] = a[idx[ok]]
+    return out
 
 
 def _as_np(ids) -> np.ndarray:

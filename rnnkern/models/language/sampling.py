@@ -18,7 +18,7 @@ def sample_logits(logits: Tensor, temperature: float = 1.0, top_k: Optional[int]
     """One token id from (V,) logits. temperature == 0 -> argmax (greedy); small temperatures
     approach greedy (the softmax, computed in fp64 after subtracting the max, collapses onto the
     argmax); top_k keeps the k largest logits."""
-    if temperature < 0:
+    if not temperature >= 0:  # (NaN too)
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     logits = logits.detach().double().cpu().reshape(-1)
     if temperature == 0:
@@ -29,8 +29,10 @@ def sample_logits(logits: Tensor, temperature: float = 1.0, top_k: Optional[int]
         if top_k < logits.numel():
             kth = torch.topk(logits, top_k).values[-1]
             logits = logits.masked_fill(logits < kth, float("-inf"))
-    z = logits / temperature
-    probs = torch.softmax(z - z.max(), dim=0)
+    # subtract the max before dividing: logits / T overflows to inf (inf - inf = NaN) for tiny T;
+    # tokens masked to -inf stay -inf (-inf / inf would be NaN)
+    z = torch.where(logits == float("-inf"), logits, (logits - logits.max()) / temperature)
+    probs = torch.softmax(z, dim=0)
     return int(torch.multinomial(probs, 1, generator=generator))
 
 

@@ -187,10 +187,17 @@ def _rnn_nll(model: RNNLM, ids: Tensor, streams: int, burn_in: int, chunk: int, 
     if X.size(1) == 0:
         return total
     h = None
-    for i in range(0, total_len, chunk):
-        logits, h = model(X[i:i + chunk], h)
-        total += F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), Y[i:i + chunk].reshape(-1),
-                                 ignore_index=-100, reduction="sum").double()
+    for lo_, hi_ in ((0, W), (W, total_len)):  # burn-in, then the scored steps
+        for i in range(lo_, hi_, chunk):
+            j = min(i + chunk, hi_)
+            logits, h = model(X[i:j], h)
+            total += F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), Y[i:j].reshape(-1),
+                                     ignore_index=-100, reduction="sum").double()
+        if lo_ == 0 and rank == 0 and h is not None:
+            # segment 0 has no history: it read only pad tokens, so reset it to the zero state a
+            # single stream starts from (else streams=1 is not the exact single-stream score)
+            h = h.clone()
+            h[:, 0] = 0
     return total
 
 
@@ -418,6 +425,12 @@ def train_neural(cfg: LMConfig, corpus: Corpus, resume: Optional[str] = None, lo
         if rank == 0:
             log(f"resumed from {resume} at step {state['step']} (epoch {state['epoch']}, offset {state['offset']})")
     torch.manual_seed(cfg.seed * 1000 + rank + state["step"])  # dropout / window draws, per rank
+    if resume and world == 1 and isinstance(ck.get("rng"), Tensor):
+        # the random state the run stopped with: the resumed run draws the same dropout masks
+        # (and windows, below) as an uninterrupted one would, not a fresh stream seeded by the step
+        torch.set_rng_state(ck["rng"].cpu())
+        if device.type == "cuda" and isinstance(ck.get("cuda_rng"), Tensor):
+            torch.cuda.set_rng_state(ck["cuda_rng"].cpu(), device)
     train_model = model
     if world > 1:
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -436,6 +449,8 @@ def train_neural(cfg: LMConfig, corpus: Corpus, resume: Optional[str] = None, lo
         windows = context_windows(train_ids, cfg.context, pad=vocab.eos)
         steps_per_epoch = max(1, (train_ids.numel() - 1) // cfg.batch_size)
         gen = torch.Generator(device=device).manual_seed(cfg.seed * 7919 + rank * 104729 + state["step"])
+        if resume and world == 1 and isinstance(ck.get("window_rng"), Tensor):
+            gen.set_state(ck["window_rng"].cpu())
     max_steps = cfg.steps
     if cfg.epochs is not None:
         e_steps = math.ceil(cfg.epochs * steps_per_epoch)
@@ -461,6 +476,12 @@ def train_neural(cfg: LMConfig, corpus: Corpus, resume: Optional[str] = None, lo
         s["optimizer"] = opt.state_dict()
         if hidden_now is not None and world == 1:
             s["hidden"] = hidden_now.detach()
+        if world == 1:  # (DDP ranks each have their own streams: they re-seed by step instead)
+            s["rng"] = torch.get_rng_state()
+            if device.type == "cuda":
+                s["cuda_rng"] = torch.cuda.get_rng_state(device)
+            if not is_rnn:
+                s["window_rng"] = gen.get_state()
         return s
 
     def sync_flags(stop: bool, ev: bool) -> tuple[bool, bool]:

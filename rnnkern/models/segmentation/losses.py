@@ -41,12 +41,25 @@ def _check(logits: Tensor, target: Tensor, ignore_index: int, where: str) -> tup
 def cross_entropy(logits: Tensor, target: Tensor, weight: Optional[Tensor] = None,
                   ignore_index: int = IGNORE_INDEX, reduction: str = "mean") -> Tensor:
     """Pixel-wise cross-entropy: -sum_i w_{y_i} log softmax(z_i)_{y_i} / sum_i w_{y_i} over the
-    non-ignored pixels (F.cross_entropy's definition). `weight`: (C,) class weights. Binary
-    (one-channel) logits use the sigmoid form, with weight[1] / weight[0] for the two classes."""
+    non-ignored pixels (F.cross_entropy's definition), except that a batch whose denominator is 0
+    (every pixel ignored or of zero weight) gives 0 instead of NaN. `weight`: (C,) class weights.
+    Binary (one-channel) logits use the sigmoid form, with weight[1] / weight[0] for the two classes."""
     logits, binary = _check(logits, target, ignore_index, "cross_entropy")
-    if not binary:
-        return F.cross_entropy(logits, target.long(), weight=weight, ignore_index=ignore_index, reduction=reduction)
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     valid = target != ignore_index
+    if not binary:
+        if reduction != "mean":
+            return F.cross_entropy(logits, target.long(), weight=weight, ignore_index=ignore_index,
+                                   reduction=reduction)
+        # F.cross_entropy's mean is 0/0 = NaN for a batch without a (non-zero-weight) labelled pixel,
+        # e.g. unlabelled images of a folder dataset: that aborted training as "diverged". The sum
+        # is 0 then, so divide by the weight total only where it is positive: such a batch gives 0.
+        s = F.cross_entropy(logits, target.long(), weight=weight, ignore_index=ignore_index, reduction="sum")
+        t = torch.where(valid, target, 0).long()
+        den = (torch.where(valid, weight.to(s.device, torch.float64)[t], 0.0) if weight is not None else valid).sum()
+        den = den.to(s.dtype)
+        return s / torch.where(den > 0, den, torch.ones_like(den))
     z = logits[:, 0][valid]
     y = target[valid].to(z.dtype)
     w = None
@@ -59,7 +72,8 @@ def cross_entropy(logits: Tensor, target: Tensor, weight: Optional[Tensor] = Non
         return out
     if reduction == "sum":
         return losses.sum()
-    return losses.sum() / (w.sum() if w is not None else valid.sum())
+    den = w.sum() if w is not None else valid.sum().to(z.dtype)
+    return losses.sum() / torch.where(den > 0, den, torch.ones_like(den))  # no labelled pixel: 0, not NaN
 
 
 def soft_dice_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX, eps: float = 1e-12) -> Tensor:
