@@ -14,10 +14,12 @@ import torch
 from torch import Tensor, nn
 
 from rnnkern import functional as F
+from rnnkern.nn._torchscript import not_scriptable
 
 
 class ConvTranspose1d(nn.ConvTranspose1d):
     """torch.nn.ConvTranspose1d on rnnkern's kernels: (N, C_in, L) or (C_in, L) -> (N, C_out, L_out)."""
+    __prepare_scriptable__ = not_scriptable
 
     def forward(self, input: Tensor, output_size: Optional[list[int]] = None) -> Tensor:
         if self.padding_mode != "zeros":
@@ -31,6 +33,7 @@ class ConvTranspose1d(nn.ConvTranspose1d):
 class ConvTranspose2d(nn.ConvTranspose2d):
     """torch.nn.ConvTranspose2d on rnnkern's kernels: (N, C_in, H, W) or (C_in, H, W) ->
     (N, C_out, H_out, W_out); channels_last input gives channels_last output."""
+    __prepare_scriptable__ = not_scriptable
 
     def forward(self, input: Tensor, output_size: Optional[list[int]] = None) -> Tensor:
         if self.padding_mode != "zeros":

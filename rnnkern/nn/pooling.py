@@ -8,11 +8,13 @@ from typing import Optional
 from torch import Tensor, nn
 
 from rnnkern import functional as F
+from rnnkern.nn._torchscript import not_scriptable
 
 
 class _CheckIndices:
     """check_indices=False: no host sync on CUDA, out-of-range indices dropped (see max_unpool2d)."""
     check_indices: bool = True  # (also what a module pickled before the argument existed reads)
+    __prepare_scriptable__ = not_scriptable
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ("" if self.check_indices else ", check_indices=False")

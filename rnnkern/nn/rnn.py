@@ -17,6 +17,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from rnnkern import functional as F
 from rnnkern.functional.rnn import host_index_to
+from rnnkern.nn._torchscript import not_scriptable
 
 
 def _packed_positions(batch_sizes: Tensor) -> tuple[Tensor, Tensor]:
@@ -37,6 +38,7 @@ class RNN(torch.nn.Module):
     Each layer and direction is one fused kernel call (rnnkern::rnn_forward); PackedSequence
     input runs with per-sequence lengths inside the kernel instead of being unpacked per step.
     (It does not subclass torch.nn.RNN: torch.compile refuses anything that is an RNNBase.)"""
+    __prepare_scriptable__ = not_scriptable
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
@@ -126,77 +128,90 @@ class RNN(torch.nn.Module):
             s += f", bidirectional={self.bidirectional}"
         return s
 
-    # torch.nn.RNNBase's argument checks, with its messages
-    def _check_forward_args(self, input: Tensor, hx: Tensor, packed: bool) -> None:
-        if input.dim() != (2 if packed else 3):
-            raise RuntimeError(f"input must have {2 if packed else 3} dimensions, got {input.dim()}")
+    # torch.nn.RNNBase's argument checks and helpers, with its names, signatures and messages (code
+    # written against torch.nn.RNN calls or overrides them; forward calls them as torch's does)
+    def check_input(self, input: Tensor, batch_sizes: Optional[Tensor]) -> None:
+        expected = 2 if batch_sizes is not None else 3
+        if input.dim() != expected:
+            raise RuntimeError(f"input must have {expected} dimensions, got {input.dim()}")
         if input.size(-1) != self.input_size:
             raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
                                f"got {input.size(-1)}")
-        if not packed and input.size(1 if self.batch_first else 0) == 0:
-            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
 
-    def _check_hidden(self, hx: Tensor, batch: int) -> None:
-        expected = (self.num_layers * (2 if self.bidirectional else 1), batch, self.hidden_size)
-        if tuple(hx.shape) != expected:
-            raise RuntimeError(f"Expected hidden size {expected}, got {list(hx.shape)}")
+    def get_expected_hidden_size(self, input: Tensor, batch_sizes: Optional[Tensor]) -> tuple[int, int, int]:
+        if batch_sizes is not None:
+            mini_batch = int(batch_sizes[0])
+        else:
+            mini_batch = input.size(0) if self.batch_first else input.size(1)
+        return self.num_layers * (2 if self.bidirectional else 1), mini_batch, self.hidden_size
 
-    @staticmethod
-    def _permute(hx: Tensor, permutation: Optional[Tensor]) -> Tensor:
+    def check_hidden_size(self, hx: Tensor, expected_hidden_size: tuple[int, int, int],
+                          msg: str = "Expected hidden size {}, got {}") -> None:
+        if hx.size() != expected_hidden_size:
+            raise RuntimeError(msg.format(expected_hidden_size, list(hx.size())))
+
+    def check_forward_args(self, input: Tensor, hidden: Tensor, batch_sizes: Optional[Tensor]) -> None:
+        self.check_input(input, batch_sizes)
+        self.check_hidden_size(hidden, self.get_expected_hidden_size(input, batch_sizes))
+
+    def permute_hidden(self, hx: Tensor, permutation: Optional[Tensor]) -> Tensor:
         return hx if permutation is None else hx.index_select(1, permutation)
+
+    @property
+    def _all_weights(self) -> list[list[str]]:
+        """The parameter names per layer and direction, as torch.nn.RNN's _all_weights."""
+        return self._group_weights(self._flat_weights_names)
 
     def forward(self, input, hx: Optional[Tensor] = None):
         dirs = 2 if self.bidirectional else 1
-        packed = isinstance(input, PackedSequence)
-        if packed:
+        if isinstance(input, PackedSequence):
             data, batch_sizes, sorted_indices, unsorted_indices = input
-            self._check_forward_args(data, hx, packed=True)
             B = int(batch_sizes[0])
             hx = data.new_zeros(self.num_layers * dirs, B, self.hidden_size) if hx is None \
-                else self._permute(hx, sorted_indices)
-            self._check_hidden(hx, B)
+                else self.permute_hidden(hx, sorted_indices)
+            self.check_forward_args(data, hx, batch_sizes)
             rows, lengths = _packed_positions(batch_sizes)
             T = len(batch_sizes)
             rows = host_index_to(rows, data.device)
             x = data.new_zeros(T * B, data.shape[-1]).index_copy(0, rows, data).view(T, B, -1)
-        else:
-            if input.dim() not in (2, 3):
-                raise ValueError(f"RNN: Expected input to be 2D or 3D, got {input.dim()}D tensor instead")
-            batched = input.dim() == 3
-            batch_dim = 0 if self.batch_first else 1
-            if not batched:
-                input = input.unsqueeze(batch_dim)
-                if hx is not None:
-                    if hx.dim() != 2:
-                        raise RuntimeError(f"For unbatched 2-D input, hx should also be 2-D but got {hx.dim()}-D tensor")
-                    hx = hx.unsqueeze(1)
-            elif hx is not None and hx.dim() != 3:
-                raise RuntimeError(f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor")
-            self._check_forward_args(input, hx, packed=False)
-            B = input.size(batch_dim)
-            if hx is None:
-                hx = input.new_zeros(self.num_layers * dirs, B, self.hidden_size)
-            self._check_hidden(hx, B)
-            x = input.transpose(0, 1) if self.batch_first else input
-            lengths = None
-        # the parameters are read once per call (each module getattr costs about a microsecond) and
-        # never cached across calls, so .to(), parameter replacement and load_state_dict are seen
-        flat = self._flat_weights
-        out, h_n = F.rnn(x, hx, self._group_weights(flat), self.nonlinearity, self.num_layers, self.dropout,
-                         self.training, self.bidirectional, lengths)
-        if packed:
+            out, h_n = self._run(x, hx, lengths)
             out = out.reshape(T * B, -1).index_select(0, rows)
             return PackedSequence(out, batch_sizes, sorted_indices, unsorted_indices), \
-                self._permute(h_n, unsorted_indices)
+                self.permute_hidden(h_n, unsorted_indices)
+        dim = input.dim()
+        if dim not in (2, 3):
+            raise ValueError(f"RNN: Expected input to be 2D or 3D, got {dim}D tensor instead")
+        batch_dim = 0 if self.batch_first else 1
+        if dim == 2:  # unbatched
+            input = input.unsqueeze(batch_dim)
+            if hx is not None:
+                if hx.dim() != 2:
+                    raise RuntimeError(f"For unbatched 2-D input, hx should also be 2-D but got {hx.dim()}-D tensor")
+                hx = hx.unsqueeze(1)
+        elif hx is not None and hx.dim() != 3:
+            raise RuntimeError(f"For batched 3-D input, hx should also be 3-D but got {hx.dim()}-D tensor")
+        if hx is None:
+            hx = input.new_zeros(self.num_layers * dirs, input.size(batch_dim), self.hidden_size)
+        self.check_forward_args(input, hx, None)
+        if input.size(1 - batch_dim) == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+        out, h_n = self._run(input.transpose(0, 1) if self.batch_first else input, hx, None)
         if self.batch_first:
             out = out.transpose(0, 1)
-        if not batched:
-            out = out.squeeze(batch_dim)
-            h_n = h_n.squeeze(1)
+        if dim == 2:
+            return out.squeeze(batch_dim), h_n.squeeze(1)
         return out, h_n
+
+    def _run(self, x: Tensor, hx: Tensor, lengths: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+        # the parameters are read once per call (each module getattr costs about a microsecond) and
+        # never cached across calls, so .to(), parameter replacement and load_state_dict are seen
+        return F.rnn(x, hx, self._group_weights(self._flat_weights), self.nonlinearity, self.num_layers,
+                     self.dropout, self.training, self.bidirectional, lengths)
+
 
 class RNNCell(torch.nn.RNNCell):
     """torch.nn.RNNCell on the fused kernel (T = 1): (input (N, H_in) or (H_in), hx) -> h'."""
+    __prepare_scriptable__ = not_scriptable
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
         if input.dim() not in (1, 2):
