@@ -169,6 +169,14 @@ inline void check_conv_tensors(const char* op, const at::Tensor& a, const char* 
               " has dtype ", a.scalar_type());
 }
 
+// The floating dtypes the kernels compute in (checked before any early return for empty tensors:
+// the Python wrappers leave the checks to the ops).
+inline void check_conv_dtype(const char* op, const char* name, const at::Tensor& t) {
+  const auto st = t.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16, op, ": ", name,
+              " must be float32, float64, float16 or bfloat16, got ", st);
+}
+
 // bias: (C_out) on the input's device and dtype, or none.
 inline void check_conv_bias(const char* op, const at::Tensor& input, const at::Tensor& weight,
                             const std::optional<at::Tensor>& bias) {

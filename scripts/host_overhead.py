@@ -85,6 +85,16 @@ def main():
     with switches(RNNKERN_CONV_TMA_WEIGHT="inplace"):
         rows.append((conv, "w inplace", host_us(lambda: RF.conv2d(xc, wc, None, 1, 1), dev)))
     rows.append((conv, "torch F", host_us(lambda: F.conv2d(xc, wc, None, 1, 1), dev)))
+    # the modules a network calls, at sizes whose kernels are short (layers of a small net, or a
+    # GPU's host side): rnnkern's against torch's, the same parameters
+    xs, x1 = torch.randn(1, 8, 8, 8, device=dev), torch.randn(1, 8, 16, device=dev)
+    for name, ours, theirs, inp in (
+            ("conv2d module", rnnkern.nn.Conv2d(8, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1), xs),
+            ("conv1d module", rnnkern.nn.Conv1d(8, 8, 3, padding=1), torch.nn.Conv1d(8, 8, 3, padding=1), x1),
+            ("convT2d module", rnnkern.nn.ConvTranspose2d(8, 8, 4, 2, 1), torch.nn.ConvTranspose2d(8, 8, 4, 2, 1), xs)):
+        ours.to(dev).load_state_dict(theirs.to(dev).state_dict())
+        with torch.no_grad():
+            rows += [(name, "ours", host_us(lambda: ours(inp), dev)), (name, "torch", host_us(lambda: theirs(inp), dev))]
     # max_unpool 2x2, fp32 NCHW: (8, 64, 180, 240) on the GPU, (1, 2, 4, 4) on the CPU
     a = torch.randn(8, 64, 360, 480, device=dev) if gpu else torch.randn(1, 2, 8, 8)
     pooled, idx = F.max_pool2d(a, 2, return_indices=True)
@@ -117,6 +127,11 @@ def main():
         rows += [(rnn, "op", host_us(lambda: rnn_ops.rnn_forward(*ra, None, False), dev)),
                  (rnn, "module", host_us(lambda: ours_m(xr), dev)),
                  (rnn, "torch module", host_us(lambda: theirs_m(xr), dev))]
+        # one token through a 2-layer H256 RNN: a language model's sampling step
+        ours_m, theirs_m = rnnkern.nn.RNN(256, 256, 2).to(dev), torch.nn.RNN(256, 256, 2).to(dev)
+        x1, h1 = torch.randn(1, 1, 256, device=dev), torch.zeros(2, 1, 256, device=dev)
+        rows += [("rnn step 2x H256", "module", host_us(lambda: ours_m(x1, h1), dev)),
+                 ("rnn step 2x H256", "torch module", host_us(lambda: theirs_m(x1, h1), dev))]
     name = torch.cuda.get_device_name() if gpu else "cpu"
     print(f"host us per call ({name}, torch {torch.__version__})")
     for op, layer, us in rows:

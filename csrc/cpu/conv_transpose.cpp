@@ -103,6 +103,7 @@ ConvT2dGeometry conv_transpose2d_geometry(const char* op, at::IntArrayRef input_
               g.Cin, ")");
   TORCH_CHECK(g.Cin % groups == 0, op, ": input channels (", g.Cin, ") must be divisible by groups (", groups, ")");
   TORCH_CHECK(g.kH >= 1 && g.kW >= 1, op, ": kernel size must be >= 1, got ", weight_size);
+  TORCH_CHECK(g.Cin >= 1 && weight_size[1] >= 1, op, ": weight must have non-zero sizes, got ", weight_size);
   g.Cout = weight_size[1] * groups;
   for (int d = 0; d < 2; ++d)
     TORCH_CHECK(output_padding[d] < stride[d] || output_padding[d] < dilation[d], op,
@@ -323,6 +324,7 @@ at::Tensor conv_transpose2d_forward_cpu(const at::Tensor& input, const at::Tenso
   const ConvMatmulPrecision matmul_precision;  // the products at the conv's fp32 precision
   const ConvT2dGeometry g = conv_transpose2d_geometry(op, input.sizes(), weight.sizes(), stride, padding,
                                                       output_padding, groups, dilation);
+  check_conv_dtype(op, "input", input);
   TORCH_CHECK(weight.scalar_type() == input.scalar_type(), op, ": weight dtype ", weight.scalar_type(),
               " must match input dtype ", input.scalar_type());
   if (bias.has_value()) {
@@ -382,6 +384,7 @@ at::Tensor conv_transpose2d_backward_input_cpu(const at::Tensor& grad_output, co
   const ConvT2dGeometry g = conv_transpose2d_geometry(op, input_size, weight.sizes(), stride, padding,
                                                       output_padding, groups, dilation);
   check_conv_transpose2d_grad_output(op, g, grad_output);
+  check_conv_dtype(op, "grad_output", grad_output);
   TORCH_CHECK(weight.scalar_type() == grad_output.scalar_type(), op, ": weight dtype must match grad_output dtype");
   if (reduced(grad_output))
     return conv_transpose2d_backward_input_cpu(to_fp32(grad_output), weight.to(at::kFloat), input_size, stride,
@@ -446,6 +449,7 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cpu(
   const ConvT2dGeometry g = conv_transpose2d_geometry(op, input.sizes(), weight_size, stride, padding,
                                                       output_padding, groups, dilation);
   check_conv_transpose2d_grad_output(op, g, grad_output);
+  check_conv_dtype(op, "grad_output", grad_output);
   TORCH_CHECK(input.scalar_type() == grad_output.scalar_type(), op, ": input dtype must match grad_output dtype");
   if (reduced(grad_output)) {
     auto [gw, gb] = conv_transpose2d_backward_weight_cpu(to_fp32(grad_output), to_fp32(input),

@@ -3069,10 +3069,17 @@ GatherParams gather_params(const ConvGeometry& g, bool trans) {
   p.dw = to_int(g.dw, "dilation");
   p.pt = to_int(g.pt, "padding");
   p.pl = to_int(g.pl, "padding");
-  // (the kernels hold a pixel's position within its image in an int)
+  // (the kernels hold a pixel's position within its image, an input position o * s - p + k * d
+  // on the padded input, and a tap's offset r * KW + s in ints)
   to_int(int64_t{p.Ho} * p.Wo, "image (height x width)");
+  to_int(g.H + g.pt + g.pb, "padded input height");
+  to_int(g.W + g.pl + g.pr, "padded input width");
+  to_int(g.KH * g.KW, "kernel (height x width)");
   p.M = static_cast<long long>(g.N) * p.Ho * p.Wo;
   if (trans) {  // phase-major pixel enumeration (GatherParams::Mt)
+    // (the stride phases' sizes, (Ho - phase + s - 1) / s, are computed in ints here and in tma_problems)
+    to_int(int64_t{p.Ho} + p.sh, "height + stride");
+    to_int(int64_t{p.Wo} + p.sw, "width + stride");
     p.Hq = (p.Ho + p.sh - 1) / p.sh;
     p.Wq = (p.Wo + p.sw - 1) / p.sw;
     p.th = p.sh / std::gcd(p.sh, p.dh);
@@ -3433,6 +3440,9 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cuda(const at::Tensor&
     p.dw = to_int(g.dw, "dilation");
     p.pt = to_int(g.pt, "padding");
     p.pl = to_int(g.pl, "padding");
+    to_int(g.H + g.pt + g.pb, "padded input height");  // (as gather_params)
+    to_int(g.W + g.pl + g.pr, "padded input width");
+    to_int(g.KH * g.KW, "kernel (height x width)");
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "conv2d_backward_weight_cuda", [&] {
       using T = typename NativeOf<scalar_t>::type;
       launch_wgrad<T>(p, kcl, sizeof(scalar_t), reinterpret_cast<T*>(gw.data_ptr()), input.options());

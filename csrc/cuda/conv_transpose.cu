@@ -991,6 +991,10 @@ void check_int32(const char* op, int64_t v, const char* what) {
 Params base_params(const char* op, const ConvT2dGeometry& g) {
   for (int64_t v : {g.N * g.H * g.W, g.N * g.OH * g.OW, g.Cout * g.kH * g.kW, g.Cin * g.kH * g.kW})
     check_int32(op, v, "a GEMM dimension");
+  for (int64_t v : {g.sH, g.sW, g.pH, g.pW, g.dH, g.dW}) check_int32(op, v, "a stride, padding or dilation");
+  // (the kernels' positions o + p = i * s + k * d on the padded output are ints; the sizes are < 2^31 here)
+  check_int32(op, (g.H - 1) * g.sH + (g.kH - 1) * g.dH + g.pH + g.OH, "the padded output's height");
+  check_int32(op, (g.W - 1) * g.sW + (g.kW - 1) * g.dW + g.pW + g.OW, "the padded output's width");
   Params p{};
   p.N = g.N; p.Cin = g.Cin; p.H = g.H; p.W = g.W; p.Cout = g.Cout; p.G = g.G;
   p.kH = g.kH; p.kW = g.kW; p.sH = g.sH; p.sW = g.sW; p.pH = g.pH; p.pW = g.pW;
@@ -1322,6 +1326,7 @@ at::Tensor conv_transpose2d_forward_cuda(const at::Tensor& input, const at::Tens
   const char* op = "conv_transpose2d";
   const ConvT2dGeometry g = conv_transpose2d_geometry(op, input.sizes(), weight.sizes(), stride, padding,
                                                       output_padding, groups, dilation);
+  check_conv_dtype(op, "input", input);
   check_device(op, input, "weight", weight);
   if (bias.has_value()) {
     check_device(op, input, "bias", *bias);
@@ -1395,6 +1400,7 @@ at::Tensor conv_transpose2d_backward_input_cuda(const at::Tensor& grad_output, c
   const ConvT2dGeometry g = conv_transpose2d_geometry(op, input_size, weight.sizes(), stride, padding,
                                                       output_padding, groups, dilation);
   check_conv_transpose2d_grad_output(op, g, grad_output);
+  check_conv_dtype(op, "grad_output", grad_output);
   check_device(op, grad_output, "weight", weight);
   const at::cuda::OptionalCUDAGuard guard(device_of(grad_output));
   if (backward_on_engine(g)) {
@@ -1437,6 +1443,7 @@ std::tuple<at::Tensor, at::Tensor> conv_transpose2d_backward_weight_cuda(
   const ConvT2dGeometry g = conv_transpose2d_geometry(op, input.sizes(), weight_size, stride, padding,
                                                       output_padding, groups, dilation);
   check_conv_transpose2d_grad_output(op, g, grad_output);
+  check_conv_dtype(op, "grad_output", grad_output);
   check_device(op, grad_output, "input", input);
   const at::cuda::OptionalCUDAGuard guard(device_of(grad_output));
   const bool engine = backward_on_engine(g) && g.H * g.W > 0;

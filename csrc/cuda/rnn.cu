@@ -2154,6 +2154,8 @@ struct CudaRecurrence {
   // C (rows x H, row-major) = A (rows x H) op(W) + beta C, op(W) = W^T (forward) or W (backward).
   // Column-major, C^T = op'(W) A^T, and W's row-major storage reads as W^T column-major.
   void gemm(cublasHandle_t handle, scalar_t* C, const scalar_t* A, bool forward, float beta, int64_t rows) const {
+    TORCH_CHECK(rows <= std::numeric_limits<int>::max() && w_hh.size(0) <= std::numeric_limits<int>::max(),
+                "rnn: the batch (", rows, ") and hidden size (", w_hh.size(0), ") must be below 2^31 on CUDA");
     const int H = static_cast<int>(w_hh.size(0));
     const float alpha = 1.f;
     const cudaDataType_t type = at::cuda::getCudaDataType<scalar_t>();

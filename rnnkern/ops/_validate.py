@@ -81,6 +81,46 @@ def autocast_cast(*tensors: torch.Tensor | None) -> tuple:
                  for t in tensors)
 
 
+# ---- the unchecked path of the op wrappers ------------------------------------------------------
+# A wrapper's checks in Python cost more than torch's whole call on small tensors (~15 us against
+# ~10). The C++ ops check every argument themselves (they are public), so for the argument forms
+# modules pass a wrapper calls the op straight away and runs its checks only when the op refuses,
+# to raise the error that names the argument.
+
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
+def plain_tensors(*tensors: torch.Tensor | None) -> bool:
+    """The tensors (None skipped) are plain tensors (no subclass: no FakeTensor, whose op
+    implementations check nothing), none on the meta device (the same), and nothing is being
+    compiled. Devices the ops do not support, or mixed ones, the ops refuse themselves."""
+    if torch.compiler.is_compiling():
+        return False
+    return all(t is None or (type(t) in _PLAIN and not t.is_meta) for t in tensors)
+
+
+def int_sizes(value, n: int) -> list[int] | None:
+    """An int or a list / tuple of n ints (no bools) as a list of n ints; None for anything else."""
+    if type(value) is int:
+        return [value] * n
+    if type(value) in (tuple, list) and len(value) == n:
+        out = list(value)
+        for v in out:
+            if type(v) is not int:
+                return None
+        return out
+    return None
+
+
+def argument_error(check, *args) -> Exception | None:
+    """The exception check(*args) raises, or None when it passes."""
+    try:
+        check(*args)
+    except Exception as error:  # noqa: BLE001  (whatever the checks raise is what the caller gets)
+        return error
+    return None
+
+
 def ntuple(op: str, name: str, value, n: int, *, minimum: int | None = None) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool):
         out = [value] * n
@@ -106,7 +146,8 @@ def follow_weight_layout(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor
     and whether the caller must make the output channels_last: an x contiguous in both layouts
     (one channel, or 1 x 1 images) gives the kernels no layout to follow. Under vmap the batching
     rule's call decides (a batched tensor has no channels_last query)."""
-    if is_batchedtensor(x) or is_batchedtensor(w) or x.dim() != 4 or channels_last_output(x):
+    if is_batchedtensor(x) or is_batchedtensor(w) or (x.is_contiguous() and w.is_contiguous()) or x.dim() != 4 \
+            or channels_last_output(x):  # (both contiguous: the usual case, answered by the rules below too)
         return x, False
     if w.dim() == 4 and not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last):
         if x.is_contiguous(memory_format=torch.channels_last):  # (and contiguous: both layouts)

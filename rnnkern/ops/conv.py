@@ -28,9 +28,9 @@ from torch import Tensor
 
 from rnnkern.ops import _ext  # noqa: F401  (loads _C, which registers torch.ops.rnnkern.*)
 from rnnkern.ops._transforms import conv_family_functions, register_conv_family_vmap, transform_active
-from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, autocast_cast, check_same,
-                                   check_supported_device, check_tensor, empty_like_layout, follow_weight_layout,
-                                   ntuple)
+from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, argument_error, autocast_cast,
+                                   check_same, check_supported_device, check_tensor, empty_like_layout,
+                                   follow_weight_layout, int_sizes, ntuple, plain_tensors)
 
 
 def out_size(in_size: int, k: int, s: int, d: int, p_lo: int, p_hi: int) -> int:
@@ -108,7 +108,55 @@ def resolve_padding(op: str, padding, kernel: list[int], stride: list[int], dila
 def conv(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding, dilation, groups,
          nd: int) -> Tensor:
     """Validate (torch's rules, errors naming the argument), reshape to 4-D, call the op, restore
-    the caller's rank. nd = 1 runs as a 2-D convolution with H = 1."""
+    the caller's rank. nd = 1 runs as a 2-D convolution with H = 1.
+
+    The argument forms modules pass go to the op unchecked (common_conv_args): the kernels refuse
+    everything checked_conv_args does, so its checks, ~15 us a call in Python, run only once the
+    kernels have refused, to say which argument is wrong (tests/ops/test_conv.py holds the two
+    to the same verdicts)."""
+    args = common_conv_args(input, weight, bias, stride, padding, dilation, groups, nd)
+    if args is None:  # any other form: the checks first
+        return _run_conv(*checked_conv_args(op, input, weight, bias, stride, padding, dilation, groups, nd))
+    try:
+        return _run_conv(*args)
+    except Exception:  # the kernels refused: name the argument, as the checks first would have
+        error = argument_error(checked_conv_args, op, input, weight, bias, stride, padding, dilation, groups, nd)
+        if error is None:
+            raise
+        raise error from None
+
+
+def common_conv_args(input, weight, bias, stride, padding, dilation, groups, nd: int) -> Optional[tuple]:
+    """checked_conv_args' result without its checks, for plain tensors and int or int-sequence sizes
+    (what modules pass); None for anything else, and under torch.compile and the torch.func
+    transforms (whose fakes and rules check nothing)."""
+    if type(groups) is not int or not plain_tensors(input, weight, bias) or transform_active():
+        return None
+    stride, dilation = int_sizes(stride, nd), int_sizes(dilation, nd)
+    dim = input.dim()
+    if stride is None or dilation is None or weight.dim() != nd + 2 or not nd + 1 <= dim <= nd + 2:
+        return None
+    if type(padding) is str:
+        if padding == "valid":
+            pad = [0] * (2 * nd)
+        elif padding == "same" and stride == [1] * nd:  # (torch's split: lo = total // 2, the rest hi)
+            total = [d * (int(k) - 1) for d, k in zip(dilation, weight.shape[2:])]
+            pad = [t // 2 for t in total] + [t - t // 2 for t in total]
+        else:
+            return None
+    else:
+        pad = int_sizes(padding, nd)
+        if pad is None:
+            return None
+        pad = pad + pad
+    input, weight, bias = autocast_cast(input, weight, bias)
+    return input, weight, bias, stride, pad, dilation, groups, nd, dim == nd + 1
+
+
+def checked_conv_args(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding, dilation,
+                      groups, nd: int) -> tuple:
+    """Every argument check, with errors naming the argument; returns (input, weight, bias, stride,
+    padding [lo..., hi...], dilation, groups, nd, unbatched) for _run_conv."""
     check_tensor(op, "input", input, dims=(nd + 1, nd + 2), floating=True)
     check_tensor(op, "weight", weight, dims=(nd + 2,), floating=True)
     # torch runs convolutions in the autocast dtype; so do we
@@ -159,6 +207,11 @@ def conv(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride,
                                      f"{[spatial[j] + pad[j] + pad[nd + j] for j in range(nd)]}, dilated kernel "
                                      f"{[dilation[j] * (kernel[j] - 1) + 1 for j in range(nd)]} (dim {i})")
 
+    return input, weight, bias, stride, pad, dilation, groups, nd, unbatched
+
+
+def _run_conv(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: list[int], pad: list[int],
+              dilation: list[int], groups: int, nd: int, unbatched: bool) -> Tensor:
     x = input.unsqueeze(0) if unbatched else input
     w = weight
     if nd == 1:  # (N, C, L) -> (N, C, 1, L)

@@ -24,9 +24,9 @@ from torch import Tensor
 
 from rnnkern.ops import _ext  # noqa: F401  (loads _C, which registers torch.ops.rnnkern.*)
 from rnnkern.ops._transforms import conv_family_functions, register_conv_family_vmap, transform_active
-from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, autocast_cast, check_same,
-                                   check_supported_device, check_tensor, empty_like_layout, follow_weight_layout,
-                                   ntuple)
+from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, argument_error, autocast_cast,
+                                   check_same, check_supported_device, check_tensor, empty_like_layout,
+                                   follow_weight_layout, int_sizes, ntuple, plain_tensors)
 
 
 def output_size(in_size: int, k: int, s: int, p: int, op: int, d: int) -> int:
@@ -82,7 +82,43 @@ def _int(op: str, name: str, v) -> int:
 
 def conv_transpose(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding, output_padding,
                    groups, dilation, nd: int) -> Tensor:
-    """Validate, reshape to 4-D (N, C, H, W), call the op, restore the caller's rank."""
+    """Validate, reshape to 4-D (N, C, H, W), call the op, restore the caller's rank. As
+    rnnkern.ops.conv.conv: the argument forms modules pass go to the op unchecked, and the checks
+    run only once the kernels refuse, to name the argument."""
+    args = common_conv_transpose_args(input, weight, bias, stride, padding, output_padding, groups, dilation, nd)
+    if args is None:  # any other form: the checks first
+        return _run_conv_transpose(*checked_conv_transpose_args(op, input, weight, bias, stride, padding,
+                                                                output_padding, groups, dilation, nd))
+    try:
+        return _run_conv_transpose(*args)
+    except Exception:  # the kernels refused: name the argument, as the checks first would have
+        error = argument_error(checked_conv_transpose_args, op, input, weight, bias, stride, padding, output_padding,
+                               groups, dilation, nd)
+        if error is None:
+            raise
+        raise error from None
+
+
+def common_conv_transpose_args(input, weight, bias, stride, padding, output_padding, groups, dilation,
+                               nd: int) -> Optional[tuple]:
+    """checked_conv_transpose_args' result without its checks, for plain tensors and int or
+    int-sequence sizes; None for anything else, under torch.compile and in torch.func transforms."""
+    if type(groups) is not int or not plain_tensors(input, weight, bias) or transform_active():
+        return None
+    stride, padding = int_sizes(stride, nd), int_sizes(padding, nd)
+    output_padding, dilation = int_sizes(output_padding, nd), int_sizes(dilation, nd)
+    dim = input.dim()
+    if (stride is None or padding is None or output_padding is None or dilation is None or weight.dim() != nd + 2
+            or not nd + 1 <= dim <= nd + 2):
+        return None
+    input, weight, bias = autocast_cast(input, weight, bias)
+    return input, weight, bias, stride, padding, output_padding, groups, dilation, nd, dim == nd + 1
+
+
+def checked_conv_transpose_args(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride, padding,
+                                output_padding, groups, dilation, nd: int) -> tuple:
+    """Every argument check, with errors naming the argument; returns (input, weight, bias, stride,
+    padding, output_padding, groups, dilation, nd, unbatched) for _run_conv_transpose."""
     check_tensor(op, "input", input, dims=(nd + 1, nd + 2), floating=True)
     check_tensor(op, "weight", weight, dims=(nd + 2,), floating=True)
     check_supported_device(op, input)
@@ -136,6 +172,12 @@ def conv_transpose(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor
         raise ArgumentValueError(f"{op}: computed output size {out} is too small (input {spatial}, kernel {kernel}, "
                                  f"stride {stride}, padding {padding}, dilation {dilation})")
 
+    return input, weight, bias, stride, padding, output_padding, groups, dilation, nd, unbatched
+
+
+def _run_conv_transpose(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: list[int], padding: list[int],
+                        output_padding: list[int], groups: int, dilation: list[int], nd: int,
+                        unbatched: bool) -> Tensor:
     x = input.unsqueeze(0) if unbatched else input
     w = weight
     if nd == 1:  # (N, C, L) -> (N, C, 1, L); weight (C_in, C_out/g, k) -> (C_in, C_out/g, 1, k)

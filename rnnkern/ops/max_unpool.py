@@ -13,7 +13,8 @@ max_pool with kernel <= stride): the input element with the highest flat positio
 plane wins, on CPU and CUDA alike, deterministically. As in torch, the backward gathers
 grad_output at every index, duplicates included.
 
-check_indices (forward op, default True): an index outside the output plane raises IndexError.
+check_indices (forward op, default True): an index outside the output plane raises IndexError
+(through rnnkern.functional an ArgumentIndexError, also a RuntimeError as torch's error there).
 On CUDA that costs reading a flag back (one host sync a call); False keeps the call asynchronous
 and drops such elements instead, on both backends. Indices straight from max_pool need no check.
 """
@@ -27,7 +28,7 @@ from torch import Tensor
 
 from rnnkern.ops import _ext  # noqa: F401  (loads _C, which registers torch.ops.rnnkern.*)
 from rnnkern.ops._transforms import Static, call_below_autograd, fold_vmap_dim, transform_active
-from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, check_same, check_supported_device,
+from rnnkern.ops._validate import (ArgumentIndexError, ArgumentTypeError, ArgumentValueError, check_same, check_supported_device,
                                    check_tensor, empty_like_layout, ntuple)
 
 MODE_INDICES, MODE_BED_OF_NAILS, MODE_NEAREST = 0, 1, 2
@@ -186,7 +187,10 @@ def max_unpool(op: str, input: Tensor, indices: Optional[Tensor], mode: int, ker
         idx = None if idx is None else idx.unsqueeze(2)
         kernel, stride, padding, size = [1] + kernel, [1] + stride, [0] + padding, [1] + size
     args = (mode, kernel, stride, padding, size, check_indices)
-    out = _UnpoolFunction.apply(x, idx, Static(*args)) if transform_active() else max_unpool_forward(x, idx, *args)
+    try:
+        out = _UnpoolFunction.apply(x, idx, Static(*args)) if transform_active() else max_unpool_forward(x, idx, *args)
+    except IndexError as error:  # an index outside its plane: also a RuntimeError, which torch raises there
+        raise ArgumentIndexError(str(error)) from None
     if nd == 1:
         out = out.squeeze(2)
     return out.squeeze(0) if unbatched else out

@@ -812,6 +812,12 @@ def test_index_error_type_and_message():
     j[0, 0, 0, 0] = 1000
     with pytest.raises(IndexError, match=r"out of range \[0, 48\)"):
         RF.max_unpool2d(v, j, 2)
+    # also a RuntimeError, as torch's error for the same indices: code written against torch.nn
+    # that catches RuntimeError still catches it, through the module too
+    with pytest.raises(RuntimeError, match=r"out of range \[0, 48\)"):
+        rnnkern.nn.MaxUnpool2d(2)(v, j)
+    with pytest.raises(RuntimeError):
+        torch.nn.MaxUnpool2d(2)(v, j)
 
 
 def _unpool_dropping_out_of_range(v, i, out_hw):
