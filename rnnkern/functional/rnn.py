@@ -100,7 +100,8 @@ def rnn(input: Tensor, hx: Tensor, weights: Sequence[Sequence[Tensor]], nonlinea
             outs.append(out)
             h_n.append(h)
         layer_input = outs[0] if dirs == 1 else torch.cat(outs, dim=2)
-    return layer_input, torch.stack(h_n, 0)
+    # (one state: a view, not a ~5 us stack; a language model's sampling step is one such call)
+    return layer_input, h_n[0].unsqueeze(0) if len(h_n) == 1 else torch.stack(h_n, 0)
 
 
 def rnn_cell(input: Tensor, hx: Optional[Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor] = None,
