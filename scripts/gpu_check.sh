@@ -115,12 +115,17 @@ else
 fi
 wait
 pack
+# (packed after each step from here on: a device call that runs out of time keeps all but the step
+# it stopped in)
 want tests && step tests_untried $TO ${GPU_CHECK_UNTRIED_TIMEOUT:-300} env RNNKERN_TEST_UNTRIED=only $PY -m pytest -v -rfE -p no:cacheprovider $PYTEST_ARGS tests --junitxml="$OUTDIR/junit_untried.xml"
+pack
 want bench && step bench $TO ${GPU_CHECK_BENCH_TIMEOUT:-300} $PY -m rnnkern.cli bench --device cuda --json "$OUTDIR/bench.json" --plot "$OUTDIR/bench.png" ${GPU_CHECK_BENCH_OPS:+--ops $GPU_CHECK_BENCH_OPS}
+pack
 # the opt-in forms' rows against the default's (which switches win, and where)
 want bench && [ -f "$OUTDIR/bench.json" ] && $PY scripts/bench_variants.py "$OUTDIR/bench.json" > "$OUTDIR/bench_variants.txt" 2>&1
 # host time a call, layer by layer (~10 s): what the lone-call bench rows include before a launch
 want bench && step host_overhead $TO 120 $PY scripts/host_overhead.py --device cuda
+pack
 # where a persistent RNN step's time goes, phase by phase (~10 s; ncu cannot replay these kernels)
 want bench && step rnn_trace $TO 120 $PY scripts/rnn_step_trace.py --backward --json "$OUTDIR/rnn_trace.json"
 pack
