@@ -2,6 +2,7 @@
 // kernels (csrc/cpu/conv.cpp, csrc/cuda/conv.cu).
 #pragma once
 #include <ATen/ATen.h>
+#include <c10/util/safe_numerics.h>
 #include <cstdlib>
 #include <optional>
 #include <string>
@@ -102,8 +103,15 @@ inline bool env_switch(const char* name, const char* off, const char* on, bool u
   return v == on;
 }
 
-inline int64_t conv_out_size(int64_t in, int64_t k, int64_t s, int64_t d, int64_t p_lo, int64_t p_hi) {
-  const int64_t span = in + p_lo + p_hi - d * (k - 1) - 1;
+// torch's output size; -1 when the dilated kernel does not fit the padded input. Sizes whose
+// padded input or dilated kernel overflow int64 are refused (they would wrap into a small size).
+inline int64_t conv_out_size(const char* op, int64_t in, int64_t k, int64_t s, int64_t d, int64_t p_lo,
+                             int64_t p_hi) {
+  int64_t extent = 0, padded = 0;
+  TORCH_CHECK(!c10::mul_overflows(d, k - 1, &extent) && !c10::add_overflows(in, p_lo, &padded) &&
+                  !c10::add_overflows(padded, p_hi, &padded),
+              op, ": padding or dilation too large (the padded input or the dilated kernel overflows int64)");
+  const int64_t span = padded - extent - 1;
   return span < 0 ? -1 : span / s + 1;
 }
 
@@ -146,8 +154,8 @@ inline ConvGeometry check_conv_args(const char* op, at::IntArrayRef in_sizes, at
   TORCH_CHECK(g.K % groups == 0, op, ": groups (", groups, ") must divide the output channels (", g.K, ")");
   TORCH_CHECK(w_sizes[1] * groups == g.C, op, ": weight ", w_sizes, " with groups=", groups, " expects ",
               w_sizes[1] * groups, " input channels, but input has ", g.C);
-  g.OH = conv_out_size(g.H, g.KH, g.sh, g.dh, g.pt, g.pb);
-  g.OW = conv_out_size(g.W, g.KW, g.sw, g.dw, g.pl, g.pr);
+  g.OH = conv_out_size(op, g.H, g.KH, g.sh, g.dh, g.pt, g.pb);
+  g.OW = conv_out_size(op, g.W, g.KW, g.sw, g.dw, g.pl, g.pr);
   TORCH_CHECK(g.OH >= 1 && g.OW >= 1, op, ": padded input (", g.H + g.pt + g.pb, " x ", g.W + g.pl + g.pr,
               ") is smaller than the dilated kernel (", g.dh * (g.KH - 1) + 1, " x ", g.dw * (g.KW - 1) + 1, ")");
   return g;

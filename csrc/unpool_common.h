@@ -30,11 +30,14 @@ struct UnpoolGeometry {
 };
 
 inline UnpoolGeometry check_unpool_args(const char* op, at::IntArrayRef in_sizes, at::Device device,
-                                        const std::optional<at::Tensor>& indices, int64_t mode,
+                                        at::ScalarType dtype, const std::optional<at::Tensor>& indices, int64_t mode,
                                         at::IntArrayRef kernel, at::IntArrayRef stride,
                                         at::IntArrayRef padding, at::IntArrayRef out_hw) {
   TORCH_CHECK(in_sizes.size() == 4, op, ": input must be 4-D (N, C, H, W), got ", in_sizes.size(), "-D");
   TORCH_CHECK(mode >= 0 && mode <= 2, op, ": mode must be 0, 1 or 2, got ", mode);
+  // (before any early return for empty tensors: the Python wrappers leave the checks to the ops)
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16, op,
+              ": values must be float32, float64, float16 or bfloat16, got ", dtype);
   TORCH_CHECK(kernel.size() == 2 && stride.size() == 2 && padding.size() == 2 && out_hw.size() == 2,
               op, ": kernel_size, stride, padding and output_size must have 2 entries");
   UnpoolGeometry g{in_sizes[0], in_sizes[1], in_sizes[2], in_sizes[3], out_hw[0], out_hw[1],

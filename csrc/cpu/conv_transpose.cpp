@@ -32,6 +32,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <c10/util/safe_numerics.h>
 
 #include <numeric>
 #include <vector>
@@ -109,8 +110,17 @@ ConvT2dGeometry conv_transpose2d_geometry(const char* op, at::IntArrayRef input_
     TORCH_CHECK(output_padding[d] < stride[d] || output_padding[d] < dilation[d], op,
                 ": output_padding must be smaller than either stride or dilation, got output_padding=",
                 output_padding, " stride=", stride, " dilation=", dilation);
-  g.OH = (g.H - 1) * g.sH - 2 * g.pH + g.dH * (g.kH - 1) + g.opH + 1;
-  g.OW = (g.W - 1) * g.sW - 2 * g.pW + g.dW * (g.kW - 1) + g.opW + 1;
+  // (H - 1) s - 2 p + d (k - 1) + op + 1, refused where a term overflows int64 (it would wrap)
+  const auto out_size = [&](int64_t in, int64_t s, int64_t p, int64_t d, int64_t k, int64_t opad) {
+    int64_t strided = 0, extent = 0, pad2 = 0, sum = 0;
+    TORCH_CHECK(!c10::mul_overflows(in - 1, s, &strided) &&
+                    !c10::mul_overflows(d, k - 1, &extent) && !c10::mul_overflows(p, int64_t{2}, &pad2) &&
+                    !c10::add_overflows(strided, extent, &sum) && !c10::add_overflows(sum, opad + 1, &sum),
+                op, ": stride, padding or dilation too large (the output size overflows int64)");
+    return sum - pad2;
+  };
+  g.OH = out_size(g.H, g.sH, g.pH, g.dH, g.kH, g.opH);
+  g.OW = out_size(g.W, g.sW, g.pW, g.dW, g.kW, g.opW);
   // an empty batch may have empty images too (torch returns an empty result there), never negative sizes
   const int64_t least = g.N == 0 ? 0 : 1;
   TORCH_CHECK(g.H >= least && g.W >= least, op, ": input spatial size must be >= 1, got ", input_size);

@@ -222,8 +222,9 @@ int unpool_scatter_channels_last(const UnpoolGeometry& g, const scalar_t* in, co
 at::Tensor max_unpool_forward_cpu(const at::Tensor& input, const std::optional<at::Tensor>& indices,
                                   int64_t mode, at::IntArrayRef kernel, at::IntArrayRef stride,
                                   at::IntArrayRef padding, at::IntArrayRef output_size, bool check_indices) {
-  const UnpoolGeometry g = check_unpool_args("max_unpool_forward", input.sizes(), input.device(), indices, mode, kernel, stride,
-                                             padding, output_size);
+  const UnpoolGeometry g = check_unpool_args("max_unpool_forward", input.sizes(), input.device(),
+                                             input.scalar_type(), indices, mode, kernel, stride, padding,
+                                             output_size);
   const at::MemoryFormat fmt = unpool_output_format(input);
   at::Tensor output = empty_for_full_write({g.N, g.C, g.OH, g.OW}, input.options().memory_format(fmt));
   if (output.numel() == 0) return output;
@@ -264,8 +265,9 @@ at::Tensor max_unpool_backward_cpu(const at::Tensor& grad_output, const std::opt
                                    at::IntArrayRef stride, at::IntArrayRef padding) {
   TORCH_CHECK(grad_output.dim() == 4, "max_unpool_backward: grad_output must be 4-D");
   TORCH_CHECK(input_size.size() == 4, "max_unpool_backward: input_size must have 4 entries");
-  const UnpoolGeometry g = check_unpool_args("max_unpool_backward", input_size, grad_output.device(), indices, mode, kernel, stride, padding,
-                                       {grad_output.size(2), grad_output.size(3)});
+  const UnpoolGeometry g = check_unpool_args("max_unpool_backward", input_size, grad_output.device(),
+                                             grad_output.scalar_type(), indices, mode, kernel, stride, padding,
+                                             {grad_output.size(2), grad_output.size(3)});
   TORCH_CHECK(grad_output.size(0) == g.N && grad_output.size(1) == g.C,
               "max_unpool_backward: grad_output batch/channels do not match input_size");
   const at::MemoryFormat fmt = unpool_output_format(grad_output);

@@ -992,9 +992,10 @@ Params base_params(const char* op, const ConvT2dGeometry& g) {
   for (int64_t v : {g.N * g.H * g.W, g.N * g.OH * g.OW, g.Cout * g.kH * g.kW, g.Cin * g.kH * g.kW})
     check_int32(op, v, "a GEMM dimension");
   for (int64_t v : {g.sH, g.sW, g.pH, g.pW, g.dH, g.dW}) check_int32(op, v, "a stride, padding or dilation");
-  // (the kernels' positions o + p = i * s + k * d on the padded output are ints; the sizes are < 2^31 here)
-  check_int32(op, (g.H - 1) * g.sH + (g.kH - 1) * g.dH + g.pH + g.OH, "the padded output's height");
-  check_int32(op, (g.W - 1) * g.sW + (g.kW - 1) * g.dW + g.pW + g.OW, "the padded output's width");
+  // (the kernels' positions o + p = i * s + k * d on the padded output are ints, each side computed
+  // from its own terms; the sizes are < 2^31 here)
+  check_int32(op, std::max((g.H - 1) * g.sH + (g.kH - 1) * g.dH, g.OH + g.pH), "the padded output's height");
+  check_int32(op, std::max((g.W - 1) * g.sW + (g.kW - 1) * g.dW, g.OW + g.pW), "the padded output's width");
   Params p{};
   p.N = g.N; p.Cin = g.Cin; p.H = g.H; p.W = g.W; p.Cout = g.Cout; p.G = g.G;
   p.kH = g.kH; p.kW = g.kW; p.sH = g.sH; p.sW = g.sW; p.pH = g.pH; p.pW = g.pW;

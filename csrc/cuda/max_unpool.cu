@@ -375,8 +375,9 @@ __global__ void unpool_backward_kernel(UnpoolGeometry g, bool channels_last, con
 at::Tensor max_unpool_forward_cuda(const at::Tensor& input, const std::optional<at::Tensor>& indices,
                                    int64_t mode, at::IntArrayRef kernel, at::IntArrayRef stride,
                                    at::IntArrayRef padding, at::IntArrayRef output_size, bool check_indices) {
-  const UnpoolGeometry g = check_unpool_args("max_unpool_forward", input.sizes(), input.device(), indices, mode,
-                                             kernel, stride, padding, output_size);
+  const UnpoolGeometry g = check_unpool_args("max_unpool_forward", input.sizes(), input.device(),
+                                             input.scalar_type(), indices, mode, kernel, stride, padding,
+                                             output_size);
   const at::cuda::OptionalCUDAGuard guard(device_of(input));
   const at::MemoryFormat fmt = unpool_output_format(input);
   const bool cl = fmt == at::MemoryFormat::ChannelsLast;
@@ -464,8 +465,9 @@ at::Tensor max_unpool_backward_cuda(const at::Tensor& grad_output, const std::op
                                     int64_t mode, at::IntArrayRef input_size, at::IntArrayRef kernel,
                                     at::IntArrayRef stride, at::IntArrayRef padding) {
   TORCH_CHECK(grad_output.dim() == 4, "max_unpool_backward: grad_output must be 4-D");
-  const UnpoolGeometry g = check_unpool_args("max_unpool_backward", input_size, grad_output.device(), indices, mode,
-                                             kernel, stride, padding, {grad_output.size(2), grad_output.size(3)});
+  const UnpoolGeometry g = check_unpool_args("max_unpool_backward", input_size, grad_output.device(),
+                                             grad_output.scalar_type(), indices, mode, kernel, stride, padding,
+                                             {grad_output.size(2), grad_output.size(3)});
   TORCH_CHECK(grad_output.size(0) == g.N && grad_output.size(1) == g.C,
               "max_unpool_backward: grad_output batch/channels do not match input_size");
   const at::cuda::OptionalCUDAGuard guard(device_of(grad_output));

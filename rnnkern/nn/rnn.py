@@ -17,6 +17,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from rnnkern import functional as F
 from rnnkern.functional.rnn import host_index_to
+from rnnkern.ops._validate import ArgumentDtypeError
 from rnnkern.nn._torchscript import not_scriptable
 
 
@@ -131,6 +132,11 @@ class RNN(torch.nn.Module):
     # torch.nn.RNNBase's argument checks and helpers, with its names, signatures and messages (code
     # written against torch.nn.RNN calls or overrides them; forward calls them as torch's does)
     def check_input(self, input: Tensor, batch_sizes: Optional[Tensor]) -> None:
+        name = self._flat_weights_names[0]
+        w = self._parameters[name] if name in self._parameters else getattr(self, name)
+        if input.dtype != w.dtype and not torch._C._is_any_autocast_enabled():
+            raise ArgumentDtypeError(f"RNN input dtype ({input.dtype}) does not match weight dtype ({w.dtype}). "
+                                     f"Convert input: input.to({w.dtype}), or convert model: model.to({input.dtype})")
         expected = 2 if batch_sizes is not None else 3
         if input.dim() != expected:
             raise RuntimeError(f"input must have {expected} dimensions, got {input.dim()}")

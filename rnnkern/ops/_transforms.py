@@ -33,6 +33,13 @@ def transform_active() -> bool:
     return fwAD._current_level >= 0
 
 
+def in_transform() -> bool:
+    """transform_active without its refusal of nested forward mode: whether a torch.func transform
+    or a forward-mode dual level is active (the wrappers' unchecked path stays out of both; the
+    checks, then transform_active, run there in the order they always did)."""
+    return maybe_current_level() is not None or fwAD._current_level >= 0
+
+
 def _refuse_nested_forward_mode() -> None:
     # torch drops the outer tangent of a Python autograd.Function's jvp when two torch.func
     # forward-mode levels nest (pytorch/pytorch#197867: jacfwd(jacfwd(f)) comes out wrong, silently).

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from rnnkern.ops import _ext  # noqa: F401  (loads _C, which registers torch.ops.rnnkern.*)
-from rnnkern.ops._transforms import conv_family_functions, register_conv_family_vmap, transform_active
+from rnnkern.ops._transforms import conv_family_functions, in_transform, register_conv_family_vmap, transform_active
 from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, argument_error, autocast_cast,
                                    check_same, check_supported_device, check_tensor, empty_like_layout,
                                    follow_weight_layout, int_sizes, ntuple, plain_tensors)
@@ -112,8 +112,8 @@ def conv(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride,
 
     The argument forms modules pass go to the op unchecked (common_conv_args): the kernels refuse
     everything checked_conv_args does, so its checks, ~15 us a call in Python, run only once the
-    kernels have refused, to say which argument is wrong (tests/ops/test_conv.py holds the two
-    to the same verdicts)."""
+    kernels have refused, to say which argument is wrong (tests/ops/test_argument_checks.py holds
+    the two to the same verdicts)."""
     args = common_conv_args(input, weight, bias, stride, padding, dilation, groups, nd)
     if args is None:  # any other form: the checks first
         return _run_conv(*checked_conv_args(op, input, weight, bias, stride, padding, dilation, groups, nd))
@@ -130,7 +130,7 @@ def common_conv_args(input, weight, bias, stride, padding, dilation, groups, nd:
     """checked_conv_args' result without its checks, for plain tensors and int or int-sequence sizes
     (what modules pass); None for anything else, and under torch.compile and the torch.func
     transforms (whose fakes and rules check nothing)."""
-    if type(groups) is not int or not plain_tensors(input, weight, bias) or transform_active():
+    if type(groups) is not int or not plain_tensors(input, weight, bias) or in_transform():
         return None
     stride, dilation = int_sizes(stride, nd), int_sizes(dilation, nd)
     dim = input.dim()

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from rnnkern.ops import _ext  # noqa: F401  (loads _C, which registers torch.ops.rnnkern.*)
-from rnnkern.ops._transforms import conv_family_functions, register_conv_family_vmap, transform_active
+from rnnkern.ops._transforms import conv_family_functions, in_transform, register_conv_family_vmap, transform_active
 from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, argument_error, autocast_cast,
                                    check_same, check_supported_device, check_tensor, empty_like_layout,
                                    follow_weight_layout, int_sizes, ntuple, plain_tensors)
@@ -103,7 +103,7 @@ def common_conv_transpose_args(input, weight, bias, stride, padding, output_padd
                                nd: int) -> Optional[tuple]:
     """checked_conv_transpose_args' result without its checks, for plain tensors and int or
     int-sequence sizes; None for anything else, under torch.compile and in torch.func transforms."""
-    if type(groups) is not int or not plain_tensors(input, weight, bias) or transform_active():
+    if type(groups) is not int or not plain_tensors(input, weight, bias) or in_transform():
         return None
     stride, padding = int_sizes(stride, nd), int_sizes(padding, nd)
     output_padding, dilation = int_sizes(output_padding, nd), int_sizes(dilation, nd)

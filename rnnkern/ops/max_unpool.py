@@ -27,9 +27,10 @@ import torch
 from torch import Tensor
 
 from rnnkern.ops import _ext  # noqa: F401  (loads _C, which registers torch.ops.rnnkern.*)
-from rnnkern.ops._transforms import Static, call_below_autograd, fold_vmap_dim, transform_active
-from rnnkern.ops._validate import (ArgumentIndexError, ArgumentTypeError, ArgumentValueError, check_same, check_supported_device,
-                                   check_tensor, empty_like_layout, ntuple)
+from rnnkern.ops._transforms import Static, call_below_autograd, fold_vmap_dim, in_transform, transform_active
+from rnnkern.ops._validate import (ArgumentIndexError, ArgumentTypeError, ArgumentValueError, argument_error,
+                                   check_same, check_supported_device, check_tensor, empty_like_layout, int_sizes,
+                                   ntuple, plain_tensors)
 
 MODE_INDICES, MODE_BED_OF_NAILS, MODE_NEAREST = 0, 1, 2
 
@@ -160,7 +161,48 @@ def unpool_output_size(op: str, input: Tensor, kernel: list[int], stride: list[i
 
 def max_unpool(op: str, input: Tensor, indices: Optional[Tensor], mode: int, kernel_size, stride, padding,
                output_size, nd: int, check_indices: bool = True) -> Tensor:
-    """Validate, reshape to 4-D (N, C, H, W), call the op, restore the caller's rank."""
+    """Validate, reshape to 4-D (N, C, H, W), call the op, restore the caller's rank. As
+    rnnkern.ops.conv.conv: the argument forms modules pass go to the op unchecked, and the checks
+    run only once the kernels refuse, to name the argument."""
+    args = op, input, indices, mode, kernel_size, stride, padding, output_size, nd, check_indices
+    common = common_max_unpool_args(*args)
+    if common is None:  # any other form: the checks first
+        return _run_max_unpool(*checked_max_unpool_args(*args))
+    try:
+        return _run_max_unpool(*common)
+    except Exception:  # the kernels refused: name the argument, as the checks first would have
+        error = argument_error(checked_max_unpool_args, *args)
+        if error is None:
+            raise
+        raise error from None
+
+
+def common_max_unpool_args(op: str, input, indices, mode: int, kernel_size, stride, padding, output_size, nd: int,
+                           check_indices) -> Optional[tuple]:
+    """checked_max_unpool_args' result without the checks the kernels repeat, for plain tensors and
+    int or int-sequence sizes; None for anything else, under torch.compile and in torch.func
+    transforms. The output size (torch's rule for a given one, which the kernels do not know) is
+    computed as the checks do."""
+    if type(check_indices) is not bool or not plain_tensors(input, indices) or in_transform():
+        return None
+    kernel, padding = int_sizes(kernel_size, nd), int_sizes(padding, nd)
+    stride = kernel if stride is None else int_sizes(stride, nd)
+    dim = input.dim()
+    if kernel is None or stride is None or padding is None or not nd + 1 <= dim <= nd + 2:
+        return None
+    if input.dtype in (torch.float16, torch.bfloat16) and input.is_cpu and torch.is_autocast_enabled("cpu"):
+        return None
+    try:
+        size = unpool_output_size(op, input, kernel, stride, padding, output_size)
+    except Exception:  # noqa: BLE001  (the checks, in their order, say what is wrong)
+        return None
+    return input, indices, mode, kernel, stride, padding, size, nd, check_indices, dim == nd + 1
+
+
+def checked_max_unpool_args(op: str, input: Tensor, indices: Optional[Tensor], mode: int, kernel_size, stride,
+                            padding, output_size, nd: int, check_indices) -> tuple:
+    """Every argument check, with errors naming the argument; returns (input, indices, mode, kernel,
+    stride, padding, output size, nd, check_indices, unbatched) for _run_max_unpool."""
     if not isinstance(check_indices, bool):
         raise ArgumentTypeError(f"{op}: check_indices must be a bool, got {type(check_indices).__name__}")
     check_tensor(op, "input", input, dims=(nd + 1, nd + 2), floating=True)
@@ -179,8 +221,11 @@ def max_unpool(op: str, input: Tensor, indices: Optional[Tensor], mode: int, ker
                                      f"{tuple(input.shape)}")
         check_same(op, "input", input, "indices", indices, dtype=False)
     size = unpool_output_size(op, input, kernel, stride, padding, output_size)
+    return input, indices, mode, kernel, stride, padding, size, nd, check_indices, input.dim() == nd + 1
 
-    unbatched = input.dim() == nd + 1
+
+def _run_max_unpool(input: Tensor, indices: Optional[Tensor], mode: int, kernel: list[int], stride: list[int],
+                    padding: list[int], size: list[int], nd: int, check_indices: bool, unbatched: bool) -> Tensor:
     x, idx = (input.unsqueeze(0), None if indices is None else indices.unsqueeze(0)) if unbatched else (input, indices)
     if nd == 1:  # (N, C, L) -> (N, C, 1, L)
         x = x.unsqueeze(2)

@@ -135,3 +135,34 @@ def test_lm_resume_reproduces_the_uninterrupted_run(model, tmp_path):
     first = run(tmp_path / "b", 6)
     resumed = run(tmp_path / "b", 12, resume=first["last_ckpt"])["last_model"].state_dict()
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_lm_resume_on_another_device_reseeds_the_windows(tmp_path):
+    """A checkpoint whose window generator lived on another device (trained on CUDA, resumed on the
+    CPU) resumes, re-seeding the windows by step as before (a CUDA generator's state does not fit
+    a CPU generator)."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("abcde fgh\n" * 40)
+    cfg = dict(model="fixed", level="char", corpus=str(corpus), hidden=16, embed_dim=8, batch_size=4, steps=2,
+               eval_every=1000, progress=False, plot=False, out=str(tmp_path / "a"), seed=3, threads=1)
+    first = train(LMConfig(**cfg), log=lambda *a: None)
+    ck = torch.load(first["last_ckpt"], weights_only=False)
+    assert ck["window_rng_device"] == "cpu"
+    ck["window_rng"], ck["window_rng_device"] = torch.zeros(16, dtype=torch.uint8), "cuda"
+    torch.save(ck, first["last_ckpt"])
+    cfg["steps"] = 4
+    train(LMConfig(**cfg), resume=first["last_ckpt"], log=lambda *a: None)
+
+
+def test_cross_entropy_mean_with_negative_weights_and_16_bit_logits():
+    """The mean divides by any non-zero weight total (negative ones too, as F.cross_entropy), and
+    16-bit logits are summed in fp32 (an fp16 sum of 90000 pixel losses overflows)."""
+    from rnnkern.models.segmentation.losses import cross_entropy
+    z, t = torch.randn(2, 4, 8, 8), torch.randint(0, 4, (2, 8, 8))
+    w = torch.tensor([-1.0, 0.5, 0.2, 0.1])
+    torch.testing.assert_close(cross_entropy(z, t, weight=w), F.cross_entropy(z, t, weight=w))
+    z = (torch.randn(1, 3, 300, 300) * 3).half()
+    t = torch.randint(0, 3, (1, 300, 300))
+    got = cross_entropy(z, t)
+    assert got.dtype == torch.float16 and torch.isfinite(got)
+    torch.testing.assert_close(got.float(), F.cross_entropy(z.float(), t), rtol=2e-3, atol=0)

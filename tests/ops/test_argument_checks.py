@@ -7,8 +7,10 @@ import random
 import pytest
 import torch
 
+from rnnkern import functional as RF
 from rnnkern.ops import conv as conv_ops
 from rnnkern.ops import conv_transpose as convt_ops
+from rnnkern.ops import max_unpool as unpool_ops
 
 CASES = 400
 
@@ -78,24 +80,7 @@ def _conv_case(rng):
     stride, dilation = size_arg(1), size_arg(1)
     padding = rng.choice([size_arg(0), "same", "valid", _pick(rng, "same", ["full", -1, (1, -1)[:nd]])])
     groups = _pick(rng, groups, [0, -1, True, 1.0, 3])
-    return (x, w, bias, stride, padding, dilation, groups, nd)
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_conv_unchecked_path_gives_the_checked_verdicts(seed):
-    rng = random.Random(seed)
-    seen = set()
-    for i in range(CASES):
-        x, w, bias, stride, padding, dilation, groups, nd = _conv_case(rng)
-        op = f"conv{nd}d"
-        seen.add(_same_outcome(
-            lambda: conv_ops.conv(op, x, w, bias, stride, padding, dilation, groups, nd),
-            lambda: conv_ops._run_conv(*conv_ops.checked_conv_args(op, x, w, bias, stride, padding, dilation,
-                                                                    groups, nd)),
-            f"case {i}: x {tuple(x.shape)} {x.dtype} {x.device}, w {tuple(w.shape)} {w.dtype} {w.device}, bias "
-            f"{None if bias is None else (tuple(bias.shape), bias.dtype)}, stride {stride!r}, padding {padding!r}, "
-            f"dilation {dilation!r}, groups {groups!r}"))
-    assert seen == {"ok", "error"}  # both kinds of verdict were exercised
+    return f"conv{nd}d", x, w, bias, stride, padding, dilation, groups, nd
 
 
 def _convt_case(rng):
@@ -121,21 +106,88 @@ def _convt_case(rng):
     stride, dilation = size_arg(1, 3), size_arg(1, 2)
     padding, output_padding = size_arg(0, 3), size_arg(0, 2)
     groups = _pick(rng, groups, [0, -1, True, 1.0, 3])
-    return (x, w, bias, stride, padding, output_padding, groups, dilation, nd)
+    return f"conv_transpose{nd}d", x, w, bias, stride, padding, output_padding, groups, dilation, nd
+
+
+def _unpool_case(rng):
+    nd = rng.choice([1, 2])
+    n, c = rng.choice([0, 1, 2]), rng.randint(1, 3)
+    k = [rng.randint(1, 3) for _ in range(nd)]
+    size = [rng.randint(1, 4) for _ in range(nd)]
+    x_shape = _pick(rng, [n, c, *size], [[c, *size], [n, c, *size, 2], [n, c] + [0] * nd, [n, c, *size][:nd]])
+    if rng.random() < 0.1 and len(x_shape) == nd + 2:
+        x_shape = x_shape[1:]
+    x = _tensor(rng, x_shape, rng.choice(_DTYPES))
+    plane = 1
+    for s, kk in zip(size, k):
+        plane *= s * kk
+    idx_shape = _pick(rng, list(x.shape), [[*x.shape, 1], [max(1, n), c + 1, *size]])
+    indices = torch.randint(0, plane + (3 if rng.random() < 0.15 else 0), idx_shape)
+    if x.is_meta:
+        indices = indices.to("meta")
+    elif rng.random() < 0.1:
+        indices = _pick(rng, indices, [indices.int(), indices.float(), indices.to("meta")], p_bad=1)
+    elif len(idx_shape) == 4 and x.is_contiguous(memory_format=torch.channels_last) and x.dim() == 4:
+        indices = indices.contiguous(memory_format=torch.channels_last)
+    size_arg = lambda lo, hi: _pick(rng, rng.choice([rng.randint(lo, hi), tuple(rng.randint(lo, hi) for _ in range(nd)),
+                                                     [rng.randint(lo, hi) for _ in range(nd)]]),
+                                    [-1, 0, (1,) * (nd + 1), 1.5, True, (True,) * nd, "1"])
+    kernel = _pick(rng, k if rng.random() < 0.5 else tuple(k), [0, -1, 1.5, (1,) * (nd + 1), True])
+    stride = rng.choice([None, None, size_arg(1, 3)])
+    padding = size_arg(0, 1)
+    default = [(s - 1) * (kk if stride is None else 2) + kk for s, kk in zip(size, k)]
+    output_size = rng.choice([None, None, [d + rng.randint(-2, 2) for d in default],
+                              _pick(rng, None, [[1] * (nd + 1), "x", 3])])
+    check_indices = _pick(rng, rng.random() < 0.8, [0, 1, None, "yes"])
+    return (f"max_unpool{nd}d", x, indices, unpool_ops.MODE_INDICES, kernel, stride, padding, output_size, nd,
+            check_indices)
+
+
+def _describe(args) -> str:
+    return ", ".join(f"{tuple(a.shape)} {a.dtype} {a.device}" if isinstance(a, torch.Tensor) else repr(a) for a in args)
+
+
+# each family: a random case (the wrapper's arguments), the wrapper, and checking first
+FAMILIES = {
+    "conv": (_conv_case, conv_ops.conv, lambda *a: conv_ops._run_conv(*conv_ops.checked_conv_args(*a))),
+    "conv_transpose": (_convt_case, convt_ops.conv_transpose,
+                       lambda *a: convt_ops._run_conv_transpose(*convt_ops.checked_conv_transpose_args(*a))),
+    "max_unpool": (_unpool_case, unpool_ops.max_unpool,
+                   lambda *a: unpool_ops._run_max_unpool(*unpool_ops.checked_max_unpool_args(*a))),
+}
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_conv_transpose_unchecked_path_gives_the_checked_verdicts(seed):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_unchecked_path_gives_the_checked_verdicts(family, seed):
+    make_case, wrapper, checked_first = FAMILIES[family]
     rng = random.Random(seed)
     seen = set()
     for i in range(CASES):
-        x, w, bias, stride, padding, output_padding, groups, dilation, nd = _convt_case(rng)
-        op = f"conv_transpose{nd}d"
-        args = (op, x, w, bias, stride, padding, output_padding, groups, dilation, nd)
-        seen.add(_same_outcome(
-            lambda: convt_ops.conv_transpose(*args),
-            lambda: convt_ops._run_conv_transpose(*convt_ops.checked_conv_transpose_args(*args)),
-            f"case {i}: x {tuple(x.shape)} {x.dtype} {x.device}, w {tuple(w.shape)} {w.dtype} {w.device}, bias "
-            f"{None if bias is None else (tuple(bias.shape), bias.dtype)}, stride {stride!r}, padding {padding!r}, "
-            f"output_padding {output_padding!r}, dilation {dilation!r}, groups {groups!r}"))
-    assert seen == {"ok", "error"}
+        args = make_case(rng)
+        seen.add(_same_outcome(lambda: wrapper(*args), lambda: checked_first(*args), f"case {i}: {_describe(args)}"))
+    assert seen == {"ok", "error"}  # both kinds of verdict were exercised
+
+
+@pytest.mark.parametrize("call", [
+    lambda: RF.conv1d(torch.randn(1, 2, 7), torch.randn(3, 2, 5), dilation=2**63 - 1),
+    lambda: RF.conv2d(torch.randn(2, 3, 9, 9), torch.randn(4, 3, 3, 3), dilation=(1, 2**63 - 1)),
+    lambda: RF.conv2d(torch.randn(1, 2, 5, 5), torch.randn(2, 2, 3, 3), padding=(2**62, 2**62)),
+    lambda: RF.conv_transpose1d(torch.randn(1, 2, 3), torch.randn(2, 3, 2), padding=2**63 - 1),
+    lambda: RF.conv_transpose1d(torch.randn(1, 5), torch.randn(1, 1, 2), stride=2**61 + 3, output_padding=3,
+                                dilation=2**63 - 1),
+], ids=["conv1d dilation", "conv2d dilation", "conv2d padding", "convT padding", "convT stride and dilation"])
+def test_sizes_that_overflow_int64_are_refused(call):
+    """Sizes whose padded input, dilated kernel or output size overflow int64 raise (the C++ ops'
+    arithmetic wrapped them into small sizes: garbage results, one segfault), on both paths."""
+    with pytest.raises(RuntimeError, match="too large|too small|greater than"):
+        call()
+
+
+def test_nested_forward_mode_refusal_comes_after_the_argument_checks():
+    """jvp of jvp with a bad argument names the argument, as before the unchecked path existed."""
+    x, w = torch.randn(1, 3, 5, 5), torch.randn(2, 4, 3, 3)  # 3 channels in, the weight wants 4
+    f = lambda x: RF.conv2d(x, w)  # noqa: E731
+    inner = lambda x: torch.func.jvp(f, (x,), (torch.ones_like(x),))[1]  # noqa: E731
+    with pytest.raises(ValueError, match="channel"):
+        torch.func.jvp(inner, (x,), (torch.ones_like(x),))

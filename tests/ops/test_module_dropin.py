@@ -62,3 +62,16 @@ def test_rnn_has_torch_rnn_helpers():
 
     Checked(3, 4)(torch.randn(6, 2, 3))
     assert Checked.calls == 1
+
+
+def test_rnn_check_input_refuses_another_dtype_first_as_torch():
+    """check_input's first check is torch's: an input of another dtype than the weights (autocast
+    off) raises ValueError with torch's message, before the size checks."""
+    ours, ref = rnnkern.nn.RNN(3, 4), nn.RNN(3, 4)
+    x = torch.randn(5, 2, 2, dtype=torch.float64)  # wrong dtype and wrong feature size
+    with pytest.raises(ValueError) as want:
+        ref.check_input(x, None)
+    with pytest.raises(ValueError, match=re.escape(str(want.value))):
+        ours.check_input(x, None)
+    with pytest.raises(ValueError, match=re.escape(str(want.value))):
+        ours(x)

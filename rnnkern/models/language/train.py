@@ -449,7 +449,8 @@ def train_neural(cfg: LMConfig, corpus: Corpus, resume: Optional[str] = None, lo
         windows = context_windows(train_ids, cfg.context, pad=vocab.eos)
         steps_per_epoch = max(1, (train_ids.numel() - 1) // cfg.batch_size)
         gen = torch.Generator(device=device).manual_seed(cfg.seed * 7919 + rank * 104729 + state["step"])
-        if resume and world == 1 and isinstance(ck.get("window_rng"), Tensor):
+        if resume and world == 1 and isinstance(ck.get("window_rng"), Tensor) \
+                and ck.get("window_rng_device") == gen.device.type:  # (a run resumed on another device re-seeds)
             gen.set_state(ck["window_rng"].cpu())
     max_steps = cfg.steps
     if cfg.epochs is not None:
@@ -481,7 +482,7 @@ def train_neural(cfg: LMConfig, corpus: Corpus, resume: Optional[str] = None, lo
             if device.type == "cuda":
                 s["cuda_rng"] = torch.cuda.get_rng_state(device)
             if not is_rnn:
-                s["window_rng"] = gen.get_state()
+                s["window_rng"], s["window_rng_device"] = gen.get_state(), gen.device.type
         return s
 
     def sync_flags(stop: bool, ev: bool) -> tuple[bool, bool]:

@@ -48,18 +48,23 @@ def cross_entropy(logits: Tensor, target: Tensor, weight: Optional[Tensor] = Non
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     valid = target != ignore_index
+    dtype = logits.dtype
     if not binary:
         if reduction != "mean":
             return F.cross_entropy(logits, target.long(), weight=weight, ignore_index=ignore_index,
                                    reduction=reduction)
         # F.cross_entropy's mean is 0/0 = NaN for a batch without a (non-zero-weight) labelled pixel,
         # e.g. unlabelled images of a folder dataset: that aborted training as "diverged". The sum
-        # is 0 then, so divide by the weight total only where it is positive: such a batch gives 0.
+        # is 0 then, so divide by the weight total only where it is non-zero: such a batch gives 0.
+        # 16-bit logits are summed in fp32 (a 16-bit sum overflows fp16 past 65504; torch's mean
+        # accumulates in fp32 on CUDA).
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            logits, weight = logits.float(), None if weight is None else weight.float()
         s = F.cross_entropy(logits, target.long(), weight=weight, ignore_index=ignore_index, reduction="sum")
         t = torch.where(valid, target, 0).long()
         den = (torch.where(valid, weight.to(s.device, torch.float64)[t], 0.0) if weight is not None else valid).sum()
         den = den.to(s.dtype)
-        return s / torch.where(den > 0, den, torch.ones_like(den))
+        return (s / torch.where(den != 0, den, torch.ones_like(den))).to(dtype)
     z = logits[:, 0][valid]
     y = target[valid].to(z.dtype)
     w = None
@@ -73,7 +78,7 @@ def cross_entropy(logits: Tensor, target: Tensor, weight: Optional[Tensor] = Non
     if reduction == "sum":
         return losses.sum()
     den = w.sum() if w is not None else valid.sum().to(z.dtype)
-    return losses.sum() / torch.where(den > 0, den, torch.ones_like(den))  # no labelled pixel: 0, not NaN
+    return losses.sum() / torch.where(den != 0, den, torch.ones_like(den))  # no labelled pixel: 0, not NaN
 
 
 def soft_dice_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX, eps: float = 1e-12) -> Tensor:
