@@ -72,12 +72,17 @@ def rnn(dev):
     for barrier in ("grid", "flag", "cluster"):
         with switches(RNNKERN_RNN_BARRIER=barrier):
             _rnn_fma(dev, torch.tensor([4, 2, 0]))
-    # the tensor-core kernel (sm_90): one cluster (H=100) and several with the flag barrier
-    # (H=300), tf32 / bf16 / fp16, B of 17 (a ragged 16-row tile), lengths with a zero
+    # the tensor-core kernel (sm_90): one cluster (H=100), several with the exchange words (H=300,
+    # the default where two partial-sum buffers fit; rnn_exchange too) and several with the flag
+    # barrier (H=300 forced: the default where they do not fit; its per-step reuse of the partial
+    # sums is ordered through global memory only), tf32 / bf16 / fp16, B of 17 (a ragged 16-row
+    # tile), lengths with a zero
     torch.backends.cudnn.allow_tf32 = True
     with switches(RNNKERN_RNN_MATH="mma"):
         for H in (100, 300):
             _rnn_tensor_cores(dev, H)
+        with switches(RNNKERN_RNN_BARRIER="flag"):
+            _rnn_tensor_cores(dev, 300)
     # B > 64: the general path's raw steps (one cuBLAS product + one kernel each), lengths with
     # runs of equal row counts and a zero, stride-0 upstream gradients
     for dtype in (torch.float32, torch.bfloat16):
