@@ -6,6 +6,10 @@ what runs, and TF32 / 16-bit within 2x torch's own error.
 On CUDA the route is the default (RNNKERN_CONV_GEMM unset); on CPU it runs only with
 RNNKERN_CONV_GEMM=1, which these tests set, so the layout code is checked without a GPU, once on
 ATen's BLAS and once through the cuBLAS calls the CUDA build makes, emulated."""
+import os
+import threading
+import time
+
 import pytest
 import torch
 import torch.nn.functional as TF
@@ -275,4 +279,40 @@ def test_cpu_products_stay_fp32_under_matmul_precision_medium(matmul_precision_m
     ours = _grads(lambda x, w, b: form(RF, x, w, b), x.float(), w.float(), b.float(), gy.float())
     for name, o, r in zip(("output", "grad_input", "grad_weight", "grad_bias"), ours, ref):
         assert rel_err(o, r) < 1e-5, (name, rel_err(o, r))
+    assert torch.backends.mkldnn.matmul.fp32_precision == "bf16"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_matmul_precision_after_fork_during_a_convolution(matmul_precision_medium):
+    """A process forked while another thread's CPU convolution holds the matmul setting at IEEE
+    (csrc/cpu/conv_precision.h) starts with the user's bf16 setting back: that convolution's thread
+    does not exist in the child, so nothing there would ever restore it (it stayed IEEE)."""
+    x, w = torch.randn(8, 64, 48, 48), torch.randn(64, 64, 1, 1)  # a GEMM-route convolution, ~ms
+    stop = threading.Event()
+
+    def convolutions():
+        while not stop.is_set():
+            RF.conv2d(x, w)
+
+    thread = threading.Thread(target=convolutions)
+    thread.start()
+    seen = []
+    try:
+        for _ in range(5):
+            deadline = time.monotonic() + 10
+            while torch.backends.mkldnn.matmul.fp32_precision != "ieee" and time.monotonic() < deadline:
+                pass  # until a convolution is in flight
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: read the setting, report it, leave at once (no OpenMP here)
+                os.write(write, torch.backends.mkldnn.matmul.fp32_precision.encode())
+                os._exit(0)
+            os.close(write)
+            seen.append(os.read(read, 16).decode())
+            os.close(read)
+            os.waitpid(pid, 0)
+    finally:
+        stop.set()
+        thread.join()
+    assert seen == ["bf16"] * 5
     assert torch.backends.mkldnn.matmul.fp32_precision == "bf16"
