@@ -116,7 +116,8 @@ void blas_gemm(at::Tensor& C, const at::Tensor& A, const at::Tensor& B, float be
   }
   constexpr int64_t kMax = std::numeric_limits<int>::max();
   TORCH_CHECK(m <= kMax && n <= kMax && k <= kMax && g.lda <= kMax && g.ldb <= kMax && g.ldc <= kMax && batch <= kMax,
-              "a matrix product exceeds cuBLAS's 32-bit sizes");
+              "a matrix product exceeds cuBLAS's 32-bit sizes (m ", m, ", n ", n, ", k ", k, ", batch ", batch,
+              "): e.g. an RNN's T * B rows or a convolution's pixels must stay below 2^31 on CUDA");
   run(g, C, beta);
 }
 

@@ -13,6 +13,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 IGNORE_INDEX = 255
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _out_dtype(logits: Tensor) -> torch.dtype:
+    """The dtype torch's own losses return for these logits: 16-bit logits give a 16-bit loss, except
+    under autocast, which runs the losses in fp32 (F.cross_entropy, binary_cross_entropy_with_logits)."""
+    if logits.dtype in _HALF and torch.is_autocast_enabled(logits.device.type):
+        return torch.float32
+    return logits.dtype
 
 
 def _check(logits: Tensor, target: Tensor, ignore_index: int, where: str) -> tuple[Tensor, bool]:
@@ -48,7 +57,7 @@ def cross_entropy(logits: Tensor, target: Tensor, weight: Optional[Tensor] = Non
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     valid = target != ignore_index
-    dtype = logits.dtype
+    dtype = _out_dtype(logits)
     if not binary:
         if reduction != "mean":
             return F.cross_entropy(logits, target.long(), weight=weight, ignore_index=ignore_index,
@@ -58,7 +67,7 @@ def cross_entropy(logits: Tensor, target: Tensor, weight: Optional[Tensor] = Non
         # is 0 then, so divide by the weight total only where it is non-zero: such a batch gives 0.
         # 16-bit logits are summed in fp32 (a 16-bit sum overflows fp16 past 65504; torch's mean
         # accumulates in fp32 on CUDA).
-        if logits.dtype in (torch.float16, torch.bfloat16):
+        if logits.dtype in _HALF:
             logits, weight = logits.float(), None if weight is None else weight.float()
         s = F.cross_entropy(logits, target.long(), weight=weight, ignore_index=ignore_index, reduction="sum")
         t = torch.where(valid, target, 0).long()
@@ -66,19 +75,21 @@ def cross_entropy(logits: Tensor, target: Tensor, weight: Optional[Tensor] = Non
         den = den.to(s.dtype)
         return (s / torch.where(den != 0, den, torch.ones_like(den))).to(dtype)
     z = logits[:, 0][valid]
+    if reduction != "none" and z.dtype in _HALF:  # sum 16-bit losses in fp32, as the multiclass mean
+        z = z.float()
     y = target[valid].to(z.dtype)
     w = None
     if weight is not None:
         w = torch.where(y > 0, weight[1].to(z.dtype), weight[0].to(z.dtype))
     losses = F.binary_cross_entropy_with_logits(z, y, weight=w, reduction="none")
     if reduction == "none":
-        out = torch.zeros(target.shape, dtype=z.dtype, device=z.device)
+        out = torch.zeros(target.shape, dtype=losses.dtype, device=z.device)
         out[valid] = losses
         return out
     if reduction == "sum":
-        return losses.sum()
+        return losses.sum().to(dtype)
     den = w.sum() if w is not None else valid.sum().to(z.dtype)
-    return losses.sum() / torch.where(den != 0, den, torch.ones_like(den))  # no labelled pixel: 0, not NaN
+    return (losses.sum() / torch.where(den != 0, den, torch.ones_like(den))).to(dtype)  # no labelled pixel: 0
 
 
 def soft_dice_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX, eps: float = 1e-12) -> Tensor:
@@ -89,8 +100,12 @@ def soft_dice_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_IN
     with p = softmax(logits) over the channels (multiclass) or sigmoid (binary: one channel, the
     foreground class only, C = 1), y the one-hot target, sums over every non-ignored pixel of the
     batch. `eps` only guards an all-zero denominator. Classes absent from the target contribute
-    1 - 0 = 1 (as the formula says)."""
+    1 - 0 = 1 (as the formula says). 16-bit logits are computed in fp32 (the per-class sums pass
+    fp16's 65504 past ~33k pixels of a class: inf / inf = NaN); the result has torch's loss dtype."""
     logits, binary = _check(logits, target, ignore_index, "soft_dice_loss")
+    dtype = _out_dtype(logits)
+    if logits.dtype in _HALF:
+        logits = logits.float()
     valid = target != ignore_index
     if binary:
         p = torch.sigmoid(logits[:, 0])
@@ -104,7 +119,7 @@ def soft_dice_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_IN
     dims = (0, 2, 3)
     inter = (y * p).sum(dims)
     den = (y * y).sum(dims) + (p * p).sum(dims)
-    return (1 - 2 * inter / den.clamp_min(eps)).mean()
+    return (1 - 2 * inter / den.clamp_min(eps)).mean().to(dtype)
 
 
 class CrossEntropyLoss(nn.Module):
