@@ -60,3 +60,22 @@ def test_unet_compiles_fullgraph_without_recompiles():
         torch.testing.assert_close(pc.grad, pe.grad, rtol=1e-4, atol=1e-6)
     assert sum(counters["graph_break"].values()) == 0
     assert counters["stats"]["unique_graphs"] == 1
+
+
+@pytest.mark.parametrize("channels", [3, 1], ids=["multiclass", "binary"])
+def test_seg_losses_compile_fullgraph(channels):
+    """The losses compile with fullgraph (a training step compiled whole): their label check is an
+    asynchronous assert inside a graph (it branched on the data), same values and gradients as
+    eager, and an out-of-range label still raises, naming the valid range."""
+    z = torch.randn(2, channels, 8, 8, requires_grad=True)
+    t = torch.randint(0, max(channels, 2), (2, 8, 8))
+    t[0, 0] = 255
+    for loss in (cross_entropy, soft_dice_loss):
+        compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+        got, want = compiled(z, t), loss(z, t)
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(torch.autograd.grad(got, z)[0], torch.autograd.grad(want, z)[0])
+        bad = t.clone()
+        bad[1, 1, 1] = 7
+        with pytest.raises(RuntimeError, match=r"target labels must be in \[0, "):
+            compiled(z, bad)

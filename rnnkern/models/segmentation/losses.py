@@ -38,7 +38,11 @@ def _check(logits: Tensor, target: Tensor, ignore_index: int, where: str) -> tup
     binary = logits.shape[1] == 1
     num_classes = 2 if binary else logits.shape[1]
     valid = target != ignore_index
-    if valid.any():
+    if torch.compiler.is_compiling():  # (no data-dependent branch in a graph: an asynchronous assert)
+        in_range = ((target >= 0) & (target < num_classes)) | ~valid
+        torch._assert_async(in_range.all(), f"{where}: target labels must be in [0, {num_classes}) or "
+                                            f"{ignore_index} (ignore)")
+    elif valid.any():
         t = target[valid]
         lo, hi = int(t.min()), int(t.max())
         if lo < 0 or hi >= num_classes:
