@@ -3040,6 +3040,14 @@ int to_int(int64_t v, const char* what) {
   return static_cast<int>(v);
 }
 
+// The kernels hold an input position o * s - p + k * d on the padded input and a tap's offset
+// r * KW + s in ints.
+void check_int_spans(const ConvGeometry& g) {
+  to_int(g.H + g.pt + g.pb, "padded input height");
+  to_int(g.W + g.pl + g.pr, "padded input width");
+  to_int(g.KH * g.KW, "kernel (height x width)");
+}
+
 void check_cuda(const char* op, const at::Tensor& t) {
   TORCH_CHECK(t.is_cuda(), op, ": expected a CUDA tensor");
   const auto st = t.scalar_type();
@@ -3069,12 +3077,9 @@ GatherParams gather_params(const ConvGeometry& g, bool trans) {
   p.dw = to_int(g.dw, "dilation");
   p.pt = to_int(g.pt, "padding");
   p.pl = to_int(g.pl, "padding");
-  // (the kernels hold a pixel's position within its image, an input position o * s - p + k * d
-  // on the padded input, and a tap's offset r * KW + s in ints)
+  // (the kernels hold a pixel's position within its image in an int)
   to_int(int64_t{p.Ho} * p.Wo, "image (height x width)");
-  to_int(g.H + g.pt + g.pb, "padded input height");
-  to_int(g.W + g.pl + g.pr, "padded input width");
-  to_int(g.KH * g.KW, "kernel (height x width)");
+  check_int_spans(g);
   p.M = static_cast<long long>(g.N) * p.Ho * p.Wo;
   if (trans) {  // phase-major pixel enumeration (GatherParams::Mt)
     // (the stride phases' sizes, (Ho - phase + s - 1) / s, are computed in ints here and in tma_problems)
@@ -3440,9 +3445,7 @@ std::tuple<at::Tensor, at::Tensor> conv2d_backward_weight_cuda(const at::Tensor&
     p.dw = to_int(g.dw, "dilation");
     p.pt = to_int(g.pt, "padding");
     p.pl = to_int(g.pl, "padding");
-    to_int(g.H + g.pt + g.pb, "padded input height");  // (as gather_params)
-    to_int(g.W + g.pl + g.pr, "padded input width");
-    to_int(g.KH * g.KW, "kernel (height x width)");
+    check_int_spans(g);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "conv2d_backward_weight_cuda", [&] {
       using T = typename NativeOf<scalar_t>::type;
       launch_wgrad<T>(p, kcl, sizeof(scalar_t), reinterpret_cast<T*>(gw.data_ptr()), input.options());

@@ -103,8 +103,11 @@ class RNN(torch.nn.Module):
         # Read on every forward, so never stale. A plain parameter is looked up in _parameters, as
         # Module.__getattr__ would after the normal lookup fails (that failure costs ~1 us each);
         # anything else (e.g. a parametrized weight, which is a property) goes through getattr.
+        return [self._flat_weight(name) for name in self._flat_weights_names]
+
+    def _flat_weight(self, name: str) -> Tensor:
         params = self._parameters
-        return [params[name] if name in params else getattr(self, name) for name in self._flat_weights_names]
+        return params[name] if name in params else getattr(self, name)
 
     @property
     def all_weights(self) -> list[list[Tensor]]:
@@ -132,8 +135,7 @@ class RNN(torch.nn.Module):
     # torch.nn.RNNBase's argument checks and helpers, with its names, signatures and messages (code
     # written against torch.nn.RNN calls or overrides them; forward calls them as torch's does)
     def check_input(self, input: Tensor, batch_sizes: Optional[Tensor]) -> None:
-        name = self._flat_weights_names[0]
-        w = self._parameters[name] if name in self._parameters else getattr(self, name)
+        w = self._flat_weight(self._flat_weights_names[0])
         if input.dtype != w.dtype and not torch._C._is_any_autocast_enabled():
             raise ArgumentDtypeError(f"RNN input dtype ({input.dtype}) does not match weight dtype ({w.dtype}). "
                                      f"Convert input: input.to({w.dtype}), or convert model: model.to({input.dtype})")

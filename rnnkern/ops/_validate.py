@@ -112,13 +112,21 @@ def int_sizes(value, n: int) -> list[int] | None:
     return None
 
 
-def argument_error(check, *args) -> Exception | None:
-    """The exception check(*args) raises, or None when it passes."""
+def call_unchecked_first(run, common_args: tuple | None, check, *args):
+    """run(*common_args), the op called without the Python checks; run(*check(*args)) when
+    common_args is None (an argument form the unchecked path does not take). When the op refuses,
+    check(*args) raises the error that names the argument, the one the checks first would have
+    raised; the op's own error stands when the checks pass."""
+    if common_args is None:
+        return run(*check(*args))
     try:
-        check(*args)
-    except Exception as error:  # noqa: BLE001  (whatever the checks raise is what the caller gets)
-        return error
-    return None
+        return run(*common_args)
+    except Exception:
+        try:
+            check(*args)
+        except Exception as error:  # noqa: BLE001  (whatever the checks raise is what the caller gets)
+            raise error from None
+        raise
 
 
 def ntuple(op: str, name: str, value, n: int, *, minimum: int | None = None) -> list[int]:

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from rnnkern.ops import _ext  # noqa: F401  (loads _C, which registers torch.ops.rnnkern.*)
 from rnnkern.ops._transforms import conv_family_functions, in_transform, register_conv_family_vmap, transform_active
-from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, argument_error, autocast_cast,
+from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, autocast_cast, call_unchecked_first,
                                    check_same, check_supported_device, check_tensor, empty_like_layout,
                                    follow_weight_layout, int_sizes, ntuple, plain_tensors)
 
@@ -114,19 +114,11 @@ def conv(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor], stride,
     everything checked_conv_args does, so its checks, ~15 us a call in Python, run only once the
     kernels have refused, to say which argument is wrong (tests/ops/test_argument_checks.py holds
     the two to the same verdicts)."""
-    args = common_conv_args(input, weight, bias, stride, padding, dilation, groups, nd)
-    if args is None:  # any other form: the checks first
-        return _run_conv(*checked_conv_args(op, input, weight, bias, stride, padding, dilation, groups, nd))
-    try:
-        return _run_conv(*args)
-    except Exception:  # the kernels refused: name the argument, as the checks first would have
-        error = argument_error(checked_conv_args, op, input, weight, bias, stride, padding, dilation, groups, nd)
-        if error is None:
-            raise
-        raise error from None
+    args = op, input, weight, bias, stride, padding, dilation, groups, nd
+    return call_unchecked_first(_run_conv, common_conv_args(*args), checked_conv_args, *args)
 
 
-def common_conv_args(input, weight, bias, stride, padding, dilation, groups, nd: int) -> Optional[tuple]:
+def common_conv_args(op: str, input, weight, bias, stride, padding, dilation, groups, nd: int) -> Optional[tuple]:
     """checked_conv_args' result without its checks, for plain tensors and int or int-sequence sizes
     (what modules pass); None for anything else, and under torch.compile and the torch.func
     transforms (whose fakes and rules check nothing)."""
@@ -137,13 +129,9 @@ def common_conv_args(input, weight, bias, stride, padding, dilation, groups, nd:
     if stride is None or dilation is None or weight.dim() != nd + 2 or not nd + 1 <= dim <= nd + 2:
         return None
     if type(padding) is str:
-        if padding == "valid":
-            pad = [0] * (2 * nd)
-        elif padding == "same" and stride == [1] * nd:  # (torch's split: lo = total // 2, the rest hi)
-            total = [d * (int(k) - 1) for d, k in zip(dilation, weight.shape[2:])]
-            pad = [t // 2 for t in total] + [t - t // 2 for t in total]
-        else:
-            return None
+        if padding not in ("valid", "same") or (padding == "same" and stride != [1] * nd):
+            return None  # (resolve_padding's refusals, in the checks' order)
+        pad = resolve_padding(op, padding, [int(k) for k in weight.shape[2:]], stride, dilation)
     else:
         pad = int_sizes(padding, nd)
         if pad is None:

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from rnnkern.ops import _ext  # noqa: F401  (loads _C, which registers torch.ops.rnnkern.*)
 from rnnkern.ops._transforms import conv_family_functions, in_transform, register_conv_family_vmap, transform_active
-from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, argument_error, autocast_cast,
+from rnnkern.ops._validate import (ArgumentTypeError, ArgumentValueError, autocast_cast, call_unchecked_first,
                                    check_same, check_supported_device, check_tensor, empty_like_layout,
                                    follow_weight_layout, int_sizes, ntuple, plain_tensors)
 
@@ -85,21 +85,12 @@ def conv_transpose(op: str, input: Tensor, weight: Tensor, bias: Optional[Tensor
     """Validate, reshape to 4-D (N, C, H, W), call the op, restore the caller's rank. As
     rnnkern.ops.conv.conv: the argument forms modules pass go to the op unchecked, and the checks
     run only once the kernels refuse, to name the argument."""
-    args = common_conv_transpose_args(input, weight, bias, stride, padding, output_padding, groups, dilation, nd)
-    if args is None:  # any other form: the checks first
-        return _run_conv_transpose(*checked_conv_transpose_args(op, input, weight, bias, stride, padding,
-                                                                output_padding, groups, dilation, nd))
-    try:
-        return _run_conv_transpose(*args)
-    except Exception:  # the kernels refused: name the argument, as the checks first would have
-        error = argument_error(checked_conv_transpose_args, op, input, weight, bias, stride, padding, output_padding,
-                               groups, dilation, nd)
-        if error is None:
-            raise
-        raise error from None
+    args = op, input, weight, bias, stride, padding, output_padding, groups, dilation, nd
+    return call_unchecked_first(_run_conv_transpose, common_conv_transpose_args(*args), checked_conv_transpose_args,
+                                *args)
 
 
-def common_conv_transpose_args(input, weight, bias, stride, padding, output_padding, groups, dilation,
+def common_conv_transpose_args(op: str, input, weight, bias, stride, padding, output_padding, groups, dilation,
                                nd: int) -> Optional[tuple]:
     """checked_conv_transpose_args' result without its checks, for plain tensors and int or
     int-sequence sizes; None for anything else, under torch.compile and in torch.func transforms."""

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from rnnkern.ops import _ext  # noqa: F401  (loads _C, which registers torch.ops.rnnkern.*)
 from rnnkern.ops._transforms import Static, call_below_autograd, fold_vmap_dim, in_transform, transform_active
-from rnnkern.ops._validate import (ArgumentIndexError, ArgumentTypeError, ArgumentValueError, argument_error,
+from rnnkern.ops._validate import (ArgumentIndexError, ArgumentTypeError, ArgumentValueError, call_unchecked_first,
                                    check_same, check_supported_device, check_tensor, empty_like_layout, int_sizes,
                                    ntuple, plain_tensors)
 
@@ -165,16 +165,12 @@ def max_unpool(op: str, input: Tensor, indices: Optional[Tensor], mode: int, ker
     rnnkern.ops.conv.conv: the argument forms modules pass go to the op unchecked, and the checks
     run only once the kernels refuse, to name the argument."""
     args = op, input, indices, mode, kernel_size, stride, padding, output_size, nd, check_indices
-    common = common_max_unpool_args(*args)
-    if common is None:  # any other form: the checks first
-        return _run_max_unpool(*checked_max_unpool_args(*args))
-    try:
-        return _run_max_unpool(*common)
-    except Exception:  # the kernels refused: name the argument, as the checks first would have
-        error = argument_error(checked_max_unpool_args, *args)
-        if error is None:
-            raise
-        raise error from None
+    return call_unchecked_first(_run_max_unpool, common_max_unpool_args(*args), checked_max_unpool_args, *args)
+
+
+def _cpu_autocast_to_fp32(input: Tensor) -> bool:
+    """torch's CPU autocast runs max-unpooling of 16-bit values in fp32 (its CUDA autocast does not)."""
+    return input.dtype in (torch.float16, torch.bfloat16) and input.is_cpu and torch.is_autocast_enabled("cpu")
 
 
 def common_max_unpool_args(op: str, input, indices, mode: int, kernel_size, stride, padding, output_size, nd: int,
@@ -190,7 +186,7 @@ def common_max_unpool_args(op: str, input, indices, mode: int, kernel_size, stri
     dim = input.dim()
     if kernel is None or stride is None or padding is None or not nd + 1 <= dim <= nd + 2:
         return None
-    if input.dtype in (torch.float16, torch.bfloat16) and input.is_cpu and torch.is_autocast_enabled("cpu"):
+    if _cpu_autocast_to_fp32(input):
         return None
     try:
         size = unpool_output_size(op, input, kernel, stride, padding, output_size)
@@ -207,8 +203,8 @@ def checked_max_unpool_args(op: str, input: Tensor, indices: Optional[Tensor], m
         raise ArgumentTypeError(f"{op}: check_indices must be a bool, got {type(check_indices).__name__}")
     check_tensor(op, "input", input, dims=(nd + 1, nd + 2), floating=True)
     check_supported_device(op, input)
-    if input.dtype in (torch.float16, torch.bfloat16) and input.is_cpu and torch.is_autocast_enabled("cpu"):
-        input = input.float()  # torch's CPU autocast runs max-unpooling in fp32 (its CUDA autocast does not)
+    if _cpu_autocast_to_fp32(input):
+        input = input.float()
     kernel = ntuple(op, "kernel_size", kernel_size, nd, minimum=1)
     stride = kernel if stride is None else ntuple(op, "stride", stride, nd, minimum=1)
     padding = ntuple(op, "padding", padding, nd, minimum=0)
